@@ -1,0 +1,72 @@
+"""The few raw-ASGI helpers the proxy routes need (they skip the framework on purpose)."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+import orjson
+
+from tallygate.errors import GatewayError, InvalidRequest, PayloadTooLarge
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+JSON_HEADERS = [(b"content-type", b"application/json")]
+SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"),
+               (b"x-accel-buffering", b"no")]
+
+
+def new_request_id() -> str:
+    """Time-ordered, unique: 11 hex digits of epoch milliseconds and 14 random ones."""
+    return "req_%011x%s" % (time.time_ns() // 1_000_000, os.urandom(7).hex())
+
+
+def headers_of(scope: Scope, *names: bytes) -> dict[bytes, str]:
+    """The named request headers (lower-case names), decoded as latin-1 like HTTP says."""
+    found: dict[bytes, str] = {}
+    for key, value in scope["headers"]:
+        if key in names:
+            found[key] = value.decode("latin-1")
+    return found
+
+
+async def read_json(receive: Receive, limit: int, content_type: str | None) -> dict:
+    """Read the whole body (at most `limit` bytes) and parse it as a JSON object."""
+    if content_type is not None and "json" not in content_type.lower():
+        raise InvalidRequest(f"Content-Type must be application/json, got {content_type!r}",
+                             code="unsupported_media_type")
+    body = b""
+    more = True
+    while more:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise InvalidRequest("the client disconnected before sending the whole body")
+        body += message.get("body", b"")
+        more = message.get("more_body", False)
+        if len(body) > limit:
+            raise PayloadTooLarge(f"request body is larger than the {limit}-byte limit")
+    if not body:
+        raise InvalidRequest("request body is empty; expected a JSON object")
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"request body is not valid JSON: {exc}", code="invalid_json") from None
+    if not isinstance(data, dict):
+        raise InvalidRequest("request body must be a JSON object")
+    return data
+
+
+async def send_bytes(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+    headers.append((b"content-length", b"%d" % len(body)))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def send_error(send: Send, err: GatewayError, request_id: str) -> None:
+    await send_bytes(send, err.status, err.body(),
+                     [*JSON_HEADERS, (b"x-request-id", request_id.encode()), *err.headers()])

@@ -1,0 +1,176 @@
+"""The OpenAI-compatible routes, on raw ASGI: this is the hot path.
+
+Each handler reads like the pipeline: authenticate, read the body, resolve tags, resolve the
+model, relay, meter, respond; the `finally` hands the ledger its record whatever happened.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+import orjson
+
+from tallygate.api.asgi import (JSON_HEADERS, SSE_HEADERS, Receive, Scope, Send, headers_of,
+                                new_request_id, read_json, send_bytes, send_error)
+from tallygate.errors import GatewayError, InvalidRequest, PermissionDenied, UpstreamProtocolError
+from tallygate.pipeline.auth import Authenticator
+from tallygate.pipeline.call import Call
+from tallygate.pipeline.models import ModelCatalog, Route
+from tallygate.pipeline.pricing import usd
+from tallygate.pipeline.tags import parse_tags
+from tallygate.store.ledger import LedgerWriter
+from tallygate.types import Usage
+
+log = logging.getLogger("tallygate.proxy")
+
+_AUTH, _CTYPE, _TAGS = b"authorization", b"content-type", b"x-request-tags"
+Handler = Callable[[Call, Route, dict, Send], Awaitable[None]]
+
+
+def _check_chat(body: dict) -> bool:
+    """Validate what the gateway itself relies on; returns whether the client wants a stream."""
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise InvalidRequest("messages must be a non-empty array", param="messages")
+    stream = body.get("stream", False)
+    if stream is not None and not isinstance(stream, bool):
+        raise InvalidRequest("stream must be a boolean", param="stream")
+    options = body.get("stream_options")
+    if options is not None and not isinstance(options, dict):
+        raise InvalidRequest("stream_options must be an object", param="stream_options")
+    return bool(stream)
+
+
+def _cost_value(pico: int) -> float:
+    """Dollars for the JSON response; shortest float repr prints the exact decimal."""
+    return float(usd(pico))
+
+
+class Proxy:
+    """`/v1/chat/completions`, `/v1/embeddings` and `/v1/models`."""
+
+    def __init__(self, auth: Authenticator, catalog: ModelCatalog, ledger: LedgerWriter,
+                 max_body_bytes: int) -> None:
+        self._auth = auth
+        self._catalog = catalog
+        self._ledger = ledger
+        self._limit = max_body_bytes
+
+    async def models(self, scope: Scope, receive: Receive, send: Send) -> None:
+        rid = new_request_id()
+        try:
+            await self._auth.authenticate(headers_of(scope, _AUTH).get(_AUTH))
+        except GatewayError as err:
+            return await send_error(send, err, rid)
+        await send_bytes(send, 200, orjson.dumps(self._catalog.listing()),
+                         [*JSON_HEADERS, (b"x-request-id", rid.encode())])
+
+    async def chat(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._handle(scope, receive, send, "chat", self._chat)
+
+    async def embeddings(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._handle(scope, receive, send, "embeddings", self._embed)
+
+    async def _handle(self, scope: Scope, receive: Receive, send: Send, endpoint: str,
+                      relay: Handler) -> None:
+        rid = new_request_id()
+        headers = headers_of(scope, _AUTH, _CTYPE, _TAGS)
+        try:
+            principal = await self._auth.authenticate(headers.get(_AUTH))
+        except GatewayError as err:
+            return await send_error(send, err, rid)
+        call = Call(rid, endpoint, principal)
+        try:
+            if not principal.can("completions", "write"):
+                raise PermissionDenied("this API key may not make completions (permissions.completions)")
+            body = await read_json(receive, self._limit, headers.get(_CTYPE))
+            call.tags = parse_tags(body.pop("request_tags", None), headers.get(_TAGS))
+            call.requested_model = str(body.get("model"))[:200]
+            route = call.route = self._catalog.resolve(body.get("model"))
+            body["model"] = route.upstream_model
+            await relay(call, route, body, send)
+        except GatewayError as err:
+            call.fail(err)
+            if call.ttft is None:
+                await send_error(send, err, rid)
+        except Exception:
+            log.exception("request %s failed unexpectedly", rid)
+            err = GatewayError("the gateway failed to handle this request", code="internal_error")
+            call.fail(err)
+            if call.ttft is None:
+                await send_error(send, err, rid)
+        finally:
+            self._ledger.record(call.record())
+
+    async def _chat(self, call: Call, route: Route, body: dict, send: Send) -> None:
+        if _check_chat(body):
+            return await self._chat_stream(call, route, body, send)
+        try:
+            data, usage = await route.provider.chat(body)
+        except GatewayError as err:
+            call.attempt(err.status, err)
+            raise
+        call.attempt(200)
+        await self._respond(call, route, data, usage, send)
+
+    async def _embed(self, call: Call, route: Route, body: dict, send: Send) -> None:
+        if "input" not in body:
+            raise InvalidRequest("input is required", param="input")
+        try:
+            data, usage = await route.provider.embed(body)
+        except GatewayError as err:
+            call.attempt(err.status, err)
+            raise
+        call.attempt(200)
+        await self._respond(call, route, data, usage, send)
+
+    async def _respond(self, call: Call, route: Route, data: dict, usage: Usage, send: Send) -> None:
+        cost = call.meter(usage, self._catalog.rate(route))
+        if call.endpoint == "chat":
+            data["id"] = call.id
+        usage_obj = data.get("usage")
+        if not isinstance(usage_obj, dict):
+            usage_obj = data["usage"] = usage.to_openai()
+        usage_obj["cost"] = _cost_value(cost)
+        call.ttft = time.perf_counter()
+        await send_bytes(send, 200, orjson.dumps(data), [*JSON_HEADERS, (b"x-request-id", call.id.encode())])
+
+    async def _chat_stream(self, call: Call, route: Route, body: dict, send: Send) -> None:
+        call.stream = True
+        wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        rate = self._catalog.rate(route)
+        chunks = route.provider.chat_stream(body)
+        try:
+            try:
+                chunk = await anext(chunks)
+            except StopAsyncIteration:
+                raise UpstreamProtocolError(f"provider {route.provider_name!r} sent an empty stream") from None
+            except GatewayError as err:
+                call.attempt(err.status, err)
+                raise
+            call.attempt(200)
+            call.ttft = time.perf_counter()
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": [*SSE_HEADERS, (b"x-request-id", call.id.encode())]})
+            try:
+                while True:
+                    chunk["id"] = call.id
+                    usage_obj = chunk.get("usage")
+                    if usage_obj:
+                        usage_obj["cost"] = _cost_value(call.meter(Usage.from_openai(usage_obj), rate))
+                    if not wants_usage:
+                        chunk.pop("usage", None)
+                    if wants_usage or chunk.get("choices") or not usage_obj:
+                        await send({"type": "http.response.body", "more_body": True,
+                                    "body": b"data: " + orjson.dumps(chunk) + b"\n\n"})
+                    chunk = await anext(chunks)
+            except StopAsyncIteration:
+                await send({"type": "http.response.body", "body": b"data: [DONE]\n\n"})
+            except GatewayError as err:
+                call.partial = True
+                call.fail(err)
+                await send({"type": "http.response.body", "body": b"data: " + err.body() + b"\n\n"})
+        finally:
+            await chunks.aclose()

@@ -1,0 +1,78 @@
+"""create_app(config, settings) -> the ASGI application. Wiring only.
+
+The proxy routes are dispatched by path straight to their raw-ASGI handlers; everything else
+goes to the FastAPI management app. Start-up opens and migrates the database, loads keys and
+starts the ledger writer; shutdown (SIGTERM included) flushes the ledger.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from tallygate.api.asgi import Receive, Scope, Send
+from tallygate.api.management import create_management_app
+from tallygate.api.proxy import Proxy
+from tallygate.pipeline.auth import Authenticator
+from tallygate.pipeline.models import ModelCatalog
+from tallygate.providers.http import HttpClient
+from tallygate.providers.registry import build_providers
+from tallygate.settings import GatewayConfig, Settings
+from tallygate.store.db import migrate, open_engine
+from tallygate.store.keys import KeyStore
+from tallygate.store.ledger import LedgerWriter
+from tallygate.store.logs import LogReader
+
+log = logging.getLogger("tallygate")
+
+
+class Gateway:
+    """The ASGI application: hot routes by exact path, the rest to the management app."""
+
+    def __init__(self, config: GatewayConfig, settings: Settings) -> None:
+        self.settings = settings
+        self.engine = open_engine(settings.db_url)
+        migrate(self.engine)
+        self.keys = KeyStore(self.engine)
+        admin_user = self.keys.ensure_user("admin")
+        self.auth = Authenticator(self.keys, settings.admin_key, admin_user["id"])
+        self.auth.load()
+        self.http = HttpClient()
+        self.catalog = ModelCatalog(config, build_providers(config, self.http))
+        self.ledger = LedgerWriter(self.engine, flush_ms=settings.ledger_flush_ms,
+                                   batch=settings.ledger_batch)
+        proxy = Proxy(self.auth, self.catalog, self.ledger, settings.max_body_bytes)
+        self._hot = {
+            ("POST", "/v1/chat/completions"): proxy.chat,
+            ("POST", "/v1/embeddings"): proxy.embeddings,
+            ("GET", "/v1/models"): proxy.models,
+        }
+        self._management = create_management_app(self.auth, LogReader(self.engine))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            handler = self._hot.get((scope["method"], scope["path"]))
+            if handler is not None:
+                return await handler(scope, receive, send)
+            return await self._management(scope, receive, send)
+        if scope["type"] == "lifespan":
+            return await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                self.ledger.start()
+                self.auth.start()
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.ledger.close()
+                await self.auth.stop()
+                await self.http.close()
+                self.engine.dispose()
+                log.info("ledger flushed: %d records written this run", self.ledger.written)
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+def create_app(config: GatewayConfig, settings: Settings) -> Gateway:
+    return Gateway(config, settings)

@@ -1,0 +1,18 @@
+"""`tallygate` command line: the root group and shared options."""
+
+from __future__ import annotations
+
+import click
+
+from tallygate.cli.keys import keys
+from tallygate.cli.serve import serve
+
+
+@click.group()
+@click.version_option(package_name="tallygate")
+def cli() -> None:
+    """Tallygate: an OpenAI-compatible LLM gateway that meters, prices and attributes every call."""
+
+
+cli.add_command(serve)
+cli.add_command(keys)

@@ -1,0 +1,19 @@
+"""Options shared by several commands."""
+
+from __future__ import annotations
+
+import click
+
+from tallygate.settings import ConfigError, Settings
+
+db_option = click.option(
+    "--db", "db_url", envvar="TALLYGATE_DB_URL", default=None, metavar="URL",
+    help="Database URL (default sqlite:///tallygate.db in the working directory; "
+         "postgresql+psycopg://... for PostgreSQL). Env: TALLYGATE_DB_URL.")
+
+
+def load_settings(**overrides: object) -> Settings:
+    try:
+        return Settings.from_env(**overrides)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None

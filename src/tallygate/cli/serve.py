@@ -1,0 +1,53 @@
+"""`tallygate serve`: run the gateway."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+
+from tallygate.cli.options import db_option, load_settings
+from tallygate.settings import ConfigError, load_config
+
+
+@click.command()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), envvar="TALLYGATE_CONFIG",
+              default=None, help="tallygate.yaml (default: the built-in demo config on the mock "
+                                 "provider). Env: TALLYGATE_CONFIG.")
+@db_option
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8400, show_default=True, type=click.IntRange(0, 65535))
+def serve(config_path: str | None, db_url: str | None, host: str, port: int) -> None:
+    """Start the gateway (one worker process)."""
+    import uvicorn
+
+    from tallygate.app import create_app
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    settings = load_settings(db_url=db_url)
+    try:
+        config = load_config(config_path)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    app = create_app(config, settings)
+    demo_secret = None
+    if config_path is None and not app.keys.list():
+        record, demo_secret = app.keys.create(name="demo", labels={"team": "demo", "env": "dev"})
+        app.auth.remember(record)
+    base = f"http://{host}:{port}/v1"
+    click.echo(f"Tallygate on {base}  (config: {config_path or 'built-in demo, mock provider'}; "
+               f"ledger: {settings.db_url})", err=True)
+    click.echo("models: " + ", ".join(m["id"] for m in app.catalog.listing()["data"]), err=True)
+    if demo_secret:
+        click.echo(f"demo API key (shown once): {demo_secret}", err=True)
+    if not settings.admin_key:
+        click.echo("TALLYGATE_ADMIN_KEY is not set: logs and management need it.", err=True)
+    click.echo(f"try: curl {base}/chat/completions -H 'Authorization: Bearer <key>' "
+               "-H 'Content-Type: application/json' "
+               "-d '{\"model\":\"gpt-4o-mini\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],"
+               "\"request_tags\":[\"team/demo\"]}'", err=True)
+    loop = "uvloop" if sys.platform != "win32" else "asyncio"
+    uvicorn.run(app, host=host, port=port, loop=loop, http="httptools", lifespan="on",
+                access_log=False, log_level="warning", timeout_graceful_shutdown=30)

@@ -1,0 +1,143 @@
+"""Every error the gateway returns, as one tree that renders to OpenAI's error JSON.
+
+    GatewayError                      (500 server_error)
+    +-- InvalidRequest                (400 invalid_request_error, names the `param`)
+    |   +-- BadTag                    (400, param "request_tags")
+    +-- PayloadTooLarge               (413)
+    +-- AuthenticationFailed          (401)
+    +-- PermissionDenied              (403)
+    +-- NotFound                      (404)
+    |   +-- ModelNotFound             (404 model_not_found)
+    +-- BudgetExceeded                (402 budget_exceeded)
+    +-- UpstreamError                 (an error that came from, or reaching, a provider)
+        +-- UpstreamHTTPError         (the provider answered with an error status)
+        +-- UpstreamTimeout           (504)
+        +-- UpstreamUnavailable       (502: refused, reset, DNS ...)
+        +-- UpstreamProtocolError     (502: the provider sent something we cannot read)
+
+Services raise these; one function (`render`) turns them into a status and a body.
+Messages never carry upstream bodies or secrets.
+"""
+
+from __future__ import annotations
+
+import orjson
+
+
+class GatewayError(Exception):
+    status = 500
+    type = "server_error"
+    code: str | None = None
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+
+    def payload(self) -> dict:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+    def body(self) -> bytes:
+        return orjson.dumps(self.payload())
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        return []
+
+
+class InvalidRequest(GatewayError):
+    status = 400
+    type = "invalid_request_error"
+
+
+class BadTag(InvalidRequest):
+    code = "invalid_request_tag"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, param="request_tags")
+
+
+class PayloadTooLarge(GatewayError):
+    status = 413
+    type = "invalid_request_error"
+    code = "payload_too_large"
+
+
+class AuthenticationFailed(GatewayError):
+    status = 401
+    type = "authentication_error"
+    code = "invalid_api_key"
+
+
+class PermissionDenied(GatewayError):
+    status = 403
+    type = "permission_error"
+    code = "insufficient_permissions"
+
+
+class NotFound(GatewayError):
+    status = 404
+    type = "invalid_request_error"
+    code = "not_found"
+
+
+class ModelNotFound(NotFound):
+    code = "model_not_found"
+
+
+class BudgetExceeded(GatewayError):
+    status = 402
+    type = "budget_exceeded"
+    code = "budget_exceeded"
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        return [(b"x-should-retry", b"false")]
+
+
+class UpstreamError(GatewayError):
+    """A provider could not serve the request. `retryable` says whether another try may succeed."""
+
+    status = 502
+    type = "upstream_error"
+    retryable = True
+
+
+class UpstreamHTTPError(UpstreamError):
+    """The provider answered with an error status; the caller's own 4xx keep their status."""
+
+    def __init__(self, upstream_status: int, message: str, *, retry_after: float | None = None) -> None:
+        if upstream_status == 429:
+            status, etype, code = 429, "rate_limit_error", "upstream_rate_limited"
+        elif upstream_status in (401, 403):
+            # The gateway's own provider credentials were refused: not the caller's fault.
+            status, etype, code = 502, "upstream_error", "upstream_auth_failed"
+        elif 400 <= upstream_status < 500:
+            status, etype, code = upstream_status, "invalid_request_error", "upstream_rejected"
+        else:
+            status, etype, code = 502, "upstream_error", "upstream_server_error"
+        super().__init__(message, code=code)
+        self.status = status
+        self.type = etype
+        self.upstream_status = upstream_status
+        self.retry_after = retry_after
+        self.retryable = upstream_status == 429 or upstream_status >= 500
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        if self.retry_after is not None:
+            return [(b"retry-after", str(int(self.retry_after + 0.999)).encode())]
+        return []
+
+
+class UpstreamTimeout(UpstreamError):
+    status = 504
+    type = "timeout_error"
+    code = "upstream_timeout"
+
+
+class UpstreamUnavailable(UpstreamError):
+    code = "upstream_unavailable"
+
+
+class UpstreamProtocolError(UpstreamError):
+    code = "upstream_bad_response"

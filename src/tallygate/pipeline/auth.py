@@ -1,0 +1,112 @@
+"""Bearer authentication against hashed keys, served from memory.
+
+Every key record is loaded at start-up and kept fresh by polling for keys changed since the
+last poll (`refresh_s`), so a key created or revoked by the CLI or another replica takes
+effect within that interval, and one revoked through this process at once. A prefix not in
+memory is looked up in the database off the event loop; misses are remembered briefly so
+random keys cannot turn into a database load.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import time
+
+from tallygate.errors import AuthenticationFailed
+from tallygate.store.keys import PREFIX_LEN, KeyStore, hash_secret, now_ms
+from tallygate.types import Principal
+
+log = logging.getLogger("tallygate.auth")
+ADMIN_PERMISSIONS = {"completions": "write", "manage": "write"}
+_MISS_TTL_S = 2.0
+
+
+def _principal(row: dict) -> Principal:
+    return Principal(key_id=row["id"], name=row["name"], labels=dict(row["labels"] or {}),
+                     permissions=dict(row["permissions"] or {}), user_id=row["created_by"],
+                     policy=row["policy"])
+
+
+class Authenticator:
+    """Turns an `Authorization` header into a `Principal`, or raises `AuthenticationFailed`."""
+
+    def __init__(self, keys: KeyStore, admin_key: str | None, admin_user_id: str | None = None,
+                 refresh_s: float = 1.0) -> None:
+        self._keys = keys
+        self._admin_hash = hash_secret(admin_key) if admin_key else None
+        self._admin = Principal(key_id=None, name="admin", permissions=ADMIN_PERMISSIONS,
+                                user_id=admin_user_id)
+        self._by_prefix: dict[str, list[tuple[str, Principal | None]]] = {}
+        self._misses: dict[str, float] = {}
+        self._refresh_s = refresh_s
+        self._seen_ms = 0
+        self._task: asyncio.Task | None = None
+
+    def load(self) -> None:
+        """Read every key (blocking; call at start-up)."""
+        self._seen_ms = now_ms()
+        for row in self._keys.list():
+            self.remember(row)
+
+    def remember(self, row: dict) -> None:
+        """Put a key record into memory, replacing an older copy (revoked keys stay, as revoked)."""
+        entries = [e for e in self._by_prefix.get(row["key_prefix"], []) if e[0] != row["key_hash"]]
+        entries.append((row["key_hash"], None if row["revoked_at"] else _principal(row)))
+        self._by_prefix[row["key_prefix"]] = entries
+        self._misses.pop(row["key_prefix"], None)
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._poll())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(self._refresh_s)
+            since = self._seen_ms - 5_000  # overlap: clocks of other writers may lag a little
+            try:
+                self._seen_ms = now_ms()
+                for row in await asyncio.to_thread(self._keys.changed_since, since):
+                    self.remember(row)
+            except Exception:
+                log.exception("refreshing API keys failed")
+
+    async def authenticate(self, authorization: str | None) -> Principal:
+        if not authorization:
+            raise AuthenticationFailed("missing API key: send 'Authorization: Bearer <key>'")
+        scheme, _, secret = authorization.partition(" ")
+        secret = secret.strip()
+        if scheme.lower() != "bearer" or not secret:
+            raise AuthenticationFailed("malformed Authorization header: expected 'Bearer <key>'")
+        digest = hash_secret(secret)
+        if self._admin_hash is not None and hmac.compare_digest(digest, self._admin_hash):
+            return self._admin
+        prefix = secret[:PREFIX_LEN]
+        entries = self._by_prefix.get(prefix)
+        if entries is None:
+            entries = await self._fetch(prefix)
+        for stored, principal in entries:
+            if hmac.compare_digest(digest, stored):
+                if principal is None:
+                    raise AuthenticationFailed("this API key has been revoked", code="revoked_api_key")
+                return principal
+        raise AuthenticationFailed("invalid API key")
+
+    async def _fetch(self, prefix: str) -> list[tuple[str, Principal | None]]:
+        missed = self._misses.get(prefix)
+        if missed is not None and time.monotonic() - missed < _MISS_TTL_S:
+            return []
+        rows = await asyncio.to_thread(self._keys.by_prefix, prefix)
+        if not rows:
+            if len(self._misses) > 10_000:
+                self._misses.clear()
+            self._misses[prefix] = time.monotonic()
+            return []
+        for row in rows:
+            self.remember(row)
+        return self._by_prefix.get(prefix, [])

@@ -1,0 +1,78 @@
+"""One request's journey through the gateway, ending as exactly one ledger record."""
+
+from __future__ import annotations
+
+import time
+
+from tallygate.errors import GatewayError
+from tallygate.pipeline.models import Route
+from tallygate.pipeline.pricing import Rate
+from tallygate.types import Attempt, Principal, Usage
+
+
+class Call:
+    """Mutable facts about one authenticated request; `record()` turns them into a ledger row."""
+
+    __slots__ = ("id", "endpoint", "principal", "started", "created_ms", "tags", "route", "stream",
+                 "status", "error", "usage", "cost_pico", "pricing_source", "ttft", "partial",
+                 "attempts", "requested_model")
+
+    def __init__(self, request_id: str, endpoint: str, principal: Principal) -> None:
+        self.id = request_id
+        self.endpoint = endpoint
+        self.principal = principal
+        self.started = time.perf_counter()
+        self.created_ms = time.time_ns() // 1_000_000
+        self.tags: tuple[str, ...] = ()
+        self.route: Route | None = None
+        self.requested_model: str | None = None
+        self.stream = False
+        self.status = 200
+        self.error: GatewayError | None = None
+        self.usage = Usage()
+        self.cost_pico = 0
+        self.pricing_source: str | None = None
+        self.ttft: float | None = None
+        self.partial = False
+        self.attempts: list[Attempt] = []
+
+    def meter(self, usage: Usage, rate: Rate) -> int:
+        """Price `usage`; returns the cost in picodollars."""
+        self.usage = usage
+        self.cost_pico = rate.cost(usage)
+        self.pricing_source = rate.source
+        return self.cost_pico
+
+    def attempt(self, status: int, error: GatewayError | None = None) -> None:
+        """Note the outcome of one upstream try of the current route."""
+        route = self.route
+        if route is not None:
+            self.attempts.append(Attempt(route.provider_name, route.upstream_model, status,
+                                         (time.perf_counter() - self.started) * 1000.0,
+                                         None if error is None else type(error).__name__))
+
+    def fail(self, err: GatewayError) -> None:
+        self.status = err.status
+        self.error = err
+
+    def record(self) -> dict:
+        """The ledger row (columns of `store.schema.requests`)."""
+        route, usage, err = self.route, self.usage, self.error
+        now = time.perf_counter()
+        return {
+            "id": self.id, "created_at": self.created_ms, "key_id": self.principal.key_id,
+            "key_name": self.principal.name, "labels": self.principal.labels, "tags": list(self.tags),
+            "endpoint": self.endpoint, "requested_model": self.requested_model,
+            "served_model": route.upstream_model if route else None,
+            "provider": route.provider_name if route else None,
+            "status": self.status, "error_type": err.type if err else None,
+            "error_message": err.message[:1000] if err else None,
+            "stream": self.stream, "partial": self.partial,
+            "input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens,
+            "cached_tokens": usage.cached_tokens, "cache_write_tokens": usage.cache_write_tokens,
+            "reasoning_tokens": usage.reasoning_tokens, "cost_pico": self.cost_pico,
+            "pricing_source": self.pricing_source,
+            "latency_us": int((now - self.started) * 1e6),
+            "ttft_us": None if self.ttft is None else int((self.ttft - self.started) * 1e6),
+            "attempts": [a.to_dict() for a in self.attempts],
+        }

@@ -1,0 +1,52 @@
+"""The model catalogue: a requested model name -> the provider and upstream model serving it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tallygate.errors import ModelNotFound
+from tallygate.pipeline.pricing import PriceBook, Rate
+from tallygate.providers.base import Provider
+from tallygate.settings import GatewayConfig, PricingOverride
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Where one configured model is served, and how it is priced."""
+
+    name: str
+    provider_name: str
+    provider_type: str
+    provider: Provider
+    upstream_model: str
+    pricing: PricingOverride | None
+
+
+class ModelCatalog:
+    """Resolves configured model names and prices their usage."""
+
+    def __init__(self, config: GatewayConfig, providers: dict[str, Provider],
+                 prices: PriceBook | None = None) -> None:
+        self._routes = {
+            name: Route(name, m.provider, config.providers[m.provider].type, providers[m.provider],
+                        m.model, m.pricing)
+            for name, m in config.models.items()
+        }
+        self._prices = prices or PriceBook()
+        for route in self._routes.values():  # load pricing data now, not on the first request
+            self.rate(route)
+
+    def resolve(self, name: object) -> Route:
+        route = self._routes.get(name) if isinstance(name, str) else None
+        if route is None:
+            raise ModelNotFound(f"the model {name!r} does not exist on this gateway; "
+                                "GET /v1/models lists the ones that do", param="model")
+        return route
+
+    def rate(self, route: Route) -> Rate:
+        return self._prices.rate(route.provider_type, route.upstream_model, route.pricing)
+
+    def listing(self) -> dict:
+        return {"object": "list", "data": [
+            {"id": r.name, "object": "model", "created": 0, "owned_by": r.provider_name}
+            for r in self._routes.values()]}

@@ -1,0 +1,108 @@
+"""Cost of a request, exact, in integer picodollars (1e-12 USD).
+
+Prices come from the model's `pricing` override in config when it has one, else from the
+`genai-prices` snapshot shipped with the installed package (offline, Decimal prices). A price is
+resolved once per model and UTC day and kept as integer picodollars per token, so pricing a
+response is a few integer multiplications. Prices with more than six decimals per million
+tokens are rounded half-even to the picodollar (none in the snapshot today). Each priced record
+keeps `source` (`config` or `genai-prices <version>`) so costs can be recomputed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from decimal import ROUND_HALF_EVEN, Decimal
+
+from tallygate.settings import PricingOverride
+from tallygate.types import Usage
+
+PICO_PER_USD = 10**12
+_PER_TOKEN = Decimal(10**6)  # $/Mtok * 1e12 pico/$ / 1e6 tok/Mtok
+
+
+def _pico_per_token(per_mtok: Decimal | None) -> int | None:
+    if per_mtok is None:
+        return None
+    return int((Decimal(per_mtok) * _PER_TOKEN).to_integral_value(ROUND_HALF_EVEN))
+
+
+@dataclass(frozen=True, slots=True)
+class Rate:
+    """Picodollars per token for each kind of token."""
+
+    input: int
+    output: int
+    cached: int
+    cache_write: int
+    source: str
+
+    def cost(self, u: Usage) -> int:
+        uncached = max(0, u.input_tokens - u.cached_tokens - u.cache_write_tokens)
+        return (uncached * self.input + u.cached_tokens * self.cached
+                + u.cache_write_tokens * self.cache_write + u.output_tokens * self.output)
+
+    @classmethod
+    def from_mtok(cls, source: str, input: Decimal, output: Decimal | None = None,
+                  cached: Decimal | None = None, cache_write: Decimal | None = None) -> Rate:
+        inp = _pico_per_token(input) or 0
+        return cls(input=inp, output=_pico_per_token(output) or 0,
+                   cached=inp if cached is None else _pico_per_token(cached) or 0,
+                   cache_write=inp if cache_write is None else _pico_per_token(cache_write) or 0,
+                   source=source)
+
+
+UNPRICED = Rate(0, 0, 0, 0, "unpriced")
+
+
+def usd(pico: int) -> Decimal:
+    """Picodollars as an exact Decimal number of dollars."""
+    return (Decimal(pico) / PICO_PER_USD).normalize() if pico else Decimal(0)
+
+
+class PriceBook:
+    """Resolves a `Rate` per configured model; genai-prices lookups are cached per UTC day."""
+
+    def __init__(self) -> None:
+        self._cache: dict[tuple[str, str, str | None, dt.date], Rate] = {}
+
+    def rate(self, provider_type: str, upstream_model: str, override: PricingOverride | None,
+             today: dt.date | None = None) -> Rate:
+        if override is not None:
+            return Rate.from_mtok("config", override.input_per_mtok, override.output_per_mtok,
+                                  override.cached_input_per_mtok, override.cache_write_per_mtok)
+        today = today or dt.datetime.now(dt.UTC).date()
+        key = (provider_type, upstream_model, None, today)
+        rate = self._cache.get(key)
+        if rate is None:
+            if len(self._cache) > 4096:
+                self._cache.clear()
+            rate = self._cache[key] = _lookup(provider_type, upstream_model, today)
+        return rate
+
+
+def _lookup(provider_type: str, model: str, today: dt.date) -> Rate:
+    import genai_prices
+    from genai_prices import data_snapshot
+
+    provider_id = {"openai": "openai", "anthropic": "anthropic"}.get(provider_type)
+    try:
+        _, info = data_snapshot.get_snapshot().find_provider_model(model, None, provider_id, None)
+    except LookupError:
+        if provider_id is None:
+            return UNPRICED
+        try:  # an OpenAI-compatible server may serve another vendor's model
+            _, info = data_snapshot.get_snapshot().find_provider_model(model, None, None, None)
+        except LookupError:
+            return UNPRICED
+    when = dt.datetime.combine(today, dt.time(12), dt.UTC)
+    prices = info.get_prices(when)
+
+    def flat(name: str) -> Decimal | None:
+        value = getattr(prices, name, None)
+        return getattr(value, "base", value)  # tiered prices: the base tier
+
+    if flat("input_mtok") is None:
+        return UNPRICED
+    return Rate.from_mtok(f"genai-prices {genai_prices.__version__}", flat("input_mtok"),
+                          flat("output_mtok"), flat("cache_read_mtok"), flat("cache_write_mtok"))

@@ -1,0 +1,76 @@
+"""Request tags: validation, the `X-Request-Tags` header, and the prefixes a tag rolls up to.
+
+A tag is a path of one or more non-empty segments joined by `/` (`production`,
+`team/feature/test`). Limits: at most `MAX_TAGS` tags per request, `MAX_TAG_LENGTH` characters
+per tag, `MAX_DEPTH` segments per tag; no control characters; no segment that is empty or has
+leading or trailing whitespace. Bad tags are refused, never rewritten; exact duplicates are
+collapsed.
+
+The header carries the same tags for clients that cannot change the body: a comma-separated
+list, each tag percent-encoded as UTF-8 (`%2C` for a comma inside a tag, `%C3%A9` for `é`).
+Tags from the body and the header are merged.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import unquote
+
+from tallygate.errors import BadTag
+
+MAX_TAGS = 32
+MAX_TAG_LENGTH = 256
+MAX_DEPTH = 8
+
+
+def _check_tag(tag: object, where: str) -> str:
+    if not isinstance(tag, str):
+        raise BadTag(f"{where} must be a string, got {type(tag).__name__}")
+    shown = repr(tag if len(tag) <= 80 else tag[:77] + "...")
+    if not tag:
+        raise BadTag(f"{where} is empty")
+    if len(tag) > MAX_TAG_LENGTH:
+        raise BadTag(f"{where} {shown} is longer than {MAX_TAG_LENGTH} characters")
+    if any(c < " " or c == "\x7f" for c in tag):
+        raise BadTag(f"{where} {shown} contains a control character")
+    segments = tag.split("/")
+    if len(segments) > MAX_DEPTH:
+        raise BadTag(f"{where} {shown} has more than {MAX_DEPTH} levels")
+    for seg in segments:
+        if not seg:
+            raise BadTag(f"{where} {shown} has an empty segment (leading, trailing or double '/')")
+        if seg != seg.strip():
+            raise BadTag(f"{where} {shown} has a segment with leading or trailing whitespace")
+    return tag
+
+
+def parse_tags(body_tags: object, header: str | None) -> tuple[str, ...]:
+    """Validate tags from the body (`request_tags`) and the header; return them de-duplicated."""
+    found: list[str] = []
+    if body_tags is not None:
+        if not isinstance(body_tags, list):
+            raise BadTag(f"request_tags must be an array of strings, got {type(body_tags).__name__}")
+        found.extend(_check_tag(t, f"request_tags[{i}]") for i, t in enumerate(body_tags))
+    if header:
+        for i, part in enumerate(header.split(",")):
+            part = part.strip()
+            try:
+                decoded = unquote(part, errors="strict")
+            except UnicodeDecodeError:
+                raise BadTag(f"X-Request-Tags item {i} {part!r} is not valid percent-encoded UTF-8") from None
+            found.append(_check_tag(decoded, f"X-Request-Tags item {i}"))
+    tags = tuple(dict.fromkeys(found))
+    if len(tags) > MAX_TAGS:
+        raise BadTag(f"request_tags has {len(tags)} tags; at most {MAX_TAGS} are allowed")
+    return tags
+
+
+def prefixes(tags: tuple[str, ...]) -> list[str]:
+    """Every distinct prefix of every tag, each once: ("US/CA/SF", "US/NYC") -> US, US/CA, ..."""
+    out: dict[str, None] = {}
+    for tag in tags:
+        pos = tag.find("/")
+        while pos != -1:
+            out[tag[:pos]] = None
+            pos = tag.find("/", pos + 1)
+        out[tag] = None
+    return list(out)

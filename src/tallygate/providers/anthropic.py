@@ -1,0 +1,90 @@
+"""Anthropic's Messages API behind OpenAI's chat-completions shape."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+import aiohttp
+import orjson
+
+from tallygate.errors import InvalidRequest, UpstreamProtocolError, UpstreamUnavailable
+from tallygate.providers.anthropic_translate import (AnthropicStreamTranslator, anthropic_error,
+                                                     from_anthropic, to_anthropic)
+from tallygate.providers.http import HttpClient, retry_after, sse_data, transport_errors
+from tallygate.settings import ProviderConfig
+from tallygate.types import Usage
+
+API_VERSION = "2023-06-01"
+
+
+class AnthropicProvider:
+    """Translates each request to `/v1/messages` and each answer (or event) back."""
+
+    def __init__(self, name: str, cfg: ProviderConfig, http: HttpClient) -> None:
+        self.name = name
+        self._http = http
+        base = (cfg.base_url or "https://api.anthropic.com").rstrip("/")
+        self._url = base + ("/messages" if base.endswith("/v1") else "/v1/messages")
+        self._headers = {"Content-Type": "application/json", "anthropic-version": API_VERSION,
+                         **cfg.headers}
+        if cfg.api_key:
+            self._headers["x-api-key"] = cfg.api_key
+        self._timeout = aiohttp.ClientTimeout(total=cfg.timeout_s, sock_connect=cfg.connect_timeout_s)
+        self._stream_timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=cfg.connect_timeout_s, sock_read=cfg.timeout_s)
+
+    def _error(self, status: int, raw: bytes, headers: object):  # type: ignore[no-untyped-def]
+        err = anthropic_error(status, raw)
+        err.message = f"provider {self.name!r}: {err.message}"
+        err.retry_after = retry_after(headers)
+        return err
+
+    async def chat(self, body: dict) -> tuple[dict, Usage]:
+        payload = to_anthropic(body, body["model"])
+        payload.pop("stream", None)
+        with transport_errors(self.name):
+            async with self._http.session.post(self._url, data=orjson.dumps(payload),
+                                               headers=self._headers, timeout=self._timeout) as resp:
+                raw = await resp.read()
+                if resp.status != 200:
+                    raise self._error(resp.status, raw, resp.headers)
+        try:
+            data = orjson.loads(raw)
+            return from_anthropic(data, "", int(time.time()), body["model"])
+        except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
+            raise UpstreamProtocolError(f"provider {self.name!r} sent a body we cannot read") from None
+
+    async def chat_stream(self, body: dict) -> AsyncIterator[dict]:
+        payload = to_anthropic(body, body["model"])
+        payload["stream"] = True
+        translator = AnthropicStreamTranslator("", int(time.time()), body["model"])
+        with transport_errors(self.name):
+            resp = await self._http.session.post(self._url, data=orjson.dumps(payload),
+                                                 headers=self._headers, timeout=self._stream_timeout)
+        try:
+            if resp.status != 200:
+                with transport_errors(self.name):
+                    raw = await resp.read()
+                raise self._error(resp.status, raw, resp.headers)
+            with transport_errors(self.name):
+                async for event, data in sse_data(resp):
+                    try:
+                        parsed = orjson.loads(data)
+                    except orjson.JSONDecodeError:
+                        raise UpstreamProtocolError(
+                            f"provider {self.name!r} sent a stream event that is not JSON") from None
+                    for chunk in translator.feed(event or parsed.get("type", ""), parsed):
+                        yield chunk
+                    if translator.done:
+                        return
+            raise UpstreamUnavailable(f"provider {self.name!r} ended the stream before message_stop")
+        finally:
+            resp.release()
+
+    async def embed(self, body: dict) -> tuple[dict, Usage]:
+        raise InvalidRequest(f"model {body.get('model')!r} is served by Anthropic, which has no "
+                             "embeddings endpoint", param="model")
+
+    async def close(self) -> None:
+        return None

@@ -1,0 +1,80 @@
+"""An in-process provider for demos and benchmarks: deterministic text, realistic usage."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import zlib
+from collections.abc import AsyncIterator
+
+from tallygate.settings import ProviderConfig
+from tallygate.types import Usage
+
+REPLY = ("Hello from Tallygate's mock provider. This reply is deterministic, its usage is "
+         "realistic, and every call is metered, priced and written to the ledger.")
+_PIECES = [w if i == 0 else " " + w for i, w in enumerate(REPLY.split(" "))]
+
+
+def _prompt_tokens(body: dict) -> int:
+    """About four characters a token, plus a little per message, like real tokenizers."""
+    chars = 0
+    for m in body.get("messages") or ():
+        content = m.get("content") if isinstance(m, dict) else None
+        if isinstance(content, str):
+            chars += len(content)
+        elif isinstance(content, list):
+            chars += sum(len(p.get("text") or "") for p in content if isinstance(p, dict))
+        chars += 16
+    return max(1, chars // 4)
+
+
+class MockProvider:
+    """Answers every completion with the same text after `latency_ms`."""
+
+    def __init__(self, name: str, cfg: ProviderConfig) -> None:
+        self.name = name
+        self._delay = cfg.latency_ms / 1000.0
+
+    def _usage(self, body: dict) -> Usage:
+        return Usage(input_tokens=_prompt_tokens(body), output_tokens=len(_PIECES))
+
+    async def chat(self, body: dict) -> tuple[dict, Usage]:
+        if self._delay:
+            await asyncio.sleep(self._delay)
+        usage = self._usage(body)
+        return {
+            "id": "chatcmpl-mock", "object": "chat.completion", "created": int(time.time()),
+            "model": body["model"], "system_fingerprint": "fp_tallygate_mock",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": REPLY, "refusal": None},
+                         "logprobs": None, "finish_reason": "stop"}],
+            "usage": usage.to_openai(),
+        }, usage
+
+    async def chat_stream(self, body: dict) -> AsyncIterator[dict]:
+        if self._delay:
+            await asyncio.sleep(self._delay)
+        base = {"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": int(time.time()),
+                "model": body["model"], "system_fingerprint": "fp_tallygate_mock"}
+        yield {**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
+                                    "logprobs": None, "finish_reason": None}]}
+        for piece in _PIECES:
+            yield {**base, "choices": [{"index": 0, "delta": {"content": piece}, "logprobs": None,
+                                        "finish_reason": None}]}
+        yield {**base, "choices": [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": "stop"}]}
+        yield {**base, "choices": [], "usage": self._usage(body).to_openai()}
+
+    async def embed(self, body: dict) -> tuple[dict, Usage]:
+        if self._delay:
+            await asyncio.sleep(self._delay)
+        inputs = body.get("input")
+        items = [inputs] if isinstance(inputs, str) else list(inputs or [])
+        tokens = sum(max(1, len(str(x)) // 4) for x in items)
+        data = [{"object": "embedding", "index": i,
+                 "embedding": [((zlib.crc32(str(x).encode()) >> k) % 1000) / 1000.0 for k in range(8)]}
+                for i, x in enumerate(items)]
+        usage = Usage(input_tokens=tokens)
+        return {"object": "list", "data": data, "model": body["model"],
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}, usage
+
+    async def close(self) -> None:
+        return None

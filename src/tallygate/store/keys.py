@@ -1,0 +1,91 @@
+"""API keys and users in the database. Secrets never reach it: only SHA-256 digests.
+
+Keys are 256-bit random secrets (`tg-` + 43 url-safe characters), so a fast hash is the right
+one: there is nothing to brute-force. The first `PREFIX_LEN` characters are kept in clear as
+`key_prefix`: they identify a key in listings and find its record, whose digest is then
+compared in constant time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+import uuid
+
+from sqlalchemy import Engine, select, update
+
+from tallygate.store.schema import api_keys, users
+
+PREFIX_LEN = 12
+DEFAULT_PERMISSIONS = {"completions": "write", "manage": "none"}
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def hash_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def new_secret() -> str:
+    return "tg-" + secrets.token_urlsafe(32)
+
+
+class KeyStore:
+    """Synchronous key and user queries; the gateway calls them from worker threads."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def ensure_user(self, name: str) -> dict:
+        """The user called `name`, created on first use."""
+        with self._engine.begin() as conn:
+            row = conn.execute(select(users).where(users.c.name == name)).mappings().first()
+            if row is not None:
+                return dict(row)
+            user = {"id": str(uuid.uuid4()), "name": name, "created_at": now_ms()}
+            conn.execute(users.insert().values(**user))
+            return user
+
+    def create(self, *, name: str, labels: dict[str, str] | None = None,
+               permissions: dict[str, str] | None = None, monthly_limit_pico: int | None = None,
+               policy: str | None = None, created_by: str | None = None) -> tuple[dict, str]:
+        """Store a new key; returns its record and the secret (which is not stored)."""
+        secret = new_secret()
+        ts = now_ms()
+        record = {
+            "id": str(uuid.uuid4()), "name": name, "key_prefix": secret[:PREFIX_LEN],
+            "key_hash": hash_secret(secret), "labels": dict(labels or {}),
+            "permissions": {**DEFAULT_PERMISSIONS, **(permissions or {})},
+            "monthly_limit_pico": monthly_limit_pico, "policy": policy, "created_by": created_by,
+            "created_at": ts, "updated_at": ts, "revoked_at": None,
+        }
+        with self._engine.begin() as conn:
+            conn.execute(api_keys.insert().values(**record))
+        return record, secret
+
+    def by_prefix(self, prefix: str) -> list[dict]:
+        with self._engine.connect() as conn:
+            rows = conn.execute(select(api_keys).where(api_keys.c.key_prefix == prefix)).mappings()
+            return [dict(r) for r in rows]
+
+    def changed_since(self, ms: int) -> list[dict]:
+        """Keys created, edited or revoked at or after `ms` (epoch milliseconds)."""
+        with self._engine.connect() as conn:
+            rows = conn.execute(select(api_keys).where(api_keys.c.updated_at >= ms)).mappings()
+            return [dict(r) for r in rows]
+
+    def list(self) -> list[dict]:
+        with self._engine.connect() as conn:
+            return [dict(r) for r in conn.execute(select(api_keys).order_by(api_keys.c.created_at))
+                    .mappings()]
+
+    def revoke(self, key_id: str) -> bool:
+        ts = now_ms()
+        with self._engine.begin() as conn:
+            result = conn.execute(update(api_keys)
+                                  .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
+                                  .values(revoked_at=ts, updated_at=ts))
+            return result.rowcount > 0

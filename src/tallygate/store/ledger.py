@@ -1,0 +1,112 @@
+"""The batched ledger writer: the hot path appends a record; one thread writes batches.
+
+`record()` only appends to a list. A flusher task hands the list to a single writer thread
+every `flush_ms` (or sooner when `batch` records are waiting), which inserts them in one
+transaction with ON CONFLICT DO NOTHING on the request id, so a replayed batch cannot
+double-count. A failed write is retried with backoff and its records kept; `close()` writes
+everything still buffered (called on SIGTERM through the ASGI lifespan).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+
+from sqlalchemy import Engine
+
+from tallygate.pipeline.tags import prefixes
+from tallygate.store.db import insert_ignoring_duplicates
+from tallygate.store.schema import request_tags, requests
+
+log = logging.getLogger("tallygate.ledger")
+
+
+def tag_rows(rec: dict) -> list[dict]:
+    """The `request_tags` rows of one ledger record: one per distinct prefix of its tags."""
+    tags = rec["tags"]
+    if not tags:
+        return []
+    given = set(tags)
+    return [{"request_id": rec["id"], "prefix": p, "depth": p.count("/") + 1, "is_tag": p in given,
+             "created_at": rec["created_at"]} for p in prefixes(tuple(tags))]
+
+
+class LedgerWriter:
+    """Buffers ledger records in memory and writes them in batches off the event loop."""
+
+    def __init__(self, engine: Engine, *, flush_ms: int = 50, batch: int = 1000) -> None:
+        self._engine = engine
+        self._interval = flush_ms / 1000.0
+        self._batch = batch
+        self._buf: list[dict] = []
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="tallygate-ledger")
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self._closing = False
+        self._insert_requests = insert_ignoring_duplicates(engine, requests)
+        self._insert_tags = insert_ignoring_duplicates(engine, request_tags)
+        self.written = 0
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    def record(self, rec: dict) -> None:
+        """Queue one ledger record (a dict of `requests` columns). Never blocks."""
+        self._buf.append(rec)
+        if len(self._buf) >= self._batch:
+            self._wake.set()
+
+    @property
+    def pending(self) -> int:
+        return len(self._buf)
+
+    async def _run(self) -> None:
+        backoff = self._interval
+        while not self._closing:
+            try:
+                await asyncio.wait_for(self._wake.wait(), self._interval)
+            except asyncio.TimeoutError:
+                pass
+            self._wake.clear()
+            try:
+                await self.flush()
+                backoff = self._interval
+            except Exception:
+                log.exception("ledger write failed; %d records kept for retry", len(self._buf))
+                backoff = min(backoff * 2, 5.0)
+                await asyncio.sleep(backoff)
+
+    async def flush(self) -> None:
+        """Write everything buffered so far; on failure the records go back to the buffer."""
+        if not self._buf:
+            return
+        batch, self._buf = self._buf, []
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._pool, self._write, batch)
+        except BaseException:
+            self._buf[:0] = batch
+            raise
+        self.written += len(batch)
+
+    def _write(self, batch: list[dict]) -> None:
+        tags = [row for rec in batch for row in tag_rows(rec)]
+        with self._engine.begin() as conn:
+            conn.execute(self._insert_requests, batch)
+            if tags:
+                conn.execute(self._insert_tags, tags)
+
+    async def close(self) -> None:
+        """Stop the flusher and write what is left (retrying a few times)."""
+        self._closing = True
+        self._wake.set()
+        if self._task is not None:
+            await asyncio.gather(self._task, return_exceptions=True)
+        for attempt in range(5):
+            try:
+                await self.flush()
+                break
+            except Exception:
+                log.exception("final ledger flush failed (attempt %d)", attempt + 1)
+                await asyncio.sleep(0.2 * (attempt + 1))
+        self._pool.shutdown(wait=True)

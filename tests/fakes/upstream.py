@@ -1,0 +1,357 @@
+"""A fake LLM provider (OpenAI + Anthropic wire formats) for the test suite. No pytest import.
+
+    with FakeUpstream() as up:                      # serves on 127.0.0.1:<free port>, own thread+loop
+        url = up.base_url                           # "http://127.0.0.1:PORT/v1" (OpenAI clients)
+        root = up.root_url                          # "http://127.0.0.1:PORT"    (Anthropic SDK)
+        ...                                         # point the gateway / an SDK at it
+        up.requests[-1]["body"]["model"]            # what the gateway forwarded
+
+Routes: POST /v1/chat/completions (JSON, or SSE when "stream": true), POST /v1/embeddings,
+GET /v1/models, POST /v1/messages (Anthropic JSON or SSE). OpenAI routes need
+``Authorization: Bearer <anything>``; /v1/messages needs ``x-api-key`` (else 401
+authentication_error) and ``anthropic-version`` (else 400 invalid_request_error, as the real API).
+Bodies are checked like the real APIs (unknown parameters, e.g. ``request_tags``, are a 400).
+
+The MODEL NAME in the request body picks a scenario (see wire.parse_scenario):
+  fail-<status>        that HTTP status with the provider's error body (429 adds ``retry-after: 2``;
+                       fail-529 is Anthropic's overloaded_error)
+  flaky-<status>-<k>   the first k requests naming this model fail as fail-<status>, then succeed
+  slow-<ms>            wait before answering (JSON or stream)
+  slowstream-<ms>      wait between stream events
+  cut-stream           a few stream events, then the connection is closed mid-body (no final
+                       chunk, no [DONE], no terminating zero-length HTTP chunk)
+  stream-error         a few stream events, then the provider's in-band error event, then EOF
+  reset                close the connection (TCP reset) without any response
+  garbage              200, content-type application/json, body that is not JSON
+  cached-<n>           success; OpenAI: prompt_tokens = base + n with cached_tokens = n;
+                       Anthropic: input_tokens = base, cache_read_input_tokens = n
+  cachewrite-<n>       success; Anthropic cache_creation_input_tokens = n
+  reasoning-<n>        success; OpenAI completion_tokens += n, reasoning_tokens = n
+  anything else        success, the response ``model`` echoes the request's model
+Base counts: prompt tokens = wire.count_prompt_tokens(body) (message chars // 4, at least 1);
+completion tokens = number of words of the reply (wire.reply_text: "Echo: <40 chars>"), times n.
+
+Run standalone: ``python tests/fakes/upstream.py --port 9100``.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import struct
+import threading
+import time
+from typing import Any, Callable
+
+from aiohttp import web
+
+try:
+    from . import wire
+except ImportError:  # run as a script
+    import wire  # type: ignore[no-redef]
+
+__all__ = ["FakeUpstream", "free_port", "closed_port_url"]
+
+DEFAULT_MODELS = ["gpt-4o-mini", "gpt-4o", "text-embedding-3-small", "claude-sonnet-4-5"]
+_CUT_AFTER = 3  # stream events sent before cut-stream / stream-error strike
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def closed_port_url() -> str:
+    """A base URL where nothing listens (connection refused)."""
+    return f"http://127.0.0.1:{free_port()}/v1"
+
+
+def _reset_connection(request: web.BaseRequest) -> None:
+    """Drop the connection with a TCP RST (SO_LINGER 0), discarding anything unsent."""
+    transport = request.transport
+    if transport is None:
+        return
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
+
+
+class FakeUpstream:
+    """Fake OpenAI + Anthropic server on a background thread with its own event loop."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, models: list[str] | None = None):
+        self.host, self.port = host, port
+        self.models = list(models or DEFAULT_MODELS)
+        self.requests: list[dict[str, Any]] = []
+        self._flaky: dict[str, int] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._stopping: asyncio.Event | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    @property
+    def root_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        return self.root_url + "/v1"
+
+    def start(self) -> "FakeUpstream":
+        if self._thread is not None:
+            raise RuntimeError("FakeUpstream already started")
+        sock = socket.socket()
+        sock.bind((self.host, self.port))
+        self.port = sock.getsockname()[1]
+        self._loop = asyncio.new_event_loop()
+        ready: dict[str, Any] = {"event": threading.Event(), "error": None}
+        self._thread = threading.Thread(target=self._run, args=(sock, ready),
+                                        name=f"fake-upstream-{self.port}", daemon=True)
+        self._thread.start()
+        if not ready["event"].wait(10) or ready["error"] is not None:
+            self._thread.join(5)
+            self._thread = None
+            raise RuntimeError(f"fake upstream failed to start: {ready['error']!r}")
+        return self
+
+    def _run(self, sock: socket.socket, ready: dict[str, Any]) -> None:
+        loop = self._loop
+        assert loop is not None
+        asyncio.set_event_loop(loop)
+        runner = web.AppRunner(self._app(), access_log=None, handle_signals=False,
+                               shutdown_timeout=0.5, handler_cancellation=True)
+        try:
+            self._stopping = asyncio.Event()
+            loop.run_until_complete(runner.setup())
+            loop.run_until_complete(web.SockSite(runner, sock).start())
+        except BaseException as exc:  # report to start(), then clean up
+            ready["error"] = exc
+            sock.close()
+        ready["event"].set()
+        try:
+            if ready["error"] is None:
+                loop.run_until_complete(self._stopping.wait())
+            loop.run_until_complete(runner.cleanup())
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.run_until_complete(loop.shutdown_default_executor())
+        finally:
+            asyncio.set_event_loop(None)
+            loop.close()
+
+    def stop(self) -> None:
+        """Stop serving, close the port and join the thread (idempotent)."""
+        thread, loop, stopping = self._thread, self._loop, self._stopping
+        if thread is None or loop is None or stopping is None:
+            return
+        if not loop.is_closed():
+            try:
+                loop.call_soon_threadsafe(stopping.set)
+            except RuntimeError:  # loop closed meanwhile
+                pass
+        thread.join(10)
+        if thread.is_alive():
+            raise RuntimeError("fake upstream thread did not stop")
+        self._thread = self._loop = self._stopping = None
+
+    def __enter__(self) -> "FakeUpstream":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- helpers for tests -----------------------------------------------------------------------
+    def clear(self) -> None:
+        """Forget recorded requests and flaky-<status>-<k> counters."""
+        self.requests.clear()
+        self._flaky.clear()
+
+    def wait_for_requests(self, n: int, timeout: float = 5.0) -> list[dict[str, Any]]:
+        """Block until at least n requests were recorded (e.g. from a gateway subprocess)."""
+        deadline = time.monotonic() + timeout
+        while len(self.requests) < n:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"got {len(self.requests)} upstream requests, wanted {n}")
+            time.sleep(0.01)
+        return self.requests
+
+    # -- HTTP --------------------------------------------------------------------------------------
+    def _app(self) -> web.Application:
+        app = web.Application(middlewares=[self._record])
+        app.router.add_post("/v1/chat/completions", self._chat)
+        app.router.add_post("/v1/embeddings", self._embeddings)
+        app.router.add_get("/v1/models", self._models)
+        app.router.add_post("/v1/messages", self._messages)
+        app.router.add_route("*", "/{tail:.*}", self._not_found)
+        return app
+
+    @web.middleware
+    async def _record(self, request: web.Request, handler: Callable) -> web.StreamResponse:
+        raw = await request.read()
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            body = None
+        request["fake_body"] = body
+        self.requests.append({"method": request.method, "path": request.path,
+                              "query": dict(request.query),
+                              "headers": {k.lower(): v for k, v in request.headers.items()},
+                              "body": body, "raw": raw})
+        return await handler(request)
+
+    @staticmethod
+    def _openai_response(status: int, payload: dict | bytes, headers: dict | None = None,
+                         indent: int = 4) -> web.Response:
+        body = payload if isinstance(payload, bytes) else wire.dumps(payload, indent=indent)
+        hdrs = {"x-request-id": wire.next_id("req_fake"), "openai-processing-ms": "1",
+                "openai-version": "2020-10-01", **(headers or {})}
+        return web.Response(status=status, body=body, content_type="application/json",
+                            headers=hdrs)
+
+    @staticmethod
+    def _anthropic_response(status: int, payload: dict | bytes,
+                            headers: dict | None = None) -> web.Response:
+        body = payload if isinstance(payload, bytes) else wire.dumps(payload)
+        rid = payload.get("request_id") if isinstance(payload, dict) else None
+        hdrs = {"request-id": rid or wire.next_id("req_fake"), **(headers or {})}
+        return web.Response(status=status, body=body, content_type="application/json",
+                            headers=hdrs)
+
+    def _openai_auth(self, request: web.Request) -> web.Response | None:
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            return None
+        return self._openai_response(401, wire.openai_error(
+            "You didn't provide an API key. You need to provide your API key in an Authorization "
+            "header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY). You can obtain an "
+            "API key from https://platform.openai.com/account/api-keys."))
+
+    def _anthropic_auth(self, request: web.Request) -> web.Response | None:
+        if not request.headers.get("x-api-key", "").strip():
+            return self._anthropic_response(401, wire.anthropic_error(
+                "authentication_error", "x-api-key header is required"))
+        if not request.headers.get("anthropic-version", "").strip():
+            return self._anthropic_response(400, wire.anthropic_error(
+                "invalid_request_error", "anthropic-version: header is required"))
+        return None
+
+    async def _openai_body(self, request: web.Request, allowed: frozenset,
+                           required: tuple[str, ...]) -> tuple[dict | None, web.Response | None]:
+        denied = self._openai_auth(request)
+        if denied is not None:
+            return None, denied
+        body = request["fake_body"]
+        if not isinstance(body, dict):
+            return None, self._openai_response(400, wire.openai_error(
+                "We could not parse the JSON body of your request. (HINT: This likely means you "
+                "aren't using your HTTP library correctly. The OpenAI API expects a JSON payload, "
+                "but what was sent was not valid JSON.)"))
+        err = wire.check_openai(body, allowed, required)
+        return body, (self._openai_response(400, err) if err else None)
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        body, err = await self._openai_body(request, wire.OPENAI_CHAT_PARAMS, ("messages",))
+        if err is not None or body is None:
+            return err  # type: ignore[return-value]
+        return await self._serve(request, body, "openai")
+
+    async def _embeddings(self, request: web.Request) -> web.StreamResponse:
+        body, err = await self._openai_body(request, wire.OPENAI_EMBEDDING_PARAMS, ("input",))
+        if err is not None or body is None:
+            return err  # type: ignore[return-value]
+        return await self._serve(request, body, "embeddings")
+
+    async def _messages(self, request: web.Request) -> web.StreamResponse:
+        denied = self._anthropic_auth(request)
+        if denied is not None:
+            return denied
+        body = request["fake_body"]
+        if not isinstance(body, dict):
+            return self._anthropic_response(400, wire.anthropic_error(
+                "invalid_request_error", "There was an issue with the format of your request: "
+                "the body is not valid JSON"))
+        err = wire.check_anthropic(body)
+        if err is not None:
+            return self._anthropic_response(400, err)
+        return await self._serve(request, body, "anthropic")
+
+    async def _models(self, request: web.Request) -> web.Response:
+        if "authorization" not in request.headers and "x-api-key" in request.headers:
+            return self._anthropic_auth(request) or self._anthropic_response(
+                200, wire.anthropic_models_json(self.models))
+        return self._openai_auth(request) or self._openai_response(
+            200, wire.openai_models_json(self.models))
+
+    async def _not_found(self, request: web.Request) -> web.Response:
+        return self._openai_response(404, wire.openai_error(
+            f"Invalid URL ({request.method} {request.path})"))
+
+    async def _serve(self, request: web.Request, body: dict, api: str) -> web.StreamResponse:
+        """Answer a valid request according to the scenario named by its model."""
+        sc = wire.parse_scenario(body["model"])
+        anthropic = api == "anthropic"
+        if sc.kind == "reset":
+            _reset_connection(request)
+            return web.Response()  # never sent: the connection is gone
+        if sc.kind == "slow":
+            await asyncio.sleep(sc.delay)
+        status = sc.status if sc.kind == "fail" else 0
+        if sc.kind == "flaky":
+            seen = self._flaky[body["model"]] = self._flaky.get(body["model"], 0) + 1
+            status = sc.status if seen <= sc.times else 0
+        if status:
+            headers = {"retry-after": "2"} if status == 429 else {}
+            if anthropic:
+                return self._anthropic_response(
+                    status, wire.anthropic_failure(status, body["model"]), headers)
+            return self._openai_response(status, wire.openai_failure(status, body["model"]), headers)
+        if sc.kind == "garbage":
+            return web.Response(status=200, body=b"<html><body>upstream exploded {not json",
+                                content_type="application/json")
+        if api == "embeddings":
+            return self._openai_response(200, wire.openai_embeddings_json(body))
+        if not body.get("stream"):
+            if anthropic:
+                return self._anthropic_response(200, wire.anthropic_json(body, sc))
+            return self._openai_response(200, wire.openai_chat_json(body, sc))
+        events = (wire.anthropic_events if anthropic else wire.openai_chat_events)(body, sc)
+        return await self._stream(request, events, sc, anthropic)
+
+    async def _stream(self, request: web.Request, events: list[bytes], sc: wire.Scenario,
+                      anthropic: bool) -> web.StreamResponse:
+        headers = {"Cache-Control": "no-cache"}
+        headers.update({"request-id": wire.next_id("req_fake")} if anthropic
+                       else {"x-request-id": wire.next_id("req_fake"), "openai-processing-ms": "1"})
+        resp = web.StreamResponse(status=200, headers=headers)
+        resp.content_type, resp.charset = "text/event-stream", "utf-8"
+        await resp.prepare(request)
+        for i, event in enumerate(events):
+            if i == _CUT_AFTER and sc.kind == "cut-stream":
+                if request.transport is not None:
+                    request.transport.close()  # flush what was written, then FIN mid-body
+                return resp
+            if i == _CUT_AFTER and sc.kind == "stream-error":
+                await resp.write(wire.anthropic_stream_error() if anthropic
+                                 else wire.openai_stream_error())
+                break
+            if i and sc.kind == "slowstream":
+                await asyncio.sleep(sc.delay)
+            await resp.write(event)
+        await resp.write_eof()
+        return resp
+
+
+if __name__ == "__main__":
+    import argparse
+
+    ap = argparse.ArgumentParser(description="Fake OpenAI/Anthropic upstream (loopback).")
+    ap.add_argument("--port", type=int, default=0)
+    args = ap.parse_args()
+    with FakeUpstream(port=args.port) as up:
+        print(f"fake upstream on {up.base_url}", flush=True)
+        try:
+            threading.Event().wait()
+        except KeyboardInterrupt:
+            pass

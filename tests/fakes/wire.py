@@ -1,0 +1,355 @@
+"""Wire formats for the fake upstream (see ``upstream.py``): request checks and response bodies.
+
+OpenAI Chat Completions / Embeddings / Models and Anthropic Messages, shaped like the real APIs:
+OpenAI JSON bodies are pretty-printed (errors with 4 spaces, like api.openai.com), its stream chunks
+compact ``data: {...}`` lines ending with ``data: [DONE]``; Anthropic uses compact JSON and named
+SSE events. Everything is deterministic except ``id``/``created`` (counter and clock).
+"""
+from __future__ import annotations
+
+import base64
+import itertools
+import json
+import re
+import struct
+import time
+import zlib
+from dataclasses import dataclass
+
+OPENAI_CHAT_PARAMS = frozenset({
+    "model", "messages", "stream", "stream_options", "max_tokens", "max_completion_tokens",
+    "temperature", "top_p", "n", "stop", "presence_penalty", "frequency_penalty", "logit_bias",
+    "logprobs", "top_logprobs", "user", "seed", "tools", "tool_choice", "parallel_tool_calls",
+    "response_format", "service_tier", "store", "metadata", "modalities", "reasoning_effort",
+    "prediction", "audio", "web_search_options",
+    # also real (newer or deprecated) chat parameters
+    "functions", "function_call", "prompt_cache_key", "prompt_cache_retention",
+    "safety_identifier", "verbosity",
+})
+OPENAI_EMBEDDING_PARAMS = frozenset({"model", "input", "encoding_format", "dimensions", "user"})
+ANTHROPIC_PARAMS = frozenset({
+    "model", "messages", "max_tokens", "system", "metadata", "stop_sequences", "stream",
+    "temperature", "top_p", "top_k", "tools", "tool_choice", "thinking", "service_tier",
+    "container", "mcp_servers", "context_management", "cache_control", "inference_geo",
+    "output_config",
+})
+FIXED_REPLY = "Hello from the fake upstream."
+FINGERPRINT = "fp_fake0001"
+_ids = itertools.count(1)
+
+
+def next_id(prefix: str) -> str:
+    return f"{prefix}{next(_ids):016d}"
+
+
+# -- scenarios, chosen by the request's model name -------------------------------------------
+_SCENARIO = re.compile(
+    r"fail-(?P<fail>\d{3})|flaky-(?P<flaky>\d{3})-(?P<times>\d+)|slow-(?P<slow>\d+)"
+    r"|slowstream-(?P<slowstream>\d+)|cached-(?P<cached>\d+)|cachewrite-(?P<cachewrite>\d+)"
+    r"|reasoning-(?P<reasoning>\d+)|(?P<kind>cut-stream|stream-error|reset|garbage)")
+
+
+@dataclass(frozen=True)
+class Scenario:
+    kind: str = "ok"           # ok fail flaky slow slowstream cached cachewrite reasoning cut-stream ...
+    status: int = 0            # fail-<status>, flaky-<status>-<times>
+    times: int = 0             # flaky: how many requests fail before success
+    delay: float = 0.0         # slow: before the response; slowstream: between stream events
+    cached: int = 0            # prompt tokens reported as cache reads
+    cache_write: int = 0       # Anthropic cache_creation_input_tokens
+    reasoning: int = 0         # OpenAI completion_tokens_details.reasoning_tokens
+
+
+def parse_scenario(model: object) -> Scenario:
+    m = _SCENARIO.fullmatch(model) if isinstance(model, str) else None
+    if m is None:
+        return Scenario()
+    g = {k: v for k, v in m.groupdict().items() if v is not None}
+    if "fail" in g:
+        return Scenario("fail", status=int(g["fail"]))
+    if "flaky" in g:
+        return Scenario("flaky", status=int(g["flaky"]), times=int(g["times"]))
+    if "slow" in g or "slowstream" in g:
+        kind = "slow" if "slow" in g else "slowstream"
+        return Scenario(kind, delay=int(g[kind]) / 1000)
+    if "cached" in g:
+        return Scenario("cached", cached=int(g["cached"]))
+    if "cachewrite" in g:
+        return Scenario("cachewrite", cache_write=int(g["cachewrite"]))
+    if "reasoning" in g:
+        return Scenario("reasoning", reasoning=int(g["reasoning"]))
+    return Scenario(g["kind"])
+
+
+# -- deterministic content and token counts ------------------------------------------------------
+def text_of(content: object) -> str:
+    """Text of a message ``content`` (a string or a list of typed parts)."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(p.get("text", "") for p in content
+                       if isinstance(p, dict) and isinstance(p.get("text"), str))
+    return ""
+
+
+def count_prompt_tokens(body: dict) -> int:
+    """max(1, characters of all message text plus the Anthropic ``system`` prompt // 4)."""
+    chars = sum(len(text_of(m.get("content"))) for m in body.get("messages") or []
+                if isinstance(m, dict))
+    chars += len(text_of(body.get("system")))
+    return max(1, chars // 4)
+
+
+def reply_text(body: dict) -> str:
+    """"Echo: <first 40 chars of the last user message>", or FIXED_REPLY if it has no text."""
+    users = [m for m in body.get("messages") or [] if isinstance(m, dict) and m.get("role") == "user"]
+    text = text_of(users[-1].get("content")).strip() if users else ""
+    return f"Echo: {text[:40]}" if text else FIXED_REPLY
+
+
+def reply_pieces(body: dict) -> tuple[list[str], bool]:
+    """Stream pieces (one word each, one token each) and whether max_tokens truncated them."""
+    words = reply_text(body).split(" ")
+    pieces = [words[0]] + [" " + w for w in words[1:]]
+    limit = body.get("max_completion_tokens") or body.get("max_tokens")
+    if isinstance(limit, int) and 0 < limit < len(pieces):
+        return pieces[:limit], True
+    return pieces, False
+
+
+def dumps(obj: object, indent: int | None = None) -> bytes:
+    if indent is None:
+        return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+    return json.dumps(obj, indent=indent, ensure_ascii=False).encode()
+
+
+# -- OpenAI ---------------------------------------------------------------------------------
+def openai_error(message: str, type_: str = "invalid_request_error", param: str | None = None,
+                 code: str | None = None) -> dict:
+    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
+def check_openai(body: dict, allowed: frozenset, required: tuple[str, ...]) -> dict | None:
+    """The error body a real OpenAI endpoint gives this request, or None if it is valid."""
+    for name in body:
+        if name not in allowed:
+            return openai_error(f"Unrecognized request argument supplied: {name}")
+    if not body.get("model"):
+        return openai_error("you must provide a model parameter")
+    for name in required:
+        if name not in body:
+            return openai_error(f"Missing required parameter: '{name}'.", param=name,
+                                code="missing_required_parameter")
+    if "messages" in required and not body["messages"]:
+        return openai_error("Invalid 'messages': empty array. Expected an array with minimum length 1, "
+                            "but got an empty array instead.", param="messages", code="empty_array")
+    if body.get("stream_options") is not None and not body.get("stream"):
+        return openai_error("The 'stream_options' parameter is only allowed when 'stream' is enabled.",
+                            param="stream_options")
+    return None
+
+
+_OPENAI_FAILURES = {
+    400: ("This model's maximum context length is 128000 tokens. However, your messages resulted in "
+          "130000 tokens. Please reduce the length of the messages.", "invalid_request_error",
+          "messages", "context_length_exceeded"),
+    401: ("Incorrect API key provided: sk-fake***. You can find your API key at "
+          "https://platform.openai.com/account/api-keys.", "invalid_request_error", None,
+          "invalid_api_key"),
+    403: ("You are not allowed to sample from this model", "invalid_request_error", None, None),
+    404: ("The model `{model}` does not exist or you do not have access to it.",
+          "invalid_request_error", None, "model_not_found"),
+    429: ("Rate limit reached for {model} in organization org-fake on requests per min (RPM): "
+          "Limit 3, Used 3, Requested 1. Please try again in 2s.", "requests", None,
+          "rate_limit_exceeded"),
+    500: ("The server had an error while processing your request. Sorry about that!",
+          "server_error", None, None),
+    503: ("The server is overloaded or not ready yet.", "server_error", None, None),
+}
+
+
+def openai_failure(status: int, model: str) -> dict:
+    msg, type_, param, code = _OPENAI_FAILURES.get(
+        status, ("Injected upstream failure ({status}).", "server_error" if status >= 500
+                 else "invalid_request_error", None, None))
+    return openai_error(msg.format(model=model, status=status), type_, param, code)
+
+
+def openai_usage(prompt: int, completion: int, sc: Scenario) -> dict:
+    prompt += sc.cached
+    completion += sc.reasoning
+    return {"prompt_tokens": prompt, "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+            "prompt_tokens_details": {"cached_tokens": sc.cached, "audio_tokens": 0},
+            "completion_tokens_details": {"reasoning_tokens": sc.reasoning, "audio_tokens": 0,
+                                          "accepted_prediction_tokens": 0,
+                                          "rejected_prediction_tokens": 0}}
+
+
+def _choices(body: dict) -> range:
+    n = body.get("n")
+    return range(n if isinstance(n, int) and n > 0 else 1)
+
+
+def openai_chat_json(body: dict, sc: Scenario) -> bytes:
+    pieces, cut = reply_pieces(body)
+    choices = [{"index": i, "message": {"role": "assistant", "content": "".join(pieces),
+                                        "refusal": None, "annotations": []},
+                "logprobs": None, "finish_reason": "length" if cut else "stop"}
+               for i in _choices(body)]
+    return dumps({
+        "id": next_id("chatcmpl-fake"), "object": "chat.completion", "created": int(time.time()),
+        "model": body["model"], "choices": choices,
+        "usage": openai_usage(count_prompt_tokens(body), len(pieces) * len(choices), sc),
+        "service_tier": "default", "system_fingerprint": FINGERPRINT,
+    }, indent=2)
+
+
+def openai_chat_events(body: dict, sc: Scenario) -> list[bytes]:
+    """``data:`` events of a streamed completion, ending with ``data: [DONE]``."""
+    pieces, cut = reply_pieces(body)
+    opts = body.get("stream_options") or {}
+    with_usage, obfuscate = bool(opts.get("include_usage")), opts.get("include_obfuscation", True)
+    head = {"id": next_id("chatcmpl-fake"), "object": "chat.completion.chunk",
+            "created": int(time.time()), "model": body["model"], "service_tier": "default",
+            "system_fingerprint": FINGERPRINT}
+    counter = itertools.count()
+
+    def chunk(choices: list, usage: dict | None = None) -> bytes:
+        data = dict(head, choices=choices)
+        if with_usage:
+            data["usage"] = usage
+        if obfuscate and choices:
+            data["obfuscation"] = "xyzw"[: 1 + next(counter) % 4]
+        return b"data: " + dumps(data) + b"\n\n"
+
+    def delta(i: int, d: dict, finish: str | None = None) -> list:
+        return [{"index": i, "delta": d, "logprobs": None, "finish_reason": finish}]
+
+    idx = _choices(body)
+    out = [chunk(delta(i, {"role": "assistant", "content": "", "refusal": None})) for i in idx]
+    out += [chunk(delta(i, {"content": p})) for p in pieces for i in idx]
+    out += [chunk(delta(i, {}, "length" if cut else "stop")) for i in idx]
+    if with_usage:
+        out.append(chunk([], openai_usage(count_prompt_tokens(body), len(pieces) * len(idx), sc)))
+    return out + [b"data: [DONE]\n\n"]
+
+
+def openai_stream_error() -> bytes:
+    return b"data: " + dumps(openai_error("The server had an error while processing your request. "
+                                          "Sorry about that!", "server_error")) + b"\n\n"
+
+
+def openai_embeddings_json(body: dict) -> bytes:
+    inp = body["input"]
+    items = [inp] if isinstance(inp, str) or (inp and isinstance(inp[0], int)) else list(inp)
+    dims = body.get("dimensions") or 8
+    data, tokens = [], 0
+    for i, item in enumerate(items):
+        key = (item if isinstance(item, str) else ",".join(map(str, item))).encode()
+        tokens += max(1, len(item) // 4) if isinstance(item, str) else len(item)
+        vec = [((zlib.crc32(key, k) % 2001) - 1000) / 1000 for k in range(dims)]
+        emb: object = vec
+        if body.get("encoding_format") == "base64":
+            emb = base64.b64encode(struct.pack(f"<{dims}f", *vec)).decode()
+        data.append({"object": "embedding", "index": i, "embedding": emb})
+    return dumps({"object": "list", "data": data, "model": body["model"],
+                  "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}, indent=2)
+
+
+def openai_models_json(models: list[str]) -> bytes:
+    return dumps({"object": "list", "data": [
+        {"id": m, "object": "model", "created": 1700000000, "owned_by": "system"} for m in models]},
+        indent=2)
+
+
+# -- Anthropic --------------------------------------------------------------------------------
+def anthropic_error(type_: str, message: str) -> dict:
+    return {"type": "error", "error": {"type": type_, "message": message},
+            "request_id": next_id("req_fake")}
+
+
+def check_anthropic(body: dict) -> dict | None:
+    for name in body:
+        if name not in ANTHROPIC_PARAMS:
+            return anthropic_error("invalid_request_error", f"{name}: Extra inputs are not permitted")
+    for name in ("model", "messages", "max_tokens"):
+        if name not in body:
+            return anthropic_error("invalid_request_error", f"{name}: Field required")
+    return None
+
+
+_ANTHROPIC_FAILURES = {
+    400: ("invalid_request_error", "prompt is too long: 210000 tokens > 200000 maximum"),
+    401: ("authentication_error", "invalid x-api-key"),
+    403: ("permission_error", "Your API key does not have permission to use the specified resource."),
+    404: ("not_found_error", "model: {model}"),
+    413: ("request_too_large", "Request exceeds the maximum allowed number of bytes."),
+    429: ("rate_limit_error", "This request would exceed the rate limit for your organization of "
+                              "50 requests per minute. Please try again later."),
+    500: ("api_error", "Internal server error"),
+    529: ("overloaded_error", "Overloaded"),
+}
+
+
+def anthropic_failure(status: int, model: str) -> dict:
+    type_, msg = _ANTHROPIC_FAILURES.get(
+        status, ("api_error" if status >= 500 else "invalid_request_error",
+                 "Injected upstream failure ({status})."))
+    return anthropic_error(type_, msg.format(model=model, status=status))
+
+
+def anthropic_usage(prompt: int, output: int, sc: Scenario) -> dict:
+    return {"input_tokens": prompt, "cache_creation_input_tokens": sc.cache_write,
+            "cache_read_input_tokens": sc.cached,
+            "cache_creation": {"ephemeral_5m_input_tokens": sc.cache_write,
+                               "ephemeral_1h_input_tokens": 0},
+            "output_tokens": output, "service_tier": "standard"}
+
+
+def _message(body: dict, content: list, stop: str | None, usage: dict) -> dict:
+    return {"id": next_id("msg_01Fake"), "type": "message", "role": "assistant",
+            "model": body["model"], "content": content, "stop_reason": stop,
+            "stop_sequence": None, "usage": usage}
+
+
+def anthropic_json(body: dict, sc: Scenario) -> bytes:
+    pieces, cut = reply_pieces(body)
+    usage = anthropic_usage(count_prompt_tokens(body), len(pieces), sc)
+    return dumps(_message(body, [{"type": "text", "text": "".join(pieces)}],
+                          "max_tokens" if cut else "end_turn", usage))
+
+
+def sse(event: str, data: dict | bytes) -> bytes:
+    return b"event: %s\ndata: %s\n\n" % (event.encode(), data if isinstance(data, bytes) else dumps(data))
+
+
+def anthropic_events(body: dict, sc: Scenario) -> list[bytes]:
+    pieces, cut = reply_pieces(body)
+    prompt = count_prompt_tokens(body)
+    out = [sse("message_start", {"type": "message_start", "message": _message(
+               body, [], None, anthropic_usage(prompt, 1, sc))}),
+           sse("content_block_start", {"type": "content_block_start", "index": 0,
+                                       "content_block": {"type": "text", "text": ""}}),
+           sse("ping", b'{"type": "ping"}')]
+    out += [sse("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                        "delta": {"type": "text_delta", "text": p}}) for p in pieces]
+    final = anthropic_usage(prompt, len(pieces), sc)
+    for k in ("cache_creation", "service_tier"):
+        del final[k]
+    return out + [
+        sse("content_block_stop", {"type": "content_block_stop", "index": 0}),
+        sse("message_delta", {"type": "message_delta", "usage": final, "delta": {
+            "stop_reason": "max_tokens" if cut else "end_turn", "stop_sequence": None}}),
+        sse("message_stop", {"type": "message_stop"})]
+
+
+def anthropic_stream_error() -> bytes:
+    return sse("error", {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}})
+
+
+def anthropic_models_json(models: list[str]) -> bytes:
+    data = [{"type": "model", "id": m, "display_name": m, "created_at": "2025-01-01T00:00:00Z"}
+            for m in models]
+    return dumps({"data": data, "has_more": False, "first_id": models[0] if models else None,
+                  "last_id": models[-1] if models else None})
