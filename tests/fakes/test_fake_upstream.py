@@ -29,7 +29,7 @@ AN_MSGS = [{"role": "user", "content": [{"type": "text", "text": "Say hello to t
 def up():
     with FakeUpstream() as server:
         yield server
-    assert not [t for t in threading.enumerate() if t.name.startswith("fake-upstream")]
+    assert not [t for t in threading.enumerate() if t.name == f"fake-upstream-{server.port}"]
 
 
 @pytest.fixture(autouse=True)
@@ -101,6 +101,29 @@ def test_lifecycle_leaves_no_thread_or_port():
     assert not any(t.name == f"fake-upstream-{port}" for t in threading.enumerate())
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", port), timeout=1).close()
+
+
+def test_stop_with_request_in_flight_and_restart_on_same_port():
+    up = FakeUpstream().start()
+    port = up.port
+    errors: list[Exception] = []
+
+    def hang():
+        try:
+            post(up, "/v1/chat/completions", chat("slow-5000"), timeout=3)
+        except Exception as exc:  # the server went away mid-request
+            errors.append(exc)
+    hung = threading.Thread(target=hang)
+    hung.start()
+    up.wait_for_requests(1)
+    t0 = time.monotonic()
+    up.stop()
+    assert time.monotonic() - t0 < 1.0
+    hung.join(5)
+    assert len(errors) == 1 and not isinstance(errors[0], TimeoutError)
+    with FakeUpstream(port=port) as again:
+        assert again.base_url.endswith(f":{port}/v1")
+        assert post(again, "/v1/chat/completions", chat())[0] == 200
 
 
 def test_free_port_and_closed_port_url():
@@ -277,6 +300,24 @@ def test_cut_stream(up, path, body, headers):
     assert raw.count(b"data: ") == 3 and b"[DONE]" not in raw and b"message_stop" not in raw
 
 
+def test_cut_json_body(up):
+    for path, body, headers in [("/v1/chat/completions", chat("cut-stream"), OA_HEADERS),
+                                ("/v1/messages", msg("cut-stream"), AN_HEADERS),
+                                ("/v1/embeddings", {"model": "cut-stream", "input": "x"}, OA_HEADERS)]:
+        with pytest.raises(aiohttp.ClientPayloadError):
+            fetch(up, path, body, headers=headers)
+
+
+def test_slow_request_does_not_block_others(up):
+    slow = threading.Thread(target=post, args=(up, "/v1/chat/completions", chat("slow-400")))
+    slow.start()
+    up.wait_for_requests(1)
+    t0 = time.monotonic()
+    assert post(up, "/v1/chat/completions", chat())[0] == 200
+    assert time.monotonic() - t0 < 0.3
+    slow.join(5)
+
+
 def test_stream_error_events(up):
     raw = fetch(up, "/v1/chat/completions", chat("stream-error", stream=True))[2]
     last = json.loads(raw.split(b"\n\n")[-2][6:])
@@ -346,7 +387,7 @@ def test_anthropic_json(up):
     assert r["stop_reason"] == "end_turn" and r["stop_sequence"] is None
     assert r["usage"]["input_tokens"] == (22 + 14) // 4
     assert r["usage"]["cache_read_input_tokens"] == 50
-    assert r["usage"]["cache_creation_input_tokens"] == 0 and r["usage"]["output_tokens"] == 5
+    assert r["usage"]["cache_creation_input_tokens"] == 0 and r["usage"]["output_tokens"] == 6
 
 
 def test_anthropic_stream(up):
@@ -429,9 +470,11 @@ def test_openai_sdk(up):
     assert len(up.requests) == 8
 
 
-def test_anthropic_sdk(up):
+def test_anthropic_sdk():
     anthropic = pytest.importorskip("anthropic")
-    with anthropic.Anthropic(base_url=up.root_url, api_key="sk-ant", max_retries=0) as client:
+    # anthropic SDK >= 2 sends the key as "Authorization: Bearer"; older ones as x-api-key
+    with FakeUpstream(anthropic_bearer_ok=True) as up, \
+            anthropic.Anthropic(base_url=up.root_url, api_key="sk-ant", max_retries=0) as client:
         r = client.messages.create(model="cached-11", max_tokens=50,
                                    messages=[{"role": "user", "content": "hi there"}])
         assert r.content[0].text == "Echo: hi there" and r.usage.cache_read_input_tokens == 11
@@ -446,4 +489,4 @@ def test_anthropic_sdk(up):
         with pytest.raises(anthropic.APIStatusError):  # in-band error event mid-stream
             list(client.messages.create(model="stream-error", max_tokens=5, messages=AN_MSGS,
                                         stream=True))
-    assert up.requests[0]["headers"]["anthropic-version"]
+        assert up.requests[0]["headers"]["anthropic-version"]

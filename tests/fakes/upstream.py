@@ -9,7 +9,8 @@
 Routes: POST /v1/chat/completions (JSON, or SSE when "stream": true), POST /v1/embeddings,
 GET /v1/models, POST /v1/messages (Anthropic JSON or SSE). OpenAI routes need
 ``Authorization: Bearer <anything>``; /v1/messages needs ``x-api-key`` (else 401
-authentication_error) and ``anthropic-version`` (else 400 invalid_request_error, as the real API).
+authentication_error; ``anthropic_bearer_ok=True`` also takes a Bearer token, as the real API
+does) and ``anthropic-version`` (else 400 invalid_request_error, as the real API).
 Bodies are checked like the real APIs (unknown parameters, e.g. ``request_tags``, are a 400).
 
 The MODEL NAME in the request body picks a scenario (see wire.parse_scenario):
@@ -19,7 +20,8 @@ The MODEL NAME in the request body picks a scenario (see wire.parse_scenario):
   slow-<ms>            wait before answering (JSON or stream)
   slowstream-<ms>      wait between stream events
   cut-stream           a few stream events, then the connection is closed mid-body (no final
-                       chunk, no [DONE], no terminating zero-length HTTP chunk)
+                       chunk, no [DONE], no terminating zero-length HTTP chunk); for a JSON
+                       answer: Content-Length of the full body, half of it, then close
   stream-error         a few stream events, then the provider's in-band error event, then EOF
   reset                close the connection (TCP reset) without any response
   garbage              200, content-type application/json, body that is not JSON
@@ -37,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
 import struct
 import threading
@@ -68,6 +71,13 @@ def closed_port_url() -> str:
     return f"http://127.0.0.1:{free_port()}/v1"
 
 
+def _parse(raw: bytes) -> Any:
+    try:
+        return json.loads(raw) if raw else None
+    except ValueError:
+        return None
+
+
 def _reset_connection(request: web.BaseRequest) -> None:
     """Drop the connection with a TCP RST (SO_LINGER 0), discarding anything unsent."""
     transport = request.transport
@@ -82,8 +92,12 @@ def _reset_connection(request: web.BaseRequest) -> None:
 class FakeUpstream:
     """Fake OpenAI + Anthropic server on a background thread with its own event loop."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, models: list[str] | None = None):
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, models: list[str] | None = None,
+                 anthropic_bearer_ok: bool = False):
         self.host, self.port = host, port
+        # The real Messages API also takes ``Authorization: Bearer`` (which anthropic SDK >= 2
+        # sends); by default only ``x-api-key`` counts, to check what a gateway forwards.
+        self.anthropic_bearer_ok = anthropic_bearer_ok
         self.models = list(models or DEFAULT_MODELS)
         self.requests: list[dict[str, Any]] = []
         self._flaky: dict[str, int] = {}
@@ -104,6 +118,8 @@ class FakeUpstream:
         if self._thread is not None:
             raise RuntimeError("FakeUpstream already started")
         sock = socket.socket()
+        if os.name == "posix":  # a restart may rebind a port whose old connections are in TIME_WAIT
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((self.host, self.port))
         self.port = sock.getsockname()[1]
         self._loop = asyncio.new_event_loop()
@@ -122,9 +138,9 @@ class FakeUpstream:
         assert loop is not None
         asyncio.set_event_loop(loop)
         runner = web.AppRunner(self._app(), access_log=None, handle_signals=False,
-                               shutdown_timeout=0.5, handler_cancellation=True)
+                               shutdown_timeout=0.1, handler_cancellation=True)
+        self._stopping = asyncio.Event()
         try:
-            self._stopping = asyncio.Event()
             loop.run_until_complete(runner.setup())
             loop.run_until_complete(web.SockSite(runner, sock).start())
         except BaseException as exc:  # report to start(), then clean up
@@ -134,7 +150,8 @@ class FakeUpstream:
         try:
             if ready["error"] is None:
                 loop.run_until_complete(self._stopping.wait())
-            loop.run_until_complete(runner.cleanup())
+            if runner.server is not None:
+                loop.run_until_complete(runner.cleanup())
             loop.run_until_complete(loop.shutdown_asyncgens())
             loop.run_until_complete(loop.shutdown_default_executor())
         finally:
@@ -190,15 +207,10 @@ class FakeUpstream:
     @web.middleware
     async def _record(self, request: web.Request, handler: Callable) -> web.StreamResponse:
         raw = await request.read()
-        try:
-            body = json.loads(raw) if raw else None
-        except ValueError:
-            body = None
-        request["fake_body"] = body
         self.requests.append({"method": request.method, "path": request.path,
                               "query": dict(request.query),
                               "headers": {k.lower(): v for k, v in request.headers.items()},
-                              "body": body, "raw": raw})
+                              "body": _parse(raw), "raw": raw})
         return await handler(request)
 
     @staticmethod
@@ -229,7 +241,9 @@ class FakeUpstream:
             "API key from https://platform.openai.com/account/api-keys."))
 
     def _anthropic_auth(self, request: web.Request) -> web.Response | None:
-        if not request.headers.get("x-api-key", "").strip():
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        bearer = self.anthropic_bearer_ok and scheme.lower() == "bearer" and token.strip()
+        if not (request.headers.get("x-api-key", "").strip() or bearer):
             return self._anthropic_response(401, wire.anthropic_error(
                 "authentication_error", "x-api-key header is required"))
         if not request.headers.get("anthropic-version", "").strip():
@@ -242,7 +256,7 @@ class FakeUpstream:
         denied = self._openai_auth(request)
         if denied is not None:
             return None, denied
-        body = request["fake_body"]
+        body = _parse(await request.read())  # read() is cached
         if not isinstance(body, dict):
             return None, self._openai_response(400, wire.openai_error(
                 "We could not parse the JSON body of your request. (HINT: This likely means you "
@@ -267,7 +281,7 @@ class FakeUpstream:
         denied = self._anthropic_auth(request)
         if denied is not None:
             return denied
-        body = request["fake_body"]
+        body = _parse(await request.read())  # read() is cached
         if not isinstance(body, dict):
             return self._anthropic_response(400, wire.anthropic_error(
                 "invalid_request_error", "There was an issue with the format of your request: "
@@ -310,14 +324,28 @@ class FakeUpstream:
         if sc.kind == "garbage":
             return web.Response(status=200, body=b"<html><body>upstream exploded {not json",
                                 content_type="application/json")
-        if api == "embeddings":
-            return self._openai_response(200, wire.openai_embeddings_json(body))
-        if not body.get("stream"):
-            if anthropic:
-                return self._anthropic_response(200, wire.anthropic_json(body, sc))
-            return self._openai_response(200, wire.openai_chat_json(body, sc))
+        if api == "embeddings" or not body.get("stream"):
+            if api == "embeddings":
+                resp = self._openai_response(200, wire.openai_embeddings_json(body))
+            elif anthropic:
+                resp = self._anthropic_response(200, wire.anthropic_json(body, sc))
+            else:
+                resp = self._openai_response(200, wire.openai_chat_json(body, sc))
+            return await self._cut_body(request, resp) if sc.kind == "cut-stream" else resp
         events = (wire.anthropic_events if anthropic else wire.openai_chat_events)(body, sc)
         return await self._stream(request, events, sc, anthropic)
+
+    @staticmethod
+    async def _cut_body(request: web.Request, full: web.Response) -> web.StreamResponse:
+        """Promise the whole JSON body (Content-Length), send half of it, close the connection."""
+        body = full.body if isinstance(full.body, bytes) else b""
+        resp = web.StreamResponse(status=full.status, headers=full.headers)
+        resp.content_length = len(body)
+        await resp.prepare(request)
+        await resp.write(body[: len(body) // 2])
+        if request.transport is not None:
+            request.transport.close()
+        return resp
 
     async def _stream(self, request: web.Request, events: list[bytes], sc: wire.Scenario,
                       anthropic: bool) -> web.StreamResponse:

@@ -67,6 +67,8 @@ class AnthropicProvider:
                 with transport_errors(self.name):
                     raw = await resp.read()
                 raise self._error(resp.status, raw, resp.headers)
+            if "event-stream" not in resp.headers.get("content-type", ""):
+                raise UpstreamProtocolError(f"provider {self.name!r} answered a stream request without SSE")
             with transport_errors(self.name):
                 async for event, data in sse_data(resp):
                     try:

@@ -20,6 +20,8 @@ Request policy for OpenAI parameters:
 
 from __future__ import annotations
 
+import math
+
 import orjson
 
 from tallygate.errors import InvalidRequest, UpstreamHTTPError, UpstreamProtocolError
@@ -43,9 +45,7 @@ _ASSISTANT_PARTS = frozenset({"text", "refusal"})
 _MAX_MESSAGE = 300
 
 
-# ---------------------------------------------------------------- request
-
-
+# --- request
 def to_anthropic(body: dict, upstream_model: str, default_max_tokens: int = 4096) -> dict:
     """OpenAI chat request -> Anthropic Messages request; policy in the module docstring."""
     _reject_unsupported(body)
@@ -59,7 +59,7 @@ def to_anthropic(body: dict, upstream_model: str, default_max_tokens: int = 4096
     if (top_p := body.get("top_p")) is not None:
         out["top_p"] = _number(top_p, "top_p", 0.0, 1.0)
     if (top_k := body.get("top_k")) is not None:
-        out["top_k"] = int(_number(top_k, "top_k", 0, float("inf"), integer=True))
+        out["top_k"] = int(_number(top_k, "top_k", 0, integer=True))
     if stop := _stop(body.get("stop")):
         out["stop_sequences"] = stop
     if (stream := body.get("stream")) is not None:
@@ -201,7 +201,9 @@ def _assistant_blocks(msg: dict, at: str) -> list[dict]:
 
 
 def _tool_use(call: object, at: str) -> dict:
-    fn = call.get("function") if isinstance(call, dict) else None
+    if not isinstance(call, dict):
+        raise _invalid(at, "must be an object")
+    fn = call.get("function")
     if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
         raise _invalid(f"{at}.function.name", "must be a string")
     if not isinstance(call.get("id"), str):
@@ -229,7 +231,7 @@ def _tool_result(msg: dict, at: str) -> dict:
     tool_use_id = msg.get("tool_call_id")
     if not isinstance(tool_use_id, str) or not tool_use_id:
         raise _invalid(f"{at}.tool_call_id", "must be a string")
-    result = {"type": "tool_result", "tool_use_id": tool_use_id}
+    result: dict = {"type": "tool_result", "tool_use_id": tool_use_id}
     if content := _blocks(msg.get("content"), f"{at}.content", _TEXT):
         result["content"] = content
     return result
@@ -254,6 +256,7 @@ def _tools(tools: object) -> list[dict]:
 def _tool_choice(choice: object, has_tools: bool, parallel: object) -> dict | None:
     """Anthropic `tool_choice`, or None to leave Anthropic's default (auto)."""
     fn = choice.get("function") if isinstance(choice, dict) and choice.get("type") == "function" else None
+    out: dict
     if choice in (None, "auto"):
         out = {"type": "auto"}
     elif choice == "none":
@@ -278,16 +281,17 @@ def _max_tokens(body: dict, default: int) -> int:
     value = body.get(param)
     if value is None:
         return default
-    return int(_number(value, param, 1, float("inf"), integer=True))
+    return int(_number(value, param, 1, integer=True))
 
 
-def _number(value: object, param: str, low: float, high: float, *, integer: bool = False) -> float:
-    """`value` checked to be a number (or integer) within [low, high]."""
-    ok = isinstance(value, int) if integer else isinstance(value, (int, float))
-    if not ok or isinstance(value, bool) or not low <= value <= high:
-        bound = f"between {low} and {high}" if high != float("inf") else f"at least {low}"
-        raise _invalid(param, f"must be {'an integer' if integer else 'a number'} {bound}")
-    return value
+def _number(value: object, param: str, low: float, high: float = math.inf, *,
+            integer: bool = False) -> float:
+    """`value` checked to be a number (an integer if asked) within [low, high]."""
+    kinds = (int,) if integer else (int, float)
+    if isinstance(value, kinds) and not isinstance(value, bool) and low <= value <= high:
+        return value
+    bound = f"between {low} and {high}" if high != math.inf else f"at least {low}"
+    raise _invalid(param, f"must be {'an integer' if integer else 'a number'} {bound}")
 
 
 def _invalid(param: str, problem: str) -> InvalidRequest:
@@ -304,9 +308,7 @@ def _stop(stop: object) -> list[str]:
     return stops
 
 
-# ---------------------------------------------------------------- response
-
-
+# --- response
 def from_anthropic(resp: dict, request_id: str, created: int, model: str) -> tuple[dict, Usage]:
     """Anthropic Message -> (OpenAI `chat.completion`, normalised Usage)."""
     content = resp.get("content") if isinstance(resp, dict) else None
@@ -347,9 +349,7 @@ def _finish_reason(stop_reason: object) -> str:
     return _FINISH.get(stop_reason, "stop") if isinstance(stop_reason, str) else "stop"
 
 
-# ---------------------------------------------------------------- stream
-
-
+# --- stream
 class AnthropicStreamTranslator:
     """Anthropic SSE events in, OpenAI `chat.completion.chunk` dicts out; one `feed` per event."""
 
@@ -419,9 +419,7 @@ class AnthropicStreamTranslator:
                                            "finish_reason": finish_reason}]}
 
 
-# ---------------------------------------------------------------- errors
-
-
+# --- errors
 def anthropic_error(status: int, body: bytes) -> UpstreamHTTPError:
     """An Anthropic error response as UpstreamHTTPError (529 overloaded counts as 503)."""
     try:
@@ -434,8 +432,9 @@ def anthropic_error(status: int, body: bytes) -> UpstreamHTTPError:
 
 
 def _stream_error(data: dict) -> UpstreamHTTPError:
-    error = data.get("error") if isinstance(data.get("error"), dict) else {}
-    status = _ERROR_STATUS.get(error.get("type"), 500)
+    error = data.get("error")
+    error = error if isinstance(error, dict) else {}
+    status = _ERROR_STATUS.get(str(error.get("type")), 500)
     return UpstreamHTTPError(status, _error_message(error, "anthropic stream failed"))
 
 

@@ -74,6 +74,8 @@ class OpenAIProvider:
                 with transport_errors(self.name):
                     raw = await resp.read()
                 raise openai_error(self.name, resp.status, raw, resp.headers)
+            if "event-stream" not in resp.headers.get("content-type", ""):
+                raise UpstreamProtocolError(f"provider {self.name!r} answered a stream request without SSE")
             with transport_errors(self.name):
                 async for _event, data in sse_data(resp):
                     if data == b"[DONE]":

@@ -1,0 +1,370 @@
+#!/usr/bin/env python3
+"""Tallygate overhead benchmark (loopback only): `make bench` or `.venv/bin/python bench/run_bench.py`.
+
+Starts bench/mock_upstream.py on a free port, creates a real API key, starts `tallygate serve`
+(one worker, fresh temporary SQLite ledger), then runs bench/loadgen.py interleaved direct-to-mock
+and through-gateway: 1 client JSON (c1), 1 client stream (s1), 8 clients JSON (c8) and 8 clients
+stream (s8), each `--rounds` times; the table shows the median of the rounds. Every gateway request
+carries the key, body tags (one of them 3 levels deep) and is priced and written to the ledger.
+Afterwards it checks the ledger through GET /v1/logs and, after SIGTERM, counts the SQLite rows
+against the number of requests sent. Raw JSON lines go to bench/results/<timestamp>.jsonl.
+See bench/README.md for what each figure means.
+"""
+import argparse
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+BIN = Path(sys.executable).parent
+TCK = os.sysconf("SC_CLK_TCK")
+TAGS = ["team/feature", "US/California/SF"]
+BODY = {"model": "mock-gpt", "max_tokens": 64,
+        "messages": [{"role": "system", "content": "You are a helpful assistant."},
+                     {"role": "user", "content": "Say something short about load testing gateways."}]}
+MODES = {"c1": (1, False), "s1": (1, True), "c8": (8, False), "s8": (8, True)}
+CONFIG_NAME = {"c1": "1 client", "s1": "1 client, stream", "c8": "8 clients", "s8": "8 clients, stream"}
+# Peers, from shared/bench/PEERS.md (2026-11-23, same mock, loadgen and method, 2 cores).
+PEERS = [  # figure, LiteLLM 1.109.1, Portkey 1.15.2
+    ("1 client: added p50 / p99 ms", "+12.2 / +18.4", "+1.1 / +7.0"),
+    ("1 client: gateway CPU-ms per request", "12–13", "1.7–1.8"),
+    ("1 client, stream: added TTFB p50 ms", "not measured", "not measured"),
+    ("8 clients: req/s", "~100", "~1,020"),
+    ("8 clients: gateway CPU-ms per request", "10", "1.2–1.3"),
+    ("8 clients, stream: req/s", "~33", "~250"),
+    ("8 clients, stream: added TTFB p50 ms", "+~120", "+~29"),
+    ("8 clients, stream: gateway CPU-ms per request", "28–33", "2.5–2.7"),
+    ("peak RSS MB", "407–425", "175–185"),
+]
+
+
+class Procs:
+    """Every process we start, stopped by PID (SIGTERM, then SIGKILL) whatever happens."""
+
+    def __init__(self):
+        self.started = []
+
+    def start(self, cmd, log, env=None):
+        p = subprocess.Popen([str(c) for c in cmd], stdout=log, stderr=subprocess.STDOUT,
+                             stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+        self.started.append(p)
+        return p
+
+    @staticmethod
+    def stop(p, timeout=30.0):
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+            try:
+                p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        return p.returncode
+
+    def stop_all(self):
+        for p in reversed(self.started):
+            self.stop(p, 10)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ticks(pid):  # utime+stime (+ reaped children) of one process, all threads
+    return sum(int(x) for x in Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[11:15])
+
+
+def status_mb(pid, key):
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return round(int(line.split()[1]) / 1024, 1)
+
+
+def http(method, url, body=None, headers=None, timeout=10):
+    """(status, headers, body bytes); HTTP errors are returned, not raised."""
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method,
+                                 headers={"Content-Type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, r.headers, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers, e.read()
+
+
+def wait_ready(proc, url, headers, log_path, limit_s=60):
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < limit_s:
+        if proc.poll() is not None:
+            sys.exit(f"{url} died during start-up; log:\n{Path(log_path).read_text()[-3000:]}")
+        try:
+            if http("GET", url, headers=headers, timeout=2)[0] == 200:
+                return round(time.monotonic() - t0, 2)
+        except OSError:
+            pass
+        time.sleep(0.1)
+    sys.exit(f"{url} not ready after {limit_s}s; log:\n{Path(log_path).read_text()[-3000:]}")
+
+
+def run_load(a, url, auth, body, mode, label, mock, gw):
+    """One loadgen run; CPU ticks of mock (and gateway) sampled around it. Returns a JSON record."""
+    clients, stream = MODES[mode]
+    cmd = [sys.executable, HERE / "loadgen.py", url, "-c", clients, "-n", a.requests,
+           "--warmup", a.warmup, "--max-seconds", a.max_seconds, "--label", label,
+           "--auth", auth, "--body", json.dumps(body)] + (["--stream"] if stream else [])
+    m0, g0 = ticks(mock.pid), gw and ticks(gw.pid)
+    out = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=a.max_seconds + 120)
+    m1, g1 = ticks(mock.pid), gw and ticks(gw.pid)
+    try:
+        rec = json.loads(out.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        rec = {"loadgen_failed": True, "ok": 0, "errors": 0, "stderr": out.stderr[-500:]}
+    sent = rec["ok"] + rec["errors"] + (0 if rec.get("loadgen_failed") else a.warmup)
+    rec.update(kind="run", mode=mode, warmup=a.warmup, requests_in_cpu_window=sent,
+               mock_cpu_ms_per_req=round((m1 - m0) * 1000 / TCK / max(sent, 1), 3))
+    if gw:
+        rec.update(gw_cpu_s=round((g1 - g0) / TCK, 2),
+                   gw_cpu_ms_per_req=round((g1 - g0) * 1000 / TCK / max(sent, 1), 3),
+                   gw_vmhwm_mb=status_mb(gw.pid, "VmHWM"), gw_vmrss_mb=status_mb(gw.pid, "VmRSS"))
+    return rec
+
+
+def summarize(runs):
+    """Median over rounds per (mode, target); added = gateway median - direct median."""
+    med = lambda rs, k: (round(statistics.median(r[k] for r in rs), 3)
+                         if rs and all(r.get(k) is not None for r in rs) else None)
+    out = []
+    for mode in MODES:
+        direct = [r for r in runs if r["mode"] == mode and r["target"] == "direct"]
+        for target in ("direct", "tallygate"):
+            rs = [r for r in runs if r["mode"] == mode and r["target"] == target and not r.get("loadgen_failed")]
+            if not rs:
+                continue
+            s = {"kind": "summary", "mode": mode, "target": target, "rounds": len(rs),
+                 "errors": sum(r["errors"] for r in rs), "first_error": next((r["first_error"] for r in rs
+                                                                              if r.get("first_error")), None)}
+            for k in ("rps", "p50_ms", "p99_ms", "ttfb_p50_ms", "gw_cpu_ms_per_req", "mock_cpu_ms_per_req"):
+                s[k] = med(rs, k)
+                s[k + "_rounds"] = [r.get(k) for r in rs]
+            if target == "tallygate":
+                s["gw_peak_rss_mb"] = max(r["gw_vmhwm_mb"] for r in rs)
+                for k in ("p50_ms", "p99_ms", "ttfb_p50_ms"):
+                    d = med(direct, k)
+                    s["added_" + k] = None if d is None or s[k] is None else round(s[k] - d, 3)
+            out.append(s)
+    return out
+
+
+def fmt(x, nd=2, sign=False):
+    if x is None:
+        return "–"
+    if abs(x) >= 1000:
+        return f"{x:,.0f}"
+    return f"{x:+.{nd}f}" if sign else f"{x:.{nd}f}"
+
+
+def markdown(summary, mock_rss, idle, ledger):
+    lines = ["| config | target | req/s | p50 ms | p99 ms | added p50 / p99 ms | TTFB p50 ms (added) "
+             "| gateway CPU-ms per request | peak RSS MB |", "|---" * 9 + "|"]
+    for s in summary:
+        gw = s["target"] == "tallygate"
+        added = f"{fmt(s['added_p50_ms'], sign=True)} / {fmt(s['added_p99_ms'], sign=True)}" if gw else "–"
+        ttfb = fmt(s["ttfb_p50_ms"]) + (f" ({fmt(s['added_ttfb_p50_ms'], sign=True)})"
+                                        if gw and s["ttfb_p50_ms"] is not None else "")
+        lines.append(f"| {CONFIG_NAME[s['mode']]} | {s['target']} | {fmt(s['rps'], 0)} | {fmt(s['p50_ms'])} "
+                     f"| {fmt(s['p99_ms'])} | {added} | {ttfb if s['ttfb_p50_ms'] is not None else '–'} "
+                     f"| {fmt(s['gw_cpu_ms_per_req'], 3) if gw else '–'} "
+                     f"| {s['gw_peak_rss_mb'] if gw else mock_rss} |" + (" errors: %d" % s["errors"]
+                                                                          if s["errors"] else ""))
+    g = {s["mode"]: s for s in summary if s["target"] == "tallygate"}
+    pick = lambda m, f: f(g[m]) if m in g else "–"
+    ours = [pick("c1", lambda s: f"{fmt(s['added_p50_ms'], sign=True)} / {fmt(s['added_p99_ms'], sign=True)}"),
+            pick("c1", lambda s: fmt(s["gw_cpu_ms_per_req"], 3)),
+            pick("s1", lambda s: fmt(s["added_ttfb_p50_ms"], sign=True)),
+            pick("c8", lambda s: fmt(s["rps"], 0)), pick("c8", lambda s: fmt(s["gw_cpu_ms_per_req"], 3)),
+            pick("s8", lambda s: fmt(s["rps"], 0)), pick("s8", lambda s: fmt(s["added_ttfb_p50_ms"], sign=True)),
+            pick("s8", lambda s: fmt(s["gw_cpu_ms_per_req"], 3)),
+            str(max((s["gw_peak_rss_mb"] for s in g.values()), default="–"))]
+    lines += ["", "Against the peers (PEERS.md, same mock and load generator, their figures from 2026-11-23):",
+              "", "| figure | Tallygate (this run) | LiteLLM 1.109.1 | Portkey 1.15.2 |", "|---|---|---|---|"]
+    lines += [f"| {f} | {o} | {l} | {p} |" for (f, l, p), o in zip(PEERS, ours)]
+    lines += ["", f"Gateway idle CPU: {idle['idle_cpu_ms_per_s']} ms/s over {idle['idle_s']} s; "
+                  f"RSS after start-up {idle['vmrss_mb']} MB.",
+              f"Ledger: {ledger['rows']} rows for {ledger['expected']} requests sent through the gateway "
+              f"(incl. warm-ups and smoke checks) -> {'OK' if ledger['ok'] else 'MISMATCH'}; "
+              f"{ledger['tag_rows']} tag rows, {ledger['priced_rows']} priced rows, "
+              f"{ledger['non_200']} non-200 rows."]
+    return "\n".join(lines)
+
+
+def smoke(base_direct, base_gw, key):
+    """Direct with tags must be refused by the mock; the gateway must strip them, price and tag."""
+    msgs = {}
+    st, _, b = http("POST", base_direct, {**BODY, "request_tags": TAGS})
+    msgs["mock_rejects_leaked_tags"] = st == 400
+    st, h, b = http("POST", base_gw, {**BODY, "request_tags": TAGS}, {"Authorization": "Bearer " + key})
+    cost = json.loads(b).get("usage", {}).get("cost") if st == 200 else None
+    msgs["gateway_json"] = {"status": st, "cost": cost, "request_id": h.get("x-request-id"),
+                            "body": None if st == 200 else b[:300].decode("utf-8", "replace")}
+    st, _, b = http("POST", base_gw, {**BODY, "stream": True, "stream_options": {"include_usage": True}},
+                    {"Authorization": "Bearer " + key, "X-Request-Tags": ",".join(TAGS)})
+    msgs["gateway_stream"] = {"status": st, "done": b.rstrip().endswith(b"data: [DONE]"),
+                              "cost_in_stream": b'"cost"' in b}
+    ok = (msgs["mock_rejects_leaked_tags"] and st == 200 and msgs["gateway_stream"]["done"]
+          and msgs["gateway_stream"]["cost_in_stream"] and bool(cost))
+    return {"kind": "smoke", "ok": ok, **msgs}, 2  # two requests went through the gateway
+
+
+def ledger_check(db_path, expected):
+    with sqlite3.connect(db_path) as db:
+        q = lambda sql: db.execute(sql).fetchone()[0]
+        rows = q("SELECT count(*) FROM requests")
+        res = {"kind": "ledger", "rows": rows, "expected": expected, "ok": rows == expected,
+               "non_200": q("SELECT count(*) FROM requests WHERE status != 200"),
+               "priced_rows": q("SELECT count(*) FROM requests WHERE cost_pico > 0"),
+               "tag_rows": q("SELECT count(*) FROM request_tags"),
+               "deep_tag_rows": q("SELECT count(*) FROM request_tags WHERE prefix = 'US/California/SF'"),
+               "total_cost_usd": q("SELECT coalesce(sum(cost_pico), 0) FROM requests") / 1e12,
+               "pricing_sources": [r[0] for r in db.execute("SELECT DISTINCT pricing_source FROM requests")],
+               "stream_rows": q("SELECT count(*) FROM requests WHERE stream")}
+    db.close()
+    return res
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="smoke check: few requests, ~30 s")
+    ap.add_argument("--requests", type=int, help="timed requests per run (default 3000, --quick 300)")
+    ap.add_argument("--rounds", type=int, help="rounds per (config, target) (default 3, --quick 2)")
+    ap.add_argument("--keep", action="store_true", help="keep the temp dir (DB, config, logs)")
+    a = ap.parse_args()
+    a.requests = a.requests or (300 if a.quick else 3000)
+    a.rounds = max(2, a.rounds or (2 if a.quick else 3))
+    a.warmup, a.max_seconds, idle_s = (20, 10.0, 1.0) if a.quick else (100, 20.0, 5.0)
+    tallygate = BIN / "tallygate"
+    if not tallygate.exists():
+        sys.exit(f"{tallygate} not found: run `make install` first")
+
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    results = HERE / "results" / f"{stamp}.jsonl"
+    results.parent.mkdir(exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix="tallygate-bench-"))
+    db_path, admin = tmp / "ledger.db", "tg-admin-" + secrets.token_urlsafe(24)
+    procs, lines = Procs(), []
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # -> finally below
+
+    def emit(rec):
+        lines.append(rec)
+        with open(results, "a") as f:
+            f.write(json.dumps(rec) + "\n")
+
+    try:
+        mock_port, gw_port = free_port(), free_port()
+        mock = procs.start([sys.executable, HERE / "mock_upstream.py", "--host", "127.0.0.1", "--port", mock_port],
+                           open(tmp / "mock.log", "w"))
+        ready_mock = wait_ready(mock, f"http://127.0.0.1:{mock_port}/health", {}, tmp / "mock.log")
+        (tmp / "tallygate.yaml").write_text(
+            "providers:\n"
+            f"  up: {{type: openai, base_url: \"http://127.0.0.1:{mock_port}/v1\", api_key: \"sk-up\"}}\n"
+            "models:\n  mock-gpt: {provider: up, model: gpt-4o-mini}\n")
+        db_url = f"sqlite:///{db_path}"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TALLYGATE_")}
+        created = subprocess.run([str(tallygate), "keys", "create", "--name", "bench", "--label", "team=bench",
+                                  "--label", "env=bench", "--db", db_url],
+                                 capture_output=True, text=True, timeout=60, env=env, check=True)
+        key = created.stdout.strip().splitlines()[-1]
+        gw = procs.start([tallygate, "serve", "--config", tmp / "tallygate.yaml", "--db", db_url,
+                          "--host", "127.0.0.1", "--port", gw_port],
+                         open(tmp / "gateway.log", "w"), env={**env, "TALLYGATE_ADMIN_KEY": admin})
+        direct_url = f"http://127.0.0.1:{mock_port}/v1/chat/completions"
+        gw_base = f"http://127.0.0.1:{gw_port}/v1"
+        ready_gw = wait_ready(gw, gw_base + "/models", {"Authorization": "Bearer " + key}, tmp / "gateway.log")
+        emit({"kind": "meta", "run_id": stamp, "nproc": os.cpu_count(), "python": sys.version.split()[0],
+              "settings": {"requests": a.requests, "warmup": a.warmup, "rounds": a.rounds,
+                           "max_seconds": a.max_seconds, "quick": a.quick, "tags": TAGS},
+              "ready_s": {"mock": ready_mock, "gateway": ready_gw}, "mock_pid": mock.pid, "gw_pid": gw.pid})
+
+        rec, gw_sent = smoke(direct_url, gw_base + "/chat/completions", key)
+        emit(rec)
+        smoke_ok = rec["ok"]
+        print("smoke:", "OK" if rec["ok"] else "FAILED " + json.dumps(rec), file=sys.stderr)
+
+        t0 = ticks(gw.pid)
+        time.sleep(idle_s)
+        idle = {"kind": "idle", "idle_s": idle_s, "idle_cpu_ms_per_s": round((ticks(gw.pid) - t0) * 1000 / TCK
+                                                                             / idle_s, 1),
+                "vmrss_mb": status_mb(gw.pid, "VmRSS"), "mock_vmrss_mb": status_mb(mock.pid, "VmRSS")}
+        emit(idle)
+
+        runs = []
+        gw_body = {**BODY, "request_tags": TAGS}
+        for mode in MODES:
+            for rnd in range(1, a.rounds + 1):
+                for target, url, auth, body, g in (
+                        ("direct", direct_url, "Bearer sk-up", BODY, None),
+                        ("tallygate", gw_base + "/chat/completions", "Bearer " + key, gw_body, gw)):
+                    rec = run_load(a, url, auth, body, mode, f"{target}/{mode}/r{rnd}", mock, g)
+                    rec.update(target=target, round=rnd)
+                    emit(rec)
+                    runs.append(rec)
+                    gw_sent += rec["requests_in_cpu_window"] if g else 0
+                    print(f"{mode} r{rnd} {target:9} rps={rec.get('rps')} p50={rec.get('p50_ms')} "
+                          f"p99={rec.get('p99_ms')} ttfb50={rec.get('ttfb_p50_ms')} "
+                          f"cpu/req={rec.get('gw_cpu_ms_per_req', '-')} errors={rec['errors']}"
+                          + (f" first_error={rec['first_error']!r}" if rec.get("first_error") else "")
+                          + (" LOADGEN FAILED " + rec["stderr"] if rec.get("loadgen_failed") else ""),
+                          file=sys.stderr)
+
+        time.sleep(0.3)  # > ledger flush interval
+        st, _, b = http("GET", gw_base + "/logs?limit=1", headers={"Authorization": "Bearer " + admin})
+        latest = (json.loads(b).get("data") or [None])[0] if st == 200 else None
+        emit({"kind": "logs_api", "status": st, "has_records": bool(latest), "latest": latest})
+        rss_final = status_mb(gw.pid, "VmHWM")
+        rc = Procs.stop(gw, 60)
+        flushed = [ln for ln in (tmp / "gateway.log").read_text().splitlines() if "ledger flushed" in ln]
+        emit({"kind": "shutdown", "returncode": rc, "log": flushed[-1:] or None, "gw_vmhwm_mb": rss_final})
+        ledger = ledger_check(db_path, gw_sent)
+        emit(ledger)
+
+        summary = summarize(runs)
+        for s in summary:
+            emit(s)
+        print(f"\n## Tallygate overhead, {stamp} ({os.cpu_count()} cores, {a.requests} requests x {a.rounds} "
+              f"rounds per row, median of rounds)\n")
+        print(markdown(summary, status_mb(mock.pid, "VmHWM"), idle, ledger))
+        print(f"\nGET /v1/logs?limit=1: HTTP {st}, {'a record' if latest else 'NO RECORD'}; "
+              f"gateway exit code after SIGTERM: {rc}; raw lines: {results}")
+        problems = [p for p, bad in (("smoke check failed", not smoke_ok),
+                                     ("ledger count mismatch", not ledger["ok"]),
+                                     ("errors during runs", any(s["errors"] for s in summary)),
+                                     ("/v1/logs has no record", not latest), ("gateway exit code", rc != 0)) if bad]
+        if problems:
+            print("PROBLEMS: " + "; ".join(problems))
+        return 1 if problems else 0
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    finally:
+        procs.stop_all()
+        if a.keep:
+            print(f"kept: {tmp} (ledger.db, tallygate.yaml, gateway.log, mock.log)", file=sys.stderr)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,134 @@
+"""Run a real `tallygate serve` in a subprocess for end-to-end tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import yaml
+
+from tests.fakes.upstream import free_port
+
+ADMIN_KEY = "tg-test-admin-secret"
+
+
+class Gateway:
+    """A gateway process on a free loopback port, with its own SQLite ledger in `workdir`."""
+
+    def __init__(self, workdir: Path, config: dict | None, env: dict[str, str] | None = None) -> None:
+        self.workdir = workdir
+        self.db_path = workdir / "ledger.db"
+        self.db_url = f"sqlite:///{self.db_path}"
+        self.config_path: Path | None = None
+        if config is not None:
+            self.config_path = workdir / "tallygate.yaml"
+            self.config_path.write_text(yaml.safe_dump(config))
+        self.env = {**os.environ, "TALLYGATE_ADMIN_KEY": ADMIN_KEY, **(env or {})}
+        self.port = 0
+        self.proc: subprocess.Popen | None = None
+        self.log_path = workdir / "gateway.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        return self.url + "/v1"
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "tallygate", *args, "--db", self.db_url],
+                              env=self.env, capture_output=True, text=True, timeout=60)
+
+    def create_key(self, name: str = "test", **labels: str) -> str:
+        args = ["keys", "create", "--name", name]
+        for k, v in labels.items():
+            args += ["--label", f"{k}={v}"]
+        out = self.cli(*args)
+        assert out.returncode == 0, out.stderr
+        return out.stdout.strip().splitlines()[-1]
+
+    def start(self) -> Gateway:
+        self.port = free_port()
+        args = [sys.executable, "-m", "tallygate", "serve", "--db", self.db_url, "--port", str(self.port)]
+        if self.config_path is not None:
+            args += ["--config", str(self.config_path)]
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(args, env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
+                                     cwd=self.workdir)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"gateway exited early:\n{self.log()}")
+            try:
+                self.get("/v1/models", key=ADMIN_KEY)
+                return self
+            except (urllib.error.URLError, ConnectionError):
+                time.sleep(0.05)
+        raise RuntimeError(f"gateway did not start:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        if self.proc is None:
+            return 0
+        self.proc.send_signal(sig)
+        try:
+            code = self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            code = self.proc.wait()
+        self.proc = None
+        self._log.close()
+        return code
+
+    def request(self, method: str, path: str, body: bytes | None = None, key: str | None = ADMIN_KEY,
+                headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+        req = urllib.request.Request(self.url + path, data=body, method=method)
+        if key is not None:
+            req.add_header("Authorization", f"Bearer {key}")
+        for k, v in (headers or {}).items():
+            req.add_header(k, v)
+        try:
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                return resp.status, {k.lower(): v for k, v in resp.headers.items()}, resp.read()
+        except urllib.error.HTTPError as err:
+            return err.code, {k.lower(): v for k, v in err.headers.items()}, err.read()
+
+    def get(self, path: str, key: str | None = ADMIN_KEY) -> tuple[int, dict]:
+        status, _, body = self.request("GET", path, key=key)
+        return status, json.loads(body)
+
+    def post_json(self, path: str, payload: object, key: str | None = ADMIN_KEY,
+                  headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], dict]:
+        status, hdrs, body = self.request("POST", path, json.dumps(payload).encode(), key,
+                                          {"Content-Type": "application/json", **(headers or {})})
+        return status, hdrs, json.loads(body) if body else {}
+
+    def log_record(self, request_id: str, timeout: float = 5.0) -> dict:
+        """The ledger record of `request_id` through the API, waiting for the batched writer."""
+        deadline = time.monotonic() + timeout
+        while True:
+            status, body = self.get(f"/v1/logs/{request_id}")
+            if status == 200 or time.monotonic() > deadline:
+                assert status == 200, body
+                return body
+            time.sleep(0.05)
+
+    def ledger_rows(self) -> list[dict]:
+        """Every ledger row, read straight from the SQLite file."""
+        con = sqlite3.connect(self.db_path)
+        con.row_factory = sqlite3.Row
+        try:
+            return [dict(r) for r in con.execute("SELECT * FROM requests ORDER BY created_at, id")]
+        finally:
+            con.close()
