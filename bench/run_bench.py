@@ -134,6 +134,7 @@ def run_load(a, url, auth, body, mode, label, mock, gw):
     except (ValueError, IndexError):
         rec = {"loadgen_failed": True, "ok": 0, "errors": 0, "stderr": out.stderr[-500:]}
     sent = rec["ok"] + rec["errors"] + (0 if rec.get("loadgen_failed") else a.warmup)
+    rec["truncated"] = rec["ok"] + rec["errors"] < a.requests  # stopped by --max-seconds (or failed)
     rec.update(kind="run", mode=mode, warmup=a.warmup, requests_in_cpu_window=sent,
                mock_cpu_ms_per_req=round((m1 - m0) * 1000 / TCK / max(sent, 1), 3))
     if gw:
@@ -326,6 +327,7 @@ def main():
                           f"p99={rec.get('p99_ms')} ttfb50={rec.get('ttfb_p50_ms')} "
                           f"cpu/req={rec.get('gw_cpu_ms_per_req', '-')} errors={rec['errors']}"
                           + (f" first_error={rec['first_error']!r}" if rec.get("first_error") else "")
+                          + (" STOPPED BY --max-seconds" if rec["truncated"] else "")
                           + (" LOADGEN FAILED " + rec["stderr"] if rec.get("loadgen_failed") else ""),
                           file=sys.stderr)
 
@@ -336,7 +338,9 @@ def main():
         rss_final = status_mb(gw.pid, "VmHWM")
         rc = Procs.stop(gw, 60)
         flushed = [ln for ln in (tmp / "gateway.log").read_text().splitlines() if "ledger flushed" in ln]
-        emit({"kind": "shutdown", "returncode": rc, "log": flushed[-1:] or None, "gw_vmhwm_mb": rss_final})
+        clean = bool(flushed) and rc in (0, -signal.SIGTERM)  # uvicorn re-raises SIGTERM after shutdown
+        emit({"kind": "shutdown", "returncode": rc, "clean": clean, "log": flushed[-1:] or None,
+              "gw_vmhwm_mb": rss_final})
         ledger = ledger_check(db_path, gw_sent)
         emit(ledger)
 
@@ -347,17 +351,24 @@ def main():
               f"rounds per row, median of rounds)\n")
         print(markdown(summary, status_mb(mock.pid, "VmHWM"), idle, ledger))
         print(f"\nGET /v1/logs?limit=1: HTTP {st}, {'a record' if latest else 'NO RECORD'}; "
-              f"gateway exit code after SIGTERM: {rc}; raw lines: {results}")
+              f"SIGTERM: exit {rc}, {flushed[-1].split(': ', 1)[-1] if flushed else 'NO FLUSH LINE IN LOG'}; "
+              f"raw lines: {results}")
         problems = [p for p, bad in (("smoke check failed", not smoke_ok),
                                      ("ledger count mismatch", not ledger["ok"]),
                                      ("errors during runs", any(s["errors"] for s in summary)),
-                                     ("/v1/logs has no record", not latest), ("gateway exit code", rc != 0)) if bad]
+                                     ("/v1/logs has no record", not latest), ("unclean gateway shutdown", not clean),
+                                     ("a run hit --max-seconds", any(r.get("truncated") for r in runs))) if bad]
         if problems:
             print("PROBLEMS: " + "; ".join(problems))
         return 1 if problems else 0
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception:
+        for name in ("gateway.log", "mock.log"):
+            if (tmp / name).exists():
+                print(f"--- tail of {name}:\n" + (tmp / name).read_text()[-2000:], file=sys.stderr)
+        raise
     finally:
         procs.stop_all()
         if a.keep:

@@ -154,10 +154,12 @@ class Settings:
             values["db_url"] = env["TALLYGATE_DB_URL"]
         if env.get("TALLYGATE_ADMIN_KEY"):
             values["admin_key"] = env["TALLYGATE_ADMIN_KEY"]
-        if env.get("TALLYGATE_MAX_BODY_BYTES"):
-            try:
-                values["max_body_bytes"] = int(env["TALLYGATE_MAX_BODY_BYTES"])
-            except ValueError:
-                raise ConfigError("TALLYGATE_MAX_BODY_BYTES: must be an integer") from None
+        for name, field in (("TALLYGATE_MAX_BODY_BYTES", "max_body_bytes"),
+                            ("TALLYGATE_LEDGER_FLUSH_MS", "ledger_flush_ms")):
+            if env.get(name):
+                try:
+                    values[field] = int(env[name])
+                except ValueError:
+                    raise ConfigError(f"{name}: must be an integer") from None
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]

@@ -259,26 +259,24 @@ def test_openai_failures(up, code, type_):
 
 # -- failure modes (raw HTTP) -----------------------------------------------------------------------
 @pytest.mark.parametrize("path,body,headers", [
-    ("/v1/chat/completions", chat("slow-300"), OA_HEADERS),
-    ("/v1/messages", msg("slow-300"), AN_HEADERS),
+    ("/v1/chat/completions", chat(), OA_HEADERS),
+    ("/v1/messages", msg(), AN_HEADERS),
 ])
-def test_slow_times_out_client(up, path, body, headers):
+def test_slow(up, path, body, headers):
     t0 = time.monotonic()
     with pytest.raises(asyncio.TimeoutError):
-        fetch(up, path, body, headers=headers, timeout=0.1)
-    assert time.monotonic() - t0 < 0.3
+        fetch(up, path, dict(body, model="slow-2000"), headers=headers, timeout=0.1)
+    assert time.monotonic() - t0 < 1.5
     t0 = time.monotonic()
-    assert post(up, path, body, headers=headers)[0] == 200
-    assert time.monotonic() - t0 >= 0.3
+    assert post(up, path, dict(body, model="slow-200"), headers=headers)[0] == 200
+    assert time.monotonic() - t0 >= 0.2
 
 
 def test_slowstream_spaces_events(up):
     times: list[float] = []
-    t0 = time.monotonic()
     _, _, raw = fetch(up, "/v1/chat/completions", chat("slowstream-40", stream=True), on_event=times.append)
-    chunks = openai_chunks(raw)
-    assert times[0] - t0 < 0.2  # the first event is not delayed
-    assert time.monotonic() - t0 >= 0.04 * (len(chunks) - 1)
+    chunks = openai_chunks(raw)  # + [DONE]: len(chunks) gaps of 40 ms after the first event
+    assert times[-1] - times[0] >= 0.04 * (len(chunks) - 1)
 
 
 @pytest.mark.parametrize("path,body,headers", [
@@ -309,12 +307,12 @@ def test_cut_json_body(up):
 
 
 def test_slow_request_does_not_block_others(up):
-    slow = threading.Thread(target=post, args=(up, "/v1/chat/completions", chat("slow-400")))
+    slow = threading.Thread(target=post, args=(up, "/v1/chat/completions", chat("slow-800")))
     slow.start()
     up.wait_for_requests(1)
     t0 = time.monotonic()
     assert post(up, "/v1/chat/completions", chat())[0] == 200
-    assert time.monotonic() - t0 < 0.3
+    assert time.monotonic() - t0 < 0.6
     slow.join(5)
 
 

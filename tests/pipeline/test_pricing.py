@@ -1,0 +1,42 @@
+"""Exact pricing in integer picodollars."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from tallygate.pipeline.pricing import PriceBook, Rate, usd
+from tallygate.settings import PricingOverride
+from tallygate.types import Usage
+
+
+def test_override_prices_are_exact_to_the_picodollar() -> None:
+    rate = PriceBook().rate("openai", "anything", PricingOverride(
+        input_per_mtok=Decimal("0.0375"), output_per_mtok=Decimal("0.15"),
+        cached_input_per_mtok=Decimal("0.01875")))
+    cost = rate.cost(Usage(input_tokens=7, output_tokens=3, cached_tokens=2))
+    expected = (5 * Decimal("0.0375") + 2 * Decimal("0.01875") + 3 * Decimal("0.15")) / 10**6
+    assert usd(cost) == expected
+    assert rate.source == "config"
+
+
+def test_cache_write_tokens_priced_separately_from_reads() -> None:
+    rate = Rate.from_mtok("t", Decimal(3), Decimal(15), cached=Decimal("0.3"), cache_write=Decimal("3.75"))
+    cost = rate.cost(Usage(input_tokens=1000, output_tokens=10, cached_tokens=600, cache_write_tokens=300))
+    assert usd(cost) == (100 * 3 + 600 * Decimal("0.3") + 300 * Decimal("3.75") + 10 * 15) / Decimal(10**6)
+
+
+def test_snapshot_prices_for_known_models() -> None:
+    book = PriceBook()
+    rate = book.rate("anthropic", "claude-3-5-haiku-latest", None)
+    assert rate.source.startswith("genai-prices ")
+    assert usd(rate.cost(Usage(input_tokens=1_000_000))) == Decimal("0.8")
+    assert usd(book.rate("openai", "gpt-4o-mini", None).cost(Usage(output_tokens=1_000_000))) == Decimal("0.6")
+
+
+def test_unknown_model_is_unpriced_not_an_error() -> None:
+    rate = PriceBook().rate("openai", "my-finetune-xyz-123", None)
+    assert rate.source == "unpriced" and rate.cost(Usage(input_tokens=10)) == 0
+
+
+def test_usd_of_large_sums_stays_exact() -> None:
+    assert usd(123_456_789_012_345_678) == Decimal("123456.789012345678")
