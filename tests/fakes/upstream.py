@@ -120,7 +120,11 @@ class FakeUpstream:
         sock = socket.socket()
         if os.name == "posix":  # a restart may rebind a port whose old connections are in TIME_WAIT
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.host, self.port))
+        try:
+            sock.bind((self.host, self.port))
+        except OSError:
+            sock.close()
+            raise
         self.port = sock.getsockname()[1]
         self._loop = asyncio.new_event_loop()
         ready: dict[str, Any] = {"event": threading.Event(), "error": None}
@@ -196,7 +200,7 @@ class FakeUpstream:
 
     # -- HTTP --------------------------------------------------------------------------------------
     def _app(self) -> web.Application:
-        app = web.Application(middlewares=[self._record])
+        app = web.Application(middlewares=[self._record], client_max_size=64 * 2**20)
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/v1/embeddings", self._embeddings)
         app.router.add_get("/v1/models", self._models)
