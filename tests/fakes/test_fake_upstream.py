@@ -361,6 +361,10 @@ def test_embeddings_float_and_base64(up):
     vec = struct.unpack("<4f", base64.b64decode(b["data"][0]["embedding"]))
     assert vec == pytest.approx(r["data"][0]["embedding"][:4], abs=1e-6)
     assert post(up, "/v1/embeddings", dict(body, request_tags=["x"]))[0] == 400
+    for bad in ("", [], [None], 3):
+        assert post(up, "/v1/embeddings", dict(body, input=bad))[0] == 400
+    tokens = json.loads(post(up, "/v1/embeddings", dict(body, input=[[1, 2, 3], [4]]))[2])
+    assert tokens["usage"]["prompt_tokens"] == 4 and len(tokens["data"]) == 2
 
 
 def test_models_both_shapes(up):

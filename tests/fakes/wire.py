@@ -143,10 +143,21 @@ def check_openai(body: dict, allowed: frozenset, required: tuple[str, ...]) -> d
     if "messages" in required and not body["messages"]:
         return openai_error("Invalid 'messages': empty array. Expected an array with minimum length 1, "
                             "but got an empty array instead.", param="messages", code="empty_array")
+    if "input" in required and not _valid_embedding_input(body["input"]):
+        return openai_error("'$.input' is invalid. Please check the API reference: "
+                            "https://platform.openai.com/docs/api-reference.")
     if body.get("stream_options") is not None and not body.get("stream"):
         return openai_error("The 'stream_options' parameter is only allowed when 'stream' is enabled.",
                             param="stream_options")
     return None
+
+
+def _valid_embedding_input(inp: object) -> bool:
+    """A non-empty string, or a non-empty list of strings, of token ids, or of token-id lists."""
+    if isinstance(inp, str) or not isinstance(inp, list) or not inp:
+        return isinstance(inp, str) and inp != ""
+    return (all(isinstance(x, str) and x for x in inp) or all(isinstance(x, int) for x in inp)
+            or all(isinstance(x, list) and x and all(isinstance(t, int) for t in x) for x in inp))
 
 
 _OPENAI_FAILURES = {

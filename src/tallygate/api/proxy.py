@@ -18,7 +18,7 @@ from tallygate.errors import GatewayError, InvalidRequest, PermissionDenied, Ups
 from tallygate.pipeline.auth import Authenticator
 from tallygate.pipeline.call import Call
 from tallygate.pipeline.models import ModelCatalog, Route
-from tallygate.pipeline.pricing import usd
+from tallygate.pipeline.pricing import Rate, usd
 from tallygate.pipeline.tags import parse_tags
 from tallygate.store.ledger import LedgerWriter
 from tallygate.types import Usage
@@ -141,10 +141,10 @@ class Proxy:
         call.stream = True
         wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         rate = self._catalog.rate(route)
-        chunks = route.provider.chat_stream(body)
+        batches = route.provider.chat_stream(body)
         try:
             try:
-                chunk = await anext(chunks)
+                batch = await anext(batches)
             except StopAsyncIteration:
                 raise UpstreamProtocolError(f"provider {route.provider_name!r} sent an empty stream") from None
             except GatewayError as err:
@@ -156,16 +156,10 @@ class Proxy:
                         "headers": [*SSE_HEADERS, (b"x-request-id", call.id.encode())]})
             try:
                 while True:
-                    chunk["id"] = call.id
-                    usage_obj = chunk.get("usage")
-                    if usage_obj:
-                        usage_obj["cost"] = _cost_value(call.meter(Usage.from_openai(usage_obj), rate))
-                    if not wants_usage:
-                        chunk.pop("usage", None)
-                    if wants_usage or chunk.get("choices") or not usage_obj:
-                        await send({"type": "http.response.body", "more_body": True,
-                                    "body": b"data: " + orjson.dumps(chunk) + b"\n\n"})
-                    chunk = await anext(chunks)
+                    out = _sse_events(call, batch, rate, wants_usage)
+                    if out:
+                        await send({"type": "http.response.body", "body": out, "more_body": True})
+                    batch = await anext(batches)
             except StopAsyncIteration:
                 await send({"type": "http.response.body", "body": b"data: [DONE]\n\n"})
             except GatewayError as err:
@@ -173,4 +167,20 @@ class Proxy:
                 call.fail(err)
                 await send({"type": "http.response.body", "body": b"data: " + err.body() + b"\n\n"})
         finally:
-            await chunks.aclose()
+            await batches.aclose()
+
+
+def _sse_events(call: Call, batch: list[dict], rate: Rate, wants_usage: bool) -> bytes:
+    """Re-id, meter and serialise a batch of chunks; the usage chunk only if the client asked."""
+    out = []
+    for chunk in batch:
+        chunk["id"] = call.id
+        usage_obj = chunk.get("usage")
+        if usage_obj:
+            usage_obj["cost"] = _cost_value(call.meter(Usage.from_openai(usage_obj), rate))
+        if not wants_usage:
+            chunk.pop("usage", None)
+            if usage_obj and not chunk.get("choices"):
+                continue
+        out.append(b"data: " + orjson.dumps(chunk) + b"\n\n")
+    return b"".join(out)

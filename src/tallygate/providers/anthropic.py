@@ -11,7 +11,7 @@ import orjson
 from tallygate.errors import InvalidRequest, UpstreamProtocolError, UpstreamUnavailable
 from tallygate.providers.anthropic_translate import (AnthropicStreamTranslator, anthropic_error,
                                                      from_anthropic, to_anthropic)
-from tallygate.providers.http import HttpClient, retry_after, sse_data, transport_errors
+from tallygate.providers.http import HttpClient, retry_after, sse_batches, transport_errors
 from tallygate.settings import ProviderConfig
 from tallygate.types import Usage
 
@@ -55,7 +55,7 @@ class AnthropicProvider:
         except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
             raise UpstreamProtocolError(f"provider {self.name!r} sent a body we cannot read") from None
 
-    async def chat_stream(self, body: dict) -> AsyncIterator[dict]:
+    async def chat_stream(self, body: dict) -> AsyncIterator[list[dict]]:
         payload = to_anthropic(body, body["model"])
         payload["stream"] = True
         translator = AnthropicStreamTranslator("", int(time.time()), body["model"])
@@ -70,16 +70,20 @@ class AnthropicProvider:
             if "event-stream" not in resp.headers.get("content-type", ""):
                 raise UpstreamProtocolError(f"provider {self.name!r} answered a stream request without SSE")
             with transport_errors(self.name):
-                async for event, data in sse_data(resp):
-                    try:
-                        parsed = orjson.loads(data)
-                    except orjson.JSONDecodeError:
-                        raise UpstreamProtocolError(
-                            f"provider {self.name!r} sent a stream event that is not JSON") from None
-                    for chunk in translator.feed(event or parsed.get("type", ""), parsed):
-                        yield chunk
-                    if translator.done:
-                        return
+                async for events in sse_batches(resp):
+                    batch: list[dict] = []
+                    for name, data in events:
+                        try:
+                            parsed = orjson.loads(data)
+                        except orjson.JSONDecodeError:
+                            raise UpstreamProtocolError(
+                                f"provider {self.name!r} sent a stream event that is not JSON") from None
+                        batch.extend(translator.feed(name or parsed.get("type", ""), parsed))
+                        if translator.done:
+                            yield batch
+                            return
+                    if batch:
+                        yield batch
             raise UpstreamUnavailable(f"provider {self.name!r} ended the stream before message_stop")
         finally:
             resp.release()

@@ -1,8 +1,9 @@
 """The one seam every provider implements.
 
 A provider speaks OpenAI's chat-completions shape on our side, whatever it speaks upstream:
-`chat` returns an OpenAI `chat.completion` dict, `chat_stream` yields OpenAI
-`chat.completion.chunk` dicts (the last one carrying `usage` with `choices: []`), and `embed`
+`chat` returns an OpenAI `chat.completion` dict, `chat_stream` yields lists of OpenAI
+`chat.completion.chunk` dicts as they arrive (the last one carrying `usage` with
+`choices: []`), and `embed`
 returns an OpenAI embeddings `list`. Failures are raised as `tallygate.errors.UpstreamError`
 subclasses; a stream raises before its first chunk when the provider refused the request.
 """
@@ -22,8 +23,8 @@ class Provider(Protocol):
         """One non-streaming completion. `body` is OpenAI-shaped with the upstream model set."""
         ...
 
-    def chat_stream(self, body: dict) -> AsyncIterator[dict]:
-        """A streaming completion as OpenAI chunk dicts, usage chunk last."""
+    def chat_stream(self, body: dict) -> AsyncIterator[list[dict]]:
+        """A streaming completion as batches of OpenAI chunk dicts, usage chunk last."""
         ...
 
     async def embed(self, body: dict) -> tuple[dict, Usage]:

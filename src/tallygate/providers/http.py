@@ -61,13 +61,36 @@ class HttpClient:
             await self._session.close()
 
 
-async def sse_data(resp: aiohttp.ClientResponse) -> AsyncIterator[tuple[str | None, bytes]]:
-    """Yield `(event, data)` for each SSE event of a response (single-line `data:` fields)."""
-    event: str | None = None
-    async for line in resp.content:
+def _event(raw: bytes) -> tuple[str | None, bytes] | None:
+    """One SSE event block -> (event name, data); None for a block with no data (comments...)."""
+    name: str | None = None
+    data: list[bytes] = []
+    for line in raw.split(b"\n"):
         if line.startswith(b"data:"):
-            yield event, line[5:].strip()
-            event = None
+            data.append(line[6:] if line[5:6] == b" " else line[5:])
         elif line.startswith(b"event:"):
-            event = line[6:].strip().decode()
-        # blank lines, comments (":") and other fields carry nothing we need
+            name = line[6:].strip().decode()
+    return (name, b"\n".join(data)) if data else None
+
+
+async def sse_batches(resp: aiohttp.ClientResponse) -> AsyncIterator[list[tuple[str | None, bytes]]]:
+    """The `(event, data)` pairs of an SSE response, in batches of whatever has arrived.
+
+    Relaying a batch in one write instead of one write per event saves a system call per token
+    when the provider is faster than the client; a slow provider still yields one event at a time.
+    """
+    buf = b""
+    async for data in resp.content.iter_any():
+        buf += data
+        if b"\r" in buf:  # CR and CRLF line endings are legal SSE; keep a trailing CR for later
+            head, tail = (buf[:-1], b"\r") if buf.endswith(b"\r") else (buf, b"")
+            buf = head.replace(b"\r\n", b"\n").replace(b"\r", b"\n") + tail
+        if b"\n\n" not in buf:
+            continue
+        *blocks, buf = buf.split(b"\n\n")
+        batch = [ev for ev in map(_event, blocks) if ev is not None]
+        if batch:
+            yield batch
+    last = _event(buf.strip(b"\r\n")) if buf.strip() else None
+    if last is not None:
+        yield [last]

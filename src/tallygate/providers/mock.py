@@ -50,18 +50,17 @@ class MockProvider:
             "usage": usage.to_openai(),
         }, usage
 
-    async def chat_stream(self, body: dict) -> AsyncIterator[dict]:
+    async def chat_stream(self, body: dict) -> AsyncIterator[list[dict]]:
         if self._delay:
             await asyncio.sleep(self._delay)
         base = {"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": int(time.time()),
                 "model": body["model"], "system_fingerprint": "fp_tallygate_mock"}
-        yield {**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
-                                    "logprobs": None, "finish_reason": None}]}
-        for piece in _PIECES:
-            yield {**base, "choices": [{"index": 0, "delta": {"content": piece}, "logprobs": None,
-                                        "finish_reason": None}]}
-        yield {**base, "choices": [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": "stop"}]}
-        yield {**base, "choices": [], "usage": self._usage(body).to_openai()}
+        yield [{**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
+                                     "logprobs": None, "finish_reason": None}]}]
+        yield [{**base, "choices": [{"index": 0, "delta": {"content": piece}, "logprobs": None,
+                                     "finish_reason": None}]} for piece in _PIECES]
+        yield [{**base, "choices": [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": "stop"}]},
+               {**base, "choices": [], "usage": self._usage(body).to_openai()}]
 
     async def embed(self, body: dict) -> tuple[dict, Usage]:
         if self._delay:

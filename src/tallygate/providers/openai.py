@@ -8,7 +8,7 @@ import aiohttp
 import orjson
 
 from tallygate.errors import UpstreamHTTPError, UpstreamProtocolError, UpstreamUnavailable
-from tallygate.providers.http import HttpClient, retry_after, sse_data, transport_errors
+from tallygate.providers.http import HttpClient, retry_after, sse_batches, transport_errors
 from tallygate.settings import ProviderConfig
 from tallygate.types import Usage
 
@@ -63,7 +63,7 @@ class OpenAIProvider:
     async def embed(self, body: dict) -> tuple[dict, Usage]:
         return await self._post_json(self._embed_url, body)
 
-    async def chat_stream(self, body: dict) -> AsyncIterator[dict]:
+    async def chat_stream(self, body: dict) -> AsyncIterator[list[dict]]:
         # Always ask for usage: metering needs it whether or not the client wants to see it.
         body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
         with transport_errors(self.name):
@@ -77,20 +77,28 @@ class OpenAIProvider:
             if "event-stream" not in resp.headers.get("content-type", ""):
                 raise UpstreamProtocolError(f"provider {self.name!r} answered a stream request without SSE")
             with transport_errors(self.name):
-                async for _event, data in sse_data(resp):
-                    if data == b"[DONE]":
-                        return
-                    try:
-                        chunk = orjson.loads(data)
-                    except orjson.JSONDecodeError:
-                        raise UpstreamProtocolError(
-                            f"provider {self.name!r} sent a stream event that is not JSON") from None
-                    if "error" in chunk and "choices" not in chunk:
-                        raise openai_error(self.name, 500, data)
-                    yield chunk
+                async for events in sse_batches(resp):
+                    batch = []
+                    for _name, data in events:
+                        if data == b"[DONE]":
+                            yield batch
+                            return
+                        batch.append(self._chunk(data))
+                    yield batch
             raise UpstreamUnavailable(f"provider {self.name!r} ended the stream before [DONE]")
         finally:
             resp.release()
+
+    def _chunk(self, data: bytes) -> dict:
+        try:
+            chunk = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            raise UpstreamProtocolError(f"provider {self.name!r} sent a stream event that is not JSON") from None
+        if not isinstance(chunk, dict):
+            raise UpstreamProtocolError(f"provider {self.name!r} sent an unexpected stream event")
+        if "error" in chunk and "choices" not in chunk:
+            raise openai_error(self.name, 500, data)
+        return chunk
 
     async def close(self) -> None:
         return None

@@ -13,7 +13,8 @@ import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
-from sqlalchemy import Engine
+import orjson
+from sqlalchemy import JSON, Engine, Table
 
 from tallygate.pipeline.tags import prefixes
 from tallygate.store.db import insert_ignoring_duplicates
@@ -32,6 +33,31 @@ def tag_rows(rec: dict) -> list[dict]:
              "created_at": rec["created_at"]} for p in prefixes(tuple(tags))]
 
 
+class _BulkInsert:
+    """One table's INSERT ... ON CONFLICT DO NOTHING, compiled once for the engine's driver.
+
+    Rows go to the driver's `executemany` as plain tuples with JSON pre-encoded by orjson:
+    several times cheaper than SQLAlchemy's per-row processing, which matters at the ingest
+    rates the ledger must sustain.
+    """
+
+    def __init__(self, engine: Engine, table: Table) -> None:
+        compiled = insert_ignoring_duplicates(engine, table).compile(dialect=engine.dialect)
+        self.sql = str(compiled)
+        names = compiled.positiontup if compiled.positional else list(compiled.params)
+        json_cols = {c.name for c in table.columns if isinstance(c.type, JSON)}
+        self._positional = compiled.positional
+        self._cols = [(name, name in json_cols) for name in names or ()]
+
+    def rows(self, records: list[dict]) -> list:
+        out = []
+        for rec in records:
+            values = [orjson.dumps(rec[n]).decode() if is_json else rec[n] for n, is_json in self._cols]
+            out.append(tuple(values) if self._positional
+                       else dict(zip((n for n, _ in self._cols), values, strict=True)))
+        return out
+
+
 class LedgerWriter:
     """Buffers ledger records in memory and writes them in batches off the event loop."""
 
@@ -44,8 +70,8 @@ class LedgerWriter:
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._closing = False
-        self._insert_requests = insert_ignoring_duplicates(engine, requests)
-        self._insert_tags = insert_ignoring_duplicates(engine, request_tags)
+        self._insert_requests = _BulkInsert(engine, requests)
+        self._insert_tags = _BulkInsert(engine, request_tags)
         self.written = 0
 
     def start(self) -> None:
@@ -92,9 +118,9 @@ class LedgerWriter:
     def _write(self, batch: list[dict]) -> None:
         tags = [row for rec in batch for row in tag_rows(rec)]
         with self._engine.begin() as conn:
-            conn.execute(self._insert_requests, batch)
+            conn.exec_driver_sql(self._insert_requests.sql, self._insert_requests.rows(batch))
             if tags:
-                conn.execute(self._insert_tags, tags)
+                conn.exec_driver_sql(self._insert_tags.sql, self._insert_tags.rows(tags))
 
     async def close(self) -> None:
         """Stop the flusher and write what is left (retrying a few times)."""
