@@ -6,7 +6,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8400
 export TALLYGATE_ADMIN_KEY ?= tg-admin-demo
 
-.PHONY: run test bench install clean
+.PHONY: run test bench install services clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +21,13 @@ install: $(VENV)/.installed
 run: install
 	$(BIN)/tallygate serve --host $(HOST) --port $(PORT) $(if $(CONFIG),--config $(CONFIG))
 
-test: install
+# The PostgreSQL tests start their own throw-away server; install Debian's package if missing.
+services:
+	@command -v pg_ctl >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || \
+	  { echo "installing PostgreSQL (Debian package) for the tests"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
+
+test: install services
 	$(BIN)/python -m pytest -q
 
 bench: install

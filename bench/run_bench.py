@@ -88,9 +88,19 @@ def ticks(pid):  # utime+stime (+ reaped children) of one process, all its threa
     return sum(int(x) for x in Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[11:15])
 
 
-def machine_busy():  # busy ticks of all CPUs (user nice system . . irq softirq steal)
-    f = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
-    return f[0] + f[1] + f[2] + f[5] + f[6] + f[7]
+def machine_busy():  # user + nice + system ticks of all CPUs (softirq, mostly loopback TCP, left out)
+    return sum(int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:4])
+
+
+def wait_for_quiet(limit_s, step=0.5, max_cores=0.25):
+    """Other jobs on the box skew every figure: wait (bounded) until they use < max_cores."""
+    t0 = time.monotonic()
+    while True:
+        b0 = machine_busy()
+        time.sleep(step)
+        cores = (machine_busy() - b0) / TCK / step  # our servers are idle now: ~0.01 core
+        if cores < max_cores or time.monotonic() - t0 >= limit_s:
+            return round(time.monotonic() - t0, 1), round(cores, 2)
 
 
 def children_ticks():  # CPU of our reaped children (the loadgen runs), in ticks
@@ -130,13 +140,15 @@ def wait_ready(proc, url, headers, log_path, limit_s=60):
 def run_load(a, url, auth, body, mode, label, mock, gw):
     """One loadgen run, with the CPU of the gateway, mock, loadgen and everything else around it."""
     clients, stream = MODES[mode]
+    waited_s, busy_before = wait_for_quiet(a.quiet_wait)
     cmd = [sys.executable, HERE / "loadgen.py", url, "-c", clients, "-n", a.requests, "--warmup", a.warmup,
            "--max-seconds", a.max_seconds, "--label", label, "--auth", auth, "--body", json.dumps(body)]
-    before = (ticks(mock.pid), (ticks(gw.pid) if gw else 0), children_ticks(), machine_busy(), time.monotonic())
+    sample = lambda: (ticks(mock.pid), ticks(gw.pid) if gw else 0, children_ticks(), machine_busy(),
+                      time.monotonic())
+    before = sample()
     out = subprocess.run([str(c) for c in cmd + (["--stream"] if stream else [])],
                          capture_output=True, text=True, timeout=a.max_seconds + 120)
-    m, g, lg, busy, wall = (x1 - x0 for x0, x1 in zip(before, (
-        ticks(mock.pid), (ticks(gw.pid) if gw else 0), children_ticks(), machine_busy(), time.monotonic())))
+    m, g, lg, busy, wall = (x1 - x0 for x0, x1 in zip(before, sample()))
     try:
         rec = json.loads(out.stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):
@@ -145,11 +157,13 @@ def run_load(a, url, auth, body, mode, label, mock, gw):
     per_req = lambda t: round(t * 1000 / TCK / max(sent, 1), 3)
     rec.update(kind="run", mode=mode, warmup=a.warmup, requests_in_cpu_window=sent, window_s=round(wall, 2),
                truncated=rec["ok"] + rec["errors"] < a.requests,  # stopped by --max-seconds (or failed)
+               quiet_wait_s=waited_s, other_cpu_cores_before=busy_before,
                mock_cpu_ms_per_req=per_req(m), loadgen_cpu_ms_per_req=per_req(lg),
                # CPU used by processes that are not ours (other jobs on the box), in cores
                other_cpu_cores=round(max(0, busy - m - g - lg) / TCK / wall, 2))
     if gw:
-        rec.update(gw_cpu_s=round(g / TCK, 2), gw_cpu_ms_per_req=per_req(g), gw_cores=round(g / TCK / wall, 2),
+        rec.update(gw_cpu_s=round(g / TCK, 2), gw_cpu_ms_per_req=per_req(g),
+                   gw_cores=round(per_req(g) * (rec.get("rps") or 0) / 1000, 2),  # in the timed phase
                    gw_vmhwm_mb=status_mb(gw.pid, "VmHWM"), gw_vmrss_mb=status_mb(gw.pid, "VmRSS"))
     return rec
 
@@ -163,7 +177,8 @@ def summarize(runs):
     for mode in MODES:
         direct = [r for r in runs if r["mode"] == mode and r["target"] == "direct"]
         for target in ("direct", "tallygate"):
-            rs = [r for r in runs if r["mode"] == mode and r["target"] == target and not r.get("loadgen_failed")]
+            rs = [r for r in runs if (r["mode"], r["target"]) == (mode, target)
+                  and not r.get("loadgen_failed")]
             if not rs:
                 continue
             s = {"kind": "summary", "mode": mode, "target": target, "rounds": len(rs),
@@ -187,7 +202,7 @@ def fmt(x, nd=2, sign=False):
     return f"{x:,.0f}" if abs(x) >= 1000 else f"{x:+.{nd}f}" if sign else f"{x:.{nd}f}"
 
 
-def markdown(summary, mock_rss, idle, ledger):
+def markdown(summary, runs, mock_rss, idle, ledger):
     lines = ["| config | target | req/s | p50 ms | p99 ms | added p50 / p99 ms | TTFB p50 ms (added) "
              "| gateway CPU-ms per request | peak RSS MB |", "|---" * 9 + "|"]
     for s in summary:
@@ -195,23 +210,24 @@ def markdown(summary, mock_rss, idle, ledger):
         added = f"{fmt(s['added_p50_ms'], sign=True)} / {fmt(s['added_p99_ms'], sign=True)}" if gw else "–"
         ttfb = fmt(s["ttfb_p50_ms"]) + (f" ({fmt(s['added_ttfb_p50_ms'], sign=True)})"
                                         if gw and s["ttfb_p50_ms"] is not None else "")
+        cpu, rss = (fmt(s["gw_cpu_ms_per_req"], 3), s["gw_peak_rss_mb"]) if gw else ("–", mock_rss)
         lines.append(f"| {CONFIG_NAME[s['mode']]} | {s['target']} | {fmt(s['rps'], 0)} | {fmt(s['p50_ms'])} "
-                     f"| {fmt(s['p99_ms'])} | {added} | {ttfb} | {fmt(s['gw_cpu_ms_per_req'], 3) if gw else '–'} "
-                     f"| {s['gw_peak_rss_mb'] if gw else mock_rss} |")
+                     f"| {fmt(s['p99_ms'])} | {added} | {ttfb} | {cpu} | {rss} |")
     g = {s["mode"]: s for s in summary if s["target"] == "tallygate"}
     pick = lambda m, k, **kw: fmt(g[m][k], **kw) if m in g else "–"
     ours = [pick("c1", "added_p50_ms", sign=True) + " / " + pick("c1", "added_p99_ms", sign=True),
             pick("c1", "gw_cpu_ms_per_req", nd=3), pick("s1", "added_ttfb_p50_ms", sign=True),
-            pick("c8", "rps"), pick("c8", "gw_cpu_ms_per_req", nd=3), pick("s8", "rps"),
+            pick("c8", "rps", nd=0), pick("c8", "gw_cpu_ms_per_req", nd=3), pick("s8", "rps", nd=0),
             pick("s8", "added_ttfb_p50_ms", sign=True), pick("s8", "gw_cpu_ms_per_req", nd=3),
-            str(max((s["gw_peak_rss_mb"] for s in g.values()), default="–")), str(idle["idle_cpu_ms_per_s"])]
-    lines += ["", "Against the peers (PEERS.md, same mock and load generator, their figures from 2026-11-23):",
-              "", "| figure | Tallygate (this run) | LiteLLM 1.109.1 | Portkey 1.15.2 |", "|---|---|---|---|"]
+            str(max((s["gw_peak_rss_mb"] for s in g.values()), default="–")),
+            str(idle["idle_cpu_ms_per_s"])]
+    lines += ["", "Against the peers (PEERS.md: same mock and load generator, measured 2026-11-23):", "",
+              "| figure | Tallygate (this run) | LiteLLM 1.109.1 | Portkey 1.15.2 |", "|---|---|---|---|"]
     lines += [f"| {f} | {o} | {lite} | {pk} |" for (f, lite, pk), o in zip(PEERS, ours)]
-    lines += ["", f"Gateway idle: {idle['idle_cpu_ms_per_s']} ms CPU per s over {idle['idle_s']} s; RSS after "
-                  f"start-up {idle['vmrss_mb']} MB. Gateway busy at 8 clients: {pick('c8', 'gw_cores')} cores (JSON), "
-                  f"{pick('s8', 'gw_cores')} (stream); other processes on the box: up to "
-                  f"{max((s['other_cpu_cores'] or 0) for s in summary):.2f} cores during a run.",
+    lines += ["", f"Gateway idle: {idle['idle_cpu_ms_per_s']} ms CPU per s over {idle['idle_s']} s; "
+                  f"RSS after start-up {idle['vmrss_mb']} MB. Gateway CPU in use at 8 clients: {pick('c8', 'gw_cores')} "
+                  f"cores (JSON), {pick('s8', 'gw_cores')} (stream). Other processes on the box: up to "
+                  f"{max(r['other_cpu_cores'] for r in runs):.2f} cores during a run.",
               f"Ledger: {ledger['rows']} rows for {ledger['expected']} requests sent through the gateway "
               f"(warm-ups and 2 smoke checks included) -> {'OK' if ledger['ok'] else 'MISMATCH'}; "
               f"{ledger['priced_rows']} priced, {ledger['non_200']} non-200, {ledger['tag_rows']} tag rows "
@@ -251,6 +267,38 @@ def ledger_check(db_path, expected):
     return res
 
 
+def start_servers(procs, tmp, db_url, admin):
+    """Mock upstream, a real API key, then the gateway. Returns (mock, gw, key, urls, ready_s)."""
+    mock_port, gw_port = free_port(), free_port()
+    mock = procs.start([sys.executable, HERE / "mock_upstream.py", "--host", "127.0.0.1", "--port", mock_port],
+                       open(tmp / "mock.log", "w"))
+    ready = {"mock": wait_ready(mock, f"http://127.0.0.1:{mock_port}/health", {}, tmp / "mock.log")}
+    (tmp / "tallygate.yaml").write_text(
+        f'providers:\n  up: {{type: openai, base_url: "http://127.0.0.1:{mock_port}/v1", api_key: "sk-up"}}\n'
+        "models:\n  mock-gpt: {provider: up, model: gpt-4o-mini}\n")
+    tallygate = BIN / "tallygate"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TALLYGATE_")}
+    key = subprocess.run([str(tallygate), "keys", "create", "--name", "bench", "--label", "team=bench",
+                          "--label", "env=bench", "--db", db_url], capture_output=True, text=True,
+                         timeout=60, env=env, check=True).stdout.strip().splitlines()[-1]
+    gw = procs.start([tallygate, "serve", "--config", tmp / "tallygate.yaml", "--db", db_url,
+                      "--host", "127.0.0.1", "--port", gw_port],
+                     open(tmp / "gateway.log", "w"), env={**env, "TALLYGATE_ADMIN_KEY": admin})
+    urls = (f"http://127.0.0.1:{mock_port}/v1/chat/completions", f"http://127.0.0.1:{gw_port}/v1")
+    ready["gateway"] = wait_ready(gw, urls[1] + "/models", {"Authorization": "Bearer " + key},
+                                  tmp / "gateway.log")
+    return mock, gw, key, urls, ready
+
+
+def progress(rec):
+    print(f"{rec['mode']} r{rec['round']} {rec['target']:9} rps={rec.get('rps')} p50={rec.get('p50_ms')} "
+          f"p99={rec.get('p99_ms')} ttfb50={rec.get('ttfb_p50_ms')} cpu/req={rec.get('gw_cpu_ms_per_req', '-')} "
+          f"other={rec['other_cpu_cores']} waited={rec['quiet_wait_s']}s errors={rec['errors']}"
+          + (f" first_error={rec['first_error']!r}" if rec.get("first_error") else "")
+          + (" STOPPED BY --max-seconds" if rec["truncated"] else "")
+          + (" LOADGEN FAILED " + rec["stderr"] if rec.get("loadgen_failed") else ""), file=sys.stderr)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="smoke check: few requests, ~30 s")
@@ -261,9 +309,9 @@ def main():
     a.requests = a.requests or (300 if a.quick else 3000)
     a.rounds = max(2, a.rounds or (2 if a.quick else 3))
     a.warmup, a.max_seconds, idle_s = (20, 10.0, 2.0) if a.quick else (100, 20.0, 10.0)
-    tallygate = BIN / "tallygate"
-    if not tallygate.exists():
-        sys.exit(f"{tallygate} not found: run `make install` first")
+    a.quiet_wait = 1.0 if a.quick else 5.0  # per run, at most
+    if not (BIN / "tallygate").exists():
+        sys.exit(f"{BIN / 'tallygate'} not found: run `make install` first")
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     results = HERE / "results" / f"{stamp}.jsonl"
     results.parent.mkdir(exist_ok=True)
@@ -277,57 +325,36 @@ def main():
             f.write(json.dumps(rec) + "\n")
 
     try:
-        mock_port, gw_port = free_port(), free_port()
-        mock = procs.start([sys.executable, HERE / "mock_upstream.py", "--host", "127.0.0.1", "--port", mock_port],
-                           open(tmp / "mock.log", "w"))
-        ready_mock = wait_ready(mock, f"http://127.0.0.1:{mock_port}/health", {}, tmp / "mock.log")
-        (tmp / "tallygate.yaml").write_text(
-            f'providers:\n  up: {{type: openai, base_url: "http://127.0.0.1:{mock_port}/v1", api_key: "sk-up"}}\n'
-            "models:\n  mock-gpt: {provider: up, model: gpt-4o-mini}\n")
-        db_url = f"sqlite:///{db_path}"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TALLYGATE_")}
-        key = subprocess.run([str(tallygate), "keys", "create", "--name", "bench", "--label", "team=bench",
-                              "--label", "env=bench", "--db", db_url], capture_output=True, text=True,
-                             timeout=60, env=env, check=True).stdout.strip().splitlines()[-1]
-        gw = procs.start([tallygate, "serve", "--config", tmp / "tallygate.yaml", "--db", db_url,
-                          "--host", "127.0.0.1", "--port", gw_port],
-                         open(tmp / "gateway.log", "w"), env={**env, "TALLYGATE_ADMIN_KEY": admin})
-        direct_url, gw_base = f"http://127.0.0.1:{mock_port}/v1/chat/completions", f"http://127.0.0.1:{gw_port}/v1"
-        ready_gw = wait_ready(gw, gw_base + "/models", {"Authorization": "Bearer " + key}, tmp / "gateway.log")
+        mock, gw, key, (direct_url, gw_base), ready = start_servers(procs, tmp, f"sqlite:///{db_path}", admin)
         emit({"kind": "meta", "run_id": stamp, "nproc": os.cpu_count(), "python": sys.version.split()[0],
-              "settings": {"requests": a.requests, "warmup": a.warmup, "rounds": a.rounds,
-                           "max_seconds": a.max_seconds, "quick": a.quick, "tags": TAGS},
-              "ready_s": {"mock": ready_mock, "gateway": ready_gw}, "mock_pid": mock.pid, "gw_pid": gw.pid})
+              "settings": {"requests": a.requests, "warmup": a.warmup, "rounds": a.rounds, "tags": TAGS,
+                           "max_seconds": a.max_seconds, "quick": a.quick, "quiet_wait_s": a.quiet_wait},
+              "ready_s": ready, "mock_pid": mock.pid, "gw_pid": gw.pid})
         sm = smoke(direct_url, gw_base + "/chat/completions", key)
         emit(sm)
-        gw_sent = 2
+        gw_sent = 2  # the smoke checks
         print("smoke:", "OK" if sm["ok"] else "FAILED " + json.dumps(sm), file=sys.stderr)
 
         t0, b0 = ticks(gw.pid), machine_busy()
         time.sleep(idle_s)
-        idle = {"kind": "idle", "idle_s": idle_s, "idle_cpu_ms_per_s": round((ticks(gw.pid) - t0) * 1000 / TCK / idle_s, 1),
+        idle = {"kind": "idle", "idle_s": idle_s,
+                "idle_cpu_ms_per_s": round((ticks(gw.pid) - t0) * 1000 / TCK / idle_s, 1),
                 "machine_busy_cores": round((machine_busy() - b0) / TCK / idle_s, 2),
                 "vmrss_mb": status_mb(gw.pid, "VmRSS"), "mock_vmrss_mb": status_mb(mock.pid, "VmRSS")}
         emit(idle)
 
-        runs, gw_body = [], {**BODY, "request_tags": TAGS}
+        runs = []
+        targets = (("direct", direct_url, "Bearer sk-up", BODY, None),
+                   ("tallygate", gw_base + "/chat/completions", "Bearer " + key, {**BODY, "request_tags": TAGS}, gw))
         for mode in MODES:
             for rnd in range(1, a.rounds + 1):
-                for target, url, auth, body, g in (("direct", direct_url, "Bearer sk-up", BODY, None),
-                                                   ("tallygate", gw_base + "/chat/completions", "Bearer " + key,
-                                                    gw_body, gw)):
+                for target, url, auth, body, g in targets:
                     rec = run_load(a, url, auth, body, mode, f"{target}/{mode}/r{rnd}", mock, g)
                     rec.update(target=target, round=rnd)
                     emit(rec)
+                    progress(rec)
                     runs.append(rec)
                     gw_sent += rec["requests_in_cpu_window"] if g else 0
-                    print(f"{mode} r{rnd} {target:9} rps={rec.get('rps')} p50={rec.get('p50_ms')} "
-                          f"p99={rec.get('p99_ms')} ttfb50={rec.get('ttfb_p50_ms')} "
-                          f"cpu/req={rec.get('gw_cpu_ms_per_req', '-')} other={rec['other_cpu_cores']} "
-                          f"errors={rec['errors']}" + (f" first_error={rec['first_error']!r}" if rec.get("first_error")
-                                                       else "")
-                          + (" STOPPED BY --max-seconds" if rec["truncated"] else "")
-                          + (" LOADGEN FAILED " + rec["stderr"] if rec.get("loadgen_failed") else ""), file=sys.stderr)
 
         time.sleep(0.3)  # > the ledger's flush interval
         st, _, b = http("GET", gw_base + "/logs?limit=1", headers={"Authorization": "Bearer " + admin})
@@ -346,7 +373,7 @@ def main():
 
         print(f"\n## Tallygate overhead, {stamp} ({os.cpu_count()} cores, {a.requests} requests x {a.rounds} "
               f"rounds per row, median of rounds)\n")
-        print(markdown(summary, status_mb(mock.pid, "VmHWM"), idle, ledger))
+        print(markdown(summary, runs, status_mb(mock.pid, "VmHWM"), idle, ledger))
         print(f"GET /v1/logs?limit=1: HTTP {st}, {'a record' if latest else 'NO RECORD'}; SIGTERM: exit {rc}, "
               f"{flushed[-1].split(': ', 1)[-1] if flushed else 'NO FLUSH LINE IN LOG'}.\nRaw lines: {results}")
         problems = [p for p, bad in (
@@ -355,7 +382,7 @@ def main():
             ("unclean gateway shutdown", not clean), ("a run hit --max-seconds", any(r["truncated"] for r in runs)))
             if bad]
         if any(r["other_cpu_cores"] > 0.25 for r in runs):
-            print("NOTE: other processes used > 0.25 core during some runs (see other= above): numbers are noisy.")
+            print("NOTE: other processes used > 0.25 core during some runs (other= above): figures are noisy.")
         if problems:
             print("PROBLEMS: " + "; ".join(problems))
         return 1 if problems else 0

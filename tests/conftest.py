@@ -29,6 +29,8 @@ def standard_config(upstream: FakeUpstream) -> dict:
                    "pricing": {"input_per_mtok": "2", "output_per_mtok": "8",
                                "cached_input_per_mtok": "0.5"}},
         "refused": {"provider": "nowhere", "model": "gpt-4o-mini"},
+        "slowstream": {"provider": "openai", "model": "slowstream-40",
+                       "pricing": {"input_per_mtok": "1", "output_per_mtok": "2"}},
     }
     for scenario in ("fail-400", "fail-401", "fail-429", "fail-500", "fail-503", "slow-3000",
                      "cut-stream", "reset", "garbage"):

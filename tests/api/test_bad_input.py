@@ -140,3 +140,18 @@ def test_revoked_key_stops_working_and_keeps_history(gateway: Gateway) -> None:
 
 def test_gateway_still_serves_after_all_of_that(client: openai.OpenAI) -> None:
     assert client.chat.completions.create(model="gpt-4o-mini", messages=HELLO).choices
+
+
+@pytest.mark.parametrize("model", [None, 42, ""])
+def test_model_that_is_not_a_string_is_400(gateway: Gateway, api_key: str, model: object) -> None:
+    status, _, body = gateway.post_json("/v1/chat/completions", {"model": model, "messages": HELLO},
+                                        key=api_key)
+    assert status == 400 and body["error"]["param"] == "model"
+
+
+@pytest.mark.parametrize("raw", [b"\xff\xfe{}", b'{"model": "gpt-4o-mini", "messages": ' + b"[" * 5000,
+                                 b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": 1e999}]}'])
+def test_hostile_bodies_get_400_not_a_crash(gateway: Gateway, api_key: str, raw: bytes) -> None:
+    status, _, body = gateway.request("POST", "/v1/chat/completions", raw, api_key,
+                                      {"Content-Type": "application/json"})
+    assert status == 400 and _error(body)["type"] == "invalid_request_error"

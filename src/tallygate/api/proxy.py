@@ -87,8 +87,11 @@ class Proxy:
                 raise PermissionDenied("this API key may not make completions (permissions.completions)")
             body = await read_json(receive, self._limit, headers.get(_CTYPE))
             call.tags = parse_tags(body.pop("request_tags", None), headers.get(_TAGS))
-            call.requested_model = str(body.get("model"))[:200]
-            route = call.route = self._catalog.resolve(body.get("model"))
+            model = body.get("model")
+            if not isinstance(model, str) or not model:
+                raise InvalidRequest("model must be a non-empty string", param="model")
+            call.requested_model = model[:200]
+            route = call.route = self._catalog.resolve(model)
             body["model"] = route.upstream_model
             await relay(call, route, body, send)
         except GatewayError as err:

@@ -1,0 +1,34 @@
+"""A client that goes away mid-stream still leaves a complete ledger record."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+
+from tests.gateway import Gateway
+
+
+def test_stream_disconnect_still_writes_ledger(gateway: Gateway, api_key: str) -> None:
+    body = json.dumps({"model": "slowstream", "stream": True,
+                       "messages": [{"role": "user", "content": "tell me a long story"}],
+                       "request_tags": ["disconnect/test"]}).encode()
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as sock:
+        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Authorization: Bearer " + api_key.encode() + b"\r\n"
+                     b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        head = b""
+        while b"data:" not in head:
+            head += sock.recv(4096)
+    request_id = next(line.split(":", 1)[1].strip() for line in head.decode().split("\r\n")
+                      if line.lower().startswith("x-request-id"))
+    # The gateway drains the provider after the client left, so the record has real usage.
+    deadline = time.monotonic() + 10
+    while True:
+        status, record = gateway.get(f"/v1/logs/{request_id}")
+        if status == 200 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert status == 200
+    assert record["tags"] == ["disconnect/test"] and record["stream"] is True
+    assert record["usage"]["output_tokens"] > 0 and record["cost"] != "0"
