@@ -165,7 +165,11 @@ class Proxy:
                     batch = await anext(batches)
             except StopAsyncIteration:
                 await send({"type": "http.response.body", "body": b"data: [DONE]\n\n"})
-            except GatewayError as err:
+            except Exception as exc:
+                if not isinstance(exc, GatewayError):
+                    log.exception("stream %s failed unexpectedly", call.id)
+                err = exc if isinstance(exc, GatewayError) else GatewayError(
+                    "the gateway failed while relaying this stream", code="internal_error")
                 call.partial = True
                 call.fail(err)
                 await send({"type": "http.response.body", "body": b"data: " + err.body() + b"\n\n"})
