@@ -50,32 +50,23 @@ PEERS = [("1 client: added p50 / p99 ms", "+12.2 / +18.4", "+1.1 / +7.0"),
          ("idle CPU ms/s", "4.0", "1.0")]
 
 
-class Procs:
-    """Every server we start, stopped by PID (SIGTERM, then SIGKILL) whatever happens."""
+def start(procs, cmd, log, env=None):
+    """Start a server in its own session (a terminal's Ctrl-C reaches only us); remember its PID."""
+    procs.append(subprocess.Popen([str(c) for c in cmd], stdout=log, stderr=subprocess.STDOUT,
+                                  stdin=subprocess.DEVNULL, env=env, start_new_session=True))
+    return procs[-1]
 
-    def __init__(self):
-        self.started = []
 
-    def start(self, cmd, log, env=None):
-        p = subprocess.Popen([str(c) for c in cmd], stdout=log, stderr=subprocess.STDOUT,
-                             stdin=subprocess.DEVNULL, env=env, start_new_session=True)
-        self.started.append(p)
-        return p
-
-    @staticmethod
-    def stop(p, timeout=30.0):
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-            try:
-                p.wait(timeout)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
-        return p.returncode
-
-    def stop_all(self):
-        for p in reversed(self.started):
-            self.stop(p, 10)
+def stop(p, timeout=30.0):
+    """SIGTERM by PID, SIGKILL after `timeout`; returns the exit code."""
+    if p.poll() is None:
+        p.send_signal(signal.SIGTERM)
+        try:
+            p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+    return p.returncode
 
 
 def free_port():
@@ -116,7 +107,8 @@ def status_mb(pid, key):
 
 def http(method, url, body=None, headers=None, timeout=10):
     """(status, headers, body bytes); HTTP errors are returned, not raised."""
-    req = urllib.request.Request(url, data=None if body is None else json.dumps(body).encode(), method=method,
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method=method,
                                  headers={"Content-Type": "application/json", **(headers or {})})
     try:
         with urllib.request.urlopen(req, timeout=timeout) as r:
@@ -225,9 +217,9 @@ def markdown(summary, runs, mock_rss, idle, ledger):
               "| figure | Tallygate (this run) | LiteLLM 1.109.1 | Portkey 1.15.2 |", "|---|---|---|---|"]
     lines += [f"| {f} | {o} | {lite} | {pk} |" for (f, lite, pk), o in zip(PEERS, ours)]
     lines += ["", f"Gateway idle: {idle['idle_cpu_ms_per_s']} ms CPU per s over {idle['idle_s']} s; "
-                  f"RSS after start-up {idle['vmrss_mb']} MB. Gateway CPU in use at 8 clients: {pick('c8', 'gw_cores')} "
-                  f"cores (JSON), {pick('s8', 'gw_cores')} (stream). Other processes on the box: up to "
-                  f"{max(r['other_cpu_cores'] for r in runs):.2f} cores during a run.",
+                  f"RSS after start-up {idle['vmrss_mb']} MB. Gateway CPU in use at 8 clients: "
+                  f"{pick('c8', 'gw_cores')} cores (JSON), {pick('s8', 'gw_cores')} (stream). "
+                  f"Other processes: up to {max(r['other_cpu_cores'] for r in runs):.2f} cores during a run.",
               f"Ledger: {ledger['rows']} rows for {ledger['expected']} requests sent through the gateway "
               f"(warm-ups and 2 smoke checks included) -> {'OK' if ledger['ok'] else 'MISMATCH'}; "
               f"{ledger['priced_rows']} priced, {ledger['non_200']} non-200, {ledger['tag_rows']} tag rows "
@@ -270,8 +262,8 @@ def ledger_check(db_path, expected):
 def start_servers(procs, tmp, db_url, admin):
     """Mock upstream, a real API key, then the gateway. Returns (mock, gw, key, urls, ready_s)."""
     mock_port, gw_port = free_port(), free_port()
-    mock = procs.start([sys.executable, HERE / "mock_upstream.py", "--host", "127.0.0.1", "--port", mock_port],
-                       open(tmp / "mock.log", "w"))
+    mock = start(procs, [sys.executable, HERE / "mock_upstream.py", "--host", "127.0.0.1",
+                         "--port", mock_port], open(tmp / "mock.log", "w"))
     ready = {"mock": wait_ready(mock, f"http://127.0.0.1:{mock_port}/health", {}, tmp / "mock.log")}
     (tmp / "tallygate.yaml").write_text(
         f'providers:\n  up: {{type: openai, base_url: "http://127.0.0.1:{mock_port}/v1", api_key: "sk-up"}}\n'
@@ -281,9 +273,9 @@ def start_servers(procs, tmp, db_url, admin):
     key = subprocess.run([str(tallygate), "keys", "create", "--name", "bench", "--label", "team=bench",
                           "--label", "env=bench", "--db", db_url], capture_output=True, text=True,
                          timeout=60, env=env, check=True).stdout.strip().splitlines()[-1]
-    gw = procs.start([tallygate, "serve", "--config", tmp / "tallygate.yaml", "--db", db_url,
-                      "--host", "127.0.0.1", "--port", gw_port],
-                     open(tmp / "gateway.log", "w"), env={**env, "TALLYGATE_ADMIN_KEY": admin})
+    gw = start(procs, [tallygate, "serve", "--config", tmp / "tallygate.yaml", "--db", db_url,
+                       "--host", "127.0.0.1", "--port", gw_port],
+               open(tmp / "gateway.log", "w"), env={**env, "TALLYGATE_ADMIN_KEY": admin})
     urls = (f"http://127.0.0.1:{mock_port}/v1/chat/completions", f"http://127.0.0.1:{gw_port}/v1")
     ready["gateway"] = wait_ready(gw, urls[1] + "/models", {"Authorization": "Bearer " + key},
                                   tmp / "gateway.log")
@@ -292,7 +284,8 @@ def start_servers(procs, tmp, db_url, admin):
 
 def progress(rec):
     print(f"{rec['mode']} r{rec['round']} {rec['target']:9} rps={rec.get('rps')} p50={rec.get('p50_ms')} "
-          f"p99={rec.get('p99_ms')} ttfb50={rec.get('ttfb_p50_ms')} cpu/req={rec.get('gw_cpu_ms_per_req', '-')} "
+          f"p99={rec.get('p99_ms')} ttfb50={rec.get('ttfb_p50_ms')} "
+          f"cpu/req={rec.get('gw_cpu_ms_per_req', '-')} "
           f"other={rec['other_cpu_cores']} waited={rec['quiet_wait_s']}s errors={rec['errors']}"
           + (f" first_error={rec['first_error']!r}" if rec.get("first_error") else "")
           + (" STOPPED BY --max-seconds" if rec["truncated"] else "")
@@ -317,7 +310,7 @@ def main():
     results.parent.mkdir(exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="tallygate-bench-"))
     db_path, admin = tmp / "ledger.db", "tg-admin-" + secrets.token_urlsafe(24)
-    procs = Procs()
+    procs = []
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # -> the finally below
 
     def emit(rec):
@@ -344,8 +337,9 @@ def main():
         emit(idle)
 
         runs = []
+        tagged = {**BODY, "request_tags": TAGS}
         targets = (("direct", direct_url, "Bearer sk-up", BODY, None),
-                   ("tallygate", gw_base + "/chat/completions", "Bearer " + key, {**BODY, "request_tags": TAGS}, gw))
+                   ("tallygate", gw_base + "/chat/completions", "Bearer " + key, tagged, gw))
         for mode in MODES:
             for rnd in range(1, a.rounds + 1):
                 for target, url, auth, body, g in targets:
@@ -361,7 +355,7 @@ def main():
         latest = (json.loads(b).get("data") or [None])[0] if st == 200 else None
         emit({"kind": "logs_api", "status": st, "latest": latest})
         peak = status_mb(gw.pid, "VmHWM")
-        rc = Procs.stop(gw, 60)
+        rc = stop(gw, 60)
         flushed = [ln for ln in (tmp / "gateway.log").read_text().splitlines() if "ledger flushed" in ln]
         clean = bool(flushed) and rc in (0, -signal.SIGTERM)  # uvicorn re-raises SIGTERM after its shutdown
         emit({"kind": "shutdown", "returncode": rc, "clean": clean, "log": flushed[-1:], "gw_vmhwm_mb": peak})
@@ -374,15 +368,16 @@ def main():
         print(f"\n## Tallygate overhead, {stamp} ({os.cpu_count()} cores, {a.requests} requests x {a.rounds} "
               f"rounds per row, median of rounds)\n")
         print(markdown(summary, runs, status_mb(mock.pid, "VmHWM"), idle, ledger))
-        print(f"GET /v1/logs?limit=1: HTTP {st}, {'a record' if latest else 'NO RECORD'}; SIGTERM: exit {rc}, "
-              f"{flushed[-1].split(': ', 1)[-1] if flushed else 'NO FLUSH LINE IN LOG'}.\nRaw lines: {results}")
+        print(f"GET /v1/logs?limit=1: HTTP {st}, {'a record' if latest else 'NO RECORD'}; "
+              f"SIGTERM: exit {rc}, {flushed[-1].split(': ', 1)[-1] if flushed else 'NO FLUSH LINE IN LOG'}."
+              f"\nRaw lines: {results}")
         problems = [p for p, bad in (
             ("smoke check failed", not sm["ok"]), ("ledger count mismatch", not ledger["ok"]),
             ("errors during runs", any(s["errors"] for s in summary)), ("/v1/logs has no record", not latest),
-            ("unclean gateway shutdown", not clean), ("a run hit --max-seconds", any(r["truncated"] for r in runs)))
-            if bad]
+            ("unclean gateway shutdown", not clean),
+            ("a run hit --max-seconds", any(r["truncated"] for r in runs))) if bad]
         if any(r["other_cpu_cores"] > 0.25 for r in runs):
-            print("NOTE: other processes used > 0.25 core during some runs (other= above): figures are noisy.")
+            print("NOTE: other processes used > 0.25 core during some runs (other= above): noisy figures.")
         if problems:
             print("PROBLEMS: " + "; ".join(problems))
         return 1 if problems else 0
@@ -395,7 +390,8 @@ def main():
                 print(f"--- tail of {name}:\n" + (tmp / name).read_text()[-2000:], file=sys.stderr)
         raise
     finally:
-        procs.stop_all()
+        for p in reversed(procs):
+            stop(p, 10)
         if a.keep:
             print(f"kept: {tmp} (ledger.db, tallygate.yaml, gateway.log, mock.log)", file=sys.stderr)
         else:

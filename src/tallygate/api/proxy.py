@@ -43,6 +43,17 @@ def _check_chat(body: dict) -> bool:
     return bool(stream)
 
 
+async def _attempt(call: Call, result: Awaitable[tuple[dict, Usage]]) -> tuple[dict, Usage]:
+    """Await one upstream call, noting the attempt whatever its outcome."""
+    try:
+        value = await result
+    except GatewayError as err:
+        call.attempt(err.status, err)
+        raise
+    call.attempt(200)
+    return value
+
+
 def _cost_value(pico: int) -> float:
     """Dollars for the JSON response; shortest float repr prints the exact decimal."""
     return float(usd(pico))
@@ -110,23 +121,13 @@ class Proxy:
     async def _chat(self, call: Call, route: Route, body: dict, send: Send) -> None:
         if _check_chat(body):
             return await self._chat_stream(call, route, body, send)
-        try:
-            data, usage = await route.provider.chat(body)
-        except GatewayError as err:
-            call.attempt(err.status, err)
-            raise
-        call.attempt(200)
+        data, usage = await _attempt(call, route.provider.chat(body))
         await self._respond(call, route, data, usage, send)
 
     async def _embed(self, call: Call, route: Route, body: dict, send: Send) -> None:
         if "input" not in body:
             raise InvalidRequest("input is required", param="input")
-        try:
-            data, usage = await route.provider.embed(body)
-        except GatewayError as err:
-            call.attempt(err.status, err)
-            raise
-        call.attempt(200)
+        data, usage = await _attempt(call, route.provider.embed(body))
         await self._respond(call, route, data, usage, send)
 
     async def _respond(self, call: Call, route: Route, data: dict, usage: Usage, send: Send) -> None:

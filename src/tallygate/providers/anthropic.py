@@ -8,10 +8,11 @@ from collections.abc import AsyncIterator
 import aiohttp
 import orjson
 
-from tallygate.errors import InvalidRequest, UpstreamProtocolError, UpstreamUnavailable
+from tallygate.errors import InvalidRequest, UpstreamHTTPError, UpstreamProtocolError, UpstreamUnavailable
 from tallygate.providers.anthropic_translate import (AnthropicStreamTranslator, anthropic_error,
                                                      from_anthropic, to_anthropic)
-from tallygate.providers.http import HttpClient, retry_after, sse_batches, transport_errors
+from tallygate.providers.http import (HttpClient, parse_json, retry_after, sse_batches, sse_response,
+                                      transport_errors)
 from tallygate.settings import ProviderConfig
 from tallygate.types import Usage
 
@@ -34,7 +35,7 @@ class AnthropicProvider:
         self._stream_timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=cfg.connect_timeout_s, sock_read=cfg.timeout_s)
 
-    def _error(self, status: int, raw: bytes, headers: object):  # type: ignore[no-untyped-def]
+    def _error(self, status: int, raw: bytes, headers: object) -> UpstreamHTTPError:
         err = anthropic_error(status, raw)
         err.message = f"provider {self.name!r}: {err.message}"
         err.retry_after = retry_after(headers)
@@ -49,35 +50,23 @@ class AnthropicProvider:
                 raw = await resp.read()
                 if resp.status != 200:
                     raise self._error(resp.status, raw, resp.headers)
+        data = parse_json(self.name, raw)
         try:
-            data = orjson.loads(raw)
             return from_anthropic(data, "", int(time.time()), body["model"])
-        except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
+        except (KeyError, TypeError, AttributeError):
             raise UpstreamProtocolError(f"provider {self.name!r} sent a body we cannot read") from None
 
     async def chat_stream(self, body: dict) -> AsyncIterator[list[dict]]:
         payload = to_anthropic(body, body["model"])
         payload["stream"] = True
         translator = AnthropicStreamTranslator("", int(time.time()), body["model"])
-        with transport_errors(self.name):
-            resp = await self._http.session.post(self._url, data=orjson.dumps(payload),
-                                                 headers=self._headers, timeout=self._stream_timeout)
-        try:
-            if resp.status != 200:
-                with transport_errors(self.name):
-                    raw = await resp.read()
-                raise self._error(resp.status, raw, resp.headers)
-            if "event-stream" not in resp.headers.get("content-type", ""):
-                raise UpstreamProtocolError(f"provider {self.name!r} answered a stream request without SSE")
+        async with sse_response(self.name, self._http.session, self._url, orjson.dumps(payload),
+                                self._headers, self._stream_timeout, self._error) as resp:
             with transport_errors(self.name):
                 async for events in sse_batches(resp):
                     batch: list[dict] = []
                     for name, data in events:
-                        try:
-                            parsed = orjson.loads(data)
-                        except orjson.JSONDecodeError:
-                            raise UpstreamProtocolError(
-                                f"provider {self.name!r} sent a stream event that is not JSON") from None
+                        parsed = parse_json(self.name, data, "a stream event")
                         batch.extend(translator.feed(name or parsed.get("type", ""), parsed))
                         if translator.done:
                             yield batch
@@ -85,8 +74,6 @@ class AnthropicProvider:
                     if batch:
                         yield batch
             raise UpstreamUnavailable(f"provider {self.name!r} ended the stream before message_stop")
-        finally:
-            resp.release()
 
     async def embed(self, body: dict) -> tuple[dict, Usage]:
         raise InvalidRequest(f"model {body.get('model')!r} is served by Anthropic, which has no "

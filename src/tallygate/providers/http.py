@@ -7,12 +7,15 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 
 import aiohttp
+import orjson
 
-from tallygate.errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from tallygate.errors import UpstreamError, UpstreamProtocolError, UpstreamTimeout, UpstreamUnavailable
+
+ErrorFactory = Callable[[int, bytes, object], UpstreamError]
 
 
 @contextmanager
@@ -39,6 +42,39 @@ def retry_after(headers: object) -> float | None:
         return max(0.0, float(value)) if value else None
     except ValueError:
         return None
+
+
+def parse_json(provider: str, raw: bytes, what: str = "a body") -> dict:
+    """A JSON object from the provider, or `UpstreamProtocolError`."""
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise UpstreamProtocolError(f"provider {provider!r} sent {what} that is not JSON") from None
+    if not isinstance(data, dict):
+        raise UpstreamProtocolError(f"provider {provider!r} sent {what} that is not a JSON object")
+    return data
+
+
+@asynccontextmanager
+async def sse_response(provider: str, session: aiohttp.ClientSession, url: str, data: bytes,
+                       headers: dict[str, str], timeout: aiohttp.ClientTimeout,
+                       error: ErrorFactory) -> AsyncIterator[aiohttp.ClientResponse]:
+    """POST a streaming request; yields the response once it is known to be a 200 SSE stream.
+
+    An error status becomes `error(status, body, headers)`; the connection is always released.
+    """
+    with transport_errors(provider):
+        resp = await session.post(url, data=data, headers=headers, timeout=timeout)
+    try:
+        if resp.status != 200:
+            with transport_errors(provider):
+                raw = await resp.read()
+            raise error(resp.status, raw, resp.headers)
+        if "event-stream" not in resp.headers.get("content-type", ""):
+            raise UpstreamProtocolError(f"provider {provider!r} answered a stream request without SSE")
+        yield resp
+    finally:
+        resp.release()
 
 
 class HttpClient:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from functools import partial
 
 import aiohttp
 import orjson
 
-from tallygate.errors import UpstreamHTTPError, UpstreamProtocolError, UpstreamUnavailable
-from tallygate.providers.http import HttpClient, retry_after, sse_batches, transport_errors
+from tallygate.errors import UpstreamHTTPError, UpstreamUnavailable
+from tallygate.providers.http import (HttpClient, parse_json, retry_after, sse_batches, sse_response,
+                                      transport_errors)
 from tallygate.settings import ProviderConfig
 from tallygate.types import Usage
 
@@ -49,12 +51,7 @@ class OpenAIProvider:
                 raw = await resp.read()
                 if resp.status != 200:
                     raise openai_error(self.name, resp.status, raw, resp.headers)
-        try:
-            data = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            raise UpstreamProtocolError(f"provider {self.name!r} sent a body that is not JSON") from None
-        if not isinstance(data, dict):
-            raise UpstreamProtocolError(f"provider {self.name!r} sent an unexpected JSON body")
+        data = parse_json(self.name, raw)
         return data, Usage.from_openai(data.get("usage"))
 
     async def chat(self, body: dict) -> tuple[dict, Usage]:
@@ -66,16 +63,9 @@ class OpenAIProvider:
     async def chat_stream(self, body: dict) -> AsyncIterator[list[dict]]:
         # Always ask for usage: metering needs it whether or not the client wants to see it.
         body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
-        with transport_errors(self.name):
-            resp = await self._http.session.post(self._chat_url, data=orjson.dumps(body),
-                                                 headers=self._headers, timeout=self._stream_timeout)
-        try:
-            if resp.status != 200:
-                with transport_errors(self.name):
-                    raw = await resp.read()
-                raise openai_error(self.name, resp.status, raw, resp.headers)
-            if "event-stream" not in resp.headers.get("content-type", ""):
-                raise UpstreamProtocolError(f"provider {self.name!r} answered a stream request without SSE")
+        error = partial(openai_error, self.name)
+        async with sse_response(self.name, self._http.session, self._chat_url, orjson.dumps(body),
+                                self._headers, self._stream_timeout, error) as resp:
             with transport_errors(self.name):
                 async for events in sse_batches(resp):
                     batch = []
@@ -83,22 +73,12 @@ class OpenAIProvider:
                         if data == b"[DONE]":
                             yield batch
                             return
-                        batch.append(self._chunk(data))
+                        chunk = parse_json(self.name, data, "a stream event")
+                        if "error" in chunk and "choices" not in chunk:
+                            raise error(500, data, None)
+                        batch.append(chunk)
                     yield batch
             raise UpstreamUnavailable(f"provider {self.name!r} ended the stream before [DONE]")
-        finally:
-            resp.release()
-
-    def _chunk(self, data: bytes) -> dict:
-        try:
-            chunk = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            raise UpstreamProtocolError(f"provider {self.name!r} sent a stream event that is not JSON") from None
-        if not isinstance(chunk, dict):
-            raise UpstreamProtocolError(f"provider {self.name!r} sent an unexpected stream event")
-        if "error" in chunk and "choices" not in chunk:
-            raise openai_error(self.name, 500, data)
-        return chunk
 
     async def close(self) -> None:
         return None
