@@ -4,7 +4,6 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8400
-export TALLYGATE_ADMIN_KEY ?= tg-admin-demo
 
 .PHONY: run test bench install services clean
 
@@ -18,6 +17,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/activate
 
 install: $(VENV)/.installed
 
+run: export TALLYGATE_ADMIN_KEY ?= tg-admin-demo
 run: install
 	$(BIN)/tallygate serve --host $(HOST) --port $(PORT) $(if $(CONFIG),--config $(CONFIG))
 

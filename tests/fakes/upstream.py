@@ -44,7 +44,8 @@ import socket
 import struct
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from aiohttp import web
 
@@ -114,7 +115,7 @@ class FakeUpstream:
     def base_url(self) -> str:
         return self.root_url + "/v1"
 
-    def start(self) -> "FakeUpstream":
+    def start(self) -> FakeUpstream:
         if self._thread is not None:
             raise RuntimeError("FakeUpstream already started")
         sock = socket.socket()
@@ -177,7 +178,7 @@ class FakeUpstream:
             raise RuntimeError("fake upstream thread did not stop")
         self._thread = self._loop = self._stopping = None
 
-    def __enter__(self) -> "FakeUpstream":
+    def __enter__(self) -> FakeUpstream:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -23,7 +23,7 @@ SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-
 
 def new_request_id() -> str:
     """Time-ordered, unique: 11 hex digits of epoch milliseconds and 14 random ones."""
-    return "req_%011x%s" % (time.time_ns() // 1_000_000, os.urandom(7).hex())
+    return f"req_{time.time_ns() // 1_000_000:011x}{os.urandom(7).hex()}"
 
 
 def headers_of(scope: Scope, *names: bytes) -> dict[bytes, str]:

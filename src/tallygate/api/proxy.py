@@ -12,8 +12,18 @@ from collections.abc import Awaitable, Callable
 
 import orjson
 
-from tallygate.api.asgi import (JSON_HEADERS, SSE_HEADERS, Receive, Scope, Send, headers_of,
-                                new_request_id, read_json, send_bytes, send_error)
+from tallygate.api.asgi import (
+    JSON_HEADERS,
+    SSE_HEADERS,
+    Receive,
+    Scope,
+    Send,
+    headers_of,
+    new_request_id,
+    read_json,
+    send_bytes,
+    send_error,
+)
 from tallygate.errors import GatewayError, InvalidRequest, PermissionDenied, UpstreamProtocolError
 from tallygate.pipeline.auth import Authenticator
 from tallygate.pipeline.call import Call

@@ -43,6 +43,9 @@ def serve(config_path: str | None, db_url: str | None, host: str, port: int) -> 
     click.echo("models: " + ", ".join(m["id"] for m in app.catalog.listing()["data"]), err=True)
     if demo_secret:
         click.echo(f"demo API key (shown once): {demo_secret}", err=True)
+    elif config_path is None:
+        click.echo("API keys: the demo key printed at the first start, or a new one from "
+                   "`tallygate keys create --name NAME`", err=True)
     if not settings.admin_key:
         click.echo("TALLYGATE_ADMIN_KEY is not set: logs and management need it.", err=True)
     click.echo(f"try: curl {base}/chat/completions -H 'Authorization: Bearer <key>' "

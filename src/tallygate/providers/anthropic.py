@@ -9,10 +9,20 @@ import aiohttp
 import orjson
 
 from tallygate.errors import InvalidRequest, UpstreamHTTPError, UpstreamProtocolError, UpstreamUnavailable
-from tallygate.providers.anthropic_translate import (AnthropicStreamTranslator, anthropic_error,
-                                                     from_anthropic, to_anthropic)
-from tallygate.providers.http import (HttpClient, parse_json, retry_after, sse_batches, sse_response,
-                                      transport_errors)
+from tallygate.providers.anthropic_translate import (
+    AnthropicStreamTranslator,
+    anthropic_error,
+    from_anthropic,
+    to_anthropic,
+)
+from tallygate.providers.http import (
+    HttpClient,
+    parse_json,
+    retry_after,
+    sse_batches,
+    sse_response,
+    transport_errors,
+)
 from tallygate.settings import ProviderConfig
 from tallygate.types import Usage
 

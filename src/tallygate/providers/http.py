@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 
@@ -25,7 +24,7 @@ def transport_errors(provider: str) -> Iterator[None]:
         yield
     except UpstreamError:
         raise
-    except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
+    except (TimeoutError, aiohttp.ServerTimeoutError):
         raise UpstreamTimeout(f"provider {provider!r} did not answer in time") from None
     except aiohttp.ClientConnectorError:
         raise UpstreamUnavailable(f"could not connect to provider {provider!r}") from None

@@ -9,8 +9,14 @@ import aiohttp
 import orjson
 
 from tallygate.errors import UpstreamHTTPError, UpstreamUnavailable
-from tallygate.providers.http import (HttpClient, parse_json, retry_after, sse_batches, sse_response,
-                                      transport_errors)
+from tallygate.providers.http import (
+    HttpClient,
+    parse_json,
+    retry_after,
+    sse_batches,
+    sse_response,
+    transport_errors,
+)
 from tallygate.settings import ProviderConfig
 from tallygate.types import Usage
 

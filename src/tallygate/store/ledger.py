@@ -92,7 +92,7 @@ class LedgerWriter:
         while not self._closing:
             try:
                 await asyncio.wait_for(self._wake.wait(), self._interval)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             self._wake.clear()
             try:

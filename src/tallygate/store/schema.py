@@ -7,8 +7,20 @@ same on SQLite and PostgreSQL. Money is integer picodollars (1e-12 USD). The mig
 
 from __future__ import annotations
 
-from sqlalchemy import (JSON, BigInteger, Boolean, Column, ForeignKey, Index, Integer, MetaData,
-                        SmallInteger, String, Table, Text)
+from sqlalchemy import (
+                        JSON,
+                        BigInteger,
+                        Boolean,
+                        Column,
+                        ForeignKey,
+                        Index,
+                        Integer,
+                        MetaData,
+                        SmallInteger,
+                        String,
+                        Table,
+                        Text,
+)
 
 metadata = MetaData()
 
