@@ -12,7 +12,9 @@ import logging
 from tallygate.api.asgi import Receive, Scope, Send
 from tallygate.api.management import create_management_app
 from tallygate.api.proxy import Proxy
+from tallygate.manage.keys import KeyAdmin
 from tallygate.pipeline.auth import Authenticator
+from tallygate.pipeline.budget import Budget, month_start_ms
 from tallygate.pipeline.models import ModelCatalog
 from tallygate.providers.http import HttpClient
 from tallygate.providers.registry import build_providers
@@ -40,13 +42,18 @@ class Gateway:
         self.catalog = ModelCatalog(config, build_providers(config, self.http))
         self.ledger = LedgerWriter(self.engine, flush_ms=settings.ledger_flush_ms,
                                    batch=settings.ledger_batch)
-        proxy = Proxy(self.auth, self.catalog, self.ledger, settings.max_body_bytes)
+        self.budget = Budget()
+        month = self.budget.month
+        self.budget.load(self.keys.spend_since(month_start_ms(month)), month)
+        proxy = Proxy(self.auth, self.catalog, self.ledger, self.budget, settings.max_body_bytes)
         self._hot = {
             ("POST", "/v1/chat/completions"): proxy.chat,
             ("POST", "/v1/embeddings"): proxy.embeddings,
             ("GET", "/v1/models"): proxy.models,
         }
-        self._management = create_management_app(self.auth, LogReader(self.engine))
+        policies = getattr(config, "policies", None) or {}
+        key_admin = KeyAdmin(self.keys, self.auth, self.budget, policies)
+        self._management = create_management_app(self.auth, LogReader(self.engine), key_admin)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":

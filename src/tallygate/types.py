@@ -58,6 +58,7 @@ class Principal:
     permissions: dict[str, str] = field(default_factory=dict)
     user_id: str | None = None
     policy: str | None = None
+    monthly_limit: int | None = None  # picodollars; None means no limit
 
     def can(self, area: str, level: str) -> bool:
         order = {"none": 0, "read": 1, "write": 2}

@@ -26,6 +26,7 @@ from tallygate.api.asgi import (
 )
 from tallygate.errors import GatewayError, InvalidRequest, PermissionDenied, UpstreamProtocolError
 from tallygate.pipeline.auth import Authenticator
+from tallygate.pipeline.budget import Budget, Hold, worst_case
 from tallygate.pipeline.call import Call
 from tallygate.pipeline.models import ModelCatalog, Route
 from tallygate.pipeline.pricing import Rate, usd
@@ -73,10 +74,11 @@ class Proxy:
     """`/v1/chat/completions`, `/v1/embeddings` and `/v1/models`."""
 
     def __init__(self, auth: Authenticator, catalog: ModelCatalog, ledger: LedgerWriter,
-                 max_body_bytes: int) -> None:
+                 budget: Budget, max_body_bytes: int) -> None:
         self._auth = auth
         self._catalog = catalog
         self._ledger = ledger
+        self._budget = budget
         self._limit = max_body_bytes
 
     async def models(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -103,6 +105,7 @@ class Proxy:
         except GatewayError as err:
             return await send_error(send, err, rid)
         call = Call(rid, endpoint, principal)
+        hold = None
         try:
             if not principal.can("completions", "write"):
                 raise PermissionDenied("this API key may not make completions (permissions.completions)")
@@ -114,6 +117,7 @@ class Proxy:
             call.requested_model = model[:200]
             route = call.route = self._catalog.resolve(model)
             body["model"] = route.upstream_model
+            hold = self._reserve(call, body, [route])
             await relay(call, route, body, send)
         except GatewayError as err:
             call.fail(err)
@@ -126,7 +130,18 @@ class Proxy:
             if call.ttft is None:
                 await send_error(send, err, rid)
         finally:
+            if hold is not None:
+                self._budget.settle(hold, call.cost_pico)
             self._ledger.record(call.record())
+
+    def _reserve(self, call: Call, body: dict, routes: list[Route]) -> Hold | None:
+        """Hold the request's worst-case cost against its key's monthly limit (402 if it won't fit)."""
+        p = call.principal
+        if p.key_id is None:
+            return None
+        amount = 0 if p.monthly_limit is None else worst_case(
+            body, call.endpoint, [self._catalog.rate(r) for r in routes])
+        return self._budget.reserve(p.key_id, p.name, p.monthly_limit, amount)
 
     async def _chat(self, call: Call, route: Route, body: dict, send: Send) -> None:
         if _check_chat(body):

@@ -26,7 +26,7 @@ _MISS_TTL_S = 2.0
 def _principal(row: dict) -> Principal:
     return Principal(key_id=row["id"], name=row["name"], labels=dict(row["labels"] or {}),
                      permissions=dict(row["permissions"] or {}), user_id=row["created_by"],
-                     policy=row["policy"])
+                     policy=row["policy"], monthly_limit=row["monthly_limit_pico"])
 
 
 class Authenticator:

@@ -13,9 +13,9 @@ import secrets
 import time
 import uuid
 
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, and_, func, or_, select, update
 
-from tallygate.store.schema import api_keys, users
+from tallygate.store.schema import api_keys, requests, users
 
 PREFIX_LEN = 12
 DEFAULT_PERMISSIONS = {"completions": "write", "manage": "none"}
@@ -81,6 +81,55 @@ class KeyStore:
         with self._engine.connect() as conn:
             return [dict(r) for r in conn.execute(select(api_keys).order_by(api_keys.c.created_at))
                     .mappings()]
+
+    def get(self, key_id: str) -> dict | None:
+        with self._engine.connect() as conn:
+            row = conn.execute(select(api_keys).where(api_keys.c.id == key_id)).mappings().first()
+            return dict(row) if row else None
+
+    def page(self, labels: dict[str, str], limit: int,
+             after: tuple[int, str] | None) -> list[dict]:
+        """Keys in creation order whose labels include `labels`, after the (created_at, id) cursor."""
+        c = api_keys.c
+        where = [c.labels[name].as_string() == value for name, value in labels.items()]
+        if after is not None:
+            where.append(or_(c.created_at > after[0], and_(c.created_at == after[0], c.id > after[1])))
+        query = select(api_keys).where(*where).order_by(c.created_at, c.id).limit(limit)
+        with self._engine.connect() as conn:
+            return [dict(r) for r in conn.execute(query).mappings()]
+
+    def update(self, key_id: str, fields: dict) -> dict | None:
+        """Replace the given columns of a key; returns the updated record (None if no such key)."""
+        with self._engine.begin() as conn:
+            result = conn.execute(update(api_keys).where(api_keys.c.id == key_id)
+                                  .values(**fields, updated_at=now_ms()))
+            if result.rowcount == 0:
+                return None
+            return dict(conn.execute(select(api_keys).where(api_keys.c.id == key_id)).mappings().one())
+
+    def users_by_id(self, ids: set[str]) -> dict[str, dict]:
+        if not ids:
+            return {}
+        with self._engine.connect() as conn:
+            rows = conn.execute(select(users).where(users.c.id.in_(ids))).mappings()
+            return {r["id"]: dict(r) for r in rows}
+
+    def create_user(self, name: str) -> dict:
+        """A new user; `ValueError` if the name is taken."""
+        with self._engine.begin() as conn:
+            if conn.execute(select(users.c.id).where(users.c.name == name)).first() is not None:
+                raise ValueError(f"a user named {name!r} already exists")
+            user = {"id": str(uuid.uuid4()), "name": name, "created_at": now_ms()}
+            conn.execute(users.insert().values(**user))
+            return user
+
+    def spend_since(self, since_ms: int) -> dict[str, int]:
+        """Picodollars recorded per key since `since_ms` (the month's start)."""
+        query = (select(requests.c.key_id, func.sum(requests.c.cost_pico))
+                 .where(requests.c.created_at >= since_ms, requests.c.key_id.is_not(None))
+                 .group_by(requests.c.key_id))
+        with self._engine.connect() as conn:
+            return {key_id: int(total or 0) for key_id, total in conn.execute(query)}
 
     def revoke(self, key_id: str) -> bool:
         ts = now_ms()

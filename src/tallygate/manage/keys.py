@@ -1,0 +1,154 @@
+"""API-key management: who may create, see, edit and revoke which keys.
+
+Rules: `manage: read` lists and reads keys, `manage: write` changes them. No escalation: a key
+cannot create a key with a permission above its own, cannot edit or revoke a key that has one,
+and cannot change its own permissions or limit. Changes reach the in-memory key cache at once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Collection
+from decimal import Decimal
+
+from tallygate.errors import InvalidRequest, NotFound, PermissionDenied
+from tallygate.manage.schemas import KeyCreate, KeyUpdate
+from tallygate.pipeline.auth import Authenticator
+from tallygate.pipeline.budget import Budget
+from tallygate.pipeline.pricing import PICO_PER_USD, usd
+from tallygate.store.keys import KeyStore
+from tallygate.store.logs import decode_cursor, encode_cursor
+from tallygate.types import Principal
+
+_LEVEL = {"none": 0, "read": 1, "write": 2}
+
+
+def _iso(ms: int | None) -> str | None:
+    return None if ms is None else dt.datetime.fromtimestamp(ms / 1000, dt.UTC).isoformat()
+
+
+def _pico(amount: Decimal | None) -> int | None:
+    return None if amount is None else int(amount * PICO_PER_USD)
+
+
+def _exceeds(permissions: dict[str, str], caller: Principal) -> str | None:
+    """The first area where `permissions` go beyond the caller's own, if any."""
+    for area, level in permissions.items():
+        if _LEVEL.get(level, 0) > _LEVEL.get(caller.permissions.get(area, "none"), 0):
+            return area
+    return None
+
+
+class KeyAdmin:
+    """The operations behind `/v1/manage/apikey` and `/v1/key` (blocking; run in a thread)."""
+
+    def __init__(self, store: KeyStore, auth: Authenticator, budget: Budget,
+                 policies: Collection[str] = ()) -> None:
+        self._store = store
+        self._auth = auth
+        self._budget = budget
+        self._policies = policies
+
+    def render(self, row: dict, users: dict[str, dict] | None = None) -> dict:
+        users = users if users is not None else self._store.users_by_id({row["created_by"]} - {None})
+        creator = users.get(row["created_by"]) or {}
+        limit = row["monthly_limit_pico"]
+        return {
+            "id": row["id"], "name": row["name"], "key_prefix": row["key_prefix"],
+            "monthly_limit": None if limit is None else str(usd(limit)),
+            "monthly_spend": str(usd(self._budget.spend(row["id"]))),
+            "monthly_reserved": str(usd(self._budget.reserved(row["id"]))),
+            "permissions": row["permissions"], "labels": row["labels"],
+            "created_by": {"id": row["created_by"], "name": creator.get("name")},
+            "created_at": _iso(row["created_at"]), "revoked_at": _iso(row["revoked_at"]),
+            "policy": row["policy"],
+        }
+
+    def _check_policy(self, policy: str | None) -> None:
+        if policy is not None and policy not in self._policies:
+            known = ", ".join(sorted(self._policies)) or "none configured"
+            raise InvalidRequest(f"policy {policy!r} is not defined in the config (known: {known})",
+                                 param="policy")
+
+    def create(self, caller: Principal, req: KeyCreate) -> dict:
+        permissions = req.permissions.model_dump()
+        if area := _exceeds(permissions, caller):
+            raise PermissionDenied(f"cannot create a key with permissions.{area} above your own",
+                                   param=f"permissions.{area}")
+        self._check_policy(req.policy)
+        row, secret = self._store.create(name=req.name, labels=req.labels, permissions=permissions,
+                                         monthly_limit_pico=_pico(req.monthly_limit), policy=req.policy,
+                                         created_by=caller.user_id)
+        self._auth.remember(row)
+        return {**self.render(row), "key": secret}
+
+    def get(self, key_id: str) -> dict:
+        row = self._store.get(key_id)
+        if row is None:
+            raise NotFound(f"no API key with id {key_id!r}", param="id")
+        return self.render(row)
+
+    def page(self, labels: dict[str, str], limit: int, cursor: str | None) -> dict:
+        after = decode_cursor(cursor) if cursor else None
+        rows = self._store.page(labels, limit + 1, after)
+        more = len(rows) > limit
+        rows = rows[:limit]
+        users = self._store.users_by_id({r["created_by"] for r in rows} - {None})
+        return {"object": "list", "data": [self.render(r, users) for r in rows], "has_more": more,
+                "next_cursor": encode_cursor(rows[-1]["created_at"], rows[-1]["id"]) if more else None}
+
+    def _editable(self, caller: Principal, key_id: str) -> dict:
+        row = self._store.get(key_id)
+        if row is None:
+            raise NotFound(f"no API key with id {key_id!r}", param="id")
+        if area := _exceeds(row["permissions"], caller):
+            raise PermissionDenied(f"cannot change a key whose permissions.{area} is above your own")
+        return row
+
+    def update(self, caller: Principal, key_id: str, req: KeyUpdate) -> dict:
+        given = req.model_fields_set
+        if key_id == caller.key_id and given & {"permissions", "monthly_limit"}:
+            raise PermissionDenied("a key cannot change its own permissions or monthly limit",
+                                   param=sorted(given & {"permissions", "monthly_limit"})[0])
+        self._editable(caller, key_id)
+        fields: dict = {}
+        if "name" in given:
+            if req.name is None:
+                raise InvalidRequest("name cannot be null", param="name")
+            fields["name"] = req.name
+        if "labels" in given:
+            fields["labels"] = req.labels or {}
+        if "permissions" in given:
+            if req.permissions is None:
+                raise InvalidRequest("permissions cannot be null", param="permissions")
+            permissions = req.permissions.model_dump()
+            if area := _exceeds(permissions, caller):
+                raise PermissionDenied(f"cannot grant permissions.{area} above your own",
+                                       param=f"permissions.{area}")
+            fields["permissions"] = permissions
+        if "monthly_limit" in given:
+            fields["monthly_limit_pico"] = _pico(req.monthly_limit)
+        if "policy" in given:
+            self._check_policy(req.policy)
+            fields["policy"] = req.policy
+        row = self._store.update(key_id, fields) if fields else self._store.get(key_id)
+        assert row is not None
+        self._auth.remember(row)
+        return self.render(row)
+
+    def revoke(self, caller: Principal, key_id: str) -> dict:
+        self._editable(caller, key_id)
+        self._store.revoke(key_id)
+        row = self._store.get(key_id)
+        assert row is not None
+        self._auth.remember(row)
+        return self.render(row)
+
+    def own(self, caller: Principal) -> dict:
+        """The calling key's own record (the bootstrap admin has none in the database)."""
+        if caller.key_id is None:
+            return {"id": None, "name": caller.name, "key_prefix": None, "monthly_limit": None,
+                    "monthly_spend": "0", "monthly_reserved": "0", "permissions": caller.permissions,
+                    "labels": {}, "created_by": {"id": caller.user_id, "name": caller.name},
+                    "created_at": None, "revoked_at": None, "policy": None}
+        return self.get(caller.key_id)

@@ -1,0 +1,89 @@
+"""Request and response bodies of the management API (validated by pydantic, published in
+`/openapi.json`). Money travels as decimal strings so no client float can round it."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+MAX_LABELS = 32
+LabelName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")]
+LabelValue = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f]*$")]
+Labels = Annotated[dict[LabelName, LabelValue], Field(max_length=MAX_LABELS)]
+Money = Annotated[Decimal, Field(ge=0, le=10**9, decimal_places=12, allow_inf_nan=False)]
+KeyName = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$")]
+PolicyName = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Permissions(_Strict):
+    completions: Literal["write", "none"] = "write"
+    manage: Literal["write", "read", "none"] = "none"
+
+
+class KeyCreate(_Strict):
+    name: KeyName
+    monthly_limit: Money | None = Field(None, description="USD per calendar month (UTC); null = no limit")
+    permissions: Permissions = Field(default_factory=Permissions)
+    labels: Labels = Field(default_factory=dict)
+    policy: PolicyName | None = None
+
+
+class KeyUpdate(_Strict):
+    """Every field given replaces the stored one (labels as a whole); absent fields stay."""
+
+    name: KeyName | None = None
+    monthly_limit: Money | None = None
+    permissions: Permissions | None = None
+    labels: Labels | None = None
+    policy: PolicyName | None = None
+
+
+class UserRef(BaseModel):
+    id: str | None
+    name: str | None
+
+
+class KeyRecord(BaseModel):
+    id: str | None
+    name: str
+    key_prefix: str | None
+    monthly_limit: str | None = Field(description="USD, exact decimal string; null = no limit")
+    monthly_spend: str = Field(description="USD spent this calendar month (UTC), exact decimal string")
+    monthly_reserved: str = Field(description="USD held by requests in flight")
+    permissions: Permissions
+    labels: dict[str, str]
+    created_by: UserRef
+    created_at: str | None
+    revoked_at: str | None
+    policy: str | None
+
+
+class CreatedKey(KeyRecord):
+    key: str = Field(description="The secret. Shown this once; only its hash is stored.")
+
+
+class KeyList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[KeyRecord]
+    has_more: bool
+    next_cursor: str | None
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+ERRORS = {status: {"model": ErrorBody} for status in (400, 401, 403, 404)}
