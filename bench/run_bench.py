@@ -384,7 +384,8 @@ def main():
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except Exception:
+    except Exception as exc:
+        print(getattr(exc, "stderr", None) or "", file=sys.stderr)  # e.g. `tallygate keys create` failed
         for name in ("gateway.log", "mock.log"):
             if (tmp / name).exists():
                 print(f"--- tail of {name}:\n" + (tmp / name).read_text()[-2000:], file=sys.stderr)

@@ -29,6 +29,10 @@ def standard_config(upstream: FakeUpstream) -> dict:
                    "pricing": {"input_per_mtok": "2", "output_per_mtok": "8",
                                "cached_input_per_mtok": "0.5"}},
         "refused": {"provider": "nowhere", "model": "gpt-4o-mini"},
+        "priced": {"provider": "openai", "model": "echo-priced",  # $0.001 a token, both ways
+                   "pricing": {"input_per_mtok": "1000", "output_per_mtok": "1000"}},
+        "priced-slow": {"provider": "openai", "model": "slow-400",
+                        "pricing": {"input_per_mtok": "1000", "output_per_mtok": "1000"}},
         "slowstream": {"provider": "openai", "model": "slowstream-40",
                        "pricing": {"input_per_mtok": "1", "output_per_mtok": "2"}},
     }

@@ -16,6 +16,7 @@ from tallygate.manage.keys import KeyAdmin
 from tallygate.pipeline.auth import Authenticator
 from tallygate.pipeline.budget import Budget, month_start_ms
 from tallygate.pipeline.models import ModelCatalog
+from tallygate.pipeline.routing import Router
 from tallygate.providers.http import HttpClient
 from tallygate.providers.registry import build_providers
 from tallygate.settings import GatewayConfig, Settings
@@ -45,7 +46,9 @@ class Gateway:
         self.budget = Budget()
         month = self.budget.month
         self.budget.load(self.keys.spend_since(month_start_ms(month)), month)
-        proxy = Proxy(self.auth, self.catalog, self.ledger, self.budget, settings.max_body_bytes)
+        self.router = Router(config, self.catalog, seed=settings.routing_seed)
+        proxy = Proxy(self.auth, self.catalog, self.ledger, self.budget, settings.max_body_bytes,
+                      self.router)
         self._hot = {
             ("POST", "/v1/chat/completions"): proxy.chat,
             ("POST", "/v1/embeddings"): proxy.embeddings,

@@ -14,6 +14,9 @@
         +-- UpstreamTimeout           (504)
         +-- UpstreamUnavailable       (502: refused, reset, DNS ...)
         +-- UpstreamProtocolError     (502: the provider sent something we cannot read)
+        +-- AllTargetsFailed          (every target of a routing policy failed: 502, or the
+                                       status all attempts shared, e.g. 429 or 504)
+    +-- PolicyNotConfigured           (500: an API key names a policy the config lacks)
 
 Services raise these; one function (`render`) turns them into a status and a body.
 Messages never carry upstream bodies or secrets.
@@ -141,3 +144,47 @@ class UpstreamUnavailable(UpstreamError):
 
 class UpstreamProtocolError(UpstreamError):
     code = "upstream_bad_response"
+
+
+def describe(err: UpstreamError) -> str:
+    """One attempt's cause in the gateway's own words: never the provider's body or message."""
+    if isinstance(err, UpstreamHTTPError):
+        return f"HTTP {err.upstream_status} ({err.code})"
+    return f"{err.code}: {err.message}"
+
+
+class AllTargetsFailed(UpstreamError):
+    """Every attempt of a routing policy failed; the message lists each attempt's cause.
+
+    `failures` holds (target, provider, error) per attempt, in order. The status is the one all
+    attempts share when they agree (429 keeps the shortest `retry-after`, 504 stays a timeout), so
+    clients back off as they would for one provider; mixed causes are a 502.
+    """
+
+    code = "all_targets_failed"
+
+    def __init__(self, policy: str, failures: list[tuple[str, str, UpstreamError]]) -> None:
+        if failures:
+            causes = "; ".join(f"{target} ({provider}): {describe(err)}" for target, provider, err in failures)
+            message = f"every target of routing policy {policy!r} failed: {causes}"
+        else:
+            message = f"no target of routing policy {policy!r} is available (all are cooling down)"
+        super().__init__(message)
+        self.failures = failures
+        statuses = {err.status for _, _, err in failures}
+        if len(statuses) == 1:
+            self.status = statuses.pop()
+            self.type = failures[-1][2].type
+        waits = [e.retry_after for _, _, e in failures if isinstance(e, UpstreamHTTPError) and e.retry_after]
+        self.retry_after = min(waits) if waits and self.status == 429 else None
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        if self.retry_after is not None:
+            return [(b"retry-after", str(int(self.retry_after + 0.999)).encode())]
+        return []
+
+
+class PolicyNotConfigured(GatewayError):
+    """An API key is bound to a routing policy that this gateway's config does not define."""
+
+    code = "policy_not_configured"

@@ -56,9 +56,64 @@ class ModelConfig(_Strict):
     pricing: PricingOverride | None = None
 
 
+class CooldownConfig(_Strict):
+    """After `failures` consecutive failures a target sits out `seconds`, then one probe may try it."""
+
+    failures: Annotated[int, Field(ge=1)] = 3
+    seconds: Annotated[float, Field(gt=0)] = 30.0
+
+
+class _PolicyBase(_Strict):
+    """What every routing strategy shares: per-attempt timeout, retry rounds, cooldown."""
+
+    timeout_s: Annotated[float, Field(gt=0)] | None = None   # per attempt; None: the provider's own
+    retries: Annotated[int, Field(ge=0, le=10)] = 0          # extra rounds over the targets
+    backoff_s: Annotated[float, Field(ge=0)] = 0.25          # before round k: backoff_s * 2^(k-1)
+    max_wait_s: Annotated[float, Field(ge=0)] = 5.0          # a longer wait (retry-after) ends retries
+    cooldown: CooldownConfig = CooldownConfig()
+
+
+class FallbackPolicyConfig(_PolicyBase):
+    strategy: Literal["fallback"]
+    targets: Annotated[list[str], Field(min_length=1)]
+
+
+class WeightedTarget(_Strict):
+    model: str
+    weight: Annotated[float, Field(gt=0)] = 1.0
+
+
+class WeightedPolicyConfig(_PolicyBase):
+    strategy: Literal["weighted"]
+    targets: Annotated[list[WeightedTarget], Field(min_length=1)]
+
+    @field_validator("targets", mode="before")
+    @classmethod
+    def _bare_names(cls, v: object) -> object:
+        """A bare model name is a target of weight 1."""
+        return [{"model": t} if isinstance(t, str) else t for t in v] if isinstance(v, list) else v
+
+
+class LatencyPolicyConfig(_PolicyBase):
+    strategy: Literal["latency"]
+    targets: Annotated[list[str], Field(min_length=1)]
+    explore: Annotated[float, Field(ge=0, le=1)] = 0.05     # share of requests sent to another target
+
+
+PolicyConfig = Annotated[FallbackPolicyConfig | WeightedPolicyConfig | LatencyPolicyConfig,
+                         Field(discriminator="strategy")]
+STRATEGIES = ("fallback", "weighted", "latency")
+
+
+def target_names(policy: FallbackPolicyConfig | WeightedPolicyConfig | LatencyPolicyConfig) -> list[str]:
+    """The model names a policy routes to, in config order."""
+    return [t.model if isinstance(t, WeightedTarget) else t for t in policy.targets]
+
+
 class GatewayConfig(_Strict):
     providers: dict[str, ProviderConfig]
     models: dict[str, ModelConfig]
+    policies: dict[str, PolicyConfig] = {}
 
 
 DEMO_CONFIG = {
@@ -84,7 +139,22 @@ def _resolve_env(value: str | None, where: str, env: dict[str, str]) -> str | No
 
 
 def _field_path(loc: tuple) -> str:
+    if len(loc) > 2 and loc[0] == "policies" and loc[2] in STRATEGIES:
+        loc = loc[:2] + loc[3:]  # the discriminated union's tag is not part of the user's path
     return ".".join(str(p) for p in loc)
+
+
+def _message(err: dict) -> tuple[str, str]:
+    """(field path, message) of one pydantic error, in the user's terms."""
+    field = _field_path(err["loc"])
+    if err["type"] == "extra_forbidden":
+        return field, "unknown field"
+    if err["type"] == "union_tag_invalid":
+        return f"{field}.strategy", (f"unknown strategy {err['input'].get('strategy')!r} "
+                                     f"(known: {', '.join(STRATEGIES)})")
+    if err["type"] == "union_tag_not_found":
+        return f"{field}.strategy", f"required (one of: {', '.join(STRATEGIES)})"
+    return field, err["msg"]
 
 
 def parse_config(raw: object, env: dict[str, str] | None = None) -> GatewayConfig:
@@ -97,8 +167,7 @@ def parse_config(raw: object, env: dict[str, str] | None = None) -> GatewayConfi
     except ValidationError as exc:
         lines = []
         for err in exc.errors():
-            field = _field_path(err["loc"])
-            msg = "unknown field" if err["type"] == "extra_forbidden" else err["msg"]
+            field, msg = _message(err)
             lines.append(f"{field}: {msg}")
         raise ConfigError("invalid config:\n  " + "\n  ".join(lines)) from None
     providers = {}
@@ -118,7 +187,39 @@ def parse_config(raw: object, env: dict[str, str] | None = None) -> GatewayConfi
                               f"(known: {', '.join(sorted(providers)) or 'none'})")
         if name.startswith("policy/"):
             raise ConfigError(f"models.{name}: names starting with 'policy/' are reserved")
-    return GatewayConfig.model_construct(providers=providers, models=cfg.models)
+    _check_policies(cfg)
+    return GatewayConfig.model_construct(providers=providers, models=cfg.models, policies=cfg.policies)
+
+
+def _check_policies(cfg: GatewayConfig) -> None:
+    """Policy names are usable in `policy/<name>`; targets are distinct configured models."""
+    for name, policy in cfg.policies.items():
+        where = f"policies.{name}"
+        if not name or "/" in name or name != name.strip():
+            raise ConfigError(f"{where}: a policy name must be non-empty, without '/' or surrounding spaces")
+        seen: set[str] = set()
+        for i, target in enumerate(target_names(policy)):
+            if target not in cfg.models:
+                raise ConfigError(f"{where}.targets.{i}: unknown model {target!r} "
+                                  f"(known: {', '.join(sorted(cfg.models)) or 'none'})")
+            if target in seen:
+                raise ConfigError(f"{where}.targets.{i}: {target!r} is listed twice")
+            seen.add(target)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, except that a key given twice in one mapping is an error, not "last
+    one wins": two policies (or models, or providers) of the same name are a mistake to report."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
 
 
 def load_config(path: str | Path | None, env: dict[str, str] | None = None) -> GatewayConfig:
@@ -130,7 +231,7 @@ def load_config(path: str | Path | None, env: dict[str, str] | None = None) -> G
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     return parse_config(raw, env)
@@ -145,6 +246,7 @@ class Settings:
     max_body_bytes: int = 4 * 1024 * 1024
     ledger_flush_ms: int = 50
     ledger_batch: int = 1000
+    routing_seed: int | None = None  # seeds routing randomness (weighted picks, exploration, jitter)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: object) -> Settings:
@@ -155,7 +257,8 @@ class Settings:
         if env.get("TALLYGATE_ADMIN_KEY"):
             values["admin_key"] = env["TALLYGATE_ADMIN_KEY"]
         for name, field in (("TALLYGATE_MAX_BODY_BYTES", "max_body_bytes"),
-                            ("TALLYGATE_LEDGER_FLUSH_MS", "ledger_flush_ms")):
+                            ("TALLYGATE_LEDGER_FLUSH_MS", "ledger_flush_ms"),
+                            ("TALLYGATE_ROUTING_SEED", "routing_seed")):
             if env.get(name):
                 try:
                     values[field] = int(env[name])

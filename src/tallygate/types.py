@@ -67,14 +67,19 @@ class Principal:
 
 @dataclass(slots=True)
 class Attempt:
-    """One try of one upstream target, as kept in the ledger."""
+    """One try of one upstream target, as kept in the ledger.
+
+    `target` is the configured model name (a policy's target), `model` the upstream model it
+    maps to; `latency_ms` is this attempt's own duration; `error` the gateway error class.
+    """
 
     provider: str
     model: str
     status: int
     latency_ms: float
     error: str | None = None
+    target: str | None = None
 
     def to_dict(self) -> dict:
-        return {"provider": self.provider, "model": self.model, "status": self.status,
-                "latency_ms": round(self.latency_ms, 3), "error": self.error}
+        return {"target": self.target, "provider": self.provider, "model": self.model,
+                "status": self.status, "latency_ms": round(self.latency_ms, 3), "error": self.error}

@@ -26,7 +26,7 @@ def _error_response(err: GatewayError) -> JSONResponse:
 
 def _validation_message(exc: RequestValidationError) -> InvalidRequest:
     first = exc.errors()[0]
-    loc = [str(p) for p in first["loc"] if p not in ("body", "query", "path", "header")]
+    loc = [str(p) for p in first["loc"] if p not in ("body", "query", "path", "header", "[key]")]
     param = ".".join(loc) or None
     kind = first.get("type")
     msg = "unknown field" if kind == "extra_forbidden" else first["msg"]

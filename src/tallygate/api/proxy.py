@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from functools import partial
 
 import orjson
 
@@ -24,12 +25,19 @@ from tallygate.api.asgi import (
     send_bytes,
     send_error,
 )
-from tallygate.errors import GatewayError, InvalidRequest, PermissionDenied, UpstreamProtocolError
+from tallygate.errors import (
+    GatewayError,
+    InvalidRequest,
+    PermissionDenied,
+    UpstreamError,
+    UpstreamProtocolError,
+)
 from tallygate.pipeline.auth import Authenticator
 from tallygate.pipeline.budget import Budget, Hold, worst_case
 from tallygate.pipeline.call import Call
 from tallygate.pipeline.models import ModelCatalog, Route
 from tallygate.pipeline.pricing import Rate, usd
+from tallygate.pipeline.routing import Plan, Router, execute, stream_failed
 from tallygate.pipeline.tags import parse_tags
 from tallygate.store.ledger import LedgerWriter
 from tallygate.types import Usage
@@ -37,7 +45,7 @@ from tallygate.types import Usage
 log = logging.getLogger("tallygate.proxy")
 
 _AUTH, _CTYPE, _TAGS = b"authorization", b"content-type", b"x-request-tags"
-Handler = Callable[[Call, Route, dict, Send], Awaitable[None]]
+Handler = Callable[[Call, Plan, dict, Send], Awaitable[None]]
 
 
 def _check_chat(body: dict) -> bool:
@@ -54,17 +62,6 @@ def _check_chat(body: dict) -> bool:
     return bool(stream)
 
 
-async def _attempt(call: Call, result: Awaitable[tuple[dict, Usage]]) -> tuple[dict, Usage]:
-    """Await one upstream call, noting the attempt whatever its outcome."""
-    try:
-        value = await result
-    except GatewayError as err:
-        call.attempt(err.status, err)
-        raise
-    call.attempt(200)
-    return value
-
-
 def _cost_value(pico: int) -> float:
     """Dollars for the JSON response; shortest float repr prints the exact decimal."""
     return float(usd(pico))
@@ -74,9 +71,10 @@ class Proxy:
     """`/v1/chat/completions`, `/v1/embeddings` and `/v1/models`."""
 
     def __init__(self, auth: Authenticator, catalog: ModelCatalog, ledger: LedgerWriter,
-                 budget: Budget, max_body_bytes: int) -> None:
+                 budget: Budget, max_body_bytes: int, router: Router) -> None:
         self._auth = auth
         self._catalog = catalog
+        self._router = router
         self._ledger = ledger
         self._budget = budget
         self._limit = max_body_bytes
@@ -115,10 +113,9 @@ class Proxy:
             if not isinstance(model, str) or not model:
                 raise InvalidRequest("model must be a non-empty string", param="model")
             call.requested_model = model[:200]
-            route = call.route = self._catalog.resolve(model)
-            body["model"] = route.upstream_model
-            hold = self._reserve(call, body, [route])
-            await relay(call, route, body, send)
+            plan = self._router.plan(model, principal.policy)
+            hold = self._reserve(call, body, plan.targets)
+            await relay(call, plan, body, send)
         except GatewayError as err:
             call.fail(err)
             if call.ttft is None:
@@ -134,7 +131,7 @@ class Proxy:
                 self._budget.settle(hold, call.cost_pico)
             self._ledger.record(call.record())
 
-    def _reserve(self, call: Call, body: dict, routes: list[Route]) -> Hold | None:
+    def _reserve(self, call: Call, body: dict, routes: Sequence[Route]) -> Hold | None:
         """Hold the request's worst-case cost against its key's monthly limit (402 if it won't fit)."""
         p = call.principal
         if p.key_id is None:
@@ -143,19 +140,30 @@ class Proxy:
             body, call.endpoint, [self._catalog.rate(r) for r in routes])
         return self._budget.reserve(p.key_id, p.name, p.monthly_limit, amount)
 
-    async def _chat(self, call: Call, route: Route, body: dict, send: Send) -> None:
+    async def _chat(self, call: Call, plan: Plan, body: dict, send: Send) -> None:
         if _check_chat(body):
-            return await self._chat_stream(call, route, body, send)
-        data, usage = await _attempt(call, route.provider.chat(body))
-        await self._respond(call, route, data, usage, send)
+            return await self._chat_stream(call, plan, body, send)
 
-    async def _embed(self, call: Call, route: Route, body: dict, send: Send) -> None:
+        def attempt(route: Route) -> Awaitable[tuple[dict, Usage]]:
+            body["model"] = route.upstream_model
+            return route.provider.chat(body)
+
+        data, usage = await execute(call, plan, attempt)
+        await self._respond(call, call.route, data, usage, send)
+
+    async def _embed(self, call: Call, plan: Plan, body: dict, send: Send) -> None:
         if "input" not in body:
             raise InvalidRequest("input is required", param="input")
-        data, usage = await _attempt(call, route.provider.embed(body))
-        await self._respond(call, route, data, usage, send)
 
-    async def _respond(self, call: Call, route: Route, data: dict, usage: Usage, send: Send) -> None:
+        def attempt(route: Route) -> Awaitable[tuple[dict, Usage]]:
+            body["model"] = route.upstream_model
+            return route.provider.embed(body)
+
+        data, usage = await execute(call, plan, attempt)
+        await self._respond(call, call.route, data, usage, send)
+
+    async def _respond(self, call: Call, route: Route | None, data: dict, usage: Usage, send: Send) -> None:
+        assert route is not None
         cost = call.meter(usage, self._catalog.rate(route))
         if call.endpoint == "chat":
             data["id"] = call.id
@@ -166,20 +174,14 @@ class Proxy:
         call.ttft = time.perf_counter()
         await send_bytes(send, 200, orjson.dumps(data), [*JSON_HEADERS, (b"x-request-id", call.id.encode())])
 
-    async def _chat_stream(self, call: Call, route: Route, body: dict, send: Send) -> None:
+    async def _chat_stream(self, call: Call, plan: Plan, body: dict, send: Send) -> None:
         call.stream = True
         wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        batches, batch = await execute(call, plan, partial(_first_batch, body))
+        route = call.route
+        assert route is not None
         rate = self._catalog.rate(route)
-        batches = route.provider.chat_stream(body)
         try:
-            try:
-                batch = await anext(batches)
-            except StopAsyncIteration:
-                raise UpstreamProtocolError(f"provider {route.provider_name!r} sent an empty stream") from None
-            except GatewayError as err:
-                call.attempt(err.status, err)
-                raise
-            call.attempt(200)
             call.ttft = time.perf_counter()
             await send({"type": "http.response.start", "status": 200,
                         "headers": [*SSE_HEADERS, (b"x-request-id", call.id.encode())]})
@@ -198,9 +200,25 @@ class Proxy:
                     "the gateway failed while relaying this stream", code="internal_error")
                 call.partial = True
                 call.fail(err)
+                if isinstance(err, UpstreamError):
+                    stream_failed(plan, route)
                 await send({"type": "http.response.body", "body": b"data: " + err.body() + b"\n\n"})
         finally:
             await batches.aclose()
+
+
+async def _first_batch(body: dict, route: Route) -> tuple[AsyncIterator[list[dict]], list[dict]]:
+    """One stream attempt: open the stream on `route` and wait for its first chunks. Until they
+    arrive nothing has reached the client, so the executor may still try another target."""
+    body["model"] = route.upstream_model
+    batches = route.provider.chat_stream(body)
+    try:
+        return batches, await anext(batches)
+    except StopAsyncIteration:
+        raise UpstreamProtocolError(f"provider {route.provider_name!r} sent an empty stream") from None
+    except BaseException:
+        await batches.aclose()  # type: ignore[attr-defined]
+        raise
 
 
 def _sse_events(call: Call, batch: list[dict], rate: Rate, wants_usage: bool) -> bytes:

@@ -1,21 +1,62 @@
-"""`tallygate keys ...`: API keys from the command line (the secret is printed once)."""
+"""`tallygate keys ...` and `tallygate users ...`: the management API from the command line.
+
+Commands act on the database directly as the bootstrap `admin` user (or, for `users create`,
+on behalf of the new user); a running gateway picks changes up within about a second.
+"""
 
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 
 import click
+from pydantic import ValidationError
 
 from tallygate.cli.options import db_option, load_settings
+from tallygate.errors import GatewayError
+
+LEVELS = {"completions": ["write", "none"], "manage": ["write", "read", "none"]}
 
 
-def _store(db_url: str | None):  # type: ignore[no-untyped-def]
+def _admin(db_url: str | None, config_path: str | None = None):  # type: ignore[no-untyped-def]
+    """A KeyAdmin on the database, acting as `admin`, plus the admin principal."""
+    from tallygate.manage.keys import KeyAdmin
+    from tallygate.pipeline.auth import ADMIN_PERMISSIONS, Authenticator
+    from tallygate.pipeline.budget import Budget, month_start_ms
+    from tallygate.settings import ConfigError, load_config
     from tallygate.store.db import migrate, open_engine
     from tallygate.store.keys import KeyStore
+    from tallygate.types import Principal
 
+    try:
+        policies = getattr(load_config(config_path), "policies", None) or {}
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
     engine = open_engine(load_settings(db_url=db_url).db_url)
     migrate(engine)
-    return KeyStore(engine)
+    store = KeyStore(engine)
+    admin_user = store.ensure_user("admin")
+    budget = Budget()
+    budget.load(store.spend_since(month_start_ms(budget.month)), budget.month)
+    principal = Principal(key_id=None, name="admin", permissions=ADMIN_PERMISSIONS, user_id=admin_user["id"])
+    return KeyAdmin(store, Authenticator(store, None), budget, policies), principal, store
+
+
+def _run(fn, *args):  # type: ignore[no-untyped-def]
+    """Call a KeyAdmin operation, turning its errors into clean CLI errors."""
+    try:
+        return fn(*args)
+    except GatewayError as err:
+        raise click.ClickException(err.message) from None
+
+
+def _validated(model, data: dict):  # type: ignore[no-untyped-def]
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"])
+        raise click.ClickException(f"{field}: {first['msg']}") from None
 
 
 def _labels(pairs: tuple[str, ...]) -> dict[str, str]:
@@ -28,33 +69,111 @@ def _labels(pairs: tuple[str, ...]) -> dict[str, str]:
     return labels
 
 
+def _permissions(completions: str | None, manage: str | None) -> dict[str, str]:
+    return {k: v for k, v in (("completions", completions), ("manage", manage)) if v is not None}
+
+
+config_option = click.option("--config", "config_path", envvar="TALLYGATE_CONFIG", default=None,
+                             type=click.Path(dir_okay=False), help="tallygate.yaml, to check --policy.")
+label_option = click.option("--label", "label_pairs", multiple=True, metavar="NAME=VALUE",
+                            help="Repeatable.")
+completions_option = click.option("--completions", type=click.Choice(LEVELS["completions"]), default=None)
+manage_option = click.option("--manage", type=click.Choice(LEVELS["manage"]), default=None)
+
+
+def _echo_record(record: dict) -> None:
+    click.echo(json.dumps({k: v for k, v in record.items() if k != "key"}, indent=2))
+
+
 @click.group()
 def keys() -> None:
-    """Create, list and revoke API keys."""
+    """Create, list, show, update and revoke API keys."""
 
 
 @keys.command("create")
 @click.option("--name", required=True, help="A name people recognise, e.g. growth-autocomplete-prod.")
-@click.option("--label", "label_pairs", multiple=True, metavar="NAME=VALUE", help="Repeatable.")
+@label_option
+@click.option("--limit", "monthly_limit", type=Decimal, default=None, help="Monthly limit in USD.")
+@completions_option
+@manage_option
+@click.option("--policy", default=None, help="Serve all of this key's requests through a policy.")
+@config_option
 @db_option
-def create(name: str, label_pairs: tuple[str, ...], db_url: str | None) -> None:
-    """Create a key; prints its secret, which is not stored and cannot be shown again."""
-    labels = _labels(label_pairs)
-    store = _store(db_url)
-    admin = store.ensure_user("admin")
-    record, secret = store.create(name=name, labels=labels, created_by=admin["id"])
-    click.echo(f"id:     {record['id']}\nname:   {name}\nlabels: {json.dumps(labels)}", err=True)
+def create(name: str, label_pairs: tuple[str, ...], monthly_limit: Decimal | None, completions: str | None,
+           manage: str | None, policy: str | None, config_path: str | None, db_url: str | None) -> None:
+    """Create a key; prints its secret (last line), which is not stored and cannot be shown again."""
+    from tallygate.manage.schemas import KeyCreate
+
+    admin, caller, _ = _admin(db_url, config_path)
+    req = _validated(KeyCreate, {"name": name, "labels": _labels(label_pairs), "monthly_limit": monthly_limit,
+                                 "permissions": _permissions(completions, manage), "policy": policy})
+    record = _run(admin.create, caller, req)
+    click.echo(f"created key {record['id']} ({name}) labels={json.dumps(record['labels'])} "
+               f"limit={record['monthly_limit']}", err=True)
     click.echo("secret (shown once):", err=True)
-    click.echo(secret)
+    click.echo(record["key"])
 
 
 @keys.command("list")
+@label_option
 @db_option
-def list_keys(db_url: str | None) -> None:
-    """List keys (never their secrets)."""
-    for k in _store(db_url).list():
-        state = "revoked" if k["revoked_at"] else "active"
-        click.echo(f"{k['id']}  {k['key_prefix']}…  {state:7}  {k['name']}  {json.dumps(k['labels'])}")
+def list_keys(label_pairs: tuple[str, ...], db_url: str | None) -> None:
+    """List keys (never their secrets); --label filters."""
+    admin, _, _ = _admin(db_url)
+    cursor = None
+    while True:
+        page = _run(admin.page, _labels(label_pairs), 500, cursor)
+        for k in page["data"]:
+            state = "revoked" if k["revoked_at"] else "active"
+            limit = f"${k['monthly_limit']}" if k["monthly_limit"] is not None else "no limit"
+            click.echo(f"{k['id']}  {k['key_prefix']}…  {state:7}  {k['name']}  spend ${k['monthly_spend']} "
+                       f"/ {limit}  {json.dumps(k['labels'])}")
+        cursor = page["next_cursor"]
+        if not cursor:
+            break
+
+
+@keys.command("show")
+@click.argument("key_id")
+@db_option
+def show(key_id: str, db_url: str | None) -> None:
+    """One key's record as JSON."""
+    admin, _, _ = _admin(db_url)
+    _echo_record(_run(admin.get, key_id))
+
+
+@keys.command("update")
+@click.argument("key_id")
+@click.option("--name", default=None)
+@label_option
+@click.option("--clear-labels", is_flag=True, help="Remove every label.")
+@click.option("--limit", "monthly_limit", type=Decimal, default=None, help="Monthly limit in USD.")
+@click.option("--no-limit", is_flag=True, help="Remove the monthly limit.")
+@completions_option
+@manage_option
+@click.option("--policy", default=None)
+@config_option
+@db_option
+def update(key_id: str, name: str | None, label_pairs: tuple[str, ...], clear_labels: bool,
+           monthly_limit: Decimal | None, no_limit: bool, completions: str | None, manage: str | None,
+           policy: str | None, config_path: str | None, db_url: str | None) -> None:
+    """Replace the given fields; --label replaces the whole label set."""
+    from tallygate.manage.schemas import KeyUpdate
+
+    admin, caller, store = _admin(db_url, config_path)
+    fields: dict = {}
+    if name is not None:
+        fields["name"] = name
+    if label_pairs or clear_labels:
+        fields["labels"] = _labels(label_pairs)
+    if monthly_limit is not None or no_limit:
+        fields["monthly_limit"] = None if no_limit else monthly_limit
+    if completions or manage:
+        current = _run(admin.get, key_id)["permissions"]
+        fields["permissions"] = {**current, **_permissions(completions, manage)}
+    if policy is not None:
+        fields["policy"] = policy or None
+    _echo_record(_run(admin.update, caller, key_id, _validated(KeyUpdate, fields)))
 
 
 @keys.command("revoke")
@@ -62,6 +181,34 @@ def list_keys(db_url: str | None) -> None:
 @db_option
 def revoke(key_id: str, db_url: str | None) -> None:
     """Revoke a key: it stops working within a second; its history stays."""
-    if not _store(db_url).revoke(key_id):
-        raise click.ClickException(f"no active key with id {key_id}")
+    admin, caller, _ = _admin(db_url)
+    _run(admin.revoke, caller, key_id)
     click.echo(f"revoked {key_id}")
+
+
+@click.group()
+def users() -> None:
+    """Users own management keys; `created_by` of a key is the user behind the key that made it."""
+
+
+@users.command("create")
+@click.option("--name", required=True)
+@click.option("--manage", type=click.Choice(["write", "read"]), default="write", show_default=True)
+@db_option
+def create_user(name: str, manage: str, db_url: str | None) -> None:
+    """Create a user and a management key that belongs to them (secret on the last line)."""
+    from tallygate.manage.schemas import KeyCreate
+    from tallygate.types import Principal
+
+    admin, caller, store = _admin(db_url)
+    try:
+        user = store.create_user(name)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    as_user = Principal(key_id=None, name=name, permissions=caller.permissions, user_id=user["id"])
+    req = _validated(KeyCreate, {"name": f"{name}-management",
+                                 "permissions": {"completions": "write", "manage": manage}})
+    record = _run(admin.create, as_user, req)
+    click.echo(f"created user {name} ({user['id']}) and management key {record['id']}", err=True)
+    click.echo("secret (shown once):", err=True)
+    click.echo(record["key"])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from tallygate.cli.keys import keys
+from tallygate.cli.keys import keys, users
 from tallygate.cli.serve import serve
 
 
@@ -16,3 +16,4 @@ def cli() -> None:
 
 cli.add_command(serve)
 cli.add_command(keys)
+cli.add_command(users)

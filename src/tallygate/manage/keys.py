@@ -15,7 +15,7 @@ from tallygate.errors import InvalidRequest, NotFound, PermissionDenied
 from tallygate.manage.schemas import KeyCreate, KeyUpdate
 from tallygate.pipeline.auth import Authenticator
 from tallygate.pipeline.budget import Budget
-from tallygate.pipeline.pricing import PICO_PER_USD, usd
+from tallygate.pipeline.pricing import PICO_PER_USD, usd_text
 from tallygate.store.keys import KeyStore
 from tallygate.store.logs import decode_cursor, encode_cursor
 from tallygate.types import Principal
@@ -55,9 +55,9 @@ class KeyAdmin:
         limit = row["monthly_limit_pico"]
         return {
             "id": row["id"], "name": row["name"], "key_prefix": row["key_prefix"],
-            "monthly_limit": None if limit is None else str(usd(limit)),
-            "monthly_spend": str(usd(self._budget.spend(row["id"]))),
-            "monthly_reserved": str(usd(self._budget.reserved(row["id"]))),
+            "monthly_limit": None if limit is None else usd_text(limit),
+            "monthly_spend": usd_text(self._budget.spend(row["id"])),
+            "monthly_reserved": usd_text(self._budget.reserved(row["id"])),
             "permissions": row["permissions"], "labels": row["labels"],
             "created_by": {"id": row["created_by"], "name": creator.get("name")},
             "created_at": _iso(row["created_at"]), "revoked_at": _iso(row["revoked_at"]),

@@ -12,7 +12,8 @@ MAX_LABELS = 32
 LabelName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")]
 LabelValue = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f]*$")]
 Labels = Annotated[dict[LabelName, LabelValue], Field(max_length=MAX_LABELS)]
-Money = Annotated[Decimal, Field(ge=0, le=10**9, decimal_places=12, allow_inf_nan=False)]
+# At most $9M a month: picodollars must fit a signed 64-bit integer.
+Money = Annotated[Decimal, Field(ge=0, le=9_000_000, decimal_places=12, allow_inf_nan=False)]
 KeyName = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$")]
 PolicyName = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 

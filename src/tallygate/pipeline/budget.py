@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from tallygate.errors import BudgetExceeded
-from tallygate.pipeline.pricing import Rate, usd
+from tallygate.pipeline.pricing import Rate, usd_text
 
 DEFAULT_MAX_TOKENS = 4096  # output tokens assumed for a request that sets no max_tokens
 IMAGE_TOKENS = 1600  # input tokens assumed per image part
@@ -127,8 +127,9 @@ class Budget:
         spent, held = self._spend.get(key_id, 0), self._reserved.get(key_id, 0)
         if spent + held + amount > limit:
             raise BudgetExceeded(
-                f"API key {name!r} would pass its monthly limit of ${usd(limit)}: spent ${usd(spent)}, "
-                f"${usd(held)} reserved by requests in flight, this request may cost up to ${usd(amount)}")
+                f"API key {name!r} would pass its monthly limit of ${usd_text(limit)}: "
+                f"spent ${usd_text(spent)}, ${usd_text(held)} reserved by requests in flight, "
+                f"this request may cost up to ${usd_text(amount)}")
         self._reserved[key_id] = held + amount
         return Hold(key_id, amount, self._month)
 

@@ -43,13 +43,14 @@ class Call:
         self.pricing_source = rate.source
         return self.cost_pico
 
-    def attempt(self, status: int, error: GatewayError | None = None) -> None:
-        """Note the outcome of one upstream try of the current route."""
+    def attempt(self, status: int, error: GatewayError | None = None, started: float | None = None) -> None:
+        """Note the outcome of one upstream try of the current route, begun at `started`
+        (`time.perf_counter()`; the start of the request when not given)."""
         route = self.route
         if route is not None:
             self.attempts.append(Attempt(route.provider_name, route.upstream_model, status,
-                                         (time.perf_counter() - self.started) * 1000.0,
-                                         None if error is None else type(error).__name__))
+                                         (time.perf_counter() - (started or self.started)) * 1000.0,
+                                         None if error is None else type(error).__name__, route.name))
 
     def fail(self, err: GatewayError) -> None:
         self.status = err.status

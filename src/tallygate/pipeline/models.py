@@ -32,6 +32,7 @@ class ModelCatalog:
                         m.model, m.pricing)
             for name, m in config.models.items()
         }
+        self._policies = list(config.policies)
         self._prices = prices or PriceBook()
         for route in self._routes.values():  # load pricing data now, not on the first request
             self.rate(route)
@@ -48,5 +49,7 @@ class ModelCatalog:
 
     def listing(self) -> dict:
         return {"object": "list", "data": [
-            {"id": r.name, "object": "model", "created": 0, "owned_by": r.provider_name}
-            for r in self._routes.values()]}
+            *({"id": r.name, "object": "model", "created": 0, "owned_by": r.provider_name}
+              for r in self._routes.values()),
+            *({"id": "policy/" + name, "object": "model", "created": 0, "owned_by": "tallygate"}
+              for name in self._policies)]}

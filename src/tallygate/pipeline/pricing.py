@@ -60,6 +60,11 @@ def usd(pico: int) -> Decimal:
     return (Decimal(pico) / PICO_PER_USD).normalize() if pico else Decimal(0)
 
 
+def usd_text(pico: int) -> str:
+    """Picodollars as a plain decimal string of dollars: "2000", "0.000015" (never exponents)."""
+    return format(usd(pico), "f")
+
+
 class PriceBook:
     """Resolves a `Rate` per configured model; genai-prices lookups are cached per UTC day."""
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import Engine, and_, exists, or_, select
 
 from tallygate.errors import InvalidRequest
-from tallygate.pipeline.pricing import usd
+from tallygate.pipeline.pricing import usd_text
 from tallygate.store.schema import request_tags, requests
 
 
@@ -53,7 +53,7 @@ def render(row: dict) -> dict:
         "usage": {"input_tokens": row["input_tokens"], "output_tokens": row["output_tokens"],
                   "cached_tokens": row["cached_tokens"], "cache_write_tokens": row["cache_write_tokens"],
                   "reasoning_tokens": row["reasoning_tokens"]},
-        "cost": str(usd(row["cost_pico"])), "pricing_source": row["pricing_source"],
+        "cost": usd_text(row["cost_pico"]), "pricing_source": row["pricing_source"],
         "latency_ms": row["latency_us"] / 1000,
         "ttft_ms": None if row["ttft_us"] is None else row["ttft_us"] / 1000,
         "attempts": row["attempts"],

@@ -1,0 +1,82 @@
+"""Reservations against monthly limits: exact, never leaking, reset at the UTC month boundary."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from tallygate.errors import BudgetExceeded
+from tallygate.pipeline.budget import DEFAULT_MAX_TOKENS, Budget, worst_case
+from tallygate.pipeline.pricing import Rate
+
+
+class Clock:
+    def __init__(self, when: dt.datetime) -> None:
+        self.now = when.timestamp()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_refuses_what_does_not_fit_and_counts_reservations() -> None:
+    budget = Budget()
+    a = budget.reserve("k", "key", 100, 60)
+    with pytest.raises(BudgetExceeded) as exc:
+        budget.reserve("k", "key", 100, 50)
+    assert exc.value.status == 402 and ("x-should-retry", "false") in [
+        (k.decode(), v.decode()) for k, v in exc.value.headers()]
+    budget.settle(a, 30)
+    assert budget.spend("k") == 30 and budget.reserved("k") == 0
+    budget.reserve("k", "key", 100, 70)  # 30 spent + 70 held = exactly the limit
+    with pytest.raises(BudgetExceeded):
+        budget.reserve("k", "key", 100, 1)
+
+
+def test_failed_requests_release_their_reservation_exactly() -> None:
+    budget = Budget()
+    holds = [budget.reserve("k", "key", 10**9, 7) for _ in range(50)]
+    for h in holds:
+        budget.settle(h, 0)
+    assert budget.reserved("k") == 0 and budget.spend("k") == 0
+
+
+def test_keys_without_limit_are_tracked_but_never_refused() -> None:
+    budget = Budget()
+    h = budget.reserve("k", "key", None, 10**15)
+    assert h.amount == 0 and budget.reserved("k") == 0
+    budget.settle(h, 42)
+    assert budget.spend("k") == 42
+
+
+def test_spend_resets_at_the_utc_month_boundary() -> None:
+    clock = Clock(dt.datetime(2026, 11, 30, 23, 59, 59, tzinfo=dt.UTC))
+    budget = Budget(clock)
+    budget.load({"k": 90}, (2026, 11))
+    with pytest.raises(BudgetExceeded):
+        budget.reserve("k", "key", 100, 20)
+    straddling = budget.reserve("k", "key", 100, 10)
+    clock.now = dt.datetime(2026, 12, 1, 0, 0, 1, tzinfo=dt.UTC).timestamp()
+    assert budget.spend("k") == 0
+    budget.settle(straddling, 10)  # started in November: not December's spend
+    assert budget.spend("k") == 0 and budget.reserved("k") == 0
+    budget.reserve("k", "key", 100, 100)
+
+
+def test_loading_last_months_totals_is_ignored() -> None:
+    budget = Budget(Clock(dt.datetime(2026, 12, 5, tzinfo=dt.UTC)))
+    budget.load({"k": 99}, (2026, 11))
+    assert budget.spend("k") == 0
+
+
+def test_worst_case_prices_prompt_and_max_tokens_over_every_target() -> None:
+    cheap = Rate(input=1, output=2, cached=1, cache_write=1, source="t")
+    dear = Rate(input=10, output=20, cached=1, cache_write=12, source="t")
+    body = {"messages": [{"role": "user", "content": "x" * 30}], "max_tokens": 100}
+    prompt = (30 + 16) // 3 + 1
+    assert worst_case(body, "chat", [cheap]) == prompt * 1 + 100 * 2
+    assert worst_case(body, "chat", [cheap, dear]) == prompt * 12 + 100 * 20
+    no_max = {"messages": [{"role": "user", "content": [{"type": "text", "text": "hi"},
+                                                        {"type": "image_url", "image_url": {"url": "x"}}]}]}
+    assert worst_case(no_max, "chat", [cheap]) == (18 // 3 + 1600) * 1 + DEFAULT_MAX_TOKENS * 2
+    assert worst_case({"input": ["abc", "def"]}, "embeddings", [dear]) == 2 * 12
