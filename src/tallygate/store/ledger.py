@@ -80,7 +80,7 @@ class LedgerWriter:
     def record(self, rec: dict) -> None:
         """Queue one ledger record (a dict of `requests` columns). Never blocks."""
         self._buf.append(rec)
-        if len(self._buf) >= self._batch:
+        if len(self._buf) == 1 or len(self._buf) >= self._batch:
             self._wake.set()
 
     @property
@@ -88,13 +88,17 @@ class LedgerWriter:
         return len(self._buf)
 
     async def _run(self) -> None:
+        """Sleep until a record arrives, gather for `flush_ms` (less if a batch fills), write."""
         backoff = self._interval
         while not self._closing:
-            try:
-                await asyncio.wait_for(self._wake.wait(), self._interval)
-            except TimeoutError:
-                pass
+            await self._wake.wait()
             self._wake.clear()
+            if len(self._buf) < self._batch and not self._closing:
+                try:
+                    await asyncio.wait_for(self._wake.wait(), self._interval)
+                except TimeoutError:
+                    pass
+                self._wake.clear()
             try:
                 await self.flush()
                 backoff = self._interval
@@ -102,6 +106,7 @@ class LedgerWriter:
                 log.exception("ledger write failed; %d records kept for retry", len(self._buf))
                 backoff = min(backoff * 2, 5.0)
                 await asyncio.sleep(backoff)
+                self._wake.set()
 
     async def flush(self) -> None:
         """Write everything buffered so far; on failure the records go back to the buffer."""
