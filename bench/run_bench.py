@@ -8,6 +8,7 @@ stream (s8), `--rounds` times each; the table shows the median of the rounds. Ev
 carries the key and body tags (one 3 levels deep), and is priced and written to the ledger.
 Afterwards it reads GET /v1/logs and, after SIGTERM, counts the SQLite rows against the requests
 sent. Raw JSON lines go to bench/results/<timestamp>.jsonl. bench/README.md explains the figures.
+With --policy, each round also runs through a fallback routing policy whose first target answers.
 """
 import argparse
 import json
@@ -168,7 +169,7 @@ def summarize(runs):
     out = []
     for mode in MODES:
         direct = [r for r in runs if r["mode"] == mode and r["target"] == "direct"]
-        for target in ("direct", "tallygate"):
+        for target in ("direct", "tallygate", "policy"):
             rs = [r for r in runs if (r["mode"], r["target"]) == (mode, target)
                   and not r.get("loadgen_failed")]
             if not rs:
@@ -179,7 +180,7 @@ def summarize(runs):
             for k in ("rps", "p50_ms", "p99_ms", "ttfb_p50_ms", "gw_cpu_ms_per_req", "gw_cores",
                       "mock_cpu_ms_per_req", "loadgen_cpu_ms_per_req", "other_cpu_cores"):
                 s[k], s[k + "_rounds"] = med(rs, k), [r.get(k) for r in rs]
-            if target == "tallygate":
+            if target != "direct":
                 s["gw_peak_rss_mb"] = max(r["gw_vmhwm_mb"] for r in rs)
                 for k in ("p50_ms", "p99_ms", "ttfb_p50_ms"):
                     d = med(direct, k)
@@ -198,7 +199,7 @@ def markdown(summary, runs, mock_rss, idle, ledger):
     lines = ["| config | target | req/s | p50 ms | p99 ms | added p50 / p99 ms | TTFB p50 ms (added) "
              "| gateway CPU-ms per request | peak RSS MB |", "|---" * 9 + "|"]
     for s in summary:
-        gw = s["target"] == "tallygate"
+        gw = s["target"] != "direct"
         added = f"{fmt(s['added_p50_ms'], sign=True)} / {fmt(s['added_p99_ms'], sign=True)}" if gw else "–"
         ttfb = fmt(s["ttfb_p50_ms"]) + (f" ({fmt(s['added_ttfb_p50_ms'], sign=True)})"
                                         if gw and s["ttfb_p50_ms"] is not None else "")
@@ -259,7 +260,7 @@ def ledger_check(db_path, expected):
     return res
 
 
-def start_servers(procs, tmp, db_url, admin):
+def start_servers(procs, tmp, db_url, admin, policy=False):
     """Mock upstream, a real API key, then the gateway. Returns (mock, gw, key, urls, ready_s)."""
     mock_port, gw_port = free_port(), free_port()
     mock = start(procs, [sys.executable, HERE / "mock_upstream.py", "--host", "127.0.0.1",
@@ -267,7 +268,9 @@ def start_servers(procs, tmp, db_url, admin):
     ready = {"mock": wait_ready(mock, f"http://127.0.0.1:{mock_port}/health", {}, tmp / "mock.log")}
     (tmp / "tallygate.yaml").write_text(
         f'providers:\n  up: {{type: openai, base_url: "http://127.0.0.1:{mock_port}/v1", api_key: "sk-up"}}\n'
-        "models:\n  mock-gpt: {provider: up, model: gpt-4o-mini}\n")
+        "models:\n  mock-gpt: {provider: up, model: gpt-4o-mini}\n"
+        + ("  mock-gpt-b: {provider: up, model: gpt-4o-mini}\npolicies:\n  bench: {strategy: fallback, "
+           "targets: [mock-gpt, mock-gpt-b], timeout_s: 30}\n" if policy else ""))
     tallygate = BIN / "tallygate"
     env = {k: v for k, v in os.environ.items() if not k.startswith("TALLYGATE_")}
     key = subprocess.run([str(tallygate), "keys", "create", "--name", "bench", "--label", "team=bench",
@@ -298,6 +301,8 @@ def main():
     ap.add_argument("--requests", type=int, help="timed requests per run (default 3000, --quick 300)")
     ap.add_argument("--rounds", type=int, help="rounds per config and target (default 3, --quick 2; min 2)")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (ledger.db, config, logs)")
+    ap.add_argument("--policy", action="store_true",
+                    help="also run each config through model policy/bench (fallback, first target answers)")
     a = ap.parse_args()
     a.requests = a.requests or (300 if a.quick else 3000)
     a.rounds = max(2, a.rounds or (2 if a.quick else 3))
@@ -318,10 +323,10 @@ def main():
             f.write(json.dumps(rec) + "\n")
 
     try:
-        mock, gw, key, (direct_url, gw_base), ready = start_servers(procs, tmp, f"sqlite:///{db_path}", admin)
+        mock, gw, key, (direct_url, gw_base), ready = start_servers(procs, tmp, f"sqlite:///{db_path}", admin, a.policy)
         emit({"kind": "meta", "run_id": stamp, "nproc": os.cpu_count(), "python": sys.version.split()[0],
               "settings": {"requests": a.requests, "warmup": a.warmup, "rounds": a.rounds, "tags": TAGS,
-                           "max_seconds": a.max_seconds, "quick": a.quick, "quiet_wait_s": a.quiet_wait},
+                           "max_seconds": a.max_seconds, "quick": a.quick, "policy": a.policy, "quiet_wait_s": a.quiet_wait},
               "ready_s": ready, "mock_pid": mock.pid, "gw_pid": gw.pid})
         sm = smoke(direct_url, gw_base + "/chat/completions", key)
         emit(sm)
@@ -340,6 +345,9 @@ def main():
         tagged = {**BODY, "request_tags": TAGS}
         targets = (("direct", direct_url, "Bearer sk-up", BODY, None),
                    ("tallygate", gw_base + "/chat/completions", "Bearer " + key, tagged, gw))
+        if a.policy:
+            targets += (("policy", gw_base + "/chat/completions", "Bearer " + key,
+                         {**tagged, "model": "policy/bench"}, gw),)
         for mode in MODES:
             for rnd in range(1, a.rounds + 1):
                 for target, url, auth, body, g in targets:

@@ -24,6 +24,8 @@ Messages never carry upstream bodies or secrets.
 
 from __future__ import annotations
 
+import re
+
 import orjson
 
 
@@ -109,7 +111,12 @@ class UpstreamError(GatewayError):
 class UpstreamHTTPError(UpstreamError):
     """The provider answered with an error status; the caller's own 4xx keep their status."""
 
-    def __init__(self, upstream_status: int, message: str, *, retry_after: float | None = None) -> None:
+    def __init__(self, upstream_status: int, message: str, *, detail: str | None = None,
+                 retry_after: float | None = None) -> None:
+        # The provider's own words reach the caller only for the caller's own mistakes (4xx but
+        # 401/403/407), credential-like strings redacted: they may quote keys or internal hosts.
+        if detail and 400 <= upstream_status < 500 and upstream_status not in (401, 403, 407):
+            message = f"{message}: {redact(detail)[:300]}"
         if upstream_status == 429:
             status, etype, code = 429, "rate_limit_error", "upstream_rate_limited"
         elif upstream_status in (401, 403):
@@ -130,6 +137,18 @@ class UpstreamHTTPError(UpstreamError):
         if self.retry_after is not None:
             return [(b"retry-after", str(int(self.retry_after + 0.999)).encode())]
         return []
+
+
+_SECRET_LIKE = re.compile(
+    r"(?i)\b(?:bearer|basic)\s+\S+"                                  # auth headers
+    r"|\b(?:sk|pk|rk|tg|key|api|xai|gsk|hf)[-_][A-Za-z0-9_\-]{6,}"   # provider key shapes
+    r"|\b(?:api[_-]?key|token|secret|password)\b[\"']?\s*[:=]\s*\S+"
+    r"|[A-Za-z0-9_\-+/]{32,}")                                       # long opaque tokens
+
+
+def redact(text: str) -> str:
+    """Hide anything in a provider's message that looks like a credential."""
+    return _SECRET_LIKE.sub("[redacted]", text)
 
 
 class UpstreamTimeout(UpstreamError):
@@ -165,7 +184,8 @@ class AllTargetsFailed(UpstreamError):
 
     def __init__(self, policy: str, failures: list[tuple[str, str, UpstreamError]]) -> None:
         if failures:
-            causes = "; ".join(f"{target} ({provider}): {describe(err)}" for target, provider, err in failures)
+            causes = "; ".join(f"{target} ({provider}): {describe(err)}"
+                               for target, provider, err in failures)
             message = f"every target of routing policy {policy!r} failed: {causes}"
         else:
             message = f"no target of routing policy {policy!r} is available (all are cooling down)"

@@ -5,6 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 
+MAX_TOKENS_PER_REQUEST = 100_000_000
+
+
+def tokens(value: object) -> int:
+    """A token count from a provider: a non-negative integer below 1e8, else 0."""
+    if type(value) is int and 0 <= value < MAX_TOKENS_PER_REQUEST:
+        return value
+    return 0
+
+
 @dataclass(slots=True)
 class Usage:
     """Token counts as the provider reported them, normalised to OpenAI's meaning.
@@ -21,20 +31,23 @@ class Usage:
     reasoning_tokens: int = 0
 
     @classmethod
-    def from_openai(cls, usage: dict | None) -> Usage:
-        """Read an OpenAI `usage` object (chat or embeddings), tolerating missing parts."""
-        if not usage:
+    def from_openai(cls, usage: object) -> Usage:
+        """Read an OpenAI `usage` object (chat or embeddings), tolerating missing parts.
+
+        Counts the provider got wrong (not an integer, negative, absurdly large) read as 0.
+        """
+        if not isinstance(usage, dict):
             return cls()
-        prompt = usage.get("prompt_tokens") or 0
-        out = usage.get("completion_tokens") or 0
-        pd = usage.get("prompt_tokens_details") or {}
-        cd = usage.get("completion_tokens_details") or {}
+        pd = usage.get("prompt_tokens_details")
+        cd = usage.get("completion_tokens_details")
+        pd = pd if isinstance(pd, dict) else {}
+        cd = cd if isinstance(cd, dict) else {}
         return cls(
-            input_tokens=int(prompt),
-            output_tokens=int(out),
-            cached_tokens=int(pd.get("cached_tokens") or 0),
-            cache_write_tokens=int(pd.get("cache_creation_tokens") or 0),
-            reasoning_tokens=int(cd.get("reasoning_tokens") or 0),
+            input_tokens=tokens(usage.get("prompt_tokens")),
+            output_tokens=tokens(usage.get("completion_tokens")),
+            cached_tokens=tokens(pd.get("cached_tokens")),
+            cache_write_tokens=tokens(pd.get("cache_creation_tokens")),
+            reasoning_tokens=tokens(cd.get("reasoning_tokens")),
         )
 
     def to_openai(self) -> dict:

@@ -78,7 +78,10 @@ def test_missing_messages_is_400(client: openai.OpenAI) -> None:
     (["team//x"], "request_tags[0] 'team//x' has an empty segment"),
     (["/team"], "request_tags[0] '/team' has an empty segment"),
     (["team/"], "request_tags[0] 'team/' has an empty segment"),
-    (["ok", "bad\tx"], "request_tags[1] 'bad\\tx' contains a control character"),
+    (["ok", "bad\tx"], "request_tags[1] 'bad\\tx' contains a control"),
+    (["a\x85b"], "contains a control"),
+    (["right\u202eto-left"], "invisible formatting character"),
+    (["zero\u200bwidth"], "invisible formatting character"),
     (["t" * 300], "longer than 256 characters"),
     (["/".join("abcdefghi")], "more than 8 levels"),
     ([f"t{i}" for i in range(33)], "at most 32 are allowed"),
@@ -99,6 +102,22 @@ def test_bad_tag_in_header_is_named(gateway: Gateway, api_key: str) -> None:
     status, _, body = gateway.post_json("/v1/chat/completions", {"model": "gpt-4o-mini", "messages": HELLO},
                                         key=api_key, headers={"X-Request-Tags": "ok,team//x"})
     assert status == 400 and "X-Request-Tags item 1" in body["error"]["message"]
+
+
+def test_raw_utf8_in_tags_header_is_refused_not_mangled(gateway: Gateway, api_key: str) -> None:
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", gateway.port, timeout=10)
+    body = b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}'
+    conn.putrequest("POST", "/v1/chat/completions")
+    for name, value in (("Authorization", f"Bearer {api_key}"), ("Content-Type", "application/json"),
+                        ("Content-Length", str(len(body)))):
+        conn.putheader(name, value)
+    conn.putheader("X-Request-Tags", "café".encode())
+    conn.endheaders(body)
+    resp = conn.getresponse()
+    assert resp.status == 400 and b"percent-encode" in resp.read()
+    conn.close()
 
 
 def test_duplicate_tags_are_collapsed_not_refused(client: openai.OpenAI, gateway: Gateway) -> None:

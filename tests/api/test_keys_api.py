@@ -194,3 +194,22 @@ def test_cli_mirrors_the_api(gateway: Gateway) -> None:
     assert "cli-key" in gateway.cli("keys", "list").stdout
     out = gateway.cli("keys", "create", "--name", "bad", "--label", "team=x", "--limit", "-3")
     assert out.returncode != 0 and "monthly_limit" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_a_limited_manager_cannot_grant_or_lift_limits(gateway: Gateway) -> None:
+    _, capped = create(gateway, {"name": "capped-mgr", "monthly_limit": "1",
+                                 "permissions": {"completions": "write", "manage": "write"}})
+    status, child = create(gateway, {"name": "child"}, key=capped["key"])
+    assert status == 201 and child["monthly_limit"] == "1"  # inherited
+    for body in ({"name": "unlimited", "monthly_limit": None}, {"name": "bigger", "monthly_limit": "2"}):
+        status, out = create(gateway, body, key=capped["key"])
+        assert status == 403 and out["error"]["param"] == "monthly_limit"
+    status, sidekick = create(gateway, {"name": "sidekick", "monthly_limit": "0.5",
+                                        "permissions": {"completions": "write", "manage": "write"}},
+                              key=capped["key"])
+    assert status == 201
+    assert put(gateway, capped["id"], {"monthly_limit": None}, key=sidekick["key"])[0] == 403
+    assert put(gateway, child["id"], {"monthly_limit": None}, key=capped["key"])[0] == 403
+    assert put(gateway, child["id"], {"monthly_limit": "0.25"}, key=capped["key"])[0] == 200
+    _, free = create(gateway, {"name": "free"})
+    assert put(gateway, free["id"], {"labels": {"x": "y"}}, key=capped["key"])[0] == 403

@@ -72,11 +72,23 @@ def test_loading_last_months_totals_is_ignored() -> None:
 def test_worst_case_prices_prompt_and_max_tokens_over_every_target() -> None:
     cheap = Rate(input=1, output=2, cached=1, cache_write=1, source="t")
     dear = Rate(input=10, output=20, cached=1, cache_write=12, source="t")
-    body = {"messages": [{"role": "user", "content": "x" * 30}], "max_tokens": 100}
-    prompt = (30 + 16) // 3 + 1
-    assert worst_case(body, "chat", [cheap]) == prompt * 1 + 100 * 2
+    body = {"messages": [{"role": "user", "content": "x" * 3000}], "max_tokens": 100}
+    prompt = worst_case(body, "chat", [cheap]) - 100 * 2
+    assert 1000 <= prompt <= 1020  # 3000 characters at 3 a token, plus the JSON around them
     assert worst_case(body, "chat", [cheap, dear]) == prompt * 12 + 100 * 20
-    no_max = {"messages": [{"role": "user", "content": [{"type": "text", "text": "hi"},
-                                                        {"type": "image_url", "image_url": {"url": "x"}}]}]}
-    assert worst_case(no_max, "chat", [cheap]) == (18 // 3 + 1600) * 1 + DEFAULT_MAX_TOKENS * 2
-    assert worst_case({"input": ["abc", "def"]}, "embeddings", [dear]) == 2 * 12
+    assert worst_case({"messages": []}, "chat", [cheap]) >= DEFAULT_MAX_TOKENS * 2
+
+
+def test_worst_case_counts_every_part_of_the_prompt_but_images_at_a_flat_rate() -> None:
+    rate = Rate(input=1, output=0, cached=1, cache_write=1, source="t")
+    big = "y" * 30_000
+    for message in ({"role": "assistant", "tool_calls": [{"type": "function",
+                                                          "function": {"name": "f", "arguments": big}}]},
+                    {"role": "user", "content": [{"type": "file", "file": {"file_data": big}}]},
+                    {"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": big}}]},
+                    {"role": "tool", "tool_call_id": "1", "content": big}):
+        assert worst_case({"messages": [message]}, "chat", [rate]) >= 10_000, message
+    image = {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:" + big}}]}
+    assert worst_case({"messages": [image]}, "chat", [rate]) < 2_000
+    assert worst_case({"messages": [], "tools": [{"schema": big}]}, "chat", [rate]) >= 10_000
+    assert worst_case({"input": [[1] * 900]}, "embeddings", [rate]) >= 900

@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import pytest
 
 from tallygate.pipeline.models import ModelCatalog
+from tallygate.providers.http import HttpClient
 from tallygate.providers.registry import build_providers
 from tallygate.settings import ConfigError, load_config, parse_config
 
@@ -33,7 +35,8 @@ def test_issue_shaped_policies_are_accepted_with_defaults() -> None:
     fastest = cfg.policies["fastest"]
     assert fastest.strategy == "latency" and fastest.timeout_s == 20 and fastest.explore == 0.05
     assert fastest.retries == 0 and fastest.cooldown.failures == 3
-    assert [(t.model, t.weight) for t in cfg.policies["split"].targets] == [("gpt-4o-mini", 3), ("local-llama", 1)]
+    split = cfg.policies["split"].targets
+    assert [(t.model, t.weight) for t in split] == [("gpt-4o-mini", 3), ("local-llama", 1)]
 
 
 def test_a_bare_model_name_in_a_weighted_policy_weighs_one() -> None:
@@ -46,9 +49,12 @@ def test_a_bare_model_name_in_a_weighted_policy_weighs_one() -> None:
     ({"strategy": "round-robin", "targets": ["gpt-4o-mini"]},
      "policies.p.strategy: unknown strategy 'round-robin' (known: fallback, weighted, latency)"),
     ({"targets": ["gpt-4o-mini"]}, "policies.p.strategy: required"),
-    ({"strategy": "fallback", "targets": ["gpt-4o-mini"], "colour": "red"}, "policies.p.colour: unknown field"),
-    ({"strategy": "fallback", "targets": ["gpt-4o-mini"], "explore": 0.1}, "policies.p.explore: unknown field"),
-    ({"strategy": "weighted", "targets": [{"model": "gpt-4o-mini", "weight": 0}]}, "policies.p.targets.0.weight"),
+    ({"strategy": "fallback", "targets": ["gpt-4o-mini"], "colour": "red"},
+     "policies.p.colour: unknown field"),
+    ({"strategy": "fallback", "targets": ["gpt-4o-mini"], "explore": 0.1},
+     "policies.p.explore: unknown field"),
+    ({"strategy": "weighted", "targets": [{"model": "gpt-4o-mini", "weight": 0}]},
+     "policies.p.targets.0.weight"),
     ({"strategy": "weighted", "targets": [{"model": "gpt-4o-mini", "share": 2}]},
      "policies.p.targets.0.share: unknown field"),
     ({"strategy": "latency", "targets": ["gpt-4o-mini", "gpt-5"]},
@@ -79,7 +85,7 @@ def test_policy_names_must_fit_in_policy_slash_name(name: str) -> None:
         parse_config(cfg, {})
 
 
-def test_a_policy_name_given_twice_is_an_error_not_last_one_wins(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_a_policy_name_given_twice_is_an_error_not_last_one_wins(tmp_path: Path) -> None:
     path = tmp_path / "tallygate.yaml"
     path.write_text("providers:\n  demo: {type: mock}\nmodels:\n  a: {provider: demo, model: a}\n"
                     "policies:\n  p: {strategy: fallback, targets: [a]}\n"
@@ -90,6 +96,7 @@ def test_a_policy_name_given_twice_is_an_error_not_last_one_wins(tmp_path) -> No
 
 def test_models_listing_includes_policies() -> None:
     cfg = parse_config(copy.deepcopy(BASE), {})
-    ids = [m["id"] for m in ModelCatalog(cfg, build_providers(cfg, None)).listing()["data"]]  # type: ignore[arg-type]
+    catalog = ModelCatalog(cfg, build_providers(cfg, HttpClient()))
+    ids = [m["id"] for m in catalog.listing()["data"]]
     assert ids[-3:] == ["policy/resilient", "policy/split", "policy/fastest"]
     assert "gpt-4o-mini" in ids

@@ -421,7 +421,8 @@ def test_mid_stream_overload_raises_retryable_upstream_error():
         tr.feed(event, data)
     with pytest.raises(UpstreamHTTPError) as exc:
         tr.feed(*events[-1])
-    assert (exc.value.upstream_status, exc.value.message, exc.value.retryable) == (503, "Overloaded", True)
+    assert (exc.value.upstream_status, exc.value.message, exc.value.retryable) == (
+        503, "anthropic stream failed", True)  # a server error's text stays private
     assert not tr.done
 
 
@@ -439,8 +440,9 @@ def test_stream_error_types_map_to_upstream_status(error_type, status):
 def test_stream_error_message_is_truncated():
     with pytest.raises(UpstreamHTTPError) as exc:
         AnthropicStreamTranslator("id", 0, "m").feed(
-            "error", {"type": "error", "error": {"type": "api_error", "message": "x" * 5000}})
-    assert len(exc.value.message) == 300
+            "error", {"type": "error", "error": {"type": "invalid_request_error", "message": "x y" * 5000}})
+    assert exc.value.message.startswith("anthropic stream failed: x y")
+    assert len(exc.value.message) <= len("anthropic stream failed: ") + 300
 
 
 # ---------------------------------------------------------------- errors
@@ -448,28 +450,39 @@ def test_stream_error_message_is_truncated():
 
 def test_overloaded_529_is_treated_as_503_and_retryable():
     err = anthropic_error(529, (FIXTURES / "error_overloaded.json").read_bytes())
-    assert (err.upstream_status, err.status, err.message, err.retryable) == (503, 502, "Overloaded", True)
+    assert (err.upstream_status, err.status, err.retryable) == (503, 502, True)
+    assert err.message == "anthropic returned HTTP 529"
 
 
 def test_caller_error_keeps_its_status_and_message():
     body = (FIXTURES / "error_invalid_request.json").read_bytes()
     err = anthropic_error(400, body)
     assert (err.status, err.code, err.retryable) == (400, "upstream_rejected", False)
-    assert err.message == orjson.loads(body)["error"]["message"]
+    assert err.message == "anthropic returned HTTP 400: " + orjson.loads(body)["error"]["message"]
 
 
 def test_error_message_is_truncated_to_300_chars():
-    message = "prompt is too long: " + "x" * 1000
+    message = "prompt is too long: " + "x " * 1000
     err = anthropic_error(400, orjson.dumps({"type": "error", "error": {
         "type": "invalid_request_error", "message": message}}))
-    assert err.message == message[:300]
+    assert err.message == "anthropic returned HTTP 400: " + message[:300]
 
 
 def test_error_body_is_never_echoed():
     body = orjson.dumps({"type": "error", "error": {"type": "api_error", "message": "Internal error"},
                          "request_id": "req_secret_123"})
     err = anthropic_error(500, body)
-    assert "req_secret_123" not in err.body().decode() and err.message == "Internal error"
+    assert "req_secret_123" not in err.body().decode()
+    assert err.message == "anthropic returned HTTP 500"  # a server error's text stays private
+
+
+def test_credentials_quoted_by_the_provider_are_redacted():
+    body = orjson.dumps({"type": "error", "error": {
+        "type": "invalid_request_error",
+        "message": "bad header Authorization: Bearer sk-ant-api03-SECRETSECRET, x-api-key=abc123"}})
+    err = anthropic_error(400, body)
+    assert "SECRET" not in err.message and "abc123" not in err.message and "[redacted]" in err.message
+    assert "SECRET" not in anthropic_error(401, body).message
 
 
 @pytest.mark.parametrize("body", [b"<html>502 Bad Gateway</html>", b"", b"[1, 2]", b'{"error": "flat"}',

@@ -1,7 +1,9 @@
 """The OpenAI-compatible routes, on raw ASGI: this is the hot path.
 
-Each handler reads like the pipeline: authenticate, read the body, resolve tags, resolve the
-model, relay, meter, respond; the `finally` hands the ledger its record whatever happened.
+Each handler reads like the pipeline: authenticate, read the body, resolve tags, plan the route
+(a model, or a routing policy's targets), reserve budget, relay through the routing executor
+(which tries the targets until one answers), meter, respond; the `finally` hands the ledger its
+record whatever happened.
 """
 
 from __future__ import annotations
@@ -179,9 +181,9 @@ class Proxy:
         wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         batches, batch = await execute(call, plan, partial(_first_batch, body))
         route = call.route
-        assert route is not None
-        rate = self._catalog.rate(route)
         try:
+            assert route is not None
+            rate = self._catalog.rate(route)
             call.ttft = time.perf_counter()
             await send({"type": "http.response.start", "status": 200,
                         "headers": [*SSE_HEADERS, (b"x-request-id", call.id.encode())]})

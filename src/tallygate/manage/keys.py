@@ -2,7 +2,10 @@
 
 Rules: `manage: read` lists and reads keys, `manage: write` changes them. No escalation: a key
 cannot create a key with a permission above its own, cannot edit or revoke a key that has one,
-and cannot change its own permissions or limit. Changes reach the in-memory key cache at once.
+and cannot change its own permissions or limit. A key with a monthly limit is bound by it in
+the same way: the keys it creates or edits get a limit no higher than its own (inherited when
+none is given), and it cannot touch a key whose limit is higher or absent. Changes reach the
+in-memory key cache at once.
 """
 
 from __future__ import annotations
@@ -29,6 +32,11 @@ def _iso(ms: int | None) -> str | None:
 
 def _pico(amount: Decimal | None) -> int | None:
     return None if amount is None else int(amount * PICO_PER_USD)
+
+
+def _limit_above(limit: int | None, caller: Principal) -> bool:
+    """Whether `limit` (None = no limit) is more than a limited caller may grant."""
+    return caller.monthly_limit is not None and (limit is None or limit > caller.monthly_limit)
 
 
 def _exceeds(permissions: dict[str, str], caller: Principal) -> str | None:
@@ -76,8 +84,14 @@ class KeyAdmin:
             raise PermissionDenied(f"cannot create a key with permissions.{area} above your own",
                                    param=f"permissions.{area}")
         self._check_policy(req.policy)
+        limit = _pico(req.monthly_limit)
+        if limit is None and "monthly_limit" not in req.model_fields_set:
+            limit = caller.monthly_limit  # a limited key's children inherit its limit
+        if _limit_above(limit, caller):
+            raise PermissionDenied("cannot create a key with a monthly limit above your own",
+                                   param="monthly_limit")
         row, secret = self._store.create(name=req.name, labels=req.labels, permissions=permissions,
-                                         monthly_limit_pico=_pico(req.monthly_limit), policy=req.policy,
+                                         monthly_limit_pico=limit, policy=req.policy,
                                          created_by=caller.user_id)
         self._auth.remember(row)
         return {**self.render(row), "key": secret}
@@ -103,6 +117,8 @@ class KeyAdmin:
             raise NotFound(f"no API key with id {key_id!r}", param="id")
         if area := _exceeds(row["permissions"], caller):
             raise PermissionDenied(f"cannot change a key whose permissions.{area} is above your own")
+        if _limit_above(row["monthly_limit_pico"], caller):
+            raise PermissionDenied("cannot change a key whose monthly limit is above your own")
         return row
 
     def update(self, caller: Principal, key_id: str, req: KeyUpdate) -> dict:
@@ -128,6 +144,8 @@ class KeyAdmin:
             fields["permissions"] = permissions
         if "monthly_limit" in given:
             fields["monthly_limit_pico"] = _pico(req.monthly_limit)
+            if _limit_above(fields["monthly_limit_pico"], caller):
+                raise PermissionDenied("cannot set a monthly limit above your own", param="monthly_limit")
         if "policy" in given:
             self._check_policy(req.policy)
             fields["policy"] = req.policy

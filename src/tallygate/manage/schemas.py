@@ -6,15 +6,23 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+
+from tallygate.pipeline.tags import has_control_characters
 
 MAX_LABELS = 32
 LabelName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")]
-LabelValue = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f]*$")]
+def _visible(text: str) -> str:
+    if has_control_characters(text):
+        raise ValueError("must not contain control or invisible formatting characters")
+    return text
+
+
+LabelValue = Annotated[str, StringConstraints(min_length=1, max_length=256), AfterValidator(_visible)]
 Labels = Annotated[dict[LabelName, LabelValue], Field(max_length=MAX_LABELS)]
 # At most $9M a month: picodollars must fit a signed 64-bit integer.
 Money = Annotated[Decimal, Field(ge=0, le=9_000_000, decimal_places=12, allow_inf_nan=False)]
-KeyName = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$")]
+KeyName = Annotated[str, StringConstraints(min_length=1, max_length=200), AfterValidator(_visible)]
 PolicyName = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 
 

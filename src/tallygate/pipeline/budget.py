@@ -34,45 +34,45 @@ def month_start_ms(month: tuple[int, int]) -> int:
     return int(dt.datetime(month[0], month[1], 1, tzinfo=dt.UTC).timestamp() * 1000)
 
 
-def _text_chars(value: object) -> tuple[int, int]:
-    """(characters of text, image parts) in a message content or embeddings input."""
+def _size(value: object) -> tuple[int, int]:
+    """(characters, images) in any JSON value: every string counts, keys and all, except that
+    an image part counts as `IMAGE_TOKENS` whatever the size of its (often base64) URL."""
     if isinstance(value, str):
         return len(value), 0
     chars = images = 0
-    if isinstance(value, list):
-        for part in value:
-            if isinstance(part, dict):
-                if part.get("type") in ("image_url", "input_image", "image"):
-                    images += 1
-                c, i = _text_chars(part.get("text"))
-                chars += c
-            else:
-                c, i = _text_chars(part)
-                chars += c
-                images += i
-    elif isinstance(value, int):
-        chars = 1
+    if isinstance(value, dict):
+        if value.get("type") in ("image_url", "input_image", "image"):
+            return 0, 1
+        for k, v in value.items():
+            c, i = _size(v)
+            chars, images = chars + c + len(k), images + i
+    elif isinstance(value, list):
+        for v in value:
+            c, i = _size(v)
+            chars, images = chars + c, images + i
+    elif value is not None:
+        chars = 8
     return chars, images
 
 
 def worst_case(body: dict, endpoint: str, rates: Iterable[Rate],
                default_max_tokens: int = DEFAULT_MAX_TOKENS) -> int:
-    """The most this request can cost, in picodollars, over every target it may be sent to."""
+    """The most this request can cost, in picodollars, over every target it may be sent to.
+
+    The prompt is every character of the body (messages, tool calls and their arguments, tool
+    and response schemas, files, audio ...) at `_CHARS_PER_TOKEN`, images at `IMAGE_TOKENS`.
+    """
+    chars, images = _size(body)
     if endpoint == "embeddings":
-        chars, images = _text_chars(body.get("input"))
         output = 0
+        inputs = body.get("input")
+        if isinstance(inputs, list) and inputs and isinstance(inputs[0], (int, list)):
+            chars += 3 * sum(len(x) if isinstance(x, list) else 1 for x in inputs)  # token ids
     else:
-        chars = images = 0
-        for m in body.get("messages") or ():
-            if isinstance(m, dict):
-                c, i = _text_chars(m.get("content"))
-                chars, images = chars + c + 16, images + i
-        if body.get("tools"):
-            chars += len(str(body["tools"]))
         out = body.get("max_completion_tokens") or body.get("max_tokens")
-        output = out if isinstance(out, int) and out > 0 else default_max_tokens
+        output = out if type(out) is int and out > 0 else default_max_tokens
         n = body.get("n")
-        output *= n if isinstance(n, int) and n > 1 else 1
+        output *= n if type(n) is int and n > 1 else 1
     prompt = math.ceil(chars / _CHARS_PER_TOKEN) + images * IMAGE_TOKENS
     return max((prompt * max(r.input, r.cache_write) + output * r.output for r in rates), default=0)
 

@@ -63,7 +63,8 @@ class Call:
         return {
             "id": self.id, "created_at": self.created_ms, "key_id": self.principal.key_id,
             "key_name": self.principal.name, "labels": self.principal.labels, "tags": list(self.tags),
-            "endpoint": self.endpoint, "requested_model": self.requested_model,
+            "endpoint": self.endpoint,
+            "requested_model": self.requested_model and self.requested_model.replace("\x00", "\ufffd"),
             "served_model": route.upstream_model if route else None,
             "provider": route.provider_name if route else None,
             "status": self.status, "error_type": err.type if err else None,

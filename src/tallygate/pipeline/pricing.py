@@ -90,16 +90,18 @@ def _lookup(provider_type: str, model: str, today: dt.date) -> Rate:
     import genai_prices
     from genai_prices import data_snapshot
 
-    provider_id = {"openai": "openai", "anthropic": "anthropic"}.get(provider_type)
-    try:
-        _, info = data_snapshot.get_snapshot().find_provider_model(model, None, provider_id, None)
-    except LookupError:
-        if provider_id is None:
-            return UNPRICED
-        try:  # an OpenAI-compatible server may serve another vendor's model
-            _, info = data_snapshot.get_snapshot().find_provider_model(model, None, None, None)
+    snapshot = data_snapshot.get_snapshot()
+    # An OpenAI-compatible server may serve another vendor's model; the mock serves any name.
+    own = {"openai": "openai", "anthropic": "anthropic"}.get(provider_type)
+    candidates = [own, None] if own else [None, "openai", "anthropic"]
+    for provider_id in candidates:
+        try:
+            _, info = snapshot.find_provider_model(model, None, provider_id, None)
+            break
         except LookupError:
-            return UNPRICED
+            continue
+    else:
+        return UNPRICED
     when = dt.datetime.combine(today, dt.time(12), dt.UTC)
     prices = info.get_prices(when)
 

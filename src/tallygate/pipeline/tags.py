@@ -2,7 +2,8 @@
 
 A tag is a path of one or more non-empty segments joined by `/` (`production`,
 `team/feature/test`). Limits: at most `MAX_TAGS` tags per request, `MAX_TAG_LENGTH` characters
-per tag, `MAX_DEPTH` segments per tag; no control characters; no segment that is empty or has
+per tag, `MAX_DEPTH` segments per tag; no control or invisible formatting characters (zero-width
+spaces, bidirectional overrides, line separators); no segment that is empty or has
 leading or trailing whitespace. Bad tags are refused, never rewritten; exact duplicates are
 collapsed.
 
@@ -13,6 +14,7 @@ Tags from the body and the header are merged.
 
 from __future__ import annotations
 
+import unicodedata
 from urllib.parse import unquote
 
 from tallygate.errors import BadTag
@@ -20,6 +22,17 @@ from tallygate.errors import BadTag
 MAX_TAGS = 32
 MAX_TAG_LENGTH = 256
 MAX_DEPTH = 8
+
+
+_INVISIBLE = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn"})
+
+
+def has_control_characters(text: str) -> bool:
+    """Control characters (C0, DEL, C1), line/paragraph separators and invisible formatting
+    characters such as zero-width spaces or right-to-left overrides."""
+    if text.isascii():
+        return any(c < " " or c == "\x7f" for c in text)
+    return any(unicodedata.category(c) in _INVISIBLE for c in text)
 
 
 def _check_tag(tag: object, where: str) -> str:
@@ -30,8 +43,8 @@ def _check_tag(tag: object, where: str) -> str:
         raise BadTag(f"{where} is empty")
     if len(tag) > MAX_TAG_LENGTH:
         raise BadTag(f"{where} {shown} is longer than {MAX_TAG_LENGTH} characters")
-    if any(c < " " or c == "\x7f" for c in tag):
-        raise BadTag(f"{where} {shown} contains a control character")
+    if has_control_characters(tag):
+        raise BadTag(f"{where} {shown} contains a control or invisible formatting character")
     segments = tag.split("/")
     if len(segments) > MAX_DEPTH:
         raise BadTag(f"{where} {shown} has more than {MAX_DEPTH} levels")
@@ -51,6 +64,9 @@ def parse_tags(body_tags: object, header: str | None) -> tuple[str, ...]:
             raise BadTag(f"request_tags must be an array of strings, got {type(body_tags).__name__}")
         found.extend(_check_tag(t, f"request_tags[{i}]") for i, t in enumerate(body_tags))
     if header:
+        if not header.isascii():
+            raise BadTag("X-Request-Tags must be ASCII: percent-encode other characters as UTF-8 "
+                         "(e.g. caf%C3%A9 for café)")
         for i, part in enumerate(header.split(",")):
             part = part.strip()
             try:

@@ -25,7 +25,7 @@ import math
 import orjson
 
 from tallygate.errors import InvalidRequest, UpstreamHTTPError, UpstreamProtocolError
-from tallygate.types import Usage
+from tallygate.types import Usage, tokens
 
 _FINISH = {
     "end_turn": "stop", "stop_sequence": "stop", "pause_turn": "stop",
@@ -339,8 +339,8 @@ def from_anthropic(resp: dict, request_id: str, created: int, model: str) -> tup
 
 def anthropic_usage(usage: dict | None) -> Usage:
     """Anthropic `usage` in OpenAI's meaning: cache reads and writes count as prompt tokens."""
-    usage = usage or {}
-    fresh, output, read, write = (int(usage.get(k) or 0) for k in _USAGE_KEYS)
+    usage = usage if isinstance(usage, dict) else {}
+    fresh, output, read, write = (tokens(usage.get(k)) for k in _USAGE_KEYS)
     return Usage(input_tokens=fresh + read + write, output_tokens=output,
                  cached_tokens=read, cache_write_tokens=write)
 
@@ -427,17 +427,17 @@ def anthropic_error(status: int, body: bytes) -> UpstreamHTTPError:
     except orjson.JSONDecodeError:
         parsed = None
     error = parsed.get("error") if isinstance(parsed, dict) else None
-    return UpstreamHTTPError(503 if status == 529 else status,
-                             _error_message(error, f"anthropic returned HTTP {status}"))
+    return UpstreamHTTPError(503 if status == 529 else status, f"anthropic returned HTTP {status}",
+                             detail=_error_detail(error))
 
 
 def _stream_error(data: dict) -> UpstreamHTTPError:
     error = data.get("error")
     error = error if isinstance(error, dict) else {}
     status = _ERROR_STATUS.get(str(error.get("type")), 500)
-    return UpstreamHTTPError(status, _error_message(error, "anthropic stream failed"))
+    return UpstreamHTTPError(status, "anthropic stream failed", detail=_error_detail(error))
 
 
-def _error_message(error: object, fallback: str) -> str:
+def _error_detail(error: object) -> str | None:
     message = error.get("message") if isinstance(error, dict) else None
-    return message[:_MAX_MESSAGE] if isinstance(message, str) and message.strip() else fallback
+    return message[:_MAX_MESSAGE] if isinstance(message, str) and message.strip() else None

@@ -22,16 +22,16 @@ from tallygate.types import Usage
 
 
 def openai_error(provider: str, status: int, body: bytes, headers: object = None) -> UpstreamHTTPError:
-    """An OpenAI-style error response as an `UpstreamHTTPError` (message only, trimmed)."""
-    message = f"provider {provider!r} returned HTTP {status}"
+    """An OpenAI-style error response as an `UpstreamHTTPError` (its message only, if any)."""
+    detail = None
     try:
         err = orjson.loads(body).get("error")
         detail = err.get("message") if isinstance(err, dict) else err
-        if isinstance(detail, str) and detail:
-            message = f"{message}: {detail[:300]}"
     except (orjson.JSONDecodeError, AttributeError):
         pass
-    return UpstreamHTTPError(status, message, retry_after=retry_after(headers))
+    return UpstreamHTTPError(status, f"provider {provider!r} returned HTTP {status}",
+                             detail=detail if isinstance(detail, str) else None,
+                             retry_after=retry_after(headers))
 
 
 class OpenAIProvider:

@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import orjson
 from sqlalchemy import JSON, Engine, Table
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from tallygate.pipeline.tags import prefixes
 from tallygate.store.db import insert_ignoring_duplicates
@@ -114,11 +115,34 @@ class LedgerWriter:
             return
         batch, self._buf = self._buf, []
         try:
-            await asyncio.get_running_loop().run_in_executor(self._pool, self._write, batch)
+            await asyncio.get_running_loop().run_in_executor(self._pool, self._write_or_isolate, batch)
         except BaseException:
             self._buf[:0] = batch
             raise
         self.written += len(batch)
+
+    def _write_or_isolate(self, batch: list[dict]) -> None:
+        """Write a batch; if the database refuses it, write it record by record, so that one bad
+        record cannot hold up the others. A record the database refuses for its content is logged
+        in full and skipped; a database that is down or locked raises, and the batch is retried."""
+        try:
+            return self._write(batch)
+        except (OperationalError, InterfaceError):
+            raise
+        except Exception:
+            if len(batch) == 1:
+                return self._skip(batch[0])
+        for rec in batch:
+            try:
+                self._write([rec])
+            except (OperationalError, InterfaceError):
+                raise
+            except Exception:
+                self._skip(rec)
+
+    def _skip(self, rec: dict) -> None:
+        log.exception("the database refused ledger record %s; it is kept only in this log: %s",
+                      rec.get("id"), orjson.dumps(rec, default=str).decode())
 
     def _write(self, batch: list[dict]) -> None:
         tags = [row for rec in batch for row in tag_rows(rec)]

@@ -47,7 +47,8 @@ class Policy:
         self.clock = clock
 
     def plan(self) -> Plan:
-        ordered, forced = plan_targets(self.strategy, self.targets, self.health, self.clock(), self.rng, self.explore)
+        ordered, forced = plan_targets(self.strategy, self.targets, self.health, self.clock(), self.rng,
+                                       self.explore)
         return Plan(tuple(t.route for t in ordered), self, forced)
 
     def retry_delay(self, round_no: int, retry_after: float | None) -> float | None:
