@@ -33,7 +33,7 @@ def standard_config(upstream: FakeUpstream) -> dict:
                    "pricing": {"input_per_mtok": "1000", "output_per_mtok": "1000"}},
         "priced-slow": {"provider": "openai", "model": "slow-400",
                         "pricing": {"input_per_mtok": "1000", "output_per_mtok": "1000"}},
-        "slowstream": {"provider": "openai", "model": "slowstream-40",
+        "slowstream": {"provider": "openai", "model": "slowstream-400",
                        "pricing": {"input_per_mtok": "1", "output_per_mtok": "2"}},
     }
     for scenario in ("fail-400", "fail-401", "fail-429", "fail-500", "fail-503", "slow-3000",

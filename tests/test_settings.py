@@ -68,3 +68,21 @@ def test_serve_reports_config_errors_without_traceback(tmp_path) -> None:  # typ
     assert out.returncode != 0
     assert "providers.x.colour: unknown field" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("provider, message", [
+    ({"type": "openai", "base_url": "not a url"}, "providers.p.base_url"),
+    ({"type": "openai", "base_url": "ftp://files.example/v1"}, "providers.p.base_url"),
+    ({"type": "openai", "headers": {"X-A": "v\r\nInjected: 1"}}, "providers.p.headers"),
+    ({"type": "openai", "latency_ms": 5}, "latency_ms applies to type: mock only"),
+])
+def test_provider_mistakes_that_would_fail_every_request_stop_start_up(provider: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
+        parse_config({"providers": {"p": provider}, "models": {}}, {})
+
+
+def test_yaml_with_a_non_string_key_is_a_config_error(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("providers:\n  ? [a, b]\n  : {type: mock}\nmodels: {}\n")
+    with pytest.raises(ConfigError, match="plain string"):
+        load_config(cfg)

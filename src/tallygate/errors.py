@@ -9,6 +9,7 @@
     +-- NotFound                      (404)
     |   +-- ModelNotFound             (404 model_not_found)
     +-- BudgetExceeded                (402 budget_exceeded)
+    +-- RequestCancelled              (503: the gateway stopped before the request finished)
     +-- UpstreamError                 (an error that came from, or reaching, a provider)
         +-- UpstreamHTTPError         (the provider answered with an error status)
         +-- UpstreamTimeout           (504)
@@ -89,6 +90,14 @@ class NotFound(GatewayError):
 
 class ModelNotFound(NotFound):
     code = "model_not_found"
+
+
+class RequestCancelled(GatewayError):
+    """The gateway stopped (shutting down) before the request finished."""
+
+    status = 503
+    type = "server_error"
+    code = "request_cancelled"
 
 
 class BudgetExceeded(GatewayError):

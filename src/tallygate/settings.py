@@ -11,9 +11,10 @@ from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class ConfigError(Exception):
@@ -48,6 +49,29 @@ class ProviderConfig(_Strict):
     connect_timeout_s: Annotated[float, Field(gt=0)] = 10.0
     latency_ms: Annotated[float, Field(ge=0)] = 0.0  # mock only: time before the first byte
     headers: dict[str, str] = {}
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, v: str | None) -> str | None:
+        if v is not None:
+            parts = urlsplit(v)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError("must be an http:// or https:// URL with a host")
+        return v
+
+    @field_validator("headers")
+    @classmethod
+    def _header_values(cls, v: dict[str, str]) -> dict[str, str]:
+        for name, value in v.items():
+            if not name or any(c in name for c in " :\r\n") or any(c in value for c in "\r\n\x00"):
+                raise ValueError(f"header {name!r} has a name or value that cannot be sent")
+        return v
+
+    @model_validator(mode="after")
+    def _mock_only(self) -> "ProviderConfig":
+        if self.latency_ms and self.type != "mock":
+            raise ValueError("latency_ms applies to type: mock only")
+        return self
 
 
 class ModelConfig(_Strict):
@@ -164,6 +188,8 @@ def parse_config(raw: object, env: dict[str, str] | None = None) -> GatewayConfi
         raise ConfigError("config: the top level must be a mapping with `providers` and `models`")
     try:
         cfg = GatewayConfig.model_validate(raw)
+    except TypeError as exc:  # e.g. a YAML mapping used as a key
+        raise ConfigError(f"invalid config: {exc}") from None
     except ValidationError as exc:
         lines = []
         for err in exc.errors():
@@ -234,6 +260,8 @@ def load_config(path: str | Path | None, env: dict[str, str] | None = None) -> G
         raw = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    except TypeError:  # a mapping or list used as a key
+        raise ConfigError(f"{path}: every key must be a plain string") from None
     return parse_config(raw, env)
 
 
@@ -245,6 +273,7 @@ class Settings:
     admin_key: str | None = None
     max_body_bytes: int = 4 * 1024 * 1024
     ledger_flush_ms: int = 50
+    shutdown_grace_s: int = 30  # on SIGTERM, how long requests in flight may still run
     ledger_batch: int = 1000
     routing_seed: int | None = None  # seeds routing randomness (weighted picks, exploration, jitter)
 
@@ -258,6 +287,7 @@ class Settings:
             values["admin_key"] = env["TALLYGATE_ADMIN_KEY"]
         for name, field in (("TALLYGATE_MAX_BODY_BYTES", "max_body_bytes"),
                             ("TALLYGATE_LEDGER_FLUSH_MS", "ledger_flush_ms"),
+                            ("TALLYGATE_SHUTDOWN_GRACE_S", "shutdown_grace_s"),
                             ("TALLYGATE_ROUTING_SEED", "routing_seed")):
             if env.get(name):
                 try:

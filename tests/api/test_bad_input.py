@@ -174,3 +174,28 @@ def test_hostile_bodies_get_400_not_a_crash(gateway: Gateway, api_key: str, raw:
     status, _, body = gateway.request("POST", "/v1/chat/completions", raw, api_key,
                                       {"Content-Type": "application/json"})
     assert status == 400 and _error(body)["type"] == "invalid_request_error"
+
+
+@pytest.mark.parametrize("extra, param", [
+    ({"messages": [1]}, "messages[0]"),
+    ({"messages": [{"content": "no role"}]}, "messages[0].role"),
+    ({"max_tokens": "100"}, "max_tokens"),
+    ({"max_tokens": -1}, "max_tokens"),
+    ({"n": "2"}, "n"),
+    ({"temperature": "hot"}, "temperature"),
+    ({"temperature": 3}, "temperature"),
+    ({"top_p": 1.5}, "top_p"),
+    ({"stream": "yes"}, "stream"),
+    ({"stream_options": []}, "stream_options"),
+])
+def test_wrong_types_for_common_fields_are_400_naming_them(gateway: Gateway, api_key: str, extra: dict,
+                                                          param: str) -> None:
+    body = {"model": "gpt-4o-mini", "messages": HELLO, **extra}
+    status, _, out = gateway.post_json("/v1/chat/completions", body, key=api_key)
+    assert status == 400 and out["error"]["param"] == param
+
+
+@pytest.mark.parametrize("value", [None, 5, [], [None], ["a", 1], [[]]])
+def test_bad_embeddings_input_is_400(gateway: Gateway, api_key: str, value: object) -> None:
+    status, _, out = gateway.post_json("/v1/embeddings", {"model": "embed", "input": value}, key=api_key)
+    assert status == 400 and out["error"]["param"] == "input"

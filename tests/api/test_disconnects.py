@@ -32,3 +32,26 @@ def test_stream_disconnect_still_writes_ledger(gateway: Gateway, api_key: str) -
     assert status == 200
     assert record["tags"] == ["disconnect/test"] and record["stream"] is True
     assert record["usage"]["output_tokens"] > 0 and record["cost"] != "0"
+
+
+def test_stream_cut_by_shutdown_is_recorded_partial_with_estimated_cost(upstream, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import signal
+
+    from tests.conftest import standard_config
+
+    gw = Gateway(tmp_path, standard_config(upstream), env={"TALLYGATE_SHUTDOWN_GRACE_S": "1"}).start()
+    key = gw.create_key("shutdown")
+    body = json.dumps({"model": "slowstream", "stream": True,
+                       "messages": [{"role": "user", "content": "a long story please"}]}).encode()
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as sock:
+        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Authorization: Bearer " + key.encode() + b"\r\n"
+                     b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        head = b""
+        while head.count(b"data:") < 2:
+            head += sock.recv(4096)
+        gw.stop(signal.SIGTERM)
+    [row] = [r for r in gw.ledger_rows() if r["stream"]]
+    assert row["partial"] == 1 and row["status"] == 503
+    assert row["output_tokens"] > 0 and row["cost_pico"] > 0
+    assert row["pricing_source"].endswith("(estimated)")

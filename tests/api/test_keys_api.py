@@ -213,3 +213,30 @@ def test_a_limited_manager_cannot_grant_or_lift_limits(gateway: Gateway) -> None
     assert put(gateway, child["id"], {"monthly_limit": "0.25"}, key=capped["key"])[0] == 200
     _, free = create(gateway, {"name": "free"})
     assert put(gateway, free["id"], {"labels": {"x": "y"}}, key=capped["key"])[0] == 403
+
+
+def test_management_bad_input_never_becomes_a_500(gateway: Gateway) -> None:
+    import base64
+
+    huge = base64.urlsafe_b64encode(b"99999999999999999999:x").decode().rstrip("=")
+    for path, param in (("/v1/logs?from=100000000000000000000", "from"),
+                        ("/v1/logs?to=99999999999999999999", "to"),
+                        (f"/v1/logs?cursor={huge}", "cursor"),
+                        (f"/v1/manage/apikey?cursor={huge}", "cursor"),
+                        ("/v1/logs?tag=", "tag"), ("/v1/logs?tag=US/", "tag")):
+        status, body = gateway.get(path)
+        assert status == 400 and body["error"]["param"] == param, (path, body)
+    status, _, raw = gateway.request("POST", "/v1/manage/apikey", b'{"name": ', ADMIN_KEY,
+                                     {"Content-Type": "application/json"})
+    import json
+
+    assert status == 400 and json.loads(raw)["error"]["message"] == "request body is not valid JSON"
+
+
+def test_cli_rejects_bad_input_without_a_traceback(gateway: Gateway) -> None:
+    out = gateway.cli("keys", "create", "--name", "x", "--limit", "abc")
+    assert out.returncode != 0 and "not a number of dollars" in out.stderr and "Traceback" not in out.stderr
+    for _ in range(2):  # refused before anything is stored: the retry is not "already exists"
+        out = gateway.cli("users", "create", "--name", "evil\nname")
+        assert out.returncode != 0 and "name" in out.stderr and "already exists" not in out.stderr
+        assert "Traceback" not in out.stderr

@@ -41,6 +41,9 @@ def parse_time(value: str | None, param: str) -> int | None:
     if value is None or value == "":
         return None
     if value.isdigit():
+        if len(value) > 15:
+            raise InvalidRequest(f"{param} is out of range: epoch milliseconds have at most 15 digits",
+                                 param=param)
         return int(value)
     try:
         parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))

@@ -5,6 +5,8 @@ publishes `/openapi.json`. Every error still leaves as OpenAI-shaped JSON with s
 bad input (never FastAPI's 422).
 """
 
+import logging
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
@@ -18,6 +20,8 @@ from tallygate.manage.keys import KeyAdmin
 from tallygate.pipeline.auth import Authenticator
 from tallygate.store.logs import LogReader
 
+log = logging.getLogger("tallygate.management")
+
 
 def _error_response(err: GatewayError) -> JSONResponse:
     return JSONResponse(err.payload(), status_code=err.status,
@@ -26,6 +30,8 @@ def _error_response(err: GatewayError) -> JSONResponse:
 
 def _validation_message(exc: RequestValidationError) -> InvalidRequest:
     first = exc.errors()[0]
+    if first.get("type") == "json_invalid":
+        return InvalidRequest("request body is not valid JSON", code="invalid_json")
     loc = [str(p) for p in first["loc"] if p not in ("body", "query", "path", "header", "[key]")]
     param = ".".join(loc) or None
     kind = first.get("type")
@@ -46,6 +52,12 @@ def create_management_app(auth: Authenticator, logs: LogReader, keys: KeyAdmin) 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
         return _error_response(_validation_message(exc))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.error("management request %s %s failed", request.method, request.url.path, exc_info=exc)
+        return _error_response(GatewayError("the gateway failed to handle this request",
+                                            code="internal_error"))
 
     @app.exception_handler(HTTPException)
     async def _http_error(_: Request, exc: HTTPException) -> JSONResponse:

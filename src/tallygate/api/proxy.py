@@ -8,6 +8,7 @@ record whatever happened.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -31,6 +32,7 @@ from tallygate.errors import (
     GatewayError,
     InvalidRequest,
     PermissionDenied,
+    RequestCancelled,
     UpstreamError,
     UpstreamProtocolError,
 )
@@ -41,6 +43,7 @@ from tallygate.pipeline.models import ModelCatalog, Route
 from tallygate.pipeline.pricing import Rate, usd
 from tallygate.pipeline.routing import Plan, Router, execute, stream_failed
 from tallygate.pipeline.tags import parse_tags
+from tallygate.pipeline.validate import check_chat, check_embeddings
 from tallygate.store.ledger import LedgerWriter
 from tallygate.types import Usage
 
@@ -48,20 +51,6 @@ log = logging.getLogger("tallygate.proxy")
 
 _AUTH, _CTYPE, _TAGS = b"authorization", b"content-type", b"x-request-tags"
 Handler = Callable[[Call, Plan, dict, Send], Awaitable[None]]
-
-
-def _check_chat(body: dict) -> bool:
-    """Validate what the gateway itself relies on; returns whether the client wants a stream."""
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise InvalidRequest("messages must be a non-empty array", param="messages")
-    stream = body.get("stream", False)
-    if stream is not None and not isinstance(stream, bool):
-        raise InvalidRequest("stream must be a boolean", param="stream")
-    options = body.get("stream_options")
-    if options is not None and not isinstance(options, dict):
-        raise InvalidRequest("stream_options must be an object", param="stream_options")
-    return bool(stream)
 
 
 def _cost_value(pico: int) -> float:
@@ -128,6 +117,10 @@ class Proxy:
             call.fail(err)
             if call.ttft is None:
                 await send_error(send, err, rid)
+        except asyncio.CancelledError:  # shutdown ran out of grace time: record what we know
+            call.partial = call.ttft is not None
+            call.fail(RequestCancelled("the gateway stopped before this request finished"))
+            raise
         finally:
             if hold is not None:
                 self._budget.settle(hold, call.cost_pico)
@@ -143,7 +136,7 @@ class Proxy:
         return self._budget.reserve(p.key_id, p.name, p.monthly_limit, amount)
 
     async def _chat(self, call: Call, plan: Plan, body: dict, send: Send) -> None:
-        if _check_chat(body):
+        if check_chat(body):
             return await self._chat_stream(call, plan, body, send)
 
         def attempt(route: Route) -> Awaitable[tuple[dict, Usage]]:
@@ -154,8 +147,7 @@ class Proxy:
         await self._respond(call, call.route, data, usage, send)
 
     async def _embed(self, call: Call, plan: Plan, body: dict, send: Send) -> None:
-        if "input" not in body:
-            raise InvalidRequest("input is required", param="input")
+        check_embeddings(body)
 
         def attempt(route: Route) -> Awaitable[tuple[dict, Usage]]:
             body["model"] = route.upstream_model
@@ -181,9 +173,9 @@ class Proxy:
         wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         batches, batch = await execute(call, plan, partial(_first_batch, body))
         route = call.route
+        assert route is not None
+        rate = self._catalog.rate(route)
         try:
-            assert route is not None
-            rate = self._catalog.rate(route)
             call.ttft = time.perf_counter()
             await send({"type": "http.response.start", "status": 200,
                         "headers": [*SSE_HEADERS, (b"x-request-id", call.id.encode())]})
@@ -206,6 +198,8 @@ class Proxy:
                     stream_failed(plan, route)
                 await send({"type": "http.response.body", "body": b"data: " + err.body() + b"\n\n"})
         finally:
+            if call.partial or call.pricing_source is None:
+                call.meter_estimate(body, rate)  # cut short: no usage from the provider
             await batches.aclose()
 
 
@@ -231,6 +225,10 @@ def _sse_events(call: Call, batch: list[dict], rate: Rate, wants_usage: bool) ->
         usage_obj = chunk.get("usage")
         if usage_obj:
             usage_obj["cost"] = _cost_value(call.meter(Usage.from_openai(usage_obj), rate))
+        for choice in chunk.get("choices") or ():
+            content = (choice.get("delta") or {}).get("content")
+            if isinstance(content, str):
+                call.streamed_chars += len(content)
         if not wants_usage:
             chunk.pop("usage", None)
             if usage_obj and not chunk.get("choices"):

@@ -7,7 +7,7 @@ on behalf of the new user); a running gateway picks changes up within about a se
 from __future__ import annotations
 
 import json
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 
 import click
 from pydantic import ValidationError
@@ -16,6 +16,24 @@ from tallygate.cli.options import db_option, load_settings
 from tallygate.errors import GatewayError
 
 LEVELS = {"completions": ["write", "none"], "manage": ["write", "read", "none"]}
+
+
+class _Usd(click.ParamType):
+    """A dollar amount, kept exact."""
+
+    name = "USD"
+
+    def convert(self, value, param, ctx):  # type: ignore[no-untyped-def]
+        try:
+            amount = Decimal(str(value))
+        except InvalidOperation:
+            self.fail(f"{value!r} is not a number of dollars", param, ctx)
+        if not amount.is_finite():
+            self.fail(f"{value!r} is not a number of dollars", param, ctx)
+        return amount
+
+
+USD = _Usd()
 
 
 def _admin(db_url: str | None, config_path: str | None = None):  # type: ignore[no-untyped-def]
@@ -93,7 +111,7 @@ def keys() -> None:
 @keys.command("create")
 @click.option("--name", required=True, help="A name people recognise, e.g. growth-autocomplete-prod.")
 @label_option
-@click.option("--limit", "monthly_limit", type=Decimal, default=None, help="Monthly limit in USD.")
+@click.option("--limit", "monthly_limit", type=USD, default=None, help="Monthly limit in USD.")
 @completions_option
 @manage_option
 @click.option("--policy", default=None, help="Serve all of this key's requests through a policy.")
@@ -147,7 +165,7 @@ def show(key_id: str, db_url: str | None) -> None:
 @click.option("--name", default=None)
 @label_option
 @click.option("--clear-labels", is_flag=True, help="Remove every label.")
-@click.option("--limit", "monthly_limit", type=Decimal, default=None, help="Monthly limit in USD.")
+@click.option("--limit", "monthly_limit", type=USD, default=None, help="Monthly limit in USD.")
 @click.option("--no-limit", is_flag=True, help="Remove the monthly limit.")
 @completions_option
 @manage_option
@@ -201,13 +219,13 @@ def create_user(name: str, manage: str, db_url: str | None) -> None:
     from tallygate.types import Principal
 
     admin, caller, store = _admin(db_url)
+    req = _validated(KeyCreate, {"name": name, "permissions": {"completions": "write", "manage": manage}})
+    req.name = f"{name}-management"  # the user's name is checked like a key name, then used in it
     try:
         user = store.create_user(name)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     as_user = Principal(key_id=None, name=name, permissions=caller.permissions, user_id=user["id"])
-    req = _validated(KeyCreate, {"name": f"{name}-management",
-                                 "permissions": {"completions": "write", "manage": manage}})
     record = _run(admin.create, as_user, req)
     click.echo(f"created user {name} ({user['id']}) and management key {record['id']}", err=True)
     click.echo("secret (shown once):", err=True)

@@ -35,7 +35,9 @@ def serve(config_path: str | None, db_url: str | None, host: str, port: int) -> 
     app = create_app(config, settings)
     demo_secret = None
     if config_path is None and not app.keys.list():
-        record, demo_secret = app.keys.create(name="demo", labels={"team": "demo", "env": "dev"})
+        admin = app.keys.ensure_user("admin")
+        record, demo_secret = app.keys.create(name="demo", labels={"team": "demo", "env": "dev"},
+                                              created_by=admin["id"])
         app.auth.remember(record)
     base = f"http://{host}:{port}/v1"
     click.echo(f"Tallygate on {base}  (config: {config_path or 'built-in demo, mock provider'}; "
@@ -55,5 +57,5 @@ def serve(config_path: str | None, db_url: str | None, host: str, port: int) -> 
     loop = "uvloop" if sys.platform != "win32" else "asyncio"
     gc.freeze()  # start-up objects never need collecting: keeps GC pauses off request latency
     uvicorn.run(app, host=host, port=port, loop=loop, http="httptools", lifespan="on",
-                access_log=False, log_level="warning", timeout_graceful_shutdown=30,
+                access_log=False, log_level="warning", timeout_graceful_shutdown=settings.shutdown_grace_s,
                 proxy_headers=False, server_header=False, date_header=False)

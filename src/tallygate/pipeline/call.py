@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 
 from tallygate.errors import GatewayError
@@ -15,7 +16,7 @@ class Call:
 
     __slots__ = ("id", "endpoint", "principal", "started", "created_ms", "tags", "route", "stream",
                  "status", "error", "usage", "cost_pico", "pricing_source", "ttft", "partial",
-                 "attempts", "requested_model")
+                 "attempts", "requested_model", "streamed_chars")
 
     def __init__(self, request_id: str, endpoint: str, principal: Principal) -> None:
         self.id = request_id
@@ -35,6 +36,7 @@ class Call:
         self.ttft: float | None = None
         self.partial = False
         self.attempts: list[Attempt] = []
+        self.streamed_chars = 0  # text relayed so far in a stream, for estimates
 
     def meter(self, usage: Usage, rate: Rate) -> int:
         """Price `usage`; returns the cost in picodollars."""
@@ -42,6 +44,16 @@ class Call:
         self.cost_pico = rate.cost(usage)
         self.pricing_source = rate.source
         return self.cost_pico
+
+    def meter_estimate(self, body: dict, rate: Rate) -> int:
+        """Price a stream the provider never reported usage for (cut short, or a server that
+        ignores `include_usage`): the prompt by its size, the output by the text relayed, at
+        about four characters a token. The record's pricing source says it is an estimate."""
+        prompt = math.ceil(sum(len(str(m.get("content") or "")) for m in body.get("messages") or ()
+                               if isinstance(m, dict)) / 4)
+        cost = self.meter(Usage(input_tokens=prompt, output_tokens=math.ceil(self.streamed_chars / 4)), rate)
+        self.pricing_source = f"{rate.source} (estimated)"
+        return cost
 
     def attempt(self, status: int, error: GatewayError | None = None, started: float | None = None) -> None:
         """Note the outcome of one upstream try of the current route, begun at `started`

@@ -33,6 +33,8 @@ def decode_cursor(cursor: str) -> tuple[int, str]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         ms, _, rid = raw.partition(":")
+        if not ms.isdigit() or len(ms) > 15:
+            raise ValueError
         return int(ms), rid
     except (ValueError, UnicodeDecodeError):
         raise InvalidRequest("cursor is not one this API returned", param="cursor") from None
