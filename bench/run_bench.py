@@ -253,7 +253,7 @@ def ledger_check(db_path, expected):
            "priced_rows": q("SELECT count(*) FROM requests WHERE cost_pico > 0"),
            "stream_rows": q("SELECT count(*) FROM requests WHERE stream"),
            "tag_rows": q("SELECT count(*) FROM request_tags"),
-           "deep_tag_rows": q("SELECT count(*) FROM request_tags WHERE prefix = 'US/California/SF'"),
+           "deep_tag_rows": q("SELECT count(*) FROM request_tags WHERE tag = 'US/California/SF'"),
            "total_cost_usd": q("SELECT coalesce(sum(cost_pico), 0) FROM requests") / 1e12,
            "pricing_sources": [r[0] for r in db.execute("SELECT DISTINCT pricing_source FROM requests")]}
     db.close()

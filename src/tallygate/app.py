@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 
+from tallygate.analytics.service import Analytics
 from tallygate.api.asgi import Receive, Scope, Send
 from tallygate.api.management import create_management_app
 from tallygate.api.proxy import Proxy
@@ -20,7 +21,9 @@ from tallygate.pipeline.routing import Router
 from tallygate.providers.http import HttpClient
 from tallygate.providers.registry import build_providers
 from tallygate.settings import GatewayConfig, Settings
+from tallygate.store.analytics import AnalyticsStore
 from tallygate.store.db import migrate, open_engine
+from tallygate.store.feedback import FeedbackStore
 from tallygate.store.keys import KeyStore
 from tallygate.store.ledger import LedgerWriter
 from tallygate.store.logs import LogReader
@@ -56,7 +59,9 @@ class Gateway:
         }
         policies = getattr(config, "policies", None) or {}
         key_admin = KeyAdmin(self.keys, self.auth, self.budget, policies)
-        self._management = create_management_app(self.auth, LogReader(self.engine), key_admin)
+        self._management = create_management_app(self.auth, LogReader(self.engine), key_admin,
+                                                  Analytics(AnalyticsStore(self.engine)),
+                                                  FeedbackStore(self.engine), self.ledger)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":

@@ -42,10 +42,11 @@ def test_replayed_batch_does_not_double_count(tmp_path) -> None:  # type: ignore
     with engine.connect() as conn:
         assert conn.exec_driver_sql("SELECT count(*), sum(cost_pico) FROM requests").one() == (2, 10)
         under_us = conn.exec_driver_sql(
-            "SELECT count(*) FROM request_tags WHERE prefix = 'US'").scalar_one()
-        assert under_us == 2  # req_a once (not twice for its two US tags), req_b once
+            "SELECT sum(requests), sum(cost_pico) FROM tag_rollup_day WHERE prefix = 'US'").one()
+        assert under_us == (2, 10)  # req_a once (not twice for its two US tags), req_b once
+        assert conn.exec_driver_sql("SELECT sum(requests) FROM usage_rollup_month").scalar_one() == 2
         leaves = conn.exec_driver_sql(
-            "SELECT prefix FROM request_tags WHERE request_id = 'req_a' AND is_tag ORDER BY prefix").all()
+            "SELECT tag FROM request_tags WHERE request_id = 'req_a' ORDER BY tag").all()
         assert [p for (p,) in leaves] == ["US/CA/SF", "US/NYC"]
 
 

@@ -48,7 +48,7 @@ def test_gateway_on_postgres_records_flushes_and_queries(upstream, tmp_path, pg_
     engine = open_engine(pg_url)
     with engine.connect() as conn:
         per_prefix = dict(conn.execute(text(
-            "SELECT prefix, count(*) FROM request_tags GROUP BY prefix")).all())
+            "SELECT prefix, sum(requests) FROM tag_rollup_day GROUP BY prefix")).all())
         total = conn.execute(text("SELECT sum(cost_pico) FROM requests WHERE status = 200")).scalar_one()
     engine.dispose()
     assert per_prefix["US"] == 5 and per_prefix["US/California/SF"] == 5
@@ -60,5 +60,5 @@ def test_migrations_are_idempotent_on_postgres(pg_url: str) -> None:
     migrate(engine)
     migrate(engine)
     with engine.connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0001"
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0002"
     engine.dispose()

@@ -1,4 +1,4 @@
-"""The management side (logs, keys; analytics later) on FastAPI.
+"""The management side (logs, keys, analytics, feedback) on FastAPI.
 
 Convenience is cheap here, unlike on the proxy routes: FastAPI validates parameters and
 publishes `/openapi.json`. Every error still leaves as OpenAI-shaped JSON with status 400 for
@@ -13,11 +13,16 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
+from tallygate.analytics.service import Analytics
+from tallygate.api.analytics import analytics_router
+from tallygate.api.feedback import feedback_router
 from tallygate.api.keys import keys_router
 from tallygate.api.logs import logs_router
 from tallygate.errors import GatewayError, InvalidRequest, NotFound
 from tallygate.manage.keys import KeyAdmin
 from tallygate.pipeline.auth import Authenticator
+from tallygate.store.feedback import FeedbackStore
+from tallygate.store.ledger import LedgerWriter
 from tallygate.store.logs import LogReader
 
 log = logging.getLogger("tallygate.management")
@@ -39,11 +44,17 @@ def _validation_message(exc: RequestValidationError) -> InvalidRequest:
     return InvalidRequest(f"{param}: {msg}" if param else msg, param=param)
 
 
-def create_management_app(auth: Authenticator, logs: LogReader, keys: KeyAdmin) -> FastAPI:
+def create_management_app(auth: Authenticator, logs: LogReader, keys: KeyAdmin,
+                          analytics: Analytics | None = None, feedback: FeedbackStore | None = None,
+                          ledger: LedgerWriter | None = None) -> FastAPI:
     app = FastAPI(title="Tallygate management API", version="0.1.0", docs_url=None, redoc_url=None)
     app.state.auth = auth
     app.include_router(logs_router(logs))
     app.include_router(keys_router(keys))
+    if analytics is not None:
+        app.include_router(analytics_router(analytics))
+    if feedback is not None:
+        app.include_router(feedback_router(feedback, ledger))
 
     @app.exception_handler(GatewayError)
     async def _gateway_error(_: Request, err: GatewayError) -> JSONResponse:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from tallygate.cli.keys import keys, users
+from tallygate.cli.report import export, report
 from tallygate.cli.serve import serve
 
 
@@ -17,3 +18,5 @@ def cli() -> None:
 cli.add_command(serve)
 cli.add_command(keys)
 cli.add_command(users)
+cli.add_command(report)
+cli.add_command(export)

@@ -2,7 +2,8 @@
 
 `record()` only appends to a list. A flusher task hands the list to a single writer thread
 every `flush_ms` (or sooner when `batch` records are waiting), which inserts them in one
-transaction with ON CONFLICT DO NOTHING on the request id, so a replayed batch cannot
+transaction with their tag rows and roll-ups (`store/ingest.py`), with ON CONFLICT DO NOTHING on
+the request id and roll-ups only for records actually inserted, so a replayed batch cannot
 double-count. A failed write is retried with backoff and its records kept; `close()` writes
 everything still buffered (called on SIGTERM through the ASGI lifespan).
 """
@@ -14,49 +15,12 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 
 import orjson
-from sqlalchemy import JSON, Engine, Table
+from sqlalchemy import Engine
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from tallygate.pipeline.tags import prefixes
-from tallygate.store.db import insert_ignoring_duplicates
-from tallygate.store.schema import request_tags, requests
+from tallygate.store.ingest import BatchIngest
 
 log = logging.getLogger("tallygate.ledger")
-
-
-def tag_rows(rec: dict) -> list[dict]:
-    """The `request_tags` rows of one ledger record: one per distinct prefix of its tags."""
-    tags = rec["tags"]
-    if not tags:
-        return []
-    given = set(tags)
-    return [{"request_id": rec["id"], "prefix": p, "depth": p.count("/") + 1, "is_tag": p in given,
-             "created_at": rec["created_at"]} for p in prefixes(tuple(tags))]
-
-
-class _BulkInsert:
-    """One table's INSERT ... ON CONFLICT DO NOTHING, compiled once for the engine's driver.
-
-    Rows go to the driver's `executemany` as plain tuples with JSON pre-encoded by orjson:
-    several times cheaper than SQLAlchemy's per-row processing, which matters at the ingest
-    rates the ledger must sustain.
-    """
-
-    def __init__(self, engine: Engine, table: Table) -> None:
-        compiled = insert_ignoring_duplicates(engine, table).compile(dialect=engine.dialect)
-        self.sql = str(compiled)
-        names = compiled.positiontup if compiled.positional else list(compiled.params)
-        json_cols = {c.name for c in table.columns if isinstance(c.type, JSON)}
-        self._positional = compiled.positional
-        self._cols = [(name, name in json_cols) for name in names or ()]
-
-    def rows(self, records: list[dict]) -> list:
-        out = []
-        for rec in records:
-            values = [orjson.dumps(rec[n]).decode() if is_json else rec[n] for n, is_json in self._cols]
-            out.append(tuple(values) if self._positional
-                       else dict(zip((n for n, _ in self._cols), values, strict=True)))
-        return out
 
 
 class LedgerWriter:
@@ -71,8 +35,7 @@ class LedgerWriter:
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._closing = False
-        self._insert_requests = _BulkInsert(engine, requests)
-        self._insert_tags = _BulkInsert(engine, request_tags)
+        self._ingest = BatchIngest(engine)  # raw rows, tag rows and roll-ups, exactly once
         self.written = 0
 
     def start(self) -> None:
@@ -121,6 +84,12 @@ class LedgerWriter:
             raise
         self.written += len(batch)
 
+    async def drain(self) -> None:
+        """Write everything buffered and wait for writes already in flight (the one writer
+        thread runs them in order, so a no-op queued behind them finishes last)."""
+        await self.flush()
+        await asyncio.get_running_loop().run_in_executor(self._pool, lambda: None)
+
     def _write_or_isolate(self, batch: list[dict]) -> None:
         """Write a batch; if the database refuses it, write it record by record, so that one bad
         record cannot hold up the others. A record the database refuses for its content is logged
@@ -145,11 +114,7 @@ class LedgerWriter:
                       rec.get("id"), orjson.dumps(rec, default=str).decode())
 
     def _write(self, batch: list[dict]) -> None:
-        tags = [row for rec in batch for row in tag_rows(rec)]
-        with self._engine.begin() as conn:
-            conn.exec_driver_sql(self._insert_requests.sql, self._insert_requests.rows(batch))
-            if tags:
-                conn.exec_driver_sql(self._insert_tags.sql, self._insert_tags.rows(tags))
+        self._ingest.write(batch)
 
     async def close(self) -> None:
         """Stop the flusher and write what is left (retrying a few times)."""

@@ -5,11 +5,12 @@ from __future__ import annotations
 import base64
 from dataclasses import dataclass, field
 
-from sqlalchemy import Engine, and_, exists, or_, select
+from sqlalchemy import Engine, and_, exists, func, or_, select
 
+from tallygate.analytics.metrics import SCORE_SCALE
 from tallygate.errors import InvalidRequest
 from tallygate.pipeline.pricing import usd_text
-from tallygate.store.schema import request_tags, requests
+from tallygate.store.schema import feedback, request_tags, requests
 
 
 @dataclass(slots=True)
@@ -59,7 +60,24 @@ def render(row: dict) -> dict:
         "latency_ms": row["latency_us"] / 1000,
         "ttft_ms": None if row["ttft_us"] is None else row["ttft_us"] / 1000,
         "attempts": row["attempts"],
+        "feedback": None if row.get("feedback_score") is None else {
+            "score": row["feedback_score"] / SCORE_SCALE, "comment": row["feedback_comment"],
+            "updated_at": row["feedback_at"]},
     }
+
+
+def with_feedback():  # type: ignore[no-untyped-def]
+    """SELECT of ledger rows with their feedback (if any) as feedback_* columns."""
+    return (select(requests, feedback.c.score_milli.label("feedback_score"),
+                   feedback.c.comment.label("feedback_comment"), feedback.c.updated_at.label("feedback_at"))
+            .select_from(requests.outerjoin(feedback, feedback.c.request_id == requests.c.id)))
+
+
+def under_tag(tag: str):  # type: ignore[no-untyped-def]
+    """A request carries `tag` or a tag under it (exact on both dialects, whatever the collation)."""
+    t = request_tags.c.tag
+    return exists().where(request_tags.c.request_id == requests.c.id,
+                          or_(t == tag, func.substr(t, 1, len(tag) + 1) == tag + "/"))
 
 
 class LogReader:
@@ -70,7 +88,7 @@ class LogReader:
 
     def get(self, request_id: str) -> dict | None:
         with self._engine.connect() as conn:
-            row = conn.execute(select(requests).where(requests.c.id == request_id)).mappings().first()
+            row = conn.execute(with_feedback().where(requests.c.id == request_id)).mappings().first()
         return render(dict(row)) if row else None
 
     def page(self, f: LogFilter, limit: int, cursor: str | None) -> tuple[list[dict], str | None]:
@@ -78,8 +96,7 @@ class LogReader:
         c = requests.c
         where = []
         if f.tag is not None:
-            where.append(exists().where(request_tags.c.request_id == c.id,
-                                        request_tags.c.prefix == f.tag))
+            where.append(under_tag(f.tag))
         for name, value in f.labels.items():
             where.append(c.labels[name].as_string() == value)
         if f.key_id is not None:
@@ -95,7 +112,7 @@ class LogReader:
         if cursor:
             ms, rid = decode_cursor(cursor)
             where.append(or_(c.created_at < ms, and_(c.created_at == ms, c.id < rid)))
-        query = (select(requests).where(*where).order_by(c.created_at.desc(), c.id.desc())
+        query = (with_feedback().where(*where).order_by(c.created_at.desc(), c.id.desc())
                  .limit(limit + 1))
         with self._engine.connect() as conn:
             rows = [dict(r) for r in conn.execute(query).mappings()]

@@ -22,6 +22,8 @@ from sqlalchemy import (
                         Text,
 )
 
+from tallygate.analytics.metrics import METRICS
+
 metadata = MetaData()
 
 users = Table(
@@ -79,14 +81,71 @@ requests = Table(
     Index("ix_requests_model_created", "requested_model", "created_at"),
 )
 
-# One row per request and distinct tag prefix: "every request under P" is an index range on
-# (prefix, created_at) and counts each request once, however many of its tags share P.
+# One row per request and tag as sent: `requests.tags` as a relation, to test "does this request
+# carry a tag under P" by primary key. Prefixes are not expanded here: the tag roll-ups count every
+# prefix, and one row per prefix (with an index by prefix) cost more than the rest of a write.
 request_tags = Table(
     "request_tags", metadata,
     Column("request_id", String(40), primary_key=True),
-    Column("prefix", String(256), primary_key=True),
-    Column("depth", SmallInteger, nullable=False),
-    Column("is_tag", Boolean, nullable=False),
+    Column("tag", String(256), primary_key=True),
+    sqlite_with_rowid=False,
+)
+
+# Each distinct label set of a key, once; roll-ups refer to it by id (a hash of its canonical JSON).
+label_sets = Table(
+    "label_sets", metadata,
+    Column("id", String(16), primary_key=True),
+    Column("labels", JSON, nullable=False),
+)
+
+
+def _metric_columns() -> list[Column]:
+    return [Column(name, BigInteger, nullable=False) for name in METRICS]
+
+
+def _usage_rollup(level: str) -> Table:
+    """Requests per time bucket (start, epoch ms), key, label set, models, provider and status.
+
+    Absent keys and models are stored as '' (primary-key columns cannot be NULL)."""
+    return Table(
+        f"usage_rollup_{level}", metadata,
+        Column("bucket", BigInteger, primary_key=True),
+        Column("key_id", String(36), primary_key=True),
+        Column("label_set", String(16), primary_key=True),
+        Column("requested_model", String(200), primary_key=True),
+        Column("served_model", String(200), primary_key=True),
+        Column("provider", String(200), primary_key=True),
+        Column("status", SmallInteger, primary_key=True),
+        *_metric_columns(),
+        sqlite_with_rowid=False,
+    )
+
+
+def _tag_rollup(level: str) -> Table:
+    """Requests per time bucket and tag prefix, each request once per distinct prefix.
+
+    `is_tag` splits a prefix's requests into those that carry it as a tag and those that carry
+    only tags under it; the prefix '' (depth 0) counts every request with at least one tag."""
+    return Table(
+        f"tag_rollup_{level}", metadata,
+        Column("bucket", BigInteger, primary_key=True),
+        Column("prefix", String(256), primary_key=True),
+        Column("is_tag", Boolean, primary_key=True),
+        Column("depth", SmallInteger, nullable=False),
+        *_metric_columns(),
+        sqlite_with_rowid=False,
+    )
+
+
+usage_rollups = {level: _usage_rollup(level) for level in ("hour", "day", "month")}
+tag_rollups = {level: _tag_rollup(level) for level in ("day", "month")}
+
+# One score per request; a new one replaces it. Scores in thousandths (0..1000 for 0..1).
+feedback = Table(
+    "feedback", metadata,
+    Column("request_id", String(40), primary_key=True),
+    Column("score_milli", Integer, nullable=False),
+    Column("comment", Text, nullable=True),
     Column("created_at", BigInteger, nullable=False),
-    Index("ix_request_tags_prefix_created", "prefix", "created_at"),
+    Column("updated_at", BigInteger, nullable=False),
 )

@@ -1,0 +1,108 @@
+"""Which tables answer a question: a roll-up family, the time levels, and the raw ledger.
+
+Two roll-up families, kept by the ledger writer in the same transaction as the raw records:
+
+* usage roll-ups (`usage_rollup_{hour,day,month}`): per time bucket, key, label set, requested
+  and served model, provider and status. They answer every non-tag dimension and the key,
+  model and label filters; each request is in exactly one row.
+* tag roll-ups (`tag_rollup_{day,month}`): per time bucket and tag prefix, once per request
+  and distinct prefix. They answer `tag`, `tag_level.<n>`, the tag tree and the `tag` filter.
+
+A question that mixes the two (say tag x label) is answered from the raw ledger.
+
+The time range is cut into the coarsest aligned pieces: whole months from the month roll-up,
+whole days around them from the day roll-up, whole hours from the hour roll-up, and the
+ragged ends from the raw ledger. A time dimension limits how coarse a piece may be (grouping
+by hour cannot read the day roll-up).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from tallygate.analytics.query import Query
+
+HOUR_MS = 3_600_000
+DAY_MS = 86_400_000
+USAGE_LEVELS = ("month", "day", "hour")
+TAG_LEVELS = ("month", "day")
+
+
+def month_floor(ms: int) -> int:
+    d = dt.datetime.fromtimestamp(ms / 1000, dt.UTC)
+    return int(dt.datetime(d.year, d.month, 1, tzinfo=dt.UTC).timestamp() * 1000)
+
+
+def month_after(month_start_ms: int) -> int:
+    d = dt.datetime.fromtimestamp(month_start_ms / 1000, dt.UTC)
+    return int(dt.datetime(d.year + d.month // 12, d.month % 12 + 1, 1, tzinfo=dt.UTC).timestamp() * 1000)
+
+
+def floor(ms: int, level: str) -> int:
+    if level == "hour":
+        return ms - ms % HOUR_MS
+    if level == "day":
+        return ms - ms % DAY_MS
+    return month_floor(ms)
+
+
+def ceil(ms: int, level: str) -> int:
+    start = floor(ms, level)
+    if start == ms:
+        return ms
+    return month_after(start) if level == "month" else start + (HOUR_MS if level == "hour" else DAY_MS)
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """A piece of the time range read from one level ('month', 'day', 'hour' or 'raw')."""
+
+    level: str
+    from_ms: int | None
+    to_ms: int | None
+
+
+def split(from_ms: int | None, to_ms: int | None, levels: tuple[str, ...]) -> list[Segment]:
+    """Cut [from, to) into aligned pieces, coarsest level first; None means unbounded."""
+    if from_ms is not None and to_ms is not None and from_ms >= to_ms:
+        return []
+    if not levels:
+        return [Segment("raw", from_ms, to_ms)]
+    level, finer = levels[0], levels[1:]
+    lo = None if from_ms is None else ceil(from_ms, level)
+    hi = None if to_ms is None else floor(to_ms, level)
+    if lo is not None and hi is not None and lo >= hi:
+        return split(from_ms, to_ms, finer)
+    out: list[Segment] = []
+    if from_ms is not None and lo is not None and from_ms < lo:
+        out += split(from_ms, lo, finer)
+    out.append(Segment(level, lo, hi))
+    if to_ms is not None and hi is not None and hi < to_ms:
+        out += split(hi, to_ms, finer)
+    return out
+
+
+def source(q: Query) -> str:
+    """'usage', 'tags' or 'raw': the roll-up family that holds every dimension and filter."""
+    tagged = q.tag is not None or q.tag_dim is not None
+    other = any(d.kind not in ("tag", "tag_level", "time") for d in q.dims)
+    other = other or bool(q.labels) or q.key_id is not None or q.model is not None
+    if tagged and other:
+        return "raw"
+    return "tags" if tagged else "usage"
+
+
+def levels_for(q: Query, family: str) -> tuple[str, ...]:
+    """The time levels `family` may read for `q`, coarsest first (a time dimension caps them)."""
+    levels = USAGE_LEVELS if family == "usage" else TAG_LEVELS if family == "tags" else ()
+    time = q.time_dim
+    if time is not None:
+        allowed = USAGE_LEVELS[USAGE_LEVELS.index(str(time.arg)):]
+        levels = tuple(lv for lv in levels if lv in allowed)
+    return levels
+
+
+def plan(q: Query) -> tuple[str, list[Segment]]:
+    family = source(q)
+    return family, split(q.from_ms, q.to_ms, levels_for(q, family))

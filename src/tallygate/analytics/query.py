@@ -1,0 +1,167 @@
+"""What an analytics question asks: dimensions to group by, filters, a time range.
+
+`group_by` is a comma-separated list of dimensions:
+
+    key  model  served_model  provider  status      one value per request
+    label.<name>                                    the key's label (null when absent)
+    tag                                             each tag as sent (a request is in one row per tag)
+    tag_level.<n>                                   tag paths cut to n segments (once per cut path)
+    time.hour  time.day  time.month                 UTC buckets
+
+At most one tag dimension and one time dimension. Tag dimensions make rows overlap: a request
+with two tags is in two rows, so the totals (each request once) are not the sum of the rows.
+With a `tag` filter, tag rows are limited to that subtree (a drill-down).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+
+from tallygate.errors import BadTag, InvalidRequest
+from tallygate.pipeline.tags import MAX_DEPTH, _check_tag
+
+PLAIN = ("key", "model", "served_model", "provider", "status")
+TIME_UNITS = ("hour", "day", "month")
+MAX_DIMENSIONS = 4
+_LABEL = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
+DIMENSION_HELP = ("key, model, served_model, provider, status, label.<name>, tag, tag_level.<n> "
+                  f"(1-{MAX_DEPTH}), time.hour, time.day, time.month")
+
+
+@dataclass(frozen=True, slots=True)
+class Dim:
+    """One grouping dimension: `kind` is a PLAIN name, 'label', 'tag', 'tag_level' or 'time'."""
+
+    kind: str
+    arg: str | int | None = None
+
+    @property
+    def name(self) -> str:
+        return self.kind if self.arg is None else f"{self.kind}.{self.arg}"
+
+    @property
+    def is_tag(self) -> bool:
+        return self.kind in ("tag", "tag_level")
+
+
+def parse_dimension(text: str, param: str = "group_by") -> Dim:
+    name = text.strip()
+    if name in PLAIN or name == "tag":
+        return Dim(name)
+    kind, _, arg = name.partition(".")
+    if kind == "label" and _LABEL.match(arg):
+        return Dim("label", arg)
+    if kind == "tag_level" and arg.isdigit() and 1 <= int(arg) <= MAX_DEPTH:
+        return Dim("tag_level", int(arg))
+    if kind == "time" and arg in TIME_UNITS:
+        return Dim("time", arg)
+    raise InvalidRequest(f"unknown dimension {name!r} in {param}; use {DIMENSION_HELP}", param=param)
+
+
+def parse_group_by(text: str | None, param: str = "group_by") -> tuple[Dim, ...]:
+    if text is None or not text.strip():
+        return ()
+    dims = tuple(parse_dimension(part, param) for part in text.split(","))
+    names = [d.name for d in dims]
+    if len(set(names)) != len(names):
+        raise InvalidRequest(f"{param} names a dimension twice", param=param)
+    if len(dims) > MAX_DIMENSIONS:
+        raise InvalidRequest(f"{param} has {len(dims)} dimensions; at most {MAX_DIMENSIONS}", param=param)
+    if sum(d.is_tag for d in dims) > 1:
+        raise InvalidRequest(f"{param} may hold one of tag, tag_level.<n>", param=param)
+    if sum(d.kind == "time" for d in dims) > 1:
+        raise InvalidRequest(f"{param} may hold one time dimension", param=param)
+    return dims
+
+
+def check_tag_filter(tag: str | None) -> str | None:
+    if tag is None:
+        return None
+    try:
+        return _check_tag(tag, "tag")
+    except BadTag as err:
+        raise InvalidRequest(err.message, param="tag") from None
+
+
+@dataclass(slots=True)
+class Query:
+    """One analytics question. Times are epoch ms; `to_ms` is exclusive; None is unbounded."""
+
+    dims: tuple[Dim, ...] = ()
+    tag: str | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+    key_id: str | None = None
+    model: str | None = None
+    from_ms: int | None = None
+    to_ms: int | None = None
+    current_labels: bool = False
+
+    def __post_init__(self) -> None:
+        if self.from_ms is not None and self.to_ms is not None and self.from_ms > self.to_ms:
+            raise InvalidRequest("from is after to", param="from")
+        tag_dim = self.tag_dim
+        if self.tag and tag_dim and tag_dim.kind == "tag_level" and int(tag_dim.arg or 0) < self.tag.count("/") + 1:
+            raise InvalidRequest(f"tag_level.{tag_dim.arg} is above the tag filter {self.tag!r} "
+                                 f"({self.tag.count('/') + 1} levels); group by a deeper level",
+                                 param="group_by")
+
+    @property
+    def tag_dim(self) -> Dim | None:
+        return next((d for d in self.dims if d.is_tag), None)
+
+    @property
+    def time_dim(self) -> Dim | None:
+        return next((d for d in self.dims if d.kind == "time"), None)
+
+    @property
+    def overlapping(self) -> bool:
+        """Whether one request may be in several rows (only tag dimensions do that)."""
+        return self.tag_dim is not None
+
+    def with_dims(self, dims: tuple[Dim, ...]) -> Query:
+        return Query(dims, self.tag, self.labels, self.key_id, self.model, self.from_ms, self.to_ms,
+                     self.current_labels)
+
+
+def parse_label_mode(value: str | None) -> bool:
+    """`labels=recorded` (default: as each record kept them) or `labels=current` -> current?"""
+    if value in (None, "", "recorded"):
+        return False
+    if value == "current":
+        return True
+    raise InvalidRequest(f"labels must be 'recorded' or 'current', got {value!r}", param="labels")
+
+
+def parse_month(value: str | None, param: str = "month") -> tuple[int, int]:
+    """'YYYY-MM' -> (first ms of the month, first ms of the next), UTC."""
+    if not value or not re.fullmatch(r"\d{4}-\d{2}", value):
+        raise InvalidRequest(f"{param} must be a month written YYYY-MM, got {value!r}", param=param)
+    year, month = int(value[:4]), int(value[5:])
+    if not 1 <= month <= 12 or year < 1970:
+        raise InvalidRequest(f"{param} {value!r} is not a month", param=param)
+    start = dt.datetime(year, month, 1, tzinfo=dt.UTC)
+    end = dt.datetime(year + month // 12, month % 12 + 1, 1, tzinfo=dt.UTC)
+    return int(start.timestamp() * 1000), int(end.timestamp() * 1000)
+
+
+MAX_MARKUP = Decimal(10)
+
+
+def parse_markup(value: str | None) -> Decimal:
+    """A markup rate such as 0.20 (20 %): a decimal from 0 to 10 with at most 6 decimal places."""
+    if value is None or value == "":
+        return Decimal(0)
+    try:
+        rate = Decimal(value.strip())
+    except InvalidOperation:
+        raise InvalidRequest(f"markup must be a decimal rate such as 0.20, got {value!r}",
+                             param="markup") from None
+    if not rate.is_finite() or rate < 0 or rate > MAX_MARKUP:
+        raise InvalidRequest(f"markup must be between 0 and {MAX_MARKUP} (a rate: 0.20 is 20 %), got {value!r}",
+                             param="markup")
+    if rate.as_tuple().exponent < -6:  # type: ignore[operator]
+        raise InvalidRequest(f"markup has more than 6 decimal places: {value!r}", param="markup")
+    return rate

@@ -1,0 +1,130 @@
+"""Analytics answers as the API and the CLI show them: rows, totals, the tag tree, invoices.
+
+Totals are computed on their own (each request once), never by adding rows up: with a tag
+dimension a request with two tags is in two rows, and the answer says so (`overlapping`).
+Requests without a tag form the row whose tag value is null (untagged), so that without a tag
+filter every request is in at least one row.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+
+from tallygate.analytics.histogram import MAX_RELATIVE_ERROR
+from tallygate.analytics.invoice import TOKEN_FIELDS, invoice
+from tallygate.analytics.metrics import I_COST, I_REQ, Agg
+from tallygate.analytics.query import Dim, Query
+from tallygate.errors import InvalidRequest
+from tallygate.pipeline.tags import MAX_DEPTH
+from tallygate.store.analytics import AnalyticsStore, Collected
+
+MAX_ROWS = 10_000
+OVERLAP_NOTE = ("rows overlap: a request with several tags (or cut paths) is in several rows, so the rows "
+                "add up to more than the totals; totals count each request once")
+
+
+def render_value(dim: Dim, value: object) -> object:
+    if dim.kind != "time" or value is None:
+        return value
+    when = dt.datetime.fromtimestamp(int(value) / 1000, dt.UTC)  # type: ignore[call-overload]
+    return {"hour": when.strftime("%Y-%m-%dT%H:00:00Z"), "day": when.strftime("%Y-%m-%d"),
+            "month": when.strftime("%Y-%m")}[str(dim.arg)]
+
+
+def _sort_key(dims: tuple[Dim, ...], key: tuple, agg: Agg) -> tuple:
+    time_part = tuple(v for d, v in zip(dims, key, strict=True) if d.kind == "time")
+    rest = tuple("" if v is None else str(v) for d, v in zip(dims, key, strict=True) if d.kind != "time")
+    return (time_part, -agg.v[I_COST], -agg.v[I_REQ], rest)
+
+
+def _plan(c: Collected) -> dict:
+    return {"source": c.family, "segments": [{"level": s.level, "from": s.from_ms, "to": s.to_ms} for s in c.segments],
+            "percentiles": "exact" if c.exact else "histogram",
+            "percentile_max_relative_error": 0 if c.exact else round(MAX_RELATIVE_ERROR, 4)}
+
+
+class Analytics:
+    """Builds the documents of `/v1/analytics/*` from an `AnalyticsStore`."""
+
+    def __init__(self, store: AnalyticsStore) -> None:
+        self.store = store
+
+    def _with_untagged(self, q: Query, c: Collected) -> None:
+        """Add the untagged row(s) to a tag grouping answered from the tag roll-ups."""
+        if c.family != "tags" or q.tag is not None or q.tag_dim is None or c.exact:
+            return  # raw answers build the untagged rows themselves; a tag filter has none
+        time = q.time_dim
+        everything = self.store.collect(Query((time,) if time else (), from_ms=q.from_ms, to_ms=q.to_ms)).groups
+        tagged = self.store.tagged_by_time(q)
+        for tkey, all_agg in everything.items():
+            rest = all_agg.minus(tagged[tkey]) if tkey in tagged else all_agg
+            if rest.v[I_REQ] <= 0:
+                continue
+            it = iter(tkey)
+            key = tuple(None if d.is_tag else next(it) for d in q.dims)
+            c.groups[key] = rest
+
+    def usage(self, q: Query, limit: int = 1000) -> dict:
+        rows = self.store.collect(q)
+        self._with_untagged(q, rows)
+        totals = self.store.collect(q.with_dims(()))
+        ordered = sorted(rows.groups.items(), key=lambda kv: _sort_key(q.dims, kv[0], kv[1]))
+        names = self.store.key_names({k[i] for k, _ in ordered[:limit] for i, d in enumerate(q.dims)
+                                      if d.kind == "key" and k[i]}) if any(d.kind == "key" for d in q.dims) else {}
+        data = []
+        for key, agg in ordered[:limit]:
+            row = {"group": {d.name: render_value(d, v) for d, v in zip(q.dims, key, strict=True)}, **agg.render()}
+            if names:
+                row["key_name"] = names.get(next(v for d, v in zip(q.dims, key, strict=True) if d.kind == "key"))
+            data.append(row)
+        total = totals.groups.get((), Agg())
+        return {
+            "object": "analytics.usage", "group_by": [d.name for d in q.dims],
+            "filters": {"tag": q.tag, "labels": q.labels, "key": q.key_id, "model": q.model},
+            "from": q.from_ms, "to": q.to_ms, "labels": "current" if q.current_labels else "recorded",
+            "overlapping": q.overlapping, **({"note": OVERLAP_NOTE} if q.overlapping else {}),
+            "data": data, "truncated": len(ordered) > limit, "row_count": len(ordered),
+            "totals": total.render(), "plan": _plan(rows),
+        }
+
+    def tree(self, root: str | None, depth: int | None, q: Query) -> dict:
+        """The tag hierarchy under `root` (every root when None), `depth` levels below it."""
+        max_depth = MAX_DEPTH if depth is None else (root.count("/") + 1 if root else 0) + depth
+        c = self.store.collect_tree(root, max_depth, q)
+        nodes = {key[0]: {"tag": key[0], "depth": key[0].count("/") + 1, **agg.render(), "children": []}
+                 for key, agg in c.groups.items()}
+        roots = []
+        for tag in sorted(nodes, key=lambda t: (-c.groups[(t,)].v[I_COST], t)):
+            parent = tag.rpartition("/")[0]
+            if tag != root and parent in nodes:
+                nodes[parent]["children"].append(nodes[tag])
+            else:
+                roots.append(nodes[tag])
+        if root is not None:
+            totals = c.groups.get((root,), Agg())
+        else:
+            totals = self.store.tagged_by_time(Query(from_ms=q.from_ms, to_ms=q.to_ms)).get((), Agg())
+        return {"object": "analytics.tag_tree", "root": root, "depth": depth, "from": q.from_ms, "to": q.to_ms,
+                "overlapping": True, "note": "each request counts once in every node it is under; sibling "
+                "nodes may share requests, so children can add up to more than their parent",
+                "totals": totals.render(), "data": roots, "plan": _plan(c)}
+
+    def export(self, month: str, start: int, end: int, dims: tuple[Dim, ...], rate: Decimal,
+               current_labels: bool = False) -> dict:
+        if any(d.is_tag for d in dims):
+            raise InvalidRequest("an invoice needs lines that do not overlap: group by key, model, "
+                                 "served_model, provider, status or label.<name>, not by tags", param="group_by")
+        if any(d.kind == "time" for d in dims):
+            raise InvalidRequest("an invoice covers one month: leave time.* out of group_by", param="group_by")
+        q = Query(dims, from_ms=start, to_ms=end, current_labels=current_labels)
+        c = self.store.collect(q)
+        lines = []
+        for key, agg in sorted(c.groups.items(), key=lambda kv: tuple((v is None, str(v)) for v in kv[0])):
+            v = agg.v
+            sums = {"requests": v[I_REQ], "cost_pico": v[I_COST],
+                    **{f: v[i] for i, f in enumerate(TOKEN_FIELDS, start=2)}}
+            lines.append(({d.name: val for d, val in zip(dims, key, strict=True)}, sums))
+        doc = invoice(month, [d.name for d in dims], lines, rate)
+        doc["labels"] = "current" if current_labels else "recorded"
+        return doc

@@ -1,0 +1,108 @@
+"""`/v1/analytics/*`: spend and usage grouped by keys, labels, tags and time; invoices.
+
+Every route needs `manage: read`. Unknown query parameters are refused (a misspelt filter
+would otherwise widen the answer silently).
+"""
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from tallygate.analytics.invoice import invoice_csv
+from tallygate.analytics.query import (
+    DIMENSION_HELP,
+    check_tag_filter,
+    parse_group_by,
+    parse_label_mode,
+    parse_markup,
+    parse_month,
+)
+from tallygate.analytics.query import (
+    Query as Question,
+)
+from tallygate.analytics.service import MAX_ROWS, Analytics
+from tallygate.api.deps import label_filters, parse_time, require
+from tallygate.errors import InvalidRequest
+from tallygate.manage.schemas import ERRORS
+from tallygate.pipeline.tags import MAX_DEPTH
+from tallygate.types import Principal
+
+_USAGE = {"group_by", "tag", "key", "model", "from", "to", "labels", "limit"}
+_TREE = {"root", "depth", "from", "to"}
+_EXPORT = {"month", "group_by", "markup", "format", "labels"}
+
+
+def _only(request: Request, allowed: set[str], labels: bool) -> None:
+    for name in request.query_params:
+        if name not in allowed and not (labels and name.startswith("label.")):
+            raise InvalidRequest(f"unknown query parameter {name!r}; this route takes "
+                                 f"{', '.join(sorted(allowed))}{', label.<name>' if labels else ''}", param=name)
+
+
+def analytics_router(analytics: Analytics) -> APIRouter:
+    router = APIRouter(tags=["analytics"], responses=ERRORS)
+    reader = Depends(require("manage", "read"))
+
+    @router.get("/v1/analytics/usage", summary="Requests, errors, tokens, cost, latency and feedback by group")
+    async def usage(
+        request: Request,
+        _: Annotated[Principal, reader],
+        group_by: Annotated[str | None, Query(description=f"comma-separated: {DIMENSION_HELP}")] = None,
+        tag: Annotated[str | None, Query(description="a tag; matches it and every tag under it")] = None,
+        key: Annotated[str | None, Query(description="API key id")] = None,
+        model: Annotated[str | None, Query(description="requested model")] = None,
+        from_: Annotated[str | None, Query(alias="from", description="inclusive; ISO 8601 or epoch ms")] = None,
+        to: Annotated[str | None, Query(description="exclusive; ISO 8601 or epoch ms")] = None,
+        labels: Annotated[str | None, Query(description="'recorded' (default): labels as each request "
+                                                        "kept them; 'current': each key's labels now")] = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_ROWS)] = 1000,
+    ) -> dict:
+        _only(request, _USAGE, labels=True)
+        q = Question(parse_group_by(group_by), check_tag_filter(tag), label_filters(request), key, model,
+                     parse_time(from_, "from"), parse_time(to, "to"), parse_label_mode(labels))
+        return await run_in_threadpool(analytics.usage, q, limit)
+
+    @router.get("/v1/analytics/tags/tree", summary="The tag hierarchy with metrics at every node")
+    async def tag_tree(
+        request: Request,
+        _: Annotated[Principal, reader],
+        root: Annotated[str | None, Query(description="a tag: show its subtree (default: every root)")] = None,
+        depth: Annotated[int | None, Query(ge=0, le=MAX_DEPTH, description="levels below root "
+                                                                          "(default: all)")] = None,
+        from_: Annotated[str | None, Query(alias="from", description="inclusive; ISO 8601 or epoch ms")] = None,
+        to: Annotated[str | None, Query(description="exclusive; ISO 8601 or epoch ms")] = None,
+    ) -> dict:
+        _only(request, _TREE, labels=False)
+        try:
+            root = check_tag_filter(root)
+        except InvalidRequest as err:
+            raise InvalidRequest(err.message.replace("tag", "root", 1), param="root") from None
+        q = Question(from_ms=parse_time(from_, "from"), to_ms=parse_time(to, "to"))
+        return await run_in_threadpool(analytics.tree, root, depth, q)
+
+    @router.get("/v1/analytics/export", summary="A month's invoice lines per group, with a markup",
+                responses={200: {"content": {"application/json": {}, "text/csv": {}}}})
+    async def export(
+        request: Request,
+        _: Annotated[Principal, reader],
+        month: Annotated[str, Query(description="YYYY-MM (UTC)")],
+        group_by: Annotated[str | None, Query(description="comma-separated: key, model, served_model, "
+                                                          "provider, status, label.<name>")] = None,
+        markup: Annotated[str | None, Query(description="a rate from 0 to 10: 0.20 adds 20 %")] = None,
+        format: Annotated[str, Query(description="json or csv")] = "json",
+        labels: Annotated[str | None, Query(description="'recorded' (default) or 'current'")] = None,
+    ) -> Response:
+        _only(request, _EXPORT, labels=False)
+        if format not in ("json", "csv"):
+            raise InvalidRequest(f"format must be 'json' or 'csv', got {format!r}", param="format")
+        start, end = parse_month(month)
+        doc = await run_in_threadpool(analytics.export, month, start, end, parse_group_by(group_by),
+                                      parse_markup(markup), parse_label_mode(labels))
+        if format == "csv":
+            return Response(invoice_csv(doc), media_type="text/csv; charset=utf-8",
+                            headers={"content-disposition": f'attachment; filename="tallygate-{month}.csv"'})
+        return JSONResponse(doc)
+
+    return router

@@ -1,0 +1,138 @@
+"""The SQL of analytics: one roll-up segment or one raw segment, summed into groups.
+
+Each function reads one time segment and adds its rows into `out`, a dict from a group key
+(one value per dimension of the question) to an `Agg`. Roll-up rows are summed by SQL
+(`GROUP BY` the columns the dimensions need) and mapped to group keys in Python; raw records
+are aggregated in Python, keeping exact durations for exact percentiles.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from sqlalchemy import BigInteger, Connection, Table, and_, cast, func, or_, select, true
+
+from tallygate.analytics.metrics import I_COST, METRICS, Agg
+from tallygate.analytics.plan import Segment, floor
+from tallygate.analytics.query import Dim
+from tallygate.store.logs import under_tag
+from tallygate.store.schema import feedback, requests
+
+_NOT_COST = [m for m in METRICS if m != "cost_pico"]
+_COST_SPLIT = 10**6  # SUM(cost_pico) could pass 2^63 (9.2M USD) in one group: sum it in two parts
+
+
+def metric_columns(t: Table) -> list:
+    """SUM of every metric column (as BIGINT), cost last as two partial sums."""
+    cost = t.c.cost_pico
+    return ([cast(func.sum(t.c[m]), BigInteger) for m in _NOT_COST]
+            + [cast(func.sum(cost.op("/")(_COST_SPLIT)), BigInteger),
+               cast(func.sum(cost.op("%")(_COST_SPLIT)), BigInteger)])
+
+
+def metric_vector(values: Iterable) -> list[int]:
+    """The metric vector of one summed row (the inverse of `metric_columns`)."""
+    v = list(values)  # SUMs over at least one row: never NULL
+    low, high = v.pop(), v.pop()
+    v.insert(I_COST, high * _COST_SPLIT + low)
+    return v
+
+
+def time_range(col, seg: Segment) -> list:  # type: ignore[no-untyped-def]
+    where = []
+    if seg.from_ms is not None:
+        where.append(col >= seg.from_ms)
+    if seg.to_ms is not None:
+        where.append(col < seg.to_ms)
+    return where
+
+
+def under(col, tag: str):  # type: ignore[no-untyped-def]
+    """`col` is `tag` or a path under it."""
+    return or_(col == tag, func.substr(col, 1, len(tag) + 1) == tag + "/")
+
+
+def summed_rows(conn: Connection, t: Table, group_cols: list[str], where: list,
+                out: dict[tuple, Agg], key_of: Callable[[tuple], tuple | None], *, few_per_group: bool = False) -> None:
+    """Add the roll-up rows matching `where`, summed by `group_cols`, to out[key_of(values)].
+
+    SQL sums them (`GROUP BY`), except when `few_per_group` says a group has only a row or two
+    (tag prefixes of one month): then 134 aggregates per output group cost more (twice, on
+    SQLite) than reading the rows and adding the few duplicates up in Python."""
+    cols = [t.c[name] for name in group_cols]
+    if few_per_group:
+        query, to_vector = select(*cols, *(t.c[m] for m in METRICS)).where(*where), None
+    else:
+        query, to_vector = select(*cols, *metric_columns(t)).where(*where), metric_vector
+        if cols:
+            query = query.group_by(*cols)
+    n = len(cols)
+    for row in conn.execute(query):
+        if row[n] is None:  # SUM over no rows at all
+            continue
+        key = key_of(tuple(row[:n]))
+        if key is None:
+            continue
+        values = row[n:] if to_vector is None else to_vector(row[n:])
+        agg = out.get(key)
+        if agg is None:
+            out[key] = Agg(list(values), None, None)
+        else:
+            agg.add_vector(values)
+
+
+def time_value(dim: Dim, bucket: int) -> int:
+    return floor(bucket, str(dim.arg))
+
+
+RAW_COLUMNS = [requests.c.created_at, requests.c.key_id, requests.c.labels, requests.c.tags,
+               requests.c.requested_model, requests.c.served_model, requests.c.provider, requests.c.status,
+               requests.c.input_tokens, requests.c.output_tokens, requests.c.cached_tokens,
+               requests.c.cache_write_tokens, requests.c.reasoning_tokens, requests.c.cost_pico,
+               requests.c.latency_us, requests.c.ttft_us, feedback.c.score_milli]
+
+
+def raw_records(conn: Connection, seg: Segment, *, tag: str | None, key_ids: list[str] | None,
+                model: str | None, labels: dict[str, str]) -> Iterable:
+    """Ledger records of one segment (with their feedback score), filtered in SQL."""
+    c = requests.c
+    where = time_range(c.created_at, seg)
+    if tag is not None:
+        where.append(under_tag(tag))
+    if key_ids is not None:
+        where.append(c.key_id.in_(key_ids))
+    if model is not None:
+        where.append(c.requested_model == model)
+    for name, value in labels.items():
+        where.append(c.labels[name].as_string() == value)
+    query = (select(*RAW_COLUMNS).select_from(requests.outerjoin(feedback, feedback.c.request_id == c.id))
+             .where(and_(true(), *where)))
+    if conn.dialect.name == "postgresql":
+        # Rows are streamed through a server-side cursor, for which PostgreSQL plans as if only
+        # a tenth will be read: a nested loop over request_tags that takes minutes. All are read.
+        conn.exec_driver_sql("SET LOCAL cursor_tuple_fraction = 1.0")
+    return conn.execute(query.execution_options(yield_per=5000))  # streamed, 5,000 rows at a time
+
+
+def tag_groups(tags: list[str], dim: Dim | None, tag: str | None, max_depth: int | None = None) -> list:
+    """The values a record's tags give a tag dimension ([None] when it has none).
+
+    `tag` limits them to that subtree; `dim` None means every prefix (the tag tree), down to
+    `max_depth` levels."""
+    if tag is not None:
+        inside = tag + "/"
+        tags = [t for t in tags if t == tag or t.startswith(inside)]
+    if not tags:
+        return [] if dim is None else [None]
+    if dim is None:
+        found: dict[str, None] = {}
+        top = tag.count("/") + 1 if tag is not None else 1
+        for t in tags:
+            parts = t.split("/")
+            for d in range(top, min(len(parts), max_depth or len(parts)) + 1):
+                found["/".join(parts[:d])] = None
+        return list(found)
+    if dim.kind == "tag":
+        return list(dict.fromkeys(tags))
+    n = int(dim.arg or 0)
+    return list(dict.fromkeys("/".join(t.split("/")[:n]) for t in tags))

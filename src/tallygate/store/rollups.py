@@ -1,0 +1,293 @@
+"""Roll-ups kept by the ledger writer: aggregate a batch in memory, then one upsert per table.
+
+For each batch the writer calls `aggregate()` (pure Python: each record joins a few groups,
+then every group is summed once) and then `write()` inside the transaction that inserts the
+raw records, so a record and its roll-ups are committed together or not at all. Each roll-up row is upserted by *adding* the
+batch's sums to it (`col = col + excluded.col`), which SQLite and PostgreSQL both do.
+
+* usage roll-ups: one row per (hour, key, label set, requested model, served model, provider,
+  status); day and month rows are merged from the batch's hour rows.
+* tag roll-ups: one row per (day, prefix, is_tag), each request once per distinct prefix of
+  its tags; month rows merged from the day rows. The prefix '' counts requests with any tag.
+
+Label sets are stored once in `label_sets`, keyed by the first 16 hex digits of the SHA-256
+of their canonical JSON (sorted keys): `label_set_id()`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from bisect import bisect_right
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from operator import add, itemgetter
+
+import orjson
+from sqlalchemy import Connection, Engine, select
+
+from tallygate.analytics.histogram import EDGES_US
+from tallygate.analytics.metrics import I_FBC, LAT0, METRICS, TTFT0, WIDTH
+from tallygate.analytics.plan import DAY_MS, HOUR_MS, month_floor
+from tallygate.pipeline.tags import prefixes
+from tallygate.store.schema import requests, tag_rollups, usage_rollups
+
+USAGE_DIMS = ("bucket", "key_id", "label_set", "requested_model", "served_model", "provider", "status")
+TAG_DIMS = ("bucket", "prefix", "is_tag")
+
+
+def canonical_labels(labels: dict) -> str:
+    return orjson.dumps(labels, option=orjson.OPT_SORT_KEYS).decode()
+
+
+def label_set_id(canonical: str) -> str:
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def placeholder(engine: Engine | Connection) -> str:
+    return "?" if engine.dialect.name == "sqlite" else "%s"
+
+
+def upsert_adding_sql(engine: Engine | Connection, table: str, dims: tuple[str, ...],
+                      extra: tuple[str, ...] = ()) -> str:
+    """INSERT of dims + extra + METRICS that, on a primary-key conflict, adds the metrics."""
+    cols = dims + extra + METRICS
+    mark = placeholder(engine)
+    sets = ", ".join(f"{m} = {table}.{m} + excluded.{m}" for m in METRICS)
+    return (f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join([mark] * len(cols))}) "
+            f"ON CONFLICT ({', '.join(dims)}) DO UPDATE SET {sets}")
+
+
+class Cell:
+    """One group's metrics within a batch, sparse: the record sums and a histogram dict
+    (index in the metric vector -> count) holding the latency and TTFT buckets in use."""
+
+    __slots__ = ("hist", "sums")
+
+    def __init__(self, sums: list[int], hist: dict[int, int]) -> None:
+        self.sums = sums
+        self.hist = hist
+
+    def copy(self) -> Cell:
+        return Cell(list(self.sums), dict(self.hist))
+
+    def add(self, other: Cell) -> None:
+        self.sums[:] = map(add, self.sums, other.sums)
+        hist = self.hist
+        for b, c in other.hist.items():
+            hist[b] = hist.get(b, 0) + c
+
+    def dense(self) -> list[int]:
+        """The full metric vector (the roll-up tables' column order)."""
+        v = [0] * WIDTH
+        v[:I_FBC] = self.sums
+        for b, c in self.hist.items():
+            v[b] += c
+        return v
+
+
+@dataclass(slots=True)
+class Aggregate:
+    """One batch's roll-up cells by level, and the label sets it introduced."""
+
+    usage: dict[str, dict[tuple, Cell]] = field(default_factory=dict)
+    tags: dict[str, dict[tuple, Cell]] = field(default_factory=dict)
+    new_sets: dict[str, str] = field(default_factory=dict)
+
+
+_NO_TTFT = WIDTH  # the TTFT index of a record without one; never stored
+_FIELDS = itemgetter("created_at", "status", "key_id", "requested_model", "served_model", "provider",
+                     "latency_us", "ttft_us", "tags")
+_COUNTS = itemgetter("input_tokens", "output_tokens", "cached_tokens", "cache_write_tokens", "reasoning_tokens",
+                     "cost_pico")
+
+
+def _cells(groups: dict[tuple, list[int]], sums: list[tuple[int, ...]], lat: list[int],
+           ttft: list[int]) -> dict[tuple, Cell]:
+    """Cells of groups given as lists of record indexes (summed column by column, in C)."""
+    out: dict[tuple, Cell] = {}
+    for key, members in groups.items():
+        if len(members) == 1:
+            i = members[0]
+            hist = {lat[i]: 1}
+            if ttft[i] != _NO_TTFT:
+                hist[ttft[i]] = 1
+            out[key] = Cell(list(sums[i]), hist)
+        else:
+            pick = itemgetter(*members)
+            counts = Counter(pick(lat))
+            counts.update(pick(ttft))
+            counts.pop(_NO_TTFT, None)
+            out[key] = Cell(list(map(sum, zip(*pick(sums)))), counts)
+    return out
+
+
+def _coarser(cells: dict[tuple, Cell], bucket_of) -> dict[tuple, Cell]:  # type: ignore[no-untyped-def]
+    """The same cells in coarser time buckets (the key's first field)."""
+    out: dict[tuple, Cell] = {}
+    for key, cell in cells.items():
+        k = (bucket_of(key[0]), *key[1:])
+        acc = out.get(k)
+        if acc is None:
+            out[k] = cell.copy()
+        else:
+            acc.add(cell)
+    return out
+
+
+class Rollups:
+    """Aggregates batches of ledger records and upserts them into the roll-up tables."""
+
+    def __init__(self, engine: Engine | Connection) -> None:
+        self._usage_sql = {lv: upsert_adding_sql(engine, t.name, USAGE_DIMS) for lv, t in usage_rollups.items()}
+        self._tag_sql = {lv: upsert_adding_sql(engine, t.name, TAG_DIMS, ("depth",))
+                         for lv, t in tag_rollups.items()}
+        mark = placeholder(engine)
+        self._set_sql = f"INSERT INTO label_sets (id, labels) VALUES ({mark}, {mark}) ON CONFLICT DO NOTHING"
+        self._set_ids: dict[str, str] = {}  # canonical JSON -> id
+        self._stored_sets: set[str] = set()  # ids known to be in label_sets
+        self._prefixes: dict[str, tuple[str, ...]] = {}
+        self._months: dict[int, int] = {}
+
+    def _tag_prefixes(self, tag: str) -> tuple[str, ...]:
+        found = self._prefixes.get(tag)
+        if found is None:
+            if len(self._prefixes) > 100_000:
+                self._prefixes.clear()
+            found = self._prefixes[tag] = tuple(prefixes((tag,)))
+        return found
+
+    def _month(self, day_ms: int) -> int:
+        m = self._months.get(day_ms)
+        if m is None:
+            m = self._months[day_ms] = month_floor(day_ms)
+        return m
+
+    def aggregate(self, records: Iterable[dict], canonical: Iterable[str]) -> Aggregate:
+        """Roll-up cells for `records`; `canonical[i]` is record i's labels as canonical JSON.
+
+        Each record becomes one tuple of sums and two histogram indexes; groups collect the
+        indexes of their records. A record whose tags have distinct roots (the common case)
+        joins one group per tag; each tag's cell is then added to every prefix of the tag, once
+        per batch. A record with several tags under one root joins each distinct prefix itself,
+        so it still counts once under their common ancestors."""
+        sums: list[tuple[int, ...]] = []
+        lat: list[int] = []
+        ttft: list[int] = []
+        usage: dict[tuple, list[int]] = {}
+        by_tag: dict[tuple, list[int]] = {}  # (day, tag) -> records whose tags have distinct roots
+        by_prefix: dict[tuple, list[int]] = {}  # (day, prefix, is_tag) -> the other tagged records
+        tagged: dict[tuple, list[int]] = {}  # (day, '', False) -> records with at least one tag
+        set_ids, stored, new_sets = self._set_ids, self._stored_sets, {}
+        edges, fields, counts = EDGES_US, _FIELDS, _COUNTS
+        for i, (rec, labels) in enumerate(zip(records, canonical, strict=True)):
+            ls = set_ids.get(labels)
+            if ls is None:
+                ls = set_ids[labels] = label_set_id(labels)
+            if ls not in stored:
+                new_sets[ls] = labels
+            ca, status, key_id, model, served, provider, latency_us, ttft_us, given = fields(rec)
+            sums.append((1, 1 if status >= 400 else 0, *counts(rec)))
+            lat.append(LAT0 + bisect_right(edges, latency_us))
+            ttft.append(_NO_TTFT if ttft_us is None else TTFT0 + bisect_right(edges, ttft_us))
+            key = (ca - ca % HOUR_MS, key_id or "", ls, model or "", served or "", provider or "", status)
+            members = usage.get(key)
+            if members is None:
+                usage[key] = [i]
+            else:
+                members.append(i)
+            if not given:
+                continue
+            day = ca - ca % DAY_MS
+            members = tagged.get((day, "", False))
+            if members is None:
+                tagged[(day, "", False)] = [i]
+            else:
+                members.append(i)
+            if len(given) == 1 or len({t.partition("/")[0] for t in given}) == len(given):
+                for tag in given:
+                    members = by_tag.get((day, tag))
+                    if members is None:
+                        by_tag[(day, tag)] = [i]
+                    else:
+                        members.append(i)
+                continue
+            seen: dict[str, bool] = {}
+            for tag in given:
+                for p in self._tag_prefixes(tag):
+                    seen[p] = seen.get(p, False) or p == tag
+            for p, is_tag in seen.items():
+                members = by_prefix.get((day, p, is_tag))
+                if members is None:
+                    by_prefix[(day, p, is_tag)] = [i]
+                else:
+                    members.append(i)
+        tags_day = _cells(by_prefix, sums, lat, ttft)
+        tags_day.update(_cells(tagged, sums, lat, ttft))
+        for (day, tag), cell in _cells(by_tag, sums, lat, ttft).items():
+            for p in self._tag_prefixes(tag):
+                key = (day, p, p == tag)
+                acc = tags_day.get(key)
+                if acc is None:
+                    tags_day[key] = cell if p == tag else cell.copy()
+                else:
+                    acc.add(cell)
+        usage_hour = _cells(usage, sums, lat, ttft)
+        usage_day = _coarser(usage_hour, lambda ms: ms - ms % DAY_MS)
+        return Aggregate(
+            usage={"hour": usage_hour, "day": usage_day, "month": _coarser(usage_day, self._month)},
+            tags={"day": tags_day, "month": _coarser(tags_day, self._month)},
+            new_sets=new_sets,
+        )
+
+    def write(self, conn: Connection, agg: Aggregate) -> None:
+        """Upsert one batch's roll-ups (inside the caller's transaction)."""
+        if agg.new_sets:
+            conn.exec_driver_sql(self._set_sql, list(agg.new_sets.items()))
+        for level, rows in agg.usage.items():
+            if rows:
+                conn.exec_driver_sql(self._usage_sql[level], [(*k, *c.dense()) for k, c in rows.items()])
+        for level, rows in agg.tags.items():
+            if rows:
+                conn.exec_driver_sql(self._tag_sql[level], [(*k, k[1].count("/") + 1 if k[1] else 0, *c.dense())
+                                                            for k, c in rows.items()])
+
+    def committed(self, agg: Aggregate) -> None:
+        """The batch's transaction committed: its label sets are stored."""
+        self._stored_sets.update(agg.new_sets)
+
+
+def record_keys(rec: dict) -> tuple[dict[str, tuple], dict[str, list[tuple]]]:
+    """The roll-up rows one record counts in, by level: usage keys and tag keys.
+
+    Used to adjust a record's rows later (feedback); `rec` is a `requests` row."""
+    ls = label_set_id(canonical_labels(rec["labels"] or {}))
+    ca = rec["created_at"]
+    hour, day = ca - ca % HOUR_MS, ca - ca % DAY_MS
+    rest = (rec["key_id"] or "", ls, rec["requested_model"] or "", rec["served_model"] or "",
+            rec["provider"] or "", rec["status"])
+    usage = {"hour": (hour, *rest), "day": (day, *rest), "month": (month_floor(ca), *rest)}
+    given = list(rec["tags"] or ())
+    tags: dict[str, list[tuple]] = {"day": [], "month": []}
+    if given:
+        pairs = [(p, p in given) for p in prefixes(tuple(given))] + [("", False)]
+        for level, bucket in (("day", day), ("month", month_floor(ca))):
+            tags[level] = [(bucket, p, is_tag) for p, is_tag in pairs]
+    return usage, tags
+
+
+def backfill(conn: Connection, chunk: int = 20_000) -> int:
+    """Roll up every record already in `requests` (once, when the roll-up tables are created)."""
+    rollups, done, last = Rollups(conn.engine), 0, ("", -1)  # (created_at, id) of the last record
+    c = requests.c
+    while True:
+        query = (select(requests).where((c.created_at > last[1]) | ((c.created_at == last[1]) & (c.id > last[0])))
+                 .order_by(c.created_at, c.id).limit(chunk))
+        batch = [dict(r) for r in conn.execute(query).mappings()]
+        if not batch:
+            return done
+        for rec in batch:
+            rec["tags"] = list(rec["tags"] or ())
+        rollups.write(conn, rollups.aggregate(batch, [canonical_labels(r["labels"] or {}) for r in batch]))
+        done += len(batch)
+        last = (batch[-1]["id"], batch[-1]["created_at"])
