@@ -45,10 +45,12 @@ class Collected:
 
 
 class AnalyticsStore:
-    """Synchronous analytics queries (run them from a worker thread)."""
+    """Synchronous analytics queries (run them from a worker thread). With `raw_only` every
+    question is answered from the raw ledger: slow, exact, and a check on the roll-ups."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, raw_only: bool = False) -> None:
         self._engine = engine
+        self._raw_only = raw_only
         self._sets: dict[str, dict] = {}
 
     # ----------------------------------------------------------------- label sets and keys
@@ -87,6 +89,8 @@ class AnalyticsStore:
                          _TagMode(tagged=True)).groups
 
     def _run(self, q: Query, family: str, segments: list[Segment], mode: _TagMode) -> Collected:
+        if self._raw_only:
+            segments = [Segment("raw", q.from_ms, q.to_ms)]
         out: dict[tuple, Agg] = {}
         with self._engine.connect() as conn:
             ctx = _Context(q, conn, self._label_sets(conn), self.current_labels(conn) if q.current_labels else {},
