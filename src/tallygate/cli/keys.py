@@ -12,7 +12,7 @@ from decimal import Decimal, InvalidOperation
 import click
 from pydantic import ValidationError
 
-from tallygate.cli.options import db_option, load_settings
+from tallygate.cli.options import db_option, load_settings, parse_labels
 from tallygate.errors import GatewayError
 
 LEVELS = {"completions": ["write", "none"], "manage": ["write", "read", "none"]}
@@ -77,16 +77,6 @@ def _validated(model, data: dict):  # type: ignore[no-untyped-def]
         raise click.ClickException(f"{field}: {first['msg']}") from None
 
 
-def _labels(pairs: tuple[str, ...]) -> dict[str, str]:
-    labels = {}
-    for pair in pairs:
-        name, sep, value = pair.partition("=")
-        if not sep or not name:
-            raise click.BadParameter(f"{pair!r} is not name=value", param_hint="--label")
-        labels[name] = value
-    return labels
-
-
 def _permissions(completions: str | None, manage: str | None) -> dict[str, str]:
     return {k: v for k, v in (("completions", completions), ("manage", manage)) if v is not None}
 
@@ -123,7 +113,7 @@ def create(name: str, label_pairs: tuple[str, ...], monthly_limit: Decimal | Non
     from tallygate.manage.schemas import KeyCreate
 
     admin, caller, _ = _admin(db_url, config_path)
-    req = _validated(KeyCreate, {"name": name, "labels": _labels(label_pairs), "monthly_limit": monthly_limit,
+    req = _validated(KeyCreate, {"name": name, "labels": parse_labels(label_pairs), "monthly_limit": monthly_limit,
                                  "permissions": _permissions(completions, manage), "policy": policy})
     record = _run(admin.create, caller, req)
     click.echo(f"created key {record['id']} ({name}) labels={json.dumps(record['labels'])} "
@@ -140,7 +130,7 @@ def list_keys(label_pairs: tuple[str, ...], db_url: str | None) -> None:
     admin, _, _ = _admin(db_url)
     cursor = None
     while True:
-        page = _run(admin.page, _labels(label_pairs), 500, cursor)
+        page = _run(admin.page, parse_labels(label_pairs), 500, cursor)
         for k in page["data"]:
             state = "revoked" if k["revoked_at"] else "active"
             limit = f"${k['monthly_limit']}" if k["monthly_limit"] is not None else "no limit"
@@ -183,7 +173,7 @@ def update(key_id: str, name: str | None, label_pairs: tuple[str, ...], clear_la
     if name is not None:
         fields["name"] = name
     if label_pairs or clear_labels:
-        fields["labels"] = _labels(label_pairs)
+        fields["labels"] = parse_labels(label_pairs)
     if monthly_limit is not None or no_limit:
         fields["monthly_limit"] = None if no_limit else monthly_limit
     if completions or manage:

@@ -17,3 +17,14 @@ def load_settings(**overrides: object) -> Settings:
         return Settings.from_env(**overrides)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
+
+
+def parse_labels(pairs: tuple[str, ...]) -> dict[str, str]:
+    """`--label name=value` options as a dict."""
+    labels = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise click.BadParameter(f"{pair!r} is not name=value", param_hint="--label")
+        labels[name] = value
+    return labels

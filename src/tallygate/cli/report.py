@@ -11,7 +11,7 @@ import sys
 
 import click
 
-from tallygate.cli.options import db_option, load_settings
+from tallygate.cli.options import db_option, load_settings, parse_labels
 from tallygate.errors import GatewayError
 
 COLUMNS = [("requests", "requests", ">"), ("errors", "errors", ">"), ("error_rate", "err %", ">"),
@@ -27,16 +27,6 @@ def _analytics(db_url: str | None):  # type: ignore[no-untyped-def]
     engine = open_engine(load_settings(db_url=db_url).db_url)
     migrate(engine)
     return Analytics(AnalyticsStore(engine))
-
-
-def _labels(pairs: tuple[str, ...]) -> dict[str, str]:
-    out = {}
-    for pair in pairs:
-        name, sep, value = pair.partition("=")
-        if not sep or not name:
-            raise click.BadParameter(f"{pair!r} is not name=value", param_hint="--label")
-        out[name] = value
-    return out
 
 
 def _cells(m: dict) -> dict[str, str]:
@@ -107,7 +97,7 @@ def report(group_by: str, month: str | None, from_: str | None, to: str | None, 
         if month and (from_ or to):
             raise click.UsageError("give --month or --from/--to, not both")
         start, end = parse_month(month) if month else (parse_time(from_, "from"), parse_time(to, "to"))
-        q = Query(parse_group_by(group_by), check_tag_filter(tag), _labels(label_pairs), key_id, model,
+        q = Query(parse_group_by(group_by), check_tag_filter(tag), parse_labels(label_pairs), key_id, model,
                   start, end, label_mode == "current")
         doc = _analytics(db_url).usage(q, limit)
     except GatewayError as err:
