@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-
 MAX_TOKENS_PER_REQUEST = 100_000_000
 
 

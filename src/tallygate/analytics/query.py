@@ -20,8 +20,8 @@ import re
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 
-from tallygate.errors import BadTag, InvalidRequest
-from tallygate.pipeline.tags import MAX_DEPTH, _check_tag
+from tallygate.errors import InvalidRequest
+from tallygate.pipeline.tags import MAX_DEPTH
 
 PLAIN = ("key", "model", "served_model", "provider", "status")
 TIME_UNITS = ("hour", "day", "month")
@@ -75,15 +75,6 @@ def parse_group_by(text: str | None, param: str = "group_by") -> tuple[Dim, ...]
     if sum(d.kind == "time" for d in dims) > 1:
         raise InvalidRequest(f"{param} may hold one time dimension", param=param)
     return dims
-
-
-def check_tag_filter(tag: str | None) -> str | None:
-    if tag is None:
-        return None
-    try:
-        return _check_tag(tag, "tag")
-    except BadTag as err:
-        raise InvalidRequest(err.message, param="tag") from None
 
 
 @dataclass(slots=True)

@@ -13,7 +13,6 @@ from starlette.concurrency import run_in_threadpool
 from tallygate.analytics.invoice import invoice_csv
 from tallygate.analytics.query import (
     DIMENSION_HELP,
-    check_tag_filter,
     parse_group_by,
     parse_label_mode,
     parse_markup,
@@ -26,7 +25,7 @@ from tallygate.analytics.service import MAX_ROWS, Analytics
 from tallygate.api.deps import label_filters, parse_time, require
 from tallygate.errors import InvalidRequest
 from tallygate.manage.schemas import ERRORS
-from tallygate.pipeline.tags import MAX_DEPTH
+from tallygate.pipeline.tags import MAX_DEPTH, check_tag_filter
 from tallygate.types import Principal
 
 _USAGE = {"group_by", "tag", "key", "model", "from", "to", "labels", "limit"}

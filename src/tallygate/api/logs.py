@@ -6,9 +6,9 @@ from fastapi import APIRouter, Depends, Query, Request
 from starlette.concurrency import run_in_threadpool
 
 from tallygate.api.deps import label_filters, parse_time, require
-from tallygate.errors import BadTag, InvalidRequest, NotFound
+from tallygate.errors import InvalidRequest, NotFound
 from tallygate.manage.schemas import ERRORS
-from tallygate.pipeline.tags import parse_tags
+from tallygate.pipeline.tags import check_tag_filter
 from tallygate.store.logs import LogFilter, LogReader
 from tallygate.types import Principal
 
@@ -30,11 +30,7 @@ def logs_router(logs: LogReader) -> APIRouter:
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
         cursor: str | None = None,
     ) -> dict:
-        if tag is not None:
-            try:
-                parse_tags([tag], None)
-            except BadTag as err:
-                raise InvalidRequest(err.message.replace("request_tags[0]", "tag"), param="tag") from None
+        check_tag_filter(tag)
         f = LogFilter(tag=tag, labels=label_filters(request), key_id=key, model=model, status=status,
                       from_ms=parse_time(from_, "from"), to_ms=parse_time(to, "to"))
         if f.from_ms is not None and f.to_ms is not None and f.from_ms > f.to_ms:

@@ -90,8 +90,9 @@ def report(group_by: str, month: str | None, from_: str | None, to: str | None, 
            label_pairs: tuple[str, ...], key_id: str | None, model: str | None, label_mode: str, limit: int,
            as_json: bool, db_url: str | None) -> None:
     """Usage and spend grouped by labels, tags, keys, models or time."""
-    from tallygate.analytics.query import Query, check_tag_filter, parse_group_by, parse_month
+    from tallygate.analytics.query import Query, parse_group_by, parse_month
     from tallygate.api.deps import parse_time
+    from tallygate.pipeline.tags import check_tag_filter
 
     try:
         if month and (from_ or to):

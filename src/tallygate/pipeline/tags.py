@@ -17,7 +17,7 @@ from __future__ import annotations
 import unicodedata
 from urllib.parse import unquote
 
-from tallygate.errors import BadTag
+from tallygate.errors import BadTag, InvalidRequest
 
 MAX_TAGS = 32
 MAX_TAG_LENGTH = 256
@@ -90,3 +90,13 @@ def prefixes(tags: tuple[str, ...]) -> list[str]:
             pos = tag.find("/", pos + 1)
         out[tag] = None
     return list(out)
+
+
+def check_tag_filter(tag: str | None) -> str | None:
+    """A `tag=` query filter, checked like a request tag (400 naming `tag`)."""
+    if tag is None:
+        return None
+    try:
+        return _check_tag(tag, "tag")
+    except BadTag as err:
+        raise InvalidRequest(err.message, param="tag") from None
