@@ -12,22 +12,31 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Protocol
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
 
 from tallygate.analytics.reader import AnalyticsStore
 from tallygate.analytics.service import Analytics
+from tallygate.api.alerts import MetricsEndpoint
 from tallygate.api.asgi import Receive, Scope, Send
 from tallygate.api.management import create_management_app
 from tallygate.api.proxy import Proxy
 from tallygate.manage.keys import KeyAdmin
+from tallygate.observe.alerts import AlertService
+from tallygate.observe.metrics import GatewayMetrics
+from tallygate.observe.requestlog import RequestLog
+from tallygate.observe.spikes import ErrorRates, SpendSpikes
+from tallygate.observe.thresholds import ThresholdWatcher
+from tallygate.observe.webhooks import WebhookSender
 from tallygate.pipeline.auth import Authenticator
-from tallygate.pipeline.budget import MemoryBudget
+from tallygate.pipeline.budget import MemoryBudget, key_scopes
 from tallygate.pipeline.models import ModelCatalog
-from tallygate.pipeline.observers import Observers
+from tallygate.pipeline.observers import CallObserver, Observers, RequestObserver
 from tallygate.pipeline.routing import Router
 from tallygate.providers.http import HttpClient
 from tallygate.providers.registry import build_providers
 from tallygate.settings import GatewayConfig, Settings
+from tallygate.store.alerts import AlertStore
 from tallygate.store.db import migrate, open_engine
 from tallygate.store.feedback import FeedbackStore
 from tallygate.store.keys import KeyStore
@@ -71,7 +80,8 @@ class SpendLoader:
 class Gateway:
     """The ASGI application: hot routes by exact path, the rest to the management app."""
 
-    def __init__(self, config: GatewayConfig, settings: Settings) -> None:
+    def __init__(self, config: GatewayConfig, settings: Settings, span_exporter: Any = None) -> None:
+        """`span_exporter`: where traces go when `tracing.enabled` (default: OTLP from OTEL_*)."""
         self.settings = settings
         self.engine = open_engine(settings.db_url)
         self.keys = KeyStore(self.engine)
@@ -81,18 +91,65 @@ class Gateway:
         self.ledger = LedgerWriter(self.engine, flush_ms=settings.ledger_flush_ms, batch=settings.ledger_batch)
         self.budget = MemoryBudget()
         self.router = Router(config, self.catalog, seed=settings.routing_seed)
-        self.services: list[Service] = [self.ledger, SpendLoader(self.keys, self.budget), self.auth, self.http]
-        proxy = Proxy(self.auth, self.catalog, Observers([self.ledger]), self.budget, settings.max_body_bytes,
-                      self.router)
-        self._hot = {
+        observers: list[RequestObserver] = [self.ledger]
+        call_observers: list[CallObserver] = []
+        self.services: list[Service] = [self.ledger, SpendLoader(self.keys, self.budget), self.auth]
+        self.alerts = self._alerts(config, observers, call_observers)
+        self.metrics = self._metrics(config, settings, observers)
+        if settings.log_format == "json":
+            observers.append(RequestLog())
+        if config.tracing.enabled:
+            from tallygate.observe.tracing import RequestTracer
+
+            tracer = RequestTracer({n: p.type for n, p in config.providers.items()}, span_exporter)
+            call_observers.append(tracer)
+            self.services.append(tracer)
+        self.services.append(self.http)
+        proxy = Proxy(self.auth, self.catalog, Observers(observers, call_observers), self.budget,
+                      settings.max_body_bytes, self.router)
+        self._hot: dict[tuple[str, str], Callable[[Scope, Receive, Send], Awaitable[None]]] = {
             ("POST", "/v1/chat/completions"): proxy.chat,
             ("POST", "/v1/embeddings"): proxy.embeddings,
             ("GET", "/v1/models"): proxy.models,
         }
+        if self.metrics is not None:
+            self._hot[("GET", "/metrics")] = MetricsEndpoint(self.metrics, config.metrics.bearer_token)
         key_admin = KeyAdmin(self.keys, self.auth, self.budget, config.policies)
         self._management = create_management_app(self.auth, LogReader(self.engine), key_admin,
                                                   Analytics(AnalyticsStore(self.engine)),
-                                                  FeedbackStore(self.engine), self.ledger)
+                                                  FeedbackStore(self.engine), self.ledger, self.alert_store)
+
+    def _alerts(self, config: GatewayConfig, observers: list[RequestObserver],
+                call_observers: list[CallObserver]) -> AlertService:
+        """Threshold, spike and error-rate detectors fed by the observers; the evaluating and
+        delivering services."""
+        cfg = config.alerts
+        self.alert_store = AlertStore(self.engine)
+        self.thresholds = ThresholdWatcher(self.budget, lambda principal, _tags: key_scopes(principal),
+                                           cfg.thresholds, cfg.scope_thresholds)
+        call_observers.append(self.thresholds)
+        detectors: list[SpendSpikes | ErrorRates] = []
+        if cfg.spike.group_by:
+            detectors.append(SpendSpikes(cfg.spike))
+        if cfg.error_rate is not None:
+            detectors.append(ErrorRates(cfg.error_rate))
+        observers.extend(detectors)
+        self.webhooks = WebhookSender(cfg.webhooks)
+        service = AlertService(self.alert_store, self.webhooks, self.thresholds, detectors, cfg.evaluate_every_s)
+        self.services += [self.webhooks, service]  # stopped in reverse: the last evaluation, then delivery
+        return service
+
+    def _metrics(self, config: GatewayConfig, settings: Settings,
+                 observers: list[RequestObserver]) -> GatewayMetrics | None:
+        if not config.metrics.enabled:
+            return None
+        models = [*config.models, *(f"policy/{p}" for p in config.policies)]
+        metrics = GatewayMetrics(models, config.providers, config.metrics.key_labels, self.budget,
+                                 lambda: self.thresholds.known.values(), settings.metrics_dir)
+        metrics.watch_ledger(lambda: self.ledger.pending)
+        self.ledger.on_write = metrics.ledger_written
+        observers.append(metrics)
+        return metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -133,5 +190,5 @@ class Gateway:
                 return
 
 
-def create_app(config: GatewayConfig, settings: Settings) -> Gateway:
-    return Gateway(config, settings)
+def create_app(config: GatewayConfig, settings: Settings, span_exporter: Any = None) -> Gateway:
+    return Gateway(config, settings, span_exporter)

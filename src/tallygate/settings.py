@@ -134,10 +134,94 @@ def target_names(policy: FallbackPolicyConfig | WeightedPolicyConfig | LatencyPo
     return [t.model if isinstance(t, WeightedTarget) else t for t in policy.targets]
 
 
+ALERT_KINDS = ("threshold", "projected_overrun", "spend_spike", "error_rate")
+AlertKind = Literal["threshold", "projected_overrun", "spend_spike", "error_rate"]
+Percent = Annotated[int, Field(ge=1, le=1000)]
+
+
+class WebhookConfig(_Strict):
+    """One receiver of alert events: signed with `secret`, retried for up to `retry_for_s`."""
+
+    url: str
+    secret: str
+    kinds: list[AlertKind] = ["threshold", "projected_overrun", "spend_spike", "error_rate"]
+    format: Literal["json", "slack"] = "json"
+    timeout_s: Annotated[float, Field(gt=0)] = 10.0
+    retry_for_s: Annotated[float, Field(ge=0)] = 3600.0
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, v: str) -> str:
+        parts = urlsplit(v)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL with a host")
+        return v
+
+
+class SpikeConfig(_Strict):
+    """Spend of the last hour of a group against its own trailing baseline (see observe/spikes.py)."""
+
+    group_by: list[str] = []  # 'key', 'label.<name>', 'tag_level.<n>'
+    factor: Annotated[Decimal, Field(gt=1)] = Decimal(3)
+    min_usd: Annotated[Decimal, Field(ge=0)] = Decimal("1.00")
+    baseline_hours: Annotated[int, Field(ge=1, le=24 * 14)] = 24
+    min_baseline_hours: Annotated[int, Field(ge=1)] = 3
+
+    @field_validator("group_by")
+    @classmethod
+    def _groups(cls, v: list[str]) -> list[str]:
+        for g in v:
+            kind, _, arg = g.partition(".")
+            ok = (g == "key" or (kind == "label" and bool(arg))
+                  or (kind == "tag_level" and arg.isdigit() and 1 <= int(arg) <= 8))
+            if not ok:
+                raise ValueError(f"{g!r}: a group is 'key', 'label.<name>' or 'tag_level.<1-8>'")
+        return v
+
+
+class ErrorRateConfig(_Strict):
+    """Error rate of each model and provider over `window_s` against its trailing baseline."""
+
+    group_by: list[Literal["model", "provider"]] = ["model", "provider"]
+    factor: Annotated[Decimal, Field(gt=1)] = Decimal(3)
+    min_rate: Annotated[Decimal, Field(ge=0, le=1)] = Decimal("0.05")
+    min_requests: Annotated[int, Field(ge=1)] = 20
+    window_s: Annotated[int, Field(ge=60)] = 300
+    baseline_windows: Annotated[int, Field(ge=1)] = 12
+
+
+class AlertsConfig(_Strict):
+    """`alerts:` in tallygate.yaml."""
+
+    thresholds: list[Percent] = [50, 80, 100]
+    scope_thresholds: dict[str, list[Percent]] = {}  # by key id or 'budget:<id>': its own list
+    webhooks: list[WebhookConfig] = []
+    spike: SpikeConfig = SpikeConfig()
+    error_rate: ErrorRateConfig | None = ErrorRateConfig()
+    evaluate_every_s: Annotated[float, Field(gt=0, le=60)] = 1.0
+
+
+class MetricsConfig(_Strict):
+    """`metrics:` in tallygate.yaml: Prometheus `/metrics`."""
+
+    enabled: bool = True
+    key_labels: list[str] = []  # key labels copied onto request series; nothing else a client sets
+    bearer_token: str | None = None
+
+
+class TracingConfig(_Strict):
+    """`tracing:` in tallygate.yaml; the exporter itself is configured by the OTEL_* variables."""
+
+    enabled: bool = False  # prompts and completions are never put on spans
+
+
 class GatewayConfig(_Strict):
     providers: dict[str, ProviderConfig]
     models: dict[str, ModelConfig]
     policies: dict[str, PolicyConfig] = {}
+    alerts: AlertsConfig = AlertsConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    tracing: TracingConfig = TracingConfig()
 
 
 DEMO_CONFIG = {
@@ -214,7 +298,13 @@ def parse_config(raw: object, env: dict[str, str] | None = None) -> GatewayConfi
         if name.startswith("policy/"):
             raise ConfigError(f"models.{name}: names starting with 'policy/' are reserved")
     _check_policies(cfg)
-    return GatewayConfig.model_construct(providers=providers, models=cfg.models, policies=cfg.policies)
+    alerts = cfg.alerts.model_copy(update={"webhooks": [
+        w.model_copy(update={"secret": _resolve_env(w.secret, f"alerts.webhooks.{i}.secret", env)})
+        for i, w in enumerate(cfg.alerts.webhooks)]})
+    token = _resolve_env(cfg.metrics.bearer_token, "metrics.bearer_token", env)
+    return GatewayConfig.model_construct(providers=providers, models=cfg.models, policies=cfg.policies,
+                                         alerts=alerts, metrics=cfg.metrics.model_copy(update={"bearer_token": token}),
+                                         tracing=cfg.tracing)
 
 
 def _check_policies(cfg: GatewayConfig) -> None:
@@ -276,6 +366,8 @@ class Settings:
     shutdown_grace_s: int = 30  # on SIGTERM, how long requests in flight may still run
     ledger_batch: int = 1000
     routing_seed: int | None = None  # seeds routing randomness (weighted picks, exploration, jitter)
+    log_format: str = "text"  # 'json': one JSON line per request and per log message
+    metrics_dir: str | None = None  # PROMETHEUS_MULTIPROC_DIR: prometheus_client's multiprocess mode
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: object) -> Settings:
@@ -285,6 +377,12 @@ class Settings:
             values["db_url"] = env["TALLYGATE_DB_URL"]
         if env.get("TALLYGATE_ADMIN_KEY"):
             values["admin_key"] = env["TALLYGATE_ADMIN_KEY"]
+        if env.get("PROMETHEUS_MULTIPROC_DIR"):
+            values["metrics_dir"] = env["PROMETHEUS_MULTIPROC_DIR"]
+        if env.get("TALLYGATE_LOG_FORMAT"):
+            if env["TALLYGATE_LOG_FORMAT"] not in ("text", "json"):
+                raise ConfigError("TALLYGATE_LOG_FORMAT: must be text or json")
+            values["log_format"] = env["TALLYGATE_LOG_FORMAT"]
         for name, field in (("TALLYGATE_MAX_BODY_BYTES", "max_body_bytes"),
                             ("TALLYGATE_LEDGER_FLUSH_MS", "ledger_flush_ms"),
                             ("TALLYGATE_SHUTDOWN_GRACE_S", "shutdown_grace_s"),

@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from tallygate.analytics.service import Analytics
+from tallygate.api.alerts import alerts_router
 from tallygate.api.analytics import analytics_router
 from tallygate.api.feedback import feedback_router
 from tallygate.api.keys import keys_router
@@ -22,6 +23,7 @@ from tallygate.api.logs import logs_router
 from tallygate.errors import GatewayError, InvalidRequest, NotFound
 from tallygate.manage.keys import KeyAdmin
 from tallygate.pipeline.auth import Authenticator
+from tallygate.store.alerts import AlertStore
 from tallygate.store.feedback import FeedbackStore
 from tallygate.store.ledger import LedgerWriter
 from tallygate.store.logs import LogReader
@@ -47,7 +49,7 @@ def _validation_message(exc: RequestValidationError) -> InvalidRequest:
 
 def create_management_app(auth: Authenticator, logs: LogReader, keys: KeyAdmin,
                           analytics: Analytics | None = None, feedback: FeedbackStore | None = None,
-                          ledger: LedgerWriter | None = None) -> FastAPI:
+                          ledger: LedgerWriter | None = None, alerts: AlertStore | None = None) -> FastAPI:
     app = FastAPI(title="Tallygate management API", version="0.1.0", docs_url=None, redoc_url=None)
     app.state.auth = auth
     app.include_router(logs_router(logs))
@@ -56,6 +58,8 @@ def create_management_app(auth: Authenticator, logs: LogReader, keys: KeyAdmin,
         app.include_router(analytics_router(analytics))
     if feedback is not None:
         app.include_router(feedback_router(feedback, ledger))
+    if alerts is not None:
+        app.include_router(alerts_router(alerts))
 
     @app.exception_handler(GatewayError)
     async def _gateway_error(_: Request, err: GatewayError) -> JSONResponse:

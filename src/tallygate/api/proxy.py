@@ -51,7 +51,7 @@ from tallygate.types import Usage
 
 log = logging.getLogger("tallygate.proxy")
 
-_AUTH, _CTYPE, _TAGS = b"authorization", b"content-type", b"x-request-tags"
+_AUTH, _CTYPE, _TAGS, _TRACE = b"authorization", b"content-type", b"x-request-tags", b"traceparent"
 Handler = Callable[[Call, Plan, dict, Send], Awaitable[None]]
 
 
@@ -90,12 +90,13 @@ class Proxy:
     async def _handle(self, scope: Scope, receive: Receive, send: Send, endpoint: str,
                       relay: Handler) -> None:
         rid = new_request_id()
-        headers = headers_of(scope, _AUTH, _CTYPE, _TAGS)
+        headers = headers_of(scope, _AUTH, _CTYPE, _TAGS, _TRACE)
         try:
             principal = await self._auth.authenticate(headers.get(_AUTH))
         except GatewayError as err:
             return await send_error(send, err, rid)
         call = Call(rid, endpoint, principal)
+        call.trace_parent = headers.get(_TRACE)
         hold = None
         try:
             if not principal.can("completions", "write"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from tallygate.cli.alerts import alerts
 from tallygate.cli.keys import keys, users
 from tallygate.cli.report import export, report
 from tallygate.cli.serve import serve
@@ -20,3 +21,4 @@ cli.add_command(keys)
 cli.add_command(users)
 cli.add_command(report)
 cli.add_command(export)
+cli.add_command(alerts)

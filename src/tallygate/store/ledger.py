@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import orjson
@@ -38,6 +40,7 @@ class LedgerWriter:
         self._closing = False
         self._ingest = BatchIngest(engine)  # raw rows, tag rows and roll-ups, exactly once
         self.written = 0
+        self.on_write: Callable[[int, float], None] | None = None  # (records, seconds) per batch written
 
     async def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
@@ -82,12 +85,15 @@ class LedgerWriter:
         if not self._buf:
             return
         batch, self._buf = self._buf, []
+        started = time.perf_counter()
         try:
             await asyncio.get_running_loop().run_in_executor(self._pool, self._write_or_isolate, batch)
         except BaseException:
             self._buf[:0] = batch
             raise
         self.written += len(batch)
+        if self.on_write is not None:
+            self.on_write(len(batch), time.perf_counter() - started)
 
     async def drain(self) -> None:
         """Write everything buffered and wait for writes already in flight (the one writer

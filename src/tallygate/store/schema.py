@@ -151,3 +151,19 @@ feedback = Table(
     Column("created_at", BigInteger, nullable=False),
     Column("updated_at", BigInteger, nullable=False),
 )
+
+# Every alert fired, once: the primary key is the alert's stable id (kind, subject and window),
+# so two processes that both see a threshold crossed insert one row, and only the one whose
+# insert succeeded delivers it.
+alerts = Table(
+    "alerts", metadata,
+    Column("id", String(200), primary_key=True),
+    Column("kind", String(32), nullable=False),
+    Column("subject_kind", String(32), nullable=False),
+    Column("subject_id", String(300), nullable=False),
+    Column("subject_name", String(300), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("event", JSON, nullable=False),
+    Index("ix_alerts_created", "created_at", "id"),
+    Index("ix_alerts_subject_created", "subject_id", "created_at"),
+)

@@ -1,0 +1,118 @@
+"""Threshold and projected-overrun alerts on every limited scope (key limits, budgets).
+
+As a request observer, `ThresholdWatcher` only notes which limited scopes a finished request
+counted against (and whether it was refused with 402); `due()`, called by the alert service off
+the event loop, reads each noted scope's month spend from the `BudgetEngine` and returns the
+alerts now due:
+
+- `threshold`: one per scope, month and percentage in its list (default 50, 80, 100) that the
+  spend has reached; a request that jumps several at once fires each. A 402 refusal fires the
+  100 % alert of the scope that refused it if it has not fired yet.
+- `projected_overrun`: at this month's pace so far (spend / elapsed time) the limit is passed
+  before the month ends; carries the projected date; at most once per scope and UTC day, and
+  not before `MIN_ELAPSED_MS` of the month has passed (the first hours' pace means little).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Callable, Sequence
+
+from tallygate.core.money import usd_text
+from tallygate.core.record import LedgerRecord
+from tallygate.core.timebuckets import HOUR_MS, month_after, month_floor
+from tallygate.observe.events import Event, event, iso
+from tallygate.pipeline.budget import BudgetEngine, Scope
+from tallygate.pipeline.call import Call
+from tallygate.types import Principal
+
+MIN_ELAPSED_MS = 6 * HOUR_MS
+ScopesFor = Callable[[Principal, tuple[str, ...]], Sequence[Scope]]
+
+
+def describe(scope: Scope) -> str:
+    """How the budget's 402 message names the scope (`API key 'x'`, or the budget's own name)."""
+    return f"API key {scope.name!r}" if scope.kind == "key" else scope.name
+
+
+def _month_text(ms: int) -> str:
+    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%Y-%m")
+
+
+class ThresholdWatcher:
+    """Notes limited scopes on the hot path; computes due threshold/projection alerts later."""
+
+    def __init__(self, budget: BudgetEngine, scopes_for: ScopesFor, thresholds: Sequence[int],
+                 per_scope: dict[str, list[int]] | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self._budget = budget
+        self._scopes_for = scopes_for
+        self._thresholds = sorted(set(thresholds))
+        self._per_scope = {k: sorted(set(v)) for k, v in (per_scope or {}).items()}
+        self._clock = clock
+        self._touched: dict[str, Scope] = {}
+        self._refused: set[str] = set()
+        self.known: dict[str, Scope] = {}  # every limited scope seen (for budget-remaining gauges)
+        self.fired: set[str] = set()  # ids known stored (by this process or another)
+
+    def call_finished(self, call: Call, record: LedgerRecord) -> None:
+        """A call observer: remember the request's limited scopes. Never blocks."""
+        if not record.cost_pico and record.status != 402:
+            return
+        scopes = [s for s in self._scopes_for(call.principal, call.tags) if s.limit]
+        for s in scopes:
+            self._touched[s.id] = self.known[s.id] = s
+        if record.status == 402 and scopes:
+            message = record.error_message or ""
+            named = [s for s in scopes if message.startswith(describe(s) + " ")]
+            self._refused.update(s.id for s in named or scopes)
+
+    def take(self) -> tuple[list[Scope], set[str]]:
+        """The scopes noted since the last call (on the event loop)."""
+        touched, refused = list(self._touched.values()), self._refused
+        self._touched, self._refused = {}, set()
+        return touched, refused
+
+    def due(self, scopes: Sequence[Scope], refused: set[str]) -> list[Event]:
+        """The alerts due for these scopes (may block: the engine may be shared)."""
+        now = int(self._clock() * 1000)
+        month = month_floor(now)
+        out: list[Event] = []
+        for s in scopes:
+            limit = s.limit
+            if not limit:
+                continue
+            spend = self._budget.spend(s.id)
+            subject = {"kind": s.kind, "id": s.id, "name": s.name}
+            for pct in self._per_scope.get(s.id, self._thresholds):
+                reached = spend * 100 >= pct * limit or (pct == 100 and s.id in refused)
+                alert_id = f"threshold:{s.id}:{_month_text(month)}:{pct}"
+                if reached and alert_id not in self.fired:
+                    out.append(event(alert_id, "threshold", now, subject,
+                                     f"{describe(s)} is at {pct}% of its monthly limit "
+                                     f"(${usd_text(spend)} of ${usd_text(limit)})",
+                                     threshold=pct, limit=usd_text(limit), spend=usd_text(spend),
+                                     month=_month_text(month), refused=s.id in refused))
+            projected = self._projection(s, spend, now, month)
+            if projected is not None and projected["id"] not in self.fired:
+                out.append(projected)
+        return out
+
+    def _projection(self, s: Scope, spend: int, now: int, month: int) -> Event | None:
+        limit = s.limit
+        elapsed = now - month
+        if not limit or spend <= 0 or spend >= limit or elapsed < MIN_ELAPSED_MS:
+            return None
+        end = month_after(month)
+        crossing = month + elapsed * limit // spend
+        if crossing >= end:
+            return None
+        day = iso(now)[:10]
+        at_end = spend * (end - month) // elapsed
+        return event(f"projected_overrun:{s.id}:{day}", "projected_overrun", now,
+                     {"kind": s.kind, "id": s.id, "name": s.name},
+                     f"{describe(s)} will pass its monthly limit of ${usd_text(limit)} "
+                     f"around {iso(crossing)[:10]} at this month's pace",
+                     limit=usd_text(limit), spend=usd_text(spend), projected_month_spend=usd_text(at_end),
+                     projected_date=iso(crossing)[:10], projected_at=iso(crossing))
