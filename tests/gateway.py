@@ -145,7 +145,10 @@ class Gateway:
 
 
 class InProcessGateway(Gateway):
-    """The gateway app served by uvicorn from a thread of this process, on a free loopback port."""
+    """The gateway app served by uvicorn from a thread of this process, on a free loopback port.
+    `span_exporter`, if set before `start()`, receives the traces (with `tracing.enabled`)."""
+
+    span_exporter: object = None
 
     def start(self) -> InProcessGateway:
         import threading
@@ -157,7 +160,7 @@ class InProcessGateway(Gateway):
 
         settings = Settings.from_env(self.env, db_url=self.db_url)
         prepare_database(settings.db_url)
-        app = create_app(load_config(self.config_path, env=self.env), settings)
+        app = self.app = create_app(load_config(self.config_path, env=self.env), settings, self.span_exporter)
         self.port = free_port()
         config = uvicorn.Config(app, host="127.0.0.1", port=self.port, loop="asyncio", http="httptools",
                                 lifespan="on", access_log=False, log_level="warning",

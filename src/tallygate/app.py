@@ -23,7 +23,7 @@ from tallygate.api.management import create_management_app
 from tallygate.api.proxy import Proxy
 from tallygate.manage.keys import KeyAdmin
 from tallygate.observe.alerts import AlertService
-from tallygate.observe.metrics import GatewayMetrics
+from tallygate.observe.metrics import GatewayMetrics, mark_process_dead
 from tallygate.observe.requestlog import RequestLog
 from tallygate.observe.spikes import ErrorRates, SpendSpikes
 from tallygate.observe.thresholds import ThresholdWatcher
@@ -98,12 +98,13 @@ class Gateway:
         self.metrics = self._metrics(config, settings, observers)
         if settings.log_format == "json":
             observers.append(RequestLog())
+        self.tracer = None
         if config.tracing.enabled:
             from tallygate.observe.tracing import RequestTracer
 
-            tracer = RequestTracer({n: p.type for n, p in config.providers.items()}, span_exporter)
-            call_observers.append(tracer)
-            self.services.append(tracer)
+            self.tracer = RequestTracer({n: p.type for n, p in config.providers.items()}, span_exporter)
+            call_observers.append(self.tracer)
+            self.services.append(self.tracer)
         self.services.append(self.http)
         proxy = Proxy(self.auth, self.catalog, Observers(observers, call_observers), self.budget,
                       settings.max_body_bytes, self.router)
@@ -171,6 +172,7 @@ class Gateway:
             except Exception:
                 log.exception("stopping %s failed", type(service).__name__)
         self.engine.dispose()
+        mark_process_dead(self.settings.metrics_dir)
         log.info("ledger flushed: %d records written this run", self.ledger.written)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import logging
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
@@ -23,7 +24,9 @@ if TYPE_CHECKING:
 @db_option
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8400, show_default=True, type=click.IntRange(0, 65535))
-def serve(config_path: str | None, db_url: str | None, host: str, port: int) -> None:
+@click.option("--log-format", type=click.Choice(["text", "json"]), default=None, envvar="TALLYGATE_LOG_FORMAT",
+              help="json: one JSON line per request and per log message on stderr. Env: TALLYGATE_LOG_FORMAT.")
+def serve(config_path: str | None, db_url: str | None, host: str, port: int, log_format: str | None) -> None:
     """Start the gateway (one worker process)."""
     import uvicorn
 
@@ -31,9 +34,17 @@ def serve(config_path: str | None, db_url: str | None, host: str, port: int) -> 
     from tallygate.store.db import open_engine
     from tallygate.store.keys import KeyStore
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr)
-    settings = load_settings(db_url=db_url)
+    settings = load_settings(db_url=db_url, log_format=log_format)
+    json_log = None
+    if settings.log_format == "json":
+        from tallygate.observe.requestlog import JsonLogging
+
+        json_log = JsonLogging()
+    else:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                            stream=sys.stderr)
+    if settings.metrics_dir:
+        _fresh_metrics_dir(settings.metrics_dir)
     try:
         config = load_config(config_path)
     except ConfigError as exc:
@@ -45,6 +56,8 @@ def serve(config_path: str | None, db_url: str | None, host: str, port: int) -> 
         demo_secret = _demo_key(KeyStore(engine))
         engine.dispose()
     app = create_app(config, settings)
+    if json_log is not None:
+        app.services.insert(0, json_log)  # stopped last: after the ledger's final line
     base = f"http://{host}:{port}/v1"
     click.echo(f"Tallygate on {base}  (config: {config_path or 'built-in demo, mock provider'}; "
                f"ledger: {settings.db_url})", err=True)
@@ -65,6 +78,16 @@ def serve(config_path: str | None, db_url: str | None, host: str, port: int) -> 
     uvicorn.run(app, host=host, port=port, loop=loop, http="httptools", lifespan="on",
                 access_log=False, log_level="warning", timeout_graceful_shutdown=settings.shutdown_grace_s,
                 proxy_headers=False, server_header=False, date_header=False)
+
+
+def _fresh_metrics_dir(path: str) -> None:
+    """prometheus_client's multiprocess files from an earlier run would add to this run's counts."""
+    root = Path(path)
+    if root.exists():
+        for f in root.glob("*.db"):
+            f.unlink()
+    else:
+        root.mkdir(parents=True)
 
 
 def _demo_key(keys: KeyStore) -> str | None:

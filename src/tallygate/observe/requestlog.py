@@ -3,7 +3,7 @@
 `RequestLog` is a request observer: it builds the line (request id, key id and name, endpoint,
 models, provider, status, error type, tokens, exact cost, latency, ttft, tags) and hands it to
 the `tallygate.requests` logger. No secret or prompt is ever in a record, so none reaches a
-line. `json_logging()` routes every log record through a `QueueHandler`, so the event loop only
+line. `JsonLogging` routes every log record through a `QueueHandler`, so the event loop only
 enqueues; a listener thread formats and writes to stderr.
 """
 
@@ -59,15 +59,24 @@ class RequestLog:
         self._log.info("request %s", record.id, extra={"request": request_fields(record)})
 
 
-def json_logging(level: int = logging.INFO, stream: Any = None) -> logging.handlers.QueueListener:
-    """Send every log record through a queue to a thread writing JSON lines; returns the
-    listener (stop it at exit to flush)."""
-    q: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
-    out = logging.StreamHandler(stream or sys.stderr)
-    out.setFormatter(JsonFormatter())
-    listener = logging.handlers.QueueListener(q, out, respect_handler_level=False)
-    root = logging.getLogger()
-    root.handlers[:] = [logging.handlers.QueueHandler(q)]
-    root.setLevel(level)
-    listener.start()
-    return listener
+class JsonLogging:
+    """Every log record goes through a queue to a thread writing JSON lines to `stream`. A
+    service: `stop()` (the last service stopped) writes what is queued and makes the rest of the
+    process's lines direct, because uvicorn ends on SIGTERM by re-raising it (no atexit)."""
+
+    def __init__(self, level: int = logging.INFO, stream: Any = None) -> None:
+        q: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+        self._out = logging.StreamHandler(stream or sys.stderr)
+        self._out.setFormatter(JsonFormatter())
+        self._listener = logging.handlers.QueueListener(q, self._out, respect_handler_level=False)
+        root = logging.getLogger()
+        root.handlers[:] = [logging.handlers.QueueHandler(q)]
+        root.setLevel(level)
+        self._listener.start()
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        self._listener.stop()
+        logging.getLogger().handlers[:] = [self._out]
