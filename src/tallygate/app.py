@@ -14,6 +14,7 @@ from tallygate.api.asgi import Receive, Scope, Send
 from tallygate.api.management import create_management_app
 from tallygate.api.proxy import Proxy
 from tallygate.manage.keys import KeyAdmin
+from tallygate.manage.sessions import SessionStore
 from tallygate.pipeline.auth import Authenticator
 from tallygate.pipeline.budget import Budget, month_start_ms
 from tallygate.pipeline.models import ModelCatalog
@@ -61,7 +62,7 @@ class Gateway:
         key_admin = KeyAdmin(self.keys, self.auth, self.budget, policies)
         self._management = create_management_app(self.auth, LogReader(self.engine), key_admin,
                                                   Analytics(AnalyticsStore(self.engine)),
-                                                  FeedbackStore(self.engine), self.ledger)
+                                                  FeedbackStore(self.engine), self.ledger, SessionStore())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
