@@ -29,8 +29,9 @@ export async function loading(el, promise, what = "Loading") {
   }
 }
 
-/** Money as text: cents in full weight, the exact tail after them lighter. */
+/** Money as text: from a dollar up, cents in full weight and the exact tail after them lighter. */
 export function moneyText(text) {
+  if (Math.abs(Number(text)) < 1) return h("span", { class: "money" }, money(text));
   const { head, tail } = moneyParts(text);
   return h("span", { class: "money", title: money(text) }, head, tail ? h("span", { class: "money-tail" }, tail) : null);
 }

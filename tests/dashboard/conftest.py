@@ -6,8 +6,12 @@ they fail: `make test` installs Chromium and builds the dashboard first.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -17,6 +21,7 @@ from tests.dashboard.browser import chromium_path, launch
 from tests.fakes.upstream import FakeUpstream
 from tests.gateway import ADMIN_KEY, Gateway
 
+GENERATOR = Path(__file__).resolve().parents[2] / "bench" / "gen_ledger.py"
 TRAFFIC = [  # (key, model, tags) sent through the gateway
     ("growth", "gpt-4o-mini", ["team/growth/autocomplete", "US/California/SF"]),
     ("growth", "gpt-4o-mini", ["team/growth/autocomplete"]),
@@ -28,6 +33,16 @@ TRAFFIC = [  # (key, model, tags) sent through the gateway
     ("search", "local-llama", []),
     ("search", "fail-429", ["team/search/ranking"]),
 ]
+
+
+def _history(gw: Gateway, workdir: Path) -> None:
+    """Last month's history from the project's ledger generator, so pages (and screenshots) have depth."""
+    today = dt.datetime.now(dt.UTC)
+    last_month = (today.replace(day=1) - dt.timedelta(days=1)).strftime("%Y-%m")
+    out = subprocess.run([sys.executable, str(GENERATOR), "--db", gw.db_url, "--records", "20000", "--keys", "24",
+                          "--month", last_month, "--templates", "5000"], capture_output=True, text=True,
+                         timeout=120, cwd=workdir)
+    assert out.returncode == 0, out.stderr
 
 
 def _missing(what: str) -> None:
@@ -57,7 +72,10 @@ def dash(upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> It
     """A gateway with traffic from two labelled keys; `dash.keys` holds their secrets by role."""
     import openai
 
-    gw = Gateway(tmp_path_factory.mktemp("dash"), standard_config(upstream)).start()
+    workdir = tmp_path_factory.mktemp("dash")
+    gw = Gateway(workdir, standard_config(upstream))
+    _history(gw, workdir)
+    gw.start()
     secrets = {}
     for team, extra in (("growth", {"customer_id": "cus_1"}), ("search", {"customer_id": "cus_2"})):
         status, _, body = gw.post_json("/v1/manage/apikey", {"name": f"{team}-prod", "monthly_limit": "50",

@@ -21,10 +21,10 @@ API_RANGE = "from=2020-01-01T00:00:00Z&to=2040-01-01T00:00:00Z"
 PAGES = {
     "overview": "/dashboard/overview",
     "explore": f"/dashboard/explore?{RANGE}&group=label.team&group2=model",
-    "tree": "/dashboard/tree",
+    "tree": f"/dashboard/tree?{RANGE}",
     "keys": "/dashboard/keys",
     "logs": f"/dashboard/logs?{RANGE}",
-    "invoices": "/dashboard/invoices",
+    "invoices": "/dashboard/invoices?markup=0.2",
 }
 
 
@@ -151,15 +151,15 @@ def test_explore_marks_overlapping_tag_rows_and_keeps_api_totals(admin: Session,
 
 
 def test_tag_tree_expands_level_by_level_with_the_api_figures(admin: Session, dash: Gateway) -> None:
-    admin.open("/dashboard/tree")
-    roots = api(dash, "/v1/analytics/tags/tree?depth=1")["data"]
+    admin.open(PAGES["tree"])
+    roots = api(dash, f"/v1/analytics/tags/tree?depth=1&{API_RANGE}")["data"]
     shown = [tr.get_attribute("data-tag") for tr in admin.page.query_selector_all("tr[data-tag]")]
     assert shown == [n["tag"] for n in roots]
     admin.page.click("tr[data-tag='team'] button.toggle")
     admin.page.wait_for_selector("tr[data-tag='team/growth']")
     admin.page.click("tr[data-tag='team/growth'] button.toggle")
     admin.page.wait_for_selector("tr[data-tag='team/growth/autocomplete']")
-    node = api(dash, "/v1/analytics/tags/tree?root=team/growth&depth=1")["data"][0]
+    node = api(dash, f"/v1/analytics/tags/tree?root=team/growth&depth=1&{API_RANGE}")["data"][0]
     for child in node["children"]:
         cells = admin.page.inner_text(f"tr[data-tag='{child['tag']}']").split("\t")
         assert money(child["cost"]) in cells and f"{child['requests']:,}" in cells

@@ -48,7 +48,7 @@ export default {
         h("div", { class: "kpi-value" }, count((doc.lines || []).length)),
         h("div", { class: "kpi-sub" }, `${count(t.requests)} requests in ${month}`))),
     panel(`Invoice ${month}`, table([
-      ...dims.map((d) => ({ label: d, value: (l) => {
+      ...dims.map((d) => ({ label: (groups.find(([v]) => v === d) || [d, d])[1], value: (l) => {
         const v = (l.group || {})[d];
         return v === null || v === undefined ? h("span", { class: "muted" }, "(none)") : String(v);
       } })),

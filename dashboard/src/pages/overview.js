@@ -4,7 +4,7 @@
 import { get, usage } from "../api.js";
 import { drawChart } from "../chart.js";
 import { field, h, select } from "../dom.js";
-import { bucketLabel, count, money, moneyNumber, ms, percent } from "../format.js";
+import { bucketLabel, count, money, moneyNumber, ms, percent, plural } from "../format.js";
 import { filterBar, filtersOf, keyIndex, labelNames } from "../filters.js";
 import { card, loading, meter, moneyText, pageHeader, panel, planNote, table } from "../ui.js";
 
@@ -64,7 +64,7 @@ export default {
       card("Spend in range", moneyText(t.cost), `${count(t.requests)} requests`),
       card("This month so far", moneyText(current.cost), h("span", { id: "last-month" },
         `last month: ${money(last.cost)} (${count(last.requests)} requests)`)),
-      card("Error rate", percent(t.error_rate), `${count(t.errors)} errors (status ≥ 400)`),
+      card("Error rate", percent(t.error_rate), `${plural(t.errors, "error")} (status ≥ 400)`),
       card("Latency p50 / p95", `${ms(t.latency_ms.p50)} / ${ms(t.latency_ms.p95)}`, `p99 ${ms(t.latency_ms.p99)}`)));
 
     const canvas = h("canvas", { "aria-label": "Spend and requests over time", role: "img" });

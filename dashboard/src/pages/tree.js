@@ -19,7 +19,10 @@ export default {
     const f = filtersOf(p, "30d");
     const root = p.get("root") || "";
     const form = h("form", { class: "filters", role: "search", "aria-label": "Tree options" },
-      field("Range (UTC)", select({ name: "range" }, RANGES.filter(([v]) => v !== "custom"), f.range.preset)),
+      field("Range (UTC)", select({ name: "range" }, RANGES.filter(([v]) => v !== "custom" || f.range.preset === v),
+        f.range.preset)),
+      f.range.preset === "custom" ? [h("input", { type: "hidden", name: "from", value: p.get("from") || "" }),
+        h("input", { type: "hidden", name: "to", value: p.get("to") || "" })] : null,
       field("Root tag", h("input", { name: "root", value: root, placeholder: "all roots, or e.g. team", size: 20 })),
       h("div", { class: "field field-actions" }, h("button", { class: "primary", type: "submit" }, "Show")));
     form.addEventListener("submit", (ev) => {
