@@ -285,3 +285,39 @@ def test_invoice_total_and_csv_are_the_export_apis(admin: Session, dash: Gateway
     _, _, expected = dash.request("GET", f"/v1/analytics/export?month={month}&group_by=label.customer_id"
                                   "&markup=0.2&format=csv")
     assert Path(dl.value.path()).read_bytes() == expected
+
+
+def test_the_keyboard_alone_signs_in_moves_between_pages_and_closes_dialogs(browser, dash: Gateway) -> None:  # type: ignore[no-untyped-def]
+    s = Session(browser, dash, None)
+    try:
+        page = s.page
+        page.keyboard.type(ADMIN_KEY)  # the key field has the focus on arrival
+        page.keyboard.press("Enter")
+        page.wait_for_selector("nav.sidebar")
+        for _ in range(12):
+            page.keyboard.press("Tab")
+            if page.evaluate("document.activeElement.textContent") .endswith("Keys"):
+                break
+        page.keyboard.press("Enter")
+        s.rendered()
+        assert page.get_attribute("body", "data-rendered") == "keys"
+        page.focus("#create-key")
+        page.keyboard.press("Enter")
+        page.wait_for_selector("dialog[open]")
+        page.keyboard.press("Escape")
+        page.wait_for_selector("dialog", state="detached")
+        assert s.errors == []
+    finally:
+        s.close()
+
+
+def test_logs_page_through_older_records_by_cursor(admin: Session, dash: Gateway) -> None:
+    admin.open(f"/dashboard/logs?{RANGE}")
+    first = admin.page.inner_text("table.data tbody tr:first-child")
+    newest = api(dash, f"/v1/logs?limit=50&{API_RANGE}")
+    assert newest["data"][0]["id"] in (admin.page.get_attribute("a.log-link", "href") or "")
+    admin.page.click("#logs-next")
+    admin.rendered()
+    older = api(dash, f"/v1/logs?limit=50&{API_RANGE}&cursor={urllib.parse.quote(newest['next_cursor'])}")
+    assert older["data"][0]["id"] in (admin.page.get_attribute("a.log-link", "href") or "")
+    assert admin.page.inner_text("table.data tbody tr:first-child") != first
