@@ -2,8 +2,9 @@
 
 Each handler reads like the pipeline: authenticate, read the body, resolve tags, plan the route
 (a model, or a routing policy's targets), reserve budget, relay through the routing executor
-(which tries the targets until one answers), meter, respond; the `finally` hands the ledger its
-record whatever happened.
+(which tries the targets until one answers), meter, respond; the `finally` hands the finished
+call to the request observers (the ledger first) whatever happened. Each upstream attempt gets
+its own copy of the body with its target's model, so no attempt sees another's changes.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from tallygate.api.asgi import (
     send_bytes,
     send_error,
 )
+from tallygate.core.money import usd
 from tallygate.errors import (
     GatewayError,
     InvalidRequest,
@@ -37,14 +39,14 @@ from tallygate.errors import (
     UpstreamProtocolError,
 )
 from tallygate.pipeline.auth import Authenticator
-from tallygate.pipeline.budget import Budget, Hold, worst_case
+from tallygate.pipeline.budget import BudgetEngine, Hold, key_scopes, worst_case
 from tallygate.pipeline.call import Call
 from tallygate.pipeline.models import ModelCatalog, Route
-from tallygate.pipeline.pricing import Rate, usd
+from tallygate.pipeline.observers import Observers
+from tallygate.pipeline.pricing import Rate
 from tallygate.pipeline.routing import Plan, Router, execute, stream_failed
 from tallygate.pipeline.tags import parse_tags
 from tallygate.pipeline.validate import check_chat, check_embeddings
-from tallygate.store.ledger import LedgerWriter
 from tallygate.types import Usage
 
 log = logging.getLogger("tallygate.proxy")
@@ -61,12 +63,12 @@ def _cost_value(pico: int) -> float:
 class Proxy:
     """`/v1/chat/completions`, `/v1/embeddings` and `/v1/models`."""
 
-    def __init__(self, auth: Authenticator, catalog: ModelCatalog, ledger: LedgerWriter,
-                 budget: Budget, max_body_bytes: int, router: Router) -> None:
+    def __init__(self, auth: Authenticator, catalog: ModelCatalog, observers: Observers,
+                 budget: BudgetEngine, max_body_bytes: int, router: Router) -> None:
         self._auth = auth
         self._catalog = catalog
         self._router = router
-        self._ledger = ledger
+        self._observers = observers
         self._budget = budget
         self._limit = max_body_bytes
 
@@ -124,24 +126,24 @@ class Proxy:
         finally:
             if hold is not None:
                 self._budget.settle(hold, call.cost_pico)
-            self._ledger.record(call.record())
+            self._observers.finished(call)
 
     def _reserve(self, call: Call, body: dict, routes: Sequence[Route]) -> Hold | None:
-        """Hold the request's worst-case cost against its key's monthly limit (402 if it won't fit)."""
-        p = call.principal
-        if p.key_id is None:
+        """Hold the request's worst-case cost against every limit it counts against (402 if it
+        won't fit)."""
+        scopes = key_scopes(call.principal)
+        if not scopes:
             return None
-        amount = 0 if p.monthly_limit is None else worst_case(
-            body, call.endpoint, [self._catalog.rate(r) for r in routes])
-        return self._budget.reserve(p.key_id, p.name, p.monthly_limit, amount)
+        limited = any(s.limit is not None for s in scopes)
+        amount = worst_case(body, call.endpoint, [self._catalog.rate(r) for r in routes]) if limited else 0
+        return self._budget.reserve(scopes, amount)
 
     async def _chat(self, call: Call, plan: Plan, body: dict, send: Send) -> None:
         if check_chat(body):
             return await self._chat_stream(call, plan, body, send)
 
         def attempt(route: Route) -> Awaitable[tuple[dict, Usage]]:
-            body["model"] = route.upstream_model
-            return route.provider.chat(body)
+            return route.provider.chat(upstream_body(body, route))
 
         data, usage = await execute(call, plan, attempt)
         await self._respond(call, call.route, data, usage, send)
@@ -150,8 +152,7 @@ class Proxy:
         check_embeddings(body)
 
         def attempt(route: Route) -> Awaitable[tuple[dict, Usage]]:
-            body["model"] = route.upstream_model
-            return route.provider.embed(body)
+            return route.provider.embed(upstream_body(body, route))
 
         data, usage = await execute(call, plan, attempt)
         await self._respond(call, call.route, data, usage, send)
@@ -203,11 +204,15 @@ class Proxy:
             await batches.aclose()
 
 
+def upstream_body(body: dict, route: Route) -> dict:
+    """The body one attempt sends: the client's, with the target's model, as a copy of its own."""
+    return {**body, "model": route.upstream_model}
+
+
 async def _first_batch(body: dict, route: Route) -> tuple[AsyncIterator[list[dict]], list[dict]]:
     """One stream attempt: open the stream on `route` and wait for its first chunks. Until they
     arrive nothing has reached the client, so the executor may still try another target."""
-    body["model"] = route.upstream_model
-    batches = route.provider.chat_stream(body)
+    batches = route.provider.chat_stream(upstream_body(body, route))
     try:
         return batches, await anext(batches)
     except StopAsyncIteration:
