@@ -50,7 +50,8 @@ def test_cookie_reads_but_changes_need_the_csrf_token(gateway: Gateway, session:
     status, _, raw = gateway.request("POST", "/v1/manage/apikey", body, key=None,
                                      headers={**base, "X-CSRF-Token": csrf, "Origin": "http://attacker.test"})
     assert status == 403 and json.loads(raw)["error"]["code"] == "csrf_failed"
-    status, _, raw = gateway.request("POST", "/v1/manage/apikey", body, key=None, headers={**base, "X-CSRF-Token": csrf})
+    status, _, raw = gateway.request("POST", "/v1/manage/apikey", body, key=None,
+                                     headers={**base, "X-CSRF-Token": csrf})
     assert status == 201, raw
 
 
