@@ -49,6 +49,11 @@ const dateTime = new Intl.DateTimeFormat("en-GB", {
   timeZone: "UTC", hour12: false,
 });
 
+const dayFmt = new Intl.DateTimeFormat("en-GB", { year: "numeric", month: "short", day: "2-digit", timeZone: "UTC" });
+
+/** Epoch ms -> "01 Dec 2026" (UTC). */
+export const day = (epochMs) => dayFmt.format(new Date(epochMs));
+
 /** Epoch ms -> "01 Dec 2026, 13:05:02 UTC". */
 export const when = (epochMs) => (epochMs ? `${dateTime.format(new Date(epochMs))} UTC` : "—");
 

@@ -131,6 +131,10 @@ export default {
     const dims = [group, group2].filter(Boolean);
     const doc = await loading(body, usage(f, dims, { limit: 500 }), "Asking the analytics API");
     if (!ctx.isCurrent()) return;
+    if (!group.startsWith("time.") && metric !== "cost") {  // the API orders by cost; re-rank by the metric
+      const v = (r) => METRICS[metric].value(r) ?? -Infinity;
+      doc.data = [...doc.data].sort((a, b) => v(b) - v(a));
+    }
     const dimLabel = (d) => (options.find(([v]) => v === d) || [d, d])[1];
     const spec = chartSpec(doc, dims, metric, keyNames, dimLabel);
     const canvas = h("canvas", { role: "img", "aria-label": `${METRICS[metric].label} by ${dims.join(" and ")}` });

@@ -5,7 +5,7 @@
 import { ApiError, call, get } from "../api.js";
 import { clear, field, h, select } from "../dom.js";
 import { keyIndex } from "../filters.js";
-import { when } from "../format.js";
+import { day } from "../format.js";
 import { loading, meter, pageHeader, panel, table } from "../ui.js";
 
 const labelText = (labels) => Object.entries(labels || {}).map(([k, v]) => `${k}=${v}`).join("\n");
@@ -158,10 +158,11 @@ export default {
         h("code", { class: "muted" }, k.key_prefix ? `${k.key_prefix}…` : "")) },
       { label: "Labels", value: (k) => h("div", { class: "chips" },
         Object.entries(k.labels).map(([n, v]) => h("span", { class: "chip" }, `${n}=${v}`))) },
-      { label: "Permissions", value: (k) => `completions ${k.permissions.completions} · manage ${k.permissions.manage}` },
+      { label: "Permissions", value: (k) => h("div", { class: "perm" }, h("div", {}, `completions: ${k.permissions.completions}`),
+        h("div", {}, `manage: ${k.permissions.manage}`)) },
       { label: "Spend this month / limit", value: (k) => meter(k.monthly_spend, k.monthly_limit) },
       { label: "Policy", value: (k) => k.policy || h("span", { class: "muted" }, "—") },
-      { label: "Created", value: (k) => h("div", {}, k.created_at ? when(Date.parse(k.created_at)) : "—",
+      { label: "Created", value: (k) => h("div", {}, k.created_at ? day(Date.parse(k.created_at)) : "—",
         k.created_by.name ? h("div", { class: "muted" }, `by ${k.created_by.name}`) : null) },
       { label: "", value: (k) => (k.revoked_at ? h("span", { class: "badge danger" }, "revoked")
         : ctx.canWrite ? h("div", { class: "row-actions" },

@@ -18,8 +18,8 @@ class CsrfFailed(PermissionDenied):
 
 def check_origin(request: Request) -> None:
     """Refuse a cookie-authenticated change sent from another origin (when the browser names one)."""
-    origin = request.headers.get("origin")
-    if origin is not None and origin != f"{request.url.scheme}://{request.headers.get('host', '')}":
+    origin = request.headers.get("origin")  # compared by host: a TLS proxy in front may change the scheme
+    if origin is not None and origin.partition("://")[2] != request.headers.get("host", ""):
         raise CsrfFailed(f"cross-origin request refused (Origin {origin!r})")
 
 
