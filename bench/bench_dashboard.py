@@ -29,11 +29,12 @@ from tests.dashboard.browser import launch  # noqa: E402
 
 PAGES = [
     ("overview", "/dashboard/overview?range=last-month"),
-    ("overview-30d", "/dashboard/overview"),
+    ("overview-30d", "/dashboard/overview?range=30d"),
     ("explore-label", "/dashboard/explore?range=last-month&group=label.team"),
     ("explore-tags", "/dashboard/explore?range=last-month&group=tag_level.2&metric=requests"),
     ("explore-stacked", "/dashboard/explore?range=last-month&group=time.day&group2=model"),
-    ("explore-tag-filter", "/dashboard/explore?range=last-month&group=model&tag=team"),
+    # Tags crossed with models: no roll-up holds it, so the API scans the raw ledger (slow at 10M).
+    ("explore-tag-by-model", "/dashboard/explore?range=last-month&group=model&tag=team"),
     ("tree", "/dashboard/tree?range=last-month"),
     ("tree-root", "/dashboard/tree?range=last-month&root=team"),
     ("keys", "/dashboard/keys"),
@@ -66,7 +67,9 @@ def start_gateway(db: str, key: str) -> tuple[subprocess.Popen, str]:
     raise SystemExit("the gateway did not start")
 
 
-def measure(url: str, key: str, runs: int, shots: Path | None, month: str | None) -> list[dict]:
+def measure(url: str, key: str, runs: int, shots: Path | None, month: str | None,
+            page_timeout_s: float) -> list[dict]:
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import sync_playwright
 
     results = []
@@ -86,11 +89,20 @@ def measure(url: str, key: str, runs: int, shots: Path | None, month: str | None
             for _ in range(runs):
                 calls.clear()
                 page.goto(url + path)
-                page.wait_for_selector("body[data-rendered]:not([data-rendered=signin])", state="attached",
-                                       timeout=120_000)
+                try:
+                    page.wait_for_selector("body[data-rendered]:not([data-rendered=signin])", state="attached",
+                                           timeout=page_timeout_s * 1000)
+                except PlaywrightTimeout:
+                    slow = page.query_selector(".loading.slow") is not None
+                    row = {"page": name, "path": path, "timed_out_s": page_timeout_s, "slow_notice_shown": slow}
+                    print(json.dumps(row), flush=True)
+                    results.append(row)
+                    break
                 t = page.evaluate("performance.getEntriesByName('tg:data-rendered')[0].startTime")
                 times.append(t)
                 counts.append(len([c for c in calls if "/v1/dashboard/session" not in c]))
+            if not times:
+                continue
             if shots is not None:
                 page.screenshot(path=str(shots / f"bench-{name}.png"), full_page=False)
             row = {"page": name, "path": path, "median_ms": round(statistics.median(times), 1),
@@ -109,6 +121,7 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--month", default="2026-11", help="the invoice month (the month gen_ledger.py filled)")
     ap.add_argument("--shots", type=Path, help="write a screenshot of each page here")
+    ap.add_argument("--page-timeout", type=float, default=20, help="seconds before a page counts as timed out")
     args = ap.parse_args()
     proc = None
     url = args.url
@@ -117,15 +130,21 @@ def main() -> None:
     try:
         if args.shots:
             args.shots.mkdir(parents=True, exist_ok=True)
-        rows = measure(url, args.key, args.runs, args.shots, args.month)
+        rows = measure(url, args.key, args.runs, args.shots, args.month, args.page_timeout)
     finally:
         if proc is not None:
             proc.terminate()
-            proc.wait(30)
-    worst = max(rows, key=lambda r: r["max_ms"])
-    print(json.dumps({"pages": len(rows), "slowest_page": worst["page"], "slowest_max_ms": worst["max_ms"],
-                      "all_under_1s": all(r["max_ms"] < 1000 for r in rows),
-                      "max_api_calls_per_view": max(r["api_calls"] for r in rows)}))
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    timed = [r for r in rows if "median_ms" in r]
+    worst = max(timed, key=lambda r: r["median_ms"])
+    print(json.dumps({"pages": len(rows), "slowest_page": worst["page"], "slowest_median_ms": worst["median_ms"],
+                      "medians_under_1s": sum(r["median_ms"] < 1000 for r in timed),
+                      "timed_out": [r["page"] for r in rows if "timed_out_s" in r],
+                      "max_api_calls_per_view": max(r["api_calls"] for r in timed)}))
 
 
 if __name__ == "__main__":

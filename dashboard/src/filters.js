@@ -19,7 +19,7 @@ function monthStart(ms, offset = 0) {
 }
 
 /** The time range of URL params: {from, to} (ISO, `to` exclusive), the preset, and the chart bucket. */
-export function rangeOf(params, fallback = "30d", now = Date.now()) {
+export function rangeOf(params, fallback = "month", now = Date.now()) {
   let preset = params.get("range") || (params.get("from") || params.get("to") ? "custom" : fallback);
   let from, to;
   const nextHour = Math.floor(now / HOUR) * HOUR + HOUR;

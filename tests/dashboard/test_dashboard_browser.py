@@ -19,7 +19,7 @@ SHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 RANGE = "range=custom&from=2020-01-01&to=2040-01-01"
 API_RANGE = "from=2020-01-01T00:00:00Z&to=2040-01-01T00:00:00Z"
 PAGES = {
-    "overview": "/dashboard/overview",
+    "overview": "/dashboard/overview?range=last-month",
     "explore": f"/dashboard/explore?{RANGE}&group=label.team&group2=model",
     "tree": f"/dashboard/tree?{RANGE}",
     "keys": "/dashboard/keys",

@@ -95,7 +95,7 @@ function chartSpec(doc, dims, metric, keyNames, dimLabel) {
     labels: xs.map(label),
     x: isTime ? `${d1.slice(5)[0].toUpperCase()}${d1.slice(6)} (UTC)` : dimLabel(d1),
     y: `${m.label} (${m.unit})`,
-    yTick: m.unit === "USD" ? (v) => `$${v}` : m.unit === "ms" ? (v) => `${v} ms` : undefined,
+    yTick: m.unit === "USD" ? (v) => `$${count(v)}` : m.unit === "ms" ? (v) => `${count(v)} ms` : (v) => count(v),
     datasets: names.map((s) => ({
       label: s,
       data: xs.map((x) => (series.get(s).has(x) ? m.value(series.get(s).get(x)) : null)),
@@ -124,10 +124,10 @@ export default {
       field("Table rows", select({ name: "rows" }, [["50", "50"], ["200", "200"], ["500", "500"]], String(shown))),
     ];
     main.append(pageHeader("Explore", "Any metric by any group. The URL holds the whole view: bookmark it or send it."),
-      filterBar(p, ctx.apply, { keys, fallback: "30d", extra }));
+      filterBar(p, ctx.apply, { keys, fallback: "month", extra }));
     const body = h("div", { class: "explore" });
     main.append(body);
-    const f = filtersOf(p, "30d");
+    const f = filtersOf(p, "month");
     const dims = [group, group2].filter(Boolean);
     const doc = await loading(body, usage(f, dims, { limit: 500 }), "Asking the analytics API");
     if (!ctx.isCurrent()) return;

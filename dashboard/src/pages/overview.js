@@ -20,7 +20,8 @@ function topList(title, doc, dim, hrefOf) {
     { label: dim.label, value: (r) => {
       const v = r.group[dim.name];
       const text = v === null ? dim.none : String(dim.name === "key" ? r.key_name || v : v);
-      return v === null ? h("span", { class: "muted" }, text) : h("a", { href: hrefOf(v) }, text);
+      return v === null ? h("span", { class: "muted" }, text)
+        : h("a", { href: hrefOf(v), class: "clip", title: text }, text);
     } },
     { label: "Spend (USD)", num: true, value: (r) => h("div", { class: "spark" },
       h("div", { class: "spark-bar", style: `width:${((moneyNumber(r.cost) / max) * 100).toFixed(1)}%` }),
@@ -33,7 +34,7 @@ function topList(title, doc, dim, hrefOf) {
 export default {
   title: "Overview", icon: "▦",
   async render(main, ctx) {
-    const f = filtersOf(ctx.params, "30d");
+    const f = filtersOf(ctx.params, "month");
     // The questions that need no key list start at once; the label one waits for the label names.
     const early = Promise.all([
       usage(f, [`time.${f.range.bucket}`]),
@@ -47,7 +48,7 @@ export default {
     const label = ctx.params.get("group") || (names.includes("team") ? "team" : names[0] || "team");
     const labelPick = field("Top label", select({ name: "group" }, names.map((n) => [n, n]), label));
     main.append(pageHeader("Overview", "Where the money goes, at a glance. Times are UTC."),
-      filterBar(ctx.params, ctx.apply, { keys, fallback: "30d", extra: [labelPick] }));
+      filterBar(ctx.params, ctx.apply, { keys, fallback: "month", extra: [labelPick] }));
     const body = h("div", { class: "overview" });
     main.append(body);
     const explore = (params) => `/dashboard/explore?${new URLSearchParams({ ...params,
@@ -74,7 +75,7 @@ export default {
     drawChart(canvas, {
       labels: series.data.map((r) => bucketLabel(r.group[`time.${unit}`], unit)),
       x: `${unit === "hour" ? "Hour" : unit === "day" ? "Day" : "Month"} (UTC)`,
-      y: "Spend (USD)", yTick: (v) => `$${v}`, y2: "Requests",
+      y: "Spend (USD)", yTick: (v) => `$${count(v)}`, y2: "Requests", y2Tick: (v) => count(v),
       datasets: [
         { label: "Spend (USD)", data: series.data.map((r) => moneyNumber(r.cost)), text: series.data.map((r) => money(r.cost)) },
         { label: "Requests", data: series.data.map((r) => r.requests), axis: "y2",

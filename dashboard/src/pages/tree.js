@@ -16,7 +16,7 @@ export default {
   title: "Tag tree", icon: "⌥",
   async render(main, ctx) {
     const p = ctx.params;
-    const f = filtersOf(p, "30d");
+    const f = filtersOf(p, "month");
     const root = p.get("root") || "";
     const form = h("form", { class: "filters", role: "search", "aria-label": "Tree options" },
       field("Range (UTC)", select({ name: "range" }, RANGES.filter(([v]) => v !== "custom" || f.range.preset === v),
