@@ -7,7 +7,7 @@ PORT   ?= 8400
 
 DASHBOARD_OUT = src/tallygate/dashboard/static/index.html
 
-.PHONY: run test bench install services clean dashboard dist
+.PHONY: run test check bench install services clean dashboard dist
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -48,7 +48,13 @@ services:
 	  { echo "installing Chromium (Debian package) for the dashboard tests"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
-test: install services
+# Lint, types and the layering contract first, then the tests.
+check: install
+	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
+
+test: check services
 	$(BIN)/python -m pytest -q
 
 bench: install

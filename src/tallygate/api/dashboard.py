@@ -35,7 +35,7 @@ class SignIn(BaseModel):
     key: str = Field(min_length=1, max_length=512, description="a key with permissions.manage = read or write")
 
 
-def _session_doc(request: Request, principal: Principal, session: Session) -> dict:
+def _session_doc(request: Request, principal: Principal, session: Session) -> dict[str, object]:
     """The session as the page sees it; `features` says which optional APIs this gateway serves."""
     paths = {getattr(route, "path", "") for route in request.app.routes}
     return {"object": "dashboard.session", "csrf_token": session.csrf_token, "expires_at": session.expires_at,

@@ -115,10 +115,10 @@ class Proxy:
                 await send_error(send, err, rid)
         except Exception:
             log.exception("request %s failed unexpectedly", rid)
-            err = GatewayError("the gateway failed to handle this request", code="internal_error")
-            call.fail(err)
+            internal = GatewayError("the gateway failed to handle this request", code="internal_error")
+            call.fail(internal)
             if call.ttft is None:
-                await send_error(send, err, rid)
+                await send_error(send, internal, rid)
         except asyncio.CancelledError:  # shutdown ran out of grace time: record what we know
             call.partial = call.ttft is not None
             call.fail(RequestCancelled("the gateway stopped before this request finished"))
@@ -201,7 +201,7 @@ class Proxy:
         finally:
             if call.partial or call.pricing_source is None:
                 call.meter_estimate(body, rate)  # cut short: no usage from the provider
-            await batches.aclose()
+            await batches.aclose()  # type: ignore[attr-defined]  # providers' streams are async generators
 
 
 def upstream_body(body: dict, route: Route) -> dict:

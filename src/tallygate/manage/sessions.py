@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 SESSION_TTL_S = 8 * 3600
@@ -38,7 +39,7 @@ def _digest(token: str) -> str:
 class SessionStore:
     """Opens, finds and closes sessions by their (secret) token."""
 
-    def __init__(self, ttl_s: int = SESSION_TTL_S, clock=time.time) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, ttl_s: int = SESSION_TTL_S, clock: Callable[[], float] = time.time) -> None:
         self.ttl_s = ttl_s
         self._clock = clock
         self._by_digest: dict[str, Session] = {}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+from typing import Any
 
 from tallygate.core.record import Attempt, LedgerRecord
 from tallygate.errors import GatewayError
@@ -46,7 +47,7 @@ class Call:
         self.pricing_source = rate.source
         return self.cost_pico
 
-    def meter_estimate(self, body: dict, rate: Rate) -> int:
+    def meter_estimate(self, body: dict[str, Any], rate: Rate) -> int:
         """Price a stream the provider never reported usage for (cut short, or a server that
         ignores `include_usage`): the prompt by its size, the output by the text relayed, at
         about four characters a token. The record's pricing source says it is an estimate."""

@@ -74,7 +74,7 @@ class OpenAIProvider:
                                 self._headers, self._stream_timeout, error) as resp:
             with transport_errors(self.name):
                 async for events in sse_batches(resp):
-                    batch = []
+                    batch: list[dict] = []
                     for _name, data in events:
                         if data == b"[DONE]":
                             yield batch
