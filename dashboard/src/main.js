@@ -57,6 +57,7 @@ async function route() {
   if (!me) return;
   const seq = ++renderSeq;
   const name = pageName();
+  delete document.body.dataset.rendered; // set again once this page's data is on screen
   document.title = `${PAGES[name].title} · Tallygate`;
   const main = shell();
   const params = new URLSearchParams(location.search);

@@ -51,8 +51,9 @@ def _missing(what: str) -> None:
     pytest.skip(what)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
+    """Module-scoped: Playwright's sync API runs an event loop in this thread until it is closed."""
     if chromium_path() is None:
         _missing("Debian's chromium is not installed (apt-get install chromium)")
     if not built():
@@ -67,7 +68,7 @@ def browser() -> Iterator[object]:
         b.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def dash(upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     """A gateway with traffic from two labelled keys; `dash.keys` holds their secrets by role."""
     import openai
