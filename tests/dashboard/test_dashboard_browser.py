@@ -40,6 +40,7 @@ class Session:
         self.page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
         self.page.on("pageerror", lambda e: self.errors.append(str(e)))
         self.page.goto(gw.url + "/dashboard/")
+        self.page.wait_for_selector("#signin-key")
         if key is not None:
             self.page.fill("#signin-key", key)
             self.page.click("button[type=submit]")
@@ -291,7 +292,8 @@ def test_the_keyboard_alone_signs_in_moves_between_pages_and_closes_dialogs(brow
     s = Session(browser, dash, None)
     try:
         page = s.page
-        page.keyboard.type(ADMIN_KEY)  # the key field has the focus on arrival
+        page.wait_for_selector("#signin-key:focus")  # the key field has the focus on arrival
+        page.keyboard.type(ADMIN_KEY)
         page.keyboard.press("Enter")
         page.wait_for_selector("nav.sidebar")
         for _ in range(12):
