@@ -323,3 +323,15 @@ def test_logs_page_through_older_records_by_cursor(admin: Session, dash: Gateway
     older = api(dash, f"/v1/logs?limit=50&{API_RANGE}&cursor={urllib.parse.quote(newest['next_cursor'])}")
     assert older["data"][0]["id"] in (admin.page.get_attribute("a.log-link", "href") or "")
     assert admin.page.inner_text("table.data tbody tr:first-child") != first
+
+
+def test_a_slow_question_says_so_instead_of_spinning(admin: Session) -> None:
+    held: list = []
+    admin.page.route("**/v1/analytics/usage?*", lambda route: held.append(route))  # hold the answers back
+    admin.page.goto(admin.gw.url + PAGES["explore"])
+    admin.page.wait_for_selector(".loading.slow:has-text('this question is slow')")
+    for route in held:
+        route.continue_()
+    admin.page.unroute("**/v1/analytics/usage?*")
+    admin.rendered()
+    assert admin.page.query_selector("table.data tbody tr") is not None
