@@ -103,6 +103,10 @@ def test_every_page_renders_without_console_errors(admin: Session) -> None:
         admin.open(path)
         assert admin.page.get_attribute("body", "data-rendered") == name
         assert not admin.page.query_selector("main .error"), admin.page.inner_text("main .error")
+        if name == "tree":  # show it opened two levels
+            admin.page.click("tr[data-tag='team'] button.toggle")
+            admin.page.click("tr[data-tag='team/growth'] button.toggle")
+            admin.page.wait_for_selector("tr[data-tag='team/growth/autocomplete']")
         admin.page.screenshot(path=str(SHOTS / f"{name}.png"))
     admin.open(PAGES["logs"])
     admin.page.click("a.log-link")
