@@ -14,6 +14,8 @@ import datetime as dt
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal
 
+import orjson
+
 from tallygate.settings import PricingOverride
 from tallygate.types import Usage
 
@@ -63,6 +65,11 @@ def usd(pico: int) -> Decimal:
 def usd_text(pico: int) -> str:
     """Picodollars as a plain decimal string of dollars: "2000", "0.000015" (never exponents)."""
     return format(usd(pico), "f")
+
+
+def usd_json(pico: int) -> orjson.Fragment:
+    """Dollars as a JSON number written from the exact decimal digits (never via a float)."""
+    return orjson.Fragment(usd_text(pico).encode())
 
 
 class PriceBook:
