@@ -10,9 +10,11 @@ from __future__ import annotations
 import logging
 
 from tallygate.analytics.service import Analytics
-from tallygate.api.asgi import Receive, Scope, Send
+from tallygate.api.asgi import Message, Receive, Scope, Send, new_request_id
 from tallygate.api.management import create_management_app
+from tallygate.api.messages import MessagesAPI
 from tallygate.api.proxy import Proxy
+from tallygate.api.responses import ResponsesAPI
 from tallygate.manage.keys import KeyAdmin
 from tallygate.pipeline.auth import Authenticator
 from tallygate.pipeline.budget import Budget, month_start_ms
@@ -52,9 +54,14 @@ class Gateway:
         self.router = Router(config, self.catalog, seed=settings.routing_seed)
         proxy = Proxy(self.auth, self.catalog, self.ledger, self.budget, settings.max_body_bytes,
                       self.router)
+        messages, responses = MessagesAPI(proxy), ResponsesAPI(proxy)
+        self._models = proxy.models
         self._hot = {
             ("POST", "/v1/chat/completions"): proxy.chat,
             ("POST", "/v1/embeddings"): proxy.embeddings,
+            ("POST", "/v1/messages"): messages.messages,
+            ("POST", "/v1/messages/count_tokens"): messages.count_tokens,
+            ("POST", "/v1/responses"): responses.responses,
             ("GET", "/v1/models"): proxy.models,
         }
         policies = getattr(config, "policies", None) or {}
@@ -68,7 +75,9 @@ class Gateway:
             handler = self._hot.get((scope["method"], scope["path"]))
             if handler is not None:
                 return await handler(scope, receive, send)
-            return await self._management(scope, receive, send)
+            if scope["method"] == "GET" and scope["path"].startswith("/v1/models/"):
+                return await self._models(scope, receive, send)
+            return await self._management(scope, receive, _with_request_id(send))
         if scope["type"] == "lifespan":
             return await self._lifespan(receive, send)
 
@@ -87,6 +96,18 @@ class Gateway:
                 log.info("ledger flushed: %d records written this run", self.ledger.written)
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+def _with_request_id(send: Send) -> Send:
+    """Every management answer (its 404 for unknown routes included) carries an `x-request-id`."""
+    async def wrapped(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = list(message.get("headers") or [])
+            if not any(k.lower() == b"x-request-id" for k, _ in headers):
+                headers.append((b"x-request-id", new_request_id().encode()))
+            message = {**message, "headers": headers}
+        await send(message)
+    return wrapped
 
 
 def create_app(config: GatewayConfig, settings: Settings) -> Gateway:
