@@ -63,7 +63,8 @@ def check(body: dict) -> dict | None:
 
 
 def usage(prompt: int, output: int, sc: wire.Scenario) -> dict:
-    return {"input_tokens": prompt + sc.cached, "input_tokens_details": {"cached_tokens": sc.cached},
+    return {"input_tokens": prompt + sc.cached, "input_tokens_details": {"cached_tokens": sc.cached,
+                                                                "cache_write_tokens": sc.cache_write},
             "output_tokens": output + sc.reasoning,
             "output_tokens_details": {"reasoning_tokens": sc.reasoning},
             "total_tokens": prompt + sc.cached + output + sc.reasoning}

@@ -176,12 +176,14 @@ def responses_usage(usage: object) -> Usage:
     outd = usage.get("output_tokens_details")
     return Usage(input_tokens=tokens(usage.get("input_tokens")), output_tokens=tokens(usage.get("output_tokens")),
                  cached_tokens=tokens(ind.get("cached_tokens")) if isinstance(ind, dict) else 0,
+                 cache_write_tokens=tokens(ind.get("cache_write_tokens")) if isinstance(ind, dict) else 0,
                  reasoning_tokens=tokens(outd.get("reasoning_tokens")) if isinstance(outd, dict) else 0)
 
 
 def to_responses_usage(usage: Usage) -> dict:
     return {"input_tokens": usage.input_tokens,
-            "input_tokens_details": {"cached_tokens": usage.cached_tokens},
+            "input_tokens_details": {"cached_tokens": usage.cached_tokens,
+                                     "cache_write_tokens": usage.cache_write_tokens},
             "output_tokens": usage.output_tokens,
             "output_tokens_details": {"reasoning_tokens": usage.reasoning_tokens},
             "total_tokens": usage.input_tokens + usage.output_tokens}
