@@ -58,6 +58,16 @@ def test_relayed_bytes_equal_a_full_reserialisation(wants_usage: bool) -> None:
         assert out == (expected or b""), data
 
 
+@pytest.mark.parametrize("wants_usage", [True, False])
+def test_a_whole_batch_is_relayed_as_its_chunks_would_be(wants_usage: bool) -> None:
+    call = Call("req_0123456789abcdefghijklmnop", "chat", Principal(None, "t"))
+    codec = ChatCodec(call, RATE, {"messages": []}, wants_usage)
+    plain = [d for d in upstream_chunks() if b'"usage":{' not in d]
+    for batch in (plain[:7], plain[7:]):  # the recorded chunks, then the fake's (another id)
+        assert codec.encode(batch) == b"".join(reference(call.id, d, wants_usage) or b"" for d in batch)
+    assert call.streamed_chars > 0
+
+
 def test_usage_chunk_is_metered_exactly() -> None:
     call = Call("req_x", "chat", Principal(None, "t"))
     codec = ChatCodec(call, RATE, {"messages": []}, True)

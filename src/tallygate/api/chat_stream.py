@@ -1,12 +1,16 @@
 """Relaying a chat-completions stream: touch only the bytes that change.
 
 Each upstream chunk arrives as its JSON bytes. Nearly all of them only need their `id` replaced
-by the gateway's request id, which is a splice when the chunk starts with `{"id":"...`, as
-OpenAI's and every compatible server's do. Only a chunk that carries `usage` (the last) is
-parsed, metered and re-serialised with `usage.cost`; when the client did not ask for usage, the
+by the gateway's request id. When every chunk of a batch starts with the same `{"id":"<id>"`,
+as OpenAI's and every compatible server's do, the batch is framed with one join and re-ided with
+one replace, whatever its length. Only a chunk that carries `usage` (the last) is parsed,
+metered and re-serialised with `usage.cost`; when the client did not ask for usage, the
 `"usage":null` that `include_usage` adds to every chunk is cut out and the usage chunk dropped.
-Anything else unusual (another key order, spaces) takes the parse-and-serialise path, so the
-bytes the client receives are those `orjson` would write for the same chunk.
+Anything unusual (another key order, spaces) takes the parse-and-serialise path, so the bytes
+the client receives are those `orjson` would write for the same chunk.
+
+For estimates of a stream cut short, each text-bearing delta counts as one token (four
+characters), which is how OpenAI and compatible servers stream.
 """
 
 from __future__ import annotations
@@ -18,11 +22,17 @@ from tallygate.pipeline.call import Call
 from tallygate.pipeline.pricing import Rate, usd_json
 from tallygate.types import Usage
 
-from tallygate.api.streaming import text_chars
-
 _ID = b'{"id":"'
 _USAGE = b'"usage":'
+_NULL = b'"usage":null'
 _NULL_USAGE = b',"usage":null'
+_TEXT, _EMPTY = b'"content":"', b'"content":""'
+_ARGS, _NO_ARGS = b'"arguments":"', b'"arguments":""'
+
+
+def deltas(data: bytes) -> int:
+    """Text and tool-argument deltas with something in them, in one chunk or a batch."""
+    return (data.count(_TEXT) - data.count(_EMPTY)) + (data.count(_ARGS) - data.count(_NO_ARGS))
 
 
 class ChatCodec:
@@ -31,18 +41,40 @@ class ChatCodec:
     def __init__(self, call: Call, rate: Rate, body: dict, wants_usage: bool) -> None:
         self._call, self._rate, self._body, self._wants_usage = call, rate, body, wants_usage
         self._id = call.id.encode()
+        self.done = False
 
     def encode(self, batch: list[bytes]) -> bytes:
-        out = []
-        for data in batch:
-            chunk = self._chunk(data)
-            if chunk is not None:
-                out.append(b"data: " + chunk + b"\n\n")
-        return b"".join(out)
+        if batch and batch[-1] == b"[DONE]":
+            self.done = True
+            return self.encode(batch[:-1]) + b"data: [DONE]\n\n"
+        # The usage chunk (normally the last) is parsed on its own; the rest goes in one piece.
+        for i, data in enumerate(batch):
+            if _USAGE in data and _NULL not in data:
+                usage = self._chunk(data)
+                return (self._batch(batch[:i]) + (b"data: " + usage + b"\n\n" if usage else b"")
+                        + self.encode(batch[i + 1:]))
+        return self._batch(batch)
+
+    def _batch(self, batch: list[bytes]) -> bytes:
+        """Chunks without usage: one join and one replace when they share their `id` prefix."""
+        if not batch:
+            return b""
+        first = batch[0]
+        end = first.find(b'"', 7) if first.startswith(_ID) else -1
+        head = first[:end + 1]
+        if end > 0 and b"\\" not in head and all(d.startswith(head) for d in batch):
+            out = b"data: " + b"\n\ndata: ".join(batch) + b"\n\n"
+            nulls = out.count(_NULL)
+            if out.count(_USAGE) == nulls and (self._wants_usage or out.count(_NULL_USAGE) == nulls):
+                self._call.streamed_chars += 4 * deltas(out)
+                if nulls and not self._wants_usage:
+                    out = out.replace(_NULL_USAGE, b"")
+                return out.replace(b"data: " + head, b'data: {"id":"' + self._id + b'"')
+        return b"".join(b"data: " + c + b"\n\n" for c in map(self._chunk, batch) if c is not None)
 
     def _chunk(self, data: bytes) -> bytes | None:
-        call = self._call
-        call.streamed_chars += text_chars(data)
+        """One chunk on its own: re-ided by a splice, or parsed when it carries usage."""
+        self._call.streamed_chars += 4 * deltas(data)
         at = data.find(_USAGE)
         if at >= 0 and not data.startswith(b"null", at + 8):
             return self._usage_chunk(data)

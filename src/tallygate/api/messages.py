@@ -147,6 +147,7 @@ def sse(name: bytes, data: bytes) -> bytes:
 class _MessagesCodecBase:
     def __init__(self, call: Call, rate: Rate, body: dict) -> None:
         self._call, self._rate, self._body = call, rate, body
+        self.done = False
 
     def error(self, err: GatewayError) -> bytes:
         return sse(b"error", anthropic_error_body(err))
@@ -189,6 +190,8 @@ class NativeMessagesCodec(_MessagesCodecBase):
                 if isinstance(usage, dict):
                     usage["cost"] = usd_json(cost)
                 data = orjson.dumps(event)
+            elif name == "message_stop":
+                self.done = True
             out.append(sse((name or "message").encode(), data))
         return b"".join(out)
 

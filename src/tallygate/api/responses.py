@@ -102,6 +102,7 @@ class _ResponsesCodecBase:
     def __init__(self, call: Call, rate: Rate, body: dict) -> None:
         self._call, self._rate, self._body = call, rate, body
         self._seq = 0
+        self.done = False
 
     def error(self, err: GatewayError) -> bytes:
         event = {"type": "error", "code": err.code or err.type, "message": err.message, "param": err.param,
@@ -126,6 +127,7 @@ class NativeResponsesCodec(_ResponsesCodecBase):
         for name, data in batch:
             self._seq += 1
             if name in _FINAL:
+                self.done = True
                 event = orjson.loads(data)
                 response = event.get("response") or {}
                 usage = response.get("usage")

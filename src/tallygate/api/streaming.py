@@ -35,6 +35,8 @@ def text_chars(data: bytes) -> int:
 
 
 class Codec(Protocol):
+    done: bool  # the last batch held the stream's final event: nothing more will come
+
     def encode(self, batch: Any) -> bytes:
         """The bytes to send for one batch from the provider (metering what it reports)."""
         ...
@@ -80,6 +82,8 @@ async def relay_stream(call: Call, plan: Plan, open_stream: Callable[[Route], As
         try:
             while True:
                 out = codec.encode(batch)
+                if codec.done:  # the final event: one write, no separate end of stream
+                    return await send({"type": "http.response.body", "body": out})
                 if out:
                     await send({"type": "http.response.body", "body": out, "more_body": True})
                 batch = await anext(batches)

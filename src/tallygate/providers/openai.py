@@ -85,11 +85,11 @@ class OpenAIProvider:
 
     async def chat_stream(self, body: dict) -> AsyncIterator[list[dict]]:
         async for batch in self.chat_stream_raw(body):
-            yield [parse_json(self.name, data, "a stream event") for data in batch]
+            yield [parse_json(self.name, data, "a stream event") for data in batch if data != b"[DONE]"]
 
     async def chat_stream_raw(self, body: dict) -> AsyncIterator[list[bytes]]:
-        """A streamed chat completion as batches of each chunk's JSON bytes, as they came
-        (without `[DONE]`); an in-band error event raises."""
+        """A streamed chat completion as batches of each chunk's JSON bytes, as they came; the
+        last batch ends with `b"[DONE]"`. An in-band error event raises."""
         # Always ask for usage: metering needs it whether or not the client wants to see it.
         body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
         error = partial(openai_error, self.name)
@@ -100,6 +100,7 @@ class OpenAIProvider:
                     batch = []
                     for _name, data in events:
                         if data == b"[DONE]":
+                            batch.append(data)
                             yield batch
                             return
                         if data.startswith(b'{"error"') or (b'"error"' in data and b'"choices"' not in data):
