@@ -1,14 +1,20 @@
 """create_app(config, settings) -> the ASGI application. Wiring only.
 
 The proxy routes are dispatched by path straight to their raw-ASGI handlers; everything else
-goes to the FastAPI management app. Start-up opens and migrates the database, loads keys and
-starts the ledger writer; shutdown (SIGTERM included) flushes the ledger.
+goes to the FastAPI management app. The database must already be migrated (`prepare_database`,
+an explicit start-up step that `tallygate serve` takes); constructing the app touches no
+database. The long-lived services start in the order of `services` when the ASGI lifespan
+starts and stop in the reverse order when it ends (SIGTERM included): the HTTP client first,
+the ledger writer, which writes what is left, last.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from typing import Protocol
 
+from tallygate.analytics.reader import AnalyticsStore
 from tallygate.analytics.service import Analytics
 from tallygate.api.asgi import Message, Receive, Scope, Send, new_request_id
 from tallygate.api.management import create_management_app
@@ -17,13 +23,13 @@ from tallygate.api.proxy import Proxy
 from tallygate.api.responses import ResponsesAPI
 from tallygate.manage.keys import KeyAdmin
 from tallygate.pipeline.auth import Authenticator
-from tallygate.pipeline.budget import Budget, month_start_ms
+from tallygate.pipeline.budget import MemoryBudget
 from tallygate.pipeline.models import ModelCatalog
+from tallygate.pipeline.observers import Observers
 from tallygate.pipeline.routing import Router
 from tallygate.providers.http import HttpClient
 from tallygate.providers.registry import build_providers
 from tallygate.settings import GatewayConfig, Settings
-from tallygate.store.analytics import AnalyticsStore
 from tallygate.store.db import migrate, open_engine
 from tallygate.store.feedback import FeedbackStore
 from tallygate.store.keys import KeyStore
@@ -33,26 +39,52 @@ from tallygate.store.logs import LogReader
 log = logging.getLogger("tallygate")
 
 
+class Service(Protocol):
+    """Something that runs for the life of the process."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+def prepare_database(db_url: str) -> None:
+    """Migrate the database to the newest schema (idempotent): the start-up step before serving."""
+    engine = open_engine(db_url)
+    try:
+        migrate(engine)
+    finally:
+        engine.dispose()
+
+
+class SpendLoader:
+    """Loads this month's spend per key from the ledger into the budget at start-up."""
+
+    def __init__(self, keys: KeyStore, budget: MemoryBudget) -> None:
+        self._keys, self._budget = keys, budget
+
+    async def start(self) -> None:
+        month = self._budget.month
+        self._budget.load(await asyncio.to_thread(self._keys.spend_since, month), month)
+
+    async def stop(self) -> None:
+        return None
+
+
 class Gateway:
     """The ASGI application: hot routes by exact path, the rest to the management app."""
 
     def __init__(self, config: GatewayConfig, settings: Settings) -> None:
         self.settings = settings
         self.engine = open_engine(settings.db_url)
-        migrate(self.engine)
         self.keys = KeyStore(self.engine)
-        admin_user = self.keys.ensure_user("admin")
-        self.auth = Authenticator(self.keys, settings.admin_key, admin_user["id"])
-        self.auth.load()
+        self.auth = Authenticator(self.keys, settings.admin_key)
         self.http = HttpClient()
         self.catalog = ModelCatalog(config, build_providers(config, self.http))
-        self.ledger = LedgerWriter(self.engine, flush_ms=settings.ledger_flush_ms,
-                                   batch=settings.ledger_batch)
-        self.budget = Budget()
-        month = self.budget.month
-        self.budget.load(self.keys.spend_since(month_start_ms(month)), month)
+        self.ledger = LedgerWriter(self.engine, flush_ms=settings.ledger_flush_ms, batch=settings.ledger_batch)
+        self.budget = MemoryBudget()
         self.router = Router(config, self.catalog, seed=settings.routing_seed)
-        proxy = Proxy(self.auth, self.catalog, self.ledger, self.budget, settings.max_body_bytes,
+        self.services: list[Service] = [self.ledger, SpendLoader(self.keys, self.budget), self.auth, self.http]
+        proxy = Proxy(self.auth, self.catalog, Observers([self.ledger]), self.budget, settings.max_body_bytes,
                       self.router)
         messages, responses = MessagesAPI(proxy), ResponsesAPI(proxy)
         self._models = proxy.models
@@ -64,8 +96,7 @@ class Gateway:
             ("POST", "/v1/responses"): responses.responses,
             ("GET", "/v1/models"): proxy.models,
         }
-        policies = getattr(config, "policies", None) or {}
-        key_admin = KeyAdmin(self.keys, self.auth, self.budget, policies)
+        key_admin = KeyAdmin(self.keys, self.auth, self.budget, config.policies)
         self._management = create_management_app(self.auth, LogReader(self.engine), key_admin,
                                                   Analytics(AnalyticsStore(self.engine)),
                                                   FeedbackStore(self.engine), self.ledger)
@@ -81,19 +112,32 @@ class Gateway:
         if scope["type"] == "lifespan":
             return await self._lifespan(receive, send)
 
+    async def start(self) -> None:
+        for service in self.services:
+            await service.start()
+
+    async def stop(self) -> None:
+        for service in reversed(self.services):
+            try:
+                await service.stop()
+            except Exception:
+                log.exception("stopping %s failed", type(service).__name__)
+        self.engine.dispose()
+        log.info("ledger flushed: %d records written this run", self.ledger.written)
+
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
-                self.ledger.start()
-                self.auth.start()
+                try:
+                    await self.start()
+                except Exception as exc:
+                    log.exception("start-up failed")
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                await self.ledger.close()
-                await self.auth.stop()
-                await self.http.close()
-                self.engine.dispose()
-                log.info("ledger flushed: %d records written this run", self.ledger.written)
+                await self.stop()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 

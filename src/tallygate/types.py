@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 MAX_TOKENS_PER_REQUEST = 100_000_000
 
@@ -49,7 +50,7 @@ class Usage:
             reasoning_tokens=tokens(cd.get("reasoning_tokens")),
         )
 
-    def to_openai(self) -> dict:
+    def to_openai(self) -> dict[str, Any]:
         """The OpenAI `usage` object for these counts (without `cost`)."""
         return {
             "prompt_tokens": self.input_tokens,
@@ -75,23 +76,3 @@ class Principal:
     def can(self, area: str, level: str) -> bool:
         order = {"none": 0, "read": 1, "write": 2}
         return order.get(self.permissions.get(area, "none"), 0) >= order[level]
-
-
-@dataclass(slots=True)
-class Attempt:
-    """One try of one upstream target, as kept in the ledger.
-
-    `target` is the configured model name (a policy's target), `model` the upstream model it
-    maps to; `latency_ms` is this attempt's own duration; `error` the gateway error class.
-    """
-
-    provider: str
-    model: str
-    status: int
-    latency_ms: float
-    error: str | None = None
-    target: str | None = None
-
-    def to_dict(self) -> dict:
-        return {"target": self.target, "provider": self.provider, "model": self.model,
-                "status": self.status, "latency_ms": round(self.latency_ms, 3), "error": self.error}

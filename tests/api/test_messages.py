@@ -13,7 +13,7 @@ import pytest
 
 from tests.conftest import standard_config
 from tests.fakes.upstream import FakeUpstream
-from tests.gateway import Gateway
+from tests.gateway import Gateway, InProcessGateway
 
 PRICED = {"input_per_mtok": "3", "output_per_mtok": "15", "cached_input_per_mtok": "0.3",
           "cache_write_per_mtok": "3.75"}
@@ -36,7 +36,7 @@ def config(upstream: FakeUpstream) -> dict:
 
 @pytest.fixture(scope="module")
 def gw(upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    gateway = Gateway(tmp_path_factory.mktemp("gw-messages"), config(upstream)).start()
+    gateway = InProcessGateway(tmp_path_factory.mktemp("gw-messages"), config(upstream)).start()
     yield gateway
     gateway.stop()
 

@@ -13,7 +13,7 @@ import pytest
 
 from tests.conftest import standard_config
 from tests.fakes.upstream import FakeUpstream
-from tests.gateway import Gateway
+from tests.gateway import Gateway, InProcessGateway
 
 PRICED = {"input_per_mtok": "2", "output_per_mtok": "8", "cached_input_per_mtok": "0.5"}
 TOOLS = [{"type": "function", "name": "search", "description": "Search the docs",
@@ -33,7 +33,7 @@ def config(upstream: FakeUpstream) -> dict:
 
 @pytest.fixture(scope="module")
 def gw(upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    gateway = Gateway(tmp_path_factory.mktemp("gw-responses"), config(upstream)).start()
+    gateway = InProcessGateway(tmp_path_factory.mktemp("gw-responses"), config(upstream)).start()
     yield gateway
     gateway.stop()
 

@@ -20,8 +20,9 @@ import re
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 
+from tallygate.core.tagpath import MAX_DEPTH
+from tallygate.core.timebuckets import month_after, month_start
 from tallygate.errors import InvalidRequest
-from tallygate.pipeline.tags import MAX_DEPTH
 
 PLAIN = ("key", "model", "served_model", "provider", "status")
 TIME_UNITS = ("hour", "day", "month")
@@ -133,9 +134,8 @@ def parse_month(value: str | None, param: str = "month") -> tuple[int, int]:
     year, month = int(value[:4]), int(value[5:])
     if not 1 <= month <= 12 or year < 1970:
         raise InvalidRequest(f"{param} {value!r} is not a month", param=param)
-    start = dt.datetime(year, month, 1, tzinfo=dt.UTC)
-    end = dt.datetime(year + month // 12, month % 12 + 1, 1, tzinfo=dt.UTC)
-    return int(start.timestamp() * 1000), int(end.timestamp() * 1000)
+    start = month_start(year, month)
+    return start, month_after(start)
 
 
 MAX_MARKUP = Decimal(10)
@@ -156,3 +156,22 @@ def parse_markup(value: str | None) -> Decimal:
     if rate.as_tuple().exponent < -6:  # type: ignore[operator]
         raise InvalidRequest(f"markup has more than 6 decimal places: {value!r}", param="markup")
     return rate
+
+
+def parse_time(value: str | None, param: str) -> int | None:
+    """ISO 8601 (a date, or a date-time; UTC when no offset) or epoch milliseconds -> epoch ms."""
+    if value is None or value == "":
+        return None
+    if value.isdigit():
+        if len(value) > 15:
+            raise InvalidRequest(f"{param} is out of range: epoch milliseconds have at most 15 digits",
+                                 param=param)
+        return int(value)
+    try:
+        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidRequest(f"{param} must be an ISO 8601 date or date-time, or epoch milliseconds; "
+                             f"got {value!r}", param=param) from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=dt.UTC)
+    return int(parsed.timestamp() * 1000)

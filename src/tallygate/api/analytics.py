@@ -4,7 +4,7 @@ Every route needs `manage: read`. Unknown query parameters are refused (a misspe
 would otherwise widen the answer silently).
 """
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
@@ -17,15 +17,17 @@ from tallygate.analytics.query import (
     parse_label_mode,
     parse_markup,
     parse_month,
+    parse_time,
 )
 from tallygate.analytics.query import (
     Query as Question,
 )
 from tallygate.analytics.service import MAX_ROWS, Analytics
-from tallygate.api.deps import label_filters, parse_time, require
+from tallygate.api.deps import label_filters, require
+from tallygate.core.tagpath import MAX_DEPTH
 from tallygate.errors import InvalidRequest
 from tallygate.manage.schemas import ERRORS
-from tallygate.pipeline.tags import MAX_DEPTH, check_tag_filter
+from tallygate.pipeline.tags import check_tag_filter
 from tallygate.types import Principal
 
 _USAGE = {"group_by", "tag", "key", "model", "from", "to", "labels", "limit"}
@@ -57,7 +59,7 @@ def analytics_router(analytics: Analytics) -> APIRouter:
         labels: Annotated[str | None, Query(description="'recorded' (default): labels as each request "
                                                         "kept them; 'current': each key's labels now")] = None,
         limit: Annotated[int, Query(ge=1, le=MAX_ROWS)] = 1000,
-    ) -> dict:
+    ) -> dict[str, Any]:
         _only(request, _USAGE, labels=True)
         q = Question(parse_group_by(group_by), check_tag_filter(tag), label_filters(request), key, model,
                      parse_time(from_, "from"), parse_time(to, "to"), parse_label_mode(labels))
@@ -72,7 +74,7 @@ def analytics_router(analytics: Analytics) -> APIRouter:
                                                                           "(default: all)")] = None,
         from_: Annotated[str | None, Query(alias="from", description="inclusive; ISO 8601 or epoch ms")] = None,
         to: Annotated[str | None, Query(description="exclusive; ISO 8601 or epoch ms")] = None,
-    ) -> dict:
+    ) -> dict[str, Any]:
         _only(request, _TREE, labels=False)
         try:
             root = check_tag_filter(root)

@@ -35,7 +35,7 @@ def headers_of(scope: Scope, *names: bytes) -> dict[bytes, str]:
     return found
 
 
-async def read_json(receive: Receive, limit: int, content_type: str | None) -> dict:
+async def read_json(receive: Receive, limit: int, content_type: str | None) -> dict[str, Any]:
     """Read the whole body (at most `limit` bytes) and parse it as a JSON object."""
     if content_type is not None and "json" not in content_type.lower():
         raise InvalidRequest(f"Content-Type must be application/json, got {content_type!r}",

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import orjson
 
+from tallygate.core.money import usd_json
 from tallygate.errors import GatewayError
 from tallygate.pipeline.call import Call
-from tallygate.pipeline.pricing import Rate, usd_json
+from tallygate.pipeline.pricing import Rate
 from tallygate.types import Usage
 
 _ID = b'{"id":"'

@@ -6,6 +6,7 @@ bad input (never FastAPI's 422).
 """
 
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -79,7 +80,7 @@ def create_management_app(auth: Authenticator, logs: LogReader, keys: KeyAdmin,
         err.status, err.type = exc.status_code, "invalid_request_error"
         return _error_response(err)
 
-    def openapi() -> dict:
+    def openapi() -> dict[str, Any]:
         """FastAPI's document, with our 400 error body in place of its 422."""
         if app.openapi_schema is None:
             schema = get_openapi(title=app.title, version=app.version, routes=app.routes)

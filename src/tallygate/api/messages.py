@@ -18,11 +18,12 @@ import orjson
 from tallygate.api.asgi import JSON_HEADERS, Receive, Scope, Send, headers_of, send_bytes
 from tallygate.api.proxy import Proxy, respond_json
 from tallygate.api.streaming import Codec, relay_stream, text_chars
+from tallygate.core.money import usd_json
 from tallygate.errors import GatewayError, InvalidRequest
 from tallygate.pipeline.budget import body_size as _size
 from tallygate.pipeline.call import Call
 from tallygate.pipeline.models import Route
-from tallygate.pipeline.pricing import Rate, usd_json
+from tallygate.pipeline.pricing import Rate
 from tallygate.pipeline.routing import Plan, execute
 from tallygate.providers.anthropic_translate import anthropic_usage
 from tallygate.providers.messages_translate import ChatToMessagesStream, chat_to_message, messages_to_chat
@@ -87,8 +88,8 @@ class MessagesAPI:
 
             def attempt(route: Route) -> Awaitable[dict]:
                 if native(route):
-                    return route.provider.count_tokens({**body, "model": route.upstream_model},  # type: ignore[attr-defined]
-                                                       headers)
+                    return route.provider.count_tokens(  # type: ignore[attr-defined,no-any-return]
+                        {**body, "model": route.upstream_model}, headers)
                 return _estimate_count(body)
 
             await respond_json(call, await execute(call, plan, attempt), send)

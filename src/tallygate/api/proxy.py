@@ -2,8 +2,9 @@
 
 Each handler reads like the pipeline: authenticate, read the body, resolve tags, plan the route
 (a model, or a routing policy's targets), reserve budget, relay through the routing executor
-(which tries the targets until one answers), meter, respond; the `finally` hands the ledger its
-record whatever happened.
+(which tries the targets until one answers), meter, respond; the `finally` hands the finished
+call to the request observers (the ledger first) whatever happened. Each upstream attempt gets
+its own copy of the body with its target's model, so no attempt sees another's changes.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from tallygate.api.asgi import (
 )
 from tallygate.api.chat_stream import ChatCodec
 from tallygate.api.streaming import relay_stream
+from tallygate.core.money import usd_json
 from tallygate.errors import (
     GatewayError,
     InvalidRequest,
@@ -36,14 +38,14 @@ from tallygate.errors import (
     RequestCancelled,
 )
 from tallygate.pipeline.auth import Authenticator
-from tallygate.pipeline.budget import Budget, Hold, worst_case
+from tallygate.pipeline.budget import BudgetEngine, Hold, key_scopes, worst_case
 from tallygate.pipeline.call import Call
 from tallygate.pipeline.models import ModelCatalog, Route
-from tallygate.pipeline.pricing import Rate, usd_json
+from tallygate.pipeline.observers import Observers
+from tallygate.pipeline.pricing import Rate
 from tallygate.pipeline.routing import Plan, Router, execute
 from tallygate.pipeline.tags import parse_tags
 from tallygate.pipeline.validate import check_chat, check_embeddings
-from tallygate.store.ledger import LedgerWriter
 from tallygate.types import Usage
 
 log = logging.getLogger("tallygate.proxy")
@@ -64,12 +66,12 @@ def credential(headers: dict[bytes, str]) -> str | None:
 class Proxy:
     """`/v1/chat/completions`, `/v1/embeddings` and `/v1/models`."""
 
-    def __init__(self, auth: Authenticator, catalog: ModelCatalog, ledger: LedgerWriter,
-                 budget: Budget, max_body_bytes: int, router: Router) -> None:
+    def __init__(self, auth: Authenticator, catalog: ModelCatalog, observers: Observers,
+                 budget: BudgetEngine, max_body_bytes: int, router: Router) -> None:
         self._auth = auth
         self._catalog = catalog
         self._router = router
-        self._ledger = ledger
+        self._observers = observers
         self._budget = budget
         self._limit = max_body_bytes
 
@@ -80,10 +82,11 @@ class Proxy:
             listing = self._catalog.listing()
             if scope["path"] != "/v1/models":  # GET /v1/models/{id}; ids may hold a "/"
                 name = scope["path"][len("/v1/models/"):]
-                listing = next((m for m in listing["data"] if m["id"] == name), None)
-                if listing is None:
+                found = [m for m in listing["data"] if m["id"] == name]
+                if not found:
                     raise ModelNotFound(f"the model {name!r} does not exist on this gateway; "
                                         "GET /v1/models lists the ones that do", param="model")
+                listing = found[0]
         except GatewayError as err:
             return await send_error(send, err, rid)
         await send_bytes(send, 200, orjson.dumps(listing), [*JSON_HEADERS, (b"x-request-id", rid.encode())])
@@ -124,10 +127,10 @@ class Proxy:
                 await send_error(send, err, rid)
         except Exception:
             log.exception("request %s failed unexpectedly", rid)
-            err = GatewayError("the gateway failed to handle this request", code="internal_error")
-            call.fail(err)
+            internal = GatewayError("the gateway failed to handle this request", code="internal_error")
+            call.fail(internal)
             if call.ttft is None:
-                await send_error(send, err, rid)
+                await send_error(send, internal, rid)
         except asyncio.CancelledError:  # shutdown ran out of grace time: record what we know
             call.partial = call.ttft is not None
             call.fail(RequestCancelled("the gateway stopped before this request finished"))
@@ -135,24 +138,24 @@ class Proxy:
         finally:
             if hold is not None:
                 self._budget.settle(hold, call.cost_pico)
-            self._ledger.record(call.record())
+            self._observers.finished(call)
 
     def _reserve(self, call: Call, body: dict, routes: Sequence[Route]) -> Hold | None:
-        """Hold the request's worst-case cost against its key's monthly limit (402 if it won't fit)."""
-        p = call.principal
-        if p.key_id is None:
+        """Hold the request's worst-case cost against every limit it counts against (402 if it
+        won't fit)."""
+        scopes = key_scopes(call.principal)
+        if not scopes:
             return None
-        amount = 0 if p.monthly_limit is None else worst_case(
-            body, call.endpoint, [self._catalog.rate(r) for r in routes])
-        return self._budget.reserve(p.key_id, p.name, p.monthly_limit, amount)
+        limited = any(s.limit is not None for s in scopes)
+        amount = worst_case(body, call.endpoint, [self._catalog.rate(r) for r in routes]) if limited else 0
+        return self._budget.reserve(scopes, amount)
 
     async def _chat(self, call: Call, plan: Plan, body: dict, send: Send) -> None:
         if check_chat(body):
             return await self._chat_stream(call, plan, body, send)
 
         def attempt(route: Route) -> Awaitable[tuple[dict, Usage]]:
-            body["model"] = route.upstream_model
-            return route.provider.chat(body)
+            return route.provider.chat(upstream_body(body, route))
 
         data, usage = await execute(call, plan, attempt)
         await self._respond(call, call.route, data, usage, send)
@@ -161,8 +164,7 @@ class Proxy:
         check_embeddings(body)
 
         def attempt(route: Route) -> Awaitable[tuple[dict, Usage]]:
-            body["model"] = route.upstream_model
-            return route.provider.embed(body)
+            return route.provider.embed(upstream_body(body, route))
 
         data, usage = await execute(call, plan, attempt)
         await self._respond(call, call.route, data, usage, send)
@@ -193,13 +195,17 @@ async def respond_json(call: Call, data: dict, send: Send) -> None:
     await send_bytes(send, 200, orjson.dumps(data), [*JSON_HEADERS, (b"x-request-id", call.id.encode())])
 
 
+def upstream_body(body: dict, route: Route) -> dict:
+    """The body one attempt sends: the client's, with the target's model, as a copy of its own."""
+    return {**body, "model": route.upstream_model}
+
+
 def _chat_chunks(body: dict, route: Route) -> AsyncIterator[list[bytes]]:
     """The provider's chat stream as batches of chunk JSON bytes (raw when it can give them)."""
-    body["model"] = route.upstream_model
     raw = getattr(route.provider, "chat_stream_raw", None)
     if raw is not None:
-        return raw(body)  # type: ignore[no-any-return]
-    return _dumped(route.provider.chat_stream(body))
+        return raw(upstream_body(body, route))  # type: ignore[no-any-return]
+    return _dumped(route.provider.chat_stream(upstream_body(body, route)))
 
 
 async def _dumped(batches: AsyncIterator[list[dict]]) -> AsyncIterator[list[bytes]]:

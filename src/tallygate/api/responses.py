@@ -20,11 +20,12 @@ from tallygate.api.asgi import Receive, Scope, Send
 from tallygate.api.messages import sse
 from tallygate.api.proxy import Proxy, respond_json
 from tallygate.api.streaming import Codec, relay_stream, text_chars
+from tallygate.core.money import usd_json
 from tallygate.errors import GatewayError, InvalidRequest
 from tallygate.pipeline.budget import body_size
 from tallygate.pipeline.call import Call
 from tallygate.pipeline.models import Route
-from tallygate.pipeline.pricing import Rate, usd_json
+from tallygate.pipeline.pricing import Rate
 from tallygate.pipeline.routing import Plan, execute
 from tallygate.providers.responses_translate import (
     ChatToResponsesStream,

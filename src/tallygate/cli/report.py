@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import Any
 
 import click
 
@@ -20,8 +21,8 @@ COLUMNS = [("requests", "requests", ">"), ("errors", "errors", ">"), ("error_rat
 
 
 def _analytics(db_url: str | None):  # type: ignore[no-untyped-def]
+    from tallygate.analytics.reader import AnalyticsStore
     from tallygate.analytics.service import Analytics
-    from tallygate.store.analytics import AnalyticsStore
     from tallygate.store.db import migrate, open_engine
 
     engine = open_engine(load_settings(db_url=db_url).db_url)
@@ -29,7 +30,7 @@ def _analytics(db_url: str | None):  # type: ignore[no-untyped-def]
     return Analytics(AnalyticsStore(engine))
 
 
-def _cells(m: dict) -> dict[str, str]:
+def _cells(m: dict[str, Any]) -> dict[str, str]:
     def ms(v: float | None) -> str:
         return "-" if v is None else f"{v:,.0f}" if v >= 10 else f"{v:.1f}"
 
@@ -41,7 +42,7 @@ def _cells(m: dict) -> dict[str, str]:
             "fb": "-" if not fb["count"] else f"{fb['mean_score']:.2f} ({fb['count']})"}
 
 
-def render_table(doc: dict) -> str:
+def render_table(doc: dict[str, Any]) -> str:
     """The usage document as an aligned text table, totals last."""
     dims = doc["group_by"]
     rows = [[("(none)" if r["group"][d] is None else str(r["group"][d])) for d in dims]
@@ -90,8 +91,7 @@ def report(group_by: str, month: str | None, from_: str | None, to: str | None, 
            label_pairs: tuple[str, ...], key_id: str | None, model: str | None, label_mode: str, limit: int,
            as_json: bool, db_url: str | None) -> None:
     """Usage and spend grouped by labels, tags, keys, models or time."""
-    from tallygate.analytics.query import Query, parse_group_by, parse_month
-    from tallygate.api.deps import parse_time
+    from tallygate.analytics.query import Query, parse_group_by, parse_month, parse_time
     from tallygate.pipeline.tags import check_tag_filter
 
     try:

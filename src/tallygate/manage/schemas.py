@@ -4,11 +4,11 @@
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
-from tallygate.pipeline.tags import has_control_characters
+from tallygate.core.tagpath import has_control_characters
 
 MAX_LABELS = 32
 LabelName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")]
@@ -95,4 +95,4 @@ class ErrorBody(BaseModel):
     error: ErrorDetail
 
 
-ERRORS = {status: {"model": ErrorBody} for status in (400, 401, 403, 404)}
+ERRORS: dict[int | str, dict[str, Any]] = {status: {"model": ErrorBody} for status in (400, 401, 403, 404)}

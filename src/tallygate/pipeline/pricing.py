@@ -14,12 +14,9 @@ import datetime as dt
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal
 
-import orjson
-
 from tallygate.settings import PricingOverride
 from tallygate.types import Usage
 
-PICO_PER_USD = 10**12
 _PER_TOKEN = Decimal(10**6)  # $/Mtok * 1e12 pico/$ / 1e6 tok/Mtok
 
 
@@ -55,21 +52,6 @@ class Rate:
 
 
 UNPRICED = Rate(0, 0, 0, 0, "unpriced")
-
-
-def usd(pico: int) -> Decimal:
-    """Picodollars as an exact Decimal number of dollars."""
-    return (Decimal(pico) / PICO_PER_USD).normalize() if pico else Decimal(0)
-
-
-def usd_text(pico: int) -> str:
-    """Picodollars as a plain decimal string of dollars: "2000", "0.000015" (never exponents)."""
-    return format(usd(pico), "f")
-
-
-def usd_json(pico: int) -> orjson.Fragment:
-    """Dollars as a JSON number written from the exact decimal digits (never via a float)."""
-    return orjson.Fragment(usd_text(pico).encode())
 
 
 class PriceBook:
@@ -116,7 +98,8 @@ def _lookup(provider_type: str, model: str, today: dt.date) -> Rate:
         value = getattr(prices, name, None)
         return getattr(value, "base", value)  # tiered prices: the base tier
 
-    if flat("input_mtok") is None:
+    input_mtok = flat("input_mtok")
+    if input_mtok is None:
         return UNPRICED
-    return Rate.from_mtok(f"genai-prices {genai_prices.__version__}", flat("input_mtok"),
+    return Rate.from_mtok(f"genai-prices {genai_prices.__version__}", input_mtok,
                           flat("output_mtok"), flat("cache_read_mtok"), flat("cache_write_mtok"))

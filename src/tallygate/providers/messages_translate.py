@@ -164,7 +164,7 @@ def _source_url(block: dict, where: str) -> str:
     if isinstance(source, dict) and source.get("type") == "base64":
         return f"data:{source.get('media_type')};base64,{source.get('data')}"
     if isinstance(source, dict) and source.get("type") == "url" and isinstance(source.get("url"), str):
-        return source["url"]
+        return str(source["url"])
     raise _untranslatable(f"{where}.source", "a source that is not base64 data or a URL")
 
 
@@ -186,7 +186,9 @@ def _tools(tools: object) -> list[dict]:
 
 
 def _tool_choice(choice: object) -> dict:
-    kind = choice.get("type") if isinstance(choice, dict) else None
+    if not isinstance(choice, dict):
+        raise _invalid("tool_choice", 'must be {"type": "auto" | "any" | "none" | "tool"}')
+    kind = choice.get("type")
     out: dict
     if kind == "auto":
         out = {"tool_choice": "auto"}
@@ -194,11 +196,11 @@ def _tool_choice(choice: object) -> dict:
         out = {"tool_choice": "required"}
     elif kind == "none":
         out = {"tool_choice": "none"}
-    elif kind == "tool" and isinstance(choice.get("name"), str):  # type: ignore[union-attr]
-        out = {"tool_choice": {"type": "function", "function": {"name": choice["name"]}}}  # type: ignore[index]
+    elif kind == "tool" and isinstance(choice.get("name"), str):
+        out = {"tool_choice": {"type": "function", "function": {"name": choice["name"]}}}
     else:
         raise _invalid("tool_choice", 'must be {"type": "auto" | "any" | "none" | "tool"}')
-    if choice.get("disable_parallel_tool_use") and kind != "none":  # type: ignore[union-attr]
+    if choice.get("disable_parallel_tool_use") and kind != "none":
         out["parallel_tool_calls"] = False
     return out
 
@@ -219,12 +221,15 @@ def chat_to_message(data: dict, usage: Usage, message_id: str, model: str) -> di
     """OpenAI `chat.completion` -> Anthropic Message (the first choice)."""
     choices = data.get("choices")
     choice = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else {}
-    msg = choice.get("message") if isinstance(choice.get("message"), dict) else {}
+    msg = choice.get("message")
+    msg = msg if isinstance(msg, dict) else {}
     content: list[dict] = []
     if isinstance(msg.get("content"), str) and msg["content"]:
         content.append({"type": "text", "text": msg["content"]})
     for call in msg.get("tool_calls") or ():
-        fn = call.get("function") or {} if isinstance(call, dict) else {}
+        if not isinstance(call, dict):
+            continue
+        fn = call.get("function") or {}
         content.append({"type": "tool_use", "id": call.get("id"), "name": fn.get("name"),
                         "input": _json_object(fn.get("arguments"))})
     return {"id": message_id, "type": "message", "role": "assistant", "model": model, "content": content,

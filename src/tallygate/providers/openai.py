@@ -97,7 +97,7 @@ class OpenAIProvider:
                                 self._headers, self._stream_timeout, error) as resp:
             with transport_errors(self.name):
                 async for events in sse_batches(resp):
-                    batch = []
+                    batch: list[bytes] = []
                     for _name, data in events:
                         if data == b"[DONE]":
                             batch.append(data)

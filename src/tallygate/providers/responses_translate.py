@@ -221,7 +221,8 @@ def chat_to_response(data: dict, usage: Usage, response_id: str, model: str, bod
     """OpenAI `chat.completion` -> Response object (the first choice)."""
     choices = data.get("choices")
     choice = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else {}
-    msg = choice.get("message") if isinstance(choice.get("message"), dict) else {}
+    msg = choice.get("message")
+    msg = msg if isinstance(msg, dict) else {}
     output: list[dict] = []
     if isinstance(msg.get("content"), str) and msg["content"]:
         output.append(_text_item(f"msg_{response_id}", msg["content"]))

@@ -18,6 +18,7 @@ import orjson
 from sqlalchemy import Engine
 from sqlalchemy.exc import InterfaceError, OperationalError
 
+from tallygate.core.record import LedgerRecord
 from tallygate.store.ingest import BatchIngest
 
 log = logging.getLogger("tallygate.ledger")
@@ -30,19 +31,23 @@ class LedgerWriter:
         self._engine = engine
         self._interval = flush_ms / 1000.0
         self._batch = batch
-        self._buf: list[dict] = []
+        self._buf: list[LedgerRecord] = []
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="tallygate-ledger")
         self._wake = asyncio.Event()
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._ingest = BatchIngest(engine)  # raw rows, tag rows and roll-ups, exactly once
         self.written = 0
 
-    def start(self) -> None:
+    async def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
 
-    def record(self, rec: dict) -> None:
-        """Queue one ledger record (a dict of `requests` columns). Never blocks."""
+    def request_finished(self, record: LedgerRecord) -> None:
+        """A request observer: queue its record."""
+        self.record(record)
+
+    def record(self, rec: LedgerRecord) -> None:
+        """Queue one ledger record. Never blocks."""
         self._buf.append(rec)
         if len(self._buf) == 1 or len(self._buf) >= self._batch:
             self._wake.set()
@@ -90,7 +95,7 @@ class LedgerWriter:
         await self.flush()
         await asyncio.get_running_loop().run_in_executor(self._pool, lambda: None)
 
-    def _write_or_isolate(self, batch: list[dict]) -> None:
+    def _write_or_isolate(self, batch: list[LedgerRecord]) -> None:
         """Write a batch; if the database refuses it, write it record by record, so that one bad
         record cannot hold up the others. A record the database refuses for its content is logged
         in full and skipped; a database that is down or locked raises, and the batch is retried."""
@@ -109,14 +114,14 @@ class LedgerWriter:
             except Exception:
                 self._skip(rec)
 
-    def _skip(self, rec: dict) -> None:
+    def _skip(self, rec: LedgerRecord) -> None:
         log.exception("the database refused ledger record %s; it is kept only in this log: %s",
-                      rec.get("id"), orjson.dumps(rec, default=str).decode())
+                      rec.id, orjson.dumps(rec._asdict(), default=str).decode())
 
-    def _write(self, batch: list[dict]) -> None:
+    def _write(self, batch: list[LedgerRecord]) -> None:
         self._ingest.write(batch)
 
-    async def close(self) -> None:
+    async def stop(self) -> None:
         """Stop the flusher and write what is left (retrying a few times)."""
         self._closing = True
         self._wake.set()
