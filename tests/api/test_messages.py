@@ -31,6 +31,7 @@ def config(upstream: FakeUpstream) -> dict:
         "claude-slowstream": {"provider": "anthropic", "model": "slowstream-400"},
         "gpt-cached": {"provider": "openai", "model": "cached-40", "pricing": PRICED},
     })
+    cfg["policies"] = {"agents": {"strategy": "fallback", "targets": ["claude-fail-500", "gpt-4o-mini"]}}
     return cfg
 
 
@@ -150,6 +151,18 @@ def test_count_tokens(claude: anthropic.Anthropic, gw: Gateway, model: str) -> N
     assert raw.parse().input_tokens >= 100
     record = gw.log_record(raw.headers["x-request-id"])
     assert record["endpoint"] == "count_tokens" and record["cost"] == "0"
+
+
+def test_policy_falls_back_from_native_anthropic_to_translated_openai(
+        claude: anthropic.Anthropic, gw: Gateway, upstream: FakeUpstream) -> None:
+    upstream.clear()
+    message = claude.messages.create(model="policy/agents", max_tokens=32, messages=ask("fall back"))
+    assert message.content[0].text == "Echo: fall back"
+    assert [r["path"] for r in upstream.requests] == ["/v1/messages", "/v1/chat/completions"]
+    record = gw.log_record(message.id)
+    assert [(a["target"], a["status"]) for a in record["attempts"]] == [("claude-fail-500", 502),
+                                                                        ("gpt-4o-mini", 200)]
+    assert record["provider"] == "openai" and record["endpoint"] == "messages"
 
 
 def test_bearer_token_authenticates_like_x_api_key(gw: Gateway, key: str) -> None:
