@@ -30,6 +30,7 @@ def config(upstream: FakeUpstream) -> dict:
         "claude-stream-error": {"provider": "anthropic", "model": "stream-error", "pricing": PRICED},
         "claude-slowstream": {"provider": "anthropic", "model": "slowstream-400"},
         "gpt-cached": {"provider": "openai", "model": "cached-40", "pricing": PRICED},
+        "gpt-cut": {"provider": "openai", "model": "cut-stream", "pricing": PRICED},
     })
     cfg["policies"] = {"agents": {"strategy": "fallback", "targets": ["claude-fail-500", "gpt-4o-mini"]}}
     return cfg
@@ -207,7 +208,7 @@ def test_budget_refusal_is_a_402_in_anthropic_shape(gw: Gateway) -> None:
     assert refused.value.body["type"] == "error" and refused.value.body["error"]["type"] == "billing_error"
 
 
-@pytest.mark.parametrize("model", ["claude-cut", "claude-stream-error"])
+@pytest.mark.parametrize("model", ["claude-cut", "claude-stream-error", "gpt-cut"])
 def test_stream_failing_midway_is_recorded_partial_with_usage_so_far(
         claude: anthropic.Anthropic, gw: Gateway, model: str) -> None:
     with pytest.raises(anthropic.APIError) as failed:
