@@ -15,7 +15,7 @@ from aiohttp import web
 
 from tests.conftest import standard_config
 from tests.fakes.upstream import FakeUpstream
-from tests.gateway import Gateway, InProcessGateway
+from tests.gateway import Gateway
 
 HELLO = [{"role": "user", "content": "hi"}]
 SEED = "1234"
@@ -67,7 +67,8 @@ def other() -> Iterator[DegradableUpstream]:
 @pytest.fixture(scope="module")
 def gateway(upstream: FakeUpstream, other: DegradableUpstream,
             tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    gw = InProcessGateway(tmp_path_factory.mktemp("gw"), routing_config(upstream, other),
+    # A process of its own: the latency policy is judged on timings the test must not share a GIL with.
+    gw = Gateway(tmp_path_factory.mktemp("gw"), routing_config(upstream, other),
                  env={"TALLYGATE_ROUTING_SEED": SEED}).start()
     yield gw
     gw.stop()
