@@ -62,15 +62,15 @@ class ChatCodec:
             return b""
         first = batch[0]
         end = first.find(b'"', 7) if first.startswith(_ID) else -1
-        head = first[:end + 1]
-        if end > 0 and b"\\" not in head and all(d.startswith(head) for d in batch):
-            out = b"data: " + b"\n\ndata: ".join(batch) + b"\n\n"
+        head = b"data: " + first[:end + 1]
+        out = b"data: " + b"\n\ndata: ".join(batch) + b"\n\n"
+        if end > 0 and b"\\" not in head and out.count(head) == len(batch):
             nulls = out.count(_NULL)
             if out.count(_USAGE) == nulls and (self._wants_usage or out.count(_NULL_USAGE) == nulls):
                 self._call.streamed_chars += 4 * deltas(out)
                 if nulls and not self._wants_usage:
                     out = out.replace(_NULL_USAGE, b"")
-                return out.replace(b"data: " + head, b'data: {"id":"' + self._id + b'"')
+                return out.replace(head, b'data: {"id":"' + self._id + b'"')
         return b"".join(b"data: " + c + b"\n\n" for c in map(self._chunk, batch) if c is not None)
 
     def _chunk(self, data: bytes) -> bytes | None:

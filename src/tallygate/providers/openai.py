@@ -97,18 +97,19 @@ class OpenAIProvider:
                                 self._headers, self._stream_timeout, error) as resp:
             with transport_errors(self.name):
                 async for events in sse_batches(resp):
-                    batch: list[bytes] = []
-                    for _name, data in events:
-                        if data == b"[DONE]":
-                            batch.append(data)
-                            yield batch
-                            return
-                        if data.startswith(b'{"error"') or (b'"error"' in data and b'"choices"' not in data):
+                    batch = [data for _name, data in events]
+                    done = b"[DONE]" in batch
+                    if done:
+                        batch = batch[:batch.index(b"[DONE]") + 1]
+                    # A chunk starts with its id; anything else may be an in-band error event.
+                    for data in [d for d in batch if not d.startswith(b'{"id"')]:
+                        if data != b"[DONE]" and b'"error"' in data:
                             chunk = parse_json(self.name, data, "a stream event")
                             if "error" in chunk and "choices" not in chunk:
                                 raise error(500, data, None)
-                        batch.append(data)
                     yield batch
+                    if done:
+                        return
             raise UpstreamUnavailable(f"provider {self.name!r} ended the stream before [DONE]")
 
     # --- native Responses API (`/v1/responses` relayed as it is)
