@@ -40,7 +40,9 @@ def test_usage_cost_is_written_as_exact_decimal_digits(gateway: Gateway, api_key
     status, _, raw = gateway.request("POST", "/v1/chat/completions", json.dumps(body).encode(), api_key,
                                      {"Content-Type": "application/json"})
     assert status == 200
-    [digits] = re.findall(rb'"cost":([^,}]+)', raw)
+    found = re.findall(rb'"cost":([^,}]+)', raw)
+    assert len(found) == 1, raw[-400:]
+    [digits] = found
     assert re.fullmatch(rb"0\.0*[1-9][0-9]*", digits), digits  # never 1.5e-06
     usage = json.loads(raw.split(b"data: ")[-2] if stream else raw)["usage"]
     exact = (Decimal(usage["prompt_tokens"]) * Decimal("0.05")
