@@ -63,7 +63,9 @@ def test_a_whole_batch_is_relayed_as_its_chunks_would_be(wants_usage: bool) -> N
     call = Call("req_0123456789abcdefghijklmnop", "chat", Principal(None, "t"))
     codec = ChatCodec(call, RATE, {"messages": []}, wants_usage)
     plain = [d for d in upstream_chunks() if b'"usage":{' not in d]
-    for batch in (plain[:7], plain[7:]):  # the recorded chunks, then the fake's (another id)
+    recorded, fake, odd = plain[:6], plain[6:-2], plain[-2:]
+    # one id each (the spliced path), then mixed ids and odd chunks (chunk by chunk)
+    for batch in (recorded, fake, odd, recorded[-2:] + fake[:2]):
         assert codec.encode(batch) == b"".join(reference(call.id, d, wants_usage) or b"" for d in batch)
     assert call.streamed_chars > 0
 
