@@ -77,9 +77,10 @@ def create_management_app(auth: Authenticator, logs: LogReader, keys: KeyAdmin,
                                             code="internal_error"))
 
     @app.exception_handler(HTTPException)
-    async def _http_error(_: Request, exc: HTTPException) -> JSONResponse:
+    async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
         if exc.status_code == 404:
-            return _error_response(NotFound("no such route"))
+            return _error_response(NotFound(f"no route {request.method} {request.url.path} on this "
+                                            "gateway; the README lists the routes it serves"))
         err = GatewayError(str(exc.detail))
         err.status, err.type = exc.status_code, "invalid_request_error"
         return _error_response(err)
