@@ -130,13 +130,15 @@ class Gateway:
                                                   self.alert_store)
 
     def _alerts(self, config: GatewayConfig, observers: list[RequestObserver],
-                call_observers: list[CallObserver]) -> AlertService:
+                call_observers: list[CallObserver]) -> AlertService | None:
         """Threshold, spike and error-rate detectors fed by the observers; the evaluating and
-        delivering services."""
+        delivering services (none with `alerts.enabled: false`; `GET /v1/alerts` still lists)."""
         cfg = config.alerts
         self.alert_store = AlertStore(self.engine)
         self.thresholds = ThresholdWatcher(self.budget, lambda principal, _tags: key_scopes(principal),
                                            cfg.thresholds, cfg.scope_thresholds)
+        if not cfg.enabled:
+            return None
         call_observers.append(self.thresholds)
         detectors: list[SpendSpikes | ErrorRates] = []
         if cfg.spike.group_by:

@@ -193,6 +193,7 @@ class ErrorRateConfig(_Strict):
 class AlertsConfig(_Strict):
     """`alerts:` in tallygate.yaml."""
 
+    enabled: bool = True
     thresholds: list[Percent] = [50, 80, 100]
     scope_thresholds: dict[str, list[Percent]] = {}  # by key id or 'budget:<id>': its own list
     webhooks: list[WebhookConfig] = []

@@ -92,6 +92,7 @@ class GatewayMetrics:
         if budget is not None and scopes is not None:
             self.registry.register(_BudgetCollector(budget, scopes))
         self._children: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+        self._attempt_children: dict[tuple[str, int], Any] = {}  # configured providers x statuses: bounded
 
     def watch_ledger(self, pending: Callable[[], int]) -> None:
         self._pending = pending
@@ -134,8 +135,12 @@ class GatewayMetrics:
         if r.ttft_us is not None:
             ttft.observe(r.ttft_us / 1e6)
         for a in r.attempts:
-            provider = a.provider if a.provider in self._providers else OTHER
-            self.attempts.labels(provider, status_class(a.status)).inc()
+            child = self._attempt_children.get((a.provider, a.status))
+            if child is None:
+                provider = a.provider if a.provider in self._providers else OTHER
+                child = self._attempt_children[(a.provider, a.status)] = self.attempts.labels(
+                    provider, status_class(a.status))
+            child.inc()
         if len(r.attempts) > 1 and r.status < 400:
             fallbacks.inc()
 

@@ -98,7 +98,8 @@ class SpendSpikes:
         self._clock = clock
         self._width = HOUR_MS // SLOT_MS
         self._series = _Series(self._width * (config.baseline_hours + 1) + 1)
-        self._top: dict[Group, dict[int, dict[tuple[str, str], int]]] = {}
+        self._top: dict[Group, dict[int, dict[tuple[str, str], int]]] = {}  # group -> slot -> (key, model)
+        self._group_cache: dict[tuple[str | None, tuple[str, ...]], tuple[dict[str, str], list[Group]]] = {}
         self._touched: set[Group] = set()
         self._active: set[Group] = set()
         self._factor = config.factor
@@ -107,18 +108,36 @@ class SpendSpikes:
     def _slot(self) -> int:
         return int(self._clock() * 1000) // SLOT_MS
 
+    def _groups(self, record: LedgerRecord) -> list[Group]:
+        """`groups_of`, cached per key and tag set (the labels object is the key record's own)."""
+        cache_key = (record.key_id, record.tags)
+        found = self._group_cache.get(cache_key)
+        if found is not None and found[0] is record.labels:
+            return found[1]
+        groups = groups_of(record, self._cfg.group_by)
+        if len(self._group_cache) > 10_000:
+            self._group_cache.clear()
+        self._group_cache[cache_key] = (record.labels, groups)
+        return groups
+
     def request_finished(self, record: LedgerRecord) -> None:
-        if not record.cost_pico or not self._cfg.group_by:
+        cost = record.cost_pico
+        if not cost or not self._cfg.group_by:
             return
         slot = self._slot()
         if self._series.started is None:
             self._series.started = slot
-        for g in groups_of(record, self._cfg.group_by):
-            if self._series.add(g, slot, record.cost_pico, 0):
+        who = (record.key_name or record.key_id or "", record.requested_model or "")
+        for g in self._groups(record):
+            if self._series.add(g, slot, cost, 0):
                 self._touched.add(g)
-                top = self._top.setdefault(g, {}).setdefault(slot, {})
-                for k in (("key", record.key_name or record.key_id or ""), ("model", record.requested_model or "")):
-                    top[k] = top.get(k, 0) + record.cost_pico
+                by_slot = self._top.get(g)
+                if by_slot is None:
+                    by_slot = self._top[g] = {}
+                top = by_slot.get(slot)
+                if top is None:
+                    top = by_slot[slot] = {}
+                top[who] = top.get(who, 0) + cost
 
     def due(self) -> list[Event]:
         """Spike alerts for the groups that spent since the last call (on the event loop)."""
@@ -147,14 +166,15 @@ class SpendSpikes:
     def _event(self, g: Group, spend: int, baseline: Decimal, now_slot: int) -> Event:
         now = int(self._clock() * 1000)
         hour = now - now % HOUR_MS
-        totals: dict[tuple[str, str], int] = {}
+        keys: dict[str, int] = {}
+        models: dict[str, int] = {}
         for slot, cells in self._top.get(g, {}).items():
             if slot > now_slot - self._width:
-                for k, v in cells.items():
-                    totals[k] = totals.get(k, 0) + v
-        top_key = max(((k[1], v) for k, v in totals.items() if k[0] == "key"), key=lambda kv: kv[1], default=None)
-        top_model = max(((k[1], v) for k, v in totals.items() if k[0] == "model"), key=lambda kv: kv[1],
-                        default=None)
+                for (key, model), v in cells.items():
+                    keys[key] = keys.get(key, 0) + v
+                    models[model] = models.get(model, 0) + v
+        top_key = max(keys.items(), key=lambda kv: kv[1], default=None)
+        top_model = max(models.items(), key=lambda kv: kv[1], default=None)
         by, value = g
         ratio = "new spend" if not baseline else f"{Decimal(spend) / baseline:.1f}x its usual"
         return event(f"spend_spike:{group_hash(by + '=' + value)}:{iso(hour)[:13]}", "spend_spike", now,
