@@ -127,7 +127,8 @@ def end_to_end(a) -> dict:
             port = free_port()
             gw = start(procs, [BIN / "tallygate", "serve", "--config", tmp / f"{name}.yaml", "--db", db,
                                "--host", "127.0.0.1", "--port", port], open(tmp / f"{name}.log", "w"), env=env)
-            wait_ready(gw, f"http://127.0.0.1:{port}/v1/models", {"Authorization": "Bearer " + key}, tmp / f"{name}.log")
+            wait_ready(gw, f"http://127.0.0.1:{port}/v1/models", {"Authorization": "Bearer " + key},
+                       tmp / f"{name}.log")
             gws[name] = (gw, port, key)
         runs: dict[str, list[float]] = {"off": [], "on": []}
         body = json.dumps({**BODY, "request_tags": TAGS})
