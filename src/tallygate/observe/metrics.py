@@ -51,7 +51,11 @@ class _BudgetCollector(Collector):
                               labels=["kind", "scope"])
         for s in list(self._scopes()):
             if s.limit:
-                g.add_metric([s.kind, s.name], (s.limit - self._budget.spend(s.id)) / PICO_PER_USD)
+                try:
+                    spend = self._budget.spend(s.id)
+                except Exception:  # a shared engine out of reach: no figure rather than a failed scrape
+                    continue
+                g.add_metric([s.kind, s.name], (s.limit - spend) / PICO_PER_USD)
         yield g
 
 
