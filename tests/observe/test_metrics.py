@@ -87,3 +87,25 @@ def test_invented_models_and_tags_do_not_create_series(gateway: Gateway, api_key
     assert _value(after["tallygate_requests"], "tallygate_requests_total", model="other") >= 501
     labels = {v for samples in after.values() for s in samples for v in s.labels.values()}
     assert not any("/" in v or len(v) == 12 for v in labels - {"gpt-4o-mini", "text-embedding-3-small"})
+
+
+def test_multiprocess_mode_sums_the_files_of_the_workers(upstream, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """With PROMETHEUS_MULTIPROC_DIR the values live in per-process files, summed at scrape time;
+    files left by an earlier run are cleared at start."""
+    from tests.conftest import standard_config
+
+    metrics_dir = tmp_path / "prom"
+    metrics_dir.mkdir()
+    (metrics_dir / "counter_999999.db").write_bytes(b"stale")  # an earlier run's file
+    gw = Gateway(tmp_path, standard_config(upstream), env={"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}).start()
+    try:
+        key = gw.create_key("mp", team="growth")
+        with openai.OpenAI(base_url=gw.base_url, api_key=key, max_retries=0) as client:
+            for _ in range(4):
+                client.chat.completions.create(model="gpt-4o-mini", messages=HELLO)
+        m = scrape(gw)
+        assert _value(m["tallygate_requests"], "tallygate_requests_total", model="gpt-4o-mini") == 4
+        assert any(p.name.startswith("counter_") and p.name != "counter_999999.db" for p in metrics_dir.iterdir())
+        assert not (metrics_dir / "counter_999999.db").exists()
+    finally:
+        gw.stop()
