@@ -120,3 +120,27 @@ def test_slack_webhooks_get_slack_text(tmp_path: Path) -> None:
 
         texts = sorted(json.loads(body)["text"] for _, body, _ in receiver.received)
     assert len(texts) == 2 and all(t.startswith("[tallygate] API key 'growth-bot' is at") for t in texts)
+
+
+def test_a_receiver_that_stays_down_is_retried_then_given_up_without_logging_its_path(
+        tmp_path: Path, caplog) -> None:  # type: ignore[no-untyped-def]
+    from tests.fakes.upstream import closed_port_url
+
+    url = closed_port_url() + "/services/T000/B000/secret-token"
+    sender = WebhookSender([WebhookConfig(url=url, secret="s", retry_for_s=0.3)], first_backoff_s=0.05)
+
+    async def run() -> float:
+        await sender.start()
+        t0 = asyncio.get_running_loop().time()
+        sender.deliver([{"id": "a1", "kind": "threshold", "summary": "x"}])
+        queued = asyncio.get_running_loop().time() - t0  # deliver() only queues
+        while sender.pending:
+            await asyncio.sleep(0.02)
+        await sender.stop()
+        return queued
+
+    assert asyncio.run(run()) < 0.01
+    assert sender.dropped == 1 and sender.delivered == 0
+    retries = [r for r in caplog.records if "retrying" in r.getMessage()]
+    assert len(retries) >= 2
+    assert "giving up on alert a1" in caplog.text and "secret-token" not in caplog.text

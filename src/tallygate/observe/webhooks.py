@@ -19,6 +19,7 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -26,6 +27,12 @@ from tallygate.observe.events import SIGNATURE_HEADER, body_for, sign
 from tallygate.settings import WebhookConfig
 
 log = logging.getLogger("tallygate.webhooks")
+
+
+def where(hook: WebhookConfig) -> str:
+    """A webhook for log lines: scheme and host only (Slack-style URLs carry their secret in the path)."""
+    parts = urlsplit(hook.url)
+    return f"{parts.scheme}://{parts.netloc}"
 CONCURRENCY = 8
 MAX_BACKOFF_S = 60.0
 MAX_PENDING = 10_000
@@ -55,7 +62,7 @@ class WebhookSender:
                     if len(self._queue) >= MAX_PENDING:
                         old_hook, old = self._queue.popleft()
                         self.dropped += 1
-                        log.error("webhook queue full: dropped alert %s for %s", old["id"], old_hook.url)
+                        log.error("webhook queue full: dropped alert %s for %s", old["id"], where(old_hook))
                     self._queue.append((hook, ev))
         if self._queue:
             self._wake.set()
@@ -112,11 +119,11 @@ class WebhookSender:
                 self.delivered += 1
                 return
             if self._clock() - first + backoff > hook.retry_for_s:
-                log.error("webhook %s: giving up on alert %s after %.0fs (%s)", hook.url, ev["id"],
+                log.error("webhook %s: giving up on alert %s after %.0fs (%s)", where(hook), ev["id"],
                           self._clock() - first, why)
                 self.dropped += 1
                 return
-            log.warning("webhook %s: alert %s not delivered (%s); retrying in %.0fs", hook.url, ev["id"], why,
+            log.warning("webhook %s: alert %s not delivered (%s); retrying in %.0fs", where(hook), ev["id"], why,
                         backoff)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, MAX_BACKOFF_S)
