@@ -57,8 +57,8 @@ class AlertStore:
                 stmt = self._insert(alerts).values(
                     id=e["id"], kind=e["kind"], subject_kind=subject["kind"], subject_id=subject["id"],
                     subject_name=subject["name"], created_at=e["created_at_ms"], event=dict(e),
-                ).on_conflict_do_nothing(index_elements=["id"])
-                if conn.execute(stmt).rowcount == 1:
+                ).on_conflict_do_nothing(index_elements=["id"]).returning(alerts.c.id)
+                if conn.execute(stmt).first() is not None:  # (rowcount is not reliable here on every driver)
                     fresh.append(e)
         return fresh
 
