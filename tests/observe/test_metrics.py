@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 import string
+import time
 import urllib.request
 from collections.abc import Iterator
 
@@ -35,6 +36,16 @@ def scrape(gateway: Gateway) -> dict[str, list]:
     return {f.name: f.samples for f in text_string_to_metric_families(text)}
 
 
+def scrape_until(gateway: Gateway, done, timeout: float = 5.0) -> dict[str, list]:  # type: ignore[no-untyped-def]
+    """A scrape that shows `done` (the last request reaches the observers just after its answer)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        m = scrape(gateway)
+        if done(m) or time.monotonic() > deadline:
+            return m
+        time.sleep(0.02)
+
+
 def _value(samples: list, name: str, **labels: str) -> float:
     return sum(s.value for s in samples if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()))
 
@@ -48,7 +59,8 @@ def test_metrics_count_requests_tokens_cost_latency_and_budget(gateway: Gateway)
             client.chat.completions.create(model="priced", messages=HELLO)
         with pytest.raises(openai.APIStatusError):
             client.chat.completions.create(model="fail-500", messages=HELLO)
-    m = scrape(gateway)
+    m = scrape_until(gateway, lambda m: _value(m["tallygate_requests"], "tallygate_requests_total",
+                                               model="fail-500") == 1)
     requests = m["tallygate_requests"]
     assert _value(requests, "tallygate_requests_total", model="priced", status="2xx", team="growth") == 3
     assert _value(requests, "tallygate_requests_total", model="fail-500", status="5xx", provider="openai") == 1
@@ -76,13 +88,15 @@ def test_invented_models_and_tags_do_not_create_series(gateway: Gateway, api_key
         client.chat.completions.create(model="gpt-4o-mini", messages=HELLO, extra_body={"request_tags": ["a/b"]})
         with pytest.raises(openai.APIStatusError):
             client.chat.completions.create(model=word(), messages=HELLO)
-        before = scrape(gateway)
+        before = scrape_until(gateway, lambda m: _value(m["tallygate_requests"], "tallygate_requests_total",
+                                                        model="other") >= 1)
         for _ in range(500):
             with pytest.raises(openai.APIStatusError):
                 client.chat.completions.create(model=word(), messages=HELLO)
             client.chat.completions.create(model="gpt-4o-mini", messages=HELLO,
                                            extra_body={"request_tags": [f"{word()}/{word()}"]})
-    after = scrape(gateway)
+    after = scrape_until(gateway, lambda m: _value(m["tallygate_requests"], "tallygate_requests_total",
+                                                   model="other") >= 501)
     assert _series(after) == _series(before)
     assert _value(after["tallygate_requests"], "tallygate_requests_total", model="other") >= 501
     labels = {v for samples in after.values() for s in samples for v in s.labels.values()}
@@ -103,7 +117,8 @@ def test_multiprocess_mode_sums_the_files_of_the_workers(upstream, tmp_path) -> 
         with openai.OpenAI(base_url=gw.base_url, api_key=key, max_retries=0) as client:
             for _ in range(4):
                 client.chat.completions.create(model="gpt-4o-mini", messages=HELLO)
-        m = scrape(gw)
+        m = scrape_until(gw, lambda m: _value(m["tallygate_requests"], "tallygate_requests_total",
+                                              model="gpt-4o-mini") == 4)
         assert _value(m["tallygate_requests"], "tallygate_requests_total", model="gpt-4o-mini") == 4
         assert any(p.name.startswith("counter_") and p.name != "counter_999999.db" for p in metrics_dir.iterdir())
         assert not (metrics_dir / "counter_999999.db").exists()

@@ -4,6 +4,7 @@ per upstream attempt, GenAI semantic-convention attributes, Tallygate's own, the
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import openai
@@ -34,9 +35,18 @@ def traced(upstream, tmp_path_factory: pytest.TempPathFactory  # type: ignore[no
     gw.stop()
 
 
-def _spans(gw: InProcessGateway, exporter: InMemorySpanExporter) -> list:
-    gw.app.tracer.provider.force_flush()
-    return list(exporter.get_finished_spans())
+def _spans(gw: InProcessGateway, exporter: InMemorySpanExporter, request_id: str | None = None,
+           model: str | None = None) -> list:
+    """The finished spans, once the request's own is among them (the proxy hands a request to its
+    observers just after the answer's last byte, so the client may be faster)."""
+    deadline = time.monotonic() + 5
+    while True:
+        gw.app.tracer.provider.force_flush()
+        spans = list(exporter.get_finished_spans())
+        if any(s.attributes.get("tallygate.request_id") == request_id or s.attributes.get("gen_ai.request.model")
+               == model for s in spans if s.kind == SpanKind.SERVER) or time.monotonic() > deadline:
+            return spans
+        time.sleep(0.02)
 
 
 def test_request_span_has_genai_attributes_attempt_children_and_honours_traceparent(traced) -> None:  # type: ignore[no-untyped-def]
@@ -46,7 +56,7 @@ def test_request_span_has_genai_attributes_attempt_children_and_honours_tracepar
         resp = client.chat.completions.create(
             model="policy/safe", messages=[{"role": "user", "content": SECRET_PROMPT}],
             extra_headers={"traceparent": f"00-{TRACE_ID}-{PARENT}-01"}, extra_body={"request_tags": ["feature/x"]})
-    spans = _spans(gw, exporter)
+    spans = _spans(gw, exporter, request_id=resp.id)
     server = next(s for s in spans if s.attributes.get("tallygate.request_id") == resp.id)
     assert server.kind == SpanKind.SERVER and server.name == "chat policy/safe"
     assert format(server.context.trace_id, "032x") == TRACE_ID
@@ -75,6 +85,7 @@ def test_failed_request_span_is_an_error_and_starts_a_trace_without_traceparent(
     with openai.OpenAI(base_url=gw.base_url, api_key=key, max_retries=0) as client:
         with pytest.raises(openai.APIStatusError):
             client.chat.completions.create(model="fail-500", messages=[{"role": "user", "content": "x"}])
-    server = [s for s in _spans(gw, exporter) if s.attributes.get("gen_ai.request.model") == "fail-500"
-              and s.kind == SpanKind.SERVER][-1]
+    spans = _spans(gw, exporter, model="fail-500")
+    server = [s for s in spans
+              if s.attributes.get("gen_ai.request.model") == "fail-500" and s.kind == SpanKind.SERVER][-1]
     assert server.parent is None and not server.status.is_ok and server.attributes["error.type"]
