@@ -320,3 +320,30 @@ def test_several_workers_without_redis_refuse_to_start(tmp_path: Path) -> None:
     assert out.returncode != 0
     assert "--workers 2 needs --redis" in out.stderr and "2 times their limit" in out.stderr
     assert ADMIN_KEY not in out.stderr
+
+
+@pytest.mark.parametrize("mode", ["closed", "open"])
+def test_unreachable_redis_refuses_or_serves_limited_requests_and_always_serves_the_rest(
+        upstream: FakeUpstream, tmp_path: Path, mode: str) -> None:
+    from tests.fakes.upstream import closed_port_url
+
+    gone = closed_port_url().replace("http://", "redis://")
+    gw = Gateway(tmp_path, standard_config(upstream), args=("--redis", gone, "--budgets-unavailable", mode)).start()
+    try:
+        limited, free = _key(gw, "limited", limit="10"), _key(gw, "free")
+        status, body = gw.get("/readyz", key=None)
+        assert status == 503 and body["failed"] == "redis" and "Redis unreachable" in body["reason"]
+        assert gone not in json.dumps(body)
+        out = burst([gw], [limited["key"]], 3)  # (the 4th of a burst is abandoned by its client)
+        if mode == "closed":
+            assert out.status(503) == 3 and all(e["code"] == "budget_unavailable" for e in out.bodies)
+        else:
+            assert out.status(200) == 3
+            assert "WITHOUT enforcing them" in gw.log()
+        assert burst([gw], [free["key"]], 3).status(200) == 3  # no limit applies: served either way
+        status, me = gw.get("/v1/key", key=limited["key"])
+        assert status == 200 and me["monthly_spend"] is None  # unknown while Redis is away
+        for status, rid in out.answered:
+            assert gw.log_record(rid)["status"] == status
+    finally:
+        gw.stop()

@@ -72,8 +72,9 @@ class Budget(BaseModel):
     name: str
     scope: dict[str, Any] = Field(description='{"label": {...}}, {"tag": "path"} or {"key": "<key id>"}')
     monthly_limit: str = Field(description="USD, exact decimal string")
-    monthly_spend: str = Field(description="USD spent this calendar month (UTC), from the ledger")
-    monthly_reserved: str = Field(description="USD held by requests in flight")
+    monthly_spend: str | None = Field(description="USD spent this calendar month (UTC), exact decimal string; "
+                                                  "null while the shared budget state is unreachable")
+    monthly_reserved: str | None = Field(description="USD held by requests in flight (null: as above)")
     created_by: UserRef
     created_at: str | None
 

@@ -16,7 +16,7 @@ from typing import Any
 from tallygate.core.money import PICO_PER_USD, usd_text
 from tallygate.errors import InvalidRequest, NotFound, PermissionDenied
 from tallygate.manage.budget_schemas import BudgetCreate, BudgetUpdate
-from tallygate.pipeline.budget import BudgetEngine
+from tallygate.pipeline.budget import BudgetEngine, usage_text
 from tallygate.pipeline.scopes import BudgetRegistry, BudgetSet
 from tallygate.store.budgets import BudgetRecord, BudgetStore, labels_match
 from tallygate.store.keys import KeyStore
@@ -75,10 +75,9 @@ class BudgetAdmin:
 
     def render(self, b: BudgetRecord) -> dict[str, Any]:
         creator = self._keys.users_by_id({b.created_by}).get(b.created_by) if b.created_by else None
-        scope_id = "budget:" + b.id
+        spend, reserved = usage_text(self._engine, "budget:" + b.id)
         return {"id": b.id, "name": b.name, "scope": b.scope, "monthly_limit": usd_text(b.monthly_limit_pico),
-                "monthly_spend": usd_text(self._engine.spend(scope_id)),
-                "monthly_reserved": usd_text(self._engine.reserved(scope_id)),
+                "monthly_spend": spend, "monthly_reserved": reserved,
                 "created_by": {"id": b.created_by, "name": creator.name if creator else None},
                 "created_at": _iso(b.created_at)}
 

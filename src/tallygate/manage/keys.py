@@ -22,7 +22,7 @@ from tallygate.errors import InvalidRequest, NotFound, PermissionDenied
 from tallygate.manage.budgets import inherited_labels, label_escape
 from tallygate.manage.schemas import KeyCreate, KeyUpdate
 from tallygate.pipeline.auth import Authenticator
-from tallygate.pipeline.budget import BudgetEngine
+from tallygate.pipeline.budget import BudgetEngine, usage_text
 from tallygate.pipeline.scopes import BudgetSet
 from tallygate.store.keys import KeyRecord, KeyStore, User
 from tallygate.store.logs import decode_cursor, encode_cursor
@@ -68,11 +68,11 @@ class KeyAdmin:
         users = users if users is not None else self._store.users_by_id({row.created_by} if row.created_by else set())
         creator = users.get(row.created_by or "")
         limit = row.monthly_limit_pico
+        spend, reserved = usage_text(self._budget, row.id)
         return {
             "id": row.id, "name": row.name, "key_prefix": row.key_prefix,
             "monthly_limit": None if limit is None else usd_text(limit),
-            "monthly_spend": usd_text(self._budget.spend(row.id)),
-            "monthly_reserved": usd_text(self._budget.reserved(row.id)),
+            "monthly_spend": spend, "monthly_reserved": reserved,
             "permissions": row.permissions, "labels": row.labels,
             "created_by": {"id": row.created_by, "name": creator.name if creator else None},
             "created_at": _iso(row.created_at), "revoked_at": _iso(row.revoked_at),

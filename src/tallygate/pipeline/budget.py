@@ -22,7 +22,7 @@ from typing import Any, NamedTuple, Protocol
 
 from tallygate.core.money import usd_text
 from tallygate.core.timebuckets import month_floor
-from tallygate.errors import BudgetExceeded
+from tallygate.errors import BudgetExceeded, BudgetUnavailable
 from tallygate.pipeline.pricing import Rate
 from tallygate.types import Principal
 
@@ -130,6 +130,15 @@ class BudgetEngine(Protocol):
 
     def adopt(self, spend_by_scope: dict[str, int], month: int) -> None:
         """Start scopes new to the engine (a budget just created) from the ledger's spend."""
+
+
+def usage_text(engine: BudgetEngine, scope_id: str) -> tuple[str | None, str | None]:
+    """(spend, reserved) of a scope as USD strings for the management API; (None, None) while
+    the shared budget state is unreachable."""
+    try:
+        return usd_text(engine.spend(scope_id)), usd_text(engine.reserved(scope_id))
+    except BudgetUnavailable:
+        return None, None
 
 
 def refusal(scope: Scope, spent: int, held: int, amount: int) -> BudgetExceeded:

@@ -189,11 +189,17 @@ class RedisBudget:
 
     # -- reads for the management API (blocking) --------------------------------------------------
 
+    def _read(self, key: str) -> int:
+        try:
+            return int(self._sync.get(key) or 0)
+        except (RedisError, OSError) as exc:
+            raise BudgetUnavailable(f"budget state is unreachable ({type(exc).__name__})") from None
+
     def spend(self, scope_id: str) -> int:
-        return int(self._sync.get(f"{self._p}{self._now_month()}:s:{scope_id}") or 0)
+        return self._read(f"{self._p}{self._now_month()}:s:{scope_id}")
 
     def reserved(self, scope_id: str) -> int:
-        return int(self._sync.get(f"{self._p}rt:{scope_id}") or 0)
+        return self._read(f"{self._p}rt:{scope_id}")
 
     async def ping(self) -> str | None:
         """None when Redis answers, else the reason (for `/readyz`)."""
