@@ -24,7 +24,7 @@ from typing import Any
 
 import redis
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from tallygate.core.timebuckets import month_after, month_floor
 from tallygate.errors import BudgetUnavailable
@@ -68,6 +68,7 @@ class RedisBudget:
         self._month, self._next_month = 0, 0
         self._rebuilding: asyncio.Lock | None = None
         self._warned = 0.0
+        self._closing = False
         self.unavailable = 0  # requests served or refused while Redis was unreachable
 
     def _now_month(self) -> int:
@@ -130,24 +131,39 @@ class RedisBudget:
                 *(hold.scopes if actual else ())]
 
     async def _flush(self) -> None:
+        """Send every queued settle: one script call, or one pipelined round trip for many."""
         if not self._queue:
             return
         batch, self._queue = self._queue, []
         try:
-            async with self._aio.pipeline(transaction=False) as pipe:
-                for hold, actual in batch:
-                    await self._settle(args=self._settle_args(hold, actual), client=pipe)
-                await pipe.execute()
+            if len(batch) == 1:
+                await self._settle(args=self._settle_args(*batch[0]))
+                return
+            for attempt in range(2):
+                try:
+                    # EVALSHA by hand: redis-py's pipelined scripts cost an extra SCRIPT EXISTS round trip.
+                    async with self._aio.pipeline(transaction=False) as pipe:
+                        for hold, actual in batch:
+                            pipe.evalsha(self._settle.sha, 0, *self._settle_args(hold, actual))
+                        await pipe.execute()
+                    return
+                except NoScriptError:  # Redis restarted: nothing of this pipeline ran
+                    if attempt:
+                        raise
+                    await self._aio.script_load(SETTLE)
         except BaseException:
             self._queue[:0] = batch
             raise
 
     async def _flusher(self) -> None:
+        """Sends settles as they come, until `stop()` (which sends the rest)."""
         assert self._wake is not None
         backoff = 0.05
-        while True:
+        while not self._closing:
             await self._wake.wait()
             self._wake.clear()
+            if self._closing:
+                return
             try:
                 await self._flush()
                 backoff = 0.05
@@ -212,7 +228,7 @@ class RedisBudget:
     # -- the service ----------------------------------------------------------------------------
 
     async def _beat(self) -> None:
-        while True:
+        while not self._closing:
             await asyncio.sleep(self._ttl_ms / 3000)
             try:
                 await self._heartbeat(args=[self._p, self.process, self._ttl_ms])
@@ -232,9 +248,13 @@ class RedisBudget:
 
     async def stop(self) -> None:
         """Send the settles still queued (requests have drained by now) and let go of any hold."""
-        for task in self._tasks:
+        self._closing = True
+        if self._wake is not None:
+            self._wake.set()
+        for task in self._tasks[1:]:  # the flusher ends by itself after its current round trip
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._tasks:  # (a cancellation inside a Redis call can be lost: wait, but not forever)
+            await asyncio.wait(self._tasks, timeout=5)
         for attempt in range(5):
             try:
                 await self._flush()
