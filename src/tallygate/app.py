@@ -21,13 +21,16 @@ from typing import Protocol
 
 from tallygate.analytics.reader import AnalyticsStore
 from tallygate.analytics.service import Analytics
-from tallygate.api.asgi import Receive, Scope, Send
+from tallygate.api.asgi import Message, Receive, Scope, Send, new_request_id
 from tallygate.api.health import Readiness
 from tallygate.api.management import create_management_app
+from tallygate.api.messages import MessagesAPI
 from tallygate.api.proxy import Proxy
+from tallygate.api.responses import ResponsesAPI
 from tallygate.core.timebuckets import month_floor
 from tallygate.manage.budgets import BudgetAdmin
 from tallygate.manage.keys import KeyAdmin
+from tallygate.manage.sessions import SessionStore
 from tallygate.pipeline.auth import Authenticator
 from tallygate.pipeline.budget import BudgetEngine, MemoryBudget
 from tallygate.pipeline.models import ModelCatalog
@@ -107,15 +110,20 @@ class Gateway:
         self.services: list[Service] = [self.ledger, first, self.budgets, self.auth, self.http]
         proxy = Proxy(self.auth, self.catalog, Observers([self.ledger]), self.budget, settings.max_body_bytes,
                       self.router, self.budgets.scopes)
+        messages, responses = MessagesAPI(proxy), ResponsesAPI(proxy)
+        self._models = proxy.models
         self._hot = {
             ("POST", "/v1/chat/completions"): proxy.chat,
             ("POST", "/v1/embeddings"): proxy.embeddings,
+            ("POST", "/v1/messages"): messages.messages,
+            ("POST", "/v1/messages/count_tokens"): messages.count_tokens,
+            ("POST", "/v1/responses"): responses.responses,
             ("GET", "/v1/models"): proxy.models,
         }
         key_admin = KeyAdmin(self.keys, self.auth, self.budget, config.policies, lambda: self.budgets.current)
         self._management = create_management_app(self.auth, LogReader(self.engine), key_admin,
                                                   Analytics(AnalyticsStore(self.engine)),
-                                                  FeedbackStore(self.engine), self.ledger,
+                                                  FeedbackStore(self.engine), self.ledger, SessionStore(),
                                                   BudgetAdmin(budget_store, self.keys, self.budgets, self.budget),
                                                   self._readiness())
 
@@ -140,7 +148,9 @@ class Gateway:
             handler = self._hot.get((scope["method"], scope["path"]))
             if handler is not None:
                 return await handler(scope, receive, send)
-            return await self._management(scope, receive, send)
+            if scope["method"] == "GET" and scope["path"].startswith("/v1/models/"):
+                return await self._models(scope, receive, send)
+            return await self._management(scope, receive, _with_request_id(send))
         if scope["type"] == "lifespan":
             return await self._lifespan(receive, send)
 
@@ -172,6 +182,18 @@ class Gateway:
                 await self.stop()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+def _with_request_id(send: Send) -> Send:
+    """Every management answer (its 404 for unknown routes included) carries an `x-request-id`."""
+    async def wrapped(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = list(message.get("headers") or [])
+            if not any(k.lower() == b"x-request-id" for k, _ in headers):
+                headers.append((b"x-request-id", new_request_id().encode()))
+            message = {**message, "headers": headers}
+        await send(message)
+    return wrapped
 
 
 def create_app(config: GatewayConfig, settings: Settings) -> Gateway:
