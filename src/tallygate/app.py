@@ -37,6 +37,7 @@ from tallygate.pipeline.models import ModelCatalog
 from tallygate.pipeline.observers import Observers
 from tallygate.pipeline.redis_budget import RedisBudget
 from tallygate.pipeline.routing import Router
+from tallygate.pipeline.routing.shared import SharedCooldowns
 from tallygate.pipeline.scopes import BudgetRegistry, month_spend
 from tallygate.providers.http import HttpClient
 from tallygate.providers.registry import build_providers
@@ -108,6 +109,8 @@ class Gateway:
         self.budgets = BudgetRegistry(budget_store, self.budget, lambda: month_floor(now_ms()))
         self.router = Router(config, self.catalog, seed=settings.routing_seed)
         self.services: list[Service] = [self.ledger, first, self.budgets, self.auth, self.http]
+        if settings.redis_url and self.router.policies:
+            self.services.append(SharedCooldowns(self.router.policies, settings.redis_url))
         proxy = Proxy(self.auth, self.catalog, Observers([self.ledger]), self.budget, settings.max_body_bytes,
                       self.router, self.budgets.scopes)
         messages, responses = MessagesAPI(proxy), ResponsesAPI(proxy)
@@ -205,6 +208,7 @@ def app_from_env() -> Gateway:
     (set by `tallygate serve --workers N` in the parent)."""
     import gc
 
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_app(load_config(os.environ.get("TALLYGATE_CONFIG") or None), Settings.from_env())
     gc.freeze()
     return app

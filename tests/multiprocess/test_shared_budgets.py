@@ -347,3 +347,29 @@ def test_unreachable_redis_refuses_or_serves_limited_requests_and_always_serves_
             assert gw.log_record(rid)["status"] == status
     finally:
         gw.stop()
+
+
+def test_a_target_one_process_saw_failing_is_left_out_by_all(upstream: FakeUpstream, rds: RedisServer,
+                                                             tmp_path: Path) -> None:
+    config = standard_config(upstream)
+    config["policies"] = {"shared": {"strategy": "fallback", "targets": ["fail-500", "gpt-4o-mini"],
+                                     "cooldown": {"failures": 1, "seconds": 30}}}
+    db_url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    pair = []
+    try:
+        for name in ("a", "b"):
+            (tmp_path / name).mkdir()
+            pair.append(Gateway(tmp_path / name, config, db_url=db_url, args=("--redis", rds.url)).start())
+        body = {"model": "policy/shared", "messages": HELLO, "max_tokens": 5}
+        status, _, out = pair[0].post_json("/v1/chat/completions", body)
+        assert status == 200  # fail-500 failed once (its circuit opens), gpt-4o-mini answered
+        time.sleep(1.5)  # both processes sync every 0.5 s
+        upstream.clear()
+        for _ in range(5):
+            status, _, out = pair[1].post_json("/v1/chat/completions", body)
+            assert status == 200
+        models = [r["body"]["model"] for r in upstream.requests if r["path"].endswith("/chat/completions")]
+        assert models == ["gpt-4o-mini"] * 5  # process b never tried the target a saw failing
+    finally:
+        for gw in pair:
+            gw.stop()
