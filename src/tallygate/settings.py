@@ -369,6 +369,9 @@ class Settings:
     routing_seed: int | None = None  # seeds routing randomness (weighted picks, exploration, jitter)
     log_format: str = "text"  # 'json': one JSON line per request and per log message
     metrics_dir: str | None = None  # PROMETHEUS_MULTIPROC_DIR: prometheus_client's multiprocess mode
+    redis_url: str | None = None  # shared budget state for several processes/replicas; None: in memory
+    budgets_unavailable: str = "closed"  # Redis unreachable: 'closed' refuses limited requests, 'open' serves
+    hold_ttl_s: float = 15.0  # a dead process's reservations are gone this long after its last renewal
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: object) -> Settings:
@@ -384,6 +387,15 @@ class Settings:
             if env["TALLYGATE_LOG_FORMAT"] not in ("text", "json"):
                 raise ConfigError("TALLYGATE_LOG_FORMAT: must be text or json")
             values["log_format"] = env["TALLYGATE_LOG_FORMAT"]
+        if env.get("TALLYGATE_REDIS_URL"):
+            values["redis_url"] = env["TALLYGATE_REDIS_URL"]
+        if env.get("TALLYGATE_BUDGETS_UNAVAILABLE"):
+            values["budgets_unavailable"] = env["TALLYGATE_BUDGETS_UNAVAILABLE"]
+        if env.get("TALLYGATE_HOLD_TTL_S"):
+            try:
+                values["hold_ttl_s"] = float(env["TALLYGATE_HOLD_TTL_S"])
+            except ValueError:
+                raise ConfigError("TALLYGATE_HOLD_TTL_S: must be a number of seconds") from None
         for name, field in (("TALLYGATE_MAX_BODY_BYTES", "max_body_bytes"),
                             ("TALLYGATE_LEDGER_FLUSH_MS", "ledger_flush_ms"),
                             ("TALLYGATE_SHUTDOWN_GRACE_S", "shutdown_grace_s"),
@@ -394,4 +406,11 @@ class Settings:
                 except ValueError:
                     raise ConfigError(f"{name}: must be an integer") from None
         values.update({k: v for k, v in overrides.items() if v is not None})
+        if values.get("budgets_unavailable", "closed") not in ("closed", "open"):
+            raise ConfigError("TALLYGATE_BUDGETS_UNAVAILABLE / --budgets-unavailable: must be 'closed' or 'open'")
+        redis_url = values.get("redis_url")
+        if isinstance(redis_url, str) and urlsplit(redis_url).scheme not in ("redis", "rediss", "unix"):
+            raise ConfigError("TALLYGATE_REDIS_URL / --redis: must be a redis://, rediss:// or unix:// URL")
+        if not 1.0 <= float(values.get("hold_ttl_s", 15.0)) <= 60.0:  # type: ignore[arg-type]
+            raise ConfigError("TALLYGATE_HOLD_TTL_S: must be between 1 and 60 seconds")
         return cls(**values)  # type: ignore[arg-type]

@@ -9,7 +9,7 @@ import openai
 import pytest
 from sqlalchemy import text
 
-from tallygate.store.db import migrate, open_engine
+from tallygate.store.db import migrate, open_engine, schema_behind
 from tests.conftest import standard_config
 from tests.gateway import Gateway
 from tests.postgres import postgres_server
@@ -60,18 +60,6 @@ def test_migrations_are_idempotent_on_postgres(pg_url: str) -> None:
     migrate(engine)
     migrate(engine)
     with engine.connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == _head()
+        assert conn.execute(text("SELECT count(*) FROM alembic_version")).scalar_one() == 1
+    assert schema_behind(engine) is None  # at the newest revision
     engine.dispose()
-
-
-def _head() -> str:
-    """The newest migration's revision."""
-    from pathlib import Path
-
-    from alembic.script import ScriptDirectory
-
-    import tallygate.store.db
-
-    head = ScriptDirectory(str(Path(tallygate.store.db.__file__).parent / "migrations")).get_current_head()
-    assert head is not None
-    return head

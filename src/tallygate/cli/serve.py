@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import logging
+import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,17 +28,28 @@ if TYPE_CHECKING:
 @db_option
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8400, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64),
+              help="Worker processes on the one port; more than 1 needs --redis.")
+@click.option("--redis", "redis_url", envvar="TALLYGATE_REDIS_URL", default=None, metavar="URL",
+              help="redis://host:port/db: budget state shared by every worker and replica. "
+                   "Env: TALLYGATE_REDIS_URL.")
+@click.option("--budgets-unavailable", type=click.Choice(["closed", "open"]), default=None,
+              envvar="TALLYGATE_BUDGETS_UNAVAILABLE",
+              help="Redis unreachable: 'closed' (default) refuses requests under a limit with 503, "
+                   "'open' serves them unenforced and logs it. Env: TALLYGATE_BUDGETS_UNAVAILABLE.")
 @click.option("--log-format", type=click.Choice(["text", "json"]), default=None, envvar="TALLYGATE_LOG_FORMAT",
               help="json: one JSON line per request and per log message on stderr. Env: TALLYGATE_LOG_FORMAT.")
-def serve(config_path: str | None, db_url: str | None, host: str, port: int, log_format: str | None) -> None:
-    """Start the gateway (one worker process)."""
+def serve(config_path: str | None, db_url: str | None, host: str, port: int, workers: int,
+          redis_url: str | None, budgets_unavailable: str | None, log_format: str | None) -> None:
+    """Start the gateway."""
     import uvicorn
 
     from tallygate.app import create_app, prepare_database
     from tallygate.store.db import open_engine
     from tallygate.store.keys import KeyStore
 
-    settings = load_settings(db_url=db_url, log_format=log_format)
+    settings = load_settings(db_url=db_url, redis_url=redis_url, budgets_unavailable=budgets_unavailable,
+                             log_format=log_format)
     json_log = None
     if settings.log_format == "json":
         from tallygate.observe.requestlog import JsonLogging
@@ -43,6 +58,13 @@ def serve(config_path: str | None, db_url: str | None, host: str, port: int, log
     else:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                             stream=sys.stderr)
+    if workers > 1 and not settings.redis_url:
+        raise click.ClickException(
+            f"--workers {workers} needs --redis (or TALLYGATE_REDIS_URL): without shared budget state each "
+            f"worker would enforce limits on its own, and keys could spend {workers} times their limit")
+    own_metrics_dir = workers > 1 and not settings.metrics_dir
+    if own_metrics_dir:  # prometheus_client's multiprocess mode, in every worker
+        settings = dataclasses.replace(settings, metrics_dir=tempfile.mkdtemp(prefix="tallygate-metrics-"))
     if settings.metrics_dir:
         _fresh_metrics_dir(settings.metrics_dir)
     try:
@@ -58,6 +80,9 @@ def serve(config_path: str | None, db_url: str | None, host: str, port: int, log
     app = create_app(config, settings)
     if json_log is not None:
         app.services.insert(0, json_log)  # stopped last: after the ledger's final line
+    if settings.redis_url:
+        click.echo("budgets: shared through Redis"
+                   f" (budgets_unavailable: {settings.budgets_unavailable})", err=True)
     base = f"http://{host}:{port}/v1"
     click.echo(f"Tallygate on {base}  (config: {config_path or 'built-in demo, mock provider'}; "
                f"ledger: {settings.db_url})", err=True)
@@ -74,10 +99,26 @@ def serve(config_path: str | None, db_url: str | None, host: str, port: int, log
                "-d '{\"model\":\"gpt-4o-mini\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],"
                "\"request_tags\":[\"team/demo\"]}'", err=True)
     loop = "uvloop" if sys.platform != "win32" else "asyncio"
+    common = dict(host=host, port=port, loop=loop, http="httptools", lifespan="on", access_log=False,
+                  log_level="warning", timeout_graceful_shutdown=settings.shutdown_grace_s, proxy_headers=False,
+                  server_header=False, date_header=False)
+    if workers > 1:
+        app.engine.dispose()
+        # Each worker builds its own app (`app_from_env`) from the same settings, passed down here.
+        os.environ.update({"TALLYGATE_DB_URL": settings.db_url, "TALLYGATE_REDIS_URL": settings.redis_url or "",
+                           "TALLYGATE_LOG_FORMAT": settings.log_format,
+                           "PROMETHEUS_MULTIPROC_DIR": settings.metrics_dir or "",
+                           "TALLYGATE_BUDGETS_UNAVAILABLE": settings.budgets_unavailable,
+                           "TALLYGATE_CONFIG": os.path.abspath(config_path) if config_path else ""})
+        click.echo(f"{workers} worker processes", err=True)
+        try:
+            uvicorn.run("tallygate.app:app_from_env", factory=True, workers=workers, **common)  # type: ignore[arg-type]
+        finally:
+            if own_metrics_dir and settings.metrics_dir:
+                shutil.rmtree(settings.metrics_dir, ignore_errors=True)
+        return
     gc.freeze()  # start-up objects never need collecting: keeps GC pauses off request latency
-    uvicorn.run(app, host=host, port=port, loop=loop, http="httptools", lifespan="on",
-                access_log=False, log_level="warning", timeout_graceful_shutdown=settings.shutdown_grace_s,
-                proxy_headers=False, server_header=False, date_header=False)
+    uvicorn.run(app, **common)  # type: ignore[arg-type]
 
 
 def _fresh_metrics_dir(path: str) -> None:
