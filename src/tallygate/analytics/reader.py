@@ -7,7 +7,12 @@ them, however many rows it is in.
 
 Label dimensions: the usage roll-ups keep a label-set id per row; `label.x` groups by that id
 in SQL and maps each set to its value of x here. With `labels=current` they group by key and
-map each key to its labels now.
+map each key to its labels now. The dim roll-ups hold each label's values themselves; requests
+without the label are their '' row (every request) less the label's rows.
+
+Raw segments are bounded: before reading one, the hour roll-ups give an upper bound of the
+records it holds (`store/hours.py`); a question whose raw segments hold more than `raw_budget`
+records (default `RAW_BUDGET`) is refused with a 400 that names the count, instead of scanning.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, func, select, true
 
-from tallygate.analytics.plan import Segment, levels_for, plan, split
+from tallygate.analytics.plan import Segment, attribute, levels_for, plan, split
 from tallygate.analytics.query import Dim, Query
 from tallygate.analytics.sql import (
     raw_records,
@@ -27,8 +32,14 @@ from tallygate.analytics.sql import (
     time_value,
     under,
 )
-from tallygate.core.metrics import Agg
-from tallygate.store.schema import api_keys, label_sets, tag_rollups, usage_rollups
+from tallygate.core.metrics import REQUESTS, Agg
+from tallygate.core.timebuckets import HOUR_MS
+from tallygate.errors import InvalidRequest
+from tallygate.store.hours import Parts, all_counts, hour_counts
+from tallygate.store.schema import api_keys, dim_rollups, label_sets, tag_rollups, usage_rollups
+
+RAW_BUDGET = 100_000  # records a question may read from the raw ledger
+_SPARSE = 0.05  # a tag filter matching less than this share of the records is read by its index
 
 PLAIN_COLUMN = {"key": "key_id", "model": "requested_model", "served_model": "served_model",
                 "provider": "provider", "status": "status"}
@@ -39,6 +50,7 @@ class Collected:
     groups: dict[tuple[Any, ...], Agg]
     family: str
     segments: list[Segment] = field(default_factory=list)
+    raw_estimate: int = 0  # upper bound of the raw records read (from the hour roll-ups)
 
     @property
     def exact(self) -> bool:
@@ -49,9 +61,10 @@ class AnalyticsStore:
     """Synchronous analytics queries (run them from a worker thread). With `raw_only` every
     question is answered from the raw ledger: slow, exact, and a check on the roll-ups."""
 
-    def __init__(self, engine: Engine, *, raw_only: bool = False) -> None:
+    def __init__(self, engine: Engine, *, raw_only: bool = False, raw_budget: int = RAW_BUDGET) -> None:
         self._engine = engine
         self._raw_only = raw_only
+        self.raw_budget = raw_budget
         self._sets: dict[str, dict[str, Any]] = {}
 
     # ----------------------------------------------------------------- label sets and keys
@@ -97,14 +110,42 @@ class AnalyticsStore:
         with self._engine.connect() as conn:
             ctx = _Context(q, conn, self._label_sets(conn), self.current_labels(conn) if q.current_labels else {},
                            mode)
+            estimate = 0 if self._raw_only else self._check_budget(conn, q, mode, segments, ctx)
             for seg in segments:
                 if seg.level == "raw":
                     ctx.raw(seg, out)
                 elif family == "usage":
                     ctx.usage(seg, out)
+                elif family == "dims":
+                    ctx.attrs(seg, out)
                 else:
                     ctx.tags(seg, out)
-        return Collected(out, family, segments)
+        return Collected(out, family, segments, estimate)
+
+    def _check_budget(self, conn: Connection, q: Query, mode: _TagMode, segments: list[Segment],
+                      ctx: _Context) -> int:
+        """An upper bound of the raw records `segments` read; refused above the budget. Decides per
+        raw segment whether a tag filter is read by its index (`ctx.sparse`)."""
+        tag = mode.root if mode.tree else None if mode.tagged else q.tag
+        parts = Parts.of(tag=tag, labels={} if q.current_labels else q.labels, key_id=q.key_id, model=q.model)
+        estimate = 0
+        for seg in segments:
+            if seg.level != "raw":
+                continue
+            counts = hour_counts(conn, parts, seg.from_ms, seg.to_ms)
+            n = sum(counts.values())
+            if tag is not None:
+                total = sum(all_counts(conn, seg.from_ms, seg.to_ms).values())
+                ctx.sparse[seg] = n < _SPARSE * total
+            estimate += n
+        if estimate > self.raw_budget:
+            span = sum(((s.to_ms or 0) - (s.from_ms or 0)) // HOUR_MS for s in segments if s.level == "raw")
+            raise InvalidRequest(
+                f"this question is answered from the raw ledger (no roll-up holds tags crossed with labels, keys "
+                f"or models): its range holds up to {estimate:,} matching records (over about {span:,} hours), "
+                f"more than the budget of {self.raw_budget:,}; narrow from/to, or group tags and the other "
+                f"dimensions in separate questions", param="from")
+        return estimate
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +176,46 @@ class _Context:
             self.key_ids = [q.key_id] if self.key_ids is None or q.key_id in self.key_ids else []
         # the dimensions the groups are keyed by (the tree and `tagged` keep only time)
         self.dims = q.dims if not (mode.tree or mode.tagged) else tuple(d for d in q.dims if d.kind == "time")
+        self.sparse: dict[Segment, bool] = {}  # raw segments whose tag filter is read by its index
+
+    # --------------------------------------------------------------------------- dim roll-ups
+    def attrs(self, seg: Segment, out: dict[tuple[Any, ...], Agg]) -> None:
+        """One attribute (or none) from the dim roll-ups; a label's missing values are the '' row
+        (every request) less the label's rows, per time bucket."""
+        q, t = self.q, dim_rollups[seg.level]
+        found = attribute(q)
+        assert found is not None
+        dim, value = found
+        where = [*time_range(t.c.bucket, seg), t.c.dim == dim]
+        if value is not None:
+            where.append(t.c.value == value)
+        grouped = next((d for d in q.dims if d.kind != "time"), None)
+        time = q.time_dim
+        cols = ["value", "bucket"] if time else ["value"]
+
+        def key_of(row: tuple[Any, ...]) -> tuple[Any, ...]:
+            return tuple(time_value(d, row[1]) if d.kind == "time" else _attr_value(d, row[0]) for d in q.dims)
+
+        part: dict[tuple[Any, ...], Agg] = {}
+        summed_rows(self.conn, t, cols, where, part, key_of)
+        if grouped is not None and grouped.kind == "label" and value is None:
+            every: dict[tuple[Any, ...], Agg] = {}
+            summed_rows(self.conn, t, cols, [*time_range(t.c.bucket, seg), t.c.dim == ""], every,
+                        lambda row: tuple(time_value(d, row[1]) if d.kind == "time" else None for d in q.dims))
+            labelled: dict[tuple[Any, ...], Agg] = {}
+            for key, agg in part.items():
+                tkey = tuple(None if d.kind != "time" else v for d, v in zip(q.dims, key, strict=True))
+                labelled.setdefault(tkey, Agg([0] * len(agg.v), None, None)).add_vector(agg.v)
+            for tkey, agg in every.items():
+                rest = agg.minus(labelled[tkey]) if tkey in labelled else agg
+                if rest.v[REQUESTS] > 0:
+                    part[tkey] = rest
+        for key, agg in part.items():
+            have = out.get(key)
+            if have is None:
+                out[key] = Agg(agg.v, None, None)
+            else:
+                have.add_vector(agg.v)
 
     # ------------------------------------------------------------------------- usage roll-ups
     def usage(self, seg: Segment, out: dict[tuple[Any, ...], Agg]) -> None:
@@ -204,16 +285,19 @@ class _Context:
     def raw(self, seg: Segment, out: dict[tuple[Any, ...], Agg]) -> None:
         q, mode, dims = self.q, self.mode, self.dims
         rows = raw_records(self.conn, seg, tag=mode.root if mode.tree else None if mode.tagged else q.tag,
-                           key_ids=self.key_ids, model=q.model, labels={} if q.current_labels else q.labels)
+                           key_ids=self.key_ids, model=q.model, set_ids=self.set_ids,
+                           sparse_tag=self.sparse.get(seg, False))
         tag_dim = next((d for d in dims if d.is_tag), None)
-        current = self.current
-        for (created_at, key_id, labels, tags, model, served, provider, status, inp, outp, cached, cw,
+        current, sets = self.current, self.sets
+        for (created_at, key_id, label_set, tags, model, served, provider, status, inp, outp, cached, cw,
              reasoning, cost, latency_us, ttft_us, score) in rows:
             tags = tags or []
             if mode.tagged and not tags:
                 continue
             if q.current_labels:
                 labels = current.get(key_id, {}) if key_id else {}
+            else:
+                labels = sets.get(label_set, {})
             fixed: list[Any] = []
             for d in dims:
                 if d.is_tag:
@@ -238,3 +322,12 @@ class _Context:
                 if agg is None:
                     agg = out[key] = Agg()
                 agg.add_record(status, tokens, cost, latency_us, ttft_us, score)
+
+
+def _attr_value(d: Dim, stored: str) -> object:
+    """A dim roll-up value as the dimension's: status is a number, an absent key or model ''."""
+    if d.kind == "status":
+        return int(stored)
+    if d.kind == "label":
+        return stored
+    return None if stored == "" else stored

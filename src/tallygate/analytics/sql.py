@@ -11,14 +11,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from sqlalchemy import BigInteger, Connection, Table, and_, cast, func, or_, select, true
+from sqlalchemy import BigInteger, ColumnElement, Connection, Table, and_, cast, func, or_, select, true
 
 from tallygate.analytics.plan import Segment
 from tallygate.analytics.query import Dim
 from tallygate.core.metrics import COST_PICO, METRICS, Agg
-from tallygate.core.timebuckets import floor
+from tallygate.core.timebuckets import floor, month_floor
 from tallygate.store.logs import under_tag
-from tallygate.store.schema import feedback, requests
+from tallygate.store.schema import feedback, request_tags, requests, tag_rollups
 
 _NOT_COST = [m for m in METRICS if m != "cost_pico"]
 _COST_SPLIT = 10**6  # SUM(cost_pico) could pass 2^63 (9.2M USD) in one group: sum it in two parts
@@ -88,26 +88,39 @@ def time_value(dim: Dim, bucket: int) -> int:
     return floor(bucket, str(dim.arg))
 
 
-RAW_COLUMNS = [requests.c.created_at, requests.c.key_id, requests.c.labels, requests.c.tags,
+RAW_COLUMNS = [requests.c.created_at, requests.c.key_id, requests.c.label_set, requests.c.tags,
                requests.c.requested_model, requests.c.served_model, requests.c.provider, requests.c.status,
                requests.c.input_tokens, requests.c.output_tokens, requests.c.cached_tokens,
                requests.c.cache_write_tokens, requests.c.reasoning_tokens, requests.c.cost_pico,
                requests.c.latency_us, requests.c.ttft_us, feedback.c.score_milli]
 
 
+def tagged_records(conn: Connection, tag: str, seg: Segment, sparse: bool) -> ColumnElement[bool]:
+    """A record carries a tag under `tag`: checked per record when the tag is common, else the
+    records are found by the (tag, created_at) index of each tag under it (from the month roll-ups)."""
+    if not sparse:
+        return under_tag(tag)
+    t, rt = tag_rollups["month"], request_tags.c
+    months = [] if seg.from_ms is None else [t.c.bucket >= month_floor(seg.from_ms)]
+    if seg.to_ms is not None:
+        months.append(t.c.bucket < seg.to_ms)
+    tags = select(t.c.prefix).where(t.c.is_tag == true(), under(t.c.prefix, tag), *months).distinct()
+    return requests.c.id.in_(select(rt.request_id).where(rt.tag.in_(tags), *time_range(rt.created_at, seg)))
+
+
 def raw_records(conn: Connection, seg: Segment, *, tag: str | None, key_ids: list[str] | None,
-                model: str | None, labels: dict[str, str]) -> Iterable[Any]:
+                model: str | None, set_ids: list[str] | None, sparse_tag: bool = False) -> Iterable[Any]:
     """Ledger records of one segment (with their feedback score), filtered in SQL."""
     c = requests.c
     where = time_range(c.created_at, seg)
     if tag is not None:
-        where.append(under_tag(tag))
+        where.append(tagged_records(conn, tag, seg, sparse_tag))
     if key_ids is not None:
         where.append(c.key_id.in_(key_ids))
     if model is not None:
         where.append(c.requested_model == model)
-    for name, value in labels.items():
-        where.append(c.labels[name].as_string() == value)
+    if set_ids is not None:
+        where.append(c.label_set.in_(set_ids))
     query = (select(*RAW_COLUMNS).select_from(requests.outerjoin(feedback, feedback.c.request_id == c.id))
              .where(and_(true(), *where)))
     if conn.dialect.name == "postgresql":
