@@ -33,6 +33,7 @@ from tallygate.analytics.sql import (
     under,
 )
 from tallygate.core.metrics import REQUESTS, Agg
+from tallygate.core.tagpath import carries
 from tallygate.core.timebuckets import HOUR_MS
 from tallygate.errors import InvalidRequest
 from tallygate.store.hours import Parts, all_counts, hour_counts
@@ -284,15 +285,15 @@ class _Context:
     # ------------------------------------------------------------------------------ raw ledger
     def raw(self, seg: Segment, out: dict[tuple[Any, ...], Agg]) -> None:
         q, mode, dims = self.q, self.mode, self.dims
-        rows = raw_records(self.conn, seg, tag=mode.root if mode.tree else None if mode.tagged else q.tag,
-                           key_ids=self.key_ids, model=q.model, set_ids=self.set_ids,
+        want = mode.root if mode.tree else None if mode.tagged else q.tag
+        rows = raw_records(self.conn, seg, tag=want, key_ids=self.key_ids, model=q.model, set_ids=self.set_ids,
                            sparse_tag=self.sparse.get(seg, False))
         tag_dim = next((d for d in dims if d.is_tag), None)
         current, sets = self.current, self.sets
         for (created_at, key_id, label_set, tags, model, served, provider, status, inp, outp, cached, cw,
              reasoning, cost, latency_us, ttft_us, score) in rows:
             tags = tags or []
-            if mode.tagged and not tags:
+            if (mode.tagged and not tags) or (want is not None and not carries(tags, want)):
                 continue
             if q.current_labels:
                 labels = current.get(key_id, {}) if key_id else {}

@@ -17,7 +17,6 @@ from tallygate.analytics.plan import Segment
 from tallygate.analytics.query import Dim
 from tallygate.core.metrics import COST_PICO, METRICS, Agg
 from tallygate.core.timebuckets import floor, month_floor
-from tallygate.store.logs import under_tag
 from tallygate.store.schema import feedback, request_tags, requests, tag_rollups
 
 _NOT_COST = [m for m in METRICS if m != "cost_pico"]
@@ -95,11 +94,9 @@ RAW_COLUMNS = [requests.c.created_at, requests.c.key_id, requests.c.label_set, r
                requests.c.latency_us, requests.c.ttft_us, feedback.c.score_milli]
 
 
-def tagged_records(conn: Connection, tag: str, seg: Segment, sparse: bool) -> ColumnElement[bool]:
-    """A record carries a tag under `tag`: checked per record when the tag is common, else the
-    records are found by the (tag, created_at) index of each tag under it (from the month roll-ups)."""
-    if not sparse:
-        return under_tag(tag)
+def tagged_records(tag: str, seg: Segment) -> ColumnElement[bool]:
+    """A record carries a tag under `tag`, found by the request_tags key (tag, created_at) of each
+    tag under it (from the month roll-ups). For a rare tag; a common one is checked per record."""
     t, rt = tag_rollups["month"], request_tags.c
     months = [] if seg.from_ms is None else [t.c.bucket >= month_floor(seg.from_ms)]
     if seg.to_ms is not None:
@@ -110,11 +107,12 @@ def tagged_records(conn: Connection, tag: str, seg: Segment, sparse: bool) -> Co
 
 def raw_records(conn: Connection, seg: Segment, *, tag: str | None, key_ids: list[str] | None,
                 model: str | None, set_ids: list[str] | None, sparse_tag: bool = False) -> Iterable[Any]:
-    """Ledger records of one segment (with their feedback score), filtered in SQL."""
+    """Ledger records of one segment (with their feedback score), filtered in SQL (but for a
+    common tag, which the caller checks on each record's tags)."""
     c = requests.c
     where = time_range(c.created_at, seg)
-    if tag is not None:
-        where.append(tagged_records(conn, tag, seg, sparse_tag))
+    if tag is not None and sparse_tag:
+        where.append(tagged_records(tag, seg))
     if key_ids is not None:
         where.append(c.key_id.in_(key_ids))
     if model is not None:
@@ -125,7 +123,7 @@ def raw_records(conn: Connection, seg: Segment, *, tag: str | None, key_ids: lis
              .where(and_(true(), *where)))
     if conn.dialect.name == "postgresql":
         # Rows are streamed through a server-side cursor, for which PostgreSQL plans as if only
-        # a tenth will be read: a nested loop over request_tags that takes minutes. All are read.
+        # a tenth will be read (a nested loop where a hash join is right). All are read.
         conn.exec_driver_sql("SET LOCAL cursor_tuple_fraction = 1.0")
     return conn.execute(query.execution_options(yield_per=5000))  # streamed, 5,000 rows at a time
 

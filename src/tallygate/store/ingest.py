@@ -38,17 +38,17 @@ class RecordRows:
         mark = placeholder(engine)
         self.requests_sql = (f"INSERT INTO requests ({', '.join(STORED_COLUMNS)}) "
                              f"VALUES ({', '.join([mark] * len(STORED_COLUMNS))}) ON CONFLICT DO NOTHING")
-        self.tags_sql = (f"INSERT INTO request_tags (request_id, tag, created_at) VALUES ({mark}, {mark}, {mark}) "
+        self.tags_sql = (f"INSERT INTO request_tags (tag, created_at, request_id) VALUES ({mark}, {mark}, {mark}) "
                          "ON CONFLICT DO NOTHING")
         self._set_ids: dict[str, str] = {}  # canonical JSON -> label-set id
 
-    def build(self, batch: list[LedgerRecord]) -> tuple[list[tuple[Any, ...]], list[str], list[tuple[str, str, int]]]:
+    def build(self, batch: list[LedgerRecord]) -> tuple[list[tuple[Any, ...]], list[str], list[tuple[str, int, str]]]:
         """(requests rows, each record's labels as canonical JSON, request_tags rows)."""
         dumps = orjson.dumps
         set_ids = self._set_ids
         rows: list[tuple[Any, ...]] = []
         canonical: list[str] = []
-        tags: list[tuple[str, str, int]] = []
+        tags: list[tuple[str, int, str]] = []
         for rec in batch:
             labels = canonical_labels(rec.labels)
             canonical.append(labels)
@@ -60,7 +60,7 @@ class RecordRows:
                                          rec.requested_model)))
             if rec.tags:
                 rid, ca = rec.id, rec.created_at
-                tags.extend((rid, t, ca) for t in rec.tags)
+                tags.extend((t, ca, rid) for t in rec.tags)
         return rows, canonical, tags
 
 
@@ -91,6 +91,7 @@ class BatchIngest:
                 # Another writer inserted one of these ids since `_fresh` looked: start over.
                 raise RuntimeError(f"ledger batch raced another writer ({inserted} of {len(rows)} new)")
             if tags:
+                tags.sort()  # in key order (tag, created_at, request_id): neighbouring B-tree inserts
                 conn.exec_driver_sql(self._rows.tags_sql, tags)
             self.rollups.write(conn, agg)
         self.rollups.committed(agg)

@@ -12,14 +12,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Engine, Select, exists, func, or_, select
+from sqlalchemy import ColumnElement, Connection, Engine, Select, or_, select
 
 from tallygate.core.record import LedgerRecord
-from tallygate.core.timebuckets import HOUR_MS
+from tallygate.core.tagpath import carries
+from tallygate.core.timebuckets import HOUR_MS, month_floor
 from tallygate.errors import InvalidRequest
 from tallygate.store.attempts import decode as decode_attempts
 from tallygate.store.hours import Parts, all_counts, hour_counts, tags_in_hour
-from tallygate.store.schema import feedback, label_sets, request_tags, requests
+from tallygate.store.schema import feedback, label_sets, request_tags, requests, usage_rollups
 
 
 @dataclass(slots=True)
@@ -87,17 +88,21 @@ def with_feedback() -> Select[Any]:
                          .outerjoin(feedback, feedback.c.request_id == requests.c.id)))
 
 
-def under_tag(tag: str) -> ColumnElement[bool]:
-    """A request carries `tag` or a tag under it (exact on both dialects, whatever the collation)."""
-    t = request_tags.c.tag
-    return exists().where(request_tags.c.request_id == requests.c.id,
-                          or_(t == tag, func.substr(t, 1, len(tag) + 1) == tag + "/"))
-
-
 def matching_sets(conn: Connection, labels: dict[str, str]) -> list[str]:
     """The label-set ids whose labels include every (name, value) of `labels`."""
     rows = conn.execute(select(label_sets.c.id, label_sets.c.labels))
     return [sid for sid, got in rows if all((got or {}).get(n) == v for n, v in labels.items())]
+
+
+def keys_of_sets(conn: Connection, sets: list[str], from_ms: int | None, to_ms: int | None) -> list[str]:
+    """The keys ('' for none) whose records carry one of the label sets in [from, to), by month."""
+    t = usage_rollups["month"]
+    where = [t.c.label_set.in_(sets)]
+    if from_ms is not None:
+        where.append(t.c.bucket >= month_floor(from_ms))
+    if to_ms is not None:
+        where.append(t.c.bucket < to_ms)
+    return list(conn.execute(select(t.c.key_id).where(*where).distinct()).scalars())
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +150,10 @@ class LogReader:
                 if not sets:
                     return LogPage([], None)
                 where.append(c.label_set.in_(sets))
+                if f.key_id is None:  # the keys that had those labels: their (key_id, created_at) index
+                    keys = keys_of_sets(conn, sets, f.from_ms, upper)
+                    where.append(or_(c.key_id.in_([k for k in keys if k]), c.key_id.is_(None)) if "" in keys
+                                 else c.key_id.in_(keys))
             if f.key_id is not None:
                 where.append(c.key_id == f.key_id)
             if f.model is not None:
@@ -161,11 +170,13 @@ class LogReader:
                 lo = hour if f.from_ms is None else max(hour, f.from_ms)
                 hi = hour + HOUR_MS if upper is None else min(hour + HOUR_MS, upper)
                 bounds = [c.created_at >= lo, c.created_at < hi]
-                if f.tag is not None:
-                    bounds.append(self._tag_condition(conn, f.tag, hour, lo, hi, counts[hour], totals.get(hour, 0)))
-                query = (with_feedback().where(*where, *bounds).order_by(c.created_at.desc(), c.id.desc())
-                         .limit(limit + 1 - len(rows)))
-                rows += [logged_request(r) for r in conn.execute(query).mappings()]
+                if f.tag is not None and counts[hour] < _SPARSE * totals.get(hour, 0):
+                    bounds.append(self._rare_tag(conn, f.tag, hour, lo, hi))
+                query = with_feedback().where(*where, *bounds).order_by(c.created_at.desc(), c.id.desc())
+                if f.tag is not None and counts[hour] >= _SPARSE * totals.get(hour, 0):
+                    self._read_filtered(conn, query, f.tag, rows, limit + 1)  # a common tag
+                else:
+                    rows += [logged_request(r) for r in conn.execute(query.limit(limit + 1 - len(rows))).mappings()]
                 if len(rows) > limit:
                     break
                 if (time.perf_counter() - started) * 1000 > self.budget_ms and hour != min(counts):
@@ -176,13 +187,24 @@ class LogReader:
         return LogPage(rows, nxt)
 
     @staticmethod
-    def _tag_condition(conn: Connection, tag: str, hour: int, lo: int, hi: int, count: int,
-                       total: int) -> ColumnElement[bool]:
-        """A record of [lo, hi) in `hour` carries a tag under `tag`: for a common tag, a check of each
-        record's own tags; for a rare one, the (tag, created_at) index of each tag the hour holds."""
-        if count >= _SPARSE * total:
-            return under_tag(tag)
+    def _rare_tag(conn: Connection, tag: str, hour: int, lo: int, hi: int) -> ColumnElement[bool]:
+        """A record of [lo, hi) in `hour` carries a tag under `tag`, found by the request_tags key
+        (tag, created_at) of each tag under `tag` that the hour holds."""
         rt = request_tags.c
         tags = tags_in_hour(conn, tag, hour)
         return requests.c.id.in_(select(rt.request_id).where(rt.tag.in_(tags), rt.created_at >= lo,
                                                              rt.created_at < hi))
+
+    @staticmethod
+    def _read_filtered(conn: Connection, query: Select[Any], tag: str, rows: list[LoggedRequest], want: int) -> None:
+        """Add the records of `query` that carry a tag under `tag` to `rows`, until it holds `want`
+        (a tag this common is on every twentieth record or more: a page reads a few thousand)."""
+        result = conn.execute(query.execution_options(yield_per=500)).mappings()
+        try:
+            for r in result:
+                if carries(r["tags"] or (), tag):
+                    rows.append(logged_request(r))
+                    if len(rows) >= want:
+                        break
+        finally:
+            result.close()

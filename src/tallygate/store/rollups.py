@@ -275,16 +275,17 @@ class Rollups:
         """Upsert one batch's roll-ups (inside the caller's transaction)."""
         if agg.new_sets:
             conn.exec_driver_sql(self._set_sql, list(agg.new_sets.items()))
+        # rows in primary-key order: each upsert lands next to the previous one in the B-tree
         for level, rows in agg.usage.items():
             if rows:
-                conn.exec_driver_sql(self._usage_sql[level], [(*k, *c.dense()) for k, c in rows.items()])
+                conn.exec_driver_sql(self._usage_sql[level], [(*k, *rows[k].dense()) for k in sorted(rows)])
         for level, rows in agg.tags.items():
             if rows:
-                conn.exec_driver_sql(self._tag_sql[level], [(*k, k[1].count("/") + 1 if k[1] else 0, *c.dense())
-                                                            for k, c in rows.items()])
+                conn.exec_driver_sql(self._tag_sql[level], [(*k, k[1].count("/") + 1 if k[1] else 0,
+                                                             *rows[k].dense()) for k in sorted(rows)])
         for level, rows in agg.dims.items():
             if rows:
-                conn.exec_driver_sql(self._dim_sql[level], [(*k, *c.dense()) for k, c in rows.items()])
+                conn.exec_driver_sql(self._dim_sql[level], [(*k, *rows[k].dense()) for k in sorted(rows)])
 
     def committed(self, agg: Aggregate) -> None:
         """The batch's transaction committed: its label sets are stored."""

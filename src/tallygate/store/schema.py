@@ -84,19 +84,17 @@ requests = Table(
     Index("ix_requests_created_at", "created_at"),
     Index("ix_requests_key_created", "key_id", "created_at"),
     Index("ix_requests_model_created", "requested_model", "created_at"),
-    Index("ix_requests_label_set_created", "label_set", "created_at"),
 )
 
-# One row per request and tag as sent: `requests.tags` as a relation, to test "does this request
-# carry a tag under P" by primary key, and (with the request's time) to find the requests under a
-# tag newest first by the (tag, created_at) index. Prefixes are not expanded here: the tag roll-ups
-# count every prefix, and one row per prefix cost more than the rest of a write.
+# One row per request and tag as sent, keyed (tag, created_at, request_id): the requests that carry
+# a tag, newest first, are one range of the key. Whether a given request carries a tag is read from
+# its own `requests.tags`. Prefixes are not expanded here: the tag roll-ups count every prefix (and
+# say which tags are under one), and one row per prefix cost more than the rest of a write.
 request_tags = Table(
     "request_tags", metadata,
-    Column("request_id", String(40), primary_key=True),
     Column("tag", String(256), primary_key=True),
-    Column("created_at", BigInteger, nullable=True),  # NULL only on rows older than migration 0003
-    Index("ix_request_tags_tag_created", "tag", "created_at"),
+    Column("created_at", BigInteger, primary_key=True),
+    Column("request_id", String(40), primary_key=True),
     sqlite_with_rowid=False,
 )
 

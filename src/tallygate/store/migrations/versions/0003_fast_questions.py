@@ -1,9 +1,9 @@
 """Fast questions at any range: label-set ids on records, timed tag rows, hour tag and dim roll-ups.
 
-* `requests.label_set`: the record's labels as a `label_sets` id (indexed with created_at); the
-  JSON moves there, so `requests.labels` becomes NULL (rows no longer repeat it).
-* `request_tags.created_at` and an index (tag, created_at): requests under a tag, newest first,
-  without touching the others.
+* `requests.label_set`: the record's labels as a `label_sets` id; the JSON moves there, so
+  `requests.labels` becomes NULL (rows no longer repeat it).
+* `request_tags` keyed (tag, created_at, request_id): requests under a tag, newest first, without
+  touching the others (whether one request has a tag is read from its `tags`).
 * `tag_rollup_hour`: tags by hour (and ragged ends of tag questions read at most an hour raw).
 * `dim_rollup_{hour,day,month}`: per bucket and one attribute's value, built here from the
   usage roll-ups (which hold every attribute).
@@ -46,12 +46,19 @@ def upgrade() -> None:
         batch.add_column(sa.Column("label_set", sa.String(16), nullable=True))
         batch.alter_column("labels", existing_type=sa.JSON, nullable=True)
     _move_labels(conn)
-    op.create_index("ix_requests_label_set_created", "requests", ["label_set", "created_at"])
 
-    op.add_column("request_tags", sa.Column("created_at", sa.BigInteger, nullable=True))
-    op.execute("UPDATE request_tags SET created_at = (SELECT r.created_at FROM requests r "
-               "WHERE r.id = request_tags.request_id)")
-    op.create_index("ix_request_tags_tag_created", "request_tags", ["tag", "created_at"])
+    op.create_table(
+        "request_tags_v3",
+        sa.Column("tag", sa.String(256), nullable=False),
+        sa.Column("created_at", sa.BigInteger, nullable=False),
+        sa.Column("request_id", sa.String(40), nullable=False),
+        sa.PrimaryKeyConstraint("tag", "created_at", "request_id", name="pk_request_tags_v3"),
+        sqlite_with_rowid=False,
+    )
+    op.execute("INSERT INTO request_tags_v3 (tag, created_at, request_id) SELECT t.tag, r.created_at, t.request_id "
+               "FROM request_tags t JOIN requests r ON r.id = t.request_id")
+    op.drop_table("request_tags")
+    op.rename_table("request_tags_v3", "request_tags")
 
     op.create_table(
         "tag_rollup_hour",
@@ -168,9 +175,16 @@ def _backfill_dims(conn: sa.Connection) -> None:
 def downgrade() -> None:
     for name in ("dim_rollup_month", "dim_rollup_day", "dim_rollup_hour", "tag_rollup_hour"):
         op.drop_table(name)
-    op.drop_index("ix_request_tags_tag_created", table_name="request_tags")
-    op.drop_column("request_tags", "created_at")
-    op.drop_index("ix_requests_label_set_created", table_name="requests")
+    op.create_table(
+        "request_tags_v2",
+        sa.Column("request_id", sa.String(40), nullable=False),
+        sa.Column("tag", sa.String(256), nullable=False),
+        sa.PrimaryKeyConstraint("request_id", "tag", name="pk_request_tags_v2b"),
+        sqlite_with_rowid=False,
+    )
+    op.execute("INSERT INTO request_tags_v2 (request_id, tag) SELECT request_id, tag FROM request_tags")
+    op.drop_table("request_tags")
+    op.rename_table("request_tags_v2", "request_tags")
     op.execute("UPDATE requests SET labels = (SELECT s.labels FROM label_sets s WHERE s.id = requests.label_set) "
                "WHERE labels IS NULL")
     with op.batch_alter_table("requests") as batch:
