@@ -17,6 +17,9 @@ records (default `RAW_BUDGET`) is refused with a 400 that names the count, inste
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,7 +69,18 @@ class AnalyticsStore:
         self._engine = engine
         self._raw_only = raw_only
         self.raw_budget = raw_budget
+        self._local = threading.local()  # .memo: raw segments read during one answer (`sharing`)
         self._sets: dict[str, dict[str, Any]] = {}
+
+    @contextmanager
+    def sharing(self) -> Iterator[None]:
+        """Within this block (one answer, one thread), a raw segment read once is not read again:
+        an answer's rows, its untagged rows and its totals often need the same ragged ends."""
+        self._local.memo = {}
+        try:
+            yield
+        finally:
+            self._local.memo = None
 
     # ----------------------------------------------------------------- label sets and keys
     def _label_sets(self, conn: Connection) -> dict[str, dict[str, Any]]:
@@ -110,7 +124,7 @@ class AnalyticsStore:
         out: dict[tuple[Any, ...], Agg] = {}
         with self._engine.connect() as conn:
             ctx = _Context(q, conn, self._label_sets(conn), self.current_labels(conn) if q.current_labels else {},
-                           mode)
+                           mode, getattr(self._local, "memo", None))
             estimate = 0 if self._raw_only else self._check_budget(conn, q, mode, segments, ctx)
             for seg in segments:
                 if seg.level == "raw":
@@ -164,8 +178,8 @@ class _Context:
     """One question's reads: the filters resolved once, then one method per segment kind."""
 
     def __init__(self, q: Query, conn: Connection, sets: dict[str, dict[str, Any]], current: dict[str, dict[str, Any]],
-                 mode: _TagMode) -> None:
-        self.q, self.conn, self.sets, self.current, self.mode = q, conn, sets, current, mode
+                 mode: _TagMode, memo: dict[tuple[Any, ...], list[Any]] | None = None) -> None:
+        self.q, self.conn, self.sets, self.current, self.mode, self.memo = q, conn, sets, current, mode, memo
         self.key_ids: list[str] | None = None  # the keys a filter allows (None: any)
         self.set_ids: list[str] | None = None  # the label sets a filter allows (None: any)
         if q.labels and q.current_labels:
@@ -286,8 +300,15 @@ class _Context:
     def raw(self, seg: Segment, out: dict[tuple[Any, ...], Agg]) -> None:
         q, mode, dims = self.q, self.mode, self.dims
         want = mode.root if mode.tree else None if mode.tagged else q.tag
-        rows = raw_records(self.conn, seg, tag=want, key_ids=self.key_ids, model=q.model, set_ids=self.set_ids,
-                           sparse_tag=self.sparse.get(seg, False))
+        sparse = self.sparse.get(seg, False)
+        memo_key = (seg, want, sparse, q.model, *(None if ids is None else tuple(ids)
+                                                  for ids in (self.key_ids, self.set_ids)))
+        rows: Iterable[Any] | None = None if self.memo is None else self.memo.get(memo_key)
+        if rows is None:
+            rows = raw_records(self.conn, seg, tag=want, key_ids=self.key_ids, model=q.model, set_ids=self.set_ids,
+                               sparse_tag=sparse)
+            if self.memo is not None:
+                rows = self.memo[memo_key] = list(rows)
         tag_dim = next((d for d in dims if d.is_tag), None)
         current, sets = self.current, self.sets
         for (created_at, key_id, label_set, tags, model, served, provider, status, inp, outp, cached, cw,

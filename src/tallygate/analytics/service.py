@@ -72,6 +72,10 @@ class Analytics:
             c.groups[key] = rest
 
     def usage(self, q: Query, limit: int = 1000) -> dict[str, Any]:
+        with self.store.sharing():
+            return self._usage(q, limit)
+
+    def _usage(self, q: Query, limit: int) -> dict[str, Any]:
         rows = self.store.collect(q)
         self._with_untagged(q, rows)
         if q.overlapping:

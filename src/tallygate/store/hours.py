@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import Connection, func, select, true
 
-from tallygate.core.timebuckets import HOUR_MS
+from tallygate.core.timebuckets import HOUR_MS, month_floor
 from tallygate.store.schema import dim_rollups, tag_rollups
 
 
@@ -80,10 +80,13 @@ def hour_counts(conn: Connection, parts: Parts, from_ms: int | None, to_ms: int 
     return all_counts(conn, from_ms, to_ms) if counts is None else counts
 
 
-def tags_in_hour(conn: Connection, tag: str, hour: int) -> list[str]:
-    """The tags as sent under `tag` (itself included) that some record of `hour` carries."""
-    t = tag_rollups["hour"]
+def tags_under(conn: Connection, tag: str, from_ms: int | None, to_ms: int | None) -> list[str]:
+    """The tags as sent under `tag` (itself included) that records of the months of [from, to) carry."""
+    t = tag_rollups["month"]
     inside = tag + "/"
-    query = select(t.c.prefix).where(t.c.bucket == hour, t.c.is_tag == true(),
-                                     (t.c.prefix == tag) | (func.substr(t.c.prefix, 1, len(inside)) == inside))
-    return list(conn.execute(query).scalars())
+    where = [t.c.is_tag == true(), (t.c.prefix == tag) | (func.substr(t.c.prefix, 1, len(inside)) == inside)]
+    if from_ms is not None:
+        where.append(t.c.bucket >= month_floor(from_ms))
+    if to_ms is not None:
+        where.append(t.c.bucket < to_ms)
+    return list(conn.execute(select(t.c.prefix).where(*where).distinct()).scalars())

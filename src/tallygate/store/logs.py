@@ -19,7 +19,7 @@ from tallygate.core.tagpath import carries
 from tallygate.core.timebuckets import HOUR_MS, month_floor
 from tallygate.errors import InvalidRequest
 from tallygate.store.attempts import decode as decode_attempts
-from tallygate.store.hours import Parts, all_counts, hour_counts, tags_in_hour
+from tallygate.store.hours import Parts, all_counts, hour_counts, tags_under
 from tallygate.store.schema import feedback, label_sets, request_tags, requests, usage_rollups
 
 
@@ -97,7 +97,7 @@ def matching_sets(conn: Connection, labels: dict[str, str]) -> list[str]:
 def keys_of_sets(conn: Connection, sets: list[str], from_ms: int | None, to_ms: int | None) -> list[str]:
     """The keys ('' for none) whose records carry one of the label sets in [from, to), by month."""
     t = usage_rollups["month"]
-    where = [t.c.label_set.in_(sets)]
+    where: list[ColumnElement[bool]] = [t.c.label_set.in_(sets)]
     if from_ms is not None:
         where.append(t.c.bucket >= month_floor(from_ms))
     if to_ms is not None:
@@ -140,7 +140,10 @@ class LogReader:
         """Newest first: the rows and the cursor of the next page (None at the end)."""
         c = requests.c
         after = decode_cursor(cursor) if cursor else None
-        upper = f.to_ms if after is None else after[0] + 1 if f.to_ms is None else min(f.to_ms, after[0] + 1)
+        upper = f.to_ms  # exclusive
+        if after is not None:  # a cursor at an hour where a partial page stopped has no id
+            below = after[0] + 1 if after[1] else after[0]
+            upper = below if upper is None else min(upper, below)
         rows: list[LoggedRequest] = []
         started = time.perf_counter()
         with self._engine.connect() as conn:
@@ -166,12 +169,17 @@ class LogReader:
             parts = Parts.of(tag=f.tag, labels=f.labels, key_id=f.key_id, model=f.model, status=f.status)
             counts = hour_counts(conn, parts, f.from_ms, upper)
             totals = all_counts(conn, f.from_ms, upper) if f.tag is not None else {}
+            subtree: list[str] | None = None  # the tags under f.tag, for reading a rare one by its key
             for hour in sorted(counts, reverse=True):
                 lo = hour if f.from_ms is None else max(hour, f.from_ms)
                 hi = hour + HOUR_MS if upper is None else min(hour + HOUR_MS, upper)
                 bounds = [c.created_at >= lo, c.created_at < hi]
                 if f.tag is not None and counts[hour] < _SPARSE * totals.get(hour, 0):
-                    bounds.append(self._rare_tag(conn, f.tag, hour, lo, hi))
+                    if subtree is None:
+                        subtree = tags_under(conn, f.tag, f.from_ms, upper)
+                    rt = request_tags.c
+                    bounds.append(c.id.in_(select(rt.request_id).where(rt.tag.in_(subtree), rt.created_at >= lo,
+                                                                       rt.created_at < hi)))
                 query = with_feedback().where(*where, *bounds).order_by(c.created_at.desc(), c.id.desc())
                 if f.tag is not None and counts[hour] >= _SPARSE * totals.get(hour, 0):
                     self._read_filtered(conn, query, f.tag, rows, limit + 1)  # a common tag
@@ -185,15 +193,6 @@ class LogReader:
         rows = rows[:limit]
         nxt = encode_cursor(rows[-1].record.created_at, rows[-1].record.id) if more and rows else None
         return LogPage(rows, nxt)
-
-    @staticmethod
-    def _rare_tag(conn: Connection, tag: str, hour: int, lo: int, hi: int) -> ColumnElement[bool]:
-        """A record of [lo, hi) in `hour` carries a tag under `tag`, found by the request_tags key
-        (tag, created_at) of each tag under `tag` that the hour holds."""
-        rt = request_tags.c
-        tags = tags_in_hour(conn, tag, hour)
-        return requests.c.id.in_(select(rt.request_id).where(rt.tag.in_(tags), rt.created_at >= lo,
-                                                             rt.created_at < hi))
 
     @staticmethod
     def _read_filtered(conn: Connection, query: Select[Any], tag: str, rows: list[LoggedRequest], want: int) -> None:

@@ -140,7 +140,9 @@ def _tag_rollup(level: str) -> Table:
         Column("is_tag", Boolean, primary_key=True),
         Column("depth", SmallInteger, nullable=False),
         *_metric_columns(),
-        *([Index("ix_tag_rollup_hour_prefix", "prefix", "bucket")] if level == "hour" else []),
+        # the hours of one prefix (logs, raw estimates); the rows of one depth (tag_level.<n> by hour)
+        *([Index("ix_tag_rollup_hour_prefix", "prefix", "bucket"), Index("ix_tag_rollup_hour_depth", "depth", "bucket")]
+          if level == "hour" else []),
         sqlite_with_rowid=False,
     )
 

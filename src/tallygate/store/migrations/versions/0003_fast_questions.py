@@ -83,6 +83,7 @@ def upgrade() -> None:
     _backfill_tag_hours(conn)
     _backfill_dims(conn)
     op.create_index("ix_tag_rollup_hour_prefix", "tag_rollup_hour", ["prefix", "bucket"])
+    op.create_index("ix_tag_rollup_hour_depth", "tag_rollup_hour", ["depth", "bucket"])
     op.create_index("ix_dim_rollup_hour_value", "dim_rollup_hour", ["dim", "value", "bucket"])
 
 
