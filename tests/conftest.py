@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.fakes.upstream import FakeUpstream, closed_port_url
-from tests.gateway import ADMIN_KEY, Gateway
+from tests.gateway import ADMIN_KEY, Gateway, InProcessGateway
 
 
 @pytest.fixture(scope="session")
@@ -54,8 +54,8 @@ def standard_config(upstream: FakeUpstream) -> dict:
 
 @pytest.fixture(scope="module")
 def gateway(upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    """One gateway per test module on the standard config."""
-    gw = Gateway(tmp_path_factory.mktemp("gw"), standard_config(upstream)).start()
+    """One gateway per test module on the standard config, served in this process."""
+    gw = InProcessGateway(tmp_path_factory.mktemp("gw"), standard_config(upstream)).start()
     yield gw
     gw.stop()
 
