@@ -10,9 +10,11 @@ in SQL and maps each set to its value of x here. With `labels=current` they grou
 map each key to its labels now. The dim roll-ups hold each label's values themselves; requests
 without the label are their '' row (every request) less the label's rows.
 
-Raw segments are bounded: before reading one, the hour roll-ups give an upper bound of the
-records it holds (`store/hours.py`); a question whose raw segments hold more than `raw_budget`
-records (default `RAW_BUDGET`) is refused with a 400 that names the count, instead of scanning.
+Raw reads are bounded. The ragged ends of a roll-up answer are less than an hour each. A question
+no roll-up holds (tags crossed with other dimensions) is read from the raw ledger only within a
+budget: the hour roll-ups first give an upper bound of the records it may read
+(`store/hours.py`), and above `raw_budget` (default `RAW_BUDGET`) it is refused with a 400 that
+names the count, instead of scanning. Within one answer (`sharing`), a raw segment is read once.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from tallygate.errors import InvalidRequest
 from tallygate.store.hours import Parts, all_counts, hour_counts
 from tallygate.store.schema import api_keys, dim_rollups, label_sets, tag_rollups, usage_rollups
 
-RAW_BUDGET = 100_000  # records a question may read from the raw ledger
+RAW_BUDGET = 50_000  # records a question no roll-up holds may read from the raw ledger (about a second)
 _SPARSE = 0.05  # a tag filter matching less than this share of the records is read by its index
 
 PLAIN_COLUMN = {"key": "key_id", "model": "requested_model", "served_model": "served_model",
@@ -103,8 +105,18 @@ class AnalyticsStore:
     # ----------------------------------------------------------------------------- collect
     def collect(self, q: Query) -> Collected:
         """The groups of `q` (keys: one value per dimension, in order)."""
+        memo = getattr(self._local, "memo", None)
+        key = ("collect", repr(q))
+        if memo is not None and key in memo:
+            found: Collected = memo[key]
+            return Collected({k: v.copy() for k, v in found.groups.items()}, found.family, found.segments,
+                             found.raw_estimate)
         family, segments = plan(q)
-        return self._run(q, family, segments, _TagMode())
+        out = self._run(q, family, segments, _TagMode())
+        if memo is not None:
+            memo[key] = Collected({k: v.copy() for k, v in out.groups.items()}, out.family, out.segments,
+                                  out.raw_estimate)
+        return out
 
     def collect_tree(self, root: str | None, max_depth: int, q: Query) -> Collected:
         """Every tag prefix under `root` (all when None) down to `max_depth` levels: keys (prefix,)."""
@@ -125,7 +137,7 @@ class AnalyticsStore:
         with self._engine.connect() as conn:
             ctx = _Context(q, conn, self._label_sets(conn), self.current_labels(conn) if q.current_labels else {},
                            mode, getattr(self._local, "memo", None))
-            estimate = 0 if self._raw_only else self._check_budget(conn, q, mode, segments, ctx)
+            estimate = 0 if self._raw_only or family != "raw" else self._check_budget(conn, q, mode, segments, ctx)
             for seg in segments:
                 if seg.level == "raw":
                     ctx.raw(seg, out)
@@ -139,8 +151,8 @@ class AnalyticsStore:
 
     def _check_budget(self, conn: Connection, q: Query, mode: _TagMode, segments: list[Segment],
                       ctx: _Context) -> int:
-        """An upper bound of the raw records `segments` read; refused above the budget. Decides per
-        raw segment whether a tag filter is read by its index (`ctx.sparse`)."""
+        """An upper bound of the raw records a raw-only question reads; refused above the budget.
+        Decides per raw segment whether a tag filter is read by its index (`ctx.sparse`)."""
         tag = mode.root if mode.tree else None if mode.tagged else q.tag
         parts = Parts.of(tag=tag, labels={} if q.current_labels else q.labels, key_id=q.key_id, model=q.model)
         estimate = 0
@@ -178,7 +190,7 @@ class _Context:
     """One question's reads: the filters resolved once, then one method per segment kind."""
 
     def __init__(self, q: Query, conn: Connection, sets: dict[str, dict[str, Any]], current: dict[str, dict[str, Any]],
-                 mode: _TagMode, memo: dict[tuple[Any, ...], list[Any]] | None = None) -> None:
+                 mode: _TagMode, memo: dict[tuple[Any, ...], Any] | None = None) -> None:
         self.q, self.conn, self.sets, self.current, self.mode, self.memo = q, conn, sets, current, mode, memo
         self.key_ids: list[str] | None = None  # the keys a filter allows (None: any)
         self.set_ids: list[str] | None = None  # the label sets a filter allows (None: any)
@@ -201,9 +213,11 @@ class _Context:
         found = attribute(q)
         assert found is not None
         dim, value = found
-        where = [*time_range(t.c.bucket, seg), t.c.dim == dim]
-        if value is not None:
-            where.append(t.c.value == value)
+        if value is not None:  # the (dim, value, bucket) index of the hour table, or the key
+            where = [*time_range(t.c.bucket, seg), t.c.dim == dim, t.c.value == value]
+        else:  # a time range of the key (bucket, dim, value): `dim || ''` keeps planners off that index,
+            # whose `dim = ?` part would read the attribute's rows of every hour ever
+            where = [*time_range(t.c.bucket, seg), t.c.dim.op("||")("") == dim]
         grouped = next((d for d in q.dims if d.kind != "time"), None)
         time = q.time_dim
         cols = ["value", "bucket"] if time else ["value"]
@@ -215,7 +229,7 @@ class _Context:
         summed_rows(self.conn, t, cols, where, part, key_of)
         if grouped is not None and grouped.kind == "label" and value is None:
             every: dict[tuple[Any, ...], Agg] = {}
-            summed_rows(self.conn, t, cols, [*time_range(t.c.bucket, seg), t.c.dim == ""], every,
+            summed_rows(self.conn, t, cols, [*time_range(t.c.bucket, seg), t.c.dim.op("||")("") == ""], every,
                         lambda row: tuple(time_value(d, row[1]) if d.kind == "time" else None for d in q.dims))
             labelled: dict[tuple[Any, ...], Agg] = {}
             for key, agg in part.items():
@@ -284,7 +298,8 @@ class _Context:
                 where.append(t.c.is_tag == true())
             else:
                 n = int(tag_dim.arg or 0)
-                where.append((t.c.depth == n) | ((t.c.is_tag == true()) & (t.c.depth < n) & (t.c.depth >= 1)))
+                # depth IN (1..n) first: an index range per depth (and bucket) on the hour table
+                where += [t.c.depth.in_(range(1, n + 1)), (t.c.depth == n) | (t.c.is_tag == true())]
         cols = (["prefix"] if group_prefix else []) + (["bucket"] if q.time_dim else [])
         at = {name: i for i, name in enumerate(cols)}
         dims = self.dims
@@ -293,8 +308,10 @@ class _Context:
             values = tuple(row[at["prefix"]] if d.is_tag else time_value(d, row[at["bucket"]]) for d in dims)
             return (row[at["prefix"]], *values) if mode.tree else values
 
-        # a month bucket holds one or two rows per prefix; a range of days holds many
-        summed_rows(self.conn, t, cols, where, out, key_of, few_per_group=group_prefix and seg.level == "month")
+        # a month bucket holds one or two rows per prefix (is_tag or not), and so does each bucket when
+        # grouped by time at the segment's own level; a range of days grouped by prefix holds many
+        few = group_prefix and (seg.level == "month" or (q.time_dim is not None and q.time_dim.arg == seg.level))
+        summed_rows(self.conn, t, cols, where, out, key_of, few_per_group=few)
 
     # ------------------------------------------------------------------------------ raw ledger
     def raw(self, seg: Segment, out: dict[tuple[Any, ...], Agg]) -> None:
