@@ -46,3 +46,23 @@ def test_questions_the_roll_ups_hold_never_touch_the_budget(engine) -> None:  # 
             continue
         assert "raw_records" not in doc["plan"], dims
         assert doc["totals"]["requests"] == 400 or kw, dims
+
+
+def test_sql_summed_ragged_ends_bucket_durations_as_the_histogram_does(engine) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    from collections import Counter
+
+    from tallygate.analytics.plan import Segment
+    from tallygate.analytics.sql import raw_summed
+    from tallygate.core.histogram import EDGES_US, bucket
+    from tallygate.core.metrics import LATENCY_START, REQUESTS, TTFT_START
+
+    durations = sorted({1, 999, *EDGES_US, *(e - 1 for e in EDGES_US), *(e + 1 for e in EDGES_US), 10**10})
+    BatchIngest(engine).write([record(f"d{i:04d}", T0 + i, [], latency_us=us, ttft_us=us // 2 if i % 2 else None)
+                               for i, us in enumerate(durations)])
+    with engine.connect() as conn:
+        (vector,) = raw_summed(conn, Segment("raw", T0, T0 + DAY), [], key_ids=None, model=None, set_ids=None).values()
+    lat = Counter(bucket(us) for us in durations)
+    ttft = Counter(bucket(us // 2) for i, us in enumerate(durations) if i % 2)
+    assert vector[REQUESTS] == len(durations)
+    assert vector[LATENCY_START:TTFT_START] == [lat[b] for b in range(TTFT_START - LATENCY_START)]
+    assert vector[TTFT_START:] == [ttft[b] for b in range(len(vector) - TTFT_START)]

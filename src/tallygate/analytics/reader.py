@@ -31,6 +31,7 @@ from tallygate.analytics.plan import Segment, attribute, levels_for, plan, split
 from tallygate.analytics.query import Dim, Query
 from tallygate.analytics.sql import (
     raw_records,
+    raw_summed,
     summed_rows,
     tag_groups,
     time_range,
@@ -42,7 +43,7 @@ from tallygate.core.tagpath import carries
 from tallygate.core.timebuckets import HOUR_MS
 from tallygate.errors import InvalidRequest
 from tallygate.store.hours import Parts, all_counts, hour_counts
-from tallygate.store.schema import api_keys, dim_rollups, label_sets, tag_rollups, usage_rollups
+from tallygate.store.schema import api_keys, dim_rollups, label_sets, requests, tag_rollups, usage_rollups
 
 RAW_BUDGET = 50_000  # records a question no roll-up holds may read from the raw ledger (about a second)
 _SPARSE = 0.05  # a tag filter matching less than this share of the records is read by its index
@@ -138,8 +139,11 @@ class AnalyticsStore:
             ctx = _Context(q, conn, self._label_sets(conn), self.current_labels(conn) if q.current_labels else {},
                            mode, getattr(self._local, "memo", None))
             estimate = 0 if self._raw_only or family != "raw" else self._check_budget(conn, q, mode, segments, ctx)
+            summed = family in ("dims", "usage") and not self._raw_only and any(s.level != "raw" for s in segments)
             for seg in segments:
-                if seg.level == "raw":
+                if seg.level == "raw" and summed:  # ragged ends of a roll-up answer: summed by SQL
+                    ctx.raw_summed(seg, out)
+                elif seg.level == "raw":
                     ctx.raw(seg, out)
                 elif family == "usage":
                     ctx.usage(seg, out)
@@ -314,6 +318,39 @@ class _Context:
         summed_rows(self.conn, t, cols, where, out, key_of, few_per_group=few)
 
     # ------------------------------------------------------------------------------ raw ledger
+    def raw_summed(self, seg: Segment, out: dict[tuple[Any, ...], Agg]) -> None:
+        """A raw segment of a question without tags, summed by SQL per group and histogram bucket."""
+        q, c = self.q, requests.c
+        exprs: dict[str, Any] = {}
+        for d in q.dims:
+            if d.kind == "label":
+                name = "key_id" if q.current_labels else "label_set"
+                exprs[name] = c[name]
+            elif d.kind == "time":
+                exprs["hour"] = c.created_at - c.created_at % HOUR_MS
+            else:
+                exprs[PLAIN_COLUMN[d.kind]] = c[PLAIN_COLUMN[d.kind]]
+        at = {name: i for i, name in enumerate(exprs)}
+        sets, current = self.sets, self.current
+
+        def value(d: Dim, row: tuple[Any, ...]) -> object:
+            if d.kind == "label":
+                if q.current_labels:
+                    return current.get(row[at["key_id"]], {}).get(str(d.arg))
+                return sets.get(row[at["label_set"]], {}).get(str(d.arg))
+            if d.kind == "time":
+                return time_value(d, int(row[at["hour"]]))
+            return row[at[PLAIN_COLUMN[d.kind]]]
+
+        for row, vector in raw_summed(self.conn, seg, list(exprs.values()), key_ids=self.key_ids, model=q.model,
+                                      set_ids=self.set_ids).items():
+            key = tuple(value(d, row) for d in q.dims)
+            agg = out.get(key)
+            if agg is None:
+                out[key] = Agg(vector, None, None)
+            else:
+                agg.add_vector(vector)
+
     def raw(self, seg: Segment, out: dict[tuple[Any, ...], Agg]) -> None:
         q, mode, dims = self.q, self.mode, self.dims
         want = mode.root if mode.tree else None if mode.tagged else q.tag

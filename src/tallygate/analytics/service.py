@@ -45,7 +45,7 @@ def _plan(c: Collected, budget: int) -> dict[str, Any]:
     doc: dict[str, Any] = {"source": c.family, "segments": segments,
            "percentiles": "exact" if c.exact else "histogram",
            "percentile_max_relative_error": 0 if c.exact else round(MAX_RELATIVE_ERROR, 4)}
-    if any(s.level == "raw" for s in c.segments):
+    if c.family == "raw":
         doc["raw_records"] = {"at_most": c.raw_estimate, "budget": budget}
     return doc
 
