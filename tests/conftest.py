@@ -35,6 +35,8 @@ def standard_config(upstream: FakeUpstream) -> dict:
                         "pricing": {"input_per_mtok": "1000", "output_per_mtok": "1000"}},
         "slowstream": {"provider": "openai", "model": "slowstream-400",
                        "pricing": {"input_per_mtok": "1", "output_per_mtok": "2"}},
+        "claude-slowstream": {"provider": "anthropic", "model": "slowstream-400",
+                              "pricing": {"input_per_mtok": "1", "output_per_mtok": "2"}},
     }
     for scenario in ("fail-400", "fail-401", "fail-429", "fail-500", "fail-503", "slow-3000",
                      "cut-stream", "reset", "garbage"):

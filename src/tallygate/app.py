@@ -16,10 +16,13 @@ from typing import Protocol
 
 from tallygate.analytics.reader import AnalyticsStore
 from tallygate.analytics.service import Analytics
-from tallygate.api.asgi import Receive, Scope, Send
+from tallygate.api.asgi import Message, Receive, Scope, Send, new_request_id
 from tallygate.api.management import create_management_app
+from tallygate.api.messages import MessagesAPI
 from tallygate.api.proxy import Proxy
+from tallygate.api.responses import ResponsesAPI
 from tallygate.manage.keys import KeyAdmin
+from tallygate.manage.sessions import SessionStore
 from tallygate.pipeline.auth import Authenticator
 from tallygate.pipeline.budget import MemoryBudget
 from tallygate.pipeline.models import ModelCatalog
@@ -84,22 +87,29 @@ class Gateway:
         self.services: list[Service] = [self.ledger, SpendLoader(self.keys, self.budget), self.auth, self.http]
         proxy = Proxy(self.auth, self.catalog, Observers([self.ledger]), self.budget, settings.max_body_bytes,
                       self.router)
+        messages, responses = MessagesAPI(proxy), ResponsesAPI(proxy)
+        self._models = proxy.models
         self._hot = {
             ("POST", "/v1/chat/completions"): proxy.chat,
             ("POST", "/v1/embeddings"): proxy.embeddings,
+            ("POST", "/v1/messages"): messages.messages,
+            ("POST", "/v1/messages/count_tokens"): messages.count_tokens,
+            ("POST", "/v1/responses"): responses.responses,
             ("GET", "/v1/models"): proxy.models,
         }
         key_admin = KeyAdmin(self.keys, self.auth, self.budget, config.policies)
         self._management = create_management_app(self.auth, LogReader(self.engine), key_admin,
                                                   Analytics(AnalyticsStore(self.engine)),
-                                                  FeedbackStore(self.engine), self.ledger)
+                                                  FeedbackStore(self.engine), self.ledger, SessionStore())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             handler = self._hot.get((scope["method"], scope["path"]))
             if handler is not None:
                 return await handler(scope, receive, send)
-            return await self._management(scope, receive, send)
+            if scope["method"] == "GET" and scope["path"].startswith("/v1/models/"):
+                return await self._models(scope, receive, send)
+            return await self._management(scope, receive, _with_request_id(send))
         if scope["type"] == "lifespan":
             return await self._lifespan(receive, send)
 
@@ -131,6 +141,18 @@ class Gateway:
                 await self.stop()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+def _with_request_id(send: Send) -> Send:
+    """Every management answer (its 404 for unknown routes included) carries an `x-request-id`."""
+    async def wrapped(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = list(message.get("headers") or [])
+            if not any(k.lower() == b"x-request-id" for k, _ in headers):
+                headers.append((b"x-request-id", new_request_id().encode()))
+            message = {**message, "headers": headers}
+        await send(message)
+    return wrapped
 
 
 def create_app(config: GatewayConfig, settings: Settings) -> Gateway:

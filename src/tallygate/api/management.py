@@ -16,11 +16,13 @@ from starlette.exceptions import HTTPException
 
 from tallygate.analytics.service import Analytics
 from tallygate.api.analytics import analytics_router
+from tallygate.api.dashboard import dashboard_router
 from tallygate.api.feedback import feedback_router
 from tallygate.api.keys import keys_router
 from tallygate.api.logs import logs_router
 from tallygate.errors import GatewayError, InvalidRequest, NotFound
 from tallygate.manage.keys import KeyAdmin
+from tallygate.manage.sessions import SessionStore
 from tallygate.pipeline.auth import Authenticator
 from tallygate.store.feedback import FeedbackStore
 from tallygate.store.ledger import LedgerWriter
@@ -47,7 +49,7 @@ def _validation_message(exc: RequestValidationError) -> InvalidRequest:
 
 def create_management_app(auth: Authenticator, logs: LogReader, keys: KeyAdmin,
                           analytics: Analytics | None = None, feedback: FeedbackStore | None = None,
-                          ledger: LedgerWriter | None = None) -> FastAPI:
+                          ledger: LedgerWriter | None = None, sessions: SessionStore | None = None) -> FastAPI:
     app = FastAPI(title="Tallygate management API", version="0.1.0", docs_url=None, redoc_url=None)
     app.state.auth = auth
     app.include_router(logs_router(logs))
@@ -56,6 +58,9 @@ def create_management_app(auth: Authenticator, logs: LogReader, keys: KeyAdmin,
         app.include_router(analytics_router(analytics))
     if feedback is not None:
         app.include_router(feedback_router(feedback, ledger))
+    if sessions is not None:
+        app.state.sessions = sessions
+        app.include_router(dashboard_router(auth, sessions))
 
     @app.exception_handler(GatewayError)
     async def _gateway_error(_: Request, err: GatewayError) -> JSONResponse:
@@ -72,9 +77,10 @@ def create_management_app(auth: Authenticator, logs: LogReader, keys: KeyAdmin,
                                             code="internal_error"))
 
     @app.exception_handler(HTTPException)
-    async def _http_error(_: Request, exc: HTTPException) -> JSONResponse:
+    async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
         if exc.status_code == 404:
-            return _error_response(NotFound("no such route"))
+            return _error_response(NotFound(f"no route {request.method} {request.url.path} on this "
+                                            "gateway; the README lists the routes it serves"))
         err = GatewayError(str(exc.detail))
         err.status, err.type = exc.status_code, "invalid_request_error"
         return _error_response(err)
