@@ -38,12 +38,15 @@ run: export TALLYGATE_ADMIN_KEY ?= tg-admin-demo
 run: install
 	$(BIN)/tallygate serve --host $(HOST) --port $(PORT) $(if $(CONFIG),--config $(CONFIG))
 
-# The PostgreSQL tests start their own throw-away server, the dashboard tests drive Debian's
-# Chromium: install the packages if missing.
+# The PostgreSQL and Redis tests start their own throw-away servers, the dashboard tests drive
+# Debian's Chromium: install the packages if missing.
 services:
 	@command -v pg_ctl >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || \
 	  { echo "installing PostgreSQL (Debian package) for the tests"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
+	@command -v redis-server >/dev/null 2>&1 || \
+	  { echo "installing Redis (Debian package) for the tests"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
 	@test -x /usr/bin/chromium || \
 	  { echo "installing Chromium (Debian package) for the dashboard tests"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
@@ -57,8 +60,9 @@ check: install
 test: check services
 	$(BIN)/python -m pytest -q
 
-bench: install
+bench: install services
 	$(BIN)/python bench/run_bench.py
+	$(BIN)/python bench/redis_budget.py
 
 clean:
 	rm -rf $(VENV) *.db *.db-wal *.db-shm dist dashboard/node_modules src/tallygate/dashboard/static

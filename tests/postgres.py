@@ -31,6 +31,24 @@ def _pg_bin(name: str) -> str | None:
 @contextmanager
 def postgres_server() -> Iterator[str]:
     """Yield a SQLAlchemy URL of a fresh, empty PostgreSQL database."""
+    with postgres_instance() as server:
+        yield server.url
+
+
+class PostgresInstance:
+    """A running throw-away server: its URL, and `restart()` (fast shutdown, then start)."""
+
+    def __init__(self, url: str, restart_cmd: list[str]) -> None:
+        self.url = url
+        self._restart = restart_cmd
+
+    def restart(self) -> None:
+        subprocess.run(self._restart, check=True, capture_output=True, timeout=120)
+
+
+@contextmanager
+def postgres_instance() -> Iterator[PostgresInstance]:
+    """A fresh, empty PostgreSQL server on a free port."""
     initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
     if not (initdb and pg_ctl):
         message = "PostgreSQL server binaries (initdb, pg_ctl) not found; `make test` installs them"
@@ -46,8 +64,9 @@ def postgres_server() -> Iterator[str]:
     subprocess.run([*as_user, initdb, "-D", datadir, "-U", "postgres", "--auth=trust", "-E", "UTF8"], **run)
     opts = f"-p {port} -c listen_addresses=127.0.0.1 -k {datadir} -c fsync=off -c synchronous_commit=off"
     subprocess.run([*as_user, pg_ctl, "-D", datadir, "-o", opts, "-w", "-l", f"{datadir}/log", "start"], **run)
+    restart = [*as_user, pg_ctl, "-D", datadir, "-o", opts, "-m", "fast", "-w", "-l", f"{datadir}/log", "restart"]
     try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
+        yield PostgresInstance(f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres", restart)
     finally:
         subprocess.run([*as_user, pg_ctl, "-D", datadir, "-m", "fast", "-w", "stop"], capture_output=True)
         shutil.rmtree(datadir, ignore_errors=True)

@@ -5,39 +5,52 @@ goes to the FastAPI management app. The database must already be migrated (`prep
 an explicit start-up step that `tallygate serve` takes); constructing the app touches no
 database. The long-lived services start in the order of `services` when the ASGI lifespan
 starts and stop in the reverse order when it ends (SIGTERM included): the HTTP client first,
-the ledger writer, which writes what is left, last.
+the shared budget (which sends its last settles) next to last, and the ledger writer, which
+writes what is left, last. With `settings.redis_url` the budget state lives in Redis (several
+processes and replicas share it); without, in memory. `app_from_env` builds the app in each
+worker process of `tallygate serve --workers N`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+from functools import partial
 from typing import Protocol
 
 from tallygate.analytics.reader import AnalyticsStore
 from tallygate.analytics.service import Analytics
 from tallygate.api.asgi import Message, Receive, Scope, Send, new_request_id
+from tallygate.api.health import Readiness
 from tallygate.api.management import create_management_app
 from tallygate.api.messages import MessagesAPI
 from tallygate.api.proxy import Proxy
 from tallygate.api.responses import ResponsesAPI
+from tallygate.core.timebuckets import month_floor
+from tallygate.manage.budgets import BudgetAdmin
 from tallygate.manage.keys import KeyAdmin
 from tallygate.manage.sessions import SessionStore
 from tallygate.pipeline.auth import Authenticator
-from tallygate.pipeline.budget import MemoryBudget
+from tallygate.pipeline.budget import BudgetEngine, MemoryBudget
 from tallygate.pipeline.models import ModelCatalog
 from tallygate.pipeline.observers import Observers
+from tallygate.pipeline.redis_budget import RedisBudget
 from tallygate.pipeline.routing import Router
+from tallygate.pipeline.routing.shared import SharedCooldowns
+from tallygate.pipeline.scopes import BudgetRegistry, month_spend
 from tallygate.providers.http import HttpClient
 from tallygate.providers.registry import build_providers
-from tallygate.settings import GatewayConfig, Settings
-from tallygate.store.db import migrate, open_engine
+from tallygate.settings import GatewayConfig, Settings, load_config
+from tallygate.store.budgets import BudgetStore
+from tallygate.store.db import migrate, open_engine, schema_behind
 from tallygate.store.feedback import FeedbackStore
-from tallygate.store.keys import KeyStore
+from tallygate.store.keys import KeyStore, now_ms
 from tallygate.store.ledger import LedgerWriter
 from tallygate.store.logs import LogReader
 
 log = logging.getLogger("tallygate")
+MAX_LEDGER_BACKLOG = 100_000  # records waiting for the database before /readyz says not ready
 
 
 class Service(Protocol):
@@ -82,11 +95,24 @@ class Gateway:
         self.http = HttpClient()
         self.catalog = ModelCatalog(config, build_providers(config, self.http))
         self.ledger = LedgerWriter(self.engine, flush_ms=settings.ledger_flush_ms, batch=settings.ledger_batch)
-        self.budget = MemoryBudget()
+        budget_store = BudgetStore(self.engine)
+        self.budget: BudgetEngine
+        self.redis: RedisBudget | None = None
+        first: Service
+        if settings.redis_url:
+            self.budget = first = self.redis = RedisBudget(
+                settings.redis_url, partial(month_spend, self.keys, budget_store),
+                fail_open=settings.budgets_unavailable == "open", ttl_s=settings.hold_ttl_s)
+        else:
+            memory = self.budget = MemoryBudget()
+            first = SpendLoader(self.keys, memory)
+        self.budgets = BudgetRegistry(budget_store, self.budget, lambda: month_floor(now_ms()))
         self.router = Router(config, self.catalog, seed=settings.routing_seed)
-        self.services: list[Service] = [self.ledger, SpendLoader(self.keys, self.budget), self.auth, self.http]
+        self.services: list[Service] = [self.ledger, first, self.budgets, self.auth, self.http]
+        if settings.redis_url and self.router.policies:
+            self.services.append(SharedCooldowns(self.router.policies, settings.redis_url))
         proxy = Proxy(self.auth, self.catalog, Observers([self.ledger]), self.budget, settings.max_body_bytes,
-                      self.router)
+                      self.router, self.budgets.scopes)
         messages, responses = MessagesAPI(proxy), ResponsesAPI(proxy)
         self._models = proxy.models
         self._hot = {
@@ -97,10 +123,28 @@ class Gateway:
             ("POST", "/v1/responses"): responses.responses,
             ("GET", "/v1/models"): proxy.models,
         }
-        key_admin = KeyAdmin(self.keys, self.auth, self.budget, config.policies)
+        key_admin = KeyAdmin(self.keys, self.auth, self.budget, config.policies, lambda: self.budgets.current)
         self._management = create_management_app(self.auth, LogReader(self.engine), key_admin,
                                                   Analytics(AnalyticsStore(self.engine)),
-                                                  FeedbackStore(self.engine), self.ledger, SessionStore())
+                                                  FeedbackStore(self.engine), self.ledger, SessionStore(),
+                                                  BudgetAdmin(budget_store, self.keys, self.budgets, self.budget),
+                                                  self._readiness())
+
+    def _readiness(self) -> Readiness:
+        readiness = Readiness()
+
+        async def database() -> str | None:
+            return await asyncio.to_thread(schema_behind, self.engine)
+
+        async def ledger() -> str | None:
+            waiting = self.ledger.pending
+            return f"{waiting} ledger records wait for the database" if waiting > MAX_LEDGER_BACKLOG else None
+
+        readiness.add("database", database)
+        if self.redis is not None:
+            readiness.add("redis", self.redis.ping)
+        readiness.add("ledger", ledger)
+        return readiness
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -157,3 +201,14 @@ def _with_request_id(send: Send) -> Send:
 
 def create_app(config: GatewayConfig, settings: Settings) -> Gateway:
     return Gateway(config, settings)
+
+
+def app_from_env() -> Gateway:
+    """The app of one worker process: config from TALLYGATE_CONFIG, settings from TALLYGATE_*
+    (set by `tallygate serve --workers N` in the parent)."""
+    import gc
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = create_app(load_config(os.environ.get("TALLYGATE_CONFIG") or None), Settings.from_env())
+    gc.freeze()
+    return app

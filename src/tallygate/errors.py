@@ -9,6 +9,7 @@
     +-- NotFound                      (404)
     |   +-- ModelNotFound             (404 model_not_found)
     +-- BudgetExceeded                (402 budget_exceeded)
+    +-- BudgetUnavailable             (503: shared budget state unreachable, limits must hold)
     +-- RequestCancelled              (503: the gateway stopped before the request finished)
     +-- UpstreamError                 (an error that came from, or reaching, a provider)
         +-- UpstreamHTTPError         (the provider answered with an error status)
@@ -108,6 +109,14 @@ class BudgetExceeded(GatewayError):
 
     def headers(self) -> list[tuple[bytes, bytes]]:
         return [(b"x-should-retry", b"false")]
+
+
+class BudgetUnavailable(GatewayError):
+    """A limit or budget applies but the shared budget state (Redis) cannot be reached."""
+
+    status = 503
+    type = "server_error"
+    code = "budget_unavailable"
 
 
 class UpstreamError(GatewayError):

@@ -276,6 +276,9 @@ class Settings:
     shutdown_grace_s: int = 30  # on SIGTERM, how long requests in flight may still run
     ledger_batch: int = 1000
     routing_seed: int | None = None  # seeds routing randomness (weighted picks, exploration, jitter)
+    redis_url: str | None = None  # shared budget state for several processes/replicas; None: in memory
+    budgets_unavailable: str = "closed"  # Redis unreachable: 'closed' refuses limited requests, 'open' serves
+    hold_ttl_s: float = 15.0  # a dead process's reservations are gone this long after its last renewal
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: object) -> Settings:
@@ -285,6 +288,15 @@ class Settings:
             values["db_url"] = env["TALLYGATE_DB_URL"]
         if env.get("TALLYGATE_ADMIN_KEY"):
             values["admin_key"] = env["TALLYGATE_ADMIN_KEY"]
+        if env.get("TALLYGATE_REDIS_URL"):
+            values["redis_url"] = env["TALLYGATE_REDIS_URL"]
+        if env.get("TALLYGATE_BUDGETS_UNAVAILABLE"):
+            values["budgets_unavailable"] = env["TALLYGATE_BUDGETS_UNAVAILABLE"]
+        if env.get("TALLYGATE_HOLD_TTL_S"):
+            try:
+                values["hold_ttl_s"] = float(env["TALLYGATE_HOLD_TTL_S"])
+            except ValueError:
+                raise ConfigError("TALLYGATE_HOLD_TTL_S: must be a number of seconds") from None
         for name, field in (("TALLYGATE_MAX_BODY_BYTES", "max_body_bytes"),
                             ("TALLYGATE_LEDGER_FLUSH_MS", "ledger_flush_ms"),
                             ("TALLYGATE_SHUTDOWN_GRACE_S", "shutdown_grace_s"),
@@ -295,4 +307,11 @@ class Settings:
                 except ValueError:
                     raise ConfigError(f"{name}: must be an integer") from None
         values.update({k: v for k, v in overrides.items() if v is not None})
+        if values.get("budgets_unavailable", "closed") not in ("closed", "open"):
+            raise ConfigError("TALLYGATE_BUDGETS_UNAVAILABLE / --budgets-unavailable: must be 'closed' or 'open'")
+        redis_url = values.get("redis_url")
+        if isinstance(redis_url, str) and urlsplit(redis_url).scheme not in ("redis", "rediss", "unix"):
+            raise ConfigError("TALLYGATE_REDIS_URL / --redis: must be a redis://, rediss:// or unix:// URL")
+        if not 1.0 <= float(values.get("hold_ttl_s", 15.0)) <= 60.0:  # type: ignore[arg-type]
+            raise ConfigError("TALLYGATE_HOLD_TTL_S: must be between 1 and 60 seconds")
         return cls(**values)  # type: ignore[arg-type]

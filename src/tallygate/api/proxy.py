@@ -38,7 +38,7 @@ from tallygate.errors import (
     RequestCancelled,
 )
 from tallygate.pipeline.auth import Authenticator
-from tallygate.pipeline.budget import BudgetEngine, Hold, key_scopes, worst_case
+from tallygate.pipeline.budget import BudgetEngine, Hold, ScopesOf, key_scopes, worst_case
 from tallygate.pipeline.call import Call
 from tallygate.pipeline.models import ModelCatalog, Route
 from tallygate.pipeline.observers import Observers
@@ -67,8 +67,11 @@ class Proxy:
     """`/v1/chat/completions`, `/v1/embeddings` and `/v1/models`."""
 
     def __init__(self, auth: Authenticator, catalog: ModelCatalog, observers: Observers,
-                 budget: BudgetEngine, max_body_bytes: int, router: Router) -> None:
+                 budget: BudgetEngine, max_body_bytes: int, router: Router,
+                 scopes: ScopesOf | None = None) -> None:
+        """`scopes(principal, tags)`: the limits a request counts against (default: its key's)."""
         self._auth = auth
+        self._scopes = scopes or (lambda principal, _tags: key_scopes(principal))
         self._catalog = catalog
         self._router = router
         self._observers = observers
@@ -119,7 +122,7 @@ class Proxy:
                 raise InvalidRequest("model must be a non-empty string", param="model")
             call.requested_model = model[:200]
             plan = self._router.plan(model, principal.policy)
-            hold = self._reserve(call, body, plan.targets) if reserve else None
+            hold = await self._reserve(call, body, plan.targets) if reserve else None
             await relay(call, plan, body, send)
         except GatewayError as err:
             call.fail(err)
@@ -140,15 +143,15 @@ class Proxy:
                 self._budget.settle(hold, call.cost_pico)
             self._observers.finished(call)
 
-    def _reserve(self, call: Call, body: dict, routes: Sequence[Route]) -> Hold | None:
-        """Hold the request's worst-case cost against every limit it counts against (402 if it
-        won't fit)."""
-        scopes = key_scopes(call.principal)
+    async def _reserve(self, call: Call, body: dict, routes: Sequence[Route]) -> Hold | None:
+        """Hold the request's worst-case cost against its key's limit and every budget that
+        applies, all or nothing (402 naming the first that won't fit)."""
+        scopes = self._scopes(call.principal, call.tags)
         if not scopes:
             return None
         limited = any(s.limit is not None for s in scopes)
         amount = worst_case(body, call.endpoint, [self._catalog.rate(r) for r in routes]) if limited else 0
-        return self._budget.reserve(scopes, amount)
+        return await self._budget.reserve(scopes, amount)
 
     async def _chat(self, call: Call, plan: Plan, body: dict, send: Send) -> None:
         if check_chat(body):

@@ -272,10 +272,13 @@ class Rollups:
         return out
 
     def write(self, conn: Connection, agg: Aggregate) -> None:
-        """Upsert one batch's roll-ups (inside the caller's transaction)."""
+        """Upsert one batch's roll-ups (inside the caller's transaction).
+
+        Rows go in primary-key order, so concurrent writers (several processes on PostgreSQL)
+        lock shared rows in the same order and cannot deadlock."""
         if agg.new_sets:
-            conn.exec_driver_sql(self._set_sql, list(agg.new_sets.items()))
-        # rows in primary-key order: each upsert lands next to the previous one in the B-tree
+            conn.exec_driver_sql(self._set_sql, sorted(agg.new_sets.items()))
+        # (in key order also means each upsert lands next to the previous one in the B-tree)
         for level, rows in agg.usage.items():
             if rows:
                 conn.exec_driver_sql(self._usage_sql[level], [(*k, *rows[k].dense()) for k in sorted(rows)])
