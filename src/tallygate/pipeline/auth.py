@@ -41,6 +41,7 @@ class Authenticator:
         self._admin = Principal(key_id=None, name="admin", permissions=ADMIN_PERMISSIONS,
                                 user_id=admin_user_id)
         self._by_prefix: dict[str, list[tuple[str, Principal | None]]] = {}
+        self._versions: dict[str, tuple[int, bool]] = {}  # key hash -> (updated_at, revoked) held
         self._misses: dict[str, float] = {}
         self._refresh_s = refresh_s
         self._seen_ms = 0
@@ -53,7 +54,14 @@ class Authenticator:
             self.remember(row)
 
     def remember(self, row: KeyRecord) -> None:
-        """Put a key record into memory, replacing an older copy (revoked keys stay, as revoked)."""
+        """Put a key record into memory, replacing an older copy (revoked keys stay, as revoked).
+
+        A copy older than the one held is ignored: a poll that read the key just before it was
+        changed (or revoked) through this process must not bring the old record back."""
+        held = self._versions.get(row.key_hash)
+        if held is not None and (held[0] > row.updated_at or (held[1] and not row.revoked_at)):
+            return
+        self._versions[row.key_hash] = (row.updated_at, row.revoked_at is not None)
         entries = [e for e in self._by_prefix.get(row.key_prefix, []) if e[0] != row.key_hash]
         entries.append((row.key_hash, None if row.revoked_at else _principal(row)))
         self._by_prefix[row.key_prefix] = entries

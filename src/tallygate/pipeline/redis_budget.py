@@ -24,7 +24,11 @@ from typing import Any
 
 import redis
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError
+from redis.retry import Retry
 
 from tallygate.core.timebuckets import month_after, month_floor
 from tallygate.errors import BudgetUnavailable
@@ -54,8 +58,12 @@ class RedisBudget:
         self._ttl_ms = int(ttl_s * 1000)
         self._p = prefix
         self.process = uuid.uuid4().hex
-        self._aio = aioredis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
-        self._sync = redis.Redis.from_url(url, socket_timeout=timeout_s * 2, socket_connect_timeout=timeout_s)
+        # A pooled connection may have died with a Redis restart: reconnect once, at once, before
+        # calling Redis unreachable (redis-py retries only the errors named in retry_on_error).
+        self._aio = aioredis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
+                                            retry=AsyncRetry(NoBackoff(), 1), retry_on_error=[RedisConnectionError])
+        self._sync = redis.Redis.from_url(url, socket_timeout=timeout_s * 2, socket_connect_timeout=timeout_s,
+                                          retry=Retry(NoBackoff(), 1), retry_on_error=[RedisConnectionError])
         self._reserve = self._aio.register_script(RESERVE)
         self._settle = self._aio.register_script(SETTLE)
         self._heartbeat = self._aio.register_script(HEARTBEAT)
