@@ -8,11 +8,17 @@ starts the ledger writer; shutdown (SIGTERM included) flushes the ledger.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
+
+import orjson
+from sqlalchemy import make_url
 
 from tallygate.analytics.service import Analytics
-from tallygate.api.asgi import Receive, Scope, Send
+from tallygate.api.asgi import JSON_HEADERS, Receive, Scope, Send, new_request_id, send_bytes, send_error
+from tallygate.api.limits import BodyLimit, nul_check
 from tallygate.api.management import create_management_app
 from tallygate.api.proxy import Proxy
+from tallygate.errors import GatewayError, MethodNotAllowed
 from tallygate.manage.keys import KeyAdmin
 from tallygate.pipeline.auth import Authenticator
 from tallygate.pipeline.budget import Budget, month_start_ms
@@ -20,11 +26,13 @@ from tallygate.pipeline.models import ModelCatalog
 from tallygate.pipeline.routing import Router
 from tallygate.providers.http import HttpClient
 from tallygate.providers.registry import build_providers
+from tallygate.providers.secrets import Scrubber
 from tallygate.settings import GatewayConfig, Settings
 from tallygate.store.analytics import AnalyticsStore
 from tallygate.store.db import migrate, open_engine
 from tallygate.store.feedback import FeedbackStore
 from tallygate.store.keys import KeyStore
+from tallygate.store.journal import Journal
 from tallygate.store.ledger import LedgerWriter
 from tallygate.store.logs import LogReader
 
@@ -44,33 +52,54 @@ class Gateway:
         self.auth.load()
         self.http = HttpClient()
         self.catalog = ModelCatalog(config, build_providers(config, self.http))
+        journal = Journal(journal_dir(settings), fsync=settings.journal_fsync,
+                          max_bytes=settings.journal_max_bytes)
         self.ledger = LedgerWriter(self.engine, flush_ms=settings.ledger_flush_ms,
-                                   batch=settings.ledger_batch)
+                                   batch=settings.ledger_batch, journal=journal)
+        self.ledger.replay()  # what a previous run journaled but did not write: before spend loads
         self.budget = Budget()
         month = self.budget.month
         self.budget.load(self.keys.spend_since(month_start_ms(month)), month)
         self.router = Router(config, self.catalog, seed=settings.routing_seed)
         proxy = Proxy(self.auth, self.catalog, self.ledger, self.budget, settings.max_body_bytes,
-                      self.router)
+                      self.router, Scrubber.from_config(config))
         self._hot = {
             ("POST", "/v1/chat/completions"): proxy.chat,
             ("POST", "/v1/embeddings"): proxy.embeddings,
             ("GET", "/v1/models"): proxy.models,
+            ("GET", "/readyz"): self._ready,
         }
         policies = getattr(config, "policies", None) or {}
         key_admin = KeyAdmin(self.keys, self.auth, self.budget, policies)
-        self._management = create_management_app(self.auth, LogReader(self.engine), key_admin,
-                                                  Analytics(AnalyticsStore(self.engine)),
-                                                  FeedbackStore(self.engine), self.ledger)
+        self._allow = {path: method.encode() for method, path in self._hot}
+        management = create_management_app(self.auth, LogReader(self.engine), key_admin,
+                                            Analytics(AnalyticsStore(self.engine)),
+                                            FeedbackStore(self.engine), self.ledger)
+        self._management = BodyLimit(management, settings.max_manage_body_bytes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             handler = self._hot.get((scope["method"], scope["path"]))
             if handler is not None:
                 return await handler(scope, receive, send)
+            allow = self._allow.get(scope["path"])
+            try:
+                if allow is not None:
+                    raise MethodNotAllowed(scope["method"], allow)
+                nul_check(scope)
+            except GatewayError as err:
+                return await send_error(send, err, new_request_id())
             return await self._management(scope, receive, send)
         if scope["type"] == "lifespan":
             return await self._lifespan(receive, send)
+
+    async def _ready(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """`/readyz`: 200 while the gateway takes requests, 503 when the ledger journal is full;
+        the body shows the ledger backlog either way."""
+        status = self.ledger.status()
+        await send_bytes(send, 503 if status["full"] else 200,
+                         orjson.dumps({"status": "unavailable" if status["full"] else "ok", "ledger": status}),
+                         list(JSON_HEADERS))
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -84,9 +113,21 @@ class Gateway:
                 await self.auth.stop()
                 await self.http.close()
                 self.engine.dispose()
-                log.info("ledger flushed: %d records written this run", self.ledger.written)
+                log.info("ledger flushed: %d records written this run, %d bytes left in the journal",
+                         self.ledger.written, self.ledger.journal.backlog)
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+def journal_dir(settings: Settings) -> Path:
+    """`TALLYGATE_JOURNAL_DIR`, else `<file>.journal` next to a SQLite ledger, else
+    `./tallygate-journal`."""
+    if settings.journal_dir:
+        return Path(settings.journal_dir)
+    url = make_url(settings.db_url)
+    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+        return Path(url.database + ".journal")
+    return Path("tallygate-journal")
 
 
 def create_app(config: GatewayConfig, settings: Settings) -> Gateway:

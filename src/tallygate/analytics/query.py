@@ -54,7 +54,7 @@ def parse_dimension(text: str, param: str = "group_by") -> Dim:
     kind, _, arg = name.partition(".")
     if kind == "label" and _LABEL.match(arg):
         return Dim("label", arg)
-    if kind == "tag_level" and arg.isdigit() and 1 <= int(arg) <= MAX_DEPTH:
+    if kind == "tag_level" and arg.isascii() and arg.isdigit() and 1 <= int(arg) <= MAX_DEPTH:
         return Dim("tag_level", int(arg))
     if kind == "time" and arg in TIME_UNITS:
         return Dim("time", arg)
@@ -128,11 +128,11 @@ def parse_label_mode(value: str | None) -> bool:
 
 def parse_month(value: str | None, param: str = "month") -> tuple[int, int]:
     """'YYYY-MM' -> (first ms of the month, first ms of the next), UTC."""
-    if not value or not re.fullmatch(r"\d{4}-\d{2}", value):
+    if not value or not re.fullmatch(r"[0-9]{4}-[0-9]{2}", value):
         raise InvalidRequest(f"{param} must be a month written YYYY-MM, got {value!r}", param=param)
     year, month = int(value[:4]), int(value[5:])
-    if not 1 <= month <= 12 or year < 1970:
-        raise InvalidRequest(f"{param} {value!r} is not a month", param=param)
+    if not 1 <= month <= 12 or not 1970 <= year <= 9998:
+        raise InvalidRequest(f"{param} {value!r} is not a month from 1970-01 to 9998-12", param=param)
     start = dt.datetime(year, month, 1, tzinfo=dt.UTC)
     end = dt.datetime(year + month // 12, month % 12 + 1, 1, tzinfo=dt.UTC)
     return int(start.timestamp() * 1000), int(end.timestamp() * 1000)

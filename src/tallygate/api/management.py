@@ -11,6 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException
 
 from tallygate.analytics.service import Analytics
@@ -70,13 +71,25 @@ def create_management_app(auth: Authenticator, logs: LogReader, keys: KeyAdmin,
         return _error_response(GatewayError("the gateway failed to handle this request",
                                             code="internal_error"))
 
+    @app.exception_handler(OperationalError)
+    @app.exception_handler(InterfaceError)
+    async def _database_away(request: Request, exc: Exception) -> JSONResponse:
+        log.warning("management request %s %s: database unreachable (%s)", request.method,
+                    request.url.path, type(exc).__name__)
+        err = GatewayError("the database is unreachable; retry shortly", code="database_unavailable")
+        err.status = 503
+        return _error_response(err)
+
     @app.exception_handler(HTTPException)
     async def _http_error(_: Request, exc: HTTPException) -> JSONResponse:
         if exc.status_code == 404:
             return _error_response(NotFound("no such route"))
         err = GatewayError(str(exc.detail))
         err.status, err.type = exc.status_code, "invalid_request_error"
-        return _error_response(err)
+        response = _error_response(err)
+        if exc.headers:  # e.g. `Allow` on a 405
+            response.headers.update(exc.headers)
+        return response
 
     def openapi() -> dict:
         """FastAPI's document, with our 400 error body in place of its 422."""

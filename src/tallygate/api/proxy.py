@@ -2,8 +2,9 @@
 
 Each handler reads like the pipeline: authenticate, read the body, resolve tags, plan the route
 (a model, or a routing policy's targets), reserve budget, relay through the routing executor
-(which tries the targets until one answers), meter, respond; the `finally` hands the ledger its
-record whatever happened.
+(which tries the targets until one answers), meter, respond. The ledger record is journaled
+just before the response's last byte is sent (or in the `finally`, when the client went away),
+exactly once.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from tallygate.api.asgi import (
 from tallygate.errors import (
     GatewayError,
     InvalidRequest,
+    LedgerUnavailable,
     PermissionDenied,
     RequestCancelled,
     UpstreamError,
@@ -44,12 +46,13 @@ from tallygate.pipeline.pricing import Rate, usd
 from tallygate.pipeline.routing import Plan, Router, execute, stream_failed
 from tallygate.pipeline.tags import parse_tags
 from tallygate.pipeline.validate import check_chat, check_embeddings
+from tallygate.providers.secrets import Scrubber
 from tallygate.store.ledger import LedgerWriter
 from tallygate.types import Usage
 
 log = logging.getLogger("tallygate.proxy")
 
-_AUTH, _CTYPE, _TAGS = b"authorization", b"content-type", b"x-request-tags"
+_AUTH, _CTYPE, _TAGS, _CLEN = b"authorization", b"content-type", b"x-request-tags", b"content-length"
 Handler = Callable[[Call, Plan, dict, Send], Awaitable[None]]
 
 
@@ -62,13 +65,15 @@ class Proxy:
     """`/v1/chat/completions`, `/v1/embeddings` and `/v1/models`."""
 
     def __init__(self, auth: Authenticator, catalog: ModelCatalog, ledger: LedgerWriter,
-                 budget: Budget, max_body_bytes: int, router: Router) -> None:
+                 budget: Budget, max_body_bytes: int, router: Router,
+                 scrubber: Scrubber | None = None) -> None:
         self._auth = auth
         self._catalog = catalog
         self._router = router
         self._ledger = ledger
         self._budget = budget
         self._limit = max_body_bytes
+        self._scrub = scrubber or Scrubber(())
 
     async def models(self, scope: Scope, receive: Receive, send: Send) -> None:
         rid = new_request_id()
@@ -88,17 +93,21 @@ class Proxy:
     async def _handle(self, scope: Scope, receive: Receive, send: Send, endpoint: str,
                       relay: Handler) -> None:
         rid = new_request_id()
-        headers = headers_of(scope, _AUTH, _CTYPE, _TAGS)
+        headers = headers_of(scope, _AUTH, _CTYPE, _TAGS, _CLEN)
         try:
             principal = await self._auth.authenticate(headers.get(_AUTH))
         except GatewayError as err:
             return await send_error(send, err, rid)
+        if self._ledger.full:  # refused unrecorded, so that the journal stays within its cap
+            return await send_error(send, LedgerUnavailable(
+                "the ledger cannot record requests now (its database has been away too long); "
+                "retry later"), rid)
         call = Call(rid, endpoint, principal)
         hold = None
         try:
             if not principal.can("completions", "write"):
                 raise PermissionDenied("this API key may not make completions (permissions.completions)")
-            body = await read_json(receive, self._limit, headers.get(_CTYPE))
+            body = await read_json(receive, self._limit, headers.get(_CTYPE), headers.get(_CLEN))
             call.tags = parse_tags(body.pop("request_tags", None), headers.get(_TAGS))
             model = body.get("model")
             if not isinstance(model, str) or not model:
@@ -108,23 +117,45 @@ class Proxy:
             hold = self._reserve(call, body, plan.targets)
             await relay(call, plan, body, send)
         except GatewayError as err:
-            call.fail(err)
+            self._fail(call, err)
             if call.ttft is None:
+                self._record(call)
                 await send_error(send, err, rid)
         except Exception:
             log.exception("request %s failed unexpectedly", rid)
             err = GatewayError("the gateway failed to handle this request", code="internal_error")
             call.fail(err)
             if call.ttft is None:
+                self._record(call)
                 await send_error(send, err, rid)
         except asyncio.CancelledError:  # shutdown ran out of grace time: record what we know
+            if call.recorded:
+                raise
             call.partial = call.ttft is not None
-            call.fail(RequestCancelled("the gateway stopped before this request finished"))
+            err = RequestCancelled("the gateway stopped before this request finished")
+            call.fail(err)
+            self._record(call)
+            if call.ttft is None:  # the client gets the 503 the ledger records, not a bare 500
+                await send_error(send, err, rid)
+            elif call.stream:
+                await send({"type": "http.response.body", "body": b"data: " + err.body() + b"\n\n"})
             raise
         finally:
             if hold is not None:
                 self._budget.settle(hold, call.cost_pico)
-            self._ledger.record(call.record())
+            if not call.recorded:  # the client went away: nothing more will be sent
+                self._record(call)
+
+    def _fail(self, call: Call, err: GatewayError) -> None:
+        """Note the error; words relayed from a provider lose any secret or address first."""
+        if isinstance(err, UpstreamError):
+            err.message = self._scrub.text(err.message)
+        call.fail(err)
+
+    def _record(self, call: Call) -> None:
+        """Journal the call's ledger record, once: called before the response's last byte."""
+        call.recorded = True
+        self._ledger.record(call.record())
 
     def _reserve(self, call: Call, body: dict, routes: Sequence[Route]) -> Hold | None:
         """Hold the request's worst-case cost against its key's monthly limit (402 if it won't fit)."""
@@ -165,8 +196,10 @@ class Proxy:
         if not isinstance(usage_obj, dict):
             usage_obj = data["usage"] = usage.to_openai()
         usage_obj["cost"] = _cost_value(cost)
+        out = self._scrub.body(orjson.dumps(data))
         call.ttft = time.perf_counter()
-        await send_bytes(send, 200, orjson.dumps(data), [*JSON_HEADERS, (b"x-request-id", call.id.encode())])
+        self._record(call)
+        await send_bytes(send, 200, out, [*JSON_HEADERS, (b"x-request-id", call.id.encode())])
 
     async def _chat_stream(self, call: Call, plan: Plan, body: dict, send: Send) -> None:
         call.stream = True
@@ -183,9 +216,13 @@ class Proxy:
                 while True:
                     out = _sse_events(call, batch, rate, wants_usage)
                     if out:
-                        await send({"type": "http.response.body", "body": out, "more_body": True})
+                        await send({"type": "http.response.body", "body": self._scrub.body(out),
+                                    "more_body": True})
                     batch = await anext(batches)
             except StopAsyncIteration:
+                if call.pricing_source is None:
+                    call.meter_estimate(body, rate)  # a server that ignored include_usage
+                self._record(call)
                 await send({"type": "http.response.body", "body": b"data: [DONE]\n\n"})
             except Exception as exc:
                 if not isinstance(exc, GatewayError):
@@ -193,12 +230,14 @@ class Proxy:
                 err = exc if isinstance(exc, GatewayError) else GatewayError(
                     "the gateway failed while relaying this stream", code="internal_error")
                 call.partial = True
-                call.fail(err)
+                self._fail(call, err)
                 if isinstance(err, UpstreamError):
                     stream_failed(plan, route)
+                call.meter_estimate(body, rate)  # cut short: no usage from the provider
+                self._record(call)
                 await send({"type": "http.response.body", "body": b"data: " + err.body() + b"\n\n"})
         finally:
-            if call.partial or call.pricing_source is None:
+            if not call.recorded and (call.partial or call.pricing_source is None):
                 call.meter_estimate(body, rate)  # cut short: no usage from the provider
             await batches.aclose()
 

@@ -23,6 +23,7 @@ def serve(config_path: str | None, db_url: str | None, host: str, port: int) -> 
     """Start the gateway (one worker process)."""
     import uvicorn
 
+    from tallygate.api.edges import GuardedHttpTools, raise_fd_limit
     from tallygate.app import create_app
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -55,7 +56,15 @@ def serve(config_path: str | None, db_url: str | None, host: str, port: int) -> 
                "-d '{\"model\":\"gpt-4o-mini\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],"
                "\"request_tags\":[\"team/demo\"]}'", err=True)
     loop = "uvloop" if sys.platform != "win32" else "asyncio"
+    files = raise_fd_limit(settings.max_connections + 256)  # sockets, plus the DB, journal, upstreams
+    if files < settings.max_connections + 64:
+        click.echo(f"warning: the open-file limit is {files}; fewer than TALLYGATE_MAX_CONNECTIONS="
+                   f"{settings.max_connections} connections can be served", err=True)
+    protocol = GuardedHttpTools.configure(max_head_bytes=settings.max_head_bytes,
+                                          header_timeout_s=settings.header_timeout_s,
+                                          body_timeout_s=settings.body_timeout_s)
     gc.freeze()  # start-up objects never need collecting: keeps GC pauses off request latency
-    uvicorn.run(app, host=host, port=port, loop=loop, http="httptools", lifespan="on",
+    uvicorn.run(app, host=host, port=port, loop=loop, http=protocol, lifespan="on",
                 access_log=False, log_level="warning", timeout_graceful_shutdown=settings.shutdown_grace_s,
+                timeout_keep_alive=settings.idle_timeout_s, limit_concurrency=settings.max_connections,
                 proxy_headers=False, server_header=False, date_header=False)

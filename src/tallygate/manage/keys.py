@@ -2,7 +2,8 @@
 
 Rules: `manage: read` lists and reads keys, `manage: write` changes them. No escalation: a key
 cannot create a key with a permission above its own, cannot edit or revoke a key that has one,
-and cannot change its own permissions or limit. A key with a monthly limit is bound by it in
+and cannot change its own permissions, limit or labels (labels decide whose spend it is). A
+partial `permissions` object changes only the areas it names. A key with a monthly limit is bound by it in
 the same way: the keys it creates or edits get a limit no higher than its own (inherited when
 none is given), and it cannot touch a key whose limit is higher or absent. Changes reach the
 in-memory key cache at once.
@@ -123,10 +124,12 @@ class KeyAdmin:
 
     def update(self, caller: Principal, key_id: str, req: KeyUpdate) -> dict:
         given = req.model_fields_set
-        if key_id == caller.key_id and given & {"permissions", "monthly_limit"}:
-            raise PermissionDenied("a key cannot change its own permissions or monthly limit",
-                                   param=sorted(given & {"permissions", "monthly_limit"})[0])
-        self._editable(caller, key_id)
+        own = given & {"permissions", "monthly_limit", "labels"}
+        if key_id == caller.key_id and own:
+            # Labels decide whose spend this is: a key moving its own would move its spend.
+            raise PermissionDenied("a key cannot change its own permissions, monthly limit or labels",
+                                   param=sorted(own)[0])
+        row = self._editable(caller, key_id)
         fields: dict = {}
         if "name" in given:
             if req.name is None:
@@ -137,7 +140,8 @@ class KeyAdmin:
         if "permissions" in given:
             if req.permissions is None:
                 raise InvalidRequest("permissions cannot be null", param="permissions")
-            permissions = req.permissions.model_dump()
+            # Only the areas named change: {"manage": "read"} leaves `completions` as it was.
+            permissions = {**row["permissions"], **req.permissions.model_dump(exclude_unset=True)}
             if area := _exceeds(permissions, caller):
                 raise PermissionDenied(f"cannot grant permissions.{area} above your own",
                                        param=f"permissions.{area}")

@@ -16,7 +16,7 @@ class Call:
 
     __slots__ = ("id", "endpoint", "principal", "started", "created_ms", "tags", "route", "stream",
                  "status", "error", "usage", "cost_pico", "pricing_source", "ttft", "partial",
-                 "attempts", "requested_model", "streamed_chars")
+                 "attempts", "requested_model", "streamed_chars", "recorded")
 
     def __init__(self, request_id: str, endpoint: str, principal: Principal) -> None:
         self.id = request_id
@@ -37,6 +37,7 @@ class Call:
         self.partial = False
         self.attempts: list[Attempt] = []
         self.streamed_chars = 0  # text relayed so far in a stream, for estimates
+        self.recorded = False  # the ledger has this call's record
 
     def meter(self, usage: Usage, rate: Rate) -> int:
         """Price `usage`; returns the cost in picodollars."""
