@@ -93,8 +93,8 @@ def timed(fn, runs: int, deadline: float) -> list[float]:  # type: ignore[no-unt
 def direct_calls(db: str, month: str) -> dict:
     """The required questions called in-process, without HTTP."""
     from tallygate.analytics.query import Query, parse_group_by, parse_month
+    from tallygate.analytics.reader import AnalyticsStore
     from tallygate.analytics.service import Analytics
-    from tallygate.store.analytics import AnalyticsStore
     from tallygate.store.db import open_engine
 
     analytics = Analytics(AnalyticsStore(open_engine(db)))

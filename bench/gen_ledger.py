@@ -35,6 +35,7 @@ import time
 from decimal import Decimal
 from pathlib import Path
 
+from tallygate.core.record import Attempt, LedgerRecord
 from tallygate.pipeline.pricing import Rate
 from tallygate.store.db import migrate, open_engine
 from tallygate.store.keys import KeyStore
@@ -148,11 +149,11 @@ class RecordFactory:
             self.labels_now[k] = labels
         return moved
 
-    def templates(self, n: int) -> list[dict]:
+    def templates(self, n: int) -> list[LedgerRecord]:
         """`n` distinct records to cycle through (ids and times are set per use)."""
         return [self.make(0) for _ in range(n)]
 
-    def make(self, created_at: int) -> dict:
+    def make(self, created_at: int) -> LedgerRecord:
         rng, p, i = self.rng, self.pool, self.i
         self.i = i + 1
         r = rng.random()
@@ -187,21 +188,14 @@ class RecordFactory:
             inp = out = cached = reasoning = cost = 0
         ttft = int(latency_ms * 1000 * (0.1 + 0.3 * r)) if stream and status == 200 else None
         refused = status in (400, 402)
-        return {
-            "id": f"req_{created_at:011x}{rng.getrandbits(56):014x}", "created_at": created_at,
-            "key_id": stored["id"], "key_name": key["name"], "labels": self.labels_now[k],
-            "tags": tags, "endpoint": endpoint, "requested_model": model,
-            "served_model": None if refused else served, "provider": None if refused else provider,
-            "status": status, "error_type": ERROR_TYPES.get(status),
-            "error_message": None if status == 200 else f"bench error {status}",
-            "stream": stream, "partial": False, "input_tokens": inp, "output_tokens": out,
-            "cached_tokens": cached, "cache_write_tokens": 0, "reasoning_tokens": reasoning,
-            "cost_pico": cost, "pricing_source": "bench", "latency_us": int(latency_ms * 1000),
-            "ttft_us": ttft,
-            "attempts": [] if refused else [{"target": model, "provider": provider, "model": served,
-                                             "status": status, "latency_ms": round(latency_ms, 3),
-                                             "error": None if status == 200 else "UpstreamHTTPError"}],
-        }
+        return LedgerRecord(
+            f"req_{created_at:011x}{rng.getrandbits(56):014x}", created_at, stored["id"], key["name"],
+            self.labels_now[k], tuple(tags), endpoint, model, None if refused else served,
+            None if refused else provider, status, ERROR_TYPES.get(status),
+            None if status == 200 else f"bench error {status}", stream, False, inp, out, cached, 0, reasoning,
+            cost, "bench", int(latency_ms * 1000), ttft,
+            () if refused else (Attempt(provider, served, status, latency_ms,
+                                        None if status == 200 else "UpstreamHTTPError", model),))
 
 
 def month_bounds(month: str) -> tuple[int, int]:
@@ -234,14 +228,14 @@ async def fill(args: argparse.Namespace) -> dict:
     busy = [0.0, 0]
     inner = writer._write
 
-    def timed_write(batch: list[dict]) -> None:  # the writer's own thread: measure its busy time
+    def timed_write(batch: list[LedgerRecord]) -> None:  # the writer's own thread: measure its busy time
         t = time.perf_counter()
         inner(batch)
         busy[0] += time.perf_counter() - t
         busy[1] += 1
 
     writer._write = timed_write  # type: ignore[method-assign]
-    writer.start()
+    await writer.start()
     size = min(args.templates, args.records)
     pools = [factory.templates(size)]
     moved = factory.relabel(0.1)  # the second half of the month carries the new labels
@@ -256,11 +250,8 @@ async def fill(args: argparse.Namespace) -> dict:
         if n >= args.records // 2:
             pool = pools[1]
         for j in range(n, min(n + chunk, args.records)):
-            rec = dict(pool[j % len(pool)])
             ms = start_ms + int(j * step)
-            rec["created_at"] = ms
-            rec["id"] = f"req_{ms:011x}{getrandbits(56):014x}"
-            writer.record(rec)
+            writer.record(pool[j % len(pool)]._replace(id=f"req_{ms:011x}{getrandbits(56):014x}", created_at=ms))
         if args.rate:
             ahead = (n + chunk) / args.rate - (time.perf_counter() - t0)
             await asyncio.sleep(max(ahead, 0))
@@ -274,7 +265,7 @@ async def fill(args: argparse.Namespace) -> dict:
             last_report = now
             print(f"  {n + chunk:>10,} records  {(n + chunk) / (now - t0):8.0f}/s  pending {writer.pending}",
                   file=sys.stderr, flush=True)
-    await writer.close()
+    await writer.stop()
     wall = time.perf_counter() - t0
     for k in moved:
         store.update(stored[k]["id"], {"labels": factory.labels_now[k]})

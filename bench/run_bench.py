@@ -136,18 +136,21 @@ def run_load(a, url, auth, body, mode, label, mock, gw):
     waited_s, busy_before = wait_for_quiet(a.quiet_wait)
     cmd = [sys.executable, HERE / "loadgen.py", url, "-c", clients, "-n", a.requests, "--warmup", a.warmup,
            "--max-seconds", a.max_seconds, "--label", label, "--auth", auth, "--body", json.dumps(body)]
-    sample = lambda: (ticks(mock.pid), ticks(gw.pid) if gw else 0, children_ticks(), machine_busy(),
-                      time.monotonic())
+    def sample():
+        return ticks(mock.pid), ticks(gw.pid) if gw else 0, children_ticks(), machine_busy(), time.monotonic()
+
     before = sample()
     out = subprocess.run([str(c) for c in cmd + (["--stream"] if stream else [])],
                          capture_output=True, text=True, timeout=a.max_seconds + 120)
-    m, g, lg, busy, wall = (x1 - x0 for x0, x1 in zip(before, sample()))
+    m, g, lg, busy, wall = (x1 - x0 for x0, x1 in zip(before, sample(), strict=True))
     try:
         rec = json.loads(out.stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):
         rec = {"loadgen_failed": True, "ok": 0, "errors": 0, "stderr": out.stderr[-500:]}
     sent = rec["ok"] + rec["errors"] + (0 if rec.get("loadgen_failed") else a.warmup)
-    per_req = lambda t: round(t * 1000 / TCK / max(sent, 1), 3)
+    def per_req(t):
+        return round(t * 1000 / TCK / max(sent, 1), 3)
+
     rec.update(kind="run", mode=mode, warmup=a.warmup, requests_in_cpu_window=sent, window_s=round(wall, 2),
                truncated=rec["ok"] + rec["errors"] < a.requests,  # stopped by --max-seconds (or failed)
                quiet_wait_s=waited_s, other_cpu_cores_before=busy_before,
@@ -207,7 +210,9 @@ def markdown(summary, runs, mock_rss, idle, ledger):
         lines.append(f"| {CONFIG_NAME[s['mode']]} | {s['target']} | {fmt(s['rps'], 0)} | {fmt(s['p50_ms'])} "
                      f"| {fmt(s['p99_ms'])} | {added} | {ttfb} | {cpu} | {rss} |")
     g = {s["mode"]: s for s in summary if s["target"] == "tallygate"}
-    pick = lambda m, k, **kw: fmt(g[m][k], **kw) if m in g else "–"
+    def pick(m, k, **kw):
+        return fmt(g[m][k], **kw) if m in g else "–"
+
     ours = [pick("c1", "added_p50_ms", sign=True) + " / " + pick("c1", "added_p99_ms", sign=True),
             pick("c1", "gw_cpu_ms_per_req", nd=3), pick("s1", "added_ttfb_p50_ms", sign=True),
             pick("c8", "rps", nd=0), pick("c8", "gw_cpu_ms_per_req", nd=3), pick("s8", "rps", nd=0),
@@ -216,7 +221,7 @@ def markdown(summary, runs, mock_rss, idle, ledger):
             str(idle["idle_cpu_ms_per_s"])]
     lines += ["", "Against the peers (PEERS.md: same mock and load generator, measured 2026-11-23):", "",
               "| figure | Tallygate (this run) | LiteLLM 1.109.1 | Portkey 1.15.2 |", "|---|---|---|---|"]
-    lines += [f"| {f} | {o} | {lite} | {pk} |" for (f, lite, pk), o in zip(PEERS, ours)]
+    lines += [f"| {f} | {o} | {lite} | {pk} |" for (f, lite, pk), o in zip(PEERS, ours, strict=True)]
     lines += ["", f"Gateway idle: {idle['idle_cpu_ms_per_s']} ms CPU per s over {idle['idle_s']} s; "
                   f"RSS after start-up {idle['vmrss_mb']} MB. Gateway CPU in use at 8 clients: "
                   f"{pick('c8', 'gw_cores')} cores (JSON), {pick('s8', 'gw_cores')} (stream). "
@@ -246,7 +251,9 @@ def smoke(direct_url, gw_url, key):
 
 def ledger_check(db_path, expected):
     db = sqlite3.connect(db_path)
-    q = lambda sql: db.execute(sql).fetchone()[0]
+    def q(sql):
+        return db.execute(sql).fetchone()[0]
+
     rows = q("SELECT count(*) FROM requests")
     res = {"kind": "ledger", "rows": rows, "expected": expected, "ok": rows == expected,
            "non_200": q("SELECT count(*) FROM requests WHERE status != 200"),
@@ -326,7 +333,8 @@ def main():
         mock, gw, key, (direct_url, gw_base), ready = start_servers(procs, tmp, f"sqlite:///{db_path}", admin, a.policy)
         emit({"kind": "meta", "run_id": stamp, "nproc": os.cpu_count(), "python": sys.version.split()[0],
               "settings": {"requests": a.requests, "warmup": a.warmup, "rounds": a.rounds, "tags": TAGS,
-                           "max_seconds": a.max_seconds, "quick": a.quick, "policy": a.policy, "quiet_wait_s": a.quiet_wait},
+                           "max_seconds": a.max_seconds, "quick": a.quick, "policy": a.policy,
+                           "quiet_wait_s": a.quiet_wait},
               "ready_s": ready, "mock_pid": mock.pid, "gw_pid": gw.pid})
         sm = smoke(direct_url, gw_base + "/chat/completions", key)
         emit(sm)

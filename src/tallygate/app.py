@@ -1,18 +1,24 @@
 """create_app(config, settings) -> the ASGI application. Wiring only.
 
 The proxy routes are dispatched by path straight to their raw-ASGI handlers; everything else
-goes to the FastAPI management app. Start-up opens and migrates the database, loads keys and
-starts the ledger writer; shutdown (SIGTERM included) flushes the ledger.
+goes to the FastAPI management app. The database must already be migrated (`prepare_database`,
+an explicit start-up step that `tallygate serve` takes); constructing the app touches no
+database. The long-lived services start in the order of `services` when the ASGI lifespan
+starts and stop in the reverse order when it ends (SIGTERM included): the HTTP client first,
+the ledger writer, which writes what is left, last.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
+from typing import Protocol
 
 import orjson
 from sqlalchemy import make_url
 
+from tallygate.analytics.reader import AnalyticsStore
 from tallygate.analytics.service import Analytics
 from tallygate.api.asgi import JSON_HEADERS, Receive, Scope, Send, new_request_id, send_bytes, send_error
 from tallygate.api.limits import BodyLimit, nul_check
@@ -21,22 +27,52 @@ from tallygate.api.proxy import Proxy
 from tallygate.errors import GatewayError, MethodNotAllowed
 from tallygate.manage.keys import KeyAdmin
 from tallygate.pipeline.auth import Authenticator
-from tallygate.pipeline.budget import Budget, month_start_ms
+from tallygate.pipeline.budget import MemoryBudget
 from tallygate.pipeline.models import ModelCatalog
+from tallygate.pipeline.observers import Observers
 from tallygate.pipeline.routing import Router
 from tallygate.providers.http import HttpClient
 from tallygate.providers.registry import build_providers
 from tallygate.providers.secrets import Scrubber
 from tallygate.settings import GatewayConfig, Settings
-from tallygate.store.analytics import AnalyticsStore
 from tallygate.store.db import migrate, open_engine
 from tallygate.store.feedback import FeedbackStore
 from tallygate.store.keys import KeyStore
-from tallygate.store.journal import Journal
 from tallygate.store.ledger import LedgerWriter
 from tallygate.store.logs import LogReader
 
 log = logging.getLogger("tallygate")
+
+
+class Service(Protocol):
+    """Something that runs for the life of the process."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+def prepare_database(db_url: str) -> None:
+    """Migrate the database to the newest schema (idempotent): the start-up step before serving."""
+    engine = open_engine(db_url)
+    try:
+        migrate(engine)
+    finally:
+        engine.dispose()
+
+
+class SpendLoader:
+    """Loads this month's spend per key from the ledger into the budget at start-up."""
+
+    def __init__(self, keys: KeyStore, budget: MemoryBudget) -> None:
+        self._keys, self._budget = keys, budget
+
+    async def start(self) -> None:
+        month = self._budget.month
+        self._budget.load(await asyncio.to_thread(self._keys.spend_since, month), month)
+
+    async def stop(self) -> None:
+        return None
 
 
 class Gateway:
@@ -45,33 +81,26 @@ class Gateway:
     def __init__(self, config: GatewayConfig, settings: Settings) -> None:
         self.settings = settings
         self.engine = open_engine(settings.db_url)
-        migrate(self.engine)
         self.keys = KeyStore(self.engine)
-        admin_user = self.keys.ensure_user("admin")
-        self.auth = Authenticator(self.keys, settings.admin_key, admin_user["id"])
-        self.auth.load()
+        self.auth = Authenticator(self.keys, settings.admin_key)
         self.http = HttpClient()
         self.catalog = ModelCatalog(config, build_providers(config, self.http))
-        journal = Journal(journal_dir(settings), fsync=settings.journal_fsync,
-                          max_bytes=settings.journal_max_bytes)
-        self.ledger = LedgerWriter(self.engine, flush_ms=settings.ledger_flush_ms,
-                                   batch=settings.ledger_batch, journal=journal)
-        self.ledger.replay()  # what a previous run journaled but did not write: before spend loads
-        self.budget = Budget()
-        month = self.budget.month
-        self.budget.load(self.keys.spend_since(month_start_ms(month)), month)
+        self.ledger = LedgerWriter(self.engine, flush_ms=settings.ledger_flush_ms, batch=settings.ledger_batch,
+                                   journal_dir=journal_dir(settings), fsync=settings.journal_fsync,
+                                   max_bytes=settings.journal_max_bytes)
+        self.budget = MemoryBudget()
         self.router = Router(config, self.catalog, seed=settings.routing_seed)
-        proxy = Proxy(self.auth, self.catalog, self.ledger, self.budget, settings.max_body_bytes,
-                      self.router, Scrubber.from_config(config))
+        self.services: list[Service] = [self.ledger, SpendLoader(self.keys, self.budget), self.auth, self.http]
+        proxy = Proxy(self.auth, self.catalog, Observers([self.ledger]), self.budget, settings.max_body_bytes,
+                      self.router, Scrubber.from_config(config), lambda: self.ledger.full)
         self._hot = {
             ("POST", "/v1/chat/completions"): proxy.chat,
             ("POST", "/v1/embeddings"): proxy.embeddings,
             ("GET", "/v1/models"): proxy.models,
             ("GET", "/readyz"): self._ready,
         }
-        policies = getattr(config, "policies", None) or {}
-        key_admin = KeyAdmin(self.keys, self.auth, self.budget, policies)
         self._allow = {path: method.encode() for method, path in self._hot}
+        key_admin = KeyAdmin(self.keys, self.auth, self.budget, config.policies)
         management = create_management_app(self.auth, LogReader(self.engine), key_admin,
                                             Analytics(AnalyticsStore(self.engine)),
                                             FeedbackStore(self.engine), self.ledger)
@@ -101,20 +130,33 @@ class Gateway:
                          orjson.dumps({"status": "unavailable" if status["full"] else "ok", "ledger": status}),
                          list(JSON_HEADERS))
 
+    async def start(self) -> None:
+        for service in self.services:
+            await service.start()
+
+    async def stop(self) -> None:
+        for service in reversed(self.services):
+            try:
+                await service.stop()
+            except Exception:
+                log.exception("stopping %s failed", type(service).__name__)
+        self.engine.dispose()
+        log.info("ledger flushed: %d records written this run, %d bytes left in the journal",
+                 self.ledger.written, self.ledger.journal.backlog if self.ledger.journal else 0)
+
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
-                self.ledger.start()
-                self.auth.start()
+                try:
+                    await self.start()
+                except Exception as exc:
+                    log.exception("start-up failed")
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                await self.ledger.close()
-                await self.auth.stop()
-                await self.http.close()
-                self.engine.dispose()
-                log.info("ledger flushed: %d records written this run, %d bytes left in the journal",
-                         self.ledger.written, self.ledger.journal.backlog)
+                await self.stop()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 

@@ -68,7 +68,7 @@ class ProviderConfig(_Strict):
         return v
 
     @model_validator(mode="after")
-    def _mock_only(self) -> "ProviderConfig":
+    def _mock_only(self) -> ProviderConfig:
         if self.latency_ms and self.type != "mock":
             raise ValueError("latency_ms applies to type: mock only")
         return self

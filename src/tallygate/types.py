@@ -75,23 +75,3 @@ class Principal:
     def can(self, area: str, level: str) -> bool:
         order = {"none": 0, "read": 1, "write": 2}
         return order.get(self.permissions.get(area, "none"), 0) >= order[level]
-
-
-@dataclass(slots=True)
-class Attempt:
-    """One try of one upstream target, as kept in the ledger.
-
-    `target` is the configured model name (a policy's target), `model` the upstream model it
-    maps to; `latency_ms` is this attempt's own duration; `error` the gateway error class.
-    """
-
-    provider: str
-    model: str
-    status: int
-    latency_ms: float
-    error: str | None = None
-    target: str | None = None
-
-    def to_dict(self) -> dict:
-        return {"target": self.target, "provider": self.provider, "model": self.model,
-                "status": self.status, "latency_ms": round(self.latency_ms, 3), "error": self.error}

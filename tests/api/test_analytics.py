@@ -13,7 +13,7 @@ from decimal import Decimal
 import openai
 import pytest
 
-from tallygate.analytics.histogram import MAX_RELATIVE_ERROR
+from tallygate.core.histogram import MAX_RELATIVE_ERROR
 from tests.gateway import Gateway
 
 HELLO = [{"role": "user", "content": "hello analytics"}]

@@ -19,7 +19,9 @@ def test_stream_disconnect_still_writes_ledger(gateway: Gateway, api_key: str) -
                      b"Content-Length: %d\r\n\r\n" % len(body) + body)
         head = b""
         while b"data:" not in head:
-            head += sock.recv(4096)
+            chunk = sock.recv(4096)
+            assert chunk, f"the gateway closed the connection before the first event: {head!r}"
+            head += chunk
     request_id = next(line.split(":", 1)[1].strip() for line in head.decode().split("\r\n")
                       if line.lower().startswith("x-request-id"))
     # The gateway drains the provider after the client left, so the record has real usage.

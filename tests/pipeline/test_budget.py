@@ -6,9 +6,25 @@ import datetime as dt
 
 import pytest
 
+from tallygate.core.timebuckets import month_start
 from tallygate.errors import BudgetExceeded
-from tallygate.pipeline.budget import DEFAULT_MAX_TOKENS, Budget, worst_case
+from tallygate.pipeline.budget import DEFAULT_MAX_TOKENS, MemoryBudget, Scope, worst_case
 from tallygate.pipeline.pricing import Rate
+
+
+def test_one_reservation_holds_against_every_limited_scope_or_none() -> None:
+    budget = MemoryBudget()
+    team = Scope("label", "b1", "team growth", 100)
+    key = Scope("key", "k", "key", 1000)
+    free = Scope("key", "k2", "unlimited", None)
+    held = budget.reserve([key, team, free], 80)
+    assert (budget.reserved("k"), budget.reserved("b1"), budget.reserved("k2")) == (80, 80, 0)
+    with pytest.raises(BudgetExceeded):
+        budget.reserve([key, team], 30)  # the key has room, the team does not: nothing is held
+    assert (budget.reserved("k"), budget.reserved("b1")) == (80, 80)
+    budget.settle(held, 50)
+    assert [budget.spend(s) for s in ("k", "b1", "k2")] == [50, 50, 50]
+    assert budget.reserved("k") == budget.reserved("b1") == 0
 
 
 class Clock:
@@ -20,30 +36,30 @@ class Clock:
 
 
 def test_refuses_what_does_not_fit_and_counts_reservations() -> None:
-    budget = Budget()
-    a = budget.reserve("k", "key", 100, 60)
+    budget = MemoryBudget()
+    a = budget.reserve([Scope("key", "k", "key", 100)], 60)
     with pytest.raises(BudgetExceeded) as exc:
-        budget.reserve("k", "key", 100, 50)
+        budget.reserve([Scope("key", "k", "key", 100)], 50)
     assert exc.value.status == 402 and ("x-should-retry", "false") in [
         (k.decode(), v.decode()) for k, v in exc.value.headers()]
     budget.settle(a, 30)
     assert budget.spend("k") == 30 and budget.reserved("k") == 0
-    budget.reserve("k", "key", 100, 70)  # 30 spent + 70 held = exactly the limit
+    budget.reserve([Scope("key", "k", "key", 100)], 70)  # 30 spent + 70 held = exactly the limit
     with pytest.raises(BudgetExceeded):
-        budget.reserve("k", "key", 100, 1)
+        budget.reserve([Scope("key", "k", "key", 100)], 1)
 
 
 def test_failed_requests_release_their_reservation_exactly() -> None:
-    budget = Budget()
-    holds = [budget.reserve("k", "key", 10**9, 7) for _ in range(50)]
+    budget = MemoryBudget()
+    holds = [budget.reserve([Scope("key", "k", "key", 10**9)], 7) for _ in range(50)]
     for h in holds:
         budget.settle(h, 0)
     assert budget.reserved("k") == 0 and budget.spend("k") == 0
 
 
 def test_keys_without_limit_are_tracked_but_never_refused() -> None:
-    budget = Budget()
-    h = budget.reserve("k", "key", None, 10**15)
+    budget = MemoryBudget()
+    h = budget.reserve([Scope("key", "k", "key", None)], 10**15)
     assert h.amount == 0 and budget.reserved("k") == 0
     budget.settle(h, 42)
     assert budget.spend("k") == 42
@@ -51,21 +67,21 @@ def test_keys_without_limit_are_tracked_but_never_refused() -> None:
 
 def test_spend_resets_at_the_utc_month_boundary() -> None:
     clock = Clock(dt.datetime(2026, 11, 30, 23, 59, 59, tzinfo=dt.UTC))
-    budget = Budget(clock)
-    budget.load({"k": 90}, (2026, 11))
+    budget = MemoryBudget(clock)
+    budget.load({"k": 90}, month_start(2026, 11))
     with pytest.raises(BudgetExceeded):
-        budget.reserve("k", "key", 100, 20)
-    straddling = budget.reserve("k", "key", 100, 10)
+        budget.reserve([Scope("key", "k", "key", 100)], 20)
+    straddling = budget.reserve([Scope("key", "k", "key", 100)], 10)
     clock.now = dt.datetime(2026, 12, 1, 0, 0, 1, tzinfo=dt.UTC).timestamp()
     assert budget.spend("k") == 0
     budget.settle(straddling, 10)  # started in November: not December's spend
     assert budget.spend("k") == 0 and budget.reserved("k") == 0
-    budget.reserve("k", "key", 100, 100)
+    budget.reserve([Scope("key", "k", "key", 100)], 100)
 
 
 def test_loading_last_months_totals_is_ignored() -> None:
-    budget = Budget(Clock(dt.datetime(2026, 12, 5, tzinfo=dt.UTC)))
-    budget.load({"k": 99}, (2026, 11))
+    budget = MemoryBudget(Clock(dt.datetime(2026, 12, 5, tzinfo=dt.UTC)))
+    budget.load({"k": 99}, month_start(2026, 11))
     assert budget.spend("k") == 0
 
 

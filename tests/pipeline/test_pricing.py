@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from tallygate.pipeline.pricing import PriceBook, Rate, usd
+from tallygate.core.money import usd
+from tallygate.pipeline.pricing import PriceBook, Rate
 from tallygate.settings import PricingOverride
 from tallygate.types import Usage
 

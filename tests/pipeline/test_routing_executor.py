@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections.abc import Callable
 
 import pytest
@@ -80,14 +81,18 @@ def http(status: int, retry_after: float | None = None) -> UpstreamHTTPError:
 
 
 def test_fallback_tries_targets_in_order_and_records_every_attempt() -> None:
-    c, targets = call(), Targets(a=[http(503)], b=[http(429, 2)], c=["ok"])
+    c, targets = call(), Targets(a=[http(503)], b=[http(429, 2)], c=[0.05])  # c answers after 50 ms
+    began = time.perf_counter()
     assert run(policy("a", "b", "c").plan(), targets, c) == "served by c"
+    elapsed_ms = (time.perf_counter() - began) * 1000
     assert targets.tried == ["a", "b", "c"]
     assert [(a.target, a.provider, a.status, a.error) for a in c.attempts] == [
         ("a", "prov-a", 502, "UpstreamHTTPError"), ("b", "prov-b", 429, "UpstreamHTTPError"),
         ("c", "prov-c", 200, None)]
     assert c.route is ROUTES["c"]
-    assert all(a.latency_ms >= 0 for a in c.attempts)
+    failed, served = c.attempts[:2], c.attempts[2]
+    assert all(a.latency_ms < 50 for a in failed)  # each attempt's own time, not the request's
+    assert 50 <= served.latency_ms <= elapsed_ms
 
 
 @pytest.mark.parametrize("error", [UpstreamTimeout("t"), UpstreamUnavailable("reset"), http(500), http(401)])

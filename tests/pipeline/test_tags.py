@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from tallygate.core.tagpath import prefixes
 from tallygate.errors import BadTag
-from tallygate.pipeline.tags import parse_tags, prefixes
+from tallygate.pipeline.tags import parse_tags
 
 
 def test_request_counts_once_under_each_shared_prefix() -> None:

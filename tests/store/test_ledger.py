@@ -8,21 +8,18 @@ import time
 
 import openai
 
+from tallygate.core.record import LedgerRecord
 from tallygate.store.db import migrate, open_engine
 from tallygate.store.ledger import LedgerWriter
 from tests.conftest import standard_config
 from tests.gateway import Gateway
+from tests.records import make_record
 
 HELLO = [{"role": "user", "content": "hi"}]
 
 
-def _record(rid: str, tags: list[str]) -> dict:
-    return {"id": rid, "created_at": 1_700_000_000_000, "key_id": None, "key_name": "t", "labels": {},
-            "tags": tags, "endpoint": "chat", "requested_model": "m", "served_model": "m",
-            "provider": "p", "status": 200, "error_type": None, "error_message": None, "stream": False,
-            "partial": False, "input_tokens": 1, "output_tokens": 1, "cached_tokens": 0,
-            "cache_write_tokens": 0, "reasoning_tokens": 0, "cost_pico": 5, "pricing_source": "config",
-            "latency_us": 1, "ttft_us": None, "attempts": []}
+def _record(rid: str, tags: list[str]) -> LedgerRecord:
+    return make_record(id=rid, created_at=1_700_000_000_000, tags=tags)
 
 
 def test_replayed_batch_does_not_double_count(tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -31,12 +28,12 @@ def test_replayed_batch_does_not_double_count(tmp_path) -> None:  # type: ignore
 
     async def run() -> None:
         writer = LedgerWriter(engine, flush_ms=10)
-        writer.start()
+        await writer.start()
         for _ in range(2):
             writer.record(_record("req_a", ["US/CA/SF", "US/NYC"]))
             writer.record(_record("req_b", ["US"]))
             await writer.flush()
-        await writer.close()
+        await writer.stop()
 
     asyncio.run(run())
     with engine.connect() as conn:

@@ -9,17 +9,19 @@ from collections import Counter
 import pytest
 from sqlalchemy import text
 
-from tallygate.analytics.histogram import (
+from tallygate.core.histogram import (
     BUCKETS,
     MAX_RELATIVE_ERROR,
     bucket,
     exact_percentile_ms,
     percentiles_ms,
 )
-from tallygate.pipeline.tags import prefixes
+from tallygate.core.record import LedgerRecord
+from tallygate.core.tagpath import prefixes
 from tallygate.store.db import migrate, open_engine
 from tallygate.store.ingest import BatchIngest
 from tallygate.store.ledger import LedgerWriter
+from tests.records import make_record
 
 DAY = 86_400_000
 T0 = 1_793_491_200_000  # 2026-11-01T00:00Z
@@ -27,13 +29,11 @@ T0 = 1_793_491_200_000  # 2026-11-01T00:00Z
 
 def record(rid: str, created_at: int, tags: list[str], *, key: str | None = "k1", labels: dict | None = None,
            status: int = 200, cost: int = 5, latency_us: int = 120_000, ttft_us: int | None = None,
-           model: str = "m") -> dict:
-    return {"id": rid, "created_at": created_at, "key_id": key, "key_name": "t", "labels": labels or {"team": "a"},
-            "tags": tags, "endpoint": "chat", "requested_model": model, "served_model": model, "provider": "p",
-            "status": status, "error_type": None, "error_message": None, "stream": ttft_us is not None,
-            "partial": False, "input_tokens": 3, "output_tokens": 2, "cached_tokens": 1, "cache_write_tokens": 0,
-            "reasoning_tokens": 0, "cost_pico": cost, "pricing_source": "config", "latency_us": latency_us,
-            "ttft_us": ttft_us, "attempts": []}
+           model: str = "m") -> LedgerRecord:
+    return make_record(id=rid, created_at=created_at, key_id=key, labels=labels or {"team": "a"}, tags=tags,
+                       requested_model=model, served_model=model, status=status, stream=ttft_us is not None,
+                       input_tokens=3, output_tokens=2, cached_tokens=1, cost_pico=cost, latency_us=latency_us,
+                       ttft_us=ttft_us)
 
 
 @pytest.fixture()
@@ -75,11 +75,11 @@ def test_replayed_and_partly_replayed_batches_do_not_double_count_rollups(engine
 def test_writer_replaying_a_batch_through_flush_keeps_rollups_exact(engine) -> None:  # type: ignore[no-untyped-def]
     async def run() -> None:
         writer = LedgerWriter(engine, flush_ms=10)
-        writer.start()
+        await writer.start()
         for _ in range(3):
             writer.record(record("req_x", T0, ["team/a"], cost=3))
             await writer.flush()
-        await writer.close()
+        await writer.stop()
 
     asyncio.run(run())
     assert sums(engine, "SELECT 1, sum(requests), sum(cost_pico) FROM usage_rollup_day") == {(1,): (1, 3)}
@@ -89,14 +89,14 @@ def expected_from_raw(records: list[dict]) -> tuple[Counter, Counter, Counter]:
     """What the roll-ups must hold, computed the slow way: by key and model, by prefix, by exact tag."""
     usage, prefix, exact = Counter(), Counter(), Counter()
     for r in records:
-        day = r["created_at"] - r["created_at"] % DAY
-        usage[(day, r["key_id"] or "", r["requested_model"], r["status"])] += r["cost_pico"]
-        if r["tags"]:
-            prefix[(day, "")] += r["cost_pico"]
-        for p in prefixes(tuple(r["tags"])):
-            prefix[(day, p)] += r["cost_pico"]
-        for t in set(r["tags"]):
-            exact[(day, t)] += r["cost_pico"]
+        day = r.created_at - r.created_at % DAY
+        usage[(day, r.key_id or "", r.requested_model, r.status)] += r.cost_pico
+        if r.tags:
+            prefix[(day, "")] += r.cost_pico
+        for p in prefixes(tuple(r.tags)):
+            prefix[(day, p)] += r.cost_pico
+        for t in set(r.tags):
+            exact[(day, t)] += r.cost_pico
     return usage, prefix, exact
 
 
@@ -129,10 +129,10 @@ def test_rollups_equal_the_raw_ledger_for_random_batches_and_overlapping_tags(en
             requests, hist, ttft = conn.execute(text(
                 f"SELECT sum(requests), {' + '.join(f'sum(lat_{b:02d})' for b in range(BUCKETS))}, "
                 f"{' + '.join(f'sum(ttft_{b:02d})' for b in range(BUCKETS))} FROM {table}{where}")).one()
-            tagged = [r for r in records if r["tags"]] if where else records
+            tagged = [r for r in records if r.tags] if where else records
             assert requests == hist == len(tagged)
-            assert ttft == sum(r["ttft_us"] is not None for r in tagged)
-        by_bucket = Counter(bucket(r["latency_us"]) for r in records)
+            assert ttft == sum(r.ttft_us is not None for r in tagged)
+        by_bucket = Counter(bucket(r.latency_us) for r in records)
         row = conn.execute(text(f"SELECT {', '.join(f'sum(lat_{b:02d})' for b in range(BUCKETS))} "
                                 "FROM usage_rollup_month")).one()
         assert list(row) == [by_bucket[b] for b in range(BUCKETS)]
@@ -210,9 +210,9 @@ QUESTIONS = ["label.team", "model,status", "key", "tag", "tag_level.1", "tag_lev
                                      {"from_ms": T0 + 3_600_000 + 1, "to_ms": T0 + 2 * DAY + 7_200_000}])
 def test_rollup_answers_equal_raw_ledger_answers(engine, filters: dict) -> None:  # type: ignore[no-untyped-def]
     from tallygate.analytics.query import Query, parse_group_by
+    from tallygate.analytics.reader import AnalyticsStore
     from tallygate.analytics.service import Analytics
     from tallygate.errors import InvalidRequest
-    from tallygate.store.analytics import AnalyticsStore
 
     rng = random.Random(8)
     pool = ["US", "US/CA", "US/CA/SF", "US/NYC", "EU/FR", "prod"]

@@ -9,8 +9,8 @@ from decimal import Decimal
 import pytest
 
 from tallygate.analytics.query import Query, parse_group_by
+from tallygate.analytics.reader import AnalyticsStore
 from tallygate.analytics.service import Analytics
-from tallygate.store.analytics import AnalyticsStore
 from tallygate.store.db import migrate, open_engine
 from tallygate.store.feedback import FeedbackStore
 from tallygate.store.ingest import BatchIngest

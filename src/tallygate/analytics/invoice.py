@@ -19,7 +19,7 @@ import csv
 import io
 from decimal import ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
 
-from tallygate.pipeline.pricing import PICO_PER_USD, usd_text
+from tallygate.core.money import PICO_PER_USD, usd_text
 
 CENT = Decimal("0.01")
 TOKEN_FIELDS = ("input_tokens", "output_tokens", "cached_tokens", "cache_write_tokens", "reasoning_tokens")

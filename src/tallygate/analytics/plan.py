@@ -18,40 +18,13 @@ by hour cannot read the day roll-up).
 
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import dataclass
 
 from tallygate.analytics.query import Query
+from tallygate.core.timebuckets import ceil, floor
 
-HOUR_MS = 3_600_000
-DAY_MS = 86_400_000
 USAGE_LEVELS = ("month", "day", "hour")
 TAG_LEVELS = ("month", "day")
-
-
-def month_floor(ms: int) -> int:
-    d = dt.datetime.fromtimestamp(ms / 1000, dt.UTC)
-    return int(dt.datetime(d.year, d.month, 1, tzinfo=dt.UTC).timestamp() * 1000)
-
-
-def month_after(month_start_ms: int) -> int:
-    d = dt.datetime.fromtimestamp(month_start_ms / 1000, dt.UTC)
-    return int(dt.datetime(d.year + d.month // 12, d.month % 12 + 1, 1, tzinfo=dt.UTC).timestamp() * 1000)
-
-
-def floor(ms: int, level: str) -> int:
-    if level == "hour":
-        return ms - ms % HOUR_MS
-    if level == "day":
-        return ms - ms % DAY_MS
-    return month_floor(ms)
-
-
-def ceil(ms: int, level: str) -> int:
-    start = floor(ms, level)
-    if start == ms:
-        return ms
-    return month_after(start) if level == "month" else start + (HOUR_MS if level == "hour" else DAY_MS)
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,8 +20,9 @@ import re
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 
+from tallygate.core.tagpath import MAX_DEPTH
+from tallygate.core.timebuckets import month_after, month_start
 from tallygate.errors import InvalidRequest
-from tallygate.pipeline.tags import MAX_DEPTH
 
 PLAIN = ("key", "model", "served_model", "provider", "status")
 TIME_UNITS = ("hour", "day", "month")
@@ -133,9 +134,8 @@ def parse_month(value: str | None, param: str = "month") -> tuple[int, int]:
     year, month = int(value[:4]), int(value[5:])
     if not 1 <= month <= 12 or not 1970 <= year <= 9998:
         raise InvalidRequest(f"{param} {value!r} is not a month from 1970-01 to 9998-12", param=param)
-    start = dt.datetime(year, month, 1, tzinfo=dt.UTC)
-    end = dt.datetime(year + month // 12, month % 12 + 1, 1, tzinfo=dt.UTC)
-    return int(start.timestamp() * 1000), int(end.timestamp() * 1000)
+    start = month_start(year, month)
+    return start, month_after(start)
 
 
 MAX_MARKUP = Decimal(10)
@@ -156,3 +156,39 @@ def parse_markup(value: str | None) -> Decimal:
     if rate.as_tuple().exponent < -6:  # type: ignore[operator]
         raise InvalidRequest(f"markup has more than 6 decimal places: {value!r}", param="markup")
     return rate
+
+
+# The range of times the ledger can hold: 1970-01-01 up to (not including) 9999-01-01 UTC, so
+# that any month, day or hour boundary of a time in range is itself a valid date.
+MIN_MS = 0
+MAX_MS = int(dt.datetime(9999, 1, 1, tzinfo=dt.UTC).timestamp() * 1000)
+
+
+def _in_range(ms: int, value: str, param: str) -> int:
+    if not MIN_MS <= ms < MAX_MS:
+        raise InvalidRequest(f"{param} {value!r} is out of range: times from 1970-01-01 up to 9999-01-01 "
+                             "(UTC) are accepted", param=param)
+    return ms
+
+
+def parse_time(value: str | None, param: str) -> int | None:
+    """ISO 8601 (a date, or a date-time; UTC when no offset) or epoch milliseconds -> epoch ms."""
+    if value is None or value == "":
+        return None
+    if value.isascii() and value.isdigit():  # not "²" or other Unicode digits int() refuses
+        if len(value) > 15:
+            raise InvalidRequest(f"{param} is out of range: epoch milliseconds have at most 15 digits",
+                                 param=param)
+        return _in_range(int(value), value, param)
+    bad = InvalidRequest(f"{param} must be an ISO 8601 date or date-time, or epoch milliseconds; "
+                         f"got {value!r}", param=param)
+    if not value.isascii():
+        raise bad
+    try:
+        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=dt.UTC)
+        ms = int(parsed.timestamp() * 1000)
+    except (ValueError, OverflowError):
+        raise bad from None
+    return _in_range(ms, value, param)

@@ -11,13 +11,14 @@ from __future__ import annotations
 import datetime as dt
 from decimal import Decimal
 
-from tallygate.analytics.histogram import MAX_RELATIVE_ERROR
 from tallygate.analytics.invoice import TOKEN_FIELDS, invoice
-from tallygate.analytics.metrics import I_COST, I_REQ, Agg
+from tallygate.analytics.metrics import render
 from tallygate.analytics.query import Dim, Query
+from tallygate.analytics.reader import AnalyticsStore, Collected
+from tallygate.core.histogram import MAX_RELATIVE_ERROR
+from tallygate.core.metrics import COST_PICO, REQUESTS, Agg
+from tallygate.core.tagpath import MAX_DEPTH
 from tallygate.errors import InvalidRequest
-from tallygate.pipeline.tags import MAX_DEPTH
-from tallygate.store.analytics import AnalyticsStore, Collected
 
 MAX_ROWS = 10_000
 OVERLAP_NOTE = ("rows overlap: a request with several tags (or cut paths) is in several rows, so the rows "
@@ -35,7 +36,7 @@ def render_value(dim: Dim, value: object) -> object:
 def _sort_key(dims: tuple[Dim, ...], key: tuple, agg: Agg) -> tuple:
     time_part = tuple(v for d, v in zip(dims, key, strict=True) if d.kind == "time")
     rest = tuple("" if v is None else str(v) for d, v in zip(dims, key, strict=True) if d.kind != "time")
-    return (time_part, -agg.v[I_COST], -agg.v[I_REQ], rest)
+    return (time_part, -agg.v[COST_PICO], -agg.v[REQUESTS], rest)
 
 
 def _plan(c: Collected) -> dict:
@@ -59,7 +60,7 @@ class Analytics:
         tagged = self.store.tagged_by_time(q)
         for tkey, all_agg in everything.items():
             rest = all_agg.minus(tagged[tkey]) if tkey in tagged else all_agg
-            if rest.v[I_REQ] <= 0:
+            if rest.v[REQUESTS] <= 0:
                 continue
             it = iter(tkey)
             key = tuple(None if d.is_tag else next(it) for d in q.dims)
@@ -74,7 +75,7 @@ class Analytics:
                                       if d.kind == "key" and k[i]}) if any(d.kind == "key" for d in q.dims) else {}
         data = []
         for key, agg in ordered[:limit]:
-            row = {"group": {d.name: render_value(d, v) for d, v in zip(q.dims, key, strict=True)}, **agg.render()}
+            row = {"group": {d.name: render_value(d, v) for d, v in zip(q.dims, key, strict=True)}, **render(agg)}
             if names:
                 row["key_name"] = names.get(next(v for d, v in zip(q.dims, key, strict=True) if d.kind == "key"))
             data.append(row)
@@ -85,17 +86,17 @@ class Analytics:
             "from": q.from_ms, "to": q.to_ms, "labels": "current" if q.current_labels else "recorded",
             "overlapping": q.overlapping, **({"note": OVERLAP_NOTE} if q.overlapping else {}),
             "data": data, "truncated": len(ordered) > limit, "row_count": len(ordered),
-            "totals": total.render(), "plan": _plan(rows),
+            "totals": render(total), "plan": _plan(rows),
         }
 
     def tree(self, root: str | None, depth: int | None, q: Query) -> dict:
         """The tag hierarchy under `root` (every root when None), `depth` levels below it."""
         max_depth = MAX_DEPTH if depth is None else (root.count("/") + 1 if root else 0) + depth
         c = self.store.collect_tree(root, max_depth, q)
-        nodes = {key[0]: {"tag": key[0], "depth": key[0].count("/") + 1, **agg.render(), "children": []}
+        nodes = {key[0]: {"tag": key[0], "depth": key[0].count("/") + 1, **render(agg), "children": []}
                  for key, agg in c.groups.items()}
         roots = []
-        for tag in sorted(nodes, key=lambda t: (-c.groups[(t,)].v[I_COST], t)):
+        for tag in sorted(nodes, key=lambda t: (-c.groups[(t,)].v[COST_PICO], t)):
             parent = tag.rpartition("/")[0]
             if tag != root and parent in nodes:
                 nodes[parent]["children"].append(nodes[tag])
@@ -108,7 +109,7 @@ class Analytics:
         return {"object": "analytics.tag_tree", "root": root, "depth": depth, "from": q.from_ms, "to": q.to_ms,
                 "overlapping": True, "note": "each request counts once in every node it is under; sibling "
                 "nodes may share requests, so children can add up to more than their parent",
-                "totals": totals.render(), "data": roots, "plan": _plan(c)}
+                "totals": render(totals), "data": roots, "plan": _plan(c)}
 
     def export(self, month: str, start: int, end: int, dims: tuple[Dim, ...], rate: Decimal,
                current_labels: bool = False) -> dict:
@@ -122,7 +123,7 @@ class Analytics:
         lines = []
         for key, agg in sorted(c.groups.items(), key=lambda kv: tuple((v is None, str(v)) for v in kv[0])):
             v = agg.v
-            sums = {"requests": v[I_REQ], "cost_pico": v[I_COST],
+            sums = {"requests": v[REQUESTS], "cost_pico": v[COST_PICO],
                     **{f: v[i] for i, f in enumerate(TOKEN_FIELDS, start=2)}}
             lines.append(({d.name: val for d, val in zip(dims, key, strict=True)}, sums))
         doc = invoice(month, [d.name for d in dims], lines, rate)

@@ -17,15 +17,17 @@ from tallygate.analytics.query import (
     parse_label_mode,
     parse_markup,
     parse_month,
+    parse_time,
 )
 from tallygate.analytics.query import (
     Query as Question,
 )
 from tallygate.analytics.service import MAX_ROWS, Analytics
-from tallygate.api.deps import label_filters, parse_time, require
+from tallygate.api.deps import label_filters, require
+from tallygate.core.tagpath import MAX_DEPTH
 from tallygate.errors import InvalidRequest
 from tallygate.manage.schemas import ERRORS
-from tallygate.pipeline.tags import MAX_DEPTH, check_tag_filter
+from tallygate.pipeline.tags import check_tag_filter
 from tallygate.types import Principal
 
 _USAGE = {"group_by", "tag", "key", "model", "from", "to", "labels", "limit"}

@@ -14,8 +14,8 @@ from fastapi import APIRouter, Depends
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from tallygate.analytics.metrics import SCORE_SCALE
 from tallygate.api.deps import any_key
+from tallygate.core.metrics import SCORE_SCALE
 from tallygate.errors import InvalidRequest, NotFound, PermissionDenied
 from tallygate.manage.schemas import ERRORS
 from tallygate.store.feedback import FeedbackStore

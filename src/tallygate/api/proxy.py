@@ -2,9 +2,10 @@
 
 Each handler reads like the pipeline: authenticate, read the body, resolve tags, plan the route
 (a model, or a routing policy's targets), reserve budget, relay through the routing executor
-(which tries the targets until one answers), meter, respond. The ledger record is journaled
-just before the response's last byte is sent (or in the `finally`, when the client went away),
-exactly once.
+(which tries the targets until one answers), meter, respond. The finished call goes to the
+request observers (the ledger first, which journals it) exactly once: just before the
+response's last byte is sent, or in the `finally` when the client went away. Each upstream attempt gets
+its own copy of the body with its target's model, so no attempt sees another's changes.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from tallygate.api.asgi import (
     send_bytes,
     send_error,
 )
+from tallygate.core.money import usd
 from tallygate.errors import (
     GatewayError,
     InvalidRequest,
@@ -39,15 +41,15 @@ from tallygate.errors import (
     UpstreamProtocolError,
 )
 from tallygate.pipeline.auth import Authenticator
-from tallygate.pipeline.budget import Budget, Hold, worst_case
+from tallygate.pipeline.budget import BudgetEngine, Hold, key_scopes, worst_case
 from tallygate.pipeline.call import Call
 from tallygate.pipeline.models import ModelCatalog, Route
-from tallygate.pipeline.pricing import Rate, usd
+from tallygate.pipeline.observers import Observers
+from tallygate.pipeline.pricing import Rate
 from tallygate.pipeline.routing import Plan, Router, execute, stream_failed
 from tallygate.pipeline.tags import parse_tags
 from tallygate.pipeline.validate import check_chat, check_embeddings
 from tallygate.providers.secrets import Scrubber
-from tallygate.store.ledger import LedgerWriter
 from tallygate.types import Usage
 
 log = logging.getLogger("tallygate.proxy")
@@ -64,16 +66,17 @@ def _cost_value(pico: int) -> float:
 class Proxy:
     """`/v1/chat/completions`, `/v1/embeddings` and `/v1/models`."""
 
-    def __init__(self, auth: Authenticator, catalog: ModelCatalog, ledger: LedgerWriter,
-                 budget: Budget, max_body_bytes: int, router: Router,
-                 scrubber: Scrubber | None = None) -> None:
+    def __init__(self, auth: Authenticator, catalog: ModelCatalog, observers: Observers,
+                 budget: BudgetEngine, max_body_bytes: int, router: Router,
+                 scrubber: Scrubber | None = None, ledger_full: Callable[[], bool] | None = None) -> None:
         self._auth = auth
         self._catalog = catalog
         self._router = router
-        self._ledger = ledger
+        self._observers = observers
         self._budget = budget
         self._limit = max_body_bytes
         self._scrub = scrubber or Scrubber(())
+        self._ledger_full = ledger_full or (lambda: False)  # the journal is at its cap: refuse
 
     async def models(self, scope: Scope, receive: Receive, send: Send) -> None:
         rid = new_request_id()
@@ -98,7 +101,7 @@ class Proxy:
             principal = await self._auth.authenticate(headers.get(_AUTH))
         except GatewayError as err:
             return await send_error(send, err, rid)
-        if self._ledger.full:  # refused unrecorded, so that the journal stays within its cap
+        if self._ledger_full():  # refused unrecorded, so that the journal stays within its cap
             return await send_error(send, LedgerUnavailable(
                 "the ledger cannot record requests now (its database has been away too long); "
                 "retry later"), rid)
@@ -119,14 +122,14 @@ class Proxy:
         except GatewayError as err:
             self._fail(call, err)
             if call.ttft is None:
-                self._record(call)
+                self._finish(call)
                 await send_error(send, err, rid)
         except Exception:
             log.exception("request %s failed unexpectedly", rid)
             err = GatewayError("the gateway failed to handle this request", code="internal_error")
             call.fail(err)
             if call.ttft is None:
-                self._record(call)
+                self._finish(call)
                 await send_error(send, err, rid)
         except asyncio.CancelledError:  # shutdown ran out of grace time: record what we know
             if call.recorded:
@@ -134,7 +137,7 @@ class Proxy:
             call.partial = call.ttft is not None
             err = RequestCancelled("the gateway stopped before this request finished")
             call.fail(err)
-            self._record(call)
+            self._finish(call)
             if call.ttft is None:  # the client gets the 503 the ledger records, not a bare 500
                 await send_error(send, err, rid)
             elif call.stream:
@@ -144,7 +147,7 @@ class Proxy:
             if hold is not None:
                 self._budget.settle(hold, call.cost_pico)
             if not call.recorded:  # the client went away: nothing more will be sent
-                self._record(call)
+                self._finish(call)
 
     def _fail(self, call: Call, err: GatewayError) -> None:
         """Note the error; words relayed from a provider lose any secret or address first."""
@@ -152,27 +155,27 @@ class Proxy:
             err.message = self._scrub.text(err.message)
         call.fail(err)
 
-    def _record(self, call: Call) -> None:
-        """Journal the call's ledger record, once: called before the response's last byte."""
+    def _finish(self, call: Call) -> None:
+        """Hand the call to the observers (the ledger journals it), once, before the last byte."""
         call.recorded = True
-        self._ledger.record(call.record())
+        self._observers.finished(call)
 
     def _reserve(self, call: Call, body: dict, routes: Sequence[Route]) -> Hold | None:
-        """Hold the request's worst-case cost against its key's monthly limit (402 if it won't fit)."""
-        p = call.principal
-        if p.key_id is None:
+        """Hold the request's worst-case cost against every limit it counts against (402 if it
+        won't fit)."""
+        scopes = key_scopes(call.principal)
+        if not scopes:
             return None
-        amount = 0 if p.monthly_limit is None else worst_case(
-            body, call.endpoint, [self._catalog.rate(r) for r in routes])
-        return self._budget.reserve(p.key_id, p.name, p.monthly_limit, amount)
+        limited = any(s.limit is not None for s in scopes)
+        amount = worst_case(body, call.endpoint, [self._catalog.rate(r) for r in routes]) if limited else 0
+        return self._budget.reserve(scopes, amount)
 
     async def _chat(self, call: Call, plan: Plan, body: dict, send: Send) -> None:
         if check_chat(body):
             return await self._chat_stream(call, plan, body, send)
 
         def attempt(route: Route) -> Awaitable[tuple[dict, Usage]]:
-            body["model"] = route.upstream_model
-            return route.provider.chat(body)
+            return route.provider.chat(upstream_body(body, route))
 
         data, usage = await execute(call, plan, attempt)
         await self._respond(call, call.route, data, usage, send)
@@ -181,8 +184,7 @@ class Proxy:
         check_embeddings(body)
 
         def attempt(route: Route) -> Awaitable[tuple[dict, Usage]]:
-            body["model"] = route.upstream_model
-            return route.provider.embed(body)
+            return route.provider.embed(upstream_body(body, route))
 
         data, usage = await execute(call, plan, attempt)
         await self._respond(call, call.route, data, usage, send)
@@ -198,7 +200,7 @@ class Proxy:
         usage_obj["cost"] = _cost_value(cost)
         out = self._scrub.body(orjson.dumps(data))
         call.ttft = time.perf_counter()
-        self._record(call)
+        self._finish(call)
         await send_bytes(send, 200, out, [*JSON_HEADERS, (b"x-request-id", call.id.encode())])
 
     async def _chat_stream(self, call: Call, plan: Plan, body: dict, send: Send) -> None:
@@ -222,7 +224,7 @@ class Proxy:
             except StopAsyncIteration:
                 if call.pricing_source is None:
                     call.meter_estimate(body, rate)  # a server that ignored include_usage
-                self._record(call)
+                self._finish(call)
                 await send({"type": "http.response.body", "body": b"data: [DONE]\n\n"})
             except Exception as exc:
                 if not isinstance(exc, GatewayError):
@@ -234,7 +236,7 @@ class Proxy:
                 if isinstance(err, UpstreamError):
                     stream_failed(plan, route)
                 call.meter_estimate(body, rate)  # cut short: no usage from the provider
-                self._record(call)
+                self._finish(call)
                 await send({"type": "http.response.body", "body": b"data: " + err.body() + b"\n\n"})
         finally:
             if not call.recorded and (call.partial or call.pricing_source is None):
@@ -242,11 +244,15 @@ class Proxy:
             await batches.aclose()
 
 
+def upstream_body(body: dict, route: Route) -> dict:
+    """The body one attempt sends: the client's, with the target's model, as a copy of its own."""
+    return {**body, "model": route.upstream_model}
+
+
 async def _first_batch(body: dict, route: Route) -> tuple[AsyncIterator[list[dict]], list[dict]]:
     """One stream attempt: open the stream on `route` and wait for its first chunks. Until they
     arrive nothing has reached the client, so the executor may still try another target."""
-    body["model"] = route.upstream_model
-    batches = route.provider.chat_stream(body)
+    batches = route.provider.chat_stream(upstream_body(body, route))
     try:
         return batches, await anext(batches)
     except StopAsyncIteration:

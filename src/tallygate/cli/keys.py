@@ -40,7 +40,7 @@ def _admin(db_url: str | None, config_path: str | None = None):  # type: ignore[
     """A KeyAdmin on the database, acting as `admin`, plus the admin principal."""
     from tallygate.manage.keys import KeyAdmin
     from tallygate.pipeline.auth import ADMIN_PERMISSIONS, Authenticator
-    from tallygate.pipeline.budget import Budget, month_start_ms
+    from tallygate.pipeline.budget import MemoryBudget
     from tallygate.settings import ConfigError, load_config
     from tallygate.store.db import migrate, open_engine
     from tallygate.store.keys import KeyStore
@@ -54,8 +54,8 @@ def _admin(db_url: str | None, config_path: str | None = None):  # type: ignore[
     migrate(engine)
     store = KeyStore(engine)
     admin_user = store.ensure_user("admin")
-    budget = Budget()
-    budget.load(store.spend_since(month_start_ms(budget.month)), budget.month)
+    budget = MemoryBudget()
+    budget.load(store.spend_since(budget.month), budget.month)
     principal = Principal(key_id=None, name="admin", permissions=ADMIN_PERMISSIONS, user_id=admin_user["id"])
     return KeyAdmin(store, Authenticator(store, None), budget, policies), principal, store
 

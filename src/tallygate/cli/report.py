@@ -20,8 +20,8 @@ COLUMNS = [("requests", "requests", ">"), ("errors", "errors", ">"), ("error_rat
 
 
 def _analytics(db_url: str | None):  # type: ignore[no-untyped-def]
+    from tallygate.analytics.reader import AnalyticsStore
     from tallygate.analytics.service import Analytics
-    from tallygate.store.analytics import AnalyticsStore
     from tallygate.store.db import migrate, open_engine
 
     engine = open_engine(load_settings(db_url=db_url).db_url)
@@ -90,8 +90,7 @@ def report(group_by: str, month: str | None, from_: str | None, to: str | None, 
            label_pairs: tuple[str, ...], key_id: str | None, model: str | None, label_mode: str, limit: int,
            as_json: bool, db_url: str | None) -> None:
     """Usage and spend grouped by labels, tags, keys, models or time."""
-    from tallygate.analytics.query import Query, parse_group_by, parse_month
-    from tallygate.api.deps import parse_time
+    from tallygate.analytics.query import Query, parse_group_by, parse_month, parse_time
     from tallygate.pipeline.tags import check_tag_filter
 
     try:

@@ -5,11 +5,15 @@ from __future__ import annotations
 import gc
 import logging
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
 from tallygate.cli.options import db_option, load_settings
 from tallygate.settings import ConfigError, load_config
+
+if TYPE_CHECKING:
+    from tallygate.store.keys import KeyStore
 
 
 @click.command()
@@ -24,7 +28,9 @@ def serve(config_path: str | None, db_url: str | None, host: str, port: int) -> 
     import uvicorn
 
     from tallygate.api.edges import GuardedHttpTools, raise_fd_limit
-    from tallygate.app import create_app
+    from tallygate.app import create_app, prepare_database
+    from tallygate.store.db import open_engine
+    from tallygate.store.keys import KeyStore
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
@@ -33,13 +39,13 @@ def serve(config_path: str | None, db_url: str | None, host: str, port: int) -> 
         config = load_config(config_path)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
-    app = create_app(config, settings)
+    prepare_database(settings.db_url)
     demo_secret = None
-    if config_path is None and not app.keys.list():
-        admin = app.keys.ensure_user("admin")
-        record, demo_secret = app.keys.create(name="demo", labels={"team": "demo", "env": "dev"},
-                                              created_by=admin["id"])
-        app.auth.remember(record)
+    if config_path is None:
+        engine = open_engine(settings.db_url)
+        demo_secret = _demo_key(KeyStore(engine))
+        engine.dispose()
+    app = create_app(config, settings)
     base = f"http://{host}:{port}/v1"
     click.echo(f"Tallygate on {base}  (config: {config_path or 'built-in demo, mock provider'}; "
                f"ledger: {settings.db_url})", err=True)
@@ -68,3 +74,12 @@ def serve(config_path: str | None, db_url: str | None, host: str, port: int) -> 
                 access_log=False, log_level="warning", timeout_graceful_shutdown=settings.shutdown_grace_s,
                 timeout_keep_alive=settings.idle_timeout_s, limit_concurrency=settings.max_connections,
                 proxy_headers=False, server_header=False, date_header=False)
+
+
+def _demo_key(keys: KeyStore) -> str | None:
+    """On a first start with the demo config: create the demo key and return its secret."""
+    if keys.list():
+        return None
+    admin = keys.ensure_user("admin")
+    _, secret = keys.create(name="demo", labels={"team": "demo", "env": "dev"}, created_by=admin["id"])
+    return secret

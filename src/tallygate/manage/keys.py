@@ -15,11 +15,11 @@ import datetime as dt
 from collections.abc import Collection
 from decimal import Decimal
 
+from tallygate.core.money import PICO_PER_USD, usd_text
 from tallygate.errors import InvalidRequest, NotFound, PermissionDenied
 from tallygate.manage.schemas import KeyCreate, KeyUpdate
 from tallygate.pipeline.auth import Authenticator
-from tallygate.pipeline.budget import Budget
-from tallygate.pipeline.pricing import PICO_PER_USD, usd_text
+from tallygate.pipeline.budget import BudgetEngine
 from tallygate.store.keys import KeyStore
 from tallygate.store.logs import decode_cursor, encode_cursor
 from tallygate.types import Principal
@@ -51,7 +51,7 @@ def _exceeds(permissions: dict[str, str], caller: Principal) -> str | None:
 class KeyAdmin:
     """The operations behind `/v1/manage/apikey` and `/v1/key` (blocking; run in a thread)."""
 
-    def __init__(self, store: KeyStore, auth: Authenticator, budget: Budget,
+    def __init__(self, store: KeyStore, auth: Authenticator, budget: BudgetEngine,
                  policies: Collection[str] = ()) -> None:
         self._store = store
         self._auth = auth

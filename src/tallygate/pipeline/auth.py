@@ -36,6 +36,8 @@ class Authenticator:
 
     def __init__(self, keys: KeyStore, admin_key: str | None, admin_user_id: str | None = None,
                  refresh_s: float = 1.0) -> None:
+        """`admin_user_id` is the user behind `admin_key`; `start()` finds (or makes) the user
+        `admin` when it is not given."""
         self._keys = keys
         self._admin_hash = hash_secret(admin_key) if admin_key else None
         self._admin = Principal(key_id=None, name="admin", permissions=ADMIN_PERMISSIONS,
@@ -45,7 +47,7 @@ class Authenticator:
         self._down_until = 0.0
         self._refresh_s = refresh_s
         self._seen_ms = 0
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
 
     def load(self) -> None:
         """Read every key (blocking; call at start-up)."""
@@ -60,7 +62,11 @@ class Authenticator:
         self._by_prefix[row["key_prefix"]] = entries
         self._misses.pop(row["key_prefix"], None)
 
-    def start(self) -> None:
+    async def start(self) -> None:
+        """Load every key, then keep them fresh in the background."""
+        if self._admin.user_id is None:
+            self._admin.user_id = (await asyncio.to_thread(self._keys.ensure_user, "admin"))["id"]
+        await asyncio.to_thread(self.load)
         self._task = asyncio.get_running_loop().create_task(self._poll())
 
     async def stop(self) -> None:

@@ -1,5 +1,9 @@
 """Hard monthly limits: reserve the worst case before forwarding, settle to the actual cost.
 
+A request reserves against every `Scope` that caps it (today its key's limit; label and tag
+budgets later) through a `BudgetEngine`: all scopes or none. `MemoryBudget` is the engine of one
+process; an engine shared by several processes (Redis) implements the same Protocol.
+
 Spend per key for the current UTC month is loaded from the ledger at start-up and kept in
 memory; a request first reserves what it could cost at most (`worst_case`), and is refused with
 402 when spend + reservations + that would pass the key's limit. After the response the
@@ -11,27 +15,21 @@ spend from the ledger. (Several replicas need a shared counter: Redis, in a late
 
 from __future__ import annotations
 
-import datetime as dt
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any, NamedTuple, Protocol
 
+from tallygate.core.money import usd_text
+from tallygate.core.timebuckets import month_floor
 from tallygate.errors import BudgetExceeded
-from tallygate.pipeline.pricing import Rate, usd_text
+from tallygate.pipeline.pricing import Rate
+from tallygate.types import Principal
 
 DEFAULT_MAX_TOKENS = 4096  # output tokens assumed for a request that sets no max_tokens
 IMAGE_TOKENS = 1600  # input tokens assumed per image part
 _CHARS_PER_TOKEN = 3  # conservative: real tokenizers average about 4 characters a token
-
-
-def month_of(ts: float) -> tuple[int, int]:
-    d = dt.datetime.fromtimestamp(ts, dt.UTC)
-    return d.year, d.month
-
-
-def month_start_ms(month: tuple[int, int]) -> int:
-    return int(dt.datetime(month[0], month[1], 1, tzinfo=dt.UTC).timestamp() * 1000)
 
 
 def _size(value: object) -> tuple[int, int]:
@@ -55,7 +53,7 @@ def _size(value: object) -> tuple[int, int]:
     return chars, images
 
 
-def worst_case(body: dict, endpoint: str, rates: Iterable[Rate],
+def worst_case(body: dict[str, Any], endpoint: str, rates: Iterable[Rate],
                default_max_tokens: int = DEFAULT_MAX_TOKENS) -> int:
     """The most this request can cost, in picodollars, over every target it may be sent to.
 
@@ -77,70 +75,114 @@ def worst_case(body: dict, endpoint: str, rates: Iterable[Rate],
     return max((prompt * max(r.input, r.cache_write) + output * r.output for r in rates), default=0)
 
 
-@dataclass(slots=True)
+class Scope(NamedTuple):
+    """Something with a monthly limit that a request counts against: `kind` is 'key' today."""
+
+    kind: str
+    id: str
+    name: str
+    limit: int | None  # picodollars; None: counted, never refused
+
+
+def key_scopes(principal: Principal) -> tuple[Scope, ...]:
+    """The scopes a request made with `principal` counts against (none for the bootstrap admin)."""
+    if principal.key_id is None:
+        return ()
+    return (Scope("key", principal.key_id, principal.name, principal.monthly_limit),)
+
+
+@dataclass(frozen=True, slots=True)
 class Hold:
-    """A reservation against one key's month; `amount` is 0 for keys without a limit."""
+    """One request's reservation: `amount` held against each scope of `held` in `month`; its
+    cost will count against every scope of `scopes` (ids)."""
 
-    key_id: str
+    scopes: tuple[str, ...]
+    held: tuple[str, ...]
     amount: int
-    month: tuple[int, int]
+    month: int
 
 
-class Budget:
-    """Per-key spend and reservations for the current UTC month."""
+class BudgetEngine(Protocol):
+    """Reserve a request's worst case against all its scopes at once, then settle it."""
+
+    def reserve(self, scopes: Sequence[Scope], amount: int) -> Hold:
+        """Hold `amount` against every limited scope, or raise `BudgetExceeded` holding none."""
+
+    def settle(self, hold: Hold, actual: int) -> None:
+        """Replace the reservation by the actual cost (0 when the request failed)."""
+
+    def spend(self, scope_id: str) -> int:
+        """This month's spend of a scope, in picodollars."""
+
+    def reserved(self, scope_id: str) -> int:
+        """What requests in flight hold against a scope now."""
+
+
+class MemoryBudget:
+    """A `BudgetEngine` for one process: spend and reservations per scope for the UTC month.
+
+    Reserving and settling never await, so concurrent requests on one event loop cannot
+    overshoot."""
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
-        self._month = month_of(clock())
+        self._month = self._now_month()
         self._spend: dict[str, int] = {}
         self._reserved: dict[str, int] = {}
 
+    def _now_month(self) -> int:
+        return month_floor(int(self._clock() * 1000))
+
     @property
-    def month(self) -> tuple[int, int]:
+    def month(self) -> int:
+        """The first millisecond of the current UTC month."""
         self._roll()
         return self._month
 
-    def load(self, spend_by_key: dict[str, int], month: tuple[int, int]) -> None:
+    def load(self, spend_by_scope: dict[str, int], month: int) -> None:
         """Start from the ledger's totals for `month` (ignored if that month is already over)."""
         if month == self.month:
-            for key_id, pico in spend_by_key.items():
-                self._spend[key_id] = self._spend.get(key_id, 0) + pico
+            for scope_id, pico in spend_by_scope.items():
+                self._spend[scope_id] = self._spend.get(scope_id, 0) + pico
 
     def _roll(self) -> None:
-        month = month_of(self._clock())
+        month = self._now_month()
         if month != self._month:
             self._month = month
             self._spend.clear()
 
-    def spend(self, key_id: str) -> int:
+    def spend(self, scope_id: str) -> int:
         self._roll()
-        return self._spend.get(key_id, 0)
+        return self._spend.get(scope_id, 0)
 
-    def reserved(self, key_id: str) -> int:
-        return self._reserved.get(key_id, 0)
+    def reserved(self, scope_id: str) -> int:
+        return self._reserved.get(scope_id, 0)
 
-    def reserve(self, key_id: str, name: str, limit: int | None, amount: int) -> Hold:
-        """Hold `amount` picodollars for one request, or raise `BudgetExceeded`."""
+    def reserve(self, scopes: Sequence[Scope], amount: int) -> Hold:
         self._roll()
-        if limit is None:
-            return Hold(key_id, 0, self._month)
-        spent, held = self._spend.get(key_id, 0), self._reserved.get(key_id, 0)
-        if spent + held + amount > limit:
-            raise BudgetExceeded(
-                f"API key {name!r} would pass its monthly limit of ${usd_text(limit)}: "
-                f"spent ${usd_text(spent)}, ${usd_text(held)} reserved by requests in flight, "
-                f"this request may cost up to ${usd_text(amount)}")
-        self._reserved[key_id] = held + amount
-        return Hold(key_id, amount, self._month)
+        ids = tuple(s.id for s in scopes)
+        limited = [(s, s.limit) for s in scopes if s.limit is not None]
+        if not limited or not amount:
+            return Hold(ids, (), 0, self._month)
+        for s, limit in limited:
+            spent, held = self._spend.get(s.id, 0), self._reserved.get(s.id, 0)
+            if spent + held + amount > limit:
+                raise BudgetExceeded(
+                    f"API key {s.name!r} would pass its monthly limit of ${usd_text(limit)}: "
+                    f"spent ${usd_text(spent)}, ${usd_text(held)} reserved by requests in flight, "
+                    f"this request may cost up to ${usd_text(amount)}")
+        for s, _ in limited:
+            self._reserved[s.id] = self._reserved.get(s.id, 0) + amount
+        return Hold(ids, tuple(s.id for s, _ in limited), amount, self._month)
 
     def settle(self, hold: Hold, actual: int) -> None:
-        """Replace the reservation by the actual cost (0 when the request failed)."""
         self._roll()
-        if hold.amount:
-            left = self._reserved.get(hold.key_id, 0) - hold.amount
+        for scope_id in hold.held:
+            left = self._reserved.get(scope_id, 0) - hold.amount
             if left > 0:
-                self._reserved[hold.key_id] = left
+                self._reserved[scope_id] = left
             else:
-                self._reserved.pop(hold.key_id, None)
+                self._reserved.pop(scope_id, None)
         if actual and hold.month == self._month:
-            self._spend[hold.key_id] = self._spend.get(hold.key_id, 0) + actual
+            for scope_id in hold.scopes:
+                self._spend[scope_id] = self._spend.get(scope_id, 0) + actual

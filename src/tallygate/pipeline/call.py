@@ -5,10 +5,11 @@ from __future__ import annotations
 import math
 import time
 
+from tallygate.core.record import Attempt, LedgerRecord
 from tallygate.errors import GatewayError
 from tallygate.pipeline.models import Route
 from tallygate.pipeline.pricing import Rate
-from tallygate.types import Attempt, Principal, Usage
+from tallygate.types import Principal, Usage
 
 
 class Call:
@@ -69,25 +70,19 @@ class Call:
         self.status = err.status
         self.error = err
 
-    def record(self) -> dict:
-        """The ledger row (columns of `store.schema.requests`)."""
+    def record(self) -> LedgerRecord:
+        """The ledger record of this request, as it stands now."""
         route, usage, err = self.route, self.usage, self.error
-        now = time.perf_counter()
-        return {
-            "id": self.id, "created_at": self.created_ms, "key_id": self.principal.key_id,
-            "key_name": self.principal.name, "labels": self.principal.labels, "tags": list(self.tags),
-            "endpoint": self.endpoint,
-            "requested_model": self.requested_model and self.requested_model.replace("\x00", "\ufffd"),
-            "served_model": route.upstream_model if route else None,
-            "provider": route.provider_name if route else None,
-            "status": self.status, "error_type": err.type if err else None,
-            "error_message": err.message[:1000] if err else None,
-            "stream": self.stream, "partial": self.partial,
-            "input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens,
-            "cached_tokens": usage.cached_tokens, "cache_write_tokens": usage.cache_write_tokens,
-            "reasoning_tokens": usage.reasoning_tokens, "cost_pico": self.cost_pico,
-            "pricing_source": self.pricing_source,
-            "latency_us": int((now - self.started) * 1e6),
-            "ttft_us": None if self.ttft is None else int((self.ttft - self.started) * 1e6),
-            "attempts": [a.to_dict() for a in self.attempts],
-        }
+        p = self.principal
+        model = self.requested_model
+        return LedgerRecord(
+            self.id, self.created_ms, p.key_id, p.name, p.labels, self.tags, self.endpoint,
+            model and model.replace("\x00", "\ufffd"),
+            route.upstream_model if route else None, route.provider_name if route else None,
+            self.status, err.type if err else None, err.message[:1000] if err else None,
+            self.stream, self.partial,
+            usage.input_tokens, usage.output_tokens, usage.cached_tokens, usage.cache_write_tokens,
+            usage.reasoning_tokens, self.cost_pico, self.pricing_source,
+            int((time.perf_counter() - self.started) * 1e6),
+            None if self.ttft is None else int((self.ttft - self.started) * 1e6),
+            tuple(self.attempts))

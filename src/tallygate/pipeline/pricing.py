@@ -17,7 +17,6 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from tallygate.settings import PricingOverride
 from tallygate.types import Usage
 
-PICO_PER_USD = 10**12
 _PER_TOKEN = Decimal(10**6)  # $/Mtok * 1e12 pico/$ / 1e6 tok/Mtok
 
 
@@ -53,16 +52,6 @@ class Rate:
 
 
 UNPRICED = Rate(0, 0, 0, 0, "unpriced")
-
-
-def usd(pico: int) -> Decimal:
-    """Picodollars as an exact Decimal number of dollars."""
-    return (Decimal(pico) / PICO_PER_USD).normalize() if pico else Decimal(0)
-
-
-def usd_text(pico: int) -> str:
-    """Picodollars as a plain decimal string of dollars: "2000", "0.000015" (never exponents)."""
-    return format(usd(pico), "f")
 
 
 class PriceBook:

@@ -14,25 +14,10 @@ Tags from the body and the header are merged.
 
 from __future__ import annotations
 
-import unicodedata
 from urllib.parse import unquote
 
+from tallygate.core.tagpath import MAX_DEPTH, MAX_TAG_LENGTH, MAX_TAGS, has_control_characters
 from tallygate.errors import BadTag, InvalidRequest
-
-MAX_TAGS = 32
-MAX_TAG_LENGTH = 256
-MAX_DEPTH = 8
-
-
-_INVISIBLE = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn"})
-
-
-def has_control_characters(text: str) -> bool:
-    """Control characters (C0, DEL, C1), line/paragraph separators and invisible formatting
-    characters such as zero-width spaces or right-to-left overrides."""
-    if text.isascii():
-        return any(c < " " or c == "\x7f" for c in text)
-    return any(unicodedata.category(c) in _INVISIBLE for c in text)
 
 
 def _check_tag(tag: object, where: str) -> str:
@@ -78,18 +63,6 @@ def parse_tags(body_tags: object, header: str | None) -> tuple[str, ...]:
     if len(tags) > MAX_TAGS:
         raise BadTag(f"request_tags has {len(tags)} tags; at most {MAX_TAGS} are allowed")
     return tags
-
-
-def prefixes(tags: tuple[str, ...]) -> list[str]:
-    """Every distinct prefix of every tag, each once: ("US/CA/SF", "US/NYC") -> US, US/CA, ..."""
-    out: dict[str, None] = {}
-    for tag in tags:
-        pos = tag.find("/")
-        while pos != -1:
-            out[tag[:pos]] = None
-            pos = tag.find("/", pos + 1)
-        out[tag] = None
-    return list(out)
 
 
 def check_tag_filter(tag: str | None) -> str | None:

@@ -101,7 +101,10 @@ class HttpClient:
             )
         return self._session
 
-    async def close(self) -> None:
+    async def start(self) -> None:
+        """Nothing to do: the pool opens on first use."""
+
+    async def stop(self) -> None:
         if self._session is not None:
             await self._session.close()
 

@@ -6,9 +6,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, Table, create_engine, event
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.sql.dml import Insert
+from sqlalchemy import Engine, create_engine, event
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -39,8 +37,3 @@ def migrate(engine: Engine) -> None:
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
 
-
-def insert_ignoring_duplicates(engine: Engine, table: Table) -> Insert:
-    """INSERT ... ON CONFLICT DO NOTHING for the engine's dialect: a replayed write is a no-op."""
-    dialect = sqlite if engine.dialect.name == "sqlite" else postgresql
-    return dialect.insert(table).on_conflict_do_nothing()

@@ -13,19 +13,22 @@ by orjson: several times cheaper than SQLAlchemy's per-row processing.
 
 from __future__ import annotations
 
-from operator import itemgetter
+from typing import Any
 
 import orjson
 from sqlalchemy import Engine, select
 
+from tallygate.core.record import COLUMNS, Attempt, LedgerRecord
 from tallygate.store.rollups import Rollups, canonical_labels, placeholder
 from tallygate.store.schema import requests
-
-_JSON = ("labels", "tags", "attempts")
 
 
 class _Replayed(Exception):
     """Some records of the batch are already in the ledger."""
+
+
+def _attempts_json(attempts: tuple[Attempt, ...]) -> str:
+    return orjson.dumps([a.to_dict() for a in attempts]).decode() if attempts else "[]"
 
 
 class RecordRows:
@@ -33,36 +36,34 @@ class RecordRows:
 
     def __init__(self, engine: Engine) -> None:
         mark = placeholder(engine)
-        plain = [c.name for c in requests.columns if c.name not in _JSON]
-        cols = plain + list(_JSON)
-        self.requests_sql = (f"INSERT INTO requests ({', '.join(cols)}) VALUES ({', '.join([mark] * len(cols))}) "
-                             "ON CONFLICT DO NOTHING")
+        self.requests_sql = (f"INSERT INTO requests ({', '.join(COLUMNS)}) "
+                             f"VALUES ({', '.join([mark] * len(COLUMNS))}) ON CONFLICT DO NOTHING")
         self.tags_sql = f"INSERT INTO request_tags (request_id, tag) VALUES ({mark}, {mark}) ON CONFLICT DO NOTHING"
-        self._plain = itemgetter(*plain)
 
-    def build(self, batch: list[dict]) -> tuple[list[tuple], list[str], list[tuple[str, str]]]:
+    @staticmethod
+    def build(batch: list[LedgerRecord]) -> tuple[list[tuple[Any, ...]], list[str], list[tuple[str, str]]]:
         """(requests rows, each record's labels as canonical JSON, request_tags rows)."""
-        plain, dumps = self._plain, orjson.dumps
+        dumps = orjson.dumps
         rows, canonical, tags = [], [], []
         for rec in batch:
-            labels = canonical_labels(rec["labels"] or {})
+            labels = canonical_labels(rec.labels)
             canonical.append(labels)
-            rows.append((*plain(rec), labels, dumps(rec["tags"]).decode(), dumps(rec["attempts"]).decode()))
-            if rec["tags"]:
-                rid = rec["id"]
-                tags.extend((rid, t) for t in rec["tags"])
+            rows.append((*rec[:4], labels, dumps(rec.tags).decode(), *rec[6:24], _attempts_json(rec.attempts)))
+            if rec.tags:
+                rid = rec.id
+                tags.extend((rid, t) for t in rec.tags)
         return rows, canonical, tags
 
 
 class BatchIngest:
-    """Writes batches of ledger records (dicts of `requests` columns) with their roll-ups."""
+    """Writes batches of ledger records with their roll-ups."""
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
         self._rows = RecordRows(engine)
         self.rollups = Rollups(engine)
 
-    def write(self, batch: list[dict]) -> int:
+    def write(self, batch: list[LedgerRecord]) -> int:
         """Write `batch`; returns how many of its records were new to the ledger."""
         try:
             return self._insert(batch, replay_check=True)
@@ -70,7 +71,7 @@ class BatchIngest:
             fresh = self._fresh(batch)
             return self._insert(fresh, replay_check=False) if fresh else 0
 
-    def _insert(self, batch: list[dict], *, replay_check: bool) -> int:
+    def _insert(self, batch: list[LedgerRecord], *, replay_check: bool) -> int:
         rows, canonical, tags = self._rows.build(batch)
         agg = self.rollups.aggregate(batch, canonical)
         with self._engine.begin() as conn:
@@ -86,9 +87,9 @@ class BatchIngest:
         self.rollups.committed(agg)
         return len(rows)
 
-    def _fresh(self, batch: list[dict]) -> list[dict]:
+    def _fresh(self, batch: list[LedgerRecord]) -> list[LedgerRecord]:
         """The records of `batch` not in the ledger yet, each id once (its first occurrence)."""
-        ids = list(dict.fromkeys(rec["id"] for rec in batch))
+        ids = list(dict.fromkeys(rec.id for rec in batch))
         existing: set[str] = set()
         with self._engine.connect() as conn:
             for i in range(0, len(ids), 500):
@@ -96,7 +97,7 @@ class BatchIngest:
                 existing.update(conn.execute(select(requests.c.id).where(requests.c.id.in_(chunk))).scalars())
         fresh, seen = [], set(existing)
         for rec in batch:
-            if rec["id"] not in seen:
-                seen.add(rec["id"])
+            if rec.id not in seen:
+                seen.add(rec.id)
                 fresh.append(rec)
         return fresh

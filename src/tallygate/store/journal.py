@@ -27,6 +27,7 @@ OS crash, is then never appended to, and is skipped with a warning when read).
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import logging
 import os
@@ -34,10 +35,7 @@ from pathlib import Path
 
 import orjson
 
-from tallygate.store.schema import requests as _requests  # TEMP: until core.record lands
-
-COLUMNS = tuple(c.name for c in _requests.columns)
-LedgerRecord = dict
+from tallygate.core.record import COLUMNS, Attempt, LedgerRecord
 
 log = logging.getLogger("tallygate.journal")
 
@@ -225,6 +223,7 @@ def _sync_dir(path: Path) -> None:
 # ------------------------------------------------------------------ records <-> journal lines
 _TAGS = COLUMNS.index("tags")
 _ATTEMPTS = COLUMNS.index("attempts")
+_ATTEMPT_FIELDS = tuple(f.name for f in dataclasses.fields(Attempt))
 
 
 def encode_record(rec: LedgerRecord) -> bytes:
@@ -232,7 +231,7 @@ def encode_record(rec: LedgerRecord) -> bytes:
 
     Text is made safe for any database on the way: NUL becomes U+FFFD and a lone surrogate
     (which UTF-8 cannot hold) becomes '?'. The check costs one substring search when clean."""
-    row = [rec[c] for c in COLUMNS]
+    row = tuple(rec)
     try:
         line = orjson.dumps(row, option=orjson.OPT_APPEND_NEWLINE)
         if b"\\u0000" not in line:
@@ -243,7 +242,10 @@ def encode_record(rec: LedgerRecord) -> bytes:
 
 
 def decode_record(line: bytes) -> LedgerRecord:
-    return dict(zip(COLUMNS, orjson.loads(line), strict=True))
+    fields = orjson.loads(line)
+    fields[_TAGS] = tuple(fields[_TAGS])
+    fields[_ATTEMPTS] = tuple(Attempt(**a) for a in fields[_ATTEMPTS])
+    return LedgerRecord(*fields)
 
 
 def safe_text(text: str) -> str:
@@ -265,4 +267,6 @@ def _safe(value: object) -> object:
         return {safe_text(str(k)): _safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_safe(v) for v in value]
+    if isinstance(value, Attempt):
+        return {name: _safe(getattr(value, name)) for name in _ATTEMPT_FIELDS}
     return value

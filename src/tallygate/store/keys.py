@@ -15,7 +15,7 @@ import uuid
 
 from sqlalchemy import Engine, and_, func, or_, select, update
 
-from tallygate.analytics.plan import month_floor
+from tallygate.core.timebuckets import month_floor
 from tallygate.store.schema import api_keys, requests, usage_rollups, users
 
 PREFIX_LEN = 12

@@ -9,7 +9,7 @@ and roll-ups (`store/ingest.py`: ON CONFLICT DO NOTHING on the request id, roll-
 records actually inserted), and move the checkpoint. A database that is down or locked is
 retried with backoff for as long as it takes; the journal holds the records meanwhile, up to
 its size cap (`full`: the proxy then answers 503 `ledger_unavailable`). `replay()` at start-up
-writes whatever a previous run left in the journal, exactly once; `close()` (SIGTERM, through
+writes whatever a previous run left in the journal, exactly once; `stop()` (SIGTERM, through
 the ASGI lifespan) writes what it can and leaves the rest in the journal for the next start.
 """
 
@@ -21,13 +21,15 @@ import shutil
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import orjson
 from sqlalchemy import Engine
 from sqlalchemy.exc import InterfaceError, OperationalError
 
+from tallygate.core.record import LedgerRecord
 from tallygate.store.ingest import BatchIngest
-from tallygate.store.journal import Journal, LedgerRecord, decode_record, encode_record
+from tallygate.store.journal import Journal, decode_record, encode_record
 
 log = logging.getLogger("tallygate.ledger")
 Position = tuple[int, int]
@@ -36,21 +38,22 @@ Position = tuple[int, int]
 class LedgerWriter:
     """Journals ledger records and writes them to the database in batches off the event loop.
 
-    Without a `journal` (tests, benchmarks) a throw-away one in a temporary directory is used."""
+    The journal in `journal_dir` is opened (and what it holds replayed) by `start()`. Without a
+    `journal_dir` (tests, benchmarks) a throw-away one in a temporary directory is used."""
 
     def __init__(self, engine: Engine, *, flush_ms: int = 50, batch: int = 1000,
-                 journal: Journal | None = None) -> None:
+                 journal_dir: str | Path | None = None, fsync: str = "batch",
+                 max_bytes: int = 1 << 30) -> None:
         self._engine = engine
         self._interval = flush_ms / 1000.0
         self._batch = batch
-        self._own_journal = journal is None
-        self.journal = journal if journal is not None else Journal(
-            tempfile.mkdtemp(prefix="tallygate-journal-"), fsync="off")
-        self._append = self.journal.append
+        self._own_journal = journal_dir is None
+        self._journal_args = (journal_dir, "off" if journal_dir is None else fsync, max_bytes)
+        self.journal: Journal = None  # type: ignore[assignment]  # opened by start()
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="tallygate-ledger")
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._ingest = BatchIngest(engine)  # raw rows, tag rows and roll-ups, exactly once
         self._pending = 0
@@ -58,16 +61,34 @@ class LedgerWriter:
         self.failing = False  # the last write failed (the database is away)
         self._broken_until = 0.0  # the journal refused a write: requests are refused until then
 
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run())
+    async def start(self) -> None:
+        """Open the journal, write what a previous run left in it (before spend is loaded from
+        the database), then start the flusher."""
+        directory, fsync, max_bytes = self._journal_args
+        self.journal = Journal(directory or tempfile.mkdtemp(prefix="tallygate-journal-"), fsync=fsync,
+                               max_bytes=max_bytes)
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self._pool, self.replay)
+        except Exception as exc:  # the database is away: the flusher keeps trying
+            log.error("replaying the ledger journal failed (%s); retrying in the background",
+                      type(exc).__name__)
+            self.failing = True
+        self._task = loop.create_task(self._run())
+        if self.journal.backlog:
+            self._wake.set()
+
+    def request_finished(self, record: LedgerRecord) -> None:
+        """A request observer: journal its record."""
+        self.record(record)
 
     def record(self, rec: LedgerRecord) -> None:
         """Journal one ledger record. Never blocks on the database; raises OSError only if the
         local disk refuses the write."""
         try:
-            self._append(encode_record(rec))
+            self.journal.append(encode_record(rec))
         except OSError:  # a full or failing disk: keep the record in the log, refuse new requests
-            log.exception("cannot journal ledger record %s; it is kept only in this log: %s", rec["id"],
+            log.exception("cannot journal ledger record %s; it is kept only in this log: %s", rec.id,
                           encode_record(rec).decode())
             self._broken_until = time.monotonic() + 5.0
             return
@@ -83,13 +104,16 @@ class LedgerWriter:
     @property
     def full(self) -> bool:
         """The journal's backlog has reached its cap: take no request that needs a record."""
+        if self.journal is None:
+            return False
         return self.journal.full or (self._broken_until > 0 and time.monotonic() < self._broken_until)
 
     def status(self) -> dict:
         """The backlog, for `/readyz` and the logs."""
         j = self.journal
-        return {"pending_records": self._pending, "backlog_bytes": j.backlog, "max_bytes": j.max_bytes,
-                "full": j.full, "database_failing": self.failing, "written": self.written}
+        return {"pending_records": self._pending, "backlog_bytes": j.backlog if j else 0,
+                "max_bytes": j.max_bytes if j else self._journal_args[2], "full": self.full,
+                "database_failing": self.failing, "written": self.written}
 
     async def _run(self) -> None:
         """Sleep until a record arrives, gather for `flush_ms` (less if a batch fills), write."""
@@ -183,12 +207,12 @@ class LedgerWriter:
 
     def _skip(self, rec: LedgerRecord) -> None:
         log.exception("the database refused ledger record %s; it is kept only in this log: %s",
-                      rec["id"], encode_record(rec).decode())
+                      rec.id, encode_record(rec).decode())
 
     def _write(self, batch: list[LedgerRecord]) -> None:
         self._ingest.write(batch)
 
-    async def close(self) -> None:
+    async def stop(self) -> None:
         """Stop the flusher and write what is left (a few tries); what the database does not
         take stays in the journal for the next start."""
         self._closing = True
@@ -203,6 +227,8 @@ class LedgerWriter:
                 log.warning("final ledger flush failed (attempt %d): %s", attempt + 1, type(exc).__name__)
                 await asyncio.sleep(0.2 * (attempt + 1))
         self._pool.shutdown(wait=True)
+        if self.journal is None:
+            return
         if self.journal.backlog:
             log.warning("%d ledger records (%d bytes) stay in the journal %s: they are written at the "
                         "next start", self._pending, self.journal.backlog, self.journal.dir)

@@ -1,15 +1,16 @@
-"""Reading the ledger back: filtered, cursor-paginated request logs."""
+"""Reading the ledger back: filtered, cursor-paginated request logs, as typed records."""
 
 from __future__ import annotations
 
 import base64
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
-from sqlalchemy import Engine, and_, exists, func, or_, select
+from sqlalchemy import ColumnElement, Engine, Select, and_, exists, func, or_, select
 
-from tallygate.analytics.metrics import SCORE_SCALE
+from tallygate.core.record import Attempt, LedgerRecord
 from tallygate.errors import InvalidRequest
-from tallygate.pipeline.pricing import usd_text
 from tallygate.store.schema import feedback, request_tags, requests
 
 
@@ -41,39 +42,46 @@ def decode_cursor(cursor: str) -> tuple[int, str]:
         raise InvalidRequest("cursor is not one this API returned", param="cursor") from None
 
 
-def render(row: dict) -> dict:
-    """A ledger row as the API shows it: exact cost as a decimal string, times in ms and ISO."""
-    import datetime as dt
+@dataclass(frozen=True, slots=True)
+class Feedback:
+    """A request's feedback: the score in thousandths, the comment, when it was last set (ms)."""
 
-    err = {"type": row["error_type"], "message": row["error_message"]} if row["error_type"] else None
-    return {
-        "id": row["id"], "object": "request_log", "created_at": row["created_at"],
-        "created": dt.datetime.fromtimestamp(row["created_at"] / 1000, dt.UTC).isoformat(),
-        "key": {"id": row["key_id"], "name": row["key_name"]}, "labels": row["labels"],
-        "tags": row["tags"], "endpoint": row["endpoint"], "requested_model": row["requested_model"],
-        "served_model": row["served_model"], "provider": row["provider"], "status": row["status"],
-        "error": err, "stream": row["stream"], "partial": row["partial"],
-        "usage": {"input_tokens": row["input_tokens"], "output_tokens": row["output_tokens"],
-                  "cached_tokens": row["cached_tokens"], "cache_write_tokens": row["cache_write_tokens"],
-                  "reasoning_tokens": row["reasoning_tokens"]},
-        "cost": usd_text(row["cost_pico"]), "pricing_source": row["pricing_source"],
-        "latency_ms": row["latency_us"] / 1000,
-        "ttft_ms": None if row["ttft_us"] is None else row["ttft_us"] / 1000,
-        "attempts": row["attempts"],
-        "feedback": None if row.get("feedback_score") is None else {
-            "score": row["feedback_score"] / SCORE_SCALE, "comment": row["feedback_comment"],
-            "updated_at": row["feedback_at"]},
-    }
+    score_milli: int
+    comment: str | None
+    updated_at: int
 
 
-def with_feedback():  # type: ignore[no-untyped-def]
+@dataclass(frozen=True, slots=True)
+class LoggedRequest:
+    """One ledger record as read back, with its feedback if any."""
+
+    record: LedgerRecord
+    feedback: Feedback | None
+
+
+def _attempt(a: Mapping[str, Any]) -> Attempt:
+    return Attempt(a["provider"], a["model"], a["status"], a["latency_ms"], a.get("error"), a.get("target"))
+
+
+def logged_request(row: Mapping[str, Any]) -> LoggedRequest:
+    """A row of `with_feedback()` as typed objects."""
+    values = {name: row[name] for name in LedgerRecord._fields}
+    values["tags"] = tuple(values["tags"] or ())
+    values["labels"] = values["labels"] or {}
+    values["attempts"] = tuple(_attempt(a) for a in values["attempts"] or ())
+    fb = None if row["feedback_score"] is None else Feedback(row["feedback_score"], row["feedback_comment"],
+                                                             row["feedback_at"])
+    return LoggedRequest(LedgerRecord(**values), fb)
+
+
+def with_feedback() -> Select[Any]:
     """SELECT of ledger rows with their feedback (if any) as feedback_* columns."""
     return (select(requests, feedback.c.score_milli.label("feedback_score"),
                    feedback.c.comment.label("feedback_comment"), feedback.c.updated_at.label("feedback_at"))
             .select_from(requests.outerjoin(feedback, feedback.c.request_id == requests.c.id)))
 
 
-def under_tag(tag: str):  # type: ignore[no-untyped-def]
+def under_tag(tag: str) -> ColumnElement[bool]:
     """A request carries `tag` or a tag under it (exact on both dialects, whatever the collation)."""
     t = request_tags.c.tag
     return exists().where(request_tags.c.request_id == requests.c.id,
@@ -86,15 +94,15 @@ class LogReader:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
 
-    def get(self, request_id: str) -> dict | None:
+    def get(self, request_id: str) -> LoggedRequest | None:
         with self._engine.connect() as conn:
             row = conn.execute(with_feedback().where(requests.c.id == request_id)).mappings().first()
-        return render(dict(row)) if row else None
+        return logged_request(row) if row else None
 
-    def page(self, f: LogFilter, limit: int, cursor: str | None) -> tuple[list[dict], str | None]:
+    def page(self, f: LogFilter, limit: int, cursor: str | None) -> tuple[list[LoggedRequest], str | None]:
         """Newest first; returns the rows and the cursor of the next page (None at the end)."""
         c = requests.c
-        where = []
+        where: list[ColumnElement[bool]] = []
         if f.tag is not None:
             where.append(under_tag(f.tag))
         for name, value in f.labels.items():
@@ -115,8 +123,8 @@ class LogReader:
         query = (with_feedback().where(*where).order_by(c.created_at.desc(), c.id.desc())
                  .limit(limit + 1))
         with self._engine.connect() as conn:
-            rows = [dict(r) for r in conn.execute(query).mappings()]
+            rows = [logged_request(r) for r in conn.execute(query).mappings()]
         more = len(rows) > limit
         rows = rows[:limit]
-        nxt = encode_cursor(rows[-1]["created_at"], rows[-1]["id"]) if more and rows else None
-        return [render(r) for r in rows], nxt
+        nxt = encode_cursor(rows[-1].record.created_at, rows[-1].record.id) if more and rows else None
+        return rows, nxt

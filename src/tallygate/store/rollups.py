@@ -2,8 +2,8 @@
 
 For each batch the writer calls `aggregate()` (pure Python: each record joins a few groups,
 then every group is summed once) and then `write()` inside the transaction that inserts the
-raw records, so a record and its roll-ups are committed together or not at all. Each roll-up row is upserted by *adding* the
-batch's sums to it (`col = col + excluded.col`), which SQLite and PostgreSQL both do.
+raw records, so a record and its roll-ups are committed together or not at all. Each roll-up row
+is upserted by *adding* the batch's sums to it (`col = col + excluded.col`), which SQLite and PostgreSQL both do.
 
 * usage roll-ups: one row per (hour, key, label set, requested model, served model, provider,
   status); day and month rows are merged from the batch's hour rows.
@@ -19,18 +19,20 @@ from __future__ import annotations
 import hashlib
 from bisect import bisect_right
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from operator import add, itemgetter
+from typing import Any
 
 import orjson
-from sqlalchemy import Connection, Engine, select
+from sqlalchemy import Connection, Engine
 
-from tallygate.analytics.histogram import EDGES_US
-from tallygate.analytics.metrics import I_FBC, LAT0, METRICS, TTFT0, WIDTH
-from tallygate.analytics.plan import DAY_MS, HOUR_MS, month_floor
-from tallygate.pipeline.tags import prefixes
-from tallygate.store.schema import requests, tag_rollups, usage_rollups
+from tallygate.core.histogram import EDGES_US
+from tallygate.core.metrics import FEEDBACK_COUNT, LATENCY_START, METRICS, TTFT_START, WIDTH
+from tallygate.core.record import COLUMNS, LedgerRecord
+from tallygate.core.tagpath import prefixes
+from tallygate.core.timebuckets import DAY_MS, HOUR_MS, month_floor
+from tallygate.store.schema import tag_rollups, usage_rollups
 
 USAGE_DIMS = ("bucket", "key_id", "label_set", "requested_model", "served_model", "provider", "status")
 TAG_DIMS = ("bucket", "prefix", "is_tag")
@@ -80,7 +82,7 @@ class Cell:
     def dense(self) -> list[int]:
         """The full metric vector (the roll-up tables' column order)."""
         v = [0] * WIDTH
-        v[:I_FBC] = self.sums
+        v[:FEEDBACK_COUNT] = self.sums
         for b, c in self.hist.items():
             v[b] += c
         return v
@@ -96,10 +98,10 @@ class Aggregate:
 
 
 _NO_TTFT = WIDTH  # the TTFT index of a record without one; never stored
-_FIELDS = itemgetter("created_at", "status", "key_id", "requested_model", "served_model", "provider",
-                     "latency_us", "ttft_us", "tags")
-_COUNTS = itemgetter("input_tokens", "output_tokens", "cached_tokens", "cache_write_tokens", "reasoning_tokens",
-                     "cost_pico")
+_FIELDS = itemgetter(*map(COLUMNS.index, ("created_at", "status", "key_id", "requested_model", "served_model",
+                                            "provider", "latency_us", "ttft_us", "tags")))
+_COUNTS = itemgetter(*map(COLUMNS.index, ("input_tokens", "output_tokens", "cached_tokens", "cache_write_tokens",
+                                            "reasoning_tokens", "cost_pico")))
 
 
 def _cells(groups: dict[tuple, list[int]], sums: list[tuple[int, ...]], lat: list[int],
@@ -118,7 +120,7 @@ def _cells(groups: dict[tuple, list[int]], sums: list[tuple[int, ...]], lat: lis
             counts = Counter(pick(lat))
             counts.update(pick(ttft))
             counts.pop(_NO_TTFT, None)
-            out[key] = Cell(list(map(sum, zip(*pick(sums)))), counts)
+            out[key] = Cell(list(map(sum, zip(*pick(sums), strict=True))), counts)
     return out
 
 
@@ -163,7 +165,7 @@ class Rollups:
             m = self._months[day_ms] = month_floor(day_ms)
         return m
 
-    def aggregate(self, records: Iterable[dict], canonical: Iterable[str]) -> Aggregate:
+    def aggregate(self, records: Iterable[LedgerRecord], canonical: Iterable[str]) -> Aggregate:
         """Roll-up cells for `records`; `canonical[i]` is record i's labels as canonical JSON.
 
         Each record becomes one tuple of sums and two histogram indexes; groups collect the
@@ -188,8 +190,8 @@ class Rollups:
                 new_sets[ls] = labels
             ca, status, key_id, model, served, provider, latency_us, ttft_us, given = fields(rec)
             sums.append((1, 1 if status >= 400 else 0, *counts(rec)))
-            lat.append(LAT0 + bisect_right(edges, latency_us))
-            ttft.append(_NO_TTFT if ttft_us is None else TTFT0 + bisect_right(edges, ttft_us))
+            lat.append(LATENCY_START + bisect_right(edges, latency_us))
+            ttft.append(_NO_TTFT if ttft_us is None else TTFT_START + bisect_right(edges, ttft_us))
             key = (ca - ca % HOUR_MS, key_id or "", ls, model or "", served or "", provider or "", status)
             members = usage.get(key)
             if members is None:
@@ -257,10 +259,10 @@ class Rollups:
         self._stored_sets.update(agg.new_sets)
 
 
-def record_keys(rec: dict) -> tuple[dict[str, tuple], dict[str, list[tuple]]]:
+def record_keys(rec: Mapping[str, Any]) -> tuple[dict[str, tuple[Any, ...]], dict[str, list[tuple[Any, ...]]]]:
     """The roll-up rows one record counts in, by level: usage keys and tag keys.
 
-    Used to adjust a record's rows later (feedback); `rec` is a `requests` row."""
+    Used to adjust a record's rows later (feedback); `rec` is a `requests` row as read back."""
     ls = label_set_id(canonical_labels(rec["labels"] or {}))
     ca = rec["created_at"]
     hour, day = ca - ca % HOUR_MS, ca - ca % DAY_MS
@@ -275,19 +277,3 @@ def record_keys(rec: dict) -> tuple[dict[str, tuple], dict[str, list[tuple]]]:
             tags[level] = [(bucket, p, is_tag) for p, is_tag in pairs]
     return usage, tags
 
-
-def backfill(conn: Connection, chunk: int = 20_000) -> int:
-    """Roll up every record already in `requests` (once, when the roll-up tables are created)."""
-    rollups, done, last = Rollups(conn.engine), 0, ("", -1)  # (created_at, id) of the last record
-    c = requests.c
-    while True:
-        query = (select(requests).where((c.created_at > last[1]) | ((c.created_at == last[1]) & (c.id > last[0])))
-                 .order_by(c.created_at, c.id).limit(chunk))
-        batch = [dict(r) for r in conn.execute(query).mappings()]
-        if not batch:
-            return done
-        for rec in batch:
-            rec["tags"] = list(rec["tags"] or ())
-        rollups.write(conn, rollups.aggregate(batch, [canonical_labels(r["labels"] or {}) for r in batch]))
-        done += len(batch)
-        last = (batch[-1]["id"], batch[-1]["created_at"])

@@ -22,7 +22,7 @@ from sqlalchemy import (
                         Text,
 )
 
-from tallygate.analytics.metrics import METRICS
+from tallygate.core.metrics import METRICS
 
 metadata = MetaData()
 

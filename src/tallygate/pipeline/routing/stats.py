@@ -22,11 +22,10 @@ ALPHA = 0.3  # weight of the newest latency sample: a 10x slowdown shows after o
 class TargetHealth:
     """One target's latency EWMA and circuit state."""
 
-    __slots__ = ("failures", "latency_s", "open_until", "probing", "samples", "tripped")
+    __slots__ = ("failures", "latency_s", "open_until", "probing", "tripped")
 
     def __init__(self) -> None:
         self.latency_s: float | None = None
-        self.samples = 0
         self.failures = 0           # consecutive failed attempts
         self.open_until = 0.0       # monotonic seconds; meaningful while `tripped`
         self.tripped = False        # the circuit opened and no probe has succeeded since
@@ -85,4 +84,3 @@ class Health:
     @staticmethod
     def _sample(h: TargetHealth, latency_s: float) -> None:
         h.latency_s = latency_s if h.latency_s is None else ALPHA * latency_s + (1 - ALPHA) * h.latency_s
-        h.samples += 1

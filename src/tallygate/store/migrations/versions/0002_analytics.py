@@ -9,6 +9,11 @@ Revision ID: 0002
 Revises: 0001
 """
 
+import hashlib
+import json
+from bisect import bisect_right
+from collections import defaultdict
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -82,10 +87,79 @@ def upgrade() -> None:
         sa.Column("updated_at", sa.BigInteger, nullable=False),
     )
 
-    # Roll up the records already in the ledger, with the writer's own aggregation.
-    from tallygate.store.rollups import backfill
+    _backfill(op.get_bind())
 
-    backfill(op.get_bind())
+
+# Frozen here: how this revision rolls up the records already in the ledger (the writer's rules
+# as they were: hour/day/month buckets in UTC, label sets by the SHA-256 of their sorted JSON,
+# histogram edges three per doubling from 1 ms, each request once per distinct tag prefix).
+HOUR, DAY = 3_600_000, 86_400_000
+EDGES = tuple(round(1000 * 2 ** (i / 3)) for i in range(BUCKETS - 1))
+LAT0, TTFT0 = len(SUMS), len(SUMS) + BUCKETS
+
+
+def _month(ms: int) -> int:
+    import datetime as dt
+
+    d = dt.datetime.fromtimestamp(ms / 1000, dt.UTC)
+    return int(dt.datetime(d.year, d.month, 1, tzinfo=dt.UTC).timestamp() * 1000)
+
+
+def _prefixes(tags: list[str]) -> dict[str, bool]:
+    out: dict[str, bool] = {}
+    for tag in tags:
+        parts = tag.split("/")
+        for n in range(1, len(parts) + 1):
+            p = "/".join(parts[:n])
+            out[p] = out.get(p, False) or p == tag
+    return out
+
+
+def _backfill(conn: sa.Connection) -> None:
+    usage: dict[tuple, list[int]] = defaultdict(lambda: [0] * len(METRICS))
+    tags: dict[tuple, list[int]] = defaultdict(lambda: [0] * len(METRICS))
+    label_sets: dict[str, str] = {}
+    rows = conn.execute(sa.text(
+        "SELECT created_at, key_id, labels, tags, requested_model, served_model, provider, status, "
+        "input_tokens, output_tokens, cached_tokens, cache_write_tokens, reasoning_tokens, cost_pico, "
+        "latency_us, ttft_us FROM requests"))
+    for r in rows:
+        labels = r.labels if isinstance(r.labels, dict) else json.loads(r.labels or "{}")
+        given = r.tags if isinstance(r.tags, list) else json.loads(r.tags or "[]")
+        canonical = json.dumps(labels, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        ls = hashlib.sha256(canonical.encode()).hexdigest()[:16]
+        label_sets[ls] = canonical
+        vec = [1, int(r.status >= 400), r.input_tokens, r.output_tokens, r.cached_tokens, r.cache_write_tokens,
+               r.reasoning_tokens, r.cost_pico, 0, 0] + [0] * (2 * BUCKETS)
+        vec[LAT0 + bisect_right(EDGES, r.latency_us)] = 1
+        if r.ttft_us is not None:
+            vec[TTFT0 + bisect_right(EDGES, r.ttft_us)] += 1
+        ca = r.created_at
+        rest = (r.key_id or "", ls, r.requested_model or "", r.served_model or "", r.provider or "", r.status)
+        for level, bucket in (("hour", ca - ca % HOUR), ("day", ca - ca % DAY), ("month", _month(ca))):
+            acc = usage[(level, bucket, *rest)]
+            acc[:] = map(sum, zip(acc, vec, strict=True))
+        if given:
+            for level, bucket in (("day", ca - ca % DAY), ("month", _month(ca))):
+                for p, is_tag in [*_prefixes(given).items(), ("", False)]:
+                    acc = tags[(level, bucket, p, is_tag)]
+                    acc[:] = map(sum, zip(acc, vec, strict=True))
+    for ls, canonical in label_sets.items():
+        conn.execute(sa.text("INSERT INTO label_sets (id, labels) VALUES (:id, :labels)"),
+                     {"id": ls, "labels": canonical})
+    cols = ", ".join(METRICS)
+    marks = ", ".join(f":m{i}" for i in range(len(METRICS)))
+    for (level, *key), vec in usage.items():
+        conn.execute(sa.text(f"INSERT INTO usage_rollup_{level} (bucket, key_id, label_set, requested_model, "
+                             f"served_model, provider, status, {cols}) VALUES (:b, :k, :ls, :rm, :sm, :p, :s, "
+                             f"{marks})"),
+                     dict(zip(("b", "k", "ls", "rm", "sm", "p", "s"), key, strict=True),
+                          **{f"m{i}": v for i, v in enumerate(vec)}))
+    for (level, bucket, prefix, is_tag), vec in tags.items():
+        conn.execute(sa.text(f"INSERT INTO tag_rollup_{level} (bucket, prefix, is_tag, depth, {cols}) "
+                             f"VALUES (:b, :p, :t, :d, {marks})"),
+                     {"b": bucket, "p": prefix, "t": is_tag, "d": prefix.count("/") + 1 if prefix else 0,
+                      **{f"m{i}": v for i, v in enumerate(vec)}})
 
 
 def downgrade() -> None:

@@ -16,10 +16,9 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import Connection, Engine, func, select, true
 
-from tallygate.analytics.metrics import Agg
 from tallygate.analytics.plan import Segment, levels_for, plan, split
 from tallygate.analytics.query import Dim, Query
-from tallygate.store.analytics_sql import (
+from tallygate.analytics.sql import (
     raw_records,
     summed_rows,
     tag_groups,
@@ -27,6 +26,7 @@ from tallygate.store.analytics_sql import (
     time_value,
     under,
 )
+from tallygate.core.metrics import Agg
 from tallygate.store.schema import api_keys, label_sets, tag_rollups, usage_rollups
 
 PLAIN_COLUMN = {"key": "key_id", "model": "requested_model", "served_model": "served_model",
@@ -57,7 +57,8 @@ class AnalyticsStore:
     def _label_sets(self, conn: Connection) -> dict[str, dict]:
         count = conn.execute(select(func.count()).select_from(label_sets)).scalar_one()
         if count != len(self._sets):
-            self._sets = {sid: labels or {} for sid, labels in conn.execute(select(label_sets.c.id, label_sets.c.labels))}
+            rows = conn.execute(select(label_sets.c.id, label_sets.c.labels))
+            self._sets = {sid: labels or {} for sid, labels in rows}
         return self._sets
 
     @staticmethod

@@ -12,9 +12,10 @@ from collections.abc import Callable, Iterable
 
 from sqlalchemy import BigInteger, Connection, Table, and_, cast, func, or_, select, true
 
-from tallygate.analytics.metrics import I_COST, METRICS, Agg
-from tallygate.analytics.plan import Segment, floor
+from tallygate.analytics.plan import Segment
 from tallygate.analytics.query import Dim
+from tallygate.core.metrics import COST_PICO, METRICS, Agg
+from tallygate.core.timebuckets import floor
 from tallygate.store.logs import under_tag
 from tallygate.store.schema import feedback, requests
 
@@ -34,7 +35,7 @@ def metric_vector(values: Iterable) -> list[int]:
     """The metric vector of one summed row (the inverse of `metric_columns`)."""
     v = list(values)  # SUMs over at least one row: never NULL
     low, high = v.pop(), v.pop()
-    v.insert(I_COST, high * _COST_SPLIT + low)
+    v.insert(COST_PICO, high * _COST_SPLIT + low)
     return v
 
 

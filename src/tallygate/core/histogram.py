@@ -67,11 +67,6 @@ def percentiles_ms(counts: Sequence[int], qs: Sequence[float]) -> list[float | N
     return out
 
 
-def percentile_ms(counts: Sequence[int], q: float) -> float | None:
-    """Quantile `q` of a histogram (counts per bucket), or None when it is empty."""
-    return percentiles_ms(counts, (q,))[0]
-
-
 def exact_percentile_ms(sorted_us: Sequence[int], q: float) -> float | None:
     """Quantile `q` (nearest rank) of durations already sorted, in milliseconds."""
     if not sorted_us:
