@@ -206,6 +206,8 @@ _SECRET_LIKE = re.compile(
     r"(?i)\b(?:bearer|basic)\s+\S+"                                  # auth headers
     r"|\b(?:sk|pk|rk|tg|key|api|xai|gsk|hf)[-_][A-Za-z0-9_\-]{6,}"   # provider key shapes
     r"|\b(?:api[_-]?key|token|secret|password)\b[\"']?\s*[:=]\s*\S+"
+    r"|\b(?:AKIA|ASIA)[A-Z0-9]{16}\b|\bAIza[0-9A-Za-z_\-]{35}\b"      # AWS and Google key ids
+    r"|\b(?:ghp|gho|ghs|github_pat|xox[abprs])[-_][A-Za-z0-9_\-]{10,}"   # GitHub, Slack tokens
     r"|[A-Za-z0-9_\-+/]{32,}")                                       # long opaque tokens
 
 

@@ -53,7 +53,7 @@ class Scrubber:
         for value in self._text_values:
             if value in text:
                 text = text.replace(value, REDACTED)
-        return redact(_URL.sub("[url]", text))
+        return redact(_URL.sub("[url]", text)).replace("\x00", "\ufffd")
 
     def body(self, data: bytes) -> bytes:
         """`data` without the configured secrets (one substring search each; addresses stay:
