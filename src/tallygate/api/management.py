@@ -13,13 +13,15 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 
 from tallygate.analytics.service import Analytics
 from tallygate.api.analytics import analytics_router
 from tallygate.api.feedback import feedback_router
 from tallygate.api.keys import keys_router
 from tallygate.api.logs import logs_router
-from tallygate.errors import GatewayError, InvalidRequest, NotFound
+from tallygate.api.openapi_doc import refine
+from tallygate.errors import GatewayError, InvalidRequest, MethodNotAllowed, NotFound
 from tallygate.manage.keys import KeyAdmin
 from tallygate.pipeline.auth import Authenticator
 from tallygate.store.feedback import FeedbackStore
@@ -81,26 +83,25 @@ def create_management_app(auth: Authenticator, logs: LogReader, keys: KeyAdmin,
         return _error_response(err)
 
     @app.exception_handler(HTTPException)
-    async def _http_error(_: Request, exc: HTTPException) -> JSONResponse:
+    async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
         if exc.status_code == 404:
             return _error_response(NotFound("no such route"))
+        if exc.status_code == 405:  # every method of every route on this path, not just one route's
+            methods = {m for route in app.router.routes if route.matches(request.scope)[0] != Match.NONE
+                       for m in getattr(route, "methods", None) or ()}
+            return _error_response(MethodNotAllowed(request.method, ", ".join(sorted(methods)).encode()))
         err = GatewayError(str(exc.detail))
         err.status, err.type = exc.status_code, "invalid_request_error"
         response = _error_response(err)
-        if exc.headers:  # e.g. `Allow` on a 405
+        if exc.headers:
             response.headers.update(exc.headers)
         return response
 
     def openapi() -> dict:
-        """FastAPI's document, with our 400 error body in place of its 422."""
+        """FastAPI's document with the gateway's own checks added (`api/openapi_doc.py`)."""
         if app.openapi_schema is None:
-            schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
-            for path in schema["paths"].values():
-                for op in path.values():
-                    op.get("responses", {}).pop("422", None)
-            for name in ("HTTPValidationError", "ValidationError"):
-                schema.get("components", {}).get("schemas", {}).pop(name, None)
-            app.openapi_schema = schema
+            app.openapi_schema = refine(get_openapi(title=app.title, version=app.version, routes=app.routes),
+                                        keys.policies)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

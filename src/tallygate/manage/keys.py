@@ -57,6 +57,7 @@ class KeyAdmin:
         self._auth = auth
         self._budget = budget
         self._policies = policies
+        self.policies = policies  # the routing policies a key may name
 
     def render(self, row: dict, users: dict[str, dict] | None = None) -> dict:
         users = users if users is not None else self._store.users_by_id({row["created_by"]} - {None})
