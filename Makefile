@@ -5,7 +5,7 @@ BIN     = $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8400
 
-.PHONY: run test bench install services clean
+.PHONY: run test check bench install services clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -27,7 +27,13 @@ services:
 	  { echo "installing PostgreSQL (Debian package) for the tests"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
 
-test: install services
+# Lint, types and the layering contract first, then the tests.
+check: install
+	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
+
+test: check services
 	$(BIN)/python -m pytest -q
 
 bench: install

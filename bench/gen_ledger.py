@@ -189,7 +189,7 @@ class RecordFactory:
         ttft = int(latency_ms * 1000 * (0.1 + 0.3 * r)) if stream and status == 200 else None
         refused = status in (400, 402)
         return LedgerRecord(
-            f"req_{created_at:011x}{rng.getrandbits(56):014x}", created_at, stored["id"], key["name"],
+            f"req_{created_at:011x}{rng.getrandbits(56):014x}", created_at, stored.id, key["name"],
             self.labels_now[k], tuple(tags), endpoint, model, None if refused else served,
             None if refused else provider, status, ERROR_TYPES.get(status),
             None if status == 200 else f"bench error {status}", stream, False, inp, out, cached, 0, reasoning,
@@ -268,7 +268,7 @@ async def fill(args: argparse.Namespace) -> dict:
     await writer.stop()
     wall = time.perf_counter() - t0
     for k in moved:
-        store.update(stored[k]["id"], {"labels": factory.labels_now[k]})
+        store.update(stored[k].id, {"labels": factory.labels_now[k]})
     engine.dispose()
     return {"records": args.records, "db": args.db, "month": args.month, "days": args.days or None, "keys": args.keys,
             "paced_rate": args.rate, "wall_s": round(wall, 2), "records_per_s": round(args.records / wall),

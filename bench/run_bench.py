@@ -35,8 +35,15 @@ TAGS = ["team/feature", "US/California/SF"]
 BODY = {"model": "mock-gpt", "max_tokens": 64,
         "messages": [{"role": "system", "content": "You are a helpful assistant."},
                      {"role": "user", "content": "Say something short about load testing gateways."}]}
-MODES = {"c1": (1, False), "s1": (1, True), "c8": (8, False), "s8": (8, True)}
-CONFIG_NAME = {"c1": "1 client", "s1": "1 client, stream", "c8": "8 clients", "s8": "8 clients, stream"}
+MESSAGES_BODY = {"model": "mock-claude", "max_tokens": 64, "system": BODY["messages"][0]["content"],
+                 "messages": BODY["messages"][1:]}
+RESPONSES_BODY = {"model": "mock-gpt", "max_output_tokens": 64, "instructions": BODY["messages"][0]["content"],
+                  "input": BODY["messages"][1]["content"]}
+MODES = {"c1": (1, False), "s1": (1, True), "c8": (8, False), "s8": (8, True), "m1": (1, True), "r1": (1, True)}
+CONFIG_NAME = {"c1": "1 client", "s1": "1 client, stream", "c8": "8 clients", "s8": "8 clients, stream",
+               "m1": "1 client, /v1/messages stream", "r1": "1 client, /v1/responses stream"}
+# mode -> (path, gateway body, upstream model name for the direct run); the others are chat
+API = {"m1": ("/messages", MESSAGES_BODY, "claude-3-5-haiku-latest"), "r1": ("/responses", RESPONSES_BODY, None)}
 # Peers from shared/bench/PEERS.md (2026-11-23; same mock, loadgen and method, 2 cores):
 # (figure, LiteLLM 1.109.1, Portkey 1.15.2)
 PEERS = [("1 client: added p50 / p99 ms", "+12.2 / +18.4", "+1.1 / +7.0"),
@@ -219,6 +226,14 @@ def markdown(summary, runs, mock_rss, idle, ledger):
             pick("s8", "added_ttfb_p50_ms", sign=True), pick("s8", "gw_cpu_ms_per_req", nd=3),
             str(max((s["gw_peak_rss_mb"] for s in g.values()), default="–")),
             str(idle["idle_cpu_ms_per_s"])]
+    if all(m in g and g[m]["gw_cpu_ms_per_req"] for m in ("s1", "m1", "r1")):
+        base = g["s1"]["gw_cpu_ms_per_req"]
+
+        def rel(m):
+            cpu = g[m]["gw_cpu_ms_per_req"]
+            return f"{fmt(cpu, 3)} ({(cpu / base - 1) * 100:+.0f} %)"
+        lines += ["", f"Stream relay CPU-ms per request, 1 client: chat {fmt(base, 3)}, "
+                      f"/v1/messages (native) {rel('m1')}, /v1/responses (native) {rel('r1')}."]
     lines += ["", "Against the peers (PEERS.md: same mock and load generator, measured 2026-11-23):", "",
               "| figure | Tallygate (this run) | LiteLLM 1.109.1 | Portkey 1.15.2 |", "|---|---|---|---|"]
     lines += [f"| {f} | {o} | {lite} | {pk} |" for (f, lite, pk), o in zip(PEERS, ours, strict=True)]
@@ -275,7 +290,9 @@ def start_servers(procs, tmp, db_url, admin, policy=False):
     ready = {"mock": wait_ready(mock, f"http://127.0.0.1:{mock_port}/health", {}, tmp / "mock.log")}
     (tmp / "tallygate.yaml").write_text(
         f'providers:\n  up: {{type: openai, base_url: "http://127.0.0.1:{mock_port}/v1", api_key: "sk-up"}}\n'
+        f'  up-anthropic: {{type: anthropic, base_url: "http://127.0.0.1:{mock_port}", api_key: "sk-up"}}\n'
         "models:\n  mock-gpt: {provider: up, model: gpt-4o-mini}\n"
+        "  mock-claude: {provider: up-anthropic, model: claude-3-5-haiku-latest}\n"
         + ("  mock-gpt-b: {provider: up, model: gpt-4o-mini}\npolicies:\n  bench: {strategy: fallback, "
            "targets: [mock-gpt, mock-gpt-b], timeout_s: 30}\n" if policy else ""))
     tallygate = BIN / "tallygate"
@@ -356,9 +373,17 @@ def main():
         if a.policy:
             targets += (("policy", gw_base + "/chat/completions", "Bearer " + key,
                          {**tagged, "model": "policy/bench"}, gw),)
+        def targets_for(mode):
+            if mode not in API:
+                return targets
+            path, body, upstream_model = API[mode]
+            direct = {**body, "model": upstream_model or "gpt-4o-mini"}
+            return (("direct", direct_url.replace("/chat/completions", path), "Bearer sk-up", direct, None),
+                    ("tallygate", gw_base + path, "Bearer " + key, {**body, "request_tags": TAGS}, gw))
+
         for mode in MODES:
             for rnd in range(1, a.rounds + 1):
-                for target, url, auth, body, g in targets:
+                for target, url, auth, body, g in targets_for(mode):
                     rec = run_load(a, url, auth, body, mode, f"{target}/{mode}/r{rnd}", mock, g)
                     rec.update(target=target, round=rnd)
                     emit(rec)

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.fakes.upstream import FakeUpstream, closed_port_url
-from tests.gateway import ADMIN_KEY, Gateway
+from tests.gateway import ADMIN_KEY, Gateway, InProcessGateway
 
 
 @pytest.fixture(scope="session")
@@ -35,6 +35,8 @@ def standard_config(upstream: FakeUpstream) -> dict:
                         "pricing": {"input_per_mtok": "1000", "output_per_mtok": "1000"}},
         "slowstream": {"provider": "openai", "model": "slowstream-400",
                        "pricing": {"input_per_mtok": "1", "output_per_mtok": "2"}},
+        "claude-slowstream": {"provider": "anthropic", "model": "slowstream-400",
+                              "pricing": {"input_per_mtok": "1", "output_per_mtok": "2"}},
     }
     for scenario in ("fail-400", "fail-401", "fail-429", "fail-500", "fail-503", "slow-3000",
                      "cut-stream", "reset", "garbage"):
@@ -54,8 +56,8 @@ def standard_config(upstream: FakeUpstream) -> dict:
 
 @pytest.fixture(scope="module")
 def gateway(upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    """One gateway per test module on the standard config."""
-    gw = Gateway(tmp_path_factory.mktemp("gw"), standard_config(upstream)).start()
+    """One gateway per test module on the standard config, served in this process."""
+    gw = InProcessGateway(tmp_path_factory.mktemp("gw"), standard_config(upstream)).start()
     yield gw
     gw.stop()
 

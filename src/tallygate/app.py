@@ -20,10 +20,21 @@ from sqlalchemy import make_url
 
 from tallygate.analytics.reader import AnalyticsStore
 from tallygate.analytics.service import Analytics
-from tallygate.api.asgi import JSON_HEADERS, Receive, Scope, Send, new_request_id, send_bytes, send_error
+from tallygate.api.asgi import (
+    JSON_HEADERS,
+    Message,
+    Receive,
+    Scope,
+    Send,
+    new_request_id,
+    send_bytes,
+    send_error,
+)
 from tallygate.api.limits import BodyLimit, nul_check
 from tallygate.api.management import create_management_app
+from tallygate.api.messages import MessagesAPI
 from tallygate.api.proxy import Proxy
+from tallygate.api.responses import ResponsesAPI
 from tallygate.errors import GatewayError, MethodNotAllowed
 from tallygate.manage.keys import KeyAdmin
 from tallygate.pipeline.auth import Authenticator
@@ -93,9 +104,14 @@ class Gateway:
         self.services: list[Service] = [self.ledger, SpendLoader(self.keys, self.budget), self.auth, self.http]
         proxy = Proxy(self.auth, self.catalog, Observers([self.ledger]), self.budget, settings.max_body_bytes,
                       self.router, Scrubber.from_config(config), lambda: self.ledger.full)
+        messages, responses = MessagesAPI(proxy), ResponsesAPI(proxy)
+        self._models = proxy.models
         self._hot = {
             ("POST", "/v1/chat/completions"): proxy.chat,
             ("POST", "/v1/embeddings"): proxy.embeddings,
+            ("POST", "/v1/messages"): messages.messages,
+            ("POST", "/v1/messages/count_tokens"): messages.count_tokens,
+            ("POST", "/v1/responses"): responses.responses,
             ("GET", "/v1/models"): proxy.models,
             ("GET", "/readyz"): self._ready,
         }
@@ -111,6 +127,8 @@ class Gateway:
             handler = self._hot.get((scope["method"], scope["path"]))
             if handler is not None:
                 return await handler(scope, receive, send)
+            if scope["method"] == "GET" and scope["path"].startswith("/v1/models/"):
+                return await self._models(scope, receive, send)
             allow = self._allow.get(scope["path"])
             try:
                 if allow is not None:
@@ -118,7 +136,7 @@ class Gateway:
                 nul_check(scope)
             except GatewayError as err:
                 return await send_error(send, err, new_request_id())
-            return await self._management(scope, receive, send)
+            return await self._management(scope, receive, _with_request_id(send))
         if scope["type"] == "lifespan":
             return await self._lifespan(receive, send)
 
@@ -170,6 +188,18 @@ def journal_dir(settings: Settings) -> Path:
     if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
         return Path(url.database + ".journal")
     return Path("tallygate-journal")
+
+
+def _with_request_id(send: Send) -> Send:
+    """Every management answer (its 404 for unknown routes included) carries an `x-request-id`."""
+    async def wrapped(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = list(message.get("headers") or [])
+            if not any(k.lower() == b"x-request-id" for k, _ in headers):
+                headers.append((b"x-request-id", new_request_id().encode()))
+            message = {**message, "headers": headers}
+        await send(message)
+    return wrapped
 
 
 def create_app(config: GatewayConfig, settings: Settings) -> Gateway:

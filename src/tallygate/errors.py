@@ -29,6 +29,7 @@ Messages never carry upstream bodies or secrets.
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import orjson
 
@@ -45,7 +46,7 @@ class GatewayError(Exception):
         if code is not None:
             self.code = code
 
-    def payload(self) -> dict:
+    def payload(self) -> dict[str, Any]:
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
 
     def body(self) -> bytes:

@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
@@ -162,13 +162,13 @@ def _resolve_env(value: str | None, where: str, env: dict[str, str]) -> str | No
     return env[name]
 
 
-def _field_path(loc: tuple) -> str:
+def _field_path(loc: tuple[Any, ...]) -> str:
     if len(loc) > 2 and loc[0] == "policies" and loc[2] in STRATEGIES:
         loc = loc[:2] + loc[3:]  # the discriminated union's tag is not part of the user's path
     return ".".join(str(p) for p in loc)
 
 
-def _message(err: dict) -> tuple[str, str]:
+def _message(err: dict[str, Any]) -> tuple[str, str]:
     """(field path, message) of one pydantic error, in the user's terms."""
     field = _field_path(err["loc"])
     if err["type"] == "extra_forbidden":
@@ -193,7 +193,7 @@ def parse_config(raw: object, env: dict[str, str] | None = None) -> GatewayConfi
     except ValidationError as exc:
         lines = []
         for err in exc.errors():
-            field, msg = _message(err)
+            field, msg = _message(dict(err))
             lines.append(f"{field}: {msg}")
         raise ConfigError("invalid config:\n  " + "\n  ".join(lines)) from None
     providers = {}
@@ -237,10 +237,10 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     """YAML's safe loader, except that a key given twice in one mapping is an error, not "last
     one wins": two policies (or models, or providers) of the same name are a mistake to report."""
 
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
-        seen: set = set()
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
         for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
+            key = self.construct_object(key_node, deep=True)
             if key in seen:
                 raise yaml.constructor.ConstructorError(
                     None, None, f"duplicate key {key!r}", key_node.start_mark)

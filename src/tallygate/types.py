@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 MAX_TOKENS_PER_REQUEST = 100_000_000
 
@@ -49,7 +50,7 @@ class Usage:
             reasoning_tokens=tokens(cd.get("reasoning_tokens")),
         )
 
-    def to_openai(self) -> dict:
+    def to_openai(self) -> dict[str, Any]:
         """The OpenAI `usage` object for these counts (without `cost`)."""
         return {
             "prompt_tokens": self.input_tokens,

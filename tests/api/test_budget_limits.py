@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Iterator
 from decimal import Decimal
 
 import openai
@@ -13,6 +14,17 @@ import pytest
 from tests.gateway import ADMIN_KEY, Gateway
 
 HELLO = [{"role": "user", "content": "hello budget"}]
+
+
+@pytest.fixture(scope="module")
+def gateway(upstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:  # type: ignore[no-untyped-def]
+    """A process of its own: hundreds of concurrent clients and client timeouts must not share
+    this process's GIL with the server they are racing."""
+    from tests.conftest import standard_config
+
+    gw = Gateway(tmp_path_factory.mktemp("gw"), standard_config(upstream)).start()
+    yield gw
+    gw.stop()
 
 
 def _new_key(gateway: Gateway, name: str, limit: str) -> dict:

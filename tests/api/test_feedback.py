@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import openai
 
-from tests.gateway import Gateway
+from tests.gateway import Gateway, InProcessGateway
 
 HELLO = [{"role": "user", "content": "rate me"}]
 
@@ -72,7 +72,7 @@ def test_feedback_needs_a_known_request_of_ones_own_and_a_score_in_range(gateway
 def test_feedback_waits_for_a_record_still_in_the_write_buffer(upstream, tmp_path) -> None:  # type: ignore[no-untyped-def]
     from tests.conftest import standard_config
 
-    gw = Gateway(tmp_path, standard_config(upstream), env={"TALLYGATE_LEDGER_FLUSH_MS": "600000"}).start()
+    gw = InProcessGateway(tmp_path, standard_config(upstream), env={"TALLYGATE_LEDGER_FLUSH_MS": "600000"}).start()
     try:
         key = gw.create_key("buffered")
         rid = complete(gw, key, ["buf"])

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import standard_config
-from tests.gateway import ADMIN_KEY, Gateway
+from tests.gateway import Gateway
 from tests.postgres import postgres_server
 
 FUZZ = settings(max_examples=120, deadline=None, database=None,
@@ -25,7 +25,8 @@ interesting = st.sampled_from(["", "\x00", "a\x00b", "²", "٣", "１２", "9999
 text = st.one_of(interesting, st.text(max_size=30))
 json_text = st.text(st.characters(exclude_categories=()), max_size=30)
 json_value = st.recursive(
-    st.none() | st.booleans() | st.integers(min_value=-(2**63), max_value=2**64) | st.floats(allow_nan=False) | json_text,
+    st.none() | st.booleans() | st.integers(min_value=-(2**63), max_value=2**64) | st.floats(allow_nan=False)
+    | json_text,
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(json_text, inner, max_size=4), max_leaves=25)
 tag = st.one_of(st.sampled_from(["team/a", "US/CA/SF", "a//b", "/x", "x/", " y", "é/ü"]), json_text)
 message = st.fixed_dictionaries({"role": st.sampled_from(["user", "system", "assistant"]) | json_text,
@@ -118,7 +119,8 @@ def _send(gw: Gateway, path: str, payload: object, key: str, tags: str | None) -
 
 @FUZZ
 @given(body=chat_body, tags=header_tags)
-def test_fuzzed_chat_bodies_and_tags_never_get_a_5xx(gw: Gateway, limited_key: str, body: dict, tags: str | None) -> None:
+def test_fuzzed_chat_bodies_and_tags_never_get_a_5xx(gw: Gateway, limited_key: str, body: dict,
+                                                     tags: str | None) -> None:
     _send(gw, "/v1/chat/completions", body, limited_key, tags)
 
 

@@ -73,7 +73,8 @@ def gw(request, upstream, leaky, tmp_path_factory) -> Iterator[Gateway]:  # type
         g.stop()
         return
     with postgres_server() as url:
-        g = Gateway(tmp_path_factory.mktemp("hostile-pg"), _config(upstream, leaky), env={**env, "TALLYGATE_DB_URL": url})
+        g = Gateway(tmp_path_factory.mktemp("hostile-pg"), _config(upstream, leaky),
+                    env={**env, "TALLYGATE_DB_URL": url})
         g.db_url = url
         g.start()
         yield g
@@ -122,7 +123,8 @@ def test_bad_query_input_is_400_naming_the_field(gw: Gateway, query: str, param:
 
 
 def test_nul_in_feedback_is_400_naming_the_field(gw: Gateway) -> None:
-    status, _, rid = gw.request("POST", "/v1/chat/completions", json.dumps({"model": "gpt-4o-mini", "messages": HELLO}).encode(),
+    status, _, rid = gw.request("POST", "/v1/chat/completions",
+                                json.dumps({"model": "gpt-4o-mini", "messages": HELLO}).encode(),
                                 ADMIN_KEY, {"Content-Type": "application/json"})
     rid = json.loads(rid)["id"]
     for payload, param in (({"request_id": rid, "score": 1, "comment": "good\x00"}, "comment"),
@@ -224,7 +226,7 @@ def test_past_the_grace_time_clients_get_the_503_the_ledger_records(upstream, tm
     assert plain[0] == 503 and json.loads(plain[2])["error"]["code"] == "request_cancelled"
     assert streamed[0] == 200 and b"request_cancelled" in streamed[2]
     try:
-        for status, headers, _ in answers:
+        for _, headers, _ in answers:
             record = gw.log_record(headers["x-request-id"])
             assert record["status"] == 503 and record["error"]["type"] == "server_error"
     finally:

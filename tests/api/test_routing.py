@@ -67,6 +67,7 @@ def other() -> Iterator[DegradableUpstream]:
 @pytest.fixture(scope="module")
 def gateway(upstream: FakeUpstream, other: DegradableUpstream,
             tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    # A process of its own: the latency policy is judged on timings the test must not share a GIL with.
     gw = Gateway(tmp_path_factory.mktemp("gw"), routing_config(upstream, other),
                  env={"TALLYGATE_ROUTING_SEED": SEED}).start()
     yield gw

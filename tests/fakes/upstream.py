@@ -7,7 +7,8 @@
         up.requests[-1]["body"]["model"]            # what the gateway forwarded
 
 Routes: POST /v1/chat/completions (JSON, or SSE when "stream": true), POST /v1/embeddings,
-GET /v1/models, POST /v1/messages (Anthropic JSON or SSE). OpenAI routes need
+GET /v1/models, POST /v1/responses (OpenAI Responses JSON or typed SSE events, see
+wire_responses), POST /v1/messages (Anthropic JSON or SSE), POST /v1/messages/count_tokens. OpenAI routes need
 ``Authorization: Bearer <anything>``; /v1/messages needs ``x-api-key`` (else 401
 authentication_error; ``anthropic_bearer_ok=True`` also takes a Bearer token, as the real API
 does) and ``anthropic-version`` (else 400 invalid_request_error, as the real API).
@@ -50,9 +51,10 @@ from typing import Any
 from aiohttp import web
 
 try:
-    from . import wire
+    from . import wire, wire_responses
 except ImportError:  # run as a script
     import wire  # type: ignore[no-redef]
+    import wire_responses  # type: ignore[no-redef]
 
 __all__ = ["FakeUpstream", "free_port", "closed_port_url"]
 
@@ -206,6 +208,8 @@ class FakeUpstream:
         app.router.add_post("/v1/embeddings", self._embeddings)
         app.router.add_get("/v1/models", self._models)
         app.router.add_post("/v1/messages", self._messages)
+        app.router.add_post("/v1/messages/count_tokens", self._count_tokens)
+        app.router.add_post("/v1/responses", self._responses)
         app.router.add_route("*", "/{tail:.*}", self._not_found)
         return app
 
@@ -296,6 +300,32 @@ class FakeUpstream:
             return self._anthropic_response(400, err)
         return await self._serve(request, body, "anthropic")
 
+    async def _count_tokens(self, request: web.Request) -> web.StreamResponse:
+        denied = self._anthropic_auth(request)
+        if denied is not None:
+            return denied
+        body = _parse(await request.read())
+        if not isinstance(body, dict) or "messages" not in body or "model" not in body:
+            return self._anthropic_response(400, wire.anthropic_error(
+                "invalid_request_error", "model, messages: Field required"))
+        sc = wire.parse_scenario(body["model"])
+        if sc.kind == "fail":
+            return self._anthropic_response(sc.status, wire.anthropic_failure(sc.status, body["model"]))
+        return self._anthropic_response(200, {"input_tokens": wire.count_prompt_tokens(body)})
+
+    async def _responses(self, request: web.Request) -> web.StreamResponse:
+        denied = self._openai_auth(request)
+        if denied is not None:
+            return denied
+        body = _parse(await request.read())
+        if not isinstance(body, dict):
+            return self._openai_response(400, wire.openai_error("We could not parse the JSON body of "
+                                                                "your request."))
+        err = wire_responses.check(body)
+        if err is not None:
+            return self._openai_response(400, err)
+        return await self._serve(request, body, "responses")
+
     async def _models(self, request: web.Request) -> web.Response:
         if "authorization" not in request.headers and "x-api-key" in request.headers:
             return self._anthropic_auth(request) or self._anthropic_response(
@@ -332,13 +362,16 @@ class FakeUpstream:
         if api == "embeddings" or not body.get("stream"):
             if api == "embeddings":
                 resp = self._openai_response(200, wire.openai_embeddings_json(body))
+            elif api == "responses":
+                resp = self._openai_response(200, wire_responses.response_json(body, sc))
             elif anthropic:
                 resp = self._anthropic_response(200, wire.anthropic_json(body, sc))
             else:
                 resp = self._openai_response(200, wire.openai_chat_json(body, sc))
             return await self._cut_body(request, resp) if sc.kind == "cut-stream" else resp
-        events = (wire.anthropic_events if anthropic else wire.openai_chat_events)(body, sc)
-        return await self._stream(request, events, sc, anthropic)
+        events = {"anthropic": wire.anthropic_events, "responses": wire_responses.events}.get(
+            api, wire.openai_chat_events)(body, sc)
+        return await self._stream(request, events, sc, api)
 
     @staticmethod
     async def _cut_body(request: web.Request, full: web.Response) -> web.StreamResponse:
@@ -353,7 +386,8 @@ class FakeUpstream:
         return resp
 
     async def _stream(self, request: web.Request, events: list[bytes], sc: wire.Scenario,
-                      anthropic: bool) -> web.StreamResponse:
+                      api: str) -> web.StreamResponse:
+        anthropic = api == "anthropic"
         headers = {"Cache-Control": "no-cache"}
         headers.update({"request-id": wire.next_id("req_fake")} if anthropic
                        else {"x-request-id": wire.next_id("req_fake"), "openai-processing-ms": "1"})
@@ -367,6 +401,7 @@ class FakeUpstream:
                 return resp
             if i == _CUT_AFTER and sc.kind == "stream-error":
                 await resp.write(wire.anthropic_stream_error() if anthropic
+                                 else wire_responses.stream_error() if api == "responses"
                                  else wire.openai_stream_error())
                 break
             if i and sc.kind == "slowstream":

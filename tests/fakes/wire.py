@@ -117,6 +117,28 @@ def reply_pieces(body: dict) -> tuple[list[str], bool]:
     return pieces, False
 
 
+def tool_call(body: dict) -> tuple[str, str] | None:
+    """(tool name, JSON arguments) when the fake should call a tool: the request offers tools
+    and its last turn is not a tool's result. The arguments are ``{"query": <reply text>}``."""
+    tools = body.get("tools")
+    if not isinstance(tools, list) or not tools or not isinstance(tools[0], dict):
+        return None
+    messages = body.get("messages") or []
+    last = messages[-1] if messages and isinstance(messages[-1], dict) else {}
+    content = last.get("content")
+    if last.get("role") == "tool" or (isinstance(content, list) and any(
+            isinstance(b, dict) and b.get("type") == "tool_result" for b in content)):
+        return None
+    tool = tools[0]
+    name = tool.get("name") or (tool.get("function") or {}).get("name") or "tool"
+    return name, json.dumps({"query": reply_text(body)}, separators=(",", ":"))
+
+
+def argument_pieces(arguments: str) -> list[str]:
+    """Tool-call arguments streamed in pieces of about 8 characters, one token each."""
+    return [arguments[i:i + 8] for i in range(0, len(arguments), 8)]
+
+
 def dumps(obj: object, indent: int | None = None) -> bytes:
     if indent is None:
         return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
@@ -204,9 +226,13 @@ def _choices(body: dict) -> range:
 
 def openai_chat_json(body: dict, sc: Scenario) -> bytes:
     pieces, cut = reply_pieces(body)
-    choices = [{"index": i, "message": {"role": "assistant", "content": "".join(pieces),
-                                        "refusal": None, "annotations": []},
-                "logprobs": None, "finish_reason": "length" if cut else "stop"}
+    message: dict = {"role": "assistant", "content": "".join(pieces), "refusal": None, "annotations": []}
+    finish = "length" if cut else "stop"
+    if call := tool_call(body):
+        pieces, finish = argument_pieces(call[1]), "tool_calls"
+        message.update(content=None, tool_calls=[{"id": next_id("call_fake"), "type": "function",
+                                                  "function": {"name": call[0], "arguments": call[1]}}])
+    choices = [{"index": i, "message": message, "logprobs": None, "finish_reason": finish}
                for i in _choices(body)]
     return dumps({
         "id": next_id("chatcmpl-fake"), "object": "chat.completion", "created": int(time.time()),
@@ -238,9 +264,19 @@ def openai_chat_events(body: dict, sc: Scenario) -> list[bytes]:
         return [{"index": i, "delta": d, "logprobs": None, "finish_reason": finish}]
 
     idx = _choices(body)
-    out = [chunk(delta(i, {"role": "assistant", "content": "", "refusal": None})) for i in idx]
-    out += [chunk(delta(i, {"content": p})) for p in pieces for i in idx]
-    out += [chunk(delta(i, {}, "length" if cut else "stop")) for i in idx]
+    if call := tool_call(body):
+        pieces = argument_pieces(call[1])
+        first = {"role": "assistant", "content": None, "tool_calls": [{
+            "index": 0, "id": next_id("call_fake"), "type": "function",
+            "function": {"name": call[0], "arguments": ""}}], "refusal": None}
+        out = [chunk(delta(i, first)) for i in idx]
+        out += [chunk(delta(i, {"tool_calls": [{"index": 0, "function": {"arguments": p}}]}))
+                for p in pieces for i in idx]
+        out += [chunk(delta(i, {}, "tool_calls")) for i in idx]
+    else:
+        out = [chunk(delta(i, {"role": "assistant", "content": "", "refusal": None})) for i in idx]
+        out += [chunk(delta(i, {"content": p})) for p in pieces for i in idx]
+        out += [chunk(delta(i, {}, "length" if cut else "stop")) for i in idx]
     if with_usage:
         out.append(chunk([], openai_usage(count_prompt_tokens(body), len(pieces) * len(idx), sc)))
     return out + [b"data: [DONE]\n\n"]
@@ -326,9 +362,14 @@ def _message(body: dict, content: list, stop: str | None, usage: dict) -> dict:
 
 def anthropic_json(body: dict, sc: Scenario) -> bytes:
     pieces, cut = reply_pieces(body)
+    content = [{"type": "text", "text": "".join(pieces)}]
+    stop = "max_tokens" if cut else "end_turn"
+    if call := tool_call(body):
+        pieces, stop = argument_pieces(call[1]), "tool_use"
+        content = [{"type": "tool_use", "id": next_id("toolu_01Fake"), "name": call[0],
+                    "input": json.loads(call[1])}]
     usage = anthropic_usage(count_prompt_tokens(body), len(pieces), sc)
-    return dumps(_message(body, [{"type": "text", "text": "".join(pieces)}],
-                          "max_tokens" if cut else "end_turn", usage))
+    return dumps(_message(body, content, stop, usage))
 
 
 def sse(event: str, data: dict | bytes) -> bytes:
@@ -338,20 +379,26 @@ def sse(event: str, data: dict | bytes) -> bytes:
 def anthropic_events(body: dict, sc: Scenario) -> list[bytes]:
     pieces, cut = reply_pieces(body)
     prompt = count_prompt_tokens(body)
+    block: dict = {"type": "text", "text": ""}
+    stop = "max_tokens" if cut else "end_turn"
+    if call := tool_call(body):
+        pieces, stop = argument_pieces(call[1]), "tool_use"
+        block = {"type": "tool_use", "id": next_id("toolu_01Fake"), "name": call[0], "input": {}}
     out = [sse("message_start", {"type": "message_start", "message": _message(
                body, [], None, anthropic_usage(prompt, 1, sc))}),
            sse("content_block_start", {"type": "content_block_start", "index": 0,
-                                       "content_block": {"type": "text", "text": ""}}),
+                                       "content_block": block}),
            sse("ping", b'{"type": "ping"}')]
+    kind, field = ("input_json_delta", "partial_json") if call else ("text_delta", "text")
     out += [sse("content_block_delta", {"type": "content_block_delta", "index": 0,
-                                        "delta": {"type": "text_delta", "text": p}}) for p in pieces]
+                                        "delta": {"type": kind, field: p}}) for p in pieces]
     final = anthropic_usage(prompt, len(pieces), sc)
     for k in ("cache_creation", "service_tier"):
         del final[k]
     return out + [
         sse("content_block_stop", {"type": "content_block_stop", "index": 0}),
         sse("message_delta", {"type": "message_delta", "usage": final, "delta": {
-            "stop_reason": "max_tokens" if cut else "end_turn", "stop_sequence": None}}),
+            "stop_reason": stop, "stop_sequence": None}}),
         sse("message_stop", {"type": "message_stop"})]
 
 

@@ -210,3 +210,16 @@ def test_a_cancelled_attempt_releases_the_probe() -> None:
 
     asyncio.run(cancelled())
     assert p.health.available("a", clock.now)
+
+
+def test_each_attempt_gets_its_own_body_with_its_targets_model() -> None:
+    from tallygate.api.proxy import upstream_body
+
+    body = {"model": "policy/p", "messages": [{"role": "user", "content": "hi"}],
+            "stream_options": {"include_usage": False}}
+    first = upstream_body(body, ROUTES["a"])
+    first["stream_options"] = {"include_usage": True}  # what an adapter may do to its copy
+    first["extra"] = 1
+    second = upstream_body(body, ROUTES["b"])
+    assert second == {**body, "model": ROUTES["b"].upstream_model}
+    assert body["model"] == "policy/p" and "extra" not in body

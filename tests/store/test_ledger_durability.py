@@ -36,7 +36,7 @@ async def _burst(url: str, key: str, total: int, concurrency: int, on_answered=N
             try:
                 async with session.post(url + "/v1/chat/completions", data=body, headers=headers) as resp:
                     data = await resp.json()
-            except (aiohttp.ClientError, asyncio.TimeoutError, json.JSONDecodeError):
+            except (TimeoutError, aiohttp.ClientError, json.JSONDecodeError):
                 return
             if resp.status == 200:
                 answered.append(data["id"])
@@ -175,9 +175,9 @@ def test_uncached_key_during_an_outage_gets_503_auth_unavailable(
     try:
         with openai.OpenAI(base_url=gw.base_url, api_key=cached, max_retries=0) as client:
             client.chat.completions.create(model="gpt-4o-mini", messages=HELLO)  # now in memory
-        fresh = gw.create_key("fresh")  # made by the CLI: this gateway has not seen it yet
         pg.stop()
-        for secret in (fresh, "tg-not-a-key-at-all-0123456789", "random"):
+        # Keys this gateway has never seen (new to it, or no key at all) must be looked up.
+        for secret in ("tg-not-a-key-at-all-0123456789", "tg-" + "x" * 43, "random"):
             status, headers, body = gw.request("POST", "/v1/chat/completions",
                                                json.dumps({"model": "gpt-4o-mini", "messages": HELLO}).encode(),
                                                secret, {"Content-Type": "application/json"})

@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import io
 from decimal import ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
+from typing import Any
 
 from tallygate.core.money import PICO_PER_USD, usd_text
 
@@ -48,7 +49,8 @@ def _cents_text(cents: int) -> str:
     return str((Decimal(cents) * CENT).quantize(CENT))
 
 
-def invoice(month: str, dims: list[str], lines: list[tuple[dict, dict]], rate: Decimal) -> dict:
+def invoice(month: str, dims: list[str], lines: list[tuple[dict[str, Any], dict[str, Any]]],
+            rate: Decimal) -> dict[str, Any]:
     """The invoice document. `lines` holds (group, sums) with sums of requests, the token
     fields and `cost_pico`, already in invoice order."""
     due, total_due = apportion([s["cost_pico"] for _, s in lines], rate)
@@ -70,14 +72,14 @@ def invoice(month: str, dims: list[str], lines: list[tuple[dict, dict]], rate: D
             "lines": out, "totals": totals}
 
 
-def invoice_csv(doc: dict) -> str:
+def invoice_csv(doc: dict[str, Any]) -> str:
     """The invoice as CSV: one column per group dimension, one row per line, then a total row."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     fields = ["requests", *TOKEN_FIELDS, "cost_usd", "markup_usd", "amount_due_usd"]
     w.writerow(["line", *doc["group_by"], *fields])
 
-    def cells(row: dict) -> list:
+    def cells(row: dict[str, Any]) -> list[Any]:
         return [row["requests"], *(row[f] for f in TOKEN_FIELDS), row["cost"], row["markup"], row["amount_due"]]
 
     for i, line in enumerate(doc["lines"], 1):

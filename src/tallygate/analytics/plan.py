@@ -68,7 +68,7 @@ def source(q: Query) -> str:
 
 def levels_for(q: Query, family: str) -> tuple[str, ...]:
     """The time levels `family` may read for `q`, coarsest first (a time dimension caps them)."""
-    levels = USAGE_LEVELS if family == "usage" else TAG_LEVELS if family == "tags" else ()
+    levels: tuple[str, ...] = USAGE_LEVELS if family == "usage" else TAG_LEVELS if family == "tags" else ()
     time = q.time_dim
     if time is not None:
         allowed = USAGE_LEVELS[USAGE_LEVELS.index(str(time.arg)):]

@@ -13,6 +13,7 @@ map each key to its labels now.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import Connection, Engine, func, select, true
 
@@ -35,7 +36,7 @@ PLAIN_COLUMN = {"key": "key_id", "model": "requested_model", "served_model": "se
 
 @dataclass(slots=True)
 class Collected:
-    groups: dict[tuple, Agg]
+    groups: dict[tuple[Any, ...], Agg]
     family: str
     segments: list[Segment] = field(default_factory=list)
 
@@ -51,10 +52,10 @@ class AnalyticsStore:
     def __init__(self, engine: Engine, *, raw_only: bool = False) -> None:
         self._engine = engine
         self._raw_only = raw_only
-        self._sets: dict[str, dict] = {}
+        self._sets: dict[str, dict[str, Any]] = {}
 
     # ----------------------------------------------------------------- label sets and keys
-    def _label_sets(self, conn: Connection) -> dict[str, dict]:
+    def _label_sets(self, conn: Connection) -> dict[str, dict[str, Any]]:
         count = conn.execute(select(func.count()).select_from(label_sets)).scalar_one()
         if count != len(self._sets):
             rows = conn.execute(select(label_sets.c.id, label_sets.c.labels))
@@ -62,7 +63,7 @@ class AnalyticsStore:
         return self._sets
 
     @staticmethod
-    def current_labels(conn: Connection) -> dict[str, dict]:
+    def current_labels(conn: Connection) -> dict[str, dict[str, Any]]:
         return {kid: labels or {} for kid, labels in conn.execute(select(api_keys.c.id, api_keys.c.labels))}
 
     def key_names(self, ids: set[str]) -> dict[str, str]:
@@ -82,7 +83,7 @@ class AnalyticsStore:
         return self._run(q, "tags", split(q.from_ms, q.to_ms, levels_for(q, "tags")),
                          _TagMode(tree=True, root=root, max_depth=max_depth))
 
-    def tagged_by_time(self, q: Query) -> dict[tuple, Agg]:
+    def tagged_by_time(self, q: Query) -> dict[tuple[Any, ...], Agg]:
         """Requests with at least one tag, grouped by `q`'s time dimension (if any)."""
         time = q.time_dim
         sub = Query((time,) if time else (), from_ms=q.from_ms, to_ms=q.to_ms)
@@ -92,7 +93,7 @@ class AnalyticsStore:
     def _run(self, q: Query, family: str, segments: list[Segment], mode: _TagMode) -> Collected:
         if self._raw_only:
             segments = [Segment("raw", q.from_ms, q.to_ms)]
-        out: dict[tuple, Agg] = {}
+        out: dict[tuple[Any, ...], Agg] = {}
         with self._engine.connect() as conn:
             ctx = _Context(q, conn, self._label_sets(conn), self.current_labels(conn) if q.current_labels else {},
                            mode)
@@ -120,7 +121,7 @@ class _TagMode:
 class _Context:
     """One question's reads: the filters resolved once, then one method per segment kind."""
 
-    def __init__(self, q: Query, conn: Connection, sets: dict[str, dict], current: dict[str, dict],
+    def __init__(self, q: Query, conn: Connection, sets: dict[str, dict[str, Any]], current: dict[str, dict[str, Any]],
                  mode: _TagMode) -> None:
         self.q, self.conn, self.sets, self.current, self.mode = q, conn, sets, current, mode
         self.key_ids: list[str] | None = None  # the keys a filter allows (None: any)
@@ -136,7 +137,7 @@ class _Context:
         self.dims = q.dims if not (mode.tree or mode.tagged) else tuple(d for d in q.dims if d.kind == "time")
 
     # ------------------------------------------------------------------------- usage roll-ups
-    def usage(self, seg: Segment, out: dict[tuple, Agg]) -> None:
+    def usage(self, seg: Segment, out: dict[tuple[Any, ...], Agg]) -> None:
         q, t = self.q, usage_rollups[seg.level]
         where = time_range(t.c.bucket, seg)
         if self.key_ids is not None:
@@ -154,7 +155,7 @@ class _Context:
         at = {name: i for i, name in enumerate(cols)}
         sets, current = self.sets, self.current
 
-        def value(d: Dim, row: tuple) -> object:
+        def value(d: Dim, row: tuple[Any, ...]) -> object:
             if d.kind == "label":
                 if q.current_labels:
                     return current.get(row[at["key_id"]], {}).get(str(d.arg))
@@ -167,7 +168,7 @@ class _Context:
         summed_rows(self.conn, t, cols, where, out, lambda row: tuple(value(d, row) for d in q.dims))
 
     # --------------------------------------------------------------------------- tag roll-ups
-    def tags(self, seg: Segment, out: dict[tuple, Agg]) -> None:
+    def tags(self, seg: Segment, out: dict[tuple[Any, ...], Agg]) -> None:
         q, t, mode = self.q, tag_rollups[seg.level], self.mode
         where = time_range(t.c.bucket, seg)
         tag_dim = None if mode.tree or mode.tagged else q.tag_dim
@@ -192,7 +193,7 @@ class _Context:
         at = {name: i for i, name in enumerate(cols)}
         dims = self.dims
 
-        def key_of(row: tuple) -> tuple:
+        def key_of(row: tuple[Any, ...]) -> tuple[Any, ...]:
             values = tuple(row[at["prefix"]] if d.is_tag else time_value(d, row[at["bucket"]]) for d in dims)
             return (row[at["prefix"]], *values) if mode.tree else values
 
@@ -200,7 +201,7 @@ class _Context:
         summed_rows(self.conn, t, cols, where, out, key_of, few_per_group=group_prefix and seg.level == "month")
 
     # ------------------------------------------------------------------------------ raw ledger
-    def raw(self, seg: Segment, out: dict[tuple, Agg]) -> None:
+    def raw(self, seg: Segment, out: dict[tuple[Any, ...], Agg]) -> None:
         q, mode, dims = self.q, self.mode, self.dims
         rows = raw_records(self.conn, seg, tag=mode.root if mode.tree else None if mode.tagged else q.tag,
                            key_ids=self.key_ids, model=q.model, labels={} if q.current_labels else q.labels)
@@ -213,7 +214,7 @@ class _Context:
                 continue
             if q.current_labels:
                 labels = current.get(key_id, {}) if key_id else {}
-            fixed: list = []
+            fixed: list[Any] = []
             for d in dims:
                 if d.is_tag:
                     fixed.append(None)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 from decimal import Decimal
+from typing import Any
 
 from tallygate.analytics.invoice import TOKEN_FIELDS, invoice
 from tallygate.analytics.metrics import render
@@ -33,13 +34,13 @@ def render_value(dim: Dim, value: object) -> object:
             "month": when.strftime("%Y-%m")}[str(dim.arg)]
 
 
-def _sort_key(dims: tuple[Dim, ...], key: tuple, agg: Agg) -> tuple:
+def _sort_key(dims: tuple[Dim, ...], key: tuple[Any, ...], agg: Agg) -> tuple[Any, ...]:
     time_part = tuple(v for d, v in zip(dims, key, strict=True) if d.kind == "time")
     rest = tuple("" if v is None else str(v) for d, v in zip(dims, key, strict=True) if d.kind != "time")
     return (time_part, -agg.v[COST_PICO], -agg.v[REQUESTS], rest)
 
 
-def _plan(c: Collected) -> dict:
+def _plan(c: Collected) -> dict[str, Any]:
     return {"source": c.family, "segments": [{"level": s.level, "from": s.from_ms, "to": s.to_ms} for s in c.segments],
             "percentiles": "exact" if c.exact else "histogram",
             "percentile_max_relative_error": 0 if c.exact else round(MAX_RELATIVE_ERROR, 4)}
@@ -66,7 +67,7 @@ class Analytics:
             key = tuple(None if d.is_tag else next(it) for d in q.dims)
             c.groups[key] = rest
 
-    def usage(self, q: Query, limit: int = 1000) -> dict:
+    def usage(self, q: Query, limit: int = 1000) -> dict[str, Any]:
         rows = self.store.collect(q)
         self._with_untagged(q, rows)
         totals = self.store.collect(q.with_dims(()))
@@ -89,7 +90,7 @@ class Analytics:
             "totals": render(total), "plan": _plan(rows),
         }
 
-    def tree(self, root: str | None, depth: int | None, q: Query) -> dict:
+    def tree(self, root: str | None, depth: int | None, q: Query) -> dict[str, Any]:
         """The tag hierarchy under `root` (every root when None), `depth` levels below it."""
         max_depth = MAX_DEPTH if depth is None else (root.count("/") + 1 if root else 0) + depth
         c = self.store.collect_tree(root, max_depth, q)
@@ -112,7 +113,7 @@ class Analytics:
                 "totals": render(totals), "data": roots, "plan": _plan(c)}
 
     def export(self, month: str, start: int, end: int, dims: tuple[Dim, ...], rate: Decimal,
-               current_labels: bool = False) -> dict:
+               current_labels: bool = False) -> dict[str, Any]:
         if any(d.is_tag for d in dims):
             raise InvalidRequest("an invoice needs lines that do not overlap: group by key, model, "
                                  "served_model, provider, status or label.<name>, not by tags", param="group_by")

@@ -9,6 +9,7 @@ are aggregated in Python, keeping exact durations for exact percentiles.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from sqlalchemy import BigInteger, Connection, Table, and_, cast, func, or_, select, true
 
@@ -23,7 +24,7 @@ _NOT_COST = [m for m in METRICS if m != "cost_pico"]
 _COST_SPLIT = 10**6  # SUM(cost_pico) could pass 2^63 (9.2M USD) in one group: sum it in two parts
 
 
-def metric_columns(t: Table) -> list:
+def metric_columns(t: Table) -> list[Any]:
     """SUM of every metric column (as BIGINT), cost last as two partial sums."""
     cost = t.c.cost_pico
     return ([cast(func.sum(t.c[m]), BigInteger) for m in _NOT_COST]
@@ -31,7 +32,7 @@ def metric_columns(t: Table) -> list:
                cast(func.sum(cost.op("%")(_COST_SPLIT)), BigInteger)])
 
 
-def metric_vector(values: Iterable) -> list[int]:
+def metric_vector(values: Iterable[Any]) -> list[int]:
     """The metric vector of one summed row (the inverse of `metric_columns`)."""
     v = list(values)  # SUMs over at least one row: never NULL
     low, high = v.pop(), v.pop()
@@ -39,7 +40,7 @@ def metric_vector(values: Iterable) -> list[int]:
     return v
 
 
-def time_range(col, seg: Segment) -> list:  # type: ignore[no-untyped-def]
+def time_range(col, seg: Segment) -> list[Any]:  # type: ignore[no-untyped-def]
     where = []
     if seg.from_ms is not None:
         where.append(col >= seg.from_ms)
@@ -53,8 +54,9 @@ def under(col, tag: str):  # type: ignore[no-untyped-def]
     return or_(col == tag, func.substr(col, 1, len(tag) + 1) == tag + "/")
 
 
-def summed_rows(conn: Connection, t: Table, group_cols: list[str], where: list,
-                out: dict[tuple, Agg], key_of: Callable[[tuple], tuple | None], *, few_per_group: bool = False) -> None:
+def summed_rows(conn: Connection, t: Table, group_cols: list[str], where: list[Any],
+                out: dict[tuple[Any, ...], Agg], key_of: Callable[[tuple[Any, ...]], tuple[Any, ...] | None], *,
+                few_per_group: bool = False) -> None:
     """Add the roll-up rows matching `where`, summed by `group_cols`, to out[key_of(values)].
 
     SQL sums them (`GROUP BY`), except when `few_per_group` says a group has only a row or two
@@ -94,7 +96,7 @@ RAW_COLUMNS = [requests.c.created_at, requests.c.key_id, requests.c.labels, requ
 
 
 def raw_records(conn: Connection, seg: Segment, *, tag: str | None, key_ids: list[str] | None,
-                model: str | None, labels: dict[str, str]) -> Iterable:
+                model: str | None, labels: dict[str, str]) -> Iterable[Any]:
     """Ledger records of one segment (with their feedback score), filtered in SQL."""
     c = requests.c
     where = time_range(c.created_at, seg)
@@ -115,7 +117,7 @@ def raw_records(conn: Connection, seg: Segment, *, tag: str | None, key_ids: lis
     return conn.execute(query.execution_options(yield_per=5000))  # streamed, 5,000 rows at a time
 
 
-def tag_groups(tags: list[str], dim: Dim | None, tag: str | None, max_depth: int | None = None) -> list:
+def tag_groups(tags: list[str], dim: Dim | None, tag: str | None, max_depth: int | None = None) -> list[Any]:
     """The values a record's tags give a tag dimension ([None] when it has none).
 
     `tag` limits them to that subtree; `dim` None means every prefix (the tag tree), down to

@@ -4,7 +4,7 @@ Every route needs `manage: read`. Unknown query parameters are refused (a misspe
 would otherwise widen the answer silently).
 """
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
@@ -59,7 +59,7 @@ def analytics_router(analytics: Analytics) -> APIRouter:
         labels: Annotated[str | None, Query(description="'recorded' (default): labels as each request "
                                                         "kept them; 'current': each key's labels now")] = None,
         limit: Annotated[int, Query(ge=1, le=MAX_ROWS)] = 1000,
-    ) -> dict:
+    ) -> dict[str, Any]:
         _only(request, _USAGE, labels=True)
         q = Question(parse_group_by(group_by), check_tag_filter(tag), label_filters(request), key, model,
                      parse_time(from_, "from"), parse_time(to, "to"), parse_label_mode(labels))
@@ -74,7 +74,7 @@ def analytics_router(analytics: Analytics) -> APIRouter:
                                                                           "(default: all)")] = None,
         from_: Annotated[str | None, Query(alias="from", description="inclusive; ISO 8601 or epoch ms")] = None,
         to: Annotated[str | None, Query(description="exclusive; ISO 8601 or epoch ms")] = None,
-    ) -> dict:
+    ) -> dict[str, Any]:
         _only(request, _TREE, labels=False)
         try:
             root = check_tag_filter(root)

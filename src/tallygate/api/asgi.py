@@ -36,7 +36,7 @@ def headers_of(scope: Scope, *names: bytes) -> dict[bytes, str]:
 
 
 async def read_json(receive: Receive, limit: int, content_type: str | None,
-                    content_length: str | None = None) -> dict:
+                    content_length: str | None = None) -> dict[str, Any]:
     """Read the whole body (at most `limit` bytes: a larger `Content-Length` is refused before
     reading) and parse it as a JSON object."""
     if content_type is not None and "json" not in content_type.lower():

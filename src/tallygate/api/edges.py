@@ -50,7 +50,7 @@ class GuardedHttpTools(HttpToolsProtocol):
     max_head_bytes = 64 * 1024
     header_timeout_s = 10.0
     body_timeout_s = 30.0
-    _sweeper: asyncio.Task | None = None
+    _sweeper: asyncio.Task[None] | None = None
 
     @classmethod
     def configure(cls, *, max_head_bytes: int, header_timeout_s: float, body_timeout_s: float) -> type:
@@ -129,7 +129,7 @@ class GuardedHttpTools(HttpToolsProtocol):
         return None
 
 
-async def _sweep(cls: type[GuardedHttpTools], connections: set) -> None:
+async def _sweep(cls: type[GuardedHttpTools], connections: set[Any]) -> None:
     """Once a second, close the connections whose head or body is late."""
     loop = asyncio.get_running_loop()
     while True:

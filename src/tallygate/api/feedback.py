@@ -8,7 +8,7 @@ for: the handler flushes this process's ledger buffer once before answering 404.
 """
 
 from decimal import Decimal
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
@@ -16,9 +16,9 @@ from starlette.concurrency import run_in_threadpool
 
 from tallygate.api.deps import any_key
 from tallygate.core.metrics import SCORE_SCALE
+from tallygate.core.textrules import SCORE, decimal_text
 from tallygate.errors import InvalidRequest, NotFound, PermissionDenied
 from tallygate.manage.schemas import ERRORS
-from tallygate.core.textrules import SCORE, decimal_text
 from tallygate.store.feedback import FeedbackStore
 from tallygate.store.ledger import LedgerWriter
 from tallygate.types import Principal
@@ -55,7 +55,7 @@ def feedback_router(store: FeedbackStore, ledger: LedgerWriter | None) -> APIRou
     router = APIRouter(tags=["feedback"], responses=ERRORS)
 
     @router.post("/v1/feedback", response_model=FeedbackOut, summary="Score a request (replaces an earlier score)")
-    async def post_feedback(body: FeedbackIn, caller: Annotated[Principal, Depends(any_key)]) -> dict:
+    async def post_feedback(body: FeedbackIn, caller: Annotated[Principal, Depends(any_key)]) -> dict[str, Any]:
         if caller.can("manage", "write"):
             only_key = None
         elif caller.can("completions", "write") and caller.key_id is not None:

@@ -15,6 +15,7 @@ from urllib.parse import parse_qsl
 from tallygate.api.asgi import JSON_HEADERS, Message, Receive, Scope, Send, drain
 from tallygate.errors import InvalidRequest, PayloadTooLarge
 
+
 def declared_length(scope: Scope) -> int | None:
     """The request's `Content-Length` as an int (None when absent or unreadable)."""
     for name, value in scope["headers"]:
@@ -40,7 +41,8 @@ class BodyLimit:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
-            return await self.app(scope, receive, send)  # type: ignore[operator]
+            await self.app(scope, receive, send)  # type: ignore[operator]
+            return
         limit = self.limit
         length = declared_length(scope)
         if length is not None and length > limit:

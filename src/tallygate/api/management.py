@@ -6,6 +6,7 @@ bad input (never FastAPI's 422).
 """
 
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -85,7 +86,8 @@ def create_management_app(auth: Authenticator, logs: LogReader, keys: KeyAdmin,
     @app.exception_handler(HTTPException)
     async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
         if exc.status_code == 404:
-            return _error_response(NotFound("no such route"))
+            return _error_response(NotFound(f"no route {request.method} {request.url.path} on this "
+                                            "gateway; the README lists the routes it serves"))
         if exc.status_code == 405:  # every method of every route on this path, not just one route's
             methods = {m for route in app.router.routes if route.matches(request.scope)[0] != Match.NONE
                        for m in getattr(route, "methods", None) or ()}
@@ -97,7 +99,7 @@ def create_management_app(auth: Authenticator, logs: LogReader, keys: KeyAdmin,
             response.headers.update(exc.headers)
         return response
 
-    def openapi() -> dict:
+    def openapi() -> dict[str, Any]:
         """FastAPI's document with the gateway's own checks added (`api/openapi_doc.py`)."""
         if app.openapi_schema is None:
             app.openapi_schema = refine(get_openapi(title=app.title, version=app.version, routes=app.routes),

@@ -9,17 +9,22 @@ body replaces FastAPI's 422.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
+from typing import Any
 
 from tallygate.core import textrules as rules
 
-_QUERY_PATTERNS = {"tag": rules.tag, "root": rules.tag, "cursor": lambda: rules.CURSOR,
+_QUERY_PATTERNS: dict[str, Callable[[], str]] = {"tag": rules.tag, "root": rules.tag, "cursor": lambda: rules.CURSOR,
                    "month": lambda: rules.MONTH, "group_by": lambda: rules.GROUP_BY,
                    "from": lambda: rules.TIME, "to": lambda: rules.TIME, "markup": lambda: rules.MARKUP}
-_ENUMS = {"format": ["json", "csv"], "labels": ["", "recorded", "current"]}
+_ENUMS: dict[str, list[str]] = {"format": ["json", "csv"], "labels": ["", "recorded", "current"]}
 
 
-def _strings(schema: dict) -> Iterator[dict]:
+def _invoice_group_by() -> str:
+    return rules.INVOICE_GROUP_BY
+
+
+def _strings(schema: dict[str, Any]) -> Iterator[dict[str, Any]]:
     """The string alternatives of a schema (itself, or inside anyOf)."""
     if schema.get("type") == "string":
         yield schema
@@ -27,14 +32,14 @@ def _strings(schema: dict) -> Iterator[dict]:
         yield from _strings(alt)
 
 
-def _objects(schema: dict) -> Iterator[dict]:
+def _objects(schema: dict[str, Any]) -> Iterator[dict[str, Any]]:
     if schema.get("type") == "object":
         yield schema
     for alt in schema.get("anyOf", ()):
         yield from _objects(alt)
 
 
-def refine(doc: dict, policies: Collection[str]) -> dict:
+def refine(doc: dict[str, Any], policies: Collection[str]) -> dict[str, Any]:
     """Add the gateway's own checks to FastAPI's document (in place; returns it)."""
     for path, item in doc["paths"].items():
         for op in item.values():
@@ -42,7 +47,7 @@ def refine(doc: dict, policies: Collection[str]) -> dict:
             for param in op.get("parameters", ()):
                 pattern = _QUERY_PATTERNS.get(param["name"]) if param["in"] == "query" else None
                 if param["name"] == "group_by" and path.endswith("/export"):
-                    pattern = lambda: rules.INVOICE_GROUP_BY  # noqa: E731
+                    pattern = _invoice_group_by
                 for s in _strings(param["schema"]):
                     if param["name"] in _ENUMS:
                         s["enum"] = _ENUMS[param["name"]]
@@ -53,7 +58,7 @@ def refine(doc: dict, policies: Collection[str]) -> dict:
     schemas = doc.get("components", {}).get("schemas", {})
     for name in ("HTTPValidationError", "ValidationError"):
         schemas.pop(name, None)
-    policy = {"type": "string", "enum": sorted(policies)} if policies else {"not": {}}
+    policy: dict[str, Any] = {"type": "string", "enum": sorted(policies)} if policies else {"not": {}}
     money = rules.decimal_schema(rules.MONEY, 9_000_000, 1e-12)["anyOf"]
     for model in ("KeyCreate", "KeyUpdate"):
         props = schemas[model]["properties"]

@@ -4,7 +4,8 @@ Each handler reads like the pipeline: authenticate, read the body, resolve tags,
 (a model, or a routing policy's targets), reserve budget, relay through the routing executor
 (which tries the targets until one answers), meter, respond. The finished call goes to the
 request observers (the ledger first, which journals it) exactly once: just before the
-response's last byte is sent, or in the `finally` when the client went away. Each upstream attempt gets
+response's last byte is sent (`Call.finish()`, called by `respond_json` and the stream relay),
+or in the `finally` when the client went away. Each upstream attempt gets
 its own copy of the body with its target's model, so no attempt sees another's changes.
 """
 
@@ -14,13 +15,11 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from functools import partial
 
 import orjson
 
 from tallygate.api.asgi import (
     JSON_HEADERS,
-    SSE_HEADERS,
     Receive,
     Scope,
     Send,
@@ -30,15 +29,16 @@ from tallygate.api.asgi import (
     send_bytes,
     send_error,
 )
-from tallygate.core.money import usd
+from tallygate.api.chat_stream import ChatCodec
+from tallygate.api.streaming import relay_stream
+from tallygate.core.money import usd_json
 from tallygate.errors import (
     GatewayError,
     InvalidRequest,
     LedgerUnavailable,
+    ModelNotFound,
     PermissionDenied,
     RequestCancelled,
-    UpstreamError,
-    UpstreamProtocolError,
 )
 from tallygate.pipeline.auth import Authenticator
 from tallygate.pipeline.budget import BudgetEngine, Hold, key_scopes, worst_case
@@ -46,7 +46,7 @@ from tallygate.pipeline.call import Call
 from tallygate.pipeline.models import ModelCatalog, Route
 from tallygate.pipeline.observers import Observers
 from tallygate.pipeline.pricing import Rate
-from tallygate.pipeline.routing import Plan, Router, execute, stream_failed
+from tallygate.pipeline.routing import Plan, Router, execute
 from tallygate.pipeline.tags import parse_tags
 from tallygate.pipeline.validate import check_chat, check_embeddings
 from tallygate.providers.secrets import Scrubber
@@ -54,13 +54,18 @@ from tallygate.types import Usage
 
 log = logging.getLogger("tallygate.proxy")
 
-_AUTH, _CTYPE, _TAGS, _CLEN = b"authorization", b"content-type", b"x-request-tags", b"content-length"
+_AUTH, _CTYPE, _TAGS, _XKEY = b"authorization", b"content-type", b"x-request-tags", b"x-api-key"
+_CLEN = b"content-length"
 Handler = Callable[[Call, Plan, dict, Send], Awaitable[None]]
+ErrorSender = Callable[[Send, GatewayError, str], Awaitable[None]]
 
 
-def _cost_value(pico: int) -> float:
-    """Dollars for the JSON response; shortest float repr prints the exact decimal."""
-    return float(usd(pico))
+def credential(headers: dict[bytes, str]) -> str | None:
+    """`Authorization`, or Anthropic's `x-api-key` (as the Anthropic SDKs send the key)."""
+    auth = headers.get(_AUTH)
+    if auth is None and headers.get(_XKEY):
+        return "Bearer " + headers[_XKEY].strip()
+    return auth
 
 
 class Proxy:
@@ -81,11 +86,18 @@ class Proxy:
     async def models(self, scope: Scope, receive: Receive, send: Send) -> None:
         rid = new_request_id()
         try:
-            await self._auth.authenticate(headers_of(scope, _AUTH).get(_AUTH))
+            await self._auth.authenticate(credential(headers_of(scope, _AUTH, _XKEY)))
+            listing = self._catalog.listing()
+            if scope["path"] != "/v1/models":  # GET /v1/models/{id}; ids may hold a "/"
+                name = scope["path"][len("/v1/models/"):]
+                found = [m for m in listing["data"] if m["id"] == name]
+                if not found:
+                    raise ModelNotFound(f"the model {name!r} does not exist on this gateway; "
+                                        "GET /v1/models lists the ones that do", param="model")
+                listing = found[0]
         except GatewayError as err:
             return await send_error(send, err, rid)
-        await send_bytes(send, 200, orjson.dumps(self._catalog.listing()),
-                         [*JSON_HEADERS, (b"x-request-id", rid.encode())])
+        await send_bytes(send, 200, orjson.dumps(listing), [*JSON_HEADERS, (b"x-request-id", rid.encode())])
 
     async def chat(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self._handle(scope, receive, send, "chat", self._chat)
@@ -94,18 +106,20 @@ class Proxy:
         await self._handle(scope, receive, send, "embeddings", self._embed)
 
     async def _handle(self, scope: Scope, receive: Receive, send: Send, endpoint: str,
-                      relay: Handler) -> None:
+                      relay: Handler, send_error: ErrorSender = send_error, reserve: bool = True) -> None:
+        """The pipeline every proxied endpoint shares; `relay` is the endpoint's own part,
+        `send_error` renders errors in the endpoint's API shape."""
         rid = new_request_id()
-        headers = headers_of(scope, _AUTH, _CTYPE, _TAGS, _CLEN)
+        headers = headers_of(scope, _AUTH, _CTYPE, _TAGS, _XKEY, _CLEN)
         try:
-            principal = await self._auth.authenticate(headers.get(_AUTH))
+            principal = await self._auth.authenticate(credential(headers))
         except GatewayError as err:
             return await send_error(send, err, rid)
         if self._ledger_full():  # refused unrecorded, so that the journal stays within its cap
             return await send_error(send, LedgerUnavailable(
                 "the ledger cannot record requests now (its database has been away too long); "
                 "retry later"), rid)
-        call = Call(rid, endpoint, principal)
+        call = Call(rid, endpoint, principal, self._observers.finished, self._scrub)
         hold = None
         try:
             if not principal.can("completions", "write"):
@@ -117,48 +131,34 @@ class Proxy:
                 raise InvalidRequest("model must be a non-empty string", param="model")
             call.requested_model = model[:200]
             plan = self._router.plan(model, principal.policy)
-            hold = self._reserve(call, body, plan.targets)
+            hold = self._reserve(call, body, plan.targets) if reserve else None
             await relay(call, plan, body, send)
         except GatewayError as err:
-            self._fail(call, err)
+            call.fail(err)
             if call.ttft is None:
-                self._finish(call)
+                call.finish()
                 await send_error(send, err, rid)
         except Exception:
             log.exception("request %s failed unexpectedly", rid)
-            err = GatewayError("the gateway failed to handle this request", code="internal_error")
-            call.fail(err)
+            internal = GatewayError("the gateway failed to handle this request", code="internal_error")
+            call.fail(internal)
             if call.ttft is None:
-                self._finish(call)
-                await send_error(send, err, rid)
+                call.finish()
+                await send_error(send, internal, rid)
         except asyncio.CancelledError:  # shutdown ran out of grace time: record what we know
             if call.recorded:
                 raise
             call.partial = call.ttft is not None
-            err = RequestCancelled("the gateway stopped before this request finished")
-            call.fail(err)
-            self._finish(call)
+            cancelled = RequestCancelled("the gateway stopped before this request finished")
+            call.fail(cancelled)
+            call.finish()
             if call.ttft is None:  # the client gets the 503 the ledger records, not a bare 500
-                await send_error(send, err, rid)
-            elif call.stream:
-                await send({"type": "http.response.body", "body": b"data: " + err.body() + b"\n\n"})
+                await send_error(send, cancelled, rid)
             raise
         finally:
             if hold is not None:
                 self._budget.settle(hold, call.cost_pico)
-            if not call.recorded:  # the client went away: nothing more will be sent
-                self._finish(call)
-
-    def _fail(self, call: Call, err: GatewayError) -> None:
-        """Note the error; words relayed from a provider lose any secret or address first."""
-        if isinstance(err, UpstreamError):
-            err.message = self._scrub.text(err.message)
-        call.fail(err)
-
-    def _finish(self, call: Call) -> None:
-        """Hand the call to the observers (the ledger journals it), once, before the last byte."""
-        call.recorded = True
-        self._observers.finished(call)
+            call.finish()  # once: a no-op when the response already had it
 
     def _reserve(self, call: Call, body: dict, routes: Sequence[Route]) -> Hold | None:
         """Hold the request's worst-case cost against every limit it counts against (402 if it
@@ -197,51 +197,24 @@ class Proxy:
         usage_obj = data.get("usage")
         if not isinstance(usage_obj, dict):
             usage_obj = data["usage"] = usage.to_openai()
-        usage_obj["cost"] = _cost_value(cost)
-        out = self._scrub.body(orjson.dumps(data))
-        call.ttft = time.perf_counter()
-        self._finish(call)
-        await send_bytes(send, 200, out, [*JSON_HEADERS, (b"x-request-id", call.id.encode())])
+        usage_obj["cost"] = usd_json(cost)
+        await respond_json(call, data, send)
 
     async def _chat_stream(self, call: Call, plan: Plan, body: dict, send: Send) -> None:
-        call.stream = True
         wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        batches, batch = await execute(call, plan, partial(_first_batch, body))
-        route = call.route
-        assert route is not None
-        rate = self._catalog.rate(route)
-        try:
-            call.ttft = time.perf_counter()
-            await send({"type": "http.response.start", "status": 200,
-                        "headers": [*SSE_HEADERS, (b"x-request-id", call.id.encode())]})
-            try:
-                while True:
-                    out = _sse_events(call, batch, rate, wants_usage)
-                    if out:
-                        await send({"type": "http.response.body", "body": self._scrub.body(out),
-                                    "more_body": True})
-                    batch = await anext(batches)
-            except StopAsyncIteration:
-                if call.pricing_source is None:
-                    call.meter_estimate(body, rate)  # a server that ignored include_usage
-                self._finish(call)
-                await send({"type": "http.response.body", "body": b"data: [DONE]\n\n"})
-            except Exception as exc:
-                if not isinstance(exc, GatewayError):
-                    log.exception("stream %s failed unexpectedly", call.id)
-                err = exc if isinstance(exc, GatewayError) else GatewayError(
-                    "the gateway failed while relaying this stream", code="internal_error")
-                call.partial = True
-                self._fail(call, err)
-                if isinstance(err, UpstreamError):
-                    stream_failed(plan, route)
-                call.meter_estimate(body, rate)  # cut short: no usage from the provider
-                self._finish(call)
-                await send({"type": "http.response.body", "body": b"data: " + err.body() + b"\n\n"})
-        finally:
-            if not call.recorded and (call.partial or call.pricing_source is None):
-                call.meter_estimate(body, rate)  # cut short: no usage from the provider
-            await batches.aclose()
+        await relay_stream(call, plan, lambda route: _chat_chunks(body, route),
+                           lambda route: ChatCodec(call, self._catalog.rate(route), body, wants_usage), send)
+
+    def rate(self, route: Route) -> Rate:
+        return self._catalog.rate(route)
+
+
+async def respond_json(call: Call, data: dict, send: Send) -> None:
+    """Send a finished JSON answer with the gateway's request id; the call is recorded first."""
+    out = call.scrub(orjson.dumps(data))
+    call.ttft = time.perf_counter()
+    call.finish()
+    await send_bytes(send, 200, out, [*JSON_HEADERS, (b"x-request-id", call.id.encode())])
 
 
 def upstream_body(body: dict, route: Route) -> dict:
@@ -249,34 +222,17 @@ def upstream_body(body: dict, route: Route) -> dict:
     return {**body, "model": route.upstream_model}
 
 
-async def _first_batch(body: dict, route: Route) -> tuple[AsyncIterator[list[dict]], list[dict]]:
-    """One stream attempt: open the stream on `route` and wait for its first chunks. Until they
-    arrive nothing has reached the client, so the executor may still try another target."""
-    batches = route.provider.chat_stream(upstream_body(body, route))
+def _chat_chunks(body: dict, route: Route) -> AsyncIterator[list[bytes]]:
+    """The provider's chat stream as batches of chunk JSON bytes (raw when it can give them)."""
+    raw = getattr(route.provider, "chat_stream_raw", None)
+    if raw is not None:
+        return raw(upstream_body(body, route))  # type: ignore[no-any-return]
+    return _dumped(route.provider.chat_stream(upstream_body(body, route)))
+
+
+async def _dumped(batches: AsyncIterator[list[dict]]) -> AsyncIterator[list[bytes]]:
     try:
-        return batches, await anext(batches)
-    except StopAsyncIteration:
-        raise UpstreamProtocolError(f"provider {route.provider_name!r} sent an empty stream") from None
-    except BaseException:
+        async for batch in batches:
+            yield [orjson.dumps(chunk) for chunk in batch]
+    finally:
         await batches.aclose()  # type: ignore[attr-defined]
-        raise
-
-
-def _sse_events(call: Call, batch: list[dict], rate: Rate, wants_usage: bool) -> bytes:
-    """Re-id, meter and serialise a batch of chunks; the usage chunk only if the client asked."""
-    out = []
-    for chunk in batch:
-        chunk["id"] = call.id
-        usage_obj = chunk.get("usage")
-        if usage_obj:
-            usage_obj["cost"] = _cost_value(call.meter(Usage.from_openai(usage_obj), rate))
-        for choice in chunk.get("choices") or ():
-            content = (choice.get("delta") or {}).get("content")
-            if isinstance(content, str):
-                call.streamed_chars += len(content)
-        if not wants_usage:
-            chunk.pop("usage", None)
-            if usage_obj and not chunk.get("choices"):
-                continue
-        out.append(b"data: " + orjson.dumps(chunk) + b"\n\n")
-    return b"".join(out)

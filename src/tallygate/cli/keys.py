@@ -7,7 +7,9 @@ on behalf of the new user); a running gateway picks changes up within about a se
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
+from typing import Any, TypeVar
 
 import click
 from pydantic import ValidationError
@@ -15,10 +17,11 @@ from pydantic import ValidationError
 from tallygate.cli.options import db_option, load_settings, parse_labels
 from tallygate.errors import GatewayError
 
+T = TypeVar("T")
 LEVELS = {"completions": ["write", "none"], "manage": ["write", "read", "none"]}
 
 
-class _Usd(click.ParamType):
+class _Usd(click.ParamType):  # type: ignore[type-arg]  # generic only in click's stubs
     """A dollar amount, kept exact."""
 
     name = "USD"
@@ -56,11 +59,11 @@ def _admin(db_url: str | None, config_path: str | None = None):  # type: ignore[
     admin_user = store.ensure_user("admin")
     budget = MemoryBudget()
     budget.load(store.spend_since(budget.month), budget.month)
-    principal = Principal(key_id=None, name="admin", permissions=ADMIN_PERMISSIONS, user_id=admin_user["id"])
+    principal = Principal(key_id=None, name="admin", permissions=ADMIN_PERMISSIONS, user_id=admin_user.id)
     return KeyAdmin(store, Authenticator(store, None), budget, policies), principal, store
 
 
-def _run(fn, *args):  # type: ignore[no-untyped-def]
+def _run(fn: Callable[..., T], *args: Any) -> T:
     """Call a KeyAdmin operation, turning its errors into clean CLI errors."""
     try:
         return fn(*args)
@@ -68,7 +71,7 @@ def _run(fn, *args):  # type: ignore[no-untyped-def]
         raise click.ClickException(err.message) from None
 
 
-def _validated(model, data: dict):  # type: ignore[no-untyped-def]
+def _validated(model, data: dict[str, Any]):  # type: ignore[no-untyped-def]
     try:
         return model.model_validate(data)
     except ValidationError as exc:
@@ -89,7 +92,7 @@ completions_option = click.option("--completions", type=click.Choice(LEVELS["com
 manage_option = click.option("--manage", type=click.Choice(LEVELS["manage"]), default=None)
 
 
-def _echo_record(record: dict) -> None:
+def _echo_record(record: dict[str, Any]) -> None:
     click.echo(json.dumps({k: v for k, v in record.items() if k != "key"}, indent=2))
 
 
@@ -169,7 +172,7 @@ def update(key_id: str, name: str | None, label_pairs: tuple[str, ...], clear_la
     from tallygate.manage.schemas import KeyUpdate
 
     admin, caller, store = _admin(db_url, config_path)
-    fields: dict = {}
+    fields: dict[str, Any] = {}
     if name is not None:
         fields["name"] = name
     if label_pairs or clear_labels:
@@ -215,8 +218,8 @@ def create_user(name: str, manage: str, db_url: str | None) -> None:
         user = store.create_user(name)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
-    as_user = Principal(key_id=None, name=name, permissions=caller.permissions, user_id=user["id"])
+    as_user = Principal(key_id=None, name=name, permissions=caller.permissions, user_id=user.id)
     record = _run(admin.create, as_user, req)
-    click.echo(f"created user {name} ({user['id']}) and management key {record['id']}", err=True)
+    click.echo(f"created user {name} ({user.id}) and management key {record['id']}", err=True)
     click.echo("secret (shown once):", err=True)
     click.echo(record["key"])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from tallygate.settings import ConfigError, Settings
@@ -12,7 +14,7 @@ db_option = click.option(
          "postgresql+psycopg://... for PostgreSQL). Env: TALLYGATE_DB_URL.")
 
 
-def load_settings(**overrides: object) -> Settings:
+def load_settings(**overrides: Any) -> Settings:
     try:
         return Settings.from_env(**overrides)
     except ConfigError as exc:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import Any
 
 import click
 
@@ -29,7 +30,7 @@ def _analytics(db_url: str | None):  # type: ignore[no-untyped-def]
     return Analytics(AnalyticsStore(engine))
 
 
-def _cells(m: dict) -> dict[str, str]:
+def _cells(m: dict[str, Any]) -> dict[str, str]:
     def ms(v: float | None) -> str:
         return "-" if v is None else f"{v:,.0f}" if v >= 10 else f"{v:.1f}"
 
@@ -41,7 +42,7 @@ def _cells(m: dict) -> dict[str, str]:
             "fb": "-" if not fb["count"] else f"{fb['mean_score']:.2f} ({fb['count']})"}
 
 
-def render_table(doc: dict) -> str:
+def render_table(doc: dict[str, Any]) -> str:
     """The usage document as an aligned text table, totals last."""
     dims = doc["group_by"]
     rows = [[("(none)" if r["group"][d] is None else str(r["group"][d])) for d in dims]

@@ -78,8 +78,8 @@ def serve(config_path: str | None, db_url: str | None, host: str, port: int) -> 
 
 def _demo_key(keys: KeyStore) -> str | None:
     """On a first start with the demo config: create the demo key and return its secret."""
-    if keys.list():
+    if keys.all():
         return None
     admin = keys.ensure_user("admin")
-    _, secret = keys.create(name="demo", labels={"team": "demo", "env": "dev"}, created_by=admin["id"])
+    _, secret = keys.create(name="demo", labels={"team": "demo", "env": "dev"}, created_by=admin.id)
     return secret

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+import orjson
+
 PICO_PER_USD = 10**12
 
 
@@ -15,3 +17,8 @@ def usd(pico: int) -> Decimal:
 def usd_text(pico: int) -> str:
     """Picodollars as a plain decimal string of dollars: "2000", "0.000015" (never exponents)."""
     return format(usd(pico), "f")
+
+
+def usd_json(pico: int) -> orjson.Fragment:
+    """Dollars as a JSON number written from the exact decimal digits (never via a float)."""
+    return orjson.Fragment(usd_text(pico).encode())

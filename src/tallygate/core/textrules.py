@@ -19,6 +19,7 @@ import re
 import sys
 import unicodedata
 from collections.abc import Callable
+from typing import Any
 
 _REFUSED = frozenset({"Cc", "Cf", "Zl", "Zp", "Co"})  # and Cs: no JSON string holds a lone one
 
@@ -93,7 +94,7 @@ def decimal_text(pattern: str, example: str) -> Callable[[object], object]:
     return check
 
 
-def decimal_schema(pattern: str, maximum: int, step: float) -> dict:
+def decimal_schema(pattern: str, maximum: int, step: float) -> dict[str, Any]:
     """The JSON schema of a decimal sent as a number or as a string."""
     return {"anyOf": [{"type": "number", "minimum": 0, "maximum": maximum, "multipleOf": step},
                       {"type": "string", "pattern": pattern}]}

@@ -14,13 +14,14 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Collection
 from decimal import Decimal
+from typing import Any
 
 from tallygate.core.money import PICO_PER_USD, usd_text
 from tallygate.errors import InvalidRequest, NotFound, PermissionDenied
 from tallygate.manage.schemas import KeyCreate, KeyUpdate
 from tallygate.pipeline.auth import Authenticator
 from tallygate.pipeline.budget import BudgetEngine
-from tallygate.store.keys import KeyStore
+from tallygate.store.keys import KeyRecord, KeyStore, User
 from tallygate.store.logs import decode_cursor, encode_cursor
 from tallygate.types import Principal
 
@@ -59,19 +60,19 @@ class KeyAdmin:
         self._policies = policies
         self.policies = policies  # the routing policies a key may name
 
-    def render(self, row: dict, users: dict[str, dict] | None = None) -> dict:
-        users = users if users is not None else self._store.users_by_id({row["created_by"]} - {None})
-        creator = users.get(row["created_by"]) or {}
-        limit = row["monthly_limit_pico"]
+    def render(self, row: KeyRecord, users: dict[str, User] | None = None) -> dict[str, Any]:
+        users = users if users is not None else self._store.users_by_id({row.created_by} if row.created_by else set())
+        creator = users.get(row.created_by or "")
+        limit = row.monthly_limit_pico
         return {
-            "id": row["id"], "name": row["name"], "key_prefix": row["key_prefix"],
+            "id": row.id, "name": row.name, "key_prefix": row.key_prefix,
             "monthly_limit": None if limit is None else usd_text(limit),
-            "monthly_spend": usd_text(self._budget.spend(row["id"])),
-            "monthly_reserved": usd_text(self._budget.reserved(row["id"])),
-            "permissions": row["permissions"], "labels": row["labels"],
-            "created_by": {"id": row["created_by"], "name": creator.get("name")},
-            "created_at": _iso(row["created_at"]), "revoked_at": _iso(row["revoked_at"]),
-            "policy": row["policy"],
+            "monthly_spend": usd_text(self._budget.spend(row.id)),
+            "monthly_reserved": usd_text(self._budget.reserved(row.id)),
+            "permissions": row.permissions, "labels": row.labels,
+            "created_by": {"id": row.created_by, "name": creator.name if creator else None},
+            "created_at": _iso(row.created_at), "revoked_at": _iso(row.revoked_at),
+            "policy": row.policy,
         }
 
     def _check_policy(self, policy: str | None) -> None:
@@ -80,7 +81,7 @@ class KeyAdmin:
             raise InvalidRequest(f"policy {policy!r} is not defined in the config (known: {known})",
                                  param="policy")
 
-    def create(self, caller: Principal, req: KeyCreate) -> dict:
+    def create(self, caller: Principal, req: KeyCreate) -> dict[str, Any]:
         permissions = req.permissions.model_dump()
         if area := _exceeds(permissions, caller):
             raise PermissionDenied(f"cannot create a key with permissions.{area} above your own",
@@ -98,32 +99,32 @@ class KeyAdmin:
         self._auth.remember(row)
         return {**self.render(row), "key": secret}
 
-    def get(self, key_id: str) -> dict:
+    def get(self, key_id: str) -> dict[str, Any]:
         row = self._store.get(key_id)
         if row is None:
             raise NotFound(f"no API key with id {key_id!r}", param="id")
         return self.render(row)
 
-    def page(self, labels: dict[str, str], limit: int, cursor: str | None) -> dict:
+    def page(self, labels: dict[str, str], limit: int, cursor: str | None) -> dict[str, Any]:
         after = decode_cursor(cursor) if cursor else None
         rows = self._store.page(labels, limit + 1, after)
         more = len(rows) > limit
         rows = rows[:limit]
-        users = self._store.users_by_id({r["created_by"] for r in rows} - {None})
+        users = self._store.users_by_id({r.created_by for r in rows if r.created_by})
         return {"object": "list", "data": [self.render(r, users) for r in rows], "has_more": more,
-                "next_cursor": encode_cursor(rows[-1]["created_at"], rows[-1]["id"]) if more else None}
+                "next_cursor": encode_cursor(rows[-1].created_at, rows[-1].id) if more else None}
 
-    def _editable(self, caller: Principal, key_id: str) -> dict:
+    def _editable(self, caller: Principal, key_id: str) -> KeyRecord:
         row = self._store.get(key_id)
         if row is None:
             raise NotFound(f"no API key with id {key_id!r}", param="id")
-        if area := _exceeds(row["permissions"], caller):
+        if area := _exceeds(row.permissions, caller):
             raise PermissionDenied(f"cannot change a key whose permissions.{area} is above your own")
-        if _limit_above(row["monthly_limit_pico"], caller):
+        if _limit_above(row.monthly_limit_pico, caller):
             raise PermissionDenied("cannot change a key whose monthly limit is above your own")
         return row
 
-    def update(self, caller: Principal, key_id: str, req: KeyUpdate) -> dict:
+    def update(self, caller: Principal, key_id: str, req: KeyUpdate) -> dict[str, Any]:
         given = req.model_fields_set
         own = given & {"permissions", "monthly_limit", "labels"}
         if key_id == caller.key_id and own:
@@ -131,7 +132,7 @@ class KeyAdmin:
             raise PermissionDenied("a key cannot change its own permissions, monthly limit or labels",
                                    param=sorted(own)[0])
         row = self._editable(caller, key_id)
-        fields: dict = {}
+        fields: dict[str, Any] = {}
         if "name" in given:
             if req.name is None:
                 raise InvalidRequest("name cannot be null", param="name")
@@ -142,7 +143,7 @@ class KeyAdmin:
             if req.permissions is None:
                 raise InvalidRequest("permissions cannot be null", param="permissions")
             # Only the areas named change: {"manage": "read"} leaves `completions` as it was.
-            permissions = {**row["permissions"], **req.permissions.model_dump(exclude_unset=True)}
+            permissions = {**row.permissions, **req.permissions.model_dump(exclude_unset=True)}
             if area := _exceeds(permissions, caller):
                 raise PermissionDenied(f"cannot grant permissions.{area} above your own",
                                        param=f"permissions.{area}")
@@ -154,12 +155,12 @@ class KeyAdmin:
         if "policy" in given:
             self._check_policy(req.policy)
             fields["policy"] = req.policy
-        row = self._store.update(key_id, fields) if fields else self._store.get(key_id)
-        assert row is not None
-        self._auth.remember(row)
-        return self.render(row)
+        updated = self._store.update(key_id, fields) if fields else self._store.get(key_id)
+        assert updated is not None
+        self._auth.remember(updated)
+        return self.render(updated)
 
-    def revoke(self, caller: Principal, key_id: str) -> dict:
+    def revoke(self, caller: Principal, key_id: str) -> dict[str, Any]:
         self._editable(caller, key_id)
         self._store.revoke(key_id)
         row = self._store.get(key_id)
@@ -167,7 +168,7 @@ class KeyAdmin:
         self._auth.remember(row)
         return self.render(row)
 
-    def own(self, caller: Principal) -> dict:
+    def own(self, caller: Principal) -> dict[str, Any]:
         """The calling key's own record (the bootstrap admin has none in the database)."""
         if caller.key_id is None:
             return {"id": None, "name": caller.name, "key_prefix": None, "monthly_limit": None,

@@ -16,7 +16,7 @@ import logging
 import time
 
 from tallygate.errors import AuthenticationFailed, AuthUnavailable
-from tallygate.store.keys import PREFIX_LEN, KeyStore, hash_secret, now_ms
+from tallygate.store.keys import PREFIX_LEN, KeyRecord, KeyStore, hash_secret, now_ms
 from tallygate.types import Principal
 
 log = logging.getLogger("tallygate.auth")
@@ -25,10 +25,10 @@ _MISS_TTL_S = 2.0
 _DOWN_TTL_S = 1.0  # after a failed lookup, uncached keys get 503 at once for this long
 
 
-def _principal(row: dict) -> Principal:
-    return Principal(key_id=row["id"], name=row["name"], labels=dict(row["labels"] or {}),
-                     permissions=dict(row["permissions"] or {}), user_id=row["created_by"],
-                     policy=row["policy"], monthly_limit=row["monthly_limit_pico"])
+def _principal(row: KeyRecord) -> Principal:
+    return Principal(key_id=row.id, name=row.name, labels=dict(row.labels or {}),
+                     permissions=dict(row.permissions or {}), user_id=row.created_by,
+                     policy=row.policy, monthly_limit=row.monthly_limit_pico)
 
 
 class Authenticator:
@@ -52,20 +52,20 @@ class Authenticator:
     def load(self) -> None:
         """Read every key (blocking; call at start-up)."""
         self._seen_ms = now_ms()
-        for row in self._keys.list():
+        for row in self._keys.all():
             self.remember(row)
 
-    def remember(self, row: dict) -> None:
+    def remember(self, row: KeyRecord) -> None:
         """Put a key record into memory, replacing an older copy (revoked keys stay, as revoked)."""
-        entries = [e for e in self._by_prefix.get(row["key_prefix"], []) if e[0] != row["key_hash"]]
-        entries.append((row["key_hash"], None if row["revoked_at"] else _principal(row)))
-        self._by_prefix[row["key_prefix"]] = entries
-        self._misses.pop(row["key_prefix"], None)
+        entries = [e for e in self._by_prefix.get(row.key_prefix, []) if e[0] != row.key_hash]
+        entries.append((row.key_hash, None if row.revoked_at else _principal(row)))
+        self._by_prefix[row.key_prefix] = entries
+        self._misses.pop(row.key_prefix, None)
 
     async def start(self) -> None:
         """Load every key, then keep them fresh in the background."""
         if self._admin.user_id is None:
-            self._admin.user_id = (await asyncio.to_thread(self._keys.ensure_user, "admin"))["id"]
+            self._admin.user_id = (await asyncio.to_thread(self._keys.ensure_user, "admin")).id
         await asyncio.to_thread(self.load)
         self._task = asyncio.get_running_loop().create_task(self._poll())
 

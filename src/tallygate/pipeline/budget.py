@@ -53,6 +53,11 @@ def _size(value: object) -> tuple[int, int]:
     return chars, images
 
 
+def body_size(value: object) -> tuple[int, int]:
+    """(characters, images) of a request body or part of one, as `worst_case` counts them."""
+    return _size(value)
+
+
 def worst_case(body: dict[str, Any], endpoint: str, rates: Iterable[Rate],
                default_max_tokens: int = DEFAULT_MAX_TOKENS) -> int:
     """The most this request can cost, in picodollars, over every target it may be sent to.
@@ -67,7 +72,7 @@ def worst_case(body: dict[str, Any], endpoint: str, rates: Iterable[Rate],
         if isinstance(inputs, list) and inputs and isinstance(inputs[0], (int, list)):
             chars += 3 * sum(len(x) if isinstance(x, list) else 1 for x in inputs)  # token ids
     else:
-        out = body.get("max_completion_tokens") or body.get("max_tokens")
+        out = body.get("max_completion_tokens") or body.get("max_tokens") or body.get("max_output_tokens")
         output = out if type(out) is int and out > 0 else default_max_tokens
         n = body.get("n")
         output *= n if type(n) is int and n > 1 else 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from tallygate.errors import ModelNotFound
 from tallygate.pipeline.pricing import PriceBook, Rate
@@ -47,7 +48,7 @@ class ModelCatalog:
     def rate(self, route: Route) -> Rate:
         return self._prices.rate(route.provider_type, route.upstream_model, route.pricing)
 
-    def listing(self) -> dict:
+    def listing(self) -> dict[str, Any]:
         return {"object": "list", "data": [
             *({"id": r.name, "object": "model", "created": 0, "owned_by": r.provider_name}
               for r in self._routes.values()),

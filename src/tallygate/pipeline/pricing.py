@@ -98,7 +98,8 @@ def _lookup(provider_type: str, model: str, today: dt.date) -> Rate:
         value = getattr(prices, name, None)
         return getattr(value, "base", value)  # tiered prices: the base tier
 
-    if flat("input_mtok") is None:
+    input_mtok = flat("input_mtok")
+    if input_mtok is None:
         return UNPRICED
-    return Rate.from_mtok(f"genai-prices {genai_prices.__version__}", flat("input_mtok"),
+    return Rate.from_mtok(f"genai-prices {genai_prices.__version__}", input_mtok,
                           flat("output_mtok"), flat("cache_read_mtok"), flat("cache_write_mtok"))

@@ -3,6 +3,8 @@ instead of a provider's puzzling answer. Everything else is the provider's to ju
 
 from __future__ import annotations
 
+from typing import Any
+
 from tallygate.errors import InvalidRequest
 
 _NUMBERS = {"temperature": (0.0, 2.0), "top_p": (0.0, 1.0), "presence_penalty": (-2.0, 2.0),
@@ -14,7 +16,7 @@ def _is_int(value: object) -> bool:
     return type(value) is int
 
 
-def check_chat(body: dict) -> bool:
+def check_chat(body: dict[str, Any]) -> bool:
     """Validate a chat completion request; returns whether the client wants a stream."""
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
@@ -41,7 +43,7 @@ def check_chat(body: dict) -> bool:
     return bool(stream)
 
 
-def check_embeddings(body: dict) -> None:
+def check_embeddings(body: dict[str, Any]) -> None:
     """`input`: a string, an array of strings, an array of token ids or an array of such arrays."""
     value = body.get("input")
     ok = isinstance(value, str) or (isinstance(value, list) and value and (

@@ -12,7 +12,9 @@ from tallygate.errors import InvalidRequest, UpstreamHTTPError, UpstreamProtocol
 from tallygate.providers.anthropic_translate import (
     AnthropicStreamTranslator,
     anthropic_error,
+    anthropic_usage,
     from_anthropic,
+    stream_error,
     to_anthropic,
 )
 from tallygate.providers.http import (
@@ -27,6 +29,7 @@ from tallygate.settings import ProviderConfig
 from tallygate.types import Usage
 
 API_VERSION = "2023-06-01"
+RawEvents = AsyncIterator[list[tuple[str | None, bytes]]]
 
 
 class AnthropicProvider:
@@ -37,6 +40,7 @@ class AnthropicProvider:
         self._http = http
         base = (cfg.base_url or "https://api.anthropic.com").rstrip("/")
         self._url = base + ("/messages" if base.endswith("/v1") else "/v1/messages")
+        self._count_url = self._url + "/count_tokens"
         self._headers = {"Content-Type": "application/json", "anthropic-version": API_VERSION,
                          **cfg.headers}
         if cfg.api_key:
@@ -83,6 +87,46 @@ class AnthropicProvider:
                             return
                     if batch:
                         yield batch
+            raise UpstreamUnavailable(f"provider {self.name!r} ended the stream before message_stop")
+
+    # --- native Messages API (`/v1/messages` relayed as it is)
+    def _native_headers(self, client: dict[str, str]) -> dict[str, str]:
+        """Our credentials and content type, the client's `anthropic-version` / `anthropic-beta`."""
+        return {**self._headers, **{k: v for k, v in client.items() if v}}
+
+    async def _post(self, url: str, body: dict, headers: dict[str, str]) -> dict:
+        with transport_errors(self.name):
+            async with self._http.session.post(url, data=orjson.dumps(body), headers=headers,
+                                               timeout=self._timeout) as resp:
+                raw = await resp.read()
+                if resp.status != 200:
+                    raise self._error(resp.status, raw, resp.headers)
+        return parse_json(self.name, raw)
+
+    async def messages(self, body: dict, headers: dict[str, str]) -> tuple[dict, Usage]:
+        """One Messages request as the client sent it (model set); the Message as it came."""
+        data = await self._post(self._url, body, self._native_headers(headers))
+        return data, anthropic_usage(data.get("usage"))
+
+    async def count_tokens(self, body: dict, headers: dict[str, str]) -> dict:
+        return await self._post(self._count_url, body, self._native_headers(headers))
+
+    async def messages_stream(self, body: dict, headers: dict[str, str]) -> RawEvents:
+        """A streamed Messages request: batches of raw `(event, data)` SSE events, untouched.
+        Ends after `message_stop`; an `error` event raises, an early end raises too."""
+        async with sse_response(self.name, self._http.session, self._url, orjson.dumps(body),
+                                self._native_headers(headers), self._stream_timeout, self._error) as resp:
+            with transport_errors(self.name):
+                async for events in sse_batches(resp):
+                    for i, (name, data) in enumerate(events):
+                        if name == "message_stop":
+                            yield events[:i + 1]
+                            return
+                        if name == "error":
+                            if i:
+                                yield events[:i]
+                            raise stream_error(parse_json(self.name, data, "a stream event"))
+                    yield events
             raise UpstreamUnavailable(f"provider {self.name!r} ended the stream before message_stop")
 
     async def embed(self, body: dict) -> tuple[dict, Usage]:

@@ -385,7 +385,7 @@ class AnthropicStreamTranslator:
             self._done = True
             return [{**self._head, "choices": [], "usage": self.usage.to_openai()}]
         if kind == "error":
-            raise _stream_error(data)
+            raise stream_error(data)
         return []  # ping, content_block_stop, and event types Anthropic may add later
 
     def _block_start(self, index: object, block: dict) -> list[dict]:
@@ -431,7 +431,8 @@ def anthropic_error(status: int, body: bytes) -> UpstreamHTTPError:
                              detail=_error_detail(error))
 
 
-def _stream_error(data: dict) -> UpstreamHTTPError:
+def stream_error(data: dict) -> UpstreamHTTPError:
+    """An Anthropic stream's `error` event as UpstreamHTTPError (its status from the error type)."""
     error = data.get("error")
     error = error if isinstance(error, dict) else {}
     status = _ERROR_STATUS.get(str(error.get("type")), 500)

@@ -111,6 +111,8 @@ class HttpClient:
 
 def _event(raw: bytes) -> tuple[str | None, bytes] | None:
     """One SSE event block -> (event name, data); None for a block with no data (comments...)."""
+    if raw.startswith(b"data: ") and b"\n" not in raw:  # the usual one-line event, fast
+        return None, raw[6:]
     name: str | None = None
     data: list[bytes] = []
     for line in raw.split(b"\n"):

@@ -17,8 +17,12 @@ from tallygate.providers.http import (
     sse_response,
     transport_errors,
 )
+from tallygate.providers.responses_translate import responses_usage
 from tallygate.settings import ProviderConfig
 from tallygate.types import Usage
+
+RawEvents = AsyncIterator[list[tuple[str | None, bytes]]]
+_RESPONSE_END = frozenset({"response.completed", "response.incomplete", "response.failed"})
 
 
 def openai_error(provider: str, status: int, body: bytes, headers: object = None) -> UpstreamHTTPError:
@@ -34,6 +38,18 @@ def openai_error(provider: str, status: int, body: bytes, headers: object = None
                              retry_after=retry_after(headers))
 
 
+def _responses_error(provider: str, data: bytes) -> UpstreamHTTPError:
+    """A Responses stream's `error` event (`{"type": "error", "code", "message"}`)."""
+    try:
+        event = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        event = {}
+    message = event.get("message") if isinstance(event, dict) else None
+    status = 429 if isinstance(event, dict) and "rate_limit" in str(event.get("code")) else 500
+    return UpstreamHTTPError(status, f"provider {provider!r} stream failed",
+                             detail=message if isinstance(message, str) else None)
+
+
 class OpenAIProvider:
     """Relays chat completions and embeddings to `<base_url>/chat/completions` etc."""
 
@@ -43,6 +59,7 @@ class OpenAIProvider:
         base = (cfg.base_url or "").rstrip("/")
         self._chat_url = base + "/chat/completions"
         self._embed_url = base + "/embeddings"
+        self._responses_url = base + "/responses"
         self._headers = {"Content-Type": "application/json", **cfg.headers}
         if cfg.api_key:
             self._headers["Authorization"] = f"Bearer {cfg.api_key}"
@@ -67,6 +84,12 @@ class OpenAIProvider:
         return await self._post_json(self._embed_url, body)
 
     async def chat_stream(self, body: dict) -> AsyncIterator[list[dict]]:
+        async for batch in self.chat_stream_raw(body):
+            yield [parse_json(self.name, data, "a stream event") for data in batch if data != b"[DONE]"]
+
+    async def chat_stream_raw(self, body: dict) -> AsyncIterator[list[bytes]]:
+        """A streamed chat completion as batches of each chunk's JSON bytes, as they came; the
+        last batch ends with `b"[DONE]"`. An in-band error event raises."""
         # Always ask for usage: metering needs it whether or not the client wants to see it.
         body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
         error = partial(openai_error, self.name)
@@ -74,17 +97,44 @@ class OpenAIProvider:
                                 self._headers, self._stream_timeout, error) as resp:
             with transport_errors(self.name):
                 async for events in sse_batches(resp):
-                    batch = []
-                    for _name, data in events:
-                        if data == b"[DONE]":
-                            yield batch
-                            return
-                        chunk = parse_json(self.name, data, "a stream event")
-                        if "error" in chunk and "choices" not in chunk:
-                            raise error(500, data, None)
-                        batch.append(chunk)
+                    batch = [data for _name, data in events]
+                    done = b"[DONE]" in batch
+                    if done:
+                        batch = batch[:batch.index(b"[DONE]") + 1]
+                    # A chunk starts with its id; anything else may be an in-band error event.
+                    for data in [d for d in batch if not d.startswith(b'{"id"')]:
+                        if data != b"[DONE]" and b'"error"' in data:
+                            chunk = parse_json(self.name, data, "a stream event")
+                            if "error" in chunk and "choices" not in chunk:
+                                raise error(500, data, None)
                     yield batch
+                    if done:
+                        return
             raise UpstreamUnavailable(f"provider {self.name!r} ended the stream before [DONE]")
+
+    # --- native Responses API (`/v1/responses` relayed as it is)
+    async def responses(self, body: dict) -> tuple[dict, Usage]:
+        data, _ = await self._post_json(self._responses_url, body)
+        return data, responses_usage(data.get("usage"))
+
+    async def responses_stream(self, body: dict) -> RawEvents:
+        """A streamed Response: batches of raw `(event, data)` SSE events, untouched. Ends after
+        `response.completed` / `incomplete` / `failed`; an `error` event raises."""
+        error = partial(openai_error, self.name)
+        async with sse_response(self.name, self._http.session, self._responses_url, orjson.dumps(body),
+                                self._headers, self._stream_timeout, error) as resp:
+            with transport_errors(self.name):
+                async for events in sse_batches(resp):
+                    for i, (name, data) in enumerate(events):
+                        if name in _RESPONSE_END:
+                            yield events[:i + 1]
+                            return
+                        if name == "error":
+                            if i:
+                                yield events[:i]
+                            raise _responses_error(self.name, data)
+                    yield events
+            raise UpstreamUnavailable(f"provider {self.name!r} ended the stream before response.completed")
 
     async def close(self) -> None:
         return None

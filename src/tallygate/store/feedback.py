@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Connection, Engine, select, update
 
@@ -58,7 +59,7 @@ class FeedbackStore:
         return Stored(request_id, score_milli, comment, old[1] if old else now, now, old is not None)
 
 
-def _adjust(conn: Connection, rec: dict, count: int, total: int) -> None:
+def _adjust(conn: Connection, rec: dict[str, Any], count: int, total: int) -> None:
     """Add `count` and `total` to the feedback columns of every roll-up row `rec` is in."""
     usage, tags = record_keys(rec)
     for level, key in usage.items():

@@ -44,7 +44,9 @@ class RecordRows:
     def build(batch: list[LedgerRecord]) -> tuple[list[tuple[Any, ...]], list[str], list[tuple[str, str]]]:
         """(requests rows, each record's labels as canonical JSON, request_tags rows)."""
         dumps = orjson.dumps
-        rows, canonical, tags = [], [], []
+        rows: list[tuple[Any, ...]] = []
+        canonical: list[str] = []
+        tags: list[tuple[str, str]] = []
         for rec in batch:
             labels = canonical_labels(rec.labels)
             canonical.append(labels)

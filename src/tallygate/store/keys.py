@@ -12,6 +12,9 @@ import hashlib
 import secrets
 import time
 import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
 
 from sqlalchemy import Engine, and_, func, or_, select, update
 
@@ -34,62 +37,96 @@ def new_secret() -> str:
     return "tg-" + secrets.token_urlsafe(32)
 
 
+@dataclass(frozen=True, slots=True)
+class KeyRecord:
+    """One row of `api_keys` (the secret itself is never stored: only its SHA-256 `key_hash`)."""
+
+    id: str
+    name: str
+    key_prefix: str
+    key_hash: str
+    labels: dict[str, str]
+    permissions: dict[str, str]
+    monthly_limit_pico: int | None
+    policy: str | None
+    created_by: str | None
+    created_at: int
+    updated_at: int
+    revoked_at: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    """A person behind management keys."""
+
+    id: str
+    name: str
+    created_at: int
+
+
+KEY_FIELDS = tuple(f.name for f in fields(KeyRecord))
+
+
+def _key(row: Mapping[Any, Any]) -> KeyRecord:
+    return KeyRecord(**{f: row[f] for f in KEY_FIELDS})
+
+
+def _user(row: Mapping[Any, Any]) -> User:
+    return User(row["id"], row["name"], row["created_at"])
+
+
 class KeyStore:
     """Synchronous key and user queries; the gateway calls them from worker threads."""
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
 
-    def ensure_user(self, name: str) -> dict:
+    def ensure_user(self, name: str) -> User:
         """The user called `name`, created on first use."""
         with self._engine.begin() as conn:
             row = conn.execute(select(users).where(users.c.name == name)).mappings().first()
             if row is not None:
-                return dict(row)
-            user = {"id": str(uuid.uuid4()), "name": name, "created_at": now_ms()}
-            conn.execute(users.insert().values(**user))
+                return _user(row)
+            user = User(str(uuid.uuid4()), name, now_ms())
+            conn.execute(users.insert().values(id=user.id, name=user.name, created_at=user.created_at))
             return user
 
     def create(self, *, name: str, labels: dict[str, str] | None = None,
                permissions: dict[str, str] | None = None, monthly_limit_pico: int | None = None,
-               policy: str | None = None, created_by: str | None = None) -> tuple[dict, str]:
+               policy: str | None = None, created_by: str | None = None) -> tuple[KeyRecord, str]:
         """Store a new key; returns its record and the secret (which is not stored)."""
         secret = new_secret()
         ts = now_ms()
-        record = {
-            "id": str(uuid.uuid4()), "name": name, "key_prefix": secret[:PREFIX_LEN],
-            "key_hash": hash_secret(secret), "labels": dict(labels or {}),
-            "permissions": {**DEFAULT_PERMISSIONS, **(permissions or {})},
-            "monthly_limit_pico": monthly_limit_pico, "policy": policy, "created_by": created_by,
-            "created_at": ts, "updated_at": ts, "revoked_at": None,
-        }
+        record = KeyRecord(
+            id=str(uuid.uuid4()), name=name, key_prefix=secret[:PREFIX_LEN], key_hash=hash_secret(secret),
+            labels=dict(labels or {}), permissions={**DEFAULT_PERMISSIONS, **(permissions or {})},
+            monthly_limit_pico=monthly_limit_pico, policy=policy, created_by=created_by,
+            created_at=ts, updated_at=ts, revoked_at=None)
         with self._engine.begin() as conn:
-            conn.execute(api_keys.insert().values(**record))
+            conn.execute(api_keys.insert().values(**{f: getattr(record, f) for f in KEY_FIELDS}))
         return record, secret
 
-    def by_prefix(self, prefix: str) -> list[dict]:
+    def by_prefix(self, prefix: str) -> list[KeyRecord]:
         with self._engine.connect() as conn:
             rows = conn.execute(select(api_keys).where(api_keys.c.key_prefix == prefix)).mappings()
-            return [dict(r) for r in rows]
+            return [_key(r) for r in rows]
 
-    def changed_since(self, ms: int) -> list[dict]:
+    def changed_since(self, ms: int) -> list[KeyRecord]:
         """Keys created, edited or revoked at or after `ms` (epoch milliseconds)."""
         with self._engine.connect() as conn:
             rows = conn.execute(select(api_keys).where(api_keys.c.updated_at >= ms)).mappings()
-            return [dict(r) for r in rows]
+            return [_key(r) for r in rows]
 
-    def list(self) -> list[dict]:
+    def all(self) -> list[KeyRecord]:
         with self._engine.connect() as conn:
-            return [dict(r) for r in conn.execute(select(api_keys).order_by(api_keys.c.created_at))
-                    .mappings()]
+            return [_key(r) for r in conn.execute(select(api_keys).order_by(api_keys.c.created_at)).mappings()]
 
-    def get(self, key_id: str) -> dict | None:
+    def get(self, key_id: str) -> KeyRecord | None:
         with self._engine.connect() as conn:
             row = conn.execute(select(api_keys).where(api_keys.c.id == key_id)).mappings().first()
-            return dict(row) if row else None
+            return _key(row) if row else None
 
-    def page(self, labels: dict[str, str], limit: int,
-             after: tuple[int, str] | None) -> list[dict]:
+    def page(self, labels: dict[str, str], limit: int, after: tuple[int, str] | None) -> list[KeyRecord]:
         """Keys in creation order whose labels include `labels`, after the (created_at, id) cursor."""
         c = api_keys.c
         where = [c.labels[name].as_string() == value for name, value in labels.items()]
@@ -97,31 +134,31 @@ class KeyStore:
             where.append(or_(c.created_at > after[0], and_(c.created_at == after[0], c.id > after[1])))
         query = select(api_keys).where(*where).order_by(c.created_at, c.id).limit(limit)
         with self._engine.connect() as conn:
-            return [dict(r) for r in conn.execute(query).mappings()]
+            return [_key(r) for r in conn.execute(query).mappings()]
 
-    def update(self, key_id: str, fields: dict) -> dict | None:
+    def update(self, key_id: str, fields: dict[str, Any]) -> KeyRecord | None:
         """Replace the given columns of a key; returns the updated record (None if no such key)."""
         with self._engine.begin() as conn:
             result = conn.execute(update(api_keys).where(api_keys.c.id == key_id)
                                   .values(**fields, updated_at=now_ms()))
             if result.rowcount == 0:
                 return None
-            return dict(conn.execute(select(api_keys).where(api_keys.c.id == key_id)).mappings().one())
+            return _key(conn.execute(select(api_keys).where(api_keys.c.id == key_id)).mappings().one())
 
-    def users_by_id(self, ids: set[str]) -> dict[str, dict]:
+    def users_by_id(self, ids: set[str]) -> dict[str, User]:
         if not ids:
             return {}
         with self._engine.connect() as conn:
             rows = conn.execute(select(users).where(users.c.id.in_(ids))).mappings()
-            return {r["id"]: dict(r) for r in rows}
+            return {r["id"]: _user(r) for r in rows}
 
-    def create_user(self, name: str) -> dict:
+    def create_user(self, name: str) -> User:
         """A new user; `ValueError` if the name is taken."""
         with self._engine.begin() as conn:
             if conn.execute(select(users.c.id).where(users.c.name == name)).first() is not None:
                 raise ValueError(f"a user named {name!r} already exists")
-            user = {"id": str(uuid.uuid4()), "name": name, "created_at": now_ms()}
-            conn.execute(users.insert().values(**user))
+            user = User(str(uuid.uuid4()), name, now_ms())
+            conn.execute(users.insert().values(id=user.id, name=user.name, created_at=user.created_at))
             return user
 
     def spend_since(self, since_ms: int) -> dict[str, int]:

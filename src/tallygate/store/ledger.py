@@ -108,7 +108,7 @@ class LedgerWriter:
             return False
         return self.journal.full or (self._broken_until > 0 and time.monotonic() < self._broken_until)
 
-    def status(self) -> dict:
+    def status(self) -> dict[str, object]:
         """The backlog, for `/readyz` and the logs."""
         j = self.journal
         return {"pending_records": self._pending, "backlog_bytes": j.backlog if j else 0,

@@ -63,7 +63,7 @@ def _attempt(a: Mapping[str, Any]) -> Attempt:
     return Attempt(a["provider"], a["model"], a["status"], a["latency_ms"], a.get("error"), a.get("target"))
 
 
-def logged_request(row: Mapping[str, Any]) -> LoggedRequest:
+def logged_request(row: Mapping[Any, Any]) -> LoggedRequest:
     """A row of `with_feedback()` as typed objects."""
     values = {name: row[name] for name in LedgerRecord._fields}
     values["tags"] = tuple(values["tags"] or ())

@@ -38,7 +38,7 @@ USAGE_DIMS = ("bucket", "key_id", "label_set", "requested_model", "served_model"
 TAG_DIMS = ("bucket", "prefix", "is_tag")
 
 
-def canonical_labels(labels: dict) -> str:
+def canonical_labels(labels: dict[str, Any]) -> str:
     return orjson.dumps(labels, option=orjson.OPT_SORT_KEYS).decode()
 
 
@@ -92,8 +92,8 @@ class Cell:
 class Aggregate:
     """One batch's roll-up cells by level, and the label sets it introduced."""
 
-    usage: dict[str, dict[tuple, Cell]] = field(default_factory=dict)
-    tags: dict[str, dict[tuple, Cell]] = field(default_factory=dict)
+    usage: dict[str, dict[tuple[Any, ...], Cell]] = field(default_factory=dict)
+    tags: dict[str, dict[tuple[Any, ...], Cell]] = field(default_factory=dict)
     new_sets: dict[str, str] = field(default_factory=dict)
 
 
@@ -104,10 +104,10 @@ _COUNTS = itemgetter(*map(COLUMNS.index, ("input_tokens", "output_tokens", "cach
                                             "reasoning_tokens", "cost_pico")))
 
 
-def _cells(groups: dict[tuple, list[int]], sums: list[tuple[int, ...]], lat: list[int],
-           ttft: list[int]) -> dict[tuple, Cell]:
+def _cells(groups: dict[tuple[Any, ...], list[int]], sums: list[tuple[int, ...]], lat: list[int],
+           ttft: list[int]) -> dict[tuple[Any, ...], Cell]:
     """Cells of groups given as lists of record indexes (summed column by column, in C)."""
-    out: dict[tuple, Cell] = {}
+    out: dict[tuple[Any, ...], Cell] = {}
     for key, members in groups.items():
         if len(members) == 1:
             i = members[0]
@@ -124,9 +124,9 @@ def _cells(groups: dict[tuple, list[int]], sums: list[tuple[int, ...]], lat: lis
     return out
 
 
-def _coarser(cells: dict[tuple, Cell], bucket_of) -> dict[tuple, Cell]:  # type: ignore[no-untyped-def]
+def _coarser(cells: dict[tuple[Any, ...], Cell], bucket_of) -> dict[tuple[Any, ...], Cell]:  # type: ignore[no-untyped-def]
     """The same cells in coarser time buckets (the key's first field)."""
-    out: dict[tuple, Cell] = {}
+    out: dict[tuple[Any, ...], Cell] = {}
     for key, cell in cells.items():
         k = (bucket_of(key[0]), *key[1:])
         acc = out.get(k)
@@ -176,10 +176,10 @@ class Rollups:
         sums: list[tuple[int, ...]] = []
         lat: list[int] = []
         ttft: list[int] = []
-        usage: dict[tuple, list[int]] = {}
-        by_tag: dict[tuple, list[int]] = {}  # (day, tag) -> records whose tags have distinct roots
-        by_prefix: dict[tuple, list[int]] = {}  # (day, prefix, is_tag) -> the other tagged records
-        tagged: dict[tuple, list[int]] = {}  # (day, '', False) -> records with at least one tag
+        usage: dict[tuple[Any, ...], list[int]] = {}
+        by_tag: dict[tuple[Any, ...], list[int]] = {}  # (day, tag) -> records whose tags have distinct roots
+        by_prefix: dict[tuple[Any, ...], list[int]] = {}  # (day, prefix, is_tag) -> the other tagged records
+        tagged: dict[tuple[Any, ...], list[int]] = {}  # (day, '', False) -> records with at least one tag
         set_ids, stored, new_sets = self._set_ids, self._stored_sets, {}
         edges, fields, counts = EDGES_US, _FIELDS, _COUNTS
         for i, (rec, labels) in enumerate(zip(records, canonical, strict=True)):
@@ -228,10 +228,10 @@ class Rollups:
         tags_day.update(_cells(tagged, sums, lat, ttft))
         for (day, tag), cell in _cells(by_tag, sums, lat, ttft).items():
             for p in self._tag_prefixes(tag):
-                key = (day, p, p == tag)
-                acc = tags_day.get(key)
+                tag_key = (day, p, p == tag)
+                acc = tags_day.get(tag_key)
                 if acc is None:
-                    tags_day[key] = cell if p == tag else cell.copy()
+                    tags_day[tag_key] = cell if p == tag else cell.copy()
                 else:
                     acc.add(cell)
         usage_hour = _cells(usage, sums, lat, ttft)
@@ -270,7 +270,7 @@ def record_keys(rec: Mapping[str, Any]) -> tuple[dict[str, tuple[Any, ...]], dic
             rec["provider"] or "", rec["status"])
     usage = {"hour": (hour, *rest), "day": (day, *rest), "month": (month_floor(ca), *rest)}
     given = list(rec["tags"] or ())
-    tags: dict[str, list[tuple]] = {"day": [], "month": []}
+    tags: dict[str, list[tuple[Any, ...]]] = {"day": [], "month": []}
     if given:
         pairs = [(p, p in given) for p in prefixes(tuple(given))] + [("", False)]
         for level, bucket in (("day", day), ("month", month_floor(ca))):

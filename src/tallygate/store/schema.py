@@ -7,19 +7,21 @@ same on SQLite and PostgreSQL. Money is integer picodollars (1e-12 USD). The mig
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import (
-                        JSON,
-                        BigInteger,
-                        Boolean,
-                        Column,
-                        ForeignKey,
-                        Index,
-                        Integer,
-                        MetaData,
-                        SmallInteger,
-                        String,
-                        Table,
-                        Text,
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    SmallInteger,
+    String,
+    Table,
+    Text,
 )
 
 from tallygate.core.metrics import METRICS
@@ -99,7 +101,7 @@ label_sets = Table(
 )
 
 
-def _metric_columns() -> list[Column]:
+def _metric_columns() -> list[Column[Any]]:
     return [Column(name, BigInteger, nullable=False) for name in METRICS]
 
 

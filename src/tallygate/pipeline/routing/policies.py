@@ -55,7 +55,7 @@ class Policy:
         """Seconds to wait before retry round `round_no` (1, 2, ...): exponential backoff with
         jitter, but never less than the provider's `retry-after`; None when that is more than
         `max_wait_s` (the retries end and the error goes back with its `retry-after`)."""
-        backoff = min(self.backoff_s * 2 ** (round_no - 1), self.max_wait_s) * (0.5 + self.rng.random() / 2)
+        backoff: float = min(self.backoff_s * 2 ** (round_no - 1), self.max_wait_s) * (0.5 + self.rng.random() / 2)
         if retry_after is None:
             return backoff
         return None if retry_after > self.max_wait_s else max(backoff, retry_after)

@@ -13,6 +13,7 @@ import hashlib
 import json
 from bisect import bisect_right
 from collections import defaultdict
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
@@ -29,7 +30,7 @@ BUCKETS = 62
 METRICS = SUMS + tuple(f"lat_{i:02d}" for i in range(BUCKETS)) + tuple(f"ttft_{i:02d}" for i in range(BUCKETS))
 
 
-def _metrics() -> list[sa.Column]:
+def _metrics() -> list[sa.Column[int]]:
     return [sa.Column(name, sa.BigInteger, nullable=False) for name in METRICS]
 
 
@@ -116,8 +117,8 @@ def _prefixes(tags: list[str]) -> dict[str, bool]:
 
 
 def _backfill(conn: sa.Connection) -> None:
-    usage: dict[tuple, list[int]] = defaultdict(lambda: [0] * len(METRICS))
-    tags: dict[tuple, list[int]] = defaultdict(lambda: [0] * len(METRICS))
+    usage: dict[tuple[Any, ...], list[int]] = defaultdict(lambda: [0] * len(METRICS))
+    tags: dict[tuple[Any, ...], list[int]] = defaultdict(lambda: [0] * len(METRICS))
     label_sets: dict[str, str] = {}
     rows = conn.execute(sa.text(
         "SELECT created_at, key_id, labels, tags, requested_model, served_model, provider, status, "

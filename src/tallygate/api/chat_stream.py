@@ -1,0 +1,114 @@
+"""Relaying a chat-completions stream: touch only the bytes that change.
+
+Each upstream chunk arrives as its JSON bytes. Nearly all of them only need their `id` replaced
+by the gateway's request id. When every chunk of a batch starts with the same `{"id":"<id>"`,
+as OpenAI's and every compatible server's do, the batch is framed with one join and re-ided with
+one replace, whatever its length. Only a chunk that carries `usage` (the last) is parsed,
+metered and re-serialised with `usage.cost`; when the client did not ask for usage, the
+`"usage":null` that `include_usage` adds to every chunk is cut out and the usage chunk dropped.
+Anything unusual (another key order, spaces) takes the parse-and-serialise path, so the bytes
+the client receives are those `orjson` would write for the same chunk.
+
+For estimates of a stream cut short, each text-bearing delta counts as one token (four
+characters), which is how OpenAI and compatible servers stream.
+"""
+
+from __future__ import annotations
+
+import orjson
+
+from tallygate.core.money import usd_json
+from tallygate.errors import GatewayError
+from tallygate.pipeline.call import Call
+from tallygate.pipeline.pricing import Rate
+from tallygate.types import Usage
+
+_ID = b'{"id":"'
+_USAGE = b'"usage":'
+_NULL = b'"usage":null'
+_NULL_USAGE = b',"usage":null'
+_TEXT, _EMPTY = b'"content":"', b'"content":""'
+_ARGS, _NO_ARGS = b'"arguments":"', b'"arguments":""'
+
+
+def deltas(data: bytes) -> int:
+    """Text and tool-argument deltas with something in them, in one chunk or a batch."""
+    return (data.count(_TEXT) - data.count(_EMPTY)) + (data.count(_ARGS) - data.count(_NO_ARGS))
+
+
+class ChatCodec:
+    """Encodes batches of chat chunk bytes for the client; meters the usage chunk."""
+
+    def __init__(self, call: Call, rate: Rate, body: dict, wants_usage: bool) -> None:
+        self._call, self._rate, self._body, self._wants_usage = call, rate, body, wants_usage
+        self._id = call.id.encode()
+        self.done = False
+
+    def encode(self, batch: list[bytes]) -> bytes:
+        if batch and batch[-1] == b"[DONE]":
+            self.done = True
+            return self.encode(batch[:-1]) + b"data: [DONE]\n\n"
+        # The usage chunk (normally the last) is parsed on its own; the rest goes in one piece.
+        for i, data in enumerate(batch):
+            if _USAGE in data and _NULL not in data:
+                usage = self._chunk(data)
+                return (self._batch(batch[:i]) + (b"data: " + usage + b"\n\n" if usage else b"")
+                        + self.encode(batch[i + 1:]))
+        return self._batch(batch)
+
+    def _batch(self, batch: list[bytes]) -> bytes:
+        """Chunks without usage: one join and one replace when they share their `id` prefix."""
+        if not batch:
+            return b""
+        first = batch[0]
+        end = first.find(b'"', 7) if first.startswith(_ID) else -1
+        head = b"data: " + first[:end + 1]
+        out = b"data: " + b"\n\ndata: ".join(batch) + b"\n\n"
+        if end > 0 and b"\\" not in head and out.count(head) == len(batch):
+            nulls = out.count(_NULL)
+            if out.count(_USAGE) == nulls and (self._wants_usage or out.count(_NULL_USAGE) == nulls):
+                self._call.streamed_chars += 4 * deltas(out)
+                if nulls and not self._wants_usage:
+                    out = out.replace(_NULL_USAGE, b"")
+                return out.replace(head, b'data: {"id":"' + self._id + b'"')
+        return b"".join(b"data: " + c + b"\n\n" for c in map(self._chunk, batch) if c is not None)
+
+    def _chunk(self, data: bytes) -> bytes | None:
+        """One chunk on its own: re-ided by a splice, or parsed when it carries usage."""
+        self._call.streamed_chars += 4 * deltas(data)
+        at = data.find(_USAGE)
+        if at >= 0 and not data.startswith(b"null", at + 8):
+            return self._usage_chunk(data)
+        if at >= 0 and not self._wants_usage:
+            cut = data.replace(_NULL_USAGE, b"", 1)
+            if len(cut) == len(data):
+                return self._usage_chunk(data)  # not the compact form: parse it
+            data = cut
+        end = data.find(b'"', 7) if data.startswith(_ID) else -1
+        if end < 0 or b"\\" in data[7:end]:
+            return self._usage_chunk(data)
+        return _ID + self._id + data[end:]
+
+    def _usage_chunk(self, data: bytes) -> bytes | None:
+        """The slow path: parse, re-id, meter `usage` if any, serialise."""
+        chunk = orjson.loads(data)
+        chunk["id"] = self._call.id
+        usage_obj = chunk.get("usage")
+        if usage_obj:
+            usage_obj["cost"] = usd_json(self._call.meter(Usage.from_openai(usage_obj), self._rate))
+        if not self._wants_usage:
+            chunk.pop("usage", None)
+            if usage_obj and not chunk.get("choices"):
+                return None
+        return orjson.dumps(chunk)
+
+    def end(self) -> bytes:
+        return b"data: [DONE]\n\n"
+
+    def error(self, err: GatewayError) -> bytes:
+        return b"data: " + err.body() + b"\n\n"
+
+    def settle(self) -> None:
+        call = self._call
+        if call.partial or call.pricing_source is None:
+            call.meter_estimate(self._body, self._rate)  # cut short: no usage from the provider

@@ -1,0 +1,245 @@
+"""`POST /v1/messages` and `/v1/messages/count_tokens`: Anthropic's Messages API.
+
+The proxy's pipeline (authenticate with `x-api-key` or a Bearer token, tags, plan, reserve, relay
+through the routing executor, ledger) with this API's own part: to an `anthropic` provider the
+request is relayed natively (every block type, `anthropic-version` / `anthropic-beta` passed on,
+stream events relayed as they came, only `message_start` and `message_delta` parsed); to any
+other provider it is translated to chat completions and back (`providers.messages_translate`).
+Errors are Anthropic-shaped: `{"type": "error", "error": {"type", "message"}}`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterator, Awaitable
+
+import orjson
+
+from tallygate.api.asgi import JSON_HEADERS, Receive, Scope, Send, headers_of, send_bytes
+from tallygate.api.proxy import Proxy, respond_json
+from tallygate.api.streaming import Codec, relay_stream, text_chars
+from tallygate.core.money import usd_json
+from tallygate.errors import GatewayError, InvalidRequest
+from tallygate.pipeline.budget import body_size as _size
+from tallygate.pipeline.call import Call
+from tallygate.pipeline.models import Route
+from tallygate.pipeline.pricing import Rate
+from tallygate.pipeline.routing import Plan, execute
+from tallygate.providers.anthropic_translate import anthropic_usage
+from tallygate.providers.messages_translate import ChatToMessagesStream, chat_to_message, messages_to_chat
+from tallygate.types import Usage
+
+_PASSED_HEADERS = (b"anthropic-version", b"anthropic-beta")
+_TYPES = {400: "invalid_request_error", 401: "authentication_error", 402: "billing_error",
+          403: "permission_error", 404: "not_found_error", 413: "request_too_large",
+          429: "rate_limit_error", 503: "overloaded_error", 504: "timeout_error"}
+
+
+def anthropic_error_body(err: GatewayError) -> bytes:
+    kind = _TYPES.get(err.status, "api_error" if err.status >= 500 else "invalid_request_error")
+    return orjson.dumps({"type": "error", "error": {"type": kind, "message": err.message}})
+
+
+async def send_anthropic_error(send: Send, err: GatewayError, request_id: str) -> None:
+    await send_bytes(send, err.status, anthropic_error_body(err),
+                     [*JSON_HEADERS, (b"x-request-id", request_id.encode()), *err.headers()])
+
+
+def native(route: Route) -> bool:
+    return route.provider_type == "anthropic"
+
+
+def check_messages(body: dict, count_only: bool = False) -> bool:
+    """The fields checked here (the rest is the provider's); returns whether to stream."""
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise InvalidRequest("messages must be a non-empty array", param="messages")
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict) or m.get("role") not in ("user", "assistant"):
+            raise InvalidRequest(f'messages[{i}].role must be "user" or "assistant"', param=f"messages[{i}].role")
+    max_tokens = body.get("max_tokens")
+    if not count_only and (type(max_tokens) is not int or max_tokens < 1):
+        raise InvalidRequest("max_tokens must be a positive integer", param="max_tokens")
+    stream = body.get("stream", False)
+    if stream is not None and not isinstance(stream, bool):
+        raise InvalidRequest("stream must be a boolean", param="stream")
+    return bool(stream)
+
+
+class MessagesAPI:
+    """The Messages routes, on the proxy's pipeline."""
+
+    def __init__(self, proxy: Proxy) -> None:
+        self._proxy = proxy
+
+    async def messages(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = _client_headers(scope)
+
+        async def relay(call: Call, plan: Plan, body: dict, send: Send) -> None:
+            await self._relay(call, plan, body, send, headers)
+
+        await self._proxy._handle(scope, receive, send, "messages", relay, send_anthropic_error)
+
+    async def count_tokens(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = _client_headers(scope)
+
+        async def relay(call: Call, plan: Plan, body: dict, send: Send) -> None:
+            check_messages(body, count_only=True)
+
+            def attempt(route: Route) -> Awaitable[dict]:
+                if native(route):
+                    return route.provider.count_tokens(  # type: ignore[attr-defined,no-any-return]
+                        {**body, "model": route.upstream_model}, headers)
+                return _estimate_count(body)
+
+            await respond_json(call, await execute(call, plan, attempt), send)
+
+        await self._proxy._handle(scope, receive, send, "count_tokens", relay, send_anthropic_error,
+                                  reserve=False)
+
+    async def _relay(self, call: Call, plan: Plan, body: dict, send: Send, headers: dict[str, str]) -> None:
+        model = body["model"]
+        if check_messages(body):
+            return await relay_stream(call, plan, lambda route: self._open(route, body, headers),
+                                      lambda route: self._codec(call, route, body, model), send)
+
+        async def attempt(route: Route) -> tuple[dict, Usage]:
+            if native(route):
+                return await route.provider.messages({**body, "model": route.upstream_model}, headers)  # type: ignore[attr-defined,no-any-return]
+            data, usage = await route.provider.chat(messages_to_chat(body, route.upstream_model))
+            return chat_to_message(data, usage, call.id, model), usage
+
+        data, usage = await execute(call, plan, attempt)
+        assert call.route is not None
+        cost = call.meter(usage, self._proxy.rate(call.route))
+        data["id"] = call.id
+        if not isinstance(data.get("usage"), dict):
+            data["usage"] = {}
+        data["usage"]["cost"] = usd_json(cost)
+        await respond_json(call, data, send)
+
+    @staticmethod
+    def _open(route: Route, body: dict, headers: dict[str, str]) -> AsyncIterator:  # type: ignore[type-arg]
+        if native(route):
+            return route.provider.messages_stream({**body, "model": route.upstream_model}, headers)  # type: ignore[attr-defined,no-any-return]
+        return route.provider.chat_stream(messages_to_chat(body, route.upstream_model))
+
+    def _codec(self, call: Call, route: Route, body: dict, model: str) -> Codec:
+        rate = self._proxy.rate(route)
+        if native(route):
+            return NativeMessagesCodec(call, rate, body)
+        return TranslatedMessagesCodec(call, rate, body, model)
+
+
+def _client_headers(scope: Scope) -> dict[str, str]:
+    return {k.decode(): v for k, v in headers_of(scope, *_PASSED_HEADERS).items()}
+
+
+async def _estimate_count(body: dict) -> dict:
+    """`input_tokens` for a model without a counting endpoint: about four characters a token."""
+    chars, images = _size({k: body.get(k) for k in ("system", "messages", "tools")})
+    return {"input_tokens": math.ceil(chars / 4) + images * 1600}
+
+
+def sse(name: bytes, data: bytes) -> bytes:
+    return b"event: " + name + b"\ndata: " + data + b"\n\n"
+
+
+class _MessagesCodecBase:
+    def __init__(self, call: Call, rate: Rate, body: dict) -> None:
+        self._call, self._rate, self._body = call, rate, body
+        self.done = False
+
+    def error(self, err: GatewayError) -> bytes:
+        return sse(b"error", anthropic_error_body(err))
+
+    def _estimate(self, known: Usage) -> None:
+        """Price a stream cut short: what the provider reported so far, text relayed for the rest."""
+        call = self._call
+        if not (call.partial or call.pricing_source is None):
+            return
+        prompt = known.input_tokens or math.ceil(_size(self._body.get("messages"))[0] / 4)
+        output = max(known.output_tokens, math.ceil(call.streamed_chars / 4))
+        call.meter(Usage(input_tokens=prompt, output_tokens=output, cached_tokens=known.cached_tokens,
+                         cache_write_tokens=known.cache_write_tokens), self._rate)
+        call.pricing_source = f"{self._rate.source} (estimated)"
+
+
+class NativeMessagesCodec(_MessagesCodecBase):
+    """Anthropic's events relayed as they came; `message_start` re-ided, `message_delta` costed."""
+
+    def __init__(self, call: Call, rate: Rate, body: dict) -> None:
+        super().__init__(call, rate, body)
+        self._usage: dict[str, int] = {}
+
+    def encode(self, batch: list[tuple[str | None, bytes]]) -> bytes:
+        out = []
+        for name, data in batch:
+            if name == "content_block_delta":
+                self._call.streamed_chars += text_chars(data)
+            elif name == "message_start":
+                event = orjson.loads(data)
+                message = event.get("message") or {}
+                message["id"] = self._call.id
+                self._absorb(message.get("usage"))
+                data = orjson.dumps(event)
+            elif name == "message_delta":
+                event = orjson.loads(data)
+                usage = event.get("usage")
+                self._absorb(usage)
+                cost = self._call.meter(anthropic_usage(self._usage), self._rate)
+                if isinstance(usage, dict):
+                    usage["cost"] = usd_json(cost)
+                data = orjson.dumps(event)
+            elif name == "message_stop":
+                self.done = True
+            out.append(sse((name or "message").encode(), data))
+        return b"".join(out)
+
+    def _absorb(self, usage: object) -> None:
+        """The latest value of each count (message_delta's are cumulative)."""
+        if isinstance(usage, dict):
+            self._usage.update({k: v for k, v in usage.items() if type(v) is int})
+
+    def end(self) -> bytes:
+        return b""
+
+    def settle(self) -> None:
+        self._estimate(anthropic_usage(self._usage))
+
+
+class TranslatedMessagesCodec(_MessagesCodecBase):
+    """Chat chunks from an OpenAI-compatible provider, as Anthropic's events."""
+
+    def __init__(self, call: Call, rate: Rate, body: dict, model: str) -> None:
+        super().__init__(call, rate, body)
+        self._events = ChatToMessagesStream(call.id, model)
+        self._usage: Usage | None = None
+
+    def encode(self, batch: list[dict]) -> bytes:
+        out = []
+        for chunk in batch:
+            if chunk.get("usage"):
+                self._usage = Usage.from_openai(chunk["usage"])
+            for name, event in self._events.feed(chunk):
+                if name == "content_block_delta":
+                    delta = event["delta"]
+                    self._call.streamed_chars += len(delta.get("text") or delta.get("partial_json") or "")
+                out.append(sse(name.encode(), orjson.dumps(event)))
+        return b"".join(out)
+
+    def end(self) -> bytes:
+        if self._usage is None:  # a server that ignores include_usage: estimate
+            self._estimate(Usage())
+        else:
+            self._call.meter(self._usage, self._rate)
+        cost = self._call.cost_pico
+        out = []
+        for name, event in self._events.finish(self._call.usage):
+            if name == "message_delta":
+                event["usage"]["cost"] = usd_json(cost)
+            out.append(sse(name.encode(), orjson.dumps(event)))
+        return b"".join(out)
+
+    def settle(self) -> None:
+        self._estimate(self._usage or Usage())

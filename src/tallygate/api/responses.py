@@ -1,0 +1,184 @@
+"""`POST /v1/responses`: OpenAI's Responses API.
+
+The proxy's pipeline with this API's own part: to an `openai` provider the request is relayed
+natively (stored responses and `previous_response_id` work as they do upstream, so the upstream
+response id is kept; stream events are relayed as they came, only the final
+`response.completed` / `incomplete` / `failed` event parsed to meter it and add `usage.cost`).
+To any other provider it is translated to chat completions where it can be
+(`providers.responses_translate`), with a 400 naming what cannot; nothing is stored then, and
+the response id is the gateway's request id. Errors are OpenAI-shaped.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterator
+
+import orjson
+
+from tallygate.api.asgi import Receive, Scope, Send
+from tallygate.api.messages import sse
+from tallygate.api.proxy import Proxy, respond_json
+from tallygate.api.streaming import Codec, relay_stream, text_chars
+from tallygate.core.money import usd_json
+from tallygate.errors import GatewayError, InvalidRequest
+from tallygate.pipeline.budget import body_size
+from tallygate.pipeline.call import Call
+from tallygate.pipeline.models import Route
+from tallygate.pipeline.pricing import Rate
+from tallygate.pipeline.routing import Plan, execute
+from tallygate.providers.responses_translate import (
+    ChatToResponsesStream,
+    chat_to_response,
+    responses_to_chat,
+    responses_usage,
+    to_responses_usage,
+)
+from tallygate.types import Usage
+
+_FINAL = frozenset({"response.completed", "response.incomplete", "response.failed"})
+
+
+def native(route: Route) -> bool:
+    return route.provider_type == "openai"
+
+
+def check_responses(body: dict) -> bool:
+    """The fields checked here (the rest is the provider's); returns whether to stream."""
+    value = body.get("input")
+    if not (isinstance(value, str) or (isinstance(value, list) and value)):
+        raise InvalidRequest("input must be a string or a non-empty array of input items", param="input")
+    limit = body.get("max_output_tokens")
+    if limit is not None and (type(limit) is not int or limit < 1):
+        raise InvalidRequest("max_output_tokens must be a positive integer", param="max_output_tokens")
+    stream = body.get("stream", False)
+    if stream is not None and not isinstance(stream, bool):
+        raise InvalidRequest("stream must be a boolean", param="stream")
+    return bool(stream)
+
+
+class ResponsesAPI:
+    """The Responses route, on the proxy's pipeline."""
+
+    def __init__(self, proxy: Proxy) -> None:
+        self._proxy = proxy
+
+    async def responses(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._proxy._handle(scope, receive, send, "responses", self._relay)
+
+    async def _relay(self, call: Call, plan: Plan, body: dict, send: Send) -> None:
+        model = body["model"]
+        if check_responses(body):
+            return await relay_stream(call, plan, lambda route: _open(route, body),
+                                      lambda route: self._codec(call, route, body, model), send)
+
+        async def attempt(route: Route) -> tuple[dict, Usage]:
+            if native(route):
+                return await route.provider.responses({**body, "model": route.upstream_model})  # type: ignore[attr-defined,no-any-return]
+            data, usage = await route.provider.chat(responses_to_chat(body, route.upstream_model))
+            return chat_to_response(data, usage, call.id, model, body), usage
+
+        data, usage = await execute(call, plan, attempt)
+        assert call.route is not None
+        cost = call.meter(usage, self._proxy.rate(call.route))
+        if not isinstance(data.get("usage"), dict):
+            data["usage"] = to_responses_usage(usage)
+        data["usage"]["cost"] = usd_json(cost)
+        await respond_json(call, data, send)
+
+    def _codec(self, call: Call, route: Route, body: dict, model: str) -> Codec:
+        rate = self._proxy.rate(route)
+        if native(route):
+            return NativeResponsesCodec(call, rate, body)
+        return TranslatedResponsesCodec(call, rate, body, model)
+
+
+def _open(route: Route, body: dict) -> AsyncIterator:  # type: ignore[type-arg]
+    if native(route):
+        return route.provider.responses_stream({**body, "model": route.upstream_model})  # type: ignore[attr-defined,no-any-return]
+    return route.provider.chat_stream(responses_to_chat(body, route.upstream_model))
+
+
+class _ResponsesCodecBase:
+    def __init__(self, call: Call, rate: Rate, body: dict) -> None:
+        self._call, self._rate, self._body = call, rate, body
+        self._seq = 0
+        self.done = False
+
+    def error(self, err: GatewayError) -> bytes:
+        event = {"type": "error", "code": err.code or err.type, "message": err.message, "param": err.param,
+                 "sequence_number": self._seq}
+        return sse(b"error", orjson.dumps(event))
+
+    def _estimate(self) -> None:
+        """Price a stream cut short: the input by its size, the output by the text relayed."""
+        call = self._call
+        if call.partial or call.pricing_source is None:
+            chars, images = body_size([self._body.get("instructions"), self._body.get("input")])
+            call.meter(Usage(input_tokens=math.ceil(chars / 4) + 1600 * images,
+                             output_tokens=math.ceil(call.streamed_chars / 4)), self._rate)
+            call.pricing_source = f"{self._rate.source} (estimated)"
+
+
+class NativeResponsesCodec(_ResponsesCodecBase):
+    """OpenAI's events relayed as they came; the final one metered and given `usage.cost`."""
+
+    def encode(self, batch: list[tuple[str | None, bytes]]) -> bytes:
+        out = []
+        for name, data in batch:
+            self._seq += 1
+            if name in _FINAL:
+                self.done = True
+                event = orjson.loads(data)
+                response = event.get("response") or {}
+                usage = response.get("usage")
+                if isinstance(usage, dict):
+                    usage["cost"] = usd_json(self._call.meter(responses_usage(usage), self._rate))
+                    data = orjson.dumps(event)
+            elif name == "response.output_text.delta" or name == "response.function_call_arguments.delta":
+                self._call.streamed_chars += text_chars(data)
+            out.append(sse((name or "message").encode(), data))
+        return b"".join(out)
+
+    def end(self) -> bytes:
+        return b""
+
+    def settle(self) -> None:
+        self._estimate()
+
+
+class TranslatedResponsesCodec(_ResponsesCodecBase):
+    """Chat chunks from another provider, as the Responses API's typed events."""
+
+    def __init__(self, call: Call, rate: Rate, body: dict, model: str) -> None:
+        super().__init__(call, rate, body)
+        self._events = ChatToResponsesStream(call.id, model, body)
+        self._usage: Usage | None = None
+
+    def _dump(self, events: list[tuple[str, dict]]) -> list[bytes]:
+        self._seq += len(events)
+        return [sse(name.encode(), orjson.dumps(event)) for name, event in events]
+
+    def encode(self, batch: list[dict]) -> bytes:
+        out = []
+        for chunk in batch:
+            if chunk.get("usage"):
+                self._usage = Usage.from_openai(chunk["usage"])
+            events = self._events.feed(chunk)
+            for name, event in events:
+                if name.endswith(".delta"):
+                    self._call.streamed_chars += len(event.get("delta") or "")
+            out += self._dump(events)
+        return b"".join(out)
+
+    def end(self) -> bytes:
+        if self._usage is None:  # a server that ignores include_usage: estimate
+            self._estimate()
+        else:
+            self._call.meter(self._usage, self._rate)
+        events = self._events.finish(self._call.usage)
+        events[-1][1]["response"]["usage"]["cost"] = usd_json(self._call.cost_pico)
+        return b"".join(self._dump(events))
+
+    def settle(self) -> None:
+        self._estimate()

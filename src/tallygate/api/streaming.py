@@ -1,0 +1,117 @@
+"""The one stream relay every streaming route shares (chat, messages, responses).
+
+A route gives `relay_stream` how to open a stream on a target (`open_stream(route)`) and how to
+encode what it yields for the client (`codec_for(route)`, a `Codec`). The relay lets the routing
+executor try targets until one sends its first batch (until then nothing has reached the client),
+then sends the headers and relays batch after batch. A failure midway marks the call partial,
+tells the route's health, and ends the stream with the codec's in-band error. Before the last
+bytes go out the codec settles the cost (usage the provider reported, else an estimate of what
+was relayed) and the call is recorded (`Call.finish()`); provider secrets are scrubbed from
+every batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import AsyncIterator, Callable
+from functools import partial
+from typing import Any, Protocol
+
+from tallygate.api.asgi import SSE_HEADERS, Send
+from tallygate.errors import GatewayError, UpstreamError, UpstreamProtocolError
+from tallygate.pipeline.call import Call
+from tallygate.pipeline.models import Route
+from tallygate.pipeline.routing import Plan, execute, stream_failed
+
+log = logging.getLogger("tallygate.proxy")
+
+# The text a JSON event carries, for estimates (quotes inside strings are always escaped).
+TEXT_FIELDS = re.compile(rb'"(?:content|text|delta|partial_json|thinking|arguments)":"((?:[^"\\]|\\.)*)"')
+
+
+def text_chars(data: bytes) -> int:
+    """Characters of text in one event (escapes counted as written: close enough to estimate)."""
+    return sum(len(m) for m in TEXT_FIELDS.findall(data))
+
+
+class Codec(Protocol):
+    done: bool  # the last batch held the stream's final event: nothing more will come
+
+    def encode(self, batch: Any) -> bytes:
+        """The bytes to send for one batch from the provider (metering what it reports)."""
+        ...
+
+    def end(self) -> bytes:
+        """The bytes that close a stream the provider finished."""
+        ...
+
+    def error(self, err: GatewayError) -> bytes:
+        """The in-band error event for a stream that failed midway."""
+        ...
+
+    def settle(self) -> None:
+        """Price the call if the provider never reported usage (cut short), by estimate."""
+        ...
+
+
+async def _first_batch(open_stream: Callable[[Route], AsyncIterator[Any]], route: Route
+                       ) -> tuple[AsyncIterator[Any], Any]:
+    """One stream attempt: open it on `route` and wait for its first batch."""
+    batches = open_stream(route)
+    try:
+        return batches, await anext(batches)
+    except StopAsyncIteration:
+        raise UpstreamProtocolError(f"provider {route.provider_name!r} sent an empty stream") from None
+    except BaseException:
+        await batches.aclose()  # type: ignore[attr-defined]
+        raise
+
+
+async def relay_stream(call: Call, plan: Plan, open_stream: Callable[[Route], AsyncIterator[Any]],
+                       codec_for: Callable[[Route], Codec], send: Send) -> None:
+    """Open the stream (with fallback until the first batch), then relay it to the client."""
+    call.stream = True
+    batches, batch = await execute(call, plan, partial(_first_batch, open_stream))
+    route = call.route
+    assert route is not None
+    codec = codec_for(route)
+    try:
+        call.ttft = time.perf_counter()
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [*SSE_HEADERS, (b"x-request-id", call.id.encode())]})
+        try:
+            while True:
+                out = call.scrub(codec.encode(batch))
+                if codec.done:  # the final event: one write, no separate end of stream
+                    _finish(call, codec)
+                    return await send({"type": "http.response.body", "body": out})
+                if out:
+                    await send({"type": "http.response.body", "body": out, "more_body": True})
+                batch = await anext(batches)
+        except StopAsyncIteration:
+            end = codec.end()
+            _finish(call, codec)
+            await send({"type": "http.response.body", "body": end})
+        except Exception as exc:
+            if not isinstance(exc, GatewayError):
+                log.exception("stream %s failed unexpectedly", call.id)
+            err = exc if isinstance(exc, GatewayError) else GatewayError(
+                "the gateway failed while relaying this stream", code="internal_error")
+            call.partial = True
+            call.fail(err)
+            if isinstance(err, UpstreamError):
+                stream_failed(plan, route)
+            _finish(call, codec)
+            await send({"type": "http.response.body", "body": codec.error(err)})
+    finally:
+        if not call.recorded:  # the client went away: the proxy's `finally` records it
+            codec.settle()
+        await batches.aclose()  # type: ignore[attr-defined]
+
+
+def _finish(call: Call, codec: Codec) -> None:
+    """Price what the stream cost and record the call, before its last bytes are sent."""
+    codec.settle()
+    call.finish()

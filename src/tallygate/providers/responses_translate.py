@@ -1,0 +1,342 @@
+"""Pure translation of OpenAI's Responses API onto Chat Completions (no I/O).
+
+`/v1/responses` served by a provider other than `openai` (Anthropic through its chat
+translation, any OpenAI-compatible server, the mock): `responses_to_chat` builds the chat
+request, `chat_to_response` the Response object, `ChatToResponsesStream` the typed SSE events.
+`responses_usage` reads a native Response's usage.
+
+Request policy:
+- mapped: input (a string or message items with input_text / input_image / input_file parts,
+  function_call and function_call_output items), instructions, max_output_tokens, temperature,
+  top_p, function tools, tool_choice, parallel_tool_calls, stream, user / safety_identifier,
+  text.format (json_schema / json_object), reasoning.effort.
+- dropped: store (nothing is stored: the response says `store: false`), metadata, include,
+  truncation, service_tier, reasoning items of earlier turns.
+- refused with a 400 naming the field: previous_response_id and conversation (the gateway keeps
+  no state for translated requests), background, prompt, built-in tools (web search, file search
+  ...), item references and file ids.
+"""
+
+from __future__ import annotations
+
+import time
+
+from tallygate.errors import InvalidRequest
+from tallygate.types import Usage, tokens
+
+_REFUSED = {"previous_response_id": "previous_response_id (stored responses)",
+            "conversation": "conversation (stored conversations)",
+            "background": "background responses", "prompt": "prompt templates"}
+_PASSED = ("temperature", "top_p", "parallel_tool_calls")
+
+
+def _invalid(param: str, problem: str) -> InvalidRequest:
+    return InvalidRequest(f"{param} {problem}", param=param)
+
+
+def _untranslatable(param: str, what: str) -> InvalidRequest:
+    return InvalidRequest(f"{param}: {what} is not supported for models that are not served by an "
+                          "`openai` provider (the gateway stores no responses)", param=param)
+
+
+# --- request
+def responses_to_chat(body: dict, upstream_model: str) -> dict:
+    """Responses request -> chat request; policy in the module docstring."""
+    for name, what in _REFUSED.items():
+        if body.get(name):
+            raise _untranslatable(name, what)
+    messages: list[dict] = []
+    instructions = body.get("instructions")
+    if instructions is not None:
+        if not isinstance(instructions, str):
+            raise _invalid("instructions", "must be a string")
+        messages.append({"role": "system", "content": instructions})
+    messages += _input(body.get("input"))
+    out: dict = {"model": upstream_model, "messages": messages}
+    if body.get("max_output_tokens") is not None:
+        out["max_tokens"] = body["max_output_tokens"]
+    for name in _PASSED:
+        if body.get(name) is not None:
+            out[name] = body[name]
+    if body.get("stream"):
+        out["stream"] = True
+    if tools := body.get("tools"):
+        out["tools"] = _tools(tools)
+    if (choice := body.get("tool_choice")) is not None:
+        out["tool_choice"] = _tool_choice(choice)
+    if isinstance(user := body.get("user") or body.get("safety_identifier"), str):
+        out["user"] = user
+    fmt = (body.get("text") or {}).get("format") if isinstance(body.get("text"), dict) else None
+    if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
+        out["response_format"] = {"type": "json_schema", "json_schema": {
+            k: fmt[k] for k in ("name", "schema", "strict", "description") if k in fmt}}
+    elif isinstance(fmt, dict) and fmt.get("type") == "json_object":
+        out["response_format"] = {"type": "json_object"}
+    effort = (body.get("reasoning") or {}).get("effort") if isinstance(body.get("reasoning"), dict) else None
+    if isinstance(effort, str):
+        out["reasoning_effort"] = effort
+    return out
+
+
+def _input(value: object) -> list[dict]:
+    if isinstance(value, str):
+        return [{"role": "user", "content": value}]
+    if not isinstance(value, list) or not value:
+        raise _invalid("input", "must be a string or a non-empty array of input items")
+    out: list[dict] = []
+    for i, item in enumerate(value):
+        at = f"input[{i}]"
+        kind = item.get("type", "message") if isinstance(item, dict) else None
+        if kind == "message":
+            out.append(_message(item, at))  # type: ignore[arg-type]
+        elif kind == "function_call":
+            call = {"id": item.get("call_id"), "type": "function",  # type: ignore[union-attr]
+                    "function": {"name": item.get("name"), "arguments": item.get("arguments") or ""}}  # type: ignore[union-attr]
+            if out and out[-1]["role"] == "assistant" and "tool_calls" in out[-1]:
+                out[-1]["tool_calls"].append(call)
+            else:
+                out.append({"role": "assistant", "content": None, "tool_calls": [call]})
+        elif kind == "function_call_output":
+            output = item.get("output")  # type: ignore[union-attr]
+            out.append({"role": "tool", "tool_call_id": item.get("call_id"),  # type: ignore[union-attr]
+                        "content": output if isinstance(output, str) else _text(output, f"{at}.output")})
+        elif kind != "reasoning":
+            raise _untranslatable(f"{at}.type", f"an input item of type {kind!r}")
+    return out
+
+
+def _message(item: dict, at: str) -> dict:
+    role = item.get("role")
+    if role not in ("user", "assistant", "system", "developer"):
+        raise _invalid(f"{at}.role", "must be one of user, assistant, system, developer")
+    content = item.get("content")
+    if isinstance(content, str):
+        return {"role": role, "content": content}
+    if not isinstance(content, list):
+        raise _invalid(f"{at}.content", "must be a string or an array of content parts")
+    if role != "user":
+        return {"role": role, "content": _text(content, f"{at}.content")}
+    parts: list[dict] = []
+    for j, part in enumerate(content):
+        where = f"{at}.content[{j}]"
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind in ("input_text", "output_text"):
+            parts.append({"type": "text", "text": str(part.get("text") or "")})
+        elif kind == "input_image" and isinstance(part.get("image_url"), str):
+            image = {"url": part["image_url"]}
+            if part.get("detail") in ("low", "high"):
+                image["detail"] = part["detail"]
+            parts.append({"type": "image_url", "image_url": image})
+        elif kind == "input_file" and isinstance(part.get("file_data"), str):
+            parts.append({"type": "file", "file": {"filename": part.get("filename") or "file",
+                                                   "file_data": part["file_data"]}})
+        else:
+            raise _untranslatable(where, f"a {kind!r} part without inline data")
+    if all(p["type"] == "text" for p in parts):
+        return {"role": role, "content": "".join(p["text"] for p in parts)}
+    return {"role": role, "content": parts}
+
+
+def _text(content: object, param: str) -> str:
+    if isinstance(content, list) and all(isinstance(p, dict) and isinstance(p.get("text"), str)
+                                         for p in content):
+        return "".join(p["text"] for p in content)
+    raise _invalid(param, "must be text parts")
+
+
+def _tools(tools: object) -> list[dict]:
+    if not isinstance(tools, list):
+        raise _invalid("tools", "must be an array")
+    out = []
+    for i, tool in enumerate(tools):
+        if not isinstance(tool, dict) or tool.get("type") != "function":
+            kind = tool.get("type") if isinstance(tool, dict) else None
+            raise _untranslatable(f"tools[{i}].type", f"the built-in tool {kind!r}")
+        if not isinstance(tool.get("name"), str):
+            raise _invalid(f"tools[{i}].name", "must be a string")
+        fn = {k: tool[k] for k in ("name", "description", "parameters", "strict") if tool.get(k) is not None}
+        out.append({"type": "function", "function": fn})
+    return out
+
+
+def _tool_choice(choice: object) -> object:
+    if choice in ("auto", "none", "required"):
+        return choice
+    if isinstance(choice, dict) and choice.get("type") == "function" and isinstance(choice.get("name"), str):
+        return {"type": "function", "function": {"name": choice["name"]}}
+    raise _invalid("tool_choice", 'must be "auto", "none", "required" or {"type": "function", "name": ...}')
+
+
+# --- response
+def responses_usage(usage: object) -> Usage:
+    """A Responses `usage` object in the gateway's meaning (cached and reasoning tokens included)."""
+    if not isinstance(usage, dict):
+        return Usage()
+    ind = usage.get("input_tokens_details")
+    outd = usage.get("output_tokens_details")
+    return Usage(input_tokens=tokens(usage.get("input_tokens")), output_tokens=tokens(usage.get("output_tokens")),
+                 cached_tokens=tokens(ind.get("cached_tokens")) if isinstance(ind, dict) else 0,
+                 cache_write_tokens=tokens(ind.get("cache_write_tokens")) if isinstance(ind, dict) else 0,
+                 reasoning_tokens=tokens(outd.get("reasoning_tokens")) if isinstance(outd, dict) else 0)
+
+
+def to_responses_usage(usage: Usage) -> dict:
+    return {"input_tokens": usage.input_tokens,
+            "input_tokens_details": {"cached_tokens": usage.cached_tokens,
+                                     "cache_write_tokens": usage.cache_write_tokens},
+            "output_tokens": usage.output_tokens,
+            "output_tokens_details": {"reasoning_tokens": usage.reasoning_tokens},
+            "total_tokens": usage.input_tokens + usage.output_tokens}
+
+
+def response_object(response_id: str, model: str, body: dict, output: list[dict], status: str,
+                    usage: Usage | None, created: int | None = None) -> dict:
+    """A Response object echoing the request's settings, as the Responses API returns it."""
+    return {
+        "id": response_id, "object": "response", "created_at": created or int(time.time()),
+        "status": status, "error": None,
+        "incomplete_details": {"reason": "max_output_tokens"} if status == "incomplete" else None,
+        "instructions": body.get("instructions"), "max_output_tokens": body.get("max_output_tokens"),
+        "model": model, "output": output, "parallel_tool_calls": body.get("parallel_tool_calls", True),
+        "previous_response_id": None, "reasoning": {"effort": None, "summary": None}, "store": False,
+        "temperature": body.get("temperature"), "text": body.get("text") or {"format": {"type": "text"}},
+        "tool_choice": body.get("tool_choice", "auto"), "tools": body.get("tools") or [],
+        "top_p": body.get("top_p"), "truncation": "disabled", "user": body.get("user"),
+        "metadata": body.get("metadata") or {},
+        "usage": None if usage is None else to_responses_usage(usage),
+    }
+
+
+def _text_item(item_id: str, text: str, status: str = "completed") -> dict:
+    return {"type": "message", "id": item_id, "status": status, "role": "assistant",
+            "content": [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}]}
+
+
+def _call_item(item_id: str, call_id: object, name: object, arguments: str, status: str = "completed") -> dict:
+    return {"type": "function_call", "id": item_id, "call_id": call_id, "name": name,
+            "arguments": arguments, "status": status}
+
+
+def chat_to_response(data: dict, usage: Usage, response_id: str, model: str, body: dict) -> dict:
+    """OpenAI `chat.completion` -> Response object (the first choice)."""
+    choices = data.get("choices")
+    choice = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else {}
+    msg = choice.get("message")
+    msg = msg if isinstance(msg, dict) else {}
+    output: list[dict] = []
+    if isinstance(msg.get("content"), str) and msg["content"]:
+        output.append(_text_item(f"msg_{response_id}", msg["content"]))
+    for i, call in enumerate(msg.get("tool_calls") or ()):
+        fn = (call.get("function") or {}) if isinstance(call, dict) else {}
+        output.append(_call_item(f"fc_{response_id}_{i}", call.get("id"), fn.get("name"),
+                                 str(fn.get("arguments") or "")))
+    status = "incomplete" if choice.get("finish_reason") == "length" else "completed"
+    return response_object(response_id, model, body, output, status, usage)
+
+
+# --- stream
+class ChatToResponsesStream:
+    """OpenAI chat chunks in, Responses SSE events `(type, data)` out, `sequence_number` in order.
+
+    `feed` takes one chunk; `finish(usage)` closes the open item and emits `response.completed`
+    (or `response.incomplete` when the output hit its token limit) with the whole response.
+    """
+
+    def __init__(self, response_id: str, model: str, body: dict) -> None:
+        self._id, self._model, self._body = response_id, model, body
+        self._created = int(time.time())
+        self._seq = 0
+        self._started = False
+        self._output: list[dict] = []
+        self._open: dict | None = None          # the item being streamed
+        self._text: list[str] = []
+        self._tools: dict[int, int] = {}        # chat tool_calls index -> output index
+        self.finish_reason: str | None = None
+
+    def _ev(self, kind: str, **data: object) -> tuple[str, dict]:
+        self._seq += 1
+        return kind, {"type": kind, "sequence_number": self._seq - 1, **data}
+
+    def _response(self, status: str, usage: Usage | None) -> dict:
+        return response_object(self._id, self._model, self._body, self._output, status, usage, self._created)
+
+    def start(self) -> list[tuple[str, dict]]:
+        self._started = True
+        return [self._ev("response.created", response=self._response("in_progress", None)),
+                self._ev("response.in_progress", response=self._response("in_progress", None))]
+
+    def feed(self, chunk: dict) -> list[tuple[str, dict]]:
+        out = [] if self._started else self.start()
+        for choice in chunk.get("choices") or ():
+            if not isinstance(choice, dict) or choice.get("index", 0) != 0:
+                continue
+            delta = choice.get("delta") or {}
+            text = delta.get("content")
+            if isinstance(text, str) and text:
+                if self._open is None or self._open["type"] != "message":
+                    out += self._start_message()
+                self._text.append(text)
+                out.append(self._ev("response.output_text.delta", item_id=self._open["id"],  # type: ignore[index]
+                                    output_index=len(self._output), content_index=0, delta=text, logprobs=[]))
+            for call in delta.get("tool_calls") or ():
+                out += self._tool_delta(call)
+            if choice.get("finish_reason"):
+                self.finish_reason = choice["finish_reason"]
+        return out
+
+    def _start_message(self) -> list[tuple[str, dict]]:
+        out = self._close()
+        self._open, self._text = _text_item(f"msg_{self._id}_{len(self._output)}", "", "in_progress"), []
+        self._open["content"] = []
+        idx = len(self._output)
+        out.append(self._ev("response.output_item.added", output_index=idx, item=dict(self._open, content=[])))
+        out.append(self._ev("response.content_part.added", item_id=self._open["id"], output_index=idx,
+                            content_index=0, part={"type": "output_text", "text": "", "annotations": [],
+                                                   "logprobs": []}))
+        return out
+
+    def _tool_delta(self, call: dict) -> list[tuple[str, dict]]:
+        out: list[tuple[str, dict]] = []
+        idx = call.get("index", 0)
+        fn = call.get("function") or {}
+        if idx not in self._tools:
+            out += self._close()
+            self._tools[idx] = len(self._output)
+            self._open = _call_item(f"fc_{self._id}_{len(self._output)}", call.get("id"), fn.get("name"),
+                                    "", "in_progress")
+            out.append(self._ev("response.output_item.added", output_index=len(self._output),
+                                item=dict(self._open)))
+        args = fn.get("arguments")
+        if isinstance(args, str) and args and self._open is not None and self._tools[idx] == len(self._output):
+            self._open["arguments"] += args
+            out.append(self._ev("response.function_call_arguments.delta", item_id=self._open["id"],
+                                output_index=len(self._output), delta=args))
+        return out
+
+    def _close(self) -> list[tuple[str, dict]]:
+        item, idx = self._open, len(self._output)
+        if item is None:
+            return []
+        self._open = None
+        item["status"] = "completed"
+        out = []
+        if item["type"] == "message":
+            text = "".join(self._text)
+            part = {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+            item["content"] = [part]
+            out += [self._ev("response.output_text.done", item_id=item["id"], output_index=idx,
+                             content_index=0, text=text, logprobs=[]),
+                    self._ev("response.content_part.done", item_id=item["id"], output_index=idx,
+                             content_index=0, part=part)]
+        else:
+            out.append(self._ev("response.function_call_arguments.done", item_id=item["id"],
+                                output_index=idx, name=item["name"], arguments=item["arguments"]))
+        self._output.append(item)
+        out.append(self._ev("response.output_item.done", output_index=idx, item=item))
+        return out
+
+    def finish(self, usage: Usage) -> list[tuple[str, dict]]:
+        out = ([] if self._started else self.start()) + self._close()
+        status = "incomplete" if self.finish_reason == "length" else "completed"
+        out.append(self._ev(f"response.{status}", response=self._response(status, usage)))
+        return out

@@ -1,0 +1,79 @@
+"""The byte-splicing chat relay sends exactly what parsing and re-serialising every chunk would."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pytest
+
+from tallygate.api.chat_stream import ChatCodec
+from tallygate.pipeline.call import Call
+from tallygate.pipeline.pricing import Rate
+from tallygate.types import Principal, Usage
+from tests.fakes import wire
+
+RATE = Rate(input=150_000, output=600_000, cached=75_000, cache_write=150_000, source="test")
+FIXTURE = Path(__file__).parents[1] / "providers" / "fixtures" / "openai" / "chat_stream_tool_call.sse"
+
+
+def upstream_chunks() -> list[bytes]:
+    """Chunks as OpenAI sends them (recorded) and as the fake does, with and without usage."""
+    frames = FIXTURE.read_bytes().strip().split(b"\n\n")
+    frames += wire.openai_chat_events({"model": "gpt-4o-mini", "stream_options": {"include_usage": True},
+                                       "messages": [{"role": "user", "content": 'a "quoted" ünïcode \\ story'}]},
+                                      wire.Scenario())
+    frames += [b'data: {"object":"chat.completion.chunk","id":"x","choices":[]}',  # id not first
+               b'data: {"id": "spaced", "choices": [], "usage": null}']
+    return [f.strip()[6:] for f in frames if f.strip() != b"data: [DONE]"]
+
+
+def reference(call_id: str, data: bytes, wants_usage: bool) -> bytes | None:
+    """What the relay did before: parse, re-id, cost the usage, drop it if not asked for."""
+    chunk = orjson.loads(data)
+    chunk["id"] = call_id
+    usage = chunk.get("usage")
+    if usage:
+        usage["cost"] = orjson.Fragment(b"0.000084")
+    if not wants_usage:
+        chunk.pop("usage", None)
+        if usage and not chunk.get("choices"):
+            return None
+    return b"data: " + orjson.dumps(chunk) + b"\n\n"
+
+
+@pytest.mark.parametrize("wants_usage", [True, False])
+def test_relayed_bytes_equal_a_full_reserialisation(wants_usage: bool) -> None:
+    call = Call("req_0123456789abcdefghijklmnop", "chat", Principal(None, "t"))
+    codec = ChatCodec(call, RATE, {"messages": []}, wants_usage)
+    for data in upstream_chunks():
+        expected = reference(call.id, data, wants_usage)
+        out = codec.encode([data])
+        if b'"usage":{' in data:  # the cost depends on the chunk's own usage: compare its shape
+            assert (out == b"") == (expected is None)
+            if out:
+                assert orjson.loads(out[6:])["usage"]["cost"] > 0
+                assert orjson.loads(out[6:])["id"] == call.id
+            continue
+        assert out == (expected or b""), data
+
+
+@pytest.mark.parametrize("wants_usage", [True, False])
+def test_a_whole_batch_is_relayed_as_its_chunks_would_be(wants_usage: bool) -> None:
+    call = Call("req_0123456789abcdefghijklmnop", "chat", Principal(None, "t"))
+    codec = ChatCodec(call, RATE, {"messages": []}, wants_usage)
+    plain = [d for d in upstream_chunks() if b'"usage":{' not in d]
+    recorded, fake, odd = plain[:6], plain[6:-2], plain[-2:]
+    # one id each (the spliced path), then mixed ids and odd chunks (chunk by chunk)
+    for batch in (recorded, fake, odd, recorded[-2:] + fake[:2]):
+        assert codec.encode(batch) == b"".join(reference(call.id, d, wants_usage) or b"" for d in batch)
+    assert call.streamed_chars > 0
+
+
+def test_usage_chunk_is_metered_exactly() -> None:
+    call = Call("req_x", "chat", Principal(None, "t"))
+    codec = ChatCodec(call, RATE, {"messages": []}, True)
+    usage = {"prompt_tokens": 312, "completion_tokens": 41, "prompt_tokens_details": {"cached_tokens": 256}}
+    out = codec.encode([orjson.dumps({"id": "c", "choices": [], "usage": usage})])
+    assert call.cost_pico == RATE.cost(Usage.from_openai(usage)) == 56 * 150_000 + 256 * 75_000 + 41 * 600_000
+    assert b'"cost":0.0000522' in out
