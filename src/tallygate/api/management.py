@@ -6,6 +6,7 @@ bad input (never FastAPI's 422).
 """
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -14,7 +15,8 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException
-from starlette.routing import Match
+from starlette.routing import BaseRoute, Match
+from starlette.types import Scope
 
 from tallygate.analytics.service import Analytics
 from tallygate.api.analytics import analytics_router
@@ -46,6 +48,18 @@ def _validation_message(exc: RequestValidationError) -> InvalidRequest:
     kind = first.get("type")
     msg = "unknown field" if kind == "extra_forbidden" else first["msg"]
     return InvalidRequest(f"{param}: {msg}" if param else msg, param=param)
+
+
+def _methods(routes: Sequence[BaseRoute], scope: Scope) -> set[str]:
+    """Every method of the routes (included routers too) whose path matches `scope`."""
+    found: set[str] = set()
+    for route in routes:
+        if route.matches(scope)[0] == Match.NONE:
+            continue
+        found |= getattr(route, "methods", None) or set()
+        inner = getattr(route, "routes", None) or getattr(getattr(route, "original_router", None), "routes", None)
+        found |= _methods(inner or (), scope)  # an included router: its own routes
+    return found
 
 
 def create_management_app(auth: Authenticator, logs: LogReader, keys: KeyAdmin,
@@ -89,8 +103,7 @@ def create_management_app(auth: Authenticator, logs: LogReader, keys: KeyAdmin,
             return _error_response(NotFound(f"no route {request.method} {request.url.path} on this "
                                             "gateway; the README lists the routes it serves"))
         if exc.status_code == 405:  # every method of every route on this path, not just one route's
-            methods = {m for route in app.router.routes if route.matches(request.scope)[0] != Match.NONE
-                       for m in getattr(route, "methods", None) or ()}
+            methods = _methods(app.router.routes, request.scope)
             return _error_response(MethodNotAllowed(request.method, ", ".join(sorted(methods)).encode()))
         err = GatewayError(str(exc.detail))
         err.status, err.type = exc.status_code, "invalid_request_error"
