@@ -12,6 +12,7 @@ every batch.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -20,7 +21,7 @@ from functools import partial
 from typing import Any, Protocol
 
 from tallygate.api.asgi import SSE_HEADERS, Send
-from tallygate.errors import GatewayError, UpstreamError, UpstreamProtocolError
+from tallygate.errors import GatewayError, RequestCancelled, UpstreamError, UpstreamProtocolError
 from tallygate.pipeline.call import Call
 from tallygate.pipeline.models import Route
 from tallygate.pipeline.routing import Plan, execute, stream_failed
@@ -105,6 +106,13 @@ async def relay_stream(call: Call, plan: Plan, open_stream: Callable[[Route], As
                 stream_failed(plan, route)
             _finish(call, codec)
             await send({"type": "http.response.body", "body": codec.error(err)})
+        except asyncio.CancelledError:  # shutdown ran out of grace time: end the stream properly
+            call.partial = True
+            cancelled = RequestCancelled("the gateway stopped before this request finished")
+            call.fail(cancelled)
+            _finish(call, codec)
+            await send({"type": "http.response.body", "body": codec.error(cancelled)})
+            raise
     finally:
         if not call.recorded:  # the client went away: the proxy's `finally` records it
             codec.settle()
