@@ -5,7 +5,9 @@ BIN     = $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8400
 
-.PHONY: run test check bench install services clean
+DASHBOARD_OUT = src/tallygate/dashboard/static/index.html
+
+.PHONY: run test check bench install services clean dashboard dist
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -15,17 +17,39 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/activate
 	$(BIN)/pip install -q -e '.[test,bench]'
 	touch $@
 
-install: $(VENV)/.installed
+install: $(VENV)/.installed $(DASHBOARD_OUT)
+
+# The dashboard: npm installs the lockfile's packages, Vite builds into the Python package.
+dashboard/node_modules/.package-lock.json: dashboard/package-lock.json
+	cd dashboard && npm ci --no-audit --no-fund --loglevel=error
+
+$(DASHBOARD_OUT): dashboard/node_modules/.package-lock.json dashboard/index.html dashboard/vite.config.js \
+		$(wildcard dashboard/src/*.js dashboard/src/*.css dashboard/src/pages/*.js)
+	cd dashboard && npm run --silent build -- --logLevel warn
+
+dashboard: $(DASHBOARD_OUT)
+
+# A wheel that carries the built dashboard (package data).
+dist: $(DASHBOARD_OUT) | $(BIN)/activate
+	$(BIN)/pip install -q build
+	$(BIN)/python -m build --wheel --outdir dist
 
 run: export TALLYGATE_ADMIN_KEY ?= tg-admin-demo
 run: install
 	$(BIN)/tallygate serve --host $(HOST) --port $(PORT) $(if $(CONFIG),--config $(CONFIG))
 
-# The PostgreSQL tests start their own throw-away server; install Debian's package if missing.
+# The PostgreSQL and Redis tests start their own throw-away servers, the dashboard tests drive
+# Debian's Chromium: install the packages if missing.
 services:
 	@command -v pg_ctl >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || \
 	  { echo "installing PostgreSQL (Debian package) for the tests"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
+	@command -v redis-server >/dev/null 2>&1 || \
+	  { echo "installing Redis (Debian package) for the tests"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
+	@test -x /usr/bin/chromium || \
+	  { echo "installing Chromium (Debian package) for the dashboard tests"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
 # Lint, types and the layering contract first, then the tests.
 check: install
@@ -36,8 +60,9 @@ check: install
 test: check services
 	$(BIN)/python -m pytest -q
 
-bench: install
+bench: install services
 	$(BIN)/python bench/run_bench.py
+	$(BIN)/python bench/redis_budget.py
 
 clean:
-	rm -rf $(VENV) *.db *.db-wal *.db-shm
+	rm -rf $(VENV) *.db *.db-wal *.db-shm dist dashboard/node_modules src/tallygate/dashboard/static

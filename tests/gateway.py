@@ -28,10 +28,13 @@ ADMIN_KEY = "tg-test-admin-secret"
 class Gateway:
     """A gateway process on a free loopback port, with its own SQLite ledger in `workdir`."""
 
-    def __init__(self, workdir: Path, config: dict | None, env: dict[str, str] | None = None) -> None:
+    def __init__(self, workdir: Path, config: dict | None, env: dict[str, str] | None = None,
+                 db_url: str | None = None, args: tuple[str, ...] = ()) -> None:
+        """`db_url`: another database than the SQLite file in `workdir`; `args`: more `serve` options."""
         self.workdir = workdir
         self.db_path = workdir / "ledger.db"
-        self.db_url = f"sqlite:///{self.db_path}"
+        self.db_url = db_url or f"sqlite:///{self.db_path}"
+        self.args = args
         self.config_path: Path | None = None
         if config is not None:
             self.config_path = workdir / "tallygate.yaml"
@@ -68,7 +71,7 @@ class Gateway:
 
     def start(self) -> Gateway:
         self.port = free_port()
-        args = [sys.executable, "-m", "tallygate", "serve", "--db", self.db_url, "--port", str(self.port)]
+        args = [sys.executable, "-m", "tallygate", "serve", "--db", self.db_url, "--port", str(self.port), *self.args]
         if self.config_path is not None:
             args += ["--config", str(self.config_path)]
         self._log = open(self.log_path, "ab")

@@ -28,41 +28,6 @@ def _pg_bin(name: str) -> str | None:
     return candidates[-1] if candidates else None
 
 
-class PostgresServer:
-    """A throw-away server that a test may stop and start again (an outage)."""
-
-    def __init__(self) -> None:
-        initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
-        if not (initdb and pg_ctl):
-            message = "PostgreSQL server binaries (initdb, pg_ctl) not found; `make test` installs them"
-            if os.environ.get("CI") == "true":
-                pytest.fail(message)
-            pytest.skip(message)
-        self._pg_ctl = pg_ctl
-        self._as_user: list[str] = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-        self.datadir = tempfile.mkdtemp(prefix="tallygate-pg-")
-        if self._as_user:
-            shutil.chown(self.datadir, "postgres", "postgres")
-        self.port = free_port()
-        subprocess.run([*self._as_user, initdb, "-D", self.datadir, "-U", "postgres", "--auth=trust", "-E", "UTF8"],
-                       check=True, capture_output=True, timeout=120)
-        self.url = f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
-
-    def start(self) -> None:
-        opts = (f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.datadir} -c fsync=off "
-                "-c synchronous_commit=off")
-        subprocess.run([*self._as_user, self._pg_ctl, "-D", self.datadir, "-o", opts, "-w", "-l",
-                        f"{self.datadir}/log", "start"], check=True, capture_output=True, timeout=120)
-
-    def stop(self) -> None:
-        subprocess.run([*self._as_user, self._pg_ctl, "-D", self.datadir, "-m", "fast", "-w", "stop"],
-                       capture_output=True, timeout=120)
-
-    def remove(self) -> None:
-        self.stop()
-        shutil.rmtree(self.datadir, ignore_errors=True)
-
-
 @contextmanager
 def postgres_server() -> Iterator[str]:
     """Yield a SQLAlchemy URL of a fresh, empty PostgreSQL database."""
@@ -70,12 +35,49 @@ def postgres_server() -> Iterator[str]:
         yield server.url
 
 
+class PostgresInstance:
+    """A running throw-away server: its URL, `restart()` (fast shutdown, then start), and
+    `stop()` / `start()` for an outage of any length."""
+
+    def __init__(self, url: str, restart_cmd: list[str]) -> None:
+        self.url = url
+        self._restart = restart_cmd
+
+    def restart(self) -> None:
+        subprocess.run(self._restart, check=True, capture_output=True, timeout=120)
+
+    def stop(self) -> None:
+        subprocess.run([*self._ctl("stop"), "-m", "fast", "-w"], check=True, capture_output=True, timeout=120)
+
+    def start(self) -> None:
+        subprocess.run([*self._ctl("start"), "-w"], check=True, capture_output=True, timeout=120)
+
+    def _ctl(self, action: str) -> list[str]:
+        cmd = [c for c in self._restart if c not in ("-m", "fast", "-w", "restart")]
+        return [*cmd, action]
+
+
 @contextmanager
-def postgres_instance() -> Iterator[PostgresServer]:
-    """A started `PostgresServer`, removed afterwards."""
-    server = PostgresServer()
-    server.start()
+def postgres_instance() -> Iterator[PostgresInstance]:
+    """A fresh, empty PostgreSQL server on a free port."""
+    initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
+    if not (initdb and pg_ctl):
+        message = "PostgreSQL server binaries (initdb, pg_ctl) not found; `make test` installs them"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    as_user: list[str] = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    datadir = tempfile.mkdtemp(prefix="tallygate-pg-")
+    if as_user:
+        shutil.chown(datadir, "postgres", "postgres")
+    port = free_port()
+    run = dict(check=True, capture_output=True, timeout=120)
+    subprocess.run([*as_user, initdb, "-D", datadir, "-U", "postgres", "--auth=trust", "-E", "UTF8"], **run)
+    opts = f"-p {port} -c listen_addresses=127.0.0.1 -k {datadir} -c fsync=off -c synchronous_commit=off"
+    subprocess.run([*as_user, pg_ctl, "-D", datadir, "-o", opts, "-w", "-l", f"{datadir}/log", "start"], **run)
+    restart = [*as_user, pg_ctl, "-D", datadir, "-o", opts, "-m", "fast", "-w", "-l", f"{datadir}/log", "restart"]
     try:
-        yield server
+        yield PostgresInstance(f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres", restart)
     finally:
-        server.remove()
+        subprocess.run([*as_user, pg_ctl, "-D", datadir, "-m", "fast", "-w", "stop"], capture_output=True)
+        shutil.rmtree(datadir, ignore_errors=True)

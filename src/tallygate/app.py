@@ -5,54 +5,58 @@ goes to the FastAPI management app. The database must already be migrated (`prep
 an explicit start-up step that `tallygate serve` takes); constructing the app touches no
 database. The long-lived services start in the order of `services` when the ASGI lifespan
 starts and stop in the reverse order when it ends (SIGTERM included): the HTTP client first,
-the ledger writer, which writes what is left, last.
+the shared budget (which sends its last settles) next to last, and the ledger writer, which
+writes what is left, last. With `settings.redis_url` the budget state lives in Redis (several
+processes and replicas share it); without, in memory. `app_from_env` builds the app in each
+worker process of `tallygate serve --workers N`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+from functools import partial
 from pathlib import Path
 from typing import Protocol
 
-import orjson
 from sqlalchemy import make_url
 
 from tallygate.analytics.reader import AnalyticsStore
 from tallygate.analytics.service import Analytics
-from tallygate.api.asgi import (
-    JSON_HEADERS,
-    Message,
-    Receive,
-    Scope,
-    Send,
-    new_request_id,
-    send_bytes,
-    send_error,
-)
+from tallygate.api.asgi import Message, Receive, Scope, Send, new_request_id, send_error
+from tallygate.api.health import Readiness
 from tallygate.api.limits import BodyLimit, nul_check
 from tallygate.api.management import create_management_app
 from tallygate.api.messages import MessagesAPI
 from tallygate.api.proxy import Proxy
 from tallygate.api.responses import ResponsesAPI
+from tallygate.core.timebuckets import month_floor
 from tallygate.errors import GatewayError, MethodNotAllowed
+from tallygate.manage.budgets import BudgetAdmin
 from tallygate.manage.keys import KeyAdmin
+from tallygate.manage.sessions import SessionStore
 from tallygate.pipeline.auth import Authenticator
-from tallygate.pipeline.budget import MemoryBudget
+from tallygate.pipeline.budget import BudgetEngine, MemoryBudget
 from tallygate.pipeline.models import ModelCatalog
 from tallygate.pipeline.observers import Observers
+from tallygate.pipeline.redis_budget import RedisBudget
 from tallygate.pipeline.routing import Router
+from tallygate.pipeline.routing.shared import SharedCooldowns
+from tallygate.pipeline.scopes import BudgetRegistry, month_spend
 from tallygate.providers.http import HttpClient
 from tallygate.providers.registry import build_providers
 from tallygate.providers.secrets import Scrubber
-from tallygate.settings import GatewayConfig, Settings
-from tallygate.store.db import migrate, open_engine
+from tallygate.settings import GatewayConfig, Settings, load_config
+from tallygate.store.budgets import BudgetStore
+from tallygate.store.db import migrate, open_engine, schema_behind
 from tallygate.store.feedback import FeedbackStore
-from tallygate.store.keys import KeyStore
+from tallygate.store.keys import KeyStore, now_ms
 from tallygate.store.ledger import LedgerWriter
 from tallygate.store.logs import LogReader
 
 log = logging.getLogger("tallygate")
+MAX_LEDGER_BACKLOG = 100_000  # records waiting for the database before /readyz says not ready
 
 
 class Service(Protocol):
@@ -99,11 +103,24 @@ class Gateway:
         self.ledger = LedgerWriter(self.engine, flush_ms=settings.ledger_flush_ms, batch=settings.ledger_batch,
                                    journal_dir=journal_dir(settings), fsync=settings.journal_fsync,
                                    max_bytes=settings.journal_max_bytes)
-        self.budget = MemoryBudget()
+        budget_store = BudgetStore(self.engine)
+        self.budget: BudgetEngine
+        self.redis: RedisBudget | None = None
+        first: Service
+        if settings.redis_url:
+            self.budget = first = self.redis = RedisBudget(
+                settings.redis_url, partial(month_spend, self.keys, budget_store),
+                fail_open=settings.budgets_unavailable == "open", ttl_s=settings.hold_ttl_s)
+        else:
+            memory = self.budget = MemoryBudget()
+            first = SpendLoader(self.keys, memory)
+        self.budgets = BudgetRegistry(budget_store, self.budget, lambda: month_floor(now_ms()))
         self.router = Router(config, self.catalog, seed=settings.routing_seed)
-        self.services: list[Service] = [self.ledger, SpendLoader(self.keys, self.budget), self.auth, self.http]
+        self.services: list[Service] = [self.ledger, first, self.budgets, self.auth, self.http]
+        if settings.redis_url and self.router.policies:
+            self.services.append(SharedCooldowns(self.router.policies, settings.redis_url))
         proxy = Proxy(self.auth, self.catalog, Observers([self.ledger]), self.budget, settings.max_body_bytes,
-                      self.router, Scrubber.from_config(config), lambda: self.ledger.full)
+                      self.router, self.budgets.scopes, Scrubber.from_config(config), lambda: self.ledger.full)
         messages, responses = MessagesAPI(proxy), ResponsesAPI(proxy)
         self._models = proxy.models
         self._hot = {
@@ -113,14 +130,34 @@ class Gateway:
             ("POST", "/v1/messages/count_tokens"): messages.count_tokens,
             ("POST", "/v1/responses"): responses.responses,
             ("GET", "/v1/models"): proxy.models,
-            ("GET", "/readyz"): self._ready,
         }
         self._allow = {path: method.encode() for method, path in self._hot}
-        key_admin = KeyAdmin(self.keys, self.auth, self.budget, config.policies)
+        key_admin = KeyAdmin(self.keys, self.auth, self.budget, config.policies, lambda: self.budgets.current)
         management = create_management_app(self.auth, LogReader(self.engine), key_admin,
                                             Analytics(AnalyticsStore(self.engine)),
-                                            FeedbackStore(self.engine), self.ledger)
+                                            FeedbackStore(self.engine), self.ledger, SessionStore(),
+                                            BudgetAdmin(budget_store, self.keys, self.budgets, self.budget),
+                                            self._readiness())
         self._management = BodyLimit(management, settings.max_manage_body_bytes)
+
+    def _readiness(self) -> Readiness:
+        readiness = Readiness(details=lambda: {"ledger": self.ledger.status()})
+
+        async def database() -> str | None:
+            return await asyncio.to_thread(schema_behind, self.engine)
+
+        async def ledger() -> str | None:
+            if self.ledger.full:
+                return (f"the ledger journal is full ({self.ledger.journal.backlog} bytes wait for the "
+                        "database): requests are refused until it drains")
+            waiting = self.ledger.pending
+            return f"{waiting} ledger records wait for the database" if waiting > MAX_LEDGER_BACKLOG else None
+
+        readiness.add("database", database)
+        if self.redis is not None:
+            readiness.add("redis", self.redis.ping)
+        readiness.add("ledger", ledger)
+        return readiness
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -140,14 +177,6 @@ class Gateway:
         if scope["type"] == "lifespan":
             return await self._lifespan(receive, send)
 
-    async def _ready(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """`/readyz`: 200 while the gateway takes requests, 503 when the ledger journal is full;
-        the body shows the ledger backlog either way."""
-        status = self.ledger.status()
-        await send_bytes(send, 503 if status["full"] else 200,
-                         orjson.dumps({"status": "unavailable" if status["full"] else "ok", "ledger": status}),
-                         list(JSON_HEADERS))
-
     async def start(self) -> None:
         for service in self.services:
             await service.start()
@@ -159,8 +188,8 @@ class Gateway:
             except Exception:
                 log.exception("stopping %s failed", type(service).__name__)
         self.engine.dispose()
-        log.info("ledger flushed: %d records written this run, %d bytes left in the journal",
-                 self.ledger.written, self.ledger.journal.backlog if self.ledger.journal else 0)
+        log.info("ledger flushed: %d records written this run, %d bytes left in the journal", self.ledger.written,
+                 self.ledger.journal.backlog if self.ledger.journal else 0)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -179,17 +208,6 @@ class Gateway:
                 return
 
 
-def journal_dir(settings: Settings) -> Path:
-    """`TALLYGATE_JOURNAL_DIR`, else `<file>.journal` next to a SQLite ledger, else
-    `./tallygate-journal`."""
-    if settings.journal_dir:
-        return Path(settings.journal_dir)
-    url = make_url(settings.db_url)
-    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
-        return Path(url.database + ".journal")
-    return Path("tallygate-journal")
-
-
 def _with_request_id(send: Send) -> Send:
     """Every management answer (its 404 for unknown routes included) carries an `x-request-id`."""
     async def wrapped(message: Message) -> None:
@@ -204,3 +222,25 @@ def _with_request_id(send: Send) -> Send:
 
 def create_app(config: GatewayConfig, settings: Settings) -> Gateway:
     return Gateway(config, settings)
+
+
+def journal_dir(settings: Settings) -> Path:
+    """`TALLYGATE_JOURNAL_DIR`, else `<file>.journal` next to a SQLite ledger, else
+    `./tallygate-journal`; each process takes a slot of its own under it (`0`, `1` ...)."""
+    if settings.journal_dir:
+        return Path(settings.journal_dir)
+    url = make_url(settings.db_url)
+    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+        return Path(url.database + ".journal")
+    return Path("tallygate-journal")
+
+
+def app_from_env() -> Gateway:
+    """The app of one worker process: config from TALLYGATE_CONFIG, settings from TALLYGATE_*
+    (set by `tallygate serve --workers N` in the parent)."""
+    import gc
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = create_app(load_config(os.environ.get("TALLYGATE_CONFIG") or None), Settings.from_env())
+    gc.freeze()
+    return app

@@ -12,6 +12,7 @@
     +-- BudgetExceeded                (402 budget_exceeded)
     +-- AuthUnavailable               (503 auth_unavailable: key not cached, database away)
     +-- LedgerUnavailable             (503 ledger_unavailable: the journal is full)
+    +-- BudgetUnavailable             (503: shared budget state unreachable, limits must hold)
     +-- RequestCancelled              (503: the gateway stopped before the request finished)
     +-- UpstreamError                 (an error that came from, or reaching, a provider)
         +-- UpstreamHTTPError         (the provider answered with an error status)
@@ -164,6 +165,14 @@ class BudgetExceeded(GatewayError):
 
     def headers(self) -> list[tuple[bytes, bytes]]:
         return [(b"x-should-retry", b"false")]
+
+
+class BudgetUnavailable(GatewayError):
+    """A limit or budget applies but the shared budget state (Redis) cannot be reached."""
+
+    status = 503
+    type = "server_error"
+    code = "budget_unavailable"
 
 
 class UpstreamError(GatewayError):

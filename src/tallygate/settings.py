@@ -287,6 +287,9 @@ class Settings:
     journal_dir: str | None = None  # default: `<db file>.journal/` for SQLite, `./tallygate-journal/`
     journal_max_bytes: int = 1024 * 1024 * 1024  # backlog past which the proxy answers 503
     journal_fsync: str = "batch"  # "off" | "batch" | "always": see the README
+    redis_url: str | None = None  # shared budget state for several processes/replicas; None: in memory
+    budgets_unavailable: str = "closed"  # Redis unreachable: 'closed' refuses limited requests, 'open' serves
+    hold_ttl_s: float = 15.0  # a dead process's reservations are gone this long after its last renewal
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: object) -> Settings:
@@ -296,6 +299,15 @@ class Settings:
             values["db_url"] = env["TALLYGATE_DB_URL"]
         if env.get("TALLYGATE_ADMIN_KEY"):
             values["admin_key"] = env["TALLYGATE_ADMIN_KEY"]
+        if env.get("TALLYGATE_REDIS_URL"):
+            values["redis_url"] = env["TALLYGATE_REDIS_URL"]
+        if env.get("TALLYGATE_BUDGETS_UNAVAILABLE"):
+            values["budgets_unavailable"] = env["TALLYGATE_BUDGETS_UNAVAILABLE"]
+        if env.get("TALLYGATE_HOLD_TTL_S"):
+            try:
+                values["hold_ttl_s"] = float(env["TALLYGATE_HOLD_TTL_S"])
+            except ValueError:
+                raise ConfigError("TALLYGATE_HOLD_TTL_S: must be a number of seconds") from None
         for name, field in (("TALLYGATE_MAX_BODY_BYTES", "max_body_bytes"),
                             ("TALLYGATE_LEDGER_FLUSH_MS", "ledger_flush_ms"),
                             ("TALLYGATE_SHUTDOWN_GRACE_S", "shutdown_grace_s"),
@@ -319,4 +331,11 @@ class Settings:
                 raise ConfigError("TALLYGATE_JOURNAL_FSYNC: must be off, batch or always")
             values["journal_fsync"] = env["TALLYGATE_JOURNAL_FSYNC"]
         values.update({k: v for k, v in overrides.items() if v is not None})
+        if values.get("budgets_unavailable", "closed") not in ("closed", "open"):
+            raise ConfigError("TALLYGATE_BUDGETS_UNAVAILABLE / --budgets-unavailable: must be 'closed' or 'open'")
+        redis_url = values.get("redis_url")
+        if isinstance(redis_url, str) and urlsplit(redis_url).scheme not in ("redis", "rediss", "unix"):
+            raise ConfigError("TALLYGATE_REDIS_URL / --redis: must be a redis://, rediss:// or unix:// URL")
+        if not 1.0 <= float(values.get("hold_ttl_s", 15.0)) <= 60.0:  # type: ignore[arg-type]
+            raise ConfigError("TALLYGATE_HOLD_TTL_S: must be between 1 and 60 seconds")
         return cls(**values)  # type: ignore[arg-type]

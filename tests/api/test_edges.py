@@ -191,5 +191,5 @@ def test_wrong_method_is_405_with_allow(edge: Gateway) -> None:
 
 def test_readyz_shows_the_ledger_backlog(edge: Gateway) -> None:
     status, body = edge.get("/readyz", key=None)
-    assert status == 200 and body["status"] == "ok"
+    assert status == 200 and body["status"] == "ready"
     assert set(body["ledger"]) >= {"pending_records", "backlog_bytes", "max_bytes", "full"}

@@ -17,10 +17,10 @@ def test_one_reservation_holds_against_every_limited_scope_or_none() -> None:
     team = Scope("label", "b1", "team growth", 100)
     key = Scope("key", "k", "key", 1000)
     free = Scope("key", "k2", "unlimited", None)
-    held = budget.reserve([key, team, free], 80)
+    held = budget.reserve_now([key, team, free], 80)
     assert (budget.reserved("k"), budget.reserved("b1"), budget.reserved("k2")) == (80, 80, 0)
     with pytest.raises(BudgetExceeded):
-        budget.reserve([key, team], 30)  # the key has room, the team does not: nothing is held
+        budget.reserve_now([key, team], 30)  # the key has room, the team does not: nothing is held
     assert (budget.reserved("k"), budget.reserved("b1")) == (80, 80)
     budget.settle(held, 50)
     assert [budget.spend(s) for s in ("k", "b1", "k2")] == [50, 50, 50]
@@ -37,21 +37,21 @@ class Clock:
 
 def test_refuses_what_does_not_fit_and_counts_reservations() -> None:
     budget = MemoryBudget()
-    a = budget.reserve([Scope("key", "k", "key", 100)], 60)
+    a = budget.reserve_now([Scope("key", "k", "key", 100)], 60)
     with pytest.raises(BudgetExceeded) as exc:
-        budget.reserve([Scope("key", "k", "key", 100)], 50)
+        budget.reserve_now([Scope("key", "k", "key", 100)], 50)
     assert exc.value.status == 402 and ("x-should-retry", "false") in [
         (k.decode(), v.decode()) for k, v in exc.value.headers()]
     budget.settle(a, 30)
     assert budget.spend("k") == 30 and budget.reserved("k") == 0
-    budget.reserve([Scope("key", "k", "key", 100)], 70)  # 30 spent + 70 held = exactly the limit
+    budget.reserve_now([Scope("key", "k", "key", 100)], 70)  # 30 spent + 70 held = exactly the limit
     with pytest.raises(BudgetExceeded):
-        budget.reserve([Scope("key", "k", "key", 100)], 1)
+        budget.reserve_now([Scope("key", "k", "key", 100)], 1)
 
 
 def test_failed_requests_release_their_reservation_exactly() -> None:
     budget = MemoryBudget()
-    holds = [budget.reserve([Scope("key", "k", "key", 10**9)], 7) for _ in range(50)]
+    holds = [budget.reserve_now([Scope("key", "k", "key", 10**9)], 7) for _ in range(50)]
     for h in holds:
         budget.settle(h, 0)
     assert budget.reserved("k") == 0 and budget.spend("k") == 0
@@ -59,7 +59,7 @@ def test_failed_requests_release_their_reservation_exactly() -> None:
 
 def test_keys_without_limit_are_tracked_but_never_refused() -> None:
     budget = MemoryBudget()
-    h = budget.reserve([Scope("key", "k", "key", None)], 10**15)
+    h = budget.reserve_now([Scope("key", "k", "key", None)], 10**15)
     assert h.amount == 0 and budget.reserved("k") == 0
     budget.settle(h, 42)
     assert budget.spend("k") == 42
@@ -70,13 +70,13 @@ def test_spend_resets_at_the_utc_month_boundary() -> None:
     budget = MemoryBudget(clock)
     budget.load({"k": 90}, month_start(2026, 11))
     with pytest.raises(BudgetExceeded):
-        budget.reserve([Scope("key", "k", "key", 100)], 20)
-    straddling = budget.reserve([Scope("key", "k", "key", 100)], 10)
+        budget.reserve_now([Scope("key", "k", "key", 100)], 20)
+    straddling = budget.reserve_now([Scope("key", "k", "key", 100)], 10)
     clock.now = dt.datetime(2026, 12, 1, 0, 0, 1, tzinfo=dt.UTC).timestamp()
     assert budget.spend("k") == 0
     budget.settle(straddling, 10)  # started in November: not December's spend
     assert budget.spend("k") == 0 and budget.reserved("k") == 0
-    budget.reserve([Scope("key", "k", "key", 100)], 100)
+    budget.reserve_now([Scope("key", "k", "key", 100)], 100)
 
 
 def test_loading_last_months_totals_is_ignored() -> None:

@@ -18,7 +18,7 @@ from sqlalchemy import text
 from tallygate.store.db import open_engine
 from tests.conftest import standard_config
 from tests.gateway import ADMIN_KEY, Gateway
-from tests.postgres import PostgresServer, postgres_instance
+from tests.postgres import PostgresInstance, postgres_instance
 
 HELLO = [{"role": "user", "content": "hi"}]
 
@@ -91,13 +91,13 @@ def test_kill_9_under_load_loses_no_answered_request(upstream, tmp_path) -> None
 
 
 @pytest.fixture()
-def pg() -> Iterator[PostgresServer]:
+def pg() -> Iterator[PostgresInstance]:
     with postgres_instance() as server:
         yield server
 
 
 def test_sigterm_with_postgres_stopped_keeps_every_record_for_the_next_start(
-        upstream, tmp_path, pg: PostgresServer) -> None:  # type: ignore[no-untyped-def]
+        upstream, tmp_path, pg: PostgresInstance) -> None:  # type: ignore[no-untyped-def]
     gw = Gateway(tmp_path, standard_config(upstream),
                  env={"TALLYGATE_DB_URL": pg.url, "TALLYGATE_JOURNAL_DIR": str(tmp_path / "journal")})
     gw.db_url = pg.url
@@ -107,8 +107,8 @@ def test_sigterm_with_postgres_stopped_keeps_every_record_for_the_next_start(
         before = [client.chat.completions.create(model="gpt-4o-mini", messages=HELLO).id for _ in range(20)]
         pg.stop()  # the database goes away; the cached key keeps working
         during = [client.chat.completions.create(model="gpt-4o-mini", messages=HELLO).id for _ in range(300)]
-    status, ready = gw.get("/readyz", key=None)
-    assert status == 200 and ready["ledger"]["database_failing"] is True
+    status, ready = gw.get("/readyz", key=None)  # not ready (no database), and the backlog shows
+    assert status == 503 and ready["ledger"]["database_failing"] is True
     assert ready["ledger"]["pending_records"] > 0 and ready["ledger"]["backlog_bytes"] > 0
     assert gw.stop(signal.SIGTERM) in (0, -signal.SIGTERM)
     assert "stay in the journal" in gw.log()
@@ -127,7 +127,7 @@ def test_sigterm_with_postgres_stopped_keeps_every_record_for_the_next_start(
 
 
 def test_full_journal_answers_503_ledger_unavailable_and_memory_stays_bounded(
-        upstream, tmp_path, pg: PostgresServer) -> None:  # type: ignore[no-untyped-def]
+        upstream, tmp_path, pg: PostgresInstance) -> None:  # type: ignore[no-untyped-def]
     gw = Gateway(tmp_path, standard_config(upstream),
                  env={"TALLYGATE_DB_URL": pg.url, "TALLYGATE_JOURNAL_MAX_BYTES": str(400_000)})
     gw.db_url = pg.url
@@ -167,7 +167,7 @@ def test_full_journal_answers_503_ledger_unavailable_and_memory_stays_bounded(
 
 
 def test_uncached_key_during_an_outage_gets_503_auth_unavailable(
-        upstream, tmp_path, pg: PostgresServer) -> None:  # type: ignore[no-untyped-def]
+        upstream, tmp_path, pg: PostgresInstance) -> None:  # type: ignore[no-untyped-def]
     gw = Gateway(tmp_path, standard_config(upstream), env={"TALLYGATE_DB_URL": pg.url})
     gw.db_url = pg.url
     gw.start()

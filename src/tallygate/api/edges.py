@@ -25,6 +25,8 @@ from typing import Any
 import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from tallygate.settings import Settings
+
 log = logging.getLogger("tallygate.edges")
 
 _STATUS = {400: b"400 Bad Request", 408: b"408 Request Timeout", 431: b"431 Request Header Fields Too Large"}
@@ -44,20 +46,22 @@ def _reject(transport: asyncio.BaseTransport, status: int, message: str, code: s
 class GuardedHttpTools(HttpToolsProtocol):
     """uvicorn's httptools protocol with header-size, header-time and body-time limits.
 
-    The limits are class attributes set once by `configure` (uvicorn builds a protocol per
-    connection from the class)."""
+    The limits are class attributes, set by `configure(settings)` in `tallygate serve`; a worker
+    process uvicorn starts (which imports this class afresh) reads them from the environment at
+    its first connection."""
 
     max_head_bytes = 64 * 1024
     header_timeout_s = 10.0
     body_timeout_s = 30.0
+    _configured = False
     _sweeper: asyncio.Task[None] | None = None
 
     @classmethod
-    def configure(cls, *, max_head_bytes: int, header_timeout_s: float, body_timeout_s: float) -> type:
-        """A subclass with these limits (keeps the defaults of this class untouched)."""
-        return type("GuardedHttpTools", (cls,), {"max_head_bytes": max_head_bytes,
-                                                 "header_timeout_s": header_timeout_s,
-                                                 "body_timeout_s": body_timeout_s, "_sweeper": None})
+    def configure(cls, settings: Settings) -> None:
+        cls.max_head_bytes = settings.max_head_bytes
+        cls.header_timeout_s = float(settings.header_timeout_s)
+        cls.body_timeout_s = float(settings.body_timeout_s)
+        cls._configured = True
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -70,6 +74,8 @@ class GuardedHttpTools(HttpToolsProtocol):
         super().connection_made(transport)
         self._head_since = self.loop.time()
         cls = type(self)
+        if not cls._configured:
+            cls.configure(Settings.from_env())
         if cls._sweeper is None or cls._sweeper.done():
             cls._sweeper = self.loop.create_task(_sweep(cls, self.connections))
 

@@ -20,12 +20,17 @@ from starlette.types import Scope
 
 from tallygate.analytics.service import Analytics
 from tallygate.api.analytics import analytics_router
+from tallygate.api.budgets import budgets_router
+from tallygate.api.dashboard import dashboard_router
 from tallygate.api.feedback import feedback_router
+from tallygate.api.health import Readiness, health_router
 from tallygate.api.keys import keys_router
 from tallygate.api.logs import logs_router
 from tallygate.api.openapi_doc import refine
 from tallygate.errors import GatewayError, InvalidRequest, MethodNotAllowed, NotFound
+from tallygate.manage.budgets import BudgetAdmin
 from tallygate.manage.keys import KeyAdmin
+from tallygate.manage.sessions import SessionStore
 from tallygate.pipeline.auth import Authenticator
 from tallygate.store.feedback import FeedbackStore
 from tallygate.store.ledger import LedgerWriter
@@ -64,7 +69,8 @@ def _methods(routes: Sequence[BaseRoute], scope: Scope) -> set[str]:
 
 def create_management_app(auth: Authenticator, logs: LogReader, keys: KeyAdmin,
                           analytics: Analytics | None = None, feedback: FeedbackStore | None = None,
-                          ledger: LedgerWriter | None = None) -> FastAPI:
+                          ledger: LedgerWriter | None = None, sessions: SessionStore | None = None,
+                          budgets: BudgetAdmin | None = None, readiness: Readiness | None = None) -> FastAPI:
     app = FastAPI(title="Tallygate management API", version="0.1.0", docs_url=None, redoc_url=None)
     app.state.auth = auth
     app.include_router(logs_router(logs))
@@ -73,6 +79,13 @@ def create_management_app(auth: Authenticator, logs: LogReader, keys: KeyAdmin,
         app.include_router(analytics_router(analytics))
     if feedback is not None:
         app.include_router(feedback_router(feedback, ledger))
+    if budgets is not None:
+        app.include_router(budgets_router(budgets))
+    if readiness is not None:
+        app.include_router(health_router(readiness))
+    if sessions is not None:
+        app.state.sessions = sessions
+        app.include_router(dashboard_router(auth, sessions))
 
     @app.exception_handler(GatewayError)
     async def _gateway_error(_: Request, err: GatewayError) -> JSONResponse:

@@ -41,7 +41,7 @@ from tallygate.errors import (
     RequestCancelled,
 )
 from tallygate.pipeline.auth import Authenticator
-from tallygate.pipeline.budget import BudgetEngine, Hold, key_scopes, worst_case
+from tallygate.pipeline.budget import BudgetEngine, Hold, ScopesOf, key_scopes, worst_case
 from tallygate.pipeline.call import Call
 from tallygate.pipeline.models import ModelCatalog, Route
 from tallygate.pipeline.observers import Observers
@@ -73,8 +73,13 @@ class Proxy:
 
     def __init__(self, auth: Authenticator, catalog: ModelCatalog, observers: Observers,
                  budget: BudgetEngine, max_body_bytes: int, router: Router,
-                 scrubber: Scrubber | None = None, ledger_full: Callable[[], bool] | None = None) -> None:
+                 scopes: ScopesOf | None = None, scrubber: Scrubber | None = None,
+                 ledger_full: Callable[[], bool] | None = None) -> None:
+        """`scopes(principal, tags)`: the limits a request counts against (default: its key's);
+        `scrubber` keeps provider secrets from clients; `ledger_full()` says the journal is at its
+        cap (the request is then refused, 503)."""
         self._auth = auth
+        self._scopes = scopes or (lambda principal, _tags: key_scopes(principal))
         self._catalog = catalog
         self._router = router
         self._observers = observers
@@ -131,7 +136,7 @@ class Proxy:
                 raise InvalidRequest("model must be a non-empty string", param="model")
             call.requested_model = model[:200]
             plan = self._router.plan(model, principal.policy)
-            hold = self._reserve(call, body, plan.targets) if reserve else None
+            hold = await self._reserve(call, body, plan.targets) if reserve else None
             await relay(call, plan, body, send)
         except GatewayError as err:
             call.fail(err)
@@ -160,15 +165,15 @@ class Proxy:
                 self._budget.settle(hold, call.cost_pico)
             call.finish()  # once: a no-op when the response already had it
 
-    def _reserve(self, call: Call, body: dict, routes: Sequence[Route]) -> Hold | None:
-        """Hold the request's worst-case cost against every limit it counts against (402 if it
-        won't fit)."""
-        scopes = key_scopes(call.principal)
+    async def _reserve(self, call: Call, body: dict, routes: Sequence[Route]) -> Hold | None:
+        """Hold the request's worst-case cost against its key's limit and every budget that
+        applies, all or nothing (402 naming the first that won't fit)."""
+        scopes = self._scopes(call.principal, call.tags)
         if not scopes:
             return None
         limited = any(s.limit is not None for s in scopes)
         amount = worst_case(body, call.endpoint, [self._catalog.rate(r) for r in routes]) if limited else 0
-        return self._budget.reserve(scopes, amount)
+        return await self._budget.reserve(scopes, amount)
 
     async def _chat(self, call: Call, plan: Plan, body: dict, send: Send) -> None:
         if check_chat(body):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from tallygate.cli.budgets import budgets
 from tallygate.cli.keys import keys, users
 from tallygate.cli.report import export, report
 from tallygate.cli.serve import serve
@@ -17,6 +18,7 @@ def cli() -> None:
 
 cli.add_command(serve)
 cli.add_command(keys)
+cli.add_command(budgets)
 cli.add_command(users)
 cli.add_command(report)
 cli.add_command(export)

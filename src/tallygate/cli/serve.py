@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import sys
 from typing import TYPE_CHECKING
 
@@ -23,8 +24,18 @@ if TYPE_CHECKING:
 @db_option
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8400, show_default=True, type=click.IntRange(0, 65535))
-def serve(config_path: str | None, db_url: str | None, host: str, port: int) -> None:
-    """Start the gateway (one worker process)."""
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64),
+              help="Worker processes on the one port; more than 1 needs --redis.")
+@click.option("--redis", "redis_url", envvar="TALLYGATE_REDIS_URL", default=None, metavar="URL",
+              help="redis://host:port/db: budget state shared by every worker and replica. "
+                   "Env: TALLYGATE_REDIS_URL.")
+@click.option("--budgets-unavailable", type=click.Choice(["closed", "open"]), default=None,
+              envvar="TALLYGATE_BUDGETS_UNAVAILABLE",
+              help="Redis unreachable: 'closed' (default) refuses requests under a limit with 503, "
+                   "'open' serves them unenforced and logs it. Env: TALLYGATE_BUDGETS_UNAVAILABLE.")
+def serve(config_path: str | None, db_url: str | None, host: str, port: int, workers: int,
+          redis_url: str | None, budgets_unavailable: str | None) -> None:
+    """Start the gateway."""
     import uvicorn
 
     from tallygate.api.edges import GuardedHttpTools, raise_fd_limit
@@ -34,7 +45,11 @@ def serve(config_path: str | None, db_url: str | None, host: str, port: int) -> 
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
-    settings = load_settings(db_url=db_url)
+    settings = load_settings(db_url=db_url, redis_url=redis_url, budgets_unavailable=budgets_unavailable)
+    if workers > 1 and not settings.redis_url:
+        raise click.ClickException(
+            f"--workers {workers} needs --redis (or TALLYGATE_REDIS_URL): without shared budget state each "
+            f"worker would enforce limits on its own, and keys could spend {workers} times their limit")
     try:
         config = load_config(config_path)
     except ConfigError as exc:
@@ -46,6 +61,9 @@ def serve(config_path: str | None, db_url: str | None, host: str, port: int) -> 
         demo_secret = _demo_key(KeyStore(engine))
         engine.dispose()
     app = create_app(config, settings)
+    if settings.redis_url:
+        click.echo("budgets: shared through Redis"
+                   f" (budgets_unavailable: {settings.budgets_unavailable})", err=True)
     base = f"http://{host}:{port}/v1"
     click.echo(f"Tallygate on {base}  (config: {config_path or 'built-in demo, mock provider'}; "
                f"ledger: {settings.db_url})", err=True)
@@ -66,14 +84,22 @@ def serve(config_path: str | None, db_url: str | None, host: str, port: int) -> 
     if files < settings.max_connections + 64:
         click.echo(f"warning: the open-file limit is {files}; fewer than TALLYGATE_MAX_CONNECTIONS="
                    f"{settings.max_connections} connections can be served", err=True)
-    protocol = GuardedHttpTools.configure(max_head_bytes=settings.max_head_bytes,
-                                          header_timeout_s=settings.header_timeout_s,
-                                          body_timeout_s=settings.body_timeout_s)
+    GuardedHttpTools.configure(settings)  # workers started by uvicorn read the same settings
+    common = dict(host=host, port=port, loop=loop, http=GuardedHttpTools, lifespan="on", access_log=False,
+                  log_level="warning", timeout_graceful_shutdown=settings.shutdown_grace_s, proxy_headers=False,
+                  server_header=False, date_header=False, timeout_keep_alive=settings.idle_timeout_s,
+                  limit_concurrency=settings.max_connections)
+    if workers > 1:
+        app.engine.dispose()
+        # Each worker builds its own app (`app_from_env`) from the same settings, passed down here.
+        os.environ.update({"TALLYGATE_DB_URL": settings.db_url, "TALLYGATE_REDIS_URL": settings.redis_url or "",
+                           "TALLYGATE_BUDGETS_UNAVAILABLE": settings.budgets_unavailable,
+                           "TALLYGATE_CONFIG": os.path.abspath(config_path) if config_path else ""})
+        click.echo(f"{workers} worker processes", err=True)
+        uvicorn.run("tallygate.app:app_from_env", factory=True, workers=workers, **common)  # type: ignore[arg-type]
+        return
     gc.freeze()  # start-up objects never need collecting: keeps GC pauses off request latency
-    uvicorn.run(app, host=host, port=port, loop=loop, http=protocol, lifespan="on",
-                access_log=False, log_level="warning", timeout_graceful_shutdown=settings.shutdown_grace_s,
-                timeout_keep_alive=settings.idle_timeout_s, limit_concurrency=settings.max_connections,
-                proxy_headers=False, server_header=False, date_header=False)
+    uvicorn.run(app, **common)  # type: ignore[arg-type]
 
 
 def _demo_key(keys: KeyStore) -> str | None:

@@ -5,22 +5,26 @@ cannot create a key with a permission above its own, cannot edit or revoke a key
 and cannot change its own permissions, limit or labels (labels decide whose spend it is). A
 partial `permissions` object changes only the areas it names. A key with a monthly limit is bound by it in
 the same way: the keys it creates or edits get a limit no higher than its own (inherited when
-none is given), and it cannot touch a key whose limit is higher or absent. Changes reach the
-in-memory key cache at once.
+none is given), and it cannot touch a key whose limit is higher or absent. A key bound by a
+label budget cannot take a key (itself or one it manages) out of that budget by changing its
+labels, and the keys it creates carry the budget's labels. Changes reach the in-memory key
+cache at once.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from decimal import Decimal
 from typing import Any
 
 from tallygate.core.money import PICO_PER_USD, usd_text
 from tallygate.errors import InvalidRequest, NotFound, PermissionDenied
+from tallygate.manage.budgets import inherited_labels, label_escape
 from tallygate.manage.schemas import KeyCreate, KeyUpdate
 from tallygate.pipeline.auth import Authenticator
-from tallygate.pipeline.budget import BudgetEngine
+from tallygate.pipeline.budget import BudgetEngine, usage_text
+from tallygate.pipeline.scopes import BudgetSet
 from tallygate.store.keys import KeyRecord, KeyStore, User
 from tallygate.store.logs import decode_cursor, encode_cursor
 from tallygate.types import Principal
@@ -53,7 +57,9 @@ class KeyAdmin:
     """The operations behind `/v1/manage/apikey` and `/v1/key` (blocking; run in a thread)."""
 
     def __init__(self, store: KeyStore, auth: Authenticator, budget: BudgetEngine,
-                 policies: Collection[str] = ()) -> None:
+                 policies: Collection[str] = (), budgets: Callable[[], BudgetSet] = BudgetSet) -> None:
+        """`budgets()` returns the budgets in force (for the label rules)."""
+        self._budgets = budgets
         self._store = store
         self._auth = auth
         self._budget = budget
@@ -64,11 +70,11 @@ class KeyAdmin:
         users = users if users is not None else self._store.users_by_id({row.created_by} if row.created_by else set())
         creator = users.get(row.created_by or "")
         limit = row.monthly_limit_pico
+        spend, reserved = usage_text(self._budget, row.id)
         return {
             "id": row.id, "name": row.name, "key_prefix": row.key_prefix,
             "monthly_limit": None if limit is None else usd_text(limit),
-            "monthly_spend": usd_text(self._budget.spend(row.id)),
-            "monthly_reserved": usd_text(self._budget.reserved(row.id)),
+            "monthly_spend": spend, "monthly_reserved": reserved,
             "permissions": row.permissions, "labels": row.labels,
             "created_by": {"id": row.created_by, "name": creator.name if creator else None},
             "created_at": _iso(row.created_at), "revoked_at": _iso(row.revoked_at),
@@ -93,7 +99,8 @@ class KeyAdmin:
         if _limit_above(limit, caller):
             raise PermissionDenied("cannot create a key with a monthly limit above your own",
                                    param="monthly_limit")
-        row, secret = self._store.create(name=req.name, labels=req.labels, permissions=permissions,
+        labels = inherited_labels(self._budgets(), caller, req.labels)
+        row, secret = self._store.create(name=req.name, labels=labels, permissions=permissions,
                                          monthly_limit_pico=limit, policy=req.policy,
                                          created_by=caller.user_id)
         self._auth.remember(row)
@@ -131,7 +138,7 @@ class KeyAdmin:
             # Labels decide whose spend this is: a key moving its own would move its spend.
             raise PermissionDenied("a key cannot change its own permissions, monthly limit or labels",
                                    param=sorted(own)[0])
-        row = self._editable(caller, key_id)
+        current = self._editable(caller, key_id)
         fields: dict[str, Any] = {}
         if "name" in given:
             if req.name is None:
@@ -139,11 +146,14 @@ class KeyAdmin:
             fields["name"] = req.name
         if "labels" in given:
             fields["labels"] = req.labels or {}
+            if left := label_escape(self._budgets(), caller, current.labels, fields["labels"]):
+                raise PermissionDenied(f"these labels would take the key out of budget {left.name!r}, "
+                                       "which binds this key", param="labels")
         if "permissions" in given:
             if req.permissions is None:
                 raise InvalidRequest("permissions cannot be null", param="permissions")
             # Only the areas named change: {"manage": "read"} leaves `completions` as it was.
-            permissions = {**row.permissions, **req.permissions.model_dump(exclude_unset=True)}
+            permissions = {**current.permissions, **req.permissions.model_dump(exclude_unset=True)}
             if area := _exceeds(permissions, caller):
                 raise PermissionDenied(f"cannot grant permissions.{area} above your own",
                                        param=f"permissions.{area}")

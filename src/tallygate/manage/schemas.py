@@ -64,8 +64,9 @@ class KeyRecord(BaseModel):
     name: str
     key_prefix: str | None
     monthly_limit: str | None = Field(description="USD, exact decimal string; null = no limit")
-    monthly_spend: str = Field(description="USD spent this calendar month (UTC), exact decimal string")
-    monthly_reserved: str = Field(description="USD held by requests in flight")
+    monthly_spend: str | None = Field(description="USD spent this calendar month (UTC), exact decimal string; "
+                                                  "null while the shared budget state is unreachable")
+    monthly_reserved: str | None = Field(description="USD held by requests in flight (null: as above)")
     permissions: Permissions
     labels: dict[str, str]
     created_by: UserRef

@@ -92,10 +92,12 @@ class Authenticator:
         secret = secret.strip()
         if scheme.lower() != "bearer" or not secret:
             raise AuthenticationFailed("malformed Authorization header: expected 'Bearer <key>'")
-        digest = hash_secret(secret)
+        return await self.verify_digest(secret[:PREFIX_LEN], hash_secret(secret))
+
+    async def verify_digest(self, prefix: str, digest: str) -> Principal:
+        """The key whose secret has this prefix and SHA-256 digest (a dashboard session keeps only these)."""
         if self._admin_hash is not None and hmac.compare_digest(digest, self._admin_hash):
             return self._admin
-        prefix = secret[:PREFIX_LEN]
         entries = self._by_prefix.get(prefix)
         if entries is None:
             entries = await self._fetch(prefix)

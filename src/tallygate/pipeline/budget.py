@@ -1,16 +1,15 @@
 """Hard monthly limits: reserve the worst case before forwarding, settle to the actual cost.
 
-A request reserves against every `Scope` that caps it (today its key's limit; label and tag
-budgets later) through a `BudgetEngine`: all scopes or none. `MemoryBudget` is the engine of one
-process; an engine shared by several processes (Redis) implements the same Protocol.
+A request reserves against every `Scope` that caps it (its key's own limit and every budget that
+applies to it, see `pipeline/scopes.py`) through a `BudgetEngine`: all scopes or none. A request
+first reserves what it could cost at most (`worst_case`), and is refused with 402 when, for any
+limited scope, spend + reservations + that would pass the limit. After the response the
+reservation is replaced by the actual cost; on any failure it is released.
 
-Spend per key for the current UTC month is loaded from the ledger at start-up and kept in
-memory; a request first reserves what it could cost at most (`worst_case`), and is refused with
-402 when spend + reservations + that would pass the key's limit. After the response the
-reservation is replaced by the actual cost; on any failure it is released. Reserving and
-settling never await, so concurrent requests on one event loop cannot overshoot. Reservations
-live only in this process: a killed worker leaves none behind, and the restarted one reloads
-spend from the ledger. (Several replicas need a shared counter: Redis, in a later change.)
+`MemoryBudget` is the engine of one process: spend per scope for the current UTC month is loaded
+from the ledger at start-up and kept in memory; reserving never suspends, so concurrent requests
+on one event loop cannot overshoot, and a killed worker leaves no reservation behind.
+`RedisBudget` (`pipeline/redis_budget.py`) shares the same state between processes and replicas.
 """
 
 from __future__ import annotations
@@ -23,7 +22,7 @@ from typing import Any, NamedTuple, Protocol
 
 from tallygate.core.money import usd_text
 from tallygate.core.timebuckets import month_floor
-from tallygate.errors import BudgetExceeded
+from tallygate.errors import BudgetExceeded, BudgetUnavailable
 from tallygate.pipeline.pricing import Rate
 from tallygate.types import Principal
 
@@ -81,12 +80,20 @@ def worst_case(body: dict[str, Any], endpoint: str, rates: Iterable[Rate],
 
 
 class Scope(NamedTuple):
-    """Something with a monthly limit that a request counts against: `kind` is 'key' today."""
+    """Something with a monthly limit that a request counts against: `kind` is 'key' (the key's
+    own limit; `id` is the key id) or 'budget' (`id` is 'budget:<budget id>', `name` describes
+    the budget and its scope for error messages)."""
 
     kind: str
     id: str
     name: str
     limit: int | None  # picodollars; None: counted, never refused
+
+    def describe(self) -> str:
+        return f"API key {self.name!r}" if self.kind == "key" else self.name
+
+
+ScopesOf = Callable[[Principal, tuple[str, ...]], tuple[Scope, ...]]  # (principal, tags) -> scopes
 
 
 def key_scopes(principal: Principal) -> tuple[Scope, ...]:
@@ -108,19 +115,44 @@ class Hold:
 
 
 class BudgetEngine(Protocol):
-    """Reserve a request's worst case against all its scopes at once, then settle it."""
+    """Reserve a request's worst case against all its scopes at once, then settle it.
 
-    def reserve(self, scopes: Sequence[Scope], amount: int) -> Hold:
-        """Hold `amount` against every limited scope, or raise `BudgetExceeded` holding none."""
+    `reserve` and `settle` run on the event loop; `spend`, `reserved` and `adopt` may block
+    (the management API calls them from worker threads)."""
+
+    async def reserve(self, scopes: Sequence[Scope], amount: int) -> Hold:
+        """Hold `amount` against every limited scope, or raise `BudgetExceeded` holding none
+        (`BudgetUnavailable` when the shared state cannot be reached and limits must hold)."""
 
     def settle(self, hold: Hold, actual: int) -> None:
-        """Replace the reservation by the actual cost (0 when the request failed)."""
+        """Replace the reservation by the actual cost (0 when the request failed). Never blocks."""
 
     def spend(self, scope_id: str) -> int:
         """This month's spend of a scope, in picodollars."""
 
     def reserved(self, scope_id: str) -> int:
         """What requests in flight hold against a scope now."""
+
+    def adopt(self, spend_by_scope: dict[str, int], month: int) -> None:
+        """Start scopes new to the engine (a budget just created) from the ledger's spend."""
+
+
+def usage_text(engine: BudgetEngine, scope_id: str) -> tuple[str | None, str | None]:
+    """(spend, reserved) of a scope as USD strings for the management API; (None, None) while
+    the shared budget state is unreachable."""
+    try:
+        return usd_text(engine.spend(scope_id)), usd_text(engine.reserved(scope_id))
+    except BudgetUnavailable:
+        return None, None
+
+
+def refusal(scope: Scope, spent: int, held: int, amount: int) -> BudgetExceeded:
+    """The 402 for a request that would take `scope` past its limit."""
+    assert scope.limit is not None
+    return BudgetExceeded(
+        f"{scope.describe()} would pass its monthly limit of ${usd_text(scope.limit)}: "
+        f"spent ${usd_text(spent)}, ${usd_text(held)} reserved by requests in flight, "
+        f"this request may cost up to ${usd_text(amount)}")
 
 
 class MemoryBudget:
@@ -163,7 +195,16 @@ class MemoryBudget:
     def reserved(self, scope_id: str) -> int:
         return self._reserved.get(scope_id, 0)
 
-    def reserve(self, scopes: Sequence[Scope], amount: int) -> Hold:
+    def adopt(self, spend_by_scope: dict[str, int], month: int) -> None:
+        if month == self.month:
+            for scope_id, pico in spend_by_scope.items():
+                self._spend.setdefault(scope_id, pico)
+
+    async def reserve(self, scopes: Sequence[Scope], amount: int) -> Hold:
+        return self.reserve_now(scopes, amount)
+
+    def reserve_now(self, scopes: Sequence[Scope], amount: int) -> Hold:
+        """`reserve`, synchronously."""
         self._roll()
         ids = tuple(s.id for s in scopes)
         limited = [(s, s.limit) for s in scopes if s.limit is not None]
@@ -172,10 +213,7 @@ class MemoryBudget:
         for s, limit in limited:
             spent, held = self._spend.get(s.id, 0), self._reserved.get(s.id, 0)
             if spent + held + amount > limit:
-                raise BudgetExceeded(
-                    f"API key {s.name!r} would pass its monthly limit of ${usd_text(limit)}: "
-                    f"spent ${usd_text(spent)}, ${usd_text(held)} reserved by requests in flight, "
-                    f"this request may cost up to ${usd_text(amount)}")
+                raise refusal(s, spent, held, amount)
         for s, _ in limited:
             self._reserved[s.id] = self._reserved.get(s.id, 0) + amount
         return Hold(ids, tuple(s.id for s, _ in limited), amount, self._month)

@@ -5,9 +5,6 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 
-import aiohttp
-import orjson
-
 from tallygate.errors import InvalidRequest, UpstreamHTTPError, UpstreamProtocolError, UpstreamUnavailable
 from tallygate.providers.anthropic_translate import (
     AnthropicStreamTranslator,
@@ -22,9 +19,9 @@ from tallygate.providers.http import (
     parse_json,
     retry_after,
     sse_batches,
-    sse_response,
     transport_errors,
 )
+from tallygate.providers.upstream import Upstream
 from tallygate.settings import ProviderConfig
 from tallygate.types import Usage
 
@@ -37,7 +34,7 @@ class AnthropicProvider:
 
     def __init__(self, name: str, cfg: ProviderConfig, http: HttpClient) -> None:
         self.name = name
-        self._http = http
+        self._up = Upstream(name, cfg, http, self._error)
         base = (cfg.base_url or "https://api.anthropic.com").rstrip("/")
         self._url = base + ("/messages" if base.endswith("/v1") else "/v1/messages")
         self._count_url = self._url + "/count_tokens"
@@ -45,9 +42,6 @@ class AnthropicProvider:
                          **cfg.headers}
         if cfg.api_key:
             self._headers["x-api-key"] = cfg.api_key
-        self._timeout = aiohttp.ClientTimeout(total=cfg.timeout_s, sock_connect=cfg.connect_timeout_s)
-        self._stream_timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=cfg.connect_timeout_s, sock_read=cfg.timeout_s)
 
     def _error(self, status: int, raw: bytes, headers: object) -> UpstreamHTTPError:
         err = anthropic_error(status, raw)
@@ -58,13 +52,7 @@ class AnthropicProvider:
     async def chat(self, body: dict) -> tuple[dict, Usage]:
         payload = to_anthropic(body, body["model"])
         payload.pop("stream", None)
-        with transport_errors(self.name):
-            async with self._http.session.post(self._url, data=orjson.dumps(payload),
-                                               headers=self._headers, timeout=self._timeout) as resp:
-                raw = await resp.read()
-                if resp.status != 200:
-                    raise self._error(resp.status, raw, resp.headers)
-        data = parse_json(self.name, raw)
+        data = await self._up.post_json(self._url, payload, self._headers)
         try:
             return from_anthropic(data, "", int(time.time()), body["model"])
         except (KeyError, TypeError, AttributeError):
@@ -74,8 +62,7 @@ class AnthropicProvider:
         payload = to_anthropic(body, body["model"])
         payload["stream"] = True
         translator = AnthropicStreamTranslator("", int(time.time()), body["model"])
-        async with sse_response(self.name, self._http.session, self._url, orjson.dumps(payload),
-                                self._headers, self._stream_timeout, self._error) as resp:
+        async with self._up.stream(self._url, payload, self._headers) as resp:
             with transport_errors(self.name):
                 async for events in sse_batches(resp):
                     batch: list[dict] = []
@@ -94,28 +81,18 @@ class AnthropicProvider:
         """Our credentials and content type, the client's `anthropic-version` / `anthropic-beta`."""
         return {**self._headers, **{k: v for k, v in client.items() if v}}
 
-    async def _post(self, url: str, body: dict, headers: dict[str, str]) -> dict:
-        with transport_errors(self.name):
-            async with self._http.session.post(url, data=orjson.dumps(body), headers=headers,
-                                               timeout=self._timeout) as resp:
-                raw = await resp.read()
-                if resp.status != 200:
-                    raise self._error(resp.status, raw, resp.headers)
-        return parse_json(self.name, raw)
-
     async def messages(self, body: dict, headers: dict[str, str]) -> tuple[dict, Usage]:
         """One Messages request as the client sent it (model set); the Message as it came."""
-        data = await self._post(self._url, body, self._native_headers(headers))
+        data = await self._up.post_json(self._url, body, self._native_headers(headers))
         return data, anthropic_usage(data.get("usage"))
 
     async def count_tokens(self, body: dict, headers: dict[str, str]) -> dict:
-        return await self._post(self._count_url, body, self._native_headers(headers))
+        return await self._up.post_json(self._count_url, body, self._native_headers(headers))
 
     async def messages_stream(self, body: dict, headers: dict[str, str]) -> RawEvents:
         """A streamed Messages request: batches of raw `(event, data)` SSE events, untouched.
         Ends after `message_stop`; an `error` event raises, an early end raises too."""
-        async with sse_response(self.name, self._http.session, self._url, orjson.dumps(body),
-                                self._native_headers(headers), self._stream_timeout, self._error) as resp:
+        async with self._up.stream(self._url, body, self._native_headers(headers)) as resp:
             with transport_errors(self.name):
                 async for events in sse_batches(resp):
                     for i, (name, data) in enumerate(events):

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from functools import partial
 
-import aiohttp
 import orjson
 
 from tallygate.errors import UpstreamHTTPError, UpstreamUnavailable
@@ -14,10 +13,10 @@ from tallygate.providers.http import (
     parse_json,
     retry_after,
     sse_batches,
-    sse_response,
     transport_errors,
 )
 from tallygate.providers.responses_translate import responses_usage
+from tallygate.providers.upstream import Upstream
 from tallygate.settings import ProviderConfig
 from tallygate.types import Usage
 
@@ -55,7 +54,7 @@ class OpenAIProvider:
 
     def __init__(self, name: str, cfg: ProviderConfig, http: HttpClient) -> None:
         self.name = name
-        self._http = http
+        self._up = Upstream(name, cfg, http, partial(openai_error, name))
         base = (cfg.base_url or "").rstrip("/")
         self._chat_url = base + "/chat/completions"
         self._embed_url = base + "/embeddings"
@@ -63,18 +62,9 @@ class OpenAIProvider:
         self._headers = {"Content-Type": "application/json", **cfg.headers}
         if cfg.api_key:
             self._headers["Authorization"] = f"Bearer {cfg.api_key}"
-        self._timeout = aiohttp.ClientTimeout(total=cfg.timeout_s, sock_connect=cfg.connect_timeout_s)
-        self._stream_timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=cfg.connect_timeout_s, sock_read=cfg.timeout_s)
 
     async def _post_json(self, url: str, body: dict) -> tuple[dict, Usage]:
-        with transport_errors(self.name):
-            async with self._http.session.post(url, data=orjson.dumps(body), headers=self._headers,
-                                               timeout=self._timeout) as resp:
-                raw = await resp.read()
-                if resp.status != 200:
-                    raise openai_error(self.name, resp.status, raw, resp.headers)
-        data = parse_json(self.name, raw)
+        data = await self._up.post_json(url, body, self._headers)
         return data, Usage.from_openai(data.get("usage"))
 
     async def chat(self, body: dict) -> tuple[dict, Usage]:
@@ -93,8 +83,7 @@ class OpenAIProvider:
         # Always ask for usage: metering needs it whether or not the client wants to see it.
         body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
         error = partial(openai_error, self.name)
-        async with sse_response(self.name, self._http.session, self._chat_url, orjson.dumps(body),
-                                self._headers, self._stream_timeout, error) as resp:
+        async with self._up.stream(self._chat_url, body, self._headers) as resp:
             with transport_errors(self.name):
                 async for events in sse_batches(resp):
                     batch = [data for _name, data in events]
@@ -120,9 +109,7 @@ class OpenAIProvider:
     async def responses_stream(self, body: dict) -> RawEvents:
         """A streamed Response: batches of raw `(event, data)` SSE events, untouched. Ends after
         `response.completed` / `incomplete` / `failed`; an `error` event raises."""
-        error = partial(openai_error, self.name)
-        async with sse_response(self.name, self._http.session, self._responses_url, orjson.dumps(body),
-                                self._headers, self._stream_timeout, error) as resp:
+        async with self._up.stream(self._responses_url, body, self._headers) as resp:
             with transport_errors(self.name):
                 async for events in sse_batches(resp):
                     for i, (name, data) in enumerate(events):

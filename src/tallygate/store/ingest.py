@@ -23,6 +23,10 @@ from tallygate.store.rollups import Rollups, canonical_labels, placeholder
 from tallygate.store.schema import requests
 
 
+def _record_id(rec: LedgerRecord) -> str:
+    return rec.id
+
+
 class _Replayed(Exception):
     """Some records of the batch are already in the ledger."""
 
@@ -74,6 +78,8 @@ class BatchIngest:
             return self._insert(fresh, replay_check=False) if fresh else 0
 
     def _insert(self, batch: list[LedgerRecord], *, replay_check: bool) -> int:
+        if self._engine.dialect.name != "sqlite":  # one lock order for concurrent writers (replays)
+            batch = sorted(batch, key=_record_id)
         rows, canonical, tags = self._rows.build(batch)
         agg = self.rollups.aggregate(batch, canonical)
         with self._engine.begin() as conn:

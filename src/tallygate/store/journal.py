@@ -50,6 +50,17 @@ class JournalLocked(RuntimeError):
 class Journal:
     """An append-only, segmented, checkpointed log of ledger records (as JSON lines)."""
 
+    @classmethod
+    def claim(cls, base: str | Path, slots: int = 256, **options: object) -> Journal:
+        """The journal in the first free slot `base/0`, `base/1` ... (one per gateway process:
+        several workers share a base; a restarted worker takes over, and replays, a free slot)."""
+        for slot in range(slots):
+            try:
+                return cls(Path(base) / str(slot), **options)  # type: ignore[arg-type]
+            except JournalLocked:
+                continue
+        raise JournalLocked(f"all {slots} journal slots under {base} are in use")
+
     def __init__(self, directory: str | Path, *, fsync: str = "batch", max_bytes: int = 1 << 30,
                  segment_bytes: int = 64 << 20) -> None:
         if fsync not in FSYNC_POLICIES:

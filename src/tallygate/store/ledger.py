@@ -65,8 +65,8 @@ class LedgerWriter:
         """Open the journal, write what a previous run left in it (before spend is loaded from
         the database), then start the flusher."""
         directory, fsync, max_bytes = self._journal_args
-        self.journal = Journal(directory or tempfile.mkdtemp(prefix="tallygate-journal-"), fsync=fsync,
-                               max_bytes=max_bytes)
+        self.journal = Journal.claim(directory or tempfile.mkdtemp(prefix="tallygate-journal-"), fsync=fsync,
+                                     max_bytes=max_bytes)
         loop = asyncio.get_running_loop()
         try:
             await loop.run_in_executor(self._pool, self.replay)
@@ -234,4 +234,4 @@ class LedgerWriter:
                         "next start", self._pending, self.journal.backlog, self.journal.dir)
         self.journal.close()
         if self._own_journal and not self.journal.backlog:
-            shutil.rmtree(self.journal.dir, ignore_errors=True)
+            shutil.rmtree(self.journal.dir.parent, ignore_errors=True)

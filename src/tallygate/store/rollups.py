@@ -243,16 +243,19 @@ class Rollups:
         )
 
     def write(self, conn: Connection, agg: Aggregate) -> None:
-        """Upsert one batch's roll-ups (inside the caller's transaction)."""
+        """Upsert one batch's roll-ups (inside the caller's transaction).
+
+        Rows go in primary-key order, so concurrent writers (several processes on PostgreSQL)
+        lock shared rows in the same order and cannot deadlock."""
         if agg.new_sets:
-            conn.exec_driver_sql(self._set_sql, list(agg.new_sets.items()))
+            conn.exec_driver_sql(self._set_sql, sorted(agg.new_sets.items()))
         for level, rows in agg.usage.items():
             if rows:
-                conn.exec_driver_sql(self._usage_sql[level], [(*k, *c.dense()) for k, c in rows.items()])
+                conn.exec_driver_sql(self._usage_sql[level], [(*k, *rows[k].dense()) for k in sorted(rows)])
         for level, rows in agg.tags.items():
             if rows:
-                conn.exec_driver_sql(self._tag_sql[level], [(*k, k[1].count("/") + 1 if k[1] else 0, *c.dense())
-                                                            for k, c in rows.items()])
+                conn.exec_driver_sql(self._tag_sql[level], [(*k, k[1].count("/") + 1 if k[1] else 0, *rows[k].dense())
+                                                            for k in sorted(rows)])
 
     def committed(self, agg: Aggregate) -> None:
         """The batch's transaction committed: its label sets are stored."""

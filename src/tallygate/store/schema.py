@@ -142,6 +142,19 @@ def _tag_rollup(level: str) -> Table:
 usage_rollups = {level: _usage_rollup(level) for level in ("hour", "day", "month")}
 tag_rollups = {level: _tag_rollup(level) for level in ("day", "month")}
 
+# Monthly budgets on groups of requests: `scope` is {"label": {name: value, ...}}, {"tag": path}
+# or {"key": key id}; the limit in picodollars. Spend comes from the ledger's month roll-ups.
+budgets = Table(
+    "budgets", metadata,
+    Column("id", String(36), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("scope", JSON, nullable=False),
+    Column("monthly_limit_pico", BigInteger, nullable=False),
+    Column("created_by", String(36), ForeignKey("users.id"), nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+)
+
 # One score per request; a new one replaces it. Scores in thousandths (0..1000 for 0..1).
 feedback = Table(
     "feedback", metadata,

@@ -9,9 +9,9 @@ open for `cooldown_s` (the target is left out of plans), then half-open: the nex
 send one probe to it. A probe that succeeds closes the circuit; one that fails opens it for
 another `cooldown_s`. While a probe is in flight no other request picks the target.
 
-State is per policy and per process: two policies sharing a model learn about it separately,
-and replicas each learn from their own traffic. Times come from the caller (`now`, monotonic
-seconds), so tests drive the clock.
+State is per policy and per process: two policies sharing a model learn about it separately;
+with Redis configured, open circuits are shared between processes (`shared.py`), latency is
+not. Times come from the caller (`now`, monotonic seconds), so tests drive the clock.
 """
 
 from __future__ import annotations

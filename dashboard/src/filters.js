@@ -1,0 +1,124 @@
+// The filters every page shares, kept in the URL: range (or from/to), tag, label.<name>, key, model.
+
+import { get } from "./api.js";
+import { field, h, select } from "./dom.js";
+
+const HOUR = 3_600_000;
+const DAY = 24 * HOUR;
+export const RANGES = [
+  ["24h", "Last 24 hours"], ["7d", "Last 7 days"], ["30d", "Last 30 days"],
+  ["month", "This month"], ["last-month", "Last month"], ["custom", "Custom"],
+];
+
+const iso = (ms) => new Date(ms).toISOString().replace(".000Z", "Z");
+const isoDate = (ms) => new Date(ms).toISOString().slice(0, 10);
+
+function monthStart(ms, offset = 0) {
+  const d = new Date(ms);
+  return Date.UTC(d.getUTCFullYear(), d.getUTCMonth() + offset, 1);
+}
+
+/** The time range of URL params: {from, to} (ISO, `to` exclusive), the preset, and the chart bucket. */
+export function rangeOf(params, fallback = "month", now = Date.now()) {
+  let preset = params.get("range") || (params.get("from") || params.get("to") ? "custom" : fallback);
+  let from, to;
+  const nextHour = Math.floor(now / HOUR) * HOUR + HOUR;
+  const tomorrow = Math.floor(now / DAY) * DAY + DAY;
+  if (preset === "24h") [from, to] = [nextHour - DAY, nextHour];
+  else if (preset === "7d") [from, to] = [tomorrow - 7 * DAY, tomorrow];
+  else if (preset === "30d") [from, to] = [tomorrow - 30 * DAY, tomorrow];
+  else if (preset === "month") [from, to] = [monthStart(now), monthStart(now, 1)];
+  else if (preset === "last-month") [from, to] = [monthStart(now, -1), monthStart(now)];
+  else {
+    preset = "custom";
+    from = params.get("from") ? Date.parse(params.get("from")) : tomorrow - 30 * DAY;
+    to = params.get("to") ? Date.parse(params.get("to")) : tomorrow;
+  }
+  const span = to - from;
+  const bucket = span <= 3 * DAY ? "hour" : span <= 120 * DAY ? "day" : "month";
+  return { preset, from: iso(from), to: iso(to), fromMs: from, toMs: to, bucket };
+}
+
+/** Label filters from `label.<name>` params. */
+export function labelsOf(params) {
+  const labels = {};
+  for (const [k, v] of params) if (k.startsWith("label.") && v) labels[k.slice(6)] = v;
+  return labels;
+}
+
+/** The filter object the API helpers take. */
+export function filtersOf(params, fallback) {
+  const range = rangeOf(params, fallback);
+  return {
+    range, from: range.from, to: range.to, labels: labelsOf(params),
+    tag: params.get("tag") || "", key: params.get("key") || "", model: params.get("model") || "",
+  };
+}
+
+let keysCache = null;
+
+/** Every key record (first 500), fetched once a minute at most: names, labels and limits. */
+export async function keyIndex(fresh = false) {
+  if (fresh || !keysCache || Date.now() - keysCache.at > 60_000) {
+    const page = await get("/v1/manage/apikey", { limit: 500 });
+    keysCache = { at: Date.now(), keys: page.data };
+  }
+  return keysCache.keys;
+}
+
+export function labelNames(keys) {
+  const names = new Set();
+  for (const k of keys) for (const n of Object.keys(k.labels || {})) names.add(n);
+  return [...names].sort();
+}
+
+/**
+ * The filter bar: a form whose submit writes the URL (through `apply(params)`).
+ * `opts.keys` fills the key picker; `opts.extra` adds page-specific fields before the button.
+ */
+export function filterBar(params, apply, opts = {}) {
+  const f = filtersOf(params, opts.fallback);
+  const labels = Object.entries(f.labels).map(([k, v]) => `${k}=${v}`).join(", ");
+  const keys = opts.keys || [];
+  const form = h("form", { class: "filters", role: "search", "aria-label": "Filters" });
+  const rangeSel = select({ name: "range", id: "f-range" }, RANGES, f.range.preset);
+  const fromIn = h("input", { type: "date", name: "from", value: isoDate(f.range.fromMs) });
+  const toIn = h("input", { type: "date", name: "to", value: isoDate(f.range.toMs - 1) });
+  const syncCustom = () => {
+    const custom = rangeSel.value === "custom";
+    fromIn.disabled = toIn.disabled = !custom;
+  };
+  rangeSel.addEventListener("change", syncCustom);
+  syncCustom();
+  form.append(
+    field("Range (UTC)", rangeSel),
+    field("From", fromIn),
+    field("To (incl.)", toIn),
+    field("Tag subtree", h("input", { name: "tag", value: f.tag, placeholder: "e.g. team/search", size: 16 })),
+    field("Labels", h("input", { name: "labels", value: labels, placeholder: "team=growth, env=prod", size: 18 })),
+    field("Key", select({ name: "key" }, [["", "All keys"], ...keys.map((k) => [k.id, k.name])], f.key)),
+    field("Model", h("input", { name: "model", value: f.model, placeholder: "requested model", size: 12 })),
+    ...(opts.extra || []),
+    h("div", { class: "field field-actions" }, h("button", { type: "submit", class: "primary" }, "Apply"),
+      h("a", { href: opts.resetHref || location.pathname, class: "button ghost" }, "Reset")),
+  );
+  form.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const data = new FormData(form);
+    const next = new URLSearchParams();
+    for (const [name, value] of data) {
+      if (name === "labels" || name === "from" || name === "to" || !value) continue;
+      next.set(name, value);
+    }
+    if (rangeSel.value === "custom") {
+      next.set("from", fromIn.value);
+      next.set("to", isoDate(Date.parse(toIn.value) + DAY));
+    }
+    for (const pair of String(data.get("labels") || "").split(",")) {
+      const [k, ...rest] = pair.split("=");
+      if (k.trim() && rest.length) next.set(`label.${k.trim()}`, rest.join("=").trim());
+    }
+    apply(next);
+  });
+  return form;
+}

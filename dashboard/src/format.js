@@ -1,0 +1,68 @@
+// Text for numbers the APIs return. Money arrives as exact decimal strings and is shown exactly:
+// grouped, at least two decimals, never through a binary float.
+
+const intFmt = new Intl.NumberFormat("en-US");
+
+function groupDigits(digits) {
+  return digits.replace(/\B(?=(\d{3})+(?!\d))/g, ",");
+}
+
+/** "1234.5" -> "$1,234.50"; "0.000015" -> "$0.000015" (exact). */
+export function money(text) {
+  if (text === null || text === undefined) return "—";
+  const s = String(text);
+  const negative = s.startsWith("-");
+  const [whole, frac = ""] = (negative ? s.slice(1) : s).split(".");
+  const decimals = frac.replace(/0+$/, "").padEnd(2, "0");
+  return `${negative ? "−" : ""}$${groupDigits(whole || "0")}.${decimals}`;
+}
+
+/** Money split into the cents part and the exact tail (the tail is shown smaller). */
+export function moneyParts(text) {
+  const full = money(text);
+  const dot = full.indexOf(".");
+  return { head: full.slice(0, dot + 3), tail: full.slice(dot + 3) };
+}
+
+/** A float for a chart only (never for a figure shown as text). */
+export const moneyNumber = (text) => (text === null || text === undefined ? 0 : Number(text));
+
+export const count = (n) => (n === null || n === undefined ? "—" : intFmt.format(n));
+
+export function ms(v) {
+  if (v === null || v === undefined) return "—";
+  if (v >= 10_000) return `${(v / 1000).toFixed(1)} s`;
+  if (v >= 1000) return `${(v / 1000).toFixed(2)} s`;
+  if (v >= 100) return `${Math.round(v)} ms`;
+  return `${Number(v.toFixed(1))} ms`;
+}
+
+export const percent = (rate) => (rate === null || rate === undefined ? "—" : `${(rate * 100).toFixed(2)} %`);
+
+export function score(fb) {
+  if (!fb || !fb.count) return "—";
+  return `${fb.mean_score.toFixed(2)} (${count(fb.count)})`;
+}
+
+const dateTime = new Intl.DateTimeFormat("en-GB", {
+  year: "numeric", month: "short", day: "2-digit", hour: "2-digit", minute: "2-digit", second: "2-digit",
+  timeZone: "UTC", hour12: false,
+});
+
+const dayFmt = new Intl.DateTimeFormat("en-GB", { year: "numeric", month: "short", day: "2-digit", timeZone: "UTC" });
+
+/** Epoch ms -> "01 Dec 2026" (UTC). */
+export const day = (epochMs) => dayFmt.format(new Date(epochMs));
+
+/** Epoch ms -> "01 Dec 2026, 13:05:02 UTC". */
+export const when = (epochMs) => (epochMs ? `${dateTime.format(new Date(epochMs))} UTC` : "—");
+
+/** A time bucket as the API renders it ("2026-11-03", "2026-11-03T14:00:00Z", "2026-11") -> axis text. */
+export function bucketLabel(value, unit) {
+  if (value === null || value === undefined) return "—";
+  if (unit === "hour") return `${value.slice(5, 10)} ${value.slice(11, 16)}`;
+  if (unit === "day") return value.slice(5);
+  return value;
+}
+
+export const plural = (n, one, many = `${one}s`) => `${count(n)} ${n === 1 ? one : many}`;

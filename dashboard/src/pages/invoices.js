@@ -1,0 +1,62 @@
+// Invoices: a month, a group (e.g. label.customer_id) and a markup; the lines and the total due
+// from the export API, and its CSV (the very same API with format=csv).
+
+import { get, query } from "../api.js";
+import { field, h, select } from "../dom.js";
+import { count, money } from "../format.js";
+import { keyIndex, labelNames } from "../filters.js";
+import { loading, moneyText, pageHeader, panel, table } from "../ui.js";
+
+export default {
+  title: "Invoices", icon: "▤",
+  async render(main, ctx) {
+    const p = ctx.params;
+    const now = new Date();
+    const lastMonth = new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth() - 1, 1)).toISOString().slice(0, 7);
+    const month = p.get("month") || lastMonth;
+    const names = labelNames(await keyIndex());
+    const fallback = names.includes("customer_id") ? "label.customer_id" : "key";
+    const group = p.get("group") || fallback;
+    const markup = p.get("markup") || "0";
+    const groups = [["key", "API key"], ["model", "Model (requested)"], ["served_model", "Served model"],
+      ["provider", "Provider"], ...names.map((n) => [`label.${n}`, `Label: ${n}`])];
+    const form = h("form", { class: "filters", "aria-label": "Invoice options" },
+      field("Month (UTC)", h("input", { type: "month", name: "month", value: month, required: true })),
+      field("One line per", select({ name: "group", id: "inv-group" }, groups, group)),
+      field("Markup rate", h("input", { name: "markup", value: markup, inputmode: "decimal", size: 6 }), "0.20 adds 20 %"),
+      h("div", { class: "field field-actions" }, h("button", { type: "submit", class: "primary" }, "Show")));
+    form.addEventListener("submit", (ev) => {
+      ev.preventDefault();
+      ctx.apply(new URLSearchParams(new FormData(form)));
+    });
+    const params = { month, group_by: group, markup };
+    const csvHref = `/v1/analytics/export?${query({ ...params, format: "csv" })}`;
+    main.append(pageHeader("Invoices", "A month's invoice lines per group, with your markup. Cents are allotted so the "
+      + "lines add up to the total due exactly.", h("a", { class: "button", href: csvHref, download: `tallygate-${month}.csv`,
+      id: "invoice-csv" }, "Download CSV")), form);
+    const body = h("div");
+    main.append(body);
+    const doc = await loading(body, get("/v1/analytics/export", params), "Building the invoice");
+    if (!ctx.isCurrent()) return;
+    const dims = doc.group_by || [];
+    const t = doc.total || doc.totals || {};
+    body.append(h("div", { class: "kpis" },
+      h("section", { class: "card kpi" }, h("h2", { class: "kpi-label" }, "Total due"),
+        h("div", { class: "kpi-value", id: "total-due" }, money(t.amount_due)),
+        h("div", { class: "kpi-sub" }, `cost ${money(t.cost)} + markup ${money(t.markup)}`)),
+      h("section", { class: "card kpi" }, h("h2", { class: "kpi-label" }, "Lines"),
+        h("div", { class: "kpi-value" }, count((doc.lines || []).length)),
+        h("div", { class: "kpi-sub" }, `${count(t.requests)} requests in ${month}`))),
+    panel(`Invoice ${month}`, table([
+      ...dims.map((d) => ({ label: (groups.find(([v]) => v === d) || [d, d])[1], value: (l) => {
+        const v = (l.group || {})[d];
+        return v === null || v === undefined ? h("span", { class: "muted" }, "(none)") : String(v);
+      } })),
+      { label: "Requests", num: true, value: (l) => count(l.requests), total: () => count(t.requests) },
+      { label: "Cost (USD, exact)", num: true, value: (l) => moneyText(l.cost), total: () => moneyText(t.cost) },
+      { label: "Markup (USD)", num: true, value: (l) => moneyText(l.markup), total: () => moneyText(t.markup) },
+      { label: "Amount due (USD)", num: true, value: (l) => h("strong", {}, money(l.amount_due)),
+        total: () => h("strong", {}, money(t.amount_due)) },
+    ], doc.lines || [], { totals: t, empty: "No requests that month." })));
+  },
+};

@@ -1,0 +1,144 @@
+"""`tallygate budgets ...`: monthly limits on label groups, tag subtrees and keys.
+
+Commands act on the database directly as the bootstrap `admin` user; running gateways pick
+changes up within about a second. Spend shown here is the ledger's (reservations in flight live
+in the gateways).
+"""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from typing import Any
+
+import click
+
+from tallygate.cli.keys import USD, _run, _validated
+from tallygate.cli.options import db_option, load_settings, parse_labels
+
+
+def _admin(db_url: str | None):  # type: ignore[no-untyped-def]
+    """A BudgetAdmin on the database, acting as `admin`, plus the admin principal."""
+    from tallygate.core.timebuckets import month_floor
+    from tallygate.manage.budgets import BudgetAdmin
+    from tallygate.pipeline.auth import ADMIN_PERMISSIONS
+    from tallygate.pipeline.budget import MemoryBudget
+    from tallygate.pipeline.scopes import BudgetRegistry
+    from tallygate.store.budgets import BudgetStore
+    from tallygate.store.db import migrate, open_engine
+    from tallygate.store.keys import KeyStore, now_ms
+    from tallygate.types import Principal
+
+    engine = open_engine(load_settings(db_url=db_url).db_url)
+    migrate(engine)
+    keys, store = KeyStore(engine), BudgetStore(engine)
+    admin_user = keys.ensure_user("admin")
+    budget = MemoryBudget()
+    registry = BudgetRegistry(store, budget, lambda: month_floor(now_ms()))
+    registry.reload()
+    principal = Principal(key_id=None, name="admin", permissions=ADMIN_PERMISSIONS, user_id=admin_user.id)
+    return BudgetAdmin(store, keys, registry, budget), principal
+
+
+def _scope(label_pairs: tuple[str, ...], tag: str | None, key: str | None) -> dict[str, Any] | None:
+    given = [x for x in (label_pairs, tag, key) if x]
+    if len(given) > 1:
+        raise click.UsageError("give one of --label (repeatable), --tag or --key")
+    if label_pairs:
+        return {"label": parse_labels(label_pairs)}
+    if tag:
+        return {"tag": tag}
+    if key:
+        return {"key": key}
+    return None
+
+
+def _echo(record: dict[str, Any]) -> None:
+    click.echo(json.dumps(record, indent=2))
+
+
+label_option = click.option("--label", "label_pairs", multiple=True, metavar="NAME=VALUE",
+                            help="Scope: requests of keys carrying every pair (repeatable).")
+tag_option = click.option("--tag", default=None, metavar="PATH",
+                          help="Scope: requests with a tag at or under PATH.")
+key_option = click.option("--key", default=None, metavar="KEY_ID", help="Scope: requests of one key.")
+
+
+@click.group()
+def budgets() -> None:
+    """Create, list, show, update and delete budgets on label groups, tag subtrees and keys."""
+
+
+@budgets.command("create")
+@click.option("--name", required=True)
+@label_option
+@tag_option
+@key_option
+@click.option("--limit", "monthly_limit", type=USD, required=True, help="Monthly limit in USD.")
+@db_option
+def create(name: str, label_pairs: tuple[str, ...], tag: str | None, key: str | None, monthly_limit: Decimal,
+           db_url: str | None) -> None:
+    """Create a budget: e.g. --name growth --label team=growth --limit 2000."""
+    from tallygate.manage.budget_schemas import BudgetCreate
+
+    scope = _scope(label_pairs, tag, key)
+    if scope is None:
+        raise click.UsageError("give the scope: --label NAME=VALUE (repeatable), --tag PATH or --key KEY_ID")
+    admin, caller = _admin(db_url)
+    _echo(_run(admin.create, caller, _validated(BudgetCreate, {"name": name, "scope": scope,
+                                                               "monthly_limit": monthly_limit})))
+
+
+@budgets.command("list")
+@db_option
+def list_budgets(db_url: str | None) -> None:
+    """Every budget with this month's spend."""
+    admin, _ = _admin(db_url)
+    from tallygate.pipeline.scopes import scope_text
+
+    for b in _run(admin.page)["data"]:
+        click.echo(f"{b['id']}  {b['name']}  {scope_text(b['scope'])}  spend ${b['monthly_spend']} "
+                   f"/ ${b['monthly_limit']}")
+
+
+@budgets.command("show")
+@click.argument("budget_id")
+@db_option
+def show(budget_id: str, db_url: str | None) -> None:
+    """One budget as JSON."""
+    admin, _ = _admin(db_url)
+    _echo(_run(admin.get, budget_id))
+
+
+@budgets.command("update")
+@click.argument("budget_id")
+@click.option("--name", default=None)
+@label_option
+@tag_option
+@key_option
+@click.option("--limit", "monthly_limit", type=USD, default=None, help="Monthly limit in USD.")
+@db_option
+def update(budget_id: str, name: str | None, label_pairs: tuple[str, ...], tag: str | None, key: str | None,
+           monthly_limit: Decimal | None, db_url: str | None) -> None:
+    """Replace the given fields (a scope option replaces the whole scope)."""
+    from tallygate.manage.budget_schemas import BudgetUpdate
+
+    fields: dict[str, Any] = {}
+    if name is not None:
+        fields["name"] = name
+    if (scope := _scope(label_pairs, tag, key)) is not None:
+        fields["scope"] = scope
+    if monthly_limit is not None:
+        fields["monthly_limit"] = monthly_limit
+    admin, caller = _admin(db_url)
+    _echo(_run(admin.update, caller, budget_id, _validated(BudgetUpdate, fields)))
+
+
+@budgets.command("delete")
+@click.argument("budget_id")
+@db_option
+def delete(budget_id: str, db_url: str | None) -> None:
+    """Delete a budget: its limit stops applying within a second; the ledger keeps the history."""
+    admin, caller = _admin(db_url)
+    _run(admin.delete, caller, budget_id)
+    click.echo(f"deleted {budget_id}")

@@ -1,0 +1,267 @@
+"""A `BudgetEngine` shared by several processes and replicas through Redis.
+
+One round trip per reservation: a Lua script checks every limited scope of the request and holds
+the amount against all of them, or none (`pipeline/redis_lua.py`). Settling never waits: it is
+queued, and a flusher sends every queued settle in one pipelined round trip. Holds belong to
+this process and live as long as it renews them (every `ttl_s / 3`); the holds of a process that
+dies are reaped by the others within `ttl_s` of its last renewal, however long its requests ran.
+
+Counters are built from the ledger when Redis has none for the month (first start, a new month,
+Redis restarted without persistence): each becomes the larger of itself and the ledger's total,
+and the build is repeated once the ledgers of all processes have flushed (`_REBUILD_AGAIN_S`).
+When Redis cannot be reached, `fail_open=False` refuses requests under a limit with 503
+`budget_unavailable`; `fail_open=True` serves them (logged loudly) and queues their spend.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import redis
+import redis.asyncio as aioredis
+from redis.exceptions import NoScriptError, RedisError
+
+from tallygate.core.timebuckets import month_after, month_floor
+from tallygate.errors import BudgetUnavailable
+from tallygate.pipeline.budget import Hold, Scope, refusal
+from tallygate.pipeline.redis_lua import HEARTBEAT, REBUILD, RELEASE_ALL, RESERVE, SETTLE
+
+log = logging.getLogger("tallygate.budget.redis")
+_REBUILD_AGAIN_S = 3.0
+_MAX_QUEUED = 200_000  # settles kept while Redis is away; the ledger has them in any case
+_CHUNK = 2000  # scopes per rebuild call
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("second budget rebuild pass failed: %s", task.exception())
+
+
+class RedisBudget:
+    """Budget state in Redis (a service: `start()` and `stop()` with the gateway)."""
+
+    def __init__(self, url: str, ledger_spend: Callable[[int], dict[str, int]], *, fail_open: bool = False,
+                 ttl_s: float = 15.0, prefix: str = "tg:", timeout_s: float = 1.0) -> None:
+        """`ledger_spend(month)`: the ledger's spend per scope in that month (blocking)."""
+        self.url = url
+        self._ledger_spend = ledger_spend
+        self._fail_open = fail_open
+        self._ttl_ms = int(ttl_s * 1000)
+        self._p = prefix
+        self.process = uuid.uuid4().hex
+        self._aio = aioredis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+        self._sync = redis.Redis.from_url(url, socket_timeout=timeout_s * 2, socket_connect_timeout=timeout_s)
+        self._reserve = self._aio.register_script(RESERVE)
+        self._settle = self._aio.register_script(SETTLE)
+        self._heartbeat = self._aio.register_script(HEARTBEAT)
+        self._release = self._aio.register_script(RELEASE_ALL)
+        self._rebuild_async = self._aio.register_script(REBUILD)
+        self._rebuild_sync = self._sync.register_script(REBUILD)
+        self._queue: list[tuple[Hold, int]] = []
+        self._wake: asyncio.Event | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._month, self._next_month = 0, 0
+        self._rebuilding: asyncio.Lock | None = None
+        self._warned = 0.0
+        self._closing = False
+        self.unavailable = 0  # requests served or refused while Redis was unreachable
+
+    def _now_month(self) -> int:
+        ms = time.time_ns() // 1_000_000
+        if ms >= self._next_month:
+            self._month, self._next_month = month_floor(ms), month_after(ms)
+        return self._month
+
+    # -- the hot path ---------------------------------------------------------------------------
+
+    async def reserve(self, scopes: Sequence[Scope], amount: int) -> Hold:
+        month = self._now_month()
+        ids = tuple(s.id for s in scopes)
+        limited = [s for s in scopes if s.limit is not None]
+        if not limited or not amount:
+            return Hold(ids, (), 0, month)
+        args: list[Any] = [self._p, month, self.process, amount, self._ttl_ms]
+        for s in limited:
+            args += (s.id, s.limit)
+        for _ in range(3):
+            try:
+                res = await self._reserve(args=args)
+            except (RedisError, OSError) as exc:
+                return self._unavailable(ids, month, exc)
+            if res[0] == 0:
+                return Hold(ids, tuple(s.id for s in limited), amount, month)
+            if res[0] == 1:
+                raise refusal(limited[int(res[1]) - 1], int(res[2]), int(res[3]), amount)
+            try:
+                await self.rebuild(month)
+            except Exception as exc:
+                return self._unavailable(ids, month, exc)
+        return self._unavailable(ids, month, RuntimeError("the month's counters could not be built"))
+
+    def _unavailable(self, ids: tuple[str, ...], month: int, exc: BaseException) -> Hold:
+        self.unavailable += 1
+        now = time.monotonic()
+        if now - self._warned > 5.0:
+            self._warned = now
+            log.error("Redis budget state unreachable (%s: %s); %s", type(exc).__name__, exc,
+                      "serving requests under limits WITHOUT enforcing them (budgets_unavailable: open)"
+                      if self._fail_open else "refusing requests under limits (budgets_unavailable: closed)")
+        if not self._fail_open:
+            raise BudgetUnavailable("budget state is unreachable, so requests under a limit or budget are "
+                                    "refused until it is back")
+        return Hold(ids, (), 0, month)
+
+    def settle(self, hold: Hold, actual: int) -> None:
+        if not hold.held and not actual:
+            return
+        if len(self._queue) >= _MAX_QUEUED:
+            log.error("dropping a queued budget settle: Redis has been unreachable too long")
+            self._queue.pop(0)
+        self._queue.append((hold, actual))
+        if self._wake is not None:
+            self._wake.set()
+
+    def _settle_args(self, hold: Hold, actual: int) -> list[Any]:
+        return [self._p, self.process, hold.month, hold.amount, actual, len(hold.held), *hold.held,
+                *(hold.scopes if actual else ())]
+
+    async def _flush(self) -> None:
+        """Send every queued settle: one script call, or one pipelined round trip for many."""
+        if not self._queue:
+            return
+        batch, self._queue = self._queue, []
+        try:
+            if len(batch) == 1:
+                await self._settle(args=self._settle_args(*batch[0]))
+                return
+            for attempt in range(2):
+                try:
+                    # EVALSHA by hand: redis-py's pipelined scripts cost an extra SCRIPT EXISTS round trip.
+                    async with self._aio.pipeline(transaction=False) as pipe:
+                        for hold, actual in batch:
+                            pipe.evalsha(self._settle.sha, 0, *self._settle_args(hold, actual))
+                        await pipe.execute()
+                    return
+                except NoScriptError:  # Redis restarted: nothing of this pipeline ran
+                    if attempt:
+                        raise
+                    await self._aio.script_load(SETTLE)
+        except BaseException:
+            self._queue[:0] = batch
+            raise
+
+    async def _flusher(self) -> None:
+        """Sends settles as they come, until `stop()` (which sends the rest)."""
+        assert self._wake is not None
+        backoff = 0.05
+        while not self._closing:
+            await self._wake.wait()
+            self._wake.clear()
+            if self._closing:
+                return
+            try:
+                await self._flush()
+                backoff = 0.05
+            except (RedisError, OSError) as exc:
+                log.warning("settling %d budget holds in Redis failed (%s); retrying", len(self._queue), exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+                self._wake.set()
+
+    # -- counters from the ledger ---------------------------------------------------------------
+
+    async def rebuild(self, month: int) -> None:
+        """Build this month's counters from the ledger (once at a time in this process)."""
+        assert self._rebuilding is not None
+        async with self._rebuilding:
+            if await self._aio.exists(f"{self._p}{month}:ready"):
+                return
+            log.warning("building budget counters for the month from the ledger")
+            await self._rebuild_pass(month)
+        asyncio.get_running_loop().call_later(_REBUILD_AGAIN_S, self._again, month)
+
+    def _again(self, month: int) -> None:
+        task = asyncio.get_running_loop().create_task(self._rebuild_pass(month))
+        task.add_done_callback(_log_failure)
+        self._tasks.append(task)
+
+    async def _rebuild_pass(self, month: int) -> None:
+        spend = await asyncio.to_thread(self._ledger_spend, month)
+        pairs = list(spend.items())
+        for i in range(0, max(len(pairs), 1), _CHUNK):
+            chunk = pairs[i:i + _CHUNK]
+            last = i + _CHUNK >= len(pairs)
+            await self._rebuild_async(args=[self._p, month, "1" if last else "0",
+                                            *(x for pair in chunk for x in pair)])
+
+    def adopt(self, spend_by_scope: dict[str, int], month: int) -> None:
+        if spend_by_scope:
+            self._rebuild_sync(args=[self._p, month, "0", *(x for pair in spend_by_scope.items() for x in pair)])
+
+    # -- reads for the management API (blocking) --------------------------------------------------
+
+    def _read(self, key: str) -> int:
+        try:
+            return int(self._sync.get(key) or 0)
+        except (RedisError, OSError) as exc:
+            raise BudgetUnavailable(f"budget state is unreachable ({type(exc).__name__})") from None
+
+    def spend(self, scope_id: str) -> int:
+        return self._read(f"{self._p}{self._now_month()}:s:{scope_id}")
+
+    def reserved(self, scope_id: str) -> int:
+        return self._read(f"{self._p}rt:{scope_id}")
+
+    async def ping(self) -> str | None:
+        """None when Redis answers, else the reason (for `/readyz`)."""
+        try:
+            await self._aio.ping()
+        except (RedisError, OSError) as exc:
+            return f"Redis unreachable: {type(exc).__name__}"
+        return None
+
+    # -- the service ----------------------------------------------------------------------------
+
+    async def _beat(self) -> None:
+        while not self._closing:
+            await asyncio.sleep(self._ttl_ms / 3000)
+            try:
+                await self._heartbeat(args=[self._p, self.process, self._ttl_ms])
+            except (RedisError, OSError) as exc:
+                log.warning("renewing budget holds in Redis failed: %s", exc)
+
+    async def start(self) -> None:
+        self._wake, self._rebuilding = asyncio.Event(), asyncio.Lock()
+        try:
+            await self._heartbeat(args=[self._p, self.process, self._ttl_ms])
+            await self.rebuild(self._now_month())
+        except (RedisError, OSError) as exc:
+            log.error("Redis budget state unreachable at start-up (%s); budgets_unavailable: %s", exc,
+                      "open" if self._fail_open else "closed")
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._flusher()), loop.create_task(self._beat())]
+
+    async def stop(self) -> None:
+        """Send the settles still queued (requests have drained by now) and let go of any hold."""
+        self._closing = True
+        if self._wake is not None:
+            self._wake.set()
+        for task in self._tasks[1:]:  # the flusher ends by itself after its current round trip
+            task.cancel()
+        if self._tasks:  # (a cancellation inside a Redis call can be lost: wait, but not forever)
+            await asyncio.wait(self._tasks, timeout=5)
+        for attempt in range(5):
+            try:
+                await self._flush()
+                await self._release(args=[self._p, self.process])
+                break
+            except (RedisError, OSError) as exc:
+                log.error("final budget settle failed (attempt %d): %s", attempt + 1, exc)
+                await asyncio.sleep(0.2 * (attempt + 1))
+        await self._aio.aclose()
+        self._sync.close()

@@ -1,0 +1,45 @@
+"""One provider's HTTP plumbing, in one place: timeouts, JSON POSTs and SSE streams.
+
+Every HTTP provider holds an `Upstream`: it knows the provider's name (for error messages),
+the shared connection pool, the two timeouts (a whole JSON answer; each stream chunk) and how
+the provider's error responses become the gateway's `UpstreamError`s.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+import aiohttp
+import orjson
+
+from tallygate.providers.http import ErrorFactory, HttpClient, parse_json, sse_response, transport_errors
+from tallygate.settings import ProviderConfig
+
+
+class Upstream:
+    """POSTs JSON to one provider and opens its streams, mapping every failure on the way."""
+
+    def __init__(self, name: str, cfg: ProviderConfig, http: HttpClient, error: ErrorFactory) -> None:
+        self.name = name
+        self._http = http
+        self._error = error
+        self._timeout = aiohttp.ClientTimeout(total=cfg.timeout_s, sock_connect=cfg.connect_timeout_s)
+        self._stream_timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=cfg.connect_timeout_s, sock_read=cfg.timeout_s)
+
+    async def post_json(self, url: str, body: dict[str, Any], headers: dict[str, str]) -> dict[str, Any]:
+        """POST `body`; the JSON object answered with 200, else the provider's error raised."""
+        with transport_errors(self.name):
+            async with self._http.session.post(url, data=orjson.dumps(body), headers=headers,
+                                               timeout=self._timeout) as resp:
+                raw = await resp.read()
+                if resp.status != 200:
+                    raise self._error(resp.status, raw, resp.headers)
+        return parse_json(self.name, raw)
+
+    def stream(self, url: str, body: dict[str, Any],
+               headers: dict[str, str]) -> AbstractAsyncContextManager[aiohttp.ClientResponse]:
+        """POST a streaming request: the response once it is a 200 SSE stream (see `sse_response`)."""
+        return sse_response(self.name, self._http.session, url, orjson.dumps(body), headers,
+                            self._stream_timeout, self._error)

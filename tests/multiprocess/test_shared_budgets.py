@@ -1,0 +1,375 @@
+"""Several real `tallygate serve` processes on one PostgreSQL and one Redis, both started by the
+tests on free ports: limits hold across processes, holds of a killed process expire, and no
+answered request loses its ledger record when Redis or PostgreSQL restarts under load."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+import uuid
+from collections.abc import Iterator
+from decimal import Decimal
+from itertools import cycle
+from pathlib import Path
+
+import aiohttp
+import pytest
+from sqlalchemy import create_engine, text
+
+from tests.conftest import standard_config
+from tests.fakes.upstream import FakeUpstream
+from tests.gateway import ADMIN_KEY, Gateway
+from tests.postgres import PostgresInstance, postgres_instance
+from tests.redis import RedisServer, redis_server
+
+HELLO = [{"role": "user", "content": "hello budget"}]
+PICO = Decimal(10) ** 12
+HOLD_TTL_S = 3
+
+
+@pytest.fixture(scope="module")
+def pg() -> Iterator[PostgresInstance]:
+    with postgres_instance() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def rds() -> Iterator[RedisServer]:
+    with redis_server() as server:
+        yield server
+
+
+def _gateway(path: Path, upstream: FakeUpstream, pg: PostgresInstance, rds: RedisServer,
+             *extra: str) -> Gateway:
+    path.mkdir(parents=True, exist_ok=True)
+    return Gateway(path, standard_config(upstream), env={"TALLYGATE_HOLD_TTL_S": str(HOLD_TTL_S)},
+                   db_url=pg.url, args=("--redis", rds.url, *extra))
+
+
+@pytest.fixture(scope="module")
+def trio(upstream: FakeUpstream, pg: PostgresInstance, rds: RedisServer,
+         tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Gateway]]:
+    root = tmp_path_factory.mktemp("trio")
+    gateways: list[Gateway] = []
+    try:
+        for i in range(3):  # one after the other: the first start migrates the database
+            gateways.append(_gateway(root / str(i), upstream, pg, rds).start())
+        yield gateways
+    finally:
+        for gw in gateways:
+            gw.stop()
+
+
+def _key(gw: Gateway, name: str, labels: dict | None = None, limit: str | None = None) -> dict:
+    body: dict = {"name": name, "labels": labels or {}}
+    if limit is not None:
+        body["monthly_limit"] = limit
+    status, _, rec = gw.post_json("/v1/manage/apikey", body)
+    assert status == 201, rec
+    return rec
+
+
+def _budget(gw: Gateway, scope: dict, limit: str) -> dict:
+    status, _, rec = gw.post_json("/v1/manage/budget", {"name": "burst", "scope": scope, "monthly_limit": limit})
+    assert status == 201, rec
+    return rec
+
+
+class Outcome:
+    """What the clients saw: (status, request id) of every answered request."""
+
+    def __init__(self) -> None:
+        self.answered: list[tuple[int, str]] = []
+        self.abandoned = 0
+        self.bodies: list[dict] = []
+
+    def status(self, code: int) -> int:
+        return sum(1 for s, _ in self.answered if s == code)
+
+
+async def _one(session: aiohttp.ClientSession, gw: Gateway, key: str, i: int, tags: list[str],
+               out: Outcome) -> None:
+    stream, cancel = i % 4 == 1, i % 10 == 3
+    body = {"model": "priced-slow" if cancel else "priced", "messages": HELLO, "max_tokens": 10,
+            "request_tags": tags, "stream": stream}
+    if stream:
+        body["stream_options"] = {"include_usage": True}
+
+    async def call() -> None:
+        async with session.post(gw.base_url + "/chat/completions", json=body,
+                                headers={"Authorization": f"Bearer {key}"}) as resp:
+            raw = await resp.read()
+            out.answered.append((resp.status, resp.headers["x-request-id"]))
+            if resp.status != 200:
+                out.bodies.append(json.loads(raw)["error"])
+
+    try:
+        await asyncio.wait_for(call(), 0.1 if cancel else 30)
+    except (TimeoutError, aiohttp.ClientError):
+        out.abandoned += 1
+
+
+def burst(gateways: list[Gateway], keys: list[str], n: int, tags: list[str] | None = None,
+          concurrency: int = 200, during=None, pace_s: float = 0.0) -> Outcome:  # type: ignore[no-untyped-def]
+    """`n` requests spread over the processes and keys, `concurrency` at a time, one every
+    `pace_s`; `during()` runs in a thread once a fifth of them have been sent."""
+    out = Outcome()
+
+    async def run() -> None:
+        sem = asyncio.Semaphore(concurrency)
+        targets = cycle([(g, k) for g in gateways for k in keys])
+        side = None
+        async with aiohttp.ClientSession() as session:
+            async def limited(i: int, gw: Gateway, key: str) -> None:
+                async with sem:
+                    await _one(session, gw, key, i, tags or [], out)
+
+            tasks = []
+            for i in range(n):
+                gw, key = next(targets)
+                tasks.append(asyncio.create_task(limited(i, gw, key)))
+                if during is not None and i == n // 5:
+                    await asyncio.sleep(0.05)
+                    side = asyncio.create_task(asyncio.to_thread(during))
+                await asyncio.sleep(pace_s)
+            await asyncio.gather(*tasks)
+            if side is not None:
+                await side
+
+    asyncio.run(run())
+    return out
+
+
+def _ledger(pg: PostgresInstance, ids: list[str]) -> dict[str, dict]:
+    engine = create_engine(pg.url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(text("SELECT id, key_id, status, cost_pico, tags FROM requests "
+                                     "WHERE id = ANY(:ids)"), {"ids": ids}).mappings()
+            return {r["id"]: dict(r) for r in rows}
+    finally:
+        engine.dispose()
+
+
+def _spend(pg: PostgresInstance, key_ids: list[str]) -> Decimal:
+    engine = create_engine(pg.url)
+    try:
+        with engine.connect() as conn:
+            pico = conn.execute(text("SELECT coalesce(sum(cost_pico), 0) FROM requests WHERE key_id = ANY(:k)"),
+                                {"k": key_ids}).scalar()
+            return Decimal(int(pico or 0)) / PICO
+    finally:
+        engine.dispose()
+
+
+def _every_answer_recorded(pg: PostgresInstance, out: Outcome, timeout: float = 20) -> dict[str, dict]:
+    ids = [rid for _, rid in out.answered]
+    deadline = time.monotonic() + timeout
+    while True:
+        found = _ledger(pg, ids)
+        if len(found) == len(ids) or time.monotonic() > deadline:
+            assert sorted(set(ids) - set(found)) == [], "answered requests without a ledger record"
+            return found
+        time.sleep(0.2)
+
+
+def _reserved_returns_to_zero(gw: Gateway, path: str, timeout: float = 10) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        status, rec = gw.get(path)
+        assert status == 200, rec
+        if rec["monthly_reserved"] == "0" or time.monotonic() > deadline:
+            assert rec["monthly_reserved"] == "0", rec
+            return rec
+        time.sleep(0.1)
+
+
+def _worst_case(out: Outcome) -> Decimal:
+    """The most one request may cost, as a 402 reported it."""
+    for err in out.bodies:
+        m = re.search(r"may cost up to \$([0-9.]+)", err["message"])
+        if m:
+            return Decimal(m.group(1))
+    raise AssertionError(f"no 402 among {out.bodies[:3]}")
+
+
+@pytest.mark.parametrize("kind", ["key", "label", "tag"])
+def test_three_processes_share_one_limit(trio: list[Gateway], pg: PostgresInstance, kind: str) -> None:
+    """200 concurrent requests (JSON, streams, some abandoned by the client) over 3 processes
+    against room for about 20: spend stays at or under the limit, reservations return to 0."""
+    run = uuid.uuid4().hex[:8]
+    limit, tags = "0.40", []
+    if kind == "key":
+        keys = [_key(trio[0], f"burst-{run}", limit=limit)]
+        path = "/v1/manage/apikey/" + keys[0]["id"]
+    elif kind == "label":
+        keys = [_key(trio[0], f"burst-{run}-{i}", {"team": run}) for i in range(3)]
+        path = "/v1/manage/budget/" + _budget(trio[0], {"label": {"team": run}}, limit)["id"]
+    else:
+        keys = [_key(trio[0], f"burst-{run}")]
+        tags = [f"customer/{run}/eu", f"customer/{run}"]
+        path = "/v1/manage/budget/" + _budget(trio[0], {"tag": f"customer/{run}"}, limit)["id"]
+    time.sleep(1.2)  # every process has seen the new key and budget
+    out = burst(trio, [k["key"] for k in keys], 200, tags)
+    assert 10 <= out.status(200) and out.status(402) > 100, (out.status(200), out.status(402), out.bodies[:2])
+    assert out.status(200) + out.status(402) == len(out.answered), out.bodies[:3]
+    recorded = _every_answer_recorded(pg, out)
+    assert all(recorded[rid]["status"] == s for s, rid in out.answered)
+    for gw in trio:
+        rec = _reserved_returns_to_zero(gw, path)
+    assert _spend(pg, [k["id"] for k in keys]) <= Decimal(limit)
+    assert Decimal(rec["monthly_spend"]) <= Decimal(limit)
+
+
+def test_killed_process_holds_expire_and_the_others_keep_serving(
+        trio: list[Gateway], pg: PostgresInstance, rds: RedisServer, upstream: FakeUpstream,
+        tmp_path: Path) -> None:
+    victim = _gateway(tmp_path / "victim", upstream, pg, rds).start()
+    key = _key(trio[0], "victim-key", limit="0.40")
+    path = "/v1/manage/apikey/" + key["id"]
+    time.sleep(1.2)
+
+    async def hang() -> int:
+        """Slow requests at the victim, so it holds a lot when it dies."""
+        async with aiohttp.ClientSession() as session:
+            body = {"model": "priced-slow", "messages": HELLO, "max_tokens": 10}
+
+            async def one() -> int:
+                try:
+                    async with session.post(victim.base_url + "/chat/completions", json=body,
+                                            headers={"Authorization": f"Bearer {key['key']}"}) as r:
+                        return r.status
+                except aiohttp.ClientError:
+                    return 0
+
+            tasks = [asyncio.create_task(one()) for _ in range(10)]
+            await asyncio.sleep(0.25)
+            victim.proc.kill()  # type: ignore[union-attr]  # kill -9, mid-request
+            return sum(1 for s in await asyncio.gather(*tasks) if s == 0)
+
+    killed_mid_request = asyncio.run(hang())
+    victim.proc.wait()  # type: ignore[union-attr]
+    victim.proc = None
+    assert killed_mid_request >= 1
+    status, rec = trio[0].get(path)
+    assert Decimal(rec["monthly_reserved"]) > 0  # the dead process's holds, until they expire
+    died = time.monotonic()
+    out = burst(trio, [key["key"]], 60)  # the others keep serving meanwhile
+    assert out.status(200) >= 1
+    _reserved_returns_to_zero(trio[1], path, timeout=HOLD_TTL_S + 10)
+    assert time.monotonic() - died < 60
+    _every_answer_recorded(pg, out)
+    assert _spend(pg, [key["id"]]) <= Decimal("0.40")
+
+
+def test_redis_restart_under_load_loses_no_ledger_record(trio: list[Gateway], pg: PostgresInstance,
+                                                         rds: RedisServer) -> None:
+    """Redis is killed (state lost, no persistence) and back after 0.5 s, mid-burst. Every answered
+    request has its record; spend passes the limit by at most the worst cases of the requests in
+    flight when the state was lost (their holds went with it)."""
+    concurrency = 20
+    key = _key(trio[0], "redis-restart", limit="0.40")
+    time.sleep(1.2)
+    out = burst(trio, [key["key"]], 300, concurrency=concurrency, during=lambda: rds.restart(down_s=0.5),
+                pace_s=0.01)
+    late = [s for s, _ in out.answered[-60:]]
+    assert out.status(200) >= 10 and 503 not in late  # served again once Redis is back
+    unavailable = [e for e in out.bodies if e.get("code") == "budget_unavailable"]
+    assert all(e["type"] == "server_error" for e in unavailable)
+    _every_answer_recorded(pg, out)
+    bound = Decimal("0.40") + concurrency * _worst_case(out)
+    assert _spend(pg, [key["id"]]) <= bound
+    for gw in trio:
+        _reserved_returns_to_zero(gw, "/v1/manage/apikey/" + key["id"])
+    status, body = trio[0].get("/readyz", key=None)
+    assert status == 200 and "redis" in body["passed"]
+
+
+def test_postgres_restart_under_load_loses_no_ledger_record(trio: list[Gateway], pg: PostgresInstance) -> None:
+    key = _key(trio[0], "pg-restart", limit="0.40")
+    time.sleep(1.2)
+    out = burst(trio, [key["key"]], 200, concurrency=20, during=pg.restart, pace_s=0.01)
+    assert out.status(200) >= 10 and out.status(503) == 0  # keys and budgets are in memory
+    _every_answer_recorded(pg, out, timeout=30)
+    assert _spend(pg, [key["id"]]) <= Decimal("0.40")
+
+
+def test_workers_share_one_port_and_one_budget(upstream: FakeUpstream, pg: PostgresInstance, rds: RedisServer,
+                                               tmp_path: Path) -> None:
+    gw = _gateway(tmp_path, upstream, pg, rds, "--workers", "2").start()
+    try:
+        key = _key(gw, "workers", limit="0.40")
+        time.sleep(1.2)
+        out = burst([gw], [key["key"]], 100)
+        assert out.status(200) >= 10 and out.status(402) > 0
+        _every_answer_recorded(pg, out)
+        _reserved_returns_to_zero(gw, "/v1/manage/apikey/" + key["id"])
+        assert _spend(pg, [key["id"]]) <= Decimal("0.40")
+        status, body = gw.get("/readyz", key=None)
+        assert status == 200, body
+    finally:
+        gw.stop()
+
+
+def test_several_workers_without_redis_refuse_to_start(tmp_path: Path) -> None:
+    gw = Gateway(tmp_path, None, args=("--workers", "2"))
+    gw.port = 1
+    out = gw.cli("serve", "--workers", "2")
+    assert out.returncode != 0
+    assert "--workers 2 needs --redis" in out.stderr and "2 times their limit" in out.stderr
+    assert ADMIN_KEY not in out.stderr
+
+
+@pytest.mark.parametrize("mode", ["closed", "open"])
+def test_unreachable_redis_refuses_or_serves_limited_requests_and_always_serves_the_rest(
+        upstream: FakeUpstream, tmp_path: Path, mode: str) -> None:
+    from tests.fakes.upstream import closed_port_url
+
+    gone = closed_port_url().replace("http://", "redis://")
+    gw = Gateway(tmp_path, standard_config(upstream), args=("--redis", gone, "--budgets-unavailable", mode)).start()
+    try:
+        limited, free = _key(gw, "limited", limit="10"), _key(gw, "free")
+        status, body = gw.get("/readyz", key=None)
+        assert status == 503 and body["failed"] == "redis" and "Redis unreachable" in body["reason"]
+        assert gone not in json.dumps(body)
+        out = burst([gw], [limited["key"]], 3)  # (the 4th of a burst is abandoned by its client)
+        if mode == "closed":
+            assert out.status(503) == 3 and all(e["code"] == "budget_unavailable" for e in out.bodies)
+        else:
+            assert out.status(200) == 3
+            assert "WITHOUT enforcing them" in gw.log()
+        assert burst([gw], [free["key"]], 3).status(200) == 3  # no limit applies: served either way
+        status, me = gw.get("/v1/key", key=limited["key"])
+        assert status == 200 and me["monthly_spend"] is None  # unknown while Redis is away
+        for status, rid in out.answered:
+            assert gw.log_record(rid)["status"] == status
+    finally:
+        gw.stop()
+
+
+def test_a_target_one_process_saw_failing_is_left_out_by_all(upstream: FakeUpstream, rds: RedisServer,
+                                                             tmp_path: Path) -> None:
+    config = standard_config(upstream)
+    config["policies"] = {"shared": {"strategy": "fallback", "targets": ["fail-500", "gpt-4o-mini"],
+                                     "cooldown": {"failures": 1, "seconds": 30}}}
+    db_url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    pair = []
+    try:
+        for name in ("a", "b"):
+            (tmp_path / name).mkdir()
+            pair.append(Gateway(tmp_path / name, config, db_url=db_url, args=("--redis", rds.url)).start())
+        body = {"model": "policy/shared", "messages": HELLO, "max_tokens": 5}
+        status, _, out = pair[0].post_json("/v1/chat/completions", body)
+        assert status == 200  # fail-500 failed once (its circuit opens), gpt-4o-mini answered
+        time.sleep(1.5)  # both processes sync every 0.5 s
+        upstream.clear()
+        for _ in range(5):
+            status, _, out = pair[1].post_json("/v1/chat/completions", body)
+            assert status == 200
+        models = [r["body"]["model"] for r in upstream.requests if r["path"].endswith("/chat/completions")]
+        assert models == ["gpt-4o-mini"] * 5  # process b never tried the target a saw failing
+    finally:
+        for gw in pair:
+            gw.stop()

@@ -1,0 +1,177 @@
+"""The Redis budget engine against a real redis-server: atomic all-or-nothing holds, exact
+64-bit money, expiring holds of dead processes, rebuild from the ledger, open/closed."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from tallygate.errors import BudgetExceeded, BudgetUnavailable
+from tallygate.pipeline.budget import Scope
+from tallygate.pipeline.redis_budget import RedisBudget
+from tests.fakes.upstream import closed_port_url
+from tests.redis import RedisServer, redis_server
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[RedisServer]:
+    with redis_server() as s:
+        yield s
+
+
+@pytest.fixture()
+def url(server: RedisServer) -> str:
+    redis.Redis.from_url(server.url).flushall()
+    return server.url
+
+
+def _engine(url: str, ledger: dict[str, int] | None = None, **kw: object) -> RedisBudget:
+    return RedisBudget(url, lambda month: dict(ledger or {}), **kw)  # type: ignore[arg-type]
+
+
+async def _settled(engine: RedisBudget) -> None:
+    for _ in range(100):
+        if not engine._queue:
+            break
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.02)
+
+
+def test_a_reservation_holds_every_scope_or_none(url: str) -> None:
+    async def run() -> None:
+        engine = _engine(url)
+        await engine.start()
+        try:
+            key, team, free = Scope("key", "k", "key", 100), Scope("budget", "budget:b", "budget 'b'", 90), \
+                Scope("key", "k2", "free", None)
+            hold = await engine.reserve([key, team, free], 80)
+            assert (engine.reserved("k"), engine.reserved("budget:b"), engine.reserved("k2")) == (80, 80, 0)
+            with pytest.raises(BudgetExceeded, match="budget 'b' would pass its monthly limit of \\$0.00000000009"):
+                await engine.reserve([key, team], 15)  # the key has room, the budget does not
+            assert (engine.reserved("k"), engine.reserved("budget:b")) == (80, 80)
+            engine.settle(hold, 30)
+            await _settled(engine)
+            assert engine.reserved("k") == engine.reserved("budget:b") == 0
+            assert (engine.spend("k"), engine.spend("budget:b"), engine.spend("k2")) == (30, 30, 30)
+            await engine.reserve([team], 60)  # 30 spent + 60 held = exactly the limit
+            with pytest.raises(BudgetExceeded):
+                await engine.reserve([team], 1)
+        finally:
+            await engine.stop()
+
+    asyncio.run(run())
+
+
+def test_limits_near_nine_million_dollars_compare_exactly(url: str) -> None:
+    """Lua numbers are doubles: a limit of $9M in picodollars (9e18) must still hold to the picodollar."""
+    limit = 9_000_000 * 10**12 + 1
+
+    async def run() -> None:
+        engine = _engine(url, {"big": limit - 10})
+        await engine.start()
+        try:
+            scope = Scope("key", "big", "big", limit)
+            assert engine.spend("big") == limit - 10
+            hold = await engine.reserve([scope], 11 - 1)  # exactly the limit
+            with pytest.raises(BudgetExceeded):
+                await engine.reserve([scope], 1)
+            engine.settle(hold, 0)
+            await _settled(engine)
+            assert engine.reserved("big") == 0 and engine.spend("big") == limit - 10
+        finally:
+            await engine.stop()
+
+    asyncio.run(run())
+
+
+def test_holds_of_a_process_that_stops_renewing_expire(url: str) -> None:
+    async def run() -> None:
+        dead, alive = _engine(url, ttl_s=1.0), _engine(url, ttl_s=1.0)
+        await dead.start()
+        await alive.start()
+        scope = Scope("key", "k", "key", 100)
+        await dead.reserve([scope], 90)
+        for task in dead._tasks:  # the process "dies": no renewals, no settles
+            task.cancel()
+        with pytest.raises(BudgetExceeded):
+            await alive.reserve([scope], 20)
+        await asyncio.sleep(1.6)  # past the TTL; the next script reaps it
+        hold = await alive.reserve([scope], 20)
+        assert alive.reserved("k") == 20
+        alive.settle(hold, 5)
+        await _settled(alive)
+        assert alive.reserved("k") == 0 and alive.spend("k") == 5
+        await alive.stop()
+        await dead._aio.aclose()
+
+    asyncio.run(run())
+
+
+def test_long_requests_keep_their_holds_while_the_process_renews_them(url: str) -> None:
+    async def run() -> None:
+        a, b = _engine(url, ttl_s=1.0), _engine(url, ttl_s=1.0)
+        await a.start()
+        await b.start()
+        try:
+            scope = Scope("key", "k", "key", 100)
+            await a.reserve([scope], 90)
+            await asyncio.sleep(2.5)  # longer than the TTL: `a` renews every ttl/3
+            await b._heartbeat(args=[b._p, b.process, b._ttl_ms])
+            assert b.reserved("k") == 90
+        finally:
+            await a.stop()
+            await b.stop()
+        assert redis.Redis.from_url(url).get("tg:rt:k") is None  # a clean stop lets go of its holds
+
+    asyncio.run(run())
+
+
+def test_counters_are_rebuilt_from_the_ledger_when_redis_loses_them(url: str) -> None:
+    ledger = {"k": 40}
+
+    async def run() -> None:
+        engine = _engine(url, ledger)
+        await engine.start()
+        try:
+            scope = Scope("key", "k", "key", 100)
+            assert engine.spend("k") == 40
+            hold = await engine.reserve([scope], 10)
+            engine.settle(hold, 10)
+            await _settled(engine)
+            assert engine.spend("k") == 50
+            ledger["k"] = 50  # the ledger wrote the record
+            redis.Redis.from_url(url).flushall()  # Redis restarted without persistence
+            with pytest.raises(BudgetExceeded):
+                await engine.reserve([scope], 51)  # rebuilt from the ledger first: 50 + 51 > 100
+            assert engine.spend("k") == 50  # the larger of the counter and the ledger: never twice
+            await engine.reserve([scope], 50)
+        finally:
+            await engine.stop()
+
+    asyncio.run(run())
+
+
+def test_unreachable_redis_refuses_limited_requests_when_closed_and_serves_when_open() -> None:
+    url = closed_port_url().replace("http://", "redis://")
+
+    async def run() -> None:
+        closed, opened = _engine(url, timeout_s=0.2), _engine(url, fail_open=True, timeout_s=0.2)
+        await closed.start()
+        await opened.start()
+        limited, free = Scope("key", "k", "key", 100), Scope("key", "f", "free", None)
+        with pytest.raises(BudgetUnavailable) as exc:
+            await closed.reserve([limited], 10)
+        assert exc.value.status == 503 and exc.value.code == "budget_unavailable"
+        assert (await closed.reserve([free], 10)).held == ()  # no limit applies: served
+        hold = await opened.reserve([limited], 10)
+        assert hold.held == () and opened.unavailable == 1
+        assert await opened.ping() is not None
+        for engine in (closed, opened):
+            for task in engine._tasks:
+                task.cancel()
+            await engine._aio.aclose()
+
+    asyncio.run(run())
