@@ -60,6 +60,11 @@ def refine(doc: dict[str, Any], policies: Collection[str]) -> dict[str, Any]:
         schemas.pop(name, None)
     policy: dict[str, Any] = {"type": "string", "enum": sorted(policies)} if policies else {"not": {}}
     money = rules.decimal_schema(rules.MONEY, 9_000_000, 1e-12)["anyOf"]
+    for schema in schemas.values():  # every money field (keys, budgets) as the validator takes it
+        limit = schema.get("properties", {}).get("monthly_limit")
+        if limit is not None and "anyOf" in limit:
+            nullable = [{"type": "null"}] if any(a.get("type") == "null" for a in limit["anyOf"]) else []
+            schema["properties"]["monthly_limit"] = {**limit, "anyOf": [*money, *nullable]}
     for model in ("KeyCreate", "KeyUpdate"):
         props = schemas[model]["properties"]
         for s in _strings(props["name"]):
@@ -70,7 +75,6 @@ def refine(doc: dict[str, Any], policies: Collection[str]) -> dict[str, Any]:
                 value["pattern"] = rules.visible()
         props["policy"] = {"anyOf": [policy, {"type": "null"}], "title": "Policy",
                            "description": "a routing policy of the config"}
-        props["monthly_limit"] = {**props["monthly_limit"], "anyOf": [*money, {"type": "null"}]}
     update = schemas["KeyUpdate"]["properties"]
     for field in ("name", "permissions"):  # may be left out, not set to null
         update[field]["anyOf"] = [alt for alt in update[field]["anyOf"] if alt.get("type") != "null"]
