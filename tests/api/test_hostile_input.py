@@ -213,19 +213,19 @@ def test_past_the_grace_time_clients_get_the_503_the_ledger_records(upstream, tm
     cfg["models"]["slowstream-3000"] = {"provider": "openai", "model": "slowstream-3000"}
     gw = Gateway(tmp_path, cfg, env={"TALLYGATE_SHUTDOWN_GRACE_S": "1"}).start()
     answers: list[tuple[int, dict[str, str], bytes]] = []
-    for model, stream in (("slow-3000", False), ("slowstream-3000", True)):
-        payload = json.dumps({"model": model, "messages": HELLO, "stream": stream}).encode()
-        t = threading.Thread(target=lambda p=payload: answers.append(gw.request(
-            "POST", "/v1/chat/completions", p, ADMIN_KEY, {"Content-Type": "application/json"})))
-        t.start()
-        time.sleep(0.5)
-        gw.stop(signal.SIGTERM)
-        t.join(10)
-        gw.start()
-    plain, streamed = answers
-    assert plain[0] == 503 and json.loads(plain[2])["error"]["code"] == "request_cancelled"
-    assert streamed[0] == 200 and b"request_cancelled" in streamed[2]
     try:
+        for model, stream in (("slow-3000", False), ("slowstream-3000", True)):
+            payload = json.dumps({"model": model, "messages": HELLO, "stream": stream}).encode()
+            t = threading.Thread(target=lambda p=payload: answers.append(gw.request(
+                "POST", "/v1/chat/completions", p, ADMIN_KEY, {"Content-Type": "application/json"})))
+            t.start()
+            time.sleep(0.5)
+            gw.stop(signal.SIGTERM)
+            t.join(10)
+            gw.start()
+        plain, streamed = answers
+        assert plain[0] == 503 and json.loads(plain[2])["error"]["code"] == "request_cancelled"
+        assert streamed[0] == 200 and b"request_cancelled" in streamed[2]
         for _, headers, _ in answers:
             record = gw.log_record(headers["x-request-id"])
             assert record["status"] == 503 and record["error"]["type"] == "server_error"

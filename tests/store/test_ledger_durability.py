@@ -62,6 +62,16 @@ def test_kill_9_under_load_loses_no_answered_request(upstream, tmp_path) -> None
     gw = Gateway(tmp_path, standard_config(upstream), env={"TALLYGATE_LEDGER_FLUSH_MS": "2000"}).start()
     key = gw.create_key("kill9", team="durable")
     lost_per_trial, answered_all = [], []
+    try:
+        _trials(gw, key, lost_per_trial, answered_all)
+    finally:
+        gw.stop()
+    print(f"kill -9 trials: answered {len(answered_all)} in total, lost per trial {lost_per_trial}")
+    assert lost_per_trial == [0, 0, 0]
+
+
+def _trials(gw: Gateway, key: str, lost_per_trial: list[int], answered_all: list[str]) -> None:
+    """Three bursts, each cut by SIGKILL after 300 answers, then a restart that replays."""
     for _trial in range(3):
         def maybe_kill(n: int) -> None:
             if n == 300 and gw.proc is not None:
@@ -75,8 +85,6 @@ def test_kill_9_under_load_loses_no_answered_request(upstream, tmp_path) -> None
         gw.start()  # replays the journal before it serves
         stored = {r["id"] for r in gw.ledger_rows()}
         lost_per_trial.append(len(set(answered) - stored))
-    print(f"kill -9 trials: answered {[len(answered_all)]} in total, lost per trial {lost_per_trial}")
-    assert lost_per_trial == [0, 0, 0]
     rows = gw.ledger_rows()
     assert len(rows) == len({r["id"] for r in rows})  # replay wrote each record once
     # Roll-ups count each replayed record once: the month roll-up agrees with the raw ledger.
@@ -87,7 +95,6 @@ def test_kill_9_under_load_loses_no_answered_request(upstream, tmp_path) -> None
             "SELECT sum(requests) FROM tag_rollup_month WHERE prefix = 'load'")).scalar_one()
     engine.dispose()
     assert raw == rolled >= len(answered_all)
-    gw.stop()
 
 
 @pytest.fixture()
