@@ -291,7 +291,8 @@ def test_postgres_restart_under_load_loses_no_ledger_record(trio: list[Gateway],
     key = _key(trio[0], "pg-restart", limit="0.40")
     time.sleep(1.2)
     out = burst(trio, [key["key"]], 200, concurrency=20, during=pg.restart, pace_s=0.01)
-    assert out.status(200) >= 10 and out.status(503) == 0  # keys and budgets are in memory
+    refused = [e for e in out.bodies if e.get("code") not in (None, "budget_exceeded")]
+    assert out.status(200) >= 10 and out.status(503) == 0, refused  # keys and budgets are in memory
     _every_answer_recorded(pg, out, timeout=30)
     assert _spend(pg, [key["id"]]) <= Decimal("0.40")
 

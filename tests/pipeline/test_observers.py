@@ -39,6 +39,9 @@ def test_a_failing_observer_is_logged_and_the_others_still_see_the_request(
 
 def test_the_record_is_in_the_requests_column_order() -> None:
     from tallygate.core.record import COLUMNS
+    from tallygate.store.ingest import STORED_COLUMNS
     from tallygate.store.schema import requests
 
-    assert COLUMNS == tuple(c.name for c in requests.columns)
+    # the record's labels are stored as a label-set id; `labels` only holds rows older than 0003
+    assert STORED_COLUMNS == tuple("label_set" if c == "labels" else c for c in COLUMNS)
+    assert STORED_COLUMNS == tuple(c.name for c in requests.columns if c.name != "labels")

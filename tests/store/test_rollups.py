@@ -202,12 +202,15 @@ def test_backfill_rolls_up_records_written_before_the_rollups_existed(tmp_path) 
     eng.dispose()
 
 
-QUESTIONS = ["label.team", "model,status", "key", "tag", "tag_level.1", "tag_level.2", "time.hour,label.team",
-             "time.day,tag_level.2", "time.month,provider"]
+QUESTIONS = ["", "label.team", "label.env", "model,status", "key", "status", "served_model", "tag", "tag_level.1",
+             "tag_level.2", "time.hour,label.team", "time.day,label.env", "time.hour,tag", "time.day,tag_level.2",
+             "time.month,provider", "time.hour", "label.team,tag_level.1", "model,tag"]
+RAGGED = {"from_ms": T0 + 3_600_000 + 1, "to_ms": T0 + 2 * DAY + 7_200_000 + 17}
 
 
-@pytest.mark.parametrize("filters", [{}, {"tag": "US"}, {"labels": {"team": "b"}}, {"model": "m1"},
-                                     {"from_ms": T0 + 3_600_000 + 1, "to_ms": T0 + 2 * DAY + 7_200_000}])
+@pytest.mark.parametrize("filters", [{}, {"tag": "US"}, {"labels": {"team": "b"}}, {"model": "m1"}, {"key_id": "k2"},
+                                     {"labels": {"team": "a", "env": "prod"}}, RAGGED, {**RAGGED, "tag": "US/CA"},
+                                     {**RAGGED, "labels": {"env": "dev"}}])
 def test_rollup_answers_equal_raw_ledger_answers(engine, filters: dict) -> None:  # type: ignore[no-untyped-def]
     from tallygate.analytics.query import Query, parse_group_by
     from tallygate.analytics.reader import AnalyticsStore
@@ -218,7 +221,8 @@ def test_rollup_answers_equal_raw_ledger_answers(engine, filters: dict) -> None:
     pool = ["US", "US/CA", "US/CA/SF", "US/NYC", "EU/FR", "prod"]
     ingest = BatchIngest(engine)
     recs = [record(f"r{i:05d}", T0 + rng.randrange(3 * DAY), rng.sample(pool, rng.randrange(0, 3)),
-                   key=rng.choice(["k1", "k2", None]), labels={"team": rng.choice("ab")},
+                   key=rng.choice(["k1", "k2", None]),
+                   labels=rng.choice([{"team": "a"}, {"team": "b"}, {"team": "a", "env": "prod"}, {"env": "dev"}, {}]),
                    status=rng.choice([200, 200, 500]), cost=rng.randrange(1, 10**9), model=rng.choice(["m1", "m2"]),
                    latency_us=rng.randrange(10**3, 10**7)) for i in range(1500)]
     for i in range(0, len(recs), 300):
@@ -237,6 +241,9 @@ def test_rollup_answers_equal_raw_ledger_answers(engine, filters: dict) -> None:
         a, b = rolled.usage(q), raw.usage(q)
         assert b["plan"]["percentiles"] == "exact"
         assert sums(a) == sums(b), dims
+        if q.tag is None and q.tag_dim is None and not q.labels and q.model is None and q.key_id is None \
+                and sum(d.kind != "time" for d in q.dims) <= 1:
+            assert a["plan"]["source"] == "dims", dims
     tree_a = rolled.tree(None, None, Query(**{k: v for k, v in filters.items() if k.endswith("_ms")}))
     tree_b = raw.tree(None, None, Query(**{k: v for k, v in filters.items() if k.endswith("_ms")}))
     strip = lambda nodes: [(n["tag"], n["requests"], n["cost"], strip(n["children"])) for n in nodes]  # noqa: E731

@@ -38,7 +38,9 @@ def records() -> list[dict]:
 
 QUESTIONS = [("label.team", {}), ("tag_level.2", {}), ("tag", {"tag": "US"}), ("time.day,model", {}),
              ("label.team,status", {"from_ms": T0 + 3_600_000 + 17, "to_ms": T0 + DAY + 5}),  # raw + hours
-             ("label.team", {"tag": "US"})]  # tag x label: raw
+             ("label.team", {"tag": "US"}),  # tag x label: raw
+             ("time.hour,tag_level.1", {"from_ms": T0 + 17, "to_ms": T0 + DAY + 3_600_005}),  # tags by hour
+             ("model", {"labels": {"team": "b"}, "from_ms": T0 + 5, "to_ms": T0 + DAY + 7})]  # label x model
 
 
 def answers(url: str) -> list:
@@ -69,4 +71,4 @@ def test_postgres_rollups_answer_exactly_as_sqlite(pg_url: str, tmp_path) -> Non
     assert on_pg == on_sqlite
     totals = on_pg[0][1]
     assert totals["requests"] == 600 and totals["feedback"] == {"count": 1, "mean_score": 0.2}
-    assert [source for _, _, source in on_pg[:6]] == ["usage", "tags", "tags", "usage", "usage", "raw"]
+    assert [source for _, _, source in on_pg[:6]] == ["dims", "tags", "tags", "dims", "usage", "raw"]

@@ -5,10 +5,16 @@ Two roll-up families, kept by the ledger writer in the same transaction as the r
 * usage roll-ups (`usage_rollup_{hour,day,month}`): per time bucket, key, label set, requested
   and served model, provider and status. They answer every non-tag dimension and the key,
   model and label filters; each request is in exactly one row.
-* tag roll-ups (`tag_rollup_{day,month}`): per time bucket and tag prefix, once per request
+* tag roll-ups (`tag_rollup_{hour,day,month}`): per time bucket and tag prefix, once per request
   and distinct prefix. They answer `tag`, `tag_level.<n>`, the tag tree and the `tag` filter.
+* dim roll-ups (`dim_rollup_{hour,day,month}`): per time bucket and one attribute's value (key,
+  model, served model, provider, status or one label), and every request. A few rows per bucket:
+  they answer questions about at most one attribute (grouped by it, filtered on it, or neither,
+  which is every answer's totals) over any range, where the usage roll-ups would sum thousands
+  of rows per day.
 
-A question that mixes the two (say tag x label) is answered from the raw ledger.
+A question that mixes tags with anything else (say tag x label) is answered from the raw ledger,
+within a budget of records (`analytics/reader.py`).
 
 The time range is cut into the coarsest aligned pieces: whole months from the month roll-up,
 whole days around them from the day roll-up, whole hours from the hour roll-up, and the
@@ -24,7 +30,9 @@ from tallygate.analytics.query import Query
 from tallygate.core.timebuckets import ceil, floor
 
 USAGE_LEVELS = ("month", "day", "hour")
-TAG_LEVELS = ("month", "day")
+TAG_LEVELS = USAGE_LEVELS
+ATTRIBUTE = {"key": "key", "model": "model", "served_model": "served_model", "provider": "provider",
+             "status": "status"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,19 +64,41 @@ def split(from_ms: int | None, to_ms: int | None, levels: tuple[str, ...]) -> li
     return out
 
 
+def attribute(q: Query) -> tuple[str, str | None] | None:
+    """(dim, value) when a dim roll-up answers `q`: at most one attribute, grouped by and/or filtered
+    on (`value` is the filter's, None when it only groups); ('', '') for no attribute at all."""
+    if q.tag is not None or q.tag_dim is not None or q.current_labels:
+        return None
+    grouped = {f"label.{d.arg}" if d.kind == "label" else ATTRIBUTE[d.kind] for d in q.dims if d.kind != "time"}
+    filtered = {f"label.{n}": v for n, v in q.labels.items()}
+    if q.key_id is not None:
+        filtered["key"] = q.key_id
+    if q.model is not None:
+        filtered["model"] = q.model
+    names = grouped | set(filtered)
+    if len(names) > 1 or len(filtered) > 1:
+        return None
+    if not names:
+        return ("", "")
+    (name,) = names
+    return name, filtered.get(name)
+
+
 def source(q: Query) -> str:
-    """'usage', 'tags' or 'raw': the roll-up family that holds every dimension and filter."""
+    """'dims', 'usage', 'tags' or 'raw': the roll-up family that holds every dimension and filter."""
     tagged = q.tag is not None or q.tag_dim is not None
     other = any(d.kind not in ("tag", "tag_level", "time") for d in q.dims)
     other = other or bool(q.labels) or q.key_id is not None or q.model is not None
     if tagged and other:
         return "raw"
-    return "tags" if tagged else "usage"
+    if tagged:
+        return "tags"
+    return "dims" if attribute(q) is not None else "usage"
 
 
 def levels_for(q: Query, family: str) -> tuple[str, ...]:
     """The time levels `family` may read for `q`, coarsest first (a time dimension caps them)."""
-    levels: tuple[str, ...] = USAGE_LEVELS if family == "usage" else TAG_LEVELS if family == "tags" else ()
+    levels: tuple[str, ...] = () if family == "raw" else USAGE_LEVELS
     time = q.time_dim
     if time is not None:
         allowed = USAGE_LEVELS[USAGE_LEVELS.index(str(time.arg)):]

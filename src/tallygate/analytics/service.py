@@ -40,10 +40,14 @@ def _sort_key(dims: tuple[Dim, ...], key: tuple[Any, ...], agg: Agg) -> tuple[An
     return (time_part, -agg.v[COST_PICO], -agg.v[REQUESTS], rest)
 
 
-def _plan(c: Collected) -> dict[str, Any]:
-    return {"source": c.family, "segments": [{"level": s.level, "from": s.from_ms, "to": s.to_ms} for s in c.segments],
-            "percentiles": "exact" if c.exact else "histogram",
-            "percentile_max_relative_error": 0 if c.exact else round(MAX_RELATIVE_ERROR, 4)}
+def _plan(c: Collected, budget: int) -> dict[str, Any]:
+    segments = [{"level": s.level, "from": s.from_ms, "to": s.to_ms} for s in c.segments]
+    doc: dict[str, Any] = {"source": c.family, "segments": segments,
+           "percentiles": "exact" if c.exact else "histogram",
+           "percentile_max_relative_error": 0 if c.exact else round(MAX_RELATIVE_ERROR, 4)}
+    if c.family == "raw":
+        doc["raw_records"] = {"at_most": c.raw_estimate, "budget": budget}
+    return doc
 
 
 class Analytics:
@@ -68,9 +72,18 @@ class Analytics:
             c.groups[key] = rest
 
     def usage(self, q: Query, limit: int = 1000) -> dict[str, Any]:
+        with self.store.sharing():
+            return self._usage(q, limit)
+
+    def _usage(self, q: Query, limit: int) -> dict[str, Any]:
         rows = self.store.collect(q)
         self._with_untagged(q, rows)
-        totals = self.store.collect(q.with_dims(()))
+        if q.overlapping:
+            total = self.store.collect(q.with_dims(())).groups.get((), Agg())
+        else:  # each request is in exactly one row: the rows add up to the totals
+            total = Agg()
+            for agg in rows.groups.values():
+                total.merge(agg)
         ordered = sorted(rows.groups.items(), key=lambda kv: _sort_key(q.dims, kv[0], kv[1]))
         names = self.store.key_names({k[i] for k, _ in ordered[:limit] for i, d in enumerate(q.dims)
                                       if d.kind == "key" and k[i]}) if any(d.kind == "key" for d in q.dims) else {}
@@ -80,14 +93,13 @@ class Analytics:
             if names:
                 row["key_name"] = names.get(next(v for d, v in zip(q.dims, key, strict=True) if d.kind == "key"))
             data.append(row)
-        total = totals.groups.get((), Agg())
         return {
             "object": "analytics.usage", "group_by": [d.name for d in q.dims],
             "filters": {"tag": q.tag, "labels": q.labels, "key": q.key_id, "model": q.model},
             "from": q.from_ms, "to": q.to_ms, "labels": "current" if q.current_labels else "recorded",
             "overlapping": q.overlapping, **({"note": OVERLAP_NOTE} if q.overlapping else {}),
             "data": data, "truncated": len(ordered) > limit, "row_count": len(ordered),
-            "totals": render(total), "plan": _plan(rows),
+            "totals": render(total), "plan": _plan(rows, self.store.raw_budget),
         }
 
     def tree(self, root: str | None, depth: int | None, q: Query) -> dict[str, Any]:
@@ -110,7 +122,7 @@ class Analytics:
         return {"object": "analytics.tag_tree", "root": root, "depth": depth, "from": q.from_ms, "to": q.to_ms,
                 "overlapping": True, "note": "each request counts once in every node it is under; sibling "
                 "nodes may share requests, so children can add up to more than their parent",
-                "totals": render(totals), "data": roots, "plan": _plan(c)}
+                "totals": render(totals), "data": roots, "plan": _plan(c, self.store.raw_budget)}
 
     def export(self, month: str, start: int, end: int, dims: tuple[Dim, ...], rate: Decimal,
                current_labels: bool = False) -> dict[str, Any]:

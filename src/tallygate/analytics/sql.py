@@ -11,14 +11,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from sqlalchemy import BigInteger, Connection, Table, and_, cast, func, or_, select, true
+from sqlalchemy import BigInteger, ColumnElement, Connection, Table, and_, case, cast, func, or_, select, true
 
 from tallygate.analytics.plan import Segment
 from tallygate.analytics.query import Dim
-from tallygate.core.metrics import COST_PICO, METRICS, Agg
-from tallygate.core.timebuckets import floor
-from tallygate.store.logs import under_tag
-from tallygate.store.schema import feedback, requests
+from tallygate.core.histogram import EDGES_US
+from tallygate.core.metrics import COST_PICO, LATENCY_START, METRICS, TTFT_START, WIDTH, Agg
+from tallygate.core.timebuckets import floor, month_floor
+from tallygate.store.schema import feedback, request_tags, requests, tag_rollups
 
 _NOT_COST = [m for m in METRICS if m != "cost_pico"]
 _COST_SPLIT = 10**6  # SUM(cost_pico) could pass 2^63 (9.2M USD) in one group: sum it in two parts
@@ -88,31 +88,43 @@ def time_value(dim: Dim, bucket: int) -> int:
     return floor(bucket, str(dim.arg))
 
 
-RAW_COLUMNS = [requests.c.created_at, requests.c.key_id, requests.c.labels, requests.c.tags,
+RAW_COLUMNS = [requests.c.created_at, requests.c.key_id, requests.c.label_set, requests.c.tags,
                requests.c.requested_model, requests.c.served_model, requests.c.provider, requests.c.status,
                requests.c.input_tokens, requests.c.output_tokens, requests.c.cached_tokens,
                requests.c.cache_write_tokens, requests.c.reasoning_tokens, requests.c.cost_pico,
                requests.c.latency_us, requests.c.ttft_us, feedback.c.score_milli]
 
 
+def tagged_records(tag: str, seg: Segment) -> ColumnElement[bool]:
+    """A record carries a tag under `tag`, found by the request_tags key (tag, created_at) of each
+    tag under it (from the month roll-ups). For a rare tag; a common one is checked per record."""
+    t, rt = tag_rollups["month"], request_tags.c
+    months = [] if seg.from_ms is None else [t.c.bucket >= month_floor(seg.from_ms)]
+    if seg.to_ms is not None:
+        months.append(t.c.bucket < seg.to_ms)
+    tags = select(t.c.prefix).where(t.c.is_tag == true(), under(t.c.prefix, tag), *months).distinct()
+    return requests.c.id.in_(select(rt.request_id).where(rt.tag.in_(tags), *time_range(rt.created_at, seg)))
+
+
 def raw_records(conn: Connection, seg: Segment, *, tag: str | None, key_ids: list[str] | None,
-                model: str | None, labels: dict[str, str]) -> Iterable[Any]:
-    """Ledger records of one segment (with their feedback score), filtered in SQL."""
+                model: str | None, set_ids: list[str] | None, sparse_tag: bool = False) -> Iterable[Any]:
+    """Ledger records of one segment (with their feedback score), filtered in SQL (but for a
+    common tag, which the caller checks on each record's tags)."""
     c = requests.c
     where = time_range(c.created_at, seg)
-    if tag is not None:
-        where.append(under_tag(tag))
+    if tag is not None and sparse_tag:
+        where.append(tagged_records(tag, seg))
     if key_ids is not None:
         where.append(c.key_id.in_(key_ids))
     if model is not None:
         where.append(c.requested_model == model)
-    for name, value in labels.items():
-        where.append(c.labels[name].as_string() == value)
+    if set_ids is not None:
+        where.append(c.label_set.in_(set_ids))
     query = (select(*RAW_COLUMNS).select_from(requests.outerjoin(feedback, feedback.c.request_id == c.id))
              .where(and_(true(), *where)))
     if conn.dialect.name == "postgresql":
         # Rows are streamed through a server-side cursor, for which PostgreSQL plans as if only
-        # a tenth will be read: a nested loop over request_tags that takes minutes. All are read.
+        # a tenth will be read (a nested loop where a hash join is right). All are read.
         conn.exec_driver_sql("SET LOCAL cursor_tuple_fraction = 1.0")
     return conn.execute(query.execution_options(yield_per=5000))  # streamed, 5,000 rows at a time
 
@@ -139,3 +151,48 @@ def tag_groups(tags: list[str], dim: Dim | None, tag: str | None, max_depth: int
         return list(dict.fromkeys(tags))
     n = int(dim.arg or 0)
     return list(dict.fromkeys("/".join(t.split("/")[:n]) for t in tags))
+
+
+def _bucket(col: Any) -> Any:
+    """The histogram bucket of a duration in microseconds, in SQL (`core.histogram.bucket`)."""
+    return case(*[(col < edge, i) for i, edge in enumerate(EDGES_US)], else_=len(EDGES_US))
+
+
+def raw_summed(conn: Connection, seg: Segment, group: list[Any], *, key_ids: list[str] | None, model: str | None,
+               set_ids: list[str] | None) -> dict[tuple[Any, ...], list[int]]:
+    """The raw records of one segment summed by SQL into metric vectors, by the values of `group`.
+
+    For the ragged ends of a roll-up answer (whose percentiles come from histograms anyway): the
+    database counts each group's records per latency and TTFT bucket, so Python handles a few rows
+    per group instead of every record."""
+    c = requests.c
+    where = time_range(c.created_at, seg)
+    if key_ids is not None:
+        where.append(c.key_id.in_(key_ids))
+    if model is not None:
+        where.append(c.requested_model == model)
+    if set_ids is not None:
+        where.append(c.label_set.in_(set_ids))
+    lat = _bucket(c.latency_us)
+    ttft = case((c.ttft_us.is_(None), -1), else_=_bucket(c.ttft_us))
+    sums = [func.count(), func.sum(case((c.status >= 400, 1), else_=0)), func.sum(c.input_tokens),
+            func.sum(c.output_tokens), func.sum(c.cached_tokens), func.sum(c.cache_write_tokens),
+            func.sum(c.reasoning_tokens), func.sum(c.cost_pico), func.count(feedback.c.score_milli),
+            func.coalesce(func.sum(feedback.c.score_milli), 0)]
+    query = (select(*group, lat, ttft, *sums)
+             .select_from(requests.outerjoin(feedback, feedback.c.request_id == c.id))
+             .where(and_(true(), *where)).group_by(*group, lat, ttft))
+    out: dict[tuple[Any, ...], list[int]] = {}
+    n = len(group)
+    for row in conn.execute(query):
+        key = tuple(row[:n])
+        v = out.get(key)
+        if v is None:
+            v = out[key] = [0] * WIDTH
+        count = int(row[n + 2])
+        for i, value in enumerate(row[n + 2:]):
+            v[i] += int(value or 0)
+        v[LATENCY_START + row[n]] += count
+        if row[n + 1] >= 0:
+            v[TTFT_START + row[n + 1]] += count
+    return out

@@ -62,8 +62,9 @@ def logs_router(logs: LogReader) -> APIRouter:
                       from_ms=parse_time(from_, "from"), to_ms=parse_time(to, "to"))
         if f.from_ms is not None and f.to_ms is not None and f.from_ms > f.to_ms:
             raise InvalidRequest("from is after to", param="from")
-        rows, nxt = await run_in_threadpool(logs.page, f, limit, cursor)
-        return {"object": "list", "data": [log_json(r) for r in rows], "has_more": nxt is not None, "next_cursor": nxt}
+        page = await run_in_threadpool(logs.page, f, limit, cursor)
+        return {"object": "list", "data": [log_json(r) for r in page.rows], "has_more": page.next_cursor is not None,
+                "next_cursor": page.next_cursor, "partial": page.partial}
 
     @router.get("/v1/logs/{request_id}", summary="One request's ledger record")
     async def get_log(request_id: str, _: Annotated[Principal, reader]) -> dict[str, Any]:

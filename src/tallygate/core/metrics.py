@@ -76,6 +76,10 @@ class Agg:
         else:
             self.lat_us = self.ttft_us = None
 
+    def copy(self) -> Agg:
+        return Agg(list(self.v), None if self.lat_us is None else list(self.lat_us),
+                   None if self.ttft_us is None else list(self.ttft_us))
+
     def minus(self, other: Agg) -> Agg:
         """These metrics less a subset of them (histograms subtract bucket by bucket)."""
         return Agg(list(map(sub, self.v, other.v)), None, None)

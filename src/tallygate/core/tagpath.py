@@ -29,3 +29,9 @@ def prefixes(tags: tuple[str, ...]) -> list[str]:
             pos = tag.find("/", pos + 1)
         out[tag] = None
     return list(out)
+
+
+def carries(tags: list[str] | tuple[str, ...], tag: str) -> bool:
+    """Whether one of `tags` is `tag` or a path under it."""
+    inside = tag + "/"
+    return any(t == tag or t.startswith(inside) for t in tags)

@@ -16,8 +16,8 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, select, update
 
-from tallygate.store.rollups import TAG_DIMS, USAGE_DIMS, record_keys
-from tallygate.store.schema import feedback, requests, tag_rollups, usage_rollups
+from tallygate.store.rollups import DIM_DIMS, TAG_DIMS, USAGE_DIMS, record_keys
+from tallygate.store.schema import dim_rollups, feedback, label_sets, requests, tag_rollups, usage_rollups
 
 
 @dataclass(slots=True)
@@ -42,8 +42,8 @@ class FeedbackStore:
         now = time.time_ns() // 1_000_000
         with self._lock, self._engine.begin() as conn:
             rec = conn.execute(select(requests.c.id, requests.c.created_at, requests.c.key_id, requests.c.labels,
-                                      requests.c.tags, requests.c.requested_model, requests.c.served_model,
-                                      requests.c.provider, requests.c.status)
+                                      requests.c.label_set, requests.c.tags, requests.c.requested_model,
+                                      requests.c.served_model, requests.c.provider, requests.c.status)
                                .where(requests.c.id == request_id).with_for_update()).mappings().first()
             if rec is None or (only_key is not None and rec["key_id"] != only_key):
                 return None
@@ -61,13 +61,15 @@ class FeedbackStore:
 
 def _adjust(conn: Connection, rec: dict[str, Any], count: int, total: int) -> None:
     """Add `count` and `total` to the feedback columns of every roll-up row `rec` is in."""
-    usage, tags = record_keys(rec)
-    for level, key in usage.items():
-        t = usage_rollups[level]
-        conn.execute(update(t).where(*(t.c[d] == v for d, v in zip(USAGE_DIMS, key, strict=True)))
-                     .values(feedback_count=t.c.feedback_count + count, feedback_sum=t.c.feedback_sum + total))
-    for level, keys in tags.items():
-        t = tag_rollups[level]
-        for key in keys:
-            conn.execute(update(t).where(*(t.c[d] == v for d, v in zip(TAG_DIMS, key, strict=True)))
+    labels = rec["labels"]
+    if labels is None and rec["label_set"] is not None:
+        labels = conn.execute(select(label_sets.c.labels).where(label_sets.c.id == rec["label_set"])).scalar_one()
+    keys = record_keys(rec, labels or {})
+    tables: list[tuple[Any, tuple[str, ...], list[tuple[Any, ...]]]]
+    tables = [(usage_rollups[level], USAGE_DIMS, [key]) for level, key in keys.usage.items()]
+    tables += [(tag_rollups[level], TAG_DIMS, ks) for level, ks in keys.tags.items()]
+    tables += [(dim_rollups[level], DIM_DIMS, ks) for level, ks in keys.dims.items()]
+    for t, names, rows in tables:
+        for key in rows:
+            conn.execute(update(t).where(*(t.c[d] == v for d, v in zip(names, key, strict=True)))
                          .values(feedback_count=t.c.feedback_count + count, feedback_sum=t.c.feedback_sum + total))

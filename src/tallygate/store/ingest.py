@@ -18,9 +18,13 @@ from typing import Any
 import orjson
 from sqlalchemy import Engine, select
 
-from tallygate.core.record import COLUMNS, Attempt, LedgerRecord
-from tallygate.store.rollups import Rollups, canonical_labels, placeholder
+from tallygate.core.record import COLUMNS, LedgerRecord
+from tallygate.store.attempts import encode as encode_attempts
+from tallygate.store.rollups import Rollups, canonical_labels, label_set_id, placeholder
 from tallygate.store.schema import requests
+
+# The record's columns as stored: its labels go to `label_sets`, the row keeps the set's id.
+STORED_COLUMNS = tuple("label_set" if c == "labels" else c for c in COLUMNS)
 
 
 def _record_id(rec: LedgerRecord) -> str:
@@ -31,33 +35,36 @@ class _Replayed(Exception):
     """Some records of the batch are already in the ledger."""
 
 
-def _attempts_json(attempts: tuple[Attempt, ...]) -> str:
-    return orjson.dumps([a.to_dict() for a in attempts]).decode() if attempts else "[]"
-
-
 class RecordRows:
     """The `requests` and `request_tags` INSERT statements and their parameter tuples."""
 
     def __init__(self, engine: Engine) -> None:
         mark = placeholder(engine)
-        self.requests_sql = (f"INSERT INTO requests ({', '.join(COLUMNS)}) "
-                             f"VALUES ({', '.join([mark] * len(COLUMNS))}) ON CONFLICT DO NOTHING")
-        self.tags_sql = f"INSERT INTO request_tags (request_id, tag) VALUES ({mark}, {mark}) ON CONFLICT DO NOTHING"
+        self.requests_sql = (f"INSERT INTO requests ({', '.join(STORED_COLUMNS)}) "
+                             f"VALUES ({', '.join([mark] * len(STORED_COLUMNS))}) ON CONFLICT DO NOTHING")
+        self.tags_sql = (f"INSERT INTO request_tags (tag, created_at, request_id) VALUES ({mark}, {mark}, {mark}) "
+                         "ON CONFLICT DO NOTHING")
+        self._set_ids: dict[str, str] = {}  # canonical JSON -> label-set id
 
-    @staticmethod
-    def build(batch: list[LedgerRecord]) -> tuple[list[tuple[Any, ...]], list[str], list[tuple[str, str]]]:
+    def build(self, batch: list[LedgerRecord]) -> tuple[list[tuple[Any, ...]], list[str], list[tuple[str, int, str]]]:
         """(requests rows, each record's labels as canonical JSON, request_tags rows)."""
         dumps = orjson.dumps
+        set_ids = self._set_ids
         rows: list[tuple[Any, ...]] = []
         canonical: list[str] = []
-        tags: list[tuple[str, str]] = []
+        tags: list[tuple[str, int, str]] = []
         for rec in batch:
             labels = canonical_labels(rec.labels)
             canonical.append(labels)
-            rows.append((*rec[:4], labels, dumps(rec.tags).decode(), *rec[6:24], _attempts_json(rec.attempts)))
+            ls = set_ids.get(labels)
+            if ls is None:
+                ls = set_ids[labels] = label_set_id(labels)
+            rows.append((*rec[:4], ls, dumps(rec.tags).decode(), *rec[6:24],
+                         encode_attempts(rec.attempts, rec.provider, rec.served_model, rec.status,
+                                         rec.requested_model)))
             if rec.tags:
-                rid = rec.id
-                tags.extend((rid, t) for t in rec.tags)
+                rid, ca = rec.id, rec.created_at
+                tags.extend((t, ca, rid) for t in rec.tags)
         return rows, canonical, tags
 
 
@@ -90,6 +97,7 @@ class BatchIngest:
                 # Another writer inserted one of these ids since `_fresh` looked: start over.
                 raise RuntimeError(f"ledger batch raced another writer ({inserted} of {len(rows)} new)")
             if tags:
+                tags.sort()  # in key order (tag, created_at, request_id): neighbouring B-tree inserts
                 conn.exec_driver_sql(self._rows.tags_sql, tags)
             self.rollups.write(conn, agg)
         self.rollups.committed(agg)

@@ -1,17 +1,26 @@
-"""Reading the ledger back: filtered, cursor-paginated request logs, as typed records."""
+"""Reading the ledger back: filtered, cursor-paginated request logs, as typed records.
+
+Records keep their labels as a label-set id (the JSON once in `label_sets`) and their attempts
+in the compact form of `store/attempts.py`; both are expanded here.
+"""
 
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import ColumnElement, Engine, Select, and_, exists, func, or_, select
+from sqlalchemy import ColumnElement, Connection, Engine, Select, or_, select
 
-from tallygate.core.record import Attempt, LedgerRecord
+from tallygate.core.record import LedgerRecord
+from tallygate.core.tagpath import carries
+from tallygate.core.timebuckets import HOUR_MS, month_floor
 from tallygate.errors import InvalidRequest
-from tallygate.store.schema import feedback, request_tags, requests
+from tallygate.store.attempts import decode as decode_attempts
+from tallygate.store.hours import Parts, all_counts, hour_counts, tags_under
+from tallygate.store.schema import feedback, label_sets, request_tags, requests, usage_rollups
 
 
 @dataclass(slots=True)
@@ -59,72 +68,142 @@ class LoggedRequest:
     feedback: Feedback | None
 
 
-def _attempt(a: Mapping[str, Any]) -> Attempt:
-    return Attempt(a["provider"], a["model"], a["status"], a["latency_ms"], a.get("error"), a.get("target"))
-
-
 def logged_request(row: Mapping[Any, Any]) -> LoggedRequest:
     """A row of `with_feedback()` as typed objects."""
     values = {name: row[name] for name in LedgerRecord._fields}
     values["tags"] = tuple(values["tags"] or ())
-    values["labels"] = values["labels"] or {}
-    values["attempts"] = tuple(_attempt(a) for a in values["attempts"] or ())
+    values["labels"] = values["labels"] or row["set_labels"] or {}
+    values["attempts"] = decode_attempts(values["attempts"], row["provider"], row["served_model"], row["status"],
+                                         row["requested_model"])
     fb = None if row["feedback_score"] is None else Feedback(row["feedback_score"], row["feedback_comment"],
                                                              row["feedback_at"])
     return LoggedRequest(LedgerRecord(**values), fb)
 
 
 def with_feedback() -> Select[Any]:
-    """SELECT of ledger rows with their feedback (if any) as feedback_* columns."""
-    return (select(requests, feedback.c.score_milli.label("feedback_score"),
+    """SELECT of ledger rows with their label set and feedback (if any) as set_labels, feedback_*."""
+    return (select(requests, label_sets.c.labels.label("set_labels"), feedback.c.score_milli.label("feedback_score"),
                    feedback.c.comment.label("feedback_comment"), feedback.c.updated_at.label("feedback_at"))
-            .select_from(requests.outerjoin(feedback, feedback.c.request_id == requests.c.id)))
+            .select_from(requests.outerjoin(label_sets, label_sets.c.id == requests.c.label_set)
+                         .outerjoin(feedback, feedback.c.request_id == requests.c.id)))
 
 
-def under_tag(tag: str) -> ColumnElement[bool]:
-    """A request carries `tag` or a tag under it (exact on both dialects, whatever the collation)."""
-    t = request_tags.c.tag
-    return exists().where(request_tags.c.request_id == requests.c.id,
-                          or_(t == tag, func.substr(t, 1, len(tag) + 1) == tag + "/"))
+def matching_sets(conn: Connection, labels: dict[str, str]) -> list[str]:
+    """The label-set ids whose labels include every (name, value) of `labels`."""
+    rows = conn.execute(select(label_sets.c.id, label_sets.c.labels))
+    return [sid for sid, got in rows if all((got or {}).get(n) == v for n, v in labels.items())]
+
+
+def keys_of_sets(conn: Connection, sets: list[str], from_ms: int | None, to_ms: int | None) -> list[str]:
+    """The keys ('' for none) whose records carry one of the label sets in [from, to), by month."""
+    t = usage_rollups["month"]
+    where: list[ColumnElement[bool]] = [t.c.label_set.in_(sets)]
+    if from_ms is not None:
+        where.append(t.c.bucket >= month_floor(from_ms))
+    if to_ms is not None:
+        where.append(t.c.bucket < to_ms)
+    return list(conn.execute(select(t.c.key_id).where(*where).distinct()).scalars())
+
+
+@dataclass(frozen=True, slots=True)
+class LogPage:
+    """One page, newest first. `partial`: the scan budget ran out before `limit` rows were found;
+    the rows are right but there may be more, and `next_cursor` continues where the scan stopped."""
+
+    rows: list[LoggedRequest]
+    next_cursor: str | None
+    partial: bool = False
+
+
+SCAN_BUDGET_MS = 50.0  # a page stops scanning hours after this long (and says it is partial)
+_SPARSE = 0.05  # below this share of an hour's records, a tag is found by its index, not by scanning the hour
 
 
 class LogReader:
-    """Synchronous queries over the ledger (run from a worker thread)."""
+    """Synchronous queries over the ledger (run from a worker thread).
 
-    def __init__(self, engine: Engine) -> None:
+    A page walks the hours that hold matches (`store/hours.py`), newest first, and reads each with
+    an index on created_at (or key, label set, tag): a filter that matches nothing reads no record,
+    and no query reads more than one hour of the ledger. After `budget_ms` of hours that gave too
+    few rows the page ends early, marked partial, with a cursor at the hour it stopped at."""
+
+    def __init__(self, engine: Engine, *, budget_ms: float = SCAN_BUDGET_MS) -> None:
         self._engine = engine
+        self.budget_ms = budget_ms
 
     def get(self, request_id: str) -> LoggedRequest | None:
         with self._engine.connect() as conn:
             row = conn.execute(with_feedback().where(requests.c.id == request_id)).mappings().first()
         return logged_request(row) if row else None
 
-    def page(self, f: LogFilter, limit: int, cursor: str | None) -> tuple[list[LoggedRequest], str | None]:
-        """Newest first; returns the rows and the cursor of the next page (None at the end)."""
+    def page(self, f: LogFilter, limit: int, cursor: str | None) -> LogPage:
+        """Newest first: the rows and the cursor of the next page (None at the end)."""
         c = requests.c
-        where: list[ColumnElement[bool]] = []
-        if f.tag is not None:
-            where.append(under_tag(f.tag))
-        for name, value in f.labels.items():
-            where.append(c.labels[name].as_string() == value)
-        if f.key_id is not None:
-            where.append(c.key_id == f.key_id)
-        if f.model is not None:
-            where.append(c.requested_model == f.model)
-        if f.status is not None:
-            where.append(c.status == f.status)
-        if f.from_ms is not None:
-            where.append(c.created_at >= f.from_ms)
-        if f.to_ms is not None:
-            where.append(c.created_at < f.to_ms)
-        if cursor:
-            ms, rid = decode_cursor(cursor)
-            where.append(or_(c.created_at < ms, and_(c.created_at == ms, c.id < rid)))
-        query = (with_feedback().where(*where).order_by(c.created_at.desc(), c.id.desc())
-                 .limit(limit + 1))
+        after = decode_cursor(cursor) if cursor else None
+        upper = f.to_ms  # exclusive
+        if after is not None:  # a cursor at an hour where a partial page stopped has no id
+            below = after[0] + 1 if after[1] else after[0]
+            upper = below if upper is None else min(upper, below)
+        rows: list[LoggedRequest] = []
+        started = time.perf_counter()
         with self._engine.connect() as conn:
-            rows = [logged_request(r) for r in conn.execute(query).mappings()]
+            where: list[ColumnElement[bool]] = []
+            if f.labels:
+                sets = matching_sets(conn, f.labels)
+                if not sets:
+                    return LogPage([], None)
+                where.append(c.label_set.in_(sets))
+                if f.key_id is None:  # the keys that had those labels: their (key_id, created_at) index
+                    keys = keys_of_sets(conn, sets, f.from_ms, upper)
+                    where.append(or_(c.key_id.in_([k for k in keys if k]), c.key_id.is_(None)) if "" in keys
+                                 else c.key_id.in_(keys))
+            if f.key_id is not None:
+                where.append(c.key_id == f.key_id)
+            if f.model is not None:
+                where.append(c.requested_model == f.model)
+            if f.status is not None:
+                where.append(c.status == f.status)
+            if after is not None:
+                ms, rid = after
+                where += [c.created_at <= ms, or_(c.created_at < ms, c.id < rid)]
+            parts = Parts.of(tag=f.tag, labels=f.labels, key_id=f.key_id, model=f.model, status=f.status)
+            counts = hour_counts(conn, parts, f.from_ms, upper)
+            totals = all_counts(conn, f.from_ms, upper) if f.tag is not None else {}
+            subtree: list[str] | None = None  # the tags under f.tag, for reading a rare one by its key
+            for hour in sorted(counts, reverse=True):
+                lo = hour if f.from_ms is None else max(hour, f.from_ms)
+                hi = hour + HOUR_MS if upper is None else min(hour + HOUR_MS, upper)
+                bounds = [c.created_at >= lo, c.created_at < hi]
+                if f.tag is not None and counts[hour] < _SPARSE * totals.get(hour, 0):
+                    if subtree is None:
+                        subtree = tags_under(conn, f.tag, f.from_ms, upper)
+                    rt = request_tags.c
+                    bounds.append(c.id.in_(select(rt.request_id).where(rt.tag.in_(subtree), rt.created_at >= lo,
+                                                                       rt.created_at < hi)))
+                query = with_feedback().where(*where, *bounds).order_by(c.created_at.desc(), c.id.desc())
+                if f.tag is not None and counts[hour] >= _SPARSE * totals.get(hour, 0):
+                    self._read_filtered(conn, query, f.tag, rows, limit + 1)  # a common tag
+                else:
+                    rows += [logged_request(r) for r in conn.execute(query.limit(limit + 1 - len(rows))).mappings()]
+                if len(rows) > limit:
+                    break
+                if (time.perf_counter() - started) * 1000 > self.budget_ms and hour != min(counts):
+                    return LogPage(rows, encode_cursor(lo, ""), partial=True)
         more = len(rows) > limit
         rows = rows[:limit]
         nxt = encode_cursor(rows[-1].record.created_at, rows[-1].record.id) if more and rows else None
-        return rows, nxt
+        return LogPage(rows, nxt)
+
+    @staticmethod
+    def _read_filtered(conn: Connection, query: Select[Any], tag: str, rows: list[LoggedRequest], want: int) -> None:
+        """Add the records of `query` that carry a tag under `tag` to `rows`, until it holds `want`
+        (a tag this common is on every twentieth record or more: a page reads a few thousand)."""
+        result = conn.execute(query.execution_options(yield_per=500)).mappings()
+        try:
+            for r in result:
+                if carries(r["tags"] or (), tag):
+                    rows.append(logged_request(r))
+                    if len(rows) >= want:
+                        break
+        finally:
+            result.close()

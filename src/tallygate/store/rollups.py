@@ -7,8 +7,11 @@ is upserted by *adding* the batch's sums to it (`col = col + excluded.col`), whi
 
 * usage roll-ups: one row per (hour, key, label set, requested model, served model, provider,
   status); day and month rows are merged from the batch's hour rows.
-* tag roll-ups: one row per (day, prefix, is_tag), each request once per distinct prefix of
-  its tags; month rows merged from the day rows. The prefix '' counts requests with any tag.
+* tag roll-ups: one row per (hour, prefix, is_tag), each request once per distinct prefix of
+  its tags; day and month rows merged from the hour rows. The prefix '' counts requests with any tag.
+* dim roll-ups: one row per (hour, attribute, value) for each of key, model, served_model,
+  provider, status and every label, plus ('', '') for all requests; built from the batch's
+  usage hour cells (each cell is in one row per attribute), then merged into days and months.
 
 Label sets are stored once in `label_sets`, keyed by the first 16 hex digits of the SHA-256
 of their canonical JSON (sorted keys): `label_set_id()`.
@@ -32,10 +35,12 @@ from tallygate.core.metrics import FEEDBACK_COUNT, LATENCY_START, METRICS, TTFT_
 from tallygate.core.record import COLUMNS, LedgerRecord
 from tallygate.core.tagpath import prefixes
 from tallygate.core.timebuckets import DAY_MS, HOUR_MS, month_floor
-from tallygate.store.schema import tag_rollups, usage_rollups
+from tallygate.store.schema import dim_rollups, tag_rollups, usage_rollups
 
 USAGE_DIMS = ("bucket", "key_id", "label_set", "requested_model", "served_model", "provider", "status")
 TAG_DIMS = ("bucket", "prefix", "is_tag")
+DIM_DIMS = ("bucket", "dim", "value")
+ALL = ("", "")  # the dim roll-up row of every request
 
 
 def canonical_labels(labels: dict[str, Any]) -> str:
@@ -94,6 +99,7 @@ class Aggregate:
 
     usage: dict[str, dict[tuple[Any, ...], Cell]] = field(default_factory=dict)
     tags: dict[str, dict[tuple[Any, ...], Cell]] = field(default_factory=dict)
+    dims: dict[str, dict[tuple[Any, ...], Cell]] = field(default_factory=dict)
     new_sets: dict[str, str] = field(default_factory=dict)
 
 
@@ -144,10 +150,12 @@ class Rollups:
         self._usage_sql = {lv: upsert_adding_sql(engine, t.name, USAGE_DIMS) for lv, t in usage_rollups.items()}
         self._tag_sql = {lv: upsert_adding_sql(engine, t.name, TAG_DIMS, ("depth",))
                          for lv, t in tag_rollups.items()}
+        self._dim_sql = {lv: upsert_adding_sql(engine, t.name, DIM_DIMS) for lv, t in dim_rollups.items()}
         mark = placeholder(engine)
         self._set_sql = f"INSERT INTO label_sets (id, labels) VALUES ({mark}, {mark}) ON CONFLICT DO NOTHING"
         self._set_ids: dict[str, str] = {}  # canonical JSON -> id
         self._stored_sets: set[str] = set()  # ids known to be in label_sets
+        self._set_pairs: dict[str, tuple[tuple[str, str], ...]] = {}  # id -> (('label.team', 'a'), ...)
         self._prefixes: dict[str, tuple[str, ...]] = {}
         self._months: dict[int, int] = {}
 
@@ -186,6 +194,7 @@ class Rollups:
             ls = set_ids.get(labels)
             if ls is None:
                 ls = set_ids[labels] = label_set_id(labels)
+                self._set_pairs[ls] = tuple((f"label.{n}", str(v)) for n, v in orjson.loads(labels).items())
             if ls not in stored:
                 new_sets[ls] = labels
             ca, status, key_id, model, served, provider, latency_us, ttft_us, given = fields(rec)
@@ -200,7 +209,7 @@ class Rollups:
                 members.append(i)
             if not given:
                 continue
-            day = ca - ca % DAY_MS
+            day = ca - ca % HOUR_MS  # (the tag cells are by hour, then merged into days)
             members = tagged.get((day, "", False))
             if members is None:
                 tagged[(day, "", False)] = [i]
@@ -235,12 +244,32 @@ class Rollups:
                 else:
                     acc.add(cell)
         usage_hour = _cells(usage, sums, lat, ttft)
-        usage_day = _coarser(usage_hour, lambda ms: ms - ms % DAY_MS)
+        to_day = lambda ms: ms - ms % DAY_MS  # noqa: E731
+        usage_day = _coarser(usage_hour, to_day)
+        tags_by_day = _coarser(tags_day, to_day)
+        dims_hour = self._dim_cells(usage_hour)
+        dims_day = _coarser(dims_hour, to_day)
         return Aggregate(
             usage={"hour": usage_hour, "day": usage_day, "month": _coarser(usage_day, self._month)},
-            tags={"day": tags_day, "month": _coarser(tags_day, self._month)},
+            tags={"hour": tags_day, "day": tags_by_day, "month": _coarser(tags_by_day, self._month)},
+            dims={"hour": dims_hour, "day": dims_day, "month": _coarser(dims_day, self._month)},
             new_sets=new_sets,
         )
+
+    def _dim_cells(self, usage_hour: dict[tuple[Any, ...], Cell]) -> dict[tuple[Any, ...], Cell]:
+        """The dim roll-up cells of a batch: each usage cell added to one row per attribute."""
+        out: dict[tuple[Any, ...], Cell] = {}
+        pairs_of = self._set_pairs
+        for (hour, key_id, ls, model, served, provider, status), cell in usage_hour.items():
+            for dim, value in (ALL, ("key", key_id), ("model", model), ("served_model", served),
+                               ("provider", provider), ("status", str(status)), *pairs_of[ls]):
+                k = (hour, dim, value)
+                acc = out.get(k)
+                if acc is None:
+                    out[k] = cell.copy()
+                else:
+                    acc.add(cell)
+        return out
 
     def write(self, conn: Connection, agg: Aggregate) -> None:
         """Upsert one batch's roll-ups (inside the caller's transaction).
@@ -249,34 +278,48 @@ class Rollups:
         lock shared rows in the same order and cannot deadlock."""
         if agg.new_sets:
             conn.exec_driver_sql(self._set_sql, sorted(agg.new_sets.items()))
+        # (in key order also means each upsert lands next to the previous one in the B-tree)
         for level, rows in agg.usage.items():
             if rows:
                 conn.exec_driver_sql(self._usage_sql[level], [(*k, *rows[k].dense()) for k in sorted(rows)])
         for level, rows in agg.tags.items():
             if rows:
-                conn.exec_driver_sql(self._tag_sql[level], [(*k, k[1].count("/") + 1 if k[1] else 0, *rows[k].dense())
-                                                            for k in sorted(rows)])
+                conn.exec_driver_sql(self._tag_sql[level], [(*k, k[1].count("/") + 1 if k[1] else 0,
+                                                             *rows[k].dense()) for k in sorted(rows)])
+        for level, rows in agg.dims.items():
+            if rows:
+                conn.exec_driver_sql(self._dim_sql[level], [(*k, *rows[k].dense()) for k in sorted(rows)])
 
     def committed(self, agg: Aggregate) -> None:
         """The batch's transaction committed: its label sets are stored."""
         self._stored_sets.update(agg.new_sets)
 
 
-def record_keys(rec: Mapping[str, Any]) -> tuple[dict[str, tuple[Any, ...]], dict[str, list[tuple[Any, ...]]]]:
-    """The roll-up rows one record counts in, by level: usage keys and tag keys.
+@dataclass(frozen=True, slots=True)
+class RecordKeys:
+    """The roll-up rows one record counts in, by level (primary-key tuples of each table)."""
 
-    Used to adjust a record's rows later (feedback); `rec` is a `requests` row as read back."""
-    ls = label_set_id(canonical_labels(rec["labels"] or {}))
+    usage: dict[str, tuple[Any, ...]]
+    tags: dict[str, list[tuple[Any, ...]]]
+    dims: dict[str, list[tuple[Any, ...]]]
+
+
+def record_keys(rec: Mapping[str, Any], labels: dict[str, Any]) -> RecordKeys:
+    """The roll-up rows of `rec`, a `requests` row as read back, whose labels are `labels`.
+
+    Used to adjust a record's rows later (feedback)."""
+    ls = rec.get("label_set") or label_set_id(canonical_labels(labels))
     ca = rec["created_at"]
-    hour, day = ca - ca % HOUR_MS, ca - ca % DAY_MS
+    buckets = {"hour": ca - ca % HOUR_MS, "day": ca - ca % DAY_MS, "month": month_floor(ca)}
     rest = (rec["key_id"] or "", ls, rec["requested_model"] or "", rec["served_model"] or "",
             rec["provider"] or "", rec["status"])
-    usage = {"hour": (hour, *rest), "day": (day, *rest), "month": (month_floor(ca), *rest)}
+    usage = {level: (b, *rest) for level, b in buckets.items()}
+    pairs = [ALL, ("key", rest[0]), ("model", rest[2]), ("served_model", rest[3]), ("provider", rest[4]),
+             ("status", str(rec["status"]))] + [(f"label.{n}", str(v)) for n, v in labels.items()]
+    dims = {level: [(b, d, v) for d, v in pairs] for level, b in buckets.items()}
     given = list(rec["tags"] or ())
-    tags: dict[str, list[tuple[Any, ...]]] = {"day": [], "month": []}
+    tags: dict[str, list[tuple[Any, ...]]] = {level: [] for level in buckets}
     if given:
-        pairs = [(p, p in given) for p in prefixes(tuple(given))] + [("", False)]
-        for level, bucket in (("day", day), ("month", month_floor(ca))):
-            tags[level] = [(bucket, p, is_tag) for p, is_tag in pairs]
-    return usage, tags
-
+        tag_pairs = [(p, p in given) for p in prefixes(tuple(given))] + [("", False)]
+        tags = {level: [(b, p, is_tag) for p, is_tag in tag_pairs] for level, b in buckets.items()}
+    return RecordKeys(usage, tags, dims)

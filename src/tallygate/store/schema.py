@@ -57,7 +57,10 @@ requests = Table(
     Column("created_at", BigInteger, nullable=False),
     Column("key_id", String(36), nullable=True),
     Column("key_name", String(200), nullable=True),
-    Column("labels", JSON, nullable=False),
+    # The key's labels as a label-set id (`label_sets`); `labels` is only set on rows written before
+    # migration 0003 had them moved there (it moves them all), so new rows do not repeat the JSON.
+    Column("labels", JSON, nullable=True),
+    Column("label_set", String(16), nullable=True),
     Column("tags", JSON, nullable=False),
     Column("endpoint", String(32), nullable=False),
     Column("requested_model", String(200), nullable=True),
@@ -83,13 +86,15 @@ requests = Table(
     Index("ix_requests_model_created", "requested_model", "created_at"),
 )
 
-# One row per request and tag as sent: `requests.tags` as a relation, to test "does this request
-# carry a tag under P" by primary key. Prefixes are not expanded here: the tag roll-ups count every
-# prefix, and one row per prefix (with an index by prefix) cost more than the rest of a write.
+# One row per request and tag as sent, keyed (tag, created_at, request_id): the requests that carry
+# a tag, newest first, are one range of the key. Whether a given request carries a tag is read from
+# its own `requests.tags`. Prefixes are not expanded here: the tag roll-ups count every prefix (and
+# say which tags are under one), and one row per prefix cost more than the rest of a write.
 request_tags = Table(
     "request_tags", metadata,
-    Column("request_id", String(40), primary_key=True),
     Column("tag", String(256), primary_key=True),
+    Column("created_at", BigInteger, primary_key=True),
+    Column("request_id", String(40), primary_key=True),
     sqlite_with_rowid=False,
 )
 
@@ -135,12 +140,36 @@ def _tag_rollup(level: str) -> Table:
         Column("is_tag", Boolean, primary_key=True),
         Column("depth", SmallInteger, nullable=False),
         *_metric_columns(),
+        # the hours of one prefix (logs, raw estimates); the rows of one depth (tag_level.<n> by hour)
+        *([Index("ix_tag_rollup_hour_prefix", "prefix", "bucket"), Index("ix_tag_rollup_hour_depth", "depth", "bucket")]
+          if level == "hour" else []),
         sqlite_with_rowid=False,
     )
 
 
-usage_rollups = {level: _usage_rollup(level) for level in ("hour", "day", "month")}
-tag_rollups = {level: _tag_rollup(level) for level in ("day", "month")}
+def _dim_rollup(level: str) -> Table:
+    """Requests per time bucket and one attribute's value: `dim` is 'key', 'model',
+    'served_model', 'provider', 'status' or 'label.<name>', and '' (value '') for every request.
+
+    Each request is in one row per attribute it has (a label it lacks has no row: those
+    requests are the '' row less the label's rows). A handful of rows per bucket, so any range
+    grouped by one attribute, and every answer's totals, read a few hundred rows at most."""
+    return Table(
+        f"dim_rollup_{level}", metadata,
+        Column("bucket", BigInteger, primary_key=True),
+        Column("dim", String(70), primary_key=True),
+        Column("value", String(256), primary_key=True),
+        *_metric_columns(),
+        # which hours hold a value (the logs skip the others): a few hundred entries per hour
+        *([Index("ix_dim_rollup_hour_value", "dim", "value", "bucket")] if level == "hour" else []),
+        sqlite_with_rowid=False,
+    )
+
+
+LEVELS = ("hour", "day", "month")
+usage_rollups = {level: _usage_rollup(level) for level in LEVELS}
+tag_rollups = {level: _tag_rollup(level) for level in LEVELS}
+dim_rollups = {level: _dim_rollup(level) for level in LEVELS}
 
 # Monthly budgets on groups of requests: `scope` is {"label": {name: value, ...}}, {"tag": path}
 # or {"key": key id}; the limit in picodollars. Spend comes from the ledger's month roll-ups.

@@ -1,17 +1,16 @@
 """Budgets on label groups, tag subtrees and keys.
 
-Numbered 0004 so that it sorts after the analytics branch's 0003; `down_revision` is main's head
-when this was written (0002) and moves to the newer head when both land.
+Numbered 0004 to follow 0003 (fast analytics questions), on which it now builds.
 
 Revision ID: 0004
-Revises: 0002
+Revises: 0003
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0004"
-down_revision = "0002"
+down_revision = "0003"
 branch_labels = None
 depends_on = None
 
