@@ -65,7 +65,7 @@ def has_invisible(text: str) -> bool:
 
 
 NO_NUL = "^[^\\x00]*$"
-CURSOR = r"^$|^[0-9]{1,15}\.[A-Za-z0-9_-]{1,64}$"
+CURSOR = r"^$|^[0-9]{1,15}\.[A-Za-z0-9_-]{0,64}$"
 MONTH = r"^(?:19[7-9][0-9]|[2-8][0-9]{3}|9[0-8][0-9]{2}|99[0-8][0-9]|999[0-8])-(?:0[1-9]|1[0-2])$"
 _DIM = (r"\s*(?:key|model|served_model|provider|status|tag|tag_level\.[1-8]|time\.(?:hour|day|month)"
         r"|label\.[A-Za-z_][A-Za-z0-9_.-]{0,63})\s*")

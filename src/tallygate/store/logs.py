@@ -41,7 +41,7 @@ def encode_cursor(created_at: int, row_id: str) -> str:
     return f"{created_at}.{row_id}"
 
 
-_CURSOR = re.compile(r"[0-9]{1,15}\.[A-Za-z0-9_-]{1,64}")
+_CURSOR = re.compile(r"[0-9]{1,15}\.[A-Za-z0-9_-]{0,64}")  # no id: an hour where a page stopped
 
 
 def decode_cursor(cursor: str) -> tuple[int, str]:
