@@ -36,7 +36,8 @@ def postgres_server() -> Iterator[str]:
 
 
 class PostgresInstance:
-    """A running throw-away server: its URL, and `restart()` (fast shutdown, then start)."""
+    """A running throw-away server: its URL, `restart()` (fast shutdown, then start), and
+    `stop()` / `start()` for an outage of any length."""
 
     def __init__(self, url: str, restart_cmd: list[str]) -> None:
         self.url = url
@@ -44,6 +45,16 @@ class PostgresInstance:
 
     def restart(self) -> None:
         subprocess.run(self._restart, check=True, capture_output=True, timeout=120)
+
+    def stop(self) -> None:
+        subprocess.run([*self._ctl("stop"), "-m", "fast", "-w"], check=True, capture_output=True, timeout=120)
+
+    def start(self) -> None:
+        subprocess.run([*self._ctl("start"), "-w"], check=True, capture_output=True, timeout=120)
+
+    def _ctl(self, action: str) -> list[str]:
+        cmd = [c for c in self._restart if c not in ("-m", "fast", "-w", "restart")]
+        return [*cmd, action]
 
 
 @contextmanager

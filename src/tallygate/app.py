@@ -18,18 +18,23 @@ import logging
 import os
 from collections.abc import Awaitable, Callable
 from functools import partial
+from pathlib import Path
 from typing import Any, Protocol
+
+from sqlalchemy import make_url
 
 from tallygate.analytics.reader import AnalyticsStore
 from tallygate.analytics.service import Analytics
 from tallygate.api.alerts import MetricsEndpoint
-from tallygate.api.asgi import Message, Receive, Scope, Send, new_request_id
+from tallygate.api.asgi import Message, Receive, Scope, Send, new_request_id, send_error
 from tallygate.api.health import Readiness
+from tallygate.api.limits import BodyLimit, nul_check
 from tallygate.api.management import create_management_app
 from tallygate.api.messages import MessagesAPI
 from tallygate.api.proxy import Proxy
 from tallygate.api.responses import ResponsesAPI
 from tallygate.core.timebuckets import month_floor
+from tallygate.errors import GatewayError, MethodNotAllowed
 from tallygate.manage.budgets import BudgetAdmin
 from tallygate.manage.keys import KeyAdmin
 from tallygate.manage.sessions import SessionStore
@@ -49,6 +54,7 @@ from tallygate.pipeline.routing.shared import SharedCooldowns
 from tallygate.pipeline.scopes import BudgetRegistry, month_spend
 from tallygate.providers.http import HttpClient
 from tallygate.providers.registry import build_providers
+from tallygate.providers.secrets import Scrubber
 from tallygate.settings import GatewayConfig, Settings, load_config
 from tallygate.store.alerts import AlertStore
 from tallygate.store.budgets import BudgetStore
@@ -104,7 +110,9 @@ class Gateway:
         self.auth = Authenticator(self.keys, settings.admin_key)
         self.http = HttpClient()
         self.catalog = ModelCatalog(config, build_providers(config, self.http))
-        self.ledger = LedgerWriter(self.engine, flush_ms=settings.ledger_flush_ms, batch=settings.ledger_batch)
+        self.ledger = LedgerWriter(self.engine, flush_ms=settings.ledger_flush_ms, batch=settings.ledger_batch,
+                                   journal_dir=journal_dir(settings), fsync=settings.journal_fsync,
+                                   max_bytes=settings.journal_max_bytes)
         budget_store = BudgetStore(self.engine)
         self.budget: BudgetEngine
         self.redis: RedisBudget | None = None
@@ -136,7 +144,8 @@ class Gateway:
             self.services.append(self.tracer)
         self.services.append(self.http)
         proxy = Proxy(self.auth, self.catalog, Observers(observers, call_observers), self.budget,
-                      settings.max_body_bytes, self.router, self.budgets.scopes)
+                      settings.max_body_bytes, self.router, self.budgets.scopes, Scrubber.from_config(config),
+                      lambda: self.ledger.full)
         messages, responses = MessagesAPI(proxy), ResponsesAPI(proxy)
         self._models = proxy.models
         self._hot: dict[tuple[str, str], Callable[[Scope, Receive, Send], Awaitable[None]]] = {
@@ -149,12 +158,14 @@ class Gateway:
         }
         if self.metrics is not None:
             self._hot[("GET", "/metrics")] = MetricsEndpoint(self.metrics, config.metrics.bearer_token)
+        self._allow = {path: method.encode() for method, path in self._hot}
         key_admin = KeyAdmin(self.keys, self.auth, self.budget, config.policies, lambda: self.budgets.current)
-        self._management = create_management_app(self.auth, LogReader(self.engine), key_admin,
-                                                  Analytics(AnalyticsStore(self.engine)),
-                                                  FeedbackStore(self.engine), self.ledger, SessionStore(),
-                                                  BudgetAdmin(budget_store, self.keys, self.budgets, self.budget),
-                                                  self._readiness(), self.alert_store)
+        management = create_management_app(self.auth, LogReader(self.engine), key_admin,
+                                            Analytics(AnalyticsStore(self.engine)),
+                                            FeedbackStore(self.engine), self.ledger, SessionStore(),
+                                            BudgetAdmin(budget_store, self.keys, self.budgets, self.budget),
+                                            self._readiness(), self.alert_store)
+        self._management = BodyLimit(management, settings.max_manage_body_bytes)
 
     def _alerts(self, config: GatewayConfig, observers: list[RequestObserver],
                 call_observers: list[CallObserver]) -> AlertService | None:
@@ -191,12 +202,15 @@ class Gateway:
         return metrics
 
     def _readiness(self) -> Readiness:
-        readiness = Readiness()
+        readiness = Readiness(details=lambda: {"ledger": self.ledger.status()})
 
         async def database() -> str | None:
             return await asyncio.to_thread(schema_behind, self.engine)
 
         async def ledger() -> str | None:
+            if self.ledger.full:
+                return (f"the ledger journal is full ({self.ledger.journal.backlog} bytes wait for the "
+                        "database): requests are refused until it drains")
             waiting = self.ledger.pending
             return f"{waiting} ledger records wait for the database" if waiting > MAX_LEDGER_BACKLOG else None
 
@@ -213,6 +227,13 @@ class Gateway:
                 return await handler(scope, receive, send)
             if scope["method"] == "GET" and scope["path"].startswith("/v1/models/"):
                 return await self._models(scope, receive, send)
+            allow = self._allow.get(scope["path"])
+            try:
+                if allow is not None:
+                    raise MethodNotAllowed(scope["method"], allow)
+                nul_check(scope)
+            except GatewayError as err:
+                return await send_error(send, err, new_request_id())
             return await self._management(scope, receive, _with_request_id(send))
         if scope["type"] == "lifespan":
             return await self._lifespan(receive, send)
@@ -229,7 +250,8 @@ class Gateway:
                 log.exception("stopping %s failed", type(service).__name__)
         self.engine.dispose()
         mark_process_dead(self.settings.metrics_dir)
-        log.info("ledger flushed: %d records written this run", self.ledger.written)
+        log.info("ledger flushed: %d records written this run, %d bytes left in the journal", self.ledger.written,
+                 self.ledger.journal.backlog if self.ledger.journal else 0)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -262,6 +284,17 @@ def _with_request_id(send: Send) -> Send:
 
 def create_app(config: GatewayConfig, settings: Settings, span_exporter: Any = None) -> Gateway:
     return Gateway(config, settings, span_exporter)
+
+
+def journal_dir(settings: Settings) -> Path:
+    """`TALLYGATE_JOURNAL_DIR`, else `<file>.journal` next to a SQLite ledger, else
+    `./tallygate-journal`; each process takes a slot of its own under it (`0`, `1` ...)."""
+    if settings.journal_dir:
+        return Path(settings.journal_dir)
+    url = make_url(settings.db_url)
+    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+        return Path(url.database + ".journal")
+    return Path("tallygate-journal")
 
 
 def app_from_env() -> Gateway:

@@ -6,9 +6,12 @@
     +-- PayloadTooLarge               (413)
     +-- AuthenticationFailed          (401)
     +-- PermissionDenied              (403)
+    +-- MethodNotAllowed              (405, with `Allow`)
     +-- NotFound                      (404)
     |   +-- ModelNotFound             (404 model_not_found)
     +-- BudgetExceeded                (402 budget_exceeded)
+    +-- AuthUnavailable               (503 auth_unavailable: key not cached, database away)
+    +-- LedgerUnavailable             (503 ledger_unavailable: the journal is full)
     +-- BudgetUnavailable             (503: shared budget state unreachable, limits must hold)
     +-- RequestCancelled              (503: the gateway stopped before the request finished)
     +-- UpstreamError                 (an error that came from, or reaching, a provider)
@@ -54,6 +57,13 @@ class GatewayError(Exception):
         return []
 
 
+def _retry_after_header(seconds: float | None) -> list[tuple[bytes, bytes]]:
+    """`retry-after` in whole seconds (rounded up), for a finite wait of at most an hour."""
+    if seconds is None or not 0 <= seconds < float("inf"):
+        return []
+    return [(b"retry-after", b"%d" % int(min(seconds, 3600.0) + 0.999))]
+
+
 class InvalidRequest(GatewayError):
     status = 400
     type = "invalid_request_error"
@@ -70,6 +80,16 @@ class PayloadTooLarge(GatewayError):
     status = 413
     type = "invalid_request_error"
     code = "payload_too_large"
+    # Up to this many declared bytes the rest of the body is read and dropped, so the client
+    # (still sending) reads the 413; past it, or unannounced, the connection is closed instead.
+    DRAIN_MAX = 16 * 1024 * 1024
+
+    def __init__(self, limit: int, declared: int | None = None) -> None:
+        super().__init__(f"request body is larger than the {limit}-byte limit")
+        self.close = declared is None or declared > self.DRAIN_MAX
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        return [(b"connection", b"close")] if self.close else []
 
 
 class AuthenticationFailed(GatewayError):
@@ -90,8 +110,44 @@ class NotFound(GatewayError):
     code = "not_found"
 
 
+class MethodNotAllowed(GatewayError):
+    status = 405
+    type = "invalid_request_error"
+    code = "method_not_allowed"
+
+    def __init__(self, method: str, allow: bytes) -> None:
+        super().__init__(f"method {method} is not allowed here (allowed: {allow.decode()})")
+        self.allow = allow
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        return [(b"allow", self.allow)]
+
+
 class ModelNotFound(NotFound):
     code = "model_not_found"
+
+
+class AuthUnavailable(GatewayError):
+    """The key is not in memory and the database that would know it cannot be reached."""
+
+    status = 503
+    type = "server_error"
+    code = "auth_unavailable"
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        return [(b"retry-after", b"5")]
+
+
+class LedgerUnavailable(GatewayError):
+    """The ledger journal is full (the database has been away too long): refuse rather than
+    serve a request that could not be recorded."""
+
+    status = 503
+    type = "server_error"
+    code = "ledger_unavailable"
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        return [(b"retry-after", b"30")]
 
 
 class RequestCancelled(GatewayError):
@@ -153,15 +209,15 @@ class UpstreamHTTPError(UpstreamError):
         self.retryable = upstream_status == 429 or upstream_status >= 500
 
     def headers(self) -> list[tuple[bytes, bytes]]:
-        if self.retry_after is not None:
-            return [(b"retry-after", str(int(self.retry_after + 0.999)).encode())]
-        return []
+        return _retry_after_header(self.retry_after)
 
 
 _SECRET_LIKE = re.compile(
     r"(?i)\b(?:bearer|basic)\s+\S+"                                  # auth headers
     r"|\b(?:sk|pk|rk|tg|key|api|xai|gsk|hf)[-_][A-Za-z0-9_\-]{6,}"   # provider key shapes
     r"|\b(?:api[_-]?key|token|secret|password)\b[\"']?\s*[:=]\s*\S+"
+    r"|\b(?:AKIA|ASIA)[A-Z0-9]{16}\b|\bAIza[0-9A-Za-z_\-]{35}\b"      # AWS and Google key ids
+    r"|\b(?:ghp|gho|ghs|github_pat|xox[abprs])[-_][A-Za-z0-9_\-]{10,}"   # GitHub, Slack tokens
     r"|[A-Za-z0-9_\-+/]{32,}")                                       # long opaque tokens
 
 
@@ -218,9 +274,7 @@ class AllTargetsFailed(UpstreamError):
         self.retry_after = min(waits) if waits and self.status == 429 else None
 
     def headers(self) -> list[tuple[bytes, bytes]]:
-        if self.retry_after is not None:
-            return [(b"retry-after", str(int(self.retry_after + 0.999)).encode())]
-        return []
+        return _retry_after_header(self.retry_after)
 
 
 class PolicyNotConfigured(GatewayError):

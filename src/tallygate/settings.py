@@ -369,6 +369,17 @@ class Settings:
     routing_seed: int | None = None  # seeds routing randomness (weighted picks, exploration, jitter)
     log_format: str = "text"  # 'json': one JSON line per request and per log message
     metrics_dir: str | None = None  # PROMETHEUS_MULTIPROC_DIR: prometheus_client's multiprocess mode
+    # The HTTP edge (api/edges.py): caps and timeouts that hold without a key.
+    max_manage_body_bytes: int = 64 * 1024  # management, feedback, analytics bodies
+    max_head_bytes: int = 64 * 1024  # request line + headers
+    header_timeout_s: int = 10  # from connection (or first byte of a request) to end of headers
+    body_timeout_s: int = 30  # from end of headers to end of body
+    idle_timeout_s: int = 5  # an idle keep-alive connection is closed after this
+    max_connections: int = 4096  # open connections (and requests in flight); 503 past it
+    # The ledger journal (store/journal.py).
+    journal_dir: str | None = None  # default: `<db file>.journal/` for SQLite, `./tallygate-journal/`
+    journal_max_bytes: int = 1024 * 1024 * 1024  # backlog past which the proxy answers 503
+    journal_fsync: str = "batch"  # "off" | "batch" | "always": see the README
     redis_url: str | None = None  # shared budget state for several processes/replicas; None: in memory
     budgets_unavailable: str = "closed"  # Redis unreachable: 'closed' refuses limited requests, 'open' serves
     hold_ttl_s: float = 15.0  # a dead process's reservations are gone this long after its last renewal
@@ -399,12 +410,25 @@ class Settings:
         for name, field in (("TALLYGATE_MAX_BODY_BYTES", "max_body_bytes"),
                             ("TALLYGATE_LEDGER_FLUSH_MS", "ledger_flush_ms"),
                             ("TALLYGATE_SHUTDOWN_GRACE_S", "shutdown_grace_s"),
-                            ("TALLYGATE_ROUTING_SEED", "routing_seed")):
+                            ("TALLYGATE_ROUTING_SEED", "routing_seed"),
+                            ("TALLYGATE_MAX_MANAGE_BODY_BYTES", "max_manage_body_bytes"),
+                            ("TALLYGATE_MAX_HEAD_BYTES", "max_head_bytes"),
+                            ("TALLYGATE_HEADER_TIMEOUT_S", "header_timeout_s"),
+                            ("TALLYGATE_BODY_TIMEOUT_S", "body_timeout_s"),
+                            ("TALLYGATE_IDLE_TIMEOUT_S", "idle_timeout_s"),
+                            ("TALLYGATE_MAX_CONNECTIONS", "max_connections"),
+                            ("TALLYGATE_JOURNAL_MAX_BYTES", "journal_max_bytes")):
             if env.get(name):
                 try:
                     values[field] = int(env[name])
                 except ValueError:
                     raise ConfigError(f"{name}: must be an integer") from None
+        if env.get("TALLYGATE_JOURNAL_DIR"):
+            values["journal_dir"] = env["TALLYGATE_JOURNAL_DIR"]
+        if env.get("TALLYGATE_JOURNAL_FSYNC"):
+            if env["TALLYGATE_JOURNAL_FSYNC"] not in ("off", "batch", "always"):
+                raise ConfigError("TALLYGATE_JOURNAL_FSYNC: must be off, batch or always")
+            values["journal_fsync"] = env["TALLYGATE_JOURNAL_FSYNC"]
         values.update({k: v for k, v in overrides.items() if v is not None})
         if values.get("budgets_unavailable", "closed") not in ("closed", "open"):
             raise ConfigError("TALLYGATE_BUDGETS_UNAVAILABLE / --budgets-unavailable: must be 'closed' or 'open'")

@@ -55,7 +55,7 @@ def parse_dimension(text: str, param: str = "group_by") -> Dim:
     kind, _, arg = name.partition(".")
     if kind == "label" and _LABEL.match(arg):
         return Dim("label", arg)
-    if kind == "tag_level" and arg.isdigit() and 1 <= int(arg) <= MAX_DEPTH:
+    if kind == "tag_level" and arg.isascii() and arg.isdigit() and 1 <= int(arg) <= MAX_DEPTH:
         return Dim("tag_level", int(arg))
     if kind == "time" and arg in TIME_UNITS:
         return Dim("time", arg)
@@ -129,11 +129,11 @@ def parse_label_mode(value: str | None) -> bool:
 
 def parse_month(value: str | None, param: str = "month") -> tuple[int, int]:
     """'YYYY-MM' -> (first ms of the month, first ms of the next), UTC."""
-    if not value or not re.fullmatch(r"\d{4}-\d{2}", value):
+    if not value or not re.fullmatch(r"[0-9]{4}-[0-9]{2}", value):
         raise InvalidRequest(f"{param} must be a month written YYYY-MM, got {value!r}", param=param)
     year, month = int(value[:4]), int(value[5:])
-    if not 1 <= month <= 12 or year < 1970:
-        raise InvalidRequest(f"{param} {value!r} is not a month", param=param)
+    if not 1 <= month <= 12 or not 1970 <= year <= 9998:
+        raise InvalidRequest(f"{param} {value!r} is not a month from 1970-01 to 9998-12", param=param)
     start = month_start(year, month)
     return start, month_after(start)
 
@@ -158,20 +158,37 @@ def parse_markup(value: str | None) -> Decimal:
     return rate
 
 
+# The range of times the ledger can hold: 1970-01-01 up to (not including) 9999-01-01 UTC, so
+# that any month, day or hour boundary of a time in range is itself a valid date.
+MIN_MS = 0
+MAX_MS = int(dt.datetime(9999, 1, 1, tzinfo=dt.UTC).timestamp() * 1000)
+
+
+def _in_range(ms: int, value: str, param: str) -> int:
+    if not MIN_MS <= ms < MAX_MS:
+        raise InvalidRequest(f"{param} {value!r} is out of range: times from 1970-01-01 up to 9999-01-01 "
+                             "(UTC) are accepted", param=param)
+    return ms
+
+
 def parse_time(value: str | None, param: str) -> int | None:
     """ISO 8601 (a date, or a date-time; UTC when no offset) or epoch milliseconds -> epoch ms."""
     if value is None or value == "":
         return None
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # not "²" or other Unicode digits int() refuses
         if len(value) > 15:
             raise InvalidRequest(f"{param} is out of range: epoch milliseconds have at most 15 digits",
                                  param=param)
-        return int(value)
+        return _in_range(int(value), value, param)
+    bad = InvalidRequest(f"{param} must be an ISO 8601 date or date-time, or epoch milliseconds; "
+                         f"got {value!r}", param=param)
+    if not value.isascii():
+        raise bad
     try:
         parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise InvalidRequest(f"{param} must be an ISO 8601 date or date-time, or epoch milliseconds; "
-                             f"got {value!r}", param=param) from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=dt.UTC)
-    return int(parsed.timestamp() * 1000)
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=dt.UTC)
+        ms = int(parsed.timestamp() * 1000)
+    except (ValueError, OverflowError):
+        raise bad from None
+    return _in_range(ms, value, param)

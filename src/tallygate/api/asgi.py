@@ -35,21 +35,37 @@ def headers_of(scope: Scope, *names: bytes) -> dict[bytes, str]:
     return found
 
 
-async def read_json(receive: Receive, limit: int, content_type: str | None) -> dict[str, Any]:
-    """Read the whole body (at most `limit` bytes) and parse it as a JSON object."""
+async def read_json(receive: Receive, limit: int, content_type: str | None,
+                    content_length: str | None = None) -> dict[str, Any]:
+    """Read the whole body (at most `limit` bytes: a larger `Content-Length` is refused before
+    reading) and parse it as a JSON object."""
     if content_type is not None and "json" not in content_type.lower():
         raise InvalidRequest(f"Content-Type must be application/json, got {content_type!r}",
                              code="unsupported_media_type")
-    body = b""
-    more = True
-    while more:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise InvalidRequest("the client disconnected before sending the whole body")
-        body += message.get("body", b"")
-        more = message.get("more_body", False)
-        if len(body) > limit:
-            raise PayloadTooLarge(f"request body is larger than the {limit}-byte limit")
+    if content_length is not None and (not content_length.isdigit() or int(content_length) > limit):
+        err = PayloadTooLarge(limit, int(content_length) if content_length.isdigit() else None)
+        if not err.close:
+            await drain(receive)
+        raise err
+    message = await receive()
+    if message["type"] == "http.disconnect":
+        raise InvalidRequest("the client disconnected before sending the whole body")
+    body = message.get("body", b"")
+    if message.get("more_body", False):  # several chunks: join once, never re-copy
+        chunks, size, more = [body], len(body), True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise InvalidRequest("the client disconnected before sending the whole body")
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(limit)
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+    if len(body) > limit:
+        raise PayloadTooLarge(limit, len(body))  # all read already: nothing left to drain
     if not body:
         raise InvalidRequest("request body is empty; expected a JSON object")
     try:
@@ -58,7 +74,35 @@ async def read_json(receive: Receive, limit: int, content_type: str | None) -> d
         raise InvalidRequest(f"request body is not valid JSON: {exc}", code="invalid_json") from None
     if not isinstance(data, dict):
         raise InvalidRequest("request body must be a JSON object")
+    if body.count(b"[") + body.count(b"{") > MAX_NESTING and _nested_deeper(data, MAX_NESTING):
+        raise InvalidRequest(f"request body is nested more than {MAX_NESTING} levels deep",
+                             code="too_deeply_nested")
     return data
+
+
+MAX_NESTING = 128  # JSON levels; deeper bodies could not even be re-encoded for the provider
+
+
+def _nested_deeper(value: object, limit: int) -> bool:
+    """Whether `value` has arrays or objects nested more than `limit` deep (iteratively: no
+    recursion limit to hit). Only run when the body has that many brackets at all."""
+    stack: list[tuple[object, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list)))
+    return False
+
+
+async def drain(receive: Receive) -> None:
+    """Read the rest of the request body and drop it (so a client still sending reads the
+    answer instead of a reset connection); memory stays at one chunk."""
+    while True:
+        message = await receive()
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            return
 
 
 async def send_bytes(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:

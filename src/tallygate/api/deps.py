@@ -59,9 +59,15 @@ async def any_key(request: Request) -> Principal:
     return await authenticate(request)
 
 
+MAX_LABEL_FILTERS = 32  # as many as a key may have labels
+
+
 def label_filters(request: Request) -> dict[str, str]:
     """`label.<name>=<value>` query parameters as a dict."""
     labels = {k[6:]: v for k, v in request.query_params.items() if k.startswith("label.")}
     if any(not k for k in labels):
         raise InvalidRequest("label filters are written label.<name>=<value>", param="label.")
+    if len(labels) > MAX_LABEL_FILTERS:
+        raise InvalidRequest(f"at most {MAX_LABEL_FILTERS} label.<name> filters are allowed, got {len(labels)}",
+                             param="label.")
     return labels

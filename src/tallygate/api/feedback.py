@@ -11,11 +11,12 @@ from decimal import Decimal
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from tallygate.api.deps import any_key
 from tallygate.core.metrics import SCORE_SCALE
+from tallygate.core.textrules import SCORE, decimal_text
 from tallygate.errors import InvalidRequest, NotFound, PermissionDenied
 from tallygate.manage.schemas import ERRORS
 from tallygate.store.feedback import FeedbackStore
@@ -23,13 +24,21 @@ from tallygate.store.ledger import LedgerWriter
 from tallygate.types import Principal
 
 
+def _no_nul(text: str | None) -> str | None:
+    if text is not None and "\x00" in text:
+        raise ValueError("must not contain a NUL character")
+    return text
+
+
 class FeedbackIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    request_id: str = Field(min_length=1, max_length=40, description="the gateway's request id (`id` of a "
-                                                                     "completion, header `x-request-id`)")
-    score: Decimal = Field(ge=0, le=1, allow_inf_nan=False, description="0 (bad) to 1 (good), at most 3 decimals")
-    comment: str | None = Field(None, max_length=4000)
+    request_id: Annotated[str, AfterValidator(_no_nul)] = Field(
+        min_length=1, max_length=40, description="the gateway's request id (`id` of a completion, "
+                                                 "header `x-request-id`)")
+    score: Annotated[Decimal, BeforeValidator(decimal_text(SCORE, "0.75"))] = Field(
+        ge=0, le=1, allow_inf_nan=False, description="0 (bad) to 1 (good), at most 3 decimals")
+    comment: Annotated[str | None, AfterValidator(_no_nul)] = Field(None, max_length=4000)
 
 
 class FeedbackOut(BaseModel):

@@ -21,9 +21,10 @@ Check = Callable[[], Awaitable[str | None]]  # None when fine, else the reason
 class Readiness:
     """The named checks behind `/readyz`, run in order."""
 
-    def __init__(self, timeout_s: float = 2.0) -> None:
+    def __init__(self, timeout_s: float = 2.0, details: Callable[[], dict[str, Any]] | None = None) -> None:
         self._checks: list[tuple[str, Check]] = []
         self._timeout = timeout_s
+        self._details = details or dict  # shown either way (the ledger backlog)
 
     def add(self, name: str, check: Check) -> None:
         self._checks.append((name, check))
@@ -38,9 +39,10 @@ class Readiness:
             except Exception as exc:
                 reason = f"{name} check failed: {type(exc).__name__}"
             if reason is not None:
-                return False, {"status": "not_ready", "failed": name, "reason": reason, "passed": passed}
+                return False, {"status": "not_ready", "failed": name, "reason": reason, "passed": passed,
+                               **self._details()}
             passed.append(name)
-        return True, {"status": "ready", "passed": passed}
+        return True, {"status": "ready", "passed": passed, **self._details()}
 
 
 def health_router(readiness: Readiness) -> APIRouter:

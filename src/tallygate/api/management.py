@@ -6,13 +6,17 @@ bad input (never FastAPI's 422).
 """
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException
+from starlette.routing import BaseRoute, Match
+from starlette.types import Scope
 
 from tallygate.analytics.service import Analytics
 from tallygate.api.alerts import alerts_router
@@ -23,7 +27,8 @@ from tallygate.api.feedback import feedback_router
 from tallygate.api.health import Readiness, health_router
 from tallygate.api.keys import keys_router
 from tallygate.api.logs import logs_router
-from tallygate.errors import GatewayError, InvalidRequest, NotFound
+from tallygate.api.openapi_doc import refine
+from tallygate.errors import GatewayError, InvalidRequest, MethodNotAllowed, NotFound
 from tallygate.manage.budgets import BudgetAdmin
 from tallygate.manage.keys import KeyAdmin
 from tallygate.manage.sessions import SessionStore
@@ -50,6 +55,18 @@ def _validation_message(exc: RequestValidationError) -> InvalidRequest:
     kind = first.get("type")
     msg = "unknown field" if kind == "extra_forbidden" else first["msg"]
     return InvalidRequest(f"{param}: {msg}" if param else msg, param=param)
+
+
+def _methods(routes: Sequence[BaseRoute], scope: Scope) -> set[str]:
+    """Every method of the routes (included routers too) whose path matches `scope`."""
+    found: set[str] = set()
+    for route in routes:
+        if route.matches(scope)[0] == Match.NONE:
+            continue
+        found |= getattr(route, "methods", None) or set()
+        inner = getattr(route, "routes", None) or getattr(getattr(route, "original_router", None), "routes", None)
+        found |= _methods(inner or (), scope)  # an included router: its own routes
+    return found
 
 
 def create_management_app(auth: Authenticator, logs: LogReader, keys: KeyAdmin,
@@ -89,25 +106,35 @@ def create_management_app(auth: Authenticator, logs: LogReader, keys: KeyAdmin,
         return _error_response(GatewayError("the gateway failed to handle this request",
                                             code="internal_error"))
 
+    @app.exception_handler(OperationalError)
+    @app.exception_handler(InterfaceError)
+    async def _database_away(request: Request, exc: Exception) -> JSONResponse:
+        log.warning("management request %s %s: database unreachable (%s)", request.method,
+                    request.url.path, type(exc).__name__)
+        err = GatewayError("the database is unreachable; retry shortly", code="database_unavailable")
+        err.status = 503
+        return _error_response(err)
+
     @app.exception_handler(HTTPException)
     async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
         if exc.status_code == 404:
             return _error_response(NotFound(f"no route {request.method} {request.url.path} on this "
                                             "gateway; the README lists the routes it serves"))
+        if exc.status_code == 405:  # every method of every route on this path, not just one route's
+            methods = _methods(app.router.routes, request.scope)
+            return _error_response(MethodNotAllowed(request.method, ", ".join(sorted(methods)).encode()))
         err = GatewayError(str(exc.detail))
         err.status, err.type = exc.status_code, "invalid_request_error"
-        return _error_response(err)
+        response = _error_response(err)
+        if exc.headers:
+            response.headers.update(exc.headers)
+        return response
 
     def openapi() -> dict[str, Any]:
-        """FastAPI's document, with our 400 error body in place of its 422."""
+        """FastAPI's document with the gateway's own checks added (`api/openapi_doc.py`)."""
         if app.openapi_schema is None:
-            schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
-            for path in schema["paths"].values():
-                for op in path.values():
-                    op.get("responses", {}).pop("422", None)
-            for name in ("HTTPValidationError", "ValidationError"):
-                schema.get("components", {}).get("schemas", {}).pop(name, None)
-            app.openapi_schema = schema
+            app.openapi_schema = refine(get_openapi(title=app.title, version=app.version, routes=app.routes),
+                                        keys.policies)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

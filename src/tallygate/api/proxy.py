@@ -2,8 +2,10 @@
 
 Each handler reads like the pipeline: authenticate, read the body, resolve tags, plan the route
 (a model, or a routing policy's targets), reserve budget, relay through the routing executor
-(which tries the targets until one answers), meter, respond; the `finally` hands the finished
-call to the request observers (the ledger first) whatever happened. Each upstream attempt gets
+(which tries the targets until one answers), meter, respond. The finished call goes to the
+request observers (the ledger first, which journals it) exactly once: just before the
+response's last byte is sent (`Call.finish()`, called by `respond_json` and the stream relay),
+or in the `finally` when the client went away. Each upstream attempt gets
 its own copy of the body with its target's model, so no attempt sees another's changes.
 """
 
@@ -33,6 +35,7 @@ from tallygate.core.money import usd_json
 from tallygate.errors import (
     GatewayError,
     InvalidRequest,
+    LedgerUnavailable,
     ModelNotFound,
     PermissionDenied,
     RequestCancelled,
@@ -46,12 +49,14 @@ from tallygate.pipeline.pricing import Rate
 from tallygate.pipeline.routing import Plan, Router, execute
 from tallygate.pipeline.tags import parse_tags
 from tallygate.pipeline.validate import check_chat, check_embeddings
+from tallygate.providers.secrets import Scrubber
 from tallygate.types import Usage
 
 log = logging.getLogger("tallygate.proxy")
 
 _AUTH, _CTYPE, _TAGS, _XKEY = b"authorization", b"content-type", b"x-request-tags", b"x-api-key"
 _TRACE = b"traceparent"
+_CLEN = b"content-length"
 Handler = Callable[[Call, Plan, dict, Send], Awaitable[None]]
 ErrorSender = Callable[[Send, GatewayError, str], Awaitable[None]]
 
@@ -69,8 +74,11 @@ class Proxy:
 
     def __init__(self, auth: Authenticator, catalog: ModelCatalog, observers: Observers,
                  budget: BudgetEngine, max_body_bytes: int, router: Router,
-                 scopes: ScopesOf | None = None) -> None:
-        """`scopes(principal, tags)`: the limits a request counts against (default: its key's)."""
+                 scopes: ScopesOf | None = None, scrubber: Scrubber | None = None,
+                 ledger_full: Callable[[], bool] | None = None) -> None:
+        """`scopes(principal, tags)`: the limits a request counts against (default: its key's);
+        `scrubber` keeps provider secrets from clients; `ledger_full()` says the journal is at its
+        cap (the request is then refused, 503)."""
         self._auth = auth
         self._scopes = scopes or (lambda principal, _tags: key_scopes(principal))
         self._catalog = catalog
@@ -78,6 +86,8 @@ class Proxy:
         self._observers = observers
         self._budget = budget
         self._limit = max_body_bytes
+        self._scrub = scrubber or Scrubber(())
+        self._ledger_full = ledger_full or (lambda: False)  # the journal is at its cap: refuse
 
     async def models(self, scope: Scope, receive: Receive, send: Send) -> None:
         rid = new_request_id()
@@ -106,18 +116,22 @@ class Proxy:
         """The pipeline every proxied endpoint shares; `relay` is the endpoint's own part,
         `send_error` renders errors in the endpoint's API shape."""
         rid = new_request_id()
-        headers = headers_of(scope, _AUTH, _CTYPE, _TAGS, _XKEY, _TRACE)
+        headers = headers_of(scope, _AUTH, _CTYPE, _TAGS, _XKEY, _CLEN, _TRACE)
         try:
             principal = await self._auth.authenticate(credential(headers))
         except GatewayError as err:
             return await send_error(send, err, rid)
-        call = Call(rid, endpoint, principal)
+        if self._ledger_full():  # refused unrecorded, so that the journal stays within its cap
+            return await send_error(send, LedgerUnavailable(
+                "the ledger cannot record requests now (its database has been away too long); "
+                "retry later"), rid)
+        call = Call(rid, endpoint, principal, self._observers.finished, self._scrub)
         call.trace_parent = headers.get(_TRACE)
         hold = None
         try:
             if not principal.can("completions", "write"):
                 raise PermissionDenied("this API key may not make completions (permissions.completions)")
-            body = await read_json(receive, self._limit, headers.get(_CTYPE))
+            body = await read_json(receive, self._limit, headers.get(_CTYPE), headers.get(_CLEN))
             call.tags = parse_tags(body.pop("request_tags", None), headers.get(_TAGS))
             model = body.get("model")
             if not isinstance(model, str) or not model:
@@ -129,21 +143,29 @@ class Proxy:
         except GatewayError as err:
             call.fail(err)
             if call.ttft is None:
+                call.finish()
                 await send_error(send, err, rid)
         except Exception:
             log.exception("request %s failed unexpectedly", rid)
             internal = GatewayError("the gateway failed to handle this request", code="internal_error")
             call.fail(internal)
             if call.ttft is None:
+                call.finish()
                 await send_error(send, internal, rid)
         except asyncio.CancelledError:  # shutdown ran out of grace time: record what we know
+            if call.recorded:
+                raise
             call.partial = call.ttft is not None
-            call.fail(RequestCancelled("the gateway stopped before this request finished"))
+            cancelled = RequestCancelled("the gateway stopped before this request finished")
+            call.fail(cancelled)
+            call.finish()
+            if call.ttft is None:  # the client gets the 503 the ledger records, not a bare 500
+                await send_error(send, cancelled, rid)
             raise
         finally:
             if hold is not None:
                 self._budget.settle(hold, call.cost_pico)
-            self._observers.finished(call)
+            call.finish()  # once: a no-op when the response already had it
 
     async def _reserve(self, call: Call, body: dict, routes: Sequence[Route]) -> Hold | None:
         """Hold the request's worst-case cost against its key's limit and every budget that
@@ -195,9 +217,11 @@ class Proxy:
 
 
 async def respond_json(call: Call, data: dict, send: Send) -> None:
-    """Send a finished JSON answer with the gateway's request id."""
+    """Send a finished JSON answer with the gateway's request id; the call is recorded first."""
+    out = call.scrub(orjson.dumps(data))
     call.ttft = time.perf_counter()
-    await send_bytes(send, 200, orjson.dumps(data), [*JSON_HEADERS, (b"x-request-id", call.id.encode())])
+    call.finish()
+    await send_bytes(send, 200, out, [*JSON_HEADERS, (b"x-request-id", call.id.encode())])
 
 
 def upstream_body(body: dict, route: Route) -> dict:

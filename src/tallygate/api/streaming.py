@@ -4,12 +4,15 @@ A route gives `relay_stream` how to open a stream on a target (`open_stream(rout
 encode what it yields for the client (`codec_for(route)`, a `Codec`). The relay lets the routing
 executor try targets until one sends its first batch (until then nothing has reached the client),
 then sends the headers and relays batch after batch. A failure midway marks the call partial,
-tells the route's health, and ends the stream with the codec's in-band error. Whatever happens,
-the codec settles the cost (usage the provider reported, else an estimate of what was relayed).
+tells the route's health, and ends the stream with the codec's in-band error. Before the last
+bytes go out the codec settles the cost (usage the provider reported, else an estimate of what
+was relayed) and the call is recorded (`Call.finish()`); provider secrets are scrubbed from
+every batch.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -18,7 +21,7 @@ from functools import partial
 from typing import Any, Protocol
 
 from tallygate.api.asgi import SSE_HEADERS, Send
-from tallygate.errors import GatewayError, UpstreamError, UpstreamProtocolError
+from tallygate.errors import GatewayError, RequestCancelled, UpstreamError, UpstreamProtocolError
 from tallygate.pipeline.call import Call
 from tallygate.pipeline.models import Route
 from tallygate.pipeline.routing import Plan, execute, stream_failed
@@ -81,14 +84,17 @@ async def relay_stream(call: Call, plan: Plan, open_stream: Callable[[Route], As
                     "headers": [*SSE_HEADERS, (b"x-request-id", call.id.encode())]})
         try:
             while True:
-                out = codec.encode(batch)
+                out = call.scrub(codec.encode(batch))
                 if codec.done:  # the final event: one write, no separate end of stream
+                    _finish(call, codec)
                     return await send({"type": "http.response.body", "body": out})
                 if out:
                     await send({"type": "http.response.body", "body": out, "more_body": True})
                 batch = await anext(batches)
         except StopAsyncIteration:
-            await send({"type": "http.response.body", "body": codec.end()})
+            end = codec.end()
+            _finish(call, codec)
+            await send({"type": "http.response.body", "body": end})
         except Exception as exc:
             if not isinstance(exc, GatewayError):
                 log.exception("stream %s failed unexpectedly", call.id)
@@ -98,7 +104,22 @@ async def relay_stream(call: Call, plan: Plan, open_stream: Callable[[Route], As
             call.fail(err)
             if isinstance(err, UpstreamError):
                 stream_failed(plan, route)
+            _finish(call, codec)
             await send({"type": "http.response.body", "body": codec.error(err)})
+        except asyncio.CancelledError:  # shutdown ran out of grace time: end the stream properly
+            call.partial = True
+            cancelled = RequestCancelled("the gateway stopped before this request finished")
+            call.fail(cancelled)
+            _finish(call, codec)
+            await send({"type": "http.response.body", "body": codec.error(cancelled)})
+            raise
     finally:
-        codec.settle()
+        if not call.recorded:  # the client went away: the proxy's `finally` records it
+            codec.settle()
         await batches.aclose()  # type: ignore[attr-defined]
+
+
+def _finish(call: Call, codec: Codec) -> None:
+    """Price what the stream cost and record the call, before its last bytes are sent."""
+    codec.settle()
+    call.finish()

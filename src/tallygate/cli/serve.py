@@ -44,6 +44,7 @@ def serve(config_path: str | None, db_url: str | None, host: str, port: int, wor
     """Start the gateway."""
     import uvicorn
 
+    from tallygate.api.edges import GuardedHttpTools, raise_fd_limit
     from tallygate.app import create_app, prepare_database
     from tallygate.store.db import open_engine
     from tallygate.store.keys import KeyStore
@@ -99,9 +100,15 @@ def serve(config_path: str | None, db_url: str | None, host: str, port: int, wor
                "-d '{\"model\":\"gpt-4o-mini\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],"
                "\"request_tags\":[\"team/demo\"]}'", err=True)
     loop = "uvloop" if sys.platform != "win32" else "asyncio"
-    common = dict(host=host, port=port, loop=loop, http="httptools", lifespan="on", access_log=False,
+    files = raise_fd_limit(settings.max_connections + 256)  # sockets, plus the DB, journal, upstreams
+    if files < settings.max_connections + 64:
+        click.echo(f"warning: the open-file limit is {files}; fewer than TALLYGATE_MAX_CONNECTIONS="
+                   f"{settings.max_connections} connections can be served", err=True)
+    GuardedHttpTools.configure(settings)  # workers started by uvicorn read the same settings
+    common = dict(host=host, port=port, loop=loop, http=GuardedHttpTools, lifespan="on", access_log=False,
                   log_level="warning", timeout_graceful_shutdown=settings.shutdown_grace_s, proxy_headers=False,
-                  server_header=False, date_header=False)
+                  server_header=False, date_header=False, timeout_keep_alive=settings.idle_timeout_s,
+                  limit_concurrency=settings.max_connections)
     if workers > 1:
         app.engine.dispose()
         # Each worker builds its own app (`app_from_env`) from the same settings, passed down here.

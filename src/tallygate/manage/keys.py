@@ -2,7 +2,8 @@
 
 Rules: `manage: read` lists and reads keys, `manage: write` changes them. No escalation: a key
 cannot create a key with a permission above its own, cannot edit or revoke a key that has one,
-and cannot change its own permissions or limit. A key with a monthly limit is bound by it in
+and cannot change its own permissions, limit or labels (labels decide whose spend it is). A
+partial `permissions` object changes only the areas it names. A key with a monthly limit is bound by it in
 the same way: the keys it creates or edits get a limit no higher than its own (inherited when
 none is given), and it cannot touch a key whose limit is higher or absent. A key bound by a
 label budget cannot take a key (itself or one it manages) out of that budget by changing its
@@ -63,6 +64,7 @@ class KeyAdmin:
         self._auth = auth
         self._budget = budget
         self._policies = policies
+        self.policies = policies  # the routing policies a key may name
 
     def render(self, row: KeyRecord, users: dict[str, User] | None = None) -> dict[str, Any]:
         users = users if users is not None else self._store.users_by_id({row.created_by} if row.created_by else set())
@@ -131,9 +133,11 @@ class KeyAdmin:
 
     def update(self, caller: Principal, key_id: str, req: KeyUpdate) -> dict[str, Any]:
         given = req.model_fields_set
-        if key_id == caller.key_id and given & {"permissions", "monthly_limit"}:
-            raise PermissionDenied("a key cannot change its own permissions or monthly limit",
-                                   param=sorted(given & {"permissions", "monthly_limit"})[0])
+        own = given & {"permissions", "monthly_limit", "labels"}
+        if key_id == caller.key_id and own:
+            # Labels decide whose spend this is: a key moving its own would move its spend.
+            raise PermissionDenied("a key cannot change its own permissions, monthly limit or labels",
+                                   param=sorted(own)[0])
         current = self._editable(caller, key_id)
         fields: dict[str, Any] = {}
         if "name" in given:
@@ -148,7 +152,8 @@ class KeyAdmin:
         if "permissions" in given:
             if req.permissions is None:
                 raise InvalidRequest("permissions cannot be null", param="permissions")
-            permissions = req.permissions.model_dump()
+            # Only the areas named change: {"manage": "read"} leaves `completions` as it was.
+            permissions = {**current.permissions, **req.permissions.model_dump(exclude_unset=True)}
             if area := _exceeds(permissions, caller):
                 raise PermissionDenied(f"cannot grant permissions.{area} above your own",
                                        param=f"permissions.{area}")
@@ -160,10 +165,10 @@ class KeyAdmin:
         if "policy" in given:
             self._check_policy(req.policy)
             fields["policy"] = req.policy
-        row = self._store.update(key_id, fields) if fields else self._store.get(key_id)
-        assert row is not None
-        self._auth.remember(row)
-        return self.render(row)
+        updated = self._store.update(key_id, fields) if fields else self._store.get(key_id)
+        assert updated is not None
+        self._auth.remember(updated)
+        return self.render(updated)
 
     def revoke(self, caller: Principal, key_id: str) -> dict[str, Any]:
         self._editable(caller, key_id)

@@ -6,14 +6,14 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 
-from tallygate.core.tagpath import has_control_characters
+from tallygate.core.textrules import MONEY, decimal_text, has_invisible
 
 MAX_LABELS = 32
 LabelName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")]
 def _visible(text: str) -> str:
-    if has_control_characters(text):
+    if has_invisible(text):
         raise ValueError("must not contain control or invisible formatting characters")
     return text
 
@@ -21,7 +21,8 @@ def _visible(text: str) -> str:
 LabelValue = Annotated[str, StringConstraints(min_length=1, max_length=256), AfterValidator(_visible)]
 Labels = Annotated[dict[LabelName, LabelValue], Field(max_length=MAX_LABELS)]
 # At most $9M a month: picodollars must fit a signed 64-bit integer.
-Money = Annotated[Decimal, Field(ge=0, le=9_000_000, decimal_places=12, allow_inf_nan=False)]
+Money = Annotated[Decimal, BeforeValidator(decimal_text(MONEY, "2000.50")),
+                  Field(ge=0, le=9_000_000, decimal_places=12, allow_inf_nan=False)]
 KeyName = Annotated[str, StringConstraints(min_length=1, max_length=200), AfterValidator(_visible)]
 PolicyName = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 

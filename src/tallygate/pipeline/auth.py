@@ -4,7 +4,8 @@ Every key record is loaded at start-up and kept fresh by polling for keys change
 last poll (`refresh_s`), so a key created or revoked by the CLI or another replica takes
 effect within that interval, and one revoked through this process at once. A prefix not in
 memory is looked up in the database off the event loop; misses are remembered briefly so
-random keys cannot turn into a database load.
+random keys cannot turn into a database load. While the database is unreachable, cached keys
+keep working and any other key gets 503 `auth_unavailable`.
 """
 
 from __future__ import annotations
@@ -14,13 +15,14 @@ import hmac
 import logging
 import time
 
-from tallygate.errors import AuthenticationFailed
+from tallygate.errors import AuthenticationFailed, AuthUnavailable
 from tallygate.store.keys import PREFIX_LEN, KeyRecord, KeyStore, hash_secret, now_ms
 from tallygate.types import Principal
 
 log = logging.getLogger("tallygate.auth")
 ADMIN_PERMISSIONS = {"completions": "write", "manage": "write"}
 _MISS_TTL_S = 2.0
+_DOWN_TTL_S = 1.0  # after a failed lookup, uncached keys get 503 at once for this long
 
 
 def _principal(row: KeyRecord) -> Principal:
@@ -43,6 +45,7 @@ class Authenticator:
         self._by_prefix: dict[str, list[tuple[str, Principal | None]]] = {}
         self._versions: dict[str, tuple[int, bool]] = {}  # key hash -> (updated_at, revoked) held
         self._misses: dict[str, float] = {}
+        self._down_until = 0.0
         self._refresh_s = refresh_s
         self._seen_ms = 0
         self._task: asyncio.Task[None] | None = None
@@ -117,7 +120,19 @@ class Authenticator:
         missed = self._misses.get(prefix)
         if missed is not None and time.monotonic() - missed < _MISS_TTL_S:
             return []
-        rows = await asyncio.to_thread(self._keys.by_prefix, prefix)
+        unavailable = AuthUnavailable("cannot check this API key now (the key database is "
+                                      "unreachable); retry shortly")
+        if time.monotonic() < self._down_until:
+            raise unavailable  # the database failed a moment ago: do not queue more threads on it
+        try:
+            rows = await asyncio.to_thread(self._keys.by_prefix, prefix)
+        except Exception as exc:
+            if self._down_until == 0.0:
+                log.warning("looking up an API key failed (%s); cached keys keep working",
+                            type(exc).__name__)
+            self._down_until = time.monotonic() + _DOWN_TTL_S
+            raise unavailable from None
+        self._down_until = 0.0
         if not rows:
             if len(self._misses) > 10_000:
                 self._misses.clear()

@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from tallygate.core.record import Attempt, LedgerRecord
-from tallygate.errors import GatewayError
+from tallygate.errors import GatewayError, UpstreamError
 from tallygate.pipeline.models import Route
 from tallygate.pipeline.pricing import Rate
 from tallygate.types import Principal, Usage
+
+
+class Scrub(Protocol):
+    """What keeps provider secrets from a client (`providers.secrets.Scrubber`)."""
+
+    def text(self, text: str) -> str: ...
+
+    def body(self, data: bytes) -> bytes: ...
 
 
 class Call:
@@ -18,9 +27,11 @@ class Call:
 
     __slots__ = ("id", "endpoint", "principal", "started", "created_ms", "tags", "route", "stream",
                  "status", "error", "usage", "cost_pico", "pricing_source", "ttft", "partial",
-                 "attempts", "requested_model", "streamed_chars", "trace_parent")
+                 "attempts", "requested_model", "streamed_chars", "trace_parent", "recorded", "_finisher",
+                 "_scrubber")
 
-    def __init__(self, request_id: str, endpoint: str, principal: Principal) -> None:
+    def __init__(self, request_id: str, endpoint: str, principal: Principal,
+                 finisher: Callable[[Call], object] | None = None, scrubber: Scrub | None = None) -> None:
         self.id = request_id
         self.endpoint = endpoint
         self.principal = principal
@@ -40,6 +51,21 @@ class Call:
         self.attempts: list[Attempt] = []
         self.streamed_chars = 0  # text relayed so far in a stream, for estimates
         self.trace_parent: str | None = None  # the client's W3C `traceparent` header, if any
+        self.recorded = False  # finish() has run: the ledger has this call's record
+        self._finisher = finisher  # hands the finished call to the observers (the ledger first)
+        self._scrubber = scrubber
+
+    def finish(self) -> None:
+        """The call is complete: record it, once. Called just before the response's last byte
+        is sent, so that a record exists for everything a client was answered."""
+        if not self.recorded:
+            self.recorded = True
+            if self._finisher is not None:
+                self._finisher(self)
+
+    def scrub(self, data: bytes) -> bytes:
+        """Response bytes without the configured provider secrets."""
+        return data if self._scrubber is None else self._scrubber.body(data)
 
     def meter(self, usage: Usage, rate: Rate) -> int:
         """Price `usage`; returns the cost in picodollars."""
@@ -68,6 +94,8 @@ class Call:
                                          None if error is None else type(error).__name__, route.name))
 
     def fail(self, err: GatewayError) -> None:
+        if self._scrubber is not None and isinstance(err, UpstreamError):
+            err.message = self._scrubber.text(err.message)  # a provider's words lose any secret
         self.status = err.status
         self.error = err
 

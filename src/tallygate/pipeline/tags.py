@@ -17,10 +17,11 @@ from __future__ import annotations
 from urllib.parse import unquote
 
 from tallygate.core.tagpath import MAX_DEPTH, MAX_TAG_LENGTH, MAX_TAGS, has_control_characters
+from tallygate.core.textrules import has_invisible
 from tallygate.errors import BadTag, InvalidRequest
 
 
-def _check_tag(tag: object, where: str) -> str:
+def _check_tag(tag: object, where: str, *, as_filter: bool = False) -> str:
     if not isinstance(tag, str):
         raise BadTag(f"{where} must be a string, got {type(tag).__name__}")
     shown = repr(tag if len(tag) <= 80 else tag[:77] + "...")
@@ -28,7 +29,7 @@ def _check_tag(tag: object, where: str) -> str:
         raise BadTag(f"{where} is empty")
     if len(tag) > MAX_TAG_LENGTH:
         raise BadTag(f"{where} {shown} is longer than {MAX_TAG_LENGTH} characters")
-    if has_control_characters(tag):
+    if (has_invisible if as_filter else has_control_characters)(tag):
         raise BadTag(f"{where} {shown} contains a control or invisible formatting character")
     segments = tag.split("/")
     if len(segments) > MAX_DEPTH:
@@ -36,7 +37,7 @@ def _check_tag(tag: object, where: str) -> str:
     for seg in segments:
         if not seg:
             raise BadTag(f"{where} {shown} has an empty segment (leading, trailing or double '/')")
-        if seg != seg.strip():
+        if seg != seg.strip() and not as_filter:
             raise BadTag(f"{where} {shown} has a segment with leading or trailing whitespace")
     return tag
 
@@ -66,10 +67,12 @@ def parse_tags(body_tags: object, header: str | None) -> tuple[str, ...]:
 
 
 def check_tag_filter(tag: str | None) -> str | None:
-    """A `tag=` query filter, checked like a request tag (400 naming `tag`)."""
+    """A `tag=` query filter, checked like a request tag (400 naming `tag`), except that
+    unassigned code points and whitespace around a segment are let through (no stored tag has
+    them: such a filter matches nothing), exactly as `/openapi.json` describes the parameter."""
     if tag is None:
         return None
     try:
-        return _check_tag(tag, "tag")
+        return _check_tag(tag, "tag", as_filter=True)
     except BadTag as err:
         raise InvalidRequest(err.message, param="tag") from None

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 
@@ -34,13 +35,22 @@ def transport_errors(provider: str) -> Iterator[None]:
         raise UpstreamUnavailable(f"provider {provider!r} failed: {type(exc).__name__}") from None
 
 
+MAX_RETRY_AFTER_S = 3600.0  # a provider asking for longer is told to the client as an hour
+
+
 def retry_after(headers: object) -> float | None:
-    """Seconds from a `retry-after` header, if it holds a number."""
+    """Seconds from a `retry-after` header, if it holds a finite number (`inf`, `nan`, dates and
+    junk are ignored), between 0 and `MAX_RETRY_AFTER_S`."""
     value = headers.get("retry-after") if hasattr(headers, "get") else None  # type: ignore[union-attr]
+    if not value or len(value) > 32:
+        return None
     try:
-        return max(0.0, float(value)) if value else None
+        seconds = float(value)
     except ValueError:
         return None
+    if not math.isfinite(seconds):
+        return None
+    return min(max(0.0, seconds), MAX_RETRY_AFTER_S)
 
 
 def parse_json(provider: str, raw: bytes, what: str = "a body") -> dict:

@@ -1,20 +1,28 @@
-"""The batched ledger writer: the hot path appends a record; one thread writes batches.
+"""The ledger writer: the hot path journals a record; one thread moves the journal to the database.
 
-`record()` only appends to a list. A flusher task hands the list to a single writer thread
-every `flush_ms` (or sooner when `batch` records are waiting), which inserts them in one
-transaction with their tag rows and roll-ups (`store/ingest.py`), with ON CONFLICT DO NOTHING on
-the request id and roll-ups only for records actually inserted, so a replayed batch cannot
-double-count. A failed write is retried with backoff and its records kept; `close()` writes
-everything still buffered (called on SIGTERM through the ASGI lifespan).
+`record()` appends the record to the local journal (`store/journal.py`: one `os.write`, so the
+kernel has it before the response's last byte leaves) and nothing else: no list grows in
+memory, whatever happens to the database. A flusher task wakes when records arrive, gathers for
+`flush_ms` (less when `batch` records are waiting) and has a single writer thread read the
+journal from its checkpoint in batches, insert each batch in one transaction with its tag rows
+and roll-ups (`store/ingest.py`: ON CONFLICT DO NOTHING on the request id, roll-ups only for
+records actually inserted), and move the checkpoint. A database that is down or locked is
+retried with backoff for as long as it takes; the journal holds the records meanwhile, up to
+its size cap (`full`: the proxy then answers 503 `ledger_unavailable`). `replay()` at start-up
+writes whatever a previous run left in the journal, exactly once; `stop()` (SIGTERM, through
+the ASGI lifespan) writes what it can and leaves the rest in the journal for the next start.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import orjson
 from sqlalchemy import Engine
@@ -22,42 +30,92 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 
 from tallygate.core.record import LedgerRecord
 from tallygate.store.ingest import BatchIngest
+from tallygate.store.journal import Journal, decode_record, encode_record
 
 log = logging.getLogger("tallygate.ledger")
+Position = tuple[int, int]
 
 
 class LedgerWriter:
-    """Buffers ledger records in memory and writes them in batches off the event loop."""
+    """Journals ledger records and writes them to the database in batches off the event loop.
 
-    def __init__(self, engine: Engine, *, flush_ms: int = 50, batch: int = 1000) -> None:
+    The journal in `journal_dir` is opened (and what it holds replayed) by `start()`. Without a
+    `journal_dir` (tests, benchmarks) a throw-away one in a temporary directory is used."""
+
+    def __init__(self, engine: Engine, *, flush_ms: int = 50, batch: int = 1000,
+                 journal_dir: str | Path | None = None, fsync: str = "batch",
+                 max_bytes: int = 1 << 30) -> None:
         self._engine = engine
         self._interval = flush_ms / 1000.0
         self._batch = batch
-        self._buf: list[LedgerRecord] = []
+        self._own_journal = journal_dir is None
+        self._journal_args = (journal_dir, "off" if journal_dir is None else fsync, max_bytes)
+        self.journal: Journal = None  # type: ignore[assignment]  # opened by start()
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="tallygate-ledger")
         self._wake = asyncio.Event()
+        self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._ingest = BatchIngest(engine)  # raw rows, tag rows and roll-ups, exactly once
+        self._pending = 0
         self.written = 0
         self.on_write: Callable[[int, float], None] | None = None  # (records, seconds) per batch written
+        self.failing = False  # the last write failed (the database is away)
+        self._broken_until = 0.0  # the journal refused a write: requests are refused until then
 
     async def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run())
+        """Open the journal, write what a previous run left in it (before spend is loaded from
+        the database), then start the flusher."""
+        directory, fsync, max_bytes = self._journal_args
+        self.journal = Journal.claim(directory or tempfile.mkdtemp(prefix="tallygate-journal-"), fsync=fsync,
+                                     max_bytes=max_bytes)
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self._pool, self.replay)
+        except Exception as exc:  # the database is away: the flusher keeps trying
+            log.error("replaying the ledger journal failed (%s); retrying in the background",
+                      type(exc).__name__)
+            self.failing = True
+        self._task = loop.create_task(self._run())
+        if self.journal.backlog:
+            self._wake.set()
 
     def request_finished(self, record: LedgerRecord) -> None:
-        """A request observer: queue its record."""
+        """A request observer: journal its record."""
         self.record(record)
 
     def record(self, rec: LedgerRecord) -> None:
-        """Queue one ledger record. Never blocks."""
-        self._buf.append(rec)
-        if len(self._buf) == 1 or len(self._buf) >= self._batch:
+        """Journal one ledger record. Never blocks on the database; raises OSError only if the
+        local disk refuses the write."""
+        try:
+            self.journal.append(encode_record(rec))
+        except OSError:  # a full or failing disk: keep the record in the log, refuse new requests
+            log.exception("cannot journal ledger record %s; it is kept only in this log: %s", rec.id,
+                          encode_record(rec).decode())
+            self._broken_until = time.monotonic() + 5.0
+            return
+        self._pending += 1
+        if self._pending == 1 or self._pending >= self._batch:
             self._wake.set()
 
     @property
     def pending(self) -> int:
-        return len(self._buf)
+        """Records of this run journaled but not yet in the database."""
+        return self._pending
+
+    @property
+    def full(self) -> bool:
+        """The journal's backlog has reached its cap: take no request that needs a record."""
+        if self.journal is None:
+            return False
+        return self.journal.full or (self._broken_until > 0 and time.monotonic() < self._broken_until)
+
+    def status(self) -> dict[str, object]:
+        """The backlog, for `/readyz` and the logs."""
+        j = self.journal
+        return {"pending_records": self._pending, "backlog_bytes": j.backlog if j else 0,
+                "max_bytes": j.max_bytes if j else self._journal_args[2], "full": self.full,
+                "database_failing": self.failing, "written": self.written}
 
     async def _run(self) -> None:
         """Sleep until a record arrives, gather for `flush_ms` (less if a batch fills), write."""
@@ -65,7 +123,7 @@ class LedgerWriter:
         while not self._closing:
             await self._wake.wait()
             self._wake.clear()
-            if len(self._buf) < self._batch and not self._closing:
+            if self._pending < self._batch and not self._closing:
                 try:
                     await asyncio.wait_for(self._wake.wait(), self._interval)
                 except TimeoutError:
@@ -74,32 +132,64 @@ class LedgerWriter:
             try:
                 await self.flush()
                 backoff = self._interval
-            except Exception:
-                log.exception("ledger write failed; %d records kept for retry", len(self._buf))
+                if self._pending:  # records journaled while that flush ran
+                    self._wake.set()
+            except Exception as exc:
+                if not self.failing:
+                    log.error("ledger write failed (%s: %s); %d records wait in the journal %s and are "
+                              "retried", type(exc).__name__, exc, self._pending, self.journal.dir)
+                self.failing = True
                 backoff = min(backoff * 2, 5.0)
                 await asyncio.sleep(backoff)
                 self._wake.set()
 
     async def flush(self) -> None:
-        """Write everything buffered so far; on failure the records go back to the buffer."""
-        if not self._buf:
-            return
-        batch, self._buf = self._buf, []
-        started = time.perf_counter()
-        try:
-            await asyncio.get_running_loop().run_in_executor(self._pool, self._write_or_isolate, batch)
-        except BaseException:
-            self._buf[:0] = batch
-            raise
-        self.written += len(batch)
-        if self.on_write is not None:
-            self.on_write(len(batch), time.perf_counter() - started)
+        """Write everything journaled so far (in batches). Raises if the database fails; the
+        records stay in the journal."""
+        async with self._lock:
+            end = self.journal.end
+            loop = asyncio.get_running_loop()
+            while self.journal.checkpoint < end:
+                started = time.perf_counter()
+                count, position = await loop.run_in_executor(self._pool, self._move, end)
+                self.journal.advance(position)
+                self.written += count
+                if self.on_write is not None and count:
+                    self.on_write(count, time.perf_counter() - started)
+                self._pending = max(0, self._pending - count)
+            if self.failing:
+                log.info("ledger writes resumed; the journal backlog is written")
+                self.failing = False
 
     async def drain(self) -> None:
-        """Write everything buffered and wait for writes already in flight (the one writer
-        thread runs them in order, so a no-op queued behind them finishes last)."""
+        """Write everything journaled so far and wait for it (feedback on a fresh request)."""
         await self.flush()
-        await asyncio.get_running_loop().run_in_executor(self._pool, lambda: None)
+
+    def replay(self) -> int:
+        """Write what a previous run left in the journal (blocking; call at start-up, before
+        budgets are loaded from the database). Returns how many records that was."""
+        end, moved = self.journal.end, 0
+        while self.journal.checkpoint < end:
+            count, position = self._move(end)
+            self.journal.advance(position)
+            moved += count
+        if moved:
+            log.info("replayed %d ledger records from the journal %s", moved, self.journal.dir)
+        return moved
+
+    def _move(self, end: Position) -> tuple[int, Position]:
+        """(writer thread) Read one batch from the checkpoint, write it, return (count, position)."""
+        self.journal.sync()
+        lines, position = self.journal.read(self.journal.checkpoint, end, self._batch)
+        batch = []
+        for line in lines:
+            try:
+                batch.append(decode_record(line))
+            except (orjson.JSONDecodeError, TypeError, ValueError):
+                log.error("unreadable journal record skipped: %r", line[:2000])
+        if batch:
+            self._write_or_isolate(batch)
+        return len(lines), position
 
     def _write_or_isolate(self, batch: list[LedgerRecord]) -> None:
         """Write a batch; if the database refuses it, write it record by record, so that one bad
@@ -122,22 +212,31 @@ class LedgerWriter:
 
     def _skip(self, rec: LedgerRecord) -> None:
         log.exception("the database refused ledger record %s; it is kept only in this log: %s",
-                      rec.id, orjson.dumps(rec._asdict(), default=str).decode())
+                      rec.id, encode_record(rec).decode())
 
     def _write(self, batch: list[LedgerRecord]) -> None:
         self._ingest.write(batch)
 
     async def stop(self) -> None:
-        """Stop the flusher and write what is left (retrying a few times)."""
+        """Stop the flusher and write what is left (a few tries); what the database does not
+        take stays in the journal for the next start."""
         self._closing = True
         self._wake.set()
         if self._task is not None:
             await asyncio.gather(self._task, return_exceptions=True)
-        for attempt in range(5):
+        for attempt in range(3):
             try:
                 await self.flush()
                 break
-            except Exception:
-                log.exception("final ledger flush failed (attempt %d)", attempt + 1)
+            except Exception as exc:
+                log.warning("final ledger flush failed (attempt %d): %s", attempt + 1, type(exc).__name__)
                 await asyncio.sleep(0.2 * (attempt + 1))
         self._pool.shutdown(wait=True)
+        if self.journal is None:
+            return
+        if self.journal.backlog:
+            log.warning("%d ledger records (%d bytes) stay in the journal %s: they are written at the "
+                        "next start", self._pending, self.journal.backlog, self.journal.dir)
+        self.journal.close()
+        if self._own_journal and not self.journal.backlog:
+            shutil.rmtree(self.journal.dir.parent, ignore_errors=True)

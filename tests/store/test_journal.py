@@ -1,0 +1,93 @@
+"""The ledger journal on its own: append, read back in batches, checkpoint, rotate, replay after
+a restart, a torn last line, one process per directory, and records any text can go into."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tallygate.core.record import Attempt, LedgerRecord
+from tallygate.store.journal import Journal, JournalLocked, decode_record, encode_record
+
+
+def _record(rid: str, **changes: object) -> LedgerRecord:
+    rec = LedgerRecord(rid, 1_700_000_000_000, "k1", "key", {"team": "a"}, ("t/u",), "chat", "m", "m", "p",
+                       200, None, None, False, False, 1, 2, 0, 0, 0, 5, "config", 10, None,
+                       (Attempt("p", "m", 200, 1.5, None, "m"),))
+    return rec._replace(**changes)
+
+
+def _lines(journal: Journal, start: tuple[int, int], batch: int = 1000) -> tuple[list[bytes], tuple[int, int]]:
+    return journal.read(start, journal.end, batch)
+
+
+def test_records_read_back_in_batches_and_the_checkpoint_moves(tmp_path: Path) -> None:
+    j = Journal(tmp_path, fsync="off")
+    for i in range(25):
+        j.append(encode_record(_record(f"req_{i}")))
+    assert j.backlog > 0
+    first, pos = _lines(j, j.checkpoint, batch=10)
+    assert [decode_record(x).id for x in first] == [f"req_{i}" for i in range(10)]
+    j.advance(pos)
+    rest, end = _lines(j, j.checkpoint)
+    assert len(rest) == 15 and end == j.end
+    j.advance(end)
+    assert j.backlog == 0 and _lines(j, j.checkpoint)[0] == []
+    j.close()
+
+
+def test_restart_reads_from_the_checkpoint_only(tmp_path: Path) -> None:
+    j = Journal(tmp_path, fsync="batch")
+    for i in range(6):
+        j.append(encode_record(_record(f"req_{i}")))
+    lines, pos = j.read(j.checkpoint, j.end, 4)
+    j.advance(pos)
+    j.close()
+    again = Journal(tmp_path)  # a new process: a fresh segment, the old one still to be read
+    left, _ = _lines(again, again.checkpoint)
+    assert [decode_record(x).id for x in left] == ["req_4", "req_5"]
+    again.close()
+
+
+def test_segments_rotate_and_are_deleted_behind_the_checkpoint(tmp_path: Path) -> None:
+    j = Journal(tmp_path, fsync="off", segment_bytes=2000)
+    for i in range(40):
+        j.append(encode_record(_record(f"req_{i}")))
+    assert len(list(tmp_path.glob("*.log"))) > 3
+    lines, pos = _lines(j, j.checkpoint)
+    assert [decode_record(x).id for x in lines] == [f"req_{i}" for i in range(40)]
+    j.advance(pos)
+    assert len(list(tmp_path.glob("*.log"))) == 1 and j.backlog == 0
+    j.close()
+
+
+def test_a_torn_last_line_is_skipped_not_fatal(tmp_path: Path) -> None:
+    j = Journal(tmp_path, fsync="off")
+    j.append(encode_record(_record("req_whole")))
+    j.close()
+    segment = sorted(tmp_path.glob("*.log"))[-1]
+    with open(segment, "ab") as f:
+        f.write(encode_record(_record("req_torn"))[:40])  # what an OS crash mid-write can leave
+    again = Journal(tmp_path)
+    lines, _ = _lines(again, again.checkpoint)
+    assert [decode_record(x).id for x in lines] == ["req_whole"]
+    again.close()
+
+
+def test_one_process_per_journal_directory(tmp_path: Path) -> None:
+    j = Journal(tmp_path)
+    with pytest.raises(JournalLocked):
+        Journal(tmp_path)
+    j.close()
+    Journal(tmp_path).close()
+
+
+def test_any_text_becomes_a_storable_record(tmp_path: Path) -> None:
+    rec = _record("req_text", key_name="a\x00b", error_message="bad \ud800 surrogate\x00",
+                  labels={"team\x00": "x\udfff"}, attempts=(Attempt("p\x00", "m", 500, 1.0, "E", None),))
+    back = decode_record(encode_record(rec))
+    assert back.key_name == "a\ufffdb" and back.error_message == "bad ? surrogate\ufffd"
+    assert back.labels == {"team\ufffd": "x?"} and back.attempts[0].provider == "p\ufffd"
+    clean = _record("req_clean")
+    assert decode_record(encode_record(clean)) == clean  # and a clean record is exactly itself
