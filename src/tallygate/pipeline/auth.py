@@ -15,6 +15,7 @@ import hmac
 import logging
 import time
 
+from tallygate.core.periodic import Periodic
 from tallygate.errors import AuthenticationFailed, AuthUnavailable
 from tallygate.store.keys import PREFIX_LEN, KeyRecord, KeyStore, hash_secret, now_ms
 from tallygate.types import Principal
@@ -46,9 +47,8 @@ class Authenticator:
         self._versions: dict[str, tuple[int, bool]] = {}  # key hash -> (updated_at, revoked) held
         self._misses: dict[str, float] = {}
         self._down_until = 0.0
-        self._refresh_s = refresh_s
         self._seen_ms = 0
-        self._task: asyncio.Task[None] | None = None
+        self._refresher = Periodic(refresh_s, self._refresh, log, "refreshing API keys failed")
 
     def load(self) -> None:
         """Read every key (blocking; call at start-up)."""
@@ -75,23 +75,17 @@ class Authenticator:
         if self._admin.user_id is None:
             self._admin.user_id = (await asyncio.to_thread(self._keys.ensure_user, "admin")).id
         await asyncio.to_thread(self.load)
-        self._task = asyncio.get_running_loop().create_task(self._poll())
+        self._refresher.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        await self._refresher.stop()
 
-    async def _poll(self) -> None:
-        while True:
-            await asyncio.sleep(self._refresh_s)
-            since = self._seen_ms - 5_000  # overlap: clocks of other writers may lag a little
-            try:
-                self._seen_ms = now_ms()
-                for row in await asyncio.to_thread(self._keys.changed_since, since):
-                    self.remember(row)
-            except Exception:
-                log.exception("refreshing API keys failed")
+    async def _refresh(self) -> None:
+        """Take in the keys changed since the last refresh."""
+        since = self._seen_ms - 5_000  # overlap: clocks of other writers may lag a little
+        self._seen_ms = now_ms()
+        for row in await asyncio.to_thread(self._keys.changed_since, since):
+            self.remember(row)
 
     async def authenticate(self, authorization: str | None) -> Principal:
         if not authorization:

@@ -18,6 +18,7 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
+from tallygate.core.periodic import Periodic
 from tallygate.core.tagpath import prefixes
 from tallygate.pipeline.budget import BudgetEngine, Scope, key_scopes
 from tallygate.store.budgets import BudgetRecord, BudgetStore, labels_match
@@ -112,9 +113,9 @@ class BudgetRegistry:
         self._store = store
         self._engine = engine
         self._month = month
-        self._refresh_s = refresh_s
         self.current = BudgetSet()
-        self._task: asyncio.Task[None] | None = None
+        self._refresher = Periodic(refresh_s, self._reload_async, log,
+                                   "refreshing budgets failed; the last known budgets still apply")
 
     def scopes(self, principal: Principal, tags: tuple[str, ...]) -> tuple[Scope, ...]:
         return self.current.scopes(principal, tags)
@@ -131,18 +132,11 @@ class BudgetRegistry:
         self.current = BudgetSet(records)
 
     async def start(self) -> None:
-        await asyncio.to_thread(self.reload)
-        self._task = asyncio.get_running_loop().create_task(self._poll())
+        await self._reload_async()
+        self._refresher.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        await self._refresher.stop()
 
-    async def _poll(self) -> None:
-        while True:
-            await asyncio.sleep(self._refresh_s)
-            try:
-                await asyncio.to_thread(self.reload)
-            except Exception:
-                log.exception("refreshing budgets failed; the last known budgets still apply")
+    async def _reload_async(self) -> None:
+        await asyncio.to_thread(self.reload)
