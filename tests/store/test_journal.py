@@ -50,6 +50,27 @@ def test_restart_reads_from_the_checkpoint_only(tmp_path: Path) -> None:
     again.close()
 
 
+@pytest.mark.parametrize("damage", ["torn", "older format"])
+def test_a_torn_checkpoint_reads_the_segments_again_and_an_older_one_is_honoured(tmp_path: Path,
+                                                                                damage: str) -> None:
+    j = Journal(tmp_path, fsync="batch")
+    for i in range(6):
+        j.append(encode_record(_record(f"req_{i}")))
+    _, pos = j.read(j.checkpoint, j.end, 4)
+    j.advance(pos)
+    j.close()
+    checkpoint = tmp_path / "checkpoint"
+    if damage == "torn":  # an OS crash mid-write: the offset changed, its checksum did not
+        checkpoint.write_bytes(checkpoint.read_bytes().replace(b" %d " % pos[1], b" %d " % (pos[1] + 7), 1))
+    else:  # "<segment> <offset>\n", renamed into place by earlier versions
+        checkpoint.write_text(f"{pos[0]} {pos[1]}\n")
+    again = Journal(tmp_path)
+    left, _ = _lines(again, again.checkpoint)
+    expected = range(6) if damage == "torn" else range(4, 6)
+    assert [decode_record(x).id for x in left] == [f"req_{i}" for i in expected]
+    again.close()
+
+
 def test_segments_rotate_and_are_deleted_behind_the_checkpoint(tmp_path: Path) -> None:
     j = Journal(tmp_path, fsync="off", segment_bytes=2000)
     for i in range(40):

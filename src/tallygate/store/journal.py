@@ -5,7 +5,7 @@ out):
 
     00000000000000000007.log   segments: one record per line (a compact JSON array)
     00000000000000000008.log   the active segment, appended with O_APPEND
-    checkpoint                 "<segment> <offset>": everything before it is in the database
+    checkpoint                 "<segment> <offset> <crc32>": everything before it is in the database
     lock
 
 `append(line)` is one `os.write` to the active segment: once it returns the kernel has the
@@ -14,7 +14,10 @@ otherwise, see below). The ledger writer reads records back from the checkpoint 
 (`read`), writes them to the database, and moves the checkpoint (`advance`); segments wholly
 behind the checkpoint are deleted. A checkpoint that lags (a crash between the database commit
 and the checkpoint write) only means some records are read again: the database ignores ids it
-has, so a replay is exactly once.
+has, so a replay is exactly once. The checkpoint is rewritten in place (one `pwrite` of a
+fixed-width line): a rename per flush made ext4 start writeback on the event loop (about 1.4 ms
+a flush here). A checkpoint whose checksum does not match (torn by an OS crash) counts as
+missing: the segments still on disk are read again, and the database ignores what it has.
 
 `fsync`: "off" leaves flushing to the kernel (an OS crash can lose the last ~30 s of records);
 "batch" (default) has the writer `fdatasync` the segment before it reads each batch, so an OS
@@ -31,6 +34,7 @@ import dataclasses
 import fcntl
 import logging
 import os
+import zlib
 from pathlib import Path
 
 import orjson
@@ -79,6 +83,7 @@ class Journal:
                                 "each process its own TALLYGATE_JOURNAL_DIR") from None
         self._sizes = {seq: (self.dir / _name(seq)).stat().st_size for seq in self._segments()}
         self.checkpoint = self._read_checkpoint()
+        self._checkpoint_fd = os.open(self.dir / "checkpoint", os.O_RDWR | os.O_CREAT, 0o600)
         for seq in [s for s in self._sizes if s < self.checkpoint[0]]:
             self._delete(seq)
         self._active = max(self._sizes, default=self.checkpoint[0]) + 1
@@ -166,6 +171,7 @@ class Journal:
 
     def close(self) -> None:
         os.close(self._fd)
+        os.close(self._checkpoint_fd)
         fcntl.flock(self._lock, fcntl.LOCK_UN)
         os.close(self._lock)
 
@@ -196,16 +202,24 @@ class Journal:
             pass
 
     def _read_checkpoint(self) -> tuple[int, int]:
+        start = min(self._sizes, default=0), 0
         try:
-            seq, offset = (self.dir / "checkpoint").read_text().split()
-            return int(seq), int(offset)
-        except (FileNotFoundError, ValueError):
-            return min(self._sizes, default=0), 0
+            fields = (self.dir / "checkpoint").read_bytes().split()
+        except FileNotFoundError:
+            return start
+        if len(fields) == 2:  # written by a version that renamed the file into place
+            fields.append(b"%d" % zlib.crc32(b"%s %s" % tuple(fields)))
+        if len(fields) != 3 or not all(f.isdigit() for f in fields):
+            return start
+        seq, offset, crc = fields
+        if zlib.crc32(b"%s %s" % (seq, offset)) != int(crc):
+            log.warning("journal checkpoint in %s is torn; reading the segments on disk again", self.dir)
+            return start
+        return int(seq), int(offset)
 
     def _write_checkpoint(self, position: tuple[int, int]) -> None:
-        tmp = self.dir / "checkpoint.tmp"
-        tmp.write_text(f"{position[0]} {position[1]}\n")
-        os.replace(tmp, self.dir / "checkpoint")
+        text = b"%d %d" % position
+        os.pwrite(self._checkpoint_fd, b"%-64s\n" % (b"%s %d" % (text, zlib.crc32(text))), 0)
 
     def _backlog(self) -> int:
         cseq, coff = self.checkpoint
