@@ -9,6 +9,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import openai
 import psutil
@@ -193,3 +194,21 @@ def test_readyz_shows_the_ledger_backlog(edge: Gateway) -> None:
     status, body = edge.get("/readyz", key=None)
     assert status == 200 and body["status"] == "ready"
     assert set(body["ledger"]) >= {"pending_records", "backlog_bytes", "max_bytes", "full"}
+
+
+def test_past_the_connection_bound_the_answer_is_an_openai_shaped_503(upstream, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    gw = Gateway(tmp_path, standard_config(upstream), env={"TALLYGATE_MAX_CONNECTIONS": "8"}).start()
+    held = [_connect(gw) for _ in range(10)]
+    try:
+        time.sleep(0.3)  # the gateway has accepted them all
+        s = _connect(gw)
+        s.sendall(b"GET /v1/models HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        answer = _read_response(s)
+        s.close()
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 503") and b"application/json" in head, answer[:200]
+        assert json.loads(body)["error"]["code"] == "too_many_connections"
+    finally:
+        for s in held:
+            s.close()
+        gw.stop()

@@ -11,8 +11,9 @@
 
 Timeouts are checked by one sweep a second over the open connections instead of a timer per
 request, so a request pays two attribute writes and a clock read. The connection bound is
-uvicorn's `limit_concurrency` (503 past it); `raise_fd_limit` lifts the soft file-descriptor
-limit to the hard one so that the bound, not the kernel, decides.
+uvicorn's `limit_concurrency`; past it the request gets an OpenAI-shaped 503
+(`too_many_connections`) instead of uvicorn's plain text. `raise_fd_limit` lifts the soft
+file-descriptor limit to the hard one so that the bound, not the kernel, decides.
 """
 
 from __future__ import annotations
@@ -23,13 +24,26 @@ import resource
 from typing import Any
 
 import httptools
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.flow_control import service_unavailable
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from tallygate.settings import Settings
 
 log = logging.getLogger("tallygate.edges")
 
 _STATUS = {400: b"400 Bad Request", 408: b"408 Request Timeout", 431: b"431 Request Header Fields Too Large"}
+
+
+_BUSY_BODY = (b'{"error":{"message":"the gateway is at its connection limit; retry shortly",'
+              b'"type":"server_error","param":null,"code":"too_many_connections"}}')
+
+
+async def _too_many_connections(scope: Any, receive: Any, send: Any) -> None:
+    """uvicorn's 503 past `limit_concurrency`, shaped like the API's other errors."""
+    await send({"type": "http.response.start", "status": 503, "headers": [
+        (b"content-type", b"application/json"), (b"content-length", b"%d" % len(_BUSY_BODY)),
+        (b"retry-after", b"1"), (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": _BUSY_BODY, "more_body": False})
 
 
 def _reject(transport: asyncio.BaseTransport, status: int, message: str, code: str) -> None:
@@ -121,6 +135,9 @@ class GuardedHttpTools(HttpToolsProtocol):
 
     def _head_size(self) -> int:
         return len(self.url) + sum(len(n) + len(v) + 4 for n, v in self.headers) + 16
+
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
+        super()._start_asgi_task(cycle, _too_many_connections if app is service_unavailable else app)
 
     def on_message_complete(self) -> None:
         self._body_since = None
