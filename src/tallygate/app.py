@@ -161,7 +161,7 @@ class Gateway:
         self._allow = {path: method.encode() for method, path in self._hot}
         key_admin = KeyAdmin(self.keys, self.auth, self.budget, config.policies, lambda: self.budgets.current)
         management = create_management_app(self.auth, LogReader(self.engine), key_admin,
-                                            Analytics(AnalyticsStore(self.engine)),
+                                            Analytics(AnalyticsStore(self.engine), config.reporting.timezone),
                                             FeedbackStore(self.engine), self.ledger, SessionStore(),
                                             BudgetAdmin(budget_store, self.keys, self.budgets, self.budget),
                                             self._readiness(), self.alert_store)

@@ -40,7 +40,8 @@ def _session_doc(request: Request, principal: Principal, session: Session) -> di
     paths = {getattr(route, "path", "") for route in request.app.routes}
     return {"object": "dashboard.session", "csrf_token": session.csrf_token, "expires_at": session.expires_at,
             "key": {"id": principal.key_id, "name": principal.name, "permissions": principal.permissions},
-            "features": {"budgets": "/v1/manage/budget" in paths}}
+            "features": {"budgets": "/v1/manage/budget" in paths},
+            "reporting": {"timezone": getattr(request.app.state, "timezone", "UTC")}}
 
 
 def dashboard_router(auth: Authenticator, sessions: SessionStore) -> APIRouter:
