@@ -2,6 +2,7 @@
 
 import "./style.css";
 import { ApiError, session, setCsrf } from "./api.js";
+import { setDefaultZone } from "./filters.js";
 import { clear, h } from "./dom.js";
 import { when } from "./format.js";
 import overview from "./pages/overview.js";
@@ -111,6 +112,7 @@ function signInForm(message) {
 function start(doc) {
   me = doc;
   setCsrf(doc.csrf_token);
+  setDefaultZone(doc.reporting && doc.reporting.timezone);
   route();
 }
 

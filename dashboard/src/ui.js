@@ -81,5 +81,6 @@ export function planNote(doc) {
   const p = doc.plan;
   const exact = p.percentiles === "exact";
   return h("p", { class: "plan-note" }, `Answered from ${p.source === "raw" ? "the raw ledger" : `${p.source} roll-ups`}`
-    + `; percentiles ${exact ? "exact" : `from histograms (within ${(p.percentile_max_relative_error * 100).toFixed(1)} %)`}.`);
+    + `; percentiles ${exact ? "exact" : `from histograms (within ${(p.percentile_max_relative_error * 100).toFixed(1)} %)`}`
+    + `; hours, days and months in ${p.timezone || "UTC"}.`);
 }

@@ -344,3 +344,48 @@ def test_a_slow_question_says_so_instead_of_spinning(admin: Session) -> None:
     admin.page.unroute("**/v1/analytics/usage?*")
     admin.rendered()
     assert admin.page.query_selector("table.data tbody tr") is not None
+
+
+def test_a_time_zone_in_the_url_reaches_every_question_and_labels_the_figures(admin: Session, dash: Gateway) -> None:
+    asked: list[str] = []
+    admin.page.on("request", lambda r: asked.append(r.url) if "/v1/analytics/" in r.url or "/v1/logs" in r.url
+                  else None)
+    for name, path in PAGES.items():
+        if name == "keys":
+            continue
+        asked.clear()
+        admin.open(f"{path}{'&' if '?' in path else '?'}tz=Europe/Berlin")
+        assert asked, name
+        assert all(urllib.parse.parse_qs(urllib.parse.urlsplit(u).query).get("tz") == ["Europe/Berlin"]
+                   for u in asked if "/v1/logs/" not in u), (name, asked)
+        assert "europe/berlin" in admin.page.inner_text("main").lower(), name
+        assert not admin.page.query_selector("main .error"), admin.page.inner_text("main .error")
+    assert admin.errors == []
+
+
+def test_explore_by_local_day_shows_the_apis_local_days(admin: Session, dash: Gateway) -> None:
+    import datetime as dt
+    from zoneinfo import ZoneInfo
+
+    asked: list[str] = []
+    admin.page.on("request", lambda r: asked.append(r.url) if "/v1/analytics/usage" in r.url else None)
+    admin.open("/dashboard/explore?range=last-month&group=time.day&metric=requests&tz=Asia/Kolkata")
+    query = urllib.parse.urlsplit(asked[-1]).query
+    sent = urllib.parse.parse_qs(query)
+    local_now = dt.datetime.now(ZoneInfo("Asia/Kolkata"))
+    first = (local_now.replace(day=1) - dt.timedelta(days=1)).replace(day=1)
+    assert sent["from"] == [first.strftime("%Y-%m-01T00:00:00")]  # local wall clock, read in tz by the API
+    assert sent["to"] == [local_now.strftime("%Y-%m-01T00:00:00")] and sent["tz"] == ["Asia/Kolkata"]
+    doc = api(dash, f"/v1/analytics/usage?{query}")
+    start = int(dt.datetime(first.year, first.month, 1, tzinfo=ZoneInfo("Asia/Kolkata")).timestamp() * 1000)
+    end = int(dt.datetime(local_now.year, local_now.month, 1, tzinfo=ZoneInfo("Asia/Kolkata")).timestamp() * 1000)
+    assert doc["plan"]["timezone"] == "Asia/Kolkata" and (doc["from"], doc["to"]) == (start, end)
+    ledger = [r for r in dash.ledger_rows() if start <= r["created_at"] < end]
+    assert doc["totals"]["requests"] == len(ledger) > 0
+    assert "time: day (asia/kolkata)" in admin.page.inner_text("table.data thead").lower()
+    rows = admin.page.query_selector_all("table.data tbody tr")
+    assert len(rows) == len(doc["data"])
+    for tr, row in zip(rows, doc["data"], strict=True):
+        cells = [td.inner_text() for td in tr.query_selector_all("td")]
+        assert cells[0] == row["group"]["time.day"] and cells[1] == f"{row['requests']:,}"
+    assert rows and rows[0].inner_text().startswith(first.strftime("%Y-%m-01"))
