@@ -55,7 +55,7 @@ def dashboard_router(auth: Authenticator, sessions: SessionStore) -> APIRouter:
         if not principal.can("manage", "read"):
             raise PermissionDenied("this key cannot sign in to the dashboard: it has no management permission "
                                    "(permissions.manage is none); use a key with manage: read or write")
-        token, session = sessions.open(secret[:PREFIX_LEN], hash_secret(secret))
+        token, session = await sessions.open(secret[:PREFIX_LEN], hash_secret(secret))
         response = JSONResponse({"signed_in": True, **_session_doc(request, principal, session)}, status_code=201)
         response.set_cookie(SESSION_COOKIE, token, max_age=sessions.ttl_s, path="/", httponly=True,
                             samesite="strict", secure=request.url.scheme == "https")
@@ -65,7 +65,7 @@ def dashboard_router(auth: Authenticator, sessions: SessionStore) -> APIRouter:
     async def current(request: Request) -> JSONResponse:
         """The page's session (200 with `signed_in: false` when there is none, so a fresh page logs no error)."""
         token = request.cookies.get(SESSION_COOKIE)
-        session = sessions.get(token) if token else None
+        session = await sessions.get(token) if token else None
         if session is None:
             return JSONResponse({"object": "dashboard.session", "signed_in": False},
                                 headers={"cache-control": "no-store"})
@@ -78,7 +78,7 @@ def dashboard_router(auth: Authenticator, sessions: SessionStore) -> APIRouter:
         await authenticate(request)  # CSRF-checked like any other change
         token = request.cookies.get(SESSION_COOKIE)
         if token:
-            sessions.close(token)
+            await sessions.close(token)
         response = JSONResponse({"object": "dashboard.session", "signed_out": True})
         response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")
         return response
