@@ -70,7 +70,7 @@ async function route() {
     await PAGES[name].render(main, ctx);
   } catch (err) {
     if (seq !== renderSeq) return;
-    main.append(h("div", { class: "error", role: "alert" }, err instanceof ApiError ? err.message : String(err)));
+    if (!err.shown) main.append(h("div", { class: "error", role: "alert" }, err instanceof ApiError ? err.message : String(err)));
     console.warn(err);
   }
   if (seq === renderSeq) {

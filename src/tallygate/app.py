@@ -161,8 +161,10 @@ class Gateway:
             self._hot[("GET", "/metrics")] = MetricsEndpoint(self.metrics, config.metrics.bearer_token)
         self._allow = {path: method.encode() for method, path in self._hot}
         key_admin = KeyAdmin(self.keys, self.auth, self.budget, config.policies, lambda: self.budgets.current)
-        management = create_management_app(self.auth, LogReader(self.engine), key_admin,
-                                            Analytics(AnalyticsStore(self.engine), config.reporting.timezone),
+        store = AnalyticsStore(self.engine) if settings.analytics_raw_budget is None else \
+            AnalyticsStore(self.engine, raw_budget=settings.analytics_raw_budget)
+        analytics = Analytics(store, config.reporting.timezone)
+        management = create_management_app(self.auth, LogReader(self.engine), key_admin, analytics,
                                             FeedbackStore(self.engine), self.ledger,
                                             SessionStore(SessionRows(self.engine)),
                                             BudgetAdmin(budget_store, self.keys, self.budgets, self.budget),

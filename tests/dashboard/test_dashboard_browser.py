@@ -9,6 +9,7 @@ import csv
 import io
 import json
 import urllib.parse
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -389,3 +390,25 @@ def test_explore_by_local_day_shows_the_apis_local_days(admin: Session, dash: Ga
         cells = [td.inner_text() for td in tr.query_selector_all("td")]
         assert cells[0] == row["group"]["time.day"] and cells[1] == f"{row['requests']:,}"
     assert rows and rows[0].inner_text().startswith(first.strftime("%Y-%m-01"))
+
+
+def test_a_budget_made_through_the_api_shows_its_spend_against_limit_as_the_api_has_it(admin: Session,
+                                                                                        dash: Gateway) -> None:
+    status, _, made = dash.post_json("/v1/manage/budget", {"name": "search-monthly", "monthly_limit": "0.75",
+                                                           "scope": {"label": {"team": "search"}}})
+    assert status == 201, made
+    budget = api(dash, f"/v1/manage/budget/{made['id']}")
+    assert Decimal(budget["monthly_spend"]) > 0  # this month's traffic of the search key
+    spent, limit = budget["monthly_spend"], budget["monthly_limit"]
+    expected = f"{money(spent)} of {money(limit)} ({float(spent) / float(limit) * 100:.1f} %)"
+    for page in ("/dashboard/keys", "/dashboard/overview"):
+        admin.open(page)
+        row = admin.page.locator(f"tr:has([data-budget='{made['id']}'])")
+        assert row.locator(".meter-text").inner_text() == expected, page
+        now = float(row.locator("[role=meter]").get_attribute("aria-valuenow") or "nan")
+        assert now == round(min(100.0, float(spent) / float(limit) * 100)), page
+        width = row.locator(".meter-fill").get_attribute("style") or ""
+        assert f"width:{min(100.0, float(spent) / float(limit) * 100):.1f}%" in width.replace(" ", ""), page
+    admin.open("/dashboard/keys")
+    assert "label team=search" in admin.page.locator(f"tr:has([data-budget='{made['id']}'])").inner_text()
+    assert admin.errors == []

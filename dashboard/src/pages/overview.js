@@ -95,8 +95,9 @@ export default {
     const budgetDoc = await budgets;
     body.append(h("div", { class: "grid2" }, limits, budgetDoc && Array.isArray(budgetDoc.data)
       ? panel("Budgets nearest their limits", table([
-        { label: "Budget", value: (b) => b.name || b.id },
-        { label: "Spend against limit", value: (b) => meter(b.spend ?? b.monthly_spend ?? "0", b.limit ?? b.monthly_limit) },
-      ], budgetDoc.data.slice(0, 6))) : null));
+        { label: "Budget", value: (b) => h("span", { dataset: { budget: b.id } }, b.name || b.id) },
+        { label: "Spend this month (UTC) against limit", value: (b) => meter(b.monthly_spend ?? "0", b.monthly_limit) },
+      ], budgetDoc.data.map((b) => ({ ...b, ratio: Number(b.monthly_spend ?? 0) / Number(b.monthly_limit) }))
+        .sort((a, b) => b.ratio - a.ratio).slice(0, 6), { empty: "No budget yet." })) : null));
   },
 };

@@ -37,10 +37,9 @@ class SignIn(BaseModel):
 
 def _session_doc(request: Request, principal: Principal, session: Session) -> dict[str, object]:
     """The session as the page sees it; `features` says which optional APIs this gateway serves."""
-    paths = {getattr(route, "path", "") for route in request.app.routes}
     return {"object": "dashboard.session", "csrf_token": session.csrf_token, "expires_at": session.expires_at,
             "key": {"id": principal.key_id, "name": principal.name, "permissions": principal.permissions},
-            "features": {"budgets": "/v1/manage/budget" in paths},
+            "features": {"budgets": bool(getattr(request.app.state, "budgets", False))},
             "reporting": {"timezone": getattr(request.app.state, "timezone", "UTC")}}
 
 
