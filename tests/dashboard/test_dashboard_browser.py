@@ -412,3 +412,21 @@ def test_a_budget_made_through_the_api_shows_its_spend_against_limit_as_the_api_
     admin.open("/dashboard/keys")
     assert "label team=search" in admin.page.locator(f"tr:has([data-budget='{made['id']}'])").inner_text()
     assert admin.errors == []
+
+
+def test_a_refused_question_shows_the_apis_reason_instead_of_spinning(browser, tight: Gateway) -> None:  # type: ignore[no-untyped-def]
+    s = Session(browser, tight, ADMIN_KEY)
+    try:
+        asked: list[str] = []
+        s.page.on("request", lambda r: asked.append(r.url) if "/v1/analytics/usage" in r.url else None)
+        s.open("/dashboard/explore?range=30d&group=tag&group2=model")  # tag x model: the raw ledger only
+        refusal = s.page.locator("main .refused")
+        status, body = tight.get(f"/v1/analytics/usage?{urllib.parse.urlsplit(asked[-1]).query}")
+        assert status == 400 and "budget of 3" in body["error"]["message"]
+        assert refusal.inner_text() == f"The API refused this question. {body['error']['message']}"
+        assert s.page.query_selector(".loading") is None and s.page.query_selector("canvas") is None
+        assert len(s.page.query_selector_all("main [role=alert]")) == 1  # said once, where the figures go
+        s.open("/dashboard/explore?range=30d&group=tag")  # the tag roll-ups answer the same range
+        assert s.page.query_selector("main .refused") is None and s.page.query_selector("table.data tbody tr")
+    finally:
+        s.close()
