@@ -201,3 +201,20 @@ def test_an_unknown_time_zone_is_a_400_naming_tz(berlin_gateway: Gateway) -> Non
 def test_utc_stays_the_default_without_a_reporting_zone(gateway: Gateway) -> None:
     doc = http(gateway, "/v1/analytics/usage", group_by="time.day")
     assert doc["plan"]["timezone"] == "UTC"
+
+
+def test_the_cli_export_and_report_take_the_zone_too(berlin_gateway: Gateway) -> None:
+    import json
+
+    out = berlin_gateway.cli("export", "--month", "2026-10", "--tz", KOLKATA, "--format", "json",
+                             "--group-by", "label.team")
+    assert out.returncode == 0, out.stderr
+    doc = http(berlin_gateway, "/v1/analytics/export", month="2026-10", group_by="label.team", tz=KOLKATA)
+    assert json.loads(out.stdout)["totals"] == doc["totals"] and json.loads(out.stdout)["timezone"] == KOLKATA
+    out = berlin_gateway.cli("report", "--group-by", "time.day", "--from", "2026-10-25", "--to", "2026-10-26",
+                             "--tz", BERLIN, "--json")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["totals"] == http(berlin_gateway, "/v1/analytics/usage", group_by="time.day",
+                                                    **{"from": "2026-10-25", "to": "2026-10-26"})["totals"]
+    bad = berlin_gateway.cli("report", "--tz", "Nowhere/Land")
+    assert bad.returncode != 0 and "tz" in bad.stderr

@@ -113,7 +113,7 @@ class AnalyticsStore:
             found: Collected = memo[key]
             return Collected({k: v.copy() for k, v in found.groups.items()}, found.family, found.segments,
                              found.raw_estimate)
-        q = self._bounded(q)
+        q = self.bounded(q)
         family, segments = plan(q)
         out = self._run(q, family, segments, _TagMode())
         if memo is not None:
@@ -128,10 +128,10 @@ class AnalyticsStore:
     def tagged_by_time(self, q: Query) -> dict[tuple[Any, ...], Agg]:
         """Requests with at least one tag, grouped by `q`'s time dimension (if any)."""
         time = q.time_dim
-        sub = self._bounded(q.span(q.from_ms, q.to_ms, (time,) if time else ()))
+        sub = self.bounded(q.span(q.from_ms, q.to_ms, (time,) if time else ()))
         return self._run(sub, "tags", segments_for(sub, "tags"), _TagMode(tagged=True)).groups
 
-    def _bounded(self, q: Query) -> Query:
+    def bounded(self, q: Query) -> Query:
         """`q` with an open end closed at the ledger's first or last record, when local time
         buckets need a bounded range to cut (UTC buckets do not)."""
         if q.tz == UTC or q.time_dim is None or (q.from_ms is not None and q.to_ms is not None):

@@ -75,6 +75,7 @@ class Analytics:
             return self._usage(q, limit)
 
     def _usage(self, q: Query, limit: int) -> dict[str, Any]:
+        q = self.store.bounded(q)  # one range for the rows, the untagged rows and the totals
         rows = self.store.collect(q)
         self._with_untagged(q, rows)
         if q.overlapping:
