@@ -218,3 +218,21 @@ def test_the_cli_export_and_report_take_the_zone_too(berlin_gateway: Gateway) ->
                                                     **{"from": "2026-10-25", "to": "2026-10-26"})["totals"]
     bad = berlin_gateway.cli("report", "--tz", "Nowhere/Land")
     assert bad.returncode != 0 and "tz" in bad.stderr
+
+
+def test_local_hours_off_the_utc_hour_read_raw_records_within_the_budget(berlin_gateway: Gateway) -> None:
+    from tallygate.errors import InvalidRequest
+
+    engine = open_engine(berlin_gateway.db_url)
+    try:
+        tight = Analytics(AnalyticsStore(engine, raw_budget=300), BERLIN)
+        whole = {"from_ms": START, "to_ms": END}
+        with pytest.raises(InvalidRequest) as refused:  # every Kolkata hour straddles two UTC hours
+            tight.usage(Query(parse_group_by("time.hour"), tz=KOLKATA, **whole))
+        assert refused.value.param == "tz" and "budget of 300" in refused.value.message
+        assert tight.usage(Query(parse_group_by("time.hour"), tz=BERLIN, **whole))["totals"]["requests"] > 2500
+        days = tight.usage(Query(parse_group_by("time.day"), tz=KOLKATA, from_ms=utc_ms(2026, 10, 21, 18, 30),
+                                 to_ms=utc_ms(2026, 10, 23, 18, 30)))  # two local midnights' raw hours only
+        assert [r["group"]["time.day"] for r in days["data"]] == ["2026-10-22", "2026-10-23"]
+    finally:
+        engine.dispose()

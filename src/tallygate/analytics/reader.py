@@ -153,6 +153,8 @@ class AnalyticsStore:
                            mode, getattr(self._local, "memo", None))
             estimate = 0 if self._raw_only or family != "raw" else self._check_budget(conn, q, mode, segments, ctx)
             summed = family in ("dims", "usage") and not self._raw_only and any(s.level != "raw" for s in segments)
+            if family != "raw" and not self._raw_only and q.tz != UTC:
+                self._check_local_budget(conn, q, segments)
             for seg in segments:
                 if seg.level == "raw" and summed:  # ragged ends of a roll-up answer: summed by SQL
                     ctx.raw_summed(seg, out)
@@ -190,6 +192,21 @@ class AnalyticsStore:
                 f"more than the budget of {self.raw_budget:,}; narrow from/to, or group tags and the other "
                 f"dimensions in separate questions", param="from")
         return estimate
+
+
+    def _check_local_budget(self, conn: Connection, q: Query, segments: list[Segment]) -> None:
+        """Local buckets that do not start on a UTC hour (30- and 45-minute offsets) read the raw ledger
+        around each boundary, every hour of it for `time.hour`: refused above the raw budget."""
+        parts = Parts.of(tag=None, labels={} if q.current_labels else q.labels, key_id=q.key_id, model=q.model)
+        estimate = sum(sum(hour_counts(conn, parts, s.from_ms, s.to_ms).values()) for s in segments
+                       if s.level == "raw")
+        if estimate > self.raw_budget:
+            unit = q.time_dim.arg if q.time_dim else "time"
+            raise InvalidRequest(
+                f"in {q.tz} the local {unit} buckets do not start on a UTC hour, so "
+                f"the hour roll-ups cannot answer them: this question reads up to {estimate:,} raw records, more "
+                f"than the budget of {self.raw_budget:,}; group by a coarser time unit or narrow from/to",
+                param="tz")
 
 
 @dataclass(frozen=True, slots=True)
