@@ -32,6 +32,7 @@ def test_issue_shaped_config_is_accepted_and_env_resolved() -> None:
     (lambda c: c["models"]["gpt-4o-mini"].update(provider="nope"), "models.gpt-4o-mini.provider: unknown provider"),
     (lambda c: c["models"]["local-llama"]["pricing"].update(input_per_mtok="-1"), "input_per_mtok"),
     (lambda c: c.update(extra=1), "extra: unknown field"),
+    (lambda c: c.update(reporting={"timezone": "Europe/Berln"}), "reporting.timezone: Value error, unknown time zone"),
 ])
 def test_mistakes_name_the_field(mutate, message: str) -> None:  # type: ignore[no-untyped-def]
     import copy
@@ -86,3 +87,9 @@ def test_yaml_with_a_non_string_key_is_a_config_error(tmp_path) -> None:  # type
     cfg.write_text("providers:\n  ? [a, b]\n  : {type: mock}\nmodels: {}\n")
     with pytest.raises(ConfigError, match="plain string"):
         load_config(cfg)
+
+
+def test_reporting_timezone_is_an_iana_name_and_utc_by_default() -> None:
+    assert parse_config(GOOD, ENV).reporting.timezone == "UTC"
+    cfg = parse_config({**GOOD, "reporting": {"timezone": "Asia/Kathmandu"}}, ENV)
+    assert cfg.reporting.timezone == "Asia/Kathmandu"

@@ -55,7 +55,7 @@ export function usage(f, groupBy, extra = {}) {
 }
 
 export function filterParams(f) {
-  const p = { from: f.from, to: f.to, tag: f.tag, key: f.key, model: f.model };
+  const p = { from: f.from, to: f.to, tz: f.tz, tag: f.tag, key: f.key, model: f.model };
   for (const [name, value] of Object.entries(f.labels || {})) p[`label.${name}`] = value;
   return p;
 }

@@ -1,4 +1,7 @@
-// The filters every page shares, kept in the URL: range (or from/to), tag, label.<name>, key, model.
+// The filters every page shares, kept in the URL: range (or from/to), tag, label.<name>, key, model,
+// and tz, the reporting time zone (default: the gateway's `reporting.timezone`, from the session).
+// In a zone other than UTC, ranges are sent as local wall-clock times without an offset and the
+// API reads them in `tz`, so "this month" and every day bucket start at local midnight.
 
 import { get } from "./api.js";
 import { field, h, select } from "./dom.js";
@@ -10,8 +13,39 @@ export const RANGES = [
   ["month", "This month"], ["last-month", "Last month"], ["custom", "Custom"],
 ];
 
-const iso = (ms) => new Date(ms).toISOString().replace(".000Z", "Z");
 const isoDate = (ms) => new Date(ms).toISOString().slice(0, 10);
+
+let defaultZone = "UTC";
+export const setDefaultZone = (tz) => { defaultZone = tz || "UTC"; };
+export const zoneOf = (params) => params.get("tz") || defaultZone;
+
+const wallParts = new Map();
+/** How far the wall clock of `tz` is ahead of UTC at `ms` (0 for UTC or an unknown zone, which the API refuses). */
+export function offsetMs(ms, tz) {
+  if (tz === "UTC") return 0;
+  try {
+    if (!wallParts.has(tz)) {
+      wallParts.set(tz, new Intl.DateTimeFormat("en-US", { timeZone: tz, hourCycle: "h23", year: "numeric",
+        month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit", second: "2-digit" }));
+    }
+    const parts = Object.fromEntries(wallParts.get(tz).formatToParts(new Date(ms)).map((p) => [p.type, p.value]));
+    const wall = Date.UTC(+parts.year, +parts.month - 1, +parts.day, +parts.hour, +parts.minute, +parts.second);
+    return wall - Math.floor(ms / 1000) * 1000;
+  } catch {
+    return 0;
+  }
+}
+
+/** A wall-clock time (ms as if UTC) as the API takes it: ISO with Z in UTC, without an offset elsewhere. */
+const wallIso = (ms, tz) => {
+  const text = new Date(ms).toISOString().replace(".000Z", "Z");
+  return tz === "UTC" ? text : text.replace("Z", "");
+};
+
+/** "YYYY-MM-DD" of the first day of the month `offset` months from now, in `tz`. */
+export function monthIso(offset, tz, now = Date.now()) {
+  return new Date(monthStart(now + offsetMs(now, tz), offset)).toISOString().slice(0, 10);
+}
 
 function monthStart(ms, offset = 0) {
   const d = new Date(ms);
@@ -19,7 +53,9 @@ function monthStart(ms, offset = 0) {
 }
 
 /** The time range of URL params: {from, to} (ISO, `to` exclusive), the preset, and the chart bucket. */
-export function rangeOf(params, fallback = "month", now = Date.now()) {
+export function rangeOf(params, fallback = "month", when = Date.now()) {
+  const tz = zoneOf(params);
+  const now = when + offsetMs(when, tz); // the wall clock of tz, as if it were UTC
   let preset = params.get("range") || (params.get("from") || params.get("to") ? "custom" : fallback);
   let from, to;
   const nextHour = Math.floor(now / HOUR) * HOUR + HOUR;
@@ -36,7 +72,7 @@ export function rangeOf(params, fallback = "month", now = Date.now()) {
   }
   const span = to - from;
   const bucket = span <= 3 * DAY ? "hour" : span <= 120 * DAY ? "day" : "month";
-  return { preset, from: iso(from), to: iso(to), fromMs: from, toMs: to, bucket };
+  return { preset, from: wallIso(from, tz), to: wallIso(to, tz), fromMs: from, toMs: to, bucket, tz };
 }
 
 /** Label filters from `label.<name>` params. */
@@ -50,7 +86,7 @@ export function labelsOf(params) {
 export function filtersOf(params, fallback) {
   const range = rangeOf(params, fallback);
   return {
-    range, from: range.from, to: range.to, labels: labelsOf(params),
+    range, from: range.from, to: range.to, tz: range.tz, labels: labelsOf(params),
     tag: params.get("tag") || "", key: params.get("key") || "", model: params.get("model") || "",
   };
 }
@@ -91,13 +127,14 @@ export function filterBar(params, apply, opts = {}) {
   rangeSel.addEventListener("change", syncCustom);
   syncCustom();
   form.append(
-    field("Range (UTC)", rangeSel),
+    field(`Range (${f.tz})`, rangeSel),
     field("From", fromIn),
     field("To (incl.)", toIn),
     field("Tag subtree", h("input", { name: "tag", value: f.tag, placeholder: "e.g. team/search", size: 16 })),
     field("Labels", h("input", { name: "labels", value: labels, placeholder: "team=growth, env=prod", size: 18 })),
     field("Key", select({ name: "key" }, [["", "All keys"], ...keys.map((k) => [k.id, k.name])], f.key)),
     field("Model", h("input", { name: "model", value: f.model, placeholder: "requested model", size: 12 })),
+    zoneField(f.tz),
     ...(opts.extra || []),
     h("div", { class: "field field-actions" }, h("button", { type: "submit", class: "primary" }, "Apply"),
       h("a", { href: opts.resetHref || location.pathname, class: "button ghost" }, "Reset")),
@@ -108,6 +145,7 @@ export function filterBar(params, apply, opts = {}) {
     const next = new URLSearchParams();
     for (const [name, value] of data) {
       if (name === "labels" || name === "from" || name === "to" || !value) continue;
+      if (name === "tz" && value === defaultZone) continue; // the gateway's own zone needs no parameter
       next.set(name, value);
     }
     if (rangeSel.value === "custom") {
@@ -121,4 +159,12 @@ export function filterBar(params, apply, opts = {}) {
     apply(next);
   });
   return form;
+}
+
+/** The time zone picker: any IANA name (the browser's list as suggestions); the API checks it. */
+export function zoneField(tz) {
+  const zones = typeof Intl.supportedValuesOf === "function" ? Intl.supportedValuesOf("timeZone") : [];
+  const list = h("datalist", { id: "tz-list" }, ["UTC", ...zones.filter((z) => z !== "UTC")].map((z) => h("option", { value: z })));
+  return field("Time zone", [h("input", { name: "tz", id: "f-tz", value: tz, list: "tz-list", size: 14,
+    autocomplete: "off", spellcheck: "false" }), list]);
 }

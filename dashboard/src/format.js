@@ -44,23 +44,37 @@ export function score(fb) {
   return `${fb.mean_score.toFixed(2)} (${count(fb.count)})`;
 }
 
-const dateTime = new Intl.DateTimeFormat("en-GB", {
-  year: "numeric", month: "short", day: "2-digit", hour: "2-digit", minute: "2-digit", second: "2-digit",
-  timeZone: "UTC", hour12: false,
-});
+const formats = new Map();
+function formatter(kind, tz) {
+  const id = `${kind} ${tz}`;
+  if (!formats.has(id)) {
+    const opts = kind === "day" ? { year: "numeric", month: "short", day: "2-digit" }
+      : { year: "numeric", month: "short", day: "2-digit", hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false };
+    try {
+      formats.set(id, new Intl.DateTimeFormat("en-GB", { ...opts, timeZone: tz }));
+    } catch {
+      formats.set(id, new Intl.DateTimeFormat("en-GB", { ...opts, timeZone: "UTC" }));
+    }
+  }
+  return formats.get(id);
+}
 
-const dayFmt = new Intl.DateTimeFormat("en-GB", { year: "numeric", month: "short", day: "2-digit", timeZone: "UTC" });
+/** Epoch ms -> "01 Dec 2026" (UTC, or the zone given). */
+export const day = (epochMs, tz = "UTC") => formatter("day", tz).format(new Date(epochMs));
 
-/** Epoch ms -> "01 Dec 2026" (UTC). */
-export const day = (epochMs) => dayFmt.format(new Date(epochMs));
+/** Epoch ms -> "01 Dec 2026, 13:05:02 UTC" (or in the zone given, named after the time). */
+export const when = (epochMs, tz = "UTC") => (epochMs ? `${clock(epochMs, tz)} ${tz}` : "—");
 
-/** Epoch ms -> "01 Dec 2026, 13:05:02 UTC". */
-export const when = (epochMs) => (epochMs ? `${dateTime.format(new Date(epochMs))} UTC` : "—");
+/** Epoch ms -> "01 Dec 2026, 13:05:02" in `tz`, without the zone's name. */
+export const clock = (epochMs, tz = "UTC") => (epochMs ? formatter("time", tz).format(new Date(epochMs)) : "—");
 
 /** A time bucket as the API renders it ("2026-11-03", "2026-11-03T14:00:00Z", "2026-11") -> axis text. */
 export function bucketLabel(value, unit) {
   if (value === null || value === undefined) return "—";
-  if (unit === "hour") return `${value.slice(5, 10)} ${value.slice(11, 16)}`;
+  if (unit === "hour") { // a local hour carries its offset: the repeated autumn hour shows twice, told apart
+    const offset = value.endsWith("Z") ? "" : value.slice(19).replace(":00", "");
+    return `${value.slice(5, 10)} ${value.slice(11, 16)}${offset}`;
+  }
   if (unit === "day") return value.slice(5);
   return value;
 }

@@ -2,6 +2,7 @@
 
 import "./style.css";
 import { ApiError, session, setCsrf } from "./api.js";
+import { setDefaultZone } from "./filters.js";
 import { clear, h } from "./dom.js";
 import { when } from "./format.js";
 import overview from "./pages/overview.js";
@@ -69,7 +70,7 @@ async function route() {
     await PAGES[name].render(main, ctx);
   } catch (err) {
     if (seq !== renderSeq) return;
-    main.append(h("div", { class: "error", role: "alert" }, err instanceof ApiError ? err.message : String(err)));
+    if (!err.shown) main.append(h("div", { class: "error", role: "alert" }, err instanceof ApiError ? err.message : String(err)));
     console.warn(err);
   }
   if (seq === renderSeq) {
@@ -111,6 +112,7 @@ function signInForm(message) {
 function start(doc) {
   me = doc;
   setCsrf(doc.csrf_token);
+  setDefaultZone(doc.reporting && doc.reporting.timezone);
   route();
 }
 

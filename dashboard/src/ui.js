@@ -1,5 +1,6 @@
 // Pieces the pages share: page header, cards, tables, the "still working" notice, meters.
 
+import { ApiError } from "./api.js";
 import { clear, h } from "./dom.js";
 import { money, moneyParts } from "./format.js";
 
@@ -11,7 +12,9 @@ export function pageHeader(title, subtitle, ...actions) {
 
 /**
  * Await `promise` while `el` shows a placeholder; after 1.5 s the placeholder says the question is slow
- * (it reads the raw ledger for ranges the roll-ups do not hold) instead of spinning silently.
+ * (it reads the raw ledger for ranges the roll-ups do not hold) instead of spinning silently. A question
+ * the API refuses (a 400: say, tags crossed with models over more records than the raw budget) puts the
+ * API's own reason in `el`, where the figures would have been.
  */
 export async function loading(el, promise, what = "Loading") {
   const note = h("div", { class: "loading", role: "status" }, `${what}…`);
@@ -23,6 +26,13 @@ export async function loading(el, promise, what = "Loading") {
   }, 1500);
   try {
     return await promise;
+  } catch (err) {
+    if (err instanceof ApiError && err.status === 400) {
+      el.append(h("div", { class: "error refused", role: "alert" },
+        h("strong", {}, "The API refused this question. "), err.message));
+      err.shown = true;
+    }
+    throw err;
   } finally {
     clearTimeout(timer);
     note.remove();
@@ -81,5 +91,6 @@ export function planNote(doc) {
   const p = doc.plan;
   const exact = p.percentiles === "exact";
   return h("p", { class: "plan-note" }, `Answered from ${p.source === "raw" ? "the raw ledger" : `${p.source} roll-ups`}`
-    + `; percentiles ${exact ? "exact" : `from histograms (within ${(p.percentile_max_relative_error * 100).toFixed(1)} %)`}.`);
+    + `; percentiles ${exact ? "exact" : `from histograms (within ${(p.percentile_max_relative_error * 100).toFixed(1)} %)`}`
+    + `; hours, days and months in ${p.timezone || "UTC"}.`);
 }

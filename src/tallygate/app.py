@@ -63,6 +63,7 @@ from tallygate.store.feedback import FeedbackStore
 from tallygate.store.keys import KeyStore, now_ms
 from tallygate.store.ledger import LedgerWriter
 from tallygate.store.logs import LogReader
+from tallygate.store.sessions import SessionRows
 
 log = logging.getLogger("tallygate")
 MAX_LEDGER_BACKLOG = 100_000  # records waiting for the database before /readyz says not ready
@@ -160,9 +161,12 @@ class Gateway:
             self._hot[("GET", "/metrics")] = MetricsEndpoint(self.metrics, config.metrics.bearer_token)
         self._allow = {path: method.encode() for method, path in self._hot}
         key_admin = KeyAdmin(self.keys, self.auth, self.budget, config.policies, lambda: self.budgets.current)
-        management = create_management_app(self.auth, LogReader(self.engine), key_admin,
-                                            Analytics(AnalyticsStore(self.engine)),
-                                            FeedbackStore(self.engine), self.ledger, SessionStore(),
+        store = AnalyticsStore(self.engine) if settings.analytics_raw_budget is None else \
+            AnalyticsStore(self.engine, raw_budget=settings.analytics_raw_budget)
+        analytics = Analytics(store, config.reporting.timezone)
+        management = create_management_app(self.auth, LogReader(self.engine), key_admin, analytics,
+                                            FeedbackStore(self.engine), self.ledger,
+                                            SessionStore(SessionRows(self.engine)),
                                             BudgetAdmin(budget_store, self.keys, self.budgets, self.budget),
                                             self._readiness(), self.alert_store)
         self._management = BodyLimit(management, settings.max_manage_body_bytes)

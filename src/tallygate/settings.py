@@ -16,6 +16,8 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from tallygate.core.zones import zone
+
 
 class ConfigError(Exception):
     """The config file or the environment is wrong; the message names the field."""
@@ -216,6 +218,22 @@ class TracingConfig(_Strict):
     enabled: bool = False  # prompts and completions are never put on spans
 
 
+class ReportingConfig(_Strict):
+    """`reporting:` in tallygate.yaml: the time zone of analytics days, months and invoices."""
+
+    timezone: str = "UTC"  # an IANA name; `tz=` on a question overrides it
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, v: str) -> str:
+        try:
+            zone(v)
+        except ValueError:
+            raise ValueError(f"unknown time zone {v!r}: use an IANA name such as UTC, Europe/Berlin "
+                             "or Asia/Kolkata") from None
+        return "UTC" if v == "Etc/UTC" else v
+
+
 class GatewayConfig(_Strict):
     providers: dict[str, ProviderConfig]
     models: dict[str, ModelConfig]
@@ -223,6 +241,7 @@ class GatewayConfig(_Strict):
     alerts: AlertsConfig = AlertsConfig()
     metrics: MetricsConfig = MetricsConfig()
     tracing: TracingConfig = TracingConfig()
+    reporting: ReportingConfig = ReportingConfig()
 
 
 DEMO_CONFIG = {
@@ -305,7 +324,7 @@ def parse_config(raw: object, env: dict[str, str] | None = None) -> GatewayConfi
     token = _resolve_env(cfg.metrics.bearer_token, "metrics.bearer_token", env)
     return GatewayConfig.model_construct(providers=providers, models=cfg.models, policies=cfg.policies,
                                          alerts=alerts, metrics=cfg.metrics.model_copy(update={"bearer_token": token}),
-                                         tracing=cfg.tracing)
+                                         tracing=cfg.tracing, reporting=cfg.reporting)
 
 
 def _check_policies(cfg: GatewayConfig) -> None:
@@ -383,6 +402,7 @@ class Settings:
     redis_url: str | None = None  # shared budget state for several processes/replicas; None: in memory
     budgets_unavailable: str = "closed"  # Redis unreachable: 'closed' refuses limited requests, 'open' serves
     hold_ttl_s: float = 15.0  # a dead process's reservations are gone this long after its last renewal
+    analytics_raw_budget: int | None = None  # raw records a question no roll-up holds may read (None: RAW_BUDGET)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: object) -> Settings:
@@ -417,7 +437,8 @@ class Settings:
                             ("TALLYGATE_BODY_TIMEOUT_S", "body_timeout_s"),
                             ("TALLYGATE_IDLE_TIMEOUT_S", "idle_timeout_s"),
                             ("TALLYGATE_MAX_CONNECTIONS", "max_connections"),
-                            ("TALLYGATE_JOURNAL_MAX_BYTES", "journal_max_bytes")):
+                            ("TALLYGATE_JOURNAL_MAX_BYTES", "journal_max_bytes"),
+                            ("TALLYGATE_ANALYTICS_RAW_BUDGET", "analytics_raw_budget")):
             if env.get(name):
                 try:
                     values[field] = int(env[name])

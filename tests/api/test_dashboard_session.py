@@ -90,15 +90,35 @@ def test_revoking_the_key_ends_its_sessions_and_sign_out_ends_one(gateway: Gatew
     assert gateway.request("GET", "/v1/logs", key=None, headers={"Cookie": cookie})[0] == 401
 
 
-def test_sessions_expire_after_their_ttl() -> None:
+def test_sessions_expire_after_their_ttl_and_are_kept_hashed(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import asyncio
+
+    from sqlalchemy import text
+
+    from tallygate.store.db import migrate, open_engine
+    from tallygate.store.sessions import SessionRows
+
+    engine = open_engine(f"sqlite:///{tmp_path}/s.db")
+    migrate(engine)
     now = [1_000.0]
-    store = SessionStore(ttl_s=60, clock=lambda: now[0])
-    token, session = store.open("tg-abc", "digest")
-    assert store.get(token) == session and session.csrf_ok(session.csrf_token) and not session.csrf_ok(None)
-    now[0] += 59
-    assert store.get(token) is not None
-    now[0] += 1
-    assert store.get(token) is None
+    store = SessionStore(SessionRows(engine), ttl_s=60, clock=lambda: now[0])
+
+    async def run() -> None:
+        token, session = await store.open("tg-abc", "digest")
+        assert await store.get(token) == session and session.csrf_ok(session.csrf_token)
+        assert not session.csrf_ok(None)
+        with engine.connect() as conn:
+            assert token not in str(conn.execute(text("SELECT * FROM dashboard_sessions")).all())
+        now[0] += 59
+        assert await store.get(token) is not None
+        now[0] += 1
+        assert await store.get(token) is None
+        await store.open("tg-abc", "digest")  # opening a session drops the expired ones
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM dashboard_sessions")).scalar_one() == 1
+
+    asyncio.run(run())
+    engine.dispose()
 
 
 def test_dashboard_files_are_served_without_escaping_their_folder(gateway: Gateway) -> None:

@@ -9,6 +9,7 @@ import csv
 import io
 import json
 import urllib.parse
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -344,3 +345,88 @@ def test_a_slow_question_says_so_instead_of_spinning(admin: Session) -> None:
     admin.page.unroute("**/v1/analytics/usage?*")
     admin.rendered()
     assert admin.page.query_selector("table.data tbody tr") is not None
+
+
+def test_a_time_zone_in_the_url_reaches_every_question_and_labels_the_figures(admin: Session, dash: Gateway) -> None:
+    asked: list[str] = []
+    admin.page.on("request", lambda r: asked.append(r.url) if "/v1/analytics/" in r.url or "/v1/logs" in r.url
+                  else None)
+    for name, path in PAGES.items():
+        if name == "keys":
+            continue
+        asked.clear()
+        admin.open(f"{path}{'&' if '?' in path else '?'}tz=Europe/Berlin")
+        assert asked, name
+        assert all(urllib.parse.parse_qs(urllib.parse.urlsplit(u).query).get("tz") == ["Europe/Berlin"]
+                   for u in asked if "/v1/logs/" not in u), (name, asked)
+        assert "europe/berlin" in admin.page.inner_text("main").lower(), name
+        assert not admin.page.query_selector("main .error"), admin.page.inner_text("main .error")
+    assert admin.errors == []
+
+
+def test_explore_by_local_day_shows_the_apis_local_days(admin: Session, dash: Gateway) -> None:
+    import datetime as dt
+    from zoneinfo import ZoneInfo
+
+    asked: list[str] = []
+    admin.page.on("request", lambda r: asked.append(r.url) if "/v1/analytics/usage" in r.url else None)
+    admin.open("/dashboard/explore?range=last-month&group=time.day&metric=requests&tz=Asia/Kolkata")
+    query = urllib.parse.urlsplit(asked[-1]).query
+    sent = urllib.parse.parse_qs(query)
+    local_now = dt.datetime.now(ZoneInfo("Asia/Kolkata"))
+    first = (local_now.replace(day=1) - dt.timedelta(days=1)).replace(day=1)
+    assert sent["from"] == [first.strftime("%Y-%m-01T00:00:00")]  # local wall clock, read in tz by the API
+    assert sent["to"] == [local_now.strftime("%Y-%m-01T00:00:00")] and sent["tz"] == ["Asia/Kolkata"]
+    doc = api(dash, f"/v1/analytics/usage?{query}")
+    start = int(dt.datetime(first.year, first.month, 1, tzinfo=ZoneInfo("Asia/Kolkata")).timestamp() * 1000)
+    end = int(dt.datetime(local_now.year, local_now.month, 1, tzinfo=ZoneInfo("Asia/Kolkata")).timestamp() * 1000)
+    assert doc["plan"]["timezone"] == "Asia/Kolkata" and (doc["from"], doc["to"]) == (start, end)
+    ledger = [r for r in dash.ledger_rows() if start <= r["created_at"] < end]
+    assert doc["totals"]["requests"] == len(ledger) > 0
+    assert "time: day (asia/kolkata)" in admin.page.inner_text("table.data thead").lower()
+    rows = admin.page.query_selector_all("table.data tbody tr")
+    assert len(rows) == len(doc["data"])
+    for tr, row in zip(rows, doc["data"], strict=True):
+        cells = [td.inner_text() for td in tr.query_selector_all("td")]
+        assert cells[0] == row["group"]["time.day"] and cells[1] == f"{row['requests']:,}"
+    assert rows and rows[0].inner_text().startswith(first.strftime("%Y-%m-01"))
+
+
+def test_a_budget_made_through_the_api_shows_its_spend_against_limit_as_the_api_has_it(admin: Session,
+                                                                                        dash: Gateway) -> None:
+    status, _, made = dash.post_json("/v1/manage/budget", {"name": "search-monthly", "monthly_limit": "0.75",
+                                                           "scope": {"label": {"team": "search"}}})
+    assert status == 201, made
+    budget = api(dash, f"/v1/manage/budget/{made['id']}")
+    assert Decimal(budget["monthly_spend"]) > 0  # this month's traffic of the search key
+    spent, limit = budget["monthly_spend"], budget["monthly_limit"]
+    expected = f"{money(spent)} of {money(limit)} ({float(spent) / float(limit) * 100:.1f} %)"
+    for page in ("/dashboard/keys", "/dashboard/overview"):
+        admin.open(page)
+        row = admin.page.locator(f"tr:has([data-budget='{made['id']}'])")
+        assert row.locator(".meter-text").inner_text() == expected, page
+        now = float(row.locator("[role=meter]").get_attribute("aria-valuenow") or "nan")
+        assert now == round(min(100.0, float(spent) / float(limit) * 100)), page
+        width = row.locator(".meter-fill").get_attribute("style") or ""
+        assert f"width:{min(100.0, float(spent) / float(limit) * 100):.1f}%" in width.replace(" ", ""), page
+    admin.open("/dashboard/keys")
+    assert "label team=search" in admin.page.locator(f"tr:has([data-budget='{made['id']}'])").inner_text()
+    assert admin.errors == []
+
+
+def test_a_refused_question_shows_the_apis_reason_instead_of_spinning(browser, tight: Gateway) -> None:  # type: ignore[no-untyped-def]
+    s = Session(browser, tight, ADMIN_KEY)
+    try:
+        asked: list[str] = []
+        s.page.on("request", lambda r: asked.append(r.url) if "/v1/analytics/usage" in r.url else None)
+        s.open("/dashboard/explore?range=30d&group=tag&group2=model")  # tag x model: the raw ledger only
+        refusal = s.page.locator("main .refused")
+        status, body = tight.get(f"/v1/analytics/usage?{urllib.parse.urlsplit(asked[-1]).query}")
+        assert status == 400 and "budget of 3" in body["error"]["message"]
+        assert refusal.inner_text() == f"The API refused this question. {body['error']['message']}"
+        assert s.page.query_selector(".loading") is None and s.page.query_selector("canvas") is None
+        assert len(s.page.query_selector_all("main [role=alert]")) == 1  # said once, where the figures go
+        s.open("/dashboard/explore?range=30d&group=tag")  # the tag roll-ups answer the same range
+        assert s.page.query_selector("main .refused") is None and s.page.query_selector("table.data tbody tr")
+    finally:
+        s.close()

@@ -210,7 +210,8 @@ RAGGED = {"from_ms": T0 + 3_600_000 + 1, "to_ms": T0 + 2 * DAY + 7_200_000 + 17}
 
 @pytest.mark.parametrize("filters", [{}, {"tag": "US"}, {"labels": {"team": "b"}}, {"model": "m1"}, {"key_id": "k2"},
                                      {"labels": {"team": "a", "env": "prod"}}, RAGGED, {**RAGGED, "tag": "US/CA"},
-                                     {**RAGGED, "labels": {"env": "dev"}}])
+                                     {**RAGGED, "labels": {"env": "dev"}}, {"tz": "Europe/Berlin"},
+                                     {**RAGGED, "tz": "Asia/Kolkata"}, {**RAGGED, "tz": "Asia/Kathmandu", "tag": "US"}])
 def test_rollup_answers_equal_raw_ledger_answers(engine, filters: dict) -> None:  # type: ignore[no-untyped-def]
     from tallygate.analytics.query import Query, parse_group_by
     from tallygate.analytics.reader import AnalyticsStore
@@ -244,7 +245,7 @@ def test_rollup_answers_equal_raw_ledger_answers(engine, filters: dict) -> None:
         if q.tag is None and q.tag_dim is None and not q.labels and q.model is None and q.key_id is None \
                 and sum(d.kind != "time" for d in q.dims) <= 1:
             assert a["plan"]["source"] == "dims", dims
-    tree_a = rolled.tree(None, None, Query(**{k: v for k, v in filters.items() if k.endswith("_ms")}))
-    tree_b = raw.tree(None, None, Query(**{k: v for k, v in filters.items() if k.endswith("_ms")}))
+    span = {k: v for k, v in filters.items() if k.endswith("_ms") or k == "tz"}
+    tree_a, tree_b = rolled.tree(None, None, Query(**span)), raw.tree(None, None, Query(**span))
     strip = lambda nodes: [(n["tag"], n["requests"], n["cost"], strip(n["children"])) for n in nodes]  # noqa: E731
     assert strip(tree_a["data"]) == strip(tree_b["data"])

@@ -93,7 +93,7 @@ function chartSpec(doc, dims, metric, keyNames, dimLabel) {
     type: isTime && !d2 ? "line" : "bar",
     stacked: Boolean(d2) && m.additive,
     labels: xs.map(label),
-    x: isTime ? `${d1.slice(5)[0].toUpperCase()}${d1.slice(6)} (UTC)` : dimLabel(d1),
+    x: dimLabel(d1),
     y: `${m.label} (${m.unit})`,
     yTick: m.unit === "USD" ? (v) => `$${count(v)}` : m.unit === "ms" ? (v) => `${count(v)} ms` : (v) => count(v),
     datasets: names.map((s) => ({
@@ -135,7 +135,7 @@ export default {
       const v = (r) => METRICS[metric].value(r) ?? -Infinity;
       doc.data = [...doc.data].sort((a, b) => v(b) - v(a));
     }
-    const dimLabel = (d) => (options.find(([v]) => v === d) || [d, d])[1];
+    const dimLabel = (d) => `${(options.find(([v]) => v === d) || [d, d])[1]}${d.startsWith("time.") ? ` (${doc.plan.timezone})` : ""}`;
     const spec = chartSpec(doc, dims, metric, keyNames, dimLabel);
     const canvas = h("canvas", { role: "img", "aria-label": `${METRICS[metric].label} by ${dims.join(" and ")}` });
     body.append(panel(`${METRICS[metric].label} by ${dims.map(dimLabel).join(", then by ")}`,

@@ -4,16 +4,15 @@
 import { get, query } from "../api.js";
 import { field, h, select } from "../dom.js";
 import { count, money } from "../format.js";
-import { keyIndex, labelNames } from "../filters.js";
+import { keyIndex, labelNames, monthIso, zoneField, zoneOf } from "../filters.js";
 import { loading, moneyText, pageHeader, panel, table } from "../ui.js";
 
 export default {
   title: "Invoices", icon: "▤",
   async render(main, ctx) {
     const p = ctx.params;
-    const now = new Date();
-    const lastMonth = new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth() - 1, 1)).toISOString().slice(0, 7);
-    const month = p.get("month") || lastMonth;
+    const tz = zoneOf(p);
+    const month = p.get("month") || monthIso(-1, tz).slice(0, 7); // last month, local to tz
     const names = labelNames(await keyIndex());
     const fallback = names.includes("customer_id") ? "label.customer_id" : "key";
     const group = p.get("group") || fallback;
@@ -21,15 +20,16 @@ export default {
     const groups = [["key", "API key"], ["model", "Model (requested)"], ["served_model", "Served model"],
       ["provider", "Provider"], ...names.map((n) => [`label.${n}`, `Label: ${n}`])];
     const form = h("form", { class: "filters", "aria-label": "Invoice options" },
-      field("Month (UTC)", h("input", { type: "month", name: "month", value: month, required: true })),
+      field(`Month (${tz})`, h("input", { type: "month", name: "month", value: month, required: true })),
       field("One line per", select({ name: "group", id: "inv-group" }, groups, group)),
       field("Markup rate", h("input", { name: "markup", value: markup, inputmode: "decimal", size: 6 }), "0.20 adds 20 %"),
+      zoneField(tz),
       h("div", { class: "field field-actions" }, h("button", { type: "submit", class: "primary" }, "Show")));
     form.addEventListener("submit", (ev) => {
       ev.preventDefault();
-      ctx.apply(new URLSearchParams(new FormData(form)));
+      ctx.apply(new URLSearchParams([...new FormData(form)].filter(([, v]) => v)));
     });
-    const params = { month, group_by: group, markup };
+    const params = { month, group_by: group, markup, tz };
     const csvHref = `/v1/analytics/export?${query({ ...params, format: "csv" })}`;
     main.append(pageHeader("Invoices", "A month's invoice lines per group, with your markup. Cents are allotted so the "
       + "lines add up to the total due exactly.", h("a", { class: "button", href: csvHref, download: `tallygate-${month}.csv`,
@@ -46,7 +46,7 @@ export default {
         h("div", { class: "kpi-sub" }, `cost ${money(t.cost)} + markup ${money(t.markup)}`)),
       h("section", { class: "card kpi" }, h("h2", { class: "kpi-label" }, "Lines"),
         h("div", { class: "kpi-value" }, count((doc.lines || []).length)),
-        h("div", { class: "kpi-sub" }, `${count(t.requests)} requests in ${month}`))),
+        h("div", { class: "kpi-sub" }, `${count(t.requests)} requests in ${month} (${doc.timezone || tz})`))),
     panel(`Invoice ${month}`, table([
       ...dims.map((d) => ({ label: (groups.find(([v]) => v === d) || [d, d])[1], value: (l) => {
         const v = (l.group || {})[d];

@@ -189,8 +189,17 @@ export default {
         ], [...users.values()]), h("p", { class: "plan-note" }, "Management keys belong to users; create one with "
           + "`tallygate users create --name alice`.")]),
         budgetDoc ? panel("Budgets", table([
-          { label: "Budget", value: (b) => b.name || b.id },
-          { label: "Spend against limit", value: (b) => meter(b.spend ?? b.monthly_spend ?? "0", b.limit ?? b.monthly_limit) },
-        ], budgetDoc.data || [])) : null));
+          { label: "Budget", value: (b) => h("span", { dataset: { budget: b.id } }, b.name || b.id) },
+          { label: "Scope", value: (b) => scopeText(b.scope) },
+          { label: "Spend this month (UTC) against limit", value: (b) => meter(b.monthly_spend ?? "0", b.monthly_limit) },
+        ], budgetDoc.data || [], { empty: "No budget yet: create one with POST /v1/manage/budget." })) : null));
   },
 };
+
+/** A budget's scope as text: "label team=growth", "tag team/search" or "key <id>". */
+function scopeText(scope) {
+  if (!scope) return "—";
+  if (scope.label) return `label ${Object.entries(scope.label).map(([k, v]) => `${k}=${v}`).join(", ")}`;
+  if (scope.tag) return `tag ${scope.tag}`;
+  return scope.key ? `key ${scope.key}` : "—";
+}

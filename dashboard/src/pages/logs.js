@@ -4,7 +4,7 @@
 
 import { get } from "../api.js";
 import { clear, field, h } from "../dom.js";
-import { count, ms, when } from "../format.js";
+import { clock, count, ms, when } from "../format.js";
 import { filterBar, filtersOf, keyIndex } from "../filters.js";
 import { filterParams } from "../api.js";
 import { loading, moneyText, pageHeader, panel, table } from "../ui.js";
@@ -69,8 +69,8 @@ export default {
     };
     list.append(panel(`Requests${p.get("cursor") ? " (older page)" : ""}`, [
       table([
-        { label: "Time (UTC)", value: (r) => h("a", { href: hrefWith({ id: r.id }), class: "log-link",
-          "aria-current": r.id === open ? "true" : null }, when(r.created_at).replace(" UTC", "")) },
+        { label: `Time (${f.tz})`, value: (r) => h("a", { href: hrefWith({ id: r.id }), class: "log-link",
+          "aria-current": r.id === open ? "true" : null }, clock(r.created_at, f.tz)) },
         { label: "Status", value: (r) => statusBadge(r.status) },
         { label: "Key", value: (r) => r.key.name || r.key.id },
         { label: "Model", value: (r) => r.requested_model },

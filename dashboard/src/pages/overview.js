@@ -5,13 +5,8 @@ import { get, usage } from "../api.js";
 import { drawChart } from "../chart.js";
 import { field, h, select } from "../dom.js";
 import { bucketLabel, count, money, moneyNumber, ms, percent, plural } from "../format.js";
-import { filterBar, filtersOf, keyIndex, labelNames } from "../filters.js";
+import { filterBar, filtersOf, keyIndex, labelNames, monthIso } from "../filters.js";
 import { card, loading, meter, moneyText, pageHeader, panel, planNote, table } from "../ui.js";
-
-const monthIso = (offset) => {
-  const d = new Date();
-  return new Date(Date.UTC(d.getUTCFullYear(), d.getUTCMonth() + offset, 1)).toISOString().slice(0, 10);
-};
 
 function topList(title, doc, dim, hrefOf) {
   const rows = doc.data.slice(0, 6);
@@ -38,7 +33,7 @@ export default {
     // The questions that need no key list start at once; the label one waits for the label names.
     const early = Promise.all([
       usage(f, [`time.${f.range.bucket}`]),
-      usage({ ...f, from: monthIso(-1), to: monthIso(1) }, ["time.month"]),
+      usage({ ...f, from: monthIso(-1, f.tz), to: monthIso(1, f.tz) }, ["time.month"]),
       usage(f, ["tag_level.1"], { limit: 6 }),
       usage(f, ["model"], { limit: 6 }),
     ]);
@@ -47,19 +42,19 @@ export default {
     const names = labelNames(keys);
     const label = ctx.params.get("group") || (names.includes("team") ? "team" : names[0] || "team");
     const labelPick = field("Top label", select({ name: "group" }, names.map((n) => [n, n]), label));
-    main.append(pageHeader("Overview", "Where the money goes, at a glance. Times are UTC."),
+    main.append(pageHeader("Overview", `Where the money goes, at a glance. Days and months are ${f.tz}'s.`),
       filterBar(ctx.params, ctx.apply, { keys, fallback: "month", extra: [labelPick] }));
     const body = h("div", { class: "overview" });
     main.append(body);
     const explore = (params) => `/dashboard/explore?${new URLSearchParams({ ...params,
-      ...(ctx.params.get("range") ? { range: ctx.params.get("range") } : {}) })}`;
+      ...Object.fromEntries(["range", "from", "to", "tz"].filter((k) => ctx.params.get(k)).map((k) => [k, ctx.params.get(k)])) })}`;
     // The budget engine's API, when this gateway serves it (the session says so).
     const budgets = ctx.features.budgets ? get("/v1/manage/budget") : Promise.resolve(null);
     const [[series, months, tags, models], labels] = await loading(body, Promise.all([
       early, usage(f, [`label.${label}`], { limit: 6 })]), "Loading the overview");
     if (!ctx.isCurrent()) return;
     const t = series.totals;
-    const [last, current] = [monthIso(-1).slice(0, 7), monthIso(0).slice(0, 7)]
+    const [last, current] = [monthIso(-1, f.tz).slice(0, 7), monthIso(0, f.tz).slice(0, 7)]
       .map((m) => months.data.find((r) => r.group["time.month"] === m) || { cost: "0", requests: 0 });
     body.append(h("div", { class: "kpis" },
       card("Spend in range", moneyText(t.cost), `${count(t.requests)} requests`),
@@ -70,11 +65,11 @@ export default {
 
     const canvas = h("canvas", { "aria-label": "Spend and requests over time", role: "img" });
     const unit = f.range.bucket;
-    body.append(panel(`Spend and requests per ${unit}`, h("div", { class: "chart-box" }, canvas),
+    body.append(panel(`Spend and requests per ${unit} (${series.plan.timezone})`, h("div", { class: "chart-box" }, canvas),
       planNote(series)));
     drawChart(canvas, {
       labels: series.data.map((r) => bucketLabel(r.group[`time.${unit}`], unit)),
-      x: `${unit === "hour" ? "Hour" : unit === "day" ? "Day" : "Month"} (UTC)`,
+      x: `${unit === "hour" ? "Hour" : unit === "day" ? "Day" : "Month"} (${series.plan.timezone})`,
       y: "Spend (USD)", yTick: (v) => `$${count(v)}`, y2: "Requests", y2Tick: (v) => count(v),
       datasets: [
         { label: "Spend (USD)", data: series.data.map((r) => moneyNumber(r.cost)), text: series.data.map((r) => money(r.cost)) },
@@ -100,8 +95,9 @@ export default {
     const budgetDoc = await budgets;
     body.append(h("div", { class: "grid2" }, limits, budgetDoc && Array.isArray(budgetDoc.data)
       ? panel("Budgets nearest their limits", table([
-        { label: "Budget", value: (b) => b.name || b.id },
-        { label: "Spend against limit", value: (b) => meter(b.spend ?? b.monthly_spend ?? "0", b.limit ?? b.monthly_limit) },
-      ], budgetDoc.data.slice(0, 6))) : null));
+        { label: "Budget", value: (b) => h("span", { dataset: { budget: b.id } }, b.name || b.id) },
+        { label: "Spend this month (UTC) against limit", value: (b) => meter(b.monthly_spend ?? "0", b.monthly_limit) },
+      ], budgetDoc.data.map((b) => ({ ...b, ratio: Number(b.monthly_spend ?? 0) / Number(b.monthly_limit) }))
+        .sort((a, b) => b.ratio - a.ratio).slice(0, 6), { empty: "No budget yet." })) : null));
   },
 };

@@ -5,11 +5,11 @@
 import { get } from "../api.js";
 import { clear, field, h, select } from "../dom.js";
 import { count, ms, percent } from "../format.js";
-import { filtersOf, RANGES } from "../filters.js";
+import { filtersOf, RANGES, zoneField } from "../filters.js";
 import { loading, moneyText, pageHeader, panel, planNote } from "../ui.js";
 
 function subtree(f, root) {
-  return get("/v1/analytics/tags/tree", { root, depth: 1, from: f.from, to: f.to });
+  return get("/v1/analytics/tags/tree", { root, depth: 1, from: f.from, to: f.to, tz: f.tz });
 }
 
 export default {
@@ -19,11 +19,12 @@ export default {
     const f = filtersOf(p, "month");
     const root = p.get("root") || "";
     const form = h("form", { class: "filters", role: "search", "aria-label": "Tree options" },
-      field("Range (UTC)", select({ name: "range" }, RANGES.filter(([v]) => v !== "custom" || f.range.preset === v),
+      field(`Range (${f.tz})`, select({ name: "range" }, RANGES.filter(([v]) => v !== "custom" || f.range.preset === v),
         f.range.preset)),
       f.range.preset === "custom" ? [h("input", { type: "hidden", name: "from", value: p.get("from") || "" }),
         h("input", { type: "hidden", name: "to", value: p.get("to") || "" })] : null,
       field("Root tag", h("input", { name: "root", value: root, placeholder: "all roots, or e.g. team", size: 20 })),
+      zoneField(f.tz),
       h("div", { class: "field field-actions" }, h("button", { class: "primary", type: "submit" }, "Show")));
     form.addEventListener("submit", (ev) => {
       ev.preventDefault();
@@ -37,7 +38,7 @@ export default {
     main.append(body);
     const doc = await loading(body, subtree(f, root || undefined), "Reading the tag roll-ups");
     if (!ctx.isCurrent()) return;
-    const range = p.get("range") ? { range: p.get("range") } : {};
+    const range = Object.fromEntries(["range", "from", "to", "tz"].filter((k) => p.get(k)).map((k) => [k, p.get(k)]));
     const tbody = h("tbody");
     const tableEl = h("table", { class: "data tree", role: "treegrid", "aria-label": "Tag tree" },
       h("thead", {}, h("tr", {}, ["Tag", "Spend (USD)", "Requests", "Errors", "Error rate", "Latency p95", ""]

@@ -20,6 +20,14 @@ The time range is cut into the coarsest aligned pieces: whole months from the mo
 whole days around them from the day roll-up, whole hours from the hour roll-up, and the
 ragged ends from the raw ledger. A time dimension limits how coarse a piece may be (grouping
 by hour cannot read the day roll-up).
+
+Roll-up buckets are UTC. In a reporting time zone (`Query.tz`) a range without a time dimension
+is still any set of instants, cut as above. Grouped by local hours, days or months, the range
+is first cut at every local bucket boundary and each local bucket is cut on its own, so that
+no roll-up row straddles two local buckets: with whole-hour offsets a local day is UTC hours
+(a local month is UTC days between UTC hours); with 30- or 45-minute offsets (Asia/Kolkata,
+Asia/Kathmandu) the UTC hour that holds a local boundary is read from the raw ledger. Adjacent
+pieces of one level are merged back into one segment.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tallygate.analytics.query import Query
+from tallygate.core import zones
 from tallygate.core.timebuckets import ceil, floor
 
 USAGE_LEVELS = ("month", "day", "hour")
@@ -44,8 +53,28 @@ class Segment:
     to_ms: int | None
 
 
-def split(from_ms: int | None, to_ms: int | None, levels: tuple[str, ...]) -> list[Segment]:
-    """Cut [from, to) into aligned pieces, coarsest level first; None means unbounded."""
+def split(from_ms: int | None, to_ms: int | None, levels: tuple[str, ...], tz: str = zones.UTC,
+          unit: str | None = None) -> list[Segment]:
+    """Cut [from, to) into aligned pieces, coarsest level first; None means unbounded. With a
+    time zone and a time `unit`, no piece straddles a local bucket (the range must be bounded)."""
+    if tz == zones.UTC or unit is None:
+        return _split(from_ms, to_ms, levels)
+    assert from_ms is not None and to_ms is not None, "a local time grouping needs a bounded range"
+    out: list[Segment] = []
+    start = from_ms
+    while start < to_ms:
+        end = min(zones.after(start, unit, tz), to_ms)
+        for seg in _split(start, end, levels):
+            last = out[-1] if out else None
+            if last is not None and last.level == seg.level and last.to_ms == seg.from_ms:
+                out[-1] = Segment(seg.level, last.from_ms, seg.to_ms)
+            else:
+                out.append(seg)
+        start = end
+    return out
+
+
+def _split(from_ms: int | None, to_ms: int | None, levels: tuple[str, ...]) -> list[Segment]:
     if from_ms is not None and to_ms is not None and from_ms >= to_ms:
         return []
     if not levels:
@@ -54,13 +83,13 @@ def split(from_ms: int | None, to_ms: int | None, levels: tuple[str, ...]) -> li
     lo = None if from_ms is None else ceil(from_ms, level)
     hi = None if to_ms is None else floor(to_ms, level)
     if lo is not None and hi is not None and lo >= hi:
-        return split(from_ms, to_ms, finer)
+        return _split(from_ms, to_ms, finer)
     out: list[Segment] = []
     if from_ms is not None and lo is not None and from_ms < lo:
-        out += split(from_ms, lo, finer)
+        out += _split(from_ms, lo, finer)
     out.append(Segment(level, lo, hi))
     if to_ms is not None and hi is not None and hi < to_ms:
-        out += split(hi, to_ms, finer)
+        out += _split(hi, to_ms, finer)
     return out
 
 
@@ -106,6 +135,12 @@ def levels_for(q: Query, family: str) -> tuple[str, ...]:
     return levels
 
 
+def segments_for(q: Query, family: str) -> list[Segment]:
+    """The time segments of `q` for `family`, in `q`'s time zone."""
+    time = q.time_dim
+    return split(q.from_ms, q.to_ms, levels_for(q, family), q.tz, None if time is None else str(time.arg))
+
+
 def plan(q: Query) -> tuple[str, list[Segment]]:
     family = source(q)
-    return family, split(q.from_ms, q.to_ms, levels_for(q, family))
+    return family, segments_for(q, family)

@@ -6,7 +6,7 @@
     label.<name>                                    the key's label (null when absent)
     tag                                             each tag as sent (a request is in one row per tag)
     tag_level.<n>                                   tag paths cut to n segments (once per cut path)
-    time.hour  time.day  time.month                 UTC buckets
+    time.hour  time.day  time.month                 buckets in the reporting time zone (UTC by default)
 
 At most one tag dimension and one time dimension. Tag dimensions make rows overlap: a request
 with two tags is in two rows, so the totals (each request once) are not the sum of the rows.
@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 
 from tallygate.core.tagpath import MAX_DEPTH
-from tallygate.core.timebuckets import month_after, month_start
+from tallygate.core.zones import UTC, after, local_midnight, zone
 from tallygate.errors import InvalidRequest
 
 PLAIN = ("key", "model", "served_model", "provider", "status")
@@ -90,6 +90,7 @@ class Query:
     from_ms: int | None = None
     to_ms: int | None = None
     current_labels: bool = False
+    tz: str = UTC  # the reporting time zone of time buckets (an IANA name)
 
     def __post_init__(self) -> None:
         if self.from_ms is not None and self.to_ms is not None and self.from_ms > self.to_ms:
@@ -115,7 +116,11 @@ class Query:
 
     def with_dims(self, dims: tuple[Dim, ...]) -> Query:
         return Query(dims, self.tag, self.labels, self.key_id, self.model, self.from_ms, self.to_ms,
-                     self.current_labels)
+                     self.current_labels, self.tz)
+
+    def span(self, from_ms: int | None, to_ms: int | None, dims: tuple[Dim, ...] = ()) -> Query:
+        """A question over the same range and zone, with only `dims` and no filters."""
+        return Query(dims, from_ms=from_ms, to_ms=to_ms, tz=self.tz)
 
 
 def parse_label_mode(value: str | None) -> bool:
@@ -127,15 +132,27 @@ def parse_label_mode(value: str | None) -> bool:
     raise InvalidRequest(f"labels must be 'recorded' or 'current', got {value!r}", param="labels")
 
 
-def parse_month(value: str | None, param: str = "month") -> tuple[int, int]:
-    """'YYYY-MM' -> (first ms of the month, first ms of the next), UTC."""
+def parse_zone(value: str | None, default: str = UTC, param: str = "tz") -> str:
+    """An IANA time zone name ('Europe/Berlin'); `default` when not given."""
+    if value is None or value == "":
+        return default
+    try:
+        zone(value)
+    except ValueError:
+        raise InvalidRequest(f"{param} must be an IANA time zone name such as UTC, Europe/Berlin or Asia/Kolkata; "
+                             f"got {value!r}", param=param) from None
+    return "UTC" if value in ("UTC", "Etc/UTC") else value
+
+
+def parse_month(value: str | None, param: str = "month", tz: str = UTC) -> tuple[int, int]:
+    """'YYYY-MM' -> (first ms of the month, first ms of the next), in time zone `tz`."""
     if not value or not re.fullmatch(r"[0-9]{4}-[0-9]{2}", value):
         raise InvalidRequest(f"{param} must be a month written YYYY-MM, got {value!r}", param=param)
     year, month = int(value[:4]), int(value[5:])
     if not 1 <= month <= 12 or not 1970 <= year <= 9998:
         raise InvalidRequest(f"{param} {value!r} is not a month from 1970-01 to 9998-12", param=param)
-    start = month_start(year, month)
-    return start, month_after(start)
+    start = local_midnight(year, month, 1, tz)
+    return start, after(start, "month", tz)
 
 
 MAX_MARKUP = Decimal(10)
@@ -171,8 +188,8 @@ def _in_range(ms: int, value: str, param: str) -> int:
     return ms
 
 
-def parse_time(value: str | None, param: str) -> int | None:
-    """ISO 8601 (a date, or a date-time; UTC when no offset) or epoch milliseconds -> epoch ms."""
+def parse_time(value: str | None, param: str, tz: str = UTC) -> int | None:
+    """ISO 8601 (a date, or a date-time; in time zone `tz` when no offset) or epoch milliseconds -> epoch ms."""
     if value is None or value == "":
         return None
     if value.isascii() and value.isdigit():  # not "²" or other Unicode digits int() refuses
@@ -187,7 +204,7 @@ def parse_time(value: str | None, param: str) -> int | None:
     try:
         parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
         if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=dt.UTC)
+            parsed = parsed.replace(tzinfo=dt.UTC if tz == UTC else zone(tz))
         ms = int(parsed.timestamp() * 1000)
     except (ValueError, OverflowError):
         raise bad from None

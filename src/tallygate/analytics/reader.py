@@ -27,7 +27,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, func, select, true
 
-from tallygate.analytics.plan import Segment, attribute, levels_for, plan, split
+from tallygate.analytics.plan import Segment, attribute, plan, segments_for
 from tallygate.analytics.query import Dim, Query
 from tallygate.analytics.sql import (
     raw_records,
@@ -41,6 +41,7 @@ from tallygate.analytics.sql import (
 from tallygate.core.metrics import REQUESTS, Agg
 from tallygate.core.tagpath import carries
 from tallygate.core.timebuckets import HOUR_MS
+from tallygate.core.zones import QUARTER_MS, UTC
 from tallygate.errors import InvalidRequest
 from tallygate.store.hours import Parts, all_counts, hour_counts
 from tallygate.store.schema import api_keys, dim_rollups, label_sets, requests, tag_rollups, usage_rollups
@@ -112,6 +113,7 @@ class AnalyticsStore:
             found: Collected = memo[key]
             return Collected({k: v.copy() for k, v in found.groups.items()}, found.family, found.segments,
                              found.raw_estimate)
+        q = self.bounded(q)
         family, segments = plan(q)
         out = self._run(q, family, segments, _TagMode())
         if memo is not None:
@@ -121,15 +123,26 @@ class AnalyticsStore:
 
     def collect_tree(self, root: str | None, max_depth: int, q: Query) -> Collected:
         """Every tag prefix under `root` (all when None) down to `max_depth` levels: keys (prefix,)."""
-        return self._run(q, "tags", split(q.from_ms, q.to_ms, levels_for(q, "tags")),
-                         _TagMode(tree=True, root=root, max_depth=max_depth))
+        return self._run(q, "tags", segments_for(q, "tags"), _TagMode(tree=True, root=root, max_depth=max_depth))
 
     def tagged_by_time(self, q: Query) -> dict[tuple[Any, ...], Agg]:
         """Requests with at least one tag, grouped by `q`'s time dimension (if any)."""
         time = q.time_dim
-        sub = Query((time,) if time else (), from_ms=q.from_ms, to_ms=q.to_ms)
-        return self._run(sub, "tags", split(q.from_ms, q.to_ms, levels_for(sub, "tags")),
-                         _TagMode(tagged=True)).groups
+        sub = self.bounded(q.span(q.from_ms, q.to_ms, (time,) if time else ()))
+        return self._run(sub, "tags", segments_for(sub, "tags"), _TagMode(tagged=True)).groups
+
+    def bounded(self, q: Query) -> Query:
+        """`q` with an open end closed at the ledger's first or last record, when local time
+        buckets need a bounded range to cut (UTC buckets do not)."""
+        if q.tz == UTC or q.time_dim is None or (q.from_ms is not None and q.to_ms is not None):
+            return q
+        with self._engine.connect() as conn:
+            first, last = conn.execute(select(func.min(requests.c.created_at),
+                                              func.max(requests.c.created_at))).one()
+        first, last = (0, 0) if first is None else (int(first), int(last) + 1)
+        lo = first if q.from_ms is None else q.from_ms
+        hi = max(lo, last if q.to_ms is None else q.to_ms)
+        return Query(q.dims, q.tag, q.labels, q.key_id, q.model, lo, hi, q.current_labels, q.tz)
 
     def _run(self, q: Query, family: str, segments: list[Segment], mode: _TagMode) -> Collected:
         if self._raw_only:
@@ -140,6 +153,8 @@ class AnalyticsStore:
                            mode, getattr(self._local, "memo", None))
             estimate = 0 if self._raw_only or family != "raw" else self._check_budget(conn, q, mode, segments, ctx)
             summed = family in ("dims", "usage") and not self._raw_only and any(s.level != "raw" for s in segments)
+            if family != "raw" and not self._raw_only and q.tz != UTC:
+                self._check_local_budget(conn, q, segments)
             for seg in segments:
                 if seg.level == "raw" and summed:  # ragged ends of a roll-up answer: summed by SQL
                     ctx.raw_summed(seg, out)
@@ -177,6 +192,21 @@ class AnalyticsStore:
                 f"more than the budget of {self.raw_budget:,}; narrow from/to, or group tags and the other "
                 f"dimensions in separate questions", param="from")
         return estimate
+
+
+    def _check_local_budget(self, conn: Connection, q: Query, segments: list[Segment]) -> None:
+        """Local buckets that do not start on a UTC hour (30- and 45-minute offsets) read the raw ledger
+        around each boundary, every hour of it for `time.hour`: refused above the raw budget."""
+        parts = Parts.of(tag=None, labels={} if q.current_labels else q.labels, key_id=q.key_id, model=q.model)
+        estimate = sum(sum(hour_counts(conn, parts, s.from_ms, s.to_ms).values()) for s in segments
+                       if s.level == "raw")
+        if estimate > self.raw_budget:
+            unit = q.time_dim.arg if q.time_dim else "time"
+            raise InvalidRequest(
+                f"in {q.tz} the local {unit} buckets do not start on a UTC hour, so "
+                f"the hour roll-ups cannot answer them: this question reads up to {estimate:,} raw records, more "
+                f"than the budget of {self.raw_budget:,}; group by a coarser time unit or narrow from/to",
+                param="tz")
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,14 +257,14 @@ class _Context:
         cols = ["value", "bucket"] if time else ["value"]
 
         def key_of(row: tuple[Any, ...]) -> tuple[Any, ...]:
-            return tuple(time_value(d, row[1]) if d.kind == "time" else _attr_value(d, row[0]) for d in q.dims)
+            return tuple(time_value(d, row[1], q.tz) if d.kind == "time" else _attr_value(d, row[0]) for d in q.dims)
 
         part: dict[tuple[Any, ...], Agg] = {}
         summed_rows(self.conn, t, cols, where, part, key_of)
         if grouped is not None and grouped.kind == "label" and value is None:
             every: dict[tuple[Any, ...], Agg] = {}
             summed_rows(self.conn, t, cols, [*time_range(t.c.bucket, seg), t.c.dim.op("||")("") == ""], every,
-                        lambda row: tuple(time_value(d, row[1]) if d.kind == "time" else None for d in q.dims))
+                        lambda row: tuple(time_value(d, row[1], q.tz) if d.kind == "time" else None for d in q.dims))
             labelled: dict[tuple[Any, ...], Agg] = {}
             for key, agg in part.items():
                 tkey = tuple(None if d.kind != "time" else v for d, v in zip(q.dims, key, strict=True))
@@ -275,7 +305,7 @@ class _Context:
                     return current.get(row[at["key_id"]], {}).get(str(d.arg))
                 return sets.get(row[at["label_set"]], {}).get(str(d.arg))
             if d.kind == "time":
-                return time_value(d, row[at["bucket"]])
+                return time_value(d, row[at["bucket"]], q.tz)
             v = row[at[PLAIN_COLUMN[d.kind]]]
             return None if v == "" else v
 
@@ -309,7 +339,7 @@ class _Context:
         dims = self.dims
 
         def key_of(row: tuple[Any, ...]) -> tuple[Any, ...]:
-            values = tuple(row[at["prefix"]] if d.is_tag else time_value(d, row[at["bucket"]]) for d in dims)
+            values = tuple(row[at["prefix"]] if d.is_tag else time_value(d, row[at["bucket"]], q.tz) for d in dims)
             return (row[at["prefix"]], *values) if mode.tree else values
 
         # a month bucket holds one or two rows per prefix (is_tag or not), and so does each bucket when
@@ -326,8 +356,9 @@ class _Context:
             if d.kind == "label":
                 name = "key_id" if q.current_labels else "label_set"
                 exprs[name] = c[name]
-            elif d.kind == "time":
-                exprs["hour"] = c.created_at - c.created_at % HOUR_MS
+            elif d.kind == "time":  # local buckets start on a UTC quarter-hour (core/zones.py)
+                step = HOUR_MS if q.tz == UTC else QUARTER_MS
+                exprs["hour"] = c.created_at - c.created_at % step
             else:
                 exprs[PLAIN_COLUMN[d.kind]] = c[PLAIN_COLUMN[d.kind]]
         at = {name: i for i, name in enumerate(exprs)}
@@ -339,7 +370,7 @@ class _Context:
                     return current.get(row[at["key_id"]], {}).get(str(d.arg))
                 return sets.get(row[at["label_set"]], {}).get(str(d.arg))
             if d.kind == "time":
-                return time_value(d, int(row[at["hour"]]))
+                return time_value(d, int(row[at["hour"]]), q.tz)
             return row[at[PLAIN_COLUMN[d.kind]]]
 
         for row, vector in raw_summed(self.conn, seg, list(exprs.values()), key_ids=self.key_ids, model=q.model,
@@ -381,7 +412,7 @@ class _Context:
                 elif d.kind == "label":
                     fixed.append((labels or {}).get(str(d.arg)))
                 elif d.kind == "time":
-                    fixed.append(time_value(d, created_at))
+                    fixed.append(time_value(d, created_at, q.tz))
                 else:
                     fixed.append({"key": key_id, "model": model, "served_model": served, "provider": provider,
                                   "status": status}[d.kind])

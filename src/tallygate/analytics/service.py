@@ -8,7 +8,6 @@ filter every request is in at least one row.
 
 from __future__ import annotations
 
-import datetime as dt
 from decimal import Decimal
 from typing import Any
 
@@ -19,6 +18,7 @@ from tallygate.analytics.reader import AnalyticsStore, Collected
 from tallygate.core.histogram import MAX_RELATIVE_ERROR
 from tallygate.core.metrics import COST_PICO, REQUESTS, Agg
 from tallygate.core.tagpath import MAX_DEPTH
+from tallygate.core.zones import UTC, local_iso
 from tallygate.errors import InvalidRequest
 
 MAX_ROWS = 10_000
@@ -26,12 +26,10 @@ OVERLAP_NOTE = ("rows overlap: a request with several tags (or cut paths) is in 
                 "add up to more than the totals; totals count each request once")
 
 
-def render_value(dim: Dim, value: object) -> object:
+def render_value(dim: Dim, value: object, tz: str = UTC) -> object:
     if dim.kind != "time" or value is None:
         return value
-    when = dt.datetime.fromtimestamp(int(value) / 1000, dt.UTC)  # type: ignore[call-overload]
-    return {"hour": when.strftime("%Y-%m-%dT%H:00:00Z"), "day": when.strftime("%Y-%m-%d"),
-            "month": when.strftime("%Y-%m")}[str(dim.arg)]
+    return local_iso(int(value), str(dim.arg), tz)  # type: ignore[call-overload]
 
 
 def _sort_key(dims: tuple[Dim, ...], key: tuple[Any, ...], agg: Agg) -> tuple[Any, ...]:
@@ -40,9 +38,9 @@ def _sort_key(dims: tuple[Dim, ...], key: tuple[Any, ...], agg: Agg) -> tuple[An
     return (time_part, -agg.v[COST_PICO], -agg.v[REQUESTS], rest)
 
 
-def _plan(c: Collected, budget: int) -> dict[str, Any]:
+def _plan(c: Collected, budget: int, tz: str) -> dict[str, Any]:
     segments = [{"level": s.level, "from": s.from_ms, "to": s.to_ms} for s in c.segments]
-    doc: dict[str, Any] = {"source": c.family, "segments": segments,
+    doc: dict[str, Any] = {"source": c.family, "timezone": tz, "segments": segments,
            "percentiles": "exact" if c.exact else "histogram",
            "percentile_max_relative_error": 0 if c.exact else round(MAX_RELATIVE_ERROR, 4)}
     if c.family == "raw":
@@ -53,15 +51,16 @@ def _plan(c: Collected, budget: int) -> dict[str, Any]:
 class Analytics:
     """Builds the documents of `/v1/analytics/*` from an `AnalyticsStore`."""
 
-    def __init__(self, store: AnalyticsStore) -> None:
+    def __init__(self, store: AnalyticsStore, timezone: str = UTC) -> None:
         self.store = store
+        self.timezone = timezone  # the configured reporting time zone: questions without `tz=`
 
     def _with_untagged(self, q: Query, c: Collected) -> None:
         """Add the untagged row(s) to a tag grouping answered from the tag roll-ups."""
         if c.family != "tags" or q.tag is not None or q.tag_dim is None or c.exact:
             return  # raw answers build the untagged rows themselves; a tag filter has none
         time = q.time_dim
-        everything = self.store.collect(Query((time,) if time else (), from_ms=q.from_ms, to_ms=q.to_ms)).groups
+        everything = self.store.collect(q.span(q.from_ms, q.to_ms, (time,) if time else ())).groups
         tagged = self.store.tagged_by_time(q)
         for tkey, all_agg in everything.items():
             rest = all_agg.minus(tagged[tkey]) if tkey in tagged else all_agg
@@ -76,6 +75,7 @@ class Analytics:
             return self._usage(q, limit)
 
     def _usage(self, q: Query, limit: int) -> dict[str, Any]:
+        q = self.store.bounded(q)  # one range for the rows, the untagged rows and the totals
         rows = self.store.collect(q)
         self._with_untagged(q, rows)
         if q.overlapping:
@@ -89,17 +89,19 @@ class Analytics:
                                       if d.kind == "key" and k[i]}) if any(d.kind == "key" for d in q.dims) else {}
         data = []
         for key, agg in ordered[:limit]:
-            row = {"group": {d.name: render_value(d, v) for d, v in zip(q.dims, key, strict=True)}, **render(agg)}
+            row = {"group": {d.name: render_value(d, v, q.tz) for d, v in zip(q.dims, key, strict=True)},
+                   **render(agg)}
             if names:
                 row["key_name"] = names.get(next(v for d, v in zip(q.dims, key, strict=True) if d.kind == "key"))
             data.append(row)
         return {
             "object": "analytics.usage", "group_by": [d.name for d in q.dims],
             "filters": {"tag": q.tag, "labels": q.labels, "key": q.key_id, "model": q.model},
-            "from": q.from_ms, "to": q.to_ms, "labels": "current" if q.current_labels else "recorded",
+            "from": q.from_ms, "to": q.to_ms, "timezone": q.tz,
+            "labels": "current" if q.current_labels else "recorded",
             "overlapping": q.overlapping, **({"note": OVERLAP_NOTE} if q.overlapping else {}),
             "data": data, "truncated": len(ordered) > limit, "row_count": len(ordered),
-            "totals": render(total), "plan": _plan(rows, self.store.raw_budget),
+            "totals": render(total), "plan": _plan(rows, self.store.raw_budget, q.tz),
         }
 
     def tree(self, root: str | None, depth: int | None, q: Query) -> dict[str, Any]:
@@ -118,20 +120,22 @@ class Analytics:
         if root is not None:
             totals = c.groups.get((root,), Agg())
         else:
-            totals = self.store.tagged_by_time(Query(from_ms=q.from_ms, to_ms=q.to_ms)).get((), Agg())
+            totals = self.store.tagged_by_time(q.span(q.from_ms, q.to_ms)).get((), Agg())
         return {"object": "analytics.tag_tree", "root": root, "depth": depth, "from": q.from_ms, "to": q.to_ms,
+                "timezone": q.tz,
                 "overlapping": True, "note": "each request counts once in every node it is under; sibling "
                 "nodes may share requests, so children can add up to more than their parent",
-                "totals": render(totals), "data": roots, "plan": _plan(c, self.store.raw_budget)}
+                "totals": render(totals), "data": roots, "plan": _plan(c, self.store.raw_budget, q.tz)}
 
     def export(self, month: str, start: int, end: int, dims: tuple[Dim, ...], rate: Decimal,
-               current_labels: bool = False) -> dict[str, Any]:
+               current_labels: bool = False, tz: str = UTC) -> dict[str, Any]:
+        """A month's invoice; `start` and `end` bound the month in time zone `tz`."""
         if any(d.is_tag for d in dims):
             raise InvalidRequest("an invoice needs lines that do not overlap: group by key, model, "
                                  "served_model, provider, status or label.<name>, not by tags", param="group_by")
         if any(d.kind == "time" for d in dims):
             raise InvalidRequest("an invoice covers one month: leave time.* out of group_by", param="group_by")
-        q = Query(dims, from_ms=start, to_ms=end, current_labels=current_labels)
+        q = Query(dims, from_ms=start, to_ms=end, current_labels=current_labels, tz=tz)
         c = self.store.collect(q)
         lines = []
         for key, agg in sorted(c.groups.items(), key=lambda kv: tuple((v is None, str(v)) for v in kv[0])):
@@ -141,4 +145,6 @@ class Analytics:
             lines.append(({d.name: val for d, val in zip(dims, key, strict=True)}, sums))
         doc = invoice(month, [d.name for d in dims], lines, rate)
         doc["labels"] = "current" if current_labels else "recorded"
+        doc["timezone"], doc["from"], doc["to"] = tz, start, end
+        doc["plan"] = _plan(c, self.store.raw_budget, tz)
         return doc

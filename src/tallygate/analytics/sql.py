@@ -17,7 +17,8 @@ from tallygate.analytics.plan import Segment
 from tallygate.analytics.query import Dim
 from tallygate.core.histogram import EDGES_US
 from tallygate.core.metrics import COST_PICO, LATENCY_START, METRICS, TTFT_START, WIDTH, Agg
-from tallygate.core.timebuckets import floor, month_floor
+from tallygate.core.timebuckets import month_floor
+from tallygate.core.zones import UTC, floor
 from tallygate.store.schema import feedback, request_tags, requests, tag_rollups
 
 _NOT_COST = [m for m in METRICS if m != "cost_pico"]
@@ -84,8 +85,9 @@ def summed_rows(conn: Connection, t: Table, group_cols: list[str], where: list[A
             agg.add_vector(values)
 
 
-def time_value(dim: Dim, bucket: int) -> int:
-    return floor(bucket, str(dim.arg))
+def time_value(dim: Dim, bucket: int, tz: str = UTC) -> int:
+    """The start of the local time bucket of `dim` that holds `bucket` (a UTC roll-up bucket or a time)."""
+    return floor(bucket, str(dim.arg), tz)
 
 
 RAW_COLUMNS = [requests.c.created_at, requests.c.key_id, requests.c.label_set, requests.c.tags,

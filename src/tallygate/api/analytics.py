@@ -18,6 +18,7 @@ from tallygate.analytics.query import (
     parse_markup,
     parse_month,
     parse_time,
+    parse_zone,
 )
 from tallygate.analytics.query import (
     Query as Question,
@@ -30,9 +31,11 @@ from tallygate.manage.schemas import ERRORS
 from tallygate.pipeline.tags import check_tag_filter
 from tallygate.types import Principal
 
-_USAGE = {"group_by", "tag", "key", "model", "from", "to", "labels", "limit"}
-_TREE = {"root", "depth", "from", "to"}
-_EXPORT = {"month", "group_by", "markup", "format", "labels"}
+_USAGE = {"group_by", "tag", "key", "model", "from", "to", "labels", "limit", "tz"}
+_TREE = {"root", "depth", "from", "to", "tz"}
+_EXPORT = {"month", "group_by", "markup", "format", "labels", "tz"}
+_TZ = ("reporting time zone, an IANA name (default: the config's reporting.timezone, else UTC): "
+       "time.* buckets, month boundaries and from/to written without an offset are local to it")
 
 
 def _only(request: Request, allowed: set[str], labels: bool) -> None:
@@ -59,10 +62,12 @@ def analytics_router(analytics: Analytics) -> APIRouter:
         labels: Annotated[str | None, Query(description="'recorded' (default): labels as each request "
                                                         "kept them; 'current': each key's labels now")] = None,
         limit: Annotated[int, Query(ge=1, le=MAX_ROWS)] = 1000,
+        tz: Annotated[str | None, Query(description=_TZ)] = None,
     ) -> dict[str, Any]:
         _only(request, _USAGE, labels=True)
+        zone = parse_zone(tz, analytics.timezone)
         q = Question(parse_group_by(group_by), check_tag_filter(tag), label_filters(request), key, model,
-                     parse_time(from_, "from"), parse_time(to, "to"), parse_label_mode(labels))
+                     parse_time(from_, "from", zone), parse_time(to, "to", zone), parse_label_mode(labels), zone)
         return await run_in_threadpool(analytics.usage, q, limit)
 
     @router.get("/v1/analytics/tags/tree", summary="The tag hierarchy with metrics at every node")
@@ -74,13 +79,15 @@ def analytics_router(analytics: Analytics) -> APIRouter:
                                                                           "(default: all)")] = None,
         from_: Annotated[str | None, Query(alias="from", description="inclusive; ISO 8601 or epoch ms")] = None,
         to: Annotated[str | None, Query(description="exclusive; ISO 8601 or epoch ms")] = None,
+        tz: Annotated[str | None, Query(description=_TZ)] = None,
     ) -> dict[str, Any]:
         _only(request, _TREE, labels=False)
+        zone = parse_zone(tz, analytics.timezone)
         try:
             root = check_tag_filter(root)
         except InvalidRequest as err:
             raise InvalidRequest(err.message.replace("tag", "root", 1), param="root") from None
-        q = Question(from_ms=parse_time(from_, "from"), to_ms=parse_time(to, "to"))
+        q = Question(from_ms=parse_time(from_, "from", zone), to_ms=parse_time(to, "to", zone), tz=zone)
         return await run_in_threadpool(analytics.tree, root, depth, q)
 
     @router.get("/v1/analytics/export", summary="A month's invoice lines per group, with a markup",
@@ -88,19 +95,21 @@ def analytics_router(analytics: Analytics) -> APIRouter:
     async def export(
         request: Request,
         _: Annotated[Principal, reader],
-        month: Annotated[str, Query(description="YYYY-MM (UTC)")],
+        month: Annotated[str, Query(description="YYYY-MM, in the reporting time zone (tz)")],
         group_by: Annotated[str | None, Query(description="comma-separated: key, model, served_model, "
                                                           "provider, status, label.<name>")] = None,
         markup: Annotated[str | None, Query(description="a rate from 0 to 10: 0.20 adds 20 %")] = None,
         format: Annotated[str, Query(description="json or csv")] = "json",
         labels: Annotated[str | None, Query(description="'recorded' (default) or 'current'")] = None,
+        tz: Annotated[str | None, Query(description=_TZ)] = None,
     ) -> Response:
         _only(request, _EXPORT, labels=False)
         if format not in ("json", "csv"):
             raise InvalidRequest(f"format must be 'json' or 'csv', got {format!r}", param="format")
-        start, end = parse_month(month)
+        zone = parse_zone(tz, analytics.timezone)
+        start, end = parse_month(month, tz=zone)
         doc = await run_in_threadpool(analytics.export, month, start, end, parse_group_by(group_by),
-                                      parse_markup(markup), parse_label_mode(labels))
+                                      parse_markup(markup), parse_label_mode(labels), zone)
         if format == "csv":
             return Response(invoice_csv(doc), media_type="text/csv; charset=utf-8",
                             headers={"content-disposition": f'attachment; filename="tallygate-{month}.csv"'})

@@ -37,10 +37,10 @@ class SignIn(BaseModel):
 
 def _session_doc(request: Request, principal: Principal, session: Session) -> dict[str, object]:
     """The session as the page sees it; `features` says which optional APIs this gateway serves."""
-    paths = {getattr(route, "path", "") for route in request.app.routes}
     return {"object": "dashboard.session", "csrf_token": session.csrf_token, "expires_at": session.expires_at,
             "key": {"id": principal.key_id, "name": principal.name, "permissions": principal.permissions},
-            "features": {"budgets": "/v1/manage/budget" in paths}}
+            "features": {"budgets": bool(getattr(request.app.state, "budgets", False))},
+            "reporting": {"timezone": getattr(request.app.state, "timezone", "UTC")}}
 
 
 def dashboard_router(auth: Authenticator, sessions: SessionStore) -> APIRouter:
@@ -54,7 +54,7 @@ def dashboard_router(auth: Authenticator, sessions: SessionStore) -> APIRouter:
         if not principal.can("manage", "read"):
             raise PermissionDenied("this key cannot sign in to the dashboard: it has no management permission "
                                    "(permissions.manage is none); use a key with manage: read or write")
-        token, session = sessions.open(secret[:PREFIX_LEN], hash_secret(secret))
+        token, session = await sessions.open(secret[:PREFIX_LEN], hash_secret(secret))
         response = JSONResponse({"signed_in": True, **_session_doc(request, principal, session)}, status_code=201)
         response.set_cookie(SESSION_COOKIE, token, max_age=sessions.ttl_s, path="/", httponly=True,
                             samesite="strict", secure=request.url.scheme == "https")
@@ -64,7 +64,7 @@ def dashboard_router(auth: Authenticator, sessions: SessionStore) -> APIRouter:
     async def current(request: Request) -> JSONResponse:
         """The page's session (200 with `signed_in: false` when there is none, so a fresh page logs no error)."""
         token = request.cookies.get(SESSION_COOKIE)
-        session = sessions.get(token) if token else None
+        session = await sessions.get(token) if token else None
         if session is None:
             return JSONResponse({"object": "dashboard.session", "signed_in": False},
                                 headers={"cache-control": "no-store"})
@@ -77,7 +77,7 @@ def dashboard_router(auth: Authenticator, sessions: SessionStore) -> APIRouter:
         await authenticate(request)  # CSRF-checked like any other change
         token = request.cookies.get(SESSION_COOKIE)
         if token:
-            sessions.close(token)
+            await sessions.close(token)
         response = JSONResponse({"object": "dashboard.session", "signed_out": True})
         response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")
         return response

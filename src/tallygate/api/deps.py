@@ -31,7 +31,7 @@ async def authenticate(request: Request) -> Principal:
     token = request.cookies.get(SESSION_COOKIE)
     if header or sessions is None or not token:
         return await auth.authenticate(header)
-    session = sessions.get(token)
+    session = await sessions.get(token)
     if session is None:
         raise AuthenticationFailed("the dashboard session has expired or was signed out: sign in again",
                                    code="session_expired")

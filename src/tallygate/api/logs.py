@@ -6,7 +6,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 from starlette.concurrency import run_in_threadpool
 
-from tallygate.analytics.query import parse_time
+from tallygate.analytics.query import parse_time, parse_zone
 from tallygate.api.deps import label_filters, require
 from tallygate.core.metrics import SCORE_SCALE
 from tallygate.core.money import usd_text
@@ -56,10 +56,13 @@ def logs_router(logs: LogReader) -> APIRouter:
         to: Annotated[str | None, Query(description="exclusive; ISO 8601 or epoch ms")] = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
         cursor: str | None = None,
+        tz: Annotated[str | None, Query(description="the time zone of from/to written without an offset "
+                                                     "(default: the config's reporting.timezone, else UTC)")] = None,
     ) -> dict[str, Any]:
         check_tag_filter(tag)
+        zone = parse_zone(tz, getattr(request.app.state, "timezone", "UTC"))
         f = LogFilter(tag=tag, labels=label_filters(request), key_id=key, model=model, status=status,
-                      from_ms=parse_time(from_, "from"), to_ms=parse_time(to, "to"))
+                      from_ms=parse_time(from_, "from", zone), to_ms=parse_time(to, "to", zone))
         if f.from_ms is not None and f.to_ms is not None and f.from_ms > f.to_ms:
             raise InvalidRequest("from is after to", param="from")
         page = await run_in_threadpool(logs.page, f, limit, cursor)

@@ -76,6 +76,8 @@ def create_management_app(auth: Authenticator, logs: LogReader, keys: KeyAdmin,
                           alerts: AlertStore | None = None) -> FastAPI:
     app = FastAPI(title="Tallygate management API", version="0.1.0", docs_url=None, redoc_url=None)
     app.state.auth = auth
+    app.state.timezone = analytics.timezone if analytics is not None else "UTC"
+    app.state.budgets = budgets is not None  # the dashboard shows budget panels when this API is served
     app.include_router(logs_router(logs))
     app.include_router(keys_router(keys))
     if analytics is not None:

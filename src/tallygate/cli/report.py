@@ -86,20 +86,23 @@ def _fail(err: GatewayError) -> click.ClickException:
               show_default=True, help="Labels as each request recorded them, or each key's labels now.")
 @click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 10_000))
 @click.option("--json", "as_json", is_flag=True, help="Print the API's JSON document instead of a table.")
+@click.option("--tz", default="UTC", show_default=True, help="Reporting time zone (IANA name) of days and months.")
 @db_option
 def report(group_by: str, month: str | None, from_: str | None, to: str | None, tag: str | None,
            label_pairs: tuple[str, ...], key_id: str | None, model: str | None, label_mode: str, limit: int,
-           as_json: bool, db_url: str | None) -> None:
+           as_json: bool, tz: str, db_url: str | None) -> None:
     """Usage and spend grouped by labels, tags, keys, models or time."""
-    from tallygate.analytics.query import Query, parse_group_by, parse_month, parse_time
+    from tallygate.analytics.query import Query, parse_group_by, parse_month, parse_time, parse_zone
     from tallygate.pipeline.tags import check_tag_filter
 
     try:
         if month and (from_ or to):
             raise click.UsageError("give --month or --from/--to, not both")
-        start, end = parse_month(month) if month else (parse_time(from_, "from"), parse_time(to, "to"))
+        zone = parse_zone(tz)
+        start, end = parse_month(month, tz=zone) if month else (parse_time(from_, "from", zone),
+                                                                 parse_time(to, "to", zone))
         q = Query(parse_group_by(group_by), check_tag_filter(tag), parse_labels(label_pairs), key_id, model,
-                  start, end, label_mode == "current")
+                  start, end, label_mode == "current", zone)
         doc = _analytics(db_url).usage(q, limit)
     except GatewayError as err:
         raise _fail(err) from None
@@ -107,7 +110,8 @@ def report(group_by: str, month: str | None, from_: str | None, to: str | None, 
 
 
 @click.command("export")
-@click.option("--month", required=True, metavar="YYYY-MM", help="The calendar month (UTC) to invoice.")
+@click.option("--month", required=True, metavar="YYYY-MM", help="The calendar month (in --tz) to invoice.")
+@click.option("--tz", default="UTC", show_default=True, help="Reporting time zone (IANA name) of the month.")
 @click.option("--group-by", "group_by", default="", metavar="DIMS",
               help="Comma-separated: key, model, served_model, provider, status, label.<name>.")
 @click.option("--markup", default="0", show_default=True, help="A rate: 0.20 adds 20 %.")
@@ -117,16 +121,17 @@ def report(group_by: str, month: str | None, from_: str | None, to: str | None, 
 @click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True), default="-",
               help="File to write (default: standard output).")
 @db_option
-def export(month: str, group_by: str, markup: str, fmt: str, label_mode: str, output: str,
+def export(month: str, tz: str, group_by: str, markup: str, fmt: str, label_mode: str, output: str,
            db_url: str | None) -> None:
     """A month's invoice lines per group, with a markup: cost exact, amounts due in cents."""
     from tallygate.analytics.invoice import invoice_csv
-    from tallygate.analytics.query import parse_group_by, parse_markup, parse_month
+    from tallygate.analytics.query import parse_group_by, parse_markup, parse_month, parse_zone
 
     try:
-        start, end = parse_month(month)
+        zone = parse_zone(tz)
+        start, end = parse_month(month, tz=zone)
         doc = _analytics(db_url).export(month, start, end, parse_group_by(group_by), parse_markup(markup),
-                                        label_mode == "current")
+                                        label_mode == "current", zone)
     except GatewayError as err:
         raise _fail(err) from None
     text = invoice_csv(doc) if fmt == "csv" else json.dumps(doc, indent=2) + "\n"

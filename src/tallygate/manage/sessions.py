@@ -2,12 +2,16 @@
 
 The key's secret is never kept: a session holds the key's prefix and SHA-256 digest, so every
 request made with the session is checked against the key as it is now (a revoked key ends its
-sessions at once). Tokens are stored by their digest. Sessions live in this process's memory
-and expire after `ttl_s` (not extended by use); a restart signs everyone out.
+sessions at once). Sessions are rows in the database, stored by the SHA-256 of their token, so
+every process on that database (`serve --workers`, replicas behind a load balancer) knows them,
+and a sign-out or an expiry holds in all of them at once: each request reads its session's row
+(one primary-key lookup; nothing is cached). A session ends `ttl_s` after sign-in (not extended
+by use); a restart keeps it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import secrets
@@ -15,8 +19,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from tallygate.store.sessions import SessionRows
+
 SESSION_TTL_S = 8 * 3600
-MAX_SESSIONS = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,38 +44,29 @@ def _digest(token: str) -> str:
 class SessionStore:
     """Opens, finds and closes sessions by their (secret) token."""
 
-    def __init__(self, ttl_s: int = SESSION_TTL_S, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, rows: SessionRows, ttl_s: int = SESSION_TTL_S, clock: Callable[[], float] = time.time) -> None:
         self.ttl_s = ttl_s
+        self._rows = rows
         self._clock = clock
-        self._by_digest: dict[str, Session] = {}
 
     def _now_ms(self) -> int:
         return int(self._clock() * 1000)
 
-    def open(self, key_prefix: str, key_digest: str) -> tuple[str, Session]:
+    async def open(self, key_prefix: str, key_digest: str) -> tuple[str, Session]:
         """A new session for this key: (the token for the cookie, the session)."""
-        if len(self._by_digest) >= MAX_SESSIONS:
-            self._sweep()
-        if len(self._by_digest) >= MAX_SESSIONS:  # still full: the oldest gives way
-            del self._by_digest[min(self._by_digest, key=lambda d: self._by_digest[d].expires_at)]
         token = secrets.token_urlsafe(32)
-        session = Session(key_prefix, key_digest, secrets.token_urlsafe(32), self._now_ms() + self.ttl_s * 1000)
-        self._by_digest[_digest(token)] = session
+        now = self._now_ms()
+        session = Session(key_prefix, key_digest, secrets.token_urlsafe(32), now + self.ttl_s * 1000)
+        row = (session.key_prefix, session.key_digest, session.csrf_token, session.expires_at)
+        await asyncio.to_thread(self._rows.insert, _digest(token), row, now)
         return token, session
 
-    def get(self, token: str) -> Session | None:
+    async def get(self, token: str) -> Session | None:
         """The live session of this token, or None (unknown, signed out or expired)."""
-        digest = _digest(token)
-        session = self._by_digest.get(digest)
-        if session is not None and session.expires_at <= self._now_ms():
-            del self._by_digest[digest]
+        if not token or len(token) > 256:
             return None
-        return session
+        row = await asyncio.to_thread(self._rows.find, _digest(token), self._now_ms())
+        return None if row is None else Session(*row)
 
-    def close(self, token: str) -> None:
-        self._by_digest.pop(_digest(token), None)
-
-    def _sweep(self) -> None:
-        now = self._now_ms()
-        for digest in [d for d, s in self._by_digest.items() if s.expires_at <= now]:
-            del self._by_digest[digest]
+    async def close(self, token: str) -> None:
+        await asyncio.to_thread(self._rows.remove, _digest(token))

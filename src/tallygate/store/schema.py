@@ -209,3 +209,14 @@ alerts = Table(
     Index("ix_alerts_created", "created_at", "id"),
     Index("ix_alerts_subject_created", "subject_id", "created_at"),
 )
+
+# Dashboard sign-ins (manage/sessions.py): by the SHA-256 of the cookie's token, never the token.
+dashboard_sessions = Table(
+    "dashboard_sessions", metadata,
+    Column("token_digest", String(64), primary_key=True),
+    Column("key_prefix", String(64), nullable=False),
+    Column("key_digest", String(64), nullable=False),
+    Column("csrf_token", String(64), nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
+    Index("ix_dashboard_sessions_expires", "expires_at"),
+)
