@@ -206,11 +206,15 @@ QUESTIONS = ["", "label.team", "label.env", "model,status", "key", "status", "se
              "tag_level.2", "time.hour,label.team", "time.day,label.env", "time.hour,tag", "time.day,tag_level.2",
              "time.month,provider", "time.hour", "label.team,tag_level.1", "model,tag"]
 RAGGED = {"from_ms": T0 + 3_600_000 + 1, "to_ms": T0 + 2 * DAY + 7_200_000 + 17}
+# most of each end's day and hour: read as whole days and hours less the rest (`analytics/cover.py`)
+MOSTLY = {"from_ms": T0 + 3_600_000 + 17, "to_ms": T0 + 2 * DAY + 20 * 3_600_000 + 2_700_000}
+IN_ONE_DAY = {"from_ms": T0 + DAY + 3_600_000 + 1, "to_ms": T0 + DAY + 23 * 3_600_000 - 60_000}
 
 
 @pytest.mark.parametrize("filters", [{}, {"tag": "US"}, {"labels": {"team": "b"}}, {"model": "m1"}, {"key_id": "k2"},
                                      {"labels": {"team": "a", "env": "prod"}}, RAGGED, {**RAGGED, "tag": "US/CA"},
-                                     {**RAGGED, "labels": {"env": "dev"}}])
+                                     {**RAGGED, "labels": {"env": "dev"}}, MOSTLY, {**MOSTLY, "tag": "US"},
+                                     {**MOSTLY, "labels": {"team": "a"}}, IN_ONE_DAY, {**IN_ONE_DAY, "model": "m2"}])
 def test_rollup_answers_equal_raw_ledger_answers(engine, filters: dict) -> None:  # type: ignore[no-untyped-def]
     from tallygate.analytics.query import Query, parse_group_by
     from tallygate.analytics.reader import AnalyticsStore
@@ -248,3 +252,30 @@ def test_rollup_answers_equal_raw_ledger_answers(engine, filters: dict) -> None:
     tree_b = raw.tree(None, None, Query(**{k: v for k, v in filters.items() if k.endswith("_ms")}))
     strip = lambda nodes: [(n["tag"], n["requests"], n["cost"], strip(n["children"])) for n in nodes]  # noqa: E731
     assert strip(tree_a["data"]) == strip(tree_b["data"])
+
+
+def test_cover_adds_up_to_the_planned_range_and_reads_less() -> None:
+    from tallygate.analytics.cover import cover
+    from tallygate.analytics.plan import USAGE_LEVELS, split
+
+    rng = random.Random(3)
+    hour = 3_600_000
+    for _ in range(300):
+        a = T0 + rng.randrange(40 * DAY)
+        b = a + rng.choice([rng.randrange(1, hour), rng.randrange(1, 3 * DAY), rng.randrange(1, 40 * DAY)])
+        levels = rng.choice([USAGE_LEVELS, ("day", "hour"), ("hour",)])
+        planned = split(a, b, levels)
+        pieces = cover(planned, levels, now_ms=T0 + 100 * DAY)
+        points = sorted({a, b, *(p for _, s in pieces for p in (s.from_ms, s.to_ms))})
+        for lo, hi in zip(points, points[1:]):  # every elementary interval is counted once inside, never outside
+            mid = (lo + hi) / 2
+            inside = sum(sign for sign, s in pieces if s.from_ms <= mid < s.to_ms)  # type: ignore[operator]
+            assert inside == (1 if a <= mid < b else 0), (a, b, levels, pieces)
+        raw = lambda segs: sum(s.to_ms - s.from_ms for s in segs if s.level == "raw")  # noqa: E731
+        assert raw([s for _, s in pieces]) <= raw(planned)
+        assert all(s.to_ms - s.from_ms <= hour // 2 for sign, s in pieces if s.level == "raw" and sign < 0)
+    # a unit that ends within the settling time is read as planned
+    planned = split(T0 + 17, T0 + DAY + 4 * hour + 59 * 60_000, USAGE_LEVELS)
+    assert planned[-1].level == "raw"
+    assert (1, planned[-1]) in cover(planned, USAGE_LEVELS, now_ms=T0 + DAY + 5 * hour)
+    assert (1, planned[-1]) not in cover(planned, USAGE_LEVELS, now_ms=T0 + DAY + 6 * hour)

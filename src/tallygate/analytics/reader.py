@@ -25,8 +25,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from sqlalchemy import Connection, Engine, func, select, true
 
+from tallygate.analytics.cover import cover
 from tallygate.analytics.plan import Segment, attribute, levels_for, plan, split
 from tallygate.analytics.query import Dim, Query
 from tallygate.analytics.sql import (
@@ -58,10 +60,11 @@ class Collected:
     family: str
     segments: list[Segment] = field(default_factory=list)
     raw_estimate: int = 0  # upper bound of the raw records read (from the hour roll-ups)
+    less: list[Segment] = field(default_factory=list)  # read and subtracted (`analytics/cover.py`)
 
     @property
     def exact(self) -> bool:
-        return all(s.level == "raw" for s in self.segments)
+        return all(s.level == "raw" for s in self.segments) and not self.less
 
 
 class AnalyticsStore:
@@ -111,12 +114,12 @@ class AnalyticsStore:
         if memo is not None and key in memo:
             found: Collected = memo[key]
             return Collected({k: v.copy() for k, v in found.groups.items()}, found.family, found.segments,
-                             found.raw_estimate)
+                             found.raw_estimate, found.less)
         family, segments = plan(q)
         out = self._run(q, family, segments, _TagMode())
         if memo is not None:
             memo[key] = Collected({k: v.copy() for k, v in out.groups.items()}, out.family, out.segments,
-                                  out.raw_estimate)
+                                  out.raw_estimate, out.less)
         return out
 
     def collect_tree(self, root: str | None, max_depth: int, q: Query) -> Collected:
@@ -134,24 +137,34 @@ class AnalyticsStore:
     def _run(self, q: Query, family: str, segments: list[Segment], mode: _TagMode) -> Collected:
         if self._raw_only:
             segments = [Segment("raw", q.from_ms, q.to_ms)]
+        rolled = family != "raw" and not self._raw_only and any(s.level != "raw" for s in segments)
+        pieces = cover(segments, levels_for(q, family)) if rolled else [(1, s) for s in segments]
         out: dict[tuple[Any, ...], Agg] = {}
+        less: dict[tuple[Any, ...], Agg] = {}
         with self._engine.connect() as conn:
             ctx = _Context(q, conn, self._label_sets(conn), self.current_labels(conn) if q.current_labels else {},
                            mode, getattr(self._local, "memo", None))
             estimate = 0 if self._raw_only or family != "raw" else self._check_budget(conn, q, mode, segments, ctx)
-            summed = family in ("dims", "usage") and not self._raw_only and any(s.level != "raw" for s in segments)
-            for seg in segments:
+            summed = rolled and (family in ("dims", "usage") or mode.tagged)
+            for sign, seg in pieces:
+                into = out if sign > 0 else less
                 if seg.level == "raw" and summed:  # ragged ends of a roll-up answer: summed by SQL
-                    ctx.raw_summed(seg, out)
+                    ctx.raw_summed(seg, into)
                 elif seg.level == "raw":
-                    ctx.raw(seg, out)
+                    ctx.raw(seg, into)
                 elif family == "usage":
-                    ctx.usage(seg, out)
+                    ctx.usage(seg, into)
                 elif family == "dims":
-                    ctx.attrs(seg, out)
+                    ctx.attrs(seg, into)
                 else:
-                    ctx.tags(seg, out)
-        return Collected(out, family, segments, estimate)
+                    ctx.tags(seg, into)
+        if less:  # the parts of whole hours (days) that were read but are outside the range
+            for key, agg in less.items():
+                if key in out:
+                    out[key] = out[key].minus(agg)
+            out = {key: agg for key, agg in out.items() if agg.v[REQUESTS] > 0}
+        return Collected(out, family, [s for sign, s in pieces if sign > 0], estimate,
+                         [s for sign, s in pieces if sign < 0])
 
     def _check_budget(self, conn: Connection, q: Query, mode: _TagMode, segments: list[Segment],
                       ctx: _Context) -> int:
@@ -343,7 +356,7 @@ class _Context:
             return row[at[PLAIN_COLUMN[d.kind]]]
 
         for row, vector in raw_summed(self.conn, seg, list(exprs.values()), key_ids=self.key_ids, model=q.model,
-                                      set_ids=self.set_ids).items():
+                                      set_ids=self.set_ids, tagged=self.mode.tagged).items():
             key = tuple(value(d, row) for d in q.dims)
             agg = out.get(key)
             if agg is None:
@@ -365,9 +378,12 @@ class _Context:
                 rows = self.memo[memo_key] = list(rows)
         tag_dim = next((d for d in dims if d.is_tag), None)
         current, sets = self.current, self.sets
-        for (created_at, key_id, label_set, tags, model, served, provider, status, inp, outp, cached, cw,
+        parsed: dict[str | None, list[str]] = {None: []}
+        for (created_at, key_id, label_set, text, model, served, provider, status, inp, outp, cached, cw,
              reasoning, cost, latency_us, ttft_us, score) in rows:
-            tags = tags or []
+            tags = parsed.get(text)
+            if tags is None:
+                tags = parsed[text] = orjson.loads(text) or []
             if (mode.tagged and not tags) or (want is not None and not carries(tags, want)):
                 continue
             if q.current_labels:

@@ -42,6 +42,7 @@ def _sort_key(dims: tuple[Dim, ...], key: tuple[Any, ...], agg: Agg) -> tuple[An
 
 def _plan(c: Collected, budget: int) -> dict[str, Any]:
     segments = [{"level": s.level, "from": s.from_ms, "to": s.to_ms} for s in c.segments]
+    segments += [{"level": s.level, "from": s.from_ms, "to": s.to_ms, "subtracted": True} for s in c.less]
     doc: dict[str, Any] = {"source": c.family, "segments": segments,
            "percentiles": "exact" if c.exact else "histogram",
            "percentile_max_relative_error": 0 if c.exact else round(MAX_RELATIVE_ERROR, 4)}
