@@ -267,7 +267,7 @@ def test_cover_adds_up_to_the_planned_range_and_reads_less() -> None:
         planned = split(a, b, levels)
         pieces = cover(planned, levels, now_ms=T0 + 100 * DAY)
         points = sorted({a, b, *(p for _, s in pieces for p in (s.from_ms, s.to_ms))})
-        for lo, hi in zip(points, points[1:]):  # every elementary interval is counted once inside, never outside
+        for lo, hi in zip(points, points[1:], strict=False):  # each piece of the line: once inside, never outside
             mid = (lo + hi) / 2
             inside = sum(sign for sign, s in pieces if s.from_ms <= mid < s.to_ms)  # type: ignore[operator]
             assert inside == (1 if a <= mid < b else 0), (a, b, levels, pieces)
