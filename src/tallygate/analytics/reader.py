@@ -134,6 +134,26 @@ class AnalyticsStore:
         return self._run(sub, "tags", split(q.from_ms, q.to_ms, levels_for(sub, "tags")),
                          _TagMode(tagged=True)).groups
 
+    def tag_groups_per_bucket(self, q: Query) -> dict[int, int] | None:
+        """Tag groups per time bucket of a tag x time question whose plan reads only roll-up rows
+        at its time level (tags by hour, by day): from the index alone, no metric column read.
+        None for any other question."""
+        family, segments = plan(q)
+        time = q.time_dim
+        if self._raw_only or family != "tags" or time is None or q.tag_dim is None \
+                or any(s.level != time.arg for s in segments):
+            return None
+        out: dict[int, int] = {}
+        with self._engine.connect() as conn:
+            ctx = _Context(q, conn, {}, {}, _TagMode())
+            for seg in segments:
+                t = tag_rollups[seg.level]
+                query = (select(t.c.bucket, func.count(t.c.prefix.distinct())).where(*ctx.tag_where(t, seg))
+                         .group_by(t.c.bucket))
+                for bucket, n in conn.execute(query):
+                    out[int(bucket)] = out.get(int(bucket), 0) + int(n)
+        return out
+
     def _run(self, q: Query, family: str, segments: list[Segment], mode: _TagMode) -> Collected:
         if self._raw_only:
             segments = [Segment("raw", q.from_ms, q.to_ms)]
@@ -297,9 +317,27 @@ class _Context:
     # --------------------------------------------------------------------------- tag roll-ups
     def tags(self, seg: Segment, out: dict[tuple[Any, ...], Agg]) -> None:
         q, t, mode = self.q, tag_rollups[seg.level], self.mode
-        where = time_range(t.c.bucket, seg)
+        where = self.tag_where(t, seg)
         tag_dim = None if mode.tree or mode.tagged else q.tag_dim
         group_prefix = mode.tree or tag_dim is not None
+        cols = (["prefix"] if group_prefix else []) + (["bucket"] if q.time_dim else [])
+        at = {name: i for i, name in enumerate(cols)}
+        dims = self.dims
+
+        def key_of(row: tuple[Any, ...]) -> tuple[Any, ...]:
+            values = tuple(row[at["prefix"]] if d.is_tag else time_value(d, row[at["bucket"]]) for d in dims)
+            return (row[at["prefix"]], *values) if mode.tree else values
+
+        # a month bucket holds one or two rows per prefix (is_tag or not), and so does each bucket when
+        # grouped by time at the segment's own level; a range of days grouped by prefix holds many
+        few = group_prefix and (seg.level == "month" or (q.time_dim is not None and q.time_dim.arg == seg.level))
+        summed_rows(self.conn, t, cols, where, out, key_of, few_per_group=few)
+
+    def tag_where(self, t: Any, seg: Segment) -> list[Any]:
+        """The tag roll-up rows of one segment that the question's groups are made of."""
+        q, mode = self.q, self.mode
+        where = time_range(t.c.bucket, seg)
+        tag_dim = None if mode.tree or mode.tagged else q.tag_dim
         if mode.tagged:
             where.append(t.c.prefix == "")  # every request with a tag, once
         elif mode.tree:
@@ -317,18 +355,7 @@ class _Context:
                 n = int(tag_dim.arg or 0)
                 # depth IN (1..n) first: an index range per depth (and bucket) on the hour table
                 where += [t.c.depth.in_(range(1, n + 1)), (t.c.depth == n) | (t.c.is_tag == true())]
-        cols = (["prefix"] if group_prefix else []) + (["bucket"] if q.time_dim else [])
-        at = {name: i for i, name in enumerate(cols)}
-        dims = self.dims
-
-        def key_of(row: tuple[Any, ...]) -> tuple[Any, ...]:
-            values = tuple(row[at["prefix"]] if d.is_tag else time_value(d, row[at["bucket"]]) for d in dims)
-            return (row[at["prefix"]], *values) if mode.tree else values
-
-        # a month bucket holds one or two rows per prefix (is_tag or not), and so does each bucket when
-        # grouped by time at the segment's own level; a range of days grouped by prefix holds many
-        few = group_prefix and (seg.level == "month" or (q.time_dim is not None and q.time_dim.arg == seg.level))
-        summed_rows(self.conn, t, cols, where, out, key_of, few_per_group=few)
+        return where
 
     # ------------------------------------------------------------------------------ raw ledger
     def raw_summed(self, seg: Segment, out: dict[tuple[Any, ...], Agg]) -> None:

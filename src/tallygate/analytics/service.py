@@ -9,6 +9,7 @@ filter every request is in at least one row.
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
@@ -19,6 +20,7 @@ from tallygate.analytics.reader import AnalyticsStore, Collected
 from tallygate.core.histogram import MAX_RELATIVE_ERROR
 from tallygate.core.metrics import COST_PICO, REQUESTS, Agg
 from tallygate.core.tagpath import MAX_DEPTH
+from tallygate.core.timebuckets import ceil
 from tallygate.errors import InvalidRequest
 
 MAX_ROWS = 10_000
@@ -76,8 +78,28 @@ class Analytics:
         with self.store.sharing():
             return self._usage(q, limit)
 
+    def _page(self, q: Query, limit: int) -> tuple[Query, int]:
+        """The question to read for the first `limit` rows, and the rows it leaves out.
+
+        Rows are in time order first, so with many groups by time (tags by hour over a month:
+        ~20,000) only the earliest buckets reach the page: their counts come from the index, and
+        the metrics are read up to the bucket in which the page ends."""
+        counts = self.store.tag_groups_per_bucket(q)
+        if not counts or sum(counts.values()) <= limit:
+            return q, 0
+        seen = 0
+        for bucket in sorted(counts):
+            seen += counts[bucket]
+            if seen >= limit:
+                end = ceil(bucket + 1, str(q.time_dim.arg)) if q.time_dim else None
+                if end is None or (q.to_ms is not None and end >= q.to_ms):
+                    break
+                return replace(q, to_ms=end), sum(n for b, n in counts.items() if b >= end)
+        return q, 0
+
     def _usage(self, q: Query, limit: int) -> dict[str, Any]:
-        rows = self.store.collect(q)
+        read, left_out = self._page(q, limit)
+        rows = self.store.collect(read)
         self._with_untagged(q, rows)
         if q.overlapping:
             total = self.store.collect(q.with_dims(())).groups.get((), Agg())
@@ -99,8 +121,9 @@ class Analytics:
             "filters": {"tag": q.tag, "labels": q.labels, "key": q.key_id, "model": q.model},
             "from": q.from_ms, "to": q.to_ms, "labels": "current" if q.current_labels else "recorded",
             "overlapping": q.overlapping, **({"note": OVERLAP_NOTE} if q.overlapping else {}),
-            "data": data, "truncated": len(ordered) > limit, "row_count": len(ordered),
-            "totals": render(total), "plan": _plan(rows, self.store.raw_budget),
+            "data": data, "truncated": len(ordered) + left_out > limit, "row_count": len(ordered) + left_out,
+            "totals": render(total), "plan": {**_plan(rows, self.store.raw_budget), **(
+                {"page": {"metrics_read_to": read.to_ms, "later_rows_counted": left_out}} if left_out else {})},
         }
 
     def tree(self, root: str | None, depth: int | None, q: Query) -> dict[str, Any]:
