@@ -131,11 +131,12 @@ def describe(status: int, body: bytes) -> str:
             (", more" if doc.get("has_more") else "")
     plan = doc.get("plan") or {}
     levels: list[str] = []
-    for seg in plan.get("segments", []):
-        if not levels or levels[-1] != seg["level"]:
-            levels.append(seg["level"])
+    for seg in plan.get("segments", []):  # read and added, then read and subtracted (`analytics/cover.py`)
+        level = ("-" if seg.get("subtracted") else "+") + seg["level"]
+        if not levels or levels[-1] != level:
+            levels.append(level)
     raw = plan.get("raw_records")
-    return f"{plan.get('source')}: {'+'.join(levels)}" + (f" (raw <= {raw['at_most']:,})" if raw else "")
+    return f"{plan.get('source')}: {''.join(levels).lstrip('+')}" + (f" (raw <= {raw['at_most']:,})" if raw else "")
 
 
 def timed(fn, runs: int, deadline: float) -> list[float]:  # type: ignore[no-untyped-def]

@@ -206,12 +206,18 @@ QUESTIONS = ["", "label.team", "label.env", "model,status", "key", "status", "se
              "tag_level.2", "time.hour,label.team", "time.day,label.env", "time.hour,tag", "time.day,tag_level.2",
              "time.month,provider", "time.hour", "label.team,tag_level.1", "model,tag"]
 RAGGED = {"from_ms": T0 + 3_600_000 + 1, "to_ms": T0 + 2 * DAY + 7_200_000 + 17}
+# most of each end's day and hour: read as whole days and hours less the rest (`analytics/cover.py`)
+MOSTLY = {"from_ms": T0 + 3_600_000 + 17, "to_ms": T0 + 2 * DAY + 20 * 3_600_000 + 2_700_000}
+IN_ONE_DAY = {"from_ms": T0 + DAY + 3_600_000 + 1, "to_ms": T0 + DAY + 23 * 3_600_000 - 60_000}
 
 
 @pytest.mark.parametrize("filters", [{}, {"tag": "US"}, {"labels": {"team": "b"}}, {"model": "m1"}, {"key_id": "k2"},
                                      {"labels": {"team": "a", "env": "prod"}}, RAGGED, {**RAGGED, "tag": "US/CA"},
                                      {**RAGGED, "labels": {"env": "dev"}}, {"tz": "Europe/Berlin"},
-                                     {**RAGGED, "tz": "Asia/Kolkata"}, {**RAGGED, "tz": "Asia/Kathmandu", "tag": "US"}])
+                                     {**RAGGED, "tz": "Asia/Kolkata"}, {**RAGGED, "tz": "Asia/Kathmandu", "tag": "US"},
+                                     MOSTLY, {**MOSTLY, "tag": "US"}, {**MOSTLY, "tz": "Europe/Berlin"},
+                                     {**MOSTLY, "labels": {"team": "a"}}, IN_ONE_DAY, {**IN_ONE_DAY, "model": "m2"},
+                                     {"from_ms": T0, "to_ms": T0 + 2 * DAY}, {"tag": "US", "to_ms": T0 + DAY}])
 def test_rollup_answers_equal_raw_ledger_answers(engine, filters: dict) -> None:  # type: ignore[no-untyped-def]
     from tallygate.analytics.query import Query, parse_group_by
     from tallygate.analytics.reader import AnalyticsStore
@@ -242,6 +248,13 @@ def test_rollup_answers_equal_raw_ledger_answers(engine, filters: dict) -> None:
         a, b = rolled.usage(q), raw.usage(q)
         assert b["plan"]["percentiles"] == "exact"
         assert sums(a) == sums(b), dims
+        # a page of many groups by time reads the metrics of its buckets only (`Analytics._page`)
+        a, b = rolled.usage(q, limit=7), raw.usage(q, limit=7)
+        assert [(r["group"], r["requests"], r["cost"]) for r in a["data"]] == \
+            [(r["group"], r["requests"], r["cost"]) for r in b["data"]], dims
+        assert (a["row_count"], a["truncated"]) == (b["row_count"], b["truncated"]), dims
+        if dims == "time.hour,tag" and filters.get("from_ms") == T0:
+            assert a["plan"]["page"]["later_rows_counted"] > 0
         if q.tag is None and q.tag_dim is None and not q.labels and q.model is None and q.key_id is None \
                 and sum(d.kind != "time" for d in q.dims) <= 1:
             assert a["plan"]["source"] == "dims", dims
@@ -249,3 +262,30 @@ def test_rollup_answers_equal_raw_ledger_answers(engine, filters: dict) -> None:
     tree_a, tree_b = rolled.tree(None, None, Query(**span)), raw.tree(None, None, Query(**span))
     strip = lambda nodes: [(n["tag"], n["requests"], n["cost"], strip(n["children"])) for n in nodes]  # noqa: E731
     assert strip(tree_a["data"]) == strip(tree_b["data"])
+
+
+def test_cover_adds_up_to_the_planned_range_and_reads_less() -> None:
+    from tallygate.analytics.cover import cover
+    from tallygate.analytics.plan import USAGE_LEVELS, split
+
+    rng = random.Random(3)
+    hour = 3_600_000
+    for _ in range(300):
+        a = T0 + rng.randrange(40 * DAY)
+        b = a + rng.choice([rng.randrange(1, hour), rng.randrange(1, 3 * DAY), rng.randrange(1, 40 * DAY)])
+        levels = rng.choice([USAGE_LEVELS, ("day", "hour"), ("hour",)])
+        planned = split(a, b, levels)
+        pieces = cover(planned, levels, now_ms=T0 + 100 * DAY)
+        points = sorted({a, b, *(p for _, s in pieces for p in (s.from_ms, s.to_ms))})
+        for lo, hi in zip(points, points[1:], strict=False):  # each piece of the line: once inside, never outside
+            mid = (lo + hi) / 2
+            inside = sum(sign for sign, s in pieces if s.from_ms <= mid < s.to_ms)  # type: ignore[operator]
+            assert inside == (1 if a <= mid < b else 0), (a, b, levels, pieces)
+        raw = lambda segs: sum(s.to_ms - s.from_ms for s in segs if s.level == "raw")  # noqa: E731
+        assert raw([s for _, s in pieces]) <= raw(planned)
+        assert all(s.to_ms - s.from_ms <= hour // 2 for sign, s in pieces if s.level == "raw" and sign < 0)
+    # a unit that ends within the settling time is read as planned
+    planned = split(T0 + 17, T0 + DAY + 4 * hour + 59 * 60_000, USAGE_LEVELS)
+    assert planned[-1].level == "raw"
+    assert (1, planned[-1]) in cover(planned, USAGE_LEVELS, now_ms=T0 + DAY + 5 * hour)
+    assert (1, planned[-1]) not in cover(planned, USAGE_LEVELS, now_ms=T0 + DAY + 6 * hour)

@@ -25,9 +25,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from sqlalchemy import Connection, Engine, func, select, true
 
-from tallygate.analytics.plan import Segment, attribute, plan, segments_for
+from tallygate.analytics.cover import cover
+from tallygate.analytics.plan import Segment, attribute, levels_for, plan, segments_for
 from tallygate.analytics.query import Dim, Query
 from tallygate.analytics.sql import (
     raw_records,
@@ -59,10 +61,11 @@ class Collected:
     family: str
     segments: list[Segment] = field(default_factory=list)
     raw_estimate: int = 0  # upper bound of the raw records read (from the hour roll-ups)
+    less: list[Segment] = field(default_factory=list)  # read and subtracted (`analytics/cover.py`)
 
     @property
     def exact(self) -> bool:
-        return all(s.level == "raw" for s in self.segments)
+        return all(s.level == "raw" for s in self.segments) and not self.less
 
 
 class AnalyticsStore:
@@ -112,13 +115,13 @@ class AnalyticsStore:
         if memo is not None and key in memo:
             found: Collected = memo[key]
             return Collected({k: v.copy() for k, v in found.groups.items()}, found.family, found.segments,
-                             found.raw_estimate)
+                             found.raw_estimate, found.less)
         q = self.bounded(q)
         family, segments = plan(q)
         out = self._run(q, family, segments, _TagMode())
         if memo is not None:
             memo[key] = Collected({k: v.copy() for k, v in out.groups.items()}, out.family, out.segments,
-                                  out.raw_estimate)
+                                  out.raw_estimate, out.less)
         return out
 
     def collect_tree(self, root: str | None, max_depth: int, q: Query) -> Collected:
@@ -144,29 +147,63 @@ class AnalyticsStore:
         hi = max(lo, last if q.to_ms is None else q.to_ms)
         return Query(q.dims, q.tag, q.labels, q.key_id, q.model, lo, hi, q.current_labels, q.tz)
 
+    def tag_groups_per_bucket(self, q: Query) -> dict[int, int] | None:
+        """Tag groups per time bucket of a tag x time question whose plan reads only roll-up rows
+        at its time level (tags by hour, by day): from the index alone, no metric column read.
+        None for any other question."""
+        family, segments = plan(q)
+        time = q.time_dim
+        if self._raw_only or family != "tags" or time is None or q.tag_dim is None \
+                or any(s.level != time.arg for s in segments):
+            return None
+        out: dict[int, int] = {}
+        with self._engine.connect() as conn:
+            ctx = _Context(q, conn, {}, {}, _TagMode())
+            for seg in segments:
+                t = tag_rollups[seg.level]
+                query = (select(t.c.bucket, func.count(t.c.prefix.distinct())).where(*ctx.tag_where(t, seg))
+                         .group_by(t.c.bucket))
+                for bucket, n in conn.execute(query):
+                    out[int(bucket)] = out.get(int(bucket), 0) + int(n)
+        return out
+
     def _run(self, q: Query, family: str, segments: list[Segment], mode: _TagMode) -> Collected:
         if self._raw_only:
             segments = [Segment("raw", q.from_ms, q.to_ms)]
+        rolled = family != "raw" and not self._raw_only and any(s.level != "raw" for s in segments)
+        # whole hours (days) less their outside parts: UTC only, where an hour row is in one time bucket
+        if rolled and (q.tz == UTC or q.time_dim is None):
+            pieces = cover(segments, levels_for(q, family))
+        else:
+            pieces = [(1, s) for s in segments]
         out: dict[tuple[Any, ...], Agg] = {}
+        less: dict[tuple[Any, ...], Agg] = {}
         with self._engine.connect() as conn:
             ctx = _Context(q, conn, self._label_sets(conn), self.current_labels(conn) if q.current_labels else {},
                            mode, getattr(self._local, "memo", None))
             estimate = 0 if self._raw_only or family != "raw" else self._check_budget(conn, q, mode, segments, ctx)
-            summed = family in ("dims", "usage") and not self._raw_only and any(s.level != "raw" for s in segments)
+            summed = rolled and (family in ("dims", "usage") or mode.tagged)
             if family != "raw" and not self._raw_only and q.tz != UTC:
                 self._check_local_budget(conn, q, segments)
-            for seg in segments:
+            for sign, seg in pieces:
+                into = out if sign > 0 else less
                 if seg.level == "raw" and summed:  # ragged ends of a roll-up answer: summed by SQL
-                    ctx.raw_summed(seg, out)
+                    ctx.raw_summed(seg, into)
                 elif seg.level == "raw":
-                    ctx.raw(seg, out)
+                    ctx.raw(seg, into)
                 elif family == "usage":
-                    ctx.usage(seg, out)
+                    ctx.usage(seg, into)
                 elif family == "dims":
-                    ctx.attrs(seg, out)
+                    ctx.attrs(seg, into)
                 else:
-                    ctx.tags(seg, out)
-        return Collected(out, family, segments, estimate)
+                    ctx.tags(seg, into)
+        if less:  # the parts of whole hours (days) that were read but are outside the range
+            for key, agg in less.items():
+                if key in out:
+                    out[key] = out[key].minus(agg)
+            out = {key: agg for key, agg in out.items() if agg.v[REQUESTS] > 0}
+        return Collected(out, family, [s for sign, s in pieces if sign > 0], estimate,
+                         [s for sign, s in pieces if sign < 0])
 
     def _check_budget(self, conn: Connection, q: Query, mode: _TagMode, segments: list[Segment],
                       ctx: _Context) -> int:
@@ -314,9 +351,27 @@ class _Context:
     # --------------------------------------------------------------------------- tag roll-ups
     def tags(self, seg: Segment, out: dict[tuple[Any, ...], Agg]) -> None:
         q, t, mode = self.q, tag_rollups[seg.level], self.mode
-        where = time_range(t.c.bucket, seg)
+        where = self.tag_where(t, seg)
         tag_dim = None if mode.tree or mode.tagged else q.tag_dim
         group_prefix = mode.tree or tag_dim is not None
+        cols = (["prefix"] if group_prefix else []) + (["bucket"] if q.time_dim else [])
+        at = {name: i for i, name in enumerate(cols)}
+        dims = self.dims
+
+        def key_of(row: tuple[Any, ...]) -> tuple[Any, ...]:
+            values = tuple(row[at["prefix"]] if d.is_tag else time_value(d, row[at["bucket"]], q.tz) for d in dims)
+            return (row[at["prefix"]], *values) if mode.tree else values
+
+        # a month bucket holds one or two rows per prefix (is_tag or not), and so does each bucket when
+        # grouped by time at the segment's own level; a range of days grouped by prefix holds many
+        few = group_prefix and (seg.level == "month" or (q.time_dim is not None and q.time_dim.arg == seg.level))
+        summed_rows(self.conn, t, cols, where, out, key_of, few_per_group=few)
+
+    def tag_where(self, t: Any, seg: Segment) -> list[Any]:
+        """The tag roll-up rows of one segment that the question's groups are made of."""
+        q, mode = self.q, self.mode
+        where = time_range(t.c.bucket, seg)
+        tag_dim = None if mode.tree or mode.tagged else q.tag_dim
         if mode.tagged:
             where.append(t.c.prefix == "")  # every request with a tag, once
         elif mode.tree:
@@ -334,18 +389,7 @@ class _Context:
                 n = int(tag_dim.arg or 0)
                 # depth IN (1..n) first: an index range per depth (and bucket) on the hour table
                 where += [t.c.depth.in_(range(1, n + 1)), (t.c.depth == n) | (t.c.is_tag == true())]
-        cols = (["prefix"] if group_prefix else []) + (["bucket"] if q.time_dim else [])
-        at = {name: i for i, name in enumerate(cols)}
-        dims = self.dims
-
-        def key_of(row: tuple[Any, ...]) -> tuple[Any, ...]:
-            values = tuple(row[at["prefix"]] if d.is_tag else time_value(d, row[at["bucket"]], q.tz) for d in dims)
-            return (row[at["prefix"]], *values) if mode.tree else values
-
-        # a month bucket holds one or two rows per prefix (is_tag or not), and so does each bucket when
-        # grouped by time at the segment's own level; a range of days grouped by prefix holds many
-        few = group_prefix and (seg.level == "month" or (q.time_dim is not None and q.time_dim.arg == seg.level))
-        summed_rows(self.conn, t, cols, where, out, key_of, few_per_group=few)
+        return where
 
     # ------------------------------------------------------------------------------ raw ledger
     def raw_summed(self, seg: Segment, out: dict[tuple[Any, ...], Agg]) -> None:
@@ -374,7 +418,7 @@ class _Context:
             return row[at[PLAIN_COLUMN[d.kind]]]
 
         for row, vector in raw_summed(self.conn, seg, list(exprs.values()), key_ids=self.key_ids, model=q.model,
-                                      set_ids=self.set_ids).items():
+                                      set_ids=self.set_ids, tagged=self.mode.tagged).items():
             key = tuple(value(d, row) for d in q.dims)
             agg = out.get(key)
             if agg is None:
@@ -396,9 +440,12 @@ class _Context:
                 rows = self.memo[memo_key] = list(rows)
         tag_dim = next((d for d in dims if d.is_tag), None)
         current, sets = self.current, self.sets
-        for (created_at, key_id, label_set, tags, model, served, provider, status, inp, outp, cached, cw,
+        parsed: dict[str | None, list[str]] = {None: []}
+        for (created_at, key_id, label_set, text, model, served, provider, status, inp, outp, cached, cw,
              reasoning, cost, latency_us, ttft_us, score) in rows:
-            tags = tags or []
+            tags = parsed.get(text)
+            if tags is None:
+                tags = parsed[text] = orjson.loads(text) or []
             if (mode.tagged and not tags) or (want is not None and not carries(tags, want)):
                 continue
             if q.current_labels:

@@ -8,6 +8,7 @@ filter every request is in at least one row.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
@@ -18,6 +19,7 @@ from tallygate.analytics.reader import AnalyticsStore, Collected
 from tallygate.core.histogram import MAX_RELATIVE_ERROR
 from tallygate.core.metrics import COST_PICO, REQUESTS, Agg
 from tallygate.core.tagpath import MAX_DEPTH
+from tallygate.core.timebuckets import ceil
 from tallygate.core.zones import UTC, local_iso
 from tallygate.errors import InvalidRequest
 
@@ -40,6 +42,7 @@ def _sort_key(dims: tuple[Dim, ...], key: tuple[Any, ...], agg: Agg) -> tuple[An
 
 def _plan(c: Collected, budget: int, tz: str) -> dict[str, Any]:
     segments = [{"level": s.level, "from": s.from_ms, "to": s.to_ms} for s in c.segments]
+    segments += [{"level": s.level, "from": s.from_ms, "to": s.to_ms, "subtracted": True} for s in c.less]
     doc: dict[str, Any] = {"source": c.family, "timezone": tz, "segments": segments,
            "percentiles": "exact" if c.exact else "histogram",
            "percentile_max_relative_error": 0 if c.exact else round(MAX_RELATIVE_ERROR, 4)}
@@ -74,9 +77,29 @@ class Analytics:
         with self.store.sharing():
             return self._usage(q, limit)
 
+    def _page(self, q: Query, limit: int) -> tuple[Query, int]:
+        """The question to read for the first `limit` rows, and the rows it leaves out.
+
+        Rows are in time order first, so with many groups by time (tags by hour over a month:
+        ~20,000) only the earliest buckets reach the page: their counts come from the index, and
+        the metrics are read up to the bucket in which the page ends."""
+        counts = self.store.tag_groups_per_bucket(q) if q.tz == UTC else None
+        if not counts or sum(counts.values()) <= limit:
+            return q, 0
+        seen = 0
+        for bucket in sorted(counts):
+            seen += counts[bucket]
+            if seen >= limit:
+                end = ceil(bucket + 1, str(q.time_dim.arg)) if q.time_dim else None
+                if end is None or (q.to_ms is not None and end >= q.to_ms):
+                    break
+                return replace(q, to_ms=end), sum(n for b, n in counts.items() if b >= end)
+        return q, 0
+
     def _usage(self, q: Query, limit: int) -> dict[str, Any]:
         q = self.store.bounded(q)  # one range for the rows, the untagged rows and the totals
-        rows = self.store.collect(q)
+        read, left_out = self._page(q, limit)
+        rows = self.store.collect(read)
         self._with_untagged(q, rows)
         if q.overlapping:
             total = self.store.collect(q.with_dims(())).groups.get((), Agg())
@@ -100,8 +123,9 @@ class Analytics:
             "from": q.from_ms, "to": q.to_ms, "timezone": q.tz,
             "labels": "current" if q.current_labels else "recorded",
             "overlapping": q.overlapping, **({"note": OVERLAP_NOTE} if q.overlapping else {}),
-            "data": data, "truncated": len(ordered) > limit, "row_count": len(ordered),
-            "totals": render(total), "plan": _plan(rows, self.store.raw_budget, q.tz),
+            "data": data, "truncated": len(ordered) + left_out > limit, "row_count": len(ordered) + left_out,
+            "totals": render(total), "plan": {**_plan(rows, self.store.raw_budget, q.tz), **(
+                {"page": {"metrics_read_to": read.to_ms, "later_rows_counted": left_out}} if left_out else {})},
         }
 
     def tree(self, root: str | None, depth: int | None, q: Query) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from sqlalchemy import BigInteger, ColumnElement, Connection, Table, and_, case, cast, func, or_, select, true
+from sqlalchemy import BigInteger, ColumnElement, Connection, Table, Text, and_, case, cast, func, or_, select, true
 
 from tallygate.analytics.plan import Segment
 from tallygate.analytics.query import Dim
@@ -25,12 +25,19 @@ _NOT_COST = [m for m in METRICS if m != "cost_pico"]
 _COST_SPLIT = 10**6  # SUM(cost_pico) could pass 2^63 (9.2M USD) in one group: sum it in two parts
 
 
+_SUMS: dict[str, list[Any]] = {}
+
+
 def metric_columns(t: Table) -> list[Any]:
-    """SUM of every metric column (as BIGINT), cost last as two partial sums."""
-    cost = t.c.cost_pico
-    return ([cast(func.sum(t.c[m]), BigInteger) for m in _NOT_COST]
-            + [cast(func.sum(cost.op("/")(_COST_SPLIT)), BigInteger),
-               cast(func.sum(cost.op("%")(_COST_SPLIT)), BigInteger)])
+    """SUM of every metric column (as BIGINT), cost last as two partial sums. Built once per table:
+    134 expressions cost milliseconds to construct, per segment read."""
+    found = _SUMS.get(t.name)
+    if found is None:
+        cost = t.c.cost_pico
+        found = _SUMS[t.name] = ([cast(func.sum(t.c[m]), BigInteger) for m in _NOT_COST]
+                                 + [cast(func.sum(cost.op("/")(_COST_SPLIT)), BigInteger),
+                                    cast(func.sum(cost.op("%")(_COST_SPLIT)), BigInteger)])
+    return found
 
 
 def metric_vector(values: Iterable[Any]) -> list[int]:
@@ -90,7 +97,9 @@ def time_value(dim: Dim, bucket: int, tz: str = UTC) -> int:
     return floor(bucket, str(dim.arg), tz)
 
 
-RAW_COLUMNS = [requests.c.created_at, requests.c.key_id, requests.c.label_set, requests.c.tags,
+# `tags` as its stored text: the reader parses each distinct list once (SQLAlchemy's JSON type would
+# decode every row)
+RAW_COLUMNS = [requests.c.created_at, requests.c.key_id, requests.c.label_set, cast(requests.c.tags, Text),
                requests.c.requested_model, requests.c.served_model, requests.c.provider, requests.c.status,
                requests.c.input_tokens, requests.c.output_tokens, requests.c.cached_tokens,
                requests.c.cache_write_tokens, requests.c.reasoning_tokens, requests.c.cost_pico,
@@ -161,14 +170,17 @@ def _bucket(col: Any) -> Any:
 
 
 def raw_summed(conn: Connection, seg: Segment, group: list[Any], *, key_ids: list[str] | None, model: str | None,
-               set_ids: list[str] | None) -> dict[tuple[Any, ...], list[int]]:
-    """The raw records of one segment summed by SQL into metric vectors, by the values of `group`.
+               set_ids: list[str] | None, tagged: bool = False) -> dict[tuple[Any, ...], list[int]]:
+    """The raw records of one segment summed by SQL into metric vectors, by the values of `group`
+    (with `tagged`, only the records with at least one tag).
 
     For the ragged ends of a roll-up answer (whose percentiles come from histograms anyway): the
     database counts each group's records per latency and TTFT bucket, so Python handles a few rows
     per group instead of every record."""
     c = requests.c
     where = time_range(c.created_at, seg)
+    if tagged:
+        where.append(cast(c.tags, Text) != "[]")  # as the writer stores an empty list
     if key_ids is not None:
         where.append(c.key_id.in_(key_ids))
     if model is not None:
