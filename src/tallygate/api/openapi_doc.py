@@ -95,7 +95,7 @@ def refine(doc: dict[str, Any], policies: Collection[str]) -> dict[str, Any]:
             for value in obj.get("patternProperties", {}).values():
                 value["pattern"] = rules.visible()
         for s in _strings(scope["tag"]):
-            s["pattern"], s["maxLength"] = rules.request_tag(), 256
+            s["pattern"], s["maxLength"] = rules.tag(), 256
         for s in _strings(scope["key"]):
             s["pattern"] = rules.NO_NUL
     feedback = schemas.get("FeedbackIn", {}).get("properties")

@@ -25,11 +25,11 @@ _REFUSED = frozenset({"Cc", "Cf", "Zl", "Zp", "Co"})  # and Cs: no JSON string h
 
 
 @functools.cache
-def _refused_class(categories: frozenset[str] = _REFUSED) -> str:
-    """A regex character class body with every code point of `categories` (as ranges)."""
+def _refused_class() -> str:
+    """A regex character class body with every refused code point (as ranges)."""
     ranges: list[tuple[int, int]] = []
     for cp in range(sys.maxunicode + 1):
-        if 0xD800 <= cp <= 0xDFFF or unicodedata.category(chr(cp)) not in categories:
+        if 0xD800 <= cp <= 0xDFFF or unicodedata.category(chr(cp)) not in _REFUSED:
             continue
         if ranges and ranges[-1][1] == cp - 1:
             ranges[-1] = (ranges[-1][0], cp)
@@ -49,17 +49,6 @@ def visible() -> str:
 def tag() -> str:
     """A tag filter: 1-8 non-empty segments, nothing invisible."""
     seg = f"[^/{_refused_class()}]+"
-    return f"^{seg}(?:/{seg}){{0,7}}$"
-
-
-@functools.cache
-def request_tag() -> str:
-    """A request tag, as `pipeline.tags` checks one (a budget's tag scope): 1-8 non-empty
-    segments without leading or trailing whitespace, none of `tagpath`'s refused characters
-    (unassigned code points included)."""
-    refused = _refused_class(_REFUSED | {"Cn"})
-    edge = refused + _refused_class(frozenset({"Zs"}))  # the whitespace that is not refused already
-    seg = f"[^/{edge}](?:[^/{refused}]*[^/{edge}])?"
     return f"^{seg}(?:/{seg}){{0,7}}$"
 
 
