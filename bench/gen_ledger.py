@@ -71,6 +71,8 @@ STATUSES = [(200, 0.96), (429, 0.012), (400, 0.008), (502, 0.008), (504, 0.004),
             (500, 0.005)]
 ERROR_TYPES = {400: "invalid_request_error", 402: "budget_exceeded", 429: "rate_limit_error",
                500: "server_error", 502: "upstream_error", 504: "timeout_error"}
+ERROR_CODES = {400: None, 402: "budget_exceeded", 429: "upstream_rate_limited", 500: "internal_error",
+               502: "upstream_server_error", 504: "upstream_timeout"}
 
 
 def _zipf_weights(n: int, s: float = 1.1) -> list[float]:
@@ -195,7 +197,8 @@ class RecordFactory:
             None if status == 200 else f"bench error {status}", stream, False, inp, out, cached, 0, reasoning,
             cost, "bench", int(latency_ms * 1000), ttft,
             () if refused else (Attempt(provider, served, status, latency_ms,
-                                        None if status == 200 else "UpstreamHTTPError", model),))
+                                        None if status == 200 else "UpstreamHTTPError", model),),
+            ERROR_CODES.get(status))
 
 
 def month_bounds(month: str) -> tuple[int, int]:

@@ -329,7 +329,7 @@ def journal_cost(n=20000):
                        "growth-autocomplete-prod", {"team": "growth", "env": "prod", "feature": "autocomplete"},
                        tuple(TAGS), "chat", "mock-gpt", "mock-gpt", "mock", 200, None, None, False, False,
                        41, 12, 0, 0, 0, 33_150_000, "genai-prices", 1_830, None,
-                       (Attempt("mock", "mock-gpt", 200, 1.2, None, "mock-gpt"),))
+                       (Attempt("mock", "mock-gpt", 200, 1.2, None, "mock-gpt"),), None)
     tmp = Path(tempfile.mkdtemp(prefix="tallygate-journal-bench-"))
     journal = Journal(tmp, fsync="batch")
     per = []

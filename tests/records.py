@@ -10,7 +10,8 @@ BLANK = LedgerRecord(
     id="", created_at=0, key_id=None, key_name="t", labels={}, tags=(), endpoint="chat",
     requested_model="m", served_model="m", provider="p", status=200, error_type=None, error_message=None,
     stream=False, partial=False, input_tokens=1, output_tokens=1, cached_tokens=0, cache_write_tokens=0,
-    reasoning_tokens=0, cost_pico=5, pricing_source="config", latency_us=1, ttft_us=None, attempts=())
+    reasoning_tokens=0, cost_pico=5, pricing_source="config", latency_us=1, ttft_us=None, attempts=(),
+    error_code=None)
 
 
 def make_record(**fields: Any) -> LedgerRecord:

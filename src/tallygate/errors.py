@@ -4,6 +4,7 @@
     +-- InvalidRequest                (400 invalid_request_error, names the `param`)
     |   +-- BadTag                    (400, param "request_tags")
     +-- PayloadTooLarge               (413)
+    +-- RequestTimeout                (408: a head or body too slow, answered by the HTTP edge)
     +-- AuthenticationFailed          (401)
     +-- PermissionDenied              (403)
     +-- MethodNotAllowed              (405, with `Allow`)
@@ -102,6 +103,13 @@ class PermissionDenied(GatewayError):
     status = 403
     type = "permission_error"
     code = "insufficient_permissions"
+
+
+class RequestTimeout(GatewayError):
+    """The HTTP edge gave up on a request's head or body (`api/edges.py`)."""
+
+    status = 408
+    type = "invalid_request_error"
 
 
 class NotFound(GatewayError):

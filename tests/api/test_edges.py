@@ -173,6 +173,12 @@ def test_slow_body_is_cut_at_the_body_timeout(edge: Gateway) -> None:
     s.close()
     assert answer.startswith(b"HTTP/1.1 408") and b"body_timeout" in answer, answer
     assert time.monotonic() - started < 5
+    error = json.loads(answer.partition(b"\r\n\r\n")[2])["error"]
+    deadline = time.monotonic() + 5
+    while not (logged := edge.get("/v1/logs?status=408")[1]["data"]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert [(r["status"], r["error"]["type"], r["error"]["code"]) for r in logged] == [
+        (408, error["type"], error["code"])]  # recorded as the edge answered it, not as a disconnect
 
 
 def test_management_bodies_are_capped_before_parsing(edge: Gateway) -> None:

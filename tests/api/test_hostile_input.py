@@ -151,35 +151,144 @@ def test_absurd_retry_after_is_capped_and_the_client_gets_what_the_ledger_says(g
     status, headers, body = _chat(gw, ADMIN_KEY, {"model": model, "messages": HELLO})
     assert status == 429 and body["error"]["type"] == "rate_limit_error"
     assert headers.get("retry-after") in (None, "3600")
+    _recorded_as_answered(gw, headers, status, body["error"])
+
+
+def _recorded_as_answered(gw: Gateway, headers: dict[str, str], status: int, error: dict) -> dict:
+    """The request's ledger record, asserting it holds the status, error type and code answered."""
     record = gw.log_record(headers["x-request-id"])
-    assert (record["status"], record["error"]["type"]) == (status, body["error"]["type"])
+    got = (record["status"], record["error"]["type"], record["error"]["code"])
+    assert got == (status, error["type"], error.get("code")), (got, error)
+    return record
 
 
-def test_client_status_and_error_type_equal_the_record_on_every_error_path(gw: Gateway) -> None:
+def _events(raw: bytes) -> list[tuple[str | None, dict]]:
+    """(event name, data) of each SSE event with JSON data."""
+    out = []
+    for block in raw.decode().split("\n\n"):
+        name, data = None, None
+        for line in block.splitlines():
+            if line.startswith("event: "):
+                name = line[7:]
+            elif line.startswith("data: ") and line[6:] != "[DONE]":
+                data = json.loads(line[6:])
+        if data is not None:
+            out.append((name, data))
+    return out
+
+
+_JSON = {"Content-Type": "application/json"}
+_ANTHROPIC = {**_JSON, "anthropic-version": "2023-06-01"}
+_BIG = b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "' + b"x" * (5 << 20) + b'"}]}'
+
+
+def test_client_status_error_type_and_code_equal_the_record_on_every_error_path(gw: Gateway) -> None:
     key = _limited_key(gw)
     small = gw.post_json("/v1/manage/apikey", {"name": "tiny", "monthly_limit": "0.000001"})[2]["key"]
-    cases = [
-        (key, {"model": "gpt-4o-mini", "messages": HELLO, "request_tags": ["bad//tag"]}),  # 400 tag
-        (key, {"model": "no-such-model", "messages": HELLO}),  # 404
-        (key, {"model": "gpt-4o-mini", "messages": "nope"}),  # 400 field
-        (key, {"model": "fail-400", "messages": HELLO}),  # upstream 400
-        (key, {"model": "fail-401", "messages": HELLO}),  # upstream auth -> 502
-        (key, {"model": "fail-429", "messages": HELLO}),  # 429
-        (key, {"model": "fail-500", "messages": HELLO}),  # 502
-        (key, {"model": "slow-3000", "messages": HELLO}),  # 504
-        (key, {"model": "reset", "messages": HELLO}),  # 502
-        (key, {"model": "garbage", "messages": HELLO}),  # 502
-        (key, {"model": "refused", "messages": HELLO}),  # 502 connect
-        (small, {"model": "priced", "messages": HELLO}),  # 402
+    no_completions = gw.post_json("/v1/manage/apikey",
+                                  {"name": "reader", "permissions": {"completions": "none"}})[2]["key"]
+    chat = [  # (key, raw body, headers) on /v1/chat/completions
+        (key, {"model": "gpt-4o-mini", "messages": HELLO, "request_tags": ["bad//tag"]}, _JSON),  # 400 tag
+        (key, {"model": "no-such-model", "messages": HELLO}, _JSON),  # 404
+        (key, {"model": "gpt-4o-mini", "messages": "nope"}, _JSON),  # 400 field
+        (key, {"messages": HELLO}, _JSON),  # 400 no model
+        (key, b"{not json", _JSON),  # 400 invalid_json
+        (key, b"", _JSON),  # 400 empty body
+        (key, {"model": "gpt-4o-mini", "messages": HELLO}, {"Content-Type": "text/plain"}),  # 400 media type
+        (key, _BIG, _JSON),  # 413
+        (no_completions, {"model": "gpt-4o-mini", "messages": HELLO}, _JSON),  # 403
+        (key, {"model": "fail-400", "messages": HELLO}, _JSON),  # upstream 400
+        (key, {"model": "fail-401", "messages": HELLO}, _JSON),  # upstream auth -> 502
+        (key, {"model": "fail-429", "messages": HELLO}, _JSON),  # 429
+        (key, {"model": "fail-429", "messages": HELLO, "stream": True}, _JSON),  # 429 before the stream
+        (key, {"model": "fail-500", "messages": HELLO}, _JSON),  # 502
+        (key, {"model": "fail-503", "messages": HELLO, "stream": True}, _JSON),  # 502
+        (key, {"model": "slow-3000", "messages": HELLO}, _JSON),  # 504
+        (key, {"model": "reset", "messages": HELLO}, _JSON),  # 502
+        (key, {"model": "garbage", "messages": HELLO}, _JSON),  # 502
+        (key, {"model": "refused", "messages": HELLO}, _JSON),  # 502 connect
+        (key, {"model": "claude-fail-429", "messages": HELLO}, _JSON),  # 429 from Anthropic, translated
+        (small, {"model": "priced", "messages": HELLO}, _JSON),  # 402
     ]
     seen = set()
-    for secret, payload in cases:
-        status, headers, body = _chat(gw, secret, payload)
-        assert status >= 400, body
-        record = gw.log_record(headers["x-request-id"])
-        assert (record["status"], record["error"]["type"]) == (status, body["error"]["type"]), payload
+    for secret, payload, headers in chat:
+        raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        status, answer_headers, body = gw.request("POST", "/v1/chat/completions", raw, secret, headers)
+        assert status >= 400, body[:300]
+        _recorded_as_answered(gw, answer_headers, status, json.loads(body)["error"])
         seen.add(status)
-    assert seen >= {400, 402, 404, 429, 502, 504}
+    assert seen >= {400, 402, 403, 404, 413, 429, 502, 504}
+
+    responses = [
+        {"model": "gpt-4o-mini"},  # 400 input
+        {"model": "no-such-model", "input": "hi"},  # 404
+        {"model": "fail-429", "input": "hi"},  # 429, native
+        {"model": "slow-3000", "input": "hi", "stream": True},  # 504 before the stream
+        {"model": "claude-fail-500", "input": "hi"},  # 502, translated
+        {"model": "refused", "input": "hi"},  # 502 connect
+    ]
+    for payload in responses:
+        status, headers, body = gw.request("POST", "/v1/responses", json.dumps(payload).encode(), key, _JSON)
+        assert status >= 400, body[:300]
+        _recorded_as_answered(gw, headers, status, json.loads(body)["error"])
+
+    messages = [  # Anthropic's error type for the status; the gateway's code, as recorded
+        (key, {"model": "claude", "messages": HELLO}),  # 400 max_tokens
+        (key, {"model": "no-such-model", "messages": HELLO, "max_tokens": 5}),  # 404
+        (key, {"model": "claude-fail-429", "messages": HELLO, "max_tokens": 5}),  # 429, native
+        (key, {"model": "claude-slow-3000", "messages": HELLO, "max_tokens": 5, "stream": True}),  # 504
+        (key, {"model": "fail-500", "messages": HELLO, "max_tokens": 5}),  # 502, translated
+        (no_completions, {"model": "claude", "messages": HELLO, "max_tokens": 5}),  # 403
+        (small, {"model": "priced", "messages": HELLO, "max_tokens": 5}),  # 402
+    ]
+    anthropic_types = {400: "invalid_request_error", 402: "billing_error", 403: "permission_error",
+                       404: "not_found_error", 429: "rate_limit_error", 502: "api_error", 504: "timeout_error"}
+    for secret, payload in messages:
+        status, headers, body = gw.request("POST", "/v1/messages", json.dumps(payload).encode(), secret, _ANTHROPIC)
+        error = json.loads(body)["error"]
+        assert error["type"] == anthropic_types[status], (status, error)
+        record = gw.log_record(headers["x-request-id"])
+        assert (record["status"], record["error"]["code"]) == (status, error.get("code")), (record, error)
+        assert status == 400 or record["error"]["code"], record  # a code wherever the gateway has one
+
+    # Failing midway: the HTTP status (200) was sent with the first bytes; the in-band error event
+    # carries the type and code the record holds (its status says the stream failed, 502).
+    for path, payload, headers in (
+        ("/v1/chat/completions", {"model": "cut-stream", "messages": HELLO, "stream": True}, _JSON),
+        ("/v1/responses", {"model": "cut-stream", "input": "hi", "stream": True}, _JSON),
+        ("/v1/responses", {"model": "claude-cut-stream", "input": "hi", "stream": True}, _JSON),
+        ("/v1/messages", {"model": "claude-cut-stream", "messages": HELLO, "max_tokens": 5, "stream": True},
+         _ANTHROPIC),
+        ("/v1/messages", {"model": "cut-stream", "messages": HELLO, "max_tokens": 5, "stream": True}, _ANTHROPIC),
+    ):
+        status, answer_headers, raw = gw.request("POST", path, json.dumps(payload).encode(), key, headers)
+        assert status == 200, raw[:300]
+        name, last = _events(raw)[-1]
+        record = gw.log_record(answer_headers["x-request-id"])
+        assert record["partial"] is True and record["status"] == 502, record
+        if path == "/v1/responses":  # Responses' error event: {"type": "error", "code", "message"}
+            assert name == "error" and last["code"] == record["error"]["code"], (last, record["error"])
+        elif path == "/v1/messages":
+            assert name == "error" and last["error"]["type"] == "api_error", last
+            assert last["error"]["code"] == record["error"]["code"], (last, record["error"])
+        else:
+            error = last["error"]
+            assert (error["type"], error["code"]) == (record["error"]["type"], record["error"]["code"]), error
+
+
+def test_refusals_before_authentication_leave_no_record(gw: Gateway) -> None:
+    """401s (no key, a wrong one) are answered before there is anyone to record them for."""
+    ids = []
+    for secret in (None, "tg-not-a-key", "sk-whatever"):
+        for path in ("/v1/chat/completions", "/v1/messages"):
+            status, headers, body = gw.request("POST", path, json.dumps({"model": "gpt-4o-mini", "messages": HELLO,
+                                                                         "max_tokens": 5}).encode(), secret, _ANTHROPIC)
+            assert status == 401, body[:300]
+            ids.append(headers["x-request-id"])
+    status, headers, _ = _chat(gw, ADMIN_KEY, {"model": "gpt-4o-mini", "messages": HELLO})
+    gw.log_record(headers["x-request-id"])  # written after the 401s: they would be in by now
+    for rid in ids:
+        assert gw.get(f"/v1/logs/{rid}")[0] == 404, rid
 
 
 def test_partial_permissions_change_only_the_fields_named(gw: Gateway) -> None:
@@ -228,7 +337,9 @@ def test_past_the_grace_time_clients_get_the_503_the_ledger_records(upstream, tm
         assert streamed[0] == 200 and b"request_cancelled" in streamed[2]
         for _, headers, _ in answers:
             record = gw.log_record(headers["x-request-id"])
-            assert record["status"] == 503 and record["error"]["type"] == "server_error"
+            assert (record["status"], record["error"]["type"], record["error"]["code"]) == (
+                503, "server_error", "request_cancelled"), record
+        assert json.loads(plain[2])["error"]["type"] == "server_error"
     finally:
         gw.stop()
     assert "Internal Server Error" not in plain[2].decode()

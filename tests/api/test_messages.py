@@ -176,7 +176,7 @@ def test_errors_are_anthropic_shaped(gw: Gateway, claude: anthropic.Anthropic) -
         with pytest.raises(anthropic.AuthenticationError) as auth:
             bad.messages.create(model="claude", max_tokens=8, messages=ask())
     assert auth.value.body == {"type": "error", "error": {"type": "authentication_error",
-                                                          "message": "invalid API key"}}
+                                                          "message": "invalid API key", "code": "invalid_api_key"}}
     assert auth.value.response.headers["x-request-id"].startswith("req_")
     with pytest.raises(anthropic.BadRequestError) as missing:
         claude.messages.create(model="claude", messages=ask(), max_tokens=0)
@@ -206,6 +206,7 @@ def test_budget_refusal_is_a_402_in_anthropic_shape(gw: Gateway) -> None:
             c.messages.create(model="claude", max_tokens=4000, messages=ask())
     assert refused.value.status_code == 402
     assert refused.value.body["type"] == "error" and refused.value.body["error"]["type"] == "billing_error"
+    assert refused.value.body["error"]["code"] == "budget_exceeded"
 
 
 @pytest.mark.parametrize("model", ["claude-cut", "claude-stream-error", "gpt-cut"])

@@ -38,7 +38,7 @@ def test_upstream_failure_is_mapped_and_recorded(client: openai.OpenAI, gateway:
     assert body["code"] == code
     assert "sk-upstream" not in str(body) and "sk-ant-up" not in str(body)
     record = gateway.log_record(exc.value.response.headers["x-request-id"])
-    assert record["status"] == status and record["error"]["type"] == body["type"]
+    assert (record["status"], record["error"]["type"], record["error"]["code"]) == (status, body["type"], code)
     assert record["attempts"] and record["attempts"][0]["status"] == status
     if model.endswith("429"):
         assert exc.value.response.headers.get("retry-after") == "2"

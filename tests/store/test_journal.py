@@ -3,18 +3,22 @@ a restart, a torn last line, one process per directory, and records any text can
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
 
 from tallygate.core.record import Attempt, LedgerRecord
+from tallygate.store.db import migrate, open_engine
 from tallygate.store.journal import Journal, JournalLocked, decode_record, encode_record
+from tallygate.store.ledger import LedgerWriter
+from tallygate.store.logs import LogReader
 
 
 def _record(rid: str, **changes: object) -> LedgerRecord:
     rec = LedgerRecord(rid, 1_700_000_000_000, "k1", "key", {"team": "a"}, ("t/u",), "chat", "m", "m", "p",
                        200, None, None, False, False, 1, 2, 0, 0, 0, 5, "config", 10, None,
-                       (Attempt("p", "m", 200, 1.5, None, "m"),))
+                       (Attempt("p", "m", 200, 1.5, None, "m"),), None)
     return rec._replace(**changes)
 
 
@@ -112,3 +116,34 @@ def test_any_text_becomes_a_storable_record(tmp_path: Path) -> None:
     assert back.labels == {"team\ufffd": "x?"} and back.attempts[0].provider == "p\ufffd"
     clean = _record("req_clean")
     assert decode_record(encode_record(clean)) == clean  # and a clean record is exactly itself
+
+
+# A 429's line as the version before `error_code` journaled it (25 fields, attempts as objects).
+OLD_LINE = (b'["req_old",1700000000000,"k1","key",{"team":"a"},["t/u"],"chat","m","m","p",429,'
+            b'"rate_limit_error","slow down",false,false,0,0,0,0,0,0,null,10,null,'
+            b'[{"target":"m","provider":"p","model":"m","status":429,"latency_ms":1.5,"error":"UpstreamHTTPError"}]]\n')
+
+
+def test_a_journal_line_from_before_error_code_replays(tmp_path: Path) -> None:
+    old = decode_record(OLD_LINE)
+    assert (old.status, old.error_type, old.error_code) == (429, "rate_limit_error", None)
+    directory = tmp_path / "journal"
+    j = Journal(directory / "0", fsync="off")  # what the previous version left behind, unwritten
+    j.append(OLD_LINE)
+    j.close()
+    engine = open_engine(f"sqlite:///{tmp_path}/l.db")
+    migrate(engine)
+
+    async def restart() -> None:
+        writer = LedgerWriter(engine, journal_dir=directory)
+        await writer.start()  # replays the old line
+        writer.record(_record("req_new", status=402, error_type="budget_exceeded", error_code="budget_exceeded"))
+        await writer.stop()
+
+    asyncio.run(restart())
+    logs = LogReader(engine)
+    got = logs.get("req_old")
+    new = logs.get("req_new")
+    assert got is not None and new is not None
+    assert got.record == old
+    assert (new.record.error_type, new.record.error_code) == ("budget_exceeded", "budget_exceeded")

@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from tallygate.errors import GatewayError, InvalidRequest, PayloadTooLarge
+from tallygate.errors import GatewayError, InvalidRequest, PayloadTooLarge, RequestTimeout
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -19,6 +19,21 @@ Send = Callable[[Message], Awaitable[None]]
 JSON_HEADERS = [(b"content-type", b"application/json")]
 SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"),
                (b"x-accel-buffering", b"no")]
+
+
+EDGE_ANSWER = "tallygate.edge_answer"  # scope key: (status, message, code) the HTTP edge answered
+
+
+def edge_answer(scope: Scope) -> GatewayError | None:
+    """The error the HTTP edge answered this request with (a body too slow: the app then sees
+    the client disconnect), so that its record says what the client got."""
+    answer = scope.get(EDGE_ANSWER)
+    if answer is None:
+        return None
+    status, message, code = answer
+    err = RequestTimeout(message, code=code)
+    err.status = status
+    return err
 
 
 def new_request_id() -> str:

@@ -21,12 +21,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import resource
-from typing import Any
+from typing import Any, cast
 
 import httptools
 from uvicorn.protocols.http.flow_control import service_unavailable
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
+from tallygate.api.asgi import EDGE_ANSWER
 from tallygate.settings import Settings
 
 log = logging.getLogger("tallygate.edges")
@@ -165,6 +166,8 @@ async def _sweep(cls: type[GuardedHttpTools], connections: set[Any]) -> None:
             if broken is None or conn.transport is None:
                 continue
             conn._head_since = conn._body_since = None
+            if conn.cycle is not None:  # the app records the request as answered here
+                cast(dict[str, Any], conn.cycle.scope)[EDGE_ANSWER] = broken
             if conn.cycle is not None and conn.cycle.response_started:
                 conn.transport.close()  # the app has answered already: just stop reading
             else:

@@ -26,7 +26,8 @@ def log_json(logged: LoggedRequest) -> dict[str, Any]:
         "key": {"id": r.key_id, "name": r.key_name}, "labels": r.labels,
         "tags": list(r.tags), "endpoint": r.endpoint, "requested_model": r.requested_model,
         "served_model": r.served_model, "provider": r.provider, "status": r.status,
-        "error": {"type": r.error_type, "message": r.error_message} if r.error_type else None,
+        "error": ({"type": r.error_type, "code": r.error_code, "message": r.error_message}
+                  if r.error_type else None),
         "stream": r.stream, "partial": r.partial,
         "usage": {"input_tokens": r.input_tokens, "output_tokens": r.output_tokens,
                   "cached_tokens": r.cached_tokens, "cache_write_tokens": r.cache_write_tokens,

@@ -5,7 +5,8 @@ through the routing executor, ledger) with this API's own part: to an `anthropic
 request is relayed natively (every block type, `anthropic-version` / `anthropic-beta` passed on,
 stream events relayed as they came, only `message_start` and `message_delta` parsed); to any
 other provider it is translated to chat completions and back (`providers.messages_translate`).
-Errors are Anthropic-shaped: `{"type": "error", "error": {"type", "message"}}`.
+Errors are Anthropic-shaped: `{"type": "error", "error": {"type", "message"}}`, plus the
+gateway's error `code` (`budget_exceeded`, `upstream_timeout` ...) when it has one.
 """
 
 from __future__ import annotations
@@ -35,9 +36,18 @@ _TYPES = {400: "invalid_request_error", 401: "authentication_error", 402: "billi
           429: "rate_limit_error", 503: "overloaded_error", 504: "timeout_error"}
 
 
+def anthropic_type(status: int) -> str:
+    """Anthropic's error type for a status."""
+    return _TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
+
+
 def anthropic_error_body(err: GatewayError) -> bytes:
-    kind = _TYPES.get(err.status, "api_error" if err.status >= 500 else "invalid_request_error")
-    return orjson.dumps({"type": "error", "error": {"type": kind, "message": err.message}})
+    """Anthropic's error shape; the gateway's `code` (as on the OpenAI routes and in the ledger
+    record) is added when the error has one, the one field Anthropic's errors lack."""
+    error = {"type": anthropic_type(err.status), "message": err.message}
+    if err.code is not None:
+        error["code"] = err.code
+    return orjson.dumps({"type": "error", "error": error})
 
 
 async def send_anthropic_error(send: Send, err: GatewayError, request_id: str) -> None:

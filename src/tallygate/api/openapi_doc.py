@@ -24,6 +24,10 @@ def _invoice_group_by() -> str:
     return rules.INVOICE_GROUP_BY
 
 
+def _alert_cursor() -> str:
+    return rules.ALERT_CURSOR
+
+
 def _strings(schema: dict[str, Any]) -> Iterator[dict[str, Any]]:
     """The string alternatives of a schema (itself, or inside anyOf)."""
     if schema.get("type") == "string":
@@ -48,6 +52,8 @@ def refine(doc: dict[str, Any], policies: Collection[str]) -> dict[str, Any]:
                 pattern = _QUERY_PATTERNS.get(param["name"]) if param["in"] == "query" else None
                 if param["name"] == "group_by" and path.endswith("/export"):
                     pattern = _invoice_group_by
+                if param["name"] == "cursor" and path == "/v1/alerts":
+                    pattern = _alert_cursor
                 for s in _strings(param["schema"]):
                     if param["name"] in _ENUMS:
                         s["enum"] = _ENUMS[param["name"]]
@@ -75,9 +81,23 @@ def refine(doc: dict[str, Any], policies: Collection[str]) -> dict[str, Any]:
                 value["pattern"] = rules.visible()
         props["policy"] = {"anyOf": [policy, {"type": "null"}], "title": "Policy",
                            "description": "a routing policy of the config"}
-    update = schemas["KeyUpdate"]["properties"]
-    for field in ("name", "permissions"):  # may be left out, not set to null
-        update[field]["anyOf"] = [alt for alt in update[field]["anyOf"] if alt.get("type") != "null"]
+    for model, fields in (("KeyUpdate", ("name", "permissions")),
+                          ("BudgetUpdate", ("name", "scope", "monthly_limit"))):
+        update = schemas.get(model, {}).get("properties", {})
+        for field in fields:  # may be left out, not set to null
+            if field in update:
+                update[field]["anyOf"] = [alt for alt in update[field]["anyOf"] if alt.get("type") != "null"]
+    scope = schemas.get("BudgetScope", {}).get("properties")
+    if scope:  # one of them, given (the rest null or left out), is what the validator takes
+        for obj in _objects(scope["label"]):
+            obj["minProperties"] = 1
+            obj["additionalProperties"] = False
+            for value in obj.get("patternProperties", {}).values():
+                value["pattern"] = rules.visible()
+        for s in _strings(scope["tag"]):
+            s["pattern"], s["maxLength"] = rules.tag(), 256
+        for s in _strings(scope["key"]):
+            s["pattern"] = rules.NO_NUL
     feedback = schemas.get("FeedbackIn", {}).get("properties")
     if feedback:
         feedback["score"] = {**feedback["score"], **rules.decimal_schema(rules.SCORE, 1, 0.001)}

@@ -23,6 +23,7 @@ from tallygate.api.asgi import (
     Receive,
     Scope,
     Send,
+    edge_answer,
     headers_of,
     new_request_id,
     read_json,
@@ -141,6 +142,7 @@ class Proxy:
             hold = await self._reserve(call, body, plan.targets) if reserve else None
             await relay(call, plan, body, send)
         except GatewayError as err:
+            err = edge_answer(scope) or err  # the edge answered already (a body too slow)
             call.fail(err)
             if call.ttft is None:
                 call.finish()

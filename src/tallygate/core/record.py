@@ -1,7 +1,9 @@
 """The ledger record: one finished request, in the column order of the `requests` table.
 
 `Call.record()` makes it; the ledger writer, the roll-ups, the request observers, the tests and
-the benchmark's ledger generator consume it. Nobody rebuilds its shape by hand.
+the benchmark's ledger generator consume it. Nobody rebuilds its shape by hand. A new field goes
+last, as its column does (`ALTER TABLE ... ADD COLUMN`): journal lines written before it existed
+are read with it None (`store/journal.py`).
 """
 
 from __future__ import annotations
@@ -31,7 +33,10 @@ class Attempt:
 
 
 class LedgerRecord(NamedTuple):
-    """One row of `requests`. Times in epoch ms / microseconds, money in picodollars."""
+    """One row of `requests`. Times in epoch ms / microseconds, money in picodollars.
+
+    `status`, `error_type` and `error_code` are what the client was answered (the error's OpenAI
+    `type` and `code`; on `/v1/messages` the client sees Anthropic's type for the status)."""
 
     id: str
     created_at: int
@@ -58,6 +63,7 @@ class LedgerRecord(NamedTuple):
     latency_us: int
     ttft_us: int | None
     attempts: tuple[Attempt, ...]
+    error_code: str | None
 
 
 COLUMNS: tuple[str, ...] = LedgerRecord._fields

@@ -66,6 +66,8 @@ def has_invisible(text: str) -> bool:
 
 NO_NUL = "^[^\\x00]*$"
 CURSOR = r"^$|^[0-9]{1,15}\.[A-Za-z0-9_-]{0,64}$"
+ALERT_CURSOR_SHAPE = r"[0-9]{1,15}\.(?:[0-9a-f]{2}){0,800}"  # <created_at>.<alert id's UTF-8 in hex>
+ALERT_CURSOR = rf"^$|^{ALERT_CURSOR_SHAPE}$"
 MONTH = r"^(?:19[7-9][0-9]|[2-8][0-9]{3}|9[0-8][0-9]{2}|99[0-8][0-9]|999[0-8])-(?:0[1-9]|1[0-2])$"
 _DIM = (r"\s*(?:key|model|served_model|provider|status|tag|tag_level\.[1-8]|time\.(?:hour|day|month)"
         r"|label\.[A-Za-z_][A-Za-z0-9_.-]{0,63})\s*")

@@ -43,7 +43,8 @@ class JsonFormatter(logging.Formatter):
 def request_fields(r: LedgerRecord) -> dict[str, Any]:
     return {"event": "request", "request_id": r.id, "key_id": r.key_id, "key_name": r.key_name,
             "endpoint": r.endpoint, "model": r.requested_model, "served_model": r.served_model,
-            "provider": r.provider, "status": r.status, "error_type": r.error_type, "stream": r.stream,
+            "provider": r.provider, "status": r.status, "error_type": r.error_type,
+            "error_code": r.error_code, "stream": r.stream,
             "partial": r.partial, "input_tokens": r.input_tokens, "output_tokens": r.output_tokens,
             "cost_usd": usd_text(r.cost_pico), "latency_ms": r.latency_us / 1000,
             "ttft_ms": None if r.ttft_us is None else r.ttft_us / 1000, "tags": list(r.tags)}

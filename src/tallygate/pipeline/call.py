@@ -114,4 +114,4 @@ class Call:
             usage.reasoning_tokens, self.cost_pico, self.pricing_source,
             int((time.perf_counter() - self.started) * 1e6),
             None if self.ttft is None else int((self.ttft - self.started) * 1e6),
-            tuple(self.attempts))
+            tuple(self.attempts), err.code if err else None)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import base64
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -11,6 +11,7 @@ from sqlalchemy import ColumnElement, Engine, and_, or_, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from tallygate.core.textrules import ALERT_CURSOR_SHAPE
 from tallygate.errors import InvalidRequest
 from tallygate.store.schema import alerts
 
@@ -25,19 +26,20 @@ class AlertFilter:
     to_ms: int | None = None
 
 
+_CURSOR = re.compile(ALERT_CURSOR_SHAPE)
+
+
 def _cursor(created_at: int, alert_id: str) -> str:
-    return base64.urlsafe_b64encode(f"{created_at}:{alert_id}".encode()).decode().rstrip("=")
+    """`<created_at>.<the id's UTF-8 in hex>`: opaque to clients, and any string of that shape
+    (`textrules.ALERT_CURSOR`) is a valid cursor."""
+    return f"{created_at}.{alert_id.encode().hex()}"
 
 
 def _decode(cursor: str) -> tuple[int, str]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        ms, _, aid = raw.partition(":")
-        if not ms.isdigit() or len(ms) > 15:
-            raise ValueError
-        return int(ms), aid
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidRequest("cursor is not one this API returned", param="cursor") from None
+    if not _CURSOR.fullmatch(cursor):
+        raise InvalidRequest("cursor is not one this API returned", param="cursor")
+    ms, _, hexid = cursor.partition(".")
+    return int(ms), bytes.fromhex(hexid).decode("utf-8", "replace")
 
 
 class AlertStore:

@@ -61,7 +61,7 @@ class RecordRows:
                 ls = set_ids[labels] = label_set_id(labels)
             rows.append((*rec[:4], ls, dumps(rec.tags).decode(), *rec[6:24],
                          encode_attempts(rec.attempts, rec.provider, rec.served_model, rec.status,
-                                         rec.requested_model)))
+                                         rec.requested_model), rec.error_code))
             if rec.tags:
                 rid, ca = rec.id, rec.created_at
                 tags.extend((t, ca, rid) for t in rec.tags)

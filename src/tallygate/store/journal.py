@@ -248,6 +248,7 @@ def _sync_dir(path: Path) -> None:
 # ------------------------------------------------------------------ records <-> journal lines
 _TAGS = COLUMNS.index("tags")
 _ATTEMPTS = COLUMNS.index("attempts")
+_FIELDS = len(COLUMNS)
 _ATTEMPT_FIELDS = tuple(f.name for f in dataclasses.fields(Attempt))
 
 
@@ -267,7 +268,11 @@ def encode_record(rec: LedgerRecord) -> bytes:
 
 
 def decode_record(line: bytes) -> LedgerRecord:
+    """The record of one journal line. A line written by an older version lacks the fields added
+    since (they are last): they read as None."""
     fields = orjson.loads(line)
+    if len(fields) < _FIELDS:
+        fields += [None] * (_FIELDS - len(fields))
     fields[_TAGS] = tuple(fields[_TAGS])
     fields[_ATTEMPTS] = tuple(Attempt(**a) for a in fields[_ATTEMPTS])
     return LedgerRecord(*fields)

@@ -81,6 +81,7 @@ requests = Table(
     Column("latency_us", BigInteger, nullable=False),
     Column("ttft_us", BigInteger, nullable=True),
     Column("attempts", JSON, nullable=False),
+    Column("error_code", String(64), nullable=True),  # migration 0006: last, as ADD COLUMN puts it
     Index("ix_requests_created_at", "created_at"),
     Index("ix_requests_key_created", "key_id", "created_at"),
     Index("ix_requests_model_created", "requested_model", "created_at"),
