@@ -26,6 +26,7 @@ from tallygate.analytics.query import (
 from tallygate.analytics.service import MAX_ROWS, Analytics
 from tallygate.api.deps import label_filters, require
 from tallygate.core.tagpath import MAX_DEPTH
+from tallygate.core.zones import names as zone_names
 from tallygate.errors import InvalidRequest
 from tallygate.manage.schemas import ERRORS
 from tallygate.pipeline.tags import check_tag_filter
@@ -36,6 +37,11 @@ _TREE = {"root", "depth", "from", "to", "tz"}
 _EXPORT = {"month", "group_by", "markup", "format", "labels", "tz"}
 _TZ = ("reporting time zone, an IANA name (default: the config's reporting.timezone, else UTC): "
        "time.* buckets, month boundaries and from/to written without an offset are local to it")
+
+
+def tz_query(description: str = _TZ) -> Any:
+    """The `tz` query parameter, documented with the zone names it accepts."""
+    return Query(description=description, json_schema_extra={"enum": zone_names()})
 
 
 def _only(request: Request, allowed: set[str], labels: bool) -> None:
@@ -62,7 +68,7 @@ def analytics_router(analytics: Analytics) -> APIRouter:
         labels: Annotated[str | None, Query(description="'recorded' (default): labels as each request "
                                                         "kept them; 'current': each key's labels now")] = None,
         limit: Annotated[int, Query(ge=1, le=MAX_ROWS)] = 1000,
-        tz: Annotated[str | None, Query(description=_TZ)] = None,
+        tz: Annotated[str | None, tz_query()] = None,
     ) -> dict[str, Any]:
         _only(request, _USAGE, labels=True)
         zone = parse_zone(tz, analytics.timezone)
@@ -79,7 +85,7 @@ def analytics_router(analytics: Analytics) -> APIRouter:
                                                                           "(default: all)")] = None,
         from_: Annotated[str | None, Query(alias="from", description="inclusive; ISO 8601 or epoch ms")] = None,
         to: Annotated[str | None, Query(description="exclusive; ISO 8601 or epoch ms")] = None,
-        tz: Annotated[str | None, Query(description=_TZ)] = None,
+        tz: Annotated[str | None, tz_query()] = None,
     ) -> dict[str, Any]:
         _only(request, _TREE, labels=False)
         zone = parse_zone(tz, analytics.timezone)
@@ -101,7 +107,7 @@ def analytics_router(analytics: Analytics) -> APIRouter:
         markup: Annotated[str | None, Query(description="a rate from 0 to 10: 0.20 adds 20 %")] = None,
         format: Annotated[str, Query(description="json or csv")] = "json",
         labels: Annotated[str | None, Query(description="'recorded' (default) or 'current'")] = None,
-        tz: Annotated[str | None, Query(description=_TZ)] = None,
+        tz: Annotated[str | None, tz_query()] = None,
     ) -> Response:
         _only(request, _EXPORT, labels=False)
         if format not in ("json", "csv"):

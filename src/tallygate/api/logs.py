@@ -7,6 +7,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from starlette.concurrency import run_in_threadpool
 
 from tallygate.analytics.query import parse_time, parse_zone
+from tallygate.api.analytics import tz_query
 from tallygate.api.deps import label_filters, require
 from tallygate.core.metrics import SCORE_SCALE
 from tallygate.core.money import usd_text
@@ -57,8 +58,8 @@ def logs_router(logs: LogReader) -> APIRouter:
         to: Annotated[str | None, Query(description="exclusive; ISO 8601 or epoch ms")] = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
         cursor: str | None = None,
-        tz: Annotated[str | None, Query(description="the time zone of from/to written without an offset "
-                                                     "(default: the config's reporting.timezone, else UTC)")] = None,
+        tz: Annotated[str | None, tz_query("the time zone of from/to written without an offset "
+                                           "(default: the config's reporting.timezone, else UTC)")] = None,
     ) -> dict[str, Any]:
         check_tag_filter(tag)
         zone = parse_zone(tz, getattr(request.app.state, "timezone", "UTC"))

@@ -13,12 +13,18 @@ from __future__ import annotations
 
 import datetime as dt
 from functools import lru_cache
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from tallygate.core import timebuckets
 from tallygate.core.timebuckets import HOUR_MS
 
 UTC = "UTC"
+
+
+@lru_cache(maxsize=1)
+def names() -> list[str]:
+    """Every IANA zone name this machine's zone database holds, sorted (the API documents them)."""
+    return sorted(available_timezones() | {UTC})
 QUARTER_MS = 900_000
 
 
