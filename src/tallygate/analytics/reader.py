@@ -20,39 +20,27 @@ names the count, instead of scanning. Within one answer (`sharing`), a raw segme
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-from sqlalchemy import Connection, Engine, func, select, true
+from sqlalchemy import Connection, Engine, func, select
 
 from tallygate.analytics.cover import cover
-from tallygate.analytics.plan import Segment, attribute, levels_for, plan, segments_for
-from tallygate.analytics.query import Dim, Query
-from tallygate.analytics.sql import (
-    raw_records,
-    raw_summed,
-    summed_rows,
-    tag_groups,
-    time_range,
-    time_value,
-    under,
-)
+from tallygate.analytics.plan import Segment, levels_for, plan, segments_for
+from tallygate.analytics.query import Query
+from tallygate.analytics.segment_reader import SegmentReader, TagMode
 from tallygate.core.metrics import REQUESTS, Agg
-from tallygate.core.tagpath import carries
 from tallygate.core.timebuckets import HOUR_MS
-from tallygate.core.zones import QUARTER_MS, UTC
+from tallygate.core.zones import UTC
 from tallygate.errors import InvalidRequest
 from tallygate.store.hours import Parts, all_counts, hour_counts
-from tallygate.store.schema import api_keys, dim_rollups, label_sets, requests, tag_rollups, usage_rollups
+from tallygate.store.schema import api_keys, label_sets, requests, tag_rollups
 
 RAW_BUDGET = 50_000  # records a question no roll-up holds may read from the raw ledger (about a second)
 _SPARSE = 0.05  # a tag filter matching less than this share of the records is read by its index
 
-PLAIN_COLUMN = {"key": "key_id", "model": "requested_model", "served_model": "served_model",
-                "provider": "provider", "status": "status"}
 
 
 @dataclass(slots=True)
@@ -118,7 +106,7 @@ class AnalyticsStore:
                              found.raw_estimate, found.less)
         q = self.bounded(q)
         family, segments = plan(q)
-        out = self._run(q, family, segments, _TagMode())
+        out = self._run(q, family, segments, TagMode())
         if memo is not None:
             memo[key] = Collected({k: v.copy() for k, v in out.groups.items()}, out.family, out.segments,
                                   out.raw_estimate, out.less)
@@ -126,13 +114,13 @@ class AnalyticsStore:
 
     def collect_tree(self, root: str | None, max_depth: int, q: Query) -> Collected:
         """Every tag prefix under `root` (all when None) down to `max_depth` levels: keys (prefix,)."""
-        return self._run(q, "tags", segments_for(q, "tags"), _TagMode(tree=True, root=root, max_depth=max_depth))
+        return self._run(q, "tags", segments_for(q, "tags"), TagMode(tree=True, root=root, max_depth=max_depth))
 
     def tagged_by_time(self, q: Query) -> dict[tuple[Any, ...], Agg]:
         """Requests with at least one tag, grouped by `q`'s time dimension (if any)."""
         time = q.time_dim
         sub = self.bounded(q.span(q.from_ms, q.to_ms, (time,) if time else ()))
-        return self._run(sub, "tags", segments_for(sub, "tags"), _TagMode(tagged=True)).groups
+        return self._run(sub, "tags", segments_for(sub, "tags"), TagMode(tagged=True)).groups
 
     def bounded(self, q: Query) -> Query:
         """`q` with an open end closed at the ledger's first or last record, when local time
@@ -158,7 +146,7 @@ class AnalyticsStore:
             return None
         out: dict[int, int] = {}
         with self._engine.connect() as conn:
-            ctx = _Context(q, conn, {}, {}, _TagMode())
+            ctx = SegmentReader(q, conn, {}, {}, TagMode())
             for seg in segments:
                 t = tag_rollups[seg.level]
                 query = (select(t.c.bucket, func.count(t.c.prefix.distinct())).where(*ctx.tag_where(t, seg))
@@ -167,7 +155,7 @@ class AnalyticsStore:
                     out[int(bucket)] = out.get(int(bucket), 0) + int(n)
         return out
 
-    def _run(self, q: Query, family: str, segments: list[Segment], mode: _TagMode) -> Collected:
+    def _run(self, q: Query, family: str, segments: list[Segment], mode: TagMode) -> Collected:
         if self._raw_only:
             segments = [Segment("raw", q.from_ms, q.to_ms)]
         rolled = family != "raw" and not self._raw_only and any(s.level != "raw" for s in segments)
@@ -179,7 +167,7 @@ class AnalyticsStore:
         out: dict[tuple[Any, ...], Agg] = {}
         less: dict[tuple[Any, ...], Agg] = {}
         with self._engine.connect() as conn:
-            ctx = _Context(q, conn, self._label_sets(conn), self.current_labels(conn) if q.current_labels else {},
+            ctx = SegmentReader(q, conn, self._label_sets(conn), self.current_labels(conn) if q.current_labels else {},
                            mode, getattr(self._local, "memo", None))
             estimate = 0 if self._raw_only or family != "raw" else self._check_budget(conn, q, mode, segments, ctx)
             summed = rolled and (family in ("dims", "usage") or mode.tagged)
@@ -205,8 +193,8 @@ class AnalyticsStore:
         return Collected(out, family, [s for sign, s in pieces if sign > 0], estimate,
                          [s for sign, s in pieces if sign < 0])
 
-    def _check_budget(self, conn: Connection, q: Query, mode: _TagMode, segments: list[Segment],
-                      ctx: _Context) -> int:
+    def _check_budget(self, conn: Connection, q: Query, mode: TagMode, segments: list[Segment],
+                      ctx: SegmentReader) -> int:
         """An upper bound of the raw records a raw-only question reads; refused above the budget.
         Decides per raw segment whether a tag filter is read by its index (`ctx.sparse`)."""
         tag = mode.root if mode.tree else None if mode.tagged else q.tag
@@ -244,244 +232,3 @@ class AnalyticsStore:
                 f"the hour roll-ups cannot answer them: this question reads up to {estimate:,} raw records, more "
                 f"than the budget of {self.raw_budget:,}; group by a coarser time unit or narrow from/to",
                 param="tz")
-
-
-@dataclass(frozen=True, slots=True)
-class _TagMode:
-    """What tag groups are wanted: the question's own dimensions, the tag tree, or one group of
-    every tagged request (`tagged`)."""
-
-    tree: bool = False
-    root: str | None = None
-    max_depth: int = 0
-    tagged: bool = False
-
-
-class _Context:
-    """One question's reads: the filters resolved once, then one method per segment kind."""
-
-    def __init__(self, q: Query, conn: Connection, sets: dict[str, dict[str, Any]], current: dict[str, dict[str, Any]],
-                 mode: _TagMode, memo: dict[tuple[Any, ...], Any] | None = None) -> None:
-        self.q, self.conn, self.sets, self.current, self.mode, self.memo = q, conn, sets, current, mode, memo
-        self.key_ids: list[str] | None = None  # the keys a filter allows (None: any)
-        self.set_ids: list[str] | None = None  # the label sets a filter allows (None: any)
-        if q.labels and q.current_labels:
-            self.key_ids = [k for k, labels in current.items()
-                            if all(labels.get(n) == v for n, v in q.labels.items())]
-        elif q.labels:
-            self.set_ids = [s for s, labels in sets.items() if all(labels.get(n) == v for n, v in q.labels.items())]
-        if q.key_id is not None:
-            self.key_ids = [q.key_id] if self.key_ids is None or q.key_id in self.key_ids else []
-        # the dimensions the groups are keyed by (the tree and `tagged` keep only time)
-        self.dims = q.dims if not (mode.tree or mode.tagged) else tuple(d for d in q.dims if d.kind == "time")
-        self.sparse: dict[Segment, bool] = {}  # raw segments whose tag filter is read by its index
-
-    # --------------------------------------------------------------------------- dim roll-ups
-    def attrs(self, seg: Segment, out: dict[tuple[Any, ...], Agg]) -> None:
-        """One attribute (or none) from the dim roll-ups; a label's missing values are the '' row
-        (every request) less the label's rows, per time bucket."""
-        q, t = self.q, dim_rollups[seg.level]
-        found = attribute(q)
-        assert found is not None
-        dim, value = found
-        if value is not None:  # the (dim, value, bucket) index of the hour table, or the key
-            where = [*time_range(t.c.bucket, seg), t.c.dim == dim, t.c.value == value]
-        else:  # a time range of the key (bucket, dim, value): `dim || ''` keeps planners off that index,
-            # whose `dim = ?` part would read the attribute's rows of every hour ever
-            where = [*time_range(t.c.bucket, seg), t.c.dim.op("||")("") == dim]
-        grouped = next((d for d in q.dims if d.kind != "time"), None)
-        time = q.time_dim
-        cols = ["value", "bucket"] if time else ["value"]
-
-        def key_of(row: tuple[Any, ...]) -> tuple[Any, ...]:
-            return tuple(time_value(d, row[1], q.tz) if d.kind == "time" else _attr_value(d, row[0]) for d in q.dims)
-
-        part: dict[tuple[Any, ...], Agg] = {}
-        summed_rows(self.conn, t, cols, where, part, key_of)
-        if grouped is not None and grouped.kind == "label" and value is None:
-            every: dict[tuple[Any, ...], Agg] = {}
-            summed_rows(self.conn, t, cols, [*time_range(t.c.bucket, seg), t.c.dim.op("||")("") == ""], every,
-                        lambda row: tuple(time_value(d, row[1], q.tz) if d.kind == "time" else None for d in q.dims))
-            labelled: dict[tuple[Any, ...], Agg] = {}
-            for key, agg in part.items():
-                tkey = tuple(None if d.kind != "time" else v for d, v in zip(q.dims, key, strict=True))
-                labelled.setdefault(tkey, Agg([0] * len(agg.v), None, None)).add_vector(agg.v)
-            for tkey, agg in every.items():
-                rest = agg.minus(labelled[tkey]) if tkey in labelled else agg
-                if rest.v[REQUESTS] > 0:
-                    part[tkey] = rest
-        for key, agg in part.items():
-            have = out.get(key)
-            if have is None:
-                out[key] = Agg(agg.v, None, None)
-            else:
-                have.add_vector(agg.v)
-
-    # ------------------------------------------------------------------------- usage roll-ups
-    def usage(self, seg: Segment, out: dict[tuple[Any, ...], Agg]) -> None:
-        q, t = self.q, usage_rollups[seg.level]
-        where = time_range(t.c.bucket, seg)
-        if self.key_ids is not None:
-            where.append(t.c.key_id.in_(self.key_ids))
-        if self.set_ids is not None:
-            where.append(t.c.label_set.in_(self.set_ids))
-        if q.model is not None:
-            where.append(t.c.requested_model == q.model)
-        cols: list[str] = []
-        for d in q.dims:
-            name = ("key_id" if q.current_labels else "label_set") if d.kind == "label" else \
-                "bucket" if d.kind == "time" else PLAIN_COLUMN[d.kind]
-            if name not in cols:
-                cols.append(name)
-        at = {name: i for i, name in enumerate(cols)}
-        sets, current = self.sets, self.current
-
-        def value(d: Dim, row: tuple[Any, ...]) -> object:
-            if d.kind == "label":
-                if q.current_labels:
-                    return current.get(row[at["key_id"]], {}).get(str(d.arg))
-                return sets.get(row[at["label_set"]], {}).get(str(d.arg))
-            if d.kind == "time":
-                return time_value(d, row[at["bucket"]], q.tz)
-            v = row[at[PLAIN_COLUMN[d.kind]]]
-            return None if v == "" else v
-
-        summed_rows(self.conn, t, cols, where, out, lambda row: tuple(value(d, row) for d in q.dims))
-
-    # --------------------------------------------------------------------------- tag roll-ups
-    def tags(self, seg: Segment, out: dict[tuple[Any, ...], Agg]) -> None:
-        q, t, mode = self.q, tag_rollups[seg.level], self.mode
-        where = self.tag_where(t, seg)
-        tag_dim = None if mode.tree or mode.tagged else q.tag_dim
-        group_prefix = mode.tree or tag_dim is not None
-        cols = (["prefix"] if group_prefix else []) + (["bucket"] if q.time_dim else [])
-        at = {name: i for i, name in enumerate(cols)}
-        dims = self.dims
-
-        def key_of(row: tuple[Any, ...]) -> tuple[Any, ...]:
-            values = tuple(row[at["prefix"]] if d.is_tag else time_value(d, row[at["bucket"]], q.tz) for d in dims)
-            return (row[at["prefix"]], *values) if mode.tree else values
-
-        # a month bucket holds one or two rows per prefix (is_tag or not), and so does each bucket when
-        # grouped by time at the segment's own level; a range of days grouped by prefix holds many
-        few = group_prefix and (seg.level == "month" or (q.time_dim is not None and q.time_dim.arg == seg.level))
-        summed_rows(self.conn, t, cols, where, out, key_of, few_per_group=few)
-
-    def tag_where(self, t: Any, seg: Segment) -> list[Any]:
-        """The tag roll-up rows of one segment that the question's groups are made of."""
-        q, mode = self.q, self.mode
-        where = time_range(t.c.bucket, seg)
-        tag_dim = None if mode.tree or mode.tagged else q.tag_dim
-        if mode.tagged:
-            where.append(t.c.prefix == "")  # every request with a tag, once
-        elif mode.tree:
-            if mode.root is not None:
-                where.append(under(t.c.prefix, mode.root))
-            where += [t.c.depth >= 1, t.c.depth <= mode.max_depth]
-        elif tag_dim is None:
-            where.append(t.c.prefix == q.tag)  # the filter's subtree total
-        else:
-            if q.tag is not None:
-                where.append(under(t.c.prefix, q.tag))
-            if tag_dim.kind == "tag":
-                where.append(t.c.is_tag == true())
-            else:
-                n = int(tag_dim.arg or 0)
-                # depth IN (1..n) first: an index range per depth (and bucket) on the hour table
-                where += [t.c.depth.in_(range(1, n + 1)), (t.c.depth == n) | (t.c.is_tag == true())]
-        return where
-
-    # ------------------------------------------------------------------------------ raw ledger
-    def raw_summed(self, seg: Segment, out: dict[tuple[Any, ...], Agg]) -> None:
-        """A raw segment of a question without tags, summed by SQL per group and histogram bucket."""
-        q, c = self.q, requests.c
-        exprs: dict[str, Any] = {}
-        for d in q.dims:
-            if d.kind == "label":
-                name = "key_id" if q.current_labels else "label_set"
-                exprs[name] = c[name]
-            elif d.kind == "time":  # local buckets start on a UTC quarter-hour (core/zones.py)
-                step = HOUR_MS if q.tz == UTC else QUARTER_MS
-                exprs["hour"] = c.created_at - c.created_at % step
-            else:
-                exprs[PLAIN_COLUMN[d.kind]] = c[PLAIN_COLUMN[d.kind]]
-        at = {name: i for i, name in enumerate(exprs)}
-        sets, current = self.sets, self.current
-
-        def value(d: Dim, row: tuple[Any, ...]) -> object:
-            if d.kind == "label":
-                if q.current_labels:
-                    return current.get(row[at["key_id"]], {}).get(str(d.arg))
-                return sets.get(row[at["label_set"]], {}).get(str(d.arg))
-            if d.kind == "time":
-                return time_value(d, int(row[at["hour"]]), q.tz)
-            return row[at[PLAIN_COLUMN[d.kind]]]
-
-        for row, vector in raw_summed(self.conn, seg, list(exprs.values()), key_ids=self.key_ids, model=q.model,
-                                      set_ids=self.set_ids, tagged=self.mode.tagged).items():
-            key = tuple(value(d, row) for d in q.dims)
-            agg = out.get(key)
-            if agg is None:
-                out[key] = Agg(vector, None, None)
-            else:
-                agg.add_vector(vector)
-
-    def raw(self, seg: Segment, out: dict[tuple[Any, ...], Agg]) -> None:
-        q, mode, dims = self.q, self.mode, self.dims
-        want = mode.root if mode.tree else None if mode.tagged else q.tag
-        sparse = self.sparse.get(seg, False)
-        memo_key = (seg, want, sparse, q.model, *(None if ids is None else tuple(ids)
-                                                  for ids in (self.key_ids, self.set_ids)))
-        rows: Iterable[Any] | None = None if self.memo is None else self.memo.get(memo_key)
-        if rows is None:
-            rows = raw_records(self.conn, seg, tag=want, key_ids=self.key_ids, model=q.model, set_ids=self.set_ids,
-                               sparse_tag=sparse)
-            if self.memo is not None:
-                rows = self.memo[memo_key] = list(rows)
-        tag_dim = next((d for d in dims if d.is_tag), None)
-        current, sets = self.current, self.sets
-        parsed: dict[str | None, list[str]] = {None: []}
-        for (created_at, key_id, label_set, text, model, served, provider, status, inp, outp, cached, cw,
-             reasoning, cost, latency_us, ttft_us, score) in rows:
-            tags = parsed.get(text)
-            if tags is None:
-                tags = parsed[text] = orjson.loads(text) or []
-            if (mode.tagged and not tags) or (want is not None and not carries(tags, want)):
-                continue
-            if q.current_labels:
-                labels = current.get(key_id, {}) if key_id else {}
-            else:
-                labels = sets.get(label_set, {})
-            fixed: list[Any] = []
-            for d in dims:
-                if d.is_tag:
-                    fixed.append(None)
-                elif d.kind == "label":
-                    fixed.append((labels or {}).get(str(d.arg)))
-                elif d.kind == "time":
-                    fixed.append(time_value(d, created_at, q.tz))
-                else:
-                    fixed.append({"key": key_id, "model": model, "served_model": served, "provider": provider,
-                                  "status": status}[d.kind])
-            if mode.tree:
-                keys = [(p, *fixed) for p in tag_groups(tags, None, mode.root, mode.max_depth)]
-            elif tag_dim is not None:
-                i = dims.index(tag_dim)
-                keys = [(*fixed[:i], v, *fixed[i + 1:]) for v in tag_groups(tags, tag_dim, q.tag)]
-            else:
-                keys = [tuple(fixed)]
-            tokens = (inp, outp, cached, cw, reasoning)
-            for key in keys:
-                agg = out.get(key)
-                if agg is None:
-                    agg = out[key] = Agg()
-                agg.add_record(status, tokens, cost, latency_us, ttft_us, score)
-
-
-def _attr_value(d: Dim, stored: str) -> object:
-    """A dim roll-up value as the dimension's: status is a number, an absent key or model ''."""
-    if d.kind == "status":
-        return int(stored)
-    if d.kind == "label":
-        return stored
-    return None if stored == "" else stored
