@@ -227,7 +227,7 @@ async def fill(args: argparse.Namespace) -> dict:
     if args.days:
         end_ms = min(end_ms, start_ms + int(args.days * 86_400_000))
     step = (end_ms - start_ms) / args.records
-    writer = LedgerWriter(engine, flush_ms=args.flush_ms, batch=args.batch)
+    writer = LedgerWriter(engine, flush_ms=args.flush_ms, batch=args.batch, max_batch=args.max_batch)
     busy = [0.0, 0]
     inner = writer._write
 
@@ -295,6 +295,8 @@ def main() -> None:
                                                           "the writer takes them)")
     ap.add_argument("--flush-ms", type=int, default=50, help="the writer's flush interval (gateway default)")
     ap.add_argument("--batch", type=int, default=1000, help="records that wake the writer early (default)")
+    ap.add_argument("--max-batch", type=int, default=None, help="most records one transaction takes "
+                    "when the writer is behind (default: the gateway's, 10x --batch)")
     ap.add_argument("--max-pending", type=int, default=50_000, help="unpaced: buffered records that make "
                                                                     "the producer wait")
     ap.add_argument("--templates", type=int, default=200_000, help="distinct records drawn up front and "

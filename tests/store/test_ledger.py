@@ -47,6 +47,27 @@ def test_replayed_batch_does_not_double_count(tmp_path) -> None:  # type: ignore
         assert [p for (p,) in leaves] == ["US/CA/SF", "US/NYC"]
 
 
+def test_a_writer_behind_catches_up_in_bigger_transactions_up_to_its_cap(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    engine = open_engine(f"sqlite:///{tmp_path}/l.db")
+    migrate(engine)
+    sizes: list[int] = []
+
+    async def run() -> None:
+        writer = LedgerWriter(engine, flush_ms=10, batch=10, max_batch=300)
+        writer.on_write = lambda count, _seconds: sizes.append(count)
+        await writer.start()
+        for i in range(1000):  # journaled with no await between: the flusher finds all of them waiting
+            writer.record(make_record(id=f"req_{i:04d}", created_at=1_700_000_000_000 + i))
+        await writer.flush()
+        await writer.stop()
+
+    asyncio.run(run())
+    assert sizes == [300, 300, 300, 100]  # not 100 transactions of `batch`, and none over `max_batch`
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM requests").scalar_one() == 1000
+        assert conn.exec_driver_sql("SELECT sum(requests) FROM usage_rollup_month").scalar_one() == 1000
+
+
 def test_sigterm_flushes_every_buffered_record(upstream, tmp_path) -> None:  # type: ignore[no-untyped-def]
     # A flush interval far longer than the test: only the shutdown flush can write these.
     gw = Gateway(tmp_path, standard_config(upstream), env={"TALLYGATE_LEDGER_FLUSH_MS": "600000"}).start()

@@ -4,7 +4,8 @@
 kernel has it before the response's last byte leaves) and nothing else: no list grows in
 memory, whatever happens to the database. A flusher task wakes when records arrive, gathers for
 `flush_ms` (less when `batch` records are waiting) and has a single writer thread read the
-journal from its checkpoint in batches, insert each batch in one transaction with its tag rows
+journal from its checkpoint in batches of whatever is waiting (up to `max_batch`: a writer that
+fell behind catches up with bigger, cheaper transactions), insert each batch in one transaction with its tag rows
 and roll-ups (`store/ingest.py`: ON CONFLICT DO NOTHING on the request id, roll-ups only for
 records actually inserted), and move the checkpoint. A database that is down or locked is
 retried with backoff for as long as it takes; the journal holds the records meanwhile, up to
@@ -44,10 +45,11 @@ class LedgerWriter:
 
     def __init__(self, engine: Engine, *, flush_ms: int = 50, batch: int = 1000,
                  journal_dir: str | Path | None = None, fsync: str = "batch",
-                 max_bytes: int = 1 << 30) -> None:
+                 max_bytes: int = 1 << 30, max_batch: int | None = None) -> None:
         self._engine = engine
         self._interval = flush_ms / 1000.0
         self._batch = batch
+        self._max_batch = max_batch or 10 * batch
         self._own_journal = journal_dir is None
         self._journal_args = (journal_dir, "off" if journal_dir is None else fsync, max_bytes)
         self.journal: Journal = None  # type: ignore[assignment]  # opened by start()
@@ -180,7 +182,7 @@ class LedgerWriter:
     def _move(self, end: Position) -> tuple[int, Position]:
         """(writer thread) Read one batch from the checkpoint, write it, return (count, position)."""
         self.journal.sync()
-        lines, position = self.journal.read(self.journal.checkpoint, end, self._batch)
+        lines, position = self.journal.read(self.journal.checkpoint, end, self._max_batch)
         batch = []
         for line in lines:
             try:
