@@ -296,7 +296,7 @@ def main() -> None:
     ap.add_argument("--flush-ms", type=int, default=50, help="the writer's flush interval (gateway default)")
     ap.add_argument("--batch", type=int, default=1000, help="records that wake the writer early (default)")
     ap.add_argument("--max-batch", type=int, default=None, help="most records one transaction takes "
-                    "when the writer is behind (default: the gateway's, 10x --batch)")
+                    "when the writer is behind (default: the gateway's, 25x --batch)")
     ap.add_argument("--max-pending", type=int, default=50_000, help="unpaced: buffered records that make "
                                                                     "the producer wait")
     ap.add_argument("--templates", type=int, default=200_000, help="distinct records drawn up front and "

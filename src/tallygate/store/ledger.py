@@ -49,7 +49,7 @@ class LedgerWriter:
         self._engine = engine
         self._interval = flush_ms / 1000.0
         self._batch = batch
-        self._max_batch = max_batch or 10 * batch
+        self._max_batch = max_batch or 25 * batch
         self._own_journal = journal_dir is None
         self._journal_args = (journal_dir, "off" if journal_dir is None else fsync, max_bytes)
         self.journal: Journal = None  # type: ignore[assignment]  # opened by start()
