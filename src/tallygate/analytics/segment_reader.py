@@ -124,19 +124,21 @@ class SegmentReader:
             if name not in cols:
                 cols.append(name)
         at = {name: i for i, name in enumerate(cols)}
-        sets, current = self.sets, self.current
+        summed_rows(self.conn, t, cols, where, out,
+                    lambda row: tuple(self._value(d, row, at, "bucket", blank_is_none=True) for d in q.dims))
 
-        def value(d: Dim, row: tuple[Any, ...]) -> object:
-            if d.kind == "label":
-                if q.current_labels:
-                    return current.get(row[at["key_id"]], {}).get(str(d.arg))
-                return sets.get(row[at["label_set"]], {}).get(str(d.arg))
-            if d.kind == "time":
-                return time_value(d, row[at["bucket"]], q.tz)
-            v = row[at[PLAIN_COLUMN[d.kind]]]
-            return None if v == "" else v
-
-        summed_rows(self.conn, t, cols, where, out, lambda row: tuple(value(d, row) for d in q.dims))
+    def _value(self, d: Dim, row: tuple[Any, ...], at: dict[str, int], time_col: str, *,
+               blank_is_none: bool = False) -> object:
+        """Dimension `d`'s value in a summed row whose columns are named by `at`: a label from the
+        row's label set (or its key's current labels), a time bucket, or a plain column."""
+        if d.kind == "label":
+            if self.q.current_labels:
+                return self.current.get(row[at["key_id"]], {}).get(str(d.arg))
+            return self.sets.get(row[at["label_set"]], {}).get(str(d.arg))
+        if d.kind == "time":
+            return time_value(d, int(row[at[time_col]]), self.q.tz)
+        v = row[at[PLAIN_COLUMN[d.kind]]]
+        return None if blank_is_none and v == "" else v
 
     # --------------------------------------------------------------------------- tag roll-ups
     def tags(self, seg: Segment, out: dict[tuple[Any, ...], Agg]) -> None:
@@ -196,20 +198,9 @@ class SegmentReader:
             else:
                 exprs[PLAIN_COLUMN[d.kind]] = c[PLAIN_COLUMN[d.kind]]
         at = {name: i for i, name in enumerate(exprs)}
-        sets, current = self.sets, self.current
-
-        def value(d: Dim, row: tuple[Any, ...]) -> object:
-            if d.kind == "label":
-                if q.current_labels:
-                    return current.get(row[at["key_id"]], {}).get(str(d.arg))
-                return sets.get(row[at["label_set"]], {}).get(str(d.arg))
-            if d.kind == "time":
-                return time_value(d, int(row[at["hour"]]), q.tz)
-            return row[at[PLAIN_COLUMN[d.kind]]]
-
         for row, vector in raw_summed(self.conn, seg, list(exprs.values()), key_ids=self.key_ids, model=q.model,
                                       set_ids=self.set_ids, tagged=self.mode.tagged).items():
-            key = tuple(value(d, row) for d in q.dims)
+            key = tuple(self._value(d, row, at, "hour") for d in q.dims)
             agg = out.get(key)
             if agg is None:
                 out[key] = Agg(vector, None, None)
