@@ -26,13 +26,10 @@ from sqlalchemy import make_url
 from tallygate.analytics.reader import AnalyticsStore
 from tallygate.analytics.service import Analytics
 from tallygate.api.alerts import MetricsEndpoint
-from tallygate.api.asgi import Message, Receive, Scope, Send, new_request_id, send_error
 from tallygate.api.health import Readiness
 from tallygate.api.limits import BodyLimit, nul_check
 from tallygate.api.management import create_management_app
-from tallygate.api.messages import MessagesAPI
-from tallygate.api.proxy import Proxy
-from tallygate.api.responses import ResponsesAPI
+from tallygate.api.proxy import ProxyRoutes
 from tallygate.core.timebuckets import month_floor
 from tallygate.errors import GatewayError, MethodNotAllowed
 from tallygate.manage.budgets import BudgetAdmin
@@ -46,12 +43,14 @@ from tallygate.observe.thresholds import ThresholdWatcher
 from tallygate.observe.webhooks import WebhookSender
 from tallygate.pipeline.auth import Authenticator
 from tallygate.pipeline.budget import BudgetEngine, MemoryBudget
+from tallygate.pipeline.exchange import Pipeline
 from tallygate.pipeline.models import ModelCatalog
 from tallygate.pipeline.observers import CallObserver, Observers, RequestObserver
 from tallygate.pipeline.redis_budget import RedisBudget
 from tallygate.pipeline.routing import Router
 from tallygate.pipeline.routing.shared import SharedCooldowns
 from tallygate.pipeline.scopes import BudgetRegistry, month_spend
+from tallygate.pipeline.wire import Message, Receive, Scope, Send, new_request_id, send_error
 from tallygate.providers.http import HttpClient
 from tallygate.providers.registry import build_providers
 from tallygate.providers.secrets import Scrubber
@@ -144,17 +143,17 @@ class Gateway:
             call_observers.append(self.tracer)
             self.services.append(self.tracer)
         self.services.append(self.http)
-        proxy = Proxy(self.auth, self.catalog, Observers(observers, call_observers), self.budget,
-                      settings.max_body_bytes, self.router, self.budgets.scopes, Scrubber.from_config(config),
-                      lambda: self.ledger.full)
-        messages, responses = MessagesAPI(proxy), ResponsesAPI(proxy)
+        pipeline = Pipeline(self.auth, self.catalog, Observers(observers, call_observers), self.budget,
+                            self.router, settings.max_body_bytes, self.budgets.scopes, Scrubber.from_config(config),
+                            lambda: self.ledger.full)
+        proxy = ProxyRoutes(pipeline)
         self._models = proxy.models
         self._hot: dict[tuple[str, str], Callable[[Scope, Receive, Send], Awaitable[None]]] = {
             ("POST", "/v1/chat/completions"): proxy.chat,
             ("POST", "/v1/embeddings"): proxy.embeddings,
-            ("POST", "/v1/messages"): messages.messages,
-            ("POST", "/v1/messages/count_tokens"): messages.count_tokens,
-            ("POST", "/v1/responses"): responses.responses,
+            ("POST", "/v1/messages"): proxy.messages,
+            ("POST", "/v1/messages/count_tokens"): proxy.count_tokens,
+            ("POST", "/v1/responses"): proxy.responses,
             ("GET", "/v1/models"): proxy.models,
         }
         if self.metrics is not None:

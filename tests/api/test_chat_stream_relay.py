@@ -7,8 +7,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tallygate.api.chat_stream import ChatCodec
 from tallygate.pipeline.call import Call
+from tallygate.pipeline.chat import ChatCodec
 from tallygate.pipeline.pricing import Rate
 from tallygate.types import Principal, Usage
 from tests.fakes import wire

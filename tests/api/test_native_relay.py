@@ -8,10 +8,10 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tallygate.api.messages import NativeMessagesCodec
-from tallygate.api.responses import NativeResponsesCodec
 from tallygate.pipeline.call import Call
+from tallygate.pipeline.messages import NativeMessagesCodec
 from tallygate.pipeline.pricing import Rate
+from tallygate.pipeline.responses import NativeResponsesCodec
 from tallygate.types import Principal
 from tests.fakes import wire, wire_responses
 

@@ -23,10 +23,13 @@ from tallygate.pipeline.models import Route
 from tallygate.pipeline.routing.executor import execute
 from tallygate.pipeline.routing.plan import Plan
 from tallygate.pipeline.routing.policies import Policy
+from tallygate.providers.base import Capabilities
 from tallygate.settings import FallbackPolicyConfig
 from tallygate.types import Principal
 
-ROUTES = {n: Route(n, f"prov-{n}", "openai", None, f"up-{n}", None) for n in "abc"}  # type: ignore[arg-type]
+NO_NATIVE = Capabilities.of(None)  # type: ignore[arg-type]  # these routes are never called
+
+ROUTES = {n: Route(n, f"prov-{n}", "openai", None, f"up-{n}", None, NO_NATIVE) for n in "abc"}  # type: ignore[arg-type]
 Outcome = Callable[[], object]
 
 
@@ -213,7 +216,7 @@ def test_a_cancelled_attempt_releases_the_probe() -> None:
 
 
 def test_each_attempt_gets_its_own_body_with_its_targets_model() -> None:
-    from tallygate.api.proxy import upstream_body
+    from tallygate.pipeline.chat import upstream_body
 
     body = {"model": "policy/p", "messages": [{"role": "user", "content": "hi"}],
             "stream_options": {"include_usage": False}}

@@ -8,14 +8,16 @@ from collections import Counter
 from tallygate.pipeline.models import Route
 from tallygate.pipeline.routing.plan import Target, plan
 from tallygate.pipeline.routing.stats import Health
+from tallygate.providers.base import Capabilities
 
+NO_NATIVE = Capabilities.of(None)  # type: ignore[arg-type]  # these routes are never called
 
 def targets(*names: str, weights: tuple[float, ...] = ()) -> list[Target]:
     return [Target(route(n), weights[i] if weights else 1.0) for i, n in enumerate(names)]
 
 
 def route(name: str) -> Route:
-    return Route(name, "p", "openai", None, name, None)  # type: ignore[arg-type]  # never called
+    return Route(name, "p", "openai", None, name, None, NO_NATIVE)  # type: ignore[arg-type]  # never called
 
 
 def names(ordered: list[Target]) -> list[str]:

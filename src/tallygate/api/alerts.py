@@ -9,11 +9,11 @@ from fastapi import APIRouter, Depends, Query
 from starlette.concurrency import run_in_threadpool
 
 from tallygate.analytics.query import parse_time
-from tallygate.api.asgi import Receive, Scope, Send, headers_of, send_bytes
 from tallygate.api.deps import require
 from tallygate.errors import InvalidRequest
 from tallygate.manage.schemas import ERRORS
 from tallygate.observe.metrics import CONTENT_TYPE, GatewayMetrics
+from tallygate.pipeline.wire import Receive, Scope, Send, headers_of, send_bytes
 from tallygate.store.alerts import AlertFilter, AlertStore
 from tallygate.types import Principal
 

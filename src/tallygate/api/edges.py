@@ -27,7 +27,7 @@ import httptools
 from uvicorn.protocols.http.flow_control import service_unavailable
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
-from tallygate.api.asgi import EDGE_ANSWER
+from tallygate.pipeline.wire import EDGE_ANSWER
 from tallygate.settings import Settings
 
 log = logging.getLogger("tallygate.edges")

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from urllib.parse import parse_qsl
 
-from tallygate.api.asgi import JSON_HEADERS, Message, Receive, Scope, Send, drain
 from tallygate.errors import InvalidRequest, PayloadTooLarge
+from tallygate.pipeline.wire import JSON_HEADERS, Message, Receive, Scope, Send, drain
 
 
 def declared_length(scope: Scope) -> int | None:

@@ -7,20 +7,22 @@ from typing import Any
 
 from tallygate.errors import ModelNotFound
 from tallygate.pipeline.pricing import PriceBook, Rate
-from tallygate.providers.base import Provider
+from tallygate.providers.base import Capabilities, Provider
 from tallygate.settings import GatewayConfig, PricingOverride
 
 
 @dataclass(frozen=True, slots=True)
 class Route:
-    """Where one configured model is served, and how it is priced."""
+    """Where one configured model is served, how it is priced, and what its provider can do
+    natively (`native`)."""
 
     name: str
     provider_name: str
-    provider_type: str
+    provider_type: str  # the provider's `type:`, which names its price list
     provider: Provider
     upstream_model: str
     pricing: PricingOverride | None
+    native: Capabilities
 
 
 class ModelCatalog:
@@ -30,7 +32,7 @@ class ModelCatalog:
                  prices: PriceBook | None = None) -> None:
         self._routes = {
             name: Route(name, m.provider, config.providers[m.provider].type, providers[m.provider],
-                        m.model, m.pricing)
+                        m.model, m.pricing, Capabilities.of(providers[m.provider]))
             for name, m in config.models.items()
         }
         self._policies = list(config.policies)

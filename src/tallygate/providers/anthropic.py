@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
-from tallygate.errors import InvalidRequest, UpstreamHTTPError, UpstreamProtocolError, UpstreamUnavailable
+from tallygate.errors import UpstreamHTTPError, UpstreamProtocolError, UpstreamUnavailable
 from tallygate.providers.anthropic_translate import (
     AnthropicStreamTranslator,
     anthropic_error,
@@ -14,6 +14,7 @@ from tallygate.providers.anthropic_translate import (
     stream_error,
     to_anthropic,
 )
+from tallygate.providers.base import RawEvents
 from tallygate.providers.http import (
     HttpClient,
     parse_json,
@@ -26,7 +27,6 @@ from tallygate.settings import ProviderConfig
 from tallygate.types import Usage
 
 API_VERSION = "2023-06-01"
-RawEvents = AsyncIterator[list[tuple[str | None, bytes]]]
 
 
 class AnthropicProvider:
@@ -58,7 +58,7 @@ class AnthropicProvider:
         except (KeyError, TypeError, AttributeError):
             raise UpstreamProtocolError(f"provider {self.name!r} sent a body we cannot read") from None
 
-    async def chat_stream(self, body: dict) -> AsyncIterator[list[dict]]:
+    async def chat_stream(self, body: dict) -> AsyncGenerator[list[dict], None]:
         payload = to_anthropic(body, body["model"])
         payload["stream"] = True
         translator = AnthropicStreamTranslator("", int(time.time()), body["model"])
@@ -105,10 +105,6 @@ class AnthropicProvider:
                             raise stream_error(parse_json(self.name, data, "a stream event"))
                     yield events
             raise UpstreamUnavailable(f"provider {self.name!r} ended the stream before message_stop")
-
-    async def embed(self, body: dict) -> tuple[dict, Usage]:
-        raise InvalidRequest(f"model {body.get('model')!r} is served by Anthropic, which has no "
-                             "embeddings endpoint", param="model")
 
     async def close(self) -> None:
         return None

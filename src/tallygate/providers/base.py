@@ -1,36 +1,100 @@
-"""The one seam every provider implements.
+"""What a provider can do, as typed capabilities: one Protocol per native API.
 
-A provider speaks OpenAI's chat-completions shape on our side, whatever it speaks upstream:
-`chat` returns an OpenAI `chat.completion` dict, `chat_stream` yields lists of OpenAI
-`chat.completion.chunk` dicts as they arrive (the last one carrying `usage` with
-`choices: []`), and `embed`
-returns an OpenAI embeddings `list`. Failures are raised as `tallygate.errors.UpstreamError`
-subclasses; a stream raises before its first chunk when the provider refused the request.
+Every provider speaks OpenAI's chat-completions shape on our side (`Provider`): `chat` returns an
+OpenAI `chat.completion` dict, `chat_stream` yields lists of OpenAI `chat.completion.chunk` dicts
+as they arrive (the last one carrying `usage` with `choices: []`). What else it can do natively
+is a further Protocol it implements: embeddings, Anthropic's Messages API, token counting,
+OpenAI's Responses API, chat chunks as raw bytes. `Capabilities.of(provider)` asks once, with
+`isinstance`, and the pipeline chooses native or translated by what it finds, never by a
+provider's type name. Failures are raised as `tallygate.errors.UpstreamError` subclasses; a
+stream raises before its first batch when the provider refused the request.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Protocol
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 from tallygate.types import Usage
 
+RawEvents = AsyncGenerator[list[tuple[str | None, bytes]], None]  # batches of (SSE event name, data)
 
+
+@runtime_checkable
 class Provider(Protocol):
+    """Chat completions, OpenAI-shaped: what every provider does."""
+
     name: str
 
     async def chat(self, body: dict) -> tuple[dict, Usage]:
         """One non-streaming completion. `body` is OpenAI-shaped with the upstream model set."""
         ...
 
-    def chat_stream(self, body: dict) -> AsyncIterator[list[dict]]:
+    def chat_stream(self, body: dict) -> AsyncGenerator[list[dict], None]:
         """A streaming completion as batches of OpenAI chunk dicts, usage chunk last."""
-        ...
-
-    async def embed(self, body: dict) -> tuple[dict, Usage]:
-        """Embeddings, OpenAI-shaped."""
         ...
 
     async def close(self) -> None:
         """Release connections."""
         ...
+
+
+@runtime_checkable
+class RawChatStream(Protocol):
+    """Chat chunks as the JSON bytes they came in (an OpenAI-compatible server): the relay
+    re-ids them without parsing. The last batch ends with `b"[DONE]"`."""
+
+    def chat_stream_raw(self, body: dict) -> AsyncGenerator[list[bytes], None]: ...
+
+
+@runtime_checkable
+class Embeddings(Protocol):
+    """OpenAI's embeddings."""
+
+    async def embed(self, body: dict) -> tuple[dict, Usage]: ...
+
+
+@runtime_checkable
+class NativeMessages(Protocol):
+    """Anthropic's Messages API, relayed as the client sent it (`headers`: the client's
+    `anthropic-version` / `anthropic-beta`)."""
+
+    async def messages(self, body: dict, headers: dict[str, str]) -> tuple[dict, Usage]: ...
+
+    def messages_stream(self, body: dict, headers: dict[str, str]) -> RawEvents: ...
+
+
+@runtime_checkable
+class TokenCounting(Protocol):
+    """Anthropic's `/v1/messages/count_tokens`."""
+
+    async def count_tokens(self, body: dict, headers: dict[str, str]) -> dict: ...
+
+
+@runtime_checkable
+class NativeResponses(Protocol):
+    """OpenAI's Responses API, relayed as the client sent it."""
+
+    async def responses(self, body: dict) -> tuple[dict, Usage]: ...
+
+    def responses_stream(self, body: dict) -> RawEvents: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """A provider's native APIs beyond chat (None where it has none), found once at start-up."""
+
+    raw_chat_stream: RawChatStream | None
+    embeddings: Embeddings | None
+    messages: NativeMessages | None
+    count_tokens: TokenCounting | None
+    responses: NativeResponses | None
+
+    @classmethod
+    def of(cls, provider: Provider) -> Capabilities:
+        return cls(provider if isinstance(provider, RawChatStream) else None,
+                   provider if isinstance(provider, Embeddings) else None,
+                   provider if isinstance(provider, NativeMessages) else None,
+                   provider if isinstance(provider, TokenCounting) else None,
+                   provider if isinstance(provider, NativeResponses) else None)

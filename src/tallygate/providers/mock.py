@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import time
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
+from tallygate.providers.http import HttpClient
 from tallygate.settings import ProviderConfig
 from tallygate.types import Usage
 
@@ -31,7 +32,7 @@ def _prompt_tokens(body: dict) -> int:
 class MockProvider:
     """Answers every completion with the same text after `latency_ms`."""
 
-    def __init__(self, name: str, cfg: ProviderConfig) -> None:
+    def __init__(self, name: str, cfg: ProviderConfig, http: HttpClient | None = None) -> None:
         self.name = name
         self._delay = cfg.latency_ms / 1000.0
 
@@ -50,7 +51,7 @@ class MockProvider:
             "usage": usage.to_openai(),
         }, usage
 
-    async def chat_stream(self, body: dict) -> AsyncIterator[list[dict]]:
+    async def chat_stream(self, body: dict) -> AsyncGenerator[list[dict], None]:
         if self._delay:
             await asyncio.sleep(self._delay)
         base = {"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": int(time.time()),

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from functools import partial
 
 import orjson
 
 from tallygate.errors import UpstreamHTTPError, UpstreamUnavailable
+from tallygate.providers.base import RawEvents
 from tallygate.providers.http import (
     HttpClient,
     parse_json,
@@ -20,7 +21,6 @@ from tallygate.providers.upstream import Upstream
 from tallygate.settings import ProviderConfig
 from tallygate.types import Usage
 
-RawEvents = AsyncIterator[list[tuple[str | None, bytes]]]
 _RESPONSE_END = frozenset({"response.completed", "response.incomplete", "response.failed"})
 
 
@@ -73,11 +73,11 @@ class OpenAIProvider:
     async def embed(self, body: dict) -> tuple[dict, Usage]:
         return await self._post_json(self._embed_url, body)
 
-    async def chat_stream(self, body: dict) -> AsyncIterator[list[dict]]:
+    async def chat_stream(self, body: dict) -> AsyncGenerator[list[dict], None]:
         async for batch in self.chat_stream_raw(body):
             yield [parse_json(self.name, data, "a stream event") for data in batch if data != b"[DONE]"]
 
-    async def chat_stream_raw(self, body: dict) -> AsyncIterator[list[bytes]]:
+    async def chat_stream_raw(self, body: dict) -> AsyncGenerator[list[bytes], None]:
         """A streamed chat completion as batches of each chunk's JSON bytes, as they came; the
         last batch ends with `b"[DONE]"`. An in-band error event raises."""
         # Always ask for usage: metering needs it whether or not the client wants to see it.

@@ -1,24 +1,29 @@
-"""Providers are a closed set chosen by `type:` in config: one constructor per type."""
+"""Providers are a closed set chosen by `type:` in config: one row per type.
+
+Adding a provider type is adding its module and its row here (and its name to
+`settings.ProviderConfig.type`); what it can do natively it declares by implementing the
+capability protocols of `providers.base`.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+from tallygate.providers.anthropic import AnthropicProvider
 from tallygate.providers.base import Provider
 from tallygate.providers.http import HttpClient
-from tallygate.settings import GatewayConfig
+from tallygate.providers.mock import MockProvider
+from tallygate.providers.openai import OpenAIProvider
+from tallygate.settings import GatewayConfig, ProviderConfig
+
+Constructor = Callable[[str, ProviderConfig, HttpClient], Provider]
+PROVIDER_TYPES: dict[str, Constructor] = {
+    "openai": OpenAIProvider,
+    "anthropic": AnthropicProvider,
+    "mock": MockProvider,
+}
 
 
 def build_providers(config: GatewayConfig, http: HttpClient) -> dict[str, Provider]:
     """One provider object per entry of `providers:`."""
-    from tallygate.providers.anthropic import AnthropicProvider
-    from tallygate.providers.mock import MockProvider
-    from tallygate.providers.openai import OpenAIProvider
-
-    out: dict[str, Provider] = {}
-    for name, cfg in config.providers.items():
-        if cfg.type == "openai":
-            out[name] = OpenAIProvider(name, cfg, http)
-        elif cfg.type == "anthropic":
-            out[name] = AnthropicProvider(name, cfg, http)
-        else:
-            out[name] = MockProvider(name, cfg)
-    return out
+    return {name: PROVIDER_TYPES[cfg.type](name, cfg, http) for name, cfg in config.providers.items()}

@@ -1,8 +1,7 @@
-"""`POST /v1/messages` and `/v1/messages/count_tokens`: Anthropic's Messages API.
+"""Anthropic's Messages API relayed: `/v1/messages` and `/v1/messages/count_tokens`.
 
-The proxy's pipeline (authenticate with `x-api-key` or a Bearer token, tags, plan, reserve, relay
-through the routing executor, ledger) with this API's own part: to an `anthropic` provider the
-request is relayed natively (every block type, `anthropic-version` / `anthropic-beta` passed on,
+To a provider that speaks it natively (`providers.base.NativeMessages`) the request is relayed
+as it is (every block type, `anthropic-version` / `anthropic-beta` passed on,
 stream events relayed as they came, only `message_start` and `message_delta` parsed); to any
 other provider it is translated to chat completions and back (`providers.messages_translate`).
 Errors are Anthropic-shaped: `{"type": "error", "error": {"type", "message"}}`, plus the
@@ -12,20 +11,20 @@ gateway's error `code` (`budget_exceeded`, `upstream_timeout` ...) when it has o
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from typing import Any
 
 import orjson
 
-from tallygate.api.asgi import JSON_HEADERS, Receive, Scope, Send, headers_of, send_bytes
-from tallygate.api.proxy import Proxy, respond_json
-from tallygate.api.streaming import Codec, relay_stream, text_chars
 from tallygate.core.money import usd_json
 from tallygate.errors import GatewayError, InvalidRequest
 from tallygate.pipeline.budget import body_size as _size
 from tallygate.pipeline.call import Call
 from tallygate.pipeline.models import Route
 from tallygate.pipeline.pricing import Rate
+from tallygate.pipeline.relay import Codec, relay_stream, respond_json, sse, text_chars
 from tallygate.pipeline.routing import Plan, execute
+from tallygate.pipeline.wire import JSON_HEADERS, Scope, Send, headers_of, send_bytes
 from tallygate.providers.anthropic_translate import anthropic_usage
 from tallygate.providers.messages_translate import ChatToMessagesStream, chat_to_message, messages_to_chat
 from tallygate.types import Usage
@@ -55,10 +54,6 @@ async def send_anthropic_error(send: Send, err: GatewayError, request_id: str) -
                      [*JSON_HEADERS, (b"x-request-id", request_id.encode()), *err.headers()])
 
 
-def native(route: Route) -> bool:
-    return route.provider_type == "anthropic"
-
-
 def check_messages(body: dict, count_only: bool = False) -> bool:
     """The fields checked here (the rest is the provider's); returns whether to stream."""
     messages = body.get("messages")
@@ -76,83 +71,69 @@ def check_messages(body: dict, count_only: bool = False) -> bool:
     return bool(stream)
 
 
-class MessagesAPI:
-    """The Messages routes, on the proxy's pipeline."""
+class MessagesRelay:
+    """`/v1/messages` and `/v1/messages/count_tokens`: native where the target speaks Messages,
+    translated to chat completions elsewhere."""
 
-    def __init__(self, proxy: Proxy) -> None:
-        self._proxy = proxy
+    def __init__(self, rates: Callable[[Route], Rate]) -> None:
+        self._rate = rates
 
-    async def messages(self, scope: Scope, receive: Receive, send: Send) -> None:
-        headers = _client_headers(scope)
-
-        async def relay(call: Call, plan: Plan, body: dict, send: Send) -> None:
-            await self._relay(call, plan, body, send, headers)
-
-        await self._proxy._handle(scope, receive, send, "messages", relay, send_anthropic_error)
-
-    async def count_tokens(self, scope: Scope, receive: Receive, send: Send) -> None:
-        headers = _client_headers(scope)
-
-        async def relay(call: Call, plan: Plan, body: dict, send: Send) -> None:
-            check_messages(body, count_only=True)
-
-            def attempt(route: Route) -> Awaitable[dict]:
-                if native(route):
-                    return route.provider.count_tokens(  # type: ignore[attr-defined,no-any-return]
-                        {**body, "model": route.upstream_model}, headers)
-                return _estimate_count(body)
-
-            await respond_json(call, await execute(call, plan, attempt), send)
-
-        await self._proxy._handle(scope, receive, send, "count_tokens", relay, send_anthropic_error,
-                                  reserve=False)
-
-    async def _relay(self, call: Call, plan: Plan, body: dict, send: Send, headers: dict[str, str]) -> None:
+    async def messages(self, call: Call, plan: Plan, body: dict, send: Send, headers: dict[str, str]) -> None:
         model = body["model"]
         if check_messages(body):
-            return await relay_stream(call, plan, lambda route: self._open(route, body, headers),
+            return await relay_stream(call, plan, lambda route: _open(route, body, headers),
                                       lambda route: self._codec(call, route, body, model), send)
 
         async def attempt(route: Route) -> tuple[dict, Usage]:
-            if native(route):
-                return await route.provider.messages({**body, "model": route.upstream_model}, headers)  # type: ignore[attr-defined,no-any-return]
+            native = route.native.messages
+            if native is not None:
+                return await native.messages({**body, "model": route.upstream_model}, headers)
             data, usage = await route.provider.chat(messages_to_chat(body, route.upstream_model))
             return chat_to_message(data, usage, call.id, model), usage
 
         data, usage = await execute(call, plan, attempt)
         assert call.route is not None
-        cost = call.meter(usage, self._proxy.rate(call.route))
+        cost = call.meter(usage, self._rate(call.route))
         data["id"] = call.id
         if not isinstance(data.get("usage"), dict):
             data["usage"] = {}
         data["usage"]["cost"] = usd_json(cost)
         await respond_json(call, data, send)
 
-    @staticmethod
-    def _open(route: Route, body: dict, headers: dict[str, str]) -> AsyncIterator:  # type: ignore[type-arg]
-        if native(route):
-            return route.provider.messages_stream({**body, "model": route.upstream_model}, headers)  # type: ignore[attr-defined,no-any-return]
-        return route.provider.chat_stream(messages_to_chat(body, route.upstream_model))
+    async def count_tokens(self, call: Call, plan: Plan, body: dict, send: Send, headers: dict[str, str]) -> None:
+        check_messages(body, count_only=True)
+
+        def attempt(route: Route) -> Awaitable[dict]:
+            native = route.native.count_tokens
+            if native is not None:
+                return native.count_tokens({**body, "model": route.upstream_model}, headers)
+            return _estimate_count(body)
+
+        await respond_json(call, await execute(call, plan, attempt), send)
 
     def _codec(self, call: Call, route: Route, body: dict, model: str) -> Codec:
-        rate = self._proxy.rate(route)
-        if native(route):
+        rate = self._rate(route)
+        if route.native.messages is not None:
             return NativeMessagesCodec(call, rate, body)
         return TranslatedMessagesCodec(call, rate, body, model)
 
 
-def _client_headers(scope: Scope) -> dict[str, str]:
+def client_headers(scope: Scope) -> dict[str, str]:
+    """The client's `anthropic-version` / `anthropic-beta`, passed on to a native provider."""
     return {k.decode(): v for k, v in headers_of(scope, *_PASSED_HEADERS).items()}
+
+
+def _open(route: Route, body: dict, headers: dict[str, str]) -> AsyncGenerator[list[Any], None]:
+    native = route.native.messages
+    if native is not None:
+        return native.messages_stream({**body, "model": route.upstream_model}, headers)
+    return route.provider.chat_stream(messages_to_chat(body, route.upstream_model))
 
 
 async def _estimate_count(body: dict) -> dict:
     """`input_tokens` for a model without a counting endpoint: about four characters a token."""
     chars, images = _size({k: body.get(k) for k in ("system", "messages", "tools")})
     return {"input_tokens": math.ceil(chars / 4) + images * 1600}
-
-
-def sse(name: bytes, data: bytes) -> bytes:
-    return b"event: " + name + b"\ndata: " + data + b"\n\n"
 
 
 class _MessagesCodecBase:

@@ -1,4 +1,5 @@
-"""The few raw-ASGI helpers the proxy routes need (they skip the framework on purpose)."""
+"""The few raw-ASGI pieces the proxied routes need (they skip the framework on purpose): types,
+reading a JSON body, sending an answer, request ids."""
 
 from __future__ import annotations
 

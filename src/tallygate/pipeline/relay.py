@@ -1,4 +1,5 @@
-"""The one stream relay every streaming route shares (chat, messages, responses).
+"""Relaying an answer to the client: a finished JSON body (`respond_json`), or a stream
+(`relay_stream`), the one relay every streaming route shares (chat, messages, responses).
 
 A route gives `relay_stream` how to open a stream on a target (`open_stream(route)`) and how to
 encode what it yields for the client (`codec_for(route)`, a `Codec`). The relay lets the routing
@@ -16,20 +17,37 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from functools import partial
 from typing import Any, Protocol
 
-from tallygate.api.asgi import SSE_HEADERS, Send
+import orjson
+
 from tallygate.errors import GatewayError, RequestCancelled, UpstreamError, UpstreamProtocolError
 from tallygate.pipeline.call import Call
 from tallygate.pipeline.models import Route
 from tallygate.pipeline.routing import Plan, execute, stream_failed
+from tallygate.pipeline.wire import JSON_HEADERS, SSE_HEADERS, Send, send_bytes
+
+Batches = AsyncGenerator[Any, None]  # what a provider's stream yields, batch by batch
 
 log = logging.getLogger("tallygate.proxy")
 
 # The text a JSON event carries, for estimates (quotes inside strings are always escaped).
 TEXT_FIELDS = re.compile(rb'"(?:content|text|delta|partial_json|thinking|arguments)":"((?:[^"\\]|\\.)*)"')
+
+
+def sse(name: bytes, data: bytes) -> bytes:
+    """One server-sent event with a name."""
+    return b"event: " + name + b"\ndata: " + data + b"\n\n"
+
+
+async def respond_json(call: Call, data: dict[str, Any], send: Send) -> None:
+    """Send a finished JSON answer with the gateway's request id; the call is recorded first."""
+    out = call.scrub(orjson.dumps(data))
+    call.ttft = time.perf_counter()
+    call.finish()
+    await send_bytes(send, 200, out, [*JSON_HEADERS, (b"x-request-id", call.id.encode())])
 
 
 def text_chars(data: bytes) -> int:
@@ -57,8 +75,7 @@ class Codec(Protocol):
         ...
 
 
-async def _first_batch(open_stream: Callable[[Route], AsyncIterator[Any]], route: Route
-                       ) -> tuple[AsyncIterator[Any], Any]:
+async def _first_batch(open_stream: Callable[[Route], Batches], route: Route) -> tuple[Batches, Any]:
     """One stream attempt: open it on `route` and wait for its first batch."""
     batches = open_stream(route)
     try:
@@ -66,11 +83,11 @@ async def _first_batch(open_stream: Callable[[Route], AsyncIterator[Any]], route
     except StopAsyncIteration:
         raise UpstreamProtocolError(f"provider {route.provider_name!r} sent an empty stream") from None
     except BaseException:
-        await batches.aclose()  # type: ignore[attr-defined]
+        await batches.aclose()
         raise
 
 
-async def relay_stream(call: Call, plan: Plan, open_stream: Callable[[Route], AsyncIterator[Any]],
+async def relay_stream(call: Call, plan: Plan, open_stream: Callable[[Route], Batches],
                        codec_for: Callable[[Route], Codec], send: Send) -> None:
     """Open the stream (with fallback until the first batch), then relay it to the client."""
     call.stream = True
@@ -116,7 +133,7 @@ async def relay_stream(call: Call, plan: Plan, open_stream: Callable[[Route], As
     finally:
         if not call.recorded:  # the client went away: the proxy's `finally` records it
             codec.settle()
-        await batches.aclose()  # type: ignore[attr-defined]
+        await batches.aclose()
 
 
 def _finish(call: Call, codec: Codec) -> None:

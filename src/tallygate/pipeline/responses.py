@@ -1,7 +1,7 @@
-"""`POST /v1/responses`: OpenAI's Responses API.
+"""OpenAI's Responses API relayed: `/v1/responses`.
 
-The proxy's pipeline with this API's own part: to an `openai` provider the request is relayed
-natively (stored responses and `previous_response_id` work as they do upstream, so the upstream
+To a provider that speaks it natively (`providers.base.NativeResponses`) the request is relayed
+as it is (stored responses and `previous_response_id` work as they do upstream, so the upstream
 response id is kept; stream events are relayed as they came, only the final
 `response.completed` / `incomplete` / `failed` event parsed to meter it and add `usage.cost`).
 To any other provider it is translated to chat completions where it can be
@@ -12,21 +12,20 @@ the response id is the gateway's request id. Errors are OpenAI-shaped.
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, Callable
+from typing import Any
 
 import orjson
 
-from tallygate.api.asgi import Receive, Scope, Send
-from tallygate.api.messages import sse
-from tallygate.api.proxy import Proxy, respond_json
-from tallygate.api.streaming import Codec, relay_stream, text_chars
 from tallygate.core.money import usd_json
 from tallygate.errors import GatewayError, InvalidRequest
 from tallygate.pipeline.budget import body_size
 from tallygate.pipeline.call import Call
 from tallygate.pipeline.models import Route
 from tallygate.pipeline.pricing import Rate
+from tallygate.pipeline.relay import Codec, relay_stream, respond_json, sse, text_chars
 from tallygate.pipeline.routing import Plan, execute
+from tallygate.pipeline.wire import Send
 from tallygate.providers.responses_translate import (
     ChatToResponsesStream,
     chat_to_response,
@@ -37,10 +36,6 @@ from tallygate.providers.responses_translate import (
 from tallygate.types import Usage
 
 _FINAL = frozenset({"response.completed", "response.incomplete", "response.failed"})
-
-
-def native(route: Route) -> bool:
-    return route.provider_type == "openai"
 
 
 def check_responses(body: dict) -> bool:
@@ -57,45 +52,44 @@ def check_responses(body: dict) -> bool:
     return bool(stream)
 
 
-class ResponsesAPI:
-    """The Responses route, on the proxy's pipeline."""
+class ResponsesRelay:
+    """`/v1/responses`: native where the target speaks Responses, translated to chat elsewhere."""
 
-    def __init__(self, proxy: Proxy) -> None:
-        self._proxy = proxy
+    def __init__(self, rates: Callable[[Route], Rate]) -> None:
+        self._rate = rates
 
-    async def responses(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self._proxy._handle(scope, receive, send, "responses", self._relay)
-
-    async def _relay(self, call: Call, plan: Plan, body: dict, send: Send) -> None:
+    async def responses(self, call: Call, plan: Plan, body: dict, send: Send) -> None:
         model = body["model"]
         if check_responses(body):
             return await relay_stream(call, plan, lambda route: _open(route, body),
                                       lambda route: self._codec(call, route, body, model), send)
 
         async def attempt(route: Route) -> tuple[dict, Usage]:
-            if native(route):
-                return await route.provider.responses({**body, "model": route.upstream_model})  # type: ignore[attr-defined,no-any-return]
+            native = route.native.responses
+            if native is not None:
+                return await native.responses({**body, "model": route.upstream_model})
             data, usage = await route.provider.chat(responses_to_chat(body, route.upstream_model))
             return chat_to_response(data, usage, call.id, model, body), usage
 
         data, usage = await execute(call, plan, attempt)
         assert call.route is not None
-        cost = call.meter(usage, self._proxy.rate(call.route))
+        cost = call.meter(usage, self._rate(call.route))
         if not isinstance(data.get("usage"), dict):
             data["usage"] = to_responses_usage(usage)
         data["usage"]["cost"] = usd_json(cost)
         await respond_json(call, data, send)
 
     def _codec(self, call: Call, route: Route, body: dict, model: str) -> Codec:
-        rate = self._proxy.rate(route)
-        if native(route):
+        rate = self._rate(route)
+        if route.native.responses is not None:
             return NativeResponsesCodec(call, rate, body)
         return TranslatedResponsesCodec(call, rate, body, model)
 
 
-def _open(route: Route, body: dict) -> AsyncIterator:  # type: ignore[type-arg]
-    if native(route):
-        return route.provider.responses_stream({**body, "model": route.upstream_model})  # type: ignore[attr-defined,no-any-return]
+def _open(route: Route, body: dict) -> AsyncGenerator[list[Any], None]:
+    native = route.native.responses
+    if native is not None:
+        return native.responses_stream({**body, "model": route.upstream_model})
     return route.provider.chat_stream(responses_to_chat(body, route.upstream_model))
 
 

@@ -1,4 +1,6 @@
-"""Relaying a chat-completions stream: touch only the bytes that change.
+"""Chat completions and embeddings, relayed: `ChatRelay`, and `ChatCodec` for streams.
+
+A chat stream is relayed touching only the bytes that change.
 
 Each upstream chunk arrives as its JSON bytes. Nearly all of them only need their `id` replaced
 by the gateway's request id. When every chunk of a batch starts with the same `{"id":"<id>"`,
@@ -15,13 +17,22 @@ characters), which is how OpenAI and compatible servers stream.
 
 from __future__ import annotations
 
+from collections.abc import AsyncGenerator, Awaitable, Callable
+
 import orjson
 
 from tallygate.core.money import usd_json
-from tallygate.errors import GatewayError
+from tallygate.errors import GatewayError, InvalidRequest
 from tallygate.pipeline.call import Call
+from tallygate.pipeline.models import Route
 from tallygate.pipeline.pricing import Rate
+from tallygate.pipeline.relay import relay_stream, respond_json
+from tallygate.pipeline.routing import Plan, execute
+from tallygate.pipeline.validate import check_chat, check_embeddings
+from tallygate.pipeline.wire import Send
 from tallygate.types import Usage
+
+Rates = Callable[[Route], Rate]
 
 _ID = b'{"id":"'
 _USAGE = b'"usage":'
@@ -112,3 +123,66 @@ class ChatCodec:
         call = self._call
         if call.partial or call.pricing_source is None:
             call.meter_estimate(self._body, self._rate)  # cut short: no usage from the provider
+
+
+class ChatRelay:
+    """`/v1/chat/completions` and `/v1/embeddings`: relay to the plan's targets, meter, respond."""
+
+    def __init__(self, rates: Rates) -> None:
+        self._rate = rates
+
+    async def chat(self, call: Call, plan: Plan, body: dict, send: Send) -> None:
+        if check_chat(body):
+            wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+            return await relay_stream(call, plan, lambda route: _chat_chunks(body, route),
+                                      lambda route: ChatCodec(call, self._rate(route), body, wants_usage), send)
+
+        def attempt(route: Route) -> Awaitable[tuple[dict, Usage]]:
+            return route.provider.chat(upstream_body(body, route))
+
+        data, usage = await execute(call, plan, attempt)
+        data["id"] = call.id
+        await self._respond(call, data, usage, send)
+
+    async def embeddings(self, call: Call, plan: Plan, body: dict, send: Send) -> None:
+        check_embeddings(body)
+
+        def attempt(route: Route) -> Awaitable[tuple[dict, Usage]]:
+            native = route.native.embeddings
+            if native is None:
+                raise InvalidRequest(f"model {route.name!r} is served by provider {route.provider_name!r}, "
+                                     "which has no embeddings endpoint", param="model")
+            return native.embed(upstream_body(body, route))
+
+        data, usage = await execute(call, plan, attempt)
+        await self._respond(call, data, usage, send)
+
+    async def _respond(self, call: Call, data: dict, usage: Usage, send: Send) -> None:
+        assert call.route is not None
+        cost = call.meter(usage, self._rate(call.route))
+        usage_obj = data.get("usage")
+        if not isinstance(usage_obj, dict):
+            usage_obj = data["usage"] = usage.to_openai()
+        usage_obj["cost"] = usd_json(cost)
+        await respond_json(call, data, send)
+
+
+def upstream_body(body: dict, route: Route) -> dict:
+    """The body one attempt sends: the client's, with the target's model, as a copy of its own."""
+    return {**body, "model": route.upstream_model}
+
+
+def _chat_chunks(body: dict, route: Route) -> AsyncGenerator[list[bytes], None]:
+    """The provider's chat stream as batches of chunk JSON bytes (raw when it can give them)."""
+    raw = route.native.raw_chat_stream
+    if raw is not None:
+        return raw.chat_stream_raw(upstream_body(body, route))
+    return _dumped(route.provider.chat_stream(upstream_body(body, route)))
+
+
+async def _dumped(batches: AsyncGenerator[list[dict], None]) -> AsyncGenerator[list[bytes], None]:
+    try:
+        async for batch in batches:
+            yield [orjson.dumps(chunk) for chunk in batch]
+    finally:
+        await batches.aclose()

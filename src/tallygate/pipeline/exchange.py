@@ -1,0 +1,185 @@
+"""The one public pipeline every proxied route takes: authenticate → tags → plan → reserve →
+relay → settle → record.
+
+`Pipeline.exchange()` opens one request as an `Exchange` (an async context manager). The route
+calls the stages in order, one line each, then relays with its own API's relay:
+
+    async with pipeline.exchange(scope, receive, send, "chat") as ex:
+        call = await ex.authenticate()
+        body = await ex.read_body()
+        plan = ex.plan(body)
+        await ex.reserve(body, plan)
+        await relay.chat(call, plan, body, send)
+
+Leaving the block settles the budget hold with what the call cost and hands the call to the
+observers (the ledger first, which journals it) exactly once: normally the relay has already done
+that just before the response's last byte (`Call.finish()`); when the client went away or a stage
+failed, it happens here. A `GatewayError` from any stage becomes the answer, in the route's API
+shape (`errors`), unless a stream had started (the relay then ended it with an in-band error).
+Refusals before authentication leave no record, as documented.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from types import TracebackType
+
+from tallygate.errors import GatewayError, InvalidRequest, LedgerUnavailable, PermissionDenied, RequestCancelled
+from tallygate.pipeline.auth import Authenticator
+from tallygate.pipeline.budget import BudgetEngine, Hold, ScopesOf, key_scopes, worst_case
+from tallygate.pipeline.call import Call
+from tallygate.pipeline.models import ModelCatalog, Route
+from tallygate.pipeline.observers import Observers
+from tallygate.pipeline.routing import Plan, Router
+from tallygate.pipeline.tags import parse_tags
+from tallygate.pipeline.wire import Receive, Scope, Send, edge_answer, headers_of, new_request_id, read_json, send_error
+from tallygate.providers.secrets import Scrubber
+
+log = logging.getLogger("tallygate.proxy")
+
+AUTHORIZATION, CONTENT_TYPE, TAGS, X_API_KEY = b"authorization", b"content-type", b"x-request-tags", b"x-api-key"
+_TRACE, _CLEN = b"traceparent", b"content-length"
+_HEADERS = (AUTHORIZATION, CONTENT_TYPE, TAGS, X_API_KEY, _CLEN, _TRACE)
+ErrorSender = Callable[[Send, GatewayError, str], Awaitable[None]]
+
+
+def credential(headers: dict[bytes, str]) -> str | None:
+    """`Authorization`, or Anthropic's `x-api-key` (as the Anthropic SDKs send the key)."""
+    auth = headers.get(AUTHORIZATION)
+    if auth is None and headers.get(X_API_KEY):
+        return "Bearer " + headers[X_API_KEY].strip()
+    return auth
+
+
+class Pipeline:
+    """What every proxied request goes through; `exchange()` runs one request through it."""
+
+    def __init__(self, auth: Authenticator, catalog: ModelCatalog, observers: Observers, budget: BudgetEngine,
+                 router: Router, max_body_bytes: int, scopes: ScopesOf | None = None,
+                 scrubber: Scrubber | None = None, ledger_full: Callable[[], bool] | None = None) -> None:
+        """`scopes(principal, tags)`: the limits a request counts against (default: its key's);
+        `scrubber` keeps provider secrets from clients; `ledger_full()` says the journal is at its
+        cap (requests are then refused, 503)."""
+        self.auth = auth
+        self.catalog = catalog
+        self.router = router
+        self.observers = observers
+        self.budget = budget
+        self.max_body_bytes = max_body_bytes
+        self.scopes = scopes or (lambda principal, _tags: key_scopes(principal))
+        self.scrubber = scrubber or Scrubber(())
+        self.ledger_full = ledger_full or (lambda: False)
+
+    def exchange(self, scope: Scope, receive: Receive, send: Send, endpoint: str,
+                 errors: ErrorSender = send_error) -> Exchange:
+        """One request to `endpoint` (its name in the ledger); `errors` renders refusals in the
+        route's API shape."""
+        return Exchange(self, scope, receive, send, endpoint, errors)
+
+    async def reserve(self, call: Call, body: dict, routes: Sequence[Route]) -> Hold | None:
+        """Hold the request's worst-case cost against its key's limit and every budget that
+        applies, all or nothing (402 naming the first that won't fit)."""
+        scopes = self.scopes(call.principal, call.tags)
+        if not scopes:
+            return None
+        limited = any(s.limit is not None for s in scopes)
+        amount = worst_case(body, call.endpoint, [self.catalog.rate(r) for r in routes]) if limited else 0
+        return await self.budget.reserve(scopes, amount)
+
+
+class Exchange:
+    """One proxied request, stage by stage (see the module's docstring)."""
+
+    __slots__ = ("id", "call", "_pipeline", "_scope", "_receive", "_send", "_endpoint", "_errors", "_headers",
+                 "_hold")
+
+    def __init__(self, pipeline: Pipeline, scope: Scope, receive: Receive, send: Send, endpoint: str,
+                 errors: ErrorSender) -> None:
+        self.id = new_request_id()
+        self.call: Call | None = None  # set once the caller is known
+        self._pipeline, self._scope, self._receive, self._send = pipeline, scope, receive, send
+        self._endpoint, self._errors = endpoint, errors
+        self._headers = headers_of(scope, *_HEADERS)
+        self._hold: Hold | None = None
+
+    async def __aenter__(self) -> Exchange:
+        return self
+
+    async def authenticate(self) -> Call:
+        """The caller's key, checked; from here on the request will have a ledger record."""
+        p = self._pipeline
+        principal = await p.auth.authenticate(credential(self._headers))
+        if p.ledger_full():  # refused unrecorded, so that the journal stays within its cap
+            raise LedgerUnavailable("the ledger cannot record requests now (its database has been away too "
+                                    "long); retry later")
+        call = self.call = Call(self.id, self._endpoint, principal, p.observers.finished, p.scrubber)
+        call.trace_parent = self._headers.get(_TRACE)
+        if not principal.can("completions", "write"):
+            raise PermissionDenied("this API key may not make completions (permissions.completions)")
+        return call
+
+    async def read_body(self) -> dict:
+        """The JSON body, its tags (taken out: never sent upstream) and its model, checked."""
+        call, headers = self._started(), self._headers
+        body = await read_json(self._receive, self._pipeline.max_body_bytes, headers.get(CONTENT_TYPE),
+                               headers.get(_CLEN))
+        call.tags = parse_tags(body.pop("request_tags", None), headers.get(TAGS))
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            raise InvalidRequest("model must be a non-empty string", param="model")
+        call.requested_model = model[:200]
+        return body
+
+    def plan(self, body: dict) -> Plan:
+        """The targets to try: the model's route, or a routing policy's."""
+        return self._pipeline.router.plan(body["model"], self._started().principal.policy)
+
+    async def reserve(self, body: dict, plan: Plan) -> None:
+        """Hold the worst case against every limit that applies (settled on the way out)."""
+        self._hold = await self._pipeline.reserve(self._started(), body, plan.targets)
+
+    def _started(self) -> Call:
+        if self.call is None:
+            raise RuntimeError("authenticate() comes first")
+        return self.call
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> bool:
+        call = self.call
+        if call is None:  # refused before the caller was known: answered, not recorded
+            if isinstance(exc, Exception):
+                await self._errors(self._send, self._as_gateway_error(exc), self.id)
+                return True
+            return False
+        try:
+            if exc is None:
+                return False
+            if isinstance(exc, asyncio.CancelledError):  # shutdown ran out of grace time
+                if not call.recorded:
+                    call.partial = call.ttft is not None
+                    cancelled = RequestCancelled("the gateway stopped before this request finished")
+                    call.fail(cancelled)
+                    call.finish()
+                    if call.ttft is None:  # the client gets the 503 the ledger records, not a bare 500
+                        await self._errors(self._send, cancelled, self.id)
+                return False
+            if not isinstance(exc, Exception):
+                return False
+            err = edge_answer(self._scope) or self._as_gateway_error(exc)  # the edge may have answered
+            call.fail(err)
+            if call.ttft is None:
+                call.finish()
+                await self._errors(self._send, err, self.id)
+            return True
+        finally:
+            if self._hold is not None:
+                self._pipeline.budget.settle(self._hold, call.cost_pico)
+            call.finish()  # once: a no-op when the response already had it
+
+    def _as_gateway_error(self, exc: Exception) -> GatewayError:
+        if isinstance(exc, GatewayError):
+            return exc
+        log.error("request %s failed unexpectedly", self.id, exc_info=exc)
+        return GatewayError("the gateway failed to handle this request", code="internal_error")
