@@ -21,7 +21,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
-from sqlalchemy import make_url
+from sqlalchemy import Engine, make_url
 
 from tallygate.analytics.reader import AnalyticsStore
 from tallygate.analytics.service import Analytics
@@ -102,50 +102,49 @@ class SpendLoader:
 class Gateway:
     """The ASGI application: hot routes by exact path, the rest to the management app."""
 
-    def __init__(self, config: GatewayConfig, settings: Settings, span_exporter: Any = None) -> None:
-        """`span_exporter`: where traces go when `tracing.enabled` (default: OTLP from OTEL_*)."""
+    def __init__(self, config: GatewayConfig, settings: Settings, span_exporter: Any = None,
+                 log_service: Service | None = None) -> None:
+        """`span_exporter`: where traces go when `tracing.enabled` (default: OTLP from OTEL_*);
+        `log_service`: the JSON log handler, started first and stopped last."""
         self.settings = settings
-        self.engine = open_engine(settings.db_url)
-        self.keys = KeyStore(self.engine)
-        self.auth = Authenticator(self.keys, settings.admin_key)
-        self.http = HttpClient()
-        self.catalog = ModelCatalog(config, build_providers(config, self.http))
-        self.ledger = LedgerWriter(self.engine, flush_ms=settings.ledger_flush_ms, batch=settings.ledger_batch,
-                                   journal_dir=journal_dir(settings), fsync=settings.journal_fsync,
-                                   max_bytes=settings.journal_max_bytes)
-        budget_store = BudgetStore(self.engine)
-        self.budget: BudgetEngine
-        self.redis: RedisBudget | None = None
-        first: Service
-        if settings.redis_url:
-            self.budget = first = self.redis = RedisBudget(
-                settings.redis_url, partial(month_spend, self.keys, budget_store),
-                fail_open=settings.budgets_unavailable == "open", ttl_s=settings.hold_ttl_s)
-        else:
-            memory = self.budget = MemoryBudget()
-            first = SpendLoader(self.keys, memory)
-        self.budgets = BudgetRegistry(budget_store, self.budget, lambda: month_floor(now_ms()))
-        self.router = Router(config, self.catalog, seed=settings.routing_seed)
-        observers: list[RequestObserver] = [self.ledger]
-        call_observers: list[CallObserver] = []
-        self.services: list[Service] = [self.ledger, first, self.budgets, self.auth]
-        if settings.redis_url and self.router.policies:
-            self.services.append(SharedCooldowns(self.router.policies, settings.redis_url))
-        self.alerts = self._alerts(config, observers, call_observers)
-        self.metrics = self._metrics(config, settings, observers)
-        if settings.log_format == "json":
-            observers.append(RequestLog())
-        self.tracer = None
-        if config.tracing.enabled:
-            from tallygate.observe.tracing import RequestTracer
+        self.engine = engine = open_engine(settings.db_url)
+        self.keys = keys = KeyStore(engine)
+        self.auth = auth = Authenticator(keys, settings.admin_key)
+        http = HttpClient()
+        self.catalog = catalog = ModelCatalog(config, build_providers(config, http))
+        self.ledger = ledger = LedgerWriter(engine, flush_ms=settings.ledger_flush_ms, batch=settings.ledger_batch,
+                                            journal_dir=journal_dir(settings), fsync=settings.journal_fsync,
+                                            max_bytes=settings.journal_max_bytes)
+        budget_store = BudgetStore(engine)
+        budget, spend_loader, redis = _budget_engine(settings, keys, budget_store)
+        self.redis = redis
+        budgets = BudgetRegistry(budget_store, budget, lambda: month_floor(now_ms()))
+        self.router = router = Router(config, catalog, seed=settings.routing_seed)
+        cooldowns = SharedCooldowns(router.policies, settings.redis_url) if settings.redis_url and router.policies \
+            else None
 
-            self.tracer = RequestTracer({n: p.type for n, p in config.providers.items()}, span_exporter)
-            call_observers.append(self.tracer)
-            self.services.append(self.tracer)
-        self.services.append(self.http)
-        pipeline = Pipeline(self.auth, self.catalog, Observers(observers, call_observers), self.budget,
-                            self.router, settings.max_body_bytes, self.budgets.scopes, Scrubber.from_config(config),
-                            lambda: self.ledger.full)
+        alerts = config.alerts
+        alert_store = AlertStore(engine)
+        thresholds = ThresholdWatcher(budget, budgets.scopes, alerts.thresholds, alerts.scope_thresholds)
+        detectors = _detectors(config) if alerts.enabled else []
+        webhooks = WebhookSender(alerts.webhooks) if alerts.enabled else None
+        alert_service = None if webhooks is None else AlertService(alert_store, webhooks, thresholds, detectors,
+                                                                   alerts.evaluate_every_s)
+        self.metrics = metrics = _metrics(config, settings, budget, thresholds, ledger)
+        self.tracer = tracer = _tracer(config, span_exporter)
+        request_log = RequestLog() if settings.log_format == "json" else None
+
+        # Who hears of every finished request, in order: the ledger first (it journals the record).
+        observers: list[RequestObserver] = [ledger, *detectors, *_present(metrics, request_log)]
+        call_observers: list[CallObserver] = [*_present(thresholds if alerts.enabled else None, tracer)]
+        # Started in this order, stopped in the reverse: the log handler last of all, then the ledger
+        # (which writes what is left), the budget (its last settles), ... the HTTP client first.
+        self.services: list[Service] = _present(log_service, ledger, spend_loader, budgets, auth, cooldowns,
+                                                webhooks, alert_service, tracer, http)
+
+        pipeline = Pipeline(auth, catalog, Observers(observers, call_observers), budget, router,
+                            settings.max_body_bytes, budgets.scopes, Scrubber.from_config(config),
+                            lambda: ledger.full)
         proxy = ProxyRoutes(pipeline)
         self._models = proxy.models
         self._hot: dict[tuple[str, str], Callable[[Scope, Receive, Send], Awaitable[None]]] = {
@@ -156,72 +155,19 @@ class Gateway:
             ("POST", "/v1/responses"): proxy.responses,
             ("GET", "/v1/models"): proxy.models,
         }
-        if self.metrics is not None:
-            self._hot[("GET", "/metrics")] = MetricsEndpoint(self.metrics, config.metrics.bearer_token)
+        if metrics is not None:
+            self._hot[("GET", "/metrics")] = MetricsEndpoint(metrics, config.metrics.bearer_token)
         self._allow = {path: method.encode() for method, path in self._hot}
-        key_admin = KeyAdmin(self.keys, self.auth, self.budget, config.policies, lambda: self.budgets.current)
-        store = AnalyticsStore(self.engine) if settings.analytics_raw_budget is None else \
-            AnalyticsStore(self.engine, raw_budget=settings.analytics_raw_budget)
+        key_admin = KeyAdmin(keys, auth, budget, config.policies, lambda: budgets.current)
+        store = AnalyticsStore(engine) if settings.analytics_raw_budget is None else \
+            AnalyticsStore(engine, raw_budget=settings.analytics_raw_budget)
         analytics = Analytics(store, config.reporting.timezone)
-        management = create_management_app(self.auth, LogReader(self.engine), key_admin, analytics,
-                                            FeedbackStore(self.engine), self.ledger,
-                                            SessionStore(SessionRows(self.engine)),
-                                            BudgetAdmin(budget_store, self.keys, self.budgets, self.budget),
-                                            self._readiness(), self.alert_store)
+        management = create_management_app(auth, LogReader(engine), key_admin, analytics,
+                                            FeedbackStore(engine), ledger,
+                                            SessionStore(SessionRows(engine)),
+                                            BudgetAdmin(budget_store, keys, budgets, budget),
+                                            _readiness(engine, ledger, redis), alert_store)
         self._management = BodyLimit(management, settings.max_manage_body_bytes)
-
-    def _alerts(self, config: GatewayConfig, observers: list[RequestObserver],
-                call_observers: list[CallObserver]) -> AlertService | None:
-        """Threshold, spike and error-rate detectors fed by the observers; the evaluating and
-        delivering services (none with `alerts.enabled: false`; `GET /v1/alerts` still lists)."""
-        cfg = config.alerts
-        self.alert_store = AlertStore(self.engine)
-        self.thresholds = ThresholdWatcher(self.budget, self.budgets.scopes,
-                                           cfg.thresholds, cfg.scope_thresholds)
-        if not cfg.enabled:
-            return None
-        call_observers.append(self.thresholds)
-        detectors: list[SpendSpikes | ErrorRates] = []
-        if cfg.spike.group_by:
-            detectors.append(SpendSpikes(cfg.spike))
-        if cfg.error_rate is not None:
-            detectors.append(ErrorRates(cfg.error_rate))
-        observers.extend(detectors)
-        self.webhooks = WebhookSender(cfg.webhooks)
-        service = AlertService(self.alert_store, self.webhooks, self.thresholds, detectors, cfg.evaluate_every_s)
-        self.services += [self.webhooks, service]  # stopped in reverse: the last evaluation, then delivery
-        return service
-
-    def _metrics(self, config: GatewayConfig, settings: Settings,
-                 observers: list[RequestObserver]) -> GatewayMetrics | None:
-        if not config.metrics.enabled:
-            return None
-        models = [*config.models, *(f"policy/{p}" for p in config.policies)]
-        metrics = GatewayMetrics(models, config.providers, config.metrics.key_labels, self.budget,
-                                 lambda: self.thresholds.known.values(), settings.metrics_dir)
-        metrics.watch_ledger(lambda: self.ledger.pending)
-        self.ledger.on_write = metrics.ledger_written
-        observers.append(metrics)
-        return metrics
-
-    def _readiness(self) -> Readiness:
-        readiness = Readiness(details=lambda: {"ledger": self.ledger.status()})
-
-        async def database() -> str | None:
-            return await asyncio.to_thread(schema_behind, self.engine)
-
-        async def ledger() -> str | None:
-            if self.ledger.full:
-                return (f"the ledger journal is full ({self.ledger.journal.backlog} bytes wait for the "
-                        "database): requests are refused until it drains")
-            waiting = self.ledger.pending
-            return f"{waiting} ledger records wait for the database" if waiting > MAX_LEDGER_BACKLOG else None
-
-        readiness.add("database", database)
-        if self.redis is not None:
-            readiness.add("redis", self.redis.ping)
-        readiness.add("ledger", ledger)
-        return readiness
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -273,6 +219,72 @@ class Gateway:
                 return
 
 
+def _budget_engine(settings: Settings, keys: KeyStore, budget_store: BudgetStore
+                   ) -> tuple[BudgetEngine, Service, RedisBudget | None]:
+    """The budget state: in Redis with `redis_url` (shared by processes and replicas; it loads
+    spend itself), else in memory, loaded from the ledger at start-up. Returns the engine, the
+    service that loads its spend, and the Redis one if any."""
+    if settings.redis_url:
+        redis = RedisBudget(settings.redis_url, partial(month_spend, keys, budget_store),
+                            fail_open=settings.budgets_unavailable == "open", ttl_s=settings.hold_ttl_s)
+        return redis, redis, redis
+    memory = MemoryBudget()
+    return memory, SpendLoader(keys, memory), None
+
+
+def _present(*items: Any) -> list[Any]:
+    """The items that are configured (not None), in order."""
+    return [item for item in items if item is not None]
+
+
+def _detectors(config: GatewayConfig) -> list[SpendSpikes | ErrorRates]:
+    """The spike and error-rate detectors the alerts config asks for."""
+    cfg = config.alerts
+    spikes: list[SpendSpikes | ErrorRates] = [SpendSpikes(cfg.spike)] if cfg.spike.group_by else []
+    return spikes + ([ErrorRates(cfg.error_rate)] if cfg.error_rate is not None else [])
+
+
+def _metrics(config: GatewayConfig, settings: Settings, budget: BudgetEngine, thresholds: ThresholdWatcher,
+             ledger: LedgerWriter) -> GatewayMetrics | None:
+    if not config.metrics.enabled:
+        return None
+    models = [*config.models, *(f"policy/{p}" for p in config.policies)]
+    metrics = GatewayMetrics(models, config.providers, config.metrics.key_labels, budget,
+                             lambda: thresholds.known.values(), settings.metrics_dir)
+    metrics.watch_ledger(lambda: ledger.pending)
+    ledger.on_write = metrics.ledger_written
+    return metrics
+
+
+def _tracer(config: GatewayConfig, span_exporter: Any) -> Any:
+    """The request tracer when `tracing.enabled` (OpenTelemetry is imported only then)."""
+    if not config.tracing.enabled:
+        return None
+    from tallygate.observe.tracing import RequestTracer
+
+    return RequestTracer({n: p.type for n, p in config.providers.items()}, span_exporter)
+
+
+def _readiness(engine: Engine, ledger: LedgerWriter, redis: RedisBudget | None) -> Readiness:
+    readiness = Readiness(details=lambda: {"ledger": ledger.status()})
+
+    async def database() -> str | None:
+        return await asyncio.to_thread(schema_behind, engine)
+
+    async def ledger_backlog() -> str | None:
+        if ledger.full:
+            return (f"the ledger journal is full ({ledger.journal.backlog} bytes wait for the "
+                    "database): requests are refused until it drains")
+        waiting = ledger.pending
+        return f"{waiting} ledger records wait for the database" if waiting > MAX_LEDGER_BACKLOG else None
+
+    readiness.add("database", database)
+    if redis is not None:
+        readiness.add("redis", redis.ping)
+    readiness.add("ledger", ledger_backlog)
+    return readiness
+
+
 def _with_request_id(send: Send) -> Send:
     """Every management answer (its 404 for unknown routes included) carries an `x-request-id`."""
     async def wrapped(message: Message) -> None:
@@ -285,8 +297,9 @@ def _with_request_id(send: Send) -> Send:
     return wrapped
 
 
-def create_app(config: GatewayConfig, settings: Settings, span_exporter: Any = None) -> Gateway:
-    return Gateway(config, settings, span_exporter)
+def create_app(config: GatewayConfig, settings: Settings, span_exporter: Any = None,
+               log_service: Service | None = None) -> Gateway:
+    return Gateway(config, settings, span_exporter, log_service)
 
 
 def journal_dir(settings: Settings) -> Path:
@@ -313,8 +326,6 @@ def app_from_env() -> Gateway:
         json_log = JsonLogging()
     else:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    app = create_app(load_config(os.environ.get("TALLYGATE_CONFIG") or None), settings)
-    if json_log is not None:
-        app.services.insert(0, json_log)  # stopped last: after the ledger's final line
+    app = create_app(load_config(os.environ.get("TALLYGATE_CONFIG") or None), settings, log_service=json_log)
     gc.freeze()
     return app

@@ -382,7 +382,7 @@ class Settings:
     db_url: str = "sqlite:///tallygate.db"
     admin_key: str | None = None
     max_body_bytes: int = 4 * 1024 * 1024
-    ledger_flush_ms: int = 50
+    ledger_flush_ms: int = 250
     shutdown_grace_s: int = 30  # on SIGTERM, how long requests in flight may still run
     ledger_batch: int = 1000
     routing_seed: int | None = None  # seeds routing randomness (weighted picks, exploration, jitter)

@@ -78,9 +78,7 @@ def serve(config_path: str | None, db_url: str | None, host: str, port: int, wor
         engine = open_engine(settings.db_url)
         demo_secret = _demo_key(KeyStore(engine))
         engine.dispose()
-    app = create_app(config, settings)
-    if json_log is not None:
-        app.services.insert(0, json_log)  # stopped last: after the ledger's final line
+    app = create_app(config, settings, log_service=json_log)
     if settings.redis_url:
         click.echo("budgets: shared through Redis"
                    f" (budgets_unavailable: {settings.budgets_unavailable})", err=True)

@@ -43,7 +43,7 @@ class LedgerWriter:
     The journal in `journal_dir` is opened (and what it holds replayed) by `start()`. Without a
     `journal_dir` (tests, benchmarks) a throw-away one in a temporary directory is used."""
 
-    def __init__(self, engine: Engine, *, flush_ms: int = 50, batch: int = 1000,
+    def __init__(self, engine: Engine, *, flush_ms: int = 250, batch: int = 1000,
                  journal_dir: str | Path | None = None, fsync: str = "batch",
                  max_bytes: int = 1 << 30, max_batch: int | None = None) -> None:
         self._engine = engine
