@@ -34,6 +34,7 @@ class PricingOverride(_Strict):
     output_per_mtok: Decimal = Decimal(0)
     cached_input_per_mtok: Decimal | None = None
     cache_write_per_mtok: Decimal | None = None
+    cache_write_1h_per_mtok: Decimal | None = None  # Anthropic's 1-hour TTL; default: cache_write
 
     @field_validator("*")
     @classmethod

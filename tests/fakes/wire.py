@@ -117,9 +117,23 @@ def reply_pieces(body: dict) -> tuple[list[str], bool]:
     return pieces, False
 
 
+_SCRIPT = re.compile(r"\[\[(?:call (?P<name>[\w.-]+) (?P<args>\{.*?\})|(?P<none>no tools))\]\]", re.S)
+
+
+def _tool_name(tool: object) -> str | None:
+    if not isinstance(tool, dict):
+        return None
+    name = tool.get("name") or (tool.get("function") or {}).get("name")
+    return name if isinstance(name, str) else None
+
+
 def tool_call(body: dict) -> tuple[str, str] | None:
     """(tool name, JSON arguments) when the fake should call a tool: the request offers tools
-    and its last turn is not a tool's result. The arguments are ``{"query": <reply text>}``."""
+    and its last turn is not a tool's result. The arguments are ``{"query": <reply text>}``.
+
+    A client whose every request offers tools (a coding agent) scripts the turn in its prompt:
+    ``[[call NAME {json}]]`` calls the offered tool NAME with those arguments, ``[[no tools]]``
+    answers with text."""
     tools = body.get("tools")
     if not isinstance(tools, list) or not tools or not isinstance(tools[0], dict):
         return None
@@ -129,9 +143,13 @@ def tool_call(body: dict) -> tuple[str, str] | None:
     if last.get("role") == "tool" or (isinstance(content, list) and any(
             isinstance(b, dict) and b.get("type") == "tool_result" for b in content)):
         return None
-    tool = tools[0]
-    name = tool.get("name") or (tool.get("function") or {}).get("name") or "tool"
-    return name, json.dumps({"query": reply_text(body)}, separators=(",", ":"))
+    users = [m for m in messages if isinstance(m, dict) and m.get("role") == "user"]
+    script = _SCRIPT.search(text_of(users[-1].get("content"))) if users else None
+    if script is not None:
+        if script["none"] or script["name"] not in {_tool_name(t) for t in tools}:
+            return None
+        return script["name"], json.dumps(json.loads(script["args"]), separators=(",", ":"))
+    return _tool_name(tools[0]) or "tool", json.dumps({"query": reply_text(body)}, separators=(",", ":"))
 
 
 def argument_pieces(arguments: str) -> list[str]:
