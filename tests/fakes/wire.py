@@ -46,6 +46,7 @@ def next_id(prefix: str) -> str:
 _SCENARIO = re.compile(
     r"fail-(?P<fail>\d{3})|flaky-(?P<flaky>\d{3})-(?P<times>\d+)|slow-(?P<slow>\d+)"
     r"|slowstream-(?P<slowstream>\d+)|cached-(?P<cached>\d+)|cachewrite-(?P<cachewrite>\d+)"
+    r"|cachewrite1h-(?P<cachewrite1h>\d+)"
     r"|reasoning-(?P<reasoning>\d+)|(?P<kind>cut-stream|stream-error|reset|garbage)")
 
 
@@ -56,7 +57,8 @@ class Scenario:
     times: int = 0             # flaky: how many requests fail before success
     delay: float = 0.0         # slow: before the response; slowstream: between stream events
     cached: int = 0            # prompt tokens reported as cache reads
-    cache_write: int = 0       # Anthropic cache_creation_input_tokens
+    cache_write: int = 0       # Anthropic cache_creation_input_tokens (5-minute TTL)
+    cache_write_1h: int = 0    # Anthropic cache writes with the 1-hour TTL
     reasoning: int = 0         # OpenAI completion_tokens_details.reasoning_tokens
 
 
@@ -76,6 +78,8 @@ def parse_scenario(model: object) -> Scenario:
         return Scenario("cached", cached=int(g["cached"]))
     if "cachewrite" in g:
         return Scenario("cachewrite", cache_write=int(g["cachewrite"]))
+    if "cachewrite1h" in g:
+        return Scenario("cachewrite", cache_write_1h=int(g["cachewrite1h"]))
     if "reasoning" in g:
         return Scenario("reasoning", reasoning=int(g["reasoning"]))
     return Scenario(g["kind"])
@@ -365,10 +369,10 @@ def anthropic_failure(status: int, model: str) -> dict:
 
 
 def anthropic_usage(prompt: int, output: int, sc: Scenario) -> dict:
-    return {"input_tokens": prompt, "cache_creation_input_tokens": sc.cache_write,
+    return {"input_tokens": prompt, "cache_creation_input_tokens": sc.cache_write + sc.cache_write_1h,
             "cache_read_input_tokens": sc.cached,
             "cache_creation": {"ephemeral_5m_input_tokens": sc.cache_write,
-                               "ephemeral_1h_input_tokens": 0},
+                               "ephemeral_1h_input_tokens": sc.cache_write_1h},
             "output_tokens": output, "service_tier": "standard"}
 
 
