@@ -81,6 +81,12 @@ class ModelConfig(_Strict):
     provider: str
     model: str
     pricing: PricingOverride | None = None
+    # What the model does: chat (chat, messages, responses) or embeddings. Default: embeddings
+    # when the upstream model's name says "embed" (text-embedding-3-small, nomic-embed-text ...).
+    kind: Literal["chat", "embeddings"] | None = None
+
+    def model_kind(self) -> str:
+        return self.kind or ("embeddings" if "embed" in self.model.lower() else "chat")
 
 
 class CooldownConfig(_Strict):
