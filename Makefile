@@ -7,7 +7,7 @@ PORT   ?= 8400
 
 DASHBOARD_OUT = src/tallygate/dashboard/static/index.html
 
-.PHONY: run test check bench install services clean dashboard dist
+.PHONY: run test check bench install services clean dashboard dist agents
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,15 @@ $(DASHBOARD_OUT): dashboard/node_modules/.package-lock.json dashboard/index.html
 	cd dashboard && npm run --silent build -- --logLevel warn
 
 dashboard: $(DASHBOARD_OUT)
+
+# The coding-agent CLIs the tests run for real (tests/agents): pinned in its package-lock.json,
+# each with its native linux-x64 binary (an optional dependency of its npm package).
+AGENTS_CLIS = tests/agents/node_modules/.package-lock.json
+$(AGENTS_CLIS): tests/agents/package-lock.json
+	cd tests/agents && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+agents: $(AGENTS_CLIS)
 
 # A wheel that carries the built dashboard (package data).
 dist: $(DASHBOARD_OUT) | $(BIN)/activate
@@ -57,7 +66,7 @@ check: install
 	$(BIN)/mypy
 	$(BIN)/lint-imports --no-cache
 
-test: check services
+test: check services agents
 	$(BIN)/python -m pytest -q
 
 bench: install services
@@ -65,4 +74,4 @@ bench: install services
 	$(BIN)/python bench/redis_budget.py
 
 clean:
-	rm -rf $(VENV) *.db *.db-wal *.db-shm dist dashboard/node_modules src/tallygate/dashboard/static
+	rm -rf $(VENV) *.db *.db-wal *.db-shm dist dashboard/node_modules tests/agents/node_modules src/tallygate/dashboard/static

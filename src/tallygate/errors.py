@@ -68,6 +68,7 @@ def _retry_after_header(seconds: float | None) -> list[tuple[bytes, bytes]]:
 class InvalidRequest(GatewayError):
     status = 400
     type = "invalid_request_error"
+    code = "invalid_request"
 
 
 class BadTag(InvalidRequest):
@@ -110,6 +111,7 @@ class RequestTimeout(GatewayError):
 
     status = 408
     type = "invalid_request_error"
+    code = "request_timeout"
 
 
 class NotFound(GatewayError):

@@ -34,6 +34,7 @@ class PricingOverride(_Strict):
     output_per_mtok: Decimal = Decimal(0)
     cached_input_per_mtok: Decimal | None = None
     cache_write_per_mtok: Decimal | None = None
+    cache_write_1h_per_mtok: Decimal | None = None  # Anthropic's 1-hour TTL; default: cache_write
 
     @field_validator("*")
     @classmethod
@@ -80,6 +81,12 @@ class ModelConfig(_Strict):
     provider: str
     model: str
     pricing: PricingOverride | None = None
+    # What the model does: chat (chat, messages, responses) or embeddings. Default: embeddings
+    # when the upstream model's name says "embed" (text-embedding-3-small, nomic-embed-text ...).
+    kind: Literal["chat", "embeddings"] | None = None
+
+    def model_kind(self) -> str:
+        return self.kind or ("embeddings" if "embed" in self.model.lower() else "chat")
 
 
 class CooldownConfig(_Strict):

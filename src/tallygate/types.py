@@ -21,7 +21,9 @@ class Usage:
 
     `input_tokens` is the whole prompt, cached and cache-written tokens included (OpenAI's
     `prompt_tokens`); `cached_tokens` and `cache_write_tokens` are the parts of it read from and
-    written to the provider's prompt cache; `reasoning_tokens` is part of `output_tokens`.
+    written to the provider's prompt cache; `cache_write_1h_tokens` is the part of the cache
+    writes kept for an hour (Anthropic's `ttl: "1h"`, priced at its own rate);
+    `reasoning_tokens` is part of `output_tokens`.
     """
 
     input_tokens: int = 0
@@ -29,6 +31,7 @@ class Usage:
     cached_tokens: int = 0
     cache_write_tokens: int = 0
     reasoning_tokens: int = 0
+    cache_write_1h_tokens: int = 0
 
     @classmethod
     def from_openai(cls, usage: object) -> Usage:

@@ -26,6 +26,8 @@ def config(upstream: FakeUpstream) -> dict:
     cfg["models"].update({
         "claude-cached": {"provider": "anthropic", "model": "cached-40", "pricing": PRICED},
         "claude-cachewrite": {"provider": "anthropic", "model": "cachewrite-30", "pricing": PRICED},
+        "claude-cachewrite-1h": {"provider": "anthropic", "model": "cachewrite1h-30",
+                                 "pricing": {**PRICED, "cache_write_1h_per_mtok": "6"}},
         "claude-cut": {"provider": "anthropic", "model": "cut-stream", "pricing": PRICED},
         "claude-stream-error": {"provider": "anthropic", "model": "stream-error", "pricing": PRICED},
         "claude-slowstream": {"provider": "anthropic", "model": "slowstream-400"},
@@ -87,6 +89,35 @@ def test_native_message_is_attributed_priced_and_passes_anthropic_headers(
     assert record["labels"] == {"team": "platform"}
     assert record["usage"]["cached_tokens"] == 40
     assert Decimal(record["cost"]) == expected
+
+
+def test_every_message_role_is_relayed_natively_for_the_provider_to_judge(
+        claude: anthropic.Anthropic, gw: Gateway, upstream: FakeUpstream) -> None:
+    """Claude Code sends `role: "system"` mid-conversation for model names it does not know."""
+    upstream.clear()
+    turns = [*ask("first"), {"role": "system", "content": [{"type": "text", "text": "# Environment"}]}]
+    message = claude.messages.create(model="claude", max_tokens=16, messages=turns)  # type: ignore[arg-type]
+    assert upstream.requests[-1]["body"]["messages"] == turns
+    assert gw.log_record(message.id)["status"] == 200
+    translated = claude.messages.create(model="gpt-4o-mini", max_tokens=16, messages=turns)  # type: ignore[arg-type]
+    assert upstream.requests[-1]["body"]["messages"][-1] == {"role": "system", "content": "# Environment"}
+    assert translated.content[0].text == "Echo: first"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_one_hour_cache_writes_are_priced_at_their_own_rate(claude: anthropic.Anthropic, gw: Gateway,
+                                                            stream: bool) -> None:
+    body = {"model": "claude-cachewrite-1h", "max_tokens": 16, "messages": ask("cache me for an hour")}
+    if stream:
+        with claude.messages.stream(**body) as s:  # type: ignore[arg-type]
+            message = s.get_final_message()
+    else:
+        message = claude.messages.create(**body)  # type: ignore[arg-type]
+    usage = message.usage
+    assert usage.cache_creation_input_tokens == 30
+    expected = (Decimal(usage.input_tokens) * 3 + 30 * 6 + usage.output_tokens * 15) / 10**6
+    record = gw.log_record(message.id)
+    assert record["usage"]["cache_write_tokens"] == 30 and Decimal(record["cost"]) == expected
 
 
 def test_stream_costs_the_same_as_the_same_request_unstreamed(claude: anthropic.Anthropic, gw: Gateway) -> None:

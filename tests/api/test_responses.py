@@ -124,8 +124,8 @@ def test_untranslatable_requests_get_a_400_naming_the_field(oai: openai.OpenAI) 
         oai.responses.create(model="claude", input="hi", previous_response_id="resp_123")
     assert stored.value.body["param"] == "previous_response_id"
     with pytest.raises(openai.BadRequestError) as builtin:
-        oai.responses.create(model="claude", input="hi", tools=[{"type": "web_search"}])
-    assert builtin.value.body["param"] == "tools[0].type"
+        oai.responses.create(model="claude", input="hi", tools=[{"type": "file_search", "vector_store_ids": ["vs"]}])
+    assert builtin.value.body["param"] == "tools[0].type" and "file_search" in builtin.value.body["message"]
     with pytest.raises(openai.BadRequestError) as empty:
         oai.responses.create(model="gpt-4o-mini", input=[])
     assert empty.value.body["param"] == "input"

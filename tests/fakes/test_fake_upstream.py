@@ -492,3 +492,26 @@ def test_anthropic_sdk():
             list(client.messages.create(model="stream-error", max_tokens=5, messages=AN_MSGS,
                                         stream=True))
         assert up.requests[0]["headers"]["anthropic-version"]
+
+
+def test_prompt_scripts_the_tool_call_of_an_agent_that_always_offers_tools():
+    from tests.fakes.wire import tool_call
+
+    tools = [{"name": "Agent"}, {"type": "function", "function": {"name": "Read"}}]
+    ask = [{"role": "user", "content": [{"type": "text", "text": 'go [[call Read {"file_path": "/x"}]]'}]}]
+    assert tool_call({"tools": tools, "messages": ask}) == ("Read", '{"file_path":"/x"}')
+    plain = [{"role": "user", "content": "[[no tools]] hi"}]
+    assert tool_call({"tools": tools, "messages": plain}) is None
+    unknown = [{"role": "user", "content": "[[call Nope {}]]"}]
+    assert tool_call({"tools": tools, "messages": unknown}) is None
+    answered = [*ask, {"role": "tool", "content": "file text"}]
+    assert tool_call({"tools": tools, "messages": answered}) is None  # the tool answered: final text
+    assert tool_call({"tools": tools, "messages": [{"role": "user", "content": "hi"}]})[0] == "Agent"
+
+
+def test_one_hour_cache_write_scenario_reports_the_ttl_split():
+    from tests.fakes.wire import anthropic_usage, parse_scenario
+
+    usage = anthropic_usage(10, 2, parse_scenario("cachewrite1h-30"))
+    assert usage["cache_creation_input_tokens"] == 30
+    assert usage["cache_creation"] == {"ephemeral_5m_input_tokens": 0, "ephemeral_1h_input_tokens": 30}

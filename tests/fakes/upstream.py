@@ -29,6 +29,7 @@ The MODEL NAME in the request body picks a scenario (see wire.parse_scenario):
   cached-<n>           success; OpenAI: prompt_tokens = base + n with cached_tokens = n;
                        Anthropic: input_tokens = base, cache_read_input_tokens = n
   cachewrite-<n>       success; Anthropic cache_creation_input_tokens = n
+  cachewrite1h-<n>     success; Anthropic cache_creation_input_tokens = n, all with the 1-hour TTL
   reasoning-<n>        success; OpenAI completion_tokens += n, reasoning_tokens = n
   anything else        success, the response ``model`` echoes the request's model
 Base counts: prompt tokens = wire.count_prompt_tokens(body) (message chars // 4, at least 1);

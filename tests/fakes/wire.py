@@ -46,6 +46,7 @@ def next_id(prefix: str) -> str:
 _SCENARIO = re.compile(
     r"fail-(?P<fail>\d{3})|flaky-(?P<flaky>\d{3})-(?P<times>\d+)|slow-(?P<slow>\d+)"
     r"|slowstream-(?P<slowstream>\d+)|cached-(?P<cached>\d+)|cachewrite-(?P<cachewrite>\d+)"
+    r"|cachewrite1h-(?P<cachewrite1h>\d+)"
     r"|reasoning-(?P<reasoning>\d+)|(?P<kind>cut-stream|stream-error|reset|garbage)")
 
 
@@ -56,7 +57,8 @@ class Scenario:
     times: int = 0             # flaky: how many requests fail before success
     delay: float = 0.0         # slow: before the response; slowstream: between stream events
     cached: int = 0            # prompt tokens reported as cache reads
-    cache_write: int = 0       # Anthropic cache_creation_input_tokens
+    cache_write: int = 0       # Anthropic cache_creation_input_tokens (5-minute TTL)
+    cache_write_1h: int = 0    # Anthropic cache writes with the 1-hour TTL
     reasoning: int = 0         # OpenAI completion_tokens_details.reasoning_tokens
 
 
@@ -76,6 +78,8 @@ def parse_scenario(model: object) -> Scenario:
         return Scenario("cached", cached=int(g["cached"]))
     if "cachewrite" in g:
         return Scenario("cachewrite", cache_write=int(g["cachewrite"]))
+    if "cachewrite1h" in g:
+        return Scenario("cachewrite", cache_write_1h=int(g["cachewrite1h"]))
     if "reasoning" in g:
         return Scenario("reasoning", reasoning=int(g["reasoning"]))
     return Scenario(g["kind"])
@@ -117,9 +121,23 @@ def reply_pieces(body: dict) -> tuple[list[str], bool]:
     return pieces, False
 
 
+_SCRIPT = re.compile(r"\[\[(?:call (?P<name>[\w.-]+) (?P<args>\{.*?\})|(?P<none>no tools))\]\]", re.S)
+
+
+def _tool_name(tool: object) -> str | None:
+    if not isinstance(tool, dict):
+        return None
+    name = tool.get("name") or (tool.get("function") or {}).get("name")
+    return name if isinstance(name, str) else None
+
+
 def tool_call(body: dict) -> tuple[str, str] | None:
     """(tool name, JSON arguments) when the fake should call a tool: the request offers tools
-    and its last turn is not a tool's result. The arguments are ``{"query": <reply text>}``."""
+    and its last turn is not a tool's result. The arguments are ``{"query": <reply text>}``.
+
+    A client whose every request offers tools (a coding agent) scripts the turn in its prompt:
+    ``[[call NAME {json}]]`` calls the offered tool NAME with those arguments, ``[[no tools]]``
+    answers with text."""
     tools = body.get("tools")
     if not isinstance(tools, list) or not tools or not isinstance(tools[0], dict):
         return None
@@ -129,9 +147,13 @@ def tool_call(body: dict) -> tuple[str, str] | None:
     if last.get("role") == "tool" or (isinstance(content, list) and any(
             isinstance(b, dict) and b.get("type") == "tool_result" for b in content)):
         return None
-    tool = tools[0]
-    name = tool.get("name") or (tool.get("function") or {}).get("name") or "tool"
-    return name, json.dumps({"query": reply_text(body)}, separators=(",", ":"))
+    users = [m for m in messages if isinstance(m, dict) and m.get("role") == "user"]
+    script = _SCRIPT.search(text_of(users[-1].get("content"))) if users else None
+    if script is not None:
+        if script["none"] or script["name"] not in {_tool_name(t) for t in tools}:
+            return None
+        return script["name"], json.dumps(json.loads(script["args"]), separators=(",", ":"))
+    return _tool_name(tools[0]) or "tool", json.dumps({"query": reply_text(body)}, separators=(",", ":"))
 
 
 def argument_pieces(arguments: str) -> list[str]:
@@ -347,10 +369,10 @@ def anthropic_failure(status: int, model: str) -> dict:
 
 
 def anthropic_usage(prompt: int, output: int, sc: Scenario) -> dict:
-    return {"input_tokens": prompt, "cache_creation_input_tokens": sc.cache_write,
+    return {"input_tokens": prompt, "cache_creation_input_tokens": sc.cache_write + sc.cache_write_1h,
             "cache_read_input_tokens": sc.cached,
             "cache_creation": {"ephemeral_5m_input_tokens": sc.cache_write,
-                               "ephemeral_1h_input_tokens": 0},
+                               "ephemeral_1h_input_tokens": sc.cache_write_1h},
             "output_tokens": output, "service_tier": "standard"}
 
 

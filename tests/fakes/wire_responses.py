@@ -23,7 +23,7 @@ RESPONSES_PARAMS = frozenset({
     "tool_choice", "parallel_tool_calls", "stream", "stream_options", "store", "metadata", "user",
     "previous_response_id", "reasoning", "text", "truncation", "include", "background",
     "service_tier", "safety_identifier", "prompt_cache_key", "conversation", "max_tool_calls",
-    "prompt", "top_logprobs",
+    "prompt", "top_logprobs", "client_metadata",
 })
 
 

@@ -119,7 +119,8 @@ def test_slack_webhooks_get_slack_text(tmp_path: Path) -> None:
         import json
 
         texts = sorted(json.loads(body)["text"] for _, body, _ in receiver.received)
-    assert len(texts) == 2 and all(t.startswith("[tallygate] API key 'growth-bot' is at") for t in texts)
+    assert len(texts) == 2
+    assert all(t.startswith("[tallygate] API key 'growth-bot' ") and "spend is at 90%" in t for t in texts)
 
 
 def test_a_receiver_that_stays_down_is_retried_then_given_up_without_logging_its_path(

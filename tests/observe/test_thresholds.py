@@ -67,3 +67,28 @@ def test_a_new_month_starts_the_thresholds_over() -> None:
     budget.load({"k": 55 * USD}, budget.month)
     [again] = _due(watcher, principal)
     assert again["threshold"] == 50 and again["month"] == "2026-04"
+
+
+def test_alert_says_the_spend_it_fired_at_not_just_its_threshold() -> None:
+    """A request that jumps from 40 % to 94 % fires the 50 % and 80 % alerts: each says 94 %."""
+    clock = Clock(dt.datetime(2026, 3, 1, 1, tzinfo=dt.UTC))
+    watcher, budget, principal = _watch(clock)
+    budget.load({"k": 94 * USD}, budget.month)
+    fired = _due(watcher, principal)
+    assert [e["threshold"] for e in fired] == [50, 80]
+    for e in fired:
+        assert e["spend_percent"] == 94
+        assert e["summary"] == (f"API key 'bot' {e['threshold']}% threshold: spend is at 94% of its "
+                                "monthly limit ($94 of $100)")
+
+
+def test_refusal_alert_says_the_spend_was_below_the_limit() -> None:
+    clock = Clock(dt.datetime(2026, 3, 1, 1, tzinfo=dt.UTC))
+    watcher, budget, principal = _watch(clock, {"k": [100]})
+    budget.load({"k": 97 * USD}, budget.month)
+    refusal = make_record(key_id="k", status=402, error_message="API key 'bot' would pass its limit")
+    watcher.call_finished(Call("r", "chat", principal), refusal)
+    [alert] = watcher.due(*watcher.take())
+    assert alert["threshold"] == 100 and alert["refused"] is True and alert["spend_percent"] == 97
+    assert alert["summary"] == ("API key 'bot' 100% threshold: spend is at 97% of its monthly limit "
+                                "($97 of $100); a request that would have passed the limit was refused")

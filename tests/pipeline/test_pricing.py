@@ -6,6 +6,7 @@ from decimal import Decimal
 
 from tallygate.core.money import usd
 from tallygate.pipeline.pricing import PriceBook, Rate
+from tallygate.providers.anthropic_translate import anthropic_usage
 from tallygate.settings import PricingOverride
 from tallygate.types import Usage
 
@@ -41,3 +42,25 @@ def test_unknown_model_is_unpriced_not_an_error() -> None:
 
 def test_usd_of_large_sums_stays_exact() -> None:
     assert usd(123_456_789_012_345_678) == Decimal("123456.789012345678")
+
+
+def test_one_hour_cache_writes_priced_at_their_own_rate() -> None:
+    """Anthropic's 5-minute and 1-hour cache writes each at the snapshot's own price."""
+    rate = PriceBook().rate("anthropic", "claude-3-5-haiku-latest", None)
+    usage = anthropic_usage({"input_tokens": 10, "output_tokens": 2, "cache_read_input_tokens": 0,
+                             "cache_creation_input_tokens": 1000,
+                             "cache_creation": {"ephemeral_5m_input_tokens": 400,
+                                                "ephemeral_1h_input_tokens": 600}})
+    assert (usage.cache_write_tokens, usage.cache_write_1h_tokens) == (1000, 600)
+    expected = (10 * Decimal("0.8") + 400 * Decimal(1) + 600 * Decimal("1.6") + 2 * 4) / Decimal(10**6)
+    assert usd(rate.cost(usage)) == expected
+
+
+def test_one_hour_cache_write_price_defaults_to_the_write_price() -> None:
+    rate = PriceBook().rate("anthropic", "x", PricingOverride(input_per_mtok=Decimal(1),
+                                                              cache_write_per_mtok=Decimal(2)))
+    assert rate.cache_write_1h == rate.cache_write
+    own = PriceBook().rate("anthropic", "x", PricingOverride(input_per_mtok=Decimal(1), cache_write_per_mtok=Decimal(2),
+                                                             cache_write_1h_per_mtok=Decimal(3)))
+    assert usd(own.cost(Usage(input_tokens=5, cache_write_tokens=5, cache_write_1h_tokens=2))) == \
+        (3 * 2 + 2 * 3) / Decimal(10**6)

@@ -52,8 +52,48 @@ def test_document_and_disabled_thinking_translate_cache_control_is_dropped() -> 
     assert user["content"][1] == {"type": "text", "text": "summarise"}
 
 
+def test_claude_code_request_translates_system_turns_in_place() -> None:
+    """What Claude Code sends for a model name it does not know: a `system` message mid-way,
+    adaptive thinking, an effort, a context edit that clears thinking, a deferred tool."""
+    chat = messages_to_chat({
+        "max_tokens": 32000, "thinking": {"type": "adaptive", "display": "omitted"},
+        "output_config": {"effort": "high"},
+        "context_management": {"edits": [{"type": "clear_thinking_20251015", "keep": "all"}]},
+        "tools": [{"name": "Read", "input_schema": {"type": "object"}},
+                  {"name": "DeferredToolPlaceholder", "input_schema": {"type": "object"}, "defer_loading": True}],
+        "system": [{"type": "text", "text": "You are Claude Code.", "cache_control": {"type": "ephemeral"}}],
+        "messages": [
+            {"role": "user", "content": [{"type": "text", "text": "hello"}]},
+            {"role": "system", "content": [{"type": "text", "text": "# Environment"}]},
+            {"role": "assistant", "content": [{"type": "thinking", "thinking": "hm", "signature": "s"},
+                                              {"type": "tool_use", "id": "t1", "name": "Read", "input": {}}]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "ok",
+                                          "is_error": False, "cache_control": {"type": "ephemeral"}}]},
+            {"role": "system", "content": "reminder"}]}, "gpt-4o-mini")
+    assert [(m["role"], m.get("content")) for m in chat["messages"]] == [
+        ("system", "You are Claude Code."), ("user", "hello"), ("system", "# Environment"),
+        ("assistant", None), ("tool", "ok"), ("system", "reminder")]
+    assert [t["function"]["name"] for t in chat["tools"]] == ["Read"]
+    assert not {"thinking", "reasoning_effort", "output_config", "context_management"} & set(chat)
+
+
+def test_system_message_content_must_be_text() -> None:
+    with pytest.raises(InvalidRequest) as err:
+        messages_to_chat({"max_tokens": 5, "messages": [
+            {"role": "system", "content": [{"type": "image", "source": {}}]}]}, "m")
+    assert err.value.param == "messages[0].content[0]"
+
+
+def test_output_config_schema_becomes_response_format() -> None:
+    schema = {"type": "object", "properties": {"a": {"type": "string"}}}
+    chat = messages_to_chat({"max_tokens": 5, "messages": [{"role": "user", "content": "hi"}],
+                             "output_config": {"format": {"type": "json_schema", "schema": schema}}}, "m")
+    assert chat["response_format"] == {"type": "json_schema", "json_schema": {"name": "output", "schema": schema}}
+
+
 @pytest.mark.parametrize(("field", "body"), [
-    ("thinking", {"thinking": {"type": "enabled", "budget_tokens": 2000}}),
+    ("context_management.edits[0].type", {"context_management": {"edits": [
+        {"type": "clear_tool_uses_20250919"}]}}),
     ("top_k", {"top_k": 5}),
     ("tools[0].type", {"tools": [{"type": "web_search_20250305", "name": "web_search"}]}),
     ("messages[0].content[0].type", {"messages": [{"role": "user", "content": [

@@ -40,6 +40,16 @@ def _month_text(ms: int) -> str:
     return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%Y-%m")
 
 
+def _summary(s: Scope, pct: int, spend: int, limit: int, refused: set[str]) -> str:
+    """What the alert says: the threshold, and the spend it fired at (a late check, or a
+    request that jumped several thresholds, finds the spend well past the threshold)."""
+    said = (f"{describe(s)} {pct}% threshold: spend is at {spend * 100 // limit}% of its monthly limit "
+            f"(${usd_text(spend)} of ${usd_text(limit)})")
+    if s.id in refused:
+        said += "; a request that would have passed the limit was refused"
+    return said
+
+
 class ThresholdWatcher:
     """Notes limited scopes on the hot path; computes due threshold/projection alerts later."""
 
@@ -89,10 +99,9 @@ class ThresholdWatcher:
                 reached = spend * 100 >= pct * limit or (pct == 100 and s.id in refused)
                 alert_id = f"threshold:{s.id}:{_month_text(month)}:{pct}"
                 if reached and alert_id not in self.fired:
-                    out.append(event(alert_id, "threshold", now, subject,
-                                     f"{describe(s)} is at {pct}% of its monthly limit "
-                                     f"(${usd_text(spend)} of ${usd_text(limit)})",
+                    out.append(event(alert_id, "threshold", now, subject, _summary(s, pct, spend, limit, refused),
                                      threshold=pct, limit=usd_text(limit), spend=usd_text(spend),
+                                     spend_percent=spend * 100 // limit,
                                      month=_month_text(month), refused=s.id in refused))
             projected = self._projection(s, spend, now, month)
             if projected is not None and projected["id"] not in self.fired:

@@ -76,7 +76,7 @@ def worst_case(body: dict[str, Any], endpoint: str, rates: Iterable[Rate],
         n = body.get("n")
         output *= n if type(n) is int and n > 1 else 1
     prompt = math.ceil(chars / _CHARS_PER_TOKEN) + images * IMAGE_TOKENS
-    return max((prompt * max(r.input, r.cache_write) + output * r.output for r in rates), default=0)
+    return max((prompt * max(r.input, r.cache_write, r.cache_write_1h) + output * r.output for r in rates), default=0)
 
 
 class Scope(NamedTuple):

@@ -30,7 +30,7 @@ from tallygate.errors import GatewayError, InvalidRequest, LedgerUnavailable, Pe
 from tallygate.pipeline.auth import Authenticator
 from tallygate.pipeline.budget import BudgetEngine, Hold, ScopesOf, key_scopes, worst_case
 from tallygate.pipeline.call import Call
-from tallygate.pipeline.models import ModelCatalog, Route
+from tallygate.pipeline.models import ModelCatalog, Route, check_kind
 from tallygate.pipeline.observers import Observers
 from tallygate.pipeline.routing import Plan, Router
 from tallygate.pipeline.tags import parse_tags
@@ -125,6 +125,7 @@ class Exchange:
         call, headers = self._started(), self._headers
         body = await read_json(self._receive, self._pipeline.max_body_bytes, headers.get(CONTENT_TYPE),
                                headers.get(_CLEN))
+        call.stream = body.get("stream") is True  # recorded so even when refused before relaying
         call.tags = parse_tags(body.pop("request_tags", None), headers.get(TAGS))
         model = body.get("model")
         if not isinstance(model, str) or not model:
@@ -133,8 +134,11 @@ class Exchange:
         return body
 
     def plan(self, body: dict) -> Plan:
-        """The targets to try: the model's route, or a routing policy's."""
-        return self._pipeline.router.plan(body["model"], self._started().principal.policy)
+        """The targets to try: the model's route, or a routing policy's; each of the kind of
+        model this endpoint serves (else a 400 naming `model`)."""
+        plan = self._pipeline.router.plan(body["model"], self._started().principal.policy)
+        check_kind(plan.targets, self._endpoint, body["model"])
+        return plan
 
     async def reserve(self, body: dict, plan: Plan) -> None:
         """Hold the worst case against every limit that applies (settled on the way out)."""

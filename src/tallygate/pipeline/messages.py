@@ -55,13 +55,11 @@ async def send_anthropic_error(send: Send, err: GatewayError, request_id: str) -
 
 
 def check_messages(body: dict, count_only: bool = False) -> bool:
-    """The fields checked here (the rest is the provider's); returns whether to stream."""
+    """The fields checked here (the rest, each message's role and content included, is the
+    provider's, or the translation's); returns whether to stream."""
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise InvalidRequest("messages must be a non-empty array", param="messages")
-    for i, m in enumerate(messages):
-        if not isinstance(m, dict) or m.get("role") not in ("user", "assistant"):
-            raise InvalidRequest(f'messages[{i}].role must be "user" or "assistant"', param=f"messages[{i}].role")
     max_tokens = body.get("max_tokens")
     if not count_only and (type(max_tokens) is not int or max_tokens < 1):
         raise InvalidRequest("max_tokens must be a positive integer", param="max_tokens")
@@ -152,7 +150,8 @@ class _MessagesCodecBase:
         prompt = known.input_tokens or math.ceil(_size(self._body.get("messages"))[0] / 4)
         output = max(known.output_tokens, math.ceil(call.streamed_chars / 4))
         call.meter(Usage(input_tokens=prompt, output_tokens=output, cached_tokens=known.cached_tokens,
-                         cache_write_tokens=known.cache_write_tokens), self._rate)
+                         cache_write_tokens=known.cache_write_tokens,
+                         cache_write_1h_tokens=known.cache_write_1h_tokens), self._rate)
         call.pricing_source = f"{self._rate.source} (estimated)"
 
 
@@ -161,7 +160,7 @@ class NativeMessagesCodec(_MessagesCodecBase):
 
     def __init__(self, call: Call, rate: Rate, body: dict) -> None:
         super().__init__(call, rate, body)
-        self._usage: dict[str, int] = {}
+        self._usage: dict[str, object] = {}
 
     def encode(self, batch: list[tuple[str | None, bytes]]) -> bytes:
         out = []
@@ -188,9 +187,10 @@ class NativeMessagesCodec(_MessagesCodecBase):
         return b"".join(out)
 
     def _absorb(self, usage: object) -> None:
-        """The latest value of each count (message_delta's are cumulative)."""
+        """The latest value of each count (message_delta's are cumulative), the cache writes'
+        split by TTL (`cache_creation`) included."""
         if isinstance(usage, dict):
-            self._usage.update({k: v for k, v in usage.items() if type(v) is int})
+            self._usage.update({k: v for k, v in usage.items() if type(v) is int or k == "cache_creation"})
 
     def end(self) -> bytes:
         return b""

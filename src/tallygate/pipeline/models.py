@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tallygate.errors import ModelNotFound
+from tallygate.errors import InvalidRequest, ModelNotFound
 from tallygate.pipeline.pricing import PriceBook, Rate
 from tallygate.providers.base import Capabilities, Provider
 from tallygate.settings import GatewayConfig, PricingOverride
@@ -23,6 +24,25 @@ class Route:
     upstream_model: str
     pricing: PricingOverride | None
     native: Capabilities
+    kind: str = "chat"  # "chat" or "embeddings" (`ModelConfig.model_kind`)
+
+
+_KIND_OF_ENDPOINT = {"chat": "chat", "messages": "chat", "count_tokens": "chat", "responses": "chat",
+                     "embeddings": "embeddings"}
+
+
+def check_kind(routes: Sequence[Route], endpoint: str, model: str) -> None:
+    """A 400 naming `model` when a target is not the kind of model the endpoint serves (a chat
+    request to an embeddings model, embeddings from a chat model), before any provider is called."""
+    wanted = _KIND_OF_ENDPOINT.get(endpoint)
+    for route in routes:
+        if wanted is not None and route.kind != wanted:
+            what, use = (("an embeddings", "/v1/embeddings") if route.kind == "embeddings"
+                         else ("a chat", "/v1/chat/completions"))
+            via = "" if route.name == model else f" (a target of {model!r})"
+            raise InvalidRequest(f"the model {route.name!r}{via} is {what} model: use {use} for it "
+                                 "(or set `kind:` in its config if this is wrong)",
+                                 param="model", code="model_kind_mismatch")
 
 
 class ModelCatalog:
@@ -32,7 +52,7 @@ class ModelCatalog:
                  prices: PriceBook | None = None) -> None:
         self._routes = {
             name: Route(name, m.provider, config.providers[m.provider].type, providers[m.provider],
-                        m.model, m.pricing, Capabilities.of(providers[m.provider]))
+                        m.model, m.pricing, Capabilities.of(providers[m.provider]), m.model_kind())
             for name, m in config.models.items()
         }
         self._policies = list(config.policies)

@@ -28,26 +28,36 @@ def _pico_per_token(per_mtok: Decimal | None) -> int | None:
 
 @dataclass(frozen=True, slots=True)
 class Rate:
-    """Picodollars per token for each kind of token."""
+    """Picodollars per token for each kind of token. `cache_write` is the 5-minute cache write
+    (Anthropic's default TTL, and every other provider's only one), `cache_write_1h` the
+    1-hour one."""
 
     input: int
     output: int
     cached: int
     cache_write: int
     source: str
+    cache_write_1h: int = 0
 
     def cost(self, u: Usage) -> int:
         uncached = max(0, u.input_tokens - u.cached_tokens - u.cache_write_tokens)
+        hour = min(u.cache_write_1h_tokens, u.cache_write_tokens)
         return (uncached * self.input + u.cached_tokens * self.cached
-                + u.cache_write_tokens * self.cache_write + u.output_tokens * self.output)
+                + (u.cache_write_tokens - hour) * self.cache_write + hour * self.cache_write_1h
+                + u.output_tokens * self.output)
 
     @classmethod
     def from_mtok(cls, source: str, input: Decimal, output: Decimal | None = None,
-                  cached: Decimal | None = None, cache_write: Decimal | None = None) -> Rate:
+                  cached: Decimal | None = None, cache_write: Decimal | None = None,
+                  cache_write_1h: Decimal | None = None) -> Rate:
+        """A rate from USD per million tokens; a missing cache price is the input price, a
+        missing 1-hour write price the (5-minute) write price."""
         inp = _pico_per_token(input) or 0
+        write = inp if cache_write is None else _pico_per_token(cache_write) or 0
         return cls(input=inp, output=_pico_per_token(output) or 0,
                    cached=inp if cached is None else _pico_per_token(cached) or 0,
-                   cache_write=inp if cache_write is None else _pico_per_token(cache_write) or 0,
+                   cache_write=write,
+                   cache_write_1h=write if cache_write_1h is None else _pico_per_token(cache_write_1h) or 0,
                    source=source)
 
 
@@ -64,7 +74,8 @@ class PriceBook:
              today: dt.date | None = None) -> Rate:
         if override is not None:
             return Rate.from_mtok("config", override.input_per_mtok, override.output_per_mtok,
-                                  override.cached_input_per_mtok, override.cache_write_per_mtok)
+                                  override.cached_input_per_mtok, override.cache_write_per_mtok,
+                                  override.cache_write_1h_per_mtok)
         today = today or dt.datetime.now(dt.UTC).date()
         key = (provider_type, upstream_model, None, today)
         rate = self._cache.get(key)
@@ -102,4 +113,5 @@ def _lookup(provider_type: str, model: str, today: dt.date) -> Rate:
     if input_mtok is None:
         return UNPRICED
     return Rate.from_mtok(f"genai-prices {genai_prices.__version__}", input_mtok,
-                          flat("output_mtok"), flat("cache_read_mtok"), flat("cache_write_mtok"))
+                          flat("output_mtok"), flat("cache_read_mtok"), flat("cache_write_mtok"),
+                          flat("cache_write_1h_mtok"))

@@ -338,11 +338,15 @@ def from_anthropic(resp: dict, request_id: str, created: int, model: str) -> tup
 
 
 def anthropic_usage(usage: dict | None) -> Usage:
-    """Anthropic `usage` in OpenAI's meaning: cache reads and writes count as prompt tokens."""
+    """Anthropic `usage` in OpenAI's meaning: cache reads and writes count as prompt tokens;
+    the writes with the 1-hour TTL (`cache_creation.ephemeral_1h_input_tokens`) are kept apart,
+    as they are priced apart."""
     usage = usage if isinstance(usage, dict) else {}
     fresh, output, read, write = (tokens(usage.get(k)) for k in _USAGE_KEYS)
+    ttl = usage.get("cache_creation")
+    hour = min(write, tokens(ttl.get("ephemeral_1h_input_tokens"))) if isinstance(ttl, dict) else 0
     return Usage(input_tokens=fresh + read + write, output_tokens=output,
-                 cached_tokens=read, cache_write_tokens=write)
+                 cached_tokens=read, cache_write_tokens=write, cache_write_1h_tokens=hour)
 
 
 def _finish_reason(stop_reason: object) -> str:
@@ -356,7 +360,7 @@ class AnthropicStreamTranslator:
     def __init__(self, request_id: str, created: int, model: str) -> None:
         self._head = {"id": request_id, "object": "chat.completion.chunk", "created": created,
                       "model": model}
-        self._usage: dict[str, int] = {}
+        self._usage: dict[str, object] = {}
         self._tools: dict[int, int] = {}  # Anthropic block index -> OpenAI tool_calls index
         self._done = False
 
@@ -413,6 +417,8 @@ class AnthropicStreamTranslator:
             value = (usage or {}).get(key)
             if isinstance(value, int):
                 self._usage[key] = value
+        if isinstance(ttl := (usage or {}).get("cache_creation"), dict):
+            self._usage["cache_creation"] = ttl
 
     def _chunk(self, delta: dict, finish_reason: str | None = None) -> dict:
         return {**self._head, "choices": [{"index": 0, "delta": delta, "logprobs": None,

@@ -6,14 +6,19 @@ turns chat chunks into Messages SSE events. (The reverse direction, chat served 
 is `anthropic_translate`.)
 
 Request policy:
-- mapped: system (string or text blocks), messages with text, image (base64 or URL), PDF
-  document (base64), tool_use and tool_result blocks; max_tokens, temperature, top_p,
-  stop_sequences, stream, tools (custom tools), tool_choice (auto/any/tool/none,
-  disable_parallel_tool_use), metadata.user_id -> user.
+- mapped: system (string or text blocks), `system` messages anywhere in `messages` (as Claude
+  Code sends for model names it does not know; chat takes system messages anywhere), messages
+  with text, image (base64 or URL), PDF document (base64), tool_use and tool_result blocks;
+  max_tokens, temperature, top_p, stop_sequences, stream, tools (custom tools), tool_choice
+  (auto/any/tool/none, disable_parallel_tool_use), metadata.user_id -> user,
+  output_config.format (json_schema) -> response_format.
 - dropped: cache_control (OpenAI caches prompts by itself), thinking and redacted_thinking
-  blocks of earlier assistant turns, `thinking: {"type": "disabled"}`, service_tier.
-- refused with a 400 naming the field: thinking (enabled), top_k, server tools (web search,
-  code execution ...), container, mcp_servers, context_management, other block types.
+  blocks of earlier turns, `thinking` (enabled, adaptive or disabled: the model reasons as it
+  does and returns no thinking blocks), output_config.effort, context_management edits that
+  clear thinking (there is none to clear), tools marked `defer_loading` (not shown to the
+  model until a tool search loads them, which chat has no way to do), service_tier.
+- refused with a 400 naming the field: top_k, server tools (web search, code execution ...),
+  container, mcp_servers, other context_management edits, other block types.
 """
 
 from __future__ import annotations
@@ -26,7 +31,8 @@ from tallygate.types import Usage
 _STOP = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use",
          "function_call": "tool_use", "content_filter": "refusal"}
 _PASSED = ("temperature", "top_p")
-_REFUSED = ("top_k", "container", "mcp_servers", "context_management")
+_REFUSED = ("top_k", "container", "mcp_servers")
+_DROPPED_EDITS = ("clear_thinking_",)
 
 
 def _invalid(param: str, problem: str) -> InvalidRequest:
@@ -44,9 +50,7 @@ def messages_to_chat(body: dict, upstream_model: str) -> dict:
     for name in _REFUSED:
         if body.get(name) is not None:
             raise _untranslatable(name, name)
-    thinking = body.get("thinking")
-    if isinstance(thinking, dict) and thinking.get("type") not in (None, "disabled"):
-        raise _untranslatable("thinking", "extended thinking")
+    _context_management(body.get("context_management"))
     out: dict = {"model": upstream_model, "messages": [*_system(body.get("system")),
                                                         *_turns(body.get("messages"))]}
     max_tokens = body.get("max_tokens")
@@ -59,28 +63,58 @@ def messages_to_chat(body: dict, upstream_model: str) -> dict:
         out["stop"] = stop
     if body.get("stream"):
         out["stream"] = True
-    if tools := body.get("tools"):
-        out["tools"] = _tools(tools)
+    if (tools := body.get("tools")) and (shown := _tools(tools)):
+        out["tools"] = shown
     choice = body.get("tool_choice")
     if choice is not None:
         out.update(_tool_choice(choice))
     user = (body.get("metadata") or {}).get("user_id") if isinstance(body.get("metadata"), dict) else None
     if isinstance(user, str):
         out["user"] = user
+    out.update(_output_config(body.get("output_config")))
     return out
 
 
-def _system(system: object) -> list[dict]:
+def _context_management(value: object) -> None:
+    """Only edits that clear thinking translate (to nothing: no thinking reaches chat)."""
+    if value is None:
+        return
+    edits = value.get("edits") if isinstance(value, dict) else None
+    if not isinstance(edits, list):
+        raise _invalid("context_management.edits", "must be an array")
+    for i, edit in enumerate(edits):
+        kind = edit.get("type") if isinstance(edit, dict) else None
+        if not (isinstance(kind, str) and kind.startswith(_DROPPED_EDITS)):
+            raise _untranslatable(f"context_management.edits[{i}].type", f"the context edit {kind!r}")
+
+
+def _output_config(value: object) -> dict:
+    """`effort` is dropped (a hint to a Claude model); a JSON schema `format` is chat's
+    `response_format`."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise _invalid("output_config", "must be an object")
+    fmt = value.get("format")
+    if fmt is None:
+        return {}
+    if not isinstance(fmt, dict) or fmt.get("type") != "json_schema" or not isinstance(fmt.get("schema"), dict):
+        raise _untranslatable("output_config.format", "a format that is not a JSON schema")
+    return {"response_format": {"type": "json_schema", "json_schema": {"name": "output", "schema": fmt["schema"]}}}
+
+
+def _system(system: object, param: str = "system") -> list[dict]:
+    """The top-level `system`, or a `system` message's content, as one chat system message."""
     if system is None or system == "":
         return []
     if isinstance(system, str):
         return [{"role": "system", "content": system}]
     if not isinstance(system, list):
-        raise _invalid("system", "must be a string or an array of text blocks")
+        raise _invalid(param, "must be a string or an array of text blocks")
     texts = []
     for i, block in enumerate(system):
         if not isinstance(block, dict) or block.get("type") != "text" or not isinstance(block.get("text"), str):
-            raise _invalid(f"system[{i}]", "must be a text block")
+            raise _invalid(f"{param}[{i}]", "must be a text block")
         texts.append(block["text"])
     return [{"role": "system", "content": "\n\n".join(texts)}] if texts else []
 
@@ -91,9 +125,12 @@ def _turns(messages: object) -> list[dict]:
     out: list[dict] = []
     for i, msg in enumerate(messages):
         at = f"messages[{i}]"
-        if not isinstance(msg, dict) or msg.get("role") not in ("user", "assistant"):
-            raise _invalid(f"{at}.role", 'must be "user" or "assistant"')
+        if not isinstance(msg, dict) or msg.get("role") not in ("user", "assistant", "system"):
+            raise _invalid(f"{at}.role", 'must be "user", "assistant" or "system"')
         content = msg.get("content")
+        if msg["role"] == "system":
+            out.extend(_system(content, f"{at}.content"))
+            continue
         if isinstance(content, str):
             out.append({"role": msg["role"], "content": content})
             continue
@@ -175,6 +212,8 @@ def _tools(tools: object) -> list[dict]:
     for i, tool in enumerate(tools):
         if not isinstance(tool, dict) or not isinstance(tool.get("name"), str):
             raise _invalid(f"tools[{i}]", "must be a tool with a name")
+        if tool.get("defer_loading") is True:
+            continue
         if tool.get("type") not in (None, "custom"):
             raise _untranslatable(f"tools[{i}].type", f"the server tool {tool.get('type')!r}")
         fn: dict = {"name": tool["name"],

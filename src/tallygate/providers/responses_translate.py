@@ -7,14 +7,16 @@ request, `chat_to_response` the Response object, `ChatToResponsesStream` the typ
 
 Request policy:
 - mapped: input (a string or message items with input_text / input_image / input_file parts,
-  function_call and function_call_output items), instructions, max_output_tokens, temperature,
-  top_p, function tools, tool_choice, parallel_tool_calls, stream, user / safety_identifier,
+  function_call, function_call_output, custom_tool_call and custom_tool_call_output items),
+  instructions, max_output_tokens, temperature, top_p, tools (function, custom and namespace:
+  see `responses_tools`), tool_choice, parallel_tool_calls, stream, user / safety_identifier,
   text.format (json_schema / json_object), reasoning.effort.
 - dropped: store (nothing is stored: the response says `store: false`), metadata, include,
-  truncation, service_tier, reasoning items of earlier turns.
+  truncation, service_tier, prompt_cache_key, client_metadata, reasoning items of earlier
+  turns, web search tools (`responses_tools`).
 - refused with a 400 naming the field: previous_response_id and conversation (the gateway keeps
-  no state for translated requests), background, prompt, built-in tools (web search, file search
-  ...), item references and file ids.
+  no state for translated requests), background, prompt, other built-in tools (file search ...),
+  item references and file ids.
 """
 
 from __future__ import annotations
@@ -22,12 +24,20 @@ from __future__ import annotations
 import time
 
 from tallygate.errors import InvalidRequest
+from tallygate.providers.responses_tools import (
+    ToolNames,
+    call_input,
+    call_item,
+    chat_tool_choice,
+    custom_input,
+    to_chat_tools,
+)
 from tallygate.types import Usage, tokens
 
 _REFUSED = {"previous_response_id": "previous_response_id (stored responses)",
             "conversation": "conversation (stored conversations)",
             "background": "background responses", "prompt": "prompt templates"}
-_PASSED = ("temperature", "top_p", "parallel_tool_calls")
+_PASSED = ("temperature", "top_p")
 
 
 def _invalid(param: str, problem: str) -> InvalidRequest:
@@ -60,10 +70,14 @@ def responses_to_chat(body: dict, upstream_model: str) -> dict:
             out[name] = body[name]
     if body.get("stream"):
         out["stream"] = True
-    if tools := body.get("tools"):
-        out["tools"] = _tools(tools)
-    if (choice := body.get("tool_choice")) is not None:
-        out["tool_choice"] = _tool_choice(choice)
+    tools = to_chat_tools(body["tools"]) if body.get("tools") is not None else []
+    choice = chat_tool_choice(body["tool_choice"]) if body.get("tool_choice") is not None else None
+    if tools:  # chat takes tool_choice and parallel_tool_calls only with tools
+        out["tools"] = tools
+        if choice is not None:
+            out["tool_choice"] = choice
+        if body.get("parallel_tool_calls") is not None:
+            out["parallel_tool_calls"] = body["parallel_tool_calls"]
     if isinstance(user := body.get("user") or body.get("safety_identifier"), str):
         out["user"] = user
     fmt = (body.get("text") or {}).get("format") if isinstance(body.get("text"), dict) else None
@@ -89,14 +103,13 @@ def _input(value: object) -> list[dict]:
         kind = item.get("type", "message") if isinstance(item, dict) else None
         if kind == "message":
             out.append(_message(item, at))  # type: ignore[arg-type]
-        elif kind == "function_call":
-            call = {"id": item.get("call_id"), "type": "function",  # type: ignore[union-attr]
-                    "function": {"name": item.get("name"), "arguments": item.get("arguments") or ""}}  # type: ignore[union-attr]
+        elif kind in ("function_call", "custom_tool_call"):
+            call = call_input(item)  # type: ignore[arg-type]
             if out and out[-1]["role"] == "assistant" and "tool_calls" in out[-1]:
                 out[-1]["tool_calls"].append(call)
             else:
                 out.append({"role": "assistant", "content": None, "tool_calls": [call]})
-        elif kind == "function_call_output":
+        elif kind in ("function_call_output", "custom_tool_call_output"):
             output = item.get("output")  # type: ignore[union-attr]
             out.append({"role": "tool", "tool_call_id": item.get("call_id"),  # type: ignore[union-attr]
                         "content": output if isinstance(output, str) else _text(output, f"{at}.output")})
@@ -144,29 +157,6 @@ def _text(content: object, param: str) -> str:
     raise _invalid(param, "must be text parts")
 
 
-def _tools(tools: object) -> list[dict]:
-    if not isinstance(tools, list):
-        raise _invalid("tools", "must be an array")
-    out = []
-    for i, tool in enumerate(tools):
-        if not isinstance(tool, dict) or tool.get("type") != "function":
-            kind = tool.get("type") if isinstance(tool, dict) else None
-            raise _untranslatable(f"tools[{i}].type", f"the built-in tool {kind!r}")
-        if not isinstance(tool.get("name"), str):
-            raise _invalid(f"tools[{i}].name", "must be a string")
-        fn = {k: tool[k] for k in ("name", "description", "parameters", "strict") if tool.get(k) is not None}
-        out.append({"type": "function", "function": fn})
-    return out
-
-
-def _tool_choice(choice: object) -> object:
-    if choice in ("auto", "none", "required"):
-        return choice
-    if isinstance(choice, dict) and choice.get("type") == "function" and isinstance(choice.get("name"), str):
-        return {"type": "function", "function": {"name": choice["name"]}}
-    raise _invalid("tool_choice", 'must be "auto", "none", "required" or {"type": "function", "name": ...}')
-
-
 # --- response
 def responses_usage(usage: object) -> Usage:
     """A Responses `usage` object in the gateway's meaning (cached and reasoning tokens included)."""
@@ -212,11 +202,6 @@ def _text_item(item_id: str, text: str, status: str = "completed") -> dict:
             "content": [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}]}
 
 
-def _call_item(item_id: str, call_id: object, name: object, arguments: str, status: str = "completed") -> dict:
-    return {"type": "function_call", "id": item_id, "call_id": call_id, "name": name,
-            "arguments": arguments, "status": status}
-
-
 def chat_to_response(data: dict, usage: Usage, response_id: str, model: str, body: dict) -> dict:
     """OpenAI `chat.completion` -> Response object (the first choice)."""
     choices = data.get("choices")
@@ -224,12 +209,15 @@ def chat_to_response(data: dict, usage: Usage, response_id: str, model: str, bod
     msg = choice.get("message")
     msg = msg if isinstance(msg, dict) else {}
     output: list[dict] = []
+    names = ToolNames(body.get("tools"))
     if isinstance(msg.get("content"), str) and msg["content"]:
         output.append(_text_item(f"msg_{response_id}", msg["content"]))
     for i, call in enumerate(msg.get("tool_calls") or ()):
-        fn = (call.get("function") or {}) if isinstance(call, dict) else {}
-        output.append(_call_item(f"fc_{response_id}_{i}", call.get("id"), fn.get("name"),
-                                 str(fn.get("arguments") or "")))
+        if not isinstance(call, dict):
+            continue
+        fn = call["function"] if isinstance(call.get("function"), dict) else {}
+        output.append(call_item(f"fc_{response_id}_{i}", call.get("id"), names.get(fn.get("name")),
+                                str(fn.get("arguments") or "")))
     status = "incomplete" if choice.get("finish_reason") == "length" else "completed"
     return response_object(response_id, model, body, output, status, usage)
 
@@ -250,7 +238,9 @@ class ChatToResponsesStream:
         self._output: list[dict] = []
         self._open: dict | None = None          # the item being streamed
         self._text: list[str] = []
+        self._args: list[str] = []              # the open tool call's argument pieces
         self._tools: dict[int, int] = {}        # chat tool_calls index -> output index
+        self._names = ToolNames(body.get("tools"))
         self.finish_reason: str | None = None
 
     def _ev(self, kind: str, **data: object) -> tuple[str, dict]:
@@ -302,15 +292,18 @@ class ChatToResponsesStream:
         if idx not in self._tools:
             out += self._close()
             self._tools[idx] = len(self._output)
-            self._open = _call_item(f"fc_{self._id}_{len(self._output)}", call.get("id"), fn.get("name"),
-                                    "", "in_progress")
+            self._open = call_item(f"fc_{self._id}_{len(self._output)}", call.get("id"),
+                                   self._names.get(fn.get("name")), "", "in_progress")
             out.append(self._ev("response.output_item.added", output_index=len(self._output),
                                 item=dict(self._open)))
+            self._args = []
         args = fn.get("arguments")
         if isinstance(args, str) and args and self._open is not None and self._tools[idx] == len(self._output):
-            self._open["arguments"] += args
-            out.append(self._ev("response.function_call_arguments.delta", item_id=self._open["id"],
-                                output_index=len(self._output), delta=args))
+            self._args.append(args)
+            if self._open["type"] == "function_call":  # a custom tool's input is sent whole, at its end
+                self._open["arguments"] += args
+                out.append(self._ev("response.function_call_arguments.delta", item_id=self._open["id"],
+                                    output_index=len(self._output), delta=args))
         return out
 
     def _close(self) -> list[tuple[str, dict]]:
@@ -328,6 +321,12 @@ class ChatToResponsesStream:
                              content_index=0, text=text, logprobs=[]),
                     self._ev("response.content_part.done", item_id=item["id"], output_index=idx,
                              content_index=0, part=part)]
+        elif item["type"] == "custom_tool_call":
+            item["input"] = custom_input("".join(self._args))
+            out += [self._ev("response.custom_tool_call_input.delta", item_id=item["id"], output_index=idx,
+                             delta=item["input"]),
+                    self._ev("response.custom_tool_call_input.done", item_id=item["id"], output_index=idx,
+                             input=item["input"])]
         else:
             out.append(self._ev("response.function_call_arguments.done", item_id=item["id"],
                                 output_index=idx, name=item["name"], arguments=item["arguments"]))
