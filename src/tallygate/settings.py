@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from tallygate.core.addresses import is_ip, is_public
 from tallygate.core.zones import zone
 
 
@@ -142,7 +143,9 @@ Percent = Annotated[int, Field(ge=1, le=1000)]
 
 
 class WebhookConfig(_Strict):
-    """One receiver of alert events: signed with `secret`, retried for up to `retry_for_s`."""
+    """One receiver of alert events: signed with `secret`, retried for up to `retry_for_s`.
+
+    The URL must reach a public address unless `allow_private` (docs/alerts.md says why)."""
 
     url: str
     secret: str
@@ -150,6 +153,7 @@ class WebhookConfig(_Strict):
     format: Literal["json", "slack"] = "json"
     timeout_s: Annotated[float, Field(gt=0)] = 10.0
     retry_for_s: Annotated[float, Field(ge=0)] = 3600.0
+    allow_private: bool = False  # may resolve to loopback, private or link-local addresses
 
     @field_validator("url")
     @classmethod
@@ -157,7 +161,18 @@ class WebhookConfig(_Strict):
         parts = urlsplit(v)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("must be an http:// or https:// URL with a host")
+        if parts.username is not None or parts.password is not None:
+            raise ValueError("must not carry credentials (user:password@); the receiver checks the "
+                             "Tallygate-Signature header instead")
         return v
+
+    @model_validator(mode="after")
+    def _public_ip(self) -> WebhookConfig:
+        host = urlsplit(self.url).hostname or ""
+        if not self.allow_private and is_ip(host) and not is_public(host):
+            raise ValueError(f"url: {host} is not a public address (loopback, private, link-local or "
+                             "metadata range); set allow_private: true for a receiver on your own network")
+        return self
 
 
 class SpikeConfig(_Strict):
