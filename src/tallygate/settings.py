@@ -6,6 +6,7 @@ gathers the `TALLYGATE_*` variables. Errors are `ConfigError`s that name the off
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from dataclasses import dataclass
 from decimal import Decimal
@@ -390,6 +391,17 @@ def load_config(path: str | Path | None, env: dict[str, str] | None = None) -> G
     return parse_config(raw, env)
 
 
+def _networks(text: str) -> tuple[str, ...]:
+    """TALLYGATE_TRUSTED_PROXIES: comma-separated IP addresses or networks (CIDR)."""
+    out = []
+    for part in (p.strip() for p in text.split(",")):
+        try:
+            out.append(str(ipaddress.ip_network(part, strict=False)))
+        except ValueError:
+            raise ConfigError(f"TALLYGATE_TRUSTED_PROXIES: {part!r} is not an IP address or network") from None
+    return tuple(out)
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Process-wide settings: where the ledger lives and the limits the gateway enforces."""
@@ -410,6 +422,8 @@ class Settings:
     body_timeout_s: int = 30  # from end of headers to end of body
     idle_timeout_s: int = 5  # an idle keep-alive connection is closed after this
     max_connections: int = 4096  # open connections (and requests in flight); 503 past it
+    max_connections_per_address: int = 256  # open connections from one client address (IPv6: /64); 0: no cap
+    trusted_proxies: tuple[str, ...] = ()  # addresses/networks whose X-Forwarded-For names the client
     # The ledger journal (store/journal.py).
     journal_dir: str | None = None  # default: `<db file>.journal/` for SQLite, `./tallygate-journal/`
     journal_max_bytes: int = 1024 * 1024 * 1024  # backlog past which the proxy answers 503
@@ -452,6 +466,7 @@ class Settings:
                             ("TALLYGATE_BODY_TIMEOUT_S", "body_timeout_s"),
                             ("TALLYGATE_IDLE_TIMEOUT_S", "idle_timeout_s"),
                             ("TALLYGATE_MAX_CONNECTIONS", "max_connections"),
+                            ("TALLYGATE_MAX_CONNECTIONS_PER_ADDRESS", "max_connections_per_address"),
                             ("TALLYGATE_JOURNAL_MAX_BYTES", "journal_max_bytes"),
                             ("TALLYGATE_ANALYTICS_RAW_BUDGET", "analytics_raw_budget")):
             if env.get(name):
@@ -459,6 +474,8 @@ class Settings:
                     values[field] = int(env[name])
                 except ValueError:
                     raise ConfigError(f"{name}: must be an integer") from None
+        if env.get("TALLYGATE_TRUSTED_PROXIES"):
+            values["trusted_proxies"] = _networks(env["TALLYGATE_TRUSTED_PROXIES"])
         if env.get("TALLYGATE_JOURNAL_DIR"):
             values["journal_dir"] = env["TALLYGATE_JOURNAL_DIR"]
         if env.get("TALLYGATE_JOURNAL_FSYNC"):

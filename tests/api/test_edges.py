@@ -30,7 +30,9 @@ def edge(upstream, tmp_path_factory) -> Iterator[Gateway]:  # type: ignore[no-un
     try:
         gw = Gateway(tmp_path_factory.mktemp("edge"), standard_config(upstream),
                      env={"TALLYGATE_HEADER_TIMEOUT_S": "2", "TALLYGATE_BODY_TIMEOUT_S": "2",
-                          "TALLYGATE_IDLE_TIMEOUT_S": "2"}).start()
+                          "TALLYGATE_IDLE_TIMEOUT_S": "2",
+                          # its 1,100 held sockets share one address: per-address cap in test_edge_fairness.py
+                          "TALLYGATE_MAX_CONNECTIONS_PER_ADDRESS": "2000"}).start()
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     yield gw

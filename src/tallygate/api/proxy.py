@@ -23,6 +23,7 @@ from tallygate.api.asgi import (
     Receive,
     Scope,
     Send,
+    client_address,
     edge_answer,
     headers_of,
     new_request_id,
@@ -93,7 +94,7 @@ class Proxy:
     async def models(self, scope: Scope, receive: Receive, send: Send) -> None:
         rid = new_request_id()
         try:
-            await self._auth.authenticate(credential(headers_of(scope, _AUTH, _XKEY)))
+            await self._auth.authenticate(credential(headers_of(scope, _AUTH, _XKEY)), client_address(scope))
             listing = self._catalog.listing()
             if scope["path"] != "/v1/models":  # GET /v1/models/{id}; ids may hold a "/"
                 name = scope["path"][len("/v1/models/"):]
@@ -119,7 +120,7 @@ class Proxy:
         rid = new_request_id()
         headers = headers_of(scope, _AUTH, _CTYPE, _TAGS, _XKEY, _CLEN, _TRACE)
         try:
-            principal = await self._auth.authenticate(credential(headers))
+            principal = await self._auth.authenticate(credential(headers), client_address(scope))
         except GatewayError as err:
             return await send_error(send, err, rid)
         if self._ledger_full():  # refused unrecorded, so that the journal stays within its cap

@@ -29,3 +29,17 @@ def is_public(address: str) -> bool:
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
     return ip.is_global and not ip.is_multicast
+
+
+def client_bucket(address: str) -> str:
+    """The unit a per-client limit counts: an IPv4 address as it is, an IPv6 address by its /64
+    (one subscriber's usual share), an IPv4-mapped IPv6 address as its IPv4 address."""
+    if ":" not in address:
+        return address
+    try:
+        ip = ipaddress.IPv6Address(address.partition("%")[0])
+    except ValueError:
+        return address
+    if ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ipaddress.IPv6Network((ip, 64), strict=False))
