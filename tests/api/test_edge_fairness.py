@@ -110,6 +110,11 @@ def test_wrong_keys_from_one_address_are_slowed_while_valid_keys_are_served(thro
     assert body["error"]["type"] == "rate_limit_error" and body["error"]["code"] == "too_many_failed_attempts"
     with _client(gw, "tg-wrong-sdk", "127.0.0.1") as client, pytest.raises(openai.RateLimitError):
         client.models.list()
+    status, headers, body = _request(gw, "POST", "/v1/messages", "127.0.0.1", "tg-wrong-a",
+                                     {"model": "claude", "max_tokens": 5, "messages": HELLO},
+                                     {"anthropic-version": "2023-06-01"})
+    assert status == 429 and "retry-after" in headers
+    assert body["type"] == "error" and body["error"]["type"] == "rate_limit_error"
 
     # A valid key is never delayed: from the throttled address, and from another one.
     with _client(gw, key, "127.0.0.1") as client:
