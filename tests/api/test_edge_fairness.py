@@ -18,7 +18,7 @@ import openai
 import pytest
 
 from tests.conftest import standard_config
-from tests.gateway import ADMIN_KEY, Gateway
+from tests.gateway import ADMIN_KEY, Gateway, read_until_closed
 
 HELLO = [{"role": "user", "content": "hi"}]
 OTHER = "127.0.0.2"
@@ -47,16 +47,6 @@ def _request(gw: Gateway, method: str, path: str, source: str, key: str | None =
         conn.close()
 
 
-def _read(sock: socket.socket) -> bytes:
-    data = b""
-    try:
-        while chunk := sock.recv(65536):
-            data += chunk
-    except (ConnectionResetError, TimeoutError):
-        pass
-    return data
-
-
 def test_one_address_holding_many_connections_leaves_other_addresses_served(upstream, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     gw = Gateway(tmp_path, standard_config(upstream),
                  env={"TALLYGATE_MAX_CONNECTIONS": "64", "TALLYGATE_MAX_CONNECTIONS_PER_ADDRESS": "16",
@@ -75,7 +65,7 @@ def test_one_address_holding_many_connections_leaves_other_addresses_served(upst
         # The flooding address: its first 16 connections are held, the rest were answered and closed.
         for s in held[16:]:
             s.settimeout(2)
-        refused = [_read(s) for s in held[16:40]]
+        refused = [read_until_closed(s) for s in held[16:40]]
         assert all(a.startswith(b"HTTP/1.1 429") and b"too_many_connections_from_address" in a
                    and b"retry-after: 1" in a for a in refused), refused[0][:300]
         status, _, body = _request(gw, "GET", "/v1/models", "127.0.0.1", key)
