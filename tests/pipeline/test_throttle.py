@@ -50,3 +50,11 @@ def test_memory_stays_bounded_by_dropping_refilled_buckets_first() -> None:
     throttle.failed("10.0.1.1")
     throttle.failed("10.0.1.1")
     assert len(throttle) == 1 and throttle.wait_s("10.0.1.1") > 0
+
+
+def test_a_refund_gives_back_a_failure_counted_ahead() -> None:
+    throttle = FailureThrottle(burst=1, every_s=60.0, clock=Clock())
+    throttle.failed("203.0.113.9")
+    assert throttle.wait_s("203.0.113.9") > 0
+    throttle.refund("203.0.113.9")
+    assert throttle.wait_s("203.0.113.9") == 0

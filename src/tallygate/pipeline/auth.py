@@ -109,17 +109,22 @@ class Authenticator:
         """The key whose secret has this prefix and SHA-256 digest (a dashboard session keeps only these)."""
         if client is None:
             return await self._verify(prefix, digest)
+        principal = self._held(prefix, digest)
+        if principal is not None:
+            return principal  # a valid key is never throttled
         wait = self.throttle.wait_s(client)
         if wait:
-            principal = self._held(prefix, digest)
-            if principal is None:
-                raise TooManyFailedAttempts(wait)
-            return principal
+            raise TooManyFailedAttempts(wait)
+        self.throttle.failed(client)  # charged before the lookup: concurrent guesses cannot overshoot
         try:
-            return await self._verify(prefix, digest)
+            principal = await self._verify(prefix, digest)
         except AuthenticationFailed:
-            self.throttle.failed(client)
             raise
+        except BaseException:
+            self.throttle.refund(client)  # not a wrong key: the database could not say
+            raise
+        self.throttle.refund(client)  # valid after all (created elsewhere, not yet in memory)
+        return principal
 
     def _held(self, prefix: str, digest: str) -> Principal | None:
         """The valid key with this digest if memory holds it (no database lookup)."""

@@ -55,6 +55,13 @@ class FailureThrottle:
             self._prune()
         self._buckets[key] = (max(left - 1.0, -1.0), self._clock())
 
+    def refund(self, address: str) -> None:
+        """Give back a failure counted ahead of a check that did not fail."""
+        key = client_bucket(address)
+        held = self._buckets.get(key)
+        if held is not None:
+            self._buckets[key] = (min(self._burst, self._left(held) + 1.0), self._clock())
+
     def _left(self, held: tuple[float, float]) -> float:
         left, since = held
         return min(self._burst, left + (self._clock() - since) / self._every_s)
