@@ -36,7 +36,7 @@ log = logging.getLogger("tallygate.webhooks")
 def where(hook: WebhookConfig) -> str:
     """A webhook for log lines: scheme and host only (Slack-style URLs carry their secret in the path)."""
     parts = urlsplit(hook.url)
-    return f"{parts.scheme}://{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
 
 
 CONCURRENCY = 8
