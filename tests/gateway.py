@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -23,6 +24,17 @@ import yaml
 from tests.fakes.upstream import free_port
 
 ADMIN_KEY = "tg-test-admin-secret"
+
+
+def read_until_closed(sock: socket.socket) -> bytes:
+    """Everything the gateway writes on a raw socket until it closes it (or a reset, or the timeout)."""
+    data = b""
+    try:
+        while chunk := sock.recv(65536):
+            data += chunk
+    except (ConnectionResetError, TimeoutError):
+        pass
+    return data
 
 
 class Gateway:

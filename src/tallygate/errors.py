@@ -6,6 +6,7 @@
     +-- PayloadTooLarge               (413)
     +-- RequestTimeout                (408: a head or body too slow, answered by the HTTP edge)
     +-- AuthenticationFailed          (401)
+    +-- TooManyFailedAttempts         (429: too many wrong keys from one address, `retry-after`)
     +-- PermissionDenied              (403)
     +-- MethodNotAllowed              (405, with `Allow`)
     +-- NotFound                      (404)
@@ -98,6 +99,22 @@ class AuthenticationFailed(GatewayError):
     status = 401
     type = "authentication_error"
     code = "invalid_api_key"
+
+
+class TooManyFailedAttempts(GatewayError):
+    """A client address past its allowance of failed key checks (`pipeline/throttle.py`)."""
+
+    status = 429
+    type = "rate_limit_error"
+    code = "too_many_failed_attempts"
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__("too many requests with a wrong API key from this address; retry after the "
+                         "retry-after header's seconds (a valid key is served at once)")
+        self.retry_after = retry_after
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        return _retry_after_header(self.retry_after)
 
 
 class PermissionDenied(GatewayError):

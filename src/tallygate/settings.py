@@ -6,6 +6,7 @@ gathers the `TALLYGATE_*` variables. Errors are `ConfigError`s that name the off
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from dataclasses import dataclass
 from decimal import Decimal
@@ -16,6 +17,7 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from tallygate.core.addresses import is_ip, is_public
 from tallygate.core.zones import zone
 
 
@@ -149,7 +151,9 @@ Percent = Annotated[int, Field(ge=1, le=1000)]
 
 
 class WebhookConfig(_Strict):
-    """One receiver of alert events: signed with `secret`, retried for up to `retry_for_s`."""
+    """One receiver of alert events: signed with `secret`, retried for up to `retry_for_s`.
+
+    The URL must reach a public address unless `allow_private` (docs/alerts.md says why)."""
 
     url: str
     secret: str
@@ -157,6 +161,7 @@ class WebhookConfig(_Strict):
     format: Literal["json", "slack"] = "json"
     timeout_s: Annotated[float, Field(gt=0)] = 10.0
     retry_for_s: Annotated[float, Field(ge=0)] = 3600.0
+    allow_private: bool = False  # may resolve to loopback, private or link-local addresses
 
     @field_validator("url")
     @classmethod
@@ -164,7 +169,18 @@ class WebhookConfig(_Strict):
         parts = urlsplit(v)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("must be an http:// or https:// URL with a host")
+        if parts.username is not None or parts.password is not None:
+            raise ValueError("must not carry credentials (user:password@); the receiver checks the "
+                             "Tallygate-Signature header instead")
         return v
+
+    @model_validator(mode="after")
+    def _public_ip(self) -> WebhookConfig:
+        host = urlsplit(self.url).hostname or ""
+        if not self.allow_private and is_ip(host) and not is_public(host):
+            raise ValueError(f"url: {host} is not a public address (loopback, private, link-local or "
+                             "metadata range); set allow_private: true for a receiver on your own network")
+        return self
 
 
 class SpikeConfig(_Strict):
@@ -382,6 +398,17 @@ def load_config(path: str | Path | None, env: dict[str, str] | None = None) -> G
     return parse_config(raw, env)
 
 
+def _networks(text: str) -> tuple[str, ...]:
+    """TALLYGATE_TRUSTED_PROXIES: comma-separated IP addresses or networks (CIDR)."""
+    out = []
+    for part in (p.strip() for p in text.split(",")):
+        try:
+            out.append(str(ipaddress.ip_network(part, strict=False)))
+        except ValueError:
+            raise ConfigError(f"TALLYGATE_TRUSTED_PROXIES: {part!r} is not an IP address or network") from None
+    return tuple(out)
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Process-wide settings: where the ledger lives and the limits the gateway enforces."""
@@ -402,6 +429,8 @@ class Settings:
     body_timeout_s: int = 30  # from end of headers to end of body
     idle_timeout_s: int = 5  # an idle keep-alive connection is closed after this
     max_connections: int = 4096  # open connections (and requests in flight); 503 past it
+    max_connections_per_address: int = 256  # open connections from one client address (IPv6: /64); 0: no cap
+    trusted_proxies: tuple[str, ...] = ()  # addresses/networks whose X-Forwarded-For names the client
     # The ledger journal (store/journal.py).
     journal_dir: str | None = None  # default: `<db file>.journal/` for SQLite, `./tallygate-journal/`
     journal_max_bytes: int = 1024 * 1024 * 1024  # backlog past which the proxy answers 503
@@ -444,6 +473,7 @@ class Settings:
                             ("TALLYGATE_BODY_TIMEOUT_S", "body_timeout_s"),
                             ("TALLYGATE_IDLE_TIMEOUT_S", "idle_timeout_s"),
                             ("TALLYGATE_MAX_CONNECTIONS", "max_connections"),
+                            ("TALLYGATE_MAX_CONNECTIONS_PER_ADDRESS", "max_connections_per_address"),
                             ("TALLYGATE_JOURNAL_MAX_BYTES", "journal_max_bytes"),
                             ("TALLYGATE_ANALYTICS_RAW_BUDGET", "analytics_raw_budget")):
             if env.get(name):
@@ -451,6 +481,8 @@ class Settings:
                     values[field] = int(env[name])
                 except ValueError:
                     raise ConfigError(f"{name}: must be an integer") from None
+        if env.get("TALLYGATE_TRUSTED_PROXIES"):
+            values["trusted_proxies"] = _networks(env["TALLYGATE_TRUSTED_PROXIES"])
         if env.get("TALLYGATE_JOURNAL_DIR"):
             values["journal_dir"] = env["TALLYGATE_JOURNAL_DIR"]
         if env.get("TALLYGATE_JOURNAL_FSYNC"):

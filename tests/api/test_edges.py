@@ -16,7 +16,7 @@ import psutil
 import pytest
 
 from tests.conftest import standard_config
-from tests.gateway import ADMIN_KEY, Gateway
+from tests.gateway import ADMIN_KEY, Gateway, read_until_closed
 
 HELLO = [{"role": "user", "content": "hi"}]
 
@@ -30,7 +30,9 @@ def edge(upstream, tmp_path_factory) -> Iterator[Gateway]:  # type: ignore[no-un
     try:
         gw = Gateway(tmp_path_factory.mktemp("edge"), standard_config(upstream),
                      env={"TALLYGATE_HEADER_TIMEOUT_S": "2", "TALLYGATE_BODY_TIMEOUT_S": "2",
-                          "TALLYGATE_IDLE_TIMEOUT_S": "2"}).start()
+                          "TALLYGATE_IDLE_TIMEOUT_S": "2",
+                          # its 1,100 held sockets share one address: per-address cap in test_edge_fairness.py
+                          "TALLYGATE_MAX_CONNECTIONS_PER_ADDRESS": "2000"}).start()
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     yield gw
@@ -44,16 +46,6 @@ def _rss(gw: Gateway) -> int:
 
 def _connect(gw: Gateway) -> socket.socket:
     return socket.create_connection(("127.0.0.1", gw.port), timeout=10)
-
-
-def _read_response(sock: socket.socket) -> bytes:
-    data = b""
-    try:
-        while chunk := sock.recv(65536):
-            data += chunk
-    except (ConnectionResetError, TimeoutError):
-        pass
-    return data
 
 
 def test_gateway_raises_its_open_file_limit_at_start(edge: Gateway) -> None:
@@ -89,7 +81,7 @@ def test_1100_idle_and_slow_sockets_do_not_stop_a_legitimate_client(edge: Gatewa
         assert reply.id and time.monotonic() - started < 2
         # Past the header timeout (2 s) the idle and slow sockets are answered 408 and closed.
         time.sleep(3.5)
-        answers = [_read_response(s) for s in idle[:20] + slow[:20]]
+        answers = [read_until_closed(s) for s in idle[:20] + slow[:20]]
         assert all(a.startswith(b"HTTP/1.1 408") and b"header_timeout" in a for a in answers), \
             [a[:40] for a in answers]
     finally:
@@ -111,7 +103,7 @@ def test_unfinished_huge_headers_get_431_and_memory_stays_flat(edge: Gateway) ->
                 s.sendall(line)
         except OSError:
             pass  # closed by the gateway, as it should be
-        answers.append(_read_response(s))
+        answers.append(read_until_closed(s))
         s.close()
     grown = _rss(edge) - before
     print(f"20 unfinished 50 MB headers: RSS +{grown / 2**20:.1f} MB")
@@ -130,7 +122,7 @@ def _post_stream(gw: Gateway, path: str, size: int, chunked: bool, out: list) ->
             s.sendall(b"100000\r\n" + piece + b"\r\n" if chunked else piece)
     except OSError:
         pass
-    out.append(_read_response(s))
+    out.append(read_until_closed(s))
     s.close()
 
 
@@ -209,7 +201,7 @@ def test_past_the_connection_bound_the_answer_is_an_openai_shaped_503(upstream, 
         time.sleep(0.3)  # the gateway has accepted them all
         s = _connect(gw)
         s.sendall(b"GET /v1/models HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        answer = _read_response(s)
+        answer = read_until_closed(s)
         s.close()
         head, _, body = answer.partition(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 503") and b"application/json" in head, answer[:200]

@@ -17,6 +17,7 @@ class Receiver:
         self.secret = secret
         self.received: list[tuple[dict[str, str], bytes, int]] = []  # headers, body, status answered
         self.fail_next = 0  # answer this many POSTs with 503
+        self.redirect_to: str | None = None  # answer every POST with a 307 to this URL
         self._lock = threading.Lock()
         outer = self
 
@@ -26,9 +27,11 @@ class Receiver:
                 with outer._lock:
                     failing = outer.fail_next > 0
                     outer.fail_next -= failing
-                    outer.received.append(({k.lower(): v for k, v in self.headers.items()}, body,
-                                           503 if failing else 204))
-                self.send_response(503 if failing else 204)
+                    status = 307 if outer.redirect_to else 503 if failing else 204
+                    outer.received.append(({k.lower(): v for k, v in self.headers.items()}, body, status))
+                self.send_response(status)
+                if outer.redirect_to:
+                    self.send_header("Location", outer.redirect_to)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 

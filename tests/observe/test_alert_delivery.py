@@ -63,7 +63,7 @@ def test_each_kind_arrives_once_per_window_signed_and_retried(tmp_path: Path) ->
     clock = Clock()
     with Receiver("s") as receiver:
         receiver.fail_next = 2  # the first deliveries meet a receiver that is down
-        hook = WebhookConfig(url=receiver.url, secret="s")
+        hook = WebhookConfig(url=receiver.url, secret="s", allow_private=True)
 
         async def run() -> list[dict]:
             a, b = Process(tmp_path / "db.sqlite", clock, hook), Process(tmp_path / "db.sqlite", clock, hook)
@@ -103,7 +103,8 @@ def test_each_kind_arrives_once_per_window_signed_and_retried(tmp_path: Path) ->
 
 def test_slack_webhooks_get_slack_text(tmp_path: Path) -> None:
     with Receiver("s") as receiver:
-        hook = WebhookConfig(url=receiver.url, secret="s", format="slack", kinds=["threshold"])
+        hook = WebhookConfig(url=receiver.url, secret="s", format="slack", kinds=["threshold"],
+                             allow_private=True)
 
         async def run() -> None:
             p = Process(tmp_path / "db.sqlite", Clock(), hook)
@@ -128,7 +129,8 @@ def test_a_receiver_that_stays_down_is_retried_then_given_up_without_logging_its
     from tests.fakes.upstream import closed_port_url
 
     url = closed_port_url() + "/services/T000/B000/secret-token"
-    sender = WebhookSender([WebhookConfig(url=url, secret="s", retry_for_s=0.3)], first_backoff_s=0.05)
+    sender = WebhookSender([WebhookConfig(url=url, secret="s", retry_for_s=0.3, allow_private=True)],
+                           first_backoff_s=0.05)
 
     async def run() -> float:
         await sender.start()

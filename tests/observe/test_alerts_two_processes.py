@@ -20,7 +20,8 @@ def test_threshold_alerts_fire_once_across_two_processes(upstream: FakeUpstream,
 
     with Receiver("two") as receiver:
         config = standard_config(upstream)
-        config["alerts"] = {"evaluate_every_s": 0.05, "webhooks": [{"url": receiver.url, "secret": "two"}]}
+        config["alerts"] = {"evaluate_every_s": 0.05, "webhooks": [{"url": receiver.url, "secret": "two",
+                                                                     "allow_private": True}]}
         for name in ("a", "b"):
             (tmp_path / name).mkdir()
         gws = [Gateway(tmp_path / name, config) for name in ("a", "b")]

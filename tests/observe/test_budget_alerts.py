@@ -26,7 +26,7 @@ def gateway(upstream, receiver: Receiver, tmp_path_factory: pytest.TempPathFacto
 
     config = standard_config(upstream)
     config["alerts"] = {"evaluate_every_s": 0.05, "webhooks": [{"url": receiver.url, "secret": "b",
-                                                                "kinds": ["threshold"]}]}
+                                                                "allow_private": True, "kinds": ["threshold"]}]}
     gw = InProcessGateway(tmp_path_factory.mktemp("gw"), config).start()
     yield gw
     gw.stop()

@@ -124,3 +124,19 @@ def test_multiprocess_mode_sums_the_files_of_the_workers(upstream, tmp_path) -> 
         assert not (metrics_dir / "counter_999999.db").exists()
     finally:
         gw.stop()
+
+
+def test_wrong_metrics_tokens_are_throttled_per_address_and_the_right_one_is_not(upstream, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from tests.conftest import standard_config
+
+    config = standard_config(upstream)
+    config["metrics"] = {"bearer_token": "scrape-secret"}
+    gw = InProcessGateway(tmp_path, config).start()
+    try:
+        statuses = [gw.request("GET", "/metrics", key=f"wrong-{i}")[0] for i in range(12)]
+        assert statuses == [401] * 10 + [429] * 2
+        status, headers, _ = gw.request("GET", "/metrics", key="wrong")
+        assert status == 429 and int(headers["retry-after"]) >= 1
+        assert gw.request("GET", "/metrics", key="scrape-secret")[0] == 200
+    finally:
+        gw.stop()

@@ -30,7 +30,8 @@ def gateway(upstream, receiver: Receiver, tmp_path_factory: pytest.TempPathFacto
 
     config = standard_config(upstream)
     config["alerts"] = {"evaluate_every_s": 0.05, "webhooks": [
-        {"url": receiver.url, "secret": "env:TEST_WEBHOOK_SECRET", "kinds": ["threshold"]}]}
+        {"url": receiver.url, "secret": "env:TEST_WEBHOOK_SECRET", "kinds": ["threshold"],
+         "allow_private": True}]}
     gw = InProcessGateway(tmp_path_factory.mktemp("gw"), config, env={"TEST_WEBHOOK_SECRET": SECRET}).start()
     yield gw
     gw.stop()

@@ -32,7 +32,7 @@ def test_two_workers_sum_their_metrics_and_fire_each_alert_once(upstream: FakeUp
     with Receiver("w") as receiver:
         config = standard_config(upstream)
         config["alerts"] = {"evaluate_every_s": 0.05, "webhooks": [{"url": receiver.url, "secret": "w",
-                                                                    "kinds": ["threshold"]}]}
+                                                                    "allow_private": True, "kinds": ["threshold"]}]}
         gw = Gateway(tmp_path, config, args=("--workers", "2", "--redis", rds.url)).start()
         try:
             status, _, rec = gw.post_json("/v1/manage/apikey", {"name": "w", "monthly_limit": "1.00"})

@@ -11,18 +11,28 @@ Rounding rule, per line i:
   fractions (ties: the larger cost, then the earlier line). This is the largest-remainder
   method: every line is within one cent of its exact amount, and the lines add up exactly to
   the total.
+
+The CSV is safe to open in a spreadsheet (OWASP's CSV-injection advice): a text cell (a group
+value such as a label, a dimension name) that begins with `=`, `+`, `-`, `@`, a tab or a carriage
+return is written with a leading `'`, so no spreadsheet runs it as a formula. The numeric columns
+are left as they are, but only cells that are plain decimal numbers (`-?digits[.digits]`), which
+no spreadsheet reads as a formula; anything else in them is neutralised like text. The JSON
+export carries the values unchanged.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import re
 from decimal import ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
 from typing import Any
 
 from tallygate.core.money import PICO_PER_USD, usd_text
 
 CENT = Decimal("0.01")
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_PLAIN_NUMBER = re.compile(r"-?[0-9]+(\.[0-9]+)?")
 TOKEN_FIELDS = ("input_tokens", "output_tokens", "cached_tokens", "cache_write_tokens", "reasoning_tokens")
 
 
@@ -72,18 +82,31 @@ def invoice(month: str, dims: list[str], lines: list[tuple[dict[str, Any], dict[
             "lines": out, "totals": totals}
 
 
-def invoice_csv(doc: dict[str, Any]) -> str:
-    """The invoice as CSV: one column per group dimension, one row per line, then a total row."""
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    fields = ["requests", *TOKEN_FIELDS, "cost_usd", "markup_usd", "amount_due_usd"]
-    w.writerow(["line", *doc["group_by"], *fields])
+def text_cell(value: object) -> str:
+    """A text cell no spreadsheet runs as a formula: a leading `'` when it starts like one."""
+    text = "" if value is None else str(value)
+    return "'" + text if text.startswith(_FORMULA_START) else text
 
-    def cells(row: dict[str, Any]) -> list[Any]:
-        return [row["requests"], *(row[f] for f in TOKEN_FIELDS), row["cost"], row["markup"], row["amount_due"]]
+
+def number_cell(value: object) -> str:
+    """A numeric cell: a plain decimal number as it is, anything else as text (`text_cell`)."""
+    text = str(value)
+    return text if _PLAIN_NUMBER.fullmatch(text) else text_cell(text)
+
+
+def invoice_csv(doc: dict[str, Any]) -> str:
+    """The invoice as CSV: one column per group dimension, one row per line, then a total row
+    (cells neutralised as the module docstring says)."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\r\n")  # RFC 4180; also makes the writer quote a lone CR
+    fields = ["requests", *TOKEN_FIELDS, "cost_usd", "markup_usd", "amount_due_usd"]
+    w.writerow(["line", *map(text_cell, doc["group_by"]), *fields])
+
+    def cells(row: dict[str, Any]) -> list[str]:
+        values = [row["requests"], *(row[f] for f in TOKEN_FIELDS), row["cost"], row["markup"], row["amount_due"]]
+        return [number_cell(v) for v in values]
 
     for i, line in enumerate(doc["lines"], 1):
-        w.writerow([i, *("" if line["group"][d] is None else line["group"][d] for d in doc["group_by"]),
-                    *cells(line)])
+        w.writerow([i, *(text_cell(line["group"][d]) for d in doc["group_by"]), *cells(line)])
     w.writerow(["total", *([""] * len(doc["group_by"])), *cells(doc["totals"])])
     return buf.getvalue()

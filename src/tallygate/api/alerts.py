@@ -13,7 +13,8 @@ from tallygate.api.deps import require
 from tallygate.errors import InvalidRequest
 from tallygate.manage.schemas import ERRORS
 from tallygate.observe.metrics import CONTENT_TYPE, GatewayMetrics
-from tallygate.pipeline.wire import Receive, Scope, Send, headers_of, send_bytes
+from tallygate.pipeline.throttle import FailureThrottle
+from tallygate.pipeline.wire import Receive, Scope, Send, client_address, headers_of, send_bytes
 from tallygate.store.alerts import AlertFilter, AlertStore
 from tallygate.types import Principal
 
@@ -44,16 +45,27 @@ def alerts_router(store: AlertStore) -> APIRouter:
 
 
 class MetricsEndpoint:
-    """`GET /metrics`: off the proxy's path (rendered in a thread), optionally behind a token."""
+    """`GET /metrics`: off the proxy's path (rendered in a thread), optionally behind a token.
+    Wrong tokens are throttled per client address like wrong keys (the right token never is)."""
 
     def __init__(self, metrics: GatewayMetrics, token: str | None) -> None:
         self._metrics = metrics
         self._token = f"Bearer {token}".encode() if token else None
+        self._throttle = FailureThrottle()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self._token is not None:
             given = headers_of(scope, b"authorization").get(b"authorization", "").encode("latin-1")
             if not hmac.compare_digest(given, self._token):
-                return await send_bytes(send, 401, b"unauthorized\n", [(b"content-type", b"text/plain")])
+                return await self._refuse(send, client_address(scope))
         body = await asyncio.to_thread(self._metrics.render)
         await send_bytes(send, 200, body, [(b"content-type", CONTENT_TYPE.encode())])
+
+    async def _refuse(self, send: Send, client: str | None) -> None:
+        wait = self._throttle.wait_s(client) if client else 0.0
+        if wait:
+            return await send_bytes(send, 429, b"too many wrong tokens from this address\n",
+                                    [(b"content-type", b"text/plain"), (b"retry-after", b"%d" % int(wait + 0.999))])
+        if client:
+            self._throttle.failed(client)
+        await send_bytes(send, 401, b"unauthorized\n", [(b"content-type", b"text/plain")])

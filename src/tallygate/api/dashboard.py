@@ -50,7 +50,7 @@ def dashboard_router(auth: Authenticator, sessions: SessionStore) -> APIRouter:
     async def sign_in(body: SignIn, request: Request) -> JSONResponse:
         check_origin(request)
         secret = body.key.strip()
-        principal = await auth.authenticate(f"Bearer {secret}")
+        principal = await auth.authenticate(f"Bearer {secret}", request.client.host if request.client else None)
         if not principal.can("manage", "read"):
             raise PermissionDenied("this key cannot sign in to the dashboard: it has no management permission "
                                    "(permissions.manage is none); use a key with manage: read or write")

@@ -30,7 +30,7 @@ async def authenticate(request: Request) -> Principal:
     sessions: SessionStore | None = getattr(request.app.state, "sessions", None)
     token = request.cookies.get(SESSION_COOKIE)
     if header or sessions is None or not token:
-        return await auth.authenticate(header)
+        return await auth.authenticate(header, request.client.host if request.client else None)
     session = await sessions.get(token)
     if session is None:
         raise AuthenticationFailed("the dashboard session has expired or was signed out: sign in again",

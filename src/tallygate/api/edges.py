@@ -9,16 +9,28 @@
 * a body not complete within `body_timeout_s` of its headers -> 408 and close (slow bodies);
 * idle keep-alive connections are closed by uvicorn's own `timeout_keep_alive`.
 
+and one of fairness: a client address (an IPv6 address by its /64) may hold at most
+`max_per_address` open connections; one more is answered 429 `too_many_connections_from_address`
+and closed at once, so one address holding thousands of sockets cannot take the global bound
+from everyone else. Addresses in `trusted_proxies` (a load balancer in front, which carries many
+clients' connections) are not capped; the app then takes the client from their X-Forwarded-For
+(uvicorn's proxy-headers middleware, on only when trusted proxies are set).
+
 Timeouts are checked by one sweep a second over the open connections instead of a timer per
 request, so a request pays two attribute writes and a clock read. The connection bound is
 uvicorn's `limit_concurrency`; past it the request gets an OpenAI-shaped 503
 (`too_many_connections`) instead of uvicorn's plain text. `raise_fd_limit` lifts the soft
 file-descriptor limit to the hard one so that the bound, not the kernel, decides.
+
+This class subclasses uvicorn's `HttpToolsProtocol` and copies its `data_received`; uvicorn is
+pinned to the minor versions this was checked against (pyproject.toml), and
+tests/api/test_edges_uvicorn_pin.py fails when uvicorn changes any method relied on here.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import resource
 from typing import Any, cast
@@ -27,12 +39,17 @@ import httptools
 from uvicorn.protocols.http.flow_control import service_unavailable
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
+from tallygate.core.addresses import client_bucket
 from tallygate.pipeline.wire import EDGE_ANSWER
 from tallygate.settings import Settings
 
 log = logging.getLogger("tallygate.edges")
 
-_STATUS = {400: b"400 Bad Request", 408: b"408 Request Timeout", 431: b"431 Request Header Fields Too Large"}
+_STATUS = {400: b"400 Bad Request", 408: b"408 Request Timeout", 429: b"429 Too Many Requests",
+           431: b"431 Request Header Fields Too Large"}
+_TYPE = {429: b"rate_limit_error"}
+_EXTRA = {429: b"retry-after: 1\r\n"}
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 _BUSY_BODY = (b'{"error":{"message":"the gateway is at its connection limit; retry shortly",'
@@ -49,10 +66,10 @@ async def _too_many_connections(scope: Any, receive: Any, send: Any) -> None:
 
 def _reject(transport: asyncio.BaseTransport, status: int, message: str, code: str) -> None:
     """Write a complete OpenAI-shaped error response and close the connection."""
-    body = (b'{"error":{"message":"%s","type":"invalid_request_error","param":null,"code":"%s"}}'
-            % (message.encode(), code.encode()))
-    head = (b"HTTP/1.1 %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
-            b"connection: close\r\n\r\n" % (_STATUS[status], len(body)))
+    body = (b'{"error":{"message":"%s","type":"%s","param":null,"code":"%s"}}'
+            % (message.encode(), _TYPE.get(status, b"invalid_request_error"), code.encode()))
+    head = (b"HTTP/1.1 %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n%s"
+            b"connection: close\r\n\r\n" % (_STATUS[status], len(body), _EXTRA.get(status, b"")))
     if not transport.is_closing():
         transport.write(head + body)  # type: ignore[attr-defined]
         transport.close()
@@ -68,14 +85,19 @@ class GuardedHttpTools(HttpToolsProtocol):
     max_head_bytes = 64 * 1024
     header_timeout_s = 10.0
     body_timeout_s = 30.0
+    max_per_address = 256
+    trusted_proxies: tuple[Network, ...] = ()
     _configured = False
     _sweeper: asyncio.Task[None] | None = None
+    _open: dict[str, int] = {}  # client address -> connections open in this process
 
     @classmethod
     def configure(cls, settings: Settings) -> None:
         cls.max_head_bytes = settings.max_head_bytes
         cls.header_timeout_s = float(settings.header_timeout_s)
         cls.body_timeout_s = float(settings.body_timeout_s)
+        cls.max_per_address = settings.max_connections_per_address
+        cls.trusted_proxies = tuple(ipaddress.ip_network(n) for n in settings.trusted_proxies)
         cls._configured = True
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -84,6 +106,7 @@ class GuardedHttpTools(HttpToolsProtocol):
         self._body_since: float | None = None  # loop time the current body started
         self._head_bytes = 0
         self._head_too_large = False
+        self._counted: str | None = None  # the client address this connection counts against
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -93,6 +116,41 @@ class GuardedHttpTools(HttpToolsProtocol):
             cls.configure(Settings.from_env())
         if cls._sweeper is None or cls._sweeper.done():
             cls._sweeper = self.loop.create_task(_sweep(cls, self.connections))
+        if cls.max_per_address:
+            self._count_address(transport)
+
+    def _count_address(self, transport: asyncio.Transport) -> None:
+        """Count this connection against its client address; refuse it past the address's cap."""
+        peer = transport.get_extra_info("peername")
+        if not isinstance(peer, tuple) or self._trusted(peer[0]):
+            return  # a Unix socket, or a proxy carrying many clients
+        address = client_bucket(peer[0])
+        held = self._open.get(address, 0) + 1
+        self._open[address] = held
+        self._counted = address
+        if held > self.max_per_address:
+            self._head_since = None
+            _reject(transport, 429, f"this address has {self.max_per_address} connections open already; "
+                                    "close some or retry shortly", "too_many_connections_from_address")
+
+    def _trusted(self, host: str) -> bool:
+        if not self.trusted_proxies:
+            return False
+        try:
+            ip = ipaddress.ip_address(host.partition("%")[0])
+        except ValueError:
+            return False
+        return any(ip in network for network in self.trusted_proxies)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._counted is not None:
+            left = self._open.get(self._counted, 1) - 1
+            if left > 0:
+                self._open[self._counted] = left
+            else:
+                self._open.pop(self._counted, None)
+            self._counted = None
+        super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
         """uvicorn's `data_received`, counting the bytes of an unfinished head."""

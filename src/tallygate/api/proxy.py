@@ -20,6 +20,7 @@ from tallygate.pipeline.wire import (
     Receive,
     Scope,
     Send,
+    client_address,
     headers_of,
     new_request_id,
     send_bytes,
@@ -81,7 +82,8 @@ class ProxyRoutes:
         """`GET /v1/models`, and `GET /v1/models/{id}` (ids may hold a "/")."""
         rid = new_request_id()
         try:
-            await self._pipeline.auth.authenticate(credential(headers_of(scope, AUTHORIZATION, X_API_KEY)))
+            await self._pipeline.auth.authenticate(credential(headers_of(scope, AUTHORIZATION, X_API_KEY)),
+                                                   client_address(scope))
             listing = self._pipeline.catalog.listing()
             if scope["path"] != "/v1/models":
                 name = scope["path"][len("/v1/models/"):]

@@ -104,9 +104,11 @@ def serve(config_path: str | None, db_url: str | None, host: str, port: int, wor
                    f"{settings.max_connections} connections can be served", err=True)
     GuardedHttpTools.configure(settings)  # workers started by uvicorn read the same settings
     common = dict(host=host, port=port, loop=loop, http=GuardedHttpTools, lifespan="on", access_log=False,
-                  log_level="warning", timeout_graceful_shutdown=settings.shutdown_grace_s, proxy_headers=False,
+                  log_level="warning", timeout_graceful_shutdown=settings.shutdown_grace_s,
                   server_header=False, date_header=False, timeout_keep_alive=settings.idle_timeout_s,
-                  limit_concurrency=settings.max_connections)
+                  limit_concurrency=settings.max_connections,
+                  # X-Forwarded-For names the client only when it comes from a trusted proxy
+                  proxy_headers=bool(settings.trusted_proxies), forwarded_allow_ips=list(settings.trusted_proxies))
     if workers > 1:
         app.engine.dispose()
         # Each worker builds its own app (`app_from_env`) from the same settings, passed down here.

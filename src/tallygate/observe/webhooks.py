@@ -8,6 +8,9 @@ first try, then dropped with a log line. Each try is signed afresh (`Tallygate-S
 timestamp). At most `MAX_PENDING` deliveries wait; past that the oldest are dropped and logged.
 Pending retries live in this process's memory: a restart drops them (the alerts themselves are
 stored and listed by `GET /v1/alerts`).
+
+Redirects are not followed, and a hook reaches only public addresses unless it sets
+`allow_private` (see `webhook_guard`).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from tallygate.observe.events import SIGNATURE_HEADER, body_for, sign
+from tallygate.observe.webhook_guard import PrivateAddressRefused, PublicOnlyResolver, check_at_start
 from tallygate.settings import WebhookConfig
 
 log = logging.getLogger("tallygate.webhooks")
@@ -32,7 +36,9 @@ log = logging.getLogger("tallygate.webhooks")
 def where(hook: WebhookConfig) -> str:
     """A webhook for log lines: scheme and host only (Slack-style URLs carry their secret in the path)."""
     parts = urlsplit(hook.url)
-    return f"{parts.scheme}://{parts.netloc}"
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
+
+
 CONCURRENCY = 8
 MAX_BACKOFF_S = 60.0
 MAX_PENDING = 10_000
@@ -50,7 +56,8 @@ class WebhookSender:
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._runner: asyncio.Task[None] | None = None
-        self._session: aiohttp.ClientSession | None = None
+        self._public: aiohttp.ClientSession | None = None  # connects to checked public addresses only
+        self._private: aiohttp.ClientSession | None = None  # for hooks with allow_private
         self.delivered = 0
         self.dropped = 0
 
@@ -72,8 +79,13 @@ class WebhookSender:
         return len(self._queue) + len(self._tasks)
 
     async def start(self) -> None:
+        """Check where the hooks resolve (raises `ConfigError` for a private one), then deliver."""
         if self._hooks:
-            self._session = aiohttp.ClientSession(headers={"User-Agent": "tallygate-webhooks"})
+            await check_at_start(self._hooks)
+            headers = {"User-Agent": "tallygate-webhooks"}
+            self._public = aiohttp.ClientSession(
+                headers=headers, connector=aiohttp.TCPConnector(resolver=PublicOnlyResolver()))
+            self._private = aiohttp.ClientSession(headers=headers)
             self._runner = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self, grace_s: float = 2.0) -> None:
@@ -90,8 +102,9 @@ class WebhookSender:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._session is not None:
-            await self._session.close()
+        for session in (self._public, self._private):
+            if session is not None:
+                await session.close()
 
     async def _run(self) -> None:
         limit = asyncio.Semaphore(CONCURRENCY)
@@ -110,7 +123,6 @@ class WebhookSender:
         limit.release()
 
     async def _send(self, hook: WebhookConfig, ev: Mapping[str, Any]) -> None:
-        assert self._session is not None
         body = body_for(ev, hook.format)
         first, backoff = self._clock(), self._first_backoff
         while True:
@@ -129,14 +141,21 @@ class WebhookSender:
             backoff = min(backoff * 2, MAX_BACKOFF_S)
 
     async def _try(self, hook: WebhookConfig, body: bytes, alert_id: str) -> str | None:
-        """One signed POST; None on success, else why it failed."""
-        assert self._session is not None
+        """One signed POST, redirects not followed; None on success, else why it failed."""
+        session = self._private if hook.allow_private else self._public
+        assert session is not None
         headers = {"Content-Type": "application/json", "Tallygate-Event-Id": alert_id,
                    SIGNATURE_HEADER: sign(hook.secret, body, int(self._clock()))}
         try:
-            async with self._session.post(hook.url, data=body, headers=headers,
-                                          timeout=aiohttp.ClientTimeout(total=hook.timeout_s)) as resp:
+            async with session.post(hook.url, data=body, headers=headers, allow_redirects=False,
+                                    timeout=aiohttp.ClientTimeout(total=hook.timeout_s)) as resp:
                 await resp.read()
+                if 300 <= resp.status < 400:
+                    return f"HTTP {resp.status}: redirects are not followed"
                 return None if 200 <= resp.status < 300 else f"HTTP {resp.status}"
+        except aiohttp.ClientConnectorError as exc:
+            if isinstance(exc.os_error, PrivateAddressRefused):
+                return f"refused: {exc.os_error}"
+            return type(exc).__name__
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             return type(exc).__name__

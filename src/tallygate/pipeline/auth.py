@@ -6,6 +6,11 @@ effect within that interval, and one revoked through this process at once. A pre
 memory is looked up in the database off the event loop; misses are remembered briefly so
 random keys cannot turn into a database load. While the database is unreachable, cached keys
 keep working and any other key gets 503 `auth_unavailable`.
+
+Wrong keys are counted per client address (`pipeline/throttle.py`). An address past its
+allowance is checked against memory only: a key held as valid is served as always, anything
+else gets 429 `too_many_failed_attempts` with `retry-after`, without a database lookup. So
+guessing slows to the refill rate for that address alone, and no one can lock a real key out.
 """
 
 from __future__ import annotations
@@ -16,7 +21,8 @@ import logging
 import time
 
 from tallygate.core.periodic import Periodic
-from tallygate.errors import AuthenticationFailed, AuthUnavailable
+from tallygate.errors import AuthenticationFailed, AuthUnavailable, TooManyFailedAttempts
+from tallygate.pipeline.throttle import FailureThrottle
 from tallygate.store.keys import PREFIX_LEN, KeyRecord, KeyStore, hash_secret, now_ms
 from tallygate.types import Principal
 
@@ -36,10 +42,11 @@ class Authenticator:
     """Turns an `Authorization` header into a `Principal`, or raises `AuthenticationFailed`."""
 
     def __init__(self, keys: KeyStore, admin_key: str | None, admin_user_id: str | None = None,
-                 refresh_s: float = 1.0) -> None:
+                 refresh_s: float = 1.0, throttle: FailureThrottle | None = None) -> None:
         """`admin_user_id` is the user behind `admin_key`; `start()` finds (or makes) the user
         `admin` when it is not given."""
         self._keys = keys
+        self.throttle = throttle or FailureThrottle()
         self._admin_hash = hash_secret(admin_key) if admin_key else None
         self._admin = Principal(key_id=None, name="admin", permissions=ADMIN_PERMISSIONS,
                                 user_id=admin_user_id)
@@ -87,17 +94,48 @@ class Authenticator:
         for row in await asyncio.to_thread(self._keys.changed_since, since):
             self.remember(row)
 
-    async def authenticate(self, authorization: str | None) -> Principal:
+    async def authenticate(self, authorization: str | None, client: str | None = None) -> Principal:
+        """The key in an `Authorization` header; `client` is the caller's address (for the
+        throttle of wrong keys; None: not throttled)."""
         if not authorization:
             raise AuthenticationFailed("missing API key: send 'Authorization: Bearer <key>'")
         scheme, _, secret = authorization.partition(" ")
         secret = secret.strip()
         if scheme.lower() != "bearer" or not secret:
             raise AuthenticationFailed("malformed Authorization header: expected 'Bearer <key>'")
-        return await self.verify_digest(secret[:PREFIX_LEN], hash_secret(secret))
+        return await self.verify_digest(secret[:PREFIX_LEN], hash_secret(secret), client)
 
-    async def verify_digest(self, prefix: str, digest: str) -> Principal:
+    async def verify_digest(self, prefix: str, digest: str, client: str | None = None) -> Principal:
         """The key whose secret has this prefix and SHA-256 digest (a dashboard session keeps only these)."""
+        if client is None:
+            return await self._verify(prefix, digest)
+        principal = self._held(prefix, digest)
+        if principal is not None:
+            return principal  # a valid key is never throttled
+        wait = self.throttle.wait_s(client)
+        if wait:
+            raise TooManyFailedAttempts(wait)
+        self.throttle.failed(client)  # charged before the lookup: concurrent guesses cannot overshoot
+        try:
+            principal = await self._verify(prefix, digest)
+        except AuthenticationFailed:
+            raise
+        except BaseException:
+            self.throttle.refund(client)  # not a wrong key: the database could not say
+            raise
+        self.throttle.refund(client)  # valid after all (created elsewhere, not yet in memory)
+        return principal
+
+    def _held(self, prefix: str, digest: str) -> Principal | None:
+        """The valid key with this digest if memory holds it (no database lookup)."""
+        if self._admin_hash is not None and hmac.compare_digest(digest, self._admin_hash):
+            return self._admin
+        for stored, principal in self._by_prefix.get(prefix, ()):
+            if hmac.compare_digest(digest, stored):
+                return principal
+        return None
+
+    async def _verify(self, prefix: str, digest: str) -> Principal:
         if self._admin_hash is not None and hmac.compare_digest(digest, self._admin_hash):
             return self._admin
         entries = self._by_prefix.get(prefix)

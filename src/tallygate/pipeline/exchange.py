@@ -34,7 +34,17 @@ from tallygate.pipeline.models import ModelCatalog, Route, check_kind
 from tallygate.pipeline.observers import Observers
 from tallygate.pipeline.routing import Plan, Router
 from tallygate.pipeline.tags import parse_tags
-from tallygate.pipeline.wire import Receive, Scope, Send, edge_answer, headers_of, new_request_id, read_json, send_error
+from tallygate.pipeline.wire import (
+    Receive,
+    Scope,
+    Send,
+    client_address,
+    edge_answer,
+    headers_of,
+    new_request_id,
+    read_json,
+    send_error,
+)
 from tallygate.providers.secrets import Scrubber
 
 log = logging.getLogger("tallygate.proxy")
@@ -110,7 +120,7 @@ class Exchange:
     async def authenticate(self) -> Call:
         """The caller's key, checked; from here on the request will have a ledger record."""
         p = self._pipeline
-        principal = await p.auth.authenticate(credential(self._headers))
+        principal = await p.auth.authenticate(credential(self._headers), client_address(self._scope))
         if p.ledger_full():  # refused unrecorded, so that the journal stays within its cap
             raise LedgerUnavailable("the ledger cannot record requests now (its database has been away too "
                                     "long); retry later")

@@ -37,6 +37,12 @@ def edge_answer(scope: Scope) -> GatewayError | None:
     return err
 
 
+def client_address(scope: Scope) -> str | None:
+    """The caller's address (the one a trusted proxy forwarded, when proxy headers are on)."""
+    client = scope.get("client")
+    return client[0] if client else None
+
+
 def new_request_id() -> str:
     """Time-ordered, unique: 11 hex digits of epoch milliseconds and 14 random ones."""
     return f"req_{time.time_ns() // 1_000_000:011x}{os.urandom(7).hex()}"

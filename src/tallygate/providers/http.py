@@ -2,6 +2,8 @@
 
 `transport_errors` is the single place where aiohttp's exceptions become the gateway's
 `UpstreamError`s; nothing from the provider's body or our credentials reaches the message.
+Redirects are never followed: a provider's 3xx is an upstream error (following it would re-send
+the prompt, and headers such as Anthropic's `x-api-key`, to wherever the `Location` points).
 """
 
 from __future__ import annotations
@@ -73,7 +75,7 @@ async def sse_response(provider: str, session: aiohttp.ClientSession, url: str, 
     An error status becomes `error(status, body, headers)`; the connection is always released.
     """
     with transport_errors(provider):
-        resp = await session.post(url, data=data, headers=headers, timeout=timeout)
+        resp = await session.post(url, data=data, headers=headers, timeout=timeout, allow_redirects=False)
     try:
         if resp.status != 200:
             with transport_errors(provider):

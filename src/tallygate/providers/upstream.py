@@ -32,7 +32,7 @@ class Upstream:
         """POST `body`; the JSON object answered with 200, else the provider's error raised."""
         with transport_errors(self.name):
             async with self._http.session.post(url, data=orjson.dumps(body), headers=headers,
-                                               timeout=self._timeout) as resp:
+                                               timeout=self._timeout, allow_redirects=False) as resp:
                 raw = await resp.read()
                 if resp.status != 200:
                     raise self._error(resp.status, raw, resp.headers)
