@@ -25,7 +25,7 @@ CHECKED = frozenset({"yaml", "yml", "json", "toml"})  # parsed (and YAML validat
 TEXT = frozenset({"", "text", "console"})
 
 _FENCE = re.compile(r"^(?P<indent> {0,3})(?P<fence>`{3,}|~{3,})(?P<info>[^`]*)$")
-_MARKER = re.compile(r"^\s*<!--\s*docs-test:\s*(?P<body>.*?)\s*-->\s*$")
+MARKER = re.compile(r"^\s*<!--\s*docs-test:\s*(?P<body>.*?)\s*-->\s*$")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -78,7 +78,7 @@ def extract(path: Path) -> list[Block]:
         j = i + 1
         while j < len(lines) and not lines[j].strip().startswith(fence):
             j += 1
-        marker = _MARKER.match(lines[i - 1]) if i else None
+        marker = MARKER.match(lines[i - 1]) if i else None
         blocks.append(Block(page=page, line=i + 1, lang=lang, code="\n".join(lines[i + 1:j]) + "\n",
                             markers=parse_markers(marker["body"]) if marker else {}))
         i = j + 1

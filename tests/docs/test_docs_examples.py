@@ -25,7 +25,7 @@ import pytest
 import yaml
 
 from tallygate.settings import DEMO_CONFIG, parse_config
-from tests.docs.blocks import CHECKED, NODE, PYTHON, ROOT, SHELL, TEXT, Block, all_blocks
+from tests.docs.blocks import CHECKED, MARKER, NODE, PYTHON, ROOT, SHELL, TEXT, Block, all_blocks, pages
 from tests.fakes.upstream import FakeUpstream
 from tests.gateway import Gateway
 
@@ -208,6 +208,11 @@ def test_every_block_is_run_or_says_why() -> None:
             problems.append(f"{block.id}: the harness cannot run ```{block.lang}; mark it with a reason")
         if "expect-status" in block.markers and block.lang not in SHELL:
             problems.append(f"{block.id}: expect-status applies to shell blocks")
+    for page in pages():
+        written = sum(1 for line in page.read_text().splitlines() if MARKER.match(line))
+        attached = sum(1 for b in BLOCKS if b.page == str(page.relative_to(ROOT)) and b.markers)
+        if written != attached:
+            problems.append(f"{page.relative_to(ROOT)}: a docs-test marker is not on the line right above a fence")
     assert not problems, "\n".join(problems)
     assert len(RUN) >= 20, "the docs examples were not found"
 
