@@ -39,6 +39,7 @@ import httptools
 from uvicorn.protocols.http.flow_control import service_unavailable
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
+from tallygate.api.coalesce import CoalescingTransport
 from tallygate.core.addresses import client_bucket
 from tallygate.pipeline.wire import EDGE_ANSWER
 from tallygate.settings import Settings
@@ -109,7 +110,8 @@ class GuardedHttpTools(HttpToolsProtocol):
         self._counted: str | None = None  # the client address this connection counts against
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+        # uvicorn writes a response's head and body apart: one send for both (api/coalesce.py)
+        super().connection_made(CoalescingTransport(transport, self.loop))  # type: ignore[arg-type]
         self._head_since = self.loop.time()
         cls = type(self)
         if not cls._configured:
