@@ -146,7 +146,7 @@ class Gateway:
         self.services.append(self.http)
         proxy = Proxy(self.auth, self.catalog, Observers(observers, call_observers), self.budget,
                       settings.max_body_bytes, self.router, self.budgets.scopes, Scrubber.from_config(config),
-                      lambda: self.ledger.full)
+                      self.ledger.refusal)
         messages, responses = MessagesAPI(proxy), ResponsesAPI(proxy)
         self._models = proxy.models
         self._hot: dict[tuple[str, str], Callable[[Scope, Receive, Send], Awaitable[None]]] = {
@@ -212,9 +212,9 @@ class Gateway:
             return await asyncio.to_thread(schema_behind, self.engine)
 
         async def ledger() -> str | None:
-            if self.ledger.full:
-                return (f"the ledger journal is full ({self.ledger.journal.backlog} bytes wait for the "
-                        "database): requests are refused until it drains")
+            refusal = self.ledger.refusal()
+            if refusal is not None:
+                return f"{refusal.message} (requests are answered 503 {refusal.code})"
             waiting = self.ledger.pending
             return f"{waiting} ledger records wait for the database" if waiting > MAX_LEDGER_BACKLOG else None
 

@@ -36,7 +36,6 @@ from tallygate.core.money import usd_json
 from tallygate.errors import (
     GatewayError,
     InvalidRequest,
-    LedgerUnavailable,
     ModelNotFound,
     PermissionDenied,
     RequestCancelled,
@@ -76,10 +75,11 @@ class Proxy:
     def __init__(self, auth: Authenticator, catalog: ModelCatalog, observers: Observers,
                  budget: BudgetEngine, max_body_bytes: int, router: Router,
                  scopes: ScopesOf | None = None, scrubber: Scrubber | None = None,
-                 ledger_full: Callable[[], bool] | None = None) -> None:
+                 ledger_refusal: Callable[[], GatewayError | None] | None = None) -> None:
         """`scopes(principal, tags)`: the limits a request counts against (default: its key's);
-        `scrubber` keeps provider secrets from clients; `ledger_full()` says the journal is at its
-        cap (the request is then refused, 503)."""
+        `scrubber` keeps provider secrets from clients; `ledger_refusal()` says why the ledger
+        cannot record a request now (its journal's disk refuses writes, or it is at its cap):
+        the request is then refused with that 503 before any provider is called."""
         self._auth = auth
         self._scopes = scopes or (lambda principal, _tags: key_scopes(principal))
         self._catalog = catalog
@@ -88,7 +88,7 @@ class Proxy:
         self._budget = budget
         self._limit = max_body_bytes
         self._scrub = scrubber or Scrubber(())
-        self._ledger_full = ledger_full or (lambda: False)  # the journal is at its cap: refuse
+        self._ledger_refusal = ledger_refusal or (lambda: None)
 
     async def models(self, scope: Scope, receive: Receive, send: Send) -> None:
         rid = new_request_id()
@@ -122,10 +122,9 @@ class Proxy:
             principal = await self._auth.authenticate(credential(headers))
         except GatewayError as err:
             return await send_error(send, err, rid)
-        if self._ledger_full():  # refused unrecorded, so that the journal stays within its cap
-            return await send_error(send, LedgerUnavailable(
-                "the ledger cannot record requests now (its database has been away too long); "
-                "retry later"), rid)
+        refusal = self._ledger_refusal()  # refused unrecorded: the journal cannot take records now
+        if refusal is not None:
+            return await send_error(send, refusal, rid)
         call = Call(rid, endpoint, principal, self._observers.finished, self._scrub)
         call.trace_parent = headers.get(_TRACE)
         hold = None
