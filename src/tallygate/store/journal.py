@@ -40,6 +40,7 @@ import fcntl
 import logging
 import os
 import zlib
+from collections import deque
 from pathlib import Path
 from typing import BinaryIO
 
@@ -47,7 +48,7 @@ log = logging.getLogger("tallygate.journal")
 
 _SUFFIX = ".log"
 FSYNC_POLICIES = ("off", "batch", "always")
-MIN_FREE_BYTES = 1 << 20  # `probe()` calls the journal writable again once this much disk is free
+MIN_FREE_BYTES = 256 << 10  # `probe()` calls the journal writable again once this much disk is free
 
 
 class JournalLocked(RuntimeError):
@@ -69,7 +70,7 @@ class Journal:
         raise JournalLocked(f"all {slots} journal slots under {base} are in use")
 
     def __init__(self, directory: str | Path, *, fsync: str = "batch", max_bytes: int = 1 << 30,
-                 segment_bytes: int = 64 << 20, release_bytes: int = 1 << 20) -> None:
+                 segment_bytes: int = 8 << 20, release_bytes: int = 1 << 20) -> None:
         if fsync not in FSYNC_POLICIES:
             raise ValueError(f"fsync must be one of {', '.join(FSYNC_POLICIES)}")
         self.dir = Path(directory)
@@ -93,6 +94,7 @@ class Journal:
         self._active = max(self._sizes, default=self.checkpoint[0]) + 1
         self._sizes[self._active] = 0
         self._fd = self._open(self._active)
+        self._retired: deque[int] = deque()  # descriptors of segments rotated away, for the writer to sync and close
         self._torn = False  # a failed append may have left bytes past the active segment's known end
         self.error: str | None = None  # why the journal cannot take writes now (None: it can)
         self.backlog = self._backlog()  # bytes appended but not yet in the database
@@ -187,16 +189,24 @@ class Journal:
         return lines, (seq, offset)
 
     def sync(self) -> None:
-        """`fdatasync` the active segment when the policy is "batch" (called by the writer). A
-        failure sets `error` (the records stay readable; the writer moves them on)."""
-        if self.fsync == "batch":
-            try:
+        """`fdatasync` the segments rotated away since the last call (then close them) and the
+        active one, when the policy is "batch" (called by the writer thread). A failure sets
+        `error` (the records stay readable; the writer moves them on)."""
+        retired = []
+        while self._retired:  # popleft: safe against a rotation on the event loop meanwhile
+            retired.append(self._retired.popleft())
+        try:
+            for fd in retired:
+                if self.fsync != "off":
+                    os.fdatasync(fd)
+            if self.fsync == "batch":
                 os.fdatasync(self._fd)
-            except OSError as exc:
-                if exc.errno == errno.EBADF:  # a rotation closed it just now (and synced it first)
-                    return
-                self.error = _why(exc)
-                log.error("journal %s: fdatasync failed (%s)", self.dir, self.error)
+        except OSError as exc:
+            self.error = _why(exc)
+            log.error("journal %s: fdatasync failed (%s)", self.dir, self.error)
+        finally:
+            for fd in retired:
+                os.close(fd)
 
     def advance(self, position: tuple[int, int]) -> None:
         """Everything before `position` is in the database: move the checkpoint there, delete
@@ -215,6 +225,8 @@ class Journal:
             self._delete(seq)
 
     def close(self) -> None:
+        for fd in self._retired:
+            os.close(fd)
         os.close(self._fd)
         os.close(self._checkpoint_fd)
         fcntl.flock(self._lock, fcntl.LOCK_UN)
@@ -261,12 +273,10 @@ class Journal:
         except OSError as exc:
             log.warning("journal %s: cannot start a new segment (%s); the current one goes on", self.dir, _why(exc))
             return False
-        if self.fsync != "off":
-            try:
-                os.fdatasync(self._fd)
-            except OSError as exc:
-                self.error = _why(exc)
-        os.close(self._fd)
+        if self.fsync == "off":
+            os.close(self._fd)
+        else:  # synced and closed by the writer thread, off the event loop (`sync`)
+            self._retired.append(self._fd)
         self._fd = fd
         self._active += 1
         self._sizes[self._active] = 0

@@ -76,6 +76,7 @@ class LedgerWriter:
         self.failing = False  # the last write failed (the database is away)
         self._held: deque[LedgerRecord] = deque()  # records the journal refused, to journal when it can
         self._healer: asyncio.Task[None] | None = None
+        self._outage = False  # the journal refused a write and has not been found writable since
 
     async def start(self) -> None:
         """Open the journal, write what a previous run left in it (before spend is loaded from
@@ -107,7 +108,8 @@ class LedgerWriter:
         try:
             self.journal.append(line)
         except OSError:
-            if not self._held:
+            if not self._outage:
+                self._outage = True
                 log.error("the ledger journal %s refuses writes (%s): requests are refused with 503 until "
                           "it takes them again", self.journal.dir, self.journal.error)
             if rec.status < 400:
@@ -177,6 +179,7 @@ class LedgerWriter:
             self._pending += 1
             self._wake.set()
         if j.error is None or j.probe():
+            self._outage = False
             log.info("the ledger journal %s takes writes again; requests are served", j.dir)
             return True
         return False
