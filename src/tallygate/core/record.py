@@ -6,8 +6,9 @@ tests and the benchmark's ledger generator consume it. It is a frozen, keyword-o
 misrecord, and it crosses the journal as a JSON object with field names and a version
 (`{"v": 2, "id": ..., ...}`, see `store/journal.py`), so a field may be added anywhere: give it a
 default (what a record written before it existed means) and old journal lines read by name.
-A msgspec Struct is also the cheapest record to build and encode on the hot path (measured
-against a NamedTuple and a slotted dataclass: `bench/run_bench.py` prints the journal's cost).
+Of the named forms measured it is the cheapest to build by keyword and to encode by name (a
+slotted keyword-only dataclass costs about 3x more; `bench/record_cost.py`). Neither type can
+be part of a reference cycle, so they are not tracked by the garbage collector (`gc=False`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ RECORD_VERSION = 2
 """The journal format of `LedgerRecord`: 1 was a positional JSON array, 2 an object by name."""
 
 
-class Attempt(msgspec.Struct, frozen=True, kw_only=True):
+class Attempt(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """One try of one upstream target.
 
     `target` is the configured model name (a policy's target), `model` the upstream model it
@@ -39,7 +40,7 @@ class Attempt(msgspec.Struct, frozen=True, kw_only=True):
                 "status": self.status, "latency_ms": round(self.latency_ms, 3), "error": self.error}
 
 
-class LedgerRecord(msgspec.Struct, frozen=True, kw_only=True, tag_field="v", tag=RECORD_VERSION):
+class LedgerRecord(msgspec.Struct, frozen=True, kw_only=True, gc=False, tag_field="v", tag=RECORD_VERSION):
     """One row of `requests`. Times in epoch ms / microseconds, money in picodollars.
 
     `status`, `error_type` and `error_code` are what the client was answered (the error's OpenAI
