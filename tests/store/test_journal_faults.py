@@ -90,6 +90,16 @@ class _FailingOS(ModuleType):
             raise OSError(errno.EIO, "Input/output error")
         os.fdatasync(fd)
 
+    def pwrite(self, fd: int, data: bytes, offset: int) -> int:
+        if self.fail == "pwrite":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return os.pwrite(fd, data, offset)
+
+    def open(self, path: Any, flags: int, mode: int = 0o777) -> int:
+        if self.fail == "open" and str(path).endswith(".log"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return os.open(path, flags, mode)
+
 
 @pytest.mark.parametrize(("fsync", "fail"), [("batch", "write"), ("always", "fdatasync")])
 def test_an_injected_eio_refuses_the_record_whole_and_the_journal_heals(tmp_path: Path, fsync: str, fail: str,
@@ -107,6 +117,35 @@ def test_an_injected_eio_refuses_the_record_whole_and_the_journal_heals(tmp_path
     assert j.probe() and j.error is None
     j.append(encode_record(_record("req_3")))
     assert _ids(j) == ["req_0", "req_1", "req_2", "req_3"]
+    j.close()
+
+
+def test_a_checkpoint_the_disk_refuses_only_means_records_are_read_again(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    j = Journal(tmp_path, fsync="batch")
+    for i in range(5):
+        j.append(encode_record(_record(f"req_{i}")))
+    _, position = j.read(j.checkpoint, j.end, 3)
+    monkeypatch.setattr(journal_module, "os", _FailingOS("pwrite"))
+    j.advance(position)  # the database has req_0..2; the checkpoint file keeps its old value
+    assert _ids(j) == ["req_3", "req_4"] and j.error is None  # requests are still taken
+    monkeypatch.setattr(journal_module, "os", os)
+    j.close()
+    again = Journal(tmp_path)  # nothing is skipped: the database ignores the ids it has
+    assert _ids(again) == [f"req_{i}" for i in range(5)]
+    again.close()
+
+
+def test_a_segment_that_cannot_be_started_leaves_the_current_one_in_use(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    j = Journal(tmp_path, fsync="batch", segment_bytes=4 << 10)
+    monkeypatch.setattr(journal_module, "os", _FailingOS("open"))
+    for i in range(10):  # each append past 4 kB tries to rotate, and goes on in the same segment
+        j.append(encode_record(_record(f"req_{i}")))
+    monkeypatch.setattr(journal_module, "os", os)
+    j.append(encode_record(_record("req_10")))  # and rotates once it can
+    assert len(list(tmp_path.glob("*.log"))) == 2
+    assert _ids(j) == [f"req_{i}" for i in range(11)]
     j.close()
 
 
