@@ -54,13 +54,21 @@ def salvage(line: bytes) -> LedgerRecord | None:
     """The whole record at the end of a line that does not decode: what a journal written by a
     version before this one holds where a write was torn (a disk that filled mid-record) and the
     next record was appended right behind the torn bytes. None if there is no whole record."""
-    for start in range(1, len(line)):
-        if line[start] in b"{[" and (line.startswith(b'{"v":', start) or line.startswith(b'["req_', start)):
-            try:
-                return decode_record(line[start:])
-            except Unreadable:
-                continue
+    starts = sorted(at for mark in (b'{"v":', b'["req_') for at in _occurrences(line, mark) if at > 0)
+    for start in starts:
+        try:
+            return decode_record(line[start:])
+        except Unreadable:
+            continue
     return None
+
+
+def _occurrences(data: bytes, mark: bytes) -> list[int]:
+    found, at = [], data.find(mark)
+    while at >= 0:
+        found.append(at)
+        at = data.find(mark, at + 1)
+    return found
 
 
 def _decode_v1(line: bytes) -> LedgerRecord:
