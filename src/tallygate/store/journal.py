@@ -144,7 +144,7 @@ class Journal:
             os.fdatasync(self._fd)
             disk = os.statvfs(self.dir)
             if disk.f_bavail * disk.f_frsize < MIN_FREE_BYTES:
-                raise OSError(errno.ENOSPC, f"less than {MIN_FREE_BYTES >> 20} MiB free")
+                raise OSError(errno.ENOSPC, f"less than {MIN_FREE_BYTES >> 10} KiB free")
         except OSError as exc:
             self.error = _why(exc)
             return False
