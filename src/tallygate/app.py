@@ -144,7 +144,7 @@ class Gateway:
 
         pipeline = Pipeline(auth, catalog, Observers(observers, call_observers), budget, router,
                             settings.max_body_bytes, budgets.scopes, Scrubber.from_config(config),
-                            lambda: ledger.full)
+                            ledger.refusal)
         proxy = ProxyRoutes(pipeline)
         self._models = proxy.models
         self._hot: dict[tuple[str, str], Callable[[Scope, Receive, Send], Awaitable[None]]] = {
@@ -272,9 +272,9 @@ def _readiness(engine: Engine, ledger: LedgerWriter, redis: RedisBudget | None) 
         return await asyncio.to_thread(schema_behind, engine)
 
     async def ledger_backlog() -> str | None:
-        if ledger.full:
-            return (f"the ledger journal is full ({ledger.journal.backlog} bytes wait for the "
-                    "database): requests are refused until it drains")
+        refusal = ledger.refusal()
+        if refusal is not None:
+            return f"{refusal.message} (requests are answered 503 {refusal.code})"
         waiting = ledger.pending
         return f"{waiting} ledger records wait for the database" if waiting > MAX_LEDGER_BACKLOG else None
 
