@@ -14,17 +14,18 @@ import asyncio
 from typing import Any
 
 
-class CoalescingTransport:
+class CoalescingTransport(asyncio.Transport):
     """An `asyncio.Transport` whose writes of one loop turn are sent as one."""
 
     __slots__ = ("_transport", "_loop", "_pending")
 
     def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__()
         self._transport = transport
         self._loop = loop
-        self._pending: list[bytes] = []
+        self._pending: list[bytes | bytearray | memoryview] = []
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | bytearray | memoryview) -> None:
         if not self._pending:
             self._loop.call_soon(self._flush)
         self._pending.append(data)
@@ -49,8 +50,31 @@ class CoalescingTransport:
     def resume_reading(self) -> None:
         self._transport.resume_reading()
 
+    def is_reading(self) -> bool:
+        return self._transport.is_reading()
+
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         return self._transport.get_extra_info(name, default)
 
-    def __getattr__(self, name: str) -> Any:  # the rest (set_protocol, abort, ...) as it is
-        return getattr(self._transport, name)
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        self._transport.set_protocol(protocol)
+
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        return self._transport.get_protocol()
+
+    def get_write_buffer_size(self) -> int:
+        return self._transport.get_write_buffer_size() + sum(map(len, self._pending))
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        self._transport.set_write_buffer_limits(high, low)
+
+    def can_write_eof(self) -> bool:
+        return self._transport.can_write_eof()
+
+    def write_eof(self) -> None:
+        self._flush()
+        self._transport.write_eof()
+
+    def abort(self) -> None:
+        self._pending = []
+        self._transport.abort()
