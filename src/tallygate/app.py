@@ -63,6 +63,7 @@ from tallygate.store.feedback import FeedbackStore
 from tallygate.store.keys import KeyStore, now_ms
 from tallygate.store.ledger import LedgerWriter
 from tallygate.store.logs import LogReader
+from tallygate.store.minutes import MinuteCounts
 from tallygate.store.sessions import SessionRows
 
 log = logging.getLogger("tallygate")
@@ -168,7 +169,7 @@ class Gateway:
                                             FeedbackStore(self.engine), self.ledger,
                                             SessionStore(SessionRows(self.engine)),
                                             BudgetAdmin(budget_store, self.keys, self.budgets, self.budget),
-                                            self._readiness(), self.alert_store)
+                                            self._readiness(), self.alert_store, MinuteCounts(self.engine))
         self._management = BodyLimit(management, settings.max_manage_body_bytes)
 
     def _alerts(self, config: GatewayConfig, observers: list[RequestObserver],
