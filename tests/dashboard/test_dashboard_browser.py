@@ -21,6 +21,7 @@ RANGE = "range=custom&from=2020-01-01&to=2040-01-01"
 API_RANGE = "from=2020-01-01T00:00:00Z&to=2040-01-01T00:00:00Z"
 PAGES = {
     "overview": "/dashboard/overview?range=last-month",
+    "oncall": "/dashboard/oncall?hours=3",
     "explore": f"/dashboard/explore?{RANGE}&group=label.team&group2=model",
     "tree": f"/dashboard/tree?{RANGE}",
     "keys": "/dashboard/keys",

@@ -139,7 +139,7 @@ export default {
     const now = Date.now();
     const windows = windowsOf(hours, days, now);
     const [w0] = windows;
-    const minuteDocs = Promise.all(windows.map((w) => get("/v1/analytics/minutes", { from: w.from, to: w.to })));
+    const minuteDocs = Promise.all(windows.map((w) => get("/v1/analytics/minutes", { from: w.from, to: w.to, tz })));
     const alertsDoc = get("/v1/alerts", { from: now - Math.max(hours, 24) * HOUR, limit: 50 });
     minuteDocs.catch(() => null);
     alertsDoc.catch(() => null);
