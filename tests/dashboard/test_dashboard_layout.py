@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import datetime as dt
 import urllib.parse
+from collections.abc import Iterator
 
-from tests.dashboard.test_dashboard_browser import RANGE, Session, admin, api  # noqa: F401 (the admin fixture)
+import pytest
+
+from tests.dashboard.test_dashboard_browser import RANGE, Session, api
 from tests.gateway import ADMIN_KEY, Gateway
 
 WIDE = {  # the widest view of every page with a table
@@ -29,8 +32,16 @@ OVERFLOWING = """() => [...document.querySelectorAll("main table")].flatMap((t) 
   const wrap = t.closest(".table-wrap");
   const hidden = wrap ? wrap.scrollWidth - wrap.clientWidth : 0;
   return r.right > card.right + 1 || r.right > window.innerWidth || hidden > 1
-    ? [`${t.closest(".card").querySelector("h2")?.textContent}: right ${r.right} card ${card.right} hidden ${hidden}`] : [];
+    ? [`${t.closest(".card").querySelector("h2")?.textContent}: right ${r.right}, card ${card.right}, `
+       + `hidden ${hidden}`] : [];
 })"""
+
+
+@pytest.fixture()
+def admin(browser, dash: Gateway) -> Iterator[Session]:  # type: ignore[no-untyped-def]
+    s = Session(browser, dash, ADMIN_KEY)
+    yield s
+    s.close()
 
 
 def test_no_table_runs_past_its_card_or_the_window_at_1440px(admin: Session, dash: Gateway) -> None:
@@ -67,7 +78,8 @@ def test_the_overlap_note_says_it_once_with_a_drawn_mark(admin: Session) -> None
     assert note.startswith("Rows overlap: a request with several tags")
     assert note.lower().count("rows overlap") == 1 and ".." not in note and note.endswith(".")
     assert "⧉" not in admin.page.inner_text("main")  # no glyph a font may lack
-    mark = admin.page.evaluate("""() => { const s = getComputedStyle(document.querySelector(".overlap-note .overlap-mark"));
+    mark = admin.page.evaluate("""() => {
+      const s = getComputedStyle(document.querySelector(".overlap-note .overlap-mark"));
       return [s.borderTopWidth, s.width]; }""")
     assert mark[0] != "0px" and mark[1] != "0px"
 
