@@ -113,6 +113,7 @@ def test_every_page_renders_without_console_errors(admin: Session) -> None:
     admin.open(PAGES["logs"])
     admin.page.click("a.log-link")
     admin.page.wait_for_selector("#log-detail")
+    admin.page.locator("#log-detail h3", has_text="Attempts").scroll_into_view_if_needed()  # the pane scrolls
     admin.page.screenshot(path=str(SHOTS / "log-detail.png"))
     admin.page.set_viewport_size({"width": 1280, "height": 800})  # a laptop screen
     admin.open(PAGES["overview"])

@@ -1,6 +1,7 @@
 // On call: what an engineer paged at night needs on one page. The last hours minute by minute
 // against the same hours of the previous days, what rose the most (tag, key, label, model), the
-// alerts that fired; every row links to the logs of its slice and window.
+// alerts that fired; every row links to the logs of its slice and window. "The last N hours" start
+// on the hour: 04:00 to now at 07:25 for the last 3 hours.
 //
 // Composed from the public APIs: `/v1/analytics/minutes` (one call per day), `/v1/analytics/usage`
 // per dimension and day, `/v1/alerts`. "The same hours" of a previous day are 24 hours earlier.
@@ -56,10 +57,15 @@ function ratioText(now, usual) {
   return Math.abs(pct) < 1 ? "±0 %" : `${pct > 0 ? "+" : "−"}${Math.abs(pct).toFixed(0)} %`;
 }
 
-/** The windows compared: [from, to) now, then 24 h earlier for each previous day. */
+/**
+ * The windows compared: [from, to) now, then 24 h earlier for each previous day. A window starts
+ * on the hour at or before `hours` ago and runs through the current minute, so only its last
+ * (partial) hour is read from the raw ledger and whole hours come from the roll-ups.
+ */
 function windowsOf(hours, days, now) {
-  const to = Math.floor(now / MINUTE) * MINUTE + MINUTE; // through the current minute
-  return Array.from({ length: days + 1 }, (_, k) => ({ from: to - hours * HOUR - k * DAY, to: to - k * DAY, back: k }));
+  const to = Math.floor(now / MINUTE) * MINUTE + MINUTE;
+  const from = Math.floor((to - hours * HOUR) / HOUR) * HOUR;
+  return Array.from({ length: days + 1 }, (_, k) => ({ from: from - k * DAY, to: to - k * DAY, back: k }));
 }
 
 /** The logs of a slice over a window (absolute ms), as a dashboard URL in zone `tz`. */
@@ -134,7 +140,7 @@ export default {
     const p = ctx.params;
     const tz = zoneOf(p);
     const hours = HOURS.includes(Number(p.get("hours"))) ? Number(p.get("hours")) : 3;
-    const days = DAYS.includes(Number(p.get("days"))) ? Number(p.get("days")) : 3;
+    const days = DAYS.includes(Number(p.get("days"))) ? Number(p.get("days")) : 1;
     const metric = METRICS[p.get("metric")] ? p.get("metric") : "cost";
     const now = Date.now();
     const windows = windowsOf(hours, days, now);
@@ -143,13 +149,16 @@ export default {
     const alertsDoc = get("/v1/alerts", { from: now - Math.max(hours, 24) * HOUR, limit: 50 });
     minuteDocs.catch(() => null);
     alertsDoc.catch(() => null);
+    const ask = (dim) => Promise.all(windows.map((w) => usage({ from: w.from, to: w.to, tz }, [dim], { limit: ROWS })));
+    // Tags, keys and models at once; the label's question waits for the label names (the key list).
+    const early = ["tag_level.2", "key", "model"].map(ask);
     const keys = await keyIndex();
     const names = labelNames(keys);
     const label = p.get("label") || (names.includes("team") ? "team" : names[0] || "team");
     const dims = DIMENSIONS(label);
-    const usageDocs = Promise.all(dims.map((d) => Promise.all(windows.map((w) => usage(
-      { from: w.from, to: w.to, tz }, [d.name], { limit: ROWS })))));
+    const usageDocs = Promise.all([early[0], early[1], ask(dims[2].name), early[2]]);
     usageDocs.catch(() => null);
+    early.forEach((e) => e.catch(() => null));
 
     const form = h("form", { class: "filters", "aria-label": "On-call view options" },
       field("Last", select({ name: "hours", id: "oc-hours" }, HOURS.map((n) => [String(n), `${n} hour${n > 1 ? "s" : ""}`]),
@@ -165,7 +174,8 @@ export default {
       ev.preventDefault();
       ctx.apply(new URLSearchParams([...new FormData(form)].filter(([, v]) => v)));
     });
-    const span = `${clock(w0.from, tz).slice(-8, -3)}–${clock(w0.to, tz).slice(-8, -3)} ${tz}`;
+    const since = clock(w0.from, tz).slice(-8, -3);
+    const span = `${since}–${clock(w0.to, tz).slice(-8, -3)} ${tz}`;
     main.append(pageHeader("On call", `The last ${hours} hour${hours > 1 ? "s" : ""} (${span}) minute by minute, against the `
       + `same hours of ${days === 1 ? "the day before" : `the ${days} days before`}: what rose, and which alerts fired.`), form);
     const body = h("div", { class: "oncall" });
@@ -187,11 +197,11 @@ export default {
       `usual ${meanText(usualOf(k), k)} · ${changeText(t0[k], usualOf(k), k)} (${ratioText(t0[k], usualOf(k))})`);
     const fired = alerts.data.filter((a) => a.created_at_ms >= w0.from);
     body.append(h("div", { class: "kpis" },
-      card(`Spend, last ${hours} h`, moneyText(picoText(t0.cost)), versus("cost")),
-      card(`Requests, last ${hours} h`, count(t0.requests), versus("requests")),
+      card(`Spend since ${since}`, moneyText(picoText(t0.cost)), versus("cost")),
+      card(`Requests since ${since}`, count(t0.requests), versus("requests")),
       card("Errors (status ≥ 400)", `${count(t0.errors)} · ${percent(t0.requests ? t0.errors / t0.requests : null)}`,
         versus("errors")),
-      card(`Alerts, last ${hours} h`, count(fired.length), `${count(alerts.data.length)} in the last ${Math.max(hours, 24)} hours`)));
+      card(`Alerts since ${since}`, count(fired.length), `${count(alerts.data.length)} in the last ${Math.max(hours, 24)} hours`)));
 
     const canvas = h("canvas", { role: "img", "aria-label": `${m.label} per minute, now and on previous days` });
     body.append(panel(`${m.label} per minute (${tz}), now against the same hours before`,
@@ -217,7 +227,7 @@ export default {
       const { rows, truncated } = movers(byDim[i], d.name, metric);
       return panel(`${d.title}: largest rises in ${m.label.toLowerCase()}`, [table([
         { label: d.label, value: (r) => h("a", { href: logsHref(d.filter(r.value), w0.from, w0.to, tz, withZone),
-          class: "clip wide mover-link", title: `the logs of ${r.name}, last ${hours} h`, dataset: { value: r.value } }, r.name) },
+          class: "clip wide mover-link", title: `the logs of ${r.name} since ${since}`, dataset: { value: r.value } }, r.name) },
         { label: "Now", num: true, value: (r) => (metric === "cost" ? moneyText(picoText(r.now)) : count(r.now)) },
         { label: "Usual", num: true, value: (r) => h("span", { title: exactText(r.usual, metric) }, meanText(r.usual, metric)) },
         { label: "Rise", num: true, value: (r) => h("span", { class: "rise" }, changeText(r.now, r.usual, metric)) },
