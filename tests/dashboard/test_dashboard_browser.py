@@ -109,7 +109,8 @@ def test_every_page_renders_without_console_errors(admin: Session) -> None:
             admin.page.click("tr[data-tag='team'] button.toggle")
             admin.page.click("tr[data-tag='team/growth'] button.toggle")
             admin.page.wait_for_selector("tr[data-tag='team/growth/autocomplete']")
-        admin.page.screenshot(path=str(SHOTS / f"{name}.png"))
+        if name != "oncall":  # its screenshot is test_oncall_browser's, on a ledger that runs up to now
+            admin.page.screenshot(path=str(SHOTS / f"{name}.png"))
     admin.open(PAGES["logs"])
     admin.page.click("a.log-link")
     admin.page.wait_for_selector("#log-detail")

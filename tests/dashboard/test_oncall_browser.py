@@ -190,7 +190,7 @@ def test_a_mover_drills_down_into_the_logs_of_its_slice_and_window(admin: Sessio
 
 
 def test_the_oncall_view_at_1440px_fits_and_is_kept_as_a_screenshot(admin: Session) -> None:
-    open_oncall(admin, "hours=6&days=3&metric=requests")
+    open_oncall(admin, "hours=3&days=3&metric=cost")
     assert admin.page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
     SHOTS.mkdir(parents=True, exist_ok=True)
     admin.page.screenshot(path=str(SHOTS / "oncall.png"), full_page=True)
