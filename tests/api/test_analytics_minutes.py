@@ -38,7 +38,7 @@ def test_minutes_are_the_ledgers_requests_errors_and_spend(gateway: Gateway, api
 
 
 def test_a_range_the_minutes_cannot_answer_is_a_400_naming_the_parameter(gateway: Gateway) -> None:
-    for query, param in (("from=2026-01-01T00:00:00Z&to=2026-01-02T00:00:01Z", "to"),
+    for query, param in (("from=2026-01-01T00:00:00Z&to=2026-01-02T01:00:01Z", "to"),
                          ("from=2026-01-02T00:00:00Z&to=2026-01-01T00:00:00Z", "from"),
                          ("to=2026-01-01T00:00:00Z", "from"), ("from=yesterday&to=2026-01-01", "from"),
                          ("from=1&to=2&group_by=key", "group_by"), ("from=1&to=2&tz=Mars/Olympus", "tz")):

@@ -1,4 +1,4 @@
-"""`GET /v1/analytics/minutes`: requests, errors and spend per minute over at most a day."""
+"""`GET /v1/analytics/minutes`: requests, errors and spend per minute over at most 25 hours."""
 
 from typing import Annotated, Any
 
@@ -19,12 +19,12 @@ def minutes_router(minutes: MinuteCounts) -> APIRouter:
     router = APIRouter(tags=["analytics"], responses=ERRORS)
     reader = Depends(require("manage", "read"))
 
-    @router.get("/v1/analytics/minutes", summary="Requests, errors and spend per minute (at most a day)")
+    @router.get("/v1/analytics/minutes", summary="Requests, errors and spend per minute (at most 25 hours)")
     async def per_minute(
         request: Request,
         _: Annotated[Principal, reader],
         from_: Annotated[str, Query(alias="from", description="inclusive; ISO 8601 or epoch ms")],
-        to: Annotated[str, Query(description="exclusive; ISO 8601 or epoch ms; at most 24 hours after from")],
+        to: Annotated[str, Query(description="exclusive; ISO 8601 or epoch ms; at most 25 hours after from")],
         tz: Annotated[str | None, tz_query("the time zone of from/to written without an offset "
                                            "(default: the config's reporting.timezone, else UTC)")] = None,
     ) -> dict[str, Any]:
@@ -39,7 +39,7 @@ def minutes_router(minutes: MinuteCounts) -> APIRouter:
         if start > end:
             raise InvalidRequest("from is after to", param="from")
         if end - start > MAX_RANGE_MS:
-            raise InvalidRequest("to is more than 24 hours after from: minutes are read from the raw ledger",
+            raise InvalidRequest("to is more than 25 hours after from: minutes are read from the raw ledger",
                                  param="to")
         rows = await run_in_threadpool(minutes.between, start, end)
         return {"object": "list", "from": start, "to": end,
