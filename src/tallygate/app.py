@@ -62,6 +62,7 @@ from tallygate.store.feedback import FeedbackStore
 from tallygate.store.keys import KeyStore, now_ms
 from tallygate.store.ledger import LedgerWriter
 from tallygate.store.logs import LogReader
+from tallygate.store.minutes import MinuteCounts
 from tallygate.store.sessions import SessionRows
 
 log = logging.getLogger("tallygate")
@@ -166,7 +167,7 @@ class Gateway:
                                             FeedbackStore(engine), ledger,
                                             SessionStore(SessionRows(engine)),
                                             BudgetAdmin(budget_store, keys, budgets, budget),
-                                            _readiness(engine, ledger, redis), alert_store)
+                                            _readiness(engine, ledger, redis), alert_store, MinuteCounts(engine))
         self._management = BodyLimit(management, settings.max_manage_body_bytes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
