@@ -22,6 +22,7 @@ ACROSS_PARAMETERS = re.compile("|".join([
     r"tag_level\.\d+ is above the tag filter ",                  # group_by against tag
     r"an invoice needs lines that do not overlap",               # export: group_by against itself
     r"this question is answered from the raw ledger",            # from/to against the ledger's size
+    r"to is more than 25 hours after from",                      # minutes: from/to against each other
 ]))
 
 
