@@ -13,17 +13,13 @@ run) and bounded; the cases an adversary found are explicit examples.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 
 from tests.api.hostile import mutated, replace_at
-from tests.conftest import standard_config
-from tests.fakes.upstream import FakeUpstream
 from tests.gateway import Gateway
-from tests.postgres import postgres_server
 
 FUZZ = settings(max_examples=90, deadline=None, database=None, derandomize=True,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -77,31 +73,6 @@ RESPONSES: dict[str, Any] = {
     "text": {"format": {"type": "text"}}, "metadata": {"k": "v"},
 }
 EMBEDDINGS: dict[str, Any] = {"model": "embed", "input": ["hello", "world"], "request_tags": ["team/a"]}
-
-def _config(upstream: FakeUpstream) -> dict:
-    config = standard_config(upstream)
-    config["providers"]["mockp"] = {"type": "mock"}
-    config["models"]["mocked"] = {"provider": "mockp", "model": "mock-1"}
-    return config
-
-
-@pytest.fixture(scope="module", params=["sqlite", "postgres"])
-def gw(request, upstream, tmp_path_factory) -> Iterator[Gateway]:  # type: ignore[no-untyped-def]
-    if request.param == "sqlite":
-        g = Gateway(tmp_path_factory.mktemp("fuzz-proxy"), _config(upstream)).start()
-        yield g
-        g.stop()
-    else:
-        with postgres_server() as url:
-            g = Gateway(tmp_path_factory.mktemp("fuzz-proxy-pg"), _config(upstream), env={"TALLYGATE_DB_URL": url})
-            g.db_url = url
-            g.start()
-            yield g
-            g.stop()
-    log = g.log()
-    for sign in ("Traceback", "failed unexpectedly", "Exception in ASGI", "refused ledger record"):
-        assert sign not in log, log[log.find(sign) - 2000:log.find(sign) + 3000]
-
 
 @pytest.fixture(scope="module")
 def key(gw: Gateway) -> str:

@@ -75,12 +75,14 @@ class Scrubber:
 # The JSON string fields whose text a client joins across stream events: chat deltas' content,
 # reasoning, refusal and tool arguments; Anthropic's text, thinking and partial_json deltas;
 # the Responses API's delta events.
-_FIELD = rb'"(?:content|text|delta|partial_json|thinking|arguments|reasoning_content|refusal|reasoning)":"'
+_TEXT_FIELDS = (b"content", b"text", b"delta", b"partial_json", b"thinking", b"arguments", b"reasoning_content",
+                b"refusal", b"reasoning")
+_FIELD = rb'"(?:' + b"|".join(_TEXT_FIELDS) + rb')":"'
 _UNIT = rb'(?:\\u[0-9a-fA-F]{4}|\\.|[^"\\])'  # one character of a JSON string, an escape whole
 _STRING = re.compile(_FIELD + rb"(" + _UNIT + rb'*)"')
-_FIELD_AT = rb'":"(?:' + b"|".join(rb'(?<="%s":")' % name for name in (
-    b"content", b"text", b"delta", b"partial_json", b"thinking", b"arguments", b"reasoning_content", b"refusal",
-    b"reasoning")) + b")"
+# The same fields found from the `":"` that ends their name: the regex engine scans for a
+# literal prefix far faster than it tries an alternation at every quote.
+_FIELD_AT = rb'":"(?:' + b"|".join(rb'(?<="%s":")' % name for name in _TEXT_FIELDS) + b")"
 _INDEX = re.compile(rb'index":(\d+)')
 MAX_HELD = 64 * 1024  # bytes held for a channel that never continues, before they are let go
 # A text ending with the first SHOWN_MAX characters of a secret or fewer is not held back (they
@@ -135,8 +137,7 @@ class StreamScrubber:
         pieces = b"|".join(_prefixes(v[j:]) for v in whole for j in range(1, SHOWN_MAX + 1))
         tail = b"(?:" + _UNIT + b"*?(" + longs + b")|(" + pieces + b"))"
         starts = b"|".join(re.escape(r) for r in self.rests if r not in whole)
-        # One pass finds a text starting with a secret's rest or ending with its beginning; it
-        # looks for `":"` first (the literal the regex engine scans for fastest), then the name.
+        # One pass finds a text starting with a secret's rest or ending with its beginning.
         self.candidates = re.compile(_FIELD_AT + b"(?:" + starts + b"|" + tail + b'")') if whole else None
         self.tail = re.compile(tail + rb"\Z") if whole else None
 
@@ -153,8 +154,8 @@ class StreamScrub:
     its first `SHOWN_MAX` characters, or a whole text that goes on from them), that minimal tail
     (and what follows it) is held back until the channel's next event shows whether the secret
     completes: if it does, the held part is cut and the rest replaced by `[redacted]`; if not,
-    the held bytes go out unchanged. A batch with no such text passes through as it is (two
-    regex searches, no copy).
+    the held bytes go out unchanged. A batch with no such text passes through as it is (one
+    regex search, no copy).
     """
 
     __slots__ = ("_s", "_held", "_tails", "_edits")
