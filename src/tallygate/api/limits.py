@@ -135,11 +135,11 @@ class StorableText:
         message: Message = {"type": "http.request", "more_body": True}
         while message.get("more_body", False):
             message = await receive()
-            if message["type"] != "http.request":
-                return await self.app(scope, _replay([], message), send)  # type: ignore[operator,no-any-return]
+            if message["type"] != "http.request":  # gone, or refused by `BodyLimit` (413 sent)
+                return None
             chunks.append(message.get("body", b""))
         body = b"".join(chunks)
-        if b"\\u" in body or b"\\U" in body:  # NUL and surrogates only come as escapes in JSON
+        if b"\\u" in body:  # in JSON, NUL and lone surrogates can only come as \u escapes
             try:
                 field = unstorable_text(json.loads(body))
             except (ValueError, RecursionError):
@@ -148,16 +148,14 @@ class StorableText:
                 err = InvalidRequest(f"{field} must not contain a NUL character or a lone surrogate",
                                      param=field)
                 return await send_bytes(send, err.status, err.body(), [*JSON_HEADERS])
-        await self.app(scope, _replay([body], None), send)  # type: ignore[operator]
+        await self.app(scope, _replay(body, receive), send)  # type: ignore[operator]
 
 
-def _replay(bodies: list[bytes], then: Message | None) -> Receive:
-    """A `receive` that gives the body already read, then `then` (or a disconnect)."""
-    pending = [{"type": "http.request", "body": b, "more_body": False} for b in bodies]
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A `receive` that gives the body already read, then what `receive` gives (a disconnect)."""
+    pending = [{"type": "http.request", "body": body, "more_body": False}]
 
-    async def receive() -> Message:
-        if pending:
-            return pending.pop(0)
-        return then or {"type": "http.disconnect"}
+    async def replayed() -> Message:
+        return pending.pop() if pending else await receive()
 
-    return receive
+    return replayed
