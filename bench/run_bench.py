@@ -32,6 +32,9 @@ HERE = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
 TCK = os.sysconf("SC_CLK_TCK")
 TAGS = ["team/feature", "US/California/SF"]
+# A provider key as long as real ones (50-160 characters), so the relay's secret scrubbing does
+# the work it does in production (keys under 8 characters are not scrubbed at all).
+UPSTREAM_KEY = "sk-bench-upstream-" + "0123456789abcdef" * 3
 BODY = {"model": "mock-gpt", "max_tokens": 64,
         "messages": [{"role": "system", "content": "You are a helpful assistant."},
                      {"role": "user", "content": "Say something short about load testing gateways."}]}
@@ -289,8 +292,8 @@ def start_servers(procs, tmp, db_url, admin, policy=False):
                          "--port", mock_port], open(tmp / "mock.log", "w"))
     ready = {"mock": wait_ready(mock, f"http://127.0.0.1:{mock_port}/health", {}, tmp / "mock.log")}
     (tmp / "tallygate.yaml").write_text(
-        f'providers:\n  up: {{type: openai, base_url: "http://127.0.0.1:{mock_port}/v1", api_key: "sk-up"}}\n'
-        f'  up-anthropic: {{type: anthropic, base_url: "http://127.0.0.1:{mock_port}", api_key: "sk-up"}}\n'
+        f'providers:\n  up: {{type: openai, base_url: "http://127.0.0.1:{mock_port}/v1", api_key: "{UPSTREAM_KEY}"}}\n'
+        f'  up-anthropic: {{type: anthropic, base_url: "http://127.0.0.1:{mock_port}", api_key: "{UPSTREAM_KEY}"}}\n'
         "models:\n  mock-gpt: {provider: up, model: gpt-4o-mini}\n"
         "  mock-claude: {provider: up-anthropic, model: claude-3-5-haiku-latest}\n"
         + ("  mock-gpt-b: {provider: up, model: gpt-4o-mini}\npolicies:\n  bench: {strategy: fallback, "
@@ -400,7 +403,7 @@ def main():
 
         runs = []
         tagged = {**BODY, "request_tags": TAGS}
-        targets = (("direct", direct_url, "Bearer sk-up", BODY, None),
+        targets = (("direct", direct_url, "Bearer " + UPSTREAM_KEY, BODY, None),
                    ("tallygate", gw_base + "/chat/completions", "Bearer " + key, tagged, gw))
         if a.policy:
             targets += (("policy", gw_base + "/chat/completions", "Bearer " + key,
@@ -410,7 +413,7 @@ def main():
                 return targets
             path, body, upstream_model = API[mode]
             direct = {**body, "model": upstream_model or "gpt-4o-mini"}
-            return (("direct", direct_url.replace("/chat/completions", path), "Bearer sk-up", direct, None),
+            return (("direct", direct_url.replace("/chat/completions", path), "Bearer " + UPSTREAM_KEY, direct, None),
                     ("tallygate", gw_base + path, "Bearer " + key, {**body, "request_tags": TAGS}, gw))
 
         for mode in MODES:

@@ -59,6 +59,9 @@ def check(body: dict) -> dict | None:
     if "input" not in body:
         return wire.openai_error("Missing required parameter: 'input'.", param="input",
                                  code="missing_required_parameter")
+    if "tools" in body and not isinstance(body["tools"], list):
+        return wire.openai_error("Invalid type for 'tools': expected an array.", param="tools",
+                                 code="invalid_type")
     return None
 
 

@@ -10,10 +10,12 @@ body before any dependency (authentication included) runs.
 
 from __future__ import annotations
 
+import json
+import re
 from urllib.parse import parse_qsl
 
 from tallygate.errors import InvalidRequest, PayloadTooLarge
-from tallygate.pipeline.wire import JSON_HEADERS, Message, Receive, Scope, Send, drain
+from tallygate.pipeline.wire import JSON_HEADERS, Message, Receive, Scope, Send, drain, send_bytes
 
 
 def declared_length(scope: Scope) -> int | None:
@@ -87,3 +89,73 @@ def nul_check(scope: Scope) -> None:
                 param = name.replace("\x00", "\\0")
                 raise InvalidRequest(f"query parameter {param!r} must not contain a NUL character",
                                      param=param)
+
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def unstorable_text(value: object, path: str = "") -> str | None:
+    """The path (`scope.key`, `labels.team`, `items[2]`) of the first string, object key
+    included, holding a NUL or a lone surrogate, which no database column can store; None if none.
+    Iterative, so any nesting the parser allowed is walked without recursion."""
+    stack: list[tuple[object, str]] = [(value, path)]
+    while stack:
+        item, at = stack.pop()
+        if isinstance(item, str):
+            if _UNSTORABLE.search(item):
+                return at or "body"
+        elif isinstance(item, dict):
+            for k, v in item.items():
+                name = f"{at}.{_shown(k)}" if at else _shown(k)
+                if _UNSTORABLE.search(k):
+                    return name
+                stack.append((v, name))
+        elif isinstance(item, list):
+            stack.extend((v, f"{at}[{i}]") for i, v in enumerate(item))
+    return None
+
+
+def _shown(name: str) -> str:
+    """A field name as an error may show it: NUL and lone surrogates written as escapes."""
+    return _UNSTORABLE.sub(lambda m: f"\\u{ord(m.group()):04x}", name)
+
+
+class StorableText:
+    """ASGI middleware for the management app: a JSON body with a NUL or a lone surrogate in
+    any string is answered 400 naming the field, before the app parses it; such text would
+    otherwise reach the database (PostgreSQL refuses NUL, neither stores a lone surrogate).
+    The body is read whole (its size is bounded by `BodyLimit` outside) and replayed."""
+
+    def __init__(self, app: object) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
+            return await self.app(scope, receive, send)  # type: ignore[operator,no-any-return]
+        chunks: list[bytes] = []
+        message: Message = {"type": "http.request", "more_body": True}
+        while message.get("more_body", False):
+            message = await receive()
+            if message["type"] != "http.request":  # gone, or refused by `BodyLimit` (413 sent)
+                return None
+            chunks.append(message.get("body", b""))
+        body = b"".join(chunks)
+        if b"\\u" in body:  # in JSON, NUL and lone surrogates can only come as \u escapes
+            try:
+                field = unstorable_text(json.loads(body))
+            except (ValueError, RecursionError):
+                field = None  # not JSON: the app answers that
+            if field is not None:
+                err = InvalidRequest(f"{field} must not contain a NUL character or a lone surrogate",
+                                     param=field)
+                return await send_bytes(send, err.status, err.body(), [*JSON_HEADERS])
+        await self.app(scope, _replay(body, receive), send)  # type: ignore[operator]
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A `receive` that gives the body already read, then what `receive` gives (a disconnect)."""
+    pending = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def replayed() -> Message:
+        return pending.pop() if pending else await receive()
+
+    return replayed

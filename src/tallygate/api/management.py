@@ -26,6 +26,7 @@ from tallygate.api.dashboard import dashboard_router
 from tallygate.api.feedback import feedback_router
 from tallygate.api.health import Readiness, health_router
 from tallygate.api.keys import keys_router
+from tallygate.api.limits import StorableText
 from tallygate.api.logs import logs_router
 from tallygate.api.minutes import minutes_router
 from tallygate.api.openapi_doc import refine
@@ -77,6 +78,7 @@ def create_management_app(auth: Authenticator, logs: LogReader, keys: KeyAdmin,
                           budgets: BudgetAdmin | None = None, readiness: Readiness | None = None,
                           alerts: AlertStore | None = None, minutes: MinuteCounts | None = None) -> FastAPI:
     app = FastAPI(title="Tallygate management API", version="0.1.0", docs_url=None, redoc_url=None)
+    app.add_middleware(StorableText)  # no NUL or lone surrogate in a body reaches the database
     app.state.auth = auth
     app.state.timezone = analytics.timezone if analytics is not None else "UTC"
     app.state.budgets = budgets is not None  # the dashboard shows budget panels when this API is served

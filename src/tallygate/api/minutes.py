@@ -24,7 +24,8 @@ def minutes_router(minutes: MinuteCounts) -> APIRouter:
         request: Request,
         _: Annotated[Principal, reader],
         from_: Annotated[str, Query(alias="from", min_length=1, description="inclusive; ISO 8601 or epoch ms")],
-        to: Annotated[str, Query(min_length=1, description="exclusive; ISO 8601 or epoch ms; at most 25 hours after from")],
+        to: Annotated[str, Query(min_length=1,
+                                 description="exclusive; ISO 8601 or epoch ms; at most 25 hours after from")],
         tz: Annotated[str | None, tz_query("the time zone of from/to written without an offset "
                                            "(default: the config's reporting.timezone, else UTC)")] = None,
     ) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import re
 import time
 
 from tallygate.core.periodic import Periodic
@@ -30,6 +31,9 @@ log = logging.getLogger("tallygate.auth")
 ADMIN_PERMISSIONS = {"completions": "write", "manage": "write"}
 _MISS_TTL_S = 2.0
 _DOWN_TTL_S = 1.0  # after a failed lookup, uncached keys get 503 at once for this long
+# A prefix any key could have (printable ASCII): other text (NUL, controls, non-ASCII) is
+# refused without a lookup, so it can neither reach the database nor make other keys wait.
+_KEY_PREFIX = re.compile(f"[!-~]{{1,{PREFIX_LEN}}}")
 
 
 def _principal(row: KeyRecord) -> Principal:
@@ -103,7 +107,11 @@ class Authenticator:
         secret = secret.strip()
         if scheme.lower() != "bearer" or not secret:
             raise AuthenticationFailed("malformed Authorization header: expected 'Bearer <key>'")
-        return await self.verify_digest(secret[:PREFIX_LEN], hash_secret(secret), client)
+        try:
+            digest = hash_secret(secret)
+        except UnicodeEncodeError:  # a lone surrogate: no key has one
+            raise AuthenticationFailed("invalid API key") from None
+        return await self.verify_digest(secret[:PREFIX_LEN], digest, client)
 
     async def verify_digest(self, prefix: str, digest: str, client: str | None = None) -> Principal:
         """The key whose secret has this prefix and SHA-256 digest (a dashboard session keeps only these)."""
@@ -140,6 +148,8 @@ class Authenticator:
             return self._admin
         entries = self._by_prefix.get(prefix)
         if entries is None:
+            if not _KEY_PREFIX.fullmatch(prefix):  # never a key's: not worth a database lookup
+                raise AuthenticationFailed("invalid API key")
             entries = await self._fetch(prefix)
         for stored, principal in entries:
             if hmac.compare_digest(digest, stored):

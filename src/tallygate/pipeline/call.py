@@ -14,12 +14,32 @@ from tallygate.pipeline.pricing import Rate
 from tallygate.types import Principal, Usage
 
 
+class StreamScrub(Protocol):
+    """Scrubs one stream's bytes in order; holds back a tail that could begin a secret."""
+
+    def feed(self, data: bytes) -> bytes: ...
+
+    def flush(self) -> bytes: ...
+
+
 class Scrub(Protocol):
     """What keeps provider secrets from a client (`providers.secrets.Scrubber`)."""
 
     def text(self, text: str) -> str: ...
 
     def body(self, data: bytes) -> bytes: ...
+
+    def stream(self) -> StreamScrub: ...
+
+
+class _Unscrubbed:
+    """No secrets configured: every byte goes out as it came."""
+
+    def feed(self, data: bytes) -> bytes:
+        return data
+
+    def flush(self) -> bytes:
+        return b""
 
 
 class Call:
@@ -82,6 +102,10 @@ class Call:
     def scrub(self, data: bytes) -> bytes:
         """Response bytes without the configured provider secrets."""
         return data if self._scrubber is None else self._scrubber.body(data)
+
+    def stream_scrub(self) -> StreamScrub:
+        """A scrubber for this call's relayed stream (secrets split across events included)."""
+        return _Unscrubbed() if self._scrubber is None else self._scrubber.stream()
 
     def meter(self, usage: Usage, rate: Rate) -> int:
         """Price `usage`; returns the cost in picodollars."""

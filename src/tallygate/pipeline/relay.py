@@ -8,7 +8,7 @@ then sends the headers and relays batch after batch. A failure midway marks the 
 tells the route's health, and ends the stream with the codec's in-band error. Before the last
 bytes go out the codec settles the cost (usage the provider reported, else an estimate of what
 was relayed) and the call is recorded (`Call.finish()`); provider secrets are scrubbed from
-every batch.
+the stream, a secret split across events included (`Call.stream_scrub()`).
 """
 
 from __future__ import annotations
@@ -95,25 +95,28 @@ async def relay_stream(call: Call, plan: Plan, open_stream: Callable[[Route], Ba
     route = call.route
     assert route is not None
     codec = codec_for(route)
+    scrub = call.stream_scrub()  # holds back only a tail that could begin a secret
     try:
         call.ttft = time.perf_counter()
         await send({"type": "http.response.start", "status": 200,
                     "headers": [*SSE_HEADERS, (b"x-request-id", call.id.encode())]})
         try:
             while True:
-                out = call.scrub(codec.encode(batch))
+                out = scrub.feed(codec.encode(batch))
                 if codec.done:  # the final event: one write, no separate end of stream
                     _finish(call, codec)
-                    return await send({"type": "http.response.body", "body": out})
+                    return await send({"type": "http.response.body", "body": out + scrub.flush()})
                 if out:
                     await send({"type": "http.response.body", "body": out, "more_body": True})
                 batch = await anext(batches)
         except StopAsyncIteration:
-            end = codec.end()
+            end = scrub.feed(codec.end())
             try:
                 _finish(call, codec)
             except GatewayError as refused:  # the journal refused the record: end with that error instead
-                end = codec.error(refused)
+                end = scrub.flush() + codec.error(refused)
+            else:
+                end += scrub.flush()
             await send({"type": "http.response.body", "body": end})
         except Exception as exc:
             if not isinstance(exc, GatewayError):
@@ -125,13 +128,13 @@ async def relay_stream(call: Call, plan: Plan, open_stream: Callable[[Route], Ba
             if isinstance(err, UpstreamError):
                 stream_failed(plan, route)
             _finish(call, codec)
-            await send({"type": "http.response.body", "body": codec.error(err)})
+            await send({"type": "http.response.body", "body": scrub.flush() + codec.error(err)})
         except asyncio.CancelledError:  # shutdown ran out of grace time: end the stream properly
             call.partial = True
             cancelled = RequestCancelled("the gateway stopped before this request finished")
             call.fail(cancelled)
             _finish(call, codec)
-            await send({"type": "http.response.body", "body": codec.error(cancelled)})
+            await send({"type": "http.response.body", "body": scrub.flush() + codec.error(cancelled)})
             raise
     finally:
         if not call.recorded:  # the client went away: the proxy's `finally` records it

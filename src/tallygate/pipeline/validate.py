@@ -26,6 +26,7 @@ def check_chat(body: dict[str, Any]) -> bool:
             raise InvalidRequest(f"messages[{i}] must be an object", param=f"messages[{i}]")
         if not isinstance(m.get("role"), str):
             raise InvalidRequest(f"messages[{i}].role must be a string", param=f"messages[{i}].role")
+        _check_content(m.get("content"), f"messages[{i}].content")
     for name in _COUNTS:
         value = body.get(name)
         if value is not None and (not _is_int(value) or value < 1):
@@ -41,6 +42,20 @@ def check_chat(body: dict[str, Any]) -> bool:
     if options is not None and not isinstance(options, dict):
         raise InvalidRequest("stream_options must be an object", param="stream_options")
     return bool(stream)
+
+
+def _check_content(content: object, param: str) -> None:
+    """A message's content: text, null, or content parts that each name their `type` (and a
+    text part its `text`) with a string, so that no provider or translation meets another type."""
+    if content is None or isinstance(content, str):
+        return
+    if not isinstance(content, list):
+        raise InvalidRequest(f"{param} must be a string, an array of content parts or null", param=param)
+    for j, part in enumerate(content):
+        if not isinstance(part, dict) or not isinstance(part.get("type"), str):
+            raise InvalidRequest(f"{param}[{j}].type must be a string", param=f"{param}[{j}].type")
+        if part["type"] == "text" and not isinstance(part.get("text"), str):
+            raise InvalidRequest(f"{param}[{j}].text must be a string", param=f"{param}[{j}].text")
 
 
 def check_embeddings(body: dict[str, Any]) -> None:

@@ -148,7 +148,7 @@ def _blocks(content: object, param: str, kinds: frozenset[str]) -> list[dict]:
     for j, part in enumerate(content):
         at = f"{param}[{j}]"
         kind = part.get("type") if isinstance(part, dict) else None
-        if kind not in kinds:
+        if not isinstance(kind, str) or kind not in kinds:  # any JSON: a list is not even hashable
             raise _invalid(f"{at}.type", f"must be one of: {', '.join(sorted(kinds))}")
         block = _part_block(kind, part, at)
         if block is not None:

@@ -24,7 +24,7 @@ def _prompt_tokens(body: dict) -> int:
         if isinstance(content, str):
             chars += len(content)
         elif isinstance(content, list):
-            chars += sum(len(p.get("text") or "") for p in content if isinstance(p, dict))
+            chars += sum(len(text) for p in content if isinstance(p, dict) and isinstance(text := p.get("text"), str))
         chars += 16
     return max(1, chars // 4)
 

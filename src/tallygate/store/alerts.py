@@ -39,7 +39,10 @@ def _decode(cursor: str) -> tuple[int, str]:
     if not _CURSOR.fullmatch(cursor):
         raise InvalidRequest("cursor is not one this API returned", param="cursor")
     ms, _, hexid = cursor.partition(".")
-    return int(ms), bytes.fromhex(hexid).decode("utf-8", "replace")
+    alert_id = bytes.fromhex(hexid).decode("utf-8", "replace")
+    if "\x00" in alert_id:  # no alert id holds one, and PostgreSQL could not even compare it
+        raise InvalidRequest("cursor is not one this API returned", param="cursor")
+    return int(ms), alert_id
 
 
 class AlertStore:
