@@ -69,8 +69,10 @@ check: install
 test: check services agents
 	$(BIN)/python -m pytest -q
 
+# Portkey and LiteLLM in the same rounds when installed in $(PEERS) (bash ../shared/bench/run_peers.sh --setup)
+PEERS ?= /tmp/peers
 bench: install services
-	$(BIN)/python bench/run_bench.py
+	$(BIN)/python bench/run_bench.py --peers $(PEERS)
 	$(BIN)/python bench/redis_budget.py
 
 clean:

@@ -9,6 +9,7 @@ carries the key and body tags (one 3 levels deep), and is priced and written to 
 Afterwards it reads GET /v1/logs and, after SIGTERM, counts the SQLite rows against the requests
 sent. Raw JSON lines go to bench/results/<timestamp>.jsonl. bench/README.md explains the figures.
 With --policy, each round also runs through a fallback routing policy whose first target answers.
+With --peers [DIR], Portkey and LiteLLM installed in DIR run in the same rounds (bench/peers.py).
 """
 import argparse
 import json
@@ -17,20 +18,19 @@ import resource
 import secrets
 import shutil
 import signal
-import socket
 import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
+
+import peers
+from procs import TCK, free_port, http, start, status_mb, stop, ticks, wait_ready
 
 HERE = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
-TCK = os.sysconf("SC_CLK_TCK")
 TAGS = ["team/feature", "US/California/SF"]
 # A provider key as long as real ones (50-160 characters), so the relay's secret scrubbing does
 # the work it does in production (keys under 8 characters are not scrubbed at all).
@@ -61,35 +61,6 @@ PEERS = [("1 client: added p50 / p99 ms", "+12.2 / +18.4", "+1.1 / +7.0"),
          ("idle CPU ms/s", "4.0", "1.0")]
 
 
-def start(procs, cmd, log, env=None):
-    """Start a server in its own session (a terminal's Ctrl-C reaches only us); remember its PID."""
-    procs.append(subprocess.Popen([str(c) for c in cmd], stdout=log, stderr=subprocess.STDOUT,
-                                  stdin=subprocess.DEVNULL, env=env, start_new_session=True))
-    return procs[-1]
-
-
-def stop(p, timeout=30.0):
-    """SIGTERM by PID, SIGKILL after `timeout`; returns the exit code."""
-    if p.poll() is None:
-        p.send_signal(signal.SIGTERM)
-        try:
-            p.wait(timeout)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
-    return p.returncode
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def ticks(pid):  # utime+stime (+ reaped children) of one process, all its threads
-    return sum(int(x) for x in Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[11:15])
-
-
 def machine_busy():  # user + nice + system ticks of all CPUs (softirq, mostly loopback TCP, left out)
     return sum(int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:4])
 
@@ -110,42 +81,13 @@ def children_ticks():  # CPU of our reaped children (the loadgen runs), in ticks
     return (r.ru_utime + r.ru_stime) * TCK
 
 
-def status_mb(pid, key):
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return round(int(line.split()[1]) / 1024, 1)
-
-
-def http(method, url, body=None, headers=None, timeout=10):
-    """(status, headers, body bytes); HTTP errors are returned, not raised."""
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, method=method,
-                                 headers={"Content-Type": "application/json", **(headers or {})})
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
-            return r.status, r.headers, r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.headers, e.read()
-
-
-def wait_ready(proc, url, headers, log_path, limit_s=60):
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < limit_s and proc.poll() is None:
-        try:
-            if http("GET", url, headers=headers, timeout=2)[0] == 200:
-                return round(time.monotonic() - t0, 2)
-        except OSError:
-            pass
-        time.sleep(0.1)
-    sys.exit(f"{url} not ready (exit code {proc.poll()}); log:\n{Path(log_path).read_text()[-3000:]}")
-
-
-def run_load(a, url, auth, body, mode, label, mock, gw):
+def run_load(a, url, auth, body, mode, label, mock, gw, headers=()):
     """One loadgen run, with the CPU of the gateway, mock, loadgen and everything else around it."""
     clients, stream = MODES[mode]
     waited_s, busy_before = wait_for_quiet(a.quiet_wait)
     cmd = [sys.executable, HERE / "loadgen.py", url, "-c", clients, "-n", a.requests, "--warmup", a.warmup,
            "--max-seconds", a.max_seconds, "--label", label, "--auth", auth, "--body", json.dumps(body)]
+    cmd += [x for h in headers for x in ("-H", h)]
     def sample():
         return ticks(mock.pid), ticks(gw.pid) if gw else 0, children_ticks(), machine_busy(), time.monotonic()
 
@@ -168,7 +110,7 @@ def run_load(a, url, auth, body, mode, label, mock, gw):
                # CPU used by processes that are not ours (other jobs on the box), in cores
                other_cpu_cores=round(max(0, busy - m - g - lg) / TCK / wall, 2))
     if gw:
-        rec.update(gw_cpu_s=round(g / TCK, 2), gw_cpu_ms_per_req=per_req(g),
+        rec.update(gw_ticks=g, gw_cpu_s=round(g / TCK, 2), gw_cpu_ms_per_req=per_req(g),
                    gw_cores=round(per_req(g) * (rec.get("rps") or 0) / 1000, 2),  # in the timed phase
                    gw_vmhwm_mb=status_mb(gw.pid, "VmHWM"), gw_vmrss_mb=status_mb(gw.pid, "VmRSS"))
     return rec
@@ -182,7 +124,7 @@ def summarize(runs):
     out = []
     for mode in MODES:
         direct = [r for r in runs if r["mode"] == mode and r["target"] == "direct"]
-        for target in ("direct", "tallygate", "policy"):
+        for target in ("direct", "tallygate", "policy", *peers.NAMES):
             rs = [r for r in runs if (r["mode"], r["target"]) == (mode, target)
                   and not r.get("loadgen_failed")]
             if not rs:
@@ -362,6 +304,9 @@ def main():
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (ledger.db, config, logs)")
     ap.add_argument("--policy", action="store_true",
                     help="also run each config through model policy/bench (fallback, first target answers)")
+    ap.add_argument("--peers", nargs="?", const=peers.DEFAULT_DIR, metavar="DIR",
+                    help=f"also start Portkey and LiteLLM installed in DIR (default {peers.DEFAULT_DIR}) and "
+                         "run them in the same rounds (c1, c8, s8); print the peer table with ratios")
     a = ap.parse_args()
     a.requests = a.requests or (300 if a.quick else 3000)
     a.rounds = max(2, a.rounds or (2 if a.quick else 3))
@@ -388,6 +333,15 @@ def main():
                            "max_seconds": a.max_seconds, "quick": a.quick, "policy": a.policy,
                            "quiet_wait_s": a.quiet_wait},
               "ready_s": ready, "mock_pid": mock.pid, "gw_pid": gw.pid})
+        peer_missing = a.peers and peers.missing(a.peers)
+        if peer_missing:
+            print("NOTE: " + peer_missing, file=sys.stderr)
+        peer_targets, vers = {}, {}
+        if a.peers and not peer_missing:
+            peer_targets, peer_ready = peers.start_peers(procs, tmp, a.peers, direct_url.split(":")[2].split("/")[0])
+            vers = peers.versions(a.peers)
+            emit({"kind": "peers", "dir": a.peers, "versions": vers, "ready_s": peer_ready,
+                  "pids": {n: t[3].pid for n, t in peer_targets.items()}})
         sm = smoke(direct_url, gw_base + "/chat/completions", key)
         emit(sm)
         gw_sent = 2  # the smoke checks
@@ -403,28 +357,30 @@ def main():
 
         runs = []
         tagged = {**BODY, "request_tags": TAGS}
-        targets = (("direct", direct_url, "Bearer " + UPSTREAM_KEY, BODY, None),
-                   ("tallygate", gw_base + "/chat/completions", "Bearer " + key, tagged, gw))
+        targets = (("direct", direct_url, "Bearer " + UPSTREAM_KEY, BODY, None, ()),
+                   ("tallygate", gw_base + "/chat/completions", "Bearer " + key, tagged, gw, ()))
         if a.policy:
             targets += (("policy", gw_base + "/chat/completions", "Bearer " + key,
-                         {**tagged, "model": "policy/bench"}, gw),)
+                         {**tagged, "model": "policy/bench"}, gw, ()),)
         def targets_for(mode):
-            if mode not in API:
-                return targets
+            if mode not in API:  # the peers get the direct run's body (the mock refuses tags)
+                return targets + tuple((n, url, auth, BODY, p, h) for n, (url, auth, h, p) in peer_targets.items()
+                                       if mode in peers.MODES)
             path, body, upstream_model = API[mode]
             direct = {**body, "model": upstream_model or "gpt-4o-mini"}
-            return (("direct", direct_url.replace("/chat/completions", path), "Bearer " + UPSTREAM_KEY, direct, None),
-                    ("tallygate", gw_base + path, "Bearer " + key, {**body, "request_tags": TAGS}, gw))
+            upstream_auth = "Bearer " + UPSTREAM_KEY
+            return (("direct", direct_url.replace("/chat/completions", path), upstream_auth, direct, None, ()),
+                    ("tallygate", gw_base + path, "Bearer " + key, {**body, "request_tags": TAGS}, gw, ()))
 
         for mode in MODES:
             for rnd in range(1, a.rounds + 1):
-                for target, url, auth, body, g in targets_for(mode):
-                    rec = run_load(a, url, auth, body, mode, f"{target}/{mode}/r{rnd}", mock, g)
+                for target, url, auth, body, g, headers in targets_for(mode):
+                    rec = run_load(a, url, auth, body, mode, f"{target}/{mode}/r{rnd}", mock, g, headers)
                     rec.update(target=target, round=rnd)
                     emit(rec)
                     progress(rec)
                     runs.append(rec)
-                    gw_sent += rec["requests_in_cpu_window"] if g else 0
+                    gw_sent += rec["requests_in_cpu_window"] if g is gw else 0
 
         time.sleep(0.3)  # > the ledger's flush interval
         st, _, b = http("GET", gw_base + "/logs?limit=1", headers={"Authorization": "Bearer " + admin})
@@ -448,14 +404,20 @@ def main():
         print(markdown(summary, runs, status_mb(mock.pid, "VmHWM"), idle, ledger))
         print(f"Ledger journal on the hot path: {jc['us_cpu_per_request']} µs CPU per request "
               f"({jc['bytes_per_record']} bytes a record; fsync {jc['fsync']}).")
+        if peer_targets:
+            print(f"\n## Against Portkey and LiteLLM, this run ({a.rounds} interleaved rounds, "
+                  f"server CPU of each process tree)\n\n" + peers.table(runs, vers) + "\n")
+        elif a.peers:
+            print("\nNOTE: " + peer_missing + "\n")
         print(f"GET /v1/logs?limit=1: HTTP {st}, {'a record' if latest else 'NO RECORD'}; "
               f"SIGTERM: exit {rc}, {flushed[-1].split(': ', 1)[-1] if flushed else 'NO FLUSH LINE IN LOG'}."
               f"\nRaw lines: {results}")
         problems = [p for p, bad in (
             ("smoke check failed", not sm["ok"]), ("ledger count mismatch", not ledger["ok"]),
-            ("errors during runs", any(s["errors"] for s in summary)), ("/v1/logs has no record", not latest),
-            ("unclean gateway shutdown", not clean),
-            ("a run hit --max-seconds", any(r["truncated"] for r in runs))) if bad]
+            ("errors during runs (warm-ups included)", any(s["errors"] or s["first_error"] for s in summary)),
+            ("a load generator failed", any(r.get("loadgen_failed") for r in runs)),
+            ("/v1/logs has no record", not latest), ("unclean gateway shutdown", not clean),
+            ("a run hit --max-seconds", any(r["truncated"] for r in runs if r["target"] not in peers.NAMES))) if bad]
         if any(r["other_cpu_cores"] > 0.25 for r in runs):
             print("NOTE: other processes used > 0.25 core during some runs (other= above): noisy figures.")
         if problems:
