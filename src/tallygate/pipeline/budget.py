@@ -23,10 +23,11 @@ from typing import Any, NamedTuple, Protocol
 from tallygate.core.money import usd_text
 from tallygate.core.timebuckets import month_floor
 from tallygate.errors import BudgetExceeded, BudgetUnavailable
+from tallygate.pipeline.output_cap import DEFAULT_MAX_TOKENS as DEFAULT_MAX_TOKENS
+from tallygate.pipeline.output_cap import output_bound
 from tallygate.pipeline.pricing import Rate
 from tallygate.types import Principal
 
-DEFAULT_MAX_TOKENS = 4096  # output tokens assumed for a request that sets no max_tokens
 IMAGE_TOKENS = 1600  # input tokens assumed per image part
 _CHARS_PER_TOKEN = 3  # conservative: real tokenizers average about 4 characters a token
 
@@ -62,19 +63,16 @@ def worst_case(body: dict[str, Any], endpoint: str, rates: Iterable[Rate],
     """The most this request can cost, in picodollars, over every target it may be sent to.
 
     The prompt is every character of the body (messages, tool calls and their arguments, tool
-    and response schemas, files, audio ...) at `_CHARS_PER_TOKEN`, images at `IMAGE_TOKENS`.
+    and response schemas, files, audio ...) at `_CHARS_PER_TOKEN`, images at `IMAGE_TOKENS`; the
+    output is `output_cap.output_bound` (call `output_cap.cap_output` first so that the body
+    sent carries that cap).
     """
     chars, images = _size(body)
+    output = output_bound(body, endpoint, default_max_tokens)
     if endpoint == "embeddings":
-        output = 0
         inputs = body.get("input")
         if isinstance(inputs, list) and inputs and isinstance(inputs[0], (int, list)):
             chars += 3 * sum(len(x) if isinstance(x, list) else 1 for x in inputs)  # token ids
-    else:
-        out = body.get("max_completion_tokens") or body.get("max_tokens") or body.get("max_output_tokens")
-        output = out if type(out) is int and out > 0 else default_max_tokens
-        n = body.get("n")
-        output *= n if type(n) is int and n > 1 else 1
     prompt = math.ceil(chars / _CHARS_PER_TOKEN) + images * IMAGE_TOKENS
     return max((prompt * max(r.input, r.cache_write, r.cache_write_1h) + output * r.output for r in rates), default=0)
 

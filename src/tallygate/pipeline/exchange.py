@@ -32,6 +32,7 @@ from tallygate.pipeline.budget import BudgetEngine, Hold, ScopesOf, key_scopes, 
 from tallygate.pipeline.call import Call
 from tallygate.pipeline.models import ModelCatalog, Route, check_kind
 from tallygate.pipeline.observers import Observers
+from tallygate.pipeline.output_cap import cap_output
 from tallygate.pipeline.routing import Plan, Router
 from tallygate.pipeline.tags import parse_tags
 from tallygate.pipeline.wire import (
@@ -94,8 +95,10 @@ class Pipeline:
         scopes = self.scopes(call.principal, call.tags)
         if not scopes:
             return None
-        limited = any(s.limit is not None for s in scopes)
-        amount = worst_case(body, call.endpoint, [self.catalog.rate(r) for r in routes]) if limited else 0
+        amount = 0
+        if any(s.limit is not None for s in scopes):
+            cap_output(body, call.endpoint)  # the body sent carries the output cap reserved for
+            amount = worst_case(body, call.endpoint, [self.catalog.rate(r) for r in routes])
         return await self.budget.reserve(scopes, amount)
 
 
