@@ -226,7 +226,8 @@ def _budget_engine(settings: Settings, keys: KeyStore, budget_store: BudgetStore
     service that loads its spend, and the Redis one if any."""
     if settings.redis_url:
         redis = RedisBudget(settings.redis_url, partial(month_spend, keys, budget_store),
-                            fail_open=settings.budgets_unavailable == "open", ttl_s=settings.hold_ttl_s)
+                            fail_open=settings.budgets_unavailable == "open", ttl_s=settings.hold_ttl_s,
+                            open_allowance=int(settings.budgets_open_allowance * 10**12))
         return redis, redis, redis
     memory = MemoryBudget()
     return memory, SpendLoader(keys, memory), None

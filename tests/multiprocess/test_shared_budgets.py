@@ -377,3 +377,55 @@ def test_a_target_one_process_saw_failing_is_left_out_by_all(upstream: FakeUpstr
     finally:
         for gw in pair:
             gw.stop()
+
+
+def test_a_thousand_concurrent_limited_requests_on_one_process_get_no_false_503(
+        upstream: FakeUpstream, rds: RedisServer, tmp_path: Path) -> None:
+    config = standard_config(upstream)
+    config["providers"]["openai"]["timeout_s"] = 30.0
+    gw = Gateway(tmp_path, config, env={"TALLYGATE_MAX_CONNECTIONS_PER_ADDRESS": "0"},
+                 args=("--redis", rds.url)).start()
+    try:
+        key = _key(gw, "thousand", limit="5")
+
+        async def fire() -> list[int]:
+            body = {"model": "priced", "messages": HELLO, "max_tokens": 10}
+            async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+                async def one() -> int:
+                    async with session.post(gw.base_url + "/chat/completions", json=body,
+                                            headers={"Authorization": f"Bearer {key['key']}"}) as resp:
+                        await resp.read()
+                        return resp.status
+                return await asyncio.gather(*(one() for _ in range(1000)))
+
+        statuses = asyncio.run(fire())
+        assert statuses.count(503) == 0, gw.log()[-2000:]
+        assert statuses.count(200) >= 50 and statuses.count(200) + statuses.count(402) == 1000
+        me = _reserved_returns_to_zero(gw, "/v1/manage/apikey/" + key["id"])
+        assert Decimal(me["monthly_spend"]) <= Decimal("5")
+    finally:
+        gw.stop()
+
+
+def test_budgets_open_serves_at_most_its_allowance_while_redis_is_away(upstream: FakeUpstream,
+                                                                       tmp_path: Path) -> None:
+    from tests.fakes.upstream import closed_port_url
+
+    gone = closed_port_url().replace("http://", "redis://")
+    gw = Gateway(tmp_path, standard_config(upstream), env={"TALLYGATE_BUDGETS_OPEN_ALLOWANCE": "0.10"},
+                 args=("--redis", gone, "--budgets-unavailable", "open")).start()
+    try:
+        key = _key(gw, "open", limit="0.01")  # Redis could not tell: the limit is already passed
+        statuses = []
+        for _ in range(8):
+            status, _, answer = gw.post_json("/v1/chat/completions", {"model": "priced", "messages": HELLO,
+                                                                      "max_tokens": 10}, key["key"])
+            statuses.append(status)
+            if status == 503:
+                assert answer["error"]["code"] == "budget_unavailable", answer
+        assert statuses[0] == 200 and statuses[-1] == 503 and set(statuses) == {200, 503}
+        time.sleep(1.5)  # the ledger's batched writer
+        _, page = gw.get(f"/v1/logs?key={key['id']}&limit=50")
+        assert sum(Decimal(r["cost"]) for r in page["data"]) <= Decimal("0.10")
+    finally:
+        gw.stop()

@@ -9,8 +9,14 @@ dies are reaped by the others within `ttl_s` of its last renewal, however long i
 Counters are built from the ledger when Redis has none for the month (first start, a new month,
 Redis restarted without persistence): each becomes the larger of itself and the ledger's total,
 and the build is repeated once the ledgers of all processes have flushed (`_REBUILD_AGAIN_S`).
+Reservations are batched on one connection (`pipeline/redis_batch.py`): however many requests
+are in flight, none fails for want of a pooled connection.
+
 When Redis cannot be reached, `fail_open=False` refuses requests under a limit with 503
-`budget_unavailable`; `fail_open=True` serves them (logged loudly) and queues their spend.
+`budget_unavailable`; `fail_open=True` serves them (logged loudly) and queues their spend, but
+only up to `open_allowance` picodollars of worst-case cost per limited scope and process for
+each outage: past it, 503 as when closed. A scope can therefore pass its limit by at most
+`open_allowance` times the number of processes (plus the usual holds lost with Redis's state).
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from redis.retry import Retry
 from tallygate.core.timebuckets import month_after, month_floor
 from tallygate.errors import BudgetUnavailable
 from tallygate.pipeline.budget import Hold, Scope, refusal
+from tallygate.pipeline.redis_batch import ScriptBatch
 from tallygate.pipeline.redis_lua import HEARTBEAT, REBUILD, RELEASE_ALL, RESERVE, SETTLE
 
 log = logging.getLogger("tallygate.budget.redis")
@@ -50,11 +57,15 @@ class RedisBudget:
     """Budget state in Redis (a service: `start()` and `stop()` with the gateway)."""
 
     def __init__(self, url: str, ledger_spend: Callable[[int], dict[str, int]], *, fail_open: bool = False,
-                 ttl_s: float = 15.0, prefix: str = "tg:", timeout_s: float = 1.0) -> None:
-        """`ledger_spend(month)`: the ledger's spend per scope in that month (blocking)."""
+                 open_allowance: int = 0, ttl_s: float = 15.0, prefix: str = "tg:", timeout_s: float = 1.0) -> None:
+        """`ledger_spend(month)`: the ledger's spend per scope in that month (blocking);
+        `open_allowance`: with `fail_open`, the worst-case cost (picodollars) served per limited
+        scope while Redis is unreachable, before refusing with 503."""
         self.url = url
         self._ledger_spend = ledger_spend
         self._fail_open = fail_open
+        self._open_allowance = open_allowance
+        self._unenforced: dict[str, int] = {}  # worst cases served per scope during this outage
         self._ttl_ms = int(ttl_s * 1000)
         self._p = prefix
         self.process = uuid.uuid4().hex
@@ -64,7 +75,7 @@ class RedisBudget:
                                             retry=AsyncRetry(NoBackoff(), 1), retry_on_error=[RedisConnectionError])
         self._sync = redis.Redis.from_url(url, socket_timeout=timeout_s * 2, socket_connect_timeout=timeout_s,
                                           retry=Retry(NoBackoff(), 1), retry_on_error=[RedisConnectionError])
-        self._reserve = self._aio.register_script(RESERVE)
+        self._reserve = ScriptBatch(self._aio, self._aio.register_script(RESERVE), on_orphan=self._orphan)
         self._settle = self._aio.register_script(SETTLE)
         self._heartbeat = self._aio.register_script(HEARTBEAT)
         self._release = self._aio.register_script(RELEASE_ALL)
@@ -98,9 +109,11 @@ class RedisBudget:
             args += (s.id, s.limit)
         for _ in range(3):
             try:
-                res = await self._reserve(args=args)
+                res = await self._reserve(args)
             except (RedisError, OSError) as exc:
-                return self._unavailable(ids, month, exc)
+                return self._unavailable(ids, limited, amount, month, exc)
+            if self._unenforced:
+                self._unenforced.clear()  # Redis is back: the next outage has its own allowance
             if res[0] == 0:
                 return Hold(ids, tuple(s.id for s in limited), amount, month)
             if res[0] == 1:
@@ -108,10 +121,16 @@ class RedisBudget:
             try:
                 await self.rebuild(month)
             except Exception as exc:
-                return self._unavailable(ids, month, exc)
-        return self._unavailable(ids, month, RuntimeError("the month's counters could not be built"))
+                return self._unavailable(ids, limited, amount, month, exc)
+        return self._unavailable(ids, limited, amount, month, RuntimeError("the month's counters could not be built"))
 
-    def _unavailable(self, ids: tuple[str, ...], month: int, exc: BaseException) -> Hold:
+    def _orphan(self, args: Sequence[Any], res: Any) -> None:
+        """A reservation whose request went away while Redis answered: release it."""
+        if isinstance(res, list) and res and res[0] == 0:
+            self.settle(Hold((), tuple(args[5::2]), int(args[3]), int(args[1])), 0)
+
+    def _unavailable(self, ids: tuple[str, ...], limited: Sequence[Scope], amount: int, month: int,
+                     exc: BaseException) -> Hold:
         self.unavailable += 1
         now = time.monotonic()
         if now - self._warned > 5.0:
@@ -122,6 +141,12 @@ class RedisBudget:
         if not self._fail_open:
             raise BudgetUnavailable("budget state is unreachable, so requests under a limit or budget are "
                                     "refused until it is back")
+        served = self._unenforced
+        if any(served.get(s.id, 0) + amount > self._open_allowance for s in limited):
+            raise BudgetUnavailable("budget state is unreachable and this request's limits have used the "
+                                    "allowance served unenforced (budgets_open_allowance); retry once it is back")
+        for s in limited:
+            served[s.id] = served.get(s.id, 0) + amount
         return Hold(ids, (), 0, month)
 
     def settle(self, hold: Hold, actual: int) -> None:
