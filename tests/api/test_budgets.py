@@ -209,3 +209,25 @@ def test_health_and_readiness_need_no_key_and_say_nothing_secret(gateway: Gatewa
     status, body = gateway.get("/readyz", key=None)
     assert status == 200 and body["status"] == "ready" and body["passed"] == ["database", "ledger"]
     assert "sqlite" not in json.dumps(body) and ADMIN_KEY not in json.dumps(body)
+
+
+@pytest.mark.parametrize("binding", ["key budget", "label budget"])
+def test_a_key_bound_only_by_a_budget_cannot_create_or_loosen_an_unbound_key(gateway: Gateway,
+                                                                            binding: str) -> None:
+    team = f"esc-{binding.split()[0]}"
+    manager = _key(gateway, f"{team}-manager", {"team": team}, manage="write")  # no limit of its own
+    scope = {"key": manager["id"]} if binding == "key budget" else {"label": {"team": team}}
+    _budget(gateway, f"{team} cap", scope, "1")
+    child = _key(gateway, f"{team}-child", key=manager["key"])
+    assert child["monthly_limit"] == "1"  # bound at least as tightly as its creator
+    for limit in (None, "2"):
+        status, _, body = gateway.post_json("/v1/manage/apikey", {"name": "escapee", "monthly_limit": limit},
+                                            key=manager["key"])
+        assert status == 403 and body["error"]["param"] == "monthly_limit", body
+        status, body = _put(gateway, f"/v1/manage/apikey/{child['id']}", {"monthly_limit": limit},
+                            key=manager["key"])
+        assert status == 403 and body["error"]["param"] == "monthly_limit", body
+    unbound = _key(gateway, f"{team}-unbound")
+    assert _put(gateway, f"/v1/manage/apikey/{unbound['id']}", {"name": "mine now"}, key=manager["key"])[0] == 403
+    status, lowered = _put(gateway, f"/v1/manage/apikey/{child['id']}", {"monthly_limit": "0.5"}, key=manager["key"])
+    assert status == 200 and lowered["monthly_limit"] == "0.5"
