@@ -145,12 +145,30 @@ def usage_text(engine: BudgetEngine, scope_id: str) -> tuple[str | None, str | N
 
 
 def refusal(scope: Scope, spent: int, held: int, amount: int) -> BudgetExceeded:
-    """The 402 for a request that would take `scope` past its limit."""
+    """The 402 for a request that would take `scope` past its limit (as the management API may
+    see it: `redacted` gives what any caller may)."""
     assert scope.limit is not None
-    return BudgetExceeded(
+    err = BudgetExceeded(
         f"{scope.describe()} would pass its monthly limit of ${usd_text(scope.limit)}: "
         f"spent ${usd_text(spent)}, ${usd_text(held)} reserved by requests in flight, "
         f"this request may cost up to ${usd_text(amount)}")
+    err.scope_id = scope.id
+    return err
+
+
+def redacted(err: BudgetExceeded, principal: Principal, amount: int) -> BudgetExceeded:
+    """The 402 a caller may read: a key's own limit in full; a budget in full (with its id) only
+    to `manage: read`, which may read every budget; else only that a budget refused."""
+    scope_id = err.scope_id or ""
+    if not scope_id.startswith("budget:"):
+        return err
+    if principal.can("manage", "read"):
+        out = BudgetExceeded(f"{err.message} (budget id {scope_id.removeprefix('budget:')})")
+    else:
+        out = BudgetExceeded("a budget on this request's tags or this key's labels would pass its monthly "
+                             f"limit: this request may cost up to ${usd_text(amount)}")
+    out.scope_id = scope_id
+    return out
 
 
 class MemoryBudget:

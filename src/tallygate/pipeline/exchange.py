@@ -26,9 +26,16 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
 
-from tallygate.errors import GatewayError, InvalidRequest, LedgerUnavailable, PermissionDenied, RequestCancelled
+from tallygate.errors import (
+    BudgetExceeded,
+    GatewayError,
+    InvalidRequest,
+    LedgerUnavailable,
+    PermissionDenied,
+    RequestCancelled,
+)
 from tallygate.pipeline.auth import Authenticator
-from tallygate.pipeline.budget import BudgetEngine, Hold, ScopesOf, key_scopes, worst_case
+from tallygate.pipeline.budget import BudgetEngine, Hold, ScopesOf, key_scopes, redacted, worst_case
 from tallygate.pipeline.call import Call
 from tallygate.pipeline.models import ModelCatalog, Route, check_kind
 from tallygate.pipeline.observers import Observers
@@ -99,7 +106,10 @@ class Pipeline:
         if any(s.limit is not None for s in scopes):
             cap_output(body, call.endpoint)  # the body sent carries the output cap reserved for
             amount = worst_case(body, call.endpoint, [self.catalog.rate(r) for r in routes])
-        return await self.budget.reserve(scopes, amount)
+        try:
+            return await self.budget.reserve(scopes, amount)
+        except BudgetExceeded as err:  # another team's budget is not this caller's to read
+            raise redacted(err, call.principal, amount) from None
 
 
 class Exchange:
