@@ -429,3 +429,28 @@ def test_budgets_open_serves_at_most_its_allowance_while_redis_is_away(upstream:
         assert sum(Decimal(r["cost"]) for r in page["data"]) <= Decimal("0.10")
     finally:
         gw.stop()
+
+
+def test_views_of_spend_after_redis_lost_its_state_are_rebuilt_not_zero(upstream: FakeUpstream,
+                                                                         tmp_path: Path) -> None:
+    with redis_server() as own:
+        gw = Gateway(tmp_path, standard_config(upstream), args=("--redis", own.url)).start()
+        try:
+            key = _key(gw, "viewed", limit="5")
+            budget = _budget(gw, {"key": key["id"]}, "5")
+            status, _, _ = gw.post_json("/v1/chat/completions", {"model": "priced", "messages": HELLO,
+                                                                 "max_tokens": 10}, key["key"])
+            assert status == 200
+            deadline = time.monotonic() + 10
+            while (rec := gw.get("/v1/manage/apikey/" + key["id"])[1])["monthly_spend"] == "0" \
+                    or rec["monthly_reserved"] != "0":  # settled
+                assert time.monotonic() < deadline, rec
+                time.sleep(0.1)
+            spent = rec["monthly_spend"]
+            time.sleep(0.5)  # the ledger's batched writer
+            own.restart()  # without persistence: every counter is gone
+            assert gw.get("/v1/manage/apikey/" + key["id"])[1]["monthly_spend"] == spent
+            assert gw.get("/v1/key", key=key["key"])[1]["monthly_spend"] == spent
+            assert gw.get("/v1/manage/budget/" + budget["id"])[1]["monthly_spend"] == spent
+        finally:
+            gw.stop()

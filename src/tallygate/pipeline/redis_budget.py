@@ -245,7 +245,19 @@ class RedisBudget:
             raise BudgetUnavailable(f"budget state is unreachable ({type(exc).__name__})") from None
 
     def spend(self, scope_id: str) -> int:
-        return self._read(f"{self._p}{self._now_month()}:s:{scope_id}")
+        """The scope's month spend; when Redis has lost the month's counters (restarted without
+        persistence), they are rebuilt from the ledger first: a view never reads a lost 0."""
+        month = self._now_month()
+        try:
+            if not self._sync.exists(f"{self._p}{month}:ready"):
+                log.warning("building budget counters for the month from the ledger (read before any request)")
+                pairs = list(self._ledger_spend(month).items())
+                for i in range(0, max(len(pairs), 1), _CHUNK):
+                    last = "1" if i + _CHUNK >= len(pairs) else "0"
+                    self._rebuild_sync(args=[self._p, month, last, *(x for pair in pairs[i:i + _CHUNK] for x in pair)])
+        except (RedisError, OSError) as exc:
+            raise BudgetUnavailable(f"budget state is unreachable ({type(exc).__name__})") from None
+        return self._read(f"{self._p}{month}:s:{scope_id}")
 
     def reserved(self, scope_id: str) -> int:
         return self._read(f"{self._p}rt:{scope_id}")
