@@ -44,6 +44,7 @@ from tallygate.observe.webhooks import WebhookSender
 from tallygate.pipeline.auth import Authenticator
 from tallygate.pipeline.budget import BudgetEngine, MemoryBudget
 from tallygate.pipeline.exchange import Pipeline
+from tallygate.pipeline.freshness import Freshness
 from tallygate.pipeline.models import ModelCatalog
 from tallygate.pipeline.observers import CallObserver, Observers, RequestObserver
 from tallygate.pipeline.redis_budget import RedisBudget
@@ -144,7 +145,8 @@ class Gateway:
 
         pipeline = Pipeline(auth, catalog, Observers(observers, call_observers), budget, router,
                             settings.max_body_bytes, budgets.scopes, Scrubber.from_config(config),
-                            lambda: ledger.full)
+                            lambda: ledger.full,
+                            None if redis is None else Freshness(redis, budgets.reload_async, auth.refresh).catch_up)
         proxy = ProxyRoutes(pipeline)
         self._models = proxy.models
         self._hot: dict[tuple[str, str], Callable[[Scope, Receive, Send], Awaitable[None]]] = {

@@ -454,3 +454,23 @@ def test_views_of_spend_after_redis_lost_its_state_are_rebuilt_not_zero(upstream
             assert gw.get("/v1/manage/budget/" + budget["id"])[1]["monthly_spend"] == spent
         finally:
             gw.stop()
+
+
+def test_a_budget_binds_every_process_from_the_moment_it_is_created(trio: list[Gateway],
+                                                                    pg: PostgresInstance) -> None:
+    run = uuid.uuid4().hex[:8]
+    key = _key(trio[0], f"fresh-{run}")  # no limit: the other processes had nothing to ask Redis
+    tags = [f"launch/{run}"]
+    first = burst(trio, [key["key"]], 3, tags)  # each process knows the key now
+    assert first.status(200) == 3
+    _every_answer_recorded(pg, first)  # (spend recorded before the budget is the budget's history)
+    budget = _budget(trio[1], {"tag": f"launch/{run}"}, "0.40")  # then hammered at once, everywhere
+    out = burst(trio, [key["key"]], 150, tags)
+    assert out.status(402) > 0 and out.status(200) + out.status(402) == len(out.answered), out.bodies[:3]
+    _every_answer_recorded(pg, out)
+    for gw in trio:
+        rec = _reserved_returns_to_zero(gw, "/v1/manage/budget/" + budget["id"])
+    deadline = time.monotonic() + 10  # requests their clients abandoned are recorded a little later
+    while (ledger := _spend(pg, [key["id"]])) != Decimal(rec["monthly_spend"]) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert Decimal(rec["monthly_spend"]) == ledger <= Decimal("0.40") + Decimal("0.05")  # the first 3 before it

@@ -177,6 +177,8 @@ class KeyAdmin:
         updated = self._store.update(key_id, fields) if fields else self._store.get(key_id)
         assert updated is not None
         self._auth.remember(updated)
+        if fields.keys() & {"monthly_limit_pico", "labels", "permissions"}:
+            self._budget.bump()  # binds every process for the next request it admits
         return self.render(updated)
 
     def revoke(self, caller: Principal, key_id: str) -> dict[str, Any]:
@@ -185,6 +187,7 @@ class KeyAdmin:
         row = self._store.get(key_id)
         assert row is not None
         self._auth.remember(row)
+        self._budget.bump()
         return self.render(row)
 
     def own(self, caller: Principal) -> dict[str, Any]:

@@ -77,6 +77,15 @@ def worst_case(body: dict[str, Any], endpoint: str, rates: Iterable[Rate],
     return max((prompt * max(r.input, r.cache_write, r.cache_write_1h) + output * r.output for r in rates), default=0)
 
 
+class StaleScopes(Exception):  # noqa: N818 - a signal, not an error
+    """The scopes were decided with budgets and keys older than the shared version: reload them
+    (`version` is the one to load) and decide again."""
+
+    def __init__(self, version: str) -> None:
+        super().__init__(version)
+        self.version = version
+
+
 class Scope(NamedTuple):
     """Something with a monthly limit that a request counts against: `kind` is 'key' (the key's
     own limit; `id` is the key id) or 'budget' (`id` is 'budget:<budget id>', `name` describes
@@ -133,6 +142,10 @@ class BudgetEngine(Protocol):
 
     def adopt(self, spend_by_scope: dict[str, int], month: int) -> None:
         """Start scopes new to the engine (a budget just created) from the ledger's spend."""
+
+    def bump(self) -> None:
+        """Say that budgets or keys' limits or labels changed: every process deciding a request's
+        scopes from older ones reloads them before reserving (blocking)."""
 
 
 def usage_text(engine: BudgetEngine, scope_id: str) -> tuple[str | None, str | None]:
@@ -215,6 +228,9 @@ class MemoryBudget:
         if month == self.month:
             for scope_id, pico in spend_by_scope.items():
                 self._spend.setdefault(scope_id, pico)
+
+    def bump(self) -> None:
+        """Nothing to do: this process's changes apply here at once."""
 
     async def reserve(self, scopes: Sequence[Scope], amount: int) -> Hold:
         return self.reserve_now(scopes, amount)

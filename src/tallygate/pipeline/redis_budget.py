@@ -38,7 +38,7 @@ from redis.retry import Retry
 
 from tallygate.core.timebuckets import month_after, month_floor
 from tallygate.errors import BudgetUnavailable
-from tallygate.pipeline.budget import Hold, Scope, refusal
+from tallygate.pipeline.budget import Hold, Scope, StaleScopes, refusal
 from tallygate.pipeline.redis_batch import ScriptBatch
 from tallygate.pipeline.redis_lua import HEARTBEAT, REBUILD, RELEASE_ALL, RESERVE, SETTLE
 
@@ -46,6 +46,10 @@ log = logging.getLogger("tallygate.budget.redis")
 _REBUILD_AGAIN_S = 3.0
 _MAX_QUEUED = 200_000  # settles kept while Redis is away; the ledger has them in any case
 _CHUNK = 2000  # scopes per rebuild call
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _log_failure(task: asyncio.Task[None]) -> None:
@@ -66,6 +70,8 @@ class RedisBudget:
         self._fail_open = fail_open
         self._open_allowance = open_allowance
         self._unenforced: dict[str, int] = {}  # worst cases served per scope during this outage
+        self.loaded_version = ""  # the budgets/keys version this process decides scopes with
+        self._down_until = 0.0  # unlimited requests skip the version check until then
         self._ttl_ms = int(ttl_s * 1000)
         self._p = prefix
         self.process = uuid.uuid4().hex
@@ -102,9 +108,18 @@ class RedisBudget:
         month = self._now_month()
         ids = tuple(s.id for s in scopes)
         limited = [s for s in scopes if s.limit is not None]
-        if not limited or not amount:
+        if not limited or not amount:  # only check that no budget or limit has appeared since
+            if time.monotonic() < self._down_until:
+                return Hold(ids, (), 0, month)  # Redis just failed: do not make it wait for a timeout
+            try:
+                res = await self._reserve([self._p, month, self.process, 0, self._ttl_ms, self.loaded_version])
+            except (RedisError, OSError):
+                self._down_until = time.monotonic() + 1.0
+                return Hold(ids, (), 0, month)  # nothing known to limit it: served either way
+            if res[0] == 3:
+                raise StaleScopes(_text(res[1]))
             return Hold(ids, (), 0, month)
-        args: list[Any] = [self._p, month, self.process, amount, self._ttl_ms]
+        args: list[Any] = [self._p, month, self.process, amount, self._ttl_ms, self.loaded_version]
         for s in limited:
             args += (s.id, s.limit)
         for _ in range(3):
@@ -116,6 +131,8 @@ class RedisBudget:
                 self._unenforced.clear()  # Redis is back: the next outage has its own allowance
             if res[0] == 0:
                 return Hold(ids, tuple(s.id for s in limited), amount, month)
+            if res[0] == 3:
+                raise StaleScopes(_text(res[1]))
             if res[0] == 1:
                 raise refusal(limited[int(res[1]) - 1], int(res[2]), int(res[3]), amount)
             try:
@@ -127,7 +144,7 @@ class RedisBudget:
     def _orphan(self, args: Sequence[Any], res: Any) -> None:
         """A reservation whose request went away while Redis answered: release it."""
         if isinstance(res, list) and res and res[0] == 0:
-            self.settle(Hold((), tuple(args[5::2]), int(args[3]), int(args[1])), 0)
+            self.settle(Hold((), tuple(args[6::2]), int(args[3]), int(args[1])), 0)
 
     def _unavailable(self, ids: tuple[str, ...], limited: Sequence[Scope], amount: int, month: int,
                      exc: BaseException) -> Hold:
@@ -244,6 +261,16 @@ class RedisBudget:
         except (RedisError, OSError) as exc:
             raise BudgetUnavailable(f"budget state is unreachable ({type(exc).__name__})") from None
 
+    def version(self) -> str:
+        """The shared budgets/keys version now (blocking; read before reloading them)."""
+        return _text(self._sync.get(f"{self._p}ver") or b"0")
+
+    def bump(self) -> None:
+        try:
+            self._sync.incr(f"{self._p}ver")
+        except (RedisError, OSError) as exc:  # the others still reload within their refresh period
+            log.error("telling other processes of a budget or key change failed: %s", exc)
+
     def spend(self, scope_id: str) -> int:
         """The scope's month spend; when Redis has lost the month's counters (restarted without
         persistence), they are rebuilt from the ledger first: a view never reads a lost 0."""
@@ -282,7 +309,8 @@ class RedisBudget:
 
     async def start(self) -> None:
         self._wake, self._rebuilding = asyncio.Event(), asyncio.Lock()
-        try:
+        try:  # the version first: budgets and keys are loaded after the engine starts
+            self.loaded_version = _text(await self._aio.get(f"{self._p}ver") or b"0")
             await self._heartbeat(args=[self._p, self.process, self._ttl_ms])
             await self.rebuild(self._now_month())
         except (RedisError, OSError) as exc:
