@@ -189,6 +189,20 @@ def _reserved_returns_to_zero(gw: Gateway, path: str, timeout: float = 10) -> di
         time.sleep(0.1)
 
 
+def _drift(gw: Gateway, expect: Decimal = Decimal(0)) -> Decimal:
+    """`tallygate_budget_drift_usd` from /metrics, once it reads `expect` (or after 5 s)."""
+    deadline = time.monotonic() + 5
+    while True:
+        status, _, raw = gw.request("GET", "/metrics", key=None)
+        assert status == 200
+        found = re.search(rb"^tallygate_budget_drift_usd (\S+)$", raw, re.M)
+        assert found, raw[-500:]
+        drift = Decimal(found.group(1).decode())
+        if drift == expect or time.monotonic() > deadline:
+            return drift
+        time.sleep(0.2)
+
+
 def _worst_case(out: Outcome) -> Decimal:
     """The most one request may cost, as a 402 reported it."""
     for err in out.bodies:
@@ -452,6 +466,13 @@ def test_views_of_spend_after_redis_lost_its_state_are_rebuilt_not_zero(upstream
             assert gw.get("/v1/manage/apikey/" + key["id"])[1]["monthly_spend"] == spent
             assert gw.get("/v1/key", key=key["key"])[1]["monthly_spend"] == spent
             assert gw.get("/v1/manage/budget/" + budget["id"])[1]["monthly_spend"] == spent
+            assert _drift(gw) == 0  # the reconciliation: every counter equals the ledger
+            import redis
+
+            direct = redis.Redis.from_url(own.url)
+            [counter] = list(direct.scan_iter(match=f"tg:*:s:{key['id']}"))
+            direct.incrby(counter, 10**10)  # a counter off by a cent is seen
+            assert _drift(gw, Decimal("0.01")) == Decimal("0.01")
         finally:
             gw.stop()
 

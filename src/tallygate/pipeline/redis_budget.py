@@ -261,6 +261,20 @@ class RedisBudget:
         except (RedisError, OSError) as exc:
             raise BudgetUnavailable(f"budget state is unreachable ({type(exc).__name__})") from None
 
+    def drift(self) -> int:
+        """Reconciliation: the sum over this month's scopes of |Redis counter - ledger spend|, in
+        picodollars (blocking; 0 once every settled request is in the ledger). Spend settled
+        but not yet written by a ledger writer shows as drift for that moment."""
+        month = self._now_month()
+        ledger = self._ledger_spend(month)
+        head = f"{self._p}{month}:s:"
+        try:
+            counters = {k.decode()[len(head):]: int(v or 0) for k in self._sync.scan_iter(match=head + "*", count=1000)
+                        if (v := self._sync.get(k)) is not None}
+        except (RedisError, OSError) as exc:
+            raise BudgetUnavailable(f"budget state is unreachable ({type(exc).__name__})") from None
+        return sum(abs(counters.get(s, 0) - ledger.get(s, 0)) for s in counters.keys() | ledger.keys())
+
     def version(self) -> str:
         """The shared budgets/keys version now (blocking; read before reloading them)."""
         return _text(self._sync.get(f"{self._p}ver") or b"0")
