@@ -92,6 +92,7 @@ class RedisBudget:
         self._tasks: list[asyncio.Task[None]] = []
         self._month, self._next_month = 0, 0
         self._rebuilding: asyncio.Lock | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._warned = 0.0
         self._closing = False
         self.unavailable = 0  # requests served or refused while Redis was unreachable
@@ -250,8 +251,12 @@ class RedisBudget:
                                             *(x for pair in chunk for x in pair)])
 
     def adopt(self, spend_by_scope: dict[str, int], month: int) -> None:
+        """Start new scopes from the ledger's spend, and again once every ledger writer has
+        flushed (requests answered before the budget existed may be written after this read)."""
         if spend_by_scope:
             self._rebuild_sync(args=[self._p, month, "0", *(x for pair in spend_by_scope.items() for x in pair)])
+            if self._loop is not None and not self._closing:
+                self._loop.call_soon_threadsafe(self._loop.call_later, _REBUILD_AGAIN_S, self._again, month)
 
     # -- reads for the management API (blocking) --------------------------------------------------
 
@@ -323,6 +328,7 @@ class RedisBudget:
 
     async def start(self) -> None:
         self._wake, self._rebuilding = asyncio.Event(), asyncio.Lock()
+        self._loop = asyncio.get_running_loop()
         try:  # the version first: budgets and keys are loaded after the engine starts
             self.loaded_version = _text(await self._aio.get(f"{self._p}ver") or b"0")
             await self._heartbeat(args=[self._p, self.process, self._ttl_ms])
