@@ -7,6 +7,7 @@ SQLite ledger, with one API key under a monthly limit (so every request reserves
 * c1 (1 client, JSON): one process with the in-memory budget against one process with
   `--redis`, interleaved rounds; the added p50/p99 and gateway CPU per request (Redis's own CPU
   per request shown apart);
+* c64 (64 clients, JSON): the same comparison under concurrency (one round);
 * c8 (8 clients, JSON): requests/s of one `--redis` process against `--workers 2`.
 
 Prints a markdown table; raw JSON lines go to bench/results/<timestamp>-redis.jsonl. Bounded:
@@ -108,6 +109,8 @@ def main():
         for rnd in range(1, a.rounds + 1):
             run("memory", *memory, 1, rnd)
             run("redis", *shared, 1, rnd)
+        run("memory", *memory, 64, 1)
+        run("redis", *shared, 64, 1)
         run("redis", *shared, 8, 1)
         for gw, _ in (memory,):
             stop(gw)
@@ -126,12 +129,17 @@ def main():
         print(f"\n## Redis budget, {stamp} ({os.cpu_count()} cores, {a.requests} requests per run, median of rounds)\n")
         print("| config | budget | req/s | p50 ms | p99 ms | gateway CPU-ms per request | Redis CPU-ms per request |")
         print("|---|---|---|---|---|---|---|")
-        for target, clients in (("memory", 1), ("redis", 1), ("redis", 8), ("redis --workers 2", 8)):
+        for target, clients in (("memory", 1), ("redis", 1), ("memory", 64), ("redis", 64), ("redis", 8),
+                                ("redis --workers 2", 8)):
             print(f"| {clients} client{'s' if clients > 1 else ''} | {target} | {med(target, clients, 'rps')} "
                   f"| {med(target, clients, 'p50_ms')} | {med(target, clients, 'p99_ms')} "
                   f"| {med(target, clients, 'gw_cpu_ms_per_req')} | {med(target, clients, 'redis_cpu_ms_per_req')} |")
         print(f"\nRedis path adds {r50 - m50:+.3f} ms at p50 and {r99 - m99:+.3f} ms at p99 (1 client), "
               f"{(med('redis', 1, 'gw_cpu_ms_per_req') or 0) - (med('memory', 1, 'gw_cpu_ms_per_req') or 0):+.3f} "
+              f"gateway CPU-ms per request; at 64 clients "
+              f"{(med('redis', 64, 'p50_ms') or 0) - (med('memory', 64, 'p50_ms') or 0):+.3f} ms p50, "
+              f"{(med('redis', 64, 'p99_ms') or 0) - (med('memory', 64, 'p99_ms') or 0):+.3f} ms p99, "
+              f"{(med('redis', 64, 'gw_cpu_ms_per_req') or 0) - (med('memory', 64, 'gw_cpu_ms_per_req') or 0):+.3f} "
               f"gateway CPU-ms per request. --workers 2 against one process at 8 clients: "
               f"{med('redis --workers 2', 8, 'rps')} / {med('redis', 8, 'rps')} req/s.\nRaw lines: {results}")
         errors = sum(r["errors"] for r in rows)

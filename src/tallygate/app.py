@@ -44,6 +44,7 @@ from tallygate.observe.webhooks import WebhookSender
 from tallygate.pipeline.auth import Authenticator
 from tallygate.pipeline.budget import BudgetEngine, MemoryBudget
 from tallygate.pipeline.exchange import Pipeline
+from tallygate.pipeline.freshness import Freshness
 from tallygate.pipeline.models import ModelCatalog
 from tallygate.pipeline.observers import CallObserver, Observers, RequestObserver
 from tallygate.pipeline.redis_budget import RedisBudget
@@ -145,7 +146,8 @@ class Gateway:
 
         pipeline = Pipeline(auth, catalog, Observers(observers, call_observers), budget, router,
                             settings.max_body_bytes, budgets.scopes, Scrubber.from_config(config),
-                            ledger.refusal)
+                            ledger.refusal,
+                            None if redis is None else Freshness(redis, budgets.reload_async, auth.refresh).catch_up)
         proxy = ProxyRoutes(pipeline)
         self._models = proxy.models
         self._hot: dict[tuple[str, str], Callable[[Scope, Receive, Send], Awaitable[None]]] = {
@@ -227,7 +229,8 @@ def _budget_engine(settings: Settings, keys: KeyStore, budget_store: BudgetStore
     service that loads its spend, and the Redis one if any."""
     if settings.redis_url:
         redis = RedisBudget(settings.redis_url, partial(month_spend, keys, budget_store),
-                            fail_open=settings.budgets_unavailable == "open", ttl_s=settings.hold_ttl_s)
+                            fail_open=settings.budgets_unavailable == "open", ttl_s=settings.hold_ttl_s,
+                            open_allowance=int(settings.budgets_open_allowance * 10**12))
         return redis, redis, redis
     memory = MemoryBudget()
     return memory, SpendLoader(keys, memory), None

@@ -199,9 +199,12 @@ class RequestCancelled(GatewayError):
 
 
 class BudgetExceeded(GatewayError):
+    """A limit would be passed; `scope_id` names the key or budget that refused (never sent)."""
+
     status = 402
     type = "budget_exceeded"
     code = "budget_exceeded"
+    scope_id: str | None = None
 
     def headers(self) -> list[tuple[bytes, bytes]]:
         return [(b"x-should-retry", b"false")]

@@ -437,6 +437,7 @@ class Settings:
     journal_fsync: str = "batch"  # "off" | "batch" | "always": see the README
     redis_url: str | None = None  # shared budget state for several processes/replicas; None: in memory
     budgets_unavailable: str = "closed"  # Redis unreachable: 'closed' refuses limited requests, 'open' serves
+    budgets_open_allowance: Decimal = Decimal(1)  # USD served per limited scope and process while Redis is away
     hold_ttl_s: float = 15.0  # a dead process's reservations are gone this long after its last renewal
     analytics_raw_budget: int | None = None  # raw records a question no roll-up holds may read (None: RAW_BUDGET)
 
@@ -458,6 +459,14 @@ class Settings:
             values["redis_url"] = env["TALLYGATE_REDIS_URL"]
         if env.get("TALLYGATE_BUDGETS_UNAVAILABLE"):
             values["budgets_unavailable"] = env["TALLYGATE_BUDGETS_UNAVAILABLE"]
+        if env.get("TALLYGATE_BUDGETS_OPEN_ALLOWANCE"):
+            try:
+                allowance = Decimal(env["TALLYGATE_BUDGETS_OPEN_ALLOWANCE"])
+            except ArithmeticError:
+                raise ConfigError("TALLYGATE_BUDGETS_OPEN_ALLOWANCE: must be an amount in USD") from None
+            if not allowance.is_finite() or allowance < 0:
+                raise ConfigError("TALLYGATE_BUDGETS_OPEN_ALLOWANCE: must be an amount in USD, 0 or more")
+            values["budgets_open_allowance"] = allowance
         if env.get("TALLYGATE_HOLD_TTL_S"):
             try:
                 values["hold_ttl_s"] = float(env["TALLYGATE_HOLD_TTL_S"])

@@ -47,7 +47,7 @@ _SCENARIO = re.compile(
     r"fail-(?P<fail>\d{3})|flaky-(?P<flaky>\d{3})-(?P<times>\d+)|slow-(?P<slow>\d+)"
     r"|slowstream-(?P<slowstream>\d+)|cached-(?P<cached>\d+)|cachewrite-(?P<cachewrite>\d+)"
     r"|cachewrite1h-(?P<cachewrite1h>\d+)"
-    r"|reasoning-(?P<reasoning>\d+)|(?P<kind>cut-stream|stream-error|reset|garbage)")
+    r"|reasoning-(?P<reasoning>\d+)|long-(?P<long>\d+)|(?P<kind>cut-stream|stream-error|reset|garbage)")
 
 
 @dataclass(frozen=True)
@@ -60,6 +60,7 @@ class Scenario:
     cache_write: int = 0       # Anthropic cache_creation_input_tokens (5-minute TTL)
     cache_write_1h: int = 0    # Anthropic cache writes with the 1-hour TTL
     reasoning: int = 0         # OpenAI completion_tokens_details.reasoning_tokens
+    words: int = 0             # long-<n>: a reply of n words, unless the request's cap cuts it
 
 
 def parse_scenario(model: object) -> Scenario:
@@ -82,6 +83,8 @@ def parse_scenario(model: object) -> Scenario:
         return Scenario("cachewrite", cache_write_1h=int(g["cachewrite1h"]))
     if "reasoning" in g:
         return Scenario("reasoning", reasoning=int(g["reasoning"]))
+    if "long" in g:
+        return Scenario("long", words=int(g["long"]))
     return Scenario(g["kind"])
 
 
@@ -105,7 +108,11 @@ def count_prompt_tokens(body: dict) -> int:
 
 
 def reply_text(body: dict) -> str:
-    """"Echo: <first 40 chars of the last user message>", or FIXED_REPLY if it has no text."""
+    """"Echo: <first 40 chars of the last user message>", or FIXED_REPLY if it has no text;
+    for the long-<n> scenario, n words."""
+    words = parse_scenario(body.get("model")).words
+    if words:
+        return " ".join(["w"] * words)
     users = [m for m in body.get("messages") or [] if isinstance(m, dict) and m.get("role") == "user"]
     text = text_of(users[-1].get("content")).strip() if users else ""
     return f"Echo: {text[:40]}" if text else FIXED_REPLY

@@ -46,7 +46,8 @@ def as_chat(body: dict) -> dict:
         elif item.get("type") == "function_call_output":
             messages.append({"role": "tool", "content": str(item.get("output"))})
     tools = [{"name": t.get("name")} for t in body.get("tools") or () if isinstance(t, dict)]
-    return {"messages": messages, "tools": tools, "max_tokens": body.get("max_output_tokens")}
+    return {"model": body.get("model"), "messages": messages, "tools": tools,
+            "max_tokens": body.get("max_output_tokens")}
 
 
 def check(body: dict) -> dict | None:

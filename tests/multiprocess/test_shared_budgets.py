@@ -189,6 +189,20 @@ def _reserved_returns_to_zero(gw: Gateway, path: str, timeout: float = 10) -> di
         time.sleep(0.1)
 
 
+def _drift(gw: Gateway, expect: Decimal = Decimal(0)) -> Decimal:
+    """`tallygate_budget_drift_usd` from /metrics, once it reads `expect` (or after 5 s)."""
+    deadline = time.monotonic() + 5
+    while True:
+        status, _, raw = gw.request("GET", "/metrics", key=None)
+        assert status == 200
+        found = re.search(rb"^tallygate_budget_drift_usd (\S+)$", raw, re.M)
+        assert found, raw[-500:]
+        drift = Decimal(found.group(1).decode())
+        if drift == expect or time.monotonic() > deadline:
+            return drift
+        time.sleep(0.2)
+
+
 def _worst_case(out: Outcome) -> Decimal:
     """The most one request may cost, as a 402 reported it."""
     for err in out.bodies:
@@ -377,3 +391,106 @@ def test_a_target_one_process_saw_failing_is_left_out_by_all(upstream: FakeUpstr
     finally:
         for gw in pair:
             gw.stop()
+
+
+def test_a_thousand_concurrent_limited_requests_on_one_process_get_no_false_503(
+        upstream: FakeUpstream, rds: RedisServer, tmp_path: Path) -> None:
+    config = standard_config(upstream)
+    config["providers"]["openai"]["timeout_s"] = 30.0
+    gw = Gateway(tmp_path, config, env={"TALLYGATE_MAX_CONNECTIONS_PER_ADDRESS": "0"},
+                 args=("--redis", rds.url)).start()
+    try:
+        key = _key(gw, "thousand", limit="5")
+
+        async def fire() -> list[int]:
+            body = {"model": "priced", "messages": HELLO, "max_tokens": 10}
+            async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+                async def one() -> int:
+                    async with session.post(gw.base_url + "/chat/completions", json=body,
+                                            headers={"Authorization": f"Bearer {key['key']}"}) as resp:
+                        await resp.read()
+                        return resp.status
+                return await asyncio.gather(*(one() for _ in range(1000)))
+
+        statuses = asyncio.run(fire())
+        assert statuses.count(503) == 0, gw.log()[-2000:]
+        assert statuses.count(200) >= 50 and statuses.count(200) + statuses.count(402) == 1000
+        me = _reserved_returns_to_zero(gw, "/v1/manage/apikey/" + key["id"])
+        assert Decimal(me["monthly_spend"]) <= Decimal("5")
+    finally:
+        gw.stop()
+
+
+def test_budgets_open_serves_at_most_its_allowance_while_redis_is_away(upstream: FakeUpstream,
+                                                                       tmp_path: Path) -> None:
+    from tests.fakes.upstream import closed_port_url
+
+    gone = closed_port_url().replace("http://", "redis://")
+    gw = Gateway(tmp_path, standard_config(upstream), env={"TALLYGATE_BUDGETS_OPEN_ALLOWANCE": "0.10"},
+                 args=("--redis", gone, "--budgets-unavailable", "open")).start()
+    try:
+        key = _key(gw, "open", limit="0.01")  # Redis could not tell: the limit is already passed
+        statuses = []
+        for _ in range(8):
+            status, _, answer = gw.post_json("/v1/chat/completions", {"model": "priced", "messages": HELLO,
+                                                                      "max_tokens": 10}, key["key"])
+            statuses.append(status)
+            if status == 503:
+                assert answer["error"]["code"] == "budget_unavailable", answer
+        assert statuses[0] == 200 and statuses[-1] == 503 and set(statuses) == {200, 503}
+        time.sleep(1.5)  # the ledger's batched writer
+        _, page = gw.get(f"/v1/logs?key={key['id']}&limit=50")
+        assert sum(Decimal(r["cost"]) for r in page["data"]) <= Decimal("0.10")
+    finally:
+        gw.stop()
+
+
+def test_views_of_spend_after_redis_lost_its_state_are_rebuilt_not_zero(upstream: FakeUpstream,
+                                                                         tmp_path: Path) -> None:
+    with redis_server() as own:
+        gw = Gateway(tmp_path, standard_config(upstream), args=("--redis", own.url)).start()
+        try:
+            key = _key(gw, "viewed", limit="5")
+            budget = _budget(gw, {"key": key["id"]}, "5")
+            status, _, _ = gw.post_json("/v1/chat/completions", {"model": "priced", "messages": HELLO,
+                                                                 "max_tokens": 10}, key["key"])
+            assert status == 200
+            deadline = time.monotonic() + 10
+            while (rec := gw.get("/v1/manage/apikey/" + key["id"])[1])["monthly_spend"] == "0" \
+                    or rec["monthly_reserved"] != "0":  # settled
+                assert time.monotonic() < deadline, rec
+                time.sleep(0.1)
+            spent = rec["monthly_spend"]
+            time.sleep(0.5)  # the ledger's batched writer
+            own.restart()  # without persistence: every counter is gone
+            assert gw.get("/v1/manage/apikey/" + key["id"])[1]["monthly_spend"] == spent
+            assert gw.get("/v1/key", key=key["key"])[1]["monthly_spend"] == spent
+            assert gw.get("/v1/manage/budget/" + budget["id"])[1]["monthly_spend"] == spent
+            assert _drift(gw) == 0  # the reconciliation: every counter equals the ledger
+            import redis
+
+            direct = redis.Redis.from_url(own.url)
+            [counter] = list(direct.scan_iter(match=f"tg:*:s:{key['id']}"))
+            direct.incrby(counter, 10**10)  # a counter off by a cent is seen
+            assert _drift(gw, Decimal("0.01")) == Decimal("0.01")
+        finally:
+            gw.stop()
+
+
+def test_a_budget_binds_every_process_from_the_moment_it_is_created(trio: list[Gateway],
+                                                                    pg: PostgresInstance) -> None:
+    run = uuid.uuid4().hex[:8]
+    key = _key(trio[0], f"fresh-{run}")  # no limit: the other processes had nothing to ask Redis
+    tags = [f"launch/{run}"]
+    assert burst(trio, [key["key"]], 3, tags).status(200) == 3  # each process knows the key now
+    budget = _budget(trio[1], {"tag": f"launch/{run}"}, "0.40")  # then hammered at once, everywhere
+    out = burst(trio, [key["key"]], 150, tags)
+    assert out.status(402) > 0 and out.status(200) + out.status(402) == len(out.answered), out.bodies[:3]
+    _every_answer_recorded(pg, out)
+    for gw in trio:
+        _reserved_returns_to_zero(gw, "/v1/manage/budget/" + budget["id"])
+    deadline = time.monotonic() + 10  # requests written late (abandoned, or from before the budget)
+    while (counter := Decimal(trio[0].get("/v1/manage/budget/" + budget["id"])[1]["monthly_spend"])) \
+            != (ledger := _spend(pg, [key["id"]])) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert counter == ledger <= Decimal("0.40") + Decimal("0.05")  # the first 3 before it

@@ -41,7 +41,7 @@ def _thresholds(events: list[dict], key_id: str) -> list[int]:
     return sorted(e["threshold"] for e in events if e["kind"] == "threshold" and e["subject"]["id"] == key_id)
 
 
-def test_each_threshold_fires_once_a_jump_fires_both_and_a_refusal_fires_100(
+def test_each_threshold_fires_once_a_jump_fires_both_and_a_refusal_fires_none(
         gateway: Gateway, receiver: Receiver) -> None:
     status, _, rec = gateway.post_json("/v1/manage/apikey", {"name": "growth", "monthly_limit": "1.00"})
     assert status == 201, rec
@@ -52,17 +52,24 @@ def test_each_threshold_fires_once_a_jump_fires_both_and_a_refusal_fires_100(
         client.chat.completions.create(model="priced", messages=BIG, max_tokens=1)  # 80.4 %: 50 and 80
         events = receiver.wait_for(lambda ev: len(_thresholds(ev, rec["id"])) >= 2)
         assert _thresholds(events, rec["id"]) == [50, 80]
-        for _ in range(2):  # the worst case no longer fits: refused, 100 % fires (once)
+        for _ in range(2):  # the worst case no longer fits: refused, and nothing was spent
             with pytest.raises(openai.APIStatusError) as err:
                 client.chat.completions.create(model="priced", messages=BIG, max_tokens=1)
             assert err.value.status_code == 402
+        receiver.wait_for(lambda ev: False, timeout=0.5)
+        assert _thresholds(receiver.events(), rec["id"]) == [50, 80]  # no 100 % at 80.4 % spend
+        status, _, _ = gateway.request("PUT", f"/v1/manage/apikey/{rec['id']}", b'{"monthly_limit": "0.80"}',
+                                       headers={"Content-Type": "application/json"})
+        assert status == 200  # now the recorded spend is past the limit: the next look fires 100 %
+        with pytest.raises(openai.APIStatusError):
+            client.chat.completions.create(model="priced", messages=BIG, max_tokens=1)
     events = receiver.wait_for(lambda ev: len(_thresholds(ev, rec["id"])) >= 3)
     receiver.wait_for(lambda ev: False, timeout=0.3)  # nothing more arrives
     events = [e for e in receiver.events() if e["subject"]["id"] == rec["id"]]
     assert _thresholds(events, rec["id"]) == [50, 80, 100]
     by = {e["threshold"]: e for e in events}
     assert by[50]["spend"] == by[80]["spend"] and Decimal(by[80]["spend"]) >= Decimal("0.80")
-    assert by[100]["refused"] is True and Decimal(by[100]["spend"]) < 1
+    assert by[100]["refused"] is True and Decimal(by[100]["spend"]) >= Decimal("0.80")
     assert by[50]["limit"] == "1" and by[50]["subject"] == {"kind": "key", "id": rec["id"], "name": "growth"}
     assert len({e["id"] for e in events}) == 3 and all(e["created_at"].endswith("Z") for e in events)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 
 from tallygate.observe.thresholds import ThresholdWatcher
-from tallygate.pipeline.budget import MemoryBudget, key_scopes
+from tallygate.pipeline.budget import MemoryBudget, key_scopes, refusal
 from tallygate.pipeline.call import Call
 from tallygate.types import Principal
 from tests.records import make_record
@@ -82,13 +82,19 @@ def test_alert_says_the_spend_it_fired_at_not_just_its_threshold() -> None:
                                 "monthly limit ($94 of $100)")
 
 
-def test_refusal_alert_says_the_spend_was_below_the_limit() -> None:
+def test_a_refusal_fires_no_threshold_and_the_next_alert_says_there_was_one() -> None:
     clock = Clock(dt.datetime(2026, 3, 1, 1, tzinfo=dt.UTC))
     watcher, budget, principal = _watch(clock, {"k": [100]})
     budget.load({"k": 97 * USD}, budget.month)
-    refusal = make_record(key_id="k", status=402, error_message="API key 'bot' would pass its limit")
-    watcher.call_finished(Call("r", "chat", principal), refusal)
+    refused = Call("r", "chat", principal)
+    refused.fail(refusal(key_scopes(principal)[0], 97 * USD, 0, 5 * USD))
+    watcher.call_finished(refused, make_record(key_id="k", status=402, error_message=refused.error.message))
+    assert watcher.due(*watcher.take()) == []  # spend is at 97 %: a refusal spent nothing
+    budget.load({"k": 3 * USD}, budget.month)
+    refused_again = Call("r2", "chat", principal)
+    refused_again.fail(refusal(key_scopes(principal)[0], 100 * USD, 0, 5 * USD))
+    watcher.call_finished(refused_again, make_record(key_id="k", status=402))
     [alert] = watcher.due(*watcher.take())
-    assert alert["threshold"] == 100 and alert["refused"] is True and alert["spend_percent"] == 97
-    assert alert["summary"] == ("API key 'bot' 100% threshold: spend is at 97% of its monthly limit "
-                                "($97 of $100); a request that would have passed the limit was refused")
+    assert alert["threshold"] == 100 and alert["refused"] is True and alert["spend_percent"] == 100
+    assert alert["summary"] == ("API key 'bot' 100% threshold: spend is at 100% of its monthly limit "
+                                "($100 of $100); a request that would have passed the limit was refused")

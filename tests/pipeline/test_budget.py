@@ -7,8 +7,9 @@ import datetime as dt
 import pytest
 
 from tallygate.core.timebuckets import month_start
-from tallygate.errors import BudgetExceeded
+from tallygate.errors import BudgetExceeded, InvalidRequest
 from tallygate.pipeline.budget import DEFAULT_MAX_TOKENS, MemoryBudget, Scope, worst_case
+from tallygate.pipeline.output_cap import cap_output
 from tallygate.pipeline.pricing import Rate
 
 
@@ -108,3 +109,36 @@ def test_worst_case_counts_every_part_of_the_prompt_but_images_at_a_flat_rate() 
     assert worst_case({"messages": [image]}, "chat", [rate]) < 2_000
     assert worst_case({"messages": [], "tools": [{"schema": big}]}, "chat", [rate]) >= 10_000
     assert worst_case({"input": [[1] * 900]}, "embeddings", [rate]) >= 900
+
+
+@pytest.mark.parametrize(("endpoint", "body"), [
+    ("chat", {}), ("chat", {"max_output_tokens": 10}), ("chat", {"max_tokens": 10, "max_completion_tokens": 900}),
+    ("chat", {"max_completion_tokens": 10, "max_tokens": 900}), ("chat", {"n": 3, "max_tokens": 50}),
+    ("messages", {"max_tokens": 900, "max_completion_tokens": 10}),
+    ("responses", {}), ("responses", {"max_tokens": 10}), ("responses", {"max_output_tokens": 900, "max_tokens": 10}),
+])
+def test_every_translation_sends_at_most_the_output_reserved_for(endpoint: str, body: dict) -> None:
+    from tallygate.providers.anthropic_translate import to_anthropic
+    from tallygate.providers.messages_translate import messages_to_chat
+    from tallygate.providers.responses_translate import responses_to_chat
+
+    body = {**body, "messages": [{"role": "user", "content": "hi"}], "input": "hi"}
+    bound = cap_output(body, endpoint)
+    if endpoint == "chat":
+        sent = [max(body.get("max_tokens") or 0, body.get("max_completion_tokens") or 0) * (body.get("n") or 1)]
+        if not body.get("n"):
+            sent.append(to_anthropic(body, "m")["max_tokens"])
+    elif endpoint == "messages":
+        sent = [body["max_tokens"], messages_to_chat(body, "m")["max_tokens"]]
+    else:
+        chat = responses_to_chat(body, "m")
+        sent = [body["max_output_tokens"], chat["max_tokens"], to_anthropic(chat, "m")["max_tokens"]]
+    assert sent and max(sent) <= bound
+
+
+@pytest.mark.parametrize("field", ["max_tokens", "max_completion_tokens", "max_output_tokens", "n"])
+@pytest.mark.parametrize("value", [0, -1, "9999", 1.5, True])
+def test_an_output_cap_that_is_not_a_positive_integer_is_a_400_naming_it(field: str, value: object) -> None:
+    with pytest.raises(InvalidRequest) as exc:
+        cap_output({"max_tokens": 5, field: value} if field != "max_tokens" else {field: value}, "chat")
+    assert exc.value.param == field

@@ -154,11 +154,11 @@ def test_counters_are_rebuilt_from_the_ledger_when_redis_loses_them(url: str) ->
     asyncio.run(run())
 
 
-def test_unreachable_redis_refuses_limited_requests_when_closed_and_serves_when_open() -> None:
+def test_unreachable_redis_refuses_limited_requests_when_closed_and_serves_its_allowance_when_open() -> None:
     url = closed_port_url().replace("http://", "redis://")
 
     async def run() -> None:
-        closed, opened = _engine(url, timeout_s=0.2), _engine(url, fail_open=True, timeout_s=0.2)
+        closed, opened = _engine(url, timeout_s=0.2), _engine(url, fail_open=True, open_allowance=25, timeout_s=0.2)
         await closed.start()
         await opened.start()
         limited, free = Scope("key", "k", "key", 100), Scope("key", "f", "free", None)
@@ -168,10 +168,40 @@ def test_unreachable_redis_refuses_limited_requests_when_closed_and_serves_when_
         assert (await closed.reserve([free], 10)).held == ()  # no limit applies: served
         hold = await opened.reserve([limited], 10)
         assert hold.held == () and opened.unavailable == 1
+        await opened.reserve([limited], 10)
+        with pytest.raises(BudgetUnavailable):  # 10 + 10 + 10 > the allowance of 25
+            await opened.reserve([limited], 10)
+        assert (await opened.reserve([free], 10)).held == ()  # no limit applies: still served
         assert await opened.ping() is not None
         for engine in (closed, opened):
             for task in engine._tasks:
                 task.cancel()
             await engine._aio.aclose()
+
+    asyncio.run(run())
+
+
+def test_thousands_of_concurrent_reservations_share_one_connection_and_a_cancelled_one_is_released(
+        url: str) -> None:
+    async def run() -> None:
+        engine = _engine(url)
+        await engine.start()
+        try:
+            scope = Scope("key", "k", "key", 10**15)
+            holds = await asyncio.gather(*(engine.reserve([scope], 7) for _ in range(3000)))
+            assert engine.reserved("k") == 3000 * 7
+            pool = engine._aio.connection_pool
+            assert len(pool._available_connections) + len(pool._in_use_connections) <= 3
+            for hold in holds:
+                engine.settle(hold, 0)
+            gone = asyncio.ensure_future(engine.reserve([scope], 5))
+            await asyncio.sleep(0)  # queued (or sent): its client goes away before the answer
+            gone.cancel()
+            await _settled(engine)
+            await asyncio.sleep(0.05)
+            await _settled(engine)
+            assert engine.reserved("k") == 0
+        finally:
+            await engine.stop()
 
     asyncio.run(run())

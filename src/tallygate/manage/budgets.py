@@ -5,7 +5,9 @@ label budget that applies to it) cannot loosen a budget that binds it: raise its
 its scope or delete it; tag budgets bind every such key, since any of its requests may carry the
 tag. Tightening (a lower limit, a new name) and creating budgets are always allowed. The label
 rules that keep a bound key from leaving a label budget live with the keys (`manage/keys.py`,
-`label_escape`). Changes reach this process's budget set at once, the others within a second.
+`label_escape`). Changes reach this process's budget set at once; with Redis, the others reload
+before admitting their next request (`BudgetEngine.bump`, `pipeline/freshness.py`), else within
+a second.
 """
 
 from __future__ import annotations
@@ -91,6 +93,7 @@ class BudgetAdmin:
         b = self._store.create(name=req.name, scope=scope, monthly_limit_pico=int(req.monthly_limit * PICO_PER_USD),
                                created_by=caller.user_id)
         self._registry.reload()
+        self._engine.bump()  # binds every process for the next request it admits
         return self.render(b)
 
     def get(self, budget_id: str) -> dict[str, Any]:
@@ -137,6 +140,7 @@ class BudgetAdmin:
         if row is None:
             raise NotFound(f"no budget with id {budget_id!r}", param="id")
         self._registry.reload()
+        self._engine.bump()  # binds every process for the next request it admits
         return self.render(row)
 
     def delete(self, caller: Principal, budget_id: str) -> dict[str, Any]:
@@ -146,4 +150,5 @@ class BudgetAdmin:
         out = self.render(b)
         self._store.delete(budget_id)
         self._registry.reload()
+        self._engine.bump()  # binds every process for the next request it admits
         return out

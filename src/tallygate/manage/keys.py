@@ -3,9 +3,10 @@
 Rules: `manage: read` lists and reads keys, `manage: write` changes them. No escalation: a key
 cannot create a key with a permission above its own, cannot edit or revoke a key that has one,
 and cannot change its own permissions, limit or labels (labels decide whose spend it is). A
-partial `permissions` object changes only the areas it names. A key with a monthly limit is bound by it in
-the same way: the keys it creates or edits get a limit no higher than its own (inherited when
-none is given), and it cannot touch a key whose limit is higher or absent. A key bound by a
+partial `permissions` object changes only the areas it names. A key bound by a monthly limit (its own, or
+a key or label budget that applies to every request it makes) is bound by the tightest of them
+in the same way: the keys it creates or edits get a limit no higher (inherited when none is
+given), and it cannot touch a key whose limit is higher or absent. A key bound by a
 label budget cannot take a key (itself or one it manages) out of that budget by changing its
 labels, and the keys it creates carry the budget's labels. Changes reach the in-memory key
 cache at once.
@@ -40,9 +41,9 @@ def _pico(amount: Decimal | None) -> int | None:
     return None if amount is None else int(amount * PICO_PER_USD)
 
 
-def _limit_above(limit: int | None, caller: Principal) -> bool:
-    """Whether `limit` (None = no limit) is more than a limited caller may grant."""
-    return caller.monthly_limit is not None and (limit is None or limit > caller.monthly_limit)
+def _limit_above(limit: int | None, cap: int | None) -> bool:
+    """Whether `limit` (None = no limit) is more than a caller bound by `cap` may grant."""
+    return cap is not None and (limit is None or limit > cap)
 
 
 def _exceeds(permissions: dict[str, str], caller: Principal) -> str | None:
@@ -81,6 +82,12 @@ class KeyAdmin:
             "policy": row.policy,
         }
 
+    def _cap(self, caller: Principal) -> int | None:
+        """The tightest monthly limit binding every request of `caller` (its own, key and label
+        budgets), None when none does."""
+        limits = [s.limit for s in self._budgets().key_bound(caller) if s.limit is not None]
+        return min(limits, default=None)
+
     def _check_policy(self, policy: str | None) -> None:
         if policy is not None and policy not in self._policies:
             known = ", ".join(sorted(self._policies)) or "none configured"
@@ -93,12 +100,12 @@ class KeyAdmin:
             raise PermissionDenied(f"cannot create a key with permissions.{area} above your own",
                                    param=f"permissions.{area}")
         self._check_policy(req.policy)
-        limit = _pico(req.monthly_limit)
+        limit, cap = _pico(req.monthly_limit), self._cap(caller)
         if limit is None and "monthly_limit" not in req.model_fields_set:
-            limit = caller.monthly_limit  # a limited key's children inherit its limit
-        if _limit_above(limit, caller):
-            raise PermissionDenied("cannot create a key with a monthly limit above your own",
-                                   param="monthly_limit")
+            limit = cap  # a bound key's children inherit the tightest limit that binds it
+        if _limit_above(limit, cap):
+            raise PermissionDenied("cannot create a key with a monthly limit above the tightest limit or "
+                                   "budget that binds your own", param="monthly_limit")
         labels = inherited_labels(self._budgets(), caller, req.labels)
         row, secret = self._store.create(name=req.name, labels=labels, permissions=permissions,
                                          monthly_limit_pico=limit, policy=req.policy,
@@ -127,8 +134,9 @@ class KeyAdmin:
             raise NotFound(f"no API key with id {key_id!r}", param="id")
         if area := _exceeds(row.permissions, caller):
             raise PermissionDenied(f"cannot change a key whose permissions.{area} is above your own")
-        if _limit_above(row.monthly_limit_pico, caller):
-            raise PermissionDenied("cannot change a key whose monthly limit is above your own")
+        if _limit_above(row.monthly_limit_pico, self._cap(caller)):
+            raise PermissionDenied("cannot change a key whose monthly limit is above the tightest limit or "
+                                   "budget that binds your own")
         return row
 
     def update(self, caller: Principal, key_id: str, req: KeyUpdate) -> dict[str, Any]:
@@ -160,14 +168,17 @@ class KeyAdmin:
             fields["permissions"] = permissions
         if "monthly_limit" in given:
             fields["monthly_limit_pico"] = _pico(req.monthly_limit)
-            if _limit_above(fields["monthly_limit_pico"], caller):
-                raise PermissionDenied("cannot set a monthly limit above your own", param="monthly_limit")
+            if _limit_above(fields["monthly_limit_pico"], self._cap(caller)):
+                raise PermissionDenied("cannot set a monthly limit above the tightest limit or budget that "
+                                       "binds your own", param="monthly_limit")
         if "policy" in given:
             self._check_policy(req.policy)
             fields["policy"] = req.policy
         updated = self._store.update(key_id, fields) if fields else self._store.get(key_id)
         assert updated is not None
         self._auth.remember(updated)
+        if fields.keys() & {"monthly_limit_pico", "labels", "permissions"}:
+            self._budget.bump()  # binds every process for the next request it admits
         return self.render(updated)
 
     def revoke(self, caller: Principal, key_id: str) -> dict[str, Any]:
@@ -176,6 +187,7 @@ class KeyAdmin:
         row = self._store.get(key_id)
         assert row is not None
         self._auth.remember(row)
+        self._budget.bump()
         return self.render(row)
 
     def own(self, caller: Principal) -> dict[str, Any]:

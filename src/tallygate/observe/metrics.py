@@ -59,6 +59,23 @@ class _BudgetCollector(Collector):
         yield g
 
 
+class _DriftCollector(Collector):
+    """`tallygate_budget_drift_usd` at scrape time: how far the shared budget counters are from
+    the ledger (`RedisBudget.drift`, a reconciliation on every scrape)."""
+
+    def __init__(self, drift: Callable[[], int]) -> None:
+        self._drift = drift
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        g = GaugeMetricFamily("tallygate_budget_drift_usd",
+                              "Sum over this month's keys and budgets of |shared counter - ledger spend|")
+        try:
+            g.add_metric([], self._drift() / PICO_PER_USD)
+        except Exception:  # Redis or the database out of reach: no figure rather than a failed scrape
+            return
+        yield g
+
+
 class GatewayMetrics:
     """The gateway's Prometheus series; `request_finished` is a request observer."""
 
@@ -95,6 +112,9 @@ class GatewayMetrics:
             MultiProcessCollector(self.registry, path=multiprocess_dir)  # type: ignore[no-untyped-call]
         if budget is not None and scopes is not None:
             self.registry.register(_BudgetCollector(budget, scopes))
+        drift = getattr(budget, "drift", None)
+        if callable(drift):
+            self.registry.register(_DriftCollector(drift))
         self._children: dict[tuple[Any, ...], tuple[Any, ...]] = {}
         self._attempt_children: dict[tuple[str, int], Any] = {}  # configured providers x statuses: bounded
 

@@ -6,8 +6,8 @@ the event loop, reads each noted scope's month spend from the `BudgetEngine` and
 alerts now due:
 
 - `threshold`: one per scope, month and percentage in its list (default 50, 80, 100) that the
-  spend has reached; a request that jumps several at once fires each. A 402 refusal fires the
-  100 % alert of the scope that refused it if it has not fired yet.
+  recorded spend has reached; a request that jumps several at once fires each. A 402 refusal
+  fires none (it spent nothing): the next alert of the scope that refused it says so.
 - `projected_overrun`: at this month's pace so far (spend / elapsed time) the limit is passed
   before the month ends; carries the projected date; at most once per scope and UTC day, and
   not before `MIN_ELAPSED_MS` of the month has passed (the first hours' pace means little).
@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from tallygate.core.money import usd_text
 from tallygate.core.record import LedgerRecord
 from tallygate.core.timebuckets import HOUR_MS, month_after, month_floor
+from tallygate.errors import BudgetExceeded
 from tallygate.observe.events import Event, event, iso
 from tallygate.pipeline.budget import BudgetEngine, Scope
 from tallygate.pipeline.call import Call
@@ -73,10 +74,8 @@ class ThresholdWatcher:
         scopes = [s for s in self._scopes_for(call.principal, call.tags) if s.limit]
         for s in scopes:
             self._touched[s.id] = self.known[s.id] = s
-        if record.status == 402 and scopes:
-            message = record.error_message or ""
-            named = [s for s in scopes if message.startswith(describe(s) + " ")]
-            self._refused.update(s.id for s in named or scopes)
+        if record.status == 402 and isinstance(call.error, BudgetExceeded) and call.error.scope_id:
+            self._refused.add(call.error.scope_id)
 
     def take(self) -> tuple[list[Scope], set[str]]:
         """The scopes noted since the last call (on the event loop)."""
@@ -96,7 +95,7 @@ class ThresholdWatcher:
             spend = self._budget.spend(s.id)
             subject = {"kind": s.kind, "id": s.id, "name": s.name}
             for pct in self._per_scope.get(s.id, self._thresholds):
-                reached = spend * 100 >= pct * limit or (pct == 100 and s.id in refused)
+                reached = spend * 100 >= pct * limit
                 alert_id = f"threshold:{s.id}:{_month_text(month)}:{pct}"
                 if reached and alert_id not in self.fired:
                     out.append(event(alert_id, "threshold", now, subject, _summary(s, pct, spend, limit, refused),

@@ -81,6 +81,19 @@ class Authenticator:
         self._by_prefix[row.key_prefix] = entries
         self._misses.pop(row.key_prefix, None)
 
+    def current(self, principal: Principal) -> Principal:
+        """The latest copy held of `principal`'s key (`principal` itself when none is)."""
+        if principal.key_id is not None:
+            for entries in self._by_prefix.values():
+                for _, held in entries:
+                    if held is not None and held.key_id == principal.key_id:
+                        return held
+        return principal
+
+    async def refresh(self) -> None:
+        """Take in the keys changed lately, now (as the periodic refresh does)."""
+        await self._refresh()
+
     async def start(self) -> None:
         """Load every key, then keep them fresh in the background."""
         if self._admin.user_id is None:

@@ -23,10 +23,11 @@ from typing import Any, NamedTuple, Protocol
 from tallygate.core.money import usd_text
 from tallygate.core.timebuckets import month_floor
 from tallygate.errors import BudgetExceeded, BudgetUnavailable
+from tallygate.pipeline.output_cap import DEFAULT_MAX_TOKENS as DEFAULT_MAX_TOKENS
+from tallygate.pipeline.output_cap import output_bound
 from tallygate.pipeline.pricing import Rate
 from tallygate.types import Principal
 
-DEFAULT_MAX_TOKENS = 4096  # output tokens assumed for a request that sets no max_tokens
 IMAGE_TOKENS = 1600  # input tokens assumed per image part
 _CHARS_PER_TOKEN = 3  # conservative: real tokenizers average about 4 characters a token
 
@@ -62,21 +63,27 @@ def worst_case(body: dict[str, Any], endpoint: str, rates: Iterable[Rate],
     """The most this request can cost, in picodollars, over every target it may be sent to.
 
     The prompt is every character of the body (messages, tool calls and their arguments, tool
-    and response schemas, files, audio ...) at `_CHARS_PER_TOKEN`, images at `IMAGE_TOKENS`.
+    and response schemas, files, audio ...) at `_CHARS_PER_TOKEN`, images at `IMAGE_TOKENS`; the
+    output is `output_cap.output_bound` (call `output_cap.cap_output` first so that the body
+    sent carries that cap).
     """
     chars, images = _size(body)
+    output = output_bound(body, endpoint, default_max_tokens)
     if endpoint == "embeddings":
-        output = 0
         inputs = body.get("input")
         if isinstance(inputs, list) and inputs and isinstance(inputs[0], (int, list)):
             chars += 3 * sum(len(x) if isinstance(x, list) else 1 for x in inputs)  # token ids
-    else:
-        out = body.get("max_completion_tokens") or body.get("max_tokens") or body.get("max_output_tokens")
-        output = out if type(out) is int and out > 0 else default_max_tokens
-        n = body.get("n")
-        output *= n if type(n) is int and n > 1 else 1
     prompt = math.ceil(chars / _CHARS_PER_TOKEN) + images * IMAGE_TOKENS
     return max((prompt * max(r.input, r.cache_write, r.cache_write_1h) + output * r.output for r in rates), default=0)
+
+
+class StaleScopes(Exception):  # noqa: N818 - a signal, not an error
+    """The scopes were decided with budgets and keys older than the shared version: reload them
+    (`version` is the one to load) and decide again."""
+
+    def __init__(self, version: str) -> None:
+        super().__init__(version)
+        self.version = version
 
 
 class Scope(NamedTuple):
@@ -136,6 +143,10 @@ class BudgetEngine(Protocol):
     def adopt(self, spend_by_scope: dict[str, int], month: int) -> None:
         """Start scopes new to the engine (a budget just created) from the ledger's spend."""
 
+    def bump(self) -> None:
+        """Say that budgets or keys' limits or labels changed: every process deciding a request's
+        scopes from older ones reloads them before reserving (blocking)."""
+
 
 def usage_text(engine: BudgetEngine, scope_id: str) -> tuple[str | None, str | None]:
     """(spend, reserved) of a scope as USD strings for the management API; (None, None) while
@@ -147,12 +158,30 @@ def usage_text(engine: BudgetEngine, scope_id: str) -> tuple[str | None, str | N
 
 
 def refusal(scope: Scope, spent: int, held: int, amount: int) -> BudgetExceeded:
-    """The 402 for a request that would take `scope` past its limit."""
+    """The 402 for a request that would take `scope` past its limit (as the management API may
+    see it: `redacted` gives what any caller may)."""
     assert scope.limit is not None
-    return BudgetExceeded(
+    err = BudgetExceeded(
         f"{scope.describe()} would pass its monthly limit of ${usd_text(scope.limit)}: "
         f"spent ${usd_text(spent)}, ${usd_text(held)} reserved by requests in flight, "
         f"this request may cost up to ${usd_text(amount)}")
+    err.scope_id = scope.id
+    return err
+
+
+def redacted(err: BudgetExceeded, principal: Principal, amount: int) -> BudgetExceeded:
+    """The 402 a caller may read: a key's own limit in full; a budget in full (with its id) only
+    to `manage: read`, which may read every budget; else only that a budget refused."""
+    scope_id = err.scope_id or ""
+    if not scope_id.startswith("budget:"):
+        return err
+    if principal.can("manage", "read"):
+        out = BudgetExceeded(f"{err.message} (budget id {scope_id.removeprefix('budget:')})")
+    else:
+        out = BudgetExceeded("a budget on this request's tags or this key's labels would pass its monthly "
+                             f"limit: this request may cost up to ${usd_text(amount)}")
+    out.scope_id = scope_id
+    return out
 
 
 class MemoryBudget:
@@ -199,6 +228,9 @@ class MemoryBudget:
         if month == self.month:
             for scope_id, pico in spend_by_scope.items():
                 self._spend.setdefault(scope_id, pico)
+
+    def bump(self) -> None:
+        """Nothing to do: this process's changes apply here at once."""
 
     async def reserve(self, scopes: Sequence[Scope], amount: int) -> Hold:
         return self.reserve_now(scopes, amount)

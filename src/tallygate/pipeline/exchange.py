@@ -26,12 +26,20 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
 
-from tallygate.errors import GatewayError, InvalidRequest, PermissionDenied, RequestCancelled
+from tallygate.errors import (
+    BudgetExceeded,
+    BudgetUnavailable,
+    GatewayError,
+    InvalidRequest,
+    PermissionDenied,
+    RequestCancelled,
+)
 from tallygate.pipeline.auth import Authenticator
-from tallygate.pipeline.budget import BudgetEngine, Hold, ScopesOf, key_scopes, worst_case
+from tallygate.pipeline.budget import BudgetEngine, Hold, ScopesOf, StaleScopes, key_scopes, redacted, worst_case
 from tallygate.pipeline.call import Call
 from tallygate.pipeline.models import ModelCatalog, Route, check_kind
 from tallygate.pipeline.observers import Observers
+from tallygate.pipeline.output_cap import cap_output
 from tallygate.pipeline.routing import Plan, Router
 from tallygate.pipeline.tags import parse_tags
 from tallygate.pipeline.wire import (
@@ -69,11 +77,13 @@ class Pipeline:
     def __init__(self, auth: Authenticator, catalog: ModelCatalog, observers: Observers, budget: BudgetEngine,
                  router: Router, max_body_bytes: int, scopes: ScopesOf | None = None,
                  scrubber: Scrubber | None = None,
-                 ledger_refusal: Callable[[], GatewayError | None] | None = None) -> None:
+                 ledger_refusal: Callable[[], GatewayError | None] | None = None,
+                 catch_up: Callable[[str], Awaitable[None]] | None = None) -> None:
         """`scopes(principal, tags)`: the limits a request counts against (default: its key's);
         `scrubber` keeps provider secrets from clients; `ledger_refusal()` says why the ledger
         cannot record a request now (its journal's disk refuses writes, or it is at its cap):
-        the request is then refused with that 503 before any provider is called."""
+        the request is then refused with that 503 before any provider is called; `catch_up(version)`
+        reloads budgets and keys when the shared version moved (`pipeline/freshness.py`)."""
         self.auth = auth
         self.catalog = catalog
         self.router = router
@@ -83,6 +93,7 @@ class Pipeline:
         self.scopes = scopes or (lambda principal, _tags: key_scopes(principal))
         self.scrubber = scrubber or Scrubber(())
         self.ledger_refusal = ledger_refusal or (lambda: None)
+        self.catch_up = catch_up  # reloads budgets and keys up to a version (`pipeline/freshness.py`)
 
     def exchange(self, scope: Scope, receive: Receive, send: Send, endpoint: str,
                  errors: ErrorSender = send_error) -> Exchange:
@@ -92,13 +103,26 @@ class Pipeline:
 
     async def reserve(self, call: Call, body: dict, routes: Sequence[Route]) -> Hold | None:
         """Hold the request's worst-case cost against its key's limit and every budget that
-        applies, all or nothing (402 naming the first that won't fit)."""
-        scopes = self.scopes(call.principal, call.tags)
-        if not scopes:
-            return None
-        limited = any(s.limit is not None for s in scopes)
-        amount = worst_case(body, call.endpoint, [self.catalog.rate(r) for r in routes]) if limited else 0
-        return await self.budget.reserve(scopes, amount)
+        applies, all or nothing (402 naming the first that won't fit). Scopes decided with
+        budgets or keys another process has changed since are decided again, reloaded."""
+        for attempt in range(3):
+            scopes = self.scopes(call.principal, call.tags)
+            if not scopes:
+                return None
+            amount = 0
+            if any(s.limit is not None for s in scopes):
+                cap_output(body, call.endpoint)  # the body sent carries the output cap reserved for
+                amount = worst_case(body, call.endpoint, [self.catalog.rate(r) for r in routes])
+            try:
+                return await self.budget.reserve(scopes, amount)
+            except BudgetExceeded as err:  # another team's budget is not this caller's to read
+                raise redacted(err, call.principal, amount) from None
+            except StaleScopes as stale:
+                if self.catch_up is None or attempt == 2:
+                    break
+                await self.catch_up(stale.version)
+                call.principal = self.auth.current(call.principal)
+        raise BudgetUnavailable("budgets kept changing while this request was admitted; retry")
 
 
 class Exchange:

@@ -9,8 +9,14 @@ dies are reaped by the others within `ttl_s` of its last renewal, however long i
 Counters are built from the ledger when Redis has none for the month (first start, a new month,
 Redis restarted without persistence): each becomes the larger of itself and the ledger's total,
 and the build is repeated once the ledgers of all processes have flushed (`_REBUILD_AGAIN_S`).
+Reservations are batched on one connection (`pipeline/redis_batch.py`): however many requests
+are in flight, none fails for want of a pooled connection.
+
 When Redis cannot be reached, `fail_open=False` refuses requests under a limit with 503
-`budget_unavailable`; `fail_open=True` serves them (logged loudly) and queues their spend.
+`budget_unavailable`; `fail_open=True` serves them (logged loudly) and queues their spend, but
+only up to `open_allowance` picodollars of worst-case cost per limited scope and process for
+each outage: past it, 503 as when closed. A scope can therefore pass its limit by at most
+`open_allowance` times the number of processes (plus the usual holds lost with Redis's state).
 """
 
 from __future__ import annotations
@@ -32,13 +38,18 @@ from redis.retry import Retry
 
 from tallygate.core.timebuckets import month_after, month_floor
 from tallygate.errors import BudgetUnavailable
-from tallygate.pipeline.budget import Hold, Scope, refusal
+from tallygate.pipeline.budget import Hold, Scope, StaleScopes, refusal
+from tallygate.pipeline.redis_batch import ScriptBatch
 from tallygate.pipeline.redis_lua import HEARTBEAT, REBUILD, RELEASE_ALL, RESERVE, SETTLE
 
 log = logging.getLogger("tallygate.budget.redis")
 _REBUILD_AGAIN_S = 3.0
 _MAX_QUEUED = 200_000  # settles kept while Redis is away; the ledger has them in any case
 _CHUNK = 2000  # scopes per rebuild call
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _log_failure(task: asyncio.Task[None]) -> None:
@@ -50,11 +61,17 @@ class RedisBudget:
     """Budget state in Redis (a service: `start()` and `stop()` with the gateway)."""
 
     def __init__(self, url: str, ledger_spend: Callable[[int], dict[str, int]], *, fail_open: bool = False,
-                 ttl_s: float = 15.0, prefix: str = "tg:", timeout_s: float = 1.0) -> None:
-        """`ledger_spend(month)`: the ledger's spend per scope in that month (blocking)."""
+                 open_allowance: int = 0, ttl_s: float = 15.0, prefix: str = "tg:", timeout_s: float = 1.0) -> None:
+        """`ledger_spend(month)`: the ledger's spend per scope in that month (blocking);
+        `open_allowance`: with `fail_open`, the worst-case cost (picodollars) served per limited
+        scope while Redis is unreachable, before refusing with 503."""
         self.url = url
         self._ledger_spend = ledger_spend
         self._fail_open = fail_open
+        self._open_allowance = open_allowance
+        self._unenforced: dict[str, int] = {}  # worst cases served per scope during this outage
+        self.loaded_version = ""  # the budgets/keys version this process decides scopes with
+        self._down_until = 0.0  # unlimited requests skip the version check until then
         self._ttl_ms = int(ttl_s * 1000)
         self._p = prefix
         self.process = uuid.uuid4().hex
@@ -64,7 +81,7 @@ class RedisBudget:
                                             retry=AsyncRetry(NoBackoff(), 1), retry_on_error=[RedisConnectionError])
         self._sync = redis.Redis.from_url(url, socket_timeout=timeout_s * 2, socket_connect_timeout=timeout_s,
                                           retry=Retry(NoBackoff(), 1), retry_on_error=[RedisConnectionError])
-        self._reserve = self._aio.register_script(RESERVE)
+        self._reserve = ScriptBatch(self._aio, self._aio.register_script(RESERVE), on_orphan=self._orphan)
         self._settle = self._aio.register_script(SETTLE)
         self._heartbeat = self._aio.register_script(HEARTBEAT)
         self._release = self._aio.register_script(RELEASE_ALL)
@@ -75,6 +92,7 @@ class RedisBudget:
         self._tasks: list[asyncio.Task[None]] = []
         self._month, self._next_month = 0, 0
         self._rebuilding: asyncio.Lock | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._warned = 0.0
         self._closing = False
         self.unavailable = 0  # requests served or refused while Redis was unreachable
@@ -91,27 +109,46 @@ class RedisBudget:
         month = self._now_month()
         ids = tuple(s.id for s in scopes)
         limited = [s for s in scopes if s.limit is not None]
-        if not limited or not amount:
+        if not limited or not amount:  # only check that no budget or limit has appeared since
+            if time.monotonic() < self._down_until:
+                return Hold(ids, (), 0, month)  # Redis just failed: do not make it wait for a timeout
+            try:
+                res = await self._reserve([self._p, month, self.process, 0, self._ttl_ms, self.loaded_version])
+            except (RedisError, OSError):
+                self._down_until = time.monotonic() + 1.0
+                return Hold(ids, (), 0, month)  # nothing known to limit it: served either way
+            if res[0] == 3:
+                raise StaleScopes(_text(res[1]))
             return Hold(ids, (), 0, month)
-        args: list[Any] = [self._p, month, self.process, amount, self._ttl_ms]
+        args: list[Any] = [self._p, month, self.process, amount, self._ttl_ms, self.loaded_version]
         for s in limited:
             args += (s.id, s.limit)
         for _ in range(3):
             try:
-                res = await self._reserve(args=args)
+                res = await self._reserve(args)
             except (RedisError, OSError) as exc:
-                return self._unavailable(ids, month, exc)
+                return self._unavailable(ids, limited, amount, month, exc)
+            if self._unenforced:
+                self._unenforced.clear()  # Redis is back: the next outage has its own allowance
             if res[0] == 0:
                 return Hold(ids, tuple(s.id for s in limited), amount, month)
+            if res[0] == 3:
+                raise StaleScopes(_text(res[1]))
             if res[0] == 1:
                 raise refusal(limited[int(res[1]) - 1], int(res[2]), int(res[3]), amount)
             try:
                 await self.rebuild(month)
             except Exception as exc:
-                return self._unavailable(ids, month, exc)
-        return self._unavailable(ids, month, RuntimeError("the month's counters could not be built"))
+                return self._unavailable(ids, limited, amount, month, exc)
+        return self._unavailable(ids, limited, amount, month, RuntimeError("the month's counters could not be built"))
 
-    def _unavailable(self, ids: tuple[str, ...], month: int, exc: BaseException) -> Hold:
+    def _orphan(self, args: Sequence[Any], res: Any) -> None:
+        """A reservation whose request went away while Redis answered: release it."""
+        if isinstance(res, list) and res and res[0] == 0:
+            self.settle(Hold((), tuple(args[6::2]), int(args[3]), int(args[1])), 0)
+
+    def _unavailable(self, ids: tuple[str, ...], limited: Sequence[Scope], amount: int, month: int,
+                     exc: BaseException) -> Hold:
         self.unavailable += 1
         now = time.monotonic()
         if now - self._warned > 5.0:
@@ -122,6 +159,12 @@ class RedisBudget:
         if not self._fail_open:
             raise BudgetUnavailable("budget state is unreachable, so requests under a limit or budget are "
                                     "refused until it is back")
+        served = self._unenforced
+        if any(served.get(s.id, 0) + amount > self._open_allowance for s in limited):
+            raise BudgetUnavailable("budget state is unreachable and this request's limits have used the "
+                                    "allowance served unenforced (budgets_open_allowance); retry once it is back")
+        for s in limited:
+            served[s.id] = served.get(s.id, 0) + amount
         return Hold(ids, (), 0, month)
 
     def settle(self, hold: Hold, actual: int) -> None:
@@ -208,8 +251,12 @@ class RedisBudget:
                                             *(x for pair in chunk for x in pair)])
 
     def adopt(self, spend_by_scope: dict[str, int], month: int) -> None:
+        """Start new scopes from the ledger's spend, and again once every ledger writer has
+        flushed (requests answered before the budget existed may be written after this read)."""
         if spend_by_scope:
             self._rebuild_sync(args=[self._p, month, "0", *(x for pair in spend_by_scope.items() for x in pair)])
+            if self._loop is not None and not self._closing:
+                self._loop.call_soon_threadsafe(self._loop.call_later, _REBUILD_AGAIN_S, self._again, month)
 
     # -- reads for the management API (blocking) --------------------------------------------------
 
@@ -219,8 +266,44 @@ class RedisBudget:
         except (RedisError, OSError) as exc:
             raise BudgetUnavailable(f"budget state is unreachable ({type(exc).__name__})") from None
 
+    def drift(self) -> int:
+        """Reconciliation: the sum over this month's scopes of |Redis counter - ledger spend|, in
+        picodollars (blocking; 0 once every settled request is in the ledger). Spend settled
+        but not yet written by a ledger writer shows as drift for that moment."""
+        month = self._now_month()
+        ledger = self._ledger_spend(month)
+        head = f"{self._p}{month}:s:"
+        try:
+            counters = {k.decode()[len(head):]: int(v or 0) for k in self._sync.scan_iter(match=head + "*", count=1000)
+                        if (v := self._sync.get(k)) is not None}
+        except (RedisError, OSError) as exc:
+            raise BudgetUnavailable(f"budget state is unreachable ({type(exc).__name__})") from None
+        return sum(abs(counters.get(s, 0) - ledger.get(s, 0)) for s in counters.keys() | ledger.keys())
+
+    def version(self) -> str:
+        """The shared budgets/keys version now (blocking; read before reloading them)."""
+        return _text(self._sync.get(f"{self._p}ver") or b"0")
+
+    def bump(self) -> None:
+        try:
+            self._sync.incr(f"{self._p}ver")
+        except (RedisError, OSError) as exc:  # the others still reload within their refresh period
+            log.error("telling other processes of a budget or key change failed: %s", exc)
+
     def spend(self, scope_id: str) -> int:
-        return self._read(f"{self._p}{self._now_month()}:s:{scope_id}")
+        """The scope's month spend; when Redis has lost the month's counters (restarted without
+        persistence), they are rebuilt from the ledger first: a view never reads a lost 0."""
+        month = self._now_month()
+        try:
+            if not self._sync.exists(f"{self._p}{month}:ready"):
+                log.warning("building budget counters for the month from the ledger (read before any request)")
+                pairs = list(self._ledger_spend(month).items())
+                for i in range(0, max(len(pairs), 1), _CHUNK):
+                    last = "1" if i + _CHUNK >= len(pairs) else "0"
+                    self._rebuild_sync(args=[self._p, month, last, *(x for pair in pairs[i:i + _CHUNK] for x in pair)])
+        except (RedisError, OSError) as exc:
+            raise BudgetUnavailable(f"budget state is unreachable ({type(exc).__name__})") from None
+        return self._read(f"{self._p}{month}:s:{scope_id}")
 
     def reserved(self, scope_id: str) -> int:
         return self._read(f"{self._p}rt:{scope_id}")
@@ -245,7 +328,9 @@ class RedisBudget:
 
     async def start(self) -> None:
         self._wake, self._rebuilding = asyncio.Event(), asyncio.Lock()
-        try:
+        self._loop = asyncio.get_running_loop()
+        try:  # the version first: budgets and keys are loaded after the engine starts
+            self.loaded_version = _text(await self._aio.get(f"{self._p}ver") or b"0")
             await self._heartbeat(args=[self._p, self.process, self._ttl_ms])
             await self.rebuild(self._now_month())
         except (RedisError, OSError) as exc:

@@ -4,6 +4,7 @@ Keys, under a prefix `p` (default `tg:`):
 
     p<month>:s:<scope>   spend of a scope in the month starting at <month> (epoch ms), picodollars
     p<month>:ready       set once that month's counters were built from the ledger
+    pver                 bumped by every change of a budget or of a key's limit or labels
     pr:<scope>           hash: process id -> what that process holds against the scope
     prt:<scope>          what all processes hold against the scope (the sum of the hash)
     pps:<process>        set: the scopes a process holds something against
@@ -57,22 +58,26 @@ local function reap_dead(p, proc, now)
 end
 """
 
-# ARGV: prefix, month, process, amount, ttl_ms, then (scope, limit) pairs.
+# ARGV: prefix, month, process, amount, ttl_ms, the budgets version the caller decided its scopes
+# with, then (scope, limit) pairs (none: only the version is checked). {3, version}: stale.
 # -> {0} held everywhere | {1, i, spent, held} the i-th scope (1-based) would pass its limit
 #    | {2} this month's counters are not built (Redis lost its state, or a new month)
 RESERVE = _COMMON + """
 local p, month, proc, amount, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
+local ver = redis.call('GET', p .. 'ver') or '0'
+if ver ~= ARGV[6] then return {3, ver} end
+if #ARGV < 7 then return {0} end
 if redis.call('EXISTS', p .. month .. ':ready') == 0 then return {2} end
 local now = now_ms()
 reap_dead(p, proc, now)
 redis.call('ZADD', p .. 'procs', now + ttl, proc)
-for i = 6, #ARGV, 2 do
+for i = 7, #ARGV, 2 do
   local spent = redis.call('GET', p .. month .. ':s:' .. ARGV[i])
   local held = redis.call('GET', p .. 'rt:' .. ARGV[i])
   local h, l = sum3(spent, held, amount)
-  if greater(h, l, ARGV[i + 1]) then return {1, (i - 4) / 2, spent or '0', held or '0'} end
+  if greater(h, l, ARGV[i + 1]) then return {1, (i - 5) / 2, spent or '0', held or '0'} end
 end
-for i = 6, #ARGV, 2 do
+for i = 7, #ARGV, 2 do
   redis.call('HINCRBY', p .. 'r:' .. ARGV[i], proc, amount)
   redis.call('INCRBY', p .. 'rt:' .. ARGV[i], amount)
   redis.call('SADD', p .. 'ps:' .. proc, ARGV[i])

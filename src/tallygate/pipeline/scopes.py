@@ -114,7 +114,7 @@ class BudgetRegistry:
         self._engine = engine
         self._month = month
         self.current = BudgetSet()
-        self._refresher = Periodic(refresh_s, self._reload_async, log,
+        self._refresher = Periodic(refresh_s, self.reload_async, log,
                                    "refreshing budgets failed; the last known budgets still apply")
 
     def scopes(self, principal: Principal, tags: tuple[str, ...]) -> tuple[Scope, ...]:
@@ -132,11 +132,12 @@ class BudgetRegistry:
         self.current = BudgetSet(records)
 
     async def start(self) -> None:
-        await self._reload_async()
+        await self.reload_async()
         self._refresher.start()
 
     async def stop(self) -> None:
         await self._refresher.stop()
 
-    async def _reload_async(self) -> None:
+    async def reload_async(self) -> None:
+        """`reload` in a worker thread."""
         await asyncio.to_thread(self.reload)

@@ -1,0 +1,94 @@
+"""A limited request cannot make a provider produce more output than the gateway reserved for:
+on every route, native or translated, streamed or not, whatever output caps the body carries."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from collections.abc import Iterator
+from decimal import Decimal
+
+import pytest
+
+from tests.conftest import standard_config
+from tests.gateway import InProcessGateway
+
+LIMIT = Decimal("5")  # $5 at $0.001 a token: room for 4,096 output tokens, not for 6,000
+_PRICED = {"input_per_mtok": "1000", "output_per_mtok": "1000"}
+HELLO = [{"role": "user", "content": "hi"}]
+
+# (route, model, body without model/stream). "long" replies 6,000 words unless capped upstream.
+_CHAT = [{}, {"max_tokens": 100}, {"max_completion_tokens": 100},
+         {"max_tokens": 10, "max_completion_tokens": 6000}, {"max_completion_tokens": 10, "max_tokens": 6000},
+         {"max_output_tokens": 10}, {"n": 2, "max_tokens": 3000}]
+_MESSAGES = [{"max_tokens": 100}, {"max_tokens": 6000, "max_completion_tokens": 10},
+             {"max_tokens": 6000, "max_output_tokens": 10}]
+_RESPONSES = [{}, {"max_output_tokens": 100}, {"max_output_tokens": 6000, "max_tokens": 10},
+              {"max_output_tokens": 6000, "max_completion_tokens": 10}]
+CASES = [
+    *[("/v1/chat/completions", m, {"messages": HELLO, **b}) for m in ("long", "claude-long") for b in _CHAT],
+    *[("/v1/messages", m, {"messages": HELLO, **b}) for m in ("claude-long", "long") for b in _MESSAGES],
+    *[("/v1/responses", m, {"input": "hi", **b}) for m in ("long", "claude-long") for b in _RESPONSES],
+]
+_names = itertools.count()
+
+
+@pytest.fixture(scope="module")
+def gateway(upstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessGateway]:  # type: ignore[no-untyped-def]
+    config = standard_config(upstream)
+    config["models"]["long"] = {"provider": "openai", "model": "long-6000", "pricing": _PRICED}
+    config["models"]["claude-long"] = {"provider": "anthropic", "model": "long-6000", "pricing": _PRICED}
+    gw = InProcessGateway(tmp_path_factory.mktemp("gw"), config).start()
+    yield gw
+    gw.stop()
+
+
+def _spend_when_settled(gateway: InProcessGateway, key: str) -> Decimal:
+    deadline = time.monotonic() + 10
+    while True:
+        status, me = gateway.get("/v1/key", key=key)
+        assert status == 200, me
+        if me["monthly_reserved"] == "0" or time.monotonic() > deadline:
+            return Decimal(me["monthly_spend"])
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+@pytest.mark.parametrize(("path", "model", "body"), CASES, ids=[f"{p[4:]}-{m}-{sorted(b)}" for p, m, b in CASES])
+def test_no_body_makes_a_limited_request_spend_past_its_reservation(gateway: InProcessGateway, path: str,
+                                                                    model: str, body: dict, stream: bool) -> None:
+    status, _, rec = gateway.post_json("/v1/manage/apikey", {"name": f"cap-{next(_names)}",
+                                                             "monthly_limit": str(LIMIT)})
+    assert status == 201, rec
+    payload = {**body, "model": model, "stream": stream}
+    status, _, answer = gateway.request("POST", path, json.dumps(payload).encode(), rec["key"],
+                                        {"Content-Type": "application/json", "anthropic-version": "2023-06-01"})
+    assert status in (200, 400, 402), answer[:300]
+    if body.get("max_tokens") == 100 or body.get("max_completion_tokens") == 100 \
+            or body.get("max_output_tokens") == 100:
+        assert status == 200, answer[:300]  # an honest small cap is served
+    assert _spend_when_settled(gateway, rec["key"]) <= LIMIT
+
+
+def test_the_gateway_sends_the_cap_it_reserved_for_when_the_client_sets_none(gateway: InProcessGateway,
+                                                                              upstream) -> None:  # type: ignore[no-untyped-def]
+    status, _, rec = gateway.post_json("/v1/manage/apikey", {"name": "capped", "monthly_limit": "20"})
+    assert status == 201, rec
+    upstream.clear()
+    for path, body in (("/v1/chat/completions", {"messages": HELLO}), ("/v1/responses", {"input": "hi"})):
+        status, _, answer = gateway.request("POST", path, json.dumps({**body, "model": "long"}).encode(),
+                                            rec["key"], {"Content-Type": "application/json"})
+        assert status == 200, answer[:300]
+    sent = [r["body"] for r in upstream.requests]
+    assert sent[0]["max_completion_tokens"] == 4096 and sent[1]["max_output_tokens"] == 4096
+
+
+def test_responses_whose_cost_is_hidden_are_refused_for_a_limited_key(gateway: InProcessGateway) -> None:
+    status, _, rec = gateway.post_json("/v1/manage/apikey", {"name": "hidden", "monthly_limit": str(LIMIT)})
+    assert status == 201, rec
+    for field, value in (("previous_response_id", "resp_1"), ("background", True),
+                         ("conversation", "conv_1"), ("prompt", {"id": "pmpt_1"})):
+        status, _, answer = gateway.post_json("/v1/responses", {"model": "long", "input": "hi", field: value},
+                                              rec["key"])
+        assert status == 400 and answer["error"]["param"] == field, answer
