@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from tallygate.providers.anthropic import AnthropicProvider
+from tallygate.providers.azure import AzureOpenAIProvider
 from tallygate.providers.base import Provider
 from tallygate.providers.http import HttpClient
 from tallygate.providers.mock import MockProvider
@@ -20,6 +21,7 @@ Constructor = Callable[[str, ProviderConfig, HttpClient], Provider]
 PROVIDER_TYPES: dict[str, Constructor] = {
     "openai": OpenAIProvider,
     "anthropic": AnthropicProvider,
+    "azure": AzureOpenAIProvider,
     "mock": MockProvider,
 }
 
