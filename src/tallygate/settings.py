@@ -64,7 +64,7 @@ DEFAULT_BASE_URLS = {"openai": "https://api.openai.com/v1", "anthropic": "https:
 
 
 class ProviderConfig(_Strict):
-    type: Literal["openai", "anthropic", "azure", "mock"]
+    type: Literal["openai", "anthropic", "azure", "gemini", "mock"]
     preset: Literal["groq", "together", "fireworks", "deepseek", "xai", "mistral", "openrouter",
                     "ollama", "vllm"] | None = None  # type: openai only
     base_url: str | None = None

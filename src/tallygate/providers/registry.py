@@ -12,6 +12,7 @@ from collections.abc import Callable
 from tallygate.providers.anthropic import AnthropicProvider
 from tallygate.providers.azure import AzureOpenAIProvider
 from tallygate.providers.base import Provider
+from tallygate.providers.gemini import GeminiProvider
 from tallygate.providers.http import HttpClient
 from tallygate.providers.mock import MockProvider
 from tallygate.providers.openai import OpenAIProvider
@@ -22,6 +23,7 @@ PROVIDER_TYPES: dict[str, Constructor] = {
     "openai": OpenAIProvider,
     "anthropic": AnthropicProvider,
     "azure": AzureOpenAIProvider,
+    "gemini": GeminiProvider,
     "mock": MockProvider,
 }
 
