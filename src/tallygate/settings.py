@@ -64,12 +64,15 @@ DEFAULT_BASE_URLS = {"openai": "https://api.openai.com/v1", "anthropic": "https:
 
 
 class ProviderConfig(_Strict):
-    type: Literal["openai", "anthropic", "azure", "gemini", "mock"]
+    type: Literal["openai", "anthropic", "azure", "gemini", "vertex", "mock"]
     preset: Literal["groq", "together", "fireworks", "deepseek", "xai", "mistral", "openrouter",
                     "ollama", "vllm"] | None = None  # type: openai only
     base_url: str | None = None
     api_key: str | None = None
     api_version: str | None = None  # azure only: use the deployment URLs with this `api-version`
+    project: str | None = None  # vertex only (required): the Google Cloud project id
+    location: str | None = None  # vertex only: the region (default us-central1) or `global`
+    credentials_file: str | None = None  # vertex only: a service-account JSON; default: ADC
     timeout_s: Annotated[float, Field(gt=0)] = 600.0
     connect_timeout_s: Annotated[float, Field(gt=0)] = 10.0
     latency_ms: Annotated[float, Field(ge=0)] = 0.0  # mock only: time before the first byte
@@ -100,6 +103,13 @@ class ProviderConfig(_Strict):
             raise ValueError("preset applies to type: openai only")
         if self.api_version is not None and self.type != "azure":
             raise ValueError("api_version applies to type: azure only")
+        for name in ("project", "location", "credentials_file"):
+            if getattr(self, name) is not None and self.type != "vertex":
+                raise ValueError(f"{name} applies to type: vertex only")
+        if self.type == "vertex" and not self.project:
+            raise ValueError("project is required for type: vertex (the Google Cloud project id)")
+        if self.type == "vertex" and self.api_key:
+            raise ValueError("api_key does not apply to type: vertex (it uses Google credentials)")
         if self.type == "azure" and not self.base_url:
             raise ValueError("base_url is required for type: azure (https://<resource>.openai.azure.com)")
         return self
@@ -357,6 +367,8 @@ def parse_config(raw: object, env: dict[str, str] | None = None) -> GatewayConfi
     providers = {}
     for name, p in cfg.providers.items():
         where = f"providers.{name}"
+        if p.credentials_file and not Path(p.credentials_file).is_file():
+            raise ConfigError(f"{where}.credentials_file: no such file: {p.credentials_file}")
         default_url = OPENAI_PRESETS[p.preset][0] if p.preset else DEFAULT_BASE_URLS.get(p.type)
         if not p.base_url and default_url:
             p = p.model_copy(update={"base_url": default_url})

@@ -36,8 +36,13 @@ class GeminiProvider:
     def _url(self, model: str, method: str) -> str:
         return f"{self._models}{quote(model, safe='')}:{method}"
 
+    async def _request_headers(self) -> dict[str, str]:
+        """The headers of one request (Vertex AI adds a fresh access token)."""
+        return self._headers
+
     async def chat(self, body: dict) -> tuple[dict, Usage]:
-        data = await self._up.post_json(self._url(body["model"], "generateContent"), to_gemini(body), self._headers)
+        payload, headers = to_gemini(body), await self._request_headers()
+        data = await self._up.post_json(self._url(body["model"], "generateContent"), payload, headers)
         try:
             return from_gemini(data, "", int(time.time()), body["model"])
         except (KeyError, TypeError, AttributeError):
@@ -46,7 +51,8 @@ class GeminiProvider:
     async def chat_stream(self, body: dict) -> AsyncGenerator[list[dict], None]:
         url = self._url(body["model"], "streamGenerateContent") + "?alt=sse"
         translator = GeminiStreamTranslator("", int(time.time()), body["model"])
-        async with self._up.stream(url, to_gemini(body), self._headers) as resp:
+        payload, headers = to_gemini(body), await self._request_headers()
+        async with self._up.stream(url, payload, headers) as resp:
             with transport_errors(self.name):
                 async for events in sse_batches(resp):
                     batch: list[dict] = []

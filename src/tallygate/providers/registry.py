@@ -16,6 +16,7 @@ from tallygate.providers.gemini import GeminiProvider
 from tallygate.providers.http import HttpClient
 from tallygate.providers.mock import MockProvider
 from tallygate.providers.openai import OpenAIProvider
+from tallygate.providers.vertex import VertexGeminiProvider
 from tallygate.settings import GatewayConfig, ProviderConfig
 
 Constructor = Callable[[str, ProviderConfig, HttpClient], Provider]
@@ -24,6 +25,7 @@ PROVIDER_TYPES: dict[str, Constructor] = {
     "anthropic": AnthropicProvider,
     "azure": AzureOpenAIProvider,
     "gemini": GeminiProvider,
+    "vertex": VertexGeminiProvider,
     "mock": MockProvider,
 }
 
