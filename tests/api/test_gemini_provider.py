@@ -1,4 +1,4 @@
-"""`type: gemini` through a real gateway, with the official openai and anthropic SDKs as clients
+"""`type: gemini` through a real `tallygate serve` process, with the official openai and anthropic SDKs as clients
 against the fake Gemini API: chat translated to generateContent (tools, images, thinking,
 cachedContent), Messages and Responses through the chat translations; Google's prices from
 genai-prices; streamed cost == unstreamed cost; Google's errors mapped."""
@@ -13,7 +13,7 @@ import openai
 import pytest
 
 from tests.fakes.gemini import CACHED_TOKENS, KEY, THOUGHT_TOKENS, FakeGemini
-from tests.gateway import ADMIN_KEY, InProcessGateway
+from tests.gateway import ADMIN_KEY, Gateway
 
 FLASH = {"input": Decimal("0.3"), "output": Decimal("2.5"), "cached": Decimal("0.03")}  # google's list, $/Mtok
 PNG = "data:image/png;base64,iVBORw0KGgo="
@@ -28,7 +28,7 @@ def gemini() -> Iterator[FakeGemini]:
 
 
 @pytest.fixture(scope="module")
-def gateway(gemini: FakeGemini, tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessGateway]:
+def gateway(gemini: FakeGemini, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     config = {
         "providers": {
             "google": {"type": "gemini", "base_url": gemini.root_url, "api_key": KEY, "timeout_s": 2},
@@ -41,18 +41,18 @@ def gateway(gemini: FakeGemini, tmp_path_factory: pytest.TempPathFactory) -> Ite
             "badkey": {"provider": "google-badkey", "model": "gemini-2.5-flash"},
         },
     }
-    gw = InProcessGateway(tmp_path_factory.mktemp("gemini"), config).start()
+    gw = Gateway(tmp_path_factory.mktemp("gemini"), config).start()
     yield gw
     gw.stop()
 
 
 @pytest.fixture()
-def client(gateway: InProcessGateway) -> Iterator[openai.OpenAI]:
+def client(gateway: Gateway) -> Iterator[openai.OpenAI]:
     with openai.OpenAI(base_url=gateway.base_url, api_key=ADMIN_KEY, max_retries=0) as c:
         yield c
 
 
-def priced(gateway: InProcessGateway, request_id: str) -> tuple[Decimal, dict]:
+def priced(gateway: Gateway, request_id: str) -> tuple[Decimal, dict]:
     """The recorded cost, checked against Google's list price for the recorded usage."""
     record = gateway.log_record(request_id)
     u = record["usage"]
@@ -64,7 +64,7 @@ def priced(gateway: InProcessGateway, request_id: str) -> tuple[Decimal, dict]:
 
 
 @pytest.mark.parametrize("extra", [{}, {"reasoning_effort": "low"}, {"cached_content": "cachedContents/docs"}])
-def test_chat_streamed_and_not_costs_the_same_at_googles_price(client: openai.OpenAI, gateway: InProcessGateway,
+def test_chat_streamed_and_not_costs_the_same_at_googles_price(client: openai.OpenAI, gateway: Gateway,
                                                                gemini: FakeGemini, extra: dict) -> None:
     messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is Tallygate?"}]
     gemini.clear()
@@ -104,7 +104,7 @@ def test_tool_calls_and_images_round_trip(client: openai.OpenAI, gemini: FakeGem
         "role": "user", "parts": [{"functionResponse": {"name": "search", "response": {"hits": 3}}}]}
 
 
-def test_messages_are_translated_to_gemini(gateway: InProcessGateway) -> None:
+def test_messages_are_translated_to_gemini(gateway: Gateway) -> None:
     client = anthropic.Anthropic(base_url=gateway.url, api_key=ADMIN_KEY, max_retries=0)
     ask = {"model": "flash", "max_tokens": 50, "system": "Be brief.",
            "messages": [{"role": "user", "content": "hi from claude code"}]}
@@ -117,7 +117,7 @@ def test_messages_are_translated_to_gemini(gateway: InProcessGateway) -> None:
     assert tools.stop_reason == "tool_use" and tools.content[-1].type == "tool_use"
 
 
-def test_responses_are_translated_to_gemini(client: openai.OpenAI, gateway: InProcessGateway) -> None:
+def test_responses_are_translated_to_gemini(client: openai.OpenAI, gateway: Gateway) -> None:
     raw = client.responses.with_raw_response.create(model="flash", input="hello there")
     assert raw.parse().output_text == "Echo: hello there"
     with client.responses.with_streaming_response.create(model="flash", input="hello there", stream=True) as streamed:
@@ -125,7 +125,7 @@ def test_responses_are_translated_to_gemini(client: openai.OpenAI, gateway: InPr
     assert priced(gateway, raw.headers["x-request-id"])[0] == priced(gateway, streamed.headers["x-request-id"])[0]
 
 
-def test_google_errors_map_to_gateway_statuses(client: openai.OpenAI, gateway: InProcessGateway) -> None:
+def test_google_errors_map_to_gateway_statuses(client: openai.OpenAI, gateway: Gateway) -> None:
     with pytest.raises(openai.RateLimitError) as throttled:
         client.chat.completions.create(model="throttled", messages=[{"role": "user", "content": "hi"}])
     assert throttled.value.response.headers["retry-after"] == "2"
