@@ -64,7 +64,7 @@ DEFAULT_BASE_URLS = {"openai": "https://api.openai.com/v1", "anthropic": "https:
 
 
 class ProviderConfig(_Strict):
-    type: Literal["openai", "anthropic", "azure", "gemini", "vertex", "mock"]
+    type: Literal["openai", "anthropic", "azure", "bedrock", "gemini", "vertex", "mock"]
     preset: Literal["groq", "together", "fireworks", "deepseek", "xai", "mistral", "openrouter",
                     "ollama", "vllm"] | None = None  # type: openai only
     base_url: str | None = None
@@ -73,6 +73,7 @@ class ProviderConfig(_Strict):
     project: str | None = None  # vertex only (required): the Google Cloud project id
     location: str | None = None  # vertex only: the region (default us-central1) or `global`
     credentials_file: str | None = None  # vertex only: a service-account JSON; default: ADC
+    region: str | None = None  # bedrock only (required): the AWS region, e.g. us-east-1
     timeout_s: Annotated[float, Field(gt=0)] = 600.0
     connect_timeout_s: Annotated[float, Field(gt=0)] = 10.0
     latency_ms: Annotated[float, Field(ge=0)] = 0.0  # mock only: time before the first byte
@@ -110,6 +111,10 @@ class ProviderConfig(_Strict):
             raise ValueError("project is required for type: vertex (the Google Cloud project id)")
         if self.type == "vertex" and self.api_key:
             raise ValueError("api_key does not apply to type: vertex (it uses Google credentials)")
+        if self.region is not None and self.type != "bedrock":
+            raise ValueError("region applies to type: bedrock only")
+        if self.type == "bedrock" and not self.region:
+            raise ValueError("region is required for type: bedrock (the AWS region, e.g. us-east-1)")
         if self.type == "azure" and not self.base_url:
             raise ValueError("base_url is required for type: azure (https://<resource>.openai.azure.com)")
         return self

@@ -95,7 +95,7 @@ _CANDIDATES: dict[str, list[str | None]] = {
     "openai": ["openai", None], "anthropic": ["anthropic", None], "mock": [None, "openai", "anthropic"],
     "self-hosted": [],
     "azure": ["azure", "openai"],  # Azure lists few models; the rest are sold at OpenAI's price
-    "gemini": ["google"], "vertex": ["google"],
+    "gemini": ["google"], "vertex": ["google"], "bedrock": ["aws"],
 }
 
 

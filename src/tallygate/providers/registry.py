@@ -12,6 +12,7 @@ from collections.abc import Callable
 from tallygate.providers.anthropic import AnthropicProvider
 from tallygate.providers.azure import AzureOpenAIProvider
 from tallygate.providers.base import Provider
+from tallygate.providers.bedrock import BedrockProvider
 from tallygate.providers.gemini import GeminiProvider
 from tallygate.providers.http import HttpClient
 from tallygate.providers.mock import MockProvider
@@ -24,6 +25,7 @@ PROVIDER_TYPES: dict[str, Constructor] = {
     "openai": OpenAIProvider,
     "anthropic": AnthropicProvider,
     "azure": AzureOpenAIProvider,
+    "bedrock": BedrockProvider,
     "gemini": GeminiProvider,
     "vertex": VertexGeminiProvider,
     "mock": MockProvider,
