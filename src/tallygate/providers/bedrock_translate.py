@@ -16,6 +16,7 @@ from __future__ import annotations
 import orjson
 
 from tallygate.errors import InvalidRequest, UpstreamHTTPError
+from tallygate.providers.chat_turns import chat_turns, data_url, invalid, tool_arguments
 from tallygate.types import Usage, tokens
 
 _FINISH = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length", "tool_use": "tool_calls",
@@ -33,8 +34,7 @@ _ERROR_STATUS = {"ThrottlingException": 429, "ModelNotReadyException": 503, "Ser
 _MAX_MESSAGE = 300
 
 
-def _invalid(param: str, problem: str) -> InvalidRequest:
-    return InvalidRequest(f"{param} {problem}", param=param)
+_invalid = invalid
 
 
 # --- request
@@ -81,35 +81,12 @@ def to_converse(body: dict) -> dict:
 
 
 def _messages(messages: object) -> tuple[str, list[dict]]:
-    if not isinstance(messages, list) or not messages:
-        raise _invalid("messages", "must be a non-empty array")
-    system: list[str] = []
-    turns: list[dict] = []
-    for i, msg in enumerate(messages):
-        at = f"messages[{i}]"
-        if not isinstance(msg, dict):
-            raise _invalid(at, "must be an object")
-        role = msg.get("role")
-        if role in ("system", "developer"):
-            system.append("".join(b["text"] for b in _blocks(msg.get("content"), f"{at}.content", images=False)))
-            continue
-        if role == "user":
-            blocks, turn = _blocks(msg.get("content"), f"{at}.content", images=True), "user"
-        elif role == "assistant":
-            blocks, turn = _assistant_blocks(msg, at), "assistant"
-        elif role == "tool":
-            blocks, turn = [_tool_result(msg, at)], "user"
-        else:
-            raise _invalid(f"{at}.role", "must be one of system, developer, user, assistant, tool")
-        if not blocks:
-            continue
-        if turns and turns[-1]["role"] == turn:
-            turns[-1]["content"].extend(blocks)
-        else:
-            turns.append({"role": turn, "content": blocks})
-    if not turns:
-        raise _invalid("messages", "must include a user or assistant message")
-    return "\n\n".join(s for s in system if s), turns
+    return chat_turns(
+        messages, model_role="assistant", key="content",
+        system=lambda msg, at: "".join(b["text"] for b in _blocks(msg.get("content"), f"{at}.content", images=False)),
+        user=lambda msg, at: _blocks(msg.get("content"), f"{at}.content", images=True),
+        assistant=_assistant_blocks,
+        tool=lambda msg, at: [_tool_result(msg, at)])
 
 
 def _blocks(content: object, at: str, *, images: bool) -> list[dict]:
@@ -134,12 +111,11 @@ def _blocks(content: object, at: str, *, images: bool) -> list[dict]:
 
 
 def _image(url: object, param: str) -> dict:
-    header, _, data = url.partition(",") if isinstance(url, str) else ("", "", "")
-    data_url = header.startswith("data:") and header.endswith(";base64")
-    fmt = _IMAGE_FORMATS.get(header[5:-7].lower()) if data_url else None
-    if fmt is None or not data:
+    parsed = data_url(url)
+    fmt = _IMAGE_FORMATS.get(parsed[0]) if parsed else None
+    if parsed is None or fmt is None:
         raise _invalid(param, "must be a base64 data URL of a png, jpeg, gif or webp image")
-    return {"format": fmt, "source": {"bytes": data}}
+    return {"format": fmt, "source": {"bytes": parsed[1]}}
 
 
 def _assistant_blocks(msg: dict, at: str) -> list[dict]:
@@ -151,21 +127,9 @@ def _assistant_blocks(msg: dict, at: str) -> list[dict]:
         fn = call.get("function") if isinstance(call, dict) else None
         if not isinstance(fn, dict) or not isinstance(fn.get("name"), str) or not isinstance(call.get("id"), str):
             raise _invalid(f"{at}.tool_calls[{j}]", "must have an id and a function name")
-        args = _arguments(fn.get("arguments"), f"{at}.tool_calls[{j}].function.arguments")
+        args = tool_arguments(fn.get("arguments"), f"{at}.tool_calls[{j}].function.arguments")
         blocks.append({"toolUse": {"toolUseId": call["id"], "name": fn["name"], "input": args}})
     return blocks
-
-
-def _arguments(raw: object, param: str) -> dict:
-    if raw in (None, ""):
-        return {}
-    try:
-        value = orjson.loads(raw) if isinstance(raw, str) else raw
-    except orjson.JSONDecodeError:
-        value = None
-    if not isinstance(value, dict):
-        raise _invalid(param, "must be a JSON object")
-    return value
 
 
 def _tool_result(msg: dict, at: str) -> dict:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import orjson
 
 from tallygate.errors import InvalidRequest, UpstreamHTTPError, UpstreamProtocolError
+from tallygate.providers.chat_turns import chat_turns, data_url, invalid, tool_arguments
 from tallygate.providers.http import retry_after
 from tallygate.types import Usage, tokens
 
@@ -34,8 +35,7 @@ _GENERATION = {"temperature": "temperature", "top_p": "topP", "top_k": "topK", "
 _MAX_MESSAGE = 300
 
 
-def _invalid(param: str, problem: str) -> InvalidRequest:
-    return InvalidRequest(f"{param} {problem}", param=param)
+_invalid = invalid
 
 
 # --- request
@@ -63,36 +63,13 @@ def to_gemini(body: dict) -> dict:
 
 
 def _contents(messages: object) -> tuple[str, list[dict]]:
-    if not isinstance(messages, list) or not messages:
-        raise _invalid("messages", "must be a non-empty array")
-    system: list[str] = []
-    contents: list[dict] = []
     call_names: dict[str, str] = {}  # tool_call id -> function name, for the results
-    for i, msg in enumerate(messages):
-        at = f"messages[{i}]"
-        if not isinstance(msg, dict):
-            raise _invalid(at, "must be an object")
-        role = msg.get("role")
-        if role in ("system", "developer"):
-            system.append("".join(p["text"] for p in _parts(msg.get("content"), f"{at}.content", images=False)))
-            continue
-        if role == "user":
-            parts, turn = _parts(msg.get("content"), f"{at}.content", images=True), "user"
-        elif role == "assistant":
-            parts, turn = _model_parts(msg, at, call_names), "model"
-        elif role == "tool":
-            parts, turn = [_function_response(msg, at, call_names)], "user"
-        else:
-            raise _invalid(f"{at}.role", "must be one of system, developer, user, assistant, tool")
-        if not parts:
-            continue
-        if contents and contents[-1]["role"] == turn:
-            contents[-1]["parts"].extend(parts)
-        else:
-            contents.append({"role": turn, "parts": parts})
-    if not contents:
-        raise _invalid("messages", "must include a user or assistant message")
-    return "\n\n".join(s for s in system if s), contents
+    return chat_turns(
+        messages, model_role="model", key="parts",
+        system=lambda msg, at: "".join(p["text"] for p in _parts(msg.get("content"), f"{at}.content", images=False)),
+        user=lambda msg, at: _parts(msg.get("content"), f"{at}.content", images=True),
+        assistant=lambda msg, at: _model_parts(msg, at, call_names),
+        tool=lambda msg, at: [_function_response(msg, at, call_names)])
 
 
 def _parts(content: object, at: str, *, images: bool) -> list[dict]:
@@ -123,10 +100,10 @@ def _parts(content: object, at: str, *, images: bool) -> list[dict]:
 
 
 def _inline_data(url: object, param: str) -> dict:
-    header, _, data = url.partition(",") if isinstance(url, str) else ("", "", "")
-    if not (header.startswith("data:") and header.endswith(";base64") and data):
+    parsed = data_url(url)
+    if parsed is None:
         raise _invalid(param, "must be a base64 data URL (Gemini fetches no web URLs)")
-    return {"mimeType": header[5:-7].lower(), "data": data}
+    return {"mimeType": parsed[0], "data": parsed[1]}
 
 
 def _model_parts(msg: dict, at: str, call_names: dict[str, str]) -> list[dict]:
@@ -140,21 +117,9 @@ def _model_parts(msg: dict, at: str, call_names: dict[str, str]) -> list[dict]:
             raise _invalid(f"{at}.tool_calls[{j}].function.name", "must be a string")
         if isinstance(call.get("id"), str):
             call_names[call["id"]] = fn["name"]
-        args = _arguments(fn.get("arguments"), f"{at}.tool_calls[{j}].function.arguments")
+        args = tool_arguments(fn.get("arguments"), f"{at}.tool_calls[{j}].function.arguments")
         parts.append({"functionCall": {"name": fn["name"], "args": args}})
     return parts
-
-
-def _arguments(raw: object, param: str) -> dict:
-    if raw in (None, ""):
-        return {}
-    try:
-        value = orjson.loads(raw) if isinstance(raw, str) else raw
-    except orjson.JSONDecodeError:
-        value = None
-    if not isinstance(value, dict):
-        raise _invalid(param, "must be a JSON object")
-    return value
 
 
 def _function_response(msg: dict, at: str, call_names: dict[str, str]) -> dict:
