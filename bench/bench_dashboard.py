@@ -30,6 +30,12 @@ from tests.dashboard.browser import launch  # noqa: E402
 PAGES = [
     ("overview", "/dashboard/overview?range=last-month"),
     ("overview-30d", "/dashboard/overview?range=30d"),
+    # On call: minutes of the last hours and the movers, against the same hours of previous days
+    # (needs a ledger that runs up to now: gen_ledger.py --month <this month> --days <days so far>).
+    ("oncall", "/dashboard/oncall"),
+    ("oncall-3d", "/dashboard/oncall?days=3"),
+    ("oncall-6h-7d", "/dashboard/oncall?hours=6&days=7"),
+    ("oncall-24h", "/dashboard/oncall?hours=24"),
     ("explore-label", "/dashboard/explore?range=last-month&group=label.team"),
     ("explore-tags", "/dashboard/explore?range=last-month&group=tag_level.2&metric=requests"),
     ("explore-stacked", "/dashboard/explore?range=last-month&group=time.day&group2=model"),

@@ -35,7 +35,7 @@ import time
 from decimal import Decimal
 from pathlib import Path
 
-from tallygate.core.record import Attempt, LedgerRecord
+from tallygate.core.record import Attempt, LedgerRecord, replace
 from tallygate.pipeline.pricing import Rate
 from tallygate.store.db import migrate, open_engine
 from tallygate.store.keys import KeyStore
@@ -191,14 +191,18 @@ class RecordFactory:
         ttft = int(latency_ms * 1000 * (0.1 + 0.3 * r)) if stream and status == 200 else None
         refused = status in (400, 402)
         return LedgerRecord(
-            f"req_{created_at:011x}{rng.getrandbits(56):014x}", created_at, stored.id, key["name"],
-            self.labels_now[k], tuple(tags), endpoint, model, None if refused else served,
-            None if refused else provider, status, ERROR_TYPES.get(status),
-            None if status == 200 else f"bench error {status}", stream, False, inp, out, cached, 0, reasoning,
-            cost, "bench", int(latency_ms * 1000), ttft,
-            () if refused else (Attempt(provider, served, status, latency_ms,
-                                        None if status == 200 else "UpstreamHTTPError", model),),
-            ERROR_CODES.get(status))
+            id=f"req_{created_at:011x}{rng.getrandbits(56):014x}", created_at=created_at, key_id=stored.id,
+            key_name=key["name"], labels=self.labels_now[k], tags=tuple(tags), endpoint=endpoint,
+            requested_model=model, served_model=None if refused else served,
+            provider=None if refused else provider, status=status, error_type=ERROR_TYPES.get(status),
+            error_message=None if status == 200 else f"bench error {status}", stream=stream, partial=False,
+            input_tokens=inp, output_tokens=out, cached_tokens=cached, cache_write_tokens=0,
+            reasoning_tokens=reasoning, cost_pico=cost, pricing_source="bench",
+            latency_us=int(latency_ms * 1000), ttft_us=ttft,
+            attempts=() if refused else (Attempt(provider=provider, model=served, status=status,
+                                                 latency_ms=latency_ms, target=model,
+                                                 error=None if status == 200 else "UpstreamHTTPError"),),
+            error_code=ERROR_CODES.get(status))
 
 
 def month_bounds(month: str) -> tuple[int, int]:
@@ -254,7 +258,7 @@ async def fill(args: argparse.Namespace) -> dict:
             pool = pools[1]
         for j in range(n, min(n + chunk, args.records)):
             ms = start_ms + int(j * step)
-            writer.record(pool[j % len(pool)]._replace(id=f"req_{ms:011x}{getrandbits(56):014x}", created_at=ms))
+            writer.record(replace(pool[j % len(pool)], id=f"req_{ms:011x}{getrandbits(56):014x}", created_at=ms))
         if args.rate:
             ahead = (n + chunk) / args.rate - (time.perf_counter() - t0)
             await asyncio.sleep(max(ahead, 0))

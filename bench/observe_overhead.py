@@ -69,7 +69,7 @@ def micro(n: int) -> dict[str, float]:
         c = Call("req_x", "chat", principal)
         c.tags, c.route, c.requested_model = tuple(TAGS), route, "mock-gpt"
         c.usage, c.cost_pico = Usage(input_tokens=20, output_tokens=40), 123_456_789
-        c.attempts.append(Attempt("up", "gpt-4o-mini", 200, 1.0, None, "mock-gpt"))
+        c.attempts.append(Attempt(provider="up", model="gpt-4o-mini", status=200, latency_ms=1.0, target="mock-gpt"))
         return c
 
     def thresholds() -> ThresholdWatcher:

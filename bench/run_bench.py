@@ -323,13 +323,18 @@ def journal_cost(n=20000):
     """CPU per request of the ledger journal on the hot path (encode the record, one os.write to
     the O_APPEND segment), measured in this process on a realistic record: µs, median of 5."""
     from tallygate.core.record import Attempt, LedgerRecord
-    from tallygate.store.journal import Journal, encode_record
+    from tallygate.store.journal import Journal
+    from tallygate.store.record_codec import encode_record
 
-    rec = LedgerRecord("req_19c3f0a2b1d4e5f60718293a4", 1_764_000_000_000, "5f0e3c1a-9b2d-4e8f-a7c6-1d2e3f4a5b6c",
-                       "growth-autocomplete-prod", {"team": "growth", "env": "prod", "feature": "autocomplete"},
-                       tuple(TAGS), "chat", "mock-gpt", "mock-gpt", "mock", 200, None, None, False, False,
-                       41, 12, 0, 0, 0, 33_150_000, "genai-prices", 1_830, None,
-                       (Attempt("mock", "mock-gpt", 200, 1.2, None, "mock-gpt"),), None)
+    rec = LedgerRecord(id="req_19c3f0a2b1d4e5f60718293a4", created_at=1_764_000_000_000,
+                       key_id="5f0e3c1a-9b2d-4e8f-a7c6-1d2e3f4a5b6c", key_name="growth-autocomplete-prod",
+                       labels={"team": "growth", "env": "prod", "feature": "autocomplete"}, tags=tuple(TAGS),
+                       endpoint="chat", requested_model="mock-gpt", served_model="mock-gpt", provider="mock",
+                       status=200, error_type=None, error_message=None, stream=False, partial=False,
+                       input_tokens=41, output_tokens=12, cached_tokens=0, cache_write_tokens=0,
+                       reasoning_tokens=0, cost_pico=33_150_000, pricing_source="genai-prices", latency_us=1_830,
+                       ttft_us=None, attempts=(Attempt(provider="mock", model="mock-gpt", status=200,
+                                                       latency_ms=1.2, target="mock-gpt"),))
     tmp = Path(tempfile.mkdtemp(prefix="tallygate-journal-bench-"))
     journal = Journal(tmp, fsync="batch")
     per = []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tallygate.core.record import LedgerRecord
+from tallygate.core.record import LedgerRecord, replace
 
 BLANK = LedgerRecord(
     id="", created_at=0, key_id=None, key_name="t", labels={}, tags=(), endpoint="chat",
@@ -18,4 +18,4 @@ def make_record(**fields: Any) -> LedgerRecord:
     """`BLANK` with `fields` replaced (`tags` may be given as a list)."""
     if "tags" in fields:
         fields["tags"] = tuple(fields["tags"])
-    return BLANK._replace(**fields)
+    return replace(BLANK, **fields)

@@ -17,13 +17,15 @@ export const PALETTE = ["#2563eb", "#f59e0b", "#10b981", "#ef4444", "#8b5cf6", "
 
 /**
  * A bar (or line) chart in `canvas`.
- * spec: {labels, datasets: [{label, data, text?: [exact strings for the tooltip]}], x, y, stacked, type}
+ * spec: {labels, datasets: [{label, data, text?: [exact strings for the tooltip], color?, width?, order?}], x, y,
+ * stacked, type}
  */
 export function drawChart(canvas, spec) {
   const datasets = spec.datasets.map((d, i) => ({
     label: d.label, data: d.data, text: d.text,
-    backgroundColor: spec.type === "line" ? `${PALETTE[i % PALETTE.length]}33` : PALETTE[i % PALETTE.length],
-    borderColor: PALETTE[i % PALETTE.length], borderWidth: spec.type === "line" ? 2 : 0,
+    backgroundColor: spec.type === "line" ? `${d.color || PALETTE[i % PALETTE.length]}33` : d.color || PALETTE[i % PALETTE.length],
+    borderColor: d.color || PALETTE[i % PALETTE.length], borderWidth: spec.type === "line" ? d.width || 2 : 0,
+    order: d.order,
     fill: spec.type === "line" && spec.datasets.length === 1, pointRadius: spec.type === "line" ? 0 : undefined,
     tension: 0.2, yAxisID: d.axis || "y",
   }));

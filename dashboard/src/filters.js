@@ -14,6 +14,12 @@ export const RANGES = [
 ];
 
 const isoDate = (ms) => new Date(ms).toISOString().slice(0, 10);
+const isoMinute = (ms) => new Date(ms).toISOString().slice(0, 16);
+
+/** The range picker's options: the presets, plus the URL's own (say "3h") when it is another. */
+export function rangeOptions(preset) {
+  return PRESET_NAMES.has(preset) ? RANGES : [...RANGES.slice(0, -1), [preset, presetName(preset)], RANGES.at(-1)];
+}
 
 let defaultZone = "UTC";
 export const setDefaultZone = (tz) => { defaultZone = tz || "UTC"; };
@@ -37,7 +43,7 @@ export function offsetMs(ms, tz) {
 }
 
 /** A wall-clock time (ms as if UTC) as the API takes it: ISO with Z in UTC, without an offset elsewhere. */
-const wallIso = (ms, tz) => {
+export const wallIso = (ms, tz) => {
   const text = new Date(ms).toISOString().replace(".000Z", "Z");
   return tz === "UTC" ? text : text.replace("Z", "");
 };
@@ -52,27 +58,71 @@ function monthStart(ms, offset = 0) {
   return Date.UTC(d.getUTCFullYear(), d.getUTCMonth() + offset, 1);
 }
 
-/** The time range of URL params: {from, to} (ISO, `to` exclusive), the preset, and the chart bucket. */
+const PRESET_NAMES = new Map(RANGES);
+const SPAN = /^([1-9]\d{0,3})([hd])$/; // "3h", "90d": the last N hours (to the next hour) or days (to tomorrow)
+
+/** A range preset's name, or null when it is not one: "Last 7 days", "Last 3 hours". */
+export function presetName(preset) {
+  if (PRESET_NAMES.has(preset)) return PRESET_NAMES.get(preset);
+  const m = SPAN.exec(preset || "");
+  return m ? `Last ${m[1]} ${m[2] === "h" ? "hour" : "day"}${m[1] === "1" ? "" : "s"}` : null;
+}
+
+/**
+ * A from/to parameter as a wall-clock time of `tz` (ms as if UTC), or NaN: a date, a date-time
+ * without an offset (already wall clock), one with Z or an offset, or epoch milliseconds.
+ */
+export function parseWall(text, tz) {
+  if (/^\d{1,15}$/.test(text)) return +text + offsetMs(+text, tz);
+  if (/^\d{4}-\d{2}-\d{2}$/.test(text)) return Date.parse(`${text}T00:00:00Z`);
+  if (/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,3})?)?$/.test(text)) return Date.parse(`${text}Z`);
+  if (/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,3})?)?(Z|[+-]\d{2}:\d{2})$/.test(text)) {
+    const abs = Date.parse(text);
+    return Number.isNaN(abs) ? NaN : abs + offsetMs(abs, tz);
+  }
+  return NaN;
+}
+
+/**
+ * The time range of URL params: {from, to} (ISO, `to` exclusive), the preset, and the chart bucket.
+ * A range the URL names but this dashboard cannot read is never swapped silently for another:
+ * `error` says what was wrong and which range is shown instead (main.js puts it on the page).
+ */
 export function rangeOf(params, fallback = "month", when = Date.now()) {
   const tz = zoneOf(params);
   const now = when + offsetMs(when, tz); // the wall clock of tz, as if it were UTC
-  let preset = params.get("range") || (params.get("from") || params.get("to") ? "custom" : fallback);
+  const asked = params.get("range");
+  let preset = asked || (params.get("from") || params.get("to") ? "custom" : fallback);
+  let error = null;
+  if (preset !== "custom" && !presetName(preset)) {
+    error = `The URL asks for range=${asked}, which is not a range this dashboard knows (24h, 7d, 30d, month, `
+      + `last-month, custom with from and to, or any Nh or Nd such as 3h or 90d): showing ${presetName(fallback)} instead.`;
+    preset = fallback;
+  }
   let from, to;
   const nextHour = Math.floor(now / HOUR) * HOUR + HOUR;
   const tomorrow = Math.floor(now / DAY) * DAY + DAY;
-  if (preset === "24h") [from, to] = [nextHour - DAY, nextHour];
-  else if (preset === "7d") [from, to] = [tomorrow - 7 * DAY, tomorrow];
-  else if (preset === "30d") [from, to] = [tomorrow - 30 * DAY, tomorrow];
-  else if (preset === "month") [from, to] = [monthStart(now), monthStart(now, 1)];
+  const span = SPAN.exec(preset);
+  if (preset === "month") [from, to] = [monthStart(now), monthStart(now, 1)];
   else if (preset === "last-month") [from, to] = [monthStart(now, -1), monthStart(now)];
+  else if (span && span[2] === "h") [from, to] = [nextHour - span[1] * HOUR, nextHour];
+  else if (span) [from, to] = [tomorrow - span[1] * DAY, tomorrow];
   else {
-    preset = "custom";
-    from = params.get("from") ? Date.parse(params.get("from")) : tomorrow - 30 * DAY;
-    to = params.get("to") ? Date.parse(params.get("to")) : tomorrow;
+    from = params.get("from") ? parseWall(params.get("from"), tz) : tomorrow - 30 * DAY;
+    to = params.get("to") ? parseWall(params.get("to"), tz) : tomorrow;
+    const bad = Number.isNaN(from) ? "from" : Number.isNaN(to) ? "to" : from >= to ? "to" : null;
+    if (bad) {
+      error = Number.isNaN(from) || Number.isNaN(to)
+        ? `The URL's ${bad}=${params.get(bad)} is not a date (YYYY-MM-DD), a date-time or epoch milliseconds: `
+        : `The URL's range ends (to=${params.get("to")}) before it starts (from=${params.get("from")}): `;
+      error += `showing ${presetName(fallback)} instead.`;
+      return { ...rangeOf(new URLSearchParams({ range: fallback, tz }), fallback, when), error };
+    }
   }
-  const span = to - from;
-  const bucket = span <= 3 * DAY ? "hour" : span <= 120 * DAY ? "day" : "month";
-  return { preset, from: wallIso(from, tz), to: wallIso(to, tz), fromMs: from, toMs: to, bucket, tz };
+  const length = to - from;
+  const bucket = length <= 3 * DAY ? "hour" : length <= 120 * DAY ? "day" : "month";
+  return { preset, from: wallIso(from, tz), to: wallIso(to, tz), fromMs: from, toMs: to, bucket, tz, error,
+    precise: from % DAY !== 0 || to % DAY !== 0 };
 }
 
 /** Label filters from `label.<name>` params. */
@@ -117,9 +167,13 @@ export function filterBar(params, apply, opts = {}) {
   const labels = Object.entries(f.labels).map(([k, v]) => `${k}=${v}`).join(", ");
   const keys = opts.keys || [];
   const form = h("form", { class: "filters", role: "search", "aria-label": "Filters" });
-  const rangeSel = select({ name: "range", id: "f-range" }, RANGES, f.range.preset);
-  const fromIn = h("input", { type: "date", name: "from", value: isoDate(f.range.fromMs) });
-  const toIn = h("input", { type: "date", name: "to", value: isoDate(f.range.toMs - 1) });
+  const rangeSel = select({ name: "range", id: "f-range" }, rangeOptions(f.range.preset), f.range.preset);
+  // Whole days as dates ("to" inclusive); a range with a time of day (a drill-down) to the minute.
+  const precise = f.range.precise;
+  const fromIn = h("input", { type: precise ? "datetime-local" : "date", name: "from", id: "f-from",
+    value: precise ? isoMinute(f.range.fromMs) : isoDate(f.range.fromMs) });
+  const toIn = h("input", { type: precise ? "datetime-local" : "date", name: "to", id: "f-to",
+    value: precise ? isoMinute(f.range.toMs) : isoDate(f.range.toMs - 1) });
   const syncCustom = () => {
     const custom = rangeSel.value === "custom";
     fromIn.disabled = toIn.disabled = !custom;
@@ -129,7 +183,7 @@ export function filterBar(params, apply, opts = {}) {
   form.append(
     field(`Range (${f.tz})`, rangeSel),
     field("From", fromIn),
-    field("To (incl.)", toIn),
+    field(precise ? "To" : "To (incl.)", toIn),
     field("Tag subtree", h("input", { name: "tag", value: f.tag, placeholder: "e.g. team/search", size: 16 })),
     field("Labels", h("input", { name: "labels", value: labels, placeholder: "team=growth, env=prod", size: 18 })),
     field("Key", select({ name: "key" }, [["", "All keys"], ...keys.map((k) => [k.id, k.name])], f.key)),
@@ -150,7 +204,7 @@ export function filterBar(params, apply, opts = {}) {
     }
     if (rangeSel.value === "custom") {
       next.set("from", fromIn.value);
-      next.set("to", isoDate(Date.parse(toIn.value) + DAY));
+      next.set("to", precise ? toIn.value : isoDate(Date.parse(toIn.value) + DAY));
     }
     for (const pair of String(data.get("labels") || "").split(",")) {
       const [k, ...rest] = pair.split("=");

@@ -80,3 +80,25 @@ export function bucketLabel(value, unit) {
 }
 
 export const plural = (n, one, many = `${one}s`) => `${count(n)} ${n === 1 ? one : many}`;
+
+const PICO = 10n ** 12n;
+
+/** An exact dollar string ("12.5", "-0.000001") as integer picodollars (a BigInt). */
+export function toPico(text) {
+  const s = String(text ?? "0");
+  const negative = s.startsWith("-");
+  const [whole, frac = ""] = (negative ? s.slice(1) : s).split(".");
+  const pico = BigInt(whole || "0") * PICO + BigInt((frac + "000000000000").slice(0, 12));
+  return negative ? -pico : pico;
+}
+
+/** Integer picodollars (a BigInt) as an exact dollar string: 12500000000000n -> "12.5". */
+export function picoText(pico) {
+  const negative = pico < 0n;
+  const abs = negative ? -pico : pico;
+  const frac = (abs % PICO).toString().padStart(12, "0").replace(/0+$/, "");
+  return `${negative ? "-" : ""}${abs / PICO}${frac ? `.${frac}` : ""}`;
+}
+
+/** a / n in picodollars, rounded half up (a mean of `n` days' spend). */
+export const picoMean = (a, n) => (a * 2n + BigInt(n)) / (2n * BigInt(n));

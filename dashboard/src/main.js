@@ -2,17 +2,18 @@
 
 import "./style.css";
 import { ApiError, session, setCsrf } from "./api.js";
-import { setDefaultZone } from "./filters.js";
+import { rangeOf, setDefaultZone } from "./filters.js";
 import { clear, h } from "./dom.js";
 import { when } from "./format.js";
 import overview from "./pages/overview.js";
+import oncall from "./pages/oncall.js";
 import explore from "./pages/explore.js";
 import tree from "./pages/tree.js";
 import keys from "./pages/keys.js";
 import logs from "./pages/logs.js";
 import invoices from "./pages/invoices.js";
 
-const PAGES = { overview, explore, tree, keys, logs, invoices };
+const PAGES = { overview, oncall, explore, tree, keys, logs, invoices };
 const BASE = "/dashboard/";
 const app = document.getElementById("app");
 let me = null; // {key: {name, permissions}, expires_at}
@@ -66,6 +67,9 @@ async function route() {
     params, canWrite: me.key.permissions.manage === "write", features: me.features || {}, isCurrent: () => seq === renderSeq,
     apply: (next) => go(`${location.pathname}${next.toString() ? `?${next}` : ""}`),
   };
+  // A range the URL names but no page can read is said, never swapped silently for another.
+  const rangeError = PAGES[name].fallbackRange && rangeOf(params, PAGES[name].fallbackRange).error;
+  if (rangeError) main.append(h("div", { class: "error range-error", role: "alert" }, rangeError));
   try {
     await PAGES[name].render(main, ctx);
   } catch (err) {

@@ -57,11 +57,13 @@ export function panel(title, body, extra) {
 }
 
 /**
- * A table: columns [{label, value(row) -> node|text, num?: bool}], optional footer row (totals).
+ * A table: columns [{label, value(row) -> node|text, num?: bool}], optional footer row (totals);
+ * `opts.rowData(row)` sets data- attributes of a row.
  */
 export function table(columns, rows, opts = {}) {
   const head = h("tr", {}, columns.map((c) => h("th", { scope: "col", class: c.num ? "num" : null }, c.label)));
-  const body = rows.map((row, i) => h("tr", { class: opts.rowClass ? opts.rowClass(row, i) : null },
+  const body = rows.map((row, i) => h("tr", { class: opts.rowClass ? opts.rowClass(row, i) : null,
+    dataset: opts.rowData ? opts.rowData(row) : null },
     columns.map((c) => h("td", { class: c.num ? "num" : null }, c.value(row, i)))));
   const foot = opts.totals
     ? h("tfoot", {}, h("tr", {}, columns.map((c, i) => h(i === 0 ? "th" : "td",

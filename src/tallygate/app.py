@@ -62,6 +62,7 @@ from tallygate.store.feedback import FeedbackStore
 from tallygate.store.keys import KeyStore, now_ms
 from tallygate.store.ledger import LedgerWriter
 from tallygate.store.logs import LogReader
+from tallygate.store.minutes import MinuteCounts
 from tallygate.store.sessions import SessionRows
 
 log = logging.getLogger("tallygate")
@@ -144,7 +145,7 @@ class Gateway:
 
         pipeline = Pipeline(auth, catalog, Observers(observers, call_observers), budget, router,
                             settings.max_body_bytes, budgets.scopes, Scrubber.from_config(config),
-                            lambda: ledger.full)
+                            ledger.refusal)
         proxy = ProxyRoutes(pipeline)
         self._models = proxy.models
         self._hot: dict[tuple[str, str], Callable[[Scope, Receive, Send], Awaitable[None]]] = {
@@ -166,7 +167,7 @@ class Gateway:
                                             FeedbackStore(engine), ledger,
                                             SessionStore(SessionRows(engine)),
                                             BudgetAdmin(budget_store, keys, budgets, budget),
-                                            _readiness(engine, ledger, redis), alert_store)
+                                            _readiness(engine, ledger, redis), alert_store, MinuteCounts(engine))
         self._management = BodyLimit(management, settings.max_manage_body_bytes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -272,9 +273,9 @@ def _readiness(engine: Engine, ledger: LedgerWriter, redis: RedisBudget | None) 
         return await asyncio.to_thread(schema_behind, engine)
 
     async def ledger_backlog() -> str | None:
-        if ledger.full:
-            return (f"the ledger journal is full ({ledger.journal.backlog} bytes wait for the "
-                    "database): requests are refused until it drains")
+        refusal = ledger.refusal()
+        if refusal is not None:
+            return f"{refusal.message} (requests are answered 503 {refusal.code})"
         waiting = ledger.pending
         return f"{waiting} ledger records wait for the database" if waiting > MAX_LEDGER_BACKLOG else None
 

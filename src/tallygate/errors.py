@@ -14,6 +14,7 @@
     +-- BudgetExceeded                (402 budget_exceeded)
     +-- AuthUnavailable               (503 auth_unavailable: key not cached, database away)
     +-- LedgerUnavailable             (503 ledger_unavailable: the journal is full)
+    +-- JournalUnavailable            (503 journal_unavailable: the disk refuses the journal)
     +-- BudgetUnavailable             (503: shared budget state unreachable, limits must hold)
     +-- RequestCancelled              (503: the gateway stopped before the request finished)
     +-- UpstreamError                 (an error that came from, or reaching, a provider)
@@ -175,6 +176,18 @@ class LedgerUnavailable(GatewayError):
 
     def headers(self) -> list[tuple[bytes, bytes]]:
         return [(b"retry-after", b"30")]
+
+
+class JournalUnavailable(GatewayError):
+    """The ledger journal's disk refuses writes (full, failing, read-only): no request may be
+    answered without its record, so none is taken until the journal takes writes again."""
+
+    status = 503
+    type = "server_error"
+    code = "journal_unavailable"
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        return [(b"retry-after", b"5")]
 
 
 class RequestCancelled(GatewayError):

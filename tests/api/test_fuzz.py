@@ -73,6 +73,8 @@ USAGE_OK = {"group_by": st.sampled_from(["key", "tag_level.1,time.day", "label.t
             "labels": st.just("current"), "limit": st.just("100")}
 USAGE = {"group_by": group_by, "tag": tag, "key": text, "model": text, "from": time_value, "to": time_value,
          "labels": st.sampled_from(["recorded", "current", "x"]) | text, "limit": st.integers(-5, 10**7).map(str)}
+MINUTES_OK = {"from": st.just("2026-01-01T00:00:00Z"), "to": st.just("2026-01-01T06:00:00Z")}
+MINUTES = {"from": time_value, "to": time_value, "tz": text}
 TREE_OK = {"depth": st.just("2"), "from": TIMES}
 TREE = {"root": tag, "depth": st.integers(-3, 20).map(str) | text, "from": time_value, "to": time_value}
 EXPORT_OK = {"month": st.just("2026-01"), "group_by": st.just("key"), "markup": st.just("0.2")}
@@ -133,7 +135,8 @@ def test_fuzzed_embedding_bodies_never_get_a_5xx(gw: Gateway, limited_key: str, 
 @pytest.mark.parametrize("path, valid, hostile", [
     ("/v1/logs", LOGS_OK, LOGS), ("/v1/analytics/usage", USAGE_OK, USAGE), ("/v1/analytics/tags/tree", TREE_OK, TREE),
     ("/v1/analytics/export", EXPORT_OK, EXPORT), ("/v1/manage/apikey", KEYS_OK, KEYS),
-], ids=["logs", "usage", "tree", "export", "keys"])
+    ("/v1/analytics/minutes", MINUTES_OK, MINUTES),
+], ids=["logs", "usage", "tree", "export", "keys", "minutes"])
 def test_fuzzed_query_parameters_never_get_a_5xx(gw: Gateway, path: str, valid: dict, hostile: dict) -> None:
     @FUZZ
     @given(query=_query(valid, hostile))

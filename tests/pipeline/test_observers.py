@@ -7,6 +7,7 @@ import logging
 import pytest
 
 from tallygate.core.record import LedgerRecord
+from tallygate.errors import JournalUnavailable
 from tallygate.pipeline.call import Call
 from tallygate.pipeline.observers import Observers
 from tallygate.types import Principal
@@ -45,3 +46,32 @@ def test_the_record_is_in_the_requests_column_order() -> None:
     # the record's labels are stored as a label-set id; `labels` only holds rows older than 0003
     assert STORED_COLUMNS == tuple("label_set" if c == "labels" else c for c in COLUMNS)
     assert STORED_COLUMNS == tuple(c.name for c in requests.columns if c.name != "labels")
+
+
+class FullDisk:
+    """A ledger whose journal refuses every write: successes raise, other records are kept."""
+
+    def __init__(self) -> None:
+        self.kept: list[LedgerRecord] = []
+
+    def request_finished(self, record: LedgerRecord) -> None:
+        if record.status < 400:
+            raise JournalUnavailable("the journal cannot be written")
+        self.kept.append(record)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_success_the_journal_refuses_is_not_answered_but_recorded_as_the_503(stream: bool) -> None:
+    ledger, later = FullDisk(), Seen()
+    call = Call("req_1", "chat", Principal(key_id="k", name="key"), Observers([ledger, later]).finished)
+    call.stream = stream
+    call.ttft = 1.0  # the answer is about to leave
+    with pytest.raises(JournalUnavailable):
+        call.finish()
+    assert call.status == 503 and call.recorded
+    assert [r.error_code for r in ledger.kept] == ["journal_unavailable"]
+    assert later.records == ledger.kept  # the other observers see only what the ledger kept
+    if stream:  # the stream's head was sent: it ends with an error event, cut short
+        assert ledger.kept[0].partial and call.ttft is not None
+    else:  # nothing of the JSON answer was sent: the 503 is
+        assert call.ttft is None

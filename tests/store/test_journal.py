@@ -8,18 +8,22 @@ from pathlib import Path
 
 import pytest
 
-from tallygate.core.record import Attempt, LedgerRecord
+from tallygate.core.record import Attempt, LedgerRecord, replace
 from tallygate.store.db import migrate, open_engine
-from tallygate.store.journal import Journal, JournalLocked, decode_record, encode_record
+from tallygate.store.journal import Journal, JournalLocked
 from tallygate.store.ledger import LedgerWriter
 from tallygate.store.logs import LogReader
+from tallygate.store.record_codec import decode_record, encode_record
 
 
 def _record(rid: str, **changes: object) -> LedgerRecord:
-    rec = LedgerRecord(rid, 1_700_000_000_000, "k1", "key", {"team": "a"}, ("t/u",), "chat", "m", "m", "p",
-                       200, None, None, False, False, 1, 2, 0, 0, 0, 5, "config", 10, None,
-                       (Attempt("p", "m", 200, 1.5, None, "m"),), None)
-    return rec._replace(**changes)
+    rec = LedgerRecord(id=rid, created_at=1_700_000_000_000, key_id="k1", key_name="key", labels={"team": "a"},
+                       tags=("t/u",), endpoint="chat", requested_model="m", served_model="m", provider="p",
+                       status=200, error_type=None, error_message=None, stream=False, partial=False,
+                       input_tokens=1, output_tokens=2, cached_tokens=0, cache_write_tokens=0, reasoning_tokens=0,
+                       cost_pico=5, pricing_source="config", latency_us=10, ttft_us=None,
+                       attempts=(Attempt(provider="p", model="m", status=200, latency_ms=1.5, target="m"),))
+    return replace(rec, **changes)
 
 
 def _lines(journal: Journal, start: tuple[int, int], batch: int = 1000) -> tuple[list[bytes], tuple[int, int]]:
@@ -110,7 +114,8 @@ def test_one_process_per_journal_directory(tmp_path: Path) -> None:
 
 def test_any_text_becomes_a_storable_record(tmp_path: Path) -> None:
     rec = _record("req_text", key_name="a\x00b", error_message="bad \ud800 surrogate\x00",
-                  labels={"team\x00": "x\udfff"}, attempts=(Attempt("p\x00", "m", 500, 1.0, "E", None),))
+                  labels={"team\x00": "x\udfff"},
+                  attempts=(Attempt(provider="p\x00", model="m", status=500, latency_ms=1.0, error="E"),))
     back = decode_record(encode_record(rec))
     assert back.key_name == "a\ufffdb" and back.error_message == "bad ? surrogate\ufffd"
     assert back.labels == {"team\ufffd": "x?"} and back.attempts[0].provider == "p\ufffd"

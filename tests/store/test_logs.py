@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from sqlalchemy import event, text
 
-from tallygate.core.record import Attempt, LedgerRecord
+from tallygate.core.record import Attempt, LedgerRecord, replace
 from tallygate.core.tagpath import carries
 from tallygate.store.db import migrate, open_engine
 from tallygate.store.ingest import BatchIngest
@@ -28,9 +28,11 @@ def records() -> list[LedgerRecord]:
                           key=rng.choice(["k1", "k2", "k3", None]), labels=rng.choice(LABELS),
                           status=rng.choice([200, 200, 200, 429, 502]), model=rng.choice(["m1", "m2"])))
         if i % 3:  # one attempt like the record, or a fallback after a failed one
-            first = Attempt("p", out[-1].requested_model or "", out[-1].status, 12.5 + i, None, out[-1].requested_model)
-            tries = (first,) if i % 3 == 1 else (Attempt("q", "other", 502, 3.25, "UpstreamHTTPError", None), first)
-            out[-1] = out[-1]._replace(attempts=tries)
+            first = Attempt(provider="p", model=out[-1].requested_model or "", status=out[-1].status,
+                            latency_ms=12.5 + i, target=out[-1].requested_model)
+            tries = (first,) if i % 3 == 1 else (
+                Attempt(provider="q", model="other", status=502, latency_ms=3.25, error="UpstreamHTTPError"), first)
+            out[-1] = replace(out[-1], attempts=tries)
     return out
 
 

@@ -105,8 +105,11 @@ function chartSpec(doc, dims, metric, keyNames, dimLabel) {
   };
 }
 
+/** The API's note ("rows overlap: …") as a sentence: capitalised, one full stop. */
+const sentence = (text) => `${text.charAt(0).toUpperCase()}${text.slice(1).replace(/\.?$/, ".")}`;
+
 export default {
-  title: "Explore", icon: "◧",
+  title: "Explore", icon: "◧", fallbackRange: "month",
   async render(main, ctx) {
     const p = ctx.params;
     const keys = await keyIndex();
@@ -150,8 +153,8 @@ export default {
     const title = rows.length < doc.row_count ? `Largest ${count(rows.length)} of ${count(doc.row_count)} rows`
       : `${count(doc.row_count)} rows`;
     body.append(panel(title, [
-      doc.overlapping ? h("p", { class: "overlap-note", role: "note" }, "⧉ Rows overlap: ", doc.note,
-        ". The total row is the API's own count.") : null,
+      doc.overlapping ? h("p", { class: "overlap-note", role: "note" }, h("span", { class: "overlap-mark", "aria-hidden": "true" }),
+        sentence(doc.note)) : null,
       table(cols.map((c) => ({ ...c, label: c.highlight ? `${c.label} ▾` : c.label })), rows, {
         totals: doc.totals, class: doc.overlapping ? "data overlapping" : "data",
         rowClass: () => (doc.overlapping ? "overlap-row" : null),

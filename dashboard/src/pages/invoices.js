@@ -1,19 +1,32 @@
 // Invoices: a month, a group (e.g. label.customer_id) and a markup; the lines and the total due
 // from the export API, and its CSV (the very same API with format=csv).
 
-import { get, query } from "../api.js";
+import { get, query, usage } from "../api.js";
 import { field, h, select } from "../dom.js";
 import { count, money } from "../format.js";
 import { keyIndex, labelNames, monthIso, zoneField, zoneOf } from "../filters.js";
 import { loading, moneyText, pageHeader, panel, table } from "../ui.js";
+
+/** The months (YYYY-MM, local to tz) of the last two years that had requests, newest first. */
+async function monthsWithData(tz) {
+  const doc = await usage({ from: monthIso(-23, tz), to: monthIso(1, tz), tz }, ["time.month"], { limit: 24 });
+  return doc.data.filter((r) => r.requests > 0).map((r) => r.group["time.month"]).sort().reverse();
+}
+
+/** The latest whole month with requests; the month in progress when it is the only one; else last month. */
+function defaultMonth(withData, tz) {
+  const current = monthIso(0, tz).slice(0, 7);
+  return withData.find((m) => m < current) || withData.find((m) => m === current) || monthIso(-1, tz).slice(0, 7);
+}
 
 export default {
   title: "Invoices", icon: "▤",
   async render(main, ctx) {
     const p = ctx.params;
     const tz = zoneOf(p);
-    const month = p.get("month") || monthIso(-1, tz).slice(0, 7); // last month, local to tz
-    const names = labelNames(await keyIndex());
+    const [keys, withData] = await Promise.all([keyIndex(), p.get("month") ? null : monthsWithData(tz)]);
+    const month = p.get("month") || defaultMonth(withData, tz);
+    const names = labelNames(keys);
     const fallback = names.includes("customer_id") ? "label.customer_id" : "key";
     const group = p.get("group") || fallback;
     const markup = p.get("markup") || "0";

@@ -31,19 +31,20 @@ function detail(rec) {
       Object.entries(rec.labels).map(([k, v]) => h("span", { class: "chip" }, `${k}=${v}`))) : h("p", { class: "muted" }, "none"),
     h("h3", {}, "Usage (tokens)"),
     kv(Object.entries(rec.usage).map(([k, v]) => [k.replace(/_/g, " "), count(v)])),
-    h("h3", {}, "Attempts"),
-    table([
-      { label: "Target", value: (a) => a.target || "—" }, { label: "Provider", value: (a) => a.provider },
-      { label: "Model", value: (a) => a.model }, { label: "Status", value: (a) => (a.status ? statusBadge(a.status) : "—") },
-      { label: "Latency", num: true, value: (a) => ms(a.latency_ms) }, { label: "Error", value: (a) => a.error || "—" },
-    ], rec.attempts || [], { empty: "No upstream attempt (refused before routing)." }),
+    h("h3", {}, `Attempts (${(rec.attempts || []).length})`),
+    rec.attempts && rec.attempts.length ? h("ol", { class: "attempts" }, rec.attempts.map((a) => h("li", { class: "attempt" },
+      h("div", { class: "attempt-head" }, a.status ? statusBadge(a.status) : h("span", { class: "badge" }, "no answer"),
+        h("strong", {}, a.provider), h("span", {}, a.model), h("span", { class: "muted" }, ms(a.latency_ms))),
+      a.target ? h("div", { class: "muted" }, `target ${a.target}`) : null,
+      a.error ? h("div", { class: "attempt-error" }, a.error) : null)))
+      : h("p", { class: "muted" }, "No upstream attempt (refused before routing)."),
     h("h3", {}, "Feedback"),
     rec.feedback ? kv([["Score", String(rec.feedback.score)], ["Comment", rec.feedback.comment],
       ["Updated", when(rec.feedback.updated_at)]]) : h("p", { class: "muted" }, "none"));
 }
 
 export default {
-  title: "Logs", icon: "☰",
+  title: "Logs", icon: "☰", fallbackRange: "7d",
   async render(main, ctx) {
     const p = ctx.params;
     const keys = await keyIndex();
@@ -72,13 +73,15 @@ export default {
         { label: `Time (${f.tz})`, value: (r) => h("a", { href: hrefWith({ id: r.id }), class: "log-link",
           "aria-current": r.id === open ? "true" : null }, clock(r.created_at, f.tz)) },
         { label: "Status", value: (r) => statusBadge(r.status) },
-        { label: "Key", value: (r) => r.key.name || r.key.id },
-        { label: "Model", value: (r) => r.requested_model },
-        { label: "Tags", value: (r) => h("span", { class: "tags-cell", title: (r.tags || []).join(", ") }, (r.tags || []).join(", ")) },
-        { label: "Tokens in / out", num: true, value: (r) => `${count(r.usage.input_tokens)} / ${count(r.usage.output_tokens)}` },
+        { label: "Key", value: (r) => h("span", { class: "clip wide", title: r.key.name || r.key.id }, r.key.name || r.key.id) },
+        { label: "Model", value: (r) => h("span", { class: "clip", title: r.requested_model }, r.requested_model) },
+        { label: "Tags", value: (r) => h("span", { class: "tags-cell", title: (r.tags || []).join(", ") }, (r.tags || []).join(", ")),
+          wide: true },
+        { label: "Tokens in / out", num: true, value: (r) => `${count(r.usage.input_tokens)} / ${count(r.usage.output_tokens)}`,
+          wide: true },
         { label: "Cost (USD)", num: true, value: (r) => moneyText(r.cost) },
-        { label: "Latency", num: true, value: (r) => ms(r.latency_ms) },
-      ], page.data, { rowClass: (r) => (r.id === open ? "selected" : null), empty: "No request matches." }),
+        { label: "Latency", num: true, value: (r) => ms(r.latency_ms), wide: true },
+      ].filter((c) => !open || !c.wide), page.data, { rowClass: (r) => (r.id === open ? "selected" : null), empty: "No request matches." }),
       h("div", { class: "pager" },
         p.get("cursor") ? h("a", { class: "button ghost", href: hrefWith({ cursor: null, id: null }) }, "← Newest") : null,
         page.next_cursor ? h("a", { class: "button ghost", id: "logs-next", href: hrefWith({ cursor: page.next_cursor, id: null }) },

@@ -27,7 +27,7 @@ function topList(title, doc, dim, hrefOf) {
 }
 
 export default {
-  title: "Overview", icon: "▦",
+  title: "Overview", icon: "▦", fallbackRange: "month",
   async render(main, ctx) {
     const f = filtersOf(ctx.params, "month");
     // The questions that need no key list start at once; the label one waits for the label names.

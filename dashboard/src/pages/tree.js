@@ -5,7 +5,7 @@
 import { get } from "../api.js";
 import { clear, field, h, select } from "../dom.js";
 import { count, ms, percent } from "../format.js";
-import { filtersOf, RANGES, zoneField } from "../filters.js";
+import { filtersOf, rangeOptions, zoneField } from "../filters.js";
 import { loading, moneyText, pageHeader, panel, planNote } from "../ui.js";
 
 function subtree(f, root) {
@@ -13,13 +13,13 @@ function subtree(f, root) {
 }
 
 export default {
-  title: "Tag tree", icon: "⌥",
+  title: "Tag tree", icon: "⌥", fallbackRange: "month",
   async render(main, ctx) {
     const p = ctx.params;
     const f = filtersOf(p, "month");
     const root = p.get("root") || "";
     const form = h("form", { class: "filters", role: "search", "aria-label": "Tree options" },
-      field(`Range (${f.tz})`, select({ name: "range" }, RANGES.filter(([v]) => v !== "custom" || f.range.preset === v),
+      field(`Range (${f.tz})`, select({ name: "range" }, rangeOptions(f.range.preset).filter(([v]) => v !== "custom" || f.range.preset === v),
         f.range.preset)),
       f.range.preset === "custom" ? [h("input", { type: "hidden", name: "from", value: p.get("from") || "" }),
         h("input", { type: "hidden", name: "to", value: p.get("to") || "" })] : null,

@@ -39,6 +39,7 @@ import httptools
 from uvicorn.protocols.http.flow_control import service_unavailable
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
+from tallygate.api.coalesce import CoalescingTransport
 from tallygate.core.addresses import client_bucket
 from tallygate.pipeline.wire import EDGE_ANSWER
 from tallygate.settings import Settings
@@ -64,14 +65,14 @@ async def _too_many_connections(scope: Any, receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": _BUSY_BODY, "more_body": False})
 
 
-def _reject(transport: asyncio.BaseTransport, status: int, message: str, code: str) -> None:
+def _reject(transport: asyncio.WriteTransport, status: int, message: str, code: str) -> None:
     """Write a complete OpenAI-shaped error response and close the connection."""
     body = (b'{"error":{"message":"%s","type":"%s","param":null,"code":"%s"}}'
             % (message.encode(), _TYPE.get(status, b"invalid_request_error"), code.encode()))
     head = (b"HTTP/1.1 %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n%s"
             b"connection: close\r\n\r\n" % (_STATUS[status], len(body), _EXTRA.get(status, b"")))
     if not transport.is_closing():
-        transport.write(head + body)  # type: ignore[attr-defined]
+        transport.write(head + body)
         transport.close()
 
 
@@ -109,7 +110,8 @@ class GuardedHttpTools(HttpToolsProtocol):
         self._counted: str | None = None  # the client address this connection counts against
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+        # uvicorn writes a response's head and body apart: one send for both (api/coalesce.py)
+        super().connection_made(CoalescingTransport(transport, self.loop))
         self._head_since = self.loop.time()
         cls = type(self)
         if not cls._configured:

@@ -27,6 +27,7 @@ from tallygate.api.feedback import feedback_router
 from tallygate.api.health import Readiness, health_router
 from tallygate.api.keys import keys_router
 from tallygate.api.logs import logs_router
+from tallygate.api.minutes import minutes_router
 from tallygate.api.openapi_doc import refine
 from tallygate.errors import GatewayError, InvalidRequest, MethodNotAllowed, NotFound
 from tallygate.manage.budgets import BudgetAdmin
@@ -37,6 +38,7 @@ from tallygate.store.alerts import AlertStore
 from tallygate.store.feedback import FeedbackStore
 from tallygate.store.ledger import LedgerWriter
 from tallygate.store.logs import LogReader
+from tallygate.store.minutes import MinuteCounts
 
 log = logging.getLogger("tallygate.management")
 
@@ -73,7 +75,7 @@ def create_management_app(auth: Authenticator, logs: LogReader, keys: KeyAdmin,
                           analytics: Analytics | None = None, feedback: FeedbackStore | None = None,
                           ledger: LedgerWriter | None = None, sessions: SessionStore | None = None,
                           budgets: BudgetAdmin | None = None, readiness: Readiness | None = None,
-                          alerts: AlertStore | None = None) -> FastAPI:
+                          alerts: AlertStore | None = None, minutes: MinuteCounts | None = None) -> FastAPI:
     app = FastAPI(title="Tallygate management API", version="0.1.0", docs_url=None, redoc_url=None)
     app.state.auth = auth
     app.state.timezone = analytics.timezone if analytics is not None else "UTC"
@@ -82,6 +84,8 @@ def create_management_app(auth: Authenticator, logs: LogReader, keys: KeyAdmin,
     app.include_router(keys_router(keys))
     if analytics is not None:
         app.include_router(analytics_router(analytics))
+    if minutes is not None:
+        app.include_router(minutes_router(minutes))
     if feedback is not None:
         app.include_router(feedback_router(feedback, ledger))
     if alerts is not None:

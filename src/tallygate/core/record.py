@@ -1,19 +1,27 @@
-"""The ledger record: one finished request, in the column order of the `requests` table.
+"""The ledger record: one finished request, with names.
 
-`Call.record()` makes it; the ledger writer, the roll-ups, the request observers, the tests and
-the benchmark's ledger generator consume it. Nobody rebuilds its shape by hand. A new field goes
-last, as its column does (`ALTER TABLE ... ADD COLUMN`): journal lines written before it existed
-are read with it None (`store/journal.py`).
+`Call.record()` makes it, by keyword; the ledger writer, the roll-ups, the request observers, the
+tests and the benchmark's ledger generator consume it. It is a frozen, keyword-only
+`msgspec.Struct`: swapping two fields of the same type is a keyword mismatch, not a silent
+misrecord, and it crosses the journal as a JSON object with field names and a version
+(`{"v": 2, "id": ..., ...}`, see `store/journal.py`), so a field may be added anywhere: give it a
+default (what a record written before it existed means) and old journal lines read by name.
+Of the named forms measured it is the cheapest to build by keyword and to encode by name (a
+slotted keyword-only dataclass costs about 3x more; `bench/record_cost.py`). Neither type can
+be part of a reference cycle, so they are not tracked by the garbage collector (`gc=False`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
+
+import msgspec
+
+RECORD_VERSION = 2
+"""The journal format of `LedgerRecord`: 1 was a positional JSON array, 2 an object by name."""
 
 
-@dataclass(frozen=True, slots=True)
-class Attempt:
+class Attempt(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """One try of one upstream target.
 
     `target` is the configured model name (a policy's target), `model` the upstream model it
@@ -32,7 +40,7 @@ class Attempt:
                 "status": self.status, "latency_ms": round(self.latency_ms, 3), "error": self.error}
 
 
-class LedgerRecord(NamedTuple):
+class LedgerRecord(msgspec.Struct, frozen=True, kw_only=True, gc=False, tag_field="v", tag=RECORD_VERSION):
     """One row of `requests`. Times in epoch ms / microseconds, money in picodollars.
 
     `status`, `error_type` and `error_code` are what the client was answered (the error's OpenAI
@@ -63,8 +71,14 @@ class LedgerRecord(NamedTuple):
     latency_us: int
     ttft_us: int | None
     attempts: tuple[Attempt, ...]
-    error_code: str | None
+    error_code: str | None = None
 
 
-COLUMNS: tuple[str, ...] = LedgerRecord._fields
+COLUMNS: tuple[str, ...] = LedgerRecord.__struct_fields__
+"""The record's field names, which are the `requests` table's columns (`store/ingest.py`)."""
 JSON_COLUMNS = ("labels", "tags", "attempts")
+
+
+def replace(record: LedgerRecord, **changes: Any) -> LedgerRecord:
+    """`record` with some fields changed, by name."""
+    return msgspec.structs.replace(record, **changes)

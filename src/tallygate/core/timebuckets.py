@@ -21,10 +21,19 @@ def month_start(year: int, month: int) -> int:
     return _ms(dt.datetime(year, month, 1, tzinfo=dt.UTC))
 
 
+_last_month = (0, 0)  # [start, end) of the month month_floor found last: most calls are in it
+
+
 def month_floor(ms: int) -> int:
     """The first millisecond of the month that holds `ms`."""
+    global _last_month
+    start, end = _last_month
+    if start <= ms < end:
+        return start
     d = _utc(ms)
-    return month_start(d.year, d.month)
+    start = month_start(d.year, d.month)
+    _last_month = (start, month_start(d.year + d.month // 12, d.month % 12 + 1))
+    return start
 
 
 def month_after(ms: int) -> int:

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from tallygate.core.record import Attempt, LedgerRecord
-from tallygate.errors import GatewayError, UpstreamError
+from tallygate.errors import GatewayError, JournalUnavailable, UpstreamError
 from tallygate.pipeline.models import Route
 from tallygate.pipeline.pricing import Rate
 from tallygate.types import Principal, Usage
@@ -57,11 +57,27 @@ class Call:
 
     def finish(self) -> None:
         """The call is complete: record it, once. Called just before the response's last byte
-        is sent, so that a record exists for everything a client was answered."""
-        if not self.recorded:
-            self.recorded = True
-            if self._finisher is not None:
-                self._finisher(self)
+        is sent, so that a record exists for everything a client was answered.
+
+        If the ledger's journal cannot take the record of a success, the answer must not leave:
+        the call becomes the 503 `JournalUnavailable` (recorded as such, the ledger keeping that
+        record in memory until its disk takes writes again) and this raises it, for the caller
+        to send instead (a JSON answer's error, or a stream's error event)."""
+        if self.recorded:
+            return
+        self.recorded = True
+        if self._finisher is None:
+            return
+        try:
+            self._finisher(self)
+        except JournalUnavailable as err:
+            self.fail(err)
+            if self.stream:
+                self.partial = True
+            else:
+                self.ttft = None  # nothing of the JSON answer was sent: the 503 is
+            self._finisher(self)
+            raise
 
     def scrub(self, data: bytes) -> bytes:
         """Response bytes without the configured provider secrets."""
@@ -89,9 +105,10 @@ class Call:
         (`time.perf_counter()`; the start of the request when not given)."""
         route = self.route
         if route is not None:
-            self.attempts.append(Attempt(route.provider_name, route.upstream_model, status,
-                                         (time.perf_counter() - (started or self.started)) * 1000.0,
-                                         None if error is None else type(error).__name__, route.name))
+            self.attempts.append(Attempt(
+                provider=route.provider_name, model=route.upstream_model, status=status,
+                latency_ms=(time.perf_counter() - (started or self.started)) * 1000.0,
+                error=None if error is None else type(error).__name__, target=route.name))
 
     def fail(self, err: GatewayError) -> None:
         if self._scrubber is not None and isinstance(err, UpstreamError):
@@ -105,13 +122,15 @@ class Call:
         p = self.principal
         model = self.requested_model
         return LedgerRecord(
-            self.id, self.created_ms, p.key_id, p.name, p.labels, self.tags, self.endpoint,
-            model and model.replace("\x00", "\ufffd"),
-            route.upstream_model if route else None, route.provider_name if route else None,
-            self.status, err.type if err else None, err.message[:1000] if err else None,
-            self.stream, self.partial,
-            usage.input_tokens, usage.output_tokens, usage.cached_tokens, usage.cache_write_tokens,
-            usage.reasoning_tokens, self.cost_pico, self.pricing_source,
-            int((time.perf_counter() - self.started) * 1e6),
-            None if self.ttft is None else int((self.ttft - self.started) * 1e6),
-            tuple(self.attempts), err.code if err else None)
+            id=self.id, created_at=self.created_ms, key_id=p.key_id, key_name=p.name, labels=p.labels,
+            tags=self.tags, endpoint=self.endpoint, requested_model=model and model.replace("\x00", "\ufffd"),
+            served_model=route.upstream_model if route else None,
+            provider=route.provider_name if route else None, status=self.status,
+            error_type=err.type if err else None, error_message=err.message[:1000] if err else None,
+            stream=self.stream, partial=self.partial, input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens, cached_tokens=usage.cached_tokens,
+            cache_write_tokens=usage.cache_write_tokens, reasoning_tokens=usage.reasoning_tokens,
+            cost_pico=self.cost_pico, pricing_source=self.pricing_source,
+            latency_us=int((time.perf_counter() - self.started) * 1e6),
+            ttft_us=None if self.ttft is None else int((self.ttft - self.started) * 1e6),
+            attempts=tuple(self.attempts), error_code=err.code if err else None)

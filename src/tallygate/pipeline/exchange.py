@@ -26,7 +26,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
 
-from tallygate.errors import GatewayError, InvalidRequest, LedgerUnavailable, PermissionDenied, RequestCancelled
+from tallygate.errors import GatewayError, InvalidRequest, PermissionDenied, RequestCancelled
 from tallygate.pipeline.auth import Authenticator
 from tallygate.pipeline.budget import BudgetEngine, Hold, ScopesOf, key_scopes, worst_case
 from tallygate.pipeline.call import Call
@@ -68,10 +68,12 @@ class Pipeline:
 
     def __init__(self, auth: Authenticator, catalog: ModelCatalog, observers: Observers, budget: BudgetEngine,
                  router: Router, max_body_bytes: int, scopes: ScopesOf | None = None,
-                 scrubber: Scrubber | None = None, ledger_full: Callable[[], bool] | None = None) -> None:
+                 scrubber: Scrubber | None = None,
+                 ledger_refusal: Callable[[], GatewayError | None] | None = None) -> None:
         """`scopes(principal, tags)`: the limits a request counts against (default: its key's);
-        `scrubber` keeps provider secrets from clients; `ledger_full()` says the journal is at its
-        cap (requests are then refused, 503)."""
+        `scrubber` keeps provider secrets from clients; `ledger_refusal()` says why the ledger
+        cannot record a request now (its journal's disk refuses writes, or it is at its cap):
+        the request is then refused with that 503 before any provider is called."""
         self.auth = auth
         self.catalog = catalog
         self.router = router
@@ -80,7 +82,7 @@ class Pipeline:
         self.max_body_bytes = max_body_bytes
         self.scopes = scopes or (lambda principal, _tags: key_scopes(principal))
         self.scrubber = scrubber or Scrubber(())
-        self.ledger_full = ledger_full or (lambda: False)
+        self.ledger_refusal = ledger_refusal or (lambda: None)
 
     def exchange(self, scope: Scope, receive: Receive, send: Send, endpoint: str,
                  errors: ErrorSender = send_error) -> Exchange:
@@ -121,9 +123,9 @@ class Exchange:
         """The caller's key, checked; from here on the request will have a ledger record."""
         p = self._pipeline
         principal = await p.auth.authenticate(credential(self._headers), client_address(self._scope))
-        if p.ledger_full():  # refused unrecorded, so that the journal stays within its cap
-            raise LedgerUnavailable("the ledger cannot record requests now (its database has been away too "
-                                    "long); retry later")
+        refusal = p.ledger_refusal()  # refused unrecorded: the journal cannot take records now
+        if refusal is not None:
+            raise refusal
         call = self.call = Call(self.id, self._endpoint, principal, p.observers.finished, p.scrubber)
         call.trace_parent = self._headers.get(_TRACE)
         if not principal.can("completions", "write"):

@@ -2,7 +2,9 @@
 
 The proxy hands every finished `Call` to `Observers.finished()` once, whatever happened to the
 request. Each observer gets the same typed `LedgerRecord`; one that raises is logged and cannot
-fail the request or keep the others from seeing it. Observers run on the event loop, on the hot
+fail the request or keep the others from seeing it, with one exception: the ledger (the first
+observer) raising `JournalUnavailable`, which must reach the call (`Call.finish()`) before any
+other observer has seen the record. Observers run on the event loop, on the hot
 path: they must not block or await (queue the work, as the ledger writer does). A
 `CallObserver` also gets the call itself, for what the record does not carry (the principal's
 limits and scopes, an incoming trace context).
@@ -15,6 +17,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from tallygate.core.record import LedgerRecord
+from tallygate.errors import JournalUnavailable
 from tallygate.pipeline.call import Call
 
 log = logging.getLogger("tallygate.observers")
@@ -44,6 +47,8 @@ class Observers:
         for observer in self._observers:
             try:
                 observer.request_finished(record)
+            except JournalUnavailable:
+                raise
             except Exception:
                 log.exception("request observer %s failed on request %s", type(observer).__name__, record.id)
         for call_observer in self._call_observers:

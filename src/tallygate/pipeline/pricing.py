@@ -11,6 +11,7 @@ keeps `source` (`config` or `genai-prices <version>`) so costs can be recomputed
 from __future__ import annotations
 
 import datetime as dt
+import time
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal
 
@@ -62,6 +63,16 @@ class Rate:
 
 
 UNPRICED = Rate(0, 0, 0, 0, "unpriced")
+_today: tuple[int, dt.date] = (-1, dt.date.min)  # (days since the epoch, that date)
+
+
+def _utc_today() -> dt.date:
+    """Today's UTC date, made once a day (rates are looked up several times a request)."""
+    global _today
+    day = int(time.time() // 86400)
+    if day != _today[0]:
+        _today = (day, dt.date(1970, 1, 1) + dt.timedelta(days=day))
+    return _today[1]
 
 
 class PriceBook:
@@ -78,7 +89,7 @@ class PriceBook:
             return Rate.from_mtok("config", override.input_per_mtok, override.output_per_mtok,
                                   override.cached_input_per_mtok, override.cache_write_per_mtok,
                                   override.cache_write_1h_per_mtok)
-        today = today or dt.datetime.now(dt.UTC).date()
+        today = today or _utc_today()
         key = (price_list, upstream_model, None, today)
         rate = self._cache.get(key)
         if rate is None:

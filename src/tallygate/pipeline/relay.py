@@ -110,7 +110,10 @@ async def relay_stream(call: Call, plan: Plan, open_stream: Callable[[Route], Ba
                 batch = await anext(batches)
         except StopAsyncIteration:
             end = codec.end()
-            _finish(call, codec)
+            try:
+                _finish(call, codec)
+            except GatewayError as refused:  # the journal refused the record: end with that error instead
+                end = codec.error(refused)
             await send({"type": "http.response.body", "body": end})
         except Exception as exc:
             if not isinstance(exc, GatewayError):

@@ -34,10 +34,11 @@ def decode(stored: Any, provider: str | None, served: str | None, status: int,
     out = []
     for a in stored or ():
         if isinstance(a, dict):  # the older format
-            out.append(Attempt(a["provider"], a["model"], a["status"], a["latency_ms"], a.get("error"),
-                               a.get("target")))
+            out.append(Attempt(provider=a["provider"], model=a["model"], status=a["status"],
+                               latency_ms=a["latency_ms"], error=a.get("error"), target=a.get("target")))
             continue
         p, m, s, latency, error, target = a
-        out.append(Attempt(str(provider if p is None else p), str(served if m is None else m),
-                           status if s is None else s, latency, error, requested if target == 0 else target))
+        out.append(Attempt(provider=str(provider if p is None else p), model=str(served if m is None else m),
+                           status=status if s is None else s, latency_ms=latency, error=error,
+                           target=requested if target == 0 else target))
     return tuple(out)

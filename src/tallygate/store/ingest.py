@@ -7,12 +7,13 @@ new rows than the batch holds, the transaction is rolled back and the batch is w
 with only the records not yet in the ledger (first occurrence of each id). Replays are rare,
 so the common path costs one `rowcount` check.
 
-Rows go to the driver's `executemany` as plain tuples built by `itemgetter`, with JSON encoded
-by orjson: several times cheaper than SQLAlchemy's per-row processing.
+Rows go to the driver's `executemany` as plain tuples built by `attrgetter` (by field name), with
+JSON encoded by orjson: several times cheaper than SQLAlchemy's per-row processing.
 """
 
 from __future__ import annotations
 
+from operator import attrgetter
 from typing import Any
 
 import orjson
@@ -25,6 +26,8 @@ from tallygate.store.schema import requests
 
 # The record's columns as stored: its labels go to `label_sets`, the row keeps the set's id.
 STORED_COLUMNS = tuple("label_set" if c == "labels" else c for c in COLUMNS)
+_values = attrgetter(*COLUMNS)  # a record's values in column order, by name
+_LABELS, _TAGS, _ATTEMPTS = (COLUMNS.index(c) for c in ("labels", "tags", "attempts"))
 
 
 def _record_id(rec: LedgerRecord) -> str:
@@ -59,9 +62,12 @@ class RecordRows:
             ls = set_ids.get(labels)
             if ls is None:
                 ls = set_ids[labels] = label_set_id(labels)
-            rows.append((*rec[:4], ls, dumps(rec.tags).decode(), *rec[6:24],
-                         encode_attempts(rec.attempts, rec.provider, rec.served_model, rec.status,
-                                         rec.requested_model), rec.error_code))
+            row = list(_values(rec))
+            row[_LABELS] = ls
+            row[_TAGS] = dumps(rec.tags).decode()
+            row[_ATTEMPTS] = encode_attempts(rec.attempts, rec.provider, rec.served_model, rec.status,
+                                             rec.requested_model)
+            rows.append(tuple(row))
             if rec.tags:
                 rid, ca = rec.id, rec.created_at
                 tags.extend((t, ca, rid) for t in rec.tags)

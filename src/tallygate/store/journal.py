@@ -3,48 +3,52 @@
 Layout of the journal directory (one per gateway process; a lock file keeps a second process
 out):
 
-    00000000000000000007.log   segments: one record per line (a compact JSON array)
+    00000000000000000007.log   segments: one record per line (`store/record_codec.py`)
     00000000000000000008.log   the active segment, appended with O_APPEND
     checkpoint                 "<segment> <offset> <crc32>": everything before it is in the database
     lock
 
-`append(line)` is one `os.write` to the active segment: once it returns the kernel has the
+`append(line)` writes the whole line to the active segment: once it returns the kernel has the
 bytes, so a killed process cannot lose them (an OS crash or power loss can, unless `fsync` says
 otherwise, see below). The ledger writer reads records back from the checkpoint in batches
 (`read`), writes them to the database, and moves the checkpoint (`advance`); segments wholly
-behind the checkpoint are deleted. A checkpoint that lags (a crash between the database commit
-and the checkpoint write) only means some records are read again: the database ignores ids it
-has, so a replay is exactly once. The checkpoint is rewritten in place (one `pwrite` of a
-fixed-width line): a rename per flush made ext4 start writeback on the event loop (about 1.4 ms
-a flush here). A checkpoint whose checksum does not match (torn by an OS crash) counts as
-missing: the segments still on disk are read again, and the database ignores what it has.
+behind the checkpoint are deleted, and once the checkpoint is `release_bytes` into the active
+segment a new one is started, so the journal's size follows the backlog. A checkpoint that lags
+(a crash between the database commit and the checkpoint write, or a checkpoint the disk refused)
+only means some records are read again: the database ignores ids it has, so a replay is exactly
+once. The checkpoint is rewritten in place (one `pwrite` of a fixed-width line): a rename per
+flush made ext4 start writeback on the event loop (about 1.4 ms a flush here). A checkpoint whose
+checksum does not match (torn by an OS crash) counts as missing.
+
+A disk that refuses a write (ENOSPC, EIO, EROFS; a short write) never leaves part of a record
+behind: the segment is cut back to its last whole record (or, if even that fails, the next
+append goes to a fresh segment), `append` raises, and `error` says why until `probe()` finds the
+journal writable again. So every line before a segment's known end is whole, and nothing
+appended later can be glued to torn bytes. Start-up cuts a torn tail a previous run left (an OS
+crash, or a kill between a failed write and its cut) at the last whole record.
 
 `fsync`: "off" leaves flushing to the kernel (an OS crash can lose the last ~30 s of records);
 "batch" (default) has the writer `fdatasync` the segment before it reads each batch, so an OS
 crash loses at most the records of one flush interval; "always" syncs every append (the
-request waits for the disk).
-
-Start-up opens a fresh segment (a torn last line of the previous run, possible only after an
-OS crash, is then never appended to, and is skipped with a warning when read).
+request waits for the disk). A failed sync sets `error` too.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import errno
 import fcntl
 import logging
 import os
 import zlib
+from collections import deque
 from pathlib import Path
-
-import orjson
-
-from tallygate.core.record import COLUMNS, Attempt, LedgerRecord
+from typing import BinaryIO
 
 log = logging.getLogger("tallygate.journal")
 
 _SUFFIX = ".log"
 FSYNC_POLICIES = ("off", "batch", "always")
+MIN_FREE_BYTES = 256 << 10  # `probe()` calls the journal writable again once this much disk is free
 
 
 class JournalLocked(RuntimeError):
@@ -66,7 +70,7 @@ class Journal:
         raise JournalLocked(f"all {slots} journal slots under {base} are in use")
 
     def __init__(self, directory: str | Path, *, fsync: str = "batch", max_bytes: int = 1 << 30,
-                 segment_bytes: int = 64 << 20) -> None:
+                 segment_bytes: int = 8 << 20, release_bytes: int = 1 << 20) -> None:
         if fsync not in FSYNC_POLICIES:
             raise ValueError(f"fsync must be one of {', '.join(FSYNC_POLICIES)}")
         self.dir = Path(directory)
@@ -74,6 +78,7 @@ class Journal:
         self.fsync = fsync
         self.max_bytes = max_bytes
         self._segment_bytes = segment_bytes
+        self._release_bytes = min(release_bytes, segment_bytes)
         self._lock = os.open(self.dir / "lock", os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -81,7 +86,7 @@ class Journal:
             os.close(self._lock)
             raise JournalLocked(f"journal {self.dir} is in use by another gateway process; give "
                                 "each process its own TALLYGATE_JOURNAL_DIR") from None
-        self._sizes = {seq: (self.dir / _name(seq)).stat().st_size for seq in self._segments()}
+        self._sizes = {seq: _cut_torn_tail(self.dir / _name(seq)) for seq in self._segments()}
         self.checkpoint = self._read_checkpoint()
         self._checkpoint_fd = os.open(self.dir / "checkpoint", os.O_RDWR | os.O_CREAT, 0o600)
         for seq in [s for s in self._sizes if s < self.checkpoint[0]]:
@@ -89,21 +94,35 @@ class Journal:
         self._active = max(self._sizes, default=self.checkpoint[0]) + 1
         self._sizes[self._active] = 0
         self._fd = self._open(self._active)
+        self._retired: deque[int] = deque()  # descriptors of segments rotated away, for the writer to sync and close
+        self._torn = False  # a failed append may have left bytes past the active segment's known end
+        self.error: str | None = None  # why the journal cannot take writes now (None: it can)
         self.backlog = self._backlog()  # bytes appended but not yet in the database
         self.appended = 0
 
     # ---------------------------------------------------------------- the hot path
     def append(self, line: bytes) -> None:
-        """Append one record (`line` ends with a newline). Raises OSError if the disk refuses."""
-        n = os.write(self._fd, line)
-        while n < len(line):  # a short write (rare: a full disk or a huge line)
-            n += os.write(self._fd, line[n:])
-        if self.fsync == "always":
-            os.fdatasync(self._fd)
-        self._sizes[self._active] += n
+        """Append one record (`line` ends with a newline), whole or not at all. Raises OSError
+        if the disk refuses (and `error` then says why)."""
+        if self._torn:
+            self._mend()
+        fd = self._fd
+        try:
+            n = os.write(fd, line)
+            while n < len(line):  # a short write: the disk is full (the next write says so)
+                written = os.write(fd, line[n:])
+                if written == 0:
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                n += written
+            if self.fsync == "always":
+                os.fdatasync(fd)
+        except OSError as exc:
+            self._failed(exc)
+            raise
+        size = self._sizes[self._active] = self._sizes[self._active] + n
         self.backlog += n
         self.appended += 1
-        if self._sizes[self._active] >= self._segment_bytes:
+        if size >= self._segment_bytes:
             self._rotate()
 
     @property
@@ -116,11 +135,29 @@ class Journal:
         """The position after the last appended record."""
         return self._active, self._sizes[self._active]
 
+    def probe(self) -> bool:
+        """Whether the journal takes writes again (torn bytes cut, the segment synced, at least
+        `MIN_FREE_BYTES` free); clears `error` if so. Call it on the thread that appends."""
+        try:
+            if self._torn:
+                self._mend()
+            os.fdatasync(self._fd)
+            disk = os.statvfs(self.dir)
+            if disk.f_bavail * disk.f_frsize < MIN_FREE_BYTES:
+                raise OSError(errno.ENOSPC, f"less than {MIN_FREE_BYTES >> 10} KiB free")
+        except OSError as exc:
+            self.error = _why(exc)
+            return False
+        self.error = None
+        return True
+
     # ---------------------------------------------------------------- the writer
     def read(self, start: tuple[int, int], end: tuple[int, int], max_records: int,
              max_bytes: int = 8 << 20) -> tuple[list[bytes], tuple[int, int]]:
         """Up to `max_records` lines from `start` (not past `end`); returns them and the position
-        after them. Thread-safe against `append` (it reads only bytes appended before `end`)."""
+        after them. Thread-safe against `append` (it reads only bytes appended before `end`).
+        Bytes that hold no whole line (a torn tail, or garbage an older version let a failed
+        write leave) are skipped with an error: they never stop the records behind them."""
         seq, offset = start
         lines: list[bytes] = []
         while len(lines) < max_records and (seq, offset) < end:
@@ -135,14 +172,13 @@ class Journal:
             with open(path, "rb") as f:
                 f.seek(offset)
                 chunk = f.read(min(stop - offset, max_bytes))
-            cut = chunk.rfind(b"\n") + 1
-            if cut == 0:
-                if offset + len(chunk) >= stop and seq != end[0]:
-                    log.warning("journal %s ends with a torn record of %d bytes (an OS crash?); "
-                                "skipped", path.name, len(chunk))
-                    seq, offset = seq + 1, 0
+                cut = chunk.rfind(b"\n") + 1
+                if cut == 0:
+                    skipped = _to_next_line(f, offset + len(chunk), stop) - offset
+                    log.error("journal %s:%d holds %d bytes that are no whole record (a torn write); "
+                              "skipped", path.name, offset, skipped)
+                    offset += skipped
                     continue
-                raise ValueError(f"journal record at {path.name}:{offset} is longer than {max_bytes} bytes")
             taken = chunk[:cut].split(b"\n")[:-1]
             room = max_records - len(lines)
             if len(taken) > room:
@@ -153,16 +189,35 @@ class Journal:
         return lines, (seq, offset)
 
     def sync(self) -> None:
-        """`fdatasync` the active segment when the policy is "batch" (called by the writer)."""
-        if self.fsync == "batch":
-            os.fdatasync(self._fd)
+        """`fdatasync` the segments rotated away since the last call (then close them) and the
+        active one, when the policy is "batch" (called by the writer thread). A failure sets
+        `error` (the records stay readable; the writer moves them on)."""
+        retired = []
+        while self._retired:  # popleft: safe against a rotation on the event loop meanwhile
+            retired.append(self._retired.popleft())
+        try:
+            for fd in retired:
+                if self.fsync != "off":
+                    os.fdatasync(fd)
+            if self.fsync == "batch":
+                os.fdatasync(self._fd)
+        except OSError as exc:
+            self.error = _why(exc)
+            log.error("journal %s: fdatasync failed (%s)", self.dir, self.error)
+        finally:
+            for fd in retired:
+                os.close(fd)
 
     def advance(self, position: tuple[int, int]) -> None:
-        """Everything before `position` is in the database: move the checkpoint there and delete
-        the segments behind it. Call it on the thread that appends (the event loop)."""
+        """Everything before `position` is in the database: move the checkpoint there, delete
+        the segments behind it, and start a new segment once it is `release_bytes` into the
+        active one. Call it on the thread that appends (the event loop)."""
         old = self.checkpoint
         if position <= old:
             return
+        if position[0] == self._active and position[1] >= self._release_bytes and self._rotate():
+            if position[1] == self._sizes[position[0]]:  # all of it is in the database
+                position = (self._active, 0)
         self._write_checkpoint(position)
         self.checkpoint = position
         self.backlog = max(0, self.backlog - _distance(old, position, self._sizes))
@@ -170,12 +225,33 @@ class Journal:
             self._delete(seq)
 
     def close(self) -> None:
+        for fd in self._retired:
+            os.close(fd)
         os.close(self._fd)
         os.close(self._checkpoint_fd)
         fcntl.flock(self._lock, fcntl.LOCK_UN)
         os.close(self._lock)
 
     # ---------------------------------------------------------------- internals
+    def _failed(self, exc: OSError) -> None:
+        """An append failed: cut what it may have written, and say why."""
+        self.error = _why(exc)
+        self._torn = True
+        try:
+            self._mend()
+        except OSError:
+            pass
+
+    def _mend(self) -> None:
+        """Cut the active segment back to its last whole record; if the disk refuses even that,
+        go on in a fresh segment (the torn bytes then lie past the old one's known end)."""
+        try:
+            os.ftruncate(self._fd, self._sizes[self._active])
+        except OSError:
+            if not self._rotate():
+                raise
+        self._torn = False
+
     def _segments(self) -> list[int]:
         return sorted(int(p.name[:-len(_SUFFIX)]) for p in self.dir.glob("*" + _SUFFIX)
                       if p.name[:-len(_SUFFIX)].isdigit())
@@ -183,16 +259,29 @@ class Journal:
     def _open(self, seq: int) -> int:
         fd = os.open(self.dir / _name(seq), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         if self.fsync != "off":
-            _sync_dir(self.dir)  # the new file's name survives an OS crash too
+            try:
+                _sync_dir(self.dir)  # the new file's name survives an OS crash too
+            except OSError:
+                os.close(fd)
+                raise
         return fd
 
-    def _rotate(self) -> None:
-        if self.fsync != "off":
-            os.fdatasync(self._fd)
-        os.close(self._fd)
+    def _rotate(self) -> bool:
+        """Go on in a new segment; False (and the current one kept) if it cannot be opened."""
+        try:
+            fd = self._open(self._active + 1)
+        except OSError as exc:
+            log.warning("journal %s: cannot start a new segment (%s); the current one goes on", self.dir, _why(exc))
+            return False
+        if self.fsync == "off":
+            os.close(self._fd)
+        else:  # synced and closed by the writer thread, off the event loop (`sync`)
+            self._retired.append(self._fd)
+        self._fd = fd
         self._active += 1
         self._sizes[self._active] = 0
-        self._fd = self._open(self._active)
+        self._torn = False
+        return True
 
     def _delete(self, seq: int) -> None:
         self._sizes.pop(seq, None)
@@ -218,12 +307,54 @@ class Journal:
         return int(seq), int(offset)
 
     def _write_checkpoint(self, position: tuple[int, int]) -> None:
+        """Rewrite the checkpoint in place. If the disk refuses, the old one stays: a restart
+        reads some records again, which the database ignores."""
         text = b"%d %d" % position
-        os.pwrite(self._checkpoint_fd, b"%-64s\n" % (b"%s %d" % (text, zlib.crc32(text))), 0)
+        try:
+            os.pwrite(self._checkpoint_fd, b"%-64s\n" % (b"%s %d" % (text, zlib.crc32(text))), 0)
+        except OSError as exc:
+            log.warning("journal %s: cannot write the checkpoint (%s); a restart reads some records "
+                        "again", self.dir, _why(exc))
 
     def _backlog(self) -> int:
         cseq, coff = self.checkpoint
         return sum(size for seq, size in self._sizes.items() if seq >= cseq) - coff
+
+
+def _why(exc: OSError) -> str:
+    """An OSError as its errno name and words: "ENOSPC: No space left on device"."""
+    name = errno.errorcode.get(exc.errno or 0, "OSError")
+    return f"{name}: {exc.strerror or exc}"
+
+
+def _cut_torn_tail(path: Path) -> int:
+    """Cut a segment a previous run left back to its last whole record; returns its size."""
+    size = path.stat().st_size
+    if size == 0:
+        return 0
+    with open(path, "rb+") as f:
+        f.seek(size - 1)
+        if f.read(1) == b"\n":
+            return size
+        f.seek(0)
+        whole = f.read().rfind(b"\n") + 1
+        f.truncate(whole)
+    log.warning("journal %s ended with %d bytes of a torn record (never acknowledged); cut", path.name,
+                size - whole)
+    return whole
+
+
+def _to_next_line(f: BinaryIO, pos: int, stop: int) -> int:
+    """The position after the next newline at or after `pos` (or `stop`) in `f`, read from `pos`."""
+    while pos < stop:
+        block = f.read(min(stop - pos, 1 << 20))
+        if not block:
+            break
+        newline = block.find(b"\n")
+        if newline >= 0:
+            return pos + newline + 1
+        pos += len(block)
+    return stop
 
 
 def _distance(old: tuple[int, int], new: tuple[int, int], sizes: dict[int, int]) -> int:
@@ -243,60 +374,3 @@ def _sync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-# ------------------------------------------------------------------ records <-> journal lines
-_TAGS = COLUMNS.index("tags")
-_ATTEMPTS = COLUMNS.index("attempts")
-_FIELDS = len(COLUMNS)
-_ATTEMPT_FIELDS = tuple(f.name for f in dataclasses.fields(Attempt))
-
-
-def encode_record(rec: LedgerRecord) -> bytes:
-    """One journal line: the record as a JSON array (attempts as objects), newline-terminated.
-
-    Text is made safe for any database on the way: NUL becomes U+FFFD and a lone surrogate
-    (which UTF-8 cannot hold) becomes '?'. The check costs one substring search when clean."""
-    row = tuple(rec)
-    try:
-        line = orjson.dumps(row, option=orjson.OPT_APPEND_NEWLINE)
-        if b"\\u0000" not in line:
-            return line
-    except TypeError:  # a lone surrogate somewhere
-        pass
-    return orjson.dumps(_safe(row), option=orjson.OPT_APPEND_NEWLINE)
-
-
-def decode_record(line: bytes) -> LedgerRecord:
-    """The record of one journal line. A line written by an older version lacks the fields added
-    since (they are last): they read as None."""
-    fields = orjson.loads(line)
-    if len(fields) < _FIELDS:
-        fields += [None] * (_FIELDS - len(fields))
-    fields[_TAGS] = tuple(fields[_TAGS])
-    fields[_ATTEMPTS] = tuple(Attempt(**a) for a in fields[_ATTEMPTS])
-    return LedgerRecord(*fields)
-
-
-def safe_text(text: str) -> str:
-    """`text` without NUL (-> U+FFFD) or lone surrogates (-> '?'): storable in PostgreSQL."""
-    if "\x00" in text:
-        text = text.replace("\x00", "\ufffd")
-    if not text.isascii():
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:
-            text = text.encode("utf-8", "replace").decode("utf-8")
-    return text
-
-
-def _safe(value: object) -> object:
-    if isinstance(value, str):
-        return safe_text(value)
-    if isinstance(value, dict):
-        return {safe_text(str(k)): _safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_safe(v) for v in value]
-    if isinstance(value, Attempt):
-        return {name: _safe(getattr(value, name)) for name in _ATTEMPT_FIELDS}
-    return value

@@ -9,9 +9,16 @@ fell behind catches up with bigger, cheaper transactions), insert each batch in 
 and roll-ups (`store/ingest.py`: ON CONFLICT DO NOTHING on the request id, roll-ups only for
 records actually inserted), and move the checkpoint. A database that is down or locked is
 retried with backoff for as long as it takes; the journal holds the records meanwhile, up to
-its size cap (`full`: the proxy then answers 503 `ledger_unavailable`). `replay()` at start-up
+its size cap (`refusal()`: the proxy then answers 503 `ledger_unavailable`). `replay()` at start-up
 writes whatever a previous run left in the journal, exactly once; `stop()` (SIGTERM, through
 the ASGI lifespan) writes what it can and leaves the rest in the journal for the next start.
+
+When the journal's disk refuses a write (full, failing, read-only), a record that would answer a
+request successfully is not taken: `record()` raises `JournalUnavailable`, and the call is
+answered 503 instead (`Call.finish()`). The record of an error answer, and that 503, wait in
+memory (bounded). From then on `refusal()` turns requests away with 503 `journal_unavailable`
+before any provider is called, until the healer, every `HEAL_S`, has journaled what waits in
+memory and `Journal.probe()` finds the disk writable again: no restart.
 """
 
 from __future__ import annotations
@@ -21,20 +28,24 @@ import logging
 import shutil
 import tempfile
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import orjson
 from sqlalchemy import Engine
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from tallygate.core.record import LedgerRecord
+from tallygate.errors import GatewayError, JournalUnavailable, LedgerUnavailable
 from tallygate.store.ingest import BatchIngest
-from tallygate.store.journal import Journal, decode_record, encode_record
+from tallygate.store.journal import Journal
+from tallygate.store.record_codec import Unreadable, decode_record, encode_record, salvage
 
 log = logging.getLogger("tallygate.ledger")
 Position = tuple[int, int]
+HEAL_S = 0.5  # how often a journal that refused a write is tried again
+MAX_HELD = 10_000  # records kept in memory while the journal refuses writes
 
 
 class LedgerWriter:
@@ -63,7 +74,9 @@ class LedgerWriter:
         self.written = 0
         self.on_write: Callable[[int, float], None] | None = None  # (records, seconds) per batch written
         self.failing = False  # the last write failed (the database is away)
-        self._broken_until = 0.0  # the journal refused a write: requests are refused until then
+        self._held: deque[LedgerRecord] = deque()  # records the journal refused, to journal when it can
+        self._healer: asyncio.Task[None] | None = None
+        self._outage = False  # the journal refused a write and has not been found writable since
 
     async def start(self) -> None:
         """Open the journal, write what a previous run left in it (before spend is loaded from
@@ -79,6 +92,7 @@ class LedgerWriter:
                       type(exc).__name__)
             self.failing = True
         self._task = loop.create_task(self._run())
+        self._healer = loop.create_task(self._heal())
         if self.journal.backlog:
             self._wake.set()
 
@@ -87,37 +101,88 @@ class LedgerWriter:
         self.record(record)
 
     def record(self, rec: LedgerRecord) -> None:
-        """Journal one ledger record. Never blocks on the database; raises OSError only if the
-        local disk refuses the write."""
+        """Journal one ledger record. Never blocks on the database. If the disk refuses: a
+        success (status < 400) raises `JournalUnavailable` (it must not be answered); any other
+        record waits in memory until the journal takes writes again."""
+        line = encode_record(rec)
         try:
-            self.journal.append(encode_record(rec))
-        except OSError:  # a full or failing disk: keep the record in the log, refuse new requests
-            log.exception("cannot journal ledger record %s; it is kept only in this log: %s", rec.id,
-                          encode_record(rec).decode())
-            self._broken_until = time.monotonic() + 5.0
+            self.journal.append(line)
+        except OSError:
+            if not self._outage:
+                self._outage = True
+                log.error("the ledger journal %s refuses writes (%s): requests are refused with 503 until "
+                          "it takes them again", self.journal.dir, self.journal.error)
+            if rec.status < 400:
+                raise JournalUnavailable("the gateway cannot record requests now (its ledger journal "
+                                         f"cannot be written: {self.journal.error}); retry later") from None
+            self._hold(rec, line)
             return
         self._pending += 1
         if self._pending == 1 or self._pending >= self._batch:
             self._wake.set()
+
+    def _hold(self, rec: LedgerRecord, line: bytes) -> None:
+        if len(self._held) < MAX_HELD:
+            self._held.append(rec)
+        else:
+            log.error("cannot journal ledger record %s; it is kept only in this log: %s", rec.id, line.decode())
 
     @property
     def pending(self) -> int:
         """Records of this run journaled but not yet in the database."""
         return self._pending
 
+    def refusal(self) -> GatewayError | None:
+        """Why no request that needs a record can be taken now (None: they can): the journal's
+        disk refuses writes, or its backlog has reached its cap."""
+        j = self.journal
+        if j is None:
+            return None
+        if j.error is not None or self._held:
+            return JournalUnavailable("the gateway cannot record requests now (its ledger journal cannot be "
+                                      f"written: {j.error or 'records wait in memory'}); retry later")
+        if j.full:
+            return LedgerUnavailable("the ledger cannot record requests now (its database has been away "
+                                     "too long); retry later")
+        return None
+
     @property
     def full(self) -> bool:
-        """The journal's backlog has reached its cap: take no request that needs a record."""
-        if self.journal is None:
-            return False
-        return self.journal.full or (self._broken_until > 0 and time.monotonic() < self._broken_until)
+        """The journal cannot take the record of another request (see `refusal`)."""
+        return self.refusal() is not None
 
     def status(self) -> dict[str, object]:
         """The backlog, for `/readyz` and the logs."""
         j = self.journal
         return {"pending_records": self._pending, "backlog_bytes": j.backlog if j else 0,
                 "max_bytes": j.max_bytes if j else self._journal_args[2], "full": self.full,
+                "journal_error": j.error if j else None, "held_records": len(self._held),
                 "database_failing": self.failing, "written": self.written}
+
+    async def _heal(self) -> None:
+        """Every `HEAL_S` while the journal refuses writes: journal what waits in memory, then
+        see whether the disk takes writes again."""
+        while not self._closing:
+            await asyncio.sleep(HEAL_S)
+            if self.journal.error is not None or self._held:
+                self.heal()
+
+    def heal(self) -> bool:
+        """Journal the records held in memory and probe the journal; True if it takes writes."""
+        j = self.journal
+        while self._held:
+            try:
+                j.append(encode_record(self._held[0]))
+            except OSError:
+                return False
+            self._held.popleft()
+            self._pending += 1
+            self._wake.set()
+        if j.error is None or j.probe():
+            self._outage = False
+            log.info("the ledger journal %s takes writes again; requests are served", j.dir)
+            return True
+        return False
 
     async def _run(self) -> None:
         """Sleep until a record arrives, gather for `flush_ms` (less if a batch fills), write."""
@@ -187,8 +252,12 @@ class LedgerWriter:
         for line in lines:
             try:
                 batch.append(decode_record(line))
-            except (orjson.JSONDecodeError, TypeError, ValueError):
-                log.error("unreadable journal record skipped: %r", line[:2000])
+            except Unreadable:
+                behind = salvage(line)  # a whole record behind the bytes of a torn write
+                if behind is not None:
+                    batch.append(behind)
+                log.error("unreadable journal bytes skipped%s: %r",
+                          f" (the record {behind.id} behind them is kept)" if behind else "", line[:2000])
         if batch:
             self._write_or_isolate(batch)
         return len(lines), position
@@ -224,6 +293,13 @@ class LedgerWriter:
         take stays in the journal for the next start."""
         self._closing = True
         self._wake.set()
+        if self._healer is not None:
+            self._healer.cancel()
+            await asyncio.gather(self._healer, return_exceptions=True)
+        if self._held and not self.heal():
+            for rec in self._held:
+                log.error("cannot journal ledger record %s; it is kept only in this log: %s", rec.id,
+                          encode_record(rec).decode())
         if self._task is not None:
             await asyncio.gather(self._task, return_exceptions=True)
         for attempt in range(3):

@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, Engine, Select, or_, select
 
-from tallygate.core.record import LedgerRecord
+from tallygate.core.record import COLUMNS, LedgerRecord
 from tallygate.core.tagpath import carries
 from tallygate.core.timebuckets import HOUR_MS, month_floor
 from tallygate.errors import InvalidRequest
@@ -70,7 +70,7 @@ class LoggedRequest:
 
 def logged_request(row: Mapping[Any, Any]) -> LoggedRequest:
     """A row of `with_feedback()` as typed objects."""
-    values = {name: row[name] for name in LedgerRecord._fields}
+    values = {name: row[name] for name in COLUMNS}
     values["tags"] = tuple(values["tags"] or ())
     values["labels"] = values["labels"] or row["set_labels"] or {}
     values["attempts"] = decode_attempts(values["attempts"], row["provider"], row["served_model"], row["status"],

@@ -24,7 +24,7 @@ from bisect import bisect_right
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from operator import add, itemgetter
+from operator import add, attrgetter, itemgetter
 from typing import Any
 
 import orjson
@@ -32,7 +32,7 @@ from sqlalchemy import Connection, Engine
 
 from tallygate.core.histogram import EDGES_US
 from tallygate.core.metrics import FEEDBACK_COUNT, LATENCY_START, METRICS, TTFT_START, WIDTH
-from tallygate.core.record import COLUMNS, LedgerRecord
+from tallygate.core.record import LedgerRecord
 from tallygate.core.tagpath import prefixes
 from tallygate.core.timebuckets import DAY_MS, HOUR_MS, month_floor
 from tallygate.store.schema import dim_rollups, tag_rollups, usage_rollups
@@ -104,10 +104,10 @@ class Aggregate:
 
 
 _NO_TTFT = WIDTH  # the TTFT index of a record without one; never stored
-_FIELDS = itemgetter(*map(COLUMNS.index, ("created_at", "status", "key_id", "requested_model", "served_model",
-                                            "provider", "latency_us", "ttft_us", "tags")))
-_COUNTS = itemgetter(*map(COLUMNS.index, ("input_tokens", "output_tokens", "cached_tokens", "cache_write_tokens",
-                                            "reasoning_tokens", "cost_pico")))
+_FIELDS = attrgetter("created_at", "status", "key_id", "requested_model", "served_model", "provider",
+                     "latency_us", "ttft_us", "tags")
+_COUNTS = attrgetter("input_tokens", "output_tokens", "cached_tokens", "cache_write_tokens", "reasoning_tokens",
+                     "cost_pico")
 
 
 def _cells(groups: dict[tuple[Any, ...], list[int]], sums: list[tuple[int, ...]], lat: list[int],

@@ -1,0 +1,119 @@
+"""What a new user met on a 1440 px screen, each kept fixed: no table runs past its card or the
+window, the log detail shows every attempt whole, the overlap note reads once with its mark drawn,
+a `range=` the dashboard cannot read is said (never swapped silently), and invoices open on the
+latest month that has requests."""
+
+from __future__ import annotations
+
+import datetime as dt
+import urllib.parse
+from collections.abc import Iterator
+
+import pytest
+
+from tests.dashboard.test_dashboard_browser import RANGE, Session, api
+from tests.gateway import ADMIN_KEY, Gateway
+
+WIDE = {  # the widest view of every page with a table
+    "overview": "/dashboard/overview?range=last-month",
+    "oncall": "/dashboard/oncall?hours=24&days=7",
+    "explore": f"/dashboard/explore?{RANGE}&group=label.team&group2=model&metric=latency_p99",
+    "explore-tags": f"/dashboard/explore?{RANGE}&group=tag&group2=model",
+    "tree": f"/dashboard/tree?{RANGE}",
+    "keys": "/dashboard/keys",
+    "logs": f"/dashboard/logs?{RANGE}",
+    "invoices": "/dashboard/invoices?group=label.customer_id&markup=0.2",
+}
+
+# Every table's right edge within its card and the window, and nothing scrolled out of sight in a
+# table's own scroller: the list of offenders (empty when the page fits).
+OVERFLOWING = """() => [...document.querySelectorAll("main table")].flatMap((t) => {
+  const r = t.getBoundingClientRect(), card = t.closest(".card").getBoundingClientRect();
+  const wrap = t.closest(".table-wrap");
+  const hidden = wrap ? wrap.scrollWidth - wrap.clientWidth : 0;
+  return r.right > card.right + 1 || r.right > window.innerWidth || hidden > 1
+    ? [`${t.closest(".card").querySelector("h2")?.textContent}: right ${r.right}, card ${card.right}, `
+       + `hidden ${hidden}`] : [];
+})"""
+
+
+@pytest.fixture()
+def admin(browser, dash: Gateway) -> Iterator[Session]:  # type: ignore[no-untyped-def]
+    s = Session(browser, dash, ADMIN_KEY)
+    yield s
+    s.close()
+
+
+def test_no_table_runs_past_its_card_or_the_window_at_1440px(admin: Session, dash: Gateway) -> None:
+    for name, path in WIDE.items():
+        admin.open(path)
+        assert admin.page.query_selector("main table"), name
+        assert admin.page.evaluate(OVERFLOWING) == [], name
+    admin.open(WIDE["logs"])
+    admin.page.click("a.log-link")  # the record's detail beside the list
+    admin.page.wait_for_selector("#log-detail")
+    assert admin.page.evaluate(OVERFLOWING) == []
+    assert admin.page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+
+
+def test_the_log_detail_shows_every_attempt_whole(admin: Session, dash: Gateway) -> None:
+    failed = api(dash, f"/v1/logs?status=429&{RANGE.replace('range=custom&', '')}")["data"][0]
+    admin.open(f"/dashboard/logs?{RANGE}&status=429&id={failed['id']}")
+    admin.page.wait_for_selector("#log-detail")
+    items = admin.page.query_selector_all("#log-detail li.attempt")
+    assert len(items) == len(failed["attempts"]) > 0
+    for li, attempt in zip(items, failed["attempts"], strict=True):
+        text = li.inner_text()
+        assert attempt["provider"] in text and attempt["model"] in text and str(attempt["status"]) in text
+        assert attempt["error"] and attempt["error"] in text  # the whole error, not cut
+    fits = """() => { const pane = document.querySelector(".detail-pane"), box = pane.getBoundingClientRect();
+      return pane.scrollWidth <= pane.clientWidth && [...pane.querySelectorAll("li.attempt *")]
+        .every((el) => el.getBoundingClientRect().right <= box.right + 1); }"""
+    assert admin.page.evaluate(fits)
+
+
+def test_the_overlap_note_says_it_once_with_a_drawn_mark(admin: Session) -> None:
+    admin.open(f"/dashboard/explore?{RANGE}&group=tag_level.1")
+    note = admin.page.inner_text(".overlap-note")
+    assert note.startswith("Rows overlap: a request with several tags")
+    assert note.lower().count("rows overlap") == 1 and ".." not in note and note.endswith(".")
+    assert "⧉" not in admin.page.inner_text("main")  # no glyph a font may lack
+    mark = admin.page.evaluate("""() => {
+      const s = getComputedStyle(document.querySelector(".overlap-note .overlap-mark"));
+      return [s.borderTopWidth, s.width]; }""")
+    assert mark[0] != "0px" and mark[1] != "0px"
+
+
+def test_a_range_the_dashboard_cannot_read_is_said_and_a_span_it_can_is_kept(admin: Session) -> None:
+    asked: list[str] = []
+    admin.page.on("request", lambda r: asked.append(r.url) if "/v1/logs?" in r.url else None)
+    admin.open("/dashboard/logs?range=foo")
+    error = admin.page.inner_text(".range-error")
+    assert "range=foo" in error and "Last 7 days instead" in error
+    assert admin.page.input_value("#f-range") == "7d"
+    admin.open("/dashboard/explore?range=custom&from=garbage")
+    assert "from=garbage" in admin.page.inner_text(".range-error")
+    asked.clear()
+    admin.open("/dashboard/logs?range=3h")  # not in the picker, and kept
+    assert admin.page.query_selector(".range-error") is None
+    assert admin.page.input_value("#f-range") == "3h"
+    sent = urllib.parse.parse_qs(urllib.parse.urlsplit(asked[-1]).query)
+    span = dt.datetime.fromisoformat(sent["to"][0]) - dt.datetime.fromisoformat(sent["from"][0])
+    assert span == dt.timedelta(hours=3)
+    assert admin.errors == []
+
+
+def test_invoices_open_on_the_latest_month_with_requests(admin: Session, browser, tight: Gateway) -> None:  # type: ignore[no-untyped-def]
+    now = dt.datetime.now(dt.UTC)
+    last = (now.replace(day=1) - dt.timedelta(days=1)).strftime("%Y-%m")
+    admin.open("/dashboard/invoices")  # last month has the generated history: the latest whole month
+    assert admin.page.input_value("input[name=month]") == last
+    assert admin.page.query_selector_all("table.data tbody tr")
+    fresh = Session(browser, tight, ADMIN_KEY)  # requests this month only: not an empty last month
+    try:
+        fresh.open("/dashboard/invoices")
+        assert fresh.page.input_value("input[name=month]") == now.strftime("%Y-%m")
+        assert fresh.page.query_selector_all("table.data tbody tr")
+        assert "No requests that month" not in fresh.page.inner_text("main")
+    finally:
+        fresh.close()
