@@ -74,6 +74,7 @@ class ProviderConfig(_Strict):
     location: str | None = None  # vertex only: the region (default us-central1) or `global`
     credentials_file: str | None = None  # vertex only: a service-account JSON; default: ADC
     region: str | None = None  # bedrock only (required): the AWS region, e.g. us-east-1
+    anthropic_messages: bool = False  # bedrock only: /v1/messages natively via InvokeModel (Claude)
     timeout_s: Annotated[float, Field(gt=0)] = 600.0
     connect_timeout_s: Annotated[float, Field(gt=0)] = 10.0
     latency_ms: Annotated[float, Field(ge=0)] = 0.0  # mock only: time before the first byte
@@ -113,6 +114,8 @@ class ProviderConfig(_Strict):
             raise ValueError("api_key does not apply to type: vertex (it uses Google credentials)")
         if self.region is not None and self.type != "bedrock":
             raise ValueError("region applies to type: bedrock only")
+        if self.anthropic_messages and self.type != "bedrock":
+            raise ValueError("anthropic_messages applies to type: bedrock only")
         if self.type == "bedrock" and not self.region:
             raise ValueError("region is required for type: bedrock (the AWS region, e.g. us-east-1)")
         if self.type == "azure" and not self.base_url:

@@ -33,10 +33,12 @@ def gateway(bedrock: FakeBedrock, tmp_path_factory: pytest.TempPathFactory) -> I
     common = {"type": "bedrock", "region": REGION, "base_url": bedrock.root_url, "timeout_s": 2}
     config = {
         "providers": {"aws": common, "aws-key": {**common, "api_key": API_KEY},
-                      "aws-elsewhere": {**common, "region": "eu-west-1"}},
+                      "aws-elsewhere": {**common, "region": "eu-west-1"},
+                      "aws-claude": {**common, "anthropic_messages": True}},
         "models": {
             "sonnet": {"provider": "aws", "model": SONNET},
             "sonnet-key": {"provider": "aws-key", "model": SONNET},
+            "sonnet-native": {"provider": "aws-claude", "model": SONNET},
             "cached": {"provider": "aws", "model": "cached-40", "pricing": CACHED},
             "cachewrite": {"provider": "aws", "model": "cachewrite-30", "pricing": CACHED},
             "throttled": {"provider": "aws", "model": "fail-429"},
@@ -119,6 +121,23 @@ def test_messages_and_responses_on_bedrock(client: openai.OpenAI, gateway: Gatew
         assert b"response.completed" in streamed.read()
     assert raw.parse().output_text == "Echo: hello"
     assert cost(gateway, raw.headers["x-request-id"]) == cost(gateway, streamed.headers["x-request-id"])
+
+
+def test_messages_go_natively_through_invoke_model_when_configured(gateway: Gateway, bedrock: FakeBedrock) -> None:
+    claude_code = anthropic.Anthropic(base_url=gateway.url, api_key=ADMIN_KEY, max_retries=0)
+    ask = {"model": "sonnet-native", "max_tokens": 50, "messages": [{"role": "user", "content": "hi natively"}],
+           "extra_headers": {"anthropic-beta": "context-1m-2025-08-07"}}
+    bedrock.clear()
+    message = claude_code.messages.create(**ask)  # type: ignore[arg-type]
+    with claude_code.messages.stream(**ask) as stream:  # type: ignore[arg-type]
+        final = stream.get_final_message()
+    assert message.content[0].text == "Echo: hi natively"  # type: ignore[union-attr]
+    assert [r["path"] for r in bedrock.requests] == [f"/model/{SONNET}/invoke",
+                                                      f"/model/{SONNET}/invoke-with-response-stream"]
+    sent = bedrock.requests[0]["body"]
+    assert sent["anthropic_version"] == "bedrock-2023-05-31" and sent["anthropic_beta"] == ["context-1m-2025-08-07"]
+    assert "model" not in sent
+    assert cost(gateway, message.id) == cost(gateway, final.id)
 
 
 def test_aws_errors_map_to_gateway_statuses(client: openai.OpenAI) -> None:

@@ -21,9 +21,15 @@ containing `cached-<n>` reports n `cacheReadInputTokens`, `cachewrite-<n>` n
 `cacheWriteInputTokens` (beside inputTokens, as Converse does). `fail-<status>` answers that
 status (429: ThrottlingException, 503 ServiceUnavailableException, 400 ValidationException);
 `stream-error` sends a throttlingException frame mid-stream.
+
+InvokeModel for Claude: POST /model/{modelId}/invoke and /invoke-with-response-stream take the
+Anthropic Messages body without `model` and with `anthropic_version: bedrock-2023-05-31`
+(optional `anthropic_beta` list), checked like FakeUpstream's /v1/messages; they answer the
+Anthropic Message JSON, or `chunk` frames whose payload is `{"bytes": <base64 event JSON>}`.
 """
 from __future__ import annotations
 
+import base64
 import binascii
 import json
 import re
@@ -34,6 +40,7 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
+from . import wire
 from .upstream import FakeUpstream
 
 ACCESS_KEY, SECRET_KEY, REGION, API_KEY = "AKIAFAKEBEDROCK00001", "fake-secret-key", "us-east-1", "bedrock-api-key-1"
@@ -64,6 +71,8 @@ class FakeBedrock(FakeUpstream):
         app = web.Application(middlewares=[self._record], client_max_size=64 * 2**20)
         app.router.add_post("/model/{model}/converse", self._converse)
         app.router.add_post("/model/{model}/converse-stream", self._converse)
+        app.router.add_post("/model/{model}/invoke", self._invoke)
+        app.router.add_post("/model/{model}/invoke-with-response-stream", self._invoke)
         app.router.add_route("*", "/{tail:.*}", self._unknown)
         return app
 
@@ -132,6 +141,38 @@ class FakeBedrock(FakeUpstream):
                                         ":message-type": "exception"}, b'{"message":"Too many tokens, please wait."}'))
                 break
             await resp.write(event(kind, data))
+        await resp.write_eof()
+        return resp
+
+    async def _invoke(self, request: web.Request) -> web.StreamResponse:
+        raw = await request.read()
+        denied = self._auth(request, raw)
+        if denied is not None:
+            return denied
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            return self._aws_error(400, "SerializationException", "Unexpected character")
+        if not isinstance(body, dict) or body.pop("anthropic_version", None) != "bedrock-2023-05-31":
+            return self._aws_error(400, "ValidationException", "anthropic_version: bedrock-2023-05-31 is required")
+        beta = body.pop("anthropic_beta", [])
+        if "model" in body or not isinstance(beta, list):
+            return self._aws_error(400, "ValidationException", "Malformed input request: extraneous key [model]")
+        model = request.match_info["model"]
+        anthropic_body = {**body, "model": model}
+        if (err := wire.check_anthropic(anthropic_body)) is not None:
+            return self._aws_error(400, "ValidationException", err["error"]["message"])
+        sc = wire.parse_scenario(model.split(".")[-1])
+        if request.path.endswith("/invoke"):
+            return web.Response(body=wire.anthropic_json(anthropic_body, sc), content_type="application/json")
+        resp = web.StreamResponse(status=200)
+        resp.content_type = "application/vnd.amazon.eventstream"
+        await resp.prepare(request)
+        for sse in wire.anthropic_events(anthropic_body, sc):
+            data = next(line[6:] for line in sse.split(b"\n") if line.startswith(b"data: "))
+            await resp.write(frame({":event-type": "chunk", ":content-type": "application/json",
+                                    ":message-type": "event"},
+                                   json.dumps({"bytes": base64.b64encode(data).decode(), "p": "ab"}).encode()))
         await resp.write_eof()
         return resp
 

@@ -59,3 +59,16 @@ def test_wrong_signature_is_403_and_throttling_is_aws_shaped(bedrock: FakeBedroc
     with pytest.raises(Exception, match="throttlingException|Too many tokens"):
         list(client(bedrock).converse_stream(modelId="stream-error",
                                              messages=[{"role": "user", "content": [{"text": "a b c d e"}]}])["stream"])
+
+
+def test_invoke_model_with_the_anthropic_body(bedrock: FakeBedrock) -> None:
+    import json
+
+    c = client(bedrock)
+    body = json.dumps({"anthropic_version": "bedrock-2023-05-31", "max_tokens": 50,
+                       "messages": [{"role": "user", "content": "hello claude"}]})
+    message = json.loads(c.invoke_model(modelId=MODEL, body=body)["body"].read())
+    assert message["content"][0]["text"] == "Echo: hello claude"
+    stream = c.invoke_model_with_response_stream(modelId=MODEL, body=body)["body"]
+    events = [json.loads(e["chunk"]["bytes"]) for e in stream]
+    assert events[0]["type"] == "message_start" and events[-1]["type"] == "message_stop"

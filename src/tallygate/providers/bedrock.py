@@ -6,12 +6,14 @@
 (environment, shared profile, web identity, container and instance roles), or carry a Bedrock
 API key as `Authorization: Bearer` when `api_key` is set. `modelId` may be a cross-region
 inference profile (`us.anthropic.claude-…`). Messages and Responses reach it through the
-gateway's chat translations.
+gateway's chat translations; with `anthropic_messages: true` (Claude models only) Messages go
+natively through InvokeModel (`BedrockClaudeProvider`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import time
 from collections.abc import AsyncGenerator
 from typing import Any
@@ -21,6 +23,7 @@ import orjson
 from yarl import URL
 
 from tallygate.errors import UpstreamHTTPError, UpstreamProtocolError, UpstreamUnavailable
+from tallygate.providers.base import RawEvents
 from tallygate.providers.bedrock_translate import ConverseStreamTranslator, bedrock_error, from_converse, to_converse
 from tallygate.providers.http import HttpClient, retry_after, transport_errors
 from tallygate.providers.upstream import Upstream
@@ -131,3 +134,67 @@ class BedrockProvider:
 
     async def close(self) -> None:
         return None
+
+
+BEDROCK_ANTHROPIC_VERSION = "bedrock-2023-05-31"
+
+
+class BedrockClaudeProvider(BedrockProvider):
+    """A Bedrock provider for Claude models (`anthropic_messages: true`): chat through Converse
+    as above, and `/v1/messages` natively through `InvokeModel` / `InvokeModelWithResponseStream`
+    with the Anthropic Messages body (`anthropic_version: bedrock-2023-05-31`; the client's
+    `anthropic-beta` header becomes the body's `anthropic_beta`)."""
+
+    @staticmethod
+    def _invoke_body(body: dict, headers: dict[str, str]) -> bytes:
+        payload = {k: v for k, v in body.items() if k not in ("model", "stream")}
+        payload["anthropic_version"] = BEDROCK_ANTHROPIC_VERSION
+        if beta := headers.get("anthropic-beta"):
+            payload["anthropic_beta"] = [b.strip() for b in beta.split(",") if b.strip()]
+        return orjson.dumps(payload)
+
+    async def messages(self, body: dict, headers: dict[str, str]) -> tuple[dict, Usage]:
+        from tallygate.providers.anthropic_translate import anthropic_usage
+
+        url, data = self._url(body["model"], "invoke"), self._invoke_body(body, headers)
+        signed = await self._signed(url, data, "application/json")
+        answer = await self._up.post_bytes(URL(url, encoded=True), data, signed)
+        return answer, anthropic_usage(answer.get("usage"))
+
+    async def messages_stream(self, body: dict, headers: dict[str, str]) -> RawEvents:
+        """Raw `(event, data)` Anthropic events, unwrapped from the event stream's `chunk` frames
+        (`{"bytes": <base64 event JSON>}`). Ends after `message_stop`."""
+        from botocore.eventstream import EventStreamBuffer, ParserError
+
+        url, data = self._url(body["model"], "invoke-with-response-stream"), self._invoke_body(body, headers)
+        signed = await self._signed(url, data, "application/vnd.amazon.eventstream")
+        frames = EventStreamBuffer()
+        async with self._up.stream_bytes(URL(url, encoded=True), data, signed, "vnd.amazon.eventstream") as resp:
+            with transport_errors(self.name):
+                async for raw in resp.content.iter_any():
+                    frames.add_data(raw)
+                    batch: list[tuple[str | None, bytes]] = []
+                    try:
+                        for frame in frames:
+                            event = self._anthropic_event(frame.headers, frame.payload)
+                            batch.append(event)
+                            if event[0] == "message_stop":
+                                yield batch
+                                return
+                    except ParserError:
+                        raise UpstreamProtocolError(
+                            f"provider {self.name!r} sent a broken event-stream frame") from None
+                    if batch:
+                        yield batch
+        raise UpstreamUnavailable(f"provider {self.name!r} ended the stream before message_stop")
+
+    def _anthropic_event(self, headers: dict, payload: bytes) -> tuple[str | None, bytes]:
+        if headers.get(":message-type") in ("exception", "error"):
+            error_type = str(headers.get(":exception-type") or headers.get(":error-code") or "")
+            raise bedrock_error(self.name, error_type[:1].upper() + error_type[1:], 500, payload)
+        try:
+            event = base64.b64decode(orjson.loads(payload)["bytes"])
+            kind = orjson.loads(event).get("type")
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
+            raise UpstreamProtocolError(f"provider {self.name!r} sent a chunk we cannot read") from None
+        return (kind if isinstance(kind, str) else None), event

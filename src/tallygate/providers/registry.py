@@ -12,7 +12,7 @@ from collections.abc import Callable
 from tallygate.providers.anthropic import AnthropicProvider
 from tallygate.providers.azure import AzureOpenAIProvider
 from tallygate.providers.base import Provider
-from tallygate.providers.bedrock import BedrockProvider
+from tallygate.providers.bedrock import BedrockClaudeProvider, BedrockProvider
 from tallygate.providers.gemini import GeminiProvider
 from tallygate.providers.http import HttpClient
 from tallygate.providers.mock import MockProvider
@@ -25,7 +25,8 @@ PROVIDER_TYPES: dict[str, Constructor] = {
     "openai": OpenAIProvider,
     "anthropic": AnthropicProvider,
     "azure": AzureOpenAIProvider,
-    "bedrock": BedrockProvider,
+    "bedrock": lambda name, cfg, http: (BedrockClaudeProvider if cfg.anthropic_messages else BedrockProvider)(
+        name, cfg, http),
     "gemini": GeminiProvider,
     "vertex": VertexGeminiProvider,
     "mock": MockProvider,
