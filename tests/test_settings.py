@@ -28,7 +28,7 @@ def test_issue_shaped_config_is_accepted_and_env_resolved() -> None:
 
 @pytest.mark.parametrize("mutate, message", [
     (lambda c: c["providers"]["demo"].update(colour="red"), "providers.demo.colour: unknown field"),
-    (lambda c: c["providers"]["demo"].update(type="bedrock"), "providers.demo.type"),
+    (lambda c: c["providers"]["demo"].update(type="cohere"), "providers.demo.type"),
     (lambda c: c["models"]["gpt-4o-mini"].update(provider="nope"), "models.gpt-4o-mini.provider: unknown provider"),
     (lambda c: c["models"]["local-llama"]["pricing"].update(input_per_mtok="-1"), "input_per_mtok"),
     (lambda c: c.update(extra=1), "extra: unknown field"),

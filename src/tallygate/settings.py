@@ -46,10 +46,35 @@ class PricingOverride(_Strict):
         return v
 
 
+# `type: openai` presets: a known OpenAI-compatible service -> (its base URL, the genai-prices
+# provider that prices its models). Self-hosted servers (ollama, vllm) have no list price.
+OPENAI_PRESETS: dict[str, tuple[str, str]] = {
+    "groq": ("https://api.groq.com/openai/v1", "groq"),
+    "together": ("https://api.together.xyz/v1", "together"),
+    "fireworks": ("https://api.fireworks.ai/inference/v1", "fireworks"),
+    "deepseek": ("https://api.deepseek.com/v1", "deepseek"),
+    "xai": ("https://api.x.ai/v1", "x-ai"),
+    "mistral": ("https://api.mistral.ai/v1", "mistral"),
+    "openrouter": ("https://openrouter.ai/api/v1", "openrouter"),
+    "ollama": ("http://localhost:11434/v1", "self-hosted"),
+    "vllm": ("http://localhost:8000/v1", "self-hosted"),
+}
+DEFAULT_BASE_URLS = {"openai": "https://api.openai.com/v1", "anthropic": "https://api.anthropic.com",
+                     "gemini": "https://generativelanguage.googleapis.com"}
+
+
 class ProviderConfig(_Strict):
-    type: Literal["openai", "anthropic", "mock"]
+    type: Literal["openai", "anthropic", "azure", "bedrock", "gemini", "vertex", "mock"]
+    preset: Literal["groq", "together", "fireworks", "deepseek", "xai", "mistral", "openrouter",
+                    "ollama", "vllm"] | None = None  # type: openai only
     base_url: str | None = None
     api_key: str | None = None
+    api_version: str | None = None  # azure only: use the deployment URLs with this `api-version`
+    project: str | None = None  # vertex only (required): the Google Cloud project id
+    location: str | None = None  # vertex only: the region (default us-central1) or `global`
+    credentials_file: str | None = None  # vertex only: a service-account JSON; default: ADC
+    region: str | None = None  # bedrock only (required): the AWS region, e.g. us-east-1
+    anthropic_messages: bool = False  # bedrock only: /v1/messages natively via InvokeModel (Claude)
     timeout_s: Annotated[float, Field(gt=0)] = 600.0
     connect_timeout_s: Annotated[float, Field(gt=0)] = 10.0
     latency_ms: Annotated[float, Field(ge=0)] = 0.0  # mock only: time before the first byte
@@ -76,7 +101,31 @@ class ProviderConfig(_Strict):
     def _mock_only(self) -> ProviderConfig:
         if self.latency_ms and self.type != "mock":
             raise ValueError("latency_ms applies to type: mock only")
+        if self.preset and self.type != "openai":
+            raise ValueError("preset applies to type: openai only")
+        if self.api_version is not None and self.type != "azure":
+            raise ValueError("api_version applies to type: azure only")
+        for name in ("project", "location", "credentials_file"):
+            if getattr(self, name) is not None and self.type != "vertex":
+                raise ValueError(f"{name} applies to type: vertex only")
+        if self.type == "vertex" and not self.project:
+            raise ValueError("project is required for type: vertex (the Google Cloud project id)")
+        if self.type == "vertex" and self.api_key:
+            raise ValueError("api_key does not apply to type: vertex (it uses Google credentials)")
+        if self.region is not None and self.type != "bedrock":
+            raise ValueError("region applies to type: bedrock only")
+        if self.anthropic_messages and self.type != "bedrock":
+            raise ValueError("anthropic_messages applies to type: bedrock only")
+        if self.type == "bedrock" and not self.region:
+            raise ValueError("region is required for type: bedrock (the AWS region, e.g. us-east-1)")
+        if self.type == "azure" and not self.base_url:
+            raise ValueError("base_url is required for type: azure (https://<resource>.openai.azure.com)")
         return self
+
+    def price_list(self) -> str:
+        """Whose prices apply to this provider's models: a genai-prices provider id (the
+        preset's, else the type's), `self-hosted` (no list price) or `mock` (any list)."""
+        return OPENAI_PRESETS[self.preset][1] if self.preset else self.type
 
 
 class ModelConfig(_Strict):
@@ -326,10 +375,11 @@ def parse_config(raw: object, env: dict[str, str] | None = None) -> GatewayConfi
     providers = {}
     for name, p in cfg.providers.items():
         where = f"providers.{name}"
-        if p.type == "openai" and not p.base_url:
-            p = p.model_copy(update={"base_url": "https://api.openai.com/v1"})
-        if p.type == "anthropic" and not p.base_url:
-            p = p.model_copy(update={"base_url": "https://api.anthropic.com"})
+        if p.credentials_file and not Path(p.credentials_file).is_file():
+            raise ConfigError(f"{where}.credentials_file: no such file: {p.credentials_file}")
+        default_url = OPENAI_PRESETS[p.preset][0] if p.preset else DEFAULT_BASE_URLS.get(p.type)
+        if not p.base_url and default_url:
+            p = p.model_copy(update={"base_url": default_url})
         providers[name] = p.model_copy(update={
             "api_key": _resolve_env(p.api_key, f"{where}.api_key", env),
             "headers": {k: _resolve_env(v, f"{where}.headers.{k}", env) for k, v in p.headers.items()},

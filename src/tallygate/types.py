@@ -54,12 +54,18 @@ class Usage:
         )
 
     def to_openai(self) -> dict[str, Any]:
-        """The OpenAI `usage` object for these counts (without `cost`)."""
+        """The OpenAI `usage` object for these counts (without `cost`). Cache writes, which
+        OpenAI does not report, go in `prompt_tokens_details.cache_creation_tokens` when there
+        are any, so a translated stream's usage chunk reads back (`from_openai`) to the same
+        counts and the same cost as the JSON answer."""
+        details: dict[str, int] = {"cached_tokens": self.cached_tokens}
+        if self.cache_write_tokens:
+            details["cache_creation_tokens"] = self.cache_write_tokens
         return {
             "prompt_tokens": self.input_tokens,
             "completion_tokens": self.output_tokens,
             "total_tokens": self.input_tokens + self.output_tokens,
-            "prompt_tokens_details": {"cached_tokens": self.cached_tokens},
+            "prompt_tokens_details": details,
             "completion_tokens_details": {"reasoning_tokens": self.reasoning_tokens},
         }
 

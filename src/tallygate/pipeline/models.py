@@ -19,12 +19,13 @@ class Route:
 
     name: str
     provider_name: str
-    provider_type: str  # the provider's `type:`, which names its price list
+    provider_type: str  # the provider's `type:`
     provider: Provider
     upstream_model: str
     pricing: PricingOverride | None
     native: Capabilities
     kind: str = "chat"  # "chat" or "embeddings" (`ModelConfig.model_kind`)
+    price_list: str = "mock"  # whose prices apply (`ProviderConfig.price_list`)
 
 
 _KIND_OF_ENDPOINT = {"chat": "chat", "messages": "chat", "count_tokens": "chat", "responses": "chat",
@@ -52,7 +53,8 @@ class ModelCatalog:
                  prices: PriceBook | None = None) -> None:
         self._routes = {
             name: Route(name, m.provider, config.providers[m.provider].type, providers[m.provider],
-                        m.model, m.pricing, Capabilities.of(providers[m.provider]), m.model_kind())
+                        m.model, m.pricing, Capabilities.of(providers[m.provider]), m.model_kind(),
+                        config.providers[m.provider].price_list())
             for name, m in config.models.items()
         }
         self._policies = list(config.policies)
@@ -68,7 +70,7 @@ class ModelCatalog:
         return route
 
     def rate(self, route: Route) -> Rate:
-        return self._prices.rate(route.provider_type, route.upstream_model, route.pricing)
+        return self._prices.rate(route.price_list, route.upstream_model, route.pricing)
 
     def listing(self) -> dict[str, Any]:
         return {"object": "list", "data": [

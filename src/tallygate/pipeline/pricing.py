@@ -81,31 +81,41 @@ class PriceBook:
     def __init__(self) -> None:
         self._cache: dict[tuple[str, str, str | None, dt.date], Rate] = {}
 
-    def rate(self, provider_type: str, upstream_model: str, override: PricingOverride | None,
+    def rate(self, price_list: str, upstream_model: str, override: PricingOverride | None,
              today: dt.date | None = None) -> Rate:
+        """The rate of `upstream_model` on `price_list` (`ProviderConfig.price_list`): the
+        override if any, else that genai-prices provider's price on `today`."""
         if override is not None:
             return Rate.from_mtok("config", override.input_per_mtok, override.output_per_mtok,
                                   override.cached_input_per_mtok, override.cache_write_per_mtok,
                                   override.cache_write_1h_per_mtok)
         today = today or _utc_today()
-        key = (provider_type, upstream_model, None, today)
+        key = (price_list, upstream_model, None, today)
         rate = self._cache.get(key)
         if rate is None:
             if len(self._cache) > 4096:
                 self._cache.clear()
-            rate = self._cache[key] = _lookup(provider_type, upstream_model, today)
+            rate = self._cache[key] = _lookup(price_list, upstream_model, today)
         return rate
 
 
-def _lookup(provider_type: str, model: str, today: dt.date) -> Rate:
+# Which genai-prices providers to ask, in order (None: any provider that knows the model). An
+# OpenAI-compatible server may serve another vendor's model; the mock serves any name; a named
+# service (a preset, a cloud) is priced by its own list only, never by another vendor's.
+_CANDIDATES: dict[str, list[str | None]] = {
+    "openai": ["openai", None], "anthropic": ["anthropic", None], "mock": [None, "openai", "anthropic"],
+    "self-hosted": [],
+    "azure": ["azure", "openai"],  # Azure lists few models; the rest are sold at OpenAI's price
+    "gemini": ["google"], "vertex": ["google"], "bedrock": ["aws"],
+}
+
+
+def _lookup(price_list: str, model: str, today: dt.date) -> Rate:
     import genai_prices
     from genai_prices import data_snapshot
 
     snapshot = data_snapshot.get_snapshot()
-    # An OpenAI-compatible server may serve another vendor's model; the mock serves any name.
-    own = {"openai": "openai", "anthropic": "anthropic"}.get(provider_type)
-    candidates = [own, None] if own else [None, "openai", "anthropic"]
-    for provider_id in candidates:
+    for provider_id in _CANDIDATES.get(price_list, [price_list]):
         try:
             _, info = snapshot.find_provider_model(model, None, provider_id, None)
             break

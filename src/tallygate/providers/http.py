@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager, contextmanager
 
 import aiohttp
 import orjson
+from yarl import URL
 
 from tallygate.errors import UpstreamError, UpstreamProtocolError, UpstreamTimeout, UpstreamUnavailable
 
@@ -67,10 +68,12 @@ def parse_json(provider: str, raw: bytes, what: str = "a body") -> dict:
 
 
 @asynccontextmanager
-async def sse_response(provider: str, session: aiohttp.ClientSession, url: str, data: bytes,
+async def sse_response(provider: str, session: aiohttp.ClientSession, url: str | URL, data: bytes,
                        headers: dict[str, str], timeout: aiohttp.ClientTimeout,
-                       error: ErrorFactory) -> AsyncIterator[aiohttp.ClientResponse]:
-    """POST a streaming request; yields the response once it is known to be a 200 SSE stream.
+                       error: ErrorFactory, content_type: str = "event-stream",
+                       ) -> AsyncIterator[aiohttp.ClientResponse]:
+    """POST a streaming request; yields the response once it is known to be a 200 SSE stream
+    (or another `content_type`, such as AWS's `vnd.amazon.eventstream`).
 
     An error status becomes `error(status, body, headers)`; the connection is always released.
     """
@@ -81,8 +84,8 @@ async def sse_response(provider: str, session: aiohttp.ClientSession, url: str, 
             with transport_errors(provider):
                 raw = await resp.read()
             raise error(resp.status, raw, resp.headers)
-        if "event-stream" not in resp.headers.get("content-type", ""):
-            raise UpstreamProtocolError(f"provider {provider!r} answered a stream request without SSE")
+        if content_type not in resp.headers.get("content-type", ""):
+            raise UpstreamProtocolError(f"provider {provider!r} answered a stream request without {content_type}")
         yield resp
     finally:
         resp.release()

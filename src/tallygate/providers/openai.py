@@ -55,23 +55,24 @@ class OpenAIProvider:
     def __init__(self, name: str, cfg: ProviderConfig, http: HttpClient) -> None:
         self.name = name
         self._up = Upstream(name, cfg, http, partial(openai_error, name))
-        base = (cfg.base_url or "").rstrip("/")
-        self._chat_url = base + "/chat/completions"
-        self._embed_url = base + "/embeddings"
-        self._responses_url = base + "/responses"
+        self._base = (cfg.base_url or "").rstrip("/")
         self._headers = {"Content-Type": "application/json", **cfg.headers}
         if cfg.api_key:
             self._headers["Authorization"] = f"Bearer {cfg.api_key}"
+
+    def _url(self, operation: str, body: dict) -> str:
+        """Where `operation` (`chat/completions`, `embeddings`, `responses`) is POSTed."""
+        return f"{self._base}/{operation}"
 
     async def _post_json(self, url: str, body: dict) -> tuple[dict, Usage]:
         data = await self._up.post_json(url, body, self._headers)
         return data, Usage.from_openai(data.get("usage"))
 
     async def chat(self, body: dict) -> tuple[dict, Usage]:
-        return await self._post_json(self._chat_url, body)
+        return await self._post_json(self._url("chat/completions", body), body)
 
     async def embed(self, body: dict) -> tuple[dict, Usage]:
-        return await self._post_json(self._embed_url, body)
+        return await self._post_json(self._url("embeddings", body), body)
 
     async def chat_stream(self, body: dict) -> AsyncGenerator[list[dict], None]:
         async for batch in self.chat_stream_raw(body):
@@ -83,7 +84,7 @@ class OpenAIProvider:
         # Always ask for usage: metering needs it whether or not the client wants to see it.
         body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
         error = partial(openai_error, self.name)
-        async with self._up.stream(self._chat_url, body, self._headers) as resp:
+        async with self._up.stream(self._url("chat/completions", body), body, self._headers) as resp:
             with transport_errors(self.name):
                 async for events in sse_batches(resp):
                     batch = [data for _name, data in events]
@@ -103,13 +104,13 @@ class OpenAIProvider:
 
     # --- native Responses API (`/v1/responses` relayed as it is)
     async def responses(self, body: dict) -> tuple[dict, Usage]:
-        data, _ = await self._post_json(self._responses_url, body)
+        data, _ = await self._post_json(self._url("responses", body), body)
         return data, responses_usage(data.get("usage"))
 
     async def responses_stream(self, body: dict) -> RawEvents:
         """A streamed Response: batches of raw `(event, data)` SSE events, untouched. Ends after
         `response.completed` / `incomplete` / `failed`; an `error` event raises."""
-        async with self._up.stream(self._responses_url, body, self._headers) as resp:
+        async with self._up.stream(self._url("responses", body), body, self._headers) as resp:
             with transport_errors(self.name):
                 async for events in sse_batches(resp):
                     for i, (name, data) in enumerate(events):

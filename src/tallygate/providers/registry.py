@@ -10,16 +10,25 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from tallygate.providers.anthropic import AnthropicProvider
+from tallygate.providers.azure import AzureOpenAIProvider
 from tallygate.providers.base import Provider
+from tallygate.providers.bedrock import BedrockClaudeProvider, BedrockProvider
+from tallygate.providers.gemini import GeminiProvider
 from tallygate.providers.http import HttpClient
 from tallygate.providers.mock import MockProvider
 from tallygate.providers.openai import OpenAIProvider
+from tallygate.providers.vertex import VertexGeminiProvider
 from tallygate.settings import GatewayConfig, ProviderConfig
 
 Constructor = Callable[[str, ProviderConfig, HttpClient], Provider]
 PROVIDER_TYPES: dict[str, Constructor] = {
     "openai": OpenAIProvider,
     "anthropic": AnthropicProvider,
+    "azure": AzureOpenAIProvider,
+    "bedrock": lambda name, cfg, http: (BedrockClaudeProvider if cfg.anthropic_messages else BedrockProvider)(
+        name, cfg, http),
+    "gemini": GeminiProvider,
+    "vertex": VertexGeminiProvider,
     "mock": MockProvider,
 }
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import aiohttp
 import orjson
+from yarl import URL
 
 from tallygate.providers.http import ErrorFactory, HttpClient, parse_json, sse_response, transport_errors
 from tallygate.settings import ProviderConfig
@@ -30,8 +31,13 @@ class Upstream:
 
     async def post_json(self, url: str, body: dict[str, Any], headers: dict[str, str]) -> dict[str, Any]:
         """POST `body`; the JSON object answered with 200, else the provider's error raised."""
+        return await self.post_bytes(url, orjson.dumps(body), headers)
+
+    async def post_bytes(self, url: str | URL, data: bytes, headers: dict[str, str]) -> dict[str, Any]:
+        """POST `data` as it is (a signed body) to `url` (a `yarl.URL(..., encoded=True)` is sent
+        exactly as signed); the JSON object answered with 200."""
         with transport_errors(self.name):
-            async with self._http.session.post(url, data=orjson.dumps(body), headers=headers,
+            async with self._http.session.post(url, data=data, headers=headers,
                                                timeout=self._timeout, allow_redirects=False) as resp:
                 raw = await resp.read()
                 if resp.status != 200:
@@ -43,3 +49,9 @@ class Upstream:
         """POST a streaming request: the response once it is a 200 SSE stream (see `sse_response`)."""
         return sse_response(self.name, self._http.session, url, orjson.dumps(body), headers,
                             self._stream_timeout, self._error)
+
+    def stream_bytes(self, url: str | URL, data: bytes, headers: dict[str, str],
+                     content_type: str) -> AbstractAsyncContextManager[aiohttp.ClientResponse]:
+        """POST `data` as it is for a stream of `content_type` (AWS event streams)."""
+        return sse_response(self.name, self._http.session, url, data, headers, self._stream_timeout,
+                            self._error, content_type)

@@ -1,0 +1,200 @@
+"""AWS Bedrock Runtime's Converse API behind OpenAI's chat shape.
+
+`POST {base_url}/model/{modelId}/converse` and `/converse-stream` (an
+`application/vnd.amazon.eventstream` of binary frames, parsed and CRC-checked by botocore's
+`EventStreamBuffer`). Requests are signed with SigV4 by botocore from its credential chain
+(environment, shared profile, web identity, container and instance roles), or carry a Bedrock
+API key as `Authorization: Bearer` when `api_key` is set. `modelId` may be a cross-region
+inference profile (`us.anthropic.claude-…`). Messages and Responses reach it through the
+gateway's chat translations; with `anthropic_messages: true` (Claude models only) Messages go
+natively through InvokeModel (`BedrockClaudeProvider`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+from collections.abc import AsyncGenerator
+from typing import Any
+from urllib.parse import quote
+
+import orjson
+from yarl import URL
+
+from tallygate.errors import UpstreamHTTPError, UpstreamProtocolError, UpstreamUnavailable
+from tallygate.providers.base import RawEvents
+from tallygate.providers.bedrock_translate import ConverseStreamTranslator, bedrock_error, from_converse, to_converse
+from tallygate.providers.http import HttpClient, retry_after, transport_errors
+from tallygate.providers.upstream import Upstream
+from tallygate.settings import ProviderConfig
+from tallygate.types import Usage
+
+_CREDENTIALS_TTL_S = 60.0  # re-read botocore's (refreshable) credentials this often, in a thread
+
+
+class BedrockProvider:
+    """Translates each chat request to Converse and each answer (or event) back."""
+
+    def __init__(self, name: str, cfg: ProviderConfig, http: HttpClient) -> None:
+        self.name = name
+        self._region = cfg.region or ""
+        self._up = Upstream(name, cfg, http, self._error)
+        self._base = (cfg.base_url or f"https://bedrock-runtime.{self._region}.amazonaws.com").rstrip("/")
+        self._headers = {"Content-Type": "application/json", **cfg.headers}
+        self._bearer = cfg.api_key
+        self._credentials: Any = None  # botocore ReadOnlyCredentials
+        self._credentials_at = 0.0
+        self._lock = asyncio.Lock()
+
+    def _error(self, status: int, raw: bytes, headers: object) -> UpstreamHTTPError:
+        kind = headers.get("x-amzn-ErrorType", "") if hasattr(headers, "get") else ""  # type: ignore[union-attr]
+        return bedrock_error(self.name, kind or "", status, raw, retry_after(headers))
+
+    def _url(self, model: str, operation: str) -> str:
+        return f"{self._base}/model/{quote(model, safe='')}/{operation}"
+
+    async def _signed(self, url: str, data: bytes, accept: str) -> dict[str, str]:
+        """The headers for POSTing `data` to `url`: SigV4-signed, or the Bedrock API key."""
+        headers = {**self._headers, "Accept": accept}
+        if self._bearer:
+            return {**headers, "Authorization": f"Bearer {self._bearer}"}
+        from botocore.auth import SigV4Auth
+        from botocore.awsrequest import AWSRequest
+
+        request = AWSRequest(method="POST", url=url, data=data, headers=headers)
+        SigV4Auth(await self._frozen_credentials(), "bedrock", self._region).add_auth(request)
+        return dict(request.headers.items())
+
+    async def _frozen_credentials(self) -> Any:
+        if self._credentials is None or time.monotonic() - self._credentials_at > _CREDENTIALS_TTL_S:
+            async with self._lock:
+                if self._credentials is None or time.monotonic() - self._credentials_at > _CREDENTIALS_TTL_S:
+                    self._credentials = await asyncio.to_thread(self._load_credentials)
+                    self._credentials_at = time.monotonic()
+        return self._credentials
+
+    def _load_credentials(self) -> Any:
+        import botocore.exceptions
+        import botocore.session
+
+        try:
+            credentials = botocore.session.get_session().get_credentials()
+            frozen = credentials.get_frozen_credentials() if credentials is not None else None
+        except botocore.exceptions.BotoCoreError as exc:
+            raise UpstreamHTTPError(403, f"provider {self.name!r} could not load AWS credentials "
+                                         f"({type(exc).__name__})") from None
+        if frozen is None:
+            raise UpstreamHTTPError(403, f"provider {self.name!r} found no AWS credentials")
+        return frozen
+
+    async def chat(self, body: dict) -> tuple[dict, Usage]:
+        url, data = self._url(body["model"], "converse"), orjson.dumps(to_converse(body))
+        headers = await self._signed(url, data, "application/json")
+        answer = await self._up.post_bytes(URL(url, encoded=True), data, headers)  # sent as signed
+        try:
+            return from_converse(answer, "", int(time.time()), body["model"])
+        except (KeyError, TypeError, AttributeError):
+            raise UpstreamProtocolError(f"provider {self.name!r} sent a body we cannot read") from None
+
+    async def chat_stream(self, body: dict) -> AsyncGenerator[list[dict], None]:
+        from botocore.eventstream import EventStreamBuffer, ParserError
+
+        url, data = self._url(body["model"], "converse-stream"), orjson.dumps(to_converse(body))
+        headers = await self._signed(url, data, "application/vnd.amazon.eventstream")
+        translator = ConverseStreamTranslator("", int(time.time()), body["model"])
+        frames = EventStreamBuffer()
+        async with self._up.stream_bytes(URL(url, encoded=True), data, headers, "vnd.amazon.eventstream") as resp:
+            with transport_errors(self.name):
+                async for raw in resp.content.iter_any():
+                    frames.add_data(raw)
+                    batch: list[dict] = []
+                    try:
+                        for frame in frames:
+                            batch.extend(self._event(translator, frame.headers, frame.payload))
+                    except ParserError:
+                        raise UpstreamProtocolError(
+                            f"provider {self.name!r} sent a broken event-stream frame") from None
+                    if batch:
+                        yield batch
+                    if translator.done:
+                        return
+        raise UpstreamUnavailable(f"provider {self.name!r} ended the stream before its metadata event")
+
+    def _event(self, translator: ConverseStreamTranslator, headers: dict, payload: bytes) -> list[dict]:
+        kind = headers.get(":message-type")
+        if kind == "exception" or kind == "error":
+            error_type = str(headers.get(":exception-type") or headers.get(":error-code") or "")
+            raise bedrock_error(self.name, error_type[:1].upper() + error_type[1:], 500, payload)
+        try:
+            data = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            raise UpstreamProtocolError(f"provider {self.name!r} sent an event that is not JSON") from None
+        return translator.feed(str(headers.get(":event-type", "")), data if isinstance(data, dict) else {})
+
+    async def close(self) -> None:
+        return None
+
+
+BEDROCK_ANTHROPIC_VERSION = "bedrock-2023-05-31"
+
+
+class BedrockClaudeProvider(BedrockProvider):
+    """A Bedrock provider for Claude models (`anthropic_messages: true`): chat through Converse
+    as above, and `/v1/messages` natively through `InvokeModel` / `InvokeModelWithResponseStream`
+    with the Anthropic Messages body (`anthropic_version: bedrock-2023-05-31`; the client's
+    `anthropic-beta` header becomes the body's `anthropic_beta`)."""
+
+    @staticmethod
+    def _invoke_body(body: dict, headers: dict[str, str]) -> bytes:
+        payload = {k: v for k, v in body.items() if k not in ("model", "stream")}
+        payload["anthropic_version"] = BEDROCK_ANTHROPIC_VERSION
+        if beta := headers.get("anthropic-beta"):
+            payload["anthropic_beta"] = [b.strip() for b in beta.split(",") if b.strip()]
+        return orjson.dumps(payload)
+
+    async def messages(self, body: dict, headers: dict[str, str]) -> tuple[dict, Usage]:
+        from tallygate.providers.anthropic_translate import anthropic_usage
+
+        url, data = self._url(body["model"], "invoke"), self._invoke_body(body, headers)
+        signed = await self._signed(url, data, "application/json")
+        answer = await self._up.post_bytes(URL(url, encoded=True), data, signed)
+        return answer, anthropic_usage(answer.get("usage"))
+
+    async def messages_stream(self, body: dict, headers: dict[str, str]) -> RawEvents:
+        """Raw `(event, data)` Anthropic events, unwrapped from the event stream's `chunk` frames
+        (`{"bytes": <base64 event JSON>}`). Ends after `message_stop`."""
+        from botocore.eventstream import EventStreamBuffer, ParserError
+
+        url, data = self._url(body["model"], "invoke-with-response-stream"), self._invoke_body(body, headers)
+        signed = await self._signed(url, data, "application/vnd.amazon.eventstream")
+        frames = EventStreamBuffer()
+        async with self._up.stream_bytes(URL(url, encoded=True), data, signed, "vnd.amazon.eventstream") as resp:
+            with transport_errors(self.name):
+                async for raw in resp.content.iter_any():
+                    frames.add_data(raw)
+                    batch: list[tuple[str | None, bytes]] = []
+                    try:
+                        for frame in frames:
+                            event = self._anthropic_event(frame.headers, frame.payload)
+                            batch.append(event)
+                            if event[0] == "message_stop":
+                                yield batch
+                                return
+                    except ParserError:
+                        raise UpstreamProtocolError(
+                            f"provider {self.name!r} sent a broken event-stream frame") from None
+                    if batch:
+                        yield batch
+        raise UpstreamUnavailable(f"provider {self.name!r} ended the stream before message_stop")
+
+    def _anthropic_event(self, headers: dict, payload: bytes) -> tuple[str | None, bytes]:
+        if headers.get(":message-type") in ("exception", "error"):
+            error_type = str(headers.get(":exception-type") or headers.get(":error-code") or "")
+            raise bedrock_error(self.name, error_type[:1].upper() + error_type[1:], 500, payload)
+        try:
+            event = base64.b64decode(orjson.loads(payload)["bytes"])
+            kind = orjson.loads(event).get("type")
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
+            raise UpstreamProtocolError(f"provider {self.name!r} sent a chunk we cannot read") from None
+        return (kind if isinstance(kind, str) else None), event

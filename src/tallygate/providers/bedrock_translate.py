@@ -1,0 +1,259 @@
+"""Pure translation between OpenAI Chat Completions and AWS Bedrock's Converse API (no I/O).
+
+Request: system/developer messages -> `system`; user/assistant/tool turns -> `messages` (tool
+results are `toolResult` blocks in a user turn); text, base64 image data URLs -> `image` blocks;
+function tools -> `toolConfig.tools[].toolSpec`; tool_choice auto/required/function ->
+`toolChoice` (`none` sends no tools); max(_completion)_tokens, temperature, top_p, stop ->
+`inferenceConfig`. Refused with a 400 naming the field: n > 1, logprobs, logit_bias, audio,
+legacy functions, response_format other than text, image URLs that are not data URLs.
+
+Usage: Converse's `inputTokens` excludes the cache reads and writes it reports beside it
+(`cacheReadInputTokens`, `cacheWriteInputTokens`); the prompt is their sum.
+"""
+
+from __future__ import annotations
+
+import orjson
+
+from tallygate.errors import InvalidRequest, UpstreamHTTPError
+from tallygate.providers.chat_turns import chat_turns, data_url, invalid, tool_arguments
+from tallygate.types import Usage, tokens
+
+_FINISH = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length", "tool_use": "tool_calls",
+           "guardrail_intervened": "content_filter", "content_filtered": "content_filter",
+           "model_context_window_exceeded": "length"}
+_IMAGE_FORMATS = {"image/png": "png", "image/jpeg": "jpeg", "image/jpg": "jpeg", "image/gif": "gif",
+                  "image/webp": "webp"}
+_REFUSED = ("logprobs", "top_logprobs", "logit_bias", "functions", "function_call", "audio")
+# AWS error type -> the status the gateway treats it as (model-side failures are not the caller's).
+_ERROR_STATUS = {"ThrottlingException": 429, "ModelNotReadyException": 503, "ServiceQuotaExceededException": 429,
+                 "ModelTimeoutException": 504, "ModelErrorException": 502, "ModelStreamErrorException": 502,
+                 "InternalServerException": 500, "ServiceUnavailableException": 503,
+                 "AccessDeniedException": 403, "UnrecognizedClientException": 403,
+                 "ExpiredTokenException": 403, "ValidationException": 400, "ResourceNotFoundException": 404}
+_MAX_MESSAGE = 300
+
+
+_invalid = invalid
+
+
+# --- request
+def to_converse(body: dict) -> dict:
+    """OpenAI chat request -> Converse request (the model goes in the URL)."""
+    for param in _REFUSED:
+        if body.get(param):
+            raise InvalidRequest(f"{param} is not supported for Bedrock models", param=param)
+    if body.get("n") not in (None, 1):
+        raise InvalidRequest("n > 1 is not supported for Bedrock models", param="n")
+    fmt = body.get("response_format")
+    if fmt is not None and fmt != {"type": "text"}:
+        raise InvalidRequest("response_format other than text is not supported for Bedrock models",
+                             param="response_format")
+    system, messages = _messages(body.get("messages"))
+    out: dict = {"messages": messages}
+    if system:
+        out["system"] = [{"text": system}]
+    config: dict = {}
+    limit = body.get("max_completion_tokens", body.get("max_tokens"))
+    if limit is not None:
+        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+            raise _invalid("max_tokens", "must be a positive integer")
+        config["maxTokens"] = limit
+    for ours, theirs in (("temperature", "temperature"), ("top_p", "topP")):
+        value = body.get(ours)
+        if value is not None:
+            if not isinstance(value, int | float) or isinstance(value, bool):
+                raise _invalid(ours, "must be a number")
+            config[theirs] = value
+    if (stop := body.get("stop")) is not None:
+        stops = [stop] if isinstance(stop, str) else stop
+        if not isinstance(stops, list) or not all(isinstance(s, str) for s in stops):
+            raise _invalid("stop", "must be a string or an array of strings")
+        config["stopSequences"] = stops
+    if config:
+        out["inferenceConfig"] = config
+    choice = body.get("tool_choice")
+    if body.get("tools") and choice != "none":
+        out["toolConfig"] = {"tools": _tool_specs(body["tools"])}
+        if (converse_choice := _tool_choice(choice)) is not None:
+            out["toolConfig"]["toolChoice"] = converse_choice
+    return out
+
+
+def _messages(messages: object) -> tuple[str, list[dict]]:
+    return chat_turns(
+        messages, model_role="assistant", key="content",
+        system=lambda msg, at: "".join(b["text"] for b in _blocks(msg.get("content"), f"{at}.content", images=False)),
+        user=lambda msg, at: _blocks(msg.get("content"), f"{at}.content", images=True),
+        assistant=_assistant_blocks,
+        tool=lambda msg, at: [_tool_result(msg, at)])
+
+
+def _blocks(content: object, at: str, *, images: bool) -> list[dict]:
+    if content is None:
+        return []
+    if isinstance(content, str):
+        return [{"text": content}] if content else []
+    if not isinstance(content, list):
+        raise _invalid(at, "must be a string or an array of content parts")
+    blocks: list[dict] = []
+    for j, part in enumerate(content):
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind in ("text", "refusal") and isinstance(part.get(kind), str):
+            blocks.append({"text": part[kind]})
+        elif kind == "image_url" and images:
+            url = part.get("image_url")
+            blocks.append({"image": _image(url.get("url") if isinstance(url, dict) else url,
+                                           f"{at}[{j}].image_url.url")})
+        else:
+            raise _invalid(f"{at}[{j}].type", f"{kind!r} is not supported here for Bedrock models")
+    return blocks
+
+
+def _image(url: object, param: str) -> dict:
+    parsed = data_url(url)
+    fmt = _IMAGE_FORMATS.get(parsed[0]) if parsed else None
+    if parsed is None or fmt is None:
+        raise _invalid(param, "must be a base64 data URL of a png, jpeg, gif or webp image")
+    return {"format": fmt, "source": {"bytes": parsed[1]}}
+
+
+def _assistant_blocks(msg: dict, at: str) -> list[dict]:
+    blocks = _blocks(msg.get("content"), f"{at}.content", images=False)
+    calls = msg.get("tool_calls") or []
+    if not isinstance(calls, list):
+        raise _invalid(f"{at}.tool_calls", "must be an array")
+    for j, call in enumerate(calls):
+        fn = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str) or not isinstance(call.get("id"), str):
+            raise _invalid(f"{at}.tool_calls[{j}]", "must have an id and a function name")
+        args = tool_arguments(fn.get("arguments"), f"{at}.tool_calls[{j}].function.arguments")
+        blocks.append({"toolUse": {"toolUseId": call["id"], "name": fn["name"], "input": args}})
+    return blocks
+
+
+def _tool_result(msg: dict, at: str) -> dict:
+    tool_use_id = msg.get("tool_call_id")
+    if not isinstance(tool_use_id, str) or not tool_use_id:
+        raise _invalid(f"{at}.tool_call_id", "must be a string")
+    text = "".join(b["text"] for b in _blocks(msg.get("content"), f"{at}.content", images=False))
+    return {"toolResult": {"toolUseId": tool_use_id, "content": [{"text": text}]}}
+
+
+def _tool_specs(tools: object) -> list[dict]:
+    if not isinstance(tools, list):
+        raise _invalid("tools", "must be an array")
+    out = []
+    for i, tool in enumerate(tools):
+        fn = tool.get("function") if isinstance(tool, dict) and tool.get("type") == "function" else None
+        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+            raise _invalid(f"tools[{i}]", "must be a function tool with a name")
+        spec = {"name": fn["name"], "inputSchema": {"json": fn.get("parameters") or {"type": "object"}}}
+        if fn.get("description"):
+            spec["description"] = fn["description"]
+        out.append({"toolSpec": spec})
+    return out
+
+
+def _tool_choice(choice: object) -> dict | None:
+    if choice in (None, "auto"):
+        return None
+    if choice == "required":
+        return {"any": {}}
+    fn = choice.get("function") if isinstance(choice, dict) else None
+    if isinstance(fn, dict) and isinstance(fn.get("name"), str):
+        return {"tool": {"name": fn["name"]}}
+    raise _invalid("tool_choice", 'must be "auto", "none", "required" or a function choice')
+
+
+# --- response
+def converse_usage(usage: object) -> Usage:
+    usage = usage if isinstance(usage, dict) else {}
+    read, write = tokens(usage.get("cacheReadInputTokens")), tokens(usage.get("cacheWriteInputTokens"))
+    return Usage(input_tokens=tokens(usage.get("inputTokens")) + read + write,
+                 output_tokens=tokens(usage.get("outputTokens")), cached_tokens=read, cache_write_tokens=write)
+
+
+def finish_reason(stop_reason: object) -> str:
+    return _FINISH.get(stop_reason, "stop") if isinstance(stop_reason, str) else "stop"
+
+
+def from_converse(resp: dict, request_id: str, created: int, model: str) -> tuple[dict, Usage]:
+    """Converse response -> (OpenAI `chat.completion`, Usage)."""
+    content = ((resp.get("output") or {}).get("message") or {}).get("content") or []
+    texts, calls = [], []
+    for block in content if isinstance(content, list) else []:
+        if not isinstance(block, dict):
+            continue
+        if isinstance(block.get("text"), str):
+            texts.append(block["text"])
+        elif isinstance(use := block.get("toolUse"), dict):
+            calls.append({"id": use.get("toolUseId"), "type": "function", "function": {
+                "name": use.get("name"), "arguments": orjson.dumps(use.get("input") or {}).decode()}})
+    text = "".join(texts)
+    message: dict = {"role": "assistant", "content": text or (None if calls else ""), "refusal": None}
+    if calls:
+        message["tool_calls"] = calls
+    usage = converse_usage(resp.get("usage"))
+    return {"id": request_id, "object": "chat.completion", "created": created, "model": model,
+            "choices": [{"index": 0, "message": message, "logprobs": None,
+                         "finish_reason": finish_reason(resp.get("stopReason"))}],
+            "usage": usage.to_openai()}, usage
+
+
+class ConverseStreamTranslator:
+    """ConverseStream events in (event type, JSON payload), OpenAI chunks out. Complete once
+    the `metadata` event (with usage) has come."""
+
+    def __init__(self, request_id: str, created: int, model: str) -> None:
+        self._head = {"id": request_id, "object": "chat.completion.chunk", "created": created, "model": model}
+        self._tools: dict[int, int] = {}  # content block index -> OpenAI tool_calls index
+        self.usage = Usage()
+        self.done = False
+
+    def feed(self, event: str, data: dict) -> list[dict]:
+        if event == "messageStart":
+            return [self._chunk({"role": "assistant", "content": ""})]
+        if event == "contentBlockStart":
+            use = (data.get("start") or {}).get("toolUse")
+            if not isinstance(use, dict):
+                return []
+            index = self._tools[data.get("contentBlockIndex", 0)] = len(self._tools)
+            return [self._chunk({"tool_calls": [{"index": index, "id": use.get("toolUseId"), "type": "function",
+                                                  "function": {"name": use.get("name"), "arguments": ""}}]})]
+        if event == "contentBlockDelta":
+            delta = data.get("delta") or {}
+            if isinstance(delta.get("text"), str) and delta["text"]:
+                return [self._chunk({"content": delta["text"]})]
+            use = delta.get("toolUse")
+            block = data.get("contentBlockIndex", 0)
+            if isinstance(use, dict) and block in self._tools and use.get("input"):
+                return [self._chunk({"tool_calls": [{"index": self._tools[block],
+                                                      "function": {"arguments": use["input"]}}]})]
+            return []
+        if event == "messageStop":
+            return [self._chunk({}, finish_reason(data.get("stopReason")))]
+        if event == "metadata":
+            self.usage = converse_usage(data.get("usage"))
+            self.done = True
+            return [{**self._head, "choices": [], "usage": self.usage.to_openai()}]
+        return []  # contentBlockStop, reasoning deltas, events AWS may add
+
+    def _chunk(self, delta: dict, finish: str | None = None) -> dict:
+        return {**self._head, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+
+
+# --- errors
+def bedrock_error(provider: str, error_type: str, status: int, body: bytes,
+                  retry_after: float | None = None) -> UpstreamHTTPError:
+    """An AWS error (`x-amzn-ErrorType` or an exception event's `:exception-type`, a JSON
+    `{"message"}` body) as UpstreamHTTPError with the status the condition deserves."""
+    kind = error_type.split(":", 1)[0]
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        parsed = None
+    message = (parsed.get("message") or parsed.get("Message")) if isinstance(parsed, dict) else None
+    return UpstreamHTTPError(_ERROR_STATUS.get(kind, status), f"provider {provider!r} returned {kind or status}",
+                             detail=message[:_MAX_MESSAGE] if isinstance(message, str) else None,
+                             retry_after=retry_after)

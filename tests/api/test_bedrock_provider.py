@@ -1,0 +1,160 @@
+"""`type: bedrock` through a real `tallygate serve` process, with the official openai and anthropic
+SDKs as clients against the fake Bedrock Runtime: chat translated to Converse / ConverseStream
+(SigV4 from the AWS credential chain, or a Bedrock API key), Messages and Responses through
+the chat translations; Bedrock's own prices; streamed cost == unstreamed cost; AWS errors mapped."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from decimal import Decimal
+
+import anthropic
+import openai
+import pytest
+
+from tallygate.settings import ConfigError, parse_config
+from tests.fakes.bedrock import ACCESS_KEY, API_KEY, REGION, SECRET_KEY, FakeBedrock
+from tests.gateway import ADMIN_KEY, Gateway
+
+SONNET = "us.anthropic.claude-sonnet-4-5-20250929-v1:0"  # a cross-region inference profile
+PRICE = (Decimal("3.3"), Decimal("16.5"))  # genai-prices' aws list (Anthropic's own: 3 / 15)
+CACHED = {"input_per_mtok": "3", "output_per_mtok": "15", "cached_input_per_mtok": "0.3",
+          "cache_write_per_mtok": "3.75"}
+
+
+@pytest.fixture(scope="module")
+def bedrock() -> Iterator[FakeBedrock]:
+    with FakeBedrock() as fake:
+        yield fake
+
+
+@pytest.fixture(scope="module")
+def gateway(bedrock: FakeBedrock, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    common = {"type": "bedrock", "region": REGION, "base_url": bedrock.root_url, "timeout_s": 2}
+    config = {
+        "providers": {"aws": common, "aws-key": {**common, "api_key": API_KEY},
+                      "aws-elsewhere": {**common, "region": "eu-west-1"},
+                      "aws-claude": {**common, "anthropic_messages": True}},
+        "models": {
+            "sonnet": {"provider": "aws", "model": SONNET},
+            "sonnet-key": {"provider": "aws-key", "model": SONNET},
+            "sonnet-native": {"provider": "aws-claude", "model": SONNET},
+            "cached": {"provider": "aws", "model": "cached-40", "pricing": CACHED},
+            "cachewrite": {"provider": "aws", "model": "cachewrite-30", "pricing": CACHED},
+            "throttled": {"provider": "aws", "model": "fail-429"},
+            "stream-error": {"provider": "aws", "model": "stream-error", "pricing": CACHED},
+            "wrong-region": {"provider": "aws-elsewhere", "model": SONNET},
+        },
+    }
+    env = {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY, "AWS_EC2_METADATA_DISABLED": "true",
+           "AWS_CONFIG_FILE": "/nonexistent", "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent"}
+    gw = Gateway(tmp_path_factory.mktemp("bedrock"), config, env=env).start()
+    yield gw
+    gw.stop()
+
+
+@pytest.fixture()
+def client(gateway: Gateway) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=gateway.base_url, api_key=ADMIN_KEY, max_retries=0) as c:
+        yield c
+
+
+def cost(gateway: Gateway, request_id: str, price: tuple[Decimal, Decimal] | None = PRICE) -> Decimal:
+    record = gateway.log_record(request_id)
+    if price is not None:
+        u = record["usage"]
+        assert Decimal(record["cost"]) == (u["input_tokens"] * price[0] + u["output_tokens"] * price[1]) / 10**6 > 0
+    return Decimal(record["cost"])
+
+
+@pytest.mark.parametrize("model", ["sonnet", "sonnet-key"])
+def test_chat_streamed_and_not_costs_the_same_at_bedrocks_price(client: openai.OpenAI, gateway: Gateway,
+                                                                bedrock: FakeBedrock, model: str) -> None:
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hello bedrock"}]
+    bedrock.clear()
+    completion = client.chat.completions.create(model=model, messages=messages)  # type: ignore[arg-type]
+    chunks = list(client.chat.completions.create(model=model, messages=messages, stream=True))  # type: ignore[arg-type]
+    assert completion.choices[0].message.content == "Echo: hello bedrock"
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "Echo: hello bedrock"
+    assert [r["path"] for r in bedrock.requests] == [f"/model/{SONNET}/converse", f"/model/{SONNET}/converse-stream"]
+    auth = bedrock.requests[0]["headers"]["authorization"]
+    assert auth == f"Bearer {API_KEY}" if model == "sonnet-key" else auth.startswith("AWS4-HMAC-SHA256")
+    assert cost(gateway, completion.id) == cost(gateway, chunks[0].id)
+
+
+@pytest.mark.parametrize(("model", "field", "n"), [("cached", "cached_tokens", 40),
+                                                   ("cachewrite", "cache_write_tokens", 30)])
+def test_cache_reads_and_writes_land_in_the_ledger(client: openai.OpenAI, gateway: Gateway, model: str,
+                                                  field: str, n: int) -> None:
+    completion = client.chat.completions.create(model=model, messages=[{"role": "user", "content": "x" * 400}])
+    chunks = list(client.chat.completions.create(model=model, messages=[{"role": "user", "content": "x" * 400}],
+                                                 stream=True))
+    record = gateway.log_record(completion.id)
+    assert record["usage"][field] == n and record["usage"]["input_tokens"] == 100 + n
+    assert cost(gateway, completion.id, None) == cost(gateway, chunks[0].id, None) > 0
+
+
+def test_tool_calls_round_trip(client: openai.OpenAI, bedrock: FakeBedrock) -> None:
+    tools = [{"type": "function", "function": {"name": "search", "parameters": {"type": "object"}}}]
+    first = client.chat.completions.create(model="sonnet", tools=tools, messages=[  # type: ignore[arg-type]
+        {"role": "user", "content": "find it"}])
+    call = first.choices[0].message.tool_calls[0]  # type: ignore[index]
+    assert first.choices[0].finish_reason == "tool_calls" and call.function.name == "search"
+    second = client.chat.completions.create(model="sonnet", tools=tools, messages=[  # type: ignore[arg-type]
+        {"role": "user", "content": "find it"},
+        {"role": "assistant", "content": None, "tool_calls": [call.model_dump()]},
+        {"role": "tool", "tool_call_id": call.id, "content": "3 hits"}])
+    assert second.choices[0].finish_reason == "stop"
+    assert bedrock.requests[-1]["body"]["messages"][-1]["content"] == [
+        {"toolResult": {"toolUseId": call.id, "content": [{"text": "3 hits"}]}}]
+
+
+def test_messages_and_responses_on_bedrock(client: openai.OpenAI, gateway: Gateway) -> None:
+    claude_code = anthropic.Anthropic(base_url=gateway.url, api_key=ADMIN_KEY, max_retries=0)
+    ask = {"model": "sonnet", "max_tokens": 50, "messages": [{"role": "user", "content": "hi"}]}
+    message = claude_code.messages.create(**ask)  # type: ignore[arg-type]
+    with claude_code.messages.stream(**ask) as stream:  # type: ignore[arg-type]
+        final = stream.get_final_message()
+    assert cost(gateway, message.id) == cost(gateway, final.id)
+    raw = client.responses.with_raw_response.create(model="sonnet", input="hello")
+    with client.responses.with_streaming_response.create(model="sonnet", input="hello", stream=True) as streamed:
+        assert b"response.completed" in streamed.read()
+    assert raw.parse().output_text == "Echo: hello"
+    assert cost(gateway, raw.headers["x-request-id"]) == cost(gateway, streamed.headers["x-request-id"])
+
+
+def test_messages_go_natively_through_invoke_model_when_configured(gateway: Gateway, bedrock: FakeBedrock) -> None:
+    claude_code = anthropic.Anthropic(base_url=gateway.url, api_key=ADMIN_KEY, max_retries=0)
+    ask = {"model": "sonnet-native", "max_tokens": 50, "messages": [{"role": "user", "content": "hi natively"}],
+           "extra_headers": {"anthropic-beta": "context-1m-2025-08-07"}}
+    bedrock.clear()
+    message = claude_code.messages.create(**ask)  # type: ignore[arg-type]
+    with claude_code.messages.stream(**ask) as stream:  # type: ignore[arg-type]
+        final = stream.get_final_message()
+    assert message.content[0].text == "Echo: hi natively"  # type: ignore[union-attr]
+    assert [r["path"] for r in bedrock.requests] == [f"/model/{SONNET}/invoke",
+                                                      f"/model/{SONNET}/invoke-with-response-stream"]
+    sent = bedrock.requests[0]["body"]
+    assert sent["anthropic_version"] == "bedrock-2023-05-31" and sent["anthropic_beta"] == ["context-1m-2025-08-07"]
+    assert "model" not in sent
+    assert cost(gateway, message.id) == cost(gateway, final.id)
+
+
+def test_aws_errors_map_to_gateway_statuses(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.RateLimitError):
+        client.chat.completions.create(model="throttled", messages=[{"role": "user", "content": "hi"}])
+    with pytest.raises(openai.APIStatusError) as refused:  # signed for the wrong region: our credentials' fault
+        client.chat.completions.create(model="wrong-region", messages=[{"role": "user", "content": "hi"}])
+    assert refused.value.status_code == 502 and refused.value.body["code"] == "upstream_auth_failed"  # type: ignore[index]
+    with pytest.raises(openai.APIError):
+        list(client.chat.completions.create(model="stream-error", messages=[{"role": "user", "content": "a b c d e"}],
+                                            stream=True))
+
+
+@pytest.mark.parametrize(("provider", "message"), [
+    ({"type": "bedrock"}, "providers.p: .*region is required for type: bedrock"),
+    ({"type": "openai", "region": "us-east-1"}, "providers.p: .*region applies to type: bedrock only"),
+])
+def test_bad_bedrock_config_is_an_error_naming_the_field(provider: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse_config({"providers": {"p": provider}, "models": {}}, env={})

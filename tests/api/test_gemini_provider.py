@@ -1,0 +1,141 @@
+"""`type: gemini` through a real `tallygate serve` process, with the official openai and anthropic SDKs as clients
+against the fake Gemini API: chat translated to generateContent (tools, images, thinking,
+cachedContent), Messages and Responses through the chat translations; Google's prices from
+genai-prices; streamed cost == unstreamed cost; Google's errors mapped."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from decimal import Decimal
+
+import anthropic
+import openai
+import pytest
+
+from tests.fakes.gemini import CACHED_TOKENS, KEY, THOUGHT_TOKENS, FakeGemini
+from tests.gateway import ADMIN_KEY, Gateway
+
+FLASH = {"input": Decimal("0.3"), "output": Decimal("2.5"), "cached": Decimal("0.03")}  # google's list, $/Mtok
+PNG = "data:image/png;base64,iVBORw0KGgo="
+QUERY = {"type": "object", "properties": {"query": {"type": "string"}}}
+TOOLS = [{"type": "function", "function": {"name": "search", "description": "Search the docs", "parameters": QUERY}}]
+
+
+@pytest.fixture(scope="module")
+def gemini() -> Iterator[FakeGemini]:
+    with FakeGemini() as fake:
+        yield fake
+
+
+@pytest.fixture(scope="module")
+def gateway(gemini: FakeGemini, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    config = {
+        "providers": {
+            "google": {"type": "gemini", "base_url": gemini.root_url, "api_key": KEY, "timeout_s": 2},
+            "google-badkey": {"type": "gemini", "base_url": gemini.root_url, "api_key": "wrong"},
+        },
+        "models": {
+            "flash": {"provider": "google", "model": "gemini-2.5-flash"},
+            "throttled": {"provider": "google", "model": "fail-429"},
+            "cut": {"provider": "google", "model": "cut-stream"},
+            "badkey": {"provider": "google-badkey", "model": "gemini-2.5-flash"},
+        },
+    }
+    gw = Gateway(tmp_path_factory.mktemp("gemini"), config).start()
+    yield gw
+    gw.stop()
+
+
+@pytest.fixture()
+def client(gateway: Gateway) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=gateway.base_url, api_key=ADMIN_KEY, max_retries=0) as c:
+        yield c
+
+
+def priced(gateway: Gateway, request_id: str) -> tuple[Decimal, dict]:
+    """The recorded cost, checked against Google's list price for the recorded usage."""
+    record = gateway.log_record(request_id)
+    u = record["usage"]
+    expected = ((u["input_tokens"] - u["cached_tokens"]) * FLASH["input"] + u["cached_tokens"] * FLASH["cached"]
+                + u["output_tokens"] * FLASH["output"]) / 10**6
+    assert Decimal(record["cost"]) == expected > 0
+    assert record["pricing_source"].startswith("genai-prices")
+    return Decimal(record["cost"]), u
+
+
+@pytest.mark.parametrize("extra", [{}, {"reasoning_effort": "low"}, {"cached_content": "cachedContents/docs"}])
+def test_chat_streamed_and_not_costs_the_same_at_googles_price(client: openai.OpenAI, gateway: Gateway,
+                                                               gemini: FakeGemini, extra: dict) -> None:
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is Tallygate?"}]
+    gemini.clear()
+    completion = client.chat.completions.create(model="flash", messages=messages, extra_body=extra)  # type: ignore[arg-type]
+    chunks = list(client.chat.completions.create(model="flash", messages=messages, stream=True,  # type: ignore[arg-type]
+                                                 extra_body=extra))
+    assert completion.choices[0].message.content == "Echo: What is Tallygate?"
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "Echo: What is Tallygate?"
+    sent = gemini.requests[0]
+    assert sent["path"] == "/v1beta/models/gemini-2.5-flash:generateContent"
+    streamed = gemini.requests[1]
+    assert streamed["path"].endswith(":streamGenerateContent") and streamed["query"] == {"alt": "sse"}
+    assert sent["headers"]["x-goog-api-key"] == KEY
+    assert sent["body"]["systemInstruction"] == {"parts": [{"text": "Be brief."}]}
+    json_cost, usage = priced(gateway, completion.id)
+    stream_cost, _ = priced(gateway, chunks[0].id)
+    assert json_cost == stream_cost
+    assert usage["reasoning_tokens"] == (THOUGHT_TOKENS if "reasoning_effort" in extra else 0)
+    assert usage["cached_tokens"] == (CACHED_TOKENS if "cached_content" in extra else 0)
+
+
+def test_tool_calls_and_images_round_trip(client: openai.OpenAI, gemini: FakeGemini) -> None:
+    gemini.clear()
+    first = client.chat.completions.create(model="flash", tools=TOOLS, messages=[  # type: ignore[arg-type]
+        {"role": "user", "content": [{"type": "text", "text": "find this"},
+                                     {"type": "image_url", "image_url": {"url": PNG}}]}])
+    call = first.choices[0].message.tool_calls[0]  # type: ignore[index]
+    assert first.choices[0].finish_reason == "tool_calls" and call.function.name == "search"
+    assert gemini.requests[-1]["body"]["contents"][0]["parts"][1] == {
+        "inlineData": {"mimeType": "image/png", "data": "iVBORw0KGgo="}}
+    second = client.chat.completions.create(model="flash", tools=TOOLS, messages=[  # type: ignore[arg-type]
+        {"role": "user", "content": "find this"},
+        {"role": "assistant", "content": None, "tool_calls": [call.model_dump()]},
+        {"role": "tool", "tool_call_id": call.id, "content": '{"hits": 3}'}])
+    assert second.choices[0].finish_reason == "stop"
+    assert gemini.requests[-1]["body"]["contents"][-1] == {
+        "role": "user", "parts": [{"functionResponse": {"name": "search", "response": {"hits": 3}}}]}
+
+
+def test_messages_are_translated_to_gemini(gateway: Gateway) -> None:
+    client = anthropic.Anthropic(base_url=gateway.url, api_key=ADMIN_KEY, max_retries=0)
+    ask = {"model": "flash", "max_tokens": 50, "system": "Be brief.",
+           "messages": [{"role": "user", "content": "hi from claude code"}]}
+    message = client.messages.create(**ask)  # type: ignore[arg-type]
+    with client.messages.stream(**ask) as stream:  # type: ignore[arg-type]
+        final = stream.get_final_message()
+    assert message.content[0].type == "text" and final.content[0].type == "text"
+    assert priced(gateway, message.id)[0] == priced(gateway, final.id)[0]
+    tools = client.messages.create(**ask, tools=[{"name": "search", "input_schema": {"type": "object"}}])  # type: ignore[arg-type]
+    assert tools.stop_reason == "tool_use" and tools.content[-1].type == "tool_use"
+
+
+def test_responses_are_translated_to_gemini(client: openai.OpenAI, gateway: Gateway) -> None:
+    raw = client.responses.with_raw_response.create(model="flash", input="hello there")
+    assert raw.parse().output_text == "Echo: hello there"
+    with client.responses.with_streaming_response.create(model="flash", input="hello there", stream=True) as streamed:
+        assert b"response.completed" in streamed.read()
+    assert priced(gateway, raw.headers["x-request-id"])[0] == priced(gateway, streamed.headers["x-request-id"])[0]
+
+
+def test_google_errors_map_to_gateway_statuses(client: openai.OpenAI, gateway: Gateway) -> None:
+    with pytest.raises(openai.RateLimitError) as throttled:
+        client.chat.completions.create(model="throttled", messages=[{"role": "user", "content": "hi"}])
+    assert throttled.value.response.headers["retry-after"] == "2"
+    with pytest.raises(openai.APIStatusError) as refused:  # Gemini's 400 API_KEY_INVALID: our key, not the caller's
+        client.chat.completions.create(model="badkey", messages=[{"role": "user", "content": "hi"}])
+    assert refused.value.status_code == 502 and refused.value.body["code"] == "upstream_auth_failed"  # type: ignore[index]
+    with pytest.raises(openai.BadRequestError) as web_image:
+        client.chat.completions.create(model="flash", messages=[{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}]}])
+    assert web_image.value.body["param"] == "messages[0].content[0].image_url.url"  # type: ignore[index]
+    with pytest.raises(openai.APIError):
+        list(client.chat.completions.create(model="cut", messages=[{"role": "user", "content": "a b c d e"}],
+                                            stream=True))

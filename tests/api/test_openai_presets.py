@@ -1,0 +1,88 @@
+"""`type: openai` with a `preset:` is priced by that service's own genai-prices list, through a
+real gateway with the official `openai` SDK; the preset fills the base URL when none is given."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from decimal import Decimal
+
+import openai
+import pytest
+
+from tallygate.settings import ConfigError, parse_config
+from tests.fakes.upstream import FakeUpstream
+from tests.gateway import ADMIN_KEY, InProcessGateway
+
+
+@pytest.fixture(scope="module")
+def preset_gateway(upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessGateway]:
+    config = {
+        "providers": {
+            "groq": {"type": "openai", "preset": "groq", "base_url": upstream.base_url, "api_key": "gsk"},
+            "deepseek": {"type": "openai", "preset": "deepseek", "base_url": upstream.base_url, "api_key": "d"},
+            "ollama": {"type": "openai", "preset": "ollama", "base_url": upstream.base_url, "api_key": "o"},
+        },
+        "models": {
+            "llama-70b": {"provider": "groq", "model": "llama-3.3-70b-versatile"},
+            "deepseek-chat": {"provider": "deepseek", "model": "deepseek-chat"},
+            "deepseek-cached": {"provider": "deepseek", "model": "cached-100"},
+            "local": {"provider": "ollama", "model": "gpt-4o-mini"},
+        },
+    }
+    gw = InProcessGateway(tmp_path_factory.mktemp("presets"), config).start()
+    yield gw
+    gw.stop()
+
+
+@pytest.mark.parametrize(("model", "input_mtok", "output_mtok"), [
+    ("llama-70b", "0.59", "0.79"),      # groq's price; no other vendor lists this model name
+    ("deepseek-chat", "0.27", "1.1"),   # deepseek's own price
+])
+@pytest.mark.parametrize("stream", [False, True])
+def test_preset_model_is_priced_by_its_services_own_prices(preset_gateway: InProcessGateway, model: str,
+                                                           input_mtok: str, output_mtok: str,
+                                                           stream: bool) -> None:
+    with openai.OpenAI(base_url=preset_gateway.base_url, api_key=ADMIN_KEY, max_retries=0) as client:
+        if stream:
+            chunks = list(client.chat.completions.create(
+                model=model, messages=[{"role": "user", "content": "price me"}], stream=True,
+                stream_options={"include_usage": True}))
+            request_id, usage = chunks[-1].id, chunks[-1].usage
+        else:
+            completion = client.chat.completions.create(model=model, messages=[{"role": "user", "content": "price me"}])
+            request_id, usage = completion.id, completion.usage
+    assert usage is not None
+    record = preset_gateway.log_record(request_id)
+    expected = (usage.prompt_tokens * Decimal(input_mtok) + usage.completion_tokens * Decimal(output_mtok)) / 10**6
+    assert Decimal(record["cost"]) == expected > 0
+    assert record["pricing_source"].startswith("genai-prices")
+
+
+def test_self_hosted_preset_is_not_priced_as_openai(preset_gateway: InProcessGateway) -> None:
+    """An ollama server running a model named like OpenAI's costs nothing per token."""
+    with openai.OpenAI(base_url=preset_gateway.base_url, api_key=ADMIN_KEY, max_retries=0) as client:
+        completion = client.chat.completions.create(model="local", messages=[{"role": "user", "content": "hi"}])
+    record = preset_gateway.log_record(completion.id)
+    assert Decimal(record["cost"]) == 0 and record["pricing_source"] == "unpriced"
+
+
+def test_preset_fills_the_base_url_unless_one_is_given() -> None:
+    cfg = parse_config({"providers": {
+        "g": {"type": "openai", "preset": "groq"},
+        "x": {"type": "openai", "preset": "xai"},
+        "mine": {"type": "openai", "preset": "vllm", "base_url": "http://gpu-box:8000/v1"},
+    }, "models": {}}, env={})
+    assert cfg.providers["g"].base_url == "https://api.groq.com/openai/v1"
+    assert cfg.providers["x"].base_url == "https://api.x.ai/v1"
+    assert cfg.providers["x"].price_list() == "x-ai"
+    assert cfg.providers["mine"].base_url == "http://gpu-box:8000/v1"
+
+
+@pytest.mark.parametrize(("provider", "message"), [
+    ({"type": "openai", "preset": "grok"}, "providers.p.preset"),
+    ({"type": "anthropic", "preset": "groq"}, "preset applies to type: openai only"),
+])
+def test_bad_preset_is_a_config_error_naming_the_field(provider: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as info:
+        parse_config({"providers": {"p": provider}, "models": {}}, env={})
+    assert "providers.p" in str(info.value)

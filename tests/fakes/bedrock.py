@@ -1,0 +1,236 @@
+"""A fake AWS Bedrock Runtime (Converse / ConverseStream) on loopback, its wire format byte for byte.
+
+    with FakeBedrock() as b:
+        b.root_url        # endpoint_url for boto3's bedrock-runtime client, or the gateway's base_url
+
+Routes: POST /model/{modelId}/converse (JSON) and /model/{modelId}/converse-stream
+(`application/vnd.amazon.eventstream`: binary frames, each with its prelude and message CRC32,
+`:event-type` / `:content-type` / `:message-type` headers and a JSON payload; events
+messageStart, contentBlockStart, contentBlockDelta, contentBlockStop, messageStop, metadata).
+
+Auth, as on AWS: a SigV4 `Authorization` header whose signature botocore recomputes from the
+request and the fake's secret (ACCESS_KEY / SECRET_KEY, region REGION, service `bedrock`) —
+a wrong signature or unknown key is 403 (`x-amzn-ErrorType: InvalidSignatureException` /
+`UnrecognizedClientException`) — or `Authorization: Bearer API_KEY` (a Bedrock API key).
+Errors carry `x-amzn-ErrorType` and `{"message": ...}`.
+
+Content: the reply is "Echo: <first 40 chars of the last user text>", one output token per word;
+inputTokens = characters of all texts // 4 (at least 1). With `toolConfig`, unless the last user
+turn holds a toolResult, the answer uses the first tool with `{"query": <reply>}`. A model id
+containing `cached-<n>` reports n `cacheReadInputTokens`, `cachewrite-<n>` n
+`cacheWriteInputTokens` (beside inputTokens, as Converse does). `fail-<status>` answers that
+status (429: ThrottlingException, 503 ServiceUnavailableException, 400 ValidationException);
+`stream-error` sends a throttlingException frame mid-stream.
+
+InvokeModel for Claude: POST /model/{modelId}/invoke and /invoke-with-response-stream take the
+Anthropic Messages body without `model` and with `anthropic_version: bedrock-2023-05-31`
+(optional `anthropic_beta` list), checked like FakeUpstream's /v1/messages; they answer the
+Anthropic Message JSON, or `chunk` frames whose payload is `{"bytes": <base64 event JSON>}`.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+import struct
+
+from aiohttp import web
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+
+from . import wire
+from .upstream import FakeUpstream
+
+ACCESS_KEY, SECRET_KEY, REGION, API_KEY = "AKIAFAKEBEDROCK00001", "fake-secret-key", "us-east-1", "bedrock-api-key-1"
+_ERRORS = {400: "ValidationException", 403: "AccessDeniedException", 404: "ResourceNotFoundException",
+           429: "ThrottlingException", 500: "InternalServerException", 503: "ServiceUnavailableException"}
+_AUTH = re.compile(r"AWS4-HMAC-SHA256 Credential=(?P<key>[^/]+)/(?P<date>\d{8})/(?P<region>[^/]+)/(?P<service>[^/]+)"
+                   r"/aws4_request, SignedHeaders=(?P<signed>[^,]+), Signature=(?P<signature>[0-9a-f]{64})")
+
+
+def frame(headers: dict[str, str], payload: bytes) -> bytes:
+    """One event-stream message: prelude (lengths) + CRC, string headers, payload, message CRC."""
+    encoded = b"".join(struct.pack(">B", len(k)) + k.encode() + b"\x07" + struct.pack(">H", len(v.encode()))
+                       + v.encode() for k, v in headers.items())
+    prelude = struct.pack(">II", 12 + len(encoded) + len(payload) + 4, len(encoded))
+    message = prelude + struct.pack(">I", binascii.crc32(prelude)) + encoded + payload
+    return message + struct.pack(">I", binascii.crc32(message))
+
+
+def event(kind: str, data: dict) -> bytes:
+    return frame({":event-type": kind, ":content-type": "application/json", ":message-type": "event"},
+                 json.dumps({**data, "p": "abcdefgh"}).encode())
+
+
+class FakeBedrock(FakeUpstream):
+    """Bedrock Runtime's Converse and ConverseStream behind SigV4."""
+
+    def _app(self) -> web.Application:
+        app = web.Application(middlewares=[self._record], client_max_size=64 * 2**20)
+        app.router.add_post("/model/{model}/converse", self._converse)
+        app.router.add_post("/model/{model}/converse-stream", self._converse)
+        app.router.add_post("/model/{model}/invoke", self._invoke)
+        app.router.add_post("/model/{model}/invoke-with-response-stream", self._invoke)
+        app.router.add_route("*", "/{tail:.*}", self._unknown)
+        return app
+
+    @staticmethod
+    def _aws_error(status: int, kind: str, message: str) -> web.Response:
+        return web.Response(status=status, body=json.dumps({"message": message}).encode(),
+                            content_type="application/json", headers={"x-amzn-ErrorType": f"{kind}:http://internal.amazon.com/coral/com.amazon.bedrock/"})
+
+    async def _unknown(self, request: web.Request) -> web.Response:
+        return self._aws_error(404, "UnknownOperationException", "")
+
+    def _auth(self, request: web.Request, body: bytes) -> web.Response | None:
+        header = request.headers.get("Authorization", "")
+        if header == f"Bearer {API_KEY}":
+            return None
+        m = _AUTH.fullmatch(header)
+        if m is None or m["key"] != ACCESS_KEY:
+            return self._aws_error(403, "UnrecognizedClientException",
+                                   "The security token included in the request is invalid.")
+        signed = m["signed"].split(";")
+        # Rebuild the request from what was received, with only the headers it says it signed.
+        aws = AWSRequest(method=request.method, url=f"http://{request.host}{request.raw_path}", data=body,
+                         headers={h: request.headers[h] for h in signed if h != "host" and h in request.headers})
+        aws.headers["host"] = request.host
+        aws.context["timestamp"] = request.headers.get("X-Amz-Date", "")
+        signer = SigV4Auth(Credentials(ACCESS_KEY, SECRET_KEY, request.headers.get("X-Amz-Security-Token")),
+                           m["service"], m["region"])
+        expected = signer.signature(signer.string_to_sign(aws, signer.canonical_request(aws)), aws)
+        if m["region"] != REGION or m["service"] != "bedrock" or expected != m["signature"]:
+            return self._aws_error(403, "InvalidSignatureException", "The request signature we calculated does not "
+                                   "match the signature you provided. Check your AWS Secret Access Key and signing "
+                                   "method. Consult the service documentation for details.")
+        return None
+
+    async def _converse(self, request: web.Request) -> web.StreamResponse:
+        raw = await request.read()
+        denied = self._auth(request, raw)
+        if denied is not None:
+            return denied
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            return self._aws_error(400, "SerializationException", "Unexpected character")
+        messages = body.get("messages") if isinstance(body, dict) else None
+        if not isinstance(messages, list) or not messages or any(
+                m.get("role") not in ("user", "assistant") for m in messages):
+            return self._aws_error(400, "ValidationException", "A conversation must start with a user message.")
+        for name in body:
+            if name not in ("messages", "system", "inferenceConfig", "toolConfig", "guardrailConfig",
+                            "additionalModelRequestFields", "additionalModelResponseFieldPaths", "performanceConfig",
+                            "promptVariables", "requestMetadata"):
+                return self._aws_error(400, "ValidationException", f"Unknown parameter: {name}")
+        model = request.match_info["model"]
+        if fail := re.search(r"fail-(\d{3})", model):
+            status = int(fail[1])
+            return self._aws_error(status, _ERRORS.get(status, "InternalServerException"), f"fake failure {status}")
+        events = self._answer(model, body)
+        if request.path.endswith("/converse"):
+            return web.json_response(self._whole(events), headers={"x-amzn-RequestId": "fake-request"})
+        resp = web.StreamResponse(status=200, headers={"x-amzn-RequestId": "fake-request"})
+        resp.content_type = "application/vnd.amazon.eventstream"
+        await resp.prepare(request)
+        for i, (kind, data) in enumerate(events):
+            if i == 3 and "stream-error" in model:
+                await resp.write(frame({":exception-type": "throttlingException", ":content-type": "application/json",
+                                        ":message-type": "exception"}, b'{"message":"Too many tokens, please wait."}'))
+                break
+            await resp.write(event(kind, data))
+        await resp.write_eof()
+        return resp
+
+    async def _invoke(self, request: web.Request) -> web.StreamResponse:
+        raw = await request.read()
+        denied = self._auth(request, raw)
+        if denied is not None:
+            return denied
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            return self._aws_error(400, "SerializationException", "Unexpected character")
+        if not isinstance(body, dict) or body.pop("anthropic_version", None) != "bedrock-2023-05-31":
+            return self._aws_error(400, "ValidationException", "anthropic_version: bedrock-2023-05-31 is required")
+        beta = body.pop("anthropic_beta", [])
+        if "model" in body or not isinstance(beta, list):
+            return self._aws_error(400, "ValidationException", "Malformed input request: extraneous key [model]")
+        model = request.match_info["model"]
+        anthropic_body = {**body, "model": model}
+        if (err := wire.check_anthropic(anthropic_body)) is not None:
+            return self._aws_error(400, "ValidationException", err["error"]["message"])
+        sc = wire.parse_scenario(model.split(".")[-1])
+        if request.path.endswith("/invoke"):
+            return web.Response(body=wire.anthropic_json(anthropic_body, sc), content_type="application/json")
+        resp = web.StreamResponse(status=200)
+        resp.content_type = "application/vnd.amazon.eventstream"
+        await resp.prepare(request)
+        for sse in wire.anthropic_events(anthropic_body, sc):
+            data = next(line[6:] for line in sse.split(b"\n") if line.startswith(b"data: "))
+            await resp.write(frame({":event-type": "chunk", ":content-type": "application/json",
+                                    ":message-type": "event"},
+                                   json.dumps({"bytes": base64.b64encode(data).decode(), "p": "ab"}).encode()))
+        await resp.write_eof()
+        return resp
+
+    @staticmethod
+    def _whole(events: list[tuple[str, dict]]) -> dict:
+        content: list[dict] = []
+        out: dict = {}
+        for kind, data in events:
+            if kind == "contentBlockStart" and "toolUse" in data["start"]:
+                content.append({"toolUse": {**data["start"]["toolUse"], "input": ""}})
+            elif kind == "contentBlockDelta":
+                if "text" in data["delta"]:
+                    if not content or "text" not in content[-1]:
+                        content.append({"text": ""})
+                    content[-1]["text"] += data["delta"]["text"]
+                else:
+                    content[-1]["toolUse"]["input"] += data["delta"]["toolUse"]["input"]
+            elif kind == "messageStop":
+                out["stopReason"] = data["stopReason"]
+            elif kind == "metadata":
+                out.update(usage=data["usage"], metrics=data["metrics"])
+        for block in content:
+            if "toolUse" in block:
+                block["toolUse"]["input"] = json.loads(block["toolUse"]["input"])
+        return {"output": {"message": {"role": "assistant", "content": content}}, **out}
+
+    @staticmethod
+    def _answer(model: str, body: dict) -> list[tuple[str, dict]]:
+        texts = [b["text"] for m in body["messages"] for b in m.get("content") or [] if isinstance(b.get("text"), str)]
+        texts += [b["text"] for b in body.get("system") or [] if isinstance(b.get("text"), str)]
+        prompt = max(1, sum(map(len, texts)) // 4)
+        users = [m for m in body["messages"] if m["role"] == "user"]
+        last = users[-1]["content"] if users else []
+        text = "".join(b.get("text", "") for b in last).strip()[:40]
+        words = f"Echo: {text}".split(" ") if text else ["Hello", "from", "the", "fake."]
+        pieces = [words[0]] + [" " + w for w in words[1:]]
+        limit = (body.get("inferenceConfig") or {}).get("maxTokens")
+        stop = "end_turn"
+        if isinstance(limit, int) and limit < len(pieces):
+            pieces, stop = pieces[:limit], "max_tokens"
+        tools = (body.get("toolConfig") or {}).get("tools") or []
+        events: list[tuple[str, dict]] = [("messageStart", {"role": "assistant"})]
+        if tools and not any("toolResult" in b for b in last):
+            name = tools[0]["toolSpec"]["name"]
+            arguments = json.dumps({"query": "".join(pieces)})
+            start = {"toolUse": {"toolUseId": "tooluse_fake1", "name": name}}
+            events += [("contentBlockStart", {"contentBlockIndex": 0, "start": start}),
+                       ("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"toolUse": {"input": arguments}}}),
+                       ("contentBlockStop", {"contentBlockIndex": 0})]
+            stop = "tool_use"
+        else:
+            events += [("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": p}}) for p in pieces]
+            events.append(("contentBlockStop", {"contentBlockIndex": 0}))
+        usage = {"inputTokens": prompt, "outputTokens": len(pieces), "totalTokens": prompt + len(pieces)}
+        for pattern, field in ((r"cached-(\d+)", "cacheReadInputTokens"),
+                               (r"cachewrite-(\d+)", "cacheWriteInputTokens")):
+            if m := re.search(pattern, model):
+                usage[field] = int(m[1])
+                usage["totalTokens"] += int(m[1])
+        events += [("messageStop", {"stopReason": stop}), ("metadata", {"usage": usage, "metrics": {"latencyMs": 12}})]
+        return events
