@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 from sqlalchemy import make_url
 
+from tallygate.analytics.columnar_service import ColumnarSync, columnar_engine
 from tallygate.analytics.reader import AnalyticsStore
 from tallygate.analytics.service import Analytics
 from tallygate.api.alerts import MetricsEndpoint
@@ -161,8 +162,8 @@ class Gateway:
             self._hot[("GET", "/metrics")] = MetricsEndpoint(self.metrics, config.metrics.bearer_token)
         self._allow = {path: method.encode() for method, path in self._hot}
         key_admin = KeyAdmin(self.keys, self.auth, self.budget, config.policies, lambda: self.budgets.current)
-        store = AnalyticsStore(self.engine) if settings.analytics_raw_budget is None else \
-            AnalyticsStore(self.engine, raw_budget=settings.analytics_raw_budget)
+        store = AnalyticsStore(self.engine, columnar=columnar_engine(settings))
+        self.services.append(ColumnarSync(store))
         analytics = Analytics(store, config.reporting.timezone)
         management = create_management_app(self.auth, LogReader(self.engine), key_admin, analytics,
                                             FeedbackStore(self.engine), self.ledger,

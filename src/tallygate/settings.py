@@ -402,7 +402,7 @@ class Settings:
     redis_url: str | None = None  # shared budget state for several processes/replicas; None: in memory
     budgets_unavailable: str = "closed"  # Redis unreachable: 'closed' refuses limited requests, 'open' serves
     hold_ttl_s: float = 15.0  # a dead process's reservations are gone this long after its last renewal
-    analytics_raw_budget: int | None = None  # raw records a question no roll-up holds may read (None: RAW_BUDGET)
+    analytics_columnar: str | None = None  # DuckDB copy: a file, ':memory:' or 'off' (analytics/columnar_service.py)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: object) -> Settings:
@@ -437,13 +437,14 @@ class Settings:
                             ("TALLYGATE_BODY_TIMEOUT_S", "body_timeout_s"),
                             ("TALLYGATE_IDLE_TIMEOUT_S", "idle_timeout_s"),
                             ("TALLYGATE_MAX_CONNECTIONS", "max_connections"),
-                            ("TALLYGATE_JOURNAL_MAX_BYTES", "journal_max_bytes"),
-                            ("TALLYGATE_ANALYTICS_RAW_BUDGET", "analytics_raw_budget")):
+                            ("TALLYGATE_JOURNAL_MAX_BYTES", "journal_max_bytes")):
             if env.get(name):
                 try:
                     values[field] = int(env[name])
                 except ValueError:
                     raise ConfigError(f"{name}: must be an integer") from None
+        if env.get("TALLYGATE_ANALYTICS_COLUMNAR"):
+            values["analytics_columnar"] = env["TALLYGATE_ANALYTICS_COLUMNAR"]
         if env.get("TALLYGATE_JOURNAL_DIR"):
             values["journal_dir"] = env["TALLYGATE_JOURNAL_DIR"]
         if env.get("TALLYGATE_JOURNAL_FSYNC"):

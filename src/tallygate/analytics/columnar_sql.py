@@ -1,0 +1,195 @@
+"""One analytics question as one SQL statement over the columnar copy (DuckDB's dialect).
+
+The statement's groups are keyed as `analytics/segment_reader.py` keys them, so its answer
+merges with the roll-up and raw-ledger readers' (the tail of the ledger not yet copied):
+
+* plain dimensions are columns; `label.<x>` joins the label set's (or, with `labels=current`,
+  the key's) value of x; `time.*` maps each record's quarter-hour to the start of its local
+  bucket through a list computed here (`core.zones`, the zone database the rest of the API
+  uses, so answers agree to the millisecond in every zone);
+* tag dimensions unnest each record's distinct tags (cut to n levels, within the tag filter's
+  subtree); a record with none is in the group whose tag is null; the tree unnests every prefix;
+* every metric is summed per group: requests, errors, tokens, cost (as 128-bit integers), the
+  feedback scores, and the latency and time-to-first-token histograms (`core.histogram`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from tallygate.analytics.query import Dim, Query
+from tallygate.core import zones
+from tallygate.core.metrics import (
+    CACHE_WRITE_TOKENS,
+    CACHED_TOKENS,
+    COST_PICO,
+    ERRORS,
+    FEEDBACK_COUNT,
+    FEEDBACK_SUM,
+    INPUT_TOKENS,
+    LATENCY_START,
+    OUTPUT_TOKENS,
+    REASONING_TOKENS,
+    REQUESTS,
+    TTFT_START,
+    WIDTH,
+    Agg,
+)
+from tallygate.core.timebuckets import DAY_MS, HOUR_MS
+
+_PLAIN = {"key": "key_id", "model": "requested_model", "served_model": "served_model", "provider": "provider",
+          "status": "status"}
+_SUMS = (("count(*)", REQUESTS), ("count(*) FILTER (WHERE status >= 400)", ERRORS),
+         ("sum(input_tokens)", INPUT_TOKENS), ("sum(output_tokens)", OUTPUT_TOKENS),
+         ("sum(cached_tokens)", CACHED_TOKENS), ("sum(cache_write_tokens)", CACHE_WRITE_TOKENS),
+         ("sum(reasoning_tokens)", REASONING_TOKENS), ("sum(cost_pico::HUGEINT)", COST_PICO))
+QUARTER_MS = zones.QUARTER_MS
+
+
+@dataclass(slots=True)
+class ColumnarQuestion:
+    """A question, its time range and its resolved filters, for the columnar engine.
+
+    `tree`: keys are (prefix, *time) for every tag prefix under `root` down to `max_depth`;
+    `tagged`: only records with a tag, keyed by time alone (the tag tree's totals)."""
+
+    q: Query
+    from_ms: int | None
+    to_ms: int | None
+    key_ids: list[str] | None = None
+    set_ids: list[str] | None = None
+    tree: bool = False
+    root: str | None = None
+    max_depth: int = 0
+    tagged: bool = False
+    params: dict[str, Any] = field(default_factory=dict)
+
+    # ------------------------------------------------------------------------------ SQL
+    def _p(self, value: Any) -> str:
+        name = f"p{len(self.params)}"
+        self.params[name] = value
+        return f"${name}"
+
+    @property
+    def dims(self) -> tuple[Dim, ...]:
+        """The dimensions keyed in SQL (the tree and `tagged` keep only time)."""
+        q = self.q
+        return tuple(d for d in q.dims if d.kind == "time") if self.tree or self.tagged else q.dims
+
+    def _where(self) -> list[str]:
+        q, where = self.q, []
+        if self.from_ms is not None:
+            where.append(f"created_at >= {int(self.from_ms)}")
+        if self.to_ms is not None:
+            where.append(f"created_at < {int(self.to_ms)}")
+        for column, value in (("requested_model", q.model), ("served_model", q.served_model),
+                              ("provider", q.provider), ("error_code", q.error_code)):
+            if value is not None:
+                where.append(f"{column} = {self._p(value)}")
+        if q.status is not None:
+            where.append(f"status = {int(q.status)}")
+        if self.key_ids is not None:
+            where.append(f"key_id IN (SELECT unnest({self._p(self.key_ids)}::VARCHAR[]))" if self.key_ids
+                         else "false")
+        if self.set_ids is not None:
+            where.append(f"label_set IN (SELECT unnest({self._p(self.set_ids)}::VARCHAR[]))" if self.set_ids
+                         else "false")
+        want = self.root if self.tree else None if self.tagged else q.tag
+        if want is not None:
+            where.append(f"len({self._in_subtree(want)}) > 0")
+        if self.tagged:
+            where.append("len(tags) > 0")
+        return where
+
+    def _in_subtree(self, tag: str) -> str:
+        t = self._p(tag)
+        return f"list_filter(tags, x -> x = {t} OR starts_with(x, {t} || '/'))"
+
+    def _tag_list(self) -> str | None:
+        """The list each record is unnested by (None: one row per record)."""
+        q = self.q
+        want = self.root if self.tree else q.tag
+        dim = q.tag_dim
+        if not self.tree and (dim is None or self.tagged):
+            return None
+        tags = "tags" if want is None else self._in_subtree(want)
+        if self.tree:
+            top = want.count("/") + 1 if want is not None else 1
+            return (f"list_distinct(flatten(list_transform({tags}, x -> list_transform(generate_series({top}, "
+                    f"least(len(string_split(x, '/')), {int(self.max_depth)})), "
+                    f"d -> array_to_string(string_split(x, '/')[1:d], '/')))))")
+        assert dim is not None
+        if dim.kind == "tag":
+            cut = f"list_distinct({tags})"
+        else:
+            n = int(dim.arg or 0)
+            cut = f"list_distinct(list_transform({tags}, x -> array_to_string(string_split(x, '/')[1:{n}], '/')))"
+        return f"CASE WHEN len({cut}) = 0 THEN [NULL::VARCHAR] ELSE {cut} END"
+
+    def _time(self, d: Dim) -> str:
+        unit, tz = str(d.arg), self.q.tz
+        if tz == zones.UTC and unit in ("hour", "day"):
+            step = HOUR_MS if unit == "hour" else DAY_MS
+            return f"(created_at - created_at % {step})"
+        lo, hi = self.from_ms, self.to_ms
+        assert lo is not None and hi is not None, "local or monthly buckets need a bounded range"
+        base = lo - lo % QUARTER_MS
+        starts = [zones.floor(ms, unit, tz) for ms in range(base, hi, QUARTER_MS)]
+        return f"([{','.join(map(str, starts))}][(created_at - {base}) // {QUARTER_MS} + 1])"
+
+    def sql(self, *, feedback: bool) -> tuple[str, dict[str, Any]]:
+        """The statement and its parameters; `feedback`: join the scores (skipped when none exist)."""
+        self.params = {}
+        q, dims = self.q, self.dims
+        where = self._where()
+        tag_list = self._tag_list()
+        inner = ["*"] + ([f"unnest({tag_list}) AS tg"] if tag_list is not None else [])
+        keys, joins = [], []
+        if self.tree:
+            keys.append("tg")
+        for i, d in enumerate(dims):
+            if d.is_tag:
+                keys.append("tg")
+            elif d.kind == "time":
+                keys.append(self._time(d))
+            elif d.kind == "label":
+                table, col = ("key_labels", "key_id") if q.current_labels else ("label_values", "set_id")
+                source = "key_id" if q.current_labels else "label_set"
+                joins.append(f"LEFT JOIN {table} l{i} ON l{i}.{col} = r.{source} AND l{i}.name = "
+                             f"{self._p(str(d.arg))}")
+                keys.append(f"l{i}.value")
+            else:
+                keys.append(f"r.{_PLAIN[d.kind]}")
+        if feedback:
+            joins.append("LEFT JOIN feedback f ON f.request_id = r.id")
+        sums = [s for s, _ in _SUMS] + (["count(f.score_milli)", "coalesce(sum(f.score_milli), 0)"] if feedback
+                                        else ["0", "0"])
+        sums += ["histogram(lat_b)", "histogram(ttft_b)"]
+        cols = [f"{k} AS g{i}" for i, k in enumerate(keys)]
+        sql = (f"SELECT {', '.join(cols + sums)} FROM (SELECT {', '.join(inner)} FROM records"
+               f"{' WHERE ' + ' AND '.join(where) if where else ''}) r {' '.join(joins)}"
+               f"{' GROUP BY ' + ', '.join(f'g{i}' for i in range(len(keys))) if keys else ''}")
+        return sql, self.params
+
+    # --------------------------------------------------------------------------- answers
+    def groups(self, rows: list[tuple[Any, ...]]) -> dict[tuple[Any, ...], Agg]:
+        n = len(self.dims) + (1 if self.tree else 0)
+        status_at = [i for i, d in enumerate(self.dims) if d.kind == "status"]
+        out: dict[tuple[Any, ...], Agg] = {}
+        for row in rows:
+            if not row[n]:  # no record at all (an ungrouped count over an empty range)
+                continue
+            key = list(row[:n])
+            for i in status_at:
+                key[i + (1 if self.tree else 0)] = None if key[i] is None else int(key[i])
+            v = [0] * WIDTH
+            for (_, pos), value in zip(_SUMS, row[n:], strict=False):
+                v[pos] = int(value or 0)
+            v[FEEDBACK_COUNT] = int(row[n + len(_SUMS)] or 0)
+            v[FEEDBACK_SUM] = int(row[n + len(_SUMS) + 1] or 0)
+            for start, hist in ((LATENCY_START, row[-2]), (TTFT_START, row[-1])):
+                for b, count in (hist or {}).items():
+                    v[start + int(b)] += int(count)
+            out[tuple(key)] = Agg(v, None, None)
+        return out
