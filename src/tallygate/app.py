@@ -165,7 +165,8 @@ class Gateway:
         store = AnalyticsStore(self.engine, columnar=columnar_engine(settings))
         self.services.append(ColumnarSync(store))
         analytics = Analytics(store, config.reporting.timezone)
-        management = create_management_app(self.auth, LogReader(self.engine), key_admin, analytics,
+        management = create_management_app(self.auth, LogReader(self.engine, exact_hours=store.log_hours), key_admin,
+                                            analytics,
                                             FeedbackStore(self.engine), self.ledger,
                                             SessionStore(SessionRows(self.engine)),
                                             BudgetAdmin(budget_store, self.keys, self.budgets, self.budget),

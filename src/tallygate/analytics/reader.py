@@ -35,13 +35,15 @@ from tallygate.analytics.columnar_sql import ColumnarQuestion
 from tallygate.analytics.cover import cover
 from tallygate.analytics.mirror import Mirror
 from tallygate.analytics.plan import Segment, levels_for, plan, segments_for
-from tallygate.analytics.query import Query
+from tallygate.analytics.query import Dim, Query
 from tallygate.analytics.segment_reader import SegmentReader, TagMode
 from tallygate.core.metrics import REQUESTS, Agg
 from tallygate.core.zones import UTC
 from tallygate.store.hours import Parts, all_counts, hour_counts
+from tallygate.store.logs import LogFilter
 from tallygate.store.schema import api_keys, label_sets, requests, tag_rollups
 
+LOG_HOURS_TTL_S = 30.0  # a logs filter's matching hours are counted again after this long
 SYNC_EVERY_S = 1.0  # a question brings the columnar copy up to date at most this often
 _SPARSE = 0.05  # a tag filter matching less than this share of the records is read by its index
 
@@ -76,6 +78,7 @@ class AnalyticsStore:
         self._syncing = threading.Lock()
         self._local = threading.local()  # .memo: raw segments read during one answer (`sharing`)
         self._sets: dict[str, dict[str, Any]] = {}
+        self._log_hours: dict[tuple[Any, ...], tuple[float, dict[int, int]]] = {}
 
     def sync(self, *, wait: bool = True) -> int:
         """Bring the columnar copy up to date (records copied); with `wait` False, skip when another
@@ -266,6 +269,29 @@ class AnalyticsStore:
                         have.add_vector(agg.v)
                 segments.append(tail)
         return Collected(out, "columnar", segments)
+
+    def log_hours(self, f: LogFilter) -> tuple[dict[int, int], int] | None:
+        """A logs filter's exact matches per UTC hour before the copy's watermark (one columnar scan,
+        kept for `LOG_HOURS_TTL_S` so that a walk's pages share it); None without a columnar engine."""
+        if self.columnar is None or self.mirror is None:
+            return None
+        self.sync(wait=False)
+        mark = self.mirror.watermark
+        key = (f.tag, tuple(sorted(f.labels.items())), f.key_id, f.model, f.status, f.from_ms, f.to_ms, mark)
+        now = time.monotonic()
+        found = self._log_hours.get(key)
+        if found is not None and now - found[0] < LOG_HOURS_TTL_S:
+            return found[1], mark
+        q = Query((Dim("time", "hour"),), f.tag, f.labels, f.key_id, f.model, f.from_ms, f.to_ms, status=f.status)
+        hi = mark if f.to_ms is None else min(f.to_ms, mark)
+        with self._engine.connect() as conn:
+            ctx = SegmentReader(q, conn, self._label_sets(conn), {}, TagMode())
+            groups = self.columnar.answer(ColumnarQuestion(q, f.from_ms, hi, ctx.key_ids, ctx.set_ids))
+        hours = {int(k[0]): agg.v[REQUESTS] for k, agg in groups.items()}
+        if len(self._log_hours) > 256:
+            self._log_hours.clear()
+        self._log_hours[key] = (now, hours)
+        return hours, mark
 
     def _estimate(self, conn: Connection, q: Query, mode: TagMode, segments: list[Segment],
                   ctx: SegmentReader) -> int:
