@@ -87,3 +87,31 @@ def test_columnar_copy_repairs_an_hour_that_received_a_late_record(ledger, tmp_p
     assert got["plan"]["source"] == "columnar"
     assert comparable(got) == comparable(Analytics(AnalyticsStore(engine, raw_only=True)).usage(q))
     engine.dispose()
+
+
+def test_the_same_records_give_identical_answers_on_sqlite_postgresql_and_the_columnar_engine(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from tests.postgres import postgres_server
+
+    records = random_records(random.Random(31), 800)
+    with postgres_server() as url:
+        engines = {"sqlite": open_engine(f"sqlite:///{tmp_path}/l.db"), "postgresql": open_engine(url)}
+        answers = {}
+        for name, engine in engines.items():
+            migrate(engine)
+            fill(engine, records, random.Random(32), feedback=30)
+            columnar = AnalyticsStore(engine, columnar=DuckDBColumnar())
+            assert columnar.sync() == 800
+            answers[f"{name} roll-ups"] = Analytics(AnalyticsStore(engine))
+            answers[f"{name} columnar"] = Analytics(columnar)
+        answers["postgresql raw"] = Analytics(AnalyticsStore(engines["postgresql"], raw_only=True))
+        questions = random.Random(17)
+        asked = 0
+        while asked < 25:
+            q = random_question(questions)
+            if q is None:
+                continue
+            asked += 1
+            docs = {name: comparable(a.usage(q)) for name, a in answers.items()}
+            assert len(set(map(repr, docs.values()))) == 1, q
+        for engine in engines.values():
+            engine.dispose()
