@@ -89,18 +89,18 @@ class ColumnarQuestion:
                 where.append(f"{column} = {self._p(value)}")
         if q.status is not None:
             where.append(f"status = {int(q.status)}")
-        if self.key_ids is not None:
-            where.append(f"key_id IN (SELECT unnest({self._p(self.key_ids)}::VARCHAR[]))" if self.key_ids
-                         else "false")
-        if self.set_ids is not None:
-            where.append(f"label_set IN (SELECT unnest({self._p(self.set_ids)}::VARCHAR[]))" if self.set_ids
-                         else "false")
+        for column, values in (("key_id", self.key_ids), ("label_set", self.set_ids)):
+            if values is not None:
+                where.append(self._in_list(column, values) if values else "false")
         want = self.root if self.tree else None if self.tagged else q.tag
         if want is not None:
             where.append(f"len({self._in_subtree(want)}) > 0")
         if self.tagged:
             where.append("len(tags) > 0")
         return where
+
+    def _in_list(self, column: str, values: list[str]) -> str:
+        return f"{column} IN (SELECT unnest({self._p(values)}::VARCHAR[]))"
 
     def _in_subtree(self, tag: str) -> str:
         t = self._p(tag)

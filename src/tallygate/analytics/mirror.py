@@ -26,6 +26,8 @@ from typing import Any, Protocol
 
 from sqlalchemy import Connection, Engine, Text, cast, func, select
 
+from tallygate.analytics.columnar_sql import ColumnarQuestion
+from tallygate.core.metrics import Agg
 from tallygate.core.timebuckets import HOUR_MS
 from tallygate.store.schema import api_keys, dim_rollups, feedback, label_sets, requests
 
@@ -53,6 +55,16 @@ class Sink(Protocol):
     def get_meta(self, name: str) -> int | None: ...
 
     def set_meta(self, name: str, value: int) -> None: ...
+
+
+class ColumnarEngine(Sink, Protocol):
+    """A columnar engine: the mirror's sink, and the answer to one question over its copy."""
+
+    name: str
+
+    def answer(self, question: ColumnarQuestion) -> dict[tuple[Any, ...], Agg]: ...
+
+    def count(self) -> int: ...
 
 
 def ledger_rows(conn: Connection, from_ms: int, to_ms: int) -> list[tuple[Any, ...]]:

@@ -30,10 +30,9 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, func, select
 
-from tallygate.analytics.columnar import DuckDBColumnar
 from tallygate.analytics.columnar_sql import ColumnarQuestion
 from tallygate.analytics.cover import cover
-from tallygate.analytics.mirror import Mirror
+from tallygate.analytics.mirror import ColumnarEngine, Mirror
 from tallygate.analytics.plan import Segment, levels_for, plan, segments_for
 from tallygate.analytics.query import Dim, Query
 from tallygate.analytics.segment_reader import SegmentReader, TagMode
@@ -67,7 +66,7 @@ class AnalyticsStore:
     question is answered from the raw ledger: slow, exact, and a check on the roll-ups. With a
     `columnar` engine, the questions the roll-ups do not hold are answered by it."""
 
-    def __init__(self, engine: Engine, *, raw_only: bool = False, columnar: DuckDBColumnar | None = None,
+    def __init__(self, engine: Engine, *, raw_only: bool = False, columnar: ColumnarEngine | None = None,
                  sync_every_s: float = SYNC_EVERY_S) -> None:
         self._engine = engine
         self._raw_only = raw_only
