@@ -190,6 +190,9 @@ class ClickHouseQuestion(ColumnarQuestion):
     def _in_list(self, column: str, values: list[str]) -> str:
         return f"{column} IN ({', '.join(literal(v) for v in values)})"
 
+    def _carries(self, tag: str) -> str:
+        return f"length({self._in_subtree(tag)}) > 0"
+
     def _in_subtree(self, tag: str) -> str:
         t = self._p(tag)
         return f"arrayFilter(x -> x = {t} OR startsWith(x, concat({t}, '/')), tags)"

@@ -28,22 +28,43 @@ from tallygate.analytics.columnar_sql import ColumnarQuestion
 from tallygate.analytics.mirror import COLUMNS, label_value
 from tallygate.core.histogram import bucket
 from tallygate.core.metrics import Agg
+from tallygate.core.tagpath import MAX_DEPTH
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
   id VARCHAR, created_at BIGINT, key_id VARCHAR, label_set VARCHAR, tags VARCHAR[],
   requested_model VARCHAR, served_model VARCHAR, provider VARCHAR, status SMALLINT, error_code VARCHAR,
   input_tokens BIGINT, output_tokens BIGINT, cached_tokens BIGINT, cache_write_tokens BIGINT,
-  reasoning_tokens BIGINT, cost_pico BIGINT, lat_b UTINYINT, ttft_b UTINYINT);
+  reasoning_tokens BIGINT, cost_pico BIGINT, lat_b UTINYINT, ttft_b UTINYINT,
+  {levels});
 CREATE TABLE IF NOT EXISTS feedback (request_id VARCHAR PRIMARY KEY, score_milli INTEGER);
 CREATE TABLE IF NOT EXISTS label_values (set_id VARCHAR, name VARCHAR, value VARCHAR);
 CREATE TABLE IF NOT EXISTS key_labels (key_id VARCHAR, name VARCHAR, value VARCHAR);
 CREATE TABLE IF NOT EXISTS meta (name VARCHAR PRIMARY KEY, value BIGINT);
 """
-_NAMES = (*COLUMNS[:COLUMNS.index("latency_us")], "lat_b", "ttft_b")
-_JSON_TYPES = ("VARCHAR", "BIGINT", "VARCHAR", "VARCHAR", "VARCHAR", "VARCHAR", "VARCHAR", "VARCHAR", "SMALLINT",
-              "VARCHAR", "BIGINT", "BIGINT", "BIGINT", "BIGINT", "BIGINT", "BIGINT", "UTINYINT", "UTINYINT")
+# Each record's distinct tags by depth (t1..t8) and distinct tag prefixes by depth (p1..p8): a tag
+# level, a subtree and the tree are list concatenations and equality tests, not string surgery per
+# row (which costs DuckDB ten times as much).
+LEVEL_COLUMNS = tuple(f"{kind}{d}" for kind in "tp" for d in range(1, MAX_DEPTH + 1))
+_NAMES = (*COLUMNS[:COLUMNS.index("latency_us")], "lat_b", "ttft_b", *LEVEL_COLUMNS)
+SCHEMA_VERSION = 2
+_JSON_TYPES = ("VARCHAR", "BIGINT", "VARCHAR", "VARCHAR", "VARCHAR[]", "VARCHAR", "VARCHAR", "VARCHAR", "SMALLINT",
+              "VARCHAR", "BIGINT", "BIGINT", "BIGINT", "BIGINT", "BIGINT", "BIGINT", "UTINYINT", "UTINYINT",
+               *("VARCHAR[]",) * len(LEVEL_COLUMNS))
 _LATENCY = COLUMNS.index("latency_us")
+_TAGS = COLUMNS.index("tags")
+
+
+def by_depth(tags: list[str]) -> list[list[str]]:
+    """A record's distinct tags by depth, then its distinct prefixes by depth (`LEVEL_COLUMNS`)."""
+    own: list[list[str]] = [[] for _ in range(MAX_DEPTH)]
+    prefixes: list[dict[str, None]] = [{} for _ in range(MAX_DEPTH)]
+    for tag in tags:
+        parts = tag.split("/")
+        own[len(parts) - 1].append(tag)
+        for d in range(1, len(parts) + 1):
+            prefixes[d - 1]["/".join(parts[:d])] = None
+    return own + [list(p) for p in prefixes]
 
 
 class DuckDBColumnar:
@@ -54,11 +75,17 @@ class DuckDBColumnar:
     def __init__(self, path: str | Path = ":memory:", threads: int | None = None) -> None:
         self.path = str(path)
         self._db = duckdb.connect(self.path)
-        if threads:
-            self._db.execute(f"SET threads = {int(threads)}")
-        self._db.execute(_SCHEMA)
         self._write = threading.Lock()
         self._local = threading.local()
+        if threads:
+            self._db.execute(f"SET threads = {int(threads)}")
+        self._db.execute("CREATE TABLE IF NOT EXISTS meta (name VARCHAR PRIMARY KEY, value BIGINT)")
+        made = self._db.execute("SELECT count(*) FROM information_schema.tables "
+                                "WHERE table_name = 'records'").fetchone()
+        if made and made[0] and self.get_meta("schema") != SCHEMA_VERSION:  # an older layout: copied again
+            self._db.execute("DROP TABLE records; DELETE FROM meta")
+        self._db.execute(_SCHEMA.format(levels=", ".join(f"{c} VARCHAR[]" for c in LEVEL_COLUMNS)))
+        self.set_meta("schema", SCHEMA_VERSION)
 
     def close(self) -> None:
         self._db.close()
@@ -88,11 +115,14 @@ class DuckDBColumnar:
             with os.fdopen(fd, "wb") as f:
                 for r in rows:
                     ttft = r[_LATENCY + 1]
-                    f.write(orjson.dumps(dict(zip(_NAMES, (*r[:_LATENCY], bucket(r[_LATENCY]),
-                                                            None if ttft is None else bucket(ttft)), strict=True))))
+                    tags = list(dict.fromkeys(orjson.loads(r[_TAGS] or "[]")))
+                    values = [*r[:_LATENCY], bucket(r[_LATENCY]), None if ttft is None else bucket(ttft),
+                              *by_depth(tags)]
+                    values[_TAGS] = tags
+                    f.write(orjson.dumps(dict(zip(_NAMES, values, strict=True))))
                     f.write(b"\n")
             columns = ", ".join(f"'{n}': '{t}'" for n, t in zip(_NAMES, _JSON_TYPES, strict=True))
-            select = ", ".join("from_json(tags, '[\"VARCHAR\"]')" if n == "tags" else n for n in _NAMES)
+            select = ", ".join(_NAMES)
             cur.execute(f"INSERT INTO records SELECT {select} FROM read_json(?, format = 'newline_delimited', "
                         f"columns = {{{columns}}})", [name])
         finally:

@@ -36,6 +36,7 @@ from tallygate.core.metrics import (
     WIDTH,
     Agg,
 )
+from tallygate.core.tagpath import MAX_DEPTH
 from tallygate.core.timebuckets import DAY_MS, HOUR_MS
 
 _PLAIN = {"key": "key_id", "model": "requested_model", "served_model": "served_model", "provider": "provider",
@@ -94,7 +95,7 @@ class ColumnarQuestion:
                 where.append(self._in_list(column, values) if values else "false")
         want = self.root if self.tree else None if self.tagged else q.tag
         if want is not None:
-            where.append(f"len({self._in_subtree(want)}) > 0")
+            where.append(self._carries(want))
         if self.tagged:
             where.append("len(tags) > 0")
         return where
@@ -102,30 +103,41 @@ class ColumnarQuestion:
     def _in_list(self, column: str, values: list[str]) -> str:
         return f"{column} IN (SELECT unnest({self._p(values)}::VARCHAR[]))"
 
+    def _carries(self, tag: str) -> str:
+        """A record has `tag` or a tag under it: `tag` is one of its prefixes."""
+        return f"list_contains(p{tag.count('/') + 1}, {self._p(tag)})"
+
+    def _under(self, kind: str, depth: int, tag: str | None) -> str:
+        """The record's tags (kind 't') or prefixes ('p') of one depth, within `tag`'s subtree."""
+        column = f"{kind}{depth}"
+        if tag is None:
+            return column
+        t = self._p(tag)
+        if depth == tag.count("/") + 1:
+            return f"(CASE WHEN list_contains({column}, {t}) THEN [{t}] ELSE []::VARCHAR[] END)"
+        return f"list_filter({column}, x -> starts_with(x, {t} || '/'))"
+
     def _in_subtree(self, tag: str) -> str:
         t = self._p(tag)
         return f"list_filter(tags, x -> x = {t} OR starts_with(x, {t} || '/'))"
 
     def _tag_list(self) -> str | None:
-        """The list each record is unnested by (None: one row per record)."""
+        """The list each record is unnested by (None: one row per record), from the depth columns."""
         q = self.q
         want = self.root if self.tree else q.tag
         dim = q.tag_dim
         if not self.tree and (dim is None or self.tagged):
             return None
-        tags = "tags" if want is None else self._in_subtree(want)
+        top = want.count("/") + 1 if want is not None else 1
         if self.tree:
-            top = want.count("/") + 1 if want is not None else 1
-            return (f"list_distinct(flatten(list_transform({tags}, x -> list_transform(generate_series({top}, "
-                    f"least(len(string_split(x, '/')), {int(self.max_depth)})), "
-                    f"d -> array_to_string(string_split(x, '/')[1:d], '/')))))")
-        assert dim is not None
-        if dim.kind == "tag":
-            cut = f"list_distinct({tags})"
+            parts = [self._under("p", d, want) for d in range(top, min(int(self.max_depth), MAX_DEPTH) + 1)]
+        elif dim is not None and dim.kind == "tag":
+            parts = ["tags"] if want is None else [self._under("t", d, want) for d in range(top, MAX_DEPTH + 1)]
         else:
+            assert dim is not None
             n = int(dim.arg or 0)
-            cut = f"list_distinct(list_transform({tags}, x -> array_to_string(string_split(x, '/')[1:{n}], '/')))"
-        return f"CASE WHEN len({cut}) = 0 THEN [NULL::VARCHAR] ELSE {cut} END"
+            parts = [self._under("t", d, want) for d in range(top, n)] + [self._under("p", n, want)]
+        return " || ".join(parts) if parts else "[]::VARCHAR[]"
 
     def _time(self, d: Dim) -> str:
         unit, tz = str(d.arg), self.q.tz
@@ -144,7 +156,8 @@ class ColumnarQuestion:
         q, dims = self.q, self.dims
         where = self._where()
         tag_list = self._tag_list()
-        inner = ["*"] + ([f"unnest({tag_list}) AS tg"] if tag_list is not None else [])
+        inner = ["*"] + (["unnest(CASE WHEN len(tl) = 0 THEN [NULL::VARCHAR] ELSE tl END) AS tg"]
+                         if tag_list is not None and not self.tree else ["unnest(tl) AS tg"] if self.tree else [])
         keys, joins = [], []
         if self.tree:
             keys.append("tg")
@@ -167,7 +180,8 @@ class ColumnarQuestion:
                                         else ["0", "0"])
         sums += ["histogram(lat_b)", "histogram(ttft_b)"]
         cols = [f"{k} AS g{i}" for i, k in enumerate(keys)]
-        sql = (f"SELECT {', '.join(cols + sums)} FROM (SELECT {', '.join(inner)} FROM records"
+        source = "records" if tag_list is None else f"(SELECT *, {tag_list} AS tl FROM records)"
+        sql = (f"SELECT {', '.join(cols + sums)} FROM (SELECT {', '.join(inner)} FROM {source}"
                f"{' WHERE ' + ' AND '.join(where) if where else ''}) r {' '.join(joins)}"
                f"{' GROUP BY ' + ', '.join(f'g{i}' for i in range(len(keys))) if keys else ''}")
         return sql, self.params
