@@ -15,6 +15,7 @@ merges with the roll-up and raw-ledger readers' (the tail of the ledger not yet 
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -140,15 +141,27 @@ class ColumnarQuestion:
         return " || ".join(parts) if parts else "[]::VARCHAR[]"
 
     def _time(self, d: Dim) -> str:
+        """The bucket of each record by arithmetic on its UTC offset (constant between the range's
+        DST transitions): local hours exactly; local days (and months) as the instant that is the
+        local midnight by the record's own offset, which `groups` maps to the true start."""
         unit, tz = str(d.arg), self.q.tz
-        if tz == zones.UTC and unit in ("hour", "day"):
-            step = HOUR_MS if unit == "hour" else DAY_MS
+        step = HOUR_MS if unit == "hour" else DAY_MS
+        if tz == zones.UTC:
             return f"(created_at - created_at % {step})"
         lo, hi = self.from_ms, self.to_ms
-        assert lo is not None and hi is not None, "local or monthly buckets need a bounded range"
-        base = lo - lo % QUARTER_MS
-        starts = [zones.floor(ms, unit, tz) for ms in range(base, hi, QUARTER_MS)]
-        return f"([{','.join(map(str, starts))}][(created_at - {base}) // {QUARTER_MS} + 1])"
+        assert lo is not None and hi is not None, "local buckets need a bounded range"
+        pieces = offsets(lo, hi, tz)
+        off = str(pieces[-1][1]) if len(pieces) == 1 else (
+            "CASE " + " ".join(f"WHEN created_at < {start} THEN {prev}" for (start, _), (_, prev)
+                               in zip(pieces[1:], pieces[:-1], strict=True)) + f" ELSE {pieces[-1][1]} END")
+        return f"(created_at - (((created_at + {off}) % {step}) + {step}) % {step})"
+
+    def _true_bucket(self, d: Dim, value: int) -> int:
+        """A time key from SQL as the start of its local bucket (hours are exact already)."""
+        unit = str(d.arg)
+        if unit == "hour" or (unit == "day" and self.q.tz == zones.UTC):
+            return value
+        return zones.floor(value + 2 * HOUR_MS, unit, self.q.tz)  # within a DST shift of local midnight
 
     def sql(self, *, feedback: bool) -> tuple[str, dict[str, Any]]:
         """The statement and its parameters; `feedback`: join the scores (skipped when none exist)."""
@@ -188,15 +201,19 @@ class ColumnarQuestion:
 
     # --------------------------------------------------------------------------- answers
     def groups(self, rows: list[tuple[Any, ...]]) -> dict[tuple[Any, ...], Agg]:
-        n = len(self.dims) + (1 if self.tree else 0)
-        status_at = [i for i, d in enumerate(self.dims) if d.kind == "status"]
+        shift = 1 if self.tree else 0
+        n = len(self.dims) + shift
+        status_at = [i + shift for i, d in enumerate(self.dims) if d.kind == "status"]
+        times = [(i + shift, d) for i, d in enumerate(self.dims) if d.kind == "time"]
         out: dict[tuple[Any, ...], Agg] = {}
         for row in rows:
             if not row[n]:  # no record at all (an ungrouped count over an empty range)
                 continue
             key = list(row[:n])
             for i in status_at:
-                key[i + (1 if self.tree else 0)] = None if key[i] is None else int(key[i])
+                key[i] = None if key[i] is None else int(key[i])
+            for i, d in times:
+                key[i] = self._true_bucket(d, int(key[i]))
             v = [0] * WIDTH
             for (_, pos), value in zip(_SUMS, row[n:], strict=False):
                 v[pos] = int(value or 0)
@@ -205,5 +222,26 @@ class ColumnarQuestion:
             for start, hist in ((LATENCY_START, row[-2]), (TTFT_START, row[-1])):
                 for b, count in (hist or {}).items():
                     v[start + int(b)] += int(count)
-            out[tuple(key)] = Agg(v, None, None)
+            have = out.get(tuple(key))
+            if have is None:
+                out[tuple(key)] = Agg(v, None, None)
+            else:  # two SQL groups of one local day or month
+                have.add_vector(v)
         return out
+
+
+def offsets(lo: int, hi: int, tz: str) -> list[tuple[int, int]]:
+    """(from, UTC offset in ms) for each stretch of [lo, hi) with one offset; offsets change on a
+    quarter-hour, found hour by hour and then to the quarter."""
+    out = [(lo, _offset_ms(lo, tz))]
+    for hour in range(lo - lo % HOUR_MS + HOUR_MS, hi, HOUR_MS):
+        now = _offset_ms(hour, tz)
+        if now != out[-1][1]:
+            at = next(q for q in range(hour - HOUR_MS + QUARTER_MS, hour + 1, QUARTER_MS) if _offset_ms(q, tz) == now)
+            out.append((max(at, lo), now))
+    return out
+
+
+def _offset_ms(ms: int, tz: str) -> int:
+    local = dt.datetime.fromtimestamp(ms / 1000, zones.zone(tz)).utcoffset()
+    return 0 if local is None else int(local.total_seconds() * 1000)
