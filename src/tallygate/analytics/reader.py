@@ -30,13 +30,14 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, func, select
 
-from tallygate.analytics.columnar_sql import ColumnarQuestion
+from tallygate.analytics.columnar_sql import ColumnarQuestion, offsets
 from tallygate.analytics.cover import cover
 from tallygate.analytics.mirror import ColumnarEngine, Mirror
 from tallygate.analytics.plan import Segment, levels_for, plan, segments_for
 from tallygate.analytics.query import Dim, Query
 from tallygate.analytics.segment_reader import SegmentReader, TagMode
 from tallygate.core.metrics import REQUESTS, Agg
+from tallygate.core.timebuckets import HOUR_MS
 from tallygate.core.zones import UTC
 from tallygate.store.hours import Parts, all_counts, hour_counts
 from tallygate.store.logs import LogFilter
@@ -196,7 +197,13 @@ class AnalyticsStore:
         """Whether the columnar engine takes `q`: what no roll-up holds, and local time buckets."""
         if self.columnar is None or self._raw_only:
             return False
-        return family == "raw" or (q.tz != UTC and q.time_dim is not None)
+        if family == "raw":
+            return True
+        if q.tz == UTC or q.time_dim is None or q.from_ms is None or q.to_ms is None:
+            return False
+        # whole-hour offsets: local buckets are whole UTC hours of the roll-ups (measured faster);
+        # 30- and 45-minute offsets would need the raw ledger around every boundary
+        return any(off % HOUR_MS for _, off in offsets(q.from_ms, q.to_ms, q.tz))
 
     def _run(self, q: Query, family: str, segments: list[Segment], mode: TagMode) -> Collected:
         if self._columnar_answers(q, family):
