@@ -18,6 +18,7 @@ from sqlalchemy import make_url
 
 from tallygate.analytics.columnar import DuckDBColumnar
 from tallygate.analytics.reader import AnalyticsStore
+from tallygate.core.periodic import Periodic
 from tallygate.settings import Settings
 
 log = logging.getLogger("tallygate.analytics")
@@ -57,24 +58,16 @@ class ColumnarSync:
 
     def __init__(self, store: AnalyticsStore, every_s: float = 5.0) -> None:
         self._store = store
-        self._every = every_s
-        self._task: asyncio.Task[None] | None = None
+        self._job = Periodic(every_s, self._sync, log, "columnar copy failed; retrying at the next interval")
 
     async def start(self) -> None:
         if self._store.columnar is not None:
-            self._task = asyncio.get_running_loop().create_task(self._run())
+            self._job.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        await self._job.stop()
 
-    async def _run(self) -> None:
-        while True:
-            try:
-                copied = await asyncio.to_thread(self._store.sync)
-                if copied:
-                    log.info("columnar copy: %d records copied", copied)
-            except Exception:
-                log.exception("columnar copy failed; retrying at the next interval")
-            await asyncio.sleep(self._every)
+    async def _sync(self) -> None:
+        copied = await asyncio.to_thread(self._store.sync)
+        if copied:
+            log.info("columnar copy: %d records copied", copied)
