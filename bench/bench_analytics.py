@@ -10,9 +10,12 @@ max, the answer's size and its plan (the tables read: `dims`/`usage`/`tags`/`raw
 levels, with the raw records it may read), or a log page's row count and whether it is partial.
 The questions are the issue's table (any range: whole months, days, ragged ends; one or two
 dimensions; tags crossed with labels; tags by hour) and the logs filters (nothing matches, rare,
-common, combined, a time window, the 100th page). A question refused with a 400 (its raw part
-over the budget) counts as answered. It prints a table and one JSON line, and exits 1 when an
-analytics median is 300 ms or more or a logs median 100 ms or more. The server is stopped by
+common, combined, a time window, the 100th page), then `--random` questions drawn with `--seed`
+(random dimensions, filters, ragged millisecond ranges and zones). A refusal (any status but 200)
+is a failure. It prints per question the median, min and max, a speed reference (a 10M-step
+Python loop) and one JSON line, and exits 1 when an analytics median is over 300 ms, a logs
+median over 100 ms, or any run over 1 s. `--columnar off` times the roll-ups and raw ledger alone
+(the answers of questions no roll-up holds then take seconds). The server is stopped by
 PID (SIGTERM, then SIGKILL), also on errors; `--max-seconds` bounds the whole run.
 """
 
@@ -35,6 +38,16 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 LIMIT_MS = 300.0  # every analytics question
 LOGS_LIMIT_MS = 100.0  # every logs page
+MAX_MS = 1000.0  # no run of any question
+
+
+def speed_reference() -> float:
+    """Seconds for a 10M-step Python loop: how fast this (shared) machine was during the run."""
+    t = time.perf_counter()
+    n = 0
+    for i in range(10_000_000):
+        n += i
+    return time.perf_counter() - t
 
 
 def free_port() -> int:
@@ -81,7 +94,71 @@ def queries(month: str) -> list[tuple[str, str]]:
         ("tag=customer/cus_0007 x label.team,model, day 5", f"{u}label.team,model&tag=customer/cus_0007"
                                                             f"&from={day(5)}&to={day(6)}"),
         ("tag=customer/cus_0007 x label.team,model, month", f"{u}label.team,model&tag=customer/cus_0007&{rng}"),
+        # the questions issue 25 found refused or slow
+        ("tag_level.2 x label.team, day 5", f"{u}tag_level.2,label.team&from={day(5)}&to={day(6)}"),
+        ("tag x label.customer_id, month", f"{u}tag,label.customer_id&{rng}"),
+        ("status of tag+labels+model slice, month", f"{u}status&tag=US&label.env=prod&label.team=search"
+                                                     f"&model=gpt-4o-mini&{rng}"),
+        ("tag_level.2, label.env=prod, month", f"{u}tag_level.2&label.env=prod&{rng}"),
+        ("model of tag=US/California, day 5", f"{u}model&tag=US/California&from={day(5)}&to={day(6)}"),
+        ("time.day, week, Asia/Kolkata", f"{u}time.day&from={day(8)}&to={day(15)}&tz=Asia/Kolkata"),
+        ("time.hour, week, Asia/Kolkata", f"{u}time.hour&from={day(8)}&to={day(15)}&tz=Asia/Kolkata"),
+        ("time.hour, day 9, Asia/Kolkata", f"{u}time.hour&from={day(9)}&to={day(10)}&tz=Asia/Kolkata"),
+        ("time.day,tag_level.1, month, New York", f"{u}time.day,tag_level.1&{rng}&tz=America/New_York"),
+        ("time.day,label.team, month, New York", f"{u}time.day,label.team&{rng}&tz=America/New_York"),
+        ("time.day,label.team, month, Kolkata", f"{u}time.day,label.team&{rng}&tz=Asia/Kolkata"),
+        ("label.team,model, 03T05:17-17T11:42, Kathmandu", f"{u}label.team,model&{ragged}&tz=Asia/Kathmandu"),
+        ("status=502 by provider, month", f"{u}provider&status=502&{rng}"),
+        ("error_code by served_model, month", f"{u}served_model&error_code=upstream_timeout&{rng}"),
+        ("tag tree, label.team=search, month", f"/v1/analytics/tags/tree?label.team=search&{rng}"),
+        ("raw slice: key x tag x model, day 5", f"{u}key,tag_level.1,model&from={day(5)}&to={day(6)}"),
     ]
+
+
+# What the random questions are made of: gen_ledger.py's dimensions and values.
+RANDOM_DIMS = ["key", "model", "served_model", "provider", "status", "label.team", "label.env", "label.feature",
+               "label.tier", "label.customer_id", "tag", "tag_level.1", "tag_level.2", "tag_level.3"]
+RANDOM_FILTERS = {"tag": ["US", "US/California", "customer", "customer/cus_0003", "exp/exp-05", "team/search",
+                          "workflow", "production"],
+                  "label.team": ["search", "growth", "ads"], "label.env": ["prod", "dev"],
+                  "label.customer_id": ["cus_0001", "cus_0042"], "model": ["gpt-4o-mini", "claude-sonnet-4"],
+                  "status": ["200", "429", "502"], "provider": ["openai", "anthropic"],
+                  "served_model": ["gpt-4o"], "error_code": ["upstream_rate_limited"]}
+ZONES = ["UTC", "UTC", "America/New_York", "Europe/Berlin", "Asia/Kolkata", "Asia/Kathmandu", "Australia/Adelaide"]
+
+
+def random_queries(month: str, n: int, seed: int) -> list[tuple[str, str]]:
+    """`n` questions drawn with `seed`: 0-2 dimensions (+ a time unit half the time), 0-2 filters,
+    a ragged millisecond range inside the month (or the whole month) and a zone."""
+    import random
+    from urllib.parse import urlencode
+
+    from tallygate.analytics.query import parse_month
+
+    rng = random.Random(seed)
+    start, end = parse_month(month)
+    out = []
+    while len(out) < n:
+        dims = rng.sample(RANDOM_DIMS, rng.randrange(0, 3))
+        if sum(d.startswith("tag") for d in dims) > 1:
+            continue
+        if rng.random() < 0.5:
+            dims.append("time." + rng.choice(["hour", "day", "day", "month"]))
+        params = {"group_by": ",".join(dims)} if dims else {}
+        for name in rng.sample(sorted(RANDOM_FILTERS), rng.randrange(0, 3)):
+            params[name] = rng.choice(RANDOM_FILTERS[name])
+        if rng.random() < 0.3:
+            params["from"], params["to"] = str(start), str(end)
+        else:
+            lo = start + rng.randrange(end - start - 3_600_000)
+            params["from"], params["to"] = str(lo), str(lo + rng.randrange(1, end - lo))
+        params["tz"] = rng.choice(ZONES)
+        tag_dim = next((d for d in dims if d.startswith("tag_level.")), None)
+        if tag_dim and "tag" in params and params["tag"].count("/") + 1 > int(tag_dim.split(".")[1]):
+            continue  # the grammar refuses a tag level above the tag filter
+        out.append((f"random {len(out) + 1:02d}: {urlencode(params)[:80]}",
+                    "/v1/analytics/usage?" + urlencode(params)))
+    return out
 
 
 def log_queries(month: str, key_id: str) -> list[tuple[str, str]]:
@@ -157,12 +234,32 @@ def main() -> int:
     ap.add_argument("--month", default="2026-11", help="the month gen_ledger.py filled")
     ap.add_argument("--runs", type=int, default=15)
     ap.add_argument("--max-seconds", type=float, default=600, help="stop timing after this long")
+    ap.add_argument("--columnar", default="/tmp/tallygate-bench/analytics.duckdb",
+                    help="the DuckDB copy the gateway answers from (brought up to date before timing), "
+                         "or 'off': roll-ups and the raw ledger only")
+    ap.add_argument("--random", type=int, default=30, help="random questions to time as well")
+    ap.add_argument("--seed", type=int, default=25)
+    ap.add_argument("--no-logs", action="store_true", help="time the analytics questions only")
     args = ap.parse_args()
+    copy_s = copied = None
+    if args.columnar != "off":  # the copy the server reads, made complete first (its time is reported)
+        from tallygate.analytics.columnar import DuckDBColumnar
+        from tallygate.analytics.reader import AnalyticsStore
+        from tallygate.store.db import open_engine
+
+        t = time.perf_counter()
+        engine, columnar = open_engine(args.db), DuckDBColumnar(args.columnar)
+        copied = AnalyticsStore(engine, columnar=columnar).sync()
+        copy_s = time.perf_counter() - t
+        columnar.close()
+        engine.dispose()
+        print(f"columnar copy: {copied:,} records copied in {copy_s:.1f} s", file=sys.stderr, flush=True)
     deadline = time.monotonic() + args.max_seconds
     key = "tg-bench-" + secrets.token_urlsafe(16)
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("TALLYGATE_")}
     env["TALLYGATE_ADMIN_KEY"] = key
+    env["TALLYGATE_ANALYTICS_COLUMNAR"] = args.columnar
     log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"tallygate-bench-analytics-{port}.log", "wb")  # noqa: SIM115
     t0 = time.perf_counter()
     proc = subprocess.Popen([str(Path(sys.executable).parent / "tallygate"), "serve", "--db", args.db,
@@ -185,10 +282,12 @@ def main() -> int:
         status, body = get(base + "/v1/manage/apikey?limit=1", key, 30)
         key_id = json.loads(body)["data"][0]["id"]
         timed_paths = [(n, p, LIMIT_MS) for n, p in queries(args.month)]
-        timed_paths += [(n, p, LOGS_LIMIT_MS) for n, p in log_queries(args.month, key_id)]
+        timed_paths += [(n, p, LIMIT_MS) for n, p in random_queries(args.month, args.random, args.seed)]
+        logs = [] if args.no_logs else log_queries(args.month, key_id)
+        timed_paths += [(n, p, LOGS_LIMIT_MS) for n, p in logs]
         # the 100th page of an unfiltered and a filtered listing (the 99 before are not timed)
-        for name, first in (("logs, page 100", "/v1/logs?limit=50"), ("logs, tag=US, page 100",
-                                                                        "/v1/logs?tag=US&limit=50")):
+        for name, first in () if args.no_logs else (("logs, page 100", "/v1/logs?limit=50"),
+                                                    ("logs, tag=US, page 100", "/v1/logs?tag=US&limit=50")):
             path = first
             for _ in range(99):
                 _, body = get(base + path, key, 60)
@@ -219,14 +318,17 @@ def main() -> int:
     print(f"{'question':50} {'median':>9} {'min':>7} {'max':>7} {'bytes':>9}  plan")
     failed = []
     for name, r in results.items():
-        ok = r["http_median_ms"] < r["limit_ms"] and r["status"] in (200, 400)
+        ok = r["http_median_ms"] <= r["limit_ms"] and r["http_max_ms"] <= MAX_MS and r["status"] == 200
         print(f"{name:50} {r['http_median_ms']:>7.1f}ms {r['http_min_ms']:>7.1f} {r['http_max_ms']:>7.1f} "
               f"{r['bytes']:>9,}  {r['plan']}{'' if ok else '  <-- over ' + str(int(r['limit_ms'])) + ' ms'}")
         if not ok:
             failed.append(name)
-    print(f"analytics under {LIMIT_MS:.0f} ms, logs under {LOGS_LIMIT_MS:.0f} ms (median over HTTP)"
+    print(f"analytics median <= {LIMIT_MS:.0f} ms, logs <= {LOGS_LIMIT_MS:.0f} ms, none over {MAX_MS:.0f} ms, "
+          "every answer a 200 (a refusal fails)"
           + (f" -- FAILED: {', '.join(failed)}" if failed else " -- ok"))
-    print(json.dumps({"db": args.db, "month": args.month, "startup_s": round(startup_s, 2), "results": results}))
+    print(f"speed reference: a 10M-step Python loop took {speed_reference():.2f} s on this machine just now")
+    print(json.dumps({"db": args.db, "month": args.month, "columnar": args.columnar, "copy_s": copy_s,
+                      "copied": copied, "startup_s": round(startup_s, 2), "results": results}))
     return 1 if failed else 0
 
 

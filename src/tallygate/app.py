@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 from sqlalchemy import Engine, make_url
 
+from tallygate.analytics.columnar_service import ColumnarSync, columnar_engine
 from tallygate.analytics.reader import AnalyticsStore
 from tallygate.analytics.service import Analytics
 from tallygate.api.alerts import MetricsEndpoint
@@ -135,6 +136,7 @@ class Gateway:
         self.metrics = metrics = _metrics(config, settings, budget, thresholds, ledger)
         self.tracer = tracer = _tracer(config, span_exporter)
         request_log = RequestLog() if settings.log_format == "json" else None
+        store = AnalyticsStore(engine, columnar=columnar_engine(settings))  # roll-ups, raw, columnar copy
 
         # Who hears of every finished request, in order: the ledger first (it journals the record).
         observers: list[RequestObserver] = [ledger, *detectors, *_present(metrics, request_log)]
@@ -142,7 +144,7 @@ class Gateway:
         # Started in this order, stopped in the reverse: the log handler last of all, then the ledger
         # (which writes what is left), the budget (its last settles), ... the HTTP client first.
         self.services: list[Service] = _present(log_service, ledger, spend_loader, budgets, auth, cooldowns,
-                                                webhooks, alert_service, tracer, http)
+                                                webhooks, alert_service, tracer, http, ColumnarSync(store))
 
         pipeline = Pipeline(auth, catalog, Observers(observers, call_observers), budget, router,
                             settings.max_body_bytes, budgets.scopes, Scrubber.from_config(config),
@@ -162,11 +164,9 @@ class Gateway:
             self._hot[("GET", "/metrics")] = MetricsEndpoint(metrics, config.metrics.bearer_token)
         self._allow = {path: method.encode() for method, path in self._hot}
         key_admin = KeyAdmin(keys, auth, budget, config.policies, lambda: budgets.current)
-        store = AnalyticsStore(engine) if settings.analytics_raw_budget is None else \
-            AnalyticsStore(engine, raw_budget=settings.analytics_raw_budget)
         analytics = Analytics(store, config.reporting.timezone)
-        management = create_management_app(auth, LogReader(engine), key_admin, analytics,
-                                            FeedbackStore(engine), ledger,
+        management = create_management_app(auth, LogReader(engine, exact_hours=store.log_hours), key_admin,
+                                            analytics, FeedbackStore(engine), ledger,
                                             SessionStore(SessionRows(engine)),
                                             BudgetAdmin(budget_store, keys, budgets, budget),
                                             _readiness(engine, ledger, redis), alert_store, MinuteCounts(engine))

@@ -489,7 +489,7 @@ class Settings:
     budgets_unavailable: str = "closed"  # Redis unreachable: 'closed' refuses limited requests, 'open' serves
     budgets_open_allowance: Decimal = Decimal(1)  # USD served per limited scope and process while Redis is away
     hold_ttl_s: float = 15.0  # a dead process's reservations are gone this long after its last renewal
-    analytics_raw_budget: int | None = None  # raw records a question no roll-up holds may read (None: RAW_BUDGET)
+    analytics_columnar: str | None = None  # DuckDB copy: a file, ':memory:' or 'off' (analytics/columnar_service.py)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: object) -> Settings:
@@ -533,8 +533,7 @@ class Settings:
                             ("TALLYGATE_IDLE_TIMEOUT_S", "idle_timeout_s"),
                             ("TALLYGATE_MAX_CONNECTIONS", "max_connections"),
                             ("TALLYGATE_MAX_CONNECTIONS_PER_ADDRESS", "max_connections_per_address"),
-                            ("TALLYGATE_JOURNAL_MAX_BYTES", "journal_max_bytes"),
-                            ("TALLYGATE_ANALYTICS_RAW_BUDGET", "analytics_raw_budget")):
+                            ("TALLYGATE_JOURNAL_MAX_BYTES", "journal_max_bytes")):
             if env.get(name):
                 try:
                     values[field] = int(env[name])
@@ -542,6 +541,8 @@ class Settings:
                     raise ConfigError(f"{name}: must be an integer") from None
         if env.get("TALLYGATE_TRUSTED_PROXIES"):
             values["trusted_proxies"] = _networks(env["TALLYGATE_TRUSTED_PROXIES"])
+        if env.get("TALLYGATE_ANALYTICS_COLUMNAR"):
+            values["analytics_columnar"] = env["TALLYGATE_ANALYTICS_COLUMNAR"]
         if env.get("TALLYGATE_JOURNAL_DIR"):
             values["journal_dir"] = env["TALLYGATE_JOURNAL_DIR"]
         if env.get("TALLYGATE_JOURNAL_FSYNC"):

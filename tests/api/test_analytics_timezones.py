@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from tallygate.analytics.columnar import DuckDBColumnar
 from tallygate.analytics.query import Query, parse_group_by, parse_month, parse_time
 from tallygate.analytics.reader import AnalyticsStore
 from tallygate.analytics.service import Analytics
@@ -113,10 +114,10 @@ def test_local_time_buckets_over_http_equal_the_raw_ledger(berlin_gateway: Gatew
         want = raw_usage(raw, tz, group_by, frm, to)
         assert want["plan"]["percentiles"] == "exact"
         assert figures(doc) == figures(want), (tz, group_by)
-    # a tag crossed with a label is read from the raw ledger within its budget: the same either way
+    # a tag crossed with a label, which no roll-up holds, is answered by the columnar engine: the same
     doc = http(berlin_gateway, "/v1/analytics/usage", group_by="time.day,tag_level.1,label.team", tz=tz,
                **{"from": "2026-10-24", "to": "2026-10-27"})
-    assert doc["plan"]["source"] == "raw"
+    assert doc["plan"]["source"] == "columnar"
     assert figures(doc) == figures(raw_usage(raw, tz, "time.day,tag_level.1,label.team", "2026-10-24", "2026-10-27"))
     tree = http(berlin_gateway, "/v1/analytics/tags/tree", tz=tz, **{"from": "2026-10-25", "to": "2026-11-01"})
     want_tree = raw.tree(None, None, Query(from_ms=parse_time("2026-10-25", "from", tz),
@@ -142,7 +143,14 @@ def test_local_days_and_months_are_the_local_calendar_and_use_the_rollups(berlin
     days = http(berlin_gateway, "/v1/analytics/usage", group_by="time.day", tz=tz)  # the whole ledger
     got = {r["group"]["time.day"]: (r["requests"], r["cost"]) for r in days["data"]}
     assert got == local_sums(ledger, tz, "%Y-%m-%d")
-    segments = days["plan"]["segments"]
+    # 30- and 45-minute offsets: the columnar engine; whole hours: the roll-ups' UTC hours
+    assert (days["plan"]["source"] == "columnar") == (tz != BERLIN)
+    engine = open_engine(berlin_gateway.db_url)
+    rolled = Analytics(AnalyticsStore(engine), BERLIN)  # without it: the roll-ups
+    by_rollups = rolled.usage(Query(parse_group_by("time.day"), tz=tz))
+    engine.dispose()
+    assert {r["group"]["time.day"]: (r["requests"], r["cost"]) for r in by_rollups["data"]} == got
+    segments = by_rollups["plan"]["segments"]
     assert {s["level"] for s in segments} >= {"hour"}  # local days from the UTC hour roll-ups
     raw_edges = [s for s in segments if s["level"] == "raw"]
     if tz == BERLIN:  # whole-hour offsets: the local days are whole UTC hours
@@ -153,6 +161,9 @@ def test_local_days_and_months_are_the_local_calendar_and_use_the_rollups(berlin
     months = http(berlin_gateway, "/v1/analytics/usage", group_by="time.month", tz=tz)
     assert {r["group"]["time.month"]: (r["requests"], r["cost"]) for r in months["data"]} \
         == local_sums(ledger, tz, "%Y-%m")
+    engine = open_engine(berlin_gateway.db_url)
+    months = Analytics(AnalyticsStore(engine), BERLIN).usage(Query(parse_group_by("time.month"), tz=tz))
+    engine.dispose()
     assert "day" in {s["level"] for s in months["plan"]["segments"]}  # the days inside a local month
 
 
@@ -224,19 +235,18 @@ def test_the_cli_export_and_report_take_the_zone_too(berlin_gateway: Gateway) ->
     assert bad.returncode != 0 and "tz" in bad.stderr
 
 
-def test_local_hours_off_the_utc_hour_read_raw_records_within_the_budget(berlin_gateway: Gateway) -> None:
-    from tallygate.errors import InvalidRequest
-
+def test_local_hours_off_the_utc_hour_are_answered_at_any_size(berlin_gateway: Gateway) -> None:
     engine = open_engine(berlin_gateway.db_url)
     try:
-        tight = Analytics(AnalyticsStore(engine, raw_budget=300), BERLIN)
+        analytics = Analytics(AnalyticsStore(engine, columnar=DuckDBColumnar()), BERLIN)
         whole = {"from_ms": START, "to_ms": END}
-        with pytest.raises(InvalidRequest) as refused:  # every Kolkata hour straddles two UTC hours
-            tight.usage(Query(parse_group_by("time.hour"), tz=KOLKATA, **whole))
-        assert refused.value.param == "tz" and "budget of 300" in refused.value.message
-        assert tight.usage(Query(parse_group_by("time.hour"), tz=BERLIN, **whole))["totals"]["requests"] > 2500
-        days = tight.usage(Query(parse_group_by("time.day"), tz=KOLKATA, from_ms=utc_ms(2026, 10, 21, 18, 30),
-                                 to_ms=utc_ms(2026, 10, 23, 18, 30)))  # two local midnights' raw hours only
+        hours = analytics.usage(Query(parse_group_by("time.hour"), tz=KOLKATA, **whole))  # each straddles 2 UTC hours
+        assert hours["plan"]["source"] == "columnar"
+        assert hours["totals"] == analytics.usage(Query(tz=KOLKATA, **whole))["totals"]
+        assert all(r["group"]["time.hour"].endswith(":00:00+05:30") for r in hours["data"])
+        assert analytics.usage(Query(parse_group_by("time.hour"), tz=BERLIN, **whole))["totals"]["requests"] > 2500
+        days = analytics.usage(Query(parse_group_by("time.day"), tz=KOLKATA, from_ms=utc_ms(2026, 10, 21, 18, 30),
+                                     to_ms=utc_ms(2026, 10, 23, 18, 30)))
         assert [r["group"]["time.day"] for r in days["data"]] == ["2026-10-22", "2026-10-23"]
     finally:
         engine.dispose()

@@ -422,10 +422,10 @@ def test_a_refused_question_shows_the_apis_reason_instead_of_spinning(browser, t
     try:
         asked: list[str] = []
         s.page.on("request", lambda r: asked.append(r.url) if "/v1/analytics/usage" in r.url else None)
-        s.open("/dashboard/explore?range=30d&group=tag&group2=model")  # tag x model: the raw ledger only
+        s.open("/dashboard/explore?range=30d&group=tag&group2=tag_level.1")  # two tag dimensions: not in the grammar
         refusal = s.page.locator("main .refused")
         status, body = tight.get(f"/v1/analytics/usage?{urllib.parse.urlsplit(asked[-1]).query}")
-        assert status == 400 and "budget of 3" in body["error"]["message"]
+        assert status == 400 and "group_by" in body["error"]["message"]
         assert refusal.inner_text() == f"The API refused this question. {body['error']['message']}"
         assert s.page.query_selector(".loading") is None and s.page.query_selector("canvas") is None
         assert len(s.page.query_selector_all("main [role=alert]")) == 1  # said once, where the figures go

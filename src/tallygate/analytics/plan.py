@@ -96,7 +96,7 @@ def _split(from_ms: int | None, to_ms: int | None, levels: tuple[str, ...]) -> l
 def attribute(q: Query) -> tuple[str, str | None] | None:
     """(dim, value) when a dim roll-up answers `q`: at most one attribute, grouped by and/or filtered
     on (`value` is the filter's, None when it only groups); ('', '') for no attribute at all."""
-    if q.tag is not None or q.tag_dim is not None or q.current_labels:
+    if q.tag is not None or q.tag_dim is not None or q.current_labels or q.record_filters:
         return None
     grouped = {f"label.{d.arg}" if d.kind == "label" else ATTRIBUTE[d.kind] for d in q.dims if d.kind != "time"}
     filtered = {f"label.{n}": v for n, v in q.labels.items()}
@@ -118,7 +118,7 @@ def source(q: Query) -> str:
     tagged = q.tag is not None or q.tag_dim is not None
     other = any(d.kind not in ("tag", "tag_level", "time") for d in q.dims)
     other = other or bool(q.labels) or q.key_id is not None or q.model is not None
-    if tagged and other:
+    if (tagged and other) or q.record_filters:
         return "raw"
     if tagged:
         return "tags"

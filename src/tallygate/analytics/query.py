@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal, InvalidOperation
 
 from tallygate.core.tagpath import MAX_DEPTH
@@ -91,6 +91,10 @@ class Query:
     to_ms: int | None = None
     current_labels: bool = False
     tz: str = UTC  # the reporting time zone of time buckets (an IANA name)
+    status: int | None = None
+    error_code: str | None = None
+    provider: str | None = None
+    served_model: str | None = None
 
     def __post_init__(self) -> None:
         if self.from_ms is not None and self.to_ms is not None and self.from_ms > self.to_ms:
@@ -114,9 +118,18 @@ class Query:
         """Whether one request may be in several rows (only tag dimensions do that)."""
         return self.tag_dim is not None
 
+    @property
+    def record_filters(self) -> bool:
+        """Whether a filter only the raw records hold is set (status, error code, provider, served model)."""
+        return any(v is not None for v in (self.status, self.error_code, self.provider, self.served_model))
+
+    @property
+    def filtered(self) -> bool:
+        """Whether any filter but the tag is set."""
+        return bool(self.labels) or self.key_id is not None or self.model is not None or self.record_filters
+
     def with_dims(self, dims: tuple[Dim, ...]) -> Query:
-        return Query(dims, self.tag, self.labels, self.key_id, self.model, self.from_ms, self.to_ms,
-                     self.current_labels, self.tz)
+        return replace(self, dims=dims)
 
     def span(self, from_ms: int | None, to_ms: int | None, dims: tuple[Dim, ...] = ()) -> Query:
         """A question over the same range and zone, with only `dims` and no filters."""

@@ -1,4 +1,4 @@
-"""Answering analytics questions from the roll-ups, falling back to the raw ledger.
+"""Answering analytics questions from the roll-ups, the columnar copy and the raw ledger.
 
 `collect(q)` plans the question (`analytics/plan.py`), reads every time segment from its table
 and merges the rows into groups: a dict from group key (one value per dimension) to `Agg`.
@@ -10,35 +10,41 @@ in SQL and maps each set to its value of x here. With `labels=current` they grou
 map each key to its labels now. The dim roll-ups hold each label's values themselves; requests
 without the label are their '' row (every request) less the label's rows.
 
-Raw reads are bounded. The ragged ends of a roll-up answer are less than an hour each. A question
-no roll-up holds (tags crossed with other dimensions) is read from the raw ledger only within a
-budget: the hour roll-ups first give an upper bound of the records it may read
-(`store/hours.py`), and above `raw_budget` (default `RAW_BUDGET`) it is refused with a 400 that
-names the count, instead of scanning. Within one answer (`sharing`), a raw segment is read once.
+Every question is answered; none is refused for its size. What no roll-up holds (tags crossed
+with other dimensions, the filters on status, error code, provider and served model, label
+filters on the tag tree) and local time buckets (any zone, where roll-up hours would have to be
+cut) are answered by the columnar engine (`analytics/columnar.py`) over the settled ledger plus
+the raw ledger for the last minutes it has not copied yet. Without a columnar engine they are
+read from the raw ledger (exact, but slow on millions of records). Within one answer
+(`sharing`), a raw segment is read once.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sqlalchemy import Connection, Engine, func, select
 
+from tallygate.analytics.columnar_sql import ColumnarQuestion, offsets
 from tallygate.analytics.cover import cover
+from tallygate.analytics.mirror import ColumnarEngine, Mirror
 from tallygate.analytics.plan import Segment, levels_for, plan, segments_for
-from tallygate.analytics.query import Query
+from tallygate.analytics.query import Dim, Query
 from tallygate.analytics.segment_reader import SegmentReader, TagMode
 from tallygate.core.metrics import REQUESTS, Agg
 from tallygate.core.timebuckets import HOUR_MS
 from tallygate.core.zones import UTC
-from tallygate.errors import InvalidRequest
 from tallygate.store.hours import Parts, all_counts, hour_counts
+from tallygate.store.logs import LogFilter
 from tallygate.store.schema import api_keys, label_sets, requests, tag_rollups
 
-RAW_BUDGET = 50_000  # records a question no roll-up holds may read from the raw ledger (about a second)
+LOG_HOURS_TTL_S = 30.0  # a logs filter's matching hours are counted again after this long
+SYNC_EVERY_S = 1.0  # a question brings the columnar copy up to date at most this often
 _SPARSE = 0.05  # a tag filter matching less than this share of the records is read by its index
 
 
@@ -48,24 +54,47 @@ class Collected:
     groups: dict[tuple[Any, ...], Agg]
     family: str
     segments: list[Segment] = field(default_factory=list)
-    raw_estimate: int = 0  # upper bound of the raw records read (from the hour roll-ups)
+    raw_estimate: int = 0  # upper bound of the raw records read (from the hour roll-ups), when known
     less: list[Segment] = field(default_factory=list)  # read and subtracted (`analytics/cover.py`)
 
     @property
     def exact(self) -> bool:
-        return all(s.level == "raw" for s in self.segments) and not self.less
+        return all(s.level == "raw" for s in self.segments) and not self.less and self.family != "columnar"
 
 
 class AnalyticsStore:
     """Synchronous analytics queries (run them from a worker thread). With `raw_only` every
-    question is answered from the raw ledger: slow, exact, and a check on the roll-ups."""
+    question is answered from the raw ledger: slow, exact, and a check on the roll-ups. With a
+    `columnar` engine, the questions the roll-ups do not hold are answered by it."""
 
-    def __init__(self, engine: Engine, *, raw_only: bool = False, raw_budget: int = RAW_BUDGET) -> None:
+    def __init__(self, engine: Engine, *, raw_only: bool = False, columnar: ColumnarEngine | None = None,
+                 sync_every_s: float = SYNC_EVERY_S) -> None:
         self._engine = engine
         self._raw_only = raw_only
-        self.raw_budget = raw_budget
+        self.columnar = columnar
+        self.mirror = None if columnar is None else Mirror(engine, columnar)
+        self._sync_every = sync_every_s
+        self._synced_at = 0.0
+        self._syncing = threading.Lock()
         self._local = threading.local()  # .memo: raw segments read during one answer (`sharing`)
         self._sets: dict[str, dict[str, Any]] = {}
+        self._log_hours: dict[tuple[Any, ...], tuple[float, dict[int, int]]] = {}
+
+    def sync(self, *, wait: bool = True) -> int:
+        """Bring the columnar copy up to date (records copied); with `wait` False, skip when another
+        thread is at it or it was done less than `sync_every_s` ago."""
+        if self.mirror is None:
+            return 0
+        if not wait and time.monotonic() - self._synced_at < self._sync_every:
+            return 0
+        if not self._syncing.acquire(blocking=wait):
+            return 0
+        try:
+            copied = self.mirror.sync(int(time.time() * 1000))
+            self._synced_at = time.monotonic()
+            return copied
+        finally:
+            self._syncing.release()
 
     @contextmanager
     def sharing(self) -> Iterator[None]:
@@ -114,35 +143,44 @@ class AnalyticsStore:
 
     def collect_tree(self, root: str | None, max_depth: int, q: Query) -> Collected:
         """Every tag prefix under `root` (all when None) down to `max_depth` levels: keys (prefix,)."""
-        return self._run(q, "tags", segments_for(q, "tags"), TagMode(tree=True, root=root, max_depth=max_depth))
+        family = "raw" if q.filtered else "tags"
+        return self._run(q, family, segments_for(q, family), TagMode(tree=True, root=root, max_depth=max_depth))
 
-    def tagged_by_time(self, q: Query) -> dict[tuple[Any, ...], Agg]:
-        """Requests with at least one tag, grouped by `q`'s time dimension (if any)."""
-        time = q.time_dim
-        sub = self.bounded(q.span(q.from_ms, q.to_ms, (time,) if time else ()))
+    def tagged_by_time(self, q: Query, *, filtered: bool = False) -> dict[tuple[Any, ...], Agg]:
+        """Requests with at least one tag, grouped by `q`'s time dimension (if any); with
+        `filtered`, only those that pass `q`'s filters (but its tag filter)."""
+        time_dim = q.time_dim
+        sub = self.bounded(q.span(q.from_ms, q.to_ms, (time_dim,) if time_dim else ()))
+        if filtered and q.filtered:
+            sub = replace(q, dims=sub.dims, tag=None)
+            return self._run(sub, "raw", segments_for(sub, "raw"), TagMode(tagged=True)).groups
         return self._run(sub, "tags", segments_for(sub, "tags"), TagMode(tagged=True)).groups
+
+    def _bounds(self) -> tuple[int, int]:
+        """The ledger's first record time and last record time + 1 ((0, 0) when empty)."""
+        with self._engine.connect() as conn:
+            first, last = conn.execute(select(func.min(requests.c.created_at),
+                                              func.max(requests.c.created_at))).one()
+        return (0, 0) if first is None else (int(first), int(last) + 1)
 
     def bounded(self, q: Query) -> Query:
         """`q` with an open end closed at the ledger's first or last record, when local time
         buckets need a bounded range to cut (UTC buckets do not)."""
         if q.tz == UTC or q.time_dim is None or (q.from_ms is not None and q.to_ms is not None):
             return q
-        with self._engine.connect() as conn:
-            first, last = conn.execute(select(func.min(requests.c.created_at),
-                                              func.max(requests.c.created_at))).one()
-        first, last = (0, 0) if first is None else (int(first), int(last) + 1)
+        first, last = self._bounds()
         lo = first if q.from_ms is None else q.from_ms
         hi = max(lo, last if q.to_ms is None else q.to_ms)
-        return Query(q.dims, q.tag, q.labels, q.key_id, q.model, lo, hi, q.current_labels, q.tz)
+        return replace(q, from_ms=lo, to_ms=hi)
 
     def tag_groups_per_bucket(self, q: Query) -> dict[int, int] | None:
         """Tag groups per time bucket of a tag x time question whose plan reads only roll-up rows
         at its time level (tags by hour, by day): from the index alone, no metric column read.
         None for any other question."""
         family, segments = plan(q)
-        time = q.time_dim
-        if self._raw_only or family != "tags" or time is None or q.tag_dim is None \
-                or any(s.level != time.arg for s in segments):
+        time_dim = q.time_dim
+        if self._raw_only or family != "tags" or time_dim is None or q.tag_dim is None \
+                or any(s.level != time_dim.arg for s in segments) or self._columnar_answers(q, family):
             return None
         out: dict[int, int] = {}
         with self._engine.connect() as conn:
@@ -155,7 +193,21 @@ class AnalyticsStore:
                     out[int(bucket)] = out.get(int(bucket), 0) + int(n)
         return out
 
+    def _columnar_answers(self, q: Query, family: str) -> bool:
+        """Whether the columnar engine takes `q`: what no roll-up holds, and local time buckets."""
+        if self.columnar is None or self._raw_only:
+            return False
+        if family == "raw":
+            return True
+        if q.tz == UTC or q.time_dim is None or q.from_ms is None or q.to_ms is None:
+            return False
+        # whole-hour offsets: local buckets are whole UTC hours of the roll-ups (measured faster);
+        # 30- and 45-minute offsets would need the raw ledger around every boundary
+        return any(off % HOUR_MS for _, off in offsets(q.from_ms, q.to_ms, q.tz))
+
     def _run(self, q: Query, family: str, segments: list[Segment], mode: TagMode) -> Collected:
+        if self._columnar_answers(q, family):
+            return self._run_columnar(q, mode)
         if self._raw_only:
             segments = [Segment("raw", q.from_ms, q.to_ms)]
         rolled = family != "raw" and not self._raw_only and any(s.level != "raw" for s in segments)
@@ -169,10 +221,8 @@ class AnalyticsStore:
         with self._engine.connect() as conn:
             ctx = SegmentReader(q, conn, self._label_sets(conn), self.current_labels(conn) if q.current_labels else {},
                            mode, getattr(self._local, "memo", None))
-            estimate = 0 if self._raw_only or family != "raw" else self._check_budget(conn, q, mode, segments, ctx)
+            estimate = 0 if self._raw_only or family != "raw" else self._estimate(conn, q, mode, segments, ctx)
             summed = rolled and (family in ("dims", "usage") or mode.tagged)
-            if family != "raw" and not self._raw_only and q.tz != UTC:
-                self._check_local_budget(conn, q, segments)
             for sign, seg in pieces:
                 into = out if sign > 0 else less
                 if seg.level == "raw" and summed:  # ragged ends of a roll-up answer: summed by SQL
@@ -193,12 +243,69 @@ class AnalyticsStore:
         return Collected(out, family, [s for sign, s in pieces if sign > 0], estimate,
                          [s for sign, s in pieces if sign < 0])
 
-    def _check_budget(self, conn: Connection, q: Query, mode: TagMode, segments: list[Segment],
-                      ctx: SegmentReader) -> int:
-        """An upper bound of the raw records a raw-only question reads; refused above the budget.
+    def _run_columnar(self, q: Query, mode: TagMode) -> Collected:
+        """The columnar copy up to its watermark, the raw ledger after it (the last minutes)."""
+        assert self.columnar is not None and self.mirror is not None
+        self.sync(wait=False)
+        mark = self.mirror.watermark
+        lo, hi = q.from_ms, q.to_ms
+        if q.time_dim is not None and (lo is None or hi is None):  # month and local buckets need bounds
+            first, last = self._bounds()
+            lo, hi = (first if lo is None else lo), (max(last, mark) if hi is None else hi)
+        copied_to = mark if hi is None else min(hi, mark)
+        out: dict[tuple[Any, ...], Agg] = {}
+        segments: list[Segment] = []
+        with self._engine.connect() as conn:
+            ctx = SegmentReader(q, conn, self._label_sets(conn), self.current_labels(conn) if q.current_labels else {},
+                                mode, getattr(self._local, "memo", None))
+            if lo is None or lo < copied_to:
+                question = ColumnarQuestion(q, lo, copied_to, ctx.key_ids, ctx.set_ids, mode.tree, mode.root,
+                                            mode.max_depth, mode.tagged)
+                out = self.columnar.answer(question)
+                segments.append(Segment("columnar", lo, copied_to))
+            if hi is None or hi > mark:
+                tail = Segment("raw", mark if lo is None else max(lo, mark), hi)
+                fresh: dict[tuple[Any, ...], Agg] = {}
+                ctx.raw(tail, fresh)
+                for key, agg in fresh.items():
+                    have = out.get(key)
+                    if have is None:
+                        out[key] = Agg(agg.v, None, None)
+                    else:
+                        have.add_vector(agg.v)
+                segments.append(tail)
+        return Collected(out, "columnar", segments)
+
+    def log_hours(self, f: LogFilter) -> tuple[dict[int, int], int] | None:
+        """A logs filter's exact matches per UTC hour before the copy's watermark (one columnar scan,
+        kept for `LOG_HOURS_TTL_S` so that a walk's pages share it); None without a columnar engine."""
+        if self.columnar is None or self.mirror is None:
+            return None
+        self.sync(wait=False)
+        mark = self.mirror.watermark
+        key = (f.tag, tuple(sorted(f.labels.items())), f.key_id, f.model, f.status, f.from_ms, f.to_ms, mark)
+        now = time.monotonic()
+        found = self._log_hours.get(key)
+        if found is not None and now - found[0] < LOG_HOURS_TTL_S:
+            return found[1], mark
+        q = Query((Dim("time", "hour"),), f.tag, f.labels, f.key_id, f.model, f.from_ms, f.to_ms, status=f.status)
+        hi = mark if f.to_ms is None else min(f.to_ms, mark)
+        with self._engine.connect() as conn:
+            ctx = SegmentReader(q, conn, self._label_sets(conn), {}, TagMode())
+            groups = self.columnar.answer(ColumnarQuestion(q, f.from_ms, hi, ctx.key_ids, ctx.set_ids))
+        hours = {int(k[0]): agg.v[REQUESTS] for k, agg in groups.items()}
+        if len(self._log_hours) > 256:
+            self._log_hours.clear()
+        self._log_hours[key] = (now, hours)
+        return hours, mark
+
+    def _estimate(self, conn: Connection, q: Query, mode: TagMode, segments: list[Segment],
+                  ctx: SegmentReader) -> int:
+        """An upper bound of the raw records a raw-only question reads (from the hour roll-ups).
         Decides per raw segment whether a tag filter is read by its index (`ctx.sparse`)."""
         tag = mode.root if mode.tree else None if mode.tagged else q.tag
-        parts = Parts.of(tag=tag, labels={} if q.current_labels else q.labels, key_id=q.key_id, model=q.model)
+        parts = Parts.of(tag=tag, labels={} if q.current_labels else q.labels, key_id=q.key_id, model=q.model,
+                         status=q.status)
         estimate = 0
         for seg in segments:
             if seg.level != "raw":
@@ -209,26 +316,4 @@ class AnalyticsStore:
                 total = sum(all_counts(conn, seg.from_ms, seg.to_ms).values())
                 ctx.sparse[seg] = n < _SPARSE * total
             estimate += n
-        if estimate > self.raw_budget:
-            span = sum(((s.to_ms or 0) - (s.from_ms or 0)) // HOUR_MS for s in segments if s.level == "raw")
-            raise InvalidRequest(
-                f"this question is answered from the raw ledger (no roll-up holds tags crossed with labels, keys "
-                f"or models): its range holds up to {estimate:,} matching records (over about {span:,} hours), "
-                f"more than the budget of {self.raw_budget:,}; narrow from/to, or group tags and the other "
-                f"dimensions in separate questions", param="from")
         return estimate
-
-
-    def _check_local_budget(self, conn: Connection, q: Query, segments: list[Segment]) -> None:
-        """Local buckets that do not start on a UTC hour (30- and 45-minute offsets) read the raw ledger
-        around each boundary, every hour of it for `time.hour`: refused above the raw budget."""
-        parts = Parts.of(tag=None, labels={} if q.current_labels else q.labels, key_id=q.key_id, model=q.model)
-        estimate = sum(sum(hour_counts(conn, parts, s.from_ms, s.to_ms).values()) for s in segments
-                       if s.level == "raw")
-        if estimate > self.raw_budget:
-            unit = q.time_dim.arg if q.time_dim else "time"
-            raise InvalidRequest(
-                f"in {q.tz} the local {unit} buckets do not start on a UTC hour, so "
-                f"the hour roll-ups cannot answer them: this question reads up to {estimate:,} raw records, more "
-                f"than the budget of {self.raw_budget:,}; group by a coarser time unit or narrow from/to",
-                param="tz")

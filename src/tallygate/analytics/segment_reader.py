@@ -20,6 +20,7 @@ from tallygate.analytics.query import Dim, Query
 from tallygate.analytics.sql import (
     raw_records,
     raw_summed,
+    record_filters,
     summed_rows,
     tag_groups,
     time_range,
@@ -211,12 +212,12 @@ class SegmentReader:
         q, mode, dims = self.q, self.mode, self.dims
         want = mode.root if mode.tree else None if mode.tagged else q.tag
         sparse = self.sparse.get(seg, False)
-        memo_key = (seg, want, sparse, q.model, *(None if ids is None else tuple(ids)
-                                                  for ids in (self.key_ids, self.set_ids)))
+        memo_key = (seg, want, sparse, q.model, q.status, q.error_code, q.provider, q.served_model,
+                    *(None if ids is None else tuple(ids) for ids in (self.key_ids, self.set_ids)))
         rows: Iterable[Any] | None = None if self.memo is None else self.memo.get(memo_key)
         if rows is None:
             rows = raw_records(self.conn, seg, tag=want, key_ids=self.key_ids, model=q.model, set_ids=self.set_ids,
-                               sparse_tag=sparse)
+                               sparse_tag=sparse, extra=record_filters(q))
             if self.memo is not None:
                 rows = self.memo[memo_key] = list(rows)
         tag_dim = next((d for d in dims if d.is_tag), None)

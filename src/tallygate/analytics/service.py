@@ -40,14 +40,14 @@ def _sort_key(dims: tuple[Dim, ...], key: tuple[Any, ...], agg: Agg) -> tuple[An
     return (time_part, -agg.v[COST_PICO], -agg.v[REQUESTS], rest)
 
 
-def _plan(c: Collected, budget: int, tz: str) -> dict[str, Any]:
+def _plan(c: Collected, tz: str) -> dict[str, Any]:
     segments = [{"level": s.level, "from": s.from_ms, "to": s.to_ms} for s in c.segments]
     segments += [{"level": s.level, "from": s.from_ms, "to": s.to_ms, "subtracted": True} for s in c.less]
     doc: dict[str, Any] = {"source": c.family, "timezone": tz, "segments": segments,
            "percentiles": "exact" if c.exact else "histogram",
            "percentile_max_relative_error": 0 if c.exact else round(MAX_RELATIVE_ERROR, 4)}
     if c.family == "raw":
-        doc["raw_records"] = {"at_most": c.raw_estimate, "budget": budget}
+        doc["raw_records"] = {"at_most": c.raw_estimate}
     return doc
 
 
@@ -119,12 +119,13 @@ class Analytics:
             data.append(row)
         return {
             "object": "analytics.usage", "group_by": [d.name for d in q.dims],
-            "filters": {"tag": q.tag, "labels": q.labels, "key": q.key_id, "model": q.model},
+            "filters": {"tag": q.tag, "labels": q.labels, "key": q.key_id, "model": q.model, "status": q.status,
+                        "error_code": q.error_code, "provider": q.provider, "served_model": q.served_model},
             "from": q.from_ms, "to": q.to_ms, "timezone": q.tz,
             "labels": "current" if q.current_labels else "recorded",
             "overlapping": q.overlapping, **({"note": OVERLAP_NOTE} if q.overlapping else {}),
             "data": data, "truncated": len(ordered) + left_out > limit, "row_count": len(ordered) + left_out,
-            "totals": render(total), "plan": {**_plan(rows, self.store.raw_budget, q.tz), **(
+            "totals": render(total), "plan": {**_plan(rows, q.tz), **(
                 {"page": {"metrics_read_to": read.to_ms, "later_rows_counted": left_out}} if left_out else {})},
         }
 
@@ -144,12 +145,12 @@ class Analytics:
         if root is not None:
             totals = c.groups.get((root,), Agg())
         else:
-            totals = self.store.tagged_by_time(q.span(q.from_ms, q.to_ms)).get((), Agg())
+            totals = self.store.tagged_by_time(q.with_dims(()), filtered=True).get((), Agg())
         return {"object": "analytics.tag_tree", "root": root, "depth": depth, "from": q.from_ms, "to": q.to_ms,
-                "timezone": q.tz,
+                "timezone": q.tz, "filters": {"labels": q.labels},
                 "overlapping": True, "note": "each request counts once in every node it is under; sibling "
                 "nodes may share requests, so children can add up to more than their parent",
-                "totals": render(totals), "data": roots, "plan": _plan(c, self.store.raw_budget, q.tz)}
+                "totals": render(totals), "data": roots, "plan": _plan(c, q.tz)}
 
     def export(self, month: str, start: int, end: int, dims: tuple[Dim, ...], rate: Decimal,
                current_labels: bool = False, tz: str = UTC) -> dict[str, Any]:
@@ -170,5 +171,5 @@ class Analytics:
         doc = invoice(month, [d.name for d in dims], lines, rate)
         doc["labels"] = "current" if current_labels else "recorded"
         doc["timezone"], doc["from"], doc["to"] = tz, start, end
-        doc["plan"] = _plan(c, self.store.raw_budget, tz)
+        doc["plan"] = _plan(c, tz)
         return doc

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import BigInteger, ColumnElement, Connection, Table, Text, and_, case, cast, func, or_, select, true
 
 from tallygate.analytics.plan import Segment
-from tallygate.analytics.query import Dim
+from tallygate.analytics.query import Dim, Query
 from tallygate.core.histogram import EDGES_US
 from tallygate.core.metrics import COST_PICO, LATENCY_START, METRICS, TTFT_START, WIDTH, Agg
 from tallygate.core.timebuckets import month_floor
@@ -117,12 +117,23 @@ def tagged_records(tag: str, seg: Segment) -> ColumnElement[bool]:
     return requests.c.id.in_(select(rt.request_id).where(rt.tag.in_(tags), *time_range(rt.created_at, seg)))
 
 
-def raw_records(conn: Connection, seg: Segment, *, tag: str | None, key_ids: list[str] | None,
-                model: str | None, set_ids: list[str] | None, sparse_tag: bool = False) -> Iterable[Any]:
-    """Ledger records of one segment (with their feedback score), filtered in SQL (but for a
-    common tag, which the caller checks on each record's tags)."""
+def record_filters(q: Query) -> list[Any]:
+    """The question's filters on record columns only the raw ledger holds (status, error code, ...)."""
     c = requests.c
-    where = time_range(c.created_at, seg)
+    where = [] if q.status is None else [c.status == q.status]
+    for col, value in ((c.error_code, q.error_code), (c.provider, q.provider), (c.served_model, q.served_model)):
+        if value is not None:
+            where.append(col == value)
+    return where
+
+
+def raw_records(conn: Connection, seg: Segment, *, tag: str | None, key_ids: list[str] | None,
+                model: str | None, set_ids: list[str] | None, sparse_tag: bool = False,
+                extra: list[Any] | None = None) -> Iterable[Any]:
+    """Ledger records of one segment (with their feedback score), filtered in SQL (but for a
+    common tag, which the caller checks on each record's tags); `extra`: more conditions."""
+    c = requests.c
+    where = time_range(c.created_at, seg) + list(extra or ())
     if tag is not None and sparse_tag:
         where.append(tagged_records(tag, seg))
     if key_ids is not None:

@@ -32,7 +32,8 @@ from tallygate.manage.schemas import ERRORS
 from tallygate.pipeline.tags import check_tag_filter
 from tallygate.types import Principal
 
-_USAGE = {"group_by", "tag", "key", "model", "from", "to", "labels", "limit", "tz"}
+_USAGE = {"group_by", "tag", "key", "model", "from", "to", "labels", "limit", "tz", "status", "error_code",
+          "provider", "served_model"}
 _TREE = {"root", "depth", "from", "to", "tz"}
 _EXPORT = {"month", "group_by", "markup", "format", "labels", "tz"}
 _TZ = ("reporting time zone, an IANA name (default: the config's reporting.timezone, else UTC): "
@@ -69,11 +70,18 @@ def analytics_router(analytics: Analytics) -> APIRouter:
                                                         "kept them; 'current': each key's labels now")] = None,
         limit: Annotated[int, Query(ge=1, le=MAX_ROWS)] = 1000,
         tz: Annotated[str | None, tz_query()] = None,
+        status: Annotated[int | None, Query(ge=100, le=599, description="HTTP status of the answer")] = None,
+        error_code: Annotated[str | None, Query(max_length=64, description="the error's code, as in the "
+                                                                           "ledger record")] = None,
+        provider: Annotated[str | None, Query(max_length=200, description="provider that served it")] = None,
+        served_model: Annotated[str | None, Query(max_length=200, description="model the provider "
+                                                                              "served")] = None,
     ) -> dict[str, Any]:
         _only(request, _USAGE, labels=True)
         zone = parse_zone(tz, analytics.timezone)
         q = Question(parse_group_by(group_by), check_tag_filter(tag), label_filters(request), key, model,
-                     parse_time(from_, "from", zone), parse_time(to, "to", zone), parse_label_mode(labels), zone)
+                     parse_time(from_, "from", zone), parse_time(to, "to", zone), parse_label_mode(labels), zone,
+                     status, error_code, provider, served_model)
         return await run_in_threadpool(analytics.usage, q, limit)
 
     @router.get("/v1/analytics/tags/tree", summary="The tag hierarchy with metrics at every node")
@@ -87,13 +95,14 @@ def analytics_router(analytics: Analytics) -> APIRouter:
         to: Annotated[str | None, Query(description="exclusive; ISO 8601 or epoch ms")] = None,
         tz: Annotated[str | None, tz_query()] = None,
     ) -> dict[str, Any]:
-        _only(request, _TREE, labels=False)
+        _only(request, _TREE, labels=True)
         zone = parse_zone(tz, analytics.timezone)
         try:
             root = check_tag_filter(root)
         except InvalidRequest as err:
             raise InvalidRequest(err.message.replace("tag", "root", 1), param="root") from None
-        q = Question(from_ms=parse_time(from_, "from", zone), to_ms=parse_time(to, "to", zone), tz=zone)
+        q = Question(labels=label_filters(request), from_ms=parse_time(from_, "from", zone),
+                     to_ms=parse_time(to, "to", zone), tz=zone)
         return await run_in_threadpool(analytics.tree, root, depth, q)
 
     @router.get("/v1/analytics/export", summary="A month's invoice lines per group, with a markup",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -115,6 +115,9 @@ class LogPage:
     partial: bool = False
 
 
+# A filter's exact matches per UTC hour, for the hours before the returned time (a columnar engine
+# counts them in one scan): a walk then reads only hours that hold a match. None: not known.
+ExactHours = Callable[[LogFilter], tuple[dict[int, int], int] | None]
 SCAN_BUDGET_MS = 50.0  # a page stops scanning hours after this long (and says it is partial)
 _SPARSE = 0.05  # below this share of an hour's records, a tag is found by its index, not by scanning the hour
 
@@ -127,9 +130,11 @@ class LogReader:
     and no query reads more than one hour of the ledger. After `budget_ms` of hours that gave too
     few rows the page ends early, marked partial, with a cursor at the hour it stopped at."""
 
-    def __init__(self, engine: Engine, *, budget_ms: float = SCAN_BUDGET_MS) -> None:
+    def __init__(self, engine: Engine, *, budget_ms: float = SCAN_BUDGET_MS,
+                 exact_hours: ExactHours | None = None) -> None:
         self._engine = engine
         self.budget_ms = budget_ms
+        self._exact_hours = exact_hours
 
     def get(self, request_id: str) -> LoggedRequest | None:
         with self._engine.connect() as conn:
@@ -168,6 +173,14 @@ class LogReader:
                 where += [c.created_at <= ms, or_(c.created_at < ms, c.id < rid)]
             parts = Parts.of(tag=f.tag, labels=f.labels, key_id=f.key_id, model=f.model, status=f.status)
             counts = hour_counts(conn, parts, f.from_ms, upper)
+            if self._exact_hours is not None and counts:
+                exact = self._exact_hours(f)  # the hours before `upto` that hold a match, and how many
+                if exact is not None:
+                    found, upto = exact
+                    counts = {h: n if h + HOUR_MS > upto else found[h] for h, n in counts.items()
+                              if h + HOUR_MS > upto or found.get(h)}
+                    if not counts:
+                        return LogPage([], None)
             totals = all_counts(conn, f.from_ms, upper) if f.tag is not None else {}
             subtree: list[str] | None = None  # the tags under f.tag, for reading a rare one by its key
             for hour in sorted(counts, reverse=True):

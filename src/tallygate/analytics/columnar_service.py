@@ -1,0 +1,73 @@
+"""Where the columnar copy lives, and the service that keeps it up to date in the background.
+
+`TALLYGATE_ANALYTICS_COLUMNAR` names a DuckDB file, ':memory:' (rebuilt at each start), or 'off'
+(questions the roll-ups do not hold are then read from the raw ledger: exact but slow). The
+default is `<ledger file>.analytics.duckdb` next to a SQLite ledger, else
+`./tallygate-analytics.duckdb`. A DuckDB file has one writing process: with `--workers N` each
+worker takes the first free of `<file>`, `<file>.1`, ... (a copy each).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+import duckdb
+from sqlalchemy import make_url
+
+from tallygate.analytics.columnar import DuckDBColumnar
+from tallygate.analytics.reader import AnalyticsStore
+from tallygate.core.periodic import Periodic
+from tallygate.settings import Settings
+
+log = logging.getLogger("tallygate.analytics")
+MAX_COPIES = 64
+
+
+def columnar_path(settings: Settings) -> str | None:
+    """The configured columnar copy's path (None: off)."""
+    if settings.analytics_columnar:
+        return None if settings.analytics_columnar == "off" else settings.analytics_columnar
+    url = make_url(settings.db_url)
+    if url.get_backend_name() == "sqlite":
+        if not url.database or url.database == ":memory:":
+            return ":memory:"
+        return url.database + ".analytics.duckdb"
+    return "tallygate-analytics.duckdb"
+
+
+def columnar_engine(settings: Settings) -> DuckDBColumnar | None:
+    """The process's DuckDB copy: the configured file, or the first free numbered one beside it."""
+    path = columnar_path(settings)
+    if path is None or path == ":memory:":
+        return None if path is None else DuckDBColumnar(path)
+    for n in range(MAX_COPIES):
+        candidate = path if n == 0 else f"{path}.{n}"
+        try:
+            Path(candidate).parent.mkdir(parents=True, exist_ok=True)
+            return DuckDBColumnar(candidate)
+        except duckdb.IOException:  # held by another worker process
+            continue
+    log.warning("no free columnar copy among %s .. .%d: analytics read the raw ledger", path, MAX_COPIES - 1)
+    return None
+
+
+class ColumnarSync:
+    """A service: copies the settled ledger into the columnar engine every `every_s` seconds."""
+
+    def __init__(self, store: AnalyticsStore, every_s: float = 5.0) -> None:
+        self._store = store
+        self._job = Periodic(every_s, self._sync, log, "columnar copy failed; retrying at the next interval")
+
+    async def start(self) -> None:
+        if self._store.columnar is not None:
+            self._job.start()
+
+    async def stop(self) -> None:
+        await self._job.stop()
+
+    async def _sync(self) -> None:
+        copied = await asyncio.to_thread(self._store.sync)
+        if copied:
+            log.info("columnar copy: %d records copied", copied)

@@ -1,0 +1,247 @@
+"""One analytics question as one SQL statement over the columnar copy (DuckDB's dialect).
+
+The statement's groups are keyed as `analytics/segment_reader.py` keys them, so its answer
+merges with the roll-up and raw-ledger readers' (the tail of the ledger not yet copied):
+
+* plain dimensions are columns; `label.<x>` joins the label set's (or, with `labels=current`,
+  the key's) value of x; `time.*` maps each record's quarter-hour to the start of its local
+  bucket through a list computed here (`core.zones`, the zone database the rest of the API
+  uses, so answers agree to the millisecond in every zone);
+* tag dimensions unnest each record's distinct tags (cut to n levels, within the tag filter's
+  subtree); a record with none is in the group whose tag is null; the tree unnests every prefix;
+* every metric is summed per group: requests, errors, tokens, cost (as 128-bit integers), the
+  feedback scores, and the latency and time-to-first-token histograms (`core.histogram`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+from tallygate.analytics.query import Dim, Query
+from tallygate.core import zones
+from tallygate.core.metrics import (
+    CACHE_WRITE_TOKENS,
+    CACHED_TOKENS,
+    COST_PICO,
+    ERRORS,
+    FEEDBACK_COUNT,
+    FEEDBACK_SUM,
+    INPUT_TOKENS,
+    LATENCY_START,
+    OUTPUT_TOKENS,
+    REASONING_TOKENS,
+    REQUESTS,
+    TTFT_START,
+    WIDTH,
+    Agg,
+)
+from tallygate.core.tagpath import MAX_DEPTH
+from tallygate.core.timebuckets import DAY_MS, HOUR_MS
+
+_PLAIN = {"key": "key_id", "model": "requested_model", "served_model": "served_model", "provider": "provider",
+          "status": "status"}
+_SUMS = (("count(*)", REQUESTS), ("count(*) FILTER (WHERE status >= 400)", ERRORS),
+         ("sum(input_tokens)", INPUT_TOKENS), ("sum(output_tokens)", OUTPUT_TOKENS),
+         ("sum(cached_tokens)", CACHED_TOKENS), ("sum(cache_write_tokens)", CACHE_WRITE_TOKENS),
+         ("sum(reasoning_tokens)", REASONING_TOKENS), ("sum(cost_pico::HUGEINT)", COST_PICO))
+QUARTER_MS = zones.QUARTER_MS
+
+
+@dataclass(slots=True)
+class ColumnarQuestion:
+    """A question, its time range and its resolved filters, for the columnar engine.
+
+    `tree`: keys are (prefix, *time) for every tag prefix under `root` down to `max_depth`;
+    `tagged`: only records with a tag, keyed by time alone (the tag tree's totals)."""
+
+    q: Query
+    from_ms: int | None
+    to_ms: int | None
+    key_ids: list[str] | None = None
+    set_ids: list[str] | None = None
+    tree: bool = False
+    root: str | None = None
+    max_depth: int = 0
+    tagged: bool = False
+    params: dict[str, Any] = field(default_factory=dict)
+
+    # ------------------------------------------------------------------------------ SQL
+    def _p(self, value: Any) -> str:
+        name = f"p{len(self.params)}"
+        self.params[name] = value
+        return f"${name}"
+
+    @property
+    def dims(self) -> tuple[Dim, ...]:
+        """The dimensions keyed in SQL (the tree and `tagged` keep only time)."""
+        q = self.q
+        return tuple(d for d in q.dims if d.kind == "time") if self.tree or self.tagged else q.dims
+
+    def _where(self) -> list[str]:
+        q, where = self.q, []
+        if self.from_ms is not None:
+            where.append(f"created_at >= {int(self.from_ms)}")
+        if self.to_ms is not None:
+            where.append(f"created_at < {int(self.to_ms)}")
+        for column, value in (("requested_model", q.model), ("served_model", q.served_model),
+                              ("provider", q.provider), ("error_code", q.error_code)):
+            if value is not None:
+                where.append(f"{column} = {self._p(value)}")
+        if q.status is not None:
+            where.append(f"status = {int(q.status)}")
+        for column, values in (("key_id", self.key_ids), ("label_set", self.set_ids)):
+            if values is not None:
+                where.append(self._in_list(column, values) if values else "false")
+        want = self.root if self.tree else None if self.tagged else q.tag
+        if want is not None:
+            where.append(self._carries(want))
+        if self.tagged:
+            where.append("len(tags) > 0")
+        return where
+
+    def _in_list(self, column: str, values: list[str]) -> str:
+        return f"{column} IN (SELECT unnest({self._p(values)}::VARCHAR[]))"
+
+    def _carries(self, tag: str) -> str:
+        """A record has `tag` or a tag under it: `tag` is one of its prefixes."""
+        return f"list_contains(p{tag.count('/') + 1}, {self._p(tag)})"
+
+    def _under(self, kind: str, depth: int, tag: str | None) -> str:
+        """The record's tags (kind 't') or prefixes ('p') of one depth, within `tag`'s subtree."""
+        column = f"{kind}{depth}"
+        if tag is None:
+            return column
+        t = self._p(tag)
+        if depth == tag.count("/") + 1:
+            return f"(CASE WHEN list_contains({column}, {t}) THEN [{t}] ELSE []::VARCHAR[] END)"
+        return f"list_filter({column}, x -> starts_with(x, {t} || '/'))"
+
+    def _in_subtree(self, tag: str) -> str:
+        t = self._p(tag)
+        return f"list_filter(tags, x -> x = {t} OR starts_with(x, {t} || '/'))"
+
+    def _tag_list(self) -> str | None:
+        """The list each record is unnested by (None: one row per record), from the depth columns."""
+        q = self.q
+        want = self.root if self.tree else q.tag
+        dim = q.tag_dim
+        if not self.tree and (dim is None or self.tagged):
+            return None
+        top = want.count("/") + 1 if want is not None else 1
+        if self.tree:
+            parts = [self._under("p", d, want) for d in range(top, min(int(self.max_depth), MAX_DEPTH) + 1)]
+        elif dim is not None and dim.kind == "tag":
+            parts = ["tags"] if want is None else [self._under("t", d, want) for d in range(top, MAX_DEPTH + 1)]
+        else:
+            assert dim is not None
+            n = int(dim.arg or 0)
+            parts = [self._under("t", d, want) for d in range(top, n)] + [self._under("p", n, want)]
+        return " || ".join(parts) if parts else "[]::VARCHAR[]"
+
+    def _time(self, d: Dim) -> str:
+        """The bucket of each record by arithmetic on its UTC offset (constant between the range's
+        DST transitions): local hours exactly; local days (and months) as the instant that is the
+        local midnight by the record's own offset, which `groups` maps to the true start."""
+        unit, tz = str(d.arg), self.q.tz
+        step = HOUR_MS if unit == "hour" else DAY_MS
+        if tz == zones.UTC:
+            return f"(created_at - created_at % {step})"
+        lo, hi = self.from_ms, self.to_ms
+        assert lo is not None and hi is not None, "local buckets need a bounded range"
+        pieces = offsets(lo, hi, tz)
+        off = str(pieces[-1][1]) if len(pieces) == 1 else (
+            "CASE " + " ".join(f"WHEN created_at < {start} THEN {prev}" for (start, _), (_, prev)
+                               in zip(pieces[1:], pieces[:-1], strict=True)) + f" ELSE {pieces[-1][1]} END")
+        return f"(created_at - (((created_at + {off}) % {step}) + {step}) % {step})"
+
+    def _true_bucket(self, d: Dim, value: int) -> int:
+        """A time key from SQL as the start of its local bucket (hours are exact already)."""
+        unit = str(d.arg)
+        if unit == "hour" or (unit == "day" and self.q.tz == zones.UTC):
+            return value
+        return zones.floor(value + 2 * HOUR_MS, unit, self.q.tz)  # within a DST shift of local midnight
+
+    def sql(self, *, feedback: bool) -> tuple[str, dict[str, Any]]:
+        """The statement and its parameters; `feedback`: join the scores (skipped when none exist)."""
+        self.params = {}
+        q, dims = self.q, self.dims
+        where = self._where()
+        tag_list = self._tag_list()
+        inner = ["*"] + (["unnest(CASE WHEN len(tl) = 0 THEN [NULL::VARCHAR] ELSE tl END) AS tg"]
+                         if tag_list is not None and not self.tree else ["unnest(tl) AS tg"] if self.tree else [])
+        keys, joins = [], []
+        if self.tree:
+            keys.append("tg")
+        for i, d in enumerate(dims):
+            if d.is_tag:
+                keys.append("tg")
+            elif d.kind == "time":
+                keys.append(self._time(d))
+            elif d.kind == "label":
+                table, col = ("key_labels", "key_id") if q.current_labels else ("label_values", "set_id")
+                source = "key_id" if q.current_labels else "label_set"
+                joins.append(f"LEFT JOIN {table} l{i} ON l{i}.{col} = r.{source} AND l{i}.name = "
+                             f"{self._p(str(d.arg))}")
+                keys.append(f"l{i}.value")
+            else:
+                keys.append(f"r.{_PLAIN[d.kind]}")
+        if feedback:
+            joins.append("LEFT JOIN feedback f ON f.request_id = r.id")
+        sums = [s for s, _ in _SUMS] + (["count(f.score_milli)", "coalesce(sum(f.score_milli), 0)"] if feedback
+                                        else ["0", "0"])
+        sums += ["histogram(lat_b)", "histogram(ttft_b)"]
+        cols = [f"{k} AS g{i}" for i, k in enumerate(keys)]
+        source = "records" if tag_list is None else f"(SELECT *, {tag_list} AS tl FROM records)"
+        sql = (f"SELECT {', '.join(cols + sums)} FROM (SELECT {', '.join(inner)} FROM {source}"
+               f"{' WHERE ' + ' AND '.join(where) if where else ''}) r {' '.join(joins)}"
+               f"{' GROUP BY ' + ', '.join(f'g{i}' for i in range(len(keys))) if keys else ''}")
+        return sql, self.params
+
+    # --------------------------------------------------------------------------- answers
+    def groups(self, rows: list[tuple[Any, ...]]) -> dict[tuple[Any, ...], Agg]:
+        shift = 1 if self.tree else 0
+        n = len(self.dims) + shift
+        status_at = [i + shift for i, d in enumerate(self.dims) if d.kind == "status"]
+        times = [(i + shift, d) for i, d in enumerate(self.dims) if d.kind == "time"]
+        out: dict[tuple[Any, ...], Agg] = {}
+        for row in rows:
+            if not row[n]:  # no record at all (an ungrouped count over an empty range)
+                continue
+            key = list(row[:n])
+            for i in status_at:
+                key[i] = None if key[i] is None else int(key[i])
+            for i, d in times:
+                key[i] = self._true_bucket(d, int(key[i]))
+            v = [0] * WIDTH
+            for (_, pos), value in zip(_SUMS, row[n:], strict=False):
+                v[pos] = int(value or 0)
+            v[FEEDBACK_COUNT] = int(row[n + len(_SUMS)] or 0)
+            v[FEEDBACK_SUM] = int(row[n + len(_SUMS) + 1] or 0)
+            for start, hist in ((LATENCY_START, row[-2]), (TTFT_START, row[-1])):
+                for b, count in (hist or {}).items():
+                    v[start + int(b)] += int(count)
+            have = out.get(tuple(key))
+            if have is None:
+                out[tuple(key)] = Agg(v, None, None)
+            else:  # two SQL groups of one local day or month
+                have.add_vector(v)
+        return out
+
+
+def offsets(lo: int, hi: int, tz: str) -> list[tuple[int, int]]:
+    """(from, UTC offset in ms) for each stretch of [lo, hi) with one offset; offsets change on a
+    quarter-hour, found hour by hour and then to the quarter."""
+    out = [(lo, _offset_ms(lo, tz))]
+    for hour in range(lo - lo % HOUR_MS + HOUR_MS, hi, HOUR_MS):
+        now = _offset_ms(hour, tz)
+        if now != out[-1][1]:
+            at = next(q for q in range(hour - HOUR_MS + QUARTER_MS, hour + 1, QUARTER_MS) if _offset_ms(q, tz) == now)
+            out.append((max(at, lo), now))
+    return out
+
+
+def _offset_ms(ms: int, tz: str) -> int:
+    local = dt.datetime.fromtimestamp(ms / 1000, zones.zone(tz)).utcoffset()
+    return 0 if local is None else int(local.total_seconds() * 1000)

@@ -1,0 +1,169 @@
+"""Keeping a columnar copy of the ledger: what to copy, and how to know the copy is complete.
+
+The ledger (SQLite or PostgreSQL) stays the record of truth; a columnar engine
+(`analytics/columnar.py`, `analytics/clickhouse.py`) holds a copy of its settled part and
+answers questions from it. `Mirror` is the engine-neutral bookkeeping of that copy:
+
+* records whose `created_at` is before `watermark` are copied, once, in time order, in chunks
+  (`copy_range`). Records younger than `SETTLED_MS` are not copied yet: a request is recorded
+  when it ends, so records of a still-open minute keep arriving; the reader takes that tail from
+  the ledger itself.
+* every sync also compares the copy's count per UTC hour with the ledger's own (the hour
+  roll-up's every-request row, written in the same transaction as the records): an hour that
+  differs (a record replayed from the journal after a crash, a record that took longer than
+  `SETTLED_MS` to arrive) is copied again whole. Records are never updated in place; a
+  feedback score is, and is copied by its `updated_at`.
+
+The copy is therefore exact for every hour before the watermark whose count matches, which is
+every hour after a sync.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any, Protocol
+
+from sqlalchemy import Connection, Engine, Text, cast, func, select
+
+from tallygate.analytics.columnar_sql import ColumnarQuestion
+from tallygate.core.metrics import Agg
+from tallygate.core.timebuckets import HOUR_MS
+from tallygate.store.schema import api_keys, dim_rollups, feedback, label_sets, requests
+
+SETTLED_MS = 600_000  # records younger than this may still arrive: read from the ledger (as `cover.py`)
+CHUNK_MS = 6 * HOUR_MS  # one copy transaction: 6 hours (about 80,000 records at 10M a month)
+
+# The columns copied, in order: what a question can group, filter or sum by.
+COLUMNS = ("id", "created_at", "key_id", "label_set", "tags", "requested_model", "served_model", "provider",
+           "status", "error_code", "input_tokens", "output_tokens", "cached_tokens", "cache_write_tokens",
+           "reasoning_tokens", "cost_pico", "latency_us", "ttft_us")
+_SELECT = [requests.c[name] if name != "tags" else cast(requests.c.tags, Text) for name in COLUMNS]
+
+
+class Sink(Protocol):
+    """What a columnar engine offers the mirror: replace a time range's records, and small tables."""
+
+    def replace_range(self, from_ms: int, to_ms: int, rows: list[tuple[Any, ...]]) -> None: ...
+
+    def hour_counts(self) -> dict[int, int]: ...
+
+    def set_feedback(self, rows: list[tuple[str, int]]) -> None: ...
+
+    def set_labels(self, label_sets: dict[str, dict[str, Any]], key_labels: dict[str, dict[str, Any]]) -> None: ...
+
+    def get_meta(self, name: str) -> int | None: ...
+
+    def set_meta(self, name: str, value: int) -> None: ...
+
+
+class ColumnarEngine(Sink, Protocol):
+    """A columnar engine: the mirror's sink, and the answer to one question over its copy."""
+
+    name: str
+
+    def answer(self, question: ColumnarQuestion) -> dict[tuple[Any, ...], Agg]: ...
+
+    def count(self) -> int: ...
+
+
+def ledger_rows(conn: Connection, from_ms: int, to_ms: int) -> list[tuple[Any, ...]]:
+    """The ledger's records in [from, to), as `COLUMNS` (tags as their JSON text)."""
+    c = requests.c
+    query = select(*_SELECT).where(c.created_at >= from_ms, c.created_at < to_ms)
+    return [tuple(r) for r in conn.execute(query)]
+
+
+def label_value(value: Any) -> str | None:
+    """A label's value as the columnar engines keep it (text)."""
+    if value is None or isinstance(value, str):
+        return value
+    return json.dumps(value)
+
+
+class Mirror:
+    """Copies the settled ledger into a `Sink` and repairs the hours whose counts differ."""
+
+    def __init__(self, engine: Engine, sink: Sink) -> None:
+        self.engine = engine
+        self.sink = sink
+        self.counts: dict[int, int] = sink.hour_counts()  # the copy's records per UTC hour
+        self._sets_seen = -1
+        self._keys_seen: tuple[int, int] = (-1, -1)
+
+    @property
+    def watermark(self) -> int:
+        """Records before this time are in the copy (0: nothing copied yet)."""
+        return self.sink.get_meta("watermark") or 0
+
+    def sync(self, now_ms: int) -> int:
+        """Bring the copy up to `now_ms - SETTLED_MS`; returns the records copied."""
+        target = now_ms - SETTLED_MS
+        copied = 0
+        with self.engine.connect() as conn:
+            self._sync_labels(conn)
+            self._sync_feedback(conn)
+            start = self.watermark
+            if start == 0:
+                first = conn.execute(select(func.min(requests.c.created_at))).scalar()
+                if first is None:
+                    return 0
+                start = int(first) - int(first) % HOUR_MS
+            for lo, hi in _chunks(start, target):
+                copied += self._copy(conn, lo, hi)
+                self.sink.set_meta("watermark", hi)
+            copied += self._repair(conn)
+        return copied
+
+    def _copy(self, conn: Connection, lo: int, hi: int) -> int:
+        rows = ledger_rows(conn, lo, hi)
+        self.sink.replace_range(lo, hi, rows)
+        for hour in range(lo - lo % HOUR_MS, hi, HOUR_MS):
+            self.counts.pop(hour, None)
+        for row in rows:
+            hour = row[1] - row[1] % HOUR_MS
+            self.counts[hour] = self.counts.get(hour, 0) + 1
+        return len(rows)
+
+    def _repair(self, conn: Connection) -> int:
+        """Copy again every whole hour before the watermark whose count differs from the ledger's."""
+        mark = self.watermark
+        t = dim_rollups["hour"]
+        ledger = dict(conn.execute(select(t.c.bucket, t.c.requests).where(t.c.dim == "", t.c.value == "",
+                                                                           t.c.bucket < mark - mark % HOUR_MS)).all())
+        stale = [h for h in set(ledger) | {h for h in self.counts if h < mark - mark % HOUR_MS}
+                 if ledger.get(h, 0) != self.counts.get(h, 0)]
+        copied = 0
+        for hour in sorted(stale):
+            copied += self._copy(conn, hour, hour + HOUR_MS)
+        return copied
+
+    def _sync_labels(self, conn: Connection) -> None:
+        n_sets = conn.execute(select(func.count()).select_from(label_sets)).scalar_one()
+        keys = conn.execute(select(func.count(), func.coalesce(func.max(api_keys.c.updated_at), 0))
+                            .select_from(api_keys)).one()
+        keys_seen = (int(keys[0]), int(keys[1]))
+        if n_sets == self._sets_seen and keys_seen == self._keys_seen:
+            return
+        sets = {sid: labels or {} for sid, labels in conn.execute(select(label_sets.c.id, label_sets.c.labels))}
+        current = {kid: labels or {} for kid, labels in conn.execute(select(api_keys.c.id, api_keys.c.labels))}
+        self.sink.set_labels(sets, current)
+        self._sets_seen, self._keys_seen = n_sets, keys_seen
+
+    def _sync_feedback(self, conn: Connection) -> None:
+        since = self.sink.get_meta("feedback_at") or 0
+        f = feedback.c
+        # >=: a score set in the same millisecond as the last one copied is copied too (again)
+        rows = conn.execute(select(f.request_id, f.score_milli, f.updated_at).where(f.updated_at >= since)
+                            .order_by(f.updated_at)).all()
+        if rows:
+            self.sink.set_feedback([(r[0], int(r[1])) for r in rows])
+            self.sink.set_meta("feedback_at", int(rows[-1][2]))
+
+
+def _chunks(start: int, end: int) -> Iterator[tuple[int, int]]:
+    lo = start
+    while lo < end:
+        hi = min(lo - lo % CHUNK_MS + CHUNK_MS, end)
+        yield lo, hi
+        lo = hi

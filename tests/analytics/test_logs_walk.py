@@ -1,0 +1,46 @@
+"""A logs walk reads only the hours that hold a match once the columnar copy has counted them:
+a combined filter that matches nothing ends on its first page, and a rare one returns exactly
+its records, newest first."""
+
+from __future__ import annotations
+
+import random
+
+from tallygate.analytics.columnar import DuckDBColumnar
+from tallygate.analytics.reader import AnalyticsStore
+from tallygate.core.tagpath import carries
+from tallygate.store.db import migrate, open_engine
+from tallygate.store.logs import LogFilter, LogReader
+from tests.analytics.ledgers import fill, random_records
+
+
+def test_a_logs_walk_reads_only_hours_with_matches_and_finds_every_record(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    engine = open_engine(f"sqlite:///{tmp_path}/l.db")
+    migrate(engine)
+    rng = random.Random(21)
+    records = random_records(rng, 3000)
+    fill(engine, records, rng, feedback=0)
+    store = AnalyticsStore(engine, columnar=DuckDBColumnar())
+    store.sync()
+    logs = LogReader(engine, budget_ms=0.0, exact_hours=store.log_hours)  # any hour without a row ends a page
+    nothing = next(f for f in (LogFilter(tag=t, labels={"env": "dev"}, model="m2", status=502, key_id=k)
+                               for t in ("US/CA/SF", "EU", "prod", "team/b") for k in ("k1", "k2", "k3"))
+                   if not any(carries(r.tags, f.tag or "") and r.labels == {"env": "dev"} and r.key_id == f.key_id
+                              and r.requested_model == "m2" and r.status == 502 for r in records))
+    page = logs.page(nothing, 50, None)
+    assert page.rows == [] and page.next_cursor is None and not page.partial
+    rare = LogFilter(tag="EU", model="m1", status=429)
+    want = sorted((r for r in records if carries(r.tags, "EU") and r.requested_model == "m1" and r.status == 429),
+                  key=lambda r: (r.created_at, r.id), reverse=True)
+    assert 0 < len(want) < 100
+    got, cursor, pages = [], None, 0
+    while True:
+        page = logs.page(rare, 5, cursor)
+        pages += 1
+        got += [r.record.id for r in page.rows]
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+    assert got == [r.id for r in want]
+    assert pages <= len(want) // 5 + 1 + len({r.created_at // 3_600_000 for r in want})
+    engine.dispose()
