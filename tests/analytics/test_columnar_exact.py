@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import random
 
+import msgspec
 import pytest
 
 from tallygate.analytics.columnar import DuckDBColumnar
@@ -79,7 +80,8 @@ def test_columnar_copy_repairs_an_hour_that_received_a_late_record(ledger, tmp_p
     fill(engine, random_records(rng, 300), rng, feedback=0)
     store = AnalyticsStore(engine, columnar=DuckDBColumnar())
     store.sync()
-    late = random_records(random.Random(4), 1)[0]._replace(id="late-1", created_at=T0 + 5 * 3_600_000 + 7)
+    late = msgspec.structs.replace(random_records(random.Random(4), 1)[0], id="late-1",
+                                   created_at=T0 + 5 * 3_600_000 + 7)
     fill(engine, [late], rng, feedback=0)  # a record replayed from the journal, long after its hour
     store.sync()
     q = Query(parse_group_by("tag_level.1,status"), from_ms=T0, to_ms=T0 + 86_400_000)
