@@ -84,13 +84,15 @@ def to_chat_tools(tools: object) -> list[dict]:
     seen: set[str] = set()
     for i, tool in enumerate(tools):
         at = f"tools[{i}]"
-        kind = tool.get("type") if isinstance(tool, dict) else None
+        if not isinstance(tool, dict) or not isinstance(tool.get("type"), str):
+            raise _invalid(f"{at}.type", "must be a string naming the tool's type")
+        kind = tool["type"]
         if kind == "namespace":
-            members = tool.get("tools")  # type: ignore[union-attr]
-            if not isinstance(tool.get("name"), str) or not isinstance(members, list):  # type: ignore[union-attr]
+            members, name = tool.get("tools"), tool.get("name")
+            if not isinstance(name, str) or not isinstance(members, list):
                 raise _invalid(at, "must be a namespace with a name and an array of tools")
             for j, inner in enumerate(members):
-                out += _member(inner, f"{at}.tools[{j}]", tool["name"], seen)  # type: ignore[index]
+                out += _member(inner, f"{at}.tools[{j}]", name, seen)
         elif kind in ("function", "custom"):
             out += _member(tool, at, None, seen)
         elif kind in DROPPED:
@@ -102,6 +104,8 @@ def to_chat_tools(tools: object) -> list[dict]:
 
 def _member(tool: object, at: str, namespace: str | None, seen: set[str]) -> list[dict]:
     kind = tool.get("type") if isinstance(tool, dict) else None
+    if not isinstance(kind, str):
+        raise _invalid(f"{at}.type", "must be a string naming the tool's type")
     if kind not in ("function", "custom"):
         raise untranslatable(f"{at}.type", f"the built-in tool {kind!r}")
     assert isinstance(tool, dict)
