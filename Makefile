@@ -76,4 +76,4 @@ bench: install services
 	$(BIN)/python bench/redis_budget.py
 
 clean:
-	rm -rf $(VENV) *.db *.db-wal *.db-shm dist dashboard/node_modules tests/agents/node_modules tests/docs/node/node_modules src/tallygate/dashboard/static
+	rm -rf $(VENV) *.db *.db-wal *.db-shm *.db.journal *.duckdb *.duckdb.wal dist dashboard/node_modules tests/agents/node_modules tests/docs/node/node_modules src/tallygate/dashboard/static
