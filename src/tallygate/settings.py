@@ -73,6 +73,7 @@ class ProviderConfig(_Strict):
     project: str | None = None  # vertex only (required): the Google Cloud project id
     location: str | None = None  # vertex only: the region (default us-central1) or `global`
     credentials_file: str | None = None  # vertex only: a service-account JSON; default: ADC
+    publisher: Literal["google", "anthropic"] | None = None  # vertex only: Gemini (default) or Claude
     region: str | None = None  # bedrock only (required): the AWS region, e.g. us-east-1
     anthropic_messages: bool = False  # bedrock only: /v1/messages natively via InvokeModel (Claude)
     timeout_s: Annotated[float, Field(gt=0)] = 600.0
@@ -105,7 +106,7 @@ class ProviderConfig(_Strict):
             raise ValueError("preset applies to type: openai only")
         if self.api_version is not None and self.type != "azure":
             raise ValueError("api_version applies to type: azure only")
-        for name in ("project", "location", "credentials_file"):
+        for name in ("project", "location", "credentials_file", "publisher"):
             if getattr(self, name) is not None and self.type != "vertex":
                 raise ValueError(f"{name} applies to type: vertex only")
         if self.type == "vertex" and not self.project:

@@ -54,3 +54,26 @@ def _static(token: str):  # type: ignore[no-untyped-def]
     from google.oauth2.credentials import Credentials
 
     return Credentials(token=token)
+
+
+def test_anthropic_vertex_client_speaks_to_the_claude_routes(tmp_path: Path) -> None:
+    from anthropic import AnthropicVertex
+
+    with FakeVertex() as vertex:
+        creds = service_account.Credentials.from_service_account_file(
+            str(vertex.service_account_file(tmp_path)), scopes=SCOPES)
+        client = AnthropicVertex(region="europe-west4", project_id="tally-project", credentials=creds,
+                                 base_url=vertex.root_url + "/v1", max_retries=0)
+        ask = {"model": "claude-haiku-4-5@20251001", "max_tokens": 50,
+               "messages": [{"role": "user", "content": "hello claude"}]}
+        message = client.messages.create(**ask)  # type: ignore[arg-type]
+        with client.messages.stream(**ask) as stream:  # type: ignore[arg-type]
+            final = stream.get_final_message()
+        counted = client.messages.count_tokens(model=ask["model"], messages=ask["messages"])  # type: ignore[arg-type]
+        assert message.content[0].text == final.content[0].text == "Echo: hello claude"  # type: ignore[union-attr]
+        assert final.usage.output_tokens == message.usage.output_tokens > 0 and counted.input_tokens > 0
+        paths = [r["path"].rsplit("/", 1)[-1] for r in vertex.requests if r["path"] != "/token"]
+        assert paths == ["claude-haiku-4-5@20251001:rawPredict", "claude-haiku-4-5@20251001:streamRawPredict",
+                         "count-tokens:rawPredict"]
+        assert all("model" not in r["body"] for r in vertex.requests[1:3])
+        assert all(isinstance(r["body"]["anthropic_version"], str) for r in vertex.requests[1:])

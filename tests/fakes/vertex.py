@@ -11,6 +11,14 @@ with `expires_in = token_lifetime_s`, else 400 `invalid_grant`, as Google answer
 POST /v1/projects/{project}/locations/{location}/publishers/google/models/{model}:generateContent
 (and :streamGenerateContent?alt=sse): FakeGemini's answers, for `Authorization: Bearer <a token
 this fake issued and that has not expired>`, else Google's 401 UNAUTHENTICATED.
+POST .../publishers/anthropic/models/{model}:rawPredict (and :streamRawPredict): Claude on Vertex,
+the Messages body without `model` (it is in the URL) and with an `anthropic_version` in the body
+(Google documents `vertex-2023-10-16`; Anthropic's SDK sends its own API date; none is Anthropic's
+400 invalid_request_error); answered as the
+Messages API answers (JSON, or Anthropic's SSE events when the body has `"stream": true`).
+.../publishers/anthropic/models/count-tokens:rawPredict takes the body with `model`.
+Model names pick FakeUpstream's scenarios by their part before `@` (`fail-429@1`: Vertex's quota
+error, Google-shaped, with `retry-after`; `cachewrite-<n>@…`, `cached-<n>@…`).
 """
 from __future__ import annotations
 
@@ -23,6 +31,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from google.auth import jwt
 
+from . import wire
 from .gemini import FakeGemini, google_error
 
 
@@ -52,6 +61,8 @@ class FakeVertex(FakeGemini):
         app.router.add_post("/token", self._token)
         app.router.add_post("/{version:v1|v1beta1}/projects/{project}/locations/{location}/publishers/google/models/{call}",
                             self._generate)
+        app.router.add_post("/v1/projects/{project}/locations/{location}/publishers/anthropic/models/{call}",
+                            self._raw_predict)
         app.router.add_route("*", "/{tail:.*}", self._missing)
         return app
 
@@ -76,3 +87,50 @@ class FakeVertex(FakeGemini):
         return self._json(401, google_error(401, "Request had invalid authentication credentials. Expected OAuth 2 "
                                                  "access token, login cookie or other valid authentication "
                                                  "credential."))
+
+    async def _raw_predict(self, request: web.Request) -> web.StreamResponse:
+        model, _, method = request.match_info["call"].partition(":")
+        if method not in ("rawPredict", "streamRawPredict"):
+            return await self._missing(request)
+        denied = self._auth(request)
+        if denied is not None:
+            return denied
+        try:
+            body = json.loads(await request.read())
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            return self._json(400, google_error(400, "Invalid JSON payload received."))
+        if not isinstance(body.pop("anthropic_version", None), str):  # Anthropic's SDK sends its own date
+            return self._json(400, wire.anthropic_error("invalid_request_error", "anthropic_version: Field required"))
+        if model == "count-tokens":
+            if (err := wire.check_anthropic({**body, "max_tokens": 1})) is not None:
+                return self._json(400, err)
+            return self._json(200, {"input_tokens": wire.count_prompt_tokens(body)})
+        if "model" in body:
+            return self._json(400, wire.anthropic_error("invalid_request_error",
+                                                        "model: Extra inputs are not permitted"))
+        anthropic_body = {**body, "model": model}
+        if (err := wire.check_anthropic(anthropic_body)) is not None:
+            return self._json(400, err)
+        sc = wire.parse_scenario(model.partition("@")[0])
+        if sc.kind == "fail":
+            resp = self._json(sc.status, google_error(sc.status, f"fake failure {sc.status}") if sc.status == 429
+                              else wire.anthropic_failure(sc.status, model))
+            if sc.status == 429:
+                resp.headers["retry-after"] = "2"
+            return resp
+        if method == "rawPredict":
+            if body.get("stream"):
+                return self._json(400, google_error(400, "stream: true is for :streamRawPredict"))
+            return web.Response(body=wire.anthropic_json(anthropic_body, sc), content_type="application/json")
+        resp = web.StreamResponse(status=200)
+        resp.content_type = "text/event-stream"
+        await resp.prepare(request)
+        for i, event in enumerate(wire.anthropic_events(anthropic_body, sc)):
+            if i == 3 and sc.kind == "cut-stream":
+                request.transport.close()  # type: ignore[union-attr]
+                return resp
+            await resp.write(event)
+        await resp.write_eof()
+        return resp

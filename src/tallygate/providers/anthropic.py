@@ -43,6 +43,18 @@ class AnthropicProvider:
         if cfg.api_key:
             self._headers["x-api-key"] = cfg.api_key
 
+    def _endpoint(self, body: dict, stream: bool) -> tuple[str, dict]:
+        """Where a Messages body (`model` set) goes, and the body as sent (Vertex AI moves the
+        model into the URL)."""
+        return self._url, body
+
+    async def _request_headers(self, client: dict[str, str] | None = None) -> dict[str, str]:
+        """Our credentials and content type, the client's `anthropic-version` / `anthropic-beta`."""
+        return {**self._headers, **{k: v for k, v in client.items() if v}} if client else self._headers
+
+    def _count_body(self, body: dict) -> dict:
+        return body
+
     def _error(self, status: int, raw: bytes, headers: object) -> UpstreamHTTPError:
         err = anthropic_error(status, raw)
         err.message = f"provider {self.name!r}: {err.message}"
@@ -52,7 +64,8 @@ class AnthropicProvider:
     async def chat(self, body: dict) -> tuple[dict, Usage]:
         payload = to_anthropic(body, body["model"])
         payload.pop("stream", None)
-        data = await self._up.post_json(self._url, payload, self._headers)
+        url, payload = self._endpoint(payload, False)
+        data = await self._up.post_json(url, payload, await self._request_headers())
         try:
             return from_anthropic(data, "", int(time.time()), body["model"])
         except (KeyError, TypeError, AttributeError):
@@ -62,7 +75,8 @@ class AnthropicProvider:
         payload = to_anthropic(body, body["model"])
         payload["stream"] = True
         translator = AnthropicStreamTranslator("", int(time.time()), body["model"])
-        async with self._up.stream(self._url, payload, self._headers) as resp:
+        url, payload = self._endpoint(payload, True)
+        async with self._up.stream(url, payload, await self._request_headers()) as resp:
             with transport_errors(self.name):
                 async for events in sse_batches(resp):
                     batch: list[dict] = []
@@ -77,22 +91,21 @@ class AnthropicProvider:
             raise UpstreamUnavailable(f"provider {self.name!r} ended the stream before message_stop")
 
     # --- native Messages API (`/v1/messages` relayed as it is)
-    def _native_headers(self, client: dict[str, str]) -> dict[str, str]:
-        """Our credentials and content type, the client's `anthropic-version` / `anthropic-beta`."""
-        return {**self._headers, **{k: v for k, v in client.items() if v}}
-
     async def messages(self, body: dict, headers: dict[str, str]) -> tuple[dict, Usage]:
         """One Messages request as the client sent it (model set); the Message as it came."""
-        data = await self._up.post_json(self._url, body, self._native_headers(headers))
+        url, payload = self._endpoint(body, False)
+        data = await self._up.post_json(url, payload, await self._request_headers(headers))
         return data, anthropic_usage(data.get("usage"))
 
     async def count_tokens(self, body: dict, headers: dict[str, str]) -> dict:
-        return await self._up.post_json(self._count_url, body, self._native_headers(headers))
+        return await self._up.post_json(self._count_url, self._count_body(body),
+                                        await self._request_headers(headers))
 
     async def messages_stream(self, body: dict, headers: dict[str, str]) -> RawEvents:
         """A streamed Messages request: batches of raw `(event, data)` SSE events, untouched.
         Ends after `message_stop`; an `error` event raises, an early end raises too."""
-        async with self._up.stream(self._url, body, self._native_headers(headers)) as resp:
+        url, payload = self._endpoint(body, True)
+        async with self._up.stream(url, payload, await self._request_headers(headers)) as resp:
             with transport_errors(self.name):
                 async for events in sse_batches(resp):
                     for i, (name, data) in enumerate(events):

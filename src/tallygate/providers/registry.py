@@ -17,7 +17,7 @@ from tallygate.providers.gemini import GeminiProvider
 from tallygate.providers.http import HttpClient
 from tallygate.providers.mock import MockProvider
 from tallygate.providers.openai import OpenAIProvider
-from tallygate.providers.vertex import VertexGeminiProvider
+from tallygate.providers.vertex import VertexClaudeProvider, VertexGeminiProvider
 from tallygate.settings import GatewayConfig, ProviderConfig
 
 Constructor = Callable[[str, ProviderConfig, HttpClient], Provider]
@@ -28,7 +28,8 @@ PROVIDER_TYPES: dict[str, Constructor] = {
     "bedrock": lambda name, cfg, http: (BedrockClaudeProvider if cfg.anthropic_messages else BedrockProvider)(
         name, cfg, http),
     "gemini": GeminiProvider,
-    "vertex": VertexGeminiProvider,
+    "vertex": lambda name, cfg, http: (VertexClaudeProvider if cfg.publisher == "anthropic" else VertexGeminiProvider)(
+        name, cfg, http),
     "mock": MockProvider,
 }
 
