@@ -136,7 +136,8 @@ class Gateway:
         self.metrics = metrics = _metrics(config, settings, budget, thresholds, ledger)
         self.tracer = tracer = _tracer(config, span_exporter)
         request_log = RequestLog() if settings.log_format == "json" else None
-        store = AnalyticsStore(engine, columnar=columnar_engine(settings))  # roll-ups, raw, columnar copy
+        # roll-ups, raw, and the columnar copy (opened by the first question that needs it)
+        store = AnalyticsStore(engine, open_columnar=partial(columnar_engine, settings))
 
         # Who hears of every finished request, in order: the ledger first (it journals the record).
         observers: list[RequestObserver] = [ledger, *detectors, *_present(metrics, request_log)]

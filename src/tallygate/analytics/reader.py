@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -65,20 +65,40 @@ class Collected:
 class AnalyticsStore:
     """Synchronous analytics queries (run them from a worker thread). With `raw_only` every
     question is answered from the raw ledger: slow, exact, and a check on the roll-ups. With a
-    `columnar` engine, the questions the roll-ups do not hold are answered by it."""
+    `columnar` engine, the questions the roll-ups do not hold are answered by it; with `open_columnar`,
+    the engine is opened by the first question that needs it (None from it: the engine is off)."""
 
     def __init__(self, engine: Engine, *, raw_only: bool = False, columnar: ColumnarEngine | None = None,
-                 sync_every_s: float = SYNC_EVERY_S) -> None:
+                 sync_every_s: float = SYNC_EVERY_S,
+                 open_columnar: Callable[[], ColumnarEngine | None] | None = None) -> None:
         self._engine = engine
         self._raw_only = raw_only
         self.columnar = columnar
         self.mirror = None if columnar is None else Mirror(engine, columnar)
+        self._opener = None if columnar is not None else open_columnar
+        self._opening = threading.Lock()
         self._sync_every = sync_every_s
         self._synced_at = 0.0
         self._syncing = threading.Lock()
         self._local = threading.local()  # .memo: raw segments read during one answer (`sharing`)
         self._sets: dict[str, dict[str, Any]] = {}
         self._log_hours: dict[tuple[Any, ...], tuple[float, dict[int, int]]] = {}
+
+    @property
+    def columnar_configured(self) -> bool:
+        """Whether a columnar engine answers (open, or to be opened by the first question)."""
+        return self.columnar is not None or self._opener is not None
+
+    def open_columnar(self) -> ColumnarEngine | None:
+        """The columnar engine, opened now if it was not (once; thread-safe)."""
+        if self.columnar is None and self._opener is not None:
+            with self._opening:
+                if self.columnar is None and self._opener is not None:
+                    columnar = self._opener()
+                    if columnar is not None:
+                        self.mirror = Mirror(self._engine, columnar)
+                    self.columnar, self._opener = columnar, None
+        return self.columnar
 
     def sync(self, *, wait: bool = True) -> int:
         """Bring the columnar copy up to date (records copied); with `wait` False, skip when another
@@ -195,7 +215,7 @@ class AnalyticsStore:
 
     def _columnar_answers(self, q: Query, family: str) -> bool:
         """Whether the columnar engine takes `q`: what no roll-up holds, and local time buckets."""
-        if self.columnar is None or self._raw_only:
+        if not self.columnar_configured or self._raw_only:
             return False
         if family == "raw":
             return True
@@ -205,8 +225,9 @@ class AnalyticsStore:
         # 30- and 45-minute offsets would need the raw ledger around every boundary
         return any(off % HOUR_MS for _, off in offsets(q.from_ms, q.to_ms, q.tz))
 
-    def _run(self, q: Query, family: str, segments: list[Segment], mode: TagMode) -> Collected:
-        if self._columnar_answers(q, family):
+    def _run(self, q: Query, family: str, segments: list[Segment], mode: TagMode, *,
+             columnar: bool = True) -> Collected:
+        if columnar and self._columnar_answers(q, family):
             return self._run_columnar(q, mode)
         if self._raw_only:
             segments = [Segment("raw", q.from_ms, q.to_ms)]
@@ -245,6 +266,8 @@ class AnalyticsStore:
 
     def _run_columnar(self, q: Query, mode: TagMode) -> Collected:
         """The columnar copy up to its watermark, the raw ledger after it (the last minutes)."""
+        if self.open_columnar() is None:  # it could not be opened: the raw ledger answers
+            return self._run(q, "raw", [Segment("raw", q.from_ms, q.to_ms)], mode, columnar=False)
         assert self.columnar is not None and self.mirror is not None
         self.sync(wait=False)
         mark = self.mirror.watermark
@@ -279,7 +302,7 @@ class AnalyticsStore:
     def log_hours(self, f: LogFilter) -> tuple[dict[int, int], int] | None:
         """A logs filter's exact matches per UTC hour before the copy's watermark (one columnar scan,
         kept for `LOG_HOURS_TTL_S` so that a walk's pages share it); None without a columnar engine."""
-        if self.columnar is None or self.mirror is None:
+        if self.open_columnar() is None or self.columnar is None or self.mirror is None:
             return None
         self.sync(wait=False)
         mark = self.mirror.watermark
