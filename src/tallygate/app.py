@@ -54,7 +54,7 @@ from tallygate.pipeline.routing.shared import SharedCooldowns
 from tallygate.pipeline.scopes import BudgetRegistry, month_spend
 from tallygate.pipeline.wire import Message, Receive, Scope, Send, new_request_id, send_error
 from tallygate.providers.http import HttpClient
-from tallygate.providers.registry import build_providers
+from tallygate.providers.registry import ProviderSet, build_providers
 from tallygate.providers.secrets import Scrubber
 from tallygate.settings import GatewayConfig, Settings, load_config
 from tallygate.store.alerts import AlertStore
@@ -114,7 +114,8 @@ class Gateway:
         self.keys = keys = KeyStore(engine)
         self.auth = auth = Authenticator(keys, settings.admin_key)
         http = HttpClient()
-        self.catalog = catalog = ModelCatalog(config, build_providers(config, http))
+        providers = ProviderSet(build_providers(config, http))
+        self.catalog = catalog = ModelCatalog(config, providers.providers)
         self.ledger = ledger = LedgerWriter(engine, flush_ms=settings.ledger_flush_ms, batch=settings.ledger_batch,
                                             journal_dir=journal_dir(settings), fsync=settings.journal_fsync,
                                             max_bytes=settings.journal_max_bytes)
@@ -136,7 +137,8 @@ class Gateway:
         self.metrics = metrics = _metrics(config, settings, budget, thresholds, ledger)
         self.tracer = tracer = _tracer(config, span_exporter)
         request_log = RequestLog() if settings.log_format == "json" else None
-        store = AnalyticsStore(engine, columnar=columnar_engine(settings))  # roll-ups, raw, columnar copy
+        # roll-ups, raw, and the columnar copy (opened by the first question that needs it)
+        store = AnalyticsStore(engine, open_columnar=partial(columnar_engine, settings))
 
         # Who hears of every finished request, in order: the ledger first (it journals the record).
         observers: list[RequestObserver] = [ledger, *detectors, *_present(metrics, request_log)]
@@ -144,7 +146,8 @@ class Gateway:
         # Started in this order, stopped in the reverse: the log handler last of all, then the ledger
         # (which writes what is left), the budget (its last settles), ... the HTTP client first.
         self.services: list[Service] = _present(log_service, ledger, spend_loader, budgets, auth, cooldowns,
-                                                webhooks, alert_service, tracer, http, ColumnarSync(store))
+                                                webhooks, alert_service, tracer, http, providers,
+                                                ColumnarSync(store))
 
         pipeline = Pipeline(auth, catalog, Observers(observers, call_observers), budget, router,
                             settings.max_body_bytes, budgets.scopes, Scrubber.from_config(config),

@@ -17,8 +17,10 @@
     +-- JournalUnavailable            (503 journal_unavailable: the disk refuses the journal)
     +-- BudgetUnavailable             (503: shared budget state unreachable, limits must hold)
     +-- RequestCancelled              (503: the gateway stopped before the request finished)
-    +-- UpstreamError                 (an error that came from, or reaching, a provider)
-        +-- UpstreamHTTPError         (the provider answered with an error status)
+    +-- UpstreamError                 (an error that came from, or reaching, a provider; every one
+        |                              says `x-should-retry: true|false`, as OpenAI's API does)
+        +-- UpstreamHTTPError         (the provider answered with an error status: 429 and 503
+        |                              keep theirs, the provider's other 5xx are a 502)
         +-- UpstreamTimeout           (504)
         +-- UpstreamUnavailable       (502: refused, reset, DNS ...)
         +-- UpstreamProtocolError     (502: the provider sent something we cannot read)
@@ -225,6 +227,11 @@ class UpstreamError(GatewayError):
     type = "upstream_error"
     retryable = True
 
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        """`x-should-retry` tells SDKs (openai, anthropic) whether another try may succeed:
+        throttling, quota, overload and 5xx yes; refused credentials and bad bodies no."""
+        return [(b"x-should-retry", b"true" if self.retryable else b"false")]
+
 
 class UpstreamHTTPError(UpstreamError):
     """The provider answered with an error status; the caller's own 4xx keep their status."""
@@ -242,6 +249,8 @@ class UpstreamHTTPError(UpstreamError):
             status, etype, code = 502, "upstream_error", "upstream_auth_failed"
         elif 400 <= upstream_status < 500:
             status, etype, code = upstream_status, "invalid_request_error", "upstream_rejected"
+        elif upstream_status == 503:  # overloaded, model not ready: the same answer, later
+            status, etype, code = 503, "upstream_error", "upstream_overloaded"
         else:
             status, etype, code = 502, "upstream_error", "upstream_server_error"
         super().__init__(message, code=code)
@@ -252,7 +261,7 @@ class UpstreamHTTPError(UpstreamError):
         self.retryable = upstream_status == 429 or upstream_status >= 500
 
     def headers(self) -> list[tuple[bytes, bytes]]:
-        return _retry_after_header(self.retry_after)
+        return [*super().headers(), *_retry_after_header(self.retry_after)]
 
 
 _SECRET_LIKE = re.compile(
@@ -315,9 +324,10 @@ class AllTargetsFailed(UpstreamError):
             self.type = failures[-1][2].type
         waits = [e.retry_after for _, _, e in failures if isinstance(e, UpstreamHTTPError) and e.retry_after]
         self.retry_after = min(waits) if waits and self.status == 429 else None
+        self.retryable = not failures or any(err.retryable for _, _, err in failures)
 
     def headers(self) -> list[tuple[bytes, bytes]]:
-        return _retry_after_header(self.retry_after)
+        return [*super().headers(), *_retry_after_header(self.retry_after)]
 
 
 class PolicyNotConfigured(GatewayError):

@@ -63,6 +63,32 @@ DEFAULT_BASE_URLS = {"openai": "https://api.openai.com/v1", "anthropic": "https:
                      "gemini": "https://generativelanguage.googleapis.com"}
 
 
+class AzureEntraConfig(_Strict):
+    """A Microsoft Entra ID credential (azure-identity) whose tokens authenticate `type: azure`.
+    A field left out is read by azure-identity from its usual environment variables
+    (AZURE_TENANT_ID, AZURE_CLIENT_ID, AZURE_FEDERATED_TOKEN_FILE, IDENTITY_ENDPOINT ...)."""
+
+    credential: Literal["client_secret", "managed_identity", "workload_identity"]
+    tenant_id: str | None = None
+    client_id: str | None = None  # managed identity: a user-assigned identity's client id
+    client_secret: str | None = None  # client_secret only (`env:NAME`)
+    token_file: str | None = None  # workload_identity only: the federated (Kubernetes) token file
+    authority_host: str | None = None  # default https://login.microsoftonline.com (sovereign clouds differ)
+    scope: str = "https://cognitiveservices.azure.com/.default"
+
+    @model_validator(mode="after")
+    def _fields_of_the_credential(self) -> AzureEntraConfig:
+        if self.credential == "client_secret" and not (self.tenant_id and self.client_id and self.client_secret):
+            raise ValueError("credential client_secret needs tenant_id, client_id and client_secret")
+        if self.client_secret is not None and self.credential != "client_secret":
+            raise ValueError("client_secret applies to credential: client_secret only")
+        if self.token_file is not None and self.credential != "workload_identity":
+            raise ValueError("token_file applies to credential: workload_identity only")
+        if self.authority_host is not None and not self.authority_host.startswith("https://"):
+            raise ValueError("authority_host must be an https:// URL (azure-identity refuses others)")
+        return self
+
+
 class ProviderConfig(_Strict):
     type: Literal["openai", "anthropic", "azure", "bedrock", "gemini", "vertex", "mock"]
     preset: Literal["groq", "together", "fireworks", "deepseek", "xai", "mistral", "openrouter",
@@ -70,6 +96,7 @@ class ProviderConfig(_Strict):
     base_url: str | None = None
     api_key: str | None = None
     api_version: str | None = None  # azure only: use the deployment URLs with this `api-version`
+    entra: AzureEntraConfig | None = None  # azure only: Microsoft Entra tokens instead of api_key
     project: str | None = None  # vertex only (required): the Google Cloud project id
     location: str | None = None  # vertex only: the region (default us-central1) or `global`
     credentials_file: str | None = None  # vertex only: a service-account JSON; default: ADC
@@ -106,6 +133,10 @@ class ProviderConfig(_Strict):
             raise ValueError("preset applies to type: openai only")
         if self.api_version is not None and self.type != "azure":
             raise ValueError("api_version applies to type: azure only")
+        if self.entra is not None and self.type != "azure":
+            raise ValueError("entra applies to type: azure only")
+        if self.entra is not None and self.api_key:
+            raise ValueError("give api_key or entra, not both")
         for name in ("project", "location", "credentials_file", "publisher"):
             if getattr(self, name) is not None and self.type != "vertex":
                 raise ValueError(f"{name} applies to type: vertex only")
@@ -384,6 +415,8 @@ def parse_config(raw: object, env: dict[str, str] | None = None) -> GatewayConfi
         providers[name] = p.model_copy(update={
             "api_key": _resolve_env(p.api_key, f"{where}.api_key", env),
             "headers": {k: _resolve_env(v, f"{where}.headers.{k}", env) for k, v in p.headers.items()},
+            "entra": p.entra and p.entra.model_copy(update={
+                "client_secret": _resolve_env(p.entra.client_secret, f"{where}.entra.client_secret", env)}),
         })
     for name, m in cfg.models.items():
         if m.provider not in providers:

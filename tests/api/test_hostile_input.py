@@ -202,7 +202,7 @@ def test_client_status_error_type_and_code_equal_the_record_on_every_error_path(
         (key, {"model": "fail-429", "messages": HELLO}, _JSON),  # 429
         (key, {"model": "fail-429", "messages": HELLO, "stream": True}, _JSON),  # 429 before the stream
         (key, {"model": "fail-500", "messages": HELLO}, _JSON),  # 502
-        (key, {"model": "fail-503", "messages": HELLO, "stream": True}, _JSON),  # 502
+        (key, {"model": "fail-503", "messages": HELLO, "stream": True}, _JSON),  # 503
         (key, {"model": "slow-3000", "messages": HELLO}, _JSON),  # 504
         (key, {"model": "reset", "messages": HELLO}, _JSON),  # 502
         (key, {"model": "garbage", "messages": HELLO}, _JSON),  # 502

@@ -95,7 +95,7 @@ def test_fallback_order_passes_5xx_429_reset_and_slow_first_byte(
     assert record["status"] == 200 and record["requested_model"] == "policy/chain"
     assert record["served_model"] == "claude-3-5-haiku-latest" and record["provider"] == "anthropic"
     assert attempts(record) == [
-        ("fail-503", 502, "UpstreamHTTPError"), ("claude-fail-429", 429, "UpstreamHTTPError"),
+        ("fail-503", 503, "UpstreamHTTPError"), ("claude-fail-429", 429, "UpstreamHTTPError"),
         ("reset", 502, "UpstreamUnavailable"), ("slow-3000", 504, "UpstreamTimeout"), ("claude", 200, None)]
     assert 250 <= record["attempts"][3]["latency_ms"] < 1000  # the policy's 0.3 s, not the provider's 1 s
     assert record["usage"]["output_tokens"] > 0 and float(record["cost"]) > 0
@@ -186,7 +186,7 @@ def test_cooldown_takes_a_failing_target_out_and_a_probe_lets_it_back(
     upstream.clear()  # flaky-503-2: its first two requests fail
     ids = [client.chat.completions.create(model="policy/healing", messages=HELLO).id for _ in range(3)]
     records = [gateway.log_record(i) for i in ids]
-    assert attempts(records[0]) == attempts(records[1]) == [("flaky-503-2", 502, "UpstreamHTTPError"),
+    assert attempts(records[0]) == attempts(records[1]) == [("flaky-503-2", 503, "UpstreamHTTPError"),
                                                             ("gpt-4o-mini", 200, None)]
     assert attempts(records[2]) == [("gpt-4o-mini", 200, None)]  # cooling down: not tried
     time.sleep(1.6)  # the cooldown

@@ -16,7 +16,7 @@ HELLO = [{"role": "user", "content": "hi"}]
     ("fail-401", openai.InternalServerError, 502, "upstream_auth_failed"),
     ("fail-429", openai.RateLimitError, 429, "upstream_rate_limited"),
     ("fail-500", openai.InternalServerError, 502, "upstream_server_error"),
-    ("fail-503", openai.InternalServerError, 502, "upstream_server_error"),
+    ("fail-503", openai.InternalServerError, 503, "upstream_overloaded"),
     ("slow-3000", openai.InternalServerError, 504, "upstream_timeout"),
     ("refused", openai.InternalServerError, 502, "upstream_unavailable"),
     ("reset", openai.InternalServerError, 502, "upstream_unavailable"),
@@ -42,6 +42,8 @@ def test_upstream_failure_is_mapped_and_recorded(client: openai.OpenAI, gateway:
     assert record["attempts"] and record["attempts"][0]["status"] == status
     if model.endswith("429"):
         assert exc.value.response.headers.get("retry-after") == "2"
+    retry = "false" if status in (400, 401, 403) or code == "upstream_auth_failed" else "true"
+    assert exc.value.response.headers["x-should-retry"] == retry
 
 
 def test_stream_cut_midway_ends_with_error_event_and_partial_record(client: openai.OpenAI,

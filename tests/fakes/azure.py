@@ -16,6 +16,8 @@ itself serves the deployment named in the URL; tests check the recorded path).
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from aiohttp import web
 
 from .upstream import FakeUpstream
@@ -28,7 +30,12 @@ def azure_error(code: str, message: str) -> dict:
 
 
 class FakeAzure(FakeUpstream):
-    """FakeUpstream's OpenAI handlers behind Azure OpenAI's URLs and `api-key` auth."""
+    """FakeUpstream's OpenAI handlers behind Azure OpenAI's URLs and `api-key` auth.
+    `bearer_ok` (e.g. `FakeEntra.valid`) decides which `Authorization: Bearer` Entra tokens pass."""
+
+    def __init__(self, bearer_ok: Callable[[str], bool] | None = None) -> None:
+        super().__init__()
+        self.bearer_ok = bearer_ok
 
     def _app(self) -> web.Application:
         app = web.Application(middlewares=[self._record], client_max_size=64 * 2**20)
@@ -43,8 +50,13 @@ class FakeAzure(FakeUpstream):
 
     def _openai_auth(self, request: web.Request) -> web.Response | None:
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-        if request.headers.get("api-key") == KEY or (scheme.lower() == "bearer" and token.strip()):
+        if request.headers.get("api-key") == KEY:
             return None
+        if scheme.lower() == "bearer" and token.strip():
+            if self.bearer_ok is None or self.bearer_ok(request.headers["Authorization"]):
+                return None
+            return self._openai_response(401, azure_error("401", "Unauthorized. Access token is missing, invalid, "
+                                                                 "audience is incorrect, or have expired."))
         return self._openai_response(401, azure_error("401", (
             "Access denied due to invalid subscription key or wrong API endpoint. Make sure to "
             "provide a valid key for an active subscription and use a correct regional API "

@@ -20,6 +20,7 @@ turn holds a toolResult, the answer uses the first tool with `{"query": <reply>}
 containing `cached-<n>` reports n `cacheReadInputTokens`, `cachewrite-<n>` n
 `cacheWriteInputTokens` (beside inputTokens, as Converse does). `fail-<status>` answers that
 status (429: ThrottlingException, 503 ServiceUnavailableException, 400 ValidationException);
+`not-ready` answers ModelNotReadyException (HTTP 429, as AWS does);
 `stream-error` sends a throttlingException frame mid-stream.
 
 InvokeModel for Claude: POST /model/{modelId}/invoke and /invoke-with-response-stream take the
@@ -126,6 +127,8 @@ class FakeBedrock(FakeUpstream):
                             "promptVariables", "requestMetadata"):
                 return self._aws_error(400, "ValidationException", f"Unknown parameter: {name}")
         model = request.match_info["model"]
+        if "not-ready" in model:  # AWS answers ModelNotReadyException with HTTP 429
+            return self._aws_error(429, "ModelNotReadyException", "Model is not ready to serve inference requests.")
         if fail := re.search(r"fail-(\d{3})", model):
             status = int(fail[1])
             return self._aws_error(status, _ERRORS.get(status, "InternalServerException"), f"fake failure {status}")

@@ -111,9 +111,11 @@ class FakeUpstream:
         self._stopping: asyncio.Event | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
+    ssl_context: Any = None  # an ssl.SSLContext serves https (FakeEntra)
+
     @property
     def root_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{'https' if self.ssl_context else 'http'}://{self.host}:{self.port}"
 
     @property
     def base_url(self) -> str:
@@ -151,7 +153,7 @@ class FakeUpstream:
         self._stopping = asyncio.Event()
         try:
             loop.run_until_complete(runner.setup())
-            loop.run_until_complete(web.SockSite(runner, sock).start())
+            loop.run_until_complete(web.SockSite(runner, sock, ssl_context=self.ssl_context).start())
         except BaseException as exc:  # report to start(), then clean up
             ready["error"] = exc
             sock.close()

@@ -90,7 +90,7 @@ def test_fallback_tries_targets_in_order_and_records_every_attempt() -> None:
     elapsed_ms = (time.perf_counter() - began) * 1000
     assert targets.tried == ["a", "b", "c"]
     assert [(a.target, a.provider, a.status, a.error) for a in c.attempts] == [
-        ("a", "prov-a", 502, "UpstreamHTTPError"), ("b", "prov-b", 429, "UpstreamHTTPError"),
+        ("a", "prov-a", 503, "UpstreamHTTPError"), ("b", "prov-b", 429, "UpstreamHTTPError"),
         ("c", "prov-c", 200, None)]
     assert c.route is ROUTES["c"]
     failed, served = c.attempts[:2], c.attempts[2]

@@ -450,7 +450,7 @@ def test_stream_error_message_is_truncated():
 
 def test_overloaded_529_is_treated_as_503_and_retryable():
     err = anthropic_error(529, (FIXTURES / "error_overloaded.json").read_bytes())
-    assert (err.upstream_status, err.status, err.retryable) == (503, 502, True)
+    assert (err.upstream_status, err.status, err.retryable) == (503, 503, True)
     assert err.message == "anthropic returned HTTP 529"
 
 

@@ -57,7 +57,7 @@ def test_turns_roles_and_tool_choice() -> None:
                      "details": [{"reason": "API_KEY_INVALID"}]}}, 502, False),
     (400, {"error": {"code": 400, "message": "bad schema", "status": "INVALID_ARGUMENT"}}, 400, False),
     (429, {"error": {"code": 429, "message": "quota", "status": "RESOURCE_EXHAUSTED"}}, 429, True),
-    (503, {"error": {"code": 503, "message": "overloaded", "status": "UNAVAILABLE"}}, 502, True),
+    (503, {"error": {"code": 503, "message": "overloaded", "status": "UNAVAILABLE"}}, 503, True),
 ])
 def test_google_errors_map_to_status_and_retryability(status: int, body: dict, gateway_status: int,
                                                       retryable: bool) -> None:

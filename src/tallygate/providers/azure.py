@@ -8,12 +8,15 @@ Two URL styles, chosen by config:
 
 `base_url` is the resource endpoint (`https://{resource}.openai.azure.com`); a trailing
 `/openai/v1` or `/openai` is accepted too. Errors are OpenAI-shaped and mapped as OpenAI's.
+Auth: `api_key` as the `api-key` header, or (`entra:`) a Microsoft Entra token as
+`Authorization: Bearer` (`providers.azure_entra`).
 """
 
 from __future__ import annotations
 
 from urllib.parse import quote, urlencode
 
+from tallygate.providers.azure_entra import EntraToken
 from tallygate.providers.http import HttpClient
 from tallygate.providers.openai import OpenAIProvider
 from tallygate.settings import ProviderConfig
@@ -41,6 +44,16 @@ class AzureOpenAIProvider(OpenAIProvider):
         self._version = cfg.api_version
         self._query = "?" + urlencode({"api-version": cfg.api_version}) if cfg.api_version else ""
         self._base = endpoint + ("/openai" if cfg.api_version else "/openai/v1")
+        self._entra = EntraToken(name, cfg.entra) if cfg.entra else None
+
+    async def _request_headers(self) -> dict[str, str]:
+        if self._entra is None:
+            return self._headers
+        return {**self._headers, "Authorization": await self._entra.authorization()}
+
+    async def close(self) -> None:
+        if self._entra is not None:
+            await self._entra.close()
 
     def _url(self, operation: str, body: dict) -> str:
         if self._version and operation in _DEPLOYMENT_OPERATIONS:

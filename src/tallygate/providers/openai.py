@@ -60,12 +60,16 @@ class OpenAIProvider:
         if cfg.api_key:
             self._headers["Authorization"] = f"Bearer {cfg.api_key}"
 
+    async def _request_headers(self) -> dict[str, str]:
+        """The headers of one request (Azure's Entra credentials add a fresh token)."""
+        return self._headers
+
     def _url(self, operation: str, body: dict) -> str:
         """Where `operation` (`chat/completions`, `embeddings`, `responses`) is POSTed."""
         return f"{self._base}/{operation}"
 
     async def _post_json(self, url: str, body: dict) -> tuple[dict, Usage]:
-        data = await self._up.post_json(url, body, self._headers)
+        data = await self._up.post_json(url, body, await self._request_headers())
         return data, Usage.from_openai(data.get("usage"))
 
     async def chat(self, body: dict) -> tuple[dict, Usage]:
@@ -84,7 +88,8 @@ class OpenAIProvider:
         # Always ask for usage: metering needs it whether or not the client wants to see it.
         body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
         error = partial(openai_error, self.name)
-        async with self._up.stream(self._url("chat/completions", body), body, self._headers) as resp:
+        headers = await self._request_headers()
+        async with self._up.stream(self._url("chat/completions", body), body, headers) as resp:
             with transport_errors(self.name):
                 async for events in sse_batches(resp):
                     batch = [data for _name, data in events]
@@ -110,7 +115,8 @@ class OpenAIProvider:
     async def responses_stream(self, body: dict) -> RawEvents:
         """A streamed Response: batches of raw `(event, data)` SSE events, untouched. Ends after
         `response.completed` / `incomplete` / `failed`; an `error` event raises."""
-        async with self._up.stream(self._url("responses", body), body, self._headers) as resp:
+        headers = await self._request_headers()
+        async with self._up.stream(self._url("responses", body), body, headers) as resp:
             with transport_errors(self.name):
                 async for events in sse_batches(resp):
                     for i, (name, data) in enumerate(events):

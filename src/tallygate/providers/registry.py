@@ -7,6 +7,7 @@ capability protocols of `providers.base`.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 from tallygate.providers.anthropic import AnthropicProvider
@@ -20,6 +21,8 @@ from tallygate.providers.openai import OpenAIProvider
 from tallygate.providers.vertex import VertexClaudeProvider, VertexGeminiProvider
 from tallygate.settings import GatewayConfig, ProviderConfig
 
+log = logging.getLogger(__name__)
+
 Constructor = Callable[[str, ProviderConfig, HttpClient], Provider]
 PROVIDER_TYPES: dict[str, Constructor] = {
     "openai": OpenAIProvider,
@@ -32,6 +35,24 @@ PROVIDER_TYPES: dict[str, Constructor] = {
         name, cfg, http),
     "mock": MockProvider,
 }
+
+
+class ProviderSet:
+    """The providers of a gateway process, as a service: `stop` closes each (credentials that hold
+    connections or background refreshes, such as Azure's Entra tokens)."""
+
+    def __init__(self, providers: dict[str, Provider]) -> None:
+        self.providers = providers
+
+    async def start(self) -> None:
+        """Nothing to do: credentials are fetched on first use."""
+
+    async def stop(self) -> None:
+        for name, provider in self.providers.items():
+            try:
+                await provider.close()
+            except Exception:
+                log.exception("closing provider %r failed", name)
 
 
 def build_providers(config: GatewayConfig, http: HttpClient) -> dict[str, Provider]:
