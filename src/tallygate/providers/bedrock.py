@@ -25,6 +25,14 @@ from yarl import URL
 
 from tallygate.errors import UpstreamHTTPError, UpstreamProtocolError, UpstreamUnavailable
 from tallygate.providers.base import RawEvents
+from tallygate.providers.bedrock_embed import (
+    cohere_body,
+    cohere_vectors,
+    embedding_family,
+    embedding_texts,
+    openai_embeddings,
+    titan_body,
+)
 from tallygate.providers.bedrock_translate import ConverseStreamTranslator, bedrock_error, from_converse, to_converse
 from tallygate.providers.http import HttpClient, retry_after, transport_errors
 from tallygate.providers.sigv4 import CachedSigV4Auth, sign
@@ -156,6 +164,33 @@ class BedrockProvider:
         except orjson.JSONDecodeError:
             raise UpstreamProtocolError(f"provider {self.name!r} sent an event that is not JSON") from None
         return translator.feed(str(headers.get(":event-type", "")), data if isinstance(data, dict) else {})
+
+    async def embed(self, body: dict) -> tuple[dict, Usage]:
+        """OpenAI embeddings through InvokeModel: Titan (one call per text, concurrently) or
+        Cohere Embed (one call), see `bedrock_embed`."""
+        model = body["model"]
+        family, texts = embedding_family(model), embedding_texts(body)
+        url = self._url(model, "invoke")
+        try:
+            if family == "titan":
+                answers = await asyncio.gather(*(self._invoke_json(url, titan_body(t, body.get("dimensions")))
+                                                 for t in texts))
+                vectors = [a["embedding"] for a, _ in answers]
+                tokens = sum(int(a["inputTextTokenCount"]) for a, _ in answers)
+            else:
+                answer, seen = await self._invoke_json(url, cohere_body(texts, body.get("dimensions")))
+                vectors = cohere_vectors(answer)
+                tokens = int(seen.get("x-amzn-bedrock-input-token-count") or 0)
+        except (KeyError, TypeError, ValueError):
+            raise UpstreamProtocolError(f"provider {self.name!r} sent an embedding we cannot read") from None
+        data = openai_embeddings(vectors, model, tokens, body.get("encoding_format"))
+        return data, Usage(input_tokens=tokens, output_tokens=0)
+
+    async def _invoke_json(self, url: str, payload: dict) -> tuple[dict, dict[str, str]]:
+        data = orjson.dumps(payload)
+        signed = await self._signed(url, data, "application/json")
+        seen: dict[str, str] = {}
+        return await self._up.post_bytes(URL(url, encoded=True), data, signed, seen), seen
 
     async def close(self) -> None:
         if self._reload is not None:
