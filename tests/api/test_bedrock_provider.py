@@ -44,6 +44,10 @@ def gateway(bedrock: FakeBedrock, tmp_path_factory: pytest.TempPathFactory) -> I
             "throttled": {"provider": "aws", "model": "fail-429"},
             "stream-error": {"provider": "aws", "model": "stream-error", "pricing": CACHED},
             "wrong-region": {"provider": "aws-elsewhere", "model": SONNET},
+            "cacheable": {"provider": "aws", "model": SONNET, "pricing": CACHED},
+            "titan": {"provider": "aws", "model": "amazon.titan-embed-text-v2:0"},
+            "cohere": {"provider": "aws", "model": "cohere.embed-english-v3",
+                       "pricing": {"input_per_mtok": "0.1", "output_per_mtok": "0"}},
         },
     }
     env = {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY, "AWS_EC2_METADATA_DISABLED": "true",
@@ -158,3 +162,50 @@ def test_aws_errors_map_to_gateway_statuses(client: openai.OpenAI) -> None:
 def test_bad_bedrock_config_is_an_error_naming_the_field(provider: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         parse_config({"providers": {"p": provider}, "models": {}}, env={})
+
+
+def test_cache_control_becomes_a_cache_point_written_then_read(client: openai.OpenAI, gateway: Gateway,
+                                                               bedrock: FakeBedrock) -> None:
+    system = {"role": "system", "content": [{"type": "text", "text": "Stable instructions. " * 40,
+                                             "cache_control": {"type": "ephemeral"}}]}
+    ask = [system, {"role": "user", "content": "hello"}]
+    first = client.chat.completions.create(model="cacheable", messages=ask)  # type: ignore[arg-type]
+    chunks = list(client.chat.completions.create(model="cacheable", messages=ask, stream=True))  # type: ignore[arg-type]
+    sent = bedrock.requests[-1]["body"]["system"]
+    assert sent[-1] == {"cachePoint": {"type": "default"}}
+    written, read = gateway.log_record(first.id)["usage"], gateway.log_record(chunks[0].id)["usage"]
+    n = len("Stable instructions. " * 40) // 4
+    assert written["cache_write_tokens"] == read["cached_tokens"] == n and written["cached_tokens"] == 0
+    assert written["input_tokens"] == read["input_tokens"]
+    fresh = written["input_tokens"] - n
+    out = written["output_tokens"]
+    assert Decimal(gateway.log_record(first.id)["cost"]) == (fresh * 3 + n * Decimal("3.75") + out * 15) / 10**6
+    assert Decimal(gateway.log_record(chunks[0].id)["cost"]) == (fresh * 3 + n * Decimal("0.3") + out * 15) / 10**6
+
+
+def test_titan_embeddings_one_call_per_text_priced_by_aws(client: openai.OpenAI, gateway: Gateway,
+                                                          bedrock: FakeBedrock) -> None:
+    bedrock.clear()
+    answer = client.embeddings.create(model="titan", input=["hello", "hello world!"], dimensions=256)
+    assert [len(d.embedding) for d in answer.data] == [256, 256] and answer.usage.prompt_tokens == 1 + 3
+    assert [r["path"] for r in bedrock.requests] == ["/model/amazon.titan-embed-text-v2:0/invoke"] * 2
+    one = client.embeddings.with_raw_response.create(model="titan", input="hello world!")
+    assert Decimal(gateway.log_record(one.headers["x-request-id"])["cost"]) == 3 * Decimal("0.02") / 10**6
+
+
+def test_cohere_embeddings_count_tokens_from_bedrocks_header(client: openai.OpenAI, gateway: Gateway,
+                                                             bedrock: FakeBedrock) -> None:
+    raw = client.embeddings.with_raw_response.create(model="cohere", input=["hello there", "bye"])
+    answer = raw.parse()
+    assert len(answer.data) == 2 and answer.usage.prompt_tokens == 3
+    assert bedrock.requests[-1]["body"]["input_type"] == "search_document"
+    assert Decimal(gateway.log_record(raw.headers["x-request-id"])["cost"]) == 3 * Decimal("0.1") / 10**6
+
+
+def test_embeddings_input_bedrock_cannot_take_is_a_400_naming_it(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as bad:
+        client.embeddings.create(model="titan", input=[[1, 2, 3]])
+    assert bad.value.body["param"] == "input"  # type: ignore[index]
+    with pytest.raises(openai.BadRequestError) as bad:
+        client.embeddings.create(model="titan", input="hi", dimensions=300)
+    assert bad.value.body["param"] == "dimensions"  # type: ignore[index]

@@ -21,6 +21,11 @@ containing `cached-<n>` reports n `cacheReadInputTokens`, `cachewrite-<n>` n
 `cacheWriteInputTokens` (beside inputTokens, as Converse does). `fail-<status>` answers that
 status (429: ThrottlingException, 503 ServiceUnavailableException, 400 ValidationException);
 `not-ready` answers ModelNotReadyException (HTTP 429, as AWS does);
+Converse prompt caching: the text before the last `cachePoint` block is a cache write the first
+time, a cache read after (`cacheWriteInputTokens` / `cacheReadInputTokens`, out of inputTokens).
+Embeddings on POST /model/{id}/invoke for `amazon.titan-embed-text-*` (`{"inputText"}` ->
+`{"embedding", "inputTextTokenCount"}`) and `cohere.embed-*` (`{"texts", "input_type"}` ->
+`{"embeddings"}`, the count in `X-Amzn-Bedrock-Input-Token-Count`).
 `stream-error` sends a throttlingException frame mid-stream.
 
 InvokeModel for Claude: POST /model/{modelId}/invoke and /invoke-with-response-stream take the
@@ -67,6 +72,10 @@ def event(kind: str, data: dict) -> bytes:
 
 class FakeBedrock(FakeUpstream):
     """Bedrock Runtime's Converse and ConverseStream behind SigV4."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.prompt_cache: set[str] = set()  # Converse prompt prefixes written to the cache
 
     def _app(self) -> web.Application:
         app = web.Application(middlewares=[self._record], client_max_size=64 * 2**20)
@@ -133,6 +142,7 @@ class FakeBedrock(FakeUpstream):
             status = int(fail[1])
             return self._aws_error(status, _ERRORS.get(status, "InternalServerException"), f"fake failure {status}")
         events = self._answer(model, body)
+        self._prompt_cache(body, events[-1][1]["usage"])
         if request.path.endswith("/converse"):
             return web.json_response(self._whole(events), headers={"x-amzn-RequestId": "fake-request"})
         resp = web.StreamResponse(status=200, headers={"x-amzn-RequestId": "fake-request"})
@@ -147,11 +157,56 @@ class FakeBedrock(FakeUpstream):
         await resp.write_eof()
         return resp
 
+    def _prompt_cache(self, body: dict, usage: dict) -> None:
+        """Converse prompt caching: the text before the last `cachePoint` (system, then messages)
+        is written to the cache the first time (`cacheWriteInputTokens`) and read after
+        (`cacheReadInputTokens`); `inputTokens` keeps the rest."""
+        blocks = [*(body.get("system") or []), *(b for m in body["messages"] for b in m.get("content") or [])]
+        marks = [i for i, b in enumerate(blocks) if "cachePoint" in b]
+        if not marks:
+            return
+        prefix = "".join(b.get("text", "") for b in blocks[:marks[-1]])
+        n = min(len(prefix) // 4, usage["inputTokens"])
+        field = "cacheReadInputTokens" if prefix in self.prompt_cache else "cacheWriteInputTokens"
+        self.prompt_cache.add(prefix)
+        usage["inputTokens"] -= n
+        usage[field] = n
+
+    async def _embed(self, request: web.Request, model: str, body: dict) -> web.Response:
+        """Titan Text Embeddings v2 and Cohere Embed v3 on InvokeModel, as Bedrock answers them."""
+        if "titan-embed-text" in model:
+            extra = set(body) - {"inputText", "dimensions", "normalize", "embeddingTypes"}
+            dimensions = body.get("dimensions", 1024)
+            if extra or not isinstance(body.get("inputText"), str) or dimensions not in (256, 512, 1024):
+                return self._aws_error(400, "ValidationException", f"Malformed input request: {sorted(extra)}")
+            tokens = max(1, len(body["inputText"]) // 4)
+            vector = [round((len(body["inputText"]) % 7 + i) / 1000, 6) for i in range(dimensions)]
+            return web.json_response({"embedding": vector, "embeddingsByType": {"float": vector},
+                                      "inputTextTokenCount": tokens})
+        extra = set(body) - {"texts", "input_type", "truncate", "embedding_types", "images"}
+        texts = body.get("texts")
+        if extra or "input_type" not in body or not isinstance(texts, list) or not 0 < len(texts) <= 96:
+            return self._aws_error(400, "ValidationException",
+                                   "Malformed input request: #: required key [input_type] not found")
+        vectors = [[round((len(t) % 5 + i) / 1000, 6) for i in range(1024)] for t in texts]
+        tokens = sum(max(1, len(t) // 4) for t in texts)
+        embeddings = {"float": vectors} if body.get("embedding_types") else vectors
+        return web.json_response({"id": "fake-embed", "texts": texts, "embeddings": embeddings,
+                                  "response_type": "embeddings_by_type" if body.get("embedding_types")
+                                  else "embeddings_floats"},
+                                 headers={"X-Amzn-Bedrock-Input-Token-Count": str(tokens)})
+
     async def _invoke(self, request: web.Request) -> web.StreamResponse:
         raw = await request.read()
         denied = self._auth(request, raw)
         if denied is not None:
             return denied
+        model = request.match_info["model"]
+        if "embed" in model and request.path.endswith("/invoke"):
+            try:
+                return await self._embed(request, model, json.loads(raw))
+            except (ValueError, AttributeError):
+                return self._aws_error(400, "SerializationException", "Unexpected character")
         try:
             body = json.loads(raw)
         except ValueError:

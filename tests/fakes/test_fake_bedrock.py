@@ -72,3 +72,23 @@ def test_invoke_model_with_the_anthropic_body(bedrock: FakeBedrock) -> None:
     stream = c.invoke_model_with_response_stream(modelId=MODEL, body=body)["body"]
     events = [json.loads(e["chunk"]["bytes"]) for e in stream]
     assert events[0]["type"] == "message_start" and events[-1]["type"] == "message_stop"
+
+
+def test_embeddings_and_cache_points_as_boto3_sends_them(bedrock: FakeBedrock) -> None:
+    import json
+
+    c = client(bedrock)
+    titan = c.invoke_model(modelId="amazon.titan-embed-text-v2:0",
+                           body=json.dumps({"inputText": "hello", "dimensions": 256}))
+    answer = json.loads(titan["body"].read())
+    assert len(answer["embedding"]) == 256 and answer["inputTextTokenCount"] == 1
+    cohere = c.invoke_model(modelId="cohere.embed-english-v3",
+                            body=json.dumps({"texts": ["hello there", "bye"], "input_type": "search_query"}))
+    assert len(json.loads(cohere["body"].read())["embeddings"]) == 2
+    assert cohere["ResponseMetadata"]["HTTPHeaders"]["x-amzn-bedrock-input-token-count"] == "3"
+    system = [{"text": "A long, stable system prompt. " * 10}, {"cachePoint": {"type": "default"}}]
+    ask = {"modelId": MODEL, "system": system,
+           "messages": [{"role": "user", "content": [{"text": "hello"}]}]}
+    first, second = c.converse(**ask)["usage"], c.converse(**ask)["usage"]
+    assert first["cacheWriteInputTokens"] == second["cacheReadInputTokens"] == 75
+    assert first["inputTokens"] == second["inputTokens"] == first["totalTokens"] - 75 - first["outputTokens"]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 import time
 from collections.abc import AsyncGenerator
 from typing import Any
@@ -24,11 +25,22 @@ from yarl import URL
 
 from tallygate.errors import UpstreamHTTPError, UpstreamProtocolError, UpstreamUnavailable
 from tallygate.providers.base import RawEvents
+from tallygate.providers.bedrock_embed import (
+    cohere_body,
+    cohere_vectors,
+    embedding_family,
+    embedding_texts,
+    openai_embeddings,
+    titan_body,
+)
 from tallygate.providers.bedrock_translate import ConverseStreamTranslator, bedrock_error, from_converse, to_converse
 from tallygate.providers.http import HttpClient, retry_after, transport_errors
+from tallygate.providers.sigv4 import CachedSigV4Auth, sign
 from tallygate.providers.upstream import Upstream
 from tallygate.settings import ProviderConfig
 from tallygate.types import Usage
+
+log = logging.getLogger(__name__)
 
 _CREDENTIALS_TTL_S = 60.0  # re-read botocore's (refreshable) credentials this often, in a thread
 
@@ -43,36 +55,57 @@ class BedrockProvider:
         self._base = (cfg.base_url or f"https://bedrock-runtime.{self._region}.amazonaws.com").rstrip("/")
         self._headers = {"Content-Type": "application/json", **cfg.headers}
         self._bearer = cfg.api_key
-        self._credentials: Any = None  # botocore ReadOnlyCredentials
+        self._signer_now: CachedSigV4Auth | None = None  # on botocore ReadOnlyCredentials
         self._credentials_at = 0.0
         self._lock = asyncio.Lock()
+        self._reload: asyncio.Task[None] | None = None
+        self._urls: dict[tuple[str, str], str] = {}
 
     def _error(self, status: int, raw: bytes, headers: object) -> UpstreamHTTPError:
         kind = headers.get("x-amzn-ErrorType", "") if hasattr(headers, "get") else ""  # type: ignore[union-attr]
         return bedrock_error(self.name, kind or "", status, raw, retry_after(headers))
 
     def _url(self, model: str, operation: str) -> str:
-        return f"{self._base}/model/{quote(model, safe='')}/{operation}"
+        url = self._urls.get((model, operation))
+        if url is None:
+            if len(self._urls) > 1024:
+                self._urls.clear()
+            url = self._urls[(model, operation)] = f"{self._base}/model/{quote(model, safe='')}/{operation}"
+        return url
 
     async def _signed(self, url: str, data: bytes, accept: str) -> dict[str, str]:
         """The headers for POSTing `data` to `url`: SigV4-signed, or the Bedrock API key."""
         headers = {**self._headers, "Accept": accept}
         if self._bearer:
             return {**headers, "Authorization": f"Bearer {self._bearer}"}
-        from botocore.auth import SigV4Auth
-        from botocore.awsrequest import AWSRequest
+        return sign(await self._signer(), url, headers, data)
 
-        request = AWSRequest(method="POST", url=url, data=data, headers=headers)
-        SigV4Auth(await self._frozen_credentials(), "bedrock", self._region).add_auth(request)
-        return dict(request.headers.items())
-
-    async def _frozen_credentials(self) -> Any:
-        if self._credentials is None or time.monotonic() - self._credentials_at > _CREDENTIALS_TTL_S:
+    async def _signer(self) -> CachedSigV4Auth:
+        """A signer on current credentials. Only the first request waits for them; after that they
+        are re-read every `_CREDENTIALS_TTL_S` in the background while requests go on signing with
+        the ones in hand (botocore's refreshable credentials are frozen with >= 10 min to run)."""
+        if self._signer_now is None:
             async with self._lock:
-                if self._credentials is None or time.monotonic() - self._credentials_at > _CREDENTIALS_TTL_S:
-                    self._credentials = await asyncio.to_thread(self._load_credentials)
-                    self._credentials_at = time.monotonic()
-        return self._credentials
+                if self._signer_now is None:
+                    self._use(await asyncio.to_thread(self._load_credentials))
+        elif time.monotonic() - self._credentials_at > _CREDENTIALS_TTL_S and self._reload is None:
+            self._credentials_at = time.monotonic()
+            self._reload = asyncio.create_task(self._reload_credentials())
+        assert self._signer_now is not None
+        return self._signer_now
+
+    def _use(self, credentials: Any) -> None:
+        if self._signer_now is None or credentials != self._signer_now.credentials:
+            self._signer_now = CachedSigV4Auth(credentials, "bedrock", self._region)
+        self._credentials_at = time.monotonic()
+
+    async def _reload_credentials(self) -> None:
+        try:
+            self._use(await asyncio.to_thread(self._load_credentials))
+        except UpstreamHTTPError:
+            log.warning("provider %r: re-reading AWS credentials failed; signing with the current ones", self.name)
+        finally:
+            self._reload = None
 
     def _load_credentials(self) -> Any:
         import botocore.exceptions
@@ -132,8 +165,36 @@ class BedrockProvider:
             raise UpstreamProtocolError(f"provider {self.name!r} sent an event that is not JSON") from None
         return translator.feed(str(headers.get(":event-type", "")), data if isinstance(data, dict) else {})
 
+    async def embed(self, body: dict) -> tuple[dict, Usage]:
+        """OpenAI embeddings through InvokeModel: Titan (one call per text, concurrently) or
+        Cohere Embed (one call), see `bedrock_embed`."""
+        model = body["model"]
+        family, texts = embedding_family(model), embedding_texts(body)
+        url = self._url(model, "invoke")
+        try:
+            if family == "titan":
+                answers = await asyncio.gather(*(self._invoke_json(url, titan_body(t, body.get("dimensions")))
+                                                 for t in texts))
+                vectors = [a["embedding"] for a, _ in answers]
+                tokens = sum(int(a["inputTextTokenCount"]) for a, _ in answers)
+            else:
+                answer, seen = await self._invoke_json(url, cohere_body(texts, body.get("dimensions")))
+                vectors = cohere_vectors(answer)
+                tokens = int(seen.get("x-amzn-bedrock-input-token-count") or 0)
+        except (KeyError, TypeError, ValueError):
+            raise UpstreamProtocolError(f"provider {self.name!r} sent an embedding we cannot read") from None
+        data = openai_embeddings(vectors, model, tokens, body.get("encoding_format"))
+        return data, Usage(input_tokens=tokens, output_tokens=0)
+
+    async def _invoke_json(self, url: str, payload: dict) -> tuple[dict, dict[str, str]]:
+        data = orjson.dumps(payload)
+        signed = await self._signed(url, data, "application/json")
+        seen: dict[str, str] = {}
+        return await self._up.post_bytes(URL(url, encoded=True), data, signed, seen), seen
+
     async def close(self) -> None:
-        return None
+        if self._reload is not None:
+            self._reload.cancel()
 
 
 BEDROCK_ANTHROPIC_VERSION = "bedrock-2023-05-31"

@@ -4,8 +4,10 @@ Request: system/developer messages -> `system`; user/assistant/tool turns -> `me
 results are `toolResult` blocks in a user turn); text, base64 image data URLs -> `image` blocks;
 function tools -> `toolConfig.tools[].toolSpec`; tool_choice auto/required/function ->
 `toolChoice` (`none` sends no tools); max(_completion)_tokens, temperature, top_p, stop ->
-`inferenceConfig`. Refused with a 400 naming the field: n > 1, logprobs, logit_bias, audio,
-legacy functions, response_format other than text, image URLs that are not data URLs.
+`inferenceConfig`; a content part (system ones too) with Anthropic's `cache_control` is followed
+by a Converse `cachePoint` block (prompt caching). Refused with a 400 naming the field: n > 1,
+logprobs, logit_bias, audio, legacy functions, response_format other than text, image URLs that
+are not data URLs.
 
 Usage: Converse's `inputTokens` excludes the cache reads and writes it reports beside it
 (`cacheReadInputTokens`, `cacheWriteInputTokens`); the prompt is their sum.
@@ -32,6 +34,7 @@ _ERROR_STATUS = {"ThrottlingException": 429, "ModelNotReadyException": 503, "Ser
                  "AccessDeniedException": 403, "UnrecognizedClientException": 403,
                  "ExpiredTokenException": 403, "ValidationException": 400, "ResourceNotFoundException": 404}
 _MAX_MESSAGE = 300
+CACHE_POINT = {"cachePoint": {"type": "default"}}
 
 
 _invalid = invalid
@@ -53,6 +56,8 @@ def to_converse(body: dict) -> dict:
     out: dict = {"messages": messages}
     if system:
         out["system"] = [{"text": system}]
+        if _system_cached(body.get("messages")):
+            out["system"].append(CACHE_POINT)
     config: dict = {}
     limit = body.get("max_completion_tokens", body.get("max_tokens"))
     if limit is not None:
@@ -80,10 +85,18 @@ def to_converse(body: dict) -> dict:
     return out
 
 
+def _system_cached(messages: object) -> bool:
+    """Whether a system or developer message's part carries `cache_control`."""
+    return isinstance(messages, list) and any(
+        isinstance(m, dict) and m.get("role") in ("system", "developer") and isinstance(m.get("content"), list)
+        and any(isinstance(p, dict) and p.get("cache_control") for p in m["content"]) for m in messages)
+
+
 def _messages(messages: object) -> tuple[str, list[dict]]:
     return chat_turns(
         messages, model_role="assistant", key="content",
-        system=lambda msg, at: "".join(b["text"] for b in _blocks(msg.get("content"), f"{at}.content", images=False)),
+        system=lambda msg, at: "".join(b.get("text", "") for b in _blocks(msg.get("content"), f"{at}.content",
+                                                                           images=False)),
         user=lambda msg, at: _blocks(msg.get("content"), f"{at}.content", images=True),
         assistant=_assistant_blocks,
         tool=lambda msg, at: [_tool_result(msg, at)])
@@ -107,6 +120,8 @@ def _blocks(content: object, at: str, *, images: bool) -> list[dict]:
                                            f"{at}[{j}].image_url.url")})
         else:
             raise _invalid(f"{at}[{j}].type", f"{kind!r} is not supported here for Bedrock models")
+        if part.get("cache_control"):  # Anthropic's prompt-cache mark -> a Converse cache point after it
+            blocks.append(CACHE_POINT)
     return blocks
 
 
@@ -136,7 +151,7 @@ def _tool_result(msg: dict, at: str) -> dict:
     tool_use_id = msg.get("tool_call_id")
     if not isinstance(tool_use_id, str) or not tool_use_id:
         raise _invalid(f"{at}.tool_call_id", "must be a string")
-    text = "".join(b["text"] for b in _blocks(msg.get("content"), f"{at}.content", images=False))
+    text = "".join(b.get("text", "") for b in _blocks(msg.get("content"), f"{at}.content", images=False))
     return {"toolResult": {"toolUseId": tool_use_id, "content": [{"text": text}]}}
 
 

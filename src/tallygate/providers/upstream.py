@@ -35,9 +35,11 @@ class Upstream:
         """POST `body`; the JSON object answered with 200, else the provider's error raised."""
         return await self.post_bytes(url, orjson.dumps(body), headers)
 
-    async def post_bytes(self, url: str | URL, data: bytes, headers: dict[str, str]) -> dict[str, Any]:
+    async def post_bytes(self, url: str | URL, data: bytes, headers: dict[str, str],
+                         response_headers: dict[str, str] | None = None) -> dict[str, Any]:
         """POST `data` as it is (a signed body) to `url` (a `yarl.URL(..., encoded=True)` is sent
-        exactly as signed); the JSON object answered with 200."""
+        exactly as signed); the JSON object answered with 200 (its headers into
+        `response_headers`, lower-cased, when given)."""
         client = self._http.json_client(self._connect_timeout_s)
         with transport_errors(self.name):
             request = client.post(str(url)).headers(headers).body_bytes(data).timeout(self._timeout)
@@ -45,6 +47,8 @@ class Upstream:
             raw = memoryview(await resp.bytes())
         if resp.status != 200:
             raise self._error(resp.status, bytes(raw), resp.headers)
+        if response_headers is not None:
+            response_headers.update((k.lower(), v) for k, v in resp.headers.items())
         return parse_json(self.name, raw)
 
     def stream(self, url: str, body: dict[str, Any],
