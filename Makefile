@@ -74,6 +74,7 @@ PEERS ?= /tmp/peers
 bench: install services
 	$(BIN)/python bench/run_bench.py --peers $(PEERS)
 	$(BIN)/python bench/redis_budget.py
+	nice $(BIN)/python bench/providers_bench.py
 
 clean:
 	rm -rf $(VENV) *.db *.db-wal *.db-shm *.db.journal *.duckdb *.duckdb.wal dist dashboard/node_modules tests/agents/node_modules tests/docs/node/node_modules src/tallygate/dashboard/static

@@ -49,6 +49,7 @@ from tallygate.pipeline.exchange import Pipeline
 from tallygate.pipeline.freshness import Freshness
 from tallygate.pipeline.models import ModelCatalog
 from tallygate.pipeline.observers import CallObserver, Observers, RequestObserver
+from tallygate.pipeline.ratelimit import MemoryLimiter
 from tallygate.pipeline.ratelimit_rules import RuleRegistry
 from tallygate.pipeline.redis_budget import RedisBudget
 from tallygate.pipeline.routing import Router
@@ -158,7 +159,8 @@ class Gateway:
                             settings.max_body_bytes, budgets.scopes, Scrubber.from_config(config),
                             ledger.refusal,
                             None if redis is None else Freshness(redis, budgets.reload_async, rules.reload_async,
-                                                                 auth.refresh).catch_up)
+                                                                 auth.refresh).catch_up,
+                            limits=rules.rules, limiter=MemoryLimiter())
         proxy = ProxyRoutes(pipeline)
         self._models = proxy.models
         self._hot: dict[tuple[str, str], Callable[[Scope, Receive, Send], Awaitable[None]]] = {
