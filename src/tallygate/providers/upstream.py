@@ -33,19 +33,15 @@ class Upstream:
         """POST `body`; the JSON object answered with 200, else the provider's error raised."""
         return await self.post_bytes(url, orjson.dumps(body), headers)
 
-    async def post_bytes(self, url: str | URL, data: bytes, headers: dict[str, str],
-                         response_headers: dict[str, str] | None = None) -> dict[str, Any]:
+    async def post_bytes(self, url: str | URL, data: bytes, headers: dict[str, str]) -> dict[str, Any]:
         """POST `data` as it is (a signed body) to `url` (a `yarl.URL(..., encoded=True)` is sent
-        exactly as signed); the JSON object answered with 200 (its headers into
-        `response_headers`, lower-cased, when given)."""
+        exactly as signed); the JSON object answered with 200."""
         with transport_errors(self.name):
             async with self._http.session.post(url, data=data, headers=headers,
                                                timeout=self._timeout, allow_redirects=False) as resp:
                 raw = await resp.read()
                 if resp.status != 200:
                     raise self._error(resp.status, raw, resp.headers)
-                if response_headers is not None:
-                    response_headers.update((k.lower(), v) for k, v in resp.headers.items())
         return parse_json(self.name, raw)
 
     def stream(self, url: str, body: dict[str, Any],
