@@ -4,6 +4,7 @@
     .venv/bin/python bench/gen_ledger.py                         # 10M records, November 2026
     .venv/bin/python bench/gen_ledger.py --records 200000 --db postgresql+psycopg://...
     .venv/bin/python bench/gen_ledger.py --records 400000 --rate 20000   # paced: does it keep up?
+    nice .venv/bin/python bench/gen_ledger.py --bulk --fresh --db sqlite:////tmp/tga/10m/ledger.db  # fast fill
 
 Hundreds of labelled keys (team, env, feature, tier, customer_id), a few thousand tags up to 4
 levels deep (team/feature/variant, geo, customer/project, experiment arms, workflow steps, flat
@@ -20,6 +21,12 @@ Records go through `LedgerWriter.record()` and its batched flusher exactly as in
 unpaced, the generator waits while more than `--max-pending` records are buffered. It prints
 one JSON line: records, wall seconds, records/s, the writer's busy time, flushes, database size.
 The database file (SQLite: several GB at 10M records) belongs under /tmp, not in the repository.
+
+`--bulk` fills a ledger for the query benchmarks, not to measure ingest: the same records go
+through the same batch writer (`store/ingest.py`: raw rows, tag rows and every roll-up in one
+transaction) but in large batches on the generator's own thread, with SQLite's journal in memory
+and without fsync (a crash loses the file; regenerate it). The answers are those of a ledger
+filled through the gateway; the writer figures are not comparable with a paced run's.
 """
 
 from __future__ import annotations
@@ -35,9 +42,12 @@ import time
 from decimal import Decimal
 from pathlib import Path
 
+from sqlalchemy import Engine, event
+
 from tallygate.core.record import Attempt, LedgerRecord, replace
 from tallygate.pipeline.pricing import Rate
 from tallygate.store.db import migrate, open_engine
+from tallygate.store.ingest import BatchIngest
 from tallygate.store.keys import KeyStore
 from tallygate.store.ledger import LedgerWriter
 
@@ -218,9 +228,49 @@ def db_size(url: str) -> int | None:
     return sum(p.stat().st_size for p in (path, path.with_name(path.name + "-wal")) if p.exists())
 
 
+def _bulk_pragmas(engine: Engine) -> None:
+    """SQLite without fsync and with a large page cache: a throw-away benchmark file."""
+    if engine.dialect.name != "sqlite":
+        return
+
+    @event.listens_for(engine, "connect")
+    def _fast(dbapi_conn, _record):  # type: ignore[no-untyped-def]
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA synchronous=OFF")
+        cur.execute("PRAGMA cache_size=-1048576")  # 1 GiB: the tag and roll-up B-trees stay in memory
+        cur.execute("PRAGMA temp_store=MEMORY")
+        cur.close()
+
+
+def bulk_write(args: argparse.Namespace, ingest: BatchIngest, pools: list[list[LedgerRecord]], start_ms: int,
+               step: float, rng: random.Random) -> tuple[float, int]:
+    """Every record through `BatchIngest.write` in batches of `--bulk-batch`, on this thread:
+    (seconds inside the writer, batches)."""
+    busy, flushes = 0.0, 0
+    getrandbits = rng.getrandbits
+    t0 = last_report = time.perf_counter()
+    for n in range(0, args.records, args.bulk_batch):
+        pool = pools[0 if n < args.records // 2 else 1]
+        batch = []
+        for j in range(n, min(n + args.bulk_batch, args.records)):
+            ms = start_ms + int(j * step)
+            batch.append(replace(pool[j % len(pool)], id=f"req_{ms:011x}{getrandbits(56):014x}", created_at=ms))
+        t = time.perf_counter()
+        ingest.write(batch)
+        busy += time.perf_counter() - t
+        flushes += 1
+        if t - last_report > 30:
+            last_report = t
+            done = n + len(batch)
+            print(f"  {done:>10,} records  {done / (t - t0):8.0f}/s (bulk)", file=sys.stderr, flush=True)
+    return busy, flushes
+
+
 async def fill(args: argparse.Namespace) -> dict:
     rng = random.Random(args.seed)
     engine = open_engine(args.db)
+    if args.bulk:
+        _bulk_pragmas(engine)
     migrate(engine)
     tags = build_tags(rng)
     keys = Keys(rng, args.keys, tags["customers"])
@@ -231,6 +281,21 @@ async def fill(args: argparse.Namespace) -> dict:
     if args.days:
         end_ms = min(end_ms, start_ms + int(args.days * 86_400_000))
     step = (end_ms - start_ms) / args.records
+    if args.bulk:
+        size = min(args.templates, args.records)
+        pools = [factory.templates(size)]
+        moved = factory.relabel(0.1)  # the second half of the month carries the new labels
+        pools.append(factory.templates(size))
+        t0 = time.perf_counter()
+        busy_s, flushes = bulk_write(args, BatchIngest(engine), pools, start_ms, step, rng)
+        wall = time.perf_counter() - t0
+        for k in moved:
+            store.update(stored[k].id, {"labels": factory.labels_now[k]})
+        engine.dispose()
+        return {"records": args.records, "db": args.db, "month": args.month, "days": args.days or None,
+                "keys": args.keys, "bulk": True, "wall_s": round(wall, 2), "records_per_s": round(args.records / wall),
+                "writer_busy_s": round(busy_s, 2), "flushes": flushes, "mean_batch": round(args.records / flushes),
+                "relabelled_keys": len(moved), "db_bytes": db_size(args.db)}
     writer = LedgerWriter(engine, flush_ms=args.flush_ms, batch=args.batch, max_batch=args.max_batch)
     busy = [0.0, 0]
     inner = writer._write
@@ -307,6 +372,9 @@ def main() -> None:
                     "cycled (each use gets its own id and time), so the producer costs little of the "
                     "writer's CPU")
     ap.add_argument("--fresh", action="store_true", help="delete the SQLite file first")
+    ap.add_argument("--bulk", action="store_true", help="fill fast for the query benchmarks: the same batch "
+                    "writer in --bulk-batch batches on this thread, SQLite without fsync (not an ingest figure)")
+    ap.add_argument("--bulk-batch", type=int, default=20_000, help="records per transaction with --bulk")
     args = ap.parse_args()
     if args.records <= 0 or args.records > 50_000_000:
         ap.error("--records must be between 1 and 50,000,000")

@@ -35,6 +35,7 @@ from tallygate.core.timebuckets import month_floor
 from tallygate.errors import GatewayError, MethodNotAllowed
 from tallygate.manage.budgets import BudgetAdmin
 from tallygate.manage.keys import KeyAdmin
+from tallygate.manage.ratelimits import RateLimitAdmin
 from tallygate.manage.sessions import SessionStore
 from tallygate.observe.alerts import AlertService
 from tallygate.observe.metrics import GatewayMetrics, mark_process_dead
@@ -48,6 +49,8 @@ from tallygate.pipeline.exchange import Pipeline
 from tallygate.pipeline.freshness import Freshness
 from tallygate.pipeline.models import ModelCatalog
 from tallygate.pipeline.observers import CallObserver, Observers, RequestObserver
+from tallygate.pipeline.ratelimit import MemoryLimiter
+from tallygate.pipeline.ratelimit_rules import RuleRegistry
 from tallygate.pipeline.redis_budget import RedisBudget
 from tallygate.pipeline.routing import Router
 from tallygate.pipeline.routing.shared import SharedCooldowns
@@ -65,6 +68,7 @@ from tallygate.store.keys import KeyStore, now_ms
 from tallygate.store.ledger import LedgerWriter
 from tallygate.store.logs import LogReader
 from tallygate.store.minutes import MinuteCounts
+from tallygate.store.ratelimits import RateLimitStore
 from tallygate.store.sessions import SessionRows
 
 log = logging.getLogger("tallygate")
@@ -123,6 +127,8 @@ class Gateway:
         budget, spend_loader, redis = _budget_engine(settings, keys, budget_store)
         self.redis = redis
         budgets = BudgetRegistry(budget_store, budget, lambda: month_floor(now_ms()))
+        rate_store = RateLimitStore(engine)
+        rules = RuleRegistry(rate_store)
         self.router = router = Router(config, catalog, seed=settings.routing_seed)
         cooldowns = SharedCooldowns(router.policies, settings.redis_url) if settings.redis_url and router.policies \
             else None
@@ -137,21 +143,24 @@ class Gateway:
         self.metrics = metrics = _metrics(config, settings, budget, thresholds, ledger)
         self.tracer = tracer = _tracer(config, span_exporter)
         request_log = RequestLog() if settings.log_format == "json" else None
-        store = AnalyticsStore(engine, columnar=columnar_engine(settings))  # roll-ups, raw, columnar copy
+        # roll-ups, raw, and the columnar copy (opened by the first question that needs it)
+        store = AnalyticsStore(engine, open_columnar=partial(columnar_engine, settings))
 
         # Who hears of every finished request, in order: the ledger first (it journals the record).
         observers: list[RequestObserver] = [ledger, *detectors, *_present(metrics, request_log)]
         call_observers: list[CallObserver] = [*_present(thresholds if alerts.enabled else None, tracer)]
         # Started in this order, stopped in the reverse: the log handler last of all, then the ledger
         # (which writes what is left), the budget (its last settles), ... the HTTP client first.
-        self.services: list[Service] = _present(log_service, ledger, spend_loader, budgets, auth, cooldowns,
+        self.services: list[Service] = _present(log_service, ledger, spend_loader, budgets, rules, auth, cooldowns,
                                                 webhooks, alert_service, tracer, http, providers,
                                                 ColumnarSync(store))
 
         pipeline = Pipeline(auth, catalog, Observers(observers, call_observers), budget, router,
                             settings.max_body_bytes, budgets.scopes, Scrubber.from_config(config),
                             ledger.refusal,
-                            None if redis is None else Freshness(redis, budgets.reload_async, auth.refresh).catch_up)
+                            None if redis is None else Freshness(redis, budgets.reload_async, rules.reload_async,
+                                                                 auth.refresh).catch_up,
+                            limits=rules.rules, limiter=MemoryLimiter())
         proxy = ProxyRoutes(pipeline)
         self._models = proxy.models
         self._hot: dict[tuple[str, str], Callable[[Scope, Receive, Send], Awaitable[None]]] = {
@@ -165,13 +174,15 @@ class Gateway:
         if metrics is not None:
             self._hot[("GET", "/metrics")] = MetricsEndpoint(metrics, config.metrics.bearer_token)
         self._allow = {path: method.encode() for method, path in self._hot}
-        key_admin = KeyAdmin(keys, auth, budget, config.policies, lambda: budgets.current)
+        key_admin = KeyAdmin(keys, auth, budget, config.policies, lambda: budgets.current, lambda: rules.current)
         analytics = Analytics(store, config.reporting.timezone)
         management = create_management_app(auth, LogReader(engine, exact_hours=store.log_hours), key_admin,
                                             analytics, FeedbackStore(engine), ledger,
                                             SessionStore(SessionRows(engine)),
                                             BudgetAdmin(budget_store, keys, budgets, budget),
-                                            _readiness(engine, ledger, redis), alert_store, MinuteCounts(engine))
+                                            _readiness(engine, ledger, redis), alert_store, MinuteCounts(engine),
+                                            RateLimitAdmin(rate_store, keys, rules, lambda: budgets.current,
+                                                           budget.bump))
         self._management = BodyLimit(management, settings.max_manage_body_bytes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

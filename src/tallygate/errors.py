@@ -12,6 +12,7 @@
     +-- NotFound                      (404)
     |   +-- ModelNotFound             (404 model_not_found)
     +-- BudgetExceeded                (402 budget_exceeded)
+    +-- RateLimited                   (429 rate_limit_exceeded: a rate limit, `retry-after`)
     +-- AuthUnavailable               (503 auth_unavailable: key not cached, database away)
     +-- LedgerUnavailable             (503 ledger_unavailable: the journal is full)
     +-- JournalUnavailable            (503 journal_unavailable: the disk refuses the journal)
@@ -210,6 +211,29 @@ class BudgetExceeded(GatewayError):
 
     def headers(self) -> list[tuple[bytes, bytes]]:
         return [(b"x-should-retry", b"false")]
+
+
+class RateLimited(GatewayError):
+    """A rate limit (requests or tokens per minute, requests in flight) would be passed; OpenAI's
+    shape (`type` "requests" or "tokens"); `limit_headers` are the x-ratelimit-* of the answer."""
+
+    status = 429
+    type = "requests"
+    code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, retry_after: float | None, tokens: bool = False,
+                 limit_headers: list[tuple[bytes, bytes]] | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.limit_headers = limit_headers or []
+        if tokens:
+            self.type = "tokens"
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        if self.retry_after is None:
+            return [*self.limit_headers]
+        ms = b"%d" % int(self.retry_after * 1000 + 0.999)
+        return [*_retry_after_header(self.retry_after), (b"retry-after-ms", ms), *self.limit_headers]
 
 
 class BudgetUnavailable(GatewayError):

@@ -96,7 +96,9 @@ def test_cancelled_requests_leave_no_phantom_reservations(gateway: Gateway) -> N
             calls = [client.chat.completions.create(model="priced-slow", messages=HELLO, max_tokens=10)
                      for _ in range(30)]
             results = await asyncio.gather(*calls, return_exceptions=True)
-            assert all(isinstance(r, openai.APITimeoutError) for r in results)
+            # Abandoned by the client: a timeout, or on a loaded machine a connect that timed out.
+            assert all(isinstance(r, openai.APIConnectionError) for r in results), \
+                [repr(r) for r in results if not isinstance(r, openai.APIConnectionError)][:3]
 
     asyncio.run(fire_and_abandon())
     assert Decimal(_me(gateway, rec["key"])["monthly_reserved"]) > 0  # still in flight upstream

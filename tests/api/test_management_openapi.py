@@ -46,8 +46,8 @@ def test_schemathesis_finds_every_documented_request_accepted_and_405s_with_allo
     # tags, months, cursors, configured policies, no NUL): a request it allows is never refused,
     # logs, analytics and alerts included. The rules across parameters or list items that JSON
     # schema cannot say ("from <= to", "a dimension at most once") are the only refusals the hooks
-    # let pass (`schemathesis_hooks.py`, by their 400's message). Left out: the budgets, whose
-    # scope tag follows the request-tag rule (no unassigned code points), a pattern too large for
+    # let pass (`schemathesis_hooks.py`, by their 400's message). Left out: the budgets and rate limits,
+    # whose scope tag follows the request-tag rule (no unassigned code points), a pattern too large for
     # schemathesis to generate from in time.
     st = Path(sys.executable).with_name("schemathesis")
     hooks = Path(__file__).with_name("schemathesis_hooks.py")
@@ -58,7 +58,7 @@ def test_schemathesis_finds_every_documented_request_accepted_and_405s_with_allo
                 [str(st), "run", f"{gateway.url}/openapi.json", "-H", f"Authorization: Bearer {ADMIN_KEY}",
                  "--checks", "positive_data_acceptance,negative_data_rejection,unsupported_method,"
                              "allow_header_conformance,not_a_server_error",
-                 "--exclude-path-regex", "^/v1/manage/budget.*$",
+                 "--exclude-path-regex", "^/v1/manage/(budget|ratelimit).*$",
                  "--phases", "coverage,fuzzing", "--max-examples", "30", "--workers", "1", "--seed", "2",
                  "--suppress-health-check", "too_slow"],
                 capture_output=True, text=True, timeout=600, cwd=tmp_path,

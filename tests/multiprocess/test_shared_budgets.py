@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -494,3 +496,110 @@ def test_a_budget_binds_every_process_from_the_moment_it_is_created(trio: list[G
             != (ledger := _spend(pg, [key["id"]])) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert counter == ledger <= Decimal("0.40") + Decimal("0.05")  # the first 3 before it
+
+
+def _cli(gw: Gateway, rds_url: str, *args: str) -> subprocess.CompletedProcess:
+    """`tallygate …` as an operator runs it next to the gateways: Redis from TALLYGATE_REDIS_URL."""
+    return subprocess.run([sys.executable, "-m", "tallygate", *args, "--db", gw.db_url],
+                          env={**gw.env, "TALLYGATE_REDIS_URL": rds_url}, capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("change", ["budget", "key-limit", "labels"])
+def test_a_cli_change_binds_every_process_from_the_moment_it_returns(trio: list[Gateway], pg: PostgresInstance,
+                                                                     rds: RedisServer, change: str) -> None:
+    """A budget created, a key's limit set or its labels changed with `tallygate` next to three
+    running processes, then 150 requests at once on all of them: spend stays within the limit
+    (without the announcement, each process served unbound until its next poll: 3-4 times it)."""
+    run = uuid.uuid4().hex[:8]
+    key = _key(trio[0], f"cli-{run}")  # no limit: nothing binds it yet
+    tags, limit = [f"cli/{run}"], Decimal("0.10")  # room for ~14 requests, about 3 held at once
+    if change == "labels":
+        _budget(trio[0], {"label": {"team": run}}, str(limit))
+    first = burst(trio, [key["key"]], 3, tags)  # each process knows the key (and the budget)
+    assert first.status(200) == 3
+    _every_answer_recorded(pg, first)
+    before = _spend(pg, [key["id"]])
+    if change == "budget":
+        args: tuple[str, ...] = ("budgets", "create", "--name", f"cli-{run}", "--tag", f"cli/{run}",
+                                 "--limit", str(limit))
+    elif change == "key-limit":
+        args = ("keys", "update", key["id"], "--limit", str(limit))
+    else:
+        args = ("keys", "update", key["id"], "--label", f"team={run}")
+    done = _cli(trio[0], rds.url, *args)
+    assert done.returncode == 0, done.stderr
+    out = burst(trio, [key["key"]], 150, tags)  # at once, on every process
+    assert out.status(402) > 0 and out.status(200) + out.status(402) == len(out.answered), out.bodies[:3]
+    _every_answer_recorded(pg, out)
+    counted = _spend(pg, [key["id"]]) - (before if change == "labels" else 0)  # (labels: spend from now on)
+    assert counted <= limit
+
+
+def test_a_cli_change_with_redis_unreachable_changes_nothing(trio: list[Gateway]) -> None:
+    from tests.fakes.upstream import closed_port_url
+
+    gone = closed_port_url().replace("http://", "redis://")
+    key = _key(trio[0], "cli-unreachable")
+    for args in (("budgets", "create", "--name", "unreached", "--key", key["id"], "--limit", "1"),
+                 ("keys", "update", key["id"], "--limit", "1"), ("keys", "create", "--name", "unreached")):
+        done = _cli(trio[0], gone, *args)
+        assert done.returncode != 0 and "Redis (--redis / TALLYGATE_REDIS_URL) is unreachable" in done.stderr, done
+        assert "nothing was changed" in done.stderr and gone not in done.stderr
+    assert trio[0].get("/v1/manage/apikey/" + key["id"])[1]["monthly_limit"] is None
+    names = [b["name"] for b in trio[0].get("/v1/manage/budget")[1]["data"]]
+    assert "unreached" not in names
+    keys = trio[0].get("/v1/manage/apikey?limit=500")[1]["data"]
+    assert [k for k in keys if k["name"] == "unreached"] == []
+
+
+def test_the_version_check_adds_no_round_trip_to_a_reservation(trio: list[Gateway], rds: RedisServer) -> None:
+    """Redis MONITOR while one process serves 20 limited requests one after the other: 20
+    reservation scripts, and no other command on the request's path (no read of the version)."""
+    import hashlib
+    import socket
+    import threading
+
+    from tallygate.pipeline.redis_lua import RESERVE
+
+    key = _key(trio[0], "monitored", limit="5")
+    body = {"model": "priced", "messages": HELLO, "max_tokens": 10}
+    assert trio[0].post_json("/v1/chat/completions", body, key["key"])[0] == 200  # the version is loaded
+    time.sleep(0.5)
+    seen: list[bytes] = []
+    with socket.create_connection(("127.0.0.1", rds.port), timeout=5) as mon:
+        mon.sendall(b"MONITOR\r\n")
+        assert mon.recv(5) == b"+OK\r\n"
+
+        def read() -> None:
+            buf = b""
+            while True:
+                try:
+                    chunk = mon.recv(65536)
+                except OSError:
+                    return
+                if not chunk:
+                    return
+                buf += chunk
+                *lines, buf = buf.split(b"\r\n")
+                seen.extend(lines)
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        for _ in range(20):
+            assert trio[0].post_json("/v1/chat/completions", body, key["key"])[0] == 200
+        time.sleep(0.5)  # the last settle
+        mon.shutdown(socket.SHUT_RDWR)
+        reader.join(5)
+    sha = hashlib.sha1(RESERVE.encode()).hexdigest().encode()
+    top = [line for line in seen if b" lua]" not in line and line.startswith(b"+")]  # sent by clients
+    reserves = [line for line in top if b'"EVALSHA" "' + sha + b'"' in line]
+    assert len(reserves) == 20, top[:5]
+    assert [line for line in top if b'"tg:ver"' in line] == []  # the version is read inside the script only
+
+    def client(line: bytes) -> bytes:
+        return line.split(b"[", 1)[1].split(b"]", 1)[0]
+
+    on_the_path = {client(line) for line in reserves}  # (views and the reconciliation use another client)
+    sent = {line.split(b'] "', 1)[1].split(b'"', 1)[0].upper() for line in top if client(line) in on_the_path}
+    assert sent - {b"HELLO", b"CLIENT"} == {b"EVALSHA"}, sent  # (a pooled connection's set-up aside) settles
+    # and heartbeats are scripts too: no GET, no EXISTS

@@ -53,6 +53,8 @@ _JSON_TYPES = ("VARCHAR", "BIGINT", "VARCHAR", "VARCHAR", "VARCHAR[]", "VARCHAR"
                *("VARCHAR[]",) * len(LEVEL_COLUMNS))
 _LATENCY = COLUMNS.index("latency_us")
 _TAGS = COLUMNS.index("tags")
+_TAG_NAMES = ("tags", *LEVEL_COLUMNS)  # a row's JSON: these members from one cache per tags text,
+_HEAD_NAMES = tuple(n for n in _NAMES if n not in _TAG_NAMES)  # these from the row itself
 
 
 def by_depth(tags: list[str]) -> list[list[str]]:
@@ -112,15 +114,20 @@ class DuckDBColumnar:
         where parameter lists convert a few hundred (and JSON keeps NULL apart from '')."""
         fd, name = tempfile.mkstemp(suffix=".jsonl", prefix="tallygate-columnar-")
         try:
+            fragments: dict[str | None, bytes] = {}  # a tags text -> its JSON members (tags and levels)
+            dumps = orjson.dumps
             with os.fdopen(fd, "wb") as f:
                 for r in rows:
+                    text = r[_TAGS]
+                    tail = fragments.get(text)
+                    if tail is None:  # a few thousand distinct tag lists in a chunk: each worked out once
+                        tags = list(dict.fromkeys(orjson.loads(text or "[]")))
+                        tail = fragments[text] = dumps(dict(zip(_TAG_NAMES, [tags, *by_depth(tags)],
+                                                                strict=True)))[1:] + b"\n"
                     ttft = r[_LATENCY + 1]
-                    tags = list(dict.fromkeys(orjson.loads(r[_TAGS] or "[]")))
-                    values = [*r[:_LATENCY], bucket(r[_LATENCY]), None if ttft is None else bucket(ttft),
-                              *by_depth(tags)]
-                    values[_TAGS] = tags
-                    f.write(orjson.dumps(dict(zip(_NAMES, values, strict=True))))
-                    f.write(b"\n")
+                    head = dumps(dict(zip(_HEAD_NAMES, (*r[:_TAGS], *r[_TAGS + 1:_LATENCY], bucket(r[_LATENCY]),
+                                                        None if ttft is None else bucket(ttft)), strict=True)))
+                    f.write(head[:-1] + b"," + tail)
             columns = ", ".join(f"'{n}': '{t}'" for n, t in zip(_NAMES, _JSON_TYPES, strict=True))
             select = ", ".join(_NAMES)
             cur.execute(f"INSERT INTO records SELECT {select} FROM read_json(?, format = 'newline_delimited', "
@@ -163,7 +170,7 @@ class DuckDBColumnar:
         cur = self._cursor()
         has_feedback = cur.execute("SELECT count(*) > 0 FROM feedback").fetchone()
         sql, params = question.sql(feedback=bool(has_feedback and has_feedback[0]))
-        return question.groups(cur.execute(sql, params).fetchall())
+        return question.buckets(cur.execute(sql, params).fetchall())
 
     def count(self) -> int:
         row = self._cursor().execute("SELECT count(*) FROM records").fetchone()

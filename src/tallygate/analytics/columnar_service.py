@@ -5,6 +5,10 @@
 default is `<ledger file>.analytics.duckdb` next to a SQLite ledger, else
 `./tallygate-analytics.duckdb`. A DuckDB file has one writing process: with `--workers N` each
 worker takes the first free of `<file>`, `<file>.1`, ... (a copy each).
+
+The copy is opened lazily: `duckdb` is imported and the file opened by the first question that
+needs the columnar engine (`AnalyticsStore.open_columnar`), not at start-up, so a gateway that
+only proxies never pays for it. The background sync has nothing to do until then.
 """
 
 from __future__ import annotations
@@ -12,14 +16,16 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import duckdb
 from sqlalchemy import make_url
 
-from tallygate.analytics.columnar import DuckDBColumnar
 from tallygate.analytics.reader import AnalyticsStore
 from tallygate.core.periodic import Periodic
 from tallygate.settings import Settings
+
+if TYPE_CHECKING:
+    from tallygate.analytics.columnar import DuckDBColumnar
 
 log = logging.getLogger("tallygate.analytics")
 MAX_COPIES = 64
@@ -38,10 +44,17 @@ def columnar_path(settings: Settings) -> str | None:
 
 
 def columnar_engine(settings: Settings) -> DuckDBColumnar | None:
-    """The process's DuckDB copy: the configured file, or the first free numbered one beside it."""
+    """The process's DuckDB copy: the configured file, or the first free numbered one beside it
+    (imports duckdb: call it when a question needs the copy)."""
     path = columnar_path(settings)
-    if path is None or path == ":memory:":
-        return None if path is None else DuckDBColumnar(path)
+    if path is None:
+        return None
+    import duckdb
+
+    from tallygate.analytics.columnar import DuckDBColumnar
+
+    if path == ":memory:":
+        return DuckDBColumnar(path)
     for n in range(MAX_COPIES):
         candidate = path if n == 0 else f"{path}.{n}"
         try:
@@ -54,20 +67,23 @@ def columnar_engine(settings: Settings) -> DuckDBColumnar | None:
 
 
 class ColumnarSync:
-    """A service: copies the settled ledger into the columnar engine every `every_s` seconds."""
+    """A service: copies the settled ledger into the columnar engine every `every_s` seconds, once
+    a question has opened it (before that, and with the engine off, each tick does nothing)."""
 
     def __init__(self, store: AnalyticsStore, every_s: float = 5.0) -> None:
         self._store = store
         self._job = Periodic(every_s, self._sync, log, "columnar copy failed; retrying at the next interval")
 
     async def start(self) -> None:
-        if self._store.columnar is not None:
+        if self._store.columnar_configured:
             self._job.start()
 
     async def stop(self) -> None:
         await self._job.stop()
 
     async def _sync(self) -> None:
+        if self._store.columnar is None:  # not opened yet: no question has needed it
+            return
         copied = await asyncio.to_thread(self._store.sync)
         if copied:
             log.info("columnar copy: %d records copied", copied)

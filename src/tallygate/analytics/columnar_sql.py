@@ -11,6 +11,12 @@ merges with the roll-up and raw-ledger readers' (the tail of the ledger not yet 
   subtree); a record with none is in the group whose tag is null; the tree unnests every prefix;
 * every metric is summed per group: requests, errors, tokens, cost (as 128-bit integers), the
   feedback scores, and the latency and time-to-first-token histograms (`core.histogram`).
+
+With a `limit`, the statement returns only the first `limit` groups in the order the API shows
+them (time, then cost and requests descending, then the other values as text) and counts all
+of them (`row_count`): converting every group's histograms in Python cost more than the scan
+(tag x customer: thousands of groups). Only where each SQL group is one answer group (no local
+day or month that two SQL groups make up).
 """
 
 from __future__ import annotations
@@ -66,6 +72,9 @@ class ColumnarQuestion:
     max_depth: int = 0
     tagged: bool = False
     params: dict[str, Any] = field(default_factory=dict)
+    limit: int | None = None
+    row_count: int | None = None  # all the groups, when `limit` cut them in SQL (else None)
+    counted: bool = False  # the statement returns the group count as its last column
 
     # ------------------------------------------------------------------------------ SQL
     def _p(self, value: Any) -> str:
@@ -163,6 +172,28 @@ class ColumnarQuestion:
             return value
         return zones.floor(value + 2 * HOUR_MS, unit, self.q.tz)  # within a DST shift of local midnight
 
+    def cuts(self) -> bool:
+        """Whether the statement may stop at `limit` groups: each SQL group is one answer group
+        (no local day or month made of several SQL groups, which `groups` merges)."""
+        if self.limit is None or self.tree or self.tagged:
+            return False
+        time = next((d for d in self.dims if d.kind == "time"), None)
+        if time is None or time.arg == "hour":
+            return True
+        if time.arg != "day":
+            return False
+        if self.q.tz == zones.UTC:
+            return True
+        return self.from_ms is not None and self.to_ms is not None and len(offsets(self.from_ms, self.to_ms,
+                                                                                  self.q.tz)) == 1
+
+    def _order(self) -> str:
+        """The API's row order (`analytics/service.py` `_sort_key`) over the SQL groups."""
+        times = [f"g{i} ASC" for i, d in enumerate(self.dims) if d.kind == "time"]
+        rest = [f"coalesce(CAST(g{i} AS VARCHAR), '') ASC" for i, d in enumerate(self.dims) if d.kind != "time"]
+        cost = f"s{next(j for j, (_, pos) in enumerate(_SUMS) if pos == COST_PICO)}"
+        return ", ".join([*times, f"coalesce(sum({cost}), 0) DESC", "sum(s0) DESC", *rest])
+
     def sql(self, *, feedback: bool) -> tuple[str, dict[str, Any]]:
         """The statement and its parameters; `feedback`: join the scores (skipped when none exist)."""
         self.params = {}
@@ -191,16 +222,44 @@ class ColumnarQuestion:
             joins.append("LEFT JOIN feedback f ON f.request_id = r.id")
         sums = [s for s, _ in _SUMS] + (["count(f.score_milli)", "coalesce(sum(f.score_milli), 0)"] if feedback
                                         else ["0", "0"])
-        sums += ["histogram(lat_b)", "histogram(ttft_b)"]
         cols = [f"{k} AS g{i}" for i, k in enumerate(keys)]
+        groups = [f"g{i}" for i in range(len(keys))]
         source = "records" if tag_list is None else f"(SELECT *, {tag_list} AS tl FROM records)"
-        sql = (f"SELECT {', '.join(cols + sums)} FROM (SELECT {', '.join(inner)} FROM {source}"
-               f"{' WHERE ' + ' AND '.join(where) if where else ''}) r {' '.join(joins)}"
-               f"{' GROUP BY ' + ', '.join(f'g{i}' for i in range(len(keys))) if keys else ''}")
+        # per group and latency / time-to-first-token bucket first (plain sums), then per group with the
+        # buckets as lists: several times cheaper in DuckDB than histogram() per group
+        by_bucket = (f"SELECT {', '.join(cols + [f'{x} AS s{j}' for j, x in enumerate(sums)])}, lat_b, ttft_b "
+                     f"FROM (SELECT {', '.join(inner)} FROM {source}"
+                     f"{' WHERE ' + ' AND '.join(where) if where else ''}) r {' '.join(joins)} "
+                     f"GROUP BY {', '.join([*groups, 'lat_b', 'ttft_b'])}")
+        outer = [*groups, *(f"sum(s{j})" for j in range(len(sums))), "list(lat_b)", "list(s0)", "list(ttft_b)"]
+        self.counted = bool(keys) and self.cuts()
+        if self.counted:
+            outer.append("count(*) OVER ()")
+        sql = (f"SELECT {', '.join(outer)} FROM ({by_bucket}) b"
+               f"{' GROUP BY ' + ', '.join(groups) if keys else ''}"
+               f"{f' ORDER BY {self._order()} LIMIT {int(self.limit or 0)}' if self.counted else ''}")
         return sql, self.params
 
     # --------------------------------------------------------------------------- answers
+    def buckets(self, rows: list[tuple[Any, ...]]) -> dict[tuple[Any, ...], Agg]:
+        """`groups` of the rows of `sql`: the buckets' lists made histograms."""
+        if self.counted:  # the first `limit` groups, each with the count of all of them
+            self.row_count = int(rows[0][-1]) if rows else 0
+            rows = [row[:-1] for row in rows]
+        made = []
+        for row in rows:
+            lat: dict[int, int] = {}
+            ttft: dict[int, int] = {}
+            for lb, tb, n in zip(row[-3] or (), row[-1] or (), row[-2] or (), strict=True):
+                lat[lb] = lat.get(lb, 0) + n
+                if tb is not None:
+                    ttft[tb] = ttft.get(tb, 0) + n
+            made.append((*row[:-3], lat, ttft))
+        return self.groups(made)
+
     def groups(self, rows: list[tuple[Any, ...]]) -> dict[tuple[Any, ...], Agg]:
+        """The answer groups of rows (keys, `_SUMS`, the feedback count and sum, the latency and
+        time-to-first-token histograms as {bucket: count})."""
         shift = 1 if self.tree else 0
         n = len(self.dims) + shift
         status_at = [i + shift for i, d in enumerate(self.dims) if d.kind == "status"]

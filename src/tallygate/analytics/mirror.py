@@ -15,7 +15,9 @@ answers questions from it. `Mirror` is the engine-neutral bookkeeping of that co
   feedback score is, and is copied by its `updated_at`.
 
 The copy is therefore exact for every hour before the watermark whose count matches, which is
-every hour after a sync.
+every hour after a sync. A sync that finds nothing new writes nothing to the copy: the watermark
+moves on in memory and is stored with the next records copied (a restart copies the empty
+stretch again, which replaces nothing).
 """
 
 from __future__ import annotations
@@ -90,11 +92,18 @@ class Mirror:
         self.counts: dict[int, int] = sink.hour_counts()  # the copy's records per UTC hour
         self._sets_seen = -1
         self._keys_seen: tuple[int, int] = (-1, -1)
+        self._mark = sink.get_meta("watermark") or 0
+        self._feedback_seen: tuple[int, set[str]] = (-1, set())  # the last score time copied, its ids
 
     @property
     def watermark(self) -> int:
         """Records before this time are in the copy (0: nothing copied yet)."""
-        return self.sink.get_meta("watermark") or 0
+        return self._mark
+
+    def _advance(self, mark: int, *, store: bool) -> None:
+        self._mark = mark
+        if store:
+            self.sink.set_meta("watermark", mark)
 
     def sync(self, now_ms: int) -> int:
         """Bring the copy up to `now_ms - SETTLED_MS`; returns the records copied."""
@@ -110,16 +119,22 @@ class Mirror:
                     return 0
                 start = int(first) - int(first) % HOUR_MS
             for lo, hi in _chunks(start, target):
-                copied += self._copy(conn, lo, hi)
-                self.sink.set_meta("watermark", hi)
+                n = self._copy(conn, lo, hi)
+                self._advance(hi, store=n > 0)
+                copied += n
             copied += self._repair(conn)
         return copied
 
-    def _copy(self, conn: Connection, lo: int, hi: int) -> int:
+    def _copy(self, conn: Connection, lo: int, hi: int, *, whole_hours: bool = False) -> int:
+        """Copy [lo, hi): past the watermark (the copy holds nothing there: an empty range writes
+        nothing), or `whole_hours` again (their counts are replaced)."""
         rows = ledger_rows(conn, lo, hi)
+        if not rows and not whole_hours:
+            return 0
         self.sink.replace_range(lo, hi, rows)
-        for hour in range(lo - lo % HOUR_MS, hi, HOUR_MS):
-            self.counts.pop(hour, None)
+        if whole_hours:
+            for hour in range(lo - lo % HOUR_MS, hi, HOUR_MS):
+                self.counts.pop(hour, None)
         for row in rows:
             hour = row[1] - row[1] % HOUR_MS
             self.counts[hour] = self.counts.get(hour, 0) + 1
@@ -135,7 +150,7 @@ class Mirror:
                  if ledger.get(h, 0) != self.counts.get(h, 0)]
         copied = 0
         for hour in sorted(stale):
-            copied += self._copy(conn, hour, hour + HOUR_MS)
+            copied += self._copy(conn, hour, hour + HOUR_MS, whole_hours=True)
         return copied
 
     def _sync_labels(self, conn: Connection) -> None:
@@ -156,9 +171,12 @@ class Mirror:
         # >=: a score set in the same millisecond as the last one copied is copied too (again)
         rows = conn.execute(select(f.request_id, f.score_milli, f.updated_at).where(f.updated_at >= since)
                             .order_by(f.updated_at)).all()
-        if rows:
+        last, ids = self._feedback_seen
+        if rows and not (int(rows[-1][2]) == last and {r[0] for r in rows} <= ids):  # not only those copied
             self.sink.set_feedback([(r[0], int(r[1])) for r in rows])
-            self.sink.set_meta("feedback_at", int(rows[-1][2]))
+            at = int(rows[-1][2])
+            self.sink.set_meta("feedback_at", at)
+            self._feedback_seen = (at, {r[0] for r in rows if int(r[2]) == at})
 
 
 def _chunks(start: int, end: int) -> Iterator[tuple[int, int]]:

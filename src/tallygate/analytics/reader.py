@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -56,6 +56,7 @@ class Collected:
     segments: list[Segment] = field(default_factory=list)
     raw_estimate: int = 0  # upper bound of the raw records read (from the hour roll-ups), when known
     less: list[Segment] = field(default_factory=list)  # read and subtracted (`analytics/cover.py`)
+    row_count: int | None = None  # all the groups, when only the first `limit` were read (else None)
 
     @property
     def exact(self) -> bool:
@@ -65,20 +66,40 @@ class Collected:
 class AnalyticsStore:
     """Synchronous analytics queries (run them from a worker thread). With `raw_only` every
     question is answered from the raw ledger: slow, exact, and a check on the roll-ups. With a
-    `columnar` engine, the questions the roll-ups do not hold are answered by it."""
+    `columnar` engine, the questions the roll-ups do not hold are answered by it; with `open_columnar`,
+    the engine is opened by the first question that needs it (None from it: the engine is off)."""
 
     def __init__(self, engine: Engine, *, raw_only: bool = False, columnar: ColumnarEngine | None = None,
-                 sync_every_s: float = SYNC_EVERY_S) -> None:
+                 sync_every_s: float = SYNC_EVERY_S,
+                 open_columnar: Callable[[], ColumnarEngine | None] | None = None) -> None:
         self._engine = engine
         self._raw_only = raw_only
         self.columnar = columnar
         self.mirror = None if columnar is None else Mirror(engine, columnar)
+        self._opener = None if columnar is not None else open_columnar
+        self._opening = threading.Lock()
         self._sync_every = sync_every_s
         self._synced_at = 0.0
         self._syncing = threading.Lock()
         self._local = threading.local()  # .memo: raw segments read during one answer (`sharing`)
         self._sets: dict[str, dict[str, Any]] = {}
         self._log_hours: dict[tuple[Any, ...], tuple[float, dict[int, int]]] = {}
+
+    @property
+    def columnar_configured(self) -> bool:
+        """Whether a columnar engine answers (open, or to be opened by the first question)."""
+        return self.columnar is not None or self._opener is not None
+
+    def open_columnar(self) -> ColumnarEngine | None:
+        """The columnar engine, opened now if it was not (once; thread-safe)."""
+        if self.columnar is None and self._opener is not None:
+            with self._opening:
+                if self.columnar is None and self._opener is not None:
+                    columnar = self._opener()
+                    if columnar is not None:
+                        self.mirror = Mirror(self._engine, columnar)
+                    self.columnar, self._opener = columnar, None
+        return self.columnar
 
     def sync(self, *, wait: bool = True) -> int:
         """Bring the columnar copy up to date (records copied); with `wait` False, skip when another
@@ -125,20 +146,22 @@ class AnalyticsStore:
             return dict(conn.execute(select(api_keys.c.id, api_keys.c.name).where(api_keys.c.id.in_(ids))).all())
 
     # ----------------------------------------------------------------------------- collect
-    def collect(self, q: Query) -> Collected:
-        """The groups of `q` (keys: one value per dimension, in order)."""
+    def collect(self, q: Query, limit: int | None = None) -> Collected:
+        """The groups of `q` (keys: one value per dimension, in order). With `limit`, an engine may
+        return only the first `limit` groups in the API's order, and then says how many there are
+        (`Collected.row_count`)."""
         memo = getattr(self._local, "memo", None)
-        key = ("collect", repr(q))
+        key = ("collect", repr(q), limit)
         if memo is not None and key in memo:
             found: Collected = memo[key]
             return Collected({k: v.copy() for k, v in found.groups.items()}, found.family, found.segments,
-                             found.raw_estimate, found.less)
+                             found.raw_estimate, found.less, found.row_count)
         q = self.bounded(q)
         family, segments = plan(q)
-        out = self._run(q, family, segments, TagMode())
+        out = self._run(q, family, segments, TagMode(), limit=limit)
         if memo is not None:
             memo[key] = Collected({k: v.copy() for k, v in out.groups.items()}, out.family, out.segments,
-                                  out.raw_estimate, out.less)
+                                  out.raw_estimate, out.less, out.row_count)
         return out
 
     def collect_tree(self, root: str | None, max_depth: int, q: Query) -> Collected:
@@ -195,7 +218,7 @@ class AnalyticsStore:
 
     def _columnar_answers(self, q: Query, family: str) -> bool:
         """Whether the columnar engine takes `q`: what no roll-up holds, and local time buckets."""
-        if self.columnar is None or self._raw_only:
+        if not self.columnar_configured or self._raw_only:
             return False
         if family == "raw":
             return True
@@ -205,9 +228,10 @@ class AnalyticsStore:
         # 30- and 45-minute offsets would need the raw ledger around every boundary
         return any(off % HOUR_MS for _, off in offsets(q.from_ms, q.to_ms, q.tz))
 
-    def _run(self, q: Query, family: str, segments: list[Segment], mode: TagMode) -> Collected:
-        if self._columnar_answers(q, family):
-            return self._run_columnar(q, mode)
+    def _run(self, q: Query, family: str, segments: list[Segment], mode: TagMode, *,
+             columnar: bool = True, limit: int | None = None) -> Collected:
+        if columnar and self._columnar_answers(q, family):
+            return self._run_columnar(q, mode, limit)
         if self._raw_only:
             segments = [Segment("raw", q.from_ms, q.to_ms)]
         rolled = family != "raw" and not self._raw_only and any(s.level != "raw" for s in segments)
@@ -243,8 +267,10 @@ class AnalyticsStore:
         return Collected(out, family, [s for sign, s in pieces if sign > 0], estimate,
                          [s for sign, s in pieces if sign < 0])
 
-    def _run_columnar(self, q: Query, mode: TagMode) -> Collected:
+    def _run_columnar(self, q: Query, mode: TagMode, limit: int | None = None) -> Collected:
         """The columnar copy up to its watermark, the raw ledger after it (the last minutes)."""
+        if self.open_columnar() is None:  # it could not be opened: the raw ledger answers
+            return self._run(q, "raw", [Segment("raw", q.from_ms, q.to_ms)], mode, columnar=False)
         assert self.columnar is not None and self.mirror is not None
         self.sync(wait=False)
         mark = self.mirror.watermark
@@ -253,17 +279,20 @@ class AnalyticsStore:
             first, last = self._bounds()
             lo, hi = (first if lo is None else lo), (max(last, mark) if hi is None else hi)
         copied_to = mark if hi is None else min(hi, mark)
+        fresh_tail = hi is None or hi > mark  # the last minutes, from the ledger: they may change the first groups
         out: dict[tuple[Any, ...], Agg] = {}
         segments: list[Segment] = []
+        row_count = None
         with self._engine.connect() as conn:
             ctx = SegmentReader(q, conn, self._label_sets(conn), self.current_labels(conn) if q.current_labels else {},
                                 mode, getattr(self._local, "memo", None))
             if lo is None or lo < copied_to:
                 question = ColumnarQuestion(q, lo, copied_to, ctx.key_ids, ctx.set_ids, mode.tree, mode.root,
-                                            mode.max_depth, mode.tagged)
+                                            mode.max_depth, mode.tagged, limit=None if fresh_tail else limit)
                 out = self.columnar.answer(question)
+                row_count = question.row_count
                 segments.append(Segment("columnar", lo, copied_to))
-            if hi is None or hi > mark:
+            if fresh_tail:
                 tail = Segment("raw", mark if lo is None else max(lo, mark), hi)
                 fresh: dict[tuple[Any, ...], Agg] = {}
                 ctx.raw(tail, fresh)
@@ -274,12 +303,12 @@ class AnalyticsStore:
                     else:
                         have.add_vector(agg.v)
                 segments.append(tail)
-        return Collected(out, "columnar", segments)
+        return Collected(out, "columnar", segments, row_count=row_count)
 
     def log_hours(self, f: LogFilter) -> tuple[dict[int, int], int] | None:
         """A logs filter's exact matches per UTC hour before the copy's watermark (one columnar scan,
         kept for `LOG_HOURS_TTL_S` so that a walk's pages share it); None without a columnar engine."""
-        if self.columnar is None or self.mirror is None:
+        if self.open_columnar() is None or self.columnar is None or self.mirror is None:
             return None
         self.sync(wait=False)
         mark = self.mirror.watermark

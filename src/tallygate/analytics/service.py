@@ -99,15 +99,17 @@ class Analytics:
     def _usage(self, q: Query, limit: int) -> dict[str, Any]:
         q = self.store.bounded(q)  # one range for the rows, the untagged rows and the totals
         read, left_out = self._page(q, limit)
-        rows = self.store.collect(read)
+        rows = self.store.collect(read, limit if read is q else None)
         self._with_untagged(q, rows)
-        if q.overlapping:
+        cut = rows.row_count is not None and rows.row_count > len(rows.groups)  # only the first rows read
+        if q.overlapping or cut:
             total = self.store.collect(q.with_dims(())).groups.get((), Agg())
         else:  # each request is in exactly one row: the rows add up to the totals
             total = Agg()
             for agg in rows.groups.values():
                 total.merge(agg)
         ordered = sorted(rows.groups.items(), key=lambda kv: _sort_key(q.dims, kv[0], kv[1]))
+        count = len(ordered) if rows.row_count is None else rows.row_count
         names = self.store.key_names({k[i] for k, _ in ordered[:limit] for i, d in enumerate(q.dims)
                                       if d.kind == "key" and k[i]}) if any(d.kind == "key" for d in q.dims) else {}
         data = []
@@ -124,7 +126,7 @@ class Analytics:
             "from": q.from_ms, "to": q.to_ms, "timezone": q.tz,
             "labels": "current" if q.current_labels else "recorded",
             "overlapping": q.overlapping, **({"note": OVERLAP_NOTE} if q.overlapping else {}),
-            "data": data, "truncated": len(ordered) + left_out > limit, "row_count": len(ordered) + left_out,
+            "data": data, "truncated": count + left_out > limit, "row_count": count + left_out,
             "totals": render(total), "plan": {**_plan(rows, q.tz), **(
                 {"page": {"metrics_read_to": read.to_ms, "later_rows_counted": left_out}} if left_out else {})},
         }

@@ -30,9 +30,11 @@ from tallygate.api.limits import StorableText
 from tallygate.api.logs import logs_router
 from tallygate.api.minutes import minutes_router
 from tallygate.api.openapi_doc import refine
+from tallygate.api.ratelimits import ratelimits_router
 from tallygate.errors import GatewayError, InvalidRequest, MethodNotAllowed, NotFound
 from tallygate.manage.budgets import BudgetAdmin
 from tallygate.manage.keys import KeyAdmin
+from tallygate.manage.ratelimits import RateLimitAdmin
 from tallygate.manage.sessions import SessionStore
 from tallygate.pipeline.auth import Authenticator
 from tallygate.store.alerts import AlertStore
@@ -76,7 +78,8 @@ def create_management_app(auth: Authenticator, logs: LogReader, keys: KeyAdmin,
                           analytics: Analytics | None = None, feedback: FeedbackStore | None = None,
                           ledger: LedgerWriter | None = None, sessions: SessionStore | None = None,
                           budgets: BudgetAdmin | None = None, readiness: Readiness | None = None,
-                          alerts: AlertStore | None = None, minutes: MinuteCounts | None = None) -> FastAPI:
+                          alerts: AlertStore | None = None, minutes: MinuteCounts | None = None,
+                          ratelimits: RateLimitAdmin | None = None) -> FastAPI:
     app = FastAPI(title="Tallygate management API", version="0.1.0", docs_url=None, redoc_url=None)
     app.add_middleware(StorableText)  # no NUL or lone surrogate in a body reaches the database
     app.state.auth = auth
@@ -94,6 +97,8 @@ def create_management_app(auth: Authenticator, logs: LogReader, keys: KeyAdmin,
         app.include_router(alerts_router(alerts))
     if budgets is not None:
         app.include_router(budgets_router(budgets))
+    if ratelimits is not None:
+        app.include_router(ratelimits_router(ratelimits))
     if readiness is not None:
         app.include_router(health_router(readiness))
     if sessions is not None:

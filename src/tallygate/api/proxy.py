@@ -44,7 +44,7 @@ class ProxyRoutes:
             body = await ex.read_body()
             plan = ex.plan(body)
             await ex.reserve(body, plan)
-            await self._chat.chat(call, plan, body, send)
+            await self._chat.chat(call, plan, body, ex.send)
 
     async def embeddings(self, scope: Scope, receive: Receive, send: Send) -> None:
         async with self._pipeline.exchange(scope, receive, send, "embeddings") as ex:
@@ -52,7 +52,7 @@ class ProxyRoutes:
             body = await ex.read_body()
             plan = ex.plan(body)
             await ex.reserve(body, plan)
-            await self._chat.embeddings(call, plan, body, send)
+            await self._chat.embeddings(call, plan, body, ex.send)
 
     async def messages(self, scope: Scope, receive: Receive, send: Send) -> None:
         async with self._pipeline.exchange(scope, receive, send, "messages", send_anthropic_error) as ex:
@@ -60,7 +60,7 @@ class ProxyRoutes:
             body = await ex.read_body()
             plan = ex.plan(body)
             await ex.reserve(body, plan)
-            await self._messages.messages(call, plan, body, send, client_headers(scope))
+            await self._messages.messages(call, plan, body, ex.send, client_headers(scope))
 
     async def count_tokens(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Counting costs nothing: no reservation."""
@@ -76,7 +76,7 @@ class ProxyRoutes:
             body = await ex.read_body()
             plan = ex.plan(body)
             await ex.reserve(body, plan)
-            await self._responses.responses(call, plan, body, send)
+            await self._responses.responses(call, plan, body, ex.send)
 
     async def models(self, scope: Scope, receive: Receive, send: Send) -> None:
         """`GET /v1/models`, and `GET /v1/models/{id}` (ids may hold a "/")."""

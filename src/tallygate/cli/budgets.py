@@ -1,8 +1,9 @@
 """`tallygate budgets ...`: monthly limits on label groups, tag subtrees and keys.
 
-Commands act on the database directly as the bootstrap `admin` user; running gateways pick
-changes up within about a second. Spend shown here is the ledger's (reservations in flight live
-in the gateways).
+Commands act on the database directly as the bootstrap `admin` user. With `--redis` (or
+TALLYGATE_REDIS_URL, as the gateways') a change binds every running gateway from its next
+request; without Redis, a gateway picks changes up within about a second. Spend shown here is
+the ledger's (reservations in flight live in the gateways).
 """
 
 from __future__ import annotations
@@ -14,11 +15,12 @@ from typing import Any
 import click
 
 from tallygate.cli.keys import USD, _run, _validated
-from tallygate.cli.options import db_option, load_settings, parse_labels
+from tallygate.cli.options import announcing_budget, db_option, load_settings, parse_labels, redis_option
 
 
-def _admin(db_url: str | None):  # type: ignore[no-untyped-def]
-    """A BudgetAdmin on the database, acting as `admin`, plus the admin principal."""
+def _admin(db_url: str | None, budget=None):  # type: ignore[no-untyped-def]
+    """A BudgetAdmin on the database, acting as `admin`, plus the admin principal; `budget`: the
+    engine that announces changes (`announcing_budget`), for commands that make one."""
     from tallygate.core.timebuckets import month_floor
     from tallygate.manage.budgets import BudgetAdmin
     from tallygate.pipeline.auth import ADMIN_PERMISSIONS
@@ -33,7 +35,7 @@ def _admin(db_url: str | None):  # type: ignore[no-untyped-def]
     migrate(engine)
     keys, store = KeyStore(engine), BudgetStore(engine)
     admin_user = keys.ensure_user("admin")
-    budget = MemoryBudget()
+    budget = budget or MemoryBudget()
     registry = BudgetRegistry(store, budget, lambda: month_floor(now_ms()))
     registry.reload()
     principal = Principal(key_id=None, name="admin", permissions=ADMIN_PERMISSIONS, user_id=admin_user.id)
@@ -76,15 +78,16 @@ def budgets() -> None:
 @key_option
 @click.option("--limit", "monthly_limit", type=USD, required=True, help="Monthly limit in USD.")
 @db_option
+@redis_option
 def create(name: str, label_pairs: tuple[str, ...], tag: str | None, key: str | None, monthly_limit: Decimal,
-           db_url: str | None) -> None:
+           db_url: str | None, redis_url: str | None) -> None:
     """Create a budget: e.g. --name growth --label team=growth --limit 2000."""
     from tallygate.manage.budget_schemas import BudgetCreate
 
     scope = _scope(label_pairs, tag, key)
     if scope is None:
         raise click.UsageError("give the scope: --label NAME=VALUE (repeatable), --tag PATH or --key KEY_ID")
-    admin, caller = _admin(db_url)
+    admin, caller = _admin(db_url, announcing_budget(load_settings(redis_url=redis_url).redis_url))
     _echo(_run(admin.create, caller, _validated(BudgetCreate, {"name": name, "scope": scope,
                                                                "monthly_limit": monthly_limit})))
 
@@ -118,8 +121,9 @@ def show(budget_id: str, db_url: str | None) -> None:
 @key_option
 @click.option("--limit", "monthly_limit", type=USD, default=None, help="Monthly limit in USD.")
 @db_option
+@redis_option
 def update(budget_id: str, name: str | None, label_pairs: tuple[str, ...], tag: str | None, key: str | None,
-           monthly_limit: Decimal | None, db_url: str | None) -> None:
+           monthly_limit: Decimal | None, db_url: str | None, redis_url: str | None) -> None:
     """Replace the given fields (a scope option replaces the whole scope)."""
     from tallygate.manage.budget_schemas import BudgetUpdate
 
@@ -130,15 +134,16 @@ def update(budget_id: str, name: str | None, label_pairs: tuple[str, ...], tag: 
         fields["scope"] = scope
     if monthly_limit is not None:
         fields["monthly_limit"] = monthly_limit
-    admin, caller = _admin(db_url)
+    admin, caller = _admin(db_url, announcing_budget(load_settings(redis_url=redis_url).redis_url))
     _echo(_run(admin.update, caller, budget_id, _validated(BudgetUpdate, fields)))
 
 
 @budgets.command("delete")
 @click.argument("budget_id")
 @db_option
-def delete(budget_id: str, db_url: str | None) -> None:
-    """Delete a budget: its limit stops applying within a second; the ledger keeps the history."""
-    admin, caller = _admin(db_url)
+@redis_option
+def delete(budget_id: str, db_url: str | None, redis_url: str | None) -> None:
+    """Delete a budget (at once with --redis, else within a second); the ledger keeps the history."""
+    admin, caller = _admin(db_url, announcing_budget(load_settings(redis_url=redis_url).redis_url))
     _run(admin.delete, caller, budget_id)
     click.echo(f"deleted {budget_id}")

@@ -1,7 +1,8 @@
 """`tallygate keys ...` and `tallygate users ...`: the management API from the command line.
 
 Commands act on the database directly as the bootstrap `admin` user (or, for `users create`,
-on behalf of the new user); a running gateway picks changes up within about a second.
+on behalf of the new user). With `--redis` (or TALLYGATE_REDIS_URL, as the gateways') a change
+binds every running gateway from its next request; without Redis, within about a second.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any, TypeVar
 import click
 from pydantic import ValidationError
 
-from tallygate.cli.options import db_option, load_settings, parse_labels
+from tallygate.cli.options import announcing_budget, db_option, load_settings, parse_labels, redis_option
 from tallygate.errors import GatewayError
 
 T = TypeVar("T")
@@ -39,8 +40,9 @@ class _Usd(click.ParamType):  # type: ignore[type-arg]  # generic only in click'
 USD = _Usd()
 
 
-def _admin(db_url: str | None, config_path: str | None = None):  # type: ignore[no-untyped-def]
-    """A KeyAdmin on the database, acting as `admin`, plus the admin principal."""
+def _admin(db_url: str | None, config_path: str | None = None, budget=None):  # type: ignore[no-untyped-def]
+    """A KeyAdmin on the database, acting as `admin`, plus the admin principal; `budget`: the
+    engine that announces changes (`announcing_budget`), for commands that make one."""
     from tallygate.manage.keys import KeyAdmin
     from tallygate.pipeline.auth import ADMIN_PERMISSIONS, Authenticator
     from tallygate.pipeline.budget import MemoryBudget
@@ -57,7 +59,7 @@ def _admin(db_url: str | None, config_path: str | None = None):  # type: ignore[
     migrate(engine)
     store = KeyStore(engine)
     admin_user = store.ensure_user("admin")
-    budget = MemoryBudget()
+    budget = budget or MemoryBudget()
     budget.load(store.spend_since(budget.month), budget.month)
     principal = Principal(key_id=None, name="admin", permissions=ADMIN_PERMISSIONS, user_id=admin_user.id)
     return KeyAdmin(store, Authenticator(store, None), budget, policies), principal, store
@@ -110,15 +112,19 @@ def keys() -> None:
 @click.option("--policy", default=None, help="Serve all of this key's requests through a policy.")
 @config_option
 @db_option
+@redis_option
 def create(name: str, label_pairs: tuple[str, ...], monthly_limit: Decimal | None, completions: str | None,
-           manage: str | None, policy: str | None, config_path: str | None, db_url: str | None) -> None:
+           manage: str | None, policy: str | None, config_path: str | None, db_url: str | None,
+           redis_url: str | None) -> None:
     """Create a key; prints its secret (last line), which is not stored and cannot be shown again."""
     from tallygate.manage.schemas import KeyCreate
 
-    admin, caller, _ = _admin(db_url, config_path)
+    budget = announcing_budget(load_settings(redis_url=redis_url).redis_url)
+    admin, caller, _ = _admin(db_url, config_path, budget)
     req = _validated(KeyCreate, {"name": name, "labels": parse_labels(label_pairs), "monthly_limit": monthly_limit,
                                  "permissions": _permissions(completions, manage), "policy": policy})
     record = _run(admin.create, caller, req)
+    _run(budget.bump)  # running gateways take the key in with its labels and limit at once
     click.echo(f"created key {record['id']} ({name}) labels={json.dumps(record['labels'])} "
                f"limit={record['monthly_limit']}", err=True)
     click.echo("secret (shown once):", err=True)
@@ -165,13 +171,15 @@ def show(key_id: str, db_url: str | None) -> None:
 @click.option("--policy", default=None)
 @config_option
 @db_option
+@redis_option
 def update(key_id: str, name: str | None, label_pairs: tuple[str, ...], clear_labels: bool,
            monthly_limit: Decimal | None, no_limit: bool, completions: str | None, manage: str | None,
-           policy: str | None, config_path: str | None, db_url: str | None) -> None:
+           policy: str | None, config_path: str | None, db_url: str | None, redis_url: str | None) -> None:
     """Replace the given fields; --label replaces the whole label set."""
     from tallygate.manage.schemas import KeyUpdate
 
-    admin, caller, store = _admin(db_url, config_path)
+    budget = announcing_budget(load_settings(redis_url=redis_url).redis_url)
+    admin, caller, store = _admin(db_url, config_path, budget)
     fields: dict[str, Any] = {}
     if name is not None:
         fields["name"] = name
@@ -190,9 +198,10 @@ def update(key_id: str, name: str | None, label_pairs: tuple[str, ...], clear_la
 @keys.command("revoke")
 @click.argument("key_id")
 @db_option
-def revoke(key_id: str, db_url: str | None) -> None:
-    """Revoke a key: it stops working within a second; its history stays."""
-    admin, caller, _ = _admin(db_url)
+@redis_option
+def revoke(key_id: str, db_url: str | None, redis_url: str | None) -> None:
+    """Revoke a key: it stops working at once with --redis, else within a second; its history stays."""
+    admin, caller, _ = _admin(db_url, None, announcing_budget(load_settings(redis_url=redis_url).redis_url))
     _run(admin.revoke, caller, key_id)
     click.echo(f"revoked {key_id}")
 
@@ -206,12 +215,14 @@ def users() -> None:
 @click.option("--name", required=True)
 @click.option("--manage", type=click.Choice(["write", "read"]), default="write", show_default=True)
 @db_option
-def create_user(name: str, manage: str, db_url: str | None) -> None:
+@redis_option
+def create_user(name: str, manage: str, db_url: str | None, redis_url: str | None) -> None:
     """Create a user and a management key that belongs to them (secret on the last line)."""
     from tallygate.manage.schemas import KeyCreate
     from tallygate.types import Principal
 
-    admin, caller, store = _admin(db_url)
+    budget = announcing_budget(load_settings(redis_url=redis_url).redis_url)
+    admin, caller, store = _admin(db_url, None, budget)
     req = _validated(KeyCreate, {"name": name, "permissions": {"completions": "write", "manage": manage}})
     req.name = f"{name}-management"  # the user's name is checked like a key name, then used in it
     try:
@@ -220,6 +231,7 @@ def create_user(name: str, manage: str, db_url: str | None) -> None:
         raise click.ClickException(str(exc)) from None
     as_user = Principal(key_id=None, name=name, permissions=caller.permissions, user_id=user.id)
     record = _run(admin.create, as_user, req)
+    _run(budget.bump)
     click.echo(f"created user {name} ({user.id}) and management key {record['id']}", err=True)
     click.echo("secret (shown once):", err=True)
     click.echo(record["key"])

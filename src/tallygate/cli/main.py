@@ -7,6 +7,7 @@ import click
 from tallygate.cli.alerts import alerts
 from tallygate.cli.budgets import budgets
 from tallygate.cli.keys import keys, users
+from tallygate.cli.ratelimits import ratelimits
 from tallygate.cli.report import export, report
 from tallygate.cli.serve import serve
 
@@ -20,6 +21,7 @@ def cli() -> None:
 cli.add_command(serve)
 cli.add_command(keys)
 cli.add_command(budgets)
+cli.add_command(ratelimits)
 cli.add_command(users)
 cli.add_command(report)
 cli.add_command(export)

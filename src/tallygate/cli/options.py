@@ -13,12 +13,35 @@ db_option = click.option(
     help="Database URL (default sqlite:///tallygate.db in the working directory; "
          "postgresql+psycopg://... for PostgreSQL). Env: TALLYGATE_DB_URL.")
 
+redis_option = click.option(
+    "--redis", "redis_url", envvar="TALLYGATE_REDIS_URL", default=None, metavar="URL",
+    help="The running gateways' Redis (redis://host:port/db, as `serve --redis`): the change is announced "
+         "there, so every gateway applies it to its next request. Unreachable: nothing is changed. "
+         "Env: TALLYGATE_REDIS_URL.")
+
 
 def load_settings(**overrides: Any) -> Settings:
     try:
         return Settings.from_env(**overrides)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
+
+
+def announcing_budget(redis_url: str | None):  # type: ignore[no-untyped-def]
+    """The CLI's budget engine for a change: it bumps the shared version in Redis when Redis is
+    configured (checked reachable first: a ClickException, and nothing changed, when it is not)."""
+    from tallygate.errors import GatewayError
+    from tallygate.pipeline.freshness import AnnouncingBudget, SharedVersion
+
+    if not redis_url:
+        return AnnouncingBudget(None)
+    shared = SharedVersion(redis_url)
+    try:
+        shared.check()
+    except GatewayError as err:
+        shared.close()
+        raise click.ClickException(err.message) from None
+    return AnnouncingBudget(shared)
 
 
 def parse_labels(pairs: tuple[str, ...]) -> dict[str, str]:

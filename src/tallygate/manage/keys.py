@@ -21,10 +21,12 @@ from typing import Any
 
 from tallygate.core.money import PICO_PER_USD, usd_text
 from tallygate.errors import InvalidRequest, NotFound, PermissionDenied
+from tallygate.manage import ratelimits as rate_labels
 from tallygate.manage.budgets import inherited_labels, label_escape
 from tallygate.manage.schemas import KeyCreate, KeyUpdate
 from tallygate.pipeline.auth import Authenticator
 from tallygate.pipeline.budget import BudgetEngine, usage_text
+from tallygate.pipeline.ratelimit_rules import RuleSet
 from tallygate.pipeline.scopes import BudgetSet
 from tallygate.store.keys import KeyRecord, KeyStore, User
 from tallygate.store.logs import decode_cursor, encode_cursor
@@ -58,9 +60,12 @@ class KeyAdmin:
     """The operations behind `/v1/manage/apikey` and `/v1/key` (blocking; run in a thread)."""
 
     def __init__(self, store: KeyStore, auth: Authenticator, budget: BudgetEngine,
-                 policies: Collection[str] = (), budgets: Callable[[], BudgetSet] = BudgetSet) -> None:
-        """`budgets()` returns the budgets in force (for the label rules)."""
+                 policies: Collection[str] = (), budgets: Callable[[], BudgetSet] = BudgetSet,
+                 ratelimits: Callable[[], RuleSet] = RuleSet) -> None:
+        """`budgets()` and `ratelimits()` return the budgets and rate limits in force (for the
+        label rules)."""
         self._budgets = budgets
+        self._ratelimits = ratelimits
         self._store = store
         self._auth = auth
         self._budget = budget
@@ -107,6 +112,7 @@ class KeyAdmin:
             raise PermissionDenied("cannot create a key with a monthly limit above the tightest limit or "
                                    "budget that binds your own", param="monthly_limit")
         labels = inherited_labels(self._budgets(), caller, req.labels)
+        labels = rate_labels.inherited_labels(self._ratelimits(), caller, labels)
         row, secret = self._store.create(name=req.name, labels=labels, permissions=permissions,
                                          monthly_limit_pico=limit, policy=req.policy,
                                          created_by=caller.user_id)
@@ -156,6 +162,9 @@ class KeyAdmin:
             fields["labels"] = req.labels or {}
             if left := label_escape(self._budgets(), caller, current.labels, fields["labels"]):
                 raise PermissionDenied(f"these labels would take the key out of budget {left.name!r}, "
+                                       "which binds this key", param="labels")
+            if out := rate_labels.label_escape(self._ratelimits(), caller, current.labels, fields["labels"]):
+                raise PermissionDenied(f"these labels would take the key out of rate limit {out.name!r}, "
                                        "which binds this key", param="labels")
         if "permissions" in given:
             if req.permissions is None:

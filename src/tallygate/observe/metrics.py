@@ -35,6 +35,9 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
+REFUSAL_CODES = frozenset({"rate_limit_exceeded", "budget_exceeded", "budget_unavailable"})
+
+
 def status_class(status: int) -> str:
     return f"{status // 100}xx" if 100 <= status < 600 else OTHER
 
@@ -101,6 +104,8 @@ class GatewayMetrics:
                               ["endpoint", "model"], buckets=LATENCY_BUCKETS, registry=reg)
         self.attempts = Counter("tallygate_upstream_attempts", "Upstream attempts",
                                 ["provider", "status"], registry=reg)
+        self.refusals = Counter("tallygate_refusals", "Requests the gateway refused under a limit, by code",
+                                ["endpoint", "code"], registry=reg)
         self.fallbacks = Counter("tallygate_fallbacks", "Requests answered by a later attempt than the first",
                                  ["model"], registry=reg)
         self.backlog = Gauge("tallygate_ledger_backlog", "Ledger records waiting to be written",
@@ -167,6 +172,8 @@ class GatewayMetrics:
             child.inc()
         if len(r.attempts) > 1 and r.status < 400:
             fallbacks.inc()
+        if r.error_code in REFUSAL_CODES:
+            self.refusals.labels(r.endpoint, r.error_code).inc()
 
     def render(self) -> bytes:
         """The text exposition (blocking: call it from a worker thread)."""

@@ -40,9 +40,11 @@ from tallygate.pipeline.call import Call
 from tallygate.pipeline.models import ModelCatalog, Route, check_kind
 from tallygate.pipeline.observers import Observers
 from tallygate.pipeline.output_cap import cap_output
+from tallygate.pipeline.ratelimit import MemoryLimiter, RateHold, RateLimiter, RulesOf, worst_tokens
 from tallygate.pipeline.routing import Plan, Router
 from tallygate.pipeline.tags import parse_tags
 from tallygate.pipeline.wire import (
+    Message,
     Receive,
     Scope,
     Send,
@@ -78,12 +80,15 @@ class Pipeline:
                  router: Router, max_body_bytes: int, scopes: ScopesOf | None = None,
                  scrubber: Scrubber | None = None,
                  ledger_refusal: Callable[[], GatewayError | None] | None = None,
-                 catch_up: Callable[[str], Awaitable[None]] | None = None) -> None:
+                 catch_up: Callable[[str], Awaitable[None]] | None = None, *,
+                 limits: RulesOf | None = None, limiter: RateLimiter | None = None) -> None:
         """`scopes(principal, tags)`: the limits a request counts against (default: its key's);
         `scrubber` keeps provider secrets from clients; `ledger_refusal()` says why the ledger
         cannot record a request now (its journal's disk refuses writes, or it is at its cap):
         the request is then refused with that 503 before any provider is called; `catch_up(version)`
-        reloads budgets and keys when the shared version moved (`pipeline/freshness.py`)."""
+        reloads budgets and keys when the shared version moved (`pipeline/freshness.py`);
+        `limits(principal, tags, model)`: the rate limits a request counts against, admitted by
+        `limiter` (`pipeline/ratelimit.py`)."""
         self.auth = auth
         self.catalog = catalog
         self.router = router
@@ -94,12 +99,25 @@ class Pipeline:
         self.scrubber = scrubber or Scrubber(())
         self.ledger_refusal = ledger_refusal or (lambda: None)
         self.catch_up = catch_up  # reloads budgets and keys up to a version (`pipeline/freshness.py`)
+        self.limits = limits or (lambda _principal, _tags, _model: ())
+        self.limiter = limiter or MemoryLimiter()
 
     def exchange(self, scope: Scope, receive: Receive, send: Send, endpoint: str,
                  errors: ErrorSender = send_error) -> Exchange:
         """One request to `endpoint` (its name in the ledger); `errors` renders refusals in the
         route's API shape."""
         return Exchange(self, scope, receive, send, endpoint, errors)
+
+    async def admit(self, call: Call, body: dict) -> RateHold | None:
+        """Count the request against every rate limit that applies, or refuse it (429)."""
+        rules = self.limits(call.principal, call.tags, call.requested_model)
+        if not rules:
+            return None
+        tokens = 0
+        if any(r.tokens_per_minute is not None for r in rules):
+            cap_output(body, call.endpoint)  # the body sent carries the output cap counted
+            tokens = worst_tokens(body, call.endpoint)
+        return await self.limiter.admit(rules, tokens)
 
     async def reserve(self, call: Call, body: dict, routes: Sequence[Route]) -> Hold | None:
         """Hold the request's worst-case cost against its key's limit and every budget that
@@ -129,7 +147,7 @@ class Exchange:
     """One proxied request, stage by stage (see the module's docstring)."""
 
     __slots__ = ("id", "call", "_pipeline", "_scope", "_receive", "_send", "_endpoint", "_errors", "_headers",
-                 "_hold")
+                 "_hold", "_rate")
 
     def __init__(self, pipeline: Pipeline, scope: Scope, receive: Receive, send: Send, endpoint: str,
                  errors: ErrorSender) -> None:
@@ -139,6 +157,7 @@ class Exchange:
         self._endpoint, self._errors = endpoint, errors
         self._headers = headers_of(scope, *_HEADERS)
         self._hold: Hold | None = None
+        self._rate: RateHold | None = None
 
     async def __aenter__(self) -> Exchange:
         return self
@@ -177,8 +196,27 @@ class Exchange:
         return plan
 
     async def reserve(self, body: dict, plan: Plan) -> None:
-        """Hold the worst case against every limit that applies (settled on the way out)."""
-        self._hold = await self._pipeline.reserve(self._started(), body, plan.targets)
+        """Admit the request under its rate limits, then hold the worst case against every limit
+        and budget that applies (both settled on the way out)."""
+        p, call = self._pipeline, self._started()
+        self._rate = await p.admit(call, body)
+        try:
+            self._hold = await p.reserve(call, body, plan.targets)
+        except BaseException:
+            if self._rate is not None:  # refused by a budget: as if never admitted
+                p.limiter.settle(self._rate, None)
+                self._rate = None
+            raise
+
+    @property
+    def send(self) -> Send:
+        """The route's `send`, adding the x-ratelimit-* headers of the tightest rate limit."""
+        return self._send if self._rate is None or not self._rate.headers else self._send_limited
+
+    async def _send_limited(self, message: Message) -> None:
+        if message["type"] == "http.response.start" and self._rate is not None:
+            message = {**message, "headers": [*message.get("headers", ()), *self._rate.headers]}
+        await self._send(message)
 
     def _started(self) -> Call:
         if self.call is None:
@@ -203,7 +241,7 @@ class Exchange:
                     call.fail(cancelled)
                     call.finish()
                     if call.ttft is None:  # the client gets the 503 the ledger records, not a bare 500
-                        await self._errors(self._send, cancelled, self.id)
+                        await self._errors(self.send, cancelled, self.id)
                 return False
             if not isinstance(exc, Exception):
                 return False
@@ -211,11 +249,13 @@ class Exchange:
             call.fail(err)
             if call.ttft is None:
                 call.finish()
-                await self._errors(self._send, err, self.id)
+                await self._errors(self.send, err, self.id)
             return True
         finally:
             if self._hold is not None:
                 self._pipeline.budget.settle(self._hold, call.cost_pico)
+            if self._rate is not None:
+                self._pipeline.limiter.settle(self._rate, call.usage.input_tokens + call.usage.output_tokens)
             call.finish()  # once: a no-op when the response already had it
 
     def _as_gateway_error(self, exc: Exception) -> GatewayError:

@@ -8,6 +8,7 @@ the provider's error responses become the gateway's `UpstreamError`s.
 from __future__ import annotations
 
 from contextlib import AbstractAsyncContextManager
+from datetime import timedelta
 from typing import Any
 
 import aiohttp
@@ -25,7 +26,8 @@ class Upstream:
         self.name = name
         self._http = http
         self._error = error
-        self._timeout = aiohttp.ClientTimeout(total=cfg.timeout_s, sock_connect=cfg.connect_timeout_s)
+        self._connect_timeout_s = cfg.connect_timeout_s
+        self._timeout = timedelta(seconds=cfg.timeout_s)
         self._stream_timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=cfg.connect_timeout_s, sock_read=cfg.timeout_s)
 
@@ -33,15 +35,20 @@ class Upstream:
         """POST `body`; the JSON object answered with 200, else the provider's error raised."""
         return await self.post_bytes(url, orjson.dumps(body), headers)
 
-    async def post_bytes(self, url: str | URL, data: bytes, headers: dict[str, str]) -> dict[str, Any]:
+    async def post_bytes(self, url: str | URL, data: bytes, headers: dict[str, str],
+                         response_headers: dict[str, str] | None = None) -> dict[str, Any]:
         """POST `data` as it is (a signed body) to `url` (a `yarl.URL(..., encoded=True)` is sent
-        exactly as signed); the JSON object answered with 200."""
+        exactly as signed); the JSON object answered with 200 (its headers into
+        `response_headers`, lower-cased, when given)."""
+        client = self._http.json_client(self._connect_timeout_s)
         with transport_errors(self.name):
-            async with self._http.session.post(url, data=data, headers=headers,
-                                               timeout=self._timeout, allow_redirects=False) as resp:
-                raw = await resp.read()
-                if resp.status != 200:
-                    raise self._error(resp.status, raw, resp.headers)
+            request = client.post(str(url)).headers(headers).body_bytes(data).timeout(self._timeout)
+            resp = await request.build().send()
+            raw = memoryview(await resp.bytes())
+        if resp.status != 200:
+            raise self._error(resp.status, bytes(raw), resp.headers)
+        if response_headers is not None:
+            response_headers.update((k.lower(), v) for k, v in resp.headers.items())
         return parse_json(self.name, raw)
 
     def stream(self, url: str, body: dict[str, Any],

@@ -185,6 +185,21 @@ budgets = Table(
     Column("updated_at", BigInteger, nullable=False),
 )
 
+# Rate limits: `scope` as budgets' or {"model": name or "policy/<name>"}; any subset of the
+# three limits (None: not limited). Counters live in the gateways (or Redis), never here.
+rate_limits = Table(
+    "rate_limits", metadata,
+    Column("id", String(36), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("scope", JSON, nullable=False),
+    Column("requests_per_minute", BigInteger, nullable=True),
+    Column("tokens_per_minute", BigInteger, nullable=True),
+    Column("max_concurrent", BigInteger, nullable=True),
+    Column("created_by", String(36), ForeignKey("users.id"), nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+)
+
 # One score per request; a new one replaces it. Scores in thousandths (0..1000 for 0..1).
 feedback = Table(
     "feedback", metadata,

@@ -1,0 +1,211 @@
+"""Rate limits at admission: requests and tokens per minute, and requests in flight.
+
+Each limit (`pipeline/ratelimit_rules.Rule`) counts with a sliding window log: the admission
+time of every request of the last 60 seconds (and, for tokens, each one's amount). A request is
+admitted when, for every limit that applies, the requests in the window plus one stay within
+`requests_per_minute`, the tokens in the window plus its worst case within `tokens_per_minute`,
+and the requests in flight plus one within `max_concurrent`; then it counts against all of them,
+or it is refused (429) and counts against none. Why a log rather than a fixed window or GCRA: it
+is exact (in no 60-second interval are more than the limit admitted, where a fixed window lets
+twice the limit through across a boundary), its entries can be corrected after the fact (a
+request's tokens are reserved as the worst case and settled to its actual usage), and the same
+structure is a sorted set in Redis. Its cost is memory: at most `limit` entries per limit.
+
+Tokens are input + output: the worst case is the budget's (`pipeline/budget.py`: every
+character of the body at 3 characters a token, images at 1,600 tokens, the output cap), settled
+to the provider's usage when the request ends. The request in flight is released when the
+exchange ends, whatever the way: answered, failed upstream, or the client gone.
+
+`MemoryLimiter` is the limiter of one process (its monotonic clock, so exact in that process).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from tallygate.errors import RateLimited
+from tallygate.pipeline.budget import IMAGE_TOKENS, body_size
+from tallygate.pipeline.output_cap import DEFAULT_MAX_TOKENS, output_bound
+from tallygate.pipeline.ratelimit_rules import Rule
+from tallygate.types import Principal
+
+WINDOW_S = 60.0
+CONCURRENCY_RETRY_S = 1.0  # retry-after for a request refused for want of a slot in flight
+
+RulesOf = Callable[[Principal, tuple[str, ...], str | None], tuple[Rule, ...]]  # (principal, tags, model)
+
+
+def worst_tokens(body: dict[str, Any], endpoint: str, default_max_tokens: int = DEFAULT_MAX_TOKENS) -> int:
+    """The most input + output tokens a request can use, counted as `budget.worst_case` does."""
+    chars, images = body_size(body)
+    if endpoint == "embeddings":
+        inputs = body.get("input")
+        if isinstance(inputs, list) and inputs and isinstance(inputs[0], (int, list)):
+            chars += 3 * sum(len(x) if isinstance(x, list) else 1 for x in inputs)  # token ids
+    return math.ceil(chars / 3) + images * IMAGE_TOKENS + output_bound(body, endpoint, default_max_tokens)
+
+
+def duration(seconds: float) -> str:
+    """OpenAI's x-ratelimit-reset-* form: `250ms`, `1.5s`, `1m2s`."""
+    if seconds < 1:
+        return f"{max(0, math.ceil(seconds * 1000))}ms"
+    minutes, rest = divmod(seconds, 60)
+    text = f"{rest:.3f}".rstrip("0").rstrip(".") + "s"
+    return f"{int(minutes)}m{text}" if minutes else text
+
+
+def limit_headers(kind: bytes, limit: int, remaining: int, reset_s: float) -> list[tuple[bytes, bytes]]:
+    """x-ratelimit-limit/remaining/reset-`kind` (b'requests' or b'tokens')."""
+    return [(b"x-ratelimit-limit-" + kind, b"%d" % limit),
+            (b"x-ratelimit-remaining-" + kind, b"%d" % max(0, remaining)),
+            (b"x-ratelimit-reset-" + kind, duration(reset_s).encode())]
+
+
+@dataclass(slots=True)
+class RateHold:
+    """What one admitted request holds: `token_entries` to settle, the ids it is in flight in,
+    and the x-ratelimit-* headers of its answer."""
+
+    rules: tuple[Rule, ...]
+    tokens: int
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    token_entries: list[tuple[str, list[Any]]] = field(default_factory=list)
+    request_times: list[tuple[str, float]] = field(default_factory=list)
+    inflight: tuple[str, ...] = ()
+    remote: Any = None  # the shared limiter's own record of the admission
+
+
+class RateLimiter(Protocol):
+    async def admit(self, rules: Sequence[Rule], tokens: int) -> RateHold:
+        """Count the request against every rule, or raise `RateLimited` counting it against none."""
+
+    def settle(self, hold: RateHold, actual_tokens: int | None) -> None:
+        """The request ended having used `actual_tokens`; None: it was never served (another
+        limit refused it), so it is taken out of the windows as if never admitted."""
+
+
+def refused(rule: Rule, what: str, limit: int, retry_s: float | None,
+            headers: list[tuple[bytes, bytes]], tokens: int = 0) -> RateLimited:
+    if retry_s is None:
+        message = (f"this request may use up to {tokens} tokens, more than {rule.name} allows in a minute "
+                   f"({limit} tokens per minute): lower max_tokens or shorten the input")
+    else:
+        message = f"{rule.name} allows {limit} {what}: retry after {retry_s:.3f}s"
+    return RateLimited(message, retry_after=retry_s, tokens=what.startswith("tokens"), limit_headers=headers)
+
+
+class _Window:
+    __slots__ = ("requests", "tokens", "token_sum", "inflight")
+
+    def __init__(self) -> None:
+        self.requests: deque[float] = deque()
+        self.tokens: deque[list[Any]] = deque()  # [time, amount, still in the window]
+        self.token_sum = 0
+        self.inflight = 0
+
+    def expire(self, now: float) -> None:
+        edge = now - WINDOW_S
+        while self.requests and self.requests[0] <= edge:
+            self.requests.popleft()
+        while self.tokens and self.tokens[0][0] <= edge:
+            entry = self.tokens.popleft()
+            entry[2] = False
+            self.token_sum -= entry[1]
+
+    def token_wait(self, now: float, need: int, limit: int) -> float:
+        """Seconds until `need` more tokens fit under `limit`."""
+        left = self.token_sum
+        for t, amount, _ in self.tokens:
+            left -= amount
+            if left + need <= limit:
+                return float(t) + WINDOW_S - now
+        return WINDOW_S
+
+
+class MemoryLimiter:
+    """A `RateLimiter` for one process: sliding window logs in memory. Admitting never awaits,
+    so concurrent requests on one event loop cannot overshoot."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._windows: dict[str, _Window] = {}
+
+    async def admit(self, rules: Sequence[Rule], tokens: int) -> RateHold:
+        return self.admit_now(rules, tokens)
+
+    def admit_now(self, rules: Sequence[Rule], tokens: int) -> RateHold:
+        now = self._clock()
+        windows = []
+        for rule in rules:
+            w = self._windows.get(rule.id)
+            if w is None:
+                w = self._windows[rule.id] = _Window()
+            w.expire(now)
+            windows.append(w)
+            self._check(rule, w, now, tokens)
+        hold = RateHold(tuple(rules), tokens)
+        tightest: dict[bytes, tuple[int, int, float]] = {}
+        for rule, w in zip(rules, windows, strict=True):
+            if rule.requests_per_minute is not None:
+                w.requests.append(now)
+                hold.request_times.append((rule.id, now))
+                _tighter(tightest, b"requests", rule.requests_per_minute, rule.requests_per_minute - len(w.requests),
+                         w.requests[0] + WINDOW_S - now)
+            if rule.tokens_per_minute is not None:
+                entry = [now, tokens, True]
+                w.tokens.append(entry)
+                w.token_sum += tokens
+                hold.token_entries.append((rule.id, entry))
+                _tighter(tightest, b"tokens", rule.tokens_per_minute, rule.tokens_per_minute - w.token_sum,
+                         w.tokens[0][0] + WINDOW_S - now)
+            if rule.max_concurrent is not None:
+                w.inflight += 1
+        hold.inflight = tuple(r.id for r in rules if r.max_concurrent is not None)
+        for kind, (limit, remaining, reset) in tightest.items():
+            hold.headers += limit_headers(kind, limit, remaining, reset)
+        return hold
+
+    def _check(self, rule: Rule, w: _Window, now: float, tokens: int) -> None:
+        rpm, tpm, most = rule.requests_per_minute, rule.tokens_per_minute, rule.max_concurrent
+        if rpm is not None and len(w.requests) + 1 > rpm:
+            wait = w.requests[len(w.requests) - rpm] + WINDOW_S - now
+            raise refused(rule, "requests per minute", rpm, wait,
+                          limit_headers(b"requests", rpm, 0, w.requests[0] + WINDOW_S - now))
+        if tpm is not None and w.token_sum + tokens > tpm:
+            until = w.token_wait(now, tokens, tpm) if tokens <= tpm else None
+            reset = w.tokens[0][0] + WINDOW_S - now if w.tokens else 0.0
+            raise refused(rule, "tokens per minute", tpm, until,
+                          limit_headers(b"tokens", tpm, tpm - w.token_sum, reset), tokens)
+        if most is not None and w.inflight + 1 > most:
+            raise refused(rule, "requests in flight at once", most, CONCURRENCY_RETRY_S, [])
+
+    def settle(self, hold: RateHold, actual_tokens: int | None) -> None:
+        for rule_id in hold.inflight:
+            w = self._windows.get(rule_id)
+            if w is not None and w.inflight > 0:
+                w.inflight -= 1
+        new = actual_tokens or 0
+        for rule_id, entry in hold.token_entries:
+            if entry[2] and (w := self._windows.get(rule_id)) is not None:
+                w.token_sum += new - entry[1]
+            entry[1] = new
+        if actual_tokens is None:
+            for rule_id, t in hold.request_times:
+                w = self._windows.get(rule_id)
+                if w is not None and t in w.requests:
+                    w.requests.remove(t)
+
+    def in_flight(self, rule_id: str) -> int:
+        w = self._windows.get(rule_id)
+        return 0 if w is None else w.inflight
+
+
+def _tighter(found: dict[bytes, tuple[int, int, float]], kind: bytes, limit: int, remaining: int,
+             reset: float) -> None:
+    if kind not in found or remaining < found[kind][1]:
+        found[kind] = (limit, remaining, reset)

@@ -1,0 +1,134 @@
+"""Which rate limits a request counts against, and the registry that keeps them current.
+
+A rate limit applies to a request when its scope holds it: `{"key": id}` its key, `{"label":
+{...}}` a key carrying every pair, `{"tag": path}` a tag at or under `path`, `{"model": name}`
+the model (or `policy/<name>`) the request names. A label, tag or model limit is one counter
+shared by every request it applies to, as a budget is one total.
+
+`RuleRegistry` reloads the table every `refresh_s` and at once after a change made through this
+process (with Redis, every process reloads before admitting its next request, as for budgets).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+from typing import Any, NamedTuple
+
+from tallygate.core.periodic import Periodic
+from tallygate.core.tagpath import prefixes
+from tallygate.store.budgets import labels_match
+from tallygate.store.ratelimits import RateLimitRecord, RateLimitStore
+from tallygate.types import Principal
+
+log = logging.getLogger("tallygate.ratelimits")
+
+
+def limit_scope_text(scope: dict[str, Any]) -> str:
+    """`label team=growth`, `tag customer/acme`, `key <id>`, `model gpt-4o`."""
+    kind, value = next(iter(scope.items()))
+    if kind == "label":
+        return "label " + ",".join(f"{k}={v}" for k, v in sorted(value.items()))
+    return f"{kind} {value}"
+
+
+class Rule(NamedTuple):
+    """One rate limit as the hot path reads it: `id` is 'rl:<record id>' (its counters' name)."""
+
+    id: str
+    name: str
+    requests_per_minute: int | None
+    tokens_per_minute: int | None
+    max_concurrent: int | None
+
+    @classmethod
+    def of(cls, r: RateLimitRecord) -> Rule:
+        return cls("rl:" + r.id, f"rate limit {r.name!r} ({limit_scope_text(r.scope)})",
+                   r.requests_per_minute, r.tokens_per_minute, r.max_concurrent)
+
+
+class RuleSet:
+    """An immutable index of rate limits: by key id, by tag path, by model; labels as a list."""
+
+    def __init__(self, records: Iterable[RateLimitRecord] = ()) -> None:
+        self.records = {r.id: r for r in records}
+        self._by_key: dict[str, list[Rule]] = {}
+        self._labels: list[tuple[dict[str, str], Rule]] = []
+        self._tags: dict[str, list[Rule]] = {}
+        self._models: dict[str, list[Rule]] = {}
+        for r in self.records.values():
+            rule, value = Rule.of(r), r.scope[r.kind]
+            if r.kind == "key":
+                self._by_key.setdefault(value, []).append(rule)
+            elif r.kind == "label":
+                self._labels.append((value, rule))
+            elif r.kind == "tag":
+                self._tags.setdefault(value, []).append(rule)
+            else:
+                self._models.setdefault(value, []).append(rule)
+        self._cache: dict[str, tuple[Principal, tuple[Rule, ...]]] = {}
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def key_bound(self, principal: Principal) -> tuple[Rule, ...]:
+        """The limits on every request of this key: its key and label limits."""
+        if principal.key_id is None or not (self._by_key or self._labels):
+            return ()
+        cached = self._cache.get(principal.key_id)
+        if cached is not None and cached[0] is principal:
+            return cached[1]
+        found = list(self._by_key.get(principal.key_id, ()))
+        found += [rule for labels, rule in self._labels if labels_match(labels, principal.labels)]
+        if len(self._cache) > 100_000:
+            self._cache.clear()
+        self._cache[principal.key_id] = (principal, tuple(found))
+        return tuple(found)
+
+    def rules(self, principal: Principal, tags: tuple[str, ...], model: str | None) -> tuple[Rule, ...]:
+        """Every limit a request counts against (the bootstrap admin's key and labels none)."""
+        if not self.records:
+            return ()
+        rules = self.key_bound(principal)
+        if tags and self._tags:
+            rules += tuple(rule for p in prefixes(tags) for rule in self._tags.get(p, ()))
+        if model is not None and (by_model := self._models.get(model)):
+            rules += tuple(by_model)
+        return rules
+
+    def binding(self, principal: Principal) -> list[RateLimitRecord]:
+        """The limits that bind a key: its key and label limits, and every tag and model limit
+        (any request of it may carry the tag or name the model)."""
+        ids = {rule.id.removeprefix("rl:") for rule in self.key_bound(principal)}
+        return [r for r in self.records.values() if r.id in ids or r.kind in ("tag", "model")]
+
+    def label_limits(self) -> list[RateLimitRecord]:
+        return [r for r in self.records.values() if r.kind == "label"]
+
+
+class RuleRegistry:
+    """The current `RuleSet`, reloaded from the database every `refresh_s` (a service)."""
+
+    def __init__(self, store: RateLimitStore, refresh_s: float = 1.0) -> None:
+        self._store = store
+        self.current = RuleSet()
+        self._refresher = Periodic(refresh_s, self.reload_async, log,
+                                   "refreshing rate limits failed; the last known ones still apply")
+
+    def rules(self, principal: Principal, tags: tuple[str, ...], model: str | None) -> tuple[Rule, ...]:
+        return self.current.rules(principal, tags, model)
+
+    def reload(self) -> None:
+        """Read every rate limit (blocking)."""
+        self.current = RuleSet(self._store.all())
+
+    async def reload_async(self) -> None:
+        await asyncio.to_thread(self.reload)
+
+    async def start(self) -> None:
+        await self.reload_async()
+        self._refresher.start()
+
+    async def stop(self) -> None:
+        await self._refresher.stop()
