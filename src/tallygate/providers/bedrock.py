@@ -34,7 +34,7 @@ from tallygate.providers.bedrock_embed import (
     titan_body,
 )
 from tallygate.providers.bedrock_translate import ConverseStreamTranslator, bedrock_error, from_converse, to_converse
-from tallygate.providers.http import HttpClient, parse_json, retry_after, transport_errors
+from tallygate.providers.http import HttpClient, retry_after, transport_errors
 from tallygate.providers.upstream import Upstream
 from tallygate.settings import ProviderConfig
 from tallygate.types import Usage
@@ -198,15 +198,11 @@ class BedrockProvider:
         return await self._up.post_bytes(URL(url, encoded=True), data, signed)
 
     async def _invoke_json_headers(self, url: str, payload: dict) -> tuple[dict, dict[str, str]]:
-        """InvokeModel when the answer's headers count too (Cohere's token count): the response
-        is opened as `Upstream.stream_bytes` does, then read whole."""
+        """InvokeModel when the answer's headers count too (Cohere's token count)."""
         data = orjson.dumps(payload)
         signed = await self._signed(url, data, "application/json")
-        async with self._up.stream_bytes(URL(url, encoded=True), data, signed, "application/json") as resp:
-            with transport_errors(self.name):
-                raw = await resp.read()
-            headers = {k.lower(): v for k, v in resp.headers.items()}
-        return parse_json(self.name, raw), headers
+        seen: dict[str, str] = {}
+        return await self._up.post_bytes(URL(url, encoded=True), data, signed, seen), seen
 
     async def close(self) -> None:
         if self._reload is not None:
