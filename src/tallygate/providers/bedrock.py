@@ -17,7 +17,7 @@ import base64
 import logging
 import time
 from collections.abc import AsyncGenerator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import orjson
@@ -35,10 +35,12 @@ from tallygate.providers.bedrock_embed import (
 )
 from tallygate.providers.bedrock_translate import ConverseStreamTranslator, bedrock_error, from_converse, to_converse
 from tallygate.providers.http import HttpClient, retry_after, transport_errors
-from tallygate.providers.sigv4 import CachedSigV4Auth, sign
 from tallygate.providers.upstream import Upstream
 from tallygate.settings import ProviderConfig
 from tallygate.types import Usage
+
+if TYPE_CHECKING:  # botocore is imported on the first signed request, not at start-up
+    from tallygate.providers.sigv4 import CachedSigV4Auth
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +80,8 @@ class BedrockProvider:
         headers = {**self._headers, "Accept": accept}
         if self._bearer:
             return {**headers, "Authorization": f"Bearer {self._bearer}"}
+        from tallygate.providers.sigv4 import sign
+
         return sign(await self._signer(), url, headers, data)
 
     async def _signer(self) -> CachedSigV4Auth:
@@ -95,6 +99,8 @@ class BedrockProvider:
         return self._signer_now
 
     def _use(self, credentials: Any) -> None:
+        from tallygate.providers.sigv4 import CachedSigV4Auth
+
         if self._signer_now is None or credentials != self._signer_now.credentials:
             self._signer_now = CachedSigV4Auth(credentials, "bedrock", self._region)
         self._credentials_at = time.monotonic()
@@ -175,10 +181,10 @@ class BedrockProvider:
             if family == "titan":
                 answers = await asyncio.gather(*(self._invoke_json(url, titan_body(t, body.get("dimensions")))
                                                  for t in texts))
-                vectors = [a["embedding"] for a, _ in answers]
-                tokens = sum(int(a["inputTextTokenCount"]) for a, _ in answers)
+                vectors = [a["embedding"] for a in answers]
+                tokens = sum(int(a["inputTextTokenCount"]) for a in answers)
             else:
-                answer, seen = await self._invoke_json(url, cohere_body(texts, body.get("dimensions")))
+                answer, seen = await self._invoke_json_headers(url, cohere_body(texts, body.get("dimensions")))
                 vectors = cohere_vectors(answer)
                 tokens = int(seen.get("x-amzn-bedrock-input-token-count") or 0)
         except (KeyError, TypeError, ValueError):
@@ -186,7 +192,13 @@ class BedrockProvider:
         data = openai_embeddings(vectors, model, tokens, body.get("encoding_format"))
         return data, Usage(input_tokens=tokens, output_tokens=0)
 
-    async def _invoke_json(self, url: str, payload: dict) -> tuple[dict, dict[str, str]]:
+    async def _invoke_json(self, url: str, payload: dict) -> dict:
+        data = orjson.dumps(payload)
+        signed = await self._signed(url, data, "application/json")
+        return await self._up.post_bytes(URL(url, encoded=True), data, signed)
+
+    async def _invoke_json_headers(self, url: str, payload: dict) -> tuple[dict, dict[str, str]]:
+        """InvokeModel when the answer's headers count too (Cohere's token count)."""
         data = orjson.dumps(payload)
         signed = await self._signed(url, data, "application/json")
         seen: dict[str, str] = {}
