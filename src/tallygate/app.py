@@ -52,6 +52,7 @@ from tallygate.pipeline.observers import CallObserver, Observers, RequestObserve
 from tallygate.pipeline.ratelimit import MemoryLimiter
 from tallygate.pipeline.ratelimit_rules import RuleRegistry
 from tallygate.pipeline.redis_budget import RedisBudget
+from tallygate.pipeline.redis_ratelimit import RatedRedisBudget, RedisLimiter
 from tallygate.pipeline.routing import Router
 from tallygate.pipeline.routing.shared import SharedCooldowns
 from tallygate.pipeline.scopes import BudgetRegistry, month_spend
@@ -160,7 +161,8 @@ class Gateway:
                             ledger.refusal,
                             None if redis is None else Freshness(redis, budgets.reload_async, rules.reload_async,
                                                                  auth.refresh).catch_up,
-                            limits=rules.rules, limiter=MemoryLimiter())
+                            limits=rules.rules,
+                            limiter=MemoryLimiter() if redis is None else RedisLimiter(redis))
         proxy = ProxyRoutes(pipeline)
         self._models = proxy.models
         self._hot: dict[tuple[str, str], Callable[[Scope, Receive, Send], Awaitable[None]]] = {
@@ -236,12 +238,12 @@ class Gateway:
 
 
 def _budget_engine(settings: Settings, keys: KeyStore, budget_store: BudgetStore
-                   ) -> tuple[BudgetEngine, Service, RedisBudget | None]:
+                   ) -> tuple[BudgetEngine, Service, RatedRedisBudget | None]:
     """The budget state: in Redis with `redis_url` (shared by processes and replicas; it loads
     spend itself), else in memory, loaded from the ledger at start-up. Returns the engine, the
     service that loads its spend, and the Redis one if any."""
     if settings.redis_url:
-        redis = RedisBudget(settings.redis_url, partial(month_spend, keys, budget_store),
+        redis = RatedRedisBudget(settings.redis_url, partial(month_spend, keys, budget_store),
                             fail_open=settings.budgets_unavailable == "open", ttl_s=settings.hold_ttl_s,
                             open_allowance=int(settings.budgets_open_allowance * 10**12))
         return redis, redis, redis

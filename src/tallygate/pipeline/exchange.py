@@ -36,11 +36,13 @@ from tallygate.errors import (
 )
 from tallygate.pipeline.auth import Authenticator
 from tallygate.pipeline.budget import BudgetEngine, Hold, ScopesOf, StaleScopes, key_scopes, redacted, worst_case
+from tallygate.pipeline.budget import Scope as BudgetScope
 from tallygate.pipeline.call import Call
 from tallygate.pipeline.models import ModelCatalog, Route, check_kind
 from tallygate.pipeline.observers import Observers
 from tallygate.pipeline.output_cap import cap_output
-from tallygate.pipeline.ratelimit import MemoryLimiter, RateHold, RateLimiter, RulesOf, worst_tokens
+from tallygate.pipeline.ratelimit import MemoryLimiter, RateHold, RateLimiter, RulesOf, SharedLimiter, worst_tokens
+from tallygate.pipeline.ratelimit_rules import Rule
 from tallygate.pipeline.routing import Plan, Router
 from tallygate.pipeline.tags import parse_tags
 from tallygate.pipeline.wire import (
@@ -108,31 +110,46 @@ class Pipeline:
         route's API shape."""
         return Exchange(self, scope, receive, send, endpoint, errors)
 
-    async def admit(self, call: Call, body: dict) -> RateHold | None:
-        """Count the request against every rate limit that applies, or refuse it (429)."""
+    def _rules(self, call: Call, body: dict) -> tuple[tuple[Rule, ...], int]:
+        """The rate limits the request counts against, and its worst-case tokens if any counts them."""
         rules = self.limits(call.principal, call.tags, call.requested_model)
-        if not rules:
-            return None
         tokens = 0
         if any(r.tokens_per_minute is not None for r in rules):
             cap_output(body, call.endpoint)  # the body sent carries the output cap counted
             tokens = worst_tokens(body, call.endpoint)
-        return await self.limiter.admit(rules, tokens)
+        return rules, tokens
 
-    async def reserve(self, call: Call, body: dict, routes: Sequence[Route]) -> Hold | None:
-        """Hold the request's worst-case cost against its key's limit and every budget that
+    async def _reserve(self, scopes: Sequence[BudgetScope], amount: int, rules: Sequence[Rule],
+                       tokens: int) -> tuple[Hold | None, RateHold | None]:
+        """Rate limits, then budgets, all or nothing: in one Redis round trip when shared."""
+        if rules and isinstance(self.limiter, SharedLimiter):
+            return await self.limiter.reserve(scopes, amount, rules, tokens)
+        rate = await self.limiter.admit(rules, tokens) if rules else None
+        if not scopes:
+            return None, rate
+        try:
+            return await self.budget.reserve(scopes, amount), rate
+        except BaseException:
+            if rate is not None:  # refused by a budget: as if never admitted
+                self.limiter.settle(rate, None)
+            raise
+
+    async def reserve(self, call: Call, body: dict, routes: Sequence[Route]) -> tuple[Hold | None, RateHold | None]:
+        """Admit the request under every rate limit that applies (429 naming the first that
+        won't) and hold its worst-case cost against its key's limit and every budget that
         applies, all or nothing (402 naming the first that won't fit). Scopes decided with
         budgets or keys another process has changed since are decided again, reloaded."""
         for attempt in range(3):
             scopes = self.scopes(call.principal, call.tags)
-            if not scopes:
-                return None
+            rules, tokens = self._rules(call, body)
+            if not scopes and not rules:
+                return None, None
             amount = 0
             if any(s.limit is not None for s in scopes):
                 cap_output(body, call.endpoint)  # the body sent carries the output cap reserved for
                 amount = worst_case(body, call.endpoint, [self.catalog.rate(r) for r in routes])
             try:
-                return await self.budget.reserve(scopes, amount)
+                return await self._reserve(scopes, amount, rules, tokens)
             except BudgetExceeded as err:  # another team's budget is not this caller's to read
                 raise redacted(err, call.principal, amount) from None
             except StaleScopes as stale:
@@ -198,15 +215,7 @@ class Exchange:
     async def reserve(self, body: dict, plan: Plan) -> None:
         """Admit the request under its rate limits, then hold the worst case against every limit
         and budget that applies (both settled on the way out)."""
-        p, call = self._pipeline, self._started()
-        self._rate = await p.admit(call, body)
-        try:
-            self._hold = await p.reserve(call, body, plan.targets)
-        except BaseException:
-            if self._rate is not None:  # refused by a budget: as if never admitted
-                p.limiter.settle(self._rate, None)
-                self._rate = None
-            raise
+        self._hold, self._rate = await self._pipeline.reserve(self._started(), body, plan.targets)
 
     @property
     def send(self) -> Send:

@@ -26,7 +26,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from tallygate.errors import RateLimited
 from tallygate.pipeline.budget import IMAGE_TOKENS, body_size
@@ -87,6 +87,16 @@ class RateLimiter(Protocol):
     def settle(self, hold: RateHold, actual_tokens: int | None) -> None:
         """The request ended having used `actual_tokens`; None: it was never served (another
         limit refused it), so it is taken out of the windows as if never admitted."""
+
+
+@runtime_checkable
+class SharedLimiter(RateLimiter, Protocol):
+    """A limiter whose state is shared with the budget's (Redis): it admits rate limits and
+    reserves the budget in one round trip."""
+
+    async def reserve(self, scopes: Sequence[Any], amount: int, rules: Sequence[Rule],
+                      tokens: int) -> tuple[Any, RateHold]:
+        """(budget hold, rate hold), or `RateLimited` / `BudgetExceeded` holding nothing."""
 
 
 def refused(rule: Rule, what: str, limit: int, retry_s: float | None,

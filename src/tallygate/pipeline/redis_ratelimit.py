@@ -1,0 +1,228 @@
+"""Rate limits shared by processes and replicas through Redis, in the budget's round trip.
+
+`RatedRedisBudget` is the Redis budget engine (`pipeline/redis_budget.py`, unchanged) plus
+`reserve_rated`: one call of `redis_ratelimit_lua.RESERVE_RATED`, batched on the budget's one
+connection like every reservation, checks the rate limits, reserves the budget and counts the
+request against the rate limits, all or nothing, in one round trip. `RedisLimiter` settles what
+it admitted (queued, sent in pipelined rounds like budget settles: never on the request path).
+
+When Redis cannot be reached, rate limits are not dropped (as `budgets_unavailable: open` would
+drop budgets): each process falls back to its own in-memory limiter, so a limit is passed by at
+most a factor of the number of processes for the outage, never unbounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from redis.exceptions import NoScriptError, RedisError
+
+from tallygate.pipeline.budget import Hold, Scope, StaleScopes, refusal
+from tallygate.pipeline.ratelimit import (
+    CONCURRENCY_RETRY_S,
+    MemoryLimiter,
+    RateHold,
+    limit_headers,
+    refused,
+)
+from tallygate.pipeline.ratelimit_rules import Rule
+from tallygate.pipeline.redis_batch import ScriptBatch
+from tallygate.pipeline.redis_budget import RedisBudget
+from tallygate.pipeline.redis_ratelimit_lua import RATE_SETTLE, RESERVE_RATED
+
+log = logging.getLogger("tallygate.ratelimit.redis")
+_KINDS = {1: "requests per minute", 2: "tokens per minute", 3: "requests in flight at once"}
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _opt(value: int | None) -> str:
+    return "" if value is None else str(value)
+
+
+class RatedRedisBudget(RedisBudget):
+    """The Redis budget engine, able to admit rate limits in its reservation's round trip."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._rated = ScriptBatch(self._aio, self._aio.register_script(RESERVE_RATED), on_orphan=self._orphan_rated)
+        self._rate_settle = self._aio.register_script(RATE_SETTLE)
+        self._ids = itertools.count()
+        self.fallback = MemoryLimiter()  # while Redis is unreachable: each process limits itself
+        self._rate_queue: list[list[Any]] = []
+        self._rate_wake: asyncio.Event | None = None
+        self._rate_task: asyncio.Task[None] | None = None
+        self.rate_round_trips = 0  # reservations sent with rate limits (for tests and benchmarks)
+
+    async def reserve_rated(self, scopes: Sequence[Scope], amount: int, rules: Sequence[Rule],
+                            tokens: int) -> tuple[Hold, RateHold]:
+        month = self._now_month()
+        ids = tuple(s.id for s in scopes)
+        limited = [s for s in scopes if s.limit is not None]
+        uid = f"{self.process}:{next(self._ids)}"
+        head: list[Any] = [len(rules), tokens, uid]
+        for r in rules:
+            head += (r.id, _opt(r.requests_per_minute), _opt(r.tokens_per_minute), _opt(r.max_concurrent))
+        args: list[Any] = [*head, self._p, month, self.process, amount if limited else 0, self._ttl_ms,
+                           self.loaded_version]
+        if limited and amount:
+            for s in limited:
+                args += (s.id, s.limit)
+        hold = RateHold(tuple(rules), tokens, remote=uid)
+        for _ in range(3):
+            try:
+                self.rate_round_trips += 1
+                res = await self._rated(args)
+            except (RedisError, OSError) as exc:
+                budget_hold = self._unavailable(ids, limited, amount, month, exc) if limited and amount \
+                    else Hold(ids, (), 0, month)
+                return budget_hold, self._fallback_admit(rules, tokens)
+            code = int(res[0])
+            if code == 0:
+                hold.headers = _headers(rules, [int(x) for x in res[1:]])
+                held = tuple(s.id for s in limited) if limited and amount else ()
+                return Hold(ids, held, amount if held else 0, month), hold
+            if code == 3:
+                raise StaleScopes(_text(res[1]))
+            if code == 4:
+                raise _refusal(rules, tokens, [int(x) for x in res[1:]])
+            if code == 1:
+                raise refusal(limited[int(res[1]) - 1], int(res[2]), int(res[3]), amount)
+            try:
+                await self.rebuild(month)
+            except Exception as exc:
+                return self._unavailable(ids, limited, amount, month, exc), self._fallback_admit(rules, tokens)
+        lost = RuntimeError("the month's counters could not be built")
+        return self._unavailable(ids, limited, amount, month, lost), self._fallback_admit(rules, tokens)
+
+    def _fallback_admit(self, rules: Sequence[Rule], tokens: int) -> RateHold:
+        return self.fallback.admit_now(rules, tokens)
+
+    def _orphan_rated(self, args: Sequence[Any], res: Any) -> None:
+        """A reservation whose request went away while Redis answered: release all of it."""
+        if not (isinstance(res, list) and res and res[0] == 0):
+            return
+        n = int(args[0])
+        budget_args = list(args[3 + 4 * n:])
+        if len(budget_args) > 6:
+            self.settle(Hold((), tuple(budget_args[6::2]), int(budget_args[3]), int(budget_args[1])), 0)
+        rules = [Rule(args[3 + 4 * i], "", None, int(args[5 + 4 * i]) if args[5 + 4 * i] else None,
+                      int(args[6 + 4 * i]) if args[6 + 4 * i] else None) for i in range(n)]
+        self.settle_rate(RateHold(tuple(rules), int(args[1]), remote=args[2]), None)
+
+    def settle_rate(self, hold: RateHold, actual_tokens: int | None) -> None:
+        """Queue the settle of a rate admission (sent by the flusher; never blocks)."""
+        if not isinstance(hold.remote, str):
+            self.fallback.settle(hold, actual_tokens)
+            return
+        args: list[Any] = [self._p, self.process, hold.remote, "-" if actual_tokens is None else actual_tokens]
+        for r in hold.rules:
+            args += (r.id, "0" if r.tokens_per_minute is None else "1", "0" if r.max_concurrent is None else "1")
+        self._rate_queue.append(args)
+        if self._rate_wake is not None:
+            self._rate_wake.set()
+
+    async def _rate_flush(self) -> None:
+        if not self._rate_queue:
+            return
+        batch, self._rate_queue = self._rate_queue, []
+        try:
+            for attempt in range(2):
+                try:
+                    async with self._aio.pipeline(transaction=False) as pipe:
+                        for args in batch:
+                            pipe.evalsha(self._rate_settle.sha, 0, *args)
+                        await pipe.execute()
+                    return
+                except NoScriptError:  # Redis restarted: nothing of this pipeline ran
+                    if attempt:
+                        raise
+                    await self._aio.script_load(RATE_SETTLE)
+        except BaseException:
+            self._rate_queue[:0] = batch
+            raise
+
+    async def _rate_flusher(self) -> None:
+        assert self._rate_wake is not None
+        while True:
+            await self._rate_wake.wait()
+            self._rate_wake.clear()
+            try:
+                await self._rate_flush()
+            except (RedisError, OSError) as exc:
+                log.warning("settling %d rate-limit admissions in Redis failed (%s); retrying",
+                            len(self._rate_queue), exc)
+                await asyncio.sleep(0.2)
+                self._rate_wake.set()
+
+    async def start(self) -> None:
+        await super().start()
+        self._rate_wake = asyncio.Event()
+        self._rate_task = asyncio.get_running_loop().create_task(self._rate_flusher())
+
+    async def stop(self) -> None:
+        if self._rate_task is not None:
+            self._rate_task.cancel()
+            await asyncio.gather(self._rate_task, return_exceptions=True)
+        try:
+            await self._rate_flush()
+        except (RedisError, OSError) as exc:
+            log.error("final rate-limit settle failed: %s", exc)
+        await super().stop()
+
+
+def _headers(rules: Sequence[Rule], values: list[int]) -> list[tuple[bytes, bytes]]:
+    """x-ratelimit-* of the tightest limits, from the script's per-rule remaining and resets."""
+    best: dict[bytes, tuple[int, int, int]] = {}
+    for i, r in enumerate(rules):
+        rr, rs, tr, ts = values[4 * i:4 * i + 4]
+        for kind, limit, remaining, reset in ((b"requests", r.requests_per_minute, rr, rs),
+                                              (b"tokens", r.tokens_per_minute, tr, ts)):
+            if limit is not None and (kind not in best or remaining < best[kind][1]):
+                best[kind] = (limit, remaining, reset)
+    out: list[tuple[bytes, bytes]] = []
+    for kind, (limit, remaining, reset) in best.items():
+        out += limit_headers(kind, limit, remaining, reset / 1000)
+    return out
+
+
+def _refusal(rules: Sequence[Rule], tokens: int, values: list[int]) -> Exception:
+    i, kind, wait_ms, used = values[0], values[1], values[2], values[3]
+    rule = rules[i - 1]
+    if kind == 1:
+        assert rule.requests_per_minute is not None
+        return refused(rule, _KINDS[1], rule.requests_per_minute, wait_ms / 1000,
+                       limit_headers(b"requests", rule.requests_per_minute, 0, wait_ms / 1000))
+    if kind == 2:
+        assert rule.tokens_per_minute is not None
+        tpm = rule.tokens_per_minute
+        return refused(rule, _KINDS[2], tpm, None if wait_ms < 0 else wait_ms / 1000,
+                       limit_headers(b"tokens", tpm, tpm - used, max(wait_ms, 0) / 1000), tokens)
+    assert rule.max_concurrent is not None
+    return refused(rule, _KINDS[3], rule.max_concurrent, CONCURRENCY_RETRY_S, [])
+
+
+class RedisLimiter:
+    """The `RateLimiter` of processes sharing Redis: admission happens in the budget's
+    reservation (`reserve`); `admit` alone (no budget) takes the same single round trip."""
+
+    shared = True
+
+    def __init__(self, budget: RatedRedisBudget) -> None:
+        self.budget = budget
+
+    async def reserve(self, scopes: Sequence[Scope], amount: int, rules: Sequence[Rule],
+                      tokens: int) -> tuple[Hold, RateHold]:
+        return await self.budget.reserve_rated(scopes, amount, rules, tokens)
+
+    async def admit(self, rules: Sequence[Rule], tokens: int) -> RateHold:
+        return (await self.budget.reserve_rated((), 0, rules, tokens))[1]
+
+    def settle(self, hold: RateHold, actual_tokens: int | None) -> None:
+        self.budget.settle_rate(hold, actual_tokens)

@@ -1,0 +1,164 @@
+"""Rate limits in the budget's reservation script: one Lua call checks every rate limit, reserves
+the budget (`redis_lua.RESERVE`, unchanged: its text is wrapped as a function), and counts the
+request against the rate limits only when both admit it. One round trip, atomic in Redis.
+
+Keys, under the budget's prefix `p`:
+
+    prq:<rule>         sorted set: the request admissions of the last minute (member: request id,
+                       score: Redis time in ms)
+    prk:<rule>         sorted set: the token admissions of the last minute, likewise
+    prka:<rule>        hash: request id -> tokens counted (the worst case, then the actual usage)
+    prks:<rule>        the sum of that hash
+    pr:rlc:<rule>      the requests in flight, held as a budget hold of 1 per request: the
+    prt:rlc:<rule>     budget's reaping releases the slots of a process that died
+
+Times are Redis's clock (`TIME`), one clock for every process: the window is exact across them.
+"""
+
+from tallygate.pipeline.redis_lua import _COMMON, RESERVE
+
+WINDOW_MS = 60000
+
+_RATE = """
+local W = 60000
+local function rate_expire(p, id, now)
+  local edge = now - W
+  redis.call('ZREMRANGEBYSCORE', p .. 'rq:' .. id, '-inf', edge)
+  local old = redis.call('ZRANGEBYSCORE', p .. 'rk:' .. id, '-inf', edge)
+  if #old > 0 then
+    local gone = 0
+    for _, m in ipairs(old) do
+      gone = gone + tonumber(redis.call('HGET', p .. 'rka:' .. id, m) or '0')
+      redis.call('HDEL', p .. 'rka:' .. id, m)
+    end
+    redis.call('DECRBY', p .. 'rks:' .. id, gone)
+    redis.call('ZREMRANGEBYSCORE', p .. 'rk:' .. id, '-inf', edge)
+  end
+end
+local function oldest(key, now)
+  local e = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+  if #e == 0 then return 0 end
+  return tonumber(e[2]) + W - now
+end
+-- nil when every rule admits; else {4, i, kind (1 requests, 2 tokens, 3 in flight), wait ms (-1: never), used}
+local function rate_check(p, rules, tokens, now)
+  for i, r in ipairs(rules) do
+    rate_expire(p, r.id, now)
+    if r.rpm then
+      local key = p .. 'rq:' .. r.id
+      local n = redis.call('ZCARD', key)
+      if n + 1 > r.rpm then
+        local e = redis.call('ZRANGE', key, n - r.rpm, n - r.rpm, 'WITHSCORES')
+        return {4, i, 1, tonumber(e[2]) + W - now, n}
+      end
+    end
+    if r.tpm then
+      local sum = tonumber(redis.call('GET', p .. 'rks:' .. r.id) or '0')
+      if sum + tokens > r.tpm then
+        if tokens > r.tpm then return {4, i, 2, -1, sum} end
+        local left, wait = sum, W
+        local e = redis.call('ZRANGE', p .. 'rk:' .. r.id, 0, -1, 'WITHSCORES')
+        for j = 1, #e, 2 do
+          left = left - tonumber(redis.call('HGET', p .. 'rka:' .. r.id, e[j]) or '0')
+          if left + tokens <= r.tpm then wait = tonumber(e[j + 1]) + W - now break end
+        end
+        return {4, i, 2, wait, sum}
+      end
+    end
+    if r.conc then
+      local held = tonumber(redis.call('GET', p .. 'rt:rlc:' .. r.id) or '0')
+      if held + 1 > r.conc then return {4, i, 3, 1000, held} end
+    end
+  end
+  return nil
+end
+-- counts the request; per rule: remaining requests, reset ms, remaining tokens, reset ms (-1: no such limit)
+local function rate_commit(p, proc, rules, tokens, uid, now)
+  local out = {0}
+  for _, r in ipairs(rules) do
+    local rr, rs, tr, ts = -1, -1, -1, -1
+    if r.rpm then
+      local key = p .. 'rq:' .. r.id
+      redis.call('ZADD', key, now, uid)
+      redis.call('PEXPIRE', key, W + 1000)
+      rr, rs = r.rpm - redis.call('ZCARD', key), oldest(key, now)
+    end
+    if r.tpm then
+      local key = p .. 'rk:' .. r.id
+      redis.call('ZADD', key, now, uid)
+      redis.call('HSET', p .. 'rka:' .. r.id, uid, tokens)
+      local sum = redis.call('INCRBY', p .. 'rks:' .. r.id, tokens)
+      for _, k in ipairs({key, p .. 'rka:' .. r.id, p .. 'rks:' .. r.id}) do redis.call('PEXPIRE', k, W + 1000) end
+      tr, ts = r.tpm - sum, oldest(key, now)
+    end
+    if r.conc then
+      redis.call('HINCRBY', p .. 'r:rlc:' .. r.id, proc, 1)
+      redis.call('INCRBY', p .. 'rt:rlc:' .. r.id, 1)
+      redis.call('SADD', p .. 'ps:' .. proc, 'rlc:' .. r.id)
+    end
+    for _, v in ipairs({rr, rs, tr, ts}) do out[#out + 1] = v end
+  end
+  return out
+end
+"""
+
+# ARGV: number of rules n, worst-case tokens, request id, then per rule (id, requests per minute,
+# tokens per minute, in flight; '' for none), then RESERVE's own ARGV. -> RESERVE's {1..3, ...}
+# answers unchanged | {4, i, kind, wait ms, used}: the i-th rule refuses | {0, per rule: remaining
+# requests, reset ms, remaining tokens, reset ms} admitted under every rate limit and budget.
+RESERVE_RATED = _COMMON + _RATE + "local function budget_reserve(ARGV)\n" + RESERVE[len(_COMMON):] + """
+end
+local n, tokens, uid = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
+local rules = {}
+for i = 0, n - 1 do
+  local b = 4 + i * 4
+  rules[i + 1] = {id = ARGV[b], rpm = tonumber(ARGV[b + 1]), tpm = tonumber(ARGV[b + 2]), conc = tonumber(ARGV[b + 3])}
+end
+local budget_argv = {}
+for j = 4 + n * 4, #ARGV do budget_argv[#budget_argv + 1] = ARGV[j] end
+local p, proc = budget_argv[1], budget_argv[3]
+local ver = redis.call('GET', p .. 'ver') or '0'
+if ver ~= budget_argv[6] then return {3, ver} end
+local now = now_ms()
+local refused = rate_check(p, rules, tokens, now)
+if refused then return refused end
+local res = budget_reserve(budget_argv)
+if res[1] ~= 0 then return res end
+return rate_commit(p, proc, rules, tokens, uid, now)
+"""
+
+# ARGV: prefix, process, request id, actual tokens, then per rule (id, has tokens '1'/'0',
+# in flight '1'/'0'). Settles the tokens to the actual usage, releases the slot in flight; with
+# actual '-' (never served), takes the request out of the windows altogether.
+RATE_SETTLE = """
+local p, proc, uid, actual = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+for i = 5, #ARGV, 3 do
+  local id = ARGV[i]
+  if ARGV[i + 1] == '1' then
+    local cur = redis.call('HGET', p .. 'rka:' .. id, uid)
+    if cur then
+      local now = actual == '-' and 0 or tonumber(actual)
+      redis.call('HSET', p .. 'rka:' .. id, uid, now)
+      redis.call('INCRBY', p .. 'rks:' .. id, now - tonumber(cur))
+      if actual == '-' then
+        redis.call('HDEL', p .. 'rka:' .. id, uid)
+        redis.call('ZREM', p .. 'rk:' .. id, uid)
+      end
+    end
+  end
+  if actual == '-' then redis.call('ZREM', p .. 'rq:' .. id, uid) end
+  if ARGV[i + 2] == '1' then
+    local cur = redis.call('HGET', p .. 'r:rlc:' .. id, proc)
+    if cur then
+      if tonumber(cur) <= 1 then
+        redis.call('HDEL', p .. 'r:rlc:' .. id, proc)
+        redis.call('SREM', p .. 'ps:' .. proc, 'rlc:' .. id)
+      else
+        redis.call('HINCRBY', p .. 'r:rlc:' .. id, proc, -1)
+      end
+      if redis.call('DECRBY', p .. 'rt:rlc:' .. id, 1) <= 0 then redis.call('DEL', p .. 'rt:rlc:' .. id) end
+    end
+  end
+end
+return 0
+"""

@@ -1,0 +1,151 @@
+"""Rate limits across three real `tallygate serve` processes on one PostgreSQL and one Redis:
+a burst spread over the processes is admitted at most the limit (requests per minute, tokens
+per minute, requests in flight), and the rate limits ride in the budget's reservation round
+trip (counted with MONITOR: one reservation script call per request, none more)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import threading
+import time
+from collections.abc import Iterator
+from itertools import cycle
+from pathlib import Path
+
+import aiohttp
+import pytest
+import redis
+
+from tallygate.pipeline.redis_lua import RESERVE
+from tallygate.pipeline.redis_ratelimit_lua import RESERVE_RATED
+from tests.conftest import standard_config
+from tests.fakes.upstream import FakeUpstream
+from tests.gateway import Gateway
+from tests.postgres import PostgresInstance, postgres_instance
+from tests.redis import RedisServer, redis_server
+
+HELLO = [{"role": "user", "content": "hello rate limits"}]
+
+
+@pytest.fixture(scope="module")
+def pg() -> Iterator[PostgresInstance]:
+    with postgres_instance() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def rds() -> Iterator[RedisServer]:
+    with redis_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def trio(upstream: FakeUpstream, pg: PostgresInstance, rds: RedisServer,
+         tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Gateway]]:
+    root = tmp_path_factory.mktemp("rl-trio")
+    config = standard_config(upstream)
+    for provider in config["providers"].values():
+        provider["timeout_s"] = 15.0
+    gateways: list[Gateway] = []
+    try:
+        for i in range(3):  # one after the other: the first start migrates the database
+            path = Path(root / str(i))
+            path.mkdir()
+            gateways.append(Gateway(path, config, db_url=pg.url, args=("--redis", rds.url)).start())
+        yield gateways
+    finally:
+        for gw in gateways:
+            gw.stop()
+
+
+def _limited_key(gw: Gateway, name: str, **limits: int) -> str:
+    status, _, key = gw.post_json("/v1/manage/apikey", {"name": name})
+    assert status == 201, key
+    status, _, rec = gw.post_json("/v1/manage/ratelimit", {"name": name, "scope": {"key": key["id"]}, **limits})
+    assert status == 201, rec
+    return str(key["key"])
+
+
+def burst(gateways: list[Gateway], key: str, n: int, model: str, max_tokens: int = 10) -> list[int]:
+    """`n` requests at once, spread over the processes: the statuses."""
+    async def run() -> list[int]:
+        targets = cycle(gateways)
+        async with aiohttp.ClientSession() as session:
+            async def one(gw: Gateway) -> int:
+                body = {"model": model, "messages": HELLO, "max_tokens": max_tokens}
+                async with session.post(gw.base_url + "/chat/completions", json=body,
+                                        headers={"Authorization": f"Bearer {key}"}) as resp:
+                    await resp.read()
+                    return resp.status
+
+            return list(await asyncio.gather(*(one(next(targets)) for _ in range(n))))
+
+    return asyncio.run(run())
+
+
+def test_requests_per_minute_hold_across_processes(trio: list[Gateway]) -> None:
+    key = _limited_key(trio[0], "mp-rpm", requests_per_minute=10)
+    statuses = burst(trio, key, 60, "priced")
+    assert statuses.count(200) == 10 and statuses.count(429) == 50, statuses  # each process alone would admit 10
+
+
+def test_requests_in_flight_hold_across_processes(trio: list[Gateway]) -> None:
+    key = _limited_key(trio[1], "mp-concurrent", max_concurrent=2)
+    statuses = burst(trio, key, 30, "priced-slow")  # 0.4 s each: the burst arrives while two are in flight
+    assert 1 <= statuses.count(200) <= 2 and statuses.count(200) + statuses.count(429) == 30, statuses
+    # The slots came back: one at a time, each process admits again.
+    for gw in trio:
+        assert burst([gw], key, 1, "priced") == [200]
+
+
+def test_tokens_per_minute_hold_across_processes_and_settle_to_actual_usage(trio: list[Gateway]) -> None:
+    key = _limited_key(trio[2], "mp-tpm", tokens_per_minute=2500)
+    # Each request's worst case is about 1,000 tokens (its max_tokens and prompt): at most two fit.
+    statuses = burst(trio, key, 30, "priced-slow", max_tokens=1000)
+    assert 1 <= statuses.count(200) <= 2 and statuses.count(200) + statuses.count(429) == 30, statuses
+    # Settled to the few tokens they used, the minute has room for more of them.
+    for gw in trio:
+        assert burst([gw], key, 1, "priced", max_tokens=1000) == [200]
+
+
+def test_rate_limits_add_no_round_trip_to_the_budget_reservation(trio: list[Gateway], rds: RedisServer) -> None:
+    gw = trio[0]
+    status, _, key = gw.post_json("/v1/manage/apikey", {"name": "mp-trips", "monthly_limit": "100"})
+    assert status == 201
+    status, _, rec = gw.post_json("/v1/manage/ratelimit", {"name": "mp-trips", "scope": {"key": key["id"]},
+                                                           "requests_per_minute": 1000})
+    assert status == 201
+    burst([gw], key["key"], 1, "priced")  # scripts loaded, rules reloaded
+    rated = hashlib.sha1(RESERVE_RATED.encode()).hexdigest()
+    plain = hashlib.sha1(RESERVE.encode()).hexdigest()
+    seen: list[str] = []
+    client = redis.Redis.from_url(rds.url)
+    stop = threading.Event()
+
+    def watch() -> None:
+        with client.monitor() as m:
+            for command in m.listen():
+                seen.append(command["command"])
+                if stop.is_set():
+                    return
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    other = redis.Redis.from_url(rds.url)
+    deadline = time.monotonic() + 5
+    while not any("rl-monitor-on" in c for c in seen) and time.monotonic() < deadline:
+        other.echo("rl-monitor-on")  # MONITOR sees it once it is listening
+        time.sleep(0.05)
+    other.close()
+    try:
+        for _ in range(5):
+            assert burst([gw], key["key"], 1, "priced") == [200]
+    finally:
+        stop.set()
+        client.ping()  # wakes the monitor up to see `stop`
+        watcher.join(5)
+        client.close()
+    reservations = [c for c in seen if c.upper().startswith(("EVALSHA " + rated).upper())]
+    assert len(reservations) == 5, seen  # one reservation call per request: budget and rate limit together
+    assert not [c for c in seen if plain in c], seen  # and no separate budget reservation

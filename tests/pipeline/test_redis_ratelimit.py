@@ -1,0 +1,112 @@
+"""Rate limits in the Redis budget's reservation against a real redis-server: a rate refusal
+holds no budget and a budget refusal counts against no rate limit, a dead process's slots in
+flight are reaped, and with Redis away (`budgets_unavailable: open`) each process still limits
+itself: never unbounded."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from tallygate.errors import BudgetExceeded, RateLimited
+from tallygate.pipeline.budget import Scope
+from tallygate.pipeline.ratelimit_rules import Rule
+from tallygate.pipeline.redis_ratelimit import RatedRedisBudget
+from tests.fakes.upstream import closed_port_url
+from tests.redis import RedisServer, redis_server
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[RedisServer]:
+    with redis_server() as s:
+        yield s
+
+
+@pytest.fixture()
+def url(server: RedisServer) -> str:
+    redis.Redis.from_url(server.url).flushall()
+    return server.url
+
+
+def _engine(url: str, **kw: object) -> RatedRedisBudget:
+    return RatedRedisBudget(url, lambda month: {}, **kw)  # type: ignore[arg-type]
+
+
+async def _drained(engine: RatedRedisBudget) -> None:
+    for _ in range(100):
+        if not engine._rate_queue and not engine._queue:
+            break
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.05)
+
+
+def test_rate_and_budget_are_all_or_nothing_in_one_call(url: str) -> None:
+    async def run() -> None:
+        engine = _engine(url)
+        await engine.start()
+        try:
+            budget = Scope("budget", "budget:b", "budget 'b'", 100)
+            rpm = Rule("rl:r", "rate limit 'r'", 2, 1000, 5)
+            _, first = await engine.reserve_rated([budget], 60, [rpm], 400)
+            assert dict(first.headers)[b"x-ratelimit-remaining-requests"] == b"1"
+            assert dict(first.headers)[b"x-ratelimit-remaining-tokens"] == b"600"
+            with pytest.raises(BudgetExceeded):  # the budget refuses: no rate limit counts it
+                await engine.reserve_rated([budget], 60, [rpm], 400)
+            hold, second = await engine.reserve_rated([budget], 40, [rpm], 400)
+            assert dict(second.headers)[b"x-ratelimit-remaining-requests"] == b"0"
+            with pytest.raises(RateLimited) as refused:  # the rate limit refuses: no budget held
+                await engine.reserve_rated([], 0, [rpm], 1)
+            assert 59 <= refused.value.retry_after <= 60  # type: ignore[operator]
+            assert engine.reserved("budget:b") == 100
+            engine.settle(hold, 0)
+            engine.settle_rate(second, 10)  # 400 reserved, 10 used
+            engine.settle_rate(first, None)  # never served: out of the windows altogether
+            await _drained(engine)
+            _, third = await engine.reserve_rated([], 0, [rpm], 400)
+            assert dict(third.headers)[b"x-ratelimit-remaining-tokens"] == b"590"
+            assert dict(third.headers)[b"x-ratelimit-remaining-requests"] == b"0"
+        finally:
+            await engine.stop()
+
+    asyncio.run(run())
+
+
+def test_slots_in_flight_of_a_dead_process_are_reaped(url: str) -> None:
+    async def run() -> None:
+        dead, alive = _engine(url, ttl_s=0.5), _engine(url, ttl_s=0.5)
+        await dead.start()
+        await alive.start()
+        try:
+            one = Rule("rl:c", "rate limit 'c'", None, None, 1)
+            await dead.reserve_rated([], 0, [one], 0)
+            with pytest.raises(RateLimited):
+                await alive.reserve_rated([], 0, [one], 0)
+            for task in dead._tasks:  # it stops renewing, as a killed process would
+                task.cancel()
+            await asyncio.sleep(1.0)
+            await alive.reserve_rated([], 0, [one], 0)
+        finally:
+            await alive.stop()
+
+    asyncio.run(run())
+
+
+def test_with_redis_away_and_budgets_open_each_process_still_limits_its_rate() -> None:
+    async def run() -> None:
+        engine = _engine(closed_port_url().replace("http://", "redis://"), fail_open=True,
+                         open_allowance=10**12, timeout_s=0.2)
+        await engine.start()
+        try:
+            rule = Rule("rl:o", "rate limit 'o'", 2, None, None)
+            budget = Scope("budget", "budget:o", "budget 'o'", 10**15)
+            for _ in range(2):
+                await engine.reserve_rated([budget], 10, [rule], 0)
+            with pytest.raises(RateLimited):
+                await engine.reserve_rated([budget], 10, [rule], 0)
+        finally:
+            await engine.stop()
+
+    asyncio.run(run())
