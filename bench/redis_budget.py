@@ -8,16 +8,23 @@ SQLite ledger, with one API key under a monthly limit (so every request reserves
   `--redis`, interleaved rounds; the added p50/p99 and gateway CPU per request (Redis's own CPU
   per request shown apart);
 * c64 (64 clients, JSON): the same comparison under concurrency (one round);
-* c8 (8 clients, JSON): requests/s of one `--redis` process against `--workers 2`.
+* c8 (8 clients, JSON): requests/s of one `--redis` process against `--workers 2`;
+* round trips: 200 requests at 1 client under Redis MONITOR, counting what each request sends
+  to Redis on its path (must be 1: the reservation, which checks the budgets version too) and
+  off it (settles, batched); for a key under a limit and for a key no limit binds;
+* c1 unlimited: the in-memory and the Redis process serving a key no limit binds (its request
+  still checks the budgets version in Redis: the trade-off of docs/deploy.md).
 
 Prints a markdown table; raw JSON lines go to bench/results/<timestamp>-redis.jsonl. Bounded:
 each run stops after --requests requests or 20 s.
 """
 import argparse
+import hashlib
 import json
 import os
 import secrets
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -44,6 +51,39 @@ def load(url, key, clients, n, label):
            "--max-seconds", 20, "--label", label, "--auth", "Bearer " + key, "--body", json.dumps(BODY)]
     out = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=120)
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def trace(redis_port, url, key, n=200):
+    """Run n requests at 1 client under MONITOR: (commands on the request's path, settles, other
+    client commands) per request, and whether any client read the version outside the script."""
+    from tallygate.pipeline.redis_lua import RESERVE, SETTLE
+
+    reserve, settle = (hashlib.sha1(s.encode()).hexdigest().encode() for s in (RESERVE, SETTLE))
+    lines = []
+    with socket.create_connection(("127.0.0.1", redis_port), timeout=5) as mon:
+        mon.sendall(b"MONITOR\r\n")
+        cmd = [sys.executable, HERE / "loadgen.py", url, "-c", 1, "-n", n, "--warmup", 0, "--max-seconds", 20,
+               "--auth", "Bearer " + key, "--body", json.dumps(BODY)]
+        out = json.loads(subprocess.run([str(c) for c in cmd], capture_output=True, text=True,
+                                        timeout=120).stdout.strip().splitlines()[-1])
+        time.sleep(0.3)  # the last settle
+        mon.settimeout(0.5)
+        buf = b""
+        try:
+            while chunk := mon.recv(1 << 20):
+                buf += chunk
+        except TimeoutError:
+            pass
+        lines = [ln for ln in buf.split(b"\r\n") if ln.startswith(b"+") and b" lua]" not in ln]
+    done = out["ok"] + out["errors"]
+    count = lambda pred: sum(1 for ln in lines if pred(ln))  # noqa: E731
+    on_path = count(lambda ln: reserve in ln)
+    settles = count(lambda ln: settle in ln)
+    other = count(lambda ln: reserve not in ln and settle not in ln and b'"EVALSHA"' not in ln
+                  and b'"MONITOR"' not in ln)
+    return {"requests": done, "on_path_per_req": round(on_path / done, 3),
+            "settles_per_req": round(settles / done, 3), "other_cmds_per_req": round(other / done, 3),
+            "version_reads": count(lambda ln: b'"tg:ver"' in ln)}
 
 
 def main():
@@ -79,9 +119,10 @@ def main():
         (tmp / "tallygate.yaml").write_text(
             f'providers:\n  up: {{type: openai, base_url: "http://127.0.0.1:{mock_port}/v1", api_key: "sk-up"}}\n'
             "models:\n  mock-gpt: {provider: up, model: gpt-4o-mini}\n")
-        key = subprocess.run([str(BIN / "tallygate"), "keys", "create", "--name", "bench", "--limit", "100000",
-                              "--db", db_url], capture_output=True, text=True, timeout=60, env=env,
-                             check=True).stdout.strip().splitlines()[-1]
+        key, free_key = (subprocess.run([str(BIN / "tallygate"), "keys", "create", "--name", name, *limit,
+                                         "--db", db_url], capture_output=True, text=True, timeout=60, env=env,
+                                        check=True).stdout.strip().splitlines()[-1]
+                         for name, limit in (("bench", ("--limit", "100000")), ("bench-free", ())))
 
         def gateway(name, *extra):
             port = free_port()
@@ -91,7 +132,7 @@ def main():
             wait_ready(gw, url + "/models", {"Authorization": "Bearer " + key}, tmp / f"{name}.log")
             return gw, url + "/chat/completions"
 
-        def run(name, gw, url, clients, rnd):
+        def run(name, gw, url, clients, rnd, key=key):
             waited, busy = wait_for_quiet(5.0)
             g0, r0 = tree_ticks(gw.pid), ticks(rds.pid)
             rec = load(url, key, clients, a.requests, f"{name}/c{clients}/r{rnd}")
@@ -111,6 +152,12 @@ def main():
             run("redis", *shared, 1, rnd)
         run("memory", *memory, 64, 1)
         run("redis", *shared, 64, 1)
+        for rnd in range(1, a.rounds + 1):
+            run("memory unlimited", *memory, 1, rnd, key=free_key)
+            run("redis unlimited", *shared, 1, rnd, key=free_key)
+        trips = {kind: trace(redis_port, shared[1], k) for kind, k in (("limited", key), ("unlimited", free_key))}
+        for kind, t in trips.items():
+            emit({"kind": "round_trips", "key": kind, **t})
         run("redis", *shared, 8, 1)
         for gw, _ in (memory,):
             stop(gw)
@@ -121,7 +168,8 @@ def main():
         run("redis --workers 2", *workers, 8, 2)
 
         def med(target, clients, k):
-            vals = [r[k] for r in rows if r["target"] == target and r["clients"] == clients and r.get(k) is not None]
+            vals = [r[k] for r in rows if r.get("target") == target and r["clients"] == clients
+                    and r.get(k) is not None]
             return round(statistics.median(vals), 3) if vals else None
 
         m50, m99, r50, r99 = med("memory", 1, "p50_ms"), med("memory", 1, "p99_ms"), \
@@ -130,7 +178,7 @@ def main():
         print("| config | budget | req/s | p50 ms | p99 ms | gateway CPU-ms per request | Redis CPU-ms per request |")
         print("|---|---|---|---|---|---|---|")
         for target, clients in (("memory", 1), ("redis", 1), ("memory", 64), ("redis", 64), ("redis", 8),
-                                ("redis --workers 2", 8)):
+                                ("redis --workers 2", 8), ("memory unlimited", 1), ("redis unlimited", 1)):
             print(f"| {clients} client{'s' if clients > 1 else ''} | {target} | {med(target, clients, 'rps')} "
                   f"| {med(target, clients, 'p50_ms')} | {med(target, clients, 'p99_ms')} "
                   f"| {med(target, clients, 'gw_cpu_ms_per_req')} | {med(target, clients, 'redis_cpu_ms_per_req')} |")
@@ -142,7 +190,16 @@ def main():
               f"{(med('redis', 64, 'gw_cpu_ms_per_req') or 0) - (med('memory', 64, 'gw_cpu_ms_per_req') or 0):+.3f} "
               f"gateway CPU-ms per request. --workers 2 against one process at 8 clients: "
               f"{med('redis --workers 2', 8, 'rps')} / {med('redis', 8, 'rps')} req/s.\nRaw lines: {results}")
-        errors = sum(r["errors"] for r in rows)
+        print("\n| key | Redis round trips on the request's path, per request | settles per request (off the "
+              "path, batched) | other client commands per request | reads of the version outside the script |")
+        print("|---|---|---|---|---|")
+        for kind, t in trips.items():
+            print(f"| {kind} | {t['on_path_per_req']} | {t['settles_per_req']} | {t['other_cmds_per_req']} "
+                  f"| {t['version_reads']} |")
+        errors = sum(r.get("errors", 0) for r in rows)
+        if trips["limited"]["on_path_per_req"] != 1 or any(t["version_reads"] for t in trips.values()):
+            print("PROBLEMS: a limited request made more than one round trip to Redis, or the version was read")
+            errors += 1
         if errors:
             print(f"PROBLEMS: {errors} errors during runs")
         return 1 if errors else 0

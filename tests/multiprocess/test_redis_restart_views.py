@@ -1,8 +1,8 @@
 """Redis killed (its state lost: no persistence) and started again mid-burst, under three
 `tallygate serve` processes on one PostgreSQL: spend passes a limit by at most the documented
 bound, and right afterwards every view of spend (the key, the budget, `/v1/key`) is rebuilt from
-the ledger, never a silent 0 nor a value below the ledger's, and the drift metric shows any
-difference."""
+the ledger, never a silent 0, and then equals it (settles queued across the restart are not
+counted twice); the drift metric reads 0."""
 
 from __future__ import annotations
 
@@ -87,22 +87,13 @@ def test_redis_restarted_mid_burst_bounds_spend_and_views_are_rebuilt(
         assert ledger <= bound
         assert ledger > 0 and None not in right_after and "0" not in right_after, right_after
         deadline = time.monotonic() + 15  # settles in flight, the ledger's writers, the rebuild's second pass
-        last: list[str | None] = []
-        while True:  # every view on every process, settled (twice the same), at or above the ledger
+        while True:  # every view on every process equals the ledger once settled
             views, ledger = _views(gws, key, budget["id"]), _spend(pg, [key["id"]])  # (abandoned ones come late)
-            if views == last and None not in views and min(Decimal(v) for v in views if v) >= ledger:
+            if {None if v is None else Decimal(v) for v in views} == {ledger}:
                 break
             assert time.monotonic() < deadline, (views, ledger)
-            last = views
-            time.sleep(0.3)
-        key_counter, budget_counter = Decimal(views[0] or 0), Decimal(views[1] or 0)
-        assert set(views) == {views[0], views[1]}, views  # each process reads the same two counters
-        # Settles queued across the restart can land after a process rebuilt the counters from a ledger
-        # that already held them: a counter may count those costs twice (never fewer). The bound: the
-        # requests in flight at the restart; the reconciliation metric shows the difference.
-        over = (key_counter - ledger) + (budget_counter - ledger)
-        assert over <= 2 * CONCURRENCY * _worst_case(out), (key_counter, budget_counter, ledger)
-        assert _drift(gws[2], over) == over, (key_counter, budget_counter, ledger)
+            time.sleep(0.2)
+        assert _drift(gws[2]) == 0  # the reconciliation: no counter above or below the ledger
     finally:
         for gw in gws:
             gw.stop()

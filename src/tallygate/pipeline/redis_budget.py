@@ -9,6 +9,9 @@ dies are reaped by the others within `ttl_s` of its last renewal, however long i
 Counters are built from the ledger when Redis has none for the month (first start, a new month,
 Redis restarted without persistence): each becomes the larger of itself and the ledger's total,
 and the build is repeated once the ledgers of all processes have flushed (`_REBUILD_AGAIN_S`).
+Settles that could not be sent while Redis was away are sent once it is back, but if it came back
+without its state (`pepoch` changed) only to release holds: their costs are in the ledger the
+counters are rebuilt from, and counted again they would put a counter above it.
 Reservations are batched on one connection (`pipeline/redis_batch.py`): however many requests
 are in flight, none fails for want of a pooled connection.
 
@@ -95,6 +98,8 @@ class RedisBudget:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._warned = 0.0
         self._closing = False
+        self._epoch = ""  # names Redis's state: another value (or none) after it lost it
+        self._flush_failed = False
         self.unavailable = 0  # requests served or refused while Redis was unreachable
 
     def _now_month(self) -> int:
@@ -187,6 +192,12 @@ class RedisBudget:
             return
         batch, self._queue = self._queue, []
         try:
+            if self._flush_failed:
+                if await self._state_lost():  # the rebuilt counters hold these costs already
+                    batch = [(hold, 0) for hold, _ in batch]
+                    for month in {hold.month for hold, _ in batch} if not self._closing else ():
+                        asyncio.get_running_loop().call_later(_REBUILD_AGAIN_S, self._again, month)  # late writes
+                self._flush_failed = False
             if len(batch) == 1:
                 await self._settle(args=self._settle_args(*batch[0]))
                 return
@@ -204,7 +215,17 @@ class RedisBudget:
                     await self._aio.script_load(SETTLE)
         except BaseException:
             self._queue[:0] = batch
+            self._flush_failed = True
             raise
+
+    async def _state_lost(self) -> bool:
+        """Whether Redis lost its state since this process last looked (after a failed flush)."""
+        epoch = await self._aio.get(f"{self._p}epoch")
+        if epoch is not None and _text(epoch) == self._epoch:
+            return False
+        await self._aio.set(f"{self._p}epoch", uuid.uuid4().hex, nx=True)
+        self._epoch = _text(await self._aio.get(f"{self._p}epoch") or b"")
+        return True
 
     async def _flusher(self) -> None:
         """Sends settles as they come, until `stop()` (which sends the rest)."""
@@ -331,6 +352,8 @@ class RedisBudget:
         self._loop = asyncio.get_running_loop()
         try:  # the version first: budgets and keys are loaded after the engine starts
             self.loaded_version = _text(await self._aio.get(f"{self._p}ver") or b"0")
+            await self._aio.set(f"{self._p}epoch", uuid.uuid4().hex, nx=True)
+            self._epoch = _text(await self._aio.get(f"{self._p}epoch") or b"")
             await self._heartbeat(args=[self._p, self.process, self._ttl_ms])
             await self.rebuild(self._now_month())
         except (RedisError, OSError) as exc:
