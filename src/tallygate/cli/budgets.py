@@ -77,10 +77,11 @@ def budgets() -> None:
 @tag_option
 @key_option
 @click.option("--limit", "monthly_limit", type=USD, required=True, help="Monthly limit in USD.")
+@click.option("--soft", is_flag=True, help="Never refuse: count, alert and show only.")
 @db_option
 @redis_option
 def create(name: str, label_pairs: tuple[str, ...], tag: str | None, key: str | None, monthly_limit: Decimal,
-           db_url: str | None, redis_url: str | None) -> None:
+           soft: bool, db_url: str | None, redis_url: str | None) -> None:
     """Create a budget: e.g. --name growth --label team=growth --limit 2000."""
     from tallygate.manage.budget_schemas import BudgetCreate
 
@@ -89,7 +90,8 @@ def create(name: str, label_pairs: tuple[str, ...], tag: str | None, key: str | 
         raise click.UsageError("give the scope: --label NAME=VALUE (repeatable), --tag PATH or --key KEY_ID")
     admin, caller = _admin(db_url, announcing_budget(load_settings(redis_url=redis_url).redis_url))
     _echo(_run(admin.create, caller, _validated(BudgetCreate, {"name": name, "scope": scope,
-                                                               "monthly_limit": monthly_limit})))
+                                                               "monthly_limit": monthly_limit,
+                                                               "enforce": not soft})))
 
 
 @budgets.command("list")
@@ -120,10 +122,11 @@ def show(budget_id: str, db_url: str | None) -> None:
 @tag_option
 @key_option
 @click.option("--limit", "monthly_limit", type=USD, default=None, help="Monthly limit in USD.")
+@click.option("--soft/--hard", "soft", default=None, help="Stop / start refusing requests past the limit.")
 @db_option
 @redis_option
 def update(budget_id: str, name: str | None, label_pairs: tuple[str, ...], tag: str | None, key: str | None,
-           monthly_limit: Decimal | None, db_url: str | None, redis_url: str | None) -> None:
+           monthly_limit: Decimal | None, soft: bool | None, db_url: str | None, redis_url: str | None) -> None:
     """Replace the given fields (a scope option replaces the whole scope)."""
     from tallygate.manage.budget_schemas import BudgetUpdate
 
@@ -134,6 +137,8 @@ def update(budget_id: str, name: str | None, label_pairs: tuple[str, ...], tag: 
         fields["scope"] = scope
     if monthly_limit is not None:
         fields["monthly_limit"] = monthly_limit
+    if soft is not None:
+        fields["enforce"] = not soft
     admin, caller = _admin(db_url, announcing_budget(load_settings(redis_url=redis_url).redis_url))
     _echo(_run(admin.update, caller, budget_id, _validated(BudgetUpdate, fields)))
 

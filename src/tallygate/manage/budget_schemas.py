@@ -57,6 +57,7 @@ class BudgetCreate(_Strict):
     name: KeyName
     scope: BudgetScope
     monthly_limit: Money = Field(description="USD per calendar month (UTC)")
+    enforce: bool = Field(True, description="false: a soft budget, alerted on and shown, never refusing")
 
 
 class BudgetUpdate(_Strict):
@@ -65,6 +66,7 @@ class BudgetUpdate(_Strict):
     name: KeyName | None = None
     scope: BudgetScope | None = None
     monthly_limit: Money | None = None
+    enforce: bool | None = None
 
 
 class Budget(BaseModel):
@@ -75,6 +77,7 @@ class Budget(BaseModel):
     monthly_spend: str | None = Field(description="USD spent this calendar month (UTC), exact decimal string; "
                                                   "null while the shared budget state is unreachable")
     monthly_reserved: str | None = Field(description="USD held by requests in flight (null: as above)")
+    enforce: bool = Field(description="false: a soft budget (never refuses)")
     created_by: UserRef
     created_at: str | None
 

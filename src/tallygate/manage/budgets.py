@@ -79,7 +79,7 @@ class BudgetAdmin:
         creator = self._keys.users_by_id({b.created_by}).get(b.created_by) if b.created_by else None
         spend, reserved = usage_text(self._engine, "budget:" + b.id)
         return {"id": b.id, "name": b.name, "scope": b.scope, "monthly_limit": usd_text(b.monthly_limit_pico),
-                "monthly_spend": spend, "monthly_reserved": reserved,
+                "monthly_spend": spend, "monthly_reserved": reserved, "enforce": b.enforce,
                 "created_by": {"id": b.created_by, "name": creator.name if creator else None},
                 "created_at": _iso(b.created_at)}
 
@@ -91,7 +91,7 @@ class BudgetAdmin:
         scope = req.scope.as_dict()
         self._check_key(scope)
         b = self._store.create(name=req.name, scope=scope, monthly_limit_pico=int(req.monthly_limit * PICO_PER_USD),
-                               created_by=caller.user_id)
+                               created_by=caller.user_id, enforce=req.enforce)
         self._registry.reload()
         self._engine.bump()  # binds every process for the next request it admits
         return self.render(b)
@@ -130,12 +130,17 @@ class BudgetAdmin:
                 raise InvalidRequest("scope cannot be null", param="scope")
             values["scope"] = req.scope.as_dict()
             self._check_key(values["scope"])
+        if "enforce" in given:
+            if req.enforce is None:
+                raise InvalidRequest("enforce cannot be null", param="enforce")
+            values["enforce"] = req.enforce
         loosens = values.get("monthly_limit_pico", 0) > b.monthly_limit_pico or \
-            values.get("scope", b.scope) != b.scope
+            values.get("scope", b.scope) != b.scope or (b.enforce and values.get("enforce") is False)
         if loosens and self._binds(caller, b):
             raise PermissionDenied(f"budget {b.name!r} binds this key: it may lower its limit or rename it, "
-                                   "not raise its limit or change its scope",
-                                   param="scope" if "scope" in values else "monthly_limit")
+                                   "not raise its limit, change its scope or stop enforcing it",
+                                   param="scope" if "scope" in values else
+                                   "enforce" if values.get("enforce") is False else "monthly_limit")
         row = self._store.update(budget_id, values) if values else b
         if row is None:
             raise NotFound(f"no budget with id {budget_id!r}", param="id")

@@ -95,6 +95,7 @@ class Scope(NamedTuple):
     id: str
     name: str
     limit: int | None  # picodollars; None: counted, never refused
+    enforce: bool = True  # False: a soft budget: its limit drives alerts and views, never refuses
 
     def describe(self) -> str:
         return f"API key {self.name!r}" if self.kind == "key" else self.name

@@ -141,6 +141,8 @@ class Pipeline:
         budgets or keys another process has changed since are decided again, reloaded."""
         for attempt in range(3):
             scopes = self.scopes(call.principal, call.tags)
+            if not all(s.enforce for s in scopes):  # soft budgets count, never refuse
+                scopes = tuple(s if s.enforce else s._replace(limit=None) for s in scopes)
             rules, tokens = self._rules(call, body)
             if not scopes and not rules:
                 return None, None

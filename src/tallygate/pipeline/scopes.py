@@ -37,7 +37,8 @@ def scope_text(scope: dict[str, Any]) -> str:
 
 
 def budget_scope(b: BudgetRecord) -> Scope:
-    return Scope("budget", "budget:" + b.id, f"budget {b.name!r} ({scope_text(b.scope)})", b.monthly_limit_pico)
+    return Scope("budget", "budget:" + b.id, f"budget {b.name!r} ({scope_text(b.scope)})", b.monthly_limit_pico,
+                 b.enforce)
 
 
 def month_spend(keys: KeyStore, budgets: BudgetStore, month: int) -> dict[str, int]:

@@ -31,6 +31,7 @@ class BudgetRecord:
     created_by: str | None
     created_at: int
     updated_at: int
+    enforce: bool = True  # False: a soft budget, counted and alerted on, never refusing
 
     @property
     def kind(self) -> str:
@@ -57,9 +58,9 @@ class BudgetStore:
         self._engine = engine
 
     def create(self, *, name: str, scope: dict[str, Any], monthly_limit_pico: int,
-               created_by: str | None) -> BudgetRecord:
+               created_by: str | None, enforce: bool = True) -> BudgetRecord:
         ts = now_ms()
-        record = BudgetRecord(str(uuid.uuid4()), name, scope, monthly_limit_pico, created_by, ts, ts)
+        record = BudgetRecord(str(uuid.uuid4()), name, scope, monthly_limit_pico, created_by, ts, ts, enforce)
         with self._engine.begin() as conn:
             conn.execute(budgets.insert().values(**{f: getattr(record, f) for f in BUDGET_FIELDS}))
         return record

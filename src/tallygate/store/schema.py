@@ -22,6 +22,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    true,
 )
 
 from tallygate.core.metrics import METRICS
@@ -183,6 +184,7 @@ budgets = Table(
     Column("created_by", String(36), ForeignKey("users.id"), nullable=True),
     Column("created_at", BigInteger, nullable=False),
     Column("updated_at", BigInteger, nullable=False),
+    Column("enforce", Boolean, nullable=False, server_default=true()),  # false: a soft budget, never refuses
 )
 
 # Rate limits: `scope` as budgets' or {"model": name or "policy/<name>"}; any subset of the
