@@ -83,7 +83,7 @@ class AnalyticsStore:
         self._syncing = threading.Lock()
         self._local = threading.local()  # .memo: raw segments read during one answer (`sharing`)
         self._sets: dict[str, dict[str, Any]] = {}
-        self._log_hours: dict[tuple[Any, ...], tuple[float, dict[int, int]]] = {}
+        self._log_hours: dict[tuple[Any, ...], tuple[float, dict[int, int], int]] = {}
 
     @property
     def columnar_configured(self) -> bool:
@@ -312,11 +312,13 @@ class AnalyticsStore:
             return None
         self.sync(wait=False)
         mark = self.mirror.watermark
-        key = (f.tag, tuple(sorted(f.labels.items())), f.key_id, f.model, f.status, f.from_ms, f.to_ms, mark)
+        # not keyed by the watermark (it moves at every sync): a count kept for a while stays exact for
+        # the hours before the watermark it was counted at, which is returned with it
+        key = (f.tag, tuple(sorted(f.labels.items())), f.key_id, f.model, f.status, f.from_ms, f.to_ms)
         now = time.monotonic()
         found = self._log_hours.get(key)
         if found is not None and now - found[0] < LOG_HOURS_TTL_S:
-            return found[1], mark
+            return found[1], found[2]
         q = Query((Dim("time", "hour"),), f.tag, f.labels, f.key_id, f.model, f.from_ms, f.to_ms, status=f.status)
         hi = mark if f.to_ms is None else min(f.to_ms, mark)
         with self._engine.connect() as conn:
@@ -325,7 +327,7 @@ class AnalyticsStore:
         hours = {int(k[0]): agg.v[REQUESTS] for k, agg in groups.items()}
         if len(self._log_hours) > 256:
             self._log_hours.clear()
-        self._log_hours[key] = (now, hours)
+        self._log_hours[key] = (now, hours, mark)
         return hours, mark
 
     def _estimate(self, conn: Connection, q: Query, mode: TagMode, segments: list[Segment],
