@@ -4,7 +4,8 @@
 `reserve_rated`: one call of `redis_ratelimit_lua.RESERVE_RATED`, batched on the budget's one
 connection like every reservation, checks the rate limits, reserves the budget and counts the
 request against the rate limits, all or nothing, in one round trip. `RedisLimiter` settles what
-it admitted (queued, sent in pipelined rounds like budget settles: never on the request path).
+it admitted (queued, sent in the same pipelined round trips as budget settles: never on the
+request path).
 
 When Redis cannot be reached, rate limits are not dropped (as `budgets_unavailable: open` would
 drop budgets): each process falls back to its own in-memory limiter, so a limit is passed by at
@@ -13,7 +14,6 @@ most a factor of the number of processes for the outage, never unbounded.
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import logging
 from collections.abc import Sequence
@@ -32,6 +32,7 @@ from tallygate.pipeline.ratelimit import (
 from tallygate.pipeline.ratelimit_rules import Rule
 from tallygate.pipeline.redis_batch import ScriptBatch
 from tallygate.pipeline.redis_budget import RedisBudget
+from tallygate.pipeline.redis_lua import SETTLE
 from tallygate.pipeline.redis_ratelimit_lua import RATE_SETTLE, RESERVE_RATED
 
 log = logging.getLogger("tallygate.ratelimit.redis")
@@ -56,8 +57,6 @@ class RatedRedisBudget(RedisBudget):
         self._ids = itertools.count()
         self.fallback = MemoryLimiter()  # while Redis is unreachable: each process limits itself
         self._rate_queue: list[list[Any]] = []
-        self._rate_wake: asyncio.Event | None = None
-        self._rate_task: asyncio.Task[None] | None = None
         self.rate_round_trips = 0  # reservations sent with rate limits (for tests and benchmarks)
 
     async def reserve_rated(self, scopes: Sequence[Scope], amount: int, rules: Sequence[Rule],
@@ -125,56 +124,34 @@ class RatedRedisBudget(RedisBudget):
         for r in hold.rules:
             args += (r.id, "0" if r.tokens_per_minute is None else "1", "0" if r.max_concurrent is None else "1")
         self._rate_queue.append(args)
-        if self._rate_wake is not None:
-            self._rate_wake.set()
+        if self._wake is not None:  # the budget's flusher sends both kinds of settle
+            self._wake.set()
 
-    async def _rate_flush(self) -> None:
+    async def _flush(self) -> None:
+        """The budget's settles and the rate limits' in one pipelined round trip."""
         if not self._rate_queue:
-            return
-        batch, self._rate_queue = self._rate_queue, []
+            return await super()._flush()
+        batch, self._queue = self._queue, []
+        rates, self._rate_queue = self._rate_queue, []
         try:
             for attempt in range(2):
                 try:
                     async with self._aio.pipeline(transaction=False) as pipe:
-                        for args in batch:
+                        for hold, actual in batch:
+                            pipe.evalsha(self._settle.sha, 0, *self._settle_args(hold, actual))
+                        for args in rates:
                             pipe.evalsha(self._rate_settle.sha, 0, *args)
                         await pipe.execute()
                     return
                 except NoScriptError:  # Redis restarted: nothing of this pipeline ran
                     if attempt:
                         raise
+                    await self._aio.script_load(SETTLE)
                     await self._aio.script_load(RATE_SETTLE)
         except BaseException:
-            self._rate_queue[:0] = batch
+            self._queue[:0] = batch
+            self._rate_queue[:0] = rates
             raise
-
-    async def _rate_flusher(self) -> None:
-        assert self._rate_wake is not None
-        while True:
-            await self._rate_wake.wait()
-            self._rate_wake.clear()
-            try:
-                await self._rate_flush()
-            except (RedisError, OSError) as exc:
-                log.warning("settling %d rate-limit admissions in Redis failed (%s); retrying",
-                            len(self._rate_queue), exc)
-                await asyncio.sleep(0.2)
-                self._rate_wake.set()
-
-    async def start(self) -> None:
-        await super().start()
-        self._rate_wake = asyncio.Event()
-        self._rate_task = asyncio.get_running_loop().create_task(self._rate_flusher())
-
-    async def stop(self) -> None:
-        if self._rate_task is not None:
-            self._rate_task.cancel()
-            await asyncio.gather(self._rate_task, return_exceptions=True)
-        try:
-            await self._rate_flush()
-        except (RedisError, OSError) as exc:
-            log.error("final rate-limit settle failed: %s", exc)
-        await super().stop()
 
 
 def _headers(rules: Sequence[Rule], values: list[int]) -> list[tuple[bytes, bytes]]:
