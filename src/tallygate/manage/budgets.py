@@ -5,7 +5,7 @@ label budget that applies to it) cannot loosen a budget that binds it: raise its
 its scope or delete it; tag budgets bind every such key, since any of its requests may carry the
 tag. Tightening (a lower limit, a new name) and creating budgets are always allowed. The label
 rules that keep a bound key from leaving a label budget live with the keys (`manage/keys.py`,
-`label_escape`). Changes reach this process's budget set at once; with Redis, the others reload
+`manage/label_groups.py`). Changes reach this process's budget set at once; with Redis, the others reload
 before admitting their next request (`BudgetEngine.bump`, `pipeline/freshness.py`), else within
 a second.
 """
@@ -20,7 +20,7 @@ from tallygate.errors import InvalidRequest, NotFound, PermissionDenied
 from tallygate.manage.budget_schemas import BudgetCreate, BudgetUpdate
 from tallygate.pipeline.budget import BudgetEngine, usage_text
 from tallygate.pipeline.scopes import BudgetRegistry, BudgetSet
-from tallygate.store.budgets import BudgetRecord, BudgetStore, labels_match
+from tallygate.store.budgets import BudgetRecord, BudgetStore
 from tallygate.store.keys import KeyStore
 from tallygate.types import Principal
 
@@ -34,36 +34,6 @@ def is_bound(budgets: BudgetSet, caller: Principal) -> bool:
     if caller.key_id is None:
         return False
     return caller.monthly_limit is not None or any(s.kind == "budget" for s in budgets.key_bound(caller))
-
-
-def label_escape(budgets: BudgetSet, caller: Principal, before: dict[str, str],
-                 after: dict[str, str]) -> BudgetRecord | None:
-    """The label budget binding `caller` that a key would leave by going from labels `before`
-    to `after`, if any."""
-    if caller.key_id is None:
-        return None
-    for b in budgets.label_budgets():
-        pairs = b.scope["label"]
-        if labels_match(pairs, caller.labels) and labels_match(pairs, before) and not labels_match(pairs, after):
-            return b
-    return None
-
-
-def inherited_labels(budgets: BudgetSet, caller: Principal, labels: dict[str, str]) -> dict[str, str]:
-    """`labels` of a key the caller creates, with the pairs of every label budget binding the
-    caller added; `PermissionDenied` if a given label contradicts one."""
-    if caller.key_id is None:
-        return labels
-    out = dict(labels)
-    for b in budgets.label_budgets():
-        pairs = b.scope["label"]
-        if not labels_match(pairs, caller.labels):
-            continue
-        for name, value in pairs.items():
-            if out.setdefault(name, value) != value:
-                raise PermissionDenied(f"label {name}={out[name]} would take the new key out of budget "
-                                       f"{b.name!r}, which binds this key", param=f"labels.{name}")
-    return out
 
 
 class BudgetAdmin:

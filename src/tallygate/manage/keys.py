@@ -21,8 +21,7 @@ from typing import Any
 
 from tallygate.core.money import PICO_PER_USD, usd_text
 from tallygate.errors import InvalidRequest, NotFound, PermissionDenied
-from tallygate.manage import ratelimits as rate_labels
-from tallygate.manage.budgets import inherited_labels, label_escape
+from tallygate.manage.label_groups import inherited_labels, label_escape
 from tallygate.manage.schemas import KeyCreate, KeyUpdate
 from tallygate.pipeline.auth import Authenticator
 from tallygate.pipeline.budget import BudgetEngine, usage_text
@@ -111,8 +110,8 @@ class KeyAdmin:
         if _limit_above(limit, cap):
             raise PermissionDenied("cannot create a key with a monthly limit above the tightest limit or "
                                    "budget that binds your own", param="monthly_limit")
-        labels = inherited_labels(self._budgets(), caller, req.labels)
-        labels = rate_labels.inherited_labels(self._ratelimits(), caller, labels)
+        labels = inherited_labels(self._budgets().label_budgets(), caller, req.labels, "budget")
+        labels = inherited_labels(self._ratelimits().label_limits(), caller, labels, "rate limit")
         row, secret = self._store.create(name=req.name, labels=labels, permissions=permissions,
                                          monthly_limit_pico=limit, policy=req.policy,
                                          created_by=caller.user_id)
@@ -160,10 +159,10 @@ class KeyAdmin:
             fields["name"] = req.name
         if "labels" in given:
             fields["labels"] = req.labels or {}
-            if left := label_escape(self._budgets(), caller, current.labels, fields["labels"]):
+            if left := label_escape(self._budgets().label_budgets(), caller, current.labels, fields["labels"]):
                 raise PermissionDenied(f"these labels would take the key out of budget {left.name!r}, "
                                        "which binds this key", param="labels")
-            if out := rate_labels.label_escape(self._ratelimits(), caller, current.labels, fields["labels"]):
+            if out := label_escape(self._ratelimits().label_limits(), caller, current.labels, fields["labels"]):
                 raise PermissionDenied(f"these labels would take the key out of rate limit {out.name!r}, "
                                        "which binds this key", param="labels")
         if "permissions" in given:

@@ -5,7 +5,7 @@ key or label budget or rate limit that applies to it) cannot loosen a rate limit
 raise or remove one of its limits, change its scope, or delete it; tag and model limits bind
 every such key, since any of its requests may carry the tag or name the model. Tightening and
 creating are always allowed. A bound key cannot leave a label-group limit through the labels of
-the keys it creates or changes (`label_escape`, `inherited_labels`, used by `manage/keys.py`).
+the keys it creates or changes (`manage/label_groups.py`, used by `manage/keys.py`).
 """
 
 from __future__ import annotations
@@ -16,41 +16,11 @@ from typing import Any
 from tallygate.errors import InvalidRequest, NotFound, PermissionDenied
 from tallygate.manage.budgets import _iso, is_bound
 from tallygate.manage.ratelimit_schemas import LIMITS, RateLimitCreate, RateLimitUpdate
-from tallygate.pipeline.ratelimit_rules import RuleRegistry, RuleSet
+from tallygate.pipeline.ratelimit_rules import RuleRegistry
 from tallygate.pipeline.scopes import BudgetSet
-from tallygate.store.budgets import labels_match
 from tallygate.store.keys import KeyStore
 from tallygate.store.ratelimits import RateLimitRecord, RateLimitStore
 from tallygate.types import Principal
-
-
-def label_escape(rules: RuleSet, caller: Principal, before: dict[str, str],
-                 after: dict[str, str]) -> RateLimitRecord | None:
-    """The label-group limit binding `caller` that a key would leave going from `before` to `after`."""
-    if caller.key_id is None:
-        return None
-    for r in rules.label_limits():
-        pairs = r.scope["label"]
-        if labels_match(pairs, caller.labels) and labels_match(pairs, before) and not labels_match(pairs, after):
-            return r
-    return None
-
-
-def inherited_labels(rules: RuleSet, caller: Principal, labels: dict[str, str]) -> dict[str, str]:
-    """`labels` of a key the caller creates, with the pairs of every label-group limit binding the
-    caller added; `PermissionDenied` if a given label contradicts one."""
-    if caller.key_id is None:
-        return labels
-    out = dict(labels)
-    for r in rules.label_limits():
-        pairs = r.scope["label"]
-        if not labels_match(pairs, caller.labels):
-            continue
-        for name, value in pairs.items():
-            if out.setdefault(name, value) != value:
-                raise PermissionDenied(f"label {name}={out[name]} would take the new key out of rate limit "
-                                       f"{r.name!r}, which binds this key", param=f"labels.{name}")
-    return out
 
 
 def _looser(before: int | None, after: int | None) -> bool:
