@@ -31,6 +31,8 @@ def standard_config(upstream: FakeUpstream) -> dict:
         "refused": {"provider": "nowhere", "model": "gpt-4o-mini"},
         "priced": {"provider": "openai", "model": "echo-priced",  # $0.001 a token, both ways
                    "pricing": {"input_per_mtok": "1000", "output_per_mtok": "1000"}},
+        "priced-bytes": {"provider": "openai", "model": "bytetokens",  # billed a token per prompt byte
+                         "pricing": {"input_per_mtok": "1000", "output_per_mtok": "1000"}},
         "priced-slow": {"provider": "openai", "model": "slow-400",
                         "pricing": {"input_per_mtok": "1000", "output_per_mtok": "1000"}},
         "slowstream": {"provider": "openai", "model": "slowstream-400",

@@ -39,6 +39,8 @@ def gateway(upstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[InPr
     config = standard_config(upstream)
     config["models"]["long"] = {"provider": "openai", "model": "long-6000", "pricing": _PRICED}
     config["models"]["claude-long"] = {"provider": "anthropic", "model": "long-6000", "pricing": _PRICED}
+    config["models"]["bytes"] = {"provider": "openai", "model": "bytetokens", "pricing": _PRICED}
+    config["models"]["claude-bytes"] = {"provider": "anthropic", "model": "bytetokens", "pricing": _PRICED}
     gw = InProcessGateway(tmp_path_factory.mktemp("gw"), config).start()
     yield gw
     gw.stop()
@@ -92,3 +94,27 @@ def test_responses_whose_cost_is_hidden_are_refused_for_a_limited_key(gateway: I
         status, _, answer = gateway.post_json("/v1/responses", {"model": "long", "input": "hi", field: value},
                                               rec["key"])
         assert status == 400 and answer["error"]["param"] == field, answer
+
+
+# Text whose every character costs the most tokens a tokenizer can charge: a token per UTF-8
+# byte (4 for an emoji, 3 for a rare CJK ideograph, 1 for ASCII punctuation), 6,000+ tokens in all.
+_COSTLY_TEXT = {"emoji": "\U0001F9EC" * 1600, "cjk": "\u9F98" * 2100, "punctuation": "!@#$%^&*" * 800}
+
+
+@pytest.mark.parametrize("text", sorted(_COSTLY_TEXT))
+@pytest.mark.parametrize(("path", "model"), [(p, m) for p in ("/v1/chat/completions", "/v1/messages")
+                                             for m in ("bytes", "claude-bytes")])
+def test_no_prompt_text_makes_a_limited_request_spend_past_its_reservation(
+        gateway: InProcessGateway, path: str, model: str, text: str) -> None:
+    """The fake bills a token per byte of prompt: the reservation must bound that, whatever the script."""
+    status, _, rec = gateway.post_json("/v1/manage/apikey", {"name": f"bytes-{next(_names)}",
+                                                             "monthly_limit": str(LIMIT)})
+    assert status == 201, rec
+    headers = {"Content-Type": "application/json", "anthropic-version": "2023-06-01"}
+    costly = {"model": model, "max_tokens": 10, "messages": [{"role": "user", "content": _COSTLY_TEXT[text]}]}
+    status, _, answer = gateway.request("POST", path, json.dumps(costly).encode(), rec["key"], headers)
+    assert status == 402, answer[:300]  # $6+ of prompt under a $5 limit: refused before any provider sees it
+    honest = {**costly, "messages": [{"role": "user", "content": _COSTLY_TEXT[text][:200]}]}
+    status, _, answer = gateway.request("POST", path, json.dumps(honest).encode(), rec["key"], headers)
+    assert status == 200, answer[:300]  # the same text, short enough to fit, is served
+    assert _spend_when_settled(gateway, rec["key"]) <= LIMIT

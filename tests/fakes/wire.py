@@ -47,7 +47,7 @@ _SCENARIO = re.compile(
     r"fail-(?P<fail>\d{3})|flaky-(?P<flaky>\d{3})-(?P<times>\d+)|slow-(?P<slow>\d+)"
     r"|slowstream-(?P<slowstream>\d+)|cached-(?P<cached>\d+)|cachewrite-(?P<cachewrite>\d+)"
     r"|cachewrite1h-(?P<cachewrite1h>\d+)"
-    r"|reasoning-(?P<reasoning>\d+)|long-(?P<long>\d+)|(?P<kind>cut-stream|stream-error|reset|garbage)")
+    r"|reasoning-(?P<reasoning>\d+)|long-(?P<long>\d+)|(?P<kind>cut-stream|stream-error|reset|garbage|bytetokens)")
 
 
 @dataclass(frozen=True)
@@ -100,11 +100,13 @@ def text_of(content: object) -> str:
 
 
 def count_prompt_tokens(body: dict) -> int:
-    """max(1, characters of all message text plus the Anthropic ``system`` prompt // 4)."""
-    chars = sum(len(text_of(m.get("content"))) for m in body.get("messages") or []
-                if isinstance(m, dict))
-    chars += len(text_of(body.get("system")))
-    return max(1, chars // 4)
+    """max(1, characters of all message text plus the Anthropic ``system`` prompt // 4); for the
+    ``bytetokens`` scenario the worst tokenizer there can be: a token per UTF-8 byte."""
+    texts = [text_of(m.get("content")) for m in body.get("messages") or [] if isinstance(m, dict)]
+    texts.append(text_of(body.get("system")))
+    if parse_scenario(body.get("model")).kind == "bytetokens":
+        return max(1, sum(len(t.encode()) for t in texts))
+    return max(1, sum(len(t) for t in texts) // 4)
 
 
 def reply_text(body: dict) -> str:

@@ -12,7 +12,7 @@ from tests.fakes.upstream import FakeUpstream
 from tests.gateway import Gateway
 from tests.observe.receiver import Receiver
 
-BIG = [{"role": "user", "content": "x" * 1600}]  # $0.402 on the `priced` model
+BIG = [{"role": "user", "content": "x" * 400}]  # $0.401 on `priced-bytes` (a token a byte)
 
 
 def test_threshold_alerts_fire_once_across_two_processes(upstream: FakeUpstream, tmp_path: Path) -> None:
@@ -33,10 +33,10 @@ def test_threshold_alerts_fire_once_across_two_processes(upstream: FakeUpstream,
         for gw in gws:
             gw.start()
         try:
-            for gw in gws:  # each process on its own sees $0.804 of $1.00: both compute 50 and 80
+            for gw in gws:  # each process on its own sees $0.802 of $1.00: both compute 50 and 80
                 with openai.OpenAI(base_url=gw.base_url, api_key=secret, max_retries=0) as client:
                     for _ in range(2):
-                        client.chat.completions.create(model="priced", messages=BIG, max_tokens=1)
+                        client.chat.completions.create(model="priced-bytes", messages=BIG, max_tokens=1)
             events = receiver.wait_for(lambda ev: len(ev) >= 2)
             receiver.wait_for(lambda ev: False, timeout=1.0)  # a duplicate would arrive by now
         finally:

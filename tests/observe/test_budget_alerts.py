@@ -11,7 +11,7 @@ import pytest
 from tests.gateway import Gateway, InProcessGateway
 from tests.observe.receiver import Receiver
 
-BIG = [{"role": "user", "content": "x" * 1600}]  # $0.402 on the `priced` model
+BIG = [{"role": "user", "content": "x" * 400}]  # $0.401 on `priced-bytes` (a token a byte)
 
 
 @pytest.fixture(scope="module")
@@ -43,11 +43,11 @@ def test_label_and_tag_budgets_fire_their_thresholds_once(gateway: Gateway, rece
     tag = _budget(gateway, "summary widget", {"tag": "feature/widget"}, "2.00")
     key = gateway.create_key("budgeted", team="growth-b")
     with openai.OpenAI(base_url=gateway.base_url, api_key=key, max_retries=0) as client:
-        for _ in range(2):  # $0.804: the label budget at 80 %, the tag budget at 40 %
-            client.chat.completions.create(model="priced", messages=BIG, max_tokens=1,
+        for _ in range(2):  # $0.802: the label budget at 80 %, the tag budget at 40 %
+            client.chat.completions.create(model="priced-bytes", messages=BIG, max_tokens=1,
                                            extra_body={"request_tags": ["feature/widget/summary"]})
         with pytest.raises(openai.APIStatusError) as err:  # the label budget refuses: no alert (no spend)
-            client.chat.completions.create(model="priced", messages=BIG, max_tokens=1)
+            client.chat.completions.create(model="priced-bytes", messages=BIG, max_tokens=1)
         assert err.value.status_code == 402
 
     def of(events: list[dict], budget: dict) -> list[int]:
@@ -56,7 +56,7 @@ def test_label_and_tag_budgets_fire_their_thresholds_once(gateway: Gateway, rece
     events = receiver.wait_for(lambda ev: len(of(ev, label)) >= 2)
     receiver.wait_for(lambda ev: False, timeout=0.5)
     events = receiver.events()
-    assert of(events, label) == [50, 80]  # the refusal at 80.4 % fires no 100 %
+    assert of(events, label) == [50, 80]  # the refusal at 80.2 % fires no 100 %
     assert of(events, tag) == []  # 40 %: nothing yet
     eighty = next(e for e in events if e["subject"]["id"] == "budget:" + label["id"] and e["threshold"] == 80)
     assert eighty["subject"]["kind"] == "budget"

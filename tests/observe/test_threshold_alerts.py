@@ -15,7 +15,7 @@ from tests.gateway import Gateway, InProcessGateway
 from tests.observe.receiver import Receiver
 
 SECRET = "whsec-test"
-BIG = [{"role": "user", "content": "x" * 1600}]  # 402 prompt tokens at $0.001: $0.402
+BIG = [{"role": "user", "content": "x" * 400}]  # $0.401 on `priced-bytes` (a token a byte)
 
 
 @pytest.fixture(scope="module")
@@ -46,23 +46,23 @@ def test_each_threshold_fires_once_a_jump_fires_both_and_a_refusal_fires_none(
     status, _, rec = gateway.post_json("/v1/manage/apikey", {"name": "growth", "monthly_limit": "1.00"})
     assert status == 201, rec
     with openai.OpenAI(base_url=gateway.base_url, api_key=rec["key"], max_retries=0) as client:
-        client.chat.completions.create(model="priced", messages=BIG, max_tokens=1)  # 40 %: nothing yet
+        client.chat.completions.create(model="priced-bytes", messages=BIG, max_tokens=1)  # 40 %: nothing yet
         receiver.wait_for(lambda ev: False, timeout=0.3)
         assert _thresholds(receiver.events(), rec["id"]) == []
-        client.chat.completions.create(model="priced", messages=BIG, max_tokens=1)  # 80.4 %: 50 and 80
+        client.chat.completions.create(model="priced-bytes", messages=BIG, max_tokens=1)  # 80.2 %: 50 and 80
         events = receiver.wait_for(lambda ev: len(_thresholds(ev, rec["id"])) >= 2)
         assert _thresholds(events, rec["id"]) == [50, 80]
         for _ in range(2):  # the worst case no longer fits: refused, and nothing was spent
             with pytest.raises(openai.APIStatusError) as err:
-                client.chat.completions.create(model="priced", messages=BIG, max_tokens=1)
+                client.chat.completions.create(model="priced-bytes", messages=BIG, max_tokens=1)
             assert err.value.status_code == 402
         receiver.wait_for(lambda ev: False, timeout=0.5)
-        assert _thresholds(receiver.events(), rec["id"]) == [50, 80]  # no 100 % at 80.4 % spend
+        assert _thresholds(receiver.events(), rec["id"]) == [50, 80]  # no 100 % at 80.2 % spend
         status, _, _ = gateway.request("PUT", f"/v1/manage/apikey/{rec['id']}", b'{"monthly_limit": "0.80"}',
                                        headers={"Content-Type": "application/json"})
         assert status == 200  # now the recorded spend is past the limit: the next look fires 100 %
         with pytest.raises(openai.APIStatusError):
-            client.chat.completions.create(model="priced", messages=BIG, max_tokens=1)
+            client.chat.completions.create(model="priced-bytes", messages=BIG, max_tokens=1)
     events = receiver.wait_for(lambda ev: len(_thresholds(ev, rec["id"])) >= 3)
     receiver.wait_for(lambda ev: False, timeout=0.3)  # nothing more arrives
     events = [e for e in receiver.events() if e["subject"]["id"] == rec["id"]]

@@ -16,7 +16,7 @@ from tests.observe.receiver import Receiver
 from tests.observe.test_metrics import _value, scrape
 from tests.redis import RedisServer, redis_server
 
-BIG = [{"role": "user", "content": "x" * 1600}]  # $0.402 on the `priced` model
+BIG = [{"role": "user", "content": "x" * 400}]  # $0.401 on `priced-bytes` (a token a byte)
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +39,8 @@ def test_two_workers_sum_their_metrics_and_fire_each_alert_once(upstream: FakeUp
             assert status == 201
             n = 0
             with openai.OpenAI(base_url=gw.base_url, api_key=rec["key"], max_retries=0) as client:
-                for _ in range(2):  # $0.804 of $1.00 in Redis, whichever worker serves
-                    client.chat.completions.create(model="priced", messages=BIG, max_tokens=1)
+                for _ in range(2):  # $0.802 of $1.00 in Redis, whichever worker serves
+                    client.chat.completions.create(model="priced-bytes", messages=BIG, max_tokens=1)
                     n += 1
                 for _ in range(30):
                     client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])

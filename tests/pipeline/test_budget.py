@@ -8,7 +8,7 @@ import pytest
 
 from tallygate.core.timebuckets import month_start
 from tallygate.errors import BudgetExceeded, InvalidRequest
-from tallygate.pipeline.budget import DEFAULT_MAX_TOKENS, MemoryBudget, Scope, worst_case
+from tallygate.pipeline.budget import DEFAULT_MAX_TOKENS, TOOLS_TOKENS, MemoryBudget, Scope, prompt_bound, worst_case
 from tallygate.pipeline.output_cap import cap_output
 from tallygate.pipeline.pricing import Rate
 
@@ -91,7 +91,7 @@ def test_worst_case_prices_prompt_and_max_tokens_over_every_target() -> None:
     dear = Rate(input=10, output=20, cached=1, cache_write=12, source="t")
     body = {"messages": [{"role": "user", "content": "x" * 3000}], "max_tokens": 100}
     prompt = worst_case(body, "chat", [cheap]) - 100 * 2
-    assert 1000 <= prompt <= 1020  # 3000 characters at 3 a token, plus the JSON around them
+    assert 3000 <= prompt <= 3060  # 3000 bytes at a token each, plus the JSON around them
     assert worst_case(body, "chat", [cheap, dear]) == prompt * 12 + 100 * 20
     assert worst_case({"messages": []}, "chat", [cheap]) >= DEFAULT_MAX_TOKENS * 2
 
@@ -108,7 +108,15 @@ def test_worst_case_counts_every_part_of_the_prompt_but_images_at_a_flat_rate() 
     image = {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:" + big}}]}
     assert worst_case({"messages": [image]}, "chat", [rate]) < 2_000
     assert worst_case({"messages": [], "tools": [{"schema": big}]}, "chat", [rate]) >= 10_000
-    assert worst_case({"input": [[1] * 900]}, "embeddings", [rate]) >= 900
+    assert 900 <= worst_case({"input": [[1] * 900]}, "embeddings", [rate]) < 950  # a token an id
+
+
+def test_the_prompt_bound_is_a_token_per_byte_whatever_the_script() -> None:
+    """Every tokenizer spends at least a byte a token: the bound holds for text built to cost the most."""
+    for text in ("\U0001F9EC" * 100, "\u9F98" * 100, "é" * 100, "!@#$" * 25):
+        body = {"messages": [{"role": "user", "content": text}]}
+        assert prompt_bound(body, "chat") >= len(text.encode()), text[:4]
+    assert prompt_bound({"messages": [], "tools": [{"type": "function"}]}, "chat") >= TOOLS_TOKENS
 
 
 @pytest.mark.parametrize(("endpoint", "body"), [

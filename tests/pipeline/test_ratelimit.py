@@ -125,9 +125,9 @@ def test_headers_name_the_tightest_limit() -> None:
 
 
 def test_worst_tokens_counts_the_prompt_and_the_output_cap() -> None:
-    body = {"model": "m", "max_tokens": 50, "messages": [{"role": "user", "content": "x" * 300}]}
-    assert worst_tokens(body, "chat") >= 100 + 50
-    assert worst_tokens({**body, "max_tokens": 500}, "chat") == worst_tokens(body, "chat") + 450
+    body = {"model": "m", "max_tokens": 100, "messages": [{"role": "user", "content": "x" * 300}]}
+    assert worst_tokens(body, "chat") >= 300 + 100  # a token a byte of the prompt, and the cap
+    assert worst_tokens({**body, "max_tokens": 550}, "chat") == worst_tokens(body, "chat") + 450
 
 
 @pytest.mark.parametrize(("seconds", "text"), [(0.25, "250ms"), (1.5, "1.5s"), (62, "1m2s"), (60, "1m0s")])

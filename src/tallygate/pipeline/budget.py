@@ -14,7 +14,6 @@ on one event loop cannot overshoot, and a killed worker leaves no reservation be
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -29,7 +28,7 @@ from tallygate.pipeline.pricing import Rate
 from tallygate.types import Principal
 
 IMAGE_TOKENS = 1600  # input tokens assumed per image part
-_CHARS_PER_TOKEN = 3  # conservative: real tokenizers average about 4 characters a token
+TOOLS_TOKENS = 512  # the system prompt a provider adds when tools are given (Anthropic's: 346)
 
 
 def _size(value: object) -> tuple[int, int]:
@@ -54,26 +53,63 @@ def _size(value: object) -> tuple[int, int]:
 
 
 def body_size(value: object) -> tuple[int, int]:
-    """(characters, images) of a request body or part of one, as `worst_case` counts them."""
+    """(characters, images) of a request body or part of one: for estimating the usage of a call
+    cut short, not for bounding it (see `prompt_bound`)."""
     return _size(value)
+
+
+def _bytes(value: object) -> tuple[int, int]:
+    """(UTF-8 bytes, images) in any JSON value: every string and key, every other scalar as its
+    JSON text; an image part counts as one image whatever its size."""
+    if isinstance(value, str):
+        return (len(value) if value.isascii() else len(value.encode("utf-8", "surrogatepass"))), 0
+    if isinstance(value, dict):
+        if value.get("type") in ("image_url", "input_image", "image"):
+            return 0, 1
+        size = images = 0
+        for k, v in value.items():
+            b, i = _bytes(v)
+            size, images = size + b + len(k.encode("utf-8", "surrogatepass")), images + i
+        return size, images
+    if isinstance(value, list):
+        size = images = 0
+        for v in value:
+            b, i = _bytes(v)
+            size, images = size + b, images + i
+        return size, images
+    return len(str(value)), 0  # a number's text; true, false and null are 4 or 5 bytes
+
+
+def prompt_bound(body: dict[str, Any], endpoint: str) -> int:
+    """The most input tokens `body` can be billed for, whatever its text.
+
+    Every tokenizer the providers use (byte-level BPE; SentencePiece with byte fallback) spends
+    at least one UTF-8 byte a token, so the body's bytes bound its text, whatever the script or
+    however adversarial; the bytes of the body's keys and parameters (`model`, `role`, ...) more
+    than cover the few tokens of framing a provider adds per message. Token ids given to
+    embeddings count one each; images `IMAGE_TOKENS`; tools add `TOOLS_TOKENS`.
+    """
+    if endpoint == "embeddings":
+        inputs = body.get("input")
+        if isinstance(inputs, list) and inputs and isinstance(inputs[0], (int, list)):
+            ids = sum(len(x) if isinstance(x, list) else 1 for x in inputs)
+            rest, images = _bytes({k: v for k, v in body.items() if k != "input"})
+            return ids + rest + images * IMAGE_TOKENS
+    size, images = _bytes(body)
+    return size + images * IMAGE_TOKENS + (TOOLS_TOKENS if body.get("tools") else 0)
 
 
 def worst_case(body: dict[str, Any], endpoint: str, rates: Iterable[Rate],
                default_max_tokens: int = DEFAULT_MAX_TOKENS) -> int:
     """The most this request can cost, in picodollars, over every target it may be sent to.
 
-    The prompt is every character of the body (messages, tool calls and their arguments, tool
-    and response schemas, files, audio ...) at `_CHARS_PER_TOKEN`, images at `IMAGE_TOKENS`; the
-    output is `output_cap.output_bound` (call `output_cap.cap_output` first so that the body
-    sent carries that cap).
+    The prompt is `prompt_bound` (every byte of the body: messages, tool calls and their
+    arguments, tool and response schemas, files, audio ...); the output is
+    `output_cap.output_bound` (call `output_cap.cap_output` first so that the body sent carries
+    that cap).
     """
-    chars, images = _size(body)
+    prompt = prompt_bound(body, endpoint)
     output = output_bound(body, endpoint, default_max_tokens)
-    if endpoint == "embeddings":
-        inputs = body.get("input")
-        if isinstance(inputs, list) and inputs and isinstance(inputs[0], (int, list)):
-            chars += 3 * sum(len(x) if isinstance(x, list) else 1 for x in inputs)  # token ids
-    prompt = math.ceil(chars / _CHARS_PER_TOKEN) + images * IMAGE_TOKENS
     return max((prompt * max(r.input, r.cache_write, r.cache_write_1h) + output * r.output for r in rates), default=0)
 
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from tallygate.errors import RateLimited
-from tallygate.pipeline.budget import IMAGE_TOKENS, body_size
+from tallygate.pipeline.budget import prompt_bound
 from tallygate.pipeline.output_cap import DEFAULT_MAX_TOKENS, output_bound
 from tallygate.pipeline.ratelimit_rules import Rule
 from tallygate.types import Principal
@@ -42,12 +42,7 @@ RulesOf = Callable[[Principal, tuple[str, ...], str | None], tuple[Rule, ...]]  
 
 def worst_tokens(body: dict[str, Any], endpoint: str, default_max_tokens: int = DEFAULT_MAX_TOKENS) -> int:
     """The most input + output tokens a request can use, counted as `budget.worst_case` does."""
-    chars, images = body_size(body)
-    if endpoint == "embeddings":
-        inputs = body.get("input")
-        if isinstance(inputs, list) and inputs and isinstance(inputs[0], (int, list)):
-            chars += 3 * sum(len(x) if isinstance(x, list) else 1 for x in inputs)  # token ids
-    return math.ceil(chars / 3) + images * IMAGE_TOKENS + output_bound(body, endpoint, default_max_tokens)
+    return prompt_bound(body, endpoint) + output_bound(body, endpoint, default_max_tokens)
 
 
 def duration(seconds: float) -> str:
