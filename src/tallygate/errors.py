@@ -215,11 +215,15 @@ class BudgetExceeded(GatewayError):
 
 class RateLimited(GatewayError):
     """A rate limit (requests or tokens per minute, requests in flight) would be passed; OpenAI's
-    shape (`type` "requests" or "tokens"); `limit_headers` are the x-ratelimit-* of the answer."""
+    shape (`type` "requests" or "tokens"); `limit_headers` are the x-ratelimit-* of the answer.
+    `rule_id`, `scope_kind` and `unnamed` (the message without the limit's name) are never sent."""
 
     status = 429
     type = "requests"
     code = "rate_limit_exceeded"
+    rule_id: str | None = None
+    scope_kind = ""
+    unnamed: str | None = None
 
     def __init__(self, message: str, *, retry_after: float | None, tokens: bool = False,
                  limit_headers: list[tuple[bytes, bytes]] | None = None) -> None:

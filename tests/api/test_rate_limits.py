@@ -163,3 +163,68 @@ def test_a_model_limit_binds_every_key_naming_the_model(gateway: Gateway) -> Non
     assert [_chat(gateway, k, model="local-llama")[0] for k in (a, b, a)] == [200, 200, 429]
     assert _chat(gateway, a)[0] == 200  # another model is not limited
     gateway.request("DELETE", f"/v1/manage/ratelimit/{rec['id']}", key=ADMIN_KEY)
+
+
+def _refusal(call: object) -> tuple[str, dict, object]:
+    """The message, headers and whole body of the 429 an SDK call (retries off) raises."""
+    try:
+        call()  # type: ignore[operator]
+    except (openai.RateLimitError, anthropic.RateLimitError) as err:
+        return str(err.message), dict(err.response.headers), err.body
+    raise AssertionError("the request was not refused")
+
+
+def test_a_refusal_names_a_limit_only_to_callers_who_may_read_it(gateway: Gateway) -> None:
+    # As budgets' 402 (issue 20): a key's own limit in full; a tag, label or model limit only
+    # to `manage: read`; to anyone else only which part of the request a limit refused.
+    status, _, rec = gateway.post_json("/v1/manage/ratelimit", {
+        "name": "secret-tag-limit", "scope": {"tag": "rlsecret"}, "requests_per_minute": 1})
+    assert status == 201, rec
+    plain = gateway.create_key("rl-plain")
+    status, _, reader = gateway.post_json("/v1/manage/apikey", {
+        "name": "rl-reader", "permissions": {"completions": "write", "manage": "read"}})
+    assert status == 201, reader
+    tags = {"X-Request-Tags": "rlsecret/team"}
+    anthropic_headers = {**tags, "anthropic-version": "2023-06-01"}
+    try:
+        with openai.OpenAI(base_url=gateway.base_url, api_key=plain, max_retries=0, timeout=10) as client:
+            def chat() -> object:
+                return client.chat.completions.create(model="gpt-4o-mini", messages=HELLO,  # type: ignore[arg-type]
+                                                      extra_headers=tags)
+            chat()
+            message, headers, body = _refusal(chat)
+        for text in (message, json.dumps(body)):
+            assert "secret-tag-limit" not in text and rec["id"] not in text and "rlsecret" not in text, text
+        assert "a rate limit on this request's tags allows 1 requests per minute" in message
+        assert int(headers["retry-after"]) >= 1 and headers["x-ratelimit-limit-requests"] == "1"
+        with anthropic.Anthropic(base_url=gateway.url, api_key=plain, max_retries=0, timeout=10) as claude:
+            message, headers, body = _refusal(lambda: claude.messages.create(
+                model="claude", max_tokens=16, messages=HELLO, extra_headers=anthropic_headers))  # type: ignore[arg-type]
+        assert isinstance(body, dict) and body["error"]["type"] == "rate_limit_error"
+        assert "secret-tag-limit" not in json.dumps(body) and rec["id"] not in json.dumps(body)
+        assert "this request's tags" in message and "retry-after" in headers
+        # A caller with `manage: read` may read every rate limit: it is told which one, by id.
+        with openai.OpenAI(base_url=gateway.base_url, api_key=reader["key"], max_retries=0, timeout=10) as client:
+            message, _, _ = _refusal(lambda: client.chat.completions.create(
+                model="gpt-4o-mini", messages=HELLO, extra_headers=tags))  # type: ignore[arg-type]
+        assert "'secret-tag-limit' (tag rlsecret)" in message and f"rate limit id {rec['id']}" in message
+        with anthropic.Anthropic(base_url=gateway.url, api_key=ADMIN_KEY, max_retries=0, timeout=10) as claude:
+            message, _, _ = _refusal(lambda: claude.messages.create(
+                model="claude", max_tokens=16, messages=HELLO, extra_headers=anthropic_headers))  # type: ignore[arg-type]
+        assert f"rate limit id {rec['id']}" in message and "secret-tag-limit" in message
+    finally:
+        gateway.request("DELETE", f"/v1/manage/ratelimit/{rec['id']}", key=ADMIN_KEY)
+    # A key refused by a limit on itself reads that limit in full, with its id.
+    status, _, key = gateway.post_json("/v1/manage/apikey", {"name": "own-key-limit"})
+    assert status == 201, key
+    own = key["key"]
+    status, _, mine = gateway.post_json("/v1/manage/ratelimit", {
+        "name": "own-key-limit", "scope": {"key": key["id"]}, "requests_per_minute": 1})
+    assert status == 201, mine
+    own_id = mine["id"]
+    with openai.OpenAI(base_url=gateway.base_url, api_key=own, max_retries=0, timeout=10) as client:
+        client.chat.completions.create(model="gpt-4o-mini", messages=HELLO)  # type: ignore[arg-type]
+        message, headers, _ = _refusal(lambda: client.chat.completions.create(
+            model="gpt-4o-mini", messages=HELLO))  # type: ignore[arg-type]
+    assert "'own-key-limit'" in message and f"rate limit id {own_id}" in message
+    assert headers["x-ratelimit-remaining-requests"] == "0"

@@ -32,6 +32,7 @@ from tallygate.errors import (
     GatewayError,
     InvalidRequest,
     PermissionDenied,
+    RateLimited,
     RequestCancelled,
 )
 from tallygate.pipeline.auth import Authenticator
@@ -42,6 +43,7 @@ from tallygate.pipeline.models import ModelCatalog, Route, check_kind
 from tallygate.pipeline.observers import Observers
 from tallygate.pipeline.output_cap import cap_output
 from tallygate.pipeline.ratelimit import MemoryLimiter, RateHold, RateLimiter, RulesOf, SharedLimiter, worst_tokens
+from tallygate.pipeline.ratelimit import redacted as rate_redacted
 from tallygate.pipeline.ratelimit_rules import Rule
 from tallygate.pipeline.routing import Plan, Router
 from tallygate.pipeline.tags import parse_tags
@@ -154,6 +156,8 @@ class Pipeline:
                 return await self._reserve(scopes, amount, rules, tokens)
             except BudgetExceeded as err:  # another team's budget is not this caller's to read
                 raise redacted(err, call.principal, amount) from None
+            except RateLimited as err:  # nor another scope's rate limit (its name or id)
+                raise rate_redacted(err, call.principal) from None
             except StaleScopes as stale:
                 if self.catch_up is None or attempt == 2:
                     break

@@ -94,14 +94,42 @@ class SharedLimiter(RateLimiter, Protocol):
         """(budget hold, rate hold), or `RateLimited` / `BudgetExceeded` holding nothing."""
 
 
+# What a caller who may not read a limit learns of it: which part of its request it limits.
+_UNNAMED = {"label": "a rate limit on this key's labels", "tag": "a rate limit on this request's tags",
+            "model": "a rate limit on the model this request names"}
+
+
+def _refusal_text(who: str, what: str, limit: int, retry_s: float | None, tokens: int) -> str:
+    if retry_s is None:
+        return (f"this request may use up to {tokens} tokens, more than {who} allows in a minute "
+                f"({limit} tokens per minute): lower max_tokens or shorten the input")
+    return f"{who} allows {limit} {what}: retry after {retry_s:.3f}s"
+
+
 def refused(rule: Rule, what: str, limit: int, retry_s: float | None,
             headers: list[tuple[bytes, bytes]], tokens: int = 0) -> RateLimited:
-    if retry_s is None:
-        message = (f"this request may use up to {tokens} tokens, more than {rule.name} allows in a minute "
-                   f"({limit} tokens per minute): lower max_tokens or shorten the input")
+    """The 429 as the management API may read it (`redacted` gives what the caller may)."""
+    err = RateLimited(_refusal_text(rule.name, what, limit, retry_s, tokens), retry_after=retry_s,
+                      tokens=what.startswith("tokens"), limit_headers=headers)
+    err.rule_id, err.scope_kind = rule.id, rule.kind
+    err.unnamed = _refusal_text(_UNNAMED.get(rule.kind, "a rate limit"), what, limit, retry_s, tokens)
+    return err
+
+
+def redacted(err: RateLimited, principal: Principal) -> RateLimited:
+    """The 429 a caller may read, as budgets' 402 (`budget.redacted`): a limit on its own key in
+    full with its id; any other limit in full with its id only to `manage: read`, which may read
+    every rate limit; else only which part of the request (tags, labels, model) a limit refused.
+    The numbers (limit, retry-after, x-ratelimit-* headers) are every caller's."""
+    if err.rule_id is None:
+        return err
+    if err.scope_kind == "key" or principal.can("manage", "read"):
+        message = f"{err.message} (rate limit id {err.rule_id.removeprefix('rl:')})"
     else:
-        message = f"{rule.name} allows {limit} {what}: retry after {retry_s:.3f}s"
-    return RateLimited(message, retry_after=retry_s, tokens=what.startswith("tokens"), limit_headers=headers)
+        message = err.unnamed or "a rate limit refused this request"
+    out = RateLimited(message, retry_after=err.retry_after, limit_headers=err.limit_headers)
+    out.type, out.rule_id, out.scope_kind = err.type, err.rule_id, err.scope_kind
+    return out
 
 
 class _Window:

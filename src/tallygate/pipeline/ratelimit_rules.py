@@ -34,18 +34,21 @@ def limit_scope_text(scope: dict[str, Any]) -> str:
 
 
 class Rule(NamedTuple):
-    """One rate limit as the hot path reads it: `id` is 'rl:<record id>' (its counters' name)."""
+    """One rate limit as the hot path reads it: `id` is 'rl:<record id>' (its counters' name),
+    `kind` its scope's kind ('key', 'label', 'tag', 'model'; '' unknown), which decides what a
+    refusal may tell the caller (`ratelimit.redacted`)."""
 
     id: str
     name: str
     requests_per_minute: int | None
     tokens_per_minute: int | None
     max_concurrent: int | None
+    kind: str = ""
 
     @classmethod
     def of(cls, r: RateLimitRecord) -> Rule:
         return cls("rl:" + r.id, f"rate limit {r.name!r} ({limit_scope_text(r.scope)})",
-                   r.requests_per_minute, r.tokens_per_minute, r.max_concurrent)
+                   r.requests_per_minute, r.tokens_per_minute, r.max_concurrent, r.kind)
 
 
 class RuleSet:
