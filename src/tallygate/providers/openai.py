@@ -11,6 +11,7 @@ from tallygate.errors import UpstreamHTTPError, UpstreamUnavailable
 from tallygate.providers.base import RawEvents
 from tallygate.providers.http import (
     HttpClient,
+    finish_body,
     parse_json,
     retry_after,
     sse_batches,
@@ -102,9 +103,13 @@ class OpenAIProvider:
                             chunk = parse_json(self.name, data, "a stream event")
                             if "error" in chunk and "choices" not in chunk:
                                 raise error(500, data, None)
-                    yield batch
                     if done:
+                        try:
+                            yield batch
+                        finally:  # the relay closes this generator after the last batch
+                            await finish_body(resp)
                         return
+                    yield batch
             raise UpstreamUnavailable(f"provider {self.name!r} ended the stream before [DONE]")
 
     # --- native Responses API (`/v1/responses` relayed as it is)
