@@ -21,9 +21,32 @@ CHUNK = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "m
 USAGE = {**CHUNK, "choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}}
 
 
+_MESSAGE = {"id": "msg_1", "type": "message", "role": "assistant", "model": "up-model", "content": [],
+            "stop_reason": None, "stop_sequence": None, "usage": {"input_tokens": 3, "output_tokens": 0}}
+ANTHROPIC_EVENTS = [
+    (b"message_start", {"type": "message_start", "message": _MESSAGE}),
+    (b"content_block_start", {"type": "content_block_start", "index": 0,
+                              "content_block": {"type": "text", "text": ""}}),
+    (b"content_block_delta", {"type": "content_block_delta", "index": 0,
+                              "delta": {"type": "text_delta", "text": "hi"}}),
+    (b"content_block_stop", {"type": "content_block_stop", "index": 0}),
+    (b"message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                        "usage": {"output_tokens": 1}}),
+    (b"message_stop", {"type": "message_stop"}),
+]
+
+
+def _events(path: str) -> list[bytes]:
+    if path.endswith("/messages"):
+        return [b"event: " + name + b"\ndata: " + json.dumps(data).encode() + b"\n\n"
+                for name, data in ANTHROPIC_EVENTS]
+    return [b"data: " + e + b"\n\n" for e in (json.dumps(CHUNK).encode(), json.dumps(USAGE).encode(), b"[DONE]")]
+
+
 class LateEndProvider:
-    """An OpenAI-style streaming provider whose chunked body ends `end_delay_s` after `[DONE]`;
-    it records the client port of every request (one port: one kept-alive connection)."""
+    """An OpenAI- or Anthropic-style streaming provider whose chunked body ends `end_delay_s`
+    after its last event (`[DONE]`, `message_stop`); it records the client port of every request
+    (one port: one kept-alive connection)."""
 
     def __init__(self, end_delay_s: float) -> None:
         self.ports: list[int] = []
@@ -39,8 +62,7 @@ class LateEndProvider:
                 self.send_header("Content-Type", "text/event-stream")
                 self.send_header("Transfer-Encoding", "chunked")
                 self.end_headers()
-                for event in (json.dumps(CHUNK).encode(), json.dumps(USAGE).encode(), b"[DONE]"):
-                    data = b"data: " + event + b"\n\n"
+                for data in _events(self.path):
                     self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
                 self.wfile.flush()
                 time.sleep(end_delay_s)
@@ -51,7 +73,8 @@ class LateEndProvider:
                 pass
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/v1"
+        self.root = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self.url = self.root + "/v1"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
 
@@ -64,28 +87,34 @@ def late_end(request: pytest.FixtureRequest) -> Iterator[LateEndProvider]:
     p._server.server_close()
 
 
-def _three_streams(provider: LateEndProvider, tmp_path: Path, pause_s: float) -> list[float]:
-    config = {"providers": {"p": {"type": "openai", "base_url": provider.url, "api_key": "sk-provider-secret"}},
+def _three_streams(provider: LateEndProvider, tmp_path: Path, pause_s: float, route: str = "chat") -> list[float]:
+    """Three streams through the gateway: `chat` on an openai provider, `messages` (native) or
+    `chat-on-anthropic` (translated) on an anthropic one."""
+    kind, base = ("openai", provider.url) if route == "chat" else ("anthropic", provider.root)
+    config = {"providers": {"p": {"type": kind, "base_url": base, "api_key": "sk-provider-secret"}},
               "models": {"m": {"provider": "p", "model": "up-model"}}}
+    path, end = (("/v1/messages", b"message_stop") if route == "messages"
+                 else ("/v1/chat/completions", b"data: [DONE]\n\n"))
     gw = InProcessGateway(tmp_path, config).start()
     took = []
     try:
         for _ in range(3):
             time.sleep(pause_s)  # the previous stream's connection is back in the pool by then
-            body = {"model": "m", "stream": True, "messages": [{"role": "user", "content": "x"}]}
+            body = {"model": "m", "stream": True, "max_tokens": 10, "messages": [{"role": "user", "content": "x"}]}
             t0 = time.perf_counter()
-            status, _, answer = gw.request("POST", "/v1/chat/completions", json.dumps(body).encode(), ADMIN_KEY,
-                                           {"Content-Type": "application/json"})
+            status, _, answer = gw.request("POST", path, json.dumps(body).encode(), ADMIN_KEY,
+                                           {"Content-Type": "application/json", "anthropic-version": "2023-06-01"})
             took.append(time.perf_counter() - t0)
-            assert status == 200 and b"hi" in answer and answer.endswith(b"data: [DONE]\n\n"), answer
+            assert status == 200 and b"hi" in answer and end in answer[-200:], answer
     finally:
         gw.stop()
     return took
 
 
+@pytest.mark.parametrize("route", ["chat", "messages", "chat-on-anthropic"])
 @pytest.mark.parametrize("late_end", [0.01], indirect=True)
-def test_a_finished_stream_keeps_its_connection(late_end: LateEndProvider, tmp_path: Path) -> None:
-    _three_streams(late_end, tmp_path, 0.2)
+def test_a_finished_stream_keeps_its_connection(late_end: LateEndProvider, tmp_path: Path, route: str) -> None:
+    _three_streams(late_end, tmp_path, 0.2, route)
     assert len(late_end.ports) == 3 and len(set(late_end.ports)) == 1, late_end.ports
 
 

@@ -17,6 +17,7 @@ from tallygate.providers.anthropic_translate import (
 from tallygate.providers.base import RawEvents
 from tallygate.providers.http import (
     HttpClient,
+    finish_body,
     parse_json,
     retry_after,
     sse_batches,
@@ -84,7 +85,10 @@ class AnthropicProvider:
                         parsed = parse_json(self.name, data, "a stream event")
                         batch.extend(translator.feed(name or parsed.get("type", ""), parsed))
                         if translator.done:
-                            yield batch
+                            try:
+                                yield batch
+                            finally:  # the connection back to the pool (see `finish_body`)
+                                await finish_body(resp)
                             return
                     if batch:
                         yield batch
@@ -110,7 +114,10 @@ class AnthropicProvider:
                 async for events in sse_batches(resp):
                     for i, (name, data) in enumerate(events):
                         if name == "message_stop":
-                            yield events[:i + 1]
+                            try:
+                                yield events[:i + 1]
+                            finally:
+                                await finish_body(resp)
                             return
                         if name == "error":
                             if i:

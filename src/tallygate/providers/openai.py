@@ -126,7 +126,10 @@ class OpenAIProvider:
                 async for events in sse_batches(resp):
                     for i, (name, data) in enumerate(events):
                         if name in _RESPONSE_END:
-                            yield events[:i + 1]
+                            try:
+                                yield events[:i + 1]
+                            finally:  # the connection back to the pool (see `finish_body`)
+                                await finish_body(resp)
                             return
                         if name == "error":
                             if i:
