@@ -25,7 +25,7 @@ from tests.dashboard.test_dashboard_browser import SHOTS, Session, api, money
 from tests.fakes.upstream import FakeUpstream
 from tests.gateway import ADMIN_KEY, Gateway
 
-BIG = [{"role": "user", "content": "x" * 1600}]  # 402 prompt tokens at $0.001: $0.402
+BIG = [{"role": "user", "content": "x" * 400}]  # $0.401 on `priced-bytes` (a token a byte)
 DIMS = ("tag_level.2", "key", "label.team", "model")
 PICO = Decimal("0.000000000001")
 
@@ -54,7 +54,7 @@ def live(upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> It
     with openai.OpenAI(base_url=gw.base_url, api_key=made["key"], max_retries=0, timeout=10) as c:
         for _ in range(2):
             last = c.chat.completions.with_raw_response.create(
-                model="priced", messages=BIG, max_tokens=1,
+                model="priced-bytes", messages=BIG, max_tokens=1,
                 extra_body={"request_tags": ["team/oncall/pager"]}).headers["x-request-id"]
     gw.log_record(last)
     deadline = time.monotonic() + 10
