@@ -108,8 +108,12 @@ def worst_case(body: dict[str, Any], endpoint: str, rates: Iterable[Rate],
     `output_cap.output_bound` (call `output_cap.cap_output` first so that the body sent carries
     that cap).
     """
-    prompt = prompt_bound(body, endpoint)
-    output = output_bound(body, endpoint, default_max_tokens)
+    return priced_bound(prompt_bound(body, endpoint), output_bound(body, endpoint, default_max_tokens), rates)
+
+
+def priced_bound(prompt: int, output: int, rates: Iterable[Rate]) -> int:
+    """The most `prompt` input and `output` output tokens can cost, in picodollars, at the
+    dearest of `rates` (a prompt may be written to a cache at the cache-write price)."""
     return max((prompt * max(r.input, r.cache_write, r.cache_write_1h) + output * r.output for r in rates), default=0)
 
 

@@ -36,13 +36,22 @@ from tallygate.errors import (
     RequestCancelled,
 )
 from tallygate.pipeline.auth import Authenticator
-from tallygate.pipeline.budget import BudgetEngine, Hold, ScopesOf, StaleScopes, key_scopes, redacted, worst_case
+from tallygate.pipeline.budget import (
+    BudgetEngine,
+    Hold,
+    ScopesOf,
+    StaleScopes,
+    key_scopes,
+    priced_bound,
+    prompt_bound,
+    redacted,
+)
 from tallygate.pipeline.budget import Scope as BudgetScope
 from tallygate.pipeline.call import Call
 from tallygate.pipeline.models import ModelCatalog, Route, check_kind
 from tallygate.pipeline.observers import Observers
 from tallygate.pipeline.output_cap import cap_output
-from tallygate.pipeline.ratelimit import MemoryLimiter, RateHold, RateLimiter, RulesOf, SharedLimiter, worst_tokens
+from tallygate.pipeline.ratelimit import MemoryLimiter, RateHold, RateLimiter, RulesOf, SharedLimiter
 from tallygate.pipeline.ratelimit import redacted as rate_redacted
 from tallygate.pipeline.ratelimit_rules import Rule
 from tallygate.pipeline.routing import Plan, Router
@@ -112,15 +121,6 @@ class Pipeline:
         route's API shape."""
         return Exchange(self, scope, receive, send, endpoint, errors)
 
-    def _rules(self, call: Call, body: dict) -> tuple[tuple[Rule, ...], int]:
-        """The rate limits the request counts against, and its worst-case tokens if any counts them."""
-        rules = self.limits(call.principal, call.tags, call.requested_model)
-        tokens = 0
-        if any(r.tokens_per_minute is not None for r in rules):
-            cap_output(body, call.endpoint)  # the body sent carries the output cap counted
-            tokens = worst_tokens(body, call.endpoint)
-        return rules, tokens
-
     async def _reserve(self, scopes: Sequence[BudgetScope], amount: int, rules: Sequence[Rule],
                        tokens: int) -> tuple[Hold | None, RateHold | None]:
         """Rate limits, then budgets, all or nothing: in one Redis round trip when shared."""
@@ -141,17 +141,22 @@ class Pipeline:
         won't) and hold its worst-case cost against its key's limit and every budget that
         applies, all or nothing (402 naming the first that won't fit). Scopes decided with
         budgets or keys another process has changed since are decided again, reloaded."""
+        bound: tuple[int, int] | None = None  # (prompt, output) tokens at most, counted once
         for attempt in range(3):
             scopes = self.scopes(call.principal, call.tags)
             if not all(s.enforce for s in scopes):  # soft budgets count, never refuse
                 scopes = tuple(s if s.enforce else s._replace(limit=None) for s in scopes)
-            rules, tokens = self._rules(call, body)
+            rules = self.limits(call.principal, call.tags, call.requested_model)
             if not scopes and not rules:
                 return None, None
-            amount = 0
-            if any(s.limit is not None for s in scopes):
-                cap_output(body, call.endpoint)  # the body sent carries the output cap reserved for
-                amount = worst_case(body, call.endpoint, [self.catalog.rate(r) for r in routes])
+            priced = any(s.limit is not None for s in scopes)
+            counted = any(r.tokens_per_minute is not None for r in rules)
+            if bound is None and (priced or counted):
+                output = cap_output(body, call.endpoint)  # the body sent carries the cap reserved for
+                bound = prompt_bound(body, call.endpoint), output
+            prompt, output = bound or (0, 0)
+            amount = priced_bound(prompt, output, [self.catalog.rate(r) for r in routes]) if priced else 0
+            tokens = prompt + output if counted else 0
             try:
                 return await self._reserve(scopes, amount, rules, tokens)
             except BudgetExceeded as err:  # another team's budget is not this caller's to read
