@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -107,6 +109,22 @@ def test_tokens_per_minute_hold_across_processes_and_settle_to_actual_usage(trio
     # Settled to the few tokens they used, the minute has room for more of them.
     for gw in trio:
         assert burst([gw], key, 1, "priced", max_tokens=1000) == [200]
+
+
+def test_a_rate_limit_made_with_the_cli_binds_every_process_from_the_moment_it_returns(
+        trio: list[Gateway], rds: RedisServer) -> None:
+    """`tallygate ratelimits create --redis` announces the change: a burst right after it, on all
+    three processes, is admitted at most the new limit (without it, each would wait for its poll)."""
+    status, _, key = trio[0].post_json("/v1/manage/apikey", {"name": "mp-cli"})
+    assert status == 201, key
+    assert burst(trio, key["key"], 3, "priced") == [200] * 3  # each process knows the key, unlimited
+    done = subprocess.run([sys.executable, "-m", "tallygate", "ratelimits", "create", "--name", "mp-cli",
+                           "--key", key["id"], "--rpm", "5", "--db", trio[0].db_url],
+                          env={**trio[0].env, "TALLYGATE_REDIS_URL": rds.url}, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    statuses = burst(trio, key["key"], 30, "priced")
+    assert statuses.count(200) <= 5 and statuses.count(200) + statuses.count(429) == 30, statuses
 
 
 def test_rate_limits_add_no_round_trip_to_the_budget_reservation(trio: list[Gateway], rds: RedisServer) -> None:

@@ -1,8 +1,9 @@
 """`tallygate ratelimits ...`: requests and tokens per minute and requests in flight, on keys,
 label groups, tag subtrees and models.
 
-Commands act on the database directly as the bootstrap `admin` user; running gateways pick
-changes up within about a second.
+Commands act on the database directly as the bootstrap `admin` user. With `--redis` (or
+TALLYGATE_REDIS_URL) a change binds every running gateway from the moment the command returns,
+as budgets' and keys' do; without it, they pick it up within about a second.
 """
 
 from __future__ import annotations
@@ -14,11 +15,12 @@ import click
 
 from tallygate.cli.budgets import key_option, label_option, tag_option
 from tallygate.cli.keys import _run, _validated
-from tallygate.cli.options import db_option, load_settings, parse_labels
+from tallygate.cli.options import announcing_budget, db_option, load_settings, parse_labels, redis_option
 
 
-def _admin(db_url: str | None):  # type: ignore[no-untyped-def]
-    """A RateLimitAdmin on the database, acting as `admin`, plus the admin principal."""
+def _admin(db_url: str | None, redis_url: str | None = None):  # type: ignore[no-untyped-def]
+    """A RateLimitAdmin on the database, acting as `admin`, plus the admin principal; its changes
+    are announced through the running gateways' Redis when `redis_url` is given."""
     from tallygate.manage.ratelimits import RateLimitAdmin
     from tallygate.pipeline.auth import ADMIN_PERMISSIONS
     from tallygate.pipeline.ratelimit_rules import RuleRegistry
@@ -35,7 +37,7 @@ def _admin(db_url: str | None):  # type: ignore[no-untyped-def]
     registry = RuleRegistry(store)
     registry.reload()
     principal = Principal(key_id=None, name="admin", permissions=ADMIN_PERMISSIONS, user_id=admin_user.id)
-    return RateLimitAdmin(store, keys, registry, BudgetSet, lambda: None), principal
+    return RateLimitAdmin(store, keys, registry, BudgetSet, announcing_budget(redis_url).bump), principal
 
 
 def _scope(label_pairs: tuple[str, ...], tag: str | None, key: str | None, model: str | None) -> dict[str, Any] | None:
@@ -83,8 +85,10 @@ def ratelimits() -> None:
 @tpm_option
 @concurrent_option
 @db_option
+@redis_option
 def create(name: str, label_pairs: tuple[str, ...], tag: str | None, key: str | None, model: str | None,
-           rpm: int | None, tpm: int | None, concurrent: int | None, db_url: str | None) -> None:
+           rpm: int | None, tpm: int | None, concurrent: int | None, db_url: str | None,
+           redis_url: str | None) -> None:
     """Create a rate limit: e.g. --name growth --label team=growth --rpm 600 --concurrent 20."""
     from tallygate.manage.ratelimit_schemas import RateLimitCreate
 
@@ -92,7 +96,7 @@ def create(name: str, label_pairs: tuple[str, ...], tag: str | None, key: str | 
     if scope is None:
         raise click.UsageError("give the scope: --label NAME=VALUE (repeatable), --tag PATH, --key KEY_ID "
                                "or --model NAME")
-    admin, caller = _admin(db_url)
+    admin, caller = _admin(db_url, load_settings(redis_url=redis_url).redis_url)
     _echo(_run(admin.create, caller, _validated(RateLimitCreate, {"name": name, "scope": scope,
                                                                   **_limits(rpm, tpm, concurrent)})))
 
@@ -132,9 +136,10 @@ def show(limit_id: str, db_url: str | None) -> None:
 @click.option("--unset", "unset", multiple=True, type=click.Choice(["rpm", "tpm", "concurrent"]),
               help="Stop applying this limit (repeatable).")
 @db_option
+@redis_option
 def update(limit_id: str, name: str | None, label_pairs: tuple[str, ...], tag: str | None, key: str | None,
            model: str | None, rpm: int | None, tpm: int | None, concurrent: int | None, unset: tuple[str, ...],
-           db_url: str | None) -> None:
+           db_url: str | None, redis_url: str | None) -> None:
     """Replace the given fields (a scope option replaces the whole scope)."""
     from tallygate.manage.ratelimit_schemas import RateLimitUpdate
 
@@ -145,15 +150,16 @@ def update(limit_id: str, name: str | None, label_pairs: tuple[str, ...], tag: s
         fields["name"] = name
     if (scope := _scope(label_pairs, tag, key, model)) is not None:
         fields["scope"] = scope
-    admin, caller = _admin(db_url)
+    admin, caller = _admin(db_url, load_settings(redis_url=redis_url).redis_url)
     _echo(_run(admin.update, caller, limit_id, _validated(RateLimitUpdate, fields)))
 
 
 @ratelimits.command("delete")
 @click.argument("limit_id")
 @db_option
-def delete(limit_id: str, db_url: str | None) -> None:
-    """Delete a rate limit: it stops applying within a second."""
-    admin, caller = _admin(db_url)
+@redis_option
+def delete(limit_id: str, db_url: str | None, redis_url: str | None) -> None:
+    """Delete a rate limit (with --redis it stops applying at once, else within a second)."""
+    admin, caller = _admin(db_url, load_settings(redis_url=redis_url).redis_url)
     _run(admin.delete, caller, limit_id)
     click.echo(f"deleted {limit_id}")
