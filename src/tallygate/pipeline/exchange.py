@@ -48,6 +48,7 @@ from tallygate.pipeline.budget import (
 )
 from tallygate.pipeline.budget import Scope as BudgetScope
 from tallygate.pipeline.call import Call
+from tallygate.pipeline.image_tokens import MAX_IMAGE_TOKENS, image_tokens
 from tallygate.pipeline.models import ModelCatalog, Route, check_kind
 from tallygate.pipeline.observers import Observers
 from tallygate.pipeline.output_cap import cap_output
@@ -156,7 +157,8 @@ class Pipeline:
             if bound is None and (priced or counted):
                 output = cap_output(body, call.endpoint)  # the body sent carries the cap reserved for
                 tools = cap_tools(body, call.endpoint, [r.upstream_model for r in routes])  # and the tools' bounds
-                bound = prompt_bound(body, call.endpoint), output
+                images = max((image_tokens(r.upstream_model) for r in routes), default=MAX_IMAGE_TOKENS)
+                bound = prompt_bound(body, call.endpoint, images), output
             prompt, output = bound or (0, 0)
             amount = priced_bound(prompt, output, [self.catalog.rate(r) for r in routes], tools) if priced else 0
             tokens = prompt + output if counted else 0
