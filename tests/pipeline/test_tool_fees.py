@@ -32,6 +32,15 @@ def test_list_prices_give_web_and_file_searches_per_call_and_code_containers() -
     assert book.rate("openai", "gpt-4o-mini-search-preview", None).web_search == 10**10
 
 
+def test_a_model_the_snapshot_gives_no_search_price_gets_its_vendors_standard_one() -> None:
+    book = PriceBook()
+    vertex = book.rate("vertex", "claude-sonnet-4-5", None)
+    assert vertex.input == 3 * 10**6 and vertex.web_search == 10**10  # Anthropic's $10 / 1,000 searches
+    unknown = book.rate("openai", "gpt-99-unreleased", None)
+    assert unknown.source == "unpriced" and (unknown.web_search, unknown.file_search) == (10**10, 25 * 10**8)
+    assert book.rate("self-hosted", "llama-3.1-8b", None).web_search == 0  # runs no provider tools
+
+
 def test_a_config_price_keeps_the_list_fees_unless_it_sets_its_own() -> None:
     book = PriceBook()
     own = book.rate("anthropic", "claude-sonnet-4-5", PricingOverride(input_per_mtok=Decimal("3"),
