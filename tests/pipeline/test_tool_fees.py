@@ -14,6 +14,7 @@ from tallygate.pipeline.tool_fees import (
     RESULT_TOKENS,
     SERVER_LOOP_ITERATIONS,
     ToolBound,
+    anthropic_container,
     cap_tools,
     chat_searches,
     responses_tool_use,
@@ -122,3 +123,11 @@ def test_responses_output_items_are_counted_as_billed() -> None:
     assert responses_tool_use(response, body) == (2, 1, 16)
     named = {"tools": [{"type": "code_interpreter", "container": "cntr_1"}]}  # created and billed before
     assert responses_tool_use(response, named) == (2, 1, 0)
+
+
+def test_an_anthropic_container_is_billed_only_for_a_code_execution_tool() -> None:
+    message = {"container": {"id": "container_1", "expires_at": "2026-12-06T23:00:00Z"}}
+    code = {"tools": [{"type": "code_execution_20250825", "name": "code_execution"}]}
+    search = {"tools": [{"type": "web_search_20260209", "name": "web_search"}]}  # filters in a free container
+    assert anthropic_container(message, code) == 1
+    assert anthropic_container(message, search) == 0 and anthropic_container({"container": None}, code) == 0

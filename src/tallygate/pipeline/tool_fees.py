@@ -193,10 +193,16 @@ def responses_tool_use(response: object, body: dict[str, Any]) -> tuple[int, int
     return web, file, units
 
 
-def anthropic_container(message: object) -> int:
-    """1 GB code containers a Messages response (or a stream's `message_delta.delta`) used:
-    Anthropic reports the `container` when a code execution tool ran."""
-    return 1 if isinstance(message, dict) and isinstance(message.get("container"), dict) else 0
+def anthropic_container(message: object, body: dict[str, Any]) -> int:
+    """Code containers billed for a Messages response (or a stream's `message_delta.delta`):
+    Anthropic reports the `container` when one ran; it is billed when the request gave a
+    `code_execution_*` tool (web search and fetch tools of 2026 run their filtering code in a
+    container too, free of charge)."""
+    if not (isinstance(message, dict) and isinstance(message.get("container"), dict)):
+        return 0
+    tools = body.get("tools")
+    return int(isinstance(tools, list) and any(
+        isinstance(t, dict) and str(t.get("type")).startswith("code_execution_") for t in tools))
 
 
 def chat_searches(upstream_model: str, body: dict[str, Any]) -> int:
