@@ -322,10 +322,10 @@ def test_workers_share_one_port_and_one_budget(upstream: FakeUpstream, pg: Postg
                                                tmp_path: Path) -> None:
     gw = _gateway(tmp_path, upstream, pg, rds, "--workers", "2").start()
     try:
-        key = _key(gw, "workers", limit="1.20")  # ~$0.06 worst case a request: room for ~20
+        key = _key(gw, "workers", limit="1.20")  # ~$0.08 worst case a request: room for ~15 at once
         time.sleep(1.2)
         out = burst([gw], [key["key"]], 100)
-        assert out.status(200) >= 10 and out.status(402) > 0
+        assert out.status(200) >= 5 and out.status(402) > 0  # how many: settle timing decides
         _every_answer_recorded(pg, out)
         _reserved_returns_to_zero(gw, "/v1/manage/apikey/" + key["id"])
         assert _spend(pg, [key["id"]]) <= Decimal("1.20")
