@@ -63,6 +63,10 @@ class Rate:
 
 
 UNPRICED = Rate(0, 0, 0, 0, "unpriced")
+# Price lists where a model without a price is a start-up error, not a silent $0: a cloud's
+# catalogue is sold at list prices, so a model genai-prices does not list (Cohere on Bedrock, an
+# application inference profile's opaque id) needs its `pricing:` in config.
+MUST_PRICE = frozenset({"bedrock"})
 _today: tuple[int, dt.date] = (-1, dt.date.min)  # (days since the epoch, that date)
 
 
