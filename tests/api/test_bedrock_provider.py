@@ -238,3 +238,32 @@ def test_messages_cache_control_reaches_converse_and_is_priced_at_bedrocks_cache
     assert written["usage"]["input_tokens"] == fresh + n == read["usage"]["input_tokens"]
     assert Decimal(written["cost"]) == (fresh * Decimal("3.3") + n * Decimal("6.6") + out * Decimal("16.5")) / 10**6
     assert Decimal(read["cost"]) == (fresh * Decimal("3.3") + n * Decimal("0.33") + out * Decimal("16.5")) / 10**6
+
+
+def test_messages_with_images_and_tools_through_converse(gateway: Gateway, bedrock: FakeBedrock) -> None:
+    """Claude Code's shapes through Converse: an image and a tool, the tool's call streamed and
+    not (the same cost), then its result; the fake checks every block as Converse's unions."""
+    claude_code = anthropic.Anthropic(base_url=gateway.url, api_key=ADMIN_KEY, max_retries=0)
+    image = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}}
+    tools = [{"name": "search", "description": "Search the web", "input_schema": {"type": "object"}}]
+    ask = {"model": "sonnet", "max_tokens": 50, "tools": tools,
+           "messages": [{"role": "user", "content": [image, {"type": "text", "text": "what is this"}]}]}
+    bedrock.clear()
+    called = claude_code.messages.create(**ask)  # type: ignore[arg-type]
+    with claude_code.messages.stream(**ask) as stream:  # type: ignore[arg-type]
+        streamed = stream.get_final_message()
+    for message in (called, streamed):
+        assert message.stop_reason == "tool_use" and message.content[0].type == "tool_use"
+        assert message.content[0].name == "search" and message.content[0].input == {"query": "Echo: what is this"}
+    assert cost(gateway, called.id) == cost(gateway, streamed.id)
+    sent = bedrock.requests[0]["body"]
+    assert sent["messages"][0]["content"][0] == {"image": {"format": "png", "source": {"bytes": "iVBORw0KGgo="}}}
+    assert sent["toolConfig"]["tools"] == [{"toolSpec": {"name": "search", "description": "Search the web",
+                                                         "inputSchema": {"json": {"type": "object"}}}}]
+    use = called.content[0]
+    answered = claude_code.messages.create(**{**ask, "messages": [  # type: ignore[arg-type]
+        *ask["messages"], {"role": "assistant", "content": [use.model_dump()]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use.id, "content": "a cat"}]}]})
+    assert answered.stop_reason == "end_turn" and answered.content[0].type == "text"
+    assert bedrock.requests[-1]["body"]["messages"][-1]["content"] == [
+        {"toolResult": {"toolUseId": use.id, "content": [{"text": "a cat"}]}}]
