@@ -60,7 +60,7 @@ class ModelCatalog:
         self._policies = list(config.policies)
         self._prices = prices or PriceBook()
         for route in self._routes.values():  # load pricing data now, not on the first request
-            if self.rate(route) is UNPRICED and route.price_list in MUST_PRICE:
+            if self.rate(route).source == UNPRICED.source and route.price_list in MUST_PRICE:
                 raise ConfigError(f"models.{route.name}: genai-prices has no {route.provider_type} price for "
                                   f"{route.upstream_model!r}; set models.{route.name}.pricing "
                                   "(input_per_mtok, output_per_mtok ...)")
