@@ -5,14 +5,16 @@ Prices come from the model's `pricing` override in config when it has one, else 
 resolved once per model and UTC day and kept as integer picodollars per token, so pricing a
 response is a few integer multiplications. Prices with more than six decimals per million
 tokens are rounded half-even to the picodollar (none in the snapshot today). Each priced record
-keeps `source` (`config` or `genai-prices <version>`) so costs can be recomputed.
+keeps `source` (`config` or `genai-prices <version>`) so costs can be recomputed. Long-prompt
+tiers (Gemini 2.5 Pro over 200k tokens ...) are kept as whole-request rates (`Rate.tiers`).
 
 Provider-run tools billed per use are priced the same way, per use: web searches and file
 searches from the snapshot's `web_searches_kcount` / `storage_searches_kcount` (USD per 1,000
 calls), else, for a model the snapshot gives no such price (Claude on Vertex, say), the vendor's
 standard price (`TOOL_USD`); code containers from `TOOL_USD` (the snapshot has no price for
-them); each overridable in config (`pricing.web_search_per_call` ...). What counts as a use, and how many a
-request may make, is `pipeline/tool_fees.py`.
+them); each overridable in config (`pricing.web_search_per_call` ...). Every long-prompt tier
+carries the same fees. What counts as a use, and how many a request may make, is
+`pipeline/tool_fees.py`.
 """
 
 from __future__ import annotations
@@ -60,7 +62,10 @@ class Rate:
     """Picodollars per token for each kind of token. `cache_write` is the 5-minute cache write
     (Anthropic's default TTL, and every other provider's only one), `cache_write_1h` the
     1-hour one. `web_search`, `file_search` and `code_session` are picodollars per use of
-    those provider-run tools (a code session per 1 GB container)."""
+    those provider-run tools (a code session per 1 GB container). `tiers` are long-prompt
+    prices, `(start, rate)` in ascending order: a request whose prompt (`input_tokens`, cache
+    included) is over `start` tokens pays `rate` for all its tokens (the "cliff" Google,
+    Anthropic and AWS price by, as genai-prices models it)."""
 
     input: int
     output: int
@@ -71,8 +76,12 @@ class Rate:
     web_search: int = 0
     file_search: int = 0
     code_session: int = 0
+    tiers: tuple[tuple[int, Rate], ...] = ()
 
     def cost(self, u: Usage) -> int:
+        for start, tier in reversed(self.tiers):
+            if u.input_tokens > start:
+                return tier.cost(u)
         uncached = max(0, u.input_tokens - u.cached_tokens - u.cache_write_tokens)
         hour = min(u.cache_write_1h_tokens, u.cache_write_tokens)
         return (uncached * self.input + u.cached_tokens * self.cached
@@ -100,6 +109,10 @@ class Rate:
 
 
 UNPRICED = Rate(0, 0, 0, 0, "unpriced")
+# Price lists where a model without a price is a start-up error, not a silent $0: a cloud's
+# catalogue is sold at list prices, so a model genai-prices does not list (Cohere on Bedrock, an
+# application inference profile's opaque id) needs its `pricing:` in config.
+MUST_PRICE = frozenset({"bedrock"})
 _today: tuple[int, dt.date] = (-1, dt.date.min)  # (days since the epoch, that date)
 
 
@@ -157,6 +170,7 @@ _CANDIDATES: dict[str, list[str | None]] = {
 def _lookup(price_list: str, model: str, today: dt.date) -> Rate:
     import genai_prices
     from genai_prices import data_snapshot
+    from genai_prices.types import TieredPrices
 
     web_k, file_k, container = TOOL_USD.get(price_list, (None, None, None))
     code = _pico(container)
@@ -173,14 +187,29 @@ def _lookup(price_list: str, model: str, today: dt.date) -> Rate:
     when = dt.datetime.combine(today, dt.time(12), dt.UTC)
     prices = info.get_prices(when)
 
-    def flat(name: str) -> Decimal | None:
-        value = getattr(prices, name, None)
-        return getattr(value, "base", value)  # tiered prices: the base tier
+    names = ("input_mtok", "output_mtok", "cache_read_mtok", "cache_write_mtok", "cache_write_1h_mtok")
 
-    input_mtok = flat("input_mtok")
-    rate = UNPRICED if input_mtok is None else Rate.from_mtok(
-        f"genai-prices {genai_prices.__version__}", input_mtok, flat("output_mtok"), flat("cache_read_mtok"),
-        flat("cache_write_mtok"), flat("cache_write_1h_mtok"))
-    web, file = flat("web_searches_kcount"), flat("storage_searches_kcount")
-    return replace(rate, web_search=_pico(web_k if web is None else web, _PER_KCALL),
-                   file_search=_pico(file_k if file is None else file, _PER_KCALL), code_session=code)
+    def at(name: str, tokens: int) -> Decimal | None:
+        """The price of `name` for a prompt over `tokens` tokens (tiered or flat)."""
+        value = getattr(prices, name, None)
+        if not isinstance(value, TieredPrices):
+            return value
+        return next((t.price for t in reversed(value.tiers) if t.start <= tokens), value.base)
+
+    web, file = at("web_searches_kcount", 0), at("storage_searches_kcount", 0)  # else the vendor's price
+
+    def with_fees(rate: Rate) -> Rate:
+        return replace(rate, web_search=_pico(web_k if web is None else web, _PER_KCALL),
+                       file_search=_pico(file_k if file is None else file, _PER_KCALL), code_session=code)
+
+    def rate(tokens: int) -> Rate:
+        return with_fees(Rate.from_mtok(source, at("input_mtok", tokens) or Decimal(0), at("output_mtok", tokens),
+                                        at("cache_read_mtok", tokens), at("cache_write_mtok", tokens),
+                                        at("cache_write_1h_mtok", tokens)))
+
+    if at("input_mtok", 0) is None:
+        return with_fees(UNPRICED)
+    source = f"genai-prices {genai_prices.__version__}"
+    starts = sorted({t.start for name in names if isinstance(v := getattr(prices, name, None), TieredPrices)
+                     for t in v.tiers})
+    return replace(rate(0), tiers=tuple((start, rate(start)) for start in starts))
