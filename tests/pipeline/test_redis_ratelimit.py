@@ -110,3 +110,40 @@ def test_with_redis_away_and_budgets_open_each_process_still_limits_its_rate() -
             await engine.stop()
 
     asyncio.run(run())
+
+
+def test_requests_per_second_hold_across_two_processes_on_redis_time(url: str) -> None:
+    """Two engines (two processes' worth) share the one-second log: in no 1,000 ms of Redis's
+    clock (the admission times Redis recorded) are more than the limit admitted."""
+    async def run() -> list[float]:
+        a, b = _engine(url), _engine(url)
+        await a.start()
+        await b.start()
+        try:
+            rule = Rule("rl:s", "rate limit 's'", 1000, None, None, requests_per_second=3)
+            deadline = asyncio.get_running_loop().time() + 2.5
+            turn = admitted = 0
+            while asyncio.get_running_loop().time() < deadline:
+                try:
+                    _, hold = await (a, b)[turn % 2].reserve_rated([], 0, [rule], 0)
+                    admitted += 1
+                    assert dict(hold.headers)[b"x-ratelimit-limit-requests"] == b"3"  # the tightest
+                except RateLimited as refused:
+                    assert 0 <= refused.retry_after <= 1.0  # type: ignore[operator]
+                    assert refused.message.startswith("rate limit 's' allows 3 requests per second")
+                turn += 1
+                await asyncio.sleep(0.01)
+            usage, counted_by = await a.rate_usage(["rl:s"])
+            assert counted_by == "redis" and usage["rl:s"].requests == admitted
+            assert 1 <= usage["rl:s"].requests_last_second <= 3
+        finally:
+            await a.stop()
+            await b.stop()
+        # the minute's log keeps every admission with the Redis time (ms) it was admitted at
+        return [score for _, score in redis.Redis.from_url(url).zrange("tg:rq:rl:s", 0, -1, withscores=True)]
+
+    admitted = asyncio.run(run())
+    for t in admitted:
+        assert sum(1 for x in admitted if t <= x < t + 1000) <= 3, admitted
+    assert len(admitted) >= 6  # and it admits the limit each second
+

@@ -37,7 +37,8 @@ from tallygate.pipeline.redis_lua import SETTLE
 from tallygate.pipeline.redis_ratelimit_lua import RATE_SETTLE, RATE_USAGE, RESERVE_RATED
 
 log = logging.getLogger("tallygate.ratelimit.redis")
-_KINDS = {1: "requests per minute", 2: "tokens per minute", 3: "requests in flight at once"}
+_KINDS = {1: "requests per minute", 2: "tokens per minute", 3: "requests in flight at once",
+          4: "requests per second"}
 
 
 def _text(value: object) -> str:
@@ -69,7 +70,8 @@ class RatedRedisBudget(RedisBudget):
         uid = f"{self.process}:{next(self._ids)}"
         head: list[Any] = [len(rules), tokens, uid]
         for r in rules:
-            head += (r.id, _opt(r.requests_per_minute), _opt(r.tokens_per_minute), _opt(r.max_concurrent))
+            head += (r.id, _opt(r.requests_per_minute), _opt(r.tokens_per_minute), _opt(r.max_concurrent),
+                     _opt(r.requests_per_second))
         args: list[Any] = [*head, self._p, month, self.process, amount if limited else 0, self._ttl_ms,
                            self.loaded_version]
         if limited and amount:
@@ -113,9 +115,9 @@ class RatedRedisBudget(RedisBudget):
             log.warning("reading rate-limit usage from Redis failed (%s); showing this process's own",
                         type(exc).__name__)
             return self.fallback.usage_now(rule_ids), "process"
-        values = [int(x) for x in res]
-        return {rid: RuleUsage(requests=values[3 * i], tokens=values[3 * i + 1], in_flight=values[3 * i + 2])
-                for i, rid in enumerate(rule_ids)}, "redis"
+        v = [int(x) for x in res]
+        return {rid: RuleUsage(requests=v[4 * i], tokens=v[4 * i + 1], in_flight=v[4 * i + 2],
+                               requests_last_second=v[4 * i + 3]) for i, rid in enumerate(rule_ids)}, "redis"
 
     def _fallback_admit(self, rules: Sequence[Rule], tokens: int) -> RateHold:
         return self.fallback.admit_now(rules, tokens)
@@ -125,11 +127,11 @@ class RatedRedisBudget(RedisBudget):
         if not (isinstance(res, list) and res and res[0] == 0):
             return
         n = int(args[0])
-        budget_args = list(args[3 + 4 * n:])
+        budget_args = list(args[3 + 5 * n:])
         if len(budget_args) > 6:
             self.settle(Hold((), tuple(budget_args[6::2]), int(budget_args[3]), int(budget_args[1])), 0)
-        rules = [Rule(args[3 + 4 * i], "", None, int(args[5 + 4 * i]) if args[5 + 4 * i] else None,
-                      int(args[6 + 4 * i]) if args[6 + 4 * i] else None) for i in range(n)]
+        rules = [Rule(args[3 + 5 * i], "", None, int(args[5 + 5 * i]) if args[5 + 5 * i] else None,
+                      int(args[6 + 5 * i]) if args[6 + 5 * i] else None) for i in range(n)]
         self.settle_rate(RateHold(tuple(rules), int(args[1]), remote=args[2]), None)
 
     def settle_rate(self, hold: RateHold, actual_tokens: int | None) -> None:
@@ -175,8 +177,9 @@ def _headers(rules: Sequence[Rule], values: list[int]) -> list[tuple[bytes, byte
     """x-ratelimit-* of the tightest limits, from the script's per-rule remaining and resets."""
     best: dict[bytes, tuple[int, int, int]] = {}
     for i, r in enumerate(rules):
-        rr, rs, tr, ts = values[4 * i:4 * i + 4]
-        for kind, limit, remaining, reset in ((b"requests", r.requests_per_minute, rr, rs),
+        rr, rs, tr, ts, sr, ss = values[6 * i:6 * i + 6]
+        for kind, limit, remaining, reset in ((b"requests", r.requests_per_second, sr, ss),
+                                              (b"requests", r.requests_per_minute, rr, rs),
                                               (b"tokens", r.tokens_per_minute, tr, ts)):
             if limit is not None and (kind not in best or remaining < best[kind][1]):
                 best[kind] = (limit, remaining, reset)
@@ -189,6 +192,10 @@ def _headers(rules: Sequence[Rule], values: list[int]) -> list[tuple[bytes, byte
 def _refusal(rules: Sequence[Rule], tokens: int, values: list[int]) -> Exception:
     i, kind, wait_ms, used = values[0], values[1], values[2], values[3]
     rule = rules[i - 1]
+    if kind == 4:
+        assert rule.requests_per_second is not None
+        return refused(rule, _KINDS[4], rule.requests_per_second, wait_ms / 1000,
+                       limit_headers(b"requests", rule.requests_per_second, 0, wait_ms / 1000))
     if kind == 1:
         assert rule.requests_per_minute is not None
         return refused(rule, _KINDS[1], rule.requests_per_minute, wait_ms / 1000,
