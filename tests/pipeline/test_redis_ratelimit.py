@@ -147,3 +147,32 @@ def test_requests_per_second_hold_across_two_processes_on_redis_time(url: str) -
         assert sum(1 for x in admitted if t <= x < t + 1000) <= 3, admitted
     assert len(admitted) >= 6  # and it admits the limit each second
 
+
+def test_with_redis_away_processes_share_the_limit_they_last_saw_it_shared_by() -> None:
+    """Two processes that last saw each other in Redis each admit half of a limit while Redis is
+    down: the two together stay within it (without sharing, each would admit all of it)."""
+    async def run() -> None:
+        with redis_server() as server:
+            a, b = _engine(server.url, ttl_s=1.0, timeout_s=0.2), _engine(server.url, ttl_s=1.0, timeout_s=0.2)
+            await a.start()
+            await b.start()
+            try:
+                await asyncio.sleep(0.8)  # a heartbeat each (every ttl / 3): both see two processes
+                assert a.peers == b.peers == 2
+                server.stop()
+                per_minute = Rule("rl:away", "rate limit 'away'", 4, None, None)
+                in_flight = Rule("rl:away2", "rate limit 'away2'", None, None, 3)
+                for rule, each in ((per_minute, 2), (in_flight, 1)):  # 4 a minute: 2 each; 3 at once: 1 each
+                    admitted = {"a": 0, "b": 0}
+                    for name, engine in (("a", a), ("b", b)) * 4:
+                        try:
+                            await engine.reserve_rated([], 0, [rule], 0)
+                            admitted[name] += 1
+                        except RateLimited as refused:
+                            assert f"allows {each} " in refused.message, refused.message
+                    assert admitted == {"a": each, "b": each}
+            finally:
+                await a.stop()
+                await b.stop()
+
+    asyncio.run(run())

@@ -8,8 +8,12 @@ it admitted (queued, sent in the same pipelined round trips as budget settles: n
 request path).
 
 When Redis cannot be reached, rate limits are not dropped (as `budgets_unavailable: open` would
-drop budgets): each process falls back to its own in-memory limiter, so a limit is passed by at
-most a factor of the number of processes for the outage, never unbounded.
+drop budgets): each process falls back to its own in-memory limiter, admitting its share of each
+limit: `max(1, limit // N)`, N the processes it last saw sharing Redis (its heartbeat counts
+them every TTL / 3). So the N processes together admit at most `max(limit, N)` in any window
+of the outage, as budgets' open allowance is each process's share; a process started during
+the outage, which saw no one, admits the whole limit itself. What Redis admitted just before
+the outage is not known to the fallback: a window across its start can hold that too.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError, RedisError
 
 from tallygate.pipeline.budget import Hold, Scope, StaleScopes, refusal
@@ -33,7 +38,7 @@ from tallygate.pipeline.ratelimit import (
 from tallygate.pipeline.ratelimit_rules import Rule
 from tallygate.pipeline.redis_batch import ScriptBatch
 from tallygate.pipeline.redis_budget import RedisBudget
-from tallygate.pipeline.redis_lua import SETTLE
+from tallygate.pipeline.redis_lua import HEARTBEAT, SETTLE
 from tallygate.pipeline.redis_ratelimit_lua import RATE_SETTLE, RATE_USAGE, RESERVE_RATED
 
 log = logging.getLogger("tallygate.ratelimit.redis")
@@ -49,6 +54,30 @@ def _opt(value: int | None) -> str:
     return "" if value is None else str(value)
 
 
+class _PeerCount(AsyncScript):
+    """The heartbeat script, remembering how many live processes it last saw (this included)."""
+
+    peers = 1
+
+    async def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        res = await super().__call__(*args, **kwargs)
+        self.peers = max(1, int(res))
+        return res
+
+
+def share(rule: Rule, peers: int) -> Rule:
+    """A process's share of `rule` among `peers` processes: each limit // peers, at least 1."""
+    if peers <= 1:
+        return rule
+
+    def part(limit: int | None) -> int | None:
+        return None if limit is None else max(1, limit // peers)
+
+    return rule._replace(requests_per_minute=part(rule.requests_per_minute),
+                         tokens_per_minute=part(rule.tokens_per_minute), max_concurrent=part(rule.max_concurrent),
+                         requests_per_second=part(rule.requests_per_second))
+
+
 class RatedRedisBudget(RedisBudget):
     """The Redis budget engine, able to admit rate limits in its reservation's round trip."""
 
@@ -58,7 +87,8 @@ class RatedRedisBudget(RedisBudget):
         self._rate_settle = self._aio.register_script(RATE_SETTLE)
         self._rate_usage = self._aio.register_script(RATE_USAGE)
         self._ids = itertools.count()
-        self.fallback = MemoryLimiter()  # while Redis is unreachable: each process limits itself
+        self.fallback = MemoryLimiter()  # while Redis is unreachable: each process limits itself to its share
+        self._heartbeat = self._peers = _PeerCount(self._aio, HEARTBEAT)
         self._rate_queue: list[list[Any]] = []
         self.rate_round_trips = 0  # reservations sent with rate limits (for tests and benchmarks)
 
@@ -119,8 +149,14 @@ class RatedRedisBudget(RedisBudget):
         return {rid: RuleUsage(requests=v[4 * i], tokens=v[4 * i + 1], in_flight=v[4 * i + 2],
                                requests_last_second=v[4 * i + 3]) for i, rid in enumerate(rule_ids)}, "redis"
 
+    @property
+    def peers(self) -> int:
+        """The processes sharing this Redis at the last heartbeat (this one included)."""
+        return self._peers.peers
+
     def _fallback_admit(self, rules: Sequence[Rule], tokens: int) -> RateHold:
-        return self.fallback.admit_now(rules, tokens)
+        peers = self._peers.peers
+        return self.fallback.admit_now([share(r, peers) for r in rules], tokens)
 
     def _orphan_rated(self, args: Sequence[Any], res: Any) -> None:
         """A reservation whose request went away while Redis answered: release all of it."""
