@@ -151,11 +151,13 @@ def test_a_rate_limit_made_with_the_cli_binds_every_process_from_the_moment_it_r
 
 
 def test_rate_limits_add_no_round_trip_to_the_budget_reservation(fleet: list[Gateway], rds: RedisServer) -> None:
+    """All four limits (per second and minute, tokens, in flight) and a budget: one script call a request."""
     gw = fleet[0]
     status, _, key = gw.post_json("/v1/manage/apikey", {"name": "mp-trips", "monthly_limit": "100"})
     assert status == 201
     status, _, rec = gw.post_json("/v1/manage/ratelimit", {"name": "mp-trips", "scope": {"key": key["id"]},
-                                                           "requests_per_minute": 1000})
+                                                           "requests_per_second": 100, "requests_per_minute": 1000,
+                                                           "tokens_per_minute": 10**9, "max_concurrent": 100})
     assert status == 201
     burst([gw], key["key"], 1, "priced")  # scripts loaded, rules reloaded
     rated = hashlib.sha1(RESERVE_RATED.encode()).hexdigest()
