@@ -200,6 +200,7 @@ rate_limits = Table(
     Column("created_by", String(36), ForeignKey("users.id"), nullable=True),
     Column("created_at", BigInteger, nullable=False),
     Column("updated_at", BigInteger, nullable=False),
+    Column("requests_per_second", BigInteger, nullable=True),  # migration 0011
 )
 
 # One score per request; a new one replaces it. Scores in thousandths (0..1000 for 0..1).
