@@ -11,7 +11,9 @@ messageStart, contentBlockStart, contentBlockDelta, contentBlockStop, messageSto
 Auth, as on AWS: a SigV4 `Authorization` header whose signature botocore recomputes from the
 request and the fake's secret (ACCESS_KEY / SECRET_KEY, region REGION, service `bedrock`) —
 a wrong signature or unknown key is 403 (`x-amzn-ErrorType: InvalidSignatureException` /
-`UnrecognizedClientException`) — or `Authorization: Bearer API_KEY` (a Bedrock API key).
+`UnrecognizedClientException`) — or `Authorization: Bearer API_KEY` (a Bedrock API key). With
+`session_tokens` set (temporary credentials, `FakeAwsCredentials`), a signed request must carry
+one of them in `X-Amz-Security-Token`.
 Errors carry `x-amzn-ErrorType` and `{"message": ...}`.
 
 Content: the reply is "Echo: <first 40 chars of the last user text>", one output token per word;
@@ -82,6 +84,7 @@ class FakeBedrock(FakeUpstream):
     def __init__(self) -> None:
         super().__init__()
         self.prompt_cache: set[str] = set()  # Converse prompt prefixes written to the cache
+        self.session_tokens: set[str] | None = None  # when set: the only X-Amz-Security-Token accepted
 
     def _app(self) -> web.Application:
         app = web.Application(middlewares=[self._record], client_max_size=64 * 2**20)
@@ -117,6 +120,9 @@ class FakeBedrock(FakeUpstream):
         signer = SigV4Auth(Credentials(ACCESS_KEY, SECRET_KEY, request.headers.get("X-Amz-Security-Token")),
                            m["service"], m["region"])
         expected = signer.signature(signer.string_to_sign(aws, signer.canonical_request(aws)), aws)
+        if self.session_tokens is not None and request.headers.get("X-Amz-Security-Token") not in self.session_tokens:
+            return self._aws_error(403, "UnrecognizedClientException",
+                                   "The security token included in the request is invalid.")
         if m["region"] != REGION or m["service"] != "bedrock" or expected != m["signature"]:
             return self._aws_error(403, "InvalidSignatureException", "The request signature we calculated does not "
                                    "match the signature you provided. Check your AWS Secret Access Key and signing "
