@@ -247,6 +247,7 @@ def test_messages_with_images_and_tools_through_converse(gateway: Gateway, bedro
     image = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}}
     tools = [{"name": "search", "description": "Search the web", "input_schema": {"type": "object"}}]
     ask = {"model": "sonnet", "max_tokens": 50, "tools": tools,
+           "extra_headers": {"anthropic-beta": "context-1m-2025-08-07"},
            "messages": [{"role": "user", "content": [image, {"type": "text", "text": "what is this"}]}]}
     bedrock.clear()
     called = claude_code.messages.create(**ask)  # type: ignore[arg-type]
@@ -260,6 +261,7 @@ def test_messages_with_images_and_tools_through_converse(gateway: Gateway, bedro
     assert sent["messages"][0]["content"][0] == {"image": {"format": "png", "source": {"bytes": "iVBORw0KGgo="}}}
     assert sent["toolConfig"]["tools"] == [{"toolSpec": {"name": "search", "description": "Search the web",
                                                          "inputSchema": {"json": {"type": "object"}}}}]
+    assert sent["additionalModelRequestFields"] == {"anthropic_beta": ["context-1m-2025-08-07"]}  # Claude's betas
     use = called.content[0]
     answered = claude_code.messages.create(**{**ask, "messages": [  # type: ignore[arg-type]
         *ask["messages"], {"role": "assistant", "content": [use.model_dump()]},

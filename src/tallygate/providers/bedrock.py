@@ -163,8 +163,8 @@ class BedrockProvider:
         raise UpstreamUnavailable(f"provider {self.name!r} ended the stream before its metadata event")
 
     async def messages(self, body: dict, headers: dict[str, str]) -> tuple[dict, Usage]:
-        """Anthropic's Messages through Converse (`headers`, Anthropic's versions, do not apply)."""
-        url, data = self._url(body["model"], "converse"), orjson.dumps(messages_to_converse(body))
+        """Anthropic's Messages through Converse (the client's `anthropic-beta` passed on to Claude)."""
+        url, data = self._url(body["model"], "converse"), orjson.dumps(messages_to_converse(body, headers))
         signed = await self._signed(url, data, "application/json")
         answer = await self._up.post_bytes(URL(url, encoded=True), data, signed)
         try:
@@ -176,7 +176,7 @@ class BedrockProvider:
         """Anthropic's Messages events `(name, JSON)` from ConverseStream; ends after message_stop."""
         from botocore.eventstream import EventStreamBuffer, ParserError
 
-        url, data = self._url(body["model"], "converse-stream"), orjson.dumps(messages_to_converse(body))
+        url, data = self._url(body["model"], "converse-stream"), orjson.dumps(messages_to_converse(body, headers))
         signed = await self._signed(url, data, "application/vnd.amazon.eventstream")
         events = ConverseToMessagesStream(body["model"])
         frames = EventStreamBuffer()
