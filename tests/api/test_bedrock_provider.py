@@ -211,22 +211,30 @@ def test_embeddings_input_bedrock_cannot_take_is_a_400_naming_it(client: openai.
     assert bad.value.body["param"] == "dimensions"  # type: ignore[index]
 
 
+@pytest.mark.parametrize("stream_first", [False, True])
 def test_messages_cache_control_reaches_converse_and_is_priced_at_bedrocks_cache_prices(
-        gateway: Gateway, bedrock: FakeBedrock) -> None:
+        gateway: Gateway, bedrock: FakeBedrock, stream_first: bool) -> None:
     """/v1/messages through Converse: each breakpoint becomes a cache point where the client put
-    it; the first call writes the hour-long cache, the streamed second reads it; the ledger and
-    the SDK's usage carry both, priced with genai-prices' aws list (3.3 in, 16.5 out, 0.33 read,
-    6.6 for an hour's write)."""
+    it; the first call writes the hour-long cache, the second reads it (one streamed, the other
+    not, both ways round); the ledger and the SDK's usage carry both, priced with genai-prices'
+    aws list (3.3 in, 16.5 out, 0.33 read, 6.6 for an hour's write)."""
     claude_code = anthropic.Anthropic(base_url=gateway.url, api_key=ADMIN_KEY, max_retries=0)
-    rules = "You answer in one line. " * 60
+    rules = f"You answer in one line ({stream_first}). " * 60
     ask = {"model": "sonnet", "max_tokens": 50,
            "system": [{"type": "text", "text": rules, "cache_control": {"type": "ephemeral", "ttl": "1h"}}],
            "messages": [{"role": "user", "content": [{"type": "text", "text": "hello cache"}]}]}
+
+    def streamed() -> anthropic.types.Message:
+        with claude_code.messages.stream(**ask) as stream:  # type: ignore[arg-type]
+            return stream.get_final_message()
+
+    def whole() -> anthropic.types.Message:
+        return claude_code.messages.create(**ask)  # type: ignore[arg-type]
+
     bedrock.clear()
-    first = claude_code.messages.create(**ask)  # type: ignore[arg-type]
-    with claude_code.messages.stream(**ask) as stream:  # type: ignore[arg-type]
-        second = stream.get_final_message()
-    assert [r["path"] for r in bedrock.requests] == [f"/model/{SONNET}/converse", f"/model/{SONNET}/converse-stream"]
+    first, second = (streamed(), whole()) if stream_first else (whole(), streamed())
+    paths = [f"/model/{SONNET}/converse", f"/model/{SONNET}/converse-stream"]
+    assert [r["path"] for r in bedrock.requests] == (paths[::-1] if stream_first else paths)
     assert bedrock.requests[0]["body"]["system"] == [{"text": rules}, {"cachePoint": {"type": "default", "ttl": "1h"}}]
     n = len(rules) // 4
     assert first.usage.cache_creation_input_tokens == n and first.usage.cache_read_input_tokens == 0
