@@ -277,3 +277,15 @@ def test_messages_with_images_and_tools_through_converse(gateway: Gateway, bedro
     assert answered.stop_reason == "end_turn" and answered.content[0].type == "text"
     assert bedrock.requests[-1]["body"]["messages"][-1]["content"] == [
         {"toolResult": {"toolUseId": use.id, "content": [{"text": "a cat"}]}}]
+
+
+def test_count_tokens_on_the_native_claude_provider_asks_bedrocks_count_tokens(gateway: Gateway,
+                                                                               bedrock: FakeBedrock) -> None:
+    claude_code = anthropic.Anthropic(base_url=gateway.url, api_key=ADMIN_KEY, max_retries=0)
+    bedrock.clear()
+    counted = claude_code.messages.count_tokens(model="sonnet-native", system="Be brief. " * 10,
+                                                messages=[{"role": "user", "content": "count these words"}])
+    assert counted.input_tokens == (len("Be brief. " * 10) + len("count these words")) // 4
+    [asked] = bedrock.requests  # the foundation model's id: AWS does not count profiles
+    assert asked["path"] == "/model/anthropic.claude-sonnet-4-5-20250929-v1:0/count-tokens"
+    assert asked["headers"]["authorization"].startswith("AWS4-HMAC-SHA256")

@@ -9,6 +9,7 @@ import pydantic
 import pytest
 
 from tallygate.errors import InvalidRequest
+from tallygate.providers.bedrock import foundation_model
 from tallygate.providers.bedrock_messages import ConverseToMessagesStream, converse_to_message, messages_to_converse
 
 EVENT = pydantic.TypeAdapter(anthropic.types.RawMessageStreamEvent)
@@ -105,3 +106,14 @@ def test_claude_gets_top_k_and_the_beta_header_in_additional_fields_others_do_no
     nova = messages_to_converse({**ask, "top_k": None, "model": "amazon.nova-pro-v1:0"},
                                 {"anthropic-beta": "context-1m-2025-08-07"})
     assert "additionalModelRequestFields" not in nova
+
+
+@pytest.mark.parametrize(("model", "foundation"), [
+    ("us.anthropic.claude-sonnet-4-5-20250929-v1:0", "anthropic.claude-sonnet-4-5-20250929-v1:0"),
+    ("global.anthropic.claude-haiku-4-5-20251001-v1:0", "anthropic.claude-haiku-4-5-20251001-v1:0"),
+    ("arn:aws:bedrock:eu-west-1:123456789012:inference-profile/eu.anthropic.claude-sonnet-4-5-20250929-v1:0",
+     "anthropic.claude-sonnet-4-5-20250929-v1:0"),
+    ("anthropic.claude-3-5-haiku-20241022-v1:0", "anthropic.claude-3-5-haiku-20241022-v1:0"),
+])
+def test_count_tokens_asks_for_the_foundation_model_of_a_profile(model: str, foundation: str) -> None:
+    assert foundation_model(model) == foundation
