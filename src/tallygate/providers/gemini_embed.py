@@ -3,7 +3,7 @@ input text (at most 100), `dimensions` as `outputDimensionality`.
 
 Gemini's embeddings answer documents no token count: the prompt tokens are its `usageMetadata`
 when it sends one, else Gemini's own `countTokens` on the same texts (a second call, so the
-cost is Google's count, never a guess). Vertex AI's embeddings (`:predict`) are not served.
+cost is Google's count, never a guess). Vertex AI's embeddings are `vertex_embed` (`:predict`).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def embed_request(model: str, texts: list[str], dimensions: object) -> dict:
 
 
 class GeminiApiProvider(GeminiProvider):
-    """The Gemini API: chat (`GeminiProvider`) and embeddings."""
+    """The Gemini API: chat (`GeminiProvider`) and embeddings (`batchEmbedContents`)."""
 
     async def embed(self, body: dict) -> tuple[dict, Usage]:
         model = body["model"]
