@@ -54,6 +54,7 @@ CREATE TABLE IF NOT EXISTS rolled_days (day BIGINT PRIMARY KEY);
 # One UTC day of records as `tag_days` rows: per record, a row for each distinct tag prefix (its depth,
 # and whether the record carries that tag itself) or one row without a tag (an untagged record);
 # rows alike but for their sums are one row. About 6x fewer rows than the unnested records (10M a month).
+# A day's rows are stored in tag order, so a subtree's rows are a few row groups (DuckDB's zone maps).
 # Sums are BIGINT (DuckDB scans HUGEINT columns a hundred times slower); a cost sum is kept exact as
 # cost_hi * 2^32 + cost_lo, each part far from BIGINT's bounds.
 _ROLL_DAY = """
@@ -76,6 +77,7 @@ FROM (SELECT id, key_id, label_set, requested_model, served_model, provider, sta
       FROM records WHERE created_at >= $day AND created_at < $day + 86400000) r
 LEFT JOIN feedback f ON f.request_id = r.id
 GROUP BY ALL)
+ORDER BY tg
 """
 ROLL_BUDGET_S = 5.0  # a sync rolls up days for at most about this long (the rest at the next sync)
 # Each record's distinct tags by depth (t1..t8) and distinct tag prefixes by depth (p1..p8): a tag

@@ -223,7 +223,8 @@ class ColumnarQuestion:
             return [*where, f"tg = {self._p(want)}"]
         if want is not None:
             t = self._p(want)
-            where.append(f"(tg = {t} OR starts_with(tg, {t} || '/'))")
+            # the range first: it skips the row groups of other tags ('0' follows '/')
+            where.append(f"tg >= {t} AND tg < {t} || '0' AND (tg = {t} OR starts_with(tg, {t} || '/'))")
         if self.tree:
             where.append(f"depth BETWEEN 1 AND {min(int(self.max_depth), MAX_DEPTH)}")
         elif dim is not None and dim.kind == "tag":
