@@ -9,6 +9,7 @@ import random
 import msgspec
 
 from tallygate.analytics.columnar import DuckDBColumnar
+from tallygate.analytics.columnar_sql import ColumnarQuestion
 from tallygate.analytics.query import Query, parse_group_by
 from tallygate.analytics.reader import AnalyticsStore
 from tallygate.analytics.service import Analytics
@@ -26,6 +27,11 @@ QUESTIONS = [
     ("model,status", {"tag": "US/CA"}),
     ("label.env", {"tag": "US", "served_model": "m1-served", "error_code": "internal_error", "status": 500}),
     ("tag", {"current_labels": True, "labels": {"team": "b"}}),
+    # local months: the UTC days inside one month are rolled up, the day around its start is not
+    ("tag,time.month", {"tz": "America/New_York", "provider": "p1"}),
+    ("tag_level.2,time.month,label.team", {"tz": "Pacific/Chatham", "tag": "US"}),
+    ("tag_level.1,time.month", {"tz": "Asia/Kolkata", "status": 200}),
+    ("tag,time.day", {"tz": "Asia/Kathmandu"}),  # local days: never a whole UTC day, the records answer
 ]
 RANGES = [(T0, T0 + 3 * DAY), (T0 + 5 * HOUR + 17, T0 + 2 * DAY + 7 * HOUR), (None, None), (T0 + DAY, None)]
 
@@ -79,6 +85,19 @@ def test_whole_days_are_read_from_the_tag_roll_up_and_answer_exactly(tmp_path) -
     _assert_same(Analytics(store), raw)
     copy.close()
     engine.dispose()
+
+
+def test_a_local_month_reads_the_utc_days_that_lie_inside_it() -> None:
+    def days(dims: str, tz: str) -> list[tuple[int, int]]:
+        q = ColumnarQuestion(Query(parse_group_by(dims), tz=tz), T0, T0 + 3 * DAY)
+        return q.in_buckets([(T0 - DAY, T0 + 3 * DAY)])
+    assert days("tag,time.month", "UTC") == [(T0 - DAY, T0 + 3 * DAY)]
+    # New York's November starts at 04:00 UTC on the 1st (and DST ends at 06:00): that day is not whole
+    assert days("tag,time.month", "America/New_York") == [(T0 - DAY, T0), (T0 + DAY, T0 + 3 * DAY)]
+    # Kolkata's starts at 18:30 UTC on 31 October
+    assert days("tag_level.2,time.month", "Asia/Kolkata") == [(T0, T0 + 3 * DAY)]
+    assert days("tag,time.day", "Asia/Kolkata") == []
+    assert days("tag,time.day", "UTC") == [(T0 - DAY, T0 + 3 * DAY)]
 
 
 def test_a_copy_made_before_the_roll_up_rolls_up_its_days_without_copying_again(tmp_path) -> None:  # type: ignore[no-untyped-def]

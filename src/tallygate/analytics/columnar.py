@@ -246,7 +246,8 @@ class DuckDBColumnar:
         cur.execute("BEGIN")  # one snapshot: the days rolled up and their rows
         try:
             has_feedback = cur.execute("SELECT count(*) > 0 FROM feedback").fetchone()
-            rolled = self._rolled(cur, question.from_ms, question.to_ms) if question.rollable() else []
+            rolled = (question.in_buckets(self._rolled(cur, question.from_ms, question.to_ms))
+                      if question.rollable() else [])
             sql, params = question.sql(feedback=bool(has_feedback and has_feedback[0]), rolled=rolled)
             rows = cur.execute(sql, params).fetchall()
         finally:

@@ -206,11 +206,31 @@ class ColumnarQuestion:
     def rollable(self) -> bool:
         """Whether the day roll-up of tags (`columnar.py`, `tag_days`) answers this question's whole
         UTC days: it keeps every record's tag prefixes with all its attributes, by UTC day, so a tag
-        dimension, the tree or a tag filter read it unless time is bucketed finer than a UTC day."""
+        dimension, the tree or a tag filter read it unless time is bucketed by the hour (a local day or
+        month: the UTC days within one such bucket, see `in_buckets`)."""
         if self.tagged or not (self.tree or self.q.tag_dim is not None or self.q.tag is not None):
             return False
         time = next((d for d in self.dims if d.kind == "time"), None)
-        return time is None or (self.q.tz == zones.UTC and time.arg in ("day", "month"))
+        return time is None or time.arg in ("day", "month")
+
+    def in_buckets(self, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        """The UTC days of `spans` that lie within one local time bucket (all of them in UTC; in New
+        York, none for days, all but the days around a month's start for months): the bucket of each
+        of their records is that of the day's start, which the roll-up keeps as its time."""
+        time = next((d for d in self.dims if d.kind == "time"), None)
+        if time is None or self.q.tz == zones.UTC:
+            return spans
+        unit, tz = str(time.arg), self.q.tz
+        out: list[tuple[int, int]] = []
+        for a, b in spans:
+            for day in range(a, b, DAY_MS):
+                if zones.floor(day, unit, tz) != zones.floor(day + DAY_MS - 1, unit, tz):
+                    continue
+                if out and out[-1][1] == day:
+                    out[-1] = (out[-1][0], day + DAY_MS)
+                else:
+                    out.append((day, day + DAY_MS))
+        return out
 
     def _rolled_where(self) -> list[str]:
         """`_where` for the roll-up's rows: the same attribute filters; the tag list as row kinds."""
