@@ -118,3 +118,20 @@ def test_a_copy_made_before_the_roll_up_rolls_up_its_days_without_copying_again(
         Analytics(AnalyticsStore(engine, raw_only=True)).usage(q))
     again.close()
     engine.dispose()
+
+
+def test_local_days_of_many_tags_are_answered_by_the_columnar_copy(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    engine = open_engine(f"sqlite:///{tmp_path}/l.db")
+    migrate(engine)
+    rng = random.Random(9)
+    fill(engine, random_records(rng, 600), rng, feedback=10)
+    store = AnalyticsStore(engine, columnar=DuckDBColumnar())
+    store.sync()
+    raw = Analytics(AnalyticsStore(engine, raw_only=True))
+    for dims, source in [("tag_level.3,time.day", "columnar"), ("tag,time.month", "columnar"),
+                         ("tag_level.1,time.day", "tags"), ("tag_level.2,time.hour", "tags")]:
+        q = Query(parse_group_by(dims), from_ms=T0 + 7 * HOUR + 5, to_ms=T0 + 3 * DAY - 11, tz="America/New_York")
+        got = Analytics(store).usage(q)
+        assert got["plan"]["source"] == source, dims
+        assert comparable(got) == comparable(raw.usage(q)), dims
+    engine.dispose()
