@@ -32,7 +32,6 @@ from tallygate.pipeline.output_cap import output_bound
 from tallygate.pipeline.pricing import Rate
 from tallygate.types import Principal
 
-_DIGITS = "0123456789"
 IMAGE_TOKENS = 1600  # input tokens assumed per image part
 TOOLS_TOKENS = 512  # the system prompt a provider adds when tools are given (Anthropic's: 346)
 
@@ -251,6 +250,9 @@ def redacted(err: BudgetExceeded, principal: Principal, amount: int) -> BudgetEx
                              f"this request may cost up to ${usd_text(amount)}")
     out.scope_id = scope_id
     return out
+
+
+_DIGITS = "0123456789"
 
 
 class MemoryBudget:

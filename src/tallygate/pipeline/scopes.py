@@ -115,13 +115,13 @@ class BudgetSet:
         self.records = {b.id: b for b in records}
         self._by_key: dict[str, list[Scope]] = {}
         self._labels: list[tuple[dict[str, str], Scope]] = []
-        self._tags: dict[str, Scope] = {}
+        self._tags: dict[str, tuple[Scope, ...]] = {}  # a path may have several (a daily and a monthly)
         for b in self.records.values():
             scope = budget_scope(b)
             if b.kind == "key":
                 self._by_key.setdefault(b.scope["key"], []).append(scope)
             elif b.kind == "tag":
-                self._tags[b.scope["tag"]] = scope
+                self._tags[b.scope["tag"]] = self._tags.get(b.scope["tag"], ()) + (scope,)
             else:
                 self._labels.append((b.scope["label"], scope))
         self._per_key = bool(self._by_key or self._labels)
@@ -150,7 +150,7 @@ class BudgetSet:
         """Every scope a request of `principal` with `tags` counts against, each once."""
         scopes = self.key_bound(principal)
         if tags and self._tags:
-            found = [s for p in prefixes(tags) if (s := self._tags.get(p)) is not None]
+            found = [s for p in prefixes(tags) for s in self._tags.get(p, ())]
             if found:
                 scopes = scopes + tuple(found)
         return scopes
