@@ -73,3 +73,19 @@ def test_the_cli_takes_a_period(gateway: Gateway) -> None:
     assert gateway.get("/v1/manage/apikey/" + key["id"])[1]["period"] == "week"
     out = gateway.cli("budgets", "create", "--name", "x", "--key", key["id"], "--limit", "2", "--period", "fortnight")
     assert out.returncode != 0 and "--period" in out.stderr, out.stderr
+
+
+def test_a_bound_key_cannot_give_a_key_a_limit_that_resets_sooner_than_its_own(gateway: Gateway) -> None:
+    bound = _key(gateway, {"name": "bound-monthly", "monthly_limit": "5",
+                           "permissions": {"completions": "write", "manage": "write"}})
+    for period in ("day", "week", {"hours": 24}, {"days": 30}):  # $5 a day is up to $155 in a month
+        status, _, body = gateway.post_json("/v1/manage/apikey", {"name": "child", "monthly_limit": "5",
+                                                                  "period": period}, key=bound["key"])
+        assert status == 403 and body["error"]["param"] == "period", (period, body)
+    status, _, child = gateway.post_json("/v1/manage/apikey", {"name": "child", "monthly_limit": "5"}, key=bound["key"])
+    assert status == 201 and child["period"] == "month", child
+    status, body = _put(gateway, "/v1/manage/apikey/" + child["id"], {"period": "day"}, bound["key"])
+    assert status == 403 and body["error"]["param"] == "period", body
+    status, _, child = gateway.post_json("/v1/manage/apikey", {"name": "slow", "monthly_limit": "5",
+                                                               "period": {"days": 40}}, key=bound["key"])
+    assert status == 201, child  # resets later than the month: as tight

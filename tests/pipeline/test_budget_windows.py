@@ -127,3 +127,12 @@ def test_spend_loaded_for_a_period_not_used_yet_survives_another_window_moving()
     budget.adopt({f"{hourly.slots[0]}:s:k": 70})  # loaded from the ledger at start-up
     budget.reserve_now([Scope("key", "other", "key", 100, True, "day")], 1)  # a day window is computed
     assert budget.spend("k", "hours:1") == 70
+
+
+def test_a_period_is_as_tight_as_another_only_if_it_never_resets_sooner() -> None:
+    from tallygate.core.windows import as_tight
+
+    assert as_tight("month", "day") and as_tight("week", "day") and as_tight("day", "day")
+    assert not as_tight("day", "month") and not as_tight("week", "month") and not as_tight("days:31", "month")
+    assert as_tight("days:33", "month") and not as_tight("month", "days:31")  # months of 28 days
+    assert as_tight("hours:6", "hours:6") and not as_tight("hours:24", "day")  # a local day may last 25 hours

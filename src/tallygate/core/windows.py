@@ -61,6 +61,26 @@ def label(period: str) -> str:
     return f"rolling {n}-{unit[:-1]}"
 
 
+def span_ms(period: str) -> tuple[int, int]:
+    """The shortest and longest a window of `period` lasts (local days of 23 to 25 hours, months
+    of 28 to 31 days, a rolling window between 23/24 of its length and all of it)."""
+    if period == "day":
+        return 23 * HOUR_MS, 25 * HOUR_MS
+    if period == "week":
+        return 7 * DAY_MS - HOUR_MS, 7 * DAY_MS + HOUR_MS
+    if period == MONTH:
+        return 28 * DAY_MS, 31 * DAY_MS
+    length = slot_ms(period) * ROLLING_SLOTS
+    return length - length // ROLLING_SLOTS, length
+
+
+def as_tight(period: str, than: str) -> bool:
+    """Whether a limit per `period` lets no more through than the same amount per `than`: the
+    same period, or one whose shortest window outlasts `than`'s longest (a monthly $10 is as
+    tight as a daily $10; a daily $10 is not as tight as a monthly $10)."""
+    return period == than or span_ms(period)[0] >= span_ms(than)[1]
+
+
 def slot_ms(period: str) -> int:
     """The length of one slot of a rolling period."""
     unit, n = period.split(":")

@@ -19,7 +19,9 @@ from collections.abc import Callable, Collection
 from decimal import Decimal
 from typing import Any
 
+from tallygate.core import windows
 from tallygate.core.money import PICO_PER_USD, usd_text
+from tallygate.core.windows import as_tight
 from tallygate.errors import InvalidRequest, NotFound, PermissionDenied
 from tallygate.manage.label_groups import inherited_labels, label_escape
 from tallygate.manage.schemas import KeyCreate, KeyUpdate
@@ -95,6 +97,14 @@ class KeyAdmin:
         limits = [s.limit for s in self._budgets().key_bound(caller) if s.limit is not None]
         return min(limits, default=None)
 
+    def _check_period(self, caller: Principal, period: str) -> None:
+        """A bound caller may not give a key a limit that resets sooner than one binding it (a
+        daily $10 lets through up to $310 in the month a monthly $10 caps)."""
+        for s in self._budgets().key_bound(caller):
+            if s.limit is not None and not as_tight(period, s.period):
+                raise PermissionDenied(f"cannot give a key a {windows.label(period)} limit: it resets sooner than "
+                                       f"the {windows.label(s.period)} limit that binds your own", param="period")
+
     def _check_policy(self, policy: str | None) -> None:
         if policy is not None and policy not in self._policies:
             known = ", ".join(sorted(self._policies)) or "none configured"
@@ -113,6 +123,7 @@ class KeyAdmin:
         if _limit_above(limit, cap):
             raise PermissionDenied("cannot create a key with a monthly limit above the tightest limit or "
                                    "budget that binds your own", param="monthly_limit")
+        self._check_period(caller, req.period)
         labels = inherited_labels(self._budgets().label_budgets(), caller, req.labels, "budget")
         labels = inherited_labels(self._ratelimits().label_limits(), caller, labels, "rate limit")
         row, secret = self._store.create(name=req.name, labels=labels, permissions=permissions,
@@ -186,6 +197,8 @@ class KeyAdmin:
             if req.period is None:
                 raise InvalidRequest("period cannot be null", param="period")
             fields["limit_period"] = req.period
+        if given & {"period", "monthly_limit"}:  # the limit granted, in its period
+            self._check_period(caller, fields.get("limit_period", current.limit_period))
         if "policy" in given:
             self._check_policy(req.policy)
             fields["policy"] = req.policy
