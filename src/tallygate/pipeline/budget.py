@@ -282,8 +282,10 @@ class MemoryBudget:
         current = self.windows.current()
         live = {slot for w in current for slot in w.slots}
         kinds = {w.slots[0].rstrip(_DIGITS) for w in current}  # '', 'd', 'w', 'r<slot ms>:'
-        self._spend = {c: v for c, v in self._spend.items()
-                       if (slot := c.partition(":s:")[0]) in live or slot.rstrip(_DIGITS) not in kinds}
+        for c in list(self._spend):  # in place: `adopt` may write from a worker thread meanwhile
+            slot = c.partition(":s:")[0]
+            if slot not in live and slot.rstrip(_DIGITS) in kinds:
+                self._spend.pop(c, None)
 
     @property
     def month(self) -> int:
@@ -298,8 +300,7 @@ class MemoryBudget:
                 self._spend[counter] = self._spend.get(counter, 0) + pico
 
     def spend(self, scope_id: str, period: str = MONTH) -> int:
-        w = self.windows.at(period, self.now_ms())
-        self._prune()
+        w = self.windows.at(period, self.now_ms())  # (counters are pruned on the event loop only)
         return sum(self._spend.get(f"{slot}:s:{scope_id}", 0) for slot in w.slots)
 
     def reserved(self, scope_id: str) -> int:
