@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from tallygate.core.money import usd_text
 from tallygate.core.record import LedgerRecord
 from tallygate.core.timebuckets import HOUR_MS, month_after, month_floor
-from tallygate.core.windows import MONTH
+from tallygate.core.windows import MONTH, label
 from tallygate.errors import BudgetExceeded
 from tallygate.observe.events import Event, event, iso
 from tallygate.pipeline.budget import BudgetEngine, Scope
@@ -45,7 +45,7 @@ def _month_text(ms: int) -> str:
 def _summary(s: Scope, pct: int, spend: int, limit: int, refused: set[str]) -> str:
     """What the alert says: the threshold, and the spend it fired at (a late check, or a
     request that jumped several thresholds, finds the spend well past the threshold)."""
-    said = (f"{describe(s)} {pct}% threshold: spend is at {spend * 100 // limit}% of its monthly limit "
+    said = (f"{describe(s)} {pct}% threshold: spend is at {spend * 100 // limit}% of its {label(s.period)} limit "
             f"(${usd_text(spend)} of ${usd_text(limit)})")
     if s.id in refused:
         said += "; a request that would have passed the limit was refused"
