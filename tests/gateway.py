@@ -98,6 +98,7 @@ class Gateway:
                 return self
             except (urllib.error.URLError, ConnectionError):
                 time.sleep(0.05)
+        self.stop(signal.SIGKILL)  # a process that never answered is not left behind
         raise RuntimeError(f"gateway did not start:\n{self.log()}")
 
     def log(self) -> str:

@@ -70,6 +70,7 @@ from tallygate.store.ledger import LedgerWriter
 from tallygate.store.logs import LogReader
 from tallygate.store.minutes import MinuteCounts
 from tallygate.store.ratelimits import RateLimitStore
+from tallygate.store.refusals import RefusalCounts
 from tallygate.store.sessions import SessionRows
 
 log = logging.getLogger("tallygate")
@@ -159,13 +160,13 @@ class Gateway:
                                                 webhooks, alert_service, tracer, http, providers,
                                                 ColumnarSync(store))
 
+        limiter = MemoryLimiter() if redis is None else RedisLimiter(redis)
         pipeline = Pipeline(auth, catalog, Observers(observers, call_observers), budget, router,
                             settings.max_body_bytes, budgets.scopes, Scrubber.from_config(config),
                             ledger.refusal,
                             None if redis is None else Freshness(redis, budgets.reload_async, rules.reload_async,
                                                                  auth.refresh).catch_up,
-                            limits=rules.rules,
-                            limiter=MemoryLimiter() if redis is None else RedisLimiter(redis))
+                            limits=rules.rules, limiter=limiter)
         proxy = ProxyRoutes(pipeline)
         self._models = proxy.models
         self._hot: dict[tuple[str, str], Callable[[Scope, Receive, Send], Awaitable[None]]] = {
@@ -188,7 +189,8 @@ class Gateway:
                                             BudgetAdmin(budget_store, keys, budgets, budget),
                                             _readiness(engine, ledger, redis), alert_store, MinuteCounts(engine),
                                             RateLimitAdmin(rate_store, keys, rules, lambda: budgets.current,
-                                                           budget.bump))
+                                                           budget.bump, limiter=limiter,
+                                                           refusals=RefusalCounts(engine)))
         self._management = BodyLimit(management, settings.max_manage_body_bytes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -38,6 +38,10 @@ class PricingOverride(_Strict):
     cached_input_per_mtok: Decimal | None = None
     cache_write_per_mtok: Decimal | None = None
     cache_write_1h_per_mtok: Decimal | None = None  # Anthropic's 1-hour TTL; default: cache_write
+    # USD per use of a provider-run tool (pipeline/tool_fees.py); default: the model's list price
+    web_search_per_call: Decimal | None = None
+    file_search_per_call: Decimal | None = None
+    code_session_per_call: Decimal | None = None  # per 1 GB code container
 
     @field_validator("*")
     @classmethod

@@ -23,7 +23,9 @@ class Usage:
     `prompt_tokens`); `cached_tokens` and `cache_write_tokens` are the parts of it read from and
     written to the provider's prompt cache; `cache_write_1h_tokens` is the part of the cache
     writes kept for an hour (Anthropic's `ttl: "1h"`, priced at its own rate);
-    `reasoning_tokens` is part of `output_tokens`.
+    `reasoning_tokens` is part of `output_tokens`. `web_searches`, `file_searches` and
+    `code_sessions` count the provider-run tools the provider bills per use (web search calls,
+    file search calls, code containers in units of 1 GB; `pipeline/tool_fees.py`).
     """
 
     input_tokens: int = 0
@@ -32,6 +34,9 @@ class Usage:
     cache_write_tokens: int = 0
     reasoning_tokens: int = 0
     cache_write_1h_tokens: int = 0
+    web_searches: int = 0
+    file_searches: int = 0
+    code_sessions: int = 0
 
     @classmethod
     def from_openai(cls, usage: object) -> Usage:

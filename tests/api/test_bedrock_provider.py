@@ -41,7 +41,7 @@ def gateway(bedrock: FakeBedrock, tmp_path_factory: pytest.TempPathFactory) -> I
             "sonnet-native": {"provider": "aws-claude", "model": SONNET},
             "cached": {"provider": "aws", "model": "cached-40", "pricing": CACHED},
             "cachewrite": {"provider": "aws", "model": "cachewrite-30", "pricing": CACHED},
-            "throttled": {"provider": "aws", "model": "fail-429"},
+            "throttled": {"provider": "aws", "model": "fail-429", "pricing": CACHED},
             "stream-error": {"provider": "aws", "model": "stream-error", "pricing": CACHED},
             "wrong-region": {"provider": "aws-elsewhere", "model": SONNET},
             "cacheable": {"provider": "aws", "model": SONNET, "pricing": CACHED},
@@ -209,3 +209,61 @@ def test_embeddings_input_bedrock_cannot_take_is_a_400_naming_it(client: openai.
     with pytest.raises(openai.BadRequestError) as bad:
         client.embeddings.create(model="titan", input="hi", dimensions=300)
     assert bad.value.body["param"] == "dimensions"  # type: ignore[index]
+
+
+def test_messages_cache_control_reaches_converse_and_is_priced_at_bedrocks_cache_prices(
+        gateway: Gateway, bedrock: FakeBedrock) -> None:
+    """/v1/messages through Converse: each breakpoint becomes a cache point where the client put
+    it; the first call writes the hour-long cache, the streamed second reads it; the ledger and
+    the SDK's usage carry both, priced with genai-prices' aws list (3.3 in, 16.5 out, 0.33 read,
+    6.6 for an hour's write)."""
+    claude_code = anthropic.Anthropic(base_url=gateway.url, api_key=ADMIN_KEY, max_retries=0)
+    rules = "You answer in one line. " * 60
+    ask = {"model": "sonnet", "max_tokens": 50,
+           "system": [{"type": "text", "text": rules, "cache_control": {"type": "ephemeral", "ttl": "1h"}}],
+           "messages": [{"role": "user", "content": [{"type": "text", "text": "hello cache"}]}]}
+    bedrock.clear()
+    first = claude_code.messages.create(**ask)  # type: ignore[arg-type]
+    with claude_code.messages.stream(**ask) as stream:  # type: ignore[arg-type]
+        second = stream.get_final_message()
+    assert [r["path"] for r in bedrock.requests] == [f"/model/{SONNET}/converse", f"/model/{SONNET}/converse-stream"]
+    assert bedrock.requests[0]["body"]["system"] == [{"text": rules}, {"cachePoint": {"type": "default", "ttl": "1h"}}]
+    n = len(rules) // 4
+    assert first.usage.cache_creation_input_tokens == n and first.usage.cache_read_input_tokens == 0
+    assert second.usage.cache_read_input_tokens == n and second.usage.cache_creation_input_tokens == 0
+    assert first.content[0].text == second.content[0].text == "Echo: hello cache"  # type: ignore[union-attr]
+    written, read = gateway.log_record(first.id), gateway.log_record(second.id)
+    assert (written["usage"]["cache_write_tokens"], read["usage"]["cached_tokens"]) == (n, n)
+    fresh, out = first.usage.input_tokens, first.usage.output_tokens
+    assert written["usage"]["input_tokens"] == fresh + n == read["usage"]["input_tokens"]
+    assert Decimal(written["cost"]) == (fresh * Decimal("3.3") + n * Decimal("6.6") + out * Decimal("16.5")) / 10**6
+    assert Decimal(read["cost"]) == (fresh * Decimal("3.3") + n * Decimal("0.33") + out * Decimal("16.5")) / 10**6
+
+
+def test_messages_with_images_and_tools_through_converse(gateway: Gateway, bedrock: FakeBedrock) -> None:
+    """Claude Code's shapes through Converse: an image and a tool, the tool's call streamed and
+    not (the same cost), then its result; the fake checks every block as Converse's unions."""
+    claude_code = anthropic.Anthropic(base_url=gateway.url, api_key=ADMIN_KEY, max_retries=0)
+    image = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}}
+    tools = [{"name": "search", "description": "Search the web", "input_schema": {"type": "object"}}]
+    ask = {"model": "sonnet", "max_tokens": 50, "tools": tools,
+           "messages": [{"role": "user", "content": [image, {"type": "text", "text": "what is this"}]}]}
+    bedrock.clear()
+    called = claude_code.messages.create(**ask)  # type: ignore[arg-type]
+    with claude_code.messages.stream(**ask) as stream:  # type: ignore[arg-type]
+        streamed = stream.get_final_message()
+    for message in (called, streamed):
+        assert message.stop_reason == "tool_use" and message.content[0].type == "tool_use"
+        assert message.content[0].name == "search" and message.content[0].input == {"query": "Echo: what is this"}
+    assert cost(gateway, called.id) == cost(gateway, streamed.id)
+    sent = bedrock.requests[0]["body"]
+    assert sent["messages"][0]["content"][0] == {"image": {"format": "png", "source": {"bytes": "iVBORw0KGgo="}}}
+    assert sent["toolConfig"]["tools"] == [{"toolSpec": {"name": "search", "description": "Search the web",
+                                                         "inputSchema": {"json": {"type": "object"}}}}]
+    use = called.content[0]
+    answered = claude_code.messages.create(**{**ask, "messages": [  # type: ignore[arg-type]
+        *ask["messages"], {"role": "assistant", "content": [use.model_dump()]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use.id, "content": "a cat"}]}]})
+    assert answered.stop_reason == "end_turn" and answered.content[0].type == "text"
+    assert bedrock.requests[-1]["body"]["messages"][-1]["content"] == [
+        {"toolResult": {"toolUseId": use.id, "content": [{"text": "a cat"}]}}]

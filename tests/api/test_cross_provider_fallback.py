@@ -25,6 +25,9 @@ THROTTLED = ["oa-429", "an-429", "az-429", "br-429", "ge-429", "vx-429", "vxc-42
 HELLO = [{"role": "user", "content": "hi"}]
 
 
+FAKE_PRICE = {"input_per_mtok": "1", "output_per_mtok": "2"}  # the fake's failure scenarios are in no price list
+
+
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessGateway]:
     with FakeUpstream() as up, FakeAzure() as az, FakeBedrock() as br, FakeGemini() as ge, FakeVertex() as vx:
@@ -43,10 +46,11 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessGatew
         models = {f"{p}-429": {"provider": p, "model": "fail-429"} for p in providers if p != "vxc"}
         models["vxc-429"] = {"provider": "vxc", "model": "fail-429@1"}
         models.update({
+            "br-429": {"provider": "br", "model": "fail-429", "pricing": FAKE_PRICE},  # Bedrock: priced or refused
             "br-ok": {"provider": "br", "model": "amazon.nova-lite-v1:0"},
             "ge-ok": {"provider": "ge", "model": "gemini-2.5-flash"},
-            "br-not-ready": {"provider": "br", "model": "not-ready"},
-            "br-400": {"provider": "br", "model": "fail-400"},
+            "br-not-ready": {"provider": "br", "model": "not-ready", "pricing": FAKE_PRICE},
+            "br-400": {"provider": "br", "model": "fail-400", "pricing": FAKE_PRICE},
             "ge-badkey": {"provider": "ge-bad", "model": "gemini-2.5-flash"},
         })
         providers["ge-bad"] = {"type": "gemini", "base_url": ge.root_url, "api_key": "wrong"}

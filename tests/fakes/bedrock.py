@@ -21,8 +21,14 @@ containing `cached-<n>` reports n `cacheReadInputTokens`, `cachewrite-<n>` n
 `cacheWriteInputTokens` (beside inputTokens, as Converse does). `fail-<status>` answers that
 status (429: ThrottlingException, 503 ServiceUnavailableException, 400 ValidationException);
 `not-ready` answers ModelNotReadyException (HTTP 429, as AWS does);
-Converse prompt caching: the text before the last `cachePoint` block is a cache write the first
-time, a cache read after (`cacheWriteInputTokens` / `cacheReadInputTokens`, out of inputTokens).
+Converse prompt caching: the text before the last `cachePoint` block (tools, then system, then
+messages) is a cache write the first time, a cache read after (`cacheWriteInputTokens` /
+`cacheReadInputTokens`, out of inputTokens); a write made by a `cachePoint` with `ttl: "1h"` is
+listed in `cacheDetails` as `{"ttl": "1h", "inputTokens"}` (else as "5m").
+Content blocks are checked as Converse's union types are: one member each (text, image,
+document, toolUse, toolResult, reasoningContent, cachePoint), a cachePoint exactly
+`{"type": "default"}` with an optional `ttl` of "5m" or "1h"; anything else is a 400
+ValidationException, as AWS answers it.
 Embeddings on POST /model/{id}/invoke for `amazon.titan-embed-text-*` (`{"inputText"}` ->
 `{"embedding", "inputTextTokenCount"}`) and `cohere.embed-*` (`{"texts", "input_type"}` ->
 `{"embeddings"}`, the count in `X-Amzn-Bedrock-Input-Token-Count`).
@@ -135,6 +141,8 @@ class FakeBedrock(FakeUpstream):
                             "additionalModelRequestFields", "additionalModelResponseFieldPaths", "performanceConfig",
                             "promptVariables", "requestMetadata"):
                 return self._aws_error(400, "ValidationException", f"Unknown parameter: {name}")
+        if (problem := self._bad_blocks(body)) is not None:
+            return self._aws_error(400, "ValidationException", problem)
         model = request.match_info["model"]
         if "not-ready" in model:  # AWS answers ModelNotReadyException with HTTP 429
             return self._aws_error(429, "ModelNotReadyException", "Model is not ready to serve inference requests.")
@@ -157,20 +165,43 @@ class FakeBedrock(FakeUpstream):
         await resp.write_eof()
         return resp
 
+    @staticmethod
+    def _bad_blocks(body: dict) -> str | None:
+        """What Converse would refuse in the blocks of `system`, `messages` and `toolConfig.tools`."""
+        members = {"text", "image", "document", "toolUse", "toolResult", "reasoningContent", "cachePoint",
+                   "guardContent", "video"}
+        tools = (body.get("toolConfig") or {}).get("tools") or []
+        blocks = [*(body.get("system") or []), *(b for m in body["messages"] for b in m.get("content") or []), *tools]
+        for block in blocks:
+            if not isinstance(block, dict) or len(block) != 1:
+                return "1 validation error detected: a content block must set exactly one member"
+            [(name, value)] = block.items()
+            if name not in members | {"toolSpec"}:
+                return f"1 validation error detected: unknown member {name}"
+            if name == "cachePoint" and (value.get("type") != "default" or set(value) - {"type", "ttl"}
+                                         or value.get("ttl", "5m") not in ("5m", "1h")):
+                return "1 validation error detected: Value at 'cachePoint' failed to satisfy constraint"
+        return None
+
     def _prompt_cache(self, body: dict, usage: dict) -> None:
-        """Converse prompt caching: the text before the last `cachePoint` (system, then messages)
-        is written to the cache the first time (`cacheWriteInputTokens`) and read after
-        (`cacheReadInputTokens`); `inputTokens` keeps the rest."""
-        blocks = [*(body.get("system") or []), *(b for m in body["messages"] for b in m.get("content") or [])]
+        """Converse prompt caching: the text before the last `cachePoint` (tools, system, then
+        messages) is written to the cache the first time (`cacheWriteInputTokens`, and
+        `cacheDetails` with the cache point's TTL) and read after (`cacheReadInputTokens`);
+        `inputTokens` keeps the rest."""
+        tools = (body.get("toolConfig") or {}).get("tools") or []
+        blocks = [*tools, *(body.get("system") or []), *(b for m in body["messages"] for b in m.get("content") or [])]
         marks = [i for i, b in enumerate(blocks) if "cachePoint" in b]
         if not marks:
             return
-        prefix = "".join(b.get("text", "") for b in blocks[:marks[-1]])
+        prefix = "".join(b.get("text") or (json.dumps(b["toolSpec"]) if "toolSpec" in b else "")
+                         for b in blocks[:marks[-1]])
         n = min(len(prefix) // 4, usage["inputTokens"])
-        field = "cacheReadInputTokens" if prefix in self.prompt_cache else "cacheWriteInputTokens"
+        read = prefix in self.prompt_cache
         self.prompt_cache.add(prefix)
         usage["inputTokens"] -= n
-        usage[field] = n
+        usage["cacheReadInputTokens" if read else "cacheWriteInputTokens"] = n
+        if not read:
+            usage["cacheDetails"] = [{"ttl": blocks[marks[-1]]["cachePoint"].get("ttl", "5m"), "inputTokens": n}]
 
     async def _embed(self, request: web.Request, model: str, body: dict) -> web.Response:
         """Titan Text Embeddings v2 and Cohere Embed v3 on InvokeModel, as Bedrock answers them."""

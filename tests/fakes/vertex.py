@@ -17,6 +17,15 @@ the Messages body without `model` (it is in the URL) and with an `anthropic_vers
 400 invalid_request_error); answered as the
 Messages API answers (JSON, or Anthropic's SSE events when the body has `"stream": true`).
 .../publishers/anthropic/models/count-tokens:rawPredict takes the body with `model`.
+The GCE metadata server (google-auth finds it through GCE_METADATA_HOST / GCE_METADATA_IP), as on
+Compute Engine, GKE workload identity and Cloud Run: GET / answers with `Metadata-Flavor: Google`
+(google-auth's ping); under /computeMetadata/v1/, each needing the request header
+`Metadata-Flavor: Google` (else 403), the account named `default` or by its email:
+`instance/service-accounts/default/?recursive=true`
+(`{"aliases", "email", "scopes"}`), `instance/service-accounts/default/token` (`{"access_token",
+"expires_in", "token_type"}`, a token this fake accepts), `project/project-id` (text) and
+`universe/universe-domain`. `metadata_account = False` (no service account on the instance)
+makes the account routes a 404, as the metadata server answers then.
 Model names pick FakeUpstream's scenarios by their part before `@` (`fail-429@1`: Vertex's quota
 error, Google-shaped, with `retry-after`; `cachewrite-<n>@…`, `cached-<n>@…`).
 """
@@ -42,6 +51,7 @@ class FakeVertex(FakeGemini):
         super().__init__()
         self.token_lifetime_s = token_lifetime_s
         self.tokens: dict[str, float] = {}  # issued access token -> expiry (monotonic)
+        self.metadata_account = True  # the instance has a service account
         key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         self._private_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                               serialization.NoEncryption()).decode()
@@ -59,6 +69,8 @@ class FakeVertex(FakeGemini):
     def _app(self) -> web.Application:
         app = web.Application(middlewares=[self._record], client_max_size=64 * 2**20)
         app.router.add_post("/token", self._token)
+        app.router.add_get("/", self._metadata_ping)
+        app.router.add_get("/computeMetadata/v1/{path:.*}", self._metadata)
         app.router.add_post("/{version:v1|v1beta1}/projects/{project}/locations/{location}/publishers/google/models/{call}",
                             self._generate)
         app.router.add_post("/v1/projects/{project}/locations/{location}/publishers/anthropic/models/{call}",
@@ -76,9 +88,39 @@ class FakeVertex(FakeGemini):
                        audience="https://oauth2.googleapis.com/token")
         except ValueError:
             return self._json(400, {"error": "invalid_grant", "error_description": "Invalid JWT Signature."})
+        token = self._issue()
+        return self._json(200, {"access_token": token, "expires_in": self.token_lifetime_s, "token_type": "Bearer"})
+
+    def _issue(self) -> str:
         token = f"ya29.fake-{len(self.tokens) + 1}"
         self.tokens[token] = time.monotonic() + self.token_lifetime_s
-        return self._json(200, {"access_token": token, "expires_in": self.token_lifetime_s, "token_type": "Bearer"})
+        return token
+
+    @staticmethod
+    async def _metadata_ping(request: web.Request) -> web.Response:
+        return web.Response(text="computeMetadata/\n", headers={"Metadata-Flavor": "Google"})
+
+    async def _metadata(self, request: web.Request) -> web.Response:
+        flavor = {"Metadata-Flavor": "Google"}
+        if request.headers.get("Metadata-Flavor") != "Google":
+            return web.Response(status=403, text="Missing required header: Metadata-Flavor", headers=flavor)
+        path = request.match_info["path"]
+        account = "gateway@tally-project.iam.gserviceaccount.com"
+        if path.startswith("instance/service-accounts/") and not self.metadata_account:
+            return web.Response(status=404, text="Not Found", headers=flavor)
+        for alias in ("default", account):  # an account is named by its alias or its email
+            path = path.replace(f"instance/service-accounts/{alias}/", "instance/service-accounts/default/")
+        if path == "instance/service-accounts/default/" and request.query.get("recursive") == "true":
+            return web.json_response({"aliases": ["default"], "email": account,
+                                      "scopes": ["https://www.googleapis.com/auth/cloud-platform"]}, headers=flavor)
+        if path == "instance/service-accounts/default/token":
+            return web.json_response({"access_token": self._issue(), "expires_in": self.token_lifetime_s,
+                                      "token_type": "Bearer"}, headers=flavor)
+        if path == "project/project-id":
+            return web.Response(text="tally-project", headers=flavor)
+        if path == "universe/universe-domain":
+            return web.Response(text="googleapis.com", headers=flavor)
+        return web.Response(status=404, text="Not Found", headers=flavor)
 
     def _auth(self, request: web.Request) -> web.Response | None:
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")

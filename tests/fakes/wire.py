@@ -16,6 +16,11 @@ import time
 import zlib
 from dataclasses import dataclass
 
+try:
+    from . import server_tools
+except ImportError:  # run as a script
+    import server_tools  # type: ignore[no-redef]
+
 OPENAI_CHAT_PARAMS = frozenset({
     "model", "messages", "stream", "stream_options", "max_tokens", "max_completion_tokens",
     "temperature", "top_p", "n", "stop", "presence_penalty", "frequency_penalty", "logit_bias",
@@ -47,7 +52,7 @@ _SCENARIO = re.compile(
     r"fail-(?P<fail>\d{3})|flaky-(?P<flaky>\d{3})-(?P<times>\d+)|slow-(?P<slow>\d+)"
     r"|slowstream-(?P<slowstream>\d+)|cached-(?P<cached>\d+)|cachewrite-(?P<cachewrite>\d+)"
     r"|cachewrite1h-(?P<cachewrite1h>\d+)"
-    r"|reasoning-(?P<reasoning>\d+)|long-(?P<long>\d+)|(?P<kind>cut-stream|stream-error|reset|garbage|bytetokens)")
+    r"|reasoning-(?P<reasoning>\d+)|long-(?P<long>\d+)|hosted-(?P<hosted>\d+)|(?P<kind>cut-stream|stream-error|reset|garbage|bytetokens)")
 
 
 @dataclass(frozen=True)
@@ -61,6 +66,7 @@ class Scenario:
     cache_write_1h: int = 0    # Anthropic cache writes with the 1-hour TTL
     reasoning: int = 0         # OpenAI completion_tokens_details.reasoning_tokens
     words: int = 0             # long-<n>: a reply of n words, unless the request's cap cuts it
+    hosted: int = 0            # hosted-<k>: k provider-run tool calls first (server_tools.py)
 
 
 def parse_scenario(model: object) -> Scenario:
@@ -85,6 +91,8 @@ def parse_scenario(model: object) -> Scenario:
         return Scenario("reasoning", reasoning=int(g["reasoning"]))
     if "long" in g:
         return Scenario("long", words=int(g["long"]))
+    if "hosted" in g:
+        return Scenario("hosted", hosted=int(g["hosted"]))
     return Scenario(g["kind"])
 
 
@@ -133,6 +141,10 @@ def reply_pieces(body: dict) -> tuple[list[str], bool]:
 _SCRIPT = re.compile(r"\[\[(?:call (?P<name>[\w.-]+) (?P<args>\{.*?\})|(?P<none>no tools))\]\]", re.S)
 
 
+_SERVER_TOOLS = ("web_search", "web_fetch_", "code_execution_", "file_search", "code_interpreter", "mcp",
+                 "image_generation")
+
+
 def _tool_name(tool: object) -> str | None:
     if not isinstance(tool, dict):
         return None
@@ -148,6 +160,8 @@ def tool_call(body: dict) -> tuple[str, str] | None:
     ``[[call NAME {json}]]`` calls the offered tool NAME with those arguments, ``[[no tools]]``
     answers with text."""
     tools = body.get("tools")
+    if isinstance(tools, list):  # the provider runs its own tools: the model never hands them back
+        tools = [t for t in tools if not (isinstance(t, dict) and str(t.get("type")).startswith(_SERVER_TOOLS))]
     if not isinstance(tools, list) or not tools or not isinstance(tools[0], dict):
         return None
     messages = body.get("messages") or []
@@ -399,8 +413,14 @@ def anthropic_json(body: dict, sc: Scenario) -> bytes:
         pieces, stop = argument_pieces(call[1]), "tool_use"
         content = [{"type": "tool_use", "id": next_id("toolu_01Fake"), "name": call[0],
                     "input": json.loads(call[1])}]
-    usage = anthropic_usage(count_prompt_tokens(body), len(pieces), sc)
-    return dumps(_message(body, content, stop, usage))
+    run = server_tools.anthropic_run(body, sc.hosted)
+    usage = anthropic_usage(count_prompt_tokens(body) + run.extra_input, len(pieces), sc)
+    if run.usage():
+        usage["server_tool_use"] = run.usage()
+    message = _message(body, run.blocks + content, stop, usage)
+    if run.container:
+        message["container"] = run.container
+    return dumps(message)
 
 
 def sse(event: str, data: dict | bytes) -> bytes:
@@ -415,21 +435,28 @@ def anthropic_events(body: dict, sc: Scenario) -> list[bytes]:
     if call := tool_call(body):
         pieces, stop = argument_pieces(call[1]), "tool_use"
         block = {"type": "tool_use", "id": next_id("toolu_01Fake"), "name": call[0], "input": {}}
+    run = server_tools.anthropic_run(body, sc.hosted)
+    at = len(run.blocks)  # the answer's block comes after the server tools' blocks
     out = [sse("message_start", {"type": "message_start", "message": _message(
                body, [], None, anthropic_usage(prompt, 1, sc))}),
-           sse("content_block_start", {"type": "content_block_start", "index": 0,
+           *(sse(name, event) for name, event in server_tools.anthropic_block_events(run.blocks)),
+           sse("content_block_start", {"type": "content_block_start", "index": at,
                                        "content_block": block}),
            sse("ping", b'{"type": "ping"}')]
     kind, field = ("input_json_delta", "partial_json") if call else ("text_delta", "text")
-    out += [sse("content_block_delta", {"type": "content_block_delta", "index": 0,
+    out += [sse("content_block_delta", {"type": "content_block_delta", "index": at,
                                         "delta": {"type": kind, field: p}}) for p in pieces]
-    final = anthropic_usage(prompt, len(pieces), sc)
+    final = anthropic_usage(prompt + run.extra_input, len(pieces), sc)
     for k in ("cache_creation", "service_tier"):
         del final[k]
+    if run.usage():
+        final["server_tool_use"] = run.usage()
+    delta: dict = {"stop_reason": stop, "stop_sequence": None}
+    if run.container:
+        delta["container"] = run.container
     return out + [
-        sse("content_block_stop", {"type": "content_block_stop", "index": 0}),
-        sse("message_delta", {"type": "message_delta", "usage": final, "delta": {
-            "stop_reason": stop, "stop_sequence": None}}),
+        sse("content_block_stop", {"type": "content_block_stop", "index": at}),
+        sse("message_delta", {"type": "message_delta", "usage": final, "delta": delta}),
         sse("message_stop", {"type": "message_stop"})]
 
 

@@ -14,8 +14,9 @@ import json
 import time
 
 try:
-    from . import wire
+    from . import server_tools, wire
 except ImportError:  # run as a script
+    import server_tools  # type: ignore[no-redef]
     import wire  # type: ignore[no-redef]
 
 RESPONSES_PARAMS = frozenset({
@@ -45,7 +46,7 @@ def as_chat(body: dict) -> dict:
             messages.append({"role": item.get("role"), "content": content})
         elif item.get("type") == "function_call_output":
             messages.append({"role": "tool", "content": str(item.get("output"))})
-    tools = [{"name": t.get("name")} for t in body.get("tools") or () if isinstance(t, dict)]
+    tools = [{"name": t.get("name"), "type": t.get("type")} for t in body.get("tools") or () if isinstance(t, dict)]
     return {"model": body.get("model"), "messages": messages, "tools": tools,
             "max_tokens": body.get("max_output_tokens")}
 
@@ -80,7 +81,7 @@ def _response(body: dict, rid: str, status: str, output: list, use: dict | None,
         "background": False, "error": None,
         "incomplete_details": {"reason": "max_output_tokens"} if status == "incomplete" else None,
         "instructions": body.get("instructions"), "max_output_tokens": body.get("max_output_tokens"),
-        "max_tool_calls": None, "model": body["model"], "output": output,
+        "max_tool_calls": body.get("max_tool_calls"), "model": body["model"], "output": output,
         "parallel_tool_calls": True, "previous_response_id": body.get("previous_response_id"),
         "reasoning": {"effort": None, "summary": None}, "service_tier": "default",
         "store": body.get("store", True), "temperature": body.get("temperature", 1.0),
@@ -114,16 +115,27 @@ def _item(body: dict, kind: str, item_id: str, text: str, done: bool) -> dict:
     return {"id": item_id, "type": "message", "status": state, "content": content, "role": "assistant"}
 
 
+def _hosted(body: dict, sc: wire.Scenario, use: dict) -> list[dict]:
+    """The built-in tool calls the fake makes first (server_tools), their results in `use`."""
+    items, extra = server_tools.responses_run(body, sc.hosted)
+    use["input_tokens"] += extra
+    use["total_tokens"] += extra
+    return items
+
+
 def response_json(body: dict, sc: wire.Scenario) -> bytes:
     kind, pieces, status, use = _plan(body, sc)
+    tools = _hosted(body, sc, use)
     item_id = wire.next_id("fc_fake" if kind == "function_call" else "msg_fake")
     item = _item(body, kind, item_id, "".join(pieces), True)
-    return json.dumps(_response(body, wire.next_id("resp_fake"), status, [item], use, int(time.time())),
-                      indent=2).encode()
+    return json.dumps(_response(body, wire.next_id("resp_fake"), status, [*tools, item], use,
+                                int(time.time())), indent=2).encode()
 
 
 def events(body: dict, sc: wire.Scenario) -> list[bytes]:
     kind, pieces, status, use = _plan(body, sc)
+    tools = _hosted(body, sc, use)
+    at = len(tools)  # the answer's output_index
     rid, created = wire.next_id("resp_fake"), int(time.time())
     item_id = wire.next_id("fc_fake" if kind == "function_call" else "msg_fake")
     text = "".join(pieces)
@@ -134,25 +146,27 @@ def events(body: dict, sc: wire.Scenario) -> list[bytes]:
 
     ev("response.created", response=_response(body, rid, "in_progress", [], None, created))
     ev("response.in_progress", response=_response(body, rid, "in_progress", [], None, created))
-    ev("response.output_item.added", output_index=0, item=_item(body, kind, item_id, "", False))
+    for type_, data in server_tools.responses_item_events(tools):
+        ev(type_, **data)
+    ev("response.output_item.added", output_index=at, item=_item(body, kind, item_id, "", False))
     done = _item(body, kind, item_id, text, True)
     if kind == "function_call":
         for p in pieces:
-            ev("response.function_call_arguments.delta", item_id=item_id, output_index=0, delta=p,
+            ev("response.function_call_arguments.delta", item_id=item_id, output_index=at, delta=p,
                obfuscation="xyz")
-        ev("response.function_call_arguments.done", item_id=item_id, output_index=0, arguments=text)
+        ev("response.function_call_arguments.done", item_id=item_id, output_index=at, arguments=text)
     else:
         part = {"type": "output_text", "annotations": [], "logprobs": [], "text": ""}
-        ev("response.content_part.added", item_id=item_id, output_index=0, content_index=0, part=part)
+        ev("response.content_part.added", item_id=item_id, output_index=at, content_index=0, part=part)
         for p in pieces:
-            ev("response.output_text.delta", item_id=item_id, output_index=0, content_index=0, delta=p,
+            ev("response.output_text.delta", item_id=item_id, output_index=at, content_index=0, delta=p,
                logprobs=[], obfuscation="xyz")
-        ev("response.output_text.done", item_id=item_id, output_index=0, content_index=0, text=text,
+        ev("response.output_text.done", item_id=item_id, output_index=at, content_index=0, text=text,
            logprobs=[])
-        ev("response.content_part.done", item_id=item_id, output_index=0, content_index=0,
+        ev("response.content_part.done", item_id=item_id, output_index=at, content_index=0,
            part={**part, "text": text})
-    ev("response.output_item.done", output_index=0, item=done)
-    ev(f"response.{status}", response=_response(body, rid, status, [done], use, created))
+    ev("response.output_item.done", output_index=at, item=done)
+    ev(f"response.{status}", response=_response(body, rid, status, [*tools, done], use, created))
     return [wire.sse(e["type"], e) for e in seq]
 
 

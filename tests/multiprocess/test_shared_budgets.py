@@ -217,7 +217,9 @@ def _worst_case(out: Outcome) -> Decimal:
 @pytest.mark.parametrize("kind", ["key", "label", "tag"])
 def test_three_processes_share_one_limit(trio: list[Gateway], pg: PostgresInstance, kind: str) -> None:
     """200 concurrent requests (JSON, streams, some abandoned by the client) over 3 processes
-    against room for about 20: spend stays at or under the limit, reservations return to 0."""
+    against room for about five at once (each may cost up to ~$0.08 on the prompt bound of a
+    token a byte): spend stays at or under the limit, reservations return to 0. How many are
+    served depends on how soon the first ones settle, so only "some" is asserted."""
     run = uuid.uuid4().hex[:8]
     limit, tags = "0.40", []
     if kind == "key":
@@ -232,7 +234,7 @@ def test_three_processes_share_one_limit(trio: list[Gateway], pg: PostgresInstan
         path = "/v1/manage/budget/" + _budget(trio[0], {"tag": f"customer/{run}"}, limit)["id"]
     time.sleep(1.2)  # every process has seen the new key and budget
     out = burst(trio, [k["key"] for k in keys], 200, tags)
-    assert 10 <= out.status(200) and out.status(402) > 100, (out.status(200), out.status(402), out.bodies[:2])
+    assert 1 <= out.status(200) and out.status(402) > 100, (out.status(200), out.status(402), out.bodies[:2])
     assert out.status(200) + out.status(402) == len(out.answered), out.bodies[:3]
     recorded = _every_answer_recorded(pg, out)
     assert all(recorded[rid]["status"] == s for s, rid in out.answered)
@@ -320,10 +322,10 @@ def test_workers_share_one_port_and_one_budget(upstream: FakeUpstream, pg: Postg
                                                tmp_path: Path) -> None:
     gw = _gateway(tmp_path, upstream, pg, rds, "--workers", "2").start()
     try:
-        key = _key(gw, "workers", limit="1.20")  # ~$0.06 worst case a request: room for ~20
+        key = _key(gw, "workers", limit="1.20")  # ~$0.08 worst case a request: room for ~15 at once
         time.sleep(1.2)
         out = burst([gw], [key["key"]], 100)
-        assert out.status(200) >= 10 and out.status(402) > 0
+        assert out.status(200) >= 5 and out.status(402) > 0  # how many: settle timing decides
         _every_answer_recorded(pg, out)
         _reserved_returns_to_zero(gw, "/v1/manage/apikey/" + key["id"])
         assert _spend(pg, [key["id"]]) <= Decimal("1.20")

@@ -7,6 +7,7 @@ import { clear, field, h, select } from "../dom.js";
 import { keyIndex } from "../filters.js";
 import { day } from "../format.js";
 import { loading, meter, pageHeader, panel, table } from "../ui.js";
+import { byKey, keyLimits, limitsCell, refusalsCell, usageNote } from "./keylimits.js";
 
 const labelText = (labels) => Object.entries(labels || {}).map(([k, v]) => `${k}=${v}`).join("\n");
 
@@ -126,7 +127,8 @@ export default {
     const lf = (p.get("label") || "").split("=");
     if (lf.length === 2) params[`label.${lf[0].trim()}`] = lf[1].trim();
     const budgets = ctx.features.budgets ? get("/v1/manage/budget") : Promise.resolve(null);
-    const [page, budgetDoc] = await loading(body, Promise.all([get("/v1/manage/apikey", params), budgets]), "Loading keys");
+    const keysAndLimits = get("/v1/manage/apikey", params).then(async (keyPage) => [keyPage, await keyLimits(keyPage.data)]);
+    const [[page, usageDoc], budgetDoc] = await loading(body, Promise.all([keysAndLimits, budgets]), "Loading keys");
     if (!ctx.isCurrent()) return;
 
     const edit = (k) => {
@@ -153,6 +155,7 @@ export default {
           } }, "Revoke"))));
     };
     const rows = page.data;
+    const limitsByKey = byKey(usageDoc);
     const listing = table([
       { label: "Key", value: (k) => h("div", {}, h("div", { class: "strong" }, k.name),
         h("code", { class: "muted" }, k.key_prefix ? `${k.key_prefix}…` : "")) },
@@ -161,6 +164,8 @@ export default {
       { label: "Permissions", value: (k) => h("div", { class: "perm" }, h("div", {}, `completions: ${k.permissions.completions}`),
         h("div", {}, `manage: ${k.permissions.manage}`)) },
       { label: "Spend this month / limit", value: (k) => meter(k.monthly_spend, k.monthly_limit) },
+      { label: "Rate limits (now)", value: (k) => limitsCell(limitsByKey.get(k.id)) },
+      { label: "Refused (1 h)", value: (k) => refusalsCell(limitsByKey.get(k.id)) },
       { label: "Policy", value: (k) => k.policy || h("span", { class: "muted" }, "—") },
       { label: "Created", value: (k) => h("div", {}, k.created_at ? day(Date.parse(k.created_at)) : "—",
         k.created_by.name ? h("div", { class: "muted" }, `by ${k.created_by.name}`) : null) },
@@ -169,7 +174,8 @@ export default {
           h("button", { type: "button", class: "ghost small", onclick: () => edit(k), "aria-label": `Edit ${k.name}` }, "Edit"),
           h("button", { type: "button", class: "ghost small danger-text", onclick: () => revoke(k),
             "aria-label": `Revoke ${k.name}` }, "Revoke")) : null) },
-    ], rows, { rowClass: (k) => (k.revoked_at ? "revoked" : null), empty: "No keys match." });
+    ], rows, { rowClass: (k) => (k.revoked_at ? "revoked" : null), rowData: (k) => ({ key: k.id }),
+      empty: "No keys match." });
     const pager = h("div", { class: "pager" },
       p.get("cursor") ? h("a", { class: "button ghost", href: "/dashboard/keys" }, "← First page") : null,
       page.next_cursor ? h("a", { class: "button ghost", href: `/dashboard/keys?${new URLSearchParams({
@@ -181,7 +187,7 @@ export default {
       users.set(k.created_by.id, u);
     }
     clear(body,
-      panel("API keys", [listing, pager]),
+      panel("API keys", [listing, usageNote(usageDoc), pager]),
       h("div", { class: "grid2" },
         panel("Users", [table([
           { label: "User", value: (u) => u.name || "—" },

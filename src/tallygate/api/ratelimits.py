@@ -3,11 +3,17 @@ groups, tag subtrees and models."""
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Query
 from starlette.concurrency import run_in_threadpool
 
 from tallygate.api.deps import require
-from tallygate.manage.ratelimit_schemas import RateLimit, RateLimitCreate, RateLimitList, RateLimitUpdate
+from tallygate.manage.ratelimit_schemas import (
+    KeyLimitsUsage,
+    RateLimit,
+    RateLimitCreate,
+    RateLimitList,
+    RateLimitUpdate,
+)
 from tallygate.manage.ratelimits import RateLimitAdmin
 from tallygate.manage.schemas import ERRORS
 from tallygate.types import Principal
@@ -26,6 +32,15 @@ def ratelimits_router(admin: RateLimitAdmin) -> APIRouter:
     @router.get("/v1/manage/ratelimit", response_model=RateLimitList, summary="Every rate limit")
     async def list_ratelimits(_: Annotated[Principal, reader]) -> dict[str, Any]:
         return await run_in_threadpool(admin.page)
+
+    @router.get("/v1/manage/ratelimit/usage", response_model=KeyLimitsUsage,
+                summary="The rate limits on some keys, what each counts now, and the keys' refusals in the last hour")
+    async def ratelimit_usage(_: Annotated[Principal, reader],
+                              key: Annotated[list[str], Query(min_length=1, max_length=500,
+                                                              description="key ids (repeat the parameter); "
+                                                                          "ids of no key are left out")]
+                              ) -> dict[str, Any]:
+        return await admin.key_usage(key)
 
     @router.get("/v1/manage/ratelimit/{limit_id}", response_model=RateLimit, summary="One rate limit")
     async def get_ratelimit(limit_id: str, _: Annotated[Principal, reader]) -> dict[str, Any]:

@@ -78,7 +78,10 @@ def serve(config_path: str | None, db_url: str | None, host: str, port: int, wor
         engine = open_engine(settings.db_url)
         demo_secret = _demo_key(KeyStore(engine))
         engine.dispose()
-    app = create_app(config, settings, log_service=json_log)
+    try:
+        app = create_app(config, settings, log_service=json_log)
+    except ConfigError as exc:  # found while wiring: a model its price list does not price
+        raise click.ClickException(str(exc)) from None
     if settings.redis_url:
         click.echo("budgets: shared through Redis"
                    f" (budgets_unavailable: {settings.budgets_unavailable})", err=True)

@@ -68,3 +68,42 @@ class RateLimit(BaseModel):
 class RateLimitList(BaseModel):
     object: Literal["list"] = "list"
     data: list[RateLimit]
+
+
+class RuleCounts(BaseModel):
+    requests: int = Field(description="requests admitted in the last 60 seconds")
+    tokens: int = Field(description="tokens counted in the last 60 seconds (the worst case while in flight)")
+    in_flight: int = Field(description="requests in flight now")
+
+
+class RateLimitUsage(BaseModel):
+    id: str
+    name: str
+    scope: dict[str, Any]
+    requests_per_minute: int | None
+    tokens_per_minute: int | None
+    max_concurrent: int | None
+    usage: RuleCounts
+
+
+class KeyRefusals(BaseModel):
+    budget_exceeded: int = Field(description="402s: refused by a budget or the key's own limit")
+    rate_limit_exceeded: int = Field(description="429s: refused by a rate limit")
+
+
+class KeyLimits(BaseModel):
+    id: str
+    rate_limits: list[str] = Field(description="ids of the rate limits on every request of this key "
+                                               "(its key and label limits)")
+    refusals_last_hour: KeyRefusals
+
+
+class KeyLimitsUsage(BaseModel):
+    object: Literal["ratelimit.usage"] = "ratelimit.usage"
+    counted_by: Literal["redis", "process"] = Field(
+        description="redis: every process's admissions; process: this process's alone (no Redis, or it is "
+                    "unreachable)")
+    window_s: int
+    refusals_since: str
+    limits: list[RateLimitUsage]
+    keys: list[KeyLimits]

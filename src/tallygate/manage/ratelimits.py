@@ -10,17 +10,28 @@ the keys it creates or changes (`manage/label_groups.py`, used by `manage/keys.p
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from tallygate.errors import InvalidRequest, NotFound, PermissionDenied
 from tallygate.manage.budgets import _iso, is_bound
 from tallygate.manage.ratelimit_schemas import LIMITS, RateLimitCreate, RateLimitUpdate
+from tallygate.pipeline.ratelimit import WINDOW_S, MemoryLimiter, RateLimiter, RuleUsage
 from tallygate.pipeline.ratelimit_rules import RuleRegistry
 from tallygate.pipeline.scopes import BudgetSet
-from tallygate.store.keys import KeyStore
+from tallygate.store.keys import KeyStore, now_ms
 from tallygate.store.ratelimits import RateLimitRecord, RateLimitStore
+from tallygate.store.refusals import REFUSAL_CODES, RefusalCounts
 from tallygate.types import Principal
+
+REFUSALS_WINDOW_MS = 3_600_000
+
+
+def _counts(usage: RuleUsage | None) -> dict[str, int]:
+    if usage is None:
+        return {"requests": 0, "tokens": 0, "in_flight": 0}
+    return {"requests": usage.requests, "tokens": usage.tokens, "in_flight": usage.in_flight}
 
 
 def _looser(before: int | None, after: int | None) -> bool:
@@ -31,11 +42,43 @@ class RateLimitAdmin:
     """The operations behind `/v1/manage/ratelimit` and `tallygate ratelimits` (blocking)."""
 
     def __init__(self, store: RateLimitStore, keys: KeyStore, registry: RuleRegistry,
-                 budgets: Callable[[], BudgetSet], bump: Callable[[], None]) -> None:
+                 budgets: Callable[[], BudgetSet], bump: Callable[[], None], *,
+                 limiter: RateLimiter | None = None, refusals: RefusalCounts | None = None) -> None:
         """`budgets()`: the budgets in force (whether a caller is bound); `bump()` tells the
-        other processes to reload before admitting their next request."""
+        other processes to reload before admitting their next request; `limiter` counts what
+        the limits admitted and `refusals` reads the ledger's (for `key_usage`)."""
         self._store, self._keys, self._registry = store, keys, registry
         self._budgets, self._bump = budgets, bump
+        self._limiter = limiter or MemoryLimiter()
+        self._refusals = refusals
+
+    async def key_usage(self, key_ids: Sequence[str]) -> dict[str, Any]:
+        """The rate limits on every request of each key, what each counts now, and each key's
+        refusals in the last hour: two queries and one limiter read for any number of keys."""
+        since = now_ms() - REFUSALS_WINDOW_MS
+        found, refusals = await asyncio.to_thread(self._key_rows, set(key_ids), since)
+        rules = self._registry.current
+        per_key: dict[str, list[RateLimitRecord]] = {}
+        limits: dict[str, RateLimitRecord] = {}
+        for key_id in dict.fromkeys(key_ids):
+            row = found.get(key_id)
+            if row is not None:
+                per_key[key_id] = rules.of_key(row.id, row.labels)
+                limits.update((r.id, r) for r in per_key[key_id])
+        counts, counted_by = await self._limiter.usage(["rl:" + rid for rid in limits])
+        none = dict.fromkeys(REFUSAL_CODES, 0)
+        return {
+            "object": "ratelimit.usage", "counted_by": counted_by, "window_s": int(WINDOW_S),
+            "refusals_since": _iso(since),
+            "limits": [{"id": r.id, "name": r.name, "scope": r.scope, **{f: getattr(r, f) for f in LIMITS},
+                        "usage": _counts(counts.get("rl:" + r.id))} for r in limits.values()],
+            "keys": [{"id": key_id, "rate_limits": [r.id for r in bound],
+                      "refusals_last_hour": refusals.get(key_id, none)} for key_id, bound in per_key.items()],
+        }
+
+    def _key_rows(self, key_ids: set[str], since: int) -> tuple[dict[str, Any], dict[str, dict[str, int]]]:
+        rows = self._keys.by_ids(key_ids)
+        return rows, self._refusals.by_key(rows.keys(), since) if self._refusals is not None else {}
 
     def render(self, r: RateLimitRecord) -> dict[str, Any]:
         creator = self._keys.users_by_id({r.created_by}).get(r.created_by) if r.created_by else None

@@ -30,6 +30,7 @@ from tallygate.errors import BudgetExceeded, BudgetUnavailable
 from tallygate.pipeline.output_cap import DEFAULT_MAX_TOKENS as DEFAULT_MAX_TOKENS
 from tallygate.pipeline.output_cap import output_bound
 from tallygate.pipeline.pricing import Rate
+from tallygate.pipeline.tool_fees import NO_TOOLS, ToolBound
 from tallygate.types import Principal
 
 IMAGE_TOKENS = 1600  # input tokens assumed per image part
@@ -105,21 +106,26 @@ def prompt_bound(body: dict[str, Any], endpoint: str) -> int:
 
 
 def worst_case(body: dict[str, Any], endpoint: str, rates: Iterable[Rate],
-               default_max_tokens: int = DEFAULT_MAX_TOKENS) -> int:
+               default_max_tokens: int = DEFAULT_MAX_TOKENS, tools: ToolBound = NO_TOOLS) -> int:
     """The most this request can cost, in picodollars, over every target it may be sent to.
 
     The prompt is `prompt_bound` (every byte of the body: messages, tool calls and their
     arguments, tool and response schemas, files, audio ...); the output is
     `output_cap.output_bound` (call `output_cap.cap_output` first so that the body sent carries
-    that cap).
+    that cap); provider-run tools add `tools` (`tool_fees.cap_tools`).
     """
-    return priced_bound(prompt_bound(body, endpoint), output_bound(body, endpoint, default_max_tokens), rates)
+    return priced_bound(prompt_bound(body, endpoint), output_bound(body, endpoint, default_max_tokens), rates,
+                        tools)
 
 
-def priced_bound(prompt: int, output: int, rates: Iterable[Rate]) -> int:
+def priced_bound(prompt: int, output: int, rates: Iterable[Rate], tools: ToolBound = NO_TOOLS) -> int:
     """The most `prompt` input and `output` output tokens can cost, in picodollars, at the
-    dearest of `rates` (a prompt may be written to a cache at the cache-write price)."""
-    return max((prompt * max(r.input, r.cache_write, r.cache_write_1h) + output * r.output for r in rates), default=0)
+    dearest of `rates` (a prompt may be written to a cache at the cache-write price), with what
+    provider-run tools may add: their fees and the input their results and passes bring
+    (`tool_fees.ToolBound`)."""
+    read = tools.input_tokens(prompt, output)
+    return max((read * max(r.input, r.cache_write, r.cache_write_1h) + output * r.output + tools.fees(r)
+                for r in rates), default=0)
 
 
 class StaleScopes(Exception):  # noqa: N818 - a signal, not an error

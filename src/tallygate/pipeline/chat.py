@@ -28,6 +28,7 @@ from tallygate.pipeline.models import Route
 from tallygate.pipeline.pricing import Rate
 from tallygate.pipeline.relay import relay_stream, respond_json
 from tallygate.pipeline.routing import Plan, execute
+from tallygate.pipeline.tool_fees import chat_searches
 from tallygate.pipeline.validate import check_chat, check_embeddings
 from tallygate.pipeline.wire import Send
 from tallygate.types import Usage
@@ -50,8 +51,9 @@ def deltas(data: bytes) -> int:
 class ChatCodec:
     """Encodes batches of chat chunk bytes for the client; meters the usage chunk."""
 
-    def __init__(self, call: Call, rate: Rate, body: dict, wants_usage: bool) -> None:
+    def __init__(self, call: Call, rate: Rate, body: dict, wants_usage: bool, searches: int = 0) -> None:
         self._call, self._rate, self._body, self._wants_usage = call, rate, body, wants_usage
+        self._searches = searches  # web searches a search model bills for this request
         self._id = call.id.encode()
         self.done = False
 
@@ -106,7 +108,9 @@ class ChatCodec:
         chunk["id"] = self._call.id
         usage_obj = chunk.get("usage")
         if usage_obj:
-            usage_obj["cost"] = usd_json(self._call.meter(Usage.from_openai(usage_obj), self._rate))
+            usage = Usage.from_openai(usage_obj)
+            usage.web_searches = self._searches
+            usage_obj["cost"] = usd_json(self._call.meter(usage, self._rate))
         if not self._wants_usage:
             chunk.pop("usage", None)
             if usage_obj and not chunk.get("choices"):
@@ -135,13 +139,16 @@ class ChatRelay:
         if check_chat(body):
             wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
             return await relay_stream(call, plan, lambda route: _chat_chunks(body, route),
-                                      lambda route: ChatCodec(call, self._rate(route), body, wants_usage), send)
+                                      lambda route: ChatCodec(call, self._rate(route), body, wants_usage,
+                                                              chat_searches(route.upstream_model, body)), send)
 
         def attempt(route: Route) -> Awaitable[tuple[dict, Usage]]:
             return route.provider.chat(upstream_body(body, route))
 
         data, usage = await execute(call, plan, attempt)
         data["id"] = call.id
+        assert call.route is not None
+        usage.web_searches = chat_searches(call.route.upstream_model, body)
         await self._respond(call, data, usage, send)
 
     async def embeddings(self, call: Call, plan: Plan, body: dict, send: Send) -> None:

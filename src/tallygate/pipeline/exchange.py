@@ -56,6 +56,7 @@ from tallygate.pipeline.ratelimit import redacted as rate_redacted
 from tallygate.pipeline.ratelimit_rules import Rule
 from tallygate.pipeline.routing import Plan, Router
 from tallygate.pipeline.tags import parse_tags
+from tallygate.pipeline.tool_fees import NO_TOOLS, ToolBound, cap_tools
 from tallygate.pipeline.wire import (
     Message,
     Receive,
@@ -143,6 +144,7 @@ class Pipeline:
         applies, all or nothing (402 naming the first that won't fit). Scopes decided with
         budgets or keys another process has changed since are decided again, reloaded."""
         bound: tuple[int, int] | None = None  # (prompt, output) tokens at most, counted once
+        tools: ToolBound = NO_TOOLS  # what provider-run tools may add
         for attempt in range(3):
             scopes = self.scopes(call.principal, call.tags)
             if not all(s.enforce for s in scopes):  # soft budgets count, never refuse
@@ -154,9 +156,10 @@ class Pipeline:
             counted = any(r.tokens_per_minute is not None for r in rules)
             if bound is None and (priced or counted):
                 output = cap_output(body, call.endpoint)  # the body sent carries the cap reserved for
+                tools = cap_tools(body, call.endpoint, [r.upstream_model for r in routes])  # and the tools' bounds
                 bound = prompt_bound(body, call.endpoint), output
             prompt, output = bound or (0, 0)
-            amount = priced_bound(prompt, output, [self.catalog.rate(r) for r in routes]) if priced else 0
+            amount = priced_bound(prompt, output, [self.catalog.rate(r) for r in routes], tools) if priced else 0
             tokens = prompt + output if counted else 0
             try:
                 return await self._reserve(scopes, amount, rules, tokens, call.created_ms)

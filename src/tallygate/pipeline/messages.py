@@ -24,6 +24,7 @@ from tallygate.pipeline.models import Route
 from tallygate.pipeline.pricing import Rate
 from tallygate.pipeline.relay import Codec, relay_stream, respond_json, sse, text_chars
 from tallygate.pipeline.routing import Plan, execute
+from tallygate.pipeline.tool_fees import anthropic_container
 from tallygate.pipeline.wire import JSON_HEADERS, Scope, Send, headers_of, send_bytes
 from tallygate.providers.anthropic_translate import anthropic_usage
 from tallygate.providers.messages_translate import ChatToMessagesStream, chat_to_message, messages_to_chat
@@ -91,6 +92,7 @@ class MessagesRelay:
 
         data, usage = await execute(call, plan, attempt)
         assert call.route is not None
+        usage.code_sessions = anthropic_container(data)  # a code execution container ran
         cost = call.meter(usage, self._rate(call.route))
         data["id"] = call.id
         if not isinstance(data.get("usage"), dict):
@@ -151,7 +153,8 @@ class _MessagesCodecBase:
         output = max(known.output_tokens, math.ceil(call.streamed_chars / 4))
         call.meter(Usage(input_tokens=prompt, output_tokens=output, cached_tokens=known.cached_tokens,
                          cache_write_tokens=known.cache_write_tokens,
-                         cache_write_1h_tokens=known.cache_write_1h_tokens), self._rate)
+                         cache_write_1h_tokens=known.cache_write_1h_tokens, web_searches=known.web_searches,
+                         code_sessions=known.code_sessions), self._rate)
         call.pricing_source = f"{self._rate.source} (estimated)"
 
 
@@ -161,6 +164,7 @@ class NativeMessagesCodec(_MessagesCodecBase):
     def __init__(self, call: Call, rate: Rate, body: dict) -> None:
         super().__init__(call, rate, body)
         self._usage: dict[str, object] = {}
+        self._containers = 0  # code execution ran in a container (message_delta's `delta.container`)
 
     def encode(self, batch: list[tuple[str | None, bytes]]) -> bytes:
         out = []
@@ -177,7 +181,8 @@ class NativeMessagesCodec(_MessagesCodecBase):
                 event = orjson.loads(data)
                 usage = event.get("usage")
                 self._absorb(usage)
-                cost = self._call.meter(anthropic_usage(self._usage), self._rate)
+                self._containers = self._containers or anthropic_container(event.get("delta"))
+                cost = self._call.meter(self._known(), self._rate)
                 if isinstance(usage, dict):
                     usage["cost"] = usd_json(cost)
                 data = orjson.dumps(event)
@@ -188,15 +193,21 @@ class NativeMessagesCodec(_MessagesCodecBase):
 
     def _absorb(self, usage: object) -> None:
         """The latest value of each count (message_delta's are cumulative), the cache writes'
-        split by TTL (`cache_creation`) included."""
+        split by TTL (`cache_creation`) and the server tools' uses (`server_tool_use`) included."""
         if isinstance(usage, dict):
-            self._usage.update({k: v for k, v in usage.items() if type(v) is int or k == "cache_creation"})
+            self._usage.update({k: v for k, v in usage.items()
+                                if type(v) is int or k in ("cache_creation", "server_tool_use")})
+
+    def _known(self) -> Usage:
+        usage = anthropic_usage(self._usage)
+        usage.code_sessions = self._containers
+        return usage
 
     def end(self) -> bytes:
         return b""
 
     def settle(self) -> None:
-        self._estimate(anthropic_usage(self._usage))
+        self._estimate(self._known())
 
 
 class TranslatedMessagesCodec(_MessagesCodecBase):

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from tallygate.errors import InvalidRequest, ModelNotFound
-from tallygate.pipeline.pricing import PriceBook, Rate
+from tallygate.pipeline.pricing import MUST_PRICE, UNPRICED, PriceBook, Rate
 from tallygate.providers.base import Capabilities, Provider
-from tallygate.settings import GatewayConfig, PricingOverride
+from tallygate.settings import ConfigError, GatewayConfig, PricingOverride
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +60,10 @@ class ModelCatalog:
         self._policies = list(config.policies)
         self._prices = prices or PriceBook()
         for route in self._routes.values():  # load pricing data now, not on the first request
-            self.rate(route)
+            if self.rate(route).source == UNPRICED.source and route.price_list in MUST_PRICE:
+                raise ConfigError(f"models.{route.name}: genai-prices has no {route.provider_type} price for "
+                                  f"{route.upstream_model!r}; set models.{route.name}.pricing "
+                                  "(input_per_mtok, output_per_mtok ...)")
 
     def resolve(self, name: object) -> Route:
         route = self._routes.get(name) if isinstance(name, str) else None

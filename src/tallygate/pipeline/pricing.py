@@ -5,20 +5,39 @@ Prices come from the model's `pricing` override in config when it has one, else 
 resolved once per model and UTC day and kept as integer picodollars per token, so pricing a
 response is a few integer multiplications. Prices with more than six decimals per million
 tokens are rounded half-even to the picodollar (none in the snapshot today). Each priced record
-keeps `source` (`config` or `genai-prices <version>`) so costs can be recomputed.
+keeps `source` (`config` or `genai-prices <version>`) so costs can be recomputed. Long-prompt
+tiers (Gemini 2.5 Pro over 200k tokens ...) are kept as whole-request rates (`Rate.tiers`).
+
+Provider-run tools billed per use are priced the same way, per use: web searches and file
+searches from the snapshot's `web_searches_kcount` / `storage_searches_kcount` (USD per 1,000
+calls), code containers from `CODE_SESSION_USD` (the snapshot has no price for them), each
+overridable in config (`pricing.web_search_per_call` ...). What counts as a use, and how many a
+request may make, is `pipeline/tool_fees.py`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import ROUND_HALF_EVEN, Decimal
 
 from tallygate.settings import PricingOverride
 from tallygate.types import Usage
 
 _PER_TOKEN = Decimal(10**6)  # $/Mtok * 1e12 pico/$ / 1e6 tok/Mtok
+_PER_CALL = Decimal(10**12)  # $ per call * 1e12 pico/$
+_PER_KCALL = Decimal(10**9)  # $/1,000 calls * 1e12 pico/$ / 1e3 calls
+
+# USD per code container, in units of 1 GB (`tool_fees`), by price list: OpenAI's code
+# interpreter bills $0.03 per 1 GB container (4 GB $0.12 ... 64 GB $1.92, as many units) [1];
+# Anthropic's code execution bills $0.05 per container-hour [2] and reports no duration, so a
+# request that used a container is charged one hour: more than any request can run (the
+# gateway's upstream timeout is at most 600 s by default), never less than the bill.
+# [1] https://platform.openai.com/docs/pricing#built-in-tools
+# [2] https://docs.claude.com/en/docs/agents-and-tools/tool-use/code-execution-tool#usage-and-pricing
+CODE_SESSION_USD = {"openai": Decimal("0.03"), "azure": Decimal("0.03"), "mock": Decimal("0.03"),
+                    "anthropic": Decimal("0.05"), "vertex": Decimal("0.05"), "bedrock": Decimal("0.05")}
 
 
 def _pico_per_token(per_mtok: Decimal | None) -> int | None:
@@ -27,11 +46,19 @@ def _pico_per_token(per_mtok: Decimal | None) -> int | None:
     return int((Decimal(per_mtok) * _PER_TOKEN).to_integral_value(ROUND_HALF_EVEN))
 
 
+def _pico(usd: Decimal | None, scale: Decimal = _PER_CALL) -> int:
+    return 0 if usd is None else int((Decimal(usd) * scale).to_integral_value(ROUND_HALF_EVEN))
+
+
 @dataclass(frozen=True, slots=True)
 class Rate:
     """Picodollars per token for each kind of token. `cache_write` is the 5-minute cache write
     (Anthropic's default TTL, and every other provider's only one), `cache_write_1h` the
-    1-hour one."""
+    1-hour one. `web_search`, `file_search` and `code_session` are picodollars per use of
+    those provider-run tools (a code session per 1 GB container). `tiers` are long-prompt
+    prices, `(start, rate)` in ascending order: a request whose prompt (`input_tokens`, cache
+    included) is over `start` tokens pays `rate` for all its tokens (the "cliff" Google,
+    Anthropic and AWS price by, as genai-prices models it)."""
 
     input: int
     output: int
@@ -39,13 +66,25 @@ class Rate:
     cache_write: int
     source: str
     cache_write_1h: int = 0
+    web_search: int = 0
+    file_search: int = 0
+    code_session: int = 0
+    tiers: tuple[tuple[int, Rate], ...] = ()
 
     def cost(self, u: Usage) -> int:
+        for start, tier in reversed(self.tiers):
+            if u.input_tokens > start:
+                return tier.cost(u)
         uncached = max(0, u.input_tokens - u.cached_tokens - u.cache_write_tokens)
         hour = min(u.cache_write_1h_tokens, u.cache_write_tokens)
         return (uncached * self.input + u.cached_tokens * self.cached
                 + (u.cache_write_tokens - hour) * self.cache_write + hour * self.cache_write_1h
-                + u.output_tokens * self.output)
+                + u.output_tokens * self.output + self.tool_fees(u))
+
+    def tool_fees(self, u: Usage) -> int:
+        """What the provider-run tools of `u` cost, in picodollars."""
+        return u.web_searches * self.web_search + u.file_searches * self.file_search \
+            + u.code_sessions * self.code_session
 
     @classmethod
     def from_mtok(cls, source: str, input: Decimal, output: Decimal | None = None,
@@ -63,6 +102,10 @@ class Rate:
 
 
 UNPRICED = Rate(0, 0, 0, 0, "unpriced")
+# Price lists where a model without a price is a start-up error, not a silent $0: a cloud's
+# catalogue is sold at list prices, so a model genai-prices does not list (Cohere on Bedrock, an
+# application inference profile's opaque id) needs its `pricing:` in config.
+MUST_PRICE = frozenset({"bedrock"})
 _today: tuple[int, dt.date] = (-1, dt.date.min)  # (days since the epoch, that date)
 
 
@@ -85,11 +128,18 @@ class PriceBook:
              today: dt.date | None = None) -> Rate:
         """The rate of `upstream_model` on `price_list` (`ProviderConfig.price_list`): the
         override if any, else that genai-prices provider's price on `today`."""
-        if override is not None:
-            return Rate.from_mtok("config", override.input_per_mtok, override.output_per_mtok,
-                                  override.cached_input_per_mtok, override.cache_write_per_mtok,
-                                  override.cache_write_1h_per_mtok)
         today = today or _utc_today()
+        if override is not None:
+            listed = self.rate(price_list, upstream_model, None, today)  # its tool fees, unless overridden
+            return replace(Rate.from_mtok("config", override.input_per_mtok, override.output_per_mtok,
+                                          override.cached_input_per_mtok, override.cache_write_per_mtok,
+                                          override.cache_write_1h_per_mtok),
+                           web_search=_pico(override.web_search_per_call) if override.web_search_per_call
+                           is not None else listed.web_search,
+                           file_search=_pico(override.file_search_per_call) if override.file_search_per_call
+                           is not None else listed.file_search,
+                           code_session=_pico(override.code_session_per_call) if override.code_session_per_call
+                           is not None else listed.code_session)
         key = (price_list, upstream_model, None, today)
         rate = self._cache.get(key)
         if rate is None:
@@ -113,7 +163,9 @@ _CANDIDATES: dict[str, list[str | None]] = {
 def _lookup(price_list: str, model: str, today: dt.date) -> Rate:
     import genai_prices
     from genai_prices import data_snapshot
+    from genai_prices.types import TieredPrices
 
+    code = _pico(CODE_SESSION_USD.get(price_list))
     snapshot = data_snapshot.get_snapshot()
     for provider_id in _CANDIDATES.get(price_list, [price_list]):
         try:
@@ -122,17 +174,31 @@ def _lookup(price_list: str, model: str, today: dt.date) -> Rate:
         except LookupError:
             continue
     else:
-        return UNPRICED
+        return replace(UNPRICED, code_session=code)
     when = dt.datetime.combine(today, dt.time(12), dt.UTC)
     prices = info.get_prices(when)
 
-    def flat(name: str) -> Decimal | None:
-        value = getattr(prices, name, None)
-        return getattr(value, "base", value)  # tiered prices: the base tier
+    names = ("input_mtok", "output_mtok", "cache_read_mtok", "cache_write_mtok", "cache_write_1h_mtok")
 
-    input_mtok = flat("input_mtok")
-    if input_mtok is None:
-        return UNPRICED
-    return Rate.from_mtok(f"genai-prices {genai_prices.__version__}", input_mtok,
-                          flat("output_mtok"), flat("cache_read_mtok"), flat("cache_write_mtok"),
-                          flat("cache_write_1h_mtok"))
+    def at(name: str, tokens: int) -> Decimal | None:
+        """The price of `name` for a prompt over `tokens` tokens (tiered or flat)."""
+        value = getattr(prices, name, None)
+        if not isinstance(value, TieredPrices):
+            return value
+        return next((t.price for t in reversed(value.tiers) if t.start <= tokens), value.base)
+
+    def with_fees(rate: Rate) -> Rate:
+        return replace(rate, web_search=_pico(at("web_searches_kcount", 0), _PER_KCALL),
+                       file_search=_pico(at("storage_searches_kcount", 0), _PER_KCALL), code_session=code)
+
+    def rate(tokens: int) -> Rate:
+        return with_fees(Rate.from_mtok(source, at("input_mtok", tokens) or Decimal(0), at("output_mtok", tokens),
+                                        at("cache_read_mtok", tokens), at("cache_write_mtok", tokens),
+                                        at("cache_write_1h_mtok", tokens)))
+
+    if at("input_mtok", 0) is None:
+        return with_fees(UNPRICED)
+    source = f"genai-prices {genai_prices.__version__}"
+    starts = sorted({t.start for name in names if isinstance(v := getattr(prices, name, None), TieredPrices)
+                     for t in v.tiers})
+    return replace(rate(0), tiers=tuple((start, rate(start)) for start in starts))

@@ -61,6 +61,16 @@ def limit_headers(kind: bytes, limit: int, remaining: int, reset_s: float) -> li
             (b"x-ratelimit-reset-" + kind, duration(reset_s).encode())]
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RuleUsage:
+    """What one rate limit counts now: requests and tokens admitted in the last 60 seconds
+    (tokens as reserved while in flight, as used once settled) and requests in flight."""
+
+    requests: int
+    tokens: int
+    in_flight: int
+
+
 @dataclass(slots=True)
 class RateHold:
     """What one admitted request holds: `token_entries` to settle, the ids it is in flight in,
@@ -82,6 +92,10 @@ class RateLimiter(Protocol):
     def settle(self, hold: RateHold, actual_tokens: int | None) -> None:
         """The request ended having used `actual_tokens`; None: it was never served (another
         limit refused it), so it is taken out of the windows as if never admitted."""
+
+    async def usage(self, rule_ids: Sequence[str]) -> tuple[dict[str, RuleUsage], str]:
+        """What each limit (by `Rule.id`) counts now, without counting anything, and who counted
+        it: 'redis' (every process sharing it) or 'process' (this process alone)."""
 
 
 @runtime_checkable
@@ -236,6 +250,21 @@ class MemoryLimiter:
     def in_flight(self, rule_id: str) -> int:
         w = self._windows.get(rule_id)
         return 0 if w is None else w.inflight
+
+    async def usage(self, rule_ids: Sequence[str]) -> tuple[dict[str, RuleUsage], str]:
+        return self.usage_now(rule_ids), "process"
+
+    def usage_now(self, rule_ids: Sequence[str]) -> dict[str, RuleUsage]:
+        """What each limit counts now (limits that never admitted anything count zero)."""
+        now, out = self._clock(), {}
+        for rule_id in rule_ids:
+            w = self._windows.get(rule_id)
+            if w is None:
+                out[rule_id] = RuleUsage(requests=0, tokens=0, in_flight=0)
+                continue
+            w.expire(now)
+            out[rule_id] = RuleUsage(requests=len(w.requests), tokens=w.token_sum, in_flight=w.inflight)
+        return out
 
 
 def _tighter(found: dict[bytes, tuple[int, int, float]], kind: bytes, limit: int, remaining: int,

@@ -89,6 +89,12 @@ class RuleSet:
         self._cache[principal.key_id] = (principal, tuple(found))
         return tuple(found)
 
+    def of_key(self, key_id: str, labels: dict[str, str]) -> list[RateLimitRecord]:
+        """The limits on every request of a key (its key and label limits), from its record."""
+        ids = {rule.id for rule in self._by_key.get(key_id, ())}
+        ids |= {rule.id for want, rule in self._labels if labels_match(want, labels)}
+        return [r for r in self.records.values() if "rl:" + r.id in ids]
+
     def rules(self, principal: Principal, tags: tuple[str, ...], model: str | None) -> tuple[Rule, ...]:
         """Every limit a request counts against (the bootstrap admin's key and labels none)."""
         if not self.records:

@@ -26,6 +26,7 @@ from tallygate.pipeline.ratelimit import (
     CONCURRENCY_RETRY_S,
     MemoryLimiter,
     RateHold,
+    RuleUsage,
     limit_headers,
     refused,
 )
@@ -33,7 +34,7 @@ from tallygate.pipeline.ratelimit_rules import Rule
 from tallygate.pipeline.redis_batch import ScriptBatch
 from tallygate.pipeline.redis_budget import RedisBudget
 from tallygate.pipeline.redis_lua import SETTLE
-from tallygate.pipeline.redis_ratelimit_lua import RATE_SETTLE, RESERVE_RATED
+from tallygate.pipeline.redis_ratelimit_lua import RATE_SETTLE, RATE_USAGE, RESERVE_RATED
 
 log = logging.getLogger("tallygate.ratelimit.redis")
 _KINDS = {1: "requests per minute", 2: "tokens per minute", 3: "requests in flight at once"}
@@ -54,6 +55,7 @@ class RatedRedisBudget(RedisBudget):
         super().__init__(*args, **kwargs)
         self._rated = ScriptBatch(self._aio, self._aio.register_script(RESERVE_RATED), on_orphan=self._orphan_rated)
         self._rate_settle = self._aio.register_script(RATE_SETTLE)
+        self._rate_usage = self._aio.register_script(RATE_USAGE)
         self._ids = itertools.count()
         self.fallback = MemoryLimiter()  # while Redis is unreachable: each process limits itself
         self._rate_queue: list[list[Any]] = []
@@ -98,6 +100,21 @@ class RatedRedisBudget(RedisBudget):
                 return self._unavailable(ids, limited, amount, exc), self._fallback_admit(rules, tokens)
         lost = RuntimeError("the window's counters could not be built")
         return self._unavailable(ids, limited, amount, lost), self._fallback_admit(rules, tokens)
+
+    async def rate_usage(self, rule_ids: Sequence[str]) -> tuple[dict[str, RuleUsage], str]:
+        """What each rate limit counts now across every process (one round trip); this
+        process's own fallback figures while Redis cannot be reached."""
+        if not rule_ids:
+            return {}, "redis"
+        try:
+            res = await self._rate_usage(args=[self._p, *rule_ids])
+        except (RedisError, OSError) as exc:
+            log.warning("reading rate-limit usage from Redis failed (%s); showing this process's own",
+                        type(exc).__name__)
+            return self.fallback.usage_now(rule_ids), "process"
+        values = [int(x) for x in res]
+        return {rid: RuleUsage(requests=values[3 * i], tokens=values[3 * i + 1], in_flight=values[3 * i + 2])
+                for i, rid in enumerate(rule_ids)}, "redis"
 
     def _fallback_admit(self, rules: Sequence[Rule], tokens: int) -> RateHold:
         return self.fallback.admit_now(rules, tokens)
@@ -202,3 +219,6 @@ class RedisLimiter:
 
     def settle(self, hold: RateHold, actual_tokens: int | None) -> None:
         self.budget.settle_rate(hold, actual_tokens)
+
+    async def usage(self, rule_ids: Sequence[str]) -> tuple[dict[str, RuleUsage], str]:
+        return await self.budget.rate_usage(rule_ids)

@@ -162,3 +162,19 @@ for i = 5, #ARGV, 3 do
 end
 return 0
 """
+
+# ARGV: prefix, then rule ids. -> per rule: requests and tokens in the last minute, requests in
+# flight (what the dashboard shows; expired entries are dropped, nothing is counted).
+RATE_USAGE = _COMMON + _RATE + """
+local p = ARGV[1]
+local now = now_ms()
+local out = {}
+for i = 2, #ARGV do
+  local id = ARGV[i]
+  rate_expire(p, id, now)
+  out[#out + 1] = redis.call('ZCARD', p .. 'rq:' .. id)
+  out[#out + 1] = tonumber(redis.call('GET', p .. 'rks:' .. id) or '0')
+  out[#out + 1] = tonumber(redis.call('GET', p .. 'rt:rlc:' .. id) or '0')
+end
+return out
+"""

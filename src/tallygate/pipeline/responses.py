@@ -25,6 +25,7 @@ from tallygate.pipeline.models import Route
 from tallygate.pipeline.pricing import Rate
 from tallygate.pipeline.relay import Codec, relay_stream, respond_json, sse, text_chars
 from tallygate.pipeline.routing import Plan, execute
+from tallygate.pipeline.tool_fees import responses_tool_use
 from tallygate.pipeline.wire import Send
 from tallygate.providers.responses_translate import (
     ChatToResponsesStream,
@@ -73,6 +74,7 @@ class ResponsesRelay:
 
         data, usage = await execute(call, plan, attempt)
         assert call.route is not None
+        usage.web_searches, usage.file_searches, usage.code_sessions = responses_tool_use(data, body)
         cost = call.meter(usage, self._rate(call.route))
         if not isinstance(data.get("usage"), dict):
             data["usage"] = to_responses_usage(usage)
@@ -97,6 +99,7 @@ class _ResponsesCodecBase:
     def __init__(self, call: Call, rate: Rate, body: dict) -> None:
         self._call, self._rate, self._body = call, rate, body
         self._seq = 0
+        self._items: list[object] = []  # provider-run tool calls begun, for a stream cut short
         self.done = False
 
     def error(self, err: GatewayError) -> bytes:
@@ -109,8 +112,10 @@ class _ResponsesCodecBase:
         call = self._call
         if call.partial or call.pricing_source is None:
             chars, images = body_size([self._body.get("instructions"), self._body.get("input")])
+            web, file, code = responses_tool_use({"output": self._items}, self._body)
             call.meter(Usage(input_tokens=math.ceil(chars / 4) + 1600 * images,
-                             output_tokens=math.ceil(call.streamed_chars / 4)), self._rate)
+                             output_tokens=math.ceil(call.streamed_chars / 4), web_searches=web,
+                             file_searches=file, code_sessions=code), self._rate)
             call.pricing_source = f"{self._rate.source} (estimated)"
 
 
@@ -127,10 +132,17 @@ class NativeResponsesCodec(_ResponsesCodecBase):
                 response = event.get("response") or {}
                 usage = response.get("usage")
                 if isinstance(usage, dict):
-                    usage["cost"] = usd_json(self._call.meter(responses_usage(usage), self._rate))
+                    known = responses_usage(usage)
+                    known.web_searches, known.file_searches, known.code_sessions = responses_tool_use(
+                        response, self._body)
+                    usage["cost"] = usd_json(self._call.meter(known, self._rate))
                     data = orjson.dumps(event)
             elif name == "response.output_text.delta" or name == "response.function_call_arguments.delta":
                 self._call.streamed_chars += text_chars(data)
+            elif name == "response.output_item.added" and b'_call"' in data:
+                item = orjson.loads(data).get("item")
+                if isinstance(item, dict) and item.get("type") != "function_call":
+                    self._items.append(item)
             out.append(sse((name or "message").encode(), data))
         return b"".join(out)
 

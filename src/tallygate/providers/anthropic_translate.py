@@ -340,13 +340,17 @@ def from_anthropic(resp: dict, request_id: str, created: int, model: str) -> tup
 def anthropic_usage(usage: dict | None) -> Usage:
     """Anthropic `usage` in OpenAI's meaning: cache reads and writes count as prompt tokens;
     the writes with the 1-hour TTL (`cache_creation.ephemeral_1h_input_tokens`) are kept apart,
-    as they are priced apart."""
+    as they are priced apart; web searches (`server_tool_use.web_search_requests`) are counted,
+    as they are billed per search."""
     usage = usage if isinstance(usage, dict) else {}
     fresh, output, read, write = (tokens(usage.get(k)) for k in _USAGE_KEYS)
     ttl = usage.get("cache_creation")
     hour = min(write, tokens(ttl.get("ephemeral_1h_input_tokens"))) if isinstance(ttl, dict) else 0
+    server = usage.get("server_tool_use")
+    searches = tokens(server.get("web_search_requests")) if isinstance(server, dict) else 0
     return Usage(input_tokens=fresh + read + write, output_tokens=output,
-                 cached_tokens=read, cache_write_tokens=write, cache_write_1h_tokens=hour)
+                 cached_tokens=read, cache_write_tokens=write, cache_write_1h_tokens=hour,
+                 web_searches=searches)
 
 
 def _finish_reason(stop_reason: object) -> str:

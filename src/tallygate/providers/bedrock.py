@@ -5,9 +5,10 @@
 `EventStreamBuffer`). Requests are signed with SigV4 by botocore from its credential chain
 (environment, shared profile, web identity, container and instance roles), or carry a Bedrock
 API key as `Authorization: Bearer` when `api_key` is set. `modelId` may be a cross-region
-inference profile (`us.anthropic.claude-…`). Messages and Responses reach it through the
-gateway's chat translations; with `anthropic_messages: true` (Claude models only) Messages go
-natively through InvokeModel (`BedrockClaudeProvider`).
+inference profile (`us.anthropic.claude-…`). `/v1/messages` is translated straight to Converse
+(`bedrock_messages`: prompt-cache breakpoints become cache points where the client put them),
+or, with `anthropic_messages: true` (Claude models only), relayed natively through InvokeModel
+(`BedrockClaudeProvider`); Responses reach it through the gateway's chat translation.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from tallygate.providers.bedrock_embed import (
     openai_embeddings,
     titan_body,
 )
+from tallygate.providers.bedrock_messages import ConverseToMessagesStream, converse_to_message, messages_to_converse
 from tallygate.providers.bedrock_translate import ConverseStreamTranslator, bedrock_error, from_converse, to_converse
 from tallygate.providers.http import HttpClient, retry_after, transport_errors
 from tallygate.providers.upstream import Upstream
@@ -160,7 +162,47 @@ class BedrockProvider:
                         return
         raise UpstreamUnavailable(f"provider {self.name!r} ended the stream before its metadata event")
 
+    async def messages(self, body: dict, headers: dict[str, str]) -> tuple[dict, Usage]:
+        """Anthropic's Messages through Converse (`headers`, Anthropic's versions, do not apply)."""
+        url, data = self._url(body["model"], "converse"), orjson.dumps(messages_to_converse(body))
+        signed = await self._signed(url, data, "application/json")
+        answer = await self._up.post_bytes(URL(url, encoded=True), data, signed)
+        try:
+            return converse_to_message(answer, body["model"])
+        except (KeyError, TypeError, AttributeError):
+            raise UpstreamProtocolError(f"provider {self.name!r} sent a body we cannot read") from None
+
+    async def messages_stream(self, body: dict, headers: dict[str, str]) -> RawEvents:
+        """Anthropic's Messages events `(name, JSON)` from ConverseStream; ends after message_stop."""
+        from botocore.eventstream import EventStreamBuffer, ParserError
+
+        url, data = self._url(body["model"], "converse-stream"), orjson.dumps(messages_to_converse(body))
+        signed = await self._signed(url, data, "application/vnd.amazon.eventstream")
+        events = ConverseToMessagesStream(body["model"])
+        frames = EventStreamBuffer()
+        async with self._up.stream_bytes(URL(url, encoded=True), data, signed, "vnd.amazon.eventstream") as resp:
+            with transport_errors(self.name):
+                async for raw in resp.content.iter_any():
+                    frames.add_data(raw)
+                    batch: list[tuple[str | None, bytes]] = []
+                    try:
+                        for frame in frames:
+                            kind, payload = self._payload(frame.headers, frame.payload)
+                            batch += [(name, orjson.dumps(event)) for name, event in events.feed(kind, payload)]
+                    except ParserError:
+                        raise UpstreamProtocolError(
+                            f"provider {self.name!r} sent a broken event-stream frame") from None
+                    if batch:
+                        yield batch
+                    if events.done:
+                        return
+        raise UpstreamUnavailable(f"provider {self.name!r} ended the stream before its metadata event")
+
     def _event(self, translator: ConverseStreamTranslator, headers: dict, payload: bytes) -> list[dict]:
+        return translator.feed(*self._payload(headers, payload))
+
+    def _payload(self, headers: dict, payload: bytes) -> tuple[str, dict]:
+        """A ConverseStream frame's (event type, JSON payload); an exception frame is raised."""
         kind = headers.get(":message-type")
         if kind == "exception" or kind == "error":
             error_type = str(headers.get(":exception-type") or headers.get(":error-code") or "")
@@ -169,7 +211,7 @@ class BedrockProvider:
             data = orjson.loads(payload)
         except orjson.JSONDecodeError:
             raise UpstreamProtocolError(f"provider {self.name!r} sent an event that is not JSON") from None
-        return translator.feed(str(headers.get(":event-type", "")), data if isinstance(data, dict) else {})
+        return str(headers.get(":event-type", "")), data if isinstance(data, dict) else {}
 
     async def embed(self, body: dict) -> tuple[dict, Usage]:
         """OpenAI embeddings through InvokeModel: Titan (one call per text, concurrently) or

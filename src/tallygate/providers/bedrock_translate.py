@@ -34,7 +34,18 @@ _ERROR_STATUS = {"ThrottlingException": 429, "ModelNotReadyException": 503, "Ser
                  "AccessDeniedException": 403, "UnrecognizedClientException": 403,
                  "ExpiredTokenException": 403, "ValidationException": 400, "ResourceNotFoundException": 404}
 _MAX_MESSAGE = 300
-CACHE_POINT = {"cachePoint": {"type": "default"}}
+
+
+def cache_point(block: dict, param: str) -> list[dict]:
+    """The Converse cache point a block's Anthropic `cache_control` asks for, to follow it (none
+    without one); `ttl: "1h"` is passed on, Bedrock's default is 5 minutes."""
+    mark = block.get("cache_control")
+    if mark is None:
+        return []
+    if not isinstance(mark, dict) or mark.get("type") != "ephemeral" or mark.get("ttl", "5m") not in ("5m", "1h"):
+        raise InvalidRequest(f'{param}.cache_control must be {{"type": "ephemeral"}} with an optional ttl '
+                             '"5m" or "1h"', param=f"{param}.cache_control")
+    return [{"cachePoint": {"type": "default", "ttl": "1h"} if mark.get("ttl") == "1h" else {"type": "default"}}]
 
 
 _invalid = invalid
@@ -56,8 +67,7 @@ def to_converse(body: dict) -> dict:
     out: dict = {"messages": messages}
     if system:
         out["system"] = [{"text": system}]
-        if _system_cached(body.get("messages")):
-            out["system"].append(CACHE_POINT)
+        out["system"] += _system_cache_point(body.get("messages"))
     config: dict = {}
     limit = body.get("max_completion_tokens", body.get("max_tokens"))
     if limit is not None:
@@ -85,11 +95,15 @@ def to_converse(body: dict) -> dict:
     return out
 
 
-def _system_cached(messages: object) -> bool:
-    """Whether a system or developer message's part carries `cache_control`."""
-    return isinstance(messages, list) and any(
-        isinstance(m, dict) and m.get("role") in ("system", "developer") and isinstance(m.get("content"), list)
-        and any(isinstance(p, dict) and p.get("cache_control") for p in m["content"]) for m in messages)
+def _system_cache_point(messages: object) -> list[dict]:
+    """One cache point after the system text when a system or developer message's part carries
+    `cache_control` (with the longest TTL asked for)."""
+    points = [point for i, m in enumerate(messages if isinstance(messages, list) else ())
+              if isinstance(m, dict) and m.get("role") in ("system", "developer") and isinstance(m.get("content"), list)
+              for j, p in enumerate(m["content"]) if isinstance(p, dict)
+              for point in cache_point(p, f"messages[{i}].content[{j}]")]
+    hour = [p for p in points if p["cachePoint"].get("ttl") == "1h"]
+    return (hour or points)[:1]
 
 
 def _messages(messages: object) -> tuple[str, list[dict]]:
@@ -120,8 +134,7 @@ def _blocks(content: object, at: str, *, images: bool) -> list[dict]:
                                            f"{at}[{j}].image_url.url")})
         else:
             raise _invalid(f"{at}[{j}].type", f"{kind!r} is not supported here for Bedrock models")
-        if part.get("cache_control"):  # Anthropic's prompt-cache mark -> a Converse cache point after it
-            blocks.append(CACHE_POINT)
+        blocks += cache_point(part, f"{at}[{j}]")  # Anthropic's prompt-cache mark -> a Converse cache point
     return blocks
 
 
@@ -183,10 +196,16 @@ def _tool_choice(choice: object) -> dict | None:
 
 # --- response
 def converse_usage(usage: object) -> Usage:
+    """Converse's `usage`: `inputTokens` excludes the cache reads and writes; the writes kept an
+    hour are `cacheDetails`' `ttl: "1h"` entries (priced apart)."""
     usage = usage if isinstance(usage, dict) else {}
     read, write = tokens(usage.get("cacheReadInputTokens")), tokens(usage.get("cacheWriteInputTokens"))
+    details = usage.get("cacheDetails")
+    hour = sum(tokens(d.get("inputTokens")) for d in details if isinstance(d, dict) and d.get("ttl") == "1h") \
+        if isinstance(details, list) else 0
     return Usage(input_tokens=tokens(usage.get("inputTokens")) + read + write,
-                 output_tokens=tokens(usage.get("outputTokens")), cached_tokens=read, cache_write_tokens=write)
+                 output_tokens=tokens(usage.get("outputTokens")), cached_tokens=read, cache_write_tokens=write,
+                 cache_write_1h_tokens=min(hour, write))
 
 
 def finish_reason(stop_reason: object) -> str:

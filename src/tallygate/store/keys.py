@@ -128,6 +128,14 @@ class KeyStore:
             row = conn.execute(select(api_keys).where(api_keys.c.id == key_id)).mappings().first()
             return _key(row) if row else None
 
+    def by_ids(self, ids: set[str]) -> dict[str, KeyRecord]:
+        """The keys of `ids` that exist, in one query."""
+        if not ids:
+            return {}
+        with self._engine.connect() as conn:
+            rows = conn.execute(select(api_keys).where(api_keys.c.id.in_(ids))).mappings()
+            return {r["id"]: _key(r) for r in rows}
+
     def page(self, labels: dict[str, str], limit: int, after: tuple[int, str] | None) -> list[KeyRecord]:
         """Keys in creation order whose labels include `labels`, after the (created_at, id) cursor."""
         c = api_keys.c

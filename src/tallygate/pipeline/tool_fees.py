@@ -1,0 +1,208 @@
+"""Provider-run tools: the most they may cost (reserved) and what they did cost (metered).
+
+Some tools run at the provider, inside one request, billed per use on top of tokens, and each use
+brings back results that the model reads as input on its next sampling pass:
+
+- OpenAI Responses built-in tools: `web_search` / `web_search_preview` (a `web_search_call`
+  output item each), `file_search` (`file_search_call`), `code_interpreter` (a container,
+  billed when the request creates it: `container: {"type": "auto", "memory_limit": ...}`), and
+  the other built-in tools (`mcp`, `image_generation` ...), whose calls bring results back.
+- Chat completions on a search model (`gpt-4o-search-preview`, `...-search-api`): every request
+  searches once per choice (`web_search_options` only tunes it).
+- Anthropic server tools: `web_search_*` (`usage.server_tool_use.web_search_requests`),
+  `web_fetch_*` (no fee, results only), `code_execution_*` (a container: the response's
+  `container`), and MCP servers (`mcp_servers`).
+
+**Metered** from what the provider returns (`responses_tool_use`, `anthropic_container`,
+`chat_searches`, and `anthropic_usage` for `server_tool_use`), priced per use by the route's
+`Rate` (`pipeline/pricing.py`), so the ledger's cost and the `usage.cost` the client reads are one
+number.
+
+**Reserved** (`cap_tools`, for requests counted against a limit), from the body as sent:
+- the number of calls is bounded by what the provider enforces: Anthropic's `max_uses` on
+  `web_search` / `web_fetch`, the Responses API's `max_tool_calls` (over every built-in tool).
+  Where the client set none, the gateway sends `DEFAULT_TOOL_CALLS` and reserves for it (the
+  request is served; the model is told the tool's uses ran out past it). Code execution and MCP
+  have no per-tool bound on Anthropic: they are bounded by its server-tool loop
+  (`SERVER_LOOP_ITERATIONS` sampling passes, then `stop_reason: "pause_turn"`).
+- each call's results may add `RESULT_TOKENS` input tokens. No provider bounds the size of a
+  search's results, so this is an allowance, not a cap (web fetches are capped: the gateway sends
+  `max_content_tokens` = `RESULT_TOKENS` where the client set none). Actual results larger than
+  the allowance are metered at their cost, and may take a scope past its limit by the difference.
+- every further sampling pass (one per call at most) reads the prompt, the results so far and the
+  output so far again as input: `ToolBound.input_tokens`. The output cap (`output_cap.py`)
+  bounds the whole response's output, every pass together.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from tallygate.errors import InvalidRequest
+from tallygate.pipeline.pricing import Rate
+
+DEFAULT_TOOL_CALLS = 5  # provider-run tool calls a limited request may make when it sets no bound
+RESULT_TOKENS = 8192  # input tokens one call's results are assumed to add (an allowance)
+SERVER_LOOP_ITERATIONS = 10  # Anthropic's server-tool loop: sampling passes before pause_turn
+
+# Responses tools that the client runs (their calls come back to it): no provider fee, no pass.
+_CLIENT_TOOLS = frozenset({"function", "custom", "namespace", "local_shell", "shell", "apply_patch",
+                           "computer_use_preview", "computer_use"})
+_OPENAI_SEARCH = ("web_search",)  # web_search, web_search_preview and their dated versions
+_GB = {"1g": 1, "4g": 4, "16g": 16, "64g": 64}  # OpenAI container sizes, in 1 GB units
+
+
+@dataclass(frozen=True, slots=True)
+class ToolBound:
+    """The most a request's provider-run tools can add: `calls` tool calls, of which the billed
+    ones are web searches (`web`) or file searches (`file`); `code_units` 1 GB containers;
+    `results` input tokens of tool results; `passes` sampling passes after the first."""
+
+    calls: int = 0
+    web: bool = False
+    file: bool = False
+    code_units: int = 0
+    results: int = 0
+    passes: int = 0
+
+    def input_tokens(self, prompt: int, output: int) -> int:
+        """Input tokens at most for a `prompt`-token prompt with an `output`-token output cap:
+        the first pass reads the prompt; every further pass reads it again with the results and
+        the output so far."""
+        return prompt + self.passes * (prompt + output + self.results)
+
+    def fees(self, rate: Rate) -> int:
+        """Per-use fees at most, in picodollars, at `rate`."""
+        per_call = max(rate.web_search if self.web else 0, rate.file_search if self.file else 0)
+        return self.calls * per_call + self.code_units * rate.code_session
+
+
+NO_TOOLS = ToolBound()
+
+
+def _uses(tool: dict[str, Any], name: str, at: str) -> int | None:
+    value = tool.get(name)
+    if value is None:
+        return None
+    if type(value) is not int or value < 1:
+        raise InvalidRequest(f"{at}.{name} must be a positive integer", param=f"{at}.{name}")
+    return value
+
+
+def is_search_model(model: str) -> bool:
+    """A chat model that searches the web on every request (OpenAI's search models)."""
+    return "-search-preview" in model or "-search-api" in model
+
+
+def cap_tools(body: dict[str, Any], endpoint: str, upstream_models: list[str]) -> ToolBound:
+    """Make `body` carry the bounds its reservation assumes (`max_uses`, `max_content_tokens`,
+    `max_tool_calls` where the client set none) and return what its provider-run tools may add,
+    over every target model in `upstream_models`. A bound that is not a positive integer is a
+    400 naming it."""
+    if endpoint == "chat":
+        if not any(is_search_model(m) for m in upstream_models):
+            return NO_TOOLS
+        n = body.get("n")
+        choices = n if type(n) is int and n > 0 else 1
+        return ToolBound(calls=choices, web=True, results=choices * RESULT_TOKENS)
+    tools = body.get("tools")
+    tools = [t for t in tools if isinstance(t, dict)] if isinstance(tools, list) else []
+    if endpoint == "messages":
+        return _cap_anthropic(body, tools)
+    if endpoint == "responses":
+        return _cap_responses(body, tools)
+    return NO_TOOLS
+
+
+def _cap_anthropic(body: dict[str, Any], tools: list[dict[str, Any]]) -> ToolBound:
+    searches = fetches = looped = 0
+    results = 0
+    code = False
+    for i, tool in enumerate(tools):
+        kind = tool.get("type")
+        if not isinstance(kind, str):
+            continue
+        at = f"tools[{i}]"
+        if kind.startswith(("web_search_", "web_fetch_")):
+            uses = _uses(tool, "max_uses", at)
+            if uses is None:
+                uses = tool["max_uses"] = DEFAULT_TOOL_CALLS
+            if kind.startswith("web_search_"):
+                searches += uses
+                results += uses * RESULT_TOKENS
+            else:
+                size = _uses(tool, "max_content_tokens", at)
+                if size is None:
+                    size = tool["max_content_tokens"] = RESULT_TOKENS
+                fetches += uses
+                results += uses * size
+        elif kind.startswith("code_execution_"):
+            code = True
+            looped = SERVER_LOOP_ITERATIONS
+    if body.get("mcp_servers"):
+        looped = SERVER_LOOP_ITERATIONS
+    results += looped * RESULT_TOKENS
+    calls = searches + fetches + looped
+    if not calls:
+        return NO_TOOLS
+    return ToolBound(calls=searches, web=bool(searches), code_units=int(code), results=results,
+                     passes=min(calls, SERVER_LOOP_ITERATIONS))
+
+
+def _cap_responses(body: dict[str, Any], tools: list[dict[str, Any]]) -> ToolBound:
+    hosted = [t for t in tools if isinstance(t.get("type"), str) and t["type"] not in _CLIENT_TOOLS]
+    if not hosted:
+        return NO_TOOLS
+    calls = _uses(body, "max_tool_calls", "body")
+    if calls is None:
+        calls = body["max_tool_calls"] = DEFAULT_TOOL_CALLS
+    code_units = 0
+    for tool in hosted:
+        container = tool.get("container")
+        if tool["type"] == "code_interpreter" and isinstance(container, dict):  # a new one: billed
+            code_units = max(code_units, _GB.get(str(container.get("memory_limit") or "1g"), 64))
+    return ToolBound(calls=calls, web=any(t["type"].startswith(_OPENAI_SEARCH) for t in hosted),
+                     file=any(t["type"] == "file_search" for t in hosted), code_units=code_units,
+                     results=calls * RESULT_TOKENS, passes=calls)
+
+
+def responses_tool_use(response: object, body: dict[str, Any]) -> tuple[int, int, int]:
+    """(web searches, file searches, 1 GB code containers) a Responses `response` object
+    reports: its `web_search_call` and `file_search_call` output items, and the containers its
+    `code_interpreter_call` items ran in, when the request had the tool create one."""
+    output = response.get("output") if isinstance(response, dict) else None
+    if not isinstance(output, list):
+        return 0, 0, 0
+    web = file = 0
+    containers: set[str] = set()
+    for item in output:
+        kind = item.get("type") if isinstance(item, dict) else None
+        if kind == "web_search_call":
+            web += 1
+        elif kind == "file_search_call":
+            file += 1
+        elif kind == "code_interpreter_call" and isinstance(item.get("container_id"), str):
+            containers.add(item["container_id"])
+    units = 0
+    if containers:
+        for tool in body.get("tools") or ():
+            container = tool.get("container") if isinstance(tool, dict) else None
+            if isinstance(tool, dict) and tool.get("type") == "code_interpreter" and isinstance(container, dict):
+                units = len(containers) * _GB.get(str(container.get("memory_limit") or "1g"), 64)
+    return web, file, units
+
+
+def anthropic_container(message: object) -> int:
+    """1 GB code containers a Messages response (or a stream's `message_delta.delta`) used:
+    Anthropic reports the `container` when a code execution tool ran."""
+    return 1 if isinstance(message, dict) and isinstance(message.get("container"), dict) else 0
+
+
+def chat_searches(upstream_model: str, body: dict[str, Any]) -> int:
+    """Web searches a chat completion of `body` on `upstream_model` made: one per choice on a
+    search model."""
+    if not is_search_model(upstream_model):
+        return 0
+    n = body.get("n")
+    return n if type(n) is int and n > 0 else 1

@@ -1,0 +1,165 @@
+"""Provider-run tools (web search, file search, code containers) are metered from what the
+provider reports, priced per use into the ledger and the client's `usage.cost` alike, and their
+worst case is reserved before the request is sent, with the bound the gateway sent."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Iterator
+from decimal import Decimal
+
+import anthropic
+import openai
+import pytest
+
+from tallygate.pipeline.tool_fees import DEFAULT_TOOL_CALLS
+from tests.conftest import standard_config
+from tests.fakes.server_tools import RESULT_TOKENS
+from tests.fakes.upstream import FakeUpstream
+from tests.fakes.wire import count_prompt_tokens
+from tests.gateway import ADMIN_KEY, InProcessGateway
+
+CLAUDE = {"input_per_mtok": "3", "output_per_mtok": "15", "web_search_per_call": "0.01",
+          "code_session_per_call": "0.05"}
+GPT = {"input_per_mtok": "2", "output_per_mtok": "8", "web_search_per_call": "0.01",
+       "file_search_per_call": "0.0025", "code_session_per_call": "0.03"}
+FEES_ONLY = {"input_per_mtok": "0.001", "output_per_mtok": "0.001", "web_search_per_call": "1",
+             "file_search_per_call": "1"}
+SEARCH = {"type": "web_search_20250305", "name": "web_search"}
+_names = itertools.count()
+
+
+@pytest.fixture(scope="module")
+def gateway(upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessGateway]:
+    cfg = standard_config(upstream)
+    models = cfg["models"]
+    models["claude-tools"] = {"provider": "anthropic", "model": "hosted-3", "pricing": CLAUDE}
+    models["gpt-tools"] = {"provider": "openai", "model": "hosted-3", "pricing": GPT}
+    models["claude-fees"] = {"provider": "anthropic", "model": "hosted-2", "pricing": FEES_ONLY}
+    models["gpt-fees"] = {"provider": "openai", "model": "hosted-2", "pricing": FEES_ONLY}
+    models["search"] = {"provider": "openai", "model": "gpt-4o-mini-search-preview"}  # list prices
+    gw = InProcessGateway(tmp_path_factory.mktemp("toolfees"), cfg).start()
+    yield gw
+    gw.stop()
+
+
+def _cost(rate: dict[str, str], input_tokens: int, output_tokens: int, **uses: int) -> Decimal:
+    """Hand arithmetic: USD of tokens at $/Mtok plus each use at its price."""
+    usd = (Decimal(rate["input_per_mtok"]) * input_tokens + Decimal(rate["output_per_mtok"]) * output_tokens) \
+        / 10**6
+    return usd + sum((Decimal(rate[f"{k}_per_call"]) * n for k, n in uses.items()), Decimal(0))
+
+
+def _key(gateway: InProcessGateway, limit: str) -> str:
+    status, _, rec = gateway.post_json("/v1/manage/apikey", {"name": f"tools-{next(_names)}", "monthly_limit": limit})
+    assert status == 201, rec
+    return str(rec["key"])
+
+
+def _spend_when_settled(gateway: InProcessGateway, key: str) -> Decimal:
+    deadline = time.monotonic() + 10
+    while True:
+        status, me = gateway.get("/v1/key", key=key)
+        assert status == 200, me
+        if me["monthly_reserved"] == "0" or time.monotonic() > deadline:
+            return Decimal(me["monthly_spend"])
+        time.sleep(0.05)
+
+
+ASK = [{"role": "user", "content": "what happened in the news today?"}]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+def test_anthropic_web_searches_and_code_container_are_metered_at_their_price(
+        gateway: InProcessGateway, upstream: FakeUpstream, stream: bool) -> None:
+    tools = [SEARCH, {"type": "code_execution_20250825", "name": "code_execution"}]
+    client = anthropic.Anthropic(base_url=gateway.url, api_key=ADMIN_KEY, max_retries=0)
+    upstream.clear()
+    if stream:
+        events = list(client.messages.create(model="claude-tools", max_tokens=200, messages=ASK,  # type: ignore[arg-type]
+                                             tools=tools, stream=True))  # type: ignore[arg-type]
+        request_id = next(e.message.id for e in events if e.type == "message_start")
+        told = Decimal(str(next(e.usage.cost for e in events if e.type == "message_delta")))  # type: ignore[attr-defined]
+    else:
+        message = client.messages.create(model="claude-tools", max_tokens=200, messages=ASK, tools=tools)  # type: ignore[arg-type]
+        assert message.usage.server_tool_use is not None and message.usage.server_tool_use.web_search_requests == 2
+        assert message.container is not None
+        request_id, told = message.id, Decimal(str(message.usage.cost))  # type: ignore[attr-defined]
+    sent = upstream.requests[-1]["body"]
+    record = gateway.log_record(request_id)
+    # hosted-3 over [search, code]: search, code, search: 2 searches, 1 container, 3 results read back
+    prompt = count_prompt_tokens(sent) + 3 * RESULT_TOKENS
+    assert record["usage"]["input_tokens"] == prompt
+    expected = _cost(CLAUDE, prompt, record["usage"]["output_tokens"], web_search=2, code_session=1)
+    assert Decimal(record["cost"]) == expected == told
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+def test_responses_built_in_tool_calls_are_metered_at_their_price(gateway: InProcessGateway, stream: bool) -> None:
+    tools = [{"type": "web_search"}, {"type": "file_search", "vector_store_ids": ["vs_1"]},
+             {"type": "code_interpreter", "container": {"type": "auto", "memory_limit": "4g"}}]
+    client = openai.OpenAI(base_url=gateway.base_url, api_key=ADMIN_KEY, max_retries=0)
+    raw = client.responses.with_raw_response.create(model="gpt-tools", input="look it up", tools=tools,  # type: ignore[arg-type]
+                                                    stream=stream)
+    parsed = raw.parse()
+    final = list(parsed)[-1].response if stream else parsed  # type: ignore[union-attr, call-overload]
+    kinds = [item.type for item in final.output]
+    assert kinds[:3] == ["web_search_call", "file_search_call", "code_interpreter_call"]
+    assert final.usage is not None
+    told = Decimal(str(final.usage.cost))
+    cost = Decimal(gateway.log_record(raw.headers["x-request-id"])["cost"])
+    expected = _cost(GPT, final.usage.input_tokens, final.usage.output_tokens, web_search=1, file_search=1,
+                     code_session=4)  # a 4 GB container is four 1 GB units
+    assert final.usage.input_tokens > 3 * RESULT_TOKENS
+    assert cost == expected == told
+
+
+def test_a_search_model_bills_its_search_at_the_list_price(gateway: InProcessGateway) -> None:
+    client = openai.OpenAI(base_url=gateway.base_url, api_key=ADMIN_KEY, max_retries=0)
+    answer = client.chat.completions.create(model="search", messages=ASK, web_search_options={})  # type: ignore[arg-type]
+    assert answer.usage is not None
+    record = gateway.log_record(answer.id)
+    # gpt-4o-mini's list price: $0.15 / $0.60 per Mtok, $10 per 1,000 searches (genai-prices)
+    expected = (Decimal("0.15") * answer.usage.prompt_tokens + Decimal("0.6") * answer.usage.completion_tokens) \
+        / 10**6 + Decimal("0.01")
+    assert Decimal(record["cost"]) == expected == Decimal(str(answer.usage.cost))  # type: ignore[attr-defined]
+
+
+def test_a_limited_request_sends_the_tool_bounds_it_reserved_for(gateway: InProcessGateway,
+                                                                 upstream: FakeUpstream) -> None:
+    key = _key(gateway, "100")
+    upstream.clear()
+    client = anthropic.Anthropic(base_url=gateway.url, api_key=key, max_retries=0)
+    client.messages.create(model="claude-fees", max_tokens=50, messages=ASK, tools=[SEARCH])  # type: ignore[arg-type, list-item]
+    assert upstream.requests[-1]["body"]["tools"][0]["max_uses"] == DEFAULT_TOOL_CALLS
+    oai = openai.OpenAI(base_url=gateway.base_url, api_key=key, max_retries=0)
+    oai.responses.create(model="gpt-fees", input="look it up", tools=[{"type": "web_search"}])
+    assert upstream.requests[-1]["body"]["max_tool_calls"] == DEFAULT_TOOL_CALLS
+    oai.responses.create(model="gpt-fees", input="look it up", tools=[{"type": "web_search"}], max_tool_calls=1)
+    assert upstream.requests[-1]["body"]["max_tool_calls"] == 1
+
+
+def test_the_reservation_refuses_when_the_tool_fees_could_pass_the_limit(gateway: InProcessGateway,
+                                                                         upstream: FakeUpstream) -> None:
+    """$1 a search under a $3 limit: 2 searches fit, 4 (or the gateway's default of 5) would not."""
+    key = _key(gateway, "3")
+    client = anthropic.Anthropic(base_url=gateway.url, api_key=key, max_retries=0)
+    oai = openai.OpenAI(base_url=gateway.base_url, api_key=key, max_retries=0)
+    upstream.clear()
+    for tools in ([{**SEARCH, "max_uses": 4}], [SEARCH]):
+        with pytest.raises(anthropic.APIStatusError) as refused:
+            client.messages.create(model="claude-fees", max_tokens=50, messages=ASK, tools=tools)  # type: ignore[arg-type]
+        assert refused.value.status_code == 402
+    with pytest.raises(openai.APIStatusError) as too_many:
+        oai.responses.create(model="gpt-fees", input="look it up", tools=[{"type": "web_search"}])
+    assert too_many.value.status_code == 402
+    assert upstream.requests == []  # refused before any provider saw them
+    served = client.messages.create(model="claude-fees", max_tokens=50, messages=ASK,  # type: ignore[arg-type]
+                                    tools=[{**SEARCH, "max_uses": 2}])  # type: ignore[list-item]
+    assert served.usage.server_tool_use is not None and served.usage.server_tool_use.web_search_requests == 2
+    spend = _spend_when_settled(gateway, key)
+    assert Decimal("2") < spend == Decimal(str(served.usage.cost)) <= Decimal("3")  # type: ignore[attr-defined]
+    with pytest.raises(openai.APIStatusError) as spent:  # $1 left: one more search would not fit
+        oai.responses.create(model="gpt-fees", input="look it up", tools=[{"type": "web_search"}], max_tool_calls=1)
+    assert spent.value.status_code == 402
