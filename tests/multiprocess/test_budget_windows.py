@@ -185,6 +185,9 @@ def test_a_keys_daily_limit_resets_at_local_midnight_and_a_rolling_window_forget
         assert budget["period"] == {"hours": 1} and budget["window_end"] is None, budget
         _, refusal = _until_refused([gw], daily["key"])
         assert "daily limit" in refusal, refusal
+        start = dt.datetime(2026, 12, 8, 23, 10, tzinfo=BERLIN)  # so that midnight falls inside the hour
+        if clock.now() < start:
+            clock.wait_until(start)
         _, refusal = _until_refused([gw], rolling["key"])
         assert "rolling 1-hour limit" in refusal, refusal
         refused_at = clock.now()
