@@ -3,8 +3,8 @@
 
 Starts bench/mock_upstream.py, a throw-away redis-server and one gateway with `--redis` on a fresh
 SQLite ledger, with two API keys under a monthly limit (every request reserves and settles a
-budget); the second also has a rate limit (requests and tokens per minute and in flight, all far
-above the load, so nothing is refused). Interleaved rounds of 1 client against each key: p50,
+budget); the second also has a rate limit (requests per second and minute, tokens per minute
+and in flight, all far above the load, so nothing is refused). Interleaved rounds of 1 client against each key: p50,
 p99, gateway CPU per request, and Redis EVALSHA calls per request (INFO commandstats: the
 reservation, plus the queued settles, which are pipelined off the request path).
 
@@ -74,7 +74,8 @@ def main():
         keys = json.loads(urllib.request.urlopen(urllib.request.Request(
             url + "/manage/apikey?limit=10", headers={"Authorization": "Bearer " + admin})).read())["data"]
         rated_id = next(k["id"] for k in keys if k["name"] == "budget-and-rate")
-        body = json.dumps({"name": "bench", "scope": {"key": rated_id}, "requests_per_minute": 10**9,
+        body = json.dumps({"name": "bench", "scope": {"key": rated_id}, "requests_per_second": 10**9,
+                           "requests_per_minute": 10**9,
                            "tokens_per_minute": 10**12, "max_concurrent": 10**6}).encode()
         urllib.request.urlopen(urllib.request.Request(url + "/manage/ratelimit", data=body, method="POST", headers={
             "Authorization": "Bearer " + admin, "Content-Type": "application/json"}))

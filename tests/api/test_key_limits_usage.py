@@ -87,7 +87,8 @@ def test_usage_counts_each_limits_window_and_the_ledgers_refusals(gateway: InPro
     assert limits[key_limit["id"]]["usage"]["requests"] == 3  # the refused two count against nothing
     assert 0 < limits[key_limit["id"]]["usage"]["tokens"] < 3 * 100  # settled to the few tokens used
     # the group: own's three and mate's two; the 402 was admitted by the rate limits, then taken out
-    assert limits[group["id"]]["usage"] == {"requests": 5, "tokens": 0, "in_flight": 0}
+    usage = limits[group["id"]]["usage"]
+    assert (usage["requests"], usage["tokens"], usage["in_flight"]) == (5, 0, 0)
     assert limits[group["id"]]["max_concurrent"] == 4 and limits[group["id"]]["requests_per_minute"] == 50
 
 
@@ -127,17 +128,25 @@ def test_the_queries_do_not_grow_with_the_number_of_keys(gateway: InProcessGatew
     def count(conn, cursor, statement, *args) -> None:  # type: ignore[no-untyped-def]
         statements.append(statement)
 
+    def fewest(*key_ids: str) -> tuple[int, dict]:
+        """The statements of one call, the fewest of three: the gateway's refreshers (keys,
+        budgets, rate limits, each second) and its ledger writer share the engine."""
+        counts = []
+        for _ in range(3):
+            statements.clear()
+            doc = _usage(gateway, *key_ids)
+            counts.append(len(statements))
+        return min(counts), doc
+
     engine = gateway.app.engine
     event.listen(engine, "before_cursor_execute", count)
     try:
-        one = _usage(gateway, ids[0])
-        n_one, statements[:] = len(statements), []
-        many = _usage(gateway, *ids)
-        n_many = len(statements)
+        n_one, one = fewest(ids[0])
+        n_many, many = fewest(*ids)
     finally:
         event.remove(engine, "before_cursor_execute", count)
     assert len(one["keys"]) == 1 and len(many["keys"]) == 300 and len(many["limits"]) == 100
-    assert n_many == n_one <= 2, (n_one, n_many)
+    assert n_many == n_one == 2, (n_one, n_many)
 
 
 def test_the_key_list_is_required_and_bounded(gateway: InProcessGateway) -> None:

@@ -155,6 +155,25 @@ def test_anthropic_sdk_with_retries_completes_every_request_by_backing_off(gatew
     assert sum(retries for _, retries in answers) >= 2
 
 
+def test_requests_per_second_refuse_within_the_second_and_the_sdk_backs_off_under_a_second(
+        gateway: Gateway) -> None:
+    key = _limited_key(gateway, "rps-two", requests_per_second=2, requests_per_minute=100)
+    started = time.monotonic()
+    answers = [_chat(gateway, key) for _ in range(4)]
+    if time.monotonic() - started < 0.9:  # four sent within the second: two admitted
+        assert [status for status, _, _ in answers] == [200, 200, 429, 429]
+        status, headers, body = answers[2]
+        assert body["error"]["code"] == "rate_limit_exceeded" and "2 requests per second" in body["error"]["message"]
+        assert headers["retry-after"] == "1" and 0 < int(headers["retry-after-ms"]) <= 1000
+        assert headers["x-ratelimit-limit-requests"] == "2" and headers["x-ratelimit-remaining-requests"] == "0"
+    assert answers[1][1]["x-ratelimit-limit-requests"] == "2"  # the tightest: the second's, not the minute's
+    with openai.OpenAI(base_url=gateway.base_url, api_key=key, max_retries=10, timeout=10) as client:
+        served = [client.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=HELLO, max_tokens=5)
+                  for _ in range(6)]
+    assert all(a.http_response.status_code == 200 for a in served)
+    assert sum(a.retries_taken for a in served) >= 1  # refused within a second, retried after it
+
+
 def test_a_model_limit_binds_every_key_naming_the_model(gateway: Gateway) -> None:
     status, _, rec = gateway.post_json("/v1/manage/ratelimit", {
         "name": "local model", "scope": {"model": "local-llama"}, "requests_per_minute": 2})

@@ -38,8 +38,9 @@ def test_rate_limit_crud_through_the_api(gateway: Gateway) -> None:
     status, rec = _limit(gateway, "growth rpm", {"label": {"team": "crud"}}, requests_per_minute=600,
                          max_concurrent=20)
     assert status == 201, rec
-    assert set(rec) == {"id", "name", "scope", "requests_per_minute", "tokens_per_minute", "max_concurrent",
-                        "created_by", "created_at"}
+    assert set(rec) == {"id", "name", "scope", "requests_per_second", "requests_per_minute", "tokens_per_minute",
+                        "max_concurrent", "created_by", "created_at"}
+    assert rec["requests_per_second"] is None
     assert rec["requests_per_minute"] == 600 and rec["tokens_per_minute"] is None and rec["max_concurrent"] == 20
     assert rec["scope"] == {"label": {"team": "crud"}} and rec["created_by"]["name"] == "admin"
     status, listing = gateway.get("/v1/manage/ratelimit")
@@ -157,10 +158,13 @@ def test_ratelimits_cli_round_trip(gateway: Gateway) -> None:
     assert rec["max_concurrent"] == 2 and rec["tokens_per_minute"] is None
     listing = gateway.cli("ratelimits", "list")
     assert rec["id"] in listing.stdout and "tag batch/nightly" in listing.stdout
-    out = gateway.cli("ratelimits", "update", rec["id"], "--tpm", "900", "--unset", "concurrent")
+    out = gateway.cli("ratelimits", "update", rec["id"], "--tpm", "900", "--rps", "3", "--unset", "concurrent")
     assert out.returncode == 0, out.stderr
     shown = json.loads(gateway.cli("ratelimits", "show", rec["id"]).stdout)
-    assert shown["tokens_per_minute"] == 900 and shown["max_concurrent"] is None
+    assert shown["tokens_per_minute"] == 900 and shown["max_concurrent"] is None and shown["requests_per_second"] == 3
+    assert "requests_per_second 3" in gateway.cli("ratelimits", "list").stdout
+    out = gateway.cli("ratelimits", "update", rec["id"], "--unset", "rps")
+    assert out.returncode == 0 and json.loads(out.stdout)["requests_per_second"] is None, out.stderr
     status, via_api = gateway.get(f"/v1/manage/ratelimit/{rec['id']}")
     assert status == 200 and via_api["tokens_per_minute"] == 900
     bad = gateway.cli("ratelimits", "create", "--name", "none", "--model", "m")

@@ -115,15 +115,22 @@ def test_responses_built_in_tool_calls_are_metered_at_their_price(gateway: InPro
     assert cost == expected == told
 
 
-def test_a_search_model_bills_its_search_at_the_list_price(gateway: InProcessGateway) -> None:
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+def test_a_search_model_bills_its_search_at_the_list_price(gateway: InProcessGateway, stream: bool) -> None:
     client = openai.OpenAI(base_url=gateway.base_url, api_key=ADMIN_KEY, max_retries=0)
-    answer = client.chat.completions.create(model="search", messages=ASK, web_search_options={})  # type: ignore[arg-type]
-    assert answer.usage is not None
-    record = gateway.log_record(answer.id)
+    if stream:
+        chunks = list(client.chat.completions.create(model="search", messages=ASK, web_search_options={},  # type: ignore[arg-type]
+                                                     stream=True, stream_options={"include_usage": True}))
+        request_id, usage = chunks[0].id, chunks[-1].usage
+    else:
+        answer = client.chat.completions.create(model="search", messages=ASK, web_search_options={})  # type: ignore[arg-type]
+        request_id, usage = answer.id, answer.usage
+    assert usage is not None
+    record = gateway.log_record(request_id)
     # gpt-4o-mini's list price: $0.15 / $0.60 per Mtok, $10 per 1,000 searches (genai-prices)
-    expected = (Decimal("0.15") * answer.usage.prompt_tokens + Decimal("0.6") * answer.usage.completion_tokens) \
-        / 10**6 + Decimal("0.01")
-    assert Decimal(record["cost"]) == expected == Decimal(str(answer.usage.cost))  # type: ignore[attr-defined]
+    expected = (Decimal("0.15") * usage.prompt_tokens + Decimal("0.6") * usage.completion_tokens) / 10**6 \
+        + Decimal("0.01")
+    assert Decimal(record["cost"]) == expected == Decimal(str(usage.cost))  # type: ignore[attr-defined]
 
 
 def test_a_limited_request_sends_the_tool_bounds_it_reserved_for(gateway: InProcessGateway,
@@ -138,6 +145,11 @@ def test_a_limited_request_sends_the_tool_bounds_it_reserved_for(gateway: InProc
     assert upstream.requests[-1]["body"]["max_tool_calls"] == DEFAULT_TOOL_CALLS
     oai.responses.create(model="gpt-fees", input="look it up", tools=[{"type": "web_search"}], max_tool_calls=1)
     assert upstream.requests[-1]["body"]["max_tool_calls"] == 1
+    # as Codex sends it, to a model served through the chat translation (no search there): served
+    codex = [{"type": "function", "name": "shell", "parameters": {"type": "object"}}, {"type": "web_search"}]
+    answer = oai.responses.create(model="claude", input="[[no tools]] hi", tools=codex)  # type: ignore[arg-type]
+    assert answer.status == "completed"
+    assert [t["name"] for t in upstream.requests[-1]["body"]["tools"]] == ["shell"]
 
 
 def test_the_reservation_refuses_when_the_tool_fees_could_pass_the_limit(gateway: InProcessGateway,

@@ -39,8 +39,8 @@ def many(upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> It
     gw.start()
     for t in range(TEAMS):
         status, _, body = gw.post_json("/v1/manage/ratelimit", {
-            "name": f"team-{t}", "scope": {"label": {"team": f"t{t}"}}, "requests_per_minute": 1000,
-            "max_concurrent": 20})
+            "name": f"team-{t}", "scope": {"label": {"team": f"t{t}"}}, "requests_per_second": 50,
+            "requests_per_minute": 1000, "max_concurrent": 20})
         assert status == 201, body
     for i in range(0, 300, 2):
         status, _, body = gw.post_json("/v1/manage/ratelimit", {"name": f"key-{i}", "scope": {"key": secrets[i][0]},
@@ -88,13 +88,16 @@ def test_each_key_shows_its_limits_usage_and_refusals_as_the_api_has_them(admin:
     first = page.locator(f"tr[data-key='{ids[0]}']")
     limits = {x["name"]: x for x in doc["limits"]}
     own = first.locator(f"[data-ratelimit='{limits['key-0']['id']}']")
-    assert own.locator(".rl-line[data-kind=requests] .rl-figure").inner_text() == "3 / 3"
+    assert own.locator(".rl-line[data-kind=rpm] .rl-figure").inner_text() == "3 / 3"
     tokens = limits["key-0"]["usage"]["tokens"]
     assert 0 < tokens < 100
-    assert own.locator(".rl-line[data-kind=tokens] .rl-figure").inner_text() == f"{tokens} / 50,000"
+    assert own.locator(".rl-line[data-kind=tpm] .rl-figure").inner_text() == f"{tokens} / 50,000"
     team = first.locator(f"[data-ratelimit='{limits['team-0']['id']}']")
-    assert team.locator(".rl-line[data-kind=requests] .rl-figure").inner_text() == "3 / 1,000"
-    assert team.locator(".rl-line[data-kind=in] .rl-figure").inner_text() == "0 / 20"
+    assert team.locator(".rl-line[data-kind=rpm] .rl-figure").inner_text() == "3 / 1,000"
+    assert team.locator(".rl-line[data-kind=concurrent] .rl-figure").inner_text() == "0 / 20"
+    last_second = limits["team-0"]["usage"]["requests_last_second"]  # 0 unless the page came within 1 s
+    shown = team.locator(".rl-line[data-kind=rps] .rl-figure").inner_text()
+    assert shown in {f"{n} / 50" for n in range(last_second + 1)}, shown
     assert "shared: team=t0" in team.inner_text()
     assert first.locator(".refusals [data-code='429']").inner_text() == "2 × 429 rate limit"
     second = page.locator(f"tr[data-key='{ids[1]}']")

@@ -1,7 +1,8 @@
-"""Rate limits across three real `tallygate serve` processes on one PostgreSQL and one Redis:
-a burst spread over the processes is admitted at most the limit (requests per minute, tokens
-per minute, requests in flight), and the rate limits ride in the budget's reservation round
-trip (counted with MONITOR: one reservation script call per request, none more)."""
+"""Rate limits across real `tallygate serve` processes on one PostgreSQL and one Redis: three
+single-process gateways and one with `--workers 2` (five processes). A burst spread over them is
+admitted at most the limit (requests per minute, tokens per minute, requests in flight); every
+process reports the same shared usage; and the rate limits ride in the budget's reservation
+round trip (counted with MONITOR: one reservation script call per request, none more)."""
 
 from __future__ import annotations
 
@@ -43,18 +44,19 @@ def rds() -> Iterator[RedisServer]:
 
 
 @pytest.fixture(scope="module")
-def trio(upstream: FakeUpstream, pg: PostgresInstance, rds: RedisServer,
-         tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Gateway]]:
-    root = tmp_path_factory.mktemp("rl-trio")
+def fleet(upstream: FakeUpstream, pg: PostgresInstance, rds: RedisServer,
+          tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Gateway]]:
+    """Three single-process gateways, then one with two worker processes behind one port."""
+    root = tmp_path_factory.mktemp("rl-fleet")
     config = standard_config(upstream)
     for provider in config["providers"].values():
         provider["timeout_s"] = 15.0
     gateways: list[Gateway] = []
     try:
-        for i in range(3):  # one after the other: the first start migrates the database
+        for i, extra in enumerate(((), (), (), ("--workers", "2"))):  # the first start migrates the database
             path = Path(root / str(i))
             path.mkdir()
-            gateways.append(Gateway(path, config, db_url=pg.url, args=("--redis", rds.url)).start())
+            gateways.append(Gateway(path, config, db_url=pg.url, args=("--redis", rds.url, *extra)).start())
         yield gateways
     finally:
         for gw in gateways:
@@ -86,53 +88,76 @@ def burst(gateways: list[Gateway], key: str, n: int, model: str, max_tokens: int
     return asyncio.run(run())
 
 
-def test_requests_per_minute_hold_across_processes(trio: list[Gateway]) -> None:
-    key = _limited_key(trio[0], "mp-rpm", requests_per_minute=10)
-    statuses = burst(trio, key, 60, "priced")
-    assert statuses.count(200) == 10 and statuses.count(429) == 50, statuses  # each process alone would admit 10
+def test_requests_per_minute_hold_across_processes(fleet: list[Gateway]) -> None:
+    key = _limited_key(fleet[0], "mp-rpm", requests_per_minute=10)
+    statuses = burst(fleet, key, 80, "priced")
+    assert statuses.count(200) == 10 and statuses.count(429) == 70, statuses  # each process alone would admit 10
+    # Every process, the two workers included, reads the same shared count (the dashboard's Keys page).
+    key_id = fleet[0].get("/v1/key", key=key)[1]["id"]
+    for gw in fleet:
+        status, usage = gw.get(f"/v1/manage/ratelimit/usage?key={key_id}")
+        assert status == 200, usage
+        assert usage["counted_by"] == "redis" and usage["limits"][0]["usage"]["requests"] == 10, usage
 
 
-def test_requests_in_flight_hold_across_processes(trio: list[Gateway]) -> None:
-    key = _limited_key(trio[1], "mp-concurrent", max_concurrent=2)
-    statuses = burst(trio, key, 30, "priced-slow")  # 0.4 s each: the burst arrives while two are in flight
+def test_requests_per_second_hold_across_processes_on_redis_time(fleet: list[Gateway], rds: RedisServer) -> None:
+    """However long the burst takes on this machine, no second of Redis's clock (the admission
+    times Redis recorded in the minute's log) holds more than the per-second limit."""
+    status, _, key = fleet[0].post_json("/v1/manage/apikey", {"name": "mp-rps"})
+    assert status == 201, key
+    status, _, rec = fleet[0].post_json("/v1/manage/ratelimit", {
+        "name": "mp-rps", "scope": {"key": key["id"]}, "requests_per_second": 4, "requests_per_minute": 1000})
+    assert status == 201, rec
+    statuses = burst(fleet, key["key"], 60, "priced")
+    admitted = [t for _, t in redis.Redis.from_url(rds.url).zrange(f"tg:rq:rl:{rec['id']}", 0, -1, withscores=True)]
+    assert statuses.count(200) == len(admitted) >= 4 and statuses.count(429) == 60 - len(admitted), statuses
+    for t in admitted:
+        assert sum(1 for x in admitted if t <= x < t + 1000) <= 4, admitted
+
+
+def test_requests_in_flight_hold_across_processes(fleet: list[Gateway]) -> None:
+    key = _limited_key(fleet[1], "mp-concurrent", max_concurrent=2)
+    statuses = burst(fleet, key, 30, "priced-slow")  # 0.4 s each: the burst arrives while two are in flight
     assert 1 <= statuses.count(200) <= 2 and statuses.count(200) + statuses.count(429) == 30, statuses
     # The slots came back: one at a time, each process admits again.
-    for gw in trio:
+    for gw in fleet:
         assert burst([gw], key, 1, "priced") == [200]
 
 
-def test_tokens_per_minute_hold_across_processes_and_settle_to_actual_usage(trio: list[Gateway]) -> None:
-    key = _limited_key(trio[2], "mp-tpm", tokens_per_minute=2500)
+def test_tokens_per_minute_hold_across_processes_and_settle_to_actual_usage(fleet: list[Gateway]) -> None:
+    key = _limited_key(fleet[2], "mp-tpm", tokens_per_minute=2500)
     # Each request's worst case is about 1,000 tokens (its max_tokens and prompt): at most two fit.
-    statuses = burst(trio, key, 30, "priced-slow", max_tokens=1000)
+    statuses = burst(fleet, key, 30, "priced-slow", max_tokens=1000)
     assert 1 <= statuses.count(200) <= 2 and statuses.count(200) + statuses.count(429) == 30, statuses
     # Settled to the few tokens they used, the minute has room for more of them.
-    for gw in trio:
+    for gw in fleet:
         assert burst([gw], key, 1, "priced", max_tokens=1000) == [200]
 
 
 def test_a_rate_limit_made_with_the_cli_binds_every_process_from_the_moment_it_returns(
-        trio: list[Gateway], rds: RedisServer) -> None:
+        fleet: list[Gateway], rds: RedisServer) -> None:
     """`tallygate ratelimits create --redis` announces the change: a burst right after it, on all
     three processes, is admitted at most the new limit (without it, each would wait for its poll)."""
-    status, _, key = trio[0].post_json("/v1/manage/apikey", {"name": "mp-cli"})
+    status, _, key = fleet[0].post_json("/v1/manage/apikey", {"name": "mp-cli"})
     assert status == 201, key
-    assert burst(trio, key["key"], 3, "priced") == [200] * 3  # each process knows the key, unlimited
+    assert burst(fleet, key["key"], 3, "priced") == [200] * 3  # each process knows the key, unlimited
     done = subprocess.run([sys.executable, "-m", "tallygate", "ratelimits", "create", "--name", "mp-cli",
-                           "--key", key["id"], "--rpm", "5", "--db", trio[0].db_url],
-                          env={**trio[0].env, "TALLYGATE_REDIS_URL": rds.url}, capture_output=True, text=True,
+                           "--key", key["id"], "--rpm", "5", "--db", fleet[0].db_url],
+                          env={**fleet[0].env, "TALLYGATE_REDIS_URL": rds.url}, capture_output=True, text=True,
                           timeout=60)
     assert done.returncode == 0, done.stderr
-    statuses = burst(trio, key["key"], 30, "priced")
+    statuses = burst(fleet, key["key"], 30, "priced")
     assert statuses.count(200) <= 5 and statuses.count(200) + statuses.count(429) == 30, statuses
 
 
-def test_rate_limits_add_no_round_trip_to_the_budget_reservation(trio: list[Gateway], rds: RedisServer) -> None:
-    gw = trio[0]
+def test_rate_limits_add_no_round_trip_to_the_budget_reservation(fleet: list[Gateway], rds: RedisServer) -> None:
+    """All four limits (per second and minute, tokens, in flight) and a budget: one script call a request."""
+    gw = fleet[0]
     status, _, key = gw.post_json("/v1/manage/apikey", {"name": "mp-trips", "monthly_limit": "100"})
     assert status == 201
     status, _, rec = gw.post_json("/v1/manage/ratelimit", {"name": "mp-trips", "scope": {"key": key["id"]},
-                                                           "requests_per_minute": 1000})
+                                                           "requests_per_second": 100, "requests_per_minute": 1000,
+                                                           "tokens_per_minute": 10**9, "max_concurrent": 100})
     assert status == 201
     burst([gw], key["key"], 1, "priced")  # scripts loaded, rules reloaded
     rated = hashlib.sha1(RESERVE_RATED.encode()).hexdigest()

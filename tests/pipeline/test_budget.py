@@ -9,6 +9,7 @@ import pytest
 from tallygate.core.timebuckets import month_start
 from tallygate.errors import BudgetExceeded, InvalidRequest
 from tallygate.pipeline.budget import DEFAULT_MAX_TOKENS, TOOLS_TOKENS, MemoryBudget, Scope, prompt_bound, worst_case
+from tallygate.pipeline.image_tokens import MAX_IMAGE_TOKENS
 from tallygate.pipeline.output_cap import cap_output
 from tallygate.pipeline.pricing import Rate
 
@@ -106,7 +107,8 @@ def test_worst_case_counts_every_part_of_the_prompt_but_images_at_a_flat_rate() 
                     {"role": "tool", "tool_call_id": "1", "content": big}):
         assert worst_case({"messages": [message]}, "chat", [rate]) >= 10_000, message
     image = {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:" + big}}]}
-    assert worst_case({"messages": [image]}, "chat", [rate]) < 2_000
+    assert worst_case({"messages": [image]}, "chat", [rate], image_tokens=1600) < 2_000
+    assert worst_case({"messages": [image]}, "chat", [rate]) >= MAX_IMAGE_TOKENS  # a model no table knows
     assert worst_case({"messages": [], "tools": [{"schema": big}]}, "chat", [rate]) >= 10_000
     assert 900 <= worst_case({"input": [[1] * 900]}, "embeddings", [rate]) < 950  # a token an id
 

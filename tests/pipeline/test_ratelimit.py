@@ -133,3 +133,40 @@ def test_worst_tokens_counts_the_prompt_and_the_output_cap() -> None:
 @pytest.mark.parametrize(("seconds", "text"), [(0.25, "250ms"), (1.5, "1.5s"), (62, "1m2s"), (60, "1m0s")])
 def test_reset_durations_read_like_openai(seconds: float, text: str) -> None:
     assert duration(seconds) == text
+
+
+def test_no_one_second_window_admits_more_than_the_requests_per_second() -> None:
+    clock = Clock()
+    limiter = MemoryLimiter(clock)
+    r = Rule("s", "rate limit 's'", None, None, None, requests_per_second=4)
+    admitted: list[float] = []
+    for _ in range(1500):  # a request every 0.03 s for 45 s: 33 a second offered
+        try:
+            hold = limiter.admit_now([r], 0)
+            admitted.append(clock.now)
+            limiter.settle(hold, 0)
+        except RateLimited as refused:
+            assert 0 < refused.retry_after <= 1.0  # type: ignore[operator]
+            assert "4 requests per second" in refused.message
+        clock.now += 0.03
+    for t in admitted:
+        assert sum(1 for x in admitted if t <= x < t + 1.0) <= 4
+    assert 4 * 44 <= len(admitted) <= 4 * 46  # and it admits 4 in each second
+    assert limiter.usage_now(["s"])["s"].requests_last_second == 4
+
+
+def test_the_per_second_limit_is_the_tightest_in_the_headers_and_unserved_requests_leave_it() -> None:
+    clock = Clock()
+    limiter = MemoryLimiter(clock)
+    r = Rule("s2", "rate limit 's2'", 100, None, None, requests_per_second=2)
+    first = limiter.admit_now([r], 0)
+    headers = dict(limiter.admit_now([r], 0).headers)
+    assert headers[b"x-ratelimit-limit-requests"] == b"2" and headers[b"x-ratelimit-remaining-requests"] == b"0"
+    assert headers[b"x-ratelimit-reset-requests"] == b"1s"
+    with pytest.raises(RateLimited):
+        limiter.admit_now([r], 0)
+    limiter.settle(first, None)  # refused by a budget after the rate limits admitted it
+    assert limiter.usage_now(["s2"])["s2"].requests_last_second == 1
+    limiter.admit_now([r], 0)
+    clock.now += 1.0
+    assert limiter.usage_now(["s2"])["s2"].requests_last_second == 0

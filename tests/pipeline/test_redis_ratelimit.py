@@ -110,3 +110,69 @@ def test_with_redis_away_and_budgets_open_each_process_still_limits_its_rate() -
             await engine.stop()
 
     asyncio.run(run())
+
+
+def test_requests_per_second_hold_across_two_processes_on_redis_time(url: str) -> None:
+    """Two engines (two processes' worth) share the one-second log: in no 1,000 ms of Redis's
+    clock (the admission times Redis recorded) are more than the limit admitted."""
+    async def run() -> list[float]:
+        a, b = _engine(url), _engine(url)
+        await a.start()
+        await b.start()
+        try:
+            rule = Rule("rl:s", "rate limit 's'", 1000, None, None, requests_per_second=3)
+            deadline = asyncio.get_running_loop().time() + 2.5
+            turn = admitted = 0
+            while asyncio.get_running_loop().time() < deadline:
+                try:
+                    _, hold = await (a, b)[turn % 2].reserve_rated([], 0, [rule], 0)
+                    admitted += 1
+                    assert dict(hold.headers)[b"x-ratelimit-limit-requests"] == b"3"  # the tightest
+                except RateLimited as refused:
+                    assert 0 <= refused.retry_after <= 1.0  # type: ignore[operator]
+                    assert refused.message.startswith("rate limit 's' allows 3 requests per second")
+                turn += 1
+                await asyncio.sleep(0.01)
+            usage, counted_by = await a.rate_usage(["rl:s"])
+            assert counted_by == "redis" and usage["rl:s"].requests == admitted
+            assert 1 <= usage["rl:s"].requests_last_second <= 3
+        finally:
+            await a.stop()
+            await b.stop()
+        # the minute's log keeps every admission with the Redis time (ms) it was admitted at
+        return [score for _, score in redis.Redis.from_url(url).zrange("tg:rq:rl:s", 0, -1, withscores=True)]
+
+    admitted = asyncio.run(run())
+    for t in admitted:
+        assert sum(1 for x in admitted if t <= x < t + 1000) <= 3, admitted
+    assert len(admitted) >= 6  # and it admits the limit each second
+
+
+def test_with_redis_away_processes_share_the_limit_they_last_saw_it_shared_by() -> None:
+    """Two processes that last saw each other in Redis each admit half of a limit while Redis is
+    down: the two together stay within it (without sharing, each would admit all of it)."""
+    async def run() -> None:
+        with redis_server() as server:
+            a, b = _engine(server.url, ttl_s=1.0, timeout_s=0.2), _engine(server.url, ttl_s=1.0, timeout_s=0.2)
+            await a.start()
+            await b.start()
+            try:
+                await asyncio.sleep(0.8)  # a heartbeat each (every ttl / 3): both see two processes
+                assert a.peers == b.peers == 2
+                server.stop()
+                per_minute = Rule("rl:away", "rate limit 'away'", 4, None, None)
+                in_flight = Rule("rl:away2", "rate limit 'away2'", None, None, 3)
+                for rule, each in ((per_minute, 2), (in_flight, 1)):  # 4 a minute: 2 each; 3 at once: 1 each
+                    admitted = {"a": 0, "b": 0}
+                    for name, engine in (("a", a), ("b", b)) * 4:
+                        try:
+                            await engine.reserve_rated([], 0, [rule], 0)
+                            admitted[name] += 1
+                        except RateLimited as refused:
+                            assert f"allows {each} " in refused.message, refused.message
+                    assert admitted == {"a": each, "b": each}
+            finally:
+                await a.stop()
+                await b.stop()
+
+    asyncio.run(run())

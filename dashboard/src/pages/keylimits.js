@@ -27,10 +27,10 @@ export function byKey(doc) {
   return out;
 }
 
-function gauge(what, used, limit) {
+function gauge(kind, what, used, limit) {
   const ratio = limit > 0 ? used / limit : 1;
   const level = ratio >= 0.9 ? "high" : ratio >= 0.7 ? "mid" : "low";
-  return h("div", { class: "rl-line", dataset: { kind: what.replace(/ .*/, "") } },
+  return h("div", { class: "rl-line", dataset: { kind } },
     h("span", { class: `rl-dot ${level}`, "aria-hidden": "true" }),
     h("span", { class: "rl-figure" }, `${count(used)} / ${count(limit)}`), " ", h("span", { class: "muted" }, what));
 }
@@ -40,9 +40,10 @@ function limitBlock(l) {
   const shared = l.scope.label ? `shared: ${Object.entries(l.scope.label).map(([k, v]) => `${k}=${v}`).join(", ")}` : "this key";
   return h("div", { class: "rl", dataset: { ratelimit: l.id } },
     h("div", {}, h("span", { class: "strong" }, l.name), " ", h("span", { class: "chip" }, shared)),
-    l.requests_per_minute !== null ? gauge("requests / min", l.usage.requests, l.requests_per_minute) : null,
-    l.tokens_per_minute !== null ? gauge("tokens / min", l.usage.tokens, l.tokens_per_minute) : null,
-    l.max_concurrent !== null ? gauge("in flight", l.usage.in_flight, l.max_concurrent) : null);
+    l.requests_per_second !== null ? gauge("rps", "requests / s", l.usage.requests_last_second, l.requests_per_second) : null,
+    l.requests_per_minute !== null ? gauge("rpm", "requests / min", l.usage.requests, l.requests_per_minute) : null,
+    l.tokens_per_minute !== null ? gauge("tpm", "tokens / min", l.usage.tokens, l.tokens_per_minute) : null,
+    l.max_concurrent !== null ? gauge("concurrent", "in flight", l.usage.in_flight, l.max_concurrent) : null);
 }
 
 /** The cell of a key's rate limits (— for none, a note when the figures are unavailable). */
@@ -69,6 +70,6 @@ export function usageNote(doc) {
   const whose = doc.counted_by === "redis" ? "every gateway process (shared through Redis)"
     : "this gateway process alone (no shared Redis, or it is unreachable)";
   return h("p", { class: "plan-note", id: "rate-usage-note" }, `Rate limits: requests and tokens in the last `
-    + `${doc.window_s} s and requests in flight now, counted by ${whose}; label limits are shared by every key `
+    + `${doc.window_s} s (per-second limits: the last second) and requests in flight now, counted by ${whose}; label limits are shared by every key `
     + "of the group; tag and model limits apply per request and are not listed here. Refusals: the last hour.");
 }

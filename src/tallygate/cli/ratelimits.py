@@ -1,4 +1,4 @@
-"""`tallygate ratelimits ...`: requests and tokens per minute and requests in flight, on keys,
+"""`tallygate ratelimits ...`: requests per second and minute, tokens per minute and requests in flight, on keys,
 label groups, tag subtrees and models.
 
 Commands act on the database directly as the bootstrap `admin` user. With `--redis` (or
@@ -52,8 +52,9 @@ def _scope(label_pairs: tuple[str, ...], tag: str | None, key: str | None, model
     return None
 
 
-def _limits(rpm: int | None, tpm: int | None, concurrent: int | None) -> dict[str, int]:
-    given = {"requests_per_minute": rpm, "tokens_per_minute": tpm, "max_concurrent": concurrent}
+def _limits(rpm: int | None, tpm: int | None, concurrent: int | None, rps: int | None = None) -> dict[str, int]:
+    given = {"requests_per_second": rps, "requests_per_minute": rpm, "tokens_per_minute": tpm,
+             "max_concurrent": concurrent}
     return {k: v for k, v in given.items() if v is not None}
 
 
@@ -63,6 +64,7 @@ def _echo(record: dict[str, Any]) -> None:
 
 model_option = click.option("--model", default=None, metavar="NAME",
                             help="Scope: requests naming this model (or policy/NAME).")
+rps_option = click.option("--rps", type=click.IntRange(min=1), default=None, help="Requests per second.")
 rpm_option = click.option("--rpm", type=click.IntRange(min=1), default=None, help="Requests per minute.")
 tpm_option = click.option("--tpm", type=click.IntRange(min=1), default=None,
                           help="Input + output tokens per minute.")
@@ -81,13 +83,14 @@ def ratelimits() -> None:
 @tag_option
 @key_option
 @model_option
+@rps_option
 @rpm_option
 @tpm_option
 @concurrent_option
 @db_option
 @redis_option
 def create(name: str, label_pairs: tuple[str, ...], tag: str | None, key: str | None, model: str | None,
-           rpm: int | None, tpm: int | None, concurrent: int | None, db_url: str | None,
+           rps: int | None, rpm: int | None, tpm: int | None, concurrent: int | None, db_url: str | None,
            redis_url: str | None) -> None:
     """Create a rate limit: e.g. --name growth --label team=growth --rpm 600 --concurrent 20."""
     from tallygate.manage.ratelimit_schemas import RateLimitCreate
@@ -98,19 +101,19 @@ def create(name: str, label_pairs: tuple[str, ...], tag: str | None, key: str | 
                                "or --model NAME")
     admin, caller = _admin(db_url, load_settings(redis_url=redis_url).redis_url)
     _echo(_run(admin.create, caller, _validated(RateLimitCreate, {"name": name, "scope": scope,
-                                                                  **_limits(rpm, tpm, concurrent)})))
+                                                                  **_limits(rpm, tpm, concurrent, rps)})))
 
 
 @ratelimits.command("list")
 @db_option
 def list_ratelimits(db_url: str | None) -> None:
     """Every rate limit."""
+    from tallygate.manage.ratelimit_schemas import LIMITS
     from tallygate.pipeline.ratelimit_rules import limit_scope_text
 
     admin, _ = _admin(db_url)
     for r in _run(admin.page)["data"]:
-        limits = ", ".join(f"{k} {r[k]}" for k in ("requests_per_minute", "tokens_per_minute", "max_concurrent")
-                           if r[k] is not None)
+        limits = ", ".join(f"{k} {r[k]}" for k in LIMITS if r[k] is not None)
         click.echo(f"{r['id']}  {r['name']}  {limit_scope_text(r['scope'])}  {limits}")
 
 
@@ -130,21 +133,23 @@ def show(limit_id: str, db_url: str | None) -> None:
 @tag_option
 @key_option
 @model_option
+@rps_option
 @rpm_option
 @tpm_option
 @concurrent_option
-@click.option("--unset", "unset", multiple=True, type=click.Choice(["rpm", "tpm", "concurrent"]),
+@click.option("--unset", "unset", multiple=True, type=click.Choice(["rps", "rpm", "tpm", "concurrent"]),
               help="Stop applying this limit (repeatable).")
 @db_option
 @redis_option
 def update(limit_id: str, name: str | None, label_pairs: tuple[str, ...], tag: str | None, key: str | None,
-           model: str | None, rpm: int | None, tpm: int | None, concurrent: int | None, unset: tuple[str, ...],
-           db_url: str | None, redis_url: str | None) -> None:
+           model: str | None, rps: int | None, rpm: int | None, tpm: int | None, concurrent: int | None,
+           unset: tuple[str, ...], db_url: str | None, redis_url: str | None) -> None:
     """Replace the given fields (a scope option replaces the whole scope)."""
     from tallygate.manage.ratelimit_schemas import RateLimitUpdate
 
-    fields: dict[str, Any] = _limits(rpm, tpm, concurrent)
-    names = {"rpm": "requests_per_minute", "tpm": "tokens_per_minute", "concurrent": "max_concurrent"}
+    fields: dict[str, Any] = _limits(rpm, tpm, concurrent, rps)
+    names = {"rps": "requests_per_second", "rpm": "requests_per_minute", "tpm": "tokens_per_minute",
+             "concurrent": "max_concurrent"}
     fields.update({names[u]: None for u in unset})
     if name is not None:
         fields["name"] = name

@@ -11,7 +11,7 @@ from tallygate.manage.schemas import KeyName, UserRef
 
 Count = Annotated[int, Field(ge=1, le=10**12, strict=True)]
 ModelName = Annotated[str, StringConstraints(min_length=1, max_length=200)]
-LIMITS = ("requests_per_minute", "tokens_per_minute", "max_concurrent")
+LIMITS = ("requests_per_second", "requests_per_minute", "tokens_per_minute", "max_concurrent")
 
 
 class RateLimitScope(BudgetScope):
@@ -31,6 +31,7 @@ class RateLimitScope(BudgetScope):
 class RateLimitCreate(_Strict):
     name: KeyName
     scope: RateLimitScope
+    requests_per_second: Count | None = Field(None, description="requests admitted in any 1-second window")
     requests_per_minute: Count | None = Field(None, description="requests admitted in any 60-second window")
     tokens_per_minute: Count | None = Field(None, description="input + output tokens in any 60-second window "
                                                               "(the worst case while in flight)")
@@ -39,7 +40,8 @@ class RateLimitCreate(_Strict):
     @model_validator(mode="after")
     def _some_limit(self) -> RateLimitCreate:
         if all(getattr(self, f) is None for f in LIMITS):
-            raise ValueError("give at least one of requests_per_minute, tokens_per_minute or max_concurrent")
+            raise ValueError("give at least one of requests_per_second, requests_per_minute, tokens_per_minute "
+                             "or max_concurrent")
         return self
 
 
@@ -48,6 +50,7 @@ class RateLimitUpdate(_Strict):
 
     name: KeyName | None = None
     scope: RateLimitScope | None = None
+    requests_per_second: Count | None = None
     requests_per_minute: Count | None = None
     tokens_per_minute: Count | None = None
     max_concurrent: Count | None = None
@@ -58,6 +61,7 @@ class RateLimit(BaseModel):
     name: str
     scope: dict[str, Any] = Field(description='{"label": {...}}, {"tag": "path"}, {"key": "<key id>"} or '
                                               '{"model": "<model or policy/name>"}')
+    requests_per_second: int | None
     requests_per_minute: int | None
     tokens_per_minute: int | None
     max_concurrent: int | None
@@ -72,6 +76,7 @@ class RateLimitList(BaseModel):
 
 class RuleCounts(BaseModel):
     requests: int = Field(description="requests admitted in the last 60 seconds")
+    requests_last_second: int = Field(description="requests admitted in the last second")
     tokens: int = Field(description="tokens counted in the last 60 seconds (the worst case while in flight)")
     in_flight: int = Field(description="requests in flight now")
 
@@ -80,6 +85,7 @@ class RateLimitUsage(BaseModel):
     id: str
     name: str
     scope: dict[str, Any]
+    requests_per_second: int | None
     requests_per_minute: int | None
     tokens_per_minute: int | None
     max_concurrent: int | None

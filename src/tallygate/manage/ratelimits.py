@@ -30,8 +30,9 @@ REFUSALS_WINDOW_MS = 3_600_000
 
 def _counts(usage: RuleUsage | None) -> dict[str, int]:
     if usage is None:
-        return {"requests": 0, "tokens": 0, "in_flight": 0}
-    return {"requests": usage.requests, "tokens": usage.tokens, "in_flight": usage.in_flight}
+        return {"requests": 0, "requests_last_second": 0, "tokens": 0, "in_flight": 0}
+    return {"requests": usage.requests, "requests_last_second": usage.requests_last_second,
+            "tokens": usage.tokens, "in_flight": usage.in_flight}
 
 
 def _looser(before: int | None, after: int | None) -> bool:

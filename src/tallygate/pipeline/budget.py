@@ -27,13 +27,14 @@ from tallygate.core import clock, windows
 from tallygate.core.money import usd_text
 from tallygate.core.windows import MONTH, Window, Windows
 from tallygate.errors import BudgetExceeded, BudgetUnavailable
+from tallygate.pipeline.image_tokens import MAX_IMAGE_TOKENS
 from tallygate.pipeline.output_cap import DEFAULT_MAX_TOKENS as DEFAULT_MAX_TOKENS
 from tallygate.pipeline.output_cap import output_bound
 from tallygate.pipeline.pricing import Rate
 from tallygate.pipeline.tool_fees import NO_TOOLS, ToolBound
 from tallygate.types import Principal
 
-IMAGE_TOKENS = 1600  # input tokens assumed per image part
+IMAGE_TOKENS = 1600  # input tokens an image part is estimated at (not bounded at: `image_tokens`)
 TOOLS_TOKENS = 512  # the system prompt a provider adds when tools are given (Anthropic's: 346)
 
 
@@ -86,27 +87,29 @@ def _bytes(value: object) -> tuple[int, int]:
     return len(str(value)), 0  # a number's text; true, false and null are 4 or 5 bytes
 
 
-def prompt_bound(body: dict[str, Any], endpoint: str) -> int:
+def prompt_bound(body: dict[str, Any], endpoint: str, image_tokens: int = MAX_IMAGE_TOKENS) -> int:
     """The most input tokens `body` can be billed for, whatever its text.
 
     Every tokenizer the providers use (byte-level BPE; SentencePiece with byte fallback) spends
     at least one UTF-8 byte a token, so the body's bytes bound its text, whatever the script or
     however adversarial; the bytes of the body's keys and parameters (`model`, `role`, ...) more
     than cover the few tokens of framing a provider adds per message. Token ids given to
-    embeddings count one each; images `IMAGE_TOKENS`; tools add `TOOLS_TOKENS`.
+    embeddings count one each; images `image_tokens` each (the most one image can be billed at
+    the targets, `image_tokens.image_tokens`); tools add `TOOLS_TOKENS`.
     """
     if endpoint == "embeddings":
         inputs = body.get("input")
         if isinstance(inputs, list) and inputs and isinstance(inputs[0], (int, list)):
             ids = sum(len(x) if isinstance(x, list) else 1 for x in inputs)
             rest, images = _bytes({k: v for k, v in body.items() if k != "input"})
-            return ids + rest + images * IMAGE_TOKENS
+            return ids + rest + images * image_tokens
     size, images = _bytes(body)
-    return size + images * IMAGE_TOKENS + (TOOLS_TOKENS if body.get("tools") else 0)
+    return size + images * image_tokens + (TOOLS_TOKENS if body.get("tools") else 0)
 
 
 def worst_case(body: dict[str, Any], endpoint: str, rates: Iterable[Rate],
-               default_max_tokens: int = DEFAULT_MAX_TOKENS, tools: ToolBound = NO_TOOLS) -> int:
+               default_max_tokens: int = DEFAULT_MAX_TOKENS, tools: ToolBound = NO_TOOLS,
+               image_tokens: int = MAX_IMAGE_TOKENS) -> int:
     """The most this request can cost, in picodollars, over every target it may be sent to.
 
     The prompt is `prompt_bound` (every byte of the body: messages, tool calls and their
@@ -114,8 +117,8 @@ def worst_case(body: dict[str, Any], endpoint: str, rates: Iterable[Rate],
     `output_cap.output_bound` (call `output_cap.cap_output` first so that the body sent carries
     that cap); provider-run tools add `tools` (`tool_fees.cap_tools`).
     """
-    return priced_bound(prompt_bound(body, endpoint), output_bound(body, endpoint, default_max_tokens), rates,
-                        tools)
+    return priced_bound(prompt_bound(body, endpoint, image_tokens), output_bound(body, endpoint, default_max_tokens),
+                        rates, tools)
 
 
 def priced_bound(prompt: int, output: int, rates: Iterable[Rate], tools: ToolBound = NO_TOOLS) -> int:

@@ -127,6 +127,9 @@ class ChatCodec:
         call = self._call
         if call.partial or call.pricing_source is None:
             call.meter_estimate(self._body, self._rate)  # cut short: no usage from the provider
+            if self._searches:  # a search model searched before it answered
+                call.usage.web_searches = self._searches
+                call.cost_pico = self._rate.cost(call.usage)
 
 
 class ChatRelay:

@@ -48,6 +48,7 @@ from tallygate.pipeline.budget import (
 )
 from tallygate.pipeline.budget import Scope as BudgetScope
 from tallygate.pipeline.call import Call
+from tallygate.pipeline.image_tokens import MAX_IMAGE_TOKENS, image_tokens
 from tallygate.pipeline.models import ModelCatalog, Route, check_kind
 from tallygate.pipeline.observers import Observers
 from tallygate.pipeline.output_cap import cap_output
@@ -101,7 +102,7 @@ class Pipeline:
         cannot record a request now (its journal's disk refuses writes, or it is at its cap):
         the request is then refused with that 503 before any provider is called; `catch_up(version)`
         reloads budgets and keys when the shared version moved (`pipeline/freshness.py`);
-        `limits(principal, tags, model)`: the rate limits a request counts against, admitted by
+        `limits(principal, tags, models)`: the rate limits a request counts against, admitted by
         `limiter` (`pipeline/ratelimit.py`)."""
         self.auth = auth
         self.catalog = catalog
@@ -113,7 +114,7 @@ class Pipeline:
         self.scrubber = scrubber or Scrubber(())
         self.ledger_refusal = ledger_refusal or (lambda: None)
         self.catch_up = catch_up  # reloads budgets and keys up to a version (`pipeline/freshness.py`)
-        self.limits = limits or (lambda _principal, _tags, _model: ())
+        self.limits = limits or (lambda _principal, _tags, _models: ())
         self.limiter = limiter or MemoryLimiter()
 
     def exchange(self, scope: Scope, receive: Receive, send: Send, endpoint: str,
@@ -138,18 +139,23 @@ class Pipeline:
                 self.limiter.settle(rate, None)
             raise
 
-    async def reserve(self, call: Call, body: dict, routes: Sequence[Route]) -> tuple[Hold | None, RateHold | None]:
+    async def reserve(self, call: Call, body: dict, routes: Sequence[Route],
+                      policy: str | None = None) -> tuple[Hold | None, RateHold | None]:
         """Admit the request under every rate limit that applies (429 naming the first that
         won't) and hold its worst-case cost against its key's limit and every budget that
         applies, all or nothing (402 naming the first that won't fit). Scopes decided with
-        budgets or keys another process has changed since are decided again, reloaded."""
+        budgets or keys another process has changed since are decided again, reloaded. Model
+        limits bind by every name the request resolves to: the model it names, the `policy` it
+        is routed by, and each of the `routes` it may be sent to."""
+        models = tuple(dict.fromkeys((call.requested_model or "", *((f"policy/{policy}",) if policy else ()),
+                                      *(r.name for r in routes))))
         bound: tuple[int, int] | None = None  # (prompt, output) tokens at most, counted once
         tools: ToolBound = NO_TOOLS  # what provider-run tools may add
         for attempt in range(3):
             scopes = self.scopes(call.principal, call.tags)
             if not all(s.enforce for s in scopes):  # soft budgets count, never refuse
                 scopes = tuple(s if s.enforce else s._replace(limit=None) for s in scopes)
-            rules = self.limits(call.principal, call.tags, call.requested_model)
+            rules = self.limits(call.principal, call.tags, models)
             if not scopes and not rules:
                 return None, None
             priced = any(s.limit is not None for s in scopes)
@@ -157,7 +163,8 @@ class Pipeline:
             if bound is None and (priced or counted):
                 output = cap_output(body, call.endpoint)  # the body sent carries the cap reserved for
                 tools = cap_tools(body, call.endpoint, [r.upstream_model for r in routes])  # and the tools' bounds
-                bound = prompt_bound(body, call.endpoint), output
+                images = max((image_tokens(r.upstream_model) for r in routes), default=MAX_IMAGE_TOKENS)
+                bound = prompt_bound(body, call.endpoint, images), output
             prompt, output = bound or (0, 0)
             amount = priced_bound(prompt, output, [self.catalog.rate(r) for r in routes], tools) if priced else 0
             tokens = prompt + output if counted else 0
@@ -230,7 +237,8 @@ class Exchange:
     async def reserve(self, body: dict, plan: Plan) -> None:
         """Admit the request under its rate limits, then hold the worst case against every limit
         and budget that applies (both settled on the way out)."""
-        self._hold, self._rate = await self._pipeline.reserve(self._started(), body, plan.targets)
+        policy = plan.policy.name if plan.policy is not None else None
+        self._hold, self._rate = await self._pipeline.reserve(self._started(), body, plan.targets, policy)
 
     @property
     def send(self) -> Send:

@@ -92,7 +92,7 @@ class MessagesRelay:
 
         data, usage = await execute(call, plan, attempt)
         assert call.route is not None
-        usage.code_sessions = anthropic_container(data)  # a code execution container ran
+        usage.code_sessions = anthropic_container(data, body)  # a code execution container ran
         cost = call.meter(usage, self._rate(call.route))
         data["id"] = call.id
         if not isinstance(data.get("usage"), dict):
@@ -181,7 +181,7 @@ class NativeMessagesCodec(_MessagesCodecBase):
                 event = orjson.loads(data)
                 usage = event.get("usage")
                 self._absorb(usage)
-                self._containers = self._containers or anthropic_container(event.get("delta"))
+                self._containers = self._containers or anthropic_container(event.get("delta"), self._body)
                 cost = self._call.meter(self._known(), self._rate)
                 if isinstance(usage, dict):
                     usage["cost"] = usd_json(cost)

@@ -10,9 +10,11 @@ tiers (Gemini 2.5 Pro over 200k tokens ...) are kept as whole-request rates (`Ra
 
 Provider-run tools billed per use are priced the same way, per use: web searches and file
 searches from the snapshot's `web_searches_kcount` / `storage_searches_kcount` (USD per 1,000
-calls), code containers from `CODE_SESSION_USD` (the snapshot has no price for them), each
-overridable in config (`pricing.web_search_per_call` ...). What counts as a use, and how many a
-request may make, is `pipeline/tool_fees.py`.
+calls), else, for a model the snapshot gives no such price (Claude on Vertex, say), the vendor's
+standard price (`TOOL_USD`); code containers from `TOOL_USD` (the snapshot has no price for
+them); each overridable in config (`pricing.web_search_per_call` ...). Every long-prompt tier
+carries the same fees. What counts as a use, and how many a request may make, is
+`pipeline/tool_fees.py`.
 """
 
 from __future__ import annotations
@@ -29,15 +31,20 @@ _PER_TOKEN = Decimal(10**6)  # $/Mtok * 1e12 pico/$ / 1e6 tok/Mtok
 _PER_CALL = Decimal(10**12)  # $ per call * 1e12 pico/$
 _PER_KCALL = Decimal(10**9)  # $/1,000 calls * 1e12 pico/$ / 1e3 calls
 
-# USD per code container, in units of 1 GB (`tool_fees`), by price list: OpenAI's code
-# interpreter bills $0.03 per 1 GB container (4 GB $0.12 ... 64 GB $1.92, as many units) [1];
-# Anthropic's code execution bills $0.05 per container-hour [2] and reports no duration, so a
-# request that used a container is charged one hour: more than any request can run (the
-# gateway's upstream timeout is at most 600 s by default), never less than the bill.
+# USD per use of a provider-run tool, by price list: (web search per 1,000, file search per 1,000,
+# code container per 1 GB). Web and file searches are used only where the snapshot has no price
+# for the model. OpenAI: $10 / 1,000 web searches, $2.50 / 1,000 file searches, $0.03 per 1 GB
+# container (4 GB $0.12 ... 64 GB $1.92, as many units) [1]. Anthropic: $10 / 1,000 searches;
+# code execution $0.05 per container-hour [2], with no duration reported, so a request that used
+# a container is charged one hour: more than any request can run (the gateway's upstream timeout
+# is at most 600 s by default), never less than the bill.
 # [1] https://platform.openai.com/docs/pricing#built-in-tools
 # [2] https://docs.claude.com/en/docs/agents-and-tools/tool-use/code-execution-tool#usage-and-pricing
-CODE_SESSION_USD = {"openai": Decimal("0.03"), "azure": Decimal("0.03"), "mock": Decimal("0.03"),
-                    "anthropic": Decimal("0.05"), "vertex": Decimal("0.05"), "bedrock": Decimal("0.05")}
+_OPENAI_TOOLS = (Decimal(10), Decimal("2.5"), Decimal("0.03"))
+_ANTHROPIC_TOOLS = (Decimal(10), None, Decimal("0.05"))
+TOOL_USD: dict[str, tuple[Decimal | None, Decimal | None, Decimal | None]] = {
+    "openai": _OPENAI_TOOLS, "azure": _OPENAI_TOOLS, "mock": _OPENAI_TOOLS,
+    "anthropic": _ANTHROPIC_TOOLS, "vertex": _ANTHROPIC_TOOLS, "bedrock": _ANTHROPIC_TOOLS}
 
 
 def _pico_per_token(per_mtok: Decimal | None) -> int | None:
@@ -165,7 +172,8 @@ def _lookup(price_list: str, model: str, today: dt.date) -> Rate:
     from genai_prices import data_snapshot
     from genai_prices.types import TieredPrices
 
-    code = _pico(CODE_SESSION_USD.get(price_list))
+    web_k, file_k, container = TOOL_USD.get(price_list, (None, None, None))
+    code = _pico(container)
     snapshot = data_snapshot.get_snapshot()
     for provider_id in _CANDIDATES.get(price_list, [price_list]):
         try:
@@ -174,7 +182,8 @@ def _lookup(price_list: str, model: str, today: dt.date) -> Rate:
         except LookupError:
             continue
     else:
-        return replace(UNPRICED, code_session=code)
+        return replace(UNPRICED, web_search=_pico(web_k, _PER_KCALL), file_search=_pico(file_k, _PER_KCALL),
+                       code_session=code)
     when = dt.datetime.combine(today, dt.time(12), dt.UTC)
     prices = info.get_prices(when)
 
@@ -187,9 +196,11 @@ def _lookup(price_list: str, model: str, today: dt.date) -> Rate:
             return value
         return next((t.price for t in reversed(value.tiers) if t.start <= tokens), value.base)
 
+    web, file = at("web_searches_kcount", 0), at("storage_searches_kcount", 0)  # else the vendor's price
+
     def with_fees(rate: Rate) -> Rate:
-        return replace(rate, web_search=_pico(at("web_searches_kcount", 0), _PER_KCALL),
-                       file_search=_pico(at("storage_searches_kcount", 0), _PER_KCALL), code_session=code)
+        return replace(rate, web_search=_pico(web_k if web is None else web, _PER_KCALL),
+                       file_search=_pico(file_k if file is None else file, _PER_KCALL), code_session=code)
 
     def rate(tokens: int) -> Rate:
         return with_fees(Rate.from_mtok(source, at("input_mtok", tokens) or Decimal(0), at("output_mtok", tokens),

@@ -1,15 +1,19 @@
-"""Rate limits at admission: requests and tokens per minute, and requests in flight.
+"""Rate limits at admission: requests per second and per minute, tokens per minute, and
+requests in flight.
 
 Each limit (`pipeline/ratelimit_rules.Rule`) counts with a sliding window log: the admission
-time of every request of the last 60 seconds (and, for tokens, each one's amount). A request is
-admitted when, for every limit that applies, the requests in the window plus one stay within
+time of every request of the last 60 seconds (and, for tokens, each one's amount), and for
+`requests_per_second` of the last second. A request is admitted when, for every limit that
+applies, the requests in each window plus one stay within `requests_per_second` and
 `requests_per_minute`, the tokens in the window plus its worst case within `tokens_per_minute`,
 and the requests in flight plus one within `max_concurrent`; then it counts against all of them,
 or it is refused (429) and counts against none. Why a log rather than a fixed window or GCRA: it
-is exact (in no 60-second interval are more than the limit admitted, where a fixed window lets
-twice the limit through across a boundary), its entries can be corrected after the fact (a
-request's tokens are reserved as the worst case and settled to its actual usage), and the same
-structure is a sorted set in Redis. Its cost is memory: at most `limit` entries per limit.
+is exact (in no 60-second interval, nor 1-second one for `requests_per_second`, are more than
+the limit admitted, where a fixed window lets twice the limit through across a boundary), its
+entries can be corrected after the fact (a request's tokens are reserved as the worst case and
+settled to its actual usage), and the same structure is a sorted set in Redis. Its cost is
+memory: at most `limit` entries per limit and window. (GCRA would be as exact for requests in
+O(1) memory; one algorithm for all three counts, with one error bound, zero, was preferred.)
 
 Tokens are input + output: the worst case is the budget's (`pipeline/budget.py`: every
 character of the body at 3 characters a token, images at 1,600 tokens, the output cap), settled
@@ -35,9 +39,11 @@ from tallygate.pipeline.ratelimit_rules import Rule
 from tallygate.types import Principal
 
 WINDOW_S = 60.0
+SECOND_S = 1.0  # the window of requests_per_second
 CONCURRENCY_RETRY_S = 1.0  # retry-after for a request refused for want of a slot in flight
 
-RulesOf = Callable[[Principal, tuple[str, ...], str | None], tuple[Rule, ...]]  # (principal, tags, model)
+# (principal, tags, models: every model and policy name the request resolves to)
+RulesOf = Callable[[Principal, tuple[str, ...], tuple[str, ...]], tuple[Rule, ...]]
 
 
 def worst_tokens(body: dict[str, Any], endpoint: str, default_max_tokens: int = DEFAULT_MAX_TOKENS) -> int:
@@ -69,6 +75,7 @@ class RuleUsage:
     requests: int
     tokens: int
     in_flight: int
+    requests_last_second: int = 0
 
 
 @dataclass(slots=True)
@@ -81,6 +88,7 @@ class RateHold:
     headers: list[tuple[bytes, bytes]] = field(default_factory=list)
     token_entries: list[tuple[str, list[Any]]] = field(default_factory=list)
     request_times: list[tuple[str, float]] = field(default_factory=list)
+    second_times: list[tuple[str, float]] = field(default_factory=list)
     inflight: tuple[str, ...] = ()
     remote: Any = None  # the shared limiter's own record of the admission
 
@@ -110,7 +118,7 @@ class SharedLimiter(RateLimiter, Protocol):
 
 # What a caller who may not read a limit learns of it: which part of its request it limits.
 _UNNAMED = {"label": "a rate limit on this key's labels", "tag": "a rate limit on this request's tags",
-            "model": "a rate limit on the model this request names"}
+            "model": "a rate limit on a model or policy this request is routed to"}
 
 
 def _refusal_text(who: str, what: str, limit: int, retry_s: float | None, tokens: int) -> str:
@@ -147,10 +155,11 @@ def redacted(err: RateLimited, principal: Principal) -> RateLimited:
 
 
 class _Window:
-    __slots__ = ("requests", "tokens", "token_sum", "inflight")
+    __slots__ = ("requests", "second", "tokens", "token_sum", "inflight")
 
     def __init__(self) -> None:
         self.requests: deque[float] = deque()
+        self.second: deque[float] = deque()  # admissions of the last second (requests_per_second)
         self.tokens: deque[list[Any]] = deque()  # [time, amount, still in the window]
         self.token_sum = 0
         self.inflight = 0
@@ -159,6 +168,8 @@ class _Window:
         edge = now - WINDOW_S
         while self.requests and self.requests[0] <= edge:
             self.requests.popleft()
+        while self.second and self.second[0] <= now - SECOND_S:
+            self.second.popleft()
         while self.tokens and self.tokens[0][0] <= edge:
             entry = self.tokens.popleft()
             entry[2] = False
@@ -198,6 +209,11 @@ class MemoryLimiter:
         hold = RateHold(tuple(rules), tokens)
         tightest: dict[bytes, tuple[int, int, float]] = {}
         for rule, w in zip(rules, windows, strict=True):
+            if rule.requests_per_second is not None:
+                w.second.append(now)
+                hold.second_times.append((rule.id, now))
+                _tighter(tightest, b"requests", rule.requests_per_second, rule.requests_per_second - len(w.second),
+                         w.second[0] + SECOND_S - now)
             if rule.requests_per_minute is not None:
                 w.requests.append(now)
                 hold.request_times.append((rule.id, now))
@@ -219,6 +235,11 @@ class MemoryLimiter:
 
     def _check(self, rule: Rule, w: _Window, now: float, tokens: int) -> None:
         rpm, tpm, most = rule.requests_per_minute, rule.tokens_per_minute, rule.max_concurrent
+        rps = rule.requests_per_second
+        if rps is not None and len(w.second) + 1 > rps:
+            wait = w.second[len(w.second) - rps] + SECOND_S - now
+            raise refused(rule, "requests per second", rps, wait,
+                          limit_headers(b"requests", rps, 0, w.second[0] + SECOND_S - now))
         if rpm is not None and len(w.requests) + 1 > rpm:
             wait = w.requests[len(w.requests) - rpm] + WINDOW_S - now
             raise refused(rule, "requests per minute", rpm, wait,
@@ -246,6 +267,10 @@ class MemoryLimiter:
                 w = self._windows.get(rule_id)
                 if w is not None and t in w.requests:
                     w.requests.remove(t)
+            for rule_id, t in hold.second_times:
+                w = self._windows.get(rule_id)
+                if w is not None and t in w.second:
+                    w.second.remove(t)
 
     def in_flight(self, rule_id: str) -> int:
         w = self._windows.get(rule_id)
@@ -263,7 +288,8 @@ class MemoryLimiter:
                 out[rule_id] = RuleUsage(requests=0, tokens=0, in_flight=0)
                 continue
             w.expire(now)
-            out[rule_id] = RuleUsage(requests=len(w.requests), tokens=w.token_sum, in_flight=w.inflight)
+            out[rule_id] = RuleUsage(requests=len(w.requests), tokens=w.token_sum, in_flight=w.inflight,
+                                     requests_last_second=len(w.second))
         return out
 
 

@@ -2,7 +2,10 @@
 
 A rate limit applies to a request when its scope holds it: `{"key": id}` its key, `{"label":
 {...}}` a key carrying every pair, `{"tag": path}` a tag at or under `path`, `{"model": name}`
-the model (or `policy/<name>`) the request names. A label, tag or model limit is one counter
+any name the request resolves to: the model (or `policy/<name>`) it names, the policy that
+routes it (its key's own policy included), and every configured model it may be sent to (a
+policy's request counts against each of its targets' limits, as its budget hold prices each
+target's worst case). A label, tag or model limit is one counter
 shared by every request it applies to, as a budget is one total.
 
 `RuleRegistry` reloads the table every `refresh_s` and at once after a change made through this
@@ -13,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
 from tallygate.core.periodic import Periodic
@@ -44,11 +47,12 @@ class Rule(NamedTuple):
     tokens_per_minute: int | None
     max_concurrent: int | None
     kind: str = ""
+    requests_per_second: int | None = None
 
     @classmethod
     def of(cls, r: RateLimitRecord) -> Rule:
         return cls("rl:" + r.id, f"rate limit {r.name!r} ({limit_scope_text(r.scope)})",
-                   r.requests_per_minute, r.tokens_per_minute, r.max_concurrent, r.kind)
+                   r.requests_per_minute, r.tokens_per_minute, r.max_concurrent, r.kind, r.requests_per_second)
 
 
 class RuleSet:
@@ -95,15 +99,16 @@ class RuleSet:
         ids |= {rule.id for want, rule in self._labels if labels_match(want, labels)}
         return [r for r in self.records.values() if "rl:" + r.id in ids]
 
-    def rules(self, principal: Principal, tags: tuple[str, ...], model: str | None) -> tuple[Rule, ...]:
-        """Every limit a request counts against (the bootstrap admin's key and labels none)."""
+    def rules(self, principal: Principal, tags: tuple[str, ...], models: Sequence[str] = ()) -> tuple[Rule, ...]:
+        """Every limit a request counts against (the bootstrap admin's key and labels none);
+        `models`: each model or policy name it resolves to, once."""
         if not self.records:
             return ()
         rules = self.key_bound(principal)
         if tags and self._tags:
             rules += tuple(rule for p in prefixes(tags) for rule in self._tags.get(p, ()))
-        if model is not None and (by_model := self._models.get(model)):
-            rules += tuple(by_model)
+        if self._models:
+            rules += tuple(rule for m in models for rule in self._models.get(m, ()))
         return rules
 
     def binding(self, principal: Principal) -> list[RateLimitRecord]:
@@ -125,8 +130,8 @@ class RuleRegistry:
         self._refresher = Periodic(refresh_s, self.reload_async, log,
                                    "refreshing rate limits failed; the last known ones still apply")
 
-    def rules(self, principal: Principal, tags: tuple[str, ...], model: str | None) -> tuple[Rule, ...]:
-        return self.current.rules(principal, tags, model)
+    def rules(self, principal: Principal, tags: tuple[str, ...], models: Sequence[str] = ()) -> tuple[Rule, ...]:
+        return self.current.rules(principal, tags, models)
 
     def reload(self) -> None:
         """Read every rate limit (blocking)."""

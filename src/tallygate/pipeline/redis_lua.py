@@ -141,13 +141,14 @@ end
 return 0
 """
 
-# ARGV: prefix, process, ttl_ms. Renews this process's holds; reaps dead processes.
+# ARGV: prefix, process, ttl_ms. Renews this process's holds; reaps dead processes. -> the number
+# of live processes (this one included).
 HEARTBEAT = _COMMON + """
 local p, proc, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local now = now_ms()
 reap_dead(p, proc, now)
 redis.call('ZADD', p .. 'procs', now + ttl, proc)
-return 0
+return redis.call('ZCARD', p .. 'procs')
 """
 
 # ARGV: prefix, process. A process stopping cleanly lets go of whatever it still holds.

@@ -8,8 +8,12 @@ it admitted (queued, sent in the same pipelined round trips as budget settles: n
 request path).
 
 When Redis cannot be reached, rate limits are not dropped (as `budgets_unavailable: open` would
-drop budgets): each process falls back to its own in-memory limiter, so a limit is passed by at
-most a factor of the number of processes for the outage, never unbounded.
+drop budgets): each process falls back to its own in-memory limiter, admitting its share of each
+limit: `max(1, limit // N)`, N the processes it last saw sharing Redis (its heartbeat counts
+them every TTL / 3). So the N processes together admit at most `max(limit, N)` in any window
+of the outage, as budgets' open allowance is each process's share; a process started during
+the outage, which saw no one, admits the whole limit itself. What Redis admitted just before
+the outage is not known to the fallback: a window across its start can hold that too.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError, RedisError
 
 from tallygate.pipeline.budget import Hold, Scope, StaleScopes, counters, refusal
@@ -33,11 +38,12 @@ from tallygate.pipeline.ratelimit import (
 from tallygate.pipeline.ratelimit_rules import Rule
 from tallygate.pipeline.redis_batch import ScriptBatch
 from tallygate.pipeline.redis_budget import RedisBudget
-from tallygate.pipeline.redis_lua import SETTLE
+from tallygate.pipeline.redis_lua import HEARTBEAT, SETTLE
 from tallygate.pipeline.redis_ratelimit_lua import RATE_SETTLE, RATE_USAGE, RESERVE_RATED
 
 log = logging.getLogger("tallygate.ratelimit.redis")
-_KINDS = {1: "requests per minute", 2: "tokens per minute", 3: "requests in flight at once"}
+_KINDS = {1: "requests per minute", 2: "tokens per minute", 3: "requests in flight at once",
+          4: "requests per second"}
 
 
 def _text(value: object) -> str:
@@ -46,6 +52,30 @@ def _text(value: object) -> str:
 
 def _opt(value: int | None) -> str:
     return "" if value is None else str(value)
+
+
+class _PeerCount(AsyncScript):
+    """The heartbeat script, remembering how many live processes it last saw (this included)."""
+
+    peers = 1
+
+    async def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        res = await super().__call__(*args, **kwargs)
+        self.peers = max(1, int(res))
+        return res
+
+
+def share(rule: Rule, peers: int) -> Rule:
+    """A process's share of `rule` among `peers` processes: each limit // peers, at least 1."""
+    if peers <= 1:
+        return rule
+
+    def part(limit: int | None) -> int | None:
+        return None if limit is None else max(1, limit // peers)
+
+    return rule._replace(requests_per_minute=part(rule.requests_per_minute),
+                         tokens_per_minute=part(rule.tokens_per_minute), max_concurrent=part(rule.max_concurrent),
+                         requests_per_second=part(rule.requests_per_second))
 
 
 class RatedRedisBudget(RedisBudget):
@@ -57,7 +87,8 @@ class RatedRedisBudget(RedisBudget):
         self._rate_settle = self._aio.register_script(RATE_SETTLE)
         self._rate_usage = self._aio.register_script(RATE_USAGE)
         self._ids = itertools.count()
-        self.fallback = MemoryLimiter()  # while Redis is unreachable: each process limits itself
+        self.fallback = MemoryLimiter()  # while Redis is unreachable: each process limits itself to its share
+        self._heartbeat = self._peers = _PeerCount(self._aio, HEARTBEAT)
         self._rate_queue: list[list[Any]] = []
         self.rate_round_trips = 0  # reservations sent with rate limits (for tests and benchmarks)
 
@@ -69,7 +100,8 @@ class RatedRedisBudget(RedisBudget):
         uid = f"{self.process}:{next(self._ids)}"
         head: list[Any] = [len(rules), tokens, uid]
         for r in rules:
-            head += (r.id, _opt(r.requests_per_minute), _opt(r.tokens_per_minute), _opt(r.max_concurrent))
+            head += (r.id, _opt(r.requests_per_minute), _opt(r.tokens_per_minute), _opt(r.max_concurrent),
+                     _opt(r.requests_per_second))
         args: list[Any] = [*head, self._p, "", self.process, amount if limited else 0, self._ttl_ms,
                            self.loaded_version]
         if limited and amount:
@@ -112,23 +144,29 @@ class RatedRedisBudget(RedisBudget):
             log.warning("reading rate-limit usage from Redis failed (%s); showing this process's own",
                         type(exc).__name__)
             return self.fallback.usage_now(rule_ids), "process"
-        values = [int(x) for x in res]
-        return {rid: RuleUsage(requests=values[3 * i], tokens=values[3 * i + 1], in_flight=values[3 * i + 2])
-                for i, rid in enumerate(rule_ids)}, "redis"
+        v = [int(x) for x in res]
+        return {rid: RuleUsage(requests=v[4 * i], tokens=v[4 * i + 1], in_flight=v[4 * i + 2],
+                               requests_last_second=v[4 * i + 3]) for i, rid in enumerate(rule_ids)}, "redis"
+
+    @property
+    def peers(self) -> int:
+        """The processes sharing this Redis at the last heartbeat (this one included)."""
+        return self._peers.peers
 
     def _fallback_admit(self, rules: Sequence[Rule], tokens: int) -> RateHold:
-        return self.fallback.admit_now(rules, tokens)
+        peers = self._peers.peers
+        return self.fallback.admit_now([share(r, peers) for r in rules], tokens)
 
     def _orphan_rated(self, args: Sequence[Any], res: Any) -> None:
         """A reservation whose request went away while Redis answered: release all of it."""
         if not (isinstance(res, list) and res and res[0] == 0):
             return
         n = int(args[0])
-        budget_args = list(args[3 + 4 * n:])
+        budget_args = list(args[3 + 5 * n:])
         if len(budget_args) > 6:
             self.settle(Hold((), tuple(budget_args[6::3]), int(budget_args[3])), 0)
-        rules = [Rule(args[3 + 4 * i], "", None, int(args[5 + 4 * i]) if args[5 + 4 * i] else None,
-                      int(args[6 + 4 * i]) if args[6 + 4 * i] else None) for i in range(n)]
+        rules = [Rule(args[3 + 5 * i], "", None, int(args[5 + 5 * i]) if args[5 + 5 * i] else None,
+                      int(args[6 + 5 * i]) if args[6 + 5 * i] else None) for i in range(n)]
         self.settle_rate(RateHold(tuple(rules), int(args[1]), remote=args[2]), None)
 
     def settle_rate(self, hold: RateHold, actual_tokens: int | None) -> None:
@@ -174,8 +212,9 @@ def _headers(rules: Sequence[Rule], values: list[int]) -> list[tuple[bytes, byte
     """x-ratelimit-* of the tightest limits, from the script's per-rule remaining and resets."""
     best: dict[bytes, tuple[int, int, int]] = {}
     for i, r in enumerate(rules):
-        rr, rs, tr, ts = values[4 * i:4 * i + 4]
-        for kind, limit, remaining, reset in ((b"requests", r.requests_per_minute, rr, rs),
+        rr, rs, tr, ts, sr, ss = values[6 * i:6 * i + 6]
+        for kind, limit, remaining, reset in ((b"requests", r.requests_per_second, sr, ss),
+                                              (b"requests", r.requests_per_minute, rr, rs),
                                               (b"tokens", r.tokens_per_minute, tr, ts)):
             if limit is not None and (kind not in best or remaining < best[kind][1]):
                 best[kind] = (limit, remaining, reset)
@@ -188,6 +227,10 @@ def _headers(rules: Sequence[Rule], values: list[int]) -> list[tuple[bytes, byte
 def _refusal(rules: Sequence[Rule], tokens: int, values: list[int]) -> Exception:
     i, kind, wait_ms, used = values[0], values[1], values[2], values[3]
     rule = rules[i - 1]
+    if kind == 4:
+        assert rule.requests_per_second is not None
+        return refused(rule, _KINDS[4], rule.requests_per_second, wait_ms / 1000,
+                       limit_headers(b"requests", rule.requests_per_second, 0, wait_ms / 1000))
     if kind == 1:
         assert rule.requests_per_minute is not None
         return refused(rule, _KINDS[1], rule.requests_per_minute, wait_ms / 1000,

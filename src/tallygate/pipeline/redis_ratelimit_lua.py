@@ -6,6 +6,7 @@ Keys, under the budget's prefix `p`:
 
     prq:<rule>         sorted set: the request admissions of the last minute (member: request id,
                        score: Redis time in ms)
+    prs:<rule>         sorted set: the request admissions of the last second (requests_per_second)
     prk:<rule>         sorted set: the token admissions of the last minute, likewise
     prka:<rule>        hash: request id -> tokens counted (the worst case, then the actual usage)
     prks:<rule>        the sum of that hash
@@ -20,10 +21,11 @@ from tallygate.pipeline.redis_lua import _COMMON, RESERVE
 WINDOW_MS = 60000
 
 _RATE = """
-local W = 60000
+local W, S = 60000, 1000
 local function rate_expire(p, id, now)
   local edge = now - W
   redis.call('ZREMRANGEBYSCORE', p .. 'rq:' .. id, '-inf', edge)
+  redis.call('ZREMRANGEBYSCORE', p .. 'rs:' .. id, '-inf', now - S)
   local old = redis.call('ZRANGEBYSCORE', p .. 'rk:' .. id, '-inf', edge)
   if #old > 0 then
     local gone = 0
@@ -35,15 +37,24 @@ local function rate_expire(p, id, now)
     redis.call('ZREMRANGEBYSCORE', p .. 'rk:' .. id, '-inf', edge)
   end
 end
-local function oldest(key, now)
+local function oldest(key, now, w)
   local e = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
   if #e == 0 then return 0 end
-  return tonumber(e[2]) + W - now
+  return tonumber(e[2]) + (w or W) - now
 end
--- nil when every rule admits; else {4, i, kind (1 requests, 2 tokens, 3 in flight), wait ms (-1: never), used}
+-- nil when every rule admits; else {4, i, kind (1 requests, 2 tokens, 3 in flight, 4 requests per
+-- second), wait ms (-1: never), used}
 local function rate_check(p, rules, tokens, now)
   for i, r in ipairs(rules) do
     rate_expire(p, r.id, now)
+    if r.rps then
+      local key = p .. 'rs:' .. r.id
+      local n = redis.call('ZCARD', key)
+      if n + 1 > r.rps then
+        local e = redis.call('ZRANGE', key, n - r.rps, n - r.rps, 'WITHSCORES')
+        return {4, i, 4, tonumber(e[2]) + S - now, n}
+      end
+    end
     if r.rpm then
       local key = p .. 'rq:' .. r.id
       local n = redis.call('ZCARD', key)
@@ -72,11 +83,18 @@ local function rate_check(p, rules, tokens, now)
   end
   return nil
 end
--- counts the request; per rule: remaining requests, reset ms, remaining tokens, reset ms (-1: no such limit)
+-- counts the request; per rule: remaining requests, reset ms, remaining tokens, reset ms, remaining
+-- requests this second, reset ms (-1: no such limit)
 local function rate_commit(p, proc, rules, tokens, uid, now)
   local out = {0}
   for _, r in ipairs(rules) do
-    local rr, rs, tr, ts = -1, -1, -1, -1
+    local rr, rs, tr, ts, sr, ss = -1, -1, -1, -1, -1, -1
+    if r.rps then
+      local key = p .. 'rs:' .. r.id
+      redis.call('ZADD', key, now, uid)
+      redis.call('PEXPIRE', key, S + 1000)
+      sr, ss = r.rps - redis.call('ZCARD', key), oldest(key, now, S)
+    end
     if r.rpm then
       local key = p .. 'rq:' .. r.id
       redis.call('ZADD', key, now, uid)
@@ -96,26 +114,28 @@ local function rate_commit(p, proc, rules, tokens, uid, now)
       redis.call('INCRBY', p .. 'rt:rlc:' .. r.id, 1)
       redis.call('SADD', p .. 'ps:' .. proc, 'rlc:' .. r.id)
     end
-    for _, v in ipairs({rr, rs, tr, ts}) do out[#out + 1] = v end
+    for _, v in ipairs({rr, rs, tr, ts, sr, ss}) do out[#out + 1] = v end
   end
   return out
 end
 """
 
 # ARGV: number of rules n, worst-case tokens, request id, then per rule (id, requests per minute,
-# tokens per minute, in flight; '' for none), then RESERVE's own ARGV. -> RESERVE's {1..3, ...}
-# answers unchanged | {4, i, kind, wait ms, used}: the i-th rule refuses | {0, per rule: remaining
-# requests, reset ms, remaining tokens, reset ms} admitted under every rate limit and budget.
+# tokens per minute, in flight, requests per second; '' for none), then RESERVE's own ARGV. ->
+# RESERVE's {1..3, ...} answers unchanged | {4, i, kind, wait ms, used}: the i-th rule refuses |
+# {0, per rule: remaining requests, reset ms, remaining tokens, reset ms, remaining requests this
+# second, reset ms} admitted under every rate limit and budget.
 RESERVE_RATED = _COMMON + _RATE + "local function budget_reserve(ARGV)\n" + RESERVE[len(_COMMON):] + """
 end
 local n, tokens, uid = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
 local rules = {}
 for i = 0, n - 1 do
-  local b = 4 + i * 4
-  rules[i + 1] = {id = ARGV[b], rpm = tonumber(ARGV[b + 1]), tpm = tonumber(ARGV[b + 2]), conc = tonumber(ARGV[b + 3])}
+  local b = 4 + i * 5
+  rules[i + 1] = {id = ARGV[b], rpm = tonumber(ARGV[b + 1]), tpm = tonumber(ARGV[b + 2]), conc = tonumber(ARGV[b + 3]),
+                  rps = tonumber(ARGV[b + 4])}
 end
 local budget_argv = {}
-for j = 4 + n * 4, #ARGV do budget_argv[#budget_argv + 1] = ARGV[j] end
+for j = 4 + n * 5, #ARGV do budget_argv[#budget_argv + 1] = ARGV[j] end
 local p, proc = budget_argv[1], budget_argv[3]
 local ver = redis.call('GET', p .. 'ver') or '0'
 if ver ~= budget_argv[6] then return {3, ver} end
@@ -146,7 +166,10 @@ for i = 5, #ARGV, 3 do
       end
     end
   end
-  if actual == '-' then redis.call('ZREM', p .. 'rq:' .. id, uid) end
+  if actual == '-' then
+    redis.call('ZREM', p .. 'rq:' .. id, uid)
+    redis.call('ZREM', p .. 'rs:' .. id, uid)
+  end
   if ARGV[i + 2] == '1' then
     local cur = redis.call('HGET', p .. 'r:rlc:' .. id, proc)
     if cur then
@@ -164,7 +187,8 @@ return 0
 """
 
 # ARGV: prefix, then rule ids. -> per rule: requests and tokens in the last minute, requests in
-# flight (what the dashboard shows; expired entries are dropped, nothing is counted).
+# flight, requests in the last second (what the dashboard shows; expired entries are dropped,
+# nothing is counted).
 RATE_USAGE = _COMMON + _RATE + """
 local p = ARGV[1]
 local now = now_ms()
@@ -175,6 +199,7 @@ for i = 2, #ARGV do
   out[#out + 1] = redis.call('ZCARD', p .. 'rq:' .. id)
   out[#out + 1] = tonumber(redis.call('GET', p .. 'rks:' .. id) or '0')
   out[#out + 1] = tonumber(redis.call('GET', p .. 'rt:rlc:' .. id) or '0')
+  out[#out + 1] = redis.call('ZCARD', p .. 'rs:' .. id)
 end
 return out
 """

@@ -31,7 +31,8 @@ number.
   the allowance are metered at their cost, and may take a scope past its limit by the difference.
 - every further sampling pass (one per call at most) reads the prompt, the results so far and the
   output so far again as input: `ToolBound.input_tokens`. The output cap (`output_cap.py`)
-  bounds the whole response's output, every pass together.
+  bounds the whole response's output, every pass together. A search model's chat completion
+  searches before it answers: counted as one further pass.
 """
 
 from __future__ import annotations
@@ -55,22 +56,27 @@ _GB = {"1g": 1, "4g": 4, "16g": 16, "64g": 64}  # OpenAI container sizes, in 1 G
 
 @dataclass(frozen=True, slots=True)
 class ToolBound:
-    """The most a request's provider-run tools can add: `calls` tool calls, of which the billed
-    ones are web searches (`web`) or file searches (`file`); `code_units` 1 GB containers;
-    `results` input tokens of tool results; `passes` sampling passes after the first."""
+    """The most a request's provider-run tools can add: `calls` billed tool calls, web searches
+    (`web`) or file searches (`file`); `code_units` 1 GB containers; `result_calls` calls that
+    bring results back, each at most `result_tokens` input tokens; `passes` sampling passes after
+    the first (at most one a call: `passes <= result_calls`)."""
 
     calls: int = 0
     web: bool = False
     file: bool = False
     code_units: int = 0
-    results: int = 0
+    result_calls: int = 0
+    result_tokens: int = 0
     passes: int = 0
 
     def input_tokens(self, prompt: int, output: int) -> int:
         """Input tokens at most for a `prompt`-token prompt with an `output`-token output cap:
-        the first pass reads the prompt; every further pass reads it again with the results and
-        the output so far."""
-        return prompt + self.passes * (prompt + output + self.results)
+        the first pass reads the prompt; every further pass reads it again with the output so far
+        and the results of the calls made before it. With P further passes and C calls, the most
+        results read is when all calls but P - 1 come first and one comes before each later pass:
+        C + (C - 1) + ... + (C - P + 1) = P*C - P*(P - 1)/2 results."""
+        p, c = self.passes, max(self.result_calls, self.passes)
+        return prompt + p * (prompt + output) + self.result_tokens * (p * c - p * (p - 1) // 2)
 
     def fees(self, rate: Rate) -> int:
         """Per-use fees at most, in picodollars, at `rate`."""
@@ -105,7 +111,7 @@ def cap_tools(body: dict[str, Any], endpoint: str, upstream_models: list[str]) -
             return NO_TOOLS
         n = body.get("n")
         choices = n if type(n) is int and n > 0 else 1
-        return ToolBound(calls=choices, web=True, results=choices * RESULT_TOKENS)
+        return ToolBound(calls=choices, web=True, result_calls=choices, result_tokens=RESULT_TOKENS, passes=1)
     tools = body.get("tools")
     tools = [t for t in tools if isinstance(t, dict)] if isinstance(tools, list) else []
     if endpoint == "messages":
@@ -117,7 +123,7 @@ def cap_tools(body: dict[str, Any], endpoint: str, upstream_models: list[str]) -
 
 def _cap_anthropic(body: dict[str, Any], tools: list[dict[str, Any]]) -> ToolBound:
     searches = fetches = looped = 0
-    results = 0
+    size = RESULT_TOKENS  # the most one call's results may add
     code = False
     for i, tool in enumerate(tools):
         kind = tool.get("type")
@@ -130,24 +136,22 @@ def _cap_anthropic(body: dict[str, Any], tools: list[dict[str, Any]]) -> ToolBou
                 uses = tool["max_uses"] = DEFAULT_TOOL_CALLS
             if kind.startswith("web_search_"):
                 searches += uses
-                results += uses * RESULT_TOKENS
             else:
-                size = _uses(tool, "max_content_tokens", at)
-                if size is None:
-                    size = tool["max_content_tokens"] = RESULT_TOKENS
+                content = _uses(tool, "max_content_tokens", at)
+                if content is None:
+                    content = tool["max_content_tokens"] = RESULT_TOKENS
                 fetches += uses
-                results += uses * size
+                size = max(size, content)
         elif kind.startswith("code_execution_"):
             code = True
             looped = SERVER_LOOP_ITERATIONS
     if body.get("mcp_servers"):
         looped = SERVER_LOOP_ITERATIONS
-    results += looped * RESULT_TOKENS
     calls = searches + fetches + looped
     if not calls:
         return NO_TOOLS
-    return ToolBound(calls=searches, web=bool(searches), code_units=int(code), results=results,
-                     passes=min(calls, SERVER_LOOP_ITERATIONS))
+    return ToolBound(calls=searches, web=bool(searches), code_units=int(code), result_calls=calls,
+                     result_tokens=size, passes=min(calls, SERVER_LOOP_ITERATIONS))
 
 
 def _cap_responses(body: dict[str, Any], tools: list[dict[str, Any]]) -> ToolBound:
@@ -164,7 +168,7 @@ def _cap_responses(body: dict[str, Any], tools: list[dict[str, Any]]) -> ToolBou
             code_units = max(code_units, _GB.get(str(container.get("memory_limit") or "1g"), 64))
     return ToolBound(calls=calls, web=any(t["type"].startswith(_OPENAI_SEARCH) for t in hosted),
                      file=any(t["type"] == "file_search" for t in hosted), code_units=code_units,
-                     results=calls * RESULT_TOKENS, passes=calls)
+                     result_calls=calls, result_tokens=RESULT_TOKENS, passes=calls)
 
 
 def responses_tool_use(response: object, body: dict[str, Any]) -> tuple[int, int, int]:
@@ -193,10 +197,16 @@ def responses_tool_use(response: object, body: dict[str, Any]) -> tuple[int, int
     return web, file, units
 
 
-def anthropic_container(message: object) -> int:
-    """1 GB code containers a Messages response (or a stream's `message_delta.delta`) used:
-    Anthropic reports the `container` when a code execution tool ran."""
-    return 1 if isinstance(message, dict) and isinstance(message.get("container"), dict) else 0
+def anthropic_container(message: object, body: dict[str, Any]) -> int:
+    """Code containers billed for a Messages response (or a stream's `message_delta.delta`):
+    Anthropic reports the `container` when one ran; it is billed when the request gave a
+    `code_execution_*` tool (web search and fetch tools of 2026 run their filtering code in a
+    container too, free of charge)."""
+    if not (isinstance(message, dict) and isinstance(message.get("container"), dict)):
+        return 0
+    tools = body.get("tools")
+    return int(isinstance(tools, list) and any(
+        isinstance(t, dict) and str(t.get("type")).startswith("code_execution_") for t in tools))
 
 
 def chat_searches(upstream_model: str, body: dict[str, Any]) -> int:

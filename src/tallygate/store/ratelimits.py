@@ -18,7 +18,7 @@ from sqlalchemy import Engine, delete, select, update
 from tallygate.store.keys import now_ms
 from tallygate.store.schema import rate_limits
 
-LIMIT_FIELDS = ("requests_per_minute", "tokens_per_minute", "max_concurrent")
+LIMIT_FIELDS = ("requests_per_second", "requests_per_minute", "tokens_per_minute", "max_concurrent")
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +34,7 @@ class RateLimitRecord:
     created_by: str | None
     created_at: int
     updated_at: int
+    requests_per_second: int | None = None
 
     @property
     def kind(self) -> str:
@@ -61,6 +62,7 @@ class RateLimitStore:
                                  requests_per_minute=limits.get("requests_per_minute"),
                                  tokens_per_minute=limits.get("tokens_per_minute"),
                                  max_concurrent=limits.get("max_concurrent"),
+                                 requests_per_second=limits.get("requests_per_second"),
                                  created_by=created_by, created_at=ts, updated_at=ts)
         with self._engine.begin() as conn:
             conn.execute(rate_limits.insert().values(**{f: getattr(record, f) for f in RATE_LIMIT_FIELDS}))

@@ -50,7 +50,7 @@ api_keys = Table(
     Column("created_at", BigInteger, nullable=False),
     Column("updated_at", BigInteger, nullable=False, index=True),
     Column("revoked_at", BigInteger, nullable=True),
-    Column("limit_period", String(16), nullable=False, server_default="month"),  # 0010: core/windows.py
+    Column("limit_period", String(16), nullable=False, server_default="month"),  # 0012: core/windows.py
 )
 
 requests = Table(
@@ -186,7 +186,7 @@ budgets = Table(
     Column("created_at", BigInteger, nullable=False),
     Column("updated_at", BigInteger, nullable=False),
     Column("enforce", Boolean, nullable=False, server_default=true()),  # false: a soft budget, never refuses
-    Column("period", String(16), nullable=False, server_default="month"),  # 0010: core/windows.py
+    Column("period", String(16), nullable=False, server_default="month"),  # 0012: core/windows.py
 )
 
 # Rate limits: `scope` as budgets' or {"model": name or "policy/<name>"}; any subset of the
@@ -202,6 +202,7 @@ rate_limits = Table(
     Column("created_by", String(36), ForeignKey("users.id"), nullable=True),
     Column("created_at", BigInteger, nullable=False),
     Column("updated_at", BigInteger, nullable=False),
+    Column("requests_per_second", BigInteger, nullable=True),  # migration 0011
 )
 
 # One score per request; a new one replaces it. Scores in thousandths (0..1000 for 0..1).

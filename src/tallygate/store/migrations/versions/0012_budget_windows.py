@@ -1,15 +1,16 @@
 """Budget windows: a budget's and a key limit's `period` ('month', the default and every
 existing row's, 'day', 'week', or a rolling 'hours:N' / 'days:N'; see `core/windows.py`).
 
-Revision ID: 0010
-Revises: 0009
+Revision ID: 0012
+Revises: 0011 (first written as 0010 on its branch; 0011, rate limits' requests per second,
+merged first)
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0010"
-down_revision = "0009"
+revision = "0012"
+down_revision = "0011"
 branch_labels = None
 depends_on = None
 
