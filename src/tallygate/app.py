@@ -31,7 +31,7 @@ from tallygate.api.health import Readiness
 from tallygate.api.limits import BodyLimit, nul_check
 from tallygate.api.management import create_management_app
 from tallygate.api.proxy import ProxyRoutes
-from tallygate.core.timebuckets import month_floor
+from tallygate.core import clock
 from tallygate.errors import GatewayError, MethodNotAllowed
 from tallygate.manage.budgets import BudgetAdmin
 from tallygate.manage.keys import KeyAdmin
@@ -55,7 +55,7 @@ from tallygate.pipeline.redis_budget import RedisBudget
 from tallygate.pipeline.redis_ratelimit import RatedRedisBudget, RedisLimiter
 from tallygate.pipeline.routing import Router
 from tallygate.pipeline.routing.shared import SharedCooldowns
-from tallygate.pipeline.scopes import BudgetRegistry, month_spend
+from tallygate.pipeline.scopes import BudgetRegistry, LedgerSpend
 from tallygate.pipeline.wire import Message, Receive, Scope, Send, new_request_id, send_error
 from tallygate.providers.http import HttpClient
 from tallygate.providers.registry import ProviderSet, build_providers
@@ -65,7 +65,7 @@ from tallygate.store.alerts import AlertStore
 from tallygate.store.budgets import BudgetStore
 from tallygate.store.db import migrate, open_engine, schema_behind
 from tallygate.store.feedback import FeedbackStore
-from tallygate.store.keys import KeyStore, now_ms
+from tallygate.store.keys import KeyStore
 from tallygate.store.ledger import LedgerWriter
 from tallygate.store.logs import LogReader
 from tallygate.store.minutes import MinuteCounts
@@ -95,14 +95,14 @@ def prepare_database(db_url: str) -> None:
 
 
 class SpendLoader:
-    """Loads this month's spend per key from the ledger into the budget at start-up."""
+    """Loads each key's spend in its limit's window from the ledger into the budget at start-up
+    (budgets get theirs when the registry first loads them)."""
 
-    def __init__(self, keys: KeyStore, budget: MemoryBudget) -> None:
-        self._keys, self._budget = keys, budget
+    def __init__(self, budget: MemoryBudget, ledger: LedgerSpend) -> None:
+        self._budget, self._ledger = budget, ledger
 
     async def start(self) -> None:
-        month = self._budget.month
-        self._budget.load(await asyncio.to_thread(self._keys.spend_since, month), month)
+        await asyncio.to_thread(self._ledger.load, self._budget)
 
     async def stop(self) -> None:
         return None
@@ -116,6 +116,8 @@ class Gateway:
         """`span_exporter`: where traces go when `tracing.enabled` (default: OTLP from OTEL_*);
         `log_service`: the JSON log handler, started first and stopped last."""
         self.settings = settings
+        if settings.fake_now_ms is not None:  # tests only: a clock that crosses a midnight in seconds
+            clock.run_from(settings.fake_now_ms, settings.clock_rate, settings.fake_now_from_ms)
         self.engine = engine = open_engine(settings.db_url)
         self.keys = keys = KeyStore(engine)
         self.auth = auth = Authenticator(keys, settings.admin_key)
@@ -126,9 +128,10 @@ class Gateway:
                                             journal_dir=journal_dir(settings), fsync=settings.journal_fsync,
                                             max_bytes=settings.journal_max_bytes)
         budget_store = BudgetStore(engine)
-        budget, spend_loader, redis = _budget_engine(settings, keys, budget_store)
+        spend = LedgerSpend(engine, keys, budget_store, config.reporting.timezone)
+        budget, spend_loader, redis = _budget_engine(settings, spend)
         self.redis = redis
-        budgets = BudgetRegistry(budget_store, budget, lambda: month_floor(now_ms()))
+        budgets = BudgetRegistry(budget_store, budget, spend)
         rate_store = RateLimitStore(engine)
         rules = RuleRegistry(rate_store)
         self.router = router = Router(config, catalog, seed=settings.routing_seed)
@@ -177,7 +180,8 @@ class Gateway:
         if metrics is not None:
             self._hot[("GET", "/metrics")] = MetricsEndpoint(metrics, config.metrics.bearer_token)
         self._allow = {path: method.encode() for method, path in self._hot}
-        key_admin = KeyAdmin(keys, auth, budget, config.policies, lambda: budgets.current, lambda: rules.current)
+        key_admin = KeyAdmin(keys, auth, budget, config.policies, lambda: budgets.current, lambda: rules.current,
+                             budgets.reload)
         analytics = Analytics(store, config.reporting.timezone)
         management = create_management_app(auth, LogReader(engine, exact_hours=store.log_hours), key_admin,
                                             analytics, FeedbackStore(engine), ledger,
@@ -239,18 +243,18 @@ class Gateway:
                 return
 
 
-def _budget_engine(settings: Settings, keys: KeyStore, budget_store: BudgetStore
-                   ) -> tuple[BudgetEngine, Service, RatedRedisBudget | None]:
+def _budget_engine(settings: Settings, spend: LedgerSpend) -> tuple[BudgetEngine, Service, RatedRedisBudget | None]:
     """The budget state: in Redis with `redis_url` (shared by processes and replicas; it loads
     spend itself), else in memory, loaded from the ledger at start-up. Returns the engine, the
     service that loads its spend, and the Redis one if any."""
     if settings.redis_url:
-        redis = RatedRedisBudget(settings.redis_url, partial(month_spend, keys, budget_store),
-                            fail_open=settings.budgets_unavailable == "open", ttl_s=settings.hold_ttl_s,
-                            open_allowance=int(settings.budgets_open_allowance * 10**12))
+        redis = RatedRedisBudget(settings.redis_url, spend.window,
+                                 fail_open=settings.budgets_unavailable == "open", ttl_s=settings.hold_ttl_s,
+                                 open_allowance=int(settings.budgets_open_allowance * 10**12),
+                                 tz=spend.tz, periods=spend.periods)
         return redis, redis, redis
-    memory = MemoryBudget()
-    return memory, SpendLoader(keys, memory), None
+    memory = MemoryBudget(tz=spend.tz)
+    return memory, SpendLoader(memory, spend), None
 
 
 def _present(*items: Any) -> list[Any]:

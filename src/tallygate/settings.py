@@ -6,6 +6,7 @@ gathers the `TALLYGATE_*` variables. Errors are `ConfigError`s that name the off
 
 from __future__ import annotations
 
+import datetime as dt
 import ipaddress
 import os
 from dataclasses import dataclass
@@ -497,6 +498,22 @@ def _networks(text: str) -> tuple[str, ...]:
     return tuple(out)
 
 
+def _fake_now(text: str, rate: str) -> dict[str, object]:
+    """TALLYGATE_FAKE_NOW and TALLYGATE_CLOCK_RATE (tests only: see `core/clock.py`)."""
+    when, _, origin = text.partition("@")
+    try:
+        start = dt.datetime.fromisoformat(when)
+        if start.tzinfo is None:
+            raise ValueError(when)
+        out: dict[str, object] = {"fake_now_ms": int(start.timestamp() * 1000), "clock_rate": float(rate)}
+        if origin:
+            out["fake_now_from_ms"] = int(origin)
+    except ValueError:
+        raise ConfigError("TALLYGATE_FAKE_NOW: must be an ISO 8601 instant with its offset, optionally "
+                          "@<epoch ms>; TALLYGATE_CLOCK_RATE: a number") from None
+    return out
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Process-wide settings: where the ledger lives and the limits the gateway enforces."""
@@ -528,6 +545,11 @@ class Settings:
     budgets_open_allowance: Decimal = Decimal(1)  # USD served per limited scope and process while Redis is away
     hold_ttl_s: float = 15.0  # a dead process's reservations are gone this long after its last renewal
     analytics_columnar: str | None = None  # DuckDB copy: a file, ':memory:' or 'off' (analytics/columnar_service.py)
+    # Tests only (core/clock.py): TALLYGATE_FAKE_NOW=<ISO 8601 instant>[@<system epoch ms it is read at>]
+    # and TALLYGATE_CLOCK_RATE=<how many times as fast the clock runs>.
+    fake_now_ms: int | None = None
+    fake_now_from_ms: int | None = None
+    clock_rate: float = 1.0
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: object) -> Settings:
@@ -587,6 +609,8 @@ class Settings:
             if env["TALLYGATE_JOURNAL_FSYNC"] not in ("off", "batch", "always"):
                 raise ConfigError("TALLYGATE_JOURNAL_FSYNC: must be off, batch or always")
             values["journal_fsync"] = env["TALLYGATE_JOURNAL_FSYNC"]
+        if env.get("TALLYGATE_FAKE_NOW"):
+            values.update(_fake_now(env["TALLYGATE_FAKE_NOW"], env.get("TALLYGATE_CLOCK_RATE") or "1"))
         values.update({k: v for k, v in overrides.items() if v is not None})
         if values.get("budgets_unavailable", "closed") not in ("closed", "open"):
             raise ConfigError("TALLYGATE_BUDGETS_UNAVAILABLE / --budgets-unavailable: must be 'closed' or 'open'")

@@ -85,7 +85,8 @@ class Principal:
     permissions: dict[str, str] = field(default_factory=dict)
     user_id: str | None = None
     policy: str | None = None
-    monthly_limit: int | None = None  # picodollars; None means no limit
+    monthly_limit: int | None = None  # picodollars per `limit_period`; None means no limit
+    limit_period: str = "month"  # the window of monthly_limit (core/windows.py)
 
     def can(self, area: str, level: str) -> bool:
         order = {"none": 0, "read": 1, "write": 2}

@@ -9,7 +9,7 @@ from tests.gateway import ADMIN_KEY, Gateway
 
 HELLO = [{"role": "user", "content": "hi"}]
 FIELDS = {"id", "name", "key_prefix", "monthly_limit", "monthly_spend", "monthly_reserved", "permissions",
-          "labels", "created_by", "created_at", "revoked_at", "policy"}
+          "labels", "created_by", "created_at", "revoked_at", "policy", "period", "window_start", "window_end"}
 
 
 def create(gateway: Gateway, body: dict, key: str = ADMIN_KEY) -> tuple[int, dict]:

@@ -98,3 +98,20 @@ def test_a_refusal_fires_no_threshold_and_the_next_alert_says_there_was_one() ->
     assert alert["threshold"] == 100 and alert["refused"] is True and alert["spend_percent"] == 100
     assert alert["summary"] == ("API key 'bot' 100% threshold: spend is at 100% of its monthly limit "
                                 "($100 of $100); a request that would have passed the limit was refused")
+
+
+def test_a_daily_limit_fires_its_thresholds_again_each_day_and_never_projects_a_month() -> None:
+    clock = Clock(dt.datetime(2026, 3, 11, 12, tzinfo=dt.UTC))
+    budget = MemoryBudget(clock)
+    watcher = ThresholdWatcher(budget, lambda p, _t: key_scopes(p), [50], None, clock=clock)
+    principal = Principal(key_id="k", name="bot", monthly_limit=10 * USD, limit_period="day")
+    scope = key_scopes(principal)[0]
+    budget.settle(budget.reserve_now([scope], 6 * USD), 6 * USD)
+    [first] = _due(watcher, principal)
+    assert first["threshold"] == 50 and "60% of its daily limit" in first["summary"]
+    assert _due(watcher, principal) == []  # once a day
+    clock.t += 86_400
+    assert _due(watcher, principal) == []  # a new day: nothing spent yet
+    budget.settle(budget.reserve_now([scope], 6 * USD), 6 * USD)
+    [again] = _due(watcher, principal)
+    assert again["id"] != first["id"] and again["threshold"] == 50

@@ -29,7 +29,8 @@ def url(server: RedisServer) -> str:
 
 
 def _engine(url: str, ledger: dict[str, int] | None = None, **kw: object) -> RedisBudget:
-    return RedisBudget(url, lambda month: dict(ledger or {}), **kw)  # type: ignore[arg-type]
+    return RedisBudget(url, lambda w: {f"{w.slots[0]}:s:{k}": v for k, v in (ledger or {}).items()},
+                       **kw)  # type: ignore[arg-type]
 
 
 async def _settled(engine: RedisBudget) -> None:

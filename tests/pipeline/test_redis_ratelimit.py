@@ -32,7 +32,7 @@ def url(server: RedisServer) -> str:
 
 
 def _engine(url: str, **kw: object) -> RatedRedisBudget:
-    return RatedRedisBudget(url, lambda month: {}, **kw)  # type: ignore[arg-type]
+    return RatedRedisBudget(url, lambda w: {}, **kw)  # type: ignore[arg-type]
 
 
 async def _drained(engine: RatedRedisBudget) -> None:

@@ -81,8 +81,8 @@ def refine(doc: dict[str, Any], policies: Collection[str]) -> dict[str, Any]:
                 value["pattern"] = rules.visible()
         props["policy"] = {"anyOf": [policy, {"type": "null"}], "title": "Policy",
                            "description": "a routing policy of the config"}
-    for model, fields in (("KeyUpdate", ("name", "permissions")),
-                          ("BudgetUpdate", ("name", "scope", "monthly_limit"))):
+    for model, fields in (("KeyUpdate", ("name", "permissions", "period")),
+                          ("BudgetUpdate", ("name", "scope", "monthly_limit", "period"))):
         update = schemas.get(model, {}).get("properties", {})
         for field in fields:  # may be left out, not set to null
             if field in update:

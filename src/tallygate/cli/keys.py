@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import click
 from pydantic import ValidationError
 
-from tallygate.cli.options import announcing_budget, db_option, load_settings, parse_labels, redis_option
+from tallygate.cli.options import announcing_budget, db_option, load_settings, parse_labels, period_option, redis_option
 from tallygate.errors import GatewayError
 
 T = TypeVar("T")
@@ -43,24 +43,30 @@ USD = _Usd()
 def _admin(db_url: str | None, config_path: str | None = None, budget=None):  # type: ignore[no-untyped-def]
     """A KeyAdmin on the database, acting as `admin`, plus the admin principal; `budget`: the
     engine that announces changes (`announcing_budget`), for commands that make one."""
+    from tallygate.core.windows import Windows
     from tallygate.manage.keys import KeyAdmin
     from tallygate.pipeline.auth import ADMIN_PERMISSIONS, Authenticator
     from tallygate.pipeline.budget import MemoryBudget
+    from tallygate.pipeline.scopes import LedgerSpend
     from tallygate.settings import ConfigError, load_config
+    from tallygate.store.budgets import BudgetStore
     from tallygate.store.db import migrate, open_engine
     from tallygate.store.keys import KeyStore
     from tallygate.types import Principal
 
     try:
-        policies = getattr(load_config(config_path), "policies", None) or {}
+        config = load_config(config_path)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
+    policies = getattr(config, "policies", None) or {}
     engine = open_engine(load_settings(db_url=db_url).db_url)
     migrate(engine)
     store = KeyStore(engine)
     admin_user = store.ensure_user("admin")
     budget = budget or MemoryBudget()
-    budget.load(store.spend_since(budget.month), budget.month)
+    ledger = LedgerSpend(engine, store, BudgetStore(engine), config.reporting.timezone)
+    budget.windows = Windows(ledger.tz)
+    ledger.load(budget)
     principal = Principal(key_id=None, name="admin", permissions=ADMIN_PERMISSIONS, user_id=admin_user.id)
     return KeyAdmin(store, Authenticator(store, None), budget, policies), principal, store
 
@@ -106,23 +112,25 @@ def keys() -> None:
 @keys.command("create")
 @click.option("--name", required=True, help="A name people recognise, e.g. growth-autocomplete-prod.")
 @label_option
-@click.option("--limit", "monthly_limit", type=USD, default=None, help="Monthly limit in USD.")
+@click.option("--limit", "monthly_limit", type=USD, default=None, help="Limit in USD per --period.")
+@period_option
 @completions_option
 @manage_option
 @click.option("--policy", default=None, help="Serve all of this key's requests through a policy.")
 @config_option
 @db_option
 @redis_option
-def create(name: str, label_pairs: tuple[str, ...], monthly_limit: Decimal | None, completions: str | None,
-           manage: str | None, policy: str | None, config_path: str | None, db_url: str | None,
-           redis_url: str | None) -> None:
+def create(name: str, label_pairs: tuple[str, ...], monthly_limit: Decimal | None, period: object,
+           completions: str | None, manage: str | None, policy: str | None, config_path: str | None,
+           db_url: str | None, redis_url: str | None) -> None:
     """Create a key; prints its secret (last line), which is not stored and cannot be shown again."""
     from tallygate.manage.schemas import KeyCreate
 
     budget = announcing_budget(load_settings(redis_url=redis_url).redis_url)
     admin, caller, _ = _admin(db_url, config_path, budget)
     req = _validated(KeyCreate, {"name": name, "labels": parse_labels(label_pairs), "monthly_limit": monthly_limit,
-                                 "permissions": _permissions(completions, manage), "policy": policy})
+                                 "permissions": _permissions(completions, manage), "policy": policy,
+                                 **({"period": period} if period is not None else {})})
     record = _run(admin.create, caller, req)
     _run(budget.bump)  # running gateways take the key in with its labels and limit at once
     click.echo(f"created key {record['id']} ({name}) labels={json.dumps(record['labels'])} "
@@ -133,10 +141,11 @@ def create(name: str, label_pairs: tuple[str, ...], monthly_limit: Decimal | Non
 
 @keys.command("list")
 @label_option
+@config_option
 @db_option
-def list_keys(label_pairs: tuple[str, ...], db_url: str | None) -> None:
-    """List keys (never their secrets); --label filters."""
-    admin, _, _ = _admin(db_url)
+def list_keys(label_pairs: tuple[str, ...], config_path: str | None, db_url: str | None) -> None:
+    """List keys (never their secrets) with their spend in their limit's current window; --label filters."""
+    admin, _, _ = _admin(db_url, config_path)
     cursor = None
     while True:
         page = _run(admin.page, parse_labels(label_pairs), 500, cursor)
@@ -144,7 +153,7 @@ def list_keys(label_pairs: tuple[str, ...], db_url: str | None) -> None:
             state = "revoked" if k["revoked_at"] else "active"
             limit = f"${k['monthly_limit']}" if k["monthly_limit"] is not None else "no limit"
             click.echo(f"{k['id']}  {k['key_prefix']}…  {state:7}  {k['name']}  spend ${k['monthly_spend']} "
-                       f"/ {limit}  {json.dumps(k['labels'])}")
+                       f"/ {limit} per {json.dumps(k['period'])} since {k['window_start']}  {json.dumps(k['labels'])}")
         cursor = page["next_cursor"]
         if not cursor:
             break
@@ -152,10 +161,11 @@ def list_keys(label_pairs: tuple[str, ...], db_url: str | None) -> None:
 
 @keys.command("show")
 @click.argument("key_id")
+@config_option
 @db_option
-def show(key_id: str, db_url: str | None) -> None:
+def show(key_id: str, config_path: str | None, db_url: str | None) -> None:
     """One key's record as JSON."""
-    admin, _, _ = _admin(db_url)
+    admin, _, _ = _admin(db_url, config_path)
     _echo_record(_run(admin.get, key_id))
 
 
@@ -164,8 +174,9 @@ def show(key_id: str, db_url: str | None) -> None:
 @click.option("--name", default=None)
 @label_option
 @click.option("--clear-labels", is_flag=True, help="Remove every label.")
-@click.option("--limit", "monthly_limit", type=USD, default=None, help="Monthly limit in USD.")
-@click.option("--no-limit", is_flag=True, help="Remove the monthly limit.")
+@click.option("--limit", "monthly_limit", type=USD, default=None, help="Limit in USD per --period.")
+@click.option("--no-limit", is_flag=True, help="Remove the limit.")
+@period_option
 @completions_option
 @manage_option
 @click.option("--policy", default=None)
@@ -173,7 +184,7 @@ def show(key_id: str, db_url: str | None) -> None:
 @db_option
 @redis_option
 def update(key_id: str, name: str | None, label_pairs: tuple[str, ...], clear_labels: bool,
-           monthly_limit: Decimal | None, no_limit: bool, completions: str | None, manage: str | None,
+           monthly_limit: Decimal | None, no_limit: bool, period: object, completions: str | None, manage: str | None,
            policy: str | None, config_path: str | None, db_url: str | None, redis_url: str | None) -> None:
     """Replace the given fields; --label replaces the whole label set."""
     from tallygate.manage.schemas import KeyUpdate
@@ -187,6 +198,8 @@ def update(key_id: str, name: str | None, label_pairs: tuple[str, ...], clear_la
         fields["labels"] = parse_labels(label_pairs)
     if monthly_limit is not None or no_limit:
         fields["monthly_limit"] = None if no_limit else monthly_limit
+    if period is not None:
+        fields["period"] = period
     if completions or manage:
         current = _run(admin.get, key_id)["permissions"]
         fields["permissions"] = {**current, **_permissions(completions, manage)}

@@ -44,6 +44,31 @@ def announcing_budget(redis_url: str | None):  # type: ignore[no-untyped-def]
     return AnnouncingBudget(shared)
 
 
+def reporting_tz(config_path: str | None) -> str:
+    """The reporting time zone of the config file (UTC without one): budget days and weeks."""
+    from tallygate.settings import ConfigError, load_config
+
+    try:
+        return load_config(config_path).reporting.timezone
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _period(_ctx: click.Context, _param: click.Parameter, value: str | None) -> object:
+    """--period as the API takes it: 'day', 'week', 'month', or 'hours:N' / 'days:N' as {unit: N}."""
+    if value is None or value in ("day", "week", "month"):
+        return value
+    unit, sep, n = value.partition(":")
+    if sep and unit in ("hours", "days") and n.isdigit():
+        return {unit: int(n)}
+    raise click.BadParameter("must be day, week, month, hours:N or days:N", param_hint="--period")
+
+
+period_option = click.option("--period", default=None, callback=_period, metavar="PERIOD",
+                             help="The limit's window: day or week (from local midnight in the reporting "
+                                  "time zone), month (UTC; the default), or rolling hours:N / days:N.")
+
+
 def parse_labels(pairs: tuple[str, ...]) -> dict[str, str]:
     """`--label name=value` options as a dict."""
     labels = {}

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 from tallygate.errors import BadTag
-from tallygate.manage.schemas import KeyName, Labels, Money, UserRef
+from tallygate.manage.schemas import WINDOW_DOC, KeyName, Labels, Money, Period, UserRef
 from tallygate.pipeline.tags import parse_tags
 
 KeyId = Annotated[str, StringConstraints(min_length=1, max_length=36)]
@@ -56,7 +56,8 @@ class BudgetScope(_Strict):
 class BudgetCreate(_Strict):
     name: KeyName
     scope: BudgetScope
-    monthly_limit: Money = Field(description="USD per calendar month (UTC)")
+    monthly_limit: Money = Field(description="USD per `period` (named for the default, the calendar month)")
+    period: Period = "month"
     enforce: bool = Field(True, description="false: a soft budget, alerted on and shown, never refusing")
 
 
@@ -66,6 +67,7 @@ class BudgetUpdate(_Strict):
     name: KeyName | None = None
     scope: BudgetScope | None = None
     monthly_limit: Money | None = None
+    period: Period | None = None
     enforce: bool | None = None
 
 
@@ -73,10 +75,13 @@ class Budget(BaseModel):
     id: str
     name: str
     scope: dict[str, Any] = Field(description='{"label": {...}}, {"tag": "path"} or {"key": "<key id>"}')
-    monthly_limit: str = Field(description="USD, exact decimal string")
-    monthly_spend: str | None = Field(description="USD spent this calendar month (UTC), exact decimal string; "
-                                                  "null while the shared budget state is unreachable")
+    monthly_limit: str = Field(description="USD per `period`, exact decimal string")
+    monthly_spend: str | None = Field(description="USD spent in the current window of `period`, exact decimal "
+                                                  "string; null while the shared budget state is unreachable")
     monthly_reserved: str | None = Field(description="USD held by requests in flight (null: as above)")
+    period: str | dict[str, int] = Field(description=WINDOW_DOC["period"])
+    window_start: str = Field(description=WINDOW_DOC["window_start"])
+    window_end: str | None = Field(description=WINDOW_DOC["window_end"])
     enforce: bool = Field(description="false: a soft budget (never refuses)")
     created_by: UserRef
     created_at: str | None

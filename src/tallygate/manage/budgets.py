@@ -1,13 +1,13 @@
 """Budget management: create, list, read, change and delete budgets, without escalation.
 
-`manage: write` changes budgets. A key that is bound (by its own monthly limit, or by a key or
-label budget that applies to it) cannot loosen a budget that binds it: raise its limit, change
-its scope or delete it; tag budgets bind every such key, since any of its requests may carry the
-tag. Tightening (a lower limit, a new name) and creating budgets are always allowed. The label
-rules that keep a bound key from leaving a label budget live with the keys (`manage/keys.py`,
-`manage/label_groups.py`). Changes reach this process's budget set at once; with Redis, the others reload
-before admitting their next request (`BudgetEngine.bump`, `pipeline/freshness.py`), else within
-a second.
+`manage: write` changes budgets. A key that is bound (by its own limit, or by a key or label
+budget that applies to it) cannot loosen a budget that binds it: raise its limit, change its
+scope or its period (`core/windows.py`) or delete it; tag budgets bind every such key, since
+any of its requests may carry the tag. Tightening (a lower limit, a new name) and creating
+budgets are always allowed. The label rules that keep a bound key from leaving a label budget
+live with the keys (`manage/keys.py`, `manage/label_groups.py`). Changes reach this process's
+budget set at once; with Redis, the others reload before admitting their next request
+(`BudgetEngine.bump`, `pipeline/freshness.py`), else within a second.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 from tallygate.core.money import PICO_PER_USD, usd_text
 from tallygate.errors import InvalidRequest, NotFound, PermissionDenied
 from tallygate.manage.budget_schemas import BudgetCreate, BudgetUpdate
-from tallygate.pipeline.budget import BudgetEngine, usage_text
+from tallygate.pipeline.budget import BudgetEngine, usage_text, window_fields
 from tallygate.pipeline.scopes import BudgetRegistry, BudgetSet
 from tallygate.store.budgets import BudgetRecord, BudgetStore
 from tallygate.store.keys import KeyStore
@@ -47,9 +47,10 @@ class BudgetAdmin:
 
     def render(self, b: BudgetRecord) -> dict[str, Any]:
         creator = self._keys.users_by_id({b.created_by}).get(b.created_by) if b.created_by else None
-        spend, reserved = usage_text(self._engine, "budget:" + b.id)
+        spend, reserved = usage_text(self._engine, "budget:" + b.id, b.period)
         return {"id": b.id, "name": b.name, "scope": b.scope, "monthly_limit": usd_text(b.monthly_limit_pico),
                 "monthly_spend": spend, "monthly_reserved": reserved, "enforce": b.enforce,
+                **window_fields(self._engine, b.period),
                 "created_by": {"id": b.created_by, "name": creator.name if creator else None},
                 "created_at": _iso(b.created_at)}
 
@@ -61,7 +62,7 @@ class BudgetAdmin:
         scope = req.scope.as_dict()
         self._check_key(scope)
         b = self._store.create(name=req.name, scope=scope, monthly_limit_pico=int(req.monthly_limit * PICO_PER_USD),
-                               created_by=caller.user_id, enforce=req.enforce)
+                               created_by=caller.user_id, enforce=req.enforce, period=req.period)
         self._registry.reload()
         self._engine.bump()  # binds every process for the next request it admits
         return self.render(b)
@@ -100,17 +101,23 @@ class BudgetAdmin:
                 raise InvalidRequest("scope cannot be null", param="scope")
             values["scope"] = req.scope.as_dict()
             self._check_key(values["scope"])
+        if "period" in given:
+            if req.period is None:
+                raise InvalidRequest("period cannot be null", param="period")
+            values["period"] = req.period
         if "enforce" in given:
             if req.enforce is None:
                 raise InvalidRequest("enforce cannot be null", param="enforce")
             values["enforce"] = req.enforce
         loosens = values.get("monthly_limit_pico", 0) > b.monthly_limit_pico or \
-            values.get("scope", b.scope) != b.scope or (b.enforce and values.get("enforce") is False)
+            values.get("scope", b.scope) != b.scope or (b.enforce and values.get("enforce") is False) or \
+            values.get("period", b.period) != b.period
         if loosens and self._binds(caller, b):
             raise PermissionDenied(f"budget {b.name!r} binds this key: it may lower its limit or rename it, "
-                                   "not raise its limit, change its scope or stop enforcing it",
+                                   "not raise its limit, change its scope or period or stop enforcing it",
                                    param="scope" if "scope" in values else
-                                   "enforce" if values.get("enforce") is False else "monthly_limit")
+                                   "enforce" if values.get("enforce") is False else
+                                   "period" if values.get("period", b.period) != b.period else "monthly_limit")
         row = self._store.update(budget_id, values) if values else b
         if row is None:
             raise NotFound(f"no budget with id {budget_id!r}", param="id")

@@ -19,12 +19,14 @@ from collections.abc import Callable, Collection
 from decimal import Decimal
 from typing import Any
 
+from tallygate.core import windows
 from tallygate.core.money import PICO_PER_USD, usd_text
+from tallygate.core.windows import as_tight
 from tallygate.errors import InvalidRequest, NotFound, PermissionDenied
 from tallygate.manage.label_groups import inherited_labels, label_escape
 from tallygate.manage.schemas import KeyCreate, KeyUpdate
 from tallygate.pipeline.auth import Authenticator
-from tallygate.pipeline.budget import BudgetEngine, usage_text
+from tallygate.pipeline.budget import BudgetEngine, usage_text, window_fields
 from tallygate.pipeline.ratelimit_rules import RuleSet
 from tallygate.pipeline.scopes import BudgetSet
 from tallygate.store.keys import KeyRecord, KeyStore, User
@@ -60,9 +62,12 @@ class KeyAdmin:
 
     def __init__(self, store: KeyStore, auth: Authenticator, budget: BudgetEngine,
                  policies: Collection[str] = (), budgets: Callable[[], BudgetSet] = BudgetSet,
-                 ratelimits: Callable[[], RuleSet] = RuleSet) -> None:
+                 ratelimits: Callable[[], RuleSet] = RuleSet, periods_changed: Callable[[], None] = lambda: None
+                 ) -> None:
         """`budgets()` and `ratelimits()` return the budgets and rate limits in force (for the
-        label rules)."""
+        label rules); `periods_changed()` starts a key's new window from the ledger (the budget
+        registry's reload)."""
+        self._periods_changed = periods_changed
         self._budgets = budgets
         self._ratelimits = ratelimits
         self._store = store
@@ -75,11 +80,11 @@ class KeyAdmin:
         users = users if users is not None else self._store.users_by_id({row.created_by} if row.created_by else set())
         creator = users.get(row.created_by or "")
         limit = row.monthly_limit_pico
-        spend, reserved = usage_text(self._budget, row.id)
+        spend, reserved = usage_text(self._budget, row.id, row.limit_period)
         return {
             "id": row.id, "name": row.name, "key_prefix": row.key_prefix,
             "monthly_limit": None if limit is None else usd_text(limit),
-            "monthly_spend": spend, "monthly_reserved": reserved,
+            "monthly_spend": spend, "monthly_reserved": reserved, **window_fields(self._budget, row.limit_period),
             "permissions": row.permissions, "labels": row.labels,
             "created_by": {"id": row.created_by, "name": creator.name if creator else None},
             "created_at": _iso(row.created_at), "revoked_at": _iso(row.revoked_at),
@@ -91,6 +96,14 @@ class KeyAdmin:
         budgets), None when none does."""
         limits = [s.limit for s in self._budgets().key_bound(caller) if s.limit is not None]
         return min(limits, default=None)
+
+    def _check_period(self, caller: Principal, period: str) -> None:
+        """A bound caller may not give a key a limit that resets sooner than one binding it (a
+        daily $10 lets through up to $310 in the month a monthly $10 caps)."""
+        for s in self._budgets().key_bound(caller):
+            if s.limit is not None and not as_tight(period, s.period):
+                raise PermissionDenied(f"cannot give a key a {windows.label(period)} limit: it resets sooner than "
+                                       f"the {windows.label(s.period)} limit that binds your own", param="period")
 
     def _check_policy(self, policy: str | None) -> None:
         if policy is not None and policy not in self._policies:
@@ -110,11 +123,12 @@ class KeyAdmin:
         if _limit_above(limit, cap):
             raise PermissionDenied("cannot create a key with a monthly limit above the tightest limit or "
                                    "budget that binds your own", param="monthly_limit")
+        self._check_period(caller, req.period)
         labels = inherited_labels(self._budgets().label_budgets(), caller, req.labels, "budget")
         labels = inherited_labels(self._ratelimits().label_limits(), caller, labels, "rate limit")
         row, secret = self._store.create(name=req.name, labels=labels, permissions=permissions,
                                          monthly_limit_pico=limit, policy=req.policy,
-                                         created_by=caller.user_id)
+                                         created_by=caller.user_id, limit_period=req.period)
         self._auth.remember(row)
         return {**self.render(row), "key": secret}
 
@@ -146,10 +160,10 @@ class KeyAdmin:
 
     def update(self, caller: Principal, key_id: str, req: KeyUpdate) -> dict[str, Any]:
         given = req.model_fields_set
-        own = given & {"permissions", "monthly_limit", "labels"}
+        own = given & {"permissions", "monthly_limit", "period", "labels"}
         if key_id == caller.key_id and own:
             # Labels decide whose spend this is: a key moving its own would move its spend.
-            raise PermissionDenied("a key cannot change its own permissions, monthly limit or labels",
+            raise PermissionDenied("a key cannot change its own permissions, limit, period or labels",
                                    param=sorted(own)[0])
         current = self._editable(caller, key_id)
         fields: dict[str, Any] = {}
@@ -179,13 +193,21 @@ class KeyAdmin:
             if _limit_above(fields["monthly_limit_pico"], self._cap(caller)):
                 raise PermissionDenied("cannot set a monthly limit above the tightest limit or budget that "
                                        "binds your own", param="monthly_limit")
+        if "period" in given:
+            if req.period is None:
+                raise InvalidRequest("period cannot be null", param="period")
+            fields["limit_period"] = req.period
+        if given & {"period", "monthly_limit"}:  # the limit granted, in its period
+            self._check_period(caller, fields.get("limit_period", current.limit_period))
         if "policy" in given:
             self._check_policy(req.policy)
             fields["policy"] = req.policy
         updated = self._store.update(key_id, fields) if fields else self._store.get(key_id)
         assert updated is not None
+        if updated.limit_period != current.limit_period:
+            self._periods_changed()  # the key's spend in its new window, from the ledger, first
         self._auth.remember(updated)
-        if fields.keys() & {"monthly_limit_pico", "labels", "permissions"}:
+        if fields.keys() & {"monthly_limit_pico", "limit_period", "labels", "permissions"}:
             self._budget.bump()  # binds every process for the next request it admits
         return self.render(updated)
 
@@ -202,7 +224,8 @@ class KeyAdmin:
         """The calling key's own record (the bootstrap admin has none in the database)."""
         if caller.key_id is None:
             return {"id": None, "name": caller.name, "key_prefix": None, "monthly_limit": None,
-                    "monthly_spend": "0", "monthly_reserved": "0", "permissions": caller.permissions,
+                    "monthly_spend": "0", "monthly_reserved": "0", **window_fields(self._budget, "month"),
+                    "permissions": caller.permissions,
                     "labels": {}, "created_by": {"id": caller.user_id, "name": caller.name},
                     "created_at": None, "revoked_at": None, "policy": None}
         return self.get(caller.key_id)

@@ -50,12 +50,13 @@ class _BudgetCollector(Collector):
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
         g = GaugeMetricFamily("tallygate_budget_remaining_usd",
-                              "Monthly limit minus this month's spend, per limited key and budget",
+                              "Limit minus the spend of its current window (the month by default), "
+                              "per limited key and budget",
                               labels=["kind", "scope"])
         for s in list(self._scopes()):
             if s.limit:
                 try:
-                    spend = self._budget.spend(s.id)
+                    spend = self._budget.spend(s.id, s.period)
                 except Exception:  # a shared engine out of reach: no figure rather than a failed scrape
                     continue
                 g.add_metric([s.kind, s.name], (s.limit - spend) / PICO_PER_USD)

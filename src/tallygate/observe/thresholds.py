@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from tallygate.core.money import usd_text
 from tallygate.core.record import LedgerRecord
 from tallygate.core.timebuckets import HOUR_MS, month_after, month_floor
+from tallygate.core.windows import MONTH, label
 from tallygate.errors import BudgetExceeded
 from tallygate.observe.events import Event, event, iso
 from tallygate.pipeline.budget import BudgetEngine, Scope
@@ -44,7 +45,7 @@ def _month_text(ms: int) -> str:
 def _summary(s: Scope, pct: int, spend: int, limit: int, refused: set[str]) -> str:
     """What the alert says: the threshold, and the spend it fired at (a late check, or a
     request that jumped several thresholds, finds the spend well past the threshold)."""
-    said = (f"{describe(s)} {pct}% threshold: spend is at {spend * 100 // limit}% of its monthly limit "
+    said = (f"{describe(s)} {pct}% threshold: spend is at {spend * 100 // limit}% of its {label(s.period)} limit "
             f"(${usd_text(spend)} of ${usd_text(limit)})")
     if s.id in refused:
         said += "; a request that would have passed the limit was refused"
@@ -92,17 +93,19 @@ class ThresholdWatcher:
             limit = s.limit
             if not limit:
                 continue
-            spend = self._budget.spend(s.id)
+            spend = self._budget.spend(s.id, s.period)
             subject = {"kind": s.kind, "id": s.id, "name": s.name}
+            # once per window: a month as before windows existed, another window by its running slot
+            window = _month_text(month) if s.period == MONTH else self._budget.windows.at(s.period, now).slots[0]
             for pct in self._per_scope.get(s.id, self._thresholds):
                 reached = spend * 100 >= pct * limit
-                alert_id = f"threshold:{s.id}:{_month_text(month)}:{pct}"
+                alert_id = f"threshold:{s.id}:{window}:{pct}"
                 if reached and alert_id not in self.fired:
                     out.append(event(alert_id, "threshold", now, subject, _summary(s, pct, spend, limit, refused),
                                      threshold=pct, limit=usd_text(limit), spend=usd_text(spend),
                                      spend_percent=spend * 100 // limit,
                                      month=_month_text(month), refused=s.id in refused))
-            projected = self._projection(s, spend, now, month)
+            projected = self._projection(s, spend, now, month) if s.period == MONTH else None
             if projected is not None and projected["id"] not in self.fired:
                 out.append(projected)
         return out

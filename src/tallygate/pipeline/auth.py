@@ -39,7 +39,7 @@ _KEY_PREFIX = re.compile(f"[!-~]{{1,{PREFIX_LEN}}}")
 def _principal(row: KeyRecord) -> Principal:
     return Principal(key_id=row.id, name=row.name, labels=dict(row.labels or {}),
                      permissions=dict(row.permissions or {}), user_id=row.created_by,
-                     policy=row.policy, monthly_limit=row.monthly_limit_pico)
+                     policy=row.policy, monthly_limit=row.monthly_limit_pico, limit_period=row.limit_period)
 
 
 class Authenticator:

@@ -1,4 +1,4 @@
-"""Hard monthly limits: reserve the worst case before forwarding, settle to the actual cost.
+"""Hard limits per window: reserve the worst case before forwarding, settle to the actual cost.
 
 A request reserves against every `Scope` that caps it (its key's own limit and every budget that
 applies to it, see `pipeline/scopes.py`) through a `BudgetEngine`: all scopes or none. A request
@@ -6,7 +6,11 @@ first reserves what it could cost at most (`worst_case`), and is refused with 40
 limited scope, spend + reservations + that would pass the limit. After the response the
 reservation is replaced by the actual cost; on any failure it is released.
 
-`MemoryBudget` is the engine of one process: spend per scope for the current UTC month is loaded
+Each scope counts its spend over its `period`'s window (`core/windows.py`: the UTC month by
+default, a local day or week, or a rolling window), at the instant the request started (the
+ledger's `created_at`), so several scopes of different periods may bind one request.
+
+`MemoryBudget` is the engine of one process: spend per scope and slot of its window is loaded
 from the ledger at start-up and kept in memory; reserving never suspends, so concurrent requests
 on one event loop cannot overshoot, and a killed worker leaves no reservation behind.
 `RedisBudget` (`pipeline/redis_budget.py`) shares the same state between processes and replicas.
@@ -14,13 +18,14 @@ on one event loop cannot overshoot, and a killed worker leaves no reservation be
 
 from __future__ import annotations
 
-import time
+import datetime as dt
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
+from tallygate.core import clock, windows
 from tallygate.core.money import usd_text
-from tallygate.core.timebuckets import month_floor
+from tallygate.core.windows import MONTH, Window, Windows
 from tallygate.errors import BudgetExceeded, BudgetUnavailable
 from tallygate.pipeline.image_tokens import MAX_IMAGE_TOKENS
 from tallygate.pipeline.output_cap import DEFAULT_MAX_TOKENS as DEFAULT_MAX_TOKENS
@@ -142,15 +147,16 @@ class StaleScopes(Exception):  # noqa: N818 - a signal, not an error
 
 
 class Scope(NamedTuple):
-    """Something with a monthly limit that a request counts against: `kind` is 'key' (the key's
-    own limit; `id` is the key id) or 'budget' (`id` is 'budget:<budget id>', `name` describes
-    the budget and its scope for error messages)."""
+    """Something with a limit per window that a request counts against: `kind` is 'key' (the
+    key's own limit; `id` is the key id) or 'budget' (`id` is 'budget:<budget id>', `name`
+    describes the budget and its scope for error messages)."""
 
     kind: str
     id: str
     name: str
     limit: int | None  # picodollars; None: counted, never refused
     enforce: bool = True  # False: a soft budget: its limit drives alerts and views, never refuses
+    period: str = MONTH  # the window its spend counts over (core/windows.py)
 
     def describe(self) -> str:
         return f"API key {self.name!r}" if self.kind == "key" else self.name
@@ -163,18 +169,22 @@ def key_scopes(principal: Principal) -> tuple[Scope, ...]:
     """The scopes a request made with `principal` counts against (none for the bootstrap admin)."""
     if principal.key_id is None:
         return ()
-    return (Scope("key", principal.key_id, principal.name, principal.monthly_limit),)
+    return (Scope("key", principal.key_id, principal.name, principal.monthly_limit, True, principal.limit_period),)
 
 
 @dataclass(frozen=True, slots=True)
 class Hold:
-    """One request's reservation: `amount` held against each scope of `held` in `month`; its
-    cost will count against every scope of `scopes` (ids)."""
+    """One request's reservation: `amount` held against each scope of `held`; its cost will
+    count in every counter of `counters` ('<slot>:s:<scope id>': each scope's running slot)."""
 
-    scopes: tuple[str, ...]
+    counters: tuple[str, ...]
     held: tuple[str, ...]
     amount: int
-    month: int
+
+
+def counters(scopes: Sequence[Scope], wins: Windows, at_ms: int) -> tuple[str, ...]:
+    """The counter each scope's cost goes to: its window's running slot at `at_ms`."""
+    return tuple(f"{wins.at(s.period, at_ms).slots[0]}:s:{s.id}" for s in scopes)
 
 
 class BudgetEngine(Protocol):
@@ -183,32 +193,49 @@ class BudgetEngine(Protocol):
     `reserve` and `settle` run on the event loop; `spend`, `reserved` and `adopt` may block
     (the management API calls them from worker threads)."""
 
-    async def reserve(self, scopes: Sequence[Scope], amount: int) -> Hold:
-        """Hold `amount` against every limited scope, or raise `BudgetExceeded` holding none
+    windows: Windows  # each period's current window, in the reporting time zone
+
+    async def reserve(self, scopes: Sequence[Scope], amount: int, at_ms: int | None = None) -> Hold:
+        """Hold `amount` against every limited scope, each in its window at `at_ms` (the
+        request's start; now when None), or raise `BudgetExceeded` holding none
         (`BudgetUnavailable` when the shared state cannot be reached and limits must hold)."""
 
     def settle(self, hold: Hold, actual: int) -> None:
         """Replace the reservation by the actual cost (0 when the request failed). Never blocks."""
 
-    def spend(self, scope_id: str) -> int:
-        """This month's spend of a scope, in picodollars."""
+    def spend(self, scope_id: str, period: str = MONTH) -> int:
+        """A scope's spend in its `period`'s current window, in picodollars."""
 
     def reserved(self, scope_id: str) -> int:
         """What requests in flight hold against a scope now."""
 
-    def adopt(self, spend_by_scope: dict[str, int], month: int) -> None:
-        """Start scopes new to the engine (a budget just created) from the ledger's spend."""
+    def adopt(self, spend: dict[str, int], wins: Sequence[Window]) -> None:
+        """Start scopes new to the engine (a budget just created, or given another period) from
+        the ledger's spend in `wins`, by counter ('<slot>:s:<scope id>'): each counter becomes
+        the larger of itself and the ledger's."""
 
     def bump(self) -> None:
         """Say that budgets or keys' limits or labels changed: every process deciding a request's
         scopes from older ones reloads them before reserving (blocking)."""
 
 
-def usage_text(engine: BudgetEngine, scope_id: str) -> tuple[str | None, str | None]:
-    """(spend, reserved) of a scope as USD strings for the management API; (None, None) while
-    the shared budget state is unreachable."""
+def window_fields(engine: BudgetEngine, period: str) -> dict[str, Any]:
+    """`period`, `window_start` and `window_end` (ISO 8601, UTC; None for a rolling window) of
+    the management API's views."""
+    w = engine.windows.at(period, clock.now_ms())
+    return {"period": windows.api_form(period), "window_start": _iso(w.start),
+            "window_end": None if w.end is None else _iso(w.end)}
+
+
+def _iso(ms: int) -> str:
+    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).isoformat()
+
+
+def usage_text(engine: BudgetEngine, scope_id: str, period: str = MONTH) -> tuple[str | None, str | None]:
+    """(spend in the current window, reserved) of a scope as USD strings for the management
+    API; (None, None) while the shared budget state is unreachable."""
     try:
-        return usd_text(engine.spend(scope_id)), usd_text(engine.reserved(scope_id))
+        return usd_text(engine.spend(scope_id, period)), usd_text(engine.reserved(scope_id))
     except BudgetUnavailable:
         return None, None
 
@@ -218,7 +245,7 @@ def refusal(scope: Scope, spent: int, held: int, amount: int) -> BudgetExceeded:
     see it: `redacted` gives what any caller may)."""
     assert scope.limit is not None
     err = BudgetExceeded(
-        f"{scope.describe()} would pass its monthly limit of ${usd_text(scope.limit)}: "
+        f"{scope.describe()} would pass its {windows.label(scope.period)} limit of ${usd_text(scope.limit)}: "
         f"spent ${usd_text(spent)}, ${usd_text(held)} reserved by requests in flight, "
         f"this request may cost up to ${usd_text(amount)}")
     err.scope_id = scope.id
@@ -234,86 +261,106 @@ def redacted(err: BudgetExceeded, principal: Principal, amount: int) -> BudgetEx
     if principal.can("manage", "read"):
         out = BudgetExceeded(f"{err.message} (budget id {scope_id.removeprefix('budget:')})")
     else:
-        out = BudgetExceeded("a budget on this request's tags or this key's labels would pass its monthly "
-                             f"limit: this request may cost up to ${usd_text(amount)}")
+        out = BudgetExceeded("a budget on this request's tags or this key's labels would pass its limit: "
+                             f"this request may cost up to ${usd_text(amount)}")
     out.scope_id = scope_id
     return out
 
 
+_DIGITS = "0123456789"
+
+
 class MemoryBudget:
-    """A `BudgetEngine` for one process: spend and reservations per scope for the UTC month.
+    """A `BudgetEngine` for one process: spend per counter ('<slot>:s:<scope id>') and
+    reservations per scope.
 
     Reserving and settling never await, so concurrent requests on one event loop cannot
-    overshoot."""
+    overshoot. Counters of slots no current window counts are dropped when a window moves."""
 
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
-        self._clock = clock
-        self._month = self._now_month()
+    def __init__(self, clock_s: Callable[[], float] | None = None, tz: str = "UTC") -> None:
+        """`clock_s`: seconds since the epoch (the process clock, `core/clock.py`, by default)."""
+        self._clock_s = clock_s
+        self.windows = Windows(tz)
         self._spend: dict[str, int] = {}
         self._reserved: dict[str, int] = {}
+        self._pruned = 0  # `windows.moves` when counters were last pruned
 
-    def _now_month(self) -> int:
-        return month_floor(int(self._clock() * 1000))
+    def now_ms(self) -> int:
+        return clock.now_ms() if self._clock_s is None else int(self._clock_s() * 1000)
+
+    def _prune(self) -> None:
+        """Drop the counters of slots their period's window has left (after a window moved);
+        those of periods not used yet in this process stay."""
+        if self.windows.moves == self._pruned:
+            return
+        self._pruned = self.windows.moves
+        current = self.windows.current()
+        live = {slot for w in current for slot in w.slots}
+        kinds = {w.slots[0].rstrip(_DIGITS) for w in current}  # '', 'd', 'w', 'r<slot ms>:'
+        for c in list(self._spend):  # in place: `adopt` may write from a worker thread meanwhile
+            slot = c.partition(":s:")[0]
+            if slot not in live and slot.rstrip(_DIGITS) in kinds:
+                self._spend.pop(c, None)
 
     @property
     def month(self) -> int:
         """The first millisecond of the current UTC month."""
-        self._roll()
-        return self._month
+        return self.windows.at(MONTH, self.now_ms()).start
 
     def load(self, spend_by_scope: dict[str, int], month: int) -> None:
-        """Start from the ledger's totals for `month` (ignored if that month is already over)."""
+        """Add month totals by scope id (ignored if that month is already over)."""
         if month == self.month:
             for scope_id, pico in spend_by_scope.items():
-                self._spend[scope_id] = self._spend.get(scope_id, 0) + pico
+                counter = f"{month}:s:{scope_id}"
+                self._spend[counter] = self._spend.get(counter, 0) + pico
 
-    def _roll(self) -> None:
-        month = self._now_month()
-        if month != self._month:
-            self._month = month
-            self._spend.clear()
-
-    def spend(self, scope_id: str) -> int:
-        self._roll()
-        return self._spend.get(scope_id, 0)
+    def spend(self, scope_id: str, period: str = MONTH) -> int:
+        w = self.windows.at(period, self.now_ms())  # (counters are pruned on the event loop only)
+        return sum(self._spend.get(f"{slot}:s:{scope_id}", 0) for slot in w.slots)
 
     def reserved(self, scope_id: str) -> int:
         return self._reserved.get(scope_id, 0)
 
-    def adopt(self, spend_by_scope: dict[str, int], month: int) -> None:
-        if month == self.month:
-            for scope_id, pico in spend_by_scope.items():
-                self._spend.setdefault(scope_id, pico)
+    def adopt(self, spend: dict[str, int], wins: Sequence[Window] = ()) -> None:
+        for counter, pico in spend.items():
+            if pico > self._spend.get(counter, 0):
+                self._spend[counter] = pico
 
     def bump(self) -> None:
         """Nothing to do: this process's changes apply here at once."""
 
-    async def reserve(self, scopes: Sequence[Scope], amount: int) -> Hold:
-        return self.reserve_now(scopes, amount)
+    async def reserve(self, scopes: Sequence[Scope], amount: int, at_ms: int | None = None) -> Hold:
+        return self.reserve_now(scopes, amount, at_ms)
 
-    def reserve_now(self, scopes: Sequence[Scope], amount: int) -> Hold:
+    def reserve_now(self, scopes: Sequence[Scope], amount: int, at_ms: int | None = None) -> Hold:
         """`reserve`, synchronously."""
-        self._roll()
-        ids = tuple(s.id for s in scopes)
-        limited = [(s, s.limit) for s in scopes if s.limit is not None]
-        if not limited or not amount:
-            return Hold(ids, (), 0, self._month)
-        for s, limit in limited:
-            spent, held = self._spend.get(s.id, 0), self._reserved.get(s.id, 0)
-            if spent + held + amount > limit:
-                raise refusal(s, spent, held, amount)
-        for s, _ in limited:
-            self._reserved[s.id] = self._reserved.get(s.id, 0) + amount
-        return Hold(ids, tuple(s.id for s, _ in limited), amount, self._month)
+        at = self.now_ms() if at_ms is None else at_ms
+        window_at, spend, reserved = self.windows.at, self._spend, self._reserved
+        names, held_by = [], []
+        for s in scopes:
+            w = window_at(s.period, at)
+            name = f"{w.slots[0]}:s:{s.id}"
+            names.append(name)
+            if s.limit is not None and amount:
+                spent = spend.get(name, 0) if len(w.slots) == 1 else \
+                    sum(spend.get(f"{slot}:s:{s.id}", 0) for slot in w.slots)
+                held = reserved.get(s.id, 0)
+                if spent + held + amount > s.limit:
+                    raise refusal(s, spent, held, amount)
+                held_by.append(s.id)
+        if self.windows.moves != self._pruned:
+            self._prune()
+        for scope_id in held_by:
+            reserved[scope_id] = reserved.get(scope_id, 0) + amount
+        return Hold(tuple(names), tuple(held_by), amount if held_by else 0)
 
     def settle(self, hold: Hold, actual: int) -> None:
-        self._roll()
         for scope_id in hold.held:
             left = self._reserved.get(scope_id, 0) - hold.amount
             if left > 0:
                 self._reserved[scope_id] = left
             else:
                 self._reserved.pop(scope_id, None)
-        if actual and hold.month == self._month:
-            for scope_id in hold.scopes:
-                self._spend[scope_id] = self._spend.get(scope_id, 0) + actual
+        if actual:
+            for counter in hold.counters:
+                self._spend[counter] = self._spend.get(counter, 0) + actual

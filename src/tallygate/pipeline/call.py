@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from tallygate.core import clock
 from tallygate.core.record import Attempt, LedgerRecord
 from tallygate.errors import GatewayError, JournalUnavailable, UpstreamError
 from tallygate.pipeline.models import Route
@@ -56,7 +57,7 @@ class Call:
         self.endpoint = endpoint
         self.principal = principal
         self.started = time.perf_counter()
-        self.created_ms = time.time_ns() // 1_000_000
+        self.created_ms = clock.now_ms()
         self.tags: tuple[str, ...] = ()
         self.route: Route | None = None
         self.requested_model: str | None = None

@@ -6,9 +6,10 @@ queued, and a flusher sends every queued settle in one pipelined round trip. Hol
 this process and live as long as it renews them (every `ttl_s / 3`); the holds of a process that
 dies are reaped by the others within `ttl_s` of its last renewal, however long its requests ran.
 
-Counters are built from the ledger when Redis has none for the month (first start, a new month,
-Redis restarted without persistence): each becomes the larger of itself and the ledger's total,
-and the build is repeated once the ledgers of all processes have flushed (`_REBUILD_AGAIN_S`).
+Counters are kept per slot of each scope's window (`core/windows.py`) and built from the ledger
+when Redis has none for a window (first start, a new window, Redis restarted without
+persistence): each becomes the larger of itself and the ledger's total, and the build is
+repeated once the ledgers of all processes have flushed (`_REBUILD_AGAIN_S`).
 Settles that could not be sent while Redis was away are sent once it is back, but if it came back
 without its state (`pepoch` changed) only to release holds: their costs are in the ledger the
 counters are rebuilt from, and counted again they would put a counter above it.
@@ -28,7 +29,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import redis
@@ -39,9 +40,10 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError
 from redis.retry import Retry
 
-from tallygate.core.timebuckets import month_after, month_floor
+from tallygate.core import clock
+from tallygate.core.windows import MONTH, Window, Windows, window
 from tallygate.errors import BudgetUnavailable
-from tallygate.pipeline.budget import Hold, Scope, StaleScopes, refusal
+from tallygate.pipeline.budget import Hold, Scope, StaleScopes, counters, refusal
 from tallygate.pipeline.redis_batch import ScriptBatch
 from tallygate.pipeline.redis_lua import HEARTBEAT, REBUILD, RELEASE_ALL, RESERVE, SETTLE
 
@@ -63,9 +65,12 @@ def _log_failure(task: asyncio.Task[None]) -> None:
 class RedisBudget:
     """Budget state in Redis (a service: `start()` and `stop()` with the gateway)."""
 
-    def __init__(self, url: str, ledger_spend: Callable[[int], dict[str, int]], *, fail_open: bool = False,
-                 open_allowance: int = 0, ttl_s: float = 15.0, prefix: str = "tg:", timeout_s: float = 1.0) -> None:
-        """`ledger_spend(month)`: the ledger's spend per scope in that month (blocking);
+    def __init__(self, url: str, ledger_spend: Callable[[Window], dict[str, int]], *, fail_open: bool = False,
+                 open_allowance: int = 0, ttl_s: float = 15.0, prefix: str = "tg:", timeout_s: float = 1.0,
+                 tz: str = "UTC", periods: Callable[[], Iterable[str]] = lambda: (MONTH,)) -> None:
+        """`ledger_spend(window)`: the ledger's spend in each slot of `window` of every scope
+        counted over its period, by counter '<slot>:s:<scope>' (blocking); `periods()`: the
+        periods scopes use now (the windows `drift` compares);
         `open_allowance`: with `fail_open`, the worst-case cost (picodollars) served per limited
         scope while Redis is unreachable, before refusing with 503."""
         self.url = url
@@ -93,7 +98,8 @@ class RedisBudget:
         self._queue: list[tuple[Hold, int]] = []
         self._wake: asyncio.Event | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self._month, self._next_month = 0, 0
+        self.windows = Windows(tz)
+        self._periods = periods
         self._rebuilding: asyncio.Lock | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._warned = 0.0
@@ -102,57 +108,60 @@ class RedisBudget:
         self._flush_failed = False
         self.unavailable = 0  # requests served or refused while Redis was unreachable
 
-    def _now_month(self) -> int:
-        ms = time.time_ns() // 1_000_000
-        if ms >= self._next_month:
-            self._month, self._next_month = month_floor(ms), month_after(ms)
-        return self._month
+    def now_ms(self) -> int:
+        return clock.now_ms()
+
+    def _limits(self, limited: Sequence[Scope], at: int) -> list[Any]:
+        """The RESERVE script's (scope, limit, slots) triples."""
+        out: list[Any] = []
+        for s in limited:
+            out += (s.id, s.limit, self.windows.at(s.period, at).spec)
+        return out
 
     # -- the hot path ---------------------------------------------------------------------------
 
-    async def reserve(self, scopes: Sequence[Scope], amount: int) -> Hold:
-        month = self._now_month()
-        ids = tuple(s.id for s in scopes)
+    async def reserve(self, scopes: Sequence[Scope], amount: int, at_ms: int | None = None) -> Hold:
+        at = self.now_ms() if at_ms is None else at_ms
+        names = counters(scopes, self.windows, at)
         limited = [s for s in scopes if s.limit is not None]
         if not limited or not amount:  # only check that no budget or limit has appeared since
             if time.monotonic() < self._down_until:
-                return Hold(ids, (), 0, month)  # Redis just failed: do not make it wait for a timeout
+                return Hold(names, (), 0)  # Redis just failed: do not make it wait for a timeout
             try:
-                res = await self._reserve([self._p, month, self.process, 0, self._ttl_ms, self.loaded_version])
+                res = await self._reserve([self._p, "", self.process, 0, self._ttl_ms, self.loaded_version])
             except (RedisError, OSError):
                 self._down_until = time.monotonic() + 1.0
-                return Hold(ids, (), 0, month)  # nothing known to limit it: served either way
+                return Hold(names, (), 0)  # nothing known to limit it: served either way
             if res[0] == 3:
                 raise StaleScopes(_text(res[1]))
-            return Hold(ids, (), 0, month)
-        args: list[Any] = [self._p, month, self.process, amount, self._ttl_ms, self.loaded_version]
-        for s in limited:
-            args += (s.id, s.limit)
+            return Hold(names, (), 0)
+        args: list[Any] = [self._p, "", self.process, amount, self._ttl_ms, self.loaded_version,
+                           *self._limits(limited, at)]
         for _ in range(3):
             try:
                 res = await self._reserve(args)
             except (RedisError, OSError) as exc:
-                return self._unavailable(ids, limited, amount, month, exc)
+                return self._unavailable(names, limited, amount, exc)
             if self._unenforced:
                 self._unenforced.clear()  # Redis is back: the next outage has its own allowance
             if res[0] == 0:
-                return Hold(ids, tuple(s.id for s in limited), amount, month)
+                return Hold(names, tuple(s.id for s in limited), amount)
             if res[0] == 3:
                 raise StaleScopes(_text(res[1]))
             if res[0] == 1:
                 raise refusal(limited[int(res[1]) - 1], int(res[2]), int(res[3]), amount)
             try:
-                await self.rebuild(month)
+                await self.rebuild(self.windows.at(limited[int(res[1]) - 1].period, at))
             except Exception as exc:
-                return self._unavailable(ids, limited, amount, month, exc)
-        return self._unavailable(ids, limited, amount, month, RuntimeError("the month's counters could not be built"))
+                return self._unavailable(names, limited, amount, exc)
+        return self._unavailable(names, limited, amount, RuntimeError("the window's counters could not be built"))
 
     def _orphan(self, args: Sequence[Any], res: Any) -> None:
         """A reservation whose request went away while Redis answered: release it."""
         if isinstance(res, list) and res and res[0] == 0:
-            self.settle(Hold((), tuple(args[6::2]), int(args[3]), int(args[1])), 0)
+            self.settle(Hold((), tuple(args[6::3]), int(args[3])), 0)
 
-    def _unavailable(self, ids: tuple[str, ...], limited: Sequence[Scope], amount: int, month: int,
+    def _unavailable(self, names: tuple[str, ...], limited: Sequence[Scope], amount: int,
                      exc: BaseException) -> Hold:
         self.unavailable += 1
         now = time.monotonic()
@@ -170,7 +179,7 @@ class RedisBudget:
                                     "allowance served unenforced (budgets_open_allowance); retry once it is back")
         for s in limited:
             served[s.id] = served.get(s.id, 0) + amount
-        return Hold(ids, (), 0, month)
+        return Hold(names, (), 0)
 
     def settle(self, hold: Hold, actual: int) -> None:
         if not hold.held and not actual:
@@ -183,8 +192,8 @@ class RedisBudget:
             self._wake.set()
 
     def _settle_args(self, hold: Hold, actual: int) -> list[Any]:
-        return [self._p, self.process, hold.month, hold.amount, actual, len(hold.held), *hold.held,
-                *(hold.scopes if actual else ())]
+        return [self._p, self.process, "", hold.amount, actual, len(hold.held), *hold.held,
+                *(hold.counters if actual else ())]
 
     async def _flush(self) -> None:
         """Send every queued settle: one script call, or one pipelined round trip for many."""
@@ -195,8 +204,8 @@ class RedisBudget:
             if self._flush_failed:
                 if await self._state_lost():  # the rebuilt counters hold these costs already
                     batch = [(hold, 0) for hold, _ in batch]
-                    for month in {hold.month for hold, _ in batch} if not self._closing else ():
-                        asyncio.get_running_loop().call_later(_REBUILD_AGAIN_S, self._again, month)  # late writes
+                    for w in self.windows.current() if not self._closing else ():
+                        asyncio.get_running_loop().call_later(_REBUILD_AGAIN_S, self._again, w)  # late writes
                 self._flush_failed = False
             if len(batch) == 1:
                 await self._settle(args=self._settle_args(*batch[0]))
@@ -247,37 +256,46 @@ class RedisBudget:
 
     # -- counters from the ledger ---------------------------------------------------------------
 
-    async def rebuild(self, month: int) -> None:
-        """Build this month's counters from the ledger (once at a time in this process)."""
+    async def rebuild(self, w: Window) -> None:
+        """Build a window's counters from the ledger (once at a time in this process)."""
         assert self._rebuilding is not None
         async with self._rebuilding:
-            if await self._aio.exists(f"{self._p}{month}:ready"):
+            if await self._aio.exists(f"{self._p}{w.slots[0]}:ready"):
                 return
-            log.warning("building budget counters for the month from the ledger")
-            await self._rebuild_pass(month)
-        asyncio.get_running_loop().call_later(_REBUILD_AGAIN_S, self._again, month)
+            log.warning("building budget counters for the %s window from the ledger", w.period)
+            await self._rebuild_pass(w)
+        asyncio.get_running_loop().call_later(_REBUILD_AGAIN_S, self._again, w)
 
-    def _again(self, month: int) -> None:
-        task = asyncio.get_running_loop().create_task(self._rebuild_pass(month))
+    def _again(self, w: Window) -> None:
+        task = asyncio.get_running_loop().create_task(self._rebuild_pass(w))
         task.add_done_callback(_log_failure)
         self._tasks.append(task)
 
-    async def _rebuild_pass(self, month: int) -> None:
-        spend = await asyncio.to_thread(self._ledger_spend, month)
+    def _rebuild_args(self, spend: dict[str, int], mark: str = "") -> list[list[Any]]:
+        """REBUILD calls setting `spend`'s counters, the last one marking the window whose running
+        slot is `mark` built (none when '')."""
         pairs = list(spend.items())
+        calls = []
         for i in range(0, max(len(pairs), 1), _CHUNK):
-            chunk = pairs[i:i + _CHUNK]
             last = i + _CHUNK >= len(pairs)
-            await self._rebuild_async(args=[self._p, month, "1" if last else "0",
-                                            *(x for pair in chunk for x in pair)])
+            calls.append([self._p, "", mark if last else "", *(x for pair in pairs[i:i + _CHUNK] for x in pair)])
+        return calls
 
-    def adopt(self, spend_by_scope: dict[str, int], month: int) -> None:
-        """Start new scopes from the ledger's spend, and again once every ledger writer has
-        flushed (requests answered before the budget existed may be written after this read)."""
-        if spend_by_scope:
-            self._rebuild_sync(args=[self._p, month, "0", *(x for pair in spend_by_scope.items() for x in pair)])
+    async def _rebuild_pass(self, w: Window) -> None:
+        spend = await asyncio.to_thread(self._ledger_spend, w)
+        for args in self._rebuild_args(spend, w.slots[0]):
+            await self._rebuild_async(args=args)
+
+    def adopt(self, spend: dict[str, int], wins: Sequence[Window] = ()) -> None:
+        """Start new scopes from the ledger's spend, and rebuild `wins` again once every ledger
+        writer has flushed (requests answered before the budget existed may be written after
+        this read)."""
+        if spend:
+            for args in self._rebuild_args(spend):
+                self._rebuild_sync(args=args)
             if self._loop is not None and not self._closing:
-                self._loop.call_soon_threadsafe(self._loop.call_later, _REBUILD_AGAIN_S, self._again, month)
+                for w in wins:
+                    self._loop.call_soon_threadsafe(self._loop.call_later, _REBUILD_AGAIN_S, self._again, w)
 
     # -- reads for the management API (blocking) --------------------------------------------------
 
@@ -288,18 +306,27 @@ class RedisBudget:
             raise BudgetUnavailable(f"budget state is unreachable ({type(exc).__name__})") from None
 
     def drift(self) -> int:
-        """Reconciliation: the sum over this month's scopes of |Redis counter - ledger spend|, in
-        picodollars (blocking; 0 once every settled request is in the ledger). Spend settled
-        but not yet written by a ledger writer shows as drift for that moment."""
-        month = self._now_month()
-        ledger = self._ledger_spend(month)
-        head = f"{self._p}{month}:s:"
+        """Reconciliation: the sum over the counters of every scope's current window of
+        |Redis counter - ledger spend in that slot|, in picodollars (blocking; 0 once every
+        settled request is in the ledger). Spend settled but not yet written by a ledger writer
+        shows as drift for that moment."""
+        at = self.now_ms()
+        ledger: dict[str, int] = {}
+        live: set[str] = set()
+        for period in set(self._periods()):
+            w = window(period, at, self.windows.tz)
+            live.update(w.slots)
+            ledger.update(self._ledger_spend(w))
+        head = len(self._p)
         try:
-            counters = {k.decode()[len(head):]: int(v or 0) for k in self._sync.scan_iter(match=head + "*", count=1000)
-                        if (v := self._sync.get(k)) is not None}
+            counters = {}
+            for k in self._sync.scan_iter(match=f"{self._p}*:s:*", count=1000):
+                name = k.decode()[head:]
+                if name.partition(":s:")[0] in live and (v := self._sync.get(k)) is not None:
+                    counters[name] = int(v or 0)
         except (RedisError, OSError) as exc:
             raise BudgetUnavailable(f"budget state is unreachable ({type(exc).__name__})") from None
-        return sum(abs(counters.get(s, 0) - ledger.get(s, 0)) for s in counters.keys() | ledger.keys())
+        return sum(abs(counters.get(c, 0) - ledger.get(c, 0)) for c in counters.keys() | ledger.keys())
 
     def version(self) -> str:
         """The shared budgets/keys version now (blocking; read before reloading them)."""
@@ -311,20 +338,21 @@ class RedisBudget:
         except (RedisError, OSError) as exc:  # the others still reload within their refresh period
             log.error("telling other processes of a budget or key change failed: %s", exc)
 
-    def spend(self, scope_id: str) -> int:
-        """The scope's month spend; when Redis has lost the month's counters (restarted without
-        persistence), they are rebuilt from the ledger first: a view never reads a lost 0."""
-        month = self._now_month()
+    def spend(self, scope_id: str, period: str = MONTH) -> int:
+        """The scope's spend in its current window; when Redis has lost the window's counters
+        (restarted without persistence), they are rebuilt from the ledger first: a view never
+        reads a lost 0."""
+        w = window(period, self.now_ms(), self.windows.tz)
         try:
-            if not self._sync.exists(f"{self._p}{month}:ready"):
-                log.warning("building budget counters for the month from the ledger (read before any request)")
-                pairs = list(self._ledger_spend(month).items())
-                for i in range(0, max(len(pairs), 1), _CHUNK):
-                    last = "1" if i + _CHUNK >= len(pairs) else "0"
-                    self._rebuild_sync(args=[self._p, month, last, *(x for pair in pairs[i:i + _CHUNK] for x in pair)])
+            if not self._sync.exists(f"{self._p}{w.slots[0]}:ready"):
+                log.warning("building budget counters for the %s window from the ledger (read before any request)",
+                            w.period)
+                for args in self._rebuild_args(self._ledger_spend(w), w.slots[0]):
+                    self._rebuild_sync(args=args)
+            values = self._sync.mget([f"{self._p}{slot}:s:{scope_id}" for slot in w.slots])
         except (RedisError, OSError) as exc:
             raise BudgetUnavailable(f"budget state is unreachable ({type(exc).__name__})") from None
-        return self._read(f"{self._p}{month}:s:{scope_id}")
+        return sum(int(v) for v in values if v is not None)
 
     def reserved(self, scope_id: str) -> int:
         return self._read(f"{self._p}rt:{scope_id}")
@@ -355,7 +383,7 @@ class RedisBudget:
             await self._aio.set(f"{self._p}epoch", uuid.uuid4().hex, nx=True)
             self._epoch = _text(await self._aio.get(f"{self._p}epoch") or b"")
             await self._heartbeat(args=[self._p, self.process, self._ttl_ms])
-            await self.rebuild(self._now_month())
+            await self.rebuild(self.windows.at(MONTH, self.now_ms()))
         except (RedisError, OSError) as exc:
             log.error("Redis budget state unreachable at start-up (%s); budgets_unavailable: %s", exc,
                       "open" if self._fail_open else "closed")

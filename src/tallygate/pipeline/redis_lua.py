@@ -2,8 +2,11 @@
 
 Keys, under a prefix `p` (default `tg:`):
 
-    p<month>:s:<scope>   spend of a scope in the month starting at <month> (epoch ms), picodollars
-    p<month>:ready       set once that month's counters were built from the ledger
+    p<slot>:s:<scope>    spend of a scope in one slot of its window (`core/windows.py`), picodollars:
+                         a month's slot is its start (epoch ms), as before windows; 'd<start>' a day,
+                         'w<start>' a week, 'r<slot ms>:<start>' a rolling window's slot
+    p<slot>:ready        set once the counters of the window whose running slot is <slot> were
+                         built from the ledger (for a rolling window: all its slots)
     pver                 bumped by every change of a budget or of a key's limit or labels
     pr:<scope>           hash: process id -> what that process holds against the scope
     prt:<scope>          what all processes hold against the scope (the sum of the hash)
@@ -12,8 +15,10 @@ Keys, under a prefix `p` (default `tg:`):
 
 A process renews its entry every few seconds; one whose entry has expired (killed, or cut off
 from Redis for the whole TTL) is reaped by the next script that looks: its holds leave the
-totals. Amounts travel as decimal strings and are added by Redis in 64-bit integers; limits are
-compared exactly by splitting numbers into 9-digit halves (Lua's numbers are doubles).
+totals. Counters and marks of days, weeks and rolling slots expire once no window can count
+them (35 days; 48 slots); a month's stay. Amounts travel as decimal strings and are added by
+Redis in 64-bit integers; limits are compared exactly by splitting numbers into 9-digit halves
+(Lua's numbers are doubles).
 """
 
 _COMMON = """
@@ -35,6 +40,21 @@ end
 local function greater(h1, l1, s)
   local h2, l2 = split(s)
   return h1 > h2 or (h1 == h2 and l1 > l2)
+end
+local function add(h, l, s)
+  local sh, sl = split(s)
+  l = l + sl
+  return h + sh + math.floor(l / B), l % B
+end
+local function text(h, l)
+  if h > 0 then return string.format('%d%09d', h, l) end
+  return string.format('%d', l)
+end
+local function expiry(name)
+  local c = string.sub(name, 1, 1)
+  if c == 'd' or c == 'w' then return 3024000000 end
+  if c == 'r' then return tonumber(string.match(name, '^r(%d+):')) * 48 end
+  return nil
 end
 local function now_ms()
   local t = redis.call('TIME')
@@ -58,26 +78,33 @@ local function reap_dead(p, proc, now)
 end
 """
 
-# ARGV: prefix, month, process, amount, ttl_ms, the budgets version the caller decided its scopes
-# with, then (scope, limit) pairs (none: only the version is checked). {3, version}: stale.
+# ARGV: prefix, '' (unused), process, amount, ttl_ms, the budgets version the caller decided its
+# scopes with, then (scope, limit, slots) triples, `slots` the window's slot names separated by
+# spaces, the running one first (none: only the version is checked). {3, version}: stale.
 # -> {0} held everywhere | {1, i, spent, held} the i-th scope (1-based) would pass its limit
-#    | {2} this month's counters are not built (Redis lost its state, or a new month)
+#    | {2, i} the i-th scope's window has no counters built (Redis lost its state, or a new window)
 RESERVE = _COMMON + """
-local p, month, proc, amount, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
+local p, proc, amount, ttl = ARGV[1], ARGV[3], ARGV[4], tonumber(ARGV[5])
 local ver = redis.call('GET', p .. 'ver') or '0'
 if ver ~= ARGV[6] then return {3, ver} end
 if #ARGV < 7 then return {0} end
-if redis.call('EXISTS', p .. month .. ':ready') == 0 then return {2} end
+for i = 7, #ARGV, 3 do
+  if redis.call('EXISTS', p .. string.match(ARGV[i + 2], '^%S+') .. ':ready') == 0 then return {2, (i - 4) / 3} end
+end
 local now = now_ms()
 reap_dead(p, proc, now)
 redis.call('ZADD', p .. 'procs', now + ttl, proc)
-for i = 7, #ARGV, 2 do
-  local spent = redis.call('GET', p .. month .. ':s:' .. ARGV[i])
+for i = 7, #ARGV, 3 do
+  local h, l = 0, 0
+  for slot in string.gmatch(ARGV[i + 2], '%S+') do
+    h, l = add(h, l, redis.call('GET', p .. slot .. ':s:' .. ARGV[i]))
+  end
   local held = redis.call('GET', p .. 'rt:' .. ARGV[i])
-  local h, l = sum3(spent, held, amount)
-  if greater(h, l, ARGV[i + 1]) then return {1, (i - 5) / 2, spent or '0', held or '0'} end
+  local spent = text(h, l)
+  h, l = sum3(spent, held, amount)
+  if greater(h, l, ARGV[i + 1]) then return {1, (i - 4) / 3, spent, held or '0'} end
 end
-for i = 7, #ARGV, 2 do
+for i = 7, #ARGV, 3 do
   redis.call('HINCRBY', p .. 'r:' .. ARGV[i], proc, amount)
   redis.call('INCRBY', p .. 'rt:' .. ARGV[i], amount)
   redis.call('SADD', p .. 'ps:' .. proc, ARGV[i])
@@ -85,10 +112,10 @@ end
 return {0}
 """
 
-# ARGV: prefix, process, month, amount held, actual cost, n held, the n held scopes, then the
-# scopes the cost counts against. A hold already reaped is not released twice.
+# ARGV: prefix, process, '' (unused), amount held, actual cost, n held, the n held scopes, then
+# the counters ('<slot>:s:<scope>') the cost counts in. A hold already reaped is not released twice.
 SETTLE = _COMMON + """
-local p, proc, month, amount, actual, n = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[6])
+local p, proc, amount, actual, n = ARGV[1], ARGV[2], ARGV[4], ARGV[5], tonumber(ARGV[6])
 for i = 7, 6 + n do
   local sid = ARGV[i]
   local cur = redis.call('HGET', p .. 'r:' .. sid, proc)
@@ -104,7 +131,12 @@ for i = 7, 6 + n do
   end
 end
 if actual ~= '0' then
-  for i = 7 + n, #ARGV do redis.call('INCRBY', p .. month .. ':s:' .. ARGV[i], actual) end
+  for i = 7 + n, #ARGV do
+    local ms = expiry(ARGV[i])
+    if redis.call('INCRBY', p .. ARGV[i], actual) == tonumber(actual) and ms then
+      redis.call('PEXPIRE', p .. ARGV[i], ms)
+    end
+  end
 end
 return 0
 """
@@ -125,16 +157,23 @@ reap(ARGV[1], ARGV[2])
 return 0
 """
 
-# ARGV: prefix, month, mark ('1': this completes the month's build), then (scope, ledger spend)
-# pairs. Each counter becomes the larger of itself and the ledger: never below what the ledger
-# holds, never counting a cost twice.
+# ARGV: prefix, '' (unused), the running slot of the window this completes the build of ('' for
+# none), then (counter '<slot>:s:<scope>', ledger spend) pairs. Each counter becomes the larger
+# of itself and the ledger: never below what the ledger holds, never counting a cost twice.
 REBUILD = _COMMON + """
-local p, month = ARGV[1], ARGV[2]
+local p = ARGV[1]
 for i = 4, #ARGV, 2 do
-  local key = p .. month .. ':s:' .. ARGV[i]
+  local key = p .. ARGV[i]
   local h, l = sum3(ARGV[i + 1], '0', '0')
-  if greater(h, l, redis.call('GET', key)) then redis.call('SET', key, ARGV[i + 1]) end
+  if greater(h, l, redis.call('GET', key)) then
+    local ms = expiry(ARGV[i])
+    if ms then redis.call('SET', key, ARGV[i + 1], 'PX', ms) else redis.call('SET', key, ARGV[i + 1]) end
+  end
 end
-if ARGV[3] == '1' then redis.call('SET', p .. month .. ':ready', '1') end
+if ARGV[3] ~= '' then
+  local ms = expiry(ARGV[3])
+  local mark = p .. ARGV[3] .. ':ready'
+  if ms then redis.call('SET', mark, '1', 'PX', ms) else redis.call('SET', mark, '1') end
+end
 return 0
 """

@@ -26,7 +26,7 @@ from typing import Any
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError, RedisError
 
-from tallygate.pipeline.budget import Hold, Scope, StaleScopes, refusal
+from tallygate.pipeline.budget import Hold, Scope, StaleScopes, counters, refusal
 from tallygate.pipeline.ratelimit import (
     CONCURRENCY_RETRY_S,
     MemoryLimiter,
@@ -93,34 +93,33 @@ class RatedRedisBudget(RedisBudget):
         self.rate_round_trips = 0  # reservations sent with rate limits (for tests and benchmarks)
 
     async def reserve_rated(self, scopes: Sequence[Scope], amount: int, rules: Sequence[Rule],
-                            tokens: int) -> tuple[Hold, RateHold]:
-        month = self._now_month()
-        ids = tuple(s.id for s in scopes)
+                            tokens: int, at_ms: int | None = None) -> tuple[Hold, RateHold]:
+        at = self.now_ms() if at_ms is None else at_ms
+        ids = counters(scopes, self.windows, at)
         limited = [s for s in scopes if s.limit is not None]
         uid = f"{self.process}:{next(self._ids)}"
         head: list[Any] = [len(rules), tokens, uid]
         for r in rules:
             head += (r.id, _opt(r.requests_per_minute), _opt(r.tokens_per_minute), _opt(r.max_concurrent),
                      _opt(r.requests_per_second))
-        args: list[Any] = [*head, self._p, month, self.process, amount if limited else 0, self._ttl_ms,
+        args: list[Any] = [*head, self._p, "", self.process, amount if limited else 0, self._ttl_ms,
                            self.loaded_version]
         if limited and amount:
-            for s in limited:
-                args += (s.id, s.limit)
+            args += self._limits(limited, at)
         hold = RateHold(tuple(rules), tokens, remote=uid)
         for _ in range(3):
             try:
                 self.rate_round_trips += 1
                 res = await self._rated(args)
             except (RedisError, OSError) as exc:
-                budget_hold = self._unavailable(ids, limited, amount, month, exc) if limited and amount \
-                    else Hold(ids, (), 0, month)
+                budget_hold = self._unavailable(ids, limited, amount, exc) if limited and amount \
+                    else Hold(ids, (), 0)
                 return budget_hold, self._fallback_admit(rules, tokens)
             code = int(res[0])
             if code == 0:
                 hold.headers = _headers(rules, [int(x) for x in res[1:]])
                 held = tuple(s.id for s in limited) if limited and amount else ()
-                return Hold(ids, held, amount if held else 0, month), hold
+                return Hold(ids, held, amount if held else 0), hold
             if code == 3:
                 raise StaleScopes(_text(res[1]))
             if code == 4:
@@ -128,11 +127,11 @@ class RatedRedisBudget(RedisBudget):
             if code == 1:
                 raise refusal(limited[int(res[1]) - 1], int(res[2]), int(res[3]), amount)
             try:
-                await self.rebuild(month)
+                await self.rebuild(self.windows.at(limited[int(res[1]) - 1].period, at))
             except Exception as exc:
-                return self._unavailable(ids, limited, amount, month, exc), self._fallback_admit(rules, tokens)
-        lost = RuntimeError("the month's counters could not be built")
-        return self._unavailable(ids, limited, amount, month, lost), self._fallback_admit(rules, tokens)
+                return self._unavailable(ids, limited, amount, exc), self._fallback_admit(rules, tokens)
+        lost = RuntimeError("the window's counters could not be built")
+        return self._unavailable(ids, limited, amount, lost), self._fallback_admit(rules, tokens)
 
     async def rate_usage(self, rule_ids: Sequence[str]) -> tuple[dict[str, RuleUsage], str]:
         """What each rate limit counts now across every process (one round trip); this
@@ -165,7 +164,7 @@ class RatedRedisBudget(RedisBudget):
         n = int(args[0])
         budget_args = list(args[3 + 5 * n:])
         if len(budget_args) > 6:
-            self.settle(Hold((), tuple(budget_args[6::2]), int(budget_args[3]), int(budget_args[1])), 0)
+            self.settle(Hold((), tuple(budget_args[6::3]), int(budget_args[3])), 0)
         rules = [Rule(args[3 + 5 * i], "", None, int(args[5 + 5 * i]) if args[5 + 5 * i] else None,
                       int(args[6 + 5 * i]) if args[6 + 5 * i] else None) for i in range(n)]
         self.settle_rate(RateHold(tuple(rules), int(args[1]), remote=args[2]), None)
@@ -255,8 +254,8 @@ class RedisLimiter:
         self.budget = budget
 
     async def reserve(self, scopes: Sequence[Scope], amount: int, rules: Sequence[Rule],
-                      tokens: int) -> tuple[Hold, RateHold]:
-        return await self.budget.reserve_rated(scopes, amount, rules, tokens)
+                      tokens: int, at_ms: int | None = None) -> tuple[Hold, RateHold]:
+        return await self.budget.reserve_rated(scopes, amount, rules, tokens, at_ms)
 
     async def admit(self, rules: Sequence[Rule], tokens: int) -> RateHold:
         return (await self.budget.reserve_rated((), 0, rules, tokens))[1]

@@ -8,7 +8,8 @@ budgets exist. With no budgets at all the request gets exactly `key_scopes(princ
 `BudgetRegistry` keeps the set current: it reloads the budgets table every `refresh_s` (so a
 budget created, changed or deleted through any process or the CLI applies everywhere within
 that interval) and at once after a change made through this process. A budget seen for the first
-time gets its month's spend from the ledger before any request counts against it.
+time (or with another period than last seen) gets its window's spend from the ledger before any
+request counts against it (`LedgerSpend`).
 """
 
 from __future__ import annotations
@@ -18,11 +19,16 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
+from sqlalchemy import Engine
+
+from tallygate.core import clock
 from tallygate.core.periodic import Periodic
 from tallygate.core.tagpath import prefixes
+from tallygate.core.windows import MONTH, Window, window
 from tallygate.pipeline.budget import BudgetEngine, Scope, key_scopes
 from tallygate.store.budgets import BudgetRecord, BudgetStore, labels_match
 from tallygate.store.keys import KeyStore
+from tallygate.store.window_spend import window_spend
 from tallygate.types import Principal
 
 log = logging.getLogger("tallygate.budgets")
@@ -38,15 +44,68 @@ def scope_text(scope: dict[str, Any]) -> str:
 
 def budget_scope(b: BudgetRecord) -> Scope:
     return Scope("budget", "budget:" + b.id, f"budget {b.name!r} ({scope_text(b.scope)})", b.monthly_limit_pico,
-                 b.enforce)
+                 b.enforce, b.period)
 
 
-def month_spend(keys: KeyStore, budgets: BudgetStore, month: int) -> dict[str, int]:
-    """The ledger's spend this month of every scope: keys by id, budgets as 'budget:<id>'."""
-    spend = keys.spend_since(month)
-    for bid, pico in budgets.spend_in_month(budgets.all(), month).items():
-        spend["budget:" + bid] = pico
-    return spend
+class LedgerSpend:
+    """The ledger's spend of keys and budgets in their windows, keyed as the engines' counters
+    ('<slot>:s:<scope id>'; blocking). A month is read from the month roll-ups; other windows
+    from the raw records (`store/window_spend.py`)."""
+
+    def __init__(self, engine: Engine, keys: KeyStore, budgets: BudgetStore, tz: str = "UTC") -> None:
+        self._engine, self._keys, self._budgets, self.tz = engine, keys, budgets, tz
+
+    def window(self, w: Window) -> dict[str, int]:
+        """Every key and budget counted over `w.period`, in `w`'s slots."""
+        other = self._keys.limit_periods()  # the keys not counted by the month
+        records = [b for b in self._budgets.all() if b.period == w.period]
+        return self._of(w, records, [k for k, period in other.items() if period == w.period], other)
+
+    def _of(self, w: Window, records: list[BudgetRecord], key_ids: list[str],
+            other: dict[str, str] | None = None) -> dict[str, int]:
+        if w.period != MONTH:
+            return window_spend(self._engine, w, records, key_ids)
+        slot, spend = w.slots[0], {}
+        if other is not None or key_ids:  # every key counted by the month, or those given
+            by_key, given = self._keys.spend_since(w.start), set(key_ids)
+            spend = {f"{slot}:s:{k}": v for k, v in by_key.items()
+                     if (k not in other if other is not None else k in given)}
+        for bid, pico in self._budgets.spend_in_month(records, w.start).items():
+            spend[f"{slot}:s:budget:{bid}"] = pico
+        return spend
+
+    def of_scopes(self, budgets: Iterable[BudgetRecord] = (), keys: Iterable[tuple[str, str]] = (),
+                  at_ms: int | None = None) -> tuple[dict[str, int], list[Window]]:
+        """The spend of some budgets and keys ((id, period) pairs) in their windows now, and
+        those windows."""
+        at = clock.now_ms() if at_ms is None else at_ms
+        by_period: dict[str, tuple[list[BudgetRecord], list[str]]] = {}
+        for b in budgets:
+            by_period.setdefault(b.period, ([], []))[0].append(b)
+        for key_id, period in keys:
+            by_period.setdefault(period, ([], []))[1].append(key_id)
+        spend: dict[str, int] = {}
+        wins = []
+        for period, (records, key_ids) in by_period.items():
+            w = window(period, at, self.tz)
+            wins.append(w)
+            spend.update(self._of(w, records, key_ids))
+        return spend, wins
+
+    def key_periods(self) -> dict[str, str]:
+        """The keys whose limit counts over another period than the month: id -> period."""
+        return self._keys.limit_periods()
+
+    def periods(self) -> set[str]:
+        """Every period a key or budget counts over now (and the month)."""
+        return {MONTH, *self._keys.limit_periods().values(), *(b.period for b in self._budgets.all())}
+
+    def load(self, engine: BudgetEngine) -> None:
+        """Start a process's own engine from the ledger: every key and budget in its window."""
+        at = clock.now_ms()
+        for period in self.periods():
+            w = window(period, at, self.tz)
+            engine.adopt(self.window(w), [w])
 
 
 class BudgetSet:
@@ -56,13 +115,13 @@ class BudgetSet:
         self.records = {b.id: b for b in records}
         self._by_key: dict[str, list[Scope]] = {}
         self._labels: list[tuple[dict[str, str], Scope]] = []
-        self._tags: dict[str, Scope] = {}
+        self._tags: dict[str, tuple[Scope, ...]] = {}  # a path may have several (a daily and a monthly)
         for b in self.records.values():
             scope = budget_scope(b)
             if b.kind == "key":
                 self._by_key.setdefault(b.scope["key"], []).append(scope)
             elif b.kind == "tag":
-                self._tags[b.scope["tag"]] = scope
+                self._tags[b.scope["tag"]] = self._tags.get(b.scope["tag"], ()) + (scope,)
             else:
                 self._labels.append((b.scope["label"], scope))
         self._per_key = bool(self._by_key or self._labels)
@@ -91,7 +150,7 @@ class BudgetSet:
         """Every scope a request of `principal` with `tags` counts against, each once."""
         scopes = self.key_bound(principal)
         if tags and self._tags:
-            found = [s for p in prefixes(tags) if (s := self._tags.get(p)) is not None]
+            found = [s for p in prefixes(tags) for s in self._tags.get(p, ())]
             if found:
                 scopes = scopes + tuple(found)
         return scopes
@@ -109,12 +168,12 @@ class BudgetSet:
 class BudgetRegistry:
     """The current `BudgetSet`, reloaded from the database every `refresh_s` (a service)."""
 
-    def __init__(self, store: BudgetStore, engine: BudgetEngine, month: Any, refresh_s: float = 1.0) -> None:
-        """`month()` returns the first millisecond of the current UTC month."""
+    def __init__(self, store: BudgetStore, engine: BudgetEngine, ledger: LedgerSpend, refresh_s: float = 1.0) -> None:
         self._store = store
         self._engine = engine
-        self._month = month
+        self._ledger = ledger
         self.current = BudgetSet()
+        self._key_periods: dict[str, str] | None = None  # keys' limit periods other than the month
         self._refresher = Periodic(refresh_s, self.reload_async, log,
                                    "refreshing budgets failed; the last known budgets still apply")
 
@@ -122,15 +181,17 @@ class BudgetRegistry:
         return self.current.scopes(principal, tags)
 
     def reload(self) -> None:
-        """Read every budget; those new to this process first get their spend from the ledger
-        (blocking)."""
+        """Read every budget; those new to this process (or counted over another period than
+        last seen) first get their spend from the ledger (blocking)."""
         records = self._store.all()
-        new = [b for b in records if b.id not in self.current.records]
-        if new:
-            month = self._month()
-            spend = self._store.spend_in_month(new, month)
-            self._engine.adopt({"budget:" + bid: pico for bid, pico in spend.items()}, month)
-        self.current = BudgetSet(records)
+        seen = self.current.records
+        new = [b for b in records if b.id not in seen or seen[b.id].period != b.period]
+        periods, old = self._ledger.key_periods(), self._key_periods
+        moved = [] if old is None else [(k, periods.get(k, MONTH)) for k in periods.keys() | old.keys()
+                                        if periods.get(k, MONTH) != old.get(k, MONTH)]
+        if new or moved:
+            self._engine.adopt(*self._ledger.of_scopes(new, moved))
+        self.current, self._key_periods = BudgetSet(records), periods
 
     async def start(self) -> None:
         await self.reload_async()

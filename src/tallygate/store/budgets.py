@@ -32,6 +32,7 @@ class BudgetRecord:
     created_at: int
     updated_at: int
     enforce: bool = True  # False: a soft budget, counted and alerted on, never refusing
+    period: str = "month"  # the window its limit is per (core/windows.py)
 
     @property
     def kind(self) -> str:
@@ -58,9 +59,9 @@ class BudgetStore:
         self._engine = engine
 
     def create(self, *, name: str, scope: dict[str, Any], monthly_limit_pico: int,
-               created_by: str | None, enforce: bool = True) -> BudgetRecord:
+               created_by: str | None, enforce: bool = True, period: str = "month") -> BudgetRecord:
         ts = now_ms()
-        record = BudgetRecord(str(uuid.uuid4()), name, scope, monthly_limit_pico, created_by, ts, ts, enforce)
+        record = BudgetRecord(str(uuid.uuid4()), name, scope, monthly_limit_pico, created_by, ts, ts, enforce, period)
         with self._engine.begin() as conn:
             conn.execute(budgets.insert().values(**{f: getattr(record, f) for f in BUDGET_FIELDS}))
         return record

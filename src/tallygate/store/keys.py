@@ -53,6 +53,7 @@ class KeyRecord:
     created_at: int
     updated_at: int
     revoked_at: int | None
+    limit_period: str = "month"  # the window of monthly_limit_pico (core/windows.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +94,8 @@ class KeyStore:
 
     def create(self, *, name: str, labels: dict[str, str] | None = None,
                permissions: dict[str, str] | None = None, monthly_limit_pico: int | None = None,
-               policy: str | None = None, created_by: str | None = None) -> tuple[KeyRecord, str]:
+               policy: str | None = None, created_by: str | None = None,
+               limit_period: str = "month") -> tuple[KeyRecord, str]:
         """Store a new key; returns its record and the secret (which is not stored)."""
         secret = new_secret()
         ts = now_ms()
@@ -101,7 +103,7 @@ class KeyStore:
             id=str(uuid.uuid4()), name=name, key_prefix=secret[:PREFIX_LEN], key_hash=hash_secret(secret),
             labels=dict(labels or {}), permissions={**DEFAULT_PERMISSIONS, **(permissions or {})},
             monthly_limit_pico=monthly_limit_pico, policy=policy, created_by=created_by,
-            created_at=ts, updated_at=ts, revoked_at=None)
+            created_at=ts, updated_at=ts, revoked_at=None, limit_period=limit_period)
         with self._engine.begin() as conn:
             conn.execute(api_keys.insert().values(**{f: getattr(record, f) for f in KEY_FIELDS}))
         return record, secret
@@ -168,6 +170,13 @@ class KeyStore:
             user = User(str(uuid.uuid4()), name, now_ms())
             conn.execute(users.insert().values(id=user.id, name=user.name, created_at=user.created_at))
             return user
+
+    def limit_periods(self) -> dict[str, str]:
+        """The keys whose limit counts over another period than the month: id -> period."""
+        with self._engine.connect() as conn:
+            rows = conn.execute(select(api_keys.c.id, api_keys.c.limit_period)
+                                .where(api_keys.c.limit_period != "month"))
+            return {key_id: period for key_id, period in rows}
 
     def spend_since(self, since_ms: int) -> dict[str, int]:
         """Picodollars recorded per key since `since_ms` (the month's start).

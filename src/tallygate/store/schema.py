@@ -50,6 +50,7 @@ api_keys = Table(
     Column("created_at", BigInteger, nullable=False),
     Column("updated_at", BigInteger, nullable=False, index=True),
     Column("revoked_at", BigInteger, nullable=True),
+    Column("limit_period", String(16), nullable=False, server_default="month"),  # 0012: core/windows.py
 )
 
 requests = Table(
@@ -173,8 +174,8 @@ usage_rollups = {level: _usage_rollup(level) for level in LEVELS}
 tag_rollups = {level: _tag_rollup(level) for level in LEVELS}
 dim_rollups = {level: _dim_rollup(level) for level in LEVELS}
 
-# Monthly budgets on groups of requests: `scope` is {"label": {name: value, ...}}, {"tag": path}
-# or {"key": key id}; the limit in picodollars. Spend comes from the ledger's month roll-ups.
+# Budgets on groups of requests: `scope` is {"label": {name: value, ...}}, {"tag": path} or
+# {"key": key id}; the limit in picodollars per `period` (the column keeps its first name).
 budgets = Table(
     "budgets", metadata,
     Column("id", String(36), primary_key=True),
@@ -185,6 +186,7 @@ budgets = Table(
     Column("created_at", BigInteger, nullable=False),
     Column("updated_at", BigInteger, nullable=False),
     Column("enforce", Boolean, nullable=False, server_default=true()),  # false: a soft budget, never refuses
+    Column("period", String(16), nullable=False, server_default="month"),  # 0012: core/windows.py
 )
 
 # Rate limits: `scope` as budgets' or {"model": name or "policy/<name>"}; any subset of the
