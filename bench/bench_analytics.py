@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import secrets
 import signal
 import socket
@@ -268,6 +269,7 @@ def main() -> int:
     ap.add_argument("--random", type=int, default=30, help="random questions to time as well")
     ap.add_argument("--seed", type=int, default=25)
     ap.add_argument("--no-logs", action="store_true", help="time the analytics questions only")
+    ap.add_argument("--only", help="time only the questions whose name matches this regular expression")
     ap.add_argument("--walk-pages", type=int, default=40, help="walk each logs filter to its end, at most "
                     "this many pages (a filter with more matches is reported as not at the end)")
     args = ap.parse_args()
@@ -315,9 +317,14 @@ def main() -> int:
         timed_paths += [(n, p, LIMIT_MS) for n, p in random_queries(args.month, args.random, args.seed)]
         logs = [] if args.no_logs else log_queries(args.month, key_id)
         timed_paths += [(n, p, LOGS_LIMIT_MS) for n, p in logs]
+        if args.only:
+            timed_paths = [t for t in timed_paths if re.search(args.only, t[0])]
+            logs = [(n, p) for n, p in logs if re.search(args.only, n)]
         # the 100th page of an unfiltered and a filtered listing (the 99 before are not timed)
         for name, first in () if args.no_logs else (("logs, page 100", "/v1/logs?limit=50"),
                                                     ("logs, tag=US, page 100", "/v1/logs?tag=US&limit=50")):
+            if args.only and not re.search(args.only, name):
+                continue
             path = first
             for _ in range(99):
                 _, body = get(base + path, key, 60)

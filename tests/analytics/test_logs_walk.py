@@ -5,6 +5,7 @@ its records, newest first."""
 from __future__ import annotations
 
 import random
+import time
 
 from tallygate.analytics.columnar import DuckDBColumnar
 from tallygate.analytics.reader import AnalyticsStore
@@ -43,4 +44,40 @@ def test_a_logs_walk_reads_only_hours_with_matches_and_finds_every_record(tmp_pa
             break
     assert got == [r.id for r in want]
     assert pages <= len(want) // 5 + 1 + len({r.created_at // 3_600_000 for r in want})
+    engine.dispose()
+
+
+def test_the_first_logs_page_does_not_wait_for_the_columnar_copy(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A copy not made yet is made in the background: meanwhile the logs read the ledger alone
+    (still exact), and once it is made its hour counts are used."""
+    engine = open_engine(f"sqlite:///{tmp_path}/l.db")
+    migrate(engine)
+    rng = random.Random(5)
+    records = random_records(rng, 500)
+    fill(engine, records, rng, feedback=0)
+    opened: list[bool] = []
+
+    def slow_open() -> DuckDBColumnar:
+        time.sleep(0.5)
+        opened.append(True)
+        return DuckDBColumnar()
+
+    store = AnalyticsStore(engine, open_columnar=slow_open)
+    f = LogFilter(model="m1")
+    started = time.monotonic()
+    assert store.log_hours(f) is None  # not made yet: the caller counts from the ledger
+    assert time.monotonic() - started < 0.4 and not opened
+    deadline = time.monotonic() + 30
+    while (found := store.log_hours(f)) is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert found is not None and opened == [True]
+    hours, _ = found
+    assert sum(hours.values()) == sum(1 for r in records if r.requested_model == "m1")
+    logs, got, cursor = LogReader(engine, exact_hours=store.log_hours), [], None
+    while True:
+        page = logs.page(f, 100, cursor)
+        got += [r.record.id for r in page.rows]
+        if (cursor := page.next_cursor) is None:
+            break
+    assert sorted(got) == sorted(r.id for r in records if r.requested_model == "m1")
     engine.dispose()

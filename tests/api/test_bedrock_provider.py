@@ -211,22 +211,30 @@ def test_embeddings_input_bedrock_cannot_take_is_a_400_naming_it(client: openai.
     assert bad.value.body["param"] == "dimensions"  # type: ignore[index]
 
 
+@pytest.mark.parametrize("stream_first", [False, True])
 def test_messages_cache_control_reaches_converse_and_is_priced_at_bedrocks_cache_prices(
-        gateway: Gateway, bedrock: FakeBedrock) -> None:
+        gateway: Gateway, bedrock: FakeBedrock, stream_first: bool) -> None:
     """/v1/messages through Converse: each breakpoint becomes a cache point where the client put
-    it; the first call writes the hour-long cache, the streamed second reads it; the ledger and
-    the SDK's usage carry both, priced with genai-prices' aws list (3.3 in, 16.5 out, 0.33 read,
-    6.6 for an hour's write)."""
+    it; the first call writes the hour-long cache, the second reads it (one streamed, the other
+    not, both ways round); the ledger and the SDK's usage carry both, priced with genai-prices'
+    aws list (3.3 in, 16.5 out, 0.33 read, 6.6 for an hour's write)."""
     claude_code = anthropic.Anthropic(base_url=gateway.url, api_key=ADMIN_KEY, max_retries=0)
-    rules = "You answer in one line. " * 60
+    rules = f"You answer in one line ({stream_first}). " * 60
     ask = {"model": "sonnet", "max_tokens": 50,
            "system": [{"type": "text", "text": rules, "cache_control": {"type": "ephemeral", "ttl": "1h"}}],
            "messages": [{"role": "user", "content": [{"type": "text", "text": "hello cache"}]}]}
+
+    def streamed() -> anthropic.types.Message:
+        with claude_code.messages.stream(**ask) as stream:  # type: ignore[arg-type]
+            return stream.get_final_message()
+
+    def whole() -> anthropic.types.Message:
+        return claude_code.messages.create(**ask)  # type: ignore[arg-type]
+
     bedrock.clear()
-    first = claude_code.messages.create(**ask)  # type: ignore[arg-type]
-    with claude_code.messages.stream(**ask) as stream:  # type: ignore[arg-type]
-        second = stream.get_final_message()
-    assert [r["path"] for r in bedrock.requests] == [f"/model/{SONNET}/converse", f"/model/{SONNET}/converse-stream"]
+    first, second = (streamed(), whole()) if stream_first else (whole(), streamed())
+    paths = [f"/model/{SONNET}/converse", f"/model/{SONNET}/converse-stream"]
+    assert [r["path"] for r in bedrock.requests] == (paths[::-1] if stream_first else paths)
     assert bedrock.requests[0]["body"]["system"] == [{"text": rules}, {"cachePoint": {"type": "default", "ttl": "1h"}}]
     n = len(rules) // 4
     assert first.usage.cache_creation_input_tokens == n and first.usage.cache_read_input_tokens == 0
@@ -247,6 +255,7 @@ def test_messages_with_images_and_tools_through_converse(gateway: Gateway, bedro
     image = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}}
     tools = [{"name": "search", "description": "Search the web", "input_schema": {"type": "object"}}]
     ask = {"model": "sonnet", "max_tokens": 50, "tools": tools,
+           "extra_headers": {"anthropic-beta": "context-1m-2025-08-07"},
            "messages": [{"role": "user", "content": [image, {"type": "text", "text": "what is this"}]}]}
     bedrock.clear()
     called = claude_code.messages.create(**ask)  # type: ignore[arg-type]
@@ -260,6 +269,7 @@ def test_messages_with_images_and_tools_through_converse(gateway: Gateway, bedro
     assert sent["messages"][0]["content"][0] == {"image": {"format": "png", "source": {"bytes": "iVBORw0KGgo="}}}
     assert sent["toolConfig"]["tools"] == [{"toolSpec": {"name": "search", "description": "Search the web",
                                                          "inputSchema": {"json": {"type": "object"}}}}]
+    assert sent["additionalModelRequestFields"] == {"anthropic_beta": ["context-1m-2025-08-07"]}  # Claude's betas
     use = called.content[0]
     answered = claude_code.messages.create(**{**ask, "messages": [  # type: ignore[arg-type]
         *ask["messages"], {"role": "assistant", "content": [use.model_dump()]},
@@ -267,3 +277,15 @@ def test_messages_with_images_and_tools_through_converse(gateway: Gateway, bedro
     assert answered.stop_reason == "end_turn" and answered.content[0].type == "text"
     assert bedrock.requests[-1]["body"]["messages"][-1]["content"] == [
         {"toolResult": {"toolUseId": use.id, "content": [{"text": "a cat"}]}}]
+
+
+def test_count_tokens_on_the_native_claude_provider_asks_bedrocks_count_tokens(gateway: Gateway,
+                                                                               bedrock: FakeBedrock) -> None:
+    claude_code = anthropic.Anthropic(base_url=gateway.url, api_key=ADMIN_KEY, max_retries=0)
+    bedrock.clear()
+    counted = claude_code.messages.count_tokens(model="sonnet-native", system="Be brief. " * 10,
+                                                messages=[{"role": "user", "content": "count these words"}])
+    assert counted.input_tokens == (len("Be brief. " * 10) + len("count these words")) // 4
+    [asked] = bedrock.requests  # the foundation model's id: AWS does not count profiles
+    assert asked["path"] == "/model/anthropic.claude-sonnet-4-5-20250929-v1:0/count-tokens"
+    assert asked["headers"]["authorization"].startswith("AWS4-HMAC-SHA256")

@@ -39,6 +39,9 @@ def gateway(gemini: FakeGemini, tmp_path_factory: pytest.TempPathFactory) -> Ite
             "throttled": {"provider": "google", "model": "fail-429"},
             "cut": {"provider": "google", "model": "cut-stream"},
             "badkey": {"provider": "google-badkey", "model": "gemini-2.5-flash"},
+            "embed": {"provider": "google", "model": "gemini-embedding-001"},
+            "embed-usage": {"provider": "google", "model": "gemini-embedding-001-usage",
+                            "pricing": {"input_per_mtok": "0.15", "output_per_mtok": "0"}},
         },
     }
     gw = Gateway(tmp_path_factory.mktemp("gemini"), config).start()
@@ -139,3 +142,24 @@ def test_google_errors_map_to_gateway_statuses(client: openai.OpenAI, gateway: G
     with pytest.raises(openai.APIError):
         list(client.chat.completions.create(model="cut", messages=[{"role": "user", "content": "a b c d e"}],
                                             stream=True))
+
+
+@pytest.mark.parametrize("model", ["embed", "embed-usage"])
+def test_embeddings_through_batch_embed_contents_priced_by_googles_token_count(
+        client: openai.OpenAI, gateway: Gateway, gemini: FakeGemini, model: str) -> None:
+    """Gemini's embeddings answer has no token count: the gateway asks countTokens for the same
+    texts (or reads usageMetadata when the answer has it) and prices that at $0.15/Mtok."""
+    gemini.clear()
+    raw = client.embeddings.with_raw_response.create(model=model, input=["hello there", "bye"], dimensions=16)
+    answer = raw.parse()
+    assert [len(d.embedding) for d in answer.data] == [16, 16] and answer.usage.prompt_tokens == 2 + 1
+    calls = [r["path"].rsplit(":", 1)[1] for r in gemini.requests]
+    assert calls == (["batchEmbedContents"] if model == "embed-usage" else ["batchEmbedContents", "countTokens"])
+    assert gemini.requests[0]["body"]["requests"][1] == {
+        "model": f"models/{gemini.requests[0]['path'].split('/')[-1].split(':')[0]}",
+        "content": {"parts": [{"text": "bye"}]}, "outputDimensionality": 16}
+    record = gateway.log_record(raw.headers["x-request-id"])
+    assert Decimal(record["cost"]) == 3 * Decimal("0.15") / 10**6
+    with pytest.raises(openai.BadRequestError) as bad:
+        client.embeddings.create(model=model, input="hi", dimensions=4000)
+    assert bad.value.body["param"] == "dimensions"  # type: ignore[index]

@@ -52,6 +52,9 @@ def gateway(vertex: FakeVertex, short_lived: FakeVertex,
             "flash": {"provider": "vertex", "model": "gemini-2.5-flash"},
             "flash-short": {"provider": "vertex-short", "model": "gemini-2.5-flash"},
             "flash-forged": {"provider": "vertex-forged", "model": "gemini-2.5-flash"},
+            "gemini-embed": {"provider": "vertex", "model": "gemini-embedding-001"},
+            "text-embed": {"provider": "vertex", "model": "text-embedding-005",
+                           "pricing": {"input_per_mtok": "0.1", "output_per_mtok": "0"}},
         },
     }
     gw = InProcessGateway(folder, config).start()
@@ -120,3 +123,20 @@ def test_refused_service_account_is_a_502_naming_no_secret(client: openai.OpenAI
 def test_bad_vertex_config_is_an_error_naming_the_field(provider: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         parse_config({"providers": {"p": provider}, "models": {}}, env={})
+
+
+@pytest.mark.parametrize(("model", "calls", "price"), [("gemini-embed", 2, Decimal("0.15")),
+                                                       ("text-embed", 1, Decimal("0.1"))])
+def test_embeddings_on_predict_priced_by_vertexs_token_counts(client: openai.OpenAI, gateway: InProcessGateway,
+                                                              vertex: FakeVertex, model: str, calls: int,
+                                                              price: Decimal) -> None:
+    """gemini-embedding takes one text a `:predict` (two calls, made together), text-embedding
+    all of them; the tokens are Vertex's `statistics.token_count`, priced (google list, or config)."""
+    vertex.clear()
+    raw = client.embeddings.with_raw_response.create(model=model, input=["hello there", "bye"], dimensions=8)
+    answer = raw.parse()
+    assert [len(d.embedding) for d in answer.data] == [8, 8] and answer.usage.prompt_tokens == 2 + 1
+    assert [d.embedding[0] for d in answer.data] == pytest.approx([0.002, 0.003])  # input order (fake: len % 9)
+    predicts = [r for r in vertex.requests if r["path"].endswith(":predict")]
+    assert len(predicts) == calls and all(r["headers"]["authorization"].startswith("Bearer ya29.") for r in predicts)
+    assert Decimal(gateway.log_record(raw.headers["x-request-id"])["cost"]) == 3 * price / 10**6

@@ -11,7 +11,9 @@ messageStart, contentBlockStart, contentBlockDelta, contentBlockStop, messageSto
 Auth, as on AWS: a SigV4 `Authorization` header whose signature botocore recomputes from the
 request and the fake's secret (ACCESS_KEY / SECRET_KEY, region REGION, service `bedrock`) —
 a wrong signature or unknown key is 403 (`x-amzn-ErrorType: InvalidSignatureException` /
-`UnrecognizedClientException`) — or `Authorization: Bearer API_KEY` (a Bedrock API key).
+`UnrecognizedClientException`) — or `Authorization: Bearer API_KEY` (a Bedrock API key). With
+`session_tokens` set (temporary credentials, `FakeAwsCredentials`), a signed request must carry
+one of them in `X-Amz-Security-Token`.
 Errors carry `x-amzn-ErrorType` and `{"message": ...}`.
 
 Content: the reply is "Echo: <first 40 chars of the last user text>", one output token per word;
@@ -34,6 +36,9 @@ Embeddings on POST /model/{id}/invoke for `amazon.titan-embed-text-*` (`{"inputT
 `{"embeddings"}`, the count in `X-Amzn-Bedrock-Input-Token-Count`).
 `stream-error` sends a throttlingException frame mid-stream.
 
+CountTokens: POST /model/{modelId}/count-tokens with `{"input": {"invokeModel": {"body": <base64
+of the InvokeModel body>}}}` (or `{"converse": {...}}`) answers `{"inputTokens"}`; cross-region
+profile ids are a ValidationException, as on AWS.
 InvokeModel for Claude: POST /model/{modelId}/invoke and /invoke-with-response-stream take the
 Anthropic Messages body without `model` and with `anthropic_version: bedrock-2023-05-31`
 (optional `anthropic_beta` list), checked like FakeUpstream's /v1/messages; they answer the
@@ -82,6 +87,7 @@ class FakeBedrock(FakeUpstream):
     def __init__(self) -> None:
         super().__init__()
         self.prompt_cache: set[str] = set()  # Converse prompt prefixes written to the cache
+        self.session_tokens: set[str] | None = None  # when set: the only X-Amz-Security-Token accepted
 
     def _app(self) -> web.Application:
         app = web.Application(middlewares=[self._record], client_max_size=64 * 2**20)
@@ -89,6 +95,7 @@ class FakeBedrock(FakeUpstream):
         app.router.add_post("/model/{model}/converse-stream", self._converse)
         app.router.add_post("/model/{model}/invoke", self._invoke)
         app.router.add_post("/model/{model}/invoke-with-response-stream", self._invoke)
+        app.router.add_post("/model/{model}/count-tokens", self._count_tokens)
         app.router.add_route("*", "/{tail:.*}", self._unknown)
         return app
 
@@ -117,6 +124,9 @@ class FakeBedrock(FakeUpstream):
         signer = SigV4Auth(Credentials(ACCESS_KEY, SECRET_KEY, request.headers.get("X-Amz-Security-Token")),
                            m["service"], m["region"])
         expected = signer.signature(signer.string_to_sign(aws, signer.canonical_request(aws)), aws)
+        if self.session_tokens is not None and request.headers.get("X-Amz-Security-Token") not in self.session_tokens:
+            return self._aws_error(403, "UnrecognizedClientException",
+                                   "The security token included in the request is invalid.")
         if m["region"] != REGION or m["service"] != "bedrock" or expected != m["signature"]:
             return self._aws_error(403, "InvalidSignatureException", "The request signature we calculated does not "
                                    "match the signature you provided. Check your AWS Secret Access Key and signing "
@@ -264,6 +274,35 @@ class FakeBedrock(FakeUpstream):
                                    json.dumps({"bytes": base64.b64encode(data).decode(), "p": "ab"}).encode()))
         await resp.write_eof()
         return resp
+
+    async def _count_tokens(self, request: web.Request) -> web.Response:
+        """CountTokens: `{"input": {"invokeModel": {"body": <base64 InvokeModel body>}}}` or
+        `{"input": {"converse": {...}}}` -> `{"inputTokens"}`; a cross-region profile id is refused
+        as AWS refuses it (only foundation model ids are counted)."""
+        raw = await request.read()
+        denied = self._auth(request, raw)
+        if denied is not None:
+            return denied
+        model = request.match_info["model"]
+        if re.match(r"(us|eu|apac|global)\.", model):
+            return self._aws_error(400, "ValidationException", "The provided model doesn't support counting tokens.")
+        try:
+            given = json.loads(raw)["input"]
+            if set(given) == {"invokeModel"}:
+                body = json.loads(base64.b64decode(given["invokeModel"]["body"], validate=True))
+                if body.pop("anthropic_version", None) != "bedrock-2023-05-31" or "model" in body:
+                    raise ValueError("anthropic_version")
+                if (err := wire.check_anthropic({**body, "model": model})) is not None:
+                    return self._aws_error(400, "ValidationException", err["error"]["message"])
+                count = wire.count_prompt_tokens(body)
+            elif set(given) == {"converse"}:
+                texts = [b.get("text", "") for m in given["converse"]["messages"] for b in m["content"]]
+                count = max(1, sum(map(len, texts)) // 4)
+            else:
+                raise ValueError("input")
+        except (ValueError, KeyError, TypeError, binascii.Error):
+            return self._aws_error(400, "ValidationException", "Malformed input request")
+        return web.json_response({"inputTokens": count})
 
     @staticmethod
     def _whole(events: list[tuple[str, dict]]) -> dict:

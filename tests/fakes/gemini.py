@@ -18,6 +18,14 @@ per inline image. With `cachedContent` the prompt grows by CACHED_TOKENS, report
 turn is a functionResponse, the answer calls the first declared function with
 `{"query": <reply text>}`. `maxOutputTokens` below the reply's length cuts it (MAX_TOKENS).
 The model name picks failure scenarios as in FakeUpstream (fail-<status>, cut-stream, slowstream-<ms>).
+
+Embeddings: POST /v1beta/models/{model}:batchEmbedContents takes `{"requests": [{"model":
+"models/{model}", "content": {"parts": [{"text"}]}, "outputDimensionality"?, "taskType"?,
+"title"?}]}` (at most 100, each naming the model of the URL) and answers `{"embeddings":
+[{"values"}]}` (outputDimensionality values, default 3072), without token counts as documented;
+POST :countTokens takes `{"contents"}` and answers `{"totalTokens"}` (the texts' characters // 4,
+at least 1 a content). A model name containing `usage` adds `usageMetadata: {"promptTokenCount",
+"totalTokenCount"}` to the embeddings answer, as newer API versions send.
 """
 from __future__ import annotations
 
@@ -101,8 +109,45 @@ class FakeGemini(FakeUpstream):
                 return f"* GenerateContentRequest.contents[{i}].parts: contents.parts must not be empty."
         return None
 
+    async def _embed(self, request: web.Request, model: str, method: str) -> web.Response:
+        """batchEmbedContents and countTokens, checked as Google checks them."""
+        try:
+            body = json.loads(await request.read())
+        except ValueError:
+            body = None
+        if method == "countTokens":
+            contents = body.get("contents") if isinstance(body, dict) else None
+            if not isinstance(contents, list) or not contents or set(body) - {"contents", "generateContentRequest"}:
+                return self._json(400, google_error(400, "* CountTokensRequest.contents: contents is not specified"))
+            counts = [max(1, sum(map(len, _texts(c.get("parts") or []))) // 4) for c in contents]
+            return self._json(200, {"totalTokens": sum(counts)})
+        requests = body.get("requests") if isinstance(body, dict) and set(body) == {"requests"} else None
+        if not isinstance(requests, list) or not 0 < len(requests) <= 100:
+            return self._json(400, google_error(400, "* BatchEmbedContentsRequest.requests: at most 100 requests "
+                                                     "can be in one batch"))
+        vectors, chars = [], 0
+        for i, req in enumerate(requests):
+            extra = set(req) - {"model", "content", "outputDimensionality", "taskType", "title"} \
+                if isinstance(req, dict) else {"?"}
+            texts = _texts((req.get("content") or {}).get("parts") or []) if not extra else []
+            if extra or req.get("model") != f"models/{model}" or not texts:
+                return self._json(400, google_error(400, f"* BatchEmbedContentsRequest.requests[{i}]: model or "
+                                                         "content invalid"))
+            size = req.get("outputDimensionality", 3072)
+            if not isinstance(size, int) or not 0 < size <= 3072:
+                return self._json(400, google_error(400, "outputDimensionality must be between 1 and 3072"))
+            chars += sum(map(len, texts))
+            vectors.append({"values": [round((len(texts[0]) % 9 + k) / 1000, 6) for k in range(size)]})
+        answer: dict = {"embeddings": vectors}
+        if "usage" in model:
+            tokens = sum(max(1, sum(map(len, _texts(r["content"]["parts"]))) // 4) for r in requests)
+            answer["usageMetadata"] = {"promptTokenCount": tokens, "totalTokenCount": tokens}
+        return self._json(200, answer)
+
     async def _generate(self, request: web.Request) -> web.StreamResponse:
         model, _, method = request.match_info["call"].partition(":")
+        if method in ("batchEmbedContents", "countTokens"):
+            return self._auth(request) or await self._embed(request, model, method)
         if method not in ("generateContent", "streamGenerateContent"):
             return await self._missing(request)
         denied = self._auth(request)

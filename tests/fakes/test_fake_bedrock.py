@@ -92,3 +92,14 @@ def test_embeddings_and_cache_points_as_boto3_sends_them(bedrock: FakeBedrock) -
     first, second = c.converse(**ask)["usage"], c.converse(**ask)["usage"]
     assert first["cacheWriteInputTokens"] == second["cacheReadInputTokens"] == 75
     assert first["inputTokens"] == second["inputTokens"] == first["totalTokens"] - 75 - first["outputTokens"]
+
+
+def test_count_tokens_answers_boto3_for_invoke_model_and_converse_bodies(bedrock: FakeBedrock) -> None:
+    c = client(bedrock)
+    body = b'{"anthropic_version": "bedrock-2023-05-31", "max_tokens": 1, "system": "abcdefgh", ' \
+           b'"messages": [{"role": "user", "content": "12345678"}]}'
+    assert c.count_tokens(modelId=MODEL, input={"invokeModel": {"body": body}})["inputTokens"] == 4
+    converse = {"messages": [{"role": "user", "content": [{"text": "12345678"}]}]}
+    assert c.count_tokens(modelId=MODEL, input={"converse": converse})["inputTokens"] == 2
+    with pytest.raises(ClientError, match="doesn't support counting tokens"):
+        c.count_tokens(modelId="us." + MODEL, input={"converse": converse})

@@ -53,3 +53,15 @@ def test_bad_key_and_failures_are_googles_errors(gemini: FakeGemini) -> None:
     with pytest.raises(errors.ClientError) as throttled:
         right.models.generate_content(model="fail-429", contents="hi")
     assert throttled.value.code == 429 and throttled.value.status == "RESOURCE_EXHAUSTED"
+
+
+def test_embeddings_and_token_counts_answer_google_genai(gemini: FakeGemini) -> None:
+    c = client(gemini)
+    answer = c.models.embed_content(model="gemini-embedding-001", contents=["hello there", "bye"],
+                                    config=types.EmbedContentConfig(output_dimensionality=8))
+    assert answer.embeddings is not None and [len(e.values or []) for e in answer.embeddings] == [8, 8]
+    sent = gemini.requests[-1]
+    assert sent["path"].endswith("/models/gemini-embedding-001:batchEmbedContents")  # the SDK says v1
+    assert sent["body"]["requests"][0]["content"]["parts"] == [{"text": "hello there"}]
+    counted = c.models.count_tokens(model="gemini-embedding-001", contents=["hello there", "bye"])
+    assert counted.total_tokens == len("hello there") // 4 + 1

@@ -77,3 +77,16 @@ def test_anthropic_vertex_client_speaks_to_the_claude_routes(tmp_path: Path) -> 
                          "count-tokens:rawPredict"]
         assert all("model" not in r["body"] for r in vertex.requests[1:3])
         assert all(isinstance(r["body"]["anthropic_version"], str) for r in vertex.requests[1:])
+
+
+def test_text_embeddings_on_predict_answer_genai_in_vertex_mode(tmp_path: Path) -> None:
+    with FakeVertex() as vertex:
+        creds = service_account.Credentials.from_service_account_file(
+            str(vertex.service_account_file(tmp_path)), scopes=SCOPES)
+        client = genai.Client(vertexai=True, project="tally-project", location="europe-west4", credentials=creds,
+                              http_options=types.HttpOptions(base_url=vertex.root_url))
+        answer = client.models.embed_content(model="text-embedding-005", contents=["hello there", "bye"],
+                                             config=types.EmbedContentConfig(output_dimensionality=8))
+        assert answer.embeddings is not None and [len(e.values or []) for e in answer.embeddings] == [8, 8]
+        assert [e.statistics.token_count for e in answer.embeddings if e.statistics] == [2, 1]
+        assert vertex.requests[-1]["path"].endswith("/publishers/google/models/text-embedding-005:predict")

@@ -26,6 +26,10 @@ Compute Engine, GKE workload identity and Cloud Run: GET / answers with `Metadat
 "expires_in", "token_type"}`, a token this fake accepts), `project/project-id` (text) and
 `universe/universe-domain`. `metadata_account = False` (no service account on the instance)
 makes the account routes a 404, as the metadata server answers then.
+POST .../publishers/google/models/{model}:predict: text embeddings (`instances[].content`,
+`parameters.outputDimensionality`) answered with `predictions[].embeddings.{values, statistics:
+{truncated, token_count}}` and `metadata.billableCharacterCount`; gemini-embedding models take one
+instance a call, others up to 250.
 Model names pick FakeUpstream's scenarios by their part before `@` (`fail-429@1`: Vertex's quota
 error, Google-shaped, with `retry-after`; `cachewrite-<n>@…`, `cached-<n>@…`).
 """
@@ -90,6 +94,41 @@ class FakeVertex(FakeGemini):
             return self._json(400, {"error": "invalid_grant", "error_description": "Invalid JWT Signature."})
         token = self._issue()
         return self._json(200, {"access_token": token, "expires_in": self.token_lifetime_s, "token_type": "Bearer"})
+
+    async def _generate(self, request: web.Request) -> web.StreamResponse:
+        model, _, method = request.match_info["call"].partition(":")
+        if method == "predict":
+            return self._auth(request) or await self._predict(request, model)
+        return await super()._generate(request)
+
+    async def _predict(self, request: web.Request, model: str) -> web.Response:
+        """Text embeddings on `:predict`, as Vertex AI answers them: `{"instances": [{"content",
+        "task_type"?, "title"?}], "parameters"?: {"outputDimensionality", "autoTruncate"}}` ->
+        `{"predictions": [{"embeddings": {"values", "statistics": {"truncated", "token_count"}}}],
+        "metadata": {"billableCharacterCount"}}`; gemini-embedding models take one instance."""
+        try:
+            body = json.loads(await request.read())
+        except ValueError:
+            body = None
+        instances = body.get("instances") if isinstance(body, dict) else None
+        limit = 1 if model.startswith("gemini-embedding") else 250
+        if not isinstance(instances, list) or not 0 < len(instances) <= limit \
+                or set(body) - {"instances", "parameters"}:
+            return self._json(400, google_error(400, f"Invalid instances: at most {limit} for {model}"))
+        params = body.get("parameters") or {}
+        size = params.get("outputDimensionality", 768)
+        if set(params) - {"outputDimensionality", "autoTruncate"} or not isinstance(size, int) or not 0 < size <= 3072:
+            return self._json(400, google_error(400, "Invalid parameters"))
+        predictions = []
+        for instance in instances:
+            text = instance.get("content") if isinstance(instance, dict) else None
+            if not isinstance(text, str) or set(instance) - {"content", "task_type", "title"}:
+                return self._json(400, google_error(400, "Invalid instance: content must be a string"))
+            predictions.append({"embeddings": {
+                "values": [round((len(text) % 9 + k) / 1000, 6) for k in range(size)],
+                "statistics": {"truncated": False, "token_count": max(1, len(text) // 4)}}})
+        chars = sum(len(i["content"]) for i in instances)
+        return self._json(200, {"predictions": predictions, "metadata": {"billableCharacterCount": chars}})
 
     def _issue(self) -> str:
         token = f"ya29.fake-{len(self.tokens) + 1}"

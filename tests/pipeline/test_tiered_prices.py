@@ -11,6 +11,7 @@ import genai_prices
 import pytest
 
 from tallygate.core.money import usd
+from tallygate.pipeline.budget import priced_bound
 from tallygate.pipeline.pricing import PriceBook
 from tallygate.types import Usage
 
@@ -40,3 +41,15 @@ def test_tiered_cost_equals_genai_prices_own_calculation(price_list: str, provid
                            cache_write_tokens=prompt // 10),
         model, provider_id=provider_id, genai_request_timestamp=dt.datetime.combine(TODAY, dt.time(12), dt.UTC))
     assert rate.tiers and ours == theirs.total_price > 0
+
+
+@pytest.mark.parametrize("prompt", [100_000, 200_000, 200_001, 900_000])
+def test_the_reserved_worst_case_covers_the_long_prompt_tier_a_prompt_may_reach(prompt: int) -> None:
+    """A prompt bound over a tier's start is reserved at that tier's prices: what the request
+    may be billed never exceeds what was reserved for it."""
+    rate = PriceBook().rate("gemini", "gemini-2.5-pro", None, TODAY)
+    billed = rate.cost(Usage(input_tokens=prompt, output_tokens=5000))
+    reserved = priced_bound(prompt, 5000, [rate])
+    assert billed <= reserved
+    if prompt > 200_000:  # every token at the long-prompt price: $2.50 in, $15 out
+        assert usd(reserved) == (prompt * Decimal("2.5") + 5000 * 15) / 10**6

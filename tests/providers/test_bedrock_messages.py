@@ -9,6 +9,7 @@ import pydantic
 import pytest
 
 from tallygate.errors import InvalidRequest
+from tallygate.providers.bedrock import foundation_model
 from tallygate.providers.bedrock_messages import ConverseToMessagesStream, converse_to_message, messages_to_converse
 
 EVENT = pydantic.TypeAdapter(anthropic.types.RawMessageStreamEvent)
@@ -40,7 +41,7 @@ def test_cache_control_becomes_a_cache_point_right_after_its_block() -> None:
 
 
 @pytest.mark.parametrize(("body", "param"), [
-    ({"top_k": 5}, "top_k"),
+    ({"top_k": 5, "model": "amazon.nova-pro-v1:0"}, "top_k"),
     ({"messages": [{"role": "user", "content": [{"type": "text", "text": "x", "cache_control": {"type": "x"}}]}]},
      "messages[0].content[0].cache_control"),
     ({"messages": [{"role": "user", "content": [{"type": "image", "source": {"type": "url", "url": "https://x"}}]}]},
@@ -94,3 +95,25 @@ def test_converse_stream_becomes_anthropic_events_the_sdk_accepts() -> None:
     delta = out[-2][1]
     assert delta["delta"]["stop_reason"] == "tool_use" and delta["usage"]["cache_creation_input_tokens"] == 20
     assert events.done and events.usage.input_tokens == 23
+
+
+def test_claude_gets_top_k_and_the_beta_header_in_additional_fields_others_do_not() -> None:
+    ask = {"max_tokens": 10, "top_k": 5, "messages": [{"role": "user", "content": "hi"}]}
+    claude = messages_to_converse({**ask, "model": "us.anthropic.claude-sonnet-4-5-20250929-v1:0"},
+                                  {"anthropic-beta": "context-1m-2025-08-07, interleaved-thinking-2025-05-14"})
+    assert claude["additionalModelRequestFields"] == {
+        "top_k": 5, "anthropic_beta": ["context-1m-2025-08-07", "interleaved-thinking-2025-05-14"]}
+    nova = messages_to_converse({**ask, "top_k": None, "model": "amazon.nova-pro-v1:0"},
+                                {"anthropic-beta": "context-1m-2025-08-07"})
+    assert "additionalModelRequestFields" not in nova
+
+
+@pytest.mark.parametrize(("model", "foundation"), [
+    ("us.anthropic.claude-sonnet-4-5-20250929-v1:0", "anthropic.claude-sonnet-4-5-20250929-v1:0"),
+    ("global.anthropic.claude-haiku-4-5-20251001-v1:0", "anthropic.claude-haiku-4-5-20251001-v1:0"),
+    ("arn:aws:bedrock:eu-west-1:123456789012:inference-profile/eu.anthropic.claude-sonnet-4-5-20250929-v1:0",
+     "anthropic.claude-sonnet-4-5-20250929-v1:0"),
+    ("anthropic.claude-3-5-haiku-20241022-v1:0", "anthropic.claude-3-5-haiku-20241022-v1:0"),
+])
+def test_count_tokens_asks_for_the_foundation_model_of_a_profile(model: str, foundation: str) -> None:
+    assert foundation_model(model) == foundation

@@ -158,7 +158,9 @@ export default {
     const limitsByKey = byKey(usageDoc);
     const listing = table([
       { label: "Key", value: (k) => h("div", {}, h("div", { class: "strong" }, k.name),
-        h("code", { class: "muted" }, k.key_prefix ? `${k.key_prefix}…` : "")) },
+        h("code", { class: "muted" }, k.key_prefix ? `${k.key_prefix}…` : ""),
+        h("div", { class: "muted" }, `created ${k.created_at ? day(Date.parse(k.created_at)) : "—"}`
+          + (k.created_by.name ? ` by ${k.created_by.name}` : ""))) },
       { label: "Labels", value: (k) => h("div", { class: "chips" },
         Object.entries(k.labels).map(([n, v]) => h("span", { class: "chip" }, `${n}=${v}`))) },
       { label: "Permissions", value: (k) => h("div", { class: "perm" }, h("div", {}, `completions: ${k.permissions.completions}`),
@@ -167,8 +169,6 @@ export default {
       { label: "Rate limits (now)", value: (k) => limitsCell(limitsByKey.get(k.id)) },
       { label: "Refused (1 h)", value: (k) => refusalsCell(limitsByKey.get(k.id)) },
       { label: "Policy", value: (k) => k.policy || h("span", { class: "muted" }, "—") },
-      { label: "Created", value: (k) => h("div", {}, k.created_at ? day(Date.parse(k.created_at)) : "—",
-        k.created_by.name ? h("div", { class: "muted" }, `by ${k.created_by.name}`) : null) },
       { label: "", value: (k) => (k.revoked_at ? h("span", { class: "badge danger" }, "revoked")
         : ctx.canWrite ? h("div", { class: "row-actions" },
           h("button", { type: "button", class: "ghost small", onclick: () => edit(k), "aria-label": `Edit ${k.name}` }, "Edit"),

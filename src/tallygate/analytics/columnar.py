@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from tallygate.analytics.mirror import COLUMNS, label_value
 from tallygate.core.histogram import bucket
 from tallygate.core.metrics import Agg
 from tallygate.core.tagpath import MAX_DEPTH
+from tallygate.core.timebuckets import DAY_MS
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
@@ -41,7 +43,43 @@ CREATE TABLE IF NOT EXISTS feedback (request_id VARCHAR PRIMARY KEY, score_milli
 CREATE TABLE IF NOT EXISTS label_values (set_id VARCHAR, name VARCHAR, value VARCHAR);
 CREATE TABLE IF NOT EXISTS key_labels (key_id VARCHAR, name VARCHAR, value VARCHAR);
 CREATE TABLE IF NOT EXISTS meta (name VARCHAR PRIMARY KEY, value BIGINT);
+CREATE TABLE IF NOT EXISTS tag_days (
+  created_at BIGINT, key_id VARCHAR, label_set VARCHAR, requested_model VARCHAR, served_model VARCHAR,
+  provider VARCHAR, status SMALLINT, error_code VARCHAR, lat_b UTINYINT, ttft_b UTINYINT, tg VARCHAR,
+  depth UTINYINT, own BOOLEAN, n BIGINT, errors BIGINT, input_tokens BIGINT, output_tokens BIGINT,
+  cached_tokens BIGINT, cache_write_tokens BIGINT, reasoning_tokens BIGINT, cost_hi BIGINT, cost_lo BIGINT,
+  fb_n BIGINT, fb_sum BIGINT);
+CREATE TABLE IF NOT EXISTS rolled_days (day BIGINT PRIMARY KEY);
 """
+# One UTC day of records as `tag_days` rows: per record, a row for each distinct tag prefix (its depth,
+# and whether the record carries that tag itself) or one row without a tag (an untagged record);
+# rows alike but for their sums are one row. About 6x fewer rows than the unnested records (10M a month).
+# A day's rows are stored in tag order, so a subtree's rows are a few row groups (DuckDB's zone maps).
+# Sums are BIGINT (DuckDB scans HUGEINT columns a hundred times slower); a cost sum is kept exact as
+# cost_hi * 2^32 + cost_lo, each part far from BIGINT's bounds.
+_ROLL_DAY = """
+INSERT INTO tag_days
+SELECT day, key_id, label_set, requested_model, served_model, provider, status, error_code, lat_b, ttft_b, tg,
+       depth, own, n, errors, input_tokens, output_tokens, cached_tokens, cache_write_tokens, reasoning_tokens,
+       cost // 4294967296, cost % 4294967296, fb_n, fb_sum
+FROM (
+SELECT $day AS day, key_id, label_set, requested_model, served_model, provider, status, error_code, lat_b, ttft_b,
+       tg, coalesce(length(tg) - length(replace(tg, '/', '')) + 1, 0) AS depth,
+       tg IS NULL OR list_contains(tags, tg) AS own,
+       count(*) AS n, count(*) FILTER (WHERE status >= 400) AS errors, sum(input_tokens) AS input_tokens,
+       sum(output_tokens) AS output_tokens, sum(cached_tokens) AS cached_tokens,
+       sum(cache_write_tokens) AS cache_write_tokens, sum(reasoning_tokens) AS reasoning_tokens,
+       sum(cost_pico::HUGEINT) AS cost, count(f.score_milli) AS fb_n, coalesce(sum(f.score_milli), 0) AS fb_sum
+FROM (SELECT id, key_id, label_set, requested_model, served_model, provider, status, error_code, lat_b, ttft_b,
+             tags, input_tokens, output_tokens, cached_tokens, cache_write_tokens, reasoning_tokens, cost_pico,
+             unnest(CASE WHEN coalesce(len(tags), 0) = 0 THEN [NULL::VARCHAR]
+                         ELSE p1 || p2 || p3 || p4 || p5 || p6 || p7 || p8 END) AS tg
+      FROM records WHERE created_at >= $day AND created_at < $day + 86400000) r
+LEFT JOIN feedback f ON f.request_id = r.id
+GROUP BY ALL)
+ORDER BY tg
+"""
+ROLL_BUDGET_S = 5.0  # a sync rolls up days for at most about this long (the rest at the next sync)
 # Each record's distinct tags by depth (t1..t8) and distinct tag prefixes by depth (p1..p8): a tag
 # level, a subtree and the tree are list concatenations and equality tests, not string surgery per
 # row (which costs DuckDB ten times as much).
@@ -106,7 +144,38 @@ class DuckDBColumnar:
             cur.execute("DELETE FROM records WHERE created_at >= ? AND created_at < ?", [from_ms, to_ms])
             if rows:
                 self._append(cur, rows)
+            self._unroll(cur, from_ms - from_ms % DAY_MS, to_ms)
             cur.execute("COMMIT")
+
+    @staticmethod
+    def _unroll(cur: duckdb.DuckDBPyConnection, from_ms: int, to_ms: int) -> None:
+        """The days of [from, to) leave the tag roll-up (their records changed): rolled up again by `settle`."""
+        cur.execute("DELETE FROM tag_days WHERE created_at >= ? AND created_at < ?", [from_ms, to_ms])
+        cur.execute("DELETE FROM rolled_days WHERE day >= ? AND day < ?", [from_ms, to_ms])
+
+    def settle(self, watermark: int, budget_s: float | None = ROLL_BUDGET_S) -> int:
+        """Roll up every whole UTC day before `watermark` that is not (oldest first, for about
+        `budget_s` seconds; None: all of them); returns the days rolled up."""
+        cur = self._cursor()
+        first = cur.execute("SELECT min(created_at) FROM records WHERE created_at < ?", [watermark]).fetchone()
+        if not first or first[0] is None:
+            return 0
+        done = {int(d) for (d,) in cur.execute("SELECT day FROM rolled_days").fetchall()}
+        start = time.monotonic()
+        rolled = 0
+        for day in range(int(first[0]) - int(first[0]) % DAY_MS, watermark - DAY_MS + 1, DAY_MS):
+            if day in done:
+                continue
+            if budget_s is not None and time.monotonic() - start > budget_s:
+                break
+            with self._write:
+                cur.execute("BEGIN")
+                cur.execute("DELETE FROM tag_days WHERE created_at = ?", [day])
+                cur.execute(_ROLL_DAY, {"day": day})
+                cur.execute("INSERT OR REPLACE INTO rolled_days VALUES (?)", [day])
+                cur.execute("COMMIT")
+            rolled += 1
+        return rolled
 
     @staticmethod
     def _append(cur: duckdb.DuckDBPyConnection, rows: list[tuple[Any, ...]]) -> None:
@@ -143,7 +212,13 @@ class DuckDBColumnar:
     def set_feedback(self, rows: list[tuple[str, int]]) -> None:
         with self._write:
             cur = self._cursor()
+            cur.execute("BEGIN")
             cur.executemany("INSERT OR REPLACE INTO feedback VALUES (?, ?)", rows)
+            days = cur.execute(f"SELECT DISTINCT created_at - created_at % {DAY_MS} FROM records WHERE id IN "
+                               "(SELECT unnest(?::VARCHAR[]))", [[r[0] for r in rows]]).fetchall()
+            for (day,) in days:  # their days' sums of scores changed
+                self._unroll(cur, int(day), int(day) + DAY_MS)
+            cur.execute("COMMIT")
 
     def set_labels(self, label_sets: dict[str, dict[str, Any]], key_labels: dict[str, dict[str, Any]]) -> None:
         with self._write:
@@ -168,9 +243,31 @@ class DuckDBColumnar:
     def answer(self, question: ColumnarQuestion) -> dict[tuple[Any, ...], Agg]:
         """The groups of one question over the copy (keys as `analytics/reader.py` makes them)."""
         cur = self._cursor()
-        has_feedback = cur.execute("SELECT count(*) > 0 FROM feedback").fetchone()
-        sql, params = question.sql(feedback=bool(has_feedback and has_feedback[0]))
-        return question.buckets(cur.execute(sql, params).fetchall())
+        cur.execute("BEGIN")  # one snapshot: the days rolled up and their rows
+        try:
+            has_feedback = cur.execute("SELECT count(*) > 0 FROM feedback").fetchone()
+            rolled = (question.in_buckets(self._rolled(cur, question.from_ms, question.to_ms))
+                      if question.rollable() else [])
+            sql, params = question.sql(feedback=bool(has_feedback and has_feedback[0]), rolled=rolled)
+            rows = cur.execute(sql, params).fetchall()
+        finally:
+            cur.execute("ROLLBACK")  # it only read
+        return question.buckets(rows)
+
+    @staticmethod
+    def _rolled(cur: duckdb.DuckDBPyConnection, lo: int | None, hi: int | None) -> list[tuple[int, int]]:
+        """The stretches of whole rolled-up days within [lo, hi), in order."""
+        first = -(2**62) if lo is None else lo + (-lo) % DAY_MS
+        last = 2**62 if hi is None else hi
+        days = [int(d) for (d,) in cur.execute("SELECT day FROM rolled_days WHERE day >= ? AND day + ? <= ? "
+                                               "ORDER BY day", [first, DAY_MS, last]).fetchall()]
+        spans: list[tuple[int, int]] = []
+        for day in days:
+            if spans and spans[-1][1] == day:
+                spans[-1] = (spans[-1][0], day + DAY_MS)
+            else:
+                spans.append((day, day + DAY_MS))
+        return spans
 
     def count(self) -> int:
         row = self._cursor().execute("SELECT count(*) FROM records").fetchone()

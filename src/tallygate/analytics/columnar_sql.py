@@ -48,10 +48,18 @@ from tallygate.core.timebuckets import DAY_MS, HOUR_MS
 
 _PLAIN = {"key": "key_id", "model": "requested_model", "served_model": "served_model", "provider": "provider",
           "status": "status"}
-_SUMS = (("count(*)", REQUESTS), ("count(*) FILTER (WHERE status >= 400)", ERRORS),
-         ("sum(input_tokens)", INPUT_TOKENS), ("sum(output_tokens)", OUTPUT_TOKENS),
-         ("sum(cached_tokens)", CACHED_TOKENS), ("sum(cache_write_tokens)", CACHE_WRITE_TOKENS),
-         ("sum(reasoning_tokens)", REASONING_TOKENS), ("sum(cost_pico::HUGEINT)", COST_PICO))
+_SUMS = (("sum(n)", REQUESTS), ("sum(errors)", ERRORS), ("sum(input_tokens)", INPUT_TOKENS),
+         ("sum(output_tokens)", OUTPUT_TOKENS), ("sum(cached_tokens)", CACHED_TOKENS),
+         ("sum(cache_write_tokens)", CACHE_WRITE_TOKENS), ("sum(reasoning_tokens)", REASONING_TOKENS),
+         ("sum(cost_hi) * 4294967296 + sum(cost_lo)", COST_PICO), ("sum(fb_n)", FEEDBACK_COUNT),
+         ("sum(fb_sum)", FEEDBACK_SUM))
+# What each source row carries besides its keys: a record counts once (n = 1), a roll-up row its records
+_ATTRS = ("created_at", "key_id", "label_set", "requested_model", "served_model", "provider", "status",
+          "error_code", "lat_b", "ttft_b")
+_RECORD_SUMS = ("1 AS n", "(status >= 400)::BIGINT AS errors", "input_tokens", "output_tokens", "cached_tokens",
+                "cache_write_tokens", "reasoning_tokens", "0 AS cost_hi", "cost_pico AS cost_lo")
+_ROLLED_SUMS = ("n", "errors", "input_tokens", "output_tokens", "cached_tokens", "cache_write_tokens",
+                "reasoning_tokens", "cost_hi", "cost_lo", "fb_n", "fb_sum")
 QUARTER_MS = zones.QUARTER_MS
 
 
@@ -88,7 +96,8 @@ class ColumnarQuestion:
         q = self.q
         return tuple(d for d in q.dims if d.kind == "time") if self.tree or self.tagged else q.dims
 
-    def _where(self) -> list[str]:
+    def _where(self, *, tags: bool = True) -> list[str]:
+        """The filters on each record (`tags`: with its tag filter, and the tree's totals' tagged records)."""
         q, where = self.q, []
         if self.from_ms is not None:
             where.append(f"created_at >= {int(self.from_ms)}")
@@ -104,9 +113,9 @@ class ColumnarQuestion:
             if values is not None:
                 where.append(self._in_list(column, values) if values else "false")
         want = self.root if self.tree else None if self.tagged else q.tag
-        if want is not None:
+        if want is not None and tags:
             where.append(self._carries(want))
-        if self.tagged:
+        if self.tagged and tags:
             where.append("len(tags) > 0")
         return where
 
@@ -194,14 +203,91 @@ class ColumnarQuestion:
         cost = f"s{next(j for j, (_, pos) in enumerate(_SUMS) if pos == COST_PICO)}"
         return ", ".join([*times, f"coalesce(sum({cost}), 0) DESC", "sum(s0) DESC", *rest])
 
-    def sql(self, *, feedback: bool) -> tuple[str, dict[str, Any]]:
-        """The statement and its parameters; `feedback`: join the scores (skipped when none exist)."""
+    def rollable(self) -> bool:
+        """Whether the day roll-up of tags (`columnar.py`, `tag_days`) answers this question's whole
+        UTC days: it keeps every record's tag prefixes with all its attributes, by UTC day, so a tag
+        dimension, the tree or a tag filter read it unless time is bucketed by the hour (a local day or
+        month: the UTC days within one such bucket, see `in_buckets`)."""
+        if self.tagged or not (self.tree or self.q.tag_dim is not None or self.q.tag is not None):
+            return False
+        time = next((d for d in self.dims if d.kind == "time"), None)
+        return time is None or time.arg in ("day", "month")
+
+    def in_buckets(self, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        """The UTC days of `spans` that lie within one local time bucket (all of them in UTC; in New
+        York, none for days, all but the days around a month's start for months): the bucket of each
+        of their records is that of the day's start, which the roll-up keeps as its time."""
+        time = next((d for d in self.dims if d.kind == "time"), None)
+        if time is None or self.q.tz == zones.UTC:
+            return spans
+        unit, tz = str(time.arg), self.q.tz
+        out: list[tuple[int, int]] = []
+        for a, b in spans:
+            for day in range(a, b, DAY_MS):
+                if zones.floor(day, unit, tz) != zones.floor(day + DAY_MS - 1, unit, tz):
+                    continue
+                if out and out[-1][1] == day:
+                    out[-1] = (out[-1][0], day + DAY_MS)
+                else:
+                    out.append((day, day + DAY_MS))
+        return out
+
+    def _rolled_where(self) -> list[str]:
+        """`_where` for the roll-up's rows: the same attribute filters; the tag list as row kinds."""
+        q = self.q
+        where = self._where(tags=False)
+        want = self.root if self.tree else q.tag
+        dim = q.tag_dim
+        if not self.tree and dim is None:  # a tag filter alone: each record's row of that prefix
+            assert want is not None
+            return [*where, f"tg = {self._p(want)}"]
+        if want is not None:
+            t = self._p(want)
+            # the range first: it skips the row groups of other tags ('0' follows '/')
+            where.append(f"tg >= {t} AND tg < {t} || '0' AND (tg = {t} OR starts_with(tg, {t} || '/'))")
+        if self.tree:
+            where.append(f"depth BETWEEN 1 AND {min(int(self.max_depth), MAX_DEPTH)}")
+        elif dim is not None and dim.kind == "tag":
+            where.append("own")
+        else:
+            assert dim is not None
+            where.append(f"((own AND depth < {int(dim.arg or 0)}) OR depth = {int(dim.arg or 0)})")
+        return where
+
+    def _records(self, lo: int | None, hi: int | None, feedback: bool) -> str:
+        """The records of [lo, hi) as source rows (unnested by `tag_list`), narrow: only what is keyed
+        or summed (a `*` would carry every list column through the unnest)."""
+        where, tag_list = self._where(), self._tag_list()
+        if lo is not None:
+            where.append(f"created_at >= {int(lo)}")
+        if hi is not None:
+            where.append(f"created_at < {int(hi)}")
+        fb = (["(f.score_milli IS NOT NULL)::BIGINT AS fb_n", "coalesce(f.score_milli, 0) AS fb_sum"] if feedback
+              else ["0 AS fb_n", "0 AS fb_sum"])
+        cols = [f"r.{c}" for c in _ATTRS] + list(_RECORD_SUMS) + fb
+        if tag_list is not None:
+            cols.append(f"{tag_list} AS tl")
+        rows = (f"SELECT {', '.join(cols)} FROM records r"
+                f"{' LEFT JOIN feedback f ON f.request_id = r.id' if feedback else ''}"
+                f"{' WHERE ' + ' AND '.join(where) if where else ''}")
+        if tag_list is None:
+            return rows
+        tags = "tl" if self.tree else "CASE WHEN len(tl) = 0 THEN [NULL::VARCHAR] ELSE tl END"
+        return f"SELECT * EXCLUDE (tl), unnest({tags}) AS tg FROM ({rows})"
+
+    def _rolled(self, spans: list[tuple[int, int]], tagged_rows: bool) -> str:
+        """The roll-up's rows of whole UTC days (`spans`), as source rows."""
+        where = self._rolled_where()
+        where.append("(" + " OR ".join(f"(created_at >= {int(a)} AND created_at < {int(b)})" for a, b in spans)
+                     + ")")
+        cols = [*_ATTRS, *_ROLLED_SUMS] + (["tg"] if tagged_rows else [])
+        return f"SELECT {', '.join(cols)} FROM tag_days WHERE {' AND '.join(where)}"
+
+    def sql(self, *, feedback: bool, rolled: list[tuple[int, int]] | None = None) -> tuple[str, dict[str, Any]]:
+        """The statement and its parameters; `feedback`: join the scores (skipped when none exist);
+        `rolled`: the stretches of whole UTC days read from the tag roll-up (`rollable` questions)."""
         self.params = {}
         q, dims = self.q, self.dims
-        where = self._where()
-        tag_list = self._tag_list()
-        inner = ["*"] + (["unnest(CASE WHEN len(tl) = 0 THEN [NULL::VARCHAR] ELSE tl END) AS tg"]
-                         if tag_list is not None and not self.tree else ["unnest(tl) AS tg"] if self.tree else [])
         keys, joins = [], []
         if self.tree:
             keys.append("tg")
@@ -218,18 +304,20 @@ class ColumnarQuestion:
                 keys.append(f"l{i}.value")
             else:
                 keys.append(f"r.{_PLAIN[d.kind]}")
-        if feedback:
-            joins.append("LEFT JOIN feedback f ON f.request_id = r.id")
-        sums = [s for s, _ in _SUMS] + (["count(f.score_milli)", "coalesce(sum(f.score_milli), 0)"] if feedback
-                                        else ["0", "0"])
+        parts = [self._records(lo, hi, feedback) for lo, hi in _gaps(self.from_ms, self.to_ms, rolled or [])]
+        if rolled:
+            parts.append(self._rolled(rolled, "tg" in keys))
+        sums = [s for s, _ in _SUMS]
+        if not rolled:  # records only: fewer aggregates (DuckDB's group-by costs one pass per aggregate)
+            sums[0], sums[1], sums[7] = "count(*)", "count(*) FILTER (WHERE status >= 400)", "sum(cost_lo)"
+        if not feedback:
+            sums[8], sums[9] = "0", "0"
         cols = [f"{k} AS g{i}" for i, k in enumerate(keys)]
         groups = [f"g{i}" for i in range(len(keys))]
-        source = "records" if tag_list is None else f"(SELECT *, {tag_list} AS tl FROM records)"
         # per group and latency / time-to-first-token bucket first (plain sums), then per group with the
         # buckets as lists: several times cheaper in DuckDB than histogram() per group
         by_bucket = (f"SELECT {', '.join(cols + [f'{x} AS s{j}' for j, x in enumerate(sums)])}, lat_b, ttft_b "
-                     f"FROM (SELECT {', '.join(inner)} FROM {source}"
-                     f"{' WHERE ' + ' AND '.join(where) if where else ''}) r {' '.join(joins)} "
+                     f"FROM ({' UNION ALL '.join(parts)}) r {' '.join(joins)} "
                      f"GROUP BY {', '.join([*groups, 'lat_b', 'ttft_b'])}")
         outer = [*groups, *(f"sum(s{j})" for j in range(len(sums))), "list(lat_b)", "list(s0)", "list(ttft_b)"]
         self.counted = bool(keys) and self.cuts()
@@ -276,8 +364,6 @@ class ColumnarQuestion:
             v = [0] * WIDTH
             for (_, pos), value in zip(_SUMS, row[n:], strict=False):
                 v[pos] = int(value or 0)
-            v[FEEDBACK_COUNT] = int(row[n + len(_SUMS)] or 0)
-            v[FEEDBACK_SUM] = int(row[n + len(_SUMS) + 1] or 0)
             for start, hist in ((LATENCY_START, row[-2]), (TTFT_START, row[-1])):
                 for b, count in (hist or {}).items():
                     v[start + int(b)] += int(count)
@@ -287,6 +373,19 @@ class ColumnarQuestion:
             else:  # two SQL groups of one local day or month
                 have.add_vector(v)
         return out
+
+
+def _gaps(lo: int | None, hi: int | None, spans: list[tuple[int, int]]) -> list[tuple[int | None, int | None]]:
+    """[lo, hi) less the sorted, disjoint `spans` inside it: the stretches read from the records."""
+    out: list[tuple[int | None, int | None]] = []
+    at = lo
+    for a, b in spans:
+        if at is None or a > at:
+            out.append((at, a))
+        at = b
+    if not spans or hi is None or at is None or at < hi:
+        out.append((at, hi))
+    return out
 
 
 def offsets(lo: int, hi: int, tz: str) -> list[tuple[int, int]]:

@@ -58,6 +58,8 @@ class Sink(Protocol):
 
     def set_meta(self, name: str, value: int) -> None: ...
 
+    def settle(self, watermark: int) -> int: ...
+
 
 class ColumnarEngine(Sink, Protocol):
     """A columnar engine: the mirror's sink, and the answer to one question over its copy."""
@@ -123,6 +125,7 @@ class Mirror:
                 self._advance(hi, store=n > 0)
                 copied += n
             copied += self._repair(conn)
+        self.sink.settle(self.watermark)  # what the engine derives from settled days (DuckDB: its tag roll-up)
         return copied
 
     def _copy(self, conn: Connection, lo: int, hi: int, *, whole_hours: bool = False) -> int:

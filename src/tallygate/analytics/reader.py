@@ -21,6 +21,7 @@ read from the raw ledger (exact, but slow on millions of records). Within one an
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -43,6 +44,7 @@ from tallygate.store.hours import Parts, all_counts, hour_counts
 from tallygate.store.logs import LogFilter
 from tallygate.store.schema import api_keys, label_sets, requests, tag_rollups
 
+log = logging.getLogger("tallygate.analytics")
 LOG_HOURS_TTL_S = 30.0  # a logs filter's matching hours are counted again after this long
 SYNC_EVERY_S = 1.0  # a question brings the columnar copy up to date at most this often
 _SPARSE = 0.05  # a tag filter matching less than this share of the records is read by its index
@@ -81,6 +83,7 @@ class AnalyticsStore:
         self._sync_every = sync_every_s
         self._synced_at = 0.0
         self._syncing = threading.Lock()
+        self._warming = threading.Lock()  # held while a background thread makes the first copy
         self._local = threading.local()  # .memo: raw segments read during one answer (`sharing`)
         self._sets: dict[str, dict[str, Any]] = {}
         self._log_hours: dict[tuple[Any, ...], tuple[float, dict[int, int], int]] = {}
@@ -224,6 +227,12 @@ class AnalyticsStore:
             return True
         if q.tz == UTC or q.time_dim is None or q.from_ms is None or q.to_ms is None:
             return False
+        tag = q.tag_dim
+        if family == "tags" and q.time_dim.arg != "hour" and tag is not None and (tag.kind == "tag" or
+                                                                                 int(tag.arg or 0) >= 2):
+            # local days of many tags: the roll-up hours hold thousands of tag rows each, fetched one by
+            # one (tag_level.3 by New York day over 7 days: 260k rows, 20 s; the columnar copy 3 s)
+            return True
         # whole-hour offsets: local buckets are whole UTC hours of the roll-ups (measured faster);
         # 30- and 45-minute offsets would need the raw ledger around every boundary
         return any(off % HOUR_MS for _, off in offsets(q.from_ms, q.to_ms, q.tz))
@@ -307,8 +316,9 @@ class AnalyticsStore:
 
     def log_hours(self, f: LogFilter) -> tuple[dict[int, int], int] | None:
         """A logs filter's exact matches per UTC hour before the copy's watermark (one columnar scan,
-        kept for `LOG_HOURS_TTL_S` so that a walk's pages share it); None without a columnar engine."""
-        if self.open_columnar() is None or self.columnar is None or self.mirror is None:
+        kept for `LOG_HOURS_TTL_S` so that a walk's pages share it); None without a columnar engine,
+        and until its first copy is made (in the background: a logs page never waits for it)."""
+        if not self._copy_ready() or self.columnar is None or self.mirror is None:
             return None
         self.sync(wait=False)
         mark = self.mirror.watermark
@@ -329,6 +339,24 @@ class AnalyticsStore:
             self._log_hours.clear()
         self._log_hours[key] = (now, hours, mark)
         return hours, mark
+
+    def _copy_ready(self) -> bool:
+        """Whether the columnar copy has been made once; if not, open and make it in a background
+        thread (started once) and say no."""
+        if self.mirror is not None and self._synced_at > 0:
+            return True
+        if self.columnar_configured and self._warming.acquire(blocking=False):
+            threading.Thread(target=self._warm, name="tallygate-columnar-warm", daemon=True).start()
+        return False
+
+    def _warm(self) -> None:
+        try:
+            if self.open_columnar() is not None:
+                self.sync()
+        except Exception:
+            log.exception("columnar copy failed; the logs read the ledger alone until the next try")
+        finally:
+            self._warming.release()
 
     def _estimate(self, conn: Connection, q: Query, mode: TagMode, segments: list[Segment],
                   ctx: SegmentReader) -> int:

@@ -19,7 +19,7 @@ on one event loop cannot overshoot, and a killed worker leaves no reservation be
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
@@ -123,12 +123,18 @@ def worst_case(body: dict[str, Any], endpoint: str, rates: Iterable[Rate],
 
 def priced_bound(prompt: int, output: int, rates: Iterable[Rate], tools: ToolBound = NO_TOOLS) -> int:
     """The most `prompt` input and `output` output tokens can cost, in picodollars, at the
-    dearest of `rates` (a prompt may be written to a cache at the cache-write price), with what
-    provider-run tools may add: their fees and the input their results and passes bring
-    (`tool_fees.ToolBound`)."""
+    dearest of `rates` and of the long-prompt tiers such a prompt may reach (a prompt may be
+    written to a cache at the cache-write price), with what provider-run tools may add: their
+    fees and the input their results and passes bring (`tool_fees.ToolBound`)."""
     read = tools.input_tokens(prompt, output)
     return max((read * max(r.input, r.cache_write, r.cache_write_1h) + output * r.output + tools.fees(r)
-                for r in rates), default=0)
+                for rate in rates for r in _tiers_within(rate, read)), default=0)
+
+
+def _tiers_within(rate: Rate, prompt: int) -> Iterator[Rate]:
+    """`rate` and each long-prompt tier a prompt of up to `prompt` tokens may be priced at."""
+    yield rate
+    yield from (tier for start, tier in rate.tiers if prompt > start)
 
 
 class StaleScopes(Exception):  # noqa: N818 - a signal, not an error

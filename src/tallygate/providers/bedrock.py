@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import re
 import time
 from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Any
@@ -163,8 +164,8 @@ class BedrockProvider:
         raise UpstreamUnavailable(f"provider {self.name!r} ended the stream before its metadata event")
 
     async def messages(self, body: dict, headers: dict[str, str]) -> tuple[dict, Usage]:
-        """Anthropic's Messages through Converse (`headers`, Anthropic's versions, do not apply)."""
-        url, data = self._url(body["model"], "converse"), orjson.dumps(messages_to_converse(body))
+        """Anthropic's Messages through Converse (the client's `anthropic-beta` passed on to Claude)."""
+        url, data = self._url(body["model"], "converse"), orjson.dumps(messages_to_converse(body, headers))
         signed = await self._signed(url, data, "application/json")
         answer = await self._up.post_bytes(URL(url, encoded=True), data, signed)
         try:
@@ -176,7 +177,7 @@ class BedrockProvider:
         """Anthropic's Messages events `(name, JSON)` from ConverseStream; ends after message_stop."""
         from botocore.eventstream import EventStreamBuffer, ParserError
 
-        url, data = self._url(body["model"], "converse-stream"), orjson.dumps(messages_to_converse(body))
+        url, data = self._url(body["model"], "converse-stream"), orjson.dumps(messages_to_converse(body, headers))
         signed = await self._signed(url, data, "application/vnd.amazon.eventstream")
         events = ConverseToMessagesStream(body["model"])
         frames = EventStreamBuffer()
@@ -252,13 +253,23 @@ class BedrockProvider:
 
 
 BEDROCK_ANTHROPIC_VERSION = "bedrock-2023-05-31"
+# A cross-region inference profile's geography prefix (us.anthropic.claude-…): CountTokens takes
+# the foundation model's own id only.
+_PROFILE = re.compile(r"^(?:arn:aws[\w-]*:bedrock:[\w-]*:\d*:inference-profile/)?"
+                      r"(?:us|eu|apac|jp|au|ca|us-gov|global)\.")
+
+
+def foundation_model(model: str) -> str:
+    """The foundation model id of a (system-defined) cross-region inference profile or its ARN."""
+    return _PROFILE.sub("", model, count=1)
 
 
 class BedrockClaudeProvider(BedrockProvider):
     """A Bedrock provider for Claude models (`anthropic_messages: true`): chat through Converse
     as above, and `/v1/messages` natively through `InvokeModel` / `InvokeModelWithResponseStream`
     with the Anthropic Messages body (`anthropic_version: bedrock-2023-05-31`; the client's
-    `anthropic-beta` header becomes the body's `anthropic_beta`)."""
+    `anthropic-beta` header becomes the body's `anthropic_beta`); `/v1/messages/count_tokens`
+    through CountTokens."""
 
     @staticmethod
     def _invoke_body(body: dict, headers: dict[str, str]) -> bytes:
@@ -275,6 +286,20 @@ class BedrockClaudeProvider(BedrockProvider):
         signed = await self._signed(url, data, "application/json")
         answer = await self._up.post_bytes(URL(url, encoded=True), data, signed)
         return answer, anthropic_usage(answer.get("usage"))
+
+    async def count_tokens(self, body: dict, headers: dict[str, str]) -> dict:
+        """`/v1/messages/count_tokens` by Bedrock's CountTokens on the InvokeModel body (the
+        foundation model's id: profiles are not counted by AWS), as Anthropic answers it."""
+        payload = {"max_tokens": 1, **body}  # InvokeModel wants max_tokens; it counts no output
+        invoke = base64.b64encode(self._invoke_body(payload, headers)).decode()
+        url = self._url(foundation_model(body["model"]), "count-tokens")
+        data = orjson.dumps({"input": {"invokeModel": {"body": invoke}}})
+        signed = await self._signed(url, data, "application/json")
+        answer = await self._up.post_bytes(URL(url, encoded=True), data, signed)
+        count = answer.get("inputTokens") if isinstance(answer, dict) else None
+        if type(count) is not int or count < 0:
+            raise UpstreamProtocolError(f"provider {self.name!r} sent a token count we cannot read")
+        return {"input_tokens": count}
 
     async def messages_stream(self, body: dict, headers: dict[str, str]) -> RawEvents:
         """Raw `(event, data)` Anthropic events, unwrapped from the event stream's `chunk` frames

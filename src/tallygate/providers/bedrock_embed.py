@@ -29,12 +29,12 @@ def embedding_family(model: str) -> str:
                          "(Amazon Titan Text Embeddings, Cohere Embed)", param="model")
 
 
-def embedding_texts(body: dict) -> list[str]:
-    """The texts of an OpenAI embeddings request (token arrays are refused: Bedrock takes text)."""
+def embedding_texts(body: dict, models: str = "Bedrock models") -> list[str]:
+    """The texts of an OpenAI embeddings request (token arrays are refused: the provider takes text)."""
     inp = body.get("input")
     texts = [inp] if isinstance(inp, str) else inp
     if not isinstance(texts, list) or not texts or not all(isinstance(t, str) and t for t in texts):
-        raise InvalidRequest("must be a non-empty string or array of non-empty strings for Bedrock models",
+        raise InvalidRequest(f"must be a non-empty string or array of non-empty strings for {models}",
                              param="input")
     if body.get("encoding_format") not in (None, "float", "base64"):
         raise InvalidRequest("must be float or base64", param="encoding_format")

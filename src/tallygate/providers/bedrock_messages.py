@@ -12,11 +12,12 @@ Request policy (as for the chat translation, `messages_translate`):
 - mapped: system (string or text blocks), `system` messages inside `messages`, text, base64
   image (png, jpeg, gif, webp) and base64 PDF document blocks, tool_use and tool_result
   (text and image content, `is_error`), max_tokens, temperature, top_p, stop_sequences, custom
-  tools, tool_choice (auto / any / tool / none), cache_control.
+  tools, tool_choice (auto / any / tool / none), cache_control; for Claude models top_k and the
+  `anthropic-beta` header (`additionalModelRequestFields`).
 - dropped: thinking (and earlier turns' thinking blocks), output_config.effort, metadata,
   service_tier, disable_parallel_tool_use, tools marked `defer_loading`, context edits that
   clear thinking.
-- refused with a 400 naming the field: top_k, container, mcp_servers, server tools, URL
+- refused with a 400 naming the field: top_k for other models, container, mcp_servers, server tools, URL
   images and documents, output_config.format, other context edits, other block types.
 """
 
@@ -31,7 +32,7 @@ _IMAGE_FORMATS = {"image/png": "png", "image/jpeg": "jpeg", "image/gif": "gif", 
 _STOP = {"end_turn": "end_turn", "tool_use": "tool_use", "max_tokens": "max_tokens",
          "stop_sequence": "stop_sequence", "guardrail_intervened": "refusal", "content_filtered": "refusal",
          "model_context_window_exceeded": "max_tokens"}
-_REFUSED = ("top_k", "container", "mcp_servers")
+_REFUSED = ("container", "mcp_servers")
 
 
 def _untranslatable(param: str, what: str) -> InvalidRequest:
@@ -39,11 +40,22 @@ def _untranslatable(param: str, what: str) -> InvalidRequest:
 
 
 # --- request
-def messages_to_converse(body: dict) -> dict:
-    """Anthropic Messages request -> Converse request (the model goes in the URL)."""
+def messages_to_converse(body: dict, headers: dict[str, str] | None = None) -> dict:
+    """Anthropic Messages request -> Converse request (the model goes in the URL). For Claude
+    models, `top_k` and the client's `anthropic-beta` header go in `additionalModelRequestFields`
+    (as `top_k` and the `anthropic_beta` list), where Bedrock passes them to the model."""
     for name in _REFUSED:
         if body.get(name) is not None:
             raise _untranslatable(name, name)
+    claude = "anthropic.claude" in str(body.get("model", ""))
+    extra: dict = {}
+    if body.get("top_k") is not None:
+        if not claude:
+            raise _untranslatable("top_k", "top_k for a model that is not Claude")
+        extra["top_k"] = body["top_k"]
+    beta = (headers or {}).get("anthropic-beta", "")
+    if claude and (betas := [b.strip() for b in beta.split(",") if b.strip()]):
+        extra["anthropic_beta"] = betas
     _context_management(body.get("context_management"))
     output = body.get("output_config")
     if isinstance(output, dict) and output.get("format") is not None:
@@ -65,6 +77,8 @@ def messages_to_converse(body: dict) -> dict:
         out["toolConfig"] = {"tools": tools}
         if isinstance(choice, dict):
             out["toolConfig"]["toolChoice"] = choice
+    if extra:
+        out["additionalModelRequestFields"] = extra
     return out
 
 

@@ -14,7 +14,7 @@ from tallygate.providers.anthropic import AnthropicProvider
 from tallygate.providers.azure import AzureOpenAIProvider
 from tallygate.providers.base import Provider
 from tallygate.providers.bedrock import BedrockClaudeProvider, BedrockProvider
-from tallygate.providers.gemini import GeminiProvider
+from tallygate.providers.gemini_embed import GeminiApiProvider
 from tallygate.providers.http import HttpClient
 from tallygate.providers.mock import MockProvider
 from tallygate.providers.openai import OpenAIProvider
@@ -30,7 +30,7 @@ PROVIDER_TYPES: dict[str, Constructor] = {
     "azure": AzureOpenAIProvider,
     "bedrock": lambda name, cfg, http: (BedrockClaudeProvider if cfg.anthropic_messages else BedrockProvider)(
         name, cfg, http),
-    "gemini": GeminiProvider,
+    "gemini": GeminiApiProvider,
     "vertex": lambda name, cfg, http: (VertexClaudeProvider if cfg.publisher == "anthropic" else VertexGeminiProvider)(
         name, cfg, http),
     "mock": MockProvider,

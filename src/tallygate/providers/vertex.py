@@ -10,13 +10,18 @@ provider selects the Claude models (`VertexClaudeProvider`); the default is Goog
 
 from __future__ import annotations
 
+import asyncio
 from urllib.parse import quote
 
+from tallygate.errors import UpstreamProtocolError
 from tallygate.providers.anthropic import AnthropicProvider
+from tallygate.providers.bedrock_embed import embedding_texts, openai_embeddings
 from tallygate.providers.gemini import GeminiProvider
 from tallygate.providers.google_auth import GoogleAccessToken
 from tallygate.providers.http import HttpClient
+from tallygate.providers.vertex_embed import predict_requests, predicted
 from tallygate.settings import ProviderConfig
+from tallygate.types import Usage
 
 VERTEX_ANTHROPIC_VERSION = "vertex-2023-10-16"
 
@@ -34,7 +39,8 @@ def vertex_location_url(cfg: ProviderConfig) -> str:
 
 
 class VertexGeminiProvider(GeminiProvider):
-    """Gemini on Vertex AI: chat translated to generateContent, a refreshed bearer token."""
+    """Gemini on Vertex AI: chat translated to generateContent, embeddings on `:predict`
+    (`vertex_embed`), a refreshed bearer token."""
 
     def __init__(self, name: str, cfg: ProviderConfig, http: HttpClient) -> None:
         super().__init__(name, cfg.model_copy(update={"api_key": None}), http)
@@ -43,6 +49,18 @@ class VertexGeminiProvider(GeminiProvider):
 
     async def _request_headers(self) -> dict[str, str]:
         return {**self._headers, "Authorization": await self._token.authorization()}
+
+    async def embed(self, body: dict) -> tuple[dict, Usage]:
+        model = body["model"]
+        calls = predict_requests(model, embedding_texts(body, "Vertex AI models"), body.get("dimensions"))
+        headers = await self._request_headers()
+        answers = await asyncio.gather(*(self._up.post_json(self._url(model, "predict"), call, headers)
+                                         for call in calls))
+        try:
+            vectors, count = predicted(answers)
+        except (KeyError, TypeError, ValueError):
+            raise UpstreamProtocolError(f"provider {self.name!r} sent an embedding we cannot read") from None
+        return openai_embeddings(vectors, model, count, body.get("encoding_format")), Usage(input_tokens=count)
 
 
 class VertexClaudeProvider(AnthropicProvider):

@@ -1,0 +1,137 @@
+"""The columnar copy's tag roll-up (`tag_days`): whole UTC days of tag questions are read from it,
+and its answers stay those of a direct computation over the raw records when a late record or a
+feedback score changes a day that was already rolled up."""
+
+from __future__ import annotations
+
+import random
+
+import msgspec
+
+from tallygate.analytics.columnar import DuckDBColumnar
+from tallygate.analytics.columnar_sql import ColumnarQuestion
+from tallygate.analytics.query import Query, parse_group_by
+from tallygate.analytics.reader import AnalyticsStore
+from tallygate.analytics.service import Analytics
+from tallygate.store.db import migrate, open_engine
+from tallygate.store.feedback import FeedbackStore
+from tests.analytics.ledgers import DAY, HOUR, T0, comparable, fill, random_records
+
+# tag dimensions, the tree's kinds of rows and a tag filter alone, with every other filter kind
+QUESTIONS = [
+    ("tag,label.team", {}),
+    ("tag_level.2,status", {"labels": {"team": "a"}}),
+    ("tag_level.1,time.day", {"model": "m1"}),
+    ("tag,time.month", {"provider": "p2"}),
+    ("tag_level.3,key", {"tag": "team"}),
+    ("model,status", {"tag": "US/CA"}),
+    ("label.env", {"tag": "US", "served_model": "m1-served", "error_code": "internal_error", "status": 500}),
+    ("tag", {"current_labels": True, "labels": {"team": "b"}}),
+    # local months: the UTC days inside one month are rolled up, the day around its start is not
+    ("tag,time.month", {"tz": "America/New_York", "provider": "p1"}),
+    ("tag_level.2,time.month,label.team", {"tz": "Pacific/Chatham", "tag": "US"}),
+    ("tag_level.1,time.month", {"tz": "Asia/Kolkata", "status": 200}),
+    ("tag,time.day", {"tz": "Asia/Kathmandu"}),  # local days: never a whole UTC day, the records answer
+]
+RANGES = [(T0, T0 + 3 * DAY), (T0 + 5 * HOUR + 17, T0 + 2 * DAY + 7 * HOUR), (None, None), (T0 + DAY, None)]
+
+
+def _tree(doc: dict) -> tuple:  # type: ignore[type-arg]
+    def nodes(ns: list[dict]) -> list[tuple]:  # type: ignore[type-arg]
+        return [(n["tag"], n["requests"], n["errors"], n["cost"], n["input_tokens"], nodes(n["children"])) for n in ns]
+    return nodes(doc["data"]), doc["totals"]["cost"]
+
+
+def _assert_same(columnar: Analytics, raw: Analytics) -> None:
+    for dims, filters in QUESTIONS:
+        for lo, hi in RANGES:
+            q = Query(parse_group_by(dims), from_ms=lo, to_ms=hi, **filters)  # type: ignore[arg-type]
+            got = columnar.usage(q)
+            assert got["plan"]["source"] == "columnar", (dims, filters)
+            assert comparable(got) == comparable(raw.usage(q)), (dims, filters, lo, hi)
+    for root in (None, "US", "team/a"):
+        for labels in ({}, {"team": "a"}):
+            q = Query(labels=labels, from_ms=T0, to_ms=T0 + 3 * DAY)
+            assert _tree(columnar.tree(root, None, q)) == _tree(raw.tree(root, None, q)), (root, labels)
+
+
+def test_whole_days_are_read_from_the_tag_roll_up_and_answer_exactly(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    engine = open_engine(f"sqlite:///{tmp_path}/l.db")
+    migrate(engine)
+    rng = random.Random(41)
+    fill(engine, random_records(rng, 1500), rng, feedback=60)
+    copy = DuckDBColumnar(tmp_path / "copy.duckdb")
+    store = AnalyticsStore(engine, columnar=copy)
+    assert store.sync() == 1500
+    cur = copy._cursor()
+    rolled = f"SELECT count(*) FROM rolled_days WHERE day < {T0 + 3 * DAY}"  # and the empty days since
+    assert cur.execute(rolled).fetchone() == (3,)
+    assert cur.execute("SELECT count(DISTINCT created_at) FROM tag_days").fetchone() == (3,)
+    assert copy._rolled(cur, T0 + 5 * HOUR, T0 + 3 * DAY) == [(T0 + DAY, T0 + 3 * DAY)]
+    # every record is in the roll-up once per distinct tag prefix (or once, untagged)
+    assert cur.execute("SELECT sum(n) FROM tag_days").fetchone() == cur.execute(
+        "SELECT sum(greatest(len(p1 || p2 || p3 || p4 || p5 || p6 || p7 || p8), 1)) FROM records").fetchone()
+    raw = Analytics(AnalyticsStore(engine, raw_only=True))
+    _assert_same(Analytics(store), raw)
+
+    # a record replayed late into a rolled-up day, and a score on a record of another one
+    late = msgspec.structs.replace(random_records(random.Random(4), 1)[0], id="late-1", tags=("US/CA/SF", "prod"),
+                                   created_at=T0 + DAY + 5 * HOUR + 7)
+    fill(engine, [late], rng, feedback=0)
+    first = next(r for r in random_records(random.Random(41), 1500) if r.created_at < T0 + DAY and r.tags)
+    FeedbackStore(engine).put(first.id, 977, None)
+    store.sync()
+    assert cur.execute(rolled).fetchone() == (3,)  # rolled up again
+    _assert_same(Analytics(store), raw)
+    copy.close()
+    engine.dispose()
+
+
+def test_a_local_month_reads_the_utc_days_that_lie_inside_it() -> None:
+    def days(dims: str, tz: str) -> list[tuple[int, int]]:
+        q = ColumnarQuestion(Query(parse_group_by(dims), tz=tz), T0, T0 + 3 * DAY)
+        return q.in_buckets([(T0 - DAY, T0 + 3 * DAY)])
+    assert days("tag,time.month", "UTC") == [(T0 - DAY, T0 + 3 * DAY)]
+    # New York's November starts at 04:00 UTC on the 1st (and DST ends at 06:00): that day is not whole
+    assert days("tag,time.month", "America/New_York") == [(T0 - DAY, T0), (T0 + DAY, T0 + 3 * DAY)]
+    # Kolkata's starts at 18:30 UTC on 31 October
+    assert days("tag_level.2,time.month", "Asia/Kolkata") == [(T0, T0 + 3 * DAY)]
+    assert days("tag,time.day", "Asia/Kolkata") == []
+    assert days("tag,time.day", "UTC") == [(T0 - DAY, T0 + 3 * DAY)]
+
+
+def test_a_copy_made_before_the_roll_up_rolls_up_its_days_without_copying_again(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    engine = open_engine(f"sqlite:///{tmp_path}/l.db")
+    migrate(engine)
+    rng = random.Random(7)
+    fill(engine, random_records(rng, 400), rng, feedback=0)
+    copy = DuckDBColumnar(tmp_path / "copy.duckdb")
+    AnalyticsStore(engine, columnar=copy).sync()
+    copy._cursor().execute("DROP TABLE tag_days; DROP TABLE rolled_days")  # as an older copy
+    copy.close()
+    again = DuckDBColumnar(tmp_path / "copy.duckdb")
+    store = AnalyticsStore(engine, columnar=again)
+    assert store.sync() == 0  # nothing copied: the records are there
+    assert again._cursor().execute("SELECT count(DISTINCT created_at) FROM tag_days").fetchone() == (3,)
+    q = Query(parse_group_by("tag,label.team"), from_ms=T0, to_ms=T0 + 3 * DAY)
+    assert comparable(Analytics(store).usage(q)) == comparable(
+        Analytics(AnalyticsStore(engine, raw_only=True)).usage(q))
+    again.close()
+    engine.dispose()
+
+
+def test_local_days_of_many_tags_are_answered_by_the_columnar_copy(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    engine = open_engine(f"sqlite:///{tmp_path}/l.db")
+    migrate(engine)
+    rng = random.Random(9)
+    fill(engine, random_records(rng, 600), rng, feedback=10)
+    store = AnalyticsStore(engine, columnar=DuckDBColumnar())
+    store.sync()
+    raw = Analytics(AnalyticsStore(engine, raw_only=True))
+    for dims, source in [("tag_level.3,time.day", "columnar"), ("tag,time.month", "columnar"),
+                         ("tag_level.1,time.day", "tags"), ("tag_level.2,time.hour", "tags")]:
+        q = Query(parse_group_by(dims), from_ms=T0 + 7 * HOUR + 5, to_ms=T0 + 3 * DAY - 11, tz="America/New_York")
+        got = Analytics(store).usage(q)
+        assert got["plan"]["source"] == source, dims
+        assert comparable(got) == comparable(raw.usage(q)), dims
+    engine.dispose()
