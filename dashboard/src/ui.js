@@ -75,6 +75,19 @@ export function table(columns, rows, opts = {}) {
 }
 
 /** A spend-against-limit bar; `ratio` null means no limit. */
+/** The window a limit's spend is counted in: "this month (UTC)", "today", "this week", "last 24 h". */
+export function periodText(period) {
+  if (!period || period === "month") return "this month (UTC)";
+  if (period === "day") return "today";
+  if (period === "week") return "this week";
+  return period.hours ? `last ${period.hours} h` : `last ${period.days} d`;
+}
+
+/** A spend meter (see `meter`) that names the window of a limit's period under it. */
+export function periodMeter(spent, limit, period) {
+  return h("div", {}, meter(spent, limit), h("div", { class: "muted period" }, periodText(period)));
+}
+
 export function meter(spent, limit) {
   if (limit === null || limit === undefined) return h("span", { class: "muted" }, `${money(spent)} · no limit`);
   const ratio = Number(limit) > 0 ? Number(spent) / Number(limit) : 1;
@@ -82,7 +95,7 @@ export function meter(spent, limit) {
   const level = ratio >= 0.9 ? "high" : ratio >= 0.7 ? "mid" : "low";
   return h("div", { class: "meter-wrap" },
     h("div", { class: `meter ${level}`, role: "meter", "aria-valuemin": "0", "aria-valuemax": "100",
-      "aria-valuenow": pct.toFixed(0), "aria-label": "share of the monthly limit spent" },
+      "aria-valuenow": pct.toFixed(0), "aria-label": "share of the limit spent" },
     h("div", { class: "meter-fill", style: `width:${pct.toFixed(1)}%` })),
     h("span", { class: "meter-text" }, `${money(spent)} of ${money(limit)} (${(ratio * 100).toFixed(1)} %)`));
 }

@@ -6,7 +6,7 @@ import { ApiError, call, get } from "../api.js";
 import { clear, field, h, select } from "../dom.js";
 import { keyIndex } from "../filters.js";
 import { day } from "../format.js";
-import { loading, meter, pageHeader, panel, table } from "../ui.js";
+import { loading, pageHeader, periodMeter, panel, table } from "../ui.js";
 import { byKey, keyLimits, limitsCell, refusalsCell, usageNote } from "./keylimits.js";
 
 const labelText = (labels) => Object.entries(labels || {}).map(([k, v]) => `${k}=${v}`).join("\n");
@@ -165,7 +165,7 @@ export default {
         Object.entries(k.labels).map(([n, v]) => h("span", { class: "chip" }, `${n}=${v}`))) },
       { label: "Permissions", value: (k) => h("div", { class: "perm" }, h("div", {}, `completions: ${k.permissions.completions}`),
         h("div", {}, `manage: ${k.permissions.manage}`)) },
-      { label: "Spend this month / limit", value: (k) => meter(k.monthly_spend, k.monthly_limit) },
+      { label: "Spend / limit", value: (k) => periodMeter(k.monthly_spend, k.monthly_limit, k.period) },
       { label: "Rate limits (now)", value: (k) => limitsCell(limitsByKey.get(k.id)) },
       { label: "Refused (1 h)", value: (k) => refusalsCell(limitsByKey.get(k.id)) },
       { label: "Policy", value: (k) => k.policy || h("span", { class: "muted" }, "—") },
@@ -197,7 +197,7 @@ export default {
         budgetDoc ? panel("Budgets", table([
           { label: "Budget", value: (b) => h("span", { dataset: { budget: b.id } }, b.name || b.id) },
           { label: "Scope", value: (b) => scopeText(b.scope) },
-          { label: "Spend this month (UTC) against limit", value: (b) => meter(b.monthly_spend ?? "0", b.monthly_limit) },
+          { label: "Spend against limit", value: (b) => periodMeter(b.monthly_spend ?? "0", b.monthly_limit, b.period) },
         ], budgetDoc.data || [], { empty: "No budget yet: create one with POST /v1/manage/budget." })) : null));
   },
 };

@@ -6,7 +6,7 @@ import { drawChart } from "../chart.js";
 import { field, h, select } from "../dom.js";
 import { bucketLabel, count, money, moneyNumber, ms, percent, plural } from "../format.js";
 import { filterBar, filtersOf, keyIndex, labelNames, monthIso } from "../filters.js";
-import { card, loading, meter, moneyText, pageHeader, panel, planNote, table } from "../ui.js";
+import { card, loading, moneyText, pageHeader, panel, periodMeter, planNote, table } from "../ui.js";
 
 function topList(title, doc, dim, hrefOf) {
   const rows = doc.data.slice(0, 6);
@@ -90,13 +90,13 @@ export default {
       .sort((a, b) => b.ratio - a.ratio).slice(0, 6);
     const limits = panel("Keys nearest their monthly limits", table([
       { label: "Key", value: (k) => h("a", { href: "/dashboard/keys" }, k.name) },
-      { label: "Spend this month against limit", value: (k) => meter(k.monthly_spend, k.monthly_limit) },
+      { label: "Spend against limit", value: (k) => periodMeter(k.monthly_spend, k.monthly_limit, k.period) },
     ], limited, { empty: "No key has a monthly limit." }));
     const budgetDoc = await budgets;
     body.append(h("div", { class: "grid2" }, limits, budgetDoc && Array.isArray(budgetDoc.data)
       ? panel("Budgets nearest their limits", table([
         { label: "Budget", value: (b) => h("span", { dataset: { budget: b.id } }, b.name || b.id) },
-        { label: "Spend this month (UTC) against limit", value: (b) => meter(b.monthly_spend ?? "0", b.monthly_limit) },
+        { label: "Spend against limit", value: (b) => periodMeter(b.monthly_spend ?? "0", b.monthly_limit, b.period) },
       ], budgetDoc.data.map((b) => ({ ...b, ratio: Number(b.monthly_spend ?? 0) / Number(b.monthly_limit) }))
         .sort((a, b) => b.ratio - a.ratio).slice(0, 6), { empty: "No budget yet." })) : null));
   },
