@@ -26,6 +26,24 @@ def test_stream_without_finish_reason_is_unfinished_and_usage_is_the_last_metada
     assert t.usage_chunk()["usage"]["completion_tokens"] == 2
 
 
+def test_a_stream_of_two_candidates_is_complete_only_when_both_finished() -> None:
+    """The provider stops reading at `complete` (then only the body's end is read)."""
+    t = GeminiStreamTranslator("id", 0, "m", candidates=2)
+    t.feed({"candidates": [{"index": 1, "content": {"parts": [{"text": "a"}]}, "finishReason": "STOP"},
+                           {"index": 0, "content": {"parts": [{"text": "b"}]}}]})
+    assert t.finished and not t.complete
+    t.feed({"candidates": [{"index": 1, "content": {"parts": [{"text": ""}]}, "finishReason": "STOP"}]})
+    assert not t.complete  # the same candidate again
+    t.feed({"candidates": [{"index": 0, "content": {"parts": [{"text": "c"}]}, "finishReason": "STOP"}]})
+    assert t.complete
+
+
+def test_a_blocked_prompt_completes_the_stream() -> None:
+    t = GeminiStreamTranslator("id", 0, "m", candidates=3)
+    chunks = t.feed({"promptFeedback": {"blockReason": "SAFETY"}})
+    assert t.complete and chunks[-1]["choices"][0]["finish_reason"] == "content_filter"
+
+
 @pytest.mark.parametrize(("body", "param"), [
     ({"messages": [{"role": "tool", "tool_call_id": "call_x", "content": "{}"}]}, "messages[0].tool_call_id"),
     ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "http://x/a.png"}}]}]},

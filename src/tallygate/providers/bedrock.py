@@ -37,7 +37,7 @@ from tallygate.providers.bedrock_embed import (
 )
 from tallygate.providers.bedrock_messages import ConverseToMessagesStream, converse_to_message, messages_to_converse
 from tallygate.providers.bedrock_translate import ConverseStreamTranslator, bedrock_error, from_converse, to_converse
-from tallygate.providers.http import HttpClient, retry_after, transport_errors
+from tallygate.providers.http import HttpClient, finish_body, retry_after, transport_errors
 from tallygate.providers.upstream import Upstream
 from tallygate.settings import ProviderConfig
 from tallygate.types import Usage
@@ -157,10 +157,15 @@ class BedrockProvider:
                     except ParserError:
                         raise UpstreamProtocolError(
                             f"provider {self.name!r} sent a broken event-stream frame") from None
+                    if translator.done:
+                        try:
+                            if batch:
+                                yield batch
+                        finally:  # the connection back to the pool (see `finish_body`)
+                            await finish_body(resp)
+                        return
                     if batch:
                         yield batch
-                    if translator.done:
-                        return
         raise UpstreamUnavailable(f"provider {self.name!r} ended the stream before its metadata event")
 
     async def messages(self, body: dict, headers: dict[str, str]) -> tuple[dict, Usage]:
@@ -319,7 +324,10 @@ class BedrockClaudeProvider(BedrockProvider):
                             event = self._anthropic_event(frame.headers, frame.payload)
                             batch.append(event)
                             if event[0] == "message_stop":
-                                yield batch
+                                try:
+                                    yield batch
+                                finally:  # the connection back to the pool (see `finish_body`)
+                                    await finish_body(resp)
                                 return
                     except ParserError:
                         raise UpstreamProtocolError(

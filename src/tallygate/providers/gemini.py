@@ -2,7 +2,8 @@
 
 `POST {base_url}/v1beta/models/{model}:generateContent`, and `:streamGenerateContent?alt=sse`
 for streams (SSE events of `GenerateContentResponse`s, no terminator: the stream is complete
-after a chunk with a `finishReason`), authenticated with `x-goog-api-key`. Messages and
+once each candidate has had a chunk with a `finishReason`; the body's end is then read briefly,
+see `finish_body`), authenticated with `x-goog-api-key`. Messages and
 Responses reach it through the gateway's chat translations.
 """
 
@@ -15,7 +16,7 @@ from urllib.parse import quote
 
 from tallygate.errors import UpstreamProtocolError, UpstreamUnavailable
 from tallygate.providers.gemini_translate import GeminiStreamTranslator, from_gemini, gemini_error, to_gemini
-from tallygate.providers.http import HttpClient, parse_json, sse_batches, transport_errors
+from tallygate.providers.http import HttpClient, finish_body, parse_json, sse_batches, transport_errors
 from tallygate.providers.upstream import Upstream
 from tallygate.settings import ProviderConfig
 from tallygate.types import Usage
@@ -50,8 +51,9 @@ class GeminiProvider:
 
     async def chat_stream(self, body: dict) -> AsyncGenerator[list[dict], None]:
         url = self._url(body["model"], "streamGenerateContent") + "?alt=sse"
-        translator = GeminiStreamTranslator("", int(time.time()), body["model"])
         payload, headers = to_gemini(body), await self._request_headers()
+        candidates = payload.get("generationConfig", {}).get("candidateCount", 1)
+        translator = GeminiStreamTranslator("", int(time.time()), body["model"], candidates)
         async with self._up.stream(url, payload, headers) as resp:
             with transport_errors(self.name):
                 async for events in sse_batches(resp):
@@ -61,6 +63,12 @@ class GeminiProvider:
                         if isinstance(chunk.get("error"), dict):
                             raise gemini_error(self.name, int(chunk["error"].get("code") or 500), data)
                         batch.extend(translator.feed(chunk))
+                    if translator.complete:  # every candidate finished: the body's end is all that is left
+                        try:
+                            yield [*batch, translator.usage_chunk()]
+                        finally:  # the connection back to the pool (see `finish_body`)
+                            await finish_body(resp)
+                        return
                     if batch:
                         yield batch
         if not translator.finished:

@@ -258,14 +258,19 @@ def from_gemini(resp: dict, request_id: str, created: int, model: str) -> tuple[
 
 class GeminiStreamTranslator:
     """Gemini stream chunks in (one `GenerateContentResponse` each), OpenAI chunks out. The
-    stream is complete once a chunk carried a `finishReason`; `usage` is the latest metadata."""
+    stream is complete once a chunk carried a `finishReason` (`finished`), and nothing more can
+    come once each of the `candidates` asked for has had one (`complete`); `usage` is the latest
+    metadata."""
 
-    def __init__(self, request_id: str, created: int, model: str) -> None:
+    def __init__(self, request_id: str, created: int, model: str, candidates: int = 1) -> None:
         self._head = {"id": request_id, "object": "chat.completion.chunk", "created": created, "model": model}
         self._meta: object = None
         self._started = False
         self._calls: list[str] = []
+        self._candidates = candidates
+        self._ended: set[object] = set()  # the indexes of the candidates that had a finishReason
         self.finished = False
+        self.complete = False
 
     @property
     def usage(self) -> Usage:
@@ -291,10 +296,13 @@ class GeminiStreamTranslator:
             finish = _finish(cand.get("finishReason"), bool(self._calls))
             if delta or finish:
                 out.append(self._chunk(delta, finish, cand.get("index", 0)))
-            self.finished = self.finished or finish is not None
+            if finish is not None:
+                self.finished = True
+                self._ended.add(cand.get("index", 0))
+                self.complete = len(self._ended) >= self._candidates
         if data.get("promptFeedback") and not data.get("candidates"):
             out.append(self._chunk({}, "content_filter"))
-            self.finished = True
+            self.finished = self.complete = True
         return out
 
     def usage_chunk(self) -> dict:
