@@ -133,7 +133,8 @@ def _provider(route: str, provider: LateEndProvider) -> dict:
 def _three_streams(provider: LateEndProvider, tmp_path: Path, pause_s: float, route: str = "chat") -> list[float]:
     """Three streams through the gateway on the provider of `route` (see `_provider`)."""
     config = {"providers": {"p": _provider(route, provider)},
-              "models": {"m": {"provider": "p", "model": "up-model"}}}
+              "models": {"m": {"provider": "p", "model": "up-model",  # a price: Bedrock models must have one
+                               "pricing": {"input_per_mtok": "1", "output_per_mtok": "2"}}}}
     path, end = (("/v1/messages", b"message_stop") if route.startswith("messages")
                  else ("/v1/chat/completions", b"data: [DONE]\n\n"))
     gw = InProcessGateway(tmp_path, config).start()
