@@ -163,6 +163,8 @@ class ColumnarQuestion:
         DST transitions): local hours exactly; local days (and months) as the instant that is the
         local midnight by the record's own offset, which `groups` maps to the true start."""
         unit, tz = str(d.arg), self.q.tz
+        if unit == "month" and self.from_ms is not None and self.to_ms is not None:
+            return self._month(tz)
         step = HOUR_MS if unit == "hour" else DAY_MS
         if tz == zones.UTC:
             return f"(created_at - created_at % {step})"
@@ -173,6 +175,20 @@ class ColumnarQuestion:
             "CASE " + " ".join(f"WHEN created_at < {start} THEN {prev}" for (start, _), (_, prev)
                                in zip(pieces[1:], pieces[:-1], strict=True)) + f" ELSE {pieces[-1][1]} END")
         return f"(created_at - (((created_at + {off}) % {step}) + {step}) % {step})"
+
+    def _month(self, tz: str) -> str:
+        """The start of each record's local month, from the range's month boundaries: one SQL group
+        per answer group (by local days, Python merged tens of groups into each month)."""
+        assert self.from_ms is not None and self.to_ms is not None
+        start = zones.floor(self.from_ms, "month", tz)
+        cases = []
+        while True:
+            nxt = zones.after(start, "month", tz)
+            if nxt >= self.to_ms:
+                break
+            cases.append(f"WHEN created_at < {nxt} THEN {start}")
+            start = nxt
+        return f"(CASE {' '.join(cases)} ELSE {start} END)" if cases else str(start)
 
     def _true_bucket(self, d: Dim, value: int) -> int:
         """A time key from SQL as the start of its local bucket (hours are exact already)."""
