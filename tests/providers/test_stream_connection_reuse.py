@@ -120,12 +120,12 @@ def late_end(request: pytest.FixtureRequest) -> Iterator[LateEndProvider]:
 def _provider(route: str, provider: LateEndProvider) -> dict:
     """The provider config of `route`: `chat` on an openai provider, `messages` (native) or
     `chat-on-anthropic` (translated) on an anthropic one, `chat-on-gemini`, `chat-on-bedrock`
-    (Converse) and `messages-on-bedrock` (InvokeModel)."""
+    (Converse), `messages-on-bedrock` (InvokeModel) and `messages-on-bedrock-converse`."""
     if route == "chat":
         return {"type": "openai", "base_url": provider.url, "api_key": "sk-provider-secret"}
-    if route.endswith("bedrock"):
+    if "bedrock" in route:
         return {"type": "bedrock", "region": "us-east-1", "base_url": provider.root, "api_key": "bedrock-key-secret",
-                "anthropic_messages": route.startswith("messages")}
+                "anthropic_messages": route == "messages-on-bedrock"}
     kind = "gemini" if route.endswith("gemini") else "anthropic"
     return {"type": kind, "base_url": provider.root, "api_key": "sk-provider-secret"}
 
@@ -154,7 +154,7 @@ def _three_streams(provider: LateEndProvider, tmp_path: Path, pause_s: float, ro
 
 
 @pytest.mark.parametrize("route", ["chat", "messages", "chat-on-anthropic", "chat-on-gemini", "chat-on-bedrock",
-                                   "messages-on-bedrock"])
+                                   "messages-on-bedrock", "messages-on-bedrock-converse"])
 @pytest.mark.parametrize("late_end", [0.01], indirect=True)
 def test_a_finished_stream_keeps_its_connection(late_end: LateEndProvider, tmp_path: Path, route: str) -> None:
     _three_streams(late_end, tmp_path, 0.2, route)

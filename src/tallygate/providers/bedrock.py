@@ -18,8 +18,9 @@ import base64
 import logging
 import re
 import time
-from collections.abc import AsyncGenerator
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncGenerator, Callable
+from functools import partial
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote
 
 import orjson
@@ -46,6 +47,7 @@ if TYPE_CHECKING:  # botocore is imported on the first signed request, not at st
     from tallygate.providers.sigv4 import CachedSigV4Auth
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 _CREDENTIALS_TTL_S = 60.0  # re-read botocore's (refreshable) credentials this often, in a thread
 
@@ -140,33 +142,43 @@ class BedrockProvider:
             raise UpstreamProtocolError(f"provider {self.name!r} sent a body we cannot read") from None
 
     async def chat_stream(self, body: dict) -> AsyncGenerator[list[dict], None]:
+        url, data = self._url(body["model"], "converse-stream"), orjson.dumps(to_converse(body))
+        translator = ConverseStreamTranslator("", int(time.time()), body["model"])
+        read = partial(self._event, translator)
+        async for batch in self._event_stream(url, data, read, lambda _: translator.done, "its metadata event"):
+            yield batch
+
+    async def _event_stream(self, url: str, data: bytes, read: Callable[[dict, bytes], list[_T]],
+                            done: Callable[[list[_T]], bool], last: str) -> AsyncGenerator[list[_T], None]:
+        """An event-stream answer's frames, each turned into items by `read(headers, payload)`, a
+        batch per network read. Once `done(batch)` holds the batch is the last: the body's end is
+        read (`finish_body`, the connection back to the pool). A body that ends before is a 503
+        saying it ended before `last`."""
         from botocore.eventstream import EventStreamBuffer, ParserError
 
-        url, data = self._url(body["model"], "converse-stream"), orjson.dumps(to_converse(body))
-        headers = await self._signed(url, data, "application/vnd.amazon.eventstream")
-        translator = ConverseStreamTranslator("", int(time.time()), body["model"])
+        signed = await self._signed(url, data, "application/vnd.amazon.eventstream")
         frames = EventStreamBuffer()
-        async with self._up.stream_bytes(URL(url, encoded=True), data, headers, "vnd.amazon.eventstream") as resp:
+        async with self._up.stream_bytes(URL(url, encoded=True), data, signed, "vnd.amazon.eventstream") as resp:
             with transport_errors(self.name):
                 async for raw in resp.content.iter_any():
                     frames.add_data(raw)
-                    batch: list[dict] = []
+                    batch: list[_T] = []
                     try:
                         for frame in frames:
-                            batch.extend(self._event(translator, frame.headers, frame.payload))
+                            batch += read(frame.headers, frame.payload)
+                            if done(batch):
+                                try:
+                                    if batch:
+                                        yield batch
+                                finally:
+                                    await finish_body(resp)
+                                return
                     except ParserError:
                         raise UpstreamProtocolError(
                             f"provider {self.name!r} sent a broken event-stream frame") from None
-                    if translator.done:
-                        try:
-                            if batch:
-                                yield batch
-                        finally:  # the connection back to the pool (see `finish_body`)
-                            await finish_body(resp)
-                        return
                     if batch:
                         yield batch
-        raise UpstreamUnavailable(f"provider {self.name!r} ended the stream before its metadata event")
+        raise UpstreamUnavailable(f"provider {self.name!r} ended the stream before {last}")
 
     async def messages(self, body: dict, headers: dict[str, str]) -> tuple[dict, Usage]:
         """Anthropic's Messages through Converse (the client's `anthropic-beta` passed on to Claude)."""
@@ -180,29 +192,14 @@ class BedrockProvider:
 
     async def messages_stream(self, body: dict, headers: dict[str, str]) -> RawEvents:
         """Anthropic's Messages events `(name, JSON)` from ConverseStream; ends after message_stop."""
-        from botocore.eventstream import EventStreamBuffer, ParserError
-
         url, data = self._url(body["model"], "converse-stream"), orjson.dumps(messages_to_converse(body, headers))
-        signed = await self._signed(url, data, "application/vnd.amazon.eventstream")
         events = ConverseToMessagesStream(body["model"])
-        frames = EventStreamBuffer()
-        async with self._up.stream_bytes(URL(url, encoded=True), data, signed, "vnd.amazon.eventstream") as resp:
-            with transport_errors(self.name):
-                async for raw in resp.content.iter_any():
-                    frames.add_data(raw)
-                    batch: list[tuple[str | None, bytes]] = []
-                    try:
-                        for frame in frames:
-                            kind, payload = self._payload(frame.headers, frame.payload)
-                            batch += [(name, orjson.dumps(event)) for name, event in events.feed(kind, payload)]
-                    except ParserError:
-                        raise UpstreamProtocolError(
-                            f"provider {self.name!r} sent a broken event-stream frame") from None
-                    if batch:
-                        yield batch
-                    if events.done:
-                        return
-        raise UpstreamUnavailable(f"provider {self.name!r} ended the stream before its metadata event")
+
+        def read(headers: dict, payload: bytes) -> list[tuple[str | None, bytes]]:
+            return [(name, orjson.dumps(event)) for name, event in events.feed(*self._payload(headers, payload))]
+
+        async for batch in self._event_stream(url, data, read, lambda _: events.done, "its metadata event"):
+            yield batch
 
     def _event(self, translator: ConverseStreamTranslator, headers: dict, payload: bytes) -> list[dict]:
         return translator.feed(*self._payload(headers, payload))
@@ -309,32 +306,14 @@ class BedrockClaudeProvider(BedrockProvider):
     async def messages_stream(self, body: dict, headers: dict[str, str]) -> RawEvents:
         """Raw `(event, data)` Anthropic events, unwrapped from the event stream's `chunk` frames
         (`{"bytes": <base64 event JSON>}`). Ends after `message_stop`."""
-        from botocore.eventstream import EventStreamBuffer, ParserError
-
         url, data = self._url(body["model"], "invoke-with-response-stream"), self._invoke_body(body, headers)
-        signed = await self._signed(url, data, "application/vnd.amazon.eventstream")
-        frames = EventStreamBuffer()
-        async with self._up.stream_bytes(URL(url, encoded=True), data, signed, "vnd.amazon.eventstream") as resp:
-            with transport_errors(self.name):
-                async for raw in resp.content.iter_any():
-                    frames.add_data(raw)
-                    batch: list[tuple[str | None, bytes]] = []
-                    try:
-                        for frame in frames:
-                            event = self._anthropic_event(frame.headers, frame.payload)
-                            batch.append(event)
-                            if event[0] == "message_stop":
-                                try:
-                                    yield batch
-                                finally:  # the connection back to the pool (see `finish_body`)
-                                    await finish_body(resp)
-                                return
-                    except ParserError:
-                        raise UpstreamProtocolError(
-                            f"provider {self.name!r} sent a broken event-stream frame") from None
-                    if batch:
-                        yield batch
-        raise UpstreamUnavailable(f"provider {self.name!r} ended the stream before message_stop")
+
+        def read(headers: dict, payload: bytes) -> list[tuple[str | None, bytes]]:
+            return [self._anthropic_event(headers, payload)]
+
+        async for batch in self._event_stream(url, data, read, lambda batch: batch[-1][0] == "message_stop",
+                                              "message_stop"):
+            yield batch
 
     def _anthropic_event(self, headers: dict, payload: bytes) -> tuple[str | None, bytes]:
         if headers.get(":message-type") in ("exception", "error"):
