@@ -25,6 +25,7 @@ import math
 import orjson
 
 from tallygate.errors import InvalidRequest, UpstreamHTTPError, UpstreamProtocolError
+from tallygate.providers.chat_turns import add_turn
 from tallygate.types import Usage, tokens
 
 _FINISH = {
@@ -120,12 +121,7 @@ def _messages(messages: object) -> tuple[str | list[dict] | None, list[dict]]:
             blocks, role = [_tool_result(msg, at)], "user"
         else:
             raise _invalid(f"{at}.role", "must be one of system, developer, user, assistant, tool")
-        if not blocks:
-            continue
-        if turns and turns[-1]["role"] == role:
-            turns[-1]["content"].extend(blocks)
-        else:
-            turns.append({"role": role, "content": blocks})
+        add_turn(turns, role, blocks)
     if not turns:
         raise _invalid("messages", "must include a user or assistant message")
     return _system(system), turns

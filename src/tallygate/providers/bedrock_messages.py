@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from tallygate.errors import InvalidRequest
 from tallygate.providers.bedrock_translate import cache_point, converse_usage
-from tallygate.providers.chat_turns import invalid
+from tallygate.providers.chat_turns import add_turn, invalid
 from tallygate.types import Usage
 
 _IMAGE_FORMATS = {"image/png": "png", "image/jpeg": "jpeg", "image/gif": "gif", "image/webp": "webp"}
@@ -146,12 +146,7 @@ def _turns(messages: object, system: list[dict]) -> list[dict]:
             blocks = [b for j, block in enumerate(content) for b in _block(block, f"{at}.content[{j}]", role)]
         else:
             raise invalid(f"{at}.content", "must be a string or an array of content blocks")
-        if not blocks:
-            continue
-        if turns and turns[-1]["role"] == role:
-            turns[-1]["content"].extend(blocks)
-        else:
-            turns.append({"role": role, "content": blocks})
+        add_turn(turns, role, blocks)
     if not turns:
         raise invalid("messages", "must include a user or assistant message")
     return turns

@@ -44,15 +44,21 @@ def chat_turns(messages: object, *, model_role: str, key: str, system: Callable[
             blocks, turn = tool(msg, at), "user"
         else:
             raise invalid(f"{at}.role", "must be one of system, developer, user, assistant, tool")
-        if not blocks:
-            continue
-        if turns and turns[-1]["role"] == turn:
-            turns[-1][key].extend(blocks)
-        else:
-            turns.append({"role": turn, key: blocks})
+        add_turn(turns, turn, blocks, key)
     if not turns:
         raise invalid("messages", "must include a user or assistant message")
     return "\n\n".join(t for t in texts if t), turns
+
+
+def add_turn(turns: list[dict], role: str, blocks: list[dict], key: str = "content") -> None:
+    """Add `blocks` to `turns` as `role`'s: to the last turn when it is that role's (providers
+    want turns that alternate), else as a new one; no blocks, no turn."""
+    if not blocks:
+        return
+    if turns and turns[-1]["role"] == role:
+        turns[-1][key].extend(blocks)
+    else:
+        turns.append({"role": role, key: blocks})
 
 
 def tool_arguments(raw: object, param: str) -> dict:
