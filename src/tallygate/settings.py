@@ -19,6 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tallygate.core.addresses import is_ip, is_public
+from tallygate.core.demo import demo_config
 from tallygate.core.zones import zone
 
 
@@ -353,18 +354,6 @@ class GatewayConfig(_Strict):
     reporting: ReportingConfig = ReportingConfig()
 
 
-DEMO_CONFIG = {
-    "providers": {"demo": {"type": "mock", "latency_ms": 0}},
-    "models": {
-        "gpt-4o-mini": {"provider": "demo", "model": "gpt-4o-mini"},
-        "claude-3.5-haiku": {"provider": "demo", "model": "claude-3-5-haiku-latest"},
-        "text-embedding-3-small": {"provider": "demo", "model": "text-embedding-3-small"},
-        "demo-local": {"provider": "demo", "model": "demo-local",
-                       "pricing": {"input_per_mtok": "0.05", "output_per_mtok": "0.10"}},
-    },
-}
-
-
 def _resolve_env(value: str | None, where: str, env: dict[str, str]) -> str | None:
     """`env:NAME` reads NAME from the environment; anything else is taken literally."""
     if value is None or not value.startswith("env:"):
@@ -471,9 +460,9 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 
 def load_config(path: str | Path | None, env: dict[str, str] | None = None) -> GatewayConfig:
-    """Read `tallygate.yaml`, or the built-in demo config when `path` is None."""
+    """Read `tallygate.yaml`, or the built-in demo config (`core/demo.py`) when `path` is None."""
     if path is None:
-        return parse_config(DEMO_CONFIG, env)
+        return parse_config(demo_config(os.environ if env is None else env), env)
     try:
         text = Path(path).read_text()
     except OSError as exc:

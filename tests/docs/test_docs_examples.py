@@ -24,7 +24,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tallygate.settings import DEMO_CONFIG, parse_config
+from tallygate.core.demo import DEMO_CONFIG
+from tallygate.settings import parse_config
 from tests.docs.blocks import CHECKED, MARKER, NODE, PYTHON, ROOT, SHELL, TEXT, Block, all_blocks, pages
 from tests.fakes.upstream import FakeUpstream
 from tests.gateway import Gateway
