@@ -68,3 +68,18 @@ def test_serve_refuses_an_unpriced_bedrock_model_without_a_traceback(tmp_path: P
                           "--db", f"sqlite:///{tmp_path}/t.db"], capture_output=True, text=True, timeout=60)
     assert out.returncode != 0 and "Traceback" not in out.stderr
     assert "models.command-r: genai-prices has no bedrock price for 'cohere.command-r-v1:0'" in out.stderr
+
+
+def test_an_unpriced_model_of_another_cloud_is_a_warning_naming_it(caplog: pytest.LogCaptureFixture) -> None:
+    """Azure, Gemini, Vertex, OpenAI...: a model without a list price starts, with a warning that
+    names it and the setting that prices it; a self-hosted server's models are free to run."""
+    azure = {"type": "azure", "base_url": "https://r.openai.azure.com", "api_key": "k"}
+    config = parse_config({"providers": {"az": azure, "local": {"type": "openai", "preset": "ollama"}},
+                           "models": {"custom": {"provider": "az", "model": "my-gpt-4o-deployment"},
+                                      "listed": {"provider": "az", "model": "gpt-4o-mini"},
+                                      "llama": {"provider": "local", "model": "llama3.2"}}}, {})
+    with caplog.at_level("WARNING", logger="tallygate.pricing"):
+        ModelCatalog(config, build_providers(config, HttpClient()))
+    warned = [r.getMessage() for r in caplog.records if r.name == "tallygate.pricing"]
+    assert len(warned) == 1 and "models.custom" in warned[0] and "'my-gpt-4o-deployment'" in warned[0], warned
+    assert "models.custom.pricing" in warned[0] and "$0" in warned[0]

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from tallygate.errors import InvalidRequest, ModelNotFound
-from tallygate.pipeline.pricing import MUST_PRICE, UNPRICED, PriceBook, Rate
+from tallygate.pipeline.pricing import FREE_TO_RUN, MUST_PRICE, UNPRICED, PriceBook, Rate
 from tallygate.providers.base import Capabilities, Provider
 from tallygate.settings import ConfigError, GatewayConfig, PricingOverride
+
+log = logging.getLogger("tallygate.pricing")
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,10 +63,15 @@ class ModelCatalog:
         self._policies = list(config.policies)
         self._prices = prices or PriceBook()
         for route in self._routes.values():  # load pricing data now, not on the first request
-            if self.rate(route).source == UNPRICED.source and route.price_list in MUST_PRICE:
-                raise ConfigError(f"models.{route.name}: genai-prices has no {route.provider_type} price for "
-                                  f"{route.upstream_model!r}; set models.{route.name}.pricing "
-                                  "(input_per_mtok, output_per_mtok ...)")
+            if self.rate(route).source != UNPRICED.source:
+                continue
+            unpriced = (f"models.{route.name}: genai-prices has no {route.provider_type} price for "
+                        f"{route.upstream_model!r}; set models.{route.name}.pricing "
+                        "(input_per_mtok, output_per_mtok ...)")
+            if route.price_list in MUST_PRICE:
+                raise ConfigError(unpriced)
+            if route.price_list not in FREE_TO_RUN:
+                log.warning("%s: until then its requests are recorded at $0", unpriced)
 
     def resolve(self, name: object) -> Route:
         route = self._routes.get(name) if isinstance(name, str) else None

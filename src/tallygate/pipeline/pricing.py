@@ -113,6 +113,9 @@ UNPRICED = Rate(0, 0, 0, 0, "unpriced")
 # catalogue is sold at list prices, so a model genai-prices does not list (Cohere on Bedrock, an
 # application inference profile's opaque id) needs its `pricing:` in config.
 MUST_PRICE = frozenset({"bedrock"})
+# Price lists whose unpriced models are free to run (self-hosted servers, the in-process mock);
+# an unpriced model of any other list is a start-up warning.
+FREE_TO_RUN = frozenset({"self-hosted", "mock"})
 _today: tuple[int, dt.date] = (-1, dt.date.min)  # (days since the epoch, that date)
 
 
