@@ -175,3 +175,17 @@ def test_the_reservation_refuses_when_the_tool_fees_could_pass_the_limit(gateway
     with pytest.raises(openai.APIStatusError) as spent:  # $1 left: one more search would not fit
         oai.responses.create(model="gpt-fees", input="look it up", tools=[{"type": "web_search"}], max_tool_calls=1)
     assert spent.value.status_code == 402
+
+
+def test_an_unmetered_hosted_tool_is_refused_on_a_limited_request(gateway: InProcessGateway,
+                                                                   upstream: FakeUpstream) -> None:
+    """image_generation is billed outside the usage a response reports: a key under a limit gets a
+    400 naming the tool, before any provider sees it."""
+    key = _key(gateway, "100")
+    upstream.clear()
+    oai = openai.OpenAI(base_url=gateway.base_url, api_key=key, max_retries=0)
+    with pytest.raises(openai.BadRequestError) as refused:
+        oai.responses.create(model="gpt-fees", input="draw it",
+                             tools=[{"type": "web_search"}, {"type": "image_generation"}])  # type: ignore[list-item]
+    assert refused.value.body["param"] == "tools[1].type" and "image_generation" in refused.value.body["message"]  # type: ignore[index]
+    assert upstream.requests == []

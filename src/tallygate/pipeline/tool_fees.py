@@ -6,7 +6,9 @@ brings back results that the model reads as input on its next sampling pass:
 - OpenAI Responses built-in tools: `web_search` / `web_search_preview` (a `web_search_call`
   output item each), `file_search` (`file_search_call`), `code_interpreter` (a container,
   billed when the request creates it: `container: {"type": "auto", "memory_limit": ...}`), and
-  the other built-in tools (`mcp`, `image_generation` ...), whose calls bring results back.
+  the other built-in tools (`mcp` ...), whose calls bring results back. `image_generation` is
+  billed outside the usage a response reports: a request counted against a limit is refused it
+  (400 naming `tools[i].type`); others are served and its images are not in their cost.
 - Chat completions on a search model (`gpt-4o-search-preview`, `...-search-api`): every request
   searches once per choice (`web_search_options` only tunes it).
 - Anthropic server tools: `web_search_*` (`usage.server_tool_use.web_search_requests`),
@@ -50,6 +52,9 @@ SERVER_LOOP_ITERATIONS = 10  # Anthropic's server-tool loop: sampling passes bef
 # Responses tools that the client runs (their calls come back to it): no provider fee, no pass.
 _CLIENT_TOOLS = frozenset({"function", "custom", "namespace", "local_shell", "shell", "apply_patch",
                            "computer_use_preview", "computer_use"})
+# Responses tools billed outside the response's usage (image_generation: image output tokens at
+# the image model's prices): neither metered nor bounded, so refused on limited requests.
+_UNMETERED = frozenset({"image_generation"})
 _OPENAI_SEARCH = ("web_search",)  # web_search, web_search_preview and their dated versions
 _GB = {"1g": 1, "4g": 4, "16g": 16, "64g": 64}  # OpenAI container sizes, in 1 GB units
 
@@ -158,6 +163,11 @@ def _cap_responses(body: dict[str, Any], tools: list[dict[str, Any]]) -> ToolBou
     hosted = [t for t in tools if isinstance(t.get("type"), str) and t["type"] not in _CLIENT_TOOLS]
     if not hosted:
         return NO_TOOLS
+    for i, tool in enumerate(tools):
+        if tool.get("type") in _UNMETERED:
+            raise InvalidRequest(f"tools[{i}].type {tool['type']!r} is billed by the provider outside the usage "
+                                 "this gateway meters, so a request counted against a limit may not use it",
+                                 param=f"tools[{i}].type")
     calls = _uses(body, "max_tool_calls", "body")
     if calls is None:
         calls = body["max_tool_calls"] = DEFAULT_TOOL_CALLS
