@@ -189,3 +189,20 @@ def test_an_unmetered_hosted_tool_is_refused_on_a_limited_request(gateway: InPro
                              tools=[{"type": "web_search"}, {"type": "image_generation"}])  # type: ignore[list-item]
     assert refused.value.body["param"] == "tools[1].type" and "image_generation" in refused.value.body["message"]  # type: ignore[index]
     assert upstream.requests == []
+
+
+def test_audio_output_is_refused_on_a_limited_request(gateway: InProcessGateway, upstream: FakeUpstream) -> None:
+    """Audio output tokens cost several times text ones, at prices the gateway does not meter."""
+    key = _key(gateway, "100")
+    upstream.clear()
+    oai = openai.OpenAI(base_url=gateway.base_url, api_key=key, max_retries=0)
+    for extra in ({"modalities": ["text", "audio"], "audio": {"voice": "alloy", "format": "wav"}},
+                  {"audio": {"voice": "alloy", "format": "wav"}}):
+        with pytest.raises(openai.BadRequestError) as refused:
+            oai.chat.completions.create(model="gpt-fees", messages=[{"role": "user", "content": "say hi"}],
+                                        **extra)  # type: ignore[call-overload]
+        assert refused.value.body["param"] == "modalities"  # type: ignore[index]
+    assert upstream.requests == []
+    served = oai.chat.completions.create(model="gpt-fees", messages=[{"role": "user", "content": "say hi"}],
+                                         modalities=["text"])
+    assert served.choices[0].message.content

@@ -8,7 +8,9 @@ brings back results that the model reads as input on its next sampling pass:
   billed when the request creates it: `container: {"type": "auto", "memory_limit": ...}`), and
   the other built-in tools (`mcp` ...), whose calls bring results back. `image_generation` is
   billed outside the usage a response reports: a request counted against a limit is refused it
-  (400 naming `tools[i].type`); others are served and its images are not in their cost.
+  (400 naming `tools[i].type`); others are served and its images are not in their cost. Chat
+  audio output (`modalities: ["text", "audio"]`), billed at audio token prices, likewise (400
+  naming `modalities`).
 - Chat completions on a search model (`gpt-4o-search-preview`, `...-search-api`): every request
   searches once per choice (`web_search_options` only tunes it).
 - Anthropic server tools: `web_search_*` (`usage.server_tool_use.web_search_requests`),
@@ -112,6 +114,10 @@ def cap_tools(body: dict[str, Any], endpoint: str, upstream_models: list[str]) -
     over every target model in `upstream_models`. A bound that is not a positive integer is a
     400 naming it."""
     if endpoint == "chat":
+        modalities = body.get("modalities")
+        if body.get("audio") is not None or (isinstance(modalities, list) and "audio" in modalities):
+            raise InvalidRequest("modalities: audio output is billed at audio token prices this gateway does not "
+                                 "meter, so a request counted against a limit may not ask for it", param="modalities")
         if not any(is_search_model(m) for m in upstream_models):
             return NO_TOOLS
         n = body.get("n")
