@@ -96,11 +96,16 @@ def test_messages_are_translated_to_azure_chat(gateway: InProcessGateway, azure:
     assert priced(gateway, message.id) == priced(gateway, final.id)
 
 
-def test_embeddings_use_the_deployment_url(client: openai.OpenAI, azure: FakeAzure) -> None:
+def test_embeddings_use_the_deployment_url(client: openai.OpenAI, gateway: InProcessGateway,
+                                          azure: FakeAzure) -> None:
     azure.clear()
-    emb = client.embeddings.create(model="embed", input=["a", "b"])
+    raw = client.embeddings.with_raw_response.create(model="embed", input=["a", "b"])
+    emb = raw.parse()
     assert len(emb.data) == 2
     assert azure.requests[-1]["path"] == "/openai/deployments/text-embedding-3-small/embeddings"
+    record = gateway.log_record(raw.headers["x-request-id"])  # $0.02 per Mtok, genai-prices' azure list
+    assert record["usage"]["input_tokens"] == emb.usage.prompt_tokens > 0
+    assert Decimal(record["cost"]) == emb.usage.prompt_tokens * Decimal("0.02") / 10**6
 
 
 def test_azure_throttling_is_a_429_with_retry_after_and_a_refused_key_a_502(client: openai.OpenAI) -> None:

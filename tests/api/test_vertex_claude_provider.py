@@ -84,12 +84,15 @@ def test_chat_and_responses_are_translated(gateway: InProcessGateway, vertex: Fa
         chunks = list(client.chat.completions.create(model="haiku", messages=messages, stream=True,  # type: ignore[arg-type]
                                                      stream_options={"include_usage": True}))
         raw = client.responses.with_raw_response.create(model="haiku", input="hello")
+        with client.responses.stream(model="haiku", input="hello") as events:
+            streamed = events.get_final_response()
     assert completion.choices[0].message.content == "Echo: hello vertex claude"
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "Echo: hello vertex claude"
     assert priced(gateway, completion.id) == priced(gateway, chunks[0].id)
-    assert raw.parse().output_text == "Echo: hello"
-    priced(gateway, raw.headers["x-request-id"])
-    assert [r["path"].rsplit(":", 1)[1] for r in calls(vertex)] == ["rawPredict", "streamRawPredict", "rawPredict"]
+    assert raw.parse().output_text == streamed.output_text == "Echo: hello"
+    assert priced(gateway, raw.headers["x-request-id"]) == priced(gateway, streamed.id)
+    assert [r["path"].rsplit(":", 1)[1] for r in calls(vertex)] == ["rawPredict", "streamRawPredict", "rawPredict",
+                                                                    "streamRawPredict"]
 
 
 def test_vertex_quota_is_a_429_with_retry_after(claude: anthropic.Anthropic) -> None:
@@ -101,3 +104,14 @@ def test_vertex_quota_is_a_429_with_retry_after(claude: anthropic.Anthropic) -> 
 def test_publisher_applies_to_vertex_only() -> None:
     with pytest.raises(ConfigError, match="providers.p: .*publisher applies to type: vertex only"):
         parse_config({"providers": {"p": {"type": "gemini", "publisher": "anthropic"}}, "models": {}}, env={})
+
+
+def test_embeddings_on_vertex_claude_are_a_400_naming_the_model(gateway: InProcessGateway, vertex: FakeVertex) -> None:
+    """Anthropic's models on Vertex AI are chat models (no embeddings there): the client is told so,
+    and no call is made."""
+    vertex.clear()
+    with openai.OpenAI(base_url=gateway.base_url, api_key=ADMIN_KEY, max_retries=0) as client:
+        with pytest.raises(openai.BadRequestError) as refused:
+            client.embeddings.create(model="haiku", input="hello")
+    assert refused.value.body["param"] == "model" and "chat model" in refused.value.body["message"]  # type: ignore[index]
+    assert calls(vertex) == []

@@ -104,7 +104,10 @@ def test_messages_and_responses_on_vertex(client: openai.OpenAI, gateway: InProc
     assert priced(gateway, message.id) == priced(gateway, final.id)
     raw = client.responses.with_raw_response.create(model="flash", input="hello")
     assert raw.parse().output_text == "Echo: hello"
-    priced(gateway, raw.headers["x-request-id"])
+    with client.responses.stream(model="flash", input="hello") as events:
+        streamed = events.get_final_response()
+    assert streamed.output_text == "Echo: hello"
+    assert priced(gateway, raw.headers["x-request-id"]) == priced(gateway, streamed.id)
 
 
 def test_refused_service_account_is_a_502_naming_no_secret(client: openai.OpenAI) -> None:
