@@ -283,3 +283,22 @@ def test_count_tokens_on_the_native_claude_provider_asks_bedrocks_count_tokens(g
     [asked] = bedrock.requests  # the foundation model's id: AWS does not count profiles
     assert asked["path"] == "/model/anthropic.claude-sonnet-4-5-20250929-v1:0/count-tokens"
     assert asked["headers"]["authorization"].startswith("AWS4-HMAC-SHA256")
+
+
+def test_chat_and_responses_on_a_native_messages_provider_go_through_converse(client: openai.OpenAI, gateway: Gateway,
+                                                                              bedrock: FakeBedrock) -> None:
+    """`anthropic_messages: true` changes /v1/messages only: chat and Responses on the same model go
+    through Converse, streamed and not, at the same cost."""
+    messages = [{"role": "user", "content": "hi through converse"}]
+    bedrock.clear()
+    completion = client.chat.completions.create(model="sonnet-native", messages=messages)  # type: ignore[arg-type]
+    chunks = list(client.chat.completions.create(model="sonnet-native", messages=messages, stream=True,  # type: ignore[arg-type]
+                                                 stream_options={"include_usage": True}))
+    raw = client.responses.with_raw_response.create(model="sonnet-native", input="hello")
+    with client.responses.stream(model="sonnet-native", input="hello") as events:
+        streamed = events.get_final_response()
+    assert [r["path"].rsplit("/", 1)[1] for r in bedrock.requests] == ["converse", "converse-stream"] * 2
+    assert completion.choices[0].message.content == "Echo: hi through converse"
+    assert cost(gateway, completion.id) == cost(gateway, chunks[0].id) > 0
+    assert raw.parse().output_text == streamed.output_text == "Echo: hello"
+    assert cost(gateway, raw.headers["x-request-id"]) == cost(gateway, streamed.id) > 0
