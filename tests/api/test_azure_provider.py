@@ -126,3 +126,28 @@ def test_bad_azure_config_is_an_error_naming_the_field(provider: dict, message: 
 
     with pytest.raises(ConfigError, match=message):
         parse_config({"providers": {"p": provider}, "models": {}}, env={})
+
+
+PNG = "data:image/png;base64,iVBORw0KGgo="
+QUERY = {"type": "object", "properties": {"query": {"type": "string"}}}
+TOOLS = [{"type": "function", "function": {"name": "search", "description": "Search the docs", "parameters": QUERY}}]
+
+
+def test_tools_and_images_pass_through_natively_at_azures_price(client: openai.OpenAI, gateway: InProcessGateway,
+                                                                 azure: FakeAzure) -> None:
+    messages = [{"role": "user", "content": [{"type": "text", "text": "find this"},
+                                             {"type": "image_url", "image_url": {"url": PNG}}]}]
+    azure.clear()
+    first = client.chat.completions.create(model="o4-mini", tools=TOOLS, messages=messages)  # type: ignore[arg-type]
+    chunks = list(client.chat.completions.create(model="o4-mini", tools=TOOLS, messages=messages,  # type: ignore[arg-type]
+                                                 stream=True, stream_options={"include_usage": True}))
+    call = first.choices[0].message.tool_calls[0]  # type: ignore[index]
+    assert first.choices[0].finish_reason == "tool_calls" and call.function.name == "search"
+    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["tool_calls"]
+    assert azure.requests[0]["body"]["messages"][0]["content"][1]["image_url"]["url"] == PNG
+    assert priced(gateway, first.id) == priced(gateway, chunks[0].id)
+    second = client.chat.completions.create(model="o4-mini", tools=TOOLS, messages=[  # type: ignore[arg-type]
+        *messages, {"role": "assistant", "content": None, "tool_calls": [call.model_dump()]},
+        {"role": "tool", "tool_call_id": call.id, "content": '{"hits": 3}'}])
+    assert second.choices[0].finish_reason == "stop"
+    priced(gateway, second.id)
