@@ -143,3 +143,32 @@ def test_embeddings_on_predict_priced_by_vertexs_token_counts(client: openai.Ope
     predicts = [r for r in vertex.requests if r["path"].endswith(":predict")]
     assert len(predicts) == calls and all(r["headers"]["authorization"].startswith("Bearer ya29.") for r in predicts)
     assert Decimal(gateway.log_record(raw.headers["x-request-id"])["cost"]) == 3 * price / 10**6
+
+
+PNG = "data:image/png;base64,iVBORw0KGgo="
+QUERY = {"type": "object", "properties": {"query": {"type": "string"}}}
+TOOLS = [{"type": "function", "function": {"name": "search", "description": "Search the docs", "parameters": QUERY}}]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_tools_and_images_are_translated_for_vertex_at_googles_price(client: openai.OpenAI, gateway: InProcessGateway,
+                                                                      vertex: FakeVertex, stream: bool) -> None:
+    messages = [{"role": "user", "content": [{"type": "text", "text": "find this"},
+                                             {"type": "image_url", "image_url": {"url": PNG}}]}]
+    vertex.clear()
+    raw = client.chat.completions.with_raw_response.create(  # type: ignore[call-overload]
+        model="flash", tools=TOOLS, messages=messages, stream=stream,
+        **({"stream_options": {"include_usage": True}} if stream else {}))
+    if stream:
+        chunks = list(raw.parse())
+        calls = [t for c in chunks if c.choices for t in c.choices[0].delta.tool_calls or ()]
+        finish = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+        name = calls[0].function.name
+    else:
+        answer = raw.parse()
+        finish, name = [answer.choices[0].finish_reason], answer.choices[0].message.tool_calls[0].function.name
+    assert finish == ["tool_calls"] and name == "search"
+    sent = [r for r in vertex.requests if "/publishers/google/" in r["path"]][-1]["body"]
+    assert sent["contents"][0]["parts"][1] == {"inlineData": {"mimeType": "image/png", "data": "iVBORw0KGgo="}}
+    assert sent["tools"][0]["functionDeclarations"][0]["name"] == "search"
+    priced(gateway, raw.headers["x-request-id"])
