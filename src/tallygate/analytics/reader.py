@@ -353,8 +353,8 @@ class AnalyticsStore:
         try:
             if self.open_columnar() is not None:
                 self.sync()
-        except Exception:
-            log.exception("columnar copy failed; the logs read the ledger alone until the next try")
+        except Exception as exc:  # e.g. the ledger closed under it at shutdown: no traceback in the log
+            log.warning("columnar copy failed (%s); the logs read the ledger alone until the next try", exc)
         finally:
             self._warming.release()
 
