@@ -10,19 +10,17 @@ from __future__ import annotations
 import datetime as dt
 import time
 import uuid
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
-import pytest
 from sqlalchemy import create_engine, text
 
 from tests.conftest import standard_config
 from tests.fakes.upstream import FakeUpstream
 from tests.gateway import Gateway
 from tests.multiprocess.test_shared_budgets import _drift
-from tests.postgres import PostgresInstance, postgres_instance
-from tests.redis import RedisServer, redis_server
+from tests.postgres import PostgresInstance
+from tests.redis import RedisServer
 
 PICO = Decimal(10) ** 12
 BERLIN = dt.timezone(dt.timedelta(hours=1))  # Europe/Berlin in December
@@ -103,18 +101,6 @@ def _budget(gw: Gateway, name: str, key_id: str, limit: str, period: object) -> 
                                                         "monthly_limit": limit, "period": period})
     assert status == 201, rec
     return rec
-
-
-@pytest.fixture(scope="module")
-def pg() -> Iterator[PostgresInstance]:
-    with postgres_instance() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def rds() -> Iterator[RedisServer]:
-    with redis_server() as server:
-        yield server
 
 
 def test_a_daily_and_a_monthly_budget_bind_across_processes_and_the_day_resets_at_local_midnight(

@@ -27,18 +27,12 @@ from tests.multiprocess.test_shared_budgets import (
     _worst_case,
     burst,
 )
-from tests.postgres import PostgresInstance, postgres_instance
+from tests.postgres import PostgresInstance
 from tests.redis import RedisServer, redis_server
 
 LIMIT = Decimal("0.40")
 ALLOWANCE = Decimal("0.10")  # TALLYGATE_BUDGETS_OPEN_ALLOWANCE: served unenforced per scope and process
 CONCURRENCY = 20
-
-
-@pytest.fixture(scope="module")
-def pg() -> Iterator[PostgresInstance]:
-    with postgres_instance() as server:
-        yield server
 
 
 @pytest.fixture()

@@ -23,24 +23,12 @@ from sqlalchemy import create_engine, text
 from tests.conftest import standard_config
 from tests.fakes.upstream import FakeUpstream
 from tests.gateway import ADMIN_KEY, Gateway
-from tests.postgres import PostgresInstance, postgres_instance
+from tests.postgres import PostgresInstance
 from tests.redis import RedisServer, redis_server
 
 HELLO = [{"role": "user", "content": "hello budget"}]
 PICO = Decimal(10) ** 12
 HOLD_TTL_S = 3
-
-
-@pytest.fixture(scope="module")
-def pg() -> Iterator[PostgresInstance]:
-    with postgres_instance() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def rds() -> Iterator[RedisServer]:
-    with redis_server() as server:
-        yield server
 
 
 def _gateway(path: Path, upstream: FakeUpstream, pg: PostgresInstance, rds: RedisServer,

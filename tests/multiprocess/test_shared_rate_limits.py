@@ -25,22 +25,10 @@ from tallygate.pipeline.redis_ratelimit_lua import RESERVE_RATED
 from tests.conftest import standard_config
 from tests.fakes.upstream import FakeUpstream
 from tests.gateway import Gateway
-from tests.postgres import PostgresInstance, postgres_instance
-from tests.redis import RedisServer, redis_server
+from tests.postgres import PostgresInstance
+from tests.redis import RedisServer
 
 HELLO = [{"role": "user", "content": "hello rate limits"}]
-
-
-@pytest.fixture(scope="module")
-def pg() -> Iterator[PostgresInstance]:
-    with postgres_instance() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def rds() -> Iterator[RedisServer]:
-    with redis_server() as server:
-        yield server
 
 
 @pytest.fixture(scope="module")
