@@ -44,25 +44,22 @@ local function oldest(key, now, w)
 end
 -- nil when every rule admits; else {4, i, kind (1 requests, 2 tokens, 3 in flight, 4 requests per
 -- second), wait ms (-1: never), used}
+-- the refusal of rule i (`kind`) when one more request would pass `limit` in the sliding log
+-- `key` of `window` ms; nil when it fits
+local function log_full(key, limit, window, i, kind, now)
+  local n = redis.call('ZCARD', key)
+  if n + 1 > limit then
+    local e = redis.call('ZRANGE', key, n - limit, n - limit, 'WITHSCORES')
+    return {4, i, kind, tonumber(e[2]) + window - now, n}
+  end
+end
+
 local function rate_check(p, rules, tokens, now)
   for i, r in ipairs(rules) do
     rate_expire(p, r.id, now)
-    if r.rps then
-      local key = p .. 'rs:' .. r.id
-      local n = redis.call('ZCARD', key)
-      if n + 1 > r.rps then
-        local e = redis.call('ZRANGE', key, n - r.rps, n - r.rps, 'WITHSCORES')
-        return {4, i, 4, tonumber(e[2]) + S - now, n}
-      end
-    end
-    if r.rpm then
-      local key = p .. 'rq:' .. r.id
-      local n = redis.call('ZCARD', key)
-      if n + 1 > r.rpm then
-        local e = redis.call('ZRANGE', key, n - r.rpm, n - r.rpm, 'WITHSCORES')
-        return {4, i, 1, tonumber(e[2]) + W - now, n}
-      end
-    end
+    local full = (r.rps and log_full(p .. 'rs:' .. r.id, r.rps, S, i, 4, now))
+      or (r.rpm and log_full(p .. 'rq:' .. r.id, r.rpm, W, i, 1, now))
+    if full then return full end
     if r.tpm then
       local sum = tonumber(redis.call('GET', p .. 'rks:' .. r.id) or '0')
       if sum + tokens > r.tpm then
