@@ -53,6 +53,7 @@ class Gateway:
             self.config_path.write_text(yaml.safe_dump(config))
         self.env = {**os.environ, "TALLYGATE_ADMIN_KEY": ADMIN_KEY, **(env or {})}
         self.port = 0
+        self.ready = False  # answered once since start()
         self.proc: subprocess.Popen | None = None
         self.log_path = workdir / "gateway.log"
 
@@ -82,7 +83,7 @@ class Gateway:
         return out.stdout.strip().splitlines()[-1]
 
     def start(self) -> Gateway:
-        self.port = free_port()
+        self.port, self.ready = free_port(), False
         args = [sys.executable, "-m", "tallygate", "serve", "--db", self.db_url, "--port", str(self.port), *self.args]
         if self.config_path is not None:
             args += ["--config", str(self.config_path)]
@@ -95,6 +96,7 @@ class Gateway:
                 raise RuntimeError(f"gateway exited early:\n{self.log()}")
             try:
                 self.get("/v1/models", key=ADMIN_KEY)
+                self.ready = True
                 return self
             except (urllib.error.URLError, ConnectionError):
                 time.sleep(0.05)
@@ -113,7 +115,7 @@ class Gateway:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             code = self.proc.wait()
-        self.proc = None
+        self.proc, self.ready = None, False
         self._log.close()
         return code
 
@@ -129,6 +131,13 @@ class Gateway:
                 return resp.status, {k.lower(): v for k, v in resp.headers.items()}, resp.read()
         except urllib.error.HTTPError as err:
             return err.code, {k.lower(): v for k, v in err.headers.items()}, err.read()
+        except urllib.error.URLError as err:  # once started, a refusal says why: the process's state and log
+            if self.ready and isinstance(err.reason, ConnectionRefusedError):
+                code = None if self.proc is None else self.proc.poll()
+                state = "running" if code is None else f"exited {code}"
+                raise ConnectionRefusedError(f"the gateway refused a connection ({state}); "
+                                             f"its log ends:\n{self.log()[-4000:]}") from err
+            raise
 
     def get(self, path: str, key: str | None = ADMIN_KEY) -> tuple[int, dict]:
         status, _, body = self.request("GET", path, key=key)
