@@ -1,17 +1,15 @@
 """The gateway the fuzz tests share (`test_fuzz.py`, `test_fuzz_proxy.py`): one real process on
-SQLite and one on PostgreSQL for the whole session, with a model on each provider type; and
-`client`, the openai SDK on a test module's own `gateway` fixture."""
+SQLite and one on PostgreSQL for the whole session, with a model on each provider type."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
-import openai
 import pytest
 
 from tests.conftest import standard_config
 from tests.fakes.upstream import FakeUpstream
-from tests.gateway import ADMIN_KEY, Gateway
+from tests.gateway import Gateway
 from tests.postgres import postgres_server
 
 
@@ -40,10 +38,3 @@ def gw(request, upstream, tmp_path_factory) -> Iterator[Gateway]:  # type: ignor
     log = g.log()
     for sign in ("Traceback", "failed unexpectedly", "Exception in ASGI", "refused ledger record"):
         assert sign not in log, log[log.find(sign) - 2000:log.find(sign) + 3000]
-
-
-@pytest.fixture()
-def client(gateway: Gateway) -> Iterator[openai.OpenAI]:
-    """The openai SDK, without retries, on the test module's own `gateway`, as the admin."""
-    with openai.OpenAI(base_url=gateway.base_url, api_key=ADMIN_KEY, max_retries=0) as c:
-        yield c

@@ -16,7 +16,7 @@ import pytest
 from tallygate.settings import ConfigError, parse_config
 from tests.fakes.azure import FakeAzure
 from tests.fakes.entra import CLIENT_ID, FEDERATED, IDENTITY_HEADER, SECRET, TENANT, FakeEntra
-from tests.gateway import Gateway
+from tests.gateway import ADMIN_KEY, Gateway
 
 HELLO = [{"role": "user", "content": "hi"}]
 
@@ -69,6 +69,12 @@ def gateway(entra: FakeEntra, short_entra: FakeEntra, azure: FakeAzure,
     gw = Gateway(folder, config, env=env).start()
     yield gw
     gw.stop()
+
+
+@pytest.fixture()
+def client(gateway: Gateway) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=gateway.base_url, api_key=ADMIN_KEY, max_retries=0) as c:
+        yield c
 
 
 def bearers(azure: FakeAzure, model: str) -> list[str]:

@@ -48,6 +48,12 @@ def gateway(azure: FakeAzure, imds: FakeImds, tmp_path_factory: pytest.TempPathF
     gw.stop()
 
 
+@pytest.fixture()
+def client(gateway: Gateway) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=gateway.base_url, api_key=ADMIN_KEY, max_retries=0) as c:
+        yield c
+
+
 def test_imds_token_is_fetched_once_then_refreshed_before_it_expires(client: openai.OpenAI, imds: FakeImds,
                                                                      azure: FakeAzure) -> None:
     for stream in (False, True, False):

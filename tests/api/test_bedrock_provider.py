@@ -57,6 +57,12 @@ def gateway(bedrock: FakeBedrock, tmp_path_factory: pytest.TempPathFactory) -> I
     gw.stop()
 
 
+@pytest.fixture()
+def client(gateway: Gateway) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=gateway.base_url, api_key=ADMIN_KEY, max_retries=0) as c:
+        yield c
+
+
 def cost(gateway: Gateway, request_id: str, price: tuple[Decimal, Decimal] | None = PRICE) -> Decimal:
     record = gateway.log_record(request_id)
     if price is not None:

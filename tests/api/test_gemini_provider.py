@@ -49,6 +49,12 @@ def gateway(gemini: FakeGemini, tmp_path_factory: pytest.TempPathFactory) -> Ite
     gw.stop()
 
 
+@pytest.fixture()
+def client(gateway: Gateway) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=gateway.base_url, api_key=ADMIN_KEY, max_retries=0) as c:
+        yield c
+
+
 def priced(gateway: Gateway, request_id: str) -> tuple[Decimal, dict]:
     """The recorded cost, checked against Google's list price for the recorded usage."""
     record = gateway.log_record(request_id)

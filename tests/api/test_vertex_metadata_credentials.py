@@ -43,6 +43,12 @@ def gateway(vertex: FakeVertex, tmp_path_factory: pytest.TempPathFactory) -> Ite
     gw.stop()
 
 
+@pytest.fixture()
+def client(gateway: Gateway) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=gateway.base_url, api_key=ADMIN_KEY, max_retries=0) as c:
+        yield c
+
+
 def bearers(vertex: FakeVertex) -> list[str]:
     return [r["headers"]["authorization"] for r in vertex.requests if ":generateContent" in r["path"]
             or ":streamGenerateContent" in r["path"]]
