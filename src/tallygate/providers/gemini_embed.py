@@ -16,15 +16,21 @@ from tallygate.types import Usage, tokens
 MAX_TEXTS = 100
 
 
+def output_dimensionality(texts: list[str], dimensions: object, max_texts: int, service: str) -> dict:
+    """`{"outputDimensionality": n}` for OpenAI's `dimensions` (`{}` without), once `texts` and
+    `dimensions` are checked against what Google's `service` takes (a 400 naming the field)."""
+    if len(texts) > max_texts:
+        raise InvalidRequest(f"{service} embeds at most {max_texts} texts a request", param="input")
+    if dimensions is None:
+        return {}
+    if type(dimensions) is not int or not 0 < dimensions <= 3072:
+        raise InvalidRequest(f"must be an integer from 1 to 3072 for {service} embeddings", param="dimensions")
+    return {"outputDimensionality": dimensions}
+
+
 def embed_request(model: str, texts: list[str], dimensions: object) -> dict:
     """The `batchEmbedContents` body for OpenAI's `input` and `dimensions`."""
-    if len(texts) > MAX_TEXTS:
-        raise InvalidRequest(f"Gemini embeds at most {MAX_TEXTS} texts a request", param="input")
-    extra: dict = {}
-    if dimensions is not None:
-        if type(dimensions) is not int or not 0 < dimensions <= 3072:
-            raise InvalidRequest("must be an integer from 1 to 3072 for Gemini embeddings", param="dimensions")
-        extra["outputDimensionality"] = dimensions
+    extra = output_dimensionality(texts, dimensions, MAX_TEXTS, "Gemini")
     return {"requests": [{"model": f"models/{model}", "content": {"parts": [{"text": t}]}, **extra}
                          for t in texts]}
 

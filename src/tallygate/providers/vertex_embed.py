@@ -9,20 +9,14 @@ token_count` (a JSON number; an integral float such as `6.0` is read too).
 
 from __future__ import annotations
 
-from tallygate.errors import InvalidRequest
+from tallygate.providers.gemini_embed import output_dimensionality
 
 MAX_TEXTS = 250
 
 
 def predict_requests(model: str, texts: list[str], dimensions: object) -> list[dict]:
     """The `:predict` bodies for OpenAI's `input` and `dimensions`, in order."""
-    if len(texts) > MAX_TEXTS:
-        raise InvalidRequest(f"Vertex AI embeds at most {MAX_TEXTS} texts a request", param="input")
-    parameters: dict = {}
-    if dimensions is not None:
-        if type(dimensions) is not int or not 0 < dimensions <= 3072:
-            raise InvalidRequest("must be an integer from 1 to 3072 for Vertex AI embeddings", param="dimensions")
-        parameters["outputDimensionality"] = dimensions
+    parameters = output_dimensionality(texts, dimensions, MAX_TEXTS, "Vertex AI")
     size = 1 if model.startswith("gemini-embedding") else MAX_TEXTS
     return [{"instances": [{"content": t} for t in texts[i:i + size]], **({"parameters": parameters}
                                                                           if parameters else {})}
