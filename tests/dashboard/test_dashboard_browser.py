@@ -354,9 +354,12 @@ def test_a_time_zone_in_the_url_reaches_every_question_and_labels_the_figures(ad
     asked: list[str] = []
     admin.page.on("request", lambda r: asked.append(r.url) if "/v1/analytics/" in r.url or "/v1/logs" in r.url
                   else None)
+    admin.rendered()  # the page signing in landed on has asked all its questions (in UTC) first
+    admin.page.wait_for_load_state("networkidle")
     for name, path in PAGES.items():
         if name == "keys":
             continue
+        admin.page.wait_for_load_state("networkidle")
         asked.clear()
         admin.open(f"{path}{'&' if '?' in path else '?'}tz=Europe/Berlin")
         assert asked, name
