@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import signal
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import openai
 import pytest
 from sqlalchemy import text
 
 from tallygate.store.db import migrate, open_engine, schema_behind
+from tallygate.store.keys import KeyStore
 from tests.conftest import standard_config
 from tests.gateway import Gateway
 from tests.postgres import postgres_server
@@ -62,4 +65,25 @@ def test_migrations_are_idempotent_on_postgres(pg_url: str) -> None:
     with engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM alembic_version")).scalar_one() == 1
     assert schema_behind(engine) is None  # at the newest revision
+    engine.dispose()
+
+
+def test_workers_starting_together_share_one_bootstrap_user(pg_url: str) -> None:
+    """`serve --workers N` makes every worker ensure the `admin` user at once: all get the same one."""
+    engine = open_engine(pg_url)
+    migrate(engine)
+    store = KeyStore(engine)
+    for round_no in range(5):
+        name = f"bootstrap-{round_no}"
+        start = threading.Barrier(8)
+
+        def ensure(store: KeyStore = store, name: str = name, start: threading.Barrier = start) -> str:
+            start.wait()
+            return store.ensure_user(name).id
+
+        with ThreadPoolExecutor(8) as pool:
+            ids = list(pool.map(lambda _: ensure(), range(8)))
+        assert len(set(ids)) == 1
+        with pytest.raises(ValueError, match="already exists"):
+            store.create_user(name)
     engine.dispose()

@@ -17,6 +17,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from sqlalchemy import Engine, and_, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
 
 from tallygate.core.timebuckets import month_floor
 from tallygate.store.schema import api_keys, requests, usage_rollups, users
@@ -83,14 +84,16 @@ class KeyStore:
         self._engine = engine
 
     def ensure_user(self, name: str) -> User:
-        """The user called `name`, created on first use."""
-        with self._engine.begin() as conn:
+        """The user called `name`, created on first use (by whichever process gets there first)."""
+        with self._engine.connect() as conn:
             row = conn.execute(select(users).where(users.c.name == name)).mappings().first()
-            if row is not None:
-                return _user(row)
-            user = User(str(uuid.uuid4()), name, now_ms())
-            conn.execute(users.insert().values(id=user.id, name=user.name, created_at=user.created_at))
-            return user
+        if row is not None:
+            return _user(row)
+        try:
+            return self.create_user(name)
+        except ValueError:  # another worker created it between the read and the insert
+            with self._engine.connect() as conn:
+                return _user(conn.execute(select(users).where(users.c.name == name)).mappings().one())
 
     def create(self, *, name: str, labels: dict[str, str] | None = None,
                permissions: dict[str, str] | None = None, monthly_limit_pico: int | None = None,
@@ -168,7 +171,10 @@ class KeyStore:
             if conn.execute(select(users.c.id).where(users.c.name == name)).first() is not None:
                 raise ValueError(f"a user named {name!r} already exists")
             user = User(str(uuid.uuid4()), name, now_ms())
-            conn.execute(users.insert().values(id=user.id, name=user.name, created_at=user.created_at))
+            try:
+                conn.execute(users.insert().values(id=user.id, name=user.name, created_at=user.created_at))
+            except IntegrityError:
+                raise ValueError(f"a user named {name!r} already exists") from None
             return user
 
     def limit_periods(self) -> dict[str, str]:
