@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -86,4 +88,21 @@ def test_workers_starting_together_share_one_bootstrap_user(pg_url: str) -> None
         assert len(set(ids)) == 1
         with pytest.raises(ValueError, match="already exists"):
             store.create_user(name)
+    engine.dispose()
+
+
+def test_gateways_starting_together_on_a_fresh_database_all_migrate(pg_url: str) -> None:
+    """Several machines started at once on an empty database: one migrates, none crashes."""
+    engine = open_engine(pg_url)
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text("CREATE DATABASE fresh_together"))
+    engine.dispose()
+    fresh_url = pg_url.rsplit("/", 1)[0] + "/fresh_together"
+    code = "import sys; from tallygate.store.db import migrate, open_engine; migrate(open_engine(sys.argv[1]))"
+    procs = [subprocess.Popen([sys.executable, "-c", code, fresh_url], stderr=subprocess.PIPE, text=True)
+             for _ in range(4)]
+    failures = [p.stderr.read()[-800:] for p in procs if p.wait(timeout=120) != 0]  # type: ignore[union-attr]
+    assert failures == []
+    engine = open_engine(fresh_url)
+    assert schema_behind(engine) is None
     engine.dispose()

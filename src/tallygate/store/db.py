@@ -8,7 +8,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -48,10 +48,16 @@ def schema_behind(engine: Engine) -> str | None:
     return None
 
 
+_MIGRATION_LOCK = 0x7A11_6A7E  # the PostgreSQL advisory lock every migrating process takes
+
+
 def migrate(engine: Engine) -> None:
-    """Bring the schema to the newest migration (idempotent)."""
+    """Bring the schema to the newest migration (idempotent). Gateways starting together on one
+    PostgreSQL database take turns: the first migrates, the others then find the schema at head."""
     cfg = _alembic_config()
     with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:lock)"), {"lock": _MIGRATION_LOCK})
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
 
