@@ -131,6 +131,8 @@ class Gateway:
         spend = LedgerSpend(engine, keys, budget_store, config.reporting.timezone)
         budget, spend_loader, redis = _budget_engine(settings, spend)
         self.redis = redis
+        if redis is not None:  # requests a killed process never settled count when its journal is replayed
+            ledger.on_replayed = redis.settle_replayed
         budgets = BudgetRegistry(budget_store, budget, spend)
         rate_store = RateLimitStore(engine)
         rules = RuleRegistry(rate_store)

@@ -593,3 +593,53 @@ def test_the_version_check_adds_no_round_trip_to_a_reservation(trio: list[Gatewa
     sent = {line.split(b'] "', 1)[1].split(b'"', 1)[0].upper() for line in top if client(line) in on_the_path}
     assert sent - {b"HELLO", b"CLIENT"} == {b"EVALSHA"}, sent  # (a pooled connection's set-up aside) settles
     # and heartbeats are scripts too: no GET, no EXISTS
+
+
+def test_a_process_killed_before_its_settles_reach_redis_has_them_counted_at_its_replay(
+        upstream: FakeUpstream, pg: PostgresInstance, tmp_path: Path) -> None:
+    """Answered, journaled, then kill -9 before the settles left: the restart's replay writes
+    the records and counts their costs in the shared counters, once (no drift, no double count)."""
+    import redis
+
+    with redis_server() as own:
+        gw = _gateway(tmp_path, upstream, pg, own)
+        gw.env["TALLYGATE_LEDGER_FLUSH_MS"] = "10000"  # the answered records wait in the journal
+        gw.start()
+        direct = redis.Redis.from_url(own.url)
+        try:
+            key = _key(gw, "unsettled", limit="100")
+            budget = _budget(gw, {"key": key["id"]}, "100")
+            settled = burst([gw], [key["key"]], 3)  # settled as usual (before the kill, not yet written)
+            assert settled.status(200) == 3
+
+            async def answered_while_settles_wait() -> list[str]:
+                async with aiohttp.ClientSession() as session:
+                    body = {"model": "priced-slow", "messages": HELLO, "max_tokens": 10}
+
+                    async def one() -> str:
+                        async with session.post(gw.base_url + "/chat/completions", json=body,
+                                                headers={"Authorization": f"Bearer {key['key']}"}) as r:
+                            assert r.status == 200, await r.text()
+                            return str((await r.json())["id"])
+
+                    tasks = [asyncio.create_task(one()) for _ in range(6)]
+                    await asyncio.sleep(0.15)  # reserved; the upstream answers in 0.4 s
+                    direct.client_pause(5000, all=False)  # Redis takes no write (no settle) for now
+                    return await asyncio.gather(*tasks)
+
+            ids = asyncio.run(answered_while_settles_wait())
+            time.sleep(0.2)
+            gw.proc.kill()  # type: ignore[union-attr]  # kill -9: the settles die unsent
+            gw.proc.wait()  # type: ignore[union-attr]
+            gw.proc = None
+            direct.client_unpause()
+            gw.start()  # replays the journal
+            assert set(ids) <= set(_ledger(pg, ids))
+            spent = _spend(pg, [key["id"]])
+            assert spent > 0
+            assert Decimal(gw.get("/v1/manage/apikey/" + key["id"])[1]["monthly_spend"]) == spent
+            assert Decimal(gw.get("/v1/manage/budget/" + budget["id"])[1]["monthly_spend"]) == spent
+            assert _drift(gw) == 0
+        finally:
+            gw.stop()
+            direct.close()

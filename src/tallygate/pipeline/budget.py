@@ -180,6 +180,7 @@ class Hold:
     counters: tuple[str, ...]
     held: tuple[str, ...]
     amount: int
+    request: str = ""  # the request's id, when the engine noted it unsettled until its settle (Redis)
 
 
 def counters(scopes: Sequence[Scope], wins: Windows, at_ms: int) -> tuple[str, ...]:
@@ -195,10 +196,12 @@ class BudgetEngine(Protocol):
 
     windows: Windows  # each period's current window, in the reporting time zone
 
-    async def reserve(self, scopes: Sequence[Scope], amount: int, at_ms: int | None = None) -> Hold:
+    async def reserve(self, scopes: Sequence[Scope], amount: int, at_ms: int | None = None,
+                      request_id: str = "") -> Hold:
         """Hold `amount` against every limited scope, each in its window at `at_ms` (the
         request's start; now when None), or raise `BudgetExceeded` holding none
-        (`BudgetUnavailable` when the shared state cannot be reached and limits must hold)."""
+        (`BudgetUnavailable` when the shared state cannot be reached and limits must hold).
+        `request_id`: the request's ledger id, for `settle_replayed`."""
 
     def settle(self, hold: Hold, actual: int) -> None:
         """Replace the reservation by the actual cost (0 when the request failed). Never blocks."""
@@ -329,7 +332,8 @@ class MemoryBudget:
     def bump(self) -> None:
         """Nothing to do: this process's changes apply here at once."""
 
-    async def reserve(self, scopes: Sequence[Scope], amount: int, at_ms: int | None = None) -> Hold:
+    async def reserve(self, scopes: Sequence[Scope], amount: int, at_ms: int | None = None,
+                      request_id: str = "") -> Hold:
         return self.reserve_now(scopes, amount, at_ms)
 
     def reserve_now(self, scopes: Sequence[Scope], amount: int, at_ms: int | None = None) -> Hold:

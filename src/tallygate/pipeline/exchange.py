@@ -124,16 +124,16 @@ class Pipeline:
         return Exchange(self, scope, receive, send, endpoint, errors)
 
     async def _reserve(self, scopes: Sequence[BudgetScope], amount: int, rules: Sequence[Rule],
-                       tokens: int, at_ms: int) -> tuple[Hold | None, RateHold | None]:
+                       tokens: int, at_ms: int, request_id: str) -> tuple[Hold | None, RateHold | None]:
         """Rate limits, then budgets, all or nothing: in one Redis round trip when shared;
         budgets in their windows at `at_ms` (the request's start, its ledger `created_at`)."""
         if rules and isinstance(self.limiter, SharedLimiter):
-            return await self.limiter.reserve(scopes, amount, rules, tokens, at_ms)
+            return await self.limiter.reserve(scopes, amount, rules, tokens, at_ms, request_id)
         rate = await self.limiter.admit(rules, tokens) if rules else None
         if not scopes:
             return None, rate
         try:
-            return await self.budget.reserve(scopes, amount, at_ms), rate
+            return await self.budget.reserve(scopes, amount, at_ms, request_id), rate
         except BaseException:
             if rate is not None:  # refused by a budget: as if never admitted
                 self.limiter.settle(rate, None)
@@ -169,7 +169,7 @@ class Pipeline:
             amount = priced_bound(prompt, output, [self.catalog.rate(r) for r in routes], tools) if priced else 0
             tokens = prompt + output if counted else 0
             try:
-                return await self._reserve(scopes, amount, rules, tokens, call.created_ms)
+                return await self._reserve(scopes, amount, rules, tokens, call.created_ms, call.id)
             except BudgetExceeded as err:  # another team's budget is not this caller's to read
                 raise redacted(err, call.principal, amount) from None
             except RateLimited as err:  # nor another scope's rate limit (its name or id)

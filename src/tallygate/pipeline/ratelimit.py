@@ -112,7 +112,7 @@ class SharedLimiter(RateLimiter, Protocol):
     reserves the budget in one round trip."""
 
     async def reserve(self, scopes: Sequence[Any], amount: int, rules: Sequence[Rule],
-                      tokens: int, at_ms: int | None = None) -> tuple[Any, RateHold]:
+                      tokens: int, at_ms: int | None = None, request_id: str = "") -> tuple[Any, RateHold]:
         """(budget hold, rate hold), or `RateLimited` / `BudgetExceeded` holding nothing."""
 
 

@@ -45,7 +45,7 @@ from tallygate.core.windows import MONTH, Window, Windows, window
 from tallygate.errors import BudgetUnavailable
 from tallygate.pipeline.budget import Hold, Scope, StaleScopes, counters, refusal
 from tallygate.pipeline.redis_batch import ScriptBatch
-from tallygate.pipeline.redis_lua import HEARTBEAT, REBUILD, RELEASE_ALL, RESERVE, SETTLE
+from tallygate.pipeline.redis_lua import HEARTBEAT, REBUILD, RELEASE_ALL, RESERVE, SETTLE, SETTLE_REPLAYED
 
 log = logging.getLogger("tallygate.budget.redis")
 _REBUILD_AGAIN_S = 3.0
@@ -55,6 +55,11 @@ _CHUNK = 2000  # scopes per rebuild call
 
 def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def unsettled(request_id: str, names: Sequence[str]) -> str:
+    """RESERVE's second argument: the request id and the counters its cost will count in."""
+    return f"{request_id} {' '.join(names)}" if request_id and names else ""
 
 
 def _log_failure(task: asyncio.Task[None]) -> None:
@@ -95,6 +100,7 @@ class RedisBudget:
         self._release = self._aio.register_script(RELEASE_ALL)
         self._rebuild_async = self._aio.register_script(REBUILD)
         self._rebuild_sync = self._sync.register_script(REBUILD)
+        self._settle_replayed_sync = self._sync.register_script(SETTLE_REPLAYED)
         self._queue: list[tuple[Hold, int]] = []
         self._wake: asyncio.Event | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -120,22 +126,24 @@ class RedisBudget:
 
     # -- the hot path ---------------------------------------------------------------------------
 
-    async def reserve(self, scopes: Sequence[Scope], amount: int, at_ms: int | None = None) -> Hold:
+    async def reserve(self, scopes: Sequence[Scope], amount: int, at_ms: int | None = None,
+                      request_id: str = "") -> Hold:
         at = self.now_ms() if at_ms is None else at_ms
         names = counters(scopes, self.windows, at)
         limited = [s for s in scopes if s.limit is not None]
+        noted = unsettled(request_id, names)
         if not limited or not amount:  # only check that no budget or limit has appeared since
             if time.monotonic() < self._down_until:
                 return Hold(names, (), 0)  # Redis just failed: do not make it wait for a timeout
             try:
-                res = await self._reserve([self._p, "", self.process, 0, self._ttl_ms, self.loaded_version])
+                res = await self._reserve([self._p, noted, self.process, 0, self._ttl_ms, self.loaded_version])
             except (RedisError, OSError):
                 self._down_until = time.monotonic() + 1.0
                 return Hold(names, (), 0)  # nothing known to limit it: served either way
             if res[0] == 3:
                 raise StaleScopes(_text(res[1]))
-            return Hold(names, (), 0)
-        args: list[Any] = [self._p, "", self.process, amount, self._ttl_ms, self.loaded_version,
+            return Hold(names, (), 0, request_id if noted else "")
+        args: list[Any] = [self._p, noted, self.process, amount, self._ttl_ms, self.loaded_version,
                            *self._limits(limited, at)]
         for _ in range(3):
             try:
@@ -145,7 +153,7 @@ class RedisBudget:
             if self._unenforced:
                 self._unenforced.clear()  # Redis is back: the next outage has its own allowance
             if res[0] == 0:
-                return Hold(names, tuple(s.id for s in limited), amount)
+                return Hold(names, tuple(s.id for s in limited), amount, request_id if noted else "")
             if res[0] == 3:
                 raise StaleScopes(_text(res[1]))
             if res[0] == 1:
@@ -182,7 +190,7 @@ class RedisBudget:
         return Hold(names, (), 0)
 
     def settle(self, hold: Hold, actual: int) -> None:
-        if not hold.held and not actual:
+        if not hold.held and not actual and not hold.request:
             return
         if len(self._queue) >= _MAX_QUEUED:
             log.error("dropping a queued budget settle: Redis has been unreachable too long")
@@ -192,7 +200,7 @@ class RedisBudget:
             self._wake.set()
 
     def _settle_args(self, hold: Hold, actual: int) -> list[Any]:
-        return [self._p, self.process, "", hold.amount, actual, len(hold.held), *hold.held,
+        return [self._p, self.process, hold.request, hold.amount, actual, len(hold.held), *hold.held,
                 *(hold.counters if actual else ())]
 
     async def _flush(self) -> None:
@@ -226,6 +234,15 @@ class RedisBudget:
             self._queue[:0] = batch
             self._flush_failed = True
             raise
+
+    def settle_replayed(self, records: Sequence[tuple[str, int]]) -> int:
+        """Count the cost of each (request id, cost) a journal replay wrote whose settle never
+        reached Redis (its process was killed first), once; returns how many (blocking)."""
+        settled = 0
+        for i in range(0, len(records), _CHUNK):
+            args = [self._p, *(x for pair in records[i:i + _CHUNK] for x in pair)]
+            settled += int(self._settle_replayed_sync(args=args))
+        return settled
 
     async def _state_lost(self) -> bool:
         """Whether Redis lost its state since this process last looked (after a failed flush)."""

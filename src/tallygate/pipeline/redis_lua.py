@@ -12,6 +12,10 @@ Keys, under a prefix `p` (default `tg:`):
     prt:<scope>          what all processes hold against the scope (the sum of the hash)
     pps:<process>        set: the scopes a process holds something against
     pprocs               sorted set: process id -> the time (ms, Redis clock) its holds expire
+    pu:<request>         the counters a reserved request's cost will count in, until its settle
+                         (7 days at most): a request killed with its process between its ledger
+                         record and its settle is settled from the record when its journal is
+                         replayed (`SETTLE_REPLAYED`), exactly once
 
 A process renews its entry every few seconds; one whose entry has expired (killed, or cut off
 from Redis for the whole TTL) is reaped by the next script that looks: its holds leave the
@@ -78,7 +82,8 @@ local function reap_dead(p, proc, now)
 end
 """
 
-# ARGV: prefix, '' (unused), process, amount, ttl_ms, the budgets version the caller decided its
+# ARGV: prefix, the request id and its counters separated by spaces ('' for none: nothing is
+# noted), process, amount, ttl_ms, the budgets version the caller decided its
 # scopes with, then (scope, limit, slots) triples, `slots` the window's slot names separated by
 # spaces, the running one first (none: only the version is checked). {3, version}: stale.
 # -> {0} held everywhere | {1, i, spent, held} the i-th scope (1-based) would pass its limit
@@ -87,7 +92,12 @@ RESERVE = _COMMON + """
 local p, proc, amount, ttl = ARGV[1], ARGV[3], ARGV[4], tonumber(ARGV[5])
 local ver = redis.call('GET', p .. 'ver') or '0'
 if ver ~= ARGV[6] then return {3, ver} end
-if #ARGV < 7 then return {0} end
+local function unsettled()
+  local id, names = string.match(ARGV[2], '^(%S+) (.+)$')
+  if id then redis.call('SET', p .. 'u:' .. id, names, 'PX', 604800000) end
+  return {0}
+end
+if #ARGV < 7 then return unsettled() end
 for i = 7, #ARGV, 3 do
   if redis.call('EXISTS', p .. string.match(ARGV[i + 2], '^%S+') .. ':ready') == 0 then return {2, (i - 4) / 3} end
 end
@@ -109,13 +119,15 @@ for i = 7, #ARGV, 3 do
   redis.call('INCRBY', p .. 'rt:' .. ARGV[i], amount)
   redis.call('SADD', p .. 'ps:' .. proc, ARGV[i])
 end
-return {0}
+return unsettled()
 """
 
-# ARGV: prefix, process, '' (unused), amount held, actual cost, n held, the n held scopes, then
-# the counters ('<slot>:s:<scope>') the cost counts in. A hold already reaped is not released twice.
+# ARGV: prefix, process, the request id ('' for none), amount held, actual cost, n held, the n
+# held scopes, then the counters ('<slot>:s:<scope>') the cost counts in. A hold already reaped is
+# not released twice; the request is no longer unsettled.
 SETTLE = _COMMON + """
 local p, proc, amount, actual, n = ARGV[1], ARGV[2], ARGV[4], ARGV[5], tonumber(ARGV[6])
+if ARGV[3] ~= '' then redis.call('DEL', p .. 'u:' .. ARGV[3]) end
 for i = 7, 6 + n do
   local sid = ARGV[i]
   local cur = redis.call('HGET', p .. 'r:' .. sid, proc)
@@ -139,6 +151,28 @@ if actual ~= '0' then
   end
 end
 return 0
+"""
+
+# ARGV: prefix, then (request id, cost) pairs: records a journal replay wrote. Each request still
+# unsettled (its process was killed before its settle) has its cost counted now, once.
+SETTLE_REPLAYED = _COMMON + """
+local p, settled = ARGV[1], 0
+for i = 2, #ARGV, 2 do
+  local names = redis.call('GET', p .. 'u:' .. ARGV[i])
+  if names then
+    redis.call('DEL', p .. 'u:' .. ARGV[i])
+    if ARGV[i + 1] ~= '0' then
+      for name in string.gmatch(names, '%S+') do
+        local ms = expiry(name)
+        if redis.call('INCRBY', p .. name, ARGV[i + 1]) == tonumber(ARGV[i + 1]) and ms then
+          redis.call('PEXPIRE', p .. name, ms)
+        end
+      end
+    end
+    settled = settled + 1
+  end
+end
+return settled
 """
 
 # ARGV: prefix, process, ttl_ms. Renews this process's holds; reaps dead processes. -> the number

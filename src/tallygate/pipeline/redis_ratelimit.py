@@ -37,7 +37,7 @@ from tallygate.pipeline.ratelimit import (
 )
 from tallygate.pipeline.ratelimit_rules import Rule
 from tallygate.pipeline.redis_batch import ScriptBatch
-from tallygate.pipeline.redis_budget import RedisBudget
+from tallygate.pipeline.redis_budget import RedisBudget, unsettled
 from tallygate.pipeline.redis_lua import HEARTBEAT, SETTLE
 from tallygate.pipeline.redis_ratelimit_lua import RATE_SETTLE, RATE_USAGE, RESERVE_RATED
 
@@ -93,16 +93,18 @@ class RatedRedisBudget(RedisBudget):
         self.rate_round_trips = 0  # reservations sent with rate limits (for tests and benchmarks)
 
     async def reserve_rated(self, scopes: Sequence[Scope], amount: int, rules: Sequence[Rule],
-                            tokens: int, at_ms: int | None = None) -> tuple[Hold, RateHold]:
+                            tokens: int, at_ms: int | None = None, request_id: str = "") -> tuple[Hold, RateHold]:
         at = self.now_ms() if at_ms is None else at_ms
         ids = counters(scopes, self.windows, at)
         limited = [s for s in scopes if s.limit is not None]
+        noted = unsettled(request_id, ids)
+        request = request_id if noted else ""
         uid = f"{self.process}:{next(self._ids)}"
         head: list[Any] = [len(rules), tokens, uid]
         for r in rules:
             head += (r.id, _opt(r.requests_per_minute), _opt(r.tokens_per_minute), _opt(r.max_concurrent),
                      _opt(r.requests_per_second))
-        args: list[Any] = [*head, self._p, "", self.process, amount if limited else 0, self._ttl_ms,
+        args: list[Any] = [*head, self._p, noted, self.process, amount if limited else 0, self._ttl_ms,
                            self.loaded_version]
         if limited and amount:
             args += self._limits(limited, at)
@@ -119,7 +121,7 @@ class RatedRedisBudget(RedisBudget):
             if code == 0:
                 hold.headers = _headers(rules, [int(x) for x in res[1:]])
                 held = tuple(s.id for s in limited) if limited and amount else ()
-                return Hold(ids, held, amount if held else 0), hold
+                return Hold(ids, held, amount if held else 0, request), hold
             if code == 3:
                 raise StaleScopes(_text(res[1]))
             if code == 4:
@@ -254,8 +256,8 @@ class RedisLimiter:
         self.budget = budget
 
     async def reserve(self, scopes: Sequence[Scope], amount: int, rules: Sequence[Rule],
-                      tokens: int, at_ms: int | None = None) -> tuple[Hold, RateHold]:
-        return await self.budget.reserve_rated(scopes, amount, rules, tokens, at_ms)
+                      tokens: int, at_ms: int | None = None, request_id: str = "") -> tuple[Hold, RateHold]:
+        return await self.budget.reserve_rated(scopes, amount, rules, tokens, at_ms, request_id)
 
     async def admit(self, rules: Sequence[Rule], tokens: int) -> RateHold:
         return (await self.budget.reserve_rated((), 0, rules, tokens))[1]

@@ -73,6 +73,10 @@ class LedgerWriter:
         self._pending = 0
         self.written = 0
         self.on_write: Callable[[int, float], None] | None = None  # (records, seconds) per batch written
+        # (request id, cost) of each record a previous run left in the journal, once written: a
+        # shared budget counts the costs its killed process never settled (blocking, writer thread)
+        self.on_replayed: Callable[[list[tuple[str, int]]], object] | None = None
+        self._left: Position = (0, 0)  # the end of what a previous run left in the journal
         self.failing = False  # the last write failed (the database is away)
         self._held: deque[LedgerRecord] = deque()  # records the journal refused, to journal when it can
         self._healer: asyncio.Task[None] | None = None
@@ -84,6 +88,7 @@ class LedgerWriter:
         directory, fsync, max_bytes = self._journal_args
         self.journal = Journal.claim(directory or tempfile.mkdtemp(prefix="tallygate-journal-"), fsync=fsync,
                                      max_bytes=max_bytes)
+        self._left = self.journal.end
         loop = asyncio.get_running_loop()
         try:
             await loop.run_in_executor(self._pool, self.replay)
@@ -245,9 +250,12 @@ class LedgerWriter:
         return moved
 
     def _move(self, end: Position) -> tuple[int, Position]:
-        """(writer thread) Read one batch from the checkpoint, write it, return (count, position)."""
+        """(writer thread) Read one batch from the checkpoint, write it, return (count, position).
+        A batch of what a previous run left is read alone, and handed to `on_replayed` once written."""
         self.journal.sync()
-        lines, position = self.journal.read(self.journal.checkpoint, end, self._max_batch)
+        replayed = self.journal.checkpoint < self._left
+        lines, position = self.journal.read(self.journal.checkpoint, min(end, self._left) if replayed else end,
+                                            self._max_batch)
         batch = []
         for line in lines:
             try:
@@ -260,7 +268,17 @@ class LedgerWriter:
                           f" (the record {behind.id} behind them is kept)" if behind else "", line[:2000])
         if batch:
             self._write_or_isolate(batch)
+            if replayed and self.on_replayed is not None:
+                self._replayed(batch)
         return len(lines), position
+
+    def _replayed(self, batch: list[LedgerRecord]) -> None:
+        assert self.on_replayed is not None
+        try:
+            self.on_replayed([(rec.id, rec.cost_pico) for rec in batch])
+        except Exception as exc:  # Redis away: its counters may lack these costs until rebuilt
+            log.error("settling the %d replayed ledger records in the shared budget failed (%s: %s)",
+                      len(batch), type(exc).__name__, exc)
 
     def _write_or_isolate(self, batch: list[LedgerRecord]) -> None:
         """Write a batch; if the database refuses it, write it record by record, so that one bad
