@@ -167,7 +167,7 @@ class RedisBudget:
     def _orphan(self, args: Sequence[Any], res: Any) -> None:
         """A reservation whose request went away while Redis answered: release it."""
         if isinstance(res, list) and res and res[0] == 0:
-            self.settle(Hold((), tuple(args[6::3]), int(args[3])), 0)
+            self.settle(Hold((), tuple(args[6::3]), int(args[3]), _text(args[1]).partition(" ")[0]), 0)
 
     def _unavailable(self, names: tuple[str, ...], limited: Sequence[Scope], amount: int,
                      exc: BaseException) -> Hold:

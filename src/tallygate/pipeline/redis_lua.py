@@ -124,7 +124,7 @@ return unsettled()
 
 # ARGV: prefix, process, the request id ('' for none), amount held, actual cost, n held, the n
 # held scopes, then the counters ('<slot>:s:<scope>') the cost counts in. A hold already reaped is
-# not released twice; the request is no longer unsettled.
+# not released twice; the request is no longer noted unsettled.
 SETTLE = _COMMON + """
 local p, proc, amount, actual, n = ARGV[1], ARGV[2], ARGV[4], ARGV[5], tonumber(ARGV[6])
 if ARGV[3] ~= '' then redis.call('DEL', p .. 'u:' .. ARGV[3]) end

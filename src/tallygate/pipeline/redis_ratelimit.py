@@ -165,8 +165,9 @@ class RatedRedisBudget(RedisBudget):
             return
         n = int(args[0])
         budget_args = list(args[3 + 5 * n:])
-        if len(budget_args) > 6:
-            self.settle(Hold((), tuple(budget_args[6::3]), int(budget_args[3])), 0)
+        if len(budget_args) > 6 or budget_args[1]:  # holds, or a request noted unsettled
+            self.settle(Hold((), tuple(budget_args[6::3]), int(budget_args[3]),
+                             _text(budget_args[1]).partition(" ")[0]), 0)
         rules = [Rule(args[3 + 5 * i], "", None, int(args[5 + 5 * i]) if args[5 + 5 * i] else None,
                       int(args[6 + 5 * i]) if args[6 + 5 * i] else None) for i in range(n)]
         self.settle_rate(RateHold(tuple(rules), int(args[1]), remote=args[2]), None)
