@@ -124,10 +124,12 @@ return unsettled()
 
 # ARGV: prefix, process, the request id ('' for none), amount held, actual cost, n held, the n
 # held scopes, then the counters ('<slot>:s:<scope>') the cost counts in. A hold already reaped is
-# not released twice; the request is no longer noted unsettled.
+# not released twice. A request no longer noted unsettled is not settled again: a settle that
+# timed out but ran, sent again; a replay settled it; or Redis lost its state since (the counters
+# are rebuilt from the ledger, which has the cost).
 SETTLE = _COMMON + """
 local p, proc, amount, actual, n = ARGV[1], ARGV[2], ARGV[4], ARGV[5], tonumber(ARGV[6])
-if ARGV[3] ~= '' then redis.call('DEL', p .. 'u:' .. ARGV[3]) end
+if ARGV[3] ~= '' and redis.call('DEL', p .. 'u:' .. ARGV[3]) == 0 then return 0 end
 for i = 7, 6 + n do
   local sid = ARGV[i]
   local cur = redis.call('HGET', p .. 'r:' .. sid, proc)
