@@ -3,6 +3,7 @@ on every route, native or translated, streamed or not, whatever output caps the 
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 import json
 import time
@@ -41,6 +42,8 @@ def gateway(upstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[InPr
     config["models"]["claude-long"] = {"provider": "anthropic", "model": "long-6000", "pricing": _PRICED}
     config["models"]["bytes"] = {"provider": "openai", "model": "bytetokens", "pricing": _PRICED}
     config["models"]["claude-bytes"] = {"provider": "anthropic", "model": "bytetokens", "pricing": _PRICED}
+    config["models"]["gpt-4o"] = {"provider": "openai", "model": "gpt-4o"}  # list prices, with variants
+    config["models"]["opus"] = {"provider": "anthropic", "model": "claude-opus-4-8"}
     gw = InProcessGateway(tmp_path_factory.mktemp("gw"), config).start()
     yield gw
     gw.stop()
@@ -118,3 +121,46 @@ def test_no_prompt_text_makes_a_limited_request_spend_past_its_reservation(
     status, _, answer = gateway.request("POST", path, json.dumps(honest).encode(), rec["key"], headers)
     assert status == 200, answer[:300]  # the same text, short enough to fit, is served
     assert _spend_when_settled(gateway, rec["key"]) <= LIMIT
+
+
+# A dearer tier the body asks for, at genai-prices' list prices: OpenAI's priority processing
+# (gpt-4o: $4.25 / $17 per Mtok instead of $2.50 / $10), Anthropic's fast mode (claude-opus-4-8:
+# $10 / $50 instead of $5 / $25). (route, model, field, value, limit between the two worst cases)
+_TIERS = [("/v1/chat/completions", "gpt-4o", "service_tier", "priority", "0.015"),
+          ("/v1/responses", "gpt-4o", "service_tier", "priority", "0.015"),
+          ("/v1/messages", "opus", "speed", "fast", "0.04")]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+@pytest.mark.parametrize(("path", "model", "field", "value", "limit"), _TIERS, ids=[t[0][4:] for t in _TIERS])
+def test_a_dearer_tier_is_reserved_and_metered_at_its_price(gateway: InProcessGateway, path: str, model: str,
+                                                            field: str, value: str, limit: str,
+                                                            stream: bool) -> None:
+    """A limited key that asks for a priority tier or fast mode is reserved for it (402 when only
+    the standard price would fit), and the cost recorded is the provider's price for that tier."""
+    from genai_prices import data_snapshot
+
+    status, _, rec = gateway.post_json("/v1/manage/apikey", {"name": f"tier-{next(_names)}", "monthly_limit": limit})
+    assert status == 201, rec
+    cap = "max_output_tokens" if path == "/v1/responses" else "max_tokens"
+    text = {"input": "hi"} if path == "/v1/responses" else {"messages": HELLO}
+    body = {"model": model, cap: 1000, "stream": stream, **text}
+    headers = {"Content-Type": "application/json", "anthropic-version": "2023-06-01"}
+    status, _, answer = gateway.request("POST", path, json.dumps({**body, field: value}).encode(), rec["key"], headers)
+    assert status == 402, answer[:300]  # its worst case at the dearer price does not fit
+    status, _, answer = gateway.request("POST", path, json.dumps(body).encode(), rec["key"], headers)
+    assert status == 200, answer[:300]  # at the standard price it does
+    _spend_when_settled(gateway, rec["key"])
+
+    status, _, free = gateway.post_json("/v1/manage/apikey", {"name": f"tier-free-{next(_names)}"})
+    assert status == 201, free
+    status, answered, answer = gateway.request("POST", path, json.dumps({**body, field: value}).encode(),
+                                               free["key"], headers)
+    assert status == 200, answer[:300]
+    row = gateway.log_record(answered["x-request-id"])
+    upstream_model, provider = ("claude-opus-4-8", "anthropic") if model == "opus" else ("gpt-4o", "openai")
+    _, info = data_snapshot.get_snapshot().find_provider_model(upstream_model, None, provider, None)
+    price = info.get_prices(dt.datetime.now(dt.UTC), {field: value})
+    usage = row["usage"]
+    expected = (usage["input_tokens"] * price.input_mtok + usage["output_tokens"] * price.output_mtok) / 10**6
+    assert Decimal(row["cost"]) == expected and f"{field}={value}" in row["pricing_source"], row

@@ -36,7 +36,7 @@ ANTHROPIC_PARAMS = frozenset({
     "model", "messages", "max_tokens", "system", "metadata", "stop_sequences", "stream",
     "temperature", "top_p", "top_k", "tools", "tool_choice", "thinking", "service_tier",
     "container", "mcp_servers", "context_management", "cache_control", "inference_geo",
-    "output_config",
+    "output_config", "speed",
 })
 FIXED_REPLY = "Hello from the fake upstream."
 FINGERPRINT = "fp_fake0001"

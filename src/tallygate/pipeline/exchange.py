@@ -52,6 +52,7 @@ from tallygate.pipeline.image_tokens import MAX_IMAGE_TOKENS, image_tokens
 from tallygate.pipeline.models import ModelCatalog, Route, check_kind
 from tallygate.pipeline.observers import Observers
 from tallygate.pipeline.output_cap import cap_output
+from tallygate.pipeline.pricing import price_context
 from tallygate.pipeline.ratelimit import MemoryLimiter, RateHold, RateLimiter, RulesOf, SharedLimiter
 from tallygate.pipeline.ratelimit import redacted as rate_redacted
 from tallygate.pipeline.ratelimit_rules import Rule
@@ -166,7 +167,8 @@ class Pipeline:
                 images = max((image_tokens(r.upstream_model) for r in routes), default=MAX_IMAGE_TOKENS)
                 bound = prompt_bound(body, call.endpoint, images), output
             prompt, output = bound or (0, 0)
-            amount = priced_bound(prompt, output, [self.catalog.rate(r) for r in routes], tools) if priced else 0
+            rates = [self.catalog.rate(r).under(call.price_context) for r in routes]
+            amount = priced_bound(prompt, output, rates, tools) if priced else 0
             tokens = prompt + output if counted else 0
             try:
                 return await self._reserve(scopes, amount, rules, tokens, call.created_ms)
@@ -225,6 +227,7 @@ class Exchange:
         if not isinstance(model, str) or not model:
             raise InvalidRequest("model must be a non-empty string", param="model")
         call.requested_model = model[:200]
+        call.price_context = price_context(body)  # a dearer tier asked for is reserved and metered as such
         return body
 
     def plan(self, body: dict) -> Plan:

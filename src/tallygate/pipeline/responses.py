@@ -116,7 +116,7 @@ class _ResponsesCodecBase:
             call.meter(Usage(input_tokens=math.ceil(chars / 4) + 1600 * images,
                              output_tokens=math.ceil(call.streamed_chars / 4), web_searches=web,
                              file_searches=file, code_sessions=code), self._rate)
-            call.pricing_source = f"{self._rate.source} (estimated)"
+            call.pricing_source = f"{call.pricing_source} (estimated)"
 
 
 class NativeResponsesCodec(_ResponsesCodecBase):
