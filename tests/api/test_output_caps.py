@@ -43,6 +43,8 @@ def gateway(upstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[InPr
     config["models"]["bytes"] = {"provider": "openai", "model": "bytetokens", "pricing": _PRICED}
     config["models"]["claude-bytes"] = {"provider": "anthropic", "model": "bytetokens", "pricing": _PRICED}
     config["models"]["gpt-4o"] = {"provider": "openai", "model": "gpt-4o"}  # list prices, with variants
+    config["models"]["pdf"] = {"provider": "openai", "model": "docpages-100000", "pricing": _PRICED}
+    config["models"]["claude-pdf"] = {"provider": "anthropic", "model": "docpages-100000", "pricing": _PRICED}
     config["models"]["opus"] = {"provider": "anthropic", "model": "claude-opus-4-8"}
     gw = InProcessGateway(tmp_path_factory.mktemp("gw"), config).start()
     yield gw
@@ -164,3 +166,53 @@ def test_a_dearer_tier_is_reserved_and_metered_at_its_price(gateway: InProcessGa
     usage = row["usage"]
     expected = (usage["input_tokens"] * price.input_mtok + usage["output_tokens"] * price.output_mtok) / 10**6
     assert Decimal(row["cost"]) == expected and f"{field}={value}" in row["pricing_source"], row
+
+
+# Parts billed by what they hold, not by their bytes (the fake's docpages-<n> bills n tokens for
+# each, as a provider bills a PDF's pages): (route, part, the param a limited request is refused on).
+_PDF = "data:application/pdf;base64,JVBERi0xLjcK"
+_UNBOUNDED = [
+    ("/v1/chat/completions", {"type": "file", "file": {"filename": "a.pdf", "file_data": _PDF}}, "type"),
+    ("/v1/chat/completions", {"type": "file", "file": {"file_id": "file-abc"}}, "type"),
+    ("/v1/chat/completions", {"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}}, "type"),
+    ("/v1/chat/completions", {"type": "image_url", "image_url": {"url": "data:video/mp4;base64,AAAA"}},
+     "image_url.url"),
+    ("/v1/messages", {"type": "document", "source": {"type": "base64", "media_type": "application/pdf",
+                                                     "data": _PDF.split(",")[1]}}, "source"),
+    ("/v1/messages", {"type": "document", "source": {"type": "url", "url": "https://example.com/a.pdf"}}, "source"),
+    ("/v1/messages", {"type": "image", "source": {"type": "base64", "media_type": "video/mp4", "data": "AAAA"}},
+     "source.media_type"),
+    ("/v1/responses", {"type": "input_file", "filename": "a.pdf", "file_data": _PDF}, "type"),
+    ("/v1/responses", {"type": "input_file", "file_url": "https://example.com/a.pdf"}, "type"),
+]
+
+
+@pytest.mark.parametrize("model", ["pdf", "claude-pdf"])
+@pytest.mark.parametrize(("path", "part", "param"), _UNBOUNDED,
+                         ids=[f"{p[4:]}-{part['type']}-{i}" for i, (p, part, _) in enumerate(_UNBOUNDED)])
+def test_no_document_or_audio_makes_a_limited_request_spend_past_its_reservation(
+        gateway: InProcessGateway, path: str, part: dict, param: str, model: str) -> None:
+    """A document is billed by its pages, audio at audio prices: a limited request holding one is
+    refused with a 400 naming the part before any provider sees it."""
+    status, _, rec = gateway.post_json("/v1/manage/apikey", {"name": f"doc-{next(_names)}",
+                                                             "monthly_limit": str(LIMIT)})
+    assert status == 201, rec
+    text = {"type": "input_text" if path == "/v1/responses" else "text", "text": "summarise this"}
+    turn = {"role": "user", "content": [text, part]}
+    body = {"model": model, "max_tokens": 10, "messages": [turn]} if path != "/v1/responses" else \
+        {"model": model, "max_output_tokens": 10, "input": [turn]}
+    headers = {"Content-Type": "application/json", "anthropic-version": "2023-06-01"}
+    status, _, answer = gateway.request("POST", path, json.dumps(body).encode(), rec["key"], headers)
+    assert _spend_when_settled(gateway, rec["key"]) <= LIMIT, answer[:300]
+    where = "input[0].content[1]" if path == "/v1/responses" else "messages[0].content[1]"
+    assert status == 400 and f"{where}.{param}" in answer.decode(), answer[:300]
+
+
+def test_stored_items_are_refused_for_a_limited_key(gateway: InProcessGateway) -> None:
+    status, _, rec = gateway.post_json("/v1/manage/apikey", {"name": "stored", "monthly_limit": str(LIMIT)})
+    assert status == 201, rec
+    for item in ({"type": "item_reference", "id": "msg_1"}, {"id": "msg_1"}):
+        status, _, answer = gateway.post_json("/v1/responses", {"model": "long", "input": [item]}, rec["key"])
+        assert status == 400 and answer["error"]["param"] == "input[0]", answer
+    status, _, answer = gateway.post_json("/v1/responses", {"model": "long", "input": "hi"}, rec["key"])
+    assert status == 200, answer  # an honest request of the same key is served

@@ -52,7 +52,7 @@ _SCENARIO = re.compile(
     r"fail-(?P<fail>\d{3})|flaky-(?P<flaky>\d{3})-(?P<times>\d+)|slow-(?P<slow>\d+)"
     r"|slowstream-(?P<slowstream>\d+)|cached-(?P<cached>\d+)|cachewrite-(?P<cachewrite>\d+)"
     r"|cachewrite1h-(?P<cachewrite1h>\d+)"
-    r"|reasoning-(?P<reasoning>\d+)|long-(?P<long>\d+)|hosted-(?P<hosted>\d+)|(?P<kind>cut-stream|stream-error|reset|garbage|bytetokens)")
+    r"|reasoning-(?P<reasoning>\d+)|long-(?P<long>\d+)|hosted-(?P<hosted>\d+)|docpages-(?P<docpages>\d+)|(?P<kind>cut-stream|stream-error|reset|garbage|bytetokens)")
 
 
 @dataclass(frozen=True)
@@ -67,6 +67,7 @@ class Scenario:
     reasoning: int = 0         # OpenAI completion_tokens_details.reasoning_tokens
     words: int = 0             # long-<n>: a reply of n words, unless the request's cap cuts it
     hosted: int = 0            # hosted-<k>: k provider-run tool calls first (server_tools.py)
+    media: int = 0             # docpages-<n>: each document, file or audio part bills n prompt tokens
 
 
 def parse_scenario(model: object) -> Scenario:
@@ -93,6 +94,8 @@ def parse_scenario(model: object) -> Scenario:
         return Scenario("long", words=int(g["long"]))
     if "hosted" in g:
         return Scenario("hosted", hosted=int(g["hosted"]))
+    if "docpages" in g:
+        return Scenario("docpages", media=int(g["docpages"]))
     return Scenario(g["kind"])
 
 
@@ -114,7 +117,28 @@ def count_prompt_tokens(body: dict) -> int:
     texts.append(text_of(body.get("system")))
     if parse_scenario(body.get("model")).kind == "bytetokens":
         return max(1, sum(len(t.encode()) for t in texts))
-    return max(1, sum(len(t) for t in texts) // 4)
+    return max(1, sum(len(t) for t in texts) // 4) + media_tokens(body)
+
+
+_MEDIA = frozenset({"file", "input_file", "document", "input_audio"})
+
+
+def media_tokens(body: dict) -> int:
+    """For the ``docpages-<n>`` scenario, n prompt tokens for each document, file or audio part
+    anywhere in the body (inline or by reference): providers bill a PDF by its pages (text and
+    an image of each), not by its bytes."""
+    per_part = parse_scenario(body.get("model")).media
+    if not per_part:
+        return 0
+
+    def parts(value: object) -> int:
+        if isinstance(value, list):
+            return sum(map(parts, value))
+        if isinstance(value, dict):
+            return (value.get("type") in _MEDIA) + sum(map(parts, value.values()))
+        return 0
+
+    return per_part * parts(body)
 
 
 def reply_text(body: dict) -> str:

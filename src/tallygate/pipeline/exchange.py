@@ -49,6 +49,7 @@ from tallygate.pipeline.budget import (
 from tallygate.pipeline.budget import Scope as BudgetScope
 from tallygate.pipeline.call import Call
 from tallygate.pipeline.image_tokens import MAX_IMAGE_TOKENS, image_tokens
+from tallygate.pipeline.input_bound import check_inputs
 from tallygate.pipeline.models import ModelCatalog, Route, check_kind
 from tallygate.pipeline.observers import Observers
 from tallygate.pipeline.output_cap import cap_output
@@ -162,6 +163,8 @@ class Pipeline:
             priced = any(s.limit is not None for s in scopes)
             counted = any(r.tokens_per_minute is not None for r in rules)
             if bound is None and (priced or counted):
+                if call.endpoint != "count_tokens":  # counting is free: any input may be counted
+                    check_inputs(body, call.endpoint)  # no part the reservation cannot bound
                 output = cap_output(body, call.endpoint)  # the body sent carries the cap reserved for
                 tools = cap_tools(body, call.endpoint, [r.upstream_model for r in routes])  # and the tools' bounds
                 images = max((image_tokens(r.upstream_model) for r in routes), default=MAX_IMAGE_TOKENS)
