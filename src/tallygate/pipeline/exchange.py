@@ -172,7 +172,7 @@ class Pipeline:
             prompt, output = bound or (0, 0)
             rates = [self.catalog.rate(r).under(call.price_context) for r in routes]
             amount = priced_bound(prompt, output, rates, tools) if priced else 0
-            tokens = prompt + output if counted else 0
+            tokens = tools.input_tokens(prompt, output) + output if counted else 0  # every pass, as budgets
             try:
                 return await self._reserve(scopes, amount, rules, tokens, call.created_ms)
             except BudgetExceeded as err:  # another team's budget is not this caller's to read
