@@ -20,6 +20,7 @@ _PRICED = {"input_per_mtok": "1000", "output_per_mtok": "1000"}
 HELLO = [{"role": "user", "content": "hi"}]
 
 # (route, model, body without model/stream). "long" replies 6,000 words unless capped upstream.
+_PREDICTED = {"type": "content", "content": "w " * 3000}  # 6,000 bytes the fake rejects: billed as output
 _CHAT = [{}, {"max_tokens": 100}, {"max_completion_tokens": 100},
          {"max_tokens": 10, "max_completion_tokens": 6000}, {"max_completion_tokens": 10, "max_tokens": 6000},
          {"max_output_tokens": 10}, {"n": 2, "max_tokens": 3000}]
@@ -31,6 +32,8 @@ CASES = [
     *[("/v1/chat/completions", m, {"messages": HELLO, **b}) for m in ("long", "claude-long") for b in _CHAT],
     *[("/v1/messages", m, {"messages": HELLO, **b}) for m in ("claude-long", "long") for b in _MESSAGES],
     *[("/v1/responses", m, {"input": "hi", **b}) for m in ("long", "claude-long") for b in _RESPONSES],
+    *[("/v1/chat/completions", m, {"messages": HELLO, "max_tokens": 10, "prediction": _PREDICTED})
+      for m in ("lopsided", "claude-lopsided")],
 ]
 _names = itertools.count()
 
@@ -42,6 +45,9 @@ def gateway(upstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[InPr
     config["models"]["claude-long"] = {"provider": "anthropic", "model": "long-6000", "pricing": _PRICED}
     config["models"]["bytes"] = {"provider": "openai", "model": "bytetokens", "pricing": _PRICED}
     config["models"]["claude-bytes"] = {"provider": "anthropic", "model": "bytetokens", "pricing": _PRICED}
+    lopsided = {"input_per_mtok": "100", "output_per_mtok": "1000"}  # output dearer than input, as on every list
+    config["models"]["lopsided"] = {"provider": "openai", "model": "echo", "pricing": lopsided}
+    config["models"]["claude-lopsided"] = {"provider": "anthropic", "model": "echo", "pricing": lopsided}
     config["models"]["gpt-4o"] = {"provider": "openai", "model": "gpt-4o"}  # list prices, with variants
     config["models"]["pdf"] = {"provider": "openai", "model": "docpages-100000", "pricing": _PRICED}
     config["models"]["claude-pdf"] = {"provider": "anthropic", "model": "docpages-100000", "pricing": _PRICED}

@@ -277,15 +277,24 @@ def openai_failure(status: int, model: str) -> dict:
     return openai_error(msg.format(model=model, status=status), type_, param, code)
 
 
-def openai_usage(prompt: int, completion: int, sc: Scenario) -> dict:
+def openai_usage(prompt: int, completion: int, sc: Scenario, rejected: int = 0) -> dict:
+    """`rejected`: predicted tokens not in the answer, billed as completion tokens (`rejected_prediction`)."""
     prompt += sc.cached
-    completion += sc.reasoning
+    completion += sc.reasoning + rejected
     return {"prompt_tokens": prompt, "completion_tokens": completion,
             "total_tokens": prompt + completion,
             "prompt_tokens_details": {"cached_tokens": sc.cached, "audio_tokens": 0},
             "completion_tokens_details": {"reasoning_tokens": sc.reasoning, "audio_tokens": 0,
                                           "accepted_prediction_tokens": 0,
-                                          "rejected_prediction_tokens": 0}}
+                                          "rejected_prediction_tokens": rejected}}
+
+
+def rejected_prediction(body: dict) -> int:
+    """A chat `prediction` the fake never accepts: a token per UTF-8 byte of its text, billed as
+    completion tokens (OpenAI bills predicted tokens not in the answer at completion rates)."""
+    prediction = body.get("prediction")
+    content = prediction.get("content") if isinstance(prediction, dict) else None
+    return len(text_of(content).encode())
 
 
 def _choices(body: dict) -> range:
@@ -306,7 +315,7 @@ def openai_chat_json(body: dict, sc: Scenario) -> bytes:
     return dumps({
         "id": next_id("chatcmpl-fake"), "object": "chat.completion", "created": int(time.time()),
         "model": body["model"], "choices": choices,
-        "usage": openai_usage(count_prompt_tokens(body), len(pieces) * len(choices), sc),
+        "usage": openai_usage(count_prompt_tokens(body), len(pieces) * len(choices), sc, rejected_prediction(body)),
         "service_tier": "default", "system_fingerprint": FINGERPRINT,
     }, indent=2)
 
@@ -347,7 +356,8 @@ def openai_chat_events(body: dict, sc: Scenario) -> list[bytes]:
         out += [chunk(delta(i, {"content": p})) for p in pieces for i in idx]
         out += [chunk(delta(i, {}, "length" if cut else "stop")) for i in idx]
     if with_usage:
-        out.append(chunk([], openai_usage(count_prompt_tokens(body), len(pieces) * len(idx), sc)))
+        out.append(chunk([], openai_usage(count_prompt_tokens(body), len(pieces) * len(idx), sc,
+                                          rejected_prediction(body))))
     return out + [b"data: [DONE]\n\n"]
 
 
