@@ -48,6 +48,9 @@ def gateway(upstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[InPr
     lopsided = {"input_per_mtok": "100", "output_per_mtok": "1000"}  # output dearer than input, as on every list
     config["models"]["lopsided"] = {"provider": "openai", "model": "echo", "pricing": lopsided}
     config["models"]["claude-lopsided"] = {"provider": "anthropic", "model": "echo", "pricing": lopsided}
+    config["models"]["mute"] = {"provider": "openai", "model": "nousage", "pricing": _PRICED}  # reports no usage
+    config["models"]["mute-embed"] = {"provider": "openai", "model": "nousage", "kind": "embeddings",
+                                      "pricing": _PRICED}
     config["models"]["gpt-4o"] = {"provider": "openai", "model": "gpt-4o"}  # list prices, with variants
     config["models"]["pdf"] = {"provider": "openai", "model": "docpages-100000", "pricing": _PRICED}
     config["models"]["claude-pdf"] = {"provider": "anthropic", "model": "docpages-100000", "pricing": _PRICED}
@@ -222,3 +225,29 @@ def test_stored_items_are_refused_for_a_limited_key(gateway: InProcessGateway) -
         assert status == 400 and answer["error"]["param"] == "input[0]", answer
     status, _, answer = gateway.post_json("/v1/responses", {"model": "long", "input": "hi"}, rec["key"])
     assert status == 200, answer  # an honest request of the same key is served
+
+
+_MUTE = [("/v1/chat/completions", {"model": "mute", "max_tokens": 10,
+                                   "messages": [{"role": "user", "content": "w " * 2000}]}),
+         ("/v1/chat/completions", {"model": "mute", "max_tokens": 10, "stream": True,
+                                   "messages": [{"role": "user", "content": "w " * 2000}]}),
+         ("/v1/messages", {"model": "mute", "max_tokens": 10, "messages": [{"role": "user", "content": "w " * 2000}]}),
+         ("/v1/embeddings", {"model": "mute-embed", "input": ["w " * 1000, "w " * 1000]})]
+
+
+@pytest.mark.parametrize(("path", "body"), _MUTE, ids=["chat", "chat-stream", "messages", "embeddings"])
+def test_an_answer_without_usage_is_priced_by_estimate_not_free(gateway: InProcessGateway, path: str,
+                                                                 body: dict) -> None:
+    """A server that reports no usage (JSON or stream) leaves a record priced from the prompt's
+    size and the answer's text, marked estimated, so a limit still binds; never $0."""
+    status, _, rec = gateway.post_json("/v1/manage/apikey", {"name": f"mute-{next(_names)}",
+                                                             "monthly_limit": str(LIMIT)})
+    assert status == 201, rec
+    status, answered, answer = gateway.request("POST", path, json.dumps(body).encode(), rec["key"],
+                                               {"Content-Type": "application/json",
+                                                "anthropic-version": "2023-06-01"})
+    assert status == 200, answer[:300]
+    row = gateway.log_record(answered["x-request-id"])
+    assert row["usage"]["input_tokens"] >= 1000 and row["pricing_source"].endswith("(estimated)"), row
+    assert Decimal(row["cost"]) >= Decimal("1"), row  # 1,000 tokens at least, at $0.001 a token
+    assert _spend_when_settled(gateway, rec["key"]) == Decimal(row["cost"])

@@ -52,7 +52,7 @@ _SCENARIO = re.compile(
     r"fail-(?P<fail>\d{3})|flaky-(?P<flaky>\d{3})-(?P<times>\d+)|slow-(?P<slow>\d+)"
     r"|slowstream-(?P<slowstream>\d+)|cached-(?P<cached>\d+)|cachewrite-(?P<cachewrite>\d+)"
     r"|cachewrite1h-(?P<cachewrite1h>\d+)"
-    r"|reasoning-(?P<reasoning>\d+)|long-(?P<long>\d+)|hosted-(?P<hosted>\d+)|docpages-(?P<docpages>\d+)|(?P<kind>cut-stream|stream-error|reset|garbage|bytetokens)")
+    r"|reasoning-(?P<reasoning>\d+)|long-(?P<long>\d+)|hosted-(?P<hosted>\d+)|docpages-(?P<docpages>\d+)|(?P<kind>cut-stream|stream-error|reset|garbage|bytetokens|nousage)")
 
 
 @dataclass(frozen=True)
@@ -312,12 +312,15 @@ def openai_chat_json(body: dict, sc: Scenario) -> bytes:
                                                   "function": {"name": call[0], "arguments": call[1]}}])
     choices = [{"index": i, "message": message, "logprobs": None, "finish_reason": finish}
                for i in _choices(body)]
-    return dumps({
+    answer = {
         "id": next_id("chatcmpl-fake"), "object": "chat.completion", "created": int(time.time()),
         "model": body["model"], "choices": choices,
         "usage": openai_usage(count_prompt_tokens(body), len(pieces) * len(choices), sc, rejected_prediction(body)),
         "service_tier": "default", "system_fingerprint": FINGERPRINT,
-    }, indent=2)
+    }
+    if sc.kind == "nousage":  # a server that reports no usage
+        del answer["usage"]
+    return dumps(answer, indent=2)
 
 
 def openai_chat_events(body: dict, sc: Scenario) -> list[bytes]:
@@ -325,6 +328,7 @@ def openai_chat_events(body: dict, sc: Scenario) -> list[bytes]:
     pieces, cut = reply_pieces(body)
     opts = body.get("stream_options") or {}
     with_usage, obfuscate = bool(opts.get("include_usage")), opts.get("include_obfuscation", True)
+    with_usage = with_usage and sc.kind != "nousage"
     head = {"id": next_id("chatcmpl-fake"), "object": "chat.completion.chunk",
             "created": int(time.time()), "model": body["model"], "service_tier": "default",
             "system_fingerprint": FINGERPRINT}
@@ -379,8 +383,9 @@ def openai_embeddings_json(body: dict) -> bytes:
         if body.get("encoding_format") == "base64":
             emb = base64.b64encode(struct.pack(f"<{dims}f", *vec)).decode()
         data.append({"object": "embedding", "index": i, "embedding": emb})
-    return dumps({"object": "list", "data": data, "model": body["model"],
-                  "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}, indent=2)
+    usage = {} if parse_scenario(body.get("model")).kind == "nousage" else \
+        {"usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+    return dumps({"object": "list", "data": data, "model": body["model"], **usage}, indent=2)
 
 
 def openai_models_json(models: list[str]) -> bytes:
