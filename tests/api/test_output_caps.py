@@ -3,6 +3,7 @@ on every route, native or translated, streamed or not, whatever output caps the 
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 import json
 import time
@@ -19,6 +20,7 @@ _PRICED = {"input_per_mtok": "1000", "output_per_mtok": "1000"}
 HELLO = [{"role": "user", "content": "hi"}]
 
 # (route, model, body without model/stream). "long" replies 6,000 words unless capped upstream.
+_PREDICTED = {"type": "content", "content": "w " * 3000}  # 6,000 bytes the fake rejects: billed as output
 _CHAT = [{}, {"max_tokens": 100}, {"max_completion_tokens": 100},
          {"max_tokens": 10, "max_completion_tokens": 6000}, {"max_completion_tokens": 10, "max_tokens": 6000},
          {"max_output_tokens": 10}, {"n": 2, "max_tokens": 3000}]
@@ -30,6 +32,8 @@ CASES = [
     *[("/v1/chat/completions", m, {"messages": HELLO, **b}) for m in ("long", "claude-long") for b in _CHAT],
     *[("/v1/messages", m, {"messages": HELLO, **b}) for m in ("claude-long", "long") for b in _MESSAGES],
     *[("/v1/responses", m, {"input": "hi", **b}) for m in ("long", "claude-long") for b in _RESPONSES],
+    *[("/v1/chat/completions", m, {"messages": HELLO, "max_tokens": 10, "prediction": _PREDICTED})
+      for m in ("lopsided", "claude-lopsided")],
 ]
 _names = itertools.count()
 
@@ -41,6 +45,16 @@ def gateway(upstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[InPr
     config["models"]["claude-long"] = {"provider": "anthropic", "model": "long-6000", "pricing": _PRICED}
     config["models"]["bytes"] = {"provider": "openai", "model": "bytetokens", "pricing": _PRICED}
     config["models"]["claude-bytes"] = {"provider": "anthropic", "model": "bytetokens", "pricing": _PRICED}
+    lopsided = {"input_per_mtok": "100", "output_per_mtok": "1000"}  # output dearer than input, as on every list
+    config["models"]["lopsided"] = {"provider": "openai", "model": "echo", "pricing": lopsided}
+    config["models"]["claude-lopsided"] = {"provider": "anthropic", "model": "echo", "pricing": lopsided}
+    config["models"]["mute"] = {"provider": "openai", "model": "nousage", "pricing": _PRICED}  # reports no usage
+    config["models"]["mute-embed"] = {"provider": "openai", "model": "nousage", "kind": "embeddings",
+                                      "pricing": _PRICED}
+    config["models"]["gpt-4o"] = {"provider": "openai", "model": "gpt-4o"}  # list prices, with variants
+    config["models"]["pdf"] = {"provider": "openai", "model": "docpages-100000", "pricing": _PRICED}
+    config["models"]["claude-pdf"] = {"provider": "anthropic", "model": "docpages-100000", "pricing": _PRICED}
+    config["models"]["opus"] = {"provider": "anthropic", "model": "claude-opus-4-8"}
     gw = InProcessGateway(tmp_path_factory.mktemp("gw"), config).start()
     yield gw
     gw.stop()
@@ -118,3 +132,122 @@ def test_no_prompt_text_makes_a_limited_request_spend_past_its_reservation(
     status, _, answer = gateway.request("POST", path, json.dumps(honest).encode(), rec["key"], headers)
     assert status == 200, answer[:300]  # the same text, short enough to fit, is served
     assert _spend_when_settled(gateway, rec["key"]) <= LIMIT
+
+
+# A dearer tier the body asks for, at genai-prices' list prices: OpenAI's priority processing
+# (gpt-4o: $4.25 / $17 per Mtok instead of $2.50 / $10), Anthropic's fast mode (claude-opus-4-8:
+# $10 / $50 instead of $5 / $25). (route, model, field, value, limit between the two worst cases)
+_TIERS = [("/v1/chat/completions", "gpt-4o", "service_tier", "priority", "0.015"),
+          ("/v1/responses", "gpt-4o", "service_tier", "priority", "0.015"),
+          ("/v1/messages", "opus", "speed", "fast", "0.04")]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+@pytest.mark.parametrize(("path", "model", "field", "value", "limit"), _TIERS, ids=[t[0][4:] for t in _TIERS])
+def test_a_dearer_tier_is_reserved_and_metered_at_its_price(gateway: InProcessGateway, path: str, model: str,
+                                                            field: str, value: str, limit: str,
+                                                            stream: bool) -> None:
+    """A limited key that asks for a priority tier or fast mode is reserved for it (402 when only
+    the standard price would fit), and the cost recorded is the provider's price for that tier."""
+    from genai_prices import data_snapshot
+
+    status, _, rec = gateway.post_json("/v1/manage/apikey", {"name": f"tier-{next(_names)}", "monthly_limit": limit})
+    assert status == 201, rec
+    cap = "max_output_tokens" if path == "/v1/responses" else "max_tokens"
+    text = {"input": "hi"} if path == "/v1/responses" else {"messages": HELLO}
+    body = {"model": model, cap: 1000, "stream": stream, **text}
+    headers = {"Content-Type": "application/json", "anthropic-version": "2023-06-01"}
+    status, _, answer = gateway.request("POST", path, json.dumps({**body, field: value}).encode(), rec["key"], headers)
+    assert status == 402, answer[:300]  # its worst case at the dearer price does not fit
+    status, _, answer = gateway.request("POST", path, json.dumps(body).encode(), rec["key"], headers)
+    assert status == 200, answer[:300]  # at the standard price it does
+    _spend_when_settled(gateway, rec["key"])
+
+    status, _, free = gateway.post_json("/v1/manage/apikey", {"name": f"tier-free-{next(_names)}"})
+    assert status == 201, free
+    status, answered, answer = gateway.request("POST", path, json.dumps({**body, field: value}).encode(),
+                                               free["key"], headers)
+    assert status == 200, answer[:300]
+    row = gateway.log_record(answered["x-request-id"])
+    upstream_model, provider = ("claude-opus-4-8", "anthropic") if model == "opus" else ("gpt-4o", "openai")
+    _, info = data_snapshot.get_snapshot().find_provider_model(upstream_model, None, provider, None)
+    price = info.get_prices(dt.datetime.now(dt.UTC), {field: value})
+    usage = row["usage"]
+    expected = (usage["input_tokens"] * price.input_mtok + usage["output_tokens"] * price.output_mtok) / 10**6
+    assert Decimal(row["cost"]) == expected and f"{field}={value}" in row["pricing_source"], row
+
+
+# Parts billed by what they hold, not by their bytes (the fake's docpages-<n> bills n tokens for
+# each, as a provider bills a PDF's pages): (route, part, the param a limited request is refused on).
+_PDF = "data:application/pdf;base64,JVBERi0xLjcK"
+_UNBOUNDED = [
+    ("/v1/chat/completions", {"type": "file", "file": {"filename": "a.pdf", "file_data": _PDF}}, "type"),
+    ("/v1/chat/completions", {"type": "file", "file": {"file_id": "file-abc"}}, "type"),
+    ("/v1/chat/completions", {"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}}, "type"),
+    ("/v1/chat/completions", {"type": "image_url", "image_url": {"url": "data:video/mp4;base64,AAAA"}},
+     "image_url.url"),
+    ("/v1/messages", {"type": "document", "source": {"type": "base64", "media_type": "application/pdf",
+                                                     "data": _PDF.split(",")[1]}}, "source"),
+    ("/v1/messages", {"type": "document", "source": {"type": "url", "url": "https://example.com/a.pdf"}}, "source"),
+    ("/v1/messages", {"type": "image", "source": {"type": "base64", "media_type": "video/mp4", "data": "AAAA"}},
+     "source.media_type"),
+    ("/v1/responses", {"type": "input_file", "filename": "a.pdf", "file_data": _PDF}, "type"),
+    ("/v1/responses", {"type": "input_file", "file_url": "https://example.com/a.pdf"}, "type"),
+]
+
+
+@pytest.mark.parametrize("model", ["pdf", "claude-pdf"])
+@pytest.mark.parametrize(("path", "part", "param"), _UNBOUNDED,
+                         ids=[f"{p[4:]}-{part['type']}-{i}" for i, (p, part, _) in enumerate(_UNBOUNDED)])
+def test_no_document_or_audio_makes_a_limited_request_spend_past_its_reservation(
+        gateway: InProcessGateway, path: str, part: dict, param: str, model: str) -> None:
+    """A document is billed by its pages, audio at audio prices: a limited request holding one is
+    refused with a 400 naming the part before any provider sees it."""
+    status, _, rec = gateway.post_json("/v1/manage/apikey", {"name": f"doc-{next(_names)}",
+                                                             "monthly_limit": str(LIMIT)})
+    assert status == 201, rec
+    text = {"type": "input_text" if path == "/v1/responses" else "text", "text": "summarise this"}
+    turn = {"role": "user", "content": [text, part]}
+    body = {"model": model, "max_tokens": 10, "messages": [turn]} if path != "/v1/responses" else \
+        {"model": model, "max_output_tokens": 10, "input": [turn]}
+    headers = {"Content-Type": "application/json", "anthropic-version": "2023-06-01"}
+    status, _, answer = gateway.request("POST", path, json.dumps(body).encode(), rec["key"], headers)
+    assert _spend_when_settled(gateway, rec["key"]) <= LIMIT, answer[:300]
+    where = "input[0].content[1]" if path == "/v1/responses" else "messages[0].content[1]"
+    assert status == 400 and f"{where}.{param}" in answer.decode(), answer[:300]
+
+
+def test_stored_items_are_refused_for_a_limited_key(gateway: InProcessGateway) -> None:
+    status, _, rec = gateway.post_json("/v1/manage/apikey", {"name": "stored", "monthly_limit": str(LIMIT)})
+    assert status == 201, rec
+    for item in ({"type": "item_reference", "id": "msg_1"}, {"id": "msg_1"}):
+        status, _, answer = gateway.post_json("/v1/responses", {"model": "long", "input": [item]}, rec["key"])
+        assert status == 400 and answer["error"]["param"] == "input[0]", answer
+    status, _, answer = gateway.post_json("/v1/responses", {"model": "long", "input": "hi"}, rec["key"])
+    assert status == 200, answer  # an honest request of the same key is served
+
+
+_MUTE = [("/v1/chat/completions", {"model": "mute", "max_tokens": 10,
+                                   "messages": [{"role": "user", "content": "w " * 2000}]}),
+         ("/v1/chat/completions", {"model": "mute", "max_tokens": 10, "stream": True,
+                                   "messages": [{"role": "user", "content": "w " * 2000}]}),
+         ("/v1/messages", {"model": "mute", "max_tokens": 10, "messages": [{"role": "user", "content": "w " * 2000}]}),
+         ("/v1/embeddings", {"model": "mute-embed", "input": ["w " * 1000, "w " * 1000]})]
+
+
+@pytest.mark.parametrize(("path", "body"), _MUTE, ids=["chat", "chat-stream", "messages", "embeddings"])
+def test_an_answer_without_usage_is_priced_by_estimate_not_free(gateway: InProcessGateway, path: str,
+                                                                 body: dict) -> None:
+    """A server that reports no usage (JSON or stream) leaves a record priced from the prompt's
+    size and the answer's text, marked estimated, so a limit still binds; never $0."""
+    status, _, rec = gateway.post_json("/v1/manage/apikey", {"name": f"mute-{next(_names)}",
+                                                             "monthly_limit": str(LIMIT)})
+    assert status == 201, rec
+    status, answered, answer = gateway.request("POST", path, json.dumps(body).encode(), rec["key"],
+                                               {"Content-Type": "application/json",
+                                                "anthropic-version": "2023-06-01"})
+    assert status == 200, answer[:300]
+    row = gateway.log_record(answered["x-request-id"])
+    assert row["usage"]["input_tokens"] >= 1000 and row["pricing_source"].endswith("(estimated)"), row
+    assert Decimal(row["cost"]) >= Decimal("1"), row  # 1,000 tokens at least, at $0.001 a token
+    assert _spend_when_settled(gateway, rec["key"]) == Decimal(row["cost"])

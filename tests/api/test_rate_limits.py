@@ -24,6 +24,7 @@ HELLO = [{"role": "user", "content": "hello rate limit"}]
 @pytest.fixture(scope="module")
 def gateway(upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     config = standard_config(upstream)
+    config["models"]["claude-searching"] = {"provider": "anthropic", "model": "hosted-3"}  # 3 web searches
     gw = InProcessGateway(tmp_path_factory.mktemp("rl"), config).start()
     yield gw
     gw.stop()
@@ -108,6 +109,25 @@ def test_tokens_per_minute_refuses_a_request_larger_than_the_limit_and_settles_a
         status, headers, answer = _chat(gateway, key, max_tokens=1000)
         assert status == 200, answer
     assert int(headers["x-ratelimit-remaining-tokens"]) > 2000 - 1250
+
+
+def test_provider_run_tools_count_their_passes_and_results_against_tokens_per_minute(gateway: Gateway) -> None:
+    """A web search's results come back as input and every further pass reads the prompt again:
+    the worst case admitted counts them, so no request's actual usage passes the limit."""
+    status, _, key = gateway.post_json("/v1/manage/apikey", {"name": "tpm-tools"})
+    assert status == 201, key
+    status, _, rule = gateway.post_json("/v1/manage/ratelimit", {"name": "tpm-tools", "scope": {"key": key["id"]},
+                                                                 "tokens_per_minute": 4000})
+    assert status == 201, rule
+    body = {"model": "claude-searching", "max_tokens": 100, "messages": HELLO,
+            "tools": [{"type": "web_search_20250305", "name": "web_search", "max_uses": 3}]}
+    status, _, answer = gateway.request("POST", "/v1/messages", json.dumps(body).encode(), key["key"],
+                                        {"Content-Type": "application/json", "anthropic-version": "2023-06-01"})
+    assert status in (200, 429), answer[:300]
+    status, usage = gateway.get(f"/v1/manage/ratelimit/usage?key={key['id']}")
+    assert status == 200, usage
+    [counted] = [lim["usage"]["tokens"] for lim in usage["limits"]]
+    assert counted <= 4000, (counted, answer[:300])  # the fake billed 3 x 1,500 tokens of results
 
 
 def test_slots_in_flight_are_released_by_upstream_errors_and_disconnects(gateway: Gateway) -> None:

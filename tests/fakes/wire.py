@@ -36,7 +36,7 @@ ANTHROPIC_PARAMS = frozenset({
     "model", "messages", "max_tokens", "system", "metadata", "stop_sequences", "stream",
     "temperature", "top_p", "top_k", "tools", "tool_choice", "thinking", "service_tier",
     "container", "mcp_servers", "context_management", "cache_control", "inference_geo",
-    "output_config",
+    "output_config", "speed",
 })
 FIXED_REPLY = "Hello from the fake upstream."
 FINGERPRINT = "fp_fake0001"
@@ -52,7 +52,7 @@ _SCENARIO = re.compile(
     r"fail-(?P<fail>\d{3})|flaky-(?P<flaky>\d{3})-(?P<times>\d+)|slow-(?P<slow>\d+)"
     r"|slowstream-(?P<slowstream>\d+)|cached-(?P<cached>\d+)|cachewrite-(?P<cachewrite>\d+)"
     r"|cachewrite1h-(?P<cachewrite1h>\d+)"
-    r"|reasoning-(?P<reasoning>\d+)|long-(?P<long>\d+)|hosted-(?P<hosted>\d+)|(?P<kind>cut-stream|stream-error|reset|garbage|bytetokens)")
+    r"|reasoning-(?P<reasoning>\d+)|long-(?P<long>\d+)|hosted-(?P<hosted>\d+)|docpages-(?P<docpages>\d+)|(?P<kind>cut-stream|stream-error|reset|garbage|bytetokens|nousage)")
 
 
 @dataclass(frozen=True)
@@ -67,6 +67,7 @@ class Scenario:
     reasoning: int = 0         # OpenAI completion_tokens_details.reasoning_tokens
     words: int = 0             # long-<n>: a reply of n words, unless the request's cap cuts it
     hosted: int = 0            # hosted-<k>: k provider-run tool calls first (server_tools.py)
+    media: int = 0             # docpages-<n>: each document, file or audio part bills n prompt tokens
 
 
 def parse_scenario(model: object) -> Scenario:
@@ -93,6 +94,8 @@ def parse_scenario(model: object) -> Scenario:
         return Scenario("long", words=int(g["long"]))
     if "hosted" in g:
         return Scenario("hosted", hosted=int(g["hosted"]))
+    if "docpages" in g:
+        return Scenario("docpages", media=int(g["docpages"]))
     return Scenario(g["kind"])
 
 
@@ -114,7 +117,28 @@ def count_prompt_tokens(body: dict) -> int:
     texts.append(text_of(body.get("system")))
     if parse_scenario(body.get("model")).kind == "bytetokens":
         return max(1, sum(len(t.encode()) for t in texts))
-    return max(1, sum(len(t) for t in texts) // 4)
+    return max(1, sum(len(t) for t in texts) // 4) + media_tokens(body)
+
+
+_MEDIA = frozenset({"file", "input_file", "document", "input_audio"})
+
+
+def media_tokens(body: dict) -> int:
+    """For the ``docpages-<n>`` scenario, n prompt tokens for each document, file or audio part
+    anywhere in the body (inline or by reference): providers bill a PDF by its pages (text and
+    an image of each), not by its bytes."""
+    per_part = parse_scenario(body.get("model")).media
+    if not per_part:
+        return 0
+
+    def parts(value: object) -> int:
+        if isinstance(value, list):
+            return sum(map(parts, value))
+        if isinstance(value, dict):
+            return (value.get("type") in _MEDIA) + sum(map(parts, value.values()))
+        return 0
+
+    return per_part * parts(body)
 
 
 def reply_text(body: dict) -> str:
@@ -253,15 +277,24 @@ def openai_failure(status: int, model: str) -> dict:
     return openai_error(msg.format(model=model, status=status), type_, param, code)
 
 
-def openai_usage(prompt: int, completion: int, sc: Scenario) -> dict:
+def openai_usage(prompt: int, completion: int, sc: Scenario, rejected: int = 0) -> dict:
+    """`rejected`: predicted tokens not in the answer, billed as completion tokens (`rejected_prediction`)."""
     prompt += sc.cached
-    completion += sc.reasoning
+    completion += sc.reasoning + rejected
     return {"prompt_tokens": prompt, "completion_tokens": completion,
             "total_tokens": prompt + completion,
             "prompt_tokens_details": {"cached_tokens": sc.cached, "audio_tokens": 0},
             "completion_tokens_details": {"reasoning_tokens": sc.reasoning, "audio_tokens": 0,
                                           "accepted_prediction_tokens": 0,
-                                          "rejected_prediction_tokens": 0}}
+                                          "rejected_prediction_tokens": rejected}}
+
+
+def rejected_prediction(body: dict) -> int:
+    """A chat `prediction` the fake never accepts: a token per UTF-8 byte of its text, billed as
+    completion tokens (OpenAI bills predicted tokens not in the answer at completion rates)."""
+    prediction = body.get("prediction")
+    content = prediction.get("content") if isinstance(prediction, dict) else None
+    return len(text_of(content).encode())
 
 
 def _choices(body: dict) -> range:
@@ -279,12 +312,15 @@ def openai_chat_json(body: dict, sc: Scenario) -> bytes:
                                                   "function": {"name": call[0], "arguments": call[1]}}])
     choices = [{"index": i, "message": message, "logprobs": None, "finish_reason": finish}
                for i in _choices(body)]
-    return dumps({
+    answer = {
         "id": next_id("chatcmpl-fake"), "object": "chat.completion", "created": int(time.time()),
         "model": body["model"], "choices": choices,
-        "usage": openai_usage(count_prompt_tokens(body), len(pieces) * len(choices), sc),
+        "usage": openai_usage(count_prompt_tokens(body), len(pieces) * len(choices), sc, rejected_prediction(body)),
         "service_tier": "default", "system_fingerprint": FINGERPRINT,
-    }, indent=2)
+    }
+    if sc.kind == "nousage":  # a server that reports no usage
+        del answer["usage"]
+    return dumps(answer, indent=2)
 
 
 def openai_chat_events(body: dict, sc: Scenario) -> list[bytes]:
@@ -292,6 +328,7 @@ def openai_chat_events(body: dict, sc: Scenario) -> list[bytes]:
     pieces, cut = reply_pieces(body)
     opts = body.get("stream_options") or {}
     with_usage, obfuscate = bool(opts.get("include_usage")), opts.get("include_obfuscation", True)
+    with_usage = with_usage and sc.kind != "nousage"
     head = {"id": next_id("chatcmpl-fake"), "object": "chat.completion.chunk",
             "created": int(time.time()), "model": body["model"], "service_tier": "default",
             "system_fingerprint": FINGERPRINT}
@@ -323,7 +360,8 @@ def openai_chat_events(body: dict, sc: Scenario) -> list[bytes]:
         out += [chunk(delta(i, {"content": p})) for p in pieces for i in idx]
         out += [chunk(delta(i, {}, "length" if cut else "stop")) for i in idx]
     if with_usage:
-        out.append(chunk([], openai_usage(count_prompt_tokens(body), len(pieces) * len(idx), sc)))
+        out.append(chunk([], openai_usage(count_prompt_tokens(body), len(pieces) * len(idx), sc,
+                                          rejected_prediction(body))))
     return out + [b"data: [DONE]\n\n"]
 
 
@@ -345,8 +383,9 @@ def openai_embeddings_json(body: dict) -> bytes:
         if body.get("encoding_format") == "base64":
             emb = base64.b64encode(struct.pack(f"<{dims}f", *vec)).decode()
         data.append({"object": "embedding", "index": i, "embedding": emb})
-    return dumps({"object": "list", "data": data, "model": body["model"],
-                  "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}, indent=2)
+    usage = {} if parse_scenario(body.get("model")).kind == "nousage" else \
+        {"usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+    return dumps({"object": "list", "data": data, "model": body["model"], **usage}, indent=2)
 
 
 def openai_models_json(models: list[str]) -> bytes:

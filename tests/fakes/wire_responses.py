@@ -102,7 +102,7 @@ def _plan(body: dict, sc: wire.Scenario) -> tuple[str, list[str], str, dict]:
         pieces, cut = wire.reply_pieces(chat)
         status = "incomplete" if cut else "completed"
     return ("function_call" if call else "message"), pieces, status, usage(
-        wire.count_prompt_tokens(chat), len(pieces), sc)
+        wire.count_prompt_tokens(chat) + wire.media_tokens(body), len(pieces), sc)
 
 
 def _item(body: dict, kind: str, item_id: str, text: str, done: bool) -> dict:

@@ -11,7 +11,7 @@ from tallygate.core import clock
 from tallygate.core.record import Attempt, LedgerRecord
 from tallygate.errors import GatewayError, JournalUnavailable, UpstreamError
 from tallygate.pipeline.models import Route
-from tallygate.pipeline.pricing import Rate
+from tallygate.pipeline.pricing import PriceContext, Rate
 from tallygate.types import Principal, Usage
 
 
@@ -48,8 +48,8 @@ class Call:
 
     __slots__ = ("id", "endpoint", "principal", "started", "created_ms", "tags", "route", "stream",
                  "status", "error", "usage", "cost_pico", "pricing_source", "ttft", "partial",
-                 "attempts", "requested_model", "streamed_chars", "trace_parent", "recorded", "_finisher",
-                 "_scrubber")
+                 "attempts", "requested_model", "streamed_chars", "trace_parent", "recorded", "price_context",
+                 "_finisher", "_scrubber")
 
     def __init__(self, request_id: str, endpoint: str, principal: Principal,
                  finisher: Callable[[Call], object] | None = None, scrubber: Scrub | None = None) -> None:
@@ -73,6 +73,7 @@ class Call:
         self.streamed_chars = 0  # text relayed so far in a stream, for estimates
         self.trace_parent: str | None = None  # the client's W3C `traceparent` header, if any
         self.recorded = False  # finish() has run: the ledger has this call's record
+        self.price_context: PriceContext = ()  # what the body asks that selects a dearer price (service_tier ...)
         self._finisher = finisher  # hands the finished call to the observers (the ledger first)
         self._scrubber = scrubber
 
@@ -109,7 +110,9 @@ class Call:
         return _Unscrubbed() if self._scrubber is None else self._scrubber.stream()
 
     def meter(self, usage: Usage, rate: Rate) -> int:
-        """Price `usage`; returns the cost in picodollars."""
+        """Price `usage` at `rate`, or the variant of it the body asked for (`price_context`);
+        returns the cost in picodollars."""
+        rate = rate.under(self.price_context)
         self.usage = usage
         self.cost_pico = rate.cost(usage)
         self.pricing_source = rate.source
@@ -122,7 +125,7 @@ class Call:
         prompt = math.ceil(sum(len(str(m.get("content") or "")) for m in body.get("messages") or ()
                                if isinstance(m, dict)) / 4)
         cost = self.meter(Usage(input_tokens=prompt, output_tokens=math.ceil(self.streamed_chars / 4)), rate)
-        self.pricing_source = f"{rate.source} (estimated)"
+        self.pricing_source = f"{self.pricing_source} (estimated)"
         return cost
 
     def attempt(self, status: int, error: GatewayError | None = None, started: float | None = None) -> None:

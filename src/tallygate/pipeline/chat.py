@@ -26,7 +26,7 @@ from tallygate.errors import GatewayError, InvalidRequest
 from tallygate.pipeline.call import Call
 from tallygate.pipeline.models import Route
 from tallygate.pipeline.pricing import Rate
-from tallygate.pipeline.relay import relay_stream, respond_json
+from tallygate.pipeline.relay import meter_answer, relay_stream, respond_json
 from tallygate.pipeline.routing import Plan, execute
 from tallygate.pipeline.tool_fees import chat_searches
 from tallygate.pipeline.validate import check_chat, check_embeddings
@@ -129,7 +129,7 @@ class ChatCodec:
             call.meter_estimate(self._body, self._rate)  # cut short: no usage from the provider
             if self._searches:  # a search model searched before it answered
                 call.usage.web_searches = self._searches
-                call.cost_pico = self._rate.cost(call.usage)
+                call.cost_pico = self._rate.under(call.price_context).cost(call.usage)
 
 
 class ChatRelay:
@@ -152,7 +152,7 @@ class ChatRelay:
         data["id"] = call.id
         assert call.route is not None
         usage.web_searches = chat_searches(call.route.upstream_model, body)
-        await self._respond(call, data, usage, send)
+        await self._respond(call, body, data, usage, send)
 
     async def embeddings(self, call: Call, plan: Plan, body: dict, send: Send) -> None:
         check_embeddings(body)
@@ -165,11 +165,11 @@ class ChatRelay:
             return native.embed(upstream_body(body, route))
 
         data, usage = await execute(call, plan, attempt)
-        await self._respond(call, data, usage, send)
+        await self._respond(call, body, data, usage, send)
 
-    async def _respond(self, call: Call, data: dict, usage: Usage, send: Send) -> None:
+    async def _respond(self, call: Call, body: dict, data: dict, usage: Usage, send: Send) -> None:
         assert call.route is not None
-        cost = call.meter(usage, self._rate(call.route))
+        cost = meter_answer(call, usage, self._rate(call.route), body, data)
         usage_obj = data.get("usage")
         if not isinstance(usage_obj, dict):
             usage_obj = data["usage"] = usage.to_openai()

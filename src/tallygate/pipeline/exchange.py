@@ -49,9 +49,11 @@ from tallygate.pipeline.budget import (
 from tallygate.pipeline.budget import Scope as BudgetScope
 from tallygate.pipeline.call import Call
 from tallygate.pipeline.image_tokens import MAX_IMAGE_TOKENS, image_tokens
+from tallygate.pipeline.input_bound import check_inputs
 from tallygate.pipeline.models import ModelCatalog, Route, check_kind
 from tallygate.pipeline.observers import Observers
 from tallygate.pipeline.output_cap import cap_output
+from tallygate.pipeline.pricing import price_context
 from tallygate.pipeline.ratelimit import MemoryLimiter, RateHold, RateLimiter, RulesOf, SharedLimiter
 from tallygate.pipeline.ratelimit import redacted as rate_redacted
 from tallygate.pipeline.ratelimit_rules import Rule
@@ -161,13 +163,16 @@ class Pipeline:
             priced = any(s.limit is not None for s in scopes)
             counted = any(r.tokens_per_minute is not None for r in rules)
             if bound is None and (priced or counted):
+                if call.endpoint != "count_tokens":  # counting is free: any input may be counted
+                    check_inputs(body, call.endpoint)  # no part the reservation cannot bound
                 output = cap_output(body, call.endpoint)  # the body sent carries the cap reserved for
                 tools = cap_tools(body, call.endpoint, [r.upstream_model for r in routes])  # and the tools' bounds
                 images = max((image_tokens(r.upstream_model) for r in routes), default=MAX_IMAGE_TOKENS)
                 bound = prompt_bound(body, call.endpoint, images), output
             prompt, output = bound or (0, 0)
-            amount = priced_bound(prompt, output, [self.catalog.rate(r) for r in routes], tools) if priced else 0
-            tokens = prompt + output if counted else 0
+            rates = [self.catalog.rate(r).under(call.price_context) for r in routes]
+            amount = priced_bound(prompt, output, rates, tools) if priced else 0
+            tokens = tools.input_tokens(prompt, output) + output if counted else 0  # every pass, as budgets
             try:
                 return await self._reserve(scopes, amount, rules, tokens, call.created_ms, call.id)
             except BudgetExceeded as err:  # another team's budget is not this caller's to read
@@ -225,6 +230,7 @@ class Exchange:
         if not isinstance(model, str) or not model:
             raise InvalidRequest("model must be a non-empty string", param="model")
         call.requested_model = model[:200]
+        call.price_context = price_context(body)  # a dearer tier asked for is reserved and metered as such
         return body
 
     def plan(self, body: dict) -> Plan:

@@ -22,7 +22,7 @@ from tallygate.pipeline.budget import body_size as _size
 from tallygate.pipeline.call import Call
 from tallygate.pipeline.models import Route
 from tallygate.pipeline.pricing import Rate
-from tallygate.pipeline.relay import Codec, relay_stream, respond_json, sse, text_chars
+from tallygate.pipeline.relay import Codec, meter_answer, relay_stream, respond_json, sse, text_chars
 from tallygate.pipeline.routing import Plan, execute
 from tallygate.pipeline.tool_fees import anthropic_container
 from tallygate.pipeline.wire import JSON_HEADERS, Scope, Send, headers_of, send_bytes
@@ -93,7 +93,7 @@ class MessagesRelay:
         data, usage = await execute(call, plan, attempt)
         assert call.route is not None
         usage.code_sessions = anthropic_container(data, body)  # a code execution container ran
-        cost = call.meter(usage, self._rate(call.route))
+        cost = meter_answer(call, usage, self._rate(call.route), body, data)
         data["id"] = call.id
         if not isinstance(data.get("usage"), dict):
             data["usage"] = {}
@@ -155,7 +155,7 @@ class _MessagesCodecBase:
                          cache_write_tokens=known.cache_write_tokens,
                          cache_write_1h_tokens=known.cache_write_1h_tokens, web_searches=known.web_searches,
                          code_sessions=known.code_sessions), self._rate)
-        call.pricing_source = f"{self._rate.source} (estimated)"
+        call.pricing_source = f"{call.pricing_source} (estimated)"
 
 
 class NativeMessagesCodec(_MessagesCodecBase):

@@ -8,6 +8,9 @@ reserved:
 - every output cap any API or translation reads (`max_tokens`, `max_completion_tokens`,
   `max_output_tokens`) counts, whichever route it came in on: the bound is the largest of them,
   times `n` (choices) on chat. A cap that is not a positive integer is a 400 naming it.
+- a chat `prediction` (OpenAI's predicted outputs) adds its text, a token per UTF-8 byte, to
+  every choice's output: predicted tokens the answer does not use are billed at completion rates,
+  whatever the cap.
 - a request that sets no cap of its own API (another API's field does not count: translations
   ignore it) gets one from the gateway: `cap_output` writes the default it reserves for
   (`DEFAULT_MAX_TOKENS`) into the field the API's targets and every translation read
@@ -48,8 +51,21 @@ def output_bound(body: dict[str, Any], endpoint: str, default: int = DEFAULT_MAX
         return 0
     caps = [v for name in CAP_FIELDS if (v := _positive(body, name)) is not None]
     output = max(caps, default=default)
-    n = _positive(body, "n") if endpoint == "chat" else None
-    return output * (n or 1)
+    if endpoint != "chat":
+        return output
+    n = _positive(body, "n")
+    return (output + _text_bytes(body.get("prediction"))) * (n or 1)
+
+
+def _text_bytes(value: object) -> int:
+    """UTF-8 bytes of every string in a JSON value (a bound on its tokens)."""
+    if isinstance(value, str):
+        return len(value.encode("utf-8", "surrogatepass"))
+    if isinstance(value, dict):
+        return sum(map(_text_bytes, value.values()))
+    if isinstance(value, list):
+        return sum(map(_text_bytes, value))
+    return 0
 
 
 def cap_output(body: dict[str, Any], endpoint: str, default: int = DEFAULT_MAX_TOKENS) -> int:

@@ -23,6 +23,7 @@ import datetime as dt
 import time
 from dataclasses import dataclass, replace
 from decimal import ROUND_HALF_EVEN, Decimal
+from typing import Any
 
 from tallygate.settings import PricingOverride
 from tallygate.types import Usage
@@ -77,6 +78,15 @@ class Rate:
     file_search: int = 0
     code_session: int = 0
     tiers: tuple[tuple[int, Rate], ...] = ()
+    variants: tuple[tuple[tuple[str, str], Rate], ...] = ()  # ((field, value), rate): `under`
+
+    def under(self, context: PriceContext) -> Rate:
+        """The rate of a request asking for `context` (`price_context`): the dearest variant it
+        selects (a request may ask for a fast speed and a priority tier at once), else this one."""
+        if not context or not self.variants:
+            return self
+        chosen = [rate for when, rate in self.variants if when in context]
+        return max(chosen, key=lambda r: (r.output, r.input), default=self)
 
     def cost(self, u: Usage) -> int:
         for start, tier in reversed(self.tiers):
@@ -109,6 +119,13 @@ class Rate:
 
 
 UNPRICED = Rate(0, 0, 0, 0, "unpriced")
+PriceContext = tuple[tuple[str, str], ...]  # the (field, value) pairs of a body that select a price variant
+PRICED_FIELDS = ("service_tier", "speed")  # body fields a provider prices by (genai-prices' variant keys)
+
+
+def price_context(body: dict[str, Any]) -> PriceContext:
+    """The fields of `body` that may select a dearer price (`Rate.under`)."""
+    return tuple((name, value) for name in PRICED_FIELDS if isinstance(value := body.get(name), str))
 # Price lists where a model without a price is a start-up error, not a silent $0: a cloud's
 # catalogue is sold at list prices, so a model genai-prices does not list (Cohere on Bedrock, an
 # application inference profile's opaque id) needs its `pricing:` in config.
@@ -187,12 +204,12 @@ def _lookup(price_list: str, model: str, today: dt.date) -> Rate:
     else:
         return replace(UNPRICED, web_search=_pico(web_k, _PER_KCALL), file_search=_pico(file_k, _PER_KCALL),
                        code_session=code)
-    when = dt.datetime.combine(today, dt.time(12), dt.UTC)
-    prices = info.get_prices(when)
+    at_noon = dt.datetime.combine(today, dt.time(12), dt.UTC)
+    prices = info.get_prices(at_noon)
 
     names = ("input_mtok", "output_mtok", "cache_read_mtok", "cache_write_mtok", "cache_write_1h_mtok")
 
-    def at(name: str, tokens: int) -> Decimal | None:
+    def at(name: str, tokens: int, prices: Any = prices) -> Decimal | None:
         """The price of `name` for a prompt over `tokens` tokens (tiered or flat)."""
         value = getattr(prices, name, None)
         if not isinstance(value, TieredPrices):
@@ -205,14 +222,26 @@ def _lookup(price_list: str, model: str, today: dt.date) -> Rate:
         return replace(rate, web_search=_pico(web_k if web is None else web, _PER_KCALL),
                        file_search=_pico(file_k if file is None else file, _PER_KCALL), code_session=code)
 
-    def rate(tokens: int) -> Rate:
-        return with_fees(Rate.from_mtok(source, at("input_mtok", tokens) or Decimal(0), at("output_mtok", tokens),
-                                        at("cache_read_mtok", tokens), at("cache_write_mtok", tokens),
-                                        at("cache_write_1h_mtok", tokens)))
+    def rate(tokens: int, prices: Any, source: str) -> Rate:
+        inp, out, read, write, write_1h = (at(name, tokens, prices) for name in names)
+        return with_fees(Rate.from_mtok(source, inp or Decimal(0), out, read, write, write_1h))
+
+    def tiered(prices: Any, source: str) -> Rate:
+        starts = sorted({t.start for name in names if isinstance(v := getattr(prices, name, None), TieredPrices)
+                         for t in v.tiers})
+        return replace(rate(0, prices, source), tiers=tuple((start, rate(start, prices, source)) for start in starts))
 
     if at("input_mtok", 0) is None:
         return with_fees(UNPRICED)
     source = f"genai-prices {genai_prices.__version__}"
-    starts = sorted({t.start for name in names if isinstance(v := getattr(prices, name, None), TieredPrices)
-                     for t in v.tiers})
-    return replace(rate(0), tiers=tuple((start, rate(start)) for start in starts))
+    whens = {(k, v) for variant in info.price_variants or () for k, v in variant.when.items()
+             if len(variant.when) == 1 and k in PRICED_FIELDS}
+    standard = tiered(prices, source)
+    variants = tuple((when, dearer) for when in sorted(whens)
+                     if _prices(dearer := tiered(info.get_prices(at_noon, dict([when])),
+                                                 f"{source} ({when[0]}={when[1]})")) != _prices(standard))
+    return replace(standard, variants=variants)
+
+
+def _prices(rate: Rate) -> tuple[int, ...]:
+    return rate.input, rate.output, rate.cached, rate.cache_write, rate.cache_write_1h

@@ -15,19 +15,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import re
 import time
 from collections.abc import AsyncGenerator, Callable
+from dataclasses import replace
 from functools import partial
 from typing import Any, Protocol
 
 import orjson
 
 from tallygate.errors import GatewayError, RequestCancelled, UpstreamError, UpstreamProtocolError
+from tallygate.pipeline.budget import IMAGE_TOKENS, body_size
 from tallygate.pipeline.call import Call
 from tallygate.pipeline.models import Route
+from tallygate.pipeline.pricing import Rate
 from tallygate.pipeline.routing import Plan, execute, stream_failed
 from tallygate.pipeline.wire import JSON_HEADERS, SSE_HEADERS, Send, send_bytes
+from tallygate.types import Usage
 
 Batches = AsyncGenerator[Any, None]  # what a provider's stream yields, batch by batch
 
@@ -48,6 +53,21 @@ async def respond_json(call: Call, data: dict[str, Any], send: Send) -> None:
     call.ttft = time.perf_counter()
     call.finish()
     await send_bytes(send, 200, out, [*JSON_HEADERS, (b"x-request-id", call.id.encode())])
+
+
+def meter_answer(call: Call, usage: Usage, rate: Rate, body: dict[str, Any], answer: dict[str, Any]) -> int:
+    """Price a finished JSON answer's `usage`; returns the cost in picodollars. An answer whose
+    provider reported no usage (a server that sends none) is priced as a stream cut short is:
+    the prompt by the body's size and the output by the answer's text, about four characters a
+    token, its pricing source marked `(estimated)`; never $0."""
+    if usage.input_tokens or usage.output_tokens:
+        return call.meter(usage, rate)
+    chars, images = body_size(body)
+    estimate = replace(usage, input_tokens=math.ceil(chars / 4) + images * IMAGE_TOKENS,
+                       output_tokens=math.ceil(text_chars(orjson.dumps(answer)) / 4))
+    cost = call.meter(estimate, rate)
+    call.pricing_source = f"{call.pricing_source} (estimated)"
+    return cost
 
 
 def text_chars(data: bytes) -> int:

@@ -23,7 +23,7 @@ from tallygate.pipeline.budget import body_size
 from tallygate.pipeline.call import Call
 from tallygate.pipeline.models import Route
 from tallygate.pipeline.pricing import Rate
-from tallygate.pipeline.relay import Codec, relay_stream, respond_json, sse, text_chars
+from tallygate.pipeline.relay import Codec, meter_answer, relay_stream, respond_json, sse, text_chars
 from tallygate.pipeline.routing import Plan, execute
 from tallygate.pipeline.tool_fees import responses_tool_use
 from tallygate.pipeline.wire import Send
@@ -75,7 +75,7 @@ class ResponsesRelay:
         data, usage = await execute(call, plan, attempt)
         assert call.route is not None
         usage.web_searches, usage.file_searches, usage.code_sessions = responses_tool_use(data, body)
-        cost = call.meter(usage, self._rate(call.route))
+        cost = meter_answer(call, usage, self._rate(call.route), body, data)
         if not isinstance(data.get("usage"), dict):
             data["usage"] = to_responses_usage(usage)
         data["usage"]["cost"] = usd_json(cost)
@@ -116,7 +116,7 @@ class _ResponsesCodecBase:
             call.meter(Usage(input_tokens=math.ceil(chars / 4) + 1600 * images,
                              output_tokens=math.ceil(call.streamed_chars / 4), web_searches=web,
                              file_searches=file, code_sessions=code), self._rate)
-            call.pricing_source = f"{self._rate.source} (estimated)"
+            call.pricing_source = f"{call.pricing_source} (estimated)"
 
 
 class NativeResponsesCodec(_ResponsesCodecBase):

@@ -1,0 +1,87 @@
+"""Inputs a limited request's reservation cannot bound, refused before any provider is called.
+
+A limited request reserves its prompt at a token per UTF-8 byte of its body (every tokenizer
+spends at least a byte a token) and each image at the most its targets bill for one
+(`budget.prompt_bound`). Some parts are billed by what they hold, not by their bytes, so no
+reservation made from the body can bound them:
+
+- documents and files (chat `file`, Responses `input_file`, Messages `document` other than a
+  `text` or `content` source), inline or by reference: a PDF is billed per page, its text and an
+  image of each page; a few kilobytes of compressed PDF hold hundreds of pages, and a file id or
+  URL holds anything.
+- audio input (chat `input_audio`): billed at audio token prices the gateway does not meter.
+- an image part whose data is not an image (`data:video/mp4;base64,...` in `image_url`, a
+  Messages image of media type `application/pdf`): Gemini takes any media type inline and bills
+  a video per second, far past the bound of one image.
+- Responses `item_reference` items (or an item given only by its `id`): stored items the
+  gateway never sees, like `previous_response_id` (`output_cap`).
+
+`check_inputs` refuses a limited request holding any of them with a 400 naming the part. A
+request under no limit is served as before.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tallygate.errors import InvalidRequest
+
+_WALKED = ("messages", "input", "system", "instructions")  # where a body's content parts are
+_ALWAYS = {"file": "files", "input_file": "files", "input_audio": "audio input"}
+_IMAGES = ("image_url", "input_image", "image")
+_BOUNDED_DOCUMENTS = ("text", "content")  # a Messages document source that is its own text
+
+
+def check_inputs(body: dict[str, Any], endpoint: str) -> None:
+    """Raise `InvalidRequest` naming the first part of `body` whose cost its bytes do not bound."""
+    if endpoint == "responses" and isinstance(items := body.get("input"), list):
+        for i, item in enumerate(items):
+            if isinstance(item, dict) and (item.get("type") == "item_reference"
+                                           or ("type" not in item and "role" not in item)):
+                raise _refused(f"input[{i}]", "stored items (item_reference)")
+    for name in _WALKED:
+        _walk(body.get(name), name)
+
+
+def _walk(value: object, at: str) -> None:
+    if isinstance(value, list):
+        for i, v in enumerate(value):
+            _walk(v, f"{at}[{i}]")
+        return
+    if not isinstance(value, dict):
+        return
+    kind = value.get("type")
+    if kind in _ALWAYS:
+        raise _refused(f"{at}.type", _ALWAYS[kind])
+    if kind == "document":
+        source = value.get("source")
+        if not (isinstance(source, dict) and source.get("type") in _BOUNDED_DOCUMENTS):
+            raise _refused(f"{at}.source", "documents other than text (a PDF is billed per page)")
+    if kind in _IMAGES:
+        where, media = _image_media(value)
+        if media is not None and not media.startswith("image/"):
+            raise _refused(f"{at}.{where}", f"non-image data ({media}) in an image part")
+    for k, v in value.items():
+        if isinstance(v, (dict, list)):
+            _walk(v, f"{at}.{k}")
+
+
+def _image_media(part: dict[str, Any]) -> tuple[str, str | None]:
+    """(the field holding an image part's data, its media type if it says one)."""
+    source = part.get("source")
+    if isinstance(source, dict):  # Messages: {"type": "base64", "media_type": ...}
+        media = source.get("media_type")
+        return "source.media_type", media.lower() if isinstance(media, str) else None
+    url = part.get("image_url")
+    where = "image_url"
+    if isinstance(url, dict):
+        url, where = url.get("url"), "image_url.url"
+    if isinstance(url, str) and url[:5].lower() == "data:":
+        return where, url[5:].split(";", 1)[0].split(",", 1)[0].strip().lower()
+    return where, None
+
+
+def _refused(param: str, what: str) -> InvalidRequest:
+    return InvalidRequest(f"{param}: {what} cannot be bounded before the response, so a request counted "
+                          "against a monthly limit or a tokens-per-minute rate limit cannot send them",
+                          param=param)
