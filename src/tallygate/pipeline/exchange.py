@@ -154,8 +154,6 @@ class Pipeline:
         on `policy/<name>` here and each target's as it is tried (the `TargetLimits` returned,
         None when no target has one)."""
         models = (f"policy/{policy}",) if policy else tuple(r.name for r in routes)
-        on_targets = [x for r in routes for x in self.target_rules(call, r.name)] if policy else []
-        targeted = bool(on_targets)
         bound: tuple[int, int] | None = None  # (prompt, output) tokens at most, counted once
         tools: ToolBound = NO_TOOLS  # what provider-run tools may add
         for attempt in range(3):
@@ -163,6 +161,8 @@ class Pipeline:
             if not all(s.enforce for s in scopes):  # soft budgets count, never refuse
                 scopes = tuple(s if s.enforce else s._replace(limit=None) for s in scopes)
             rules = self.limits(call.principal, call.tags, models)
+            on_targets = [x for r in routes for x in self.target_rules(call, r.name)] if policy else []
+            targeted = bool(on_targets)
             if not scopes and not rules and not targeted:
                 return None, None, None
             priced = any(s.limit is not None for s in scopes)
