@@ -75,9 +75,10 @@ export function table(columns, rows, opts = {}) {
 }
 
 /** A spend-against-limit bar; `ratio` null means no limit. */
-/** The window a limit's spend is counted in: "this month (UTC)", "today", "this week", "last 24 h". */
+/** The window a limit's spend is counted in (calendar ones in the reporting time zone):
+ * "this month", "today", "this week", "last 24 h". */
 export function periodText(period) {
-  if (!period || period === "month") return "this month (UTC)";
+  if (!period || period === "month") return "this month";
   if (period === "day") return "today";
   if (period === "week") return "this week";
   return period.hours ? `last ${period.hours} h` : `last ${period.days} d`;

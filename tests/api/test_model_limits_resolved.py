@@ -1,10 +1,11 @@
-"""A model-scoped rate limit binds a request by every name it resolves to, over real HTTP with
-the openai SDK: the model it names, the routing policy it is routed by (named as `policy/<name>`
-or bound to its key), and each configured model (upstream target) it may be sent to; never by
-a name it does not reach."""
+"""A model-scoped rate limit counts the requests that model serves, over real HTTP with the
+openai SDK: named, or reached through a routing policy, first or by fallback; a policy's limit
+(`policy/<name>`) every request it routes, named or bound to the key; never a request a model
+does not serve."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import openai
@@ -23,7 +24,9 @@ def gateway(upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) ->
     config["policies"] = {
         "cheap": {"strategy": "fallback", "targets": ["local-llama", "gpt-4o-mini"]},
         "pinned": {"strategy": "fallback", "targets": ["cached"]},
+        "spill": {"strategy": "fallback", "targets": ["down", "gpt-4o-mini"], "retries": 0},
     }
+    config["models"]["down"] = {"provider": "openai", "model": "fail-503"}
     gw = InProcessGateway(tmp_path_factory.mktemp("model-limits"), config).start()
     yield gw
     gw.stop()
@@ -63,14 +66,26 @@ def _statuses(gw: InProcessGateway, key: str, models: list[str]) -> list[int]:
     return out
 
 
-def test_a_target_models_limit_binds_requests_that_name_a_policy_routing_to_it(gateway: InProcessGateway) -> None:
-    """`gpt-4o-mini` limited to 2 a minute: requests naming it and requests naming `policy/cheap`
-    (whose targets include it) share the 2; a model outside the policy is not counted."""
+def test_a_models_limit_counts_the_requests_it_serves_including_by_fallback(gateway: InProcessGateway) -> None:
+    """`gpt-4o-mini` limited to 2 a minute: `policy/cheap` requests, which its first target
+    `local-llama` serves, are not counted; a `policy/spill` request, whose first target fails,
+    reaches it by fallback and is, as is one naming it; once the 2 are used, a request that would
+    fall back to it gets its 429, while `policy/cheap` goes on."""
     rid = _limit(gateway, "mini-upstream", "gpt-4o-mini", 2)
     key = _key(gateway, "via-policy")
     try:
-        statuses = _statuses(gateway, key, ["policy/cheap", "gpt-4o-mini", "policy/cheap", "claude"])
-        assert statuses == [200, 200, 429, 200]
+        statuses = _statuses(gateway, key, ["policy/cheap"] * 3 + ["policy/spill", "gpt-4o-mini", "policy/spill",
+                                                                   "policy/cheap", "claude"])
+        assert statuses == [200, 200, 200, 200, 200, 429, 200, 200]
+        deadline = time.monotonic() + 5  # the ledger writer flushes every 250 ms
+        while True:
+            rows = [r for r in gateway.ledger_rows() if r["key_name"] == "via-policy"]
+            if len(rows) == len(statuses) or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        served = [r["served_model"] for r in rows if r["status"] == 200]
+        assert served.count("llama-3.1-8b") == 4 and served.count("gpt-4o-mini") == 2, served
+        assert [(r["status"], r["error_code"]) for r in rows if r["status"] != 200] == [(429, "rate_limit_exceeded")]
     finally:
         _delete(gateway, rid)
 

@@ -201,3 +201,55 @@ def test_a_keys_daily_limit_resets_at_local_midnight_and_a_rolling_window_forget
         assert Decimal(gw.get("/v1/manage/budget/" + budget["id"])[1]["monthly_spend"]) > 0
     finally:
         gw.stop()
+
+
+def test_a_month_begins_at_local_midnight_and_its_spend_is_loaded_exactly_around_the_utc_month(
+        upstream: FakeUpstream, tmp_path: Path) -> None:
+    """One process on SQLite in Europe/Berlin, its clock 100 times as fast: a key's monthly limit
+    starts over at local midnight on 1 January (23:00 UTC, an hour before the UTC month), and a
+    monthly budget's spend loaded by a new process (the UTC month's roll-up, plus the local
+    month's hour before it read raw) equals the ledger's since local midnight, before the UTC
+    month begins and after."""
+    clock = FakeClock(dt.datetime(2026, 12, 31, 23, 35, tzinfo=BERLIN), rate=100)
+    midnight = dt.datetime(2027, 1, 1, tzinfo=BERLIN)
+    gw = Gateway(tmp_path, _config(upstream), env=clock.env).start()
+    try:
+        status, _, capped = gw.post_json("/v1/manage/apikey", {"name": "capped", "monthly_limit": "0.20",
+                                                               "permissions": READER})
+        assert status == 201 and capped["period"] == "month", capped
+        assert capped["window_start"] == "2026-11-30T23:00:00+00:00", capped
+        assert capped["window_end"] == "2026-12-31T23:00:00+00:00", capped
+        status, _, counted = gw.post_json("/v1/manage/apikey", {"name": "counted", "permissions": READER})
+        budget = _budget(gw, "monthly", counted["id"], "1000", "month")
+        assert budget["window_start"] == "2026-11-30T23:00:00+00:00", budget
+        _, refusal = _until_refused([gw], capped["key"])
+        assert "monthly limit" in refusal, refusal
+        assert all(_ask(gw, counted["key"])[0] == 200 for _ in range(3))
+        assert clock.now() < midnight - dt.timedelta(minutes=2), "the test ran late: midnight came first"
+
+        clock.wait_until(midnight + dt.timedelta(minutes=2))  # 23:02 UTC: a new local month
+        assert _ask(gw, capped["key"])[0] == 200
+        status, rec = gw.get("/v1/manage/apikey/" + capped["id"])
+        assert rec["window_start"] == "2026-12-31T23:00:00+00:00", rec
+        assert all(_ask(gw, counted["key"])[0] == 200 for _ in range(3))
+        path = "/v1/manage/budget/" + budget["id"]
+        first = _recorded(gw, path, gw.db_url, counted["id"], midnight)
+        capped_spend = _recorded(gw, "/v1/manage/apikey/" + capped["id"], gw.db_url, capped["id"], midnight)
+        assert first > 0 and capped_spend > 0
+        gw.stop()
+        gw.start()  # a new process: the local month from the ledger (no UTC month roll-up of it yet)
+        assert Decimal(gw.get(path)[1]["monthly_spend"]) == first
+        assert Decimal(gw.get("/v1/manage/apikey/" + capped["id"])[1]["monthly_spend"]) == capped_spend
+        assert clock.now() < midnight + dt.timedelta(minutes=50), "the test ran late: the UTC month came first"
+
+        clock.wait_until(midnight + dt.timedelta(hours=1, minutes=2))  # the UTC month begins: nothing resets
+        assert Decimal(gw.get(path)[1]["monthly_spend"]) == first
+        assert all(_ask(gw, counted["key"])[0] == 200 for _ in range(3))
+        both = _recorded(gw, path, gw.db_url, counted["id"], midnight)
+        assert both > first
+        gw.stop()
+        gw.start()  # the UTC month's roll-up plus the local hour before it
+        assert Decimal(gw.get(path)[1]["monthly_spend"]) == both
+        assert Decimal(gw.get("/v1/manage/apikey/" + capped["id"])[1]["monthly_spend"]) == capped_spend
+    finally:
+        gw.stop()

@@ -39,6 +39,9 @@ def fleet(upstream: FakeUpstream, pg: PostgresInstance, rds: RedisServer,
     config = standard_config(upstream)
     for provider in config["providers"].values():
         provider["timeout_s"] = 15.0
+    config["models"]["down"] = {"provider": "openai", "model": "fail-503"}
+    config["policies"] = {"spill": {"strategy": "fallback", "targets": ["down", "local-llama"]},
+                          "mini-first": {"strategy": "fallback", "targets": ["gpt-4o-mini", "local-llama"]}}
     gateways: list[Gateway] = []
     try:
         for i, extra in enumerate(((), (), (), ("--workers", "2"))):  # the first start migrates the database
@@ -86,6 +89,23 @@ def test_requests_per_minute_hold_across_processes(fleet: list[Gateway]) -> None
         status, usage = gw.get(f"/v1/manage/ratelimit/usage?key={key_id}")
         assert status == 200, usage
         assert usage["counted_by"] == "redis" and usage["limits"][0]["usage"]["requests"] == 10, usage
+
+
+def test_a_models_limit_counts_the_fallbacks_it_serves_across_processes(fleet: list[Gateway]) -> None:
+    """`local-llama` limited to 6 a minute: requests to `policy/mini-first`, which its first target
+    serves, are not counted; reached only by fallback (`policy/spill`'s first target fails), of 40
+    requests at once over every process 6 are served, the rest get its 429."""
+    status, _, rec = fleet[0].post_json("/v1/manage/ratelimit", {"name": "llama-quota", "requests_per_minute": 6,
+                                                                 "scope": {"model": "local-llama"}})
+    assert status == 201, rec
+    status, _, key = fleet[1].post_json("/v1/manage/apikey", {"name": "mp-spill"})
+    try:
+        statuses = burst(fleet, key["key"], 20, "policy/mini-first")
+        assert statuses.count(200) == 20, statuses
+        statuses = burst(fleet, key["key"], 40, "policy/spill")
+        assert statuses.count(200) == 6 and statuses.count(429) == 34, statuses
+    finally:
+        assert fleet[0].request("DELETE", "/v1/manage/ratelimit/" + rec["id"])[0] == 200
 
 
 def test_requests_per_second_hold_across_processes_on_redis_time(fleet: list[Gateway], rds: RedisServer) -> None:

@@ -41,8 +41,14 @@ def test_calendar_windows_begin_at_local_midnight_and_weeks_on_monday() -> None:
     assert kolkata.start == ms("2026-12-08T18:30:00+00:00")  # half past a UTC hour
     dst = window("day", ms("2026-03-29T12:00:00+02:00"), BERLIN)  # the 23-hour day
     assert dst.end - dst.start == 23 * 3_600_000
-    month = window("month", at, BERLIN)  # the UTC month, as before periods existed
-    assert month.start == ms("2026-12-01T00:00:00+00:00") and month.slots == (str(month.start),)
+    month = window("month", at, BERLIN)  # local too, named by its start as month counters always were
+    assert (month.start, month.end) == (ms("2026-12-01T00:00:00+01:00"), ms("2027-01-01T00:00:00+01:00"))
+    assert month.slots == (str(month.start),)
+    assert window("month", at).start == ms("2026-12-01T00:00:00+00:00")  # in UTC, the UTC month
+    assert window("month", ms("2027-01-01T03:00:00+00:00"), "America/New_York").start == \
+        ms("2026-12-01T00:00:00-05:00")  # still December there
+    march = window("month", ms("2026-03-15T12:00:00+01:00"), BERLIN)  # a daylight-saving month
+    assert march.end - march.start == 31 * 86_400_000 - 3_600_000
 
 
 def test_a_rolling_window_is_24_slots_ending_with_the_running_one() -> None:

@@ -65,8 +65,8 @@ def _period(_ctx: click.Context, _param: click.Parameter, value: str | None) -> 
 
 
 period_option = click.option("--period", default=None, callback=_period, metavar="PERIOD",
-                             help="The limit's window: day or week (from local midnight in the reporting "
-                                  "time zone), month (UTC; the default), or rolling hours:N / days:N.")
+                             help="The limit's window: day, week or month (the default), from local midnight "
+                                  "in the reporting time zone, or rolling hours:N / days:N.")
 
 
 def parse_labels(pairs: tuple[str, ...]) -> dict[str, str]:

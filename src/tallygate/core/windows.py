@@ -1,9 +1,9 @@
 """Budget windows: the period a key's limit or a budget counts spend over, and its bounds.
 
-A period is text, as stored: 'month' (the default: the UTC calendar month, as every budget was
-counted before periods existed, so existing rows keep their window and their Redis counters),
-'day' and 'week' (ISO weeks, from Monday), both starting at local midnight in the reporting time
-zone (`reporting.timezone`, UTC by default), or a rolling 'hours:N' / 'days:N'.
+A period is text, as stored: 'month' (the default), 'day' and 'week' (ISO weeks, from Monday),
+each starting at local midnight in the reporting time zone (`reporting.timezone`, UTC by
+default: then a month is the UTC calendar month every budget counted before periods existed, and
+keeps its Redis counters), or a rolling 'hours:N' / 'days:N'.
 
 A window is counted in slots, each named by text that is also its counters' Redis key part:
 '<start ms>' for a month (the name month counters always had), 'd<start>' for a day,
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tallygate.core import zones
-from tallygate.core.timebuckets import DAY_MS, HOUR_MS, month_after, month_floor
+from tallygate.core.timebuckets import DAY_MS, HOUR_MS
 
 MONTH = "month"
 CALENDAR = ("day", "week", MONTH)
@@ -62,14 +62,15 @@ def label(period: str) -> str:
 
 
 def span_ms(period: str) -> tuple[int, int]:
-    """The shortest and longest a window of `period` lasts (local days of 23 to 25 hours, months
-    of 28 to 31 days, a rolling window between 23/24 of its length and all of it)."""
+    """The shortest and longest a window of `period` lasts (local days of 23 to 25 hours, local
+    months of 28 to 31 days give or take a daylight-saving hour, a rolling window between 23/24
+    of its length and all of it)."""
     if period == "day":
         return 23 * HOUR_MS, 25 * HOUR_MS
     if period == "week":
         return 7 * DAY_MS - HOUR_MS, 7 * DAY_MS + HOUR_MS
     if period == MONTH:
-        return 28 * DAY_MS, 31 * DAY_MS
+        return 28 * DAY_MS - HOUR_MS, 31 * DAY_MS + HOUR_MS
     length = slot_ms(period) * ROLLING_SLOTS
     return length - length // ROLLING_SLOTS, length
 
@@ -119,8 +120,8 @@ class Window:
 def window(period: str, at_ms: int, tz: str = zones.UTC) -> Window:
     """The window of `period` that holds the instant `at_ms`."""
     if period == MONTH:
-        start = month_floor(at_ms)
-        end = month_after(at_ms)
+        start = zones.floor(at_ms, MONTH, tz)
+        end = zones.after(start, MONTH, tz)
         return Window(period, start, end, (str(start),), start, end)
     if period == "day":
         start = zones.floor(at_ms, "day", tz)

@@ -26,8 +26,8 @@ Money = Annotated[Decimal, BeforeValidator(decimal_text(MONEY, "2000.50")),
                   Field(ge=0, le=9_000_000, decimal_places=12, allow_inf_nan=False)]
 # A limit's window (core/windows.py): the API's form in, the stored text ('hours:6') out.
 Period = Annotated[str, BeforeValidator(windows.parse), WithJsonSchema({
-    "description": 'the window a limit counts spend over: "day" and "week" (ISO, from Monday) begin at '
-                   'midnight in the reporting time zone, "month" is the UTC calendar month (the default); '
+    "description": 'the window a limit counts spend over: "day" and "week" (ISO, from Monday) and "month" '
+                   '(the default) begin at midnight in the reporting time zone; '
                    '{"hours": N} or {"days": N} is a rolling window',
     "anyOf": [{"type": "string", "enum": ["day", "week", "month"]},
               *({"type": "object", "properties": {unit: {"type": "integer", "minimum": 1, "maximum": top}},

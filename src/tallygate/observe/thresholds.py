@@ -5,24 +5,26 @@ counted against (and whether it was refused with 402); `due()`, called by the al
 the event loop, reads each noted scope's month spend from the `BudgetEngine` and returns the
 alerts now due:
 
-- `threshold`: one per scope, month and percentage in its list (default 50, 80, 100) that the
+- `threshold`: one per scope, window and percentage in its list (default 50, 80, 100) that the
   recorded spend has reached; a request that jumps several at once fires each. A 402 refusal
   fires none (it spent nothing): the next alert of the scope that refused it says so.
 - `projected_overrun`: at this month's pace so far (spend / elapsed time) the limit is passed
   before the month ends; carries the projected date; at most once per scope and UTC day, and
   not before `MIN_ELAPSED_MS` of the month has passed (the first hours' pace means little).
+
+A month is the engine's: the calendar month in the reporting time zone, as the limit counts it.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import time
 from collections.abc import Callable, Sequence
 
+from tallygate.core import clock as core_clock
+from tallygate.core import zones
 from tallygate.core.money import usd_text
 from tallygate.core.record import LedgerRecord
-from tallygate.core.timebuckets import HOUR_MS, month_after, month_floor
-from tallygate.core.windows import MONTH, label
+from tallygate.core.timebuckets import HOUR_MS
+from tallygate.core.windows import MONTH, Window, label
 from tallygate.errors import BudgetExceeded
 from tallygate.observe.events import Event, event, iso
 from tallygate.pipeline.budget import BudgetEngine, Scope
@@ -36,10 +38,6 @@ ScopesFor = Callable[[Principal, tuple[str, ...]], Sequence[Scope]]
 def describe(scope: Scope) -> str:
     """How the budget's 402 message names the scope (`API key 'x'`, or the budget's own name)."""
     return f"API key {scope.name!r}" if scope.kind == "key" else scope.name
-
-
-def _month_text(ms: int) -> str:
-    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%Y-%m")
 
 
 def _summary(s: Scope, pct: int, spend: int, limit: int, refused: set[str]) -> str:
@@ -57,7 +55,7 @@ class ThresholdWatcher:
 
     def __init__(self, budget: BudgetEngine, scopes_for: ScopesFor, thresholds: Sequence[int],
                  per_scope: dict[str, list[int]] | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = lambda: core_clock.now_ms() / 1000) -> None:
         self._budget = budget
         self._scopes_for = scopes_for
         self._thresholds = sorted(set(thresholds))
@@ -87,7 +85,8 @@ class ThresholdWatcher:
     def due(self, scopes: Sequence[Scope], refused: set[str]) -> list[Event]:
         """The alerts due for these scopes (may block: the engine may be shared)."""
         now = int(self._clock() * 1000)
-        month = month_floor(now)
+        month = self._budget.windows.at(MONTH, now)
+        month_text = zones.local_iso(month.start, MONTH, self._budget.windows.tz)
         out: list[Event] = []
         for s in scopes:
             limit = s.limit
@@ -96,7 +95,7 @@ class ThresholdWatcher:
             spend = self._budget.spend(s.id, s.period)
             subject = {"kind": s.kind, "id": s.id, "name": s.name}
             # once per window: a month as before windows existed, another window by its running slot
-            window = _month_text(month) if s.period == MONTH else self._budget.windows.at(s.period, now).slots[0]
+            window = month_text if s.period == MONTH else self._budget.windows.at(s.period, now).slots[0]
             for pct in self._per_scope.get(s.id, self._thresholds):
                 reached = spend * 100 >= pct * limit
                 alert_id = f"threshold:{s.id}:{window}:{pct}"
@@ -104,18 +103,17 @@ class ThresholdWatcher:
                     out.append(event(alert_id, "threshold", now, subject, _summary(s, pct, spend, limit, refused),
                                      threshold=pct, limit=usd_text(limit), spend=usd_text(spend),
                                      spend_percent=spend * 100 // limit,
-                                     month=_month_text(month), refused=s.id in refused))
+                                     month=month_text, refused=s.id in refused))
             projected = self._projection(s, spend, now, month) if s.period == MONTH else None
             if projected is not None and projected["id"] not in self.fired:
                 out.append(projected)
         return out
 
-    def _projection(self, s: Scope, spend: int, now: int, month: int) -> Event | None:
-        limit = s.limit
+    def _projection(self, s: Scope, spend: int, now: int, window: Window) -> Event | None:
+        limit, month, end = s.limit, window.start, window.end
         elapsed = now - month
-        if not limit or spend <= 0 or spend >= limit or elapsed < MIN_ELAPSED_MS:
+        if not limit or end is None or spend <= 0 or spend >= limit or elapsed < MIN_ELAPSED_MS:
             return None
-        end = month_after(month)
         crossing = month + elapsed * limit // spend
         if crossing >= end:
             return None

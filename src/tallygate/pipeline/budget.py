@@ -6,9 +6,10 @@ first reserves what it could cost at most (`worst_case`), and is refused with 40
 limited scope, spend + reservations + that would pass the limit. After the response the
 reservation is replaced by the actual cost; on any failure it is released.
 
-Each scope counts its spend over its `period`'s window (`core/windows.py`: the UTC month by
-default, a local day or week, or a rolling window), at the instant the request started (the
-ledger's `created_at`), so several scopes of different periods may bind one request.
+Each scope counts its spend over its `period`'s window (`core/windows.py`: the calendar month by
+default, or a day or week, all local to the reporting time zone, or a rolling window), at the
+instant the request started (the ledger's `created_at`), so several scopes of different periods
+may bind one request.
 
 `MemoryBudget` is the engine of one process: spend per scope and slot of its window is loaded
 from the ledger at start-up and kept in memory; reserving never suspends, so concurrent requests
@@ -307,7 +308,7 @@ class MemoryBudget:
 
     @property
     def month(self) -> int:
-        """The first millisecond of the current UTC month."""
+        """The first millisecond of the current month (in the reporting time zone)."""
         return self.windows.at(MONTH, self.now_ms()).start
 
     def load(self, spend_by_scope: dict[str, int], month: int) -> None:

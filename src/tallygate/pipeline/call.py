@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from tallygate.core import clock
@@ -49,7 +49,7 @@ class Call:
     __slots__ = ("id", "endpoint", "principal", "started", "created_ms", "tags", "route", "stream",
                  "status", "error", "usage", "cost_pico", "pricing_source", "ttft", "partial",
                  "attempts", "requested_model", "streamed_chars", "trace_parent", "recorded", "price_context",
-                 "_finisher", "_scrubber")
+                 "_finisher", "_scrubber", "admit_route")
 
     def __init__(self, request_id: str, endpoint: str, principal: Principal,
                  finisher: Callable[[Call], object] | None = None, scrubber: Scrub | None = None) -> None:
@@ -60,6 +60,8 @@ class Call:
         self.created_ms = clock.now_ms()
         self.tags: tuple[str, ...] = ()
         self.route: Route | None = None
+        # admits the request under a target's model rate limits before it is tried (target_limits.py)
+        self.admit_route: Callable[[Route], Awaitable[None]] | None = None
         self.requested_model: str | None = None
         self.stream = False
         self.status = 200

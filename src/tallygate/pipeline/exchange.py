@@ -59,6 +59,7 @@ from tallygate.pipeline.ratelimit import redacted as rate_redacted
 from tallygate.pipeline.ratelimit_rules import Rule
 from tallygate.pipeline.routing import Plan, Router
 from tallygate.pipeline.tags import parse_tags
+from tallygate.pipeline.target_limits import TargetLimits
 from tallygate.pipeline.tool_fees import NO_TOOLS, ToolBound, cap_tools
 from tallygate.pipeline.wire import (
     Message,
@@ -141,16 +142,20 @@ class Pipeline:
                 self.limiter.settle(rate, None)
             raise
 
+    def target_rules(self, call: Call, target: str) -> tuple[Rule, ...]:
+        """The model rate limits on a policy's target (`pipeline/target_limits.py`)."""
+        return tuple(r for r in self.limits(call.principal, (), (target,)) if r.kind == "model")
+
     async def reserve(self, call: Call, body: dict, routes: Sequence[Route],
-                      policy: str | None = None) -> tuple[Hold | None, RateHold | None]:
+                      policy: str | None = None) -> tuple[Hold | None, RateHold | None, TargetLimits | None]:
         """Admit the request under every rate limit that applies (429 naming the first that
         won't) and hold its worst-case cost against its key's limit and every budget that
         applies, all or nothing (402 naming the first that won't fit). Scopes decided with
         budgets or keys another process has changed since are decided again, reloaded. Model
-        limits bind by every name the request resolves to: the model it names, the `policy` it
-        is routed by, and each of the `routes` it may be sent to."""
-        models = tuple(dict.fromkeys((call.requested_model or "", *((f"policy/{policy}",) if policy else ()),
-                                      *(r.name for r in routes))))
+        limits bind by the model that serves: a plain model's here; with a `policy`, the limit
+        on `policy/<name>` here and each target's as it is tried (the `TargetLimits` returned,
+        None when no target has one)."""
+        models = (f"policy/{policy}",) if policy else tuple(r.name for r in routes)
         bound: tuple[int, int] | None = None  # (prompt, output) tokens at most, counted once
         tools: ToolBound = NO_TOOLS  # what provider-run tools may add
         for attempt in range(3):
@@ -158,10 +163,12 @@ class Pipeline:
             if not all(s.enforce for s in scopes):  # soft budgets count, never refuse
                 scopes = tuple(s if s.enforce else s._replace(limit=None) for s in scopes)
             rules = self.limits(call.principal, call.tags, models)
-            if not scopes and not rules:
-                return None, None
+            on_targets = [x for r in routes for x in self.target_rules(call, r.name)] if policy else []
+            targeted = bool(on_targets)
+            if not scopes and not rules and not targeted:
+                return None, None, None
             priced = any(s.limit is not None for s in scopes)
-            counted = any(r.tokens_per_minute is not None for r in rules)
+            counted = any(r.tokens_per_minute is not None for r in (*rules, *on_targets))
             if bound is None and (priced or counted):
                 if call.endpoint != "count_tokens":  # counting is free: any input may be counted
                     check_inputs(body, call.endpoint)  # no part the reservation cannot bound
@@ -173,8 +180,12 @@ class Pipeline:
             rates = [self.catalog.rate(r).under(call.price_context) for r in routes]
             amount = priced_bound(prompt, output, rates, tools) if priced else 0
             tokens = tools.input_tokens(prompt, output) + output if counted else 0  # every pass, as budgets
+            targets = TargetLimits(call, self.target_rules, self.limiter, tokens, self.catch_up) if targeted \
+                else None
             try:
-                return await self._reserve(scopes, amount, rules, tokens, call.created_ms, call.id)
+                if not scopes and not rules:
+                    return None, None, targets
+                return (*await self._reserve(scopes, amount, rules, tokens, call.created_ms, call.id), targets)
             except BudgetExceeded as err:  # another team's budget is not this caller's to read
                 raise redacted(err, call.principal, amount) from None
             except RateLimited as err:  # nor another scope's rate limit (its name or id)
@@ -191,7 +202,7 @@ class Exchange:
     """One proxied request, stage by stage (see the module's docstring)."""
 
     __slots__ = ("id", "call", "_pipeline", "_scope", "_receive", "_send", "_endpoint", "_errors", "_headers",
-                 "_hold", "_rate")
+                 "_hold", "_rate", "_targets")
 
     def __init__(self, pipeline: Pipeline, scope: Scope, receive: Receive, send: Send, endpoint: str,
                  errors: ErrorSender) -> None:
@@ -202,6 +213,7 @@ class Exchange:
         self._headers = headers_of(scope, *_HEADERS)
         self._hold: Hold | None = None
         self._rate: RateHold | None = None
+        self._targets: TargetLimits | None = None
 
     async def __aenter__(self) -> Exchange:
         return self
@@ -244,7 +256,9 @@ class Exchange:
         """Admit the request under its rate limits, then hold the worst case against every limit
         and budget that applies (both settled on the way out)."""
         policy = plan.policy.name if plan.policy is not None else None
-        self._hold, self._rate = await self._pipeline.reserve(self._started(), body, plan.targets, policy)
+        call = self._started()
+        self._hold, self._rate, self._targets = await self._pipeline.reserve(call, body, plan.targets, policy)
+        call.admit_route = self._targets
 
     @property
     def send(self) -> Send:
@@ -294,6 +308,9 @@ class Exchange:
                 self._pipeline.budget.settle(self._hold, call.cost_pico)
             if self._rate is not None:
                 self._pipeline.limiter.settle(self._rate, call.usage.input_tokens + call.usage.output_tokens)
+            if self._targets is not None:
+                served = call.route.name if call.route is not None and call.status < 400 else None
+                self._targets.settle(served, call.usage.input_tokens + call.usage.output_tokens)
             call.finish()  # once: a no-op when the response already had it
 
     def _as_gateway_error(self, exc: Exception) -> GatewayError:

@@ -2,11 +2,10 @@
 
 A rate limit applies to a request when its scope holds it: `{"key": id}` its key, `{"label":
 {...}}` a key carrying every pair, `{"tag": path}` a tag at or under `path`, `{"model": name}`
-any name the request resolves to: the model (or `policy/<name>`) it names, the policy that
-routes it (its key's own policy included), and every configured model it may be sent to (a
-policy's request counts against each of its targets' limits, as its budget hold prices each
-target's worst case). A label, tag or model limit is one counter
-shared by every request it applies to, as a budget is one total.
+the requests that model serves (a policy's targets are admitted as they are tried,
+`pipeline/target_limits.py`), or `{"model": "policy/<name>"}` every request the policy routes
+(its key's own policy included). A label, tag or model limit is one counter shared by every
+request it applies to, as a budget is one total.
 
 `RuleRegistry` reloads the table every `refresh_s` and at once after a change made through this
 process (with Redis, every process reloads before admitting its next request, as for budgets).

@@ -24,11 +24,12 @@ from sqlalchemy import Engine
 from tallygate.core import clock
 from tallygate.core.periodic import Periodic
 from tallygate.core.tagpath import prefixes
+from tallygate.core.timebuckets import DAY_MS, month_after, month_floor
 from tallygate.core.windows import MONTH, Window, window
 from tallygate.pipeline.budget import BudgetEngine, Scope, key_scopes
 from tallygate.store.budgets import BudgetRecord, BudgetStore, labels_match
 from tallygate.store.keys import KeyStore
-from tallygate.store.window_spend import window_spend
+from tallygate.store.window_spend import between, window_spend
 from tallygate.types import Principal
 
 log = logging.getLogger("tallygate.budgets")
@@ -49,8 +50,9 @@ def budget_scope(b: BudgetRecord) -> Scope:
 
 class LedgerSpend:
     """The ledger's spend of keys and budgets in their windows, keyed as the engines' counters
-    ('<slot>:s:<scope id>'; blocking). A month is read from the month roll-ups; other windows
-    from the raw records (`store/window_spend.py`)."""
+    ('<slot>:s:<scope id>'; blocking). A month is read from the month roll-ups (UTC: a local
+    month adds and takes away the raw records of the hours it differs by); other windows from
+    the raw records (`store/window_spend.py`)."""
 
     def __init__(self, engine: Engine, keys: KeyStore, budgets: BudgetStore, tz: str = "UTC") -> None:
         self._engine, self._keys, self._budgets, self.tz = engine, keys, budgets, tz
@@ -65,14 +67,31 @@ class LedgerSpend:
             other: dict[str, str] | None = None) -> dict[str, int]:
         if w.period != MONTH:
             return window_spend(self._engine, w, records, key_ids)
-        slot, spend = w.slots[0], {}
+        assert w.end is not None
+        utc = self._utc_month(w.start)  # the local month's own UTC month (itself in UTC)
+        after = month_after(utc)
+        by_key, given = {}, set(key_ids)
         if other is not None or key_ids:  # every key counted by the month, or those given
-            by_key, given = self._keys.spend_since(w.start), set(key_ids)
-            spend = {f"{slot}:s:{k}": v for k, v in by_key.items()
-                     if (k not in other if other is not None else k in given)}
-        for bid, pico in self._budgets.spend_in_month(records, w.start).items():
-            spend[f"{slot}:s:budget:{bid}"] = pico
-        return spend
+            by_key = self._keys.spend_since(utc, after if after != w.end else None)
+        spend = {k: v for k, v in by_key.items() if (k not in other if other is not None else k in given)}
+        for bid, pico in self._budgets.spend_in_month(records, utc).items():
+            spend["budget:" + bid] = pico
+        # A local month is its UTC month's roll-up plus the hours before it that the local month
+        # holds, minus those it does not; the same at the end (each edge at most 14 hours of records).
+        for lo, hi, sign in ((w.start, utc, 1), (utc, w.start, -1), (after, w.end, 1), (w.end, after, -1)):
+            if lo < hi:
+                keys = None if other is not None else key_ids if key_ids else []
+                for scope, pico in between(self._engine, lo, hi, records, keys).items():
+                    if scope.startswith("budget:") or (scope not in other if other is not None else scope in given):
+                        spend[scope] = spend.get(scope, 0) + sign * pico
+        slot = w.slots[0]
+        return {f"{slot}:s:{scope}": pico for scope, pico in spend.items()}
+
+    @staticmethod
+    def _utc_month(start: int) -> int:
+        """The UTC month boundary nearest a local month's start (within 14 hours of it)."""
+        floor = month_floor(start)
+        return floor if start - floor < 15 * DAY_MS else month_after(start)
 
     def of_scopes(self, budgets: Iterable[BudgetRecord] = (), keys: Iterable[tuple[str, str]] = (),
                   at_ms: int | None = None) -> tuple[dict[str, int], list[Window]]:

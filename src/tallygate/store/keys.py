@@ -184,15 +184,17 @@ class KeyStore:
                                 .where(api_keys.c.limit_period != "month"))
             return {key_id: period for key_id, period in rows}
 
-    def spend_since(self, since_ms: int) -> dict[str, int]:
-        """Picodollars recorded per key since `since_ms` (the month's start).
+    def spend_since(self, since_ms: int, until_ms: int | None = None) -> dict[str, int]:
+        """Picodollars recorded per key since `since_ms` (a UTC month's start), and before
+        `until_ms` (a later UTC month's start) when given.
 
         From a month's start the month roll-up has the answer in a few hundred rows (the raw
         ledger would be read record by record: minutes of start-up on tens of millions)."""
         if month_floor(since_ms) == since_ms:
             t = usage_rollups["month"]
             query = (select(t.c.key_id, func.sum(t.c.cost_pico))
-                     .where(t.c.bucket >= since_ms, t.c.key_id != "").group_by(t.c.key_id))
+                     .where(t.c.bucket >= since_ms, t.c.key_id != "",
+                            *(() if until_ms is None else (t.c.bucket < until_ms,))).group_by(t.c.key_id))
         else:
             query = (select(requests.c.key_id, func.sum(requests.c.cost_pico))
                      .where(requests.c.created_at >= since_ms, requests.c.key_id.is_not(None))

@@ -6,7 +6,9 @@ read from the raw records by their `created_at` (the instant every engine counts
 a key's through the (key_id, created_at) index, a tag subtree's through `request_tags`'
 (tag, created_at) key, each request once however many of its tags are in the subtree, a label
 group's through the created_at index. They are read at start-up, when a budget is created or
-changes period, and when Redis lost its counters; a month keeps its roll-up reads.
+changes period, and when Redis lost its counters; a month keeps its roll-up reads, and a local
+month that is not the UTC one reads here only the hours between its bounds and the UTC month
+boundaries nearest them (`between`).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, func, or_, select
 
-from tallygate.core.windows import Window
+from tallygate.core.windows import MONTH, Window
 from tallygate.store.budgets import BudgetRecord, labels_match
 from tallygate.store.schema import label_sets, request_tags, requests
 
@@ -70,4 +72,21 @@ def window_spend(engine: Engine, w: Window, budgets: list[BudgetRecord], key_ids
                     continue
                 where = requests.c.label_set.in_(ids)
             out.update(_by_slot(conn, w, "budget:" + b.id, where))
+    return out
+
+
+def between(engine: Engine, lo: int, hi: int, budgets: list[BudgetRecord], key_ids: list[str] | None) -> dict[str, int]:
+    """The ledger's spend between `lo` and `hi` of every budget ('budget:<id>') and key (by id;
+    every key when `key_ids` is None), by scope id. Scopes with no spend are left out."""
+    if hi <= lo:
+        return {}
+    slot = "x"
+    w = Window(MONTH, lo, hi, (slot,), lo, hi)
+    out = {k.removeprefix(f"{slot}:s:"): v for k, v in window_spend(engine, w, budgets, key_ids or []).items()}
+    if key_ids is None:
+        query = (select(requests.c.key_id, func.sum(requests.c.cost_pico))
+                 .where(requests.c.created_at >= lo, requests.c.created_at < hi, requests.c.key_id.is_not(None))
+                 .group_by(requests.c.key_id))
+        with engine.connect() as conn:
+            out.update({key_id: int(total) for key_id, total in conn.execute(query) if total})
     return out

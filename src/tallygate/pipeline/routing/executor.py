@@ -7,6 +7,11 @@ bytes have reached the client and falling back is no longer possible) and plain 
 For each target: an attempt, bounded by the policy's `timeout_s` when it has one. Its outcome
 goes to `Call.attempt` (the ledger) and to the policy's `Health` (latency, circuit). Then:
 
+Before a target is tried, the request is admitted under that target's model rate limits
+(`Call.admit_route`, `pipeline/target_limits.py`); a target at its limit is skipped like one
+that answered 429, and when no target served and one was skipped so, that 429 is the answer
+(with its `retry-after`: waiting is what would help).
+
 - success: done;
 - the caller's own error (a 4xx other than 429, e.g. the provider refused the request's
   parameters): returned at once, as it is; another target would refuse it too;
@@ -28,7 +33,14 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from tallygate.errors import AllTargetsFailed, GatewayError, UpstreamError, UpstreamHTTPError, UpstreamTimeout
+from tallygate.errors import (
+    AllTargetsFailed,
+    GatewayError,
+    RateLimited,
+    UpstreamError,
+    UpstreamHTTPError,
+    UpstreamTimeout,
+)
 from tallygate.pipeline.call import Call
 from tallygate.pipeline.models import Route
 from tallygate.pipeline.routing.plan import Plan
@@ -49,6 +61,7 @@ async def execute(call: Call, plan: Plan, attempt: Attempt[T], sleep: Sleep = as
     that served (or the last one tried)."""
     policy = plan.policy
     failures: list[tuple[str, str, UpstreamError]] = []
+    limited: RateLimited | None = None  # a target's model rate limit refused it
     round_no = 0
     while True:
         round_errors: list[UpstreamError] = []
@@ -58,6 +71,13 @@ async def execute(call: Call, plan: Plan, attempt: Attempt[T], sleep: Sleep = as
                 continue  # its circuit opened since the plan was made (maybe by this request)
             call.route = route
             started = time.perf_counter()
+            if call.admit_route is not None:
+                try:
+                    await call.admit_route(route)
+                except RateLimited as err:
+                    call.attempt(err.status, err, started)
+                    limited = err
+                    continue
             if policy is not None:
                 policy.health.begin(route.name, policy.clock())
             try:
@@ -86,6 +106,8 @@ async def execute(call: Call, plan: Plan, attempt: Attempt[T], sleep: Sleep = as
         if delay is None:
             break
         await sleep(delay)
+    if limited is not None:
+        raise limited
     if policy is None and failures:
         raise failures[-1][2]
     raise AllTargetsFailed(policy.name if policy is not None else "-", failures)
