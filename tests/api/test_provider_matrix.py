@@ -1,0 +1,210 @@
+"""Every provider type x every inbound API, streamed and not, through one real `tallygate serve`
+process with the official openai and anthropic SDKs as clients: a function call round trip whose
+first turn carries an image; the answer's shape; the ledger's cost equal to the client's token
+counts times the provider's own genai-prices price (stated here, not asked of our pricer); the
+streamed cost equal to the unstreamed one. Embeddings where the provider has them."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from decimal import Decimal
+
+import anthropic
+import openai
+import pytest
+
+from tests.fakes.clouds import FakeClouds
+from tests.fakes.upstream import FakeUpstream
+from tests.gateway import ADMIN_KEY, Gateway
+
+SONNET = "us.anthropic.claude-sonnet-4-5-20250929-v1:0"
+# model name -> (provider, upstream model, genai-prices' $/Mtok in and out on that provider's list)
+TARGETS = {
+    "azure": ("az", "o4-mini", ("1.1", "4.4")),  # azure
+    "bedrock": ("br", SONNET, ("3.3", "16.5")),  # aws (Anthropic's own: 3 / 15)
+    "bedrock-invoke": ("brc", SONNET, ("3.3", "16.5")),  # aws; /v1/messages through InvokeModel
+    "gemini": ("ge", "gemini-2.5-flash", ("0.3", "2.5")),  # google
+    "vertex": ("vx", "gemini-2.5-flash", ("0.3", "2.5")),  # google
+    "vertex-claude": ("vxc", "claude-haiku-4-5@20251001", ("1", "5")),  # google
+    "groq": ("groq", "llama-3.3-70b-versatile", ("0.59", "0.79")),  # groq (the preset's list)
+}
+EMBEDDINGS = {  # model name -> (provider, upstream model, $/Mtok)
+    "azure-embed": ("az", "text-embedding-3-small", "0.02"),
+    "bedrock-embed": ("br", "amazon.titan-embed-text-v2:0", "0.02"),
+    "gemini-embed": ("ge", "gemini-embedding-001", "0.15"),
+    "vertex-embed": ("vx", "gemini-embedding-001", "0.15"),
+}
+DATA = "iVBORw0KGgo="
+PNG = "data:image/png;base64," + DATA
+QUERY = {"type": "object", "properties": {"query": {"type": "string"}}}
+ASK = "what is in this picture"
+
+
+@pytest.fixture(scope="module")
+def clouds(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeClouds]:
+    with FakeClouds(tmp_path_factory.mktemp("sa")) as fakes:
+        yield fakes
+
+
+@pytest.fixture(scope="module")
+def gateway(clouds: FakeClouds, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    models = {name: {"provider": p, "model": m} for name, (p, m, _) in {**TARGETS, **EMBEDDINGS}.items()}
+    config = {"providers": clouds.providers(), "models": models}
+    env = {**clouds.env, "TALLYGATE_LEDGER_FLUSH_MS": "20"}  # the records are read right after each answer
+    gw = Gateway(tmp_path_factory.mktemp("matrix"), config, env=env).start()
+    yield gw
+    gw.stop()
+    assert "Traceback" not in gw.log(), gw.log()
+
+
+@dataclass
+class Answer:
+    """What a client got: the gateway's request id, the tool call or the text, the token counts."""
+
+    request_id: str
+    call: tuple[str, str, dict] | None  # (call id, function name, arguments)
+    text: str
+    usage: tuple[int, int]  # (prompt tokens, cache included; output tokens)
+    native: object  # the SDK's last object (its tool call, to send back)
+
+
+def chat(client: openai.OpenAI, model: str, turns: list, stream: bool) -> Answer:
+    tools = [{"type": "function", "function": {"name": "search", "description": "Search", "parameters": QUERY}}]
+    if not stream:
+        done = client.chat.completions.create(model=model, messages=turns, tools=tools)  # type: ignore[arg-type]
+        msg, u = done.choices[0].message, done.usage
+        assert u is not None and done.choices[0].finish_reason == ("tool_calls" if msg.tool_calls else "stop")
+        call = msg.tool_calls[0] if msg.tool_calls else None
+        found = (call.id, call.function.name, json.loads(call.function.arguments)) if call else None  # type: ignore[union-attr]
+        return Answer(done.id, found, msg.content or "", (u.prompt_tokens, u.completion_tokens), call)
+    chunks = list(client.chat.completions.create(model=model, messages=turns, tools=tools, stream=True,  # type: ignore[arg-type]
+                                                 stream_options={"include_usage": True}))
+    usage = chunks[-1].usage
+    assert usage is not None and not chunks[-1].choices
+    deltas = [c.choices[0].delta for c in chunks if c.choices]
+    finish = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    calls = [t for d in deltas for t in d.tool_calls or ()]
+    found = None
+    if calls:
+        args = "".join(t.function.arguments or "" for t in calls if t.function)
+        found = (calls[0].id, calls[0].function.name, json.loads(args))  # type: ignore[union-attr]
+    assert finish == ["tool_calls" if calls else "stop"]
+    text = "".join(d.content or "" for d in deltas)
+    return Answer(chunks[0].id, found, text, (usage.prompt_tokens, usage.completion_tokens), None)
+
+
+def chat_turns(answer: Answer | None) -> list:
+    first = [{"role": "user", "content": [{"type": "text", "text": ASK},
+                                          {"type": "image_url", "image_url": {"url": PNG}}]}]
+    if answer is None:
+        return first
+    call_id, name, args = answer.call  # type: ignore[misc]
+    return [*first, {"role": "assistant", "content": None, "tool_calls": [
+        {"id": call_id, "type": "function", "function": {"name": name, "arguments": json.dumps(args)}}]},
+        {"role": "tool", "tool_call_id": call_id, "content": '{"hits": 3}'}]
+
+
+def messages(claude: anthropic.Anthropic, model: str, turns: list, stream: bool) -> Answer:
+    ask = {"model": model, "max_tokens": 200, "messages": turns,
+           "tools": [{"name": "search", "description": "Search", "input_schema": QUERY}]}
+    if stream:
+        with claude.messages.stream(**ask) as events:  # type: ignore[arg-type]
+            done = events.get_final_message()
+    else:
+        done = claude.messages.create(**ask)  # type: ignore[arg-type]
+    uses = [b for b in done.content if b.type == "tool_use"]
+    assert done.stop_reason == ("tool_use" if uses else "end_turn")
+    u = done.usage
+    prompt = u.input_tokens + (u.cache_read_input_tokens or 0) + (u.cache_creation_input_tokens or 0)
+    found = (uses[0].id, uses[0].name, uses[0].input) if uses else None
+    text = "".join(b.text for b in done.content if b.type == "text")
+    return Answer(done.id, found, text, (prompt, u.output_tokens), uses[0] if uses else None)  # type: ignore[arg-type]
+
+
+def messages_turns(answer: Answer | None) -> list:
+    image = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": DATA}}
+    first = [{"role": "user", "content": [{"type": "text", "text": ASK}, image]}]
+    if answer is None:
+        return first
+    use = answer.native.model_dump()  # type: ignore[attr-defined]
+    return [*first, {"role": "assistant", "content": [use]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use["id"], "content": '{"hits": 3}'}]}]
+
+
+def responses(client: openai.OpenAI, model: str, turns: list, stream: bool) -> Answer:
+    tools = [{"type": "function", "name": "search", "description": "Search", "parameters": QUERY}]
+    raw = client.responses.with_raw_response.create(model=model, input=turns, tools=tools, stream=stream)  # type: ignore[arg-type]
+    if stream:  # a native relay keeps the upstream's response id: the gateway's is x-request-id
+        done = next(e.response for e in raw.parse() if e.type == "response.completed")  # type: ignore[union-attr]
+    else:
+        done = raw.parse()  # type: ignore[assignment]
+    assert done.status == "completed" and done.usage is not None
+    calls = [o for o in done.output if o.type == "function_call"]
+    found = (calls[0].call_id, calls[0].name, json.loads(calls[0].arguments)) if calls else None
+    usage = (done.usage.input_tokens, done.usage.output_tokens)
+    return Answer(raw.headers["x-request-id"], found, done.output_text, usage, calls[0] if calls else None)
+
+
+def responses_turns(answer: Answer | None) -> list:
+    first = [{"role": "user", "content": [{"type": "input_text", "text": ASK},
+                                          {"type": "input_image", "image_url": PNG}]}]
+    if answer is None:
+        return first
+    call = answer.native.model_dump(exclude_none=True)  # type: ignore[attr-defined]
+    return [*first, call, {"type": "function_call_output", "call_id": call["call_id"], "output": '{"hits": 3}'}]
+
+
+APIS: dict[str, tuple[Callable, Callable]] = {"chat": (chat, chat_turns), "messages": (messages, messages_turns),
+                                              "responses": (responses, responses_turns)}
+
+
+def checked_cost(gateway: Gateway, answer: Answer, price: tuple[str, str]) -> Decimal:
+    """The ledger's cost, checked to be the client's token counts at `price` ($/Mtok in, out)."""
+    record = gateway.log_record(answer.request_id)
+    prompt, output = answer.usage
+    assert (record["usage"]["input_tokens"], record["usage"]["output_tokens"]) == (prompt, output)
+    assert record["pricing_source"].startswith("genai-prices")
+    assert Decimal(record["cost"]) == (prompt * Decimal(price[0]) + output * Decimal(price[1])) / 10**6 > 0
+    return Decimal(record["cost"])
+
+
+def fake_of(clouds: FakeClouds, provider: str) -> FakeUpstream:
+    return {"az": clouds.azure, "br": clouds.bedrock, "brc": clouds.bedrock, "ge": clouds.gemini, "vx": clouds.vertex,
+            "vxc": clouds.vertex, "groq": clouds.upstream}[provider]
+
+
+@pytest.mark.parametrize("api", APIS)
+@pytest.mark.parametrize("model", TARGETS)
+def test_a_tool_round_trip_with_an_image_streamed_and_not(gateway: Gateway, clouds: FakeClouds,
+                                                          model: str, api: str) -> None:
+    """First turn: text and an image, a tool offered -> the model calls it (JSON, then streamed:
+    the same call, the same cost). Second turn: the call's result -> a text answer (both ways)."""
+    provider, _, price = TARGETS[model]
+    ask, turns = APIS[api]
+    with openai.OpenAI(base_url=gateway.base_url, api_key=ADMIN_KEY, max_retries=0) as oa, \
+            anthropic.Anthropic(base_url=gateway.url, api_key=ADMIN_KEY, max_retries=0) as claude:
+        client = claude if api == "messages" else oa
+        fake = fake_of(clouds, provider)
+        fake.clear()
+        called, streamed = (ask(client, model, turns(None), stream) for stream in (False, True))
+        assert called.call is not None and streamed.call is not None
+        assert called.call[1:] == streamed.call[1:] == ("search", {"query": called.call[2]["query"]})
+        assert [DATA in r["raw"].decode() for r in fake.requests if r["path"] != "/token"] == [True, True]
+        answered, answered_streamed = (ask(client, model, turns(called), stream) for stream in (False, True))
+    assert answered.call is None and answered.text and answered.text == answered_streamed.text
+    assert checked_cost(gateway, called, price) == checked_cost(gateway, streamed, price)
+    assert checked_cost(gateway, answered, price) == checked_cost(gateway, answered_streamed, price)
+
+
+@pytest.mark.parametrize("model", EMBEDDINGS)
+def test_embeddings_at_the_providers_price(gateway: Gateway, model: str) -> None:
+    with openai.OpenAI(base_url=gateway.base_url, api_key=ADMIN_KEY, max_retries=0) as client:
+        raw = client.embeddings.with_raw_response.create(model=model, input=["hello there", "bye"], dimensions=256)
+    answer = raw.parse()
+    assert [len(d.embedding) for d in answer.data] == [256, 256] and answer.usage.prompt_tokens == 2 + 1
+    record = gateway.log_record(raw.headers["x-request-id"])
+    assert record["usage"]["input_tokens"] == 3
+    assert Decimal(record["cost"]) == 3 * Decimal(EMBEDDINGS[model][2]) / 10**6
+
