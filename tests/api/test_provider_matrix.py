@@ -208,3 +208,65 @@ def test_embeddings_at_the_providers_price(gateway: Gateway, model: str) -> None
     assert record["usage"]["input_tokens"] == 3
     assert Decimal(record["cost"]) == 3 * Decimal(EMBEDDINGS[model][2]) / 10**6
 
+
+
+WEB_IMAGE = "https://example.com/cat.png"
+SYSTEM_FIRST = {"instructions": "Be brief."}  # a chat message before the client's first: the numbering differs
+UNTRANSLATABLE = [  # (model, api, the request's fields, the field the 400 names)
+    ("bedrock", "chat", {"n": 2}, "n"),
+    ("bedrock", "chat", {"modalities": ["text", "audio"], "audio": {"voice": "alloy", "format": "wav"}}, "audio"),
+    ("bedrock", "chat", {"messages": [{"role": "user", "content": [
+        {"type": "text", "text": "hear this"},
+        {"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}}]}]},
+     "messages[0].content[1].type"),
+    ("vertex-claude", "chat", {"n": 2}, "n"),
+    ("gemini", "chat", {"logprobs": True, "top_logprobs": 2}, "logprobs"),
+    ("vertex", "chat", {"logprobs": True}, "logprobs"),
+    ("bedrock", "responses", {"text": {"format": {"type": "json_schema", "name": "x", "schema": {}}}}, "text.format"),
+    ("bedrock", "responses", {**SYSTEM_FIRST, "input": [{"role": "user", "content": [
+        {"type": "input_text", "text": "read this"},
+        {"type": "input_file", "filename": "a.pdf", "file_data": "data:application/pdf;base64,JVBERi0="}]}]},
+     "input[0].content[1].type"),
+    ("gemini", "responses", {"top_logprobs": 2}, "top_logprobs"),
+    ("vertex", "responses", {**SYSTEM_FIRST, "input": [
+        {"role": "user", "content": "hi"},
+        {"role": "user", "content": [{"type": "input_image", "image_url": WEB_IMAGE}]}]},
+     "input[1].content[0].image_url"),
+    ("gemini", "responses", {**SYSTEM_FIRST, "input": [
+        {"type": "function_call_output", "call_id": "call_unknown", "output": "3 hits"}]}, "input[0].call_id"),
+    ("gemini", "messages", {"system": "Be brief.", "messages": [
+        {"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"},
+        {"role": "user", "content": [{"type": "image", "source": {"type": "url", "url": WEB_IMAGE}}]}]},
+     "messages[2].content[0].source"),
+    ("vertex", "messages", {"system": "Be brief.", "messages": [{"role": "user", "content": [
+        {"type": "text", "text": "x"}, {"type": "tool_result", "tool_use_id": "toolu_unknown", "content": "3"}]}]},
+     "messages[0].content[1].tool_use_id"),
+]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize(("model", "api", "fields", "param"), UNTRANSLATABLE,
+                         ids=[f"{m}-{a}-{p}" for m, a, _, p in UNTRANSLATABLE])
+def test_what_cannot_be_translated_is_a_400_naming_the_clients_field(
+        gateway: Gateway, clouds: FakeClouds, model: str, api: str, fields: dict, param: str, stream: bool) -> None:
+    """Refused before any upstream call, with the field as the client sent it (a Responses input
+    item, a Messages block), not as the chat translation in between named it."""
+    clouds.clear()
+    with openai.OpenAI(base_url=gateway.base_url, api_key=ADMIN_KEY, max_retries=0) as oa, \
+            anthropic.Anthropic(base_url=gateway.url, api_key=ADMIN_KEY, max_retries=0) as claude:
+        if api == "messages":
+            ask = {"model": model, "max_tokens": 20, "messages": [{"role": "user", "content": "hi"}], **fields}
+            with pytest.raises(anthropic.BadRequestError) as refused:
+                claude.messages.create(**ask, stream=stream)  # type: ignore[call-overload]
+            message = refused.value.body["error"]["message"]  # type: ignore[index]
+        else:
+            with pytest.raises(openai.BadRequestError) as refused:  # type: ignore[assignment]
+                if api == "chat":
+                    ask = {"messages": [{"role": "user", "content": "hi"}], **fields}
+                    oa.chat.completions.create(model=model, stream=stream, **ask)  # type: ignore[call-overload]
+                else:
+                    oa.responses.create(model=model, stream=stream, **{"input": "hi", **fields})  # type: ignore[call-overload]
+            assert refused.value.body["param"] == param  # type: ignore[index]
+            message = refused.value.body["message"]  # type: ignore[index]
+    assert message.startswith(param)
+    assert [r for f in clouds.fakes() for r in f.requests if r["path"] != "/token"] == []
