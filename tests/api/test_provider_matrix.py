@@ -16,6 +16,7 @@ import openai
 import pytest
 
 from tests.fakes.clouds import FakeClouds
+from tests.fakes.gemini import CACHED_TOKENS
 from tests.fakes.upstream import FakeUpstream
 from tests.gateway import ADMIN_KEY, Gateway
 
@@ -45,6 +46,8 @@ ASK = "what is in this picture"
 @pytest.fixture(scope="module")
 def clouds(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeClouds]:
     with FakeClouds(tmp_path_factory.mktemp("sa")) as fakes:
+        for fake in (fakes.azure, fakes.bedrock, fakes.vertex):
+            fake.prompt_caching = True  # as the real APIs cache (short prompts without cache_control: never)
         yield fakes
 
 
@@ -70,17 +73,17 @@ class Answer:
     native: object  # the SDK's last object (its tool call, to send back)
 
 
-def chat(client: openai.OpenAI, model: str, turns: list, stream: bool) -> Answer:
+def chat(client: openai.OpenAI, model: str, turns: list, stream: bool, **extra: object) -> Answer:
     tools = [{"type": "function", "function": {"name": "search", "description": "Search", "parameters": QUERY}}]
     if not stream:
-        done = client.chat.completions.create(model=model, messages=turns, tools=tools)  # type: ignore[arg-type]
+        done = client.chat.completions.create(model=model, messages=turns, tools=tools, **extra)  # type: ignore[arg-type]
         msg, u = done.choices[0].message, done.usage
         assert u is not None and done.choices[0].finish_reason == ("tool_calls" if msg.tool_calls else "stop")
         call = msg.tool_calls[0] if msg.tool_calls else None
         found = (call.id, call.function.name, json.loads(call.function.arguments)) if call else None  # type: ignore[union-attr]
         return Answer(done.id, found, msg.content or "", (u.prompt_tokens, u.completion_tokens), call)
     chunks = list(client.chat.completions.create(model=model, messages=turns, tools=tools, stream=True,  # type: ignore[arg-type]
-                                                 stream_options={"include_usage": True}))
+                                                 stream_options={"include_usage": True}, **extra))
     usage = chunks[-1].usage
     assert usage is not None and not chunks[-1].choices
     deltas = [c.choices[0].delta for c in chunks if c.choices]
@@ -106,9 +109,9 @@ def chat_turns(answer: Answer | None) -> list:
         {"role": "tool", "tool_call_id": call_id, "content": '{"hits": 3}'}]
 
 
-def messages(claude: anthropic.Anthropic, model: str, turns: list, stream: bool) -> Answer:
+def messages(claude: anthropic.Anthropic, model: str, turns: list, stream: bool, **extra: object) -> Answer:
     ask = {"model": model, "max_tokens": 200, "messages": turns,
-           "tools": [{"name": "search", "description": "Search", "input_schema": QUERY}]}
+           "tools": [{"name": "search", "description": "Search", "input_schema": QUERY}], **extra}
     if stream:
         with claude.messages.stream(**ask) as events:  # type: ignore[arg-type]
             done = events.get_final_message()
@@ -133,9 +136,10 @@ def messages_turns(answer: Answer | None) -> list:
             {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use["id"], "content": '{"hits": 3}'}]}]
 
 
-def responses(client: openai.OpenAI, model: str, turns: list, stream: bool) -> Answer:
+def responses(client: openai.OpenAI, model: str, turns: list, stream: bool, **extra: object) -> Answer:
     tools = [{"type": "function", "name": "search", "description": "Search", "parameters": QUERY}]
-    raw = client.responses.with_raw_response.create(model=model, input=turns, tools=tools, stream=stream)  # type: ignore[arg-type]
+    raw = client.responses.with_raw_response.create(model=model, input=turns, tools=tools, stream=stream,  # type: ignore[arg-type]
+                                                    **extra)
     if stream:  # a native relay keeps the upstream's response id: the gateway's is x-request-id
         done = next(e.response for e in raw.parse() if e.type == "response.completed")  # type: ignore[union-attr]
     else:
@@ -270,3 +274,57 @@ def test_what_cannot_be_translated_is_a_400_naming_the_clients_field(
             message = refused.value.body["message"]  # type: ignore[index]
     assert message.startswith(param)
     assert [r for f in clouds.fakes() for r in f.requests if r["path"] != "/token"] == []
+
+
+# model -> $/Mtok (input, cache read, cache write, 1-hour cache write, output) on its genai-prices list
+CACHE_PRICES = {"azure": ("1.1", "0.275", None, None, "4.4"), "vertex": ("0.3", "0.03", None, None, "2.5"),
+                "vertex-claude": ("1", "0.1", "1.25", "2", "5"),
+                "bedrock-invoke": ("3.3", "0.33", "4.125", "6.6", "16.5")}
+CACHE_CASES = [  # (model, api, how the prompt is cached: automatic | 5m | 1h | cachedContent)
+    ("azure", "chat", "automatic"), ("azure", "responses", "automatic"), ("azure", "messages", "automatic"),
+    ("vertex", "chat", "cachedContent"), ("vertex-claude", "messages", "5m"), ("vertex-claude", "chat", "5m"),
+    ("bedrock-invoke", "messages", "1h"),
+]
+
+
+def cached_ask(api: str, how: str, rules: str) -> tuple[list, dict]:
+    """The turns and the other fields of a request whose long instructions `rules` are cached `how`."""
+    mark = {"cache_control": {"type": "ephemeral", **({"ttl": "1h"} if how == "1h" else {})}}
+    block = {"type": "text", "text": rules, **(mark if how in ("5m", "1h") else {})}
+    if api == "chat":
+        system = {"role": "system", "content": [block] if how != "automatic" else rules}
+        extra = {"extra_body": {"cached_content": "cachedContents/handbook"}} if how == "cachedContent" else {}
+        return [system, {"role": "user", "content": "what does it say"}], extra
+    if api == "messages":
+        return [{"role": "user", "content": "what does it say"}], {"system": [block]}
+    return [{"role": "user", "content": "what does it say"}], {"instructions": rules}
+
+
+@pytest.mark.parametrize(("model", "api", "how"), CACHE_CASES)
+def test_prompt_cache_reads_and_writes_at_the_providers_cache_prices(gateway: Gateway, model: str, api: str,
+                                                                     how: str) -> None:
+    """The same long-prompt request three times (JSON, streamed, JSON): the first writes the cache
+    (Anthropic's breakpoints; OpenAI's automatic caching reports no write), the next two read it;
+    each costs its fresh, read, written and output tokens at the provider's own prices."""
+    rules = f"Answer from the {model} {api} handbook only. " * 120
+    turns, extra = cached_ask(api, how, rules)
+    ask = APIS[api][0]
+    with openai.OpenAI(base_url=gateway.base_url, api_key=ADMIN_KEY, max_retries=0) as oa, \
+            anthropic.Anthropic(base_url=gateway.url, api_key=ADMIN_KEY, max_retries=0) as claude:
+        answers = [ask(claude if api == "messages" else oa, model, turns, stream, **extra)
+                   for stream in (False, True, False)]
+    n = {"automatic": len(rules) // 4 // 128 * 128, "cachedContent": CACHED_TOKENS}.get(how, len(rules) // 4)
+    expected = {"automatic": [(0, 0), (n, 0), (n, 0)], "cachedContent": [(n, 0)] * 3}.get(how, [(0, n), (n, 0), (n, 0)])
+    fresh, read, write, write_1h, out = (Decimal(p) if p is not None else None for p in CACHE_PRICES[model])
+    costs = []
+    for answer, (cached, written) in zip(answers, expected, strict=True):
+        record = gateway.log_record(answer.request_id)
+        u = record["usage"]
+        assert (u["input_tokens"], u["output_tokens"]) == answer.usage
+        assert (u["cached_tokens"], u["cache_write_tokens"]) == (cached, written)
+        write_price = write_1h if how == "1h" else write
+        hand = ((u["input_tokens"] - cached - written) * fresh + cached * read  # type: ignore[operator]
+                + written * (write_price or 0) + u["output_tokens"] * out) / 10**6  # type: ignore[operator]
+        assert Decimal(record["cost"]) == hand > 0
+        costs.append(Decimal(record["cost"]))
+    assert costs[1] == costs[2]  # streamed == unstreamed

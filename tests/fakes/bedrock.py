@@ -45,7 +45,8 @@ InvokeModel for Claude: POST /model/{modelId}/invoke and /invoke-with-response-s
 Anthropic Messages body without `model` and with `anthropic_version: bedrock-2023-05-31`
 (optional `anthropic_beta` list), checked like FakeUpstream's /v1/messages; they answer the
 Anthropic Message JSON, or `chunk` frames whose payload is `{"bytes": <base64 event JSON>}`; the
-failure scenarios above (`fail-<status>`, `not-ready`, `aws-<Exception>`) answer as on Converse.
+failure scenarios above (`fail-<status>`, `not-ready`, `aws-<Exception>`) answer as on Converse; with
+`prompt_caching`, Anthropic's `cache_control` caching is emulated as FakeUpstream does.
 """
 from __future__ import annotations
 
@@ -94,7 +95,6 @@ class FakeBedrock(FakeUpstream):
 
     def __init__(self) -> None:
         super().__init__()
-        self.prompt_cache: set[str] = set()  # Converse prompt prefixes written to the cache
         self.session_tokens: set[str] | None = None  # when set: the only X-Amz-Security-Token accepted
 
     def _app(self) -> web.Application:
@@ -280,6 +280,8 @@ class FakeBedrock(FakeUpstream):
         if (failed := self._failure(model)) is not None:
             return failed
         sc = wire.parse_scenario(model.split(".")[-1])
+        if self.prompt_caching:  # Anthropic's cache_control breakpoints, as FakeUpstream emulates them
+            sc = wire.prompt_cache(anthropic_body, "anthropic", sc, self.prompt_cache)
         if request.path.endswith("/invoke"):
             return web.Response(body=wire.anthropic_json(anthropic_body, sc), content_type="application/json")
         resp = web.StreamResponse(status=200)
