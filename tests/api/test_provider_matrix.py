@@ -174,6 +174,18 @@ def checked_cost(gateway: Gateway, answer: Answer, price: tuple[str, str]) -> De
     return Decimal(record["cost"])
 
 
+def upstream_calls(model: str, api: str) -> list[str]:
+    """The upstream operations a JSON then a streamed request make: native or translated."""
+    provider = TARGETS[model][0]
+    if provider in ("az", "groq"):  # OpenAI's APIs: Messages through chat
+        return ["responses" if api == "responses" else "completions"] * 2
+    if provider == "brc" and api == "messages" or provider == "vxc":  # Anthropic's Messages body
+        return ["invoke", "invoke-with-response-stream"] if provider == "brc" else ["rawPredict", "streamRawPredict"]
+    if provider in ("br", "brc"):
+        return ["converse", "converse-stream"]
+    return ["generateContent", "streamGenerateContent"]
+
+
 def fake_of(clouds: FakeClouds, provider: str) -> FakeUpstream:
     return {"az": clouds.azure, "br": clouds.bedrock, "brc": clouds.bedrock, "ge": clouds.gemini, "vx": clouds.vertex,
             "vxc": clouds.vertex, "groq": clouds.upstream}[provider]
@@ -195,7 +207,9 @@ def test_a_tool_round_trip_with_an_image_streamed_and_not(gateway: Gateway, clou
         called, streamed = (ask(client, model, turns(None), stream) for stream in (False, True))
         assert called.call is not None and streamed.call is not None
         assert called.call[1:] == streamed.call[1:] == ("search", {"query": called.call[2]["query"]})
-        assert [DATA in r["raw"].decode() for r in fake.requests if r["path"] != "/token"] == [True, True]
+        sent = [r for r in fake.requests if r["path"] != "/token"]
+        assert [r["path"].replace(":", "/").rsplit("/", 1)[1] for r in sent] == upstream_calls(model, api)
+        assert [DATA in r["raw"].decode() for r in sent] == [True, True]  # the image reached the provider
         answered, answered_streamed = (ask(client, model, turns(called), stream) for stream in (False, True))
     assert answered.call is None and answered.text and answered.text == answered_streamed.text
     assert checked_cost(gateway, called, price) == checked_cost(gateway, streamed, price)
