@@ -1,4 +1,4 @@
-"""`type: azure` through a real gateway, with the official openai and anthropic SDKs as clients
+"""`type: azure` through a real `tallygate serve` process, with the official openai and anthropic SDKs as clients
 against the fake Azure resource: chat and Responses natively, Messages translated, embeddings;
 both URL styles; Azure's prices; streamed cost == unstreamed cost; Azure's errors mapped."""
 
@@ -12,7 +12,7 @@ import openai
 import pytest
 
 from tests.fakes.azure import KEY, FakeAzure
-from tests.gateway import ADMIN_KEY, InProcessGateway
+from tests.gateway import ADMIN_KEY, Gateway
 
 O4_MINI = (Decimal("1.1"), Decimal("4.4"))  # genai-prices' azure list, $/Mtok in and out
 
@@ -24,7 +24,7 @@ def azure() -> Iterator[FakeAzure]:
 
 
 @pytest.fixture(scope="module")
-def gateway(azure: FakeAzure, tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessGateway]:
+def gateway(azure: FakeAzure, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     config = {
         "providers": {
             "az": {"type": "azure", "base_url": azure.root_url + "/openai/v1", "api_key": KEY, "timeout_s": 2},
@@ -39,18 +39,18 @@ def gateway(azure: FakeAzure, tmp_path_factory: pytest.TempPathFactory) -> Itera
             "badkey": {"provider": "az-badkey", "model": "o4-mini"},
         },
     }
-    gw = InProcessGateway(tmp_path_factory.mktemp("azure"), config).start()
+    gw = Gateway(tmp_path_factory.mktemp("azure"), config).start()
     yield gw
     gw.stop()
 
 
 @pytest.fixture()
-def client(gateway: InProcessGateway) -> Iterator[openai.OpenAI]:
+def client(gateway: Gateway) -> Iterator[openai.OpenAI]:
     with openai.OpenAI(base_url=gateway.base_url, api_key=ADMIN_KEY, max_retries=0) as c:
         yield c
 
 
-def priced(gateway: InProcessGateway, request_id: str) -> Decimal:
+def priced(gateway: Gateway, request_id: str) -> Decimal:
     record = gateway.log_record(request_id)
     u = record["usage"]
     assert Decimal(record["cost"]) == (u["input_tokens"] * O4_MINI[0] + u["output_tokens"] * O4_MINI[1]) / 10**6 > 0
@@ -59,7 +59,7 @@ def priced(gateway: InProcessGateway, request_id: str) -> Decimal:
 
 @pytest.mark.parametrize(("model", "path"), [("o4-mini", "/openai/v1/chat/completions"),
                                              ("o4-mini-dep", "/openai/deployments/o4-mini/chat/completions")])
-def test_chat_streamed_and_not_costs_the_same_at_azures_price(client: openai.OpenAI, gateway: InProcessGateway,
+def test_chat_streamed_and_not_costs_the_same_at_azures_price(client: openai.OpenAI, gateway: Gateway,
                                                               azure: FakeAzure, model: str, path: str) -> None:
     messages = [{"role": "user", "content": "the same question twice"}]
     azure.clear()
@@ -70,7 +70,7 @@ def test_chat_streamed_and_not_costs_the_same_at_azures_price(client: openai.Ope
     assert priced(gateway, completion.id) == priced(gateway, chunks[0].id)
 
 
-def test_responses_are_relayed_natively(client: openai.OpenAI, gateway: InProcessGateway, azure: FakeAzure) -> None:
+def test_responses_are_relayed_natively(client: openai.OpenAI, gateway: Gateway, azure: FakeAzure) -> None:
     azure.clear()
     raw = client.responses.with_raw_response.create(model="o4-mini-dep", input="hello")
     assert raw.parse().output_text
@@ -83,7 +83,7 @@ def test_responses_are_relayed_natively(client: openai.OpenAI, gateway: InProces
     assert priced(gateway, raw.headers["x-request-id"]) == priced(gateway, streamed.headers["x-request-id"])
 
 
-def test_messages_are_translated_to_azure_chat(gateway: InProcessGateway, azure: FakeAzure) -> None:
+def test_messages_are_translated_to_azure_chat(gateway: Gateway, azure: FakeAzure) -> None:
     client = anthropic.Anthropic(base_url=gateway.url, api_key=ADMIN_KEY, max_retries=0)
     azure.clear()
     message = client.messages.create(model="o4-mini", max_tokens=50,
@@ -96,7 +96,7 @@ def test_messages_are_translated_to_azure_chat(gateway: InProcessGateway, azure:
     assert priced(gateway, message.id) == priced(gateway, final.id)
 
 
-def test_embeddings_use_the_deployment_url(client: openai.OpenAI, gateway: InProcessGateway,
+def test_embeddings_use_the_deployment_url(client: openai.OpenAI, gateway: Gateway,
                                           azure: FakeAzure) -> None:
     azure.clear()
     raw = client.embeddings.with_raw_response.create(model="embed", input=["a", "b"])
@@ -133,7 +133,7 @@ QUERY = {"type": "object", "properties": {"query": {"type": "string"}}}
 TOOLS = [{"type": "function", "function": {"name": "search", "description": "Search the docs", "parameters": QUERY}}]
 
 
-def test_tools_and_images_pass_through_natively_at_azures_price(client: openai.OpenAI, gateway: InProcessGateway,
+def test_tools_and_images_pass_through_natively_at_azures_price(client: openai.OpenAI, gateway: Gateway,
                                                                  azure: FakeAzure) -> None:
     messages = [{"role": "user", "content": [{"type": "text", "text": "find this"},
                                              {"type": "image_url", "image_url": {"url": PNG}}]}]

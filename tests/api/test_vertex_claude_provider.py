@@ -1,4 +1,4 @@
-"""`type: vertex` with `publisher: anthropic` (Claude on Vertex AI) through a real gateway with the
+"""`type: vertex` with `publisher: anthropic` (Claude on Vertex AI) through a real `tallygate serve` process with the
 official anthropic and openai SDKs: `/v1/messages` relayed natively to `:rawPredict` /
 `:streamRawPredict` (model in the URL, `anthropic_version: vertex-2023-10-16` in the body), chat
 and Responses translated; priced by genai-prices' `google` list; streamed cost == unstreamed."""
@@ -14,7 +14,7 @@ import pytest
 
 from tallygate.settings import ConfigError, parse_config
 from tests.fakes.vertex import FakeVertex
-from tests.gateway import ADMIN_KEY, InProcessGateway
+from tests.gateway import ADMIN_KEY, Gateway
 
 HAIKU = (Decimal("1"), Decimal("5"))  # genai-prices' google list: claude-haiku-4-5, $/Mtok in and out
 MODEL = "claude-haiku-4-5@20251001"
@@ -28,25 +28,25 @@ def vertex() -> Iterator[FakeVertex]:
 
 
 @pytest.fixture(scope="module")
-def gateway(vertex: FakeVertex, tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessGateway]:
+def gateway(vertex: FakeVertex, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     sa = vertex.service_account_file(tmp_path_factory.mktemp("sa"))
     provider = {"type": "vertex", "publisher": "anthropic", "project": "tally-project", "location": "europe-west4",
                 "base_url": vertex.root_url, "credentials_file": str(sa), "timeout_s": 2}
     config = {"providers": {"vertex-claude": provider},
               "models": {"haiku": {"provider": "vertex-claude", "model": MODEL},
                          "throttled": {"provider": "vertex-claude", "model": "fail-429@1"}}}
-    gw = InProcessGateway(tmp_path_factory.mktemp("gw"), config).start()
+    gw = Gateway(tmp_path_factory.mktemp("gw"), config).start()
     yield gw
     gw.stop()
 
 
 @pytest.fixture()
-def claude(gateway: InProcessGateway) -> Iterator[anthropic.Anthropic]:
+def claude(gateway: Gateway) -> Iterator[anthropic.Anthropic]:
     with anthropic.Anthropic(base_url=gateway.url, api_key=ADMIN_KEY, max_retries=0) as c:
         yield c
 
 
-def priced(gateway: InProcessGateway, request_id: str) -> Decimal:
+def priced(gateway: Gateway, request_id: str) -> Decimal:
     record = gateway.log_record(request_id)
     u = record["usage"]
     assert Decimal(record["cost"]) == (u["input_tokens"] * HAIKU[0] + u["output_tokens"] * HAIKU[1]) / 10**6 > 0
@@ -57,7 +57,7 @@ def calls(vertex: FakeVertex) -> list[dict]:
     return [r for r in vertex.requests if r["path"] != "/token"]
 
 
-def test_messages_are_native_on_raw_predict(claude: anthropic.Anthropic, gateway: InProcessGateway,
+def test_messages_are_native_on_raw_predict(claude: anthropic.Anthropic, gateway: Gateway,
                                             vertex: FakeVertex) -> None:
     vertex.clear()
     ask = {"model": "haiku", "max_tokens": 50, "messages": [{"role": "user", "content": "hello claude"}]}
@@ -76,7 +76,7 @@ def test_messages_are_native_on_raw_predict(claude: anthropic.Anthropic, gateway
     assert calls(vertex)[-1]["path"].endswith("/publishers/anthropic/models/count-tokens:rawPredict")
 
 
-def test_chat_and_responses_are_translated(gateway: InProcessGateway, vertex: FakeVertex) -> None:
+def test_chat_and_responses_are_translated(gateway: Gateway, vertex: FakeVertex) -> None:
     vertex.clear()
     with openai.OpenAI(base_url=gateway.base_url, api_key=ADMIN_KEY, max_retries=0) as client:
         messages = [{"role": "user", "content": "hello vertex claude"}]
@@ -106,7 +106,7 @@ def test_publisher_applies_to_vertex_only() -> None:
         parse_config({"providers": {"p": {"type": "gemini", "publisher": "anthropic"}}, "models": {}}, env={})
 
 
-def test_embeddings_on_vertex_claude_are_a_400_naming_the_model(gateway: InProcessGateway, vertex: FakeVertex) -> None:
+def test_embeddings_on_vertex_claude_are_a_400_naming_the_model(gateway: Gateway, vertex: FakeVertex) -> None:
     """Anthropic's models on Vertex AI are chat models (no embeddings there): the client is told so,
     and no call is made."""
     vertex.clear()

@@ -1,4 +1,4 @@
-"""`type: vertex` (Gemini models on Vertex AI) through a real gateway with the official openai and
+"""`type: vertex` (Gemini models on Vertex AI) through a real `tallygate serve` process with the official openai and
 anthropic SDKs: a service-account token from the fake token endpoint, refreshed before it
 expires; chat, Messages and Responses translated; Google's prices; streamed cost == unstreamed."""
 
@@ -13,7 +13,7 @@ import pytest
 
 from tallygate.settings import ConfigError, parse_config
 from tests.fakes.vertex import FakeVertex
-from tests.gateway import ADMIN_KEY, InProcessGateway
+from tests.gateway import ADMIN_KEY, Gateway
 
 FLASH = (Decimal("0.3"), Decimal("2.5"))  # genai-prices' google list, $/Mtok in and out
 PATH = "/v1/projects/tally-project/locations/europe-west4/publishers/google/models/gemini-2.5-flash"
@@ -33,7 +33,7 @@ def short_lived() -> Iterator[FakeVertex]:
 
 @pytest.fixture(scope="module")
 def gateway(vertex: FakeVertex, short_lived: FakeVertex,
-            tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessGateway]:
+            tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     folder = tmp_path_factory.mktemp("vertex")
     keys = {name: tmp_path_factory.mktemp(name) for name in ("sa", "sa-short", "sa-forged")}
     forged = FakeVertex()  # never started: its key signs JWTs `vertex` does not trust
@@ -57,25 +57,25 @@ def gateway(vertex: FakeVertex, short_lived: FakeVertex,
                            "pricing": {"input_per_mtok": "0.1", "output_per_mtok": "0"}},
         },
     }
-    gw = InProcessGateway(folder, config).start()
+    gw = Gateway(folder, config).start()
     yield gw
     gw.stop()
 
 
 @pytest.fixture()
-def client(gateway: InProcessGateway) -> Iterator[openai.OpenAI]:
+def client(gateway: Gateway) -> Iterator[openai.OpenAI]:
     with openai.OpenAI(base_url=gateway.base_url, api_key=ADMIN_KEY, max_retries=0) as c:
         yield c
 
 
-def priced(gateway: InProcessGateway, request_id: str) -> Decimal:
+def priced(gateway: Gateway, request_id: str) -> Decimal:
     record = gateway.log_record(request_id)
     u = record["usage"]
     assert Decimal(record["cost"]) == (u["input_tokens"] * FLASH[0] + u["output_tokens"] * FLASH[1]) / 10**6 > 0
     return Decimal(record["cost"])
 
 
-def test_chat_on_vertex_with_one_token_for_many_requests(client: openai.OpenAI, gateway: InProcessGateway,
+def test_chat_on_vertex_with_one_token_for_many_requests(client: openai.OpenAI, gateway: Gateway,
                                                          vertex: FakeVertex) -> None:
     messages = [{"role": "user", "content": "hello vertex"}]
     completion = client.chat.completions.create(model="flash", messages=messages)  # type: ignore[arg-type]
@@ -95,7 +95,7 @@ def test_token_near_expiry_is_refreshed_before_use(client: openai.OpenAI, short_
     assert used == ["Bearer ya29.fake-1", "Bearer ya29.fake-2"]
 
 
-def test_messages_and_responses_on_vertex(client: openai.OpenAI, gateway: InProcessGateway) -> None:
+def test_messages_and_responses_on_vertex(client: openai.OpenAI, gateway: Gateway) -> None:
     claude_code = anthropic.Anthropic(base_url=gateway.url, api_key=ADMIN_KEY, max_retries=0)
     ask = {"model": "flash", "max_tokens": 50, "messages": [{"role": "user", "content": "hi"}]}
     message = claude_code.messages.create(**ask)  # type: ignore[arg-type]
@@ -130,7 +130,7 @@ def test_bad_vertex_config_is_an_error_naming_the_field(provider: dict, message:
 
 @pytest.mark.parametrize(("model", "calls", "price"), [("gemini-embed", 2, Decimal("0.15")),
                                                        ("text-embed", 1, Decimal("0.1"))])
-def test_embeddings_on_predict_priced_by_vertexs_token_counts(client: openai.OpenAI, gateway: InProcessGateway,
+def test_embeddings_on_predict_priced_by_vertexs_token_counts(client: openai.OpenAI, gateway: Gateway,
                                                               vertex: FakeVertex, model: str, calls: int,
                                                               price: Decimal) -> None:
     """gemini-embedding takes one text a `:predict` (two calls, made together), text-embedding
@@ -151,7 +151,7 @@ TOOLS = [{"type": "function", "function": {"name": "search", "description": "Sea
 
 
 @pytest.mark.parametrize("stream", [False, True])
-def test_tools_and_images_are_translated_for_vertex_at_googles_price(client: openai.OpenAI, gateway: InProcessGateway,
+def test_tools_and_images_are_translated_for_vertex_at_googles_price(client: openai.OpenAI, gateway: Gateway,
                                                                       vertex: FakeVertex, stream: bool) -> None:
     messages = [{"role": "user", "content": [{"type": "text", "text": "find this"},
                                              {"type": "image_url", "image_url": {"url": PNG}}]}]

@@ -22,7 +22,9 @@ turn holds a toolResult, the answer uses the first tool with `{"query": <reply>}
 containing `cached-<n>` reports n `cacheReadInputTokens`, `cachewrite-<n>` n
 `cacheWriteInputTokens` (beside inputTokens, as Converse does). `fail-<status>` answers that
 status (429: ThrottlingException, 503 ServiceUnavailableException, 400 ValidationException);
-`not-ready` answers ModelNotReadyException (HTTP 429, as AWS does);
+`not-ready` answers ModelNotReadyException (HTTP 429, as AWS does); `aws-<Exception>` answers
+that exception of Bedrock Runtime's list with the HTTP status AWS documents for it (e.g.
+`aws-ServiceQuotaExceededException`: 400, `aws-ModelTimeoutException`: 408);
 Converse prompt caching: the text before the last `cachePoint` block (tools, then system, then
 messages) is a cache write the first time, a cache read after (`cacheWriteInputTokens` /
 `cacheReadInputTokens`, out of inputTokens); a write made by a `cachePoint` with `ttl: "1h"` is
@@ -42,7 +44,9 @@ profile ids are a ValidationException, as on AWS.
 InvokeModel for Claude: POST /model/{modelId}/invoke and /invoke-with-response-stream take the
 Anthropic Messages body without `model` and with `anthropic_version: bedrock-2023-05-31`
 (optional `anthropic_beta` list), checked like FakeUpstream's /v1/messages; they answer the
-Anthropic Message JSON, or `chunk` frames whose payload is `{"bytes": <base64 event JSON>}`.
+Anthropic Message JSON, or `chunk` frames whose payload is `{"bytes": <base64 event JSON>}`; the
+failure scenarios above (`fail-<status>`, `not-ready`, `aws-<Exception>`) answer as on Converse; with
+`prompt_caching`, Anthropic's `cache_control` caching is emulated as FakeUpstream does.
 """
 from __future__ import annotations
 
@@ -63,6 +67,11 @@ from .upstream import FakeUpstream
 ACCESS_KEY, SECRET_KEY, REGION, API_KEY = "AKIAFAKEBEDROCK00001", "fake-secret-key", "us-east-1", "bedrock-api-key-1"
 _ERRORS = {400: "ValidationException", 403: "AccessDeniedException", 404: "ResourceNotFoundException",
            429: "ThrottlingException", 500: "InternalServerException", 503: "ServiceUnavailableException"}
+# Bedrock Runtime's exceptions and the HTTP status AWS documents for each (Converse, InvokeModel).
+AWS_EXCEPTIONS = {"AccessDeniedException": 403, "InternalServerException": 500, "ModelErrorException": 424,
+                  "ModelNotReadyException": 429, "ModelTimeoutException": 408, "ResourceNotFoundException": 404,
+                  "ServiceQuotaExceededException": 400, "ServiceUnavailableException": 503,
+                  "ThrottlingException": 429, "ValidationException": 400}
 _AUTH = re.compile(r"AWS4-HMAC-SHA256 Credential=(?P<key>[^/]+)/(?P<date>\d{8})/(?P<region>[^/]+)/(?P<service>[^/]+)"
                    r"/aws4_request, SignedHeaders=(?P<signed>[^,]+), Signature=(?P<signature>[0-9a-f]{64})")
 
@@ -86,7 +95,6 @@ class FakeBedrock(FakeUpstream):
 
     def __init__(self) -> None:
         super().__init__()
-        self.prompt_cache: set[str] = set()  # Converse prompt prefixes written to the cache
         self.session_tokens: set[str] | None = None  # when set: the only X-Amz-Security-Token accepted
 
     def _app(self) -> web.Application:
@@ -154,11 +162,8 @@ class FakeBedrock(FakeUpstream):
         if (problem := self._bad_blocks(body)) is not None:
             return self._aws_error(400, "ValidationException", problem)
         model = request.match_info["model"]
-        if "not-ready" in model:  # AWS answers ModelNotReadyException with HTTP 429
-            return self._aws_error(429, "ModelNotReadyException", "Model is not ready to serve inference requests.")
-        if fail := re.search(r"fail-(\d{3})", model):
-            status = int(fail[1])
-            return self._aws_error(status, _ERRORS.get(status, "InternalServerException"), f"fake failure {status}")
+        if (failed := self._failure(model)) is not None:
+            return failed
         events = self._answer(model, body)
         self._prompt_cache(body, events[-1][1]["usage"])
         if request.path.endswith("/converse"):
@@ -174,6 +179,17 @@ class FakeBedrock(FakeUpstream):
             await resp.write(event(kind, data))
         await resp.write_eof()
         return resp
+
+    def _failure(self, model: str) -> web.Response | None:
+        """The error a failure scenario named in the model id answers (Converse and InvokeModel)."""
+        if "not-ready" in model:  # AWS answers ModelNotReadyException with HTTP 429
+            return self._aws_error(429, "ModelNotReadyException", "Model is not ready to serve inference requests.")
+        if (named := re.search(r"aws-(\w+Exception)", model)) and named[1] in AWS_EXCEPTIONS:
+            return self._aws_error(AWS_EXCEPTIONS[named[1]], named[1], f"fake {named[1]}")
+        if fail := re.search(r"fail-(\d{3})", model):
+            status = int(fail[1])
+            return self._aws_error(status, _ERRORS.get(status, "InternalServerException"), f"fake failure {status}")
+        return None
 
     @staticmethod
     def _bad_blocks(body: dict) -> str | None:
@@ -261,7 +277,11 @@ class FakeBedrock(FakeUpstream):
         anthropic_body = {**body, "model": model}
         if (err := wire.check_anthropic(anthropic_body)) is not None:
             return self._aws_error(400, "ValidationException", err["error"]["message"])
+        if (failed := self._failure(model)) is not None:
+            return failed
         sc = wire.parse_scenario(model.split(".")[-1])
+        if self.prompt_caching:  # Anthropic's cache_control breakpoints, as FakeUpstream emulates them
+            sc = wire.prompt_cache(anthropic_body, "anthropic", sc, self.prompt_cache)
         if request.path.endswith("/invoke"):
             return web.Response(body=wire.anthropic_json(anthropic_body, sc), content_type="application/json")
         resp = web.StreamResponse(status=200)

@@ -36,6 +36,10 @@ The MODEL NAME in the request body picks a scenario (see wire.parse_scenario):
   docpages-<n>         success; each document, file or audio part adds n prompt tokens (billed by pages)
   nousage              success; OpenAI answers (chat JSON and streams, embeddings) carry no usage
   anything else        success, the response ``model`` echoes the request's model
+With ``prompt_caching = True``, a successful answer also emulates prompt caching as the real APIs
+do it (``wire.prompt_cache``): OpenAI's automatic caching of a long prompt's earlier messages, and
+Anthropic's ``cache_control`` breakpoints, written once and read after (``prompt_cache`` holds the
+prefixes seen).
 Base counts: prompt tokens = wire.count_prompt_tokens(body) (message chars // 4, at least 1);
 completion tokens = number of words of the reply (wire.reply_text: "Echo: <40 chars>"), times n.
 
@@ -107,6 +111,8 @@ class FakeUpstream:
         # sends); by default only ``x-api-key`` counts, to check what a gateway forwards.
         self.anthropic_bearer_ok = anthropic_bearer_ok
         self.models = list(models or DEFAULT_MODELS)
+        self.prompt_caching = False  # emulate the APIs' prompt caching (see the module docstring)
+        self.prompt_cache: set[str] = set()  # prompt prefixes written to the cache
         self.requests: list[dict[str, Any]] = []
         self._flaky: dict[str, int] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -366,6 +372,9 @@ class FakeUpstream:
         if sc.kind == "garbage":
             return web.Response(status=200, body=b"<html><body>upstream exploded {not json",
                                 content_type="application/json")
+        if self.prompt_caching and api != "embeddings":
+            sc = wire.prompt_cache(wire_responses.as_chat(body) if api == "responses" else body, api, sc,
+                                   self.prompt_cache)
         if api == "embeddings" or not body.get("stream"):
             if api == "embeddings":
                 resp = self._openai_response(200, wire.openai_embeddings_json(body))

@@ -31,7 +31,8 @@ POST .../publishers/google/models/{model}:predict: text embeddings (`instances[]
 {truncated, token_count}}` and `metadata.billableCharacterCount`; gemini-embedding models take one
 instance a call, others up to 250.
 Model names pick FakeUpstream's scenarios by their part before `@` (`fail-429@1`: Vertex's quota
-error, Google-shaped, with `retry-after`; `cachewrite-<n>@…`, `cached-<n>@…`).
+error, Google-shaped, with `retry-after`; `cachewrite-<n>@…`, `cached-<n>@…`); with `prompt_caching`,
+rawPredict emulates Anthropic's `cache_control` caching as FakeUpstream does.
 """
 from __future__ import annotations
 
@@ -195,6 +196,8 @@ class FakeVertex(FakeGemini):
         if (err := wire.check_anthropic(anthropic_body)) is not None:
             return self._json(400, err)
         sc = wire.parse_scenario(model.partition("@")[0])
+        if self.prompt_caching:
+            sc = wire.prompt_cache(anthropic_body, "anthropic", sc, self.prompt_cache)
         if sc.kind == "fail":
             resp = self._json(sc.status, google_error(sc.status, f"fake failure {sc.status}") if sc.status == 429
                               else wire.anthropic_failure(sc.status, model))

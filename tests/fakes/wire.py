@@ -14,7 +14,7 @@ import re
 import struct
 import time
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 try:
     from . import server_tools
@@ -68,6 +68,7 @@ class Scenario:
     words: int = 0             # long-<n>: a reply of n words, unless the request's cap cuts it
     hosted: int = 0            # hosted-<k>: k provider-run tool calls first (server_tools.py)
     media: int = 0             # docpages-<n>: each document, file or audio part bills n prompt tokens
+    prefix: int = 0            # prompt_cache: tokens of the counted prompt read or written as a cache
 
 
 def parse_scenario(model: object) -> Scenario:
@@ -277,9 +278,55 @@ def openai_failure(status: int, model: str) -> dict:
     return openai_error(msg.format(model=model, status=status), type_, param, code)
 
 
+# -- prompt caching (emulated when the fake's `prompt_caching` is on) ---------------------------
+OPENAI_CACHE_MIN, OPENAI_CACHE_STEP = 1024, 128
+
+
+def _block_text(block: object) -> str:
+    if isinstance(block, str):
+        return block
+    return block["text"] if isinstance(block, dict) and isinstance(block.get("text"), str) else ""
+
+
+def prompt_cache(body: dict, api: str, sc: Scenario, seen: set[str]) -> Scenario:
+    """`sc` with what prompt caching makes of `body`, given the prefixes `seen` (which it adds to).
+
+    OpenAI (chat, Responses: automatic): the text of every message before the last, once it is
+    OPENAI_CACHE_MIN tokens or more, is cached; seen again, its tokens (in steps of
+    OPENAI_CACHE_STEP) are `cached_tokens`. Anthropic (explicit): the system and message text up
+    to the last block marked `cache_control` is written the first time (`ttl: "1h"`: an hour's
+    write), read after; `input_tokens` keeps the rest."""
+    if sc.kind != "ok":
+        return sc
+    if api == "anthropic":
+        system = body.get("system")
+        blocks = [system] if isinstance(system, str) else list(system or [])
+        blocks += [b for m in body.get("messages") or [] if isinstance(m, dict)
+                   for b in (m["content"] if isinstance(m.get("content"), list) else [m.get("content")])]
+        marks = [i for i, b in enumerate(blocks) if isinstance(b, dict) and b.get("cache_control")]
+        if not marks:
+            return sc
+        prefix = "".join(map(_block_text, blocks[:marks[-1] + 1]))
+        n = min(len(prefix) // 4, count_prompt_tokens(body))
+        read, hour = prefix in seen, (blocks[marks[-1]]["cache_control"].get("ttl") == "1h")
+        seen.add(prefix)
+        if read:
+            return replace(sc, kind="cached", cached=n, prefix=n)
+        return replace(sc, kind="cachewrite", prefix=n, **{"cache_write_1h" if hour else "cache_write": n})
+    messages = body.get("messages") or []
+    prefix = "".join(text_of(m.get("content")) for m in messages[:-1] if isinstance(m, dict))
+    n = len(prefix) // 4 // OPENAI_CACHE_STEP * OPENAI_CACHE_STEP
+    if n < OPENAI_CACHE_MIN:
+        return sc
+    if prefix not in seen:
+        seen.add(prefix)
+        return sc
+    return replace(sc, kind="cached", cached=n, prefix=n)
+
+
 def openai_usage(prompt: int, completion: int, sc: Scenario, rejected: int = 0) -> dict:
     """`rejected`: predicted tokens not in the answer, billed as completion tokens (`rejected_prediction`)."""
-    prompt += sc.cached
+    prompt += sc.cached - sc.prefix
     completion += sc.reasoning + rejected
     return {"prompt_tokens": prompt, "completion_tokens": completion,
             "total_tokens": prompt + completion,
@@ -431,7 +478,7 @@ def anthropic_failure(status: int, model: str) -> dict:
 
 
 def anthropic_usage(prompt: int, output: int, sc: Scenario) -> dict:
-    return {"input_tokens": prompt, "cache_creation_input_tokens": sc.cache_write + sc.cache_write_1h,
+    return {"input_tokens": prompt - sc.prefix, "cache_creation_input_tokens": sc.cache_write + sc.cache_write_1h,
             "cache_read_input_tokens": sc.cached,
             "cache_creation": {"ephemeral_5m_input_tokens": sc.cache_write,
                                "ephemeral_1h_input_tokens": sc.cache_write_1h},

@@ -68,6 +68,7 @@ def check(body: dict) -> dict | None:
 
 
 def usage(prompt: int, output: int, sc: wire.Scenario) -> dict:
+    prompt -= sc.prefix  # emulated prompt caching: the cached part is counted in `prompt` already
     return {"input_tokens": prompt + sc.cached, "input_tokens_details": {"cached_tokens": sc.cached,
                                                                 "cache_write_tokens": sc.cache_write},
             "output_tokens": output + sc.reasoning,

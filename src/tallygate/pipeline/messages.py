@@ -27,7 +27,12 @@ from tallygate.pipeline.routing import Plan, execute
 from tallygate.pipeline.tool_fees import anthropic_container
 from tallygate.pipeline.wire import JSON_HEADERS, Scope, Send, headers_of, send_bytes
 from tallygate.providers.anthropic_translate import anthropic_usage
-from tallygate.providers.messages_translate import ChatToMessagesStream, chat_to_message, messages_to_chat
+from tallygate.providers.messages_translate import (
+    ChatToMessagesStream,
+    chat_to_message,
+    messages_to_chat,
+    param_origins,
+)
 from tallygate.types import Usage
 
 _PASSED_HEADERS = (b"anthropic-version", b"anthropic-beta")
@@ -87,7 +92,10 @@ class MessagesRelay:
             native = route.native.messages
             if native is not None:
                 return await native.messages({**body, "model": route.upstream_model}, headers)
-            data, usage = await route.provider.chat(messages_to_chat(body, route.upstream_model))
+            origins = param_origins()
+            chat = messages_to_chat(body, route.upstream_model, origins)
+            with origins.naming():
+                data, usage = await route.provider.chat(chat)
             return chat_to_message(data, usage, call.id, model), usage
 
         data, usage = await execute(call, plan, attempt)
@@ -127,7 +135,8 @@ def _open(route: Route, body: dict, headers: dict[str, str]) -> AsyncGenerator[l
     native = route.native.messages
     if native is not None:
         return native.messages_stream({**body, "model": route.upstream_model}, headers)
-    return route.provider.chat_stream(messages_to_chat(body, route.upstream_model))
+    origins = param_origins()
+    return origins.stream(route.provider.chat_stream(messages_to_chat(body, route.upstream_model, origins)))
 
 
 async def _estimate_count(body: dict) -> dict:

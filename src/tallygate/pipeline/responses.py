@@ -30,6 +30,7 @@ from tallygate.pipeline.wire import Send
 from tallygate.providers.responses_translate import (
     ChatToResponsesStream,
     chat_to_response,
+    param_origins,
     responses_to_chat,
     responses_usage,
     to_responses_usage,
@@ -69,7 +70,10 @@ class ResponsesRelay:
             native = route.native.responses
             if native is not None:
                 return await native.responses({**body, "model": route.upstream_model})
-            data, usage = await route.provider.chat(responses_to_chat(body, route.upstream_model))
+            origins = param_origins()
+            chat = responses_to_chat(body, route.upstream_model, origins)
+            with origins.naming():
+                data, usage = await route.provider.chat(chat)
             return chat_to_response(data, usage, call.id, model, body), usage
 
         data, usage = await execute(call, plan, attempt)
@@ -92,7 +96,8 @@ def _open(route: Route, body: dict) -> AsyncGenerator[list[Any], None]:
     native = route.native.responses
     if native is not None:
         return native.responses_stream({**body, "model": route.upstream_model})
-    return route.provider.chat_stream(responses_to_chat(body, route.upstream_model))
+    origins = param_origins()
+    return origins.stream(route.provider.chat_stream(responses_to_chat(body, route.upstream_model, origins)))
 
 
 class _ResponsesCodecBase:

@@ -19,6 +19,7 @@ Request policy:
   model until a tool search loads them, which chat has no way to do), service_tier.
 - refused with a 400 naming the field: top_k, server tools (web search, code execution ...),
   container, mcp_servers, other context_management edits, other block types.
+A chat field a provider refuses is renamed to the Messages field it came from (`param_origins`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from __future__ import annotations
 import orjson
 
 from tallygate.errors import InvalidRequest
+from tallygate.providers.param_origins import ParamOrigins
 from tallygate.types import Usage
 
 _STOP = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use",
@@ -33,6 +35,17 @@ _STOP = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use",
 _PASSED = ("temperature", "top_p")
 _REFUSED = ("top_k", "container", "mcp_servers")
 _DROPPED_EDITS = ("clear_thinking_",)
+# chat's fields -> the Messages fields they are made from (for a provider's 400, `param_origins`)
+_ORIGINS = {"messages": "messages", "response_format": "output_config.format", "max_tokens": "max_tokens",
+            "stop": "stop_sequences", "tools": "tools", "tool_choice": "tool_choice",
+            "parallel_tool_calls": "tool_choice.disable_parallel_tool_use", "user": "metadata.user_id",
+            "temperature": "temperature", "top_p": "top_p"}
+
+
+def param_origins() -> ParamOrigins:
+    """A record of where `messages_to_chat`'s chat fields come from, for it to fill."""
+    return ParamOrigins(_ORIGINS, {".tool_call_id": ".tool_use_id"},
+                        {".image_url.url": ".source", ".file.file_data": ".source"})
 
 
 def _invalid(param: str, problem: str) -> InvalidRequest:
@@ -45,14 +58,18 @@ def _untranslatable(param: str, what: str) -> InvalidRequest:
 
 
 # --- request
-def messages_to_chat(body: dict, upstream_model: str) -> dict:
-    """Anthropic Messages request -> OpenAI chat request; policy in the module docstring."""
+def messages_to_chat(body: dict, upstream_model: str, origins: ParamOrigins | None = None) -> dict:
+    """Anthropic Messages request -> OpenAI chat request; policy in the module docstring.
+    `origins` (from `param_origins()`) records where each chat message, part and tool call comes from."""
+    origins = origins or param_origins()
     for name in _REFUSED:
         if body.get(name) is not None:
             raise _untranslatable(name, name)
     _context_management(body.get("context_management"))
-    out: dict = {"model": upstream_model, "messages": [*_system(body.get("system")),
-                                                        *_turns(body.get("messages"))]}
+    system = _system(body.get("system"))
+    if system:
+        origins.message("system")
+    out: dict = {"model": upstream_model, "messages": [*system, *_turns(body.get("messages"), origins)]}
     max_tokens = body.get("max_tokens")
     if max_tokens is not None:
         out["max_tokens"] = max_tokens
@@ -119,7 +136,7 @@ def _system(system: object, param: str = "system") -> list[dict]:
     return [{"role": "system", "content": "\n\n".join(texts)}] if texts else []
 
 
-def _turns(messages: object) -> list[dict]:
+def _turns(messages: object, origins: ParamOrigins) -> list[dict]:
     if not isinstance(messages, list) or not messages:
         raise _invalid("messages", "must be a non-empty array")
     out: list[dict] = []
@@ -129,28 +146,33 @@ def _turns(messages: object) -> list[dict]:
             raise _invalid(f"{at}.role", 'must be "user", "assistant" or "system"')
         content = msg.get("content")
         if msg["role"] == "system":
-            out.extend(_system(content, f"{at}.content"))
+            out.extend(system := _system(content, f"{at}.content"))
+            if system:
+                origins.message(f"{at}.content")
             continue
         if isinstance(content, str):
             out.append({"role": msg["role"], "content": content})
+            origins.message(at)
             continue
         if not isinstance(content, list):
             raise _invalid(f"{at}.content", "must be a string or an array of content blocks")
         if msg["role"] == "assistant":
-            out.append(_assistant(content, at))
+            out.append(_assistant(content, at, origins))
         else:
-            out.extend(_user(content, at))
+            out.extend(_user(content, at, origins))
     return out
 
 
-def _assistant(blocks: list, at: str) -> dict:
+def _assistant(blocks: list, at: str, origins: ParamOrigins) -> dict:
     texts: list[str] = []
     calls: list[dict] = []
+    index = origins.message(at)
     for j, block in enumerate(blocks):
         kind = block.get("type") if isinstance(block, dict) else None
         if kind == "text":
             texts.append(str(block.get("text") or ""))
         elif kind == "tool_use":
+            origins.inner(index, "tool_calls", len(calls), f"{at}.content[{j}]")
             calls.append({"id": block.get("id"), "type": "function", "function": {
                 "name": block.get("name"), "arguments": orjson.dumps(block.get("input") or {}).decode()}})
         elif kind not in ("thinking", "redacted_thinking"):
@@ -161,14 +183,18 @@ def _assistant(blocks: list, at: str) -> dict:
     return msg
 
 
-def _user(blocks: list, at: str) -> list[dict]:
+def _user(blocks: list, at: str, origins: ParamOrigins) -> list[dict]:
     """Tool results become `tool` messages (first, as OpenAI wants them), the rest one user turn."""
     results: list[dict] = []
     parts: list[dict] = []
+    wheres: list[str] = []  # the block of each part
     for j, block in enumerate(blocks):
         where = f"{at}.content[{j}]"
         kind = block.get("type") if isinstance(block, dict) else None
+        if kind != "tool_result":
+            wheres.append(where)
         if kind == "tool_result":
+            origins.message(where)
             results.append({"role": "tool", "tool_call_id": block.get("tool_use_id"),
                             "content": _result_text(block.get("content"), where)})
         elif kind == "text":
@@ -184,6 +210,9 @@ def _user(blocks: list, at: str) -> list[dict]:
             raise _untranslatable(f"{where}.type", f"a {kind!r} block")
     if parts:
         only_text = all(p["type"] == "text" for p in parts)
+        index = origins.message(at)
+        for k, where in enumerate(wheres if not only_text else ()):
+            origins.inner(index, "content", k, where)
         results.append({"role": "user", "content": "".join(p["text"] for p in parts) if only_text else parts})
     return results
 

@@ -16,7 +16,9 @@ Request policy:
   turns, web search tools (`responses_tools`).
 - refused with a 400 naming the field: previous_response_id and conversation (the gateway keeps
   no state for translated requests), background, prompt, other built-in tools (file search ...),
-  item references and file ids.
+  item references and file ids, log probabilities (top_logprobs, or include
+  message.output_text.logprobs: chat's translations return none).
+A chat field a provider refuses is renamed to the Responses field it came from (`param_origins`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from __future__ import annotations
 import time
 
 from tallygate.errors import InvalidRequest
+from tallygate.providers.param_origins import ParamOrigins
 from tallygate.providers.responses_tools import (
     ToolNames,
     call_input,
@@ -38,6 +41,17 @@ _REFUSED = {"previous_response_id": "previous_response_id (stored responses)",
             "conversation": "conversation (stored conversations)",
             "background": "background responses", "prompt": "prompt templates"}
 _PASSED = ("temperature", "top_p")
+# chat's fields -> the Responses fields they are made from (for a provider's 400, `param_origins`)
+_ORIGINS = {"messages": "input", "response_format": "text.format", "max_tokens": "max_output_tokens",
+            "reasoning_effort": "reasoning.effort", "tools": "tools", "tool_choice": "tool_choice",
+            "parallel_tool_calls": "parallel_tool_calls", "user": "user", "temperature": "temperature",
+            "top_p": "top_p"}
+
+
+def param_origins() -> ParamOrigins:
+    """A record of where `responses_to_chat`'s chat fields come from, for it to fill."""
+    return ParamOrigins(_ORIGINS, {".tool_call_id": ".call_id"},
+                        {".image_url.url": ".image_url", ".file.file_data": ".file_data"})
 
 
 def _invalid(param: str, problem: str) -> InvalidRequest:
@@ -50,18 +64,27 @@ def _untranslatable(param: str, what: str) -> InvalidRequest:
 
 
 # --- request
-def responses_to_chat(body: dict, upstream_model: str) -> dict:
-    """Responses request -> chat request; policy in the module docstring."""
+def responses_to_chat(body: dict, upstream_model: str, origins: ParamOrigins | None = None) -> dict:
+    """Responses request -> chat request; policy in the module docstring. `origins` (from
+    `param_origins()`) records where each chat message, part and tool call comes from."""
+    origins = origins or param_origins()
     for name, what in _REFUSED.items():
         if body.get(name):
             raise _untranslatable(name, what)
+    include = body.get("include")
+    for param, asked in (("top_logprobs", bool(body.get("top_logprobs"))),
+                         ("include", isinstance(include, list) and "message.output_text.logprobs" in include)):
+        if asked:
+            raise InvalidRequest(f"{param}: log probabilities are not returned for models that are not served "
+                                 "by an `openai` provider", param=param)
     messages: list[dict] = []
     instructions = body.get("instructions")
     if instructions is not None:
         if not isinstance(instructions, str):
             raise _invalid("instructions", "must be a string")
         messages.append({"role": "system", "content": instructions})
-    messages += _input(body.get("input"))
+        origins.message("instructions")
+    messages += _input(body.get("input"), origins)
     out: dict = {"model": upstream_model, "messages": messages}
     if body.get("max_output_tokens") is not None:
         out["max_tokens"] = body["max_output_tokens"]
@@ -92,8 +115,9 @@ def responses_to_chat(body: dict, upstream_model: str) -> dict:
     return out
 
 
-def _input(value: object) -> list[dict]:
+def _input(value: object, origins: ParamOrigins) -> list[dict]:
     if isinstance(value, str):
+        origins.message("input")
         return [{"role": "user", "content": value}]
     if not isinstance(value, list) or not value:
         raise _invalid("input", "must be a string or a non-empty array of input items")
@@ -103,13 +127,20 @@ def _input(value: object) -> list[dict]:
         kind = item.get("type", "message") if isinstance(item, dict) else None
         if kind == "message":
             out.append(_message(item, at))  # type: ignore[arg-type]
+            index = origins.message(at)
+            for j in range(len(out[-1]["content"]) if isinstance(out[-1]["content"], list) else 0):
+                origins.inner(index, "content", j, f"{at}.content[{j}]")  # parts map one to one
         elif kind in ("function_call", "custom_tool_call"):
             call = call_input(item)  # type: ignore[arg-type]
             if out and out[-1]["role"] == "assistant" and "tool_calls" in out[-1]:
                 out[-1]["tool_calls"].append(call)
+                index = origins.last()
             else:
                 out.append({"role": "assistant", "content": None, "tool_calls": [call]})
+                index = origins.message(at)
+            origins.inner(index, "tool_calls", len(out[-1]["tool_calls"]) - 1, at)
         elif kind in ("function_call_output", "custom_tool_call_output"):
+            origins.message(at)
             output = item.get("output")  # type: ignore[union-attr]
             out.append({"role": "tool", "tool_call_id": item.get("call_id"),  # type: ignore[union-attr]
                         "content": output if isinstance(output, str) else _text(output, f"{at}.output")})
