@@ -111,7 +111,7 @@ export default {
         showSecret(created, reload);
       }, "Create key", true));
     } }, "Create key") : h("span", { class: "badge" }, "read-only: manage: write is needed to change keys");
-    main.append(pageHeader("Keys", "Every key is a labelled, capped record; spend is this calendar month (UTC).", createBtn));
+    main.append(pageHeader("Keys", "Every key is a labelled, capped record; spend is over its limit's window (the calendar month unless set).", createBtn));
     const filter = h("form", { class: "filters", role: "search" },
       field("Label filter", h("input", { name: "label", value: p.get("label") || "", placeholder: "team=growth", size: 20 })),
       h("div", { class: "field field-actions" }, h("button", { type: "submit", class: "primary" }, "Filter")));
@@ -157,7 +157,7 @@ export default {
     const rows = page.data;
     const limitsByKey = byKey(usageDoc);
     const listing = table([
-      { label: "Key", value: (k) => h("div", {}, h("div", { class: "strong" }, k.name),
+      { label: "Key", value: (k) => h("div", { class: "key-cell" }, h("div", { class: "strong" }, k.name),
         h("code", { class: "muted" }, k.key_prefix ? `${k.key_prefix}…` : ""),
         h("div", { class: "muted" }, `created ${k.created_at ? day(Date.parse(k.created_at)) : "—"}`
           + (k.created_by.name ? ` by ${k.created_by.name}` : ""))) },
