@@ -33,7 +33,11 @@ export function drawChart(canvas, spec) {
     x: { stacked: spec.stacked, title: { display: true, text: spec.x }, grid: { display: false },
       ticks: { maxRotation: 0, autoSkipPadding: 12 } },
     y: { stacked: spec.stacked, beginAtZero: true, title: { display: true, text: spec.y },
-      ticks: { callback: spec.yTick || undefined } },
+      ticks: { callback: spec.yTick || undefined },
+      // What the axis reads, on the canvas (the pixels cannot be read back): the tests check it.
+      afterTickToLabelConversion: (scale) => {
+        canvas.dataset.yTicks = JSON.stringify(scale.ticks.map((t) => t.label));
+      } },
   };
   if (spec.y2) {
     scales.y2 = { position: "right", beginAtZero: true, grid: { drawOnChartArea: false },

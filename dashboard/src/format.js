@@ -29,6 +29,12 @@ export const moneyNumber = (text) => (text === null || text === undefined ? 0 : 
 
 export const count = (n) => (n === null || n === undefined ? "—" : intFmt.format(n));
 
+const tickFmt = new Intl.NumberFormat("en-US", { maximumFractionDigits: 12 });
+
+/** A chart axis tick: as many decimals as the step needs (0.0045 stays 0.0045, not 0.005; a
+ * picodollar step is not $0), with a float's noise past the picodollar dropped. */
+export const tick = (n) => tickFmt.format(n);
+
 export function ms(v) {
   if (v === null || v === undefined) return "—";
   if (v >= 10_000) return `${(v / 1000).toFixed(1)} s`;

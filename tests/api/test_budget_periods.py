@@ -67,10 +67,12 @@ def test_the_cli_takes_a_period(gateway: Gateway) -> None:
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["period"] == {"hours": 6}
     out = gateway.cli("budgets", "list")
-    assert out.returncode == 0 and 'six-hours' in out.stdout and 'per {"hours": 6} since' in out.stdout, out.stdout
+    assert out.returncode == 0 and 'six-hours' in out.stdout and 'per hours:6 since' in out.stdout, out.stdout
     out = gateway.cli("keys", "update", key["id"], "--limit", "1", "--period", "week")
     assert out.returncode == 0, out.stderr
     assert gateway.get("/v1/manage/apikey/" + key["id"])[1]["period"] == "week"
+    out = gateway.cli("keys", "list")  # periods read as --period takes them, not as JSON
+    assert out.returncode == 0 and "per week since" in out.stdout and 'per "' not in out.stdout, out.stdout
     out = gateway.cli("budgets", "create", "--name", "x", "--key", key["id"], "--limit", "2", "--period", "fortnight")
     assert out.returncode != 0 and "--period" in out.stderr, out.stderr
 

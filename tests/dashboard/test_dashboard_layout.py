@@ -1,11 +1,13 @@
 """What a new user met on a 1440 px screen, each kept fixed: no table runs past its card or the
-window, the log detail shows every attempt whole, the overlap note reads once with its mark drawn,
+window (the Keys page's neither, with the docs' long key names, labels and rate limits), money
+axes read distinct ticks, the log detail shows every attempt whole, the overlap note reads once with its mark drawn,
 a `range=` the dashboard cannot read is said (never swapped silently), and invoices open on the
 latest month that has requests."""
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import urllib.parse
 from collections.abc import Iterator
 
@@ -117,3 +119,34 @@ def test_invoices_open_on_the_latest_month_with_requests(admin: Session, browser
         assert "No requests that month" not in fresh.page.inner_text("main")
     finally:
         fresh.close()
+
+
+def test_the_keys_page_fits_1440px_with_the_docs_keys_labels_and_rate_limits(admin: Session, dash: Gateway) -> None:
+    """docs/keys.md's key (four labels) under its two label rate limits: every column, and each
+    key's Edit and Revoke, on screen without scrolling the table sideways."""
+    status, _, body = dash.post_json("/v1/manage/apikey", {"name": "growth-autocomplete-prod", "labels": {
+        "team": "growth", "env": "prod", "feature": "autocomplete", "tier": "paid"}})
+    assert status == 201, body
+    for limit in ({"name": "growth-pace", "requests_per_minute": 600, "tokens_per_minute": 200_000,
+                   "max_concurrent": 20},
+                  {"name": "no-bursts", "requests_per_second": 5}):
+        status, _, body = dash.post_json("/v1/manage/ratelimit", {**limit, "scope": {"label": {"team": "growth"}}})
+        assert status == 201, body
+    admin.open("/dashboard/keys")
+    admin.page.wait_for_selector("[data-ratelimit]")
+    assert admin.page.evaluate(OVERFLOWING) == []
+    assert admin.page.evaluate("""() => [...document.querySelectorAll("main button[aria-label^=Revoke]")]
+      .every((b) => b.getBoundingClientRect().right <= window.innerWidth)""")
+
+
+def test_money_axes_read_distinct_ticks(browser, tight: Gateway) -> None:  # type: ignore[no-untyped-def]
+    """Spend of fractions of a cent: the axis says $0.0045 and $0.004, not $0.005 twice."""
+    s = Session(browser, tight, ADMIN_KEY)
+    try:
+        for path in ("/dashboard/overview", "/dashboard/explore?group=model&metric=cost"):
+            s.open(path)
+            ticks = json.loads(s.page.get_attribute("main canvas", "data-y-ticks") or "[]")
+            assert len(ticks) > 2 and len(set(ticks)) == len(ticks), (path, ticks)
+            assert all(t.startswith("$") for t in ticks), ticks
+    finally:
+        s.close()

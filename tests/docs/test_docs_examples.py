@@ -218,6 +218,25 @@ def test_every_block_is_run_or_says_why() -> None:
     assert len(RUN) >= 20, "the docs examples were not found"
 
 
+# JSON blocks that show an answer of the gateway, each with the chat request that gets it: the
+# block must be that answer, field for field (a JSON block is otherwise only parsed).
+_HELLO = {"role": "user", "content": "Hello"}
+ANSWERS = {
+    ("docs/errors.md", "messages[1].content[0].type must be a string"):
+        {"model": "gpt-4o-mini", "messages": [_HELLO, {"role": "user", "content": [{"type": 5}]}]},
+    ("docs/tags.md", "request_tags[0] 'team//search'"):
+        {"model": "gpt-4o-mini", "messages": [_HELLO], "request_tags": ["team//search"]},
+}
+
+
+@pytest.mark.parametrize(("page", "needle"), list(ANSWERS), ids=[page for page, _ in ANSWERS])
+def test_an_answer_the_docs_show_is_the_gateways(demo: DocsGateway, page: str, needle: str) -> None:
+    shown = [b for b in BLOCKS if b.page == page and b.lang == "json" and needle in b.code]
+    assert len(shown) == 1, f"{page}: no JSON block holds {needle!r}"
+    status, _, answer = demo.gateway.post_json("/v1/chat/completions", ANSWERS[page, needle], key=demo.key)
+    assert status == 400 and answer == json.loads(shown[0].code), answer
+
+
 def test_harness_catches_a_misspelled_flag_and_an_unknown_model(demo: DocsGateway, tmp_path: Path) -> None:
     """The checks the docs rely on: a wrong CLI flag and a model the config lacks both fail."""
     env = demo.env()

@@ -5,7 +5,7 @@
 import { usage } from "../api.js";
 import { drawChart } from "../chart.js";
 import { field, h, select } from "../dom.js";
-import { bucketLabel, count, money, ms, percent, score } from "../format.js";
+import { bucketLabel, count, money, ms, percent, score, tick } from "../format.js";
 import { filterBar, filtersOf, keyIndex, labelNames } from "../filters.js";
 import { loading, moneyText, pageHeader, panel, planNote, table } from "../ui.js";
 
@@ -95,7 +95,7 @@ function chartSpec(doc, dims, metric, keyNames, dimLabel) {
     labels: xs.map(label),
     x: dimLabel(d1),
     y: `${m.label} (${m.unit})`,
-    yTick: m.unit === "USD" ? (v) => `$${count(v)}` : m.unit === "ms" ? (v) => `${count(v)} ms` : (v) => count(v),
+    yTick: m.unit === "USD" ? (v) => `$${tick(v)}` : m.unit === "ms" ? (v) => `${tick(v)} ms` : (v) => count(v),
     datasets: names.map((s) => ({
       label: s,
       data: xs.map((x) => (series.get(s).has(x) ? m.value(series.get(s).get(x)) : null)),

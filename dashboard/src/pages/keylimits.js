@@ -39,7 +39,7 @@ function gauge(kind, what, used, limit) {
 function limitBlock(l) {
   const shared = l.scope.label ? `shared: ${Object.entries(l.scope.label).map(([k, v]) => `${k}=${v}`).join(", ")}` : "this key";
   return h("div", { class: "rl", dataset: { ratelimit: l.id } },
-    h("div", {}, h("span", { class: "strong" }, l.name), " ", h("span", { class: "chip" }, shared)),
+    h("div", { class: "rl-name" }, h("span", { class: "strong" }, l.name), " ", h("span", { class: "chip" }, shared)),
     l.requests_per_second !== null ? gauge("rps", "requests / s", l.usage.requests_last_second, l.requests_per_second) : null,
     l.requests_per_minute !== null ? gauge("rpm", "requests / min", l.usage.requests, l.requests_per_minute) : null,
     l.tokens_per_minute !== null ? gauge("tpm", "tokens / min", l.usage.tokens, l.tokens_per_minute) : null,

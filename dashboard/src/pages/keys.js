@@ -157,7 +157,7 @@ export default {
     const rows = page.data;
     const limitsByKey = byKey(usageDoc);
     const listing = table([
-      { label: "Key", value: (k) => h("div", {}, h("div", { class: "strong" }, k.name),
+      { label: "Key", value: (k) => h("div", { class: "key-cell" }, h("div", { class: "strong" }, k.name),
         h("code", { class: "muted" }, k.key_prefix ? `${k.key_prefix}…` : ""),
         h("div", { class: "muted" }, `created ${k.created_at ? day(Date.parse(k.created_at)) : "—"}`
           + (k.created_by.name ? ` by ${k.created_by.name}` : ""))) },

@@ -74,7 +74,7 @@ export default {
           "aria-current": r.id === open ? "true" : null }, clock(r.created_at, f.tz)) },
         { label: "Status", value: (r) => statusBadge(r.status) },
         { label: "Key", value: (r) => h("span", { class: "clip wide", title: r.key.name || r.key.id }, r.key.name || r.key.id) },
-        { label: "Model", value: (r) => h("span", { class: "clip", title: r.requested_model }, r.requested_model) },
+        { label: "Model", value: (r) => h("span", { class: "clip wide", title: r.requested_model }, r.requested_model) },
         { label: "Tags", value: (r) => h("span", { class: "tags-cell", title: (r.tags || []).join(", ") }, (r.tags || []).join(", ")),
           wide: true },
         { label: "Tokens in / out", num: true, value: (r) => `${count(r.usage.input_tokens)} / ${count(r.usage.output_tokens)}`,

@@ -9,7 +9,7 @@
 import { get, usage } from "../api.js";
 import { drawChart } from "../chart.js";
 import { field, h, select } from "../dom.js";
-import { clock, count, money, percent, picoMean, picoText, toPico } from "../format.js";
+import { clock, count, money, percent, picoMean, picoText, tick, toPico } from "../format.js";
 import { keyIndex, labelNames, offsetMs, wallIso, zoneField, zoneOf } from "../filters.js";
 import { card, loading, moneyText, pageHeader, panel, table } from "../ui.js";
 
@@ -211,7 +211,7 @@ export default {
     const GREYS = ["#64748b", "#94a3b8", "#cbd5e1"];
     drawChart(canvas, {
       type: "line", labels, x: `Minute (${tz})`, y: `${m.label} (${m.unit})`,
-      yTick: metric === "cost" ? (v) => `$${v}` : (v) => count(v),
+      yTick: metric === "cost" ? (v) => `$${tick(v)}` : (v) => count(v),
       datasets: windows.map((w, i) => {
         const values = series(minutes[i], w, metric);
         return {

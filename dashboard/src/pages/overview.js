@@ -4,7 +4,7 @@
 import { get, usage } from "../api.js";
 import { drawChart } from "../chart.js";
 import { field, h, select } from "../dom.js";
-import { bucketLabel, count, money, moneyNumber, ms, percent, plural } from "../format.js";
+import { bucketLabel, count, money, moneyNumber, ms, percent, plural, tick } from "../format.js";
 import { filterBar, filtersOf, keyIndex, labelNames, monthIso } from "../filters.js";
 import { card, loading, moneyText, pageHeader, panel, periodMeter, planNote, table } from "../ui.js";
 
@@ -70,7 +70,7 @@ export default {
     drawChart(canvas, {
       labels: series.data.map((r) => bucketLabel(r.group[`time.${unit}`], unit)),
       x: `${unit === "hour" ? "Hour" : unit === "day" ? "Day" : "Month"} (${series.plan.timezone})`,
-      y: "Spend (USD)", yTick: (v) => `$${count(v)}`, y2: "Requests", y2Tick: (v) => count(v),
+      y: "Spend (USD)", yTick: (v) => `$${tick(v)}`, y2: "Requests", y2Tick: (v) => count(v),
       datasets: [
         { label: "Spend (USD)", data: series.data.map((r) => moneyNumber(r.cost)), text: series.data.map((r) => money(r.cost)) },
         { label: "Requests", data: series.data.map((r) => r.requests), axis: "y2",
@@ -88,7 +88,7 @@ export default {
     const limited = keys.filter((k) => k.monthly_limit !== null && !k.revoked_at)
       .map((k) => ({ ...k, ratio: Number(k.monthly_spend) / Number(k.monthly_limit) }))
       .sort((a, b) => b.ratio - a.ratio).slice(0, 6);
-    const limits = panel("Keys nearest their monthly limits", table([
+    const limits = panel("Keys nearest their limits", table([
       { label: "Key", value: (k) => h("a", { href: "/dashboard/keys" }, k.name) },
       { label: "Spend against limit", value: (k) => periodMeter(k.monthly_spend, k.monthly_limit, k.period) },
     ], limited, { empty: "No key has a monthly limit." }));

@@ -20,6 +20,7 @@ from tallygate.cli.options import (
     db_option,
     load_settings,
     parse_labels,
+    period_flag,
     period_option,
     redis_option,
     reporting_tz,
@@ -117,7 +118,7 @@ def list_budgets(config_path: str | None, db_url: str | None) -> None:
 
     for b in _run(admin.page)["data"]:
         click.echo(f"{b['id']}  {b['name']}  {scope_text(b['scope'])}  spend ${b['monthly_spend']} "
-                   f"/ ${b['monthly_limit']} per {json.dumps(b['period'])} since {b['window_start']}")
+                   f"/ ${b['monthly_limit']} per {period_flag(b['period'])} since {b['window_start']}")
 
 
 @budgets.command("show")

@@ -15,7 +15,15 @@ from typing import Any, TypeVar
 import click
 from pydantic import ValidationError
 
-from tallygate.cli.options import announcing_budget, db_option, load_settings, parse_labels, period_option, redis_option
+from tallygate.cli.options import (
+    announcing_budget,
+    db_option,
+    load_settings,
+    parse_labels,
+    period_flag,
+    period_option,
+    redis_option,
+)
 from tallygate.errors import GatewayError
 
 T = TypeVar("T")
@@ -153,7 +161,7 @@ def list_keys(label_pairs: tuple[str, ...], config_path: str | None, db_url: str
             state = "revoked" if k["revoked_at"] else "active"
             limit = f"${k['monthly_limit']}" if k["monthly_limit"] is not None else "no limit"
             click.echo(f"{k['id']}  {k['key_prefix']}…  {state:7}  {k['name']}  spend ${k['monthly_spend']} "
-                       f"/ {limit} per {json.dumps(k['period'])} since {k['window_start']}  {json.dumps(k['labels'])}")
+                       f"/ {limit} per {period_flag(k['period'])} since {k['window_start']}  {json.dumps(k['labels'])}")
         cursor = page["next_cursor"]
         if not cursor:
             break

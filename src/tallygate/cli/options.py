@@ -64,6 +64,14 @@ def _period(_ctx: click.Context, _param: click.Parameter, value: str | None) -> 
     raise click.BadParameter("must be day, week, month, hours:N or days:N", param_hint="--period")
 
 
+def period_flag(period: object) -> str:
+    """A period as the API shows it, written as --period takes it: 'month', 'hours:6'."""
+    if isinstance(period, dict) and len(period) == 1:
+        (unit, n), = period.items()
+        return f"{unit}:{n}"
+    return str(period)
+
+
 period_option = click.option("--period", default=None, callback=_period, metavar="PERIOD",
                              help="The limit's window: day, week or month (the default), from local midnight "
                                   "in the reporting time zone, or rolling hours:N / days:N.")
