@@ -217,6 +217,20 @@ def test_no_document_or_audio_makes_a_limited_request_spend_past_its_reservation
     assert status == 400 and f"{where}.{param}" in answer.decode(), answer[:300]
 
 
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/messages", "/v1/responses", "/v1/embeddings"])
+def test_a_part_of_any_json_type_is_a_400_not_a_500_for_a_limited_key(gateway: InProcessGateway, path: str) -> None:
+    status, _, rec = gateway.post_json("/v1/manage/apikey", {"name": f"odd-{next(_names)}",
+                                                             "monthly_limit": str(LIMIT)})
+    assert status == 201, rec
+    for odd in ({"type": []}, {"type": {}}, {"type": None, "source": []},
+                {"type": "image", "source": {"media_type": 5}}):
+        turn = [{"role": "user", "content": [odd]}]
+        body = {"model": "long", "max_tokens": 10, "messages": turn, "input": turn}
+        status, _, answer = gateway.request("POST", path, json.dumps(body).encode(), rec["key"],
+                                            {"Content-Type": "application/json", "anthropic-version": "2023-06-01"})
+        assert 400 <= status < 500, (odd, answer[:300])
+
+
 def test_stored_items_are_refused_for_a_limited_key(gateway: InProcessGateway) -> None:
     status, _, rec = gateway.post_json("/v1/manage/apikey", {"name": "stored", "monthly_limit": str(LIMIT)})
     assert status == 201, rec

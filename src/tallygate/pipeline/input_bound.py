@@ -51,6 +51,8 @@ def _walk(value: object, at: str) -> None:
     if not isinstance(value, dict):
         return
     kind = value.get("type")
+    if not isinstance(kind, str):  # any JSON: a list is not even hashable
+        kind = None
     if kind in _ALWAYS:
         raise _refused(f"{at}.type", _ALWAYS[kind])
     if kind == "document":
