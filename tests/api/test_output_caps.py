@@ -13,6 +13,7 @@ from decimal import Decimal
 import pytest
 
 from tests.conftest import standard_config
+from tests.fakes.upstream import FakeUpstream
 from tests.gateway import InProcessGateway
 
 LIMIT = Decimal("5")  # $5 at $0.001 a token: room for 4,096 output tokens, not for 6,000
@@ -38,8 +39,8 @@ CASES = [
 _names = itertools.count()
 
 
-@pytest.fixture(scope="module")
-def gateway(upstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessGateway]:  # type: ignore[no-untyped-def]
+def caps_config(upstream: FakeUpstream) -> dict:
+    """The standard config with the models these tests (and tests/multiprocess' across processes) use."""
     config = standard_config(upstream)
     config["models"]["long"] = {"provider": "openai", "model": "long-6000", "pricing": _PRICED}
     config["models"]["claude-long"] = {"provider": "anthropic", "model": "long-6000", "pricing": _PRICED}
@@ -55,6 +56,12 @@ def gateway(upstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[InPr
     config["models"]["pdf"] = {"provider": "openai", "model": "docpages-100000", "pricing": _PRICED}
     config["models"]["claude-pdf"] = {"provider": "anthropic", "model": "docpages-100000", "pricing": _PRICED}
     config["models"]["opus"] = {"provider": "anthropic", "model": "claude-opus-4-8"}
+    return config
+
+
+@pytest.fixture(scope="module")
+def gateway(upstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessGateway]:  # type: ignore[no-untyped-def]
+    config = caps_config(upstream)
     gw = InProcessGateway(tmp_path_factory.mktemp("gw"), config).start()
     yield gw
     gw.stop()
