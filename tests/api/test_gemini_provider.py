@@ -17,6 +17,7 @@ from tests.gateway import ADMIN_KEY, Gateway
 
 FLASH = {"input": Decimal("0.3"), "output": Decimal("2.5"), "cached": Decimal("0.03")}  # google's list, $/Mtok
 PNG = "data:image/png;base64,iVBORw0KGgo="
+VIDEO = {"type": "image_url", "image_url": {"url": "data:video/mp4;base64,AAAA"}}
 QUERY = {"type": "object", "properties": {"query": {"type": "string"}}}
 TOOLS = [{"type": "function", "function": {"name": "search", "description": "Search the docs", "parameters": QUERY}}]
 
@@ -64,6 +65,20 @@ def priced(gateway: Gateway, request_id: str) -> tuple[Decimal, dict]:
     assert Decimal(record["cost"]) == expected > 0
     assert record["pricing_source"].startswith("genai-prices")
     return Decimal(record["cost"]), u
+
+
+@pytest.mark.parametrize(("extra", "param"), [
+    ({"cached_content": "cachedContents/docs"}, "cached_content"),  # a cache the request reads, unseen
+    ({"messages": [{"role": "user", "content": [VIDEO]}]},
+     "messages[0].content[0].image_url.url"),  # Gemini bills a video per second, not as one image
+])
+def test_a_limited_key_cannot_send_gemini_what_its_reservation_cannot_bound(gateway: Gateway, extra: dict,
+                                                                            param: str) -> None:
+    status, _, key = gateway.post_json("/v1/manage/apikey", {"name": f"gemini-limited-{param}", "monthly_limit": "1"})
+    assert status == 201, key
+    body = {"model": "flash", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}], **extra}
+    status, _, answer = gateway.post_json("/v1/chat/completions", body, key["key"])
+    assert status == 400 and answer["error"]["param"] == param, answer
 
 
 @pytest.mark.parametrize("extra", [{}, {"reasoning_effort": "low"}, {"cached_content": "cachedContents/docs"}])

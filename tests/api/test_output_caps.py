@@ -13,6 +13,7 @@ from decimal import Decimal
 import pytest
 
 from tests.conftest import standard_config
+from tests.fakes.upstream import FakeUpstream
 from tests.gateway import InProcessGateway
 
 LIMIT = Decimal("5")  # $5 at $0.001 a token: room for 4,096 output tokens, not for 6,000
@@ -38,8 +39,8 @@ CASES = [
 _names = itertools.count()
 
 
-@pytest.fixture(scope="module")
-def gateway(upstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessGateway]:  # type: ignore[no-untyped-def]
+def caps_config(upstream: FakeUpstream) -> dict:
+    """The standard config with the models these tests (and tests/multiprocess' across processes) use."""
     config = standard_config(upstream)
     config["models"]["long"] = {"provider": "openai", "model": "long-6000", "pricing": _PRICED}
     config["models"]["claude-long"] = {"provider": "anthropic", "model": "long-6000", "pricing": _PRICED}
@@ -55,6 +56,12 @@ def gateway(upstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[InPr
     config["models"]["pdf"] = {"provider": "openai", "model": "docpages-100000", "pricing": _PRICED}
     config["models"]["claude-pdf"] = {"provider": "anthropic", "model": "docpages-100000", "pricing": _PRICED}
     config["models"]["opus"] = {"provider": "anthropic", "model": "claude-opus-4-8"}
+    return config
+
+
+@pytest.fixture(scope="module")
+def gateway(upstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessGateway]:  # type: ignore[no-untyped-def]
+    config = caps_config(upstream)
     gw = InProcessGateway(tmp_path_factory.mktemp("gw"), config).start()
     yield gw
     gw.stop()
@@ -215,6 +222,20 @@ def test_no_document_or_audio_makes_a_limited_request_spend_past_its_reservation
     assert _spend_when_settled(gateway, rec["key"]) <= LIMIT, answer[:300]
     where = "input[0].content[1]" if path == "/v1/responses" else "messages[0].content[1]"
     assert status == 400 and f"{where}.{param}" in answer.decode(), answer[:300]
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/messages", "/v1/responses", "/v1/embeddings"])
+def test_a_part_of_any_json_type_is_a_400_not_a_500_for_a_limited_key(gateway: InProcessGateway, path: str) -> None:
+    status, _, rec = gateway.post_json("/v1/manage/apikey", {"name": f"odd-{next(_names)}",
+                                                             "monthly_limit": str(LIMIT)})
+    assert status == 201, rec
+    for odd in ({"type": []}, {"type": {}}, {"type": None, "source": []},
+                {"type": "image", "source": {"media_type": 5}}):
+        turn = [{"role": "user", "content": [odd]}]
+        body = {"model": "long", "max_tokens": 10, "messages": turn, "input": turn}
+        status, _, answer = gateway.request("POST", path, json.dumps(body).encode(), rec["key"],
+                                            {"Content-Type": "application/json", "anthropic-version": "2023-06-01"})
+        assert 400 <= status < 500, (odd, answer[:300])
 
 
 def test_stored_items_are_refused_for_a_limited_key(gateway: InProcessGateway) -> None:

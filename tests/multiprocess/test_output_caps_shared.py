@@ -19,8 +19,7 @@ import aiohttp
 import pytest
 from sqlalchemy import create_engine, text
 
-from tests.api.test_output_caps import CASES, LIMIT
-from tests.conftest import standard_config
+from tests.api.test_output_caps import CASES, LIMIT, caps_config
 from tests.fakes.upstream import FakeUpstream
 from tests.gateway import Gateway
 from tests.postgres import postgres_instance
@@ -40,9 +39,7 @@ _names = itertools.count()
 
 @pytest.fixture(scope="module")
 def trio(upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[list[Gateway], str]]:
-    config = standard_config(upstream)
-    config["models"]["long"] = {"provider": "openai", "model": "long-6000", "pricing": _PRICED}
-    config["models"]["claude-long"] = {"provider": "anthropic", "model": "long-6000", "pricing": _PRICED}
+    config = caps_config(upstream)
     config["models"]["embed-priced"] = {"provider": "openai", "model": "text-embedding-3-small", "pricing": _PRICED}
     for provider in config["providers"].values():
         provider["timeout_s"] = 30.0

@@ -14,7 +14,9 @@ reservation made from the body can bound them:
   Messages image of media type `application/pdf`): Gemini takes any media type inline and bills
   a video per second, far past the bound of one image.
 - Responses `item_reference` items (or an item given only by its `id`): stored items the
-  gateway never sees, like `previous_response_id` (`output_cap`).
+  gateway never sees, like `previous_response_id` (`output_cap`); likewise Gemini's
+  `cached_content` (a `cachedContents/...` name: a context cache of up to a million tokens the
+  request reads, and whose size may move it to a long-prompt price tier).
 
 `check_inputs` refuses a limited request holding any of them with a 400 naming the part. A
 request under no limit is served as before.
@@ -34,6 +36,8 @@ _BOUNDED_DOCUMENTS = ("text", "content")  # a Messages document source that is i
 
 def check_inputs(body: dict[str, Any], endpoint: str) -> None:
     """Raise `InvalidRequest` naming the first part of `body` whose cost its bytes do not bound."""
+    if body.get("cached_content") is not None:
+        raise _refused("cached_content", "stored context caches")
     if endpoint == "responses" and isinstance(items := body.get("input"), list):
         for i, item in enumerate(items):
             if isinstance(item, dict) and (item.get("type") == "item_reference"
@@ -51,6 +55,8 @@ def _walk(value: object, at: str) -> None:
     if not isinstance(value, dict):
         return
     kind = value.get("type")
+    if not isinstance(kind, str):  # any JSON: a list is not even hashable
+        kind = None
     if kind in _ALWAYS:
         raise _refused(f"{at}.type", _ALWAYS[kind])
     if kind == "document":
