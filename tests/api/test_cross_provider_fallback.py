@@ -105,13 +105,13 @@ def gateway(clouds: FakeClouds, tmp_path_factory: pytest.TempPathFactory) -> Ite
     assert "Traceback" not in gw.log(), gw.log()
 
 
-@pytest.fixture()
+@pytest.fixture(scope="module")
 def client(gateway: Gateway) -> Iterator[openai.OpenAI]:
     with openai.OpenAI(base_url=gateway.base_url, api_key=ADMIN_KEY, max_retries=0) as c:
         yield c
 
 
-@pytest.fixture()
+@pytest.fixture(scope="module")
 def claude(gateway: Gateway) -> Iterator[anthropic.Anthropic]:
     with anthropic.Anthropic(base_url=gateway.url, api_key=ADMIN_KEY, max_retries=0) as c:
         yield c
@@ -142,15 +142,24 @@ def test_throttled_everywhere_is_a_429_to_retry(client: openai.OpenAI) -> None:
 
 
 @pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("api", ["chat", "messages", "responses"])
 @pytest.mark.parametrize("model", ANSWERS)
-def test_each_providers_errors_map_to_a_status_and_whether_to_retry(client: openai.OpenAI, model: str,
-                                                                     stream: bool) -> None:
+def test_each_providers_errors_map_to_a_status_and_whether_to_retry(client: openai.OpenAI, claude: anthropic.Anthropic,
+                                                                     model: str, api: str, stream: bool) -> None:
+    """On every inbound API, native or translated (Messages and Responses through chat)."""
     status, retry, code = ANSWERS[model]
-    with pytest.raises(openai.APIStatusError) as exc:
-        list(client.chat.completions.create(model=model, messages=HELLO, stream=True)) if stream \
-            else client.chat.completions.create(model=model, messages=HELLO)  # type: ignore[arg-type]
+    with pytest.raises((openai.APIStatusError, anthropic.APIStatusError)) as exc:
+        if api == "chat":
+            list(client.chat.completions.create(model=model, messages=HELLO, stream=True)) if stream \
+                else client.chat.completions.create(model=model, messages=HELLO)  # type: ignore[arg-type]
+        elif api == "messages":
+            claude.messages.create(model=model, max_tokens=5, messages=HELLO, stream=stream)  # type: ignore[arg-type]
+        else:
+            list(client.responses.create(model=model, input="hi", stream=True)) if stream \
+                else client.responses.create(model=model, input="hi")
     assert (exc.value.status_code, exc.value.response.headers["x-should-retry"]) == (status, retry)
-    assert exc.value.body["code"] == code  # type: ignore[index]
+    if api != "messages":  # Anthropic-shaped there: no code
+        assert exc.value.body["code"] == code  # type: ignore[index]
     assert "wrong" not in exc.value.response.text and "PRIVATE KEY" not in exc.value.response.text
 
 

@@ -62,6 +62,18 @@ def gateway(clouds: FakeClouds, tmp_path_factory: pytest.TempPathFactory) -> Ite
     assert "Traceback" not in gw.log(), gw.log()
 
 
+@pytest.fixture(scope="module")
+def oa(gateway: Gateway) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=gateway.base_url, api_key=ADMIN_KEY, max_retries=0) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def claude(gateway: Gateway) -> Iterator[anthropic.Anthropic]:
+    with anthropic.Anthropic(base_url=gateway.url, api_key=ADMIN_KEY, max_retries=0) as client:
+        yield client
+
+
 @dataclass
 class Answer:
     """What a client got: the gateway's request id, the tool call or the text, the token counts."""
@@ -193,33 +205,30 @@ def fake_of(clouds: FakeClouds, provider: str) -> FakeUpstream:
 
 @pytest.mark.parametrize("api", APIS)
 @pytest.mark.parametrize("model", TARGETS)
-def test_a_tool_round_trip_with_an_image_streamed_and_not(gateway: Gateway, clouds: FakeClouds,
-                                                          model: str, api: str) -> None:
+def test_a_tool_round_trip_with_an_image_streamed_and_not(gateway: Gateway, clouds: FakeClouds, oa: openai.OpenAI,
+                                                          claude: anthropic.Anthropic, model: str, api: str) -> None:
     """First turn: text and an image, a tool offered -> the model calls it (JSON, then streamed:
     the same call, the same cost). Second turn: the call's result -> a text answer (both ways)."""
     provider, _, price = TARGETS[model]
     ask, turns = APIS[api]
-    with openai.OpenAI(base_url=gateway.base_url, api_key=ADMIN_KEY, max_retries=0) as oa, \
-            anthropic.Anthropic(base_url=gateway.url, api_key=ADMIN_KEY, max_retries=0) as claude:
-        client = claude if api == "messages" else oa
-        fake = fake_of(clouds, provider)
-        fake.clear()
-        called, streamed = (ask(client, model, turns(None), stream) for stream in (False, True))
-        assert called.call is not None and streamed.call is not None
-        assert called.call[1:] == streamed.call[1:] == ("search", {"query": called.call[2]["query"]})
-        sent = [r for r in fake.requests if r["path"] != "/token"]
-        assert [r["path"].replace(":", "/").rsplit("/", 1)[1] for r in sent] == upstream_calls(model, api)
-        assert [DATA in r["raw"].decode() for r in sent] == [True, True]  # the image reached the provider
-        answered, answered_streamed = (ask(client, model, turns(called), stream) for stream in (False, True))
+    client = claude if api == "messages" else oa
+    fake = fake_of(clouds, provider)
+    fake.clear()
+    called, streamed = (ask(client, model, turns(None), stream) for stream in (False, True))
+    assert called.call is not None and streamed.call is not None
+    assert called.call[1:] == streamed.call[1:] == ("search", {"query": called.call[2]["query"]})
+    sent = [r for r in fake.requests if r["path"] != "/token"]
+    assert [r["path"].replace(":", "/").rsplit("/", 1)[1] for r in sent] == upstream_calls(model, api)
+    assert [DATA in r["raw"].decode() for r in sent] == [True, True]  # the image reached the provider
+    answered, answered_streamed = (ask(client, model, turns(called), stream) for stream in (False, True))
     assert answered.call is None and answered.text and answered.text == answered_streamed.text
     assert checked_cost(gateway, called, price) == checked_cost(gateway, streamed, price)
     assert checked_cost(gateway, answered, price) == checked_cost(gateway, answered_streamed, price)
 
 
 @pytest.mark.parametrize("model", EMBEDDINGS)
-def test_embeddings_at_the_providers_price(gateway: Gateway, model: str) -> None:
-    with openai.OpenAI(base_url=gateway.base_url, api_key=ADMIN_KEY, max_retries=0) as client:
-        raw = client.embeddings.with_raw_response.create(model=model, input=["hello there", "bye"], dimensions=256)
+def test_embeddings_at_the_providers_price(gateway: Gateway, oa: openai.OpenAI, model: str) -> None:
+    raw = oa.embeddings.with_raw_response.create(model=model, input=["hello there", "bye"], dimensions=256)
     answer = raw.parse()
     assert [len(d.embedding) for d in answer.data] == [256, 256] and answer.usage.prompt_tokens == 2 + 1
     record = gateway.log_record(raw.headers["x-request-id"])
@@ -266,26 +275,25 @@ UNTRANSLATABLE = [  # (model, api, the request's fields, the field the 400 names
 @pytest.mark.parametrize(("model", "api", "fields", "param"), UNTRANSLATABLE,
                          ids=[f"{m}-{a}-{p}" for m, a, _, p in UNTRANSLATABLE])
 def test_what_cannot_be_translated_is_a_400_naming_the_clients_field(
-        gateway: Gateway, clouds: FakeClouds, model: str, api: str, fields: dict, param: str, stream: bool) -> None:
+        clouds: FakeClouds, oa: openai.OpenAI, claude: anthropic.Anthropic, model: str, api: str, fields: dict,
+        param: str, stream: bool) -> None:
     """Refused before any upstream call, with the field as the client sent it (a Responses input
     item, a Messages block), not as the chat translation in between named it."""
     clouds.clear()
-    with openai.OpenAI(base_url=gateway.base_url, api_key=ADMIN_KEY, max_retries=0) as oa, \
-            anthropic.Anthropic(base_url=gateway.url, api_key=ADMIN_KEY, max_retries=0) as claude:
-        if api == "messages":
-            ask = {"model": model, "max_tokens": 20, "messages": [{"role": "user", "content": "hi"}], **fields}
-            with pytest.raises(anthropic.BadRequestError) as refused:
-                claude.messages.create(**ask, stream=stream)  # type: ignore[call-overload]
-            message = refused.value.body["error"]["message"]  # type: ignore[index]
-        else:
-            with pytest.raises(openai.BadRequestError) as refused:  # type: ignore[assignment]
-                if api == "chat":
-                    ask = {"messages": [{"role": "user", "content": "hi"}], **fields}
-                    oa.chat.completions.create(model=model, stream=stream, **ask)  # type: ignore[call-overload]
-                else:
-                    oa.responses.create(model=model, stream=stream, **{"input": "hi", **fields})  # type: ignore[call-overload]
-            assert refused.value.body["param"] == param  # type: ignore[index]
-            message = refused.value.body["message"]  # type: ignore[index]
+    if api == "messages":
+        ask = {"model": model, "max_tokens": 20, "messages": [{"role": "user", "content": "hi"}], **fields}
+        with pytest.raises(anthropic.BadRequestError) as refused:
+            claude.messages.create(**ask, stream=stream)  # type: ignore[call-overload]
+        message = refused.value.body["error"]["message"]  # type: ignore[index]
+    else:
+        with pytest.raises(openai.BadRequestError) as refused:  # type: ignore[assignment]
+            if api == "chat":
+                ask = {"messages": [{"role": "user", "content": "hi"}], **fields}
+                oa.chat.completions.create(model=model, stream=stream, **ask)  # type: ignore[call-overload]
+            else:
+                oa.responses.create(model=model, stream=stream, **{"input": "hi", **fields})  # type: ignore[call-overload]
+        assert refused.value.body["param"] == param  # type: ignore[index]
+        message = refused.value.body["message"]  # type: ignore[index]
     assert message.startswith(param)
     assert [r for f in clouds.fakes() for r in f.requests if r["path"] != "/token"] == []
 
@@ -315,18 +323,16 @@ def cached_ask(api: str, how: str, rules: str) -> tuple[list, dict]:
 
 
 @pytest.mark.parametrize(("model", "api", "how"), CACHE_CASES)
-def test_prompt_cache_reads_and_writes_at_the_providers_cache_prices(gateway: Gateway, model: str, api: str,
+def test_prompt_cache_reads_and_writes_at_the_providers_cache_prices(gateway: Gateway, oa: openai.OpenAI,
+                                                                     claude: anthropic.Anthropic, model: str, api: str,
                                                                      how: str) -> None:
     """The same long-prompt request three times (JSON, streamed, JSON): the first writes the cache
     (Anthropic's breakpoints; OpenAI's automatic caching reports no write), the next two read it;
     each costs its fresh, read, written and output tokens at the provider's own prices."""
     rules = f"Answer from the {model} {api} handbook only. " * 120
     turns, extra = cached_ask(api, how, rules)
-    ask = APIS[api][0]
-    with openai.OpenAI(base_url=gateway.base_url, api_key=ADMIN_KEY, max_retries=0) as oa, \
-            anthropic.Anthropic(base_url=gateway.url, api_key=ADMIN_KEY, max_retries=0) as claude:
-        answers = [ask(claude if api == "messages" else oa, model, turns, stream, **extra)
-                   for stream in (False, True, False)]
+    ask, client = APIS[api][0], claude if api == "messages" else oa
+    answers = [ask(client, model, turns, stream, **extra) for stream in (False, True, False)]
     n = {"automatic": len(rules) // 4 // 128 * 128, "cachedContent": CACHED_TOKENS}.get(how, len(rules) // 4)
     expected = {"automatic": [(0, 0), (n, 0), (n, 0)], "cachedContent": [(n, 0)] * 3}.get(how, [(0, n), (n, 0), (n, 0)])
     fresh, read, write, write_1h, out = (Decimal(p) if p is not None else None for p in CACHE_PRICES[model])
