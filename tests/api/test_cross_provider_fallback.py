@@ -25,6 +25,7 @@ HELLO = [{"role": "user", "content": "hi"}]
 FAKE_PRICE = {"input_per_mtok": "1", "output_per_mtok": "2"}  # the fake's failure scenarios are in no price list
 O4_MINI = (Decimal("1.1"), Decimal("4.4"))  # genai-prices' azure list, $/Mtok in and out
 HAIKU = (Decimal("1"), Decimal("5"))  # genai-prices' google list (Claude on Vertex)
+FLASH = (Decimal("0.3"), Decimal("2.5"))  # genai-prices' google list (Gemini)
 # model -> (provider, upstream model): each provider's failures, as the fakes answer them
 FAILING = {
     "az-400": ("az", "fail-400"), "az-503": ("az", "fail-503"), "az-badkey": ("az-bad", "o4-mini"),
@@ -61,6 +62,7 @@ TARGETS = {
     "all-throttled": THROTTLED,
     "not-ready-then-gemini": ["br-not-ready", "ge-ok"],
     "bedrock-vertex-azure": ["br-429", "vx-429", "az-ok"],
+    "claude-native-then-gemini": ["brc-429", "vxc-429", "az-429", "ge-ok"],  # native Messages, then translated
     "quota-overload-then-claude": ["br-quota", "ge-503", "vx-forged", "vxc-ok"],
     "invalid-then-azure": ["br-400", "az-ok"],
     "claude-invalid-then-azure": ["vxc-400", "az-ok"],
@@ -196,11 +198,15 @@ def served(gateway: Gateway, request_id: str, prompt: int, output: int, price: t
 
 @pytest.mark.parametrize("stream", [False, True])
 @pytest.mark.parametrize("api", ["chat", "messages", "responses"])
-def test_bedrock_throttled_then_vertex_quota_then_azure_serves_at_azures_price(
+@pytest.mark.parametrize(("policy", "provider", "price"), [("bedrock-vertex-azure", "az", O4_MINI),
+                                                          ("claude-native-then-gemini", "ge", FLASH)])
+def test_throttled_across_provider_types_then_served_at_the_servers_price(
         client: openai.OpenAI, claude: anthropic.Anthropic, gateway: Gateway, clouds: FakeClouds,
-        api: str, stream: bool) -> None:
+        policy: str, provider: str, price: tuple[Decimal, Decimal], api: str, stream: bool) -> None:
+    """Each throttled target is an attempt; the one that serves is charged at its own price (the
+    codec switching between a native relay and a translation as the targets do)."""
     clouds.clear()
-    model = "policy/bedrock-vertex-azure"
+    model = f"policy/{policy}"
     if api == "chat":
         usage_too = {"stream_options": {"include_usage": True}} if stream else {}
         raw = client.chat.completions.with_raw_response.create(model=model, messages=HELLO, stream=stream,  # type: ignore[call-overload]
@@ -218,12 +224,11 @@ def test_bedrock_throttled_then_vertex_quota_then_azure_serves_at_azures_price(
         raw = client.responses.with_raw_response.create(model=model, input="hi", stream=stream)  # type: ignore[call-overload]
         done = next(e.response for e in raw.parse() if e.type == "response.completed") if stream else raw.parse()
         request_id, usage = raw.headers["x-request-id"], (done.usage.input_tokens, done.usage.output_tokens)
-    record = served(gateway, request_id, *usage, O4_MINI)
-    assert attempts(record) == [("br-429", 429), ("vx-429", 429), ("az-ok", 200)]
-    assert record["provider"] == "az"
-    assert [len(f.requests) for f in (clouds.bedrock, clouds.azure)] == [1, 1]
-    assert [r["path"].rsplit(":", 1)[-1] for r in clouds.vertex.requests if r["path"] != "/token"] == [
-        "streamGenerateContent" if stream else "generateContent"]
+    record = served(gateway, request_id, *usage, price)
+    *failed, last = TARGETS[policy]
+    assert attempts(record) == [(t, 429) for t in failed] + [(last, 200)]
+    assert record["provider"] == provider
+    assert len([r for f in clouds.fakes() for r in f.requests if r["path"] != "/token"]) == len(TARGETS[policy])
 
 
 @pytest.mark.parametrize("stream", [False, True])
