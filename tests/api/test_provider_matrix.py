@@ -30,6 +30,7 @@ TARGETS = {
     "vertex": ("vx", "gemini-2.5-flash", ("0.3", "2.5")),  # google
     "vertex-claude": ("vxc", "claude-haiku-4-5@20251001", ("1", "5")),  # google
     "groq": ("groq", "llama-3.3-70b-versatile", ("0.59", "0.79")),  # groq (the preset's list)
+    "deepseek": ("deepseek", "deepseek-chat", ("0.27", "1.1")),  # deepseek (the preset's list)
 }
 EMBEDDINGS = {  # model name -> (provider, upstream model, $/Mtok)
     "azure-embed": ("az", "text-embedding-3-small", "0.02"),
@@ -46,7 +47,7 @@ ASK = "what is in this picture"
 @pytest.fixture(scope="module")
 def clouds(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeClouds]:
     with FakeClouds(tmp_path_factory.mktemp("sa")) as fakes:
-        for fake in (fakes.azure, fakes.bedrock, fakes.vertex):
+        for fake in (fakes.upstream, fakes.azure, fakes.bedrock, fakes.vertex):
             fake.prompt_caching = True  # as the real APIs cache (short prompts without cache_control: never)
         yield fakes
 
@@ -189,7 +190,7 @@ def checked_cost(gateway: Gateway, answer: Answer, price: tuple[str, str]) -> De
 def upstream_calls(model: str, api: str) -> list[str]:
     """The upstream operations a JSON then a streamed request make: native or translated."""
     provider = TARGETS[model][0]
-    if provider in ("az", "groq"):  # OpenAI's APIs: Messages through chat
+    if provider in ("az", "groq", "deepseek"):  # OpenAI's APIs: Messages through chat
         return ["responses" if api == "responses" else "completions"] * 2
     if provider == "brc" and api == "messages" or provider == "vxc":  # Anthropic's Messages body
         return ["invoke", "invoke-with-response-stream"] if provider == "brc" else ["rawPredict", "streamRawPredict"]
@@ -200,7 +201,7 @@ def upstream_calls(model: str, api: str) -> list[str]:
 
 def fake_of(clouds: FakeClouds, provider: str) -> FakeUpstream:
     return {"az": clouds.azure, "br": clouds.bedrock, "brc": clouds.bedrock, "ge": clouds.gemini, "vx": clouds.vertex,
-            "vxc": clouds.vertex, "groq": clouds.upstream}[provider]
+            "vxc": clouds.vertex, "groq": clouds.upstream, "deepseek": clouds.upstream}[provider]
 
 
 @pytest.mark.parametrize("api", APIS)
@@ -300,12 +301,13 @@ def test_what_cannot_be_translated_is_a_400_naming_the_clients_field(
 
 # model -> $/Mtok (input, cache read, cache write, 1-hour cache write, output) on its genai-prices list
 CACHE_PRICES = {"azure": ("1.1", "0.275", None, None, "4.4"), "vertex": ("0.3", "0.03", None, None, "2.5"),
+                "deepseek": ("0.27", "0.07", None, None, "1.1"),
                 "vertex-claude": ("1", "0.1", "1.25", "2", "5"),
                 "bedrock-invoke": ("3.3", "0.33", "4.125", "6.6", "16.5")}
 CACHE_CASES = [  # (model, api, how the prompt is cached: automatic | 5m | 1h | cachedContent)
     ("azure", "chat", "automatic"), ("azure", "responses", "automatic"), ("azure", "messages", "automatic"),
     ("vertex", "chat", "cachedContent"), ("vertex-claude", "messages", "5m"), ("vertex-claude", "chat", "5m"),
-    ("bedrock-invoke", "messages", "1h"),
+    ("bedrock-invoke", "messages", "1h"), ("deepseek", "chat", "automatic"),
 ]
 
 

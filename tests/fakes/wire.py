@@ -68,6 +68,7 @@ class Scenario:
     words: int = 0             # long-<n>: a reply of n words, unless the request's cap cuts it
     hosted: int = 0            # hosted-<k>: k provider-run tool calls first (server_tools.py)
     prefix: int = 0            # prompt_cache: tokens of the counted prompt read or written as a cache
+    dialect: str = "openai"    # "deepseek": DeepSeek's documented usage fields (prompt_cache_hit_tokens ...)
 
 
 def parse_scenario(model: object) -> Scenario:
@@ -303,6 +304,10 @@ def prompt_cache(body: dict, api: str, sc: Scenario, seen: set[str]) -> Scenario
 def openai_usage(prompt: int, completion: int, sc: Scenario) -> dict:
     prompt += sc.cached - sc.prefix
     completion += sc.reasoning
+    if sc.dialect == "deepseek":  # api-docs.deepseek.com: the cache hits in their own fields, no prompt_tokens_details
+        return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
+                "prompt_cache_hit_tokens": sc.cached, "prompt_cache_miss_tokens": prompt - sc.cached,
+                "completion_tokens_details": {"reasoning_tokens": sc.reasoning}}
     return {"prompt_tokens": prompt, "completion_tokens": completion,
             "total_tokens": prompt + completion,
             "prompt_tokens_details": {"cached_tokens": sc.cached, "audio_tokens": 0},
