@@ -84,6 +84,7 @@ class Answer:
     text: str
     usage: tuple[int, int]  # (prompt tokens, cache included; output tokens)
     native: object  # the SDK's last object (its tool call, to send back)
+    cost: float | None = None  # the gateway's `usage.cost` as the client got it (None: the SDK keeps none)
 
 
 def chat(client: openai.OpenAI, model: str, turns: list, stream: bool, **extra: object) -> Answer:
@@ -94,7 +95,8 @@ def chat(client: openai.OpenAI, model: str, turns: list, stream: bool, **extra: 
         assert u is not None and done.choices[0].finish_reason == ("tool_calls" if msg.tool_calls else "stop")
         call = msg.tool_calls[0] if msg.tool_calls else None
         found = (call.id, call.function.name, json.loads(call.function.arguments)) if call else None  # type: ignore[union-attr]
-        return Answer(done.id, found, msg.content or "", (u.prompt_tokens, u.completion_tokens), call)
+        return Answer(done.id, found, msg.content or "", (u.prompt_tokens, u.completion_tokens), call,
+                      (u.model_extra or {})["cost"])
     chunks = list(client.chat.completions.create(model=model, messages=turns, tools=tools, stream=True,  # type: ignore[arg-type]
                                                  stream_options={"include_usage": True}, **extra))
     usage = chunks[-1].usage
@@ -108,7 +110,8 @@ def chat(client: openai.OpenAI, model: str, turns: list, stream: bool, **extra: 
         found = (calls[0].id, calls[0].function.name, json.loads(args))  # type: ignore[union-attr]
     assert finish == ["tool_calls" if calls else "stop"]
     text = "".join(d.content or "" for d in deltas)
-    return Answer(chunks[0].id, found, text, (usage.prompt_tokens, usage.completion_tokens), None)
+    return Answer(chunks[0].id, found, text, (usage.prompt_tokens, usage.completion_tokens), None,
+                  (usage.model_extra or {})["cost"])
 
 
 def chat_turns(answer: Answer | None) -> list:
@@ -136,7 +139,8 @@ def messages(claude: anthropic.Anthropic, model: str, turns: list, stream: bool,
     prompt = u.input_tokens + (u.cache_read_input_tokens or 0) + (u.cache_creation_input_tokens or 0)
     found = (uses[0].id, uses[0].name, uses[0].input) if uses else None
     text = "".join(b.text for b in done.content if b.type == "text")
-    return Answer(done.id, found, text, (prompt, u.output_tokens), uses[0] if uses else None)  # type: ignore[arg-type]
+    cost = None if stream else (u.model_extra or {})["cost"]  # the stream helper's final message drops it
+    return Answer(done.id, found, text, (prompt, u.output_tokens), uses[0] if uses else None, cost)  # type: ignore[arg-type]
 
 
 def messages_turns(answer: Answer | None) -> list:
@@ -161,7 +165,8 @@ def responses(client: openai.OpenAI, model: str, turns: list, stream: bool, **ex
     calls = [o for o in done.output if o.type == "function_call"]
     found = (calls[0].call_id, calls[0].name, json.loads(calls[0].arguments)) if calls else None
     usage = (done.usage.input_tokens, done.usage.output_tokens)
-    return Answer(raw.headers["x-request-id"], found, done.output_text, usage, calls[0] if calls else None)
+    return Answer(raw.headers["x-request-id"], found, done.output_text, usage, calls[0] if calls else None,
+                  (done.usage.model_extra or {})["cost"])
 
 
 def responses_turns(answer: Answer | None) -> list:
@@ -183,6 +188,7 @@ def checked_cost(gateway: Gateway, answer: Answer, price: tuple[str, str]) -> De
     prompt, output = answer.usage
     assert (record["usage"]["input_tokens"], record["usage"]["output_tokens"]) == (prompt, output)
     assert record["pricing_source"].startswith("genai-prices")
+    assert answer.cost is None or Decimal(str(answer.cost)) == Decimal(record["cost"])  # what the client was told
     assert Decimal(record["cost"]) == (prompt * Decimal(price[0]) + output * Decimal(price[1])) / 10**6 > 0
     return Decimal(record["cost"])
 
@@ -348,5 +354,6 @@ def test_prompt_cache_reads_and_writes_at_the_providers_cache_prices(gateway: Ga
         hand = ((u["input_tokens"] - cached - written) * fresh + cached * read  # type: ignore[operator]
                 + written * (write_price or 0) + u["output_tokens"] * out) / 10**6  # type: ignore[operator]
         assert Decimal(record["cost"]) == hand > 0
+        assert answer.cost is None or Decimal(str(answer.cost)) == hand  # what the client was told
         costs.append(Decimal(record["cost"]))
     assert costs[1] == costs[2]  # streamed == unstreamed
