@@ -84,7 +84,7 @@ class Answer:
     text: str
     usage: tuple[int, int]  # (prompt tokens, cache included; output tokens)
     native: object  # the SDK's last object (its tool call, to send back)
-    cost: float | None = None  # the gateway's `usage.cost` as the client got it (None: the SDK keeps none)
+    cost: float  # the gateway's `usage.cost` as the client got it
 
 
 def chat(client: openai.OpenAI, model: str, turns: list, stream: bool, **extra: object) -> Answer:
@@ -128,18 +128,22 @@ def chat_turns(answer: Answer | None) -> list:
 def messages(claude: anthropic.Anthropic, model: str, turns: list, stream: bool, **extra: object) -> Answer:
     ask = {"model": model, "max_tokens": 200, "messages": turns,
            "tools": [{"name": "search", "description": "Search", "input_schema": QUERY}], **extra}
+    cost = None
     if stream:
         with claude.messages.stream(**ask) as events:  # type: ignore[arg-type]
+            for event in events:  # the final message_delta carries the gateway's usage.cost
+                if event.type == "message_delta":
+                    cost = (event.usage.model_extra or {})["cost"]
             done = events.get_final_message()
     else:
         done = claude.messages.create(**ask)  # type: ignore[arg-type]
+        cost = (done.usage.model_extra or {})["cost"]
     uses = [b for b in done.content if b.type == "tool_use"]
     assert done.stop_reason == ("tool_use" if uses else "end_turn")
     u = done.usage
     prompt = u.input_tokens + (u.cache_read_input_tokens or 0) + (u.cache_creation_input_tokens or 0)
     found = (uses[0].id, uses[0].name, uses[0].input) if uses else None
     text = "".join(b.text for b in done.content if b.type == "text")
-    cost = None if stream else (u.model_extra or {})["cost"]  # the stream helper's final message drops it
     return Answer(done.id, found, text, (prompt, u.output_tokens), uses[0] if uses else None, cost)  # type: ignore[arg-type]
 
 
@@ -188,7 +192,7 @@ def checked_cost(gateway: Gateway, answer: Answer, price: tuple[str, str]) -> De
     prompt, output = answer.usage
     assert (record["usage"]["input_tokens"], record["usage"]["output_tokens"]) == (prompt, output)
     assert record["pricing_source"].startswith("genai-prices")
-    assert answer.cost is None or Decimal(str(answer.cost)) == Decimal(record["cost"])  # what the client was told
+    assert Decimal(str(answer.cost)) == Decimal(record["cost"])  # what the client was told
     assert Decimal(record["cost"]) == (prompt * Decimal(price[0]) + output * Decimal(price[1])) / 10**6 > 0
     return Decimal(record["cost"])
 
@@ -354,6 +358,6 @@ def test_prompt_cache_reads_and_writes_at_the_providers_cache_prices(gateway: Ga
         hand = ((u["input_tokens"] - cached - written) * fresh + cached * read  # type: ignore[operator]
                 + written * (write_price or 0) + u["output_tokens"] * out) / 10**6  # type: ignore[operator]
         assert Decimal(record["cost"]) == hand > 0
-        assert answer.cost is None or Decimal(str(answer.cost)) == hand  # what the client was told
+        assert Decimal(str(answer.cost)) == hand  # what the client was told
         costs.append(Decimal(record["cost"]))
     assert costs[1] == costs[2]  # streamed == unstreamed
