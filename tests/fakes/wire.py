@@ -266,7 +266,8 @@ def _block_text(block: object) -> str:
 
 
 def prompt_cache(body: dict, api: str, sc: Scenario, seen: set[str]) -> Scenario:
-    """`sc` with what prompt caching makes of `body`, given the prefixes `seen` (which it adds to).
+    """`sc` with what prompt caching makes of `body`, given the prefixes `seen` (which it adds to,
+    each under its `api`: one API's cache is not another's).
 
     OpenAI (chat, Responses: automatic): the text of every message before the last, once it is
     OPENAI_CACHE_MIN tokens or more, is cached; seen again, its tokens (in steps of
@@ -285,8 +286,8 @@ def prompt_cache(body: dict, api: str, sc: Scenario, seen: set[str]) -> Scenario
             return sc
         prefix = "".join(map(_block_text, blocks[:marks[-1] + 1]))
         n = min(len(prefix) // 4, count_prompt_tokens(body))
-        read, hour = prefix in seen, (blocks[marks[-1]]["cache_control"].get("ttl") == "1h")
-        seen.add(prefix)
+        read, hour = f"{api}:{prefix}" in seen, (blocks[marks[-1]]["cache_control"].get("ttl") == "1h")
+        seen.add(f"{api}:{prefix}")
         if read:
             return replace(sc, kind="cached", cached=n, prefix=n)
         return replace(sc, kind="cachewrite", prefix=n, **{"cache_write_1h" if hour else "cache_write": n})
@@ -295,8 +296,8 @@ def prompt_cache(body: dict, api: str, sc: Scenario, seen: set[str]) -> Scenario
     n = len(prefix) // 4 // OPENAI_CACHE_STEP * OPENAI_CACHE_STEP
     if n < OPENAI_CACHE_MIN:
         return sc
-    if prefix not in seen:
-        seen.add(prefix)
+    if f"{api}:{prefix}" not in seen:
+        seen.add(f"{api}:{prefix}")
         return sc
     return replace(sc, kind="cached", cached=n, prefix=n)
 
