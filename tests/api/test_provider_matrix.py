@@ -28,6 +28,8 @@ TARGETS = {
     "bedrock-invoke": ("brc", SONNET, ("3.3", "16.5")),  # aws; /v1/messages through InvokeModel
     "gemini": ("ge", "gemini-2.5-flash", ("0.3", "2.5")),  # google
     "vertex": ("vx", "gemini-2.5-flash", ("0.3", "2.5")),  # google
+    "gemini-3": ("ge", "gemini-3-flash-preview", ("0.5", "3")),  # google; signs its function calls
+    "vertex-3": ("vx", "gemini-3-flash-preview", ("0.5", "3")),  # google
     "vertex-claude": ("vxc", "claude-haiku-4-5@20251001", ("1", "5")),  # google
     "groq": ("groq", "llama-3.3-70b-versatile", ("0.59", "0.79")),  # groq (the preset's list)
     "deepseek": ("deepseek", "deepseek-chat", ("0.27", "1.1")),  # deepseek (the preset's list)
@@ -228,6 +230,7 @@ def test_a_tool_round_trip_with_an_image_streamed_and_not(gateway: Gateway, clou
     called, streamed = (ask(client, model, turns(None), stream) for stream in (False, True))
     assert called.call is not None and streamed.call is not None
     assert called.call[1:] == streamed.call[1:] == ("search", {"query": called.call[2]["query"]})
+    assert called.call[0] != streamed.call[0]  # a tool call id is unique in the conversation (Gemini gives none)
     sent = [r for r in fake.requests if r["path"] != "/token"]
     assert [r["path"].replace(":", "/").rsplit("/", 1)[1] for r in sent] == upstream_calls(model, api)
     assert [DATA in r["raw"].decode() for r in sent] == [True, True]  # the image reached the provider
