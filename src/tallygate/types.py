@@ -43,6 +43,8 @@ class Usage:
         """Read an OpenAI `usage` object (chat or embeddings), tolerating missing parts.
 
         Counts the provider got wrong (not an integer, negative, absurdly large) read as 0.
+        Cache reads are `prompt_tokens_details.cached_tokens`, or DeepSeek's
+        `prompt_cache_hit_tokens` (its documented usage has no `prompt_tokens_details`).
         """
         if not isinstance(usage, dict):
             return cls()
@@ -53,7 +55,7 @@ class Usage:
         return cls(
             input_tokens=tokens(usage.get("prompt_tokens")),
             output_tokens=tokens(usage.get("completion_tokens")),
-            cached_tokens=tokens(pd.get("cached_tokens")),
+            cached_tokens=tokens(pd.get("cached_tokens")) or tokens(usage.get("prompt_cache_hit_tokens")),
             cache_write_tokens=tokens(pd.get("cache_creation_tokens")),
             reasoning_tokens=tokens(cd.get("reasoning_tokens")),
         )

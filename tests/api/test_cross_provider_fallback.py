@@ -25,6 +25,7 @@ HELLO = [{"role": "user", "content": "hi"}]
 FAKE_PRICE = {"input_per_mtok": "1", "output_per_mtok": "2"}  # the fake's failure scenarios are in no price list
 O4_MINI = (Decimal("1.1"), Decimal("4.4"))  # genai-prices' azure list, $/Mtok in and out
 HAIKU = (Decimal("1"), Decimal("5"))  # genai-prices' google list (Claude on Vertex)
+FLASH = (Decimal("0.3"), Decimal("2.5"))  # genai-prices' google list (Gemini)
 # model -> (provider, upstream model): each provider's failures, as the fakes answer them
 FAILING = {
     "az-400": ("az", "fail-400"), "az-503": ("az", "fail-503"), "az-badkey": ("az-bad", "o4-mini"),
@@ -61,6 +62,7 @@ TARGETS = {
     "all-throttled": THROTTLED,
     "not-ready-then-gemini": ["br-not-ready", "ge-ok"],
     "bedrock-vertex-azure": ["br-429", "vx-429", "az-ok"],
+    "claude-native-then-gemini": ["brc-429", "vxc-429", "az-429", "ge-ok"],  # native Messages, then translated
     "quota-overload-then-claude": ["br-quota", "ge-503", "vx-forged", "vxc-ok"],
     "invalid-then-azure": ["br-400", "az-ok"],
     "claude-invalid-then-azure": ["vxc-400", "az-ok"],
@@ -105,13 +107,13 @@ def gateway(clouds: FakeClouds, tmp_path_factory: pytest.TempPathFactory) -> Ite
     assert "Traceback" not in gw.log(), gw.log()
 
 
-@pytest.fixture()
+@pytest.fixture(scope="module")
 def client(gateway: Gateway) -> Iterator[openai.OpenAI]:
     with openai.OpenAI(base_url=gateway.base_url, api_key=ADMIN_KEY, max_retries=0) as c:
         yield c
 
 
-@pytest.fixture()
+@pytest.fixture(scope="module")
 def claude(gateway: Gateway) -> Iterator[anthropic.Anthropic]:
     with anthropic.Anthropic(base_url=gateway.url, api_key=ADMIN_KEY, max_retries=0) as c:
         yield c
@@ -142,15 +144,24 @@ def test_throttled_everywhere_is_a_429_to_retry(client: openai.OpenAI) -> None:
 
 
 @pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("api", ["chat", "messages", "responses"])
 @pytest.mark.parametrize("model", ANSWERS)
-def test_each_providers_errors_map_to_a_status_and_whether_to_retry(client: openai.OpenAI, model: str,
-                                                                     stream: bool) -> None:
+def test_each_providers_errors_map_to_a_status_and_whether_to_retry(client: openai.OpenAI, claude: anthropic.Anthropic,
+                                                                     model: str, api: str, stream: bool) -> None:
+    """On every inbound API, native or translated (Messages and Responses through chat)."""
     status, retry, code = ANSWERS[model]
-    with pytest.raises(openai.APIStatusError) as exc:
-        list(client.chat.completions.create(model=model, messages=HELLO, stream=True)) if stream \
-            else client.chat.completions.create(model=model, messages=HELLO)  # type: ignore[arg-type]
+    with pytest.raises((openai.APIStatusError, anthropic.APIStatusError)) as exc:
+        if api == "chat":
+            list(client.chat.completions.create(model=model, messages=HELLO, stream=True)) if stream \
+                else client.chat.completions.create(model=model, messages=HELLO)  # type: ignore[arg-type]
+        elif api == "messages":
+            claude.messages.create(model=model, max_tokens=5, messages=HELLO, stream=stream)  # type: ignore[arg-type]
+        else:
+            list(client.responses.create(model=model, input="hi", stream=True)) if stream \
+                else client.responses.create(model=model, input="hi")
     assert (exc.value.status_code, exc.value.response.headers["x-should-retry"]) == (status, retry)
-    assert exc.value.body["code"] == code  # type: ignore[index]
+    if api != "messages":  # Anthropic-shaped there: no code
+        assert exc.value.body["code"] == code  # type: ignore[index]
     assert "wrong" not in exc.value.response.text and "PRIVATE KEY" not in exc.value.response.text
 
 
@@ -187,11 +198,15 @@ def served(gateway: Gateway, request_id: str, prompt: int, output: int, price: t
 
 @pytest.mark.parametrize("stream", [False, True])
 @pytest.mark.parametrize("api", ["chat", "messages", "responses"])
-def test_bedrock_throttled_then_vertex_quota_then_azure_serves_at_azures_price(
+@pytest.mark.parametrize(("policy", "provider", "price"), [("bedrock-vertex-azure", "az", O4_MINI),
+                                                          ("claude-native-then-gemini", "ge", FLASH)])
+def test_throttled_across_provider_types_then_served_at_the_servers_price(
         client: openai.OpenAI, claude: anthropic.Anthropic, gateway: Gateway, clouds: FakeClouds,
-        api: str, stream: bool) -> None:
+        policy: str, provider: str, price: tuple[Decimal, Decimal], api: str, stream: bool) -> None:
+    """Each throttled target is an attempt; the one that serves is charged at its own price (the
+    codec switching between a native relay and a translation as the targets do)."""
     clouds.clear()
-    model = "policy/bedrock-vertex-azure"
+    model = f"policy/{policy}"
     if api == "chat":
         usage_too = {"stream_options": {"include_usage": True}} if stream else {}
         raw = client.chat.completions.with_raw_response.create(model=model, messages=HELLO, stream=stream,  # type: ignore[call-overload]
@@ -209,12 +224,11 @@ def test_bedrock_throttled_then_vertex_quota_then_azure_serves_at_azures_price(
         raw = client.responses.with_raw_response.create(model=model, input="hi", stream=stream)  # type: ignore[call-overload]
         done = next(e.response for e in raw.parse() if e.type == "response.completed") if stream else raw.parse()
         request_id, usage = raw.headers["x-request-id"], (done.usage.input_tokens, done.usage.output_tokens)
-    record = served(gateway, request_id, *usage, O4_MINI)
-    assert attempts(record) == [("br-429", 429), ("vx-429", 429), ("az-ok", 200)]
-    assert record["provider"] == "az"
-    assert [len(f.requests) for f in (clouds.bedrock, clouds.azure)] == [1, 1]
-    assert [r["path"].rsplit(":", 1)[-1] for r in clouds.vertex.requests if r["path"] != "/token"] == [
-        "streamGenerateContent" if stream else "generateContent"]
+    record = served(gateway, request_id, *usage, price)
+    *failed, last = TARGETS[policy]
+    assert attempts(record) == [(t, 429) for t in failed] + [(last, 200)]
+    assert record["provider"] == provider
+    assert len([r for f in clouds.fakes() for r in f.requests if r["path"] != "/token"]) == len(TARGETS[policy])
 
 
 @pytest.mark.parametrize("stream", [False, True])

@@ -28,8 +28,11 @@ TARGETS = {
     "bedrock-invoke": ("brc", SONNET, ("3.3", "16.5")),  # aws; /v1/messages through InvokeModel
     "gemini": ("ge", "gemini-2.5-flash", ("0.3", "2.5")),  # google
     "vertex": ("vx", "gemini-2.5-flash", ("0.3", "2.5")),  # google
+    "gemini-3": ("ge", "gemini-3-flash-preview", ("0.5", "3")),  # google; signs its function calls
+    "vertex-3": ("vx", "gemini-3-flash-preview", ("0.5", "3")),  # google
     "vertex-claude": ("vxc", "claude-haiku-4-5@20251001", ("1", "5")),  # google
     "groq": ("groq", "llama-3.3-70b-versatile", ("0.59", "0.79")),  # groq (the preset's list)
+    "deepseek": ("deepseek", "deepseek-chat", ("0.27", "1.1")),  # deepseek (the preset's list)
 }
 EMBEDDINGS = {  # model name -> (provider, upstream model, $/Mtok)
     "azure-embed": ("az", "text-embedding-3-small", "0.02"),
@@ -46,7 +49,7 @@ ASK = "what is in this picture"
 @pytest.fixture(scope="module")
 def clouds(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeClouds]:
     with FakeClouds(tmp_path_factory.mktemp("sa")) as fakes:
-        for fake in (fakes.azure, fakes.bedrock, fakes.vertex):
+        for fake in (fakes.upstream, fakes.azure, fakes.bedrock, fakes.vertex):
             fake.prompt_caching = True  # as the real APIs cache (short prompts without cache_control: never)
         yield fakes
 
@@ -62,6 +65,18 @@ def gateway(clouds: FakeClouds, tmp_path_factory: pytest.TempPathFactory) -> Ite
     assert "Traceback" not in gw.log(), gw.log()
 
 
+@pytest.fixture(scope="module")
+def oa(gateway: Gateway) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=gateway.base_url, api_key=ADMIN_KEY, max_retries=0) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def claude(gateway: Gateway) -> Iterator[anthropic.Anthropic]:
+    with anthropic.Anthropic(base_url=gateway.url, api_key=ADMIN_KEY, max_retries=0) as client:
+        yield client
+
+
 @dataclass
 class Answer:
     """What a client got: the gateway's request id, the tool call or the text, the token counts."""
@@ -71,6 +86,7 @@ class Answer:
     text: str
     usage: tuple[int, int]  # (prompt tokens, cache included; output tokens)
     native: object  # the SDK's last object (its tool call, to send back)
+    cost: float  # the gateway's `usage.cost` as the client got it
 
 
 def chat(client: openai.OpenAI, model: str, turns: list, stream: bool, **extra: object) -> Answer:
@@ -81,7 +97,8 @@ def chat(client: openai.OpenAI, model: str, turns: list, stream: bool, **extra: 
         assert u is not None and done.choices[0].finish_reason == ("tool_calls" if msg.tool_calls else "stop")
         call = msg.tool_calls[0] if msg.tool_calls else None
         found = (call.id, call.function.name, json.loads(call.function.arguments)) if call else None  # type: ignore[union-attr]
-        return Answer(done.id, found, msg.content or "", (u.prompt_tokens, u.completion_tokens), call)
+        return Answer(done.id, found, msg.content or "", (u.prompt_tokens, u.completion_tokens), call,
+                      (u.model_extra or {})["cost"])
     chunks = list(client.chat.completions.create(model=model, messages=turns, tools=tools, stream=True,  # type: ignore[arg-type]
                                                  stream_options={"include_usage": True}, **extra))
     usage = chunks[-1].usage
@@ -95,7 +112,8 @@ def chat(client: openai.OpenAI, model: str, turns: list, stream: bool, **extra: 
         found = (calls[0].id, calls[0].function.name, json.loads(args))  # type: ignore[union-attr]
     assert finish == ["tool_calls" if calls else "stop"]
     text = "".join(d.content or "" for d in deltas)
-    return Answer(chunks[0].id, found, text, (usage.prompt_tokens, usage.completion_tokens), None)
+    return Answer(chunks[0].id, found, text, (usage.prompt_tokens, usage.completion_tokens), None,
+                  (usage.model_extra or {})["cost"])
 
 
 def chat_turns(answer: Answer | None) -> list:
@@ -112,18 +130,23 @@ def chat_turns(answer: Answer | None) -> list:
 def messages(claude: anthropic.Anthropic, model: str, turns: list, stream: bool, **extra: object) -> Answer:
     ask = {"model": model, "max_tokens": 200, "messages": turns,
            "tools": [{"name": "search", "description": "Search", "input_schema": QUERY}], **extra}
+    cost = None
     if stream:
         with claude.messages.stream(**ask) as events:  # type: ignore[arg-type]
+            for event in events:  # the final message_delta carries the gateway's usage.cost
+                if event.type == "message_delta":
+                    cost = (event.usage.model_extra or {})["cost"]
             done = events.get_final_message()
     else:
         done = claude.messages.create(**ask)  # type: ignore[arg-type]
+        cost = (done.usage.model_extra or {})["cost"]
     uses = [b for b in done.content if b.type == "tool_use"]
     assert done.stop_reason == ("tool_use" if uses else "end_turn")
     u = done.usage
     prompt = u.input_tokens + (u.cache_read_input_tokens or 0) + (u.cache_creation_input_tokens or 0)
     found = (uses[0].id, uses[0].name, uses[0].input) if uses else None
     text = "".join(b.text for b in done.content if b.type == "text")
-    return Answer(done.id, found, text, (prompt, u.output_tokens), uses[0] if uses else None)  # type: ignore[arg-type]
+    return Answer(done.id, found, text, (prompt, u.output_tokens), uses[0] if uses else None, cost)  # type: ignore[arg-type]
 
 
 def messages_turns(answer: Answer | None) -> list:
@@ -148,7 +171,8 @@ def responses(client: openai.OpenAI, model: str, turns: list, stream: bool, **ex
     calls = [o for o in done.output if o.type == "function_call"]
     found = (calls[0].call_id, calls[0].name, json.loads(calls[0].arguments)) if calls else None
     usage = (done.usage.input_tokens, done.usage.output_tokens)
-    return Answer(raw.headers["x-request-id"], found, done.output_text, usage, calls[0] if calls else None)
+    return Answer(raw.headers["x-request-id"], found, done.output_text, usage, calls[0] if calls else None,
+                  (done.usage.model_extra or {})["cost"])
 
 
 def responses_turns(answer: Answer | None) -> list:
@@ -170,6 +194,7 @@ def checked_cost(gateway: Gateway, answer: Answer, price: tuple[str, str]) -> De
     prompt, output = answer.usage
     assert (record["usage"]["input_tokens"], record["usage"]["output_tokens"]) == (prompt, output)
     assert record["pricing_source"].startswith("genai-prices")
+    assert Decimal(str(answer.cost)) == Decimal(record["cost"])  # what the client was told
     assert Decimal(record["cost"]) == (prompt * Decimal(price[0]) + output * Decimal(price[1])) / 10**6 > 0
     return Decimal(record["cost"])
 
@@ -177,7 +202,7 @@ def checked_cost(gateway: Gateway, answer: Answer, price: tuple[str, str]) -> De
 def upstream_calls(model: str, api: str) -> list[str]:
     """The upstream operations a JSON then a streamed request make: native or translated."""
     provider = TARGETS[model][0]
-    if provider in ("az", "groq"):  # OpenAI's APIs: Messages through chat
+    if provider in ("az", "groq", "deepseek"):  # OpenAI's APIs: Messages through chat
         return ["responses" if api == "responses" else "completions"] * 2
     if provider == "brc" and api == "messages" or provider == "vxc":  # Anthropic's Messages body
         return ["invoke", "invoke-with-response-stream"] if provider == "brc" else ["rawPredict", "streamRawPredict"]
@@ -188,38 +213,36 @@ def upstream_calls(model: str, api: str) -> list[str]:
 
 def fake_of(clouds: FakeClouds, provider: str) -> FakeUpstream:
     return {"az": clouds.azure, "br": clouds.bedrock, "brc": clouds.bedrock, "ge": clouds.gemini, "vx": clouds.vertex,
-            "vxc": clouds.vertex, "groq": clouds.upstream}[provider]
+            "vxc": clouds.vertex, "groq": clouds.upstream, "deepseek": clouds.upstream}[provider]
 
 
 @pytest.mark.parametrize("api", APIS)
 @pytest.mark.parametrize("model", TARGETS)
-def test_a_tool_round_trip_with_an_image_streamed_and_not(gateway: Gateway, clouds: FakeClouds,
-                                                          model: str, api: str) -> None:
+def test_a_tool_round_trip_with_an_image_streamed_and_not(gateway: Gateway, clouds: FakeClouds, oa: openai.OpenAI,
+                                                          claude: anthropic.Anthropic, model: str, api: str) -> None:
     """First turn: text and an image, a tool offered -> the model calls it (JSON, then streamed:
     the same call, the same cost). Second turn: the call's result -> a text answer (both ways)."""
     provider, _, price = TARGETS[model]
     ask, turns = APIS[api]
-    with openai.OpenAI(base_url=gateway.base_url, api_key=ADMIN_KEY, max_retries=0) as oa, \
-            anthropic.Anthropic(base_url=gateway.url, api_key=ADMIN_KEY, max_retries=0) as claude:
-        client = claude if api == "messages" else oa
-        fake = fake_of(clouds, provider)
-        fake.clear()
-        called, streamed = (ask(client, model, turns(None), stream) for stream in (False, True))
-        assert called.call is not None and streamed.call is not None
-        assert called.call[1:] == streamed.call[1:] == ("search", {"query": called.call[2]["query"]})
-        sent = [r for r in fake.requests if r["path"] != "/token"]
-        assert [r["path"].replace(":", "/").rsplit("/", 1)[1] for r in sent] == upstream_calls(model, api)
-        assert [DATA in r["raw"].decode() for r in sent] == [True, True]  # the image reached the provider
-        answered, answered_streamed = (ask(client, model, turns(called), stream) for stream in (False, True))
+    client = claude if api == "messages" else oa
+    fake = fake_of(clouds, provider)
+    fake.clear()
+    called, streamed = (ask(client, model, turns(None), stream) for stream in (False, True))
+    assert called.call is not None and streamed.call is not None
+    assert called.call[1:] == streamed.call[1:] == ("search", {"query": called.call[2]["query"]})
+    assert called.call[0] != streamed.call[0]  # a tool call id is unique in the conversation (Gemini gives none)
+    sent = [r for r in fake.requests if r["path"] != "/token"]
+    assert [r["path"].replace(":", "/").rsplit("/", 1)[1] for r in sent] == upstream_calls(model, api)
+    assert [DATA in r["raw"].decode() for r in sent] == [True, True]  # the image reached the provider
+    answered, answered_streamed = (ask(client, model, turns(called), stream) for stream in (False, True))
     assert answered.call is None and answered.text and answered.text == answered_streamed.text
     assert checked_cost(gateway, called, price) == checked_cost(gateway, streamed, price)
     assert checked_cost(gateway, answered, price) == checked_cost(gateway, answered_streamed, price)
 
 
 @pytest.mark.parametrize("model", EMBEDDINGS)
-def test_embeddings_at_the_providers_price(gateway: Gateway, model: str) -> None:
-    with openai.OpenAI(base_url=gateway.base_url, api_key=ADMIN_KEY, max_retries=0) as client:
-        raw = client.embeddings.with_raw_response.create(model=model, input=["hello there", "bye"], dimensions=256)
+def test_embeddings_at_the_providers_price(gateway: Gateway, oa: openai.OpenAI, model: str) -> None:
+    raw = oa.embeddings.with_raw_response.create(model=model, input=["hello there", "bye"], dimensions=256)
     answer = raw.parse()
     assert [len(d.embedding) for d in answer.data] == [256, 256] and answer.usage.prompt_tokens == 2 + 1
     record = gateway.log_record(raw.headers["x-request-id"])
@@ -266,38 +289,38 @@ UNTRANSLATABLE = [  # (model, api, the request's fields, the field the 400 names
 @pytest.mark.parametrize(("model", "api", "fields", "param"), UNTRANSLATABLE,
                          ids=[f"{m}-{a}-{p}" for m, a, _, p in UNTRANSLATABLE])
 def test_what_cannot_be_translated_is_a_400_naming_the_clients_field(
-        gateway: Gateway, clouds: FakeClouds, model: str, api: str, fields: dict, param: str, stream: bool) -> None:
+        clouds: FakeClouds, oa: openai.OpenAI, claude: anthropic.Anthropic, model: str, api: str, fields: dict,
+        param: str, stream: bool) -> None:
     """Refused before any upstream call, with the field as the client sent it (a Responses input
     item, a Messages block), not as the chat translation in between named it."""
     clouds.clear()
-    with openai.OpenAI(base_url=gateway.base_url, api_key=ADMIN_KEY, max_retries=0) as oa, \
-            anthropic.Anthropic(base_url=gateway.url, api_key=ADMIN_KEY, max_retries=0) as claude:
-        if api == "messages":
-            ask = {"model": model, "max_tokens": 20, "messages": [{"role": "user", "content": "hi"}], **fields}
-            with pytest.raises(anthropic.BadRequestError) as refused:
-                claude.messages.create(**ask, stream=stream)  # type: ignore[call-overload]
-            message = refused.value.body["error"]["message"]  # type: ignore[index]
-        else:
-            with pytest.raises(openai.BadRequestError) as refused:  # type: ignore[assignment]
-                if api == "chat":
-                    ask = {"messages": [{"role": "user", "content": "hi"}], **fields}
-                    oa.chat.completions.create(model=model, stream=stream, **ask)  # type: ignore[call-overload]
-                else:
-                    oa.responses.create(model=model, stream=stream, **{"input": "hi", **fields})  # type: ignore[call-overload]
-            assert refused.value.body["param"] == param  # type: ignore[index]
-            message = refused.value.body["message"]  # type: ignore[index]
+    if api == "messages":
+        ask = {"model": model, "max_tokens": 20, "messages": [{"role": "user", "content": "hi"}], **fields}
+        with pytest.raises(anthropic.BadRequestError) as refused:
+            claude.messages.create(**ask, stream=stream)  # type: ignore[call-overload]
+        message = refused.value.body["error"]["message"]  # type: ignore[index]
+    else:
+        with pytest.raises(openai.BadRequestError) as refused:  # type: ignore[assignment]
+            if api == "chat":
+                ask = {"messages": [{"role": "user", "content": "hi"}], **fields}
+                oa.chat.completions.create(model=model, stream=stream, **ask)  # type: ignore[call-overload]
+            else:
+                oa.responses.create(model=model, stream=stream, **{"input": "hi", **fields})  # type: ignore[call-overload]
+        assert refused.value.body["param"] == param  # type: ignore[index]
+        message = refused.value.body["message"]  # type: ignore[index]
     assert message.startswith(param)
     assert [r for f in clouds.fakes() for r in f.requests if r["path"] != "/token"] == []
 
 
 # model -> $/Mtok (input, cache read, cache write, 1-hour cache write, output) on its genai-prices list
 CACHE_PRICES = {"azure": ("1.1", "0.275", None, None, "4.4"), "vertex": ("0.3", "0.03", None, None, "2.5"),
+                "deepseek": ("0.27", "0.07", None, None, "1.1"),
                 "vertex-claude": ("1", "0.1", "1.25", "2", "5"),
                 "bedrock-invoke": ("3.3", "0.33", "4.125", "6.6", "16.5")}
 CACHE_CASES = [  # (model, api, how the prompt is cached: automatic | 5m | 1h | cachedContent)
     ("azure", "chat", "automatic"), ("azure", "responses", "automatic"), ("azure", "messages", "automatic"),
     ("vertex", "chat", "cachedContent"), ("vertex-claude", "messages", "5m"), ("vertex-claude", "chat", "5m"),
-    ("bedrock-invoke", "messages", "1h"),
+    ("bedrock-invoke", "messages", "1h"), ("deepseek", "chat", "automatic"),
 ]
 
 
@@ -315,18 +338,16 @@ def cached_ask(api: str, how: str, rules: str) -> tuple[list, dict]:
 
 
 @pytest.mark.parametrize(("model", "api", "how"), CACHE_CASES)
-def test_prompt_cache_reads_and_writes_at_the_providers_cache_prices(gateway: Gateway, model: str, api: str,
+def test_prompt_cache_reads_and_writes_at_the_providers_cache_prices(gateway: Gateway, oa: openai.OpenAI,
+                                                                     claude: anthropic.Anthropic, model: str, api: str,
                                                                      how: str) -> None:
     """The same long-prompt request three times (JSON, streamed, JSON): the first writes the cache
     (Anthropic's breakpoints; OpenAI's automatic caching reports no write), the next two read it;
     each costs its fresh, read, written and output tokens at the provider's own prices."""
     rules = f"Answer from the {model} {api} handbook only. " * 120
     turns, extra = cached_ask(api, how, rules)
-    ask = APIS[api][0]
-    with openai.OpenAI(base_url=gateway.base_url, api_key=ADMIN_KEY, max_retries=0) as oa, \
-            anthropic.Anthropic(base_url=gateway.url, api_key=ADMIN_KEY, max_retries=0) as claude:
-        answers = [ask(claude if api == "messages" else oa, model, turns, stream, **extra)
-                   for stream in (False, True, False)]
+    ask, client = APIS[api][0], claude if api == "messages" else oa
+    answers = [ask(client, model, turns, stream, **extra) for stream in (False, True, False)]
     n = {"automatic": len(rules) // 4 // 128 * 128, "cachedContent": CACHED_TOKENS}.get(how, len(rules) // 4)
     expected = {"automatic": [(0, 0), (n, 0), (n, 0)], "cachedContent": [(n, 0)] * 3}.get(how, [(0, n), (n, 0), (n, 0)])
     fresh, read, write, write_1h, out = (Decimal(p) if p is not None else None for p in CACHE_PRICES[model])
@@ -340,5 +361,6 @@ def test_prompt_cache_reads_and_writes_at_the_providers_cache_prices(gateway: Ga
         hand = ((u["input_tokens"] - cached - written) * fresh + cached * read  # type: ignore[operator]
                 + written * (write_price or 0) + u["output_tokens"] * out) / 10**6  # type: ignore[operator]
         assert Decimal(record["cost"]) == hand > 0
+        assert Decimal(str(answer.cost)) == hand  # what the client was told
         costs.append(Decimal(record["cost"]))
     assert costs[1] == costs[2]  # streamed == unstreamed

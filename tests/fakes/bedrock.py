@@ -366,7 +366,7 @@ class FakeBedrock(FakeUpstream):
         if tools and not any("toolResult" in b for b in last):
             name = tools[0]["toolSpec"]["name"]
             arguments = json.dumps({"query": "".join(pieces)})
-            start = {"toolUse": {"toolUseId": "tooluse_fake1", "name": name}}
+            start = {"toolUse": {"toolUseId": wire.next_id("tooluse_"), "name": name}}  # unique, as on AWS
             events += [("contentBlockStart", {"contentBlockIndex": 0, "start": start}),
                        ("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"toolUse": {"input": arguments}}}),
                        ("contentBlockStop", {"contentBlockIndex": 0})]

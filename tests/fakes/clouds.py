@@ -2,14 +2,14 @@
 whose fallback policies and test matrices mix provider types.
 
     with FakeClouds(folder) as clouds:
-        clouds.providers()    # {"oa", "an", "az", "br", "brc", "ge", "vx", "vxc", "groq"} -> provider config
+        clouds.providers()    # {"oa", "an", "az", "br", "brc", "ge", "vx", "vxc", "groq", "deepseek"} -> config
         clouds.env            # the AWS credentials the Bedrock fake verifies SigV4 with
         clouds.bedrock ...    # each fake, to read what the gateway sent it
 
 `br` signs with SigV4 from the environment's credentials (`env`), `brc` is the same with
 `anthropic_messages: true` (InvokeModel for /v1/messages); `vx` and `vxc` are Vertex AI's Gemini and
-Claude publishers behind a service-account token from the Vertex fake; `groq` is the `groq`
-preset of `type: openai` on the OpenAI fake.
+Claude publishers behind a service-account token from the Vertex fake; `groq` and `deepseek` are
+those presets of `type: openai` on the OpenAI fake.
 """
 
 from __future__ import annotations
@@ -71,4 +71,5 @@ class FakeClouds(contextlib.ExitStack):
             "vx": vertex,
             "vxc": {**vertex, "publisher": "anthropic"},
             "groq": {"type": "openai", "preset": "groq", "base_url": self.upstream.base_url, "api_key": "gsk-up"},
+            "deepseek": {"type": "openai", "preset": "deepseek", "base_url": self.upstream.base_url, "api_key": "sk"},
         }

@@ -17,6 +17,9 @@ per inline image. With `cachedContent` the prompt grows by CACHED_TOKENS, report
 (`thoughtsTokenCount`, and a thought part with `includeThoughts`). With `tools`, unless the last
 turn is a functionResponse, the answer calls the first declared function with
 `{"query": <reply text>}`. `maxOutputTokens` below the reply's length cuts it (MAX_TOKENS).
+Gemini 3 models (`gemini-3*`) sign their function calls, as Google documents: a `thoughtSignature`
+beside each `functionCall` part (opaque base64), and a request whose history holds a model
+`functionCall` part without a signature this fake issued is Google's 400 INVALID_ARGUMENT.
 The model name picks failure scenarios as in FakeUpstream (fail-<status>, cut-stream, slowstream-<ms>).
 
 Embeddings: POST /v1beta/models/{model}:batchEmbedContents takes `{"requests": [{"model":
@@ -30,6 +33,7 @@ at least 1 a content). A model name containing `usage` adds `usageMetadata: {"pr
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 
 from aiohttp import web
@@ -38,6 +42,7 @@ from . import wire
 from .upstream import FakeUpstream
 
 KEY = "gemini-test-key"
+SIGNATURE_BYTES = b"\xfb\xff\xbf"  # issued thought signatures start so: base64 with "+", "/" and "="
 CACHED_TOKENS = 64
 THOUGHT_TOKENS = 12
 IMAGE_TOKENS = 258
@@ -64,6 +69,23 @@ def _texts(parts: list) -> list[str]:
 
 class FakeGemini(FakeUpstream):
     """Gemini's generateContent and streamGenerateContent."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.signatures: set[str] = set()  # thought signatures issued (Gemini 3)
+
+    def _unsigned_call(self, model: str, contents: list) -> str | None:
+        """Google's refusal of a Gemini 3 history whose model function call lost its signature."""
+        if not model.startswith("gemini-3"):
+            return None
+        for i, c in enumerate(contents):
+            for j, part in enumerate(c.get("parts") or []):
+                if c.get("role") == "model" and isinstance(part, dict) and "functionCall" in part \
+                        and part.get("thoughtSignature") not in self.signatures:
+                    return (f"Function call is missing a thought_signature in functionCall parts. This is required "
+                            f"for tools to work correctly, and missing thought_signature may lead to degraded model "
+                            f"performance. contents[{i}].parts[{j}]")
+        return None
 
     def _app(self) -> web.Application:
         app = web.Application(middlewares=[self._record], client_max_size=64 * 2**20)
@@ -157,7 +179,7 @@ class FakeGemini(FakeUpstream):
             body = json.loads(await request.read())
         except ValueError:
             body = None
-        if (problem := self._check(body)) is not None:
+        if (problem := self._check(body) or self._unsigned_call(model, body["contents"])) is not None:
             return self._json(400, google_error(400, problem))
         sc = wire.parse_scenario(model)
         if sc.kind == "fail":
@@ -221,6 +243,10 @@ class FakeGemini(FakeUpstream):
         part_lists: list[list[dict]] = [[{"functionCall": {"name": decls[0]["name"],
                                                            "args": {"query": "".join(pieces)}}}]] if call \
             else [[{"text": p}] for p in pieces]
+        if call and model.startswith("gemini-3"):
+            signature = base64.b64encode(SIGNATURE_BYTES + f"sig-{len(self.signatures)}".encode()).decode()
+            self.signatures.add(signature)
+            part_lists[0][0]["thoughtSignature"] = signature
         if thoughts and (thinking.get("includeThoughts") or thinking.get("include_thoughts")):
             part_lists[0].insert(0, {"text": "Thinking it over.", "thought": True})
         output = len(pieces)

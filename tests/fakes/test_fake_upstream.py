@@ -515,3 +515,38 @@ def test_one_hour_cache_write_scenario_reports_the_ttl_split():
     usage = anthropic_usage(10, 2, parse_scenario("cachewrite1h-30"))
     assert usage["cache_creation_input_tokens"] == 30
     assert usage["cache_creation"] == {"ephemeral_5m_input_tokens": 0, "ephemeral_1h_input_tokens": 30}
+
+
+def test_prompt_caching_emulated_as_the_sdks_read_it():
+    """With `prompt_caching`: OpenAI's automatic caching (earlier messages from 1,024 tokens, in
+    steps of 128, read the second time; Responses too) and Anthropic's breakpoints (written, then
+    read; the rest in input_tokens); DeepSeek's documented usage fields for deepseek-* models."""
+    openai = pytest.importorskip("openai")
+    anthropic = pytest.importorskip("anthropic")
+    rules = "Follow the house rules. " * 200  # 4,800 characters: 1,200 tokens
+    n = len(rules) // 4 // 128 * 128
+    with FakeUpstream(anthropic_bearer_ok=True) as up, \
+            openai.OpenAI(base_url=up.base_url, api_key="sk-test", max_retries=0) as client, \
+            anthropic.Anthropic(base_url=up.root_url, api_key="sk-ant", max_retries=0) as claude:
+        up.prompt_caching = True
+        ask = [{"role": "system", "content": rules}, {"role": "user", "content": "hi"}]
+        first, second = (client.chat.completions.create(model="gpt-4o", messages=ask) for _ in range(2))
+        assert first.usage.prompt_tokens == second.usage.prompt_tokens == (len(rules) + 2) // 4
+        assert (first.usage.prompt_tokens_details.cached_tokens, second.usage.prompt_tokens_details.cached_tokens) \
+            == (0, n)
+        assert client.chat.completions.create(model="gpt-4o", messages=ask[1:]).usage.prompt_tokens_details \
+            .cached_tokens == 0  # a short prompt is never cached
+        responses = [client.responses.create(model="gpt-4o", instructions=rules + "!", input="hi") for _ in range(2)]
+        assert [r.usage.input_tokens_details.cached_tokens for r in responses] == [0, n]
+        deepseek = client.chat.completions.create(model="deepseek-chat", messages=ask)  # `rules` seen: a hit
+        assert deepseek.usage.prompt_tokens_details is None
+        assert deepseek.usage.model_extra["prompt_cache_hit_tokens"] == n
+        assert deepseek.usage.model_extra["prompt_cache_miss_tokens"] == deepseek.usage.prompt_tokens - n
+        system = [{"type": "text", "text": rules, "cache_control": {"type": "ephemeral", "ttl": "1h"}}]
+        written, read = (claude.messages.create(model="claude-sonnet-4-5", max_tokens=20, system=system,
+                                                messages=[{"role": "user", "content": "hi"}]) for _ in range(2))
+    m = len(rules) // 4
+    assert (written.usage.cache_creation_input_tokens, written.usage.cache_read_input_tokens) == (m, 0)
+    assert written.usage.cache_creation.ephemeral_1h_input_tokens == m
+    assert (read.usage.cache_creation_input_tokens, read.usage.cache_read_input_tokens) == (0, m)
+    assert written.usage.input_tokens == read.usage.input_tokens == (len(rules) + 2) // 4 - m

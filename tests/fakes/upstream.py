@@ -36,6 +36,8 @@ The MODEL NAME in the request body picks a scenario (see wire.parse_scenario):
   docpages-<n>         success; each document, file or audio part adds n prompt tokens (billed by pages)
   nousage              success; OpenAI answers (chat JSON and streams, embeddings) carry no usage
   anything else        success, the response ``model`` echoes the request's model
+A chat model named ``deepseek-*`` reports its usage as DeepSeek documents it (the cache hits in
+``prompt_cache_hit_tokens`` / ``prompt_cache_miss_tokens``, no ``prompt_tokens_details``).
 With ``prompt_caching = True``, a successful answer also emulates prompt caching as the real APIs
 do it (``wire.prompt_cache``): OpenAI's automatic caching of a long prompt's earlier messages, and
 Anthropic's ``cache_control`` breakpoints, written once and read after (``prompt_cache`` holds the
@@ -55,6 +57,7 @@ import struct
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from aiohttp import web
@@ -372,6 +375,8 @@ class FakeUpstream:
         if sc.kind == "garbage":
             return web.Response(status=200, body=b"<html><body>upstream exploded {not json",
                                 content_type="application/json")
+        if api == "openai" and str(body["model"]).startswith("deepseek"):
+            sc = replace(sc, dialect="deepseek")
         if self.prompt_caching and api != "embeddings":
             sc = wire.prompt_cache(wire_responses.as_chat(body) if api == "responses" else body, api, sc,
                                    self.prompt_cache)

@@ -69,6 +69,7 @@ class Scenario:
     hosted: int = 0            # hosted-<k>: k provider-run tool calls first (server_tools.py)
     media: int = 0             # docpages-<n>: each document, file or audio part bills n prompt tokens
     prefix: int = 0            # prompt_cache: tokens of the counted prompt read or written as a cache
+    dialect: str = "openai"    # "deepseek": DeepSeek's documented usage fields (prompt_cache_hit_tokens ...)
 
 
 def parse_scenario(model: object) -> Scenario:
@@ -289,7 +290,8 @@ def _block_text(block: object) -> str:
 
 
 def prompt_cache(body: dict, api: str, sc: Scenario, seen: set[str]) -> Scenario:
-    """`sc` with what prompt caching makes of `body`, given the prefixes `seen` (which it adds to).
+    """`sc` with what prompt caching makes of `body`, given the prefixes `seen` (which it adds to,
+    each under its `api`: one API's cache is not another's).
 
     OpenAI (chat, Responses: automatic): the text of every message before the last, once it is
     OPENAI_CACHE_MIN tokens or more, is cached; seen again, its tokens (in steps of
@@ -308,8 +310,8 @@ def prompt_cache(body: dict, api: str, sc: Scenario, seen: set[str]) -> Scenario
             return sc
         prefix = "".join(map(_block_text, blocks[:marks[-1] + 1]))
         n = min(len(prefix) // 4, count_prompt_tokens(body))
-        read, hour = prefix in seen, (blocks[marks[-1]]["cache_control"].get("ttl") == "1h")
-        seen.add(prefix)
+        read, hour = f"{api}:{prefix}" in seen, (blocks[marks[-1]]["cache_control"].get("ttl") == "1h")
+        seen.add(f"{api}:{prefix}")
         if read:
             return replace(sc, kind="cached", cached=n, prefix=n)
         return replace(sc, kind="cachewrite", prefix=n, **{"cache_write_1h" if hour else "cache_write": n})
@@ -318,8 +320,8 @@ def prompt_cache(body: dict, api: str, sc: Scenario, seen: set[str]) -> Scenario
     n = len(prefix) // 4 // OPENAI_CACHE_STEP * OPENAI_CACHE_STEP
     if n < OPENAI_CACHE_MIN:
         return sc
-    if prefix not in seen:
-        seen.add(prefix)
+    if f"{api}:{prefix}" not in seen:
+        seen.add(f"{api}:{prefix}")
         return sc
     return replace(sc, kind="cached", cached=n, prefix=n)
 
@@ -328,6 +330,10 @@ def openai_usage(prompt: int, completion: int, sc: Scenario, rejected: int = 0) 
     """`rejected`: predicted tokens not in the answer, billed as completion tokens (`rejected_prediction`)."""
     prompt += sc.cached - sc.prefix
     completion += sc.reasoning + rejected
+    if sc.dialect == "deepseek":  # api-docs.deepseek.com: the cache hits in their own fields, no prompt_tokens_details
+        return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
+                "prompt_cache_hit_tokens": sc.cached, "prompt_cache_miss_tokens": prompt - sc.cached,
+                "completion_tokens_details": {"reasoning_tokens": sc.reasoning}}
     return {"prompt_tokens": prompt, "completion_tokens": completion,
             "total_tokens": prompt + completion,
             "prompt_tokens_details": {"cached_tokens": sc.cached, "audio_tokens": 0},

@@ -10,12 +10,19 @@ response_format (json_object / json_schema) -> `generationConfig`; reasoning_eff
 -> `cachedContent`. Refused with a 400 naming the field: logprobs, logit_bias, audio,
 legacy functions, image URLs that are not data URLs (Gemini fetches no web URLs).
 
+Function calls: each gets an id unique in the conversation (`call_<random>_<n>`, unless Gemini
+gave one). A Gemini 3 call's `thoughtSignature`, which Google refuses a later turn without,
+rides in that id (`<id>__ts_<signature, URL-safe base64>`: the id is what every client sends back,
+through chat, Messages and Responses alike) and is put back beside the `functionCall` part.
+
 Usage: `promptTokenCount` (+ `toolUsePromptTokenCount`) is the prompt, cached part
 `cachedContentTokenCount`; output is `candidatesTokenCount` + `thoughtsTokenCount`, the
 thinking counted as reasoning tokens (Gemini bills it as output).
 """
 
 from __future__ import annotations
+
+import secrets
 
 import orjson
 
@@ -33,6 +40,23 @@ _REFUSED = ("logprobs", "top_logprobs", "logit_bias", "functions", "function_cal
 _GENERATION = {"temperature": "temperature", "top_p": "topP", "top_k": "topK", "seed": "seed",
                "presence_penalty": "presencePenalty", "frequency_penalty": "frequencyPenalty"}
 _MAX_MESSAGE = 300
+_SIGNED = "__ts_"  # a tool call id's signature part (see the module docstring)
+_TO_URLSAFE, _FROM_URLSAFE = str.maketrans("+/", "-_"), str.maketrans("-_", "+/")
+
+
+def signed_call_id(call_id: str, signature: object) -> str:
+    """`call_id` carrying a Gemini thought signature (URL-safe, no padding: a valid id everywhere)."""
+    if not isinstance(signature, str) or not signature:
+        return call_id
+    return f"{call_id}{_SIGNED}{signature.translate(_TO_URLSAFE).rstrip('=')}"
+
+
+def call_signature(call_id: object) -> str | None:
+    """The thought signature a tool call id carries (`signed_call_id`), as Gemini issued it."""
+    if not isinstance(call_id, str) or _SIGNED not in call_id:
+        return None
+    encoded = call_id.rsplit(_SIGNED, 1)[1].translate(_FROM_URLSAFE)
+    return encoded + "=" * (-len(encoded) % 4)
 
 
 _invalid = invalid
@@ -118,7 +142,10 @@ def _model_parts(msg: dict, at: str, call_names: dict[str, str]) -> list[dict]:
         if isinstance(call.get("id"), str):
             call_names[call["id"]] = fn["name"]
         args = tool_arguments(fn.get("arguments"), f"{at}.tool_calls[{j}].function.arguments")
-        parts.append({"functionCall": {"name": fn["name"], "args": args}})
+        part: dict = {"functionCall": {"name": fn["name"], "args": args}}
+        if (signature := call_signature(call.get("id"))) is not None:
+            part["thoughtSignature"] = signature
+        parts.append(part)
     return parts
 
 
@@ -212,8 +239,9 @@ def gemini_usage(meta: object) -> Usage:
                  cached_tokens=tokens(meta.get("cachedContentTokenCount")), reasoning_tokens=thoughts)
 
 
-def _candidate_message(candidate: dict, call_ids: list[str]) -> tuple[str, list[dict]]:
-    """(visible text, OpenAI tool calls) of one candidate; thought parts are left out."""
+def _candidate_message(candidate: dict, call_ids: list[str], prefix: str) -> tuple[str, list[dict]]:
+    """(visible text, OpenAI tool calls) of one candidate; thought parts are left out. `call_ids`:
+    the ids given so far in this response, `prefix` its own random part (see the module docstring)."""
     parts = (candidate.get("content") or {}).get("parts") or []
     texts, calls = [], []
     for part in parts if isinstance(parts, list) else []:
@@ -222,7 +250,8 @@ def _candidate_message(candidate: dict, call_ids: list[str]) -> tuple[str, list[
         if isinstance(part.get("text"), str):
             texts.append(part["text"])
         elif isinstance(call := part.get("functionCall"), dict):
-            call_id = call.get("id") or f"call_{len(call_ids)}"
+            call_id = signed_call_id(call.get("id") or f"call_{prefix}_{len(call_ids)}",
+                                     part.get("thoughtSignature"))
             call_ids.append(call_id)
             calls.append({"id": call_id, "type": "function", "function": {
                 "name": call.get("name"), "arguments": orjson.dumps(call.get("args") or {}).decode()}})
@@ -244,8 +273,9 @@ def from_gemini(resp: dict, request_id: str, created: int, model: str) -> tuple[
         else:
             raise UpstreamProtocolError("gemini returned a response without candidates")
     choices = []
+    calls_prefix = secrets.token_hex(8)
     for i, cand in enumerate(c for c in candidates if isinstance(c, dict)):
-        text, calls = _candidate_message(cand, [])
+        text, calls = _candidate_message(cand, [], calls_prefix)
         message: dict = {"role": "assistant", "content": text or (None if calls else ""), "refusal": None}
         if calls:
             message["tool_calls"] = calls
@@ -267,6 +297,7 @@ class GeminiStreamTranslator:
         self._meta: object = None
         self._started = False
         self._calls: list[str] = []
+        self._calls_prefix = secrets.token_hex(8)
         self._candidates = candidates
         self._ended: set[object] = set()  # the indexes of the candidates that had a finishReason
         self.finished = False
@@ -287,7 +318,7 @@ class GeminiStreamTranslator:
             if not isinstance(cand, dict):
                 continue
             first = len(self._calls)
-            text, calls = _candidate_message(cand, self._calls)
+            text, calls = _candidate_message(cand, self._calls, self._calls_prefix)
             delta: dict = {}
             if text:
                 delta["content"] = text
