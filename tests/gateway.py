@@ -24,6 +24,7 @@ import yaml
 from tests.fakes.upstream import free_port
 
 ADMIN_KEY = "tg-test-admin-secret"
+START_S = 90  # a start under CI load (migrations, price tables, several fakes) can take tens of seconds
 
 
 def read_until_closed(sock: socket.socket) -> bytes:
@@ -90,7 +91,7 @@ class Gateway:
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(args, env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
                                      cwd=self.workdir)
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + START_S
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"gateway exited early:\n{self.log()}")
