@@ -36,7 +36,7 @@ class Session:
     def __init__(self, browser, gw: Gateway, key: str | None) -> None:  # type: ignore[no-untyped-def]
         self.gw = gw
         self.context = browser.new_context(viewport={"width": 1440, "height": 900}, accept_downloads=True)
-        self.context.set_default_timeout(10_000)
+        self.context.set_default_timeout(30_000)  # a wait, not a speed check (bench_dashboard.py times pages)
         self.page = self.context.new_page()
         self.errors: list[str] = []
         self.page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)

@@ -198,9 +198,10 @@ def test_thousands_of_concurrent_reservations_share_one_connection_and_a_cancell
             gone = asyncio.ensure_future(engine.reserve([scope], 5))
             await asyncio.sleep(0)  # queued (or sent): its client goes away before the answer
             gone.cancel()
-            await _settled(engine)
-            await asyncio.sleep(0.05)
-            await _settled(engine)
+            for _ in range(500):  # the release rides the next batch: up to 5 s on a loaded machine
+                await _settled(engine)
+                if engine.reserved("k") == 0:
+                    break
             assert engine.reserved("k") == 0
         finally:
             await engine.stop()
