@@ -250,6 +250,18 @@ def test_the_documented_defaults_of_the_environment_are_the_gateways() -> None:
     assert not wrong, f"documented defaults the gateway does not have: {wrong}"
 
 
+def test_the_readme_routes_table_names_every_route_the_gateway_documents(demo: DocsGateway) -> None:
+    """Each path of /openapi.json is in the README's Routes table (by its last fixed segment, as the
+    table abbreviates: `/tags/tree`, `[/{id}]`): the rate-limit and minutes routes were missing."""
+    readme = (ROOT / "README.md").read_text()
+    table = readme[readme.index("## Routes"):readme.index("Any other route")]
+    status, spec = demo.gateway.get("/openapi.json", key=None)
+    assert status == 200, spec
+    missing = [path for path in spec["paths"]
+               if f"/{[s for s in path.split('/') if s and not s.startswith('{')][-1]}" not in table]
+    assert not missing, f"README.md's Routes table lacks {missing}"
+
+
 def test_harness_catches_a_misspelled_flag_and_an_unknown_model(demo: DocsGateway, tmp_path: Path) -> None:
     """The checks the docs rely on: a wrong CLI flag and a model the config lacks both fail."""
     env = demo.env()
