@@ -220,12 +220,13 @@ class Exchange:
         body = await read_json(self._receive, self._pipeline.max_body_bytes, headers.get(CONTENT_TYPE),
                                headers.get(_CLEN))
         call.stream = body.get("stream") is True  # recorded so even when refused before relaying
-        model = body.get("model")
-        if isinstance(model, str) and model:
-            call.requested_model = model[:200]  # recorded so even when its tags are refused
+        if isinstance(named := body.get("model"), str) and named:
+            call.requested_model = named[:200]  # recorded so even when its tags are refused
         call.tags = parse_tags(body.pop("request_tags", None), headers.get(TAGS))
-        if call.requested_model is None:
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
             raise InvalidRequest("model must be a non-empty string", param="model")
+        call.requested_model = model[:200]
         return body
 
     def plan(self, body: dict) -> Plan:
