@@ -111,7 +111,7 @@ export default {
         showSecret(created, reload);
       }, "Create key", true));
     } }, "Create key") : h("span", { class: "badge" }, "read-only: manage: write is needed to change keys");
-    main.append(pageHeader("Keys", "Every key is a labelled, capped record; spend is this calendar month (UTC).", createBtn));
+    main.append(pageHeader("Keys", "Every key is a labelled, capped record; spend is counted over each limit's window (calendar ones in the reporting time zone).", createBtn));
     const filter = h("form", { class: "filters", role: "search" },
       field("Label filter", h("input", { name: "label", value: p.get("label") || "", placeholder: "team=growth", size: 20 })),
       h("div", { class: "field field-actions" }, h("button", { type: "submit", class: "primary" }, "Filter")));
