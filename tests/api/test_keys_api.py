@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import openai
 import pytest
 
@@ -240,3 +245,17 @@ def test_cli_rejects_bad_input_without_a_traceback(gateway: Gateway) -> None:
         out = gateway.cli("users", "create", "--name", "evil\nname")
         assert out.returncode != 0 and "name" in out.stderr and "already exists" not in out.stderr
         assert "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("command", [("keys", "create", "--name", "lost"), ("budgets", "list"), ("ratelimits", "list"),
+                                     ("report",), ("alerts", "list")], ids=lambda c: c[0])
+def test_cli_away_from_the_gateway_says_it_made_a_new_empty_ledger(tmp_path: Path, command: tuple[str, ...]) -> None:
+    """`tallygate keys create` run in another directory used to make a fresh tallygate.db there and
+    print a secret the running gateway answers 401 to, without a word: now stderr says so, once."""
+    env = {k: v for k, v in os.environ.items() if k != "TALLYGATE_DB_URL"}
+    run = [sys.executable, "-m", "tallygate", *command]
+    first = subprocess.run(run, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert first.returncode == 0, first.stderr
+    assert f"{tmp_path / 'tallygate.db'} did not exist" in first.stderr and "--db" in first.stderr, first.stderr
+    again = subprocess.run(run, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert again.returncode == 0 and "did not exist" not in again.stderr, again.stderr

@@ -1,5 +1,5 @@
 """Refusals are answered before any provider is called, and recorded as what they were: the
-error code the client got, and whether it asked for a stream; a request whose endpoint does not
+error code the client got, the model it named, and whether it asked for a stream; a request whose endpoint does not
 match its model's kind is one of them (a 400 naming `model`)."""
 
 from __future__ import annotations
@@ -54,6 +54,7 @@ def test_streamed_request_refused_is_recorded_as_a_stream_with_its_code(
     record = gateway.log_record(rid)
     assert record["stream"] is True and record["status"] == status
     assert record["error"]["code"] == code
+    assert record["requested_model"] == body["model"]  # the Logs' model filter finds it, bad tags or not
 
 
 def test_budget_refusal_of_a_stream_is_recorded_as_a_stream(gateway: Gateway) -> None:

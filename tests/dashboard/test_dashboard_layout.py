@@ -139,6 +139,31 @@ def test_the_keys_page_fits_1440px_with_the_docs_keys_labels_and_rate_limits(adm
       .every((b) => b.getBoundingClientRect().right <= window.innerWidth)""")
 
 
+LONG_TAG = "customer/acme-corporation-international/region/eu-west-1/department/research-and-development"
+
+
+def test_long_names_labels_and_tags_wrap_inside_their_cards(admin: Session, dash: Gateway) -> None:
+    """A 70-character key name, a customer id label and a 90-character tag: each page shows them
+    whole (wrapped), no table pushed past its card."""
+    import openai
+
+    status, _, body = dash.post_json("/v1/manage/apikey", {
+        "name": "customer-portal-recommendations-batch-nightly-eu-west-1-production", "monthly_limit": "10",
+        "labels": {"team": "recommendations-and-personalisation",
+                   "customer_id": "cus_9f8e7d6c5b4a39281706f5e4d3c2b1a0", "env": "production"}})
+    assert status == 201, body
+    with openai.OpenAI(base_url=dash.base_url, api_key=body["key"], max_retries=0, timeout=10) as client:
+        reply = client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}],
+                                               extra_body={"request_tags": [LONG_TAG]})
+    dash.log_record(reply.id)
+    for path in ("/dashboard/keys", "/dashboard/overview", "/dashboard/explore?group=tag",
+                 "/dashboard/explore?group=key"):
+        admin.open(path)
+        assert admin.page.evaluate(OVERFLOWING) == [], path
+    admin.open("/dashboard/explore?group=tag")
+    assert LONG_TAG in admin.page.inner_text("main table")
+
+
 def test_money_axes_read_distinct_ticks(browser, tight: Gateway) -> None:  # type: ignore[no-untyped-def]
     """Spend of fractions of a cent: the axis says $0.0045 and $0.004, not $0.005 twice."""
     s = Session(browser, tight, ADMIN_KEY)

@@ -25,7 +25,7 @@ import pytest
 import yaml
 
 from tallygate.core.demo import DEMO_CONFIG
-from tallygate.settings import parse_config
+from tallygate.settings import Settings, parse_config
 from tests.docs.blocks import CHECKED, MARKER, NODE, PYTHON, ROOT, SHELL, TEXT, Block, all_blocks, pages
 from tests.fakes.upstream import FakeUpstream
 from tests.gateway import Gateway
@@ -235,6 +235,31 @@ def test_an_answer_the_docs_show_is_the_gateways(demo: DocsGateway, page: str, n
     assert len(shown) == 1, f"{page}: no JSON block holds {needle!r}"
     status, _, answer = demo.gateway.post_json("/v1/chat/completions", ANSWERS[page, needle], key=demo.key)
     assert status == 400 and answer == json.loads(shown[0].code), answer
+
+
+_ENV_DEFAULT = re.compile(r"^\| `(TALLYGATE_[A-Z_]+)` \| `?([0-9][0-9_,.]*)`? \|", flags=re.MULTILINE)
+
+
+def test_the_documented_defaults_of_the_environment_are_the_gateways() -> None:
+    """Every `| `TALLYGATE_X` | 250 |` row of a settings table: setting the variable to the default
+    the docs give changes nothing (so the docs cannot give another number than the code's)."""
+    rows = [(page.name, name, value.replace(",", "")) for page in pages()
+            for name, value in _ENV_DEFAULT.findall(page.read_text())]
+    assert len(rows) >= 10, rows
+    wrong = [row for row in rows if Settings.from_env({row[1]: row[2]}) != Settings.from_env({})]
+    assert not wrong, f"documented defaults the gateway does not have: {wrong}"
+
+
+def test_the_readme_routes_table_names_every_route_the_gateway_documents(demo: DocsGateway) -> None:
+    """Each path of /openapi.json is in the README's Routes table (by its last fixed segment, as the
+    table abbreviates: `/tags/tree`, `[/{id}]`): the rate-limit and minutes routes were missing."""
+    readme = (ROOT / "README.md").read_text()
+    table = readme[readme.index("## Routes"):readme.index("Any other route")]
+    status, spec = demo.gateway.get("/openapi.json", key=None)
+    assert status == 200, spec
+    missing = [path for path in spec["paths"]
+               if f"/{[s for s in path.split('/') if s and not s.startswith('{')][-1]}" not in table]
+    assert not missing, f"README.md's Routes table lacks {missing}"
 
 
 def test_harness_catches_a_misspelled_flag_and_an_unknown_model(demo: DocsGateway, tmp_path: Path) -> None:

@@ -48,8 +48,8 @@ function columns(dims, keyNames, metric, dimLabel) {
     "latency_p95", "feedback"];
   if (!order.includes(metric)) order.splice(2, 0, metric);
   return [
-    ...dims.map((d) => ({ label: dimLabel(d), csv: (r) => groupText(r, d, keyNames), value: (r) => groupText(r, d, keyNames),
-      total: null })),
+    ...dims.map((d) => ({ label: dimLabel(d), csv: (r) => groupText(r, d, keyNames),
+      value: (r) => h("span", { class: "long" }, groupText(r, d, keyNames)), total: null })),
     ...order.map((name) => {
       const m = METRICS[name];
       const csv = (r) => (name === "cost" ? r.cost : name === "feedback" ? (r.feedback.mean_score ?? "") : m.text(r));

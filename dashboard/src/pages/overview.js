@@ -89,7 +89,7 @@ export default {
       .map((k) => ({ ...k, ratio: Number(k.monthly_spend) / Number(k.monthly_limit) }))
       .sort((a, b) => b.ratio - a.ratio).slice(0, 6);
     const limits = panel("Keys nearest their limits", table([
-      { label: "Key", value: (k) => h("a", { href: "/dashboard/keys" }, k.name) },
+      { label: "Key", value: (k) => h("a", { href: "/dashboard/keys", class: "long" }, k.name) },
       { label: "Spend against limit", value: (k) => periodMeter(k.monthly_spend, k.monthly_limit, k.period) },
     ], limited, { empty: "No key has a monthly limit." }));
     const budgetDoc = await budgets;

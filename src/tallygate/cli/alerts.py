@@ -6,7 +6,7 @@ import json
 
 import click
 
-from tallygate.cli.options import db_option, load_settings
+from tallygate.cli.options import db_option, open_database
 from tallygate.errors import GatewayError
 from tallygate.settings import ALERT_KINDS
 
@@ -29,11 +29,9 @@ def list_alerts(db_url: str | None, kind: str | None, subject: str | None, from_
     """List alerts, newest first."""
     from tallygate.analytics.query import parse_time
     from tallygate.store.alerts import AlertFilter, AlertStore
-    from tallygate.store.db import migrate, open_engine
 
-    engine = open_engine(load_settings(db_url=db_url).db_url)
+    engine = open_database(db_url)
     try:
-        migrate(engine)
         f = AlertFilter(kind=kind, subject=subject, from_ms=parse_time(from_, "from"), to_ms=parse_time(to, "to"))
         rows, _ = AlertStore(engine).page(f, limit, None)
     except GatewayError as exc:

@@ -19,6 +19,7 @@ from tallygate.cli.options import (
     announcing_budget,
     db_option,
     load_settings,
+    open_database,
     parse_labels,
     period_flag,
     period_option,
@@ -36,12 +37,10 @@ def _admin(db_url: str | None, budget=None, config_path: str | None = None):  # 
     from tallygate.pipeline.budget import MemoryBudget
     from tallygate.pipeline.scopes import BudgetRegistry, LedgerSpend
     from tallygate.store.budgets import BudgetStore
-    from tallygate.store.db import migrate, open_engine
     from tallygate.store.keys import KeyStore
     from tallygate.types import Principal
 
-    engine = open_engine(load_settings(db_url=db_url).db_url)
-    migrate(engine)
+    engine = open_database(db_url)
     keys, store = KeyStore(engine), BudgetStore(engine)
     admin_user = keys.ensure_user("admin")
     budget = budget or MemoryBudget()

@@ -19,6 +19,7 @@ from tallygate.cli.options import (
     announcing_budget,
     db_option,
     load_settings,
+    open_database,
     parse_labels,
     period_flag,
     period_option,
@@ -58,7 +59,6 @@ def _admin(db_url: str | None, config_path: str | None = None, budget=None):  # 
     from tallygate.pipeline.scopes import LedgerSpend
     from tallygate.settings import ConfigError, load_config
     from tallygate.store.budgets import BudgetStore
-    from tallygate.store.db import migrate, open_engine
     from tallygate.store.keys import KeyStore
     from tallygate.types import Principal
 
@@ -67,8 +67,7 @@ def _admin(db_url: str | None, config_path: str | None = None, budget=None):  # 
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
     policies = getattr(config, "policies", None) or {}
-    engine = open_engine(load_settings(db_url=db_url).db_url)
-    migrate(engine)
+    engine = open_database(db_url)
     store = KeyStore(engine)
     admin_user = store.ensure_user("admin")
     budget = budget or MemoryBudget()

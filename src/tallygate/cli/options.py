@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from tallygate.settings import ConfigError, Settings
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
 
 db_option = click.option(
     "--db", "db_url", envvar="TALLYGATE_DB_URL", default=None, metavar="URL",
@@ -25,6 +29,26 @@ def load_settings(**overrides: Any) -> Settings:
         return Settings.from_env(**overrides)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
+
+
+def open_database(db_url: str | None) -> Engine:
+    """The ledger's engine for a CLI command, migrated. A SQLite file that was not there is said on
+    stderr: run away from the gateway's directory, the command would otherwise write a fresh
+    ledger the running gateway never reads (a key it then answers 401 to) without a word."""
+    from sqlalchemy.engine import make_url
+
+    from tallygate.store.db import migrate, open_engine
+
+    url = load_settings(db_url=db_url).db_url
+    path = make_url(url).database if url.startswith("sqlite") else None
+    fresh = Path(path).resolve() if path and path != ":memory:" and not Path(path).exists() else None
+    engine = open_engine(url)
+    migrate(engine)
+    if fresh is not None:
+        click.echo(f"note: {fresh} did not exist: this made a new, empty ledger there. A gateway serving "
+                   "another database does not see it: run the command where `tallygate serve` runs "
+                   "(make run: the repository), or give its database with --db or TALLYGATE_DB_URL.", err=True)
+    return engine
 
 
 def announcing_budget(redis_url: str | None):  # type: ignore[no-untyped-def]

@@ -15,7 +15,7 @@ import click
 
 from tallygate.cli.budgets import key_option, label_option, tag_option
 from tallygate.cli.keys import _run, _validated
-from tallygate.cli.options import announcing_budget, db_option, load_settings, parse_labels, redis_option
+from tallygate.cli.options import announcing_budget, db_option, load_settings, open_database, parse_labels, redis_option
 
 
 def _admin(db_url: str | None, redis_url: str | None = None):  # type: ignore[no-untyped-def]
@@ -25,13 +25,11 @@ def _admin(db_url: str | None, redis_url: str | None = None):  # type: ignore[no
     from tallygate.pipeline.auth import ADMIN_PERMISSIONS
     from tallygate.pipeline.ratelimit_rules import RuleRegistry
     from tallygate.pipeline.scopes import BudgetSet
-    from tallygate.store.db import migrate, open_engine
     from tallygate.store.keys import KeyStore
     from tallygate.store.ratelimits import RateLimitStore
     from tallygate.types import Principal
 
-    engine = open_engine(load_settings(db_url=db_url).db_url)
-    migrate(engine)
+    engine = open_database(db_url)
     keys, store = KeyStore(engine), RateLimitStore(engine)
     admin_user = keys.ensure_user("admin")
     registry = RuleRegistry(store)

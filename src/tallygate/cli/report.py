@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from tallygate.cli.options import db_option, load_settings, parse_labels
+from tallygate.cli.options import db_option, open_database, parse_labels
 from tallygate.errors import GatewayError
 
 COLUMNS = [("requests", "requests", ">"), ("errors", "errors", ">"), ("error_rate", "err %", ">"),
@@ -23,10 +23,8 @@ COLUMNS = [("requests", "requests", ">"), ("errors", "errors", ">"), ("error_rat
 def _analytics(db_url: str | None):  # type: ignore[no-untyped-def]
     from tallygate.analytics.reader import AnalyticsStore
     from tallygate.analytics.service import Analytics
-    from tallygate.store.db import migrate, open_engine
 
-    engine = open_engine(load_settings(db_url=db_url).db_url)
-    migrate(engine)
+    engine = open_database(db_url)
     return Analytics(AnalyticsStore(engine))
 
 

@@ -237,6 +237,8 @@ class Exchange:
         body = await read_json(self._receive, self._pipeline.max_body_bytes, headers.get(CONTENT_TYPE),
                                headers.get(_CLEN))
         call.stream = body.get("stream") is True  # recorded so even when refused before relaying
+        if isinstance(named := body.get("model"), str) and named:
+            call.requested_model = named[:200]  # recorded so even when its tags are refused
         call.tags = parse_tags(body.pop("request_tags", None), headers.get(TAGS))
         model = body.get("model")
         if not isinstance(model, str) or not model:

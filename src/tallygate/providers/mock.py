@@ -29,6 +29,17 @@ def _prompt_tokens(body: dict) -> int:
     return max(1, chars // 4)
 
 
+def _cap(body: dict) -> int:
+    """The output cap the body sets (`max_completion_tokens` or `max_tokens`: the tighter), else
+    the whole reply; a provider never answers past it, and the gateway reserves up to it."""
+    caps = [v for k in ("max_completion_tokens", "max_tokens") if type(v := body.get(k)) is int and v > 0]
+    return min([len(_PIECES), *caps])
+
+
+def _finish(cap: int) -> str:
+    return "stop" if cap == len(_PIECES) else "length"
+
+
 class MockProvider:
     """Answers every completion with the same text after `latency_ms`."""
 
@@ -37,17 +48,17 @@ class MockProvider:
         self._delay = cfg.latency_ms / 1000.0
 
     def _usage(self, body: dict) -> Usage:
-        return Usage(input_tokens=_prompt_tokens(body), output_tokens=len(_PIECES))
+        return Usage(input_tokens=_prompt_tokens(body), output_tokens=_cap(body))
 
     async def chat(self, body: dict) -> tuple[dict, Usage]:
         if self._delay:
             await asyncio.sleep(self._delay)
-        usage = self._usage(body)
+        usage, cap = self._usage(body), _cap(body)
         return {
             "id": "chatcmpl-mock", "object": "chat.completion", "created": int(time.time()),
             "model": body["model"], "system_fingerprint": "fp_tallygate_mock",
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": REPLY, "refusal": None},
-                         "logprobs": None, "finish_reason": "stop"}],
+            "choices": [{"index": 0, "logprobs": None, "finish_reason": _finish(cap),
+                         "message": {"role": "assistant", "content": "".join(_PIECES[:cap]), "refusal": None}}],
             "usage": usage.to_openai(),
         }, usage
 
@@ -58,9 +69,10 @@ class MockProvider:
                 "model": body["model"], "system_fingerprint": "fp_tallygate_mock"}
         yield [{**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
                                      "logprobs": None, "finish_reason": None}]}]
+        cap = _cap(body)
         yield [{**base, "choices": [{"index": 0, "delta": {"content": piece}, "logprobs": None,
-                                     "finish_reason": None}]} for piece in _PIECES]
-        yield [{**base, "choices": [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": "stop"}]},
+                                     "finish_reason": None}]} for piece in _PIECES[:cap]]
+        yield [{**base, "choices": [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": _finish(cap)}]},
                {**base, "choices": [], "usage": self._usage(body).to_openai()}]
 
     async def embed(self, body: dict) -> tuple[dict, Usage]:

@@ -1,0 +1,63 @@
+"""The demo's `mock` provider stops at the output cap, as every provider does: a new user trying a
+hard limit on `make run` sees it hold. It answered 24 tokens whatever `max_tokens` said, so a
+request cost more than the worst case the gateway reserved for it and a key passed its limit."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from decimal import Decimal
+
+import anthropic
+import openai
+import pytest
+
+from tests.gateway import ADMIN_KEY, Gateway
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    gw = Gateway(tmp_path_factory.mktemp("demo-mock"), None).start()
+    yield gw
+    gw.stop()
+
+
+def test_every_route_stops_at_the_cap_and_says_so(demo: Gateway) -> None:
+    hi = [{"role": "user", "content": "hi"}]
+    with openai.OpenAI(base_url=demo.base_url, api_key=ADMIN_KEY, max_retries=0) as client:
+        chat = client.chat.completions.create(model="gpt-4o-mini", max_tokens=5, messages=hi)
+        assert chat.usage.completion_tokens == 5 and chat.choices[0].finish_reason == "length"
+        stream = client.chat.completions.create(model="gpt-4o-mini", max_completion_tokens=3, messages=hi,
+                                                stream=True, stream_options={"include_usage": True})
+        chunks = list(stream)
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        assert chunks[-1].usage.completion_tokens == 3 and len(text.split()) == 3
+        assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "length"
+        response = client.responses.create(model="gpt-4o-mini", max_output_tokens=16, input="hi")
+        assert response.usage.output_tokens == 16 and response.status == "incomplete"
+        whole = client.chat.completions.create(model="gpt-4o-mini", max_tokens=500, messages=hi)
+        assert whole.usage.completion_tokens == 24 and whole.choices[0].finish_reason == "stop"
+    with anthropic.Anthropic(base_url=demo.url, api_key=ADMIN_KEY, max_retries=0) as claude:
+        message = claude.messages.create(model="claude-3.5-haiku", max_tokens=2, messages=hi)
+        assert message.usage.output_tokens == 2 and message.stop_reason == "max_tokens"
+
+
+def test_a_hard_limit_holds_on_the_demo(demo: Gateway) -> None:
+    """The limit is one answer plus one worst case: a second request is admitted and must fit."""
+    body = {"model": "claude-3.5-haiku", "max_tokens": 1, "messages": [{"role": "user", "content": "hi"}]}
+    status, _, probe = demo.post_json("/v1/manage/apikey", {"name": "probe", "monthly_limit": "0.000000001"})
+    assert status == 201, probe
+    status, _, refused = demo.post_json("/v1/chat/completions", body, key=probe["key"])
+    assert status == 402, refused
+    worst = Decimal(re.findall(r"may cost up to \$([0-9.]+)", refused["error"]["message"])[0])
+    status, _, answer = demo.post_json("/v1/chat/completions", body, key=ADMIN_KEY)
+    assert status == 200, answer
+    cost = Decimal(str(answer["usage"]["cost"]))
+    assert cost <= worst, (cost, worst)
+    limit = cost + worst
+    status, _, capped = demo.post_json("/v1/manage/apikey", {"name": "capped", "monthly_limit": str(limit)})
+    assert status == 201, capped
+    codes = [demo.post_json("/v1/chat/completions", body, key=capped["key"])[0] for _ in range(4)]
+    assert codes[:2] == [200, 200] and 402 in codes, codes
+    status, record = demo.get(f"/v1/manage/apikey/{capped['id']}")
+    assert Decimal(record["monthly_spend"]) <= limit, (record["monthly_spend"], limit)
