@@ -113,6 +113,7 @@ class RedisBudget:
         self._unadopted: dict[str, int] = {}  # ledger spend `adopt` could not send: sent once Redis answers
         self._unadopted_windows: dict[str, Window] = {}
         self._unadopted_lock = threading.Lock()
+        self.adoptions = 0
 
     def now_ms(self) -> int:
         return clock.now_ms()
@@ -296,6 +297,7 @@ class RedisBudget:
         """Start new scopes from the ledger's spend, and rebuild `wins` again once every ledger
         writer has flushed (requests answered before the budget existed may be written after
         this read)."""
+        self.adoptions += 1
         if spend:
             try:
                 for args in self._rebuild_args(spend):
