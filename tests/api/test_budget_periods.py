@@ -6,8 +6,14 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
+from pathlib import Path
 
-from tests.gateway import ADMIN_KEY, Gateway
+from tests.conftest import standard_config
+from tests.fakes.upstream import FakeUpstream
+from tests.gateway import ADMIN_KEY, Gateway, InProcessGateway
 
 
 def _put(gateway: Gateway, path: str, body: dict, key: str = ADMIN_KEY) -> tuple[int, dict]:
@@ -91,3 +97,59 @@ def test_a_bound_key_cannot_give_a_key_a_limit_that_resets_sooner_than_its_own(g
     status, _, child = gateway.post_json("/v1/manage/apikey", {"name": "slow", "monthly_limit": "5",
                                                                "period": {"days": 40}}, key=bound["key"])
     assert status == 201, child  # resets later than the month: as tight
+
+
+def test_a_period_changed_with_a_request_in_flight_counts_it_in_the_new_window(gateway: Gateway) -> None:
+    """A key's limit and a budget moved from the month to the day while a request of theirs is
+    in flight (a stream whose events come 400 ms apart): once it has ended, the day's spend of each
+    is the ledger's, that request included (their new windows started from the ledger, which did
+    not hold it yet)."""
+    key = _key(gateway, {"name": "moving", "monthly_limit": "100"})
+    status, _, budget = gateway.post_json("/v1/manage/budget", {"name": "moving", "scope": {"key": key["id"]},
+                                                                "monthly_limit": "100"})
+    assert status == 201, budget
+    with ThreadPoolExecutor(1) as pool:
+        body = {"model": "slowstream", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+        slow = pool.submit(gateway.request, "POST", "/v1/chat/completions", json.dumps(body).encode(), key["key"],
+                           {"Content-Type": "application/json"})
+        time.sleep(0.3)  # reserved and streaming
+        for path in ("/v1/manage/apikey/" + key["id"], "/v1/manage/budget/" + budget["id"]):
+            status, moved = _put(gateway, path, {"period": "day"})
+            assert status == 200 and moved["period"] == "day" and Decimal(moved["monthly_spend"]) == 0, moved
+        assert not slow.done(), "the request ended before its period changed"
+        status, _, raw = slow.result()
+        assert status == 200 and b"[DONE]" in raw, raw
+    deadline = time.monotonic() + 5  # the ledger writer flushes every 250 ms
+    while not (rows := [r for r in gateway.ledger_rows() if r["key_id"] == key["id"]]):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    cost = Decimal(rows[0]["cost_pico"]) / 10**12
+    assert cost > 0
+    for path in ("/v1/manage/apikey/" + key["id"], "/v1/manage/budget/" + budget["id"]):
+        assert Decimal(gateway.get(path)[1]["monthly_spend"]) == cost, path
+
+
+def test_a_period_changed_before_the_ledger_holds_the_last_requests_counts_them_soon_after(
+        upstream: FakeUpstream, tmp_path: Path) -> None:
+    """One process, its ledger written every 1.5 s: a key's limit moved to the day just after a
+    request was answered starts the day from a ledger without it, then reads it again: within a
+    few seconds the day's spend is the ledger's."""
+    gw = InProcessGateway(tmp_path, standard_config(upstream), env={"TALLYGATE_LEDGER_FLUSH_MS": "1500"}).start()
+    try:
+        key = _key(gw, {"name": "late", "monthly_limit": "100"})
+        status, _, body = gw.post_json("/v1/chat/completions", {"model": "priced", "max_tokens": 5,
+                                                                "messages": [{"role": "user", "content": "hi"}]},
+                                       key["key"])
+        assert status == 200, body
+        status, moved = _put(gw, "/v1/manage/apikey/" + key["id"], {"period": "day"})
+        assert status == 200 and moved["period"] == "day", moved
+        deadline = time.monotonic() + 10
+        while not (rows := [r for r in gw.ledger_rows() if r["key_id"] == key["id"]]):
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        cost = Decimal(rows[0]["cost_pico"]) / 10**12
+        while (spend := Decimal(gw.get("/v1/manage/apikey/" + key["id"])[1]["monthly_spend"])) != cost:
+            assert time.monotonic() < deadline, (spend, cost)
+            time.sleep(0.2)
+    finally:
+        gw.stop()

@@ -120,7 +120,7 @@ def test_a_daily_and_a_monthly_budget_bind_across_processes_and_the_day_resets_a
         monthly = _budget(gws[1], "monthly", key["id"], "0.45", "month")
         assert daily["period"] == "day" and daily["window_start"] == "2026-12-07T23:00:00+00:00"
         assert daily["window_end"] == "2026-12-08T23:00:00+00:00" and monthly["period"] == "month"
-        assert monthly["window_start"] == "2026-12-01T00:00:00+00:00"
+        assert monthly["window_start"] == "2026-11-30T23:00:00+00:00"  # local midnight too
         served, refusal = _until_refused(gws, key["key"])
         assert served >= 2 and "daily limit of $0.3" in refusal, refusal
         assert clock.now() < midnight - dt.timedelta(seconds=10), "the test ran late: midnight came first"

@@ -26,7 +26,7 @@ from tests.conftest import standard_config
 from tests.fakes.upstream import FakeUpstream
 from tests.gateway import Gateway
 from tests.postgres import PostgresInstance
-from tests.redis import RedisServer
+from tests.redis import RedisServer, redis_server
 
 HELLO = [{"role": "user", "content": "hello rate limits"}]
 
@@ -200,3 +200,47 @@ def test_rate_limits_add_no_round_trip_to_the_budget_reservation(fleet: list[Gat
     reservations = [c for c in seen if c.upper().startswith(("EVALSHA " + rated).upper())]
     assert len(reservations) == 5, seen  # one reservation call per request: budget and rate limit together
     assert not [c for c in seen if plain in c], seen  # and no separate budget reservation
+
+
+def test_gateways_started_while_redis_is_down_admit_their_share_or_nothing(
+        upstream: FakeUpstream, pg: PostgresInstance, tmp_path: Path) -> None:
+    """Two gateway processes on one host (one journal directory, as `--workers 2` share) with
+    `budgets_unavailable: open` saw each other share Redis, then were restarted while Redis was
+    down: the new processes take the count kept on the host and admit half of a 10-a-minute
+    limit each (10 of 40 together, not 20). A gateway that never saw Redis admits nothing under
+    a rate limit (503 `budget_unavailable`), and, though a budget exists, starts and serves a key
+    the budget binds within the budgets' open allowance."""
+    with redis_server() as own:
+        args = ("--redis", own.url, "--budgets-unavailable", "open")
+        env = {"TALLYGATE_HOLD_TTL_S": "1.5", "TALLYGATE_JOURNAL_DIR": str(tmp_path / "journal")}  # heartbeats 0.5 s
+        pair: list[Gateway] = []
+        fresh = None
+        try:
+            for name in ("a", "b"):
+                (tmp_path / name).mkdir()
+                pair.append(Gateway(tmp_path / name, standard_config(upstream), env=env, db_url=pg.url,
+                                    args=args).start())
+            key = _limited_key(pair[0], "restarted", requests_per_minute=10)
+            status, _, bound = pair[0].post_json("/v1/manage/apikey", {"name": "budgeted"})
+            status, _, budget = pair[0].post_json("/v1/manage/budget", {"name": "outage", "monthly_limit": "5",
+                                                                        "scope": {"key": bound["id"]}})
+            assert status == 201, budget
+            time.sleep(2)  # a few heartbeats: each process has seen the other
+            own.stop()
+            for gw in pair:
+                gw.stop()
+                gw.start()  # while Redis is down
+            statuses = burst(pair, key, 40, "priced")
+            assert statuses.count(200) == 10 and statuses.count(429) == 30, statuses
+            assert (tmp_path / "journal" / "redis-peers").read_text() == "2\n"
+
+            (tmp_path / "fresh").mkdir()
+            fresh = Gateway(tmp_path / "fresh", standard_config(upstream), db_url=pg.url, args=args).start()
+            statuses = burst([fresh], key, 10, "priced")
+            assert statuses == [503] * 10, statuses
+            statuses = burst([fresh], bound["key"], 3, "priced")  # a budget, no rate limit: the allowance
+            assert statuses == [200] * 3, statuses
+        finally:
+            for gw in (*pair, fresh):
+                if gw is not None:
+                    gw.stop()

@@ -207,3 +207,28 @@ def test_thousands_of_concurrent_reservations_share_one_connection_and_a_cancell
             await engine.stop()
 
     asyncio.run(run())
+
+
+def test_ledger_spend_adopted_while_redis_is_down_is_sent_once_it_answers() -> None:
+    """A budget new to a process that starts while Redis is down (`BudgetRegistry` adopts its
+    spend at start-up): adopting does not fail the start-up, and the counter reaches Redis with
+    the next heartbeat once it answers."""
+    async def run() -> None:
+        with redis_server() as own:
+            engine = _engine(own.url, ttl_s=0.3, timeout_s=0.2)
+            await engine.start()
+            try:
+                w = engine.windows.at("month", engine.now_ms())
+                own.stop()
+                await asyncio.to_thread(engine.adopt, {f"{w.slots[0]}:s:budget:new": 70}, [w])
+                own.start()
+                client = redis.Redis.from_url(own.url)
+                for _ in range(50):
+                    if client.get(f"tg:{w.slots[0]}:s:budget:new") is not None:
+                        break
+                    await asyncio.sleep(0.1)
+                assert int(client.get(f"tg:{w.slots[0]}:s:budget:new") or 0) == 70
+            finally:
+                await engine.stop()
+
+    asyncio.run(run())

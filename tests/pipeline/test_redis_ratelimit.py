@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import redis
 
-from tallygate.errors import BudgetExceeded, RateLimited
+from tallygate.errors import BudgetExceeded, BudgetUnavailable, RateLimited
 from tallygate.pipeline.budget import Scope
 from tallygate.pipeline.ratelimit_rules import Rule
 from tallygate.pipeline.redis_ratelimit import RatedRedisBudget
@@ -94,18 +95,30 @@ def test_slots_in_flight_of_a_dead_process_are_reaped(url: str) -> None:
     asyncio.run(run())
 
 
-def test_with_redis_away_and_budgets_open_each_process_still_limits_its_rate() -> None:
+def test_with_redis_away_and_budgets_open_each_process_still_limits_its_rate(tmp_path: Path) -> None:
+    """A process started while Redis is away admits its share of the count kept on its host (the
+    whole limit when it was alone); with none kept, nothing under a rate limit, holding no budget."""
     async def run() -> None:
-        engine = _engine(closed_port_url().replace("http://", "redis://"), fail_open=True,
-                         open_allowance=10**12, timeout_s=0.2)
+        gone = closed_port_url().replace("http://", "redis://")
+        (tmp_path / "redis-peers").write_text("1\n")
+        rule = Rule("rl:o", "rate limit 'o'", 2, None, None)
+        budget = Scope("budget", "budget:o", "budget 'o'", 10**15)
+        engine = _engine(gone, fail_open=True, open_allowance=10**12, timeout_s=0.2,
+                         peers_file=tmp_path / "redis-peers")
         await engine.start()
         try:
-            rule = Rule("rl:o", "rate limit 'o'", 2, None, None)
-            budget = Scope("budget", "budget:o", "budget 'o'", 10**15)
             for _ in range(2):
                 await engine.reserve_rated([budget], 10, [rule], 0)
             with pytest.raises(RateLimited):
                 await engine.reserve_rated([budget], 10, [rule], 0)
+        finally:
+            await engine.stop()
+        engine = _engine(gone, fail_open=True, open_allowance=10, timeout_s=0.2, peers_file=tmp_path / "none")
+        await engine.start()
+        try:
+            with pytest.raises(BudgetUnavailable, match="has not seen how many processes share"):
+                await engine.reserve_rated([budget], 10, [rule], 0)
+            await engine.reserve_rated([budget], 10, [], 0)  # the budget's allowance was not taken
         finally:
             await engine.stop()
 

@@ -196,6 +196,7 @@ class BudgetEngine(Protocol):
     (the management API calls them from worker threads)."""
 
     windows: Windows  # each period's current window, in the reporting time zone
+    adoptions: int  # calls of `adopt` so far: scopes appeared or changed period when it moves
 
     async def reserve(self, scopes: Sequence[Scope], amount: int, at_ms: int | None = None,
                       request_id: str = "") -> Hold:
@@ -288,6 +289,7 @@ class MemoryBudget:
         self._spend: dict[str, int] = {}
         self._reserved: dict[str, int] = {}
         self._pruned = 0  # `windows.moves` when counters were last pruned
+        self.adoptions = 0
 
     def now_ms(self) -> int:
         return clock.now_ms() if self._clock_s is None else int(self._clock_s() * 1000)
@@ -326,6 +328,7 @@ class MemoryBudget:
         return self._reserved.get(scope_id, 0)
 
     def adopt(self, spend: dict[str, int], wins: Sequence[Window] = ()) -> None:
+        self.adoptions += 1
         for counter, pico in spend.items():
             if pico > self._spend.get(counter, 0):
                 self._spend[counter] = pico

@@ -41,6 +41,7 @@ from tallygate.pipeline.budget import (
     Hold,
     ScopesOf,
     StaleScopes,
+    counters,
     key_scopes,
     priced_bound,
     prompt_bound,
@@ -142,6 +143,19 @@ class Pipeline:
                 self.limiter.settle(rate, None)
             raise
 
+    def settle(self, call: Call, hold: Hold, adoptions: int) -> None:
+        """Settle `hold` to what the call cost, each scope's cost in its window now: when scopes
+        appeared or changed period while it was in flight (`adoptions` moved since the
+        reservation: the ledger's spend they started from does not hold this request), the cost
+        goes to the counters the request's scopes have now, at its start (the ledger's
+        `created_at`, where a later ledger read counts it too)."""
+        if self.budget.adoptions != adoptions:
+            scopes = self.scopes(self.auth.current(call.principal), call.tags)
+            names = counters(scopes, self.budget.windows, call.created_ms)
+            if names != hold.counters:
+                hold = Hold(names, hold.held, hold.amount)
+        self.budget.settle(hold, call.cost_pico)
+
     def target_rules(self, call: Call, target: str) -> tuple[Rule, ...]:
         """The model rate limits on a policy's target (`pipeline/target_limits.py`)."""
         return tuple(r for r in self.limits(call.principal, (), (target,)) if r.kind == "model")
@@ -202,7 +216,7 @@ class Exchange:
     """One proxied request, stage by stage (see the module's docstring)."""
 
     __slots__ = ("id", "call", "_pipeline", "_scope", "_receive", "_send", "_endpoint", "_errors", "_headers",
-                 "_hold", "_rate", "_targets")
+                 "_hold", "_rate", "_targets", "_adoptions")
 
     def __init__(self, pipeline: Pipeline, scope: Scope, receive: Receive, send: Send, endpoint: str,
                  errors: ErrorSender) -> None:
@@ -214,6 +228,7 @@ class Exchange:
         self._hold: Hold | None = None
         self._rate: RateHold | None = None
         self._targets: TargetLimits | None = None
+        self._adoptions = 0  # the budget's `adoptions` when this request reserved
 
     async def __aenter__(self) -> Exchange:
         return self
@@ -259,6 +274,7 @@ class Exchange:
         and budget that applies (both settled on the way out)."""
         policy = plan.policy.name if plan.policy is not None else None
         call = self._started()
+        self._adoptions = self._pipeline.budget.adoptions
         self._hold, self._rate, self._targets = await self._pipeline.reserve(call, body, plan.targets, policy)
         call.admit_route = self._targets
 
@@ -307,7 +323,7 @@ class Exchange:
             return True
         finally:
             if self._hold is not None:
-                self._pipeline.budget.settle(self._hold, call.cost_pico)
+                self._pipeline.settle(call, self._hold, self._adoptions)
             if self._rate is not None:
                 self._pipeline.limiter.settle(self._rate, call.usage.input_tokens + call.usage.output_tokens)
             if self._targets is not None:

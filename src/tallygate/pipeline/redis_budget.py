@@ -21,12 +21,15 @@ When Redis cannot be reached, `fail_open=False` refuses requests under a limit w
 only up to `open_allowance` picodollars of worst-case cost per limited scope and process for
 each outage: past it, 503 as when closed. A scope can therefore pass its limit by at most
 `open_allowance` times the number of processes (plus the usual holds lost with Redis's state).
+A process started while Redis is unreachable starts all the same: the ledger spend it could not
+send (`adopt`: budgets new to it) goes with the first heartbeat Redis answers.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
@@ -113,6 +116,10 @@ class RedisBudget:
         self._epoch = ""  # names Redis's state: another value (or none) after it lost it
         self._flush_failed = False
         self.unavailable = 0  # requests served or refused while Redis was unreachable
+        self._unadopted: dict[str, int] = {}  # ledger spend `adopt` could not send: sent once Redis answers
+        self._unadopted_windows: dict[str, Window] = {}
+        self._unadopted_lock = threading.Lock()
+        self.adoptions = 0
 
     def now_ms(self) -> int:
         return clock.now_ms()
@@ -307,12 +314,39 @@ class RedisBudget:
         """Start new scopes from the ledger's spend, and rebuild `wins` again once every ledger
         writer has flushed (requests answered before the budget existed may be written after
         this read)."""
+        self.adoptions += 1
         if spend:
-            for args in self._rebuild_args(spend):
-                self._rebuild_sync(args=args)
+            try:
+                for args in self._rebuild_args(spend):
+                    self._rebuild_sync(args=args)
+            except (RedisError, OSError) as exc:  # (a process starting while Redis is down)
+                log.error("starting budget counters in Redis failed (%s); they are sent once it answers", exc)
+                with self._unadopted_lock:
+                    for counter, pico in spend.items():
+                        self._unadopted[counter] = max(pico, self._unadopted.get(counter, 0))
+                    self._unadopted_windows.update((w.slots[0], w) for w in wins)
+                return
             if self._loop is not None and not self._closing:
                 for w in wins:
                     self._loop.call_soon_threadsafe(self._loop.call_later, _REBUILD_AGAIN_S, self._again, w)
+
+    async def _adopt_late(self) -> None:
+        """Send what `adopt` could not while Redis was unreachable, then read those windows from
+        the ledger again (spend settled meanwhile is in it)."""
+        with self._unadopted_lock:
+            spend, wins = self._unadopted, list(self._unadopted_windows.values())
+            self._unadopted, self._unadopted_windows = {}, {}
+        try:
+            for args in self._rebuild_args(spend):
+                await self._rebuild_async(args=args)
+        except BaseException:
+            with self._unadopted_lock:
+                for counter, pico in spend.items():
+                    self._unadopted[counter] = max(pico, self._unadopted.get(counter, 0))
+                self._unadopted_windows.update((w.slots[0], w) for w in wins)
+            raise
+        for w in wins:
+            self._again(w)
 
     # -- reads for the management API (blocking) --------------------------------------------------
 
@@ -389,6 +423,8 @@ class RedisBudget:
             await asyncio.sleep(self._ttl_ms / 3000)
             try:
                 await self._heartbeat(args=[self._p, self.process, self._ttl_ms])
+                if self._unadopted:
+                    await self._adopt_late()
             except (RedisError, OSError) as exc:
                 log.warning("renewing budget holds in Redis failed: %s", exc)
 

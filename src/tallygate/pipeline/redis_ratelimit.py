@@ -11,21 +11,27 @@ When Redis cannot be reached, rate limits are not dropped (as `budgets_unavailab
 drop budgets): each process falls back to its own in-memory limiter, admitting its share of each
 limit: `max(1, limit // N)`, N the processes it last saw sharing Redis (its heartbeat counts
 them every TTL / 3). So the N processes together admit at most `max(limit, N)` in any window
-of the outage, as budgets' open allowance is each process's share; a process started during
-the outage, which saw no one, admits the whole limit itself. What Redis admitted just before
-the outage is not known to the fallback: a window across its start can hold that too.
+of the outage, as budgets' open allowance is each process's share. A process started during the
+outage has seen no one: it takes the count the last process on its host saw (kept in the
+journal directory, `peers_file`), so a fleet restarted during an outage keeps its shares; with
+no such count it admits nothing under a rate limit (503 `budget_unavailable`) until Redis
+answers. What Redis admitted just before the outage is not known to the fallback: a window
+across its start can hold that too.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
+import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError, RedisError
 
+from tallygate.errors import BudgetUnavailable
 from tallygate.pipeline.budget import Hold, Scope, StaleScopes, counters, refusal
 from tallygate.pipeline.ratelimit import (
     CONCURRENCY_RETRY_S,
@@ -55,14 +61,38 @@ def _opt(value: int | None) -> str:
 
 
 class _PeerCount(AsyncScript):
-    """The heartbeat script, remembering how many live processes it last saw (this included)."""
+    """The heartbeat script, remembering how many live processes it last saw (this included;
+    0 until it has seen any) and keeping that count in `file` for a process started later."""
 
-    peers = 1
+    peers = 0
+    file: Path | None = None
 
     async def __call__(self, *args: Any, **kwargs: Any) -> Any:
         res = await super().__call__(*args, **kwargs)
-        self.peers = max(1, int(res))
+        peers = max(1, int(res))
+        if peers != self.peers and self.file is not None:
+            _keep(self.file, peers)
+        self.peers = peers
         return res
+
+
+def _keep(file: Path, peers: int) -> None:
+    """Write the count whole (another process may read it at any moment)."""
+    try:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        part = file.with_name(f"{file.name}.{os.getpid()}")
+        part.write_text(f"{peers}\n")
+        os.replace(part, file)
+    except OSError as exc:
+        log.warning("keeping the count of processes sharing Redis in %s failed: %s", file, exc)
+
+
+def _kept(file: Path | None) -> int:
+    """The count the last process on this host saw, 0 when none is kept."""
+    try:
+        return max(0, int(file.read_text())) if file is not None else 0
+    except (OSError, ValueError):
+        return 0
 
 
 def share(rule: Rule, peers: int) -> Rule:
@@ -81,7 +111,9 @@ def share(rule: Rule, peers: int) -> Rule:
 class RatedRedisBudget(RedisBudget):
     """The Redis budget engine, able to admit rate limits in its reservation's round trip."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, peers_file: Path | None = None, **kwargs: Any) -> None:
+        """`peers_file`: where the count of processes sharing Redis is kept for a process that
+        starts while Redis is unreachable (the journal directory: shared by a host's processes)."""
         super().__init__(*args, **kwargs)
         self._rated = ScriptBatch(self._aio, self._aio.register_script(RESERVE_RATED), on_orphan=self._orphan_rated)
         self._rate_settle = self._aio.register_script(RATE_SETTLE)
@@ -89,6 +121,8 @@ class RatedRedisBudget(RedisBudget):
         self._ids = itertools.count()
         self.fallback = MemoryLimiter()  # while Redis is unreachable: each process limits itself to its share
         self._heartbeat = self._peers = _PeerCount(self._aio, HEARTBEAT)
+        self._peers.file = peers_file
+        self._peers.peers = _kept(peers_file)  # until the first heartbeat answers
         self._rate_queue: list[list[Any]] = []
         self.rate_round_trips = 0  # reservations sent with rate limits (for tests and benchmarks)
 
@@ -114,9 +148,7 @@ class RatedRedisBudget(RedisBudget):
                 self.rate_round_trips += 1
                 res = await self._rated(args)
             except (RedisError, OSError) as exc:
-                budget_hold = self._unavailable(ids, limited, amount, exc) if limited and amount \
-                    else Hold(ids, (), 0)
-                return budget_hold, self._fallback_admit(rules, tokens)
+                return self._outage(ids, limited, amount, exc, rules, tokens)
             code = int(res[0])
             if code == 0:
                 hold.headers = _headers(rules, [int(x) for x in res[1:]])
@@ -131,9 +163,20 @@ class RatedRedisBudget(RedisBudget):
             try:
                 await self.rebuild(self.windows.at(limited[int(res[1]) - 1].period, at))
             except Exception as exc:
-                return self._unavailable(ids, limited, amount, exc), self._fallback_admit(rules, tokens)
-        lost = RuntimeError("the window's counters could not be built")
-        return self._unavailable(ids, limited, amount, lost), self._fallback_admit(rules, tokens)
+                return self._outage(ids, limited, amount, exc, rules, tokens)
+        return self._outage(ids, limited, amount, RuntimeError("the window's counters could not be built"),
+                            rules, tokens)
+
+    def _outage(self, ids: tuple[str, ...], limited: Sequence[Scope], amount: int, exc: BaseException,
+                rules: Sequence[Rule], tokens: int) -> tuple[Hold, RateHold]:
+        """Redis is unreachable: this process's share of the rate limits, then the budgets'
+        open allowance (or 503), all or nothing."""
+        rate = self._fallback_admit(rules, tokens)
+        try:
+            return (self._unavailable(ids, limited, amount, exc) if limited and amount else Hold(ids, (), 0)), rate
+        except BaseException:
+            self.fallback.settle(rate, None)
+            raise
 
     async def rate_usage(self, rule_ids: Sequence[str]) -> tuple[dict[str, RuleUsage], str]:
         """What each rate limit counts now across every process (one round trip); this
@@ -152,11 +195,17 @@ class RatedRedisBudget(RedisBudget):
 
     @property
     def peers(self) -> int:
-        """The processes sharing this Redis at the last heartbeat (this one included)."""
+        """The processes sharing this Redis at the last heartbeat (this one included; before
+        any, the count kept on this host, or 0)."""
         return self._peers.peers
 
     def _fallback_admit(self, rules: Sequence[Rule], tokens: int) -> RateHold:
         peers = self._peers.peers
+        if rules and not peers:
+            self.unavailable += 1
+            raise BudgetUnavailable("rate-limit state is unreachable and this process has not seen how many "
+                                    "processes share its limits, so it admits no request under a rate limit "
+                                    "until it is back")
         return self.fallback.admit_now([share(r, peers) for r in rules], tokens)
 
     def _orphan_rated(self, args: Sequence[Any], res: Any) -> None:

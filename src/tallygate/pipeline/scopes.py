@@ -9,13 +9,16 @@ budgets exist. With no budgets at all the request gets exactly `key_scopes(princ
 budget created, changed or deleted through any process or the CLI applies everywhere within
 that interval) and at once after a change made through this process. A budget seen for the first
 time (or with another period than last seen) gets its window's spend from the ledger before any
-request counts against it (`LedgerSpend`).
+request counts against it (`LedgerSpend`), and again `READ_AGAIN_S` later on a process's own
+engine (Redis's does so itself): requests answered just before were not written to the ledger
+yet, and a counter takes the larger of itself and the ledger.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -26,13 +29,14 @@ from tallygate.core.periodic import Periodic
 from tallygate.core.tagpath import prefixes
 from tallygate.core.timebuckets import DAY_MS, month_after, month_floor
 from tallygate.core.windows import MONTH, Window, window
-from tallygate.pipeline.budget import BudgetEngine, Scope, key_scopes
+from tallygate.pipeline.budget import BudgetEngine, MemoryBudget, Scope, key_scopes
 from tallygate.store.budgets import BudgetRecord, BudgetStore, labels_match
 from tallygate.store.keys import KeyStore
 from tallygate.store.window_spend import between, window_spend
 from tallygate.types import Principal
 
 log = logging.getLogger("tallygate.budgets")
+READ_AGAIN_S = 3.0  # the ledger writers flush every 250 ms by default
 
 
 def scope_text(scope: dict[str, Any]) -> str:
@@ -193,6 +197,7 @@ class BudgetRegistry:
         self._ledger = ledger
         self.current = BudgetSet()
         self._key_periods: dict[str, str] | None = None  # keys' limit periods other than the month
+        self._again: list[tuple[float, set[str], set[str]]] = []  # (when, budget ids, key ids) to read again
         self._refresher = Periodic(refresh_s, self.reload_async, log,
                                    "refreshing budgets failed; the last known budgets still apply")
 
@@ -210,7 +215,16 @@ class BudgetRegistry:
                                         if periods.get(k, MONTH) != old.get(k, MONTH)]
         if new or moved:
             self._engine.adopt(*self._ledger.of_scopes(new, moved))
+            if isinstance(self._engine, MemoryBudget):
+                self._again.append((time.monotonic() + READ_AGAIN_S, {b.id for b in new}, {k for k, _ in moved}))
         self.current, self._key_periods = BudgetSet(records), periods
+        now = time.monotonic()
+        if self._again and self._again[0][0] <= now:
+            due = [(b, k) for when, b, k in self._again if when <= now]
+            self._again = [entry for entry in self._again if entry[0] > now]
+            budget_ids, key_ids = set().union(*(b for b, _ in due)), set().union(*(k for _, k in due))
+            self._engine.adopt(*self._ledger.of_scopes([b for b in records if b.id in budget_ids],
+                                                       [(k, periods.get(k, MONTH)) for k in key_ids]))
 
     async def start(self) -> None:
         await self.reload_async()
