@@ -17,6 +17,7 @@ characters), which is how OpenAI and compatible servers stream.
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
 
 import orjson
@@ -60,7 +61,7 @@ class ChatCodec:
     def encode(self, batch: list[bytes]) -> bytes:
         if batch and batch[-1] == b"[DONE]":
             self.done = True
-            return self.encode(batch[:-1]) + b"data: [DONE]\n\n"
+            return self.encode(batch[:-1]) + self._estimated_usage() + b"data: [DONE]\n\n"
         # The usage chunk (normally the last) is parsed on its own; the rest goes in one piece.
         for i, data in enumerate(batch):
             if _USAGE in data and _NULL not in data:
@@ -117,8 +118,22 @@ class ChatCodec:
                 return None
         return orjson.dumps(chunk)
 
+    def _estimated_usage(self) -> bytes:
+        """For a client that asked for usage of a stream the provider sent none for (a server
+        that ignores `include_usage`), the usage chunk it would have had: the estimate the
+        record carries, with its `cost` (as an unstreamed answer without usage gets)."""
+        if not self._wants_usage or self._call.pricing_source is not None:
+            return b""
+        self.settle()
+        call = self._call
+        usage = {**call.usage.to_openai(), "cost": usd_json(call.cost_pico)}
+        chunk: dict[str, object] = {"id": call.id, "object": "chat.completion.chunk",
+                                    "created": int(time.time()), "model": self._body.get("model"),
+                                    "choices": [], "usage": usage}
+        return b"data: " + orjson.dumps(chunk) + b"\n\n"
+
     def end(self) -> bytes:
-        return b"data: [DONE]\n\n"
+        return self._estimated_usage() + b"data: [DONE]\n\n"
 
     def error(self, err: GatewayError) -> bytes:
         return b"data: " + err.body() + b"\n\n"
