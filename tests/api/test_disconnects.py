@@ -57,3 +57,6 @@ def test_stream_cut_by_shutdown_is_recorded_partial_with_estimated_cost(upstream
     assert row["partial"] == 1 and row["status"] == 503
     assert row["output_tokens"] > 0 and row["cost_pico"] > 0
     assert row["pricing_source"].endswith("(estimated)")
+    assert head.count(b"data:") >= 2  # the client had text before the gateway stopped
+    log = gw.log()  # a stop past the grace time is no crash: the request was answered and recorded
+    assert "Traceback" not in log and "Exception in ASGI" not in log, log[log.find("Traceback") - 500:]

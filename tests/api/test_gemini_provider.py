@@ -5,6 +5,7 @@ genai-prices; streamed cost == unstreamed cost; Google's errors mapped."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from decimal import Decimal
 
@@ -158,6 +159,22 @@ def test_google_errors_map_to_gateway_statuses(client: openai.OpenAI, gateway: G
         list(client.chat.completions.create(model="cut", messages=[{"role": "user", "content": "a b c d e"}],
                                             stream=True))
 
+
+def test_a_stream_cut_short_estimates_gemini_chunks_by_their_text(client: openai.OpenAI, gateway: Gateway) -> None:
+    """Gemini streams many tokens a chunk: a chat stream it cut short is estimated by the text
+    relayed, about four characters a token (as on /v1/messages and /v1/responses), not a token
+    per chunk, which is how only OpenAI-compatible servers stream."""
+    word = "Pneumonoultramicroscopicsilicov"  # one chunk of the fake's echo
+    received = []
+    with pytest.raises(openai.APIError):
+        for chunk in client.chat.completions.create(model="cut", stream=True,
+                                                    messages=[{"role": "user", "content": word + " is long"}]):
+            received.append(chunk)
+    text = "".join(c.choices[0].delta.content or "" for c in received if c.choices)
+    assert text == "Echo: " + word  # the answer's first two chunks, then the cut
+    record = gateway.log_record(received[0].id)
+    assert record["partial"] is True and record["pricing_source"].endswith("(estimated)")
+    assert record["usage"]["output_tokens"] == math.ceil(len(text) / 4), record["usage"]
 
 @pytest.mark.parametrize("model", ["embed", "embed-usage"])
 def test_embeddings_through_batch_embed_contents_priced_by_googles_token_count(

@@ -3,7 +3,9 @@ gpt-4o-mini image up to 48,169 tokens (its inflated image counts), a Claude imag
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
+from decimal import Decimal
 
 import openai
 import pytest
@@ -23,6 +25,7 @@ def gateway(upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) ->
     cfg = standard_config(upstream)
     cfg["models"]["mini-priced"] = {"provider": "openai", "model": "gpt-4o-mini", "pricing": PRICED}
     cfg["models"]["claude-priced"] = {"provider": "anthropic", "model": "claude-sonnet-4-5", "pricing": PRICED}
+    cfg["models"]["cut-priced"] = {"provider": "openai", "model": "cut-stream", "pricing": PRICED}
     gw = InProcessGateway(tmp_path_factory.mktemp("images"), cfg).start()
     yield gw
     gw.stop()
@@ -39,3 +42,29 @@ def test_an_image_is_reserved_at_its_targets_image_price(gateway: InProcessGatew
     assert refused.value.status_code == 402 and upstream.requests == []
     served = client.chat.completions.create(model="claude-priced", messages=IMAGE, max_tokens=10)  # type: ignore[arg-type]
     assert served.choices[0].message.content
+
+
+def test_a_stream_cut_short_prices_its_image_as_an_image_not_as_base64(gateway: InProcessGateway) -> None:
+    """A chat stream the provider cut midway is priced by estimate, its image at an image's
+    tokens as it was reserved, not a token per four characters of its base64: a 400 kB photo
+    was 100,000 tokens ($100), past the key's $60 limit its worst case ($48.17) had fit in."""
+    status, _, rec = gateway.post_json("/v1/manage/apikey", {"name": "cut-image", "monthly_limit": "60"})
+    assert status == 201, rec
+    photo = "data:image/jpeg;base64," + "A" * 400_000
+    messages = [{"role": "user", "content": [{"type": "text", "text": "what is this?"},
+                                             {"type": "image_url", "image_url": {"url": photo}}]}]
+    received = []
+    with openai.OpenAI(base_url=gateway.base_url, api_key=rec["key"], max_retries=0) as client:
+        with pytest.raises(openai.APIError):
+            for chunk in client.chat.completions.create(model="cut-priced", messages=messages,  # type: ignore[arg-type]
+                                                        max_tokens=10, stream=True):
+                received.append(chunk)
+    assert received, "the first chunks should have reached the client"
+    record = gateway.log_record(received[0].id)
+    assert record["partial"] is True and record["pricing_source"].endswith("(estimated)")
+    assert 1600 <= record["usage"]["input_tokens"] < 2000, record["usage"]  # the text, and one image
+    deadline = time.monotonic() + 10
+    while (me := gateway.get("/v1/key", key=rec["key"])[1])["monthly_reserved"] != "0":
+        assert time.monotonic() < deadline, me
+        time.sleep(0.05)
+    assert Decimal(me["monthly_spend"]) == Decimal(record["cost"]) <= Decimal("60")

@@ -253,3 +253,18 @@ def test_stream_failing_midway_is_recorded_partial_with_usage_so_far(
     assert record["partial"] is True and record["stream"] is True and record["endpoint"] == "messages"
     assert record["status"] >= 500 and record["pricing_source"].endswith("(estimated)")
     assert record["usage"]["input_tokens"] > 0 and record["cost"] != "0"  # usage so far
+
+
+def test_a_translated_stream_cut_short_estimates_its_system_prompt(claude: anthropic.Anthropic, gw: Gateway) -> None:
+    """A coding agent's request is mostly its system prompt: a stream an OpenAI-compatible provider
+    cut before reporting usage is estimated from the whole request (system prompt included, four
+    characters a token), as an answer without usage is, not from its messages alone."""
+    system = "You are a careful coding agent. " * 1000  # 32,000 characters: about 8,000 tokens
+    with pytest.raises(anthropic.APIError):
+        with claude.messages.stream(model="gpt-cut", max_tokens=64, system=system, messages=ask("a story")) as stream:
+            request_id = stream.response.headers["x-request-id"]
+            for _ in stream:
+                pass
+    record = gw.log_record(request_id)
+    assert record["partial"] is True and record["pricing_source"].endswith("(estimated)")
+    assert record["usage"]["input_tokens"] >= len(system) // 4, record["usage"]

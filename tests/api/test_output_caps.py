@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from decimal import Decimal
 
+import openai
 import pytest
 
 from tests.conftest import standard_config
@@ -271,4 +272,26 @@ def test_an_answer_without_usage_is_priced_by_estimate_not_free(gateway: InProce
     row = gateway.log_record(answered["x-request-id"])
     assert row["usage"]["input_tokens"] >= 1000 and row["pricing_source"].endswith("(estimated)"), row
     assert Decimal(row["cost"]) >= Decimal("1"), row  # 1,000 tokens at least, at $0.001 a token
+    assert _spend_when_settled(gateway, rec["key"]) == Decimal(row["cost"])
+
+
+def test_a_stream_without_usage_tells_a_client_that_asked_for_it_the_estimate(gateway: InProcessGateway) -> None:
+    """A client that asked for usage (`include_usage`) of a stream whose server sends none gets a
+    usage chunk before [DONE] anyway: the estimate the record carries, with its `cost`, as an
+    unstreamed answer without usage does; not silence while the ledger charges the estimate."""
+    status, _, rec = gateway.post_json("/v1/manage/apikey", {"name": f"mute-{next(_names)}",
+                                                             "monthly_limit": str(LIMIT)})
+    assert status == 201, rec
+    with openai.OpenAI(base_url=gateway.base_url, api_key=rec["key"], max_retries=0) as client:
+        chunks = list(client.chat.completions.create(
+            model="mute", max_tokens=10, messages=[{"role": "user", "content": "w " * 2000}], stream=True,
+            stream_options={"include_usage": True}))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    last = chunks[-1]
+    assert last.choices == [] and last.usage is not None, last
+    row = gateway.log_record(last.id)
+    assert row["pricing_source"].endswith("(estimated)") and row["partial"] is False, row
+    assert (last.usage.prompt_tokens, last.usage.completion_tokens) == (
+        row["usage"]["input_tokens"], row["usage"]["output_tokens"])
+    assert Decimal(str(last.usage.model_extra["cost"])) == Decimal(row["cost"]) > 0
     assert _spend_when_settled(gateway, rec["key"]) == Decimal(row["cost"])

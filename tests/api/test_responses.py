@@ -153,3 +153,18 @@ def test_stream_failing_midway_is_recorded_partial(oai: openai.OpenAI, gw: Gatew
     assert record["partial"] is True and record["stream"] is True and record["status"] >= 500
     assert record["usage"]["input_tokens"] > 0 and record["cost"] != "0"
     assert record["pricing_source"].endswith("(estimated)")
+
+
+def test_a_stream_cut_short_estimates_its_tools_too(oai: openai.OpenAI, gw: Gateway) -> None:
+    """A coding agent's Responses request carries dozens of function tools, which the provider
+    bills as prompt: a stream cut before its usage is estimated from the whole request (tools
+    included, four characters a token), as an answer without usage is, not its input alone."""
+    tools = [{"type": "function", "name": f"tool_{i}", "description": "Does one careful thing. " * 40,
+              "parameters": {"type": "object", "properties": {"path": {"type": "string"}}}} for i in range(30)]
+    raw = oai.responses.with_raw_response.create(model="gpt-cut", input="a story", tools=tools,  # type: ignore[arg-type]
+                                                 stream=True)
+    events = list(raw.parse())
+    assert events[-1].type == "error"
+    record = gw.log_record(raw.headers["x-request-id"])
+    assert record["partial"] is True and record["pricing_source"].endswith("(estimated)")
+    assert record["usage"]["input_tokens"] >= sum(len(t["description"]) for t in tools) // 4, record["usage"]

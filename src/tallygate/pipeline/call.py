@@ -10,6 +10,7 @@ from typing import Any, Protocol
 from tallygate.core import clock
 from tallygate.core.record import Attempt, LedgerRecord
 from tallygate.errors import GatewayError, JournalUnavailable, UpstreamError
+from tallygate.pipeline.budget import IMAGE_TOKENS, body_size
 from tallygate.pipeline.models import Route
 from tallygate.pipeline.pricing import PriceContext, Rate
 from tallygate.types import Principal, Usage
@@ -122,10 +123,12 @@ class Call:
 
     def meter_estimate(self, body: dict[str, Any], rate: Rate) -> int:
         """Price a stream the provider never reported usage for (cut short, or a server that
-        ignores `include_usage`): the prompt by its size, the output by the text relayed, at
-        about four characters a token. The record's pricing source says it is an estimate."""
-        prompt = math.ceil(sum(len(str(m.get("content") or "")) for m in body.get("messages") or ()
-                               if isinstance(m, dict)) / 4)
+        ignores `include_usage`): the prompt by its size, as a JSON answer without usage is
+        (`relay.meter_answer`), an image at IMAGE_TOKENS (never its base64, which could price a
+        photo past the request's reservation), the output by the text relayed, at about four
+        characters a token. The record's pricing source says it is an estimate."""
+        chars, images = body_size(body)
+        prompt = math.ceil(chars / 4) + images * IMAGE_TOKENS
         cost = self.meter(Usage(input_tokens=prompt, output_tokens=math.ceil(self.streamed_chars / 4)), rate)
         self.pricing_source = f"{self.pricing_source} (estimated)"
         return cost

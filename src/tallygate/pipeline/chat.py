@@ -12,11 +12,13 @@ Anything unusual (another key order, spaces) takes the parse-and-serialise path,
 the client receives are those `orjson` would write for the same chunk.
 
 For estimates of a stream cut short, each text-bearing delta counts as one token (four
-characters), which is how OpenAI and compatible servers stream.
+characters), which is how OpenAI and compatible servers stream; a stream translated from another
+API (Gemini, Bedrock, Anthropic: many tokens a chunk) counts its text, four characters a token.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
 
 import orjson
@@ -26,7 +28,7 @@ from tallygate.errors import GatewayError, InvalidRequest
 from tallygate.pipeline.call import Call
 from tallygate.pipeline.models import Route
 from tallygate.pipeline.pricing import Rate
-from tallygate.pipeline.relay import meter_answer, relay_stream, respond_json
+from tallygate.pipeline.relay import meter_answer, relay_stream, respond_json, text_chars
 from tallygate.pipeline.routing import Plan, execute
 from tallygate.pipeline.tool_fees import chat_searches
 from tallygate.pipeline.validate import check_chat, check_embeddings
@@ -51,16 +53,18 @@ def deltas(data: bytes) -> int:
 class ChatCodec:
     """Encodes batches of chat chunk bytes for the client; meters the usage chunk."""
 
-    def __init__(self, call: Call, rate: Rate, body: dict, wants_usage: bool, searches: int = 0) -> None:
+    def __init__(self, call: Call, rate: Rate, body: dict, wants_usage: bool, searches: int = 0,
+                 by_text: bool = False) -> None:
         self._call, self._rate, self._body, self._wants_usage = call, rate, body, wants_usage
         self._searches = searches  # web searches a search model bills for this request
+        self._by_text = by_text  # translated chunks: estimate by their text, not a token a delta
         self._id = call.id.encode()
         self.done = False
 
     def encode(self, batch: list[bytes]) -> bytes:
         if batch and batch[-1] == b"[DONE]":
             self.done = True
-            return self.encode(batch[:-1]) + b"data: [DONE]\n\n"
+            return self.encode(batch[:-1]) + self._estimated_usage() + b"data: [DONE]\n\n"
         # The usage chunk (normally the last) is parsed on its own; the rest goes in one piece.
         for i, data in enumerate(batch):
             if _USAGE in data and _NULL not in data:
@@ -80,7 +84,7 @@ class ChatCodec:
         if end > 0 and b"\\" not in head and out.count(head) == len(batch):
             nulls = out.count(_NULL)
             if out.count(_USAGE) == nulls and (self._wants_usage or out.count(_NULL_USAGE) == nulls):
-                self._call.streamed_chars += 4 * deltas(out)
+                self._call.streamed_chars += self._relayed(out)
                 if nulls and not self._wants_usage:
                     out = out.replace(_NULL_USAGE, b"")
                 return out.replace(head, b'data: {"id":"' + self._id + b'"')
@@ -88,7 +92,7 @@ class ChatCodec:
 
     def _chunk(self, data: bytes) -> bytes | None:
         """One chunk on its own: re-ided by a splice, or parsed when it carries usage."""
-        self._call.streamed_chars += 4 * deltas(data)
+        self._call.streamed_chars += self._relayed(data)
         at = data.find(_USAGE)
         if at >= 0 and not data.startswith(b"null", at + 8):
             return self._usage_chunk(data)
@@ -101,6 +105,10 @@ class ChatCodec:
         if end < 0 or b"\\" in data[7:end]:
             return self._usage_chunk(data)
         return _ID + self._id + data[end:]
+
+    def _relayed(self, data: bytes) -> int:
+        """Characters of text in chunks relayed, for an estimate (four a token)."""
+        return text_chars(data) if self._by_text else 4 * deltas(data)
 
     def _usage_chunk(self, data: bytes) -> bytes | None:
         """The slow path: parse, re-id, meter `usage` if any, serialise."""
@@ -117,8 +125,22 @@ class ChatCodec:
                 return None
         return orjson.dumps(chunk)
 
+    def _estimated_usage(self) -> bytes:
+        """For a client that asked for usage of a stream the provider sent none for (a server
+        that ignores `include_usage`), the usage chunk it would have had: the estimate the
+        record carries, with its `cost` (as an unstreamed answer without usage gets)."""
+        if not self._wants_usage or self._call.pricing_source is not None:
+            return b""
+        self.settle()
+        call = self._call
+        usage = {**call.usage.to_openai(), "cost": usd_json(call.cost_pico)}
+        chunk: dict[str, object] = {"id": call.id, "object": "chat.completion.chunk",
+                                    "created": int(time.time()), "model": self._body.get("model"),
+                                    "choices": [], "usage": usage}
+        return b"data: " + orjson.dumps(chunk) + b"\n\n"
+
     def end(self) -> bytes:
-        return b"data: [DONE]\n\n"
+        return self._estimated_usage() + b"data: [DONE]\n\n"
 
     def error(self, err: GatewayError) -> bytes:
         return b"data: " + err.body() + b"\n\n"
@@ -143,7 +165,8 @@ class ChatRelay:
             wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
             return await relay_stream(call, plan, lambda route: _chat_chunks(body, route),
                                       lambda route: ChatCodec(call, self._rate(route), body, wants_usage,
-                                                              chat_searches(route.upstream_model, body)), send)
+                                                              chat_searches(route.upstream_model, body),
+                                                              route.native.raw_chat_stream is None), send)
 
         def attempt(route: Route) -> Awaitable[tuple[dict, Usage]]:
             return route.provider.chat(upstream_body(body, route))

@@ -312,7 +312,12 @@ class Exchange:
                     call.finish()
                     if call.ttft is None:  # the client gets the 503 the ledger records, not a bare 500
                         await self._errors(self.send, cancelled, self.id)
-                return False
+                # Answered (the 503, or the stream's error event) and recorded: the request ends
+                # here, not as the server's "Exception in ASGI application" traceback.
+                task = asyncio.current_task()
+                if task is not None:
+                    task.uncancel()
+                return True
             if not isinstance(exc, Exception):
                 return False
             err = edge_answer(self._scope) or self._as_gateway_error(exc)  # the edge may have answered

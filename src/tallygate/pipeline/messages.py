@@ -18,6 +18,7 @@ import orjson
 
 from tallygate.core.money import usd_json
 from tallygate.errors import GatewayError, InvalidRequest
+from tallygate.pipeline.budget import IMAGE_TOKENS
 from tallygate.pipeline.budget import body_size as _size
 from tallygate.pipeline.call import Call
 from tallygate.pipeline.models import Route
@@ -154,11 +155,14 @@ class _MessagesCodecBase:
         return sse(b"error", anthropic_error_body(err))
 
     def _estimate(self, known: Usage) -> None:
-        """Price a stream cut short: what the provider reported so far, text relayed for the rest."""
+        """Price a stream cut short: what the provider reported so far, else the whole request's
+        size (its system prompt and tools too, an image at IMAGE_TOKENS, as `relay.meter_answer`
+        prices an answer without usage), and the text relayed for the output."""
         call = self._call
         if not (call.partial or call.pricing_source is None):
             return
-        prompt = known.input_tokens or math.ceil(_size(self._body.get("messages"))[0] / 4)
+        chars, images = _size(self._body)
+        prompt = known.input_tokens or math.ceil(chars / 4) + images * IMAGE_TOKENS
         output = max(known.output_tokens, math.ceil(call.streamed_chars / 4))
         call.meter(Usage(input_tokens=prompt, output_tokens=output, cached_tokens=known.cached_tokens,
                          cache_write_tokens=known.cache_write_tokens,

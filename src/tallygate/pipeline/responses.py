@@ -19,7 +19,7 @@ import orjson
 
 from tallygate.core.money import usd_json
 from tallygate.errors import GatewayError, InvalidRequest
-from tallygate.pipeline.budget import body_size
+from tallygate.pipeline.budget import IMAGE_TOKENS, body_size
 from tallygate.pipeline.call import Call
 from tallygate.pipeline.models import Route
 from tallygate.pipeline.pricing import Rate
@@ -113,12 +113,14 @@ class _ResponsesCodecBase:
         return sse(b"error", orjson.dumps(event))
 
     def _estimate(self) -> None:
-        """Price a stream cut short: the input by its size, the output by the text relayed."""
+        """Price a stream cut short: the input by the whole request's size (its instructions,
+        input and tools, as `relay.meter_answer` prices an answer without usage), the output by
+        the text relayed."""
         call = self._call
         if call.partial or call.pricing_source is None:
-            chars, images = body_size([self._body.get("instructions"), self._body.get("input")])
+            chars, images = body_size(self._body)
             web, file, code = responses_tool_use({"output": self._items}, self._body)
-            call.meter(Usage(input_tokens=math.ceil(chars / 4) + 1600 * images,
+            call.meter(Usage(input_tokens=math.ceil(chars / 4) + IMAGE_TOKENS * images,
                              output_tokens=math.ceil(call.streamed_chars / 4), web_searches=web,
                              file_searches=file, code_sessions=code), self._rate)
             call.pricing_source = f"{call.pricing_source} (estimated)"
