@@ -253,7 +253,7 @@ def _budget_engine(settings: Settings, spend: LedgerSpend) -> tuple[BudgetEngine
         redis = RatedRedisBudget(settings.redis_url, spend.window,
                                  fail_open=settings.budgets_unavailable == "open", ttl_s=settings.hold_ttl_s,
                                  open_allowance=int(settings.budgets_open_allowance * 10**12),
-                                 tz=spend.tz, periods=spend.periods)
+                                 tz=spend.tz, periods=spend.periods, ledger_costs=spend.costs)
         return redis, redis, redis
     memory = MemoryBudget(tz=spend.tz)
     return memory, SpendLoader(memory, spend), None

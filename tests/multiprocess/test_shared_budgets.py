@@ -645,38 +645,48 @@ def test_a_process_killed_before_its_settles_reach_redis_has_them_counted_at_its
             direct.close()
 
 
-def test_a_settle_sent_again_after_a_redis_stall_counts_once(upstream: FakeUpstream, pg: PostgresInstance,
-                                                             tmp_path: Path) -> None:
-    """Redis stalls (SIGSTOP) while settles are on their way: they time out and are sent again,
-    and Redis, once it runs again, reads both copies. Each request's cost counts once."""
+
+def _answered_while_redis_stalls(gw: Gateway, own: RedisServer, key: str, stall_s: float) -> None:
+    """Six slow requests; Redis stops (SIGSTOP) once they are reserved, until `stall_s` after
+    they are answered: their settles time out (1 s) and are sent again meanwhile."""
     import signal
 
+    async def run() -> None:
+        async with aiohttp.ClientSession() as session:
+            body = {"model": "priced-slow", "messages": HELLO, "max_tokens": 10}
+
+            async def one() -> None:
+                async with session.post(gw.base_url + "/chat/completions", json=body,
+                                        headers={"Authorization": f"Bearer {key}"}) as r:
+                    assert r.status == 200, await r.text()
+
+            tasks = [asyncio.create_task(one()) for _ in range(6)]
+            await asyncio.sleep(0.15)  # reserved; the upstream answers in 0.4 s
+            own.proc.send_signal(signal.SIGSTOP)  # type: ignore[union-attr]
+            try:
+                await asyncio.gather(*tasks)
+                await asyncio.sleep(stall_s)
+            finally:
+                own.proc.send_signal(signal.SIGCONT)  # type: ignore[union-attr]
+
+    asyncio.run(run())
+
+
+@pytest.mark.parametrize("case", ["sent-again", "built-meanwhile"])
+def test_settles_delayed_by_a_redis_stall_count_once(upstream: FakeUpstream, pg: PostgresInstance,
+                                                     tmp_path: Path, case: str) -> None:
+    """Settles held up by a Redis stall count each request's cost once, whether they were sent
+    twice (a copy timed out but ran) or the window's counters were built from the ledger, which
+    already had the records, before the settles got through (the start-up's second build, 3 s
+    after the first, falls in the stall)."""
     with redis_server() as own:
         gw = _gateway(tmp_path, upstream, pg, own).start()
         try:
             key = _key(gw, "stalled", limit="100")
-            assert burst([gw], [key["key"]], 1).status(200) == 1  # Redis knows the settle script
-            time.sleep(3.5)  # past the start-up's second counter build (not under test here)
-
-            async def answered_while_redis_stalls() -> None:
-                async with aiohttp.ClientSession() as session:
-                    body = {"model": "priced-slow", "messages": HELLO, "max_tokens": 10}
-
-                    async def one() -> None:
-                        async with session.post(gw.base_url + "/chat/completions", json=body,
-                                                headers={"Authorization": f"Bearer {key['key']}"}) as r:
-                            assert r.status == 200, await r.text()
-
-                    tasks = [asyncio.create_task(one()) for _ in range(6)]
-                    await asyncio.sleep(0.15)  # reserved; the upstream answers in 0.4 s
-                    own.proc.send_signal(signal.SIGSTOP)  # type: ignore[union-attr]
-                    try:
-                        await asyncio.gather(*tasks)
-                        await asyncio.sleep(2.5)  # the settles time out (1 s) and are sent again
-                    finally:
-                        own.proc.send_signal(signal.SIGCONT)  # type: ignore[union-attr]
-
-            asyncio.run(answered_while_redis_stalls())
+            if case == "sent-again":
+                assert burst([gw], [key["key"]], 1).status(200) == 1  # Redis knows the settle script
+                time.sleep(3.5)  # past the second build
+            _answered_while_redis_stalls(gw, own, key["key"], 2.5 if case == "sent-again" else 3.5)
             _reserved_returns_to_zero(gw, "/v1/manage/apikey/" + key["id"])
             time.sleep(0.6)  # the ledger's batched writer
             spent = _spend(pg, [key["id"]])

@@ -72,14 +72,18 @@ class RedisBudget:
 
     def __init__(self, url: str, ledger_spend: Callable[[Window], dict[str, int]], *, fail_open: bool = False,
                  open_allowance: int = 0, ttl_s: float = 15.0, prefix: str = "tg:", timeout_s: float = 1.0,
-                 tz: str = "UTC", periods: Callable[[], Iterable[str]] = lambda: (MONTH,)) -> None:
+                 tz: str = "UTC", periods: Callable[[], Iterable[str]] = lambda: (MONTH,),
+                 ledger_costs: Callable[[list[str]], dict[str, int]] | None = None) -> None:
         """`ledger_spend(window)`: the ledger's spend in each slot of `window` of every scope
         counted over its period, by counter '<slot>:s:<scope>' (blocking); `periods()`: the
         periods scopes use now (the windows `drift` compares);
         `open_allowance`: with `fail_open`, the worst-case cost (picodollars) served per limited
-        scope while Redis is unreachable, before refusing with 503."""
+        scope while Redis is unreachable, before refusing with 503; `ledger_costs(ids)`: the cost
+        of each request of `ids` the ledger has (blocking), so that a build from the ledger leaves
+        out the costs whose settles are still to come."""
         self.url = url
         self._ledger_spend = ledger_spend
+        self._ledger_costs = ledger_costs
         self._fail_open = fail_open
         self._open_allowance = open_allowance
         self._unenforced: dict[str, int] = {}  # worst cases served per scope during this outage
@@ -299,9 +303,29 @@ class RedisBudget:
         return calls
 
     async def _rebuild_pass(self, w: Window) -> None:
-        spend = await asyncio.to_thread(self._ledger_spend, w)
+        spend = await self._less_unsettled(await asyncio.to_thread(self._ledger_spend, w))
         for args in self._rebuild_args(spend, w.slots[0]):
             await self._rebuild_async(args=args)
+
+    async def _less_unsettled(self, spend: dict[str, int]) -> dict[str, int]:
+        """`spend` (read from the ledger) without the costs of requests still noted unsettled:
+        their settles, delayed (a Redis stall) past their ledger write, are still to add them, and
+        a counter raised to the ledger would count them twice. (A request settled since this
+        read is in its counter already, so leaving it out of `spend` cannot lower anything.)"""
+        if self._ledger_costs is None or not spend:
+            return spend
+        head = len(self._p) + 2
+        ids = [_text(k)[head:] async for k in self._aio.scan_iter(match=f"{self._p}u:*", count=1000)]
+        costs = await asyncio.to_thread(self._ledger_costs, ids) if ids else {}
+        if not costs:
+            return spend
+        notes = await self._aio.mget([f"{self._p}u:{rid}" for rid in costs])
+        out = dict(spend)
+        for cost, names in zip(costs.values(), notes, strict=True):
+            for name in _text(names).split() if names is not None else ():
+                if name in out:
+                    out[name] = max(0, out[name] - cost)
+        return out
 
     def adopt(self, spend: dict[str, int], wins: Sequence[Window] = ()) -> None:
         """Start new scopes from the ledger's spend, and rebuild `wins` again once every ledger

@@ -28,7 +28,7 @@ from tallygate.core.windows import MONTH, Window, window
 from tallygate.pipeline.budget import BudgetEngine, Scope, key_scopes
 from tallygate.store.budgets import BudgetRecord, BudgetStore, labels_match
 from tallygate.store.keys import KeyStore
-from tallygate.store.window_spend import window_spend
+from tallygate.store.window_spend import request_costs, window_spend
 from tallygate.types import Principal
 
 log = logging.getLogger("tallygate.budgets")
@@ -91,6 +91,10 @@ class LedgerSpend:
             wins.append(w)
             spend.update(self._of(w, records, key_ids))
         return spend, wins
+
+    def costs(self, request_ids: list[str]) -> dict[str, int]:
+        """The cost of each of `request_ids` the ledger holds already."""
+        return request_costs(self._engine, request_ids)
 
     def key_periods(self) -> dict[str, str]:
         """The keys whose limit counts over another period than the month: id -> period."""

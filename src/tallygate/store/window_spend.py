@@ -71,3 +71,13 @@ def window_spend(engine: Engine, w: Window, budgets: list[BudgetRecord], key_ids
                 where = requests.c.label_set.in_(ids)
             out.update(_by_slot(conn, w, "budget:" + b.id, where))
     return out
+
+
+def request_costs(engine: Engine, ids: list[str]) -> dict[str, int]:
+    """The cost of each of `ids` the ledger holds (the others are left out)."""
+    out: dict[str, int] = {}
+    with engine.connect() as conn:
+        for i in range(0, len(ids), 500):
+            query = select(requests.c.id, requests.c.cost_pico).where(requests.c.id.in_(ids[i:i + 500]))
+            out.update((rid, int(cost or 0)) for rid, cost in conn.execute(query))
+    return out
