@@ -345,6 +345,10 @@ def app_from_env() -> Gateway:
     (set by `tallygate serve --workers N` in the parent)."""
     import gc
 
+    from tallygate.core.orphans import end_with_parent
+
+    if os.environ.get("TALLYGATE_SERVE_PID", "").isdigit():  # a worker stops when `serve` dies
+        end_with_parent(int(os.environ["TALLYGATE_SERVE_PID"]))
     settings = Settings.from_env()
     json_log = None
     if settings.log_format == "json":

@@ -323,6 +323,39 @@ def test_workers_share_one_port_and_one_budget(upstream: FakeUpstream, pg: Postg
         gw.stop()
 
 
+def test_the_workers_of_a_killed_serve_stop_and_free_its_port(upstream: FakeUpstream, pg: PostgresInstance,
+                                                              rds: RedisServer, tmp_path: Path) -> None:
+    """kill -9 of `tallygate serve --workers 2`: its workers stop (gracefully: what they answered is
+    written) instead of serving its port unsupervised, so a restart can bind the port again."""
+    import socket
+
+    import psutil
+
+    gw = _gateway(tmp_path, upstream, pg, rds, "--workers", "2").start()
+    children: list[psutil.Process] = []
+    try:
+        key = _key(gw, "orphans")
+        out = burst([gw], [key["key"]], 20)
+        assert gw.proc is not None
+        children = psutil.Process(gw.proc.pid).children(recursive=True)
+        assert sum("multiprocessing-fork" in " ".join(c.cmdline()) for c in children) == 2
+        gw.proc.kill()
+        gw.proc.wait()
+        gw.proc = None
+        gw._log.close()
+        _, alive = psutil.wait_procs(children, timeout=15)
+        assert not alive, [" ".join(c.cmdline()) for c in alive]
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(("127.0.0.1", gw.port))  # free: a restart can serve it
+        _every_answer_recorded(pg, out)
+    finally:
+        for child in children:
+            if child.is_running():
+                child.kill()
+        gw.stop()
+
+
 def test_several_workers_without_redis_refuse_to_start(tmp_path: Path) -> None:
     gw = Gateway(tmp_path, None, args=("--workers", "2"))
     gw.port = 1
