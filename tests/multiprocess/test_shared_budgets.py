@@ -728,3 +728,32 @@ def test_settles_delayed_by_a_redis_stall_count_once(upstream: FakeUpstream, pg:
             assert _drift(gw) == 0
         finally:
             gw.stop()
+
+
+def test_a_replay_after_redis_lost_its_state_counts_the_replayed_costs(upstream: FakeUpstream,
+                                                                      pg: PostgresInstance, tmp_path: Path) -> None:
+    """A process killed with answered records in its journal, then Redis restarted without its
+    state (and the notes of those requests), and the counters built again from a ledger that
+    lacked them: the replay at the process's restart builds them once more, now with them."""
+    with redis_server() as own:
+        a = _gateway(tmp_path / "a", upstream, pg, own).start()
+        b = _gateway(tmp_path / "b", upstream, pg, own)
+        b.env["TALLYGATE_LEDGER_FLUSH_MS"] = "10000"  # its answered records wait in its journal
+        b.start()
+        try:
+            key = _key(a, "replayed", limit="100")
+            time.sleep(1.2)  # b knows the key
+            assert burst([b], [key["key"]], 3).status(200) == 3
+            b.proc.kill()  # type: ignore[union-attr]
+            b.proc.wait()  # type: ignore[union-attr]
+            b.proc = None
+            own.restart()  # Redis loses its state
+            assert burst([a], [key["key"]], 1).status(200) == 1  # a builds the counters from the ledger
+            time.sleep(3.5)  # and builds them again, still without b's records
+            b.start()  # replays its journal into the ledger
+            spent = _spend(pg, [key["id"]])
+            assert _drift(a) == 0
+            assert Decimal(a.get("/v1/manage/apikey/" + key["id"])[1]["monthly_spend"]) == spent
+        finally:
+            a.stop()
+            b.stop()

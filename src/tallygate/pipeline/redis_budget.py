@@ -117,6 +117,7 @@ class RedisBudget:
         self._epoch = ""  # names Redis's state: another value (or none) after it lost it
         self._flush_failed = False
         self.unavailable = 0  # requests served or refused while Redis was unreachable
+        self._replayed_unnoted = False  # a journal replay wrote records no note settled
 
     def now_ms(self) -> int:
         return clock.now_ms()
@@ -246,7 +247,15 @@ class RedisBudget:
         for i in range(0, len(records), _CHUNK):
             args = [self._p, *(x for pair in records[i:i + _CHUNK] for x in pair)]
             settled += int(self._settle_replayed_sync(args=args))
+        if settled < len(records):  # settled before the kill, or their notes went with Redis's state:
+            self._replayed_unnoted = True  # a build from the ledger, which has them now, counts the latter
+            if self._loop is not None and not self._closing:
+                self._loop.call_soon_threadsafe(self._rebuild_current)
         return settled
+
+    def _rebuild_current(self) -> None:
+        for w in self.windows.current():
+            self._again(w)
 
     async def _state_lost(self) -> bool:
         """Whether Redis lost its state since this process last looked (after a failed flush)."""
@@ -430,6 +439,8 @@ class RedisBudget:
                       "open" if self._fail_open else "closed")
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._flusher()), loop.create_task(self._beat())]
+        if self._replayed_unnoted:
+            self._rebuild_current()
 
     async def stop(self) -> None:
         """Send the settles still queued (requests have drained by now) and let go of any hold."""
