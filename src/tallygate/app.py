@@ -253,7 +253,7 @@ def _budget_engine(settings: Settings, spend: LedgerSpend) -> tuple[BudgetEngine
         redis = RatedRedisBudget(settings.redis_url, spend.window,
                                  fail_open=settings.budgets_unavailable == "open", ttl_s=settings.hold_ttl_s,
                                  open_allowance=int(settings.budgets_open_allowance * 10**12),
-                                 tz=spend.tz, periods=spend.periods,
+                                 tz=spend.tz, periods=spend.periods, ledger_costs=spend.costs,
                                  peers_file=journal_dir(settings) / "redis-peers")
         return redis, redis, redis
     memory = MemoryBudget(tz=spend.tz)
@@ -346,6 +346,10 @@ def app_from_env() -> Gateway:
     (set by `tallygate serve --workers N` in the parent)."""
     import gc
 
+    from tallygate.core.orphans import end_with_parent
+
+    if os.environ.get("TALLYGATE_SERVE_PID", "").isdigit():  # a worker stops when `serve` dies
+        end_with_parent(int(os.environ["TALLYGATE_SERVE_PID"]))
     settings = Settings.from_env()
     json_log = None
     if settings.log_format == "json":

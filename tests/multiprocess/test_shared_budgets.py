@@ -323,6 +323,39 @@ def test_workers_share_one_port_and_one_budget(upstream: FakeUpstream, pg: Postg
         gw.stop()
 
 
+def test_the_workers_of_a_killed_serve_stop_and_free_its_port(upstream: FakeUpstream, pg: PostgresInstance,
+                                                              rds: RedisServer, tmp_path: Path) -> None:
+    """kill -9 of `tallygate serve --workers 2`: its workers stop (gracefully: what they answered is
+    written) instead of serving its port unsupervised, so a restart can bind the port again."""
+    import socket
+
+    import psutil
+
+    gw = _gateway(tmp_path, upstream, pg, rds, "--workers", "2").start()
+    children: list[psutil.Process] = []
+    try:
+        key = _key(gw, "orphans")
+        out = burst([gw], [key["key"]], 20)
+        assert gw.proc is not None
+        children = psutil.Process(gw.proc.pid).children(recursive=True)
+        assert sum("multiprocessing-fork" in " ".join(c.cmdline()) for c in children) == 2
+        gw.proc.kill()
+        gw.proc.wait()
+        gw.proc = None
+        gw._log.close()
+        _, alive = psutil.wait_procs(children, timeout=15)
+        assert not alive, [" ".join(c.cmdline()) for c in alive]
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(("127.0.0.1", gw.port))  # free: a restart can serve it
+        _every_answer_recorded(pg, out)
+    finally:
+        for child in children:
+            if child.is_running():
+                child.kill()
+        gw.stop()
+
+
 def test_several_workers_without_redis_refuse_to_start(tmp_path: Path) -> None:
     gw = Gateway(tmp_path, None, args=("--workers", "2"))
     gw.port = 1
@@ -645,38 +678,48 @@ def test_a_process_killed_before_its_settles_reach_redis_has_them_counted_at_its
             direct.close()
 
 
-def test_a_settle_sent_again_after_a_redis_stall_counts_once(upstream: FakeUpstream, pg: PostgresInstance,
-                                                             tmp_path: Path) -> None:
-    """Redis stalls (SIGSTOP) while settles are on their way: they time out and are sent again,
-    and Redis, once it runs again, reads both copies. Each request's cost counts once."""
+
+def _answered_while_redis_stalls(gw: Gateway, own: RedisServer, key: str, stall_s: float) -> None:
+    """Six slow requests; Redis stops (SIGSTOP) once they are reserved, until `stall_s` after
+    they are answered: their settles time out (1 s) and are sent again meanwhile."""
     import signal
 
+    async def run() -> None:
+        async with aiohttp.ClientSession() as session:
+            body = {"model": "priced-slow", "messages": HELLO, "max_tokens": 10}
+
+            async def one() -> None:
+                async with session.post(gw.base_url + "/chat/completions", json=body,
+                                        headers={"Authorization": f"Bearer {key}"}) as r:
+                    assert r.status == 200, await r.text()
+
+            tasks = [asyncio.create_task(one()) for _ in range(6)]
+            await asyncio.sleep(0.15)  # reserved; the upstream answers in 0.4 s
+            own.proc.send_signal(signal.SIGSTOP)  # type: ignore[union-attr]
+            try:
+                await asyncio.gather(*tasks)
+                await asyncio.sleep(stall_s)
+            finally:
+                own.proc.send_signal(signal.SIGCONT)  # type: ignore[union-attr]
+
+    asyncio.run(run())
+
+
+@pytest.mark.parametrize("case", ["sent-again", "built-meanwhile"])
+def test_settles_delayed_by_a_redis_stall_count_once(upstream: FakeUpstream, pg: PostgresInstance,
+                                                     tmp_path: Path, case: str) -> None:
+    """Settles held up by a Redis stall count each request's cost once, whether they were sent
+    twice (a copy timed out but ran) or the window's counters were built from the ledger, which
+    already had the records, before the settles got through (the start-up's second build, 3 s
+    after the first, falls in the stall)."""
     with redis_server() as own:
         gw = _gateway(tmp_path, upstream, pg, own).start()
         try:
             key = _key(gw, "stalled", limit="100")
-            assert burst([gw], [key["key"]], 1).status(200) == 1  # Redis knows the settle script
-            time.sleep(3.5)  # past the start-up's second counter build (not under test here)
-
-            async def answered_while_redis_stalls() -> None:
-                async with aiohttp.ClientSession() as session:
-                    body = {"model": "priced-slow", "messages": HELLO, "max_tokens": 10}
-
-                    async def one() -> None:
-                        async with session.post(gw.base_url + "/chat/completions", json=body,
-                                                headers={"Authorization": f"Bearer {key['key']}"}) as r:
-                            assert r.status == 200, await r.text()
-
-                    tasks = [asyncio.create_task(one()) for _ in range(6)]
-                    await asyncio.sleep(0.15)  # reserved; the upstream answers in 0.4 s
-                    own.proc.send_signal(signal.SIGSTOP)  # type: ignore[union-attr]
-                    try:
-                        await asyncio.gather(*tasks)
-                        await asyncio.sleep(2.5)  # the settles time out (1 s) and are sent again
-                    finally:
-                        own.proc.send_signal(signal.SIGCONT)  # type: ignore[union-attr]
-
-            asyncio.run(answered_while_redis_stalls())
+            if case == "sent-again":
+                assert burst([gw], [key["key"]], 1).status(200) == 1  # Redis knows the settle script
+                time.sleep(3.5)  # past the second build
+            _answered_while_redis_stalls(gw, own, key["key"], 2.5 if case == "sent-again" else 3.5)
             _reserved_returns_to_zero(gw, "/v1/manage/apikey/" + key["id"])
             time.sleep(0.6)  # the ledger's batched writer
             spent = _spend(pg, [key["id"]])
@@ -685,3 +728,32 @@ def test_a_settle_sent_again_after_a_redis_stall_counts_once(upstream: FakeUpstr
             assert _drift(gw) == 0
         finally:
             gw.stop()
+
+
+def test_a_replay_after_redis_lost_its_state_counts_the_replayed_costs(upstream: FakeUpstream,
+                                                                      pg: PostgresInstance, tmp_path: Path) -> None:
+    """A process killed with answered records in its journal, then Redis restarted without its
+    state (and the notes of those requests), and the counters built again from a ledger that
+    lacked them: the replay at the process's restart builds them once more, now with them."""
+    with redis_server() as own:
+        a = _gateway(tmp_path / "a", upstream, pg, own).start()
+        b = _gateway(tmp_path / "b", upstream, pg, own)
+        b.env["TALLYGATE_LEDGER_FLUSH_MS"] = "10000"  # its answered records wait in its journal
+        b.start()
+        try:
+            key = _key(a, "replayed", limit="100")
+            time.sleep(1.2)  # b knows the key
+            assert burst([b], [key["key"]], 3).status(200) == 3
+            b.proc.kill()  # type: ignore[union-attr]
+            b.proc.wait()  # type: ignore[union-attr]
+            b.proc = None
+            own.restart()  # Redis loses its state
+            assert burst([a], [key["key"]], 1).status(200) == 1  # a builds the counters from the ledger
+            time.sleep(3.5)  # and builds them again, still without b's records
+            b.start()  # replays its journal into the ledger
+            spent = _spend(pg, [key["id"]])
+            assert _drift(a) == 0
+            assert Decimal(a.get("/v1/manage/apikey/" + key["id"])[1]["monthly_spend"]) == spent
+        finally:
+            a.stop()
+            b.stop()

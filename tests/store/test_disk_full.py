@@ -10,6 +10,7 @@ import asyncio
 import json
 import signal
 import time
+from decimal import Decimal
 from pathlib import Path
 
 import aiohttp
@@ -18,7 +19,7 @@ from tests.conftest import standard_config
 from tests.gateway import Gateway
 from tests.store.small_disk import fill, small_disk
 
-BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "request_tags": ["load/disk"]}
+BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello"}], "request_tags": ["load/disk"]}
 
 
 class Load:
@@ -80,6 +81,22 @@ async def _fill_and_free(gw: Gateway, key: str, disk: Path) -> tuple[Load, dict,
     return load, full, freed
 
 
+def _spend_and_ledger(gw: Gateway, key: str) -> tuple[int, int]:
+    """The key's spend as its budget counts it and as the ledger has it (picodollars), once the
+    ledger has written everything."""
+    deadline = time.monotonic() + 10
+    while True:
+        status, ready = gw.get("/readyz", key=None)
+        if ready["ledger"]["pending_records"] == 0 and ready["ledger"]["held_records"] == 0:
+            break
+        assert time.monotonic() < deadline, ready
+        time.sleep(0.1)
+    status, mine = gw.get("/v1/key", key=key)
+    assert status == 200, mine
+    recorded = sum(r["cost_pico"] for r in gw.ledger_rows() if r["key_name"] == "disk")
+    return int(Decimal(mine["monthly_spend"]) * 10**12), recorded
+
+
 def test_a_journal_disk_that_fills_and_frees_under_load_loses_no_answered_request(upstream, tmp_path) -> None:  # type: ignore[no-untyped-def]
     with small_disk(tmp_path / "disk", "8m") as disk:
         gw = Gateway(tmp_path, standard_config(upstream), env={"TALLYGATE_JOURNAL_DIR": str(disk / "journal")})
@@ -87,6 +104,7 @@ def test_a_journal_disk_that_fills_and_frees_under_load_loses_no_answered_reques
         try:
             key = gw.create_key("disk", team="ops")
             load, full, freed = asyncio.run(_fill_and_free(gw, key, disk))
+            counted, recorded = _spend_and_ledger(gw, key)
             gw.stop(signal.SIGKILL)  # no final flush: what was journaled is replayed at the next start
             gw.start()
             rows = gw.ledger_rows()
@@ -96,6 +114,7 @@ def test_a_journal_disk_that_fills_and_frees_under_load_loses_no_answered_reques
     print(f"disk full under load: {len(load.answered)} answered, {len(successes)} successes in the ledger, "
           f"{len(set(load.answered) - successes)} answered but missing, {len(load.refusals)} refused")
     assert successes == set(load.answered)  # exact: none lost, none recorded as answered that was not
+    assert counted == recorded  # the key's spend counts what the ledger says each request cost
     assert len(rows) == len({r["id"] for r in rows})
     assert full["http"] == 503 and full["failed"] == "ledger", full
     assert "ENOSPC" in full["reason"] and "journal_unavailable" in full["reason"]

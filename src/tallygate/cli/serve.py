@@ -119,7 +119,8 @@ def serve(config_path: str | None, db_url: str | None, host: str, port: int, wor
                            "TALLYGATE_LOG_FORMAT": settings.log_format,
                            "PROMETHEUS_MULTIPROC_DIR": settings.metrics_dir or "",
                            "TALLYGATE_BUDGETS_UNAVAILABLE": settings.budgets_unavailable,
-                           "TALLYGATE_CONFIG": os.path.abspath(config_path) if config_path else ""})
+                           "TALLYGATE_CONFIG": os.path.abspath(config_path) if config_path else "",
+                           "TALLYGATE_SERVE_PID": str(os.getpid())})  # workers stop when this process dies
         click.echo(f"{workers} worker processes", err=True)
         try:
             uvicorn.run("tallygate.app:app_from_env", factory=True, workers=workers, **common)  # type: ignore[arg-type]

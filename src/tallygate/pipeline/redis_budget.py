@@ -75,14 +75,18 @@ class RedisBudget:
 
     def __init__(self, url: str, ledger_spend: Callable[[Window], dict[str, int]], *, fail_open: bool = False,
                  open_allowance: int = 0, ttl_s: float = 15.0, prefix: str = "tg:", timeout_s: float = 1.0,
-                 tz: str = "UTC", periods: Callable[[], Iterable[str]] = lambda: (MONTH,)) -> None:
+                 tz: str = "UTC", periods: Callable[[], Iterable[str]] = lambda: (MONTH,),
+                 ledger_costs: Callable[[list[str]], dict[str, int]] | None = None) -> None:
         """`ledger_spend(window)`: the ledger's spend in each slot of `window` of every scope
         counted over its period, by counter '<slot>:s:<scope>' (blocking); `periods()`: the
         periods scopes use now (the windows `drift` compares);
         `open_allowance`: with `fail_open`, the worst-case cost (picodollars) served per limited
-        scope while Redis is unreachable, before refusing with 503."""
+        scope while Redis is unreachable, before refusing with 503; `ledger_costs(ids)`: the cost
+        of each request of `ids` the ledger has (blocking), so that a build from the ledger leaves
+        out the costs whose settles are still to come."""
         self.url = url
         self._ledger_spend = ledger_spend
+        self._ledger_costs = ledger_costs
         self._fail_open = fail_open
         self._open_allowance = open_allowance
         self._unenforced: dict[str, int] = {}  # worst cases served per scope during this outage
@@ -120,6 +124,7 @@ class RedisBudget:
         self._unadopted_windows: dict[str, Window] = {}
         self._unadopted_lock = threading.Lock()
         self.adoptions = 0
+        self._replayed_unnoted = False  # a journal replay wrote records no note settled
 
     def now_ms(self) -> int:
         return clock.now_ms()
@@ -249,7 +254,15 @@ class RedisBudget:
         for i in range(0, len(records), _CHUNK):
             args = [self._p, *(x for pair in records[i:i + _CHUNK] for x in pair)]
             settled += int(self._settle_replayed_sync(args=args))
+        if settled < len(records):  # settled before the kill, or their notes went with Redis's state:
+            self._replayed_unnoted = True  # a build from the ledger, which has them now, counts the latter
+            if self._loop is not None and not self._closing:
+                self._loop.call_soon_threadsafe(self._rebuild_current)
         return settled
+
+    def _rebuild_current(self) -> None:
+        for w in self.windows.current():
+            self._again(w)
 
     async def _state_lost(self) -> bool:
         """Whether Redis lost its state since this process last looked (after a failed flush)."""
@@ -306,9 +319,29 @@ class RedisBudget:
         return calls
 
     async def _rebuild_pass(self, w: Window) -> None:
-        spend = await asyncio.to_thread(self._ledger_spend, w)
+        spend = await self._less_unsettled(await asyncio.to_thread(self._ledger_spend, w))
         for args in self._rebuild_args(spend, w.slots[0]):
             await self._rebuild_async(args=args)
+
+    async def _less_unsettled(self, spend: dict[str, int]) -> dict[str, int]:
+        """`spend` (read from the ledger) without the costs of requests still noted unsettled:
+        their settles, delayed (a Redis stall) past their ledger write, are still to add them, and
+        a counter raised to the ledger would count them twice. (A request settled since this
+        read is in its counter already, so leaving it out of `spend` cannot lower anything.)"""
+        if self._ledger_costs is None or not spend:
+            return spend
+        head = len(self._p) + 2
+        ids = [_text(k)[head:] async for k in self._aio.scan_iter(match=f"{self._p}u:*", count=1000)]
+        costs = await asyncio.to_thread(self._ledger_costs, ids) if ids else {}
+        if not costs:
+            return spend
+        notes = await self._aio.mget([f"{self._p}u:{rid}" for rid in costs])
+        out = dict(spend)
+        for cost, names in zip(costs.values(), notes, strict=True):
+            for name in _text(names).split() if names is not None else ():
+                if name in out:
+                    out[name] = max(0, out[name] - cost)
+        return out
 
     def adopt(self, spend: dict[str, int], wins: Sequence[Window] = ()) -> None:
         """Start new scopes from the ledger's spend, and rebuild `wins` again once every ledger
@@ -442,6 +475,8 @@ class RedisBudget:
                       "open" if self._fail_open else "closed")
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._flusher()), loop.create_task(self._beat())]
+        if self._replayed_unnoted:
+            self._rebuild_current()
 
     async def stop(self) -> None:
         """Send the settles still queued (requests have drained by now) and let go of any hold."""

@@ -16,6 +16,7 @@ Keys, under a prefix `p` (default `tg:`):
                          (7 days at most): a request killed with its process between its ledger
                          record and its settle is settled from the record when its journal is
                          replayed (`SETTLE_REPLAYED`), exactly once
+    pd:<request>         a request settled in the last minute (a settle sent again is ignored)
 
 A process renews its entry every few seconds; one whose entry has expired (killed, or cut off
 from Redis for the whole TTL) is reaped by the next script that looks: its holds leave the
@@ -124,12 +125,17 @@ return unsettled()
 
 # ARGV: prefix, process, the request id ('' for none), amount held, actual cost, n held, the n
 # held scopes, then the counters ('<slot>:s:<scope>') the cost counts in. A hold already reaped is
-# not released twice. A request no longer noted unsettled is not settled again: a settle that
-# timed out but ran, sent again; a replay settled it; or Redis lost its state since (the counters
-# are rebuilt from the ledger, which has the cost).
+# not released twice. A request settled already (a copy that timed out but ran, sent again) is
+# not settled twice: its settle leaves `pd:<request>` for a minute. (A request neither noted nor
+# settled is one Redis lost the state of: settled as before.)
 SETTLE = _COMMON + """
 local p, proc, amount, actual, n = ARGV[1], ARGV[2], ARGV[4], ARGV[5], tonumber(ARGV[6])
-if ARGV[3] ~= '' and redis.call('DEL', p .. 'u:' .. ARGV[3]) == 0 then return 0 end
+if ARGV[3] ~= '' then
+  if redis.call('DEL', p .. 'u:' .. ARGV[3]) == 0 and redis.call('EXISTS', p .. 'd:' .. ARGV[3]) == 1 then
+    return 0
+  end
+  redis.call('SET', p .. 'd:' .. ARGV[3], '1', 'PX', 60000)
+end
 for i = 7, 6 + n do
   local sid = ARGV[i]
   local cur = redis.call('HGET', p .. 'r:' .. sid, proc)

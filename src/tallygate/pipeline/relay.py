@@ -163,6 +163,9 @@ async def relay_stream(call: Call, plan: Plan, open_stream: Callable[[Route], Ba
 
 
 def _finish(call: Call, codec: Codec) -> None:
-    """Price what the stream cost and record the call, before its last bytes are sent."""
-    codec.settle()
+    """Price what the stream cost and record the call, before its last bytes are sent. A call
+    recorded already (the journal refused its success, and the 503 it became is recorded) is not
+    priced again: its budget settles the cost its record has."""
+    if not call.recorded:
+        codec.settle()
     call.finish()

@@ -32,7 +32,7 @@ from tallygate.core.windows import MONTH, Window, window
 from tallygate.pipeline.budget import BudgetEngine, MemoryBudget, Scope, key_scopes
 from tallygate.store.budgets import BudgetRecord, BudgetStore, labels_match
 from tallygate.store.keys import KeyStore
-from tallygate.store.window_spend import between, window_spend
+from tallygate.store.window_spend import between, request_costs, window_spend
 from tallygate.types import Principal
 
 log = logging.getLogger("tallygate.budgets")
@@ -114,6 +114,10 @@ class LedgerSpend:
             wins.append(w)
             spend.update(self._of(w, records, key_ids))
         return spend, wins
+
+    def costs(self, request_ids: list[str]) -> dict[str, int]:
+        """The cost of each of `request_ids` the ledger holds already."""
+        return request_costs(self._engine, request_ids)
 
     def key_periods(self) -> dict[str, str]:
         """The keys whose limit counts over another period than the month: id -> period."""

@@ -90,3 +90,13 @@ def between(engine: Engine, lo: int, hi: int, budgets: list[BudgetRecord], key_i
         with engine.connect() as conn:
             out.update({key_id: int(total) for key_id, total in conn.execute(query) if total})
     return out
+
+
+def request_costs(engine: Engine, ids: list[str]) -> dict[str, int]:
+    """The cost of each of `ids` the ledger holds (the others are left out)."""
+    out: dict[str, int] = {}
+    with engine.connect() as conn:
+        for i in range(0, len(ids), 500):
+            query = select(requests.c.id, requests.c.cost_pico).where(requests.c.id.in_(ids[i:i + 500]))
+            out.update((rid, int(cost or 0)) for rid, cost in conn.execute(query))
+    return out
