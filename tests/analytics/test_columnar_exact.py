@@ -57,9 +57,12 @@ def test_random_questions_match_a_direct_computation_over_the_raw_records(ledger
                     assert abs(approx - exact) <= exact * MAX_RELATIVE_ERROR + 0.5, (name, p, q)
         tree_q = Query(labels=q.labels, from_ms=q.from_ms, to_ms=q.to_ms, tz=q.tz)
         root = rng.choice([None, "US", "team/a"])
-        want = raw.tree(root, None, tree_q)
-        got = engines["columnar"].tree(root, None, tree_q)
-        assert (_tree(got["data"]), got["totals"]["cost"]) == (_tree(want["data"]), want["totals"]["cost"]), q
+        depth = rng.choice([None, None, 0, 1, 2])  # depth=0 without a root: no level at all
+        want = raw.tree(root, depth, tree_q)
+        for name, analytics in engines.items():
+            got = analytics.tree(root, depth, tree_q)
+            assert (_tree(got["data"]), got["totals"]["cost"]) == (_tree(want["data"]), want["totals"]["cost"]), \
+                (name, root, depth, q)
 
 
 def test_questions_the_rollups_do_not_hold_are_answered_by_the_columnar_engine(ledger) -> None:  # type: ignore[no-untyped-def]
@@ -145,3 +148,4 @@ def test_a_page_of_columnar_rows_is_the_head_of_the_whole_answer(ledger) -> None
                 assert [r["group"] for r in page["data"]] == [r["group"] for r in whole["data"][:limit]]
                 cut += page["truncated"]
     assert cut >= 20  # most pages were cut in SQL, not only short answers
+
