@@ -325,7 +325,8 @@ def usage_question(rng: random.Random, w: World) -> dict[str, str]:
     picks = rng.sample(DIMS, rng.randrange(0, 4))
     if "tag" in picks and "tag_level.{n}" in picks:
         picks.remove("tag")
-    dims = [d.format(label=rng.choice(sorted(w.labels) + ["nothing"]), n=rng.randrange(1, 5)) for d in picks]
+    dims = [d.format(label=rng.choice(sorted(w.labels) + ["nothing"]), n=rng.choice([1, 2, 2, 3, 3, 4, 6, 8]))
+            for d in picks]
     if len(dims) < 4 and rng.random() < 0.6:
         dims.append("time." + rng.choice(["hour", "day", "day", "month"]))
     rng.shuffle(dims)
