@@ -21,7 +21,6 @@ day or month that two SQL groups make up).
 
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -171,10 +170,14 @@ class ColumnarQuestion:
         lo, hi = self.from_ms, self.to_ms
         assert lo is not None and hi is not None, "local buckets need a bounded range"
         pieces = offsets(lo, hi, tz)
-        off = str(pieces[-1][1]) if len(pieces) == 1 else (
-            "CASE " + " ".join(f"WHEN created_at < {start} THEN {prev}" for (start, _), (_, prev)
-                               in zip(pieces[1:], pieces[:-1], strict=True)) + f" ELSE {pieces[-1][1]} END")
-        return f"(created_at - (((created_at + {off}) % {step}) + {step}) % {step})"
+        exprs = [f"(created_at - (((created_at + {off}) % {step}) + {step}) % {step})" for _, off in pieces]
+        if unit == "hour":  # an hour starts no earlier than its offset (`zones.floor`: Lord Howe's half hours)
+            began = [_offset_began(lo, tz), *(start for start, _ in pieces[1:])]
+            exprs = [f"greatest({e}, {b})" for e, b in zip(exprs, began, strict=True)]
+        if len(exprs) == 1:
+            return exprs[0]
+        return ("(CASE " + " ".join(f"WHEN created_at < {start} THEN {e}" for (start, _), e
+                                    in zip(pieces[1:], exprs[:-1], strict=True)) + f" ELSE {exprs[-1]} END)")
 
     def _month(self, tz: str) -> str:
         """The start of each record's local month, from the range's month boundaries: one SQL group
@@ -417,5 +420,14 @@ def offsets(lo: int, hi: int, tz: str) -> list[tuple[int, int]]:
 
 
 def _offset_ms(ms: int, tz: str) -> int:
-    local = dt.datetime.fromtimestamp(ms / 1000, zones.zone(tz)).utcoffset()
-    return 0 if local is None else int(local.total_seconds() * 1000)
+    return zones.offset_ms(ms, tz)
+
+
+def _offset_began(ms: int, tz: str) -> int:
+    """When the offset in force at `ms` began, if less than an hour before (else an hour before)."""
+    now, at = _offset_ms(ms, tz), ms - ms % QUARTER_MS
+    for _ in range(4):
+        if _offset_ms(at - QUARTER_MS, tz) != now:
+            return at
+        at -= QUARTER_MS
+    return at

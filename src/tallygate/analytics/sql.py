@@ -166,7 +166,7 @@ def tag_groups(tags: list[str], dim: Dim | None, tag: str | None, max_depth: int
         top = tag.count("/") + 1 if tag is not None else 1
         for t in tags:
             parts = t.split("/")
-            for d in range(top, min(len(parts), max_depth or len(parts)) + 1):
+            for d in range(top, min(len(parts), len(parts) if max_depth is None else max_depth) + 1):
                 found["/".join(parts[:d])] = None
         return list(found)
     if dim.kind == "tag":

@@ -3,7 +3,9 @@
 Epoch milliseconds in, epoch milliseconds out. A local day or month starts at local midnight
 (the first instant of that date: when a daylight-saving change skips midnight, the instant the
 clock jumps); a local hour starts where the wall clock reads :00, so in Asia/Kolkata (+05:30)
-it is half past a UTC hour. 'UTC' is the UTC buckets of `core.timebuckets`.
+it is half past a UTC hour; where a daylight-saving change of 30 minutes falls inside a wall-clock
+hour (Australia/Lord_Howe), the hour after it starts at the change (a half-hour bucket). 'UTC' is
+the UTC buckets of `core.timebuckets`.
 
 Every offset in today's zone database is a multiple of 15 minutes, so a local bucket never
 starts inside a UTC quarter-hour: floors are computed once per quarter-hour and memoised.
@@ -54,11 +56,21 @@ def _start_of(d: dt.datetime, level: str) -> int:
     return _ms(dt.datetime(d.year, d.month, day, tzinfo=z))  # fold=0: in a gap, the instant of the jump
 
 
+def offset_ms(ms: int, tz: str) -> int:
+    """The zone's UTC offset at `ms`, in milliseconds."""
+    offset = _local(ms, tz).utcoffset()
+    return int(offset.total_seconds() * 1000) if offset is not None else 0
+
+
 def _floor(ms: int, level: str, tz: str) -> int:
     if level == "hour":
-        offset = _local(ms, tz).utcoffset()
-        shift = int(offset.total_seconds() * 1000) if offset is not None else 0
-        return ms - (ms + shift) % HOUR_MS
+        shift = offset_ms(ms, tz)
+        start = ms - (ms + shift) % HOUR_MS
+        # a 30-minute daylight-saving change inside the wall-clock hour (Lord Howe): the hour starts at
+        # the change, not at the :00 of the new offset, which lies in the hour before it
+        while start < ms and offset_ms(start, tz) != shift:
+            start += QUARTER_MS
+        return start
     return _start_of(_local(ms, tz), level)
 
 
