@@ -45,7 +45,8 @@ def tz_query(description: str = _TZ) -> Any:
     return Query(description=description, json_schema_extra={"enum": zone_names()})
 
 
-def _only(request: Request, allowed: set[str], labels: bool) -> None:
+def only_params(request: Request, allowed: set[str], labels: bool) -> None:
+    """A 400 naming the first query parameter the route does not take (a typo is not ignored)."""
     for name in request.query_params:
         if name not in allowed and not (labels and name.startswith("label.")):
             raise InvalidRequest(f"unknown query parameter {name!r}; this route takes "
@@ -77,7 +78,7 @@ def analytics_router(analytics: Analytics) -> APIRouter:
         served_model: Annotated[str | None, Query(max_length=200, description="model the provider "
                                                                               "served")] = None,
     ) -> dict[str, Any]:
-        _only(request, _USAGE, labels=True)
+        only_params(request, _USAGE, labels=True)
         zone = parse_zone(tz, analytics.timezone)
         q = Question(parse_group_by(group_by), check_tag_filter(tag), label_filters(request), key, model,
                      parse_time(from_, "from", zone), parse_time(to, "to", zone), parse_label_mode(labels), zone,
@@ -95,7 +96,7 @@ def analytics_router(analytics: Analytics) -> APIRouter:
         to: Annotated[str | None, Query(description="exclusive; ISO 8601 or epoch ms")] = None,
         tz: Annotated[str | None, tz_query()] = None,
     ) -> dict[str, Any]:
-        _only(request, _TREE, labels=True)
+        only_params(request, _TREE, labels=True)
         zone = parse_zone(tz, analytics.timezone)
         try:
             root = check_tag_filter(root)
@@ -118,7 +119,7 @@ def analytics_router(analytics: Analytics) -> APIRouter:
         labels: Annotated[str | None, Query(description="'recorded' (default) or 'current'")] = None,
         tz: Annotated[str | None, tz_query()] = None,
     ) -> Response:
-        _only(request, _EXPORT, labels=False)
+        only_params(request, _EXPORT, labels=False)
         if format not in ("json", "csv"):
             raise InvalidRequest(f"format must be 'json' or 'csv', got {format!r}", param="format")
         zone = parse_zone(tz, analytics.timezone)

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from starlette.concurrency import run_in_threadpool
 
 from tallygate.analytics.query import parse_time, parse_zone
-from tallygate.api.analytics import tz_query
+from tallygate.api.analytics import only_params, tz_query
 from tallygate.api.deps import label_filters, require
 from tallygate.core.metrics import SCORE_SCALE
 from tallygate.core.money import usd_text
@@ -42,6 +42,9 @@ def log_json(logged: LoggedRequest) -> dict[str, Any]:
     }
 
 
+_LOGS = {"tag", "key", "model", "status", "from", "to", "limit", "cursor", "tz"}
+
+
 def logs_router(logs: LogReader) -> APIRouter:
     router = APIRouter(tags=["logs"], responses=ERRORS)
     reader = Depends(require("manage", "read"))
@@ -61,6 +64,7 @@ def logs_router(logs: LogReader) -> APIRouter:
         tz: Annotated[str | None, tz_query("the time zone of from/to written without an offset "
                                            "(default: the config's reporting.timezone, else UTC)")] = None,
     ) -> dict[str, Any]:
+        only_params(request, _LOGS, labels=True)
         check_tag_filter(tag)
         zone = parse_zone(tz, getattr(request.app.state, "timezone", "UTC"))
         f = LogFilter(tag=tag, labels=label_filters(request), key_id=key, model=model, status=status,
