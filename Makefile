@@ -67,7 +67,7 @@ check: install
 	$(BIN)/lint-imports --no-cache
 
 test: check services agents
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=25
 
 # Portkey and LiteLLM in the same rounds when installed in $(PEERS) (bash ../shared/bench/run_peers.sh --setup)
 PEERS ?= /tmp/peers
