@@ -295,3 +295,30 @@ def test_a_stream_without_usage_tells_a_client_that_asked_for_it_the_estimate(ga
         row["usage"]["input_tokens"], row["usage"]["output_tokens"])
     assert Decimal(str(last.usage.model_extra["cost"])) == Decimal(row["cost"]) > 0
     assert _spend_when_settled(gateway, rec["key"]) == Decimal(row["cost"])
+
+
+# Anthropic's schema-less tools: a few bytes each in the body, hundreds of prompt tokens each at
+# the provider (the fake bills them as Anthropic documents: 1,234 + 700 + 245).
+_DEFINED_TOOLS = [{"type": "computer_20250124", "name": "computer", "display_width_px": 1024,
+                   "display_height_px": 768},
+                  {"type": "text_editor_20250728", "name": "str_replace_based_edit_tool"},
+                  {"type": "bash_20250124", "name": "bash"}]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+def test_anthropic_defined_tools_are_reserved_at_the_prompt_they_add(gateway: InProcessGateway,
+                                                                     stream: bool) -> None:
+    """$2.2 of prompt the tools add, a few hundred bytes in the body: a $1 key is refused, a $5
+    key is served within its limit."""
+    body = json.dumps({"model": "claude-long", "max_tokens": 10, "stream": stream, "tools": _DEFINED_TOOLS,
+                       "messages": [{"role": "user", "content": "[[no tools]] hi"}]}).encode()
+    headers = {"Content-Type": "application/json", "anthropic-version": "2023-06-01"}
+    for limit, expected in (("1", 402), ("5", 200)):
+        status, _, rec = gateway.post_json("/v1/manage/apikey", {"name": f"tools-{next(_names)}",
+                                                                 "monthly_limit": limit})
+        assert status == 201, rec
+        status, _, answer = gateway.request("POST", "/v1/messages", body, rec["key"], headers)
+        assert status == expected, answer[:300]
+        spent = _spend_when_settled(gateway, rec["key"])
+        assert spent <= Decimal(limit), spent
+        assert expected == 402 or spent >= Decimal("2.179"), spent  # the tools' prompt was billed

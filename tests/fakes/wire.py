@@ -119,7 +119,19 @@ def count_prompt_tokens(body: dict) -> int:
     texts.append(text_of(body.get("system")))
     if parse_scenario(body.get("model")).kind == "bytetokens":
         return max(1, sum(len(t.encode()) for t in texts))
-    return max(1, sum(len(t) for t in texts) // 4) + media_tokens(body)
+    return max(1, sum(len(t) for t in texts) // 4) + media_tokens(body) + defined_tool_tokens(body)
+
+
+# Anthropic's schema-less tools: the definitions (and, for computer use, the system prompt) it
+# adds to the prompt of each request that gives one, as its tool-use docs count them.
+_DEFINED_TOOLS = (("computer_", 735 + 499), ("text_editor_", 700), ("bash_", 245))
+
+
+def defined_tool_tokens(body: dict) -> int:
+    """Prompt tokens Anthropic adds for its computer, text editor and bash tools in ``tools``."""
+    tools = body.get("tools")
+    kinds = [str(t.get("type")) for t in tools if isinstance(t, dict)] if isinstance(tools, list) else []
+    return sum(n for kind in kinds for prefix, n in _DEFINED_TOOLS if kind.startswith(prefix))
 
 
 _MEDIA = frozenset({"file", "input_file", "document", "input_audio"})

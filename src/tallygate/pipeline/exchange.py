@@ -43,6 +43,7 @@ from tallygate.pipeline.budget import (
     StaleScopes,
     counters,
     key_scopes,
+    lost_usage,
     priced_bound,
     prompt_bound,
     redacted,
@@ -277,6 +278,10 @@ class Exchange:
         self._adoptions = self._pipeline.budget.adoptions
         self._hold, self._rate, self._targets = await self._pipeline.reserve(call, body, plan.targets, policy)
         call.admit_route = self._targets
+        call.held = self._hold.amount if self._hold is not None else 0
+        if self._endpoint != "count_tokens":  # what an attempt that timed out is charged (`Call.lose`)
+            rate = self._pipeline.catalog.rate
+            call.worst_case = lambda route: (lost_usage(body, self._endpoint), rate(route))
 
     @property
     def send(self) -> Send:
