@@ -52,7 +52,7 @@ _SCENARIO = re.compile(
     r"fail-(?P<fail>\d{3})|flaky-(?P<flaky>\d{3})-(?P<times>\d+)|slow-(?P<slow>\d+)"
     r"|slowstream-(?P<slowstream>\d+)|cached-(?P<cached>\d+)|cachewrite-(?P<cachewrite>\d+)"
     r"|cachewrite1h-(?P<cachewrite1h>\d+)"
-    r"|reasoning-(?P<reasoning>\d+)|long-(?P<long>\d+)|hosted-(?P<hosted>\d+)|docpages-(?P<docpages>\d+)|(?P<kind>cut-stream|stream-error|reset|garbage|bytetokens|nousage)")
+    r"|reasoning-(?P<reasoning>\d+)|long-(?P<long>\d+)|hosted-(?P<hosted>\d+)(?:-results-(?P<results>\d+))?|docpages-(?P<docpages>\d+)|(?P<kind>cut-stream|stream-error|reset|garbage|bytetokens|nousage)")
 
 
 @dataclass(frozen=True)
@@ -67,6 +67,7 @@ class Scenario:
     reasoning: int = 0         # OpenAI completion_tokens_details.reasoning_tokens
     words: int = 0             # long-<n>: a reply of n words, unless the request's cap cuts it
     hosted: int = 0            # hosted-<k>: k provider-run tool calls first (server_tools.py)
+    results: int = 0           # hosted-<k>-results-<n>: each call's results add n input tokens (else 1,500)
     media: int = 0             # docpages-<n>: each document, file or audio part bills n prompt tokens
     prefix: int = 0            # prompt_cache: tokens of the counted prompt read or written as a cache
     dialect: str = "openai"    # "deepseek": DeepSeek's documented usage fields (prompt_cache_hit_tokens ...)
@@ -95,7 +96,7 @@ def parse_scenario(model: object) -> Scenario:
     if "long" in g:
         return Scenario("long", words=int(g["long"]))
     if "hosted" in g:
-        return Scenario("hosted", hosted=int(g["hosted"]))
+        return Scenario("hosted", hosted=int(g["hosted"]), results=int(g.get("results", 0)))
     if "docpages" in g:
         return Scenario("docpages", media=int(g["docpages"]))
     return Scenario(g["kind"])
@@ -517,7 +518,7 @@ def anthropic_json(body: dict, sc: Scenario) -> bytes:
         pieces, stop = argument_pieces(call[1]), "tool_use"
         content = [{"type": "tool_use", "id": next_id("toolu_01Fake"), "name": call[0],
                     "input": json.loads(call[1])}]
-    run = server_tools.anthropic_run(body, sc.hosted)
+    run = server_tools.anthropic_run(body, sc.hosted, sc.results)
     usage = anthropic_usage(count_prompt_tokens(body) + run.extra_input, len(pieces), sc)
     if run.usage():
         usage["server_tool_use"] = run.usage()
@@ -539,7 +540,7 @@ def anthropic_events(body: dict, sc: Scenario) -> list[bytes]:
     if call := tool_call(body):
         pieces, stop = argument_pieces(call[1]), "tool_use"
         block = {"type": "tool_use", "id": next_id("toolu_01Fake"), "name": call[0], "input": {}}
-    run = server_tools.anthropic_run(body, sc.hosted)
+    run = server_tools.anthropic_run(body, sc.hosted, sc.results)
     at = len(run.blocks)  # the answer's block comes after the server tools' blocks
     out = [sse("message_start", {"type": "message_start", "message": _message(
                body, [], None, anthropic_usage(prompt, 1, sc))}),

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from types import TracebackType
 
 from tallygate.errors import (
@@ -157,6 +158,21 @@ class Pipeline:
                 hold = Hold(names, hold.held, hold.amount)
         self.budget.settle(hold, call.cost_pico)
 
+    def _windowed(self, tools: ToolBound, routes: Sequence[Route]) -> ToolBound:
+        """`tools` bounded by the largest context window of `routes`: the most one sampling pass
+        can read, whatever the tools' results hold. A 400 naming the tool when a target's window
+        is unknown (`models.<name>.context_window` sets it)."""
+        windows = []
+        for route in routes:
+            window = self.catalog.context_window(route)
+            if not window:
+                raise InvalidRequest(
+                    f"{tools.open_results}: the results of this provider-run tool have no size bound but the "
+                    f"model's context window, which this gateway does not know for {route.name!r}, so a request "
+                    "counted against a limit cannot use it there", param=tools.open_results)
+            windows.append(window)
+        return replace(tools, window=max(windows))
+
     def target_rules(self, call: Call, target: str) -> tuple[Rule, ...]:
         """The model rate limits on a policy's target (`pipeline/target_limits.py`)."""
         return tuple(r for r in self.limits(call.principal, (), (target,)) if r.kind == "model")
@@ -189,6 +205,8 @@ class Pipeline:
                     check_inputs(body, call.endpoint)  # no part the reservation cannot bound
                 output = cap_output(body, call.endpoint)  # the body sent carries the cap reserved for
                 tools = cap_tools(body, call.endpoint, [r.upstream_model for r in routes])  # and the tools' bounds
+                if tools.open_results is not None:  # results of no bounded size: each pass reads a window at most
+                    tools = self._windowed(tools, routes)
                 images = max((image_tokens(r.upstream_model) for r in routes), default=MAX_IMAGE_TOKENS)
                 bound = prompt_bound(body, call.endpoint, images), output
             prompt, output = bound or (0, 0)

@@ -20,6 +20,7 @@ carries the same fees. What counts as a use, and how many a request may make, is
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import time
 from dataclasses import dataclass, replace
 from decimal import ROUND_HALF_EVEN, Decimal
@@ -185,6 +186,21 @@ _CANDIDATES: dict[str, list[str | None]] = {
     "azure": ["azure", "openai"],  # Azure lists few models; the rest are sold at OpenAI's price
     "gemini": ["google"], "vertex": ["google"], "bedrock": ["aws"],
 }
+
+
+@functools.lru_cache(maxsize=1024)
+def listed_window(price_list: str, model: str) -> int | None:
+    """The context window genai-prices gives `model` on `price_list`, if any."""
+    from genai_prices import data_snapshot
+
+    snapshot = data_snapshot.get_snapshot()
+    for provider_id in _CANDIDATES.get(price_list, [price_list]):
+        try:
+            _, info = snapshot.find_provider_model(model, None, provider_id, None)
+        except LookupError:
+            continue
+        return info.context_window or None
+    return None
 
 
 def _lookup(price_list: str, model: str, today: dt.date) -> Rate:
