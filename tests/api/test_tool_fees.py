@@ -47,6 +47,7 @@ def gateway(upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) ->
     models["gpt-big"] = {"provider": "openai", "model": "hosted-2-results-60000", "pricing": TEN,
                          "context_window": 100000}
     models["gpt-nowindow"] = {"provider": "openai", "model": "hosted-2", "pricing": GPT}  # its window unknown
+    models["gpt-audio"] = {"provider": "openai", "model": "gpt-audio"}  # list prices, audio ones included
     models["search"] = {"provider": "openai", "model": "gpt-4o-mini-search-preview"}  # list prices
     gw = InProcessGateway(tmp_path_factory.mktemp("toolfees"), cfg).start()
     yield gw
@@ -251,3 +252,25 @@ def test_a_search_on_a_model_of_unknown_context_window_is_refused_for_a_limited_
     assert upstream.requests == []
     free = openai.OpenAI(base_url=gateway.base_url, api_key=ADMIN_KEY, max_retries=0)
     assert free.responses.create(model="gpt-nowindow", input="look it up", tools=[{"type": "web_search"}]).usage
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+def test_audio_output_of_a_key_under_no_limit_is_priced_at_the_audio_price(gateway: InProcessGateway,
+                                                                            stream: bool) -> None:
+    """gpt-audio's list prices (genai-prices): $2.50 / $10 per Mtok of text, $64 per Mtok of audio
+    output; the answer's audio tokens (`completion_tokens_details.audio_tokens`, 1,000 from the
+    fake) are priced at the audio price, in the ledger and the `usage.cost` the client reads."""
+    oai = openai.OpenAI(base_url=gateway.base_url, api_key=ADMIN_KEY, max_retries=0)
+    audio = {"voice": "alloy", "format": "pcm16" if stream else "wav"}
+    if stream:
+        chunks = list(oai.chat.completions.create(model="gpt-audio", messages=ASK, modalities=["text", "audio"],  # type: ignore[call-overload]
+                                                  audio=audio, stream=True, stream_options={"include_usage": True}))
+        rid, usage = chunks[-1].id, chunks[-1].usage
+    else:
+        answer = oai.chat.completions.create(model="gpt-audio", messages=ASK, modalities=["text", "audio"],  # type: ignore[call-overload]
+                                             audio=audio)
+        rid, usage = answer.id, answer.usage
+    assert usage is not None and usage.completion_tokens_details.audio_tokens == 1000
+    text = usage.completion_tokens - 1000
+    expected = (Decimal("2.5") * usage.prompt_tokens + Decimal("10") * text + Decimal("64") * 1000) / 10**6
+    assert Decimal(gateway.log_record(rid)["cost"]) == expected == Decimal(str(usage.cost))  # type: ignore[attr-defined]

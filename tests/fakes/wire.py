@@ -339,10 +339,20 @@ def prompt_cache(body: dict, api: str, sc: Scenario, seen: set[str]) -> Scenario
     return replace(sc, kind="cached", cached=n, prefix=n)
 
 
-def openai_usage(prompt: int, completion: int, sc: Scenario, rejected: int = 0) -> dict:
-    """`rejected`: predicted tokens not in the answer, billed as completion tokens (`rejected_prediction`)."""
+AUDIO_TOKENS = 1000  # audio output tokens of each choice of a chat answer asked for audio (`modalities`)
+
+
+def audio_tokens(body: dict) -> int:
+    """Audio output tokens of a chat answer: `AUDIO_TOKENS` a choice when `modalities` asks for audio."""
+    modalities = body.get("modalities")
+    return AUDIO_TOKENS * len(_choices(body)) if isinstance(modalities, list) and "audio" in modalities else 0
+
+
+def openai_usage(prompt: int, completion: int, sc: Scenario, rejected: int = 0, audio: int = 0) -> dict:
+    """`rejected`: predicted tokens not in the answer, billed as completion tokens (`rejected_prediction`);
+    `audio`: audio output tokens, part of the completion tokens (`audio_tokens`)."""
     prompt += sc.cached - sc.prefix
-    completion += sc.reasoning + rejected
+    completion += sc.reasoning + rejected + audio
     if sc.dialect == "deepseek":  # api-docs.deepseek.com: the cache hits in their own fields, no prompt_tokens_details
         return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
                 "prompt_cache_hit_tokens": sc.cached, "prompt_cache_miss_tokens": prompt - sc.cached,
@@ -350,7 +360,7 @@ def openai_usage(prompt: int, completion: int, sc: Scenario, rejected: int = 0) 
     return {"prompt_tokens": prompt, "completion_tokens": completion,
             "total_tokens": prompt + completion,
             "prompt_tokens_details": {"cached_tokens": sc.cached, "audio_tokens": 0},
-            "completion_tokens_details": {"reasoning_tokens": sc.reasoning, "audio_tokens": 0,
+            "completion_tokens_details": {"reasoning_tokens": sc.reasoning, "audio_tokens": audio,
                                           "accepted_prediction_tokens": 0,
                                           "rejected_prediction_tokens": rejected}}
 
@@ -381,7 +391,8 @@ def openai_chat_json(body: dict, sc: Scenario) -> bytes:
     answer = {
         "id": next_id("chatcmpl-fake"), "object": "chat.completion", "created": int(time.time()),
         "model": body["model"], "choices": choices,
-        "usage": openai_usage(count_prompt_tokens(body), len(pieces) * len(choices), sc, rejected_prediction(body)),
+        "usage": openai_usage(count_prompt_tokens(body), len(pieces) * len(choices), sc, rejected_prediction(body),
+                              audio_tokens(body)),
         "service_tier": "default", "system_fingerprint": FINGERPRINT,
     }
     if sc.kind == "nousage":  # a server that reports no usage
@@ -427,7 +438,7 @@ def openai_chat_events(body: dict, sc: Scenario) -> list[bytes]:
         out += [chunk(delta(i, {}, "length" if cut else "stop")) for i in idx]
     if with_usage:
         out.append(chunk([], openai_usage(count_prompt_tokens(body), len(pieces) * len(idx), sc,
-                                          rejected_prediction(body))))
+                                          rejected_prediction(body), audio_tokens(body))))
     return out + [b"data: [DONE]\n\n"]
 
 

@@ -10,7 +10,8 @@ brings back results that the model reads as input on its next sampling pass:
   billed outside the usage a response reports: a request counted against a limit is refused it
   (400 naming `tools[i].type`); others are served and its images are not in their cost. Chat
   audio output (`modalities: ["text", "audio"]`), billed at audio token prices, likewise (400
-  naming `modalities`).
+  naming `modalities`); others are served, their audio tokens priced at the model's audio prices
+  where genai-prices lists them (`Rate.output_audio`), else as text.
 - Chat completions on a search model (`gpt-4o-search-preview`, `...-search-api`): every request
   searches once per choice (`web_search_options` only tunes it).
 - Anthropic server tools: `web_search_*` (`usage.server_tool_use.web_search_requests`),
