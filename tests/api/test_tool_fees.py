@@ -274,3 +274,14 @@ def test_audio_output_of_a_key_under_no_limit_is_priced_at_the_audio_price(gatew
     text = usage.completion_tokens - 1000
     expected = (Decimal("2.5") * usage.prompt_tokens + Decimal("10") * text + Decimal("64") * 1000) / 10**6
     assert Decimal(gateway.log_record(rid)["cost"]) == expected == Decimal(str(usage.cost))  # type: ignore[attr-defined]
+
+
+def test_anthropic_tool_search_is_reserved_for_every_pass_of_the_server_loop(gateway: InProcessGateway) -> None:
+    """Each tool search is another sampling pass, reading up to the whole window (100,000 tokens,
+    $1 at $10 / Mtok), 10 at most: a $3 key is refused before any provider sees it."""
+    tools = [{"type": "tool_search_tool_regex_20251119", "name": "tool_search_tool_regex"}]
+    body = json.dumps({"model": "claude-big", "max_tokens": 50, "tools": tools,
+                       "messages": [{"role": "user", "content": "[[no tools]] find a tool"}]}).encode()
+    status, _, answer = gateway.request("POST", "/v1/messages", body, _key(gateway, "3"),
+                                        {"Content-Type": "application/json", "anthropic-version": "2023-06-01"})
+    assert status == 402, answer[:300]

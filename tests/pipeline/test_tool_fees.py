@@ -80,6 +80,17 @@ def test_anthropic_code_execution_is_bounded_by_the_server_loop() -> None:
     assert fetch.open_results is None  # a fetch's content is capped (max_content_tokens)
 
 
+@pytest.mark.parametrize("kind", ["tool_search_tool_regex_20251119", "tool_search_tool_bm25_20251119",
+                                  "some_server_tool_20990101"])
+def test_any_other_anthropic_server_tool_is_bounded_by_the_server_loop(kind: str) -> None:
+    """Each use is another sampling pass reading the prompt again: 10 at most (then pause_turn)."""
+    bound = cap_tools({"tools": [{"type": kind, "name": "t"}]}, "messages", [])
+    assert (bound.passes, bound.open_results) == (SERVER_LOOP_ITERATIONS, "tools[0].type")
+    client = [{"name": "f", "input_schema": {}}, {"type": "custom", "name": "g", "input_schema": {}},
+              {"type": "bash_20250124", "name": "bash"}, {"type": "memory_20250818", "name": "memory"}]
+    assert cap_tools({"tools": client}, "messages", []) == ToolBound()  # the client runs these
+
+
 def test_results_of_no_bounded_size_are_bounded_by_the_context_window_of_each_pass() -> None:
     """A search's results fill at most what a pass can read: 3 further passes, each at most the window."""
     bound = ToolBound(result_calls=3, result_tokens=100, passes=3, open_results="tools[0].type", window=1000)

@@ -16,7 +16,8 @@ brings back results that the model reads as input on its next sampling pass:
   searches once per choice (`web_search_options` only tunes it).
 - Anthropic server tools: `web_search_*` (`usage.server_tool_use.web_search_requests`),
   `web_fetch_*` (no fee, results only), `code_execution_*` (a container: the response's
-  `container`), and MCP servers (`mcp_servers`).
+  `container`), MCP servers (`mcp_servers`), and any other server tool (`tool_search_tool_*`):
+  no fee, but another sampling pass each.
 
 **Metered** from what the provider returns (`responses_tool_use`, `anthropic_container`,
 `chat_searches`, and `anthropic_usage` for `server_tool_use`), priced per use by the route's
@@ -60,6 +61,9 @@ _CLIENT_TOOLS = frozenset({"function", "custom", "namespace", "local_shell", "sh
 # Responses tools billed outside the response's usage (image_generation: image output tokens at
 # the image model's prices): neither metered nor bounded, so refused on limited requests.
 _UNMETERED = frozenset({"image_generation"})
+# Anthropic tools that the client runs (no `type`, or one of these): any other runs at Anthropic,
+# in its server-tool loop (`tool_search_tool_*` too: each search is another sampling pass).
+_ANTHROPIC_CLIENT_TOOLS = ("custom", "bash_", "text_editor_", "computer_", "memory_")
 _OPENAI_SEARCH = ("web_search",)  # web_search, web_search_preview and their dated versions
 _GB = {"1g": 1, "4g": 4, "16g": 16, "64g": 64}  # OpenAI container sizes, in 1 GB units
 
@@ -167,6 +171,9 @@ def _cap_anthropic(body: dict[str, Any], tools: list[dict[str, Any]]) -> ToolBou
                 size = max(size, content)
         elif kind.startswith("code_execution_"):
             code = True
+            looped = SERVER_LOOP_ITERATIONS
+            unbounded = unbounded or f"{at}.type"
+        elif not kind.startswith(_ANTHROPIC_CLIENT_TOOLS):  # tool search, or a server tool newer than this list
             looped = SERVER_LOOP_ITERATIONS
             unbounded = unbounded or f"{at}.type"
     if body.get("mcp_servers"):
