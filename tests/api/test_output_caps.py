@@ -322,3 +322,16 @@ def test_anthropic_defined_tools_are_reserved_at_the_prompt_they_add(gateway: In
         spent = _spend_when_settled(gateway, rec["key"])
         assert spent <= Decimal(limit), spent
         assert expected == 402 or spent >= Decimal("2.179"), spent  # the tools' prompt was billed
+
+
+def test_server_side_compaction_is_refused_for_a_limited_key(gateway: InProcessGateway) -> None:
+    """Compaction is another sampling pass at Anthropic, reading the whole context and writing a
+    summary no field caps: a 400 naming the edit, before any provider sees it."""
+    status, _, rec = gateway.post_json("/v1/manage/apikey", {"name": f"compact-{next(_names)}",
+                                                             "monthly_limit": str(LIMIT)})
+    assert status == 201, rec
+    body = {"model": "claude-long", "max_tokens": 10, "messages": HELLO,
+            "context_management": {"edits": [{"type": "clear_thinking_20251015"}, {"type": "compact_20260112"}]}}
+    status, _, answer = gateway.request("POST", "/v1/messages", json.dumps(body).encode(), rec["key"],
+                                        {"Content-Type": "application/json", "anthropic-version": "2023-06-01"})
+    assert status == 400 and b"context_management.edits[1].type" in answer, answer[:300]
