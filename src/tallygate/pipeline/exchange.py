@@ -212,6 +212,7 @@ class Pipeline:
             prompt, output = bound or (0, 0)
             rates = [self.catalog.rate(r).under(call.price_context) for r in routes]
             amount = priced_bound(prompt, output, rates, tools) if priced else 0
+            call.held = amount  # what one attempt may cost (also while Redis is away, budgets open)
             tokens = tools.input_tokens(prompt, output) + output if counted else 0  # every pass, as budgets
             targets = TargetLimits(call, self.target_rules, self.limiter, tokens, self.catch_up) if targeted \
                 else None
@@ -296,7 +297,6 @@ class Exchange:
         self._adoptions = self._pipeline.budget.adoptions
         self._hold, self._rate, self._targets = await self._pipeline.reserve(call, body, plan.targets, policy)
         call.admit_route = self._targets
-        call.held = self._hold.amount if self._hold is not None else 0
         if self._endpoint != "count_tokens":  # what an attempt that timed out is charged (`Call.lose`)
             rate = self._pipeline.catalog.rate
             call.worst_case = lambda route: (lost_usage(body, self._endpoint), rate(route))
