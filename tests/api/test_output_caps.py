@@ -335,3 +335,16 @@ def test_server_side_compaction_is_refused_for_a_limited_key(gateway: InProcessG
     status, _, answer = gateway.request("POST", "/v1/messages", json.dumps(body).encode(), rec["key"],
                                         {"Content-Type": "application/json", "anthropic-version": "2023-06-01"})
     assert status == 400 and b"context_management.edits[1].type" in answer, answer[:300]
+
+
+def test_azure_on_your_data_is_refused_for_a_limited_key(gateway: InProcessGateway) -> None:
+    """`data_sources` makes Azure retrieve documents into the prompt, billed as prompt tokens the
+    body does not hold: a 400 naming it (the body is relayed to Azure as it is)."""
+    status, _, rec = gateway.post_json("/v1/manage/apikey", {"name": f"oyd-{next(_names)}",
+                                                             "monthly_limit": str(LIMIT)})
+    assert status == 201, rec
+    source = {"type": "azure_search", "parameters": {"endpoint": "https://s.search.windows.net", "index_name": "i",
+                                                     "top_n_documents": 50}}
+    status, _, answer = gateway.post_json("/v1/chat/completions", {"model": "long", "max_tokens": 10, "messages": HELLO,
+                                                                   "data_sources": [source]}, rec["key"])
+    assert status == 400 and answer["error"]["param"] == "data_sources", answer
