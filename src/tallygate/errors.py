@@ -307,9 +307,16 @@ def redact(text: str) -> str:
 
 
 class UpstreamTimeout(UpstreamError):
+    """No answer in time. `sent`: the request had reached the provider (it was not the connection
+    that timed out), which then bills it as if it had answered."""
+
     status = 504
     type = "timeout_error"
     code = "upstream_timeout"
+
+    def __init__(self, message: str, *, sent: bool = True) -> None:
+        super().__init__(message)
+        self.sent = sent
 
 
 class UpstreamUnavailable(UpstreamError):

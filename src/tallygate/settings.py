@@ -173,6 +173,9 @@ class ModelConfig(_Strict):
     # What the model does: chat (chat, messages, responses) or embeddings. Default: embeddings
     # when the upstream model's name says "embed" (text-embedding-3-small, nomic-embed-text ...).
     kind: Literal["chat", "embeddings"] | None = None
+    # Input tokens one request to the model can hold (default: genai-prices' figure). Bounds what
+    # provider-run tools' results can add to a limited request (`pipeline/tool_fees.py`).
+    context_window: Annotated[int, Field(ge=1)] | None = None
 
     def model_kind(self) -> str:
         return self.kind or ("embeddings" if "embed" in self.model.lower() else "chat")

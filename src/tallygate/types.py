@@ -23,7 +23,9 @@ class Usage:
     `prompt_tokens`); `cached_tokens` and `cache_write_tokens` are the parts of it read from and
     written to the provider's prompt cache; `cache_write_1h_tokens` is the part of the cache
     writes kept for an hour (Anthropic's `ttl: "1h"`, priced at its own rate);
-    `reasoning_tokens` is part of `output_tokens`. `web_searches`, `file_searches` and
+    `reasoning_tokens` is part of `output_tokens`; `audio_input_tokens` and `audio_output_tokens`
+    are the parts of `input_tokens` and `output_tokens` that are audio (OpenAI's `audio_tokens`
+    details), priced at audio prices. `web_searches`, `file_searches` and
     `code_sessions` count the provider-run tools the provider bills per use (web search calls,
     file search calls, code containers in units of 1 GB; `pipeline/tool_fees.py`).
     """
@@ -37,6 +39,8 @@ class Usage:
     web_searches: int = 0
     file_searches: int = 0
     code_sessions: int = 0
+    audio_input_tokens: int = 0
+    audio_output_tokens: int = 0
 
     @classmethod
     def from_openai(cls, usage: object) -> Usage:
@@ -58,6 +62,8 @@ class Usage:
             cached_tokens=tokens(pd.get("cached_tokens")) or tokens(usage.get("prompt_cache_hit_tokens")),
             cache_write_tokens=tokens(pd.get("cache_creation_tokens")),
             reasoning_tokens=tokens(cd.get("reasoning_tokens")),
+            audio_input_tokens=tokens(pd.get("audio_tokens")),
+            audio_output_tokens=tokens(cd.get("audio_tokens")),
         )
 
     def to_openai(self) -> dict[str, Any]:
@@ -68,12 +74,17 @@ class Usage:
         details: dict[str, int] = {"cached_tokens": self.cached_tokens}
         if self.cache_write_tokens:
             details["cache_creation_tokens"] = self.cache_write_tokens
+        completion: dict[str, int] = {"reasoning_tokens": self.reasoning_tokens}
+        if self.audio_input_tokens:
+            details["audio_tokens"] = self.audio_input_tokens
+        if self.audio_output_tokens:
+            completion["audio_tokens"] = self.audio_output_tokens
         return {
             "prompt_tokens": self.input_tokens,
             "completion_tokens": self.output_tokens,
             "total_tokens": self.input_tokens + self.output_tokens,
             "prompt_tokens_details": details,
-            "completion_tokens_details": {"reasoning_tokens": self.reasoning_tokens},
+            "completion_tokens_details": completion,
         }
 
 

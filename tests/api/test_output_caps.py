@@ -295,3 +295,56 @@ def test_a_stream_without_usage_tells_a_client_that_asked_for_it_the_estimate(ga
         row["usage"]["input_tokens"], row["usage"]["output_tokens"])
     assert Decimal(str(last.usage.model_extra["cost"])) == Decimal(row["cost"]) > 0
     assert _spend_when_settled(gateway, rec["key"]) == Decimal(row["cost"])
+
+
+# Anthropic's schema-less tools: a few bytes each in the body, hundreds of prompt tokens each at
+# the provider (the fake bills them as Anthropic documents: 1,234 + 700 + 245).
+_DEFINED_TOOLS = [{"type": "computer_20250124", "name": "computer", "display_width_px": 1024,
+                   "display_height_px": 768},
+                  {"type": "text_editor_20250728", "name": "str_replace_based_edit_tool"},
+                  {"type": "bash_20250124", "name": "bash"}]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+def test_anthropic_defined_tools_are_reserved_at_the_prompt_they_add(gateway: InProcessGateway,
+                                                                     stream: bool) -> None:
+    """$2.2 of prompt the tools add, a few hundred bytes in the body: a $1 key is refused, a $5
+    key is served within its limit."""
+    body = json.dumps({"model": "claude-long", "max_tokens": 10, "stream": stream, "tools": _DEFINED_TOOLS,
+                       "messages": [{"role": "user", "content": "[[no tools]] hi"}]}).encode()
+    headers = {"Content-Type": "application/json", "anthropic-version": "2023-06-01"}
+    for limit, expected in (("1", 402), ("5", 200)):
+        status, _, rec = gateway.post_json("/v1/manage/apikey", {"name": f"tools-{next(_names)}",
+                                                                 "monthly_limit": limit})
+        assert status == 201, rec
+        status, _, answer = gateway.request("POST", "/v1/messages", body, rec["key"], headers)
+        assert status == expected, answer[:300]
+        spent = _spend_when_settled(gateway, rec["key"])
+        assert spent <= Decimal(limit), spent
+        assert expected == 402 or spent >= Decimal("2.179"), spent  # the tools' prompt was billed
+
+
+def test_server_side_compaction_is_refused_for_a_limited_key(gateway: InProcessGateway) -> None:
+    """Compaction is another sampling pass at Anthropic, reading the whole context and writing a
+    summary no field caps: a 400 naming the edit, before any provider sees it."""
+    status, _, rec = gateway.post_json("/v1/manage/apikey", {"name": f"compact-{next(_names)}",
+                                                             "monthly_limit": str(LIMIT)})
+    assert status == 201, rec
+    body = {"model": "claude-long", "max_tokens": 10, "messages": HELLO,
+            "context_management": {"edits": [{"type": "clear_thinking_20251015"}, {"type": "compact_20260112"}]}}
+    status, _, answer = gateway.request("POST", "/v1/messages", json.dumps(body).encode(), rec["key"],
+                                        {"Content-Type": "application/json", "anthropic-version": "2023-06-01"})
+    assert status == 400 and b"context_management.edits[1].type" in answer, answer[:300]
+
+
+def test_azure_on_your_data_is_refused_for_a_limited_key(gateway: InProcessGateway) -> None:
+    """`data_sources` makes Azure retrieve documents into the prompt, billed as prompt tokens the
+    body does not hold: a 400 naming it (the body is relayed to Azure as it is)."""
+    status, _, rec = gateway.post_json("/v1/manage/apikey", {"name": f"oyd-{next(_names)}",
+                                                             "monthly_limit": str(LIMIT)})
+    assert status == 201, rec
+    source = {"type": "azure_search", "parameters": {"endpoint": "https://s.search.windows.net", "index_name": "i",
+                                                     "top_n_documents": 50}}
+    status, _, answer = gateway.post_json("/v1/chat/completions", {"model": "long", "max_tokens": 10, "messages": HELLO,
+                                                                   "data_sources": [source]}, rec["key"])
+    assert status == 400 and answer["error"]["param"] == "data_sources", answer

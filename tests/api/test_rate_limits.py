@@ -24,7 +24,8 @@ HELLO = [{"role": "user", "content": "hello rate limit"}]
 @pytest.fixture(scope="module")
 def gateway(upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     config = standard_config(upstream)
-    config["models"]["claude-searching"] = {"provider": "anthropic", "model": "hosted-3"}  # 3 web searches
+    config["models"]["claude-searching"] = {"provider": "anthropic", "model": "hosted-3",  # 3 web searches
+                                            "context_window": 200000}
     gw = InProcessGateway(tmp_path_factory.mktemp("rl"), config).start()
     yield gw
     gw.stop()

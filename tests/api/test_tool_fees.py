@@ -5,6 +5,7 @@ worst case is reserved before the request is sent, with the bound the gateway se
 from __future__ import annotations
 
 import itertools
+import json
 import time
 from collections.abc import Iterator
 from decimal import Decimal
@@ -26,6 +27,7 @@ GPT = {"input_per_mtok": "2", "output_per_mtok": "8", "web_search_per_call": "0.
        "file_search_per_call": "0.0025", "code_session_per_call": "0.03"}
 FEES_ONLY = {"input_per_mtok": "0.001", "output_per_mtok": "0.001", "web_search_per_call": "1",
              "file_search_per_call": "1"}
+TEN = {"input_per_mtok": "10", "output_per_mtok": "10", "web_search_per_call": "0.01"}
 SEARCH = {"type": "web_search_20250305", "name": "web_search"}
 _names = itertools.count()
 
@@ -34,10 +36,18 @@ _names = itertools.count()
 def gateway(upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessGateway]:
     cfg = standard_config(upstream)
     models = cfg["models"]
-    models["claude-tools"] = {"provider": "anthropic", "model": "hosted-3", "pricing": CLAUDE}
-    models["gpt-tools"] = {"provider": "openai", "model": "hosted-3", "pricing": GPT}
-    models["claude-fees"] = {"provider": "anthropic", "model": "hosted-2", "pricing": FEES_ONLY}
-    models["gpt-fees"] = {"provider": "openai", "model": "hosted-2", "pricing": FEES_ONLY}
+    window = {"context_window": 200000}  # what results may fill: each pass reads no more
+    models["claude-tools"] = {"provider": "anthropic", "model": "hosted-3", "pricing": CLAUDE, **window}
+    models["gpt-tools"] = {"provider": "openai", "model": "hosted-3", "pricing": GPT, **window}
+    models["claude-fees"] = {"provider": "anthropic", "model": "hosted-2", "pricing": FEES_ONLY, **window}
+    models["gpt-fees"] = {"provider": "openai", "model": "hosted-2", "pricing": FEES_ONLY, **window}
+    # each search brings 60,000 tokens of results: no provider bounds them, but a pass reads 100,000 at most
+    models["claude-big"] = {"provider": "anthropic", "model": "hosted-2-results-60000", "pricing": TEN,
+                            "context_window": 100000}
+    models["gpt-big"] = {"provider": "openai", "model": "hosted-2-results-60000", "pricing": TEN,
+                         "context_window": 100000}
+    models["gpt-nowindow"] = {"provider": "openai", "model": "hosted-2", "pricing": GPT}  # its window unknown
+    models["gpt-audio"] = {"provider": "openai", "model": "gpt-audio"}  # list prices, audio ones included
     models["search"] = {"provider": "openai", "model": "gpt-4o-mini-search-preview"}  # list prices
     gw = InProcessGateway(tmp_path_factory.mktemp("toolfees"), cfg).start()
     yield gw
@@ -206,3 +216,72 @@ def test_audio_output_is_refused_on_a_limited_request(gateway: InProcessGateway,
     served = oai.chat.completions.create(model="gpt-fees", messages=[{"role": "user", "content": "say hi"}],
                                          modalities=["text"])
     assert served.choices[0].message.content
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+@pytest.mark.parametrize("path", ["/v1/messages", "/v1/responses"])
+def test_search_results_of_any_size_cannot_take_a_limited_request_past_its_limit(
+        gateway: InProcessGateway, path: str, stream: bool) -> None:
+    """Two searches of 60,000 tokens each ($1.20 at $10 / Mtok): a $0.50 key was served and
+    charged them; now each further pass is reserved at the model's whole context window (100,000
+    tokens: $2.02 in all), so the $0.50 key is refused and a $3 key is served within its limit."""
+    body = {"model": "claude-big", "max_tokens": 50, "messages": ASK, "tools": [{**SEARCH, "max_uses": 2}]} \
+        if path == "/v1/messages" else \
+        {"model": "gpt-big", "input": "look it up", "tools": [{"type": "web_search"}], "max_tool_calls": 2,
+         "max_output_tokens": 50}
+    payload = json.dumps({**body, "stream": stream}).encode()
+    headers = {"Content-Type": "application/json", "anthropic-version": "2023-06-01"}
+    for limit, expected in (("0.5", 402), ("3", 200)):
+        key = _key(gateway, limit)
+        status, _, answer = gateway.request("POST", path, payload, key, headers)
+        assert status == expected, answer[:300]
+        spent = _spend_when_settled(gateway, key)
+        assert spent <= Decimal(limit), spent
+        assert expected == 402 or spent >= Decimal("1.2"), spent  # the results were billed
+
+
+def test_a_search_on_a_model_of_unknown_context_window_is_refused_for_a_limited_key(
+        gateway: InProcessGateway, upstream: FakeUpstream) -> None:
+    """Nothing bounds its results: a 400 naming the tool, before any provider sees it; a key
+    under no limit is served."""
+    upstream.clear()
+    oai = openai.OpenAI(base_url=gateway.base_url, api_key=_key(gateway, "100"), max_retries=0)
+    with pytest.raises(openai.BadRequestError) as refused:
+        oai.responses.create(model="gpt-nowindow", input="look it up", tools=[{"type": "web_search"}])
+    assert refused.value.body["param"] == "tools[0].type", refused.value.body  # type: ignore[index]
+    assert upstream.requests == []
+    free = openai.OpenAI(base_url=gateway.base_url, api_key=ADMIN_KEY, max_retries=0)
+    assert free.responses.create(model="gpt-nowindow", input="look it up", tools=[{"type": "web_search"}]).usage
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+def test_audio_output_of_a_key_under_no_limit_is_priced_at_the_audio_price(gateway: InProcessGateway,
+                                                                            stream: bool) -> None:
+    """gpt-audio's list prices (genai-prices): $2.50 / $10 per Mtok of text, $64 per Mtok of audio
+    output; the answer's audio tokens (`completion_tokens_details.audio_tokens`, 1,000 from the
+    fake) are priced at the audio price, in the ledger and the `usage.cost` the client reads."""
+    oai = openai.OpenAI(base_url=gateway.base_url, api_key=ADMIN_KEY, max_retries=0)
+    audio = {"voice": "alloy", "format": "pcm16" if stream else "wav"}
+    if stream:
+        chunks = list(oai.chat.completions.create(model="gpt-audio", messages=ASK, modalities=["text", "audio"],  # type: ignore[call-overload]
+                                                  audio=audio, stream=True, stream_options={"include_usage": True}))
+        rid, usage = chunks[-1].id, chunks[-1].usage
+    else:
+        answer = oai.chat.completions.create(model="gpt-audio", messages=ASK, modalities=["text", "audio"],  # type: ignore[call-overload]
+                                             audio=audio)
+        rid, usage = answer.id, answer.usage
+    assert usage is not None and usage.completion_tokens_details.audio_tokens == 1000
+    text = usage.completion_tokens - 1000
+    expected = (Decimal("2.5") * usage.prompt_tokens + Decimal("10") * text + Decimal("64") * 1000) / 10**6
+    assert Decimal(gateway.log_record(rid)["cost"]) == expected == Decimal(str(usage.cost))  # type: ignore[attr-defined]
+
+
+def test_anthropic_tool_search_is_reserved_for_every_pass_of_the_server_loop(gateway: InProcessGateway) -> None:
+    """Each tool search is another sampling pass, reading up to the whole window (100,000 tokens,
+    $1 at $10 / Mtok), 10 at most: a $3 key is refused before any provider sees it."""
+    tools = [{"type": "tool_search_tool_regex_20251119", "name": "tool_search_tool_regex"}]
+    body = json.dumps({"model": "claude-big", "max_tokens": 50, "tools": tools,
+                       "messages": [{"role": "user", "content": "[[no tools]] find a tool"}]}).encode()
+    status, _, answer = gateway.request("POST", "/v1/messages", body, _key(gateway, "3"),
+                                        {"Content-Type": "application/json", "anthropic-version": "2023-06-01"})
+    assert status == 402, answer[:300]

@@ -2,7 +2,8 @@
 
 The ``hosted-<k>`` scenario (model name) makes the fake run up to k provider-run tool calls,
 taking the request's tools in turn, before its usual answer; each call's results add
-``RESULT_TOKENS`` input tokens to the usage, as search results do upstream.
+``RESULT_TOKENS`` input tokens to the usage, as search results do upstream (``n`` with
+``hosted-<k>-results-<n>``: results of any size, as no provider bounds a search's).
 
 Anthropic (Messages): ``web_search_*`` tools give a ``server_tool_use`` block (name
 ``web_search``) and a ``web_search_tool_result`` block, counted in
@@ -44,8 +45,9 @@ class AnthropicRun:
         return {"web_search_requests": self.searches, "web_fetch_requests": self.fetches}
 
 
-def anthropic_run(body: dict, k: int) -> AnthropicRun:
+def anthropic_run(body: dict, k: int, results: int = 0) -> AnthropicRun:
     run = AnthropicRun()
+    size = results or RESULT_TOKENS
     tools = [t for t in body.get("tools") or () if isinstance(t, dict) and isinstance(t.get("type"), str)
              and t["type"].startswith(("web_search_", "web_fetch_", "code_execution_"))]
     used: dict[int, int] = {}
@@ -82,7 +84,7 @@ def anthropic_run(body: dict, k: int) -> AnthropicRun:
                 "type": "bash_code_execution_result", "stdout": "hi\n", "stderr": "", "return_code": 0,
                 "content": []}})
             run.container = run.container or {"id": _id("container_011C"), "expires_at": "2025-08-25T11:30:00Z"}
-        run.extra_input += 0 if over else RESULT_TOKENS
+        run.extra_input += 0 if over else size
     return run
 
 
@@ -110,7 +112,7 @@ _EVENTS = {"web_search_call": ("response.web_search_call", ("in_progress", "sear
            "code_interpreter_call": ("response.code_interpreter_call", ("in_progress", "interpreting", "completed"))}
 
 
-def responses_run(body: dict, k: int) -> tuple[list[dict], int]:
+def responses_run(body: dict, k: int, results: int = 0) -> tuple[list[dict], int]:
     """(output items, added input tokens) of the fake's built-in tool calls."""
     tools = [t for t in body.get("tools") or () if isinstance(t, dict)
              and (str(t.get("type")).startswith("web_search") or t.get("type") in ("file_search", "code_interpreter"))]
@@ -131,7 +133,7 @@ def responses_run(body: dict, k: int) -> tuple[list[dict], int]:
         else:
             items.append({"id": _id("ws_"), "type": "web_search_call", "status": "completed",
                           "action": {"type": "search", "query": f"fake query {i}", "sources": None}})
-    return items, len(items) * RESULT_TOKENS
+    return items, len(items) * (results or RESULT_TOKENS)
 
 
 def responses_item_events(items: list[dict]) -> list[tuple[str, dict]]:

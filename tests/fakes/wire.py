@@ -52,7 +52,7 @@ _SCENARIO = re.compile(
     r"fail-(?P<fail>\d{3})|flaky-(?P<flaky>\d{3})-(?P<times>\d+)|slow-(?P<slow>\d+)"
     r"|slowstream-(?P<slowstream>\d+)|cached-(?P<cached>\d+)|cachewrite-(?P<cachewrite>\d+)"
     r"|cachewrite1h-(?P<cachewrite1h>\d+)"
-    r"|reasoning-(?P<reasoning>\d+)|long-(?P<long>\d+)|hosted-(?P<hosted>\d+)|docpages-(?P<docpages>\d+)|(?P<kind>cut-stream|stream-error|reset|garbage|bytetokens|nousage)")
+    r"|reasoning-(?P<reasoning>\d+)|long-(?P<long>\d+)|hosted-(?P<hosted>\d+)(?:-results-(?P<results>\d+))?|docpages-(?P<docpages>\d+)|(?P<kind>cut-stream|stream-error|reset|garbage|bytetokens|nousage)")
 
 
 @dataclass(frozen=True)
@@ -67,6 +67,7 @@ class Scenario:
     reasoning: int = 0         # OpenAI completion_tokens_details.reasoning_tokens
     words: int = 0             # long-<n>: a reply of n words, unless the request's cap cuts it
     hosted: int = 0            # hosted-<k>: k provider-run tool calls first (server_tools.py)
+    results: int = 0           # hosted-<k>-results-<n>: each call's results add n input tokens (else 1,500)
     media: int = 0             # docpages-<n>: each document, file or audio part bills n prompt tokens
     prefix: int = 0            # prompt_cache: tokens of the counted prompt read or written as a cache
     dialect: str = "openai"    # "deepseek": DeepSeek's documented usage fields (prompt_cache_hit_tokens ...)
@@ -95,7 +96,7 @@ def parse_scenario(model: object) -> Scenario:
     if "long" in g:
         return Scenario("long", words=int(g["long"]))
     if "hosted" in g:
-        return Scenario("hosted", hosted=int(g["hosted"]))
+        return Scenario("hosted", hosted=int(g["hosted"]), results=int(g.get("results", 0)))
     if "docpages" in g:
         return Scenario("docpages", media=int(g["docpages"]))
     return Scenario(g["kind"])
@@ -119,7 +120,19 @@ def count_prompt_tokens(body: dict) -> int:
     texts.append(text_of(body.get("system")))
     if parse_scenario(body.get("model")).kind == "bytetokens":
         return max(1, sum(len(t.encode()) for t in texts))
-    return max(1, sum(len(t) for t in texts) // 4) + media_tokens(body)
+    return max(1, sum(len(t) for t in texts) // 4) + media_tokens(body) + defined_tool_tokens(body)
+
+
+# Anthropic's schema-less tools: the definitions (and, for computer use, the system prompt) it
+# adds to the prompt of each request that gives one, as its tool-use docs count them.
+_DEFINED_TOOLS = (("computer_", 735 + 499), ("text_editor_", 700), ("bash_", 245))
+
+
+def defined_tool_tokens(body: dict) -> int:
+    """Prompt tokens Anthropic adds for its computer, text editor and bash tools in ``tools``."""
+    tools = body.get("tools")
+    kinds = [str(t.get("type")) for t in tools if isinstance(t, dict)] if isinstance(tools, list) else []
+    return sum(n for kind in kinds for prefix, n in _DEFINED_TOOLS if kind.startswith(prefix))
 
 
 _MEDIA = frozenset({"file", "input_file", "document", "input_audio"})
@@ -326,10 +339,20 @@ def prompt_cache(body: dict, api: str, sc: Scenario, seen: set[str]) -> Scenario
     return replace(sc, kind="cached", cached=n, prefix=n)
 
 
-def openai_usage(prompt: int, completion: int, sc: Scenario, rejected: int = 0) -> dict:
-    """`rejected`: predicted tokens not in the answer, billed as completion tokens (`rejected_prediction`)."""
+AUDIO_TOKENS = 1000  # audio output tokens of each choice of a chat answer asked for audio (`modalities`)
+
+
+def audio_tokens(body: dict) -> int:
+    """Audio output tokens of a chat answer: `AUDIO_TOKENS` a choice when `modalities` asks for audio."""
+    modalities = body.get("modalities")
+    return AUDIO_TOKENS * len(_choices(body)) if isinstance(modalities, list) and "audio" in modalities else 0
+
+
+def openai_usage(prompt: int, completion: int, sc: Scenario, rejected: int = 0, audio: int = 0) -> dict:
+    """`rejected`: predicted tokens not in the answer, billed as completion tokens (`rejected_prediction`);
+    `audio`: audio output tokens, part of the completion tokens (`audio_tokens`)."""
     prompt += sc.cached - sc.prefix
-    completion += sc.reasoning + rejected
+    completion += sc.reasoning + rejected + audio
     if sc.dialect == "deepseek":  # api-docs.deepseek.com: the cache hits in their own fields, no prompt_tokens_details
         return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
                 "prompt_cache_hit_tokens": sc.cached, "prompt_cache_miss_tokens": prompt - sc.cached,
@@ -337,7 +360,7 @@ def openai_usage(prompt: int, completion: int, sc: Scenario, rejected: int = 0) 
     return {"prompt_tokens": prompt, "completion_tokens": completion,
             "total_tokens": prompt + completion,
             "prompt_tokens_details": {"cached_tokens": sc.cached, "audio_tokens": 0},
-            "completion_tokens_details": {"reasoning_tokens": sc.reasoning, "audio_tokens": 0,
+            "completion_tokens_details": {"reasoning_tokens": sc.reasoning, "audio_tokens": audio,
                                           "accepted_prediction_tokens": 0,
                                           "rejected_prediction_tokens": rejected}}
 
@@ -368,7 +391,8 @@ def openai_chat_json(body: dict, sc: Scenario) -> bytes:
     answer = {
         "id": next_id("chatcmpl-fake"), "object": "chat.completion", "created": int(time.time()),
         "model": body["model"], "choices": choices,
-        "usage": openai_usage(count_prompt_tokens(body), len(pieces) * len(choices), sc, rejected_prediction(body)),
+        "usage": openai_usage(count_prompt_tokens(body), len(pieces) * len(choices), sc, rejected_prediction(body),
+                              audio_tokens(body)),
         "service_tier": "default", "system_fingerprint": FINGERPRINT,
     }
     if sc.kind == "nousage":  # a server that reports no usage
@@ -414,7 +438,7 @@ def openai_chat_events(body: dict, sc: Scenario) -> list[bytes]:
         out += [chunk(delta(i, {}, "length" if cut else "stop")) for i in idx]
     if with_usage:
         out.append(chunk([], openai_usage(count_prompt_tokens(body), len(pieces) * len(idx), sc,
-                                          rejected_prediction(body))))
+                                          rejected_prediction(body), audio_tokens(body))))
     return out + [b"data: [DONE]\n\n"]
 
 
@@ -505,7 +529,7 @@ def anthropic_json(body: dict, sc: Scenario) -> bytes:
         pieces, stop = argument_pieces(call[1]), "tool_use"
         content = [{"type": "tool_use", "id": next_id("toolu_01Fake"), "name": call[0],
                     "input": json.loads(call[1])}]
-    run = server_tools.anthropic_run(body, sc.hosted)
+    run = server_tools.anthropic_run(body, sc.hosted, sc.results)
     usage = anthropic_usage(count_prompt_tokens(body) + run.extra_input, len(pieces), sc)
     if run.usage():
         usage["server_tool_use"] = run.usage()
@@ -527,7 +551,7 @@ def anthropic_events(body: dict, sc: Scenario) -> list[bytes]:
     if call := tool_call(body):
         pieces, stop = argument_pieces(call[1]), "tool_use"
         block = {"type": "tool_use", "id": next_id("toolu_01Fake"), "name": call[0], "input": {}}
-    run = server_tools.anthropic_run(body, sc.hosted)
+    run = server_tools.anthropic_run(body, sc.hosted, sc.results)
     at = len(run.blocks)  # the answer's block comes after the server tools' blocks
     out = [sse("message_start", {"type": "message_start", "message": _message(
                body, [], None, anthropic_usage(prompt, 1, sc))}),

@@ -118,7 +118,7 @@ def _item(body: dict, kind: str, item_id: str, text: str, done: bool) -> dict:
 
 def _hosted(body: dict, sc: wire.Scenario, use: dict) -> list[dict]:
     """The built-in tool calls the fake makes first (server_tools), their results in `use`."""
-    items, extra = server_tools.responses_run(body, sc.hosted)
+    items, extra = server_tools.responses_run(body, sc.hosted, sc.results)
     use["input_tokens"] += extra
     use["total_tokens"] += extra
     return items

@@ -65,7 +65,8 @@ def test_anthropic_web_tools_get_the_bound_reserved_for() -> None:
     assert body["tools"][0]["max_uses"] == DEFAULT_TOOL_CALLS  # sent upstream: the provider enforces it
     assert body["tools"][1]["max_content_tokens"] == RESULT_TOKENS
     assert bound == ToolBound(calls=DEFAULT_TOOL_CALLS, web=True, code_units=0, result_calls=DEFAULT_TOOL_CALLS + 2,
-                              result_tokens=RESULT_TOKENS, passes=DEFAULT_TOOL_CALLS + 2)
+                              result_tokens=RESULT_TOKENS, passes=DEFAULT_TOOL_CALLS + 2,
+                              open_results="tools[0].type")  # a search's results: no bounded size
     mine = {"tools": [{"type": "web_search_20250305", "name": "web_search", "max_uses": 2}]}
     assert cap_tools(mine, "messages", []).calls == 2 and mine["tools"][0]["max_uses"] == 2
 
@@ -76,6 +77,24 @@ def test_anthropic_code_execution_is_bounded_by_the_server_loop() -> None:
     fetch = cap_tools({"tools": [{"type": "web_fetch_20250910", "max_uses": 3, "max_content_tokens": 50_000}]},
                       "messages", [])
     assert (fetch.result_calls, fetch.result_tokens, fetch.passes) == (3, 50_000, 3)
+    assert fetch.open_results is None  # a fetch's content is capped (max_content_tokens)
+
+
+@pytest.mark.parametrize("kind", ["tool_search_tool_regex_20251119", "tool_search_tool_bm25_20251119",
+                                  "some_server_tool_20990101"])
+def test_any_other_anthropic_server_tool_is_bounded_by_the_server_loop(kind: str) -> None:
+    """Each use is another sampling pass reading the prompt again: 10 at most (then pause_turn)."""
+    bound = cap_tools({"tools": [{"type": kind, "name": "t"}]}, "messages", [])
+    assert (bound.passes, bound.open_results) == (SERVER_LOOP_ITERATIONS, "tools[0].type")
+    client = [{"name": "f", "input_schema": {}}, {"type": "custom", "name": "g", "input_schema": {}},
+              {"type": "bash_20250124", "name": "bash"}, {"type": "memory_20250818", "name": "memory"}]
+    assert cap_tools({"tools": client}, "messages", []) == ToolBound()  # the client runs these
+
+
+def test_results_of_no_bounded_size_are_bounded_by_the_context_window_of_each_pass() -> None:
+    """A search's results fill at most what a pass can read: 3 further passes, each at most the window."""
+    bound = ToolBound(result_calls=3, result_tokens=100, passes=3, open_results="tools[0].type", window=1000)
+    assert bound.input_tokens(10, 5) == 10 + 3 * 1000
 
 
 def test_results_read_are_bounded_by_the_worst_order_of_calls_and_passes() -> None:
@@ -103,7 +122,8 @@ def test_responses_built_in_tools_are_bounded_by_max_tool_calls() -> None:
     bound = cap_tools(body, "responses", ["gpt-5"])
     assert body["max_tool_calls"] == DEFAULT_TOOL_CALLS
     assert bound == ToolBound(calls=DEFAULT_TOOL_CALLS, web=True, file=True, code_units=4,
-                              result_calls=DEFAULT_TOOL_CALLS, result_tokens=RESULT_TOKENS, passes=DEFAULT_TOOL_CALLS)
+                              result_calls=DEFAULT_TOOL_CALLS, result_tokens=RESULT_TOKENS, passes=DEFAULT_TOOL_CALLS,
+                              open_results="tools[1].type")
     functions_only = {"tools": [{"type": "function", "name": "f"}]}
     assert cap_tools(functions_only, "responses", []) == ToolBound() and "max_tool_calls" not in functions_only
 

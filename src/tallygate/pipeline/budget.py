@@ -27,16 +27,21 @@ from typing import Any, NamedTuple, Protocol
 from tallygate.core import clock, windows
 from tallygate.core.money import usd_text
 from tallygate.core.windows import MONTH, Window, Windows
-from tallygate.errors import BudgetExceeded, BudgetUnavailable
+from tallygate.errors import BudgetExceeded, BudgetUnavailable, InvalidRequest
 from tallygate.pipeline.image_tokens import MAX_IMAGE_TOKENS
 from tallygate.pipeline.output_cap import DEFAULT_MAX_TOKENS as DEFAULT_MAX_TOKENS
 from tallygate.pipeline.output_cap import output_bound
 from tallygate.pipeline.pricing import Rate
 from tallygate.pipeline.tool_fees import NO_TOOLS, ToolBound
-from tallygate.types import Principal
+from tallygate.types import Principal, Usage
 
 IMAGE_TOKENS = 1600  # input tokens an image part is estimated at (not bounded at: `image_tokens`)
 TOOLS_TOKENS = 512  # the system prompt a provider adds when tools are given (Anthropic's: 346)
+# What Anthropic adds to the prompt for each of its schema-less tools a request gives, on top of
+# the tool-use system prompt (its tool-use docs, "Pricing"): the computer tool's definition (735)
+# with the computer-use system prompt (466 to 499), the text editor's (700), bash's (245). Their
+# few bytes in the body do not bound that.
+DEFINED_TOOLS = (("computer_", 735 + 499), ("text_editor_", 700), ("bash_", 245))
 
 
 def _size(value: object) -> tuple[int, int]:
@@ -96,7 +101,8 @@ def prompt_bound(body: dict[str, Any], endpoint: str, image_tokens: int = MAX_IM
     however adversarial; the bytes of the body's keys and parameters (`model`, `role`, ...) more
     than cover the few tokens of framing a provider adds per message. Token ids given to
     embeddings count one each; images `image_tokens` each (the most one image can be billed at
-    the targets, `image_tokens.image_tokens`); tools add `TOOLS_TOKENS`.
+    the targets, `image_tokens.image_tokens`); tools add `TOOLS_TOKENS`, and Anthropic's
+    computer, text editor and bash tools the definitions it adds for each (`DEFINED_TOOLS`).
     """
     if endpoint == "embeddings":
         inputs = body.get("input")
@@ -105,7 +111,33 @@ def prompt_bound(body: dict[str, Any], endpoint: str, image_tokens: int = MAX_IM
             rest, images = _bytes({k: v for k, v in body.items() if k != "input"})
             return ids + rest + images * image_tokens
     size, images = _bytes(body)
-    return size + images * image_tokens + (TOOLS_TOKENS if body.get("tools") else 0)
+    tools = body.get("tools")
+    return size + images * image_tokens + (TOOLS_TOKENS + defined_tools(tools) if tools else 0)
+
+
+def defined_tools(tools: object) -> int:
+    """Input tokens Anthropic's own tools among `tools` add to the prompt (`DEFINED_TOOLS`)."""
+    if not isinstance(tools, list):
+        return 0
+    added = 0
+    for tool in tools:
+        kind = tool.get("type") if isinstance(tool, dict) else None
+        if isinstance(kind, str):
+            added += next((tokens for prefix, tokens in DEFINED_TOOLS if kind.startswith(prefix)), 0)
+    return added
+
+
+def lost_usage(body: dict[str, Any], endpoint: str) -> Usage:
+    """What an attempt that timed out after the request was sent is charged (the provider bills
+    it as if it had answered): the prompt as an answer without usage is estimated (about four
+    characters a token, an image at `IMAGE_TOKENS`), the output at the cap sent (`output_bound`;
+    the gateway's default where a request under no limit sets none). Embeddings: the prompt."""
+    chars, images = _size(body)
+    try:
+        output = output_bound(body, endpoint)
+    except InvalidRequest:  # a cap no provider took: the provider says so, it does not time out
+        output = DEFAULT_MAX_TOKENS
+    return Usage(input_tokens=-(-chars // 4) + images * IMAGE_TOKENS, output_tokens=output)
 
 
 def worst_case(body: dict[str, Any], endpoint: str, rates: Iterable[Rate],

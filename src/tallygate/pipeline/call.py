@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any, Protocol
 
 from tallygate.core import clock
@@ -50,7 +51,8 @@ class Call:
     __slots__ = ("id", "endpoint", "principal", "started", "created_ms", "tags", "route", "stream",
                  "status", "error", "usage", "cost_pico", "pricing_source", "ttft", "partial",
                  "attempts", "requested_model", "streamed_chars", "trace_parent", "recorded", "price_context",
-                 "_finisher", "_scrubber", "admit_route")
+                 "_finisher", "_scrubber", "admit_route", "worst_case", "held", "_lost", "_lost_pico",
+                 "_lost_source")
 
     def __init__(self, request_id: str, endpoint: str, principal: Principal,
                  finisher: Callable[[Call], object] | None = None, scrubber: Scrub | None = None) -> None:
@@ -77,6 +79,12 @@ class Call:
         self.trace_parent: str | None = None  # the client's W3C `traceparent` header, if any
         self.recorded = False  # finish() has run: the ledger has this call's record
         self.price_context: PriceContext = ()  # what the body asks that selects a dearer price (service_tier ...)
+        # An attempt's most, (usage, rate) on a route: what one that timed out is charged (`lose`).
+        self.worst_case: Callable[[Route], tuple[Usage, Rate]] | None = None
+        self.held = 0  # the worst case a limit holds for this call (picodollars; 0: under none)
+        self._lost = Usage()  # attempts that timed out after being sent, at their worst case
+        self._lost_pico = 0
+        self._lost_source: str | None = None
         self._finisher = finisher  # hands the finished call to the observers (the ledger first)
         self._scrubber = scrubber
 
@@ -119,7 +127,32 @@ class Call:
         self.usage = usage
         self.cost_pico = rate.cost(usage)
         self.pricing_source = rate.source
+        if self._lost_pico:  # and the attempts before it that timed out, at their worst case
+            self.usage = replace(usage, input_tokens=usage.input_tokens + self._lost.input_tokens,
+                                 output_tokens=usage.output_tokens + self._lost.output_tokens)
+            self.cost_pico += self._lost_pico
+            self.pricing_source = f"{rate.source} (estimated)"
         return self.cost_pico
+
+    def lose(self, route: Route) -> None:
+        """An attempt on `route` timed out after the request was sent: the provider bills it as if
+        it had answered, so it is charged its worst case (`worst_case`: the prompt as estimated
+        elsewhere, the output cap sent), as an estimate, never more than a limit holds for it."""
+        if self.worst_case is None:
+            return
+        usage, rate = self.worst_case(route)
+        rate = rate.under(self.price_context)
+        self._lost = replace(self._lost, input_tokens=self._lost.input_tokens + usage.input_tokens,
+                             output_tokens=self._lost.output_tokens + usage.output_tokens)
+        self._lost_pico += rate.cost(usage)
+        if self.held:
+            self._lost_pico = min(self._lost_pico, self.held)
+        self._lost_source = f"{rate.source} (estimated)"
+
+    def may_try_again(self) -> bool:
+        """Whether another attempt may follow the ones that failed: not once one timed out under a
+        limit, which holds the worst case of one attempt only (the timed-out one may have spent it)."""
+        return not (self.held and self._lost_pico)
 
     def meter_estimate(self, body: dict[str, Any], rate: Rate) -> int:
         """Price a stream the provider never reported usage for (cut short, or a server that
@@ -130,8 +163,13 @@ class Call:
         chars, images = body_size(body)
         prompt = math.ceil(chars / 4) + images * IMAGE_TOKENS
         cost = self.meter(Usage(input_tokens=prompt, output_tokens=math.ceil(self.streamed_chars / 4)), rate)
-        self.pricing_source = f"{self.pricing_source} (estimated)"
+        self.mark_estimated()
         return cost
+
+    def mark_estimated(self) -> None:
+        """Say in the record's pricing source that its cost is (in part) an estimate."""
+        if self.pricing_source is not None and not self.pricing_source.endswith(" (estimated)"):
+            self.pricing_source = f"{self.pricing_source} (estimated)"
 
     def attempt(self, status: int, error: GatewayError | None = None, started: float | None = None) -> None:
         """Note the outcome of one upstream try of the current route, begun at `started`
@@ -148,6 +186,8 @@ class Call:
             err.message = self._scrubber.text(err.message)  # a provider's words lose any secret
         self.status = err.status
         self.error = err
+        if self.pricing_source is None and self._lost_pico:  # nothing answered: the attempts lost
+            self.usage, self.cost_pico, self.pricing_source = self._lost, self._lost_pico, self._lost_source
 
     def record(self) -> LedgerRecord:
         """The ledger record of this request, as it stands now."""

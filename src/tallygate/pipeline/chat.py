@@ -151,7 +151,7 @@ class ChatCodec:
             call.meter_estimate(self._body, self._rate)  # cut short: no usage from the provider
             if self._searches:  # a search model searched before it answered
                 call.usage.web_searches = self._searches
-                call.cost_pico = self._rate.under(call.price_context).cost(call.usage)
+                call.cost_pico += self._rate.under(call.price_context).tool_fees(Usage(web_searches=self._searches))
 
 
 class ChatRelay:

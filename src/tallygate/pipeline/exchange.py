@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from types import TracebackType
 
 from tallygate.errors import (
@@ -43,6 +44,7 @@ from tallygate.pipeline.budget import (
     StaleScopes,
     counters,
     key_scopes,
+    lost_usage,
     priced_bound,
     prompt_bound,
     redacted,
@@ -156,6 +158,21 @@ class Pipeline:
                 hold = Hold(names, hold.held, hold.amount)
         self.budget.settle(hold, call.cost_pico)
 
+    def _windowed(self, tools: ToolBound, routes: Sequence[Route]) -> ToolBound:
+        """`tools` bounded by the largest context window of `routes`: the most one sampling pass
+        can read, whatever the tools' results hold. A 400 naming the tool when a target's window
+        is unknown (`models.<name>.context_window` sets it)."""
+        windows = []
+        for route in routes:
+            window = self.catalog.context_window(route)
+            if not window:
+                raise InvalidRequest(
+                    f"{tools.open_results}: the results of this provider-run tool have no size bound but the "
+                    f"model's context window, which this gateway does not know for {route.name!r}, so a request "
+                    "counted against a limit cannot use it there", param=tools.open_results)
+            windows.append(window)
+        return replace(tools, window=max(windows))
+
     def target_rules(self, call: Call, target: str) -> tuple[Rule, ...]:
         """The model rate limits on a policy's target (`pipeline/target_limits.py`)."""
         return tuple(r for r in self.limits(call.principal, (), (target,)) if r.kind == "model")
@@ -188,11 +205,14 @@ class Pipeline:
                     check_inputs(body, call.endpoint)  # no part the reservation cannot bound
                 output = cap_output(body, call.endpoint)  # the body sent carries the cap reserved for
                 tools = cap_tools(body, call.endpoint, [r.upstream_model for r in routes])  # and the tools' bounds
+                if tools.open_results is not None:  # results of no bounded size: each pass reads a window at most
+                    tools = self._windowed(tools, routes)
                 images = max((image_tokens(r.upstream_model) for r in routes), default=MAX_IMAGE_TOKENS)
                 bound = prompt_bound(body, call.endpoint, images), output
             prompt, output = bound or (0, 0)
             rates = [self.catalog.rate(r).under(call.price_context) for r in routes]
             amount = priced_bound(prompt, output, rates, tools) if priced else 0
+            call.held = amount  # what one attempt may cost (also while Redis is away, budgets open)
             tokens = tools.input_tokens(prompt, output) + output if counted else 0  # every pass, as budgets
             targets = TargetLimits(call, self.target_rules, self.limiter, tokens, self.catch_up) if targeted \
                 else None
@@ -277,6 +297,9 @@ class Exchange:
         self._adoptions = self._pipeline.budget.adoptions
         self._hold, self._rate, self._targets = await self._pipeline.reserve(call, body, plan.targets, policy)
         call.admit_route = self._targets
+        if self._endpoint != "count_tokens":  # what an attempt that timed out is charged (`Call.lose`)
+            rate = self._pipeline.catalog.rate
+            call.worst_case = lambda route: (lost_usage(body, self._endpoint), rate(route))
 
     @property
     def send(self) -> Send:

@@ -18,6 +18,11 @@ reservation made from the body can bound them:
   `cached_content` (a `cachedContents/...` name: a context cache of up to a million tokens the
   request reads, and whose size may move it to a long-prompt price tier).
 
+- Azure OpenAI's "On Your Data" (`data_sources` on chat): documents retrieved from the client's
+  search index and put in the prompt at Azure, billed as prompt tokens the body does not hold.
+- Anthropic's server-side compaction (a `context_management` edit `compact_*`): an extra
+  sampling pass, reading the whole context and writing a summary no field of the request caps.
+
 `check_inputs` refuses a limited request holding any of them with a 400 naming the part. A
 request under no limit is served as before.
 """
@@ -38,6 +43,14 @@ def check_inputs(body: dict[str, Any], endpoint: str) -> None:
     """Raise `InvalidRequest` naming the first part of `body` whose cost its bytes do not bound."""
     if body.get("cached_content") is not None:
         raise _refused("cached_content", "stored context caches")
+    if body.get("data_sources") is not None:
+        raise _refused("data_sources", "documents retrieved by the provider (Azure On Your Data)")
+    edits = body.get("context_management")
+    edits = edits.get("edits") if isinstance(edits, dict) else None
+    for i, edit in enumerate(edits if isinstance(edits, list) else ()):
+        kind = edit.get("type") if isinstance(edit, dict) else None
+        if isinstance(kind, str) and kind.startswith("compact_"):
+            raise _refused(f"context_management.edits[{i}].type", "server-side compaction (an extra, uncapped pass)")
     if endpoint == "responses" and isinstance(items := body.get("input"), list):
         for i, item in enumerate(items):
             if isinstance(item, dict) and (item.get("type") == "item_reference"

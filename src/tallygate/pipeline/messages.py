@@ -168,7 +168,7 @@ class _MessagesCodecBase:
                          cache_write_tokens=known.cache_write_tokens,
                          cache_write_1h_tokens=known.cache_write_1h_tokens, web_searches=known.web_searches,
                          code_sessions=known.code_sessions), self._rate)
-        call.pricing_source = f"{call.pricing_source} (estimated)"
+        call.mark_estimated()
 
 
 class NativeMessagesCodec(_MessagesCodecBase):

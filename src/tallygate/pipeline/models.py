@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tallygate.errors import InvalidRequest, ModelNotFound
-from tallygate.pipeline.pricing import FREE_TO_RUN, MUST_PRICE, UNPRICED, PriceBook, Rate
+from tallygate.pipeline.pricing import FREE_TO_RUN, MUST_PRICE, UNPRICED, PriceBook, Rate, listed_window
 from tallygate.providers.base import Capabilities, Provider
 from tallygate.settings import ConfigError, GatewayConfig, PricingOverride
 
@@ -29,6 +29,7 @@ class Route:
     native: Capabilities
     kind: str = "chat"  # "chat" or "embeddings" (`ModelConfig.model_kind`)
     price_list: str = "mock"  # whose prices apply (`ProviderConfig.price_list`)
+    context_window: int | None = None  # `ModelConfig.context_window`, else the price list's
 
 
 _KIND_OF_ENDPOINT = {"chat": "chat", "messages": "chat", "count_tokens": "chat", "responses": "chat",
@@ -57,7 +58,7 @@ class ModelCatalog:
         self._routes = {
             name: Route(name, m.provider, config.providers[m.provider].type, providers[m.provider],
                         m.model, m.pricing, Capabilities.of(providers[m.provider]), m.model_kind(),
-                        config.providers[m.provider].price_list())
+                        config.providers[m.provider].price_list(), m.context_window)
             for name, m in config.models.items()
         }
         self._policies = list(config.policies)
@@ -82,6 +83,10 @@ class ModelCatalog:
 
     def rate(self, route: Route) -> Rate:
         return self._prices.rate(route.price_list, route.upstream_model, route.pricing)
+
+    def context_window(self, route: Route) -> int | None:
+        """Input tokens one request to the model can hold, if known (config, else genai-prices)."""
+        return route.context_window or listed_window(route.price_list, route.upstream_model)
 
     def listing(self) -> dict[str, Any]:
         return {"object": "list", "data": [

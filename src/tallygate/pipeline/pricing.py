@@ -20,6 +20,7 @@ carries the same fees. What counts as a use, and how many a request may make, is
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import time
 from dataclasses import dataclass, replace
 from decimal import ROUND_HALF_EVEN, Decimal
@@ -79,6 +80,8 @@ class Rate:
     code_session: int = 0
     tiers: tuple[tuple[int, Rate], ...] = ()
     variants: tuple[tuple[tuple[str, str], Rate], ...] = ()  # ((field, value), rate): `under`
+    input_audio: int = 0  # audio input and output tokens (0: no audio price listed, the text price)
+    output_audio: int = 0
 
     def under(self, context: PriceContext) -> Rate:
         """The rate of a request asking for `context` (`price_context`): the dearest variant it
@@ -94,9 +97,11 @@ class Rate:
                 return tier.cost(u)
         uncached = max(0, u.input_tokens - u.cached_tokens - u.cache_write_tokens)
         hour = min(u.cache_write_1h_tokens, u.cache_write_tokens)
-        return (uncached * self.input + u.cached_tokens * self.cached
+        heard = min(u.audio_input_tokens, uncached) if self.input_audio else 0
+        spoken = min(u.audio_output_tokens, u.output_tokens) if self.output_audio else 0
+        return ((uncached - heard) * self.input + heard * self.input_audio + u.cached_tokens * self.cached
                 + (u.cache_write_tokens - hour) * self.cache_write + hour * self.cache_write_1h
-                + u.output_tokens * self.output + self.tool_fees(u))
+                + (u.output_tokens - spoken) * self.output + spoken * self.output_audio + self.tool_fees(u))
 
     def tool_fees(self, u: Usage) -> int:
         """What the provider-run tools of `u` cost, in picodollars."""
@@ -187,6 +192,21 @@ _CANDIDATES: dict[str, list[str | None]] = {
 }
 
 
+@functools.lru_cache(maxsize=1024)
+def listed_window(price_list: str, model: str) -> int | None:
+    """The context window genai-prices gives `model` on `price_list`, if any."""
+    from genai_prices import data_snapshot
+
+    snapshot = data_snapshot.get_snapshot()
+    for provider_id in _CANDIDATES.get(price_list, [price_list]):
+        try:
+            _, info = snapshot.find_provider_model(model, None, provider_id, None)
+        except LookupError:
+            continue
+        return info.context_window or None
+    return None
+
+
 def _lookup(price_list: str, model: str, today: dt.date) -> Rate:
     import genai_prices
     from genai_prices import data_snapshot
@@ -224,7 +244,9 @@ def _lookup(price_list: str, model: str, today: dt.date) -> Rate:
 
     def rate(tokens: int, prices: Any, source: str) -> Rate:
         inp, out, read, write, write_1h = (at(name, tokens, prices) for name in names)
-        return with_fees(Rate.from_mtok(source, inp or Decimal(0), out, read, write, write_1h))
+        heard, spoken = at("input_audio_mtok", tokens, prices), at("output_audio_mtok", tokens, prices)
+        return replace(with_fees(Rate.from_mtok(source, inp or Decimal(0), out, read, write, write_1h)),
+                       input_audio=_pico_per_token(heard) or 0, output_audio=_pico_per_token(spoken) or 0)
 
     def tiered(prices: Any, source: str) -> Rate:
         starts = sorted({t.start for name in names if isinstance(v := getattr(prices, name, None), TieredPrices)

@@ -66,7 +66,7 @@ def meter_answer(call: Call, usage: Usage, rate: Rate, body: dict[str, Any], ans
     estimate = replace(usage, input_tokens=math.ceil(chars / 4) + images * IMAGE_TOKENS,
                        output_tokens=math.ceil(text_chars(orjson.dumps(answer)) / 4))
     cost = call.meter(estimate, rate)
-    call.pricing_source = f"{call.pricing_source} (estimated)"
+    call.mark_estimated()
     return cost
 
 

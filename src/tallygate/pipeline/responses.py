@@ -123,7 +123,7 @@ class _ResponsesCodecBase:
             call.meter(Usage(input_tokens=math.ceil(chars / 4) + IMAGE_TOKENS * images,
                              output_tokens=math.ceil(call.streamed_chars / 4), web_searches=web,
                              file_searches=file, code_sessions=code), self._rate)
-            call.pricing_source = f"{call.pricing_source} (estimated)"
+            call.mark_estimated()
 
 
 class NativeResponsesCodec(_ResponsesCodecBase):

@@ -10,12 +10,14 @@ brings back results that the model reads as input on its next sampling pass:
   billed outside the usage a response reports: a request counted against a limit is refused it
   (400 naming `tools[i].type`); others are served and its images are not in their cost. Chat
   audio output (`modalities: ["text", "audio"]`), billed at audio token prices, likewise (400
-  naming `modalities`).
+  naming `modalities`); others are served, their audio tokens priced at the model's audio prices
+  where genai-prices lists them (`Rate.output_audio`), else as text.
 - Chat completions on a search model (`gpt-4o-search-preview`, `...-search-api`): every request
   searches once per choice (`web_search_options` only tunes it).
 - Anthropic server tools: `web_search_*` (`usage.server_tool_use.web_search_requests`),
   `web_fetch_*` (no fee, results only), `code_execution_*` (a container: the response's
-  `container`), and MCP servers (`mcp_servers`).
+  `container`), MCP servers (`mcp_servers`), and any other server tool (`tool_search_tool_*`):
+  no fee, but another sampling pass each.
 
 **Metered** from what the provider returns (`responses_tool_use`, `anthropic_container`,
 `chat_searches`, and `anthropic_usage` for `server_tool_use`), priced per use by the route's
@@ -29,10 +31,12 @@ number.
   request is served; the model is told the tool's uses ran out past it). Code execution and MCP
   have no per-tool bound on Anthropic: they are bounded by its server-tool loop
   (`SERVER_LOOP_ITERATIONS` sampling passes, then `stop_reason: "pause_turn"`).
-- each call's results may add `RESULT_TOKENS` input tokens. No provider bounds the size of a
-  search's results, so this is an allowance, not a cap (web fetches are capped: the gateway sends
-  `max_content_tokens` = `RESULT_TOKENS` where the client set none). Actual results larger than
-  the allowance are metered at their cost, and may take a scope past its limit by the difference.
+- a web fetch's results add at most its `max_content_tokens` (the gateway sends `RESULT_TOKENS`
+  where the client set none). No provider bounds the size of the results of a search, of code
+  execution, of an MCP server or of Responses' other built-in tools (`ToolBound.open_results`
+  names the first such tool): what bounds them is the context window, the most one sampling pass
+  can read, which the pipeline fills in (`ToolBound.window`; a limited request on a target whose
+  window is unknown is refused, 400 naming the tool).
 - every further sampling pass (one per call at most) reads the prompt, the results so far and the
   output so far again as input: `ToolBound.input_tokens`. The output cap (`output_cap.py`)
   bounds the whole response's output, every pass together. A search model's chat completion
@@ -57,6 +61,9 @@ _CLIENT_TOOLS = frozenset({"function", "custom", "namespace", "local_shell", "sh
 # Responses tools billed outside the response's usage (image_generation: image output tokens at
 # the image model's prices): neither metered nor bounded, so refused on limited requests.
 _UNMETERED = frozenset({"image_generation"})
+# Anthropic tools that the client runs (no `type`, or one of these): any other runs at Anthropic,
+# in its server-tool loop (`tool_search_tool_*` too: each search is another sampling pass).
+_ANTHROPIC_CLIENT_TOOLS = ("custom", "bash_", "text_editor_", "computer_", "memory_")
 _OPENAI_SEARCH = ("web_search",)  # web_search, web_search_preview and their dated versions
 _GB = {"1g": 1, "4g": 4, "16g": 16, "64g": 64}  # OpenAI container sizes, in 1 GB units
 
@@ -75,14 +82,20 @@ class ToolBound:
     result_calls: int = 0
     result_tokens: int = 0
     passes: int = 0
+    open_results: str | None = None  # the field of a tool whose results no provider bounds in size
+    window: int = 0  # with `open_results`: the most input tokens one pass can read (the context window)
 
     def input_tokens(self, prompt: int, output: int) -> int:
         """Input tokens at most for a `prompt`-token prompt with an `output`-token output cap:
         the first pass reads the prompt; every further pass reads it again with the output so far
         and the results of the calls made before it. With P further passes and C calls, the most
         results read is when all calls but P - 1 come first and one comes before each later pass:
-        C + (C - 1) + ... + (C - P + 1) = P*C - P*(P - 1)/2 results."""
+        C + (C - 1) + ... + (C - P + 1) = P*C - P*(P - 1)/2 results. Results of no bounded size
+        (`open_results`) are bounded by what a pass can read at all: each further pass reads at
+        most the model's context window (`window`)."""
         p, c = self.passes, max(self.result_calls, self.passes)
+        if self.open_results is not None:
+            return prompt + p * max(self.window, prompt + output)
         return prompt + p * (prompt + output) + self.result_tokens * (p * c - p * (p - 1) // 2)
 
     def fees(self, rate: Rate) -> int:
@@ -122,7 +135,8 @@ def cap_tools(body: dict[str, Any], endpoint: str, upstream_models: list[str]) -
             return NO_TOOLS
         n = body.get("n")
         choices = n if type(n) is int and n > 0 else 1
-        return ToolBound(calls=choices, web=True, result_calls=choices, result_tokens=RESULT_TOKENS, passes=1)
+        return ToolBound(calls=choices, web=True, result_calls=choices, result_tokens=RESULT_TOKENS, passes=1,
+                         open_results="web_search_options" if "web_search_options" in body else "model")
     tools = body.get("tools")
     tools = [t for t in tools if isinstance(t, dict)] if isinstance(tools, list) else []
     if endpoint == "messages":
@@ -136,6 +150,7 @@ def _cap_anthropic(body: dict[str, Any], tools: list[dict[str, Any]]) -> ToolBou
     searches = fetches = looped = 0
     size = RESULT_TOKENS  # the most one call's results may add
     code = False
+    unbounded: str | None = None  # a tool whose results have no bounded size
     for i, tool in enumerate(tools):
         kind = tool.get("type")
         if not isinstance(kind, str):
@@ -147,6 +162,7 @@ def _cap_anthropic(body: dict[str, Any], tools: list[dict[str, Any]]) -> ToolBou
                 uses = tool["max_uses"] = DEFAULT_TOOL_CALLS
             if kind.startswith("web_search_"):
                 searches += uses
+                unbounded = unbounded or f"{at}.type"
             else:
                 content = _uses(tool, "max_content_tokens", at)
                 if content is None:
@@ -156,13 +172,18 @@ def _cap_anthropic(body: dict[str, Any], tools: list[dict[str, Any]]) -> ToolBou
         elif kind.startswith("code_execution_"):
             code = True
             looped = SERVER_LOOP_ITERATIONS
+            unbounded = unbounded or f"{at}.type"
+        elif not kind.startswith(_ANTHROPIC_CLIENT_TOOLS):  # tool search, or a server tool newer than this list
+            looped = SERVER_LOOP_ITERATIONS
+            unbounded = unbounded or f"{at}.type"
     if body.get("mcp_servers"):
         looped = SERVER_LOOP_ITERATIONS
+        unbounded = unbounded or "mcp_servers"
     calls = searches + fetches + looped
     if not calls:
         return NO_TOOLS
     return ToolBound(calls=searches, web=bool(searches), code_units=int(code), result_calls=calls,
-                     result_tokens=size, passes=min(calls, SERVER_LOOP_ITERATIONS))
+                     result_tokens=size, passes=min(calls, SERVER_LOOP_ITERATIONS), open_results=unbounded)
 
 
 def _cap_responses(body: dict[str, Any], tools: list[dict[str, Any]]) -> ToolBound:
@@ -182,9 +203,11 @@ def _cap_responses(body: dict[str, Any], tools: list[dict[str, Any]]) -> ToolBou
         container = tool.get("container")
         if tool["type"] == "code_interpreter" and isinstance(container, dict):  # a new one: billed
             code_units = max(code_units, _GB.get(str(container.get("memory_limit") or "1g"), 64))
+    first = next(i for i, t in enumerate(tools) if t in hosted)
     return ToolBound(calls=calls, web=any(t["type"].startswith(_OPENAI_SEARCH) for t in hosted),
                      file=any(t["type"] == "file_search" for t in hosted), code_units=code_units,
-                     result_calls=calls, result_tokens=RESULT_TOKENS, passes=calls)
+                     result_calls=calls, result_tokens=RESULT_TOKENS, passes=calls,
+                     open_results=f"tools[{first}].type")
 
 
 def responses_tool_use(response: object, body: dict[str, Any]) -> tuple[int, int, int]:

@@ -36,6 +36,8 @@ def transport_errors(provider: str) -> Iterator[None]:
         yield
     except UpstreamError:
         raise
+    except aiohttp.ConnectionTimeoutError:  # nothing sent (pyreqwest names every timeout a connect timeout)
+        raise UpstreamTimeout(f"could not connect to provider {provider!r} in time", sent=False) from None
     except (TimeoutError, aiohttp.ServerTimeoutError):  # pyreqwest's timeouts are TimeoutErrors
         raise UpstreamTimeout(f"provider {provider!r} did not answer in time") from None
     except (aiohttp.ClientConnectorError, rq.ConnectError):

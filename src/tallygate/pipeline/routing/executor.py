@@ -16,8 +16,10 @@ that answered 429, and when no target served and one was skipped so, that 429 is
 - the caller's own error (a 4xx other than 429, e.g. the provider refused the request's
   parameters): returned at once, as it is; another target would refuse it too;
 - anything else (429, 5xx, timeouts, connection errors, our credentials refused upstream):
-  the next target. When a round over the targets has failed and `retries` remain, and at least
-  one failure was retryable (`UpstreamError.retryable`), another round starts after
+  the next target. A timeout (the request was sent: the provider bills it as if it had answered)
+  is charged the attempt's worst case (`Call.lose`); under a limit, which holds the worst case of
+  one attempt, it is the answer (`Call.may_try_again`). When a round over the targets has failed
+  and `retries` remain, and at least one failure was retryable (`UpstreamError.retryable`), another round starts after
   `Policy.retry_delay` (backoff with jitter, at least the longest `retry-after` of the round; a
   `retry-after` beyond `max_wait_s` ends the retries). Targets whose circuit opened meanwhile
   are skipped.
@@ -84,9 +86,11 @@ async def execute(call: Call, plan: Plan, attempt: Attempt[T], sleep: Sleep = as
                 value = await _bounded(attempt, route, policy)
             except UpstreamError as err:
                 call.attempt(err.status, err, started)
+                if isinstance(err, UpstreamTimeout) and err.sent:  # billed: charged its worst case
+                    call.lose(route)
                 if policy is not None:
                     _judge(policy, route, err, started)
-                if caller_at_fault(err):
+                if caller_at_fault(err) or not call.may_try_again():
                     raise
                 failures.append((route.name, route.provider_name, err))
                 round_errors.append(err)

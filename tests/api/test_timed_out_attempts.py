@@ -1,0 +1,120 @@
+"""An attempt that times out after the request was sent is billed by the provider as if it had
+answered: the ledger charges it its worst case (the prompt estimated, the output cap sent), marked
+estimated, so no limited key can spend past its cap by making requests outlast the timeout."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from collections.abc import Iterator
+from decimal import Decimal
+
+import pytest
+
+from tests.fakes.upstream import FakeUpstream
+from tests.gateway import InProcessGateway
+
+_PRICED = {"input_per_mtok": "1000", "output_per_mtok": "1000"}  # $0.001 a token both ways
+HEADERS = {"Content-Type": "application/json", "anthropic-version": "2023-06-01"}
+_names = itertools.count()
+
+
+@pytest.fixture(scope="module")
+def gateway(upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessGateway]:
+    providers = {"openai": {"type": "openai", "base_url": upstream.base_url, "api_key": "sk-up", "timeout_s": 0.3},
+                 "anthropic": {"type": "anthropic", "base_url": upstream.root_url, "api_key": "sk-ant-up",
+                               "timeout_s": 0.3}}
+    models = {"slow": {"provider": "openai", "model": "slow-1000", "pricing": _PRICED},
+              "claude-slow": {"provider": "anthropic", "model": "slow-1000", "pricing": _PRICED},
+              "slow-embed": {"provider": "openai", "model": "slow-1000", "kind": "embeddings", "pricing": _PRICED},
+              "fast": {"provider": "openai", "model": "echo-fast", "pricing": _PRICED}}
+    policies = {"slow-then-fast": {"strategy": "fallback", "targets": ["slow", "fast"],
+                                   "cooldown": {"failures": 1000}}}
+    gw = InProcessGateway(tmp_path_factory.mktemp("gw"), {"providers": providers, "models": models,
+                                                          "policies": policies}).start()
+    yield gw
+    gw.stop()
+
+
+def _key(gateway: InProcessGateway, limit: str | None) -> str:
+    status, _, rec = gateway.post_json("/v1/manage/apikey", {"name": f"slow-{next(_names)}",
+                                                             **({"monthly_limit": limit} if limit else {})})
+    assert status == 201, rec
+    return str(rec["key"])
+
+
+def _spend_when_settled(gateway: InProcessGateway, key: str) -> Decimal:
+    deadline = time.monotonic() + 10
+    while True:
+        status, me = gateway.get("/v1/key", key=key)
+        assert status == 200, me
+        if me["monthly_reserved"] == "0" or time.monotonic() > deadline:
+            return Decimal(me["monthly_spend"])
+        time.sleep(0.05)
+
+
+def _body(path: str, model: str, stream: bool, cap: int = 100) -> dict:
+    if path == "/v1/embeddings":
+        return {"model": model, "input": "w " * 400}
+    if path == "/v1/responses":
+        return {"model": model, "input": "w " * 400, "max_output_tokens": cap, "stream": stream}
+    return {"model": model, "messages": [{"role": "user", "content": "w " * 400}], "max_tokens": cap,
+            "stream": stream}
+
+
+_CASES = [(path, model, stream) for path in ("/v1/chat/completions", "/v1/messages", "/v1/responses")
+          for model in ("slow", "claude-slow") for stream in (False, True)] + [("/v1/embeddings", "slow-embed", False)]
+
+
+@pytest.mark.parametrize(("path", "model", "stream"), _CASES,
+                         ids=[f"{p[4:]}-{m}-{'stream' if s else 'json'}" for p, m, s in _CASES])
+def test_an_attempt_that_timed_out_is_charged_its_worst_case(gateway: InProcessGateway, path: str, model: str,
+                                                             stream: bool) -> None:
+    key = _key(gateway, "5")
+    status, answered, answer = gateway.request("POST", path, json.dumps(_body(path, model, stream)).encode(), key,
+                                               HEADERS)
+    assert status == 504, answer[:300]
+    assert b"upstream_timeout" in answer, answer[:300]  # the client is told it timed out, nothing more
+    row = gateway.log_record(answered["x-request-id"])
+    assert row["pricing_source"].endswith("(estimated)"), row
+    assert row["usage"]["input_tokens"] >= 200, row  # 800 characters of prompt, about four a token
+    assert row["usage"]["output_tokens"] == (0 if path == "/v1/embeddings" else 100), row  # the cap sent
+    assert Decimal(row["cost"]) > 0
+    assert _spend_when_settled(gateway, key) == Decimal(row["cost"]) <= 5
+
+
+def test_requests_that_outlast_the_timeout_cannot_spend_past_a_limit_for_free(gateway: InProcessGateway) -> None:
+    """Each is charged about $1.2 (1,000 output tokens and its prompt), reserved about $1.9: the
+    third is refused."""
+    key = _key(gateway, "3.5")
+    statuses = []
+    for _ in range(3):
+        status, _, answer = gateway.request("POST", "/v1/chat/completions",
+                                            json.dumps(_body("/v1/chat/completions", "slow", False, 1000)).encode(),
+                                            key, HEADERS)
+        statuses.append(status)
+    assert statuses == [504, 504, 402], statuses
+    assert Decimal("2.4") <= _spend_when_settled(gateway, key) <= Decimal("3.5")
+
+
+def test_a_limited_request_is_not_tried_again_after_a_timeout(gateway: InProcessGateway,
+                                                               upstream: FakeUpstream) -> None:
+    """Its limit holds the worst case of one attempt, which the timed-out one may have spent; a
+    request under no limit falls back, charged both attempts."""
+    upstream.clear()
+    body = json.dumps(_body("/v1/chat/completions", "policy/slow-then-fast", False)).encode()
+    limited = _key(gateway, "5")
+    status, _, answer = gateway.request("POST", "/v1/chat/completions", body, limited, HEADERS)
+    assert status == 504, answer[:300]
+    assert [r["body"]["model"] for r in upstream.requests] == ["slow-1000"]
+    assert Decimal("0") < _spend_when_settled(gateway, limited) <= 5
+
+    free = _key(gateway, None)
+    status, answered, answer = gateway.request("POST", "/v1/chat/completions", body, free, HEADERS)
+    assert status == 200, answer[:300]
+    served = json.loads(answer)["usage"]
+    row = gateway.log_record(answered["x-request-id"])
+    assert row["pricing_source"].endswith("(estimated)"), row
+    assert row["usage"]["output_tokens"] == served["completion_tokens"] + 100, row
+    assert Decimal(row["cost"]) == Decimal(str(served["cost"])) > Decimal("0.1"), row
