@@ -427,14 +427,19 @@ class AnthropicStreamTranslator:
 
 # --- errors
 def anthropic_error(status: int, body: bytes) -> UpstreamHTTPError:
-    """An Anthropic error response as UpstreamHTTPError (529 overloaded counts as 503)."""
+    """An Anthropic error response as UpstreamHTTPError (529 overloaded counts as 503). A 404
+    `not_found_error` "model: ..." (or, on Vertex, Google's NOT_FOUND publisher model) is the
+    target lacking the model."""
     try:
         parsed = orjson.loads(body)
     except orjson.JSONDecodeError:
         parsed = None
     error = parsed.get("error") if isinstance(parsed, dict) else None
+    detail = _error_detail(error)
+    kind = (error.get("type"), error.get("status")) if isinstance(error, dict) else ()
+    missing = ("not_found_error" in kind or "NOT_FOUND" in kind) and detail is not None and "model" in detail.lower()
     return UpstreamHTTPError(503 if status == 529 else status, f"anthropic returned HTTP {status}",
-                             detail=_error_detail(error))
+                             detail=detail, model_missing=missing)
 
 
 def stream_error(data: dict) -> UpstreamHTTPError:

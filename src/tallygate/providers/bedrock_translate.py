@@ -281,7 +281,8 @@ class ConverseStreamTranslator:
 def bedrock_error(provider: str, error_type: str, status: int, body: bytes,
                   retry_after: float | None = None) -> UpstreamHTTPError:
     """An AWS error (`x-amzn-ErrorType` or an exception event's `:exception-type`, a JSON
-    `{"message"}` body) as UpstreamHTTPError with the status the condition deserves."""
+    `{"message"}` body) as UpstreamHTTPError with the status the condition deserves.
+    ResourceNotFoundException (404) on a model's URL is the model missing in this region or account."""
     kind = error_type.split(":", 1)[0]
     try:
         parsed = orjson.loads(body)
@@ -290,4 +291,4 @@ def bedrock_error(provider: str, error_type: str, status: int, body: bytes,
     message = (parsed.get("message") or parsed.get("Message")) if isinstance(parsed, dict) else None
     return UpstreamHTTPError(_ERROR_STATUS.get(kind, status), f"provider {provider!r} returned {kind or status}",
                              detail=message[:_MAX_MESSAGE] if isinstance(message, str) else None,
-                             retry_after=retry_after)
+                             retry_after=retry_after, model_missing=kind == "ResourceNotFoundException")

@@ -361,4 +361,12 @@ def gemini_error(provider: str, status: int, body: bytes, headers: object = None
         status = 401
     return UpstreamHTTPError(status, f"provider {provider!r} returned HTTP {status}",
                              detail=message[:_MAX_MESSAGE] if isinstance(message, str) else None,
-                             retry_after=retry_after(headers))
+                             retry_after=retry_after(headers), model_missing=google_model_missing(error))
+
+
+def google_model_missing(error: object) -> bool:
+    """Whether a Google error says the model is not there: `NOT_FOUND` about a model ("models/x
+    is not found for API version v1beta", Vertex's "Publisher Model `...` was not found")."""
+    message = error.get("message") if isinstance(error, dict) else None
+    return (isinstance(error, dict) and error.get("status") == "NOT_FOUND" and isinstance(message, str)
+            and "model" in message.lower())
