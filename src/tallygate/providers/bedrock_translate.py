@@ -5,9 +5,13 @@ results are `toolResult` blocks in a user turn); text, base64 image data URLs ->
 function tools -> `toolConfig.tools[].toolSpec`; tool_choice auto/required/function ->
 `toolChoice` (`none` sends no tools); max(_completion)_tokens, temperature, top_p, stop ->
 `inferenceConfig`; a content part (system ones too) with Anthropic's `cache_control` is followed
-by a Converse `cachePoint` block (prompt caching). Refused with a 400 naming the field: n > 1,
-logprobs, logit_bias, audio, legacy functions, response_format other than text, image URLs that
-are not data URLs.
+by a Converse `cachePoint` block (prompt caching); reasoning_effort on a Claude model ->
+`additionalModelRequestFields.thinking` (as Anthropic's own API takes it, `claude_thinking`);
+user / safety_identifier and metadata -> `requestMetadata` (the invocation logs' filter keys).
+Refused with a 400 naming the field: n > 1, logprobs, logit_bias, audio, legacy functions,
+response_format other than text, image URLs that are not data URLs, reasoning_effort on other
+models, and every other field the client sets (seed, service_tier, prediction,
+web_search_options, penalties ...: `chat_fields.refuse_unread`).
 
 Usage: Converse's `inputTokens` excludes the cache reads and writes it reports beside it
 (`cacheReadInputTokens`, `cacheWriteInputTokens`); the prompt is their sum.
@@ -18,6 +22,8 @@ from __future__ import annotations
 import orjson
 
 from tallygate.errors import InvalidRequest, UpstreamHTTPError
+from tallygate.providers.anthropic_translate import claude_thinking
+from tallygate.providers.chat_fields import refuse_unread
 from tallygate.providers.chat_turns import chat_turns, data_url, invalid, tool_arguments
 from tallygate.types import Usage, tokens
 
@@ -92,6 +98,32 @@ def to_converse(body: dict) -> dict:
         out["toolConfig"] = {"tools": _tool_specs(body["tools"])}
         if (converse_choice := _tool_choice(choice)) is not None:
             out["toolConfig"]["toolChoice"] = converse_choice
+    if (effort := body.get("reasoning_effort")) is not None:
+        if "anthropic.claude" not in str(body.get("model", "")):
+            raise _invalid("reasoning_effort", "is supported for Claude models only on Bedrock")
+        out["additionalModelRequestFields"] = {"thinking": claude_thinking(effort, config.get("maxTokens", 4096))}
+    if metadata := _request_metadata(body):
+        out["requestMetadata"] = metadata
+    refuse_unread(body, _READ, "Bedrock")
+    return out
+
+
+_READ = frozenset({*_REFUSED, "n", "response_format", "max_tokens", "max_completion_tokens", "temperature", "top_p",
+                   "stop", "tools", "tool_choice", "reasoning_effort", "user", "safety_identifier", "metadata"})
+
+
+def _request_metadata(body: dict) -> dict[str, str]:
+    """Converse's `requestMetadata` (string keys and values) from chat's `metadata` and `user`
+    (or `safety_identifier`, under the key `user`)."""
+    metadata = body.get("metadata")
+    if metadata is not None and not (isinstance(metadata, dict)
+                                     and all(isinstance(v, str) for v in metadata.values())):
+        raise _invalid("metadata", "must be an object of strings")
+    out = dict(metadata or {})
+    if (user := body.get("user") or body.get("safety_identifier")) is not None:
+        if not isinstance(user, str):
+            raise _invalid("user", "must be a string")
+        out["user"] = user
     return out
 
 
