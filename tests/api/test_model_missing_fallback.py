@@ -1,6 +1,8 @@
 """A target that does not have the model (an HTTP 404 saying so, in each provider's words) moves a
 fallback policy on to its next target, through a real `tallygate serve` process: Bedrock's
-ResourceNotFoundException (a region without the model), Azure's DeploymentNotFound, Gemini's and
+ResourceNotFoundException and the ValidationExceptions it answers for a model id the region does
+not offer or offers through an inference profile only (a 404 to the caller), Azure's
+DeploymentNotFound, Gemini's and
 Vertex AI's NOT_FOUND model, OpenAI's model_not_found, Anthropic's not_found_error. When no target
 is left the caller gets a 404 in its API's shape, told not to retry. A 404 about something else
 (a `previous_response_id` the provider does not know) is the caller's and ends the request at once."""
@@ -22,6 +24,7 @@ FAKE_PRICE = {"input_per_mtok": "1", "output_per_mtok": "2"}
 MISSING = {
     "oa-404": ("oa", "fail-404"), "an-404": ("an", "fail-404"), "az-404": ("az", "fail-404"),
     "br-404": ("br", "aws-ResourceNotFoundException"), "brc-404": ("brc", "aws-ResourceNotFoundException"),
+    "br-region": ("br", "not-in-region"), "brc-on-demand": ("brc", "on-demand"),  # ValidationExceptions on AWS
     "ge-404": ("ge", "fail-404"), "vx-404": ("vx", "fail-404"), "vxc-404": ("vxc", "fail-404@1"),
 }
 TARGETS = {

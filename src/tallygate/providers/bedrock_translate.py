@@ -40,6 +40,7 @@ _ERROR_STATUS = {"ThrottlingException": 429, "ModelNotReadyException": 503, "Ser
                  "AccessDeniedException": 403, "UnrecognizedClientException": 403,
                  "ExpiredTokenException": 403, "ValidationException": 400, "ResourceNotFoundException": 404}
 _MAX_MESSAGE = 300
+_MODEL_MISSING = ("model identifier is invalid", "with on-demand throughput isn")  # ValidationException messages
 
 
 def cache_point(block: dict, param: str) -> list[dict]:
@@ -314,13 +315,19 @@ def bedrock_error(provider: str, error_type: str, status: int, body: bytes,
                   retry_after: float | None = None) -> UpstreamHTTPError:
     """An AWS error (`x-amzn-ErrorType` or an exception event's `:exception-type`, a JSON
     `{"message"}` body) as UpstreamHTTPError with the status the condition deserves.
-    ResourceNotFoundException (404) on a model's URL is the model missing in this region or account."""
+    The model missing here is a 404 marked `model_missing`: ResourceNotFoundException, and the
+    ValidationExceptions AWS answers for a model id the region does not offer ("The provided
+    model identifier is invalid.") or offers through an inference profile only ("... with
+    on-demand throughput isn't supported")."""
     kind = error_type.split(":", 1)[0]
     try:
         parsed = orjson.loads(body)
     except orjson.JSONDecodeError:
         parsed = None
     message = (parsed.get("message") or parsed.get("Message")) if isinstance(parsed, dict) else None
-    return UpstreamHTTPError(_ERROR_STATUS.get(kind, status), f"provider {provider!r} returned {kind or status}",
+    status = _ERROR_STATUS.get(kind, status)
+    missing = kind == "ResourceNotFoundException" or (
+        kind == "ValidationException" and isinstance(message, str) and any(m in message for m in _MODEL_MISSING))
+    return UpstreamHTTPError(404 if missing else status, f"provider {provider!r} returned {kind or status}",
                              detail=message[:_MAX_MESSAGE] if isinstance(message, str) else None,
-                             retry_after=retry_after, model_missing=kind == "ResourceNotFoundException")
+                             retry_after=retry_after, model_missing=missing)
