@@ -45,3 +45,12 @@ def test_messages_thinking_and_effort_reach_claude_and_are_hints_elsewhere() -> 
     with pytest.raises(InvalidRequest) as exc:
         messages_to_converse({**ask, "model": CLAUDE, "service_tier": "auto"})
     assert exc.value.param == "service_tier"
+
+
+def test_turning_parallel_tool_use_off_is_refused_on_converse() -> None:
+    """Converse's toolChoice has no such switch: dropping it would let the model call tools in parallel."""
+    with pytest.raises(InvalidRequest) as exc:
+        messages_to_converse({"model": CLAUDE, "max_tokens": 10, "messages": HI,
+                              "tools": [{"name": "f", "input_schema": {"type": "object"}}],
+                              "tool_choice": {"type": "auto", "disable_parallel_tool_use": True}})
+    assert exc.value.param == "tool_choice.disable_parallel_tool_use"

@@ -20,9 +20,9 @@ Request policy (as for the chat translation, `messages_translate`):
   Claude; earlier turns' thinking blocks, tools marked `defer_loading`, context edits that clear
   thinking.
 - refused with a 400 naming the field: top_k for other models, container, mcp_servers,
-  service_tier, server tools, URL images and documents,
-  output_config.format, other context edits, other block types, and every other top-level field
-  (`chat_fields.refuse_unread`).
+  service_tier, tool_choice.disable_parallel_tool_use (Converse has no such switch), server
+  tools, URL images and documents, output_config.format, other context edits, other block
+  types, and every other top-level field (`chat_fields.refuse_unread`).
 """
 
 from __future__ import annotations
@@ -110,6 +110,8 @@ def _effort(body: dict) -> object:
 def _tool_choice(choice: object) -> dict | str | None:
     """Converse's `toolChoice` (None: auto), or "none" (no tools are sent)."""
     kind = choice.get("type") if isinstance(choice, dict) else None
+    if isinstance(choice, dict) and choice.get("disable_parallel_tool_use") is True and kind != "none":
+        raise _untranslatable("tool_choice.disable_parallel_tool_use", "turning parallel tool use off")
     if choice is None or kind == "auto":
         return None
     if kind == "none":

@@ -12,7 +12,8 @@ Request policy:
   see `responses_tools`), tool_choice, parallel_tool_calls, stream, user / safety_identifier,
   text.format (json_schema / json_object), text.verbosity, reasoning.effort, service_tier,
   prompt_cache_key (chat's fields of those names).
-- dropped: reasoning items of earlier turns, web search tools (`responses_tools`), `include`
+- dropped: reasoning items of earlier turns, reasoning.summary (no reasoning comes back to
+  summarise), web search tools (`responses_tools`), `include`
   values that ask for output the translation never has (encrypted reasoning ...),
   client_metadata, truncation "disabled" (what the translation does anyway). Answered on the
   Response object itself: `metadata` (echoed, as OpenAI attaches it to the response) and `store`
