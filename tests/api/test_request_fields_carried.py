@@ -83,10 +83,12 @@ SAMPLES: dict[str, dict[str, tuple[object, dict]]] = {
 # the gateway's own usage report), or part of every request (BASE).
 GATEWAY = {"model", "stream", "stream_options", "messages", "input"}
 # Answered, not sent: on a translated Response object (`store: false`, the request's `metadata`
-# echoed, as OpenAI attaches it to the response); hints: Claude Code's thinking, which a model
+# echoed, as OpenAI attaches it to the response, and `max_tool_calls`: a bound on built-in tool
+# calls, of which a translation runs none); hints: Claude Code's thinking, which a model
 # served through chat takes its own way (messages_translate), and prompt-cache routing hints,
 # which change no answer (chat_fields.HINTS)
-ANSWERED = {("responses", "store"): ("store", False), ("responses", "metadata"): ("metadata", {"team": "a"})}
+ANSWERED = {("responses", "store"): ("store", False), ("responses", "metadata"): ("metadata", {"team": "a"}),
+            ("responses", "max_tool_calls"): ("max_tool_calls", 2)}
 HINTS = {("messages", "thinking"), *((api, f) for api in ("chat", "responses")
                                       for f in ("prompt_cache_key", "prompt_cache_retention"))}
 NATIVE = {("chat", "az"), ("responses", "oa"), ("responses", "az"), ("messages", "an"), ("messages", "brc"),

@@ -15,7 +15,8 @@ Request policy:
 - dropped: reasoning items of earlier turns, reasoning.summary (no reasoning comes back to
   summarise), web search tools (`responses_tools`), `include`
   values that ask for output the translation never has (encrypted reasoning ...),
-  client_metadata, truncation "disabled" (what the translation does anyway). Answered on the
+  client_metadata, truncation "disabled" (what the translation does anyway), max_tool_calls (a
+  bound on built-in tool calls, of which a translation runs none). Answered on the
   Response object itself: `metadata` (echoed, as OpenAI attaches it to the response) and `store`
   (the response says `store: false`: nothing is stored).
 - refused with a 400 naming the field: previous_response_id and conversation (the gateway keeps
@@ -136,7 +137,7 @@ def responses_to_chat(body: dict, upstream_model: str, origins: ParamOrigins | N
 _SAME_NAME = ("service_tier", "prompt_cache_key")
 _READ = frozenset({*_REFUSED, *_PASSED, *_SAME_NAME, "metadata", "input", "instructions", "max_output_tokens", "tools",
                    "tool_choice", "parallel_tool_calls", "user", "safety_identifier", "text", "reasoning",
-                   "include", "top_logprobs", "store", "truncation", "client_metadata"})
+                   "include", "top_logprobs", "store", "truncation", "client_metadata", "max_tool_calls"})
 
 
 def _input(value: object, origins: ParamOrigins) -> list[dict]:
@@ -247,7 +248,7 @@ def response_object(response_id: str, model: str, body: dict, output: list[dict]
         "temperature": body.get("temperature"), "text": body.get("text") or {"format": {"type": "text"}},
         "tool_choice": body.get("tool_choice", "auto"), "tools": body.get("tools") or [],
         "top_p": body.get("top_p"), "truncation": "disabled", "user": body.get("user"),
-        "metadata": body.get("metadata") or {},
+        "metadata": body.get("metadata") or {}, "max_tool_calls": body.get("max_tool_calls"),
         "usage": None if usage is None else to_responses_usage(usage),
     }
 
