@@ -21,7 +21,8 @@
     +-- UpstreamError                 (an error that came from, or reaching, a provider; every one
         |                              says `x-should-retry: true|false`, as OpenAI's API does)
         +-- UpstreamHTTPError         (the provider answered with an error status: 429 and 503
-        |                              keep theirs, the provider's other 5xx are a 502)
+        |                              keep theirs, the provider's other 5xx are a 502; a 404
+        |                              saying the target has no such model is `model_missing`)
         +-- UpstreamTimeout           (504)
         +-- UpstreamUnavailable       (502: refused, reset, DNS ...)
         +-- UpstreamProtocolError     (502: the provider sent something we cannot read)
@@ -254,6 +255,10 @@ class UpstreamError(GatewayError):
     status = 502
     type = "upstream_error"
     retryable = True
+    # The target has no such model (Bedrock's ResourceNotFoundException, Azure's DeploymentNotFound,
+    # Google's NOT_FOUND model, OpenAI's model_not_found): not worth retrying there, but another
+    # target of a policy may well have it, so the policy moves on.
+    model_missing = False
 
     def headers(self) -> list[tuple[bytes, bytes]]:
         """`x-should-retry` tells SDKs (openai, anthropic) whether another try may succeed:
@@ -265,7 +270,7 @@ class UpstreamHTTPError(UpstreamError):
     """The provider answered with an error status; the caller's own 4xx keep their status."""
 
     def __init__(self, upstream_status: int, message: str, *, detail: str | None = None,
-                 retry_after: float | None = None) -> None:
+                 retry_after: float | None = None, model_missing: bool = False) -> None:
         # The provider's own words reach the caller only for the caller's own mistakes (4xx but
         # 401/403/407), credential-like strings redacted: they may quote keys or internal hosts.
         if detail and 400 <= upstream_status < 500 and upstream_status not in (401, 403, 407):
@@ -275,6 +280,8 @@ class UpstreamHTTPError(UpstreamError):
         elif upstream_status in (401, 403):
             # The gateway's own provider credentials were refused: not the caller's fault.
             status, etype, code = 502, "upstream_error", "upstream_auth_failed"
+        elif upstream_status == 404 and model_missing:
+            status, etype, code = 404, "invalid_request_error", "upstream_model_not_found"
         elif 400 <= upstream_status < 500:
             status, etype, code = upstream_status, "invalid_request_error", "upstream_rejected"
         elif upstream_status == 503:  # overloaded, model not ready: the same answer, later
@@ -287,6 +294,7 @@ class UpstreamHTTPError(UpstreamError):
         self.upstream_status = upstream_status
         self.retry_after = retry_after
         self.retryable = upstream_status == 429 or upstream_status >= 500
+        self.model_missing = model_missing and upstream_status == 404
 
     def headers(self) -> list[tuple[bytes, bytes]]:
         return [*super().headers(), *_retry_after_header(self.retry_after)]

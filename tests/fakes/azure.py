@@ -11,7 +11,8 @@ Routes, as on a real resource:
   POST /openai/responses?api-version=...
 A request needs `api-key: <KEY>` (or `Authorization: Bearer <anything>`, an Entra token), else
 401 with Azure's message; a wrong key is a 401 too. A deployment route without `api-version` is
-Azure's 404 "Resource not found". The body's `model` picks the scenario as in `FakeUpstream` (Azure
+Azure's 404 "Resource not found". The body's `model` picks the scenario as in `FakeUpstream` (fail-404
+is Azure's DeploymentNotFound; Azure
 itself serves the deployment named in the URL; tests check the recorded path).
 """
 from __future__ import annotations
@@ -61,6 +62,14 @@ class FakeAzure(FakeUpstream):
             "Access denied due to invalid subscription key or wrong API endpoint. Make sure to "
             "provide a valid key for an active subscription and use a correct regional API "
             "endpoint for your resource.")))
+
+    def _failure_body(self, status: int, model: str) -> dict:
+        """fail-404 is Azure's answer for a deployment the resource does not have."""
+        if status == 404:
+            return azure_error("DeploymentNotFound", "The API deployment for this resource does not exist. If you "
+                                                     "created the deployment within the last 5 minutes, please "
+                                                     "wait a moment and try again.")
+        return super()._failure_body(status, model)
 
     async def _resource_not_found(self, request: web.Request) -> web.Response:
         return self._openai_response(404, azure_error("404", "Resource not found"))

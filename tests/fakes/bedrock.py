@@ -22,7 +22,10 @@ turn holds a toolResult, the answer uses the first tool with `{"query": <reply>}
 containing `cached-<n>` reports n `cacheReadInputTokens`, `cachewrite-<n>` n
 `cacheWriteInputTokens` (beside inputTokens, as Converse does). `fail-<status>` answers that
 status (429: ThrottlingException, 503 ServiceUnavailableException, 400 ValidationException);
-`not-ready` answers ModelNotReadyException (HTTP 429, as AWS does); `aws-<Exception>` answers
+`not-ready` answers ModelNotReadyException (HTTP 429, as AWS does); `not-in-region` the
+ValidationException AWS answers for a model id the region does not offer ("The provided model
+identifier is invalid.") and `on-demand` the one for a model served only through an inference
+profile; `aws-<Exception>` answers
 that exception of Bedrock Runtime's list with the HTTP status AWS documents for it (e.g.
 `aws-ServiceQuotaExceededException`: 400, `aws-ModelTimeoutException`: 408);
 Converse prompt caching: the text before the last `cachePoint` block (tools, then system, then
@@ -182,6 +185,12 @@ class FakeBedrock(FakeUpstream):
 
     def _failure(self, model: str) -> web.Response | None:
         """The error a failure scenario named in the model id answers (Converse and InvokeModel)."""
+        if "not-in-region" in model:
+            return self._aws_error(400, "ValidationException", "The provided model identifier is invalid.")
+        if "on-demand" in model:
+            return self._aws_error(400, "ValidationException", f"Invocation of model ID {model} with on-demand "
+                                   "throughput isn\u2019t supported. Retry your request with the ID or ARN of an "
+                                   "inference profile that contains this model.")
         if "not-ready" in model:  # AWS answers ModelNotReadyException with HTTP 429
             return self._aws_error(429, "ModelNotReadyException", "Model is not ready to serve inference requests.")
         if (named := re.search(r"aws-(\w+Exception)", model)) and named[1] in AWS_EXCEPTIONS:

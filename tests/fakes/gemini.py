@@ -20,7 +20,8 @@ turn is a functionResponse, the answer calls the first declared function with
 Gemini 3 models (`gemini-3*`) sign their function calls, as Google documents: a `thoughtSignature`
 beside each `functionCall` part (opaque base64), and a request whose history holds a model
 `functionCall` part without a signature this fake issued is Google's 400 INVALID_ARGUMENT.
-The model name picks failure scenarios as in FakeUpstream (fail-<status>, cut-stream, slowstream-<ms>).
+The model name picks failure scenarios as in FakeUpstream (fail-<status>, cut-stream, slowstream-<ms>);
+fail-404 is Google's NOT_FOUND for a model the API does not have.
 
 Embeddings: POST /v1beta/models/{model}:batchEmbedContents takes `{"requests": [{"model":
 "models/{model}", "content": {"parts": [{"text"}]}, "outputDimensionality"?, "taskType"?,
@@ -184,7 +185,8 @@ class FakeGemini(FakeUpstream):
         sc = wire.parse_scenario(model)
         if sc.kind == "fail":
             headers = {"retry-after": "2"} if sc.status == 429 else {}
-            resp = self._json(sc.status, google_error(sc.status, f"fake failure {sc.status}"))
+            resp = self._json(sc.status, google_error(sc.status, self._not_found(model) if sc.status == 404
+                                                      else f"fake failure {sc.status}"))
             resp.headers.update(headers)
             return resp
         chunks = self._answer(model, body)
@@ -204,6 +206,12 @@ class FakeGemini(FakeUpstream):
             await resp.write(b"data: " + json.dumps(chunk, separators=(",", ":")).encode() + b"\r\n\r\n")
         await resp.write_eof()
         return resp
+
+    @staticmethod
+    def _not_found(model: str) -> str:
+        """Google's answer for a model this API does not have (NOT_FOUND)."""
+        return (f"models/{model} is not found for API version v1beta, or is not supported for generateContent. "
+                "Call ListModels to see the list of available models and their supported methods.")
 
     @staticmethod
     def _whole(chunks: list[dict]) -> dict:

@@ -44,6 +44,8 @@ Anthropic's ``cache_control`` breakpoints, written once and read after (``prompt
 prefixes seen).
 Base counts: prompt tokens = wire.count_prompt_tokens(body) (message chars // 4, at least 1);
 completion tokens = number of words of the reply (wire.reply_text: "Echo: <40 chars>"), times n.
+A Responses request whose `previous_response_id` starts with `resp_unknown` is OpenAI's 404
+previous_response_not_found (a response id this account does not have).
 
 Run standalone: ``python tests/fakes/upstream.py --port 9100``.
 """
@@ -340,6 +342,11 @@ class FakeUpstream:
         err = wire_responses.check(body)
         if err is not None:
             return self._openai_response(400, err)
+        previous = body.get("previous_response_id")
+        if isinstance(previous, str) and previous.startswith("resp_unknown"):
+            return self._openai_response(404, wire.openai_error(
+                f"Previous response with id '{previous}' not found.", "invalid_request_error",
+                "previous_response_id", "previous_response_not_found"))
         return await self._serve(request, body, "responses")
 
     async def _models(self, request: web.Request) -> web.Response:
@@ -352,6 +359,10 @@ class FakeUpstream:
     async def _not_found(self, request: web.Request) -> web.Response:
         return self._openai_response(404, wire.openai_error(
             f"Invalid URL ({request.method} {request.path})"))
+
+    def _failure_body(self, status: int, model: str) -> dict:
+        """The OpenAI-shaped error body of a fail-<status> scenario."""
+        return wire.openai_failure(status, model)
 
     async def _serve(self, request: web.Request, body: dict, api: str) -> web.StreamResponse:
         """Answer a valid request according to the scenario named by its model."""
@@ -371,7 +382,7 @@ class FakeUpstream:
             if anthropic:
                 return self._anthropic_response(
                     status, wire.anthropic_failure(status, body["model"]), headers)
-            return self._openai_response(status, wire.openai_failure(status, body["model"]), headers)
+            return self._openai_response(status, self._failure_body(status, body["model"]), headers)
         if sc.kind == "garbage":
             return web.Response(status=200, body=b"<html><body>upstream exploded {not json",
                                 content_type="application/json")

@@ -131,6 +131,14 @@ class FakeVertex(FakeGemini):
         chars = sum(len(i["content"]) for i in instances)
         return self._json(200, {"predictions": predictions, "metadata": {"billableCharacterCount": chars}})
 
+    @staticmethod
+    def _not_found(model: str) -> str:
+        """Vertex AI's NOT_FOUND for a model the project or region does not have (Gemini or Claude)."""
+        publisher = "anthropic" if model.startswith("claude") or "@" in model else "google"
+        return (f"Publisher Model `projects/tally-project/locations/us-central1/publishers/{publisher}/models/"
+                f"{model}` was not found or your project does not have access to it. Please ensure you are "
+                "using a valid model version.")
+
     def _issue(self) -> str:
         token = f"ya29.fake-{len(self.tokens) + 1}"
         self.tokens[token] = time.monotonic() + self.token_lifetime_s
@@ -200,6 +208,7 @@ class FakeVertex(FakeGemini):
             sc = wire.prompt_cache(anthropic_body, "anthropic", sc, self.prompt_cache)
         if sc.kind == "fail":
             resp = self._json(sc.status, google_error(sc.status, f"fake failure {sc.status}") if sc.status == 429
+                              else google_error(404, self._not_found(model)) if sc.status == 404
                               else wire.anthropic_failure(sc.status, model))
             if sc.status == 429:
                 resp.headers["retry-after"] = "2"

@@ -51,13 +51,18 @@ def req(messages: list[dict] | None = None, **extra) -> dict:
 # ---------------------------------------------------------------- request
 
 
+def recorded_request() -> dict:
+    """The recorded request without `seed` and `metadata`, which Anthropic has no field for (refused)."""
+    return {k: v for k, v in fixture("openai_request_tools.json").items() if k not in ("seed", "metadata")}
+
+
 def test_recorded_tool_conversation_translates_to_expected_anthropic_request():
     expected = fixture("anthropic_request_tools.json")
-    assert to_anthropic(fixture("openai_request_tools.json"), MODEL) == expected
+    assert to_anthropic(recorded_request(), MODEL) == expected
 
 
 def test_translation_does_not_mutate_the_caller_body():
-    body = fixture("openai_request_tools.json")
+    body = recorded_request()
     before = copy.deepcopy(body)
     to_anthropic(body, MODEL)
     assert body == before
@@ -216,13 +221,32 @@ def test_params_anthropic_cannot_honour_raise_naming_the_param(field, value):
     assert exc.value.status == 400
 
 
-def test_harmless_openai_only_fields_are_dropped():
+def test_fields_that_ask_for_nothing_are_accepted():
     out = to_anthropic(req(
-        n=1, logprobs=False, frequency_penalty=0, presence_penalty=0, seed=1, store=True,
-        service_tier="auto", metadata={"k": "v"}, stream_options={"include_usage": True},
-        parallel_tool_calls=True, response_format={"type": "text"}, reasoning_effort="low",
+        n=1, logprobs=False, frequency_penalty=0, presence_penalty=0, store=False,
+        service_tier="auto", stream_options={"include_usage": True}, modalities=["text"],
+        parallel_tool_calls=True, response_format={"type": "text"},
     ), MODEL)
     assert set(out) == {"model", "max_tokens", "messages"}
+
+
+@pytest.mark.parametrize(("field", "value"), [("seed", 1), ("store", True), ("metadata", {"k": "v"}),
+                                              ("service_tier", "flex"), ("prediction", {"type": "content"}),
+                                              ("web_search_options", {}), ("verbosity", "low")])
+def test_fields_anthropic_has_no_place_for_are_refused(field: str, value: object):
+    with pytest.raises(InvalidRequest) as exc:
+        to_anthropic(req(**{field: value}), MODEL)
+    assert exc.value.param == field
+
+
+def test_reasoning_effort_becomes_a_thinking_budget_below_max_tokens():
+    assert to_anthropic(req(reasoning_effort="high", max_tokens=30000), MODEL)["thinking"] == {
+        "type": "enabled", "budget_tokens": 24576}
+    assert to_anthropic(req(reasoning_effort="high", max_tokens=5000), MODEL)["thinking"]["budget_tokens"] == 4999
+    assert to_anthropic(req(reasoning_effort="none"), MODEL)["thinking"] == {"type": "disabled"}
+    with pytest.raises(InvalidRequest) as exc:
+        to_anthropic(req(reasoning_effort="low", max_tokens=1000), MODEL)
+    assert exc.value.param == "reasoning_effort"
 
 
 def test_user_becomes_metadata_user_id():

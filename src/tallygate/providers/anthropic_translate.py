@@ -13,8 +13,11 @@ Request policy for OpenAI parameters:
 - refused with InvalidRequest(param=...): n > 1, logprobs, top_logprobs, logit_bias, non-zero
   frequency/presence penalties, response_format json_object / json_schema, audio output,
   legacy functions / function_call.
-- dropped: stream_options, seed, service_tier, store, metadata, values that change nothing
-  (n=1, logprobs false, zero penalties, response_format text) and any field not named here.
+- reasoning_effort -> `thinking` (`claude_thinking`: "none" disables it, the others are a
+  token budget below max_tokens).
+- refused with a 400 naming it: any other field the client sets (seed, service_tier, metadata,
+  prediction, web_search_options, verbosity ...: `chat_fields.refuse_unread`), unless its value
+  changes nothing (n=1, logprobs false, store false, zero penalties, response_format text).
 - several system/developer messages are joined with a blank line.
 """
 
@@ -25,6 +28,7 @@ import math
 import orjson
 
 from tallygate.errors import InvalidRequest, UpstreamHTTPError, UpstreamProtocolError
+from tallygate.providers.chat_fields import refuse_unread
 from tallygate.providers.chat_turns import add_turn
 from tallygate.types import Usage, tokens
 
@@ -76,7 +80,33 @@ def to_anthropic(body: dict, upstream_model: str, default_max_tokens: int = 4096
         if not isinstance(user, str):
             raise _invalid("user", "must be a string")
         out["metadata"] = {"user_id": user}
+    if (effort := body.get("reasoning_effort")) is not None:
+        out["thinking"] = claude_thinking(effort, out["max_tokens"])
     return out
+
+
+_READ = frozenset({"max_tokens", "max_completion_tokens", "temperature", "top_p", "top_k", "stop", "tools",
+                   "tool_choice", "parallel_tool_calls", "user", "safety_identifier", "reasoning_effort", "n",
+                   "logprobs", "top_logprobs", "logit_bias", "functions", "function_call", "audio",
+                   "frequency_penalty", "presence_penalty", "response_format"})
+# reasoning_effort -> Claude's thinking budget (at least Claude's minimum, 1024 tokens)
+_THINKING_BUDGET = {"minimal": 1024, "low": 1024, "medium": 8192, "high": 24576, "xhigh": 32768}
+CLAUDE_MIN_THINKING = 1024
+
+
+def claude_thinking(effort: object, max_tokens: int) -> dict:
+    """Chat's `reasoning_effort` as a Claude `thinking` block (Anthropic, Vertex AI, Bedrock's
+    `additionalModelRequestFields`): "none" is `disabled`; the others a `budget_tokens`, cut to
+    below `max_tokens` as Claude requires; a 400 when that leaves less than Claude's minimum."""
+    if effort == "none":
+        return {"type": "disabled"}
+    if not isinstance(effort, str) or effort not in _THINKING_BUDGET:
+        raise _invalid("reasoning_effort", f"must be one of none, {', '.join(_THINKING_BUDGET)}")
+    budget = min(_THINKING_BUDGET[effort], max_tokens - 1)
+    if budget < CLAUDE_MIN_THINKING:
+        raise _invalid("reasoning_effort", f"needs max_tokens above {CLAUDE_MIN_THINKING} for Claude models "
+                                           f"(their thinking budget is at least {CLAUDE_MIN_THINKING} tokens)")
+    return {"type": "enabled", "budget_tokens": budget}
 
 
 def _reject_unsupported(body: dict) -> None:
@@ -97,6 +127,7 @@ def _reject_unsupported(body: dict) -> None:
         refuse("response_format", "response_format other than text")
     if "audio" in (body.get("modalities") or ()):
         refuse("modalities", "audio output")
+    refuse_unread(body, _READ, "Anthropic")
 
 
 def _messages(messages: object) -> tuple[str | list[dict] | None, list[dict]]:
@@ -427,14 +458,19 @@ class AnthropicStreamTranslator:
 
 # --- errors
 def anthropic_error(status: int, body: bytes) -> UpstreamHTTPError:
-    """An Anthropic error response as UpstreamHTTPError (529 overloaded counts as 503)."""
+    """An Anthropic error response as UpstreamHTTPError (529 overloaded counts as 503). A 404
+    `not_found_error` "model: ..." (or, on Vertex, Google's NOT_FOUND publisher model) is the
+    target lacking the model."""
     try:
         parsed = orjson.loads(body)
     except orjson.JSONDecodeError:
         parsed = None
     error = parsed.get("error") if isinstance(parsed, dict) else None
+    detail = _error_detail(error)
+    kind = (error.get("type"), error.get("status")) if isinstance(error, dict) else ()
+    missing = ("not_found_error" in kind or "NOT_FOUND" in kind) and detail is not None and "model" in detail.lower()
     return UpstreamHTTPError(503 if status == 529 else status, f"anthropic returned HTTP {status}",
-                             detail=_error_detail(error))
+                             detail=detail, model_missing=missing)
 
 
 def stream_error(data: dict) -> UpstreamHTTPError:

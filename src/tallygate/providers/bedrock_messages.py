@@ -12,19 +12,24 @@ Request policy (as for the chat translation, `messages_translate`):
 - mapped: system (string or text blocks), `system` messages inside `messages`, text, base64
   image (png, jpeg, gif, webp) and base64 PDF document blocks, tool_use and tool_result
   (text and image content, `is_error`), max_tokens, temperature, top_p, stop_sequences, custom
-  tools, tool_choice (auto / any / tool / none), cache_control; for Claude models top_k and the
-  `anthropic-beta` header (`additionalModelRequestFields`).
-- dropped: thinking (and earlier turns' thinking blocks), output_config.effort, metadata,
-  service_tier, disable_parallel_tool_use, tools marked `defer_loading`, context edits that
-  clear thinking.
-- refused with a 400 naming the field: top_k for other models, container, mcp_servers, server tools, URL
-  images and documents, output_config.format, other context edits, other block types.
+  tools, tool_choice (auto / any / tool / none), cache_control; for Claude models top_k,
+  thinking, output_config.effort and the `anthropic-beta` header (`additionalModelRequestFields`,
+  as Anthropic's own API takes them); metadata.user_id -> `requestMetadata`.
+- dropped, as hints another model family takes its own way (Claude Code sends them to every
+  model, `messages_translate`): thinking and output_config.effort for models that are not
+  Claude; earlier turns' thinking blocks, tools marked `defer_loading`, context edits that clear
+  thinking.
+- refused with a 400 naming the field: top_k for other models, container, mcp_servers,
+  service_tier, tool_choice.disable_parallel_tool_use (Converse has no such switch), server
+  tools, URL images and documents, output_config.format, other context edits, other block
+  types, and every other top-level field (`chat_fields.refuse_unread`).
 """
 
 from __future__ import annotations
 
 from tallygate.errors import InvalidRequest
 from tallygate.providers.bedrock_translate import cache_point, converse_usage
+from tallygate.providers.chat_fields import refuse_unread
 from tallygate.providers.chat_turns import add_turn, invalid
 from tallygate.types import Usage
 
@@ -53,6 +58,12 @@ def messages_to_converse(body: dict, headers: dict[str, str] | None = None) -> d
         if not claude:
             raise _untranslatable("top_k", "top_k for a model that is not Claude")
         extra["top_k"] = body["top_k"]
+    if claude and body.get("thinking") is not None:
+        extra["thinking"] = body["thinking"]
+    if claude and (effort := _effort(body)) is not None:
+        extra["output_config"] = {"effort": effort}
+    if body.get("service_tier") is not None:
+        raise _untranslatable("service_tier", "a service tier")
     beta = (headers or {}).get("anthropic-beta", "")
     if claude and (betas := [b.strip() for b in beta.split(",") if b.strip()]):
         extra["anthropic_beta"] = betas
@@ -79,12 +90,28 @@ def messages_to_converse(body: dict, headers: dict[str, str] | None = None) -> d
             out["toolConfig"]["toolChoice"] = choice
     if extra:
         out["additionalModelRequestFields"] = extra
+    metadata = body.get("metadata")
+    user = metadata.get("user_id") if isinstance(metadata, dict) else None
+    if isinstance(user, str):
+        out["requestMetadata"] = {"user_id": user}
+    refuse_unread(body, _READ, "Bedrock Converse")
     return out
+
+
+_READ = frozenset({*_REFUSED, "system", "max_tokens", "temperature", "top_p", "top_k", "stop_sequences", "tools",
+                   "tool_choice", "metadata", "thinking", "output_config", "context_management", "service_tier"})
+
+
+def _effort(body: dict) -> object:
+    output = body.get("output_config")
+    return output.get("effort") if isinstance(output, dict) else None
 
 
 def _tool_choice(choice: object) -> dict | str | None:
     """Converse's `toolChoice` (None: auto), or "none" (no tools are sent)."""
     kind = choice.get("type") if isinstance(choice, dict) else None
+    if isinstance(choice, dict) and choice.get("disable_parallel_tool_use") is True and kind != "none":
+        raise _untranslatable("tool_choice.disable_parallel_tool_use", "turning parallel tool use off")
     if choice is None or kind == "auto":
         return None
     if kind == "none":

@@ -5,9 +5,13 @@ results are `toolResult` blocks in a user turn); text, base64 image data URLs ->
 function tools -> `toolConfig.tools[].toolSpec`; tool_choice auto/required/function ->
 `toolChoice` (`none` sends no tools); max(_completion)_tokens, temperature, top_p, stop ->
 `inferenceConfig`; a content part (system ones too) with Anthropic's `cache_control` is followed
-by a Converse `cachePoint` block (prompt caching). Refused with a 400 naming the field: n > 1,
-logprobs, logit_bias, audio, legacy functions, response_format other than text, image URLs that
-are not data URLs.
+by a Converse `cachePoint` block (prompt caching); reasoning_effort on a Claude model ->
+`additionalModelRequestFields.thinking` (as Anthropic's own API takes it, `claude_thinking`);
+user / safety_identifier and metadata -> `requestMetadata` (the invocation logs' filter keys).
+Refused with a 400 naming the field: n > 1, logprobs, logit_bias, audio, legacy functions,
+response_format other than text, image URLs that are not data URLs, reasoning_effort on other
+models, and every other field the client sets (seed, service_tier, prediction,
+web_search_options, penalties ...: `chat_fields.refuse_unread`).
 
 Usage: Converse's `inputTokens` excludes the cache reads and writes it reports beside it
 (`cacheReadInputTokens`, `cacheWriteInputTokens`); the prompt is their sum.
@@ -18,6 +22,8 @@ from __future__ import annotations
 import orjson
 
 from tallygate.errors import InvalidRequest, UpstreamHTTPError
+from tallygate.providers.anthropic_translate import claude_thinking
+from tallygate.providers.chat_fields import refuse_unread
 from tallygate.providers.chat_turns import chat_turns, data_url, invalid, tool_arguments
 from tallygate.types import Usage, tokens
 
@@ -34,6 +40,7 @@ _ERROR_STATUS = {"ThrottlingException": 429, "ModelNotReadyException": 503, "Ser
                  "AccessDeniedException": 403, "UnrecognizedClientException": 403,
                  "ExpiredTokenException": 403, "ValidationException": 400, "ResourceNotFoundException": 404}
 _MAX_MESSAGE = 300
+_MODEL_MISSING = ("model identifier is invalid", "with on-demand throughput isn")  # ValidationException messages
 
 
 def cache_point(block: dict, param: str) -> list[dict]:
@@ -92,6 +99,32 @@ def to_converse(body: dict) -> dict:
         out["toolConfig"] = {"tools": _tool_specs(body["tools"])}
         if (converse_choice := _tool_choice(choice)) is not None:
             out["toolConfig"]["toolChoice"] = converse_choice
+    if (effort := body.get("reasoning_effort")) is not None:
+        if "anthropic.claude" not in str(body.get("model", "")):
+            raise _invalid("reasoning_effort", "is supported for Claude models only on Bedrock")
+        out["additionalModelRequestFields"] = {"thinking": claude_thinking(effort, config.get("maxTokens", 4096))}
+    if metadata := _request_metadata(body):
+        out["requestMetadata"] = metadata
+    refuse_unread(body, _READ, "Bedrock")
+    return out
+
+
+_READ = frozenset({*_REFUSED, "n", "response_format", "max_tokens", "max_completion_tokens", "temperature", "top_p",
+                   "stop", "tools", "tool_choice", "reasoning_effort", "user", "safety_identifier", "metadata"})
+
+
+def _request_metadata(body: dict) -> dict[str, str]:
+    """Converse's `requestMetadata` (string keys and values) from chat's `metadata` and `user`
+    (or `safety_identifier`, under the key `user`)."""
+    metadata = body.get("metadata")
+    if metadata is not None and not (isinstance(metadata, dict)
+                                     and all(isinstance(v, str) for v in metadata.values())):
+        raise _invalid("metadata", "must be an object of strings")
+    out = dict(metadata or {})
+    if (user := body.get("user") or body.get("safety_identifier")) is not None:
+        if not isinstance(user, str):
+            raise _invalid("user", "must be a string")
+        out["user"] = user
     return out
 
 
@@ -281,13 +314,20 @@ class ConverseStreamTranslator:
 def bedrock_error(provider: str, error_type: str, status: int, body: bytes,
                   retry_after: float | None = None) -> UpstreamHTTPError:
     """An AWS error (`x-amzn-ErrorType` or an exception event's `:exception-type`, a JSON
-    `{"message"}` body) as UpstreamHTTPError with the status the condition deserves."""
+    `{"message"}` body) as UpstreamHTTPError with the status the condition deserves.
+    The model missing here is a 404 marked `model_missing`: ResourceNotFoundException, and the
+    ValidationExceptions AWS answers for a model id the region does not offer ("The provided
+    model identifier is invalid.") or offers through an inference profile only ("... with
+    on-demand throughput isn't supported")."""
     kind = error_type.split(":", 1)[0]
     try:
         parsed = orjson.loads(body)
     except orjson.JSONDecodeError:
         parsed = None
     message = (parsed.get("message") or parsed.get("Message")) if isinstance(parsed, dict) else None
-    return UpstreamHTTPError(_ERROR_STATUS.get(kind, status), f"provider {provider!r} returned {kind or status}",
+    status = _ERROR_STATUS.get(kind, status)
+    missing = kind == "ResourceNotFoundException" or (
+        kind == "ValidationException" and isinstance(message, str) and any(m in message for m in _MODEL_MISSING))
+    return UpstreamHTTPError(404 if missing else status, f"provider {provider!r} returned {kind or status}",
                              detail=message[:_MAX_MESSAGE] if isinstance(message, str) else None,
-                             retry_after=retry_after)
+                             retry_after=retry_after, model_missing=missing)

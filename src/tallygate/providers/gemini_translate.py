@@ -8,7 +8,9 @@ top_p, top_k, max(_completion)_tokens, stop, n, seed, presence/frequency penalti
 response_format (json_object / json_schema) -> `generationConfig`; reasoning_effort ->
 `thinkingConfig.thinkingBudget`; Gemini's own `cached_content` (a `cachedContents/...` name)
 -> `cachedContent`. Refused with a 400 naming the field: logprobs, logit_bias, audio,
-legacy functions, image URLs that are not data URLs (Gemini fetches no web URLs).
+legacy functions, image URLs that are not data URLs (Gemini fetches no web URLs), and every
+other field the client sets (user, metadata, service_tier, prediction, web_search_options ...:
+`chat_fields.refuse_unread`).
 
 Function calls: each gets an id unique in the conversation (`call_<random>_<n>`, unless Gemini
 gave one). A Gemini 3 call's `thoughtSignature`, which Google refuses a later turn without,
@@ -27,6 +29,7 @@ import secrets
 import orjson
 
 from tallygate.errors import InvalidRequest, UpstreamHTTPError, UpstreamProtocolError
+from tallygate.providers.chat_fields import refuse_unread
 from tallygate.providers.chat_turns import chat_turns, data_url, invalid, tool_arguments
 from tallygate.providers.http import retry_after
 from tallygate.types import Usage, tokens
@@ -83,7 +86,12 @@ def to_gemini(body: dict) -> dict:
         if not isinstance(cached, str) or not cached.startswith("cachedContents/"):
             raise _invalid("cached_content", "must be a Gemini cache name (cachedContents/...)")
         out["cachedContent"] = cached
+    refuse_unread(body, _READ, "Gemini")
     return out
+
+
+_READ = frozenset({*_REFUSED, *_GENERATION, "tools", "tool_choice", "cached_content", "max_tokens",
+                   "max_completion_tokens", "n", "stop", "response_format", "reasoning_effort"})
 
 
 def _contents(messages: object) -> tuple[str, list[dict]]:
@@ -361,4 +369,12 @@ def gemini_error(provider: str, status: int, body: bytes, headers: object = None
         status = 401
     return UpstreamHTTPError(status, f"provider {provider!r} returned HTTP {status}",
                              detail=message[:_MAX_MESSAGE] if isinstance(message, str) else None,
-                             retry_after=retry_after(headers))
+                             retry_after=retry_after(headers), model_missing=google_model_missing(error))
+
+
+def google_model_missing(error: object) -> bool:
+    """Whether a Google error says the model is not there: `NOT_FOUND` about a model ("models/x
+    is not found for API version v1beta", Vertex's "Publisher Model `...` was not found")."""
+    message = error.get("message") if isinstance(error, dict) else None
+    return (isinstance(error, dict) and error.get("status") == "NOT_FOUND" and isinstance(message, str)
+            and "model" in message.lower())

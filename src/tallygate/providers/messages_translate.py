@@ -12,13 +12,17 @@ Request policy:
   max_tokens, temperature, top_p, stop_sequences, stream, tools (custom tools), tool_choice
   (auto/any/tool/none, disable_parallel_tool_use), metadata.user_id -> user,
   output_config.format (json_schema) -> response_format.
-- dropped: cache_control (OpenAI caches prompts by itself), thinking and redacted_thinking
-  blocks of earlier turns, `thinking` (enabled, adaptive or disabled: the model reasons as it
-  does and returns no thinking blocks), output_config.effort, context_management edits that
-  clear thinking (there is none to clear), tools marked `defer_loading` (not shown to the
-  model until a tool search loads them, which chat has no way to do), service_tier.
+  service_tier (auto -> auto, standard_only -> default).
+- dropped, as hints a chat model takes its own way: cache_control (OpenAI caches prompts by
+  itself), thinking and redacted_thinking blocks of earlier turns, `thinking` (enabled, adaptive
+  or disabled: the model reasons as it does and returns no thinking blocks) and
+  output_config.effort (Claude Code sends both to every model; as chat's reasoning_effort they
+  would be refused by every model that does not reason), context_management edits that clear
+  thinking (there is none to clear), tools marked `defer_loading` (not shown to the model until
+  a tool search loads them, which chat has no way to do).
 - refused with a 400 naming the field: top_k, server tools (web search, code execution ...),
-  container, mcp_servers, other context_management edits, other block types.
+  container, mcp_servers, other context_management edits, other block types, and every other
+  top-level field (`chat_fields.refuse_unread`).
 A chat field a provider refuses is renamed to the Messages field it came from (`param_origins`).
 """
 
@@ -27,6 +31,7 @@ from __future__ import annotations
 import orjson
 
 from tallygate.errors import InvalidRequest
+from tallygate.providers.chat_fields import refuse_unread
 from tallygate.providers.param_origins import ParamOrigins
 from tallygate.types import Usage
 
@@ -39,7 +44,7 @@ _DROPPED_EDITS = ("clear_thinking_",)
 _ORIGINS = {"messages": "messages", "response_format": "output_config.format", "max_tokens": "max_tokens",
             "stop": "stop_sequences", "tools": "tools", "tool_choice": "tool_choice",
             "parallel_tool_calls": "tool_choice.disable_parallel_tool_use", "user": "metadata.user_id",
-            "temperature": "temperature", "top_p": "top_p"}
+            "temperature": "temperature", "top_p": "top_p", "service_tier": "service_tier"}
 
 
 def param_origins() -> ParamOrigins:
@@ -89,7 +94,17 @@ def messages_to_chat(body: dict, upstream_model: str, origins: ParamOrigins | No
     if isinstance(user, str):
         out["user"] = user
     out.update(_output_config(body.get("output_config")))
+    if (tier := body.get("service_tier")) is not None:
+        if tier not in _SERVICE_TIERS:
+            raise _invalid("service_tier", 'must be "auto" or "standard_only"')
+        out["service_tier"] = _SERVICE_TIERS[tier]
+    refuse_unread(body, _READ, "OpenAI-compatible")
     return out
+
+
+_READ = frozenset({"system", "max_tokens", "temperature", "top_p", "stop_sequences", "tools", "tool_choice",
+                   "metadata", "output_config", "context_management", "thinking", "service_tier"})
+_SERVICE_TIERS = {"auto": "auto", "standard_only": "default"}
 
 
 def _context_management(value: object) -> None:

@@ -22,20 +22,23 @@ from tallygate.providers.upstream import Upstream
 from tallygate.settings import ProviderConfig
 from tallygate.types import Usage
 
+_MODEL_MISSING = ("model_not_found", "DeploymentNotFound")
 _RESPONSE_END = frozenset({"response.completed", "response.incomplete", "response.failed"})
 
 
 def openai_error(provider: str, status: int, body: bytes, headers: object = None) -> UpstreamHTTPError:
-    """An OpenAI-style error response as an `UpstreamHTTPError` (its message only, if any)."""
-    detail = None
+    """An OpenAI-style error response as an `UpstreamHTTPError` (its message only, if any). A 404
+    coded `model_not_found` (OpenAI) or `DeploymentNotFound` (Azure) is the target lacking the model."""
+    detail = code = None
     try:
         err = orjson.loads(body).get("error")
         detail = err.get("message") if isinstance(err, dict) else err
+        code = err.get("code") if isinstance(err, dict) else None
     except (orjson.JSONDecodeError, AttributeError):
         pass
     return UpstreamHTTPError(status, f"provider {provider!r} returned HTTP {status}",
                              detail=detail if isinstance(detail, str) else None,
-                             retry_after=retry_after(headers))
+                             retry_after=retry_after(headers), model_missing=code in _MODEL_MISSING)
 
 
 def _responses_error(provider: str, data: bytes) -> UpstreamHTTPError:

@@ -10,14 +10,20 @@ Request policy:
   function_call, function_call_output, custom_tool_call and custom_tool_call_output items),
   instructions, max_output_tokens, temperature, top_p, tools (function, custom and namespace:
   see `responses_tools`), tool_choice, parallel_tool_calls, stream, user / safety_identifier,
-  text.format (json_schema / json_object), reasoning.effort.
-- dropped: store (nothing is stored: the response says `store: false`), metadata, include,
-  truncation, service_tier, prompt_cache_key, client_metadata, reasoning items of earlier
-  turns, web search tools (`responses_tools`).
+  text.format (json_schema / json_object), text.verbosity, reasoning.effort, service_tier,
+  prompt_cache_key (chat's fields of those names).
+- dropped: reasoning items of earlier turns, reasoning.summary (no reasoning comes back to
+  summarise), web search tools (`responses_tools`), `include`
+  values that ask for output the translation never has (encrypted reasoning ...),
+  client_metadata, truncation "disabled" (what the translation does anyway), max_tool_calls (a
+  bound on built-in tool calls, of which a translation runs none). Answered on the
+  Response object itself: `metadata` (echoed, as OpenAI attaches it to the response) and `store`
+  (the response says `store: false`: nothing is stored).
 - refused with a 400 naming the field: previous_response_id and conversation (the gateway keeps
-  no state for translated requests), background, prompt, other built-in tools (file search ...),
-  item references and file ids, log probabilities (top_logprobs, or include
-  message.output_text.logprobs: chat's translations return none).
+  no state for translated requests), background, prompt, truncation "auto", other
+  built-in tools (file search ...), item references and file ids, log probabilities
+  (top_logprobs, or include message.output_text.logprobs: chat's translations return none),
+  and every other top-level field (`chat_fields.refuse_unread`).
 A chat field a provider refuses is renamed to the Responses field it came from (`param_origins`).
 """
 
@@ -26,6 +32,7 @@ from __future__ import annotations
 import time
 
 from tallygate.errors import InvalidRequest
+from tallygate.providers.chat_fields import refuse_unread
 from tallygate.providers.param_origins import ParamOrigins
 from tallygate.providers.responses_tools import (
     ToolNames,
@@ -45,7 +52,8 @@ _PASSED = ("temperature", "top_p")
 _ORIGINS = {"messages": "input", "response_format": "text.format", "max_tokens": "max_output_tokens",
             "reasoning_effort": "reasoning.effort", "tools": "tools", "tool_choice": "tool_choice",
             "parallel_tool_calls": "parallel_tool_calls", "user": "user", "temperature": "temperature",
-            "top_p": "top_p"}
+            "top_p": "top_p", "verbosity": "text.verbosity",
+            "service_tier": "service_tier", "prompt_cache_key": "prompt_cache_key"}
 
 
 def param_origins() -> ParamOrigins:
@@ -103,6 +111,8 @@ def responses_to_chat(body: dict, upstream_model: str, origins: ParamOrigins | N
             out["parallel_tool_calls"] = body["parallel_tool_calls"]
     if isinstance(user := body.get("user") or body.get("safety_identifier"), str):
         out["user"] = user
+        if not body.get("user"):
+            origins.top = {**origins.top, "user": "safety_identifier"}
     fmt = (body.get("text") or {}).get("format") if isinstance(body.get("text"), dict) else None
     if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
         out["response_format"] = {"type": "json_schema", "json_schema": {
@@ -112,7 +122,22 @@ def responses_to_chat(body: dict, upstream_model: str, origins: ParamOrigins | N
     effort = (body.get("reasoning") or {}).get("effort") if isinstance(body.get("reasoning"), dict) else None
     if isinstance(effort, str):
         out["reasoning_effort"] = effort
+    verbosity = (body.get("text") or {}).get("verbosity") if isinstance(body.get("text"), dict) else None
+    if verbosity is not None:
+        out["verbosity"] = verbosity
+    for name in _SAME_NAME:
+        if body.get(name) is not None:
+            out[name] = body[name]
+    if body.get("truncation") not in (None, "disabled"):
+        raise _untranslatable("truncation", "automatic truncation")
+    refuse_unread(body, _READ, "chat-translated")
     return out
+
+
+_SAME_NAME = ("service_tier", "prompt_cache_key")
+_READ = frozenset({*_REFUSED, *_PASSED, *_SAME_NAME, "metadata", "input", "instructions", "max_output_tokens", "tools",
+                   "tool_choice", "parallel_tool_calls", "user", "safety_identifier", "text", "reasoning",
+                   "include", "top_logprobs", "store", "truncation", "client_metadata", "max_tool_calls"})
 
 
 def _input(value: object, origins: ParamOrigins) -> list[dict]:
@@ -223,7 +248,7 @@ def response_object(response_id: str, model: str, body: dict, output: list[dict]
         "temperature": body.get("temperature"), "text": body.get("text") or {"format": {"type": "text"}},
         "tool_choice": body.get("tool_choice", "auto"), "tools": body.get("tools") or [],
         "top_p": body.get("top_p"), "truncation": "disabled", "user": body.get("user"),
-        "metadata": body.get("metadata") or {},
+        "metadata": body.get("metadata") or {}, "max_tool_calls": body.get("max_tool_calls"),
         "usage": None if usage is None else to_responses_usage(usage),
     }
 

@@ -14,7 +14,10 @@ that answered 429, and when no target served and one was skipped so, that 429 is
 
 - success: done;
 - the caller's own error (a 4xx other than 429, e.g. the provider refused the request's
-  parameters): returned at once, as it is; another target would refuse it too;
+  parameters, or a 404 for a response id it does not know): returned at once, as it is;
+  another target would refuse it too;
+- a 404 saying this target has no such model (`UpstreamError.model_missing`: a Bedrock region
+  without it, an Azure resource without the deployment): the next target, not retried later;
 - anything else (429, 5xx, timeouts, connection errors, our credentials refused upstream):
   the next target. A timeout (the request was sent: the provider bills it as if it had answered)
   is charged the attempt's worst case (`Call.lose`); under a limit, which holds the worst case of
@@ -55,7 +58,7 @@ Sleep = Callable[[float], Awaitable[object]]
 
 def caller_at_fault(err: GatewayError) -> bool:
     """Whether `err` is about the caller's request (so no other target would take it)."""
-    return not isinstance(err, UpstreamError) or (not err.retryable and err.status < 500)
+    return not isinstance(err, UpstreamError) or (not err.retryable and err.status < 500 and not err.model_missing)
 
 
 async def execute(call: Call, plan: Plan, attempt: Attempt[T], sleep: Sleep = asyncio.sleep) -> T:

@@ -1,0 +1,49 @@
+"""No chat request field is dropped silently by a translation to another API.
+
+Each translation of a chat request (Bedrock Converse, Gemini and Vertex AI, Anthropic Messages)
+names the fields it reads, carrying each to the target's own field or refusing a value it cannot
+honour. `refuse_unread` refuses with a 400 naming the field anything else the client set — a
+field OpenAI adds tomorrow included — unless its value asks for nothing (`NEUTRAL`: `n: 1`,
+`logprobs: false`, `store: false`, a zero penalty, `modalities: ["text"]` ...) or it is a
+prompt-cache hint (`HINTS`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from tallygate.errors import InvalidRequest
+
+# Read by the gateway itself, never by a translation: the model (in the URL), the messages
+# (translated by each), `stream` (the target's streaming call) and `stream_options` (the
+# gateway's own usage chunk, which every translated stream can report).
+GATEWAY = frozenset({"model", "messages", "stream", "stream_options"})
+
+# Prompt-cache routing hints: they change no answer, and a target without them caches as it does
+# (Codex sends `prompt_cache_key` with every request, whatever the model).
+HINTS = frozenset({"prompt_cache_key", "prompt_cache_retention"})
+
+# Values that ask for what every target does anyway.
+NEUTRAL: dict[str, Callable[[object], bool]] = {
+    "n": lambda v: v == 1,
+    "logprobs": lambda v: v is False,
+    "store": lambda v: v is False,
+    "parallel_tool_calls": lambda v: v is True,
+    "presence_penalty": lambda v: v == 0 and not isinstance(v, bool),
+    "frequency_penalty": lambda v: v == 0 and not isinstance(v, bool),
+    "modalities": lambda v: v == ["text"],
+    "service_tier": lambda v: v == "auto",  # the provider's own default tier
+}
+
+
+def refuse_unread(body: dict, read: frozenset[str], target: str) -> None:
+    """A 400 naming the first field of `body` that neither the gateway nor the translation to
+    `target` reads (see the module docstring)."""
+    for name, value in body.items():
+        if value is None or name in GATEWAY or name in HINTS or name in read:
+            continue
+        neutral = NEUTRAL.get(name)
+        if neutral is not None and neutral(value):
+            continue
+        raise InvalidRequest(f"{name} is not supported for {target} models (the gateway would have to drop it)",
+                             param=name)
