@@ -89,8 +89,9 @@ GATEWAY = {"model", "stream", "stream_options", "messages", "input"}
 # which change no answer (chat_fields.HINTS)
 ANSWERED = {("responses", "store"): ("store", False), ("responses", "metadata"): ("metadata", {"team": "a"}),
             ("responses", "max_tool_calls"): ("max_tool_calls", 2)}
-HINTS = {("messages", "thinking"), *((api, f) for api in ("chat", "responses")
-                                      for f in ("prompt_cache_key", "prompt_cache_retention"))}
+HINTS = {("messages", "thinking"), ("messages", "metadata"), *((api, f) for api in ("chat", "responses")
+                                      for f in ("prompt_cache_key", "prompt_cache_retention", "user",
+                                                "safety_identifier", "metadata"))}
 NATIVE = {("chat", "az"), ("responses", "oa"), ("responses", "az"), ("messages", "an"), ("messages", "brc"),
           ("messages", "vxc")}
 

@@ -52,7 +52,7 @@ def req(messages: list[dict] | None = None, **extra) -> dict:
 
 
 def recorded_request() -> dict:
-    """The recorded request without `seed` and `metadata`, which Anthropic has no field for (refused)."""
+    """The recorded request without `seed` (refused: Anthropic has no field for it) and `metadata`."""
     return {k: v for k, v in fixture("openai_request_tools.json").items() if k not in ("seed", "metadata")}
 
 
@@ -230,7 +230,7 @@ def test_fields_that_ask_for_nothing_are_accepted():
     assert set(out) == {"model", "max_tokens", "messages"}
 
 
-@pytest.mark.parametrize(("field", "value"), [("seed", 1), ("store", True), ("metadata", {"k": "v"}),
+@pytest.mark.parametrize(("field", "value"), [("seed", 1), ("store", True),
                                               ("service_tier", "flex"), ("prediction", {"type": "content"}),
                                               ("web_search_options", {}), ("verbosity", "low")])
 def test_fields_anthropic_has_no_place_for_are_refused(field: str, value: object):
@@ -251,6 +251,11 @@ def test_reasoning_effort_becomes_a_thinking_budget_below_max_tokens():
 
 def test_user_becomes_metadata_user_id():
     assert to_anthropic(req(user="u-1"), MODEL)["metadata"] == {"user_id": "u-1"}
+
+
+def test_chat_metadata_changes_no_answer_and_is_not_refused():
+    # OpenAI's chat `metadata` tags stored completions; chat front ends send it with every request
+    assert "metadata" not in to_anthropic(req(metadata={"k": "v"}), MODEL)
 
 
 @pytest.mark.parametrize("messages, param", [

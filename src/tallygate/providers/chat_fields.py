@@ -19,9 +19,12 @@ from tallygate.errors import InvalidRequest
 # gateway's own usage chunk, which every translated stream can report).
 GATEWAY = frozenset({"model", "messages", "stream", "stream_options"})
 
-# Prompt-cache routing hints: they change no answer, and a target without them caches as it does
-# (Codex sends `prompt_cache_key` with every request, whatever the model).
-HINTS = frozenset({"prompt_cache_key", "prompt_cache_retention"})
+# Hints that change no answer: prompt-cache routing (Codex sends `prompt_cache_key` with every
+# request, whatever the model; a target without it caches as it does) and who the end user is
+# (`user`, `safety_identifier`, `metadata`: many chat front ends send them with every request; a
+# target with a place for them gets them, e.g. Bedrock's `requestMetadata`, and the ledger keeps
+# the key and tags either way).
+HINTS = frozenset({"prompt_cache_key", "prompt_cache_retention", "user", "safety_identifier", "metadata"})
 
 # Values that ask for what every target does anyway.
 NEUTRAL: dict[str, Callable[[object], bool]] = {
