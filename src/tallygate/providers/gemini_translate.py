@@ -9,8 +9,8 @@ response_format (json_object / json_schema) -> `generationConfig`; reasoning_eff
 `thinkingConfig.thinkingBudget`; Gemini's own `cached_content` (a `cachedContents/...` name)
 -> `cachedContent`. Refused with a 400 naming the field: logprobs, logit_bias, audio,
 legacy functions, image URLs that are not data URLs (Gemini fetches no web URLs), and every
-other field the client sets (user, metadata, service_tier, prediction, web_search_options ...:
-`chat_fields.refuse_unread`).
+other field the client sets (service_tier, prediction, web_search_options ...:
+`chat_fields.refuse_unread`; end-user identifiers and cache hints, which change no answer, are dropped).
 
 Function calls: each gets an id unique in the conversation (`call_<random>_<n>`, unless Gemini
 gave one). A Gemini 3 call's `thoughtSignature`, which Google refuses a later turn without,
