@@ -48,6 +48,7 @@ def micro(n: int) -> dict[str, float]:
     from tallygate.pipeline.call import Call
     from tallygate.pipeline.models import Route
     from tallygate.pipeline.observers import Observers
+    from tallygate.providers.base import Capabilities
     from tallygate.settings import ErrorRateConfig, SpikeConfig
     from tallygate.types import Principal, Usage
 
@@ -63,7 +64,7 @@ def micro(n: int) -> dict[str, float]:
     budget = MemoryBudget()
     principal = Principal(key_id="k1", name="bench", labels={"team": "bench"}, monthly_limit=10**18)
     route = Route(name="mock-gpt", provider_name="up", provider_type="openai", provider=None,  # type: ignore[arg-type]
-                  upstream_model="gpt-4o-mini", pricing=None)
+                  upstream_model="gpt-4o-mini", pricing=None, native=Capabilities(None, None, None, None, None))
 
     def call() -> Call:
         c = Call("req_x", "chat", principal)

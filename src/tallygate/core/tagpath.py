@@ -14,8 +14,8 @@ _INVISIBLE = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn"})
 def has_control_characters(text: str) -> bool:
     """Control characters (C0, DEL, C1), line/paragraph separators and invisible formatting
     characters such as zero-width spaces or right-to-left overrides."""
-    if text.isascii():
-        return any(c < " " or c == "\x7f" for c in text)
+    if text.isascii():  # the non-printable ASCII characters are exactly C0 and DEL: one C-level pass
+        return not text.isprintable()
     return any(unicodedata.category(c) in _INVISIBLE for c in text)
 
 

@@ -210,8 +210,8 @@ class Pipeline:
                 images = max((image_tokens(r.upstream_model) for r in routes), default=MAX_IMAGE_TOKENS)
                 bound = prompt_bound(body, call.endpoint, images), output
             prompt, output = bound or (0, 0)
-            rates = [self.catalog.rate(r).under(call.price_context) for r in routes]
-            amount = priced_bound(prompt, output, rates, tools) if priced else 0
+            amount = priced_bound(prompt, output, [self.catalog.rate(r).under(call.price_context) for r in routes],
+                                  tools) if priced else 0  # no limit: no price looked up
             call.held = amount  # what one attempt may cost (also while Redis is away, budgets open)
             tokens = tools.input_tokens(prompt, output) + output if counted else 0  # every pass, as budgets
             targets = TargetLimits(call, self.target_rules, self.limiter, tokens, self.catch_up) if targeted \

@@ -24,22 +24,26 @@ from tallygate.errors import BadTag, InvalidRequest
 def _check_tag(tag: object, where: str, *, as_filter: bool = False) -> str:
     if not isinstance(tag, str):
         raise BadTag(f"{where} must be a string, got {type(tag).__name__}")
-    shown = repr(tag if len(tag) <= 80 else tag[:77] + "...")
     if not tag:
         raise BadTag(f"{where} is empty")
     if len(tag) > MAX_TAG_LENGTH:
-        raise BadTag(f"{where} {shown} is longer than {MAX_TAG_LENGTH} characters")
+        raise BadTag(f"{where} {_shown(tag)} is longer than {MAX_TAG_LENGTH} characters")
     if (has_invisible if as_filter else has_control_characters)(tag):
-        raise BadTag(f"{where} {shown} contains a control or invisible formatting character")
+        raise BadTag(f"{where} {_shown(tag)} contains a control or invisible formatting character")
     segments = tag.split("/")
     if len(segments) > MAX_DEPTH:
-        raise BadTag(f"{where} {shown} has more than {MAX_DEPTH} levels")
+        raise BadTag(f"{where} {_shown(tag)} has more than {MAX_DEPTH} levels")
     for seg in segments:
         if not seg:
-            raise BadTag(f"{where} {shown} has an empty segment (leading, trailing or double '/')")
+            raise BadTag(f"{where} {_shown(tag)} has an empty segment (leading, trailing or double '/')")
         if seg != seg.strip() and not as_filter:
-            raise BadTag(f"{where} {shown} has a segment with leading or trailing whitespace")
+            raise BadTag(f"{where} {_shown(tag)} has a segment with leading or trailing whitespace")
     return tag
+
+
+def _shown(tag: str) -> str:
+    """A refused tag as its error message quotes it (made only when refusing: most tags pass)."""
+    return repr(tag if len(tag) <= 80 else tag[:77] + "...")
 
 
 def parse_tags(body_tags: object, header: str | None) -> tuple[str, ...]:

@@ -15,6 +15,7 @@ from tallygate.providers.http import (
     parse_json,
     retry_after,
     sse_batches,
+    sse_data,
     transport_errors,
 )
 from tallygate.providers.responses_translate import responses_usage
@@ -95,8 +96,7 @@ class OpenAIProvider:
         headers = await self._request_headers()
         async with self._up.stream(self._url("chat/completions", body), body, headers) as resp:
             with transport_errors(self.name):
-                async for events in sse_batches(resp):
-                    batch = [data for _name, data in events]
+                async for batch in sse_data(resp):
                     done = b"[DONE]" in batch
                     if done:
                         batch = batch[:batch.index(b"[DONE]") + 1]
