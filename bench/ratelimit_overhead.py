@@ -4,7 +4,9 @@
 Starts bench/mock_upstream.py, a throw-away redis-server and one gateway with `--redis` on a fresh
 SQLite ledger, with two API keys under a monthly limit (every request reserves and settles a
 budget); the second also has a rate limit (requests per second and minute, tokens per minute
-and in flight, all far above the load, so nothing is refused). Interleaved rounds of 1 client against each key: p50,
+and in flight, all far above the load, so nothing is refused); a third key under a monthly limit
+sends `policy/bench`, whose first target has a model rate limit as far above the load (admitted in
+the reservation's round trip). Interleaved rounds of 1 client against each key: p50,
 p99, gateway CPU per request, and Redis EVALSHA calls per request (INFO commandstats: the
 reservation, plus the queued settles, which are pipelined off the request path).
 
@@ -25,7 +27,7 @@ from pathlib import Path
 import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from redis_budget import load, tree_ticks  # noqa: E402
+from redis_budget import BODY, load, tree_ticks  # noqa: E402
 from run_bench import BIN, HERE, TCK, free_port, start, stop, ticks, wait_for_quiet, wait_ready  # noqa: E402
 
 
@@ -56,7 +58,9 @@ def main():
         redis_url = f"redis://127.0.0.1:{redis_port}/0"
         (tmp / "tallygate.yaml").write_text(
             f'providers:\n  up: {{type: openai, base_url: "http://127.0.0.1:{mock_port}/v1", api_key: "sk-up"}}\n'
-            "models:\n  mock-gpt: {provider: up, model: gpt-4o-mini}\n")
+            "models:\n  mock-gpt: {provider: up, model: gpt-4o-mini}\n"
+            "  mock-gpt-p: {provider: up, model: gpt-4o-mini}\n  mock-gpt-b: {provider: up, model: gpt-4o-mini}\n"
+            "policies:\n  bench: {strategy: fallback, targets: [mock-gpt-p, mock-gpt-b]}\n")
 
         def cli(*args):
             out = subprocess.run([str(BIN / "tallygate"), *args, "--db", db_url], capture_output=True, text=True,
@@ -65,6 +69,7 @@ def main():
 
         budget_key = cli("keys", "create", "--name", "budget-only", "--limit", "100000").splitlines()[-1]
         rated_key = cli("keys", "create", "--name", "budget-and-rate", "--limit", "100000").splitlines()[-1]
+        policy_key = cli("keys", "create", "--name", "policy", "--limit", "100000").splitlines()[-1]
         port = free_port()
         gw = start(procs, [BIN / "tallygate", "serve", "--config", tmp / "tallygate.yaml", "--db", db_url,
                            "--port", port, "--redis", redis_url], open(tmp / "gw.log", "w"), env=env)
@@ -79,13 +84,19 @@ def main():
                            "tokens_per_minute": 10**12, "max_concurrent": 10**6}).encode()
         urllib.request.urlopen(urllib.request.Request(url + "/manage/ratelimit", data=body, method="POST", headers={
             "Authorization": "Bearer " + admin, "Content-Type": "application/json"}))
+        body = json.dumps({"name": "first-target", "scope": {"model": "mock-gpt-p"}, "requests_per_minute": 10**9,
+                           "tokens_per_minute": 10**12, "max_concurrent": 10**6}).encode()
+        urllib.request.urlopen(urllib.request.Request(url + "/manage/ratelimit", data=body, method="POST", headers={
+            "Authorization": "Bearer " + admin, "Content-Type": "application/json"}))
+        cases = (("budget only", budget_key, BODY), ("budget + rate limit", rated_key, BODY),
+                 ("policy, first target's model limit", policy_key, {**BODY, "model": "policy/bench"}))
         time.sleep(1.5)
         client = redis.Redis.from_url(redis_url)
         for rnd in range(1, a.rounds + 1):
-            for name, key in (("budget only", budget_key), ("budget + rate limit", rated_key)):
+            for name, key, request in cases:
                 wait_for_quiet(5.0)
                 g0, r0, e0 = tree_ticks(gw.pid), ticks(rds.pid), evalsha_calls(client)
-                rec = load(url + "/chat/completions", key, 1, a.requests, f"{name}/r{rnd}")
+                rec = load(url + "/chat/completions", key, 1, a.requests, f"{name}/r{rnd}", request)
                 sent = rec["ok"] + rec["errors"] + 50
                 rec.update(target=name, round=rnd,
                            gw_cpu_ms_per_req=round((tree_ticks(gw.pid) - g0) * 1000 / TCK / sent, 3),
@@ -102,7 +113,7 @@ def main():
               f"requests per run, median of {a.rounds} rounds)\n")
         print("| key | p50 ms | p99 ms | gateway CPU-ms per request | Redis CPU-ms per request | EVALSHA per request |")
         print("|---|---|---|---|---|---|")
-        for target in ("budget only", "budget + rate limit"):
+        for target, _, _ in cases:
             cells = [med(target, k) for k in ("p50_ms", "p99_ms", "gw_cpu_ms_per_req", "redis_cpu_ms_per_req",
                                               "evalsha_per_req")]
             print(f"| {target} | " + " | ".join(str(c) for c in cells) + " |")

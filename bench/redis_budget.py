@@ -46,9 +46,9 @@ def tree_ticks(pid):
     return total + sum(tree_ticks(int(k)) for k in kids)
 
 
-def load(url, key, clients, n, label):
+def load(url, key, clients, n, label, body=BODY):
     cmd = [sys.executable, HERE / "loadgen.py", url, "-c", clients, "-n", n, "--warmup", 50,
-           "--max-seconds", 20, "--label", label, "--auth", "Bearer " + key, "--body", json.dumps(BODY)]
+           "--max-seconds", 20, "--label", label, "--auth", "Bearer " + key, "--body", json.dumps(body)]
     out = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=120)
     return json.loads(out.stdout.strip().splitlines()[-1])
 

@@ -168,7 +168,7 @@ class Gateway:
                             ledger.refusal,
                             None if redis is None else Freshness(redis, budgets.reload_async, rules.reload_async,
                                                                  auth.refresh).catch_up,
-                            limits=rules.rules, limiter=limiter)
+                            limits=rules.rules, limiter=limiter, model_limits=rules.model_rules)
         proxy = ProxyRoutes(pipeline)
         self._models = proxy.models
         self._hot: dict[tuple[str, str], Callable[[Scope, Receive, Send], Awaitable[None]]] = {

@@ -108,6 +108,25 @@ def test_a_models_limit_counts_the_fallbacks_it_serves_across_processes(fleet: l
         assert fleet[0].request("DELETE", "/v1/manage/ratelimit/" + rec["id"])[0] == 200
 
 
+def test_a_policys_first_target_limit_admitted_in_the_reservation_is_exact_across_processes(
+        fleet: list[Gateway], upstream: FakeUpstream) -> None:
+    """`gpt-4o-mini`, `policy/mini-first`'s first target, limited to 6 a minute: its admission
+    rides in each request's one reservation call; of 40 requests at once over every process,
+    exactly 6 reach it and the other 34 are sent on to `local-llama`, every one served."""
+    status, _, rec = fleet[0].post_json("/v1/manage/ratelimit", {"name": "mini-quota", "requests_per_minute": 6,
+                                                                 "scope": {"model": "gpt-4o-mini"}})
+    assert status == 201, rec
+    status, _, key = fleet[2].post_json("/v1/manage/apikey", {"name": "mp-first"})
+    upstream.clear()
+    try:
+        statuses = burst(fleet, key["key"], 40, "policy/mini-first")
+        assert statuses == [200] * 40, statuses
+        models = [r["body"]["model"] for r in upstream.requests if r["path"] == "/v1/chat/completions"]
+        assert models.count("gpt-4o-mini") == 6 and models.count("llama-3.1-8b") == 34, models
+    finally:
+        assert fleet[0].request("DELETE", "/v1/manage/ratelimit/" + rec["id"])[0] == 200
+
+
 def test_requests_per_second_hold_across_processes_on_redis_time(fleet: list[Gateway], rds: RedisServer) -> None:
     """However long the burst takes on this machine, no second of Redis's clock (the admission
     times Redis recorded in the minute's log) holds more than the per-second limit."""
@@ -177,9 +196,9 @@ def test_rate_limits_add_no_round_trip_to_the_budget_reservation(fleet: list[Gat
     def watch() -> None:
         with client.monitor() as m:
             for command in m.listen():
+                if stop.is_set() and "rl-monitor-off" in command["command"]:
+                    return  # every command sent before it has been read
                 seen.append(command["command"])
-                if stop.is_set():
-                    return
 
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
@@ -194,8 +213,8 @@ def test_rate_limits_add_no_round_trip_to_the_budget_reservation(fleet: list[Gat
             assert burst([gw], key["key"], 1, "priced") == [200]
     finally:
         stop.set()
-        client.ping()  # wakes the monitor up to see `stop`
-        watcher.join(5)
+        client.echo("rl-monitor-off")  # the monitor reads up to this one, then stops
+        watcher.join(10)
         client.close()
     reservations = [c for c in seen if c.upper().startswith(("EVALSHA " + rated).upper())]
     assert len(reservations) == 5, seen  # one reservation call per request: budget and rate limit together

@@ -14,6 +14,7 @@ import redis
 
 from tallygate.errors import BudgetExceeded, BudgetUnavailable, RateLimited
 from tallygate.pipeline.budget import Scope
+from tallygate.pipeline.ratelimit import RateHold
 from tallygate.pipeline.ratelimit_rules import Rule
 from tallygate.pipeline.redis_ratelimit import RatedRedisBudget
 from tests.fakes.upstream import closed_port_url
@@ -187,5 +188,39 @@ def test_with_redis_away_processes_share_the_limit_they_last_saw_it_shared_by() 
             finally:
                 await a.stop()
                 await b.stop()
+
+    asyncio.run(run())
+
+
+def test_a_first_targets_limit_is_decided_in_the_reservation_and_never_refuses_the_request(url: str) -> None:
+    """`reserve_routed`: once the request is admitted (its own limit and budget), the first
+    target's model limit is decided in the same call; at its limit, the target's 429 comes back
+    for the executor, the request stays admitted and the target counts nothing. A request
+    refused by its own limit counts against the target's limit neither."""
+    async def run() -> None:
+        engine = _engine(url)
+        await engine.start()
+        try:
+            budget = Scope("budget", "budget:t", "budget 't'", 100)
+            own = Rule("rl:own", "rate limit 'own'", 3, None, None)
+            target = Rule("rl:tgt", "rate limit 'tgt'", 1, None, 5, "model")
+            hold, rate, first = await engine.reserve_routed([budget], 10, [own], 0, first=[target])
+            assert isinstance(first, RateHold) and hold.held == ("budget:t",)
+            assert dict(rate.headers)[b"x-ratelimit-remaining-requests"] == b"2"  # the request's own limits
+            hold2, rate2, refused = await engine.reserve_routed([budget], 10, [own], 0, first=[target])
+            assert isinstance(refused, RateLimited) and hold2.held == ("budget:t",)  # admitted all the same
+            assert engine.reserved("budget:t") == 20
+            client = redis.Redis.from_url(url)
+            assert client.zcard("tg:rq:rl:tgt") == 1 and client.zcard("tg:rq:rl:own") == 2
+            assert client.get("tg:rt:rlc:rl:tgt") == b"1"  # one slot in flight: the admitted one's
+            await engine.reserve_routed([budget], 10, [own], 0, first=[target])
+            with pytest.raises(RateLimited):  # its own limit refuses: the target is not asked
+                await engine.reserve_routed([budget], 10, [own], 0, first=[target])
+            assert client.zcard("tg:rq:rl:tgt") == 1
+            engine.settle_rate(first, None)  # never tried: out of the target's window altogether
+            await _drained(engine)
+            assert client.zcard("tg:rq:rl:tgt") == 0 and client.get("tg:rt:rlc:rl:tgt") is None
+        finally:
+            await engine.stop()
 
     asyncio.run(run())

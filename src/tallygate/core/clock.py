@@ -1,7 +1,7 @@
 """Wall-clock epoch milliseconds for the ledger and budget windows, with one seam for tests.
 
 `now_ms()` is the system clock. `run_from(start_ms, rate)` makes it start at `start_ms` and run
-`rate` times as fast; `settings.py` calls it once at start-up when `TALLYGATE_FAKE_NOW` is set,
+`rate` times as fast; `tallygate.settings` calls it once at start-up when `TALLYGATE_FAKE_NOW` is set,
 which only tests do (to cross a local midnight, or age a rolling budget window, in seconds).
 Callers read `clock.now_ms()` through the module, so the seam costs nothing when unused.
 """

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from types import TracebackType
 
@@ -57,7 +57,14 @@ from tallygate.pipeline.models import ModelCatalog, Route, check_kind
 from tallygate.pipeline.observers import Observers
 from tallygate.pipeline.output_cap import cap_output
 from tallygate.pipeline.pricing import price_context
-from tallygate.pipeline.ratelimit import MemoryLimiter, RateHold, RateLimiter, RulesOf, SharedLimiter
+from tallygate.pipeline.ratelimit import (
+    MemoryLimiter,
+    RateHold,
+    RateLimiter,
+    RulesOf,
+    SharedLimiter,
+    TargetAdmission,
+)
 from tallygate.pipeline.ratelimit import redacted as rate_redacted
 from tallygate.pipeline.ratelimit_rules import Rule
 from tallygate.pipeline.routing import Plan, Router
@@ -102,14 +109,16 @@ class Pipeline:
                  scrubber: Scrubber | None = None,
                  ledger_refusal: Callable[[], GatewayError | None] | None = None,
                  catch_up: Callable[[str], Awaitable[None]] | None = None, *,
-                 limits: RulesOf | None = None, limiter: RateLimiter | None = None) -> None:
+                 limits: RulesOf | None = None, limiter: RateLimiter | None = None,
+                 model_limits: Callable[[], Mapping[str, tuple[Rule, ...]]] | None = None) -> None:
         """`scopes(principal, tags)`: the limits a request counts against (default: its key's);
         `scrubber` keeps provider secrets from clients; `ledger_refusal()` says why the ledger
         cannot record a request now (its journal's disk refuses writes, or it is at its cap):
         the request is then refused with that 503 before any provider is called; `catch_up(version)`
         reloads budgets and keys when the shared version moved (`pipeline/freshness.py`);
         `limits(principal, tags, models)`: the rate limits a request counts against, admitted by
-        `limiter` (`pipeline/ratelimit.py`)."""
+        `limiter` (`pipeline/ratelimit.py`); `model_limits()`: the model limits by model name
+        now (those of a policy's targets, `pipeline/target_limits.py`)."""
         self.auth = auth
         self.catalog = catalog
         self.router = router
@@ -122,6 +131,7 @@ class Pipeline:
         self.catch_up = catch_up  # reloads budgets and keys up to a version (`pipeline/freshness.py`)
         self.limits = limits or (lambda _principal, _tags, _models: ())
         self.limiter = limiter or MemoryLimiter()
+        self.model_limits = model_limits or (lambda: {})
 
     def exchange(self, scope: Scope, receive: Receive, send: Send, endpoint: str,
                  errors: ErrorSender = send_error) -> Exchange:
@@ -129,21 +139,32 @@ class Pipeline:
         route's API shape."""
         return Exchange(self, scope, receive, send, endpoint, errors)
 
-    async def _reserve(self, scopes: Sequence[BudgetScope], amount: int, rules: Sequence[Rule],
-                       tokens: int, at_ms: int, request_id: str) -> tuple[Hold | None, RateHold | None]:
-        """Rate limits, then budgets, all or nothing: in one Redis round trip when shared;
-        budgets in their windows at `at_ms` (the request's start, its ledger `created_at`)."""
-        if rules and isinstance(self.limiter, SharedLimiter):
-            return await self.limiter.reserve(scopes, amount, rules, tokens, at_ms, request_id)
+    async def _reserve(self, scopes: Sequence[BudgetScope], amount: int, rules: Sequence[Rule], tokens: int,
+                       at_ms: int, request_id: str,
+                       first: Sequence[Rule]) -> tuple[Hold | None, RateHold | None, TargetAdmission]:
+        """Rate limits, then budgets, all or nothing, then the admission under `first` (a
+        policy's first target's model limits), which never refuses the request itself: in one
+        Redis round trip when shared; budgets in their windows at `at_ms` (the request's start,
+        its ledger `created_at`)."""
+        if (rules or first) and isinstance(self.limiter, SharedLimiter):
+            held, admitted, ahead = await self.limiter.reserve(scopes, amount, rules, tokens, at_ms, request_id,
+                                                               first)
+            return held if scopes else None, admitted if rules else None, ahead
         rate = await self.limiter.admit(rules, tokens) if rules else None
-        if not scopes:
-            return None, rate
+        hold = None
+        if scopes:
+            try:
+                hold = await self.budget.reserve(scopes, amount, at_ms, request_id)
+            except BaseException:
+                if rate is not None:  # refused by a budget: as if never admitted
+                    self.limiter.settle(rate, None)
+                raise
+        if not first:
+            return hold, rate, None
         try:
-            return await self.budget.reserve(scopes, amount, at_ms, request_id), rate
-        except BaseException:
-            if rate is not None:  # refused by a budget: as if never admitted
-                self.limiter.settle(rate, None)
-            raise
+            return hold, rate, await self.limiter.admit(first, tokens)
+        except RateLimited as err:
+            return hold, rate, err
 
     def settle(self, call: Call, hold: Hold, adoptions: int) -> None:
         """Settle `hold` to what the call cost, each scope's cost in its window now: when scopes
@@ -175,7 +196,7 @@ class Pipeline:
 
     def target_rules(self, call: Call, target: str) -> tuple[Rule, ...]:
         """The model rate limits on a policy's target (`pipeline/target_limits.py`)."""
-        return tuple(r for r in self.limits(call.principal, (), (target,)) if r.kind == "model")
+        return self.model_limits().get(target, ())
 
     async def reserve(self, call: Call, body: dict, routes: Sequence[Route],
                       policy: str | None = None) -> tuple[Hold | None, RateHold | None, TargetLimits | None]:
@@ -184,8 +205,8 @@ class Pipeline:
         applies, all or nothing (402 naming the first that won't fit). Scopes decided with
         budgets or keys another process has changed since are decided again, reloaded. Model
         limits bind by the model that serves: a plain model's here; with a `policy`, the limit
-        on `policy/<name>` here and each target's as it is tried (the `TargetLimits` returned,
-        None when no target has one)."""
+        on `policy/<name>` here, with the first target's in the same round trip, and each further
+        target's as it is tried (the `TargetLimits` returned, None when no target has one)."""
         models = (f"policy/{policy}",) if policy else tuple(r.name for r in routes)
         bound: tuple[int, int] | None = None  # (prompt, output) tokens at most, counted once
         tools: ToolBound = NO_TOOLS  # what provider-run tools may add
@@ -194,7 +215,8 @@ class Pipeline:
             if not all(s.enforce for s in scopes):  # soft budgets count, never refuse
                 scopes = tuple(s if s.enforce else s._replace(limit=None) for s in scopes)
             rules = self.limits(call.principal, call.tags, models)
-            on_targets = [x for r in routes for x in self.target_rules(call, r.name)] if policy else []
+            by_model = self.model_limits() if policy else None  # empty (falsy) when no model is limited
+            on_targets = [x for r in routes for x in by_model.get(r.name, ())] if by_model else []
             targeted = bool(on_targets)
             if not scopes and not rules and not targeted:
                 return None, None, None
@@ -214,12 +236,18 @@ class Pipeline:
                                   tools) if priced else 0  # no limit: no price looked up
             call.held = amount  # what one attempt may cost (also while Redis is away, budgets open)
             tokens = tools.input_tokens(prompt, output) + output if counted else 0  # every pass, as budgets
-            targets = TargetLimits(call, self.target_rules, self.limiter, tokens, self.catch_up) if targeted \
-                else None
+            targets = first = None
+            if targeted:
+                targets = TargetLimits(call, self.target_rules, self.limiter, tokens, self.catch_up)
+                first = tuple(r for r in self.target_rules(call, routes[0].name) if r not in rules)
             try:
-                if not scopes and not rules:
+                if not scopes and not rules and not first:
                     return None, None, targets
-                return (*await self._reserve(scopes, amount, rules, tokens, call.created_ms, call.id), targets)
+                hold, rate, ahead = await self._reserve(scopes, amount, rules, tokens, call.created_ms, call.id,
+                                                        first or ())
+                if targets is not None:
+                    targets.ahead(routes[0].name, ahead)
+                return hold, rate, targets
             except BudgetExceeded as err:  # another team's budget is not this caller's to read
                 raise redacted(err, call.principal, amount) from None
             except RateLimited as err:  # nor another scope's rate limit (its name or id)

@@ -32,7 +32,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from tallygate.errors import RateLimited
+from tallygate.errors import BudgetUnavailable, RateLimited
 from tallygate.pipeline.budget import prompt_bound
 from tallygate.pipeline.output_cap import DEFAULT_MAX_TOKENS, output_bound
 from tallygate.pipeline.ratelimit_rules import Rule
@@ -106,14 +106,22 @@ class RateLimiter(Protocol):
         it: 'redis' (every process sharing it) or 'process' (this process alone)."""
 
 
+# A policy's first target admitted ahead, in the reservation: its hold, the error to answer when
+# it is tried (its limit's 429, or 503 while the state is unreachable), or None (no limit on it).
+TargetAdmission = RateHold | RateLimited | BudgetUnavailable | None
+
+
 @runtime_checkable
 class SharedLimiter(RateLimiter, Protocol):
     """A limiter whose state is shared with the budget's (Redis): it admits rate limits and
     reserves the budget in one round trip."""
 
-    async def reserve(self, scopes: Sequence[Any], amount: int, rules: Sequence[Rule],
-                      tokens: int, at_ms: int | None = None, request_id: str = "") -> tuple[Any, RateHold]:
-        """(budget hold, rate hold), or `RateLimited` / `BudgetExceeded` holding nothing."""
+    async def reserve(self, scopes: Sequence[Any], amount: int, rules: Sequence[Rule], tokens: int,
+                      at_ms: int | None = None, request_id: str = "",
+                      first: Sequence[Rule] = ()) -> tuple[Any, RateHold, TargetAdmission]:
+        """(budget hold, rate hold, the admission under `first`, a policy's first target's model
+        limits, decided in the same round trip once the request is admitted), or `RateLimited` /
+        `BudgetExceeded` holding nothing."""
 
 
 # What a caller who may not read a limit learns of it: which part of its request it limits.

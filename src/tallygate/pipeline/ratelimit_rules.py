@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from tallygate.core.periodic import Periodic
@@ -62,7 +62,7 @@ class RuleSet:
         self._by_key: dict[str, list[Rule]] = {}
         self._labels: list[tuple[dict[str, str], Rule]] = []
         self._tags: dict[str, list[Rule]] = {}
-        self._models: dict[str, list[Rule]] = {}
+        models: dict[str, list[Rule]] = {}
         for r in self.records.values():
             rule, value = Rule.of(r), r.scope[r.kind]
             if r.kind == "key":
@@ -72,7 +72,8 @@ class RuleSet:
             elif r.kind == "tag":
                 self._tags.setdefault(value, []).append(rule)
             else:
-                self._models.setdefault(value, []).append(rule)
+                models.setdefault(value, []).append(rule)
+        self._models = {name: tuple(rules) for name, rules in models.items()}
         self._cache: dict[str, tuple[Principal, tuple[Rule, ...]]] = {}
 
     def __len__(self) -> int:
@@ -110,6 +111,11 @@ class RuleSet:
             rules += tuple(rule for m in models for rule in self._models.get(m, ()))
         return rules
 
+    def model_rules(self) -> Mapping[str, tuple[Rule, ...]]:
+        """The limits on each model or policy name that has any (empty when none has: one
+        truth test tells a request that no target of its policy is limited)."""
+        return self._models
+
     def binding(self, principal: Principal) -> list[RateLimitRecord]:
         """The limits that bind a key: its key and label limits, and every tag and model limit
         (any request of it may carry the tag or name the model)."""
@@ -131,6 +137,9 @@ class RuleRegistry:
 
     def rules(self, principal: Principal, tags: tuple[str, ...], models: Sequence[str] = ()) -> tuple[Rule, ...]:
         return self.current.rules(principal, tags, models)
+
+    def model_rules(self) -> Mapping[str, tuple[Rule, ...]]:
+        return self.current.model_rules()
 
     def reload(self) -> None:
         """Read every rate limit (blocking)."""

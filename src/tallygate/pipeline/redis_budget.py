@@ -7,9 +7,7 @@ this process and live as long as it renews them (every `ttl_s / 3`); the holds o
 dies are reaped by the others within `ttl_s` of its last renewal, however long its requests ran.
 
 Counters are kept per slot of each scope's window (`core/windows.py`) and built from the ledger
-when Redis has none for a window (first start, a new window, Redis restarted without
-persistence): each becomes the larger of itself and the ledger's total, and the build is
-repeated once the ledgers of all processes have flushed (`_REBUILD_AGAIN_S`).
+when Redis has none for a window (`pipeline/redis_rebuild.py`, this engine's base).
 Settles that could not be sent while Redis was away are sent once it is back, but if it came back
 without its state (`pepoch` changed) only to release holds: their costs are in the ledger the
 counters are rebuilt from, and counted again they would put a counter above it.
@@ -29,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
@@ -48,16 +45,11 @@ from tallygate.core.windows import MONTH, Window, Windows, window
 from tallygate.errors import BudgetUnavailable
 from tallygate.pipeline.budget import Hold, Scope, StaleScopes, counters, refusal
 from tallygate.pipeline.redis_batch import ScriptBatch
-from tallygate.pipeline.redis_lua import HEARTBEAT, REBUILD, RELEASE_ALL, RESERVE, SETTLE, SETTLE_REPLAYED
+from tallygate.pipeline.redis_lua import HEARTBEAT, RELEASE_ALL, RESERVE, SETTLE
+from tallygate.pipeline.redis_rebuild import REBUILD_AGAIN_S, LedgerCounters, text
 
 log = logging.getLogger("tallygate.budget.redis")
-_REBUILD_AGAIN_S = 3.0
 _MAX_QUEUED = 200_000  # settles kept while Redis is away; the ledger has them in any case
-_CHUNK = 2000  # scopes per rebuild call
-
-
-def _text(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def unsettled(request_id: str, names: Sequence[str]) -> str:
@@ -65,12 +57,7 @@ def unsettled(request_id: str, names: Sequence[str]) -> str:
     return f"{request_id} {' '.join(names)}" if request_id and names else ""
 
 
-def _log_failure(task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.error("second budget rebuild pass failed: %s", task.exception())
-
-
-class RedisBudget:
+class RedisBudget(LedgerCounters):
     """Budget state in Redis (a service: `start()` and `stop()` with the gateway)."""
 
     def __init__(self, url: str, ledger_spend: Callable[[Window], dict[str, int]], *, fail_open: bool = False,
@@ -85,46 +72,30 @@ class RedisBudget:
         of each request of `ids` the ledger has (blocking), so that a build from the ledger leaves
         out the costs whose settles are still to come."""
         self.url = url
-        self._ledger_spend = ledger_spend
-        self._ledger_costs = ledger_costs
+        # A pooled connection may have died with a Redis restart: reconnect once, at once, before
+        # calling Redis unreachable (redis-py retries only the errors named in retry_on_error).
+        aio = aioredis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
+                                      retry=AsyncRetry(NoBackoff(), 1), retry_on_error=[RedisConnectionError])
+        sync = redis.Redis.from_url(url, socket_timeout=timeout_s * 2, socket_connect_timeout=timeout_s,
+                                    retry=Retry(NoBackoff(), 1), retry_on_error=[RedisConnectionError])
+        super().__init__(aio, sync, prefix, ledger_spend, ledger_costs, Windows(tz))
         self._fail_open = fail_open
         self._open_allowance = open_allowance
         self._unenforced: dict[str, int] = {}  # worst cases served per scope during this outage
         self.loaded_version = ""  # the budgets/keys version this process decides scopes with
         self._down_until = 0.0  # unlimited requests skip the version check until then
         self._ttl_ms = int(ttl_s * 1000)
-        self._p = prefix
         self.process = uuid.uuid4().hex
-        # A pooled connection may have died with a Redis restart: reconnect once, at once, before
-        # calling Redis unreachable (redis-py retries only the errors named in retry_on_error).
-        self._aio = aioredis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
-                                            retry=AsyncRetry(NoBackoff(), 1), retry_on_error=[RedisConnectionError])
-        self._sync = redis.Redis.from_url(url, socket_timeout=timeout_s * 2, socket_connect_timeout=timeout_s,
-                                          retry=Retry(NoBackoff(), 1), retry_on_error=[RedisConnectionError])
         self._reserve = ScriptBatch(self._aio, self._aio.register_script(RESERVE), on_orphan=self._orphan)
         self._settle = self._aio.register_script(SETTLE)
         self._heartbeat = self._aio.register_script(HEARTBEAT)
         self._release = self._aio.register_script(RELEASE_ALL)
-        self._rebuild_async = self._aio.register_script(REBUILD)
-        self._rebuild_sync = self._sync.register_script(REBUILD)
-        self._settle_replayed_sync = self._sync.register_script(SETTLE_REPLAYED)
         self._queue: list[tuple[Hold, int]] = []
         self._wake: asyncio.Event | None = None
-        self._tasks: list[asyncio.Task[None]] = []
-        self.windows = Windows(tz)
         self._periods = periods
-        self._rebuilding: asyncio.Lock | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._warned = 0.0
-        self._closing = False
-        self._epoch = ""  # names Redis's state: another value (or none) after it lost it
         self._flush_failed = False
         self.unavailable = 0  # requests served or refused while Redis was unreachable
-        self._unadopted: dict[str, int] = {}  # ledger spend `adopt` could not send: sent once Redis answers
-        self._unadopted_windows: dict[str, Window] = {}
-        self._unadopted_lock = threading.Lock()
-        self.adoptions = 0
-        self._replayed_unnoted = False  # a journal replay wrote records no note settled
 
     def now_ms(self) -> int:
         return clock.now_ms()
@@ -153,7 +124,7 @@ class RedisBudget:
                 self._down_until = time.monotonic() + 1.0
                 return Hold(names, (), 0)  # nothing known to limit it: served either way
             if res[0] == 3:
-                raise StaleScopes(_text(res[1]))
+                raise StaleScopes(text(res[1]))
             return Hold(names, (), 0, request_id if noted else "")
         args: list[Any] = [self._p, noted, self.process, amount, self._ttl_ms, self.loaded_version,
                            *self._limits(limited, at)]
@@ -167,7 +138,7 @@ class RedisBudget:
             if res[0] == 0:
                 return Hold(names, tuple(s.id for s in limited), amount, request_id if noted else "")
             if res[0] == 3:
-                raise StaleScopes(_text(res[1]))
+                raise StaleScopes(text(res[1]))
             if res[0] == 1:
                 raise refusal(limited[int(res[1]) - 1], int(res[2]), int(res[3]), amount)
             try:
@@ -179,7 +150,7 @@ class RedisBudget:
     def _orphan(self, args: Sequence[Any], res: Any) -> None:
         """A reservation whose request went away while Redis answered: release it."""
         if isinstance(res, list) and res and res[0] == 0:
-            self.settle(Hold((), tuple(args[6::3]), int(args[3]), _text(args[1]).partition(" ")[0]), 0)
+            self.settle(Hold((), tuple(args[6::3]), int(args[3]), text(args[1]).partition(" ")[0]), 0)
 
     def _unavailable(self, names: tuple[str, ...], limited: Sequence[Scope], amount: int,
                      exc: BaseException) -> Hold:
@@ -225,7 +196,7 @@ class RedisBudget:
                 if await self._state_lost():  # the rebuilt counters hold these costs already
                     batch = [(hold, 0) for hold, _ in batch]
                     for w in self.windows.current() if not self._closing else ():
-                        asyncio.get_running_loop().call_later(_REBUILD_AGAIN_S, self._again, w)  # late writes
+                        asyncio.get_running_loop().call_later(REBUILD_AGAIN_S, self._again, w)  # late writes
                 self._flush_failed = False
             if len(batch) == 1:
                 await self._settle(args=self._settle_args(*batch[0]))
@@ -247,32 +218,6 @@ class RedisBudget:
             self._flush_failed = True
             raise
 
-    def settle_replayed(self, records: Sequence[tuple[str, int]]) -> int:
-        """Count the cost of each (request id, cost) a journal replay wrote whose settle never
-        reached Redis (its process was killed first), once; returns how many (blocking)."""
-        settled = 0
-        for i in range(0, len(records), _CHUNK):
-            args = [self._p, *(x for pair in records[i:i + _CHUNK] for x in pair)]
-            settled += int(self._settle_replayed_sync(args=args))
-        if settled < len(records):  # settled before the kill, or their notes went with Redis's state:
-            self._replayed_unnoted = True  # a build from the ledger, which has them now, counts the latter
-            if self._loop is not None and not self._closing:
-                self._loop.call_soon_threadsafe(self._rebuild_current)
-        return settled
-
-    def _rebuild_current(self) -> None:
-        for w in self.windows.current():
-            self._again(w)
-
-    async def _state_lost(self) -> bool:
-        """Whether Redis lost its state since this process last looked (after a failed flush)."""
-        epoch = await self._aio.get(f"{self._p}epoch")
-        if epoch is not None and _text(epoch) == self._epoch:
-            return False
-        await self._aio.set(f"{self._p}epoch", uuid.uuid4().hex, nx=True)
-        self._epoch = _text(await self._aio.get(f"{self._p}epoch") or b"")
-        return True
-
     async def _flusher(self) -> None:
         """Sends settles as they come, until `stop()` (which sends the rest)."""
         assert self._wake is not None
@@ -290,96 +235,6 @@ class RedisBudget:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
                 self._wake.set()
-
-    # -- counters from the ledger ---------------------------------------------------------------
-
-    async def rebuild(self, w: Window) -> None:
-        """Build a window's counters from the ledger (once at a time in this process)."""
-        assert self._rebuilding is not None
-        async with self._rebuilding:
-            if await self._aio.exists(f"{self._p}{w.slots[0]}:ready"):
-                return
-            log.warning("building budget counters for the %s window from the ledger", w.period)
-            await self._rebuild_pass(w)
-        asyncio.get_running_loop().call_later(_REBUILD_AGAIN_S, self._again, w)
-
-    def _again(self, w: Window) -> None:
-        task = asyncio.get_running_loop().create_task(self._rebuild_pass(w))
-        task.add_done_callback(_log_failure)
-        self._tasks.append(task)
-
-    def _rebuild_args(self, spend: dict[str, int], mark: str = "") -> list[list[Any]]:
-        """REBUILD calls setting `spend`'s counters, the last one marking the window whose running
-        slot is `mark` built (none when '')."""
-        pairs = list(spend.items())
-        calls = []
-        for i in range(0, max(len(pairs), 1), _CHUNK):
-            last = i + _CHUNK >= len(pairs)
-            calls.append([self._p, "", mark if last else "", *(x for pair in pairs[i:i + _CHUNK] for x in pair)])
-        return calls
-
-    async def _rebuild_pass(self, w: Window) -> None:
-        spend = await self._less_unsettled(await asyncio.to_thread(self._ledger_spend, w))
-        for args in self._rebuild_args(spend, w.slots[0]):
-            await self._rebuild_async(args=args)
-
-    async def _less_unsettled(self, spend: dict[str, int]) -> dict[str, int]:
-        """`spend` (read from the ledger) without the costs of requests still noted unsettled:
-        their settles, delayed (a Redis stall) past their ledger write, are still to add them, and
-        a counter raised to the ledger would count them twice. (A request settled since this
-        read is in its counter already, so leaving it out of `spend` cannot lower anything.)"""
-        if self._ledger_costs is None or not spend:
-            return spend
-        head = len(self._p) + 2
-        ids = [_text(k)[head:] async for k in self._aio.scan_iter(match=f"{self._p}u:*", count=1000)]
-        costs = await asyncio.to_thread(self._ledger_costs, ids) if ids else {}
-        if not costs:
-            return spend
-        notes = await self._aio.mget([f"{self._p}u:{rid}" for rid in costs])
-        out = dict(spend)
-        for cost, names in zip(costs.values(), notes, strict=True):
-            for name in _text(names).split() if names is not None else ():
-                if name in out:
-                    out[name] = max(0, out[name] - cost)
-        return out
-
-    def adopt(self, spend: dict[str, int], wins: Sequence[Window] = ()) -> None:
-        """Start new scopes from the ledger's spend, and rebuild `wins` again once every ledger
-        writer has flushed (requests answered before the budget existed may be written after
-        this read)."""
-        self.adoptions += 1
-        if spend:
-            try:
-                for args in self._rebuild_args(spend):
-                    self._rebuild_sync(args=args)
-            except (RedisError, OSError) as exc:  # (a process starting while Redis is down)
-                log.error("starting budget counters in Redis failed (%s); they are sent once it answers", exc)
-                with self._unadopted_lock:
-                    for counter, pico in spend.items():
-                        self._unadopted[counter] = max(pico, self._unadopted.get(counter, 0))
-                    self._unadopted_windows.update((w.slots[0], w) for w in wins)
-                return
-            if self._loop is not None and not self._closing:
-                for w in wins:
-                    self._loop.call_soon_threadsafe(self._loop.call_later, _REBUILD_AGAIN_S, self._again, w)
-
-    async def _adopt_late(self) -> None:
-        """Send what `adopt` could not while Redis was unreachable, then read those windows from
-        the ledger again (spend settled meanwhile is in it)."""
-        with self._unadopted_lock:
-            spend, wins = self._unadopted, list(self._unadopted_windows.values())
-            self._unadopted, self._unadopted_windows = {}, {}
-        try:
-            for args in self._rebuild_args(spend):
-                await self._rebuild_async(args=args)
-        except BaseException:
-            with self._unadopted_lock:
-                for counter, pico in spend.items():
-                    self._unadopted[counter] = max(pico, self._unadopted.get(counter, 0))
-                self._unadopted_windows.update((w.slots[0], w) for w in wins)
-            raise
-        for w in wins:
-            self._again(w)
 
     # -- reads for the management API (blocking) --------------------------------------------------
 
@@ -414,7 +269,7 @@ class RedisBudget:
 
     def version(self) -> str:
         """The shared budgets/keys version now (blocking; read before reloading them)."""
-        return _text(self._sync.get(f"{self._p}ver") or b"0")
+        return text(self._sync.get(f"{self._p}ver") or b"0")
 
     def bump(self) -> None:
         try:
@@ -465,9 +320,9 @@ class RedisBudget:
         self._wake, self._rebuilding = asyncio.Event(), asyncio.Lock()
         self._loop = asyncio.get_running_loop()
         try:  # the version first: budgets and keys are loaded after the engine starts
-            self.loaded_version = _text(await self._aio.get(f"{self._p}ver") or b"0")
+            self.loaded_version = text(await self._aio.get(f"{self._p}ver") or b"0")
             await self._aio.set(f"{self._p}epoch", uuid.uuid4().hex, nx=True)
-            self._epoch = _text(await self._aio.get(f"{self._p}epoch") or b"")
+            self._epoch = text(await self._aio.get(f"{self._p}epoch") or b"")
             await self._heartbeat(args=[self._p, self.process, self._ttl_ms])
             await self.rebuild(self.windows.at(MONTH, self.now_ms()))
         except (RedisError, OSError) as exc:

@@ -31,13 +31,14 @@ from typing import Any
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError, RedisError
 
-from tallygate.errors import BudgetUnavailable
+from tallygate.errors import BudgetUnavailable, RateLimited
 from tallygate.pipeline.budget import Hold, Scope, StaleScopes, counters, refusal
 from tallygate.pipeline.ratelimit import (
     CONCURRENCY_RETRY_S,
     MemoryLimiter,
     RateHold,
     RuleUsage,
+    TargetAdmission,
     limit_headers,
     refused,
 )
@@ -128,14 +129,23 @@ class RatedRedisBudget(RedisBudget):
 
     async def reserve_rated(self, scopes: Sequence[Scope], amount: int, rules: Sequence[Rule],
                             tokens: int, at_ms: int | None = None, request_id: str = "") -> tuple[Hold, RateHold]:
+        hold, rate, _ = await self.reserve_routed(scopes, amount, rules, tokens, at_ms, request_id)
+        return hold, rate
+
+    async def reserve_routed(self, scopes: Sequence[Scope], amount: int, rules: Sequence[Rule], tokens: int,
+                             at_ms: int | None = None, request_id: str = "",
+                             first: Sequence[Rule] = ()) -> tuple[Hold, RateHold, TargetAdmission]:
+        """`reserve_rated`, and in the same round trip, once the request is admitted, its
+        admission under `first` (a policy's first target's model limits): that target's hold, or
+        the refusal to answer when it is tried (None without `first`)."""
         at = self.now_ms() if at_ms is None else at_ms
         ids = counters(scopes, self.windows, at)
         limited = [s for s in scopes if s.limit is not None]
         noted = unsettled(request_id, ids)
         request = request_id if noted else ""
         uid = f"{self.process}:{next(self._ids)}"
-        head: list[Any] = [len(rules), tokens, uid]
-        for r in rules:
+        head: list[Any] = [len(rules), tokens, uid, len(first)]
+        for r in (*rules, *first):
             head += (r.id, _opt(r.requests_per_minute), _opt(r.tokens_per_minute), _opt(r.max_concurrent),
                      _opt(r.requests_per_second))
         args: list[Any] = [*head, self._p, noted, self.process, amount if limited else 0, self._ttl_ms,
@@ -148,12 +158,14 @@ class RatedRedisBudget(RedisBudget):
                 self.rate_round_trips += 1
                 res = await self._rated(args)
             except (RedisError, OSError) as exc:
-                return self._outage(ids, limited, amount, exc, rules, tokens)
+                return self._outage(ids, limited, amount, exc, rules, tokens, first)
             code = int(res[0])
             if code == 0:
-                hold.headers = _headers(rules, [int(x) for x in res[1:]])
+                values = [int(x) for x in res[1:]]
+                hold.headers = _headers(rules, values)
                 held = tuple(s.id for s in limited) if limited and amount else ()
-                return Hold(ids, held, amount if held else 0, request), hold
+                return Hold(ids, held, amount if held else 0, request), hold, _target(first, tokens, uid, values,
+                                                                                     len(rules))
             if code == 3:
                 raise StaleScopes(_text(res[1]))
             if code == 4:
@@ -163,20 +175,26 @@ class RatedRedisBudget(RedisBudget):
             try:
                 await self.rebuild(self.windows.at(limited[int(res[1]) - 1].period, at))
             except Exception as exc:
-                return self._outage(ids, limited, amount, exc, rules, tokens)
+                return self._outage(ids, limited, amount, exc, rules, tokens, first)
         return self._outage(ids, limited, amount, RuntimeError("the window's counters could not be built"),
-                            rules, tokens)
+                            rules, tokens, first)
 
     def _outage(self, ids: tuple[str, ...], limited: Sequence[Scope], amount: int, exc: BaseException,
-                rules: Sequence[Rule], tokens: int) -> tuple[Hold, RateHold]:
+                rules: Sequence[Rule], tokens: int, first: Sequence[Rule]) -> tuple[Hold, RateHold, TargetAdmission]:
         """Redis is unreachable: this process's share of the rate limits, then the budgets'
-        open allowance (or 503), all or nothing."""
+        open allowance (or 503), all or nothing; then the first target's share, as in Redis."""
         rate = self._fallback_admit(rules, tokens)
         try:
-            return (self._unavailable(ids, limited, amount, exc) if limited and amount else Hold(ids, (), 0)), rate
+            hold = self._unavailable(ids, limited, amount, exc) if limited and amount else Hold(ids, (), 0)
         except BaseException:
             self.fallback.settle(rate, None)
             raise
+        if not first:
+            return hold, rate, None
+        try:
+            return hold, rate, self._fallback_admit(first, tokens)
+        except (RateLimited, BudgetUnavailable) as err:
+            return hold, rate, err
 
     async def rate_usage(self, rule_ids: Sequence[str]) -> tuple[dict[str, RuleUsage], str]:
         """What each rate limit counts now across every process (one round trip); this
@@ -209,16 +227,20 @@ class RatedRedisBudget(RedisBudget):
         return self.fallback.admit_now([share(r, peers) for r in rules], tokens)
 
     def _orphan_rated(self, args: Sequence[Any], res: Any) -> None:
-        """A reservation whose request went away while Redis answered: release all of it."""
+        """A reservation whose request went away while Redis answered: release all of it (the
+        first target's admission too, when it was counted)."""
         if not (isinstance(res, list) and res and res[0] == 0):
             return
-        n = int(args[0])
-        budget_args = list(args[3 + 5 * n:])
+        n, m = int(args[0]), int(args[3])
+        budget_args = list(args[4 + 5 * (n + m):])
         if len(budget_args) > 6 or budget_args[1]:  # holds, or a request noted unsettled
             self.settle(Hold((), tuple(budget_args[6::3]), int(budget_args[3]),
                              _text(budget_args[1]).partition(" ")[0]), 0)
-        rules = [Rule(args[3 + 5 * i], "", None, int(args[5 + 5 * i]) if args[5 + 5 * i] else None,
-                      int(args[6 + 5 * i]) if args[6 + 5 * i] else None) for i in range(n)]
+        counted = n + m if m and int(res[1 + 6 * n]) == 0 else n
+        rules = []
+        for i in range(counted):
+            rid, _, tpm, conc = args[4 + 5 * i:8 + 5 * i]
+            rules.append(Rule(rid, "", None, int(tpm) if tpm else None, int(conc) if conc else None))
         self.settle_rate(RateHold(tuple(rules), int(args[1]), remote=args[2]), None)
 
     def settle_rate(self, hold: RateHold, actual_tokens: int | None) -> None:
@@ -276,7 +298,18 @@ def _headers(rules: Sequence[Rule], values: list[int]) -> list[tuple[bytes, byte
     return out
 
 
-def _refusal(rules: Sequence[Rule], tokens: int, values: list[int]) -> Exception:
+def _target(first: Sequence[Rule], tokens: int, uid: str, values: list[int], n: int) -> TargetAdmission:
+    """The first target's part of an admission's answer (after the request's `n` rules' six
+    figures each): its hold, or its limit's refusal."""
+    if not first:
+        return None
+    answer = values[6 * n:]
+    if answer[0] == 0:
+        return RateHold(tuple(first), tokens, remote=uid)
+    return _refusal(first, tokens, answer[1:])
+
+
+def _refusal(rules: Sequence[Rule], tokens: int, values: list[int]) -> RateLimited:
     i, kind, wait_ms, used = values[0], values[1], values[2], values[3]
     rule = rules[i - 1]
     if kind == 4:
@@ -305,9 +338,10 @@ class RedisLimiter:
     def __init__(self, budget: RatedRedisBudget) -> None:
         self.budget = budget
 
-    async def reserve(self, scopes: Sequence[Scope], amount: int, rules: Sequence[Rule],
-                      tokens: int, at_ms: int | None = None, request_id: str = "") -> tuple[Hold, RateHold]:
-        return await self.budget.reserve_rated(scopes, amount, rules, tokens, at_ms, request_id)
+    async def reserve(self, scopes: Sequence[Scope], amount: int, rules: Sequence[Rule], tokens: int,
+                      at_ms: int | None = None, request_id: str = "",
+                      first: Sequence[Rule] = ()) -> tuple[Hold, RateHold, TargetAdmission]:
+        return await self.budget.reserve_routed(scopes, amount, rules, tokens, at_ms, request_id, first)
 
     async def admit(self, rules: Sequence[Rule], tokens: int) -> RateHold:
         return (await self.budget.reserve_rated((), 0, rules, tokens))[1]

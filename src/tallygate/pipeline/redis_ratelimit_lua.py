@@ -1,6 +1,8 @@
 """Rate limits in the budget's reservation script: one Lua call checks every rate limit, reserves
 the budget (`redis_lua.RESERVE`, unchanged: its text is wrapped as a function), and counts the
-request against the rate limits only when both admit it. One round trip, atomic in Redis.
+request against the rate limits only when both admit it; then, for a routing policy's request,
+admits it under its first target's model limits (`pipeline/target_limits.py`). One round trip,
+atomic in Redis.
 
 Keys, under the budget's prefix `p`:
 
@@ -117,22 +119,31 @@ local function rate_commit(p, proc, rules, tokens, uid, now)
 end
 """
 
-# ARGV: number of rules n, worst-case tokens, request id, then per rule (id, requests per minute,
-# tokens per minute, in flight, requests per second; '' for none), then RESERVE's own ARGV. ->
-# RESERVE's {1..3, ...} answers unchanged | {4, i, kind, wait ms, used}: the i-th rule refuses |
-# {0, per rule: remaining requests, reset ms, remaining tokens, reset ms, remaining requests this
-# second, reset ms} admitted under every rate limit and budget.
+# ARGV: number of the request's rules n, worst-case tokens, request id, number of the first
+# target's rules m (a routing policy's first target's model limits), then per rule, the request's
+# then the target's (id, requests per minute, tokens per minute, in flight, requests per second;
+# '' for none), then RESERVE's own ARGV. -> RESERVE's {1..3, ...} answers unchanged | {4, i, kind,
+# wait ms, used}: the request's i-th rule refuses | {0, per request rule: remaining requests, reset
+# ms, remaining tokens, reset ms, remaining requests this second, reset ms} admitted under every
+# rate limit and budget, followed when m > 0 by the first target's own answer, decided only once
+# the request is admitted and never undoing it: {0, per target rule the same six} counted against
+# its limits too | {4, i, kind, wait ms, used} its i-th rule refuses (counted against none of them:
+# the executor skips that target as if it had answered 429).
 RESERVE_RATED = _COMMON + _RATE + "local function budget_reserve(ARGV)\n" + RESERVE[len(_COMMON):] + """
 end
-local n, tokens, uid = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
-local rules = {}
-for i = 0, n - 1 do
-  local b = 4 + i * 5
-  rules[i + 1] = {id = ARGV[b], rpm = tonumber(ARGV[b + 1]), tpm = tonumber(ARGV[b + 2]), conc = tonumber(ARGV[b + 3]),
-                  rps = tonumber(ARGV[b + 4])}
+local n, tokens, uid, m = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
+local function rules_from(b, count)
+  local out = {}
+  for i = 0, count - 1 do
+    local at = b + i * 5
+    out[i + 1] = {id = ARGV[at], rpm = tonumber(ARGV[at + 1]), tpm = tonumber(ARGV[at + 2]),
+                  conc = tonumber(ARGV[at + 3]), rps = tonumber(ARGV[at + 4])}
+  end
+  return out
 end
+local rules, first = rules_from(5, n), rules_from(5 + n * 5, m)
 local budget_argv = {}
-for j = 4 + n * 5, #ARGV do budget_argv[#budget_argv + 1] = ARGV[j] end
+for j = 5 + (n + m) * 5, #ARGV do budget_argv[#budget_argv + 1] = ARGV[j] end
 local p, proc = budget_argv[1], budget_argv[3]
 local ver = redis.call('GET', p .. 'ver') or '0'
 if ver ~= budget_argv[6] then return {3, ver} end
@@ -141,7 +152,12 @@ local refused = rate_check(p, rules, tokens, now)
 if refused then return refused end
 local res = budget_reserve(budget_argv)
 if res[1] ~= 0 then return res end
-return rate_commit(p, proc, rules, tokens, uid, now)
+local out = rate_commit(p, proc, rules, tokens, uid, now)
+if m > 0 then
+  local target = rate_check(p, first, tokens, now) or rate_commit(p, proc, first, tokens, uid, now)
+  for _, v in ipairs(target) do out[#out + 1] = v end
+end
+return out
 """
 
 # ARGV: prefix, process, request id, actual tokens, then per rule (id, has tokens '1'/'0',
