@@ -39,7 +39,8 @@ ValidationException, as AWS answers it.
 Embeddings on POST /model/{id}/invoke for `amazon.titan-embed-text-*` (`{"inputText"}` ->
 `{"embedding", "inputTextTokenCount"}`) and `cohere.embed-*` (`{"texts", "input_type"}` ->
 `{"embeddings"}`, the count in `X-Amzn-Bedrock-Input-Token-Count`).
-`stream-error` sends a throttlingException frame mid-stream.
+`stream-error` sends a throttlingException frame mid-stream; `batch-error` sends it in one write with
+the first four events (text among them).
 
 CountTokens: POST /model/{modelId}/count-tokens with `{"input": {"invokeModel": {"body": <base64
 of the InvokeModel body>}}}` (or `{"converse": {...}}`) answers `{"inputTokens"}`; cross-region
@@ -174,10 +175,15 @@ class FakeBedrock(FakeUpstream):
         resp = web.StreamResponse(status=200, headers={"x-amzn-RequestId": "fake-request"})
         resp.content_type = "application/vnd.amazon.eventstream"
         await resp.prepare(request)
+        throttled = frame({":exception-type": "throttlingException", ":content-type": "application/json",
+                           ":message-type": "exception"}, b'{"message":"Too many tokens, please wait."}')
+        if "batch-error" in model:  # the first events (text among them) and the exception in one write
+            await resp.write(b"".join(event(kind, data) for kind, data in events[:4]) + throttled)
+            await resp.write_eof()
+            return resp
         for i, (kind, data) in enumerate(events):
             if i == 3 and "stream-error" in model:
-                await resp.write(frame({":exception-type": "throttlingException", ":content-type": "application/json",
-                                        ":message-type": "exception"}, b'{"message":"Too many tokens, please wait."}'))
+                await resp.write(throttled)
                 break
             await resp.write(event(kind, data))
         await resp.write_eof()

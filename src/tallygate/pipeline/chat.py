@@ -14,6 +14,8 @@ the client receives are those `orjson` would write for the same chunk.
 For estimates of a stream cut short, each text-bearing delta counts as one token (four
 characters), which is how OpenAI and compatible servers stream; a stream translated from another
 API (Gemini, Bedrock, Anthropic: many tokens a chunk) counts its text, four characters a token.
+The prompt is what the provider reported at the stream's start where it did (Anthropic's
+`message_start`, Gemini's first `usageMetadata`: `Call.reported`), else estimated by its size.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from tallygate.pipeline.routing import Plan, execute
 from tallygate.pipeline.tool_fees import chat_searches
 from tallygate.pipeline.validate import check_chat, check_embeddings
 from tallygate.pipeline.wire import Send
-from tallygate.types import Usage
+from tallygate.types import Reported, Usage
 
 Rates = Callable[[Route], Rate]
 
@@ -163,7 +165,7 @@ class ChatRelay:
     async def chat(self, call: Call, plan: Plan, body: dict, send: Send) -> None:
         if check_chat(body):
             wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-            return await relay_stream(call, plan, lambda route: _chat_chunks(body, route),
+            return await relay_stream(call, plan, lambda route: _chat_chunks(call, body, route),
                                       lambda route: ChatCodec(call, self._rate(route), body, wants_usage,
                                                               chat_searches(route.upstream_model, body),
                                                               route.native.raw_chat_stream is None), send)
@@ -205,12 +207,14 @@ def upstream_body(body: dict, route: Route) -> dict:
     return {**body, "model": route.upstream_model}
 
 
-def _chat_chunks(body: dict, route: Route) -> AsyncGenerator[list[bytes], None]:
-    """The provider's chat stream as batches of chunk JSON bytes (raw when it can give them)."""
+def _chat_chunks(call: Call, body: dict, route: Route) -> AsyncGenerator[list[bytes], None]:
+    """The provider's chat stream as batches of chunk JSON bytes (raw when it can give them);
+    a translated one reports the prompt's counts it has early in `call.reported`."""
+    call.reported = Reported()  # this attempt's, none of an earlier one's
     raw = route.native.raw_chat_stream
     if raw is not None:
         return raw.chat_stream_raw(upstream_body(body, route))
-    return _dumped(route.provider.chat_stream(upstream_body(body, route)))
+    return _dumped(route.provider.chat_stream(upstream_body(body, route), call.reported))
 
 
 async def _dumped(batches: AsyncGenerator[list[dict], None]) -> AsyncGenerator[list[bytes], None]:
