@@ -52,7 +52,7 @@ def gw(upstream: FakeUpstream, gemini: FakeGemini, bedrock: FakeBedrock,
     models = {f"{p}-{m}": {"provider": p, "model": m, "pricing": PRICE}
               for p in providers for m in ("batch-error", "cut-stream", "gemini-2.5-flash")}
     models |= {f"anthropic-{m}": {"provider": "anthropic", "model": m, "pricing": PRICE}
-               for m in ("cached-40", "cut-cached-40")}
+               for m in ("cached-40", "cut-cached-40", "slowstream-2500")}  # 2.5 s between events: past the 2 s
     gateway = InProcessGateway(tmp_path_factory.mktemp("gw-cut-short"),
                                {"providers": providers, "models": models}).start()
     yield gateway
@@ -139,6 +139,7 @@ def whole(oai: openai.OpenAI, gw: Gateway, model: str) -> dict:
 @pytest.mark.parametrize("provider, whole_model, cut_model", [
     ("anthropic", "anthropic-cached-40", "anthropic-cut-cached-40"),  # message_start: input and cache reads
     ("google", "google-gemini-2.5-flash", "google-cut-stream"),  # usageMetadata.promptTokenCount in each chunk
+    ("anthropic", "anthropic-gemini-2.5-flash", "anthropic-slowstream-2500"),  # stalled after message_start
 ])
 def test_a_cut_chat_stream_keeps_the_prompt_the_provider_reported(oai: openai.OpenAI, gw: Gateway, provider: str,
                                                                   whole_model: str, cut_model: str) -> None:
