@@ -49,6 +49,7 @@ def gw(upstream: FakeUpstream, gemini: FakeGemini, bedrock: FakeBedrock,
         "aws": {"type": "bedrock", "region": REGION, "base_url": bedrock.root_url, "api_key": API_KEY,
                 "timeout_s": 2},
     }
+    providers["aws-claude"] = {**providers["aws"], "anthropic_messages": True}  # Messages natively, on Converse
     models = {f"{p}-{m}": {"provider": p, "model": m, "pricing": PRICE}
               for p in providers for m in ("batch-error", "cut-stream", "gemini-2.5-flash")}
     models |= {f"anthropic-{m}": {"provider": "anthropic", "model": m, "pricing": PRICE}
@@ -110,10 +111,12 @@ def test_text_read_with_an_error_event_is_relayed_and_counted(oai: openai.OpenAI
     assert_estimated(record, len(texts) if provider == "openai" else math.ceil(len("".join(texts)) / 4))
 
 
-def test_messages_translated_relays_text_read_with_an_error_event(claude: anthropic.Anthropic, gw: Gateway) -> None:
+# translated from chat; Bedrock's own, on ConverseStream and on InvokeModelWithResponseStream
+@pytest.mark.parametrize("model", ["openai-batch-error", "aws-batch-error", "aws-claude-batch-error"])
+def test_messages_relay_text_read_with_an_error_event(claude: anthropic.Anthropic, gw: Gateway, model: str) -> None:
     texts = []
     with pytest.raises(anthropic.APIError):
-        with claude.messages.stream(model="openai-batch-error", max_tokens=64, messages=STORY) as stream:
+        with claude.messages.stream(model=model, max_tokens=64, messages=STORY) as stream:
             request_id = stream.response.headers["x-request-id"]
             for text in stream.text_stream:
                 texts.append(text)

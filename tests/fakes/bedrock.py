@@ -302,11 +302,18 @@ class FakeBedrock(FakeUpstream):
         resp = web.StreamResponse(status=200)
         resp.content_type = "application/vnd.amazon.eventstream"
         await resp.prepare(request)
+        frames = []
         for sse in wire.anthropic_events(anthropic_body, sc):
             data = next(line[6:] for line in sse.split(b"\n") if line.startswith(b"data: "))
-            await resp.write(frame({":event-type": "chunk", ":content-type": "application/json",
-                                    ":message-type": "event"},
-                                   json.dumps({"bytes": base64.b64encode(data).decode(), "p": "ab"}).encode()))
+            frames.append(frame({":event-type": "chunk", ":content-type": "application/json",
+                                 ":message-type": "event"},
+                                json.dumps({"bytes": base64.b64encode(data).decode(), "p": "ab"}).encode()))
+        if sc.kind == "batch-error":  # the first five events (text among them) and an exception in one write
+            frames[5:] = [frame({":exception-type": "throttlingException", ":content-type": "application/json",
+                                 ":message-type": "exception"}, b'{"message":"Too many tokens, please wait."}')]
+            frames = [b"".join(frames)]
+        for data in frames:
+            await resp.write(data)
         await resp.write_eof()
         return resp
 
