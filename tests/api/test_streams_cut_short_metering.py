@@ -51,7 +51,7 @@ def gw(upstream: FakeUpstream, gemini: FakeGemini, bedrock: FakeBedrock,
     }
     providers["aws-claude"] = {**providers["aws"], "anthropic_messages": True}  # Messages natively, on Converse
     models = {f"{p}-{m}": {"provider": p, "model": m, "pricing": PRICE}
-              for p in providers for m in ("batch-error", "cut-stream", "gemini-2.5-flash")}
+              for p in providers for m in ("batch-error", "cut-stream", "cut-at-end", "gemini-2.5-flash")}
     models |= {f"anthropic-{m}": {"provider": "anthropic", "model": m, "pricing": PRICE}
                for m in ("cached-40", "cut-cached-40", "slowstream-2500")}  # 2.5 s between events: past the 2 s
     gateway = InProcessGateway(tmp_path_factory.mktemp("gw-cut-short"),
@@ -179,3 +179,20 @@ def test_a_cut_responses_stream_translated_keeps_the_prompt_the_provider_reporte
     assert (record["usage"]["input_tokens"], record["usage"]["cached_tokens"]) == (
         reported["input_tokens"], reported["cached_tokens"])
     assert record["partial"] is True and Decimal(record["cost"]) == priced(record) > 0
+
+
+def test_a_chat_stream_cut_after_its_usage_chunk_keeps_that_usage(oai: openai.OpenAI, gw: Gateway) -> None:
+    """OpenAI's usage comes in the last chunk before `[DONE]`: a stream cut between the two was
+    told its cost in that chunk, and its record says the same, not an estimate."""
+    stream = oai.chat.completions.create(model="openai-cut-at-end", messages=STORY, stream=True,  # type: ignore[arg-type]
+                                         stream_options={"include_usage": True})
+    told = []
+    with pytest.raises(openai.APIError):
+        for chunk in stream:
+            told += [chunk] if chunk.usage is not None else []
+    [last] = told
+    record = gw.log_record(last.id)
+    assert record["partial"] is True and record["pricing_source"] == "config"
+    assert (record["usage"]["input_tokens"], record["usage"]["output_tokens"]) == (
+        last.usage.prompt_tokens, last.usage.completion_tokens)
+    assert Decimal(record["cost"]) == Decimal(str(last.usage.model_extra["cost"])) == priced(record) > 0

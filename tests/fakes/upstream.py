@@ -31,6 +31,8 @@ The MODEL NAME in the request body picks a scenario (see wire.parse_scenario):
   cached-<n>           success; OpenAI: prompt_tokens = base + n with cached_tokens = n;
                        Anthropic: input_tokens = base, cache_read_input_tokens = n
   cut-cached-<n>       as cached-<n> (Anthropic's message_start says so), then cut as cut-stream
+  cut-at-end           every stream event but the last (OpenAI's [DONE], after its usage chunk;
+                       Anthropic's message_stop), then cut as cut-stream
   cachewrite-<n>       success; Anthropic cache_creation_input_tokens = n
   cachewrite1h-<n>     success; Anthropic cache_creation_input_tokens = n, all with the 1-hour TTL
   reasoning-<n>        success; OpenAI completion_tokens += n, reasoning_tokens = n
@@ -437,7 +439,8 @@ class FakeUpstream:
             await resp.write_eof()
             return resp
         for i, event in enumerate(events):
-            if i == _CUT_AFTER and (sc.kind == "cut-stream" or sc.cut):
+            if (i == _CUT_AFTER and (sc.kind == "cut-stream" or sc.cut)
+                    or i == len(events) - 1 and sc.kind == "cut-at-end"):
                 if request.transport is not None:
                     request.transport.close()  # flush what was written, then FIN mid-body
                 return resp

@@ -61,6 +61,7 @@ class ChatCodec:
         self._searches = searches  # web searches a search model bills for this request
         self._by_text = by_text  # translated chunks: estimate by their text, not a token a delta
         self._id = call.id.encode()
+        self._metered = False  # the provider's usage chunk came: the record has its usage
         self.done = False
 
     def encode(self, batch: list[bytes]) -> bytes:
@@ -121,6 +122,7 @@ class ChatCodec:
             usage = Usage.from_openai(usage_obj)
             usage.web_searches = self._searches
             usage_obj["cost"] = usd_json(self._call.meter(usage, self._rate))
+            self._metered = True
         if not self._wants_usage:
             chunk.pop("usage", None)
             if usage_obj and not chunk.get("choices"):
@@ -148,8 +150,10 @@ class ChatCodec:
         return b"data: " + err.body() + b"\n\n"
 
     def settle(self) -> None:
+        """Price a stream the provider sent no usage for by estimate. One cut after its usage
+        chunk (before `[DONE]`) keeps that usage: the cost the client was told."""
         call = self._call
-        if call.partial or call.pricing_source is None:
+        if not self._metered and (call.partial or call.pricing_source is None):
             call.meter_estimate(self._body, self._rate)  # cut short: no usage from the provider
             if self._searches:  # a search model searched before it answered
                 call.usage.web_searches = self._searches
