@@ -196,3 +196,20 @@ def test_a_chat_stream_cut_after_its_usage_chunk_keeps_that_usage(oai: openai.Op
     assert (record["usage"]["input_tokens"], record["usage"]["output_tokens"]) == (
         last.usage.prompt_tokens, last.usage.completion_tokens)
     assert Decimal(record["cost"]) == Decimal(str(last.usage.model_extra["cost"])) == priced(record) > 0
+
+
+def test_a_messages_stream_cut_after_its_message_delta_keeps_that_usage(claude: anthropic.Anthropic,
+                                                                        gw: Gateway) -> None:
+    """Anthropic's final usage (and the gateway's `usage.cost`) come in `message_delta`, before
+    `message_stop`: a stream cut between the two keeps the cost the client was told."""
+    told = []
+    with pytest.raises(anthropic.APIError):
+        with claude.messages.stream(model="anthropic-cut-at-end", max_tokens=64, messages=STORY) as stream:
+            request_id = stream.response.headers["x-request-id"]
+            for event in stream:
+                told += [event.usage] if event.type == "message_delta" else []
+    [usage] = told
+    record = gw.log_record(request_id)
+    assert record["partial"] is True and record["pricing_source"] == "config"
+    assert record["usage"]["output_tokens"] == usage.output_tokens
+    assert Decimal(record["cost"]) == Decimal(str(usage.model_extra["cost"])) == priced(record) > 0

@@ -177,6 +177,7 @@ class NativeMessagesCodec(_MessagesCodecBase):
         super().__init__(call, rate, body)
         self._usage: dict[str, object] = {}
         self._containers = 0  # code execution ran in a container (message_delta's `delta.container`)
+        self._metered = False  # message_delta came with its usage: the cost the client is told
 
     def encode(self, batch: list[tuple[str | None, bytes]]) -> bytes:
         out = []
@@ -197,6 +198,7 @@ class NativeMessagesCodec(_MessagesCodecBase):
                 cost = self._call.meter(self._known(), self._rate)
                 if isinstance(usage, dict):
                     usage["cost"] = usd_json(cost)
+                    self._metered = True
                 data = orjson.dumps(event)
             elif name == "message_stop":
                 self.done = True
@@ -219,7 +221,10 @@ class NativeMessagesCodec(_MessagesCodecBase):
         return b""
 
     def settle(self) -> None:
-        self._estimate(self._known())
+        """An estimate for a stream cut short, unless it was cut after `message_delta` told the
+        client its cost: the record keeps that."""
+        if not self._metered:
+            self._estimate(self._known())
 
 
 class TranslatedMessagesCodec(_MessagesCodecBase):
