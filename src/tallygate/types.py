@@ -66,6 +66,14 @@ class Usage:
             audio_output_tokens=tokens(cd.get("audio_tokens")),
         )
 
+    def prompt(self) -> Usage:
+        """The prompt's counts alone (input, cache reads and writes, audio input): what a
+        provider reports at the start of a stream (Anthropic's `message_start`, Gemini's
+        `promptTokenCount`), before it has an output to count."""
+        return Usage(input_tokens=self.input_tokens, cached_tokens=self.cached_tokens,
+                     cache_write_tokens=self.cache_write_tokens, cache_write_1h_tokens=self.cache_write_1h_tokens,
+                     audio_input_tokens=self.audio_input_tokens)
+
     def to_openai(self) -> dict[str, Any]:
         """The OpenAI `usage` object for these counts (without `cost`). Cache writes, which
         OpenAI does not report, go in `prompt_tokens_details.cache_creation_tokens` when there
@@ -86,6 +94,16 @@ class Usage:
             "prompt_tokens_details": details,
             "completion_tokens_details": completion,
         }
+
+
+@dataclass(slots=True)
+class Reported:
+    """What a provider has said of a stream's usage before the stream ends: `prompt`, the
+    prompt's counts (`Usage.prompt()`) where its first events carry them (Anthropic's
+    `message_start`, Gemini's `usageMetadata`), else None. A stream cut short is priced with
+    them, estimating only the output (`Call.meter_estimate`)."""
+
+    prompt: Usage | None = None
 
 
 @dataclass(slots=True)

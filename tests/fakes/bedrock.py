@@ -39,7 +39,8 @@ ValidationException, as AWS answers it.
 Embeddings on POST /model/{id}/invoke for `amazon.titan-embed-text-*` (`{"inputText"}` ->
 `{"embedding", "inputTextTokenCount"}`) and `cohere.embed-*` (`{"texts", "input_type"}` ->
 `{"embeddings"}`, the count in `X-Amzn-Bedrock-Input-Token-Count`).
-`stream-error` sends a throttlingException frame mid-stream.
+`stream-error` sends a throttlingException frame mid-stream; `batch-error` sends it in one write with
+the first four events (text among them).
 
 CountTokens: POST /model/{modelId}/count-tokens with `{"input": {"invokeModel": {"body": <base64
 of the InvokeModel body>}}}` (or `{"converse": {...}}`) answers `{"inputTokens"}`; cross-region
@@ -174,10 +175,15 @@ class FakeBedrock(FakeUpstream):
         resp = web.StreamResponse(status=200, headers={"x-amzn-RequestId": "fake-request"})
         resp.content_type = "application/vnd.amazon.eventstream"
         await resp.prepare(request)
+        throttled = frame({":exception-type": "throttlingException", ":content-type": "application/json",
+                           ":message-type": "exception"}, b'{"message":"Too many tokens, please wait."}')
+        if "batch-error" in model:  # the first events (text among them) and the exception in one write
+            await resp.write(b"".join(event(kind, data) for kind, data in events[:4]) + throttled)
+            await resp.write_eof()
+            return resp
         for i, (kind, data) in enumerate(events):
             if i == 3 and "stream-error" in model:
-                await resp.write(frame({":exception-type": "throttlingException", ":content-type": "application/json",
-                                        ":message-type": "exception"}, b'{"message":"Too many tokens, please wait."}'))
+                await resp.write(throttled)
                 break
             await resp.write(event(kind, data))
         await resp.write_eof()
@@ -296,11 +302,18 @@ class FakeBedrock(FakeUpstream):
         resp = web.StreamResponse(status=200)
         resp.content_type = "application/vnd.amazon.eventstream"
         await resp.prepare(request)
+        frames = []
         for sse in wire.anthropic_events(anthropic_body, sc):
             data = next(line[6:] for line in sse.split(b"\n") if line.startswith(b"data: "))
-            await resp.write(frame({":event-type": "chunk", ":content-type": "application/json",
-                                    ":message-type": "event"},
-                                   json.dumps({"bytes": base64.b64encode(data).decode(), "p": "ab"}).encode()))
+            frames.append(frame({":event-type": "chunk", ":content-type": "application/json",
+                                 ":message-type": "event"},
+                                json.dumps({"bytes": base64.b64encode(data).decode(), "p": "ab"}).encode()))
+        if sc.kind == "batch-error":  # the first five events (text among them) and an exception in one write
+            frames[5:] = [frame({":exception-type": "throttlingException", ":content-type": "application/json",
+                                 ":message-type": "exception"}, b'{"message":"Too many tokens, please wait."}')]
+            frames = [b"".join(frames)]
+        for data in frames:
+            await resp.write(data)
         await resp.write_eof()
         return resp
 

@@ -20,7 +20,8 @@ turn is a functionResponse, the answer calls the first declared function with
 Gemini 3 models (`gemini-3*`) sign their function calls, as Google documents: a `thoughtSignature`
 beside each `functionCall` part (opaque base64), and a request whose history holds a model
 `functionCall` part without a signature this fake issued is Google's 400 INVALID_ARGUMENT.
-The model name picks failure scenarios as in FakeUpstream (fail-<status>, cut-stream, slowstream-<ms>);
+The model name picks failure scenarios as in FakeUpstream (fail-<status>, cut-stream, batch-error,
+slowstream-<ms>);
 fail-404 is Google's NOT_FOUND for a model the API does not have.
 
 Embeddings: POST /v1beta/models/{model}:batchEmbedContents takes `{"requests": [{"model":
@@ -197,6 +198,12 @@ class FakeGemini(FakeUpstream):
         resp = web.StreamResponse(status=200, headers={"Content-Disposition": "attachment"})
         resp.content_type = "text/event-stream"
         await resp.prepare(request)
+        if sc.kind == "batch-error":  # two chunks (text) and Google's in-band error in one write
+            error = google_error(500, "An internal error has occurred.")
+            await resp.write(b"".join(b"data: " + json.dumps(c, separators=(",", ":")).encode() + b"\r\n\r\n"
+                                      for c in [*chunks[:2], error]))
+            await resp.write_eof()
+            return resp
         for i, chunk in enumerate(chunks):
             if i == 2 and sc.kind == "cut-stream":
                 request.transport.close()  # type: ignore[union-attr]

@@ -24,10 +24,15 @@ The MODEL NAME in the request body picks a scenario (see wire.parse_scenario):
                        chunk, no [DONE], no terminating zero-length HTTP chunk); for a JSON
                        answer: Content-Length of the full body, half of it, then close
   stream-error         a few stream events, then the provider's in-band error event, then EOF
+  batch-error          as stream-error, but the first events (text among them) and the error event
+                       go in one write: the gateway reads them in one batch
   reset                close the connection (TCP reset) without any response
   garbage              200, content-type application/json, body that is not JSON
   cached-<n>           success; OpenAI: prompt_tokens = base + n with cached_tokens = n;
                        Anthropic: input_tokens = base, cache_read_input_tokens = n
+  cut-cached-<n>       as cached-<n> (Anthropic's message_start says so), then cut as cut-stream
+  cut-at-end           every stream event but the last (OpenAI's [DONE], after its usage chunk;
+                       Anthropic's message_stop), then cut as cut-stream
   cachewrite-<n>       success; Anthropic cache_creation_input_tokens = n
   cachewrite1h-<n>     success; Anthropic cache_creation_input_tokens = n, all with the 1-hour TTL
   reasoning-<n>        success; OpenAI completion_tokens += n, reasoning_tokens = n
@@ -74,6 +79,7 @@ __all__ = ["FakeUpstream", "free_port", "closed_port_url"]
 
 DEFAULT_MODELS = ["gpt-4o-mini", "gpt-4o", "text-embedding-3-small", "claude-sonnet-4-5"]
 _CUT_AFTER = 3  # stream events sent before cut-stream / stream-error strike
+_BATCHED = {"openai": 3, "anthropic": 5, "responses": 6}  # batch-error: the events sent with the error (text too)
 
 
 def free_port() -> int:
@@ -426,15 +432,20 @@ class FakeUpstream:
         resp = web.StreamResponse(status=200, headers=headers)
         resp.content_type, resp.charset = "text/event-stream", "utf-8"
         await resp.prepare(request)
+        error = (wire.anthropic_stream_error() if anthropic else wire_responses.stream_error() if api == "responses"
+                 else wire.openai_stream_error())
+        if sc.kind == "batch-error":
+            await resp.write(b"".join(events[:_BATCHED[api]]) + error)
+            await resp.write_eof()
+            return resp
         for i, event in enumerate(events):
-            if i == _CUT_AFTER and sc.kind == "cut-stream":
+            if (i == _CUT_AFTER and (sc.kind == "cut-stream" or sc.cut)
+                    or i == len(events) - 1 and sc.kind == "cut-at-end"):
                 if request.transport is not None:
                     request.transport.close()  # flush what was written, then FIN mid-body
                 return resp
             if i == _CUT_AFTER and sc.kind == "stream-error":
-                await resp.write(wire.anthropic_stream_error() if anthropic
-                                 else wire_responses.stream_error() if api == "responses"
-                                 else wire.openai_stream_error())
+                await resp.write(error)
                 break
             if i and sc.kind == "slowstream":
                 await asyncio.sleep(sc.delay)

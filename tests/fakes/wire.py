@@ -51,8 +51,8 @@ def next_id(prefix: str) -> str:
 _SCENARIO = re.compile(
     r"fail-(?P<fail>\d{3})|flaky-(?P<flaky>\d{3})-(?P<times>\d+)|slow-(?P<slow>\d+)"
     r"|slowstream-(?P<slowstream>\d+)|cached-(?P<cached>\d+)|cachewrite-(?P<cachewrite>\d+)"
-    r"|cachewrite1h-(?P<cachewrite1h>\d+)"
-    r"|reasoning-(?P<reasoning>\d+)|long-(?P<long>\d+)|hosted-(?P<hosted>\d+)(?:-results-(?P<results>\d+))?|docpages-(?P<docpages>\d+)|(?P<kind>cut-stream|stream-error|reset|garbage|bytetokens|nousage)")
+    r"|cachewrite1h-(?P<cachewrite1h>\d+)|cut-cached-(?P<cutcached>\d+)"
+    r"|reasoning-(?P<reasoning>\d+)|long-(?P<long>\d+)|hosted-(?P<hosted>\d+)(?:-results-(?P<results>\d+))?|docpages-(?P<docpages>\d+)|(?P<kind>cut-stream|cut-at-end|stream-error|batch-error|reset|garbage|bytetokens|nousage)")
 
 
 @dataclass(frozen=True)
@@ -71,6 +71,7 @@ class Scenario:
     media: int = 0             # docpages-<n>: each document, file or audio part bills n prompt tokens
     prefix: int = 0            # prompt_cache: tokens of the counted prompt read or written as a cache
     dialect: str = "openai"    # "deepseek": DeepSeek's documented usage fields (prompt_cache_hit_tokens ...)
+    cut: bool = False          # cut-cached-<n>: as cached-<n>, then cut as cut-stream
 
 
 def parse_scenario(model: object) -> Scenario:
@@ -87,6 +88,8 @@ def parse_scenario(model: object) -> Scenario:
         return Scenario(kind, delay=int(g[kind]) / 1000)
     if "cached" in g:
         return Scenario("cached", cached=int(g["cached"]))
+    if "cutcached" in g:
+        return Scenario("cached", cached=int(g["cutcached"]), cut=True)
     if "cachewrite" in g:
         return Scenario("cachewrite", cache_write=int(g["cachewrite"]))
     if "cachewrite1h" in g:

@@ -14,7 +14,7 @@ from tallygate.errors import GatewayError, JournalUnavailable, UpstreamError
 from tallygate.pipeline.budget import IMAGE_TOKENS, body_size
 from tallygate.pipeline.models import Route
 from tallygate.pipeline.pricing import PriceContext, Rate
-from tallygate.types import Principal, Usage
+from tallygate.types import Principal, Reported, Usage
 
 
 class StreamScrub(Protocol):
@@ -50,7 +50,8 @@ class Call:
 
     __slots__ = ("id", "endpoint", "principal", "started", "created_ms", "tags", "route", "stream",
                  "status", "error", "usage", "cost_pico", "pricing_source", "ttft", "partial",
-                 "attempts", "requested_model", "streamed_chars", "trace_parent", "recorded", "price_context",
+                 "attempts", "requested_model", "streamed_chars", "reported", "trace_parent", "recorded",
+                 "price_context",
                  "_finisher", "_scrubber", "admit_route", "worst_case", "held", "_lost", "_lost_pico",
                  "_lost_source")
 
@@ -76,6 +77,7 @@ class Call:
         self.partial = False
         self.attempts: list[Attempt] = []
         self.streamed_chars = 0  # text relayed so far in a stream, for estimates
+        self.reported = Reported()  # the usage the attempt's stream reported before its end, for estimates
         self.trace_parent: str | None = None  # the client's W3C `traceparent` header, if any
         self.recorded = False  # finish() has run: the ledger has this call's record
         self.price_context: PriceContext = ()  # what the body asks that selects a dearer price (service_tier ...)
@@ -155,16 +157,26 @@ class Call:
         return not (self.held and self._lost_pico)
 
     def meter_estimate(self, body: dict[str, Any], rate: Rate) -> int:
-        """Price a stream the provider never reported usage for (cut short, or a server that
-        ignores `include_usage`): the prompt by its size, as a JSON answer without usage is
-        (`relay.meter_answer`), an image at IMAGE_TOKENS (never its base64, which could price a
-        photo past the request's reservation), the output by the text relayed, at about four
-        characters a token. The record's pricing source says it is an estimate."""
-        chars, images = body_size(body)
-        prompt = math.ceil(chars / 4) + images * IMAGE_TOKENS
-        cost = self.meter(Usage(input_tokens=prompt, output_tokens=math.ceil(self.streamed_chars / 4)), rate)
+        """Price a stream the provider never reported all its usage for (cut short, or a server
+        that ignores `include_usage`): the prompt as `prompt_estimate` has it, the output by the
+        text relayed, at about four characters a token. The record's pricing source says it is
+        an estimate."""
+        usage = self.prompt_estimate(body)
+        usage.output_tokens = math.ceil(self.streamed_chars / 4)
+        cost = self.meter(usage, rate)
         self.mark_estimated()
         return cost
+
+    def prompt_estimate(self, body: dict[str, Any]) -> Usage:
+        """The prompt of a stream cut short: the counts its provider reported at the stream's
+        start (`reported`: input and cache tokens), else the body's size, as a JSON answer
+        without usage is priced (`relay.meter_answer`): about four characters a token, an image
+        at IMAGE_TOKENS (never its base64, which could price a photo past the request's
+        reservation)."""
+        if self.reported.prompt is not None and self.reported.prompt.input_tokens:
+            return self.reported.prompt.prompt()
+        chars, images = body_size(body)
+        return Usage(input_tokens=math.ceil(chars / 4) + images * IMAGE_TOKENS)
 
     def mark_estimated(self) -> None:
         """Say in the record's pricing source that its cost is (in part) an estimate."""

@@ -14,6 +14,8 @@ the client receives are those `orjson` would write for the same chunk.
 For estimates of a stream cut short, each text-bearing delta counts as one token (four
 characters), which is how OpenAI and compatible servers stream; a stream translated from another
 API (Gemini, Bedrock, Anthropic: many tokens a chunk) counts its text, four characters a token.
+The prompt is what the provider reported at the stream's start where it did (Anthropic's
+`message_start`, Gemini's first `usageMetadata`: `Call.reported`), else estimated by its size.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from tallygate.pipeline.routing import Plan, execute
 from tallygate.pipeline.tool_fees import chat_searches
 from tallygate.pipeline.validate import check_chat, check_embeddings
 from tallygate.pipeline.wire import Send
-from tallygate.types import Usage
+from tallygate.types import Reported, Usage
 
 Rates = Callable[[Route], Rate]
 
@@ -59,6 +61,7 @@ class ChatCodec:
         self._searches = searches  # web searches a search model bills for this request
         self._by_text = by_text  # translated chunks: estimate by their text, not a token a delta
         self._id = call.id.encode()
+        self._metered = False  # the provider's usage chunk came: the record has its usage
         self.done = False
 
     def encode(self, batch: list[bytes]) -> bytes:
@@ -119,6 +122,7 @@ class ChatCodec:
             usage = Usage.from_openai(usage_obj)
             usage.web_searches = self._searches
             usage_obj["cost"] = usd_json(self._call.meter(usage, self._rate))
+            self._metered = True
         if not self._wants_usage:
             chunk.pop("usage", None)
             if usage_obj and not chunk.get("choices"):
@@ -146,8 +150,10 @@ class ChatCodec:
         return b"data: " + err.body() + b"\n\n"
 
     def settle(self) -> None:
+        """Price a stream the provider sent no usage for by estimate. One cut after its usage
+        chunk (before `[DONE]`) keeps that usage: the cost the client was told."""
         call = self._call
-        if call.partial or call.pricing_source is None:
+        if not self._metered and (call.partial or call.pricing_source is None):
             call.meter_estimate(self._body, self._rate)  # cut short: no usage from the provider
             if self._searches:  # a search model searched before it answered
                 call.usage.web_searches = self._searches
@@ -163,7 +169,7 @@ class ChatRelay:
     async def chat(self, call: Call, plan: Plan, body: dict, send: Send) -> None:
         if check_chat(body):
             wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-            return await relay_stream(call, plan, lambda route: _chat_chunks(body, route),
+            return await relay_stream(call, plan, lambda route: _chat_chunks(call, body, route),
                                       lambda route: ChatCodec(call, self._rate(route), body, wants_usage,
                                                               chat_searches(route.upstream_model, body),
                                                               route.native.raw_chat_stream is None), send)
@@ -205,12 +211,14 @@ def upstream_body(body: dict, route: Route) -> dict:
     return {**body, "model": route.upstream_model}
 
 
-def _chat_chunks(body: dict, route: Route) -> AsyncGenerator[list[bytes], None]:
-    """The provider's chat stream as batches of chunk JSON bytes (raw when it can give them)."""
+def _chat_chunks(call: Call, body: dict, route: Route) -> AsyncGenerator[list[bytes], None]:
+    """The provider's chat stream as batches of chunk JSON bytes (raw when it can give them);
+    a translated one reports the prompt's counts it has early in `call.reported`."""
+    call.reported = Reported()  # this attempt's, none of an earlier one's
     raw = route.native.raw_chat_stream
     if raw is not None:
         return raw.chat_stream_raw(upstream_body(body, route))
-    return _dumped(route.provider.chat_stream(upstream_body(body, route)))
+    return _dumped(route.provider.chat_stream(upstream_body(body, route), call.reported))
 
 
 async def _dumped(batches: AsyncGenerator[list[dict], None]) -> AsyncGenerator[list[bytes], None]:

@@ -18,7 +18,6 @@ import orjson
 
 from tallygate.core.money import usd_json
 from tallygate.errors import GatewayError, InvalidRequest
-from tallygate.pipeline.budget import IMAGE_TOKENS
 from tallygate.pipeline.budget import body_size as _size
 from tallygate.pipeline.call import Call
 from tallygate.pipeline.models import Route
@@ -34,7 +33,7 @@ from tallygate.providers.messages_translate import (
     messages_to_chat,
     param_origins,
 )
-from tallygate.types import Usage
+from tallygate.types import Reported, Usage
 
 _PASSED_HEADERS = (b"anthropic-version", b"anthropic-beta")
 _TYPES = {400: "invalid_request_error", 401: "authentication_error", 402: "billing_error",
@@ -86,7 +85,7 @@ class MessagesRelay:
     async def messages(self, call: Call, plan: Plan, body: dict, send: Send, headers: dict[str, str]) -> None:
         model = body["model"]
         if check_messages(body):
-            return await relay_stream(call, plan, lambda route: _open(route, body, headers),
+            return await relay_stream(call, plan, lambda route: _open(call, route, body, headers),
                                       lambda route: self._codec(call, route, body, model), send)
 
         async def attempt(route: Route) -> tuple[dict, Usage]:
@@ -132,12 +131,14 @@ def client_headers(scope: Scope) -> dict[str, str]:
     return {k.decode(): v for k, v in headers_of(scope, *_PASSED_HEADERS).items()}
 
 
-def _open(route: Route, body: dict, headers: dict[str, str]) -> AsyncGenerator[list[Any], None]:
+def _open(call: Call, route: Route, body: dict, headers: dict[str, str]) -> AsyncGenerator[list[Any], None]:
+    call.reported = Reported()  # this attempt's early prompt counts, none of an earlier one's
     native = route.native.messages
     if native is not None:
         return native.messages_stream({**body, "model": route.upstream_model}, headers)
     origins = param_origins()
-    return origins.stream(route.provider.chat_stream(messages_to_chat(body, route.upstream_model, origins)))
+    chat = messages_to_chat(body, route.upstream_model, origins)
+    return origins.stream(route.provider.chat_stream(chat, call.reported))
 
 
 async def _estimate_count(body: dict) -> dict:
@@ -155,19 +156,17 @@ class _MessagesCodecBase:
         return sse(b"error", anthropic_error_body(err))
 
     def _estimate(self, known: Usage) -> None:
-        """Price a stream cut short: what the provider reported so far, else the whole request's
-        size (its system prompt and tools too, an image at IMAGE_TOKENS, as `relay.meter_answer`
-        prices an answer without usage), and the text relayed for the output."""
+        """Price a stream cut short: what the provider reported so far (`known`, else the prompt's
+        counts a translated stream reported early), else the whole request's size (its system
+        prompt and tools too, an image at IMAGE_TOKENS, as `relay.meter_answer` prices an answer
+        without usage), and the text relayed for the output."""
         call = self._call
         if not (call.partial or call.pricing_source is None):
             return
-        chars, images = _size(self._body)
-        prompt = known.input_tokens or math.ceil(chars / 4) + images * IMAGE_TOKENS
-        output = max(known.output_tokens, math.ceil(call.streamed_chars / 4))
-        call.meter(Usage(input_tokens=prompt, output_tokens=output, cached_tokens=known.cached_tokens,
-                         cache_write_tokens=known.cache_write_tokens,
-                         cache_write_1h_tokens=known.cache_write_1h_tokens, web_searches=known.web_searches,
-                         code_sessions=known.code_sessions), self._rate)
+        prompt = known.prompt() if known.input_tokens else call.prompt_estimate(self._body)
+        prompt.output_tokens = max(known.output_tokens, math.ceil(call.streamed_chars / 4))
+        prompt.web_searches, prompt.code_sessions = known.web_searches, known.code_sessions
+        call.meter(prompt, self._rate)
         call.mark_estimated()
 
 
@@ -178,6 +177,7 @@ class NativeMessagesCodec(_MessagesCodecBase):
         super().__init__(call, rate, body)
         self._usage: dict[str, object] = {}
         self._containers = 0  # code execution ran in a container (message_delta's `delta.container`)
+        self._metered = False  # message_delta came with its usage: the cost the client is told
 
     def encode(self, batch: list[tuple[str | None, bytes]]) -> bytes:
         out = []
@@ -198,6 +198,7 @@ class NativeMessagesCodec(_MessagesCodecBase):
                 cost = self._call.meter(self._known(), self._rate)
                 if isinstance(usage, dict):
                     usage["cost"] = usd_json(cost)
+                    self._metered = True
                 data = orjson.dumps(event)
             elif name == "message_stop":
                 self.done = True
@@ -220,7 +221,10 @@ class NativeMessagesCodec(_MessagesCodecBase):
         return b""
 
     def settle(self) -> None:
-        self._estimate(self._known())
+        """An estimate for a stream cut short, unless it was cut after `message_delta` told the
+        client its cost: the record keeps that."""
+        if not self._metered:
+            self._estimate(self._known())
 
 
 class TranslatedMessagesCodec(_MessagesCodecBase):

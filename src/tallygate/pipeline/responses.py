@@ -19,7 +19,6 @@ import orjson
 
 from tallygate.core.money import usd_json
 from tallygate.errors import GatewayError, InvalidRequest
-from tallygate.pipeline.budget import IMAGE_TOKENS, body_size
 from tallygate.pipeline.call import Call
 from tallygate.pipeline.models import Route
 from tallygate.pipeline.pricing import Rate
@@ -35,7 +34,7 @@ from tallygate.providers.responses_translate import (
     responses_usage,
     to_responses_usage,
 )
-from tallygate.types import Usage
+from tallygate.types import Reported, Usage
 
 _FINAL = frozenset({"response.completed", "response.incomplete", "response.failed"})
 
@@ -63,7 +62,7 @@ class ResponsesRelay:
     async def responses(self, call: Call, plan: Plan, body: dict, send: Send) -> None:
         model = body["model"]
         if check_responses(body):
-            return await relay_stream(call, plan, lambda route: _open(route, body),
+            return await relay_stream(call, plan, lambda route: _open(call, route, body),
                                       lambda route: self._codec(call, route, body, model), send)
 
         async def attempt(route: Route) -> tuple[dict, Usage]:
@@ -92,12 +91,14 @@ class ResponsesRelay:
         return TranslatedResponsesCodec(call, rate, body, model)
 
 
-def _open(route: Route, body: dict) -> AsyncGenerator[list[Any], None]:
+def _open(call: Call, route: Route, body: dict) -> AsyncGenerator[list[Any], None]:
+    call.reported = Reported()  # this attempt's early prompt counts, none of an earlier one's
     native = route.native.responses
     if native is not None:
         return native.responses_stream({**body, "model": route.upstream_model})
     origins = param_origins()
-    return origins.stream(route.provider.chat_stream(responses_to_chat(body, route.upstream_model, origins)))
+    chat = responses_to_chat(body, route.upstream_model, origins)
+    return origins.stream(route.provider.chat_stream(chat, call.reported))
 
 
 class _ResponsesCodecBase:
@@ -113,16 +114,17 @@ class _ResponsesCodecBase:
         return sse(b"error", orjson.dumps(event))
 
     def _estimate(self) -> None:
-        """Price a stream cut short: the input by the whole request's size (its instructions,
-        input and tools, as `relay.meter_answer` prices an answer without usage), the output by
-        the text relayed."""
+        """Price a stream cut short: the input as the provider reported it at the stream's start
+        (a translated stream's `call.reported`), else by the whole request's size (its
+        instructions, input and tools, as `relay.meter_answer` prices an answer without usage),
+        the output by the text relayed."""
         call = self._call
         if call.partial or call.pricing_source is None:
-            chars, images = body_size(self._body)
-            web, file, code = responses_tool_use({"output": self._items}, self._body)
-            call.meter(Usage(input_tokens=math.ceil(chars / 4) + IMAGE_TOKENS * images,
-                             output_tokens=math.ceil(call.streamed_chars / 4), web_searches=web,
-                             file_searches=file, code_sessions=code), self._rate)
+            usage = call.prompt_estimate(self._body)
+            usage.output_tokens = math.ceil(call.streamed_chars / 4)
+            usage.web_searches, usage.file_searches, usage.code_sessions = responses_tool_use(
+                {"output": self._items}, self._body)
+            call.meter(usage, self._rate)
             call.mark_estimated()
 
 

@@ -25,7 +25,7 @@ from tallygate.providers.http import (
 )
 from tallygate.providers.upstream import Upstream
 from tallygate.settings import ProviderConfig
-from tallygate.types import Usage
+from tallygate.types import Reported, Usage
 
 API_VERSION = "2023-06-01"
 
@@ -72,10 +72,10 @@ class AnthropicProvider:
         except (KeyError, TypeError, AttributeError):
             raise UpstreamProtocolError(f"provider {self.name!r} sent a body we cannot read") from None
 
-    async def chat_stream(self, body: dict) -> AsyncGenerator[list[dict], None]:
+    async def chat_stream(self, body: dict, reported: Reported | None = None) -> AsyncGenerator[list[dict], None]:
         payload = to_anthropic(body, body["model"])
         payload["stream"] = True
-        translator = AnthropicStreamTranslator("", int(time.time()), body["model"])
+        translator = AnthropicStreamTranslator("", int(time.time()), body["model"], reported)
         url, payload = self._endpoint(payload, True)
         async with self._up.stream(url, payload, await self._request_headers()) as resp:
             with transport_errors(self.name):
@@ -83,7 +83,12 @@ class AnthropicProvider:
                     batch: list[dict] = []
                     for name, data in events:
                         parsed = parse_json(self.name, data, "a stream event")
-                        batch.extend(translator.feed(name or parsed.get("type", ""), parsed))
+                        try:
+                            batch.extend(translator.feed(name or parsed.get("type", ""), parsed))
+                        except UpstreamHTTPError:  # an error event: the chunks before it go first
+                            if batch:
+                                yield batch
+                            raise
                         if translator.done:
                             try:
                                 yield batch

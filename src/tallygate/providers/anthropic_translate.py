@@ -30,7 +30,7 @@ import orjson
 from tallygate.errors import InvalidRequest, UpstreamHTTPError, UpstreamProtocolError
 from tallygate.providers.chat_fields import refuse_unread
 from tallygate.providers.chat_turns import add_turn
-from tallygate.types import Usage, tokens
+from tallygate.types import Reported, Usage, tokens
 
 _FINISH = {
     "end_turn": "stop", "stop_sequence": "stop", "pause_turn": "stop",
@@ -388,9 +388,10 @@ def _finish_reason(stop_reason: object) -> str:
 class AnthropicStreamTranslator:
     """Anthropic SSE events in, OpenAI `chat.completion.chunk` dicts out; one `feed` per event."""
 
-    def __init__(self, request_id: str, created: int, model: str) -> None:
+    def __init__(self, request_id: str, created: int, model: str, reported: Reported | None = None) -> None:
         self._head = {"id": request_id, "object": "chat.completion.chunk", "created": created,
                       "model": model}
+        self._reported = reported  # given the prompt's counts of `message_start`
         self._usage: dict[str, object] = {}
         self._tools: dict[int, int] = {}  # Anthropic block index -> OpenAI tool_calls index
         self._done = False
@@ -412,6 +413,8 @@ class AnthropicStreamTranslator:
             return self._block_start(data.get("index"), data.get("content_block") or {})
         if kind == "message_start":
             self._absorb((data.get("message") or {}).get("usage"))
+            if self._reported is not None:
+                self._reported.prompt = self.usage.prompt()
             return [self._chunk({"role": "assistant", "content": ""})]
         if kind == "message_delta":
             self._absorb(data.get("usage"))

@@ -16,7 +16,7 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from tallygate.types import Usage
+from tallygate.types import Reported, Usage
 
 RawEvents = AsyncGenerator[list[tuple[str | None, bytes]], None]  # batches of (SSE event name, data)
 
@@ -31,8 +31,11 @@ class Provider(Protocol):
         """One non-streaming completion. `body` is OpenAI-shaped with the upstream model set."""
         ...
 
-    def chat_stream(self, body: dict) -> AsyncGenerator[list[dict], None]:
-        """A streaming completion as batches of OpenAI chunk dicts, usage chunk last."""
+    def chat_stream(self, body: dict, reported: Reported | None = None) -> AsyncGenerator[list[dict], None]:
+        """A streaming completion as batches of OpenAI chunk dicts, usage chunk last; the
+        prompt's counts the provider's first events carry (if any) go in `reported`, for the
+        estimate of a stream cut short. An in-band error event raises once the chunks before it
+        have been yielded."""
         ...
 
     async def close(self) -> None:

@@ -41,7 +41,7 @@ from tallygate.providers.bedrock_translate import ConverseStreamTranslator, bedr
 from tallygate.providers.http import HttpClient, finish_body, retry_after, transport_errors
 from tallygate.providers.upstream import Upstream
 from tallygate.settings import ProviderConfig
-from tallygate.types import Usage
+from tallygate.types import Reported, Usage
 
 if TYPE_CHECKING:  # botocore is imported on the first signed request, not at start-up
     from tallygate.providers.sigv4 import CachedSigV4Auth
@@ -141,7 +141,9 @@ class BedrockProvider:
         except (KeyError, TypeError, AttributeError):
             raise UpstreamProtocolError(f"provider {self.name!r} sent a body we cannot read") from None
 
-    async def chat_stream(self, body: dict) -> AsyncGenerator[list[dict], None]:
+    async def chat_stream(self, body: dict, reported: Reported | None = None) -> AsyncGenerator[list[dict], None]:
+        """ConverseStream as chat chunks; its usage comes in the last event (`metadata`): nothing
+        to report early."""
         url, data = self._url(body["model"], "converse-stream"), orjson.dumps(to_converse(body))
         translator = ConverseStreamTranslator("", int(time.time()), body["model"])
         read = partial(self._event, translator)
@@ -153,7 +155,8 @@ class BedrockProvider:
         """An event-stream answer's frames, each turned into items by `read(headers, payload)`, a
         batch per network read. Once `done(batch)` holds the batch is the last: the body's end is
         read (`finish_body`, the connection back to the pool). A body that ends before is a 503
-        saying it ended before `last`."""
+        saying it ended before `last`; an exception frame raises once the items before it in the
+        same read have been yielded."""
         from botocore.eventstream import EventStreamBuffer, ParserError
 
         signed = await self._signed(url, data, "application/vnd.amazon.eventstream")
@@ -165,7 +168,12 @@ class BedrockProvider:
                     batch: list[_T] = []
                     try:
                         for frame in frames:
-                            batch += read(frame.headers, frame.payload)
+                            try:
+                                batch += read(frame.headers, frame.payload)
+                            except UpstreamHTTPError:
+                                if batch:
+                                    yield batch
+                                raise
                             if done(batch):
                                 try:
                                     if batch:

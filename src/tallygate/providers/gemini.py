@@ -19,7 +19,7 @@ from tallygate.providers.gemini_translate import GeminiStreamTranslator, from_ge
 from tallygate.providers.http import HttpClient, finish_body, parse_json, sse_batches, transport_errors
 from tallygate.providers.upstream import Upstream
 from tallygate.settings import ProviderConfig
-from tallygate.types import Usage
+from tallygate.types import Reported, Usage
 
 
 class GeminiProvider:
@@ -49,18 +49,20 @@ class GeminiProvider:
         except (KeyError, TypeError, AttributeError):
             raise UpstreamProtocolError(f"provider {self.name!r} sent a body we cannot read") from None
 
-    async def chat_stream(self, body: dict) -> AsyncGenerator[list[dict], None]:
+    async def chat_stream(self, body: dict, reported: Reported | None = None) -> AsyncGenerator[list[dict], None]:
         url = self._url(body["model"], "streamGenerateContent") + "?alt=sse"
         payload, headers = to_gemini(body), await self._request_headers()
         candidates = payload.get("generationConfig", {}).get("candidateCount", 1)
-        translator = GeminiStreamTranslator("", int(time.time()), body["model"], candidates)
+        translator = GeminiStreamTranslator("", int(time.time()), body["model"], candidates, reported)
         async with self._up.stream(url, payload, headers) as resp:
             with transport_errors(self.name):
                 async for events in sse_batches(resp):
                     batch: list[dict] = []
                     for _name, data in events:
                         chunk = parse_json(self.name, data, "a stream event")
-                        if isinstance(chunk.get("error"), dict):
+                        if isinstance(chunk.get("error"), dict):  # the chunks before it go first
+                            if batch:
+                                yield batch
                             raise gemini_error(self.name, int(chunk["error"].get("code") or 500), data)
                         batch.extend(translator.feed(chunk))
                     if translator.complete:  # every candidate finished: the body's end is all that is left

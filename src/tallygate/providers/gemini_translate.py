@@ -32,7 +32,7 @@ from tallygate.errors import InvalidRequest, UpstreamHTTPError, UpstreamProtocol
 from tallygate.providers.chat_fields import refuse_unread
 from tallygate.providers.chat_turns import chat_turns, data_url, invalid, tool_arguments
 from tallygate.providers.http import retry_after
-from tallygate.types import Usage, tokens
+from tallygate.types import Reported, Usage, tokens
 
 _FINISH = {"STOP": "stop", "MAX_TOKENS": "length", "SAFETY": "content_filter",
            "RECITATION": "content_filter", "BLOCKLIST": "content_filter",
@@ -300,9 +300,11 @@ class GeminiStreamTranslator:
     come once each of the `candidates` asked for has had one (`complete`); `usage` is the latest
     metadata."""
 
-    def __init__(self, request_id: str, created: int, model: str, candidates: int = 1) -> None:
+    def __init__(self, request_id: str, created: int, model: str, candidates: int = 1,
+                 reported: Reported | None = None) -> None:
         self._head = {"id": request_id, "object": "chat.completion.chunk", "created": created, "model": model}
         self._meta: object = None
+        self._reported = reported  # given the prompt's counts of the first `usageMetadata`
         self._started = False
         self._calls: list[str] = []
         self._calls_prefix = secrets.token_hex(8)
@@ -317,6 +319,8 @@ class GeminiStreamTranslator:
 
     def feed(self, data: dict) -> list[dict]:
         if data.get("usageMetadata") is not None:
+            if self._meta is None and self._reported is not None:
+                self._reported.prompt = gemini_usage(data["usageMetadata"]).prompt()
             self._meta = data["usageMetadata"]
         out = []
         if not self._started:

@@ -9,7 +9,7 @@ from collections.abc import AsyncGenerator
 
 from tallygate.providers.http import HttpClient
 from tallygate.settings import ProviderConfig
-from tallygate.types import Usage
+from tallygate.types import Reported, Usage
 
 REPLY = ("Hello from Tallygate's mock provider. This reply is deterministic, its usage is "
          "realistic, and every call is metered, priced and written to the ledger.")
@@ -62,7 +62,7 @@ class MockProvider:
             "usage": usage.to_openai(),
         }, usage
 
-    async def chat_stream(self, body: dict) -> AsyncGenerator[list[dict], None]:
+    async def chat_stream(self, body: dict, reported: Reported | None = None) -> AsyncGenerator[list[dict], None]:
         if self._delay:
             await asyncio.sleep(self._delay)
         base = {"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": int(time.time()),

@@ -21,7 +21,7 @@ from tallygate.providers.http import (
 from tallygate.providers.responses_translate import responses_usage
 from tallygate.providers.upstream import Upstream
 from tallygate.settings import ProviderConfig
-from tallygate.types import Usage
+from tallygate.types import Reported, Usage
 
 _MODEL_MISSING = ("model_not_found", "DeploymentNotFound")
 _RESPONSE_END = frozenset({"response.completed", "response.incomplete", "response.failed"})
@@ -83,13 +83,14 @@ class OpenAIProvider:
     async def embed(self, body: dict) -> tuple[dict, Usage]:
         return await self._post_json(self._url("embeddings", body), body)
 
-    async def chat_stream(self, body: dict) -> AsyncGenerator[list[dict], None]:
-        async for batch in self.chat_stream_raw(body):
+    async def chat_stream(self, body: dict, reported: Reported | None = None) -> AsyncGenerator[list[dict], None]:
+        async for batch in self.chat_stream_raw(body):  # its usage comes last: nothing to report early
             yield [parse_json(self.name, data, "a stream event") for data in batch if data != b"[DONE]"]
 
     async def chat_stream_raw(self, body: dict) -> AsyncGenerator[list[bytes], None]:
         """A streamed chat completion as batches of each chunk's JSON bytes, as they came; the
-        last batch ends with `b"[DONE]"`. An in-band error event raises."""
+        last batch ends with `b"[DONE]"`. An in-band error event raises, once the chunks that
+        came before it in the same read have been yielded (relayed and counted)."""
         # Always ask for usage: metering needs it whether or not the client wants to see it.
         body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
         error = partial(openai_error, self.name)
@@ -105,6 +106,8 @@ class OpenAIProvider:
                         if data != b"[DONE]" and b'"error"' in data:
                             chunk = parse_json(self.name, data, "a stream event")
                             if "error" in chunk and "choices" not in chunk:
+                                if at := batch.index(data):
+                                    yield batch[:at]
                                 raise error(500, data, None)
                     if done:
                         try:
