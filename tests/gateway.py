@@ -175,6 +175,7 @@ class InProcessGateway(Gateway):
     `span_exporter`, if set before `start()`, receives the traces (with `tracing.enabled`)."""
 
     span_exporter: object = None
+    columnar: object = None  # if set before `start()`: opens the analytics' columnar copy
 
     def start(self) -> InProcessGateway:
         import threading
@@ -186,7 +187,8 @@ class InProcessGateway(Gateway):
 
         settings = Settings.from_env(self.env, db_url=self.db_url)
         prepare_database(settings.db_url)
-        app = self.app = create_app(load_config(self.config_path, env=self.env), settings, self.span_exporter)
+        app = self.app = create_app(load_config(self.config_path, env=self.env), settings, self.span_exporter,
+                                    columnar=self.columnar)  # type: ignore[arg-type]
         self.port = free_port()
         config = uvicorn.Config(app, host="127.0.0.1", port=self.port, loop="asyncio", http="httptools",
                                 lifespan="on", access_log=False, log_level="warning",

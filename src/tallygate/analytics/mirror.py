@@ -112,8 +112,6 @@ class Mirror:
         target = now_ms - SETTLED_MS
         copied = 0
         with self.engine.connect() as conn:
-            self._sync_labels(conn)
-            self._sync_feedback(conn)
             start = self.watermark
             if start == 0:
                 first = conn.execute(select(func.min(requests.c.created_at))).scalar()
@@ -125,6 +123,10 @@ class Mirror:
                 self._advance(hi, store=n > 0)
                 copied += n
             copied += self._repair(conn)
+            # after the records: the label sets and scores of records that arrived while they were
+            # copied (a first copy takes minutes) are in the copy when the sync ends
+            self._sync_labels(conn)
+            self._sync_feedback(conn)
         self.sink.settle(self.watermark)  # what the engine derives from settled days (DuckDB: its tag roll-up)
         return copied
 

@@ -240,7 +240,9 @@ class AnalyticsStore:
     def _run(self, q: Query, family: str, segments: list[Segment], mode: TagMode, *,
              columnar: bool = True, limit: int | None = None) -> Collected:
         if columnar and self._columnar_answers(q, family):
-            return self._run_columnar(q, mode, limit)
+            answered = self._run_columnar(q, mode, limit)
+            if answered is not None:
+                return answered  # else the copy is being made: the roll-ups and the raw ledger answer
         if self._raw_only:
             segments = [Segment("raw", q.from_ms, q.to_ms)]
         rolled = family != "raw" and not self._raw_only and any(s.level != "raw" for s in segments)
@@ -276,13 +278,15 @@ class AnalyticsStore:
         return Collected(out, family, [s for sign, s in pieces if sign > 0], estimate,
                          [s for sign, s in pieces if sign < 0])
 
-    def _run_columnar(self, q: Query, mode: TagMode, limit: int | None = None) -> Collected:
-        """The columnar copy up to its watermark, the raw ledger after it (the last minutes)."""
-        if self.open_columnar() is None:  # it could not be opened: the raw ledger answers
-            return self._run(q, "raw", [Segment("raw", q.from_ms, q.to_ms)], mode, columnar=False)
+    def _run_columnar(self, q: Query, mode: TagMode, limit: int | None = None) -> Collected | None:
+        """The columnar copy up to its watermark (or to the first hour it holds a different count of
+        than the ledger: a late record), the raw ledger after it (the last minutes). None while the
+        first copy is being made (in the background: a question never waits for it)."""
+        if not self._copy_ready():
+            return None
         assert self.columnar is not None and self.mirror is not None
         self.sync(wait=False)
-        mark = self.mirror.watermark
+        mark = self._exact_until(q.from_ms, self.mirror.watermark)
         lo, hi = q.from_ms, q.to_ms
         if q.time_dim is not None and (lo is None or hi is None):  # month and local buckets need bounds
             first, last = self._bounds()
@@ -313,6 +317,18 @@ class AnalyticsStore:
                         have.add_vector(agg.v)
                 segments.append(tail)
         return Collected(out, "columnar", segments, row_count=row_count)
+
+    def _exact_until(self, lo: int | None, mark: int) -> int:
+        """`mark`, or the first whole hour in [lo, mark) whose records the copy does not hold all
+        of (a record that arrived late, not copied yet): the copy answers only before it."""
+        assert self.mirror is not None
+        copied = dict(self.mirror.counts)  # copied at once: the sync thread adds to it
+        start = None if lo is None else lo - lo % HOUR_MS
+        with self._engine.connect() as conn:
+            ledger = all_counts(conn, start, mark - mark % HOUR_MS)
+        hours = {h for h in copied if (start is None or h >= start) and h + HOUR_MS <= mark} | set(ledger)
+        stale = [h for h in hours if h + HOUR_MS <= mark and ledger.get(h, 0) != copied.get(h, 0)]
+        return min(stale, default=mark)
 
     def log_hours(self, f: LogFilter) -> tuple[dict[int, int], int] | None:
         """A logs filter's exact matches per UTC hour before the copy's watermark (one columnar scan,
@@ -345,9 +361,18 @@ class AnalyticsStore:
         thread (started once) and say no."""
         if self.mirror is not None and self._synced_at > 0:
             return True
+        self.warm()
+        return False
+
+    def warm(self) -> None:
+        """Open the columnar copy and bring it up to date in a background thread, unless one is at it
+        (the gateway calls this at start-up when the ledger holds records)."""
         if self.columnar_configured and self._warming.acquire(blocking=False):
             threading.Thread(target=self._warm, name="tallygate-columnar-warm", daemon=True).start()
-        return False
+
+    def has_records(self) -> bool:
+        with self._engine.connect() as conn:
+            return conn.execute(select(requests.c.id).limit(1)).first() is not None
 
     def _warm(self) -> None:
         try:

@@ -1,0 +1,117 @@
+"""No question waits for the columnar copy: over a ledger that holds records the gateway makes the
+copy in the background from start-up, and until it is made the roll-ups and the raw ledger answer,
+exactly, records that arrive meanwhile included. Once made, a record that arrives late in an hour
+the copy holds is read from the ledger until the copy has it."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from tallygate.analytics.columnar import DuckDBColumnar
+from tallygate.analytics.query import Dim, Query
+from tallygate.analytics.reader import AnalyticsStore
+from tallygate.core.metrics import REQUESTS
+from tallygate.store.db import migrate, open_engine
+from tests.analytics.checker import Oracle, check_usage, http_get
+from tests.analytics.ledgers import DAY, HOUR, T0, fill, random_records
+from tests.conftest import standard_config
+from tests.fakes.upstream import FakeUpstream
+from tests.gateway import ADMIN_KEY, InProcessGateway
+
+QUESTIONS = [
+    {"group_by": "tag,label.team"},  # tags crossed with a label: no roll-up holds it
+    {
+        "group_by": "time.day,tag_level.1",
+        "tz": "Asia/Kolkata",
+        "from": str(T0 + 5 * HOUR + 17),
+        "to": str(T0 + 2 * DAY + 3 * HOUR),
+    },  # local days in a half-hour zone
+    {"group_by": "model", "status": "502"},  # a record filter
+]
+
+
+class HeldCopy(DuckDBColumnar):
+    """A DuckDB copy whose writes wait until the test lets them go."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def replace_range(self, from_ms: int, to_ms: int, rows: list[tuple[Any, ...]]) -> None:
+        self.entered.set()
+        self.release.wait(60)
+        super().replace_range(from_ms, to_ms, rows)
+
+
+def _renamed(records: list[Any], prefix: str) -> list[Any]:
+    return [msgspec.structs.replace(r, id=f"{prefix}{i:05d}") for i, r in enumerate(records)]
+
+
+def test_a_question_is_answered_exactly_while_the_copy_is_made_in_the_background(
+    upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    engine = open_engine(f"sqlite:///{tmp_path}/ledger.db")
+    migrate(engine)
+    rng = random.Random(17)
+    fill(engine, random_records(rng, 1500), rng, feedback=30)
+    held = HeldCopy()
+    gw = InProcessGateway(tmp_path, standard_config(upstream))
+    gw.columnar = lambda: held
+    gw.start()
+    try:
+        assert held.entered.wait(30), "the copy was not started at start-up"
+        # records that arrive while the copy is being made: late ones in its hours, and recent ones
+        now = int(time.time() * 1000)
+        fill(
+            engine,
+            _renamed(random_records(rng, 200), "late")
+            + _renamed(random_records(rng, 20, now - 120_000, 60_000), "new"),
+            rng,
+            feedback=5,
+        )
+        get, oracle = http_get(gw.url, ADMIN_KEY), Oracle(engine)
+        for p in QUESTIONS:
+            assert check_usage(get, oracle, p) == [], p
+            _, doc = get("/v1/analytics/usage?group_by=" + p["group_by"])
+            assert doc["plan"]["source"] != "columnar"  # the copy is held: it did not answer
+        assert held.count() == 0 and not held.release.is_set()  # answered without waiting for the copy
+        held.release.set()
+        deadline = time.monotonic() + 60
+        while get("/v1/analytics/usage?group_by=tag,label.team")[1]["plan"]["source"] != "columnar":
+            assert time.monotonic() < deadline, "the copy was never made"
+            time.sleep(0.1)
+        for p in QUESTIONS:
+            assert check_usage(get, oracle, p) == [], p
+    finally:
+        held.release.set()
+        gw.stop()
+        engine.dispose()
+
+
+def test_a_late_record_in_an_hour_the_copy_holds_is_counted_before_the_next_sync(tmp_path: Path) -> None:
+    engine = open_engine(f"sqlite:///{tmp_path}/l.db")
+    migrate(engine)
+    rng = random.Random(3)
+    records = random_records(rng, 600)
+    fill(engine, records, rng, feedback=0)
+    store = AnalyticsStore(engine, columnar=DuckDBColumnar(), sync_every_s=3600)  # no sync during the test
+    store.sync()
+    q = Query((Dim("model"),), from_ms=T0, to_ms=T0 + 3 * DAY, status=200)  # a record filter: the copy answers
+
+    def answered() -> int:
+        c = store.collect(q)
+        assert c.family == "columnar"
+        return sum(agg.v[REQUESTS] for agg in c.groups.values())
+
+    assert answered() == sum(1 for r in records if r.status == 200)
+    late = _renamed(random_records(rng, 30, T0 + 5 * HOUR, HOUR), "late")
+    fill(engine, late, rng, feedback=0)
+    assert answered() == sum(1 for r in records + late if r.status == 200)
+    engine.dispose()
