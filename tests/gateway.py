@@ -144,6 +144,18 @@ class Gateway:
         status, _, body = self.request("GET", path, key=key)
         return status, json.loads(body)
 
+    def wait_columnar(self, timeout_s: float = 120) -> None:
+        """Wait until the analytics' columnar copy (made in the background from start-up, or from the
+        first question that needs it) answers: until then the roll-ups and the raw ledger do."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            status, doc = self.get("/v1/analytics/usage?group_by=tag,label.team&limit=1")
+            assert status == 200, doc
+            if doc["plan"]["source"] == "columnar":
+                return
+            assert time.monotonic() < deadline, "the columnar copy was never made"
+            time.sleep(0.05)
+
     def post_json(self, path: str, payload: object, key: str | None = ADMIN_KEY,
                   headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], dict]:
         status, hdrs, body = self.request("POST", path, json.dumps(payload).encode(), key,

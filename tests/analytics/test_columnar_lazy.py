@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import random
-import time
 from pathlib import Path
 from typing import Any
 
@@ -33,14 +32,7 @@ def test_a_gateway_starts_without_duckdb_and_opens_it_for_the_first_question_tha
         assert not _maps_duckdb(gw.proc.pid) and not copy.exists()
         # the first question that needs the copy starts making it (in the background: meanwhile the
         # raw ledger answers), and a later one is answered by it
-        deadline = time.monotonic() + 30
-        while True:
-            status, doc = gw.get("/v1/analytics/usage?group_by=tag,label.team&from=2026-11-01&to=2026-11-02")
-            assert status == 200, doc
-            if doc["plan"]["source"] == "columnar":
-                break
-            assert time.monotonic() < deadline, doc
-            time.sleep(0.05)
+        gw.wait_columnar(30)
         assert _maps_duckdb(gw.proc.pid) and copy.exists()
     finally:
         gw.stop()

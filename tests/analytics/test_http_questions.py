@@ -82,10 +82,7 @@ def _caught_up(gw: Gateway, engine: Engine) -> None:
 def _ask(gw: Gateway, engine: Engine, seed: int, n: int) -> None:
     rng = random.Random(seed)
     get = http_get(gw.url, ADMIN_KEY)
-    deadline = time.monotonic() + 120  # the copy is made in the background from start-up
-    while (doc := get("/v1/analytics/usage?group_by=tag,label.team")[1])["plan"]["source"] != "columnar":
-        assert time.monotonic() < deadline, doc
-        time.sleep(0.1)
+    gw.wait_columnar()  # the copy is made in the background from start-up
     _late(engine, rng)
     _caught_up(gw, engine)
     failures = run(get, engine, n, seed)
