@@ -340,12 +340,14 @@ class AnalyticsStore:
         mark = self.mirror.watermark
         # not keyed by the watermark (it moves at every sync): a count kept for a while stays exact for
         # the hours before the watermark it was counted at, which is returned with it
-        key = (f.tag, tuple(sorted(f.labels.items())), f.key_id, f.model, f.status, f.from_ms, f.to_ms)
+        key = (f.tag, tuple(sorted(f.labels.items())), f.key_id, f.model, f.status, f.error_code, f.provider,
+               f.served_model, f.from_ms, f.to_ms)
         now = time.monotonic()
         found = self._log_hours.get(key)
         if found is not None and now - found[0] < LOG_HOURS_TTL_S:
             return found[1], found[2]
-        q = Query((Dim("time", "hour"),), f.tag, f.labels, f.key_id, f.model, f.from_ms, f.to_ms, status=f.status)
+        q = Query((Dim("time", "hour"),), f.tag, f.labels, f.key_id, f.model, f.from_ms, f.to_ms, status=f.status,
+                  error_code=f.error_code, provider=f.provider, served_model=f.served_model)
         hi = mark if f.to_ms is None else min(f.to_ms, mark)
         with self._engine.connect() as conn:
             ctx = SegmentReader(q, conn, self._label_sets(conn), {}, TagMode())

@@ -32,6 +32,9 @@ class LogFilter:
     key_id: str | None = None
     model: str | None = None
     status: int | None = None
+    error_code: str | None = None
+    provider: str | None = None
+    served_model: str | None = None
     from_ms: int | None = None
     to_ms: int | None = None
 
@@ -168,10 +171,15 @@ class LogReader:
                 where.append(c.requested_model == f.model)
             if f.status is not None:
                 where.append(c.status == f.status)
+            for column, value in (("error_code", f.error_code), ("provider", f.provider),
+                                  ("served_model", f.served_model)):
+                if value is not None:
+                    where.append(c[column] == value)
             if after is not None:
                 ms, rid = after
                 where += [c.created_at <= ms, or_(c.created_at < ms, c.id < rid)]
-            parts = Parts.of(tag=f.tag, labels=f.labels, key_id=f.key_id, model=f.model, status=f.status)
+            parts = Parts.of(tag=f.tag, labels=f.labels, key_id=f.key_id, model=f.model, status=f.status,
+                             provider=f.provider, served_model=f.served_model)
             counts = hour_counts(conn, parts, f.from_ms, upper)
             if self._exact_hours is not None and counts:
                 exact = self._exact_hours(f)  # the hours before `upto` that hold a match, and how many
