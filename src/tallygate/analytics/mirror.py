@@ -96,6 +96,7 @@ class Mirror:
         self._keys_seen: tuple[int, int] = (-1, -1)
         self._mark = sink.get_meta("watermark") or 0
         self._feedback_seen: tuple[int, set[str]] = (-1, set())  # the last score time copied, its ids
+        self.repairs = 0  # hours copied again so far (what was counted from the copy before may have changed)
 
     @property
     def watermark(self) -> int:
@@ -156,6 +157,7 @@ class Mirror:
         copied = 0
         for hour in sorted(stale):
             copied += self._copy(conn, hour, hour + HOUR_MS, whole_hours=True)
+        self.repairs += len(stale)
         return copied
 
     def _sync_labels(self, conn: Connection) -> None:

@@ -86,7 +86,7 @@ class AnalyticsStore:
         self._warming = threading.Lock()  # held while a background thread makes the first copy
         self._local = threading.local()  # .memo: raw segments read during one answer (`sharing`)
         self._sets: dict[str, dict[str, Any]] = {}
-        self._log_hours: dict[tuple[Any, ...], tuple[float, dict[int, int], int]] = {}
+        self._log_hours: dict[tuple[Any, ...], tuple[float, dict[int, int], int, int]] = {}
 
     @property
     def columnar_configured(self) -> bool:
@@ -337,15 +337,17 @@ class AnalyticsStore:
         if not self._copy_ready() or self.columnar is None or self.mirror is None:
             return None
         self.sync(wait=False)
-        mark = self.mirror.watermark
+        mark = self._exact_until(f.from_ms, self.mirror.watermark)  # a late record's hour is not skipped
         # not keyed by the watermark (it moves at every sync): a count kept for a while stays exact for
-        # the hours before the watermark it was counted at, which is returned with it
+        # the hours before the watermark it was counted at, which is returned with it, unless an hour of
+        # the copy was copied again since (`Mirror.repairs`: late records)
         key = (f.tag, tuple(sorted(f.labels.items())), f.key_id, f.model, f.status, f.error_code, f.provider,
                f.served_model, f.from_ms, f.to_ms)
         now = time.monotonic()
         found = self._log_hours.get(key)
-        if found is not None and now - found[0] < LOG_HOURS_TTL_S:
-            return found[1], found[2]
+        if found is not None and now - found[0] < LOG_HOURS_TTL_S and found[3] == self.mirror.repairs:
+            return found[1], min(found[2], mark)
+        repairs = self.mirror.repairs
         q = Query((Dim("time", "hour"),), f.tag, f.labels, f.key_id, f.model, f.from_ms, f.to_ms, status=f.status,
                   error_code=f.error_code, provider=f.provider, served_model=f.served_model)
         hi = mark if f.to_ms is None else min(f.to_ms, mark)
@@ -355,7 +357,7 @@ class AnalyticsStore:
         hours = {int(k[0]): agg.v[REQUESTS] for k, agg in groups.items()}
         if len(self._log_hours) > 256:
             self._log_hours.clear()
-        self._log_hours[key] = (now, hours, mark)
+        self._log_hours[key] = (now, hours, mark, repairs)
         return hours, mark
 
     def _copy_ready(self) -> bool:
