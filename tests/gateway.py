@@ -151,7 +151,7 @@ class Gateway:
         while True:
             status, doc = self.get("/v1/analytics/usage?group_by=tag,label.team&limit=1")
             assert status == 200, doc
-            if doc["plan"]["source"] == "columnar":
+            if doc["plan"]["source"] == "columnar" and doc["plan"]["copy"] == "ready":
                 return
             assert time.monotonic() < deadline, "the columnar copy was never made"
             time.sleep(0.05)

@@ -113,6 +113,8 @@ class Mirror:
         target = now_ms - SETTLED_MS
         copied = 0
         with self.engine.connect() as conn:
+            self._sync_labels(conn)
+            self._sync_feedback(conn)
             start = self.watermark
             if start == 0:
                 first = conn.execute(select(func.min(requests.c.created_at))).scalar()
@@ -124,8 +126,8 @@ class Mirror:
                 self._advance(hi, store=n > 0)
                 copied += n
             copied += self._repair(conn)
-            # after the records: the label sets and scores of records that arrived while they were
-            # copied (a first copy takes minutes) are in the copy when the sync ends
+            # again after the records: the label sets and scores of records that arrived while they
+            # were copied (a first copy takes minutes) are in the copy when the sync ends
             self._sync_labels(conn)
             self._sync_feedback(conn)
         self.sink.settle(self.watermark)  # what the engine derives from settled days (DuckDB: its tag roll-up)
@@ -160,11 +162,23 @@ class Mirror:
         self.repairs += len(stale)
         return copied
 
-    def _sync_labels(self, conn: Connection) -> None:
+    @staticmethod
+    def _labels_seen(conn: Connection) -> tuple[int, tuple[int, int]]:
         n_sets = conn.execute(select(func.count()).select_from(label_sets)).scalar_one()
         keys = conn.execute(select(func.count(), func.coalesce(func.max(api_keys.c.updated_at), 0))
                             .select_from(api_keys)).one()
-        keys_seen = (int(keys[0]), int(keys[1]))
+        return int(n_sets), (int(keys[0]), int(keys[1]))
+
+    def side_tables_current(self, conn: Connection) -> bool:
+        """Whether the copy holds the ledger's label sets, keys' labels and scores as they are now
+        (a sync copies them; this only reads, from any thread)."""
+        if self._labels_seen(conn) != (self._sets_seen, self._keys_seen):
+            return False
+        last = conn.execute(select(func.max(feedback.c.updated_at))).scalar()
+        return last is None or int(last) <= self._feedback_seen[0]
+
+    def _sync_labels(self, conn: Connection) -> None:
+        n_sets, keys_seen = self._labels_seen(conn)
         if n_sets == self._sets_seen and keys_seen == self._keys_seen:
             return
         sets = {sid: labels or {} for sid, labels in conn.execute(select(label_sets.c.id, label_sets.c.labels))}

@@ -59,6 +59,7 @@ class Collected:
     raw_estimate: int = 0  # upper bound of the raw records read (from the hour roll-ups), when known
     less: list[Segment] = field(default_factory=list)  # read and subtracted (`analytics/cover.py`)
     row_count: int | None = None  # all the groups, when only the first `limit` were read (else None)
+    catching_up: bool = False  # the columnar copy answered while it is being brought up to date
 
     @property
     def exact(self) -> bool:
@@ -240,7 +241,7 @@ class AnalyticsStore:
     def _run(self, q: Query, family: str, segments: list[Segment], mode: TagMode, *,
              columnar: bool = True, limit: int | None = None) -> Collected:
         if columnar and self._columnar_answers(q, family):
-            answered = self._run_columnar(q, mode, limit)
+            answered = self._run_columnar(q, family, mode, limit)
             if answered is not None:
                 return answered  # else the copy is being made: the roll-ups and the raw ledger answer
         if self._raw_only:
@@ -278,15 +279,30 @@ class AnalyticsStore:
         return Collected(out, family, [s for sign, s in pieces if sign > 0], estimate,
                          [s for sign, s in pieces if sign < 0])
 
-    def _run_columnar(self, q: Query, mode: TagMode, limit: int | None = None) -> Collected | None:
+    def _run_columnar(self, q: Query, family: str, mode: TagMode, limit: int | None = None) -> Collected | None:
         """The columnar copy up to its watermark (or to the first hour it holds a different count of
-        than the ledger: a late record), the raw ledger after it (the last minutes). None while the
-        first copy is being made (in the background: a question never waits for it)."""
-        if not self._copy_ready():
+        than the ledger: a late record), the raw ledger after it (the last minutes).
+
+        While the copy is being brought up to date (in the background: a question never waits for
+        it), what it holds answers only questions no roll-up holds, only if its labels and scores
+        are the ledger's, and only up to its watermark: the rest is read from the raw ledger. After
+        a restart that is nearly all of the range; during a first copy, a growing part. Else None:
+        the roll-ups and the raw ledger answer."""
+        ready = self._copy_ready()
+        if not ready and family != "raw":
             return None
-        assert self.columnar is not None and self.mirror is not None
-        self.sync(wait=False)
-        mark = self._exact_until(q.from_ms, self.mirror.watermark)
+        columnar, mirror = self.columnar, self.mirror
+        if columnar is None or mirror is None:
+            return None
+        if ready:
+            self.sync(wait=False)
+        else:
+            with self._engine.connect() as conn:
+                if not mirror.side_tables_current(conn):
+                    return None
+        mark = self._exact_until(q.from_ms, mirror.watermark)
+        if not ready and (mark == 0 or (q.from_ms is not None and mark <= q.from_ms)):
+            return None  # nothing of the range copied yet
         lo, hi = q.from_ms, q.to_ms
         if q.time_dim is not None and (lo is None or hi is None):  # month and local buckets need bounds
             first, last = self._bounds()
@@ -302,7 +318,7 @@ class AnalyticsStore:
             if lo is None or lo < copied_to:
                 question = ColumnarQuestion(q, lo, copied_to, ctx.key_ids, ctx.set_ids, mode.tree, mode.root,
                                             mode.max_depth, mode.tagged, limit=None if fresh_tail else limit)
-                out = self.columnar.answer(question)
+                out = columnar.answer(question)
                 row_count = question.row_count
                 segments.append(Segment("columnar", lo, copied_to))
             if fresh_tail:
@@ -316,7 +332,7 @@ class AnalyticsStore:
                     else:
                         have.add_vector(agg.v)
                 segments.append(tail)
-        return Collected(out, "columnar", segments, row_count=row_count)
+        return Collected(out, "columnar", segments, row_count=row_count, catching_up=not ready)
 
     def _exact_until(self, lo: int | None, mark: int) -> int:
         """`mark`, or the first whole hour in [lo, mark) whose records the copy does not hold all

@@ -50,6 +50,8 @@ def _plan(c: Collected, tz: str, exact: bool | None = None) -> dict[str, Any]:
            "percentile_max_relative_error": 0 if exact else round(MAX_RELATIVE_ERROR, 4)}
     if c.family == "raw":
         doc["raw_records"] = {"at_most": c.raw_estimate}
+    if c.family == "columnar":  # 'catching up': the copy is being brought up to date (the ledger reads the rest)
+        doc["copy"] = "catching up" if c.catching_up else "ready"
     return doc
 
 
