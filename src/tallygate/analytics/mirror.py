@@ -97,6 +97,7 @@ class Mirror:
         self._mark = sink.get_meta("watermark") or 0
         self._feedback_seen: tuple[int, set[str]] = (-1, set())  # the last score time copied, its ids
         self.repairs = 0  # hours copied again so far (what was counted from the copy before may have changed)
+        self.side_synced = False  # the label sets and scores have been copied once since it was opened
 
     @property
     def watermark(self) -> int:
@@ -115,6 +116,7 @@ class Mirror:
         with self.engine.connect() as conn:
             self._sync_labels(conn)
             self._sync_feedback(conn)
+            self.side_synced = True
             start = self.watermark
             if start == 0:
                 first = conn.execute(select(func.min(requests.c.created_at))).scalar()

@@ -47,6 +47,7 @@ from tallygate.store.schema import api_keys, label_sets, requests, tag_rollups
 log = logging.getLogger("tallygate.analytics")
 LOG_HOURS_TTL_S = 30.0  # a logs filter's matching hours are counted again after this long
 SYNC_EVERY_S = 1.0  # a question brings the columnar copy up to date at most this often
+OPEN_WAIT_S = 3.0  # at most this long a question waits for the copy to open and copy labels and scores
 _SPARSE = 0.05  # a tag filter matching less than this share of the records is read by its index
 
 
@@ -291,15 +292,12 @@ class AnalyticsStore:
         ready = self._copy_ready()
         if not ready and family != "raw":
             return None
-        columnar, mirror = self.columnar, self.mirror
-        if columnar is None or mirror is None:
-            return None
         if ready:
             self.sync(wait=False)
-        else:
-            with self._engine.connect() as conn:
-                if not mirror.side_tables_current(conn):
-                    return None
+        elif not self._side_tables_copied():
+            return None
+        columnar, mirror = self.columnar, self.mirror
+        assert columnar is not None and mirror is not None
         mark = self._exact_until(q.from_ms, mirror.watermark)
         if not ready and (mark == 0 or (q.from_ms is not None and mark <= q.from_ms)):
             return None  # nothing of the range copied yet
@@ -333,6 +331,20 @@ class AnalyticsStore:
                         have.add_vector(agg.v)
                 segments.append(tail)
         return Collected(out, "columnar", segments, row_count=row_count, catching_up=not ready)
+
+    def _side_tables_copied(self) -> bool:
+        """Whether the copy is open and holds the ledger's label sets and scores as they are now;
+        right after a start, the background sync copies them first: wait for that a little
+        (`OPEN_WAIT_S`), rather than answer from the raw ledger (seconds to minutes)."""
+        deadline = time.monotonic() + OPEN_WAIT_S
+        while True:
+            mirror = self.mirror
+            if mirror is not None and self.columnar is not None and mirror.side_synced:
+                with self._engine.connect() as conn:
+                    return mirror.side_tables_current(conn)
+            if time.monotonic() > deadline or not self._warming.locked():
+                return False
+            time.sleep(0.05)
 
     def _exact_until(self, lo: int | None, mark: int) -> int:
         """`mark`, or the first whole hour in [lo, mark) whose records the copy does not hold all
