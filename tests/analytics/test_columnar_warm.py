@@ -144,6 +144,29 @@ def test_after_a_restart_the_copy_answers_as_far_as_it_is_exact_while_it_catches
         engine.dispose()
 
 
+def test_a_shutdown_stops_the_background_copy_and_waits_for_it(upstream: FakeUpstream, tmp_path: Path) -> None:
+    """A thread still inside DuckDB when the interpreter exits aborts the process ('terminate
+    called without an active exception'): a SIGTERM during a first copy must end it first."""
+    engine = open_engine(f"sqlite:///{tmp_path}/ledger.db")
+    migrate(engine)
+    rng = random.Random(23)
+    fill(engine, random_records(rng, 1500), rng, feedback=0)  # three days: a dozen chunks to copy
+    held = HeldCopy()
+    gw = InProcessGateway(tmp_path, standard_config(upstream))
+    gw.columnar = lambda: held
+    gw.start()
+    try:
+        assert held.entered.wait(30)
+        threading.Timer(0.5, held.release.set).start()  # the chunk being copied ends after the stop began
+        gw.stop()
+        assert not [t for t in threading.enumerate() if t.name == "tallygate-columnar-warm"]
+        assert held.count() < 1500  # it stopped after that chunk
+    finally:
+        held.release.set()
+        gw.stop()
+        engine.dispose()
+
+
 def test_a_late_record_in_an_hour_the_copy_holds_is_counted_before_the_next_sync(tmp_path: Path) -> None:
     engine = open_engine(f"sqlite:///{tmp_path}/l.db")
     migrate(engine)

@@ -85,6 +85,7 @@ class ColumnarSync:
 
     async def stop(self) -> None:
         await self._job.stop()
+        await asyncio.to_thread(self._store.stop)  # the background copy ends before the process does
 
     async def _sync(self) -> None:
         if self._store.columnar is None:  # not opened yet: no question has needed it

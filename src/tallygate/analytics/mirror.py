@@ -98,6 +98,7 @@ class Mirror:
         self._feedback_seen: tuple[int, set[str]] = (-1, set())  # the last score time copied, its ids
         self.repairs = 0  # hours copied again so far (what was counted from the copy before may have changed)
         self.side_synced = False  # the label sets and scores have been copied once since it was opened
+        self.stopping = False  # set at shutdown: a sync stops after the chunk it is copying
 
     @property
     def watermark(self) -> int:
@@ -124,6 +125,8 @@ class Mirror:
                     return 0
                 start = int(first) - int(first) % HOUR_MS
             for lo, hi in _chunks(start, target):
+                if self.stopping:
+                    return copied
                 n = self._copy(conn, lo, hi)
                 self._advance(hi, store=n > 0)
                 copied += n
@@ -132,7 +135,8 @@ class Mirror:
             # were copied (a first copy takes minutes) are in the copy when the sync ends
             self._sync_labels(conn)
             self._sync_feedback(conn)
-        self.sink.settle(self.watermark)  # what the engine derives from settled days (DuckDB: its tag roll-up)
+        if not self.stopping:
+            self.sink.settle(self.watermark)  # what the engine derives from settled days (DuckDB: its tag roll-up)
         return copied
 
     def _copy(self, conn: Connection, lo: int, hi: int, *, whole_hours: bool = False) -> int:
@@ -160,6 +164,8 @@ class Mirror:
                  if ledger.get(h, 0) != self.counts.get(h, 0)]
         copied = 0
         for hour in sorted(stale):
+            if self.stopping:
+                break
             copied += self._copy(conn, hour, hour + HOUR_MS, whole_hours=True)
         self.repairs += len(stale)
         return copied

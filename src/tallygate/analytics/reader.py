@@ -86,6 +86,8 @@ class AnalyticsStore:
         self._synced_at = 0.0
         self._syncing = threading.Lock()
         self._warming = threading.Lock()  # held while a background thread makes the first copy
+        self._warmer: threading.Thread | None = None
+        self._stopping = False
         self._local = threading.local()  # .memo: raw segments read during one answer (`sharing`)
         self._sets: dict[str, dict[str, Any]] = {}
         self._log_hours: dict[tuple[Any, ...], tuple[float, dict[int, int], int, int]] = {}
@@ -400,7 +402,18 @@ class AnalyticsStore:
         """Open the columnar copy and bring it up to date in a background thread, unless one is at it
         (the gateway calls this at start-up when the ledger holds records)."""
         if self.columnar_configured and self._warming.acquire(blocking=False):
-            threading.Thread(target=self._warm, name="tallygate-columnar-warm", daemon=True).start()
+            self._warmer = threading.Thread(target=self._warm, name="tallygate-columnar-warm", daemon=True)
+            self._warmer.start()
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """At shutdown: the background copy stops after the chunk it is copying (a thread still in
+        DuckDB when the interpreter exits aborts the process); waits for it up to `timeout_s`."""
+        self._stopping = True
+        if self.mirror is not None:
+            self.mirror.stopping = True
+        warmer = self._warmer
+        if warmer is not None:
+            warmer.join(timeout_s)
 
     def has_records(self) -> bool:
         with self._engine.connect() as conn:
@@ -408,7 +421,7 @@ class AnalyticsStore:
 
     def _warm(self) -> None:
         try:
-            if self.open_columnar() is not None:
+            if self.open_columnar() is not None and not self._stopping:
                 self.sync()
         except Exception as exc:  # e.g. the ledger closed under it at shutdown: no traceback in the log
             log.warning("columnar copy failed (%s); the logs read the ledger alone until the next try", exc)
