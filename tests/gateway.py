@@ -144,6 +144,18 @@ class Gateway:
         status, _, body = self.request("GET", path, key=key)
         return status, json.loads(body)
 
+    def wait_columnar(self, timeout_s: float = 120) -> None:
+        """Wait until the analytics' columnar copy (made in the background from start-up, or from the
+        first question that needs it) answers: until then the roll-ups and the raw ledger do."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            status, doc = self.get("/v1/analytics/usage?group_by=tag,label.team&limit=1")
+            assert status == 200, doc
+            if doc["plan"]["source"] == "columnar" and doc["plan"]["copy"] == "ready":
+                return
+            assert time.monotonic() < deadline, "the columnar copy was never made"
+            time.sleep(0.05)
+
     def post_json(self, path: str, payload: object, key: str | None = ADMIN_KEY,
                   headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], dict]:
         status, hdrs, body = self.request("POST", path, json.dumps(payload).encode(), key,
@@ -175,6 +187,7 @@ class InProcessGateway(Gateway):
     `span_exporter`, if set before `start()`, receives the traces (with `tracing.enabled`)."""
 
     span_exporter: object = None
+    columnar: object = None  # if set before `start()`: opens the analytics' columnar copy
 
     def start(self) -> InProcessGateway:
         import threading
@@ -186,7 +199,8 @@ class InProcessGateway(Gateway):
 
         settings = Settings.from_env(self.env, db_url=self.db_url)
         prepare_database(settings.db_url)
-        app = self.app = create_app(load_config(self.config_path, env=self.env), settings, self.span_exporter)
+        app = self.app = create_app(load_config(self.config_path, env=self.env), settings, self.span_exporter,
+                                    columnar=self.columnar)  # type: ignore[arg-type]
         self.port = free_port()
         config = uvicorn.Config(app, host="127.0.0.1", port=self.port, loop="asyncio", http="httptools",
                                 lifespan="on", access_log=False, log_level="warning",

@@ -24,6 +24,7 @@ from typing import Any, Protocol
 from sqlalchemy import Engine, make_url
 
 from tallygate.analytics.columnar_service import ColumnarSync, columnar_engine
+from tallygate.analytics.mirror import ColumnarEngine
 from tallygate.analytics.reader import AnalyticsStore
 from tallygate.analytics.service import Analytics
 from tallygate.api.alerts import MetricsEndpoint
@@ -112,9 +113,11 @@ class Gateway:
     """The ASGI application: hot routes by exact path, the rest to the management app."""
 
     def __init__(self, config: GatewayConfig, settings: Settings, span_exporter: Any = None,
-                 log_service: Service | None = None) -> None:
+                 log_service: Service | None = None,
+                 columnar: Callable[[], ColumnarEngine | None] | None = None) -> None:
         """`span_exporter`: where traces go when `tracing.enabled` (default: OTLP from OTEL_*);
-        `log_service`: the JSON log handler, started first and stopped last."""
+        `log_service`: the JSON log handler, started first and stopped last; `columnar`: opens the
+        analytics' columnar copy (default: the DuckDB file of `TALLYGATE_ANALYTICS_COLUMNAR`)."""
         self.settings = settings
         if settings.fake_now_ms is not None:  # tests only: a clock that crosses a midnight in seconds
             clock.run_from(settings.fake_now_ms, settings.clock_rate, settings.fake_now_from_ms)
@@ -151,7 +154,7 @@ class Gateway:
         self.tracer = tracer = _tracer(config, span_exporter)
         request_log = RequestLog() if settings.log_format == "json" else None
         # roll-ups, raw, and the columnar copy (opened by the first question that needs it)
-        store = AnalyticsStore(engine, open_columnar=partial(columnar_engine, settings))
+        store = AnalyticsStore(engine, open_columnar=columnar or partial(columnar_engine, settings))
 
         # Who hears of every finished request, in order: the ledger first (it journals the record).
         observers: list[RequestObserver] = [ledger, *detectors, *_present(metrics, request_log)]
@@ -326,8 +329,9 @@ def _with_request_id(send: Send) -> Send:
 
 
 def create_app(config: GatewayConfig, settings: Settings, span_exporter: Any = None,
-               log_service: Service | None = None) -> Gateway:
-    return Gateway(config, settings, span_exporter, log_service)
+               log_service: Service | None = None,
+               columnar: Callable[[], ColumnarEngine | None] | None = None) -> Gateway:
+    return Gateway(config, settings, span_exporter, log_service, columnar)
 
 
 def journal_dir(settings: Settings) -> Path:

@@ -522,8 +522,9 @@ def check_tree(get: Callable[[str], tuple[int, Any]], oracle: Oracle, p: dict[st
 def logs_question(rng: random.Random, w: World) -> dict[str, str]:
     tz = rng.choice(ZONES)
     p: dict[str, str] = {"tz": tz, "limit": str(rng.choice([1, 7, 50, 500]))}
-    for name, values in (("tag", w.tags), ("key", w.keys), ("model", w.models), ("status", w.statuses)):
-        if rng.random() < 0.35:
+    for name, values in (("tag", w.tags), ("key", w.keys), ("model", w.models), ("status", w.statuses),
+                         ("error_code", w.codes), ("provider", w.providers), ("served_model", w.served)):
+        if values and rng.random() < (0.35 if name in ("tag", "key", "model", "status") else 0.2):
             p[name] = str(rng.choice(values))
     for _ in range(rng.choice([0, 1, 1, 2])):
         name = rng.choice(sorted(w.labels))

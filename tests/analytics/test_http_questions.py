@@ -16,7 +16,7 @@ from sqlalchemy import Engine
 
 from tallygate.store.db import migrate, open_engine
 from tallygate.store.keys import KeyStore
-from tests.analytics.checker import Oracle, check_usage, http_get, run
+from tests.analytics.checker import Oracle, check_logs, check_usage, http_get, run
 from tests.analytics.ledgers import fill, random_records
 from tests.conftest import standard_config
 from tests.fakes.upstream import FakeUpstream
@@ -79,14 +79,23 @@ def _caught_up(gw: Gateway, engine: Engine) -> None:
         time.sleep(0.2)
 
 
+LOG_WALKS = [{"tz": "UTC", "limit": "7", "error_code": "upstream_rate_limited"},
+             {"tz": "UTC", "limit": "50", "provider": "p1", "served_model": "m1-served"},
+             {"tz": "Asia/Kolkata", "limit": "500", "error_code": "internal_error", "provider": "p2", "tag": "US"},
+             {"tz": "UTC", "limit": "50", "served_model": "m2-served", "status": "502", "label.team": "a"},
+             {"tz": "UTC", "limit": "50", "provider": "nobody"}]
+
+
 def _ask(gw: Gateway, engine: Engine, seed: int, n: int) -> None:
     rng = random.Random(seed)
     get = http_get(gw.url, ADMIN_KEY)
-    status, doc = get("/v1/analytics/usage?group_by=tag,label.team")  # makes the columnar copy
-    assert status == 200 and doc["plan"]["source"] == "columnar", doc
+    gw.wait_columnar()  # the copy is made in the background from start-up
     _late(engine, rng)
     _caught_up(gw, engine)
     failures = run(get, engine, n, seed)
+    oracle = Oracle(engine)
+    for p in LOG_WALKS:  # besides the random draws: each filter on what a request ended as, walked to its end
+        failures += [f"logs {p}: {bad}" for bad in check_logs(get, oracle, p)]
     assert not failures, "\n".join(failures)
 
 

@@ -6,13 +6,17 @@ from __future__ import annotations
 
 import random
 import time
+from typing import Any
+
+import msgspec
+from sqlalchemy import event
 
 from tallygate.analytics.columnar import DuckDBColumnar
 from tallygate.analytics.reader import AnalyticsStore
 from tallygate.core.tagpath import carries
 from tallygate.store.db import migrate, open_engine
 from tallygate.store.logs import LogFilter, LogReader
-from tests.analytics.ledgers import fill, random_records
+from tests.analytics.ledgers import DAY, HOUR, T0, fill, random_records
 
 
 def test_a_logs_walk_reads_only_hours_with_matches_and_finds_every_record(tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -80,4 +84,71 @@ def test_the_first_logs_page_does_not_wait_for_the_columnar_copy(tmp_path) -> No
         if (cursor := page.next_cursor) is None:
             break
     assert sorted(got) == sorted(r.id for r in records if r.requested_model == "m1")
+    engine.dispose()
+
+
+def _walk(logs: LogReader, f: LogFilter) -> list[str]:
+    got, cursor = [], None
+    while True:
+        page = logs.page(f, 7, cursor)
+        got += [r.record.id for r in page.rows]
+        if (cursor := page.next_cursor) is None:
+            return got
+
+
+def test_a_walk_finds_a_late_record_in_an_hour_the_copy_counted_no_match_in(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    engine = open_engine(f"sqlite:///{tmp_path}/l.db")
+    migrate(engine)
+    rng = random.Random(8)
+    records = random_records(rng, 800)
+    fill(engine, records, rng, feedback=0)
+    store = AnalyticsStore(engine, columnar=DuckDBColumnar(), sync_every_s=3600)  # no sync during the test
+    store.sync()
+    logs = LogReader(engine, budget_ms=0.0, exact_hours=store.log_hours)
+    f = LogFilter(model="m1", status=429, provider="p1")
+
+    def want(recs: list) -> list[str]:  # type: ignore[type-arg]
+        return [r.id for r in sorted((r for r in recs if r.requested_model == "m1" and r.status == 429
+                                      and r.provider == "p1"), key=lambda r: (r.created_at, r.id), reverse=True)]
+
+    assert _walk(logs, f) == want(records)  # the copy's counts of the filter's hours are kept for a while
+    empty = next(h for h in range(T0, T0 + 3 * DAY, HOUR) if not any(h <= r.created_at < h + HOUR for r in records
+                                                                      if r.id in want(records)))
+    late = msgspec.structs.replace(records[0], id="late-1", created_at=empty + 7, requested_model="m1",
+                                   served_model="m1-served", status=429, provider="p1")
+    fill(engine, [late], rng, feedback=0)  # replayed from a journal, long after its hour was copied
+    assert _walk(logs, f) == want([*records, late])
+    engine.dispose()
+
+
+def test_pages_after_the_first_ask_the_roll_ups_only_for_the_hours_the_copy_has_not_counted(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Over a month, the roll-ups' bound on every hour of the range was most of a page's time (and
+    each page stops after 50 ms): once the copy has counted the filter's hours, a later page asks
+    the roll-ups about the last minutes only."""
+    engine = open_engine(f"sqlite:///{tmp_path}/l.db")
+    migrate(engine)
+    rng = random.Random(4)
+    records = random_records(rng, 1500)
+    fill(engine, records, rng, feedback=0)
+    store = AnalyticsStore(engine, columnar=DuckDBColumnar(), sync_every_s=3600)
+    store.sync()
+    logs = LogReader(engine, exact_hours=store.log_hours)
+    f = LogFilter(model="m1", status=502)
+    first = logs.page(f, 5, None)
+    assert first.next_cursor is not None
+    seen: list[tuple[str, Any]] = []
+
+    def before(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+        seen.append((statement, parameters))
+
+    event.listen(engine, "before_cursor_execute", before)
+    try:
+        got = [r.record.id for r in logs.page(f, 5, first.next_cursor).rows]
+    finally:
+        event.remove(engine, "before_cursor_execute", before)
+    want = [r.id for r in sorted((r for r in records if r.requested_model == "m1" and r.status == 502),
+                                 key=lambda r: (r.created_at, r.id), reverse=True)]
+    assert got == want[5:10]
+    bounds = [sql for sql, params in seen if "FROM dim_rollup_hour" in sql and "502" in str(params)]
+    assert all("bucket >=" in sql for sql in bounds), bounds  # the last minutes (here: none), not the month
     engine.dispose()

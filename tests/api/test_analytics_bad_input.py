@@ -29,7 +29,7 @@ BAD = [
     ("/v1/analytics/tags/tree?root=" + quote("/x"), "root", "empty segment"),
     ("/v1/analytics/tags/tree?depth=-1", "depth", ""),
     ("/v1/analytics/tags/tree?tag=x", "tag", "unknown query parameter"),
-    ("/v1/logs?served_model=gpt-4o", "served_model", "unknown query parameter"),  # not silently all records
+    ("/v1/logs?servedmodel=gpt-4o", "servedmodel", "unknown query parameter"),  # not silently all records
     ("/v1/logs?labels.team=x", "labels.team", "unknown query parameter"),
     ("/v1/analytics/export", "month", ""),
     ("/v1/analytics/export?month=2026-13", "month", "not a month"),

@@ -71,6 +71,7 @@ def berlin_gateway(upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFact
         ingest.write(ledger[i:i + 400])
     engine.dispose()
     gw = InProcessGateway(workdir, {**standard_config(upstream), "reporting": {"timezone": BERLIN}}).start()
+    gw.wait_columnar()
     yield gw
     gw.stop()
 
@@ -238,7 +239,9 @@ def test_the_cli_export_and_report_take_the_zone_too(berlin_gateway: Gateway) ->
 def test_local_hours_off_the_utc_hour_are_answered_at_any_size(berlin_gateway: Gateway) -> None:
     engine = open_engine(berlin_gateway.db_url)
     try:
-        analytics = Analytics(AnalyticsStore(engine, columnar=DuckDBColumnar()), BERLIN)
+        store = AnalyticsStore(engine, columnar=DuckDBColumnar())
+        store.sync()  # the copy made (else the roll-ups and raw ledger answer while it is made)
+        analytics = Analytics(store, BERLIN)
         whole = {"from_ms": START, "to_ms": END}
         hours = analytics.usage(Query(parse_group_by("time.hour"), tz=KOLKATA, **whole))  # each straddles 2 UTC hours
         assert hours["plan"]["source"] == "columnar"

@@ -22,6 +22,8 @@ def test_openapi_document_covers_management_routes(gateway: Gateway) -> None:
     assert {"post", "get"} <= set(paths["/v1/manage/apikey"])
     assert {"get", "put", "delete"} <= set(paths["/v1/manage/apikey/{key_id}"])
     assert "/v1/key" in paths and "/v1/logs" in paths
+    logs = {p["name"] for p in paths["/v1/logs"]["get"]["parameters"]}
+    assert {"tag", "key", "model", "status", "error_code", "provider", "served_model", "from", "to"} <= logs
     create = paths["/v1/manage/apikey"]["post"]["responses"]
     assert {"201", "400", "401", "403"} <= set(create) and "422" not in create
 

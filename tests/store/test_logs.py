@@ -27,6 +27,9 @@ def records() -> list[LedgerRecord]:
         out.append(record(f"req_{i:05d}", T0 + rng.randrange(3 * DAY) // 7 * 7, tags,  # some equal times
                           key=rng.choice(["k1", "k2", "k3", None]), labels=rng.choice(LABELS),
                           status=rng.choice([200, 200, 200, 429, 502]), model=rng.choice(["m1", "m2"])))
+        r = out[-1]
+        out[-1] = replace(r, provider=("p1", "p2", "p3")[i % 3], served_model=f"{r.requested_model}-{i % 2}",
+                          error_code={429: "upstream_rate_limited", 502: "upstream_server_error"}.get(r.status))
         if i % 3:  # one attempt like the record, or a fallback after a failed one
             first = Attempt(provider="p", model=out[-1].requested_model or "", status=out[-1].status,
                             latency_ms=12.5 + i, target=out[-1].requested_model)
@@ -54,6 +57,9 @@ def expected(recs: list[LedgerRecord], f: LogFilter) -> list[str]:
                 and all(r.labels.get(n) == v for n, v in f.labels.items())
                 and (f.key_id is None or r.key_id == f.key_id) and (f.model is None or r.requested_model == f.model)
                 and (f.status is None or r.status == f.status)
+                and (f.error_code is None or r.error_code == f.error_code)
+                and (f.provider is None or r.provider == f.provider)
+                and (f.served_model is None or r.served_model == f.served_model)
                 and (f.from_ms is None or r.created_at >= f.from_ms) and (f.to_ms is None or r.created_at < f.to_ms))
     return [r.id for r in sorted(filter(ok, recs), key=lambda r: (r.created_at, r.id), reverse=True)]
 
@@ -82,6 +88,10 @@ FILTERS = [
     LogFilter(status=429, tag="US/NYC", labels={"env": "dev"}),
     LogFilter(tag="prod", key_id="k1", model="m2", from_ms=T0 + DAY // 3, to_ms=T0 + 2 * DAY + 1234),
     LogFilter(from_ms=T0 + 5 * 3_600_000 + 17, to_ms=T0 + 5 * 3_600_000 + 900_000),
+    LogFilter(error_code="upstream_rate_limited"), LogFilter(provider="p2"), LogFilter(served_model="m1-1"),
+    LogFilter(error_code="upstream_server_error", provider="p3", served_model="m2-0", tag="US"),
+    LogFilter(provider="p1", labels={"team": "a"}, from_ms=T0 + DAY // 5, to_ms=T0 + DAY + 77),
+    LogFilter(error_code="no_such_code"), LogFilter(provider="nobody", tag="US"),
 ]
 
 
@@ -106,7 +116,8 @@ def test_a_page_out_of_scan_budget_is_partial_and_its_cursor_loses_nothing(ledge
 def test_a_filter_that_matches_nothing_reads_no_record(ledger) -> None:  # type: ignore[no-untyped-def]
     eng, _ = ledger
     statements = capture(eng, lambda reader: [reader.page(f, 50, None) for f in (
-        LogFilter(tag="nowhere"), LogFilter(labels={"team": "nobody"}), LogFilter(key_id="nope", tag="US"))])
+        LogFilter(tag="nowhere"), LogFilter(labels={"team": "nobody"}), LogFilter(key_id="nope", tag="US"),
+        LogFilter(provider="nobody"), LogFilter(served_model="none", status=200))])
     assert not [s for s, _ in statements if "FROM requests" in s]
 
 

@@ -6,9 +6,12 @@ default is `<ledger file>.analytics.duckdb` next to a SQLite ledger, else
 `./tallygate-analytics.duckdb`. A DuckDB file has one writing process: with `--workers N` each
 worker takes the first free of `<file>`, `<file>.1`, ... (a copy each).
 
-The copy is opened lazily: `duckdb` is imported and the file opened by the first question that
-needs the columnar engine (`AnalyticsStore.open_columnar`), not at start-up, so a gateway that
-only proxies never pays for it. The background sync has nothing to do until then.
+Over a ledger that holds records, the copy is opened and brought up to date in a background thread
+from start-up (on 370,000 records it took 73 s on SQLite under load, 320 s on PostgreSQL): until
+that first copy is made, questions are answered from the roll-ups and the raw ledger (exact, slower
+on a big range), never by waiting for it. Over an empty ledger it is opened lazily: `duckdb` is
+imported and the file opened by the first question that needs the columnar engine, so a gateway
+that only proxies never pays for it. The periodic sync has nothing to do until it is open.
 """
 
 from __future__ import annotations
@@ -76,14 +79,17 @@ class ColumnarSync:
 
     async def start(self) -> None:
         if self._store.columnar_configured:
+            if await asyncio.to_thread(self._store.has_records):
+                self._store.warm()  # the first copy, in the background: no question waits for it
             self._job.start()
 
     async def stop(self) -> None:
         await self._job.stop()
+        await asyncio.to_thread(self._store.stop)  # the background copy ends before the process does
 
     async def _sync(self) -> None:
         if self._store.columnar is None:  # not opened yet: no question has needed it
             return
-        copied = await asyncio.to_thread(self._store.sync)
+        copied = await asyncio.to_thread(self._store.sync, wait=False)  # not while the first copy is made
         if copied:
             log.info("columnar copy: %d records copied", copied)

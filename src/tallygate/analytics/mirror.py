@@ -96,6 +96,9 @@ class Mirror:
         self._keys_seen: tuple[int, int] = (-1, -1)
         self._mark = sink.get_meta("watermark") or 0
         self._feedback_seen: tuple[int, set[str]] = (-1, set())  # the last score time copied, its ids
+        self.repairs = 0  # hours copied again so far (what was counted from the copy before may have changed)
+        self.side_synced = False  # the label sets and scores have been copied once since it was opened
+        self.stopping = False  # set at shutdown: a sync stops after the chunk it is copying
 
     @property
     def watermark(self) -> int:
@@ -114,6 +117,7 @@ class Mirror:
         with self.engine.connect() as conn:
             self._sync_labels(conn)
             self._sync_feedback(conn)
+            self.side_synced = True
             start = self.watermark
             if start == 0:
                 first = conn.execute(select(func.min(requests.c.created_at))).scalar()
@@ -121,11 +125,18 @@ class Mirror:
                     return 0
                 start = int(first) - int(first) % HOUR_MS
             for lo, hi in _chunks(start, target):
+                if self.stopping:
+                    return copied
                 n = self._copy(conn, lo, hi)
                 self._advance(hi, store=n > 0)
                 copied += n
             copied += self._repair(conn)
-        self.sink.settle(self.watermark)  # what the engine derives from settled days (DuckDB: its tag roll-up)
+            # again after the records: the label sets and scores of records that arrived while they
+            # were copied (a first copy takes minutes) are in the copy when the sync ends
+            self._sync_labels(conn)
+            self._sync_feedback(conn)
+        if not self.stopping:
+            self.sink.settle(self.watermark)  # what the engine derives from settled days (DuckDB: its tag roll-up)
         return copied
 
     def _copy(self, conn: Connection, lo: int, hi: int, *, whole_hours: bool = False) -> int:
@@ -153,14 +164,29 @@ class Mirror:
                  if ledger.get(h, 0) != self.counts.get(h, 0)]
         copied = 0
         for hour in sorted(stale):
+            if self.stopping:
+                break
             copied += self._copy(conn, hour, hour + HOUR_MS, whole_hours=True)
+        self.repairs += len(stale)
         return copied
 
-    def _sync_labels(self, conn: Connection) -> None:
+    @staticmethod
+    def _labels_seen(conn: Connection) -> tuple[int, tuple[int, int]]:
         n_sets = conn.execute(select(func.count()).select_from(label_sets)).scalar_one()
         keys = conn.execute(select(func.count(), func.coalesce(func.max(api_keys.c.updated_at), 0))
                             .select_from(api_keys)).one()
-        keys_seen = (int(keys[0]), int(keys[1]))
+        return int(n_sets), (int(keys[0]), int(keys[1]))
+
+    def side_tables_current(self, conn: Connection) -> bool:
+        """Whether the copy holds the ledger's label sets, keys' labels and scores as they are now
+        (a sync copies them; this only reads, from any thread)."""
+        if self._labels_seen(conn) != (self._sets_seen, self._keys_seen):
+            return False
+        last = conn.execute(select(func.max(feedback.c.updated_at))).scalar()
+        return last is None or int(last) <= self._feedback_seen[0]
+
+    def _sync_labels(self, conn: Connection) -> None:
+        n_sets, keys_seen = self._labels_seen(conn)
         if n_sets == self._sets_seen and keys_seen == self._keys_seen:
             return
         sets = {sid: labels or {} for sid, labels in conn.execute(select(label_sets.c.id, label_sets.c.labels))}

@@ -47,6 +47,7 @@ from tallygate.store.schema import api_keys, label_sets, requests, tag_rollups
 log = logging.getLogger("tallygate.analytics")
 LOG_HOURS_TTL_S = 30.0  # a logs filter's matching hours are counted again after this long
 SYNC_EVERY_S = 1.0  # a question brings the columnar copy up to date at most this often
+OPEN_WAIT_S = 3.0  # at most this long a question waits for the copy to open and copy labels and scores
 _SPARSE = 0.05  # a tag filter matching less than this share of the records is read by its index
 
 
@@ -59,6 +60,7 @@ class Collected:
     raw_estimate: int = 0  # upper bound of the raw records read (from the hour roll-ups), when known
     less: list[Segment] = field(default_factory=list)  # read and subtracted (`analytics/cover.py`)
     row_count: int | None = None  # all the groups, when only the first `limit` were read (else None)
+    catching_up: bool = False  # the columnar copy answered while it is being brought up to date
 
     @property
     def exact(self) -> bool:
@@ -84,9 +86,11 @@ class AnalyticsStore:
         self._synced_at = 0.0
         self._syncing = threading.Lock()
         self._warming = threading.Lock()  # held while a background thread makes the first copy
+        self._warmer: threading.Thread | None = None
+        self._stopping = False
         self._local = threading.local()  # .memo: raw segments read during one answer (`sharing`)
         self._sets: dict[str, dict[str, Any]] = {}
-        self._log_hours: dict[tuple[Any, ...], tuple[float, dict[int, int], int]] = {}
+        self._log_hours: dict[tuple[Any, ...], tuple[float, dict[int, int], int, int]] = {}
 
     @property
     def columnar_configured(self) -> bool:
@@ -240,7 +244,9 @@ class AnalyticsStore:
     def _run(self, q: Query, family: str, segments: list[Segment], mode: TagMode, *,
              columnar: bool = True, limit: int | None = None) -> Collected:
         if columnar and self._columnar_answers(q, family):
-            return self._run_columnar(q, mode, limit)
+            answered = self._run_columnar(q, family, mode, limit)
+            if answered is not None:
+                return answered  # else the copy is being made: the roll-ups and the raw ledger answer
         if self._raw_only:
             segments = [Segment("raw", q.from_ms, q.to_ms)]
         rolled = family != "raw" and not self._raw_only and any(s.level != "raw" for s in segments)
@@ -276,13 +282,27 @@ class AnalyticsStore:
         return Collected(out, family, [s for sign, s in pieces if sign > 0], estimate,
                          [s for sign, s in pieces if sign < 0])
 
-    def _run_columnar(self, q: Query, mode: TagMode, limit: int | None = None) -> Collected:
-        """The columnar copy up to its watermark, the raw ledger after it (the last minutes)."""
-        if self.open_columnar() is None:  # it could not be opened: the raw ledger answers
-            return self._run(q, "raw", [Segment("raw", q.from_ms, q.to_ms)], mode, columnar=False)
-        assert self.columnar is not None and self.mirror is not None
-        self.sync(wait=False)
-        mark = self.mirror.watermark
+    def _run_columnar(self, q: Query, family: str, mode: TagMode, limit: int | None = None) -> Collected | None:
+        """The columnar copy up to its watermark (or to the first hour it holds a different count of
+        than the ledger: a late record), the raw ledger after it (the last minutes).
+
+        While the copy is being brought up to date (in the background: a question never waits for
+        it), what it holds answers only questions no roll-up holds, only if its labels and scores
+        are the ledger's, and only up to its watermark: the rest is read from the raw ledger. After
+        a restart that is nearly all of the range; during a first copy, a growing part. Else None:
+        the roll-ups and the raw ledger answer."""
+        ready = self._copy_ready()
+        if not ready and family != "raw":
+            return None
+        if ready:
+            self.sync(wait=False)
+        elif not self._side_tables_copied():
+            return None
+        columnar, mirror = self.columnar, self.mirror
+        assert columnar is not None and mirror is not None
+        mark = self._exact_until(q.from_ms, mirror.watermark)
+        if not ready and (mark == 0 or (q.from_ms is not None and mark <= q.from_ms)):
+            return None  # nothing of the range copied yet
         lo, hi = q.from_ms, q.to_ms
         if q.time_dim is not None and (lo is None or hi is None):  # month and local buckets need bounds
             first, last = self._bounds()
@@ -298,7 +318,7 @@ class AnalyticsStore:
             if lo is None or lo < copied_to:
                 question = ColumnarQuestion(q, lo, copied_to, ctx.key_ids, ctx.set_ids, mode.tree, mode.root,
                                             mode.max_depth, mode.tagged, limit=None if fresh_tail else limit)
-                out = self.columnar.answer(question)
+                out = columnar.answer(question)
                 row_count = question.row_count
                 segments.append(Segment("columnar", lo, copied_to))
             if fresh_tail:
@@ -312,7 +332,33 @@ class AnalyticsStore:
                     else:
                         have.add_vector(agg.v)
                 segments.append(tail)
-        return Collected(out, "columnar", segments, row_count=row_count)
+        return Collected(out, "columnar", segments, row_count=row_count, catching_up=not ready)
+
+    def _side_tables_copied(self) -> bool:
+        """Whether the copy is open and holds the ledger's label sets and scores as they are now;
+        right after a start, the background sync copies them first: wait for that a little
+        (`OPEN_WAIT_S`), rather than answer from the raw ledger (seconds to minutes)."""
+        deadline = time.monotonic() + OPEN_WAIT_S
+        while True:
+            mirror = self.mirror
+            if mirror is not None and self.columnar is not None and mirror.side_synced:
+                with self._engine.connect() as conn:
+                    return mirror.side_tables_current(conn)
+            if time.monotonic() > deadline or not self._warming.locked():
+                return False
+            time.sleep(0.05)
+
+    def _exact_until(self, lo: int | None, mark: int) -> int:
+        """`mark`, or the first whole hour in [lo, mark) whose records the copy does not hold all
+        of (a record that arrived late, not copied yet): the copy answers only before it."""
+        assert self.mirror is not None
+        copied = dict(self.mirror.counts)  # copied at once: the sync thread adds to it
+        start = None if lo is None else lo - lo % HOUR_MS
+        with self._engine.connect() as conn:
+            ledger = all_counts(conn, start, mark - mark % HOUR_MS)
+        hours = {h for h in copied if (start is None or h >= start) and h + HOUR_MS <= mark} | set(ledger)
+        stale = [h for h in hours if h + HOUR_MS <= mark and ledger.get(h, 0) != copied.get(h, 0)]
+        return min(stale, default=mark)
 
     def log_hours(self, f: LogFilter) -> tuple[dict[int, int], int] | None:
         """A logs filter's exact matches per UTC hour before the copy's watermark (one columnar scan,
@@ -321,15 +367,19 @@ class AnalyticsStore:
         if not self._copy_ready() or self.columnar is None or self.mirror is None:
             return None
         self.sync(wait=False)
-        mark = self.mirror.watermark
+        mark = self._exact_until(f.from_ms, self.mirror.watermark)  # a late record's hour is not skipped
         # not keyed by the watermark (it moves at every sync): a count kept for a while stays exact for
-        # the hours before the watermark it was counted at, which is returned with it
-        key = (f.tag, tuple(sorted(f.labels.items())), f.key_id, f.model, f.status, f.from_ms, f.to_ms)
+        # the hours before the watermark it was counted at, which is returned with it, unless an hour of
+        # the copy was copied again since (`Mirror.repairs`: late records)
+        key = (f.tag, tuple(sorted(f.labels.items())), f.key_id, f.model, f.status, f.error_code, f.provider,
+               f.served_model, f.from_ms, f.to_ms)
         now = time.monotonic()
         found = self._log_hours.get(key)
-        if found is not None and now - found[0] < LOG_HOURS_TTL_S:
-            return found[1], found[2]
-        q = Query((Dim("time", "hour"),), f.tag, f.labels, f.key_id, f.model, f.from_ms, f.to_ms, status=f.status)
+        if found is not None and now - found[0] < LOG_HOURS_TTL_S and found[3] == self.mirror.repairs:
+            return found[1], min(found[2], mark)
+        repairs = self.mirror.repairs
+        q = Query((Dim("time", "hour"),), f.tag, f.labels, f.key_id, f.model, f.from_ms, f.to_ms, status=f.status,
+                  error_code=f.error_code, provider=f.provider, served_model=f.served_model)
         hi = mark if f.to_ms is None else min(f.to_ms, mark)
         with self._engine.connect() as conn:
             ctx = SegmentReader(q, conn, self._label_sets(conn), {}, TagMode())
@@ -337,7 +387,7 @@ class AnalyticsStore:
         hours = {int(k[0]): agg.v[REQUESTS] for k, agg in groups.items()}
         if len(self._log_hours) > 256:
             self._log_hours.clear()
-        self._log_hours[key] = (now, hours, mark)
+        self._log_hours[key] = (now, hours, mark, repairs)
         return hours, mark
 
     def _copy_ready(self) -> bool:
@@ -345,13 +395,33 @@ class AnalyticsStore:
         thread (started once) and say no."""
         if self.mirror is not None and self._synced_at > 0:
             return True
-        if self.columnar_configured and self._warming.acquire(blocking=False):
-            threading.Thread(target=self._warm, name="tallygate-columnar-warm", daemon=True).start()
+        self.warm()
         return False
+
+    def warm(self) -> None:
+        """Open the columnar copy and bring it up to date in a background thread, unless one is at it
+        (the gateway calls this at start-up when the ledger holds records)."""
+        if self.columnar_configured and self._warming.acquire(blocking=False):
+            self._warmer = threading.Thread(target=self._warm, name="tallygate-columnar-warm", daemon=True)
+            self._warmer.start()
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """At shutdown: the background copy stops after the chunk it is copying (a thread still in
+        DuckDB when the interpreter exits aborts the process); waits for it up to `timeout_s`."""
+        self._stopping = True
+        if self.mirror is not None:
+            self.mirror.stopping = True
+        warmer = self._warmer
+        if warmer is not None:
+            warmer.join(timeout_s)
+
+    def has_records(self) -> bool:
+        with self._engine.connect() as conn:
+            return conn.execute(select(requests.c.id).limit(1)).first() is not None
 
     def _warm(self) -> None:
         try:
-            if self.open_columnar() is not None:
+            if self.open_columnar() is not None and not self._stopping:
                 self.sync()
         except Exception as exc:  # e.g. the ledger closed under it at shutdown: no traceback in the log
             log.warning("columnar copy failed (%s); the logs read the ledger alone until the next try", exc)

@@ -40,14 +40,18 @@ def _sort_key(dims: tuple[Dim, ...], key: tuple[Any, ...], agg: Agg) -> tuple[An
     return (time_part, -agg.v[COST_PICO], -agg.v[REQUESTS], rest)
 
 
-def _plan(c: Collected, tz: str) -> dict[str, Any]:
+def _plan(c: Collected, tz: str, exact: bool | None = None) -> dict[str, Any]:
+    """The plan of an answer; `exact`: whether all its percentiles are exact (default: `c`'s are)."""
+    exact = c.exact if exact is None else exact
     segments = [{"level": s.level, "from": s.from_ms, "to": s.to_ms} for s in c.segments]
     segments += [{"level": s.level, "from": s.from_ms, "to": s.to_ms, "subtracted": True} for s in c.less]
     doc: dict[str, Any] = {"source": c.family, "timezone": tz, "segments": segments,
-           "percentiles": "exact" if c.exact else "histogram",
-           "percentile_max_relative_error": 0 if c.exact else round(MAX_RELATIVE_ERROR, 4)}
+           "percentiles": "exact" if exact else "histogram",
+           "percentile_max_relative_error": 0 if exact else round(MAX_RELATIVE_ERROR, 4)}
     if c.family == "raw":
         doc["raw_records"] = {"at_most": c.raw_estimate}
+    if c.family == "columnar":  # 'catching up': the copy is being brought up to date (the ledger reads the rest)
+        doc["copy"] = "catching up" if c.catching_up else "ready"
     return doc
 
 
@@ -102,8 +106,11 @@ class Analytics:
         rows = self.store.collect(read, limit if read is q else None)
         self._with_untagged(q, rows)
         cut = rows.row_count is not None and rows.row_count > len(rows.groups)  # only the first rows read
+        exact = rows.exact
         if q.overlapping or cut:
-            total = self.store.collect(q.with_dims(())).groups.get((), Agg())
+            totals = self.store.collect(q.with_dims(()))
+            total = totals.groups.get((), Agg())
+            exact = exact and totals.exact  # the plan's percentiles: exact only if the totals' are too
         else:  # each request is in exactly one row: the rows add up to the totals
             total = Agg()
             for agg in rows.groups.values():
@@ -127,7 +134,7 @@ class Analytics:
             "labels": "current" if q.current_labels else "recorded",
             "overlapping": q.overlapping, **({"note": OVERLAP_NOTE} if q.overlapping else {}),
             "data": data, "truncated": count + left_out > limit, "row_count": count + left_out,
-            "totals": render(total), "plan": {**_plan(rows, q.tz), **(
+            "totals": render(total), "plan": {**_plan(rows, q.tz, exact), **(
                 {"page": {"metrics_read_to": read.to_ms, "later_rows_counted": left_out}} if left_out else {})},
         }
 

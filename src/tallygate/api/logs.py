@@ -42,7 +42,8 @@ def log_json(logged: LoggedRequest) -> dict[str, Any]:
     }
 
 
-_LOGS = {"tag", "key", "model", "status", "from", "to", "limit", "cursor", "tz"}
+_LOGS = {"tag", "key", "model", "status", "error_code", "provider", "served_model", "from", "to", "limit", "cursor",
+         "tz"}
 
 
 def logs_router(logs: LogReader) -> APIRouter:
@@ -57,6 +58,9 @@ def logs_router(logs: LogReader) -> APIRouter:
         key: Annotated[str | None, Query(description="API key id")] = None,
         model: Annotated[str | None, Query(description="requested model")] = None,
         status: Annotated[int | None, Query(ge=100, le=599)] = None,
+        error_code: Annotated[str | None, Query(description="the error's code (`upstream_rate_limited` ...)")] = None,
+        provider: Annotated[str | None, Query(description="the provider that served the request")] = None,
+        served_model: Annotated[str | None, Query(description="the model the provider served")] = None,
         from_: Annotated[str | None, Query(alias="from", description="inclusive; ISO 8601 or epoch ms")] = None,
         to: Annotated[str | None, Query(description="exclusive; ISO 8601 or epoch ms")] = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
@@ -68,6 +72,7 @@ def logs_router(logs: LogReader) -> APIRouter:
         check_tag_filter(tag)
         zone = parse_zone(tz, getattr(request.app.state, "timezone", "UTC"))
         f = LogFilter(tag=tag, labels=label_filters(request), key_id=key, model=model, status=status,
+                      error_code=error_code, provider=provider, served_model=served_model,
                       from_ms=parse_time(from_, "from", zone), to_ms=parse_time(to, "to", zone))
         if f.from_ms is not None and f.to_ms is not None and f.from_ms > f.to_ms:
             raise InvalidRequest("from is after to", param="from")

@@ -27,14 +27,13 @@ class Parts:
 
     @classmethod
     def of(cls, *, tag: str | None = None, labels: dict[str, str] | None = None, key_id: str | None = None,
-           model: str | None = None, status: int | None = None) -> Parts:
+           model: str | None = None, status: int | None = None, provider: str | None = None,
+           served_model: str | None = None) -> Parts:
         pairs = [(f"label.{n}", v) for n, v in (labels or {}).items()]
-        if key_id is not None:
-            pairs.append(("key", key_id))
-        if model is not None:
-            pairs.append(("model", model))
-        if status is not None:
-            pairs.append(("status", str(status)))
+        for dim, value in (("key", key_id), ("model", model), ("status", None if status is None else str(status)),
+                           ("provider", provider), ("served_model", served_model)):
+            if value is not None:
+                pairs.append((dim, value))
         return cls(pairs, tag)
 
 

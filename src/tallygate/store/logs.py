@@ -32,6 +32,9 @@ class LogFilter:
     key_id: str | None = None
     model: str | None = None
     status: int | None = None
+    error_code: str | None = None
+    provider: str | None = None
+    served_model: str | None = None
     from_ms: int | None = None
     to_ms: int | None = None
 
@@ -168,19 +171,18 @@ class LogReader:
                 where.append(c.requested_model == f.model)
             if f.status is not None:
                 where.append(c.status == f.status)
+            for column, value in (("error_code", f.error_code), ("provider", f.provider),
+                                  ("served_model", f.served_model)):
+                if value is not None:
+                    where.append(c[column] == value)
             if after is not None:
                 ms, rid = after
                 where += [c.created_at <= ms, or_(c.created_at < ms, c.id < rid)]
-            parts = Parts.of(tag=f.tag, labels=f.labels, key_id=f.key_id, model=f.model, status=f.status)
-            counts = hour_counts(conn, parts, f.from_ms, upper)
-            if self._exact_hours is not None and counts:
-                exact = self._exact_hours(f)  # the hours before `upto` that hold a match, and how many
-                if exact is not None:
-                    found, upto = exact
-                    counts = {h: n if h + HOUR_MS > upto else found[h] for h, n in counts.items()
-                              if h + HOUR_MS > upto or found.get(h)}
-                    if not counts:
-                        return LogPage([], None)
+            parts = Parts.of(tag=f.tag, labels=f.labels, key_id=f.key_id, model=f.model, status=f.status,
+                             provider=f.provider, served_model=f.served_model)
+            counts = self._hours(conn, f, parts, upper, first=after is None)
+            if not counts:
+                return LogPage([], None)
             totals = all_counts(conn, f.from_ms, upper) if f.tag is not None else {}
             subtree: list[str] | None = None  # the tags under f.tag, for reading a rare one by its key
             for hour in sorted(counts, reverse=True):
@@ -206,6 +208,27 @@ class LogReader:
         rows = rows[:limit]
         nxt = encode_cursor(rows[-1].record.created_at, rows[-1].record.id) if more and rows else None
         return LogPage(rows, nxt)
+
+    def _hours(self, conn: Connection, f: LogFilter, parts: Parts, upper: int | None, *,
+               first: bool) -> dict[int, int]:
+        """The hours of [from, upper) that may hold a match, with an upper bound of their matches: the
+        exact count of the columnar copy's hours (kept across a walk's pages), the roll-ups' bound
+        for the hours after it (the last minutes). The `first` page asks the roll-ups for the whole
+        range first (a filter they rule out ends there); later pages read them for the last
+        minutes only (over a month that was most of a page's time)."""
+        if self._exact_hours is None:
+            return hour_counts(conn, parts, f.from_ms, upper)
+        if first and not hour_counts(conn, parts, f.from_ms, upper):
+            return {}
+        exact = self._exact_hours(f)
+        if exact is None:
+            return hour_counts(conn, parts, f.from_ms, upper)
+        found, upto = exact  # the hours before `upto` that hold a match, and how many
+        counts = {h: n for h, n in found.items() if n and h + HOUR_MS <= upto and (upper is None or h < upper)}
+        tail_from = upto - upto % HOUR_MS if f.from_ms is None else max(upto - upto % HOUR_MS, f.from_ms)
+        if upper is None or tail_from < upper:
+            counts.update(hour_counts(conn, parts, tail_from, upper))
+        return counts
 
     @staticmethod
     def _read_filtered(conn: Connection, query: Select[Any], tag: str, rows: list[LoggedRequest], want: int) -> None:
