@@ -279,8 +279,9 @@ def _metrics(config: GatewayConfig, settings: Settings, budget: BudgetEngine, th
     models = [*config.models, *(f"policy/{p}" for p in config.policies)]
     metrics = GatewayMetrics(models, config.providers, config.metrics.key_labels, budget,
                              lambda: thresholds.known.values(), settings.metrics_dir)
-    metrics.watch_ledger(lambda: ledger.pending)
+    metrics.watch_ledger(lambda: ledger.pending, lambda: ledger.failing)
     ledger.on_write = metrics.ledger_written
+    ledger.on_failure = metrics.ledger_state
     return metrics
 
 
@@ -294,7 +295,17 @@ def _tracer(config: GatewayConfig, span_exporter: Any) -> Any:
 
 
 def _readiness(engine: Engine, ledger: LedgerWriter, redis: RedisBudget | None) -> Readiness:
-    readiness = Readiness(details=lambda: {"ledger": ledger.status()})
+    def details() -> dict[str, object]:
+        """Shown either way; `degraded` says what fails while requests are still served."""
+        status = ledger.status()
+        degraded = []
+        if status["database_failing"]:
+            degraded.append(f"the ledger database fails writes ({status['database_error']}): "
+                            f"{status['pending_records']} records wait in the journal, and requests are still "
+                            "answered and journaled")
+        return {"degraded": degraded, "ledger": status}
+
+    readiness = Readiness(details=details)
 
     async def database() -> str | None:
         return await asyncio.to_thread(schema_behind, engine)
