@@ -13,6 +13,10 @@ repeated once the ledgers of all processes have flushed (`_REBUILD_AGAIN_S`).
 Settles that could not be sent while Redis was away are sent once it is back, but if it came back
 without its state (`pepoch` changed) only to release holds: their costs are in the ledger the
 counters are rebuilt from, and counted again they would put a counter above it.
+A process killed after its answered requests reached the database but before their settles
+reached Redis (a stall, or its flusher backing off after Redis came back) leaves them noted with
+its id: once it is reaped, a live process counts those whose records the ledger has
+(`_sweep_dead`); the rest are its journal's, counted at its replay.
 Reservations are batched on one connection (`pipeline/redis_batch.py`): however many requests
 are in flight, none fails for want of a pooled connection.
 
@@ -60,9 +64,27 @@ def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def unsettled(request_id: str, names: Sequence[str]) -> str:
-    """RESERVE's second argument: the request id and the counters its cost will count in."""
-    return f"{request_id} {' '.join(names)}" if request_id and names else ""
+def unsettled(request_id: str, names: Sequence[str], owner: str = "") -> str:
+    """RESERVE's second argument: the request id, the counters its cost will count in and
+    '@<owner>', the process that will settle it."""
+    if not (request_id and names):
+        return ""
+    return f"{request_id} {' '.join(names)}{f' @{owner}' if owner else ''}"
+
+
+def _owner(note: object) -> str:
+    """The process a note `unsettled` made names ('' for none)."""
+    return next((t[1:] for t in _text(note).split() if t.startswith("@")), "")
+
+
+def _less(spend: dict[str, int], costs: dict[str, int], notes: Sequence[object]) -> dict[str, int]:
+    """`spend` without each cost of `costs` (request id -> cost) in the counters its note names."""
+    out = dict(spend)
+    for cost, names in zip(costs.values(), notes, strict=True):
+        for name in _text(names).split() if names is not None else ():
+            if name in out:
+                out[name] = max(0, out[name] - cost)
+    return out
 
 
 def _log_failure(task: asyncio.Task[None]) -> None:
@@ -108,6 +130,7 @@ class RedisBudget:
         self._rebuild_async = self._aio.register_script(REBUILD)
         self._rebuild_sync = self._sync.register_script(REBUILD)
         self._settle_replayed_sync = self._sync.register_script(SETTLE_REPLAYED)
+        self._settle_replayed_async = self._aio.register_script(SETTLE_REPLAYED)
         self._queue: list[tuple[Hold, int]] = []
         self._wake: asyncio.Event | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -143,7 +166,7 @@ class RedisBudget:
         at = self.now_ms() if at_ms is None else at_ms
         names = counters(scopes, self.windows, at)
         limited = [s for s in scopes if s.limit is not None]
-        noted = unsettled(request_id, names)
+        noted = unsettled(request_id, names, self.process)
         if not limited or not amount:  # only check that no budget or limit has appeared since
             if time.monotonic() < self._down_until:
                 return Hold(names, (), 0)  # Redis just failed: do not make it wait for a timeout
@@ -260,6 +283,30 @@ class RedisBudget:
                 self._loop.call_soon_threadsafe(self._rebuild_current)
         return settled
 
+    async def _sweep_dead(self) -> None:
+        """Count the costs of the requests that processes reaped as dead left noted unsettled
+        and whose records reached the ledger before the kill: no replay sees those records, and
+        their settles died with the process. (Notes without a record yet are left to the dead
+        process's replay.)"""
+        dead = {_text(d) for d in await self._aio.smembers(f"{self._p}dead")}
+        if not dead:
+            return
+        if self._ledger_costs is not None:
+            keys = [k async for k in self._aio.scan_iter(match=f"{self._p}u:*", count=1000)]
+            notes = await self._aio.mget(keys) if keys else []
+            head = len(self._p) + 2
+            ids = [_text(k)[head:] for k, note in zip(keys, notes, strict=True)
+                   if note is not None and _owner(note) in dead]
+            costs = list((await asyncio.to_thread(self._ledger_costs, ids)).items()) if ids else []
+            settled = 0
+            for i in range(0, len(costs), _CHUNK):
+                args = [self._p, *(x for pair in costs[i:i + _CHUNK] for x in pair)]
+                settled += int(await self._settle_replayed_async(args=args))
+            if settled:
+                log.warning("counted %d requests that processes killed before their budget settles had "
+                            "answered and written to the ledger", settled)
+        await self._aio.srem(f"{self._p}dead", *dead)
+
     def _rebuild_current(self) -> None:
         for w in self.windows.current():
             self._again(w)
@@ -335,13 +382,18 @@ class RedisBudget:
         costs = await asyncio.to_thread(self._ledger_costs, ids) if ids else {}
         if not costs:
             return spend
-        notes = await self._aio.mget([f"{self._p}u:{rid}" for rid in costs])
-        out = dict(spend)
-        for cost, names in zip(costs.values(), notes, strict=True):
-            for name in _text(names).split() if names is not None else ():
-                if name in out:
-                    out[name] = max(0, out[name] - cost)
-        return out
+        return _less(spend, costs, await self._aio.mget([f"{self._p}u:{rid}" for rid in costs]))
+
+    def _less_unsettled_now(self, spend: dict[str, int]) -> dict[str, int]:
+        """`_less_unsettled`, blocking (for `adopt`)."""
+        if self._ledger_costs is None or not spend:
+            return spend
+        head = len(self._p) + 2
+        ids = [_text(k)[head:] for k in self._sync.scan_iter(match=f"{self._p}u:*", count=1000)]
+        costs = self._ledger_costs(ids) if ids else {}
+        if not costs:
+            return spend
+        return _less(spend, costs, self._sync.mget([f"{self._p}u:{rid}" for rid in costs]))
 
     def adopt(self, spend: dict[str, int], wins: Sequence[Window] = ()) -> None:
         """Start new scopes from the ledger's spend, and rebuild `wins` again once every ledger
@@ -349,8 +401,8 @@ class RedisBudget:
         this read)."""
         self.adoptions += 1
         if spend:
-            try:
-                for args in self._rebuild_args(spend):
+            try:  # (without the costs of requests still noted: their settles are still to add them)
+                for args in self._rebuild_args(self._less_unsettled_now(spend)):
                     self._rebuild_sync(args=args)
             except (RedisError, OSError) as exc:  # (a process starting while Redis is down)
                 log.error("starting budget counters in Redis failed (%s); they are sent once it answers", exc)
@@ -370,7 +422,7 @@ class RedisBudget:
             spend, wins = self._unadopted, list(self._unadopted_windows.values())
             self._unadopted, self._unadopted_windows = {}, {}
         try:
-            for args in self._rebuild_args(spend):
+            for args in self._rebuild_args(await self._less_unsettled(spend)):
                 await self._rebuild_async(args=args)
         except BaseException:
             with self._unadopted_lock:
@@ -458,8 +510,11 @@ class RedisBudget:
                 await self._heartbeat(args=[self._p, self.process, self._ttl_ms])
                 if self._unadopted:
                     await self._adopt_late()
+                await self._sweep_dead()
             except (RedisError, OSError) as exc:
                 log.warning("renewing budget holds in Redis failed: %s", exc)
+            except Exception as exc:  # the ledger's read of the dead's requests: again at the next beat
+                log.error("counting the requests of processes killed before their settles failed: %s", exc)
 
     async def start(self) -> None:
         self._wake, self._rebuilding = asyncio.Event(), asyncio.Lock()

@@ -131,7 +131,7 @@ class RatedRedisBudget(RedisBudget):
         at = self.now_ms() if at_ms is None else at_ms
         ids = counters(scopes, self.windows, at)
         limited = [s for s in scopes if s.limit is not None]
-        noted = unsettled(request_id, ids)
+        noted = unsettled(request_id, ids, self.process)
         request = request_id if noted else ""
         uid = f"{self.process}:{next(self._ids)}"
         head: list[Any] = [len(rules), tokens, uid]
