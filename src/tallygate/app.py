@@ -129,7 +129,7 @@ class Gateway:
                                             max_bytes=settings.journal_max_bytes)
         budget_store = BudgetStore(engine)
         spend = LedgerSpend(engine, keys, budget_store, config.reporting.timezone)
-        budget, spend_loader, redis = _budget_engine(settings, spend)
+        budget, spend_loader, redis = _budget_engine(settings, spend, ledger)
         self.redis = redis
         if redis is not None:  # requests a killed process never settled count when its journal is replayed
             ledger.on_replayed = redis.settle_replayed
@@ -245,7 +245,8 @@ class Gateway:
                 return
 
 
-def _budget_engine(settings: Settings, spend: LedgerSpend) -> tuple[BudgetEngine, Service, RatedRedisBudget | None]:
+def _budget_engine(settings: Settings, spend: LedgerSpend,
+                   ledger: LedgerWriter) -> tuple[BudgetEngine, Service, RatedRedisBudget | None]:
     """The budget state: in Redis with `redis_url` (shared by processes and replicas; it loads
     spend itself), else in memory, loaded from the ledger at start-up. Returns the engine, the
     service that loads its spend, and the Redis one if any."""
@@ -254,6 +255,7 @@ def _budget_engine(settings: Settings, spend: LedgerSpend) -> tuple[BudgetEngine
                                  fail_open=settings.budgets_unavailable == "open", ttl_s=settings.hold_ttl_s,
                                  open_allowance=int(settings.budgets_open_allowance * 10**12),
                                  tz=spend.tz, periods=spend.periods, ledger_costs=spend.costs,
+                                 ledger_written=ledger.drain,
                                  peers_file=journal_dir(settings) / "redis-peers")
         return redis, redis, redis
     memory = MemoryBudget(tz=spend.tz)

@@ -95,3 +95,48 @@ def test_a_process_killed_after_its_records_were_written_but_before_its_settles_
         for gw in gws:
             gw.stop()
         direct.close()
+
+
+def test_a_slow_ledger_writer_across_a_redis_restart_leaves_no_counter_below_the_ledger(
+        upstream: FakeUpstream, pg: PostgresInstance, rds: RedisServer, tmp_path: Path) -> None:
+    """Requests answered while Redis is down (killed -9, back 1 s later without its state): their
+    settles only release holds once it is back, since the counters are rebuilt from the ledger.
+    With a ledger writer slower than the rebuild's second pass (a loaded database; here a 6 s
+    flush interval), the pass must wait for this process's records, else their costs are in
+    neither."""
+    gw = _gateway(tmp_path, upstream, pg, rds)
+    gw.env["TALLYGATE_LEDGER_FLUSH_MS"] = "6000"
+    gw.start()
+    try:
+        key = _key(gw, f"slow-writer-{uuid.uuid4().hex[:8]}", limit="100")
+
+        async def answered_across_the_kill() -> list[str]:
+            async with aiohttp.ClientSession() as session:
+                body = {"model": "priced-slow", "messages": HELLO, "max_tokens": 10}
+
+                async def one() -> str:
+                    async with session.post(gw.base_url + "/chat/completions", json=body,
+                                            headers={"Authorization": f"Bearer {key['key']}"}) as r:
+                        assert r.status == 200, await r.text()
+                        return str((await r.json())["id"])
+
+                tasks = [asyncio.create_task(one()) for _ in range(6)]
+                await asyncio.sleep(0.15)  # reserved; answered 0.25 s into the outage
+                restart = asyncio.create_task(asyncio.to_thread(rds.restart, 1.0))
+                ids = await asyncio.gather(*tasks)
+                await restart
+                return ids
+
+        ids = asyncio.run(answered_across_the_kill())
+        deadline = time.monotonic() + 10
+        while len(_ledger(pg, ids)) < len(ids):
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        spent = _spend(pg, [key["id"]])
+        deadline = time.monotonic() + 10
+        while (seen := Decimal(gw.get("/v1/manage/apikey/" + key["id"])[1]["monthly_spend"])) != spent:
+            assert time.monotonic() < deadline, (seen, spent)
+            time.sleep(0.2)
+        assert _drift(gw) == 0
+    finally:
+        gw.stop()

@@ -9,7 +9,8 @@ dies are reaped by the others within `ttl_s` of its last renewal, however long i
 Counters are kept per slot of each scope's window (`core/windows.py`) and built from the ledger
 when Redis has none for a window (first start, a new window, Redis restarted without
 persistence): each becomes the larger of itself and the ledger's total, and the build is
-repeated once the ledgers of all processes have flushed (`_REBUILD_AGAIN_S`).
+repeated `_REBUILD_AGAIN_S` later, once this process's ledger has written what it journaled
+(however slow the database: the costs of its settles that only released holds are in those records).
 Settles that could not be sent while Redis was away are sent once it is back, but if it came back
 without its state (`pepoch` changed) only to release holds: their costs are in the ledger the
 counters are rebuilt from, and counted again they would put a counter above it.
@@ -36,7 +37,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 import redis
@@ -98,17 +99,20 @@ class RedisBudget:
     def __init__(self, url: str, ledger_spend: Callable[[Window], dict[str, int]], *, fail_open: bool = False,
                  open_allowance: int = 0, ttl_s: float = 15.0, prefix: str = "tg:", timeout_s: float = 1.0,
                  tz: str = "UTC", periods: Callable[[], Iterable[str]] = lambda: (MONTH,),
-                 ledger_costs: Callable[[list[str]], dict[str, int]] | None = None) -> None:
+                 ledger_costs: Callable[[list[str]], dict[str, int]] | None = None,
+                 ledger_written: Callable[[], Awaitable[None]] | None = None) -> None:
         """`ledger_spend(window)`: the ledger's spend in each slot of `window` of every scope
         counted over its period, by counter '<slot>:s:<scope>' (blocking); `periods()`: the
         periods scopes use now (the windows `drift` compares);
         `open_allowance`: with `fail_open`, the worst-case cost (picodollars) served per limited
         scope while Redis is unreachable, before refusing with 503; `ledger_costs(ids)`: the cost
         of each request of `ids` the ledger has (blocking), so that a build from the ledger leaves
-        out the costs whose settles are still to come."""
+        out the costs whose settles are still to come; `ledger_written()`: returns once this
+        process's ledger has written every record journaled so far (raises while it cannot)."""
         self.url = url
         self._ledger_spend = ledger_spend
         self._ledger_costs = ledger_costs
+        self._ledger_written = ledger_written
         self._fail_open = fail_open
         self._open_allowance = open_allowance
         self._unenforced: dict[str, int] = {}  # worst cases served per scope during this outage
@@ -351,9 +355,22 @@ class RedisBudget:
         asyncio.get_running_loop().call_later(_REBUILD_AGAIN_S, self._again, w)
 
     def _again(self, w: Window) -> None:
-        task = asyncio.get_running_loop().create_task(self._rebuild_pass(w))
+        task = asyncio.get_running_loop().create_task(self._pass_once_written(w))
         task.add_done_callback(_log_failure)
         self._tasks.append(task)
+
+    async def _pass_once_written(self, w: Window) -> None:
+        """A build pass once this process's ledger has written what it journaled so far."""
+        for attempt in range(30):
+            if self._ledger_written is None:
+                break
+            try:
+                await self._ledger_written()
+                break
+            except Exception as exc:  # the database is away: the records wait in the journal
+                log.warning("the budget rebuild waits for the ledger's writes (%s)", type(exc).__name__)
+                await asyncio.sleep(min(0.1 * 2 ** attempt, 5.0))
+        await self._rebuild_pass(w)
 
     def _rebuild_args(self, spend: dict[str, int], mark: str = "") -> list[list[Any]]:
         """REBUILD calls setting `spend`'s counters, the last one marking the window whose running
