@@ -249,8 +249,9 @@ class RedisBudget:
         batch, self._queue = self._queue, []
         try:
             if self._flush_failed:
-                if await self._state_lost():  # the rebuilt counters hold these costs already
-                    batch = [(hold, 0) for hold, _ in batch]
+                if await self._state_lost():  # the rebuilt counters hold these costs already,
+                    noted = await self._noted([hold.request for hold, _ in batch])  # but not those noted since
+                    batch = [(hold, actual if hold.request in noted else 0) for hold, actual in batch]
                     for w in self.windows.current() if not self._closing else ():
                         asyncio.get_running_loop().call_later(_REBUILD_AGAIN_S, self._again, w)  # late writes
                 self._flush_failed = False
@@ -314,6 +315,13 @@ class RedisBudget:
     def _rebuild_current(self) -> None:
         for w in self.windows.current():
             self._again(w)
+
+    async def _noted(self, ids: list[str]) -> set[str]:
+        """Those of `ids` Redis notes unsettled now: reserved since it lost its state, so no build
+        from the ledger holds their costs (builds leave noted costs out): their settles count them."""
+        ids = [i for i in ids if i]
+        notes = await self._aio.mget([f"{self._p}u:{i}" for i in ids]) if ids else []
+        return {i for i, note in zip(ids, notes, strict=True) if note is not None}
 
     async def _state_lost(self) -> bool:
         """Whether Redis lost its state since this process last looked (after a failed flush)."""
