@@ -248,13 +248,7 @@ class RedisBudget:
             return
         batch, self._queue = self._queue, []
         try:
-            if self._flush_failed:
-                if await self._state_lost():  # the rebuilt counters hold these costs already,
-                    noted = await self._noted([hold.request for hold, _ in batch])  # but not those noted since
-                    batch = [(hold, actual if hold.request in noted else 0) for hold, actual in batch]
-                    for w in self.windows.current() if not self._closing else ():
-                        asyncio.get_running_loop().call_later(_REBUILD_AGAIN_S, self._again, w)  # late writes
-                self._flush_failed = False
+            batch = await self._held_up(batch)
             if len(batch) == 1:
                 await self._settle(args=self._settle_args(*batch[0]))
                 return
@@ -274,6 +268,20 @@ class RedisBudget:
             self._queue[:0] = batch
             self._flush_failed = True
             raise
+
+    async def _held_up(self, batch: list[tuple[Hold, int]]) -> list[tuple[Hold, int]]:
+        """`batch` to send after a failed flush: if Redis lost its state meanwhile, the settles
+        only release holds (the counters rebuilt from the ledger hold these costs already), except
+        those of requests noted since (no build holds theirs), and the windows are read again."""
+        if not self._flush_failed:
+            return batch
+        if await self._state_lost():
+            noted = await self._noted([hold.request for hold, _ in batch])
+            batch = [(hold, actual if hold.request in noted else 0) for hold, actual in batch]
+            for w in self.windows.current() if not self._closing else ():
+                asyncio.get_running_loop().call_later(_REBUILD_AGAIN_S, self._again, w)  # late writes
+        self._flush_failed = False
+        return batch
 
     def settle_replayed(self, records: Sequence[tuple[str, int]]) -> int:
         """Count the cost of each (request id, cost) a journal replay wrote whose settle never

@@ -240,6 +240,7 @@ class RatedRedisBudget(RedisBudget):
         batch, self._queue = self._queue, []
         rates, self._rate_queue = self._rate_queue, []
         try:
+            batch = await self._held_up(batch)
             for attempt in range(2):
                 try:
                     async with self._aio.pipeline(transaction=False) as pipe:
@@ -257,6 +258,7 @@ class RatedRedisBudget(RedisBudget):
         except BaseException:
             self._queue[:0] = batch
             self._rate_queue[:0] = rates
+            self._flush_failed = True
             raise
 
 
