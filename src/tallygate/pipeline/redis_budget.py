@@ -59,6 +59,7 @@ log = logging.getLogger("tallygate.budget.redis")
 _REBUILD_AGAIN_S = 3.0
 _MAX_QUEUED = 200_000  # settles kept while Redis is away; the ledger has them in any case
 _CHUNK = 2000  # scopes per rebuild call
+_RETRY_S = 0.05  # between tries of a settle flush that failed
 
 
 def _text(value: object) -> str:
@@ -343,7 +344,7 @@ class RedisBudget:
     async def _flusher(self) -> None:
         """Sends settles as they come, until `stop()` (which sends the rest)."""
         assert self._wake is not None
-        backoff = 0.05
+        warned = 0.0
         while not self._closing:
             await self._wake.wait()
             self._wake.clear()
@@ -351,11 +352,15 @@ class RedisBudget:
                 return
             try:
                 await self._flush()
-                backoff = 0.05
             except (RedisError, OSError) as exc:
-                log.warning("settling %d budget holds in Redis failed (%s); retrying", len(self._queue), exc)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
+                if time.monotonic() - warned > 5.0:
+                    warned = time.monotonic()
+                    log.warning("settling %d budget holds in Redis failed (%s); retrying", len(self._queue), exc)
+                # Soon, not with a growing backoff: a settle queued once Redis is back (a request
+                # reserved before it lost its state, ending after) must not wait to be sent with
+                # the held-up ones, which only release holds (`_held_up`). (A refused connection
+                # costs nothing; a stalled Redis makes each try wait for its timeout.)
+                await asyncio.sleep(_RETRY_S)
                 self._wake.set()
 
     # -- counters from the ledger ---------------------------------------------------------------
