@@ -1,6 +1,6 @@
 """A throw-away PostgreSQL server for tests: initdb into a temp dir, start on a free port.
 
-Uses the `pg_ctl`/`initdb` of the machine's PostgreSQL (the Makefile installs Debian's package
+Uses the `initdb`/`postgres` of the machine's PostgreSQL (the Makefile installs Debian's package
 when it is missing). As root, the server runs as the `postgres` user, since PostgreSQL refuses
 to run as root. With CI=true a missing PostgreSQL fails the tests instead of skipping them.
 """
@@ -10,14 +10,17 @@ from __future__ import annotations
 import glob
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
 
 from tests.fakes.upstream import free_port
+from tests.lifeline import spawn
 
 
 def _pg_bin(name: str) -> str | None:
@@ -36,48 +39,75 @@ def postgres_server() -> Iterator[str]:
 
 
 class PostgresInstance:
-    """A running throw-away server: its URL, `restart()` (fast shutdown, then start), and
-    `stop()` / `start()` for an outage of any length."""
+    """A running throw-away server (`postgres` itself, a child of this process that dies with
+    it: `tests/lifeline.py`): its URL, `restart()` (fast shutdown, then start), and `stop()` /
+    `start()` for an outage of any length."""
 
-    def __init__(self, url: str, restart_cmd: list[str]) -> None:
-        self.url = url
-        self._restart = restart_cmd
+    def __init__(self, binary: str, datadir: str, port: int, as_user: str | None) -> None:
+        self.url = f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
+        self.datadir = datadir
+        self._args = [binary, "-D", datadir, "-p", str(port), "-c", "listen_addresses=127.0.0.1", "-k", datadir,
+                      "-c", "fsync=off", "-c", "synchronous_commit=off"]
+        self._user = as_user
+        self.proc: subprocess.Popen | None = None
 
-    def restart(self) -> None:
-        subprocess.run(self._restart, check=True, capture_output=True, timeout=120)
+    def start(self) -> PostgresInstance:
+        with open(f"{self.datadir}/log", "ab") as log:
+            user = {"user": self._user, "group": self._user, "extra_groups": []} if self._user else {}
+            self.proc = spawn(self._args, stdout=log, stderr=subprocess.STDOUT, **user)
+        deadline = time.monotonic() + 120
+        while not self._ready():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"postgres did not start: see {self.datadir}/log")
+            time.sleep(0.05)
+        return self
+
+    def _ready(self) -> bool:
+        """The postmaster says it accepts connections (what `pg_ctl -w` waits for)."""
+        try:
+            with open(f"{self.datadir}/postmaster.pid") as f:
+                lines = f.read().splitlines()
+        except OSError:
+            return False
+        return len(lines) > 7 and lines[7].strip() == "ready" and lines[0].strip() == str(self.proc.pid)
 
     def stop(self) -> None:
-        subprocess.run([*self._ctl("stop"), "-m", "fast", "-w"], check=True, capture_output=True, timeout=120)
+        """Fast shutdown (SIGINT), as `pg_ctl stop -m fast`."""
+        if self.proc is None:
+            return
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(120)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
 
-    def start(self) -> None:
-        subprocess.run([*self._ctl("start"), "-w"], check=True, capture_output=True, timeout=120)
-
-    def _ctl(self, action: str) -> list[str]:
-        cmd = [c for c in self._restart if c not in ("-m", "fast", "-w", "restart")]
-        return [*cmd, action]
+    def restart(self) -> None:
+        self.stop()
+        self.start()
 
 
 @contextmanager
 def postgres_instance() -> Iterator[PostgresInstance]:
     """A fresh, empty PostgreSQL server on a free port."""
-    initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
-    if not (initdb and pg_ctl):
-        message = "PostgreSQL server binaries (initdb, pg_ctl) not found; `make test` installs them"
+    initdb, binary = _pg_bin("initdb"), _pg_bin("postgres")
+    if not (initdb and binary):
+        message = "PostgreSQL server binaries (initdb, postgres) not found; `make test` installs them"
         if os.environ.get("CI") == "true":
             pytest.fail(message)
         pytest.skip(message)
-    as_user: list[str] = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    as_user = "postgres" if os.geteuid() == 0 else None
     datadir = tempfile.mkdtemp(prefix="tallygate-pg-")
     if as_user:
-        shutil.chown(datadir, "postgres", "postgres")
-    port = free_port()
-    run = dict(check=True, capture_output=True, timeout=120)
-    subprocess.run([*as_user, initdb, "-D", datadir, "-U", "postgres", "--auth=trust", "-E", "UTF8"], **run)
-    opts = f"-p {port} -c listen_addresses=127.0.0.1 -k {datadir} -c fsync=off -c synchronous_commit=off"
-    subprocess.run([*as_user, pg_ctl, "-D", datadir, "-o", opts, "-w", "-l", f"{datadir}/log", "start"], **run)
-    restart = [*as_user, pg_ctl, "-D", datadir, "-o", opts, "-m", "fast", "-w", "-l", f"{datadir}/log", "restart"]
+        shutil.chown(datadir, as_user, as_user)
+    runuser = ["runuser", "-u", as_user, "--"] if as_user else []
+    subprocess.run([*runuser, initdb, "-D", datadir, "-U", "postgres", "--auth=trust", "-E", "UTF8"], check=True,
+                   capture_output=True, timeout=120)
+    server = PostgresInstance(binary, datadir, free_port(), as_user)
     try:
-        yield PostgresInstance(f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres", restart)
+        yield server.start()
     finally:
-        subprocess.run([*as_user, pg_ctl, "-D", datadir, "-m", "fast", "-w", "stop"], capture_output=True)
+        server.stop()
         shutil.rmtree(datadir, ignore_errors=True)

@@ -19,6 +19,7 @@ from contextlib import contextmanager
 import pytest
 
 from tests.fakes.upstream import free_port
+from tests.lifeline import spawn
 
 
 class RedisServer:
@@ -35,7 +36,7 @@ class RedisServer:
     def start(self) -> RedisServer:
         args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
                 "--dir", self.dir, "--protected-mode", "yes"]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = spawn(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # dies with the tests
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             try:

@@ -132,7 +132,7 @@ class Gateway:
                                             max_bytes=settings.journal_max_bytes)
         budget_store = BudgetStore(engine)
         spend = LedgerSpend(engine, keys, budget_store, config.reporting.timezone)
-        budget, spend_loader, redis = _budget_engine(settings, spend)
+        budget, spend_loader, redis = _budget_engine(settings, spend, ledger)
         self.redis = redis
         if redis is not None:  # requests a killed process never settled count when its journal is replayed
             ledger.on_replayed = redis.settle_replayed
@@ -248,7 +248,8 @@ class Gateway:
                 return
 
 
-def _budget_engine(settings: Settings, spend: LedgerSpend) -> tuple[BudgetEngine, Service, RatedRedisBudget | None]:
+def _budget_engine(settings: Settings, spend: LedgerSpend,
+                   ledger: LedgerWriter) -> tuple[BudgetEngine, Service, RatedRedisBudget | None]:
     """The budget state: in Redis with `redis_url` (shared by processes and replicas; it loads
     spend itself), else in memory, loaded from the ledger at start-up. Returns the engine, the
     service that loads its spend, and the Redis one if any."""
@@ -257,6 +258,7 @@ def _budget_engine(settings: Settings, spend: LedgerSpend) -> tuple[BudgetEngine
                                  fail_open=settings.budgets_unavailable == "open", ttl_s=settings.hold_ttl_s,
                                  open_allowance=int(settings.budgets_open_allowance * 10**12),
                                  tz=spend.tz, periods=spend.periods, ledger_costs=spend.costs,
+                                 ledger_written=ledger.drain,
                                  peers_file=journal_dir(settings) / "redis-peers")
         return redis, redis, redis
     memory = MemoryBudget(tz=spend.tz)
@@ -282,8 +284,9 @@ def _metrics(config: GatewayConfig, settings: Settings, budget: BudgetEngine, th
     models = [*config.models, *(f"policy/{p}" for p in config.policies)]
     metrics = GatewayMetrics(models, config.providers, config.metrics.key_labels, budget,
                              lambda: thresholds.known.values(), settings.metrics_dir)
-    metrics.watch_ledger(lambda: ledger.pending)
+    metrics.watch_ledger(lambda: ledger.pending, lambda: ledger.failing)
     ledger.on_write = metrics.ledger_written
+    ledger.on_failure = metrics.ledger_state
     return metrics
 
 
@@ -297,7 +300,17 @@ def _tracer(config: GatewayConfig, span_exporter: Any) -> Any:
 
 
 def _readiness(engine: Engine, ledger: LedgerWriter, redis: RedisBudget | None) -> Readiness:
-    readiness = Readiness(details=lambda: {"ledger": ledger.status()})
+    def details() -> dict[str, object]:
+        """Shown either way; `degraded` says what fails while requests are still served."""
+        status = ledger.status()
+        degraded = []
+        if status["database_failing"]:
+            degraded.append(f"the ledger database fails writes ({status['database_error']}): "
+                            f"{status['pending_records']} records wait in the journal, and requests are still "
+                            "answered and journaled")
+        return {"degraded": degraded, "ledger": status}
+
+    readiness = Readiness(details=details)
 
     async def database() -> str | None:
         return await asyncio.to_thread(schema_behind, engine)

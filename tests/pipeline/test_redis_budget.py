@@ -232,3 +232,81 @@ def test_ledger_spend_adopted_while_redis_is_down_is_sent_once_it_answers() -> N
                 await engine.stop()
 
     asyncio.run(run())
+
+
+def test_a_settle_held_up_across_a_redis_restart_counts_when_reserved_after_it() -> None:
+    """Redis killed -9 (no persistence) while a settle waits: once it is back, that settle only
+    releases its hold (its cost is in the ledger the counters are rebuilt from); the settle of a
+    request reserved after the restart, sent in the same batch, counts: no build holds its cost,
+    and a later pass from the ledger cannot lift a counter that other processes' settles, not yet
+    written, keep above the ledger (it stayed 7 below for good)."""
+    ledger = {"k": 0}
+    with redis_server() as own:
+        async def run() -> None:
+            engine = _engine(own.url, ledger)
+            await engine.start()
+            try:
+                scope = Scope("key", "k", "key", 10**6)
+                before = await engine.reserve([scope], 10, request_id="r-before")
+                restart = asyncio.create_task(asyncio.to_thread(own.restart, 2.0))
+                await asyncio.sleep(0.1)
+                engine.settle(before, 5)  # fails: the flusher backs off (its next try ~3 s after the kill)
+                ledger["k"] = 5  # its record was written meanwhile
+                await restart
+                after = await engine.reserve([scope], 10, request_id="r-after")  # counters built: 5
+                engine.settle(after, 7)  # queued behind the held-up one
+                for _ in range(500):
+                    if not engine._queue:
+                        break
+                    await asyncio.sleep(0.01)
+                direct = redis.Redis.from_url(own.url)
+                [counter] = direct.scan_iter(match="tg:*:s:k")
+                direct.incrby(counter, 100)  # another process's settle, its record not yet written
+                ledger["k"] = 12  # r-after written
+                await asyncio.sleep(3.5)  # the pass from the ledger after the state loss
+                ledger["k"] = 112  # the other's written
+                assert engine.spend("k") == 112 and engine.drift() == 0
+            finally:
+                await engine.stop()
+
+        asyncio.run(run())
+
+
+def test_a_request_reserved_before_a_redis_restart_and_settled_after_it_counts() -> None:
+    """A request reserved before Redis was killed -9 ends once Redis is back and this process has
+    used it again: its record cannot be in the counters rebuilt from the ledger, so its settle
+    counts its cost. It used to wait behind the settles held up by the outage (the flusher backed
+    off up to 2 s) and only release its hold with them, leaving the counter below the ledger
+    whenever other processes' unwritten settles kept it above the ledger at the later pass."""
+    ledger = {"k": 0}
+    with redis_server() as own:
+        async def run() -> None:
+            engine = _engine(own.url, ledger)
+            await engine.start()
+            try:
+                scope = Scope("key", "k", "key", 10**6)
+                held_up = await engine.reserve([scope], 10, request_id="r-held-up")
+                long = await engine.reserve([scope], 10, request_id="r-long")  # still running
+                restart = asyncio.create_task(asyncio.to_thread(own.restart, 2.0))
+                await asyncio.sleep(0.1)
+                engine.settle(held_up, 5)  # fails while Redis is away
+                ledger["k"] = 5  # its record was written meanwhile
+                await restart
+                await engine.reserve([scope], 10, request_id="r-next")  # Redis answers again: counters built (5)
+                await asyncio.sleep(0.3)
+                engine.settle(long, 7)  # its record comes later than the build
+                for _ in range(500):
+                    if not engine._queue:
+                        break
+                    await asyncio.sleep(0.01)
+                direct = redis.Redis.from_url(own.url)
+                [counter] = direct.scan_iter(match="tg:*:s:k")
+                direct.incrby(counter, 100)  # another process's settle, its record not yet written
+                ledger["k"] = 12  # r-long written
+                await asyncio.sleep(3.5)  # the pass from the ledger after the state loss
+                ledger["k"] = 112  # the other's written
+                assert engine.spend("k") == 112 and engine.drift() == 0
+            finally:
+                await engine.stop()
+
+        asyncio.run(run())

@@ -224,3 +224,35 @@ def test_a_first_targets_limit_is_decided_in_the_reservation_and_never_refuses_t
             await engine.stop()
 
     asyncio.run(run())
+
+
+def test_settles_held_up_with_rate_settles_across_a_redis_restart_count_once() -> None:
+    """A budget settle and a rate-limit settle wait while Redis is killed -9 (no persistence):
+    once it is back and the counters are rebuilt from the ledger (which has the request), the
+    budget settle only releases its hold, as it does without rate limits (it counted the cost a
+    second time: the counter ended at twice the ledger)."""
+    ledger = {"k": 0}
+    with redis_server() as own:
+        async def run() -> None:
+            engine = RatedRedisBudget(own.url, lambda w: {f"{w.slots[0]}:s:{k}": v for k, v in ledger.items()})
+            await engine.start()
+            try:
+                key, rpm = Scope("key", "k", "key", 10**6), Rule("rl:r", "rate limit 'r'", 100, None, None)
+                hold, rate = await engine.reserve_rated([key], 10, [rpm], 10, request_id="r1")
+                restart = asyncio.create_task(asyncio.to_thread(own.restart, 1.0))
+                await asyncio.sleep(0.1)
+                engine.settle(hold, 5)  # both fail while Redis is away, and wait
+                engine.settle_rate(rate, 10)
+                ledger["k"] = 5  # the record was written meanwhile
+                await restart
+                assert engine.spend("k") == 5  # a view rebuilds the counters from the ledger
+                for _ in range(500):
+                    if not engine._queue and not engine._rate_queue:
+                        break
+                    await asyncio.sleep(0.01)
+                await asyncio.sleep(0.1)
+                assert engine.spend("k") == 5 and engine.drift() == 0
+            finally:
+                await engine.stop()
+
+        asyncio.run(run())

@@ -198,3 +198,67 @@ def test_uncached_key_during_an_outage_gets_503_auth_unavailable(
     finally:
         pg.start()
         gw.stop()
+
+
+def _read_only(pg: PostgresInstance, on: bool) -> None:
+    """Make the whole server refuse writes (every session, at its next transaction), or take them again."""
+    engine = open_engine(pg.url)
+    try:
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(text("SET default_transaction_read_only = off"))  # (this session can undo it)
+            conn.execute(text("ALTER SYSTEM SET default_transaction_read_only = on" if on
+                              else "ALTER SYSTEM RESET default_transaction_read_only"))
+            conn.execute(text("SELECT pg_reload_conf()"))
+    finally:
+        engine.dispose()
+
+
+def _ledger_metrics(gw: Gateway) -> tuple[float, float]:
+    """(tallygate_ledger_database_failing, tallygate_ledger_backlog) from /metrics."""
+    _, _, raw = gw.request("GET", "/metrics", key=None)
+    values = dict(line.split(" ", 1) for line in raw.decode().splitlines() if line.startswith("tallygate_ledger_"))
+    return float(values["tallygate_ledger_database_failing"]), float(values["tallygate_ledger_backlog"])
+
+
+def test_a_database_refusing_writes_loses_no_record_and_readyz_and_metrics_say_so(
+        upstream, tmp_path, pg: PostgresInstance) -> None:  # type: ignore[no-untyped-def]
+    """PostgreSQL up but read-only: requests are still answered (readiness 200: they are
+    journaled), `/readyz` and the metrics say the ledger database fails writes and how many
+    records wait, and every record reaches the database once it takes writes again (they used
+    to be skipped one by one as if each were refused for its content)."""
+    gw = Gateway(tmp_path, standard_config(upstream), env={"TALLYGATE_DB_URL": pg.url})
+    gw.db_url = pg.url
+    gw.start()
+    key = gw.create_key("read-only", team="ops")
+    try:
+        with openai.OpenAI(base_url=gw.base_url, api_key=key, max_retries=0) as client:
+            before = [client.chat.completions.create(model="gpt-4o-mini", messages=HELLO).id for _ in range(3)]
+            _read_only(pg, True)
+            during = [client.chat.completions.create(model="gpt-4o-mini", messages=HELLO).id for _ in range(20)]
+        deadline = time.monotonic() + 10
+        while not (ready := gw.get("/readyz", key=None))[1]["ledger"]["database_failing"]:
+            assert time.monotonic() < deadline, ready
+            time.sleep(0.1)
+        status, body = ready
+        assert status == 200 and body["status"] == "ready", body  # served, and safe in the journal
+        assert body["ledger"]["database_error"] == "ReadOnlySqlTransaction (SQLSTATE 25006)"
+        assert body["ledger"]["pending_records"] >= len(during)
+        [degraded] = body["degraded"]
+        assert "ledger database fails writes" in degraded and "records wait in the journal" in degraded
+        failing, backlog = _ledger_metrics(gw)
+        assert failing == 1 and backlog >= len(during)
+        _read_only(pg, False)
+        deadline = time.monotonic() + 20
+        while (ready := gw.get("/readyz", key=None))[1]["ledger"]["database_failing"] \
+                or ready[1]["ledger"]["pending_records"]:
+            assert time.monotonic() < deadline, ready
+            time.sleep(0.2)
+        assert ready[1]["degraded"] == [] and _ledger_metrics(gw) == (0, 0)
+        engine = open_engine(pg.url)
+        with engine.connect() as conn:
+            stored = set(conn.execute(text("SELECT id FROM requests")).scalars())
+        engine.dispose()
+        assert set(before + during) <= stored
+        assert "refused ledger record" not in gw.log()
+    finally:
+        gw.stop()

@@ -3,7 +3,9 @@ migrated to head, Redis reachable when configured, ledger backlog under a bound)
 
 No authentication and nothing secret: `/readyz` answers 200 `{"status": "ready", ...}` or 503
 `{"status": "not_ready", "reason": ...}` naming the first failed check. Each check that touches a
-server runs off the event loop with a timeout.
+server runs off the event loop with a timeout. Either way the body carries `degraded`: what fails
+while requests are still served (a ledger database that refuses writes: the records wait in the
+journal, so a load balancer keeps sending traffic; operators read it here and in the metrics).
 """
 
 from __future__ import annotations

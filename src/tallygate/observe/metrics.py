@@ -113,7 +113,11 @@ class GatewayMetrics:
                              multiprocess_mode="livesum", registry=reg)
         self.ledger_write = Histogram("tallygate_ledger_write_seconds", "Time to write one ledger batch",
                                       buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5), registry=reg)
+        self.db_failing = Gauge("tallygate_ledger_database_failing",
+                                "1 while the ledger's database fails or refuses writes (the records wait in the "
+                                "journal: tallygate_ledger_backlog)", multiprocess_mode="livemax", registry=reg)
         self._pending: Callable[[], int] | None = None
+        self._failing: Callable[[], bool] = lambda: False
         if multiprocess_dir:
             MultiProcessCollector(self.registry, path=multiprocess_dir)  # type: ignore[no-untyped-call]
         if budget is not None and scopes is not None:
@@ -124,14 +128,20 @@ class GatewayMetrics:
         self._children: dict[tuple[Any, ...], tuple[Any, ...]] = {}
         self._attempt_children: dict[tuple[str, int], Any] = {}  # configured providers x statuses: bounded
 
-    def watch_ledger(self, pending: Callable[[], int]) -> None:
-        self._pending = pending
+    def watch_ledger(self, pending: Callable[[], int], failing: Callable[[], bool] = lambda: False) -> None:
+        self._pending, self._failing = pending, failing
 
     def ledger_written(self, records: int, seconds: float) -> None:
         """The ledger writer's `on_write` hook."""
         self.ledger_write.observe(seconds)
+        self.ledger_state()
+
+    def ledger_state(self) -> None:
+        """The backlog and whether the database fails writes, now (the ledger writer's
+        `on_failure` hook too: with workers, nothing else updates them during an outage)."""
         if self._pending is not None:
             self.backlog.set(self._pending())
+        self.db_failing.set(1 if self._failing() else 0)
 
     def _series(self, r: LedgerRecord) -> tuple[Any, ...]:
         model = r.requested_model if r.requested_model in self._models else OTHER
@@ -178,8 +188,8 @@ class GatewayMetrics:
 
     def render(self) -> bytes:
         """The text exposition (blocking: call it from a worker thread)."""
-        if self._pending is not None and not self._multiproc:
-            self.backlog.set(self._pending())
+        if not self._multiproc:
+            self.ledger_state()
         return generate_latest(self.registry)
 
 

@@ -29,7 +29,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 import redis
@@ -50,11 +50,15 @@ from tallygate.pipeline.redis_rebuild import REBUILD_AGAIN_S, LedgerCounters, te
 
 log = logging.getLogger("tallygate.budget.redis")
 _MAX_QUEUED = 200_000  # settles kept while Redis is away; the ledger has them in any case
+_RETRY_S = 0.05  # between tries of a settle flush that failed
 
 
-def unsettled(request_id: str, names: Sequence[str]) -> str:
-    """RESERVE's second argument: the request id and the counters its cost will count in."""
-    return f"{request_id} {' '.join(names)}" if request_id and names else ""
+def unsettled(request_id: str, names: Sequence[str], owner: str = "") -> str:
+    """RESERVE's second argument: the request id, the counters its cost will count in and
+    '@<owner>', the process that will settle it."""
+    if not (request_id and names):
+        return ""
+    return f"{request_id} {' '.join(names)}{f' @{owner}' if owner else ''}"
 
 
 class RedisBudget(LedgerCounters):
@@ -63,14 +67,16 @@ class RedisBudget(LedgerCounters):
     def __init__(self, url: str, ledger_spend: Callable[[Window], dict[str, int]], *, fail_open: bool = False,
                  open_allowance: int = 0, ttl_s: float = 15.0, prefix: str = "tg:", timeout_s: float = 1.0,
                  tz: str = "UTC", periods: Callable[[], Iterable[str]] = lambda: (MONTH,),
-                 ledger_costs: Callable[[list[str]], dict[str, int]] | None = None) -> None:
+                 ledger_costs: Callable[[list[str]], dict[str, int]] | None = None,
+                 ledger_written: Callable[[], Awaitable[None]] | None = None) -> None:
         """`ledger_spend(window)`: the ledger's spend in each slot of `window` of every scope
         counted over its period, by counter '<slot>:s:<scope>' (blocking); `periods()`: the
         periods scopes use now (the windows `drift` compares);
         `open_allowance`: with `fail_open`, the worst-case cost (picodollars) served per limited
         scope while Redis is unreachable, before refusing with 503; `ledger_costs(ids)`: the cost
         of each request of `ids` the ledger has (blocking), so that a build from the ledger leaves
-        out the costs whose settles are still to come."""
+        out the costs whose settles are still to come; `ledger_written()`: returns once this
+        process's ledger has written every record journaled so far (raises while it cannot)."""
         self.url = url
         # A pooled connection may have died with a Redis restart: reconnect once, at once, before
         # calling Redis unreachable (redis-py retries only the errors named in retry_on_error).
@@ -78,7 +84,7 @@ class RedisBudget(LedgerCounters):
                                       retry=AsyncRetry(NoBackoff(), 1), retry_on_error=[RedisConnectionError])
         sync = redis.Redis.from_url(url, socket_timeout=timeout_s * 2, socket_connect_timeout=timeout_s,
                                     retry=Retry(NoBackoff(), 1), retry_on_error=[RedisConnectionError])
-        super().__init__(aio, sync, prefix, ledger_spend, ledger_costs, Windows(tz))
+        super().__init__(aio, sync, prefix, ledger_spend, ledger_costs, Windows(tz), ledger_written)
         self._fail_open = fail_open
         self._open_allowance = open_allowance
         self._unenforced: dict[str, int] = {}  # worst cases served per scope during this outage
@@ -114,7 +120,7 @@ class RedisBudget(LedgerCounters):
         at = self.now_ms() if at_ms is None else at_ms
         names = counters(scopes, self.windows, at)
         limited = [s for s in scopes if s.limit is not None]
-        noted = unsettled(request_id, names)
+        noted = unsettled(request_id, names, self.process)
         if not limited or not amount:  # only check that no budget or limit has appeared since
             if time.monotonic() < self._down_until:
                 return Hold(names, (), 0)  # Redis just failed: do not make it wait for a timeout
@@ -192,12 +198,7 @@ class RedisBudget(LedgerCounters):
             return
         batch, self._queue = self._queue, []
         try:
-            if self._flush_failed:
-                if await self._state_lost():  # the rebuilt counters hold these costs already
-                    batch = [(hold, 0) for hold, _ in batch]
-                    for w in self.windows.current() if not self._closing else ():
-                        asyncio.get_running_loop().call_later(REBUILD_AGAIN_S, self._again, w)  # late writes
-                self._flush_failed = False
+            batch = await self._held_up(batch)
             if len(batch) == 1:
                 await self._settle(args=self._settle_args(*batch[0]))
                 return
@@ -218,10 +219,31 @@ class RedisBudget(LedgerCounters):
             self._flush_failed = True
             raise
 
+    async def _held_up(self, batch: list[tuple[Hold, int]]) -> list[tuple[Hold, int]]:
+        """`batch` to send after a failed flush: if Redis lost its state meanwhile, the settles
+        only release holds (the counters rebuilt from the ledger hold these costs already), except
+        those of requests noted since (no build holds theirs), and the windows are read again."""
+        if not self._flush_failed:
+            return batch
+        if await self._state_lost():
+            noted = await self._noted([hold.request for hold, _ in batch])
+            batch = [(hold, actual if hold.request in noted else 0) for hold, actual in batch]
+            for w in self.windows.current() if not self._closing else ():
+                asyncio.get_running_loop().call_later(REBUILD_AGAIN_S, self._again, w)  # late writes
+        self._flush_failed = False
+        return batch
+
+    async def _noted(self, ids: list[str]) -> set[str]:
+        """Those of `ids` Redis notes unsettled now: reserved since it lost its state, so no build
+        from the ledger holds their costs (builds leave noted costs out): their settles count them."""
+        ids = [i for i in ids if i]
+        notes = await self._aio.mget([f"{self._p}u:{i}" for i in ids]) if ids else []
+        return {i for i, note in zip(ids, notes, strict=True) if note is not None}
+
     async def _flusher(self) -> None:
         """Sends settles as they come, until `stop()` (which sends the rest)."""
         assert self._wake is not None
-        backoff = 0.05
+        warned = 0.0
         while not self._closing:
             await self._wake.wait()
             self._wake.clear()
@@ -229,11 +251,15 @@ class RedisBudget(LedgerCounters):
                 return
             try:
                 await self._flush()
-                backoff = 0.05
             except (RedisError, OSError) as exc:
-                log.warning("settling %d budget holds in Redis failed (%s); retrying", len(self._queue), exc)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
+                if time.monotonic() - warned > 5.0:
+                    warned = time.monotonic()
+                    log.warning("settling %d budget holds in Redis failed (%s); retrying", len(self._queue), exc)
+                # Soon, not with a growing backoff: a settle queued once Redis is back (a request
+                # reserved before it lost its state, ending after) must not wait to be sent with
+                # the held-up ones, which only release holds (`_held_up`). (A refused connection
+                # costs nothing; a stalled Redis makes each try wait for its timeout.)
+                await asyncio.sleep(_RETRY_S)
                 self._wake.set()
 
     # -- reads for the management API (blocking) --------------------------------------------------
@@ -313,8 +339,11 @@ class RedisBudget(LedgerCounters):
                 await self._heartbeat(args=[self._p, self.process, self._ttl_ms])
                 if self._unadopted:
                     await self._adopt_late()
+                await self.sweep_dead()
             except (RedisError, OSError) as exc:
                 log.warning("renewing budget holds in Redis failed: %s", exc)
+            except Exception as exc:  # the ledger's read of the dead's requests: again at the next beat
+                log.error("counting the requests of processes killed before their settles failed: %s", exc)
 
     async def start(self) -> None:
         self._wake, self._rebuilding = asyncio.Event(), asyncio.Lock()

@@ -12,10 +12,13 @@ Keys, under a prefix `p` (default `tg:`):
     prt:<scope>          what all processes hold against the scope (the sum of the hash)
     pps:<process>        set: the scopes a process holds something against
     pprocs               sorted set: process id -> the time (ms, Redis clock) its holds expire
-    pu:<request>         the counters a reserved request's cost will count in, until its settle
-                         (7 days at most): a request killed with its process between its ledger
-                         record and its settle is settled from the record when its journal is
-                         replayed (`SETTLE_REPLAYED`), exactly once
+    pu:<request>         the counters a reserved request's cost will count in, and '@<process>'
+                         (the process that holds it), until its settle (7 days at most): a request
+                         killed with its process between its ledger record and its settle is
+                         settled from the record (`SETTLE_REPLAYED`), exactly once: when its
+                         journal is replayed, or, if the record reached the database before the
+                         kill, by a live process once the dead one is reaped
+    pdead                set: processes reaped as dead whose notes are still to be looked at
     pd:<request>         a request settled in the last minute (a settle sent again is ignored)
 
 A process renews its entry every few seconds; one whose entry has expired (killed, or cut off
@@ -78,7 +81,10 @@ local function reap(p, d)
 end
 local function reap_dead(p, proc, now)
   for _, d in ipairs(redis.call('ZRANGEBYSCORE', p .. 'procs', '-inf', now, 'LIMIT', 0, 16)) do
-    if d ~= proc then reap(p, d) end
+    if d ~= proc then
+      reap(p, d)
+      redis.call('SADD', p .. 'dead', d)
+    end
   end
 end
 """
@@ -161,19 +167,24 @@ end
 return 0
 """
 
-# ARGV: prefix, then (request id, cost) pairs: records a journal replay wrote. Each request still
-# unsettled (its process was killed before its settle) has its cost counted now, once.
+# ARGV: prefix, then (request id, cost) pairs: records a journal replay wrote, or records of a
+# dead process's requests found in the ledger. Each request still unsettled (its process was
+# killed before its settle) has its cost counted now, once; a settle that still comes (from a
+# process only cut off from Redis past its TTL) is then a copy, ignored for an hour.
 SETTLE_REPLAYED = _COMMON + """
 local p, settled = ARGV[1], 0
 for i = 2, #ARGV, 2 do
   local names = redis.call('GET', p .. 'u:' .. ARGV[i])
   if names then
     redis.call('DEL', p .. 'u:' .. ARGV[i])
+    redis.call('SET', p .. 'd:' .. ARGV[i], '1', 'PX', 3600000)
     if ARGV[i + 1] ~= '0' then
       for name in string.gmatch(names, '%S+') do
-        local ms = expiry(name)
-        if redis.call('INCRBY', p .. name, ARGV[i + 1]) == tonumber(ARGV[i + 1]) and ms then
-          redis.call('PEXPIRE', p .. name, ms)
+        if string.sub(name, 1, 1) ~= '@' then
+          local ms = expiry(name)
+          if redis.call('INCRBY', p .. name, ARGV[i + 1]) == tonumber(ARGV[i + 1]) and ms then
+            redis.call('PEXPIRE', p .. name, ms)
+          end
         end
       end
     end

@@ -141,7 +141,7 @@ class RatedRedisBudget(RedisBudget):
         at = self.now_ms() if at_ms is None else at_ms
         ids = counters(scopes, self.windows, at)
         limited = [s for s in scopes if s.limit is not None]
-        noted = unsettled(request_id, ids)
+        noted = unsettled(request_id, ids, self.process)
         request = request_id if noted else ""
         uid = f"{self.process}:{next(self._ids)}"
         head: list[Any] = [len(rules), tokens, uid, len(first)]
@@ -262,6 +262,7 @@ class RatedRedisBudget(RedisBudget):
         batch, self._queue = self._queue, []
         rates, self._rate_queue = self._rate_queue, []
         try:
+            batch = await self._held_up(batch)
             for attempt in range(2):
                 try:
                     async with self._aio.pipeline(transaction=False) as pipe:
@@ -279,6 +280,7 @@ class RatedRedisBudget(RedisBudget):
         except BaseException:
             self._queue[:0] = batch
             self._rate_queue[:0] = rates
+            self._flush_failed = True
             raise
 
 

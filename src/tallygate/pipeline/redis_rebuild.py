@@ -4,12 +4,17 @@ does not hold, and settles what a killed process never sent.
 Counters are kept per slot of each scope's window (`core/windows.py`) and built from the ledger
 when Redis has none for a window (first start, a new window, Redis restarted without
 persistence): each becomes the larger of itself and the ledger's total, and the build is
-repeated once the ledgers of all processes have flushed (`REBUILD_AGAIN_S`). A build leaves out
+repeated `REBUILD_AGAIN_S` later, once this process's ledger has written what it journaled
+(however slow the database: the costs of its settles that only released holds are in those
+records). A build leaves out
 the costs of requests still noted unsettled (their settles are still to add them). A journal
 replay settles, once, the requests whose process was killed between their ledger record and
 their settle (`settle_replayed`). New budgets start from the ledger's spend (`adopt`), sent once
 Redis answers when it cannot be reached. Whether Redis lost its state meanwhile is told by its
-epoch (`_state_lost`).
+epoch (`_state_lost`). A process killed after its answered requests reached the database but
+before their settles reached Redis (a stall, or its flusher retrying after Redis came back) leaves
+them noted with its id: once it is reaped, a live process counts those whose records the ledger
+has (`sweep_dead`); the rest are its journal's, counted at its replay.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import asyncio
 import logging
 import threading
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import redis
@@ -37,6 +42,21 @@ def text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def owner(note: object) -> str:
+    """The process a note `redis_budget.unsettled` made names ('' for none)."""
+    return next((t[1:] for t in text(note).split() if t.startswith("@")), "")
+
+
+def _less(spend: dict[str, int], costs: dict[str, int], notes: Sequence[object]) -> dict[str, int]:
+    """`spend` without each cost of `costs` (request id -> cost) in the counters its note names."""
+    out = dict(spend)
+    for cost, names in zip(costs.values(), notes, strict=True):
+        for name in text(names).split() if names is not None else ():
+            if name in out:
+                out[name] = max(0, out[name] - cost)
+    return out
+
+
 def _log_failure(task: asyncio.Task[None]) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.error("second budget rebuild pass failed: %s", task.exception())
@@ -47,14 +67,19 @@ class LedgerCounters:
 
     def __init__(self, aio: aioredis.Redis, sync: redis.Redis, prefix: str,
                  ledger_spend: Callable[[Window], dict[str, int]],
-                 ledger_costs: Callable[[list[str]], dict[str, int]] | None, windows: Windows) -> None:
+                 ledger_costs: Callable[[list[str]], dict[str, int]] | None, windows: Windows,
+                 ledger_written: Callable[[], Awaitable[None]] | None = None) -> None:
+        """`ledger_written()`: returns once this process's ledger has written every record
+        journaled so far (raises while it cannot)."""
         self._aio, self._sync, self._p = aio, sync, prefix
         self._ledger_spend = ledger_spend
         self._ledger_costs = ledger_costs
+        self._ledger_written = ledger_written
         self.windows = windows
         self._rebuild_async = aio.register_script(REBUILD)
         self._rebuild_sync = sync.register_script(REBUILD)
         self._settle_replayed_sync = sync.register_script(SETTLE_REPLAYED)
+        self._settle_replayed_async = aio.register_script(SETTLE_REPLAYED)
         self._tasks: list[asyncio.Task[None]] = []
         self._rebuilding: asyncio.Lock | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -77,9 +102,22 @@ class LedgerCounters:
         asyncio.get_running_loop().call_later(REBUILD_AGAIN_S, self._again, w)
 
     def _again(self, w: Window) -> None:
-        task = asyncio.get_running_loop().create_task(self._rebuild_pass(w))
+        task = asyncio.get_running_loop().create_task(self._pass_once_written(w))
         task.add_done_callback(_log_failure)
         self._tasks.append(task)
+
+    async def _pass_once_written(self, w: Window) -> None:
+        """A build pass once this process's ledger has written what it journaled so far."""
+        for attempt in range(30):
+            if self._ledger_written is None:
+                break
+            try:
+                await self._ledger_written()
+                break
+            except Exception as exc:  # the database is away: the records wait in the journal
+                log.warning("the budget rebuild waits for the ledger's writes (%s)", type(exc).__name__)
+                await asyncio.sleep(min(0.1 * 2 ** attempt, 5.0))
+        await self._rebuild_pass(w)
 
     def _rebuild_args(self, spend: dict[str, int], mark: str = "") -> list[list[Any]]:
         """REBUILD calls setting `spend`'s counters, the last one marking the window whose running
@@ -108,13 +146,18 @@ class LedgerCounters:
         costs = await asyncio.to_thread(self._ledger_costs, ids) if ids else {}
         if not costs:
             return spend
-        notes = await self._aio.mget([f"{self._p}u:{rid}" for rid in costs])
-        out = dict(spend)
-        for cost, names in zip(costs.values(), notes, strict=True):
-            for name in text(names).split() if names is not None else ():
-                if name in out:
-                    out[name] = max(0, out[name] - cost)
-        return out
+        return _less(spend, costs, await self._aio.mget([f"{self._p}u:{rid}" for rid in costs]))
+
+    def _less_unsettled_now(self, spend: dict[str, int]) -> dict[str, int]:
+        """`_less_unsettled`, blocking (for `adopt`)."""
+        if self._ledger_costs is None or not spend:
+            return spend
+        head = len(self._p) + 2
+        ids = [text(k)[head:] for k in self._sync.scan_iter(match=f"{self._p}u:*", count=1000)]
+        costs = self._ledger_costs(ids) if ids else {}
+        if not costs:
+            return spend
+        return _less(spend, costs, self._sync.mget([f"{self._p}u:{rid}" for rid in costs]))
 
     def adopt(self, spend: dict[str, int], wins: Sequence[Window] = ()) -> None:
         """Start new scopes from the ledger's spend, and rebuild `wins` again once every ledger
@@ -122,8 +165,8 @@ class LedgerCounters:
         this read)."""
         self.adoptions += 1
         if spend:
-            try:
-                for args in self._rebuild_args(spend):
+            try:  # (without the costs of requests still noted: their settles are still to add them)
+                for args in self._rebuild_args(self._less_unsettled_now(spend)):
                     self._rebuild_sync(args=args)
             except (RedisError, OSError) as exc:  # (a process starting while Redis is down)
                 log.error("starting budget counters in Redis failed (%s); they are sent once it answers", exc)
@@ -143,7 +186,7 @@ class LedgerCounters:
             spend, wins = self._unadopted, list(self._unadopted_windows.values())
             self._unadopted, self._unadopted_windows = {}, {}
         try:
-            for args in self._rebuild_args(spend):
+            for args in self._rebuild_args(await self._less_unsettled(spend)):
                 await self._rebuild_async(args=args)
         except BaseException:
             with self._unadopted_lock:
@@ -166,6 +209,30 @@ class LedgerCounters:
             if self._loop is not None and not self._closing:
                 self._loop.call_soon_threadsafe(self._rebuild_current)
         return settled
+
+    async def sweep_dead(self) -> None:
+        """Count the costs of the requests that processes reaped as dead left noted unsettled
+        and whose records reached the ledger before the kill: no replay sees those records, and
+        their settles died with the process. (Notes without a record yet are left to the dead
+        process's replay.)"""
+        dead = {text(d) for d in await self._aio.smembers(f"{self._p}dead")}
+        if not dead:
+            return
+        if self._ledger_costs is not None:
+            keys = [k async for k in self._aio.scan_iter(match=f"{self._p}u:*", count=1000)]
+            notes = await self._aio.mget(keys) if keys else []
+            head = len(self._p) + 2
+            ids = [text(k)[head:] for k, note in zip(keys, notes, strict=True)
+                   if note is not None and owner(note) in dead]
+            costs = list((await asyncio.to_thread(self._ledger_costs, ids)).items()) if ids else []
+            settled = 0
+            for i in range(0, len(costs), _CHUNK):
+                args = [self._p, *(x for pair in costs[i:i + _CHUNK] for x in pair)]
+                settled += int(await self._settle_replayed_async(args=args))
+            if settled:
+                log.warning("counted %d requests that processes killed before their budget settles had "
+                            "answered and written to the ledger", settled)
+        await self._aio.srem(f"{self._p}dead", *dead)
 
     def _rebuild_current(self) -> None:
         for w in self.windows.current():

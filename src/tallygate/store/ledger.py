@@ -34,7 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from sqlalchemy import Engine
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, SQLAlchemyError, StatementError
 
 from tallygate.core.record import LedgerRecord
 from tallygate.errors import GatewayError, JournalUnavailable, LedgerUnavailable
@@ -46,6 +46,24 @@ log = logging.getLogger("tallygate.ledger")
 Position = tuple[int, int]
 HEAL_S = 0.5  # how often a journal that refused a write is tried again
 MAX_HELD = 10_000  # records kept in memory while the journal refuses writes
+
+
+def _for_content(exc: Exception) -> bool:
+    """Whether a write failed for what the record holds (a data or constraint error, or an error
+    raised before the database saw it), rather than for the database's state."""
+    if isinstance(exc, (DataError, IntegrityError)):
+        return True
+    if isinstance(exc, DBAPIError | OSError):
+        return False
+    return isinstance(exc, StatementError) or not isinstance(exc, SQLAlchemyError)  # (not: a pool timeout)
+
+
+def _described(exc: Exception) -> str:
+    """A write failure, named without its message (which may name hosts and users): the driver's
+    error class and the SQLSTATE when there is one."""
+    orig = getattr(exc, "orig", None) or exc
+    state = getattr(orig, "sqlstate", None)
+    return f"{type(orig).__name__}{f' (SQLSTATE {state})' if state else ''}"
 
 
 class LedgerWriter:
@@ -77,7 +95,9 @@ class LedgerWriter:
         # shared budget counts the costs its killed process never settled (blocking, writer thread)
         self.on_replayed: Callable[[list[tuple[str, int]]], object] | None = None
         self._left: Position = (0, 0)  # the end of what a previous run left in the journal
-        self.failing = False  # the last write failed (the database is away)
+        self.failing = False  # the last write failed (the database is away or refuses writes)
+        self.error: str | None = None  # why, without anything secret (for `/readyz`)
+        self.on_failure: Callable[[], None] | None = None  # a write failed (records wait in the journal)
         self._held: deque[LedgerRecord] = deque()  # records the journal refused, to journal when it can
         self._healer: asyncio.Task[None] | None = None
         self._outage = False  # the journal refused a write and has not been found writable since
@@ -162,7 +182,7 @@ class LedgerWriter:
         return {"pending_records": self._pending, "backlog_bytes": j.backlog if j else 0,
                 "max_bytes": j.max_bytes if j else self._journal_args[2], "full": self.full,
                 "journal_error": j.error if j else None, "held_records": len(self._held),
-                "database_failing": self.failing, "written": self.written}
+                "database_failing": self.failing, "database_error": self.error, "written": self.written}
 
     async def _heal(self) -> None:
         """Every `HEAL_S` while the journal refuses writes: journal what waits in memory, then
@@ -210,7 +230,9 @@ class LedgerWriter:
                 if not self.failing:
                     log.error("ledger write failed (%s: %s); %d records wait in the journal %s and are "
                               "retried", type(exc).__name__, exc, self._pending, self.journal.dir)
-                self.failing = True
+                self.failing, self.error = True, _described(exc)
+                if self.on_failure is not None:
+                    self.on_failure()
                 backoff = min(backoff * 2, 5.0)
                 await asyncio.sleep(backoff)
                 self._wake.set()
@@ -231,7 +253,7 @@ class LedgerWriter:
                 self._pending = max(0, self._pending - count)
             if self.failing:
                 log.info("ledger writes resumed; the journal backlog is written")
-                self.failing = False
+                self.failing, self.error = False, None
 
     async def drain(self) -> None:
         """Write everything journaled so far and wait for it (feedback on a fresh request)."""
@@ -282,21 +304,23 @@ class LedgerWriter:
 
     def _write_or_isolate(self, batch: list[LedgerRecord]) -> None:
         """Write a batch; if the database refuses it, write it record by record, so that one bad
-        record cannot hold up the others. A record the database refuses for its content is logged
-        in full and skipped; a database that is down or locked raises, and the batch is retried."""
+        record cannot hold up the others. A record the database refuses for its content (a data
+        or constraint error, or one raised before the database saw it) is logged in full and
+        skipped; a database that is down, locked or refusing writes (read-only, permissions, a
+        full disk) raises, and the batch stays in the journal to be retried."""
         try:
             return self._write(batch)
-        except (OperationalError, InterfaceError):
-            raise
-        except Exception:
+        except Exception as exc:
+            if not _for_content(exc):
+                raise
             if len(batch) == 1:
                 return self._skip(batch[0])
         for rec in batch:
             try:
                 self._write([rec])
-            except (OperationalError, InterfaceError):
-                raise
-            except Exception:
+            except Exception as exc:
+                if not _for_content(exc):
+                    raise
                 self._skip(rec)
 
     def _skip(self, rec: LedgerRecord) -> None:
