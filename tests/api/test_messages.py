@@ -185,6 +185,21 @@ def test_count_tokens(claude: anthropic.Anthropic, gw: Gateway, model: str) -> N
     assert record["endpoint"] == "count_tokens" and record["cost"] == "0"
 
 
+def test_count_tokens_refuses_what_messages_refuses_on_a_translated_model(
+        claude: anthropic.Anthropic, gw: Gateway) -> None:
+    """A body `/v1/messages` answers with a 400 for a model behind an OpenAI-compatible provider
+    gets the same 400 from count_tokens, not a count of a request that could never be sent."""
+    bad = [{"role": "user", "content": 5}]
+    with pytest.raises(anthropic.BadRequestError) as sent:
+        claude.messages.create(model="gpt-4o-mini", max_tokens=8, messages=bad)  # type: ignore[arg-type]
+    with pytest.raises(anthropic.BadRequestError) as counted:
+        claude.messages.count_tokens(model="gpt-4o-mini", messages=bad)  # type: ignore[arg-type]
+    assert counted.value.body == sent.value.body
+    assert "messages[0].content" in counted.value.message
+    record = gw.log_record(counted.value.response.headers["x-request-id"])
+    assert record["endpoint"] == "count_tokens" and record["status"] == 400
+
+
 def test_policy_falls_back_from_native_anthropic_to_translated_openai(
         claude: anthropic.Anthropic, gw: Gateway, upstream: FakeUpstream) -> None:
     upstream.clear()

@@ -116,6 +116,7 @@ class MessagesRelay:
             native = route.native.count_tokens
             if native is not None:
                 return native.count_tokens({**body, "model": route.upstream_model}, headers)
+            messages_to_chat(body, route.upstream_model)  # refuses what /v1/messages would refuse
             return _estimate_count(body)
 
         await respond_json(call, await execute(call, plan, attempt), send)
