@@ -32,7 +32,7 @@ from tallygate.api.limits import BodyLimit, nul_check
 from tallygate.api.management import create_management_app
 from tallygate.api.proxy import ProxyRoutes
 from tallygate.core import clock
-from tallygate.errors import GatewayError, MethodNotAllowed
+from tallygate.errors import GatewayError, MethodNotAllowed, NotFound
 from tallygate.manage.budgets import BudgetAdmin
 from tallygate.manage.keys import KeyAdmin
 from tallygate.manage.ratelimits import RateLimitAdmin
@@ -47,6 +47,7 @@ from tallygate.pipeline.auth import Authenticator
 from tallygate.pipeline.budget import BudgetEngine, MemoryBudget
 from tallygate.pipeline.exchange import Pipeline
 from tallygate.pipeline.freshness import Freshness
+from tallygate.pipeline.messages import send_anthropic_error
 from tallygate.pipeline.models import ModelCatalog
 from tallygate.pipeline.observers import CallObserver, Observers, RequestObserver
 from tallygate.pipeline.ratelimit import MemoryLimiter
@@ -203,12 +204,17 @@ class Gateway:
             if scope["method"] == "GET" and scope["path"].startswith("/v1/models/"):
                 return await self._models(scope, receive, send)
             allow = self._allow.get(scope["path"])
+            anthropic = scope["path"] == "/v1/messages" or scope["path"].startswith("/v1/messages/")
             try:
                 if allow is not None:
                     raise MethodNotAllowed(scope["method"], allow)
                 nul_check(scope)
+                if anthropic:  # a route Anthropic serves and this gateway does not (Message Batches ...)
+                    raise NotFound(f"no route {scope['method']} {scope['path']} on this gateway; the README "
+                                   "lists the routes it serves")
             except GatewayError as err:
-                return await send_error(send, err, new_request_id())
+                reply = send_anthropic_error if anthropic else send_error
+                return await reply(send, err, new_request_id())
             return await self._management(scope, receive, _with_request_id(send))
         if scope["type"] == "lifespan":
             return await self._lifespan(receive, send)

@@ -200,6 +200,19 @@ def test_count_tokens_refuses_what_messages_refuses_on_a_translated_model(
     assert record["endpoint"] == "count_tokens" and record["status"] == 400
 
 
+def test_wrong_method_or_unknown_route_under_messages_is_anthropic_shaped(gw: Gateway, key: str) -> None:
+    """An Anthropic client that reaches a route the gateway does not serve under /v1/messages
+    (Message Batches, a GET) gets Anthropic's error shape, as on /v1/messages itself."""
+    with anthropic.Anthropic(base_url=gw.url, api_key=key, max_retries=0, timeout=10) as c:
+        with pytest.raises(anthropic.NotFoundError) as missing:
+            c.messages.batches.list()
+    assert missing.value.body["type"] == "error", missing.value.body  # type: ignore[index]
+    assert missing.value.body["error"]["type"] == "not_found_error"  # type: ignore[index]
+    status, headers, body = gw.request("GET", "/v1/messages", None, key)
+    assert status == 405 and headers["allow"] == "POST"
+    assert json.loads(body)["error"]["type"] == "invalid_request_error" and json.loads(body)["type"] == "error"
+
+
 def test_policy_falls_back_from_native_anthropic_to_translated_openai(
         claude: anthropic.Anthropic, gw: Gateway, upstream: FakeUpstream) -> None:
     upstream.clear()
