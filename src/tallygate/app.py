@@ -198,6 +198,8 @@ class Gateway:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
+            if scope["method"] == "HEAD" and self._allow.get(scope["path"], b"GET") == b"GET":
+                scope, send = {**scope, "method": "GET"}, _without_body(send)  # RFC 9110: GET's head
             handler = self._hot.get((scope["method"], scope["path"]))
             if handler is not None:
                 return await handler(scope, receive, send)
@@ -317,6 +319,15 @@ def _readiness(engine: Engine, ledger: LedgerWriter, redis: RedisBudget | None) 
         readiness.add("redis", redis.ping)
     readiness.add("ledger", ledger_backlog)
     return readiness
+
+
+def _without_body(send: Send) -> Send:
+    """A GET's answer to a HEAD request: status and headers (Content-Length included), no body."""
+    async def wrapped(message: Message) -> None:
+        if message["type"] == "http.response.body":
+            message = {**message, "body": b""}
+        await send(message)
+    return wrapped
 
 
 def _with_request_id(send: Send) -> Send:
