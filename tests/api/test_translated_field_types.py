@@ -66,3 +66,18 @@ def test_translated_responses_field_of_wrong_type_is_400_naming_it(gateway: Gate
     assert out["error"]["param"] == param, out
     assert "None" not in out["error"]["message"], out
     assert gateway.log_record(headers["x-request-id"])["status"] == 400
+
+
+@pytest.mark.parametrize("model", ["claude", "gpt-4o-mini"])
+@pytest.mark.parametrize("field, value", [("temperature", 5), ("temperature", "hot"), ("top_p", 2)])
+def test_sampling_fields_out_of_the_apis_range_are_400_native_or_translated(
+        gateway: Gateway, api_key: str, model: str, field: str, value: object) -> None:
+    """temperature and top_p are checked on /v1/messages (Anthropic's 0..1) and /v1/responses
+    (OpenAI's 0..2 and 0..1) as on /v1/chat/completions, whichever provider serves the model."""
+    status, headers, out = gateway.post_json("/v1/messages", {"model": model, "max_tokens": 8, "messages": [USER],
+                                                              field: value}, key=api_key)
+    assert status == 400 and out["error"]["message"].startswith(f"{field} must be a number"), out
+    assert gateway.log_record(headers["x-request-id"])["status"] == 400
+    status, _, out = gateway.post_json("/v1/responses", {"model": model, "input": "hi", field: value * 2 if
+                                                         isinstance(value, int) else value}, key=api_key)
+    assert status == 400 and out["error"]["param"] == field, out
