@@ -33,7 +33,7 @@ from tallygate.api.limits import BodyLimit, nul_check
 from tallygate.api.management import create_management_app
 from tallygate.api.proxy import ProxyRoutes
 from tallygate.core import clock
-from tallygate.errors import GatewayError, MethodNotAllowed
+from tallygate.errors import GatewayError, MethodNotAllowed, NotFound
 from tallygate.manage.budgets import BudgetAdmin
 from tallygate.manage.keys import KeyAdmin
 from tallygate.manage.ratelimits import RateLimitAdmin
@@ -48,6 +48,7 @@ from tallygate.pipeline.auth import Authenticator
 from tallygate.pipeline.budget import BudgetEngine, MemoryBudget
 from tallygate.pipeline.exchange import Pipeline
 from tallygate.pipeline.freshness import Freshness
+from tallygate.pipeline.messages import send_anthropic_error
 from tallygate.pipeline.models import ModelCatalog
 from tallygate.pipeline.observers import CallObserver, Observers, RequestObserver
 from tallygate.pipeline.ratelimit import MemoryLimiter
@@ -200,18 +201,25 @@ class Gateway:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
+            if scope["method"] == "HEAD" and self._allow.get(scope["path"], b"GET") == b"GET":
+                scope, send = {**scope, "method": "GET"}, _without_body(send)  # RFC 9110: GET's head
             handler = self._hot.get((scope["method"], scope["path"]))
             if handler is not None:
                 return await handler(scope, receive, send)
             if scope["method"] == "GET" and scope["path"].startswith("/v1/models/"):
                 return await self._models(scope, receive, send)
             allow = self._allow.get(scope["path"])
+            anthropic = scope["path"] == "/v1/messages" or scope["path"].startswith("/v1/messages/")
             try:
                 if allow is not None:
                     raise MethodNotAllowed(scope["method"], allow)
                 nul_check(scope)
+                if anthropic:  # a route Anthropic serves and this gateway does not (Message Batches ...)
+                    raise NotFound(f"no route {scope['method']} {scope['path']} on this gateway; the README "
+                                   "lists the routes it serves")
             except GatewayError as err:
-                return await send_error(send, err, new_request_id())
+                reply = send_anthropic_error if anthropic else send_error
+                return await reply(send, err, new_request_id())
             return await self._management(scope, receive, _with_request_id(send))
         if scope["type"] == "lifespan":
             return await self._lifespan(receive, send)
@@ -327,6 +335,15 @@ def _readiness(engine: Engine, ledger: LedgerWriter, redis: RedisBudget | None) 
         readiness.add("redis", redis.ping)
     readiness.add("ledger", ledger_backlog)
     return readiness
+
+
+def _without_body(send: Send) -> Send:
+    """A GET's answer to a HEAD request: status and headers (Content-Length included), no body."""
+    async def wrapped(message: Message) -> None:
+        if message["type"] == "http.response.body":
+            message = {**message, "body": b""}
+        await send(message)
+    return wrapped
 
 
 def _with_request_id(send: Send) -> Send:

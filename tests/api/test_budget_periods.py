@@ -11,6 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import standard_config
 from tests.fakes.upstream import FakeUpstream
 from tests.gateway import ADMIN_KEY, Gateway, InProcessGateway
@@ -81,6 +83,16 @@ def test_the_cli_takes_a_period(gateway: Gateway) -> None:
     assert out.returncode == 0 and "per week since" in out.stdout and 'per "' not in out.stdout, out.stdout
     out = gateway.cli("budgets", "create", "--name", "x", "--key", key["id"], "--limit", "2", "--period", "fortnight")
     assert out.returncode != 0 and "--period" in out.stderr, out.stderr
+
+
+@pytest.mark.parametrize("period", ["hours:9999", "days:0", "days:367"])
+def test_the_cli_names_the_range_of_a_rolling_period_as_it_takes_it(gateway: Gateway, period: str) -> None:
+    """A rolling period out of range is refused by the CLI in its own syntax (`hours:N`, N from 1
+    to 744), not with the API's JSON (`{"hours": N}`) the user never typed."""
+    out = gateway.cli("keys", "create", "--name", "out-of-range", "--limit", "1", "--period", period)
+    assert out.returncode != 0
+    assert "--period" in out.stderr and "hours:N (N from 1 to 744)" in out.stderr, out.stderr
+    assert "days:N (N from 1 to 366)" in out.stderr and '{"hours"' not in out.stderr, out.stderr
 
 
 def test_a_bound_key_cannot_give_a_key_a_limit_that_resets_sooner_than_its_own(gateway: Gateway) -> None:

@@ -185,6 +185,34 @@ def test_count_tokens(claude: anthropic.Anthropic, gw: Gateway, model: str) -> N
     assert record["endpoint"] == "count_tokens" and record["cost"] == "0"
 
 
+def test_count_tokens_refuses_what_messages_refuses_on_a_translated_model(
+        claude: anthropic.Anthropic, gw: Gateway) -> None:
+    """A body `/v1/messages` answers with a 400 for a model behind an OpenAI-compatible provider
+    gets the same 400 from count_tokens, not a count of a request that could never be sent."""
+    bad = [{"role": "user", "content": 5}]
+    with pytest.raises(anthropic.BadRequestError) as sent:
+        claude.messages.create(model="gpt-4o-mini", max_tokens=8, messages=bad)  # type: ignore[arg-type]
+    with pytest.raises(anthropic.BadRequestError) as counted:
+        claude.messages.count_tokens(model="gpt-4o-mini", messages=bad)  # type: ignore[arg-type]
+    assert counted.value.body == sent.value.body
+    assert "messages[0].content" in counted.value.message
+    record = gw.log_record(counted.value.response.headers["x-request-id"])
+    assert record["endpoint"] == "count_tokens" and record["status"] == 400
+
+
+def test_wrong_method_or_unknown_route_under_messages_is_anthropic_shaped(gw: Gateway, key: str) -> None:
+    """An Anthropic client that reaches a route the gateway does not serve under /v1/messages
+    (Message Batches, a GET) gets Anthropic's error shape, as on /v1/messages itself."""
+    with anthropic.Anthropic(base_url=gw.url, api_key=key, max_retries=0, timeout=10) as c:
+        with pytest.raises(anthropic.NotFoundError) as missing:
+            c.messages.batches.list()
+    assert missing.value.body["type"] == "error", missing.value.body  # type: ignore[index]
+    assert missing.value.body["error"]["type"] == "not_found_error"  # type: ignore[index]
+    status, headers, body = gw.request("GET", "/v1/messages", None, key)
+    assert status == 405 and headers["allow"] == "POST"
+    assert json.loads(body)["error"]["type"] == "invalid_request_error" and json.loads(body)["type"] == "error"
+
+
 def test_policy_falls_back_from_native_anthropic_to_translated_openai(
         claude: anthropic.Anthropic, gw: Gateway, upstream: FakeUpstream) -> None:
     upstream.clear()

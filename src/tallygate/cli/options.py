@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from tallygate.core import windows
 from tallygate.settings import ConfigError, Settings
 
 if TYPE_CHECKING:
@@ -83,9 +84,11 @@ def _period(_ctx: click.Context, _param: click.Parameter, value: str | None) -> 
     if value is None or value in ("day", "week", "month"):
         return value
     unit, sep, n = value.partition(":")
-    if sep and unit in ("hours", "days") and n.isdigit():
+    top = {"hours": windows.MAX_HOURS, "days": windows.MAX_DAYS}.get(unit)
+    if sep and top is not None and n.isdigit() and 1 <= int(n) <= top:
         return {unit: int(n)}
-    raise click.BadParameter("must be day, week, month, hours:N or days:N", param_hint="--period")
+    raise click.BadParameter(f"must be day, week, month, hours:N (N from 1 to {windows.MAX_HOURS}) or days:N "
+                             f"(N from 1 to {windows.MAX_DAYS})", param_hint="--period")
 
 
 def period_flag(period: object) -> str:

@@ -25,6 +25,7 @@ from tallygate.pipeline.pricing import Rate
 from tallygate.pipeline.relay import Codec, meter_answer, relay_stream, respond_json, sse, text_chars
 from tallygate.pipeline.routing import Plan, execute
 from tallygate.pipeline.tool_fees import anthropic_container
+from tallygate.pipeline.validate import check_numbers
 from tallygate.pipeline.wire import JSON_HEADERS, Scope, Send, headers_of, send_bytes
 from tallygate.providers.anthropic_translate import anthropic_usage
 from tallygate.providers.messages_translate import (
@@ -69,6 +70,7 @@ def check_messages(body: dict, count_only: bool = False) -> bool:
     max_tokens = body.get("max_tokens")
     if not count_only and (type(max_tokens) is not int or max_tokens < 1):
         raise InvalidRequest("max_tokens must be a positive integer", param="max_tokens")
+    check_numbers(body, {"temperature": (0.0, 1.0), "top_p": (0.0, 1.0)})  # Anthropic's ranges
     stream = body.get("stream", False)
     if stream is not None and not isinstance(stream, bool):
         raise InvalidRequest("stream must be a boolean", param="stream")
@@ -115,6 +117,7 @@ class MessagesRelay:
             native = route.native.count_tokens
             if native is not None:
                 return native.count_tokens({**body, "model": route.upstream_model}, headers)
+            messages_to_chat(body, route.upstream_model)  # refuses what /v1/messages would refuse
             return _estimate_count(body)
 
         await respond_json(call, await execute(call, plan, attempt), send)

@@ -25,6 +25,7 @@ from tallygate.pipeline.pricing import Rate
 from tallygate.pipeline.relay import Codec, meter_answer, relay_stream, respond_json, sse, text_chars
 from tallygate.pipeline.routing import Plan, execute
 from tallygate.pipeline.tool_fees import responses_tool_use
+from tallygate.pipeline.validate import check_numbers
 from tallygate.pipeline.wire import Send
 from tallygate.providers.responses_translate import (
     ChatToResponsesStream,
@@ -47,6 +48,7 @@ def check_responses(body: dict) -> bool:
     limit = body.get("max_output_tokens")
     if limit is not None and (type(limit) is not int or limit < 1):
         raise InvalidRequest("max_output_tokens must be a positive integer", param="max_output_tokens")
+    check_numbers(body, {"temperature": (0.0, 2.0), "top_p": (0.0, 1.0)})  # OpenAI's ranges
     stream = body.get("stream", False)
     if stream is not None and not isinstance(stream, bool):
         raise InvalidRequest("stream must be a boolean", param="stream")

@@ -31,10 +31,7 @@ def check_chat(body: dict[str, Any]) -> bool:
         value = body.get(name)
         if value is not None and (not _is_int(value) or value < 1):
             raise InvalidRequest(f"{name} must be a positive integer", param=name)
-    for name, (low, high) in _NUMBERS.items():
-        value = body.get(name)
-        if value is not None and (type(value) not in (int, float) or not low <= value <= high):
-            raise InvalidRequest(f"{name} must be a number from {low:g} to {high:g}", param=name)
+    check_numbers(body, _NUMBERS)
     stream = body.get("stream", False)
     if stream is not None and not isinstance(stream, bool):
         raise InvalidRequest("stream must be a boolean", param="stream")
@@ -42,6 +39,14 @@ def check_chat(body: dict[str, Any]) -> bool:
     if options is not None and not isinstance(options, dict):
         raise InvalidRequest("stream_options must be an object", param="stream_options")
     return bool(stream)
+
+
+def check_numbers(body: dict[str, Any], ranges: dict[str, tuple[float, float]]) -> None:
+    """Each named sampling field, when given, a number in its API's range."""
+    for name, (low, high) in ranges.items():
+        value = body.get(name)
+        if value is not None and (type(value) not in (int, float) or not low <= value <= high):
+            raise InvalidRequest(f"{name} must be a number from {low:g} to {high:g}", param=name)
 
 
 def _check_content(content: object, param: str) -> None:

@@ -178,18 +178,42 @@ def _turns(messages: object, origins: ParamOrigins) -> list[dict]:
     return out
 
 
+def _kind(block: object, where: str) -> str:
+    """A content block's `type`: a block is an object naming its type with a string."""
+    if not isinstance(block, dict):
+        raise _invalid(where, "must be a content block (an object)")
+    kind = block.get("type")
+    if not isinstance(kind, str):
+        raise _invalid(f"{where}.type", "must be a string naming the block's type")
+    return kind
+
+
+def _string(block: dict, name: str, where: str) -> str:
+    value = block.get(name)
+    if not isinstance(value, str):
+        raise _invalid(f"{where}.{name}", "must be a string")
+    return value
+
+
+def _tool_use(block: dict, where: str) -> dict:
+    arguments = block.get("input")
+    if arguments is not None and not isinstance(arguments, dict):
+        raise _invalid(f"{where}.input", "must be an object")
+    return {"id": _string(block, "id", where), "type": "function", "function": {
+        "name": _string(block, "name", where), "arguments": orjson.dumps(arguments or {}).decode()}}
+
+
 def _assistant(blocks: list, at: str, origins: ParamOrigins) -> dict:
     texts: list[str] = []
     calls: list[dict] = []
     index = origins.message(at)
     for j, block in enumerate(blocks):
-        kind = block.get("type") if isinstance(block, dict) else None
+        kind = _kind(block, f"{at}.content[{j}]")
         if kind == "text":
-            texts.append(str(block.get("text") or ""))
+            texts.append(_string(block, "text", f"{at}.content[{j}]"))
         elif kind == "tool_use":
             origins.inner(index, "tool_calls", len(calls), f"{at}.content[{j}]")
-            calls.append({"id": block.get("id"), "type": "function", "function": {
-                "name": block.get("name"), "arguments": orjson.dumps(block.get("input") or {}).decode()}})
+            calls.append(_tool_use(block, f"{at}.content[{j}]"))
         elif kind not in ("thinking", "redacted_thinking"):
             raise _untranslatable(f"{at}.content[{j}].type", f"an assistant {kind!r} block")
     msg: dict = {"role": "assistant", "content": "".join(texts) or None}
@@ -205,15 +229,15 @@ def _user(blocks: list, at: str, origins: ParamOrigins) -> list[dict]:
     wheres: list[str] = []  # the block of each part
     for j, block in enumerate(blocks):
         where = f"{at}.content[{j}]"
-        kind = block.get("type") if isinstance(block, dict) else None
+        kind = _kind(block, where)
         if kind != "tool_result":
             wheres.append(where)
         if kind == "tool_result":
             origins.message(where)
-            results.append({"role": "tool", "tool_call_id": block.get("tool_use_id"),
+            results.append({"role": "tool", "tool_call_id": _string(block, "tool_use_id", where),
                             "content": _result_text(block.get("content"), where)})
         elif kind == "text":
-            parts.append({"type": "text", "text": str(block.get("text") or "")})
+            parts.append({"type": "text", "text": _string(block, "text", where)})
         elif kind == "image":
             parts.append({"type": "image_url", "image_url": {"url": _source_url(block, where)}})
         elif kind == "document":
@@ -235,15 +259,18 @@ def _user(blocks: list, at: str, origins: ParamOrigins) -> list[dict]:
 def _result_text(content: object, where: str) -> str:
     if content is None or isinstance(content, str):
         return content or ""
-    if isinstance(content, list) and all(isinstance(b, dict) and b.get("type") == "text" for b in content):
-        return "".join(str(b.get("text") or "") for b in content)
+    if isinstance(content, list) and all(isinstance(b, dict) and b.get("type") == "text"
+                                         and isinstance(b.get("text"), str) for b in content):
+        return "".join(b["text"] for b in content)
     raise _untranslatable(f"{where}.content", "a tool result that is not text")
 
 
 def _source_url(block: dict, where: str) -> str:
     source = block.get("source")
     if isinstance(source, dict) and source.get("type") == "base64":
-        return f"data:{source.get('media_type')};base64,{source.get('data')}"
+        if not (isinstance(source.get("media_type"), str) and isinstance(source.get("data"), str)):
+            raise _invalid(f"{where}.source", "must carry its `media_type` and base64 `data` as strings")
+        return f"data:{source['media_type']};base64,{source['data']}"
     if isinstance(source, dict) and source.get("type") == "url" and isinstance(source.get("url"), str):
         return str(source["url"])
     raise _untranslatable(f"{where}.source", "a source that is not base64 data or a URL")
@@ -260,6 +287,8 @@ def _tools(tools: object) -> list[dict]:
             continue
         if tool.get("type") not in (None, "custom"):
             raise _untranslatable(f"tools[{i}].type", f"the server tool {tool.get('type')!r}")
+        if tool.get("input_schema") is not None and not isinstance(tool["input_schema"], dict):
+            raise _invalid(f"tools[{i}].input_schema", "must be an object (a JSON schema)")
         fn: dict = {"name": tool["name"],
                     "parameters": tool.get("input_schema") or {"type": "object", "properties": {}}}
         if tool.get("description"):

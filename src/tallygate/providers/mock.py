@@ -1,4 +1,5 @@
-"""An in-process provider for demos and benchmarks: deterministic text, realistic usage."""
+"""An in-process provider for demos and benchmarks: deterministic text, realistic usage, and a 400
+naming the field for what OpenAI would refuse (`mock_checks.py`)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import zlib
 from collections.abc import AsyncGenerator
 
 from tallygate.providers.http import HttpClient
+from tallygate.providers.mock_checks import check_chat, check_embeddings
 from tallygate.settings import ProviderConfig
 from tallygate.types import Reported, Usage
 
@@ -51,6 +53,7 @@ class MockProvider:
         return Usage(input_tokens=_prompt_tokens(body), output_tokens=_cap(body))
 
     async def chat(self, body: dict) -> tuple[dict, Usage]:
+        check_chat(body)
         if self._delay:
             await asyncio.sleep(self._delay)
         usage, cap = self._usage(body), _cap(body)
@@ -63,6 +66,7 @@ class MockProvider:
         }, usage
 
     async def chat_stream(self, body: dict, reported: Reported | None = None) -> AsyncGenerator[list[dict], None]:
+        check_chat(body)
         if self._delay:
             await asyncio.sleep(self._delay)
         base = {"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": int(time.time()),
@@ -76,6 +80,7 @@ class MockProvider:
                {**base, "choices": [], "usage": self._usage(body).to_openai()}]
 
     async def embed(self, body: dict) -> tuple[dict, Usage]:
+        check_embeddings(body)
         if self._delay:
             await asyncio.sleep(self._delay)
         inputs = body.get("input")

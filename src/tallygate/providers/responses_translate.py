@@ -149,14 +149,17 @@ def _input(value: object, origins: ParamOrigins) -> list[dict]:
     out: list[dict] = []
     for i, item in enumerate(value):
         at = f"input[{i}]"
-        kind = item.get("type", "message") if isinstance(item, dict) else None
+        if not isinstance(item, dict):
+            raise _invalid(at, "must be an input item (an object)")
+        kind = item.get("type", "message")
         if kind == "message":
-            out.append(_message(item, at))  # type: ignore[arg-type]
+            out.append(_message(item, at))
             index = origins.message(at)
             for j in range(len(out[-1]["content"]) if isinstance(out[-1]["content"], list) else 0):
                 origins.inner(index, "content", j, f"{at}.content[{j}]")  # parts map one to one
         elif kind in ("function_call", "custom_tool_call"):
-            call = call_input(item)  # type: ignore[arg-type]
+            _strings(item, at, "call_id", "name", "arguments" if kind == "function_call" else "input")
+            call = call_input(item)
             if out and out[-1]["role"] == "assistant" and "tool_calls" in out[-1]:
                 out[-1]["tool_calls"].append(call)
                 index = origins.last()
@@ -165,13 +168,22 @@ def _input(value: object, origins: ParamOrigins) -> list[dict]:
                 index = origins.message(at)
             origins.inner(index, "tool_calls", len(out[-1]["tool_calls"]) - 1, at)
         elif kind in ("function_call_output", "custom_tool_call_output"):
+            _strings(item, at, "call_id")
             origins.message(at)
-            output = item.get("output")  # type: ignore[union-attr]
-            out.append({"role": "tool", "tool_call_id": item.get("call_id"),  # type: ignore[union-attr]
+            output = item.get("output")
+            out.append({"role": "tool", "tool_call_id": item["call_id"],
                         "content": output if isinstance(output, str) else _text(output, f"{at}.output")})
         elif kind != "reasoning":
             raise _untranslatable(f"{at}.type", f"an input item of type {kind!r}")
     return out
+
+
+def _strings(item: dict, at: str, required: str, *others: str) -> None:
+    """`required` must be a string, each of `others` a string when present."""
+    for name in (required, *others):
+        value = item.get(name)
+        if not isinstance(value, str) and (name == required or value is not None):
+            raise _invalid(f"{at}.{name}", "must be a string")
 
 
 def _message(item: dict, at: str) -> dict:
@@ -188,9 +200,12 @@ def _message(item: dict, at: str) -> dict:
     parts: list[dict] = []
     for j, part in enumerate(content):
         where = f"{at}.content[{j}]"
-        kind = part.get("type") if isinstance(part, dict) else None
+        if not isinstance(part, dict):
+            raise _invalid(where, "must be a content part (an object)")
+        kind = part.get("type")
         if kind in ("input_text", "output_text"):
-            parts.append({"type": "text", "text": str(part.get("text") or "")})
+            _strings(part, where, "text")
+            parts.append({"type": "text", "text": part["text"]})
         elif kind == "input_image" and isinstance(part.get("image_url"), str):
             image = {"url": part["image_url"]}
             if part.get("detail") in ("low", "high"):
