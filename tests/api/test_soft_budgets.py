@@ -90,3 +90,13 @@ def test_a_bound_key_cannot_make_its_budget_soft(gateway: Gateway) -> None:
     back = json.dumps({"enforce": True}).encode()  # tightening is always allowed
     status, _, raw = gateway.request("PUT", path, back, boss["key"], {"Content-Type": "application/json"})
     assert status == 200 and json.loads(raw)["enforce"] is True
+
+
+@pytest.mark.parametrize("value", ["no", "false", 0, 1, "yes"])
+def test_enforce_takes_a_json_boolean_only(gateway: Gateway, value: object) -> None:
+    # lax parsing made {"enforce": "no"} a soft budget that never refuses
+    body = {"name": f"strict {value!r}", "scope": {"label": {"team": "strict"}}, "monthly_limit": "1",
+            "enforce": value}
+    status, _, raw = gateway.request("POST", "/v1/manage/budget", json.dumps(body).encode(), ADMIN_KEY,
+                                     headers={"content-type": "application/json"})
+    assert status == 400 and json.loads(raw)["error"]["param"] == "enforce", raw

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StringConstraints, field_validator, model_validator
 
 from tallygate.errors import BadTag
 from tallygate.manage.schemas import WINDOW_DOC, KeyName, Labels, Money, Period, UserRef
@@ -58,7 +58,7 @@ class BudgetCreate(_Strict):
     scope: BudgetScope
     monthly_limit: Money = Field(description="USD per `period` (named for the default, the calendar month)")
     period: Period = "month"
-    enforce: bool = Field(True, description="false: a soft budget, alerted on and shown, never refusing")
+    enforce: StrictBool = Field(True, description="false: a soft budget, alerted on and shown, never refusing")
 
 
 class BudgetUpdate(_Strict):
@@ -68,7 +68,7 @@ class BudgetUpdate(_Strict):
     scope: BudgetScope | None = None
     monthly_limit: Money | None = None
     period: Period | None = None
-    enforce: bool | None = None
+    enforce: StrictBool | None = None  # a JSON boolean: "no" or 0 is a 400, not a soft budget
 
 
 class Budget(BaseModel):
