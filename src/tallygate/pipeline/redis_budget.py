@@ -61,6 +61,17 @@ def unsettled(request_id: str, names: Sequence[str], owner: str = "") -> str:
     return f"{request_id} {' '.join(names)}{f' @{owner}' if owner else ''}"
 
 
+def _client(url: str, timeout_s: float, connections: int) -> aioredis.Redis:
+    """A client that never opens more than `connections` connections (a caller past them waits
+    for one) and keeps those it opened: a new one per request would cost each a handshake.
+    A pooled connection may have died with a Redis restart: it reconnects once, at once, before
+    calling Redis unreachable (redis-py retries only the errors named in retry_on_error)."""
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url, max_connections=connections, timeout=timeout_s * 5, socket_timeout=timeout_s,
+        socket_connect_timeout=timeout_s, retry=AsyncRetry(NoBackoff(), 1), retry_on_error=[RedisConnectionError])
+    return aioredis.Redis.from_pool(pool)
+
+
 class RedisBudget(LedgerCounters):
     """Budget state in Redis (a service: `start()` and `stop()` with the gateway)."""
 
@@ -78,10 +89,11 @@ class RedisBudget(LedgerCounters):
         out the costs whose settles are still to come; `ledger_written()`: returns once this
         process's ledger has written every record journaled so far (raises while it cannot)."""
         self.url = url
-        # A pooled connection may have died with a Redis restart: reconnect once, at once, before
-        # calling Redis unreachable (redis-py retries only the errors named in retry_on_error).
-        aio = aioredis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
-                                      retry=AsyncRetry(NoBackoff(), 1), retry_on_error=[RedisConnectionError])
+        aio = _client(url, timeout_s, 1)
+        # The reservations' own connections, one per batch (two at most): a settle, a heartbeat or
+        # a rebuild being sent never makes a request's reservation open one (a TCP connection and
+        # a handshake before its one round trip). `aio` (everything else) keeps one connection.
+        self._hot = _client(url, timeout_s, 2)
         sync = redis.Redis.from_url(url, socket_timeout=timeout_s * 2, socket_connect_timeout=timeout_s,
                                     retry=Retry(NoBackoff(), 1), retry_on_error=[RedisConnectionError])
         super().__init__(aio, sync, prefix, ledger_spend, ledger_costs, Windows(tz), ledger_written)
@@ -92,7 +104,7 @@ class RedisBudget(LedgerCounters):
         self._down_until = 0.0  # unlimited requests skip the version check until then
         self._ttl_ms = int(ttl_s * 1000)
         self.process = uuid.uuid4().hex
-        self._reserve = ScriptBatch(self._aio, self._aio.register_script(RESERVE), on_orphan=self._orphan)
+        self._reserve = ScriptBatch(self._hot, self._hot.register_script(RESERVE), on_orphan=self._orphan)
         self._settle = self._aio.register_script(SETTLE)
         self._heartbeat = self._aio.register_script(HEARTBEAT)
         self._release = self._aio.register_script(RELEASE_ALL)
@@ -353,6 +365,7 @@ class RedisBudget(LedgerCounters):
             await self._aio.set(f"{self._p}epoch", uuid.uuid4().hex, nx=True)
             self._epoch = text(await self._aio.get(f"{self._p}epoch") or b"")
             await self._heartbeat(args=[self._p, self.process, self._ttl_ms])
+            await asyncio.gather(self._hot.ping(), self._hot.ping())  # the reservations' two, opened now
             await self.rebuild(self.windows.at(MONTH, self.now_ms()))
         except (RedisError, OSError) as exc:
             log.error("Redis budget state unreachable at start-up (%s); budgets_unavailable: %s", exc,
@@ -380,4 +393,5 @@ class RedisBudget(LedgerCounters):
                 log.error("final budget settle failed (attempt %d): %s", attempt + 1, exc)
                 await asyncio.sleep(0.2 * (attempt + 1))
         await self._aio.aclose()
+        await self._hot.aclose()
         self._sync.close()

@@ -116,7 +116,7 @@ class RatedRedisBudget(RedisBudget):
         """`peers_file`: where the count of processes sharing Redis is kept for a process that
         starts while Redis is unreachable (the journal directory: shared by a host's processes)."""
         super().__init__(*args, **kwargs)
-        self._rated = ScriptBatch(self._aio, self._aio.register_script(RESERVE_RATED), on_orphan=self._orphan_rated)
+        self._rated = ScriptBatch(self._hot, self._hot.register_script(RESERVE_RATED), on_orphan=self._orphan_rated)
         self._rate_settle = self._aio.register_script(RATE_SETTLE)
         self._rate_usage = self._aio.register_script(RATE_USAGE)
         self._ids = itertools.count()
