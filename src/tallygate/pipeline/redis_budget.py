@@ -11,8 +11,9 @@ when Redis has none for a window (`pipeline/redis_rebuild.py`, this engine's bas
 Settles that could not be sent while Redis was away are sent once it is back, but if it came back
 without its state (`pepoch` changed) only to release holds: their costs are in the ledger the
 counters are rebuilt from, and counted again they would put a counter above it.
-Reservations are batched on one connection (`pipeline/redis_batch.py`): however many requests
-are in flight, none fails for want of a pooled connection.
+Reservations are batched (`pipeline/redis_batch.py`) on a client of their own whose two
+connections are opened at start: however many requests are in flight, none fails for want of a
+pooled connection, and none waits for a connection to be opened.
 
 When Redis cannot be reached, `fail_open=False` refuses requests under a limit with 503
 `budget_unavailable`; `fail_open=True` serves them (logged loudly) and queues their spend, but
