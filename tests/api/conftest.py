@@ -1,5 +1,6 @@
 """The gateway the fuzz tests share (`test_fuzz.py`, `test_fuzz_proxy.py`): one real process on
-SQLite and one on PostgreSQL for the whole session, with a model on each provider type."""
+SQLite and one on PostgreSQL for the whole session, with a model on each provider type; and the
+fake clouds a module's gateway talks to (`clouds`)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.conftest import standard_config
+from tests.fakes.clouds import FakeClouds
 from tests.fakes.upstream import FakeUpstream
 from tests.gateway import Gateway
 from tests.postgres import postgres_server
@@ -38,3 +40,10 @@ def gw(request, upstream, tmp_path_factory) -> Iterator[Gateway]:  # type: ignor
     log = g.log()
     for sign in ("Traceback", "failed unexpectedly", "Exception in ASGI", "refused ledger record"):
         assert sign not in log, log[log.find(sign) - 2000:log.find(sign) + 3000]
+
+
+@pytest.fixture(scope="module")
+def clouds(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeClouds]:
+    """Every fake cloud (Azure, Bedrock, Gemini, Vertex, OpenAI, Anthropic) for one module."""
+    with FakeClouds(tmp_path_factory.mktemp("sa")) as fakes:
+        yield fakes

@@ -73,12 +73,6 @@ POLICIES = {name: {"strategy": "fallback", "targets": targets, "cooldown": {"fai
 
 
 @pytest.fixture(scope="module")
-def clouds(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeClouds]:
-    with FakeClouds(tmp_path_factory.mktemp("sa")) as fakes:
-        yield fakes
-
-
-@pytest.fixture(scope="module")
 def gateway(clouds: FakeClouds, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     providers = clouds.providers()
     forged = FakeVertex()  # never started: its key signs JWTs the Vertex fake does not trust

@@ -37,12 +37,6 @@ POLICIES = {name: {"strategy": "fallback", "targets": targets, "cooldown": {"fai
 
 
 @pytest.fixture(scope="module")
-def clouds(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeClouds]:
-    with FakeClouds(tmp_path_factory.mktemp("sa")) as fakes:
-        yield fakes
-
-
-@pytest.fixture(scope="module")
 def gateway(clouds: FakeClouds, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     models: dict[str, dict] = {name: {"provider": p, "model": m} for name, (p, m) in MISSING.items()}
     for m in models.values():  # the fakes' failure scenarios are in no price list

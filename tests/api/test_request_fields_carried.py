@@ -105,12 +105,6 @@ def declared(api: str) -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def clouds(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeClouds]:
-    with FakeClouds(tmp_path_factory.mktemp("sa")) as fakes:
-        yield fakes
-
-
-@pytest.fixture(scope="module")
 def gateway(clouds: FakeClouds, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     models = {name: {"provider": p, "model": m} for name, (p, m) in MODELS.items()}
     gw = Gateway(tmp_path_factory.mktemp("gw"), {"providers": clouds.providers(), "models": models},
