@@ -300,13 +300,12 @@ class Exchange:
         body = await read_json(self._receive, self._pipeline.max_body_bytes, headers.get(CONTENT_TYPE),
                                headers.get(_CLEN))
         call.stream = body.get("stream") is True  # recorded so even when refused before relaying
-        if isinstance(named := body.get("model"), str) and named:
-            call.requested_model = named[:200]  # recorded so even when its tags are refused
-        call.tags = parse_tags(body.pop("request_tags", None), headers.get(TAGS))
         model = body.get("model")
-        if not isinstance(model, str) or not model:
+        if isinstance(model, str) and model:
+            call.requested_model = model[:200]  # recorded so even when its tags are refused
+        call.tags = parse_tags(body.pop("request_tags", None), headers.get(TAGS))
+        if not call.requested_model:
             raise InvalidRequest("model must be a non-empty string", param="model")
-        call.requested_model = model[:200]
         call.price_context = price_context(body)  # a dearer tier asked for is reserved and metered as such
         return body
 
