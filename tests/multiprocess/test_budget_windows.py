@@ -18,7 +18,7 @@ from sqlalchemy import create_engine, text
 from tests.conftest import standard_config
 from tests.fakes.upstream import FakeUpstream
 from tests.gateway import Gateway
-from tests.multiprocess.test_shared_budgets import _drift
+from tests.multiprocess.budgets import counter_drift
 from tests.postgres import PostgresInstance
 from tests.redis import RedisServer
 
@@ -154,7 +154,7 @@ def test_a_daily_and_a_monthly_budget_bind_across_processes_and_the_day_resets_a
             assert Decimal(rec["monthly_spend"]) == before + after, rec
         status, body = _ask(gws[1], key["key"])
         assert status == 402 and "monthly limit" in body["error"]["message"], body
-        assert _drift(gws[0]) == 0 and _drift(gws[1]) == 0
+        assert counter_drift(gws[0]) == 0 and counter_drift(gws[1]) == 0
     finally:
         for gw in gws:
             gw.stop()

@@ -19,16 +19,16 @@ import redis
 
 from tests.fakes.upstream import FakeUpstream
 from tests.gateway import Gateway
-from tests.multiprocess.test_shared_budgets import (
-    HELLO,
+from tests.multiprocess.budgets import (
     HOLD_TTL_S,
-    _budget,
-    _drift,
-    _gateway,
-    _key,
-    _ledger,
-    _spend,
     burst,
+    counter_drift,
+    ledger_rows,
+    ledger_spend,
+    make_budget,
+    make_gateway,
+    make_key,
+    reserved_slow_requests,
 )
 from tests.postgres import PostgresInstance
 from tests.redis import RedisServer, redis_server
@@ -45,16 +45,7 @@ def _answered_while_settles_wait(gw: Gateway, key: str, direct: redis.Redis) -> 
 
     async def run() -> list[str]:
         async with aiohttp.ClientSession() as session:
-            body = {"model": "priced-slow", "messages": HELLO, "max_tokens": 10}
-
-            async def one() -> str:
-                async with session.post(gw.base_url + "/chat/completions", json=body,
-                                        headers={"Authorization": f"Bearer {key}"}) as r:
-                    assert r.status == 200, await r.text()
-                    return str((await r.json())["id"])
-
-            tasks = [asyncio.create_task(one()) for _ in range(6)]
-            await asyncio.sleep(0.15)  # reserved; the upstream answers in 0.4 s
+            tasks = await reserved_slow_requests(session, gw, key)
             direct.client_pause(8000, all=False)
             return await asyncio.gather(*tasks)
 
@@ -63,11 +54,11 @@ def _answered_while_settles_wait(gw: Gateway, key: str, direct: redis.Redis) -> 
 
 def test_a_process_killed_after_its_records_were_written_but_before_its_settles_leaves_no_drift(
         upstream: FakeUpstream, pg: PostgresInstance, rds: RedisServer, tmp_path: Path) -> None:
-    gws = [_gateway(tmp_path / str(i), upstream, pg, rds).start() for i in range(2)]
+    gws = [make_gateway(tmp_path / str(i), upstream, pg, rds).start() for i in range(2)]
     direct = redis.Redis.from_url(rds.url)
     try:
-        key = _key(gws[0], f"written-{uuid.uuid4().hex[:8]}", limit="100")
-        budget = _budget(gws[0], {"key": key["id"]}, "100")
+        key = make_key(gws[0], f"written-{uuid.uuid4().hex[:8]}", limit="100")
+        budget = make_budget(gws[0], {"key": key["id"]}, "100")
         assert burst(gws, [key["key"]], 10).status(200) >= 8  # (one abandoned by its client)
         time.sleep(0.5)  # written
         rds.restart(down_s=0.3)  # kill -9: counters rebuilt from the ledger at the next reservation
@@ -75,7 +66,7 @@ def test_a_process_killed_after_its_records_were_written_but_before_its_settles_
         victim = gws[1]
         ids = _answered_while_settles_wait(victim, key["key"], direct)
         deadline = time.monotonic() + 5
-        while len(_ledger(pg, ids)) < len(ids):  # in the database, not only in the journal
+        while len(ledger_rows(pg, ids)) < len(ids):  # in the database, not only in the journal
             assert time.monotonic() < deadline
             time.sleep(0.1)
         victim.proc.kill()  # type: ignore[union-attr]  # kill -9: the settles die unsent
@@ -83,14 +74,14 @@ def test_a_process_killed_after_its_records_were_written_but_before_its_settles_
         victim.proc = None
         direct.client_unpause()
         victim.start()  # its replay has nothing: the records were written
-        spent = _spend(pg, [key["id"]])
+        spent = ledger_spend(pg, [key["id"]])
         deadline = time.monotonic() + 3 * HOLD_TTL_S + 5  # the dead process is reaped, its notes looked at
         while (seen := Decimal(gws[0].get("/v1/manage/apikey/" + key["id"])[1]["monthly_spend"])) != spent:
             assert time.monotonic() < deadline, (seen, spent)  # without the sweep: 0.036 below, for good
             time.sleep(0.2)
         for gw in gws:
             assert Decimal(gw.get("/v1/manage/budget/" + budget["id"])[1]["monthly_spend"]) == spent
-            assert _drift(gw) == 0
+            assert counter_drift(gw) == 0
     finally:
         for gw in gws:
             gw.stop()
@@ -104,24 +95,15 @@ def test_a_slow_ledger_writer_across_a_redis_restart_leaves_no_counter_below_the
     With a ledger writer slower than the rebuild's second pass (a loaded database; here a 6 s
     flush interval), the pass must wait for this process's records, else their costs are in
     neither."""
-    gw = _gateway(tmp_path, upstream, pg, rds)
+    gw = make_gateway(tmp_path, upstream, pg, rds)
     gw.env["TALLYGATE_LEDGER_FLUSH_MS"] = "6000"
     gw.start()
     try:
-        key = _key(gw, f"slow-writer-{uuid.uuid4().hex[:8]}", limit="100")
+        key = make_key(gw, f"slow-writer-{uuid.uuid4().hex[:8]}", limit="100")
 
         async def answered_across_the_kill() -> list[str]:
             async with aiohttp.ClientSession() as session:
-                body = {"model": "priced-slow", "messages": HELLO, "max_tokens": 10}
-
-                async def one() -> str:
-                    async with session.post(gw.base_url + "/chat/completions", json=body,
-                                            headers={"Authorization": f"Bearer {key['key']}"}) as r:
-                        assert r.status == 200, await r.text()
-                        return str((await r.json())["id"])
-
-                tasks = [asyncio.create_task(one()) for _ in range(6)]
-                await asyncio.sleep(0.15)  # reserved; answered 0.25 s into the outage
+                tasks = await reserved_slow_requests(session, gw, key["key"])  # answered 0.25 s into the outage
                 restart = asyncio.create_task(asyncio.to_thread(rds.restart, 1.0))
                 ids = await asyncio.gather(*tasks)
                 await restart
@@ -129,14 +111,14 @@ def test_a_slow_ledger_writer_across_a_redis_restart_leaves_no_counter_below_the
 
         ids = asyncio.run(answered_across_the_kill())
         deadline = time.monotonic() + 10
-        while len(_ledger(pg, ids)) < len(ids):
+        while len(ledger_rows(pg, ids)) < len(ids):
             assert time.monotonic() < deadline
             time.sleep(0.2)
-        spent = _spend(pg, [key["id"]])
+        spent = ledger_spend(pg, [key["id"]])
         deadline = time.monotonic() + 10
         while (seen := Decimal(gw.get("/v1/manage/apikey/" + key["id"])[1]["monthly_spend"])) != spent:
             assert time.monotonic() < deadline, (seen, spent)
             time.sleep(0.2)
-        assert _drift(gw) == 0
+        assert counter_drift(gw) == 0
     finally:
         gw.stop()

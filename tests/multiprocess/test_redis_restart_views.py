@@ -17,15 +17,15 @@ import pytest
 from tests.conftest import standard_config
 from tests.fakes.upstream import FakeUpstream
 from tests.gateway import Gateway
-from tests.multiprocess.test_shared_budgets import (
+from tests.multiprocess.budgets import (
     HOLD_TTL_S,
-    _budget,
-    _drift,
-    _every_answer_recorded,
-    _key,
-    _spend,
-    _worst_case,
     burst,
+    counter_drift,
+    every_answer_recorded,
+    ledger_spend,
+    make_budget,
+    make_key,
+    worst_case,
 )
 from tests.postgres import PostgresInstance
 from tests.redis import RedisServer, redis_server
@@ -65,29 +65,29 @@ def test_redis_restarted_mid_burst_bounds_spend_and_views_are_rebuilt(
             gws.append(Gateway(tmp_path / str(i), config, env=env, db_url=pg.url,
                                args=("--redis", rds.url, "--budgets-unavailable", mode)).start())
         run = uuid.uuid4().hex[:8]
-        key = _key(gws[0], f"restart-{run}", {"team": run}, limit=str(LIMIT))
-        budget = _budget(gws[1], {"label": {"team": run}}, str(LIMIT))
+        key = make_key(gws[0], f"restart-{run}", {"team": run}, limit=str(LIMIT))
+        budget = make_budget(gws[1], {"label": {"team": run}}, str(LIMIT))
         out = burst(gws, [key["key"]], 300, concurrency=CONCURRENCY, during=lambda: rds.restart(down_s=0.5),
                     pace_s=0.01)
         right_after = _views(gws, key, budget["id"])
         assert out.status(200) >= 10 and 503 not in [s for s, _ in out.answered[-60:]]
         if mode == "closed":
             assert out.status(503) > 0  # refused while Redis was away: the restart fell inside the burst
-        _every_answer_recorded(pg, out)
-        ledger = _spend(pg, [key["id"]])
+        every_answer_recorded(pg, out)
+        ledger = ledger_spend(pg, [key["id"]])
         # The documented bound: the holds of requests in flight when Redis lost its state, and with
         # `open` the allowance served unenforced by each process (docs/deploy.md).
-        bound = LIMIT + CONCURRENCY * _worst_case(out) + (len(gws) * ALLOWANCE if mode == "open" else 0)
+        bound = LIMIT + CONCURRENCY * worst_case(out) + (len(gws) * ALLOWANCE if mode == "open" else 0)
         assert ledger <= bound
         assert ledger > 0 and None not in right_after and "0" not in right_after, right_after
         deadline = time.monotonic() + 15  # settles in flight, the ledger's writers, the rebuild's second pass
         while True:  # every view on every process equals the ledger once settled
-            views, ledger = _views(gws, key, budget["id"]), _spend(pg, [key["id"]])  # (abandoned ones come late)
+            views, ledger = _views(gws, key, budget["id"]), ledger_spend(pg, [key["id"]])  # (abandoned ones come late)
             if {None if v is None else Decimal(v) for v in views} == {ledger}:
                 break
             assert time.monotonic() < deadline, (views, ledger)
             time.sleep(0.2)
-        assert _drift(gws[2]) == 0  # the reconciliation: no counter above or below the ledger
+        assert counter_drift(gws[2]) == 0  # the reconciliation: no counter above or below the ledger
     finally:
         for gw in gws:
             gw.stop()
