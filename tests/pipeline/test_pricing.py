@@ -6,7 +6,7 @@ from decimal import Decimal
 
 from tallygate.core.money import usd
 from tallygate.pipeline.pricing import PriceBook, Rate
-from tallygate.providers.anthropic_translate import anthropic_usage
+from tallygate.providers.anthropic_replies import anthropic_usage
 from tallygate.settings import PricingOverride
 from tallygate.types import Usage
 

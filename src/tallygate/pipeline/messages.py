@@ -27,7 +27,7 @@ from tallygate.pipeline.routing import Plan, execute
 from tallygate.pipeline.tool_fees import anthropic_container
 from tallygate.pipeline.validate import check_numbers
 from tallygate.pipeline.wire import JSON_HEADERS, Scope, Send, headers_of, send_bytes
-from tallygate.providers.anthropic_translate import anthropic_usage
+from tallygate.providers.anthropic_replies import anthropic_usage
 from tallygate.providers.messages_translate import (
     ChatToMessagesStream,
     chat_to_message,

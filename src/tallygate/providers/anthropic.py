@@ -6,14 +6,14 @@ import time
 from collections.abc import AsyncGenerator
 
 from tallygate.errors import UpstreamHTTPError, UpstreamProtocolError, UpstreamUnavailable
-from tallygate.providers.anthropic_translate import (
+from tallygate.providers.anthropic_replies import (
     AnthropicStreamTranslator,
     anthropic_error,
     anthropic_usage,
     from_anthropic,
     stream_error,
-    to_anthropic,
 )
+from tallygate.providers.anthropic_translate import to_anthropic
 from tallygate.providers.base import RawEvents
 from tallygate.providers.http import (
     HttpClient,

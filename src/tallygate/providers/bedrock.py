@@ -290,7 +290,7 @@ class BedrockClaudeProvider(BedrockProvider):
         return orjson.dumps(payload)
 
     async def messages(self, body: dict, headers: dict[str, str]) -> tuple[dict, Usage]:
-        from tallygate.providers.anthropic_translate import anthropic_usage
+        from tallygate.providers.anthropic_replies import anthropic_usage
 
         url, data = self._url(body["model"], "invoke"), self._invoke_body(body, headers)
         signed = await self._signed(url, data, "application/json")
