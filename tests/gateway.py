@@ -1,8 +1,9 @@
 """A real gateway on a loopback port for end-to-end tests: in this process, or as a subprocess.
 
 `Gateway` runs `tallygate serve` in a subprocess, for what needs a real process (signals,
-restarts, `kill -9`). `InProcessGateway` serves the same app from a thread of the test process
-through uvicorn on a real socket: the same HTTP, a fraction of the start-up time.
+restarts, `kill -9`), which dies with the test process (`tests/lifeline.py`). `InProcessGateway`
+serves the same app from a thread of the test process through uvicorn on a real socket: the same
+HTTP, a fraction of the start-up time.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 import yaml
 
 from tests.fakes.upstream import free_port
+from tests.lifeline import spawn
 
 ADMIN_KEY = "tg-test-admin-secret"
 START_S = 90  # a start under CI load (migrations, price tables, several fakes) can take tens of seconds
@@ -89,8 +91,7 @@ class Gateway:
         if self.config_path is not None:
             args += ["--config", str(self.config_path)]
         self._log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(args, env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
-                                     cwd=self.workdir)
+        self.proc = spawn(args, env=self.env, stdout=self._log, stderr=subprocess.STDOUT, cwd=self.workdir)
         deadline = time.monotonic() + START_S
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -1,5 +1,5 @@
-"""The PostgreSQL and Redis servers the tests start die with the test process, even when it is
-killed -9 (an interrupted run used to leave `postgres` and `redis-server` running)."""
+"""The PostgreSQL, Redis and gateway servers the tests start die with the test process, even when it
+is killed -9 (an interrupted run used to leave `postgres`, `redis-server` and `tallygate serve` running)."""
 
 from __future__ import annotations
 
@@ -14,10 +14,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# A pytest-like parent: starts both servers as the fixtures do (Redis from a thread that ends,
-# as load tests restart it), says who they are, then waits to be killed.
+# A pytest-like parent: starts the servers as the fixtures do (Redis from a thread that ends,
+# as load tests restart it; a gateway subprocess in `workdir`), says who they are, then waits to be killed.
 PARENT = textwrap.dedent("""
-    import json, threading, time
+    import json, sys, threading, time
+    from pathlib import Path
+    from tests.gateway import Gateway
     from tests.postgres import postgres_instance
     from tests.redis import redis_server
 
@@ -25,8 +27,9 @@ PARENT = textwrap.dedent("""
         restarter = threading.Thread(target=rds.restart)
         restarter.start()
         restarter.join()  # that thread has ended: the server it started runs on
+        gateway = Gateway(Path(sys.argv[1]), None).start()
         time.sleep(0.3)
-        print(json.dumps({"postgres_url": pg.url, "redis": rds.proc.pid}), flush=True)
+        print(json.dumps({"postgres_url": pg.url, "redis": rds.proc.pid, "gateway": gateway.proc.pid}), flush=True)
         time.sleep(120)
 """)
 
@@ -61,16 +64,16 @@ def _postmaster(port: str) -> tuple[int, str]:
     raise AssertionError(f"no postgres on port {port}")
 
 
-def test_servers_die_when_the_test_process_is_killed() -> None:
-    parent = subprocess.Popen([sys.executable, "-c", PARENT], cwd=ROOT, stdout=subprocess.PIPE,
+def test_servers_die_when_the_test_process_is_killed(tmp_path: Path) -> None:
+    parent = subprocess.Popen([sys.executable, "-c", PARENT, str(tmp_path)], cwd=ROOT, stdout=subprocess.PIPE,
                               env={**os.environ, "CI": "true"})
     try:
         line = parent.stdout.readline()  # type: ignore[union-attr]
         assert line, "the parent did not start its servers"
         started = json.loads(line)
         postmaster, datadir = _postmaster(started["postgres_url"].rsplit(":", 1)[1].split("/")[0])
-        servers = [postmaster, started["redis"], *_children(postmaster)]
-        assert len(servers) > 2 and all(_alive(pid) for pid in servers)  # the postmaster's workers too
+        servers = [postmaster, started["redis"], started["gateway"], *_children(postmaster)]
+        assert len(servers) > 3 and all(_alive(pid) for pid in servers)  # the postmaster's workers too
     finally:
         parent.send_signal(signal.SIGKILL)
         parent.wait()
