@@ -11,7 +11,7 @@ from tallygate.pipeline.call import Call
 from tallygate.pipeline.chat import ChatCodec
 from tallygate.pipeline.pricing import Rate
 from tallygate.types import Principal, Usage
-from tests.fakes import wire
+from tests.fakes import wire, wire_openai
 
 RATE = Rate(input=150_000, output=600_000, cached=75_000, cache_write=150_000, source="test")
 FIXTURE = Path(__file__).parents[1] / "providers" / "fixtures" / "openai" / "chat_stream_tool_call.sse"
@@ -20,7 +20,7 @@ FIXTURE = Path(__file__).parents[1] / "providers" / "fixtures" / "openai" / "cha
 def upstream_chunks() -> list[bytes]:
     """Chunks as OpenAI sends them (recorded) and as the fake does, with and without usage."""
     frames = FIXTURE.read_bytes().strip().split(b"\n\n")
-    frames += wire.openai_chat_events({"model": "gpt-4o-mini", "stream_options": {"include_usage": True},
+    frames += wire_openai.openai_chat_events({"model": "gpt-4o-mini", "stream_options": {"include_usage": True},
                                        "messages": [{"role": "user", "content": 'a "quoted" ünïcode \\ story'}]},
                                       wire.Scenario())
     frames += [b'data: {"object":"chat.completion.chunk","id":"x","choices":[]}',  # id not first

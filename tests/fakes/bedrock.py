@@ -65,7 +65,7 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
-from . import wire
+from . import wire, wire_anthropic
 from .upstream import FakeUpstream
 
 ACCESS_KEY, SECRET_KEY, REGION, API_KEY = "AKIAFAKEBEDROCK00001", "fake-secret-key", "us-east-1", "bedrock-api-key-1"
@@ -290,7 +290,7 @@ class FakeBedrock(FakeUpstream):
             return self._aws_error(400, "ValidationException", "Malformed input request: extraneous key [model]")
         model = request.match_info["model"]
         anthropic_body = {**body, "model": model}
-        if (err := wire.check_anthropic(anthropic_body)) is not None:
+        if (err := wire_anthropic.check_anthropic(anthropic_body)) is not None:
             return self._aws_error(400, "ValidationException", err["error"]["message"])
         if (failed := self._failure(model)) is not None:
             return failed
@@ -298,12 +298,12 @@ class FakeBedrock(FakeUpstream):
         if self.prompt_caching:  # Anthropic's cache_control breakpoints, as FakeUpstream emulates them
             sc = wire.prompt_cache(anthropic_body, "anthropic", sc, self.prompt_cache)
         if request.path.endswith("/invoke"):
-            return web.Response(body=wire.anthropic_json(anthropic_body, sc), content_type="application/json")
+            return web.Response(body=wire_anthropic.anthropic_json(anthropic_body, sc), content_type="application/json")
         resp = web.StreamResponse(status=200)
         resp.content_type = "application/vnd.amazon.eventstream"
         await resp.prepare(request)
         frames = []
-        for sse in wire.anthropic_events(anthropic_body, sc):
+        for sse in wire_anthropic.anthropic_events(anthropic_body, sc):
             data = next(line[6:] for line in sse.split(b"\n") if line.startswith(b"data: "))
             frames.append(frame({":event-type": "chunk", ":content-type": "application/json",
                                  ":message-type": "event"},
@@ -334,7 +334,7 @@ class FakeBedrock(FakeUpstream):
                 body = json.loads(base64.b64decode(given["invokeModel"]["body"], validate=True))
                 if body.pop("anthropic_version", None) != "bedrock-2023-05-31" or "model" in body:
                     raise ValueError("anthropic_version")
-                if (err := wire.check_anthropic({**body, "model": model})) is not None:
+                if (err := wire_anthropic.check_anthropic({**body, "model": model})) is not None:
                     return self._aws_error(400, "ValidationException", err["error"]["message"])
                 count = wire.count_prompt_tokens(body)
             elif set(given) == {"converse"}:

@@ -510,7 +510,8 @@ def test_prompt_scripts_the_tool_call_of_an_agent_that_always_offers_tools():
 
 
 def test_one_hour_cache_write_scenario_reports_the_ttl_split():
-    from tests.fakes.wire import anthropic_usage, parse_scenario
+    from tests.fakes.wire import parse_scenario
+    from tests.fakes.wire_anthropic import anthropic_usage
 
     usage = anthropic_usage(10, 2, parse_scenario("cachewrite1h-30"))
     assert usage["cache_creation_input_tokens"] == 30

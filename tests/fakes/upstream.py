@@ -70,9 +70,11 @@ from typing import Any
 from aiohttp import web
 
 try:
-    from . import wire, wire_responses
+    from . import wire, wire_anthropic, wire_openai, wire_responses
 except ImportError:  # run as a script
     import wire  # type: ignore[no-redef]
+    import wire_anthropic  # type: ignore[no-redef]
+    import wire_openai  # type: ignore[no-redef]
     import wire_responses  # type: ignore[no-redef]
 
 __all__ = ["FakeUpstream", "free_port", "closed_port_url"]
@@ -268,7 +270,7 @@ class FakeUpstream:
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() == "bearer" and token.strip():
             return None
-        return self._openai_response(401, wire.openai_error(
+        return self._openai_response(401, wire_openai.openai_error(
             "You didn't provide an API key. You need to provide your API key in an Authorization "
             "header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY). You can obtain an "
             "API key from https://platform.openai.com/account/api-keys."))
@@ -277,10 +279,10 @@ class FakeUpstream:
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
         bearer = self.anthropic_bearer_ok and scheme.lower() == "bearer" and token.strip()
         if not (request.headers.get("x-api-key", "").strip() or bearer):
-            return self._anthropic_response(401, wire.anthropic_error(
+            return self._anthropic_response(401, wire_anthropic.anthropic_error(
                 "authentication_error", "x-api-key header is required"))
         if not request.headers.get("anthropic-version", "").strip():
-            return self._anthropic_response(400, wire.anthropic_error(
+            return self._anthropic_response(400, wire_anthropic.anthropic_error(
                 "invalid_request_error", "anthropic-version: header is required"))
         return None
 
@@ -291,21 +293,21 @@ class FakeUpstream:
             return None, denied
         body = _parse(await request.read())  # read() is cached
         if not isinstance(body, dict):
-            return None, self._openai_response(400, wire.openai_error(
+            return None, self._openai_response(400, wire_openai.openai_error(
                 "We could not parse the JSON body of your request. (HINT: This likely means you "
                 "aren't using your HTTP library correctly. The OpenAI API expects a JSON payload, "
                 "but what was sent was not valid JSON.)"))
-        err = wire.check_openai(body, allowed, required)
+        err = wire_openai.check_openai(body, allowed, required)
         return body, (self._openai_response(400, err) if err else None)
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
-        body, err = await self._openai_body(request, wire.OPENAI_CHAT_PARAMS, ("messages",))
+        body, err = await self._openai_body(request, wire_openai.OPENAI_CHAT_PARAMS, ("messages",))
         if err is not None or body is None:
             return err  # type: ignore[return-value]
         return await self._serve(request, body, "openai")
 
     async def _embeddings(self, request: web.Request) -> web.StreamResponse:
-        body, err = await self._openai_body(request, wire.OPENAI_EMBEDDING_PARAMS, ("input",))
+        body, err = await self._openai_body(request, wire_openai.OPENAI_EMBEDDING_PARAMS, ("input",))
         if err is not None or body is None:
             return err  # type: ignore[return-value]
         return await self._serve(request, body, "embeddings")
@@ -316,10 +318,10 @@ class FakeUpstream:
             return denied
         body = _parse(await request.read())  # read() is cached
         if not isinstance(body, dict):
-            return self._anthropic_response(400, wire.anthropic_error(
+            return self._anthropic_response(400, wire_anthropic.anthropic_error(
                 "invalid_request_error", "There was an issue with the format of your request: "
                 "the body is not valid JSON"))
-        err = wire.check_anthropic(body)
+        err = wire_anthropic.check_anthropic(body)
         if err is not None:
             return self._anthropic_response(400, err)
         return await self._serve(request, body, "anthropic")
@@ -330,11 +332,11 @@ class FakeUpstream:
             return denied
         body = _parse(await request.read())
         if not isinstance(body, dict) or "messages" not in body or "model" not in body:
-            return self._anthropic_response(400, wire.anthropic_error(
+            return self._anthropic_response(400, wire_anthropic.anthropic_error(
                 "invalid_request_error", "model, messages: Field required"))
         sc = wire.parse_scenario(body["model"])
         if sc.kind == "fail":
-            return self._anthropic_response(sc.status, wire.anthropic_failure(sc.status, body["model"]))
+            return self._anthropic_response(sc.status, wire_anthropic.anthropic_failure(sc.status, body["model"]))
         return self._anthropic_response(200, {"input_tokens": wire.count_prompt_tokens(body)})
 
     async def _responses(self, request: web.Request) -> web.StreamResponse:
@@ -343,14 +345,14 @@ class FakeUpstream:
             return denied
         body = _parse(await request.read())
         if not isinstance(body, dict):
-            return self._openai_response(400, wire.openai_error("We could not parse the JSON body of "
+            return self._openai_response(400, wire_openai.openai_error("We could not parse the JSON body of "
                                                                 "your request."))
         err = wire_responses.check(body)
         if err is not None:
             return self._openai_response(400, err)
         previous = body.get("previous_response_id")
         if isinstance(previous, str) and previous.startswith("resp_unknown"):
-            return self._openai_response(404, wire.openai_error(
+            return self._openai_response(404, wire_openai.openai_error(
                 f"Previous response with id '{previous}' not found.", "invalid_request_error",
                 "previous_response_id", "previous_response_not_found"))
         return await self._serve(request, body, "responses")
@@ -358,17 +360,17 @@ class FakeUpstream:
     async def _models(self, request: web.Request) -> web.Response:
         if "authorization" not in request.headers and "x-api-key" in request.headers:
             return self._anthropic_auth(request) or self._anthropic_response(
-                200, wire.anthropic_models_json(self.models))
+                200, wire_anthropic.anthropic_models_json(self.models))
         return self._openai_auth(request) or self._openai_response(
-            200, wire.openai_models_json(self.models))
+            200, wire_openai.openai_models_json(self.models))
 
     async def _not_found(self, request: web.Request) -> web.Response:
-        return self._openai_response(404, wire.openai_error(
+        return self._openai_response(404, wire_openai.openai_error(
             f"Invalid URL ({request.method} {request.path})"))
 
     def _failure_body(self, status: int, model: str) -> dict:
         """The OpenAI-shaped error body of a fail-<status> scenario."""
-        return wire.openai_failure(status, model)
+        return wire_openai.openai_failure(status, model)
 
     async def _serve(self, request: web.Request, body: dict, api: str) -> web.StreamResponse:
         """Answer a valid request according to the scenario named by its model."""
@@ -387,7 +389,7 @@ class FakeUpstream:
             headers = {"retry-after": "2"} if status == 429 else {}
             if anthropic:
                 return self._anthropic_response(
-                    status, wire.anthropic_failure(status, body["model"]), headers)
+                    status, wire_anthropic.anthropic_failure(status, body["model"]), headers)
             return self._openai_response(status, self._failure_body(status, body["model"]), headers)
         if sc.kind == "garbage":
             return web.Response(status=200, body=b"<html><body>upstream exploded {not json",
@@ -399,16 +401,16 @@ class FakeUpstream:
                                    self.prompt_cache)
         if api == "embeddings" or not body.get("stream"):
             if api == "embeddings":
-                resp = self._openai_response(200, wire.openai_embeddings_json(body))
+                resp = self._openai_response(200, wire_openai.openai_embeddings_json(body))
             elif api == "responses":
                 resp = self._openai_response(200, wire_responses.response_json(body, sc))
             elif anthropic:
-                resp = self._anthropic_response(200, wire.anthropic_json(body, sc))
+                resp = self._anthropic_response(200, wire_anthropic.anthropic_json(body, sc))
             else:
-                resp = self._openai_response(200, wire.openai_chat_json(body, sc))
+                resp = self._openai_response(200, wire_openai.openai_chat_json(body, sc))
             return await self._cut_body(request, resp) if sc.kind == "cut-stream" else resp
-        events = {"anthropic": wire.anthropic_events, "responses": wire_responses.events}.get(
-            api, wire.openai_chat_events)(body, sc)
+        events = {"anthropic": wire_anthropic.anthropic_events, "responses": wire_responses.events}.get(
+            api, wire_openai.openai_chat_events)(body, sc)
         return await self._stream(request, events, sc, api)
 
     @staticmethod
@@ -432,8 +434,8 @@ class FakeUpstream:
         resp = web.StreamResponse(status=200, headers=headers)
         resp.content_type, resp.charset = "text/event-stream", "utf-8"
         await resp.prepare(request)
-        error = (wire.anthropic_stream_error() if anthropic else wire_responses.stream_error() if api == "responses"
-                 else wire.openai_stream_error())
+        error = (wire_anthropic.anthropic_stream_error() if anthropic
+                 else wire_responses.stream_error() if api == "responses" else wire_openai.openai_stream_error())
         if sc.kind == "batch-error":
             await resp.write(b"".join(events[:_BATCHED[api]]) + error)
             await resp.write_eof()

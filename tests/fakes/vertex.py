@@ -45,7 +45,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from google.auth import jwt
 
-from . import wire
+from . import wire, wire_anthropic
 from .gemini import FakeGemini, google_error
 
 
@@ -192,16 +192,17 @@ class FakeVertex(FakeGemini):
         if not isinstance(body, dict):
             return self._json(400, google_error(400, "Invalid JSON payload received."))
         if not isinstance(body.pop("anthropic_version", None), str):  # Anthropic's SDK sends its own date
-            return self._json(400, wire.anthropic_error("invalid_request_error", "anthropic_version: Field required"))
+            return self._json(400, wire_anthropic.anthropic_error("invalid_request_error",
+                                                                  "anthropic_version: Field required"))
         if model == "count-tokens":
-            if (err := wire.check_anthropic({**body, "max_tokens": 1})) is not None:
+            if (err := wire_anthropic.check_anthropic({**body, "max_tokens": 1})) is not None:
                 return self._json(400, err)
             return self._json(200, {"input_tokens": wire.count_prompt_tokens(body)})
         if "model" in body:
-            return self._json(400, wire.anthropic_error("invalid_request_error",
+            return self._json(400, wire_anthropic.anthropic_error("invalid_request_error",
                                                         "model: Extra inputs are not permitted"))
         anthropic_body = {**body, "model": model}
-        if (err := wire.check_anthropic(anthropic_body)) is not None:
+        if (err := wire_anthropic.check_anthropic(anthropic_body)) is not None:
             return self._json(400, err)
         sc = wire.parse_scenario(model.partition("@")[0])
         if self.prompt_caching:
@@ -209,18 +210,18 @@ class FakeVertex(FakeGemini):
         if sc.kind == "fail":
             resp = self._json(sc.status, google_error(sc.status, f"fake failure {sc.status}") if sc.status == 429
                               else google_error(404, self._not_found(model)) if sc.status == 404
-                              else wire.anthropic_failure(sc.status, model))
+                              else wire_anthropic.anthropic_failure(sc.status, model))
             if sc.status == 429:
                 resp.headers["retry-after"] = "2"
             return resp
         if method == "rawPredict":
             if body.get("stream"):
                 return self._json(400, google_error(400, "stream: true is for :streamRawPredict"))
-            return web.Response(body=wire.anthropic_json(anthropic_body, sc), content_type="application/json")
+            return web.Response(body=wire_anthropic.anthropic_json(anthropic_body, sc), content_type="application/json")
         resp = web.StreamResponse(status=200)
         resp.content_type = "text/event-stream"
         await resp.prepare(request)
-        for i, event in enumerate(wire.anthropic_events(anthropic_body, sc)):
+        for i, event in enumerate(wire_anthropic.anthropic_events(anthropic_body, sc)):
             if i == 3 and sc.kind == "cut-stream":
                 request.transport.close()  # type: ignore[union-attr]
                 return resp

@@ -14,10 +14,11 @@ import json
 import time
 
 try:
-    from . import server_tools, wire
+    from . import server_tools, wire, wire_openai
 except ImportError:  # run as a script
     import server_tools  # type: ignore[no-redef]
     import wire  # type: ignore[no-redef]
+    import wire_openai  # type: ignore[no-redef]
 
 RESPONSES_PARAMS = frozenset({
     "model", "input", "instructions", "max_output_tokens", "temperature", "top_p", "tools",
@@ -54,15 +55,15 @@ def as_chat(body: dict) -> dict:
 def check(body: dict) -> dict | None:
     for name in body:
         if name not in RESPONSES_PARAMS:
-            return wire.openai_error(f"Unknown parameter: '{name}'.", param=name, code="unknown_parameter")
+            return wire_openai.openai_error(f"Unknown parameter: '{name}'.", param=name, code="unknown_parameter")
     if not body.get("model"):
-        return wire.openai_error("Missing required parameter: 'model'.", param="model",
+        return wire_openai.openai_error("Missing required parameter: 'model'.", param="model",
                                  code="missing_required_parameter")
     if "input" not in body:
-        return wire.openai_error("Missing required parameter: 'input'.", param="input",
+        return wire_openai.openai_error("Missing required parameter: 'input'.", param="input",
                                  code="missing_required_parameter")
     if "tools" in body and not isinstance(body["tools"], list):
-        return wire.openai_error("Invalid type for 'tools': expected an array.", param="tools",
+        return wire_openai.openai_error("Invalid type for 'tools': expected an array.", param="tools",
                                  code="invalid_type")
     return None
 
