@@ -7,7 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.fakes.upstream import FakeUpstream, closed_port_url
+from tests.fakes.loopback import closed_port_url
+from tests.fakes.upstream import FakeUpstream
 from tests.gateway import ADMIN_KEY, Gateway, InProcessGateway
 
 

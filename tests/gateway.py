@@ -22,7 +22,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.fakes.upstream import free_port
+from tests.fakes.loopback import free_port
 from tests.lifeline import spawn
 
 ADMIN_KEY = "tg-test-admin-secret"

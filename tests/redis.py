@@ -18,7 +18,7 @@ from contextlib import contextmanager
 
 import pytest
 
-from tests.fakes.upstream import free_port
+from tests.fakes.loopback import free_port
 from tests.lifeline import spawn
 
 

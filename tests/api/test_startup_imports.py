@@ -15,7 +15,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from tests.fakes.upstream import free_port
+from tests.fakes.loopback import free_port
 
 # Not loaded by a gateway whose config names no provider of their type. (duckdb is the analytics
 # columnar copy's: the analytics work makes it lazy and adds it here.)

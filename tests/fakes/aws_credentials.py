@@ -28,14 +28,14 @@ import time
 from aiohttp import web
 
 from .bedrock import ACCESS_KEY, SECRET_KEY
-from .upstream import FakeUpstream
+from .loopback import LoopbackServer
 
 CONTAINER_PATH, CONTAINER_TOKEN = "/v2/credentials/5e2b-task", "pod-identity-token-1"
 ROLE_ARN, WEB_IDENTITY_TOKEN = "arn:aws:iam::123456789012:role/bedrock-gateway", "eyJhbGciOiJSUzI1NiJ9.irsa.sig"
 _STS_NS = "https://sts.amazonaws.com/doc/2011-06-15/"
 
 
-class FakeAwsCredentials(FakeUpstream):
+class FakeAwsCredentials(LoopbackServer):
     """IMDSv2, the container credentials endpoint and STS's AssumeRoleWithWebIdentity."""
 
     def __init__(self, lifetime_s: int = 3600, role: str | None = "bedrock-gateway") -> None:

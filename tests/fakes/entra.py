@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from .upstream import FakeUpstream
+from .loopback import LoopbackServer
 
 TENANT, CLIENT_ID, SECRET = "72f988bf-86f1-41af-91ab-2d7cd011db47", "0a1b2c3d-app", "entra-test-secret"
 FEDERATED = "eyJhbGciOiJSUzI1NiJ9.fake-kubernetes-service-account-token.sig"
@@ -57,7 +57,7 @@ def self_signed(folder: Path) -> tuple[Path, Path]:
     return cert_path, key_path
 
 
-class FakeEntra(FakeUpstream):
+class FakeEntra(LoopbackServer):
     """Entra's token endpoint and App Service's managed-identity endpoint."""
 
     def __init__(self, folder: Path, token_lifetime_s: int = 3600) -> None:

@@ -19,12 +19,12 @@ import time
 
 from aiohttp import web
 
-from .upstream import FakeUpstream
+from .loopback import LoopbackServer
 
 CLIENT_ID = "5e1f-managed-identity"
 
 
-class FakeImds(FakeUpstream):
+class FakeImds(LoopbackServer):
     """IMDS's managed-identity token endpoint."""
 
     def __init__(self, token_lifetime_s: int = 3600, identity: bool = True) -> None:

@@ -14,7 +14,8 @@ import urllib.request
 import aiohttp
 import pytest
 
-from .upstream import FakeUpstream, closed_port_url, free_port
+from .loopback import closed_port_url, free_port
+from .upstream import FakeUpstream
 from .wire import FIXED_REPLY, count_prompt_tokens
 
 OA_HEADERS = {"Authorization": "Bearer sk-test", "Content-Type": "application/json"}

@@ -57,50 +57,26 @@ Run standalone: ``python tests/fakes/upstream.py --port 9100``.
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import socket
 import struct
 import threading
-import time
-from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
 
 from aiohttp import web
 
 try:
     from . import wire, wire_anthropic, wire_openai, wire_responses
+    from .loopback import LoopbackServer, json_or_none
 except ImportError:  # run as a script
     import wire  # type: ignore[no-redef]
     import wire_anthropic  # type: ignore[no-redef]
     import wire_openai  # type: ignore[no-redef]
     import wire_responses  # type: ignore[no-redef]
-
-__all__ = ["FakeUpstream", "free_port", "closed_port_url"]
+    from loopback import LoopbackServer, json_or_none  # type: ignore[no-redef]
 
 DEFAULT_MODELS = ["gpt-4o-mini", "gpt-4o", "text-embedding-3-small", "claude-sonnet-4-5"]
 _CUT_AFTER = 3  # stream events sent before cut-stream / stream-error strike
 _BATCHED = {"openai": 3, "anthropic": 5, "responses": 6}  # batch-error: the events sent with the error (text too)
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def closed_port_url() -> str:
-    """A base URL where nothing listens (connection refused)."""
-    return f"http://127.0.0.1:{free_port()}/v1"
-
-
-def _parse(raw: bytes) -> Any:
-    try:
-        return json.loads(raw) if raw else None
-    except ValueError:
-        return None
 
 
 def _reset_connection(request: web.BaseRequest) -> None:
@@ -114,118 +90,24 @@ def _reset_connection(request: web.BaseRequest) -> None:
     transport.abort()
 
 
-class FakeUpstream:
-    """Fake OpenAI + Anthropic server on a background thread with its own event loop."""
+class FakeUpstream(LoopbackServer):
+    """Fake OpenAI + Anthropic server on a loopback port (`loopback.py`)."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, models: list[str] | None = None,
                  anthropic_bearer_ok: bool = False):
-        self.host, self.port = host, port
+        super().__init__(host, port)
         # The real Messages API also takes ``Authorization: Bearer`` (which anthropic SDK >= 2
         # sends); by default only ``x-api-key`` counts, to check what a gateway forwards.
         self.anthropic_bearer_ok = anthropic_bearer_ok
         self.models = list(models or DEFAULT_MODELS)
         self.prompt_caching = False  # emulate the APIs' prompt caching (see the module docstring)
         self.prompt_cache: set[str] = set()  # prompt prefixes written to the cache
-        self.requests: list[dict[str, Any]] = []
         self._flaky: dict[str, int] = {}
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._stopping: asyncio.Event | None = None
 
-    # -- lifecycle -------------------------------------------------------------------------------
-    ssl_context: Any = None  # an ssl.SSLContext serves https (FakeEntra)
-
-    @property
-    def root_url(self) -> str:
-        return f"{'https' if self.ssl_context else 'http'}://{self.host}:{self.port}"
-
-    @property
-    def base_url(self) -> str:
-        return self.root_url + "/v1"
-
-    def start(self) -> FakeUpstream:
-        if self._thread is not None:
-            raise RuntimeError("FakeUpstream already started")
-        sock = socket.socket()
-        if os.name == "posix":  # a restart may rebind a port whose old connections are in TIME_WAIT
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((self.host, self.port))
-        except OSError:
-            sock.close()
-            raise
-        self.port = sock.getsockname()[1]
-        self._loop = asyncio.new_event_loop()
-        ready: dict[str, Any] = {"event": threading.Event(), "error": None}
-        self._thread = threading.Thread(target=self._run, args=(sock, ready),
-                                        name=f"fake-upstream-{self.port}", daemon=True)
-        self._thread.start()
-        if not ready["event"].wait(10) or ready["error"] is not None:
-            self._thread.join(5)
-            self._thread = None
-            raise RuntimeError(f"fake upstream failed to start: {ready['error']!r}")
-        return self
-
-    def _run(self, sock: socket.socket, ready: dict[str, Any]) -> None:
-        loop = self._loop
-        assert loop is not None
-        asyncio.set_event_loop(loop)
-        runner = web.AppRunner(self._app(), access_log=None, handle_signals=False,
-                               shutdown_timeout=0.1, handler_cancellation=True)
-        self._stopping = asyncio.Event()
-        try:
-            loop.run_until_complete(runner.setup())
-            loop.run_until_complete(web.SockSite(runner, sock, ssl_context=self.ssl_context).start())
-        except BaseException as exc:  # report to start(), then clean up
-            ready["error"] = exc
-            sock.close()
-        ready["event"].set()
-        try:
-            if ready["error"] is None:
-                loop.run_until_complete(self._stopping.wait())
-            if runner.server is not None:
-                loop.run_until_complete(runner.cleanup())
-            loop.run_until_complete(loop.shutdown_asyncgens())
-            loop.run_until_complete(loop.shutdown_default_executor())
-        finally:
-            asyncio.set_event_loop(None)
-            loop.close()
-
-    def stop(self) -> None:
-        """Stop serving, close the port and join the thread (idempotent)."""
-        thread, loop, stopping = self._thread, self._loop, self._stopping
-        if thread is None or loop is None or stopping is None:
-            return
-        if not loop.is_closed():
-            try:
-                loop.call_soon_threadsafe(stopping.set)
-            except RuntimeError:  # loop closed meanwhile
-                pass
-        thread.join(10)
-        if thread.is_alive():
-            raise RuntimeError("fake upstream thread did not stop")
-        self._thread = self._loop = self._stopping = None
-
-    def __enter__(self) -> FakeUpstream:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    # -- helpers for tests -----------------------------------------------------------------------
     def clear(self) -> None:
         """Forget recorded requests and flaky-<status>-<k> counters."""
-        self.requests.clear()
+        super().clear()
         self._flaky.clear()
-
-    def wait_for_requests(self, n: int, timeout: float = 5.0) -> list[dict[str, Any]]:
-        """Block until at least n requests were recorded (e.g. from a gateway subprocess)."""
-        deadline = time.monotonic() + timeout
-        while len(self.requests) < n:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"got {len(self.requests)} upstream requests, wanted {n}")
-            time.sleep(0.01)
-        return self.requests
 
     # -- HTTP --------------------------------------------------------------------------------------
     def _app(self) -> web.Application:
@@ -238,15 +120,6 @@ class FakeUpstream:
         app.router.add_post("/v1/responses", self._responses)
         app.router.add_route("*", "/{tail:.*}", self._not_found)
         return app
-
-    @web.middleware
-    async def _record(self, request: web.Request, handler: Callable) -> web.StreamResponse:
-        raw = await request.read()
-        self.requests.append({"method": request.method, "path": request.path,
-                              "query": dict(request.query),
-                              "headers": {k.lower(): v for k, v in request.headers.items()},
-                              "body": _parse(raw), "raw": raw})
-        return await handler(request)
 
     @staticmethod
     def _openai_response(status: int, payload: dict | bytes, headers: dict | None = None,
@@ -291,7 +164,7 @@ class FakeUpstream:
         denied = self._openai_auth(request)
         if denied is not None:
             return None, denied
-        body = _parse(await request.read())  # read() is cached
+        body = json_or_none(await request.read())  # read() is cached
         if not isinstance(body, dict):
             return None, self._openai_response(400, wire_openai.openai_error(
                 "We could not parse the JSON body of your request. (HINT: This likely means you "
@@ -316,7 +189,7 @@ class FakeUpstream:
         denied = self._anthropic_auth(request)
         if denied is not None:
             return denied
-        body = _parse(await request.read())  # read() is cached
+        body = json_or_none(await request.read())  # read() is cached
         if not isinstance(body, dict):
             return self._anthropic_response(400, wire_anthropic.anthropic_error(
                 "invalid_request_error", "There was an issue with the format of your request: "
@@ -330,7 +203,7 @@ class FakeUpstream:
         denied = self._anthropic_auth(request)
         if denied is not None:
             return denied
-        body = _parse(await request.read())
+        body = json_or_none(await request.read())
         if not isinstance(body, dict) or "messages" not in body or "model" not in body:
             return self._anthropic_response(400, wire_anthropic.anthropic_error(
                 "invalid_request_error", "model, messages: Field required"))
@@ -343,7 +216,7 @@ class FakeUpstream:
         denied = self._openai_auth(request)
         if denied is not None:
             return denied
-        body = _parse(await request.read())
+        body = json_or_none(await request.read())
         if not isinstance(body, dict):
             return self._openai_response(400, wire_openai.openai_error("We could not parse the JSON body of "
                                                                 "your request."))

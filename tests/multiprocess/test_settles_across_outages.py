@@ -36,7 +36,7 @@ from tests.redis import RedisServer, redis_server
 @pytest.mark.parametrize("mode", ["closed", "open"])
 def test_unreachable_redis_refuses_or_serves_limited_requests_and_always_serves_the_rest(
         upstream: FakeUpstream, tmp_path: Path, mode: str) -> None:
-    from tests.fakes.upstream import closed_port_url
+    from tests.fakes.loopback import closed_port_url
 
     gone = closed_port_url().replace("http://", "redis://")
     gw = Gateway(tmp_path, standard_config(upstream), args=("--redis", gone, "--budgets-unavailable", mode)).start()
@@ -62,7 +62,7 @@ def test_unreachable_redis_refuses_or_serves_limited_requests_and_always_serves_
 
 def test_budgets_open_serves_at_most_its_allowance_while_redis_is_away(upstream: FakeUpstream,
                                                                        tmp_path: Path) -> None:
-    from tests.fakes.upstream import closed_port_url
+    from tests.fakes.loopback import closed_port_url
 
     gone = closed_port_url().replace("http://", "redis://")
     gw = Gateway(tmp_path, standard_config(upstream), env={"TALLYGATE_BUDGETS_OPEN_ALLOWANCE": "0.10"},

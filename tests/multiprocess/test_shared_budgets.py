@@ -323,7 +323,7 @@ def test_a_cli_change_binds_every_process_from_the_moment_it_returns(trio: list[
 
 
 def test_a_cli_change_with_redis_unreachable_changes_nothing(trio: list[Gateway]) -> None:
-    from tests.fakes.upstream import closed_port_url
+    from tests.fakes.loopback import closed_port_url
 
     gone = closed_port_url().replace("http://", "redis://")
     key = make_key(trio[0], "cli-unreachable")

@@ -126,7 +126,7 @@ def test_slack_webhooks_get_slack_text(tmp_path: Path) -> None:
 
 def test_a_receiver_that_stays_down_is_retried_then_given_up_without_logging_its_path(
         tmp_path: Path, caplog) -> None:  # type: ignore[no-untyped-def]
-    from tests.fakes.upstream import closed_port_url
+    from tests.fakes.loopback import closed_port_url
 
     url = closed_port_url() + "/services/T000/B000/secret-token"
     sender = WebhookSender([WebhookConfig(url=url, secret="s", retry_for_s=0.3, allow_private=True)],

@@ -12,7 +12,7 @@ import redis
 from tallygate.errors import BudgetExceeded, BudgetUnavailable
 from tallygate.pipeline.budget import Scope
 from tallygate.pipeline.redis_budget import RedisBudget
-from tests.fakes.upstream import closed_port_url
+from tests.fakes.loopback import closed_port_url
 from tests.redis import RedisServer, redis_server
 
 

@@ -17,7 +17,7 @@ from tallygate.pipeline.budget import Scope
 from tallygate.pipeline.ratelimit import RateHold
 from tallygate.pipeline.ratelimit_rules import Rule
 from tallygate.pipeline.redis_ratelimit import RatedRedisBudget
-from tests.fakes.upstream import closed_port_url
+from tests.fakes.loopback import closed_port_url
 from tests.redis import RedisServer, redis_server
 
 
