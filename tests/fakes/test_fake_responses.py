@@ -17,12 +17,6 @@ from tests.fakes.upstream import FakeUpstream
 TOOL = {"type": "function", "name": "search", "parameters": {"type": "object", "properties": {}}}
 
 
-@pytest.fixture(scope="module")
-def up() -> Iterator[FakeUpstream]:
-    with FakeUpstream() as fake:
-        yield fake
-
-
 @pytest.fixture()
 def oai(up: FakeUpstream) -> Iterator[openai.OpenAI]:
     with openai.OpenAI(base_url=up.base_url, api_key="sk-test", max_retries=0) as c:

@@ -21,12 +21,6 @@ SEARCH = {"type": "web_search_20250305", "name": "web_search", "max_uses": 2}
 CODE = {"type": "code_execution_20250825", "name": "code_execution"}
 
 
-@pytest.fixture(scope="module")
-def up() -> Iterator[FakeUpstream]:
-    with FakeUpstream() as fake:
-        yield fake
-
-
 @pytest.fixture()
 def claude(up: FakeUpstream) -> Iterator[anthropic.Anthropic]:
     with anthropic.Anthropic(base_url=up.root_url, api_key="sk-ant", max_retries=0,
