@@ -158,7 +158,7 @@ def test_local_hours_across_30_and_60_minute_changes_at_quarter_hours(tmp_path) 
     from collections import Counter
 
     from tallygate.core import zones
-    from tests.analytics.checker import time_label
+    from tests.analytics.oracle import time_label
     from tests.records import make_record
 
     changes = {"Australia/Lord_Howe": [1775314800000, 1791041400000],  # 2026-04-04T15:00Z, 2026-10-03T15:30Z

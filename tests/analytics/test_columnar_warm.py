@@ -19,8 +19,9 @@ from tallygate.analytics.reader import AnalyticsStore
 from tallygate.core.metrics import REQUESTS
 from tallygate.store.db import migrate, open_engine
 from tallygate.store.feedback import FeedbackStore
-from tests.analytics.checker import Oracle, check_usage, http_get
+from tests.analytics.checker import check_usage, http_get
 from tests.analytics.ledgers import DAY, HOUR, T0, fill, random_records
+from tests.analytics.oracle import Oracle
 from tests.conftest import standard_config
 from tests.fakes.upstream import FakeUpstream
 from tests.gateway import ADMIN_KEY, InProcessGateway

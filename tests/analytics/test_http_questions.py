@@ -16,8 +16,9 @@ from sqlalchemy import Engine
 
 from tallygate.store.db import migrate, open_engine
 from tallygate.store.keys import KeyStore
-from tests.analytics.checker import Oracle, check_logs, check_usage, http_get, run
+from tests.analytics.checker import check_logs, check_usage, http_get, run
 from tests.analytics.ledgers import fill, random_records
+from tests.analytics.oracle import Oracle
 from tests.conftest import standard_config
 from tests.fakes.upstream import FakeUpstream
 from tests.gateway import ADMIN_KEY, Gateway, InProcessGateway
