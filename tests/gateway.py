@@ -18,6 +18,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from decimal import Decimal
 from pathlib import Path
 
 import yaml
@@ -72,18 +73,30 @@ class Gateway:
         return subprocess.run([sys.executable, "-m", "tallygate", *args, "--db", self.db_url],
                               env=self.env, capture_output=True, text=True, timeout=60)
 
-    def create_key(self, name: str = "test", **labels: str) -> str:
-        """A new API key's secret (through the management API once the gateway runs; else the CLI)."""
+    def create_key(self, name: str = "test", monthly_limit: str | Decimal | None = None, **labels: str) -> str:
+        """A new API key's secret (through the management API once the gateway runs; else the CLI),
+        limited to `monthly_limit` USD a month if given."""
+        limit = {} if monthly_limit is None else {"monthly_limit": str(monthly_limit)}
         if self.port:
-            status, _, body = self.post_json("/v1/manage/apikey", {"name": name, "labels": labels})
+            status, _, body = self.post_json("/v1/manage/apikey", {"name": name, "labels": labels, **limit})
             assert status == 201, body
             return str(body["key"])
-        args = ["keys", "create", "--name", name]
+        args = ["keys", "create", "--name", name, *(["--limit", limit["monthly_limit"]] if limit else [])]
         for k, v in labels.items():
             args += ["--label", f"{k}={v}"]
         out = self.cli(*args)
         assert out.returncode == 0, out.stderr
         return out.stdout.strip().splitlines()[-1]
+
+    def spend_when_settled(self, key: str, timeout: float = 10.0) -> Decimal:
+        """`key`'s monthly spend once nothing of it is reserved (or after `timeout` seconds)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            status, me = self.get("/v1/key", key=key)
+            assert status == 200, me
+            if me["monthly_reserved"] == "0" or time.monotonic() > deadline:
+                return Decimal(me["monthly_spend"])
+            time.sleep(0.05)
 
     def start(self) -> Gateway:
         self.port, self.ready = free_port(), False

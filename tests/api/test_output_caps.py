@@ -4,9 +4,7 @@ on every route, native or translated, streamed or not, whatever output caps the 
 from __future__ import annotations
 
 import datetime as dt
-import itertools
 import json
-import time
 from collections.abc import Iterator
 from decimal import Decimal
 
@@ -37,7 +35,6 @@ CASES = [
     *[("/v1/chat/completions", m, {"messages": HELLO, "max_tokens": 10, "prediction": _PREDICTED})
       for m in ("lopsided", "claude-lopsided")],
 ]
-_names = itertools.count()
 
 
 def caps_config(upstream: FakeUpstream) -> dict:
@@ -68,53 +65,39 @@ def gateway(upstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[InPr
     gw.stop()
 
 
-def _spend_when_settled(gateway: InProcessGateway, key: str) -> Decimal:
-    deadline = time.monotonic() + 10
-    while True:
-        status, me = gateway.get("/v1/key", key=key)
-        assert status == 200, me
-        if me["monthly_reserved"] == "0" or time.monotonic() > deadline:
-            return Decimal(me["monthly_spend"])
-        time.sleep(0.05)
-
-
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
 @pytest.mark.parametrize(("path", "model", "body"), CASES, ids=[f"{p[4:]}-{m}-{sorted(b)}" for p, m, b in CASES])
 def test_no_body_makes_a_limited_request_spend_past_its_reservation(gateway: InProcessGateway, path: str,
                                                                     model: str, body: dict, stream: bool) -> None:
-    status, _, rec = gateway.post_json("/v1/manage/apikey", {"name": f"cap-{next(_names)}",
-                                                             "monthly_limit": str(LIMIT)})
-    assert status == 201, rec
+    key = gateway.create_key("cap", monthly_limit=LIMIT)
     payload = {**body, "model": model, "stream": stream}
-    status, _, answer = gateway.request("POST", path, json.dumps(payload).encode(), rec["key"],
+    status, _, answer = gateway.request("POST", path, json.dumps(payload).encode(), key,
                                         {"Content-Type": "application/json", "anthropic-version": "2023-06-01"})
     assert status in (200, 400, 402), answer[:300]
     if body.get("max_tokens") == 100 or body.get("max_completion_tokens") == 100 \
             or body.get("max_output_tokens") == 100:
         assert status == 200, answer[:300]  # an honest small cap is served
-    assert _spend_when_settled(gateway, rec["key"]) <= LIMIT
+    assert gateway.spend_when_settled(key) <= LIMIT
 
 
 def test_the_gateway_sends_the_cap_it_reserved_for_when_the_client_sets_none(gateway: InProcessGateway,
                                                                               upstream) -> None:  # type: ignore[no-untyped-def]
-    status, _, rec = gateway.post_json("/v1/manage/apikey", {"name": "capped", "monthly_limit": "20"})
-    assert status == 201, rec
+    key = gateway.create_key("capped", monthly_limit="20")
     upstream.clear()
     for path, body in (("/v1/chat/completions", {"messages": HELLO}), ("/v1/responses", {"input": "hi"})):
         status, _, answer = gateway.request("POST", path, json.dumps({**body, "model": "long"}).encode(),
-                                            rec["key"], {"Content-Type": "application/json"})
+                                            key, {"Content-Type": "application/json"})
         assert status == 200, answer[:300]
     sent = [r["body"] for r in upstream.requests]
     assert sent[0]["max_completion_tokens"] == 4096 and sent[1]["max_output_tokens"] == 4096
 
 
 def test_responses_whose_cost_is_hidden_are_refused_for_a_limited_key(gateway: InProcessGateway) -> None:
-    status, _, rec = gateway.post_json("/v1/manage/apikey", {"name": "hidden", "monthly_limit": str(LIMIT)})
-    assert status == 201, rec
+    key = gateway.create_key("hidden", monthly_limit=LIMIT)
     for field, value in (("previous_response_id", "resp_1"), ("background", True),
                          ("conversation", "conv_1"), ("prompt", {"id": "pmpt_1"})):
         status, _, answer = gateway.post_json("/v1/responses", {"model": "long", "input": "hi", field: value},
-                                              rec["key"])
+                                              key)
         assert status == 400 and answer["error"]["param"] == field, answer
 
 
@@ -129,17 +112,15 @@ _COSTLY_TEXT = {"emoji": "\U0001F9EC" * 1600, "cjk": "\u9F98" * 2100, "punctuati
 def test_no_prompt_text_makes_a_limited_request_spend_past_its_reservation(
         gateway: InProcessGateway, path: str, model: str, text: str) -> None:
     """The fake bills a token per byte of prompt: the reservation must bound that, whatever the script."""
-    status, _, rec = gateway.post_json("/v1/manage/apikey", {"name": f"bytes-{next(_names)}",
-                                                             "monthly_limit": str(LIMIT)})
-    assert status == 201, rec
+    key = gateway.create_key("bytes", monthly_limit=LIMIT)
     headers = {"Content-Type": "application/json", "anthropic-version": "2023-06-01"}
     costly = {"model": model, "max_tokens": 10, "messages": [{"role": "user", "content": _COSTLY_TEXT[text]}]}
-    status, _, answer = gateway.request("POST", path, json.dumps(costly).encode(), rec["key"], headers)
+    status, _, answer = gateway.request("POST", path, json.dumps(costly).encode(), key, headers)
     assert status == 402, answer[:300]  # $6+ of prompt under a $5 limit: refused before any provider sees it
     honest = {**costly, "messages": [{"role": "user", "content": _COSTLY_TEXT[text][:200]}]}
-    status, _, answer = gateway.request("POST", path, json.dumps(honest).encode(), rec["key"], headers)
+    status, _, answer = gateway.request("POST", path, json.dumps(honest).encode(), key, headers)
     assert status == 200, answer[:300]  # the same text, short enough to fit, is served
-    assert _spend_when_settled(gateway, rec["key"]) <= LIMIT
+    assert gateway.spend_when_settled(key) <= LIMIT
 
 
 # A dearer tier the body asks for, at genai-prices' list prices: OpenAI's priority processing
@@ -159,22 +140,20 @@ def test_a_dearer_tier_is_reserved_and_metered_at_its_price(gateway: InProcessGa
     the standard price would fit), and the cost recorded is the provider's price for that tier."""
     from genai_prices import data_snapshot
 
-    status, _, rec = gateway.post_json("/v1/manage/apikey", {"name": f"tier-{next(_names)}", "monthly_limit": limit})
-    assert status == 201, rec
+    key = gateway.create_key("tier", monthly_limit=limit)
     cap = "max_output_tokens" if path == "/v1/responses" else "max_tokens"
     text = {"input": "hi"} if path == "/v1/responses" else {"messages": HELLO}
     body = {"model": model, cap: 1000, "stream": stream, **text}
     headers = {"Content-Type": "application/json", "anthropic-version": "2023-06-01"}
-    status, _, answer = gateway.request("POST", path, json.dumps({**body, field: value}).encode(), rec["key"], headers)
+    status, _, answer = gateway.request("POST", path, json.dumps({**body, field: value}).encode(), key, headers)
     assert status == 402, answer[:300]  # its worst case at the dearer price does not fit
-    status, _, answer = gateway.request("POST", path, json.dumps(body).encode(), rec["key"], headers)
+    status, _, answer = gateway.request("POST", path, json.dumps(body).encode(), key, headers)
     assert status == 200, answer[:300]  # at the standard price it does
-    _spend_when_settled(gateway, rec["key"])
+    gateway.spend_when_settled(key)
 
-    status, _, free = gateway.post_json("/v1/manage/apikey", {"name": f"tier-free-{next(_names)}"})
-    assert status == 201, free
+    free_key = gateway.create_key("tier-free")
     status, answered, answer = gateway.request("POST", path, json.dumps({**body, field: value}).encode(),
-                                               free["key"], headers)
+                                               free_key, headers)
     assert status == 200, answer[:300]
     row = gateway.log_record(answered["x-request-id"])
     upstream_model, provider = ("claude-opus-4-8", "anthropic") if model == "opus" else ("gpt-4o", "openai")
@@ -211,41 +190,36 @@ def test_no_document_or_audio_makes_a_limited_request_spend_past_its_reservation
         gateway: InProcessGateway, path: str, part: dict, param: str, model: str) -> None:
     """A document is billed by its pages, audio at audio prices: a limited request holding one is
     refused with a 400 naming the part before any provider sees it."""
-    status, _, rec = gateway.post_json("/v1/manage/apikey", {"name": f"doc-{next(_names)}",
-                                                             "monthly_limit": str(LIMIT)})
-    assert status == 201, rec
+    key = gateway.create_key("doc", monthly_limit=LIMIT)
     text = {"type": "input_text" if path == "/v1/responses" else "text", "text": "summarise this"}
     turn = {"role": "user", "content": [text, part]}
     body = {"model": model, "max_tokens": 10, "messages": [turn]} if path != "/v1/responses" else \
         {"model": model, "max_output_tokens": 10, "input": [turn]}
     headers = {"Content-Type": "application/json", "anthropic-version": "2023-06-01"}
-    status, _, answer = gateway.request("POST", path, json.dumps(body).encode(), rec["key"], headers)
-    assert _spend_when_settled(gateway, rec["key"]) <= LIMIT, answer[:300]
+    status, _, answer = gateway.request("POST", path, json.dumps(body).encode(), key, headers)
+    assert gateway.spend_when_settled(key) <= LIMIT, answer[:300]
     where = "input[0].content[1]" if path == "/v1/responses" else "messages[0].content[1]"
     assert status == 400 and f"{where}.{param}" in answer.decode(), answer[:300]
 
 
 @pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/messages", "/v1/responses", "/v1/embeddings"])
 def test_a_part_of_any_json_type_is_a_400_not_a_500_for_a_limited_key(gateway: InProcessGateway, path: str) -> None:
-    status, _, rec = gateway.post_json("/v1/manage/apikey", {"name": f"odd-{next(_names)}",
-                                                             "monthly_limit": str(LIMIT)})
-    assert status == 201, rec
+    key = gateway.create_key("odd", monthly_limit=LIMIT)
     for odd in ({"type": []}, {"type": {}}, {"type": None, "source": []},
                 {"type": "image", "source": {"media_type": 5}}):
         turn = [{"role": "user", "content": [odd]}]
         body = {"model": "long", "max_tokens": 10, "messages": turn, "input": turn}
-        status, _, answer = gateway.request("POST", path, json.dumps(body).encode(), rec["key"],
+        status, _, answer = gateway.request("POST", path, json.dumps(body).encode(), key,
                                             {"Content-Type": "application/json", "anthropic-version": "2023-06-01"})
         assert 400 <= status < 500, (odd, answer[:300])
 
 
 def test_stored_items_are_refused_for_a_limited_key(gateway: InProcessGateway) -> None:
-    status, _, rec = gateway.post_json("/v1/manage/apikey", {"name": "stored", "monthly_limit": str(LIMIT)})
-    assert status == 201, rec
+    key = gateway.create_key("stored", monthly_limit=LIMIT)
     for item in ({"type": "item_reference", "id": "msg_1"}, {"id": "msg_1"}):
-        status, _, answer = gateway.post_json("/v1/responses", {"model": "long", "input": [item]}, rec["key"])
+        status, _, answer = gateway.post_json("/v1/responses", {"model": "long", "input": [item]}, key)
         assert status == 400 and answer["error"]["param"] == "input[0]", answer
-    status, _, answer = gateway.post_json("/v1/responses", {"model": "long", "input": "hi"}, rec["key"])
+    status, _, answer = gateway.post_json("/v1/responses", {"model": "long", "input": "hi"}, key)
     assert status == 200, answer  # an honest request of the same key is served
 
 
@@ -262,27 +236,23 @@ def test_an_answer_without_usage_is_priced_by_estimate_not_free(gateway: InProce
                                                                  body: dict) -> None:
     """A server that reports no usage (JSON or stream) leaves a record priced from the prompt's
     size and the answer's text, marked estimated, so a limit still binds; never $0."""
-    status, _, rec = gateway.post_json("/v1/manage/apikey", {"name": f"mute-{next(_names)}",
-                                                             "monthly_limit": str(LIMIT)})
-    assert status == 201, rec
-    status, answered, answer = gateway.request("POST", path, json.dumps(body).encode(), rec["key"],
+    key = gateway.create_key("mute", monthly_limit=LIMIT)
+    status, answered, answer = gateway.request("POST", path, json.dumps(body).encode(), key,
                                                {"Content-Type": "application/json",
                                                 "anthropic-version": "2023-06-01"})
     assert status == 200, answer[:300]
     row = gateway.log_record(answered["x-request-id"])
     assert row["usage"]["input_tokens"] >= 1000 and row["pricing_source"].endswith("(estimated)"), row
     assert Decimal(row["cost"]) >= Decimal("1"), row  # 1,000 tokens at least, at $0.001 a token
-    assert _spend_when_settled(gateway, rec["key"]) == Decimal(row["cost"])
+    assert gateway.spend_when_settled(key) == Decimal(row["cost"])
 
 
 def test_a_stream_without_usage_tells_a_client_that_asked_for_it_the_estimate(gateway: InProcessGateway) -> None:
     """A client that asked for usage (`include_usage`) of a stream whose server sends none gets a
     usage chunk before [DONE] anyway: the estimate the record carries, with its `cost`, as an
     unstreamed answer without usage does; not silence while the ledger charges the estimate."""
-    status, _, rec = gateway.post_json("/v1/manage/apikey", {"name": f"mute-{next(_names)}",
-                                                             "monthly_limit": str(LIMIT)})
-    assert status == 201, rec
-    with openai.OpenAI(base_url=gateway.base_url, api_key=rec["key"], max_retries=0) as client:
+    key = gateway.create_key("mute", monthly_limit=LIMIT)
+    with openai.OpenAI(base_url=gateway.base_url, api_key=key, max_retries=0) as client:
         chunks = list(client.chat.completions.create(
             model="mute", max_tokens=10, messages=[{"role": "user", "content": "w " * 2000}], stream=True,
             stream_options={"include_usage": True}))
@@ -294,7 +264,7 @@ def test_a_stream_without_usage_tells_a_client_that_asked_for_it_the_estimate(ga
     assert (last.usage.prompt_tokens, last.usage.completion_tokens) == (
         row["usage"]["input_tokens"], row["usage"]["output_tokens"])
     assert Decimal(str(last.usage.model_extra["cost"])) == Decimal(row["cost"]) > 0
-    assert _spend_when_settled(gateway, rec["key"]) == Decimal(row["cost"])
+    assert gateway.spend_when_settled(key) == Decimal(row["cost"])
 
 
 # Anthropic's schema-less tools: a few bytes each in the body, hundreds of prompt tokens each at
@@ -314,12 +284,10 @@ def test_anthropic_defined_tools_are_reserved_at_the_prompt_they_add(gateway: In
                        "messages": [{"role": "user", "content": "[[no tools]] hi"}]}).encode()
     headers = {"Content-Type": "application/json", "anthropic-version": "2023-06-01"}
     for limit, expected in (("1", 402), ("5", 200)):
-        status, _, rec = gateway.post_json("/v1/manage/apikey", {"name": f"tools-{next(_names)}",
-                                                                 "monthly_limit": limit})
-        assert status == 201, rec
-        status, _, answer = gateway.request("POST", "/v1/messages", body, rec["key"], headers)
+        key = gateway.create_key("tools", monthly_limit=limit)
+        status, _, answer = gateway.request("POST", "/v1/messages", body, key, headers)
         assert status == expected, answer[:300]
-        spent = _spend_when_settled(gateway, rec["key"])
+        spent = gateway.spend_when_settled(key)
         assert spent <= Decimal(limit), spent
         assert expected == 402 or spent >= Decimal("2.179"), spent  # the tools' prompt was billed
 
@@ -327,12 +295,10 @@ def test_anthropic_defined_tools_are_reserved_at_the_prompt_they_add(gateway: In
 def test_server_side_compaction_is_refused_for_a_limited_key(gateway: InProcessGateway) -> None:
     """Compaction is another sampling pass at Anthropic, reading the whole context and writing a
     summary no field caps: a 400 naming the edit, before any provider sees it."""
-    status, _, rec = gateway.post_json("/v1/manage/apikey", {"name": f"compact-{next(_names)}",
-                                                             "monthly_limit": str(LIMIT)})
-    assert status == 201, rec
+    key = gateway.create_key("compact", monthly_limit=LIMIT)
     body = {"model": "claude-long", "max_tokens": 10, "messages": HELLO,
             "context_management": {"edits": [{"type": "clear_thinking_20251015"}, {"type": "compact_20260112"}]}}
-    status, _, answer = gateway.request("POST", "/v1/messages", json.dumps(body).encode(), rec["key"],
+    status, _, answer = gateway.request("POST", "/v1/messages", json.dumps(body).encode(), key,
                                         {"Content-Type": "application/json", "anthropic-version": "2023-06-01"})
     assert status == 400 and b"context_management.edits[1].type" in answer, answer[:300]
 
@@ -340,11 +306,9 @@ def test_server_side_compaction_is_refused_for_a_limited_key(gateway: InProcessG
 def test_azure_on_your_data_is_refused_for_a_limited_key(gateway: InProcessGateway) -> None:
     """`data_sources` makes Azure retrieve documents into the prompt, billed as prompt tokens the
     body does not hold: a 400 naming it (the body is relayed to Azure as it is)."""
-    status, _, rec = gateway.post_json("/v1/manage/apikey", {"name": f"oyd-{next(_names)}",
-                                                             "monthly_limit": str(LIMIT)})
-    assert status == 201, rec
+    key = gateway.create_key("oyd", monthly_limit=LIMIT)
     source = {"type": "azure_search", "parameters": {"endpoint": "https://s.search.windows.net", "index_name": "i",
                                                      "top_n_documents": 50}}
     status, _, answer = gateway.post_json("/v1/chat/completions", {"model": "long", "max_tokens": 10, "messages": HELLO,
-                                                                   "data_sources": [source]}, rec["key"])
+                                                                   "data_sources": [source]}, key)
     assert status == 400 and answer["error"]["param"] == "data_sources", answer

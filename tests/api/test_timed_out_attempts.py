@@ -4,9 +4,7 @@ estimated, so no limited key can spend past its cap by making requests outlast t
 
 from __future__ import annotations
 
-import itertools
 import json
-import time
 from collections.abc import Iterator
 from decimal import Decimal
 
@@ -17,7 +15,6 @@ from tests.gateway import InProcessGateway
 
 _PRICED = {"input_per_mtok": "1000", "output_per_mtok": "1000"}  # $0.001 a token both ways
 HEADERS = {"Content-Type": "application/json", "anthropic-version": "2023-06-01"}
-_names = itertools.count()
 
 
 @pytest.fixture(scope="module")
@@ -37,23 +34,6 @@ def gateway(upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) ->
     gw.stop()
 
 
-def _key(gateway: InProcessGateway, limit: str | None) -> str:
-    status, _, rec = gateway.post_json("/v1/manage/apikey", {"name": f"slow-{next(_names)}",
-                                                             **({"monthly_limit": limit} if limit else {})})
-    assert status == 201, rec
-    return str(rec["key"])
-
-
-def _spend_when_settled(gateway: InProcessGateway, key: str) -> Decimal:
-    deadline = time.monotonic() + 10
-    while True:
-        status, me = gateway.get("/v1/key", key=key)
-        assert status == 200, me
-        if me["monthly_reserved"] == "0" or time.monotonic() > deadline:
-            return Decimal(me["monthly_spend"])
-        time.sleep(0.05)
-
-
 def _body(path: str, model: str, stream: bool, cap: int = 100) -> dict:
     if path == "/v1/embeddings":
         return {"model": model, "input": "w " * 400}
@@ -71,7 +51,7 @@ _CASES = [(path, model, stream) for path in ("/v1/chat/completions", "/v1/messag
                          ids=[f"{p[4:]}-{m}-{'stream' if s else 'json'}" for p, m, s in _CASES])
 def test_an_attempt_that_timed_out_is_charged_its_worst_case(gateway: InProcessGateway, path: str, model: str,
                                                              stream: bool) -> None:
-    key = _key(gateway, "5")
+    key = gateway.create_key("slow", monthly_limit="5")
     status, answered, answer = gateway.request("POST", path, json.dumps(_body(path, model, stream)).encode(), key,
                                                HEADERS)
     assert status == 504, answer[:300]
@@ -81,13 +61,13 @@ def test_an_attempt_that_timed_out_is_charged_its_worst_case(gateway: InProcessG
     assert row["usage"]["input_tokens"] >= 200, row  # 800 characters of prompt, about four a token
     assert row["usage"]["output_tokens"] == (0 if path == "/v1/embeddings" else 100), row  # the cap sent
     assert Decimal(row["cost"]) > 0
-    assert _spend_when_settled(gateway, key) == Decimal(row["cost"]) <= 5
+    assert gateway.spend_when_settled(key) == Decimal(row["cost"]) <= 5
 
 
 def test_requests_that_outlast_the_timeout_cannot_spend_past_a_limit_for_free(gateway: InProcessGateway) -> None:
     """Each is charged about $1.2 (1,000 output tokens and its prompt), reserved about $1.9: the
     third is refused."""
-    key = _key(gateway, "3.5")
+    key = gateway.create_key("slow", monthly_limit="3.5")
     statuses = []
     for _ in range(3):
         status, _, answer = gateway.request("POST", "/v1/chat/completions",
@@ -95,7 +75,7 @@ def test_requests_that_outlast_the_timeout_cannot_spend_past_a_limit_for_free(ga
                                             key, HEADERS)
         statuses.append(status)
     assert statuses == [504, 504, 402], statuses
-    assert Decimal("2.4") <= _spend_when_settled(gateway, key) <= Decimal("3.5")
+    assert Decimal("2.4") <= gateway.spend_when_settled(key) <= Decimal("3.5")
 
 
 def test_a_limited_request_is_not_tried_again_after_a_timeout(gateway: InProcessGateway,
@@ -104,13 +84,13 @@ def test_a_limited_request_is_not_tried_again_after_a_timeout(gateway: InProcess
     request under no limit falls back, charged both attempts."""
     upstream.clear()
     body = json.dumps(_body("/v1/chat/completions", "policy/slow-then-fast", False)).encode()
-    limited = _key(gateway, "5")
+    limited = gateway.create_key("slow", monthly_limit="5")
     status, _, answer = gateway.request("POST", "/v1/chat/completions", body, limited, HEADERS)
     assert status == 504, answer[:300]
     assert [r["body"]["model"] for r in upstream.requests] == ["slow-1000"]
-    assert Decimal("0") < _spend_when_settled(gateway, limited) <= 5
+    assert Decimal("0") < gateway.spend_when_settled(limited) <= 5
 
-    free = _key(gateway, None)
+    free = gateway.create_key("slow")
     status, answered, answer = gateway.request("POST", "/v1/chat/completions", body, free, HEADERS)
     assert status == 200, answer[:300]
     served = json.loads(answer)["usage"]

@@ -4,9 +4,7 @@ worst case is reserved before the request is sent, with the bound the gateway se
 
 from __future__ import annotations
 
-import itertools
 import json
-import time
 from collections.abc import Iterator
 from decimal import Decimal
 
@@ -29,7 +27,6 @@ FEES_ONLY = {"input_per_mtok": "0.001", "output_per_mtok": "0.001", "web_search_
              "file_search_per_call": "1"}
 TEN = {"input_per_mtok": "10", "output_per_mtok": "10", "web_search_per_call": "0.01"}
 SEARCH = {"type": "web_search_20250305", "name": "web_search"}
-_names = itertools.count()
 
 
 @pytest.fixture(scope="module")
@@ -59,22 +56,6 @@ def _cost(rate: dict[str, str], input_tokens: int, output_tokens: int, **uses: i
     usd = (Decimal(rate["input_per_mtok"]) * input_tokens + Decimal(rate["output_per_mtok"]) * output_tokens) \
         / 10**6
     return usd + sum((Decimal(rate[f"{k}_per_call"]) * n for k, n in uses.items()), Decimal(0))
-
-
-def _key(gateway: InProcessGateway, limit: str) -> str:
-    status, _, rec = gateway.post_json("/v1/manage/apikey", {"name": f"tools-{next(_names)}", "monthly_limit": limit})
-    assert status == 201, rec
-    return str(rec["key"])
-
-
-def _spend_when_settled(gateway: InProcessGateway, key: str) -> Decimal:
-    deadline = time.monotonic() + 10
-    while True:
-        status, me = gateway.get("/v1/key", key=key)
-        assert status == 200, me
-        if me["monthly_reserved"] == "0" or time.monotonic() > deadline:
-            return Decimal(me["monthly_spend"])
-        time.sleep(0.05)
 
 
 ASK = [{"role": "user", "content": "what happened in the news today?"}]
@@ -145,7 +126,7 @@ def test_a_search_model_bills_its_search_at_the_list_price(gateway: InProcessGat
 
 def test_a_limited_request_sends_the_tool_bounds_it_reserved_for(gateway: InProcessGateway,
                                                                  upstream: FakeUpstream) -> None:
-    key = _key(gateway, "100")
+    key = gateway.create_key("tools", monthly_limit="100")
     upstream.clear()
     client = anthropic.Anthropic(base_url=gateway.url, api_key=key, max_retries=0)
     client.messages.create(model="claude-fees", max_tokens=50, messages=ASK, tools=[SEARCH])  # type: ignore[arg-type, list-item]
@@ -165,7 +146,7 @@ def test_a_limited_request_sends_the_tool_bounds_it_reserved_for(gateway: InProc
 def test_the_reservation_refuses_when_the_tool_fees_could_pass_the_limit(gateway: InProcessGateway,
                                                                          upstream: FakeUpstream) -> None:
     """$1 a search under a $3 limit: 2 searches fit, 4 (or the gateway's default of 5) would not."""
-    key = _key(gateway, "3")
+    key = gateway.create_key("tools", monthly_limit="3")
     client = anthropic.Anthropic(base_url=gateway.url, api_key=key, max_retries=0)
     oai = openai.OpenAI(base_url=gateway.base_url, api_key=key, max_retries=0)
     upstream.clear()
@@ -180,7 +161,7 @@ def test_the_reservation_refuses_when_the_tool_fees_could_pass_the_limit(gateway
     served = client.messages.create(model="claude-fees", max_tokens=50, messages=ASK,  # type: ignore[arg-type]
                                     tools=[{**SEARCH, "max_uses": 2}])  # type: ignore[list-item]
     assert served.usage.server_tool_use is not None and served.usage.server_tool_use.web_search_requests == 2
-    spend = _spend_when_settled(gateway, key)
+    spend = gateway.spend_when_settled(key)
     assert Decimal("2") < spend == Decimal(str(served.usage.cost)) <= Decimal("3")  # type: ignore[attr-defined]
     with pytest.raises(openai.APIStatusError) as spent:  # $1 left: one more search would not fit
         oai.responses.create(model="gpt-fees", input="look it up", tools=[{"type": "web_search"}], max_tool_calls=1)
@@ -191,7 +172,7 @@ def test_an_unmetered_hosted_tool_is_refused_on_a_limited_request(gateway: InPro
                                                                    upstream: FakeUpstream) -> None:
     """image_generation is billed outside the usage a response reports: a key under a limit gets a
     400 naming the tool, before any provider sees it."""
-    key = _key(gateway, "100")
+    key = gateway.create_key("tools", monthly_limit="100")
     upstream.clear()
     oai = openai.OpenAI(base_url=gateway.base_url, api_key=key, max_retries=0)
     with pytest.raises(openai.BadRequestError) as refused:
@@ -203,7 +184,7 @@ def test_an_unmetered_hosted_tool_is_refused_on_a_limited_request(gateway: InPro
 
 def test_audio_output_is_refused_on_a_limited_request(gateway: InProcessGateway, upstream: FakeUpstream) -> None:
     """Audio output tokens cost several times text ones, at prices the gateway does not meter."""
-    key = _key(gateway, "100")
+    key = gateway.create_key("tools", monthly_limit="100")
     upstream.clear()
     oai = openai.OpenAI(base_url=gateway.base_url, api_key=key, max_retries=0)
     for extra in ({"modalities": ["text", "audio"], "audio": {"voice": "alloy", "format": "wav"}},
@@ -232,10 +213,10 @@ def test_search_results_of_any_size_cannot_take_a_limited_request_past_its_limit
     payload = json.dumps({**body, "stream": stream}).encode()
     headers = {"Content-Type": "application/json", "anthropic-version": "2023-06-01"}
     for limit, expected in (("0.5", 402), ("3", 200)):
-        key = _key(gateway, limit)
+        key = gateway.create_key("tools", monthly_limit=limit)
         status, _, answer = gateway.request("POST", path, payload, key, headers)
         assert status == expected, answer[:300]
-        spent = _spend_when_settled(gateway, key)
+        spent = gateway.spend_when_settled(key)
         assert spent <= Decimal(limit), spent
         assert expected == 402 or spent >= Decimal("1.2"), spent  # the results were billed
 
@@ -245,7 +226,8 @@ def test_a_search_on_a_model_of_unknown_context_window_is_refused_for_a_limited_
     """Nothing bounds its results: a 400 naming the tool, before any provider sees it; a key
     under no limit is served."""
     upstream.clear()
-    oai = openai.OpenAI(base_url=gateway.base_url, api_key=_key(gateway, "100"), max_retries=0)
+    key = gateway.create_key("tools", monthly_limit="100")
+    oai = openai.OpenAI(base_url=gateway.base_url, api_key=key, max_retries=0)
     with pytest.raises(openai.BadRequestError) as refused:
         oai.responses.create(model="gpt-nowindow", input="look it up", tools=[{"type": "web_search"}])
     assert refused.value.body["param"] == "tools[0].type", refused.value.body  # type: ignore[index]
@@ -282,6 +264,6 @@ def test_anthropic_tool_search_is_reserved_for_every_pass_of_the_server_loop(gat
     tools = [{"type": "tool_search_tool_regex_20251119", "name": "tool_search_tool_regex"}]
     body = json.dumps({"model": "claude-big", "max_tokens": 50, "tools": tools,
                        "messages": [{"role": "user", "content": "[[no tools]] find a tool"}]}).encode()
-    status, _, answer = gateway.request("POST", "/v1/messages", body, _key(gateway, "3"),
+    status, _, answer = gateway.request("POST", "/v1/messages", body, gateway.create_key("tools", monthly_limit="3"),
                                         {"Content-Type": "application/json", "anthropic-version": "2023-06-01"})
     assert status == 402, answer[:300]

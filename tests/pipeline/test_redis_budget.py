@@ -4,7 +4,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+import contextlib
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import redis
@@ -33,19 +34,45 @@ def _engine(url: str, ledger: dict[str, int] | None = None, **kw: object) -> Red
                        **kw)  # type: ignore[arg-type]
 
 
-async def _settled(engine: RedisBudget) -> None:
-    for _ in range(100):
+@contextlib.asynccontextmanager
+async def _running(url: str, ledger: dict[str, int] | None = None, **kw: object) -> AsyncIterator[RedisBudget]:
+    """A started engine (`_engine`), stopped at the end."""
+    engine = _engine(url, ledger, **kw)
+    await engine.start()
+    try:
+        yield engine
+    finally:
+        await engine.stop()
+
+
+async def _drained(engine: RedisBudget, tries: int = 100) -> None:
+    """Until the engine's settle queue is empty, `tries` times 10 ms at most."""
+    for _ in range(tries):
         if not engine._queue:
             break
         await asyncio.sleep(0.01)
+
+
+async def _settled(engine: RedisBudget) -> None:
+    await _drained(engine)
     await asyncio.sleep(0.02)
+
+
+async def _unwritten_settle_over_a_pass_from_the_ledger(url: str, ledger: dict[str, int], written: int) -> None:
+    """With the ledger at `written` for "k": another process's settle of 100 reaches the counter
+    before its record is written, the pass from the ledger after a state loss runs, then that
+    record is written (the ledger at `written` + 100)."""
+    direct = redis.Redis.from_url(url)
+    [counter] = direct.scan_iter(match="tg:*:s:k")
+    direct.incrby(counter, 100)  # another process's settle, its record not yet written
+    ledger["k"] = written
+    await asyncio.sleep(3.5)  # the pass from the ledger after the state loss
+    ledger["k"] = written + 100  # the other's written
 
 
 def test_a_reservation_holds_every_scope_or_none(url: str) -> None:
     async def run() -> None:
-        engine = _engine(url)
-        await engine.start()
-        try:
+        async with _running(url) as engine:
             key, team, free = Scope("key", "k", "key", 100), Scope("budget", "budget:b", "budget 'b'", 90), \
                 Scope("key", "k2", "free", None)
             hold = await engine.reserve([key, team, free], 80)
@@ -60,8 +87,6 @@ def test_a_reservation_holds_every_scope_or_none(url: str) -> None:
             await engine.reserve([team], 60)  # 30 spent + 60 held = exactly the limit
             with pytest.raises(BudgetExceeded):
                 await engine.reserve([team], 1)
-        finally:
-            await engine.stop()
 
     asyncio.run(run())
 
@@ -71,9 +96,7 @@ def test_limits_near_nine_million_dollars_compare_exactly(url: str) -> None:
     limit = 9_000_000 * 10**12 + 1
 
     async def run() -> None:
-        engine = _engine(url, {"big": limit - 10})
-        await engine.start()
-        try:
+        async with _running(url, {"big": limit - 10}) as engine:
             scope = Scope("key", "big", "big", limit)
             assert engine.spend("big") == limit - 10
             hold = await engine.reserve([scope], 11 - 1)  # exactly the limit
@@ -82,8 +105,6 @@ def test_limits_near_nine_million_dollars_compare_exactly(url: str) -> None:
             engine.settle(hold, 0)
             await _settled(engine)
             assert engine.reserved("big") == 0 and engine.spend("big") == limit - 10
-        finally:
-            await engine.stop()
 
     asyncio.run(run())
 
@@ -113,18 +134,12 @@ def test_holds_of_a_process_that_stops_renewing_expire(url: str) -> None:
 
 def test_long_requests_keep_their_holds_while_the_process_renews_them(url: str) -> None:
     async def run() -> None:
-        a, b = _engine(url, ttl_s=1.0), _engine(url, ttl_s=1.0)
-        await a.start()
-        await b.start()
-        try:
+        async with _running(url, ttl_s=1.0) as a, _running(url, ttl_s=1.0) as b:
             scope = Scope("key", "k", "key", 100)
             await a.reserve([scope], 90)
             await asyncio.sleep(2.5)  # longer than the TTL: `a` renews every ttl/3
             await b._heartbeat(args=[b._p, b.process, b._ttl_ms])
             assert b.reserved("k") == 90
-        finally:
-            await a.stop()
-            await b.stop()
         assert redis.Redis.from_url(url).get("tg:rt:k") is None  # a clean stop lets go of its holds
 
     asyncio.run(run())
@@ -134,9 +149,7 @@ def test_counters_are_rebuilt_from_the_ledger_when_redis_loses_them(url: str) ->
     ledger = {"k": 40}
 
     async def run() -> None:
-        engine = _engine(url, ledger)
-        await engine.start()
-        try:
+        async with _running(url, ledger) as engine:
             scope = Scope("key", "k", "key", 100)
             assert engine.spend("k") == 40
             hold = await engine.reserve([scope], 10)
@@ -149,8 +162,6 @@ def test_counters_are_rebuilt_from_the_ledger_when_redis_loses_them(url: str) ->
                 await engine.reserve([scope], 51)  # rebuilt from the ledger first: 50 + 51 > 100
             assert engine.spend("k") == 50  # the larger of the counter and the ledger: never twice
             await engine.reserve([scope], 50)
-        finally:
-            await engine.stop()
 
     asyncio.run(run())
 
@@ -185,9 +196,7 @@ def test_unreachable_redis_refuses_limited_requests_when_closed_and_serves_its_a
 def test_thousands_of_concurrent_reservations_share_one_connection_and_a_cancelled_one_is_released(
         url: str) -> None:
     async def run() -> None:
-        engine = _engine(url)
-        await engine.start()
-        try:
+        async with _running(url) as engine:
             scope = Scope("key", "k", "key", 10**15)
             holds = await asyncio.gather(*(engine.reserve([scope], 7) for _ in range(3000)))
             assert engine.reserved("k") == 3000 * 7
@@ -203,8 +212,6 @@ def test_thousands_of_concurrent_reservations_share_one_connection_and_a_cancell
                 if engine.reserved("k") == 0:
                     break
             assert engine.reserved("k") == 0
-        finally:
-            await engine.stop()
 
     asyncio.run(run())
 
@@ -215,9 +222,7 @@ def test_ledger_spend_adopted_while_redis_is_down_is_sent_once_it_answers() -> N
     the next heartbeat once it answers."""
     async def run() -> None:
         with redis_server() as own:
-            engine = _engine(own.url, ttl_s=0.3, timeout_s=0.2)
-            await engine.start()
-            try:
+            async with _running(own.url, ttl_s=0.3, timeout_s=0.2) as engine:
                 w = engine.windows.at("month", engine.now_ms())
                 own.stop()
                 await asyncio.to_thread(engine.adopt, {f"{w.slots[0]}:s:budget:new": 70}, [w])
@@ -228,8 +233,6 @@ def test_ledger_spend_adopted_while_redis_is_down_is_sent_once_it_answers() -> N
                         break
                     await asyncio.sleep(0.1)
                 assert int(client.get(f"tg:{w.slots[0]}:s:budget:new") or 0) == 70
-            finally:
-                await engine.stop()
 
     asyncio.run(run())
 
@@ -243,9 +246,7 @@ def test_a_settle_held_up_across_a_redis_restart_counts_when_reserved_after_it()
     ledger = {"k": 0}
     with redis_server() as own:
         async def run() -> None:
-            engine = _engine(own.url, ledger)
-            await engine.start()
-            try:
+            async with _running(own.url, ledger) as engine:
                 scope = Scope("key", "k", "key", 10**6)
                 before = await engine.reserve([scope], 10, request_id="r-before")
                 restart = asyncio.create_task(asyncio.to_thread(own.restart, 2.0))
@@ -255,19 +256,9 @@ def test_a_settle_held_up_across_a_redis_restart_counts_when_reserved_after_it()
                 await restart
                 after = await engine.reserve([scope], 10, request_id="r-after")  # counters built: 5
                 engine.settle(after, 7)  # queued behind the held-up one
-                for _ in range(500):
-                    if not engine._queue:
-                        break
-                    await asyncio.sleep(0.01)
-                direct = redis.Redis.from_url(own.url)
-                [counter] = direct.scan_iter(match="tg:*:s:k")
-                direct.incrby(counter, 100)  # another process's settle, its record not yet written
-                ledger["k"] = 12  # r-after written
-                await asyncio.sleep(3.5)  # the pass from the ledger after the state loss
-                ledger["k"] = 112  # the other's written
+                await _drained(engine, 500)
+                await _unwritten_settle_over_a_pass_from_the_ledger(own.url, ledger, 12)  # 12: r-after written
                 assert engine.spend("k") == 112 and engine.drift() == 0
-            finally:
-                await engine.stop()
 
         asyncio.run(run())
 
@@ -281,9 +272,7 @@ def test_a_request_reserved_before_a_redis_restart_and_settled_after_it_counts()
     ledger = {"k": 0}
     with redis_server() as own:
         async def run() -> None:
-            engine = _engine(own.url, ledger)
-            await engine.start()
-            try:
+            async with _running(own.url, ledger) as engine:
                 scope = Scope("key", "k", "key", 10**6)
                 held_up = await engine.reserve([scope], 10, request_id="r-held-up")
                 long = await engine.reserve([scope], 10, request_id="r-long")  # still running
@@ -295,18 +284,8 @@ def test_a_request_reserved_before_a_redis_restart_and_settled_after_it_counts()
                 await engine.reserve([scope], 10, request_id="r-next")  # Redis answers again: counters built (5)
                 await asyncio.sleep(0.3)
                 engine.settle(long, 7)  # its record comes later than the build
-                for _ in range(500):
-                    if not engine._queue:
-                        break
-                    await asyncio.sleep(0.01)
-                direct = redis.Redis.from_url(own.url)
-                [counter] = direct.scan_iter(match="tg:*:s:k")
-                direct.incrby(counter, 100)  # another process's settle, its record not yet written
-                ledger["k"] = 12  # r-long written
-                await asyncio.sleep(3.5)  # the pass from the ledger after the state loss
-                ledger["k"] = 112  # the other's written
+                await _drained(engine, 500)
+                await _unwritten_settle_over_a_pass_from_the_ledger(own.url, ledger, 12)  # 12: r-long written
                 assert engine.spend("k") == 112 and engine.drift() == 0
-            finally:
-                await engine.stop()
 
         asyncio.run(run())
