@@ -28,6 +28,7 @@ from tests.gateway import ADMIN_KEY, Gateway
 BIG = [{"role": "user", "content": "x" * 400}]  # $0.401 on `priced-bytes` (a token a byte)
 DIMS = ("tag_level.2", "key", "label.team", "model")
 PICO = Decimal("0.000000000001")
+HOUR_MS, DAY_MS = 3_600_000, 86_400_000
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +122,7 @@ def expected_movers(gw: Gateway, dim: str, windows: list[tuple[int, int]], metri
 def test_movers_are_the_usage_apis_figures_against_the_mean_of_the_previous_days(
         admin: Session, live: Gateway, metric: str) -> None:
     windows = open_oncall(admin, f"hours=6&days=3&metric={metric}")
-    assert len(windows) == 4 and all(a % 3_600_000 == 0 and 6 * 3_600_000 <= b - a < 7 * 3_600_000 for a, b in windows)
+    assert len(windows) == 4 and all(a % 60_000 == 0 and b - a == 6 * HOUR_MS for a, b in windows)
     assert [windows[0][0] - w[0] for w in windows] == [k * 86_400_000 for k in range(4)]
     for dim in DIMS:
         shown = []
@@ -132,6 +133,18 @@ def test_movers_are_the_usage_apis_figures_against_the_mean_of_the_previous_days
             assert now == (money(shown[-1][1] or "") if metric == "cost" else f"{int(shown[-1][1] or 0):,}")
         assert shown == expected_movers(live, dim, windows, metric), dim
     assert any(admin.page.query_selector_all("tr.mover"))  # the ledger runs up to now: something rose
+    assert admin.errors == []
+
+
+def test_the_last_hours_are_counted_to_the_minute_not_from_the_top_of_the_hour(admin: Session) -> None:
+    """At 05:19 the last 3 hours are 02:20 to 05:20 (the current minute included), 3 hours and not
+    the 3 h 19 min from 02:00; the same hours the day before likewise."""
+    at = (dt.datetime.now(dt.UTC) - dt.timedelta(days=1)).replace(hour=5, minute=19, second=30, microsecond=0)
+    admin.page.clock.set_fixed_time(at)
+    windows = open_oncall(admin, "hours=3&days=1&tz=UTC")
+    end = int(at.replace(minute=20, second=0).timestamp() * 1000)
+    assert windows == [(end - 3 * HOUR_MS, end), (end - 3 * HOUR_MS - DAY_MS, end - DAY_MS)]
+    assert "(02:20–05:20 UTC)" in admin.page.locator("header.page-header").inner_text()
     assert admin.errors == []
 
 

@@ -1,7 +1,7 @@
 // On call: what an engineer paged at night needs on one page. The last hours minute by minute
 // against the same hours of the previous days, what rose the most (tag, key, label, model), the
-// alerts that fired; every row links to the logs of its slice and window. "The last N hours" start
-// on the hour: 04:00 to now at 07:25 for the last 3 hours.
+// alerts that fired; every row links to the logs of its slice and window. "The last N hours" are
+// counted to the minute: 04:26 to 07:26 at 07:25 for the last 3 hours (the current minute included).
 //
 // Composed from the public APIs: `/v1/analytics/minutes` (one call per day), `/v1/analytics/usage`
 // per dimension and day, `/v1/alerts`. "The same hours" of a previous day are 24 hours earlier.
@@ -58,13 +58,12 @@ function ratioText(now, usual) {
 }
 
 /**
- * The windows compared: [from, to) now, then 24 h earlier for each previous day. A window starts
- * on the hour at or before `hours` ago and runs through the current minute, so only its last
- * (partial) hour is read from the raw ledger and whole hours come from the roll-ups.
+ * The windows compared: [from, to) now, then 24 h earlier for each previous day. A window runs
+ * through the current minute and is `hours` long exactly: it does not reach back to the hour.
  */
 function windowsOf(hours, days, now) {
   const to = Math.floor(now / MINUTE) * MINUTE + MINUTE;
-  const from = Math.floor((to - hours * HOUR) / HOUR) * HOUR;
+  const from = to - hours * HOUR;
   return Array.from({ length: days + 1 }, (_, k) => ({ from: from - k * DAY, to: to - k * DAY, back: k }));
 }
 
