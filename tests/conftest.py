@@ -1,5 +1,6 @@
-"""Shared fixtures: a fake provider speaking OpenAI's and Anthropic's wire formats, and a
-factory of real gateway processes configured against it."""
+"""Shared fixtures: a fake provider speaking OpenAI's and Anthropic's wire formats, a factory of
+real gateway processes configured against it, and a Redis server (`rds`) and PostgreSQL (`pg`)
+for a test module, on free ports."""
 
 from __future__ import annotations
 
@@ -10,12 +11,26 @@ import pytest
 from tests.fakes.loopback import closed_port_url
 from tests.fakes.upstream import FakeUpstream
 from tests.gateway import ADMIN_KEY, Gateway, InProcessGateway
+from tests.postgres import PostgresInstance, postgres_instance
+from tests.redis import RedisServer, redis_server
 
 
 @pytest.fixture(scope="session")
 def upstream() -> Iterator[FakeUpstream]:
     with FakeUpstream() as fake:
         yield fake
+
+
+@pytest.fixture(scope="module")
+def rds() -> Iterator[RedisServer]:
+    with redis_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def pg() -> Iterator[PostgresInstance]:
+    with postgres_instance() as server:
+        yield server
 
 
 def standard_config(upstream: FakeUpstream) -> dict:

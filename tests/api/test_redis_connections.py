@@ -16,15 +16,9 @@ import redis
 from tests.conftest import standard_config
 from tests.fakes.upstream import FakeUpstream
 from tests.gateway import InProcessGateway
-from tests.redis import RedisServer, redis_server
+from tests.redis import RedisServer
 
 HELLO = [{"role": "user", "content": "hello connections"}]
-
-
-@pytest.fixture(scope="module")
-def rds() -> Iterator[RedisServer]:
-    with redis_server() as server:
-        yield server
 
 
 @pytest.fixture(scope="module")

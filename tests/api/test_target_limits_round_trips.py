@@ -20,7 +20,7 @@ from tallygate.pipeline.redis_ratelimit_lua import RATE_SETTLE, RESERVE_RATED
 from tests.conftest import standard_config
 from tests.fakes.upstream import FakeUpstream
 from tests.gateway import InProcessGateway
-from tests.redis import RedisServer, redis_server
+from tests.redis import RedisServer
 
 HELLO = [{"role": "user", "content": "hello round trips"}]
 
@@ -31,12 +31,6 @@ def _sha(script: str) -> str:
 
 RESERVATIONS = {_sha(RESERVE_RATED), _sha(RESERVE)}
 AFTER_THE_ANSWER = {_sha(SETTLE), _sha(RATE_SETTLE), _sha(HEARTBEAT)}  # settles; the heartbeat's timer
-
-
-@pytest.fixture(scope="module")
-def rds() -> Iterator[RedisServer]:
-    with redis_server() as server:
-        yield server
 
 
 @pytest.fixture(scope="module")

@@ -4,25 +4,17 @@ whichever worker answers the scrape, and each threshold alert is delivered once.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import openai
-import pytest
 
 from tests.fakes.upstream import FakeUpstream
 from tests.gateway import Gateway
 from tests.observe.receiver import Receiver
 from tests.observe.test_metrics import _value, scrape
-from tests.redis import RedisServer, redis_server
+from tests.redis import RedisServer
 
 BIG = [{"role": "user", "content": "x" * 400}]  # $0.401 on `priced-bytes` (a token a byte)
-
-
-@pytest.fixture(scope="module")
-def rds() -> Iterator[RedisServer]:
-    with redis_server() as server:
-        yield server
 
 
 def test_two_workers_sum_their_metrics_and_fire_each_alert_once(upstream: FakeUpstream, rds: RedisServer,
