@@ -56,3 +56,14 @@ def test_slow_headers_on_messages_get_anthropics_shape(edge: Gateway) -> None:
     assert status.startswith(b"HTTP/1.1 408") and time.monotonic() - started < 5, status
     assert body["type"] == "error" and body["error"]["code"] == "header_timeout", body
     assert "x-request-id" not in headers  # no key was read: no record
+
+
+@pytest.mark.parametrize("late", [
+    "Transfer-Encoding: chunked\r\n\r\nzz\r\n",  # a chunk size that is not hex: 400 invalid_http
+    "X-Big: " + "a" * 70_000 + "\r\n\r\n",  # headers past TALLYGATE_MAX_HEAD_BYTES: 431
+], ids=["invalid-http", "headers-too-large"])
+def test_unreadable_requests_on_messages_get_anthropics_shape(edge: Gateway, late: str) -> None:
+    status, _, body = _late(edge, f"POST /v1/messages HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN_KEY}\r\n"
+                                  "Content-Type: application/json\r\n" + late)
+    assert status.split()[1] in (b"400", b"431"), (status, body)
+    assert body["type"] == "error" and body["error"]["code"] in ("invalid_http", "headers_too_large"), body

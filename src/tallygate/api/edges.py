@@ -180,13 +180,13 @@ class GuardedHttpTools(HttpToolsProtocol):
         except httptools.HttpParserError:
             if self._head_too_large:
                 return self._too_large()
-            return _reject(self.transport, 400, "invalid HTTP request", "invalid_http")
+            return _reject(self.transport, 400, "invalid HTTP request", "invalid_http", self.request_path())
         if in_head and self._head_since is not None and self._head_bytes > self.max_head_bytes:
             self._too_large()
 
     def _too_large(self) -> None:
         _reject(self.transport, 431, f"request line and headers exceed {self.max_head_bytes} bytes",
-                "headers_too_large")
+                "headers_too_large", self.request_path())
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
