@@ -257,7 +257,9 @@ class Pipeline:
                 if self.catch_up is None or attempt == 2:
                     break
                 await self.catch_up(stale.version)
-                call.principal = self.auth.current(call.principal)
+                call.principal = self.auth.recheck(call.principal)  # revoked meanwhile: 401
+                if not call.principal.can("completions", "write"):
+                    raise PermissionDenied("this API key may not make completions (permissions.completions)") from None
         raise BudgetUnavailable("budgets kept changing while this request was admitted; retry")
 
 
