@@ -61,3 +61,32 @@ def test_a_hard_limit_holds_on_the_demo(demo: Gateway) -> None:
     assert codes[:2] == [200, 200] and 402 in codes, codes
     status, record = demo.get(f"/v1/manage/apikey/{capped['id']}")
     assert Decimal(record["monthly_spend"]) <= limit, (record["monthly_spend"], limit)
+
+
+def _worst_case(demo: Gateway, path: str, body: dict) -> Decimal:
+    """What the gateway reserves for `body`, as a key whose limit nothing fits is told."""
+    status, _, probe = demo.post_json("/v1/manage/apikey", {"name": "probe", "monthly_limit": "0.000000001"})
+    assert status == 201, probe
+    status, _, refused = demo.post_json(path, body, key=probe["key"])
+    assert status == 402, refused
+    return Decimal(re.findall(r"may cost up to \$([0-9.]+)", refused["error"]["message"])[0])
+
+
+@pytest.mark.parametrize("inputs", [[2**63 - 1] * 1000, [[2**63 - 1] * 50] * 20, ["a"] * 1000],
+                         ids=["ids", "arrays-of-ids", "one-byte-strings"])
+def test_embeddings_cost_no_more_than_they_reserve_on_the_demo(demo: Gateway, inputs: list) -> None:
+    """Token ids count one token each, however many digits they have (the mock counted their text)."""
+    body = {"model": "text-embedding-3-small", "input": inputs}
+    worst = _worst_case(demo, "/v1/embeddings", body)
+    status, _, answer = demo.post_json("/v1/embeddings", body, key=ADMIN_KEY)
+    assert status == 200, answer
+    assert Decimal(str(answer["usage"]["cost"])) <= worst, (answer["usage"], worst)
+
+
+@pytest.mark.parametrize("inputs", ["", ["a", ""], [""] * 3000])
+def test_empty_embeddings_inputs_are_refused_as_openai_refuses_them(demo: Gateway, inputs: object) -> None:
+    """OpenAI refuses an empty string; the mock billed each a token the reservation (a token per
+    byte) did not hold, so 3,000 of them passed a key's limit."""
+    status, _, body = demo.post_json("/v1/embeddings", {"model": "text-embedding-3-small", "input": inputs})
+    assert status == 400, body
+    assert body["error"]["param"] == ("input" if inputs == "" else f"input[{inputs.index('')}]"), body

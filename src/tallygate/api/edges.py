@@ -41,7 +41,8 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResp
 
 from tallygate.api.coalesce import CoalescingTransport
 from tallygate.core.addresses import client_bucket
-from tallygate.pipeline.wire import EDGE_ANSWER
+from tallygate.pipeline.messages import anthropic_type
+from tallygate.pipeline.wire import EDGE_ANSWER, REQUEST_ID
 from tallygate.settings import Settings
 
 log = logging.getLogger("tallygate.edges")
@@ -65,12 +66,20 @@ async def _too_many_connections(scope: Any, receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": _BUSY_BODY, "more_body": False})
 
 
-def _reject(transport: asyncio.WriteTransport, status: int, message: str, code: str) -> None:
-    """Write a complete OpenAI-shaped error response and close the connection."""
-    body = (b'{"error":{"message":"%s","type":"%s","param":null,"code":"%s"}}'
-            % (message.encode(), _TYPE.get(status, b"invalid_request_error"), code.encode()))
-    head = (b"HTTP/1.1 %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n%s"
-            b"connection: close\r\n\r\n" % (_STATUS[status], len(body), _EXTRA.get(status, b"")))
+def _reject(transport: asyncio.WriteTransport, status: int, message: str, code: str, path: str = "",
+            request_id: str | None = None) -> None:
+    """Write a complete error response and close the connection: OpenAI-shaped, or Anthropic's on
+    `/v1/messages` (`path`, when the request line was read), naming the request's ledger record
+    in `x-request-id` when it has one."""
+    if path == "/v1/messages" or path.startswith("/v1/messages/"):
+        body = (b'{"type":"error","error":{"type":"%s","message":"%s","code":"%s"}}'
+                % (anthropic_type(status).encode(), message.encode(), code.encode()))
+    else:
+        body = (b'{"error":{"message":"%s","type":"%s","param":null,"code":"%s"}}'
+                % (message.encode(), _TYPE.get(status, b"invalid_request_error"), code.encode()))
+    named = b"" if request_id is None else b"x-request-id: %s\r\n" % request_id.encode()
+    head = (b"HTTP/1.1 %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n%s%s"
+            b"connection: close\r\n\r\n" % (_STATUS[status], len(body), _EXTRA.get(status, b""), named))
     if not transport.is_closing():
         transport.write(head + body)
         transport.close()
@@ -171,13 +180,13 @@ class GuardedHttpTools(HttpToolsProtocol):
         except httptools.HttpParserError:
             if self._head_too_large:
                 return self._too_large()
-            return _reject(self.transport, 400, "invalid HTTP request", "invalid_http")
+            return _reject(self.transport, 400, "invalid HTTP request", "invalid_http", self.request_path())
         if in_head and self._head_since is not None and self._head_bytes > self.max_head_bytes:
             self._too_large()
 
     def _too_large(self) -> None:
         _reject(self.transport, 431, f"request line and headers exceed {self.max_head_bytes} bytes",
-                "headers_too_large")
+                "headers_too_large", self.request_path())
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -193,6 +202,11 @@ class GuardedHttpTools(HttpToolsProtocol):
         self._head_bytes = 0
         self._body_since = self.loop.time()
         super().on_headers_complete()
+
+    def request_path(self) -> str:
+        """The path of the request line read so far ('' before it)."""
+        url = getattr(self, "url", b"")
+        return url.partition(b"?")[0].decode("latin-1") if isinstance(url, bytes) else ""
 
     def _head_size(self) -> int:
         return len(self.url) + sum(len(n) + len(v) + 4 for n, v in self.headers) + 16
@@ -226,12 +240,15 @@ async def _sweep(cls: type[GuardedHttpTools], connections: set[Any]) -> None:
             if broken is None or conn.transport is None:
                 continue
             conn._head_since = conn._body_since = None
-            if conn.cycle is not None:  # the app records the request as answered here
-                cast(dict[str, Any], conn.cycle.scope)[EDGE_ANSWER] = broken
+            scope = cast(dict[str, Any] | None, conn.cycle.scope if conn.cycle is not None else None)
+            if scope is not None:  # the app records the request as answered here
+                scope[EDGE_ANSWER] = broken
             if conn.cycle is not None and conn.cycle.response_started:
                 conn.transport.close()  # the app has answered already: just stop reading
-            else:
-                _reject(conn.transport, *broken)
+            elif scope is not None:
+                _reject(conn.transport, *broken, scope.get("path", ""), scope.get(REQUEST_ID))
+            else:  # headers late: the request line may have been read
+                _reject(conn.transport, *broken, conn.request_path())
 
 
 def raise_fd_limit(wanted: int) -> int:

@@ -56,6 +56,7 @@ class Authenticator:
                                 user_id=admin_user_id)
         self._by_prefix: dict[str, list[tuple[str, Principal | None]]] = {}
         self._versions: dict[str, tuple[int, bool]] = {}  # key hash -> (updated_at, revoked) held
+        self._revoked: set[str] = set()  # ids of the keys held as revoked
         self._misses: dict[str, float] = {}
         self._down_until = 0.0
         self._seen_ms = 0
@@ -76,6 +77,8 @@ class Authenticator:
         if held is not None and (held[0] > row.updated_at or (held[1] and not row.revoked_at)):
             return
         self._versions[row.key_hash] = (row.updated_at, row.revoked_at is not None)
+        if row.revoked_at is not None:
+            self._revoked.add(row.id)
         entries = [e for e in self._by_prefix.get(row.key_prefix, []) if e[0] != row.key_hash]
         entries.append((row.key_hash, None if row.revoked_at else _principal(row)))
         self._by_prefix[row.key_prefix] = entries
@@ -89,6 +92,13 @@ class Authenticator:
                     if held is not None and held.key_id == principal.key_id:
                         return held
         return principal
+
+    def recheck(self, principal: Principal) -> Principal:
+        """`current`, for a request authenticated before this process read its key again (another
+        process changed keys): AuthenticationFailed when the key was revoked meanwhile."""
+        if principal.key_id is not None and principal.key_id in self._revoked:
+            raise AuthenticationFailed("this API key has been revoked", code="revoked_api_key")
+        return self.current(principal)
 
     async def refresh(self) -> None:
         """Take in the keys changed lately, now (as the periodic refresh does)."""

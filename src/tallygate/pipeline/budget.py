@@ -251,6 +251,13 @@ class BudgetEngine(Protocol):
         the ledger's spend in `wins`, by counter ('<slot>:s:<scope id>'): each counter becomes
         the larger of itself and the ledger's."""
 
+    def restart(self, scope_id: str, spend: dict[str, int], wins: Sequence[Window], change: str) -> None:
+        """Count a scope that now covers other requests (a budget given another scope) from the
+        ledger's `spend` in `wins` alone: each of its counters there becomes exactly the ledger's
+        (0 where it has none), what it counted for its old scope forgotten. `change` names the
+        change: of the processes sharing counters, the first to see it restarts them, the others
+        `adopt` (blocking)."""
+
     def bump(self) -> None:
         """Say that budgets or keys' limits or labels changed: every process deciding a request's
         scopes from older ones reloads them before reserving (blocking)."""
@@ -364,6 +371,13 @@ class MemoryBudget:
         for counter, pico in spend.items():
             if pico > self._spend.get(counter, 0):
                 self._spend[counter] = pico
+
+    def restart(self, scope_id: str, spend: dict[str, int], wins: Sequence[Window], change: str = "") -> None:
+        self.adoptions += 1
+        for w in wins:
+            for slot in w.slots:
+                counter = f"{slot}:s:{scope_id}"
+                self._spend[counter] = spend.get(counter, 0)
 
     def bump(self) -> None:
         """Nothing to do: this process's changes apply here at once."""

@@ -72,6 +72,7 @@ from tallygate.pipeline.tags import parse_tags
 from tallygate.pipeline.target_limits import TargetLimits
 from tallygate.pipeline.tool_fees import NO_TOOLS, ToolBound, cap_tools
 from tallygate.pipeline.wire import (
+    REQUEST_ID,
     Message,
     Receive,
     Scope,
@@ -256,7 +257,9 @@ class Pipeline:
                 if self.catch_up is None or attempt == 2:
                     break
                 await self.catch_up(stale.version)
-                call.principal = self.auth.current(call.principal)
+                call.principal = self.auth.recheck(call.principal)  # revoked meanwhile: 401
+                if not call.principal.can("completions", "write"):
+                    raise PermissionDenied("this API key may not make completions (permissions.completions)") from None
         raise BudgetUnavailable("budgets kept changing while this request was admitted; retry")
 
 
@@ -268,7 +271,7 @@ class Exchange:
 
     def __init__(self, pipeline: Pipeline, scope: Scope, receive: Receive, send: Send, endpoint: str,
                  errors: ErrorSender) -> None:
-        self.id = new_request_id()
+        self.id = scope[REQUEST_ID] = new_request_id()  # (the HTTP edge's answer names it too)
         self.call: Call | None = None  # set once the caller is known
         self._pipeline, self._scope, self._receive, self._send = pipeline, scope, receive, send
         self._endpoint, self._errors = endpoint, errors

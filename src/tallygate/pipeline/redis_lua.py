@@ -20,6 +20,8 @@ Keys, under a prefix `p` (default `tg:`):
                          kill, by a live process once the dead one is reaped
     pdead                set: processes reaped as dead whose notes are still to be looked at
     pd:<request>         a request settled in the last minute (a settle sent again is ignored)
+    pmoved:<scope>       the last change of a budget's scope (its id and new scope): the first process to
+                         see a change sets the scope's counters to the ledger's spend (`REBUILD` given it)
 
 A process renews its entry every few seconds; one whose entry has expired (killed, or cut off
 from Redis for the whole TTL) is reaped by the next script that looks: its holds leave the
@@ -210,15 +212,23 @@ reap(ARGV[1], ARGV[2])
 return 0
 """
 
-# ARGV: prefix, '' (unused), the running slot of the window this completes the build of ('' for
-# none), then (counter '<slot>:s:<scope>', ledger spend) pairs. Each counter becomes the larger
-# of itself and the ledger: never below what the ledger holds, never counting a cost twice.
+# ARGV: prefix, a change of a budget's scope ('<scope id> <new scope>'; '' for none), the running
+# slot of the window this completes the build of ('' for none), then (counter '<slot>:s:<scope>',
+# ledger spend) pairs. Each counter becomes the larger of itself and the ledger: never below what
+# the ledger holds, never counting a cost twice; or, for the first call naming a change, the
+# ledger's (the counters held the old scope's spend).
 REBUILD = _COMMON + """
 local p = ARGV[1]
+local exact = false
+if ARGV[2] ~= '' then
+  local moved = p .. 'moved:' .. string.match(ARGV[2], '^(%S+)')
+  exact = redis.call('GET', moved) ~= ARGV[2]
+  if exact then redis.call('SET', moved, ARGV[2]) end
+end
 for i = 4, #ARGV, 2 do
   local key = p .. ARGV[i]
   local h, l = sum3(ARGV[i + 1], '0', '0')
-  if greater(h, l, redis.call('GET', key)) then
+  if exact or greater(h, l, redis.call('GET', key)) then
     local ms = expiry(ARGV[i])
     if ms then redis.call('SET', key, ARGV[i + 1], 'PX', ms) else redis.call('SET', key, ARGV[i + 1]) end
   end

@@ -179,6 +179,26 @@ class LedgerCounters:
                 for w in wins:
                     self._loop.call_soon_threadsafe(self._loop.call_later, REBUILD_AGAIN_S, self._again, w)
 
+    def restart(self, scope_id: str, spend: dict[str, int], wins: Sequence[Window], change: str) -> None:
+        """Set a scope's counters in `wins` to the ledger's `spend` (0 where it has none) when this
+        process is the first to see `change`, else raise them to it as `adopt` does; and read
+        those windows again once every ledger writer has flushed."""
+        self.adoptions += 1
+        exact = {name: spend.get(name, 0) for w in wins for name in (f"{slot}:s:{scope_id}" for slot in w.slots)}
+        try:  # (without the costs of requests still noted: their settles are still to add them)
+            self._rebuild_sync(args=[self._p, change, "", *(x for pair in self._less_unsettled_now(exact).items()
+                                                               for x in pair)])
+        except (RedisError, OSError) as exc:
+            log.error("restarting budget counters in Redis failed (%s); they are raised once it answers", exc)
+            with self._unadopted_lock:
+                for counter, pico in exact.items():
+                    self._unadopted[counter] = max(pico, self._unadopted.get(counter, 0))
+                self._unadopted_windows.update((w.slots[0], w) for w in wins)
+            return
+        if self._loop is not None and not self._closing:
+            for w in wins:
+                self._loop.call_soon_threadsafe(self._loop.call_later, REBUILD_AGAIN_S, self._again, w)
+
     async def _adopt_late(self) -> None:
         """Send what `adopt` could not while Redis was unreachable, then read those windows from
         the ledger again (spend settled meanwhile is in it)."""

@@ -17,6 +17,7 @@ yet, and a counter takes the larger of itself and the ledger.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Iterable
@@ -213,14 +214,19 @@ class BudgetRegistry:
         last seen) first get their spend from the ledger (blocking)."""
         records = self._store.all()
         seen = self.current.records
-        new = [b for b in records if b.id not in seen or seen[b.id].period != b.period]
+        moved_scope = [b for b in records if b.id in seen and seen[b.id].scope != b.scope]
+        new = [b for b in records if b.id not in seen or (seen[b.id].period != b.period and b not in moved_scope)]
         periods, old = self._ledger.key_periods(), self._key_periods
         moved = [] if old is None else [(k, periods.get(k, MONTH)) for k in periods.keys() | old.keys()
                                         if periods.get(k, MONTH) != old.get(k, MONTH)]
+        for b in moved_scope:  # its counters held another scope's spend: the new one's from the ledger
+            spend, wins = self._ledger.of_scopes([b])
+            self._engine.restart(f"budget:{b.id}", spend, wins, f"budget:{b.id} {json.dumps(b.scope, sort_keys=True)}")
         if new or moved:
             self._engine.adopt(*self._ledger.of_scopes(new, moved))
-            if isinstance(self._engine, MemoryBudget):
-                self._again.append((time.monotonic() + READ_AGAIN_S, {b.id for b in new}, {k for k, _ in moved}))
+        if (new or moved or moved_scope) and isinstance(self._engine, MemoryBudget):
+            self._again.append((time.monotonic() + READ_AGAIN_S, {b.id for b in (*new, *moved_scope)},
+                                {k for k, _ in moved}))
         self.current, self._key_periods = BudgetSet(records), periods
         now = time.monotonic()
         if self._again and self._again[0][0] <= now:

@@ -64,7 +64,7 @@ def _check_content(content: object, param: str) -> None:
 
 
 def check_embeddings(body: dict[str, Any]) -> None:
-    """`input`: a string, an array of strings, an array of token ids or an array of such arrays."""
+    """`input`: a non-empty string, an array of them, an array of token ids or an array of such arrays."""
     value = body.get("input")
     ok = isinstance(value, str) or (isinstance(value, list) and value and (
         all(isinstance(x, str) for x in value)
@@ -72,3 +72,8 @@ def check_embeddings(body: dict[str, Any]) -> None:
         or all(isinstance(x, list) and x and all(_is_int(t) for t in x) for x in value)))
     if not ok:
         raise InvalidRequest("input must be a string, an array of strings, or token ids", param="input")
+    if value == "":  # OpenAI refuses an empty input; each would be billed a token its bytes do not bound
+        raise InvalidRequest("input must not be an empty string", param="input")
+    if isinstance(value, list) and "" in value:
+        i = value.index("")
+        raise InvalidRequest(f"input[{i}] must not be an empty string", param=f"input[{i}]")

@@ -23,6 +23,7 @@ SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-
 
 
 EDGE_ANSWER = "tallygate.edge_answer"  # scope key: (status, message, code) the HTTP edge answered
+REQUEST_ID = "tallygate.request_id"  # scope key: the id of the request's ledger record, once it has one
 
 
 def edge_answer(scope: Scope) -> GatewayError | None:

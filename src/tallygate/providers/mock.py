@@ -85,7 +85,8 @@ class MockProvider:
             await asyncio.sleep(self._delay)
         inputs = body.get("input")
         items = [inputs] if isinstance(inputs, str) else list(inputs or [])
-        tokens = sum(max(1, len(str(x)) // 4) for x in items)
+        tokens = sum(len(x) if isinstance(x, list) else 1 if isinstance(x, int) else max(1, len(str(x)) // 4)
+                     for x in items)  # a token id is a token, whatever its digits
         data = [{"object": "embedding", "index": i,
                  "embedding": [((zlib.crc32(str(x).encode()) >> k) % 1000) / 1000.0 for k in range(8)]}
                 for i, x in enumerate(items)]

@@ -1,0 +1,49 @@
+"""A key revoked, or denied completions, through one gateway stops working on every gateway on
+PostgreSQL + Redis for the next request: the request that found its process's keys stale (the
+shared version moved) used to be served by the key as it was before the change."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.fakes.upstream import FakeUpstream
+from tests.gateway import Gateway
+from tests.multiprocess.budgets import HELLO, make_gateway, make_key
+from tests.postgres import PostgresInstance
+from tests.redis import RedisServer
+
+
+def _ask(gw: Gateway, key: str, path: str) -> tuple[int, dict]:
+    body = {"model": "gpt-4o-mini", "max_tokens": 5, "messages": HELLO}
+    status, _, answer = gw.post_json(path, body, key=key, headers={"x-api-key": key})
+    return status, answer
+
+
+def test_a_key_revoked_or_denied_on_one_gateway_is_refused_by_the_other_at_once(
+        tmp_path: Path, upstream: FakeUpstream, pg: PostgresInstance, rds: RedisServer) -> None:
+    one = make_gateway(tmp_path / "one", upstream, pg, rds).start()
+    two = make_gateway(tmp_path / "two", upstream, pg, rds).start()
+    try:
+        for trial, path in enumerate(("/v1/chat/completions", "/v1/messages") * 2):
+            key = make_key(one, f"doomed-{trial}")
+            for gw in (one, two, two):  # held in both processes' memory
+                status, answer = _ask(gw, key["key"], path)
+                assert status == 200, answer
+            if trial < 2:
+                status, _, raw = one.request("DELETE", f"/v1/manage/apikey/{key['id']}")
+                want, code = 401, "revoked_api_key"
+            else:
+                status, _, raw = one.request("PUT", f"/v1/manage/apikey/{key['id']}",
+                                             json.dumps({"permissions": {"completions": "none"}}).encode(),
+                                             headers={"Content-Type": "application/json"})
+                want, code = 403, "insufficient_permissions"
+            assert status == 200, raw
+            status, answer = _ask(two, key["key"], path)  # the first request after the change
+            assert status == want, (path, answer)
+            assert answer["error"]["code"] == code, answer
+            if path == "/v1/messages":
+                assert answer["type"] == "error", answer
+    finally:
+        one.stop()
+        two.stop()
