@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from tallygate.pipeline.call import Call
-from tallygate.pipeline.chat import ChatCodec
+from tallygate.pipeline.chat import ChatCodec, deltas
 from tallygate.pipeline.pricing import Rate
 from tallygate.types import Principal, Usage
 from tests.fakes import wire
@@ -77,3 +77,27 @@ def test_usage_chunk_is_metered_exactly() -> None:
     out = codec.encode([orjson.dumps({"id": "c", "choices": [], "usage": usage})])
     assert call.cost_pico == RATE.cost(Usage.from_openai(usage)) == 56 * 150_000 + 256 * 75_000 + 41 * 600_000
     assert b'"cost":0.0000522' in out
+
+
+def test_the_text_of_a_batch_that_carries_usage_is_not_counted_for_an_estimate() -> None:
+    """The provider's usage makes an estimate moot: the chunks that came with it are not scanned."""
+    call = Call("req_x", "chat", Principal(None, "t"))
+    codec = ChatCodec(call, RATE, {"messages": []}, True)
+    plain = [d for d in upstream_chunks() if b'"usage":{' not in d][6:-2]
+    usage = orjson.dumps({"id": "c", "choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 9}})
+    codec.encode(plain + [usage, b"[DONE]"])
+    codec.settle()
+    assert call.streamed_chars == 0 and call.pricing_source == "test"
+
+
+def test_a_stream_cut_short_is_estimated_from_every_batch_relayed() -> None:
+    call = Call("req_x", "chat", Principal(None, "t"))
+    codec = ChatCodec(call, RATE, {"messages": []}, True)
+    plain = [d for d in upstream_chunks() if b'"usage":{' not in d][6:-2]
+    batches = [plain[:3], plain[3:5], plain[5:]]
+    for batch in batches:
+        codec.encode(batch)
+    call.partial = True
+    codec.settle()
+    assert call.streamed_chars == sum(4 * deltas(b"".join(batch)) for batch in batches) > 0
+    assert call.pricing_source == "test (estimated)"
