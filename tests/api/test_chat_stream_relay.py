@@ -101,3 +101,19 @@ def test_a_stream_cut_short_is_estimated_from_every_batch_relayed() -> None:
     codec.settle()
     assert call.streamed_chars == sum(4 * deltas(b"".join(batch)) for batch in batches) > 0
     assert call.pricing_source == "test (estimated)"
+
+
+def test_a_batch_with_usage_chunks_anywhere_is_relayed_as_its_chunks_would_be() -> None:
+    """The usage chunk is looked for from the end of a batch; one elsewhere is still parsed and
+    metered in order (the last one counts), and every other chunk relayed unchanged but its id."""
+    call = Call("req_x", "chat", Principal(None, "t"))
+    codec = ChatCodec(call, RATE, {"messages": []}, True)
+    plain = [d for d in upstream_chunks() if b'"usage":{' not in d][6:-2]
+    first, last = ({"prompt_tokens": n, "completion_tokens": n} for n in (5, 7))
+    usage_a = orjson.dumps({"id": "c", "choices": [], "usage": first})
+    usage_b = orjson.dumps({"id": "c", "choices": [], "usage": last})
+    out = codec.encode(plain[:2] + [usage_a] + plain[2:4] + [usage_b] + plain[4:5])
+    events = [orjson.loads(e[6:]) for e in out.split(b"\n\n") if e]
+    assert len(events) == 7 and {e["id"] for e in events} == {call.id}
+    assert [e["usage"]["prompt_tokens"] for e in events if e.get("usage")] == [5, 7]
+    assert call.usage.input_tokens == 7 and call.cost_pico == RATE.cost(Usage.from_openai(last))

@@ -76,12 +76,14 @@ class ChatCodec:
         if batch and batch[-1] == b"[DONE]":
             self.done = True
             return self._encode(batch[:-1]) + self._estimated_usage() + b"data: [DONE]\n\n"
-        # The usage chunk (normally the last) is parsed on its own; the rest goes in one piece.
-        for i, data in enumerate(batch):
+        # The usage chunk (normally the last: looked for from the end) is parsed on its own; the
+        # rest goes in one piece (which `_batch` checks holds no other usage chunk).
+        for i in range(len(batch) - 1, -1, -1):
+            data = batch[i]
             if _USAGE in data and _NULL not in data:
+                before = self._batch(batch[:i])
                 usage = self._chunk(data)
-                return (self._batch(batch[:i]) + (b"data: " + usage + b"\n\n" if usage else b"")
-                        + self._encode(batch[i + 1:]))
+                return before + (b"data: " + usage + b"\n\n" if usage else b"") + self._batch(batch[i + 1:])
         return self._batch(batch)
 
     def _batch(self, batch: list[bytes]) -> bytes:
