@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from tallygate.pipeline.call import Call
-from tallygate.pipeline.chat import ChatCodec
+from tallygate.pipeline.chat import ChatCodec, deltas
 from tallygate.pipeline.pricing import Rate
 from tallygate.types import Principal, Usage
 from tests.fakes import wire, wire_openai
@@ -77,3 +77,43 @@ def test_usage_chunk_is_metered_exactly() -> None:
     out = codec.encode([orjson.dumps({"id": "c", "choices": [], "usage": usage})])
     assert call.cost_pico == RATE.cost(Usage.from_openai(usage)) == 56 * 150_000 + 256 * 75_000 + 41 * 600_000
     assert b'"cost":0.0000522' in out
+
+
+def test_the_text_of_a_batch_that_carries_usage_is_not_counted_for_an_estimate() -> None:
+    """The provider's usage makes an estimate moot: the chunks that came with it are not scanned."""
+    call = Call("req_x", "chat", Principal(None, "t"))
+    codec = ChatCodec(call, RATE, {"messages": []}, True)
+    plain = [d for d in upstream_chunks() if b'"usage":{' not in d][6:-2]
+    usage = orjson.dumps({"id": "c", "choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 9}})
+    codec.encode(plain + [usage, b"[DONE]"])
+    codec.settle()
+    assert call.streamed_chars == 0 and call.pricing_source == "test"
+
+
+def test_a_stream_cut_short_is_estimated_from_every_batch_relayed() -> None:
+    call = Call("req_x", "chat", Principal(None, "t"))
+    codec = ChatCodec(call, RATE, {"messages": []}, True)
+    plain = [d for d in upstream_chunks() if b'"usage":{' not in d][6:-2]
+    batches = [plain[:3], plain[3:5], plain[5:]]
+    for batch in batches:
+        codec.encode(batch)
+    call.partial = True
+    codec.settle()
+    assert call.streamed_chars == sum(4 * deltas(b"".join(batch)) for batch in batches) > 0
+    assert call.pricing_source == "test (estimated)"
+
+
+def test_a_batch_with_usage_chunks_anywhere_is_relayed_as_its_chunks_would_be() -> None:
+    """The usage chunk is looked for from the end of a batch; one elsewhere is still parsed and
+    metered in order (the last one counts), and every other chunk relayed unchanged but its id."""
+    call = Call("req_x", "chat", Principal(None, "t"))
+    codec = ChatCodec(call, RATE, {"messages": []}, True)
+    plain = [d for d in upstream_chunks() if b'"usage":{' not in d][6:-2]
+    first, last = ({"prompt_tokens": n, "completion_tokens": n} for n in (5, 7))
+    usage_a = orjson.dumps({"id": "c", "choices": [], "usage": first})
+    usage_b = orjson.dumps({"id": "c", "choices": [], "usage": last})
+    out = codec.encode(plain[:2] + [usage_a] + plain[2:4] + [usage_b] + plain[4:5])
+    events = [orjson.loads(e[6:]) for e in out.split(b"\n\n") if e]
+    assert len(events) == 7 and {e["id"] for e in events} == {call.id}
+    assert [e["usage"]["prompt_tokens"] for e in events if e.get("usage")] == [5, 7]
+    assert call.usage.input_tokens == 7 and call.cost_pico == RATE.cost(Usage.from_openai(last))

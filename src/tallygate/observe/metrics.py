@@ -4,11 +4,12 @@ renders them from a worker thread.
 Labels are bounded by configuration, never by what a client sends: `model` is a configured
 model or policy name (anything else folds into `other`), `provider` a configured provider,
 `status` a class (`2xx`, `4xx`, `5xx`), `endpoint` one of the proxy's, plus only the key labels
-named in `metrics.key_labels`. Children are cached per label tuple, so a request costs a few
-dict lookups and counter increments (each an uncontended lock inside prometheus_client: the
-event loop is the only writer). With several worker processes, `PROMETHEUS_MULTIPROC_DIR`
-switches prometheus_client to its multiprocess mode (one mmap file per process, summed at
-scrape time), which `tallygate serve --workers N` sets up.
+named in `metrics.key_labels`. In one process the request series are plain integers
+(`observe/request_tally.py`: a request costs a dict lookup and a few additions) that a collector
+renders at scrape time. With several worker processes, `PROMETHEUS_MULTIPROC_DIR` switches to
+prometheus_client's multiprocess mode (one mmap file per process, summed at scrape time), which
+`tallygate serve --workers N` sets up: there the request series are prometheus_client children,
+cached per label tuple.
 
 Budget remaining (per limited key and budget seen by this process) is computed at scrape time
 from the budget engine; the ledger's backlog and batch write time come from the ledger writer.
@@ -27,19 +28,17 @@ from prometheus_client.registry import Collector
 
 from tallygate.core.money import PICO_PER_USD
 from tallygate.core.record import LedgerRecord
+from tallygate.observe.request_tally import (
+    LATENCY_BUCKETS,
+    OTHER,
+    REFUSAL_CODES,
+    TOKEN_TYPES,
+    RequestTally,
+    status_class,
+)
 from tallygate.pipeline.budget import BudgetEngine, Scope
 
-OTHER = "other"
-TOKEN_TYPES = ("input", "output", "cached", "cache_write", "reasoning")
-LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-
-
-REFUSAL_CODES = frozenset({"rate_limit_exceeded", "budget_exceeded", "budget_unavailable"})
-
-
-def status_class(status: int) -> str:
-    return f"{status // 100}xx" if 100 <= status < 600 else OTHER
 
 
 class _BudgetCollector(Collector):
@@ -81,34 +80,26 @@ class _DriftCollector(Collector):
 
 
 class GatewayMetrics:
-    """The gateway's Prometheus series; `request_finished` is a request observer."""
+    """The gateway's Prometheus series; `request_finished` is a request observer.
+
+    In one process the request series are a `RequestTally` (plain integers, rendered at scrape
+    time); with `multiprocess_dir` they are prometheus_client values in mmap files (`_FileSeries`),
+    which the scraping worker sums over every worker's files."""
+
+    request_finished: Callable[[LedgerRecord], None]
 
     def __init__(self, models: Collection[str], providers: Collection[str], key_labels: Sequence[str] = (),
                  budget: BudgetEngine | None = None, scopes: Callable[[], Iterable[Scope]] | None = None,
                  multiprocess_dir: str | None = None) -> None:
-        self._models = frozenset(models)
-        self._providers = frozenset(providers)
-        self._key_labels = tuple(key_labels)
         self._multiproc = multiprocess_dir
         self.registry = CollectorRegistry(auto_describe=True)
         reg = None if multiprocess_dir else self.registry  # multiprocess: values live in mmap files
-        extra = list(self._key_labels)
-        self.requests = Counter("tallygate_requests", "Requests answered",
-                                ["endpoint", "model", "provider", "status", *extra], registry=reg)
-        self.tokens = Counter("tallygate_tokens", "Tokens by type",
-                              ["endpoint", "model", "provider", "type", *extra], registry=reg)
-        self.cost = Counter("tallygate_cost_usd", "Cost in USD (exact figures are in the ledger)",
-                            ["model", "provider", *extra], registry=reg)
-        self.latency = Histogram("tallygate_request_duration_seconds", "Time to the last byte",
-                                 ["endpoint", "model", "status"], buckets=LATENCY_BUCKETS, registry=reg)
-        self.ttft = Histogram("tallygate_time_to_first_token_seconds", "Time to the first byte of the answer",
-                              ["endpoint", "model"], buckets=LATENCY_BUCKETS, registry=reg)
-        self.attempts = Counter("tallygate_upstream_attempts", "Upstream attempts",
-                                ["provider", "status"], registry=reg)
-        self.refusals = Counter("tallygate_refusals", "Requests the gateway refused under a limit, by code",
-                                ["endpoint", "code"], registry=reg)
-        self.fallbacks = Counter("tallygate_fallbacks", "Requests answered by a later attempt than the first",
-                                 ["model"], registry=reg)
+        if multiprocess_dir:
+            self.request_finished = _FileSeries(models, providers, key_labels).request_finished
+        else:
+            tally = RequestTally(models, providers, key_labels)
+            self.registry.register(tally)
+            self.request_finished = tally.request_finished  # an attribute: no hop on the hot path
         self.backlog = Gauge("tallygate_ledger_backlog", "Ledger records waiting to be written",
                              multiprocess_mode="livesum", registry=reg)
         self.ledger_write = Histogram("tallygate_ledger_write_seconds", "Time to write one ledger batch",
@@ -125,8 +116,6 @@ class GatewayMetrics:
         drift = getattr(budget, "drift", None)
         if callable(drift):
             self.registry.register(_DriftCollector(drift))
-        self._children: dict[tuple[Any, ...], tuple[Any, ...]] = {}
-        self._attempt_children: dict[tuple[str, int], Any] = {}  # configured providers x statuses: bounded
 
     def watch_ledger(self, pending: Callable[[], int], failing: Callable[[], bool] = lambda: False) -> None:
         self._pending, self._failing = pending, failing
@@ -142,6 +131,40 @@ class GatewayMetrics:
         if self._pending is not None:
             self.backlog.set(self._pending())
         self.db_failing.set(1 if self._failing() else 0)
+
+    def render(self) -> bytes:
+        """The text exposition (blocking: call it from a worker thread)."""
+        if not self._multiproc:
+            self.ledger_state()
+        return generate_latest(self.registry)
+
+
+class _FileSeries:
+    """The request series as prometheus_client values (multiprocess mode: mmap files per worker)."""
+
+    def __init__(self, models: Collection[str], providers: Collection[str], key_labels: Sequence[str]) -> None:
+        self._models = frozenset(models)
+        self._providers = frozenset(providers)
+        self._key_labels = tuple(key_labels)
+        extra = list(self._key_labels)
+        self.requests = Counter("tallygate_requests", "Requests answered",
+                                ["endpoint", "model", "provider", "status", *extra], registry=None)
+        self.tokens = Counter("tallygate_tokens", "Tokens by type",
+                              ["endpoint", "model", "provider", "type", *extra], registry=None)
+        self.cost = Counter("tallygate_cost_usd", "Cost in USD (exact figures are in the ledger)",
+                            ["model", "provider", *extra], registry=None)
+        self.latency = Histogram("tallygate_request_duration_seconds", "Time to the last byte",
+                                 ["endpoint", "model", "status"], buckets=LATENCY_BUCKETS, registry=None)
+        self.ttft = Histogram("tallygate_time_to_first_token_seconds", "Time to the first byte of the answer",
+                              ["endpoint", "model"], buckets=LATENCY_BUCKETS, registry=None)
+        self.attempts = Counter("tallygate_upstream_attempts", "Upstream attempts", ["provider", "status"],
+                                registry=None)
+        self.refusals = Counter("tallygate_refusals", "Requests the gateway refused under a limit, by code",
+                                ["endpoint", "code"], registry=None)
+        self.fallbacks = Counter("tallygate_fallbacks", "Requests answered by a later attempt than the first",
+                                 ["model"], registry=None)
+        self._children: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+        self._attempt_children: dict[tuple[str, int], Any] = {}  # configured providers x statuses: bounded
 
     def _series(self, r: LedgerRecord) -> tuple[Any, ...]:
         model = r.requested_model if r.requested_model in self._models else OTHER
@@ -185,12 +208,6 @@ class GatewayMetrics:
             fallbacks.inc()
         if r.error_code in REFUSAL_CODES:
             self.refusals.labels(r.endpoint, r.error_code).inc()
-
-    def render(self) -> bytes:
-        """The text exposition (blocking: call it from a worker thread)."""
-        if not self._multiproc:
-            self.ledger_state()
-        return generate_latest(self.registry)
 
 
 def mark_process_dead(multiprocess_dir: str | None, pid: int | None = None) -> None:

@@ -12,7 +12,9 @@ Anything unusual (another key order, spaces) takes the parse-and-serialise path,
 the client receives are those `orjson` would write for the same chunk.
 
 For estimates of a stream cut short, each text-bearing delta counts as one token (four
-characters), which is how OpenAI and compatible servers stream; a stream translated from another
+characters), which is how OpenAI and compatible servers stream; a batch's text is counted only
+when the next batch comes or an estimate is made, so the batch that carries the provider's usage
+(which makes an estimate moot) is never scanned for it; a stream translated from another
 API (Gemini, Bedrock, Anthropic: many tokens a chunk) counts its text, four characters a token.
 The prompt is what the provider reported at the stream's start where it did (Anthropic's
 `message_start`, Gemini's first `usageMetadata`: `Call.reported`), else estimated by its size.
@@ -62,18 +64,26 @@ class ChatCodec:
         self._by_text = by_text  # translated chunks: estimate by their text, not a token a delta
         self._id = call.id.encode()
         self._metered = False  # the provider's usage chunk came: the record has its usage
+        self._uncounted: list[bytes] = []  # relayed chunks whose text is not in `streamed_chars` yet
         self.done = False
 
     def encode(self, batch: list[bytes]) -> bytes:
+        if self._uncounted:  # the previous batch's text: no usage came with it
+            self._count()
+        return self._encode(batch)
+
+    def _encode(self, batch: list[bytes]) -> bytes:
         if batch and batch[-1] == b"[DONE]":
             self.done = True
-            return self.encode(batch[:-1]) + self._estimated_usage() + b"data: [DONE]\n\n"
-        # The usage chunk (normally the last) is parsed on its own; the rest goes in one piece.
-        for i, data in enumerate(batch):
+            return self._encode(batch[:-1]) + self._estimated_usage() + b"data: [DONE]\n\n"
+        # The usage chunk (normally the last: looked for from the end) is parsed on its own; the
+        # rest goes in one piece (which `_batch` checks holds no other usage chunk).
+        for i in range(len(batch) - 1, -1, -1):
+            data = batch[i]
             if _USAGE in data and _NULL not in data:
+                before = self._batch(batch[:i])
                 usage = self._chunk(data)
-                return (self._batch(batch[:i]) + (b"data: " + usage + b"\n\n" if usage else b"")
-                        + self.encode(batch[i + 1:]))
+                return before + (b"data: " + usage + b"\n\n" if usage else b"") + self._batch(batch[i + 1:])
         return self._batch(batch)
 
     def _batch(self, batch: list[bytes]) -> bytes:
@@ -87,7 +97,8 @@ class ChatCodec:
         if end > 0 and b"\\" not in head and out.count(head) == len(batch):
             nulls = out.count(_NULL)
             if out.count(_USAGE) == nulls and (self._wants_usage or out.count(_NULL_USAGE) == nulls):
-                self._call.streamed_chars += self._relayed(out)
+                if not self._metered:
+                    self._uncounted.append(out)
                 if nulls and not self._wants_usage:
                     out = out.replace(_NULL_USAGE, b"")
                 return out.replace(head, b'data: {"id":"' + self._id + b'"')
@@ -95,7 +106,8 @@ class ChatCodec:
 
     def _chunk(self, data: bytes) -> bytes | None:
         """One chunk on its own: re-ided by a splice, or parsed when it carries usage."""
-        self._call.streamed_chars += self._relayed(data)
+        if not self._metered:
+            self._uncounted.append(data)
         at = data.find(_USAGE)
         if at >= 0 and not data.startswith(b"null", at + 8):
             return self._usage_chunk(data)
@@ -109,9 +121,12 @@ class ChatCodec:
             return self._usage_chunk(data)
         return _ID + self._id + data[end:]
 
-    def _relayed(self, data: bytes) -> int:
-        """Characters of text in chunks relayed, for an estimate (four a token)."""
-        return text_chars(data) if self._by_text else 4 * deltas(data)
+    def _count(self) -> None:
+        """Add the text of the chunks relayed since the last count to `streamed_chars` (for an
+        estimate: four characters a token)."""
+        chars = text_chars if self._by_text else lambda data: 4 * deltas(data)
+        self._call.streamed_chars += sum(map(chars, self._uncounted))
+        self._uncounted.clear()
 
     def _usage_chunk(self, data: bytes) -> bytes | None:
         """The slow path: parse, re-id, meter `usage` if any, serialise."""
@@ -123,6 +138,7 @@ class ChatCodec:
             usage.web_searches = self._searches
             usage_obj["cost"] = usd_json(self._call.meter(usage, self._rate))
             self._metered = True
+            self._uncounted.clear()  # no estimate will be made: its text need not be counted
         if not self._wants_usage:
             chunk.pop("usage", None)
             if usage_obj and not chunk.get("choices"):
@@ -154,6 +170,7 @@ class ChatCodec:
         chunk (before `[DONE]`) keeps that usage: the cost the client was told."""
         call = self._call
         if not self._metered and (call.partial or call.pricing_source is None):
+            self._count()
             call.meter_estimate(self._body, self._rate)  # cut short: no usage from the provider
             if self._searches:  # a search model searched before it answered
                 call.usage.web_searches = self._searches

@@ -1,11 +1,14 @@
 """The ledger writer: the hot path journals a record; one thread moves the journal to the database.
 
 `record()` appends the record to the local journal (`store/journal.py`: one `os.write`, so the
-kernel has it before the response's last byte leaves) and nothing else: no list grows in
-memory, whatever happens to the database. A flusher task wakes when records arrive, gathers for
-`flush_ms` (less when `batch` records are waiting) and has a single writer thread read the
-journal from its checkpoint in batches of whatever is waiting (up to `max_batch`: a writer that
-fell behind catches up with bigger, cheaper transactions), insert each batch in one transaction with its tag rows
+kernel has it before the response's last byte leaves) and keeps it in memory with its journal
+position (`store/journaled.py`, at most `max_batch` records: whatever happens to the database,
+only the journal grows). A flusher task wakes when records arrive, gathers for `flush_ms` (less
+when `batch` records are waiting) and has a single writer thread take the records from the
+journal's checkpoint on in batches of whatever is waiting (up to `max_batch`: a writer that fell
+behind catches up with bigger, cheaper transactions): from memory, without reading and decoding
+their lines back, or from the journal for what memory does not hold (a previous run's records,
+those journaled while memory was full). It inserts each batch in one transaction with its tag rows
 and roll-ups (`store/ingest.py`: ON CONFLICT DO NOTHING on the request id, roll-ups only for
 records actually inserted), and move the checkpoint. A database that is down or locked is
 retried with backoff for as long as it takes; the journal holds the records meanwhile, up to
@@ -40,6 +43,7 @@ from tallygate.core.record import LedgerRecord
 from tallygate.errors import GatewayError, JournalUnavailable, LedgerUnavailable
 from tallygate.store.ingest import BatchIngest
 from tallygate.store.journal import Journal
+from tallygate.store.journaled import Journaled
 from tallygate.store.record_codec import Unreadable, decode_record, encode_record, salvage
 
 log = logging.getLogger("tallygate.ledger")
@@ -74,13 +78,13 @@ class LedgerWriter:
 
     def __init__(self, engine: Engine, *, flush_ms: int = 250, batch: int = 1000,
                  journal_dir: str | Path | None = None, fsync: str = "batch",
-                 max_bytes: int = 1 << 30, max_batch: int | None = None) -> None:
+                 max_bytes: int = 1 << 30, max_batch: int | None = None, segment_bytes: int = 8 << 20) -> None:
         self._engine = engine
         self._interval = flush_ms / 1000.0
         self._batch = batch
         self._max_batch = max_batch or 25 * batch
         self._own_journal = journal_dir is None
-        self._journal_args = (journal_dir, "off" if journal_dir is None else fsync, max_bytes)
+        self._journal_args = (journal_dir, "off" if journal_dir is None else fsync, max_bytes, segment_bytes)
         self.journal: Journal = None  # type: ignore[assignment]  # opened by start()
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="tallygate-ledger")
         self._wake = asyncio.Event()
@@ -88,6 +92,7 @@ class LedgerWriter:
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._ingest = BatchIngest(engine)  # raw rows, tag rows and roll-ups, exactly once
+        self._journaled = Journaled(self._max_batch)  # this run's records, not to read back from the journal
         self._pending = 0
         self.written = 0
         self.on_write: Callable[[int, float], None] | None = None  # (records, seconds) per batch written
@@ -105,9 +110,9 @@ class LedgerWriter:
     async def start(self) -> None:
         """Open the journal, write what a previous run left in it (before spend is loaded from
         the database), then start the flusher."""
-        directory, fsync, max_bytes = self._journal_args
+        directory, fsync, max_bytes, segment_bytes = self._journal_args
         self.journal = Journal.claim(directory or tempfile.mkdtemp(prefix="tallygate-journal-"), fsync=fsync,
-                                     max_bytes=max_bytes)
+                                     max_bytes=max_bytes, segment_bytes=segment_bytes)
         self._left = self.journal.end
         loop = asyncio.get_running_loop()
         try:
@@ -131,7 +136,7 @@ class LedgerWriter:
         record waits in memory until the journal takes writes again."""
         line = encode_record(rec)
         try:
-            self.journal.append(line)
+            self._append(rec, line)
         except OSError:
             if not self._outage:
                 self._outage = True
@@ -145,6 +150,17 @@ class LedgerWriter:
         self._pending += 1
         if self._pending == 1 or self._pending >= self._batch:
             self._wake.set()
+
+    def _append(self, rec: LedgerRecord, line: bytes) -> None:
+        """Journal one record's line and keep the record in memory with its position, when that is
+        known (a failed write's clean-up may have moved the journal to a new segment first)."""
+        j = self.journal
+        start = j.end
+        j.append(line)
+        stop = (start[0], start[1] + len(line))
+        end = j.end
+        if end == stop or end == (start[0] + 1, 0):  # (the append may start a new segment after it)
+            self._journaled.add(rec, start, stop)
 
     def _hold(self, rec: LedgerRecord, line: bytes) -> None:
         if len(self._held) < MAX_HELD:
@@ -197,7 +213,7 @@ class LedgerWriter:
         j = self.journal
         while self._held:
             try:
-                j.append(encode_record(self._held[0]))
+                self._append(self._held[0], encode_record(self._held[0]))
             except OSError:
                 return False
             self._held.popleft()
@@ -272,11 +288,19 @@ class LedgerWriter:
         return moved
 
     def _move(self, end: Position) -> tuple[int, Position]:
-        """(writer thread) Read one batch from the checkpoint, write it, return (count, position).
-        A batch of what a previous run left is read alone, and handed to `on_replayed` once written."""
+        """(writer thread) Take one batch from the checkpoint on (from memory, else read from the
+        journal), write it, return (count, position). A batch of what a previous run left is read
+        alone, and handed to `on_replayed` once written."""
         self.journal.sync()
-        replayed = self.journal.checkpoint < self._left
-        lines, position = self.journal.read(self.journal.checkpoint, min(end, self._left) if replayed else end,
+        checkpoint = self.journal.checkpoint
+        replayed = checkpoint < self._left
+        if not replayed:
+            kept, position = self._journaled.take(checkpoint, end, self._max_batch)
+            if kept:
+                self._write_or_isolate(kept)
+                return len(kept), position
+            end = position  # read the journal up to what memory holds
+        lines, position = self.journal.read(checkpoint, min(end, self._left) if replayed else end,
                                             self._max_batch)
         batch = []
         for line in lines:
