@@ -167,11 +167,10 @@ class Gateway:
                                                 ColumnarSync(store))
 
         limiter = MemoryLimiter() if redis is None else RedisLimiter(redis)
+        freshness = None if redis is None else Freshness(redis, budgets.reload_async, rules.reload_async, auth.refresh)
         pipeline = Pipeline(auth, catalog, Observers(observers, call_observers), budget, router,
                             settings.max_body_bytes, budgets.scopes, Scrubber.from_config(config),
-                            ledger.refusal,
-                            None if redis is None else Freshness(redis, budgets.reload_async, rules.reload_async,
-                                                                 auth.refresh).catch_up,
+                            ledger.refusal, None if freshness is None else freshness.catch_up,
                             limits=rules.rules, limiter=limiter, model_limits=rules.model_rules)
         proxy = ProxyRoutes(pipeline)
         self._models = proxy.models
@@ -197,6 +196,7 @@ class Gateway:
                                             RateLimitAdmin(rate_store, keys, rules, lambda: budgets.current,
                                                            budget.bump, limiter=limiter,
                                                            refusals=RefusalCounts(engine)))
+        management.state.fresh = None if freshness is None else freshness.latest  # keys changed elsewhere
         self._management = BodyLimit(management, settings.max_manage_body_bytes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -194,7 +194,7 @@ def test_readyz_shows_the_ledger_backlog(edge: Gateway) -> None:
     assert set(body["ledger"]) >= {"pending_records", "backlog_bytes", "max_bytes", "full"}
 
 
-def test_past_the_connection_bound_the_answer_is_an_openai_shaped_503(upstream, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_past_the_connection_bound_the_answer_is_a_503_in_the_routes_shape(upstream, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     gw = Gateway(tmp_path, standard_config(upstream), env={"TALLYGATE_MAX_CONNECTIONS": "8"}).start()
     held = [_connect(gw) for _ in range(10)]
     try:
@@ -205,6 +205,13 @@ def test_past_the_connection_bound_the_answer_is_an_openai_shaped_503(upstream, 
         s.close()
         head, _, body = answer.partition(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 503") and b"application/json" in head, answer[:200]
+        assert json.loads(body)["error"]["code"] == "too_many_connections"
+        s = _connect(gw)  # on /v1/messages, in Anthropic's shape
+        s.sendall(b"POST /v1/messages HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}")
+        head, _, body = read_until_closed(s).partition(b"\r\n\r\n")
+        s.close()
+        assert head.startswith(b"HTTP/1.1 503"), head
+        assert json.loads(body)["type"] == "error" and json.loads(body)["error"]["type"] == "overloaded_error", body
         assert json.loads(body)["error"]["code"] == "too_many_connections"
     finally:
         for s in held:

@@ -47,3 +47,25 @@ def test_a_key_revoked_or_denied_on_one_gateway_is_refused_by_the_other_at_once(
     finally:
         one.stop()
         two.stop()
+
+
+def test_a_key_revoked_on_one_gateway_cannot_read_or_manage_on_the_other_at_once(
+        tmp_path: Path, upstream: FakeUpstream, pg: PostgresInstance, rds: RedisServer) -> None:
+    one = make_gateway(tmp_path / "one", upstream, pg, rds).start()
+    two = make_gateway(tmp_path / "two", upstream, pg, rds).start()
+    try:
+        status, _, manager = one.post_json("/v1/manage/apikey", {
+            "name": "manager", "permissions": {"completions": "write", "manage": "write"}})
+        assert status == 201, manager
+        for path in ("/v1/key", "/v1/manage/budget"):
+            assert two.get(path, key=manager["key"])[0] == 200  # held in the other process's memory
+        status, _, raw = one.request("DELETE", f"/v1/manage/apikey/{manager['id']}")
+        assert status == 200, raw
+        for path in ("/v1/key", "/v1/manage/budget"):
+            status, body = two.get(path, key=manager["key"])
+            assert status == 401 and body["error"]["code"] == "revoked_api_key", (path, body)
+        status, _, body = two.post_json("/v1/manage/apikey", {"name": "escalated"}, key=manager["key"])
+        assert status == 401, body
+    finally:
+        one.stop()
+        two.stop()

@@ -24,8 +24,18 @@ def check_origin(request: Request) -> None:
 
 
 async def authenticate(request: Request) -> Principal:
-    """The caller: a Bearer key, or else the dashboard session cookie (with CSRF on changes)."""
+    """The caller: a Bearer key, or else the dashboard session cookie (with CSRF on changes); as
+    every process holds it since the last change anywhere (revoked: 401)."""
     auth: Authenticator = request.app.state.auth
+    principal = await _caller(request, auth)
+    fresh = getattr(request.app.state, "fresh", None)
+    if fresh is None or principal.key_id is None:
+        return principal
+    await fresh()
+    return auth.recheck(principal)
+
+
+async def _caller(request: Request, auth: Authenticator) -> Principal:
     header = request.headers.get("authorization")
     sessions: SessionStore | None = getattr(request.app.state, "sessions", None)
     token = request.cookies.get(SESSION_COOKIE)

@@ -58,12 +58,19 @@ _BUSY_BODY = (b'{"error":{"message":"the gateway is at its connection limit; ret
               b'"type":"server_error","param":null,"code":"too_many_connections"}}')
 
 
+_BUSY_ANTHROPIC = (b'{"type":"error","error":{"type":"overloaded_error","message":"the gateway is at its '
+                   b'connection limit; retry shortly","code":"too_many_connections"}}')
+
+
 async def _too_many_connections(scope: Any, receive: Any, send: Any) -> None:
-    """uvicorn's 503 past `limit_concurrency`, shaped like the API's other errors."""
+    """uvicorn's 503 past `limit_concurrency`, shaped like the API's other errors (Anthropic's on
+    `/v1/messages`)."""
+    path = scope.get("path", "")
+    body = _BUSY_ANTHROPIC if path == "/v1/messages" or path.startswith("/v1/messages/") else _BUSY_BODY
     await send({"type": "http.response.start", "status": 503, "headers": [
-        (b"content-type", b"application/json"), (b"content-length", b"%d" % len(_BUSY_BODY)),
+        (b"content-type", b"application/json"), (b"content-length", b"%d" % len(body)),
         (b"retry-after", b"1"), (b"connection", b"close")]})
-    await send({"type": "http.response.body", "body": _BUSY_BODY, "more_body": False})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
 def _reject(transport: asyncio.WriteTransport, status: int, message: str, code: str, path: str = "",

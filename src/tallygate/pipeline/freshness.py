@@ -41,6 +41,18 @@ class Freshness:
             self._engine.loaded_version = now
 
 
+    async def latest(self) -> None:
+        """Catch up if another process moved the shared version: for requests that make no
+        reservation (management, `/v1/key`), whose caller's key may have been revoked or changed
+        elsewhere a moment ago. Without Redis, keys are as this process last polled them."""
+        try:
+            version = await asyncio.to_thread(self._engine.version)
+        except (RedisError, OSError):
+            return
+        if version != self._engine.loaded_version:
+            await self.catch_up(version)
+
+
 class SharedVersion:
     """The budgets/keys version in Redis, for a process that serves no requests (the CLI).
 
