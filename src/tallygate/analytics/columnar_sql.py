@@ -82,6 +82,7 @@ class ColumnarQuestion:
     limit: int | None = None
     row_count: int | None = None  # all the groups, when `limit` cut them in SQL (else None)
     counted: bool = False  # the statement returns the group count as its last column
+    spans: list[tuple[int, int]] | None = None  # only the records of these stretches (a roll-up answer's raw ends)
 
     # ------------------------------------------------------------------------------ SQL
     def _p(self, value: Any) -> str:
@@ -116,6 +117,9 @@ class ColumnarQuestion:
             where.append(self._carries(want))
         if self.tagged and tags:
             where.append("len(tags) > 0")
+        if self.spans is not None:
+            where.append("(" + " OR ".join(f"(created_at >= {int(a)} AND created_at < {int(b)})"
+                                           for a, b in self.spans) + ")" if self.spans else "false")
         return where
 
     def _in_list(self, column: str, values: list[str]) -> str:
@@ -227,7 +231,8 @@ class ColumnarQuestion:
         UTC days: it keeps every record's tag prefixes with all its attributes, by UTC day, so a tag
         dimension, the tree or a tag filter read it unless time is bucketed by the hour (a local day or
         month: the UTC days within one such bucket, see `in_buckets`)."""
-        if self.tagged or not (self.tree or self.q.tag_dim is not None or self.q.tag is not None):
+        if self.tagged or self.spans is not None or not (self.tree or self.q.tag_dim is not None
+                                                          or self.q.tag is not None):
             return False
         time = next((d for d in self.dims if d.kind == "time"), None)
         return time is None or time.arg in ("day", "month")
