@@ -34,7 +34,7 @@ from sqlalchemy import Connection, Engine, func, select
 from tallygate.analytics.columnar_sql import ColumnarQuestion, offsets
 from tallygate.analytics.cover import cover
 from tallygate.analytics.mirror import ColumnarEngine, Mirror
-from tallygate.analytics.plan import Segment, levels_for, plan, segments_for
+from tallygate.analytics.plan import Segment, levels_for, merged, plan, segments_for
 from tallygate.analytics.query import Dim, Query
 from tallygate.analytics.segment_reader import SegmentReader, TagMode
 from tallygate.core.metrics import REQUESTS, Agg
@@ -255,7 +255,7 @@ class AnalyticsStore:
         ends = self._columnar_ends(segments) if rolled and columnar else None
         # whole hours (days) less their outside parts: UTC only, where an hour row is in one time bucket
         if ends is not None:  # the raw ends from the columnar copy: one scan of a few stretches
-            pieces = [(1, s) for s in segments if s.level != "raw"]
+            pieces = [(1, s) for s in merged([s for s in segments if s.level != "raw"])]
         elif rolled and (q.tz == UTC or q.time_dim is None):
             pieces = cover(segments, levels_for(q, family))
         else:

@@ -54,6 +54,7 @@ def time_range(col, seg: Segment) -> list[Any]:  # type: ignore[no-untyped-def]
         where.append(col >= seg.from_ms)
     if seg.to_ms is not None:
         where.append(col < seg.to_ms)
+    where += [or_(col < a, col >= b) for a, b in seg.holes]
     return where
 
 
