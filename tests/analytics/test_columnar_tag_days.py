@@ -135,3 +135,50 @@ def test_local_days_of_many_tags_are_answered_by_the_columnar_copy(tmp_path) -> 
         assert got["plan"]["source"] == source, dims
         assert comparable(got) == comparable(raw.usage(q)), dims
     engine.dispose()
+
+
+def test_whole_months_are_read_from_the_month_roll_up_and_answer_exactly(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    engine = open_engine(f"sqlite:///{tmp_path}/l.db")
+    migrate(engine)
+    rng = random.Random(43)
+    october = T0 - 31 * DAY  # records from 1 October (its first day too) to 3 November
+    records = random_records(rng, 1200, start=october, span=34 * DAY)
+    records[0] = msgspec.structs.replace(records[0], created_at=october + 5)
+    fill(engine, records, rng, feedback=40)
+    copy = DuckDBColumnar(tmp_path / "copy.duckdb")
+    store = AnalyticsStore(engine, columnar=copy)
+    store.sync()
+    cur = copy._cursor()
+    months = "SELECT month FROM rolled_months ORDER BY month"
+    assert cur.execute(months).fetchall() == [(october,), (T0,)]  # November's days are past too
+    assert cur.execute("SELECT created_at, sum(n), sum(cost_hi * 4294967296 + cost_lo) FROM tag_months GROUP BY 1 "
+                       "ORDER BY 1").fetchall() == \
+        cur.execute(f"SELECT CASE WHEN created_at < {T0} THEN {october} ELSE {T0} END, sum(n), "
+                    "sum(cost_hi * 4294967296 + cost_lo) FROM tag_days GROUP BY 1 ORDER BY 1").fetchall()
+    raw = Analytics(AnalyticsStore(engine, raw_only=True))
+    columnar = Analytics(store)
+    ranges = [(october, T0), (october - DAY, T0 + 2 * DAY + 7), (october + 3 * HOUR + 1, T0 + DAY), (None, None)]
+    for dims, filters in QUESTIONS:
+        for lo, hi in ranges:
+            q = Query(parse_group_by(dims), from_ms=lo, to_ms=hi, **filters)  # type: ignore[arg-type]
+            got = columnar.usage(q)
+            assert got["plan"]["source"] == "columnar", (dims, filters)
+            assert comparable(got) == comparable(raw.usage(q)), (dims, filters, lo, hi)
+    question = ColumnarQuestion(Query(parse_group_by("tag,label.team")), october - DAY, T0 + DAY)
+    assert question.whole_months([(october - DAY, T0)], {october}) == [(october, T0)]
+    question = ColumnarQuestion(Query(parse_group_by("tag,time.day")), october, T0)
+    assert question.whole_months([(october, T0)], {october}) == []  # days are finer than the month's rows
+    for labels in ({}, {"team": "a"}):
+        q = Query(labels=labels, from_ms=october, to_ms=T0 + DAY)
+        assert _tree(columnar.tree(None, None, q)) == _tree(raw.tree(None, None, q)), labels
+
+    # a late record in a rolled-up month takes the month (and its day) out until the next sync
+    late = msgspec.structs.replace(random_records(random.Random(5), 1)[0], id="late-oct", tags=("US/CA", "prod"),
+                                   created_at=october + 9 * DAY + 7)
+    fill(engine, [late], rng, feedback=0)
+    store.sync()
+    assert cur.execute(months).fetchall() == [(october,), (T0,)]  # rolled up again
+    q = Query(parse_group_by("tag,label.team"), from_ms=october, to_ms=T0)
+    assert comparable(columnar.usage(q)) == comparable(raw.usage(q))
+    copy.close()
+    engine.dispose()

@@ -236,7 +236,7 @@ class ClickHouseQuestion(ColumnarQuestion):
     def ch_sql(self, *, feedback: bool) -> str:
         self.params = {}
         q, dims = self.q, self.dims
-        where = [w.replace("len(", "length(") for w in self._where()]  # len() is DuckDB's
+        where = [w.replace("len(", "length(") for w in self._where()] + self.spans_filter()  # len() is DuckDB's
         tag_list = self._ch_tag_list()
         keys, joins = [], []
         if self.tree:

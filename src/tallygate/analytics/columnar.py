@@ -30,7 +30,7 @@ from tallygate.analytics.mirror import COLUMNS, label_value
 from tallygate.core.histogram import bucket
 from tallygate.core.metrics import Agg
 from tallygate.core.tagpath import MAX_DEPTH
-from tallygate.core.timebuckets import DAY_MS
+from tallygate.core.timebuckets import DAY_MS, ceil, month_floor
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
@@ -43,14 +43,18 @@ CREATE TABLE IF NOT EXISTS feedback (request_id VARCHAR PRIMARY KEY, score_milli
 CREATE TABLE IF NOT EXISTS label_values (set_id VARCHAR, name VARCHAR, value VARCHAR);
 CREATE TABLE IF NOT EXISTS key_labels (key_id VARCHAR, name VARCHAR, value VARCHAR);
 CREATE TABLE IF NOT EXISTS meta (name VARCHAR PRIMARY KEY, value BIGINT);
-CREATE TABLE IF NOT EXISTS tag_days (
+CREATE TABLE IF NOT EXISTS tag_days ({rolled});
+CREATE TABLE IF NOT EXISTS rolled_days (day BIGINT PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS tag_months ({rolled});
+CREATE TABLE IF NOT EXISTS rolled_months (month BIGINT PRIMARY KEY);
+"""
+# The tag roll-ups' rows (`tag_days`, `tag_months`): created_at is the day's (month's) start.
+_ROLLED_COLUMNS = """
   created_at BIGINT, key_id VARCHAR, label_set VARCHAR, requested_model VARCHAR, served_model VARCHAR,
   provider VARCHAR, status SMALLINT, error_code VARCHAR, lat_b UTINYINT, ttft_b UTINYINT, tg VARCHAR,
   depth UTINYINT, own BOOLEAN, n BIGINT, errors BIGINT, input_tokens BIGINT, output_tokens BIGINT,
   cached_tokens BIGINT, cache_write_tokens BIGINT, reasoning_tokens BIGINT, cost_hi BIGINT, cost_lo BIGINT,
-  fb_n BIGINT, fb_sum BIGINT);
-CREATE TABLE IF NOT EXISTS rolled_days (day BIGINT PRIMARY KEY);
-"""
+  fb_n BIGINT, fb_sum BIGINT"""
 # One UTC day of records as `tag_days` rows: per record, a row for each distinct tag prefix (its depth,
 # and whether the record carries that tag itself) or one row without a tag (an untagged record);
 # rows alike but for their sums are one row. About 6x fewer rows than the unnested records (10M a month).
@@ -77,6 +81,19 @@ FROM (SELECT id, key_id, label_set, requested_model, served_model, provider, sta
       FROM records WHERE created_at >= $day AND created_at < $day + 86400000) r
 LEFT JOIN feedback f ON f.request_id = r.id
 GROUP BY ALL)
+ORDER BY tg
+"""
+# A whole UTC month of `tag_days` rows as `tag_months` rows: the same rows summed over the month's days
+# (a sixth of them at 1M records a month; a month-wide tag question reads these). Costs are carried
+# from the low part to the high one so that each stays far from BIGINT's bounds.
+_ROLL_MONTH = """
+INSERT INTO tag_months
+SELECT $month, key_id, label_set, requested_model, served_model, provider, status, error_code, lat_b, ttft_b, tg,
+       depth, own, sum(n), sum(errors), sum(input_tokens), sum(output_tokens), sum(cached_tokens),
+       sum(cache_write_tokens), sum(reasoning_tokens), sum(cost_hi) + sum(cost_lo) // 4294967296,
+       sum(cost_lo) % 4294967296, sum(fb_n), sum(fb_sum)
+FROM tag_days WHERE created_at >= $month AND created_at < $next
+GROUP BY ALL
 ORDER BY tg
 """
 ROLL_BUDGET_S = 5.0  # a sync rolls up days for at most about this long (the rest at the next sync)
@@ -124,7 +141,8 @@ class DuckDBColumnar:
                                 "WHERE table_name = 'records'").fetchone()
         if made and made[0] and self.get_meta("schema") != SCHEMA_VERSION:  # an older layout: copied again
             self._db.execute("DROP TABLE records; DELETE FROM meta")
-        self._db.execute(_SCHEMA.format(levels=", ".join(f"{c} VARCHAR[]" for c in LEVEL_COLUMNS)))
+        self._db.execute(_SCHEMA.format(levels=", ".join(f"{c} VARCHAR[]" for c in LEVEL_COLUMNS),
+                                        rolled=_ROLLED_COLUMNS))
         self.set_meta("schema", SCHEMA_VERSION)
 
     def close(self) -> None:
@@ -152,6 +170,9 @@ class DuckDBColumnar:
         """The days of [from, to) leave the tag roll-up (their records changed): rolled up again by `settle`."""
         cur.execute("DELETE FROM tag_days WHERE created_at >= ? AND created_at < ?", [from_ms, to_ms])
         cur.execute("DELETE FROM rolled_days WHERE day >= ? AND day < ?", [from_ms, to_ms])
+        first = month_floor(from_ms)  # and the months that hold those days
+        cur.execute("DELETE FROM tag_months WHERE created_at >= ? AND created_at < ?", [first, to_ms])
+        cur.execute("DELETE FROM rolled_months WHERE month >= ? AND month < ?", [first, to_ms])
 
     def settle(self, watermark: int, budget_s: float | None = ROLL_BUDGET_S) -> int:
         """Roll up every whole UTC day before `watermark` that is not (oldest first, for about
@@ -175,7 +196,27 @@ class DuckDBColumnar:
                 cur.execute("INSERT OR REPLACE INTO rolled_days VALUES (?)", [day])
                 cur.execute("COMMIT")
             rolled += 1
+        self._settle_months(cur, watermark)
         return rolled
+
+    def _settle_months(self, cur: duckdb.DuckDBPyConnection, watermark: int) -> None:
+        """Roll up every whole UTC month before `watermark` whose days are all rolled up and that is not."""
+        done = {int(m) for (m,) in cur.execute("SELECT month FROM rolled_months").fetchall()}
+        days = [int(d) for (d,) in cur.execute("SELECT day FROM rolled_days ORDER BY day").fetchall()]
+        if not days:
+            return
+        month = month_floor(days[0])
+        have = set(days)
+        while month < watermark:
+            nxt = ceil(month + 1, "month")
+            if nxt <= watermark and month not in done and all(d in have for d in range(month, nxt, DAY_MS)):
+                with self._write:
+                    cur.execute("BEGIN")
+                    cur.execute("DELETE FROM tag_months WHERE created_at = ?", [month])
+                    cur.execute(_ROLL_MONTH, {"month": month, "next": nxt})
+                    cur.execute("INSERT OR REPLACE INTO rolled_months VALUES (?)", [month])
+                    cur.execute("COMMIT")
+            month = nxt
 
     @staticmethod
     def _append(cur: duckdb.DuckDBPyConnection, rows: list[tuple[Any, ...]]) -> None:
@@ -248,11 +289,16 @@ class DuckDBColumnar:
             has_feedback = cur.execute("SELECT count(*) > 0 FROM feedback").fetchone()
             rolled = (question.in_buckets(self._rolled(cur, question.from_ms, question.to_ms))
                       if question.rollable() else [])
-            sql, params = question.sql(feedback=bool(has_feedback and has_feedback[0]), rolled=rolled)
+            months = question.whole_months(rolled, self._months(cur)) if rolled else []
+            sql, params = question.sql(feedback=bool(has_feedback and has_feedback[0]), rolled=rolled, months=months)
             rows = cur.execute(sql, params).fetchall()
         finally:
             cur.execute("ROLLBACK")  # it only read
         return question.buckets(rows)
+
+    @staticmethod
+    def _months(cur: duckdb.DuckDBPyConnection) -> set[int]:
+        return {int(m) for (m,) in cur.execute("SELECT month FROM rolled_months").fetchall()}
 
     @staticmethod
     def _rolled(cur: duckdb.DuckDBPyConnection, lo: int | None, hi: int | None) -> list[tuple[int, int]]:

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tallygate.analytics.query import Dim, Query
-from tallygate.core import zones
+from tallygate.core import timebuckets, zones
 from tallygate.core.metrics import (
     CACHE_WRITE_TOKENS,
     CACHED_TOKENS,
@@ -82,6 +82,7 @@ class ColumnarQuestion:
     limit: int | None = None
     row_count: int | None = None  # all the groups, when `limit` cut them in SQL (else None)
     counted: bool = False  # the statement returns the group count as its last column
+    spans: list[tuple[int, int]] | None = None  # only the records of these stretches (a roll-up answer's raw ends)
 
     # ------------------------------------------------------------------------------ SQL
     def _p(self, value: Any) -> str:
@@ -116,7 +117,15 @@ class ColumnarQuestion:
             where.append(self._carries(want))
         if self.tagged and tags:
             where.append("len(tags) > 0")
+        if self.spans == []:
+            where.append("false")
         return where
+
+    def spans_filter(self) -> list[str]:
+        """`spans` as one filter (an engine that reads them in one scan; DuckDB reads each apart)."""
+        if not self.spans:
+            return []
+        return ["(" + " OR ".join(f"(created_at >= {int(a)} AND created_at < {int(b)})" for a, b in self.spans) + ")"]
 
     def _in_list(self, column: str, values: list[str]) -> str:
         return f"{column} IN (SELECT unnest({self._p(values)}::VARCHAR[]))"
@@ -220,14 +229,15 @@ class ColumnarQuestion:
         times = [f"g{i} ASC" for i, d in enumerate(self.dims) if d.kind == "time"]
         rest = [f"coalesce(CAST(g{i} AS VARCHAR), '') ASC" for i, d in enumerate(self.dims) if d.kind != "time"]
         cost = f"s{next(j for j, (_, pos) in enumerate(_SUMS) if pos == COST_PICO)}"
-        return ", ".join([*times, f"coalesce(sum({cost}), 0) DESC", "sum(s0) DESC", *rest])
+        return ", ".join([*times, f"coalesce({cost}, 0) DESC", "s0 DESC", *rest])
 
     def rollable(self) -> bool:
         """Whether the day roll-up of tags (`columnar.py`, `tag_days`) answers this question's whole
         UTC days: it keeps every record's tag prefixes with all its attributes, by UTC day, so a tag
         dimension, the tree or a tag filter read it unless time is bucketed by the hour (a local day or
         month: the UTC days within one such bucket, see `in_buckets`)."""
-        if self.tagged or not (self.tree or self.q.tag_dim is not None or self.q.tag is not None):
+        if self.tagged or self.spans is not None or not (self.tree or self.q.tag_dim is not None
+                                                          or self.q.tag is not None):
             return False
         time = next((d for d in self.dims if d.kind == "time"), None)
         return time is None or time.arg in ("day", "month")
@@ -249,6 +259,27 @@ class ColumnarQuestion:
                     out[-1] = (out[-1][0], day + DAY_MS)
                 else:
                     out.append((day, day + DAY_MS))
+        return out
+
+    def whole_months(self, spans: list[tuple[int, int]], rolled: set[int]) -> list[tuple[int, int]]:
+        """The whole UTC months of `spans` (from `in_buckets`) that the month roll-up holds (`rolled`:
+        their starts) and that lie within one time bucket (no time dimension, or UTC months)."""
+        time = next((d for d in self.dims if d.kind == "time"), None)
+        out: list[tuple[int, int]] = []
+        for a, b in spans:
+            month = a if a == timebuckets.floor(a, "month") else timebuckets.ceil(a, "month")
+            while month < b:
+                nxt = timebuckets.ceil(month + 1, "month")
+                if nxt > b:
+                    break
+                one = time is None or zones.floor(month, str(time.arg), self.q.tz) == zones.floor(
+                    nxt - 1, str(time.arg), self.q.tz)
+                if month in rolled and one:
+                    if out and out[-1][1] == month:
+                        out[-1] = (out[-1][0], nxt)
+                    else:
+                        out.append((month, nxt))
+                month = nxt
         return out
 
     def _rolled_where(self) -> list[str]:
@@ -294,17 +325,19 @@ class ColumnarQuestion:
         tags = "tl" if self.tree else "CASE WHEN len(tl) = 0 THEN [NULL::VARCHAR] ELSE tl END"
         return f"SELECT * EXCLUDE (tl), unnest({tags}) AS tg FROM ({rows})"
 
-    def _rolled(self, spans: list[tuple[int, int]], tagged_rows: bool) -> str:
-        """The roll-up's rows of whole UTC days (`spans`), as source rows."""
+    def _rolled(self, spans: list[tuple[int, int]], tagged_rows: bool, table: str = "tag_days") -> str:
+        """The roll-up's rows of whole UTC days (months, from `tag_months`) in `spans`, as source rows."""
         where = self._rolled_where()
         where.append("(" + " OR ".join(f"(created_at >= {int(a)} AND created_at < {int(b)})" for a, b in spans)
                      + ")")
         cols = [*_ATTRS, *_ROLLED_SUMS] + (["tg"] if tagged_rows else [])
-        return f"SELECT {', '.join(cols)} FROM tag_days WHERE {' AND '.join(where)}"
+        return f"SELECT {', '.join(cols)} FROM {table} WHERE {' AND '.join(where)}"
 
-    def sql(self, *, feedback: bool, rolled: list[tuple[int, int]] | None = None) -> tuple[str, dict[str, Any]]:
+    def sql(self, *, feedback: bool, rolled: list[tuple[int, int]] | None = None,
+            months: list[tuple[int, int]] | None = None) -> tuple[str, dict[str, Any]]:
         """The statement and its parameters; `feedback`: join the scores (skipped when none exist);
-        `rolled`: the stretches of whole UTC days read from the tag roll-up (`rollable` questions)."""
+        `rolled`: the stretches of whole UTC days read from the tag roll-up (`rollable` questions), of
+        which `months` (whole UTC months) are read from the month roll-up."""
         self.params = {}
         q, dims = self.q, self.dims
         keys, joins = [], []
@@ -323,28 +356,40 @@ class ColumnarQuestion:
                 keys.append(f"l{i}.value")
             else:
                 keys.append(f"r.{_PLAIN[d.kind]}")
-        parts = [self._records(lo, hi, feedback) for lo, hi in _gaps(self.from_ms, self.to_ms, rolled or [])]
-        if rolled:
-            parts.append(self._rolled(rolled, "tg" in keys))
+        # the records of each stretch apart (one range each: DuckDB skips the row groups outside it,
+        # where an OR of 30 ranges read every row group of the month)
+        stretches = self.spans or _gaps(self.from_ms, self.to_ms, rolled or [])
+        parts = [self._records(lo, hi, feedback) for lo, hi in stretches]
+        days = [span for lo, hi in _gaps(None, None, months or []) for span in _within(rolled or [], lo, hi)]
+        if days:
+            parts.append(self._rolled(days, "tg" in keys))
+        if months:
+            parts.append(self._rolled(months, "tg" in keys, "tag_months"))
         sums = [s for s, _ in _SUMS]
+        count = "sum(n)"
         if not rolled:  # records only: fewer aggregates (DuckDB's group-by costs one pass per aggregate)
-            sums[0], sums[1], sums[7] = "count(*)", "count(*) FILTER (WHERE status >= 400)", "sum(cost_lo)"
+            count = sums[0] = "count(*)"
+            sums[1], sums[7] = "count(*) FILTER (WHERE status >= 400)", "sum(cost_lo)"
         if not feedback:
             sums[8], sums[9] = "0", "0"
-        cols = [f"{k} AS g{i}" for i, k in enumerate(keys)]
         groups = [f"g{i}" for i in range(len(keys))]
-        # per group and latency / time-to-first-token bucket first (plain sums), then per group with the
-        # buckets as lists: several times cheaper in DuckDB than histogram() per group
-        by_bucket = (f"SELECT {', '.join(cols + [f'{x} AS s{j}' for j, x in enumerate(sums)])}, lat_b, ttft_b "
-                     f"FROM ({' UNION ALL '.join(parts)}) r {' '.join(joins)} "
-                     f"GROUP BY {', '.join([*groups, 'lat_b', 'ttft_b'])}")
-        outer = [*groups, *(f"sum(s{j})" for j in range(len(sums))), "list(lat_b)", "list(s0)", "list(ttft_b)"]
+        # The sums per group (cut to the first `limit` groups in the API's order, counting them all), and
+        # apart the count per group and latency / time-to-first-token bucket, as lists per group. Summing
+        # every metric per (group, bucket, bucket) cost three times as much: many more groups, all wide.
+        src = (f"SELECT {', '.join(f'{k} AS g{i}' for i, k in enumerate(keys))}{', ' if keys else ''}r.* "
+               f"FROM ({' UNION ALL '.join(parts)}) r {' '.join(joins)}")
         self.counted = bool(keys) and self.cuts()
-        if self.counted:
-            outer.append("count(*) OVER ()")
-        sql = (f"SELECT {', '.join(outer)} FROM ({by_bucket}) b"
+        top = (f"SELECT {', '.join([*groups, *(f'{x} AS s{j}' for j, x in enumerate(sums))])}"
+               f"{', count(*) OVER () AS c' if self.counted else ''} FROM src"
                f"{' GROUP BY ' + ', '.join(groups) if keys else ''}"
                f"{f' ORDER BY {self._order()} LIMIT {int(self.limit or 0)}' if self.counted else ''}")
+        hist = f"SELECT {', '.join([*groups, 'lat_b', 'ttft_b'])}, {count} AS k FROM src GROUP BY ALL"
+        same = " AND ".join(f"top.{g} IS NOT DISTINCT FROM h.{g}" for g in groups) or "true"
+        outer = [*(f"top.{g}" for g in groups), *(f"any_value(top.s{j})" for j in range(len(sums))),
+                 "list(h.lat_b)", "list(h.k)", "list(h.ttft_b)"] + (["any_value(top.c)"] if self.counted else [])
+        sql = (f"WITH src AS NOT MATERIALIZED ({src}), top AS ({top}), h AS ({hist}) "
+               f"SELECT {', '.join(outer)} FROM top JOIN h ON {same}"
+               f"{' GROUP BY ' + ', '.join(f'top.{g}' for g in groups) if keys else ''}")
         return sql, self.params
 
     # --------------------------------------------------------------------------- answers
@@ -392,6 +437,16 @@ class ColumnarQuestion:
             else:  # two SQL groups of one local day or month
                 have.add_vector(v)
         return out
+
+
+def _within(spans: list[tuple[int, int]], lo: int | None, hi: int | None) -> list[tuple[int, int]]:
+    """The parts of `spans` within [lo, hi) (None: unbounded)."""
+    out = []
+    for a, b in spans:
+        a, b = a if lo is None else max(a, lo), b if hi is None else min(b, hi)
+        if a < b:
+            out.append((a, b))
+    return out
 
 
 def _gaps(lo: int | None, hi: int | None, spans: list[tuple[int, int]]) -> list[tuple[int | None, int | None]]:

@@ -34,7 +34,7 @@ from sqlalchemy import Connection, Engine, func, select
 from tallygate.analytics.columnar_sql import ColumnarQuestion, offsets
 from tallygate.analytics.cover import cover
 from tallygate.analytics.mirror import ColumnarEngine, Mirror
-from tallygate.analytics.plan import Segment, levels_for, plan, segments_for
+from tallygate.analytics.plan import Segment, levels_for, merged, plan, segments_for
 from tallygate.analytics.query import Dim, Query
 from tallygate.analytics.segment_reader import SegmentReader, TagMode
 from tallygate.core.metrics import REQUESTS, Agg
@@ -237,9 +237,11 @@ class AnalyticsStore:
             # local days of many tags: the roll-up hours hold thousands of tag rows each, fetched one by
             # one (tag_level.3 by New York day over 7 days: 260k rows, 20 s; the columnar copy 3 s)
             return True
-        # whole-hour offsets: local buckets are whole UTC hours of the roll-ups (measured faster);
-        # 30- and 45-minute offsets would need the raw ledger around every boundary
-        return any(off % HOUR_MS for _, off in offsets(q.from_ms, q.to_ms, q.tz))
+        # local buckets are whole UTC hours of the roll-ups, summed per local bucket by SQL (measured
+        # faster); with 30- and 45-minute offsets the half hours around each day's boundary are the raw
+        # ends, which the copy reads when it is up to date (`_columnar_ends`), else the ledger. Local
+        # hours there are no whole UTC hour at all: the copy answers them.
+        return q.time_dim.arg == "hour" and any(off % HOUR_MS for _, off in offsets(q.from_ms, q.to_ms, q.tz))
 
     def _run(self, q: Query, family: str, segments: list[Segment], mode: TagMode, *,
              columnar: bool = True, limit: int | None = None) -> Collected:
@@ -250,8 +252,11 @@ class AnalyticsStore:
         if self._raw_only:
             segments = [Segment("raw", q.from_ms, q.to_ms)]
         rolled = family != "raw" and not self._raw_only and any(s.level != "raw" for s in segments)
+        ends = self._columnar_ends(segments) if rolled and columnar else None
         # whole hours (days) less their outside parts: UTC only, where an hour row is in one time bucket
-        if rolled and (q.tz == UTC or q.time_dim is None):
+        if ends is not None:  # the raw ends from the columnar copy: one scan of a few stretches
+            pieces = [(1, s) for s in merged([s for s in segments if s.level != "raw"])]
+        elif rolled and (q.tz == UTC or q.time_dim is None):
             pieces = cover(segments, levels_for(q, family))
         else:
             pieces = [(1, s) for s in segments]
@@ -274,6 +279,18 @@ class AnalyticsStore:
                     ctx.attrs(seg, into)
                 else:
                     ctx.tags(seg, into)
+            if ends:
+                assert self.columnar is not None
+                # bounded by the stretches themselves (local months and offsets are worked out over them)
+                question = ColumnarQuestion(q, ends[0][0], ends[-1][1], ctx.key_ids, ctx.set_ids, mode.tree,
+                                            mode.root, mode.max_depth, mode.tagged, spans=ends)
+                for key, agg in self.columnar.answer(question).items():
+                    have = out.get(key)
+                    if have is None:
+                        out[key] = agg
+                    else:
+                        have.add_vector(agg.v)
+                pieces += [(1, Segment("columnar", a, b)) for a, b in ends]
         if less:  # the parts of whole hours (days) that were read but are outside the range
             for key, agg in less.items():
                 if key in out:
@@ -281,6 +298,22 @@ class AnalyticsStore:
             out = {key: agg for key, agg in out.items() if agg.v[REQUESTS] > 0}
         return Collected(out, family, [s for sign, s in pieces if sign > 0], estimate,
                          [s for sign, s in pieces if sign < 0])
+
+    def _columnar_ends(self, segments: list[Segment]) -> list[tuple[int, int]] | None:
+        """The raw segments of a roll-up answer, when the columnar copy holds all of them (before the
+        first hour it does not hold all of): one DuckDB scan of those stretches instead of SQL sums
+        or Python over the ledger's rows (the 30 half hours around a month's local midnights in
+        Kolkata, the ragged ends of a range). None: the ledger reads them."""
+        raw = [s for s in segments if s.level == "raw"]
+        if not raw or self.columnar is None or self.mirror is None or not self._copy_ready():
+            return None
+        if any(s.from_ms is None or s.to_ms is None for s in raw):
+            return None
+        self.sync(wait=False)
+        mark = self._exact_until(min(int(s.from_ms or 0) for s in raw), self.mirror.watermark)
+        if any(int(s.to_ms or 0) > mark for s in raw):
+            return None
+        return sorted((int(s.from_ms or 0), int(s.to_ms or 0)) for s in raw)
 
     def _run_columnar(self, q: Query, family: str, mode: TagMode, limit: int | None = None) -> Collected | None:
         """The columnar copy up to its watermark (or to the first hour it holds a different count of

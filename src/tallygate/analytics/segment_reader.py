@@ -18,6 +18,7 @@ from sqlalchemy import Connection, true
 from tallygate.analytics.plan import Segment, attribute
 from tallygate.analytics.query import Dim, Query
 from tallygate.analytics.sql import (
+    local_bucket,
     raw_records,
     raw_summed,
     record_filters,
@@ -82,7 +83,7 @@ class SegmentReader:
             where = [*time_range(t.c.bucket, seg), t.c.dim.op("||")("") == dim]
         grouped = next((d for d in q.dims if d.kind != "time"), None)
         time = q.time_dim
-        cols = ["value", "bucket"] if time else ["value"]
+        cols = ["value", local_bucket(t, seg, time, q.tz)] if time else ["value"]
 
         def key_of(row: tuple[Any, ...]) -> tuple[Any, ...]:
             return tuple(time_value(d, row[1], q.tz) if d.kind == "time" else _attr_value(d, row[0]) for d in q.dims)
@@ -118,13 +119,14 @@ class SegmentReader:
             where.append(t.c.label_set.in_(self.set_ids))
         if q.model is not None:
             where.append(t.c.requested_model == q.model)
-        cols: list[str] = []
+        names: list[str] = []
         for d in q.dims:
             name = ("key_id" if q.current_labels else "label_set") if d.kind == "label" else \
                 "bucket" if d.kind == "time" else PLAIN_COLUMN[d.kind]
-            if name not in cols:
-                cols.append(name)
-        at = {name: i for i, name in enumerate(cols)}
+            if name not in names:
+                names.append(name)
+        at = {name: i for i, name in enumerate(names)}
+        cols = [local_bucket(t, seg, q.time_dim, q.tz) if name == "bucket" else name for name in names]
         summed_rows(self.conn, t, cols, where, out,
                     lambda row: tuple(self._value(d, row, at, "bucket", blank_is_none=True) for d in q.dims))
 
@@ -147,8 +149,9 @@ class SegmentReader:
         where = self.tag_where(t, seg)
         tag_dim = None if mode.tree or mode.tagged else q.tag_dim
         group_prefix = mode.tree or tag_dim is not None
-        cols = (["prefix"] if group_prefix else []) + (["bucket"] if q.time_dim else [])
-        at = {name: i for i, name in enumerate(cols)}
+        names = (["prefix"] if group_prefix else []) + (["bucket"] if q.time_dim else [])
+        at = {name: i for i, name in enumerate(names)}
+        cols = [local_bucket(t, seg, q.time_dim, q.tz) if name == "bucket" else name for name in names]
         dims = self.dims
 
         def key_of(row: tuple[Any, ...]) -> tuple[Any, ...]:

@@ -4,8 +4,10 @@ Every route needs `manage: read`. Unknown query parameters are refused (a misspe
 would otherwise widen the answer silently).
 """
 
+from collections.abc import Callable
 from typing import Annotated, Any
 
+import orjson
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
@@ -53,11 +55,19 @@ def only_params(request: Request, allowed: set[str], labels: bool) -> None:
                                  f"{', '.join(sorted(allowed))}{', label.<name>' if labels else ''}", param=name)
 
 
+def _json(answer: Callable[..., dict[str, Any]], *args: Any) -> Response:
+    """An answer as JSON bytes by orjson (in the worker thread): FastAPI's own encoding of a
+    thousand-row answer (validated as a dict, then `json.dumps`) took ~100-250 ms for the tree's
+    950 KB, orjson 3-27 ms."""
+    return Response(orjson.dumps(answer(*args)), media_type="application/json")
+
+
 def analytics_router(analytics: Analytics) -> APIRouter:
     router = APIRouter(tags=["analytics"], responses=ERRORS)
     reader = Depends(require("manage", "read"))
 
-    @router.get("/v1/analytics/usage", summary="Requests, errors, tokens, cost, latency and feedback by group")
+    @router.get("/v1/analytics/usage", summary="Requests, errors, tokens, cost, latency and feedback by group",
+                response_model=dict[str, Any])
     async def usage(
         request: Request,
         _: Annotated[Principal, reader],
@@ -77,15 +87,16 @@ def analytics_router(analytics: Analytics) -> APIRouter:
         provider: Annotated[str | None, Query(max_length=200, description="provider that served it")] = None,
         served_model: Annotated[str | None, Query(max_length=200, description="model the provider "
                                                                               "served")] = None,
-    ) -> dict[str, Any]:
+    ) -> Response:
         only_params(request, _USAGE, labels=True)
         zone = parse_zone(tz, analytics.timezone)
         q = Question(parse_group_by(group_by), check_tag_filter(tag), label_filters(request), key, model,
                      parse_time(from_, "from", zone), parse_time(to, "to", zone), parse_label_mode(labels), zone,
                      status, error_code, provider, served_model)
-        return await run_in_threadpool(analytics.usage, q, limit)
+        return await run_in_threadpool(_json, analytics.usage, q, limit)
 
-    @router.get("/v1/analytics/tags/tree", summary="The tag hierarchy with metrics at every node")
+    @router.get("/v1/analytics/tags/tree", summary="The tag hierarchy with metrics at every node",
+                response_model=dict[str, Any])
     async def tag_tree(
         request: Request,
         _: Annotated[Principal, reader],
@@ -95,7 +106,7 @@ def analytics_router(analytics: Analytics) -> APIRouter:
         from_: Annotated[str | None, Query(alias="from", description="inclusive; ISO 8601 or epoch ms")] = None,
         to: Annotated[str | None, Query(description="exclusive; ISO 8601 or epoch ms")] = None,
         tz: Annotated[str | None, tz_query()] = None,
-    ) -> dict[str, Any]:
+    ) -> Response:
         only_params(request, _TREE, labels=True)
         zone = parse_zone(tz, analytics.timezone)
         try:
@@ -104,7 +115,7 @@ def analytics_router(analytics: Analytics) -> APIRouter:
             raise InvalidRequest(err.message.replace("tag", "root", 1), param="root") from None
         q = Question(labels=label_filters(request), from_ms=parse_time(from_, "from", zone),
                      to_ms=parse_time(to, "to", zone), tz=zone)
-        return await run_in_threadpool(analytics.tree, root, depth, q)
+        return await run_in_threadpool(_json, analytics.tree, root, depth, q)
 
     @router.get("/v1/analytics/export", summary="A month's invoice lines per group, with a markup",
                 responses={200: {"content": {"application/json": {}, "text/csv": {}}}})

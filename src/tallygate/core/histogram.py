@@ -16,8 +16,9 @@ report exact percentiles instead.
 from __future__ import annotations
 
 import math
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
+from itertools import accumulate
 
 PER_DOUBLING = 3
 DOUBLINGS = 20
@@ -47,24 +48,17 @@ def rank(q: float, n: int) -> int:
     return max(1, r)
 
 
+_SHOWN = tuple(round(representative_ms(i), 3) for i in range(BUCKETS))  # each bucket's reported value
+
+
 def percentiles_ms(counts: Sequence[int], qs: Sequence[float]) -> list[float | None]:
-    """Quantiles `qs` (ascending) of a histogram (counts per bucket); None when it is empty."""
-    n = sum(counts)
+    """Quantiles `qs` of a histogram (counts per bucket); None when it is empty. The bucket of a rank
+    is the first whose running count reaches it (a bisection: thousands of groups in an answer)."""
+    running = list(accumulate(counts))
+    n = running[-1] if running else 0
     if n <= 0:
         return [None] * len(qs)
-    out: list[float | None] = []
-    wants = [rank(q, n) for q in qs]
-    seen, w = 0, 0
-    for i, c in enumerate(counts):
-        if not c:
-            continue
-        seen += c
-        while w < len(wants) and seen >= wants[w]:
-            out.append(round(representative_ms(i), 3))
-            w += 1
-        if w == len(wants):
-            break
-    return out
+    return [_SHOWN[bisect_left(running, rank(q, n))] for q in qs]
 
 
 def exact_percentile_ms(sorted_us: Sequence[int], q: float) -> float | None:
