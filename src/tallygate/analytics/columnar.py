@@ -254,6 +254,12 @@ class DuckDBColumnar:
             cur.execute("ROLLBACK")  # it only read
         return question.buckets(rows)
 
+    def keys(self, question: ColumnarQuestion, after: tuple[int, str] | None, limit: int) -> list[tuple[int, str]]:
+        """The (created_at, id) of the question's first `limit` records newest first, after `after`
+        (a logs page: the records themselves are read from the ledger by id)."""
+        sql, params = question.keys_sql(after, limit)
+        return [(int(ms), str(rid)) for ms, rid in self._cursor().execute(sql, params).fetchall()]
+
     @staticmethod
     def _rolled(cur: duckdb.DuckDBPyConnection, lo: int | None, hi: int | None) -> list[tuple[int, int]]:
         """The stretches of whole rolled-up days within [lo, hi), in order."""

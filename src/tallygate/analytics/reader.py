@@ -378,17 +378,27 @@ class AnalyticsStore:
         if found is not None and now - found[0] < LOG_HOURS_TTL_S and found[3] == self.mirror.repairs:
             return found[1], min(found[2], mark)
         repairs = self.mirror.repairs
-        q = Query((Dim("time", "hour"),), f.tag, f.labels, f.key_id, f.model, f.from_ms, f.to_ms, status=f.status,
-                  error_code=f.error_code, provider=f.provider, served_model=f.served_model)
         hi = mark if f.to_ms is None else min(f.to_ms, mark)
-        with self._engine.connect() as conn:
-            ctx = SegmentReader(q, conn, self._label_sets(conn), {}, TagMode())
-            groups = self.columnar.answer(ColumnarQuestion(q, f.from_ms, hi, ctx.key_ids, ctx.set_ids))
+        groups = self.columnar.answer(self._log_question(f, f.from_ms, hi, (Dim("time", "hour"),)))
         hours = {int(k[0]): agg.v[REQUESTS] for k, agg in groups.items()}
         if len(self._log_hours) > 256:
             self._log_hours.clear()
         self._log_hours[key] = (now, hours, mark, repairs)
         return hours, mark
+
+    def log_keys(self, f: LogFilter, lo: int | None, hi: int, after: tuple[int, str] | None,
+                 want: int) -> list[tuple[int, str]]:
+        """The (created_at, id) of the first `want` records matching `f` in [lo, hi), newest first,
+        after the logs cursor `after`, from the copy (`hi` at most the time `log_hours` returned)."""
+        assert self.columnar is not None
+        return self.columnar.keys(self._log_question(f, lo, hi), after, want)
+
+    def _log_question(self, f: LogFilter, lo: int | None, hi: int, dims: tuple[Dim, ...] = ()) -> ColumnarQuestion:
+        q = Query(dims, f.tag, f.labels, f.key_id, f.model, f.from_ms, f.to_ms, status=f.status,
+                  error_code=f.error_code, provider=f.provider, served_model=f.served_model)
+        with self._engine.connect() as conn:
+            ctx = SegmentReader(q, conn, self._label_sets(conn), {}, TagMode())
+            return ColumnarQuestion(q, lo, hi, ctx.key_ids, ctx.set_ids)
 
     def _copy_ready(self) -> bool:
         """Whether the columnar copy has been made once; if not, open and make it in a background
