@@ -114,3 +114,25 @@ def test_a_keyed_page_reads_the_ledger_once_by_primary_key(ledger) -> None:  # t
     assert [r.record.id for r in (*first.rows, *second.rows, *third.rows)] == want[:15]
     reads = [sql for sql in seen if "FROM requests" in sql and "label_sets" in sql]
     assert len(reads) == 1 and "requests.id IN" in reads[0], reads
+
+
+def test_a_walk_reads_its_keys_from_the_copy_once(ledger) -> None:  # type: ignore[no-untyped-def]
+    """The first page reads a thousand keys ahead; the walk's next pages take theirs from them."""
+    eng, recs, store = ledger
+    columnar = store.columnar
+    assert columnar is not None
+    reads: list[int] = []
+    read = columnar.keys
+
+    def counted(question, after, limit):  # type: ignore[no-untyped-def]
+        reads.append(limit)
+        return read(question, after, limit)
+
+    columnar.keys = counted  # type: ignore[method-assign]
+    try:
+        f = LogFilter(model="m1", status=429, provider="p2", to_ms=T0 + 3 * DAY)  # no other test's
+        got, _ = all_pages(_reader(store, eng, 10_000), f, 4)
+    finally:
+        columnar.keys = read  # type: ignore[method-assign]
+    assert got == expected(recs, f) and len(got) > 12
+    assert len(reads) == 1, reads

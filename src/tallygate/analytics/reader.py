@@ -41,11 +41,12 @@ from tallygate.core.metrics import REQUESTS, Agg
 from tallygate.core.timebuckets import HOUR_MS
 from tallygate.core.zones import UTC
 from tallygate.store.hours import Parts, all_counts, hour_counts
-from tallygate.store.logs import LogFilter
+from tallygate.store.logs import READ_AHEAD, LogFilter
 from tallygate.store.schema import api_keys, label_sets, requests, tag_rollups
 
 log = logging.getLogger("tallygate.analytics")
 LOG_HOURS_TTL_S = 30.0  # a logs filter's matching hours are counted again after this long
+LOG_KEYS_TTL_S = 30.0  # a logs filter's keys read ahead are read again after this long
 SYNC_EVERY_S = 1.0  # a question brings the columnar copy up to date at most this often
 OPEN_WAIT_S = 3.0  # at most this long a question waits for the copy to open and copy labels and scores
 _SPARSE = 0.05  # a tag filter matching less than this share of the records is read by its index
@@ -91,6 +92,8 @@ class AnalyticsStore:
         self._local = threading.local()  # .memo: raw segments read during one answer (`sharing`)
         self._sets: dict[str, dict[str, Any]] = {}
         self._log_hours: dict[tuple[Any, ...], tuple[float, dict[int, int], int, int]] = {}
+        # a filter's keys read ahead: (when, repairs, low, high, every match in [low, high) newest first)
+        self._log_keys: dict[tuple[Any, ...], tuple[float, int, int | None, int, list[tuple[int, str]]]] = {}
 
     @property
     def columnar_configured(self) -> bool:
@@ -371,8 +374,7 @@ class AnalyticsStore:
         # not keyed by the watermark (it moves at every sync): a count kept for a while stays exact for
         # the hours before the watermark it was counted at, which is returned with it, unless an hour of
         # the copy was copied again since (`Mirror.repairs`: late records)
-        key = (f.tag, tuple(sorted(f.labels.items())), f.key_id, f.model, f.status, f.error_code, f.provider,
-               f.served_model, f.from_ms, f.to_ms)
+        key = self._log_key(f)
         now = time.monotonic()
         found = self._log_hours.get(key)
         if found is not None and now - found[0] < LOG_HOURS_TTL_S and found[3] == self.mirror.repairs:
@@ -389,9 +391,38 @@ class AnalyticsStore:
     def log_keys(self, f: LogFilter, lo: int | None, hi: int, after: tuple[int, str] | None,
                  want: int) -> list[tuple[int, str]]:
         """The (created_at, id) of the first `want` records matching `f` in [lo, hi), newest first,
-        after the logs cursor `after`, from the copy (`hi` at most the time `log_hours` returned)."""
-        assert self.columnar is not None
-        return self.columnar.keys(self._log_question(f, lo, hi), after, want)
+        after the logs cursor `after`, from the copy (`hi` at most the time `log_hours` returned).
+
+        One query reads up to `READ_AHEAD` of them, kept (like `log_hours`, for
+        `LOG_KEYS_TTL_S`, until an hour is copied again) with the stretch [lo, hi) they are all of
+        the matches of: the next pages of a walk are read from it, not from the copy."""
+        assert self.columnar is not None and self.mirror is not None
+        key = self._log_key(f)
+        bound = hi if after is None else min(hi, after[0] + 1)  # after the newest time the page may hold
+        now = time.monotonic()
+        kept = self._log_keys.get(key)
+        if kept is not None and now - kept[0] < LOG_KEYS_TTL_S and kept[1] == self.mirror.repairs:
+            _, _, low, high, keys = kept
+            if bound <= high and (low is None or (lo is not None and lo >= low)):  # [lo, bound) in it
+                return [k for k in keys if (lo is None or k[0] >= lo) and k[0] < hi
+                        and (after is None or k < after)][:want]
+        repairs = self.mirror.repairs
+        ahead = max(want, READ_AHEAD)
+        got = self.columnar.keys(self._log_question(f, lo, hi), after, ahead)
+        # kept: every match in [low, high); not the cursor's millisecond (its matches after the cursor
+        # were not read), nor the last one read when the read was cut (its older matches were not)
+        high = hi if after is None else min(hi, after[0])
+        low = lo if len(got) < ahead else got[-1][0] + 1
+        if len(self._log_keys) > 256:
+            self._log_keys.clear()
+        self._log_keys[key] = (now, repairs, low, high,
+                               [k for k in got if k[0] < high and (low is None or k[0] >= low)])
+        return got[:want]
+
+    @staticmethod
+    def _log_key(f: LogFilter) -> tuple[Any, ...]:
+        return (f.tag, tuple(sorted(f.labels.items())), f.key_id, f.model, f.status, f.error_code, f.provider,
+                f.served_model, f.from_ms, f.to_ms)
 
     def _log_question(self, f: LogFilter, lo: int | None, hi: int, dims: tuple[Dim, ...] = ()) -> ColumnarQuestion:
         q = Query(dims, f.tag, f.labels, f.key_id, f.model, f.from_ms, f.to_ms, status=f.status,
