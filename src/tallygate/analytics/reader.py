@@ -41,12 +41,13 @@ from tallygate.core.metrics import REQUESTS, Agg
 from tallygate.core.timebuckets import HOUR_MS
 from tallygate.core.zones import UTC
 from tallygate.store.hours import Parts, all_counts, hour_counts
-from tallygate.store.logs import READ_AHEAD, LogFilter
+from tallygate.store.logs import LogFilter
 from tallygate.store.schema import api_keys, label_sets, requests, tag_rollups
 
 log = logging.getLogger("tallygate.analytics")
 LOG_HOURS_TTL_S = 30.0  # a logs filter's matching hours are counted again after this long
 LOG_KEYS_TTL_S = 30.0  # a logs filter's keys read ahead are read again after this long
+LOG_KEYS_AHEAD = 1000  # a logs page reads this many more keys of its filter (the next pages')
 SYNC_EVERY_S = 1.0  # a question brings the columnar copy up to date at most this often
 OPEN_WAIT_S = 3.0  # at most this long a question waits for the copy to open and copy labels and scores
 _SPARSE = 0.05  # a tag filter matching less than this share of the records is read by its index
@@ -393,7 +394,7 @@ class AnalyticsStore:
         """The (created_at, id) of the first `want` records matching `f` in [lo, hi), newest first,
         after the logs cursor `after`, from the copy (`hi` at most the time `log_hours` returned).
 
-        One query reads up to `READ_AHEAD` of them, kept (like `log_hours`, for
+        One query reads `LOG_KEYS_AHEAD` more of them, kept (like `log_hours`, for
         `LOG_KEYS_TTL_S`, until an hour is copied again) with the stretch [lo, hi) they are all of
         the matches of: the next pages of a walk are read from it, not from the copy."""
         assert self.columnar is not None and self.mirror is not None
@@ -407,17 +408,33 @@ class AnalyticsStore:
                 return [k for k in keys if (lo is None or k[0] >= lo) and k[0] < hi
                         and (after is None or k < after)][:want]
         repairs = self.mirror.repairs
-        ahead = max(want, READ_AHEAD)
-        got = self.columnar.keys(self._log_question(f, lo, hi), after, ahead)
+        ahead = want + LOG_KEYS_AHEAD
+        start = self._ahead_from(key, f, lo, bound, ahead)
+        got = self.columnar.keys(self._log_question(f, start, hi), after, ahead)
         # kept: every match in [low, high); not the cursor's millisecond (its matches after the cursor
         # were not read), nor the last one read when the read was cut (its older matches were not)
         high = hi if after is None else min(hi, after[0])
-        low = lo if len(got) < ahead else got[-1][0] + 1
+        low = start if len(got) < ahead else got[-1][0] + 1
         if len(self._log_keys) > 256:
             self._log_keys.clear()
         self._log_keys[key] = (now, repairs, low, high,
                                [k for k in got if k[0] < high and (low is None or k[0] >= low)])
-        return got[:want]
+        return [k for k in got if lo is None or k[0] >= lo][:want]
+
+    def _ahead_from(self, key: tuple[Any, ...], f: LogFilter, lo: int | None, bound: int, ahead: int) -> int | None:
+        """Where a read of `ahead` keys before `bound` starts: at the newest hour of `log_hours` that,
+        with the hours after it, holds that many matches (the whole range if none does), and at
+        `lo` at the latest. The copy's zone maps skip the hours before it."""
+        found = self._log_hours.get(key)
+        start = f.from_ms
+        if found is not None:
+            n = 0
+            for h in sorted((h for h in found[1] if h < bound), reverse=True):
+                n += found[1][h]
+                if n >= ahead:
+                    start = h if f.from_ms is None else max(h, f.from_ms)
+                    break
+        return None if start is None or lo is None else min(start, lo)
 
     @staticmethod
     def _log_key(f: LogFilter) -> tuple[Any, ...]:

@@ -124,7 +124,6 @@ ExactHours = Callable[[LogFilter], tuple[dict[int, int], int] | None]
 # The (created_at, id) of a filter's first `want` matches in [lo, hi) newest first, after a cursor,
 # from the columnar copy (hi is at most the time `ExactHours` returned).
 ExactKeys = Callable[[LogFilter, int | None, int, tuple[int, str] | None, int], list[tuple[int, str]]]
-READ_AHEAD = 1000  # a keyed page asks the copy for the hours that hold this many matches (`_keyed`)
 SCAN_BUDGET_MS = 50.0  # a page stops scanning hours after this long (and says it is partial)
 _SPARSE = 0.05  # below this share of an hour's records, a tag is found by its index, not by scanning the hour
 
@@ -237,14 +236,13 @@ class LogReader:
         held = sorted((h for h, n in hours.items() if n and h < below), reverse=True)
         if not held:
             return None
-        # the newest hours that hold `READ_AHEAD` matches (the next pages' too, kept by the copy's
-        # side); the cursor's hour counts for none (some of its matches are before the cursor, some
-        # after), so one query finds the page
+        # the newest hours that hold `need` matches; the cursor's hour counts for none (some of its
+        # matches are before the cursor, some after), so one query finds the page
         window, n = None, 0
         inside = None if tie is None else tie[0] - tie[0] % HOUR_MS
         for h in held:
             n += 0 if h == inside else hours[h]
-            if n >= max(need, READ_AHEAD):
+            if n >= need:
                 window = h if f.from_ms is None else max(h, f.from_ms)
                 break
         keys = keys_of(f, f.from_ms if window is None else window, below, tie, need)
