@@ -48,6 +48,7 @@ log = logging.getLogger("tallygate.analytics")
 LOG_HOURS_TTL_S = 30.0  # a logs filter's matching hours are counted again after this long
 LOG_KEYS_TTL_S = 30.0  # a logs filter's keys read ahead are read again after this long
 LOG_KEYS_AHEAD = 1000  # a logs page reads this many more keys of its filter (the next pages')
+LOG_KEYS_WINDOWS = (HOUR_MS, 24 * HOUR_MS, 7 * 24 * HOUR_MS, None)  # the stretches a page's keys are looked for in
 SYNC_EVERY_S = 1.0  # a question brings the columnar copy up to date at most this often
 OPEN_WAIT_S = 3.0  # at most this long a question waits for the copy to open and copy labels and scores
 _SPARSE = 0.05  # a tag filter matching less than this share of the records is read by its index
@@ -389,52 +390,55 @@ class AnalyticsStore:
         self._log_hours[key] = (now, hours, mark, repairs)
         return hours, mark
 
-    def log_keys(self, f: LogFilter, lo: int | None, hi: int, after: tuple[int, str] | None,
-                 want: int) -> list[tuple[int, str]]:
-        """The (created_at, id) of the first `want` records matching `f` in [lo, hi), newest first,
-        after the logs cursor `after`, from the copy (`hi` at most the time `log_hours` returned).
+    def log_keys(self, f: LogFilter, upper: int | None, after: tuple[int, str] | None,
+                 want: int) -> tuple[list[tuple[int, str]], int] | None:
+        """The copy's mark (`_exact_until`), and the (created_at, id) of the first `want` records
+        matching `f` before the hour the mark is in and before `upper`, after the logs cursor
+        `after`, newest first; None until the copy is made (in the background: never waited for).
 
-        One query reads `LOG_KEYS_AHEAD` more of them, kept (like `log_hours`, for
-        `LOG_KEYS_TTL_S`, until an hour is copied again) with the stretch [lo, hi) they are all of
-        the matches of: the next pages of a walk are read from it, not from the copy."""
-        assert self.columnar is not None and self.mirror is not None
+        The copy is asked over the last hour, day, week, then the whole range, until one holds
+        `want + LOG_KEYS_AHEAD` matches: a common filter reads an hour, a rare one scans once. What
+        was read is kept (`LOG_KEYS_TTL_S`, until an hour is copied again) with the stretch it is
+        all of the matches of: the next pages of a walk are read from it, not from the copy."""
+        if not self._copy_ready() or self.columnar is None or self.mirror is None:
+            return None
+        self.sync(wait=False)
+        mark = self._exact_until(f.from_ms, self.mirror.watermark)  # a late record's hour: from the ledger
+        split = mark - mark % HOUR_MS
+        hi = split if upper is None else min(upper, split)
+        lo = f.from_ms
+        if lo is not None and lo >= hi:
+            return [], mark
+        if after is not None and after[0] >= hi:  # the cursor is in the ledger's part: all of the copy's is older
+            after = None
+        bound = hi if after is None else after[0] + 1  # after the newest time the page may hold
         key = self._log_key(f)
-        bound = hi if after is None else min(hi, after[0] + 1)  # after the newest time the page may hold
         now = time.monotonic()
         kept = self._log_keys.get(key)
         if kept is not None and now - kept[0] < LOG_KEYS_TTL_S and kept[1] == self.mirror.repairs:
             _, _, low, high, keys = kept
-            if bound <= high and (low is None or (lo is not None and lo >= low)):  # [lo, bound) in it
-                return [k for k in keys if (lo is None or k[0] >= lo) and k[0] < hi
-                        and (after is None or k < after)][:want]
+            if bound <= high:  # its newest `want` before `bound` are the range's, or it holds all of them
+                hit = [k for k in keys if k[0] < hi and (after is None or k < after)]
+                if len(hit) >= want or low is None or (lo is not None and lo >= low):
+                    return hit[:want], mark
         repairs = self.mirror.repairs
         ahead = want + LOG_KEYS_AHEAD
-        start = self._ahead_from(key, f, lo, bound, ahead)
-        got = self.columnar.keys(self._log_question(f, start, hi), after, ahead)
+        for span in LOG_KEYS_WINDOWS:
+            start = None if span is None else bound - span
+            if lo is not None and (start is None or start <= lo):
+                start = lo
+            got = self.columnar.keys(self._log_question(f, start, hi), after, ahead)
+            if len(got) == ahead or start == lo:
+                break
         # kept: every match in [low, high); not the cursor's millisecond (its matches after the cursor
         # were not read), nor the last one read when the read was cut (its older matches were not)
-        high = hi if after is None else min(hi, after[0])
+        high = hi if after is None else after[0]
         low = start if len(got) < ahead else got[-1][0] + 1
         if len(self._log_keys) > 256:
             self._log_keys.clear()
         self._log_keys[key] = (now, repairs, low, high,
                                [k for k in got if k[0] < high and (low is None or k[0] >= low)])
-        return [k for k in got if lo is None or k[0] >= lo][:want]
-
-    def _ahead_from(self, key: tuple[Any, ...], f: LogFilter, lo: int | None, bound: int, ahead: int) -> int | None:
-        """Where a read of `ahead` keys before `bound` starts: at the newest hour of `log_hours` that,
-        with the hours after it, holds that many matches (the whole range if none does), and at
-        `lo` at the latest. The copy's zone maps skip the hours before it."""
-        found = self._log_hours.get(key)
-        start = f.from_ms
-        if found is not None:
-            n = 0
-            for h in sorted((h for h in found[1] if h < bound), reverse=True):
-                n += found[1][h]
-                if n >= ahead:
-                    start = h if f.from_ms is None else max(h, f.from_ms)
-                    break
-        return None if start is None or lo is None else min(start, lo)
+        return got[:want], mark
 
     @staticmethod
     def _log_key(f: LogFilter) -> tuple[Any, ...]:

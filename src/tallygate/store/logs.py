@@ -121,9 +121,11 @@ class LogPage:
 # A filter's exact matches per UTC hour, for the hours before the returned time (a columnar engine
 # counts them in one scan): a walk then reads only hours that hold a match. None: not known.
 ExactHours = Callable[[LogFilter], tuple[dict[int, int], int] | None]
-# The (created_at, id) of a filter's first `want` matches in [lo, hi) newest first, after a cursor,
-# from the columnar copy (hi is at most the time `ExactHours` returned).
-ExactKeys = Callable[[LogFilter, int | None, int, tuple[int, str] | None, int], list[tuple[int, str]]]
+# A columnar copy's mark (it holds every record before the hour the mark is in) and the (created_at,
+# id) of a filter's first `want` matches before that hour and `upper`, after a cursor, newest first.
+# None: no copy to ask (not made yet).
+ExactKeys = Callable[[LogFilter, int | None, tuple[int, str] | None, int],
+                     tuple[list[tuple[int, str]], int] | None]
 SCAN_BUDGET_MS = 50.0  # a page stops scanning hours after this long (and says it is partial)
 _SPARSE = 0.05  # below this share of an hour's records, a tag is found by its index, not by scanning the hour
 
@@ -166,9 +168,8 @@ class LogReader:
                 return LogPage([], None)
             parts = Parts.of(tag=f.tag, labels=f.labels, key_id=f.key_id, model=f.model, status=f.status,
                              provider=f.provider, served_model=f.served_model)
-            if self._exact_keys is not None and self._exact_hours is not None \
-                    and (found := self._exact_hours(f)) is not None:
-                partial = self._keyed(conn, f, where, parts, found, after, upper, rows, limit)
+            if self._exact_keys is not None and (found := self._exact_keys(f, upper, after, limit + 1)) is not None:
+                partial = self._keyed(conn, f, where, parts, found, upper, rows, limit)
             else:
                 counts = self._hours(conn, f, parts, upper, first=after is None)
                 if not counts:
@@ -212,42 +213,20 @@ class LogReader:
         return where
 
     def _keyed(self, conn: Connection, f: LogFilter, where: list[ColumnElement[bool]], parts: Parts,
-               found: tuple[dict[int, int], int], after: tuple[int, str] | None, upper: int | None,
-               rows: list[LoggedRequest], limit: int) -> LogPage | None:
+               found: tuple[list[tuple[int, str]], int], upper: int | None, rows: list[LoggedRequest],
+               limit: int) -> LogPage | None:
         """A page from the columnar copy's matches: the hour the copy's mark is in and after it (a late
         record may still arrive there) from the ledger, hour by hour; before it, the (created_at, id)
-        of the page's records from the copy in one query over the fewest hours that hold enough of
-        them (their exact counts), then the records by primary key. A page is full unless the filter
-        ends in it, however rare its matches."""
-        hours, mark = found
-        keys_of = self._exact_keys
-        assert keys_of is not None
+        the copy gave for the page, then those records by primary key. A page is full unless the
+        filter ends in it, however rare its matches."""
+        keys, mark = found
         split = mark - mark % HOUR_MS
         if upper is None or upper > split:
             tail_from = split if f.from_ms is None else max(split, f.from_ms)
             counts = hour_counts(conn, parts, tail_from, upper)
             if counts and (partial := self._read_hours(conn, f, where, counts, upper, rows, limit)) is not None:
                 return partial
-        need = limit + 1 - len(rows)
-        if need <= 0 or (f.from_ms is not None and f.from_ms >= split):
-            return None
-        below = split if upper is None else min(upper, split)
-        tie = after if after is not None and after[0] < split else None
-        held = sorted((h for h, n in hours.items() if n and h < below), reverse=True)
-        if not held:
-            return None
-        # the newest hours that hold `need` matches; the cursor's hour counts for none (some of its
-        # matches are before the cursor, some after), so one query finds the page
-        window, n = None, 0
-        inside = None if tie is None else tie[0] - tie[0] % HOUR_MS
-        for h in held:
-            n += 0 if h == inside else hours[h]
-            if n >= need:
-                window = h if f.from_ms is None else max(h, f.from_ms)
-                break
-        keys = keys_of(f, f.from_ms if window is None else window, below, tie, need)
-        if len(keys) < need and window is not None and (f.from_ms is None or window > f.from_ms):
-            keys += keys_of(f, f.from_ms, window, None, need - len(keys))
+        keys = keys[:max(0, limit + 1 - len(rows))]
         if keys:
             query = with_feedback().where(requests.c.id.in_([rid for _, rid in keys]))
             got = {r["id"]: logged_request(r) for r in conn.execute(query).mappings()}
