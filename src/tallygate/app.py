@@ -188,7 +188,8 @@ class Gateway:
         key_admin = KeyAdmin(keys, auth, budget, config.policies, lambda: budgets.current, lambda: rules.current,
                              budgets.reload)
         analytics = Analytics(store, config.reporting.timezone)
-        management = create_management_app(auth, LogReader(engine, exact_hours=store.log_hours), key_admin,
+        logs = LogReader(engine, exact_hours=store.log_hours, exact_keys=store.log_keys)
+        management = create_management_app(auth, logs, key_admin,
                                             analytics, FeedbackStore(engine), ledger,
                                             SessionStore(SessionRows(engine)),
                                             BudgetAdmin(budget_store, keys, budgets, budget),

@@ -37,3 +37,34 @@ def test_clickhouse_backend_answers_random_questions_like_the_raw_ledger(tmp_pat
     assert strip(clickhouse.tree(None, None, tree)["data"]) == strip(raw.tree(None, None, tree)["data"])
     client.close()
     engine.dispose()
+
+
+def test_clickhouse_backend_keys_the_logs_pages_like_the_ledger(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from tallygate.core.tagpath import carries
+    from tallygate.store.logs import LogFilter, LogReader
+
+    engine = open_engine(f"sqlite:///{tmp_path}/l.db")
+    migrate(engine)
+    rng = random.Random(43)
+    records = random_records(rng, 900)
+    fill(engine, records, rng, feedback=0)
+    client = ChdbClient(str(tmp_path / "ch"))
+    store = AnalyticsStore(engine, columnar=ClickHouseColumnar(client))
+    store.sync()
+    logs = LogReader(engine, budget_ms=0.0, exact_hours=store.log_hours, exact_keys=store.log_keys)
+    for f in (LogFilter(tag="US", status=429), LogFilter(labels={"team": "a"}, provider="p1"), LogFilter(model="m2")):
+        want = [r.id for r in sorted((r for r in records if (f.tag is None or carries(r.tags, f.tag))
+                                      and all(r.labels.get(n) == v for n, v in f.labels.items())
+                                      and f.status in (None, r.status) and f.provider in (None, r.provider)
+                                      and f.model in (None, r.requested_model)),
+                                     key=lambda r: (r.created_at, r.id), reverse=True)]
+        got, cursor = [], None
+        while True:
+            page = logs.page(f, 9, cursor)
+            assert len(page.rows) == 9 or page.next_cursor is None
+            got += [r.record.id for r in page.rows]
+            if (cursor := page.next_cursor) is None:
+                break
+        assert got == want, f
+    client.close()
+    engine.dispose()

@@ -111,13 +111,16 @@ def test_a_walk_finds_a_late_record_in_an_hour_the_copy_counted_no_match_in(tmp_
         return [r.id for r in sorted((r for r in recs if r.requested_model == "m1" and r.status == 429
                                       and r.provider == "p1"), key=lambda r: (r.created_at, r.id), reverse=True)]
 
+    keyed = LogReader(engine, budget_ms=0.0, exact_hours=store.log_hours, exact_keys=store.log_keys)
     assert _walk(logs, f) == want(records)  # the copy's counts of the filter's hours are kept for a while
+    assert _walk(keyed, f) == want(records)
     empty = next(h for h in range(T0, T0 + 3 * DAY, HOUR) if not any(h <= r.created_at < h + HOUR for r in records
                                                                       if r.id in want(records)))
     late = msgspec.structs.replace(records[0], id="late-1", created_at=empty + 7, requested_model="m1",
                                    served_model="m1-served", status=429, provider="p1")
     fill(engine, [late], rng, feedback=0)  # replayed from a journal, long after its hour was copied
     assert _walk(logs, f) == want([*records, late])
+    assert _walk(keyed, f) == want([*records, late])  # the copy no longer names the pages of the late hour
     engine.dispose()
 
 

@@ -177,6 +177,12 @@ class ClickHouseColumnar:
         sql = ch.ch_sql(feedback=bool(has_feedback and int(has_feedback[0][0])))
         return ch.groups(self.client.rows(sql))
 
+    def keys(self, question: ColumnarQuestion, after: tuple[int, str] | None, limit: int) -> list[tuple[int, str]]:
+        ch = ClickHouseQuestion(**{f: getattr(question, f) for f in question.__dataclass_fields__})
+        ch.records_table = f"{self.db}.records"
+        sql, _ = ch.keys_sql(after, limit)
+        return [(int(ms), str(rid)) for ms, rid in self.client.rows(sql)]
+
     def count(self) -> int:
         return int(self.client.rows(f"SELECT count() FROM {self.db}.records")[0][0])
 

@@ -83,6 +83,7 @@ class ColumnarQuestion:
     row_count: int | None = None  # all the groups, when `limit` cut them in SQL (else None)
     counted: bool = False  # the statement returns the group count as its last column
     spans: list[tuple[int, int]] | None = None  # only the records of these stretches (a roll-up answer's raw ends)
+    records_table = "records"
 
     # ------------------------------------------------------------------------------ SQL
     def _p(self, value: Any) -> str:
@@ -332,6 +333,18 @@ class ColumnarQuestion:
                      + ")")
         cols = [*_ATTRS, *_ROLLED_SUMS] + (["tg"] if tagged_rows else [])
         return f"SELECT {', '.join(cols)} FROM {table} WHERE {' AND '.join(where)}"
+
+    def keys_sql(self, after: tuple[int, str] | None, limit: int) -> tuple[str, dict[str, Any]]:
+        """The (created_at, id) of the first `limit` matching records newest first, after the logs
+        cursor `after` (a record's (created_at, id); an empty id: every record before created_at)."""
+        self.params = {}
+        where = self._where()
+        if after is not None:
+            ms, rid = after
+            where.append(f"(created_at < {int(ms)} OR (created_at = {int(ms)} AND id < {self._p(rid)}))" if rid
+                         else f"created_at < {int(ms)}")
+        return (f"SELECT created_at, id FROM {self.records_table}{' WHERE ' + ' AND '.join(where) if where else ''} "
+                f"ORDER BY created_at DESC, id DESC LIMIT {int(limit)}"), self.params
 
     def sql(self, *, feedback: bool, rolled: list[tuple[int, int]] | None = None,
             months: list[tuple[int, int]] | None = None) -> tuple[str, dict[str, Any]]:

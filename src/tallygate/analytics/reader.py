@@ -46,6 +46,9 @@ from tallygate.store.schema import api_keys, label_sets, requests, tag_rollups
 
 log = logging.getLogger("tallygate.analytics")
 LOG_HOURS_TTL_S = 30.0  # a logs filter's matching hours are counted again after this long
+LOG_KEYS_TTL_S = 30.0  # a logs filter's keys read ahead are read again after this long
+LOG_KEYS_AHEAD = 1000  # a logs page reads this many more keys of its filter (the next pages')
+LOG_KEYS_WINDOWS = (HOUR_MS, 24 * HOUR_MS, 7 * 24 * HOUR_MS, None)  # the stretches a page's keys are looked for in
 SYNC_EVERY_S = 1.0  # a question brings the columnar copy up to date at most this often
 OPEN_WAIT_S = 3.0  # at most this long a question waits for the copy to open and copy labels and scores
 _SPARSE = 0.05  # a tag filter matching less than this share of the records is read by its index
@@ -91,6 +94,8 @@ class AnalyticsStore:
         self._local = threading.local()  # .memo: raw segments read during one answer (`sharing`)
         self._sets: dict[str, dict[str, Any]] = {}
         self._log_hours: dict[tuple[Any, ...], tuple[float, dict[int, int], int, int]] = {}
+        # a filter's keys read ahead: (when, repairs, low, high, every match in [low, high) newest first)
+        self._log_keys: dict[tuple[Any, ...], tuple[float, int, int | None, int, list[tuple[int, str]]]] = {}
 
     @property
     def columnar_configured(self) -> bool:
@@ -404,24 +409,81 @@ class AnalyticsStore:
         # not keyed by the watermark (it moves at every sync): a count kept for a while stays exact for
         # the hours before the watermark it was counted at, which is returned with it, unless an hour of
         # the copy was copied again since (`Mirror.repairs`: late records)
-        key = (f.tag, tuple(sorted(f.labels.items())), f.key_id, f.model, f.status, f.error_code, f.provider,
-               f.served_model, f.from_ms, f.to_ms)
+        key = self._log_key(f)
         now = time.monotonic()
         found = self._log_hours.get(key)
         if found is not None and now - found[0] < LOG_HOURS_TTL_S and found[3] == self.mirror.repairs:
             return found[1], min(found[2], mark)
         repairs = self.mirror.repairs
-        q = Query((Dim("time", "hour"),), f.tag, f.labels, f.key_id, f.model, f.from_ms, f.to_ms, status=f.status,
-                  error_code=f.error_code, provider=f.provider, served_model=f.served_model)
         hi = mark if f.to_ms is None else min(f.to_ms, mark)
-        with self._engine.connect() as conn:
-            ctx = SegmentReader(q, conn, self._label_sets(conn), {}, TagMode())
-            groups = self.columnar.answer(ColumnarQuestion(q, f.from_ms, hi, ctx.key_ids, ctx.set_ids))
+        groups = self.columnar.answer(self._log_question(f, f.from_ms, hi, (Dim("time", "hour"),)))
         hours = {int(k[0]): agg.v[REQUESTS] for k, agg in groups.items()}
         if len(self._log_hours) > 256:
             self._log_hours.clear()
         self._log_hours[key] = (now, hours, mark, repairs)
         return hours, mark
+
+    def log_keys(self, f: LogFilter, upper: int | None, after: tuple[int, str] | None,
+                 want: int) -> tuple[list[tuple[int, str]], int] | None:
+        """The copy's mark (`_exact_until`), and the (created_at, id) of the first `want` records
+        matching `f` before the hour the mark is in and before `upper`, after the logs cursor
+        `after`, newest first; None until the copy is made (in the background: never waited for).
+
+        The copy is asked over the last hour, day, week, then the whole range, until one holds
+        `want + LOG_KEYS_AHEAD` matches: a common filter reads an hour, a rare one scans once. What
+        was read is kept (`LOG_KEYS_TTL_S`, until an hour is copied again) with the stretch it is
+        all of the matches of: the next pages of a walk are read from it, not from the copy."""
+        if not self._copy_ready() or self.columnar is None or self.mirror is None:
+            return None
+        self.sync(wait=False)
+        mark = self._exact_until(f.from_ms, self.mirror.watermark)  # a late record's hour: from the ledger
+        split = mark - mark % HOUR_MS
+        hi = split if upper is None else min(upper, split)
+        lo = f.from_ms
+        if lo is not None and lo >= hi:
+            return [], mark
+        if after is not None and after[0] >= hi:  # the cursor is in the ledger's part: all of the copy's is older
+            after = None
+        bound = hi if after is None else after[0] + 1  # after the newest time the page may hold
+        key = self._log_key(f)
+        now = time.monotonic()
+        kept = self._log_keys.get(key)
+        if kept is not None and now - kept[0] < LOG_KEYS_TTL_S and kept[1] == self.mirror.repairs:
+            _, _, low, high, keys = kept
+            if bound <= high:  # its newest `want` before `bound` are the range's, or it holds all of them
+                hit = [k for k in keys if k[0] < hi and (after is None or k < after)]
+                if len(hit) >= want or low is None or (lo is not None and lo >= low):
+                    return hit[:want], mark
+        repairs = self.mirror.repairs
+        ahead = want + LOG_KEYS_AHEAD
+        for span in LOG_KEYS_WINDOWS:
+            start = None if span is None else bound - span
+            if lo is not None and (start is None or start <= lo):
+                start = lo
+            got = self.columnar.keys(self._log_question(f, start, hi), after, ahead)
+            if len(got) == ahead or start == lo:
+                break
+        # kept: every match in [low, high); not the cursor's millisecond (its matches after the cursor
+        # were not read), nor the last one read when the read was cut (its older matches were not)
+        high = hi if after is None else after[0]
+        low = start if len(got) < ahead else got[-1][0] + 1
+        if len(self._log_keys) > 256:
+            self._log_keys.clear()
+        self._log_keys[key] = (now, repairs, low, high,
+                               [k for k in got if k[0] < high and (low is None or k[0] >= low)])
+        return got[:want], mark
+
+    @staticmethod
+    def _log_key(f: LogFilter) -> tuple[Any, ...]:
+        return (f.tag, tuple(sorted(f.labels.items())), f.key_id, f.model, f.status, f.error_code, f.provider,
+                f.served_model, f.from_ms, f.to_ms)
+
+    def _log_question(self, f: LogFilter, lo: int | None, hi: int, dims: tuple[Dim, ...] = ()) -> ColumnarQuestion:
+        q = Query(dims, f.tag, f.labels, f.key_id, f.model, f.from_ms, f.to_ms, status=f.status,
+                  error_code=f.error_code, provider=f.provider, served_model=f.served_model)
+        with self._engine.connect() as conn:
+            ctx = SegmentReader(q, conn, self._label_sets(conn), {}, TagMode())
+            return ColumnarQuestion(q, lo, hi, ctx.key_ids, ctx.set_ids)
 
     def _copy_ready(self) -> bool:
         """Whether the columnar copy has been made once; if not, open and make it in a background

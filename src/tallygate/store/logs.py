@@ -121,6 +121,11 @@ class LogPage:
 # A filter's exact matches per UTC hour, for the hours before the returned time (a columnar engine
 # counts them in one scan): a walk then reads only hours that hold a match. None: not known.
 ExactHours = Callable[[LogFilter], tuple[dict[int, int], int] | None]
+# A columnar copy's mark (it holds every record before the hour the mark is in) and the (created_at,
+# id) of a filter's first `want` matches before that hour and `upper`, after a cursor, newest first.
+# None: no copy to ask (not made yet).
+ExactKeys = Callable[[LogFilter, int | None, tuple[int, str] | None, int],
+                     tuple[list[tuple[int, str]], int] | None]
 SCAN_BUDGET_MS = 50.0  # a page stops scanning hours after this long (and says it is partial)
 _SPARSE = 0.05  # below this share of an hour's records, a tag is found by its index, not by scanning the hour
 
@@ -131,13 +136,18 @@ class LogReader:
     A page walks the hours that hold matches (`store/hours.py`), newest first, and reads each with
     an index on created_at (or key, label set, tag): a filter that matches nothing reads no record,
     and no query reads more than one hour of the ledger. After `budget_ms` of hours that gave too
-    few rows the page ends early, marked partial, with a cursor at the hour it stopped at."""
+    few rows the page ends early, marked partial, with a cursor at the hour it stopped at.
+
+    With a columnar copy (`exact_keys`), the hours it holds are not walked: the copy gives the
+    page's (created_at, id) in one query and the ledger its records by primary key, so a rare
+    filter's page is full and its walk takes as many pages as it has pages of matches."""
 
     def __init__(self, engine: Engine, *, budget_ms: float = SCAN_BUDGET_MS,
-                 exact_hours: ExactHours | None = None) -> None:
+                 exact_hours: ExactHours | None = None, exact_keys: ExactKeys | None = None) -> None:
         self._engine = engine
         self.budget_ms = budget_ms
         self._exact_hours = exact_hours
+        self._exact_keys = exact_keys
 
     def get(self, request_id: str) -> LoggedRequest | None:
         with self._engine.connect() as conn:
@@ -146,68 +156,111 @@ class LogReader:
 
     def page(self, f: LogFilter, limit: int, cursor: str | None) -> LogPage:
         """Newest first: the rows and the cursor of the next page (None at the end)."""
-        c = requests.c
         after = decode_cursor(cursor) if cursor else None
         upper = f.to_ms  # exclusive
         if after is not None:  # a cursor at an hour where a partial page stopped has no id
             below = after[0] + 1 if after[1] else after[0]
             upper = below if upper is None else min(upper, below)
         rows: list[LoggedRequest] = []
-        started = time.perf_counter()
         with self._engine.connect() as conn:
-            where: list[ColumnElement[bool]] = []
-            if f.labels:
-                sets = matching_sets(conn, f.labels)
-                if not sets:
-                    return LogPage([], None)
-                where.append(c.label_set.in_(sets))
-                if f.key_id is None:  # the keys that had those labels: their (key_id, created_at) index
-                    keys = keys_of_sets(conn, sets, f.from_ms, upper)
-                    where.append(or_(c.key_id.in_([k for k in keys if k]), c.key_id.is_(None)) if "" in keys
-                                 else c.key_id.in_(keys))
-            if f.key_id is not None:
-                where.append(c.key_id == f.key_id)
-            if f.model is not None:
-                where.append(c.requested_model == f.model)
-            if f.status is not None:
-                where.append(c.status == f.status)
-            for column, value in (("error_code", f.error_code), ("provider", f.provider),
-                                  ("served_model", f.served_model)):
-                if value is not None:
-                    where.append(c[column] == value)
-            if after is not None:
-                ms, rid = after
-                where += [c.created_at <= ms, or_(c.created_at < ms, c.id < rid)]
+            where = self._where(conn, f, after, upper)
+            if where is None:
+                return LogPage([], None)
             parts = Parts.of(tag=f.tag, labels=f.labels, key_id=f.key_id, model=f.model, status=f.status,
                              provider=f.provider, served_model=f.served_model)
-            counts = self._hours(conn, f, parts, upper, first=after is None)
-            if not counts:
-                return LogPage([], None)
-            totals = all_counts(conn, f.from_ms, upper) if f.tag is not None else {}
-            subtree: list[str] | None = None  # the tags under f.tag, for reading a rare one by its key
-            for hour in sorted(counts, reverse=True):
-                lo = hour if f.from_ms is None else max(hour, f.from_ms)
-                hi = hour + HOUR_MS if upper is None else min(hour + HOUR_MS, upper)
-                bounds = [c.created_at >= lo, c.created_at < hi]
-                if f.tag is not None and counts[hour] < _SPARSE * totals.get(hour, 0):
-                    if subtree is None:
-                        subtree = tags_under(conn, f.tag, f.from_ms, upper)
-                    rt = request_tags.c
-                    bounds.append(c.id.in_(select(rt.request_id).where(rt.tag.in_(subtree), rt.created_at >= lo,
-                                                                       rt.created_at < hi)))
-                query = with_feedback().where(*where, *bounds).order_by(c.created_at.desc(), c.id.desc())
-                if f.tag is not None and counts[hour] >= _SPARSE * totals.get(hour, 0):
-                    self._read_filtered(conn, query, f.tag, rows, limit + 1)  # a common tag
-                else:
-                    rows += [logged_request(r) for r in conn.execute(query.limit(limit + 1 - len(rows))).mappings()]
-                if len(rows) > limit:
-                    break
-                if (time.perf_counter() - started) * 1000 > self.budget_ms and hour != min(counts):
-                    return LogPage(rows, encode_cursor(lo, ""), partial=True)
+            if self._exact_keys is not None and (found := self._exact_keys(f, upper, after, limit + 1)) is not None:
+                partial = self._keyed(conn, f, where, parts, found, upper, rows, limit)
+            else:
+                counts = self._hours(conn, f, parts, upper, first=after is None)
+                if not counts:
+                    return LogPage([], None)
+                partial = self._read_hours(conn, f, where, counts, upper, rows, limit)
+            if partial is not None:
+                return partial
         more = len(rows) > limit
         rows = rows[:limit]
         nxt = encode_cursor(rows[-1].record.created_at, rows[-1].record.id) if more and rows else None
         return LogPage(rows, nxt)
+
+    @staticmethod
+    def _where(conn: Connection, f: LogFilter, after: tuple[int, str] | None,
+               upper: int | None) -> list[ColumnElement[bool]] | None:
+        """The filter and the cursor as conditions on the ledger's records (None: nothing matches)."""
+        c = requests.c
+        where: list[ColumnElement[bool]] = []
+        if f.labels:
+            sets = matching_sets(conn, f.labels)
+            if not sets:
+                return None
+            where.append(c.label_set.in_(sets))
+            if f.key_id is None:  # the keys that had those labels: their (key_id, created_at) index
+                keys = keys_of_sets(conn, sets, f.from_ms, upper)
+                where.append(or_(c.key_id.in_([k for k in keys if k]), c.key_id.is_(None)) if "" in keys
+                             else c.key_id.in_(keys))
+        if f.key_id is not None:
+            where.append(c.key_id == f.key_id)
+        if f.model is not None:
+            where.append(c.requested_model == f.model)
+        if f.status is not None:
+            where.append(c.status == f.status)
+        for column, value in (("error_code", f.error_code), ("provider", f.provider),
+                              ("served_model", f.served_model)):
+            if value is not None:
+                where.append(c[column] == value)
+        if after is not None:
+            ms, rid = after
+            where += [c.created_at <= ms, or_(c.created_at < ms, c.id < rid)]
+        return where
+
+    def _keyed(self, conn: Connection, f: LogFilter, where: list[ColumnElement[bool]], parts: Parts,
+               found: tuple[list[tuple[int, str]], int], upper: int | None, rows: list[LoggedRequest],
+               limit: int) -> LogPage | None:
+        """A page from the columnar copy's matches: the hour the copy's mark is in and after it (a late
+        record may still arrive there) from the ledger, hour by hour; before it, the (created_at, id)
+        the copy gave for the page, then those records by primary key. A page is full unless the
+        filter ends in it, however rare its matches."""
+        keys, mark = found
+        split = mark - mark % HOUR_MS
+        if upper is None or upper > split:
+            tail_from = split if f.from_ms is None else max(split, f.from_ms)
+            counts = hour_counts(conn, parts, tail_from, upper)
+            if counts and (partial := self._read_hours(conn, f, where, counts, upper, rows, limit)) is not None:
+                return partial
+        keys = keys[:max(0, limit + 1 - len(rows))]
+        if keys:
+            query = with_feedback().where(requests.c.id.in_([rid for _, rid in keys]))
+            got = {r["id"]: logged_request(r) for r in conn.execute(query).mappings()}
+            rows += [got[rid] for _, rid in keys if rid in got]
+        return None
+
+    def _read_hours(self, conn: Connection, f: LogFilter, where: list[ColumnElement[bool]], counts: dict[int, int],
+                    upper: int | None, rows: list[LoggedRequest], limit: int) -> LogPage | None:
+        """Add the matches of `counts`' hours to `rows`, newest first, until it holds `limit + 1`; a
+        partial page when the scan budget ran out first."""
+        c = requests.c
+        started = time.perf_counter()
+        totals = all_counts(conn, f.from_ms, upper) if f.tag is not None else {}
+        subtree: list[str] | None = None  # the tags under f.tag, for reading a rare one by its key
+        for hour in sorted(counts, reverse=True):
+            lo = hour if f.from_ms is None else max(hour, f.from_ms)
+            hi = hour + HOUR_MS if upper is None else min(hour + HOUR_MS, upper)
+            bounds = [c.created_at >= lo, c.created_at < hi]
+            if f.tag is not None and counts[hour] < _SPARSE * totals.get(hour, 0):
+                if subtree is None:
+                    subtree = tags_under(conn, f.tag, f.from_ms, upper)
+                rt = request_tags.c
+                bounds.append(c.id.in_(select(rt.request_id).where(rt.tag.in_(subtree), rt.created_at >= lo,
+                                                                   rt.created_at < hi)))
+            query = with_feedback().where(*where, *bounds).order_by(c.created_at.desc(), c.id.desc())
+            if f.tag is not None and counts[hour] >= _SPARSE * totals.get(hour, 0):
+                self._read_filtered(conn, query, f.tag, rows, limit + 1)  # a common tag
+            else:
+                rows += [logged_request(r) for r in conn.execute(query.limit(limit + 1 - len(rows))).mappings()]
+            if len(rows) > limit:
+                break
+            if (time.perf_counter() - started) * 1000 > self.budget_ms and hour != min(counts):
+                return LogPage(rows, encode_cursor(lo, ""), partial=True)
+        return None
 
     def _hours(self, conn: Connection, f: LogFilter, parts: Parts, upper: int | None, *,
                first: bool) -> dict[int, int]:
