@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Protocol
 
 from sqlalchemy import Connection, Engine, Text, cast, func, select
@@ -127,10 +126,10 @@ class Mirror:
                 if first is None:
                     return 0
                 start = int(first) - int(first) % HOUR_MS
-            for lo, hi, rows in self._prefetched(_chunks(start, target)):
+            for lo, hi in _chunks(start, target):
                 if self.stopping:
                     return copied
-                n = self._copy(conn, lo, hi, rows=rows)
+                n = self._copy(conn, lo, hi)
                 self._advance(hi, store=n > 0)
                 copied += n
             copied += self._repair(conn)
@@ -142,30 +141,10 @@ class Mirror:
             self.sink.settle(self.watermark)  # what the engine derives from settled days (DuckDB: its tag roll-up)
         return copied
 
-    def _prefetched(self, chunks: Iterator[tuple[int, int]]) -> Iterator[tuple[int, int, list[tuple[Any, ...]]]]:
-        """Each chunk with its ledger rows, the next chunk's read (on a connection of its own) while
-        the caller copies this one: the ledger's reads overlap the engine's writes (both leave
-        Python's lock while they work), a first copy of a big ledger is most of its time in them."""
-        def read(lo: int, hi: int) -> list[tuple[Any, ...]]:
-            with self.engine.connect() as conn:
-                return ledger_rows(conn, lo, hi)
-
-        with ThreadPoolExecutor(1, thread_name_prefix="tallygate-columnar-read") as pool:
-            ahead: tuple[int, int, Future[list[tuple[Any, ...]]]] | None = None
-            for lo, hi in chunks:
-                if ahead is not None:
-                    yield ahead[0], ahead[1], ahead[2].result()
-                if self.stopping:
-                    return
-                ahead = (lo, hi, pool.submit(read, lo, hi))
-            if ahead is not None:
-                yield ahead[0], ahead[1], ahead[2].result()
-
-    def _copy(self, conn: Connection, lo: int, hi: int, *, whole_hours: bool = False,
-              rows: list[tuple[Any, ...]] | None = None) -> int:
-        """Copy [lo, hi) (its `rows` when read already): past the watermark (the copy holds nothing
-        there: an empty range writes nothing), or `whole_hours` again (their counts are replaced)."""
-        rows = ledger_rows(conn, lo, hi) if rows is None else rows
+    def _copy(self, conn: Connection, lo: int, hi: int, *, whole_hours: bool = False) -> int:
+        """Copy [lo, hi): past the watermark (the copy holds nothing there: an empty range writes
+        nothing), or `whole_hours` again (their counts are replaced)."""
+        rows = ledger_rows(conn, lo, hi)
         if not rows and not whole_hours:
             return 0
         self.sink.replace_range(lo, hi, rows)
