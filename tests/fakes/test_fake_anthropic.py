@@ -8,7 +8,6 @@ import pytest
 from .raw_client import AN_HEADERS, AN_MSGS, anthropic_events, fetch, msg, post
 
 
-# -- Anthropic messages --------------------------------------------------------------------------
 def test_anthropic_json(up):
     status, headers, raw = post(up, "/v1/messages", msg("cached-50", system="You are terse."),
                                 headers=AN_HEADERS)

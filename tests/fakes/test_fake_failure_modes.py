@@ -12,7 +12,6 @@ import pytest
 from .raw_client import AN_HEADERS, OA_HEADERS, anthropic_events, chat, fetch, msg, openai_chunks, post
 
 
-# -- failure modes (raw HTTP) -----------------------------------------------------------------------
 @pytest.mark.parametrize("path,body,headers", [
     ("/v1/chat/completions", chat(), OA_HEADERS),
     ("/v1/messages", msg(), AN_HEADERS),

@@ -16,7 +16,6 @@ from .raw_client import chat, post
 from .upstream import FakeUpstream
 
 
-# -- lifecycle and helpers ------------------------------------------------------------------------
 def test_lifecycle_leaves_no_thread_or_port():
     up = FakeUpstream().start()
     port = up.port

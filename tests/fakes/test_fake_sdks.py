@@ -7,7 +7,6 @@ from .raw_client import AN_MSGS, MSGS
 from .upstream import FakeUpstream
 
 
-# -- official SDKs pointed straight at the fake ------------------------------------------------
 def test_openai_sdk(up):
     openai = pytest.importorskip("openai")
     with openai.OpenAI(base_url=up.base_url, api_key="sk-test", max_retries=0) as client:
