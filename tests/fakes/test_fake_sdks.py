@@ -1,6 +1,8 @@
 """The official OpenAI and Anthropic SDKs pointed straight at the fake upstream, prompt caching included."""
 from __future__ import annotations
 
+import anthropic
+import openai
 import pytest
 
 from .raw_client import AN_MSGS, MSGS
@@ -8,7 +10,6 @@ from .upstream import FakeUpstream
 
 
 def test_openai_sdk(up):
-    openai = pytest.importorskip("openai")
     with openai.OpenAI(base_url=up.base_url, api_key="sk-test", max_retries=0) as client:
         r = client.chat.completions.create(model="cached-3", messages=MSGS)
         assert r.choices[0].message.content.startswith("Echo: What is")
@@ -35,7 +36,6 @@ def test_openai_sdk(up):
 
 
 def test_anthropic_sdk():
-    anthropic = pytest.importorskip("anthropic")
     # anthropic SDK >= 2 sends the key as "Authorization: Bearer"; older ones as x-api-key
     with FakeUpstream(anthropic_bearer_ok=True) as up, \
             anthropic.Anthropic(base_url=up.root_url, api_key="sk-ant", max_retries=0) as client:
@@ -60,8 +60,6 @@ def test_prompt_caching_emulated_as_the_sdks_read_it():
     """With `prompt_caching`: OpenAI's automatic caching (earlier messages from 1,024 tokens, in
     steps of 128, read the second time; Responses too) and Anthropic's breakpoints (written, then
     read; the rest in input_tokens); DeepSeek's documented usage fields for deepseek-* models."""
-    openai = pytest.importorskip("openai")
-    anthropic = pytest.importorskip("anthropic")
     rules = "Follow the house rules. " * 200  # 4,800 characters: 1,200 tokens
     n = len(rules) // 4 // 128 * 128
     with FakeUpstream(anthropic_bearer_ok=True) as up, \
