@@ -95,10 +95,20 @@ ErrorSender = Callable[[Send, GatewayError, str], Awaitable[None]]
 
 
 def credential(headers: dict[bytes, str]) -> str | None:
-    """`Authorization`, or Anthropic's `x-api-key` (as the Anthropic SDKs send the key)."""
-    auth = headers.get(AUTHORIZATION)
-    if auth is None and headers.get(X_API_KEY):
-        return "Bearer " + headers[X_API_KEY].strip()
+    """`Authorization`, or Anthropic's `x-api-key` (as the Anthropic SDKs send the key). Both
+    carrying different keys is a 400 naming both: no guess at which key is meant, nor which
+    one pays (a client with both ANTHROPIC_API_KEY and ANTHROPIC_AUTH_TOKEN set sends both)."""
+    auth, api_key = headers.get(AUTHORIZATION), (headers.get(X_API_KEY) or "").strip()
+    if not api_key:
+        return auth
+    if auth is None:
+        return "Bearer " + api_key
+    scheme, _, secret = auth.partition(" ")
+    if scheme.lower() != "bearer" or secret.strip() != api_key:
+        raise InvalidRequest("both the x-api-key and the Authorization headers carry a key, and they differ: "
+                             "send the gateway key in one of them (ANTHROPIC_API_KEY is sent as x-api-key, "
+                             "ANTHROPIC_AUTH_TOKEN as Authorization)", param="x-api-key",
+                             code="conflicting_api_keys")
     return auth
 
 
