@@ -89,8 +89,8 @@ from tallygate.providers.secrets import Scrubber
 log = logging.getLogger("tallygate.proxy")
 
 AUTHORIZATION, CONTENT_TYPE, TAGS, X_API_KEY = b"authorization", b"content-type", b"x-request-tags", b"x-api-key"
-_TRACE, _CLEN = b"traceparent", b"content-length"
-_HEADERS = (AUTHORIZATION, CONTENT_TYPE, TAGS, X_API_KEY, _CLEN, _TRACE)
+_TRACE, _CLEN, _CENC = b"traceparent", b"content-length", b"content-encoding"
+_HEADERS = (AUTHORIZATION, CONTENT_TYPE, TAGS, X_API_KEY, _CLEN, _TRACE, _CENC)
 ErrorSender = Callable[[Send, GatewayError, str], Awaitable[None]]
 
 
@@ -311,7 +311,7 @@ class Exchange:
         """The JSON body, its tags (taken out: never sent upstream) and its model, checked."""
         call, headers = self._started(), self._headers
         body = await read_json(self._receive, self._pipeline.max_body_bytes, headers.get(CONTENT_TYPE),
-                               headers.get(_CLEN))
+                               headers.get(_CLEN), headers.get(_CENC))
         call.stream = body.get("stream") is True  # recorded so even when refused before relaying
         model = body.get("model")
         if isinstance(model, str) and model:
