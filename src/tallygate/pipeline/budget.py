@@ -93,8 +93,11 @@ def _bytes(value: object) -> tuple[int, int]:
     return len(str(value)), 0  # a number's text; true, false and null are 4 or 5 bytes
 
 
-def prompt_bound(body: dict[str, Any], endpoint: str, image_tokens: int = MAX_IMAGE_TOKENS) -> int:
-    """The most input tokens `body` can be billed for, whatever its text.
+def prompt_bound(body: dict[str, Any], endpoint: str, image_tokens: int = MAX_IMAGE_TOKENS,
+                 sent: Sequence[dict[str, Any]] = ()) -> int:
+    """The most input tokens `body` can be billed for, whatever its text, when it is sent as it
+    is or as any of `sent` (its translations for targets of another API: `pipeline/sent.py`,
+    where each image is a stand-in of a few bytes and is counted as in `body`).
 
     Every tokenizer the providers use (byte-level BPE; SentencePiece with byte fallback) spends
     at least one UTF-8 byte a token, so the body's bytes bound its text, whatever the script or
@@ -111,6 +114,8 @@ def prompt_bound(body: dict[str, Any], endpoint: str, image_tokens: int = MAX_IM
             rest, images = _bytes({k: v for k, v in body.items() if k != "input"})
             return ids + rest + images * image_tokens
     size, images = _bytes(body)
+    for translated in sent:  # the largest body any target reads
+        size = max(size, _bytes(translated)[0])
     tools = body.get("tools")
     return size + images * image_tokens + (TOOLS_TOKENS + defined_tools(tools) if tools else 0)
 

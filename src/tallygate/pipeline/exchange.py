@@ -68,6 +68,7 @@ from tallygate.pipeline.ratelimit import (
 from tallygate.pipeline.ratelimit import redacted as rate_redacted
 from tallygate.pipeline.ratelimit_rules import Rule
 from tallygate.pipeline.routing import Plan, Router
+from tallygate.pipeline.sent import sent_bodies
 from tallygate.pipeline.tags import parse_tags
 from tallygate.pipeline.target_limits import TargetLimits
 from tallygate.pipeline.tool_fees import NO_TOOLS, ToolBound, cap_tools
@@ -241,7 +242,8 @@ class Pipeline:
                 if tools.open_results is not None:  # results of no bounded size: each pass reads a window at most
                     tools = self._windowed(tools, routes)
                 images = max((image_tokens(r.upstream_model) for r in routes), default=MAX_IMAGE_TOKENS)
-                bound = prompt_bound(body, call.endpoint, images), output
+                sent = sent_bodies(body, call.endpoint, routes)  # bodies grow in translation
+                bound = prompt_bound(body, call.endpoint, images, sent), output
             prompt, output = bound or (0, 0)
             amount = priced_bound(prompt, output, [self.catalog.rate(r).under(call.price_context) for r in routes],
                                   tools) if priced else 0  # no limit: no price looked up
