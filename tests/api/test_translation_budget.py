@@ -18,6 +18,9 @@ import openai
 import pytest
 
 from tests.conftest import standard_config
+from tests.fakes.bedrock import API_KEY, REGION, FakeBedrock
+from tests.fakes.gemini import KEY as GEMINI_KEY
+from tests.fakes.gemini import FakeGemini
 from tests.fakes.upstream import FakeUpstream
 from tests.gateway import Gateway, InProcessGateway
 
@@ -94,3 +97,46 @@ def test_a_body_that_grows_within_the_limit_is_served_and_costs_no_more_than_it(
                                          tools=[namespace])  # type: ignore[list-item]
     assert answer.usage is not None and answer.usage.input_tokens > 60_000  # billed the translated body
     assert 60 < _spent(gw, key) <= 100
+
+
+@pytest.fixture(scope="module")
+def clouds(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    """Gemini and Bedrock (chat translated; Bedrock's Messages natively to Converse)."""
+    with FakeGemini() as gemini, FakeBedrock() as bedrock:
+        aws = {"type": "bedrock", "region": REGION, "base_url": bedrock.root_url, "api_key": API_KEY}
+        config = {
+            "providers": {"google": {"type": "gemini", "base_url": gemini.root_url, "api_key": GEMINI_KEY},
+                          "aws": aws, "aws-claude": {**aws, "anthropic_messages": True}},
+            "models": {"gemini-bodies": {"provider": "google", "model": "bodytokens", "pricing": PRICED},
+                       "converse-bodies": {"provider": "aws", "model": "bodytokens", "pricing": PRICED},
+                       "claude-on-aws": {"provider": "aws-claude", "model": "anthropic.bodytokens",
+                                         "pricing": PRICED}},
+        }
+        gateway = InProcessGateway(tmp_path_factory.mktemp("gw-translation-clouds"), config).start()
+        yield gateway
+        gateway.stop()
+
+
+@pytest.mark.parametrize("model", ["gemini-bodies", "converse-bodies"])
+def test_responses_translated_for_gemini_or_converse_cannot_spend_past_the_limit(clouds: Gateway,
+                                                                                 model: str) -> None:
+    key = clouds.create_key(f"clouds-{model}", monthly_limit="30")
+    namespace = {"type": "namespace", "name": "n" * 200, "description": "tools",
+                 "tools": [{"type": "function", "name": f"f{i}"} for i in range(300)]}
+    with openai.OpenAI(base_url=clouds.base_url, api_key=key, max_retries=0) as client:
+        with pytest.raises(openai.APIStatusError) as refused:
+            client.responses.create(model=model, input="hi", max_output_tokens=16,
+                                    tools=[namespace])  # type: ignore[list-item]
+    assert refused.value.status_code == 402, refused.value.body
+    assert _spent(clouds, key) <= 30
+
+
+def test_messages_sent_natively_as_converse_cannot_spend_past_the_limit(clouds: Gateway) -> None:
+    key = clouds.create_key("converse-messages", monthly_limit="14.5")
+    tools = [{"name": f"t{i}", "input_schema": {"type": "object"}} for i in range(400)]
+    with anthropic.Anthropic(base_url=clouds.url, api_key=key, max_retries=0) as claude:
+        with pytest.raises(anthropic.APIStatusError) as refused:
+            claude.messages.create(model="claude-on-aws", max_tokens=16, tools=tools,  # type: ignore[arg-type]
+                                   messages=[{"role": "user", "content": "x"}])
+    assert refused.value.status_code == 402, refused.value.body
+    assert _spent(clouds, key) <= Decimal("14.5")
