@@ -140,3 +140,19 @@ def test_messages_sent_natively_as_converse_cannot_spend_past_the_limit(clouds: 
                                    messages=[{"role": "user", "content": "x"}])
     assert refused.value.status_code == 402, refused.value.body
     assert _spent(clouds, key) <= Decimal("14.5")
+
+
+def test_a_tool_use_input_of_punctuation_sent_natively_cannot_spend_past_the_limit(gw: Gateway) -> None:
+    """Not a translation: Anthropic reads a tool_use input as its JSON text, and 3000 empty
+    arrays are 9 KB of it that the bound counted as nothing (strings and keys only)."""
+    key = gw.create_key("punctuation", monthly_limit="4")
+    messages = [{"role": "user", "content": "hi"},
+                {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "t",
+                                                   "input": {"a": [[]] * 3000}}]},
+                {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "ok"}]}]
+    with anthropic.Anthropic(base_url=gw.url, api_key=key, max_retries=0) as claude:
+        with pytest.raises(anthropic.APIStatusError) as refused:
+            claude.messages.create(model="claude-bodies", max_tokens=16, messages=messages,  # type: ignore[arg-type]
+                                   tools=[{"name": "t", "input_schema": {"type": "object"}}])
+    assert refused.value.status_code == 402, refused.value.body
+    assert _spent(gw, key) <= 4

@@ -103,15 +103,9 @@ def count_prompt_tokens(body: dict) -> int:
 
 
 def body_bytes(value: object) -> int:
-    """UTF-8 bytes of every string and key in `value`, every other scalar as its JSON text: the
-    whole body a provider reads (tools, schemas, tool calls, every field), a token a byte."""
-    if isinstance(value, str):
-        return len(value.encode())
-    if isinstance(value, dict):
-        return sum(len(str(k).encode()) + body_bytes(v) for k, v in value.items())
-    if isinstance(value, list):
-        return sum(body_bytes(v) for v in value)
-    return len(json.dumps(value))
+    """UTF-8 bytes of `value` as compact JSON text: the whole body a provider reads (tools,
+    schemas, tool calls and their JSON punctuation, every field), a token a byte."""
+    return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
 
 
 # Anthropic's schema-less tools: the definitions (and, for computer use, the system prompt) it

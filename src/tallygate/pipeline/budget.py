@@ -72,20 +72,22 @@ def body_size(value: object) -> tuple[int, int]:
 
 
 def _bytes(value: object) -> tuple[int, int]:
-    """(UTF-8 bytes, images) in any JSON value: every string and key, every other scalar as its
-    JSON text; an image part counts as one image whatever its size."""
+    """(bytes, images) of any JSON value as compact JSON text, escapes aside: every string and
+    key with its quotes, every other scalar as its text, and each array's and object's brackets,
+    commas and colons (a provider reads a tool's input or schema as that text: an array of empty
+    arrays is all punctuation); an image part counts as one image whatever its size."""
     if isinstance(value, str):
-        return (len(value) if value.isascii() else len(value.encode("utf-8", "surrogatepass"))), 0
+        return (len(value) if value.isascii() else len(value.encode("utf-8", "surrogatepass"))) + 2, 0
     if isinstance(value, dict):
         if value.get("type") in ("image_url", "input_image", "image"):
             return 0, 1
-        size = images = 0
+        size, images = 2 + 4 * len(value), 0  # braces; each key's quotes, its colon and a comma
         for k, v in value.items():
             b, i = _bytes(v)
             size, images = size + b + len(k.encode("utf-8", "surrogatepass")), images + i
         return size, images
     if isinstance(value, list):
-        size = images = 0
+        size, images = 2 + len(value), 0  # brackets and a comma each
         for v in value:
             b, i = _bytes(v)
             size, images = size + b, images + i
