@@ -172,7 +172,7 @@ class Gateway:
                             settings.max_body_bytes, budgets.scopes, Scrubber.from_config(config),
                             ledger.refusal, None if freshness is None else freshness.catch_up,
                             limits=rules.rules, limiter=limiter, model_limits=rules.model_rules)
-        proxy = ProxyRoutes(pipeline)
+        proxy = ProxyRoutes(pipeline, None if freshness is None else freshness.latest)
         self._models = proxy.models
         self._hot: dict[tuple[str, str], Callable[[Scope, Receive, Send], Awaitable[None]]] = {
             ("POST", "/v1/chat/completions"): proxy.chat,

@@ -230,6 +230,23 @@ def test_bearer_token_authenticates_like_x_api_key(gw: Gateway, key: str) -> Non
         assert c.messages.create(model="claude", max_tokens=8, messages=ask()).content
 
 
+def test_two_different_keys_in_x_api_key_and_authorization_are_a_400_naming_both(gw: Gateway, key: str) -> None:
+    """A client with ANTHROPIC_API_KEY and ANTHROPIC_AUTH_TOKEN both set sends both headers: a
+    stray token in Authorization was taken over the valid x-api-key (a 401 for a good key)."""
+    with anthropic.Anthropic(base_url=gw.url, auth_token="sk-ant-oat01-stray", max_retries=0,
+                             default_headers={"x-api-key": key}) as c:
+        with pytest.raises(anthropic.BadRequestError) as both:
+            c.messages.create(model="claude", max_tokens=8, messages=ask())
+        with pytest.raises(anthropic.BadRequestError):
+            c.messages.count_tokens(model="claude", messages=ask())
+    error = both.value.body["error"]
+    assert error["type"] == "invalid_request_error" and error["code"] == "conflicting_api_keys"
+    assert "x-api-key" in error["message"] and "Authorization" in error["message"]
+    with anthropic.Anthropic(base_url=gw.url, auth_token=key, max_retries=0,
+                             default_headers={"x-api-key": key}) as same:
+        assert same.messages.create(model="claude", max_tokens=8, messages=ask()).content
+
+
 def test_errors_are_anthropic_shaped(gw: Gateway, claude: anthropic.Anthropic) -> None:
     with anthropic.Anthropic(base_url=gw.url, api_key="tg-wrong", max_retries=0) as bad:
         with pytest.raises(anthropic.AuthenticationError) as auth:

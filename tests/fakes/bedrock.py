@@ -17,7 +17,8 @@ one of them in `X-Amz-Security-Token`.
 Errors carry `x-amzn-ErrorType` and `{"message": ...}`.
 
 Content: the reply is "Echo: <first 40 chars of the last user text>", one output token per word;
-inputTokens = characters of all texts // 4 (at least 1). With `toolConfig`, unless the last user
+inputTokens = characters of all texts // 4 (at least 1; model `bodytokens`: a token per byte of
+the whole body). With `toolConfig`, unless the last user
 turn holds a toolResult, the answer uses the first tool with `{"query": <reply>}`. A model id
 containing `cached-<n>` reports n `cacheReadInputTokens`, `cachewrite-<n>` n
 `cacheWriteInputTokens` (beside inputTokens, as Converse does). `fail-<status>` answers that
@@ -374,6 +375,8 @@ class FakeBedrock(FakeUpstream):
         texts = [b["text"] for m in body["messages"] for b in m.get("content") or [] if isinstance(b.get("text"), str)]
         texts += [b["text"] for b in body.get("system") or [] if isinstance(b.get("text"), str)]
         prompt = max(1, sum(map(len, texts)) // 4)
+        if wire.parse_scenario(model.split(".")[-1]).kind == "bodytokens":  # a token per byte of the whole body
+            prompt = max(1, wire.body_bytes(body))
         users = [m for m in body["messages"] if m["role"] == "user"]
         last = users[-1]["content"] if users else []
         text = "".join(b.get("text", "") for b in last).strip()[:40]

@@ -12,7 +12,8 @@ one its 400 INVALID_ARGUMENT with reason API_KEY_INVALID. Unknown fields are Goo
 
 Content: the reply is "Echo: <first 40 chars of the last user text>", one candidate token per
 word; promptTokenCount = characters of all texts (system included) // 4, at least 1, plus 258
-per inline image. With `cachedContent` the prompt grows by CACHED_TOKENS, reported as
+per inline image (model `bodytokens`: a token per byte of the whole body).
+With `cachedContent` the prompt grows by CACHED_TOKENS, reported as
 `cachedContentTokenCount`; with `thinkingConfig.thinkingBudget` > 0, THOUGHT_TOKENS of thinking
 (`thoughtsTokenCount`, and a thought part with `includeThoughts`). With `tools`, unless the last
 turn is a functionResponse, the answer calls the first declared function with
@@ -239,6 +240,8 @@ class FakeGemini(FakeUpstream):
         chars = sum(len(t) for c in contents for t in _texts(c["parts"])) + sum(map(len, system))
         images = sum(1 for c in contents for p in c["parts"] if isinstance(p, dict) and "inlineData" in p)
         prompt = max(1, chars // 4) + IMAGE_TOKENS * images
+        if wire.parse_scenario(model).kind == "bodytokens":  # a token per byte of the whole body
+            prompt = max(1, wire.body_bytes(body))
         users = [c for c in contents if c["role"] == "user" and _texts(c["parts"])]
         text = "".join(_texts(users[-1]["parts"])).strip()[:40] if users else ""
         words = f"Echo: {text}".split(" ") if text else ["Hello", "from", "the", "fake."]

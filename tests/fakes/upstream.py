@@ -38,6 +38,7 @@ The MODEL NAME in the request body picks a scenario (see wire.parse_scenario):
   reasoning-<n>        success; OpenAI completion_tokens += n, reasoning_tokens = n
   long-<n>             success; a reply of n words (n tokens), cut at the request's output cap
   bytetokens           success; prompt tokens = UTF-8 bytes of the message text (the worst tokenizer)
+  bodytokens           success; prompt tokens = UTF-8 bytes of the whole body received (every field)
   docpages-<n>         success; each document, file or audio part adds n prompt tokens (billed by pages)
   nousage              success; OpenAI answers (chat JSON and streams, embeddings) carry no usage
   anything else        success, the response ``model`` echoes the request's model

@@ -24,7 +24,7 @@ _SCENARIO = re.compile(
     r"fail-(?P<fail>\d{3})|flaky-(?P<flaky>\d{3})-(?P<times>\d+)|slow-(?P<slow>\d+)"
     r"|slowstream-(?P<slowstream>\d+)|cached-(?P<cached>\d+)|cachewrite-(?P<cachewrite>\d+)"
     r"|cachewrite1h-(?P<cachewrite1h>\d+)|cut-cached-(?P<cutcached>\d+)"
-    r"|reasoning-(?P<reasoning>\d+)|long-(?P<long>\d+)|hosted-(?P<hosted>\d+)(?:-results-(?P<results>\d+))?|docpages-(?P<docpages>\d+)|(?P<kind>cut-stream|cut-at-end|stream-error|batch-error|reset|garbage|bytetokens|nousage)")
+    r"|reasoning-(?P<reasoning>\d+)|long-(?P<long>\d+)|hosted-(?P<hosted>\d+)(?:-results-(?P<results>\d+))?|docpages-(?P<docpages>\d+)|(?P<kind>cut-stream|cut-at-end|stream-error|batch-error|reset|garbage|bytetokens|bodytokens|nousage)")
 
 
 @dataclass(frozen=True)
@@ -90,12 +90,22 @@ def text_of(content: object) -> str:
 
 def count_prompt_tokens(body: dict) -> int:
     """max(1, characters of all message text plus the Anthropic ``system`` prompt // 4); for the
-    ``bytetokens`` scenario the worst tokenizer there can be: a token per UTF-8 byte."""
+    ``bytetokens`` scenario the worst tokenizer there can be: a token per UTF-8 byte; for
+    ``bodytokens`` a token per byte of the whole body received (`body_bytes`)."""
+    kind = parse_scenario(body.get("model")).kind
+    if kind == "bodytokens":
+        return max(1, body_bytes(body))
     texts = [text_of(m.get("content")) for m in body.get("messages") or [] if isinstance(m, dict)]
     texts.append(text_of(body.get("system")))
-    if parse_scenario(body.get("model")).kind == "bytetokens":
+    if kind == "bytetokens":
         return max(1, sum(len(t.encode()) for t in texts))
     return max(1, sum(len(t) for t in texts) // 4) + media_tokens(body) + defined_tool_tokens(body)
+
+
+def body_bytes(value: object) -> int:
+    """UTF-8 bytes of `value` as compact JSON text: the whole body a provider reads (tools,
+    schemas, tool calls and their JSON punctuation, every field), a token a byte."""
+    return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
 
 
 # Anthropic's schema-less tools: the definitions (and, for computer use, the system prompt) it

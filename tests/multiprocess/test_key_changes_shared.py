@@ -7,6 +7,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import openai
+import pytest
+
 from tests.fakes.upstream import FakeUpstream
 from tests.gateway import Gateway
 from tests.multiprocess.budgets import HELLO, make_gateway, make_key
@@ -66,6 +69,24 @@ def test_a_key_revoked_on_one_gateway_cannot_read_or_manage_on_the_other_at_once
             assert status == 401 and body["error"]["code"] == "revoked_api_key", (path, body)
         status, _, body = two.post_json("/v1/manage/apikey", {"name": "escalated"}, key=manager["key"])
         assert status == 401, body
+    finally:
+        one.stop()
+        two.stop()
+
+
+def test_a_key_revoked_on_one_gateway_cannot_list_models_on_the_other_at_once(
+        tmp_path: Path, upstream: FakeUpstream, pg: PostgresInstance, rds: RedisServer) -> None:
+    one = make_gateway(tmp_path / "one", upstream, pg, rds).start()
+    two = make_gateway(tmp_path / "two", upstream, pg, rds).start()
+    try:
+        key = make_key(one, "lister")
+        client = openai.OpenAI(base_url=two.base_url, api_key=key["key"], max_retries=0)
+        assert [m.id for m in client.models.list()]  # held in the other process's memory
+        status, _, raw = one.request("DELETE", f"/v1/manage/apikey/{key['id']}")
+        assert status == 200, raw
+        with pytest.raises(openai.AuthenticationError) as refused:
+            client.models.list()
+        assert refused.value.code == "revoked_api_key"
     finally:
         one.stop()
         two.stop()

@@ -30,5 +30,6 @@ def test_the_prompt_bound_counts_every_image_at_the_given_bound() -> None:
     parts = [{"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}] * 3
     body = {"messages": [{"role": "user", "content": parts}]}
     text_only = prompt_bound({"messages": [{"role": "user", "content": []}]}, "chat")
-    assert prompt_bound(body, "chat", image_tokens("gpt-4o-mini")) == text_only + 3 * 48_169
-    assert prompt_bound(body, "chat", CLAUDE_IMAGE_TOKENS) == text_only + 3 * CLAUDE_IMAGE_TOKENS
+    commas = 3  # the array's, one a part
+    assert prompt_bound(body, "chat", image_tokens("gpt-4o-mini")) == text_only + commas + 3 * 48_169
+    assert prompt_bound(body, "chat", CLAUDE_IMAGE_TOKENS) == text_only + commas + 3 * CLAUDE_IMAGE_TOKENS

@@ -3,10 +3,12 @@
 Chat completions, embeddings, Anthropic's Messages (and its token count) and OpenAI's Responses
 all take `pipeline.exchange.Pipeline`: authenticate, read the body (tags, model), plan, reserve,
 relay with the API's own relay. Leaving the exchange settles and records. `GET /v1/models` is
-only authenticated.
+only authenticated, with keys as every process holds them since the last change anywhere (`fresh`).
 """
 
 from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
 
 import orjson
 
@@ -32,8 +34,10 @@ class ProxyRoutes:
     """`/v1/chat/completions`, `/v1/embeddings`, `/v1/messages[/count_tokens]`, `/v1/responses`
     and `/v1/models`."""
 
-    def __init__(self, pipeline: Pipeline) -> None:
+    def __init__(self, pipeline: Pipeline, fresh: Callable[[], Awaitable[None]] | None = None) -> None:
+        """`fresh()` catches up with keys changed by another process (`Freshness.latest`)."""
         self._pipeline = pipeline
+        self._fresh = fresh
         self._chat = ChatRelay(pipeline.catalog.rate)
         self._messages = MessagesRelay(pipeline.catalog.rate)
         self._responses = ResponsesRelay(pipeline.catalog.rate)
@@ -82,8 +86,12 @@ class ProxyRoutes:
         """`GET /v1/models`, and `GET /v1/models/{id}` (ids may hold a "/")."""
         rid = new_request_id()
         try:
-            await self._pipeline.auth.authenticate(credential(headers_of(scope, AUTHORIZATION, X_API_KEY)),
-                                                   client_address(scope))
+            auth = self._pipeline.auth
+            principal = await auth.authenticate(credential(headers_of(scope, AUTHORIZATION, X_API_KEY)),
+                                                client_address(scope))
+            if self._fresh is not None and principal.key_id is not None:  # revoked elsewhere a moment ago: 401
+                await self._fresh()
+                auth.recheck(principal)
             listing = self._pipeline.catalog.listing()
             if scope["path"] != "/v1/models":
                 name = scope["path"][len("/v1/models/"):]

@@ -72,20 +72,22 @@ def body_size(value: object) -> tuple[int, int]:
 
 
 def _bytes(value: object) -> tuple[int, int]:
-    """(UTF-8 bytes, images) in any JSON value: every string and key, every other scalar as its
-    JSON text; an image part counts as one image whatever its size."""
+    """(bytes, images) of any JSON value as compact JSON text, escapes aside: every string and
+    key with its quotes, every other scalar as its text, and each array's and object's brackets,
+    commas and colons (a provider reads a tool's input or schema as that text: an array of empty
+    arrays is all punctuation); an image part counts as one image whatever its size."""
     if isinstance(value, str):
-        return (len(value) if value.isascii() else len(value.encode("utf-8", "surrogatepass"))), 0
+        return (len(value) if value.isascii() else len(value.encode("utf-8", "surrogatepass"))) + 2, 0
     if isinstance(value, dict):
         if value.get("type") in ("image_url", "input_image", "image"):
             return 0, 1
-        size = images = 0
+        size, images = 2 + 4 * len(value), 0  # braces; each key's quotes, its colon and a comma
         for k, v in value.items():
             b, i = _bytes(v)
             size, images = size + b + len(k.encode("utf-8", "surrogatepass")), images + i
         return size, images
     if isinstance(value, list):
-        size = images = 0
+        size, images = 2 + len(value), 0  # brackets and a comma each
         for v in value:
             b, i = _bytes(v)
             size, images = size + b, images + i
@@ -93,8 +95,11 @@ def _bytes(value: object) -> tuple[int, int]:
     return len(str(value)), 0  # a number's text; true, false and null are 4 or 5 bytes
 
 
-def prompt_bound(body: dict[str, Any], endpoint: str, image_tokens: int = MAX_IMAGE_TOKENS) -> int:
-    """The most input tokens `body` can be billed for, whatever its text.
+def prompt_bound(body: dict[str, Any], endpoint: str, image_tokens: int = MAX_IMAGE_TOKENS,
+                 sent: Sequence[dict[str, Any]] = ()) -> int:
+    """The most input tokens `body` can be billed for, whatever its text, when it is sent as it
+    is or as any of `sent` (its translations for targets of another API: `pipeline/sent.py`,
+    where each image is a stand-in of a few bytes and is counted as in `body`).
 
     Every tokenizer the providers use (byte-level BPE; SentencePiece with byte fallback) spends
     at least one UTF-8 byte a token, so the body's bytes bound its text, whatever the script or
@@ -111,6 +116,8 @@ def prompt_bound(body: dict[str, Any], endpoint: str, image_tokens: int = MAX_IM
             rest, images = _bytes({k: v for k, v in body.items() if k != "input"})
             return ids + rest + images * image_tokens
     size, images = _bytes(body)
+    for translated in sent:  # the largest body any target reads
+        size = max(size, _bytes(translated)[0])
     tools = body.get("tools")
     return size + images * image_tokens + (TOOLS_TOKENS + defined_tools(tools) if tools else 0)
 

@@ -68,6 +68,7 @@ from tallygate.pipeline.ratelimit import (
 from tallygate.pipeline.ratelimit import redacted as rate_redacted
 from tallygate.pipeline.ratelimit_rules import Rule
 from tallygate.pipeline.routing import Plan, Router
+from tallygate.pipeline.sent import sent_bodies
 from tallygate.pipeline.tags import parse_tags
 from tallygate.pipeline.target_limits import TargetLimits
 from tallygate.pipeline.tool_fees import NO_TOOLS, ToolBound, cap_tools
@@ -89,16 +90,26 @@ from tallygate.providers.secrets import Scrubber
 log = logging.getLogger("tallygate.proxy")
 
 AUTHORIZATION, CONTENT_TYPE, TAGS, X_API_KEY = b"authorization", b"content-type", b"x-request-tags", b"x-api-key"
-_TRACE, _CLEN = b"traceparent", b"content-length"
-_HEADERS = (AUTHORIZATION, CONTENT_TYPE, TAGS, X_API_KEY, _CLEN, _TRACE)
+_TRACE, _CLEN, _CENC = b"traceparent", b"content-length", b"content-encoding"
+_HEADERS = (AUTHORIZATION, CONTENT_TYPE, TAGS, X_API_KEY, _CLEN, _TRACE, _CENC)
 ErrorSender = Callable[[Send, GatewayError, str], Awaitable[None]]
 
 
 def credential(headers: dict[bytes, str]) -> str | None:
-    """`Authorization`, or Anthropic's `x-api-key` (as the Anthropic SDKs send the key)."""
-    auth = headers.get(AUTHORIZATION)
-    if auth is None and headers.get(X_API_KEY):
-        return "Bearer " + headers[X_API_KEY].strip()
+    """`Authorization`, or Anthropic's `x-api-key` (as the Anthropic SDKs send the key). Both
+    carrying different keys is a 400 naming both: no guess at which key is meant, nor which
+    one pays (a client with both ANTHROPIC_API_KEY and ANTHROPIC_AUTH_TOKEN set sends both)."""
+    auth, api_key = headers.get(AUTHORIZATION), (headers.get(X_API_KEY) or "").strip()
+    if not api_key:
+        return auth
+    if auth is None:
+        return "Bearer " + api_key
+    scheme, _, secret = auth.partition(" ")
+    if scheme.lower() != "bearer" or secret.strip() != api_key:
+        raise InvalidRequest("both the x-api-key and the Authorization headers carry a key, and they differ: "
+                             "send the gateway key in one of them (ANTHROPIC_API_KEY is sent as x-api-key, "
+                             "ANTHROPIC_AUTH_TOKEN as Authorization)", param="x-api-key",
+                             code="conflicting_api_keys")
     return auth
 
 
@@ -231,7 +242,8 @@ class Pipeline:
                 if tools.open_results is not None:  # results of no bounded size: each pass reads a window at most
                     tools = self._windowed(tools, routes)
                 images = max((image_tokens(r.upstream_model) for r in routes), default=MAX_IMAGE_TOKENS)
-                bound = prompt_bound(body, call.endpoint, images), output
+                sent = sent_bodies(body, call.endpoint, routes)  # bodies grow in translation
+                bound = prompt_bound(body, call.endpoint, images, sent), output
             prompt, output = bound or (0, 0)
             amount = priced_bound(prompt, output, [self.catalog.rate(r).under(call.price_context) for r in routes],
                                   tools) if priced else 0  # no limit: no price looked up
@@ -301,7 +313,7 @@ class Exchange:
         """The JSON body, its tags (taken out: never sent upstream) and its model, checked."""
         call, headers = self._started(), self._headers
         body = await read_json(self._receive, self._pipeline.max_body_bytes, headers.get(CONTENT_TYPE),
-                               headers.get(_CLEN))
+                               headers.get(_CLEN), headers.get(_CENC))
         call.stream = body.get("stream") is True  # recorded so even when refused before relaying
         model = body.get("model")
         if isinstance(model, str) and model:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import time
+import zlib
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -59,9 +60,9 @@ def headers_of(scope: Scope, *names: bytes) -> dict[bytes, str]:
 
 
 async def read_json(receive: Receive, limit: int, content_type: str | None,
-                    content_length: str | None = None) -> dict[str, Any]:
+                    content_length: str | None = None, content_encoding: str | None = None) -> dict[str, Any]:
     """Read the whole body (at most `limit` bytes: a larger `Content-Length` is refused before
-    reading) and parse it as a JSON object."""
+    reading), decode its `Content-Encoding` (`decoded`) and parse it as a JSON object."""
     if content_type is not None and "json" not in content_type.lower():
         raise InvalidRequest(f"Content-Type must be application/json, got {content_type!r}",
                              code="unsupported_media_type")
@@ -89,6 +90,8 @@ async def read_json(receive: Receive, limit: int, content_type: str | None,
         body = b"".join(chunks)
     if len(body) > limit:
         raise PayloadTooLarge(limit, len(body))  # all read already: nothing left to drain
+    if content_encoding is not None:
+        body = decoded(body, content_encoding, limit)
     if not body:
         raise InvalidRequest("request body is empty; expected a JSON object")
     try:
@@ -101,6 +104,35 @@ async def read_json(receive: Receive, limit: int, content_type: str | None,
         raise InvalidRequest(f"request body is nested more than {MAX_NESTING} levels deep",
                              code="too_deeply_nested")
     return data
+
+
+_WBITS = {"gzip": 16 + 15, "x-gzip": 16 + 15, "deflate": 15}  # zlib's framing of each coding
+
+
+def decoded(body: bytes, encoding: str, limit: int) -> bytes:
+    """`body` decoded from its `Content-Encoding` (gzip or deflate, as api.anthropic.com and
+    OpenAI take them; identity), at most `limit` bytes decoded (413 past it: no zip bomb
+    inflates past the body limit); any other coding is a 400 naming the header."""
+    coding = encoding.strip().lower()
+    if coding in ("", "identity"):
+        return body
+    wbits = _WBITS.get(coding)
+    if wbits is None:
+        raise InvalidRequest(f"Content-Encoding {encoding!r} is not supported: send the body as it is, "
+                             "or gzip- or deflate-encoded", param="Content-Encoding",
+                             code="unsupported_content_encoding")
+    invalid = InvalidRequest(f"request body is not valid {coding} data (Content-Encoding: {encoding})",
+                             param="Content-Encoding", code="invalid_content_encoding")
+    inflater = zlib.decompressobj(wbits)
+    try:
+        out = inflater.decompress(body, limit + 1)
+    except zlib.error:
+        raise invalid from None
+    if len(out) > limit:
+        raise PayloadTooLarge(limit)
+    if not inflater.eof or inflater.unused_data:
+        raise invalid
+    return out
 
 
 MAX_NESTING = 128  # JSON levels; deeper bodies could not even be re-encoded for the provider

@@ -62,8 +62,11 @@ class AnthropicProvider:
         err.retry_after = retry_after(headers)
         return err
 
+    def chat_payload(self, body: dict) -> dict:
+        return to_anthropic(body, body["model"])
+
     async def chat(self, body: dict) -> tuple[dict, Usage]:
-        payload = to_anthropic(body, body["model"])
+        payload = self.chat_payload(body)
         payload.pop("stream", None)
         url, payload = self._endpoint(payload, False)
         data = await self._up.post_json(url, payload, await self._request_headers())
@@ -73,7 +76,7 @@ class AnthropicProvider:
             raise UpstreamProtocolError(f"provider {self.name!r} sent a body we cannot read") from None
 
     async def chat_stream(self, body: dict, reported: Reported | None = None) -> AsyncGenerator[list[dict], None]:
-        payload = to_anthropic(body, body["model"])
+        payload = self.chat_payload(body)
         payload["stream"] = True
         translator = AnthropicStreamTranslator("", int(time.time()), body["model"], reported)
         url, payload = self._endpoint(payload, True)

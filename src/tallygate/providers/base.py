@@ -84,6 +84,22 @@ class NativeResponses(Protocol):
     def responses_stream(self, body: dict) -> RawEvents: ...
 
 
+@runtime_checkable
+class ChatPayload(Protocol):
+    """Chat sent in another API's shape (Anthropic's Messages, Gemini's generateContent,
+    Converse): the body sent for a chat `body` with the upstream model set. Pure, no I/O; raises
+    what `chat` would. What a limit's reservation bounds (`pipeline/sent.py`)."""
+
+    def chat_payload(self, body: dict) -> dict: ...
+
+
+@runtime_checkable
+class MessagesPayload(Protocol):
+    """Anthropic's Messages sent natively in another API's shape (Converse): the body sent."""
+
+    def messages_payload(self, body: dict) -> dict: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Capabilities:
     """A provider's native APIs beyond chat (None where it has none), found once at start-up."""
@@ -93,6 +109,8 @@ class Capabilities:
     messages: NativeMessages | None
     count_tokens: TokenCounting | None
     responses: NativeResponses | None
+    chat_payload: ChatPayload | None = None  # chat sent in another API's shape
+    messages_payload: MessagesPayload | None = None  # Messages sent natively in another API's shape
 
     @classmethod
     def of(cls, provider: Provider) -> Capabilities:
@@ -100,4 +118,6 @@ class Capabilities:
                    provider if isinstance(provider, Embeddings) else None,
                    provider if isinstance(provider, NativeMessages) else None,
                    provider if isinstance(provider, TokenCounting) else None,
-                   provider if isinstance(provider, NativeResponses) else None)
+                   provider if isinstance(provider, NativeResponses) else None,
+                   provider if isinstance(provider, ChatPayload) else None,
+                   provider if isinstance(provider, MessagesPayload) else None)

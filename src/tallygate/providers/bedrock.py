@@ -132,8 +132,14 @@ class BedrockProvider:
             raise UpstreamHTTPError(403, f"provider {self.name!r} found no AWS credentials")
         return frozen
 
+    def chat_payload(self, body: dict) -> dict:
+        return to_converse(body)
+
+    def messages_payload(self, body: dict) -> dict:
+        return messages_to_converse(body)
+
     async def chat(self, body: dict) -> tuple[dict, Usage]:
-        url, data = self._url(body["model"], "converse"), orjson.dumps(to_converse(body))
+        url, data = self._url(body["model"], "converse"), orjson.dumps(self.chat_payload(body))
         headers = await self._signed(url, data, "application/json")
         answer = await self._up.post_bytes(URL(url, encoded=True), data, headers)  # sent as signed
         try:
@@ -144,7 +150,7 @@ class BedrockProvider:
     async def chat_stream(self, body: dict, reported: Reported | None = None) -> AsyncGenerator[list[dict], None]:
         """ConverseStream as chat chunks; its usage comes in the last event (`metadata`): nothing
         to report early."""
-        url, data = self._url(body["model"], "converse-stream"), orjson.dumps(to_converse(body))
+        url, data = self._url(body["model"], "converse-stream"), orjson.dumps(self.chat_payload(body))
         translator = ConverseStreamTranslator("", int(time.time()), body["model"])
         read = partial(self._event, translator)
         async for batch in self._event_stream(url, data, read, lambda _: translator.done, "its metadata event"):

@@ -41,8 +41,11 @@ class GeminiProvider:
         """The headers of one request (Vertex AI adds a fresh access token)."""
         return self._headers
 
+    def chat_payload(self, body: dict) -> dict:
+        return to_gemini(body)
+
     async def chat(self, body: dict) -> tuple[dict, Usage]:
-        payload, headers = to_gemini(body), await self._request_headers()
+        payload, headers = self.chat_payload(body), await self._request_headers()
         data = await self._up.post_json(self._url(body["model"], "generateContent"), payload, headers)
         try:
             return from_gemini(data, "", int(time.time()), body["model"])
@@ -51,7 +54,7 @@ class GeminiProvider:
 
     async def chat_stream(self, body: dict, reported: Reported | None = None) -> AsyncGenerator[list[dict], None]:
         url = self._url(body["model"], "streamGenerateContent") + "?alt=sse"
-        payload, headers = to_gemini(body), await self._request_headers()
+        payload, headers = self.chat_payload(body), await self._request_headers()
         candidates = payload.get("generationConfig", {}).get("candidateCount", 1)
         translator = GeminiStreamTranslator("", int(time.time()), body["model"], candidates, reported)
         async with self._up.stream(url, payload, headers) as resp:
