@@ -7,7 +7,7 @@ default is `<ledger file>.analytics.duckdb` next to a SQLite ledger, else
 worker takes the first free of `<file>`, `<file>.1`, ... (a copy each).
 
 Over a ledger that holds records, the copy is opened and brought up to date in a background thread
-from start-up (on 370,000 records it took 73 s on SQLite under load, 320 s on PostgreSQL): until
+from start-up (about 12,000 records/s on SQLite; docs/capacity.md, *The first copy*): until
 that first copy is made, questions are answered from the roll-ups and the raw ledger (exact, slower
 on a big range), never by waiting for it. Over an empty ledger it is opened lazily: `duckdb` is
 imported and the file opened by the first question that needs the columnar engine, so a gateway
