@@ -90,3 +90,16 @@ def test_empty_embeddings_inputs_are_refused_as_openai_refuses_them(demo: Gatewa
     status, _, body = demo.post_json("/v1/embeddings", {"model": "text-embedding-3-small", "input": inputs})
     assert status == 400, body
     assert body["error"]["param"] == ("input" if inputs == "" else f"input[{inputs.index('')}]"), body
+
+
+@pytest.mark.parametrize(("inputs", "vectors", "tokens"), [([5, 6, 7], 1, 3), ([[5, 6, 7], [8]], 2, 4),
+                                                          ("hello world", 1, 2), (["a", "b"], 2, 2)],
+                         ids=["token-ids", "arrays-of-ids", "string", "strings"])
+def test_embeddings_answer_one_vector_per_input_as_openai_does(demo: Gateway, inputs: object, vectors: int,
+                                                              tokens: int) -> None:
+    """An array of token ids is one input (one vector, as OpenAI answers it), not one input per id:
+    the mock answered [5, 6, 7] with three vectors, so a new user's SDK got three embeddings."""
+    with openai.OpenAI(base_url=demo.base_url, api_key=ADMIN_KEY, max_retries=0) as client:
+        answer = client.embeddings.create(model="text-embedding-3-small", input=inputs)  # type: ignore[arg-type]
+    assert [d.index for d in answer.data] == list(range(vectors)), answer.data
+    assert answer.usage.prompt_tokens == tokens, answer.usage

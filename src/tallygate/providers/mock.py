@@ -84,8 +84,10 @@ class MockProvider:
         if self._delay:
             await asyncio.sleep(self._delay)
         inputs = body.get("input")
-        items = [inputs] if isinstance(inputs, str) else list(inputs or [])
-        tokens = sum(len(x) if isinstance(x, list) else 1 if isinstance(x, int) else max(1, len(str(x)) // 4)
+        # one string, or one array of token ids, is one input (one vector), as OpenAI answers it
+        one = isinstance(inputs, str) or (isinstance(inputs, list) and bool(inputs) and isinstance(inputs[0], int))
+        items = [inputs] if one else list(inputs or [])
+        tokens = sum(len(x) if isinstance(x, list) else max(1, len(str(x)) // 4)
                      for x in items)  # a token id is a token, whatever its digits
         data = [{"object": "embedding", "index": i,
                  "embedding": [((zlib.crc32(str(x).encode()) >> k) % 1000) / 1000.0 for k in range(8)]}
