@@ -182,3 +182,38 @@ def test_whole_months_are_read_from_the_month_roll_up_and_answer_exactly(tmp_pat
     assert comparable(columnar.usage(q)) == comparable(raw.usage(q))
     copy.close()
     engine.dispose()
+
+
+def test_the_trees_totals_are_all_records_less_the_untagged_rows_of_the_roll_up(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    engine = open_engine(f"sqlite:///{tmp_path}/l.db")
+    migrate(engine)
+    rng = random.Random(47)
+    fill(engine, random_records(rng, 900), rng, feedback=30)
+    copy = DuckDBColumnar(tmp_path / "copy.duckdb")
+    store = AnalyticsStore(engine, columnar=copy)
+    store.sync()
+    raw = AnalyticsStore(engine, raw_only=True)
+    ranges = [(T0, T0 + 3 * DAY), (T0 + 5 * HOUR + 17, T0 + 2 * DAY + 7 * HOUR), (T0 - DAY, T0 + 4 * DAY)]
+
+    def same() -> None:
+        for dims, tz in (("", "UTC"), ("time.day", "UTC"), ("time.month", "America/New_York")):
+            for labels in ({"team": "a"}, {"env": "prod"}):
+                for lo, hi in ranges:
+                    q = Query(parse_group_by(dims), labels=labels, from_ms=lo, to_ms=hi, tz=tz)
+                    got = store.tagged_by_time(q, filtered=True)
+                    want = raw.tagged_by_time(q, filtered=True)
+                    assert {k: a.v for k, a in got.items()} == {k: a.v for k, a in want.items()}, (dims, labels, lo)
+
+    question = ColumnarQuestion(Query(labels={"team": "a"}), T0, T0 + 3 * DAY, tagged=True)
+    assert question.rollable()
+    sql, _ = question.sql(feedback=True, rolled=[(T0, T0 + 3 * DAY)])
+    assert "tg IS NULL" in sql and "len(tags) > 0" not in sql  # no tag list read on whole days
+    same()
+    # an untagged and a tagged record replayed late into a rolled-up day
+    late = [msgspec.structs.replace(r, id=f"late-t{i}", tags=tags, created_at=T0 + DAY + 3 * HOUR + i)
+            for i, (r, tags) in enumerate(zip(random_records(random.Random(6), 2), [(), ("US/CA",)], strict=True))]
+    fill(engine, late, rng, feedback=0)
+    store.sync()
+    same()
+    copy.close()
+    engine.dispose()

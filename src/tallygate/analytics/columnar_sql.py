@@ -235,9 +235,11 @@ class ColumnarQuestion:
         """Whether the day roll-up of tags (`columnar.py`, `tag_days`) answers this question's whole
         UTC days: it keeps every record's tag prefixes with all its attributes, by UTC day, so a tag
         dimension, the tree or a tag filter read it unless time is bucketed by the hour (a local day or
-        month: the UTC days within one such bucket, see `in_buckets`)."""
-        if self.tagged or self.spans is not None or not (self.tree or self.q.tag_dim is not None
-                                                          or self.q.tag is not None):
+        month: the UTC days within one such bucket, see `in_buckets`). The tag tree's totals (`tagged`)
+        read it too: the records of its whole days less its untagged rows (`tg IS NULL`), where the
+        records' tag lists cost four times the scan."""
+        if self.spans is not None or not (self.tree or self.tagged or self.q.tag_dim is not None
+                                          or self.q.tag is not None):
             return False
         time = next((d for d in self.dims if d.kind == "time"), None)
         return time is None or time.arg in ("day", "month")
@@ -288,6 +290,8 @@ class ColumnarQuestion:
         where = self._where(tags=False)
         want = self.root if self.tree else q.tag
         dim = q.tag_dim
+        if self.tagged:  # the untagged records (subtracted from all of them)
+            return [*where, "tg IS NULL"]
         if not self.tree and dim is None:  # a tag filter alone: each record's row of that prefix
             assert want is not None
             return [*where, f"tg = {self._p(want)}"]
@@ -304,10 +308,10 @@ class ColumnarQuestion:
             where.append(f"((own AND depth < {int(dim.arg or 0)}) OR depth = {int(dim.arg or 0)})")
         return where
 
-    def _records(self, lo: int | None, hi: int | None, feedback: bool) -> str:
+    def _records(self, lo: int | None, hi: int | None, feedback: bool, *, tag_filter: bool = True) -> str:
         """The records of [lo, hi) as source rows (unnested by `tag_list`), narrow: only what is keyed
-        or summed (a `*` would carry every list column through the unnest)."""
-        where, tag_list = self._where(), self._tag_list()
+        or summed (a `*` would carry every list column through the unnest); `tag_filter`: with the tag filter."""
+        where, tag_list = self._where(tags=tag_filter), self._tag_list()
         if lo is not None:
             where.append(f"created_at >= {int(lo)}")
         if hi is not None:
@@ -326,11 +330,13 @@ class ColumnarQuestion:
         return f"SELECT * EXCLUDE (tl), unnest({tags}) AS tg FROM ({rows})"
 
     def _rolled(self, spans: list[tuple[int, int]], tagged_rows: bool, table: str = "tag_days") -> str:
-        """The roll-up's rows of whole UTC days (months, from `tag_months`) in `spans`, as source rows."""
+        """The roll-up's rows of whole UTC days (months, from `tag_months`) in `spans`, as source rows
+        (for `tagged`, the untagged rows with their sums negated)."""
         where = self._rolled_where()
         where.append("(" + " OR ".join(f"(created_at >= {int(a)} AND created_at < {int(b)})" for a, b in spans)
                      + ")")
-        cols = [*_ATTRS, *_ROLLED_SUMS] + (["tg"] if tagged_rows else [])
+        sums = [f"-{c} AS {c}" for c in _ROLLED_SUMS] if self.tagged else list(_ROLLED_SUMS)
+        cols = [*_ATTRS, *sums] + (["tg"] if tagged_rows else [])
         return f"SELECT {', '.join(cols)} FROM {table} WHERE {' AND '.join(where)}"
 
     def sql(self, *, feedback: bool, rolled: list[tuple[int, int]] | None = None,
@@ -360,6 +366,8 @@ class ColumnarQuestion:
         # where an OR of 30 ranges read every row group of the month)
         stretches = self.spans or _gaps(self.from_ms, self.to_ms, rolled or [])
         parts = [self._records(lo, hi, feedback) for lo, hi in stretches]
+        if self.tagged:  # the rolled-up days' records, tagged or not (their untagged rows are subtracted)
+            parts += [self._records(lo, hi, feedback, tag_filter=False) for lo, hi in rolled or []]
         days = [span for lo, hi in _gaps(None, None, months or []) for span in _within(rolled or [], lo, hi)]
         if days:
             parts.append(self._rolled(days, "tg" in keys))
