@@ -67,6 +67,9 @@ class Collected:
         return all(s.level == "raw" for s in self.segments) and not self.less and self.family != "columnar"
 
 
+RARE_LABEL_SETS = 0.05  # a label filter that at most this share of the label sets pass is read by the copy
+
+
 class AnalyticsStore:
     """Synchronous analytics queries (run them from a worker thread). With `raw_only` every
     question is answered from the raw ledger: slow, exact, and a check on the roll-ups. With a
@@ -241,7 +244,19 @@ class AnalyticsStore:
         # faster); with 30- and 45-minute offsets the half hours around each day's boundary are the raw
         # ends, which the copy reads when it is up to date (`_columnar_ends`), else the ledger. Local
         # hours there are no whole UTC hour at all: the copy answers them.
-        return q.time_dim.arg == "hour" and any(off % HOUR_MS for _, off in offsets(q.from_ms, q.to_ms, q.tz))
+        if q.time_dim.arg == "hour" and any(off % HOUR_MS for _, off in offsets(q.from_ms, q.to_ms, q.tz)):
+            return True
+        # a label filter that few label sets pass: the copy reads only their records, where the roll-up
+        # hours sum 134 columns over every hour of the range (one customer's days in Adelaide over 18
+        # days at 10M records: 0.63 s from the roll-ups, 0.18 s from the copy)
+        return bool(q.labels) and not q.current_labels and self._rare_labels(q)
+
+    def _rare_labels(self, q: Query) -> bool:
+        """Whether at most `RARE_LABEL_SETS` of the label sets pass `q`'s label filter."""
+        with self._engine.connect() as conn:
+            sets = self._label_sets(conn)
+        passing = sum(all(labels.get(n) == v for n, v in q.labels.items()) for labels in sets.values())
+        return passing <= RARE_LABEL_SETS * len(sets)
 
     def _run(self, q: Query, family: str, segments: list[Segment], mode: TagMode, *,
              columnar: bool = True, limit: int | None = None) -> Collected:
