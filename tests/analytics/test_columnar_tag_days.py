@@ -182,3 +182,86 @@ def test_whole_months_are_read_from_the_month_roll_up_and_answer_exactly(tmp_pat
     assert comparable(columnar.usage(q)) == comparable(raw.usage(q))
     copy.close()
     engine.dispose()
+
+
+def test_the_trees_totals_are_all_records_less_the_untagged_rows_of_the_roll_up(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    engine = open_engine(f"sqlite:///{tmp_path}/l.db")
+    migrate(engine)
+    rng = random.Random(47)
+    fill(engine, random_records(rng, 900), rng, feedback=30)
+    copy = DuckDBColumnar(tmp_path / "copy.duckdb")
+    store = AnalyticsStore(engine, columnar=copy)
+    store.sync()
+    raw = AnalyticsStore(engine, raw_only=True)
+    ranges = [(T0, T0 + 3 * DAY), (T0 + 5 * HOUR + 17, T0 + 2 * DAY + 7 * HOUR), (T0 - DAY, T0 + 4 * DAY)]
+
+    def same() -> None:
+        for dims, tz in (("", "UTC"), ("time.day", "UTC"), ("time.month", "America/New_York")):
+            for labels in ({"team": "a"}, {"env": "prod"}):
+                for lo, hi in ranges:
+                    q = Query(parse_group_by(dims), labels=labels, from_ms=lo, to_ms=hi, tz=tz)
+                    got = store.tagged_by_time(q, filtered=True)
+                    want = raw.tagged_by_time(q, filtered=True)
+                    assert {k: a.v for k, a in got.items()} == {k: a.v for k, a in want.items()}, (dims, labels, lo)
+
+    question = ColumnarQuestion(Query(labels={"team": "a"}), T0, T0 + 3 * DAY, tagged=True)
+    assert question.rollable()
+    sql, _ = question.sql(feedback=True, rolled=[(T0, T0 + 3 * DAY)])
+    assert "tg IS NULL" in sql and "len(tags) > 0" not in sql  # no tag list read on whole days
+    same()
+    # an untagged and a tagged record replayed late into a rolled-up day
+    late = [msgspec.structs.replace(r, id=f"late-t{i}", tags=tags, created_at=T0 + DAY + 3 * HOUR + i)
+            for i, (r, tags) in enumerate(zip(random_records(random.Random(6), 2), [(), ("US/CA",)], strict=True))]
+    fill(engine, late, rng, feedback=0)
+    store.sync()
+    same()
+    copy.close()
+    engine.dispose()
+
+
+def test_a_local_month_is_its_utc_months_row_less_the_days_around_its_start(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    engine = open_engine(f"sqlite:///{tmp_path}/l.db")
+    migrate(engine)
+    rng = random.Random(53)
+    october = T0 - 31 * DAY
+    records = random_records(rng, 1200, start=october - 2 * DAY, span=36 * DAY)
+    fill(engine, records, rng, feedback=40)
+    copy = DuckDBColumnar(tmp_path / "copy.duckdb")
+    store = AnalyticsStore(engine, columnar=copy)
+    store.sync()
+    assert (october,) in copy._cursor().execute("SELECT month FROM rolled_months").fetchall()
+    # Kathmandu's November starts at 18:15 UTC on 31 October: October's row less its 31st
+    question = ColumnarQuestion(Query(parse_group_by("tag,time.month"), tz="Asia/Kathmandu"), october - DAY, T0 + DAY)
+    assert question.split_months({october}) == [(october, T0, october, [(T0 - DAY, T0)])]
+    # New York's November starts at 04:00 UTC on 1 November: its 1st is cut, the rest of it is one month
+    question = ColumnarQuestion(Query(parse_group_by("tag,time.month"), tz="America/New_York"), october, T0 + DAY)
+    assert question.split_months({october}) == [(october, T0, october + DAY, [(october, october + DAY)])]
+    raw = Analytics(AnalyticsStore(engine, raw_only=True))
+    questions = [("tag,time.month", {"tz": "Asia/Kathmandu"}),
+                 ("tag_level.2,time.month,label.team", {"tz": "Asia/Kolkata"}),
+                 ("tag_level.1,time.month", {"tz": "America/New_York", "provider": "p1"}),
+                 ("model,time.month", {"tz": "Pacific/Chatham", "tag": "US"})]
+    ranges = [(october - 2 * DAY, T0 + 2 * DAY + 7), (october, T0), (october + 5, T0 + 3 * HOUR)]
+
+    def same() -> None:
+        for dims, filters in questions:
+            for lo, hi in ranges:
+                q = Query(parse_group_by(dims), from_ms=lo, to_ms=hi, **filters)  # type: ignore[arg-type]
+                got = Analytics(store).usage(q)
+                assert got["plan"]["source"] == "columnar", (dims, filters)
+                assert comparable(got) == comparable(raw.usage(q)), (dims, filters, lo, hi)
+        q = Query(parse_group_by("time.month"), labels={"team": "a"}, from_ms=october - DAY, to_ms=T0 + DAY,
+                  tz="Asia/Kathmandu")
+        assert {k: a.v for k, a in store.tagged_by_time(q, filtered=True).items()} == {
+            k: a.v for k, a in raw.store.tagged_by_time(q, filtered=True).items()}
+
+    same()
+    # late records into a cut day and into another day of the month
+    late = [msgspec.structs.replace(r, id=f"late-m{i}", tags=tags, created_at=at)
+            for i, (r, tags, at) in enumerate(zip(random_records(random.Random(8), 2), [("US/CA",), ()],
+                                                  [T0 - DAY + 19 * HOUR, october + 9 * DAY + 7], strict=True))]
+    fill(engine, late, rng, feedback=0)
+    store.sync()
+    same()
+    copy.close()
+    engine.dispose()

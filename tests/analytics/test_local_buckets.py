@@ -47,3 +47,42 @@ def test_the_hours_of_new_york_days_are_summed_into_one_row_per_local_day(tmp_pa
     # rows as fine as the time unit keep their bucket
     assert local_bucket(t, seg, Dim("time", "hour"), "America/New_York") is t.c.bucket
     engine.dispose()
+
+
+def test_local_buckets_with_a_rare_label_filter_are_read_from_the_columnar_copy(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import msgspec
+
+    from tallygate.analytics.columnar import DuckDBColumnar
+    from tallygate.analytics.query import Query, parse_group_by
+    from tallygate.analytics.reader import AnalyticsStore
+    from tallygate.analytics.service import Analytics
+    from tests.analytics.ledgers import comparable
+
+    engine = open_engine(f"sqlite:///{tmp_path}/l.db")
+    migrate(engine)
+    rng = random.Random(31)
+    # forty customers' label sets beside the five of `LABELS`: one customer is a rare filter, a team is not
+    records = [r if i % 2 else msgspec.structs.replace(r, labels={"customer": f"c{i % 40}", "team": "a"})
+               for i, r in enumerate(random_records(rng, 1600))]
+    fill(engine, records, rng, feedback=20)
+    store = AnalyticsStore(engine, columnar=DuckDBColumnar(tmp_path / "copy.duckdb"))
+    store.sync()
+    raw = Analytics(AnalyticsStore(engine, raw_only=True))
+
+    def same() -> None:
+        for dims, tz, labels, source in [("time.day", "Australia/Adelaide", {"customer": "c6"}, "columnar"),
+                                         ("time.day,model", "America/New_York", {"customer": "c8"}, "columnar"),
+                                         ("time.hour,label.team", "Europe/Berlin", {"customer": "c10"}, "columnar"),
+                                         ("time.day", "America/New_York", {"team": "a"}, "dims")]:
+            q = Query(parse_group_by(dims), labels=labels, from_ms=T0 + 3 * HOUR + 7, to_ms=T0 + 3 * DAY - 5, tz=tz)
+            got = Analytics(store).usage(q)
+            assert got["plan"]["source"] == source, (dims, labels, got["plan"])
+            assert comparable(got) == comparable(raw.usage(q)), (dims, tz, labels)
+
+    same()
+    late = msgspec.structs.replace(random_records(random.Random(2), 1)[0], id="late-c6", created_at=T0 + DAY + 7,
+                                   labels={"customer": "c6", "team": "a"})
+    fill(engine, [late], rng, feedback=0)
+    store.sync()
+    same()
+    engine.dispose()

@@ -289,8 +289,11 @@ class DuckDBColumnar:
             has_feedback = cur.execute("SELECT count(*) > 0 FROM feedback").fetchone()
             rolled = (question.in_buckets(self._rolled(cur, question.from_ms, question.to_ms))
                       if question.rollable() else [])
-            months = question.whole_months(rolled, self._months(cur)) if rolled else []
-            sql, params = question.sql(feedback=bool(has_feedback and has_feedback[0]), rolled=rolled, months=months)
+            rolled_months = self._months(cur) if rolled else set()
+            months = question.whole_months(rolled, rolled_months) if rolled else []
+            split = question.split_months(rolled_months) if rolled else []
+            sql, params = question.sql(feedback=bool(has_feedback and has_feedback[0]), rolled=rolled, months=months,
+                                       split=split)
             rows = cur.execute(sql, params).fetchall()
         finally:
             cur.execute("ROLLBACK")  # it only read

@@ -236,9 +236,11 @@ class ColumnarQuestion:
         """Whether the day roll-up of tags (`columnar.py`, `tag_days`) answers this question's whole
         UTC days: it keeps every record's tag prefixes with all its attributes, by UTC day, so a tag
         dimension, the tree or a tag filter read it unless time is bucketed by the hour (a local day or
-        month: the UTC days within one such bucket, see `in_buckets`)."""
-        if self.tagged or self.spans is not None or not (self.tree or self.q.tag_dim is not None
-                                                          or self.q.tag is not None):
+        month: the UTC days within one such bucket, see `in_buckets`). The tag tree's totals (`tagged`)
+        read it too: the records of its whole days less its untagged rows (`tg IS NULL`), where the
+        records' tag lists cost four times the scan."""
+        if self.spans is not None or not (self.tree or self.tagged or self.q.tag_dim is not None
+                                          or self.q.tag is not None):
             return False
         time = next((d for d in self.dims if d.kind == "time"), None)
         return time is None or time.arg in ("day", "month")
@@ -283,12 +285,38 @@ class ColumnarQuestion:
                 month = nxt
         return out
 
+    def split_months(self, rolled: set[int]) -> list[tuple[int, int, int, list[tuple[int, int]]]]:
+        """The UTC months inside the range that the month roll-up holds (`rolled`: their starts) and
+        that lie within one local month (`time.month`) but for the day(s) around its start: each as
+        (from, to, a day inside that local month, those days). Read as its month row less those days'
+        rows, all keyed by that day (Kathmandu: November's row less the 30th, which the records
+        answer), instead of thirty day rows."""
+        time = next((d for d in self.dims if d.kind == "time"), None)
+        if time is None or time.arg != "month" or self.q.tz == zones.UTC or self.from_ms is None \
+                or self.to_ms is None:
+            return []
+        tz, out = self.q.tz, list[tuple[int, int, int, list[tuple[int, int]]]]()
+        month = timebuckets.ceil(self.from_ms, "month")
+        while True:
+            nxt = timebuckets.ceil(month + 1, "month")
+            if nxt > self.to_ms:
+                return out
+            if month in rolled:
+                days = range(month, nxt, DAY_MS)
+                cut = [d for d in days if zones.floor(d, "month", tz) != zones.floor(d + DAY_MS - 1, "month", tz)]
+                rest = [d for d in days if d not in cut]
+                if cut and rest and len({zones.floor(d, "month", tz) for d in rest}) == 1:
+                    out.append((month, nxt, rest[0], [(d, d + DAY_MS) for d in cut]))
+            month = nxt
+
     def _rolled_where(self) -> list[str]:
         """`_where` for the roll-up's rows: the same attribute filters; the tag list as row kinds."""
         q = self.q
         where = self._where(tags=False)
         want = self.root if self.tree else q.tag
         dim = q.tag_dim
+        if self.tagged:  # the untagged records (subtracted from all of them)
+            return [*where, "tg IS NULL"]
         if not self.tree and dim is None:  # a tag filter alone: each record's row of that prefix
             assert want is not None
             return [*where, f"tg = {self._p(want)}"]
@@ -305,10 +333,10 @@ class ColumnarQuestion:
             where.append(f"((own AND depth < {int(dim.arg or 0)}) OR depth = {int(dim.arg or 0)})")
         return where
 
-    def _records(self, lo: int | None, hi: int | None, feedback: bool) -> str:
+    def _records(self, lo: int | None, hi: int | None, feedback: bool, *, tag_filter: bool = True) -> str:
         """The records of [lo, hi) as source rows (unnested by `tag_list`), narrow: only what is keyed
-        or summed (a `*` would carry every list column through the unnest)."""
-        where, tag_list = self._where(), self._tag_list()
+        or summed (a `*` would carry every list column through the unnest); `tag_filter`: with the tag filter."""
+        where, tag_list = self._where(tags=tag_filter), self._tag_list()
         if lo is not None:
             where.append(f"created_at >= {int(lo)}")
         if hi is not None:
@@ -326,12 +354,17 @@ class ColumnarQuestion:
         tags = "tl" if self.tree else "CASE WHEN len(tl) = 0 THEN [NULL::VARCHAR] ELSE tl END"
         return f"SELECT * EXCLUDE (tl), unnest({tags}) AS tg FROM ({rows})"
 
-    def _rolled(self, spans: list[tuple[int, int]], tagged_rows: bool, table: str = "tag_days") -> str:
-        """The roll-up's rows of whole UTC days (months, from `tag_months`) in `spans`, as source rows."""
+    def _rolled(self, spans: list[tuple[int, int]], tagged_rows: bool, table: str = "tag_days", *,
+                at: int | None = None, less: bool = False) -> str:
+        """The roll-up's rows of whole UTC days (months, from `tag_months`) in `spans`, as source rows
+        (for `tagged`, the untagged rows with their sums negated); `at`: keyed at that time; `less`:
+        their sums negated."""
         where = self._rolled_where()
         where.append("(" + " OR ".join(f"(created_at >= {int(a)} AND created_at < {int(b)})" for a, b in spans)
                      + ")")
-        cols = [*_ATTRS, *_ROLLED_SUMS] + (["tg"] if tagged_rows else [])
+        sums = [f"-{c} AS {c}" for c in _ROLLED_SUMS] if self.tagged != less else list(_ROLLED_SUMS)
+        attrs = list(_ATTRS) if at is None else [f"{int(at)}::BIGINT AS created_at", *_ATTRS[1:]]
+        cols = [*attrs, *sums] + (["tg"] if tagged_rows else [])
         return f"SELECT {', '.join(cols)} FROM {table} WHERE {' AND '.join(where)}"
 
     def keys_sql(self, after: tuple[int, str] | None, limit: int) -> tuple[str, dict[str, Any]]:
@@ -347,10 +380,12 @@ class ColumnarQuestion:
                 f"ORDER BY created_at DESC, id DESC LIMIT {int(limit)}"), self.params
 
     def sql(self, *, feedback: bool, rolled: list[tuple[int, int]] | None = None,
-            months: list[tuple[int, int]] | None = None) -> tuple[str, dict[str, Any]]:
+            months: list[tuple[int, int]] | None = None,
+            split: list[tuple[int, int, int, list[tuple[int, int]]]] | None = None) -> tuple[str, dict[str, Any]]:
         """The statement and its parameters; `feedback`: join the scores (skipped when none exist);
         `rolled`: the stretches of whole UTC days read from the tag roll-up (`rollable` questions), of
-        which `months` (whole UTC months) are read from the month roll-up."""
+        which `months` (whole UTC months) are read from the month roll-up, and the months of `split`
+        (`split_months`) from the month roll-up less the day roll-up's rows of their cut days."""
         self.params = {}
         q, dims = self.q, self.dims
         keys, joins = [], []
@@ -373,11 +408,18 @@ class ColumnarQuestion:
         # where an OR of 30 ranges read every row group of the month)
         stretches = self.spans or _gaps(self.from_ms, self.to_ms, rolled or [])
         parts = [self._records(lo, hi, feedback) for lo, hi in stretches]
-        days = [span for lo, hi in _gaps(None, None, months or []) for span in _within(rolled or [], lo, hi)]
+        if self.tagged:  # the rolled-up days' records, tagged or not (their untagged rows are subtracted)
+            parts += [self._records(lo, hi, feedback, tag_filter=False) for lo, hi in rolled or []]
+        split = split or []
+        whole = sorted([*(months or []), *((a, b) for a, b, _, _ in split)])
+        days = [span for lo, hi in _gaps(None, None, whole) for span in _within(rolled or [], lo, hi)]
         if days:
             parts.append(self._rolled(days, "tg" in keys))
         if months:
             parts.append(self._rolled(months, "tg" in keys, "tag_months"))
+        for a, b, at, cut in split:
+            parts.append(self._rolled([(a, b)], "tg" in keys, "tag_months", at=at))
+            parts.append(self._rolled(cut, "tg" in keys, at=at, less=True))
         sums = [s for s, _ in _SUMS]
         count = "sum(n)"
         if not rolled:  # records only: fewer aggregates (DuckDB's group-by costs one pass per aggregate)
