@@ -117,3 +117,21 @@ def test_a_batch_with_usage_chunks_anywhere_is_relayed_as_its_chunks_would_be() 
     assert len(events) == 7 and {e["id"] for e in events} == {call.id}
     assert [e["usage"]["prompt_tokens"] for e in events if e.get("usage")] == [5, 7]
     assert call.usage.input_tokens == 7 and call.cost_pico == RATE.cost(Usage.from_openai(last))
+
+
+@pytest.mark.parametrize("wants_usage", [True, False])
+def test_a_usage_chunk_among_chunks_of_one_id_is_not_spliced_past(wants_usage: bool) -> None:
+    """Chunks sharing their id are spliced in one piece only when none has usage (a provider
+    that reports usage on every chunk, say): with or without the client asking for usage."""
+    call = Call("req_x", "chat", Principal(None, "t"))
+    codec = ChatCodec(call, RATE, {"messages": []}, wants_usage)
+    text = b'{"id":"c","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"hi"}}],"usage":null}'
+    usage_a, usage_b = (orjson.dumps({"id": "c", "object": "chat.completion.chunk", "choices": [],
+                                      "usage": {"prompt_tokens": n, "completion_tokens": n}}) for n in (5, 7))
+    out = codec.encode([text, usage_a, text, text, usage_b])
+    events = [orjson.loads(e[6:]) for e in out.split(b"\n\n") if e]
+    assert {e["id"] for e in events} == {call.id} and len([e for e in events if e["choices"]]) == 3
+    assert [e["usage"]["prompt_tokens"] for e in events if e.get("usage")] == ([5, 7] if wants_usage else [])
+    assert wants_usage or b'"usage"' not in out
+    assert all(e["usage"]["cost"] > 0 for e in events if e.get("usage"))
+    assert call.usage.input_tokens == 7

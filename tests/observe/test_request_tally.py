@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, disable_created_metrics, enable_created_metrics, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tallygate.core.record import Attempt, LedgerRecord
@@ -38,6 +38,21 @@ def _samples(registry: CollectorRegistry) -> list[tuple[str, str, tuple[tuple[st
 
 
 def test_tally_renders_what_prometheus_client_counters_and_histograms_render() -> None:
+    assert any(name.endswith("_created") for _, name, _, _ in _compare())
+
+
+def test_no_created_series_when_prometheus_client_has_them_disabled() -> None:
+    """PROMETHEUS_DISABLE_CREATED_SERIES (read by prometheus_client at import) or
+    `disable_created_metrics()`: the tally drops its `_created` samples as the counters do."""
+    disable_created_metrics()
+    try:
+        assert not any(name.endswith("_created") for _, name, _, _ in _compare())
+    finally:
+        enable_created_metrics()
+
+
+def _compare() -> list[tuple[str, str, tuple[tuple[str, str], ...], float]]:
+    """The tally's samples, checked against prometheus_client's for the same requests."""
     tally, reference = RequestTally(MODELS, PROVIDERS, KEY_LABELS), _FileSeries(MODELS, PROVIDERS, KEY_LABELS)
     ours, theirs = CollectorRegistry(), CollectorRegistry()
     ours.register(tally)
@@ -55,3 +70,4 @@ def test_tally_renders_what_prometheus_client_counters_and_histograms_render() -
             assert abs(g[3] - w[3]) < 60
         else:
             assert math.isclose(g[3], w[3], rel_tol=1e-12), (g, w)
+    return got

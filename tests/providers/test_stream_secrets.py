@@ -55,6 +55,16 @@ def test_a_secret_in_many_pieces_and_interleaved_choices_is_redacted() -> None:
     assert joined(stream) == {0: "sk-[redacted] end"}
 
 
+def test_a_batch_without_a_secrets_first_characters_still_completes_one_begun_before() -> None:
+    # The stream scrubber skips its regex for a batch with neither a secret's first four
+    # characters nor a text starting with its 2nd, 3rd or 4th: these batches have only the latter.
+    for j in range(1, 4):
+        stream, sent = relay([[chat_event("key " + KEY[:j])], [chat_event(KEY[j:] + " end")]])
+        assert KEY[:4].encode() not in sent[1] and joined(stream) == {0: "key " + KEY[:j] + "[redacted] end"}, j
+    stream, _ = relay([[chat_event(c)] for c in KEY[:5]] + [[chat_event(KEY[5:] + " end")]])
+    assert joined(stream) == {0: "s[redacted] end"}
+
+
 def test_only_a_tail_that_could_begin_a_secret_is_held_and_nothing_else_changes() -> None:
     first = chat_event("all of this goes out, but sk-up")
     stream, sent = relay([[first], [chat_event("date is soon")]])

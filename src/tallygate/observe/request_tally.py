@@ -4,9 +4,10 @@ A request costs one dict lookup (its series, cached by the record's raw label va
 integer additions: no prometheus_client child, lock or float on the hot path. `collect()` (a
 prometheus_client `Collector`, run by a scrape from a worker thread) folds the series into the
 families `prometheus_client`'s own `Counter`s and `Histogram`s would expose, with the same names,
-help, labels, bucket bounds, `_created` samples and order of first appearance. Money and
-durations are summed as integers (picodollars, microseconds) and turned into USD and seconds only
-at scrape time, so the sums are exact where the float additions were not.
+help, labels, bucket bounds, `_created` samples (unless prometheus_client's are disabled) and order
+of first appearance. Money and durations are summed as integers (picodollars, microseconds) and
+turned into USD and seconds only at scrape time, so the sums are exact where the float additions
+were not.
 
 The event loop is the only writer. A scrape reads while it writes: it copies each dict before
 iterating it, and a histogram's count may be one request ahead of its sum, as with the
@@ -20,6 +21,7 @@ from bisect import bisect_left
 from collections.abc import Collection, Iterable, Sequence
 from typing import Any
 
+from prometheus_client import metrics as prometheus_metrics
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 from prometheus_client.samples import Sample
@@ -174,7 +176,18 @@ class RequestTally(Collector):
             refusals.add_metric([endpoint, code], n, created=created)
         for model, (created, (n,)) in fell.items():
             fallbacks.add_metric([model], n, created=created)
-        return [requests, tokens, cost, latency, ttft, attempts, refusals, fallbacks]
+        families = [requests, tokens, cost, latency, ttft, attempts, refusals, fallbacks]
+        if not _use_created():
+            for family in families:
+                family.samples = [s for s in family.samples if not s.name.endswith("_created")]
+        return families
+
+
+def _use_created() -> bool:
+    """Whether prometheus_client's own counters and histograms expose `_created` now: not when
+    PROMETHEUS_DISABLE_CREATED_SERIES was set at its import or `disable_created_metrics()` ran
+    (its one switch for both is a module global)."""
+    return bool(getattr(prometheus_metrics, "_use_created", True))
 
 
 def _add(into: dict[Any, list[Any]], key: Any, created: float, values: Sequence[int]) -> None:

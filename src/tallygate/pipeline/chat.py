@@ -95,12 +95,18 @@ class ChatCodec:
         head = b"data: " + first[:end + 1]
         out = b"data: " + b"\n\ndata: ".join(batch) + b"\n\n"
         if end > 0 and b"\\" not in head and out.count(head) == len(batch):
-            nulls = out.count(_NULL)
-            if out.count(_USAGE) == nulls and (self._wants_usage or out.count(_NULL_USAGE) == nulls):
+            # No chunk has usage: every `"usage":` is a `"usage":null` (kept) or, for a client
+            # that did not ask for usage, a `,"usage":null` (cut: none is left after the cut).
+            if self._wants_usage:
+                plain = out.count(_USAGE) == out.count(_NULL)
+            else:
+                cut = out.replace(_NULL_USAGE, b"")
+                plain = _USAGE not in cut
+            if plain:
                 if not self._metered:
                     self._uncounted.append(out)
-                if nulls and not self._wants_usage:
-                    out = out.replace(_NULL_USAGE, b"")
+                if not self._wants_usage:
+                    out = cut
                 return out.replace(head, b'data: {"id":"' + self._id + b'"')
         return b"".join(b"data: " + c + b"\n\n" for c in map(self._chunk, batch) if c is not None)
 

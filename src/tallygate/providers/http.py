@@ -214,12 +214,14 @@ def sse_data(resp: aiohttp.ClientResponse) -> AsyncIterator[list[bytes]]:
     return _sse(resp, _datas)
 
 
-def _events(blocks: list[bytes]) -> list[tuple[str | None, bytes]]:
-    return [ev for ev in map(_event, blocks) if ev is not None]
+def _events(body: bytes) -> list[tuple[str | None, bytes]]:
+    return [ev for ev in map(_event, body.split(b"\n\n")) if ev is not None]
 
 
-def _datas(blocks: list[bytes]) -> list[bytes]:
-    out = [raw[6:] if raw.startswith(b"data: ") and b"\n" not in raw else _data(raw) for raw in blocks]
+def _datas(body: bytes) -> list[bytes]:
+    if body.startswith(b"data: ") and body.count(b"\n") == 2 * body.count(b"\n\ndata: "):
+        return body[6:].split(b"\n\ndata: ")  # every event one `data: ` line (the usual case): one split
+    out = [raw[6:] if raw.startswith(b"data: ") and b"\n" not in raw else _data(raw) for raw in body.split(b"\n\n")]
     if None in out:  # a block without data (a comment, a keep-alive)
         return [data for data in out if data is not None]
     return cast(list[bytes], out)
@@ -230,21 +232,23 @@ def _data(raw: bytes) -> bytes | None:
     return None if event is None else event[1]
 
 
-async def _sse(resp: aiohttp.ClientResponse, parse: Callable[[list[bytes]], list[T]]) -> AsyncIterator[list[T]]:
-    """The events of an SSE response as `parse` makes them from their blocks, batch by batch."""
+async def _sse(resp: aiohttp.ClientResponse, parse: Callable[[bytes], list[T]]) -> AsyncIterator[list[T]]:
+    """The events of an SSE response as `parse` makes them from their blocks (the bytes up to
+    the last blank line, which it splits at each blank line), batch by batch."""
     buf = b""
     async for data in resp.content.iter_any():
         buf += data
         if b"\r" in buf:  # CR and CRLF line endings are legal SSE; keep a trailing CR for later
             head, tail = (buf[:-1], b"\r") if buf.endswith(b"\r") else (buf, b"")
             buf = head.replace(b"\r\n", b"\n").replace(b"\r", b"\n") + tail
-        if b"\n\n" not in buf:
+        end = buf.rfind(b"\n\n")  # (in a run of 3+ newlines, the extra ones are empty lines)
+        if end < 0:
             continue
-        *blocks, buf = buf.split(b"\n\n")
-        batch = parse(blocks)
+        body, buf = buf[:end], buf[end + 2:]
+        batch = parse(body)
         if batch:
             yield batch
     if buf.strip():
-        last = parse([buf.strip(b"\r\n")])
+        last = parse(buf.strip(b"\r\n"))
         if last:
             yield last

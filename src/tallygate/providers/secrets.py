@@ -140,6 +140,13 @@ class StreamScrubber:
         # One pass finds a text starting with a secret's rest or ending with its beginning.
         self.candidates = re.compile(_FIELD_AT + b"(?:" + starts + b"|" + tail + b'")') if whole else None
         self.tail = re.compile(tail + rb"\Z") if whole else None
+        # What every `candidates` match needs, found far faster than the match itself: a text
+        # starting with a secret's rest or with a piece after its first characters starts with
+        # one of its 2nd to SHOWN_MAX + 1-th characters, and a tail that could begin a secret
+        # holds its first SHOWN_MAX + 1 characters. A batch with neither cannot match.
+        self.heads = sorted({v[:SHOWN_MAX + 1] for v in whole})
+        seconds = sorted({v[j:j + 1] for v in whole for j in range(1, SHOWN_MAX + 1)})
+        self.starts = re.compile(rb'":"(?:' + b"|".join(map(re.escape, seconds)) + b")") if whole else None
 
     def stream(self) -> StreamScrub:
         return StreamScrub(self)
@@ -188,8 +195,10 @@ class StreamScrub:
 
     def _next(self, buf: bytes, pos: int) -> int | None:
         """Where the first text from `pos` that could begin or end a secret is, if any."""
-        candidates = self._s.candidates
-        m = None if candidates is None else candidates.search(buf, pos)
+        s = self._s
+        if s.starts is None or (s.starts.search(buf, pos) is None and all(buf.find(h, pos) < 0 for h in s.heads)):
+            return None  # none of what a candidate needs is there (usually): no regex walk of the batch
+        m = s.candidates.search(buf, pos) if s.candidates is not None else None
         return None if m is None else m.start()
 
     def _scan(self, buf: bytes, pos: int) -> bytes:
