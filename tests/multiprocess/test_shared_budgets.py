@@ -259,7 +259,8 @@ def test_a_thousand_concurrent_limited_requests_on_one_process_get_no_false_503(
 
         statuses = asyncio.run(fire())
         assert statuses.count(503) == 0, gw.log()[-2000:]
-        assert statuses.count(200) >= 50 and statuses.count(200) + statuses.count(402) == 1000
+        # each holds ~$0.10 (its JSON body and 10 output tokens at $0.001 a token): ~49 fit in $5
+        assert statuses.count(200) >= 45 and statuses.count(200) + statuses.count(402) == 1000
         me = reserved_returns_to_zero(gw, "/v1/manage/apikey/" + key["id"])
         assert Decimal(me["monthly_spend"]) <= Decimal("5")
     finally:
