@@ -34,6 +34,8 @@ def gw(upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iter
         "gpt-bodies": {"provider": "openai", "model": "bodytokens", "pricing": PRICED},
         "claude-bodies": {"provider": "anthropic", "model": "bodytokens", "pricing": PRICED},
     })
+    for provider in ("openai", "anthropic"):  # 70 KB bodies billed byte by byte in this process: not 1 s
+        config["providers"][provider]["timeout_s"] = 30.0  # under CI load (a 504 in the CI of b9de067)
     gateway = InProcessGateway(tmp_path_factory.mktemp("gw-translation-budget"), config).start()
     yield gateway
     gateway.stop()
