@@ -170,14 +170,18 @@ class LedgerCounters:
                     self._rebuild_sync(args=args)
             except (RedisError, OSError) as exc:  # (a process starting while Redis is down)
                 log.error("starting budget counters in Redis failed (%s); they are sent once it answers", exc)
-                with self._unadopted_lock:
-                    for counter, pico in spend.items():
-                        self._unadopted[counter] = max(pico, self._unadopted.get(counter, 0))
-                    self._unadopted_windows.update((w.slots[0], w) for w in wins)
+                self._keep_for_later(spend, wins)
                 return
             if self._loop is not None and not self._closing:
                 for w in wins:
                     self._loop.call_soon_threadsafe(self._loop.call_later, REBUILD_AGAIN_S, self._again, w)
+
+    def _keep_for_later(self, spend: dict[str, int], wins: Sequence[Window]) -> None:
+        """Counters Redis could not take now: each raised to `spend` once it answers."""
+        with self._unadopted_lock:
+            for counter, pico in spend.items():
+                self._unadopted[counter] = max(pico, self._unadopted.get(counter, 0))
+            self._unadopted_windows.update((w.slots[0], w) for w in wins)
 
     def restart(self, scope_id: str, spend: dict[str, int], wins: Sequence[Window], change: str) -> None:
         """Set a scope's counters in `wins` to the ledger's `spend` (0 where it has none) when this
@@ -190,10 +194,7 @@ class LedgerCounters:
                                                                for x in pair)])
         except (RedisError, OSError) as exc:
             log.error("restarting budget counters in Redis failed (%s); they are raised once it answers", exc)
-            with self._unadopted_lock:
-                for counter, pico in exact.items():
-                    self._unadopted[counter] = max(pico, self._unadopted.get(counter, 0))
-                self._unadopted_windows.update((w.slots[0], w) for w in wins)
+            self._keep_for_later(exact, wins)
             return
         if self._loop is not None and not self._closing:
             for w in wins:
