@@ -12,7 +12,7 @@ import pytest
 
 from tests.fakes.upstream import FakeUpstream
 from tests.gateway import Gateway
-from tests.multiprocess.budgets import HELLO, make_gateway, make_key
+from tests.multiprocess.budgets import HELLO, burst, every_answer_recorded, make_gateway, make_key
 from tests.postgres import PostgresInstance
 from tests.redis import RedisServer
 
@@ -87,6 +87,24 @@ def test_a_key_revoked_on_one_gateway_cannot_list_models_on_the_other_at_once(
         with pytest.raises(openai.AuthenticationError) as refused:
             client.models.list()
         assert refused.value.code == "revoked_api_key"
+    finally:
+        one.stop()
+        two.stop()
+
+
+def test_a_key_created_on_one_gateway_serves_a_burst_on_the_other_at_once(
+        tmp_path: Path, upstream: FakeUpstream, pg: PostgresInstance, rds: RedisServer) -> None:
+    """The other gateway does not hold the new key yet: the burst's first request looks it up and
+    the rest wait for that answer; none is counted as a wrong key (the failed-key throttle
+    allows 10 at once from an address, and used to answer the rest 429 too_many_failed_attempts)."""
+    one = make_gateway(tmp_path / "one", upstream, pg, rds).start()
+    two = make_gateway(tmp_path / "two", upstream, pg, rds).start()
+    try:
+        for trial in range(3):
+            key = make_key(one, f"fresh-{trial}")
+            out = burst([two], [key["key"]], 40, concurrency=40)
+            assert [s for s, _ in out.answered] == [200] * 36 and out.abandoned == 4, out.bodies
+            every_answer_recorded(pg, out)
     finally:
         one.stop()
         two.stop()

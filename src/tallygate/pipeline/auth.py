@@ -11,6 +11,10 @@ Wrong keys are counted per client address (`pipeline/throttle.py`). An address p
 allowance is checked against memory only: a key held as valid is served as always, anything
 else gets 429 `too_many_failed_attempts` with `retry-after`, without a database lookup. So
 guessing slows to the refill rate for that address alone, and no one can lock a real key out.
+
+One lookup of a prefix runs at a time: the checks that arrive while it runs (a key created on
+another replica, used by many requests at once on this one) wait for its answer, and only a
+wrong key among them is counted, so a burst of a new valid key is served, never throttled.
 """
 
 from __future__ import annotations
@@ -58,6 +62,7 @@ class Authenticator:
         self._versions: dict[str, tuple[int, bool]] = {}  # key hash -> (updated_at, revoked) held
         self._revoked: set[str] = set()  # ids of the keys held as revoked
         self._misses: dict[str, float] = {}
+        self._lookups: dict[str, asyncio.Future[list[tuple[str, Principal | None]]]] = {}  # prefix -> under way
         self._down_until = 0.0
         self._seen_ms = 0
         self._refresher = Periodic(refresh_s, self._refresh, log, "refreshing API keys failed")
@@ -143,6 +148,12 @@ class Authenticator:
         principal = self._held(prefix, digest)
         if principal is not None:
             return principal  # a valid key is never throttled
+        if prefix in self._lookups:  # its answer decides, at no further cost: count only a wrong key
+            try:
+                return await self._verify(prefix, digest)
+            except AuthenticationFailed:
+                self.throttle.failed(client)
+                raise
         wait = self.throttle.wait_s(client)
         if wait:
             raise TooManyFailedAttempts(wait)
@@ -182,6 +193,21 @@ class Authenticator:
         raise AuthenticationFailed("invalid API key")
 
     async def _fetch(self, prefix: str) -> list[tuple[str, Principal | None]]:
+        """The keys with this prefix, from the lookup under way for it or a new one."""
+        pending = self._lookups.get(prefix)
+        if pending is None:
+            pending = asyncio.ensure_future(self._lookup(prefix))
+            self._lookups[prefix] = pending
+            pending.add_done_callback(lambda done: self._looked_up(prefix, done))
+        return await asyncio.shield(pending)  # a waiter going away does not cancel the others' lookup
+
+    def _looked_up(self, prefix: str, done: asyncio.Future[list[tuple[str, Principal | None]]]) -> None:
+        if self._lookups.get(prefix) is done:
+            del self._lookups[prefix]
+        if not done.cancelled():
+            done.exception()  # retrieved: every waiter may have gone
+
+    async def _lookup(self, prefix: str) -> list[tuple[str, Principal | None]]:
         missed = self._misses.get(prefix)
         if missed is not None and time.monotonic() - missed < _MISS_TTL_S:
             return []
