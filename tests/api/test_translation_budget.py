@@ -158,3 +158,19 @@ def test_a_tool_use_input_of_punctuation_sent_natively_cannot_spend_past_the_lim
                                    tools=[{"name": "t", "input_schema": {"type": "object"}}])
     assert refused.value.status_code == 402, refused.value.body
     assert _spent(gw, key) <= 4
+
+
+def test_a_tool_use_input_of_control_characters_sent_natively_cannot_spend_past_the_limit(gw: Gateway) -> None:
+    """Each control character of a tool_use input is six bytes of the JSON text Anthropic reads
+    (`\\u0001`): 3000 of them, 18 KB, were counted as 3 KB."""
+    key = gw.create_key("escapes", monthly_limit="4")
+    messages = [{"role": "user", "content": "hi"},
+                {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "t",
+                                                   "input": {"a": "\x01" * 3000}}]},
+                {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "ok"}]}]
+    with anthropic.Anthropic(base_url=gw.url, api_key=key, max_retries=0) as claude:
+        with pytest.raises(anthropic.APIStatusError) as refused:
+            claude.messages.create(model="claude-bodies", max_tokens=16, messages=messages,  # type: ignore[arg-type]
+                                   tools=[{"name": "t", "input_schema": {"type": "object"}}])
+    assert refused.value.status_code == 402, refused.value.body
+    assert _spent(gw, key) <= 4

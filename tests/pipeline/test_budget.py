@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 
+import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tallygate.core.timebuckets import month_start
 from tallygate.errors import BudgetExceeded, InvalidRequest
@@ -119,6 +122,21 @@ def test_the_prompt_bound_is_a_token_per_byte_whatever_the_script() -> None:
         body = {"messages": [{"role": "user", "content": text}]}
         assert prompt_bound(body, "chat") >= len(text.encode()), text[:4]
     assert prompt_bound({"messages": [], "tools": [{"type": "function"}]}, "chat") >= TOOLS_TOKENS
+
+
+_TEXT = st.text(st.characters(exclude_categories=("Cs",)))  # what orjson writes (no lone surrogates)
+_JSON = st.recursive(st.none() | st.booleans() | st.integers(-(2 ** 63), 2 ** 63 - 1) | _TEXT,
+                     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_TEXT, inner, max_size=4),
+                     max_leaves=20)
+
+
+@given(st.dictionaries(_TEXT, _JSON, max_size=4))
+@settings(max_examples=300, deadline=None)
+def test_the_prompt_bound_holds_the_compact_json_text_escapes_included(body: dict) -> None:
+    """A provider may read a value as its JSON text (a tool's input): every byte of it, a control
+    character's six-byte escape and a quote's two included, is under the bound."""
+    body = {"messages": [{"role": "user", "content": "x"}], "tool_input": body}
+    assert prompt_bound(body, "chat") >= len(orjson.dumps(body))
 
 
 @pytest.mark.parametrize(("endpoint", "body"), [

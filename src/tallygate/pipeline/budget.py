@@ -20,6 +20,7 @@ on one event loop cannot overshoot, and a killed worker leaves no reservation be
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
@@ -71,20 +72,34 @@ def body_size(value: object) -> tuple[int, int]:
     return _size(value)
 
 
+_ESCAPED = re.compile(r'[\x00-\x1f"\\]')  # written as two bytes in JSON text (\n, \", \\) ...
+_LONG_ESCAPED = re.compile(r"[\x00-\x07\x0b\x0e-\x1f]")  # ... or six (\u0001)
+
+
+def _text_bytes(text: str) -> int:
+    """UTF-8 bytes of `text` written inside a JSON string, its escapes included (a control
+    character is six bytes of the JSON text a provider reads a tool's input as)."""
+    size = len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+    if _ESCAPED.search(text) is None:
+        return size
+    return size + len(_ESCAPED.findall(text)) + 4 * len(_LONG_ESCAPED.findall(text))
+
+
 def _bytes(value: object) -> tuple[int, int]:
-    """(bytes, images) of any JSON value as compact JSON text, escapes aside: every string and
-    key with its quotes, every other scalar as its text, and each array's and object's brackets,
+    """(bytes, images) of any JSON value as compact JSON text: every string and key with its
+    quotes and escapes, every other scalar as its text, and each array's and object's brackets,
     commas and colons (a provider reads a tool's input or schema as that text: an array of empty
-    arrays is all punctuation); an image part counts as one image whatever its size."""
+    arrays is all punctuation, a string of control characters six bytes each); an image part
+    counts as one image whatever its size."""
     if isinstance(value, str):
-        return (len(value) if value.isascii() else len(value.encode("utf-8", "surrogatepass"))) + 2, 0
+        return _text_bytes(value) + 2, 0
     if isinstance(value, dict):
         if value.get("type") in ("image_url", "input_image", "image"):
             return 0, 1
         size, images = 2 + 4 * len(value), 0  # braces; each key's quotes, its colon and a comma
         for k, v in value.items():
             b, i = _bytes(v)
-            size, images = size + b + len(k.encode("utf-8", "surrogatepass")), images + i
+            size, images = size + b + _text_bytes(k), images + i
         return size, images
     if isinstance(value, list):
         size, images = 2 + len(value), 0  # brackets and a comma each
