@@ -87,8 +87,43 @@ def test_segments_rotate_and_are_deleted_behind_the_checkpoint(tmp_path: Path) -
     lines, pos = _lines(j, j.checkpoint)
     assert [decode_record(x).id for x in lines] == [f"req_{i}" for i in range(40)]
     j.advance(pos)
-    assert len(list(tmp_path.glob("*.log"))) == 1 and j.backlog == 0
+    j.prepare()  # the writer thread unlinks what is behind the checkpoint and opens the next segment ahead
+    assert sorted(p.stat().st_size for p in tmp_path.glob("*.log")) == [0, 0] and j.backlog == 0
     j.close()
+
+
+def test_rotating_on_the_event_loop_opens_syncs_and_unlinks_nothing(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The writer thread opens the next segment ahead and unlinks the old ones (`prepare`, in
+    each `sync`): a rotation by `append` or `advance` on the event loop makes no blocking call."""
+    import os
+
+    j = Journal(tmp_path, fsync="batch", segment_bytes=2000, release_bytes=1000)
+    calls: list[str] = []
+    for name in ("open", "fsync", "fdatasync", "unlink"):
+        real = getattr(os, name)
+        monkeypatch.setattr(os, name, lambda *a, _n=name, _f=real, **k: (calls.append(_n), _f(*a, **k))[1])
+    written, rotations = 0, {"append": 0, "advance": 0}
+    for round_ in range(6):
+        j.sync()  # the writer's step before each batch
+        loop_calls, segment = len(calls), j.end[0]
+        for i in range(5):  # 559 bytes each: past a segment's 2000 bytes once, a rotation by append
+            j.append(encode_record(_record(f"req_{round_}_{i}")))
+        assert calls[loop_calls:] == [], calls[loop_calls:]
+        rotations["append"] += j.end[0] - segment
+        lines, pos = _lines(j, j.checkpoint)
+        written += len(lines)
+        j.sync()
+        loop_calls, segment = len(calls), j.end[0]
+        j.advance(pos)  # past release_bytes: a rotation by advance, and segments left behind
+        assert calls[loop_calls:] == [], calls[loop_calls:]
+        rotations["advance"] += j.end[0] - segment
+    assert written == 30 and j.backlog == 0
+    assert rotations["append"] >= 3 and rotations["advance"] >= 3, rotations
+    j.close()
+    again = Journal(tmp_path)
+    assert _lines(again, again.checkpoint)[0] == []  # nothing left to replay, no segment lost
+    again.close()
 
 
 def test_a_torn_last_line_is_skipped_not_fatal(tmp_path: Path) -> None:

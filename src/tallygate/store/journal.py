@@ -13,7 +13,9 @@ bytes, so a killed process cannot lose them (an OS crash or power loss can, unle
 otherwise, see below). The ledger writer reads records back from the checkpoint in batches
 (`read`), writes them to the database, and moves the checkpoint (`advance`); segments wholly
 behind the checkpoint are deleted, and once the checkpoint is `release_bytes` into the active
-segment a new one is started, so the journal's size follows the backlog. A checkpoint that lags
+segment a new one is started, so the journal's size follows the backlog. Both happen on the event
+loop without a blocking call: the writer thread opens the next segment ahead (`prepare`, with its
+directory `fsync`) and unlinks the segments left behind. A checkpoint that lags
 (a crash between the database commit and the checkpoint write, or a checkpoint the disk refused)
 only means some records are read again: the database ignores ids it has, so a replay is exactly
 once. The checkpoint is rewritten in place (one `pwrite` of a fixed-width line): a rename per
@@ -86,11 +88,15 @@ class Journal:
             os.close(self._lock)
             raise JournalLocked(f"journal {self.dir} is in use by another gateway process; give "
                                 "each process its own TALLYGATE_JOURNAL_DIR") from None
+        self._behind: deque[int] = deque()  # segments behind the checkpoint, for the writer to unlink
+        self._spare: tuple[int, int] | None = None  # (segment, descriptor) the writer opened ahead
         self._sizes = {seq: _cut_torn_tail(self.dir / _name(seq)) for seq in self._segments()}
         self.checkpoint = self._read_checkpoint()
         self._checkpoint_fd = os.open(self.dir / "checkpoint", os.O_RDWR | os.O_CREAT, 0o600)
         for seq in [s for s in self._sizes if s < self.checkpoint[0]]:
             self._delete(seq)
+        while self._behind:
+            _unlink(self.dir / _name(self._behind.popleft()))
         self._active = max(self._sizes, default=self.checkpoint[0]) + 1
         self._sizes[self._active] = 0
         self._fd = self._open(self._active)
@@ -207,6 +213,19 @@ class Journal:
         finally:
             for fd in retired:
                 os.close(fd)
+        self.prepare()
+
+    def prepare(self) -> None:
+        """(writer thread) Unlink the segments behind the checkpoint, and open the next segment
+        ahead, so that rotating on the event loop costs no `open` nor directory `fsync`."""
+        while self._behind:
+            _unlink(self.dir / _name(self._behind.popleft()))
+        if self._spare is None:
+            seq = self._active + 1  # a rotation meanwhile makes this stale: `_rotate` then opens its own
+            try:
+                self._spare = seq, self._open(seq)
+            except OSError as exc:
+                log.warning("journal %s: cannot open the next segment ahead (%s)", self.dir, _why(exc))
 
     def advance(self, position: tuple[int, int]) -> None:
         """Everything before `position` is in the database: move the checkpoint there, delete
@@ -227,6 +246,10 @@ class Journal:
     def close(self) -> None:
         for fd in self._retired:
             os.close(fd)
+        if self._spare is not None:
+            os.close(self._spare[1])
+        while self._behind:
+            _unlink(self.dir / _name(self._behind.popleft()))
         os.close(self._fd)
         os.close(self._checkpoint_fd)
         fcntl.flock(self._lock, fcntl.LOCK_UN)
@@ -267,12 +290,19 @@ class Journal:
         return fd
 
     def _rotate(self) -> bool:
-        """Go on in a new segment; False (and the current one kept) if it cannot be opened."""
-        try:
-            fd = self._open(self._active + 1)
-        except OSError as exc:
-            log.warning("journal %s: cannot start a new segment (%s); the current one goes on", self.dir, _why(exc))
-            return False
+        """Go on in a new segment (the one opened ahead, if the writer did); False (and the
+        current one kept) if it cannot be opened."""
+        spare, self._spare = self._spare, None
+        if spare is not None and spare[0] == self._active + 1:
+            fd = spare[1]
+        else:
+            if spare is not None:  # opened ahead of a segment that is active already
+                os.close(spare[1])
+            try:
+                fd = self._open(self._active + 1)
+            except OSError as exc:
+                log.warning("journal %s: cannot start a new segment (%s); the current one goes on", self.dir, _why(exc))
+                return False
         if self.fsync == "off":
             os.close(self._fd)
         else:  # synced and closed by the writer thread, off the event loop (`sync`)
@@ -284,11 +314,9 @@ class Journal:
         return True
 
     def _delete(self, seq: int) -> None:
+        """Forget segment `seq` (behind the checkpoint); the writer unlinks it (`prepare`)."""
         self._sizes.pop(seq, None)
-        try:
-            os.unlink(self.dir / _name(seq))
-        except FileNotFoundError:
-            pass
+        self._behind.append(seq)
 
     def _read_checkpoint(self) -> tuple[int, int]:
         start = min(self._sizes, default=0), 0
@@ -362,6 +390,13 @@ def _distance(old: tuple[int, int], new: tuple[int, int], sizes: dict[int, int])
     if old[0] == new[0]:
         return new[1] - old[1]
     return sizes.get(old[0], 0) - old[1] + sum(sizes.get(s, 0) for s in range(old[0] + 1, new[0])) + new[1]
+
+
+def _unlink(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 def _name(seq: int) -> str:
