@@ -63,15 +63,22 @@ def test_responses_tools_translated_for_a_chat_only_provider_cannot_spend_past_t
     assert _spent(gw, key) <= 30
 
 
-def test_a_messages_tool_use_translated_to_chat_cannot_spend_past_the_limit(gw: Gateway) -> None:
+@pytest.mark.parametrize(("model", "tool_input"), [
+    ("gpt-bodies", {"a": [[]] * 3000}),  # translated to chat: the input becomes its JSON text, 9 KB
+    ("claude-bodies", {"a": [[]] * 3000}),  # native: Anthropic reads the input as that JSON text too
+    ("claude-bodies", {"a": "\x01" * 3000}),  # a control character is six bytes of it (\\u0001): 18 KB
+], ids=["translated", "native punctuation", "native escapes"])
+def test_a_tool_use_input_cannot_spend_past_the_limit(gw: Gateway, model: str, tool_input: dict) -> None:
+    """A tool_use input's JSON text, punctuation and escapes included, is reserved: the bound
+    counted strings and keys only (3000 empty arrays as nothing, 3000 control characters as 3 KB)."""
     key = gw.create_key("tool-use", monthly_limit="4")
     messages = [{"role": "user", "content": "hi"},
                 {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "t",
-                                                   "input": {"a": [[]] * 3000}}]},
+                                                   "input": tool_input}]},
                 {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "ok"}]}]
     with anthropic.Anthropic(base_url=gw.url, api_key=key, max_retries=0) as claude:
         with pytest.raises(anthropic.APIStatusError) as refused:
-            claude.messages.create(model="gpt-bodies", max_tokens=16, messages=messages,  # type: ignore[arg-type]
+            claude.messages.create(model=model, max_tokens=16, messages=messages,  # type: ignore[arg-type]
                                    tools=[{"name": "t", "input_schema": {"type": "object"}}])
     assert refused.value.status_code == 402, refused.value.body
     assert _spent(gw, key) <= 4
@@ -142,35 +149,3 @@ def test_messages_sent_natively_as_converse_cannot_spend_past_the_limit(clouds: 
                                    messages=[{"role": "user", "content": "x"}])
     assert refused.value.status_code == 402, refused.value.body
     assert _spent(clouds, key) <= Decimal("14.5")
-
-
-def test_a_tool_use_input_of_punctuation_sent_natively_cannot_spend_past_the_limit(gw: Gateway) -> None:
-    """Not a translation: Anthropic reads a tool_use input as its JSON text, and 3000 empty
-    arrays are 9 KB of it that the bound counted as nothing (strings and keys only)."""
-    key = gw.create_key("punctuation", monthly_limit="4")
-    messages = [{"role": "user", "content": "hi"},
-                {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "t",
-                                                   "input": {"a": [[]] * 3000}}]},
-                {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "ok"}]}]
-    with anthropic.Anthropic(base_url=gw.url, api_key=key, max_retries=0) as claude:
-        with pytest.raises(anthropic.APIStatusError) as refused:
-            claude.messages.create(model="claude-bodies", max_tokens=16, messages=messages,  # type: ignore[arg-type]
-                                   tools=[{"name": "t", "input_schema": {"type": "object"}}])
-    assert refused.value.status_code == 402, refused.value.body
-    assert _spent(gw, key) <= 4
-
-
-def test_a_tool_use_input_of_control_characters_sent_natively_cannot_spend_past_the_limit(gw: Gateway) -> None:
-    """Each control character of a tool_use input is six bytes of the JSON text Anthropic reads
-    (`\\u0001`): 3000 of them, 18 KB, were counted as 3 KB."""
-    key = gw.create_key("escapes", monthly_limit="4")
-    messages = [{"role": "user", "content": "hi"},
-                {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "t",
-                                                   "input": {"a": "\x01" * 3000}}]},
-                {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "ok"}]}]
-    with anthropic.Anthropic(base_url=gw.url, api_key=key, max_retries=0) as claude:
-        with pytest.raises(anthropic.APIStatusError) as refused:
-            claude.messages.create(model="claude-bodies", max_tokens=16, messages=messages,  # type: ignore[arg-type]
-                                   tools=[{"name": "t", "input_schema": {"type": "object"}}])
-    assert refused.value.status_code == 402, refused.value.body
-    assert _spent(gw, key) <= 4
