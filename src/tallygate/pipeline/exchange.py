@@ -55,7 +55,7 @@ from tallygate.pipeline.image_tokens import MAX_IMAGE_TOKENS, image_tokens
 from tallygate.pipeline.input_bound import check_inputs
 from tallygate.pipeline.models import ModelCatalog, Route, check_kind
 from tallygate.pipeline.observers import Observers
-from tallygate.pipeline.output_cap import cap_output
+from tallygate.pipeline.output_cap import cap_output, sent_cap
 from tallygate.pipeline.pricing import price_context
 from tallygate.pipeline.ratelimit import (
     MemoryLimiter,
@@ -339,6 +339,7 @@ class Exchange:
         self._adoptions = self._pipeline.budget.adoptions
         self._hold, self._rate, self._targets = await self._pipeline.reserve(call, body, plan.targets, policy)
         call.admit_route = self._targets
+        call.output_cap = sent_cap(body, self._endpoint)  # what estimates of the output stop at
         if self._endpoint != "count_tokens":  # what an attempt that timed out is charged (`Call.lose`)
             rate = self._pipeline.catalog.rate
             call.worst_case = lambda route: (lost_usage(body, self._endpoint), rate(route))
