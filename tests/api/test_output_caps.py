@@ -202,6 +202,21 @@ def test_no_document_or_audio_makes_a_limited_request_spend_past_its_reservation
     assert status == 400 and f"{where}.{param}" in answer.decode(), answer[:300]
 
 
+def test_a_stored_audio_answer_in_a_chat_turn_cannot_make_a_limited_request_spend_past_its_reservation(
+        gateway: InProcessGateway) -> None:
+    """An assistant turn's `audio: {"id": ...}` has OpenAI put that earlier answer's audio back in
+    the prompt, billed by its length at audio token prices: its few bytes bound nothing (before:
+    served, 100,000 tokens billed against a reservation of a few hundred)."""
+    key = gateway.create_key("audio", monthly_limit=LIMIT)
+    turns = [{"role": "user", "content": "say hi"}, {"role": "assistant", "audio": {"id": "audio_abc123"}},
+             {"role": "user", "content": "again, slower"}]
+    body = {"model": "pdf", "max_tokens": 10, "messages": turns}
+    status, _, answer = gateway.request("POST", "/v1/chat/completions", json.dumps(body).encode(), key,
+                                        {"Content-Type": "application/json"})
+    assert gateway.spend_when_settled(key) <= LIMIT, answer[:300]
+    assert status == 400 and json.loads(answer)["error"]["param"] == "messages[1].audio", answer[:300]
+
+
 @pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/messages", "/v1/responses", "/v1/embeddings"])
 def test_a_part_of_any_json_type_is_a_400_not_a_500_for_a_limited_key(gateway: InProcessGateway, path: str) -> None:
     key = gateway.create_key("odd", monthly_limit=LIMIT)

@@ -9,7 +9,9 @@ reservation made from the body can bound them:
   `text` or `content` source), inline or by reference: a PDF is billed per page, its text and an
   image of each page; a few kilobytes of compressed PDF hold hundreds of pages, and a file id or
   URL holds anything.
-- audio input (chat `input_audio`): billed at audio token prices the gateway does not meter.
+- audio input (chat `input_audio`): billed at audio token prices the gateway does not meter;
+  likewise a chat assistant turn's stored audio answer (`"audio": {"id": ...}`), which OpenAI
+  puts back in the prompt whatever its length.
 - an image part whose data is not an image (`data:video/mp4;base64,...` in `image_url`, a
   Messages image of media type `application/pdf`): Gemini takes any media type inline and bills
   a video per second, far past the bound of one image.
@@ -51,6 +53,10 @@ def check_inputs(body: dict[str, Any], endpoint: str) -> None:
         kind = edit.get("type") if isinstance(edit, dict) else None
         if isinstance(kind, str) and kind.startswith("compact_"):
             raise _refused(f"context_management.edits[{i}].type", "server-side compaction (an extra, uncapped pass)")
+    if endpoint == "chat" and isinstance(turns := body.get("messages"), list):
+        for i, turn in enumerate(turns):
+            if isinstance(turn, dict) and turn.get("audio") is not None:
+                raise _refused(f"messages[{i}].audio", "stored audio answers")
     if endpoint == "responses" and isinstance(items := body.get("input"), list):
         for i, item in enumerate(items):
             if isinstance(item, dict) and (item.get("type") == "item_reference"
