@@ -217,6 +217,22 @@ def test_a_stored_audio_answer_in_a_chat_turn_cannot_make_a_limited_request_spen
     assert status == 400 and json.loads(answer)["error"]["param"] == "messages[1].audio", answer[:300]
 
 
+@pytest.mark.parametrize("screenshot", [{"image_url": "https://example.com/screen.png"}, {"file_id": "file-abc"}])
+def test_a_computer_use_screenshot_is_reserved_as_an_image(gateway: InProcessGateway, screenshot: dict) -> None:
+    """A Responses `computer_call_output` carries its screenshot as a `computer_screenshot` (by
+    URL or file id), billed as an image by its pixels: it counts as an image part (at the dearest
+    image of a model the gateway does not know, 48,169 tokens: $48 here, past the $5 limit), not
+    as its few bytes (before: served, 100,000 tokens billed by the fake)."""
+    key = gateway.create_key("computer", monthly_limit=LIMIT)
+    output = {"type": "computer_call_output", "call_id": "call_1",
+              "output": {"type": "computer_screenshot", **screenshot}}
+    body = {"model": "pdf", "max_output_tokens": 10, "input": [{"role": "user", "content": "click OK"}, output]}
+    status, _, answer = gateway.request("POST", "/v1/responses", json.dumps(body).encode(), key,
+                                        {"Content-Type": "application/json"})
+    assert gateway.spend_when_settled(key) <= LIMIT, answer[:300]
+    assert status == 402, answer[:300]
+
+
 @pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/messages", "/v1/responses", "/v1/embeddings"])
 def test_a_part_of_any_json_type_is_a_400_not_a_500_for_a_limited_key(gateway: InProcessGateway, path: str) -> None:
     key = gateway.create_key("odd", monthly_limit=LIMIT)

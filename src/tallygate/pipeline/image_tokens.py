@@ -25,6 +25,10 @@ from __future__ import annotations
 
 import re
 
+# The types of the parts that carry one image each, on every API: chat `image_url`, Responses
+# `input_image` and `computer_screenshot` (a computer_call_output's screenshot, by URL or file
+# id), Messages `image`.
+IMAGE_PARTS = frozenset({"image_url", "input_image", "computer_screenshot", "image"})
 CLAUDE_IMAGE_TOKENS = 1600
 MAX_IMAGE_TOKENS = 2833 + 8 * 5667  # gpt-4o-mini's: the dearest image any known model bills
 

@@ -34,10 +34,10 @@ from __future__ import annotations
 from typing import Any
 
 from tallygate.errors import InvalidRequest
+from tallygate.pipeline.image_tokens import IMAGE_PARTS
 
 _WALKED = ("messages", "input", "system", "instructions")  # where a body's content parts are
 _ALWAYS = {"file": "files", "input_file": "files", "input_audio": "audio input"}
-_IMAGES = ("image_url", "input_image", "image")
 _BOUNDED_DOCUMENTS = ("text", "content")  # a Messages document source that is its own text
 
 
@@ -82,7 +82,7 @@ def _walk(value: object, at: str) -> None:
         source = value.get("source")
         if not (isinstance(source, dict) and source.get("type") in _BOUNDED_DOCUMENTS):
             raise _refused(f"{at}.source", "documents other than text (a PDF is billed per page)")
-    if kind in _IMAGES:
+    if kind in IMAGE_PARTS:
         where, media = _image_media(value)
         if media is not None and not media.startswith("image/"):
             raise _refused(f"{at}.{where}", f"non-image data ({media}) in an image part")
