@@ -54,6 +54,7 @@ def caps_config(upstream: FakeUpstream) -> dict:
     config["models"]["pdf"] = {"provider": "openai", "model": "docpages-100000", "pricing": _PRICED}
     config["models"]["claude-pdf"] = {"provider": "anthropic", "model": "docpages-100000", "pricing": _PRICED}
     config["models"]["opus"] = {"provider": "anthropic", "model": "claude-opus-4-8"}
+    config["models"]["opus46"] = {"provider": "anthropic", "model": "claude-opus-4-6"}  # no fast price listed
     return config
 
 
@@ -129,6 +130,24 @@ def test_no_prompt_text_makes_a_limited_request_spend_past_its_reservation(
 _TIERS = [("/v1/chat/completions", "gpt-4o", "service_tier", "priority", "0.015"),
           ("/v1/responses", "gpt-4o", "service_tier", "priority", "0.015"),
           ("/v1/messages", "opus", "speed", "fast", "0.04")]
+
+
+def test_a_dearer_tier_without_a_known_price_is_refused_for_a_limited_key(gateway: InProcessGateway,
+                                                                          upstream: FakeUpstream) -> None:
+    """Anthropic bills claude-opus-4-6's fast mode at six times its standard price ($30 / $150 per
+    Mtok), which genai-prices does not list: a limited request asking for it could be neither
+    reserved nor metered at that price, so it is a 400 naming `speed` (before: served, reserved
+    and recorded at $5 / $25); the standard speed is served."""
+    key = gateway.create_key("tier", monthly_limit="5")
+    body = {"model": "opus46", "max_tokens": 100, "messages": HELLO}
+    headers = {"Content-Type": "application/json", "anthropic-version": "2023-06-01"}
+    upstream.clear()
+    status, _, answer = gateway.request("POST", "/v1/messages", json.dumps({**body, "speed": "fast"}).encode(), key,
+                                        headers)
+    assert status == 400 and b'"speed' in answer and upstream.requests == [], answer[:300]
+    status, _, answer = gateway.request("POST", "/v1/messages", json.dumps({**body, "speed": "standard"}).encode(),
+                                        key, headers)
+    assert status == 200, answer[:300]
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
