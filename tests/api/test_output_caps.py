@@ -141,13 +141,16 @@ def test_a_dearer_tier_without_a_known_price_is_refused_for_a_limited_key(gatewa
     key = gateway.create_key("tier", monthly_limit="5")
     body = {"model": "opus46", "max_tokens": 100, "messages": HELLO}
     headers = {"Content-Type": "application/json", "anthropic-version": "2023-06-01"}
-    upstream.clear()
-    status, _, answer = gateway.request("POST", "/v1/messages", json.dumps({**body, "speed": "fast"}).encode(), key,
-                                        headers)
-    assert status == 400 and b'"speed' in answer and upstream.requests == [], answer[:300]
-    status, _, answer = gateway.request("POST", "/v1/messages", json.dumps({**body, "speed": "standard"}).encode(),
-                                        key, headers)
-    assert status == 200, answer[:300]
+    # fast mode; US-only inference (`inference_geo: "us"`), billed at 1.1 times the price
+    for field, dear, standard in (("speed", "fast", "standard"), ("inference_geo", "us", "global")):
+        upstream.clear()
+        status, _, answer = gateway.request("POST", "/v1/messages", json.dumps({**body, field: dear}).encode(), key,
+                                            headers)
+        assert status == 400 and json.loads(answer)["error"]["message"].startswith(field), answer[:300]
+        assert upstream.requests == []
+        status, _, answer = gateway.request("POST", "/v1/messages", json.dumps({**body, field: standard}).encode(),
+                                            key, headers)
+        assert status == 200, answer[:300]
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])

@@ -125,12 +125,14 @@ class Rate:
 
 UNPRICED = Rate(0, 0, 0, 0, "unpriced")
 PriceContext = tuple[tuple[str, str], ...]  # the (field, value) pairs of a body that select a price variant
-PRICED_FIELDS = ("service_tier", "speed")  # body fields a provider prices by (genai-prices' variant keys)
+# Body fields a provider prices by (genai-prices' variant keys; Anthropic's `inference_geo: "us"`,
+# billed at 1.1 times the price, is listed by none yet).
+PRICED_FIELDS = ("service_tier", "speed", "inference_geo")
 
 
 # The values of those fields that ask for the standard price or a cheaper one.
 _STANDARD = {"service_tier": frozenset({"auto", "default", "standard", "standard_only", "flex"}),
-             "speed": frozenset({"standard"})}
+             "speed": frozenset({"standard"}), "inference_geo": frozenset({"global"})}
 
 
 def unpriced_tier(rate: Rate, context: PriceContext) -> tuple[str, str] | None:
