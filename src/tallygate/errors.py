@@ -25,6 +25,7 @@
         |                              saying the target has no such model is `model_missing`)
         +-- UpstreamTimeout           (504)
         +-- UpstreamUnavailable       (502: refused, reset, DNS ...)
+        |   +-- UpstreamCutOff        (502: a JSON answer's body cut short: billed)
         +-- UpstreamProtocolError     (502: the provider sent something we cannot read)
         +-- AllTargetsFailed          (every target of a routing policy failed: 502, or the
                                        status all attempts shared, e.g. 429 or 504)
@@ -329,6 +330,13 @@ class UpstreamTimeout(UpstreamError):
 
 class UpstreamUnavailable(UpstreamError):
     code = "upstream_unavailable"
+
+
+class UpstreamCutOff(UpstreamUnavailable):
+    """A JSON answer whose head came and whose body was cut short (the connection closed before
+    its Content-Length): the provider made the answer and bills it as if it had arrived. (The
+    HTTP client reads the body with the head, so its status is not known: it is taken as a
+    success, as a JSON request's timeout is taken as sent.)"""
 
 
 class UpstreamProtocolError(UpstreamError):

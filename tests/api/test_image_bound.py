@@ -25,6 +25,7 @@ def gateway(upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) ->
     cfg = standard_config(upstream)
     cfg["models"]["mini-priced"] = {"provider": "openai", "model": "gpt-4o-mini", "pricing": PRICED}
     cfg["models"]["claude-priced"] = {"provider": "anthropic", "model": "claude-sonnet-4-5", "pricing": PRICED}
+    cfg["models"]["opus-priced"] = {"provider": "anthropic", "model": "claude-opus-4-7", "pricing": PRICED}
     cfg["models"]["cut-priced"] = {"provider": "openai", "model": "cut-stream", "pricing": PRICED}
     gw = InProcessGateway(tmp_path_factory.mktemp("images"), cfg).start()
     yield gw
@@ -41,6 +42,23 @@ def test_an_image_is_reserved_at_its_targets_image_price(gateway: InProcessGatew
         client.chat.completions.create(model="mini-priced", messages=IMAGE, max_tokens=10)  # type: ignore[arg-type]
     assert refused.value.status_code == 402 and upstream.requests == []
     served = client.chat.completions.create(model="claude-priced", messages=IMAGE, max_tokens=10)  # type: ignore[arg-type]
+    assert served.choices[0].message.content
+
+
+def test_a_high_resolution_claude_image_is_reserved_at_its_high_resolution_price(
+        gateway: InProcessGateway, upstream: FakeUpstream) -> None:
+    """Claude Opus 4.7 and later read an image at up to 2,576 px a side (about 3.75 megapixels,
+    28 px patches: a 2,576 x 1,456 screenshot is 4,784 tokens), not the 1,600 of earlier Claude
+    models: $4 fits a Claude Sonnet 4.5 image ($1.60) but not an Opus 4.7 one ($5 at most; before,
+    reserved at $1.60 and served)."""
+    status, _, rec = gateway.post_json("/v1/manage/apikey", {"name": "hires", "monthly_limit": "4"})
+    assert status == 201, rec
+    with openai.OpenAI(base_url=gateway.base_url, api_key=rec["key"], max_retries=0) as client:
+        upstream.clear()
+        with pytest.raises(openai.APIStatusError) as refused:
+            client.chat.completions.create(model="opus-priced", messages=IMAGE, max_tokens=10)  # type: ignore[arg-type]
+        assert refused.value.status_code == 402 and upstream.requests == []
+        served = client.chat.completions.create(model="claude-priced", messages=IMAGE, max_tokens=10)  # type: ignore[arg-type]
     assert served.choices[0].message.content
 
 

@@ -54,6 +54,7 @@ def caps_config(upstream: FakeUpstream) -> dict:
     config["models"]["pdf"] = {"provider": "openai", "model": "docpages-100000", "pricing": _PRICED}
     config["models"]["claude-pdf"] = {"provider": "anthropic", "model": "docpages-100000", "pricing": _PRICED}
     config["models"]["opus"] = {"provider": "anthropic", "model": "claude-opus-4-8"}
+    config["models"]["opus46"] = {"provider": "anthropic", "model": "claude-opus-4-6"}  # no fast price listed
     return config
 
 
@@ -131,6 +132,27 @@ _TIERS = [("/v1/chat/completions", "gpt-4o", "service_tier", "priority", "0.015"
           ("/v1/messages", "opus", "speed", "fast", "0.04")]
 
 
+def test_a_dearer_tier_without_a_known_price_is_refused_for_a_limited_key(gateway: InProcessGateway,
+                                                                          upstream: FakeUpstream) -> None:
+    """Anthropic bills claude-opus-4-6's fast mode at six times its standard price ($30 / $150 per
+    Mtok), which genai-prices does not list: a limited request asking for it could be neither
+    reserved nor metered at that price, so it is a 400 naming `speed` (before: served, reserved
+    and recorded at $5 / $25); the standard speed is served."""
+    key = gateway.create_key("tier", monthly_limit="5")
+    body = {"model": "opus46", "max_tokens": 100, "messages": HELLO}
+    headers = {"Content-Type": "application/json", "anthropic-version": "2023-06-01"}
+    # fast mode; US-only inference (`inference_geo: "us"`), billed at 1.1 times the price
+    for field, dear, standard in (("speed", "fast", "standard"), ("inference_geo", "us", "global")):
+        upstream.clear()
+        status, _, answer = gateway.request("POST", "/v1/messages", json.dumps({**body, field: dear}).encode(), key,
+                                            headers)
+        assert status == 400 and json.loads(answer)["error"]["message"].startswith(field), answer[:300]
+        assert upstream.requests == []
+        status, _, answer = gateway.request("POST", "/v1/messages", json.dumps({**body, field: standard}).encode(),
+                                            key, headers)
+        assert status == 200, answer[:300]
+
+
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
 @pytest.mark.parametrize(("path", "model", "field", "value", "limit"), _TIERS, ids=[t[0][4:] for t in _TIERS])
 def test_a_dearer_tier_is_reserved_and_metered_at_its_price(gateway: InProcessGateway, path: str, model: str,
@@ -200,6 +222,37 @@ def test_no_document_or_audio_makes_a_limited_request_spend_past_its_reservation
     assert gateway.spend_when_settled(key) <= LIMIT, answer[:300]
     where = "input[0].content[1]" if path == "/v1/responses" else "messages[0].content[1]"
     assert status == 400 and f"{where}.{param}" in answer.decode(), answer[:300]
+
+
+def test_a_stored_audio_answer_in_a_chat_turn_cannot_make_a_limited_request_spend_past_its_reservation(
+        gateway: InProcessGateway) -> None:
+    """An assistant turn's `audio: {"id": ...}` has OpenAI put that earlier answer's audio back in
+    the prompt, billed by its length at audio token prices: its few bytes bound nothing (before:
+    served, 100,000 tokens billed against a reservation of a few hundred)."""
+    key = gateway.create_key("audio", monthly_limit=LIMIT)
+    turns = [{"role": "user", "content": "say hi"}, {"role": "assistant", "audio": {"id": "audio_abc123"}},
+             {"role": "user", "content": "again, slower"}]
+    body = {"model": "pdf", "max_tokens": 10, "messages": turns}
+    status, _, answer = gateway.request("POST", "/v1/chat/completions", json.dumps(body).encode(), key,
+                                        {"Content-Type": "application/json"})
+    assert gateway.spend_when_settled(key) <= LIMIT, answer[:300]
+    assert status == 400 and json.loads(answer)["error"]["param"] == "messages[1].audio", answer[:300]
+
+
+@pytest.mark.parametrize("screenshot", [{"image_url": "https://example.com/screen.png"}, {"file_id": "file-abc"}])
+def test_a_computer_use_screenshot_is_reserved_as_an_image(gateway: InProcessGateway, screenshot: dict) -> None:
+    """A Responses `computer_call_output` carries its screenshot as a `computer_screenshot` (by
+    URL or file id), billed as an image by its pixels: it counts as an image part (at the dearest
+    image of a model the gateway does not know, 48,169 tokens: $48 here, past the $5 limit), not
+    as its few bytes (before: served, 100,000 tokens billed by the fake)."""
+    key = gateway.create_key("computer", monthly_limit=LIMIT)
+    output = {"type": "computer_call_output", "call_id": "call_1",
+              "output": {"type": "computer_screenshot", **screenshot}}
+    body = {"model": "pdf", "max_output_tokens": 10, "input": [{"role": "user", "content": "click OK"}, output]}
+    status, _, answer = gateway.request("POST", "/v1/responses", json.dumps(body).encode(), key,
+                                        {"Content-Type": "application/json"})
+    assert gateway.spend_when_settled(key) <= LIMIT, answer[:300]
+    assert status == 402, answer[:300]
 
 
 @pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/messages", "/v1/responses", "/v1/embeddings"])

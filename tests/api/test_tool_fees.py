@@ -182,6 +182,23 @@ def test_an_unmetered_hosted_tool_is_refused_on_a_limited_request(gateway: InPro
     assert upstream.requests == []
 
 
+def test_anthropics_advisor_tool_is_refused_on_a_limited_request(gateway: InProcessGateway,
+                                                                  upstream: FakeUpstream) -> None:
+    """Anthropic's advisor tool runs another model (an Opus) over the whole transcript at that
+    model's prices, reported apart from the message's usage: neither reserved at its price nor
+    metered, so a key under a limit gets a 400 naming the tool (before: served at the executor's
+    price)."""
+    key = gateway.create_key("tools", monthly_limit="100")
+    upstream.clear()
+    with anthropic.Anthropic(base_url=gateway.url, api_key=key, max_retries=0) as client:
+        with pytest.raises(anthropic.BadRequestError) as refused:
+            client.messages.create(model="claude-fees", max_tokens=200, messages=ASK, tools=[  # type: ignore[arg-type]
+                {"type": "web_search_20250305", "name": "web_search", "max_uses": 1},
+                {"type": "advisor_20260301", "name": "advisor", "model": "claude-opus-4-8", "max_uses": 3}])
+    assert "tools[1].type" in refused.value.message and "advisor" in refused.value.message
+    assert upstream.requests == []
+
+
 def test_audio_output_is_refused_on_a_limited_request(gateway: InProcessGateway, upstream: FakeUpstream) -> None:
     """Audio output tokens cost several times text ones, at prices the gateway does not meter."""
     key = gateway.create_key("tools", monthly_limit="100")

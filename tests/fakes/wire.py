@@ -120,13 +120,15 @@ def defined_tool_tokens(body: dict) -> int:
     return sum(n for kind in kinds for prefix, n in _DEFINED_TOOLS if kind.startswith(prefix))
 
 
-_MEDIA = frozenset({"file", "input_file", "document", "input_audio"})
+_MEDIA = frozenset({"file", "input_file", "document", "input_audio", "computer_screenshot"})
 
 
 def media_tokens(body: dict) -> int:
     """For the ``docpages-<n>`` scenario, n prompt tokens for each document, file or audio part
-    anywhere in the body (inline or by reference): providers bill a PDF by its pages (text and
-    an image of each), not by its bytes."""
+    anywhere in the body (inline or by reference), and each chat turn's stored audio answer
+    (``"audio": {"id": ...}``, which OpenAI puts back in the prompt), and each computer-use
+    screenshot (by URL or file id): providers bill a PDF by its pages (text and an image of each),
+    audio by its length, an image by its pixels, not by their bytes."""
     per_part = parse_scenario(body.get("model")).media
     if not per_part:
         return 0
@@ -135,7 +137,8 @@ def media_tokens(body: dict) -> int:
         if isinstance(value, list):
             return sum(map(parts, value))
         if isinstance(value, dict):
-            return (value.get("type") in _MEDIA) + sum(map(parts, value.values()))
+            stored = isinstance(value.get("audio"), dict) and "id" in value["audio"]
+            return (value.get("type") in _MEDIA) + stored + sum(map(parts, value.values()))
         return 0
 
     return per_part * parts(body)

@@ -14,6 +14,11 @@ from tallygate.pipeline.image_tokens import CLAUDE_IMAGE_TOKENS, MAX_IMAGE_TOKEN
     ("gpt-4.1-mini", 2_489), ("gpt-5-mini", 2_489),  # 1,536 patches x 1.62
     ("gpt-4.1-nano", 3_779), ("o4-mini", 2_642), ("o3", 1_275), ("gpt-5", 1_190),
     ("claude-sonnet-4-5", CLAUDE_IMAGE_TOKENS), ("anthropic.claude-3-5-sonnet-20241022-v2:0", CLAUDE_IMAGE_TOKENS),
+    ("claude-opus-4-20250514", CLAUDE_IMAGE_TOKENS), ("claude-sonnet-4@20250514", CLAUDE_IMAGE_TOKENS),
+    ("claude-opus-4-6", CLAUDE_IMAGE_TOKENS), ("claude-3-7-sonnet-latest", CLAUDE_IMAGE_TOKENS),
+    # Opus 4.7 and later read images at up to 2,576 px a side (about 3.75 MP, 28 px patches)
+    ("claude-opus-4-7", 5_000), ("us.anthropic.claude-opus-4-7-v1:0", 5_000), ("claude-opus-4-8@20260601", 5_000),
+    ("claude-sonnet-5", 5_000), ("claude-next", 5_000),
     ("my-azure-deployment", MAX_IMAGE_TOKENS), ("gemini-2.5-pro", MAX_IMAGE_TOKENS),
     ("gpt-4o-mini-search-preview", MAX_IMAGE_TOKENS), ("llama-3.1-8b", MAX_IMAGE_TOKENS),
 ])

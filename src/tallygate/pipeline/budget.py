@@ -29,7 +29,7 @@ from tallygate.core import clock, windows
 from tallygate.core.money import usd_text
 from tallygate.core.windows import MONTH, Window, Windows
 from tallygate.errors import BudgetExceeded, BudgetUnavailable, InvalidRequest
-from tallygate.pipeline.image_tokens import MAX_IMAGE_TOKENS
+from tallygate.pipeline.image_tokens import IMAGE_PARTS, MAX_IMAGE_TOKENS
 from tallygate.pipeline.output_cap import DEFAULT_MAX_TOKENS as DEFAULT_MAX_TOKENS
 from tallygate.pipeline.output_cap import output_bound
 from tallygate.pipeline.pricing import Rate
@@ -45,6 +45,11 @@ TOOLS_TOKENS = 512  # the system prompt a provider adds when tools are given (An
 DEFINED_TOOLS = (("computer_", 735 + 499), ("text_editor_", 700), ("bash_", 245))
 
 
+def _is_image(part: dict[str, Any]) -> bool:
+    kind = part.get("type")
+    return isinstance(kind, str) and kind in IMAGE_PARTS
+
+
 def _size(value: object) -> tuple[int, int]:
     """(characters, images) in any JSON value: every string counts, keys and all, except that
     an image part counts as `IMAGE_TOKENS` whatever the size of its (often base64) URL."""
@@ -52,7 +57,7 @@ def _size(value: object) -> tuple[int, int]:
         return len(value), 0
     chars = images = 0
     if isinstance(value, dict):
-        if value.get("type") in ("image_url", "input_image", "image"):
+        if _is_image(value):
             return 0, 1
         for k, v in value.items():
             c, i = _size(v)
@@ -94,7 +99,7 @@ def _bytes(value: object) -> tuple[int, int]:
     if isinstance(value, str):
         return _text_bytes(value) + 2, 0
     if isinstance(value, dict):
-        if value.get("type") in ("image_url", "input_image", "image"):
+        if _is_image(value):
             return 0, 1
         size, images = 2 + 4 * len(value), 0  # braces; each key's quotes, its colon and a comma
         for k, v in value.items():

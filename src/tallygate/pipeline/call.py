@@ -12,6 +12,7 @@ from tallygate.core import clock
 from tallygate.core.record import Attempt, LedgerRecord
 from tallygate.errors import GatewayError, JournalUnavailable, UpstreamError
 from tallygate.pipeline.budget import IMAGE_TOKENS, body_size
+from tallygate.pipeline.image_tokens import image_tokens
 from tallygate.pipeline.models import Route
 from tallygate.pipeline.pricing import PriceContext, Rate
 from tallygate.types import Principal, Reported, Usage
@@ -52,8 +53,8 @@ class Call:
                  "status", "error", "usage", "cost_pico", "pricing_source", "ttft", "partial",
                  "attempts", "requested_model", "streamed_chars", "reported", "trace_parent", "recorded",
                  "price_context",
-                 "_finisher", "_scrubber", "admit_route", "worst_case", "held", "_lost", "_lost_pico",
-                 "_lost_source")
+                 "_finisher", "_scrubber", "admit_route", "worst_case", "held", "output_cap", "_lost",
+                 "_lost_pico", "_lost_source")
 
     def __init__(self, request_id: str, endpoint: str, principal: Principal,
                  finisher: Callable[[Call], object] | None = None, scrubber: Scrub | None = None) -> None:
@@ -84,6 +85,7 @@ class Call:
         # An attempt's most, (usage, rate) on a route: what one that timed out is charged (`lose`).
         self.worst_case: Callable[[Route], tuple[Usage, Rate]] | None = None
         self.held = 0  # the worst case a limit holds for this call (picodollars; 0: under none)
+        self.output_cap: int | None = None  # the most output the body sent may produce (`output_cap.sent_cap`)
         self._lost = Usage()  # attempts that timed out after being sent, at their worst case
         self._lost_pico = 0
         self._lost_source: str | None = None
@@ -162,7 +164,7 @@ class Call:
         text relayed, at about four characters a token. The record's pricing source says it is
         an estimate."""
         usage = self.prompt_estimate(body)
-        usage.output_tokens = math.ceil(self.streamed_chars / 4)
+        usage.output_tokens = self.output_estimate(self.streamed_chars)
         cost = self.meter(usage, rate)
         self.mark_estimated()
         return cost
@@ -171,12 +173,21 @@ class Call:
         """The prompt of a stream cut short: the counts its provider reported at the stream's
         start (`reported`: input and cache tokens), else the body's size, as a JSON answer
         without usage is priced (`relay.meter_answer`): about four characters a token, an image
-        at IMAGE_TOKENS (never its base64, which could price a photo past the request's
+        at IMAGE_TOKENS, or the most the route's model bills for one where that is less (as the
+        reservation counts it; never its base64, which could price a photo past the request's
         reservation)."""
         if self.reported.prompt is not None and self.reported.prompt.input_tokens:
             return self.reported.prompt.prompt()
         chars, images = body_size(body)
-        return Usage(input_tokens=math.ceil(chars / 4) + images * IMAGE_TOKENS)
+        per_image = IMAGE_TOKENS if self.route is None else min(IMAGE_TOKENS, image_tokens(self.route.upstream_model))
+        return Usage(input_tokens=math.ceil(chars / 4) + images * per_image)
+
+    def output_estimate(self, chars: int) -> int:
+        """The output tokens of `chars` characters of text relayed: about four characters a
+        token, never more than the cap the provider was sent (`output_cap`; a token may be a
+        long run of characters), so an estimate stays within what the request reserved."""
+        tokens = math.ceil(chars / 4)
+        return tokens if self.output_cap is None else min(tokens, self.output_cap)
 
     def mark_estimated(self) -> None:
         """Say in the record's pricing source that its cost is (in part) an estimate."""

@@ -55,8 +55,8 @@ from tallygate.pipeline.image_tokens import MAX_IMAGE_TOKENS, image_tokens
 from tallygate.pipeline.input_bound import check_inputs
 from tallygate.pipeline.models import ModelCatalog, Route, check_kind
 from tallygate.pipeline.observers import Observers
-from tallygate.pipeline.output_cap import cap_output
-from tallygate.pipeline.pricing import price_context
+from tallygate.pipeline.output_cap import cap_output, sent_cap
+from tallygate.pipeline.pricing import PriceContext, Rate, price_context, unpriced_tier
 from tallygate.pipeline.ratelimit import (
     MemoryLimiter,
     RateHold,
@@ -245,8 +245,10 @@ class Pipeline:
                 sent = sent_bodies(body, call.endpoint, routes)  # bodies grow in translation
                 bound = prompt_bound(body, call.endpoint, images, sent), output
             prompt, output = bound or (0, 0)
-            amount = priced_bound(prompt, output, [self.catalog.rate(r).under(call.price_context) for r in routes],
-                                  tools) if priced else 0  # no limit: no price looked up
+            rates = [self.catalog.rate(r) for r in routes] if priced else []  # no limit: no price looked up
+            if rates and call.price_context:
+                _check_tiers(rates, routes, call.price_context)
+            amount = priced_bound(prompt, output, [r.under(call.price_context) for r in rates], tools) if priced else 0
             call.held = amount  # what one attempt may cost (also while Redis is away, budgets open)
             tokens = tools.input_tokens(prompt, output) + output if counted else 0  # every pass, as budgets
             targets = first = None
@@ -273,6 +275,17 @@ class Pipeline:
                 if not call.principal.can("completions", "write"):
                     raise PermissionDenied("this API key may not make completions (permissions.completions)") from None
         raise BudgetUnavailable("budgets kept changing while this request was admitted; retry")
+
+
+def _check_tiers(rates: Sequence[Rate], routes: Sequence[Route], context: PriceContext) -> None:
+    """A 400 naming the field of `context` that asks a target for a dearer tier whose price is not
+    known there (`pricing.unpriced_tier`): it could be neither reserved nor metered."""
+    for rate, route in zip(rates, routes, strict=True):
+        if (asked := unpriced_tier(rate, context)) is not None:
+            field, value = asked
+            raise InvalidRequest(f"{field}: {value!r} is billed above the standard price, and this gateway has no "
+                                 f"price for it on {route.name!r}, so a request counted against a limit cannot ask "
+                                 "for it", param=field)
 
 
 class Exchange:
@@ -339,6 +352,7 @@ class Exchange:
         self._adoptions = self._pipeline.budget.adoptions
         self._hold, self._rate, self._targets = await self._pipeline.reserve(call, body, plan.targets, policy)
         call.admit_route = self._targets
+        call.output_cap = sent_cap(body, self._endpoint)  # what estimates of the output stop at
         if self._endpoint != "count_tokens":  # what an attempt that timed out is charged (`Call.lose`)
             rate = self._pipeline.catalog.rate
             call.worst_case = lambda route: (lost_usage(body, self._endpoint), rate(route))

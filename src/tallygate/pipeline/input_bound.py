@@ -9,7 +9,9 @@ reservation made from the body can bound them:
   `text` or `content` source), inline or by reference: a PDF is billed per page, its text and an
   image of each page; a few kilobytes of compressed PDF hold hundreds of pages, and a file id or
   URL holds anything.
-- audio input (chat `input_audio`): billed at audio token prices the gateway does not meter.
+- audio input (chat `input_audio`): billed at audio token prices the gateway does not meter;
+  likewise a chat assistant turn's stored audio answer (`"audio": {"id": ...}`), which OpenAI
+  puts back in the prompt whatever its length.
 - an image part whose data is not an image (`data:video/mp4;base64,...` in `image_url`, a
   Messages image of media type `application/pdf`): Gemini takes any media type inline and bills
   a video per second, far past the bound of one image.
@@ -32,10 +34,10 @@ from __future__ import annotations
 from typing import Any
 
 from tallygate.errors import InvalidRequest
+from tallygate.pipeline.image_tokens import IMAGE_PARTS
 
 _WALKED = ("messages", "input", "system", "instructions")  # where a body's content parts are
 _ALWAYS = {"file": "files", "input_file": "files", "input_audio": "audio input"}
-_IMAGES = ("image_url", "input_image", "image")
 _BOUNDED_DOCUMENTS = ("text", "content")  # a Messages document source that is its own text
 
 
@@ -51,6 +53,10 @@ def check_inputs(body: dict[str, Any], endpoint: str) -> None:
         kind = edit.get("type") if isinstance(edit, dict) else None
         if isinstance(kind, str) and kind.startswith("compact_"):
             raise _refused(f"context_management.edits[{i}].type", "server-side compaction (an extra, uncapped pass)")
+    if endpoint == "chat" and isinstance(turns := body.get("messages"), list):
+        for i, turn in enumerate(turns):
+            if isinstance(turn, dict) and turn.get("audio") is not None:
+                raise _refused(f"messages[{i}].audio", "stored audio answers")
     if endpoint == "responses" and isinstance(items := body.get("input"), list):
         for i, item in enumerate(items):
             if isinstance(item, dict) and (item.get("type") == "item_reference"
@@ -76,7 +82,7 @@ def _walk(value: object, at: str) -> None:
         source = value.get("source")
         if not (isinstance(source, dict) and source.get("type") in _BOUNDED_DOCUMENTS):
             raise _refused(f"{at}.source", "documents other than text (a PDF is billed per page)")
-    if kind in _IMAGES:
+    if kind in IMAGE_PARTS:
         where, media = _image_media(value)
         if media is not None and not media.startswith("image/"):
             raise _refused(f"{at}.{where}", f"non-image data ({media}) in an image part")

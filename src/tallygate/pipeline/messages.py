@@ -167,7 +167,7 @@ class _MessagesCodecBase:
         if not (call.partial or call.pricing_source is None):
             return
         prompt = known.prompt() if known.input_tokens else call.prompt_estimate(self._body)
-        prompt.output_tokens = max(known.output_tokens, math.ceil(call.streamed_chars / 4))
+        prompt.output_tokens = max(known.output_tokens, call.output_estimate(call.streamed_chars))
         prompt.web_searches, prompt.code_sessions = known.web_searches, known.code_sessions
         call.meter(prompt, self._rate)
         call.mark_estimated()

@@ -68,6 +68,18 @@ def _text_bytes(value: object) -> int:
     return 0
 
 
+def sent_cap(body: dict[str, Any], endpoint: str) -> int | None:
+    """The most output tokens any target can produce for `body` as sent, when it carries a cap
+    (`output_bound`; 0 for embeddings); None when it carries none (each provider's own default)
+    or one no provider takes (the provider refuses it: nothing is produced)."""
+    if endpoint not in ("embeddings", "count_tokens") and all(body.get(name) is None for name in CAP_FIELDS):
+        return None
+    try:
+        return output_bound(body, endpoint)
+    except InvalidRequest:
+        return None
+
+
 def cap_output(body: dict[str, Any], endpoint: str, default: int = DEFAULT_MAX_TOKENS) -> int:
     """Make `body` carry the output cap its reservation assumes, and return the bound
     (`output_bound`). Raises `InvalidRequest` naming a cap that is not a positive integer, a

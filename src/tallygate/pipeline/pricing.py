@@ -125,7 +125,25 @@ class Rate:
 
 UNPRICED = Rate(0, 0, 0, 0, "unpriced")
 PriceContext = tuple[tuple[str, str], ...]  # the (field, value) pairs of a body that select a price variant
-PRICED_FIELDS = ("service_tier", "speed")  # body fields a provider prices by (genai-prices' variant keys)
+# Body fields a provider prices by (genai-prices' variant keys; Anthropic's `inference_geo: "us"`,
+# billed at 1.1 times the price, is listed by none yet).
+PRICED_FIELDS = ("service_tier", "speed", "inference_geo")
+
+
+# The values of those fields that ask for the standard price or a cheaper one.
+_STANDARD = {"service_tier": frozenset({"auto", "default", "standard", "standard_only", "flex"}),
+             "speed": frozenset({"standard"}), "inference_geo": frozenset({"global"})}
+
+
+def unpriced_tier(rate: Rate, context: PriceContext) -> tuple[str, str] | None:
+    """The (field, value) of `context` asking for a dearer tier that `rate` has no price for
+    (genai-prices lists no such variant of the model: Anthropic bills claude-opus-4-6's fast mode
+    at six times its standard price, which the snapshot does not give), if any. None for a rate
+    set in config, whose one price holds whatever the tier."""
+    if not rate.source.startswith("genai-prices"):
+        return None
+    listed = {when for when, _ in rate.variants}
+    return next((when for when in context if when[1] not in _STANDARD.get(when[0], ()) and when not in listed), None)
 
 
 def price_context(body: dict[str, Any]) -> PriceContext:

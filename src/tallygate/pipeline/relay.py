@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import re
 import time
 from collections.abc import AsyncGenerator, Callable
@@ -26,7 +25,6 @@ from typing import Any, Protocol
 import orjson
 
 from tallygate.errors import GatewayError, RequestCancelled, UpstreamError, UpstreamProtocolError
-from tallygate.pipeline.budget import IMAGE_TOKENS, body_size
 from tallygate.pipeline.call import Call
 from tallygate.pipeline.models import Route
 from tallygate.pipeline.pricing import Rate
@@ -62,9 +60,8 @@ def meter_answer(call: Call, usage: Usage, rate: Rate, body: dict[str, Any], ans
     token, its pricing source marked `(estimated)`; never $0."""
     if usage.input_tokens or usage.output_tokens:
         return call.meter(usage, rate)
-    chars, images = body_size(body)
-    estimate = replace(usage, input_tokens=math.ceil(chars / 4) + images * IMAGE_TOKENS,
-                       output_tokens=math.ceil(text_chars(orjson.dumps(answer)) / 4))
+    estimate = replace(usage, input_tokens=call.prompt_estimate(body).input_tokens,
+                       output_tokens=call.output_estimate(text_chars(orjson.dumps(answer))))
     cost = call.meter(estimate, rate)
     call.mark_estimated()
     return cost

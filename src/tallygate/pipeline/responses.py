@@ -11,7 +11,6 @@ the response id is the gateway's request id. Errors are OpenAI-shaped.
 
 from __future__ import annotations
 
-import math
 from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
@@ -123,7 +122,7 @@ class _ResponsesCodecBase:
         call = self._call
         if call.partial or call.pricing_source is None:
             usage = call.prompt_estimate(self._body)
-            usage.output_tokens = math.ceil(call.streamed_chars / 4)
+            usage.output_tokens = call.output_estimate(call.streamed_chars)
             usage.web_searches, usage.file_searches, usage.code_sessions = responses_tool_use(
                 {"output": self._items}, self._body)
             call.meter(usage, self._rate)

@@ -18,12 +18,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from tallygate.errors import GatewayError
+from tallygate.pipeline.image_tokens import IMAGE_PARTS
 from tallygate.pipeline.models import Route
 from tallygate.providers.messages_translate import messages_to_chat
 from tallygate.providers.responses_translate import responses_to_chat
 
 _PIXEL = "data:image/png;base64,AA=="  # an image's stand-in: valid for every translation
-_IMAGES = frozenset({"image_url", "input_image", "image"})
 
 
 def sent_bodies(body: dict[str, Any], endpoint: str, routes: Sequence[Route]) -> list[dict[str, Any]]:
@@ -71,7 +71,7 @@ def _without_images(value: object) -> object:
     if not isinstance(value, dict):
         return value
     kind = value.get("type")
-    if isinstance(kind, str) and kind in _IMAGES:
+    if isinstance(kind, str) and kind in IMAGE_PARTS:
         return _stand_in(value)
     return {k: _without_images(v) for k, v in value.items()}
 

@@ -14,6 +14,10 @@ brings back results that the model reads as input on its next sampling pass:
   where genai-prices lists them (`Rate.output_audio`), else as text.
 - Chat completions on a search model (`gpt-4o-search-preview`, `...-search-api`): every request
   searches once per choice (`web_search_options` only tunes it).
+- Anthropic's advisor tool (`advisor_*`) runs another model (an Opus) over the whole transcript
+  at that model's prices, reported apart from the message's usage: a request counted against a
+  limit is refused it (400 naming `tools[i].type`); others are served and its tokens are not in
+  their cost.
 - Anthropic server tools: `web_search_*` (`usage.server_tool_use.web_search_requests`),
   `web_fetch_*` (no fee, results only), `code_execution_*` (a container: the response's
   `container`), MCP servers (`mcp_servers`), and any other server tool (`tool_search_tool_*`):
@@ -156,6 +160,10 @@ def _cap_anthropic(body: dict[str, Any], tools: list[dict[str, Any]]) -> ToolBou
         if not isinstance(kind, str):
             continue
         at = f"tools[{i}]"
+        if kind.startswith("advisor_"):
+            raise InvalidRequest(f"{at}.type {kind!r} runs another model at its own prices, billed outside the usage "
+                                 "this gateway meters, so a request counted against a limit may not use it",
+                                 param=f"{at}.type")
         if kind.startswith(("web_search_", "web_fetch_")):
             uses = _uses(tool, "max_uses", at)
             if uses is None:

@@ -26,7 +26,7 @@ import pyreqwest.exceptions as rq
 from pyreqwest.client import Client, ClientBuilder
 from yarl import URL
 
-from tallygate.errors import UpstreamError, UpstreamProtocolError, UpstreamTimeout, UpstreamUnavailable
+from tallygate.errors import UpstreamCutOff, UpstreamError, UpstreamProtocolError, UpstreamTimeout, UpstreamUnavailable
 
 ErrorFactory = Callable[[int, bytes, object], UpstreamError]
 T = TypeVar("T")
@@ -57,6 +57,8 @@ class transport_errors:  # noqa: N801 (used as `with transport_errors(name):`, l
             raise UpstreamUnavailable(f"could not connect to provider {provider!r}") from None
         if isinstance(exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError, aiohttp.ClientOSError,
                             rq.NetworkError, rq.BodyDecodeError)):
+            if isinstance(exc, rq.BodyDecodeError):  # a JSON answer's head came, its body was cut: billed
+                raise UpstreamCutOff(f"provider {provider!r} closed the connection mid-response") from None
             raise UpstreamUnavailable(f"provider {provider!r} closed the connection mid-response") from None
         if isinstance(exc, (aiohttp.ClientError, rq.RequestError)):
             raise UpstreamUnavailable(f"provider {provider!r} failed: {type(exc).__name__}") from None

@@ -20,7 +20,8 @@ that answered 429, and when no target served and one was skipped so, that 429 is
   without it, an Azure resource without the deployment): the next target, not retried later;
 - anything else (429, 5xx, timeouts, connection errors, our credentials refused upstream):
   the next target. A timeout (the request was sent: the provider bills it as if it had answered)
-  is charged the attempt's worst case (`Call.lose`); under a limit, which holds the worst case of
+  and an answer cut off after its 200 (`UpstreamCutOff`: the provider made it) are charged the
+  attempt's worst case (`Call.lose`); under a limit, which holds the worst case of
   one attempt, it is the answer (`Call.may_try_again`). When a round over the targets has failed
   and `retries` remain, and at least one failure was retryable (`UpstreamError.retryable`), another round starts after
   `Policy.retry_delay` (backoff with jitter, at least the longest `retry-after` of the round; a
@@ -42,6 +43,7 @@ from tallygate.errors import (
     AllTargetsFailed,
     GatewayError,
     RateLimited,
+    UpstreamCutOff,
     UpstreamError,
     UpstreamHTTPError,
     UpstreamTimeout,
@@ -89,7 +91,7 @@ async def execute(call: Call, plan: Plan, attempt: Attempt[T], sleep: Sleep = as
                 value = await _bounded(attempt, route, policy)
             except UpstreamError as err:
                 call.attempt(err.status, err, started)
-                if isinstance(err, UpstreamTimeout) and err.sent:  # billed: charged its worst case
+                if (isinstance(err, UpstreamTimeout) and err.sent) or isinstance(err, UpstreamCutOff):  # billed
                     call.lose(route)
                 if policy is not None:
                     _judge(policy, route, err, started)
