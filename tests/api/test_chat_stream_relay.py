@@ -70,6 +70,19 @@ def test_a_whole_batch_is_relayed_as_its_chunks_would_be(wants_usage: bool) -> N
     assert call.streamed_chars > 0
 
 
+
+@pytest.mark.parametrize("wants_usage", [True, False])
+def test_a_batch_of_mixed_ids_as_long_as_ours_is_relayed_chunk_by_chunk(wants_usage: bool) -> None:
+    """The splice tells that every chunk started with the first one's id by the length its
+    replace added; an upstream id as long as the gateway's adds none, so that case is counted."""
+    call = Call("req_x", "chat", Principal(None, "t"))
+    codec = ChatCodec(call, RATE, {"messages": []}, wants_usage)
+    batch = [b'{"id":"%s","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"hi"}}],'
+             b'"usage":null}' % cid for cid in (b"abcde", b"vwxyz", b"abcde")]
+    assert codec.encode(batch) == b"".join(reference(call.id, d, wants_usage) or b"" for d in batch)
+    same = [batch[0], batch[2]]
+    assert codec.encode(same) == b"".join(reference(call.id, d, wants_usage) or b"" for d in same)
+
 def test_usage_chunk_is_metered_exactly() -> None:
     call = Call("req_x", "chat", Principal(None, "t"))
     codec = ChatCodec(call, RATE, {"messages": []}, True)

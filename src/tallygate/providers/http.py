@@ -221,8 +221,10 @@ def _events(body: bytes) -> list[tuple[str | None, bytes]]:
 
 
 def _datas(body: bytes) -> list[bytes]:
-    if body.startswith(b"data: ") and body.count(b"\n") == 2 * body.count(b"\n\ndata: "):
-        return body[6:].split(b"\n\ndata: ")  # every event one `data: ` line (the usual case): one split
+    if body.startswith(b"data: "):  # every event one `data: ` line (the usual case): one split
+        datas = body[6:].split(b"\n\ndata: ")
+        if b"\n" not in b"".join(datas):  # (a memchr: half the cost of counting newlines and events)
+            return datas
     out = [raw[6:] if raw.startswith(b"data: ") and b"\n" not in raw else _data(raw) for raw in body.split(b"\n\n")]
     if None in out:  # a block without data (a comment, a keep-alive)
         return [data for data in out if data is not None]
