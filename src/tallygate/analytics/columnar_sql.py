@@ -370,16 +370,17 @@ class ColumnarQuestion:
         cols = [*attrs, *sums, *weight] + (["tg"] if tagged_rows else [])
         return f"SELECT {', '.join(cols)} FROM {table} WHERE {' AND '.join(where)}"
 
-    def _hourly_rows(self, spans: list[tuple[int, int]], tagged_rows: bool) -> list[str]:
-        """The narrow hour roll-up's rows of whole UTC hours in `spans` (`hour_spans`) as source rows:
-        per row its sums (histogram weight 0), then its latency and time-to-first-token buckets as
-        rows of no sums and their counts as weight (`hw`); it keeps no attribute (NULL)."""
-        where = self._rolled_where()
+    def _hourly_rows(self, spans: list[tuple[int, int]], tagged_rows: bool, table: str = "tag_hours") -> list[str]:
+        """The hour roll-up's rows of whole UTC hours in `spans` (`hour_spans`) as source rows: per row
+        its sums (histogram weight 0), then its latency and time-to-first-token buckets as rows of no
+        sums and their counts as weight (`hw`). `tag_hours` keeps no attribute (NULL), `usage_hours`
+        no tag."""
+        where = self._rolled_where() if table == "tag_hours" else self._where()
         where.append("(" + " OR ".join(f"(created_at >= {int(a)} AND created_at < {int(b)})" for a, b in spans)
                      + ")")
         none = ["NULL::VARCHAR AS key_id", "NULL::VARCHAR AS label_set", "NULL::VARCHAR AS requested_model",
                 "NULL::VARCHAR AS served_model", "NULL::VARCHAR AS provider", "NULL::SMALLINT AS status",
-                "NULL::VARCHAR AS error_code"]
+                "NULL::VARCHAR AS error_code"] if table == "tag_hours" else list(_ATTRS[1:8])
         zero = [f"0::BIGINT AS {c}" for c in _ROLLED_SUMS]
         tg = ["tg"] if tagged_rows else []
         rows = [["created_at", *none, "NULL::UTINYINT AS lat_b", "NULL::UTINYINT AS ttft_b", *_ROLLED_SUMS,
@@ -388,7 +389,14 @@ class ColumnarQuestion:
                  "unnest(lat_ns) AS hw", *tg],
                 ["created_at", *none, "NULL::UTINYINT AS lat_b", "unnest(ttft_bs) AS ttft_b", *zero,
                  "unnest(ttft_ns) AS hw", *tg]]
-        return [f"SELECT {', '.join(cols)} FROM tag_hours WHERE {' AND '.join(where)}" for cols in rows]
+        return [f"SELECT {', '.join(cols)} FROM {table} WHERE {' AND '.join(where)}" for cols in rows]
+
+    def usage_hourly(self) -> bool:
+        """Whether the hour roll-up of everything but tags (`columnar.py`, `usage_hours`) answers this
+        question's whole UTC hours: no tag dimension, filter, tree or tagged totals; any other
+        dimension, filter, time bucket and zone."""
+        return self.spans is None and not (self.tree or self.tagged or self.q.tag_dim is not None
+                                           or self.q.tag is not None)
 
     def hourly(self) -> bool:
         """Whether the narrow hour roll-up of tags (`columnar.py`, `tag_hours`) answers this question's
@@ -435,14 +443,17 @@ class ColumnarQuestion:
     def sql(self, *, feedback: bool, rolled: list[tuple[int, int]] | None = None,
             months: list[tuple[int, int]] | None = None,
             split: list[tuple[int, int, int, list[tuple[int, int]]]] | None = None,
-            hours: list[tuple[int, int]] | None = None) -> tuple[str, dict[str, Any]]:
+            hours: list[tuple[int, int]] | None = None,
+            usage: list[tuple[int, int]] | None = None) -> tuple[str, dict[str, Any]]:
         """The statement and its parameters; `feedback`: join the scores (skipped when none exist);
         `rolled`: the stretches of whole UTC days read from the tag roll-up (`rollable` questions), of
         which `months` (whole UTC months) are read from the month roll-up, and the months of `split`
         (`split_months`) from the month roll-up less the day roll-up's rows of their cut days; `hours`:
-        the stretches of whole UTC hours read from the narrow hour roll-up (`hour_spans`)."""
+        the stretches of whole UTC hours read from the narrow hour roll-up (`hour_spans`); `usage`: those
+        read from the hour roll-up of everything but tags."""
         self.params = {}
-        hours = hours or []
+        usage = usage or []
+        hours = [*(hours or []), *usage]
         self._weighted = bool(hours)  # every source row carries its histogram weight (`hw`)
         q, dims = self.q, self.dims
         keys, joins = [], []
@@ -477,7 +488,9 @@ class ColumnarQuestion:
         for a, b, at, cut in split:
             parts.append(self._rolled([(a, b)], "tg" in keys, "tag_months", at=at))
             parts.append(self._rolled(cut, "tg" in keys, at=at, less=True))
-        if hours:
+        if usage:
+            parts += self._hourly_rows(usage, False, "usage_hours")
+        elif hours:
             parts += self._hourly_rows(hours, "tg" in keys)
         sums = [s for s, _ in _SUMS]
         count = "sum(hw)" if hours else "sum(n)"
