@@ -371,10 +371,10 @@ class ColumnarQuestion:
         return f"SELECT {', '.join(cols)} FROM {table} WHERE {' AND '.join(where)}"
 
     def _hourly_rows(self, spans: list[tuple[int, int]], tagged_rows: bool, table: str = "tag_hours") -> list[str]:
-        """The hour roll-up's rows of whole UTC hours in `spans` (`hour_spans`) as source rows: per row
-        its sums (histogram weight 0), then its latency and time-to-first-token buckets as rows of no
-        sums and their counts as weight (`hw`). `tag_hours` keeps no attribute (NULL), `usage_hours`
-        no tag."""
+        """The hour roll-up's rows of whole UTC hours in `spans` (`hour_spans`) as source rows: one
+        statement of its sums (histogram weight 0) for the sums, then two of its latency and
+        time-to-first-token buckets (no sums; their counts as weight `hw`) for the histograms.
+        `tag_hours` keeps no attribute (NULL), `usage_hours` no tag."""
         where = self._rolled_where() if table == "tag_hours" else self._where()
         where.append("(" + " OR ".join(f"(created_at >= {int(a)} AND created_at < {int(b)})" for a, b in spans)
                      + ")")
@@ -488,10 +488,10 @@ class ColumnarQuestion:
         for a, b, at, cut in split:
             parts.append(self._rolled([(a, b)], "tg" in keys, "tag_months", at=at))
             parts.append(self._rolled(cut, "tg" in keys, at=at, less=True))
-        if usage:
-            parts += self._hourly_rows(usage, False, "usage_hours")
-        elif hours:
-            parts += self._hourly_rows(hours, "tg" in keys)
+        # an hour roll-up's sums rows go to the sums alone, its bucket rows to the histograms alone
+        hourly = (self._hourly_rows(usage, False, "usage_hours") if usage
+                  else self._hourly_rows(hours, "tg" in keys) if hours else [])
+        sums_rows, bucket_rows = hourly[:1], hourly[1:]
         sums = [s for s, _ in _SUMS]
         count = "sum(hw)" if hours else "sum(n)"
         if not rolled and not hours:  # records only: fewer aggregates (DuckDB's group-by costs one pass per aggregate)
@@ -503,19 +503,23 @@ class ColumnarQuestion:
         # The sums per group (cut to the first `limit` groups in the API's order, counting them all), and
         # apart the count per group and latency / time-to-first-token bucket, as lists per group. Summing
         # every metric per (group, bucket, bucket) cost three times as much: many more groups, all wide.
-        src = (f"SELECT {', '.join(f'{k} AS g{i}' for i, k in enumerate(keys))}{', ' if keys else ''}r.* "
-               f"FROM ({' UNION ALL '.join(parts)}) r {' '.join(joins)}")
+        def keyed(rows: list[str]) -> str:
+            return (f"SELECT {', '.join(f'{k} AS g{i}' for i, k in enumerate(keys))}{', ' if keys else ''}r.* "
+                    f"FROM ({' UNION ALL '.join(rows)}) r {' '.join(joins)}")
+
+        src = keyed(parts + sums_rows)
         self.counted = bool(keys) and self.cuts()
         top = (f"SELECT {', '.join([*groups, *(f'{x} AS s{j}' for j, x in enumerate(sums))])}"
                f"{', count(*) OVER () AS c' if self.counted else ''} FROM src"
                f"{' GROUP BY ' + ', '.join(groups) if keys else ''}"
                f"{f' ORDER BY {self._order()} LIMIT {int(self.limit or 0)}' if self.counted else ''}")
-        hist = (f"SELECT {', '.join([*groups, 'lat_b', 'ttft_b'])}, {count} AS k FROM src"
-                f"{' WHERE hw <> 0' if hours else ''} GROUP BY ALL")
+        hist = (f"SELECT {', '.join([*groups, 'lat_b', 'ttft_b'])}, {count} AS k FROM {'hsrc' if hours else 'src'} "
+                f"GROUP BY ALL")
         same = " AND ".join(f"top.{g} IS NOT DISTINCT FROM h.{g}" for g in groups) or "true"
         outer = [*(f"top.{g}" for g in groups), *(f"any_value(top.s{j})" for j in range(len(sums))),
                  "list(h.lat_b)", "list(h.k)", "list(h.ttft_b)"] + (["any_value(top.c)"] if self.counted else [])
-        sql = (f"WITH src AS NOT MATERIALIZED ({src}), top AS ({top}), h AS ({hist}) "
+        hsrc = f", hsrc AS NOT MATERIALIZED ({keyed(parts + bucket_rows)})" if hours else ""
+        sql = (f"WITH src AS NOT MATERIALIZED ({src}){hsrc}, top AS ({top}), h AS ({hist}) "
                f"SELECT {', '.join(outer)} FROM top JOIN h ON {same}"
                f"{' GROUP BY ' + ', '.join(f'top.{g}' for g in groups) if keys else ''}")
         return sql, self.params
