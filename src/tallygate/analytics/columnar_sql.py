@@ -83,6 +83,7 @@ class ColumnarQuestion:
     row_count: int | None = None  # all the groups, when `limit` cut them in SQL (else None)
     counted: bool = False  # the statement returns the group count as its last column
     spans: list[tuple[int, int]] | None = None  # only the records of these stretches (a roll-up answer's raw ends)
+    _weighted: bool = False  # the source rows carry their histogram weight (`hw`): the hour roll-up is read
     records_table = "records"
 
     # ------------------------------------------------------------------------------ SQL
@@ -343,7 +344,7 @@ class ColumnarQuestion:
             where.append(f"created_at < {int(hi)}")
         fb = (["(f.score_milli IS NOT NULL)::BIGINT AS fb_n", "coalesce(f.score_milli, 0) AS fb_sum"] if feedback
               else ["0 AS fb_n", "0 AS fb_sum"])
-        cols = [f"r.{c}" for c in _ATTRS] + list(_RECORD_SUMS) + fb
+        cols = [f"r.{c}" for c in _ATTRS] + list(_RECORD_SUMS) + fb + (["1 AS hw"] if self._weighted else [])
         if tag_list is not None:
             cols.append(f"{tag_list} AS tl")
         rows = (f"SELECT {', '.join(cols)} FROM records r"
@@ -362,10 +363,70 @@ class ColumnarQuestion:
         where = self._rolled_where()
         where.append("(" + " OR ".join(f"(created_at >= {int(a)} AND created_at < {int(b)})" for a, b in spans)
                      + ")")
-        sums = [f"-{c} AS {c}" for c in _ROLLED_SUMS] if self.tagged != less else list(_ROLLED_SUMS)
+        negated = self.tagged != less
+        sums = [f"-{c} AS {c}" for c in _ROLLED_SUMS] if negated else list(_ROLLED_SUMS)
         attrs = list(_ATTRS) if at is None else [f"{int(at)}::BIGINT AS created_at", *_ATTRS[1:]]
-        cols = [*attrs, *sums] + (["tg"] if tagged_rows else [])
+        weight = [f"{'-' if negated else ''}n AS hw"] if self._weighted else []
+        cols = [*attrs, *sums, *weight] + (["tg"] if tagged_rows else [])
         return f"SELECT {', '.join(cols)} FROM {table} WHERE {' AND '.join(where)}"
+
+    def _hourly_rows(self, spans: list[tuple[int, int]], tagged_rows: bool, table: str = "tag_hours") -> list[str]:
+        """The hour roll-up's rows of whole UTC hours in `spans` (`hour_spans`) as source rows: one
+        statement of its sums (histogram weight 0) for the sums, then two of its latency and
+        time-to-first-token buckets (no sums; their counts as weight `hw`) for the histograms.
+        `tag_hours` keeps no attribute (NULL), `usage_hours` no tag."""
+        where = self._rolled_where() if table == "tag_hours" else self._where()
+        where.append("(" + " OR ".join(f"(created_at >= {int(a)} AND created_at < {int(b)})" for a, b in spans)
+                     + ")")
+        none = ["NULL::VARCHAR AS key_id", "NULL::VARCHAR AS label_set", "NULL::VARCHAR AS requested_model",
+                "NULL::VARCHAR AS served_model", "NULL::VARCHAR AS provider", "NULL::SMALLINT AS status",
+                "NULL::VARCHAR AS error_code"] if table == "tag_hours" else list(_ATTRS[1:8])
+        zero = [f"0::BIGINT AS {c}" for c in _ROLLED_SUMS]
+        tg = ["tg"] if tagged_rows else []
+        rows = [["created_at", *none, "NULL::UTINYINT AS lat_b", "NULL::UTINYINT AS ttft_b", *_ROLLED_SUMS,
+                 "0::BIGINT AS hw", *tg],
+                ["created_at", *none, "unnest(lat_bs) AS lat_b", "NULL::UTINYINT AS ttft_b", *zero,
+                 "unnest(lat_ns) AS hw", *tg],
+                ["created_at", *none, "NULL::UTINYINT AS lat_b", "unnest(ttft_bs) AS ttft_b", *zero,
+                 "unnest(ttft_ns) AS hw", *tg]]
+        return [f"SELECT {', '.join(cols)} FROM {table} WHERE {' AND '.join(where)}" for cols in rows]
+
+    def usage_hourly(self) -> bool:
+        """Whether the hour roll-up of everything but tags (`columnar.py`, `usage_hours`) answers this
+        question's whole UTC hours: no tag dimension, filter, tree or tagged totals; any other
+        dimension, filter, time bucket and zone."""
+        return self.spans is None and not (self.tree or self.tagged or self.q.tag_dim is not None
+                                           or self.q.tag is not None)
+
+    def hourly(self) -> bool:
+        """Whether the narrow hour roll-up of tags (`columnar.py`, `tag_hours`) answers this question's
+        whole UTC hours: tags (a dimension, the tree or the filter alone) by any time bucket in any zone,
+        with no other dimension and no filter but the tag's (it keeps no other attribute)."""
+        q = self.q
+        if self.spans is not None or self.tagged or not (self.tree or q.tag_dim is not None or q.tag is not None):
+            return False
+        if self.key_ids is not None or self.set_ids is not None or q.model is not None or q.record_filters:
+            return False
+        return all(d.kind == "time" or d.is_tag for d in self.dims)
+
+    def hour_spans(self, hourly: list[tuple[int, int]], rolled: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        """The whole UTC hours of the range that `hourly` (the days `tag_hours` holds) covers, that the
+        day roll-up does not answer (`rolled`) and that lie within one local time bucket (a UTC hour
+        holds a local day's start in Kolkata: the records answer it), as stretches in order."""
+        time = next((d for d in self.dims if d.kind == "time"), None)
+        local = time is not None and self.q.tz != zones.UTC
+        out: list[tuple[int, int]] = []
+        for lo, hi in _gaps(self.from_ms, self.to_ms, rolled):
+            for a, b in _within(hourly, lo, hi):
+                for hour in range(a + (-a) % HOUR_MS, b - HOUR_MS + 1, HOUR_MS):
+                    if local and time is not None and zones.floor(hour, str(time.arg), self.q.tz) != zones.floor(
+                            hour + HOUR_MS - 1, str(time.arg), self.q.tz):
+                        continue
+                    if out and out[-1][1] == hour:
+                        out[-1] = (out[-1][0], hour + HOUR_MS)
+                    else:
+                        out.append((hour, hour + HOUR_MS))
+        return out
 
     def keys_sql(self, after: tuple[int, str] | None, limit: int) -> tuple[str, dict[str, Any]]:
         """The (created_at, id) of the first `limit` matching records newest first, after the logs
@@ -381,12 +442,19 @@ class ColumnarQuestion:
 
     def sql(self, *, feedback: bool, rolled: list[tuple[int, int]] | None = None,
             months: list[tuple[int, int]] | None = None,
-            split: list[tuple[int, int, int, list[tuple[int, int]]]] | None = None) -> tuple[str, dict[str, Any]]:
+            split: list[tuple[int, int, int, list[tuple[int, int]]]] | None = None,
+            hours: list[tuple[int, int]] | None = None,
+            usage: list[tuple[int, int]] | None = None) -> tuple[str, dict[str, Any]]:
         """The statement and its parameters; `feedback`: join the scores (skipped when none exist);
         `rolled`: the stretches of whole UTC days read from the tag roll-up (`rollable` questions), of
         which `months` (whole UTC months) are read from the month roll-up, and the months of `split`
-        (`split_months`) from the month roll-up less the day roll-up's rows of their cut days."""
+        (`split_months`) from the month roll-up less the day roll-up's rows of their cut days; `hours`:
+        the stretches of whole UTC hours read from the narrow hour roll-up (`hour_spans`); `usage`: those
+        read from the hour roll-up of everything but tags."""
         self.params = {}
+        usage = usage or []
+        hours = [*(hours or []), *usage]
+        self._weighted = bool(hours)  # every source row carries its histogram weight (`hw`)
         q, dims = self.q, self.dims
         keys, joins = [], []
         if self.tree:
@@ -406,7 +474,7 @@ class ColumnarQuestion:
                 keys.append(f"r.{_PLAIN[d.kind]}")
         # the records of each stretch apart (one range each: DuckDB skips the row groups outside it,
         # where an OR of 30 ranges read every row group of the month)
-        stretches = self.spans or _gaps(self.from_ms, self.to_ms, rolled or [])
+        stretches = self.spans or _gaps(self.from_ms, self.to_ms, sorted([*(rolled or []), *hours]))
         parts = [self._records(lo, hi, feedback) for lo, hi in stretches]
         if self.tagged:  # the rolled-up days' records, tagged or not (their untagged rows are subtracted)
             parts += [self._records(lo, hi, feedback, tag_filter=False) for lo, hi in rolled or []]
@@ -420,9 +488,13 @@ class ColumnarQuestion:
         for a, b, at, cut in split:
             parts.append(self._rolled([(a, b)], "tg" in keys, "tag_months", at=at))
             parts.append(self._rolled(cut, "tg" in keys, at=at, less=True))
+        # an hour roll-up's sums rows go to the sums alone, its bucket rows to the histograms alone
+        hourly = (self._hourly_rows(usage, False, "usage_hours") if usage
+                  else self._hourly_rows(hours, "tg" in keys) if hours else [])
+        sums_rows, bucket_rows = hourly[:1], hourly[1:]
         sums = [s for s, _ in _SUMS]
-        count = "sum(n)"
-        if not rolled:  # records only: fewer aggregates (DuckDB's group-by costs one pass per aggregate)
+        count = "sum(hw)" if hours else "sum(n)"
+        if not rolled and not hours:  # records only: fewer aggregates (DuckDB's group-by costs one pass per aggregate)
             count = sums[0] = "count(*)"
             sums[1], sums[7] = "count(*) FILTER (WHERE status >= 400)", "sum(cost_lo)"
         if not feedback:
@@ -431,18 +503,23 @@ class ColumnarQuestion:
         # The sums per group (cut to the first `limit` groups in the API's order, counting them all), and
         # apart the count per group and latency / time-to-first-token bucket, as lists per group. Summing
         # every metric per (group, bucket, bucket) cost three times as much: many more groups, all wide.
-        src = (f"SELECT {', '.join(f'{k} AS g{i}' for i, k in enumerate(keys))}{', ' if keys else ''}r.* "
-               f"FROM ({' UNION ALL '.join(parts)}) r {' '.join(joins)}")
+        def keyed(rows: list[str]) -> str:
+            return (f"SELECT {', '.join(f'{k} AS g{i}' for i, k in enumerate(keys))}{', ' if keys else ''}r.* "
+                    f"FROM ({' UNION ALL '.join(rows)}) r {' '.join(joins)}")
+
+        src = keyed(parts + sums_rows)
         self.counted = bool(keys) and self.cuts()
         top = (f"SELECT {', '.join([*groups, *(f'{x} AS s{j}' for j, x in enumerate(sums))])}"
                f"{', count(*) OVER () AS c' if self.counted else ''} FROM src"
                f"{' GROUP BY ' + ', '.join(groups) if keys else ''}"
                f"{f' ORDER BY {self._order()} LIMIT {int(self.limit or 0)}' if self.counted else ''}")
-        hist = f"SELECT {', '.join([*groups, 'lat_b', 'ttft_b'])}, {count} AS k FROM src GROUP BY ALL"
+        hist = (f"SELECT {', '.join([*groups, 'lat_b', 'ttft_b'])}, {count} AS k FROM {'hsrc' if hours else 'src'} "
+                f"GROUP BY ALL")
         same = " AND ".join(f"top.{g} IS NOT DISTINCT FROM h.{g}" for g in groups) or "true"
         outer = [*(f"top.{g}" for g in groups), *(f"any_value(top.s{j})" for j in range(len(sums))),
                  "list(h.lat_b)", "list(h.k)", "list(h.ttft_b)"] + (["any_value(top.c)"] if self.counted else [])
-        sql = (f"WITH src AS NOT MATERIALIZED ({src}), top AS ({top}), h AS ({hist}) "
+        hsrc = f", hsrc AS NOT MATERIALIZED ({keyed(parts + bucket_rows)})" if hours else ""
+        sql = (f"WITH src AS NOT MATERIALIZED ({src}){hsrc}, top AS ({top}), h AS ({hist}) "
                f"SELECT {', '.join(outer)} FROM top JOIN h ON {same}"
                f"{' GROUP BY ' + ', '.join(f'top.{g}' for g in groups) if keys else ''}")
         return sql, self.params
@@ -458,7 +535,8 @@ class ColumnarQuestion:
             lat: dict[int, int] = {}
             ttft: dict[int, int] = {}
             for lb, tb, n in zip(row[-3] or (), row[-1] or (), row[-2] or (), strict=True):
-                lat[lb] = lat.get(lb, 0) + n
+                if lb is not None:  # the hour roll-up's rows carry one histogram's bucket each
+                    lat[lb] = lat.get(lb, 0) + n
                 if tb is not None:
                     ttft[tb] = ttft.get(tb, 0) + n
             made.append((*row[:-3], lat, ttft))
