@@ -333,8 +333,9 @@ class UpstreamUnavailable(UpstreamError):
 
 
 class UpstreamCutOff(UpstreamUnavailable):
-    """A JSON answer whose head came and whose body was cut short (the connection closed before
-    its Content-Length): the provider made the answer and bills it as if it had arrived. (The
+    """An answer whose head came and whose body was cut short (a JSON answer's connection closed
+    before its Content-Length; a stream's after its 200, its first event or not): the provider
+    made (or began) the answer and bills it as if it had arrived. (For JSON, the
     HTTP client reads the body with the head, so its status is not known: it is taken as a
     success, as a JSON request's timeout is taken as sent.)"""
 

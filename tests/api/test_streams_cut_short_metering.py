@@ -151,7 +151,8 @@ def test_a_cut_chat_stream_keeps_the_prompt_the_provider_reported(oai: openai.Op
     record = gw.log_record(request_id)
     assert (record["usage"]["input_tokens"], record["usage"]["cached_tokens"]) == (
         reported["input_tokens"], reported["cached_tokens"])
-    assert record["usage"]["output_tokens"] == math.ceil(len("".join(texts)) / 4)
+    stalled = "slowstream" in cut_model  # past the timeout: charged the cap sent (the gateway's 4,096)
+    assert record["usage"]["output_tokens"] == (4096 if stalled else math.ceil(len("".join(texts)) / 4))
     assert record["partial"] is True and record["pricing_source"].endswith("(estimated)")
     assert Decimal(record["cost"]) == priced(record) > 0
 

@@ -25,6 +25,8 @@ def gateway(upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) ->
     models = {"slow": {"provider": "openai", "model": "slow-1000", "pricing": _PRICED},
               "claude-slow": {"provider": "anthropic", "model": "slow-1000", "pricing": _PRICED},
               "slow-embed": {"provider": "openai", "model": "slow-1000", "kind": "embeddings", "pricing": _PRICED},
+              "stall": {"provider": "openai", "model": "slowstream-1000", "pricing": _PRICED},
+              "claude-stall": {"provider": "anthropic", "model": "slowstream-1000", "pricing": _PRICED},
               "fast": {"provider": "openai", "model": "echo-fast", "pricing": _PRICED}}
     policies = {"slow-then-fast": {"strategy": "fallback", "targets": ["slow", "fast"],
                                    "cooldown": {"failures": 1000}}}
@@ -98,3 +100,23 @@ def test_a_limited_request_is_not_tried_again_after_a_timeout(gateway: InProcess
     assert row["pricing_source"].endswith("(estimated)"), row
     assert row["usage"]["output_tokens"] == served["completion_tokens"] + 100, row
     assert Decimal(row["cost"]) == Decimal(str(served["cost"])) > Decimal("0.1"), row
+
+
+_STALLS = [(path, model) for path in ("/v1/chat/completions", "/v1/messages", "/v1/responses")
+           for model in ("stall", "claude-stall")]
+
+
+@pytest.mark.parametrize(("path", "model"), _STALLS, ids=[f"{p[4:]}-{m}" for p, m in _STALLS])
+def test_a_stream_that_stalls_past_the_timeout_is_charged_the_cap_sent(gateway: InProcessGateway, path: str,
+                                                                       model: str) -> None:
+    """Its first event came, then nothing within the timeout (a reasoning model thinking without a
+    word): the provider bills what it thought, up to the cap. Before, it was charged its prompt and
+    the few words relayed, so a key could spend past its limit on streams that stall."""
+    key = gateway.create_key("stall", monthly_limit="5")
+    status, answered, answer = gateway.request("POST", path, json.dumps(_body(path, model, True)).encode(), key,
+                                               HEADERS)
+    assert status == 200 and b"upstream_timeout" in answer, answer[:300]  # the stream's in-band error
+    row = gateway.log_record(answered["x-request-id"])
+    assert row["partial"] and row["pricing_source"].endswith("(estimated)"), row
+    assert row["usage"]["output_tokens"] == 100, row  # the cap sent, not the words relayed
+    assert gateway.spend_when_settled(key) == Decimal(row["cost"]) <= 5

@@ -23,6 +23,7 @@ The MODEL NAME in the request body picks a scenario (see wire.parse_scenario):
   cut-stream           a few stream events, then the connection is closed mid-body (no final
                        chunk, no [DONE], no terminating zero-length HTTP chunk); for a JSON
                        answer: Content-Length of the full body, half of it, then close
+  cut-head             a stream's 200 and headers, then the connection closed before any event
   stream-error         a few stream events, then the provider's in-band error event, then EOF
   batch-error          as stream-error, but the first events (text among them) and the error event
                        go in one write: the gateway reads them in one batch
@@ -310,6 +311,10 @@ class FakeUpstream(LoopbackServer):
         await resp.prepare(request)
         error = (wire_anthropic.anthropic_stream_error() if anthropic
                  else wire_responses.stream_error() if api == "responses" else wire_openai.openai_stream_error())
+        if sc.kind == "cut-head":
+            if request.transport is not None:
+                request.transport.close()  # the 200 went out; FIN before any event
+            return resp
         if sc.kind == "batch-error":
             await resp.write(b"".join(events[:_BATCHED[api]]) + error)
             await resp.write_eof()

@@ -24,7 +24,7 @@ _SCENARIO = re.compile(
     r"fail-(?P<fail>\d{3})|flaky-(?P<flaky>\d{3})-(?P<times>\d+)|slow-(?P<slow>\d+)"
     r"|slowstream-(?P<slowstream>\d+)|cached-(?P<cached>\d+)|cachewrite-(?P<cachewrite>\d+)"
     r"|cachewrite1h-(?P<cachewrite1h>\d+)|cut-cached-(?P<cutcached>\d+)"
-    r"|reasoning-(?P<reasoning>\d+)|long-(?P<long>\d+)|hosted-(?P<hosted>\d+)(?:-results-(?P<results>\d+))?|docpages-(?P<docpages>\d+)|(?P<kind>cut-stream|cut-at-end|stream-error|batch-error|reset|garbage|bytetokens|bodytokens|nousage)")
+    r"|reasoning-(?P<reasoning>\d+)|long-(?P<long>\d+)|hosted-(?P<hosted>\d+)(?:-results-(?P<results>\d+))?|docpages-(?P<docpages>\d+)|(?P<kind>cut-stream|cut-head|cut-at-end|stream-error|batch-error|reset|garbage|bytetokens|bodytokens|nousage)")
 
 
 @dataclass(frozen=True)

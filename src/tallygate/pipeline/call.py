@@ -54,7 +54,7 @@ class Call:
                  "attempts", "requested_model", "streamed_chars", "reported", "trace_parent", "recorded",
                  "price_context",
                  "_finisher", "_scrubber", "admit_route", "worst_case", "held", "output_cap", "_lost",
-                 "_lost_pico", "_lost_source")
+                 "_lost_pico", "_lost_source", "stalled")
 
     def __init__(self, request_id: str, endpoint: str, principal: Principal,
                  finisher: Callable[[Call], object] | None = None, scrubber: Scrub | None = None) -> None:
@@ -86,6 +86,7 @@ class Call:
         self.worst_case: Callable[[Route], tuple[Usage, Rate]] | None = None
         self.held = 0  # the worst case a limit holds for this call (picodollars; 0: under none)
         self.output_cap: int | None = None  # the most output the body sent may produce (`output_cap.sent_cap`)
+        self.stalled = False  # its stream timed out after it began: the output is estimated at the cap sent
         self._lost = Usage()  # attempts that timed out after being sent, at their worst case
         self._lost_pico = 0
         self._lost_source: str | None = None
@@ -185,8 +186,12 @@ class Call:
     def output_estimate(self, chars: int) -> int:
         """The output tokens of `chars` characters of text relayed: about four characters a
         token, never more than the cap the provider was sent (`output_cap`; a token may be a
-        long run of characters), so an estimate stays within what the request reserved."""
+        long run of characters), so an estimate stays within what the request reserved. A stream
+        that `stalled` (timed out after it began: a reasoning model thinking silently, billed for
+        what it thought) is charged the cap sent, as an attempt that timed out is (`lose`)."""
         tokens = math.ceil(chars / 4)
+        if self.stalled and self.worst_case is not None and self.route is not None:
+            tokens = max(tokens, self.worst_case(self.route)[0].output_tokens)
         return tokens if self.output_cap is None else min(tokens, self.output_cap)
 
     def mark_estimated(self) -> None:

@@ -5,7 +5,8 @@ A route gives `relay_stream` how to open a stream on a target (`open_stream(rout
 encode what it yields for the client (`codec_for(route)`, a `Codec`). The relay lets the routing
 executor try targets until one sends its first batch (until then nothing has reached the client),
 then sends the headers and relays batch after batch. A failure midway marks the call partial,
-tells the route's health, and ends the stream with the codec's in-band error. Before the last
+tells the route's health, and ends the stream with the codec's in-band error; a stream that
+stalled past its provider's timeout is charged the output cap sent (`Call.stalled`). Before the last
 bytes go out the codec settles the cost (usage the provider reported, else an estimate of what
 was relayed) and the call is recorded (`Call.finish()`); provider secrets are scrubbed from
 the stream, a secret split across events included (`Call.stream_scrub()`).
@@ -24,7 +25,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from tallygate.errors import GatewayError, RequestCancelled, UpstreamError, UpstreamProtocolError
+from tallygate.errors import GatewayError, RequestCancelled, UpstreamError, UpstreamProtocolError, UpstreamTimeout
 from tallygate.pipeline.call import Call
 from tallygate.pipeline.models import Route
 from tallygate.pipeline.pricing import Rate
@@ -141,6 +142,7 @@ async def relay_stream(call: Call, plan: Plan, open_stream: Callable[[Route], Ba
             err = exc if isinstance(exc, GatewayError) else GatewayError(
                 "the gateway failed while relaying this stream", code="internal_error")
             call.partial = True
+            call.stalled = isinstance(err, UpstreamTimeout) and err.sent  # billed up to the cap sent
             call.fail(err)
             if isinstance(err, UpstreamError):
                 stream_failed(plan, route)

@@ -192,7 +192,7 @@ class BedrockProvider:
                             f"provider {self.name!r} sent a broken event-stream frame") from None
                     if batch:
                         yield batch
-        raise UpstreamUnavailable(f"provider {self.name!r} ended the stream before {last}")
+            raise UpstreamUnavailable(f"provider {self.name!r} ended the stream before {last}")  # after its 200
 
     async def messages(self, body: dict, headers: dict[str, str]) -> tuple[dict, Usage]:
         """Anthropic's Messages through Converse (the client's `anthropic-beta` passed on to Claude)."""

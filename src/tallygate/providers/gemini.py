@@ -76,8 +76,8 @@ class GeminiProvider:
                         return
                     if batch:
                         yield batch
-        if not translator.finished:
-            raise UpstreamUnavailable(f"provider {self.name!r} ended the stream before a finishReason")
+            if not translator.finished:  # after its 200
+                raise UpstreamUnavailable(f"provider {self.name!r} ended the stream before a finishReason")
         yield [translator.usage_chunk()]
 
     async def close(self) -> None:

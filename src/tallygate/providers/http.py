@@ -102,6 +102,9 @@ async def sse_response(provider: str, session: aiohttp.ClientSession, url: str |
     (or another `content_type`, such as AWS's `vnd.amazon.eventstream`).
 
     An error status becomes `error(status, body, headers)`; the connection is always released.
+    The connection closing after the 200 (before or after the stream's first event) is
+    `UpstreamCutOff`: the provider had begun the answer and bills it, so the attempt is charged
+    its worst case and a limited request is not tried on another target (`routing/executor.py`).
     """
     with transport_errors(provider):
         resp = await session.post(url, data=data, headers=headers, timeout=timeout, allow_redirects=False)
@@ -112,7 +115,12 @@ async def sse_response(provider: str, session: aiohttp.ClientSession, url: str |
             raise error(resp.status, raw, resp.headers)
         if content_type not in resp.headers.get("content-type", ""):
             raise UpstreamProtocolError(f"provider {provider!r} answered a stream request without {content_type}")
-        yield resp
+        try:
+            yield resp
+        except UpstreamCutOff:
+            raise
+        except UpstreamUnavailable as err:  # the connection closed after the 200: the answer was begun, billed
+            raise UpstreamCutOff(err.message) from None
     finally:
         resp.release()
 
