@@ -305,6 +305,7 @@ def main() -> int:
                             start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     results: dict[str, dict] = {}
+    untimed: list[str] = []  # questions --max-seconds left without a timed run
     try:
         while True:
             if proc.poll() is not None:
@@ -354,6 +355,9 @@ def main() -> int:
 
             print(f"  {name} ...", file=sys.stderr, flush=True)
             ms = timed(call, args.runs, deadline)
+            if not ms:  # --max-seconds is over: this one and the rest are not timed (a failure)
+                untimed = [n for n, _, _ in timed_paths[[n for n, _, _ in timed_paths].index(name):]]
+                break
             status, body = seen[-1]
             results[name] = {"path": path, "limit_ms": limit, "runs": len(ms), "status": status, "bytes": len(body),
                              "plan": describe(status, body), "http_median_ms": round(statistics.median(ms), 1),
@@ -378,6 +382,9 @@ def main() -> int:
               f"{r['bytes']:>9,}  {r['plan']}{'' if ok else '  <-- over ' + str(int(r['limit_ms'])) + ' ms'}")
         if not ok:
             failed.append(name)
+    if untimed:
+        print(f"not timed (--max-seconds {args.max_seconds:.0f} s over): {len(untimed)}: {', '.join(untimed)}")
+        failed.append(f"{len(untimed)} not timed")
     asked = [r for r in results.values() if r["limit_ms"] == LIMIT_MS]
     print(f"analytics questions: {len(asked)}; median over {LIMIT_MS:.0f} ms: "
           f"{sum(r['http_median_ms'] > LIMIT_MS for r in asked)}; median over {MAX_MS:.0f} ms: "
@@ -398,7 +405,7 @@ def main() -> int:
     print(json.dumps({"db": args.db, "month": args.month, "columnar": args.columnar, "copy_s": copy_s,
                       "copied": copied, "startup_s": round(startup_s, 2),
                       "columnar_ready_s": None if ready_s is None else round(ready_s, 2), "results": results,
-                      "walks": walks}))
+                      "walks": walks, "untimed": untimed}))
     return 1 if failed else 0
 
 

@@ -9,6 +9,12 @@ in once, then loads every page `--runs` times as a fresh navigation. A page mark
 `performance.mark("tg:data-rendered")` when its data is on screen; the figure is that mark's
 time since navigation start. Prints one JSON line per page (median, max, API calls per view)
 and a summary; `--shots DIR` also writes a screenshot of each page.
+
+The On call pages read the last hours before the browser's clock: on a ledger of a past month they
+show empty windows. `--now 2026-11-28T15:25Z` moves their tab's `Date.now()` there (an init script;
+`performance.now()`, which times the page, is untouched), so they read the ledger's busy hours; the
+other pages keep the real clock. The server's clock is not moved: its columnar copy holds the whole
+window, where at the real now the last minutes come from the ledger.
 """
 
 from __future__ import annotations
@@ -74,21 +80,30 @@ def start_gateway(db: str, key: str) -> tuple[subprocess.Popen, str]:
 
 
 def measure(url: str, key: str, runs: int, shots: Path | None, month: str | None,
-            page_timeout_s: float) -> list[dict]:
+            page_timeout_s: float, now_ms: int | None = None) -> list[dict]:
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import sync_playwright
 
     results = []
     with sync_playwright() as pw:
         browser = launch(pw)
-        page = browser.new_page(viewport={"width": 1440, "height": 900})
+        context = browser.new_context(viewport={"width": 1440, "height": 900})
+        page = context.new_page()
         page.goto(url + "/dashboard/")
         page.fill("#signin-key", key)
         page.click("button[type=submit]")
         page.wait_for_selector("nav.sidebar")
         calls: list[str] = []
         page.on("request", lambda r: calls.append(r.url) if "/v1/" in r.url else None)
+        main = page
+        oncall = page
+        if now_ms is not None:  # On call in a tab (same session) whose clock runs on from --now
+            oncall = context.new_page()
+            oncall.add_init_script(f"(() => {{ const off = {now_ms} - Date.now(); const real = Date.now; "
+                                   "Date.now = () => real() + off; })()")
+            oncall.on("request", lambda r: calls.append(r.url) if "/v1/" in r.url else None)
         for name, path in PAGES:
+            page = oncall if path.startswith("/dashboard/oncall") else main
             if month and "invoices" in path:
                 path += f"&month={month}"
             times, counts = [], []
@@ -128,7 +143,13 @@ def main() -> None:
     ap.add_argument("--month", default="2026-11", help="the invoice month (the month gen_ledger.py filled)")
     ap.add_argument("--shots", type=Path, help="write a screenshot of each page here")
     ap.add_argument("--page-timeout", type=float, default=20, help="seconds before a page counts as timed out")
+    ap.add_argument("--now", help="the browser's clock for the pages (ISO 8601, e.g. 2026-11-28T15:25Z): "
+                                  "the On call pages then read the ledger's month")
     args = ap.parse_args()
+    now_ms = None
+    if args.now:
+        from datetime import datetime
+        now_ms = int(datetime.fromisoformat(args.now.replace("Z", "+00:00")).timestamp() * 1000)
     proc = None
     url = args.url
     if url is None:
@@ -136,7 +157,7 @@ def main() -> None:
     try:
         if args.shots:
             args.shots.mkdir(parents=True, exist_ok=True)
-        rows = measure(url, args.key, args.runs, args.shots, args.month, args.page_timeout)
+        rows = measure(url, args.key, args.runs, args.shots, args.month, args.page_timeout, now_ms)
     finally:
         if proc is not None:
             proc.terminate()

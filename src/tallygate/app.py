@@ -24,6 +24,7 @@ from typing import Any, Protocol
 from sqlalchemy import Engine, make_url
 
 from tallygate.analytics.columnar_service import ColumnarSync, columnar_engine
+from tallygate.analytics.minutes import MinuteReader
 from tallygate.analytics.mirror import ColumnarEngine
 from tallygate.analytics.reader import AnalyticsStore
 from tallygate.analytics.service import Analytics
@@ -193,7 +194,8 @@ class Gateway:
                                             analytics, FeedbackStore(engine), ledger,
                                             SessionStore(SessionRows(engine)),
                                             BudgetAdmin(budget_store, keys, budgets, budget),
-                                            _readiness(engine, ledger, redis), alert_store, MinuteCounts(engine),
+                                            _readiness(engine, ledger, redis), alert_store,
+                                            MinuteReader(store, MinuteCounts(engine)),
                                             RateLimitAdmin(rate_store, keys, rules, lambda: budgets.current,
                                                            budget.bump, limiter=limiter,
                                                            refusals=RefusalCounts(engine)))

@@ -183,6 +183,14 @@ class ClickHouseColumnar:
         sql, _ = ch.keys_sql(after, limit)
         return [(int(ms), str(rid)) for ms, rid in self.client.rows(sql)]
 
+    def minutes(self, from_ms: int, to_ms: int) -> list[tuple[int, int, int, int]]:
+        """(minute start, requests, errors, spend in picodollars) of each minute of [from, to) that had requests."""
+        rows = self.client.rows(f"SELECT intDiv(created_at, 60000) * 60000 AS m, count(), countIf(status >= 400), "
+                                f"toString(sum(toInt128(cost_pico))) FROM {self.db}.records "
+                                f"WHERE created_at >= {int(from_ms)} AND created_at < {int(to_ms)} "
+                                "GROUP BY m ORDER BY m")
+        return [(int(m), int(n), int(e), int(c)) for m, n, e, c in rows]
+
     def count(self) -> int:
         return int(self.client.rows(f"SELECT count() FROM {self.db}.records")[0][0])
 

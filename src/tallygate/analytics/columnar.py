@@ -447,6 +447,15 @@ class DuckDBColumnar:
                 spans.append((day, day + DAY_MS))
         return spans
 
+    def minutes(self, from_ms: int, to_ms: int) -> list[tuple[int, int, int, int]]:
+        """(minute start, requests, errors, spend in picodollars) of each minute of [from, to) that had
+        requests, oldest first (the on-call chart: a day is 350,000 records at 10M a month)."""
+        rows = self._cursor().execute(
+            "SELECT created_at - created_at % 60000 AS m, count(*), count(*) FILTER (WHERE status >= 400), "
+            "sum(cost_pico::HUGEINT) FROM records WHERE created_at >= ? AND created_at < ? GROUP BY m ORDER BY m",
+            [from_ms, to_ms]).fetchall()
+        return [(int(m), int(n), int(e), int(c or 0)) for m, n, e, c in rows]
+
     def count(self) -> int:
         row = self._cursor().execute("SELECT count(*) FROM records").fetchone()
         return int(row[0]) if row else 0

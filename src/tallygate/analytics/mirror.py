@@ -72,6 +72,8 @@ class ColumnarEngine(Sink, Protocol):
 
     def keys(self, question: ColumnarQuestion, after: tuple[int, str] | None, limit: int) -> list[tuple[int, str]]: ...
 
+    def minutes(self, from_ms: int, to_ms: int) -> list[tuple[int, int, int, int]]: ...
+
 
 def ledger_rows(conn: Connection, from_ms: int, to_ms: int) -> list[tuple[Any, ...]]:
     """The ledger's records in [from, to), as `COLUMNS` (tags as their JSON text)."""

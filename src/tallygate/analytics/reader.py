@@ -409,6 +409,15 @@ class AnalyticsStore:
                 return False
             time.sleep(0.05)
 
+    def copied_until(self, lo: int) -> int | None:
+        """Up to where the columnar copy holds every record from `lo` on (its watermark, or the
+        first hour a late record is missing from: `_exact_until`); None until its first copy is
+        made (in the background: never waited for) and without a columnar engine."""
+        if not self._copy_ready() or self.columnar is None or self.mirror is None:
+            return None
+        self.sync(wait=False)
+        return self._exact_until(lo, self.mirror.watermark)
+
     def _exact_until(self, lo: int | None, mark: int) -> int:
         """`mark`, or the first whole hour in [lo, mark) whose records the copy does not hold all
         of (a record that arrived late, not copied yet): the copy answers only before it."""

@@ -41,7 +41,7 @@ from tallygate.store.alerts import AlertStore
 from tallygate.store.feedback import FeedbackStore
 from tallygate.store.ledger import LedgerWriter
 from tallygate.store.logs import LogReader
-from tallygate.store.minutes import MinuteCounts
+from tallygate.store.minutes import MinuteSource
 
 log = logging.getLogger("tallygate.management")
 
@@ -78,7 +78,7 @@ def create_management_app(auth: Authenticator, logs: LogReader, keys: KeyAdmin,
                           analytics: Analytics | None = None, feedback: FeedbackStore | None = None,
                           ledger: LedgerWriter | None = None, sessions: SessionStore | None = None,
                           budgets: BudgetAdmin | None = None, readiness: Readiness | None = None,
-                          alerts: AlertStore | None = None, minutes: MinuteCounts | None = None,
+                          alerts: AlertStore | None = None, minutes: MinuteSource | None = None,
                           ratelimits: RateLimitAdmin | None = None) -> FastAPI:
     app = FastAPI(title="Tallygate management API", version="0.1.0", docs_url=None, redoc_url=None)
     app.add_middleware(StorableText)  # no NUL or lone surrogate in a body reaches the database

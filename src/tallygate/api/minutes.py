@@ -11,11 +11,11 @@ from tallygate.api.deps import require
 from tallygate.core.money import usd_text
 from tallygate.errors import InvalidRequest
 from tallygate.manage.schemas import ERRORS
-from tallygate.store.minutes import MAX_RANGE_MS, MinuteCounts
+from tallygate.store.minutes import MAX_RANGE_MS, MinuteSource
 from tallygate.types import Principal
 
 
-def minutes_router(minutes: MinuteCounts) -> APIRouter:
+def minutes_router(minutes: MinuteSource) -> APIRouter:
     router = APIRouter(tags=["analytics"], responses=ERRORS)
     reader = Depends(require("manage", "read"))
 
