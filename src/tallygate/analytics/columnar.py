@@ -422,13 +422,7 @@ class DuckDBColumnar:
         last = 2**62 if hi is None else hi
         days = [int(d) for (d,) in cur.execute("SELECT day FROM rolled_days WHERE day >= ? AND day + ? <= ? "
                                                "ORDER BY day", [first, DAY_MS, last]).fetchall()]
-        spans: list[tuple[int, int]] = []
-        for day in days:
-            if spans and spans[-1][1] == day:
-                spans[-1] = (spans[-1][0], day + DAY_MS)
-            else:
-                spans.append((day, day + DAY_MS))
-        return spans
+        return _day_spans(days)
 
     @staticmethod
     def _hourly(cur: duckdb.DuckDBPyConnection, lo: int | None, hi: int | None,
@@ -439,13 +433,7 @@ class DuckDBColumnar:
         last = 2**62 if hi is None else hi
         days = [int(d) for (d,) in cur.execute(f"SELECT day FROM {table} WHERE day >= ? AND day < ? ORDER BY day",
                                                [first, last]).fetchall()]
-        spans: list[tuple[int, int]] = []
-        for day in days:
-            if spans and spans[-1][1] == day:
-                spans[-1] = (spans[-1][0], day + DAY_MS)
-            else:
-                spans.append((day, day + DAY_MS))
-        return spans
+        return _day_spans(days)
 
     def minutes(self, from_ms: int, to_ms: int) -> list[tuple[int, int, int, int]]:
         """(minute start, requests, errors, spend in picodollars) of each minute of [from, to) that had
@@ -459,3 +447,14 @@ class DuckDBColumnar:
     def count(self) -> int:
         row = self._cursor().execute("SELECT count(*) FROM records").fetchone()
         return int(row[0]) if row else 0
+
+
+def _day_spans(days: list[int]) -> list[tuple[int, int]]:
+    """Ordered day starts as stretches of consecutive days, [start, end)."""
+    spans: list[tuple[int, int]] = []
+    for day in days:
+        if spans and spans[-1][1] == day:
+            spans[-1] = (spans[-1][0], day + DAY_MS)
+        else:
+            spans.append((day, day + DAY_MS))
+    return spans
