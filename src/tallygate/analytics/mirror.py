@@ -11,8 +11,7 @@ answers questions from it. `Mirror` is the engine-neutral bookkeeping of that co
 * every sync also compares the copy's count per UTC hour with the ledger's own (the hour
   roll-up's every-request row, written in the same transaction as the records): an hour that
   differs (a record replayed from the journal after a crash, a record that took longer than
-  `SETTLED_MS` to arrive) is copied again whole; so is the watermark's own hour, up to the
-  watermark, when the ledger holds more of it than was copied. Records are never updated in place; a
+  `SETTLED_MS` to arrive) is copied again whole. Records are never updated in place; a
   feedback score is, and is copied by its `updated_at`.
 
 The copy is therefore exact for every hour before the watermark whose count matches, which is
@@ -32,7 +31,6 @@ from sqlalchemy import Connection, Engine, Text, cast, func, select
 from tallygate.analytics.columnar_sql import ColumnarQuestion
 from tallygate.core.metrics import Agg
 from tallygate.core.timebuckets import HOUR_MS
-from tallygate.store.hours import records_between
 from tallygate.store.schema import api_keys, dim_rollups, feedback, label_sets, requests
 
 SETTLED_MS = 600_000  # records younger than this may still arrive: read from the ledger (as `cover.py`)
@@ -161,8 +159,7 @@ class Mirror:
         return len(rows)
 
     def _repair(self, conn: Connection) -> int:
-        """Copy again every whole hour before the watermark whose count differs from the ledger's,
-        and the watermark's own hour up to it if its count does."""
+        """Copy again every whole hour before the watermark whose count differs from the ledger's."""
         mark = self.watermark
         t = dim_rollups["hour"]
         ledger = dict(conn.execute(select(t.c.bucket, t.c.requests).where(t.c.dim == "", t.c.value == "",
@@ -174,10 +171,6 @@ class Mirror:
             if self.stopping:
                 break
             copied += self._copy(conn, hour, hour + HOUR_MS, whole_hours=True)
-        part = mark - mark % HOUR_MS  # the watermark's own hour, copied up to the watermark
-        if part < mark and not self.stopping and records_between(conn, part, mark) != self.counts.get(part, 0):
-            copied += self._copy(conn, part, mark, whole_hours=True)
-            stale.append(part)
         self.repairs += len(stale)
         return copied
 

@@ -41,7 +41,7 @@ from tallygate.analytics.segment_reader import SegmentReader, TagMode
 from tallygate.core.metrics import REQUESTS, Agg
 from tallygate.core.timebuckets import HOUR_MS
 from tallygate.core.zones import UTC
-from tallygate.store.hours import Parts, all_counts, hour_counts, records_between
+from tallygate.store.hours import Parts, all_counts, hour_counts
 from tallygate.store.logs import LogFilter
 from tallygate.store.schema import api_keys, label_sets, requests, tag_rollups
 
@@ -419,20 +419,15 @@ class AnalyticsStore:
         return self._exact_until(lo, self.mirror.watermark)
 
     def _exact_until(self, lo: int | None, mark: int) -> int:
-        """`mark`, or the first hour in [lo, mark) whose records the copy does not hold all of (a
-        record that arrived late, not copied yet; the watermark's own hour up to the watermark
-        included): the copy answers only before it."""
+        """`mark`, or the first whole hour in [lo, mark) whose records the copy does not hold all
+        of (a record that arrived late, not copied yet): the copy answers only before it."""
         assert self.mirror is not None
         copied = dict(self.mirror.counts)  # copied at once: the sync thread adds to it
         start = None if lo is None else lo - lo % HOUR_MS
-        part = mark - mark % HOUR_MS  # the watermark's own hour: copied up to the watermark
         with self._engine.connect() as conn:
-            ledger = all_counts(conn, start, part)
-            opened = records_between(conn, part, mark) if part < mark and (start is None or part >= start) else None
+            ledger = all_counts(conn, start, mark - mark % HOUR_MS)
         hours = {h for h in copied if (start is None or h >= start) and h + HOUR_MS <= mark} | set(ledger)
         stale = [h for h in hours if h + HOUR_MS <= mark and ledger.get(h, 0) != copied.get(h, 0)]
-        if opened is not None and opened != copied.get(part, 0):  # a late record of its copied part
-            stale.append(part)
         return min(stale, default=mark)
 
     def log_hours(self, f: LogFilter) -> tuple[dict[int, int], int] | None:
