@@ -8,6 +8,7 @@ import random
 
 import msgspec
 
+from tallygate.analytics import columnar_spans as spans
 from tallygate.analytics.columnar import DuckDBColumnar
 from tallygate.analytics.columnar_sql import ColumnarQuestion
 from tallygate.analytics.query import Query, parse_group_by
@@ -90,7 +91,7 @@ def test_whole_days_are_read_from_the_tag_roll_up_and_answer_exactly(tmp_path) -
 def test_a_local_month_reads_the_utc_days_that_lie_inside_it() -> None:
     def days(dims: str, tz: str) -> list[tuple[int, int]]:
         q = ColumnarQuestion(Query(parse_group_by(dims), tz=tz), T0, T0 + 3 * DAY)
-        return q.in_buckets([(T0 - DAY, T0 + 3 * DAY)])
+        return spans.in_buckets([(T0 - DAY, T0 + 3 * DAY)], q.time_unit, tz)
     assert days("tag,time.month", "UTC") == [(T0 - DAY, T0 + 3 * DAY)]
     # New York's November starts at 04:00 UTC on the 1st (and DST ends at 06:00): that day is not whole
     assert days("tag,time.month", "America/New_York") == [(T0 - DAY, T0), (T0 + DAY, T0 + 3 * DAY)]
@@ -164,10 +165,8 @@ def test_whole_months_are_read_from_the_month_roll_up_and_answer_exactly(tmp_pat
             got = columnar.usage(q)
             assert got["plan"]["source"] == "columnar", (dims, filters)
             assert comparable(got) == comparable(raw.usage(q)), (dims, filters, lo, hi)
-    question = ColumnarQuestion(Query(parse_group_by("tag,label.team")), october - DAY, T0 + DAY)
-    assert question.whole_months([(october - DAY, T0)], {october}) == [(october, T0)]
-    question = ColumnarQuestion(Query(parse_group_by("tag,time.day")), october, T0)
-    assert question.whole_months([(october, T0)], {october}) == []  # days are finer than the month's rows
+    assert spans.whole_months([(october - DAY, T0)], {october}, None, "UTC") == [(october, T0)]
+    assert spans.whole_months([(october, T0)], {october}, "day", "UTC") == []  # days are finer than the month's rows
     for labels in ({}, {"team": "a"}):
         q = Query(labels=labels, from_ms=october, to_ms=T0 + DAY)
         assert _tree(columnar.tree(None, None, q)) == _tree(raw.tree(None, None, q)), labels
@@ -231,11 +230,11 @@ def test_a_local_month_is_its_utc_months_row_less_the_days_around_its_start(tmp_
     store.sync()
     assert (october,) in copy._cursor().execute("SELECT month FROM rolled_months").fetchall()
     # Kathmandu's November starts at 18:15 UTC on 31 October: October's row less its 31st
-    question = ColumnarQuestion(Query(parse_group_by("tag,time.month"), tz="Asia/Kathmandu"), october - DAY, T0 + DAY)
-    assert question.split_months({october}) == [(october, T0, october, [(T0 - DAY, T0)])]
+    assert spans.split_months(october - DAY, T0 + DAY, {october}, "month", "Asia/Kathmandu") == [
+        (october, T0, october, [(T0 - DAY, T0)])]
     # New York's November starts at 04:00 UTC on 1 November: its 1st is cut, the rest of it is one month
-    question = ColumnarQuestion(Query(parse_group_by("tag,time.month"), tz="America/New_York"), october, T0 + DAY)
-    assert question.split_months({october}) == [(october, T0, october + DAY, [(october, october + DAY)])]
+    assert spans.split_months(october, T0 + DAY, {october}, "month", "America/New_York") == [
+        (october, T0, october + DAY, [(october, october + DAY)])]
     raw = Analytics(AnalyticsStore(engine, raw_only=True))
     questions = [("tag,time.month", {"tz": "Asia/Kathmandu"}),
                  ("tag_level.2,time.month,label.team", {"tz": "Asia/Kolkata"}),

@@ -10,6 +10,7 @@ import random
 
 import msgspec
 
+from tallygate.analytics import columnar_spans as spans
 from tallygate.analytics.columnar import DuckDBColumnar
 from tallygate.analytics.columnar_sql import ColumnarQuestion
 from tallygate.analytics.query import Query, parse_group_by
@@ -43,8 +44,8 @@ def _check(copy: DuckDBColumnar, raw: AnalyticsStore, rng: random.Random, asked:
         question = ColumnarQuestion(q, lo, hi)
         assert question.hourly()
         cur = copy._cursor()
-        rolled = question.in_buckets(copy._rolled(cur, lo, hi)) if question.rollable() else []
-        hourly += bool(question.hour_spans(copy._hourly(cur, lo, hi), rolled))
+        rolled = spans.in_buckets(copy._rolled(cur, lo, hi), question.time_unit, tz) if question.rollable() else []
+        hourly += bool(spans.hour_spans(lo, hi, copy._hourly(cur, lo, hi), rolled, question.time_unit, tz))
         assert _vectors(copy.answer(question)) == _vectors(raw.collect(q).groups), (dims, tz, tag, lo, hi)
     for root in (None, "US"):  # the tree (by prefix) reads it too
         q = Query(from_ms=T0 + 5 * HOUR + 7, to_ms=T0 + 2 * DAY + 3)
@@ -69,7 +70,8 @@ def _check_usage(copy: DuckDBColumnar, raw: AnalyticsStore, rng: random.Random, 
                                 TagMode())
         question = ColumnarQuestion(q, q.from_ms, q.to_ms, ctx.key_ids, ctx.set_ids)
         assert question.usage_hourly()
-        hourly += bool(question.hour_spans(copy._hourly(copy._cursor(), q.from_ms, q.to_ms, "usage_days"), []))
+        held = copy._hourly(copy._cursor(), q.from_ms, q.to_ms, "usage_days")
+        hourly += bool(spans.hour_spans(q.from_ms, q.to_ms, held, [], question.time_unit, q.tz))
         assert _vectors(copy.answer(question)) == _vectors(raw.collect(q).groups), q
     return hourly
 

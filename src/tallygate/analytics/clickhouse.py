@@ -19,7 +19,8 @@ from typing import Any, Protocol
 
 import orjson
 
-from tallygate.analytics.columnar_sql import QUARTER_MS, ColumnarQuestion
+from tallygate.analytics.columnar_spans import QUARTER_MS
+from tallygate.analytics.columnar_sql import ColumnarQuestion
 from tallygate.analytics.mirror import COLUMNS, label_value
 from tallygate.core import zones
 from tallygate.core.histogram import bucket

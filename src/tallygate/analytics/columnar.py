@@ -25,6 +25,7 @@ from typing import Any
 import duckdb
 import orjson
 
+from tallygate.analytics import columnar_spans as spans
 from tallygate.analytics.columnar_sql import ColumnarQuestion
 from tallygate.analytics.mirror import COLUMNS, label_value
 from tallygate.core.histogram import bucket
@@ -389,14 +390,14 @@ class DuckDBColumnar:
         cur.execute("BEGIN")  # one snapshot: the days rolled up and their rows
         try:
             has_feedback = cur.execute("SELECT count(*) > 0 FROM feedback").fetchone()
-            rolled = (question.in_buckets(self._rolled(cur, question.from_ms, question.to_ms))
-                      if question.rollable() else [])
+            lo, hi, unit, tz = question.from_ms, question.to_ms, question.time_unit, question.q.tz
+            rolled = spans.in_buckets(self._rolled(cur, lo, hi), unit, tz) if question.rollable() else []
             rolled_months = self._months(cur) if rolled else set()
-            months = question.whole_months(rolled, rolled_months) if rolled else []
-            split = question.split_months(rolled_months) if rolled else []
-            hours = (question.hour_spans(self._hourly(cur, question.from_ms, question.to_ms), rolled)
+            months = spans.whole_months(rolled, rolled_months, unit, tz) if rolled else []
+            split = spans.split_months(lo, hi, rolled_months, unit, tz) if rolled else []
+            hours = (spans.hour_spans(lo, hi, self._hourly(cur, lo, hi), rolled, unit, tz)
                      if question.hourly() else [])
-            usage = (question.hour_spans(self._hourly(cur, question.from_ms, question.to_ms, "usage_days"), [])
+            usage = (spans.hour_spans(lo, hi, self._hourly(cur, lo, hi, "usage_days"), [], unit, tz)
                      if question.usage_hourly() else [])
             sql, params = question.sql(feedback=bool(has_feedback and has_feedback[0]), rolled=rolled, months=months,
                                        split=split, hours=hours, usage=usage)
@@ -422,7 +423,7 @@ class DuckDBColumnar:
         last = 2**62 if hi is None else hi
         days = [int(d) for (d,) in cur.execute("SELECT day FROM rolled_days WHERE day >= ? AND day + ? <= ? "
                                                "ORDER BY day", [first, DAY_MS, last]).fetchall()]
-        return _day_spans(days)
+        return spans.joined_days(days)
 
     @staticmethod
     def _hourly(cur: duckdb.DuckDBPyConnection, lo: int | None, hi: int | None,
@@ -433,7 +434,7 @@ class DuckDBColumnar:
         last = 2**62 if hi is None else hi
         days = [int(d) for (d,) in cur.execute(f"SELECT day FROM {table} WHERE day >= ? AND day < ? ORDER BY day",
                                                [first, last]).fetchall()]
-        return _day_spans(days)
+        return spans.joined_days(days)
 
     def minutes(self, from_ms: int, to_ms: int) -> list[tuple[int, int, int, int]]:
         """(minute start, requests, errors, spend in picodollars) of each minute of [from, to) that had
@@ -448,13 +449,3 @@ class DuckDBColumnar:
         row = self._cursor().execute("SELECT count(*) FROM records").fetchone()
         return int(row[0]) if row else 0
 
-
-def _day_spans(days: list[int]) -> list[tuple[int, int]]:
-    """Ordered day starts as stretches of consecutive days, [start, end)."""
-    spans: list[tuple[int, int]] = []
-    for day in days:
-        if spans and spans[-1][1] == day:
-            spans[-1] = (spans[-1][0], day + DAY_MS)
-        else:
-            spans.append((day, day + DAY_MS))
-    return spans

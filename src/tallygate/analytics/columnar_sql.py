@@ -24,8 +24,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from tallygate.analytics.columnar_spans import gaps, offset_began, offsets, within
 from tallygate.analytics.query import Dim, Query
-from tallygate.core import timebuckets, zones
+from tallygate.core import zones
 from tallygate.core.metrics import (
     CACHE_WRITE_TOKENS,
     CACHED_TOKENS,
@@ -59,7 +60,6 @@ _RECORD_SUMS = ("1 AS n", "(status >= 400)::BIGINT AS errors", "input_tokens", "
                 "cache_write_tokens", "reasoning_tokens", "0 AS cost_hi", "cost_pico AS cost_lo")
 _ROLLED_SUMS = ("n", "errors", "input_tokens", "output_tokens", "cached_tokens", "cache_write_tokens",
                 "reasoning_tokens", "cost_hi", "cost_lo", "fb_n", "fb_sum")
-QUARTER_MS = zones.QUARTER_MS
 
 
 @dataclass(slots=True)
@@ -97,6 +97,12 @@ class ColumnarQuestion:
         """The dimensions keyed in SQL (the tree and `tagged` keep only time)."""
         q = self.q
         return tuple(d for d in q.dims if d.kind == "time") if self.tree or self.tagged else q.dims
+
+    @property
+    def time_unit(self) -> str | None:
+        """The time bucket keyed (`hour`, `day`, `month`), or None without a time dimension."""
+        time = next((d for d in self.dims if d.kind == "time"), None)
+        return None if time is None else str(time.arg)
 
     def _where(self, *, tags: bool = True) -> list[str]:
         """The filters on each record (`tags`: with its tag filter, and the tree's totals' tagged records)."""
@@ -183,7 +189,7 @@ class ColumnarQuestion:
         pieces = offsets(lo, hi, tz)
         exprs = [f"(created_at - (((created_at + {off}) % {step}) + {step}) % {step})" for _, off in pieces]
         if unit == "hour":  # an hour starts no earlier than its offset (`zones.floor`: Lord Howe's half hours)
-            began = [_offset_began(lo, tz), *(start for start, _ in pieces[1:])]
+            began = [offset_began(lo, tz), *(start for start, _ in pieces[1:])]
             exprs = [f"greatest({e}, {b})" for e, b in zip(exprs, began, strict=True)]
         if len(exprs) == 1:
             return exprs[0]
@@ -237,7 +243,7 @@ class ColumnarQuestion:
         """Whether the day roll-up of tags (`columnar.py`, `tag_days`) answers this question's whole
         UTC days: it keeps every record's tag prefixes with all its attributes, by UTC day, so a tag
         dimension, the tree or a tag filter read it unless time is bucketed by the hour (a local day or
-        month: the UTC days within one such bucket, see `in_buckets`). The tag tree's totals (`tagged`)
+        month: the UTC days within one such bucket, see `columnar_spans.in_buckets`). The tag tree's totals (`tagged`)
         read it too: the records of its whole days less its untagged rows (`tg IS NULL`), where the
         records' tag lists cost four times the scan."""
         if self.spans is not None or not (self.tree or self.tagged or self.q.tag_dim is not None
@@ -245,70 +251,6 @@ class ColumnarQuestion:
             return False
         time = next((d for d in self.dims if d.kind == "time"), None)
         return time is None or time.arg in ("day", "month")
-
-    def in_buckets(self, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
-        """The UTC days of `spans` that lie within one local time bucket (all of them in UTC; in New
-        York, none for days, all but the days around a month's start for months): the bucket of each
-        of their records is that of the day's start, which the roll-up keeps as its time."""
-        time = next((d for d in self.dims if d.kind == "time"), None)
-        if time is None or self.q.tz == zones.UTC:
-            return spans
-        unit, tz = str(time.arg), self.q.tz
-        out: list[tuple[int, int]] = []
-        for a, b in spans:
-            for day in range(a, b, DAY_MS):
-                if zones.floor(day, unit, tz) != zones.floor(day + DAY_MS - 1, unit, tz):
-                    continue
-                if out and out[-1][1] == day:
-                    out[-1] = (out[-1][0], day + DAY_MS)
-                else:
-                    out.append((day, day + DAY_MS))
-        return out
-
-    def whole_months(self, spans: list[tuple[int, int]], rolled: set[int]) -> list[tuple[int, int]]:
-        """The whole UTC months of `spans` (from `in_buckets`) that the month roll-up holds (`rolled`:
-        their starts) and that lie within one time bucket (no time dimension, or UTC months)."""
-        time = next((d for d in self.dims if d.kind == "time"), None)
-        out: list[tuple[int, int]] = []
-        for a, b in spans:
-            month = a if a == timebuckets.floor(a, "month") else timebuckets.ceil(a, "month")
-            while month < b:
-                nxt = timebuckets.ceil(month + 1, "month")
-                if nxt > b:
-                    break
-                one = time is None or zones.floor(month, str(time.arg), self.q.tz) == zones.floor(
-                    nxt - 1, str(time.arg), self.q.tz)
-                if month in rolled and one:
-                    if out and out[-1][1] == month:
-                        out[-1] = (out[-1][0], nxt)
-                    else:
-                        out.append((month, nxt))
-                month = nxt
-        return out
-
-    def split_months(self, rolled: set[int]) -> list[tuple[int, int, int, list[tuple[int, int]]]]:
-        """The UTC months inside the range that the month roll-up holds (`rolled`: their starts) and
-        that lie within one local month (`time.month`) but for the day(s) around its start: each as
-        (from, to, a day inside that local month, those days). Read as its month row less those days'
-        rows, all keyed by that day (Kathmandu: November's row less the 30th, which the records
-        answer), instead of thirty day rows."""
-        time = next((d for d in self.dims if d.kind == "time"), None)
-        if time is None or time.arg != "month" or self.q.tz == zones.UTC or self.from_ms is None \
-                or self.to_ms is None:
-            return []
-        tz, out = self.q.tz, list[tuple[int, int, int, list[tuple[int, int]]]]()
-        month = timebuckets.ceil(self.from_ms, "month")
-        while True:
-            nxt = timebuckets.ceil(month + 1, "month")
-            if nxt > self.to_ms:
-                return out
-            if month in rolled:
-                days = range(month, nxt, DAY_MS)
-                cut = [d for d in days if zones.floor(d, "month", tz) != zones.floor(d + DAY_MS - 1, "month", tz)]
-                rest = [d for d in days if d not in cut]
-                if cut and rest and len({zones.floor(d, "month", tz) for d in rest}) == 1:
-                    out.append((month, nxt, rest[0], [(d, d + DAY_MS) for d in cut]))
-            month = nxt
 
     def _rolled_where(self) -> list[str]:
         """`_where` for the roll-up's rows: the same attribute filters; the tag list as row kinds."""
@@ -371,7 +313,7 @@ class ColumnarQuestion:
         return f"SELECT {', '.join(cols)} FROM {table} WHERE {' AND '.join(where)}"
 
     def _hourly_rows(self, spans: list[tuple[int, int]], tagged_rows: bool, table: str = "tag_hours") -> list[str]:
-        """The hour roll-up's rows of whole UTC hours in `spans` (`hour_spans`) as source rows: one
+        """The hour roll-up's rows of whole UTC hours in `spans` (`columnar_spans.hour_spans`) as source rows: one
         statement of its sums (histogram weight 0) for the sums, then two of its latency and
         time-to-first-token buckets (no sums; their counts as weight `hw`) for the histograms.
         `tag_hours` keeps no attribute (NULL), `usage_hours` no tag."""
@@ -409,25 +351,6 @@ class ColumnarQuestion:
             return False
         return all(d.kind == "time" or d.is_tag for d in self.dims)
 
-    def hour_spans(self, hourly: list[tuple[int, int]], rolled: list[tuple[int, int]]) -> list[tuple[int, int]]:
-        """The whole UTC hours of the range that `hourly` (the days `tag_hours` holds) covers, that the
-        day roll-up does not answer (`rolled`) and that lie within one local time bucket (a UTC hour
-        holds a local day's start in Kolkata: the records answer it), as stretches in order."""
-        time = next((d for d in self.dims if d.kind == "time"), None)
-        local = time is not None and self.q.tz != zones.UTC
-        out: list[tuple[int, int]] = []
-        for lo, hi in _gaps(self.from_ms, self.to_ms, rolled):
-            for a, b in _within(hourly, lo, hi):
-                for hour in range(a + (-a) % HOUR_MS, b - HOUR_MS + 1, HOUR_MS):
-                    if local and time is not None and zones.floor(hour, str(time.arg), self.q.tz) != zones.floor(
-                            hour + HOUR_MS - 1, str(time.arg), self.q.tz):
-                        continue
-                    if out and out[-1][1] == hour:
-                        out[-1] = (out[-1][0], hour + HOUR_MS)
-                    else:
-                        out.append((hour, hour + HOUR_MS))
-        return out
-
     def keys_sql(self, after: tuple[int, str] | None, limit: int) -> tuple[str, dict[str, Any]]:
         """The (created_at, id) of the first `limit` matching records newest first, after the logs
         cursor `after` (a record's (created_at, id); an empty id: every record before created_at)."""
@@ -448,8 +371,8 @@ class ColumnarQuestion:
         """The statement and its parameters; `feedback`: join the scores (skipped when none exist);
         `rolled`: the stretches of whole UTC days read from the tag roll-up (`rollable` questions), of
         which `months` (whole UTC months) are read from the month roll-up, and the months of `split`
-        (`split_months`) from the month roll-up less the day roll-up's rows of their cut days; `hours`:
-        the stretches of whole UTC hours read from the narrow hour roll-up (`hour_spans`); `usage`: those
+        (`columnar_spans.split_months`) from the month roll-up less the day roll-up's rows of their cut days; `hours`:
+        the stretches of whole UTC hours read from the narrow hour roll-up (`columnar_spans.hour_spans`); `usage`: those
         read from the hour roll-up of everything but tags."""
         self.params = {}
         usage = usage or []
@@ -474,13 +397,13 @@ class ColumnarQuestion:
                 keys.append(f"r.{_PLAIN[d.kind]}")
         # the records of each stretch apart (one range each: DuckDB skips the row groups outside it,
         # where an OR of 30 ranges read every row group of the month)
-        stretches = self.spans or _gaps(self.from_ms, self.to_ms, sorted([*(rolled or []), *hours]))
+        stretches = self.spans or gaps(self.from_ms, self.to_ms, sorted([*(rolled or []), *hours]))
         parts = [self._records(lo, hi, feedback) for lo, hi in stretches]
         if self.tagged:  # the rolled-up days' records, tagged or not (their untagged rows are subtracted)
             parts += [self._records(lo, hi, feedback, tag_filter=False) for lo, hi in rolled or []]
         split = split or []
         whole = sorted([*(months or []), *((a, b) for a, b, _, _ in split)])
-        days = [span for lo, hi in _gaps(None, None, whole) for span in _within(rolled or [], lo, hi)]
+        days = [span for lo, hi in gaps(None, None, whole) for span in within(rolled or [], lo, hi)]
         if days:
             parts.append(self._rolled(days, "tg" in keys))
         if months:
@@ -571,51 +494,3 @@ class ColumnarQuestion:
                 have.add_vector(v)
         return out
 
-
-def _within(spans: list[tuple[int, int]], lo: int | None, hi: int | None) -> list[tuple[int, int]]:
-    """The parts of `spans` within [lo, hi) (None: unbounded)."""
-    out = []
-    for a, b in spans:
-        a, b = a if lo is None else max(a, lo), b if hi is None else min(b, hi)
-        if a < b:
-            out.append((a, b))
-    return out
-
-
-def _gaps(lo: int | None, hi: int | None, spans: list[tuple[int, int]]) -> list[tuple[int | None, int | None]]:
-    """[lo, hi) less the sorted, disjoint `spans` inside it: the stretches read from the records."""
-    out: list[tuple[int | None, int | None]] = []
-    at = lo
-    for a, b in spans:
-        if at is None or a > at:
-            out.append((at, a))
-        at = b
-    if not spans or hi is None or at is None or at < hi:
-        out.append((at, hi))
-    return out
-
-
-def offsets(lo: int, hi: int, tz: str) -> list[tuple[int, int]]:
-    """(from, UTC offset in ms) for each stretch of [lo, hi) with one offset; offsets change on a
-    quarter-hour, found hour by hour and then to the quarter."""
-    out = [(lo, _offset_ms(lo, tz))]
-    for hour in range(lo - lo % HOUR_MS + HOUR_MS, hi, HOUR_MS):
-        now = _offset_ms(hour, tz)
-        if now != out[-1][1]:
-            at = next(q for q in range(hour - HOUR_MS + QUARTER_MS, hour + 1, QUARTER_MS) if _offset_ms(q, tz) == now)
-            out.append((max(at, lo), now))
-    return out
-
-
-def _offset_ms(ms: int, tz: str) -> int:
-    return zones.offset_ms(ms, tz)
-
-
-def _offset_began(ms: int, tz: str) -> int:
-    """When the offset in force at `ms` began, if less than an hour before (else an hour before)."""
-    now, at = _offset_ms(ms, tz), ms - ms % QUARTER_MS
-    for _ in range(4):
-        if _offset_ms(at - QUARTER_MS, tz) != now:
-            return at
-        at -= QUARTER_MS
-    return at

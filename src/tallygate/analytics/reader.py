@@ -32,7 +32,8 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, func, select
 
-from tallygate.analytics.columnar_sql import ColumnarQuestion, offsets
+from tallygate.analytics.columnar_spans import offsets
+from tallygate.analytics.columnar_sql import ColumnarQuestion
 from tallygate.analytics.cover import cover
 from tallygate.analytics.mirror import ColumnarEngine, Mirror
 from tallygate.analytics.plan import Segment, levels_for, merged, plan, segments_for
