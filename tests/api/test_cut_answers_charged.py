@@ -53,65 +53,39 @@ def assert_worst_case(gw: InProcessGateway, request_id: str, key: str) -> None:
     assert gw.spend_when_settled(key) == Decimal(row["cost"]) > 0
 
 
-def test_a_chat_answer_cut_mid_body_is_charged_its_worst_case(gateway: InProcessGateway) -> None:
-    key = gateway.create_key("cut", monthly_limit="5")
-    with openai.OpenAI(base_url=gateway.base_url, api_key=key, max_retries=0, timeout=20) as client:
-        with pytest.raises(openai.APIStatusError) as failed:
-            client.chat.completions.create(model="cut", messages=PROMPT, max_tokens=100)  # type: ignore[arg-type]
+def _refused(gw: InProcessGateway, key: str, model: str, *, stream: bool,
+             claude: bool = False) -> openai.APIStatusError | anthropic.APIStatusError:
+    """The 502 a request for `model` gets (through the Anthropic SDK when `claude`)."""
+    if claude:
+        with anthropic.Anthropic(base_url=gw.url, api_key=key, max_retries=0, timeout=20) as sdk, \
+                pytest.raises(anthropic.APIStatusError) as failed:
+            sdk.messages.create(model=model, messages=PROMPT, max_tokens=100, stream=stream)  # type: ignore[arg-type]
+    else:
+        with openai.OpenAI(base_url=gw.base_url, api_key=key, max_retries=0, timeout=20) as client, \
+                pytest.raises(openai.APIStatusError) as failed:
+            client.chat.completions.create(model=model, messages=PROMPT, max_tokens=100,  # type: ignore[call-overload]
+                                           stream=stream)
     assert failed.value.status_code == 502
-    assert_worst_case(gateway, failed.value.response.headers["x-request-id"], key)
+    return failed.value
 
 
-def test_a_messages_answer_cut_mid_body_is_charged_its_worst_case(gateway: InProcessGateway) -> None:
+@pytest.mark.parametrize(("model", "stream", "claude"), [("cut", False, False), ("claude-cut", False, True),
+                                                         ("head", True, False), ("claude-head", True, True)],
+                         ids=["chat cut mid-body", "messages cut mid-body", "chat stream cut before its first event",
+                              "messages stream cut before its first event"])
+def test_an_answer_cut_after_its_200_is_charged_its_worst_case(gateway: InProcessGateway, model: str, stream: bool,
+                                                               claude: bool) -> None:
     key = gateway.create_key("cut", monthly_limit="5")
-    with anthropic.Anthropic(base_url=gateway.url, api_key=key, max_retries=0, timeout=20) as claude:
-        with pytest.raises(anthropic.APIStatusError) as failed:
-            claude.messages.create(model="claude-cut", messages=PROMPT, max_tokens=100)  # type: ignore[arg-type]
-    assert failed.value.status_code == 502
-    assert_worst_case(gateway, failed.value.response.headers["x-request-id"], key)
+    failed = _refused(gateway, key, model, stream=stream, claude=claude)
+    assert_worst_case(gateway, failed.response.headers["x-request-id"], key)
 
 
-def test_a_limited_request_is_not_tried_again_after_a_cut_answer(gateway: InProcessGateway,
-                                                                 upstream: FakeUpstream) -> None:
+@pytest.mark.parametrize(("policy", "stream", "billed"), [("cut-then-fast", False, "cut-stream"),
+                                                          ("head-then-fast", True, "cut-head")])
+def test_a_limited_request_is_not_tried_again_after_a_cut_answer(gateway: InProcessGateway, upstream: FakeUpstream,
+                                                                 policy: str, stream: bool, billed: str) -> None:
     upstream.clear()
     key = gateway.create_key("cut", monthly_limit="5")
-    with openai.OpenAI(base_url=gateway.base_url, api_key=key, max_retries=0, timeout=20) as client:
-        with pytest.raises(openai.APIStatusError) as failed:
-            client.chat.completions.create(model="policy/cut-then-fast", messages=PROMPT,  # type: ignore[arg-type]
-                                           max_tokens=100)
-    assert failed.value.status_code == 502
-    assert [r["body"]["model"] for r in upstream.requests] == ["cut-stream"]  # one answer billed, one held
-    assert Decimal(0) < gateway.spend_when_settled(key) <= 5
-
-
-def test_a_chat_stream_cut_before_its_first_event_is_charged_its_worst_case(gateway: InProcessGateway) -> None:
-    key = gateway.create_key("cut", monthly_limit="5")
-    with openai.OpenAI(base_url=gateway.base_url, api_key=key, max_retries=0, timeout=20) as client:
-        with pytest.raises(openai.APIStatusError) as failed:
-            client.chat.completions.create(model="head", messages=PROMPT, max_tokens=100,  # type: ignore[arg-type]
-                                           stream=True)
-    assert failed.value.status_code == 502
-    assert_worst_case(gateway, failed.value.response.headers["x-request-id"], key)
-
-
-def test_a_messages_stream_cut_before_its_first_event_is_charged_its_worst_case(gateway: InProcessGateway) -> None:
-    key = gateway.create_key("cut", monthly_limit="5")
-    with anthropic.Anthropic(base_url=gateway.url, api_key=key, max_retries=0, timeout=20) as claude:
-        with pytest.raises(anthropic.APIStatusError) as failed:
-            claude.messages.create(model="claude-head", messages=PROMPT, max_tokens=100,  # type: ignore[arg-type]
-                                   stream=True)
-    assert failed.value.status_code == 502
-    assert_worst_case(gateway, failed.value.response.headers["x-request-id"], key)
-
-
-def test_a_limited_stream_is_not_tried_again_after_a_cut_before_its_first_event(gateway: InProcessGateway,
-                                                                                upstream: FakeUpstream) -> None:
-    upstream.clear()
-    key = gateway.create_key("cut", monthly_limit="5")
-    with openai.OpenAI(base_url=gateway.base_url, api_key=key, max_retries=0, timeout=20) as client:
-        with pytest.raises(openai.APIStatusError) as failed:
-            client.chat.completions.create(model="policy/head-then-fast", messages=PROMPT,  # type: ignore[arg-type]
-                                           max_tokens=100, stream=True)
-    assert failed.value.status_code == 502
-    assert [r["body"]["model"] for r in upstream.requests] == ["cut-head"]  # one answer billed, one held
+    _refused(gateway, key, f"policy/{policy}", stream=stream)
+    assert [r["body"]["model"] for r in upstream.requests] == [billed]  # one answer billed, one held
     assert Decimal(0) < gateway.spend_when_settled(key) <= 5

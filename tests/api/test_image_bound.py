@@ -32,31 +32,20 @@ def gateway(upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) ->
     gw.stop()
 
 
-def test_an_image_is_reserved_at_its_targets_image_price(gateway: InProcessGateway, upstream: FakeUpstream) -> None:
-    """$20 fits a Claude image ($1.60) but not a gpt-4o-mini one ($48.17 at most)."""
-    status, _, rec = gateway.post_json("/v1/manage/apikey", {"name": "images", "monthly_limit": "20"})
-    assert status == 201, rec
-    client = openai.OpenAI(base_url=gateway.base_url, api_key=rec["key"], max_retries=0)
-    upstream.clear()
-    with pytest.raises(openai.APIStatusError) as refused:
-        client.chat.completions.create(model="mini-priced", messages=IMAGE, max_tokens=10)  # type: ignore[arg-type]
-    assert refused.value.status_code == 402 and upstream.requests == []
-    served = client.chat.completions.create(model="claude-priced", messages=IMAGE, max_tokens=10)  # type: ignore[arg-type]
-    assert served.choices[0].message.content
-
-
-def test_a_high_resolution_claude_image_is_reserved_at_its_high_resolution_price(
-        gateway: InProcessGateway, upstream: FakeUpstream) -> None:
-    """Claude Opus 4.7 and later read an image at up to 2,576 px a side (about 3.75 megapixels,
-    28 px patches: a 2,576 x 1,456 screenshot is 4,784 tokens), not the 1,600 of earlier Claude
-    models: $4 fits a Claude Sonnet 4.5 image ($1.60) but not an Opus 4.7 one ($5 at most; before,
-    reserved at $1.60 and served)."""
-    status, _, rec = gateway.post_json("/v1/manage/apikey", {"name": "hires", "monthly_limit": "4"})
+@pytest.mark.parametrize(("limit", "refused_model"), [("20", "mini-priced"), ("4", "opus-priced")],
+                         ids=["gpt-4o-mini image", "Opus 4.7 high-resolution image"])
+def test_an_image_is_reserved_at_its_targets_image_price(gateway: InProcessGateway, upstream: FakeUpstream,
+                                                         limit: str, refused_model: str) -> None:
+    """A Claude Sonnet 4.5 image fits ($1.60) where a gpt-4o-mini one ($48.17 at most) does not fit
+    $20, nor an Opus 4.7 one $4: Claude Opus 4.7 and later read an image at up to 2,576 px a side
+    (about 3.75 megapixels, 28 px patches: a 2,576 x 1,456 screenshot is 4,784 tokens, $5 at most),
+    not the 1,600 tokens of earlier Claude models (before, reserved at $1.60 and served)."""
+    status, _, rec = gateway.post_json("/v1/manage/apikey", {"name": "images", "monthly_limit": limit})
     assert status == 201, rec
     with openai.OpenAI(base_url=gateway.base_url, api_key=rec["key"], max_retries=0) as client:
         upstream.clear()
         with pytest.raises(openai.APIStatusError) as refused:
-            client.chat.completions.create(model="opus-priced", messages=IMAGE, max_tokens=10)  # type: ignore[arg-type]
+            client.chat.completions.create(model=refused_model, messages=IMAGE, max_tokens=10)  # type: ignore[arg-type]
         assert refused.value.status_code == 402 and upstream.requests == []
         served = client.chat.completions.create(model="claude-priced", messages=IMAGE, max_tokens=10)  # type: ignore[arg-type]
     assert served.choices[0].message.content
