@@ -353,9 +353,12 @@ class Exchange:
         self._hold, self._rate, self._targets = await self._pipeline.reserve(call, body, plan.targets, policy)
         call.admit_route = self._targets
         call.output_cap = sent_cap(body, self._endpoint)  # what estimates of the output stop at
-        if self._endpoint != "count_tokens":  # what an attempt that timed out is charged (`Call.lose`)
+        endpoint = self._endpoint
+        if endpoint != "count_tokens":  # what an attempt that timed out is charged (`Call.lose`)
+            # (not a closure over `self`: the exchange holds the call, and a call that held its
+            # exchange would be a cycle only the garbage collector frees, with all it refers to)
             rate = self._pipeline.catalog.rate
-            call.worst_case = lambda route: (lost_usage(body, self._endpoint), rate(route))
+            call.worst_case = lambda route: (lost_usage(body, endpoint), rate(route))
 
     @property
     def send(self) -> Send:
