@@ -27,6 +27,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from types import TracebackType
 
+from tallygate.core import clock
 from tallygate.errors import (
     BudgetExceeded,
     BudgetUnavailable,
@@ -156,7 +157,7 @@ class Pipeline:
                        first: Sequence[Rule]) -> tuple[Hold | None, RateHold | None, TargetAdmission]:
         """Rate limits, then budgets, all or nothing, then the admission under `first` (a
         policy's first target's model limits), which never refuses the request itself: in one
-        Redis round trip when shared; budgets in their windows at `at_ms` (the request's start,
+        Redis round trip when shared; budgets in their windows at `at_ms` (when the request is held,
         its ledger `created_at`)."""
         if (rules or first) and isinstance(self.limiter, SharedLimiter):
             held, admitted, ahead = await self.limiter.reserve(scopes, amount, rules, tokens, at_ms, request_id,
@@ -252,6 +253,11 @@ class Pipeline:
             call.held = amount  # what one attempt may cost (also while Redis is away, budgets open)
             tokens = tools.input_tokens(prompt, output) + output if counted else 0  # every pass, as budgets
             targets = first = None
+            # The request counts in the windows of the instant it is held, not of its headers: a
+            # body that arrives after a window ended would be held against that window's counters,
+            # which this process drops once another request holds in the next one (its spend read
+            # as 0). The ledger's `created_at` is that instant, so a later read counts it there too.
+            call.created_ms = clock.now_ms()
             if targeted:
                 targets = TargetLimits(call, self.target_rules, self.limiter, tokens, self.catch_up)
                 first = tuple(r for r in self.target_rules(call, routes[0].name) if r not in rules)
