@@ -86,3 +86,34 @@ def test_bad_preset_is_a_config_error_naming_the_field(provider: dict, message: 
     with pytest.raises(ConfigError, match=message) as info:
         parse_config({"providers": {"p": provider}, "models": {}}, env={})
     assert "providers.p" in str(info.value)
+
+
+def test_a_cap_reaches_a_service_that_reads_only_max_tokens(upstream: FakeUpstream, tmp_path_factory:
+                                                            pytest.TempPathFactory) -> None:
+    """DeepSeek caps its output by `max_tokens` only: a limited request's `max_completion_tokens`
+    (the client's, or the one the gateway sets) must reach it as `max_tokens`, or the output its
+    reservation counted is not the output billed."""
+    config = {
+        "providers": {"deepseek": {"type": "openai", "preset": "deepseek", "base_url": upstream.base_url,
+                                   "api_key": "d"}},
+        "models": {"ds": {"provider": "deepseek", "model": "deepseek-long-3000",  # $0.001 a token
+                          "pricing": {"input_per_mtok": "1000", "output_per_mtok": "1000"}}},
+    }
+    gw = InProcessGateway(tmp_path_factory.mktemp("deepseek-cap"), config).start()
+    try:
+        key = gw.create_key("ds", monthly_limit="0.5")
+        with openai.OpenAI(base_url=gw.base_url, api_key=key, max_retries=0) as client:
+            for stream in (False, True):
+                if stream:
+                    chunks = list(client.chat.completions.create(
+                        model="ds", messages=[{"role": "user", "content": "write"}], max_completion_tokens=100,
+                        stream=True, stream_options={"include_usage": True}))
+                    usage = chunks[-1].usage
+                else:
+                    usage = client.chat.completions.create(model="ds", messages=[{"role": "user", "content": "write"}],
+                                                           max_completion_tokens=100).usage
+                assert usage is not None and usage.completion_tokens <= 100, usage
+        assert upstream.requests[-1]["body"]["max_tokens"] == 100
+        assert gw.spend_when_settled(key) <= Decimal("0.5")
+    finally:
+        gw.stop()

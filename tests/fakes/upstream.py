@@ -44,7 +44,9 @@ The MODEL NAME in the request body picks a scenario (see wire.parse_scenario):
   nousage              success; OpenAI answers (chat JSON and streams, embeddings) carry no usage
   anything else        success, the response ``model`` echoes the request's model
 A chat model named ``deepseek-*`` reports its usage as DeepSeek documents it (the cache hits in
-``prompt_cache_hit_tokens`` / ``prompt_cache_miss_tokens``, no ``prompt_tokens_details``).
+``prompt_cache_hit_tokens`` / ``prompt_cache_miss_tokens``, no ``prompt_tokens_details``) and
+caps its output by ``max_tokens`` only (DeepSeek has no ``max_completion_tokens``);
+``deepseek-<scenario>`` plays that scenario so (``deepseek-long-3000``).
 With ``prompt_caching = True``, a successful answer also emulates prompt caching as the real APIs
 do it (``wire.prompt_cache``): OpenAI's automatic caching of a long prompt's earlier messages, and
 Anthropic's ``cache_control`` breakpoints, written once and read after (``prompt_cache`` holds the
