@@ -57,7 +57,7 @@ from tallygate.pipeline.input_bound import check_inputs
 from tallygate.pipeline.models import ModelCatalog, Route, check_kind
 from tallygate.pipeline.observers import Observers
 from tallygate.pipeline.output_cap import cap_output, sent_cap
-from tallygate.pipeline.pricing import PriceContext, Rate, price_context, unpriced_tier
+from tallygate.pipeline.pricing import LONG_CONTEXT, PriceContext, Rate, price_context, unpriced_tier
 from tallygate.pipeline.ratelimit import (
     MemoryLimiter,
     RateHold,
@@ -91,8 +91,8 @@ from tallygate.providers.secrets import Scrubber
 log = logging.getLogger("tallygate.proxy")
 
 AUTHORIZATION, CONTENT_TYPE, TAGS, X_API_KEY = b"authorization", b"content-type", b"x-request-tags", b"x-api-key"
-_TRACE, _CLEN, _CENC = b"traceparent", b"content-length", b"content-encoding"
-_HEADERS = (AUTHORIZATION, CONTENT_TYPE, TAGS, X_API_KEY, _CLEN, _TRACE, _CENC)
+_TRACE, _CLEN, _CENC, _BETA = b"traceparent", b"content-length", b"content-encoding", b"anthropic-beta"
+_HEADERS = (AUTHORIZATION, CONTENT_TYPE, TAGS, X_API_KEY, _CLEN, _TRACE, _CENC, _BETA)
 ErrorSender = Callable[[Send, GatewayError, str], Awaitable[None]]
 
 
@@ -248,7 +248,7 @@ class Pipeline:
             prompt, output = bound or (0, 0)
             rates = [self.catalog.rate(r) for r in routes] if priced else []  # no limit: no price looked up
             if rates and call.price_context:
-                _check_tiers(rates, routes, call.price_context)
+                _check_tiers(rates, routes, call.price_context, tools.input_tokens(prompt, output))
             amount = priced_bound(prompt, output, [r.under(call.price_context) for r in rates], tools) if priced else 0
             call.held = amount  # what one attempt may cost (also while Redis is away, budgets open)
             tokens = tools.input_tokens(prompt, output) + output if counted else 0  # every pass, as budgets
@@ -283,11 +283,12 @@ class Pipeline:
         raise BudgetUnavailable("budgets kept changing while this request was admitted; retry")
 
 
-def _check_tiers(rates: Sequence[Rate], routes: Sequence[Route], context: PriceContext) -> None:
+def _check_tiers(rates: Sequence[Rate], routes: Sequence[Route], context: PriceContext, prompt: int) -> None:
     """A 400 naming the field of `context` that asks a target for a dearer tier whose price is not
-    known there (`pricing.unpriced_tier`): it could be neither reserved nor metered."""
+    known there for a prompt of up to `prompt` tokens (`pricing.unpriced_tier`): it could be
+    neither reserved nor metered."""
     for rate, route in zip(rates, routes, strict=True):
-        if (asked := unpriced_tier(rate, context)) is not None:
+        if (asked := unpriced_tier(rate, context, prompt)) is not None:
             field, value = asked
             raise InvalidRequest(f"{field}: {value!r} is billed above the standard price, and this gateway has no "
                                  f"price for it on {route.name!r}, so a request counted against a limit cannot ask "
@@ -341,6 +342,8 @@ class Exchange:
         if not call.requested_model:
             raise InvalidRequest("model must be a non-empty string", param="model")
         call.price_context = price_context(body)  # a dearer tier asked for is reserved and metered as such
+        if self._endpoint == "messages" and LONG_CONTEXT[1] in (headers.get(_BETA) or ""):  # passed on to Claude
+            call.price_context += (LONG_CONTEXT,)
         return body
 
     def plan(self, body: dict) -> Plan:
