@@ -117,3 +117,33 @@ def test_a_cap_reaches_a_service_that_reads_only_max_tokens(upstream: FakeUpstre
         assert gw.spend_when_settled(key) <= Decimal("0.5")
     finally:
         gw.stop()
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("models", ["anthropic/claude-opus-4.1"]),  # served when the first model fails, at its own price
+    ("plugins", [{"id": "web", "max_results": 10}]),  # web results billed per result, apart from tokens
+])
+def test_openrouter_fields_that_pick_other_prices_are_refused_for_a_limited_key(
+        upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory, field: str, value: object) -> None:
+    """A chat request reaches OpenRouter as it is: `models` lets OpenRouter serve a fallback model
+    (Claude Opus at $15 / $75 a million for a route priced at gpt-4o-mini's $0.15 / $0.60) and
+    `plugins` runs paid web searches, neither in what the gateway prices. A limited request
+    carrying either is refused before OpenRouter is called; an unlimited one is served."""
+    config = {
+        "providers": {"or": {"type": "openai", "preset": "openrouter", "base_url": upstream.base_url,
+                             "api_key": "sk-or"}},
+        "models": {"mini": {"provider": "or", "model": "openrouter-gpt-4o-mini",
+                            "pricing": {"input_per_mtok": "0.15", "output_per_mtok": "0.60"}}},
+    }
+    gw = InProcessGateway(tmp_path_factory.mktemp(f"openrouter-{field}"), config).start()
+    try:
+        key = gw.create_key("or", monthly_limit="1")
+        body = {"model": "mini", "messages": [{"role": "user", "content": "hi"}], field: value}
+        sent = len(upstream.requests)
+        status, _, answer = gw.post_json("/v1/chat/completions", body, key=key)
+        assert status == 400 and answer["error"]["param"] == field, answer
+        assert len(upstream.requests) == sent  # OpenRouter never called
+        status, _, answer = gw.post_json("/v1/chat/completions", body)  # the admin key: no limit
+        assert status == 200, answer
+    finally:
+        gw.stop()

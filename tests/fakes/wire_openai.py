@@ -26,6 +26,8 @@ OPENAI_CHAT_PARAMS = frozenset({
     "functions", "function_call", "prompt_cache_key", "prompt_cache_retention",
     "safety_identifier", "verbosity",
 })
+OPENROUTER = "openrouter-"  # a model of this prefix is served as OpenRouter serves it
+OPENROUTER_PARAMS = frozenset({"models", "route", "provider", "plugins", "transforms", "usage", "reasoning"})
 OPENAI_EMBEDDING_PARAMS = frozenset({"model", "input", "encoding_format", "dimensions", "user"})
 FINGERPRINT = "fp_fake0001"
 

@@ -53,7 +53,7 @@ from tallygate.pipeline.budget import (
 from tallygate.pipeline.budget import Scope as BudgetScope
 from tallygate.pipeline.call import Call
 from tallygate.pipeline.image_tokens import MAX_IMAGE_TOKENS, image_tokens
-from tallygate.pipeline.input_bound import check_inputs
+from tallygate.pipeline.input_bound import check_inputs, check_routes
 from tallygate.pipeline.models import ModelCatalog, Route, check_kind
 from tallygate.pipeline.observers import Observers
 from tallygate.pipeline.output_cap import cap_output, sent_cap
@@ -238,6 +238,7 @@ class Pipeline:
             if bound is None and (priced or counted):
                 if call.endpoint != "count_tokens":  # counting is free: any input may be counted
                     check_inputs(body, call.endpoint)  # no part the reservation cannot bound
+                    check_routes(body, call.endpoint, [r.price_list for r in routes if r.native.chat_payload is None])
                 output = cap_output(body, call.endpoint)  # the body sent carries the cap reserved for
                 tools = cap_tools(body, call.endpoint, [r.upstream_model for r in routes])  # and the tools' bounds
                 if tools.open_results is not None:  # results of no bounded size: each pass reads a window at most
