@@ -119,23 +119,26 @@ def test_a_cap_reaches_a_service_that_reads_only_max_tokens(upstream: FakeUpstre
         gw.stop()
 
 
-@pytest.mark.parametrize(("field", "value"), [
-    ("models", ["anthropic/claude-opus-4.1"]),  # served when the first model fails, at its own price
-    ("plugins", [{"id": "web", "max_results": 10}]),  # web results billed per result, apart from tokens
+@pytest.mark.parametrize(("preset", "field", "value"), [
+    ("openrouter", "models", ["anthropic/claude-opus-4.1"]),  # served when the first model fails, at its price
+    ("openrouter", "plugins", [{"id": "web", "max_results": 10}]),  # web results billed per result
+    ("xai", "search_parameters", {"mode": "on", "max_search_results": 30}),  # $25 per 1,000 sources
 ])
-def test_openrouter_fields_that_pick_other_prices_are_refused_for_a_limited_key(
-        upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory, field: str, value: object) -> None:
-    """A chat request reaches OpenRouter as it is: `models` lets OpenRouter serve a fallback model
-    (Claude Opus at $15 / $75 a million for a route priced at gpt-4o-mini's $0.15 / $0.60) and
-    `plugins` runs paid web searches, neither in what the gateway prices. A limited request
-    carrying either is refused before OpenRouter is called; an unlimited one is served."""
+def test_service_fields_that_pick_other_prices_are_refused_for_a_limited_key(
+        upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory, preset: str, field: str,
+        value: object) -> None:
+    """A chat request reaches a named service as it is: OpenRouter's `models` lets it serve a
+    fallback model (Claude Opus at $15 / $75 a million for a route priced at gpt-4o-mini's
+    $0.15 / $0.60), its `plugins` and xAI's `search_parameters` run paid searches, none of it in
+    what the gateway prices. A limited request carrying one is refused before the service is
+    called; an unlimited one is served."""
     config = {
-        "providers": {"or": {"type": "openai", "preset": "openrouter", "base_url": upstream.base_url,
-                             "api_key": "sk-or"}},
-        "models": {"mini": {"provider": "or", "model": "openrouter-gpt-4o-mini",
+        "providers": {"svc": {"type": "openai", "preset": preset, "base_url": upstream.base_url,
+                              "api_key": "sk-svc"}},
+        "models": {"mini": {"provider": "svc", "model": f"{preset}-gpt-4o-mini",
                             "pricing": {"input_per_mtok": "0.15", "output_per_mtok": "0.60"}}},
     }
-    gw = InProcessGateway(tmp_path_factory.mktemp(f"openrouter-{field}"), config).start()
+    gw = InProcessGateway(tmp_path_factory.mktemp(f"{preset}-{field}"), config).start()
     try:
         key = gw.create_key("or", monthly_limit="1")
         body = {"model": "mini", "messages": [{"role": "user", "content": "hi"}], field: value}

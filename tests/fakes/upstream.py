@@ -47,7 +47,8 @@ A chat model named ``deepseek-*`` reports its usage as DeepSeek documents it (th
 ``prompt_cache_hit_tokens`` / ``prompt_cache_miss_tokens``, no ``prompt_tokens_details``) and
 caps its output by ``max_tokens`` only (DeepSeek has no ``max_completion_tokens``);
 ``deepseek-<scenario>`` plays that scenario so (``deepseek-long-3000``). A chat model named
-``openrouter-*`` takes OpenRouter's own fields too (``models``, ``plugins`` ...), as OpenRouter does.
+``openrouter-*`` takes OpenRouter's own fields too (``models``, ``plugins`` ...), as OpenRouter does;
+``xai-*`` xAI's ``search_parameters``.
 With ``prompt_caching = True``, a successful answer also emulates prompt caching as the real APIs
 do it (``wire.prompt_cache``): OpenAI's automatic caching of a long prompt's earlier messages, and
 Anthropic's ``cache_control`` breakpoints, written once and read after (``prompt_cache`` holds the
@@ -179,9 +180,10 @@ class FakeUpstream(LoopbackServer):
         return body, (self._openai_response(400, err) if err else None)
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
-        peek = json_or_none(await request.read())  # (cached) an openrouter-* model takes OpenRouter's fields
-        routed = isinstance(peek, dict) and str(peek.get("model")).startswith(wire_openai.OPENROUTER)
-        allowed = wire_openai.OPENAI_CHAT_PARAMS | (wire_openai.OPENROUTER_PARAMS if routed else frozenset())
+        peek = json_or_none(await request.read())  # (cached) an openrouter-* / xai-* model takes its service's fields
+        model = str(peek.get("model")) if isinstance(peek, dict) else ""
+        allowed = wire_openai.OPENAI_CHAT_PARAMS | next(
+            (extra for prefix, extra in wire_openai.SERVICE_PARAMS.items() if model.startswith(prefix)), frozenset())
         body, err = await self._openai_body(request, allowed, ("messages",))
         if err is not None or body is None:
             return err  # type: ignore[return-value]

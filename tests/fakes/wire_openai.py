@@ -26,8 +26,10 @@ OPENAI_CHAT_PARAMS = frozenset({
     "functions", "function_call", "prompt_cache_key", "prompt_cache_retention",
     "safety_identifier", "verbosity",
 })
-OPENROUTER = "openrouter-"  # a model of this prefix is served as OpenRouter serves it
-OPENROUTER_PARAMS = frozenset({"models", "route", "provider", "plugins", "transforms", "usage", "reasoning"})
+# A model of one of these prefixes is served as that service serves it: with its own chat fields.
+SERVICE_PARAMS = {"openrouter-": frozenset({"models", "route", "provider", "plugins", "transforms", "usage",
+                                           "reasoning"}),
+                  "xai-": frozenset({"search_parameters"})}
 OPENAI_EMBEDDING_PARAMS = frozenset({"model", "input", "encoding_format", "dimensions", "user"})
 FINGERPRINT = "fp_fake0001"
 
