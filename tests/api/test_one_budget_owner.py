@@ -1,0 +1,34 @@
+"""Two `tallygate serve` processes on one ledger without Redis would each enforce every limit in
+memory, on its own: the second refuses to start, naming --redis (SQLite here; PostgreSQL takes an
+advisory lock the same way, tests/multiprocess)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import standard_config
+from tests.fakes.upstream import FakeUpstream
+from tests.gateway import Gateway
+
+
+def test_a_second_process_on_the_ledger_without_redis_refuses_to_start(upstream: FakeUpstream,
+                                                                        tmp_path: Path) -> None:
+    first = Gateway(tmp_path, standard_config(upstream)).start()
+    try:
+        key = first.create_key("twice", monthly_limit="0.5")
+        second = Gateway(tmp_path, standard_config(upstream))  # the same ledger.db
+        try:
+            with pytest.raises(RuntimeError, match="--redis"):
+                second.start()
+        finally:
+            second.stop()
+        # Before: both served, each holding the key to $0.50 alone, and the ledger took $0.50 twice.
+        body = {"model": "priced", "max_tokens": 100, "messages": [{"role": "user", "content": "spend"}]}
+        status, _, answer = first.post_json("/v1/chat/completions", body, key=key)
+        assert status == 200, answer
+    finally:
+        first.stop()
+    again = Gateway(tmp_path, standard_config(upstream)).start()  # the first one gone: the ledger is free
+    again.stop()
