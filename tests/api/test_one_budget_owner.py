@@ -1,6 +1,6 @@
 """Two `tallygate serve` processes on one ledger without Redis would each enforce every limit in
-memory, on its own: the second refuses to start, naming --redis (SQLite here; PostgreSQL takes an
-advisory lock the same way, tests/multiprocess)."""
+memory, on its own: the second refuses to start, naming --redis (a SQLite file's lock; a
+PostgreSQL advisory lock, which every machine sees)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import pytest
 from tests.conftest import standard_config
 from tests.fakes.upstream import FakeUpstream
 from tests.gateway import Gateway
+from tests.postgres import postgres_server
 
 
 def test_a_second_process_on_the_ledger_without_redis_refuses_to_start(upstream: FakeUpstream,
@@ -32,3 +33,20 @@ def test_a_second_process_on_the_ledger_without_redis_refuses_to_start(upstream:
         first.stop()
     again = Gateway(tmp_path, standard_config(upstream)).start()  # the first one gone: the ledger is free
     again.stop()
+
+
+def test_on_postgresql_too(upstream: FakeUpstream, tmp_path: Path) -> None:
+    with postgres_server() as url:
+        (tmp_path / "a").mkdir()
+        (tmp_path / "b").mkdir()
+        first = Gateway(tmp_path / "a", standard_config(upstream), db_url=url).start()
+        try:
+            second = Gateway(tmp_path / "b", standard_config(upstream), db_url=url)  # another machine
+            try:
+                with pytest.raises(RuntimeError, match="--redis"):
+                    second.start()
+            finally:
+                second.stop()
+        finally:
+            first.stop()
+        Gateway(tmp_path / "b", standard_config(upstream), db_url=url).start().stop()  # free once it stopped
