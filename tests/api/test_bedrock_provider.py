@@ -308,3 +308,23 @@ def test_chat_and_responses_on_a_native_messages_provider_go_through_converse(cl
     assert cost(gateway, completion.id) == cost(gateway, chunks[0].id) > 0
     assert raw.parse().output_text == streamed.output_text == "Echo: hello"
     assert cost(gateway, raw.headers["x-request-id"]) == cost(gateway, streamed.id) > 0
+
+
+@pytest.mark.parametrize("model", ["sonnet", "sonnet-native"])
+def test_a_limited_1m_context_request_is_refused_where_its_long_context_price_is_unknown(gateway: Gateway,
+                                                                                       model: str) -> None:
+    """`anthropic-beta: context-1m-...` lets Claude Sonnet 4.5 read over 200K tokens, billed by
+    Bedrock at its long-context price ($6.60 / $24.75 a million on a `us.` profile, twice the
+    input price); genai-prices gives Bedrock no such tier, so the request would be reserved and
+    metered at $3.30 / $16.50 and a key's spend would reach twice its limit at the provider.
+    A limited request whose prompt may pass 200K tokens is refused, naming the header; a short
+    one is served."""
+    key = gateway.create_key(f"long-context-{model}", monthly_limit="100")
+    headers = {"anthropic-version": "2023-06-01", "anthropic-beta": "context-1m-2025-08-07"}
+    long = {"model": model, "max_tokens": 10, "messages": [{"role": "user", "content": "lorem ipsum " * 75_000}]}
+    status, _, answer = gateway.post_json("/v1/messages", long, key=key, headers=headers)
+    assert status == 400 and answer["error"]["type"] == "invalid_request_error", answer
+    assert "anthropic-beta" in answer["error"]["message"], answer
+    short = {**long, "messages": [{"role": "user", "content": "hello"}]}
+    status, _, answer = gateway.post_json("/v1/messages", short, key=key, headers=headers)
+    assert status == 200, answer

@@ -42,6 +42,8 @@ def gateway(gemini: FakeGemini, tmp_path_factory: pytest.TempPathFactory) -> Ite
             "cut": {"provider": "google", "model": "cut-stream"},
             "badkey": {"provider": "google-badkey", "model": "gemini-2.5-flash"},
             "embed": {"provider": "google", "model": "gemini-embedding-001"},
+            "long": {"provider": "google", "model": "long-3000",  # $0.001 a token
+                     "pricing": {"input_per_mtok": "1000", "output_per_mtok": "1000"}},
             "embed-usage": {"provider": "google", "model": "gemini-embedding-001-usage",
                             "pricing": {"input_per_mtok": "0.15", "output_per_mtok": "0"}},
         },
@@ -195,3 +197,20 @@ def test_embeddings_through_batch_embed_contents_priced_by_googles_token_count(
     with pytest.raises(openai.BadRequestError) as bad:
         client.embeddings.create(model=model, input="hi", dimensions=4000)
     assert bad.value.body["param"] == "dimensions"  # type: ignore[index]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_null_max_completion_tokens_does_not_lift_the_cap_reserved_for(gateway: Gateway, stream: bool) -> None:
+    """`max_tokens: 10` with `max_completion_tokens: null`: the reservation counts 10 output
+    tokens, so Gemini is sent `maxOutputTokens: 10`, not no cap (Gemini 2.5's default is 65,536)."""
+    key = gateway.create_key(f"gemini-null-cap-{stream}", monthly_limit="0.5")
+    with openai.OpenAI(base_url=gateway.base_url, api_key=key, max_retries=0) as client:
+        args: dict = {"model": "long", "messages": [{"role": "user", "content": "write"}], "max_tokens": 10,
+                      "extra_body": {"max_completion_tokens": None}}
+        if stream:
+            chunks = list(client.chat.completions.create(**args, stream=True, stream_options={"include_usage": True}))
+            usage = chunks[-1].usage
+        else:
+            usage = client.chat.completions.create(**args).usage
+    assert usage is not None and usage.completion_tokens <= 10, usage
+    assert gateway.spend_when_settled(key) <= Decimal("0.5")

@@ -86,3 +86,67 @@ def test_bad_preset_is_a_config_error_naming_the_field(provider: dict, message: 
     with pytest.raises(ConfigError, match=message) as info:
         parse_config({"providers": {"p": provider}, "models": {}}, env={})
     assert "providers.p" in str(info.value)
+
+
+def test_a_cap_reaches_a_service_that_reads_only_max_tokens(upstream: FakeUpstream, tmp_path_factory:
+                                                            pytest.TempPathFactory) -> None:
+    """DeepSeek caps its output by `max_tokens` only: a limited request's `max_completion_tokens`
+    (the client's, or the one the gateway sets) must reach it as `max_tokens`, or the output its
+    reservation counted is not the output billed."""
+    config = {
+        "providers": {"deepseek": {"type": "openai", "preset": "deepseek", "base_url": upstream.base_url,
+                                   "api_key": "d"}},
+        "models": {"ds": {"provider": "deepseek", "model": "deepseek-long-3000",  # $0.001 a token
+                          "pricing": {"input_per_mtok": "1000", "output_per_mtok": "1000"}}},
+    }
+    gw = InProcessGateway(tmp_path_factory.mktemp("deepseek-cap"), config).start()
+    try:
+        key = gw.create_key("ds", monthly_limit="0.5")
+        with openai.OpenAI(base_url=gw.base_url, api_key=key, max_retries=0) as client:
+            for stream in (False, True):
+                if stream:
+                    chunks = list(client.chat.completions.create(
+                        model="ds", messages=[{"role": "user", "content": "write"}], max_completion_tokens=100,
+                        stream=True, stream_options={"include_usage": True}))
+                    usage = chunks[-1].usage
+                else:
+                    usage = client.chat.completions.create(model="ds", messages=[{"role": "user", "content": "write"}],
+                                                           max_completion_tokens=100).usage
+                assert usage is not None and usage.completion_tokens <= 100, usage
+        assert upstream.requests[-1]["body"]["max_tokens"] == 100
+        assert gw.spend_when_settled(key) <= Decimal("0.5")
+    finally:
+        gw.stop()
+
+
+@pytest.mark.parametrize(("preset", "field", "value"), [
+    ("openrouter", "models", ["anthropic/claude-opus-4.1"]),  # served when the first model fails, at its price
+    ("openrouter", "plugins", [{"id": "web", "max_results": 10}]),  # web results billed per result
+    ("xai", "search_parameters", {"mode": "on", "max_search_results": 30}),  # $25 per 1,000 sources
+])
+def test_service_fields_that_pick_other_prices_are_refused_for_a_limited_key(
+        upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory, preset: str, field: str,
+        value: object) -> None:
+    """A chat request reaches a named service as it is: OpenRouter's `models` lets it serve a
+    fallback model (Claude Opus at $15 / $75 a million for a route priced at gpt-4o-mini's
+    $0.15 / $0.60), its `plugins` and xAI's `search_parameters` run paid searches, none of it in
+    what the gateway prices. A limited request carrying one is refused before the service is
+    called; an unlimited one is served."""
+    config = {
+        "providers": {"svc": {"type": "openai", "preset": preset, "base_url": upstream.base_url,
+                              "api_key": "sk-svc"}},
+        "models": {"mini": {"provider": "svc", "model": f"{preset}-gpt-4o-mini",
+                            "pricing": {"input_per_mtok": "0.15", "output_per_mtok": "0.60"}}},
+    }
+    gw = InProcessGateway(tmp_path_factory.mktemp(f"{preset}-{field}"), config).start()
+    try:
+        key = gw.create_key("or", monthly_limit="1")
+        body = {"model": "mini", "messages": [{"role": "user", "content": "hi"}], field: value}
+        sent = len(upstream.requests)
+        status, _, answer = gw.post_json("/v1/chat/completions", body, key=key)
+        assert status == 400 and answer["error"]["param"] == field, answer
+        assert len(upstream.requests) == sent  # OpenRouter never called
+        status, _, answer = gw.post_json("/v1/chat/completions", body)  # the admin key: no limit
+        assert status == 200, answer
+    finally:
+        gw.stop()

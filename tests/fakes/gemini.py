@@ -22,7 +22,7 @@ Gemini 3 models (`gemini-3*`) sign their function calls, as Google documents: a 
 beside each `functionCall` part (opaque base64), and a request whose history holds a model
 `functionCall` part without a signature this fake issued is Google's 400 INVALID_ARGUMENT.
 The model name picks failure scenarios as in FakeUpstream (fail-<status>, cut-stream, batch-error,
-slowstream-<ms>);
+slowstream-<ms>), and long-<n> a reply of n words (n candidate tokens);
 fail-404 is Google's NOT_FOUND for a model the API does not have.
 
 Embeddings: POST /v1beta/models/{model}:batchEmbedContents takes `{"requests": [{"model":
@@ -245,6 +245,8 @@ class FakeGemini(FakeUpstream):
         users = [c for c in contents if c["role"] == "user" and _texts(c["parts"])]
         text = "".join(_texts(users[-1]["parts"])).strip()[:40] if users else ""
         words = f"Echo: {text}".split(" ") if text else ["Hello", "from", "the", "fake."]
+        if long := wire.parse_scenario(model).words:  # long-<n>: n words, unless maxOutputTokens cuts them
+            words = ["w"] * long
         pieces = [words[0]] + [" " + w for w in words[1:]]
         config = body.get("generationConfig") or {}
         limit, finish = config.get("maxOutputTokens"), "STOP"

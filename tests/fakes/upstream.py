@@ -44,7 +44,11 @@ The MODEL NAME in the request body picks a scenario (see wire.parse_scenario):
   nousage              success; OpenAI answers (chat JSON and streams, embeddings) carry no usage
   anything else        success, the response ``model`` echoes the request's model
 A chat model named ``deepseek-*`` reports its usage as DeepSeek documents it (the cache hits in
-``prompt_cache_hit_tokens`` / ``prompt_cache_miss_tokens``, no ``prompt_tokens_details``).
+``prompt_cache_hit_tokens`` / ``prompt_cache_miss_tokens``, no ``prompt_tokens_details``) and
+caps its output by ``max_tokens`` only (DeepSeek has no ``max_completion_tokens``);
+``deepseek-<scenario>`` plays that scenario so (``deepseek-long-3000``). A chat model named
+``openrouter-*`` takes OpenRouter's own fields too (``models``, ``plugins`` ...), as OpenRouter does;
+``xai-*`` xAI's ``search_parameters``.
 With ``prompt_caching = True``, a successful answer also emulates prompt caching as the real APIs
 do it (``wire.prompt_cache``): OpenAI's automatic caching of a long prompt's earlier messages, and
 Anthropic's ``cache_control`` breakpoints, written once and read after (``prompt_cache`` holds the
@@ -176,7 +180,11 @@ class FakeUpstream(LoopbackServer):
         return body, (self._openai_response(400, err) if err else None)
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
-        body, err = await self._openai_body(request, wire_openai.OPENAI_CHAT_PARAMS, ("messages",))
+        peek = json_or_none(await request.read())  # (cached) an openrouter-* / xai-* model takes its service's fields
+        model = str(peek.get("model")) if isinstance(peek, dict) else ""
+        allowed = wire_openai.OPENAI_CHAT_PARAMS | next(
+            (extra for prefix, extra in wire_openai.SERVICE_PARAMS.items() if model.startswith(prefix)), frozenset())
+        body, err = await self._openai_body(request, allowed, ("messages",))
         if err is not None or body is None:
             return err  # type: ignore[return-value]
         return await self._serve(request, body, "openai")

@@ -19,6 +19,8 @@ def next_id(prefix: str) -> str:
 
 
 
+DEEPSEEK = "deepseek-"  # a model named deepseek-<scenario>: that scenario, as DeepSeek answers it
+
 # -- scenarios, chosen by the request's model name -------------------------------------------
 _SCENARIO = re.compile(
     r"fail-(?P<fail>\d{3})|flaky-(?P<flaky>\d{3})-(?P<times>\d+)|slow-(?P<slow>\d+)"
@@ -47,6 +49,8 @@ class Scenario:
 
 
 def parse_scenario(model: object) -> Scenario:
+    if isinstance(model, str) and model.startswith(DEEPSEEK):  # DeepSeek's dialect of any scenario
+        model = model.removeprefix(DEEPSEEK)
     m = _SCENARIO.fullmatch(model) if isinstance(model, str) else None
     if m is None:
         return Scenario()
@@ -160,6 +164,8 @@ def reply_pieces(body: dict) -> tuple[list[str], bool]:
     words = reply_text(body).split(" ")
     pieces = [words[0]] + [" " + w for w in words[1:]]
     limit = body.get("max_completion_tokens") or body.get("max_tokens")
+    if str(body.get("model")).startswith("deepseek"):  # api-docs.deepseek.com: max_tokens is its only cap
+        limit = body.get("max_tokens")
     if isinstance(limit, int) and 0 < limit < len(pieces):
         return pieces[:limit], True
     return pieces, False

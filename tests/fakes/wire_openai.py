@@ -26,6 +26,10 @@ OPENAI_CHAT_PARAMS = frozenset({
     "functions", "function_call", "prompt_cache_key", "prompt_cache_retention",
     "safety_identifier", "verbosity",
 })
+# A model of one of these prefixes is served as that service serves it: with its own chat fields.
+SERVICE_PARAMS = {"openrouter-": frozenset({"models", "route", "provider", "plugins", "transforms", "usage",
+                                           "reasoning"}),
+                  "xai-": frozenset({"search_parameters"})}
 OPENAI_EMBEDDING_PARAMS = frozenset({"model", "input", "encoding_format", "dimensions", "user"})
 FINGERPRINT = "fp_fake0001"
 

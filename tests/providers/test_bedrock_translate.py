@@ -54,3 +54,10 @@ def test_turning_parallel_tool_use_off_is_refused_on_converse() -> None:
                               "tools": [{"name": "f", "input_schema": {"type": "object"}}],
                               "tool_choice": {"type": "auto", "disable_parallel_tool_use": True}})
     assert exc.value.param == "tool_choice.disable_parallel_tool_use"
+
+
+def test_a_null_max_completion_tokens_leaves_max_tokens_the_cap() -> None:
+    """`max_completion_tokens: null` is no cap: `max_tokens` is (the reservation bounds it)."""
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 10,
+            "max_completion_tokens": None}
+    assert to_converse(body)["inferenceConfig"]["maxTokens"] == 10

@@ -81,3 +81,10 @@ def test_google_errors_map_to_status_and_retryability(status: int, body: dict, g
                                                       retryable: bool) -> None:
     err = gemini_error("g", status, orjson.dumps(body), {"retry-after": "3"})
     assert (err.status, err.retryable, err.retry_after) == (gateway_status, retryable, 3.0)
+
+
+def test_a_null_max_completion_tokens_leaves_max_tokens_the_cap() -> None:
+    """`max_completion_tokens: null` is no cap: `max_tokens` is (the reservation bounds it)."""
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 10,
+            "max_completion_tokens": None}
+    assert to_gemini(body)["generationConfig"]["maxOutputTokens"] == 10

@@ -63,6 +63,12 @@ def serve(config_path: str | None, db_url: str | None, host: str, port: int, wor
         raise click.ClickException(
             f"--workers {workers} needs --redis (or TALLYGATE_REDIS_URL): without shared budget state each "
             f"worker would enforce limits on its own, and keys could spend {workers} times their limit")
+    from tallygate.store.budget_owner import LedgerClaimed, claim
+
+    try:  # held until this process exits: a second one on the ledger without Redis would double every limit
+        release_claim = claim(settings.db_url, shared=bool(settings.redis_url))
+    except LedgerClaimed as exc:
+        raise click.ClickException(str(exc)) from None
     own_metrics_dir = workers > 1 and not settings.metrics_dir
     if own_metrics_dir:  # prometheus_client's multiprocess mode, in every worker
         settings = dataclasses.replace(settings, metrics_dir=tempfile.mkdtemp(prefix="tallygate-metrics-"))
@@ -125,11 +131,15 @@ def serve(config_path: str | None, db_url: str | None, host: str, port: int, wor
         try:
             uvicorn.run("tallygate.app:app_from_env", factory=True, workers=workers, **common)  # type: ignore[arg-type]
         finally:
+            release_claim()
             if own_metrics_dir and settings.metrics_dir:
                 shutil.rmtree(settings.metrics_dir, ignore_errors=True)
         return
     gc.freeze()  # start-up objects never need collecting: keeps GC pauses off request latency
-    uvicorn.run(app, **common)  # type: ignore[arg-type]
+    try:
+        uvicorn.run(app, **common)  # type: ignore[arg-type]
+    finally:
+        release_claim()
 
 
 def _fresh_metrics_dir(path: str) -> None:

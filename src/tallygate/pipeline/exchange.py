@@ -27,6 +27,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from types import TracebackType
 
+from tallygate.core import clock
 from tallygate.errors import (
     BudgetExceeded,
     BudgetUnavailable,
@@ -52,11 +53,11 @@ from tallygate.pipeline.budget import (
 from tallygate.pipeline.budget import Scope as BudgetScope
 from tallygate.pipeline.call import Call
 from tallygate.pipeline.image_tokens import MAX_IMAGE_TOKENS, image_tokens
-from tallygate.pipeline.input_bound import check_inputs
+from tallygate.pipeline.input_bound import check_inputs, check_routes
 from tallygate.pipeline.models import ModelCatalog, Route, check_kind
 from tallygate.pipeline.observers import Observers
 from tallygate.pipeline.output_cap import cap_output, sent_cap
-from tallygate.pipeline.pricing import PriceContext, Rate, price_context, unpriced_tier
+from tallygate.pipeline.pricing import LONG_CONTEXT, PriceContext, Rate, price_context, unpriced_tier
 from tallygate.pipeline.ratelimit import (
     MemoryLimiter,
     RateHold,
@@ -90,8 +91,8 @@ from tallygate.providers.secrets import Scrubber
 log = logging.getLogger("tallygate.proxy")
 
 AUTHORIZATION, CONTENT_TYPE, TAGS, X_API_KEY = b"authorization", b"content-type", b"x-request-tags", b"x-api-key"
-_TRACE, _CLEN, _CENC = b"traceparent", b"content-length", b"content-encoding"
-_HEADERS = (AUTHORIZATION, CONTENT_TYPE, TAGS, X_API_KEY, _CLEN, _TRACE, _CENC)
+_TRACE, _CLEN, _CENC, _BETA = b"traceparent", b"content-length", b"content-encoding", b"anthropic-beta"
+_HEADERS = (AUTHORIZATION, CONTENT_TYPE, TAGS, X_API_KEY, _CLEN, _TRACE, _CENC, _BETA)
 ErrorSender = Callable[[Send, GatewayError, str], Awaitable[None]]
 
 
@@ -156,7 +157,7 @@ class Pipeline:
                        first: Sequence[Rule]) -> tuple[Hold | None, RateHold | None, TargetAdmission]:
         """Rate limits, then budgets, all or nothing, then the admission under `first` (a
         policy's first target's model limits), which never refuses the request itself: in one
-        Redis round trip when shared; budgets in their windows at `at_ms` (the request's start,
+        Redis round trip when shared; budgets in their windows at `at_ms` (when the request is held,
         its ledger `created_at`)."""
         if (rules or first) and isinstance(self.limiter, SharedLimiter):
             held, admitted, ahead = await self.limiter.reserve(scopes, amount, rules, tokens, at_ms, request_id,
@@ -237,6 +238,7 @@ class Pipeline:
             if bound is None and (priced or counted):
                 if call.endpoint != "count_tokens":  # counting is free: any input may be counted
                     check_inputs(body, call.endpoint)  # no part the reservation cannot bound
+                    check_routes(body, call.endpoint, [r.price_list for r in routes if r.native.chat_payload is None])
                 output = cap_output(body, call.endpoint)  # the body sent carries the cap reserved for
                 tools = cap_tools(body, call.endpoint, [r.upstream_model for r in routes])  # and the tools' bounds
                 if tools.open_results is not None:  # results of no bounded size: each pass reads a window at most
@@ -247,11 +249,16 @@ class Pipeline:
             prompt, output = bound or (0, 0)
             rates = [self.catalog.rate(r) for r in routes] if priced else []  # no limit: no price looked up
             if rates and call.price_context:
-                _check_tiers(rates, routes, call.price_context)
+                _check_tiers(rates, routes, call.price_context, tools.input_tokens(prompt, output))
             amount = priced_bound(prompt, output, [r.under(call.price_context) for r in rates], tools) if priced else 0
             call.held = amount  # what one attempt may cost (also while Redis is away, budgets open)
             tokens = tools.input_tokens(prompt, output) + output if counted else 0  # every pass, as budgets
             targets = first = None
+            # The request counts in the windows of the instant it is held, not of its headers: a
+            # body that arrives after a window ended would be held against that window's counters,
+            # which this process drops once another request holds in the next one (its spend read
+            # as 0). The ledger's `created_at` is that instant, so a later read counts it there too.
+            call.created_ms = clock.now_ms()
             if targeted:
                 targets = TargetLimits(call, self.target_rules, self.limiter, tokens, self.catch_up)
                 first = tuple(r for r in self.target_rules(call, routes[0].name) if r not in rules)
@@ -277,11 +284,12 @@ class Pipeline:
         raise BudgetUnavailable("budgets kept changing while this request was admitted; retry")
 
 
-def _check_tiers(rates: Sequence[Rate], routes: Sequence[Route], context: PriceContext) -> None:
+def _check_tiers(rates: Sequence[Rate], routes: Sequence[Route], context: PriceContext, prompt: int) -> None:
     """A 400 naming the field of `context` that asks a target for a dearer tier whose price is not
-    known there (`pricing.unpriced_tier`): it could be neither reserved nor metered."""
+    known there for a prompt of up to `prompt` tokens (`pricing.unpriced_tier`): it could be
+    neither reserved nor metered."""
     for rate, route in zip(rates, routes, strict=True):
-        if (asked := unpriced_tier(rate, context)) is not None:
+        if (asked := unpriced_tier(rate, context, prompt)) is not None:
             field, value = asked
             raise InvalidRequest(f"{field}: {value!r} is billed above the standard price, and this gateway has no "
                                  f"price for it on {route.name!r}, so a request counted against a limit cannot ask "
@@ -335,6 +343,8 @@ class Exchange:
         if not call.requested_model:
             raise InvalidRequest("model must be a non-empty string", param="model")
         call.price_context = price_context(body)  # a dearer tier asked for is reserved and metered as such
+        if self._endpoint == "messages" and LONG_CONTEXT[1] in (headers.get(_BETA) or ""):  # passed on to Claude
+            call.price_context += (LONG_CONTEXT,)
         return body
 
     def plan(self, body: dict) -> Plan:

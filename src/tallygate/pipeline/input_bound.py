@@ -25,12 +25,19 @@ reservation made from the body can bound them:
 - Anthropic's server-side compaction (a `context_management` edit `compact_*`): an extra
   sampling pass, reading the whole context and writing a summary no field of the request caps.
 
+- a named service's own chat fields, sent as they are to a target priced by its list
+  (`check_routes`): OpenRouter's `models` (fallback models it serves, at their own prices, when
+  the first fails: a prompt too long for it is enough) and `plugins` (web search and PDF
+  parsing, billed per result or page apart from the tokens); xAI's `search_parameters` (Live
+  Search, $25 per 1,000 sources used, apart from the tokens).
+
 `check_inputs` refuses a limited request holding any of them with a 400 naming the part. A
 request under no limit is served as before.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from tallygate.errors import InvalidRequest
@@ -64,6 +71,26 @@ def check_inputs(body: dict[str, Any], endpoint: str) -> None:
                 raise _refused(f"input[{i}]", "stored items (item_reference)")
     for name in _WALKED:
         _walk(body.get(name), name)
+
+
+# By price list (`ProviderConfig.price_list`): a service's own chat fields billed apart from what
+# the gateway prices.
+_SERVICE_FIELDS = {
+    "openrouter": {"models": "other models (OpenRouter's fallbacks, billed at their own prices)",
+                   "plugins": "OpenRouter's plugins (web search and PDF parsing, billed apart from the tokens)"},
+    "x-ai": {"search_parameters": "xAI's Live Search (billed per source used, apart from the tokens)"},
+}
+
+
+def check_routes(body: dict[str, Any], endpoint: str, price_lists: Sequence[str]) -> None:
+    """Raise `InvalidRequest` naming a service's own field of a chat `body` (sent as it is) whose
+    cost its bytes do not bound, when a target is priced by that service's list (`price_lists`)."""
+    if endpoint != "chat":
+        return
+    for price_list in price_lists:
+        for name, what in _SERVICE_FIELDS.get(price_list, {}).items():
+            if body.get(name) is not None:
+                raise _refused(name, what)
 
 
 def _walk(value: object, at: str) -> None:

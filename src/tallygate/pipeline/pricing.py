@@ -135,15 +135,30 @@ _STANDARD = {"service_tier": frozenset({"auto", "default", "standard", "standard
              "speed": frozenset({"standard"}), "inference_geo": frozenset({"global"})}
 
 
-def unpriced_tier(rate: Rate, context: PriceContext) -> tuple[str, str] | None:
+# Claude's 1M-token context, asked for by the `anthropic-beta: context-1m-...` header: a prompt
+# over LONG_PROMPT tokens is then billed at the long-context price (Anthropic, Vertex and Bedrock
+# all bill Sonnet 4 / 4.5 so: twice the input price, 1.5 times the output price).
+LONG_CONTEXT = ("anthropic-beta", "context-1m")
+LONG_PROMPT = 200_000
+
+
+def unpriced_tier(rate: Rate, context: PriceContext, prompt: int = 0) -> tuple[str, str] | None:
     """The (field, value) of `context` asking for a dearer tier that `rate` has no price for
     (genai-prices lists no such variant of the model: Anthropic bills claude-opus-4-6's fast mode
-    at six times its standard price, which the snapshot does not give), if any. None for a rate
-    set in config, whose one price holds whatever the tier."""
+    at six times its standard price, which the snapshot does not give), if any; `LONG_CONTEXT`
+    when a prompt of up to `prompt` tokens may pass `LONG_PROMPT` and `rate` has no long-prompt
+    tier (the snapshot gives Bedrock's Claude Sonnet 4 and 4.5 none). None for a rate set in
+    config, whose one price holds whatever the tier."""
     if not rate.source.startswith("genai-prices"):
         return None
     listed = {when for when, _ in rate.variants}
-    return next((when for when in context if when[1] not in _STANDARD.get(when[0], ()) and when not in listed), None)
+    for when in context:
+        if when == LONG_CONTEXT:
+            if prompt > LONG_PROMPT and not rate.tiers:
+                return when
+        elif when[1] not in _STANDARD.get(when[0], ()) and when not in listed:
+            return when
+    return None
 
 
 def price_context(body: dict[str, Any]) -> PriceContext:

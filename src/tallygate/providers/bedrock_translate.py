@@ -23,7 +23,7 @@ import orjson
 
 from tallygate.errors import InvalidRequest, UpstreamHTTPError
 from tallygate.providers.anthropic_translate import claude_thinking
-from tallygate.providers.chat_fields import refuse_unread
+from tallygate.providers.chat_fields import chat_cap, refuse_unread
 from tallygate.providers.chat_turns import chat_turns, data_url, invalid, tool_arguments
 from tallygate.types import Usage, tokens
 
@@ -76,7 +76,7 @@ def to_converse(body: dict) -> dict:
         out["system"] = [{"text": system}]
         out["system"] += _system_cache_point(body.get("messages"))
     config: dict = {}
-    limit = body.get("max_completion_tokens", body.get("max_tokens"))
+    limit = chat_cap(body)
     if limit is not None:
         if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
             raise _invalid("max_tokens", "must be a positive integer")

@@ -50,3 +50,11 @@ def refuse_unread(body: dict, read: frozenset[str], target: str) -> None:
             continue
         raise InvalidRequest(f"{name} is not supported for {target} models (the gateway would have to drop it)",
                              param=name)
+
+
+def chat_cap(body: dict) -> object:
+    """A chat request's output cap as a translation sends it: `max_completion_tokens`, else
+    `max_tokens`, a null counting as absent (`{"max_tokens": 10, "max_completion_tokens": null}`
+    is capped at 10, as its reservation counts it: `pipeline/output_cap.py`); None for no cap."""
+    cap = body.get("max_completion_tokens")
+    return body.get("max_tokens") if cap is None else cap

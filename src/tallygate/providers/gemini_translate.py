@@ -29,7 +29,7 @@ import secrets
 import orjson
 
 from tallygate.errors import InvalidRequest, UpstreamHTTPError, UpstreamProtocolError
-from tallygate.providers.chat_fields import refuse_unread
+from tallygate.providers.chat_fields import chat_cap, refuse_unread
 from tallygate.providers.chat_turns import chat_turns, data_url, invalid, tool_arguments
 from tallygate.providers.http import retry_after
 from tallygate.types import Reported, Usage, tokens
@@ -205,7 +205,7 @@ def _generation_config(body: dict) -> dict:
             if not isinstance(value, int | float) or isinstance(value, bool):
                 raise _invalid(ours, "must be a number")
             config[theirs] = value
-    limit = body.get("max_completion_tokens", body.get("max_tokens"))
+    limit = chat_cap(body)
     if limit is not None:
         if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
             raise _invalid("max_tokens", "must be a positive integer")

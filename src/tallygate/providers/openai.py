@@ -61,6 +61,7 @@ class OpenAIProvider:
         self.name = name
         self._up = Upstream(name, cfg, http, partial(openai_error, name))
         self._base = (cfg.base_url or "").rstrip("/")
+        self._classic_cap = cfg.preset is not None  # a named service: `max_tokens` is the cap it reads
         self._headers = {"Content-Type": "application/json", **cfg.headers}
         if cfg.api_key:
             self._headers["Authorization"] = f"Bearer {cfg.api_key}"
@@ -77,7 +78,20 @@ class OpenAIProvider:
         data = await self._up.post_json(url, body, await self._request_headers())
         return data, Usage.from_openai(data.get("usage"))
 
+    def _capped(self, body: dict) -> dict:
+        """`body` as a named OpenAI-compatible service is sent it: with `max_tokens` where it
+        carries only `max_completion_tokens`. Those services read `max_tokens` (DeepSeek, Mistral,
+        Together, Ollama ... know no other cap and ignore `max_completion_tokens`, answering up
+        to their own default: DeepSeek's reasoner 32K tokens), and every one of them takes it; the
+        cap a limited request reserved for (`pipeline/output_cap.py`) must be the one they apply.
+        OpenAI's own API is sent the body as it is (its reasoning models refuse `max_tokens`)."""
+        cap = body.get("max_completion_tokens")
+        if not self._classic_cap or cap is None or body.get("max_tokens") is not None:
+            return body
+        return {**body, "max_tokens": cap}
+
     async def chat(self, body: dict) -> tuple[dict, Usage]:
+        body = self._capped(body)
         return await self._post_json(self._url("chat/completions", body), body)
 
     async def embed(self, body: dict) -> tuple[dict, Usage]:
@@ -91,6 +105,7 @@ class OpenAIProvider:
         """A streamed chat completion as batches of each chunk's JSON bytes, as they came; the
         last batch ends with `b"[DONE]"`. An in-band error event raises, once the chunks that
         came before it in the same read have been yielded (relayed and counted)."""
+        body = self._capped(body)
         # Always ask for usage: metering needs it whether or not the client wants to see it.
         body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
         error = partial(openai_error, self.name)
