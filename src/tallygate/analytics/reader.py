@@ -183,6 +183,21 @@ class AnalyticsStore:
                                   out.raw_estimate, out.less, out.row_count)
         return out
 
+    def collect_spans(self, q: Query, spans: list[tuple[int, int]]) -> dict[tuple[Any, ...], Agg] | None:
+        """The groups of `q` summed over the ordered, disjoint `spans` (instead of its own range), in
+        one scan of the columnar copy (the on-call page: the same hours of several days); None unless
+        the copy holds every record of them (`copied_until`)."""
+        if not spans:
+            return {}
+        until = self.copied_until(spans[0][0])
+        if until is None or until < spans[-1][1] or self.columnar is None:
+            return None
+        with self._engine.connect() as conn:
+            ctx = SegmentReader(q, conn, self._label_sets(conn), self.current_labels(conn) if q.current_labels else {},
+                                TagMode())
+            question = ColumnarQuestion(q, spans[0][0], spans[-1][1], ctx.key_ids, ctx.set_ids, spans=spans)
+        return self.columnar.answer(question)
+
     def collect_tree(self, root: str | None, max_depth: int, q: Query) -> Collected:
         """Every tag prefix under `root` (all when None) down to `max_depth` levels: keys (prefix,)."""
         family = "raw" if q.filtered else "tags"
