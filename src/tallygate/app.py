@@ -26,6 +26,7 @@ from sqlalchemy import Engine, make_url
 from tallygate.analytics.columnar_service import ColumnarSync, columnar_engine
 from tallygate.analytics.minutes import MinuteReader
 from tallygate.analytics.mirror import ColumnarEngine
+from tallygate.analytics.oncall import OnCall
 from tallygate.analytics.reader import AnalyticsStore
 from tallygate.analytics.service import Analytics
 from tallygate.api.alerts import MetricsEndpoint
@@ -189,16 +190,18 @@ class Gateway:
         key_admin = KeyAdmin(keys, auth, budget, config.policies, lambda: budgets.current, lambda: rules.current,
                              budgets.reload)
         analytics = Analytics(store, config.reporting.timezone)
+        minutes = MinuteReader(store, MinuteCounts(engine))
         logs = LogReader(engine, exact_hours=store.log_hours, exact_keys=store.log_keys)
         management = create_management_app(auth, logs, key_admin,
                                             analytics, FeedbackStore(engine), ledger,
                                             SessionStore(SessionRows(engine)),
                                             BudgetAdmin(budget_store, keys, budgets, budget),
                                             _readiness(engine, ledger, redis), alert_store,
-                                            MinuteReader(store, MinuteCounts(engine)),
+                                            minutes,
                                             RateLimitAdmin(rate_store, keys, rules, lambda: budgets.current,
                                                            budget.bump, limiter=limiter,
-                                                           refusals=RefusalCounts(engine)))
+                                                           refusals=RefusalCounts(engine)),
+                                            OnCall(store, minutes))
         management.state.fresh = None if freshness is None else freshness.latest  # keys changed elsewhere
         self._management = BodyLimit(management, settings.max_manage_body_bytes)
 

@@ -75,15 +75,20 @@ def admin(browser, live: Gateway) -> Iterator[Session]:  # type: ignore[no-untyp
 
 
 def open_oncall(s: Session, query: str) -> list[tuple[int, int]]:
-    """Open the view; the [from, to) windows it asked minutes for, now first."""
+    """Open the view; the [from, to) windows it asked the figures of, now first. The page asks
+    `/v1/analytics/oncall` twice (the label's dimension waits for the key list), the same windows."""
     asked: list[str] = []
-    s.page.on("request", lambda r: asked.append(r.url) if "/v1/analytics/minutes" in r.url else None)
+    s.page.on("request", lambda r: asked.append(r.url) if "/v1/analytics/oncall" in r.url
+              or "/v1/analytics/minutes" in r.url else None)
     s.open(f"/dashboard/oncall?{query}")
-    windows = []
+    assert len(asked) == 2 and all("/v1/analytics/oncall?" in url for url in asked), asked
+    windows = set()
     for url in asked:
         q = urllib.parse.parse_qs(urllib.parse.urlsplit(url).query)
-        windows.append((int(q["from"][0]), int(q["to"][0])))
-    return sorted(windows, reverse=True)
+        a, b, days = int(q["from"][0]), int(q["to"][0]), int(q["days"][0])
+        windows.add(tuple((a - k * DAY_MS, b - k * DAY_MS) for k in range(days + 1)))
+    assert len(windows) == 1
+    return list(windows.pop())
 
 
 def expected_movers(gw: Gateway, dim: str, windows: list[tuple[int, int]], metric: str) -> list[tuple[str, str, str]]:

@@ -3,10 +3,11 @@
 // alerts that fired; every row links to the logs of its slice and window. "The last N hours" are
 // counted to the minute: 04:26 to 07:26 at 07:25 for the last 3 hours (the current minute included).
 //
-// Composed from the public APIs: `/v1/analytics/minutes` (one call per day), `/v1/analytics/usage`
-// per dimension and day, `/v1/alerts`. "The same hours" of a previous day are 24 hours earlier.
+// Composed from the public APIs: `/v1/analytics/oncall` (the minutes of every window and, per
+// dimension, the groups now and summed over the previous days: one scan each on the server) and
+// `/v1/alerts`. "The same hours" of a previous day are 24 hours earlier.
 
-import { get, usage } from "../api.js";
+import { get } from "../api.js";
 import { drawChart } from "../chart.js";
 import { field, h, select } from "../dom.js";
 import { clock, count, money, percent, picoMean, picoText, tick, toPico } from "../format.js";
@@ -19,7 +20,7 @@ const DAY = 24 * HOUR;
 const HOURS = [1, 3, 6, 12, 24];
 const DAYS = [1, 3, 7];
 const MOVERS_SHOWN = 5;
-const ROWS = 1000; // rows asked per dimension and day; a value past them has no known baseline
+const ROWS = 1000; // rows asked per dimension, now and summed before; a value past them has no known baseline
 
 /** What is compared: each as a BigInt (spend in picodollars) or a number, and as text. */
 const METRICS = {
@@ -83,24 +84,26 @@ const DIMENSIONS = (label) => [
 
 /**
  * The values of one dimension ranked by increase of `metric` against the mean of the previous
- * days. docs[0] is now, docs[1..] the previous days. A value missing from a day that had more
- * rows than were returned has no known baseline and is left out (said under the table).
+ * `days`. `part.now` holds the groups now, `part.before` the same groups summed over the previous
+ * days. A value missing from `before` when it had more rows than were returned has no known
+ * baseline and is left out (said under the table).
  */
-export function movers(docs, dim, metric) {
+export function movers(part, days, dim, metric) {
   const m = METRICS[metric];
-  const [current, ...before] = docs;
-  const truncated = before.some((d) => d.row_count > d.data.length);
+  const { now: current, before } = part;
+  const truncated = before.row_count > before.data.length;
+  const past = new Map(before.data.map((x) => [x.group[dim], x]));
   const rows = [];
   for (const r of current.data) {
     const value = r.group[dim];
     if (value === null || value === undefined) continue;
-    const past = before.map((d) => d.data.find((x) => x.group[dim] === value));
-    if (truncated && past.some((p, i) => !p && before[i].row_count > before[i].data.length)) continue;
-    const total = sum(past.map((p) => (p ? m.of(p) : m.zero)), m.zero);
+    const p = past.get(value);
+    if (!p && truncated) continue;
+    const total = p ? m.of(p) : m.zero;
     const now = m.of(r);
-    const usual = mean(total, before.length, metric);
+    const usual = mean(total, days, metric);
     // the rise, compared exactly: picodollars (against the rounded mean), or counts times the days
-    const rise = metric === "cost" ? now - usual : now * before.length - total;
+    const rise = metric === "cost" ? now - usual : now * days - total;
     if (rise > 0) rows.push({ value, name: r.key_name || value, now, usual, rise });
   }
   rows.sort((a, b) => (b.rise > a.rise ? 1 : b.rise < a.rise ? -1 : String(a.value) < String(b.value) ? -1 : 1));
@@ -108,9 +111,9 @@ export function movers(docs, dim, metric) {
 }
 
 /** Minute series of a window: one value per minute (0 where the API returned no row). */
-function series(doc, w, metric) {
+function series(rows, w, metric) {
   const m = METRICS[metric];
-  const at = new Map(doc.data.map((r) => [r.minute, r]));
+  const at = new Map(rows.map((r) => [r.minute, r]));
   const out = [];
   for (let t = w.from; t < w.to; t += MINUTE) out.push(at.has(t) ? m.of(at.get(t)) : m.zero);
   return out;
@@ -144,20 +147,21 @@ export default {
     const now = Date.now();
     const windows = windowsOf(hours, days, now);
     const [w0] = windows;
-    const minuteDocs = Promise.all(windows.map((w) => get("/v1/analytics/minutes", { from: w.from, to: w.to, tz })));
+    const ask = (dims, minutes) => get("/v1/analytics/oncall", { from: w0.from, to: w0.to, days, tz,
+      group_by: dims.join(","), limit: ROWS, minutes });
+    // The minutes, tags, keys and models at once; the label's question waits for the label names
+    // (the key list), so it is a second call, in parallel with the first.
+    const early = ask(["tag_level.2", "key", "model"], true);
     const alertsDoc = get("/v1/alerts", { from: now - Math.max(hours, 24) * HOUR, limit: 50 });
-    minuteDocs.catch(() => null);
+    early.catch(() => null);
     alertsDoc.catch(() => null);
-    const ask = (dim) => Promise.all(windows.map((w) => usage({ from: w.from, to: w.to, tz }, [dim], { limit: ROWS })));
-    // Tags, keys and models at once; the label's question waits for the label names (the key list).
-    const early = ["tag_level.2", "key", "model"].map(ask);
     const keys = await keyIndex();
     const names = labelNames(keys);
     const label = p.get("label") || (names.includes("team") ? "team" : names[0] || "team");
     const dims = DIMENSIONS(label);
-    const usageDocs = Promise.all([early[0], early[1], ask(dims[2].name), early[2]]);
-    usageDocs.catch(() => null);
-    early.forEach((e) => e.catch(() => null));
+    const labelDoc = ask([dims[2].name], false);
+    labelDoc.catch(() => null);
+    const answers = Promise.all([early, labelDoc]);
 
     const form = h("form", { class: "filters", "aria-label": "On-call view options" },
       field("Last", select({ name: "hours", id: "oc-hours" }, HOURS.map((n) => [String(n), `${n} hour${n > 1 ? "s" : ""}`]),
@@ -179,16 +183,17 @@ export default {
       + `same hours of ${days === 1 ? "the day before" : `the ${days} days before`}: what rose, and which alerts fired.`), form);
     const body = h("div", { class: "oncall" });
     main.append(body);
-    const [minutes, alerts, byDim] = await loading(body, Promise.all([minuteDocs, alertsDoc, usageDocs]),
-      "Reading the last hours");
+    const [[first, second], alerts] = await loading(body, Promise.all([answers, alertsDoc]), "Reading the last hours");
+    const minutes = first.minutes;
+    const byDim = dims.map((d) => first.groups[d.name] || second.groups[d.name]);
     if (!ctx.isCurrent()) return;
     const withZone = Boolean(p.get("tz"));
     const m = METRICS[metric];
 
     // Totals of each window, from the minute counts (exact: spend in picodollars).
-    const totals = minutes.map((doc) => ({
-      requests: sum(doc.data.map((r) => r.requests), 0), errors: sum(doc.data.map((r) => r.errors), 0),
-      cost: sum(doc.data.map((r) => toPico(r.cost)), 0n),
+    const totals = minutes.map((rows) => ({
+      requests: sum(rows.map((r) => r.requests), 0), errors: sum(rows.map((r) => r.errors), 0),
+      cost: sum(rows.map((r) => toPico(r.cost)), 0n),
     }));
     const [t0, ...tb] = totals;
     const usualOf = (k) => mean(sum(tb.map((t) => t[k]), k === "cost" ? 0n : 0), days, k);
@@ -223,7 +228,7 @@ export default {
     });
 
     const moverTables = dims.map((d, i) => {
-      const { rows, truncated } = movers(byDim[i], d.name, metric);
+      const { rows, truncated } = movers(byDim[i], days, d.name, metric);
       return panel(`${d.title}: largest rises in ${m.label.toLowerCase()}`, [table([
         { label: d.label, value: (r) => h("a", { href: logsHref(d.filter(r.value), w0.from, w0.to, tz, withZone),
           class: "clip wide mover-link", title: `the logs of ${r.name} since ${since}`, dataset: { value: r.value } }, r.name) },
@@ -233,7 +238,7 @@ export default {
         { label: "%", num: true, value: (r) => h("span", { class: "rise" }, ratioText(r.now, r.usual)) },
       ], rows, { empty: `Nothing rose against the ${days === 1 ? "day" : `${days} days`} before.`, class: "data movers",
         rowClass: () => "mover", rowData: (r) => ({ now: exactText(r.now, metric), usual: exactText(r.usual, metric) }) }),
-      truncated ? h("p", { class: "plan-note" }, `Values past the ${count(ROWS)} largest of a day are not compared.`) : null,
+      truncated ? h("p", { class: "plan-note" }, `Values past the ${count(ROWS)} largest of the previous days are not compared.`) : null,
       ], null);
     });
     moverTables.forEach((el, i) => { el.dataset.dim = dims[i].name; });

@@ -11,7 +11,8 @@ answers questions from it. `Mirror` is the engine-neutral bookkeeping of that co
 * every sync also compares the copy's count per UTC hour with the ledger's own (the hour
   roll-up's every-request row, written in the same transaction as the records): an hour that
   differs (a record replayed from the journal after a crash, a record that took longer than
-  `SETTLED_MS` to arrive) is copied again whole. Records are never updated in place; a
+  `SETTLED_MS` to arrive) is copied again whole; so is the watermark's own hour, up to the
+  watermark, when the ledger holds more of it than was copied. Records are never updated in place; a
   feedback score is, and is copied by its `updated_at`.
 
 The copy is therefore exact for every hour before the watermark whose count matches, which is
@@ -31,6 +32,7 @@ from sqlalchemy import Connection, Engine, Text, cast, func, select
 from tallygate.analytics.columnar_sql import ColumnarQuestion
 from tallygate.core.metrics import Agg
 from tallygate.core.timebuckets import HOUR_MS
+from tallygate.store.hours import records_between
 from tallygate.store.schema import api_keys, dim_rollups, feedback, label_sets, requests
 
 SETTLED_MS = 600_000  # records younger than this may still arrive: read from the ledger (as `cover.py`)
@@ -98,7 +100,10 @@ class Mirror:
         self.counts: dict[int, int] = sink.hour_counts()  # the copy's records per UTC hour
         self._sets_seen = -1
         self._keys_seen: tuple[int, int] = (-1, -1)
-        self._mark = sink.get_meta("watermark") or 0
+        mark = sink.get_meta("watermark") or 0
+        # the watermark and the records copied in its own hour before it, published together: a sync
+        # adds a chunk's records to `counts` before it moves the watermark past them
+        self._open = (mark, self.counts.get(mark - mark % HOUR_MS, 0))
         self._feedback_seen: tuple[int, set[str]] = (-1, set())  # the last score time copied, its ids
         self.repairs = 0  # hours copied again so far (what was counted from the copy before may have changed)
         self.side_synced = False  # the label sets and scores have been copied once since it was opened
@@ -107,10 +112,16 @@ class Mirror:
     @property
     def watermark(self) -> int:
         """Records before this time are in the copy (0: nothing copied yet)."""
-        return self._mark
+        return self._open[0]
+
+    @property
+    def open_hour(self) -> tuple[int, int]:
+        """The watermark and how many records of its own hour before it the copy holds, as of one
+        moment (`counts` of that hour may already hold the next chunk's records: it runs ahead)."""
+        return self._open
 
     def _advance(self, mark: int, *, store: bool) -> None:
-        self._mark = mark
+        self._open = (mark, self.counts.get(mark - mark % HOUR_MS, 0))  # nothing at or after `mark` is copied yet
         if store:
             self.sink.set_meta("watermark", mark)
 
@@ -159,7 +170,8 @@ class Mirror:
         return len(rows)
 
     def _repair(self, conn: Connection) -> int:
-        """Copy again every whole hour before the watermark whose count differs from the ledger's."""
+        """Copy again every whole hour before the watermark whose count differs from the ledger's,
+        and the watermark's own hour up to it if its count does."""
         mark = self.watermark
         t = dim_rollups["hour"]
         ledger = dict(conn.execute(select(t.c.bucket, t.c.requests).where(t.c.dim == "", t.c.value == "",
@@ -171,6 +183,11 @@ class Mirror:
             if self.stopping:
                 break
             copied += self._copy(conn, hour, hour + HOUR_MS, whole_hours=True)
+        part = mark - mark % HOUR_MS  # the watermark's own hour, copied up to the watermark
+        if part < mark and not self.stopping and records_between(conn, part, mark) != self.counts.get(part, 0):
+            copied += self._copy(conn, part, mark, whole_hours=True)
+            self._open = (mark, self.counts.get(part, 0))
+            stale.append(part)
         self.repairs += len(stale)
         return copied
 

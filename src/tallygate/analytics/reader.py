@@ -42,7 +42,7 @@ from tallygate.analytics.segment_reader import SegmentReader, TagMode
 from tallygate.core.metrics import REQUESTS, Agg
 from tallygate.core.timebuckets import HOUR_MS
 from tallygate.core.zones import UTC
-from tallygate.store.hours import Parts, all_counts, hour_counts
+from tallygate.store.hours import Parts, all_counts, hour_counts, records_between
 from tallygate.store.logs import LogFilter
 from tallygate.store.schema import api_keys, label_sets, requests, tag_rollups
 
@@ -121,9 +121,9 @@ class AnalyticsStore:
                     self.columnar, self._opener = columnar, None
         return self.columnar
 
-    def sync(self, *, wait: bool = True) -> int:
-        """Bring the columnar copy up to date (records copied); with `wait` False, skip when another
-        thread is at it or it was done less than `sync_every_s` ago."""
+    def sync(self, *, wait: bool = True, now_ms: int | None = None) -> int:
+        """Bring the columnar copy up to date (records copied) as of `now_ms` (default: now); with
+        `wait` False, skip when another thread is at it or it was done less than `sync_every_s` ago."""
         if self.mirror is None:
             return 0
         if not wait and time.monotonic() - self._synced_at < self._sync_every:
@@ -131,7 +131,7 @@ class AnalyticsStore:
         if not self._syncing.acquire(blocking=wait):
             return 0
         try:
-            copied = self.mirror.sync(int(time.time() * 1000))
+            copied = self.mirror.sync(int(time.time() * 1000) if now_ms is None else now_ms)
             self._synced_at = time.monotonic()
             return copied
         finally:
@@ -183,6 +183,21 @@ class AnalyticsStore:
             memo[key] = Collected({k: v.copy() for k, v in out.groups.items()}, out.family, out.segments,
                                   out.raw_estimate, out.less, out.row_count)
         return out
+
+    def collect_spans(self, q: Query, spans: list[tuple[int, int]]) -> dict[tuple[Any, ...], Agg] | None:
+        """The groups of `q` summed over the ordered, disjoint `spans` (instead of its own range), in
+        one scan of the columnar copy (the on-call page: the same hours of several days); None unless
+        the copy holds every record of them (`copied_until`)."""
+        if not spans:
+            return {}
+        until = self.copied_until(spans[0][0])
+        if until is None or until < spans[-1][1] or self.columnar is None:
+            return None
+        with self._engine.connect() as conn:
+            ctx = SegmentReader(q, conn, self._label_sets(conn), self.current_labels(conn) if q.current_labels else {},
+                                TagMode())
+            question = ColumnarQuestion(q, spans[0][0], spans[-1][1], ctx.key_ids, ctx.set_ids, spans=spans)
+        return self.columnar.answer(question)
 
     def collect_tree(self, root: str | None, max_depth: int, q: Query) -> Collected:
         """Every tag prefix under `root` (all when None) down to `max_depth` levels: keys (prefix,)."""
@@ -339,7 +354,7 @@ class AnalyticsStore:
         if any(s.from_ms is None or s.to_ms is None for s in raw):
             return None
         self.sync(wait=False)
-        mark = self._exact_until(min(int(s.from_ms or 0) for s in raw), self.mirror.watermark)
+        mark = self._exact_until(min(int(s.from_ms or 0) for s in raw))
         if any(int(s.to_ms or 0) > mark for s in raw):
             return None
         return sorted((int(s.from_ms or 0), int(s.to_ms or 0)) for s in raw)
@@ -362,7 +377,7 @@ class AnalyticsStore:
             return None
         columnar, mirror = self.columnar, self.mirror
         assert columnar is not None and mirror is not None
-        mark = self._exact_until(q.from_ms, mirror.watermark)
+        mark = self._exact_until(q.from_ms)
         if not ready and (mark == 0 or (q.from_ms is not None and mark <= q.from_ms)):
             return None  # nothing of the range copied yet
         lo, hi = q.from_ms, q.to_ms
@@ -417,18 +432,26 @@ class AnalyticsStore:
         if not self._copy_ready() or self.columnar is None or self.mirror is None:
             return None
         self.sync(wait=False)
-        return self._exact_until(lo, self.mirror.watermark)
+        return self._exact_until(lo)
 
-    def _exact_until(self, lo: int | None, mark: int) -> int:
-        """`mark`, or the first whole hour in [lo, mark) whose records the copy does not hold all
-        of (a record that arrived late, not copied yet): the copy answers only before it."""
+    def _exact_until(self, lo: int | None) -> int:
+        """The copy's watermark, or the first hour in [lo, watermark) whose records the copy does not
+        hold all of (a record that arrived late, not copied yet; the watermark's own hour up to the
+        watermark included): the copy answers only before it. The watermark and the count of its
+        hour's copied part are read together (`Mirror.open_hour`): while a sync copies, the copy's
+        count of that hour runs ahead of the watermark."""
         assert self.mirror is not None
+        mark, part_copied = self.mirror.open_hour
         copied = dict(self.mirror.counts)  # copied at once: the sync thread adds to it
         start = None if lo is None else lo - lo % HOUR_MS
+        part = mark - mark % HOUR_MS  # the watermark's own hour: copied up to the watermark
         with self._engine.connect() as conn:
-            ledger = all_counts(conn, start, mark - mark % HOUR_MS)
-        hours = {h for h in copied if (start is None or h >= start) and h + HOUR_MS <= mark} | set(ledger)
-        stale = [h for h in hours if h + HOUR_MS <= mark and ledger.get(h, 0) != copied.get(h, 0)]
+            ledger = all_counts(conn, start, part)
+            opened = records_between(conn, part, mark) if part < mark and (start is None or part >= start) else None
+        hours = {h for h in copied if (start is None or h >= start) and h + HOUR_MS <= part} | set(ledger)
+        stale = [h for h in hours if h + HOUR_MS <= part and ledger.get(h, 0) != copied.get(h, 0)]
+        if opened is not None and opened != part_copied:  # a late record of its copied part
+            stale.append(part)
         return min(stale, default=mark)
 
     def log_hours(self, f: LogFilter) -> tuple[dict[int, int], int] | None:
@@ -438,7 +461,7 @@ class AnalyticsStore:
         if not self._copy_ready() or self.columnar is None or self.mirror is None:
             return None
         self.sync(wait=False)
-        mark = self._exact_until(f.from_ms, self.mirror.watermark)  # a late record's hour is not skipped
+        mark = self._exact_until(f.from_ms)  # a late record's hour is not skipped
         # not keyed by the watermark (it moves at every sync): a count kept for a while stays exact for
         # the hours before the watermark it was counted at, which is returned with it, unless an hour of
         # the copy was copied again since (`Mirror.repairs`: late records)
@@ -469,7 +492,7 @@ class AnalyticsStore:
         if not self._copy_ready() or self.columnar is None or self.mirror is None:
             return None
         self.sync(wait=False)
-        mark = self._exact_until(f.from_ms, self.mirror.watermark)  # a late record's hour: from the ledger
+        mark = self._exact_until(f.from_ms)  # a late record's hour: from the ledger
         split = mark - mark % HOUR_MS
         hi = split if upper is None else min(upper, split)
         lo = f.from_ms

@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException
 from starlette.routing import BaseRoute, Match
 from starlette.types import Scope
 
+from tallygate.analytics.oncall import OnCall
 from tallygate.analytics.service import Analytics
 from tallygate.api.alerts import alerts_router
 from tallygate.api.analytics import analytics_router
@@ -29,6 +30,7 @@ from tallygate.api.keys import keys_router
 from tallygate.api.limits import StorableText
 from tallygate.api.logs import logs_router
 from tallygate.api.minutes import minutes_router
+from tallygate.api.oncall import oncall_router
 from tallygate.api.openapi_doc import refine
 from tallygate.api.ratelimits import ratelimits_router
 from tallygate.errors import GatewayError, InvalidRequest, MethodNotAllowed, NotFound
@@ -79,7 +81,7 @@ def create_management_app(auth: Authenticator, logs: LogReader, keys: KeyAdmin,
                           ledger: LedgerWriter | None = None, sessions: SessionStore | None = None,
                           budgets: BudgetAdmin | None = None, readiness: Readiness | None = None,
                           alerts: AlertStore | None = None, minutes: MinuteSource | None = None,
-                          ratelimits: RateLimitAdmin | None = None) -> FastAPI:
+                          ratelimits: RateLimitAdmin | None = None, oncall: OnCall | None = None) -> FastAPI:
     app = FastAPI(title="Tallygate management API", version="0.1.0", docs_url=None, redoc_url=None)
     app.add_middleware(StorableText)  # no NUL or lone surrogate in a body reaches the database
     app.state.auth = auth
@@ -91,6 +93,8 @@ def create_management_app(auth: Authenticator, logs: LogReader, keys: KeyAdmin,
         app.include_router(analytics_router(analytics))
     if minutes is not None:
         app.include_router(minutes_router(minutes))
+    if oncall is not None:
+        app.include_router(oncall_router(oncall))
     if feedback is not None:
         app.include_router(feedback_router(feedback, ledger))
     if alerts is not None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import Connection, func, select, true
 
 from tallygate.core.timebuckets import HOUR_MS, month_floor
-from tallygate.store.schema import dim_rollups, tag_rollups
+from tallygate.store.schema import dim_rollups, requests, tag_rollups
 
 
 @dataclass(slots=True)
@@ -52,6 +52,14 @@ def all_counts(conn: Connection, from_ms: int | None, to_ms: int | None) -> dict
     query = (select(t.c.bucket, t.c.requests)
              .where(t.c.dim == "", t.c.value == "", *_range(t.c.bucket, from_ms, to_ms)))
     return dict(conn.execute(query).tuples().all())
+
+
+def records_between(conn: Connection, from_ms: int, to_ms: int) -> int:
+    """Records in [from, to), counted from the ledger itself (for a part of an hour, which the
+    hour roll-ups cannot tell)."""
+    query = select(func.count()).select_from(requests).where(requests.c.created_at >= from_ms,
+                                                              requests.c.created_at < to_ms)
+    return int(conn.execute(query).scalar_one())
 
 
 def tag_counts(conn: Connection, tag: str, from_ms: int | None, to_ms: int | None) -> dict[int, int]:

@@ -218,13 +218,16 @@ class LogReader:
         """A page from the columnar copy's matches: the hour the copy's mark is in and after it (a late
         record may still arrive there) from the ledger, hour by hour; before it, the (created_at, id)
         the copy gave for the page, then those records by primary key. A page is full unless the
-        filter ends in it, however rare its matches."""
+        filter ends in it, however rare its matches: the ledger's part is at most the mark's hour
+        and the minutes after it (two hours when the mark is in the hour before now's), read whole
+        whatever the scan budget."""
         keys, mark = found
         split = mark - mark % HOUR_MS
         if upper is None or upper > split:
             tail_from = split if f.from_ms is None else max(split, f.from_ms)
             counts = hour_counts(conn, parts, tail_from, upper)
-            if counts and (partial := self._read_hours(conn, f, where, counts, upper, rows, limit)) is not None:
+            if counts and (partial := self._read_hours(conn, f, where, counts, upper, rows, limit,
+                                                        budgeted=False)) is not None:
                 return partial
         keys = keys[:max(0, limit + 1 - len(rows))]
         if keys:
@@ -234,9 +237,10 @@ class LogReader:
         return None
 
     def _read_hours(self, conn: Connection, f: LogFilter, where: list[ColumnElement[bool]], counts: dict[int, int],
-                    upper: int | None, rows: list[LoggedRequest], limit: int) -> LogPage | None:
+                    upper: int | None, rows: list[LoggedRequest], limit: int, *,
+                    budgeted: bool = True) -> LogPage | None:
         """Add the matches of `counts`' hours to `rows`, newest first, until it holds `limit + 1`; a
-        partial page when the scan budget ran out first."""
+        partial page when the scan budget ran out first (never unless `budgeted`)."""
         c = requests.c
         started = time.perf_counter()
         totals = all_counts(conn, f.from_ms, upper) if f.tag is not None else {}
@@ -258,7 +262,7 @@ class LogReader:
                 rows += [logged_request(r) for r in conn.execute(query.limit(limit + 1 - len(rows))).mappings()]
             if len(rows) > limit:
                 break
-            if (time.perf_counter() - started) * 1000 > self.budget_ms and hour != min(counts):
+            if budgeted and (time.perf_counter() - started) * 1000 > self.budget_ms and hour != min(counts):
                 return LogPage(rows, encode_cursor(lo, ""), partial=True)
         return None
 
