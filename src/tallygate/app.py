@@ -24,6 +24,7 @@ from typing import Any, Protocol
 from sqlalchemy import Engine, make_url
 
 from tallygate.analytics.columnar_service import ColumnarSync, columnar_engine
+from tallygate.analytics.copied_logs import CopiedLogs
 from tallygate.analytics.minutes import MinuteReader
 from tallygate.analytics.mirror import ColumnarEngine
 from tallygate.analytics.oncall import OnCall
@@ -191,7 +192,8 @@ class Gateway:
                              budgets.reload)
         analytics = Analytics(store, config.reporting.timezone)
         minutes = MinuteReader(store, MinuteCounts(engine))
-        logs = LogReader(engine, exact_hours=store.log_hours, exact_keys=store.log_keys)
+        copied_logs = CopiedLogs(store)
+        logs = LogReader(engine, exact_hours=copied_logs.hours, exact_keys=copied_logs.keys)
         management = create_management_app(auth, logs, key_admin,
                                             analytics, FeedbackStore(engine), ledger,
                                             SessionStore(SessionRows(engine)),

@@ -7,6 +7,7 @@ from __future__ import annotations
 import random
 
 from tallygate.analytics.clickhouse import ChdbClient, ClickHouseColumnar
+from tallygate.analytics.copied_logs import CopiedLogs
 from tallygate.analytics.query import Query, parse_group_by
 from tallygate.analytics.reader import AnalyticsStore
 from tallygate.analytics.service import Analytics
@@ -51,7 +52,8 @@ def test_clickhouse_backend_keys_the_logs_pages_like_the_ledger(tmp_path) -> Non
     client = ChdbClient(str(tmp_path / "ch"))
     store = AnalyticsStore(engine, columnar=ClickHouseColumnar(client))
     store.sync()
-    logs = LogReader(engine, budget_ms=0.0, exact_hours=store.log_hours, exact_keys=store.log_keys)
+    copied = CopiedLogs(store)
+    logs = LogReader(engine, budget_ms=0.0, exact_hours=copied.hours, exact_keys=copied.keys)
     for f in (LogFilter(tag="US", status=429), LogFilter(labels={"team": "a"}, provider="p1"), LogFilter(model="m2")):
         want = [r.id for r in sorted((r for r in records if (f.tag is None or carries(r.tags, f.tag))
                                       and all(r.labels.get(n) == v for n, v in f.labels.items())

@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import event
 
 from tallygate.analytics.columnar import DuckDBColumnar
+from tallygate.analytics.copied_logs import CopiedLogs
 from tallygate.analytics.reader import AnalyticsStore
 from tallygate.core.record import replace
 from tallygate.store.db import migrate, open_engine
@@ -57,7 +58,8 @@ def ledger(request, tmp_path_factory) -> Iterator[tuple[Any, list[Any], Analytic
 
 
 def _reader(store: AnalyticsStore, eng: Any, budget_ms: float) -> LogReader:
-    return LogReader(eng, budget_ms=budget_ms, exact_hours=store.log_hours, exact_keys=store.log_keys)
+    copied = CopiedLogs(store)
+    return LogReader(eng, budget_ms=budget_ms, exact_hours=copied.hours, exact_keys=copied.keys)
 
 
 def test_keyed_pages_hold_exactly_the_matching_records_newest_first(ledger) -> None:  # type: ignore[no-untyped-def]

@@ -12,6 +12,7 @@ import msgspec
 from sqlalchemy import event
 
 from tallygate.analytics.columnar import DuckDBColumnar
+from tallygate.analytics.copied_logs import CopiedLogs
 from tallygate.analytics.reader import AnalyticsStore
 from tallygate.core.tagpath import carries
 from tallygate.store.db import migrate, open_engine
@@ -27,7 +28,7 @@ def test_a_logs_walk_reads_only_hours_with_matches_and_finds_every_record(tmp_pa
     fill(engine, records, rng, feedback=0)
     store = AnalyticsStore(engine, columnar=DuckDBColumnar())
     store.sync()
-    logs = LogReader(engine, budget_ms=0.0, exact_hours=store.log_hours)  # any hour without a row ends a page
+    logs = LogReader(engine, budget_ms=0.0, exact_hours=CopiedLogs(store).hours)  # any hour without a row ends a page
     nothing = next(f for f in (LogFilter(tag=t, labels={"env": "dev"}, model="m2", status=502, key_id=k)
                                for t in ("US/CA/SF", "EU", "prod", "team/b") for k in ("k1", "k2", "k3"))
                    if not any(carries(r.tags, f.tag or "") and r.labels == {"env": "dev"} and r.key_id == f.key_id
@@ -67,17 +68,18 @@ def test_the_first_logs_page_does_not_wait_for_the_columnar_copy(tmp_path) -> No
         return DuckDBColumnar()
 
     store = AnalyticsStore(engine, open_columnar=slow_open)
+    copied = CopiedLogs(store)
     f = LogFilter(model="m1")
     started = time.monotonic()
-    assert store.log_hours(f) is None  # not made yet: the caller counts from the ledger
+    assert copied.hours(f) is None  # not made yet: the caller counts from the ledger
     assert time.monotonic() - started < 0.4 and not opened
     deadline = time.monotonic() + 30
-    while (found := store.log_hours(f)) is None and time.monotonic() < deadline:
+    while (found := copied.hours(f)) is None and time.monotonic() < deadline:
         time.sleep(0.05)
     assert found is not None and opened == [True]
     hours, _ = found
     assert sum(hours.values()) == sum(1 for r in records if r.requested_model == "m1")
-    logs, got, cursor = LogReader(engine, exact_hours=store.log_hours), [], None
+    logs, got, cursor = LogReader(engine, exact_hours=copied.hours), [], None
     while True:
         page = logs.page(f, 100, cursor)
         got += [r.record.id for r in page.rows]
@@ -104,14 +106,15 @@ def test_a_walk_finds_a_late_record_in_an_hour_the_copy_counted_no_match_in(tmp_
     fill(engine, records, rng, feedback=0)
     store = AnalyticsStore(engine, columnar=DuckDBColumnar(), sync_every_s=3600)  # no sync during the test
     store.sync()
-    logs = LogReader(engine, budget_ms=0.0, exact_hours=store.log_hours)
+    copied = CopiedLogs(store)
+    logs = LogReader(engine, budget_ms=0.0, exact_hours=copied.hours)
     f = LogFilter(model="m1", status=429, provider="p1")
 
     def want(recs: list) -> list[str]:  # type: ignore[type-arg]
         return [r.id for r in sorted((r for r in recs if r.requested_model == "m1" and r.status == 429
                                       and r.provider == "p1"), key=lambda r: (r.created_at, r.id), reverse=True)]
 
-    keyed = LogReader(engine, budget_ms=0.0, exact_hours=store.log_hours, exact_keys=store.log_keys)
+    keyed = LogReader(engine, budget_ms=0.0, exact_hours=copied.hours, exact_keys=copied.keys)
     assert _walk(logs, f) == want(records)  # the copy's counts of the filter's hours are kept for a while
     assert _walk(keyed, f) == want(records)
     empty = next(h for h in range(T0, T0 + 3 * DAY, HOUR) if not any(h <= r.created_at < h + HOUR for r in records
@@ -135,7 +138,7 @@ def test_pages_after_the_first_ask_the_roll_ups_only_for_the_hours_the_copy_has_
     fill(engine, records, rng, feedback=0)
     store = AnalyticsStore(engine, columnar=DuckDBColumnar(), sync_every_s=3600)
     store.sync()
-    logs = LogReader(engine, exact_hours=store.log_hours)
+    logs = LogReader(engine, exact_hours=CopiedLogs(store).hours)
     f = LogFilter(model="m1", status=502)
     first = logs.page(f, 5, None)
     assert first.next_cursor is not None

@@ -37,20 +37,15 @@ from tallygate.analytics.columnar_sql import ColumnarQuestion
 from tallygate.analytics.cover import cover
 from tallygate.analytics.mirror import ColumnarEngine, Mirror
 from tallygate.analytics.plan import Segment, levels_for, merged, plan, segments_for
-from tallygate.analytics.query import Dim, Query
+from tallygate.analytics.query import Query
 from tallygate.analytics.segment_reader import SegmentReader, TagMode
 from tallygate.core.metrics import REQUESTS, Agg
 from tallygate.core.timebuckets import HOUR_MS
 from tallygate.core.zones import UTC
 from tallygate.store.hours import Parts, all_counts, hour_counts, records_between
-from tallygate.store.logs import LogFilter
 from tallygate.store.schema import api_keys, label_sets, requests, tag_rollups
 
 log = logging.getLogger("tallygate.analytics")
-LOG_HOURS_TTL_S = 30.0  # a logs filter's matching hours are counted again after this long
-LOG_KEYS_TTL_S = 30.0  # a logs filter's keys read ahead are read again after this long
-LOG_KEYS_AHEAD = 1000  # a logs page reads this many more keys of its filter (the next pages')
-LOG_KEYS_WINDOWS = (HOUR_MS, 24 * HOUR_MS, 7 * 24 * HOUR_MS, None)  # the stretches a page's keys are looked for in
 SYNC_EVERY_S = 1.0  # a question brings the columnar copy up to date at most this often
 OPEN_WAIT_S = 3.0  # at most this long a question waits for the copy to open and copy labels and scores
 _SPARSE = 0.05  # a tag filter matching less than this share of the records is read by its index
@@ -101,9 +96,6 @@ class AnalyticsStore:
         self._stopping = False
         self._local = threading.local()  # .memo: raw segments read during one answer (`sharing`)
         self._sets: dict[str, dict[str, Any]] = {}
-        self._log_hours: dict[tuple[Any, ...], tuple[float, dict[int, int], int, int]] = {}
-        # a filter's keys read ahead: (when, repairs, low, high, every match in [low, high) newest first)
-        self._log_keys: dict[tuple[Any, ...], tuple[float, int, int | None, int, list[tuple[int, str]]]] = {}
 
     @property
     def columnar_configured(self) -> bool:
@@ -349,12 +341,12 @@ class AnalyticsStore:
         or Python over the ledger's rows (the 30 half hours around a month's local midnights in
         Kolkata, the ragged ends of a range). None: the ledger reads them."""
         raw = [s for s in segments if s.level == "raw"]
-        if not raw or self.columnar is None or self.mirror is None or not self._copy_ready():
+        if not raw or self.columnar is None or self.mirror is None or not self.copy_ready():
             return None
         if any(s.from_ms is None or s.to_ms is None for s in raw):
             return None
         self.sync(wait=False)
-        mark = self._exact_until(min(int(s.from_ms or 0) for s in raw))
+        mark = self.exact_until(min(int(s.from_ms or 0) for s in raw))
         if any(int(s.to_ms or 0) > mark for s in raw):
             return None
         return sorted((int(s.from_ms or 0), int(s.to_ms or 0)) for s in raw)
@@ -368,7 +360,7 @@ class AnalyticsStore:
         are the ledger's, and only up to its watermark: the rest is read from the raw ledger. After
         a restart that is nearly all of the range; during a first copy, a growing part. Else None:
         the roll-ups and the raw ledger answer."""
-        ready = self._copy_ready()
+        ready = self.copy_ready()
         if not ready and family != "raw":
             return None
         if ready:
@@ -377,7 +369,7 @@ class AnalyticsStore:
             return None
         columnar, mirror = self.columnar, self.mirror
         assert columnar is not None and mirror is not None
-        mark = self._exact_until(q.from_ms)
+        mark = self.exact_until(q.from_ms)
         if not ready and (mark == 0 or (q.from_ms is not None and mark <= q.from_ms)):
             return None  # nothing of the range copied yet
         lo, hi = q.from_ms, q.to_ms
@@ -427,14 +419,14 @@ class AnalyticsStore:
 
     def copied_until(self, lo: int) -> int | None:
         """Up to where the columnar copy holds every record from `lo` on (its watermark, or the
-        first hour a late record is missing from: `_exact_until`); None until its first copy is
+        first hour a late record is missing from: `exact_until`); None until its first copy is
         made (in the background: never waited for) and without a columnar engine."""
-        if not self._copy_ready() or self.columnar is None or self.mirror is None:
+        if not self.copy_ready() or self.columnar is None or self.mirror is None:
             return None
         self.sync(wait=False)
-        return self._exact_until(lo)
+        return self.exact_until(lo)
 
-    def _exact_until(self, lo: int | None) -> int:
+    def exact_until(self, lo: int | None) -> int:
         """The copy's watermark, or the first hour in [lo, watermark) whose records the copy does not
         hold all of (a record that arrived late, not copied yet; the watermark's own hour up to the
         watermark included): the copy answers only before it. The watermark and the count of its
@@ -454,94 +446,13 @@ class AnalyticsStore:
             stale.append(part)
         return min(stale, default=mark)
 
-    def log_hours(self, f: LogFilter) -> tuple[dict[int, int], int] | None:
-        """A logs filter's exact matches per UTC hour before the copy's watermark (one columnar scan,
-        kept for `LOG_HOURS_TTL_S` so that a walk's pages share it); None without a columnar engine,
-        and until its first copy is made (in the background: a logs page never waits for it)."""
-        if not self._copy_ready() or self.columnar is None or self.mirror is None:
-            return None
-        self.sync(wait=False)
-        mark = self._exact_until(f.from_ms)  # a late record's hour is not skipped
-        # not keyed by the watermark (it moves at every sync): a count kept for a while stays exact for
-        # the hours before the watermark it was counted at, which is returned with it, unless an hour of
-        # the copy was copied again since (`Mirror.repairs`: late records)
-        key = self._log_key(f)
-        now = time.monotonic()
-        found = self._log_hours.get(key)
-        if found is not None and now - found[0] < LOG_HOURS_TTL_S and found[3] == self.mirror.repairs:
-            return found[1], min(found[2], mark)
-        repairs = self.mirror.repairs
-        hi = mark if f.to_ms is None else min(f.to_ms, mark)
-        groups = self.columnar.answer(self._log_question(f, f.from_ms, hi, (Dim("time", "hour"),)))
-        hours = {int(k[0]): agg.v[REQUESTS] for k, agg in groups.items()}
-        if len(self._log_hours) > 256:
-            self._log_hours.clear()
-        self._log_hours[key] = (now, hours, mark, repairs)
-        return hours, mark
-
-    def log_keys(self, f: LogFilter, upper: int | None, after: tuple[int, str] | None,
-                 want: int) -> tuple[list[tuple[int, str]], int] | None:
-        """The copy's mark (`_exact_until`), and the (created_at, id) of the first `want` records
-        matching `f` before the hour the mark is in and before `upper`, after the logs cursor
-        `after`, newest first; None until the copy is made (in the background: never waited for).
-
-        The copy is asked over the last hour, day, week, then the whole range, until one holds
-        `want + LOG_KEYS_AHEAD` matches: a common filter reads an hour, a rare one scans once. What
-        was read is kept (`LOG_KEYS_TTL_S`, until an hour is copied again) with the stretch it is
-        all of the matches of: the next pages of a walk are read from it, not from the copy."""
-        if not self._copy_ready() or self.columnar is None or self.mirror is None:
-            return None
-        self.sync(wait=False)
-        mark = self._exact_until(f.from_ms)  # a late record's hour: from the ledger
-        split = mark - mark % HOUR_MS
-        hi = split if upper is None else min(upper, split)
-        lo = f.from_ms
-        if lo is not None and lo >= hi:
-            return [], mark
-        if after is not None and after[0] >= hi:  # the cursor is in the ledger's part: all of the copy's is older
-            after = None
-        bound = hi if after is None else after[0] + 1  # after the newest time the page may hold
-        key = self._log_key(f)
-        now = time.monotonic()
-        kept = self._log_keys.get(key)
-        if kept is not None and now - kept[0] < LOG_KEYS_TTL_S and kept[1] == self.mirror.repairs:
-            _, _, low, high, keys = kept
-            if bound <= high:  # its newest `want` before `bound` are the range's, or it holds all of them
-                hit = [k for k in keys if k[0] < hi and (after is None or k < after)]
-                if len(hit) >= want or low is None or (lo is not None and lo >= low):
-                    return hit[:want], mark
-        repairs = self.mirror.repairs
-        ahead = want + LOG_KEYS_AHEAD
-        for span in LOG_KEYS_WINDOWS:
-            start = None if span is None else bound - span
-            if lo is not None and (start is None or start <= lo):
-                start = lo
-            got = self.columnar.keys(self._log_question(f, start, hi), after, ahead)
-            if len(got) == ahead or start == lo:
-                break
-        # kept: every match in [low, high); not the cursor's millisecond (its matches after the cursor
-        # were not read), nor the last one read when the read was cut (its older matches were not)
-        high = hi if after is None else after[0]
-        low = start if len(got) < ahead else got[-1][0] + 1
-        if len(self._log_keys) > 256:
-            self._log_keys.clear()
-        self._log_keys[key] = (now, repairs, low, high,
-                               [k for k in got if k[0] < high and (low is None or k[0] >= low)])
-        return got[:want], mark
-
-    @staticmethod
-    def _log_key(f: LogFilter) -> tuple[Any, ...]:
-        return (f.tag, tuple(sorted(f.labels.items())), f.key_id, f.model, f.status, f.error_code, f.provider,
-                f.served_model, f.from_ms, f.to_ms)
-
-    def _log_question(self, f: LogFilter, lo: int | None, hi: int, dims: tuple[Dim, ...] = ()) -> ColumnarQuestion:
-        q = Query(dims, f.tag, f.labels, f.key_id, f.model, f.from_ms, f.to_ms, status=f.status,
-                  error_code=f.error_code, provider=f.provider, served_model=f.served_model)
+    def columnar_question(self, q: Query, lo: int | None, hi: int) -> ColumnarQuestion:
+        """`q` over [lo, hi) for the columnar engine, its key and label filters resolved."""
         with self._engine.connect() as conn:
             ctx = SegmentReader(q, conn, self._label_sets(conn), {}, TagMode())
             return ColumnarQuestion(q, lo, hi, ctx.key_ids, ctx.set_ids)
 
-    def _copy_ready(self) -> bool:
+    def copy_ready(self) -> bool:
         """Whether the columnar copy has been made once; if not, open and make it in a background
         thread (started once) and say no."""
         if self.mirror is not None and self._synced_at > 0:
