@@ -70,6 +70,15 @@ def test_migrations_are_idempotent_on_postgres(pg_url: str) -> None:
     engine.dispose()
 
 
+def test_postgres_connections_have_no_jit(pg_url: str) -> None:
+    """JIT compiled each analytics sum whose plan cost passed jit_above_cost: 420 ms of compiling for
+    30 ms of work (an hour roll-up over a ragged range at 10M records). The engine turns it off."""
+    engine = open_engine(pg_url)
+    with engine.connect() as conn:
+        assert conn.execute(text("SHOW jit")).scalar_one() == "off"
+    engine.dispose()
+
+
 def test_workers_starting_together_share_one_bootstrap_user(pg_url: str) -> None:
     """`serve --workers N` makes every worker ensure the `admin` user at once: all get the same one."""
     engine = open_engine(pg_url)

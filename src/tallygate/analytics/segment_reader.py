@@ -78,9 +78,8 @@ class SegmentReader:
         dim, value = found
         if value is not None:  # the (dim, value, bucket) index of the hour table, or the key
             where = [*time_range(t.c.bucket, seg), t.c.dim == dim, t.c.value == value]
-        else:  # a time range of the key (bucket, dim, value): `dim || ''` keeps planners off that index,
-            # whose `dim = ?` part would read the attribute's rows of every hour ever
-            where = [*time_range(t.c.bucket, seg), t.c.dim.op("||")("") == dim]
+        else:  # a time range of the key (bucket, dim, value), or the (dim, value, bucket) index (`_dim_is`)
+            where = [*time_range(t.c.bucket, seg), self._dim_is(t, dim)]
         grouped = next((d for d in q.dims if d.kind != "time"), None)
         time = q.time_dim
         cols = ["value", local_bucket(t, seg, time, q.tz)] if time else ["value"]
@@ -92,7 +91,7 @@ class SegmentReader:
         summed_rows(self.conn, t, cols, where, part, key_of)
         if grouped is not None and grouped.kind == "label" and value is None:
             every: dict[tuple[Any, ...], Agg] = {}
-            summed_rows(self.conn, t, cols, [*time_range(t.c.bucket, seg), t.c.dim.op("||")("") == ""], every,
+            summed_rows(self.conn, t, cols, [*time_range(t.c.bucket, seg), self._dim_is(t, "")], every,
                         lambda row: tuple(time_value(d, row[1], q.tz) if d.kind == "time" else None for d in q.dims))
             labelled: dict[tuple[Any, ...], Agg] = {}
             for key, agg in part.items():
@@ -108,6 +107,16 @@ class SegmentReader:
                 out[key] = Agg(agg.v, None, None)
             else:
                 have.add_vector(agg.v)
+
+    def _dim_is(self, t: Any, dim: str) -> Any:
+        """The rows of attribute `dim` over a time range. SQLite: `dim || ''` keeps its planner off the
+        (dim, value, bucket) index, whose `dim = ?` part would read the attribute's rows of every hour
+        ever. PostgreSQL weighs that index against the time range itself (its bucket part is checked in
+        the index) and, without it, read the whole hour table for a local month (label.team by New York
+        day at 10M records: a 376 MB scan, 640 ms; with it 80 ms)."""
+        if self.conn.dialect.name == "postgresql":
+            return t.c.dim == dim
+        return t.c.dim.op("||")("") == dim
 
     # ------------------------------------------------------------------------- usage roll-ups
     def usage(self, seg: Segment, out: dict[tuple[Any, ...], Agg]) -> None:

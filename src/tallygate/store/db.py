@@ -29,7 +29,11 @@ def open_engine(url: str) -> Engine:
             cur.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    # PostgreSQL: no JIT. Its compilation cost is paid on every analytics sum whose plan costs more than
+    # jit_above_cost (an hour roll-up over a ragged range at 10M records: 420 ms of JIT for 30 ms of work);
+    # the gateway's statements are all short. A URL that sets its own `options` keeps them.
+    connect_args = {} if "options=" in url else {"options": "-c jit=off"}
+    return create_engine(url, pool_pre_ping=True, connect_args=connect_args)
 
 
 def _alembic_config() -> Config:
