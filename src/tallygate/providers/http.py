@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from datetime import timedelta
 from types import TracebackType
 from typing import TypeVar, cast
@@ -93,36 +93,54 @@ def parse_json(provider: str, raw: bytes | memoryview, what: str = "a body") -> 
     return data
 
 
-@asynccontextmanager
-async def sse_response(provider: str, session: aiohttp.ClientSession, url: str | URL, data: bytes,
-                       headers: dict[str, str], timeout: aiohttp.ClientTimeout,
-                       error: ErrorFactory, content_type: str = "event-stream",
-                       ) -> AsyncIterator[aiohttp.ClientResponse]:
-    """POST a streaming request; yields the response once it is known to be a 200 SSE stream
-    (or another `content_type`, such as AWS's `vnd.amazon.eventstream`).
+class sse_response(AbstractAsyncContextManager[aiohttp.ClientResponse]):  # noqa: N801 (used as a function)
+    """POST a streaming request; `async with` gives the response once it is known to be a 200 SSE
+    stream (or another `content_type`, such as AWS's `vnd.amazon.eventstream`).
 
     An error status becomes `error(status, body, headers)`; the connection is always released.
     The connection closing after the 200 (before or after the stream's first event) is
     `UpstreamCutOff`: the provider had begun the answer and bills it, so the attempt is charged
     its worst case and a limited request is not tried on another target (`routing/executor.py`).
+    A class, not an `@asynccontextmanager` generator: entered once per stream attempt, and the
+    generator's wrapping costs five calls more than `__aenter__` and `__aexit__`.
     """
-    with transport_errors(provider):
-        resp = await session.post(url, data=data, headers=headers, timeout=timeout, allow_redirects=False)
-    try:
-        if resp.status != 200:
-            with transport_errors(provider):
-                raw = await resp.read()
-            raise error(resp.status, raw, resp.headers)
-        if content_type not in resp.headers.get("content-type", ""):
-            raise UpstreamProtocolError(f"provider {provider!r} answered a stream request without {content_type}")
+
+    __slots__ = ("_provider", "_session", "_url", "_data", "_headers", "_timeout", "_error", "_content_type",
+                 "_resp")
+
+    def __init__(self, provider: str, session: aiohttp.ClientSession, url: str | URL, data: bytes,
+                 headers: dict[str, str], timeout: aiohttp.ClientTimeout, error: ErrorFactory,
+                 content_type: str = "event-stream") -> None:
+        self._provider, self._session, self._url, self._data = provider, session, url, data
+        self._headers, self._timeout, self._error, self._content_type = headers, timeout, error, content_type
+        self._resp: aiohttp.ClientResponse | None = None
+
+    async def __aenter__(self) -> aiohttp.ClientResponse:
+        provider = self._provider
+        with transport_errors(provider):
+            resp = await self._session.post(self._url, data=self._data, headers=self._headers,
+                                            timeout=self._timeout, allow_redirects=False)
         try:
-            yield resp
-        except UpstreamCutOff:
+            if resp.status != 200:
+                with transport_errors(provider):
+                    raw = await resp.read()
+                raise self._error(resp.status, raw, resp.headers)
+            if self._content_type not in resp.headers.get("content-type", ""):
+                raise UpstreamProtocolError(
+                    f"provider {provider!r} answered a stream request without {self._content_type}")
+        except BaseException:
+            resp.release()
             raise
-        except UpstreamUnavailable as err:  # the connection closed after the 200: the answer was begun, billed
-            raise UpstreamCutOff(err.message) from None
-    finally:
-        resp.release()
+        self._resp = resp
+        return resp
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        if self._resp is not None:
+            self._resp.release()
+        # the connection closed after the 200: the answer was begun, billed
+        if isinstance(exc, UpstreamUnavailable) and not isinstance(exc, UpstreamCutOff):
+            raise UpstreamCutOff(exc.message) from None
 
 
 # How long, and how many bytes, a finished stream's rest of body is read for (see `finish_body`).
