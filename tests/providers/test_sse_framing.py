@@ -5,7 +5,6 @@ runs of blank lines, and an event left without its blank line at the end."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any, cast
 
 import aiohttp
@@ -20,12 +19,14 @@ PIECES = [b'data: {"id":"c","choices":[]}\n\n', b"data: [DONE]\n\n", b": keep-al
 
 
 class _Content:
-    def __init__(self, reads: list[bytes]) -> None:
-        self._reads = reads
+    """aiohttp's `StreamReader` as the SSE readers use it: `readany()` gives each read as it
+    arrived, then `b""` at the end of the body."""
 
-    async def iter_any(self) -> AsyncIterator[bytes]:
-        for data in self._reads:
-            yield data
+    def __init__(self, reads: list[bytes]) -> None:
+        self._reads = iter(reads)
+
+    async def readany(self) -> bytes:
+        return next(self._reads, b"")
 
 
 class _Response:

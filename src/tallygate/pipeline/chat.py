@@ -85,7 +85,8 @@ class ChatCodec:
             if _USAGE in data and _NULL not in data:
                 before = self._batch(batch[:i])
                 usage = self._chunk(data)
-                return before + (b"data: " + usage + b"\n\n" if usage else b"") + self._batch(batch[i + 1:])
+                after = self._batch(batch[i + 1:]) if i + 1 < len(batch) else b""  # (usually none: no call)
+                return before + (b"data: " + usage + b"\n\n" if usage else b"") + after
         return self._batch(batch)
 
     def _batch(self, batch: list[bytes]) -> bytes:

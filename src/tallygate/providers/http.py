@@ -15,10 +15,10 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from datetime import timedelta
 from types import TracebackType
-from typing import TypeVar, cast
+from typing import Generic, TypeVar, cast
 
 import aiohttp
 import orjson
@@ -93,36 +93,54 @@ def parse_json(provider: str, raw: bytes | memoryview, what: str = "a body") -> 
     return data
 
 
-@asynccontextmanager
-async def sse_response(provider: str, session: aiohttp.ClientSession, url: str | URL, data: bytes,
-                       headers: dict[str, str], timeout: aiohttp.ClientTimeout,
-                       error: ErrorFactory, content_type: str = "event-stream",
-                       ) -> AsyncIterator[aiohttp.ClientResponse]:
-    """POST a streaming request; yields the response once it is known to be a 200 SSE stream
-    (or another `content_type`, such as AWS's `vnd.amazon.eventstream`).
+class sse_response(AbstractAsyncContextManager[aiohttp.ClientResponse]):  # noqa: N801 (used as a function)
+    """POST a streaming request; `async with` gives the response once it is known to be a 200 SSE
+    stream (or another `content_type`, such as AWS's `vnd.amazon.eventstream`).
 
     An error status becomes `error(status, body, headers)`; the connection is always released.
     The connection closing after the 200 (before or after the stream's first event) is
     `UpstreamCutOff`: the provider had begun the answer and bills it, so the attempt is charged
     its worst case and a limited request is not tried on another target (`routing/executor.py`).
+    A class, not an `@asynccontextmanager` generator: entered once per stream attempt, and the
+    generator's wrapping costs five calls more than `__aenter__` and `__aexit__`.
     """
-    with transport_errors(provider):
-        resp = await session.post(url, data=data, headers=headers, timeout=timeout, allow_redirects=False)
-    try:
-        if resp.status != 200:
-            with transport_errors(provider):
-                raw = await resp.read()
-            raise error(resp.status, raw, resp.headers)
-        if content_type not in resp.headers.get("content-type", ""):
-            raise UpstreamProtocolError(f"provider {provider!r} answered a stream request without {content_type}")
+
+    __slots__ = ("_provider", "_session", "_url", "_data", "_headers", "_timeout", "_error", "_content_type",
+                 "_resp")
+
+    def __init__(self, provider: str, session: aiohttp.ClientSession, url: str | URL, data: bytes,
+                 headers: dict[str, str], timeout: aiohttp.ClientTimeout, error: ErrorFactory,
+                 content_type: str = "event-stream") -> None:
+        self._provider, self._session, self._url, self._data = provider, session, url, data
+        self._headers, self._timeout, self._error, self._content_type = headers, timeout, error, content_type
+        self._resp: aiohttp.ClientResponse | None = None
+
+    async def __aenter__(self) -> aiohttp.ClientResponse:
+        provider = self._provider
+        with transport_errors(provider):
+            resp = await self._session.post(self._url, data=self._data, headers=self._headers,
+                                            timeout=self._timeout, allow_redirects=False)
         try:
-            yield resp
-        except UpstreamCutOff:
+            if resp.status != 200:
+                with transport_errors(provider):
+                    raw = await resp.read()
+                raise self._error(resp.status, raw, resp.headers)
+            if self._content_type not in resp.headers.get("content-type", ""):
+                raise UpstreamProtocolError(
+                    f"provider {provider!r} answered a stream request without {self._content_type}")
+        except BaseException:
+            resp.release()
             raise
-        except UpstreamUnavailable as err:  # the connection closed after the 200: the answer was begun, billed
-            raise UpstreamCutOff(err.message) from None
-    finally:
-        resp.release()
+        self._resp = resp
+        return resp
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        if self._resp is not None:
+            self._resp.release()
+        # the connection closed after the 200: the answer was begun, billed
+        if isinstance(exc, UpstreamUnavailable) and not isinstance(exc, UpstreamCutOff):
+            raise UpstreamCutOff(exc.message) from None
 
 
 # How long, and how many bytes, a finished stream's rest of body is read for (see `finish_body`).
@@ -215,13 +233,13 @@ def sse_batches(resp: aiohttp.ClientResponse) -> AsyncIterator[list[tuple[str | 
     Relaying a batch in one write instead of one write per event saves a system call per token
     when the provider is faster than the client; a slow provider still yields one event at a time.
     """
-    return _sse(resp, _events)
+    return _SSE(resp, _events)
 
 
 def sse_data(resp: aiohttp.ClientResponse) -> AsyncIterator[list[bytes]]:
     """The data of each event of an SSE response whose events have no names that matter (OpenAI's
     chat chunks), batched as `sse_batches`: a one-line event costs a slice, not a call and a tuple."""
-    return _sse(resp, _datas)
+    return _SSE(resp, _datas)
 
 
 def _events(body: bytes) -> list[tuple[str | None, bytes]]:
@@ -244,23 +262,40 @@ def _data(raw: bytes) -> bytes | None:
     return None if event is None else event[1]
 
 
-async def _sse(resp: aiohttp.ClientResponse, parse: Callable[[bytes], list[T]]) -> AsyncIterator[list[T]]:
+class _SSE(Generic[T]):
     """The events of an SSE response as `parse` makes them from their blocks (the bytes up to
-    the last blank line, which it splits at each blank line), batch by batch."""
-    buf = b""
-    async for data in resp.content.iter_any():
-        buf += data
-        if b"\r" in buf:  # CR and CRLF line endings are legal SSE; keep a trailing CR for later
-            head, tail = (buf[:-1], b"\r") if buf.endswith(b"\r") else (buf, b"")
-            buf = head.replace(b"\r\n", b"\n").replace(b"\r", b"\n") + tail
-        end = buf.rfind(b"\n\n")  # (in a run of 3+ newlines, the extra ones are empty lines)
-        if end < 0:
-            continue
-        body, buf = buf[:end], buf[end + 2:]
-        batch = parse(body)
-        if batch:
-            yield batch
-    if buf.strip():
-        last = parse(buf.strip(b"\r\n"))
-        if last:
-            yield last
+    the last blank line, which it splits at each blank line), batch by batch. An async iterator
+    calling `readany()` itself, not an async generator over `iter_any()`: no generator for the
+    event loop to track (a weak set's add and remove per stream) and one call less per read."""
+
+    __slots__ = ("_content", "_parse", "_buf")
+
+    def __init__(self, resp: aiohttp.ClientResponse, parse: Callable[[bytes], list[T]]) -> None:
+        self._content, self._parse = resp.content, parse
+        self._buf: bytes | None = b""  # None: the body ended
+
+    def __aiter__(self) -> _SSE[T]:
+        return self
+
+    async def __anext__(self) -> list[T]:
+        parse = self._parse
+        while (buf := self._buf) is not None:
+            data = await self._content.readany()
+            if not data:  # the end of the body: what is left after the last blank line
+                self._buf = None
+                if buf.strip() and (last := parse(buf.strip(b"\r\n"))):
+                    return last
+                break
+            buf += data
+            if b"\r" in buf:  # CR and CRLF line endings are legal SSE; keep a trailing CR for later
+                head, tail = (buf[:-1], b"\r") if buf.endswith(b"\r") else (buf, b"")
+                buf = head.replace(b"\r\n", b"\n").replace(b"\r", b"\n") + tail
+            end = buf.rfind(b"\n\n")  # (in a run of 3+ newlines, the extra ones are empty lines)
+            if end < 0:
+                self._buf = buf
+                continue
+            body, self._buf = buf[:end], buf[end + 2:]
+            batch = parse(body)
+            if batch:
+                return batch
+        raise StopAsyncIteration

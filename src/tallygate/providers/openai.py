@@ -116,14 +116,16 @@ class OpenAIProvider:
                     done = b"[DONE]" in batch
                     if done:
                         batch = batch[:batch.index(b"[DONE]") + 1]
-                    # A chunk starts with its id; anything else may be an in-band error event.
-                    for data in [d for d in batch if not d.startswith(b'{"id"')]:
-                        if data != b"[DONE]" and b'"error"' in data:
-                            chunk = parse_json(self.name, data, "a stream event")
-                            if "error" in chunk and "choices" not in chunk:
-                                if at := batch.index(data):
-                                    yield batch[:at]
-                                raise error(500, data, None)
+                    # A chunk starts with its id; anything else may be an in-band error event (looked
+                    # for only in a batch that says `"error"` somewhere: one scan, not a test a chunk).
+                    if b'"error"' in b"".join(batch):
+                        for data in [d for d in batch if not d.startswith(b'{"id"')]:
+                            if data != b"[DONE]" and b'"error"' in data:
+                                chunk = parse_json(self.name, data, "a stream event")
+                                if "error" in chunk and "choices" not in chunk:
+                                    if at := batch.index(data):
+                                        yield batch[:at]
+                                    raise error(500, data, None)
                     if done:
                         try:
                             yield batch
