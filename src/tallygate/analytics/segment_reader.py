@@ -18,6 +18,7 @@ from sqlalchemy import Connection, true
 from tallygate.analytics.plan import Segment, attribute
 from tallygate.analytics.query import Dim, Query
 from tallygate.analytics.sql import (
+    listed_buckets,
     local_bucket,
     raw_records,
     raw_summed,
@@ -76,11 +77,15 @@ class SegmentReader:
         found = attribute(q)
         assert found is not None
         dim, value = found
+        listed = listed_buckets(self.conn, seg)
+        span = time_range(t.c.bucket, seg) if listed is None else [t.c.bucket.in_(listed)]
         if value is not None:  # the (dim, value, bucket) index of the hour table, or the key
             where = [*time_range(t.c.bucket, seg), t.c.dim == dim, t.c.value == value]
+        elif listed is not None:  # the key (bucket, dim, value), one seek per bucket
+            where = [*span, t.c.dim == dim]
         else:  # a time range of the key (bucket, dim, value): `dim || ''` keeps planners off that index,
             # whose `dim = ?` part would read the attribute's rows of every hour ever
-            where = [*time_range(t.c.bucket, seg), t.c.dim.op("||")("") == dim]
+            where = [*span, t.c.dim.op("||")("") == dim]
         grouped = next((d for d in q.dims if d.kind != "time"), None)
         time = q.time_dim
         cols = ["value", local_bucket(t, seg, time, q.tz)] if time else ["value"]
@@ -92,7 +97,8 @@ class SegmentReader:
         summed_rows(self.conn, t, cols, where, part, key_of)
         if grouped is not None and grouped.kind == "label" and value is None:
             every: dict[tuple[Any, ...], Agg] = {}
-            summed_rows(self.conn, t, cols, [*time_range(t.c.bucket, seg), t.c.dim.op("||")("") == ""], every,
+            dim_col = t.c.dim if listed is not None else t.c.dim.op("||")("")
+            summed_rows(self.conn, t, cols, [*span, dim_col == ""], every,
                         lambda row: tuple(time_value(d, row[1], q.tz) if d.kind == "time" else None for d in q.dims))
             labelled: dict[tuple[Any, ...], Agg] = {}
             for key, agg in part.items():
