@@ -113,3 +113,32 @@ def test_a_label_by_kolkata_day_seeks_the_label_rows_of_each_hour_and_skips_the_
     assert wheres and all("bucket IN (" in w and "bucket <" not in w and "||" not in w for w in wheres), wheres
     assert comparable(got) == comparable(Analytics(AnalyticsStore(engine, raw_only=True)).usage(q))
     engine.dispose()
+
+
+def test_the_hours_around_whole_days_are_seeked_not_read_as_a_range_with_a_hole(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A ragged range's roll-up hours are two stretches around its whole days, one statement with the
+    days as a hole: SQLite seeks those hours (tags, usage, one dimension), where the range read every
+    row of the days between them too; answers stay the raw ledger's."""
+    from sqlalchemy import event
+
+    from tallygate.analytics.query import Query, parse_group_by
+    from tallygate.analytics.reader import AnalyticsStore
+    from tallygate.analytics.service import Analytics
+    from tests.analytics.ledgers import comparable
+
+    engine = open_engine(f"sqlite:///{tmp_path}/l.db")
+    migrate(engine)
+    rng = random.Random(8)
+    fill(engine, random_records(rng, 1500), rng, feedback=20)
+    statements: list[str] = []
+    event.listen(engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
+    store, raw = Analytics(AnalyticsStore(engine)), Analytics(AnalyticsStore(engine, raw_only=True))
+    for dims, table in (("tag_level.2", "tag_rollup_hour"), ("label.team,model", "usage_rollup_hour"),
+                        ("key", "dim_rollup_hour")):
+        statements.clear()
+        q = Query(parse_group_by(dims), from_ms=T0 + 5 * HOUR + 17 * 60_000, to_ms=T0 + 3 * DAY + 11 * HOUR + 42)
+        got = store.usage(q)
+        wheres = [s.split("WHERE")[1] for s in statements if f"FROM {table}" in s]
+        assert wheres and all(f"{table}.bucket IN (" in w and f"{table}.bucket <" not in w for w in wheres), wheres
+        assert comparable(got) == comparable(raw.usage(q)), dims
+    engine.dispose()

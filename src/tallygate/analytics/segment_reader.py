@@ -78,7 +78,7 @@ class SegmentReader:
         assert found is not None
         dim, value = found
         listed = listed_buckets(self.conn, seg)
-        span = time_range(t.c.bucket, seg) if listed is None else [t.c.bucket.in_(listed)]
+        span = self.span(t, seg)
         if value is not None:  # the (dim, value, bucket) index of the hour table, or the key
             where = [*time_range(t.c.bucket, seg), t.c.dim == dim, t.c.value == value]
         elif listed is not None:  # the key (bucket, dim, value), one seek per bucket
@@ -115,10 +115,17 @@ class SegmentReader:
             else:
                 have.add_vector(agg.v)
 
+    def span(self, t: Any, seg: Segment) -> list[Any]:
+        """A roll-up segment's buckets: listed where SQLite seeks them (`sql.listed_buckets`; a ragged
+        fortnight's hours are two stretches around its whole days, whose rows a range read all of),
+        else as a range less its holes."""
+        listed = listed_buckets(self.conn, seg)
+        return time_range(t.c.bucket, seg) if listed is None else [t.c.bucket.in_(listed)]
+
     # ------------------------------------------------------------------------- usage roll-ups
     def usage(self, seg: Segment, out: dict[tuple[Any, ...], Agg]) -> None:
         q, t = self.q, usage_rollups[seg.level]
-        where = time_range(t.c.bucket, seg)
+        where = self.span(t, seg)
         if self.key_ids is not None:
             where.append(t.c.key_id.in_(self.key_ids))
         if self.set_ids is not None:
@@ -172,7 +179,7 @@ class SegmentReader:
     def tag_where(self, t: Any, seg: Segment) -> list[Any]:
         """The tag roll-up rows of one segment that the question's groups are made of."""
         q, mode = self.q, self.mode
-        where = time_range(t.c.bucket, seg)
+        where = self.span(t, seg)
         tag_dim = None if mode.tree or mode.tagged else q.tag_dim
         if mode.tagged:
             where.append(t.c.prefix == "")  # every request with a tag, once
