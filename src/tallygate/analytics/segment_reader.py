@@ -77,14 +77,12 @@ class SegmentReader:
         found = attribute(q)
         assert found is not None
         dim, value = found
-        listed = listed_buckets(self.conn, seg)
         span = self.span(t, seg)
         if value is not None:  # the (dim, value, bucket) index of the hour table, or the key
             where = [*time_range(t.c.bucket, seg), t.c.dim == dim, t.c.value == value]
-        elif listed is not None:  # the key (bucket, dim, value), one seek per bucket
-            where = [*span, t.c.dim == dim]
-        else:  # a time range of the key (bucket, dim, value): `dim || ''` keeps planners off that index,
-            # whose `dim = ?` part would read the attribute's rows of every hour ever
+        else:  # the buckets of the key (bucket, dim, value): `dim || ''` keeps planners off that index,
+            # whose `dim = ?` part would read the attribute's rows of every hour ever (with a list of
+            # buckets SQLite takes it: a ragged fortnight's 43 hours of `key` read a month of its rows)
             where = [*span, t.c.dim.op("||")("") == dim]
         grouped = next((d for d in q.dims if d.kind != "time"), None)
         time = q.time_dim
@@ -97,8 +95,7 @@ class SegmentReader:
         summed_rows(self.conn, t, cols, where, part, key_of)
         if grouped is not None and grouped.kind == "label" and value is None:
             every: dict[tuple[Any, ...], Agg] = {}
-            dim_col = t.c.dim if listed is not None else t.c.dim.op("||")("")
-            summed_rows(self.conn, t, cols, [*span, dim_col == ""], every,
+            summed_rows(self.conn, t, cols, [*span, t.c.dim.op("||")("") == ""], every,
                         lambda row: tuple(time_value(d, row[1], q.tz) if d.kind == "time" else None for d in q.dims))
             labelled: dict[tuple[Any, ...], Agg] = {}
             for key, agg in part.items():

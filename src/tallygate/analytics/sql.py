@@ -63,9 +63,9 @@ MAX_LISTED_BUCKETS = 2000  # a segment of more roll-up buckets than this is read
 
 def listed_buckets(conn: Connection, seg: Segment) -> list[int] | None:
     """The hour (day) buckets of a bounded hour (day) segment, less its holes, for SQLite: `bucket IN
-    (...)` with `dim = ?` seeks each bucket's rows of one dimension by the (bucket, dim, value) key,
-    where a range of buckets reads every dimension's rows (label.team by Kolkata day over a month at
-    10M records: 310k rows of 134 columns for 9k, and 30 hole tests per row). None: a range."""
+    (...)` seeks each bucket's rows by the key (bucket, ...), where a range less holes reads the rows
+    of the holes too and tests each hole per row (a ragged fortnight's 43 hours around its whole days
+    read all 14 days; label.team by Kolkata day tested 30 holes per row). None: a range."""
     step = {"hour": HOUR_MS, "day": DAY_MS}.get(seg.level)
     if conn.dialect.name != "sqlite" or step is None or seg.from_ms is None or seg.to_ms is None:
         return None
