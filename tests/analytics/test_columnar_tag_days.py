@@ -207,6 +207,9 @@ def test_the_trees_totals_are_all_records_less_the_untagged_rows_of_the_roll_up(
     assert question.rollable()
     sql, _ = question.sql(feedback=True, rolled=[(T0, T0 + 3 * DAY)])
     assert "tg IS NULL" in sql and "len(tags) > 0" not in sql  # no tag list read on whole days
+    # the records of whole days held by the hour roll-up: its rows, no record (`same` checks the sums)
+    sql, _ = question.sql(feedback=True, rolled=[(T0, T0 + 3 * DAY)], rolled_usage=[(T0, T0 + 2 * DAY)])
+    assert "FROM usage_hours" in sql and f"created_at >= {T0 + 2 * DAY}" in sql
     same()
     # an untagged and a tagged record replayed late into a rolled-up day
     late = [msgspec.structs.replace(r, id=f"late-t{i}", tags=tags, created_at=T0 + DAY + 3 * HOUR + i)

@@ -86,3 +86,61 @@ def test_local_buckets_with_a_rare_label_filter_are_read_from_the_columnar_copy(
     store.sync()
     same()
     engine.dispose()
+
+
+def test_a_label_by_kolkata_day_seeks_the_label_rows_of_each_hour_and_skips_the_cut_hours(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """SQLite reads the roll-up hours by the key (bucket, dim, value), one seek per hour, not a range
+    with a test per hole (the UTC hours cut by Kolkata's midnights, read raw) on every row; the answer
+    stays the raw ledger's."""
+    from sqlalchemy import event
+
+    from tallygate.analytics.query import Query, parse_group_by
+    from tallygate.analytics.reader import AnalyticsStore
+    from tallygate.analytics.service import Analytics
+    from tests.analytics.ledgers import comparable
+
+    engine = open_engine(f"sqlite:///{tmp_path}/l.db")
+    migrate(engine)
+    rng = random.Random(5)
+    fill(engine, random_records(rng, 1200), rng, feedback=20)
+    statements: list[str] = []
+    event.listen(engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
+    q = Query(parse_group_by("time.day,label.team"), from_ms=T0 - 5 * HOUR - 1_800_000,
+              to_ms=T0 + 3 * DAY - 5 * HOUR - 1_800_000, tz="Asia/Kolkata")
+    got = Analytics(AnalyticsStore(engine)).usage(q)
+    hourly = [s for s in statements if "FROM dim_rollup_hour" in s]
+    wheres = [s.split("WHERE")[1].split("GROUP BY")[0] for s in hourly]
+    assert wheres and all("bucket IN (" in w and "bucket <" not in w for w in wheres), wheres
+    assert comparable(got) == comparable(Analytics(AnalyticsStore(engine, raw_only=True)).usage(q))
+    engine.dispose()
+
+
+def test_the_hours_around_whole_days_are_seeked_not_read_as_a_range_with_a_hole(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A ragged range's roll-up hours are two stretches around its whole days, one statement with the
+    days as a hole: SQLite seeks those hours (tags, usage, one dimension), where the range read every
+    row of the days between them too; answers stay the raw ledger's."""
+    from sqlalchemy import event
+
+    from tallygate.analytics.query import Query, parse_group_by
+    from tallygate.analytics.reader import AnalyticsStore
+    from tallygate.analytics.service import Analytics
+    from tests.analytics.ledgers import comparable
+
+    engine = open_engine(f"sqlite:///{tmp_path}/l.db")
+    migrate(engine)
+    rng = random.Random(8)
+    fill(engine, random_records(rng, 1500), rng, feedback=20)
+    statements: list[str] = []
+    event.listen(engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
+    store, raw = Analytics(AnalyticsStore(engine)), Analytics(AnalyticsStore(engine, raw_only=True))
+    for dims, table in (("tag_level.2", "tag_rollup_hour"), ("label.team,model", "usage_rollup_hour"),
+                        ("key", "dim_rollup_hour")):
+        statements.clear()
+        q = Query(parse_group_by(dims), from_ms=T0 + 5 * HOUR + 17 * 60_000, to_ms=T0 + 3 * DAY + 11 * HOUR + 42)
+        got = store.usage(q)
+        wheres = [s.split("WHERE")[1] for s in statements if f"FROM {table}" in s]
+        assert wheres and all(f"{table}.bucket IN (" in w and f"{table}.bucket <" not in w for w in wheres), wheres
+        # and by the key: `dim = ?` alone would take the (dim, value, bucket) index, every hour's `key` rows
+        assert table != "dim_rollup_hour" or all("dim_rollup_hour.dim || " in w for w in wheres), wheres
+        assert comparable(got) == comparable(raw.usage(q)), dims
+    engine.dispose()

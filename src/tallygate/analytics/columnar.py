@@ -399,8 +399,11 @@ class DuckDBColumnar:
                      if question.hourly() else [])
             usage = (spans.hour_spans(lo, hi, self._hourly(cur, lo, hi, "usage_days"), [], unit, tz)
                      if question.usage_hourly() else [])
+            # the tag tree's totals: all the records of its rolled days from the hour roll-up where it holds them
+            rolled_usage = ([s for a, b in self._hourly(cur, lo, hi, "usage_days") for s in spans.within(rolled, a, b)]
+                            if question.tagged and rolled else [])
             sql, params = question.sql(feedback=bool(has_feedback and has_feedback[0]), rolled=rolled, months=months,
-                                       split=split, hours=hours, usage=usage)
+                                       split=split, hours=hours, usage=usage, rolled_usage=rolled_usage)
             rows = cur.execute(sql, params).fetchall()
         finally:
             cur.execute("ROLLBACK")  # it only read

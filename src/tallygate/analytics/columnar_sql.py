@@ -317,7 +317,7 @@ class ColumnarQuestion:
         statement of its sums (histogram weight 0) for the sums, then two of its latency and
         time-to-first-token buckets (no sums; their counts as weight `hw`) for the histograms.
         `tag_hours` keeps no attribute (NULL), `usage_hours` no tag."""
-        where = self._rolled_where() if table == "tag_hours" else self._where()
+        where = self._rolled_where() if table == "tag_hours" else self._where(tags=False)
         where.append("(" + " OR ".join(f"(created_at >= {int(a)} AND created_at < {int(b)})" for a, b in spans)
                      + ")")
         none = ["NULL::VARCHAR AS key_id", "NULL::VARCHAR AS label_set", "NULL::VARCHAR AS requested_model",
@@ -367,17 +367,21 @@ class ColumnarQuestion:
             months: list[tuple[int, int]] | None = None,
             split: list[tuple[int, int, int, list[tuple[int, int]]]] | None = None,
             hours: list[tuple[int, int]] | None = None,
-            usage: list[tuple[int, int]] | None = None) -> tuple[str, dict[str, Any]]:
+            usage: list[tuple[int, int]] | None = None,
+            rolled_usage: list[tuple[int, int]] | None = None) -> tuple[str, dict[str, Any]]:
         """The statement and its parameters; `feedback`: join the scores (skipped when none exist);
         `rolled`: the stretches of whole UTC days read from the tag roll-up (`rollable` questions), of
         which `months` (whole UTC months) are read from the month roll-up, and the months of `split`
         (`columnar_spans.split_months`) from the month roll-up less the day roll-up's rows of their cut days; `hours`:
         the stretches of whole UTC hours read from the narrow hour roll-up (`columnar_spans.hour_spans`); `usage`: those
-        read from the hour roll-up of everything but tags."""
+        read from the hour roll-up of everything but tags; `rolled_usage`: the stretches of `rolled` whose
+        records the tag tree's totals (`tagged`) read from that roll-up (a month of one team: its 65k
+        hour rows, not its 1.3M records of 10M scanned twice)."""
         self.params = {}
         usage = usage or []
+        rolled_usage = (rolled_usage or []) if self.tagged else []
         hours = [*(hours or []), *usage]
-        self._weighted = bool(hours)  # every source row carries its histogram weight (`hw`)
+        self._weighted = bool(hours or rolled_usage)  # every source row carries its histogram weight (`hw`)
         q, dims = self.q, self.dims
         keys, joins = [], []
         if self.tree:
@@ -400,7 +404,8 @@ class ColumnarQuestion:
         stretches = self.spans or gaps(self.from_ms, self.to_ms, sorted([*(rolled or []), *hours]))
         parts = [self._records(lo, hi, feedback) for lo, hi in stretches]
         if self.tagged:  # the rolled-up days' records, tagged or not (their untagged rows are subtracted)
-            parts += [self._records(lo, hi, feedback, tag_filter=False) for lo, hi in rolled or []]
+            parts += [self._records(lo, hi, feedback, tag_filter=False)
+                      for a, b in gaps(None, None, rolled_usage) for lo, hi in within(rolled or [], a, b)]
         split = split or []
         whole = sorted([*(months or []), *((a, b) for a, b, _, _ in split)])
         days = [span for lo, hi in gaps(None, None, whole) for span in within(rolled or [], lo, hi)]
@@ -412,11 +417,11 @@ class ColumnarQuestion:
             parts.append(self._rolled([(a, b)], "tg" in keys, "tag_months", at=at))
             parts.append(self._rolled(cut, "tg" in keys, at=at, less=True))
         # an hour roll-up's sums rows go to the sums alone, its bucket rows to the histograms alone
-        hourly = (self._hourly_rows(usage, False, "usage_hours") if usage
+        hourly = (self._hourly_rows(usage or rolled_usage, False, "usage_hours") if usage or rolled_usage
                   else self._hourly_rows(hours, "tg" in keys) if hours else [])
         sums_rows, bucket_rows = hourly[:1], hourly[1:]
         sums = [s for s, _ in _SUMS]
-        count = "sum(hw)" if hours else "sum(n)"
+        count = "sum(hw)" if self._weighted else "sum(n)"
         if not rolled and not hours:  # records only: fewer aggregates (DuckDB's group-by costs one pass per aggregate)
             count = sums[0] = "count(*)"
             sums[1], sums[7] = "count(*) FILTER (WHERE status >= 400)", "sum(cost_lo)"
@@ -436,12 +441,12 @@ class ColumnarQuestion:
                f"{', count(*) OVER () AS c' if self.counted else ''} FROM src"
                f"{' GROUP BY ' + ', '.join(groups) if keys else ''}"
                f"{f' ORDER BY {self._order()} LIMIT {int(self.limit or 0)}' if self.counted else ''}")
-        hist = (f"SELECT {', '.join([*groups, 'lat_b', 'ttft_b'])}, {count} AS k FROM {'hsrc' if hours else 'src'} "
-                f"GROUP BY ALL")
+        hist = (f"SELECT {', '.join([*groups, 'lat_b', 'ttft_b'])}, {count} AS k "
+                f"FROM {'hsrc' if self._weighted else 'src'} GROUP BY ALL")
         same = " AND ".join(f"top.{g} IS NOT DISTINCT FROM h.{g}" for g in groups) or "true"
         outer = [*(f"top.{g}" for g in groups), *(f"any_value(top.s{j})" for j in range(len(sums))),
                  "list(h.lat_b)", "list(h.k)", "list(h.ttft_b)"] + (["any_value(top.c)"] if self.counted else [])
-        hsrc = f", hsrc AS NOT MATERIALIZED ({keyed(parts + bucket_rows)})" if hours else ""
+        hsrc = f", hsrc AS NOT MATERIALIZED ({keyed(parts + bucket_rows)})" if self._weighted else ""
         sql = (f"WITH src AS NOT MATERIALIZED ({src}){hsrc}, top AS ({top}), h AS ({hist}) "
                f"SELECT {', '.join(outer)} FROM top JOIN h ON {same}"
                f"{' GROUP BY ' + ', '.join(f'top.{g}' for g in groups) if keys else ''}")

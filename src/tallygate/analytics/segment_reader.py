@@ -18,6 +18,7 @@ from sqlalchemy import Connection, true
 from tallygate.analytics.plan import Segment, attribute
 from tallygate.analytics.query import Dim, Query
 from tallygate.analytics.sql import (
+    listed_buckets,
     local_bucket,
     raw_records,
     raw_summed,
@@ -76,10 +77,12 @@ class SegmentReader:
         found = attribute(q)
         assert found is not None
         dim, value = found
+        span = self.span(t, seg)
         if value is not None:  # the (dim, value, bucket) index of the hour table, or the key
             where = [*time_range(t.c.bucket, seg), t.c.dim == dim, t.c.value == value]
-        else:  # a time range of the key (bucket, dim, value), or the (dim, value, bucket) index (`_dim_is`)
-            where = [*time_range(t.c.bucket, seg), self._dim_is(t, dim)]
+        else:  # the segment's buckets of the key (bucket, dim, value), or the (dim, value, bucket) index
+            # where the planner weighs it (`_dim_is`)
+            where = [*span, self._dim_is(t, dim)]
         grouped = next((d for d in q.dims if d.kind != "time"), None)
         time = q.time_dim
         cols = ["value", local_bucket(t, seg, time, q.tz)] if time else ["value"]
@@ -91,7 +94,7 @@ class SegmentReader:
         summed_rows(self.conn, t, cols, where, part, key_of)
         if grouped is not None and grouped.kind == "label" and value is None:
             every: dict[tuple[Any, ...], Agg] = {}
-            summed_rows(self.conn, t, cols, [*time_range(t.c.bucket, seg), self._dim_is(t, "")], every,
+            summed_rows(self.conn, t, cols, [*span, self._dim_is(t, "")], every,
                         lambda row: tuple(time_value(d, row[1], q.tz) if d.kind == "time" else None for d in q.dims))
             labelled: dict[tuple[Any, ...], Agg] = {}
             for key, agg in part.items():
@@ -118,10 +121,17 @@ class SegmentReader:
             return t.c.dim == dim
         return t.c.dim.op("||")("") == dim
 
+    def span(self, t: Any, seg: Segment) -> list[Any]:
+        """A roll-up segment's buckets: listed where SQLite seeks them (`sql.listed_buckets`; a ragged
+        fortnight's hours are two stretches around its whole days, whose rows a range read all of),
+        else as a range less its holes."""
+        listed = listed_buckets(self.conn, seg)
+        return time_range(t.c.bucket, seg) if listed is None else [t.c.bucket.in_(listed)]
+
     # ------------------------------------------------------------------------- usage roll-ups
     def usage(self, seg: Segment, out: dict[tuple[Any, ...], Agg]) -> None:
         q, t = self.q, usage_rollups[seg.level]
-        where = time_range(t.c.bucket, seg)
+        where = self.span(t, seg)
         if self.key_ids is not None:
             where.append(t.c.key_id.in_(self.key_ids))
         if self.set_ids is not None:
@@ -175,7 +185,7 @@ class SegmentReader:
     def tag_where(self, t: Any, seg: Segment) -> list[Any]:
         """The tag roll-up rows of one segment that the question's groups are made of."""
         q, mode = self.q, self.mode
-        where = time_range(t.c.bucket, seg)
+        where = self.span(t, seg)
         tag_dim = None if mode.tree or mode.tagged else q.tag_dim
         if mode.tagged:
             where.append(t.c.prefix == "")  # every request with a tag, once

@@ -17,7 +17,7 @@ from tallygate.analytics.plan import Segment
 from tallygate.analytics.query import Dim, Query
 from tallygate.core.histogram import EDGES_US
 from tallygate.core.metrics import COST_PICO, LATENCY_START, METRICS, TTFT_START, WIDTH, Agg
-from tallygate.core.timebuckets import month_floor
+from tallygate.core.timebuckets import DAY_MS, HOUR_MS, month_floor
 from tallygate.core.zones import UTC, after, floor
 from tallygate.store.schema import feedback, request_tags, requests, tag_rollups
 
@@ -56,6 +56,23 @@ def time_range(col, seg: Segment) -> list[Any]:  # type: ignore[no-untyped-def]
         where.append(col < seg.to_ms)
     where += [or_(col < a, col >= b) for a, b in seg.holes]
     return where
+
+
+MAX_LISTED_BUCKETS = 2000  # a segment of more roll-up buckets than this is read as a range
+
+
+def listed_buckets(conn: Connection, seg: Segment) -> list[int] | None:
+    """The hour (day) buckets of a bounded hour (day) segment, less its holes, for SQLite: `bucket IN
+    (...)` seeks each bucket's rows by the key (bucket, ...), where a range less holes reads the rows
+    of the holes too and tests each hole per row (a ragged fortnight's 43 hours around its whole days
+    read all 14 days; label.team by Kolkata day tested 30 holes per row). None: a range."""
+    step = {"hour": HOUR_MS, "day": DAY_MS}.get(seg.level)
+    if conn.dialect.name != "sqlite" or step is None or seg.from_ms is None or seg.to_ms is None:
+        return None
+    first = seg.from_ms + (-seg.from_ms) % step
+    if (seg.to_ms - first) // step > MAX_LISTED_BUCKETS:
+        return None
+    return [b for b in range(first, seg.to_ms, step) if not any(a <= b < z for a, z in seg.holes)]
 
 
 def under(col, tag: str):  # type: ignore[no-untyped-def]
