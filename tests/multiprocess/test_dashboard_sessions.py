@@ -1,5 +1,5 @@
-"""Dashboard sessions across processes: two `tallygate serve` processes on one PostgreSQL (as
-behind a load balancer, or `--workers`). A cookie from one is good in the other; a sign-out or
+"""Dashboard sessions across processes: two `tallygate serve` processes on one PostgreSQL and one
+Redis (as behind a load balancer, or `--workers`). A cookie from one is good in the other; a sign-out or
 an expiry in the database ends it in both; CSRF is checked in both."""
 
 from __future__ import annotations
@@ -15,17 +15,19 @@ from tests.conftest import standard_config
 from tests.fakes.upstream import FakeUpstream
 from tests.gateway import ADMIN_KEY, Gateway
 from tests.postgres import postgres_server
+from tests.redis import redis_server
 
 
 @pytest.fixture(scope="module")
 def pair(upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Gateway, Gateway]]:
-    with postgres_server() as url:
+    with postgres_server() as url, redis_server() as rds:
         root = tmp_path_factory.mktemp("sessions")
         started: list[Gateway] = []
         try:
             for name in ("a", "b"):  # one after the other: the first start migrates the database
                 (root / name).mkdir()
-                started.append(Gateway(root / name, standard_config(upstream), db_url=url).start())
+                started.append(Gateway(root / name, standard_config(upstream), db_url=url,
+                                       args=("--redis", rds.url)).start())
             yield started[0], started[1]
         finally:
             for gw in started:
