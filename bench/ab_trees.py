@@ -14,6 +14,7 @@ end the median per tree and mode. On a shared machine compare the trees' medians
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -94,6 +95,7 @@ def main():
     finally:
         for p in reversed(procs):
             stop(p, 30)
+        shutil.rmtree(tmp, ignore_errors=True)  # the gateways' ledgers and journals, the logs
 
 
 if __name__ == "__main__":
