@@ -7,6 +7,7 @@ from decimal import Decimal
 import openai
 import pytest
 
+import tallygate
 from tests.gateway import Gateway
 
 
@@ -133,3 +134,16 @@ def test_anthropic_provider_through_openai_sdk(client: openai.OpenAI, gateway: G
     assert record["provider"] == "anthropic" and record["served_model"] == "claude-3-5-haiku-latest"
     assert record["usage"]["input_tokens"] == usage.prompt_tokens > 0
     assert Decimal(record["cost"]) > 0
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+def test_providers_see_the_gateways_user_agent_not_the_clients(client: openai.OpenAI, upstream, stream: bool) -> None:  # type: ignore[no-untyped-def]
+    """Every provider call names the gateway (`tallygate/<version>`), JSON calls (pyreqwest) and
+    streams (aiohttp) alike; the client's own User-Agent (the SDK's) is not passed on."""
+    upstream.clear()
+    messages = [{"role": "user", "content": "Hello"}]
+    if stream:
+        list(client.chat.completions.create(model="gpt-4o-mini", messages=messages, stream=True))  # type: ignore[arg-type]
+    else:
+        client.chat.completions.create(model="gpt-4o-mini", messages=messages)  # type: ignore[arg-type]
+    assert upstream.requests[-1]["headers"]["user-agent"] == f"tallygate/{tallygate.__version__}"
