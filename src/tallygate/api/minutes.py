@@ -15,6 +15,19 @@ from tallygate.store.minutes import MAX_RANGE_MS, MinuteSource
 from tallygate.types import Principal
 
 
+def minutes_window(from_: str, to: str, zone: str, why: str = "") -> tuple[int, int]:
+    """[from, to) in epoch ms from the query's `from` and `to` (in `zone` where they name no
+    offset): both given, in order, and at most 25 hours apart (`why` ends that refusal)."""
+    start, end = parse_time(from_, "from", zone), parse_time(to, "to", zone)
+    if start is None or end is None:
+        raise InvalidRequest("from and to are required", param="from" if start is None else "to")
+    if start > end:
+        raise InvalidRequest("from is after to", param="from")
+    if end - start > MAX_RANGE_MS:
+        raise InvalidRequest(f"to is more than 25 hours after from{why}", param="to")
+    return start, end
+
+
 def minutes_router(minutes: MinuteSource) -> APIRouter:
     router = APIRouter(tags=["analytics"], responses=ERRORS)
     reader = Depends(require("manage", "read"))
@@ -34,14 +47,7 @@ def minutes_router(minutes: MinuteSource) -> APIRouter:
             raise InvalidRequest(f"unknown query parameter {unknown[0]!r}; this route takes from, to, tz",
                                  param=unknown[0])
         zone = parse_zone(tz, getattr(request.app.state, "timezone", "UTC"))
-        start, end = parse_time(from_, "from", zone), parse_time(to, "to", zone)
-        if start is None or end is None:
-            raise InvalidRequest("from and to are required", param="from" if start is None else "to")
-        if start > end:
-            raise InvalidRequest("from is after to", param="from")
-        if end - start > MAX_RANGE_MS:
-            raise InvalidRequest("to is more than 25 hours after from: minutes are read from the raw ledger",
-                                 param="to")
+        start, end = minutes_window(from_, to, zone, ": minutes are read from the raw ledger")
         rows = await run_in_threadpool(minutes.between, start, end)
         return {"object": "list", "from": start, "to": end,
                 "data": [{"minute": m.start_ms, "requests": m.requests, "errors": m.errors,

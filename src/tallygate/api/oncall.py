@@ -6,12 +6,12 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from tallygate.analytics.oncall import OnCall
-from tallygate.analytics.query import DIMENSION_HELP, parse_group_by, parse_time, parse_zone
+from tallygate.analytics.query import DIMENSION_HELP, parse_group_by, parse_zone
 from tallygate.api.analytics import _json, only_params, tz_query
 from tallygate.api.deps import require
+from tallygate.api.minutes import minutes_window
 from tallygate.errors import InvalidRequest
 from tallygate.manage.schemas import ERRORS
-from tallygate.store.minutes import MAX_RANGE_MS
 from tallygate.types import Principal
 
 MAX_DAYS = 7
@@ -40,13 +40,7 @@ def oncall_router(oncall: OnCall) -> APIRouter:
     ) -> Response:
         only_params(request, {"from", "to", "days", "group_by", "limit", "minutes", "tz"}, labels=False)
         zone = parse_zone(tz, getattr(request.app.state, "timezone", "UTC"))
-        start, end = parse_time(from_, "from", zone), parse_time(to, "to", zone)
-        if start is None or end is None:
-            raise InvalidRequest("from and to are required", param="from" if start is None else "to")
-        if start > end:
-            raise InvalidRequest("from is after to", param="from")
-        if end - start > MAX_RANGE_MS:
-            raise InvalidRequest("to is more than 25 hours after from", param="to")
+        start, end = minutes_window(from_, to, zone)
         dims = parse_group_by(group_by)
         if any(d.kind == "time" for d in dims):
             raise InvalidRequest("group_by takes no time dimension here: the minutes are the time series",
