@@ -14,7 +14,8 @@ Every question is answered; none is refused for its size. What no roll-up holds 
 with other dimensions, the filters on status, error code, provider and served model, label
 filters on the tag tree) and local time buckets (any zone, where roll-up hours would have to be
 cut) are answered by the columnar engine (`analytics/columnar.py`) over the settled ledger plus
-the raw ledger for the last minutes it has not copied yet. Without a columnar engine they are
+the raw ledger for the last minutes it has not copied yet; on PostgreSQL also the usage questions
+whose roll-up read would sum hour rows (`_sums_usage_hours`). Without a columnar engine they are
 read from the raw ledger (exact, but slow on millions of records). Within one answer
 (`sharing`), a raw segment is read once.
 """
