@@ -14,7 +14,8 @@ Every question is answered; none is refused for its size. What no roll-up holds 
 with other dimensions, the filters on status, error code, provider and served model, label
 filters on the tag tree) and local time buckets (any zone, where roll-up hours would have to be
 cut) are answered by the columnar engine (`analytics/columnar.py`) over the settled ledger plus
-the raw ledger for the last minutes it has not copied yet. Without a columnar engine they are
+the raw ledger for the last minutes it has not copied yet; on PostgreSQL also the usage questions
+whose roll-up read would sum hour rows (`_sums_usage_hours`). Without a columnar engine they are
 read from the raw ledger (exact, but slow on millions of records). Within one answer
 (`sharing`), a raw segment is read once.
 """
@@ -249,6 +250,8 @@ class AnalyticsStore:
             return False
         if family == "raw":
             return True
+        if family == "usage" and self._sums_usage_hours(q):
+            return True
         if q.tz == UTC or q.time_dim is None or q.from_ms is None or q.to_ms is None:
             return False
         tag = q.tag_dim
@@ -268,6 +271,16 @@ class AnalyticsStore:
         # customer's days in Adelaide over 18 days at 10M records: 0.63 s from the roll-ups, 0.18 s
         # from the copy)
         return bool(q.labels) and not q.current_labels and self._rare_labels(q)
+
+    def _sums_usage_hours(self, q: Query) -> bool:
+        """Whether PostgreSQL would sum usage roll-up hours over all keys and models: a row per key,
+        label set and model each hour, 134 columns at ~0.1 µs a value. The copy's `usage_hours` answers
+        them faster (label.team,model over 03T05:17-17T11:42 at 10M records: 276 ms from the roll-ups,
+        102 ms from the copy; a month by hour of two labels: 205 -> 160 ms). A key or model filter reads
+        few rows by their index (equal or faster in SQL), and whole days and months few rows: SQL keeps them."""
+        if self._engine.dialect.name != "postgresql" or q.key_id is not None or q.model is not None:
+            return False
+        return any(s.level == "hour" for s in segments_for(q, "usage"))
 
     def _rare_labels(self, q: Query) -> bool:
         """Whether at most `RARE_LABEL_SETS` of the label sets pass `q`'s label filter."""
