@@ -28,6 +28,8 @@ def config(upstream: FakeUpstream) -> dict:
         "claude-cachewrite": {"provider": "anthropic", "model": "cachewrite-30", "pricing": PRICED},
         "claude-cachewrite-1h": {"provider": "anthropic", "model": "cachewrite1h-30",
                                  "pricing": {**PRICED, "cache_write_1h_per_mtok": "6"}},
+        # no 1-hour write price given: Anthropic's, 8/5 of the 5-minute one (was the 5-minute one)
+        "claude-cachewrite-1h-default": {"provider": "anthropic", "model": "cachewrite1h-30", "pricing": PRICED},
         "claude-cut": {"provider": "anthropic", "model": "cut-stream", "pricing": PRICED},
         "claude-stream-error": {"provider": "anthropic", "model": "stream-error", "pricing": PRICED},
         "claude-slowstream": {"provider": "anthropic", "model": "slowstream-400"},
@@ -104,10 +106,11 @@ def test_every_message_role_is_relayed_natively_for_the_provider_to_judge(
     assert translated.content[0].text == "Echo: first"
 
 
+@pytest.mark.parametrize("model", ["claude-cachewrite-1h", "claude-cachewrite-1h-default"])
 @pytest.mark.parametrize("stream", [False, True])
 def test_one_hour_cache_writes_are_priced_at_their_own_rate(claude: anthropic.Anthropic, gw: Gateway,
-                                                            stream: bool) -> None:
-    body = {"model": "claude-cachewrite-1h", "max_tokens": 16, "messages": ask("cache me for an hour")}
+                                                            stream: bool, model: str) -> None:
+    body = {"model": model, "max_tokens": 16, "messages": ask("cache me for an hour")}
     if stream:
         with claude.messages.stream(**body) as s:  # type: ignore[arg-type]
             message = s.get_final_message()
