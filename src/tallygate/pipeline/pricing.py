@@ -114,25 +114,25 @@ class Rate:
                   cache_write_1h: Decimal | None = None, claude: bool = False) -> Rate:
         """A rate from USD per million tokens; a missing cache price is the input price, a
         missing 1-hour write price the (5-minute) write price, except for a `claude` model
-        (`is_claude`), where it is Anthropic's: 2 times the input price, or 8/5 of a given
-        5-minute write price (Anthropic's 1.25 times); the 5-minute price would bill those
-        writes 37.5 % under."""
+        (`is_claude`), whose missing write prices are Anthropic's: the 5-minute write 1.25 times
+        the input price, the 1-hour write 8/5 of the 5-minute one (2 times the input). The input
+        price would bill 5-minute writes 20 % under, the 5-minute price 1-hour writes 37.5 %."""
         inp = _pico_per_token(input) or 0
+        if claude and cache_write is None:
+            cache_write = Decimal(input or 0) * FIVE_MINUTE_WRITE
         write = inp if cache_write is None else _pico_per_token(cache_write) or 0
         if cache_write_1h is None:
-            if not claude:
-                cache_write_1h = Decimal(input or 0) if cache_write is None else cache_write
-            elif cache_write is None:
-                cache_write_1h = Decimal(input or 0) * 2
-            else:
-                cache_write_1h = Decimal(cache_write) * ONE_HOUR_WRITE
+            cache_write_1h = Decimal(cache_write if cache_write is not None else input or 0) \
+                * (ONE_HOUR_WRITE if claude else 1)
         return cls(input=inp, output=_pico_per_token(output) or 0,
                    cached=inp if cached is None else _pico_per_token(cached) or 0,
                    cache_write=write, cache_write_1h=_pico_per_token(cache_write_1h) or 0, source=source)
 
 
 UNPRICED = Rate(0, 0, 0, 0, "unpriced")
-# Anthropic's 1-hour cache write price over its 5-minute one (2 and 1.25 times the input price)
+# Anthropic's cache write prices: the 5-minute one over the input price, the 1-hour one over the
+# 5-minute one (2 and 1.25 times the input price)
+FIVE_MINUTE_WRITE = Decimal(5) / Decimal(4)
 ONE_HOUR_WRITE = Decimal(8) / Decimal(5)
 
 
