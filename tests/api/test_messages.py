@@ -17,6 +17,7 @@ from tests.gateway import Gateway, InProcessGateway
 
 PRICED = {"input_per_mtok": "3", "output_per_mtok": "15", "cached_input_per_mtok": "0.3",
           "cache_write_per_mtok": "3.75"}
+BARE = {"input_per_mtok": "3", "output_per_mtok": "15"}
 TOOLS = [{"name": "search", "description": "Search the docs",
           "input_schema": {"type": "object", "properties": {"query": {"type": "string"}}}}]
 
@@ -28,6 +29,11 @@ def config(upstream: FakeUpstream) -> dict:
         "claude-cachewrite": {"provider": "anthropic", "model": "cachewrite-30", "pricing": PRICED},
         "claude-cachewrite-1h": {"provider": "anthropic", "model": "cachewrite1h-30",
                                  "pricing": {**PRICED, "cache_write_1h_per_mtok": "6"}},
+        # no 1-hour write price given: Anthropic's, 8/5 of the 5-minute one (was the 5-minute one)
+        "claude-cachewrite-1h-default": {"provider": "anthropic", "model": "cachewrite1h-30", "pricing": PRICED},
+        # no write price given at all: Anthropic's, 1.25 and 2 times the input price (were 1 and 1)
+        "claude-cachewrite-bare": {"provider": "anthropic", "model": "cachewrite-30", "pricing": BARE},
+        "claude-cachewrite-1h-bare": {"provider": "anthropic", "model": "cachewrite1h-30", "pricing": BARE},
         "claude-cut": {"provider": "anthropic", "model": "cut-stream", "pricing": PRICED},
         "claude-stream-error": {"provider": "anthropic", "model": "stream-error", "pricing": PRICED},
         "claude-slowstream": {"provider": "anthropic", "model": "slowstream-400"},
@@ -104,10 +110,15 @@ def test_every_message_role_is_relayed_natively_for_the_provider_to_judge(
     assert translated.content[0].text == "Echo: first"
 
 
+@pytest.mark.parametrize(("model", "write_price"), [("claude-cachewrite-1h", 6), ("claude-cachewrite-1h-default", 6),
+                                                    ("claude-cachewrite-1h-bare", 6),
+                                                    ("claude-cachewrite-bare", Decimal("3.75"))])
 @pytest.mark.parametrize("stream", [False, True])
-def test_one_hour_cache_writes_are_priced_at_their_own_rate(claude: anthropic.Anthropic, gw: Gateway,
-                                                            stream: bool) -> None:
-    body = {"model": "claude-cachewrite-1h", "max_tokens": 16, "messages": ask("cache me for an hour")}
+def test_cache_writes_are_priced_at_their_own_rate(claude: anthropic.Anthropic, gw: Gateway,
+                                                   stream: bool, model: str, write_price: Decimal) -> None:
+    """Each TTL's write at its price, Anthropic's where the model's pricing gives none: what the
+    client is told (`usage.cost`) and what the ledger records."""
+    body = {"model": model, "max_tokens": 16, "messages": ask("cache me for an hour")}
     if stream:
         with claude.messages.stream(**body) as s:  # type: ignore[arg-type]
             message = s.get_final_message()
@@ -115,7 +126,7 @@ def test_one_hour_cache_writes_are_priced_at_their_own_rate(claude: anthropic.An
         message = claude.messages.create(**body)  # type: ignore[arg-type]
     usage = message.usage
     assert usage.cache_creation_input_tokens == 30
-    expected = (Decimal(usage.input_tokens) * 3 + 30 * 6 + usage.output_tokens * 15) / 10**6
+    expected = (Decimal(usage.input_tokens) * 3 + 30 * write_price + usage.output_tokens * 15) / 10**6
     record = gw.log_record(message.id)
     assert record["usage"]["cache_write_tokens"] == 30 and Decimal(record["cost"]) == expected
 

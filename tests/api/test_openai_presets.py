@@ -11,7 +11,7 @@ import pytest
 
 from tallygate.settings import ConfigError, parse_config
 from tests.fakes.upstream import FakeUpstream
-from tests.gateway import ADMIN_KEY, InProcessGateway
+from tests.gateway import ADMIN_KEY, Gateway, InProcessGateway
 
 
 @pytest.fixture(scope="module")
@@ -150,3 +150,25 @@ def test_service_fields_that_pick_other_prices_are_refused_for_a_limited_key(
         assert status == 200, answer
     finally:
         gw.stop()
+
+
+def test_an_unnamed_openai_compatible_service_is_warned_about_at_start(upstream: FakeUpstream, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A `type: openai` provider at another URL than OpenAI's API, without a preset, is sent a
+    limited request's cap as `max_completion_tokens` only (OpenAI refuses it together with
+    `max_tokens`): a server reading `max_tokens` alone would answer past the hold. The log says
+    so, naming the provider and the fix; a preset, or OpenAI's API, is not warned about."""
+    config = {"providers": {"unnamed": {"type": "openai", "base_url": upstream.base_url, "api_key": "x"},
+                            "named": {"type": "openai", "preset": "vllm", "base_url": upstream.base_url},
+                            "openai": {"type": "openai", "base_url": "https://api.openai.com/v1", "api_key": "x"}},
+              "models": {"a": {"provider": "unnamed", "model": "gpt-4o-mini"},
+                         "b": {"provider": "named", "model": "llama", "pricing": {"input_per_mtok": "1"}},
+                         "c": {"provider": "openai", "model": "gpt-4o-mini"}}}
+    gw = Gateway(tmp_path, config).start()
+    try:
+        assert gw.get("/v1/models")[0] == 200
+    finally:
+        gw.stop()
+    log = gw.log()
+    assert "providers.unnamed: type: openai at a URL other than OpenAI's API, without `preset:`" in log, log
+    assert "set providers.unnamed.preset" in log
+    assert "providers.named:" not in log and "providers.openai:" not in log

@@ -331,12 +331,13 @@ _DEFINED_TOOLS = [{"type": "computer_20250124", "name": "computer", "display_wid
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
 def test_anthropic_defined_tools_are_reserved_at_the_prompt_they_add(gateway: InProcessGateway,
                                                                      stream: bool) -> None:
-    """$2.2 of prompt the tools add, a few hundred bytes in the body: a $1 key is refused, a $5
-    key is served within its limit."""
+    """$2.2 of prompt the tools add, a few hundred bytes in the body: a $1 key is refused, a $7
+    key is served within its limit (the hold counts a Claude prompt at its 1-hour cache write
+    price, 2 times the input price: $6.05)."""
     body = json.dumps({"model": "claude-long", "max_tokens": 10, "stream": stream, "tools": _DEFINED_TOOLS,
                        "messages": [{"role": "user", "content": "[[no tools]] hi"}]}).encode()
     headers = {"Content-Type": "application/json", "anthropic-version": "2023-06-01"}
-    for limit, expected in (("1", 402), ("5", 200)):
+    for limit, expected in (("1", 402), ("7", 200)):
         key = gateway.create_key("tools", monthly_limit=limit)
         status, _, answer = gateway.request("POST", "/v1/messages", body, key, headers)
         assert status == expected, answer[:300]

@@ -222,14 +222,15 @@ def test_search_results_of_any_size_cannot_take_a_limited_request_past_its_limit
         gateway: InProcessGateway, path: str, stream: bool) -> None:
     """Two searches of 60,000 tokens each ($1.20 at $10 / Mtok): a $0.50 key was served and
     charged them; now each further pass is reserved at the model's whole context window (100,000
-    tokens: $2.02 in all), so the $0.50 key is refused and a $3 key is served within its limit."""
+    tokens: $2.02 in all; up to $4.03 on Claude, whose prompt tokens may be 1-hour cache writes at
+    2 times the input price), so the $0.50 key is refused and a $5 key is served within its limit."""
     body = {"model": "claude-big", "max_tokens": 50, "messages": ASK, "tools": [{**SEARCH, "max_uses": 2}]} \
         if path == "/v1/messages" else \
         {"model": "gpt-big", "input": "look it up", "tools": [{"type": "web_search"}], "max_tool_calls": 2,
          "max_output_tokens": 50}
     payload = json.dumps({**body, "stream": stream}).encode()
     headers = {"Content-Type": "application/json", "anthropic-version": "2023-06-01"}
-    for limit, expected in (("0.5", 402), ("3", 200)):
+    for limit, expected in (("0.5", 402), ("5", 200)):
         key = gateway.create_key("tools", monthly_limit=limit)
         status, _, answer = gateway.request("POST", path, payload, key, headers)
         assert status == expected, answer[:300]

@@ -56,10 +56,19 @@ def test_one_hour_cache_writes_priced_at_their_own_rate() -> None:
     assert usd(rate.cost(usage)) == expected
 
 
-def test_one_hour_cache_write_price_defaults_to_the_write_price() -> None:
-    rate = PriceBook().rate("anthropic", "x", PricingOverride(input_per_mtok=Decimal(1),
-                                                              cache_write_per_mtok=Decimal(2)))
+def test_cache_write_prices_default_to_anthropics_on_claude() -> None:
+    """A Claude model's missing write prices are Anthropic's (5-minute: 1.25 times the input; 1-hour:
+    8/5 of the 5-minute one); other models' are the input price (they bill no write premium)."""
+    rate = PriceBook().rate("openai", "x", PricingOverride(input_per_mtok=Decimal(1), cache_write_per_mtok=Decimal(2)))
     assert rate.cache_write_1h == rate.cache_write
+    for price_list, model in (("anthropic", "x"), ("bedrock", "anthropic.claude-sonnet-4-5"), ("vertex", "claude-x")):
+        written = PriceBook().rate(price_list, model, PricingOverride(input_per_mtok=Decimal(3),
+                                                                      cache_write_per_mtok=Decimal("3.75")))
+        assert usd(written.cache_write_1h * 10**6) == 6
+        bare = PriceBook().rate(price_list, model, PricingOverride(input_per_mtok=Decimal(3)))
+        assert usd(bare.cache_write_1h * 10**6) == 6 and usd(bare.cache_write * 10**6) == Decimal("3.75")
+    plain = PriceBook().rate("openai", "x", PricingOverride(input_per_mtok=Decimal(3)))
+    assert plain.cache_write == plain.cache_write_1h == plain.input
     own = PriceBook().rate("anthropic", "x", PricingOverride(input_per_mtok=Decimal(1), cache_write_per_mtok=Decimal(2),
                                                              cache_write_1h_per_mtok=Decimal(3)))
     assert usd(own.cost(Usage(input_tokens=5, cache_write_tokens=5, cache_write_1h_tokens=2))) == \

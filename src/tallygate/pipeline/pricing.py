@@ -111,19 +111,37 @@ class Rate:
     @classmethod
     def from_mtok(cls, source: str, input: Decimal, output: Decimal | None = None,
                   cached: Decimal | None = None, cache_write: Decimal | None = None,
-                  cache_write_1h: Decimal | None = None) -> Rate:
+                  cache_write_1h: Decimal | None = None, claude: bool = False) -> Rate:
         """A rate from USD per million tokens; a missing cache price is the input price, a
-        missing 1-hour write price the (5-minute) write price."""
+        missing 1-hour write price the (5-minute) write price, except for a `claude` model
+        (`is_claude`), whose missing write prices are Anthropic's: the 5-minute write 1.25 times
+        the input price, the 1-hour write 8/5 of the 5-minute one (2 times the input). The input
+        price would bill 5-minute writes 20 % under, the 5-minute price 1-hour writes 37.5 %."""
         inp = _pico_per_token(input) or 0
+        if claude and cache_write is None:
+            cache_write = Decimal(input or 0) * FIVE_MINUTE_WRITE
         write = inp if cache_write is None else _pico_per_token(cache_write) or 0
+        if cache_write_1h is None:
+            cache_write_1h = Decimal(cache_write if cache_write is not None else input or 0) \
+                * (ONE_HOUR_WRITE if claude else 1)
         return cls(input=inp, output=_pico_per_token(output) or 0,
                    cached=inp if cached is None else _pico_per_token(cached) or 0,
-                   cache_write=write,
-                   cache_write_1h=write if cache_write_1h is None else _pico_per_token(cache_write_1h) or 0,
-                   source=source)
+                   cache_write=write, cache_write_1h=_pico_per_token(cache_write_1h) or 0, source=source)
 
 
 UNPRICED = Rate(0, 0, 0, 0, "unpriced")
+# Anthropic's cache write prices: the 5-minute one over the input price, the 1-hour one over the
+# 5-minute one (2 and 1.25 times the input price)
+FIVE_MINUTE_WRITE = Decimal(5) / Decimal(4)
+ONE_HOUR_WRITE = Decimal(8) / Decimal(5)
+
+
+def is_claude(price_list: str, model: str, listed: Rate | None = None) -> bool:
+    """Whether `model` is one of Anthropic's (the only models with 1-hour cache writes): on
+    Anthropic's own API, named so (`claude-...`, `anthropic.claude-...` on Bedrock), or listed
+    with a 1-hour write price of its own (an opaque Bedrock inference profile)."""
+    return price_list == "anthropic" or "claude" in model.lower() \
+        or (listed is not None and listed.cache_write_1h != listed.cache_write)
 PriceContext = tuple[tuple[str, str], ...]  # the (field, value) pairs of a body that select a price variant
 # Body fields a provider prices by (genai-prices' variant keys; Anthropic's `inference_geo: "us"`,
 # billed at 1.1 times the price, is listed by none yet).
@@ -198,7 +216,8 @@ class PriceBook:
             listed = self.rate(price_list, upstream_model, None, today)  # its tool fees, unless overridden
             return replace(Rate.from_mtok("config", override.input_per_mtok, override.output_per_mtok,
                                           override.cached_input_per_mtok, override.cache_write_per_mtok,
-                                          override.cache_write_1h_per_mtok),
+                                          override.cache_write_1h_per_mtok,
+                                          is_claude(price_list, upstream_model, listed)),
                            web_search=_pico(override.web_search_per_call) if override.web_search_per_call
                            is not None else listed.web_search,
                            file_search=_pico(override.file_search_per_call) if override.file_search_per_call
@@ -278,7 +297,8 @@ def _lookup(price_list: str, model: str, today: dt.date) -> Rate:
     def rate(tokens: int, prices: Any, source: str) -> Rate:
         inp, out, read, write, write_1h = (at(name, tokens, prices) for name in names)
         heard, spoken = at("input_audio_mtok", tokens, prices), at("output_audio_mtok", tokens, prices)
-        return replace(with_fees(Rate.from_mtok(source, inp or Decimal(0), out, read, write, write_1h)),
+        return replace(with_fees(Rate.from_mtok(source, inp or Decimal(0), out, read, write, write_1h,
+                                                is_claude(price_list, model))),
                        input_audio=_pico_per_token(heard) or 0, output_audio=_pico_per_token(spoken) or 0)
 
     def tiered(prices: Any, source: str) -> Rate:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from urllib.parse import urlsplit
 
 from tallygate.providers.anthropic import AnthropicProvider
 from tallygate.providers.azure import AzureOpenAIProvider
@@ -57,4 +58,21 @@ class ProviderSet:
 
 def build_providers(config: GatewayConfig, http: HttpClient) -> dict[str, Provider]:
     """One provider object per entry of `providers:`."""
+    for name, cfg in config.providers.items():
+        if cfg.type == "openai" and cfg.preset is None and not _openai_api(cfg.base_url):
+            log.warning(UNNAMED_SERVICE, name, name)
     return {name: PROVIDER_TYPES[cfg.type](name, cfg, http) for name, cfg in config.providers.items()}
+
+
+# A `type: openai` provider without a preset is sent a chat body as it is: the output cap a limited
+# request reserved for is `max_completion_tokens` (OpenAI refuses `max_tokens` with it, and its
+# reasoning models refuse `max_tokens` alone), which many OpenAI-compatible servers ignore.
+UNNAMED_SERVICE = ("providers.%s: type: openai at a URL other than OpenAI's API, without `preset:`: a "
+                   "limited request's output cap is sent as max_completion_tokens only, which a server that "
+                   "reads max_tokens alone ignores, answering (and spending) past what the request reserved; "
+                   "set providers.%s.preset (vllm, ollama, deepseek ...) unless the server is OpenAI's API")
+
+
+def _openai_api(base_url: str | None) -> bool:
+    """Whether `base_url` is OpenAI's own API (the default when none is given)."""
+    return base_url is None or urlsplit(base_url).hostname == "api.openai.com"

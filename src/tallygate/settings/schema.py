@@ -29,8 +29,8 @@ class PricingOverride(_Strict):
     input_per_mtok: Decimal
     output_per_mtok: Decimal = Decimal(0)
     cached_input_per_mtok: Decimal | None = None
-    cache_write_per_mtok: Decimal | None = None
-    cache_write_1h_per_mtok: Decimal | None = None  # Anthropic's 1-hour TTL; default: cache_write
+    cache_write_per_mtok: Decimal | None = None  # default: input (Claude: 1.25 x input, Anthropic's)
+    cache_write_1h_per_mtok: Decimal | None = None  # Anthropic's 1-hour TTL; default: cache_write (Claude: 8/5 of it)
     # USD per use of a provider-run tool (pipeline/tool_fees.py); default: the model's list price
     web_search_per_call: Decimal | None = None
     file_search_per_call: Decimal | None = None
