@@ -267,3 +267,28 @@ def test_a_local_month_is_its_utc_months_row_less_the_days_around_its_start(tmp_
     same()
     copy.close()
     engine.dispose()
+
+
+def test_the_records_of_an_error_filter_are_kept_for_the_sums_and_the_histograms(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Without hour roll-up rows the sums and the histograms both read `src`: with a filter on errors
+    (few rows) it is kept once (MATERIALIZED), else read twice; the answers stay the raw ledger's."""
+    def kept(**filters: object) -> bool:
+        q = Query(parse_group_by("provider,tag_level.1,time.day"), **filters)  # type: ignore[arg-type]
+        sql, _ = ColumnarQuestion(q, T0, T0 + 3 * DAY).sql(feedback=False, rolled=[(T0, T0 + 3 * DAY)])
+        return "src AS MATERIALIZED" in sql
+    assert kept(status=429) and kept(status=500) and kept(error_code="upstream_rate_limited")
+    assert not kept() and not kept(status=200)
+
+    engine = open_engine(f"sqlite:///{tmp_path}/l.db")
+    migrate(engine)
+    rng = random.Random(12)
+    fill(engine, random_records(rng, 800), rng, feedback=20)
+    store = AnalyticsStore(engine, columnar=DuckDBColumnar())
+    store.sync()
+    raw = Analytics(AnalyticsStore(engine, raw_only=True))
+    for status in (429, 500, 200):
+        q = Query(parse_group_by("provider,tag_level.1,time.day"), status=status, from_ms=T0 - DAY, to_ms=T0 + 3 * DAY)
+        got = Analytics(store).usage(q)
+        assert got["plan"]["source"] == "columnar", got["plan"]
+        assert comparable(got) == comparable(raw.usage(q)), status
+    engine.dispose()

@@ -90,8 +90,9 @@ def test_local_buckets_with_a_rare_label_filter_are_read_from_the_columnar_copy(
 
 def test_a_label_by_kolkata_day_seeks_the_label_rows_of_each_hour_and_skips_the_cut_hours(tmp_path) -> None:  # type: ignore[no-untyped-def]
     """SQLite reads the roll-up hours by the key (bucket, dim, value), one seek per hour, not a range
-    with a test per hole (the UTC hours cut by Kolkata's midnights, read raw) on every row; the answer
-    stays the raw ledger's."""
+    with a test per hole (the UTC hours cut by Kolkata's midnights, read raw) on every row; the label's
+    rows and the '' rows (its requests without the label: every request less the label's) in one
+    statement, one read of those hours; the answer stays the raw ledger's."""
     from sqlalchemy import event
 
     from tallygate.analytics.query import Query, parse_group_by
@@ -111,6 +112,8 @@ def test_a_label_by_kolkata_day_seeks_the_label_rows_of_each_hour_and_skips_the_
     hourly = [s for s in statements if "FROM dim_rollup_hour" in s]
     wheres = [s.split("WHERE")[1].split("GROUP BY")[0] for s in hourly]
     assert wheres and all("bucket IN (" in w and "bucket <" not in w for w in wheres), wheres
+    assert len(hourly) == sum(s["level"] == "hour" for s in got["plan"]["segments"]), hourly  # one per segment
+    assert any(row["group"]["label.team"] is None for row in got["data"])  # requests without the label
     assert comparable(got) == comparable(Analytics(AnalyticsStore(engine, raw_only=True)).usage(q))
     engine.dispose()
 

@@ -447,10 +447,19 @@ class ColumnarQuestion:
         outer = [*(f"top.{g}" for g in groups), *(f"any_value(top.s{j})" for j in range(len(sums))),
                  "list(h.lat_b)", "list(h.k)", "list(h.ttft_b)"] + (["any_value(top.c)"] if self.counted else [])
         hsrc = f", hsrc AS NOT MATERIALIZED ({keyed(parts + bucket_rows)})" if self._weighted else ""
-        sql = (f"WITH src AS NOT MATERIALIZED ({src}){hsrc}, top AS ({top}), h AS ({hist}) "
+        sql = (f"WITH src AS {'' if self._few() else 'NOT '}MATERIALIZED ({src}){hsrc}, top AS ({top}), h AS ({hist}) "
                f"SELECT {', '.join(outer)} FROM top JOIN h ON {same}"
                f"{' GROUP BY ' + ', '.join(f'top.{g}' for g in groups) if keys else ''}")
         return sql, self.params
+
+    def _few(self) -> bool:
+        """Whether `src` is kept (materialized) for the sums and the histograms to read, rather than
+        read twice: when it is read twice (no hour roll-up rows) and a filter on errors leaves few of
+        its rows (failed requests: a few percent). provider x tag_level.1 x day of status 429 over a
+        month at 10M records: 450-680 ms read twice, 230-270 ms kept; with status 200 (96% of the
+        records) keeping them was slower (0.5-1.6 s against 0.4-1.5 s)."""
+        q = self.q
+        return not self._weighted and ((q.status is not None and q.status >= 400) or q.error_code is not None)
 
     # --------------------------------------------------------------------------- answers
     def buckets(self, rows: list[tuple[Any, ...]]) -> dict[tuple[Any, ...], Agg]:

@@ -91,11 +91,20 @@ class SegmentReader:
             return tuple(time_value(d, row[1], q.tz) if d.kind == "time" else _attr_value(d, row[0]) for d in q.dims)
 
         part: dict[tuple[Any, ...], Agg] = {}
-        summed_rows(self.conn, t, cols, where, part, key_of)
         if grouped is not None and grouped.kind == "label" and value is None:
+            # the label's rows and the '' rows in one statement: one read of the segment's buckets, where
+            # two read them twice (team by Kolkata day over a month at 10M records: 425 ms as two)
             every: dict[tuple[Any, ...], Agg] = {}
-            summed_rows(self.conn, t, cols, [*span, self._dim_is(t, "")], every,
-                        lambda row: tuple(time_value(d, row[1], q.tz) if d.kind == "time" else None for d in q.dims))
+            both: dict[tuple[Any, ...], Agg] = {}
+            summed_rows(self.conn, t, ["dim", *cols], [*span, self._dim_in(t, (dim, ""))], both, lambda row: row)
+            for (row_dim, *row), agg in both.items():
+                if row_dim == dim:
+                    _add(part, key_of(tuple(row)), agg)
+                else:
+                    _add(every, tuple(time_value(d, row[1], q.tz) if d.kind == "time" else None for d in q.dims), agg)
+        else:
+            summed_rows(self.conn, t, cols, where, part, key_of)
+        if grouped is not None and grouped.kind == "label" and value is None:
             labelled: dict[tuple[Any, ...], Agg] = {}
             for key, agg in part.items():
                 tkey = tuple(None if d.kind != "time" else v for d, v in zip(q.dims, key, strict=True))
@@ -105,11 +114,13 @@ class SegmentReader:
                 if rest.v[REQUESTS] > 0:
                     part[tkey] = rest
         for key, agg in part.items():
-            have = out.get(key)
-            if have is None:
-                out[key] = Agg(agg.v, None, None)
-            else:
-                have.add_vector(agg.v)
+            _add(out, key, agg)
+
+    def _dim_in(self, t: Any, dims: tuple[str, ...]) -> Any:
+        """The rows of the attributes `dims` over a time range (as `_dim_is`)."""
+        if self.conn.dialect.name == "postgresql":
+            return t.c.dim.in_(dims)
+        return t.c.dim.op("||")("").in_(dims)
 
     def _dim_is(self, t: Any, dim: str) -> Any:
         """The rows of attribute `dim` over a time range. SQLite: `dim || ''` keeps its planner off the
@@ -280,6 +291,15 @@ class SegmentReader:
                 if agg is None:
                     agg = out[key] = Agg()
                 agg.add_record(status, tokens, cost, latency_us, ttft_us, score)
+
+
+def _add(out: dict[tuple[Any, ...], Agg], key: tuple[Any, ...], agg: Agg) -> None:
+    """Add `agg`'s sums to out[key]."""
+    have = out.get(key)
+    if have is None:
+        out[key] = Agg(agg.v, None, None)
+    else:
+        have.add_vector(agg.v)
 
 
 def _attr_value(d: Dim, stored: str) -> object:

@@ -146,6 +146,9 @@ class Analytics:
     def tree(self, root: str | None, depth: int | None, q: Query) -> dict[str, Any]:
         """The tag hierarchy under `root` (every root when None), `depth` levels below it."""
         max_depth = MAX_DEPTH if depth is None else (root.count("/") + 1 if root else 0) + depth
+        # without a root, the totals are a question of their own: read beside the tree
+        early = (_TOTALS.submit(self.store.tagged_by_time, q.with_dims(()), filtered=True)
+                 if root is None else None)
         c = self.store.collect_tree(root, max_depth, q)
         nodes = {key[0]: {"tag": key[0], "depth": key[0].count("/") + 1, **render(agg), "children": []}
                  for key, agg in c.groups.items()}
@@ -159,7 +162,8 @@ class Analytics:
         if root is not None:
             totals = c.groups.get((root,), Agg())
         else:
-            totals = self.store.tagged_by_time(q.with_dims(()), filtered=True).get((), Agg())
+            assert early is not None
+            totals = early.result().get((), Agg())
         return {"object": "analytics.tag_tree", "root": root, "depth": depth, "from": q.from_ms, "to": q.to_ms,
                 "timezone": q.tz, "filters": {"labels": q.labels},
                 "overlapping": True, "note": "each request counts once in every node it is under; sibling "
